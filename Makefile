@@ -1,0 +1,38 @@
+# qtool: `make demo` sets up .venv and runs the whole pipeline on samples/; `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+OUT := build/demo
+LINE_BUDGET := 8000
+
+.PHONY: demo test lint venv bench clean golden
+
+$(BIN)/qtool: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/qtool
+
+demo: venv
+	$(BIN)/qtool convert -i samples/digits_cnn.onnx -o $(OUT)/digits_cnn.conv.onnx --quantization_overrides samples/overrides.json
+	$(BIN)/qtool quantize -i $(OUT)/digits_cnn.conv.onnx --input_list samples/input_list.txt -o $(OUT)/digits_cnn.quant.onnx \
+		--use_per_channel_quantization --bias_bitwidth 32
+	$(BIN)/qtool inspect $(OUT)/digits_cnn.quant.onnx --reference $(OUT)/digits_cnn.conv.onnx \
+		--input_list samples/val_list.txt --labels samples/val_labels.txt
+	$(BIN)/qtool export -i $(OUT)/digits_cnn.quant.onnx -o $(OUT)/export
+
+test: venv
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check qtool tests bench samples
+	@lines=$$(cat qtool/*.py qtool/*/*.py qtool/*/*/*.py 2>/dev/null | wc -l); \
+	  echo "qtool: $$lines lines (budget $(LINE_BUDGET))"; test $$lines -le $(LINE_BUDGET)
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf build .pytest_cache

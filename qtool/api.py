@@ -1,0 +1,202 @@
+"""The four stages as library calls; the only place their order is written (DESIGN.md).
+
+Each takes a frozen Options value and returns a Report; all files are written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import onnx
+
+from qtool.config import ConvertOptions, ExportOptions, InspectOptions, QuantizeOptions
+from qtool.errors import DataError, UsageError, did_you_mean
+from qtool.graph import model as gm
+from qtool.graph.convert import normalise
+from qtool.inspect import compare, summary
+from qtool.io import encodings as encio
+from qtool.io.feeds import check_bindings, iter_feeds
+from qtool.io.files import read_text, write_bytes, write_text
+from qtool.io.input_list import read_input_list
+from qtool.quant.calibrate import calibrate
+from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.plan import PlanOptions, activation_tensors, build_plan
+from qtool.quant.qdq import write_qdq
+from qtool.quant.qdq_read import read_qdq
+from qtool.report import Report, Table
+
+logger = logging.getLogger(__name__)
+
+
+def encodings_path(model_path: Path) -> Path:
+    """`out/model.quant.onnx` -> `out/model.quant.encodings.json`."""
+    return model_path.with_suffix(".encodings.json")
+
+
+def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, where: str) -> None:
+    known = gm.tensor_names(model)
+    for name in sorted(overrides.all()):
+        if name not in known:
+            raise DataError(
+                f"names tensor {name!r}, which the graph does not have", where=where, hint=did_you_mean(name, known)
+            )
+
+
+def _converted(model: onnx.ModelProto, path: Path, input_dims: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    if gm.metadata(model).get(gm.METADATA_CONVERTED) == "1" and not input_dims:
+        return model
+    gm.check(model, str(path))
+    model = normalise(model, input_dims, str(path))
+    gm.set_metadata(model, gm.METADATA_CONVERTED, "1")
+    return model
+
+
+def convert(o: ConvertOptions) -> Report:
+    source = gm.load(o.input_network)
+    model = _converted(source, o.input_network, o.input_dims)
+    if o.quantization_overrides is not None:
+        overrides = encio.read_encodings(o.quantization_overrides)
+        check_override_names(overrides, model, str(o.quantization_overrides))
+        gm.set_metadata(model, gm.METADATA_OVERRIDES, encio.to_json(overrides))
+    output = o.output_path or o.input_network.with_suffix(".conv.onnx")
+    gm.save(model, output)
+    facts = {
+        "input": str(o.input_network),
+        "output": str(output),
+        "nodes": f"{len(source.graph.node)} -> {len(model.graph.node)}",
+        "opset": f"{gm.default_opset(source)} -> {gm.default_opset(model)}",
+        "inputs": ", ".join(f"{s.name} {s.describe()}" for s in gm.input_specs(model)),
+        "overrides carried": len(encio.parse_encodings_json(gm.metadata(model).get(gm.METADATA_OVERRIDES))),
+    }
+    return Report("qtool convert", facts)
+
+
+def _overrides(o: QuantizeOptions, model: onnx.ModelProto) -> encio.Encodings:
+    if o.ignore_quantization_overrides:
+        return encio.Encodings()
+    if o.quantization_overrides is not None:
+        overrides = encio.read_encodings(o.quantization_overrides)
+        check_override_names(overrides, model, str(o.quantization_overrides))
+        return overrides
+    return encio.parse_encodings_json(gm.metadata(model).get(gm.METADATA_OVERRIDES))
+
+
+def _check_quantize_flags(o: QuantizeOptions) -> None:
+    if o.input_list is not None and o.enable_float_fallback:
+        raise UsageError("--input_list and --enable_float_fallback are mutually exclusive (Invalid combination)")
+    if o.input_list is None and not o.enable_float_fallback:
+        raise UsageError("give --input_list for calibration, or --enable_float_fallback to use only the overrides")
+    if o.ignore_quantization_overrides and o.enable_float_fallback:
+        raise UsageError("--ignore_quantization_overrides needs --input_list: nothing would be left to quantize")
+
+
+def quantize(o: QuantizeOptions) -> Report:
+    _check_quantize_flags(o)
+    started = time.perf_counter()
+    model = _converted(gm.load(o.input_network), o.input_network, o.input_dims)
+    overrides = _overrides(o, model)
+    facts = GraphFacts.of(model)
+    specs = gm.input_specs(model)
+    ranges: dict[str, tuple[float, float]] = {}
+    samples = 0
+    input_list = read_input_list(o.input_list) if o.input_list is not None else None
+    if input_list is not None:
+        check_bindings(input_list, specs)
+        feeds = iter_feeds(input_list, specs, o.use_native_input_files)
+        observers, samples = calibrate(
+            model, activation_tensors(facts), feeds, observer=o.act_quantizer_calibration, threads=o.num_threads
+        )
+        ranges = {name: obs.range() for name, obs in observers.items() if obs.count}
+    plan_options = PlanOptions(
+        o.act_bitwidth,
+        o.weights_bitwidth,
+        o.bias_bitwidth,
+        o.act_quantizer_schema,
+        o.param_quantizer_schema,
+        o.use_per_channel_quantization,
+        o.use_per_row_quantization,
+    )
+    plan = build_plan(facts, ranges, overrides, plan_options)
+    quantized = write_qdq(model, plan, str(o.input_network))
+    gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
+    report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
+    if input_list is not None:
+        drift = compare.compare_outputs(
+            model, quantized, iter_feeds(input_list, specs, o.use_native_input_files), threads=o.num_threads
+        )
+        report.tables.append(_drift_table(drift, with_labels=False))
+    output = o.output_path or o.input_network.with_suffix(".quant.onnx")
+    gm.save(quantized, output)
+    write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
+    ints = [e for e in plan.activations.values() if not e.is_float]
+    report.facts.update(
+        {
+            "output": str(output),
+            "encodings": str(encodings_path(output)),
+            "activations quantized": len(ints),
+            "params quantized": sum(not e.is_float for e in plan.params.values()),
+            "left float": sum(e.is_float for e in [*plan.activations.values(), *plan.params.values()]),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+    )
+    return report
+
+
+def _drift_table(drift: dict[str, compare.Drift], with_labels: bool) -> Table:
+    rows = [{"output": name, **d.summary(with_labels)} for name, d in drift.items()]
+    headers = list(dict.fromkeys(k for row in rows for k in row))
+    return Table("outputs (float vs quantized)", headers, [[row.get(h, "") for h in headers] for row in rows])
+
+
+def _labels(path: Path) -> list[int]:
+    labels = []
+    for lineno, line in enumerate(read_text(path, "labels file").splitlines(), start=1):
+        if line.strip():
+            try:
+                labels.append(int(line.split()[0]))
+            except ValueError as e:
+                raise DataError(f"label {line.split()[0]!r} is not an integer", where=f"{path}:{lineno}") from e
+    return labels
+
+
+def inspect_model(o: InspectOptions) -> Report:
+    model = gm.load(o.model)
+    report = summary.summarise(model, str(o.model))
+    if o.reference is None:
+        return report
+    if o.input_list is None:
+        raise UsageError("--reference needs --input_list to compare the two models")
+    reference = gm.load(o.reference)
+    input_list = read_input_list(o.input_list)
+    specs = gm.input_specs(model)
+    check_bindings(input_list, specs)
+    labels = _labels(o.labels) if o.labels is not None else None
+    drift = compare.compare_outputs(
+        reference, model, iter_feeds(input_list, specs, o.use_native_input_files), labels, o.num_threads
+    )
+    report.facts["compared samples"] = len(input_list.samples)
+    report.tables.append(_drift_table(drift, with_labels=labels is not None))
+    return report
+
+
+def export(o: ExportOptions) -> Report:
+    model = gm.load(o.input_network)
+    stripped, found = read_qdq(model)
+    if not len(found):
+        raise UsageError("has no QuantizeLinear/DequantizeLinear encodings to export", where=str(o.input_network))
+    o.output_path.mkdir(parents=True, exist_ok=True)
+    stem = o.input_network.name.removesuffix(".onnx")
+    written = []
+    if "stripped" in o.formats:
+        path = o.output_path / f"{stem}.stripped.onnx"
+        gm.save(stripped, path)
+        written.append(str(path))
+    if "encodings" in o.formats:
+        path = o.output_path / f"{stem}.encodings.json"
+        write_bytes(path, encio.to_json(found, o.encodings_format).encode())
+        written.append(str(path))
+    return Report(
+        "qtool export", {"input": str(o.input_network), "encodings": len(found), "written": ", ".join(written)}
+    )

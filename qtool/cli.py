@@ -1,0 +1,243 @@
+"""The command line: click options -> Options -> one api call -> report. No graph code here.
+
+Flag names mirror qairt-converter / qairt-quantizer (FORMATS.md b.3); the older QNN spellings
+from the seed are accepted as aliases.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qtool import api
+from qtool.config import ConvertOptions, ExportOptions, InspectOptions, QuantizeOptions
+from qtool.errors import QtoolError
+from qtool.io.encodings import FORMATS
+from qtool.report import Report
+
+PathType = click.Path(path_type=Path, dir_okay=False)
+
+
+class _Cli(click.Group):
+    """Turns QtoolError into one line on stderr and its exit code; hides tracebacks of bugs."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except QtoolError as e:
+            click.echo(f"qtool: error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("qtool: interrupted; no output written", err=True)
+            ctx.exit(130)
+        except Exception:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            logging.getLogger("qtool").debug("internal error", exc_info=True)
+            click.echo("qtool: internal error; re-run with -v to see the traceback and report it", err=True)
+            ctx.exit(1)
+
+
+def _input_dims(
+    ctx: click.Context, param: click.Parameter, value: tuple[tuple[str, str], ...]
+) -> dict[str, tuple[int, ...]]:
+    dims: dict[str, tuple[int, ...]] = {}
+    for name, text in value:
+        try:
+            parsed = tuple(int(d) for d in text.replace("x", ",").split(","))
+        except ValueError:
+            raise click.BadParameter(f"{name} {text!r}: DIMS must be integers like 1,3,224,224") from None
+        if any(d <= 0 for d in parsed):
+            raise click.BadParameter(f"{name} {text!r}: every dim must be positive")
+        dims[name] = parsed
+    return dims
+
+
+def _int_choice(*allowed: int) -> click.Choice:
+    return click.Choice([str(a) for a in allowed])
+
+
+def _to_int(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    return int(value) if value is not None else None
+
+
+def _emit(report: Report, as_json: bool) -> None:
+    click.echo(report.render(as_json))
+
+
+def common(func: Callable) -> Callable:
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the text report.")
+    @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+    @click.option("--quiet", is_flag=True, help="Only errors on stderr.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, verbose: int, quiet: bool, **kw: Any) -> Any:
+        level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+        logging.basicConfig(level=level, format="qtool: %(levelname)s: %(message)s", force=True)
+        return func(*args, **kw)
+
+    return wrapper
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="qtool")
+def main() -> None:
+    """qtool: convert and post-training-quantize ONNX models for 8/16-bit accelerators.
+
+    convert -> quantize -> inspect / export, each reading and writing files.
+    """
+
+
+@main.command()
+@click.option("--input_network", "-i", type=PathType, required=True, help="Float ONNX model.")
+@click.option("--output_path", "-o", type=PathType, help="Converted model (default <input>.conv.onnx).")
+@click.option(
+    "--input_dim",
+    "--source_model_input_shape",
+    "-s",
+    "input_dims",
+    nargs=2,
+    multiple=True,
+    callback=_input_dims,
+    metavar="NAME DIMS",
+    help="Fix an input's shape, e.g. --input_dim image 1,3,224,224. Repeatable.",
+)
+@click.option(
+    "--quantization_overrides",
+    "-q",
+    type=PathType,
+    help="AIMET encodings JSON; validated against the graph and carried inside the model.",
+)
+@common
+def convert(as_json: bool, **kw: Any) -> None:
+    """Validate and normalise a float model: opset >= 13, batch 1, BatchNorm folded, constants folded."""
+    _emit(api.convert(ConvertOptions.from_params(kw)), as_json)
+
+
+@main.command()
+@click.option(
+    "--input_network", "--input_dlc", "-i", type=PathType, required=True, help="Converted (or raw float) ONNX model."
+)
+@click.option("--input_list", "-l", type=PathType, help="Calibration samples: one line of raw files per inference.")
+@click.option(
+    "--output_path",
+    "--output_dlc",
+    "-o",
+    type=PathType,
+    help="QDQ model (default <input>.quant.onnx); encodings go to <output>.encodings.json.",
+)
+@click.option(
+    "--quantization_overrides", type=PathType, help="AIMET encodings JSON; overrides the model's carried overrides."
+)
+@click.option(
+    "--input_dim",
+    "input_dims",
+    nargs=2,
+    multiple=True,
+    callback=_input_dims,
+    metavar="NAME DIMS",
+    help="Fix an input's shape when quantizing a raw (unconverted) model.",
+)
+@click.option(
+    "--act_bitwidth",
+    "--act_bw",
+    type=_int_choice(8, 16),
+    default="8",
+    callback=_to_int,
+    show_default=True,
+    help="Activation bitwidth.",
+)
+@click.option(
+    "--weights_bitwidth",
+    "--weight_bw",
+    type=_int_choice(8),
+    default="8",
+    callback=_to_int,
+    show_default=True,
+    help="Weight bitwidth.",
+)
+@click.option(
+    "--bias_bitwidth",
+    "--bias_bw",
+    type=_int_choice(8, 32),
+    default="8",
+    callback=_to_int,
+    show_default=True,
+    help="Bias bitwidth; 32 uses scale = input scale x weight scale.",
+)
+@click.option(
+    "--use_per_channel_quantization", is_flag=True, help="Per-output-channel symmetric weights for Conv/ConvTranspose."
+)
+@click.option("--use_per_row_quantization", is_flag=True, help="Per-row symmetric weights for Gemm/MatMul.")
+@click.option(
+    "--ignore_quantization_overrides",
+    "--ignore_encodings",
+    is_flag=True,
+    help="Ignore carried and given overrides; calibrate everything.",
+)
+@click.option(
+    "--enable_float_fallback",
+    "--float_fallback",
+    "-f",
+    is_flag=True,
+    help="No calibration: tensors without an override encoding stay float.",
+)
+@click.option("--use_native_input_files", is_flag=True, help="Raw files hold the inputs' own dtype, not float32.")
+@click.option(
+    "--encodings_format",
+    type=click.Choice(FORMATS),
+    default="legacy",
+    show_default=True,
+    help="Layout of the encodings JSON written.",
+)
+@click.option("--num_threads", type=click.IntRange(min=0), default=0, help="onnxruntime threads (0: all cores).")
+@common
+def quantize(as_json: bool, **kw: Any) -> None:
+    """Calibrate on --input_list and write a QDQ model plus <output>.encodings.json."""
+    _emit(api.quantize(QuantizeOptions.from_params(kw)), as_json)
+
+
+@main.command()
+@click.argument("model", type=PathType)
+@click.option("--reference", type=PathType, help="Float model to compare against (needs --input_list).")
+@click.option("--input_list", "-l", type=PathType, help="Samples for the comparison.")
+@click.option("--labels", type=PathType, help="One integer label per input_list line: adds float/quantized accuracy.")
+@click.option("--use_native_input_files", is_flag=True, help="Raw files hold the inputs' own dtype.")
+@click.option("--num_threads", type=click.IntRange(min=0), default=0, help="onnxruntime threads (0: all cores).")
+@common
+def inspect(as_json: bool, **kw: Any) -> None:
+    """Show what is in MODEL; with --reference, how far it drifts from the float model."""
+    _emit(api.inspect_model(InspectOptions.from_params(kw)), as_json)
+
+
+@main.command()
+@click.option("--input_network", "-i", type=PathType, required=True, help="Quantized QDQ model.")
+@click.option(
+    "--output_path", "-o", type=click.Path(path_type=Path, file_okay=False), required=True, help="Output folder."
+)
+@click.option(
+    "--format",
+    "formats",
+    type=click.Choice(["stripped", "encodings"]),
+    multiple=True,
+    default=("stripped", "encodings"),
+    show_default=True,
+    help="Artefacts to write. Repeatable.",
+)
+@click.option(
+    "--encodings_format",
+    type=click.Choice(FORMATS),
+    default="legacy",
+    show_default=True,
+    help="Layout of the encodings JSON.",
+)
+@common
+def export(as_json: bool, **kw: Any) -> None:
+    """Write a quantized model's deployable artefacts: its encodings and the stripped float model."""
+    _emit(api.export(ExportOptions.from_params(kw)), as_json)

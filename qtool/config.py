@@ -1,0 +1,77 @@
+"""Typed, frozen options for each stage, built from click's params (no stringly-typed bags)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def _fields_from(cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in params.items() if k in names and v is not None}
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    input_network: Path
+    output_path: Path | None = None
+    input_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    quantization_overrides: Path | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> ConvertOptions:
+        return cls(**_fields_from(cls, params))
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    input_network: Path
+    output_path: Path | None = None
+    input_list: Path | None = None
+    quantization_overrides: Path | None = None
+    input_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    act_bitwidth: int = 8
+    weights_bitwidth: int = 8
+    bias_bitwidth: int = 8
+    act_quantizer_schema: str = "asymmetric"
+    param_quantizer_schema: str = "asymmetric"
+    act_quantizer_calibration: str = "min-max"
+    use_per_channel_quantization: bool = False
+    use_per_row_quantization: bool = False
+    ignore_quantization_overrides: bool = False
+    enable_float_fallback: bool = False
+    use_native_input_files: bool = False
+    encodings_format: str = "legacy"
+    num_threads: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> QuantizeOptions:
+        return cls(**_fields_from(cls, params))
+
+
+@dataclass(frozen=True)
+class InspectOptions:
+    model: Path
+    reference: Path | None = None
+    input_list: Path | None = None
+    labels: Path | None = None
+    use_native_input_files: bool = False
+    num_threads: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> InspectOptions:
+        return cls(**_fields_from(cls, params))
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    input_network: Path
+    output_path: Path
+    formats: tuple[str, ...] = ("stripped", "encodings")
+    encodings_format: str = "legacy"
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> ExportOptions:
+        return cls(**_fields_from(cls, params))

@@ -1,0 +1,47 @@
+"""The one exception family for mistakes a user can make, and the exit codes they map to.
+
+Exit codes (DESIGN.md): 0 ok, 1 internal error, 2 usage/bad input, 3 model problem, 4 data problem.
+Core modules raise these and never import click; cli.py turns them into one line on stderr.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import ClassVar
+
+
+class QtoolError(Exception):
+    """A problem the user can fix: says where it is and, when we know, how to fix it."""
+
+    exit_code: ClassVar[int] = 2
+
+    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.where = where
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.message}" if self.where else self.message
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class UsageError(QtoolError):
+    exit_code = 2
+
+
+class ModelError(QtoolError):
+    exit_code = 3
+
+
+class DataError(QtoolError):
+    exit_code = 4
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str | None:
+    """A hint naming the closest known names, as click does for a misspelt option."""
+    close = difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.6)
+    if not close:
+        return None
+    return "did you mean " + " or ".join(repr(c) for c in close) + "?"

@@ -1,0 +1,1 @@
+"""The float graph: loading, saving and the convert passes."""

@@ -1,0 +1,47 @@
+"""Normalise a float model: opset >= 13, weights as initializers, fixed shapes, BN folded.
+
+The passes themselves are listed in `graph/passes/__init__.py`; this module only upgrades
+the opset first (onnx's version converter) and moves between protobuf and onnx-ir.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+import onnx_ir as ir
+from onnx import version_converter
+
+from qtool.errors import ModelError
+from qtool.graph.model import default_opset
+from qtool.graph.passes import convert_passes
+
+logger = logging.getLogger(__name__)
+
+MIN_OPSET = 13
+
+
+def upgrade_opset(model: onnx.ModelProto, target: int, where: str) -> onnx.ModelProto:
+    current = default_opset(model)
+    if current >= target:
+        return model
+    logger.info("convert: opset %d -> %d", current, target)
+    try:
+        return version_converter.convert_version(model, target)
+    except Exception as e:  # the converter raises bare RuntimeError/ValueError for unsupported ops
+        raise ModelError(f"cannot upgrade opset {current} to {target}: {str(e).splitlines()[0]}", where=where) from e
+
+
+def normalise(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], where: str) -> onnx.ModelProto:
+    """Run every convert pass; returns a new, checked model."""
+    model = upgrade_opset(model, MIN_OPSET, where)
+    ir_model = ir.serde.deserialize_model(model)
+    for graph_pass in convert_passes(input_dims):
+        result = graph_pass(ir_model)
+        ir_model = result.model
+    out = ir.serde.serialize_model(ir_model)
+    try:
+        out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=False, data_prop=True)
+    except onnx.shape_inference.InferenceError as e:
+        raise ModelError(f"shape inference failed: {str(e).splitlines()[0]}", where=where) from e
+    return out

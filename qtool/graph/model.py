@@ -1,0 +1,101 @@
+"""Load, check and save ONNX models; the facts about inputs that the other stages need.
+
+Every load error is a `ModelError` naming the file; every save goes through `atomic_write`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from qtool.errors import DataError, ModelError
+from qtool.io.files import atomic_write
+from qtool.io.raw import InputSpec
+
+METADATA_OVERRIDES = "qtool.quantization_overrides"
+METADATA_CONVERTED = "qtool.converted"
+# ORT refuses protobufs past 2 GB; larger models go to external data next to the file.
+_EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Read an ONNX file (external data too); anything else is a ModelError naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("model file not found", where=str(p))
+    try:
+        return onnx.load(str(p))
+    except Exception as e:  # protobuf raises DecodeError, RuntimeWarning, ValueError...
+        raise ModelError(f"not an ONNX model ({type(e).__name__}: {str(e)[:120]})", where=str(p)) from e
+
+
+def check(model: onnx.ModelProto, where: str) -> None:
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid graph"
+        raise ModelError(f"onnx.checker: {first}", where=where) from e
+
+
+def save(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Write atomically and deterministically (the same model gives the same bytes)."""
+    if model.ByteSize() > _EXTERNAL_DATA_THRESHOLD:
+        raise ModelError("model over 1.8 GB: external-data output is not supported yet", where=str(path))
+    with atomic_write(path) as handle:
+        handle.write(model.SerializeToString(deterministic=True))
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            return opset.version
+    return 0
+
+
+def metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def set_metadata(model: onnx.ModelProto, key: str, value: str | None) -> None:
+    kept = [p for p in model.metadata_props if p.key != key]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    if value is not None:
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+
+
+def initializer_names(model: onnx.ModelProto) -> set[str]:
+    return {i.name for i in model.graph.initializer}
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The graph inputs that need data (initializers listed as inputs excluded), with fixed shapes."""
+    inits = initializer_names(model)
+    specs = []
+    for value in model.graph.input:
+        if value.name in inits:
+            continue
+        tensor_type = value.type.tensor_type
+        dims = []
+        for i, d in enumerate(tensor_type.shape.dim):
+            if not d.HasField("dim_value"):
+                raise ModelError(
+                    f"input {value.name!r} has dynamic dim {i} ({d.dim_param or '?'})",
+                    hint=f"run `qtool convert --input_dim {value.name} ...` to fix it",
+                )
+            dims.append(d.dim_value)
+        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        specs.append(InputSpec(value.name, np.dtype(dtype), tuple(dims)))
+    return specs
+
+
+def tensor_names(model: onnx.ModelProto) -> set[str]:
+    """Every tensor a user may name in an override: inputs, initializers and node outputs."""
+    names = {v.name for v in model.graph.input} | initializer_names(model)
+    for node in model.graph.node:
+        names.update(o for o in node.output if o)
+    return names

@@ -1,0 +1,32 @@
+"""The convert pass registry: `convert_passes(options)` lists the passes in the order they run.
+
+Adding a pass is one file in this folder and one line here.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from onnx_ir.passes import common
+from onnxscript.optimizer._constant_folding import FoldConstantsPass
+
+from qtool.graph.passes.fix_input_dims import FixInputDimsPass
+from qtool.graph.passes.fold_batchnorm import FoldBatchNormPass
+from qtool.graph.passes.name_missing import NameMissingNodesPass
+from qtool.graph.passes.remove_dropout import RemoveDropoutPass
+
+
+def convert_passes(input_dims: dict[str, tuple[int, ...]]) -> list[ir.passes.PassBase]:
+    return [
+        common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
+        FixInputDimsPass(input_dims),
+        common.ShapeInferencePass(),
+        FoldConstantsPass(shape_inference=False, input_size_limit=1 << 22, output_size_limit=1 << 22),
+        FoldBatchNormPass(),
+        RemoveDropoutPass(),
+        common.IdentityEliminationPass(),
+        common.RemoveUnusedNodesPass(),
+        common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
+        NameMissingNodesPass(),
+        common.TopologicalSortPass(),
+        common.ShapeInferencePass(),
+    ]

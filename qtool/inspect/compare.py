@@ -1,0 +1,85 @@
+"""Stream samples through a float and a quantized model; accumulate per-output drift.
+
+Per output: SQNR = 10·log10(Σ ref² / Σ (ref − quant)²) over all samples, mean per-sample cosine,
+max |ref − quant|, and for classifier-shaped outputs top-1 agreement (and accuracy against labels
+when given). Only running sums are kept, so memory does not depend on the number of samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from qtool import runtime
+
+
+@dataclass
+class Drift:
+    signal: float = 0.0
+    noise: float = 0.0
+    cosine_sum: float = 0.0
+    max_abs: float = 0.0
+    samples: int = 0
+    top1_agree: int = 0
+    ref_correct: int = 0
+    quant_correct: int = 0
+    classifier: bool = False
+
+    def update(self, ref: np.ndarray, quant: np.ndarray, label: int | None) -> None:
+        r, q = ref.astype(np.float64).ravel(), quant.astype(np.float64).ravel()
+        self.signal += float(r @ r)
+        self.noise += float((r - q) @ (r - q))
+        denom = float(np.linalg.norm(r) * np.linalg.norm(q))
+        self.cosine_sum += float(r @ q) / denom if denom > 0 else float(np.array_equal(r, q))
+        self.max_abs = max(self.max_abs, float(np.max(np.abs(r - q)))) if r.size else self.max_abs
+        self.samples += 1
+        self.classifier = r.size > 1 and ref.shape[-1] == r.size
+        if self.classifier:
+            self.top1_agree += int(np.argmax(r) == np.argmax(q))
+            if label is not None:
+                self.ref_correct += int(np.argmax(r) == label)
+                self.quant_correct += int(np.argmax(q) == label)
+
+    @property
+    def sqnr_db(self) -> float:
+        if self.noise == 0:
+            return math.inf
+        return 10 * math.log10(self.signal / self.noise) if self.signal > 0 else -math.inf
+
+    def summary(self, with_labels: bool) -> dict[str, float]:
+        n = max(self.samples, 1)
+        out = {
+            "sqnr_db": round(self.sqnr_db, 3),
+            "cosine": round(self.cosine_sum / n, 6),
+            "max_abs_error": self.max_abs,
+        }
+        if self.classifier:
+            out["top1_agreement"] = round(self.top1_agree / n, 4)
+            if with_labels:
+                out["float_accuracy"] = round(self.ref_correct / n, 4)
+                out["quant_accuracy"] = round(self.quant_correct / n, 4)
+        return out
+
+
+def compare_outputs(
+    reference: onnx.ModelProto,
+    quantized: onnx.ModelProto,
+    feeds: Iterable[dict[str, np.ndarray]],
+    labels: list[int] | None = None,
+    threads: int = 0,
+) -> dict[str, Drift]:
+    ref_sess = runtime.session(reference, threads, "reference model")
+    quant_sess = runtime.session(quantized, threads, "quantized model")
+    names = [o.name for o in quant_sess.get_outputs()]
+    drift = {name: Drift() for name in names}
+    for index, feed in enumerate(feeds):
+        ref_out = ref_sess.run(names, feed)
+        quant_out = quant_sess.run(names, feed)
+        label = labels[index] if labels is not None and index < len(labels) else None
+        for name, r, q in zip(names, ref_out, quant_out, strict=True):
+            drift[name].update(r, q, label)
+    return drift

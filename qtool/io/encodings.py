@@ -1,0 +1,228 @@
+"""AIMET encodings / quantization-overrides JSON (FORMATS.md b.2) <-> `Encodings`.
+
+Reads 0.4-0.6.1 ("legacy": dicts keyed by tensor name; min/max authoritative, scale/offset
+recomputed as the QNN seed says) and 1.0.0 (lists of entries with `name`, scale/offset
+authoritative, offset <= 0). Writes 0.6.1 or 1.0.0, always with AIMET's negative offsets.
+An int entry with neither min nor max only requests a precision; calibration fills its range.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qtool.errors import DataError
+from qtool.io.files import read_text
+from qtool.quant import encoding as enc
+from qtool.quant.encoding import Encoding
+
+FORMATS = ("legacy", "1.0.0")
+
+
+@dataclass
+class Encodings:
+    """Activation and parameter encodings keyed by tensor name."""
+
+    activations: dict[str, Encoding] = field(default_factory=dict)
+    params: dict[str, Encoding] = field(default_factory=dict)
+
+    def all(self) -> dict[str, Encoding]:
+        return {**self.activations, **self.params}
+
+    def __len__(self) -> int:
+        return len(self.activations) + len(self.params)
+
+
+def _bool(value: Any) -> bool:
+    return value in (True, "True", "true", 1)
+
+
+def _number(entry: dict, key: str, where: str) -> float:
+    value = entry[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DataError(f"'{key}' must be a finite number, got {value!r}", where=where)
+    return float(value)
+
+
+def _bitwidth(entry: dict, dtype: str, where: str) -> int:
+    if "bitwidth" not in entry and "bw" not in entry:
+        raise DataError("missing 'bitwidth'", where=where)
+    bw = entry.get("bitwidth", entry.get("bw"))
+    allowed = enc.FLOAT_BITWIDTHS if dtype == "float" else enc.INT_BITWIDTHS
+    if isinstance(bw, bool) or not isinstance(bw, (int, float)) or int(bw) != bw or int(bw) not in allowed:
+        raise DataError(
+            f"bitwidth {bw!r} is not supported for dtype {dtype!r}; use one of {list(allowed)}", where=where
+        )
+    return int(bw)
+
+
+def _dtype(entry: dict, where: str) -> str:
+    dtype = str(entry.get("dtype", "int")).lower()
+    if dtype not in ("int", "float"):
+        raise DataError(f"dtype {entry.get('dtype')!r} must be 'int' or 'float'", where=where)
+    return dtype
+
+
+def _legacy_channel(entry: Any, where: str) -> tuple[str, int, bool, float | None, float | None]:
+    if not isinstance(entry, dict):
+        raise DataError("each encoding must be a JSON object", where=where)
+    dtype = _dtype(entry, where)
+    bw = _bitwidth(entry, dtype, where)
+    has = ("min" in entry, "max" in entry)
+    if dtype == "float" or not any(has):
+        return dtype, bw, _bool(entry.get("is_symmetric")), None, None
+    if not all(has):
+        raise DataError(f"missing '{'max' if has[0] else 'min'}' (bitwidth, min and max are required)", where=where)
+    lo, hi = _number(entry, "min", where), _number(entry, "max", where)
+    if lo > hi:
+        raise DataError(f"min {lo} is greater than max {hi}", where=where)
+    return dtype, bw, _bool(entry.get("is_symmetric")), lo, hi
+
+
+def _from_legacy_list(name: str, entries: Any, where: str) -> Encoding:
+    if not isinstance(entries, list) or not entries:
+        raise DataError("must be a non-empty list of encodings", where=f"{where}: {name!r}")
+    channels = [_legacy_channel(e, f"{where}: {name!r}[{i}]") for i, e in enumerate(entries)]
+    dtypes, bws, syms = {c[0] for c in channels}, {c[1] for c in channels}, {c[2] for c in channels}
+    if len(dtypes) > 1 or len(bws) > 1 or len(syms) > 1:
+        raise DataError("per-channel entries must share dtype, bitwidth and is_symmetric", where=f"{where}: {name!r}")
+    dtype, bw, sym = channels[0][:3]
+    if dtype == "float":
+        return enc.float_encoding(bw)
+    if any(c[3] is None for c in channels):
+        if len(channels) > 1:
+            raise DataError("per-channel encodings need min and max", where=f"{where}: {name!r}")
+        return Encoding(bitwidth=bw, is_symmetric=sym)
+    lo = [c[3] for c in channels]
+    hi = [c[4] for c in channels]
+    return min_max_encoding(lo, hi, bw, symmetric=sym or len(channels) > 1)
+
+
+def min_max_encoding(lo: list[float], hi: list[float], bw: int, *, symmetric: bool) -> Encoding:
+    """An override's min/max taken as the encoding range; symmetric ones keep offset -2^(bw-1)."""
+    asym = enc.tf(lo, hi, bw, axis=0 if len(lo) > 1 else None)
+    if not symmetric:
+        return asym
+    if all(o == -(2 ** (bw - 1)) for o in asym.offset):
+        return enc.from_scale_offset(asym.scale, asym.offset, bw, symmetric=True, axis=asym.axis)
+    return enc.symmetric(lo, hi, bw, axis=asym.axis)
+
+
+def _from_v1_entry(entry: Any, where: str) -> tuple[str, Encoding]:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise DataError("each 1.0.0 encoding must be an object with a 'name'", where=where)
+    name = entry["name"]
+    where = f"{where}: {name!r}"
+    dtype = _dtype(entry, where)
+    bw = _bitwidth(entry, dtype, where)
+    if dtype == "float":
+        return name, enc.float_encoding(bw)
+    scale, offset = entry.get("scale"), entry.get("offset")
+    if not isinstance(scale, list) or not isinstance(offset, list) or len(scale) != len(offset) or not scale:
+        raise DataError("needs equal-length non-empty 'scale' and 'offset' lists", where=where)
+    if any(not isinstance(s, (int, float)) or not s > 0 for s in scale):
+        raise DataError("every scale must be a positive number", where=where)
+    if any(not isinstance(o, (int, float)) or o > 0 for o in offset):
+        raise DataError("offsets must be numbers <= 0 (AIMET convention: offset = round(min/scale))", where=where)
+    axis = 0 if len(scale) > 1 else None
+    return name, enc.from_scale_offset(scale, offset, bw, symmetric=_bool(entry.get("is_sym")), axis=axis)
+
+
+def parse_encodings(data: Any, where: str) -> Encodings:
+    """Validate a decoded JSON document and turn it into `Encodings`."""
+    if not isinstance(data, dict):
+        raise DataError("top level must be a JSON object", where=where)
+    missing = [k for k in ("activation_encodings", "param_encodings") if k not in data]
+    if missing:
+        raise DataError(
+            f"missing section {missing[0]!r} (both sections are required; either may be empty)", where=where
+        )
+    result = Encodings()
+    for section, target in (("activation_encodings", result.activations), ("param_encodings", result.params)):
+        body = data[section]
+        if isinstance(body, dict):
+            for name in sorted(body):
+                target[name] = _from_legacy_list(name, body[name], f"{where}: {section}")
+        elif isinstance(body, list):
+            for i, entry in enumerate(body):
+                name, value = _from_v1_entry(entry, f"{where}: {section}[{i}]")
+                target[name] = value
+        else:
+            raise DataError(f"{section!r} must be an object or a list", where=where)
+    return result
+
+
+def read_encodings(path: str | os.PathLike[str]) -> Encodings:
+    text = read_text(path, "encodings file")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", where=str(path)) from e
+    return parse_encodings(data, str(path))
+
+
+def parse_encodings_json(text: str | None, where: str = "model metadata") -> Encodings:
+    """Encodings carried as JSON text (a converted model's metadata); none when `text` is None."""
+    if text is None:
+        return Encodings()
+    try:
+        return parse_encodings(json.loads(text), where)
+    except json.JSONDecodeError as e:
+        raise DataError(f"carried overrides are not valid JSON: {e.msg}", where=where) from e
+
+
+def _legacy_entries(e: Encoding) -> list[dict[str, Any]]:
+    if e.is_float:
+        return [{"bitwidth": e.bitwidth, "dtype": "float"}]
+    sym = "True" if e.is_symmetric else "False"
+    return [
+        {"bitwidth": e.bitwidth, "dtype": "int", "is_symmetric": sym, "max": hi, "min": lo, "offset": off, "scale": s}
+        for lo, hi, s, off in zip(e.min, e.max, e.scale, e.offset, strict=True)
+    ]
+
+
+def _v1_entry(name: str, e: Encoding) -> dict[str, Any]:
+    if e.is_float:
+        return {"name": name, "enc_type": "PER_TENSOR", "dtype": "FLOAT", "bw": e.bitwidth}
+    return {
+        "name": name,
+        "enc_type": "PER_CHANNEL" if len(e.scale) > 1 else "PER_TENSOR",
+        "dtype": "INT",
+        "bw": e.bitwidth,
+        "is_sym": e.is_symmetric,
+        "scale": list(e.scale),
+        "offset": list(e.offset),
+    }
+
+
+def to_json(encodings: Encodings, fmt: str = "legacy", quantizer_args: dict | None = None) -> str:
+    """Serialise deterministically (sorted names) in the legacy 0.6.1 or the 1.0.0 layout."""
+    acts, params = sorted(encodings.activations.items()), sorted(encodings.params.items())
+    doc: dict[str, Any]
+    if fmt == "1.0.0":
+        doc = {
+            "version": "1.0.0",
+            "activation_encodings": [_v1_entry(n, e) for n, e in acts],
+            "param_encodings": [_v1_entry(n, e) for n, e in params],
+            "excluded_layers": [],
+        }
+    else:
+        doc = {
+            "version": "0.6.1",
+            "activation_encodings": {n: _legacy_entries(e) for n, e in acts},
+            "param_encodings": {n: _legacy_entries(e) for n, e in params},
+        }
+    if quantizer_args:
+        doc["quantizer_args"] = quantizer_args
+    return json.dumps(doc, indent=2, default=_json_default) + "\n"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,1 @@
+"""Quantization: encodings math, observers, calibration, the plan and the QDQ writer."""

@@ -1,0 +1,167 @@
+"""The `Encoding` value and every range -> scale/offset computation. The only copy of this math.
+
+Conventions (QNN seed "Quantization", AIMET encoding spec; DESIGN.md):
+- grid: unsigned [0, 2^bw - 1]; `offset = round(min / scale)` <= 0 (AIMET's sign; the seed's
+  prose "offset 200" is AIMET's -200); `q = clamp(round(x / scale) - offset, 0, 2^bw - 1)`;
+  `x = (q + offset) * scale`.  ONNX QDQ: `zero_point = -offset` on the unsigned grid, or
+  `offset + 2^(bw-1)` (= 0 for symmetric) on the signed grid.
+- tf (asymmetric): range widened to include 0, at least 0.0001 wide, then nudged so that 0.0
+  is exactly representable: [-1.8, 0.5] -> [-1.803922, 0.496078], scale 0.009020, offset -200.
+- symmetric: absmax = max(|min|, |max|); scale = absmax / (2^(bw-1) - 1); offset = -2^(bw-1),
+  so min = -2^(bw-1)·scale and max = (2^(bw-1) - 1)·scale (AIMET's per-channel example).
+- Rounding of the offset is half away from zero, as AIMET's C++ `round()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_RANGE = 1e-4  # QNN seed: "Minimum range of 0.0001 is enforced"
+INT_BITWIDTHS = (4, 8, 16, 32)
+FLOAT_BITWIDTHS = (16, 32)
+
+
+def _round_half_away(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def _vec(x: object) -> np.ndarray:
+    return np.atleast_1d(np.asarray(x, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One quantization decision for one tensor. Per-channel when `axis` is set.
+
+    `min`, `max`, `scale`, `offset` are tuples with one entry per channel (one for per-tensor).
+    A float encoding (`dtype == "float"`) keeps the tensor in float at `bitwidth` 16 or 32.
+    """
+
+    bitwidth: int
+    dtype: str = "int"
+    is_symmetric: bool = False
+    min: tuple[float, ...] = ()
+    max: tuple[float, ...] = ()
+    scale: tuple[float, ...] = ()
+    offset: tuple[int, ...] = ()
+    axis: int | None = None
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype == "float"
+
+    @property
+    def signed(self) -> bool:
+        """Stored on the signed grid in ONNX: symmetric encodings (zero point 0)."""
+        return self.is_symmetric
+
+    @property
+    def qmin(self) -> int:
+        return -(2 ** (self.bitwidth - 1)) if self.signed else 0
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bitwidth - 1) - 1 if self.signed else 2**self.bitwidth - 1
+
+    def zero_point(self) -> np.ndarray:
+        """ONNX zero point on the grid `signed` selects."""
+        shift = 2 ** (self.bitwidth - 1) if self.signed else 0
+        return -(np.asarray(self.offset, dtype=np.int64) + shift)
+
+    def scale_array(self) -> np.ndarray:
+        return np.asarray(self.scale, dtype=np.float64)
+
+    def _broadcast(self, values: np.ndarray, x: np.ndarray) -> np.ndarray:
+        if self.axis is None or x.ndim == 0:
+            return values.reshape(()) if values.size == 1 else values
+        shape = [1] * x.ndim
+        shape[self.axis] = values.size
+        return values.reshape(shape)
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """Integers on the ONNX grid (signed or not), round half to even as QuantizeLinear."""
+        scale = self._broadcast(self.scale_array(), x)
+        zp = self._broadcast(self.zero_point(), x)
+        q = np.rint(np.asarray(x, dtype=np.float64) / scale) + zp
+        return np.clip(q, self.qmin, self.qmax).astype(np.int64)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        scale = self._broadcast(self.scale_array(), q)
+        zp = self._broadcast(self.zero_point(), q)
+        return ((np.asarray(q, dtype=np.int64) - zp) * scale).astype(np.float32)
+
+    def fake_quantize(self, x: np.ndarray) -> np.ndarray:
+        return self.dequantize(self.quantize(x))
+
+
+def float_encoding(bitwidth: int) -> Encoding:
+    return Encoding(bitwidth=bitwidth, dtype="float")
+
+
+def _finish(scale: np.ndarray, offset: np.ndarray, bitwidth: int, symmetric: bool, axis: int | None) -> Encoding:
+    levels = 2**bitwidth - 1
+    new_min = offset * scale
+    new_max = new_min + scale * levels
+    return Encoding(
+        bitwidth=bitwidth,
+        is_symmetric=symmetric,
+        min=tuple(float(v) for v in new_min),
+        max=tuple(float(v) for v in new_max),
+        scale=tuple(float(v) for v in scale),
+        offset=tuple(int(v) for v in offset),
+        axis=axis,
+    )
+
+
+def tf(lo: object, hi: object, bitwidth: int, axis: int | None = None) -> Encoding:
+    """Asymmetric encoding of the range [lo, hi] by the seed's tf rules (vectorised per channel)."""
+    lo, hi = np.minimum(_vec(lo), 0.0), np.maximum(_vec(hi), 0.0)
+    hi = np.maximum(hi, lo + MIN_RANGE)
+    scale = (hi - lo) / (2**bitwidth - 1)
+    offset = _round_half_away(lo / scale)
+    return _finish(scale, offset, bitwidth, False, axis)
+
+
+def symmetric(lo: object, hi: object, bitwidth: int, axis: int | None = None) -> Encoding:
+    """Signed symmetric encoding: offset -2^(bw-1), zero point 0 on the signed grid."""
+    absmax = np.maximum(np.maximum(np.abs(_vec(lo)), np.abs(_vec(hi))), MIN_RANGE / 2)
+    scale = absmax / (2 ** (bitwidth - 1) - 1)
+    offset = np.full_like(scale, -(2 ** (bitwidth - 1)))
+    return _finish(scale, offset, bitwidth, True, axis)
+
+
+def unsigned_symmetric(lo: object, hi: object, bitwidth: int, axis: int | None = None) -> Encoding:
+    """Non-negative tensors use the whole unsigned grid from 0; others fall back to symmetric."""
+    if np.any(_vec(lo) < 0):
+        return symmetric(lo, hi, bitwidth, axis)
+    hi = np.maximum(_vec(hi), MIN_RANGE)
+    scale = hi / (2**bitwidth - 1)
+    return _finish(scale, np.zeros_like(scale), bitwidth, False, axis)
+
+
+def from_scale_offset(
+    scale: object, offset: object, bitwidth: int, *, symmetric: bool, axis: int | None = None
+) -> Encoding:
+    """Rebuild an encoding whose scale/offset are given (AIMET 1.0.0 files, QDQ models)."""
+    return _finish(_vec(scale), _vec(offset), bitwidth, symmetric, axis)
+
+
+def bias_int32(input_scale: float, weight: Encoding) -> Encoding:
+    """32-bit bias: scale = input scale x weight scale (per channel when the weight is)."""
+    scale = float(input_scale) * weight.scale_array()
+    offset = np.full_like(scale, -(2**31))
+    return _finish(scale, offset, 32, True, 0 if len(scale) > 1 else None)
+
+
+SCHEMAS = {
+    "asymmetric": tf,
+    "tf": tf,
+    "symmetric": symmetric,
+    "unsignedsymmetric": unsigned_symmetric,
+}
+
+
+def with_schema(schema: str, lo: object, hi: object, bitwidth: int, axis: int | None = None) -> Encoding:
+    return SCHEMAS[schema](lo, hi, bitwidth, axis)

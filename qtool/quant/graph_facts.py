@@ -1,0 +1,45 @@
+"""Read-only facts about a float graph that planning needs: tensor types, producers, consumers."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE})
+
+
+@dataclass
+class GraphFacts:
+    model: onnx.ModelProto
+    elem_types: dict[str, int]
+    initializers: dict[str, onnx.TensorProto]
+    producers: dict[str, onnx.NodeProto]
+    consumers: dict[str, list[onnx.NodeProto]]
+    graph_inputs: list[str]
+    graph_outputs: set[str]
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> GraphFacts:
+        graph = model.graph
+        types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.value_info, *graph.output]}
+        inits = {i.name: i for i in graph.initializer}
+        types.update({name: init.data_type for name, init in inits.items()})
+        producers, consumers = {}, defaultdict(list)
+        for node in graph.node:
+            for out in node.output:
+                if out:
+                    producers[out] = node
+            for name in dict.fromkeys(i for i in node.input if i):
+                consumers[name].append(node)
+        inputs = [v.name for v in graph.input if v.name not in inits]
+        return cls(model, types, inits, producers, dict(consumers), inputs, {v.name for v in graph.output})
+
+    def is_float(self, name: str) -> bool:
+        return self.elem_types.get(name) in FLOAT_TYPES
+
+    def array(self, name: str) -> np.ndarray:
+        return numpy_helper.to_array(self.initializers[name])

@@ -1,0 +1,118 @@
+"""Read a QDQ model back: its Encodings, and the float model with every Q/DQ removed
+(qairt's DLC_STRIP_QUANT idea). Inverse of `qdq.write_qdq`, and general enough for QDQ models
+from other quantizers (onnxruntime, AIMET, Quark) that use the same node pattern.
+
+A weight is `DequantizeLinear(initializer)`: it becomes a float initializer named like the
+DequantizeLinear output. An activation is `QuantizeLinear(x) -> DequantizeLinear -> y`: the pair is
+removed and its encoding keyed by `x` (or by `y` when `y` is a graph output, whose name wins).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from qtool.errors import ModelError
+from qtool.io.encodings import Encodings
+from qtool.quant import encoding as enc
+from qtool.quant.encoding import Encoding
+
+_BITS = {
+    TensorProto.INT4: (4, True),
+    TensorProto.UINT4: (4, False),
+    TensorProto.INT8: (8, True),
+    TensorProto.UINT8: (8, False),
+    TensorProto.INT16: (16, True),
+    TensorProto.UINT16: (16, False),
+    TensorProto.INT32: (32, True),
+}
+
+
+def _attr_axis(node: onnx.NodeProto) -> int:
+    return next((a.i for a in node.attribute if a.name == "axis"), 1)
+
+
+def _encoding(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], int_type: int) -> Encoding:
+    if int_type not in _BITS:
+        raise ModelError(f"{node.op_type} {node.name!r} uses an unsupported type {TensorProto.DataType.Name(int_type)}")
+    bitwidth, signed = _BITS[int_type]
+    scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64).ravel()
+    zp_name = node.input[2] if len(node.input) > 2 else ""
+    zp = numpy_helper.to_array(inits[zp_name]).astype(np.int64).ravel() if zp_name else np.zeros(1, np.int64)
+    shift = 2 ** (bitwidth - 1) if signed else 0
+    symmetric = bool(signed and not zp.any())
+    axis = _attr_axis(node) if scale.size > 1 else None
+    return enc.from_scale_offset(scale, -(zp + shift), bitwidth, symmetric=symmetric, axis=axis)
+
+
+def read_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Encodings]:
+    """Return (float model without Q/DQ, encodings). `model` is not modified."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {i.name: i for i in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    outputs = {o.name for o in graph.output}
+    found = Encodings()
+    rename: dict[str, str] = {}
+    drop: set[int] = set()
+    new_inits: dict[str, onnx.TensorProto] = {}
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        source = node.input[0]
+        if source in inits:
+            e = _encoding(node, inits, inits[source].data_type)
+            values = e.dequantize(numpy_helper.to_array(inits[source]))
+            new_inits[source] = numpy_helper.from_array(values, node.output[0])
+            found.params[node.output[0]] = e
+            drop.add(id(node))
+            continue
+        q_node = producers.get(source)
+        if q_node is None or q_node.op_type != "QuantizeLinear":
+            continue
+        e = _encoding(node, inits, _q_output_type(q_node, inits))
+        x, y = q_node.input[0], node.output[0]
+        name = y if y in outputs else x
+        found.activations[name] = e
+        if y in outputs:
+            rename[x] = y
+        else:
+            rename[y] = x
+        drop.update((id(node), id(q_node)))
+    _rebuild(graph, drop, rename, new_inits)
+    return out, found
+
+
+def _q_output_type(q_node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> int:
+    if len(q_node.input) > 2 and q_node.input[2] in inits:
+        return inits[q_node.input[2]].data_type
+    for attribute in q_node.attribute:
+        if attribute.name == "output_dtype" and attribute.i:
+            return attribute.i
+    return TensorProto.UINT8
+
+
+def _resolve(name: str, rename: dict[str, str]) -> str:
+    return rename.get(name, name)
+
+
+def _rebuild(
+    graph: onnx.GraphProto, drop: set[int], rename: dict[str, str], new_inits: dict[str, onnx.TensorProto]
+) -> None:
+    kept = [n for n in graph.node if id(n) not in drop]
+    for node in kept:
+        node.input[:] = [_resolve(i, rename) for i in node.input]
+        node.output[:] = [_resolve(o, rename) for o in node.output]
+    used = {i for n in kept for i in n.input} | {o.name for o in graph.output}
+    # a dequantized weight takes its integer initializer's place, so the order survives a round trip
+    inits = [new_inits.get(i.name, i) for i in graph.initializer if i.name in used or i.name in new_inits]
+    del graph.node[:]
+    graph.node.extend(kept)
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    stale = set(rename)
+    kept_info = [v for v in graph.value_info if v.name not in stale]
+    del graph.value_info[:]
+    graph.value_info.extend(kept_info)

@@ -1,0 +1,94 @@
+"""OP_RULES: what each op means for quantization, as frozen data (STYLE.md Do 3).
+
+- `weights`: input index -> per-channel axis (an int, or a function of the node for Gemm's
+  transB and MatMul's rank); only inputs that are initializers count as weights.
+- `bias`: the input index of the bias, quantized with the weight's and input's scales.
+- `shares_input_encoding`: data-invariant ops (QNN seed: "propagating encodings across data
+  invariant Ops"); the output reuses input 0's encoding, so no requantization is written.
+- `joins_inputs`: Concat — inputs and output share one encoding (the union of their ranges).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import onnx
+
+Axis = int | Callable[[onnx.NodeProto, int], int]
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return attribute.i
+    return default
+
+
+def _gemm_weight_axis(node: onnx.NodeProto, rank: int) -> int:
+    return 0 if _attr(node, "transB", 0) else 1  # output features of B
+
+
+def _matmul_weight_axis(node: onnx.NodeProto, rank: int) -> int:
+    return rank - 1  # columns of B are the output features
+
+
+@dataclass(frozen=True)
+class OpRule:
+    weights: dict[int, Axis] = field(default_factory=dict)
+    bias: int | None = None
+    shares_input_encoding: bool = False
+    joins_inputs: bool = False
+    per_row: bool = False  # per-channel flag is --use_per_row_quantization, not per_channel
+    quantize_constants: bool = False  # float initializer inputs are data (Add's constant term)
+
+
+_SHARED = OpRule(shares_input_encoding=True)
+
+OP_RULES: dict[str, OpRule] = {
+    "Conv": OpRule(weights={1: 0}, bias=2),
+    "ConvTranspose": OpRule(weights={1: 1}, bias=2),
+    "Gemm": OpRule(weights={1: _gemm_weight_axis}, bias=2, per_row=True),
+    "MatMul": OpRule(weights={1: _matmul_weight_axis}, per_row=True),
+    "Concat": OpRule(joins_inputs=True, quantize_constants=True),
+    **{op: OpRule(quantize_constants=True) for op in ("Add", "Sub", "Mul", "Div", "PRelu", "Max", "Min")},
+    **{
+        op: _SHARED
+        for op in (
+            "Reshape",
+            "Transpose",
+            "Flatten",
+            "Squeeze",
+            "Unsqueeze",
+            "MaxPool",
+            "Slice",
+            "Split",
+            "Gather",
+            "Pad",
+            "Expand",
+            "Tile",
+            "Identity",
+            "DepthToSpace",
+            "SpaceToDepth",
+            "ReduceMax",
+            "ReduceMin",
+            "GlobalMaxPool",
+        )
+    },
+}
+
+# Ops after which the activation needs no quantizer of its own when a ReLU follows
+# (AIMET / QNN "relu squashing", FORMATS.md): the encoding sits on the ReLU's output.
+SQUASHABLE_PRODUCERS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "BatchNormalization"})
+SQUASHING_ACTIVATIONS = frozenset({"Relu", "Clip"})
+
+NO_RULE = OpRule()
+
+
+def rule_for(node: onnx.NodeProto) -> OpRule:
+    return OP_RULES.get(node.op_type, NO_RULE) if node.domain in ("", "ai.onnx") else NO_RULE
+
+
+def weight_axis(node: onnx.NodeProto, index: int, rank: int) -> int:
+    axis = rule_for(node).weights[index]
+    return axis if isinstance(axis, int) else axis(node, rank)

@@ -1,0 +1,43 @@
+"""onnxruntime sessions, built the same way everywhere (threads, optimisation level, extra outputs)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from qtool.errors import ModelError
+
+
+def _value_types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    graph = model.graph
+    return {v.name: v for v in [*graph.input, *graph.value_info, *graph.output]}
+
+
+def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    """A copy of `model` that also returns the tensors `names` (in the given order)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    known = _value_types(copy)
+    present = {o.name for o in copy.graph.output}
+    for name in names:
+        if name in present:
+            continue
+        info = known.get(name) or helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+        copy.graph.output.append(info)
+        present.add(name)
+    return copy
+
+
+def session(model: onnx.ModelProto, threads: int = 0, where: str = "model") -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
+        raise ModelError(f"onnxruntime cannot load it: {str(e).splitlines()[0][:300]}", where=where) from e

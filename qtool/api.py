@@ -19,7 +19,7 @@ from qtool.inspect import compare, summary
 from qtool.io import encodings as encio
 from qtool.io.feeds import check_bindings, iter_feeds
 from qtool.io.files import read_text, write_bytes, write_text
-from qtool.io.input_list import read_input_list
+from qtool.io.input_list import InputList, read_input_list
 from qtool.quant.calibrate import calibrate
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.plan import PlanOptions, activation_tensors, build_plan
@@ -92,52 +92,68 @@ def _check_quantize_flags(o: QuantizeOptions) -> None:
         raise UsageError("--ignore_quantization_overrides needs --input_list: nothing would be left to quantize")
 
 
+def _plan_options(o: QuantizeOptions) -> PlanOptions:
+    return PlanOptions(
+        act_bitwidth=o.act_bitwidth,
+        weights_bitwidth=o.weights_bitwidth,
+        bias_bitwidth=o.bias_bitwidth,
+        act_schema=o.act_quantizer_schema,
+        param_schema=o.param_quantizer_schema,
+        param_calibration=o.param_quantizer_calibration,
+        per_channel=o.use_per_channel_quantization,
+        per_row=o.use_per_row_quantization,
+        float_bias_bitwidth=o.float_bias_bitwidth,
+        percentile=o.percentile_calibration_value,
+    )
+
+
+def _calibrate(
+    o: QuantizeOptions, model: onnx.ModelProto, facts: GraphFacts, input_list: InputList | None
+) -> tuple[dict, int]:
+    if input_list is None:
+        return {}, 0
+    specs = gm.input_specs(model)
+    check_bindings(input_list, specs)
+    feeds = iter_feeds(input_list, specs, o.use_native_input_files)
+    return calibrate(
+        model,
+        activation_tensors(facts),
+        feeds,
+        observer=o.act_quantizer_calibration,
+        percentile=o.percentile_calibration_value,
+        threads=o.num_threads,
+    )
+
+
 def quantize(o: QuantizeOptions) -> Report:
     _check_quantize_flags(o)
     started = time.perf_counter()
     model = _converted(gm.load(o.input_network), o.input_network, o.input_dims)
     overrides = _overrides(o, model)
     facts = GraphFacts.of(model)
-    specs = gm.input_specs(model)
-    ranges: dict[str, tuple[float, float]] = {}
-    samples = 0
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
-    if input_list is not None:
-        check_bindings(input_list, specs)
-        feeds = iter_feeds(input_list, specs, o.use_native_input_files)
-        observers, samples = calibrate(
-            model, activation_tensors(facts), feeds, observer=o.act_quantizer_calibration, threads=o.num_threads
-        )
-        ranges = {name: obs.range() for name, obs in observers.items() if obs.count}
-    plan_options = PlanOptions(
-        o.act_bitwidth,
-        o.weights_bitwidth,
-        o.bias_bitwidth,
-        o.act_quantizer_schema,
-        o.param_quantizer_schema,
-        o.use_per_channel_quantization,
-        o.use_per_row_quantization,
-    )
-    plan = build_plan(facts, ranges, overrides, plan_options)
-    quantized = write_qdq(model, plan, str(o.input_network))
+    observers, samples = _calibrate(o, model, facts, input_list)
+    plan = build_plan(facts, observers, overrides, _plan_options(o))
+    quantized = write_qdq(model, plan, str(o.input_network), packed=o.pack_4_bit_weights)
     gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
     if input_list is not None:
-        drift = compare.compare_outputs(
-            model, quantized, iter_feeds(input_list, specs, o.use_native_input_files), threads=o.num_threads
+        feeds = iter_feeds(input_list, gm.input_specs(model), o.use_native_input_files)
+        report.tables.append(
+            _drift_table(compare.compare_outputs(model, quantized, feeds, threads=o.num_threads), False)
         )
-        report.tables.append(_drift_table(drift, with_labels=False))
     output = o.output_path or o.input_network.with_suffix(".quant.onnx")
     gm.save(quantized, output)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
-    ints = [e for e in plan.activations.values() if not e.is_float]
+    every = [*plan.activations.values(), *plan.params.values()]
     report.facts.update(
         {
             "output": str(output),
             "encodings": str(encodings_path(output)),
-            "activations quantized": len(ints),
+            "activations quantized": sum(not e.is_float for e in plan.activations.values()),
             "params quantized": sum(not e.is_float for e in plan.params.values()),
-            "left float": sum(e.is_float for e in [*plan.activations.values(), *plan.params.values()]),
+            "left float": sum(e.is_float for e in every),
+            "int32 ops": len(plan.int32_nodes),
             "seconds": round(time.perf_counter() - started, 2),
         }
     )

@@ -15,7 +15,15 @@ from typing import Any
 import click
 
 from qtool import api
-from qtool.config import ConvertOptions, ExportOptions, InspectOptions, QuantizeOptions
+from qtool.config import (
+    CALIBRATIONS,
+    LEGACY_QUANTIZERS,
+    SCHEMAS,
+    ConvertOptions,
+    ExportOptions,
+    InspectOptions,
+    QuantizeOptions,
+)
 from qtool.errors import QtoolError
 from qtool.io.encodings import FORMATS
 from qtool.report import Report
@@ -156,11 +164,11 @@ def convert(as_json: bool, **kw: Any) -> None:
 @click.option(
     "--weights_bitwidth",
     "--weight_bw",
-    type=_int_choice(8),
+    type=_int_choice(4, 8, 16),
     default="8",
     callback=_to_int,
     show_default=True,
-    help="Weight bitwidth.",
+    help="Weight bitwidth (16 makes the default param schema symmetric).",
 )
 @click.option(
     "--bias_bitwidth",
@@ -171,6 +179,37 @@ def convert(as_json: bool, **kw: Any) -> None:
     show_default=True,
     help="Bias bitwidth; 32 uses scale = input scale x weight scale.",
 )
+@click.option(
+    "--act_quantizer_schema", type=click.Choice(SCHEMAS), help="Activation range schema [default: asymmetric]."
+)
+@click.option("--param_quantizer_schema", type=click.Choice(SCHEMAS), help="Weight range schema [default: asymmetric].")
+@click.option(
+    "--act_quantizer_calibration", type=click.Choice(CALIBRATIONS), help="Activation range method [default: min-max]."
+)
+@click.option(
+    "--param_quantizer_calibration", type=click.Choice(CALIBRATIONS), help="Weight range method [default: min-max]."
+)
+@click.option(
+    "--act_quantizer",
+    type=click.Choice(sorted(LEGACY_QUANTIZERS)),
+    help="Legacy QNN activation quantizer (tf, enhanced...).",
+)
+@click.option(
+    "--param_quantizer", type=click.Choice(sorted(LEGACY_QUANTIZERS)), help="Legacy QNN weight quantizer (adjusted...)."
+)
+@click.option(
+    "--percentile_calibration_value",
+    type=click.FloatRange(90, 100),
+    help="Percentile for percentile calibration [99.99].",
+)
+@click.option(
+    "--float_bias_bitwidth",
+    "--float_bias_bw",
+    type=_int_choice(16, 32),
+    callback=_to_int,
+    help="Bitwidth of a bias forced float by a float override on its op [32].",
+)
+@click.option("--pack_4_bit_weights", is_flag=True, help="Store 4-bit weights as packed INT4/UINT4 (two per byte).")
 @click.option(
     "--use_per_channel_quantization", is_flag=True, help="Per-output-channel symmetric weights for Conv/ConvTranspose."
 )

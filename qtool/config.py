@@ -7,6 +7,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qtool.errors import UsageError
+
+# qairt's hidden legacy --act_quantizer/--param_quantizer values -> (schema, calibration)
+LEGACY_QUANTIZERS = {
+    "tf": ("asymmetric", "min-max"),
+    "enhanced": ("asymmetric", "sqnr"),
+    "adjusted": ("adjusted", "min-max"),
+    "symmetric": ("symmetric", "min-max"),
+}
+SCHEMAS = ("asymmetric", "symmetric", "unsignedsymmetric")
+CALIBRATIONS = ("min-max", "sqnr", "entropy", "mse", "percentile")
+
 
 def _fields_from(cls: type, params: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cls)}
@@ -38,6 +50,10 @@ class QuantizeOptions:
     act_quantizer_schema: str = "asymmetric"
     param_quantizer_schema: str = "asymmetric"
     act_quantizer_calibration: str = "min-max"
+    param_quantizer_calibration: str = "min-max"
+    percentile_calibration_value: float = 99.99
+    float_bias_bitwidth: int = 32
+    pack_4_bit_weights: bool = False
     use_per_channel_quantization: bool = False
     use_per_row_quantization: bool = False
     ignore_quantization_overrides: bool = False
@@ -48,6 +64,24 @@ class QuantizeOptions:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> QuantizeOptions:
+        params = dict(params)
+        for kind in ("act", "param"):
+            legacy = params.pop(f"{kind}_quantizer", None)
+            if legacy is None:
+                continue
+            new = [f"--{kind}_quantizer_{k}" for k in ("schema", "calibration") if params.get(f"{kind}_quantizer_{k}")]
+            if new:
+                raise UsageError(f"legacy --{kind}_quantizer cannot be mixed with {new[0]}")
+            params[f"{kind}_quantizer_schema"], params[f"{kind}_quantizer_calibration"] = LEGACY_QUANTIZERS[legacy]
+        if params.get("weights_bitwidth") == 16 and not params.get("param_quantizer_schema"):
+            params["param_quantizer_schema"] = "symmetric"  # qairt: 16-bit weights default to symmetric
+        percentile = params.get("percentile_calibration_value")
+        uses_percentile = "percentile" in (
+            params.get("act_quantizer_calibration"),
+            params.get("param_quantizer_calibration"),
+        )
+        if percentile is not None and not uses_percentile:
+            raise UsageError("--percentile_calibration_value is only allowed with percentile calibration")
         return cls(**_fields_from(cls, params))
 
 

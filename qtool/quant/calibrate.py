@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from qtool import runtime
-from qtool.quant.observers import OBSERVERS, Observer
+from qtool.quant.observers import Observer, make_observer
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +24,11 @@ def calibrate(
     feeds: Iterable[dict[str, np.ndarray]],
     *,
     observer: str = "min-max",
+    percentile: float = 99.99,
     threads: int = 0,
 ) -> tuple[dict[str, Observer], int]:
     """Observe `tensors` over all `feeds`; returns the observers and the number of samples."""
-    observers = {name: OBSERVERS[observer](name) for name in tensors}
+    observers = {name: make_observer(observer, name, percentile) for name in tensors}
     if not tensors:
         return observers, 0
     sess = runtime.session(runtime.with_outputs(model, tensors), threads)

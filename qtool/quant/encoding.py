@@ -141,6 +141,30 @@ def unsigned_symmetric(lo: object, hi: object, bitwidth: int, axis: int | None =
     return _finish(scale, np.zeros_like(scale), bitwidth, False, axis)
 
 
+def adjusted(lo: object, hi: object, bitwidth: int, axis: int | None = None) -> Encoding:
+    """QNN's "TF adjusted" (weights): like tf, but the range is expanded, never shifted, so the true
+    min and max both stay representable ("the max will be expanded or the min will be decreased").
+
+    Rule chosen: the smallest scale with an integer zero point z in [0, 2^bw - 1] such that
+    [lo, hi] lies inside [-z·scale, (2^bw - 1 - z)·scale]; of the two z next to the ideal one,
+    the one giving the smaller scale wins.
+    """
+    levels = 2**bitwidth - 1
+    lo, hi = np.minimum(_vec(lo), 0.0), np.maximum(_vec(hi), 0.0)
+    hi = np.maximum(hi, lo + MIN_RANGE)
+    ideal = levels * -lo / (hi - lo)
+    candidates = []
+    for z in (np.floor(ideal), np.ceil(ideal)):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            need_lo = np.where(z > 0, -lo / np.maximum(z, 1), 0.0)
+            need_hi = np.where(z < levels, hi / np.maximum(levels - z, 1), np.inf)
+        scale = np.maximum(need_lo, need_hi)
+        candidates.append((np.where(np.isfinite(scale), scale, need_lo), -z))
+    (s0, o0), (s1, o1) = candidates
+    pick = s1 < s0
+    return _finish(np.where(pick, s1, s0), np.where(pick, o1, o0), bitwidth, False, axis)
+
+
 def from_scale_offset(
     scale: object, offset: object, bitwidth: int, *, symmetric: bool, axis: int | None = None
 ) -> Encoding:
@@ -148,9 +172,20 @@ def from_scale_offset(
     return _finish(_vec(scale), _vec(offset), bitwidth, symmetric, axis)
 
 
-def bias_int32(input_scale: float, weight: Encoding) -> Encoding:
-    """32-bit bias: scale = input scale x weight scale (per channel when the weight is)."""
+def bias_int32(input_scale: float, weight: Encoding, values: np.ndarray) -> Encoding:
+    """32-bit bias: scale = input scale x weight scale (per channel when the weight is).
+
+    With 16-bit activations and weights that scale can be so small that a bias overflows int32;
+    such channels take the smallest scale that holds their value instead of being clipped.
+    """
     scale = float(input_scale) * weight.scale_array()
+    limit = 2**31 - 1
+    needed = (
+        np.abs(_vec(values)) / limit
+        if len(scale) > 1 or np.size(values) == 1
+        else np.full(1, np.abs(values).max() / limit)
+    )
+    scale = np.maximum(scale, needed)
     offset = np.full_like(scale, -(2**31))
     return _finish(scale, offset, 32, True, 0 if len(scale) > 1 else None)
 
@@ -160,6 +195,7 @@ SCHEMAS = {
     "tf": tf,
     "symmetric": symmetric,
     "unsignedsymmetric": unsigned_symmetric,
+    "adjusted": adjusted,
 }
 
 

@@ -1,25 +1,41 @@
-"""Streaming range observers: each folds a batch in and drops it, keeping O(1) state per tensor.
+"""Streaming range observers: each folds a batch in and drops it, keeping fixed-size state.
 
-Observers never compute scale or offset (that is `encoding.py`); they only report a range.
-`a.merge(b)` equals having observed both streams, so calibration can be split and joined.
+`MinMax` keeps two numbers; `Histogram` keeps 2048 bins over the range seen so far, re-binned
+when the range grows. Observers never compute scale or offset (`encoding.py` does, called from
+`range_search.py`); they report a range for a bitwidth and schema. `a.merge(b)` equals having
+observed both streams (exactly for MinMax, within one bin for Histogram), so calibration can
+be sharded and its state saved.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 import numpy as np
 
 from qtool.errors import DataError
+from qtool.quant import range_search
 
 
 class Observer(Protocol):
+    name: str
+    count: int
+
     def update(self, x: np.ndarray) -> None: ...
     def merge(self, other: Observer) -> None: ...
-    def range(self) -> tuple[float, float]: ...
-    @property
-    def count(self) -> int: ...
+    def range(self, bitwidth: int = 8, schema: str = "asymmetric") -> tuple[float, float]: ...
+
+
+def _extrema(name: str, x: np.ndarray) -> tuple[float, float]:
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise DataError(
+            "NaN or Inf in a calibration output", where=f"tensor {name!r}", hint="check the model and its inputs"
+        )
+    return lo, hi
 
 
 class MinMax:
@@ -34,26 +50,106 @@ class MinMax:
     def update(self, x: np.ndarray) -> None:
         if x.size == 0:
             return
-        lo, hi = float(np.min(x)), float(np.max(x))
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            raise DataError(
-                "NaN or Inf in calibration output",
-                where=f"tensor {self.name!r}",
-                hint="check the model and the calibration data",
-            )
+        lo, hi = _extrema(self.name, x)
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
         self.count += 1
 
-    def merge(self, other: MinMax) -> None:  # type: ignore[override]
-        self.lo, self.hi = min(self.lo, other.lo), max(self.hi, other.hi)
+    def merge(self, other: Observer) -> None:
+        self.lo, self.hi = min(self.lo, other.lo), max(self.hi, other.hi)  # type: ignore[attr-defined]
         self.count += other.count
 
-    def range(self) -> tuple[float, float]:
+    def range(self, bitwidth: int = 8, schema: str = "asymmetric") -> tuple[float, float]:
+        return (self.lo, self.hi) if self.count else (0.0, 0.0)
+
+
+class Histogram(MinMax):
+    """`bins` counts over [lo, hi]; the range is selected at the end by `select`."""
+
+    def __init__(self, name: str = "", *, bins: int = 2048, select: str = "sqnr", q: float = 99.99) -> None:
+        super().__init__(name)
+        self.bins, self.select, self.q = bins, select, q
+        self.counts = np.zeros(bins, dtype=np.int64)
+
+    def _edges(self) -> np.ndarray:
+        return np.linspace(self.lo, self.hi, self.bins + 1)
+
+    def _index(self, x: np.ndarray) -> np.ndarray:
+        width = (self.hi - self.lo) or 1.0
+        idx = ((x - self.lo) * (self.bins / width)).astype(np.int64)
+        return np.clip(idx, 0, self.bins - 1)
+
+    def _rebin(self, lo: float, hi: float) -> None:
+        if self.count:
+            centers = (self._edges()[:-1] + self._edges()[1:]) / 2
+            self.lo, self.hi = lo, hi
+            self.counts = np.bincount(self._index(centers), weights=self.counts, minlength=self.bins).astype(np.int64)
+        self.lo, self.hi = lo, hi
+
+    def update(self, x: np.ndarray) -> None:
+        if x.size == 0:
+            return
+        lo, hi = _extrema(self.name, x)
         if not self.count:
-            return 0.0, 0.0
-        return self.lo, self.hi
+            self.lo, self.hi = lo, hi
+        elif lo < self.lo or hi > self.hi:
+            self._rebin(min(lo, self.lo), max(hi, self.hi))
+        self.counts += np.bincount(self._index(x.ravel()), minlength=self.bins)
+        self.count += 1
+
+    def merge(self, other: Observer) -> None:
+        if not other.count:
+            return
+        other = copy.deepcopy(other)
+        if not self.count:
+            self.__dict__.update(other.__dict__)
+            return
+        lo, hi = min(self.lo, other.lo), max(self.hi, other.hi)  # type: ignore[attr-defined]
+        self._rebin(lo, hi)
+        other._rebin(lo, hi)  # type: ignore[attr-defined]
+        self.counts += other.counts  # type: ignore[attr-defined]
+        self.count += other.count
+
+    def range(self, bitwidth: int = 8, schema: str = "asymmetric") -> tuple[float, float]:
+        if not self.count or self.hi <= self.lo:
+            return super().range()
+        edges = self._edges()
+        if self.select == "percentile":
+            return range_search.percentile(edges, self.counts, self.q)
+        if self.select == "entropy":
+            return self._entropy_range()
+        centers = (edges[:-1] + edges[1:]) / 2
+        return range_search.search(centers, self.counts, bitwidth, schema, self.select)
+
+    def _entropy_range(self) -> tuple[float, float]:
+        edges = self._edges()
+        centers = np.abs((edges[:-1] + edges[1:]) / 2)
+        top = max(abs(self.lo), abs(self.hi))
+        abs_edges = np.linspace(0.0, top, self.bins + 1)
+        idx = np.clip((centers * (self.bins / top)).astype(np.int64), 0, self.bins - 1)
+        abs_counts = np.bincount(idx, weights=self.counts, minlength=self.bins)
+        threshold = range_search.entropy(abs_counts, abs_edges)
+        return max(self.lo, -threshold), min(self.hi, threshold)
 
 
-OBSERVERS: dict[str, Callable[[str], Observer]] = {
+OBSERVERS: dict[str, Callable[..., Observer]] = {
     "min-max": MinMax,
+    "sqnr": partial(Histogram, select="sqnr"),
+    "mse": partial(Histogram, select="mse"),
+    "percentile": partial(Histogram, select="percentile"),
+    "entropy": partial(Histogram, select="entropy"),
 }
+
+
+def make_observer(method: str, name: str, percentile: float = 99.99) -> Observer:
+    if method == "min-max":
+        return MinMax(name)
+    return OBSERVERS[method](name, q=percentile)
+
+
+def observe_values(
+    method: str, values: np.ndarray, bitwidth: int, schema: str, percentile: float = 99.99
+) -> tuple[float, float]:
+    """Range of a known tensor (a weight) by a calibration method, as if observed once."""
+    observer = make_observer(method, "weight", percentile)
+    observer.update(values)
+    return observer.range(bitwidth, schema)

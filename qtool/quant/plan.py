@@ -7,6 +7,7 @@ data-invariant op or a Concat share one encoding (the union of their ranges, QNN
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from qtool.io.encodings import Encodings
 from qtool.quant import encoding as enc
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.observers import Observer, observe_values
+from qtool.quant.overrides import int32_ops, propagate_float
 from qtool.quant.rules import SQUASHABLE_PRODUCERS, SQUASHING_ACTIVATIONS, rule_for, weight_axis
 
 logger = logging.getLogger(__name__)
@@ -30,14 +33,23 @@ class PlanOptions:
     bias_bitwidth: int = 8
     act_schema: str = "asymmetric"
     param_schema: str = "asymmetric"
+    param_calibration: str = "min-max"
     per_channel: bool = False
     per_row: bool = False
+    float_bias_bitwidth: int = 32
+    percentile: float = 99.99
 
 
 @dataclass
 class QuantPlan:
     activations: dict[str, Encoding] = field(default_factory=dict)
     params: dict[str, Encoding] = field(default_factory=dict)
+    int32_nodes: list[str] = field(default_factory=list)  # run in int32 between Cast ops (QNN seed)
+    # float tensors read by integer ops: the "convert op" encoding those consumers see
+    converts: dict[str, Encoding] = field(default_factory=dict)
+
+    def is_float_node(self, node) -> bool:
+        return any(o in self.activations and self.activations[o].is_float for o in node.output)
 
     def encodings(self) -> Encodings:
         return Encodings(dict(self.activations), dict(self.params))
@@ -93,34 +105,45 @@ def activation_groups(facts: GraphFacts, tensors: list[str]) -> list[list[str]]:
     return list(groups.values())
 
 
-def _group_encoding(
-    group: list[str], ranges: dict[str, tuple[float, float]], overrides: Encodings, o: PlanOptions
-) -> Encoding:
-    given = [overrides.activations[t] for t in group if t in overrides.activations]
-    chosen = given[0] if given else None
+def _group_override(group: list[str], overrides: Encodings) -> Encoding | None:
+    given = {t: overrides.activations[t] for t in group if t in overrides.activations}
+    distinct = list(dict.fromkeys(given.values()))
+    if len(distinct) > 1:
+        logger.warning("overrides for %s differ; they share one encoding, using %r's", sorted(given), next(iter(given)))
+    chosen = distinct[0] if distinct else None
+    if chosen is not None and len(chosen.scale) > 1:
+        raise DataError("per-channel encodings are only valid for weights", where=f"override {next(iter(given))!r}")
+    return chosen
+
+
+def _group_encoding(group: list[str], observers: dict[str, Observer], overrides: Encodings, o: PlanOptions) -> Encoding:
+    chosen = _group_override(group, overrides)
     if chosen is not None and (chosen.is_float or chosen.scale):
         return chosen
     bitwidth = chosen.bitwidth if chosen is not None else o.act_bitwidth
     schema = "symmetric" if chosen is not None and chosen.is_symmetric else o.act_schema
-    seen = [ranges[t] for t in group if t in ranges]
+    seen = [observers[t] for t in group if t in observers and observers[t].count]
     if not seen:
         raise DataError(
             f"no encoding and no calibration data for tensor {group[0]!r}",
             hint="give --input_list, or an override with bitwidth, min and max for it",
         )
-    lo, hi = min(r[0] for r in seen), max(r[1] for r in seen)
+    merged = copy.deepcopy(seen[0])
+    for other in seen[1:]:
+        merged.merge(other)
+    lo, hi = merged.range(bitwidth, schema)
     return enc.with_schema(schema, lo, hi, bitwidth)
 
 
 def plan_activations(
-    facts: GraphFacts, ranges: dict[str, tuple[float, float]], overrides: Encodings, o: PlanOptions
+    facts: GraphFacts, observers: dict[str, Observer], overrides: Encodings, o: PlanOptions
 ) -> dict[str, Encoding]:
     tensors = activation_tensors(facts)
     planned: dict[str, Encoding] = {}
     for group in activation_groups(facts, tensors):
-        if not any(t in ranges or t in overrides.activations for t in group):
+        if not any(t in observers or t in overrides.activations for t in group):
             continue  # float fallback: no data, no override
-        encoding = _group_encoding(group, ranges, overrides, o)
+        encoding = _group_encoding(group, observers, overrides, o)
         planned.update(dict.fromkeys(group, encoding))
     return {t: planned[t] for t in tensors if t in planned}
 
@@ -144,11 +167,16 @@ def _weight_encoding(
             return dataclasses.replace(given, axis=axis)
         return given
     bitwidth = given.bitwidth if given is not None else o.weights_bitwidth
-    if per_channel and values.ndim > 1:
-        reduce = tuple(i for i in range(values.ndim) if i != axis)
-        return enc.symmetric(values.min(axis=reduce), values.max(axis=reduce), bitwidth, axis=axis)
+    if per_channel and values.ndim > 1 and channels > 1:
+        rows = np.moveaxis(values, axis, 0).reshape(channels, -1)
+        if o.param_calibration == "min-max":
+            return enc.symmetric(rows.min(axis=1), rows.max(axis=1), bitwidth, axis=axis)
+        ranges = [observe_values(o.param_calibration, row, bitwidth, "symmetric", o.percentile) for row in rows]
+        lo, hi = zip(*ranges, strict=True)
+        return enc.symmetric(lo, hi, bitwidth, axis=axis)
     schema = "symmetric" if (given is not None and given.is_symmetric) or bitwidth == 16 else o.param_schema
-    return enc.with_schema(schema, float(values.min(initial=0.0)), float(values.max(initial=0.0)), bitwidth)
+    lo, hi = observe_values(o.param_calibration, values, bitwidth, schema, o.percentile)
+    return enc.with_schema(schema, lo, hi, bitwidth)
 
 
 def _bias_encoding(
@@ -165,7 +193,7 @@ def _bias_encoding(
     bitwidth = given.bitwidth if given is not None else o.bias_bitwidth
     aligned = weight is not None and not weight.is_float and values.ndim == 1 and len(weight.scale) in (1, values.size)
     if bitwidth == 32 and aligned and input_enc is not None and not input_enc.is_float and input_enc.scale:
-        return enc.bias_int32(input_enc.scale[0], weight)  # type: ignore[arg-type]
+        return enc.bias_int32(input_enc.scale[0], weight, values)  # type: ignore[arg-type]
     schema = "symmetric" if bitwidth == 32 else o.param_schema
     return enc.with_schema(schema, float(values.min(initial=0.0)), float(values.max(initial=0.0)), bitwidth)
 
@@ -196,8 +224,28 @@ def plan_params(
     return params
 
 
-def build_plan(
-    facts: GraphFacts, ranges: dict[str, tuple[float, float]], overrides: Encodings, o: PlanOptions
-) -> QuantPlan:
-    activations = plan_activations(facts, ranges, overrides, o)
-    return QuantPlan(activations, plan_params(facts, activations, overrides, o))
+def build_plan(facts: GraphFacts, observers: dict[str, Observer], overrides: Encodings, o: PlanOptions) -> QuantPlan:
+    overrides = propagate_float(facts, overrides, o.float_bias_bitwidth)
+    int32_nodes, overrides = int32_ops(facts, overrides)
+    activations = plan_activations(facts, observers, overrides, o)
+    plan = QuantPlan(activations, plan_params(facts, activations, overrides, o), int32_nodes)
+    plan.converts = _converts(facts, plan, observers, o)
+    return plan
+
+
+def _converts(
+    facts: GraphFacts, plan: QuantPlan, observers: dict[str, Observer], o: PlanOptions
+) -> dict[str, Encoding]:
+    """Encodings for the convert ops between a float op's output and the integer ops reading it."""
+    converts = {}
+    for name, e in plan.activations.items():
+        readers = facts.consumers.get(name, [])
+        if not e.is_float or all(plan.is_float_node(c) for c in readers):
+            continue
+        observer = observers.get(name)
+        if observer is None or not observer.count:
+            logger.warning("float tensor %r feeds integer ops but has no calibration data; they read it in float", name)
+            continue
+        lo, hi = observer.range(o.act_bitwidth, o.act_schema)
+        converts[name] = enc.with_schema(o.act_schema, lo, hi, o.act_bitwidth)
+    return converts

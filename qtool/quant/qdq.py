@@ -5,10 +5,16 @@ Names are deterministic and keep the float graph's: a weight `W` becomes `W_quan
 DequantizeLinear whose output is still `W`; an activation `T` is followed by `T_quantized` and
 `T_dequantized`, which its consumers read. A graph output keeps its name on the dequantized
 value; the float value feeding its quantizer is renamed `T_prequant`.
+
+Float16 encodings are simulated the same way with a Cast(float16) -> Cast(float) pair, and fp16
+weights are stored as float16 initializers behind a Cast. 4-bit weights are INT4/UINT4
+initializers (two a byte, low nibble first) with --pack_4_bit_weights, else int8/uint8 holding
+4-bit values (QNN's unpacked 4-bit).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -30,22 +36,23 @@ _INT_TYPES = {
 WIDE_OPSET = 21  # int4/uint4 and int16/uint16 QuantizeLinear/DequantizeLinear
 
 
-def onnx_int_type(e: Encoding) -> int:
-    return _INT_TYPES[(e.bitwidth, e.signed or e.bitwidth == 32)]
+def onnx_int_type(e: Encoding, packed: bool = True) -> int:
+    bitwidth = 8 if e.bitwidth == 4 and not packed else e.bitwidth
+    return _INT_TYPES[(bitwidth, e.signed or bitwidth == 32)]
 
 
-def _needs_wide_opset(plan: QuantPlan) -> bool:
+def _needs_wide_opset(plan: QuantPlan, packed: bool) -> bool:
     encodings = [*plan.activations.values(), *plan.params.values()]
-    return any(not e.is_float and e.bitwidth in (4, 16) for e in encodings)
+    return any(not e.is_float and (e.bitwidth == 16 or (e.bitwidth == 4 and packed)) for e in encodings)
 
 
-def _int_tensor(name: str, values, elem_type: int, dims) -> onnx.TensorProto:
-    return helper.make_tensor(name, elem_type, list(dims), values.flatten().tolist())
+def _is_fp16(e: Encoding) -> bool:
+    return e.is_float and e.bitwidth == 16
 
 
 class _Writer:
-    def __init__(self, model: onnx.ModelProto):
-        self.model = model
+    def __init__(self, model: onnx.ModelProto, packed: bool):
+        self.packed = packed
         facts = GraphFacts.of(model)
         self.taken = set(facts.elem_types) | set(facts.producers) | {n.name for n in model.graph.node}
         self.initializers: list[onnx.TensorProto] = []
@@ -59,82 +66,114 @@ class _Writer:
         self.taken.add(candidate)
         return candidate
 
-    def qparams(self, name: str, e: Encoding) -> tuple[str, str]:
-        scale_name, zp_name = self.fresh(f"{name}_scale"), self.fresh(f"{name}_zero_point")
-        scale = e.scale_array().astype("float32")
-        zp = e.zero_point()
-        dims = [len(scale)] if e.axis is not None else []
-        self.initializers.append(helper.make_tensor(scale_name, TensorProto.FLOAT, dims, scale.tolist()))
-        self.initializers.append(_int_tensor(zp_name, zp, onnx_int_type(e), dims))
-        return scale_name, zp_name
+    def node(self, op: str, inputs: list[str], output: str, **attrs: int) -> None:
+        self.nodes.append(helper.make_node(op, inputs, [output], name=self.fresh(f"{output}_{op}"), **attrs))
 
-    def dequantize(self, source: str, target: str, e: Encoding, scale: str, zp: str) -> None:
-        attrs = {"axis": e.axis} if e.axis is not None else {}
-        self.nodes.append(
-            helper.make_node(
-                "DequantizeLinear",
-                [source, scale, zp],
-                [target],
-                name=self.fresh(f"{target}_DequantizeLinear"),
-                **attrs,
-            )
+    def qparams(self, name: str, e: Encoding, int_type: int) -> tuple[str, str]:
+        scale_name, zp_name = self.fresh(f"{name}_scale"), self.fresh(f"{name}_zero_point")
+        dims = [len(e.scale)] if e.axis is not None else []
+        self.initializers.append(
+            helper.make_tensor(scale_name, TensorProto.FLOAT, dims, e.scale_array().astype(np.float32))
         )
+        self.initializers.append(helper.make_tensor(zp_name, int_type, dims, e.zero_point().tolist()))
+        return scale_name, zp_name
 
     def param(self, init: onnx.TensorProto, e: Encoding) -> None:
         values = numpy_helper.to_array(init)
-        q = e.quantize(values)
+        if _is_fp16(e):
+            half = self.fresh(f"{init.name}_fp16")
+            self.initializers.append(numpy_helper.from_array(values.astype(np.float16), half))
+            self.node("Cast", [half], init.name, to=TensorProto.FLOAT)
+            return
+        int_type = onnx_int_type(e, self.packed)
         q_name = self.fresh(f"{init.name}_quantized")
-        self.initializers.append(_int_tensor(q_name, q, onnx_int_type(e), values.shape))
-        scale, zp = self.qparams(init.name, e)
-        self.dequantize(q_name, init.name, e, scale, zp)
-
-    def activation(self, prequant: str, dequant: str, e: Encoding) -> None:
-        scale, zp = self.qparams(dequant if dequant != prequant else prequant, e)
-        q_name = self.fresh(f"{dequant}_quantized")
-        attrs = {"axis": e.axis} if e.axis is not None else {}
-        self.nodes.append(
-            helper.make_node(
-                "QuantizeLinear", [prequant, scale, zp], [q_name], name=self.fresh(f"{dequant}_QuantizeLinear"), **attrs
-            )
+        self.initializers.append(
+            helper.make_tensor(q_name, int_type, list(values.shape), e.quantize(values).flatten().tolist())
         )
-        self.dequantize(q_name, dequant, e, scale, zp)
+        scale, zp = self.qparams(init.name, e, int_type)
+        self.node("DequantizeLinear", [q_name, scale, zp], init.name, **_axis(e))
+
+    def activation(self, prequant: str, dequant: str, e: Encoding, base: str) -> None:
+        """`prequant` -> Q -> DQ -> `dequant`; new names start with `base`."""
+        if _is_fp16(e):
+            half = self.fresh(f"{base}_fp16")
+            self.node("Cast", [prequant], half, to=TensorProto.FLOAT16)
+            self.node("Cast", [half], dequant, to=TensorProto.FLOAT)
+            return
+        int_type = onnx_int_type(e)
+        scale, zp = self.qparams(base, e, int_type)
+        q_name = self.fresh(f"{base}_quantized")
+        self.node("QuantizeLinear", [prequant, scale, zp], q_name, **_axis(e))
+        self.node("DequantizeLinear", [q_name, scale, zp], dequant, **_axis(e))
+
+    def int32_node(self, node: onnx.NodeProto, activations: set[str]) -> None:
+        """Dequantize -> Cast(int32) -> op -> Cast(float) -> Quantize (QNN seed, INT32 overrides)."""
+        casts: dict[str, str] = {}
+        for i, name in enumerate(node.input):
+            if name in activations:
+                if name not in casts:
+                    casts[name] = self.fresh(f"{name}_int32")
+                    self.node("Cast", [name], casts[name], to=TensorProto.INT32)
+                node.input[i] = casts[name]
+        self.nodes.append(node)
+        for i, name in enumerate(node.output):
+            wide = self.fresh(f"{name}_int32")
+            node.output[i] = wide
+            self.node("Cast", [wide], name, to=TensorProto.FLOAT)
 
 
-def write_qdq(model: onnx.ModelProto, plan: QuantPlan, where: str = "model") -> onnx.ModelProto:
-    """A new model with the plan's Q/DQ nodes; `model` is not modified."""
-    if _needs_wide_opset(plan):
+def _axis(e: Encoding) -> dict[str, int]:
+    return {"axis": e.axis} if e.axis is not None else {}
+
+
+def _simulated(plan: QuantPlan) -> dict[str, Encoding]:
+    return {t: e for t, e in plan.activations.items() if not e.is_float or _is_fp16(e)}
+
+
+def write_qdq(model: onnx.ModelProto, plan: QuantPlan, where: str = "model", packed: bool = False) -> onnx.ModelProto:
+    """A new model with the plan's Q/DQ (and Cast) nodes; `model` is not modified."""
+    if _needs_wide_opset(plan, packed):
         model = upgrade_opset(model, WIDE_OPSET, where)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    writer = _Writer(out)
-    int_acts = {t: e for t, e in plan.activations.items() if not e.is_float}
+    writer = _Writer(out, packed)
+    acts = _simulated(plan)
     outputs = {o.name for o in graph.output}
-    prequant = {t: writer.fresh(f"{t}_prequant") if t in outputs else t for t in int_acts}
-    dequant = {t: t if t in outputs else writer.fresh(f"{t}_dequantized") for t in int_acts}
+    prequant = {t: writer.fresh(f"{t}_prequant") if t in outputs else t for t in acts}
+    dequant = {t: t if t in outputs else writer.fresh(f"{t}_dequantized") for t in acts}
     for init in graph.initializer:
         e = plan.params.get(init.name)
-        if e is not None and not e.is_float:
+        if e is not None and (not e.is_float or _is_fp16(e)):
             writer.param(init, e)
         else:
             writer.initializers.append(init)
-    for name in [v.name for v in graph.input if v.name in int_acts]:
-        writer.activation(name, dequant[name], int_acts[name])
+    for name in [v.name for v in graph.input if v.name in acts]:
+        writer.activation(name, dequant[name], acts[name], name)
+    int32 = set(plan.int32_nodes)
+    float_acts = {v.name for v in graph.input} | {o for n in graph.node for o in n.output}
+    converted = {t: writer.fresh(f"{t}_converted") for t in plan.converts}
     for node in graph.node:
-        node.input[:] = [dequant.get(i, i) for i in node.input]
-        writer.nodes.append(node)
-        for t in [o for o in node.output if o in int_acts]:
-            writer.activation(prequant[t], dequant[t], int_acts[t])
+        reads = dequant if plan.is_float_node(node) else {**dequant, **converted}
+        node.input[:] = [reads.get(i, i) for i in node.input]
+        produced = [o for o in node.output if o in acts or o in converted]
         node.output[:] = [prequant.get(o, o) for o in node.output]
-    del graph.node[:]
-    graph.node.extend(writer.nodes)
-    del graph.initializer[:]
-    graph.initializer.extend(writer.initializers)
-    _drop_stale_value_info(graph, set(prequant.values()) | set(dequant.values()))
+        if node.name in int32:
+            writer.int32_node(node, {dequant.get(a, a) for a in float_acts})
+        else:
+            writer.nodes.append(node)
+        for t in produced:
+            if t in converted:
+                writer.activation(t, converted[t], plan.converts[t], converted[t])
+            if t in acts:
+                writer.activation(prequant[t], dequant[t], acts[t], t)
+    _replace(graph.node, writer.nodes)
+    _replace(graph.initializer, writer.initializers)
+    renamed = set(prequant.values()) | set(dequant.values())
+    _replace(graph.value_info, [v for v in graph.value_info if v.name not in renamed])
     return out
 
 
-def _drop_stale_value_info(graph: onnx.GraphProto, renamed: set[str]) -> None:
-    kept = [v for v in graph.value_info if v.name not in renamed]
-    del graph.value_info[:]
-    graph.value_info.extend(kept)
+def _replace(field, items: list) -> None:
+    del field[:]
+    field.extend(items)

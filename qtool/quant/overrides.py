@@ -1,0 +1,94 @@
+"""What an overrides file implies beyond its own entries (QNN seed, "Mixed Precision" and
+"INT32 Overrides").
+
+- For Conv, ConvTranspose, Gemm and MatMul, "even if any of the output/weights/bias are specified
+  as float in the encoding file, all three of them will be overridden to float", at the float
+  bitwidth of the overriding tensor; a bias without an encoding takes --float_bias_bitwidth.
+- An op whose every activation input and output has an INT32 override runs in int32:
+  Dequantize -> Cast(int32) -> op -> Cast(float) -> Quantize. Only ops without weights qualify;
+  an INT32 override that no such op covers is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from qtool.errors import DataError
+from qtool.io.encodings import Encodings
+from qtool.quant import encoding as enc
+from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.rules import rule_for
+
+logger = logging.getLogger(__name__)
+
+FLOAT_FORCING_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+
+def _members(node, facts: GraphFacts) -> tuple[list[str], list[str], str | None]:
+    rule = rule_for(node)
+    weights = [
+        node.input[i] for i in sorted(rule.weights) if i < len(node.input) and node.input[i] in facts.initializers
+    ]
+    bias = node.input[rule.bias] if rule.bias is not None and rule.bias < len(node.input) else None
+    return [node.output[0]], weights, bias if bias in facts.initializers else None
+
+
+def propagate_float(facts: GraphFacts, overrides: Encodings, float_bias_bitwidth: int) -> Encodings:
+    """A copy of `overrides` where one float tensor of a weighted op makes all three float."""
+    out = Encodings(dict(overrides.activations), dict(overrides.params))
+    for node in facts.model.graph.node:
+        if node.op_type not in FLOAT_FORCING_OPS:
+            continue
+        outputs, weights, bias = _members(node, facts)
+        floats = [
+            e
+            for e in [*(out.activations.get(t) for t in outputs), *(out.params.get(w) for w in weights)]
+            if e and e.is_float
+        ]
+        if bias is not None and bias in out.params and out.params[bias].is_float:
+            floats.append(out.params[bias])
+        if not floats:
+            continue
+        bitwidth = floats[0].bitwidth
+        for t in outputs:
+            out.activations[t] = enc.float_encoding(bitwidth)
+        for w in weights:
+            out.params[w] = enc.float_encoding(bitwidth)
+        if bias is not None and not (bias in out.params and out.params[bias].is_float):
+            out.params[bias] = enc.float_encoding(float_bias_bitwidth if bias not in overrides.params else bitwidth)
+        logger.info("overrides: %s %r runs in float%d", node.op_type, node.name, bitwidth)
+    return out
+
+
+def _is_int32(e: enc.Encoding | None) -> bool:
+    return e is not None and not e.is_float and e.bitwidth == 32
+
+
+def int32_ops(facts: GraphFacts, overrides: Encodings) -> tuple[list[str], Encodings]:
+    """Names of the nodes that run in int32, and the overrides without their INT32 entries."""
+    wanted = {t for t, e in overrides.activations.items() if _is_int32(e)}
+    if not wanted:
+        return [], overrides
+    nodes, covered = [], set()
+    for node in facts.model.graph.node:
+        acts = [
+            t
+            for t in [*node.input, *node.output]
+            if (t and t not in facts.initializers and facts.is_float(t)) or t in wanted
+        ]
+        if not acts or not all(t in wanted for t in acts):
+            continue
+        if any(i in facts.initializers for i in node.input if i):
+            raise DataError(
+                "INT32 overrides are only supported for ops without weights and bias",
+                where=f"override {acts[0]!r} ({node.op_type} {node.name!r})",
+            )
+        nodes.append(node.name)
+        covered.update(acts)
+    for tensor in sorted(wanted - covered):
+        raise DataError(
+            "INT32 override is not matched: every activation input and output of the op needs one",
+            where=f"override {tensor!r}",
+        )
+    remaining = {t: e for t, e in overrides.activations.items() if t not in wanted}
+    return nodes, Encodings(remaining, dict(overrides.params))

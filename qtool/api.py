@@ -11,10 +11,12 @@ from pathlib import Path
 
 import onnx
 
+from qtool import runtime
 from qtool.config import ConvertOptions, ExportOptions, InspectOptions, QuantizeOptions
 from qtool.errors import DataError, UsageError, did_you_mean
 from qtool.graph import model as gm
 from qtool.graph.convert import normalise
+from qtool.graph.float16 import to_float16
 from qtool.inspect import compare, summary
 from qtool.io import encodings as encio
 from qtool.io.feeds import check_bindings, iter_feeds
@@ -60,6 +62,9 @@ def convert(o: ConvertOptions) -> Report:
         overrides = encio.read_encodings(o.quantization_overrides)
         check_override_names(overrides, model, str(o.quantization_overrides))
         gm.set_metadata(model, gm.METADATA_OVERRIDES, encio.to_json(overrides))
+    if o.float_bitwidth == 16:
+        model = to_float16(model)
+        gm.set_metadata(model, gm.METADATA_FLOAT_BITWIDTH, "16")
     output = o.output_path or o.input_network.with_suffix(".conv.onnx")
     gm.save(model, output)
     facts = {
@@ -104,6 +109,8 @@ def _plan_options(o: QuantizeOptions) -> PlanOptions:
         per_row=o.use_per_row_quantization,
         float_bias_bitwidth=o.float_bias_bitwidth,
         percentile=o.percentile_calibration_value,
+        fill_gaps=o.input_list is not None,
+        float_bitwidth=o.float_bitwidth,
     )
 
 
@@ -129,6 +136,12 @@ def quantize(o: QuantizeOptions) -> Report:
     _check_quantize_flags(o)
     started = time.perf_counter()
     model = _converted(gm.load(o.input_network), o.input_network, o.input_dims)
+    if gm.metadata(model).get(gm.METADATA_FLOAT_BITWIDTH) == "16":
+        raise UsageError(
+            "is a float16 model",
+            where=str(o.input_network),
+            hint="quantize the float32 converted model and pass --float_bitwidth 16",
+        )
     overrides = _overrides(o, model)
     facts = GraphFacts.of(model)
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
@@ -137,7 +150,9 @@ def quantize(o: QuantizeOptions) -> Report:
     quantized = write_qdq(model, plan, str(o.input_network), packed=o.pack_4_bit_weights)
     gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
-    if input_list is not None:
+    if input_list is None:
+        runtime.session(quantized, o.num_threads, "quantized model")  # it must at least load
+    else:
         feeds = iter_feeds(input_list, gm.input_specs(model), o.use_native_input_files)
         report.tables.append(
             _drift_table(compare.compare_outputs(model, quantized, feeds, threads=o.num_threads), False)

@@ -122,6 +122,15 @@ def main() -> None:
     type=PathType,
     help="AIMET encodings JSON; validated against the graph and carried inside the model.",
 )
+@click.option(
+    "--float_bitwidth",
+    "--float_bw",
+    type=_int_choice(16, 32),
+    default="32",
+    callback=_to_int,
+    show_default=True,
+    help="16 writes the whole model in float16 (inputs/outputs stay float32).",
+)
 @common
 def convert(as_json: bool, **kw: Any) -> None:
     """Validate and normalise a float model: opset >= 13, batch 1, BatchNorm folded, constants folded."""
@@ -236,6 +245,15 @@ def convert(as_json: bool, **kw: Any) -> None:
     help="Layout of the encodings JSON written.",
 )
 @click.option("--num_threads", type=click.IntRange(min=0), default=0, help="onnxruntime threads (0: all cores).")
+@click.option(
+    "--float_bitwidth",
+    "--float_bw",
+    type=_int_choice(16, 32),
+    default="32",
+    callback=_to_int,
+    show_default=True,
+    help="16 keeps tensors without an integer encoding in float16.",
+)
 @common
 def quantize(as_json: bool, **kw: Any) -> None:
     """Calibrate on --input_list and write a QDQ model plus <output>.encodings.json."""

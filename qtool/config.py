@@ -31,6 +31,7 @@ class ConvertOptions:
     output_path: Path | None = None
     input_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
     quantization_overrides: Path | None = None
+    float_bitwidth: int = 32
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ConvertOptions:
@@ -53,6 +54,7 @@ class QuantizeOptions:
     param_quantizer_calibration: str = "min-max"
     percentile_calibration_value: float = 99.99
     float_bias_bitwidth: int = 32
+    float_bitwidth: int = 32
     pack_4_bit_weights: bool = False
     use_per_channel_quantization: bool = False
     use_per_row_quantization: bool = False

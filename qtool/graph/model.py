@@ -18,6 +18,7 @@ from qtool.io.raw import InputSpec
 
 METADATA_OVERRIDES = "qtool.quantization_overrides"
 METADATA_CONVERTED = "qtool.converted"
+METADATA_FLOAT_BITWIDTH = "qtool.float_bitwidth"
 # ORT refuses protobufs past 2 GB; larger models go to external data next to the file.
 _EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 

@@ -156,10 +156,9 @@ def adjusted(lo: object, hi: object, bitwidth: int, axis: int | None = None) -> 
     candidates = []
     for z in (np.floor(ideal), np.ceil(ideal)):
         with np.errstate(divide="ignore", invalid="ignore"):
-            need_lo = np.where(z > 0, -lo / np.maximum(z, 1), 0.0)
-            need_hi = np.where(z < levels, hi / np.maximum(levels - z, 1), np.inf)
-        scale = np.maximum(need_lo, need_hi)
-        candidates.append((np.where(np.isfinite(scale), scale, need_lo), -z))
+            need_lo = np.where(z > 0, -lo / np.maximum(z, 1), np.where(lo < 0, np.inf, 0.0))
+            need_hi = np.where(z < levels, hi / np.maximum(levels - z, 1), np.where(hi > 0, np.inf, 0.0))
+        candidates.append((np.maximum(need_lo, need_hi), -z))
     (s0, o0), (s1, o1) = candidates
     pick = s1 < s0
     return _finish(np.where(pick, s1, s0), np.where(pick, o1, o0), bitwidth, False, axis)

@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from qtool.quant.rules import SQUASHABLE_PRODUCERS, SQUASHING_ACTIVATIONS
+
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE})
 
 
@@ -40,6 +42,20 @@ class GraphFacts:
 
     def is_float(self, name: str) -> bool:
         return self.elem_types.get(name) in FLOAT_TYPES
+
+    def squashed_into(self, name: str) -> str | None:
+        """The ReLU output that carries `name`'s encoding when ReLU squashing applies (FORMATS.md)."""
+        producer = self.producers.get(name)
+        users = self.consumers.get(name, [])
+        if (
+            producer is not None
+            and producer.op_type in SQUASHABLE_PRODUCERS
+            and len(users) == 1
+            and users[0].op_type in SQUASHING_ACTIVATIONS
+            and name not in self.graph_outputs
+        ):
+            return users[0].output[0]
+        return None
 
     def array(self, name: str) -> np.ndarray:
         return numpy_helper.to_array(self.initializers[name])

@@ -30,7 +30,11 @@ def _members(node, facts: GraphFacts) -> tuple[list[str], list[str], str | None]
         node.input[i] for i in sorted(rule.weights) if i < len(node.input) and node.input[i] in facts.initializers
     ]
     bias = node.input[rule.bias] if rule.bias is not None and rule.bias < len(node.input) else None
-    return [node.output[0]], weights, bias if bias in facts.initializers else None
+    outputs = [node.output[0]]
+    squashed = facts.squashed_into(node.output[0])
+    if squashed is not None:
+        outputs.append(squashed)  # the ReLU fused into this op runs in the same precision
+    return outputs, weights, bias if bias in facts.initializers else None
 
 
 def propagate_float(facts: GraphFacts, overrides: Encodings, float_bias_bitwidth: int) -> Encodings:

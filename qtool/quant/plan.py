@@ -21,7 +21,7 @@ from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import Observer, observe_values
 from qtool.quant.overrides import int32_ops, propagate_float
-from qtool.quant.rules import SQUASHABLE_PRODUCERS, SQUASHING_ACTIVATIONS, rule_for, weight_axis
+from qtool.quant.rules import rule_for, weight_axis
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class PlanOptions:
     per_row: bool = False
     float_bias_bitwidth: int = 32
     percentile: float = 99.99
+    fill_gaps: bool = True  # calibration data given; False under --enable_float_fallback
+    float_bitwidth: int = 32  # what tensors without an encoding are kept in
 
 
 @dataclass
@@ -55,23 +57,11 @@ class QuantPlan:
         return Encodings(dict(self.activations), dict(self.params))
 
 
-def _is_squashed(facts: GraphFacts, name: str) -> bool:
-    producer = facts.producers.get(name)
-    users = facts.consumers.get(name, [])
-    return (
-        producer is not None
-        and producer.op_type in SQUASHABLE_PRODUCERS
-        and len(users) == 1
-        and users[0].op_type in SQUASHING_ACTIVATIONS
-        and name not in facts.graph_outputs
-    )
-
-
 def activation_tensors(facts: GraphFacts) -> list[str]:
     """Float activations that get an encoding, in graph order (inputs first)."""
     names = [n for n in facts.graph_inputs if facts.is_float(n)]
     for node in facts.model.graph.node:
-        names += [o for o in node.output if o and facts.is_float(o) and not _is_squashed(facts, o)]
+        names += [o for o in node.output if o and facts.is_float(o) and facts.squashed_into(o) is None]
     return names
 
 
@@ -145,6 +135,8 @@ def plan_activations(
             continue  # float fallback: no data, no override
         encoding = _group_encoding(group, observers, overrides, o)
         planned.update(dict.fromkeys(group, encoding))
+    if o.float_bitwidth == 16:
+        planned.update({t: enc.float_encoding(16) for t in tensors if t not in planned})
     return {t: planned[t] for t in tensors if t in planned}
 
 
@@ -198,29 +190,48 @@ def _bias_encoding(
     return enc.with_schema(schema, float(values.min(initial=0.0)), float(values.max(initial=0.0)), bitwidth)
 
 
+def _param_slots(facts: GraphFacts, node) -> tuple[list[tuple[int, str]], str, list[str]]:
+    """(weight index, name) pairs, the bias name and constant-data names of `node`'s float initializers."""
+    rule = rule_for(node)
+
+    def usable(name: str) -> bool:
+        return name in facts.initializers and facts.is_float(name)
+
+    weights = [(i, node.input[i]) for i in sorted(rule.weights) if i < len(node.input) and usable(node.input[i])]
+    bias = node.input[rule.bias] if rule.bias is not None and rule.bias < len(node.input) else ""
+    constants = [n for n in node.input if rule.quantize_constants and usable(n)]
+    return weights, bias if usable(bias) else "", constants
+
+
 def plan_params(
     facts: GraphFacts, activations: dict[str, Encoding], overrides: Encodings, o: PlanOptions
 ) -> dict[str, Encoding]:
+    """Weights, biases and constant operands; with no calibration (float fallback) only overridden ones."""
     params: dict[str, Encoding] = {}
+    seen: list[str] = []
+
+    def wanted(name: str) -> bool:
+        seen.append(name)
+        return name not in params and (o.fill_gaps or name in overrides.params)
+
     for node in facts.model.graph.node:
+        weights, bias, constants = _param_slots(facts, node)
         rule = rule_for(node)
-        weight = None
-        for index in sorted(rule.weights):
-            name = node.input[index] if index < len(node.input) else ""
-            if name in facts.initializers and facts.is_float(name) and name not in params:
+        for index, name in weights:
+            if wanted(name):
                 values = facts.array(name)
-                axis = weight_axis(node, index, values.ndim)
                 per_channel = o.per_row if rule.per_row else o.per_channel
-                params[name] = _weight_encoding(name, values, axis, per_channel, overrides, o)
-            weight = params.get(name)
-        bias = node.input[rule.bias] if rule.bias is not None and rule.bias < len(node.input) else ""
-        if bias in facts.initializers and facts.is_float(bias) and bias not in params:
-            input_enc = activations.get(node.input[0])
-            params[bias] = _bias_encoding(bias, facts.array(bias), input_enc, weight, overrides, o)
-        if rule.quantize_constants:
-            for name in node.input:
-                if name in facts.initializers and facts.is_float(name) and name not in params:
-                    params[name] = _weight_encoding(name, facts.array(name), -1, False, overrides, o)
+                params[name] = _weight_encoding(
+                    name, values, weight_axis(node, index, values.ndim), per_channel, overrides, o
+                )
+        if bias and wanted(bias):
+            weight = params.get(weights[0][1]) if weights else None
+            params[bias] = _bias_encoding(bias, facts.array(bias), activations.get(node.input[0]), weight, overrides, o)
+        for name in constants:
+            if wanted(name):
+                params[name] = _weight_encoding(name, facts.array(name), -1, False, overrides, o)
+    if o.float_bitwidth == 16:
+        params.update({name: enc.float_encoding(16) for name in seen if name not in params})
     return params
 
 

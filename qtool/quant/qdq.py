@@ -14,6 +14,7 @@ initializers (two a byte, low nibble first) with --pack_4_bit_weights, else int8
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -23,20 +24,21 @@ from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.plan import QuantPlan
 
+# numpy storage types; onnx's numpy_helper packs ml_dtypes' int4/uint4 two a byte, low nibble first
 _INT_TYPES = {
-    (4, True): TensorProto.INT4,
-    (4, False): TensorProto.UINT4,
-    (8, True): TensorProto.INT8,
-    (8, False): TensorProto.UINT8,
-    (16, True): TensorProto.INT16,
-    (16, False): TensorProto.UINT16,
-    (32, True): TensorProto.INT32,
-    (32, False): TensorProto.INT32,
+    (4, True): ml_dtypes.int4,
+    (4, False): ml_dtypes.uint4,
+    (8, True): np.int8,
+    (8, False): np.uint8,
+    (16, True): np.int16,
+    (16, False): np.uint16,
+    (32, True): np.int32,
+    (32, False): np.int32,
 }
 WIDE_OPSET = 21  # int4/uint4 and int16/uint16 QuantizeLinear/DequantizeLinear
 
 
-def onnx_int_type(e: Encoding, packed: bool = True) -> int:
+def storage_type(e: Encoding, packed: bool = True) -> type:
     bitwidth = 8 if e.bitwidth == 4 and not packed else e.bitwidth
     return _INT_TYPES[(bitwidth, e.signed or bitwidth == 32)]
 
@@ -69,13 +71,11 @@ class _Writer:
     def node(self, op: str, inputs: list[str], output: str, **attrs: int) -> None:
         self.nodes.append(helper.make_node(op, inputs, [output], name=self.fresh(f"{output}_{op}"), **attrs))
 
-    def qparams(self, name: str, e: Encoding, int_type: int) -> tuple[str, str]:
+    def qparams(self, name: str, e: Encoding, int_type: type) -> tuple[str, str]:
         scale_name, zp_name = self.fresh(f"{name}_scale"), self.fresh(f"{name}_zero_point")
-        dims = [len(e.scale)] if e.axis is not None else []
-        self.initializers.append(
-            helper.make_tensor(scale_name, TensorProto.FLOAT, dims, e.scale_array().astype(np.float32))
-        )
-        self.initializers.append(helper.make_tensor(zp_name, int_type, dims, e.zero_point().tolist()))
+        shape = (len(e.scale),) if e.axis is not None else ()
+        self.initializers.append(numpy_helper.from_array(e.scale_array().astype(np.float32).reshape(shape), scale_name))
+        self.initializers.append(numpy_helper.from_array(e.zero_point().astype(int_type).reshape(shape), zp_name))
         return scale_name, zp_name
 
     def param(self, init: onnx.TensorProto, e: Encoding) -> None:
@@ -85,11 +85,9 @@ class _Writer:
             self.initializers.append(numpy_helper.from_array(values.astype(np.float16), half))
             self.node("Cast", [half], init.name, to=TensorProto.FLOAT)
             return
-        int_type = onnx_int_type(e, self.packed)
+        int_type = storage_type(e, self.packed)
         q_name = self.fresh(f"{init.name}_quantized")
-        self.initializers.append(
-            helper.make_tensor(q_name, int_type, list(values.shape), e.quantize(values).flatten().tolist())
-        )
+        self.initializers.append(numpy_helper.from_array(e.quantize(values).astype(int_type), q_name))
         scale, zp = self.qparams(init.name, e, int_type)
         self.node("DequantizeLinear", [q_name, scale, zp], init.name, **_axis(e))
 
@@ -100,7 +98,7 @@ class _Writer:
             self.node("Cast", [prequant], half, to=TensorProto.FLOAT16)
             self.node("Cast", [half], dequant, to=TensorProto.FLOAT)
             return
-        int_type = onnx_int_type(e)
+        int_type = storage_type(e)
         scale, zp = self.qparams(base, e, int_type)
         q_name = self.fresh(f"{base}_quantized")
         self.node("QuantizeLinear", [prequant, scale, zp], q_name, **_axis(e))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -19,7 +20,7 @@ from qtool.graph.convert import normalise
 from qtool.graph.float16 import to_float16
 from qtool.inspect import compare, summary
 from qtool.io import encodings as encio
-from qtool.io.feeds import check_bindings, iter_feeds
+from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
 from qtool.io.files import read_text, write_bytes, write_text
 from qtool.io.input_list import InputList, read_input_list
 from qtool.quant.calibrate import calibrate
@@ -27,9 +28,13 @@ from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.plan import PlanOptions, activation_tensors, build_plan
 from qtool.quant.qdq import write_qdq
 from qtool.quant.qdq_read import read_qdq
+from qtool.quant.stats import load_stats, save_stats
 from qtool.report import Report, Table
 
 logger = logging.getLogger(__name__)
+
+# A progress factory: given a total and a label, returns a callback taking the number of steps done.
+Progress = Callable[[int, str], Callable[[int], None]] | None
 
 
 def encodings_path(model_path: Path) -> Path:
@@ -91,10 +96,16 @@ def _overrides(o: QuantizeOptions, model: onnx.ModelProto) -> encio.Encodings:
 def _check_quantize_flags(o: QuantizeOptions) -> None:
     if o.input_list is not None and o.enable_float_fallback:
         raise UsageError("--input_list and --enable_float_fallback are mutually exclusive (Invalid combination)")
-    if o.input_list is None and not o.enable_float_fallback:
-        raise UsageError("give --input_list for calibration, or --enable_float_fallback to use only the overrides")
+    if o.load_stats and (o.input_list is not None or o.enable_float_fallback):
+        raise UsageError("--load_stats replaces calibration: drop --input_list / --enable_float_fallback")
+    if o.input_list is None and not o.load_stats and not o.enable_float_fallback:
+        raise UsageError(
+            "give --input_list (or --load_stats) for calibration, or --enable_float_fallback to use only the overrides"
+        )
     if o.ignore_quantization_overrides and o.enable_float_fallback:
         raise UsageError("--ignore_quantization_overrides needs --input_list: nothing would be left to quantize")
+    if o.save_stats is not None and o.input_list is None:
+        raise UsageError("--save_stats needs --input_list: there is nothing to save without calibration")
 
 
 def _plan_options(o: QuantizeOptions) -> PlanOptions:
@@ -109,30 +120,36 @@ def _plan_options(o: QuantizeOptions) -> PlanOptions:
         per_row=o.use_per_row_quantization,
         float_bias_bitwidth=o.float_bias_bitwidth,
         percentile=o.percentile_calibration_value,
-        fill_gaps=o.input_list is not None,
+        fill_gaps=not o.enable_float_fallback,
         float_bitwidth=o.float_bitwidth,
     )
 
 
 def _calibrate(
-    o: QuantizeOptions, model: onnx.ModelProto, facts: GraphFacts, input_list: InputList | None
+    o: QuantizeOptions, model: onnx.ModelProto, facts: GraphFacts, input_list: InputList | None, progress: Progress
 ) -> tuple[dict, int]:
+    if o.load_stats:
+        return load_stats(list(o.load_stats), model, o.act_quantizer_calibration, o.percentile_calibration_value)
     if input_list is None:
         return {}, 0
     specs = gm.input_specs(model)
     check_bindings(input_list, specs)
-    feeds = iter_feeds(input_list, specs, o.use_native_input_files)
-    return calibrate(
+    observers, count = calibrate(
         model,
         activation_tensors(facts),
-        feeds,
+        iter_samples(input_list, specs, o.use_native_input_files),
         observer=o.act_quantizer_calibration,
         percentile=o.percentile_calibration_value,
         threads=o.num_threads,
+        batch_size=o.calib_batch_size,
+        progress=progress(len(input_list.samples), "calibrating") if progress else None,
     )
+    if o.save_stats is not None:
+        save_stats(o.save_stats, model, observers, [input_list.path], count)
+    return observers, count
 
 
-def quantize(o: QuantizeOptions) -> Report:
+def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     _check_quantize_flags(o)
     started = time.perf_counter()
     model = _converted(gm.load(o.input_network), o.input_network, o.input_dims)
@@ -145,13 +162,15 @@ def quantize(o: QuantizeOptions) -> Report:
     overrides = _overrides(o, model)
     facts = GraphFacts.of(model)
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
-    observers, samples = _calibrate(o, model, facts, input_list)
+    observers, samples = _calibrate(o, model, facts, input_list, progress)
     plan = build_plan(facts, observers, overrides, _plan_options(o))
     quantized = write_qdq(model, plan, str(o.input_network), packed=o.pack_4_bit_weights)
     gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
     if input_list is None:
         runtime.session(quantized, o.num_threads, "quantized model")  # it must at least load
+        if o.save_stats is not None:
+            report.facts["stats"] = str(o.save_stats)
     else:
         feeds = iter_feeds(input_list, gm.input_specs(model), o.use_native_input_files)
         report.tables.append(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from qtool.config import (
     InspectOptions,
     QuantizeOptions,
 )
-from qtool.errors import QtoolError
+from qtool.errors import QtoolError, did_you_mean
 from qtool.io.encodings import FORMATS
 from qtool.report import Report
 
@@ -46,7 +47,7 @@ class _Cli(click.Group):
             click.echo("qtool: interrupted; no output written", err=True)
             ctx.exit(130)
         except Exception:
-            if logging.getLogger().isEnabledFor(logging.DEBUG):
+            if logging.getLogger().isEnabledFor(logging.INFO):
                 raise
             logging.getLogger("qtool").debug("internal error", exc_info=True)
             click.echo("qtool: internal error; re-run with -v to see the traceback and report it", err=True)
@@ -74,6 +75,35 @@ def _int_choice(*allowed: int) -> click.Choice:
 
 def _to_int(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     return int(value) if value is not None else None
+
+
+class _Choice(click.Choice):
+    """click.Choice whose error suggests the closest valid value."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            hint = did_you_mean(str(value), [str(c) for c in self.choices])
+            choices = ", ".join(str(c) for c in self.choices)
+            self.fail(f"{value!r} is not one of {choices}" + (f"; {hint}" if hint else ""), param, ctx)
+
+
+def _terminal_progress(total: int, label: str) -> Callable[[int], None]:
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        click.echo(f"\r{label} {done}/{total}", err=True, nl=done >= total)
+
+    return step
+
+
+def _progress() -> Callable[[int, str], Callable[[int], None]] | None:
+    """Progress only on a terminal and not under --quiet, so logs and CI output stay clean."""
+    quiet = logging.getLogger().getEffectiveLevel() >= logging.ERROR
+    return _terminal_progress if sys.stderr.isatty() and not quiet else None
 
 
 def _emit(report: Report, as_json: bool) -> None:
@@ -188,15 +218,13 @@ def convert(as_json: bool, **kw: Any) -> None:
     show_default=True,
     help="Bias bitwidth; 32 uses scale = input scale x weight scale.",
 )
+@click.option("--act_quantizer_schema", type=_Choice(SCHEMAS), help="Activation range schema [default: asymmetric].")
+@click.option("--param_quantizer_schema", type=_Choice(SCHEMAS), help="Weight range schema [default: asymmetric].")
 @click.option(
-    "--act_quantizer_schema", type=click.Choice(SCHEMAS), help="Activation range schema [default: asymmetric]."
-)
-@click.option("--param_quantizer_schema", type=click.Choice(SCHEMAS), help="Weight range schema [default: asymmetric].")
-@click.option(
-    "--act_quantizer_calibration", type=click.Choice(CALIBRATIONS), help="Activation range method [default: min-max]."
+    "--act_quantizer_calibration", type=_Choice(CALIBRATIONS), help="Activation range method [default: min-max]."
 )
 @click.option(
-    "--param_quantizer_calibration", type=click.Choice(CALIBRATIONS), help="Weight range method [default: min-max]."
+    "--param_quantizer_calibration", type=_Choice(CALIBRATIONS), help="Weight range method [default: min-max]."
 )
 @click.option(
     "--act_quantizer",
@@ -254,10 +282,24 @@ def convert(as_json: bool, **kw: Any) -> None:
     show_default=True,
     help="16 keeps tensors without an integer encoding in float16.",
 )
+@click.option(
+    "--calib_batch_size",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Samples per inference during calibration, where the model allows a batch.",
+)
+@click.option("--save_stats", type=PathType, help="Save the calibration statistics (observers) to this file.")
+@click.option(
+    "--load_stats",
+    type=PathType,
+    multiple=True,
+    help="Merge saved statistics instead of running calibration. Repeatable (sharded calibration).",
+)
 @common
 def quantize(as_json: bool, **kw: Any) -> None:
     """Calibrate on --input_list and write a QDQ model plus <output>.encodings.json."""
-    _emit(api.quantize(QuantizeOptions.from_params(kw)), as_json)
+    _emit(api.quantize(QuantizeOptions.from_params(kw), progress=_progress()), as_json)
 
 
 @main.command()

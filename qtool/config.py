@@ -63,6 +63,9 @@ class QuantizeOptions:
     use_native_input_files: bool = False
     encodings_format: str = "legacy"
     num_threads: int = 0
+    calib_batch_size: int = 1
+    save_stats: Path | None = None
+    load_stats: tuple[Path, ...] = ()
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> QuantizeOptions:

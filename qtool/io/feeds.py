@@ -40,9 +40,14 @@ def check_bindings(input_list: InputList, specs: list[InputSpec]) -> None:
         _bind(sample, specs)
 
 
-def iter_feeds(input_list: InputList, specs: list[InputSpec], native: bool = False) -> Iterator[dict[str, np.ndarray]]:
+def iter_samples(
+    input_list: InputList, specs: list[InputSpec], native: bool = False
+) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """(where, feed) per input_list line; `where` ("list.txt:7") names the line in errors."""
     for sample in input_list.samples:
-        yield {
-            spec.name: load_tensor(path, spec, sample.where, native)  # type: ignore[arg-type]
-            for spec, path in _bind(sample, specs)
-        }
+        feed = {spec.name: load_tensor(path, spec, sample.where, native) for spec, path in _bind(sample, specs)}  # type: ignore[arg-type]
+        yield sample.where, feed
+
+
+def iter_feeds(input_list: InputList, specs: list[InputSpec], native: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    return (feed for _, feed in iter_samples(input_list, specs, native))

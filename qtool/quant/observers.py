@@ -9,6 +9,7 @@ be sharded and its state saved.
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections.abc import Callable
 from functools import partial
@@ -60,6 +61,9 @@ class MinMax:
 
     def range(self, bitwidth: int = 8, schema: str = "asymmetric") -> tuple[float, float]:
         return (self.lo, self.hi) if self.count else (0.0, 0.0)
+
+    def state(self) -> dict:
+        return {"method": "min-max", "lo": self.lo, "hi": self.hi, "count": self.count}
 
 
 class Histogram(MinMax):
@@ -120,6 +124,14 @@ class Histogram(MinMax):
         centers = (edges[:-1] + edges[1:]) / 2
         return range_search.search(centers, self.counts, bitwidth, schema, self.select)
 
+    def state(self) -> dict:
+        return {
+            **super().state(),
+            "method": self.select,
+            "q": self.q,
+            "counts": base64.b64encode(self.counts.astype("<i8").tobytes()).decode("ascii"),
+        }
+
     def _entropy_range(self) -> tuple[float, float]:
         edges = self._edges()
         centers = np.abs((edges[:-1] + edges[1:]) / 2)
@@ -153,3 +165,21 @@ def observe_values(
     observer = make_observer(method, "weight", percentile)
     observer.update(values)
     return observer.range(bitwidth, schema)
+
+
+def from_state(name: str, state: dict, method: str, percentile: float = 99.99) -> Observer:
+    """Rebuild an observer saved by `state()`, selecting its range by `method` from now on.
+
+    A histogram serves every histogram method and min-max; min/max state serves only min-max.
+    """
+    if state["method"] == "min-max" and method != "min-max":
+        raise ValueError(f"holds min/max only; {method} calibration needs a histogram")
+    observer: MinMax
+    if method == "min-max":
+        observer = MinMax(name)
+    else:
+        counts = np.frombuffer(base64.b64decode(state["counts"]), dtype="<i8").astype(np.int64)
+        observer = Histogram(name, bins=len(counts), select=method, q=percentile)
+        observer.counts = counts
+    observer.lo, observer.hi, observer.count = float(state["lo"]), float(state["hi"]), int(state["count"])
+    return observer

@@ -1,0 +1,82 @@
+"""The calibration cache: observers' state saved to a file and merged back, skipping inference.
+
+Sharded calibration (one file per CI job, merged at the end) and re-quantizing with other
+bitwidths, schemas or overrides without running the model again (TIDL's "save the quantization
+parameters and reuse"). The file is JSON: the hash of the model's graph, the hashes of the
+input_list files, the calibration method, and per tensor its observer state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import onnx
+
+from qtool.errors import DataError
+from qtool.io.files import read_bytes, read_text, write_text
+from qtool.quant.observers import Observer, from_state
+
+FORMAT = "qtool-calibration-stats/1"
+
+
+def model_hash(model: onnx.ModelProto) -> str:
+    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
+def save_stats(
+    path: str | os.PathLike[str],
+    model: onnx.ModelProto,
+    observers: dict[str, Observer],
+    input_lists: list[Path],
+    samples: int,
+) -> None:
+    doc = {
+        "format": FORMAT,
+        "samples": samples,
+        "model_sha256": model_hash(model),
+        "input_lists": {str(p): hashlib.sha256(read_bytes(p, "input_list")).hexdigest() for p in input_lists},
+        "tensors": {name: observers[name].state() for name in sorted(observers)},
+    }
+    write_text(path, json.dumps(doc, sort_keys=True, indent=1) + "\n")
+
+
+def _read(path: Path) -> dict:
+    try:
+        doc = json.loads(read_text(path, "stats file"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"not a qtool stats file (bad JSON at line {e.lineno})", where=str(path)) from e
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("tensors"), dict):
+        raise DataError(f"not a qtool stats file (expected format {FORMAT!r})", where=str(path))
+    return doc
+
+
+def load_stats(
+    paths: list[Path], model: onnx.ModelProto, method: str, percentile: float = 99.99
+) -> tuple[dict[str, Observer], int]:
+    """Merge saved observer states (each file must come from this very model); returns them and
+    the total number of samples they saw."""
+    wanted = model_hash(model)
+    merged: dict[str, Observer] = {}
+    samples = 0
+    for path in paths:
+        doc = _read(path)
+        if doc.get("model_sha256") != wanted:
+            raise DataError(
+                "was saved for a different model (graph hash differs)",
+                where=str(path),
+                hint="recalibrate with --save_stats",
+            )
+        samples += int(doc.get("samples", 0))
+        for name, state in sorted(doc["tensors"].items()):
+            try:
+                observer = from_state(name, state, method, percentile)
+            except (KeyError, TypeError, ValueError) as e:
+                raise DataError(f"tensor {name!r}: {e}", where=str(path)) from e
+            if name in merged:
+                merged[name].merge(observer)
+            else:
+                merged[name] = observer
+    return merged, samples

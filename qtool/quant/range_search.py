@@ -58,25 +58,36 @@ def _kl(reference: np.ndarray, candidate: np.ndarray) -> float:
     p = reference / reference.sum()
     q = candidate / max(candidate.sum(), 1e-12)
     mask = p > 0
-    q = np.where(q[mask] > 0, q[mask], 1e-12)
-    return float(np.sum(p[mask] * np.log(p[mask] / q)))
+    return float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
+
+
+def _merged(part: np.ndarray, levels: int) -> np.ndarray:
+    """`part` squeezed to `levels` bins and expanded back over its non-empty bins (TensorRT's Q)."""
+    starts = np.linspace(0, len(part), levels + 1).astype(np.int64)[:-1]
+    nonzero = (part > 0).astype(np.float64)
+    sums = np.add.reduceat(part, starts)
+    filled = np.add.reduceat(nonzero, starts)
+    lengths = np.diff(np.append(starts, len(part)))
+    mean = np.divide(sums, filled, out=np.zeros_like(sums), where=filled > 0)
+    return np.repeat(mean, lengths) * nonzero
 
 
 def entropy(abs_counts: np.ndarray, abs_edges: np.ndarray, levels: int = 128) -> float:
-    """TensorRT-style KL threshold on an |x| histogram; returns the threshold."""
-    bins = len(abs_counts)
+    """TensorRT-style KL threshold on an |x| histogram; returns the threshold.
+
+    The first bin (values at or next to 0, where a ReLU's zeros pile up) is left out of the
+    divergence: that spike would otherwise pull the threshold far below the data's real spread.
+    """
+    counts = abs_counts.astype(np.float64).copy()
+    counts[0] = 0.0
+    bins = len(counts)
     best_kl, best_i = np.inf, bins
     for i in range(levels, bins + 1, max(1, (bins - levels) // 256)):
-        reference = abs_counts[:i].astype(np.float64).copy()
-        reference[-1] += abs_counts[i:].sum()
-        chunks = np.array_split(np.arange(i), levels)
-        candidate = np.zeros(i)
-        for chunk in chunks:
-            part = abs_counts[chunk].astype(np.float64)
-            nonzero = part > 0
-            if nonzero.any():
-                candidate[chunk] = np.where(nonzero, part.sum() / nonzero.sum(), 0.0)
-        divergence = _kl(reference, candidate)
+        reference = counts[:i].copy()
+        reference[-1] += counts[i:].sum()
+        if reference.sum() == 0:
+            continue
+        divergence = _kl(reference, _merged(counts[:i], levels))
         if divergence < best_kl:
             best_kl, best_i = divergence, i
     return float(abs_edges[best_i])

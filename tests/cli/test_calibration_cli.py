@@ -1,0 +1,91 @@
+"""The calibration flags end to end: the stats cache round trip is byte-identical; bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+from qnn_models import three_conv_model, write_case
+
+from qtool.cli import main
+
+
+def qtool(*args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stderr
+
+
+def test_saved_stats_reproduce_the_model_byte_for_byte(tmp_path: Path) -> None:
+    model, listing = write_case(tmp_path, three_conv_model(), samples=6)
+    flags = ["--act_quantizer_calibration", "sqnr", "--use_per_channel_quantization"]
+    assert (
+        qtool(
+            "quantize",
+            "-i",
+            model,
+            "--input_list",
+            listing,
+            "-o",
+            tmp_path / "a.onnx",
+            "--save_stats",
+            tmp_path / "s.json",
+            *flags,
+        )[0]
+        == 0
+    )
+    assert (
+        qtool("quantize", "-i", model, "--load_stats", tmp_path / "s.json", "-o", tmp_path / "b.onnx", *flags)[0] == 0
+    )
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    assert (tmp_path / "a.encodings.json").read_bytes() == (tmp_path / "b.encodings.json").read_bytes()
+    # the same histograms serve another method and bitwidth without recalibrating
+    code, err = qtool(
+        "quantize",
+        "-i",
+        model,
+        "--load_stats",
+        tmp_path / "s.json",
+        "-o",
+        tmp_path / "c.onnx",
+        "--act_quantizer_calibration",
+        "entropy",
+        "--act_bitwidth",
+        "16",
+    )
+    assert code == 0, err
+
+
+def test_calibration_bad_input(tmp_path: Path) -> None:
+    model, listing = write_case(tmp_path, three_conv_model(), samples=3)
+    out = tmp_path / "q.onnx"
+    code, err = qtool(
+        "quantize", "-i", model, "--input_list", listing, "-o", out, "--act_quantizer_calibration", "entrpy"
+    )
+    assert code == 2 and "did you mean 'entropy'" in err
+    code, err = qtool(
+        "quantize",
+        "-i",
+        model,
+        "--input_list",
+        listing,
+        "-o",
+        out,
+        "--act_quantizer_calibration",
+        "percentile",
+        "--percentile_calibration_value",
+        "80",
+    )
+    assert code == 2 and "80" in err
+    (tmp_path / "junk.stats").write_bytes(b"\x00\x01garbage")
+    code, err = qtool("quantize", "-i", model, "--load_stats", tmp_path / "junk.stats", "-o", out)
+    assert code == 4 and err.startswith("qtool: error:") and "junk.stats" in err
+    (tmp_path / "sample_1.raw").write_bytes(b"\x00" * 12)
+    code, err = qtool("quantize", "-i", model, "--input_list", listing, "-o", out)
+    assert code == 4 and "input_list.txt:2" in err and "12 bytes" in err
+    nan = tmp_path / "sample_1.raw"
+    import numpy as np
+
+    np.full((1, 3, 8, 8), np.nan, dtype=np.float32).tofile(nan)
+    code, err = qtool("quantize", "-i", model, "--input_list", listing, "-o", out)
+    assert code == 4 and "NaN" in err and "sample_1.raw" in err
+    assert not out.exists()

@@ -1,0 +1,125 @@
+"""Observers and the calibration cache (issue: calibration engine)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from qnn_models import three_conv_model
+
+from qtool.errors import DataError
+from qtool.quant.calibrate import calibrate
+from qtool.quant.observers import Histogram, MinMax, from_state, make_observer
+from qtool.quant.stats import load_stats, save_stats
+
+chunks = st.lists(
+    arrays(np.float32, st.integers(1, 200), elements=st.floats(-1e3, 1e3, width=32)), min_size=1, max_size=6
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(parts=chunks)
+def test_min_max_split_batches_equal_one_batch_and_merge_equals_update(parts: list[np.ndarray]) -> None:
+    whole, split, left, right = MinMax(), MinMax(), MinMax(), MinMax()
+    whole.update(np.concatenate(parts))
+    for i, part in enumerate(parts):
+        split.update(part)
+        (left if i % 2 else right).update(part)
+    left.merge(right)
+    assert whole.range() == split.range() == left.range()
+
+
+@settings(max_examples=30, deadline=None)
+@given(parts=chunks)
+def test_histogram_split_batches_stay_within_one_bin(parts: list[np.ndarray]) -> None:
+    whole, split, left, right = (Histogram(select="percentile", q=99.0) for _ in range(4))
+    whole.update(np.concatenate(parts))
+    for i, part in enumerate(parts):
+        split.update(part)
+        (left if i % 2 else right).update(part)
+    left.merge(right)
+    width = (whole.hi - whole.lo) / whole.bins
+    assert split.counts.sum() == whole.counts.sum() == left.counts.sum()
+    for other in (split, left):
+        assert (other.lo, other.hi) == (whole.lo, whole.hi)
+        assert np.allclose(other.range(), whole.range(), atol=2 * width + 1e-9)
+
+
+@pytest.mark.parametrize(
+    ("method", "data", "expected"),
+    [
+        ("percentile", "uniform", ((0.0, 0.1), (99.9, 100.0))),
+        ("entropy", "normal", ((-4.8, -3.0), (3.0, 4.8))),  # KL is flat here: 3-4.8 sigma
+        ("entropy", "relu", ((0.0, 0.0), (3.0, 4.8))),  # the zeros' spike must not pull it down
+        ("mse", "normal", ((-4.3, -3.6), (3.6, 4.3))),
+    ],
+)
+def test_known_distributions_give_the_expected_ranges(method: str, data: str, expected: tuple) -> None:
+    rng = np.random.default_rng(0)
+    x = {
+        "uniform": rng.uniform(0, 100, 1_000_000),
+        "normal": rng.normal(size=1_000_000),
+        "relu": np.maximum(rng.normal(size=1_000_000), 0),
+    }[data]
+    observer = make_observer(method, "t", percentile=99.99)
+    observer.update(x.astype(np.float32))
+    lo, hi = observer.range(8, "asymmetric")
+    (lo_min, lo_max), (hi_min, hi_max) = expected
+    assert lo_min <= lo <= lo_max and hi_min <= hi <= hi_max
+
+
+def test_nan_in_a_calibration_output_names_the_tensor() -> None:
+    with pytest.raises(DataError, match="'act'"):
+        Histogram("act").update(np.array([1.0, np.nan], dtype=np.float32))
+
+
+def test_histogram_state_round_trips_and_serves_other_histogram_methods() -> None:
+    observer = Histogram("t", select="sqnr")
+    observer.update(np.random.default_rng(1).normal(size=10_000).astype(np.float32))
+    state = json.loads(json.dumps(observer.state()))
+    again = from_state("t", state, "sqnr")
+    assert again.range() == observer.range()
+    assert from_state("t", state, "percentile").range() != observer.range()
+    with pytest.raises(ValueError, match="min/max only"):
+        from_state("t", MinMax("t").state() | {"lo": 0, "hi": 1, "count": 1}, "entropy")
+
+
+def _samples(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [(f"list.txt:{i + 1}", {"data_0": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)}) for i in range(n)]
+
+
+@pytest.mark.parametrize("method", ["min-max", "percentile"])
+def test_batched_calibration_equals_sample_by_sample(method: str) -> None:
+    model = three_conv_model()
+    tensors = ["data_0", "conv1_1", "conv2_1", "relu", "out"]
+    one, n1 = calibrate(model, tensors, _samples(12), observer=method)
+    four, n4 = calibrate(model, tensors, _samples(12), observer=method, batch_size=4)
+    assert n1 == n4 == 12
+    for name in tensors:
+        assert np.allclose(one[name].range(), four[name].range(), rtol=1e-5, atol=1e-3)
+
+
+def test_stats_files_merge_and_refuse_another_model(tmp_path: Path) -> None:
+    model = three_conv_model()
+    tensors = ["data_0", "conv1_1"]
+    first, _ = calibrate(model, tensors, _samples(5, 0))
+    second, _ = calibrate(model, tensors, _samples(5, 1))
+    listing = tmp_path / "l.txt"
+    listing.write_text("x.raw\n")
+    save_stats(tmp_path / "a.stats", model, first, [listing], 5)
+    save_stats(tmp_path / "b.stats", model, second, [listing], 5)
+    merged, samples = load_stats([tmp_path / "a.stats", tmp_path / "b.stats"], model, "min-max")
+    both, _ = calibrate(model, tensors, _samples(5, 0) + _samples(5, 1))
+    assert samples == 10 and all(merged[t].range() == both[t].range() for t in tensors)
+    other = three_conv_model(channels=5)
+    with pytest.raises(DataError, match="different model"):
+        load_stats([tmp_path / "a.stats"], other, "min-max")
+    (tmp_path / "bad.stats").write_text("{not json")
+    with pytest.raises(DataError, match="not a qtool stats file"):
+        load_stats([tmp_path / "bad.stats"], model, "min-max")

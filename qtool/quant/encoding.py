@@ -198,5 +198,25 @@ SCHEMAS = {
 }
 
 
-def with_schema(schema: str, lo: object, hi: object, bitwidth: int, axis: int | None = None) -> Encoding:
-    return SCHEMAS[schema](lo, hi, bitwidth, axis)
+def power_of_2(e: Encoding) -> Encoding:
+    """The same encoding with each scale rounded *up* to a power of two (TIDL / Vitis `fix_point`
+    targets), so the range only grows; the offset is recomputed so that 0 stays exact."""
+    scale = 2.0 ** np.ceil(np.log2(e.scale_array()))
+    if e.is_symmetric:
+        offset = np.full_like(scale, -(2 ** (e.bitwidth - 1)))
+    else:
+        offset = np.clip(_round_half_away(np.asarray(e.min) / scale), -(2**e.bitwidth - 1), 0)
+    return _finish(scale, offset, e.bitwidth, e.is_symmetric, e.axis)
+
+
+def fix_point(e: Encoding) -> list[int] | None:
+    """Fractional bits per channel (Vitis Q-format: x = q · 2^-fix_point), or None if not power-of-2."""
+    bits = -np.log2(e.scale_array())
+    if not np.allclose(bits, np.round(bits), rtol=0, atol=1e-9):
+        return None
+    return [int(b) for b in np.round(bits)]
+
+
+def with_schema(schema: str, lo: object, hi: object, bitwidth: int, axis: int | None = None, pow2: bool = False) -> Encoding:
+    e = SCHEMAS[schema](lo, hi, bitwidth, axis)
+    return power_of_2(e) if pow2 else e

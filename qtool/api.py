@@ -121,6 +121,10 @@ def _plan_options(o: QuantizeOptions) -> PlanOptions:
         float_bias_bitwidth=o.float_bias_bitwidth,
         percentile=o.percentile_calibration_value,
         fill_gaps=not o.enable_float_fallback,
+        act_pow2=o.act_power_of_2,
+        param_pow2=o.param_power_of_2,
+        act_16bit_tensors=o.act_16bit_tensors,
+        params_16bit_tensors=o.params_16bit_tensors,
         float_bitwidth=o.float_bitwidth,
     )
 

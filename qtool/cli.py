@@ -24,6 +24,9 @@ from qtool.config import (
     ExportOptions,
     InspectOptions,
     QuantizeOptions,
+    configs_dir,
+    presets,
+    read_config,
 )
 from qtool.errors import QtoolError, did_you_mean
 from qtool.io.encodings import FORMATS
@@ -104,6 +107,42 @@ def _progress() -> Callable[[int, str], Callable[[int], None]] | None:
     """Progress only on a terminal and not under --quiet, so logs and CI output stay clean."""
     quiet = logging.getLogger().getEffectiveLevel() >= logging.ERROR
     return _terminal_progress if sys.stderr.isatty() and not quiet else None
+
+
+def _apply_config(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Eager: a preset (--target) and a --config file become click's default_map, so the
+    precedence CLI > --config > preset > built-in default needs no further code (black's way)."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    names = {p.name for p in ctx.command.params if p.name} - {"target", "config"}
+    layers = ctx.meta.setdefault("qtool.config_layers", {})
+    path = configs_dir() / f"{value}.yaml" if param.name == "target" else Path(value)
+    try:
+        layers[param.name] = read_config(path, names)
+    except QtoolError as e:
+        raise click.BadParameter(str(e)) from None
+    ctx.default_map = {**layers.get("target", {}), **layers.get("config", {})}
+    return value
+
+
+def config_options(func: Callable) -> Callable:
+    func = click.option(
+        "--config",
+        "-c",
+        type=click.Path(path_type=Path, dir_okay=False),
+        is_eager=True,
+        expose_value=False,
+        callback=_apply_config,
+        help="YAML of option values (and algorithm sections); overrides --target.",
+    )(func)
+    return click.option(
+        "--target",
+        type=_Choice(presets()),
+        is_eager=True,
+        expose_value=False,
+        callback=_apply_config,
+        help="Target preset from configs/: " + ", ".join(presets()) + ".",
+    )(func)
 
 
 def _emit(report: Report, as_json: bool) -> None:
@@ -296,6 +335,24 @@ def convert(as_json: bool, **kw: Any) -> None:
     multiple=True,
     help="Merge saved statistics instead of running calibration. Repeatable (sharded calibration).",
 )
+@click.option("--act_power_of_2/--no_act_power_of_2", default=False, help="Power-of-2 activation scales (TIDL, Vitis).")
+@click.option(
+    "--param_power_of_2/--no_param_power_of_2", default=False, help="Power-of-2 weight scales (Vitis fix_point)."
+)
+@click.option(
+    "--act_16bit_tensors",
+    multiple=True,
+    metavar="NAME",
+    help="Activations kept 16-bit (TIDL output_feature_16bit_names_list). Repeatable.",
+)
+@click.option(
+    "--params_16bit_tensors",
+    multiple=True,
+    metavar="NAME",
+    help="Layers (by output tensor) whose weights are 16-bit (TIDL params_16bit_names_list). Repeatable.",
+)
+@click.option("--algorithm_config", type=click.UNPROCESSED, hidden=True, default=None)
+@config_options
 @common
 def quantize(as_json: bool, **kw: Any) -> None:
     """Calibrate on --input_list and write a QDQ model plus <output>.encodings.json."""

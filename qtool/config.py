@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qtool.errors import UsageError
+import yaml
+
+from qtool.errors import UsageError, did_you_mean
 
 # qairt's hidden legacy --act_quantizer/--param_quantizer values -> (schema, calibration)
 LEGACY_QUANTIZERS = {
@@ -18,6 +22,65 @@ LEGACY_QUANTIZERS = {
 }
 SCHEMAS = ("asymmetric", "symmetric", "unsignedsymmetric")
 CALIBRATIONS = ("min-max", "sqnr", "entropy", "mse", "percentile")
+
+
+# Keys other tools spell differently (TIDL's advanced_options), mapped to qtool's option names.
+CONFIG_ALIASES = {
+    "output_feature_16bit_names_list": "act_16bit_tensors",
+    "params_16bit_names_list": "params_16bit_tensors",
+    "act_bw": "act_bitwidth",
+    "weight_bw": "weights_bitwidth",
+    "bias_bw": "bias_bitwidth",
+    "algorithms": "apply_algorithms",
+}
+# YAML sections that configure an algorithm rather than name an option.
+ALGORITHM_SECTIONS = ("adaround", "bc", "cle", "adaquant", "mixed_precision")
+
+
+def configs_dir() -> Path:
+    """configs/ next to the package (a checkout or editable install), else the installed copy."""
+    for candidate in (
+        os.environ.get("QTOOL_CONFIGS"),
+        Path(__file__).parent.parent / "configs",
+        Path(sys.prefix) / "share" / "qtool" / "configs",
+    ):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return Path(__file__).parent.parent / "configs"
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in configs_dir().glob("*.yaml"))
+
+
+def read_config(path: Path, option_names: set[str]) -> dict[str, Any]:
+    """A preset or --config YAML as click default_map entries; algorithm sections go under
+    `algorithm_config`. Unknown keys are errors that suggest the closest option."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as e:
+        raise UsageError("config file not found", where=str(path)) from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise UsageError(f"not valid YAML: {getattr(e, 'problem', e)}", where=f"{path}{line}") from e
+    if not isinstance(data, dict):
+        raise UsageError("a config file must be a mapping of option names to values", where=str(path))
+    result: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
+    for key, value in data.items():
+        name = CONFIG_ALIASES.get(str(key), str(key))
+        if name in ALGORITHM_SECTIONS and isinstance(value, dict):
+            sections[name] = value
+        elif name in option_names:
+            result[name] = value
+        else:
+            raise UsageError(
+                f"unknown key {key!r}", where=str(path), hint=did_you_mean(str(key), option_names | set(CONFIG_ALIASES))
+            )
+    if sections:
+        result["algorithm_config"] = sections
+    return result
 
 
 def _fields_from(cls: type, params: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +129,12 @@ class QuantizeOptions:
     calib_batch_size: int = 1
     save_stats: Path | None = None
     load_stats: tuple[Path, ...] = ()
+    act_power_of_2: bool = False
+    param_power_of_2: bool = False
+    act_16bit_tensors: tuple[str, ...] = ()
+    params_16bit_tensors: tuple[str, ...] = ()
+    apply_algorithms: tuple[str, ...] = ()
+    algorithm_config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> QuantizeOptions:

@@ -217,6 +217,8 @@ def fix_point(e: Encoding) -> list[int] | None:
     return [int(b) for b in np.round(bits)]
 
 
-def with_schema(schema: str, lo: object, hi: object, bitwidth: int, axis: int | None = None, pow2: bool = False) -> Encoding:
+def with_schema(
+    schema: str, lo: object, hi: object, bitwidth: int, axis: int | None = None, pow2: bool = False
+) -> Encoding:
     e = SCHEMAS[schema](lo, hi, bitwidth, axis)
     return power_of_2(e) if pow2 else e

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from qtool.errors import DataError
+from qtool.errors import DataError, UsageError, did_you_mean
 from qtool.io.encodings import Encodings
 from qtool.quant import encoding as enc
 from qtool.quant.graph_facts import GraphFacts
@@ -96,3 +96,29 @@ def int32_ops(facts: GraphFacts, overrides: Encodings) -> tuple[list[str], Encod
         )
     remaining = {t: e for t, e in overrides.activations.items() if t not in wanted}
     return nodes, Encodings(remaining, dict(overrides.params))
+
+
+def sixteen_bit_layers(
+    facts: GraphFacts, overrides: Encodings, acts: tuple[str, ...], params: tuple[str, ...]
+) -> Encodings:
+    """TIDL's manual mixed precision: `acts` are activations raised to 16 bits; `params` name layers
+    (by output tensor) whose weights go to 16 bits. An explicit override of a tensor wins.
+    Data-invariant ops and Concat take the precision along with the encoding they share."""
+    out = Encodings(dict(overrides.activations), dict(overrides.params))
+    known = set(facts.producers) | set(facts.graph_inputs)
+    for flag, names in (("--act_16bit_tensors", acts), ("--params_16bit_tensors", params)):
+        for name in names:
+            if name not in known:
+                raise UsageError(
+                    f"{flag} names {name!r}, which is not a tensor of the graph", hint=did_you_mean(name, known)
+                )
+    for name in acts:
+        out.activations.setdefault(facts.squashed_into(name) or name, enc.Encoding(bitwidth=16))
+    for name in params:
+        producer = facts.producers.get(name)
+        _, weights, _ = _members(producer, facts) if producer is not None else ([], [], None)
+        if not weights:
+            raise UsageError(f"--params_16bit_tensors names {name!r}, whose producer has no weights")
+        for weight in weights:
+            out.params.setdefault(weight, enc.Encoding(bitwidth=16, is_symmetric=True))
+    return out

@@ -20,7 +20,7 @@ from qtool.quant import encoding as enc
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import Observer, observe_values
-from qtool.quant.overrides import int32_ops, propagate_float
+from qtool.quant.overrides import int32_ops, propagate_float, sixteen_bit_layers
 from qtool.quant.rules import rule_for, weight_axis
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,10 @@ class PlanOptions:
     per_row: bool = False
     float_bias_bitwidth: int = 32
     percentile: float = 99.99
+    act_pow2: bool = False
+    param_pow2: bool = False
+    act_16bit_tensors: tuple[str, ...] = ()
+    params_16bit_tensors: tuple[str, ...] = ()
     fill_gaps: bool = True  # calibration data given; False under --enable_float_fallback
     float_bitwidth: int = 32  # what tensors without an encoding are kept in
 
@@ -122,7 +126,7 @@ def _group_encoding(group: list[str], observers: dict[str, Observer], overrides:
     for other in seen[1:]:
         merged.merge(other)
     lo, hi = merged.range(bitwidth, schema)
-    return enc.with_schema(schema, lo, hi, bitwidth)
+    return enc.with_schema(schema, lo, hi, bitwidth, pow2=o.act_pow2)
 
 
 def plan_activations(
@@ -162,13 +166,13 @@ def _weight_encoding(
     if per_channel and values.ndim > 1 and channels > 1:
         rows = np.moveaxis(values, axis, 0).reshape(channels, -1)
         if o.param_calibration == "min-max":
-            return enc.symmetric(rows.min(axis=1), rows.max(axis=1), bitwidth, axis=axis)
+            return enc.with_schema("symmetric", rows.min(axis=1), rows.max(axis=1), bitwidth, axis, o.param_pow2)
         ranges = [observe_values(o.param_calibration, row, bitwidth, "symmetric", o.percentile) for row in rows]
         lo, hi = zip(*ranges, strict=True)
-        return enc.symmetric(lo, hi, bitwidth, axis=axis)
+        return enc.with_schema("symmetric", lo, hi, bitwidth, axis, o.param_pow2)
     schema = "symmetric" if (given is not None and given.is_symmetric) or bitwidth == 16 else o.param_schema
     lo, hi = observe_values(o.param_calibration, values, bitwidth, schema, o.percentile)
-    return enc.with_schema(schema, lo, hi, bitwidth)
+    return enc.with_schema(schema, lo, hi, bitwidth, pow2=o.param_pow2)
 
 
 def _bias_encoding(
@@ -187,7 +191,9 @@ def _bias_encoding(
     if bitwidth == 32 and aligned and input_enc is not None and not input_enc.is_float and input_enc.scale:
         return enc.bias_int32(input_enc.scale[0], weight, values)  # type: ignore[arg-type]
     schema = "symmetric" if bitwidth == 32 else o.param_schema
-    return enc.with_schema(schema, float(values.min(initial=0.0)), float(values.max(initial=0.0)), bitwidth)
+    return enc.with_schema(
+        schema, float(values.min(initial=0.0)), float(values.max(initial=0.0)), bitwidth, pow2=o.param_pow2
+    )
 
 
 def _param_slots(facts: GraphFacts, node) -> tuple[list[tuple[int, str]], str, list[str]]:
@@ -236,6 +242,7 @@ def plan_params(
 
 
 def build_plan(facts: GraphFacts, observers: dict[str, Observer], overrides: Encodings, o: PlanOptions) -> QuantPlan:
+    overrides = sixteen_bit_layers(facts, overrides, o.act_16bit_tensors, o.params_16bit_tensors)
     overrides = propagate_float(facts, overrides, o.float_bias_bitwidth)
     int32_nodes, overrides = int32_ops(facts, overrides)
     activations = plan_activations(facts, observers, overrides, o)
@@ -258,5 +265,5 @@ def _converts(
             logger.warning("float tensor %r feeds integer ops but has no calibration data; they read it in float", name)
             continue
         lo, hi = observer.range(o.act_bitwidth, o.act_schema)
-        converts[name] = enc.with_schema(o.act_schema, lo, hi, o.act_bitwidth)
+        converts[name] = enc.with_schema(o.act_schema, lo, hi, o.act_bitwidth, pow2=o.act_pow2)
     return converts

@@ -23,6 +23,7 @@ from qtool.io import encodings as encio
 from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
 from qtool.io.files import read_text, write_bytes, write_text
 from qtool.io.input_list import InputList, read_input_list
+from qtool.quant.algorithms import AlgorithmContext, resolve
 from qtool.quant.calibrate import calibrate
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.plan import PlanOptions, activation_tensors, build_plan
@@ -153,49 +154,86 @@ def _calibrate(
     return observers, count
 
 
+def _run_algorithms(o: QuantizeOptions, stage: str, ctx: AlgorithmContext) -> list[str]:
+    notes = []
+    for name, module in resolve(o.apply_algorithms):
+        if stage == module.STAGE:
+            ctx.config = dict(o.algorithm_config.get(name, {}))
+            notes += module.run(ctx)
+    return notes
+
+
+def _algorithm_context(
+    o: QuantizeOptions,
+    model: onnx.ModelProto,
+    overrides: encio.Encodings,
+    input_list: InputList | None,
+    observers: dict,
+) -> AlgorithmContext:
+    specs = gm.input_specs(model)
+
+    def samples():
+        if input_list is None:
+            raise UsageError("--apply_algorithms needs --input_list: the algorithms run the model on calibration data")
+        return iter_samples(input_list, specs, o.use_native_input_files)
+
+    def quantize_with(float_model: onnx.ModelProto, given: encio.Encodings):
+        plan = build_plan(GraphFacts.of(float_model), observers, given, _plan_options(o))
+        return write_qdq(float_model, plan, str(o.input_network), packed=o.pack_4_bit_weights), plan
+
+    return AlgorithmContext(model, samples, quantize_with, overrides=overrides, threads=o.num_threads)
+
+
 def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     _check_quantize_flags(o)
     started = time.perf_counter()
-    model = _converted(gm.load(o.input_network), o.input_network, o.input_dims)
-    if gm.metadata(model).get(gm.METADATA_FLOAT_BITWIDTH) == "16":
+    reference = _converted(gm.load(o.input_network), o.input_network, o.input_dims)
+    if gm.metadata(reference).get(gm.METADATA_FLOAT_BITWIDTH) == "16":
         raise UsageError(
             "is a float16 model",
             where=str(o.input_network),
             hint="quantize the float32 converted model and pass --float_bitwidth 16",
         )
-    overrides = _overrides(o, model)
-    facts = GraphFacts.of(model)
+    overrides = _overrides(o, reference)
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
-    observers, samples = _calibrate(o, model, facts, input_list, progress)
-    plan = build_plan(facts, observers, overrides, _plan_options(o))
-    quantized = write_qdq(model, plan, str(o.input_network), packed=o.pack_4_bit_weights)
+    model = onnx.ModelProto()
+    model.CopyFrom(reference)
+    observers: dict = {}
+    ctx = _algorithm_context(o, model, overrides, input_list, observers)
+    notes = _run_algorithms(o, "float", ctx)
+    found, samples = _calibrate(o, model, GraphFacts.of(model), input_list, progress)
+    observers.update(found)
+    notes += _run_algorithms(o, "quantized", ctx)
+    quantized, plan = ctx.quantize(model, ctx.overrides)
     gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
+    if notes:
+        report.facts["algorithms"] = "; ".join(notes)
     if input_list is None:
         runtime.session(quantized, o.num_threads, "quantized model")  # it must at least load
-        if o.save_stats is not None:
-            report.facts["stats"] = str(o.save_stats)
     else:
-        feeds = iter_feeds(input_list, gm.input_specs(model), o.use_native_input_files)
+        feeds = iter_feeds(input_list, gm.input_specs(reference), o.use_native_input_files)
         report.tables.append(
-            _drift_table(compare.compare_outputs(model, quantized, feeds, threads=o.num_threads), False)
+            _drift_table(compare.compare_outputs(reference, quantized, feeds, threads=o.num_threads), False)
         )
     output = o.output_path or o.input_network.with_suffix(".quant.onnx")
     gm.save(quantized, output)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
-    every = [*plan.activations.values(), *plan.params.values()]
-    report.facts.update(
-        {
-            "output": str(output),
-            "encodings": str(encodings_path(output)),
-            "activations quantized": sum(not e.is_float for e in plan.activations.values()),
-            "params quantized": sum(not e.is_float for e in plan.params.values()),
-            "left float": sum(e.is_float for e in every),
-            "int32 ops": len(plan.int32_nodes),
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-    )
+    report.facts.update(_plan_facts(plan, output, started))
     return report
+
+
+def _plan_facts(plan, output: Path, started: float) -> dict:
+    every = [*plan.activations.values(), *plan.params.values()]
+    return {
+        "output": str(output),
+        "encodings": str(encodings_path(output)),
+        "activations quantized": sum(not e.is_float for e in plan.activations.values()),
+        "params quantized": sum(not e.is_float for e in plan.params.values()),
+        "left float": sum(e.is_float for e in every),
+        "int32 ops": len(plan.int32_nodes),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 def _drift_table(drift: dict[str, compare.Drift], with_labels: bool) -> Table:

@@ -30,6 +30,7 @@ from qtool.config import (
 )
 from qtool.errors import QtoolError, did_you_mean
 from qtool.io.encodings import FORMATS
+from qtool.quant.algorithms import ALGORITHM_NAMES
 from qtool.report import Report
 
 PathType = click.Path(path_type=Path, dir_okay=False)
@@ -350,6 +351,13 @@ def convert(as_json: bool, **kw: Any) -> None:
     multiple=True,
     metavar="NAME",
     help="Layers (by output tensor) whose weights are 16-bit (TIDL params_16bit_names_list). Repeatable.",
+)
+@click.option(
+    "--apply_algorithms",
+    "--algorithms",
+    multiple=True,
+    type=_Choice(ALGORITHM_NAMES),
+    help="Accuracy algorithms: cle, adaround, bc (run in that order). Repeatable.",
 )
 @click.option("--algorithm_config", type=click.UNPROCESSED, hidden=True, default=None)
 @config_options

@@ -58,4 +58,8 @@ class GraphFacts:
         return None
 
     def array(self, name: str) -> np.ndarray:
-        return numpy_helper.to_array(self.initializers[name])
+        """An initializer as numpy, converted once per GraphFacts."""
+        cache = self.__dict__.setdefault("_arrays", {})
+        if name not in cache:
+            cache[name] = numpy_helper.to_array(self.initializers[name])
+        return cache[name]

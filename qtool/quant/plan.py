@@ -110,7 +110,19 @@ def _group_override(group: list[str], overrides: Encodings) -> Encoding | None:
     return chosen
 
 
-def _group_encoding(group: list[str], observers: dict[str, Observer], overrides: Encodings, o: PlanOptions) -> Encoding:
+# Softmax(x) is unchanged, to < 2e-9 per element, by clamping x below max(x) - 20: such an input
+# range needs no more, and a -3.4e38 attention-mask constant must not blow it up.
+SOFTMAX_SPAN = 20.0
+
+
+def _feeds_only_softmax(facts: GraphFacts, group: list[str]) -> bool:
+    users = [u for t in group for u in facts.consumers.get(t, [])]
+    return bool(users) and all(u.op_type == "Softmax" for u in users)
+
+
+def _group_encoding(
+    group: list[str], observers: dict[str, Observer], overrides: Encodings, o: PlanOptions, softmax_input: bool = False
+) -> Encoding:
     chosen = _group_override(group, overrides)
     if chosen is not None and (chosen.is_float or chosen.scale):
         return chosen
@@ -126,6 +138,8 @@ def _group_encoding(group: list[str], observers: dict[str, Observer], overrides:
     for other in seen[1:]:
         merged.merge(other)
     lo, hi = merged.range(bitwidth, schema)
+    if softmax_input:
+        lo = max(lo, hi - SOFTMAX_SPAN)
     return enc.with_schema(schema, lo, hi, bitwidth, pow2=o.act_pow2)
 
 
@@ -137,7 +151,7 @@ def plan_activations(
     for group in activation_groups(facts, tensors):
         if not any(t in observers or t in overrides.activations for t in group):
             continue  # float fallback: no data, no override
-        encoding = _group_encoding(group, observers, overrides, o)
+        encoding = _group_encoding(group, observers, overrides, o, _feeds_only_softmax(facts, group))
         planned.update(dict.fromkeys(group, encoding))
     if o.float_bitwidth == 16:
         planned.update({t: enc.float_encoding(16) for t in tensors if t not in planned})
@@ -196,12 +210,19 @@ def _bias_encoding(
     )
 
 
+def _is_sentinel(facts: GraphFacts, name: str) -> bool:
+    """A constant holding ±1e30-class values (attention masks of -3.4e38) is a marker, not data:
+    it stays float rather than stretching a grid over 38 orders of magnitude."""
+    values = facts.array(name)
+    return values.size > 0 and float(np.abs(values).max()) >= 1e30
+
+
 def _param_slots(facts: GraphFacts, node) -> tuple[list[tuple[int, str]], str, list[str]]:
     """(weight index, name) pairs, the bias name and constant-data names of `node`'s float initializers."""
     rule = rule_for(node)
 
     def usable(name: str) -> bool:
-        return name in facts.initializers and facts.is_float(name)
+        return name in facts.initializers and facts.is_float(name) and not _is_sentinel(facts, name)
 
     weights = [(i, node.input[i]) for i in sorted(rule.weights) if i < len(node.input) and usable(node.input[i])]
     bias = node.input[rule.bias] if rule.bias is not None and rule.bias < len(node.input) else ""

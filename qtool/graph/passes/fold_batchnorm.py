@@ -3,10 +3,15 @@
 W' = W·γ/√(σ²+ε);  B' = (B − μ)·γ/√(σ²+ε) + β   (ONNX BatchNormalization, ε default 1e-5).
 The rewrite rules are onnxscript's (`_fuse_batchnorm.py`); this pass only names and logs them.
 The fused node keeps the BatchNormalization's output name, which overrides refer to.
+
+Cross-layer equalization's high-bias absorption needs each folded BN's β and γ (QNN seed: "CLE
+requires batchnorms ... beta/gamma"), so the pass records them per output tensor in the model's
+metadata (`qtool.batchnorm`: {tensor: {"gamma": [...], "beta": [...]}}).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 import onnx_ir as ir
@@ -20,13 +25,35 @@ from onnxscript.rewriter.rules.common import (
 logger = logging.getLogger(__name__)
 
 
+METADATA_KEY = "qtool.batchnorm"
+
+
+def _stats(node: ir.Node) -> dict[str, list[float]] | None:
+    gamma, beta = (node.inputs[i].const_value if node.inputs[i] is not None else None for i in (1, 2))
+    if gamma is None or beta is None:
+        return None
+    return {"gamma": gamma.numpy().astype(float).tolist(), "beta": beta.numpy().astype(float).tolist()}
+
+
 class FoldBatchNormPass(ir.passes.InPlacePass):
     """Fold BN whose parameters are constants and whose producer has no other users."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        before = sum(node.op_type == "BatchNormalization" for node in model.graph)
+        bn_nodes = [node for node in model.graph if node.op_type == "BatchNormalization"]
+        bns = {node.outputs[0].name: _stats(node) for node in bn_nodes}
+        producers = {
+            n.outputs[0].name: n.inputs[0].producer().name for n in bn_nodes if n.inputs[0].producer() is not None
+        }
         rules = [fuse_batchnorm_into_conv_rule, fuse_batchnorm_into_conv_transpose_rule, fuse_batchnorm_into_gemm_rule]
         RewritePass(rules)(model)
-        after = sum(node.op_type == "BatchNormalization" for node in model.graph)
-        logger.info("fold_batchnorm: folded %d of %d BatchNormalization nodes", before - after, before)
-        return ir.passes.PassResult(model, modified=after != before)
+        left = {node.outputs[0].name for node in model.graph if node.op_type == "BatchNormalization"}
+        for node in model.graph:  # the fused node keeps the Conv's name, which reports show
+            original = producers.get(node.outputs[0].name) if node.outputs else None
+            if original and node.op_type != "BatchNormalization":
+                node.name = original
+        folded = {name: stats for name, stats in sorted(bns.items()) if name not in left and stats is not None}
+        if folded:
+            recorded = json.loads(model.metadata_props.get(METADATA_KEY, "{}"))
+            model.metadata_props[METADATA_KEY] = json.dumps({**recorded, **folded}, sort_keys=True)
+        logger.info("fold_batchnorm: folded %d of %d BatchNormalization nodes", len(bns) - len(left), len(bns))
+        return ir.passes.PassResult(model, modified=len(left) != len(bns))

@@ -1,0 +1,66 @@
+"""Accuracy algorithms over the converted float graph, numpy only (no training framework).
+
+ALGORITHMS maps the `--apply_algorithms` name to a module-level `run(ctx) -> list[str]` (what it
+changed, for the report) and its STAGE: "float" algorithms (cle) change the float weights
+before calibration; "quantized" ones (adaround, bc) run after the plan exists, change weights or
+biases, and may freeze encodings in `ctx.overrides` so that re-planning keeps them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from qtool.errors import UsageError, did_you_mean
+from qtool.io.encodings import Encodings
+
+
+@dataclass
+class AlgorithmContext:
+    model: onnx.ModelProto  # float model; algorithms change its initializers in place
+    samples: Callable[[], Iterator[tuple[str, dict[str, np.ndarray]]]]  # a fresh pass over calibration data
+    quantize: Callable[[onnx.ModelProto, Encodings], tuple[onnx.ModelProto, Any]]  # -> (QDQ model, its plan)
+    config: dict[str, Any] = field(default_factory=dict)  # this algorithm's YAML section
+    overrides: Encodings = field(default_factory=Encodings)
+    threads: int = 0
+
+    def array(self, name: str) -> np.ndarray:
+        return numpy_helper.to_array(next(i for i in self.model.graph.initializer if i.name == name))
+
+    def set_array(self, name: str, value: np.ndarray) -> None:
+        for init in self.model.graph.initializer:
+            if init.name == name:
+                init.CopyFrom(numpy_helper.from_array(value.astype(numpy_helper.to_array(init).dtype), name))
+                return
+        self.model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
+
+
+def _registry() -> dict[str, ModuleType]:
+    from qtool.quant.algorithms import adaround, bias_correction, cle
+
+    return {"cle": cle, "adaround": adaround, "bc": bias_correction}
+
+
+ALGORITHM_NAMES = ("cle", "adaround", "bc")
+
+
+def resolve(names: tuple[str, ...]) -> list[tuple[str, ModuleType]]:
+    """The named algorithms in the order they must run (cle, then adaround, then bc)."""
+    registry = _registry()
+    for name in names:
+        if name not in registry:
+            raise UsageError(f"unknown algorithm {name!r}", hint=did_you_mean(name, registry))
+    return [(name, registry[name]) for name in ALGORITHM_NAMES if name in names]
+
+
+def check_config(name: str, config: dict[str, Any], known: set[str]) -> dict[str, Any]:
+    for key in config:
+        if key not in known:
+            raise UsageError(f"unknown key {key!r} in the {name} section of --config", hint=did_you_mean(key, known))
+    return config

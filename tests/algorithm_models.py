@@ -1,0 +1,80 @@
+"""Generated models for the algorithm tests: an unbalanced two-conv net and a tiny transformer block."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def unbalanced_convs(seed: int = 0) -> onnx.ModelProto:
+    """Conv(4->6) -> Relu -> Conv(6->3), the first conv's channels scaled 1e-2..1e2 apart."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(size=(6, 4, 3, 3)).astype(np.float32) * np.logspace(-2, 2, 6, dtype=np.float32)[:, None, None, None]
+    b1 = rng.normal(size=6).astype(np.float32)
+    w2 = rng.normal(size=(3, 6, 3, 3)).astype(np.float32) / np.logspace(-2, 2, 6, dtype=np.float32)[None, :, None, None]
+    b2 = rng.normal(size=3).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="conv2", pads=[1, 1, 1, 1]),
+    ]
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))]
+    graph = helper.make_graph(
+        nodes,
+        "unbalanced",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def attention_block(seed: int = 0) -> onnx.ModelProto:
+    """Self-attention over 8 tokens with a -3.4e38 padding mask, LayerNormalization and Erf-GELU."""
+    rng = np.random.default_rng(seed)
+    d = 16
+    mask = np.zeros((1, 8, 8), np.float32)
+    mask[:, :, 6:] = np.finfo(np.float32).min  # the last two tokens are padding
+    inits = {
+        "wq": rng.normal(size=(d, d)) / 4,
+        "wk": rng.normal(size=(d, d)) / 4,
+        "wv": rng.normal(size=(d, d)) / 4,
+        "scale": np.array(1 / np.sqrt(d)),
+        "mask": mask,
+        "gamma": np.ones(d),
+        "beta": np.zeros(d),
+        "w_ff": rng.normal(size=(d, d)) / 4,
+        "half": np.array(0.5),
+        "one": np.array(1.0),
+        "rsqrt2": np.array(1 / np.sqrt(2)),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"]),
+        helper.make_node("MatMul", ["x", "wk"], ["k"]),
+        helper.make_node("MatMul", ["x", "wv"], ["v"]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["raw_scores"]),
+        helper.make_node("Mul", ["raw_scores", "scale"], ["scores"]),
+        helper.make_node("Add", ["scores", "mask"], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["attn"], axis=-1),
+        helper.make_node("MatMul", ["attn", "v"], ["ctx"]),
+        helper.make_node("Add", ["ctx", "x"], ["res"]),
+        helper.make_node("LayerNormalization", ["res", "gamma", "beta"], ["ln"], axis=-1),
+        helper.make_node("MatMul", ["ln", "w_ff"], ["ff"]),
+        helper.make_node("Mul", ["ff", "rsqrt2"], ["ff_s"]),
+        helper.make_node("Erf", ["ff_s"], ["erf"]),
+        helper.make_node("Add", ["erf", "one"], ["erf1"]),
+        helper.make_node("Mul", ["ff", "erf1"], ["g1"]),
+        helper.make_node("Mul", ["g1", "half"], ["y"]),
+    ]
+    for i, node in enumerate(nodes):
+        node.name = f"{node.op_type}_{i}"
+    graph = helper.make_graph(
+        nodes,
+        "attention",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, d])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, d])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

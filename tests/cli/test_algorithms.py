@@ -1,0 +1,183 @@
+"""Accuracy algorithms: cle, bc, adaround; and transformer-style graphs that must stay usable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from algorithm_models import attention_block, unbalanced_convs
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qtool.cli import main
+from qtool.quant.algorithms import AlgorithmContext, cle
+from qtool.quant.algorithms.adaround import round_rows
+
+
+def qtool(*args: object) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def write_samples(folder: Path, shape: tuple[int, ...], n: int = 12, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for k in range(n):
+        rng.normal(size=shape).astype(np.float32).tofile(folder / f"s{k}.raw")
+    listing = folder / "list.txt"
+    listing.write_text("\n".join(f"s{k}.raw" for k in range(n)) + "\n")
+    return listing
+
+
+def outputs(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_cle_equalizes_ranges_and_keeps_the_float_function() -> None:
+    model = unbalanced_convs()
+    x = np.random.default_rng(1).normal(size=(1, 4, 8, 8)).astype(np.float32)
+    before = outputs(model, x)
+    ctx = AlgorithmContext(model, samples=lambda: iter(()), quantize=lambda m, e: (m, None))
+    w1_old, w2_old = ctx.array("w1"), ctx.array("w2")
+    notes = cle.run(ctx)
+    w1, w2 = ctx.array("w1"), ctx.array("w2")
+    r1, r2 = np.abs(w1).max(axis=(1, 2, 3)), np.abs(w2).max(axis=(0, 2, 3))
+    assert "conv1->conv2" in notes[0]
+    np.testing.assert_allclose(r1, r2, rtol=1e-4)  # equalized: r1_i == r2_i
+    r1_old, r2_old = np.abs(w1_old).max(axis=(1, 2, 3)), np.abs(w2_old).max(axis=(0, 2, 3))
+    np.testing.assert_allclose(r1 * r2, r1_old * r2_old, rtol=1e-4)  # the product of ranges is preserved
+    np.testing.assert_allclose(outputs(model, x), before, rtol=1e-5, atol=1e-5)
+    onnx.checker.check_model(model)
+
+
+def test_cle_then_quantize_beats_plain_quantization(tmp_path: Path) -> None:
+    onnx.save(unbalanced_convs(), tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (1, 4, 8, 8))
+    plain = qtool("quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "-o", tmp_path / "p.onnx", "--json")
+    equal = qtool(
+        "quantize",
+        "-i",
+        tmp_path / "m.onnx",
+        "--input_list",
+        listing,
+        "-o",
+        tmp_path / "c.onnx",
+        "--json",
+        "--apply_algorithms",
+        "cle",
+    )
+    import json
+
+    sqnr = [json.loads(r[1])["outputs (float vs quantized)"][0]["sqnr_db"] for r in (plain, equal)]
+    assert sqnr[1] > sqnr[0] + 20
+
+
+def test_cle_without_a_pattern_warns_and_does_not_fail(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    model = attention_block()
+    ctx = AlgorithmContext(model, samples=lambda: iter(()), quantize=lambda m, e: (m, None))
+    assert cle.run(ctx) == ["cle: no matching pattern"]
+    assert "no Conv" in caplog.text
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), rows=st.integers(1, 6), fan_in=st.integers(2, 24), bits=st.sampled_from([4, 8]))
+def test_adaround_never_beats_round_to_nearest_in_reverse(seed: int, rows: int, fan_in: int, bits: int) -> None:
+    """The layer reconstruction error (ŵ−w)ᵀH(ŵ−w) is never above round-to-nearest's."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(rows, fan_in))
+    x = rng.normal(size=(64, fan_in)) @ rng.normal(size=(fan_in, fan_in))  # correlated inputs
+    h = x.T @ x
+    scale = np.abs(w).max(axis=1) / (2 ** (bits - 1) - 1)
+    zp = np.zeros(rows)
+    grid = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    q = round_rows(w, scale, zp, h, grid)
+    nearest = np.clip(np.rint(w / scale[:, None]), *grid)
+
+    def error(values: np.ndarray) -> np.ndarray:
+        diff = values * scale[:, None] - w
+        return np.einsum("rd,de,re->r", diff, h, diff)
+
+    assert np.all(error(q) <= error(nearest) * (1 + 1e-9) + 1e-12)
+    assert q.min() >= grid[0] and q.max() <= grid[1]
+
+
+@pytest.mark.parametrize("algorithms", [["adaround"], ["bc"], ["cle", "adaround", "bc"]])
+def test_each_algorithm_keeps_the_model_runnable_and_checker_clean(tmp_path: Path, algorithms: list[str]) -> None:
+    onnx.save(unbalanced_convs(), tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (1, 4, 8, 8))
+    flags = [a for name in algorithms for a in ("--apply_algorithms", name)]
+    code, _, err = qtool(
+        "quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "-o", tmp_path / "q.onnx", *flags
+    )
+    assert code == 0, err
+    quantized = onnx.load(tmp_path / "q.onnx")
+    onnx.checker.check_model(quantized)
+    assert np.isfinite(outputs(quantized, np.ones((1, 4, 8, 8), np.float32))).all()
+
+
+def test_bias_correction_removes_a_planted_mean_shift(tmp_path: Path) -> None:
+    """A weight override with a skewed grid shifts conv1's mean output; bc must pull it back."""
+    model = unbalanced_convs()
+    onnx.save(model, tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (1, 4, 8, 8))
+    x = np.fromfile(tmp_path / "s0.raw", dtype=np.float32).reshape(1, 4, 8, 8)
+    shift = []
+    for flags in ([], ["--apply_algorithms", "bc"]):
+        out = tmp_path / f"q{len(flags)}.onnx"
+        assert (
+            qtool(
+                "quantize",
+                "-i",
+                tmp_path / "m.onnx",
+                "--input_list",
+                listing,
+                "-o",
+                out,
+                "--weights_bitwidth",
+                "4",
+                *flags,
+            )[0]
+            == 0
+        )
+        shift.append(abs(float((outputs(onnx.load(out), x) - outputs(model, x)).mean())))
+    assert shift[1] < shift[0] / 2
+
+
+def test_attention_with_a_huge_negative_mask_stays_close_to_float(tmp_path: Path) -> None:
+    onnx.save(attention_block(), tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (1, 8, 16), n=16)
+    code, stdout, err = qtool(
+        "quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "-o", tmp_path / "q.onnx", "--json"
+    )
+    assert code == 0, err
+    import json
+
+    result = json.loads(stdout)["outputs (float vs quantized)"][0]
+    assert result["cosine"] > 0.99
+
+
+def test_algorithm_bad_input(tmp_path: Path) -> None:
+    onnx.save(unbalanced_convs(), tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (1, 4, 8, 8), n=2)
+    code, _, err = qtool(
+        "quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "--apply_algorithms", "adarond"
+    )
+    assert code == 2 and "did you mean 'adaround'" in err
+    (tmp_path / "c.yaml").write_text("adaround:\n  num_batchez: 4\n")
+    code, _, err = qtool(
+        "quantize",
+        "-i",
+        tmp_path / "m.onnx",
+        "--input_list",
+        listing,
+        "--apply_algorithms",
+        "adaround",
+        "--config",
+        tmp_path / "c.yaml",
+        "-o",
+        tmp_path / "q.onnx",
+    )
+    assert code == 2 and "num_batchez" in err and "num_batches" in err and not (tmp_path / "q.onnx").exists()

@@ -14,7 +14,7 @@ import onnx
 
 from qtool import runtime
 from qtool.config import ConvertOptions, ExportOptions, InspectOptions, QuantizeOptions
-from qtool.errors import DataError, UsageError, did_you_mean
+from qtool.errors import DataError, ModelError, UsageError, did_you_mean
 from qtool.graph import model as gm
 from qtool.graph.convert import normalise
 from qtool.graph.float16 import to_float16
@@ -23,6 +23,7 @@ from qtool.io import encodings as encio
 from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
 from qtool.io.files import read_text, write_bytes, write_text
 from qtool.io.input_list import InputList, read_input_list
+from qtool.quant import mixed_precision as mp
 from qtool.quant.algorithms import AlgorithmContext, resolve
 from qtool.quant.calibrate import calibrate
 from qtool.quant.graph_facts import GraphFacts
@@ -204,6 +205,7 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     found, samples = _calibrate(o, model, GraphFacts.of(model), input_list, progress)
     observers.update(found)
     notes += _run_algorithms(o, "quantized", ctx)
+    mixed = _mixed_precision(o, ctx, reference, input_list) if o.mixed_precision == "auto" else None
     quantized, plan = ctx.quantize(model, ctx.overrides)
     gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
@@ -220,7 +222,63 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     gm.save(quantized, output)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
     report.facts.update(_plan_facts(plan, output, started))
+    if mixed is not None:
+        _finish_mixed(o, mixed, output, report)
     return report
+
+
+def _mixed_target(o: QuantizeOptions) -> mp.Target:
+    given = [o.target_sqnr, o.max_cosine_drop, o.mixed_precision_factor]
+    if sum(v is not None for v in given) != 1:
+        raise UsageError(
+            "--mixed_precision auto needs exactly one of --target_sqnr, --max_cosine_drop, --mixed_precision_factor"
+        )
+    return mp.Target(o.target_sqnr, o.max_cosine_drop, o.mixed_precision_factor)
+
+
+def _mixed_precision(
+    o: QuantizeOptions, ctx: AlgorithmContext, reference: onnx.ModelProto, input_list: InputList | None
+) -> mp.Result:
+    target = _mixed_target(o)
+    listing = read_input_list(o.eval_list) if o.eval_list is not None else input_list
+    if listing is None:
+        raise UsageError("--mixed_precision auto needs --input_list or --eval_list to measure accuracy")
+    specs = gm.input_specs(reference)
+    check_bindings(listing, specs)
+
+    def evaluate(overrides: encio.Encodings) -> mp.Metrics:
+        qdq, _ = ctx.quantize(ctx.model, overrides)
+        return mp.overall(
+            compare.compare_outputs(
+                reference, qdq, iter_feeds(listing, specs, o.use_native_input_files), threads=o.num_threads
+            )
+        )
+
+    _, base_plan = ctx.quantize(ctx.model, ctx.overrides)
+    result = mp.search(mp.candidates(GraphFacts.of(ctx.model), base_plan), ctx.overrides, evaluate, target)
+    ctx.overrides = result.overrides
+    return result
+
+
+def _finish_mixed(o: QuantizeOptions, result: mp.Result, output: Path, report: Report) -> None:
+    chosen = mp.raise_to_16(encio.Encodings(), result.chosen)
+    path = output.with_suffix(".mixed_precision.json")
+    write_text(path, encio.to_json(chosen, o.encodings_format))
+    report.facts["16-bit layers"] = ", ".join(c.name for c in result.chosen) or "none"
+    report.facts["mixed precision overrides"] = str(path)
+    rows = [
+        [p[k] for k in ("layers_16bit", "macs_16bit_pct", "cost_factor", "sqnr_db", "cosine")] for p in result.curve
+    ]
+    report.tables.append(
+        Table("pareto (cost vs accuracy)", ["layers_16bit", "macs_16bit_%", "cost_factor", "sqnr_db", "cosine"], rows)
+    )
+    if not result.met:
+        report.facts["target"] = "NOT met even with every candidate at 16 bits; wrote the best model"
+        if o.strict:
+            raise ModelError(
+                "mixed precision target not met even with every layer at 16 bits (best model written)",
+                where=str(output),
+            )
 
 
 def _plan_facts(plan, output: Path, started: float) -> dict:

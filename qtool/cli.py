@@ -359,6 +359,26 @@ def convert(as_json: bool, **kw: Any) -> None:
     type=_Choice(ALGORITHM_NAMES),
     help="Accuracy algorithms: cle, adaround, bc (run in that order). Repeatable.",
 )
+@click.option(
+    "--mixed_precision",
+    type=_Choice(["off", "auto"]),
+    default="off",
+    show_default=True,
+    help="auto: raise the most sensitive layers to 16 bits under a target or budget.",
+)
+@click.option("--target_sqnr", type=float, metavar="DB", help="Mixed precision: reach this output SQNR (dB).")
+@click.option(
+    "--max_cosine_drop", type=click.FloatRange(0, 1), help="Mixed precision: keep 1 - output cosine at most this."
+)
+@click.option(
+    "--mixed_precision_factor",
+    type=click.FloatRange(min=1.0),
+    help="Mixed precision: cost budget, estimated latency of the mixed model / all-8-bit (TIDL's meaning).",
+)
+@click.option(
+    "--eval_list", type=PathType, help="Samples that measure accuracy for mixed precision (default: --input_list)."
+)
+@click.option("--strict", is_flag=True, help="Exit non-zero when the mixed-precision target cannot be met.")
 @click.option("--algorithm_config", type=click.UNPROCESSED, hidden=True, default=None)
 @config_options
 @common

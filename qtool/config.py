@@ -134,6 +134,12 @@ class QuantizeOptions:
     act_16bit_tensors: tuple[str, ...] = ()
     params_16bit_tensors: tuple[str, ...] = ()
     apply_algorithms: tuple[str, ...] = ()
+    mixed_precision: str = "off"
+    target_sqnr: float | None = None
+    max_cosine_drop: float | None = None
+    mixed_precision_factor: float | None = None
+    eval_list: Path | None = None
+    strict: bool = False
     algorithm_config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -179,6 +179,8 @@ def parse_encodings_json(text: str | None, where: str = "model metadata") -> Enc
 def _legacy_entries(e: Encoding) -> list[dict[str, Any]]:
     if e.is_float:
         return [{"bitwidth": e.bitwidth, "dtype": "float"}]
+    if not e.scale:  # a precision request: calibration fills in the range
+        return [{"bitwidth": e.bitwidth, "dtype": "int", "is_symmetric": "True" if e.is_symmetric else "False"}]
     sym = "True" if e.is_symmetric else "False"
     return [
         {"bitwidth": e.bitwidth, "dtype": "int", "is_symmetric": sym, "max": hi, "min": lo, "offset": off, "scale": s}

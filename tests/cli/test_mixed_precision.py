@@ -1,0 +1,170 @@
+"""Automatic and manual mixed precision."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from qtool.cli import main
+from qtool.io.encodings import read_encodings
+from qtool.quant import mixed_precision as mp
+
+
+def qtool(*args: object) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def planted_model() -> onnx.ModelProto:
+    """x -> convA -> a -> convB -> b -> convC -> y. b has one channel 1000x larger than the others,
+    and convC reads mostly the small ones, so b's 8-bit grid ruins the output: b is the planted
+    sensitive layer."""
+    rng = np.random.default_rng(0)
+    wa = rng.normal(size=(4, 2, 1, 1)).astype(np.float32)
+    wb = rng.normal(size=(4, 4, 1, 1)).astype(np.float32)
+    wb[0] *= 1000.0
+    wc = rng.normal(size=(2, 4, 1, 1)).astype(np.float32)
+    wc[:, 0] *= 1e-3
+    nodes = [
+        helper.make_node("Conv", ["x", "wa"], ["a"], name="convA"),
+        helper.make_node("Conv", ["a", "wb"], ["b"], name="convB"),
+        helper.make_node("Conv", ["b", "wc"], ["c"], name="convC"),
+        helper.make_node("MaxPool", ["c"], ["y"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    inits = [numpy_helper.from_array(w, n) for w, n in ((wa, "wa"), (wb, "wb"), (wc, "wc"))]
+    graph = helper.make_graph(
+        nodes,
+        "planted",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 2, 2])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def setup(tmp_path: Path) -> tuple[Path, Path]:
+    onnx.save(planted_model(), tmp_path / "m.onnx")
+    rng = np.random.default_rng(1)
+    for k in range(8):
+        rng.normal(size=(1, 2, 4, 4)).astype(np.float32).tofile(tmp_path / f"s{k}.raw")
+    (tmp_path / "list.txt").write_text("\n".join(f"s{k}.raw" for k in range(8)) + "\n")
+    return tmp_path / "m.onnx", tmp_path / "list.txt"
+
+
+def test_auto_picks_the_planted_layer_first_and_replays_byte_for_byte(tmp_path: Path) -> None:
+    model, listing = setup(tmp_path)
+    out = tmp_path / "q.onnx"
+    code, stdout, err = qtool(
+        "quantize",
+        "-i",
+        model,
+        "--input_list",
+        listing,
+        "-o",
+        out,
+        "--mixed_precision",
+        "auto",
+        "--target_sqnr",
+        "30",
+        "--json",
+    )
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["16-bit layers"].split(", ")[0] == "b"
+    chosen = read_encodings(out.with_suffix(".mixed_precision.json"))
+    assert chosen.activations["b"].bitwidth == 16 and chosen.params["wb"].bitwidth == 16
+    assert report["outputs (float vs quantized)"][0]["sqnr_db"] >= 30
+    replay = tmp_path / "r.onnx"
+    assert (
+        qtool(
+            "quantize",
+            "-i",
+            model,
+            "--input_list",
+            listing,
+            "-o",
+            replay,
+            "--quantization_overrides",
+            out.with_suffix(".mixed_precision.json"),
+        )[0]
+        == 0
+    )
+    assert replay.read_bytes() == out.read_bytes()
+
+
+def test_precision_propagates_through_ops_that_cannot_change_it(tmp_path: Path) -> None:
+    model, listing = setup(tmp_path)
+    out = tmp_path / "q.onnx"
+    assert qtool("quantize", "-i", model, "--input_list", listing, "-o", out, "--act_16bit_tensors", "c")[0] == 0
+    enc = read_encodings(out.with_suffix(".encodings.json"))
+    assert enc.activations["c"].bitwidth == enc.activations["y"].bitwidth == 16  # MaxPool takes it along
+    assert enc.activations["b"].bitwidth == 8
+
+
+def test_unreachable_target_writes_the_best_model_and_fails_only_with_strict(tmp_path: Path) -> None:
+    model, listing = setup(tmp_path)
+    out = tmp_path / "q.onnx"
+    code, stdout, _ = qtool(
+        "quantize",
+        "-i",
+        model,
+        "--input_list",
+        listing,
+        "-o",
+        out,
+        "--mixed_precision",
+        "auto",
+        "--target_sqnr",
+        "500",
+        "--json",
+    )
+    assert code == 0 and "NOT met" in json.loads(stdout)["target"] and out.exists()
+    code, _, err = qtool(
+        "quantize",
+        "-i",
+        model,
+        "--input_list",
+        listing,
+        "-o",
+        out,
+        "--mixed_precision",
+        "auto",
+        "--target_sqnr",
+        "500",
+        "--strict",
+    )
+    assert code == 3 and "not met" in err
+
+
+def test_cost_budget_keeps_the_factor_and_16bit_names_are_checked(tmp_path: Path) -> None:
+    model, listing = setup(tmp_path)
+    code, stdout, err = qtool(
+        "quantize",
+        "-i",
+        model,
+        "--input_list",
+        listing,
+        "-o",
+        tmp_path / "q.onnx",
+        "--mixed_precision",
+        "auto",
+        "--mixed_precision_factor",
+        "1.5",
+        "--json",
+    )
+    assert code == 0, err
+    curve = json.loads(stdout)["pareto (cost vs accuracy)"]
+    assert all(p["cost_factor"] <= 1.5 for p in curve)
+    code, _, err = qtool("quantize", "-i", model, "--input_list", listing, "--act_16bit_tensors", "bb")
+    assert code == 2 and "did you mean 'b'" in err
+
+
+def test_cost_model_counts_16bit_macs_four_times() -> None:
+    c = mp.Candidate("t", ["t"], ["w"], macs=100, elems=10)
+    assert c.cost8() == 110 and c.cost16() == 420
+    assert mp.factor([c], [c]) == 420 / 110

@@ -201,6 +201,13 @@ def main() -> None:
     show_default=True,
     help="16 writes the whole model in float16 (inputs/outputs stay float32).",
 )
+@click.option(
+    "--export_format",
+    type=_Choice(["default", "strip", "DLC_DEFAULT", "DLC_STRIP_QUANT"]),
+    default="default",
+    callback=lambda ctx, p, v: "strip" if v in ("strip", "DLC_STRIP_QUANT") else "default",
+    help="strip: drop the encodings of a pre-quantized QDQ input (qairt's DLC_STRIP_QUANT).",
+)
 @common
 def convert(as_json: bool, **kw: Any) -> None:
     """Validate and normalise a float model: opset >= 13, batch 1, BatchNorm folded, constants folded."""

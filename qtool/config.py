@@ -95,6 +95,7 @@ class ConvertOptions:
     input_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
     quantization_overrides: Path | None = None
     float_bitwidth: int = 32
+    export_format: str = "default"
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ConvertOptions:

@@ -29,9 +29,12 @@ def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
     if not p.is_file():
         raise DataError("model file not found", where=str(p))
     try:
-        return onnx.load(str(p))
+        model = onnx.load(str(p))
     except Exception as e:  # protobuf raises DecodeError, RuntimeWarning, ValueError...
         raise ModelError(f"not an ONNX model ({type(e).__name__}: {str(e)[:120]})", where=str(p)) from e
+    if not model.ir_version:
+        raise ModelError("not an ONNX model (empty, or no ir_version)", where=str(p))
+    return model
 
 
 def check(model: onnx.ModelProto, where: str) -> None:

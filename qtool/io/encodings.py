@@ -125,10 +125,11 @@ def _from_v1_entry(entry: Any, where: str) -> tuple[str, Encoding]:
     scale, offset = entry.get("scale"), entry.get("offset")
     if not isinstance(scale, list) or not isinstance(offset, list) or len(scale) != len(offset) or not scale:
         raise DataError("needs equal-length non-empty 'scale' and 'offset' lists", where=where)
-    if any(not isinstance(s, (int, float)) or not s > 0 for s in scale):
-        raise DataError("every scale must be a positive number", where=where)
-    if any(not isinstance(o, (int, float)) or o > 0 for o in offset):
-        raise DataError("offsets must be numbers <= 0 (AIMET convention: offset = round(min/scale))", where=where)
+    if any(isinstance(s, bool) or not isinstance(s, (int, float)) or not (math.isfinite(s) and s > 0) for s in scale):
+        raise DataError("every scale must be a finite positive number", where=where)
+    grid = -(2**bw - 1)
+    if any(isinstance(o, bool) or not isinstance(o, (int, float)) or not float(o).is_integer() or not grid <= o <= 0 for o in offset):
+        raise DataError(f"offsets must be integers in [{grid}, 0] (AIMET convention: offset = round(min/scale))", where=where)
     axis = 0 if len(scale) > 1 else None
     return name, enc.from_scale_offset(scale, offset, bw, symmetric=_bool(entry.get("is_sym")), axis=axis)
 

@@ -167,8 +167,6 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, where: str = "model", pac
                 writer.activation(prequant[t], dequant[t], acts[t], t)
     _replace(graph.node, writer.nodes)
     _replace(graph.initializer, writer.initializers)
-    renamed = set(prequant.values()) | set(dequant.values())
-    _replace(graph.value_info, [v for v in graph.value_info if v.name not in renamed])
     return out
 
 

@@ -17,6 +17,8 @@ from qtool.graph.passes.remove_dropout import RemoveDropoutPass
 
 def convert_passes(input_dims: dict[str, tuple[int, ...]]) -> list[ir.passes.PassBase]:
     return [
+        common.RemoveInitializersFromInputsPass(),  # old exports list weights as inputs; they are constants
+        NameMissingNodesPass(),  # before any rewrite, so names follow the source graph's order
         common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
         FixInputDimsPass(input_dims),
         common.ShapeInferencePass(),

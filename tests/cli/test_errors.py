@@ -1,0 +1,116 @@
+"""Bad input through the CLI, black-style: one YAML file per case in tests/cli/cases/.
+
+A case is {args, exit, stderr: [substrings], files: {name: text}, raw: {name: count | {count, fill}},
+absent: [paths], xfail: reason}. Placeholders in args, file texts and paths: {tmp} (the case's
+folder), {samples} (samples/), {out_dir} ({tmp}/out), {out} ({out_dir}/model.quant.onnx),
+{out_enc} (its encodings file), and models written from conftest factories: {tiny} (Conv+BN+Relu+Gemm,
+input x float32[N,3,8,8]), {two} (x float32[1,4] + ids int64[1,3]), {dynamic} (x[N,K]).
+
+Every case: the exit code qtool/errors.py defines, exactly one stderr line starting
+"qtool: error:" holding each substring, no traceback, and no output file left behind
+(`absent`, default {out} and {out_enc}; and nothing at all, not even a temp file, in {out_dir}).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import SAMPLES, conv_bn_model, dynamic_dim_model, run_cli, save_model, two_input_model
+
+CASES = sorted((Path(__file__).parent / "cases").glob("*.yaml"))
+MODELS = {"tiny": conv_bn_model, "two": two_input_model, "dynamic": dynamic_dim_model}
+
+
+def _load(path: Path) -> dict:
+    case = yaml.safe_load(path.read_text())
+    unknown = set(case) - {"args", "exit", "stderr", "files", "raw", "absent", "xfail"}
+    assert not unknown, f"{path.name}: unknown keys {sorted(unknown)}"
+    return case
+
+
+def _params() -> list:
+    params = []
+    for path in CASES:
+        case = _load(path)
+        marks = [pytest.mark.xfail(reason=case["xfail"], strict=True)] if case.get("xfail") else []
+        params.append(pytest.param(path, id=path.stem, marks=marks))
+    return params
+
+
+def _fill(text: str, places: dict[str, str]) -> str:
+    """Replace the known {placeholders} only (file texts are often JSON, full of braces)."""
+    for key, value in places.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+def _setup(case: dict, tmp: Path) -> dict[str, str]:
+    out_dir = tmp / "out"
+    places = {
+        "tmp": str(tmp),
+        "samples": str(SAMPLES),
+        "out_dir": str(out_dir),
+        "out": str(out_dir / "model.quant.onnx"),
+        "out_enc": str(out_dir / "model.quant.encodings.json"),
+    }
+    for key, factory in MODELS.items():
+        places[key] = str(save_model(factory(), tmp / "models" / f"{key}.onnx"))
+    for name, text in (case.get("files") or {}).items():
+        (tmp / name).write_text(_fill(text, places))
+    rng = np.random.default_rng(0)
+    for name, spec in (case.get("raw") or {}).items():
+        spec = spec if isinstance(spec, dict) else {"count": spec}
+        values = rng.uniform(0, 1, spec["count"]).astype("<f4")
+        if "fill" in spec:
+            values[:] = spec["fill"]
+        (tmp / name).write_bytes(values.tobytes())
+    return places
+
+
+def test_cases_found() -> None:
+    assert len(CASES) >= 10
+
+
+@pytest.mark.parametrize("path", _params())
+def test_error_case(path: Path, tmp_path: Path) -> None:
+    case = _load(path)
+    places = _setup(case, tmp_path)
+    result = run_cli([_fill(str(a), places) for a in case["args"]])
+
+    assert result.exit_code == case["exit"], result.output
+    assert result.exit_code in (2, 3, 4)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one stderr line, got:\n{result.stderr}"
+    (line,) = lines
+    assert line.startswith("qtool: error: ")
+    for needle in case["stderr"]:
+        assert _fill(needle, places) in line
+    assert "Traceback" not in result.output and "Traceback" not in result.stderr
+
+    for absent in case.get("absent", ["{out}", "{out_enc}"]):
+        assert not Path(_fill(absent, places)).exists(), f"{absent} was left behind"
+    out_dir = Path(places["out_dir"])
+    assert not out_dir.exists() or not any(out_dir.iterdir()), f"left in {out_dir}: {list(out_dir.iterdir())}"
+
+
+def test_failed_run_keeps_an_existing_output(tmp_path: Path) -> None:
+    """A failing quantize never replaces or truncates files already at the output path."""
+    out = tmp_path / "model.quant.onnx"
+    out.write_bytes(b"previous run")
+    (tmp_path / "model.quant.encodings.json").write_text("{}")
+    list_path = tmp_path / "list.txt"
+    list_path.write_text(f"{tmp_path / 'missing.raw'}\n")
+    tiny = save_model(conv_bn_model(), tmp_path / "tiny.onnx")
+    result = run_cli(["quantize", "-i", tiny, "--input_list", list_path, "-o", out])
+    assert result.exit_code == 4
+    assert out.read_bytes() == b"previous run"
+    assert (tmp_path / "model.quant.encodings.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "list.txt",
+        "model.quant.encodings.json",
+        "model.quant.onnx",
+        "tiny.onnx",
+    ]

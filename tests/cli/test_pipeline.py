@@ -1,0 +1,288 @@
+"""End to end on samples/ through the CLI (as `make demo` runs it): convert -> quantize ->
+inspect -> export, plus byte-identical reruns, the export round trip and --help."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import SAMPLES, conv_bn_model, run_cli, save_model, two_input_model, write_samples
+
+from qtool.cli import main
+from qtool.io.encodings import read_encodings
+
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+CALIB, VAL, LABELS = SAMPLES / "input_list.txt", SAMPLES / "val_list.txt", SAMPLES / "val_labels.txt"
+OVERRIDES = SAMPLES / "overrides.json"
+DEMO_FLAGS = ["--use_per_channel_quantization", "--bias_bitwidth", "32"]  # as `make demo`
+
+
+def ok(args: list) -> dict | None:
+    """Run qtool; expect exit 0 and no error; return the --json object when asked for."""
+    result = run_cli(args)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "error" not in result.stderr
+    if "--json" in args:
+        return json.loads(result.stdout)
+    return None
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> dict:
+    """The `make demo` pipeline, run once for the module."""
+    out = tmp_path_factory.mktemp("demo")
+    conv, quant = out / "digits_cnn.conv.onnx", out / "digits_cnn.quant.onnx"
+    reports = {
+        "convert": ok(["convert", "-i", SAMPLES / "digits_cnn.onnx", "-o", conv, "-q", OVERRIDES, "--json"]),
+        "quantize": ok(["quantize", "-i", conv, "--input_list", CALIB, "-o", quant, *DEMO_FLAGS, "--json"]),
+        "inspect": ok(["inspect", quant, "--reference", conv, "--input_list", VAL, "--labels", LABELS, "--json"]),
+        "export": ok(["export", "-i", quant, "-o", out / "export", "--json"]),
+    }
+    return {"dir": out, "conv": conv, "quant": quant, "export": out / "export", "reports": reports}
+
+
+def _val_sample(index: int) -> np.ndarray:
+    return np.fromfile(SAMPLES / "val" / f"val_{index:03d}.raw", dtype="<f4").reshape(1, 1, 8, 8)
+
+
+def test_convert_output(demo) -> None:
+    model = onnx.load(str(demo["conv"]))
+    onnx.checker.check_model(model, full_check=True)
+    ops = {n.op_type for n in model.graph.node}
+    assert "BatchNormalization" not in ops and not ops & QDQ_OPS
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["qtool.converted"] == "1"
+    carried = json.loads(meta["qtool.quantization_overrides"])
+    assert list(carried["activation_encodings"]) == ["image"]
+    assert demo["reports"]["convert"]["overrides carried"] == 1
+
+
+def test_quantized_model_runs_in_onnxruntime(demo) -> None:
+    model = onnx.load(str(demo["quant"]))
+    onnx.checker.check_model(model, full_check=True)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > ops.count("QuantizeLinear")
+    sess = ort.InferenceSession(str(demo["quant"]), providers=["CPUExecutionProvider"])
+    (logits,) = sess.run(None, {"image": _val_sample(0)})
+    assert logits.shape == (1, 10) and np.isfinite(logits).all()
+    # every weight is an integer initializer behind a DequantizeLinear
+    float_inits = [i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
+    assert all(name.endswith("_scale") for name in float_inits), float_inits
+
+
+def test_quantize_report(demo) -> None:
+    report = demo["reports"]["quantize"]
+    assert report["samples"] == 64
+    assert report["activations quantized"] > 0 and report["params quantized"] > 0
+    assert Path(report["encodings"]) == demo["quant"].with_suffix(".encodings.json")
+
+
+def test_encodings_file(demo) -> None:
+    data = json.loads(demo["quant"].with_suffix(".encodings.json").read_text())
+    assert data["version"] == "0.6.1"
+    acts, params = data["activation_encodings"], data["param_encodings"]
+    # the override carried by convert wins for the input: 8-bit asymmetric [0, 1]
+    (image,) = acts["image"]
+    assert (image["min"], image["offset"], image["bitwidth"]) == (0.0, 0, 8)
+    assert image["max"] == pytest.approx(1.0)
+    # per-channel symmetric conv weights (offset -2^(bw-1)), 32-bit biases
+    conv1 = params["conv1.weight"]
+    assert len(conv1) == 32 and {c["offset"] for c in conv1} == {-128}
+    assert {c["is_symmetric"] for c in conv1} == {"True"}
+    assert {c["bitwidth"] for c in params["conv1.bias"]} == {32}
+    for entries in [*acts.values(), *params.values()]:
+        for e in entries:
+            assert e["offset"] <= 0 and e["min"] <= 0.0 <= e["max"]
+
+
+def test_accuracy_against_float(demo) -> None:
+    report = demo["reports"]["inspect"]
+    assert report["kind"] == "quantized" and report["compared samples"] == 300
+    (logits,) = report["outputs (float vs quantized)"]
+    assert logits["output"] == "logits"
+    assert logits["top1_agreement"] >= 0.98
+    assert logits["quant_accuracy"] >= logits["float_accuracy"] - 0.02
+    assert logits["float_accuracy"] >= 0.95
+
+
+def test_quantize_twice_is_byte_identical(demo, tmp_path: Path) -> None:
+    again = tmp_path / demo["quant"].name
+    ok(["quantize", "-i", demo["conv"], "--input_list", CALIB, "-o", again, *DEMO_FLAGS])
+    assert again.read_bytes() == demo["quant"].read_bytes()
+    encodings = again.with_suffix(".encodings.json")
+    assert encodings.read_bytes() == demo["quant"].with_suffix(".encodings.json").read_bytes()
+
+
+def test_quantize_leaves_its_inputs_untouched(demo) -> None:
+    before = demo["conv"].read_bytes()
+    ok(["quantize", "-i", demo["conv"], "-f", "-o", demo["dir"] / "fallback.onnx"])
+    assert demo["conv"].read_bytes() == before
+
+
+def test_export_outputs(demo) -> None:
+    stripped = onnx.load(str(demo["export"] / "digits_cnn.quant.stripped.onnx"))
+    onnx.checker.check_model(stripped, full_check=True)
+    assert not {n.op_type for n in stripped.graph.node} & QDQ_OPS
+    exported = json.loads((demo["export"] / "digits_cnn.quant.encodings.json").read_text())
+    written = json.loads(demo["quant"].with_suffix(".encodings.json").read_text())
+    for section in ("activation_encodings", "param_encodings"):
+        assert sorted(exported[section]) == sorted(written[section])
+        for name, entries in written[section].items():
+            got = exported[section][name]
+            assert [e["offset"] for e in got] == [e["offset"] for e in entries]
+            # the model stores scales as float32
+            np.testing.assert_allclose([e["scale"] for e in got], [e["scale"] for e in entries], rtol=1e-6)
+    # the stripped model computes what the float model does, up to weight quantization
+    ref = ort.InferenceSession(str(demo["conv"]), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(stripped.SerializeToString(), providers=["CPUExecutionProvider"])
+    for i in range(5):
+        feed = {"image": _val_sample(i)}
+        assert np.argmax(sess.run(None, feed)[0]) == np.argmax(ref.run(None, feed)[0])
+
+
+def test_export_round_trip_is_byte_identical(demo) -> None:
+    requant = demo["dir"] / "requant" / demo["quant"].name
+    stripped = demo["export"] / "digits_cnn.quant.stripped.onnx"
+    exported = demo["export"] / "digits_cnn.quant.encodings.json"
+    ok(["quantize", "-i", stripped, "-o", requant, "--quantization_overrides", exported, "--enable_float_fallback"])
+    assert requant.read_bytes() == demo["quant"].read_bytes()
+
+
+def test_export_round_trip_with_shapes_restored(demo, tmp_path: Path) -> None:
+    """Pins the cause of the bug above: with the activation types inferred again, the round trip holds."""
+    stripped = onnx.load(str(demo["export"] / "digits_cnn.quant.stripped.onnx"))
+    inferred = save_model(onnx.shape_inference.infer_shapes(stripped), tmp_path / "stripped.onnx")
+    requant = tmp_path / "requant.onnx"
+    exported = demo["export"] / "digits_cnn.quant.encodings.json"
+    ok(["quantize", "-i", inferred, "-o", requant, "--quantization_overrides", exported, "-f"])
+    assert requant.read_bytes() == demo["quant"].read_bytes()
+
+
+def test_json_output_is_one_object(demo) -> None:
+    result = run_cli(["inspect", demo["quant"], "--json"])
+    assert result.exit_code == 0
+    assert len(result.stdout.strip().splitlines()) == 1
+    report = json.loads(result.stdout)
+    assert report["command"] == "qtool inspect" and report["kind"] == "quantized"
+    assert {row["kind"] for row in report["encodings"]} == {"act", "param"}
+
+
+def test_two_input_int64_model_with_named_lines(tmp_path: Path) -> None:
+    model_path = save_model(two_input_model(), tmp_path / "two.onnx")
+    input_list = write_samples(tmp_path, two_input_model(), 8)
+    first_line = input_list.read_text().splitlines()[0]
+    assert first_line.startswith("x:=") and " ids:=" in first_line
+    out = tmp_path / "out" / "two.quant.onnx"
+    report = ok(["quantize", "-i", model_path, "--input_list", input_list, "-o", out, "--json"])
+    assert report["samples"] == 8
+    encodings = json.loads(out.with_suffix(".encodings.json").read_text())
+    assert "x" in encodings["activation_encodings"] and "ids" not in encodings["activation_encodings"]
+    assert "W" in encodings["param_encodings"]
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert {i.name: i.type for i in sess.get_inputs()} == {"x": "tensor(float)", "ids": "tensor(int64)"}
+    (y,) = sess.run(None, {"x": np.zeros((1, 4), np.float32), "ids": np.array([[1, 2, 3]], np.int64)})
+    assert y.shape == (1, 2) and np.isfinite(y).all()
+
+
+def test_name_lines_in_any_order_match_positional(tmp_path: Path) -> None:
+    model_path = save_model(two_input_model(), tmp_path / "two.onnx")
+    named = write_samples(tmp_path / "a", two_input_model(), 4, named=True)
+    positional = write_samples(tmp_path / "b", two_input_model(), 4, named=False)
+    swapped = tmp_path / "swapped.txt"
+    swapped.write_text("".join(" ".join(reversed(line.split())) + "\n" for line in named.read_text().splitlines()))
+    outs = []
+    for name, list_path in (("named", named), ("positional", positional), ("swapped", swapped)):
+        out = tmp_path / name / "two.quant.onnx"
+        ok(["quantize", "-i", model_path, "--input_list", list_path, "-o", out])
+        outs.append(out.with_suffix(".encodings.json").read_text())
+    assert outs[0] == outs[1] == outs[2]
+
+
+# --- help --------------------------------------------------------------------------------------
+
+
+def test_version() -> None:
+    result = run_cli(["--version"])
+    assert result.exit_code == 0 and "version" in result.stdout
+
+
+@pytest.mark.parametrize("command", [None, *sorted(main.commands)])
+def test_help(command: str | None) -> None:
+    args = [command, "--help"] if command else ["--help"]
+    result = run_cli(args)
+    assert result.exit_code == 0
+    assert "Usage:" in result.stdout
+    if command is None:
+        assert set(main.commands) >= {"convert", "quantize", "inspect", "export"}
+        for name in main.commands:
+            assert name in result.stdout
+        return
+    for param in main.commands[command].params:
+        if isinstance(param, click.Option) and not param.hidden:
+            assert param.help, f"{command} {param.opts[0]} has no help text"
+            assert param.opts[0] in result.stdout
+
+
+def test_quantize_accepts_the_seed_spellings(tmp_path: Path) -> None:
+    """The QNN seed's old flag names are aliases (DESIGN.md "Flag names")."""
+    out = tmp_path / "alias.quant.onnx"
+    old = ["--act_bw", "8", "--weight_bw", "8", "--bias_bw", "32"]
+    ok(["quantize", "--input_dlc", SAMPLES / "digits_cnn.onnx", "-l", CALIB, "--output_dlc", out, *old])
+    assert out.exists() and out.with_suffix(".encodings.json").exists()
+
+
+# --- other quantize options on the sample --------------------------------------------------------
+
+CONFIGS = {
+    "act16": (["--act_bitwidth", "16"], 0.98),
+    "w16": (["--weights_bitwidth", "16"], 0.98),
+    "w4": (["--weights_bitwidth", "4"], 0.5),
+    "w4-packed": (["--weights_bitwidth", "4", "--pack_4_bit_weights"], 0.5),
+    "per-row": (["--use_per_row_quantization", "--use_per_channel_quantization"], 0.98),
+    "symmetric-acts": (["--act_quantizer_schema", "symmetric", "--param_quantizer_schema", "symmetric"], 0.98),
+    "sqnr": (["--act_quantizer_calibration", "sqnr"], 0.98),
+    "percentile": (["--act_quantizer_calibration", "percentile", "--percentile_calibration_value", "99.9"], 0.98),
+    "legacy-adjusted": (["--act_quantizer", "tf", "--param_quantizer", "adjusted"], 0.98),
+    "v1-encodings": (["--encodings_format", "1.0.0"], 0.98),
+}
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_quantize_options_give_runnable_models(demo, tmp_path: Path, config: str) -> None:
+    flags, min_agreement = CONFIGS[config]
+    out = tmp_path / "q.onnx"
+    ok(["quantize", "-i", demo["conv"], "--input_list", CALIB, "-o", out, *flags])
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    report = ok(["inspect", out, "--reference", demo["conv"], "--input_list", VAL, "--labels", LABELS, "--json"])
+    (logits,) = report["outputs (float vs quantized)"]
+    assert logits["top1_agreement"] >= min_agreement
+    # whatever the layout, the encodings file reads back as overrides
+    encodings = read_encodings(out.with_suffix(".encodings.json"))
+    assert "image" in encodings.activations and "conv1.weight" in encodings.params
+
+
+def test_act16_uses_16_bit_qdq(demo, tmp_path: Path) -> None:
+    out = tmp_path / "q16.onnx"
+    ok(["quantize", "-i", demo["conv"], "--input_list", CALIB, "-o", out, "--act_bitwidth", "16"])
+    model = onnx.load(str(out))
+    # 'image' keeps the 8-bit override carried by convert; everything calibrated is 16-bit
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    assert types["image_zero_point"] == onnx.TensorProto.UINT8
+    assert types["logits_zero_point"] == onnx.TensorProto.UINT16
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 21
+    encodings = json.loads(out.with_suffix(".encodings.json").read_text())
+    assert encodings["activation_encodings"]["logits"][0]["bitwidth"] == 16
+
+
+def test_quantize_model_with_initializers_as_inputs(tmp_path: Path) -> None:
+    model = conv_bn_model()
+    for init in model.graph.initializer:
+        model.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    path = save_model(model, tmp_path / "old.onnx")
+    input_list = write_samples(tmp_path, conv_bn_model(), 4)
+    ok(["quantize", "-i", path, "--input_list", input_list, "-o", tmp_path / "old.quant.onnx"])

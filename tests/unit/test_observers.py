@@ -1,0 +1,108 @@
+"""Streaming observers: splitting the data into batches, or into merged shards, changes nothing
+(MinMax exactly; a Histogram's percentile range within one bin, STYLE.md Do 8)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
+
+from qtool.errors import DataError
+from qtool.quant.observers import Histogram, MinMax
+
+finite32 = st.floats(-1e6, 1e6, width=32, allow_nan=False, allow_infinity=False)
+batches = st.lists(
+    arrays(np.float32, array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=8), elements=finite32),
+    min_size=1,
+    max_size=6,
+)
+
+
+def _observe(cls, parts) -> MinMax:
+    observer = cls("t")
+    for part in parts:
+        observer.update(part)
+    return observer
+
+
+@given(batches)
+def test_minmax_split_batches_equal_one_batch(parts: list[np.ndarray]) -> None:
+    whole = _observe(MinMax, [np.concatenate([p.ravel() for p in parts])])
+    split = _observe(MinMax, parts)
+    assert split.range() == whole.range()
+    assert split.range() == (float(min(p.min() for p in parts)), float(max(p.max() for p in parts)))
+
+
+@given(batches, batches)
+def test_minmax_merge_equals_update(first: list[np.ndarray], second: list[np.ndarray]) -> None:
+    merged = _observe(MinMax, first)
+    merged.merge(_observe(MinMax, second))
+    streamed = _observe(MinMax, first + second)
+    assert merged.range() == streamed.range()
+    assert merged.count == streamed.count == len(first) + len(second)
+
+
+def test_minmax_merge_with_an_empty_observer_is_neutral() -> None:
+    a = _observe(MinMax, [np.array([-2.0, 3.0])])
+    a.merge(MinMax("empty"))
+    assert a.range() == (-2.0, 3.0)
+    empty = MinMax("empty")
+    empty.merge(_observe(MinMax, [np.array([-2.0, 3.0])]))
+    assert empty.range() == (-2.0, 3.0)
+
+
+def test_minmax_empty_batches_are_ignored() -> None:
+    observer = MinMax("t")
+    observer.update(np.zeros((0, 3), np.float32))
+    assert observer.count == 0
+    assert observer.range() == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_minmax_rejects_non_finite_outputs(bad: float) -> None:
+    observer = MinMax("conv_out")
+    with pytest.raises(DataError, match="NaN or Inf") as info:
+        observer.update(np.array([0.0, bad], np.float32))
+    assert "conv_out" in str(info.value)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_histogram_split_batches_within_one_bin(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    # growing ranges force a re-bin at almost every batch
+    parts = [rng.normal(0, 1, rng.integers(5, 400)) * (1 + i * rng.uniform(0, 3)) for i in range(rng.integers(2, 7))]
+    whole = Histogram("t", select="percentile", q=99.0)
+    whole.update(np.concatenate(parts))
+    split = Histogram("t", select="percentile", q=99.0)
+    for part in parts:
+        split.update(part)
+    assert (split.lo, split.hi) == (whole.lo, whole.hi)
+    assert split.counts.sum() == whole.counts.sum() == sum(p.size for p in parts)
+    bin_width = (whole.hi - whole.lo) / whole.bins
+    for a, b in zip(split.range(), whole.range(), strict=True):
+        assert abs(a - b) <= bin_width * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_histogram_merge_equals_update_within_one_bin(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    first = [rng.normal(0, 1, 300), rng.normal(1, 2, 200)]
+    second = [rng.normal(-3, 0.5, 250)]
+    merged = Histogram("t", select="percentile", q=99.0)
+    for part in first:
+        merged.update(part)
+    other = Histogram("t", select="percentile", q=99.0)
+    for part in second:
+        other.update(part)
+    merged.merge(other)
+    streamed = Histogram("t", select="percentile", q=99.0)
+    for part in first + second:
+        streamed.update(part)
+    assert (merged.lo, merged.hi) == (streamed.lo, streamed.hi)
+    assert merged.counts.sum() == streamed.counts.sum()
+    assert merged.count == streamed.count
+    bin_width = (streamed.hi - streamed.lo) / streamed.bins
+    for a, b in zip(merged.range(), streamed.range(), strict=True):
+        assert abs(a - b) <= bin_width * (1 + 1e-9)

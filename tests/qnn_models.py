@@ -79,3 +79,13 @@ def write_case(folder: Path, model: onnx.ModelProto, samples: int = 8, seed: int
 def write_json(path: Path, data: object) -> Path:
     path.write_text(json.dumps(data))
     return path
+
+
+def qtool(*args: object) -> tuple[int, str, str]:
+    """Run the CLI in-process: (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from qtool.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr

@@ -9,18 +9,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 from algorithm_models import attention_block, unbalanced_convs
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from qnn_models import qtool
 
-from qtool.cli import main
 from qtool.quant.algorithms import AlgorithmContext, cle
 from qtool.quant.algorithms.adaround import round_rows
-
-
-def qtool(*args: object) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def write_samples(folder: Path, shape: tuple[int, ...], n: int = 12, seed: int = 0) -> Path:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from click.testing import CliRunner
+from qnn_models import qtool as run
 from qnn_models import three_conv_model, write_case
-
-from qtool.cli import main
 
 
 def qtool(*args: object) -> tuple[int, str]:
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.stderr
+    code, _, stderr = run(*args)
+    return code, stderr
 
 
 def test_saved_stats_reproduce_the_model_byte_for_byte(tmp_path: Path) -> None:

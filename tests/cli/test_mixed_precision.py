@@ -7,17 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
+from qnn_models import qtool
 
-from qtool.cli import main
 from qtool.io.encodings import read_encodings
 from qtool.quant import mixed_precision as mp
-
-
-def qtool(*args: object) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def planted_model() -> onnx.ModelProto:

@@ -9,16 +9,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from click.testing import CliRunner
-from qnn_models import add_mul_model, three_conv_model, write_case, write_json
+from qnn_models import add_mul_model, qtool, three_conv_model, write_case, write_json
 
-from qtool.cli import main
 from qtool.io.encodings import read_encodings
-
-
-def qtool(*args: object) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def run(model_path: Path, listing: Path) -> np.ndarray:

@@ -18,7 +18,9 @@ from qtool.errors import DataError, ModelError, UsageError, did_you_mean
 from qtool.graph import model as gm
 from qtool.graph.convert import normalise
 from qtool.graph.float16 import to_float16
-from qtool.inspect import compare, summary
+from qtool.inspect import compare, layers, lint, lint_data, summary
+from qtool.inspect import html as inspect_html
+from qtool.inspect.findings import InspectReport
 from qtool.io import encodings as encio
 from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
 from qtool.io.files import read_text, write_bytes, write_text
@@ -249,8 +251,10 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     observers: dict = {}
     ctx = _algorithm_context(o, model, overrides, input_list, observers)
     notes = _run_algorithms(o, "float", ctx)
+    calibration_started = time.perf_counter()
     found, samples = _calibrate(o, model, GraphFacts.of(model), input_list, progress)
     observers.update(found)
+    calibration_seconds = time.perf_counter() - calibration_started
     notes += _run_algorithms(o, "quantized", ctx)
     mixed = _mixed_precision(o, ctx, reference, input_list) if o.mixed_precision == "auto" else None
     quantized, plan = ctx.quantize(model, ctx.overrides)
@@ -261,10 +265,12 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     if input_list is None:
         runtime.session(quantized, o.num_threads, "quantized model")  # it must at least load
     else:
+        evaluation_started = time.perf_counter()
         feeds = iter_feeds(input_list, gm.input_specs(reference), o.use_native_input_files)
-        report.tables.append(
-            _drift_table(compare.compare_outputs(reference, quantized, feeds, threads=o.num_threads), False)
-        )
+        drift = compare.compare_outputs(reference, quantized, feeds, threads=o.num_threads)
+        report.tables.append(_drift_table(drift, False))
+        report.facts["evaluation seconds"] = round(time.perf_counter() - evaluation_started, 2)
+    report.facts["calibration seconds"] = round(calibration_seconds, 2)
     output = o.output_path or o.input_network.with_suffix(".quant.onnx")
     gm.save(quantized, output)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
@@ -358,26 +364,55 @@ def _labels(path: Path) -> list[int]:
     return labels
 
 
-def inspect_model(o: InspectOptions) -> Report:
+def inspect_model(o: InspectOptions) -> InspectReport:
+    """Facts, lint findings (with data when --input_list is given) and, with --reference, the
+    per-output and per-layer drift; --html writes the same report as one page. The caller prints
+    the report and then calls `report.check(o.fail_on)` (exit 5), so findings are always shown."""
     model = gm.load(o.model)
     report = summary.summarise(model, str(o.model))
-    if o.reference is None:
-        return report
-    if o.input_list is None:
+    if o.reference is not None and o.input_list is None:
         raise UsageError("--reference needs --input_list to compare the two models")
-    reference = gm.load(o.reference)
-    input_list = read_input_list(o.input_list)
-    specs = gm.input_specs(model)
-    check_bindings(input_list, specs)
-    labels = _labels(o.labels) if o.labels is not None else None
-    if labels is not None and len(labels) != len(input_list.samples):
-        raise DataError(f"{len(labels)} label(s) for {len(input_list.samples)} samples in {o.input_list}", where=str(o.labels))
-    drift = compare.compare_outputs(
-        reference, model, iter_feeds(input_list, specs, o.use_native_input_files), labels, o.num_threads
-    )
+    ctx = lint.context(model, o.target)
+    rows = None
+    if o.input_list is not None:
+        input_list = read_input_list(o.input_list)
+        specs = gm.input_specs(model)
+        check_bindings(input_list, specs)
+        labels = _checked_labels(o, input_list)
+        ctx.stats = lint_data.collect_stats(
+            ctx.model, iter_samples(input_list, specs, o.use_native_input_files), o.num_threads
+        )
+        if o.reference is not None:
+            rows = _compare_layers(o, model, input_list, labels, report)
+    report.findings = lint.run_lints(ctx)
+    if o.html is not None:
+        write_text(o.html, inspect_html.render(report, rows))
+        report.facts["html"] = str(o.html)
+    return report
+
+
+def _checked_labels(o: InspectOptions, input_list: InputList) -> list[int] | None:
+    if o.labels is None or o.reference is None:
+        return None
+    labels = _labels(o.labels)
+    if len(labels) != len(input_list.samples):
+        raise DataError(
+            f"{len(labels)} label(s) for {len(input_list.samples)} samples in {o.input_list}", where=str(o.labels)
+        )
+    return labels
+
+
+def _compare_layers(
+    o: InspectOptions, model: onnx.ModelProto, input_list: InputList, labels: list[int] | None, report: Report
+) -> list[layers.LayerRow]:
+    reference = gm.load(o.reference)  # type: ignore[arg-type]
+    feeds = iter_feeds(input_list, gm.input_specs(model), o.use_native_input_files)
+    errors, drift = layers.stream(reference, model, feeds, labels, o.num_threads)
+    rows = layers.rank(errors, reference, model)
     report.facts["compared samples"] = len(input_list.samples)
     report.tables.append(_drift_table(drift, with_labels=labels is not None))
-    return report
+    report.tables.append(layers.layers_table(rows))
+    return rows
 
 
 def export(o: ExportOptions) -> Report:

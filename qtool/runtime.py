@@ -31,12 +31,21 @@ def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProt
     return copy
 
 
-def session(model: onnx.ModelProto, threads: int = 0, where: str = "model") -> ort.InferenceSession:
+def session(
+    model: onnx.ModelProto, threads: int = 0, where: str = "model", optimized: bool = False
+) -> ort.InferenceSession:
+    """A CPU session. `optimized` runs onnxruntime's full graph optimisation (QDQ -> integer
+    kernels, as a deployment would); otherwise only basic rewrites, so that every tensor a caller
+    asks for exists as it does in the graph (calibration, per-layer comparisons)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    level = ort.GraphOptimizationLevel
+    options.graph_optimization_level = level.ORT_ENABLE_ALL if optimized else level.ORT_ENABLE_BASIC
+    # Run nodes in list order: calibration places each reduction right after its producer, and
+    # onnxruntime's default order would keep every activation alive until the end (3x the RSS).
+    options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented types

@@ -72,8 +72,8 @@ def compare_outputs(
     labels: list[int] | None = None,
     threads: int = 0,
 ) -> dict[str, Drift]:
-    ref_sess = runtime.session(reference, threads, "reference model")
-    quant_sess = runtime.session(quantized, threads, "quantized model")
+    ref_sess = runtime.session(reference, threads, "reference model", optimized=True)
+    quant_sess = runtime.session(quantized, threads, "quantized model", optimized=True)
     names = [o.name for o in quant_sess.get_outputs()]
     drift = {name: Drift() for name in names}
     for index, feed in enumerate(feeds):

@@ -25,15 +25,28 @@ Sample = tuple[str, dict[str, np.ndarray]]
 
 
 def _reduced(model: onnx.ModelProto, tensors: list[str]) -> tuple[onnx.ModelProto, list[str]]:
-    """A copy that also outputs min and max of each tensor (names `<t>.qtool_min` / `.qtool_max`)."""
+    """A copy that also outputs min and max of each tensor (names `<t>.qtool_min` / `.qtool_max`).
+
+    Each reduction sits right after the node producing its tensor: onnxruntime runs nodes in
+    list order, and reductions appended at the end would keep every activation alive at once.
+    """
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    outputs = []
-    for t in tensors:
-        for op, suffix in (("ReduceMin", "min"), ("ReduceMax", "max")):
-            name = f"{t}.qtool_{suffix}"
-            copy.graph.node.append(helper.make_node(op, [t], [name], name=name, keepdims=0))
-            outputs.append(name)
+    wanted = set(tensors)
+
+    def reductions(name: str) -> list[onnx.NodeProto]:
+        return [
+            helper.make_node(op, [name], [f"{name}.qtool_{s}"], name=f"{name}.qtool_{s}", keepdims=0)
+            for op, s in (("ReduceMin", "min"), ("ReduceMax", "max"))
+        ]
+
+    nodes = [r for value in copy.graph.input if value.name in wanted for r in reductions(value.name)]
+    for node in copy.graph.node:
+        nodes.append(node)
+        nodes += [r for out in node.output if out in wanted for r in reductions(out)]
+    del copy.graph.node[:]
+    copy.graph.node.extend(nodes)
+    outputs = [f"{t}.qtool_{s}" for t in tensors for s in ("min", "max")]
     return runtime.with_outputs(copy, outputs), outputs
 
 

@@ -62,9 +62,15 @@ class QuantPlan:
 
 
 def activation_tensors(facts: GraphFacts) -> list[str]:
-    """Float activations that get an encoding, in graph order (inputs first)."""
+    """Float activations that get an encoding, in graph order (inputs first). Only tensors that
+    depend on a graph input count: a constant subgraph constant folding left alone (Range,
+    ConstantOfShape, an inf clip bound) is not an activation."""
+    dynamic = set(facts.graph_inputs)
     names = [n for n in facts.graph_inputs if facts.is_float(n)]
     for node in facts.model.graph.node:
+        if not any(i in dynamic for i in node.input if i):
+            continue
+        dynamic.update(o for o in node.output if o)
         names += [o for o in node.output if o and facts.is_float(o) and facts.squashed_into(o) is None]
     return names
 

@@ -15,6 +15,7 @@ from onnx import version_converter
 from qtool.errors import ModelError
 from qtool.graph.model import default_opset
 from qtool.graph.passes import convert_passes
+from qtool.graph.passes.fuse_layernorm import MIN_OPSET as LAYERNORM_OPSET
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,9 @@ def upgrade_opset(model: onnx.ModelProto, target: int, where: str) -> onnx.Model
 
 def normalise(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], where: str) -> onnx.ModelProto:
     """Run every convert pass; returns a new, checked model."""
-    model = upgrade_opset(model, MIN_OPSET, where)
+    # LayerNormalization needs opset 17; only models with a ReduceMean can hold a decomposed one.
+    needs_17 = any(node.op_type == "ReduceMean" for node in model.graph.node)
+    model = upgrade_opset(model, LAYERNORM_OPSET if needs_17 else MIN_OPSET, where)
     ir_model = ir.serde.deserialize_model(model)
     for graph_pass in convert_passes(input_dims):
         result = graph_pass(ir_model)

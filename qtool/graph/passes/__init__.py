@@ -11,6 +11,7 @@ from onnxscript.optimizer._constant_folding import FoldConstantsPass
 
 from qtool.graph.passes.fix_input_dims import FixInputDimsPass
 from qtool.graph.passes.fold_batchnorm import FoldBatchNormPass
+from qtool.graph.passes.fuse_layernorm import FuseLayerNormPass
 from qtool.graph.passes.name_missing import NameMissingNodesPass
 from qtool.graph.passes.remove_dropout import RemoveDropoutPass
 
@@ -24,6 +25,7 @@ def convert_passes(input_dims: dict[str, tuple[int, ...]]) -> list[ir.passes.Pas
         common.ShapeInferencePass(),
         FoldConstantsPass(shape_inference=False, input_size_limit=1 << 22, output_size_limit=1 << 22),
         FoldBatchNormPass(),
+        FuseLayerNormPass(),
         RemoveDropoutPass(),
         common.IdentityEliminationPass(),
         common.RemoveUnusedNodesPass(),

@@ -15,6 +15,7 @@ import onnx
 from qtool import runtime
 from qtool.config import ConvertOptions, ExportOptions, InspectOptions, QuantizeOptions
 from qtool.errors import DataError, ModelError, UsageError, did_you_mean
+from qtool.export import ExportJob, build, write_files
 from qtool.graph import model as gm
 from qtool.graph.convert import normalise
 from qtool.graph.float16 import to_float16
@@ -23,7 +24,7 @@ from qtool.inspect import html as inspect_html
 from qtool.inspect.findings import InspectReport
 from qtool.io import encodings as encio
 from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
-from qtool.io.files import read_text, write_bytes, write_text
+from qtool.io.files import read_text, write_text
 from qtool.io.input_list import InputList, read_input_list
 from qtool.quant import mixed_precision as mp
 from qtool.quant.algorithms import AlgorithmContext, resolve
@@ -406,8 +407,10 @@ def _compare_layers(
     o: InspectOptions, model: onnx.ModelProto, input_list: InputList, labels: list[int] | None, report: Report
 ) -> list[layers.LayerRow]:
     reference = gm.load(o.reference)  # type: ignore[arg-type]
-    feeds = iter_feeds(input_list, gm.input_specs(model), o.use_native_input_files)
-    errors, drift = layers.stream(reference, model, feeds, labels, o.num_threads)
+    specs = gm.input_specs(model)
+    feeds = iter_feeds(input_list, specs, o.use_native_input_files)
+    drift = compare.compare_outputs(reference, model, feeds, labels, o.num_threads)  # as deployed
+    errors = layers.stream(reference, model, iter_feeds(input_list, specs, o.use_native_input_files), o.num_threads)
     rows = layers.rank(errors, reference, model)
     report.facts["compared samples"] = len(input_list.samples)
     report.tables.append(_drift_table(drift, with_labels=labels is not None))
@@ -416,21 +419,14 @@ def _compare_layers(
 
 
 def export(o: ExportOptions) -> Report:
+    """Every --format's files for a QDQ model, built in memory first so a failing format writes nothing."""
     model = gm.load(o.input_network)
     stripped, found = read_qdq(model)
     if not len(found):
         raise UsageError("has no QuantizeLinear/DequantizeLinear encodings to export", where=str(o.input_network))
-    o.output_path.mkdir(parents=True, exist_ok=True)
-    stem = o.input_network.name.removesuffix(".onnx")
-    written = []
-    if "stripped" in o.formats:
-        path = o.output_path / f"{stem}.stripped.onnx"
-        gm.save(stripped, path)
-        written.append(str(path))
-    if "encodings" in o.formats:
-        path = o.output_path / f"{stem}.encodings.json"
-        write_bytes(path, encio.to_json(found, o.encodings_format).encode())
-        written.append(str(path))
+    job = ExportJob(model, stripped, found, o.input_network.name.removesuffix(".onnx"), o)
+    written = write_files(build(job, o.formats), o.output_path)
     return Report(
-        "qtool export", {"input": str(o.input_network), "encodings": len(found), "written": ", ".join(written)}
+        "qtool export",
+        {"input": str(o.input_network), "encodings": len(found), "written": ", ".join(str(p) for p in written)},
     )

@@ -29,6 +29,8 @@ from qtool.config import (
     read_config,
 )
 from qtool.errors import QtoolError, did_you_mean
+from qtool.export import FORMAT_NAMES
+from qtool.inspect.target_ops import TARGETS
 from qtool.io.encodings import FORMATS
 from qtool.quant.algorithms import ALGORITHM_NAMES
 from qtool.report import Report
@@ -396,15 +398,27 @@ def quantize(as_json: bool, **kw: Any) -> None:
 
 @main.command()
 @click.argument("model", type=PathType)
-@click.option("--reference", type=PathType, help="Float model to compare against (needs --input_list).")
-@click.option("--input_list", "-l", type=PathType, help="Samples for the comparison.")
+@click.option("--target", type=_Choice(TARGETS), help="Lint against this target's ops and preset.")
+@click.option("--reference", type=PathType, help="Float model to compare against, layer by layer (needs --input_list).")
+@click.option("--input_list", "-l", type=PathType, help="Samples: data lints, and the comparison with --reference.")
 @click.option("--labels", type=PathType, help="One integer label per input_list line: adds float/quantized accuracy.")
+@click.option(
+    "--fail-on",
+    "--fail_on",
+    "fail_on",
+    type=_Choice(("warning", "error")),
+    help="Exit 5 when a lint finding is at or above this severity (after printing the report).",
+)
+@click.option("--html", type=PathType, help="Also write the report as one self-contained HTML file.")
 @click.option("--use_native_input_files", is_flag=True, help="Raw files hold the inputs' own dtype.")
 @click.option("--num_threads", type=click.IntRange(min=0), default=0, help="onnxruntime threads (0: all cores).")
 @common
 def inspect(as_json: bool, **kw: Any) -> None:
-    """Show what is in MODEL; with --reference, how far it drifts from the float model."""
-    _emit(api.inspect_model(InspectOptions.from_params(kw)), as_json)
+    """Facts and quantization lints for MODEL; with --reference, its drift from the float model per output and layer."""
+    options = InspectOptions.from_params(kw)
+    report = api.inspect_model(options)
+    _emit(report, as_json)
+    report.check(options.fail_on)
 
 
 @main.command()
@@ -415,11 +429,11 @@ def inspect(as_json: bool, **kw: Any) -> None:
 @click.option(
     "--format",
     "formats",
-    type=click.Choice(["stripped", "encodings"]),
+    type=_Choice(FORMAT_NAMES),
     multiple=True,
     default=("stripped", "encodings"),
     show_default=True,
-    help="Artefacts to write. Repeatable.",
+    help="Artefacts to write: " + ", ".join(FORMAT_NAMES) + ". Repeatable.",
 )
 @click.option(
     "--encodings_format",
@@ -430,5 +444,5 @@ def inspect(as_json: bool, **kw: Any) -> None:
 )
 @common
 def export(as_json: bool, **kw: Any) -> None:
-    """Write a quantized model's deployable artefacts: its encodings and the stripped float model."""
+    """Write a QDQ model's deployable artefacts (QOperator model, encodings, ranges, fp16, fixpoint...)."""
     _emit(api.export(ExportOptions.from_params(kw)), as_json)

@@ -174,6 +174,9 @@ class InspectOptions:
     labels: Path | None = None
     use_native_input_files: bool = False
     num_threads: int = 0
+    target: str | None = None  # lint against this target's ops and preset (qtool/inspect/target_ops.py)
+    fail_on: str | None = None  # "warning" | "error": findings at or above it exit 5
+    html: Path | None = None  # one self-contained HTML report
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> InspectOptions:

@@ -1,6 +1,7 @@
 """The one exception family for mistakes a user can make, and the exit codes they map to.
 
-Exit codes (DESIGN.md): 0 ok, 1 internal error, 2 usage/bad input, 3 model problem, 4 data problem.
+Exit codes (DESIGN.md): 0 ok, 1 internal error, 2 usage/bad input, 3 model problem, 4 data problem,
+5 `qtool inspect` lint findings at or above --fail-on (printed first; the run itself succeeded).
 Core modules raise these and never import click; cli.py turns them into one line on stderr.
 """
 
@@ -37,6 +38,12 @@ class ModelError(QtoolError):
 
 class DataError(QtoolError):
     exit_code = 4
+
+
+class FindingsError(QtoolError):
+    """`inspect --fail-on`: the report was printed; its findings fail the gate (CI)."""
+
+    exit_code = 5
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str | None:

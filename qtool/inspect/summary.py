@@ -1,4 +1,5 @@
-"""Facts about any model (float, converted or quantized): IO, ops, parameters, encodings."""
+"""Facts about any model (float, converted or quantized): IO, ops, parameters, dynamic dims,
+estimated MACs per layer (`macs.py`) and, for a quantized model, its encodings."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import onnx
 from onnx import helper
 
 from qtool.graph import model as gm
+from qtool.inspect.findings import InspectReport
+from qtool.inspect.macs import macs_per_node
+from qtool.quant.encoding import Encoding
 from qtool.quant.qdq_read import read_qdq
-from qtool.report import Report, Table
+from qtool.report import Table
 
 
 def _value_row(value: onnx.ValueInfoProto) -> list[str]:
@@ -20,6 +24,27 @@ def _value_row(value: onnx.ValueInfoProto) -> list[str]:
     return [value.name, dtype, "[" + ",".join(dims) + "]"]
 
 
+def dynamic_dims(model: onnx.ModelProto) -> list[tuple[str, int, str]]:
+    """(tensor, axis, name or '?') of every graph input/output dim without a fixed size."""
+    inits = gm.initializer_names(model)
+    found = []
+    for value in [*model.graph.input, *model.graph.output]:
+        if value.name in inits:
+            continue
+        for axis, d in enumerate(value.type.tensor_type.shape.dim):
+            if not d.HasField("dim_value") or d.dim_value <= 0:
+                found.append((value.name, axis, d.dim_param or "?"))
+    return found
+
+
+def _macs_table(model: onnx.ModelProto) -> tuple[int, Table]:
+    macs = macs_per_node(model)
+    total = sum(macs.values())
+    ops = {n.name or n.output[0]: n.op_type for n in model.graph.node}
+    rows = [[name, ops[name], n, round(100 * n / total, 2) if total else 0.0] for name, n in macs.items()]
+    return total, Table("MACs per layer", ["node", "op", "MACs", "share %"], rows)
+
+
 def kind(model: onnx.ModelProto) -> str:
     ops = {n.op_type for n in model.graph.node}
     if ops & {"QuantizeLinear", "DequantizeLinear"} or any(op.startswith("QLinear") for op in ops):
@@ -27,12 +52,26 @@ def kind(model: onnx.ModelProto) -> str:
     return "converted" if gm.metadata(model).get(gm.METADATA_CONVERTED) == "1" else "float"
 
 
-def summarise(model: onnx.ModelProto, where: str) -> Report:
+def _schema(e: Encoding) -> str:
+    return "sym" if e.is_symmetric else "asym"
+
+
+def _encodings_table(model: onnx.ModelProto) -> Table:
+    _, found = read_qdq(model)
+    rows = [
+        [kind_, name, e.bitwidth, _schema(e), len(e.scale), min(e.min), max(e.max), e.scale[0], e.offset[0]]
+        for kind_, table in (("act", found.activations), ("param", found.params))
+        for name, e in sorted(table.items())
+    ]
+    return Table("encodings", ["kind", "tensor", "bw", "schema", "channels", "min", "max", "scale", "offset"], rows)
+
+
+def summarise(model: onnx.ModelProto, where: str) -> InspectReport:
     inits = gm.initializer_names(model)
     params = sum(int(np.prod(i.dims)) for i in model.graph.initializer)
     param_bytes = sum(len(i.raw_data) or onnx.numpy_helper.to_array(i).nbytes for i in model.graph.initializer)
     model_kind = kind(model)
-    report = Report(
+    report = InspectReport(
         "qtool inspect",
         {
             "model": where,
@@ -43,6 +82,10 @@ def summarise(model: onnx.ModelProto, where: str) -> Report:
             "parameter bytes": param_bytes,
         },
     )
+    dynamic = dynamic_dims(model)
+    report.facts["dynamic dims"] = ", ".join(f"{t}[{axis}]={label}" for t, axis, label in dynamic) or "none"
+    total, macs = _macs_table(model)
+    report.facts["MACs"] = total
     io_rows = [["input", *_value_row(v)] for v in model.graph.input if v.name not in inits]
     io_rows += [["output", *_value_row(v)] for v in model.graph.output]
     report.tables.append(Table("inputs and outputs", ["kind", "name", "dtype", "shape"], io_rows))
@@ -50,24 +93,7 @@ def summarise(model: onnx.ModelProto, where: str) -> Report:
     report.tables.append(
         Table("ops", ["op", "count"], [[op, n] for op, n in sorted(ops.items(), key=lambda x: (-x[1], x[0]))])
     )
+    report.tables.append(macs)
     if model_kind == "quantized":
-        _, found = read_qdq(model)
-        rows = [
-            [
-                kind_,
-                name,
-                e.bitwidth,
-                "sym" if e.is_symmetric else "asym",
-                len(e.scale),
-                min(e.min),
-                max(e.max),
-                e.scale[0],
-                e.offset[0],
-            ]
-            for kind_, table in (("act", found.activations), ("param", found.params))
-            for name, e in sorted(table.items())
-        ]
-        report.tables.append(
-            Table("encodings", ["kind", "tensor", "bw", "schema", "channels", "min", "max", "scale", "offset"], rows)
-        )
+        report.tables.append(_encodings_table(model))
     return report

@@ -19,6 +19,12 @@ reported.
 
 from __future__ import annotations
 
+from typing import Any
+
+import yaml
+
+from qtool.config import configs_dir
+
 
 def _ops(names: str) -> frozenset[str]:
     return frozenset(names.split())
@@ -65,3 +71,18 @@ FALLBACK_SEVERITY = {"tidl": "warning", "vitis-dpu": "warning", "qnn-htp": "warn
 IGNORED_OPS = frozenset(
     {"Constant", "ConstantOfShape", "Shape", "Size", "Range", "QuantizeLinear", "DequantizeLinear", "Identity"}
 )
+
+
+def preset(target: str | None) -> dict[str, Any]:
+    """The options `quantize --target` would use (configs/<target>.yaml), or {} without one.
+
+    Lints read them to judge a finding's severity (per-channel weights, symmetric activations,
+    percentile calibration, algorithms); a missing or unreadable preset only makes them stricter.
+    """
+    if target is None:
+        return {}
+    try:
+        data = yaml.safe_load((configs_dir() / f"{target}.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}

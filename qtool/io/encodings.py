@@ -2,7 +2,8 @@
 
 Reads 0.4-0.6.1 ("legacy": dicts keyed by tensor name; min/max authoritative, scale/offset
 recomputed as the QNN seed says) and 1.0.0 (lists of entries with `name`, scale/offset
-authoritative, offset <= 0). Writes 0.6.1 or 1.0.0, always with AIMET's negative offsets.
+authoritative, offset <= 0) and 2.0.0 (`encodings_v2.py`: ONNX QuantizeLinear terms, y_zero_point
+on the grid output_dtype names). Writes 0.6.1, 1.0.0 or 2.0.0, always with AIMET's negative offsets.
 An int entry with neither min nor max only requests a precision; calibration fills its range.
 """
 
@@ -17,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from qtool.errors import DataError
+from qtool.io import encodings_v2
 from qtool.io.files import read_text
 from qtool.quant import encoding as enc
 from qtool.quant.encoding import Encoding
 
-FORMATS = ("legacy", "1.0.0")
+FORMATS = ("legacy", "1.0.0", encodings_v2.VERSION)
 
 
 @dataclass
@@ -128,8 +130,13 @@ def _from_v1_entry(entry: Any, where: str) -> tuple[str, Encoding]:
     if any(isinstance(s, bool) or not isinstance(s, (int, float)) or not (math.isfinite(s) and s > 0) for s in scale):
         raise DataError("every scale must be a finite positive number", where=where)
     grid = -(2**bw - 1)
-    if any(isinstance(o, bool) or not isinstance(o, (int, float)) or not float(o).is_integer() or not grid <= o <= 0 for o in offset):
-        raise DataError(f"offsets must be integers in [{grid}, 0] (AIMET convention: offset = round(min/scale))", where=where)
+    if any(
+        isinstance(o, bool) or not isinstance(o, (int, float)) or not float(o).is_integer() or not grid <= o <= 0
+        for o in offset
+    ):
+        raise DataError(
+            f"offsets must be integers in [{grid}, 0] (AIMET convention: offset = round(min/scale))", where=where
+        )
     axis = 0 if len(scale) > 1 else None
     return name, enc.from_scale_offset(scale, offset, bw, symmetric=_bool(entry.get("is_sym")), axis=axis)
 
@@ -138,6 +145,8 @@ def parse_encodings(data: Any, where: str) -> Encodings:
     """Validate a decoded JSON document and turn it into `Encodings`."""
     if not isinstance(data, dict):
         raise DataError("top level must be a JSON object", where=where)
+    if encodings_v2.is_v2(data):
+        return Encodings(*encodings_v2.parse(data, where))
     missing = [k for k in ("activation_encodings", "param_encodings") if k not in data]
     if missing:
         raise DataError(
@@ -204,10 +213,12 @@ def _v1_entry(name: str, e: Encoding) -> dict[str, Any]:
 
 
 def to_json(encodings: Encodings, fmt: str = "legacy", quantizer_args: dict | None = None) -> str:
-    """Serialise deterministically (sorted names) in the legacy 0.6.1 or the 1.0.0 layout."""
+    """Serialise deterministically (sorted names) in the legacy 0.6.1, the 1.0.0 or the 2.0.0 layout."""
     acts, params = sorted(encodings.activations.items()), sorted(encodings.params.items())
     doc: dict[str, Any]
-    if fmt == "1.0.0":
+    if fmt == encodings_v2.VERSION:
+        doc = encodings_v2.document(encodings.activations, encodings.params)
+    elif fmt == "1.0.0":
         doc = {
             "version": "1.0.0",
             "activation_encodings": [_v1_entry(n, e) for n, e in acts],

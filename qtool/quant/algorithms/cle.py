@@ -116,11 +116,10 @@ def _absorb_high_bias(ctx: AlgorithmContext, pair: Pair, stats: dict, scale: np.
         return False
     ctx.set_array(pair.first.input[2], ctx.array(pair.first.input[2]) - absorbed)
     w2 = ctx.array(pair.second.input[1])
-    added = (
-        w2.reshape(w2.shape[0], -1).sum(axis=1) * absorbed
-        if _depthwise(pair.second, w2)
-        else np.einsum("oi...,i->o", w2, absorbed)
-    )
+    if _depthwise(pair.second, w2):
+        added = w2.reshape(w2.shape[0], -1).sum(axis=1) * absorbed
+    else:  # every output o sees Σ_i Σ_k W2[o, i, k] · c_i (exact away from zero padding)
+        added = w2.reshape(w2.shape[0], w2.shape[1], -1).sum(axis=2) @ absorbed
     if len(pair.second.input) > 2 and pair.second.input[2]:
         bias2 = pair.second.input[2]
         current = ctx.array(bias2)

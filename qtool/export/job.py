@@ -1,0 +1,38 @@
+"""The exporter protocol: what every `qtool export --format` writer receives and returns.
+
+An exporter is a function `(ExportJob) -> Files`: it builds its artefacts in memory and writes
+nothing, so a run whose last format fails (fixpoint on a non-power-of-2 model) leaves no files;
+`qtool.export.write_files` then saves them all atomically and deterministically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import onnx
+
+from qtool.config import ExportOptions
+from qtool.io.encodings import Encodings
+
+# file name (inside --output_path) -> an ONNX model or the text of a JSON file
+Files = dict[str, onnx.ModelProto | str]
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    model: onnx.ModelProto  # the quantized QDQ model, as read
+    stripped: onnx.ModelProto  # the same graph with every Q/DQ removed (`read_qdq`)
+    found: Encodings  # what those Q/DQ held, keyed by the stripped model's tensor names
+    stem: str  # "digits_cnn.quant" for digits_cnn.quant.onnx; every file name starts with it
+    options: ExportOptions
+
+    @property
+    def where(self) -> str:
+        return str(self.options.input_network)
+
+    def file(self, suffix: str) -> str:
+        return f"{self.stem}{suffix}"
+
+
+Exporter = Callable[[ExportJob], Files]

@@ -1,0 +1,207 @@
+"""QGraph: the QOperator graph under construction, built node by node from the stripped float
+graph and the QDQ model's encodings.
+
+A tensor `t` of the float graph can be held two ways, each made on first use:
+- `integer(t)`: its values on the grid of its encoding (uint8/int8...): the output of a QLinear op,
+  a QuantizeLinear of the float value, or a quantized initializer for a weight;
+- `dequantized(t)`: the float value the QDQ model computes for `t`, i.e. DequantizeLinear of the
+  integer tensor when `t` has an encoding, else `t` itself.
+Names follow qtool/quant/qdq.py: `t_quantized`, `t_dequantized`; a weight's dequantized value and
+a graph output keep their own names, and a float op's output that is a graph output and still
+needs quantizing becomes `t_prequant`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from qtool.io.encodings import Encodings
+from qtool.quant.encoding import Encoding
+from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.qdq import storage_type
+
+MS_DOMAIN = "com.microsoft"
+SQUASHED = ("Relu", "Clip")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a QLinear op writes: tensor `name` on `encoding`, through a folded Relu/Clip `act`
+    whose bounds become an integer Clip when the grid's saturation does not already apply them."""
+
+    name: str
+    encoding: Encoding
+    act: onnx.NodeProto | None = None
+    clip: tuple[int, int] | None = None
+
+
+def _attr(node: onnx.NodeProto, name: str) -> onnx.AttributeProto | None:
+    return next((a for a in node.attribute if a.name == name), None)
+
+
+class QGraph:
+    def __init__(self, model: onnx.ModelProto, found: Encodings, opset: int):
+        self.facts = GraphFacts.of(model)
+        self.opset = opset
+        every = {**found.activations, **found.params}
+        self.enc: dict[str, Encoding] = {t: e for t, e in every.items() if not e.is_float and e.scale}
+        self.params = set(found.params)
+        graph = model.graph
+        self.taken = {v.name for v in [*graph.input, *graph.output, *graph.value_info]} | set(self.facts.initializers)
+        self.taken |= {o for n in graph.node for o in n.output} | {n.name for n in graph.node}
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.integer_of: dict[str, str] = {}
+        self.float_of: dict[str, str] = {}
+        self.raw: dict[str, str] = {t: t for t in self.facts.graph_inputs}
+        self.skipped: set[str] = set()  # first outputs of Relu/Clip nodes folded into a QLinear op
+        self.qparams_of: dict[str, tuple[str, str]] = {}
+        self.qlinear_count = 0
+
+    def fresh(self, name: str) -> str:
+        candidate, i = name, 0
+        while candidate in self.taken:
+            i += 1
+            candidate = f"{name}_{i}"
+        self.taken.add(candidate)
+        return candidate
+
+    def node(self, op: str, inputs: list[str], output: str, domain: str = "", **attrs) -> None:
+        name = self.fresh(f"{output}_{op}")
+        self.nodes.append(helper.make_node(op, inputs, [output], name=name, domain=domain, **attrs))
+
+    def const(self, name: str, values: np.ndarray) -> str:
+        name = self.fresh(name)
+        self.inits.append(numpy_helper.from_array(values, name))
+        return name
+
+    # --- encodings of operands and outputs -------------------------------------------------
+    def operand(self, t: str) -> Encoding | None:
+        """The encoding of `t` if a QLinear op can read it as an 8-bit integer tensor."""
+        e = self.enc.get(t)
+        if e is None:
+            return None
+        is_weight = t in self.facts.initializers
+        return e if (e.bitwidth <= 8 if is_weight else e.bitwidth == 8 and e.axis is None) else None
+
+    def target(self, node: onnx.NodeProto) -> Target | None:
+        """Where `node` can write an 8-bit integer output: its own encoding, or that of the single
+        Relu/Clip after it (ReLU squashing, FORMATS.md: the QDQ model quantizes only there)."""
+        out = node.output[0]
+        e = self.enc.get(out)
+        if e is not None:
+            return Target(out, e) if e.bitwidth == 8 and e.axis is None else None
+        users = self.facts.consumers.get(out, [])
+        if out in self.facts.graph_outputs or len(users) != 1 or users[0].op_type not in SQUASHED:
+            return None
+        act = users[0]
+        e = self.enc.get(act.output[0])
+        bounds = self._bounds(act)
+        if e is None or e.bitwidth != 8 or e.axis is not None or bounds is None:
+            return None
+        lo, hi = (int(v) for v in e.quantize(np.clip(np.array(bounds), -3e38, 3e38)))
+        if (lo, hi) == (e.qmin, e.qmax):
+            return Target(act.output[0], e, act)
+        return Target(act.output[0], e, act, (lo, hi)) if self.opset >= 12 else None
+
+    def _bounds(self, act: onnx.NodeProto) -> tuple[float, float] | None:
+        if act.op_type == "Relu":
+            return 0.0, np.inf
+        values = []
+        for index, attr, default in ((1, "min", -np.inf), (2, "max", np.inf)):
+            name = act.input[index] if index < len(act.input) else ""
+            if name and name not in self.facts.initializers:
+                return None
+            found = _attr(act, attr)
+            values.append(float(self.facts.array(name)) if name else (found.f if found else default))
+        return values[0], values[1]
+
+    # --- the two ways a tensor is held -----------------------------------------------------
+    def int_type(self, t: str) -> type:
+        """Weights are stored unpacked (4-bit in int8, as QNN); activations on their own grid type."""
+        return storage_type(self.enc[t], packed=t not in self.facts.initializers)
+
+    def qparams(self, t: str) -> tuple[str, str]:
+        """Scale and zero-point initializers of `t`'s grid (named after `t`, as the QDQ writer does)."""
+        if t not in self.qparams_of:
+            e = self.enc[t]
+            shape = (len(e.scale),) if e.axis is not None else ()
+            scale = self.const(f"{t}_scale", e.scale_array().astype(np.float32).reshape(shape))
+            zero_point = self.const(f"{t}_zero_point", e.zero_point().astype(self.int_type(t)).reshape(shape))
+            self.qparams_of[t] = (scale, zero_point)
+        return self.qparams_of[t]
+
+    def integer(self, t: str) -> str:
+        if t in self.integer_of:
+            return self.integer_of[t]
+        e = self.enc[t]
+        if t in self.facts.initializers:
+            values = e.quantize(self.facts.array(t)).astype(self.int_type(t))
+            name = self.const(f"{t}_quantized", values)
+        else:
+            name = self.fresh(f"{t}_quantized")
+            self.node("QuantizeLinear", [self.raw[t], *self.qparams(t)], name, **_axis(e))
+        self.integer_of[t] = name
+        return name
+
+    def dequantized(self, t: str) -> str:
+        if not t or t in self.float_of:
+            return self.float_of.get(t, t)
+        if t in self.enc:
+            keeps_name = t in self.facts.graph_outputs or t in self.facts.initializers
+            name = t if keeps_name else self.fresh(f"{t}_dequantized")
+            e = self.enc[t]
+            self.node("DequantizeLinear", [self.integer(t), *self.qparams(t)], name, **_axis(e))
+        elif t in self.facts.initializers:
+            name = t
+            self.inits.append(self.facts.initializers[t])
+        else:
+            name = self.raw.get(t, t)
+        self.float_of[t] = name
+        return name
+
+    # --- emitting nodes --------------------------------------------------------------------
+    def emit(self, node: onnx.NodeProto, op: str, inputs: list[str], target: Target, **kw) -> None:
+        """`op` writes `target` as an integer tensor; a folded Relu/Clip is skipped or becomes Clip."""
+        name = self.fresh(f"{target.name}_{'unclipped' if target.clip else 'quantized'}")
+        attrs = kw.pop("attrs", [])
+        new = helper.make_node(op, inputs, [name], name=self.fresh(f"{node.name or target.name}_{op}"), **kw)
+        new.attribute.extend(attrs)
+        self.nodes.append(new)
+        if target.clip is not None:
+            int_type = storage_type(target.encoding)
+            lo = self.const(f"{target.name}_clip_min", np.array(target.clip[0], int_type))
+            hi = self.const(f"{target.name}_clip_max", np.array(target.clip[1], int_type))
+            clipped = self.fresh(f"{target.name}_quantized")
+            self.node("Clip", [name, lo, hi], clipped)
+            name = clipped
+        if target.act is not None:
+            self.skipped.add(target.act.output[0])
+        self.integer_of[target.name] = name
+        self.qlinear_count += 1
+
+    def alias(self, t: str, integer: str, e: Encoding) -> None:
+        """`t` is `integer` on grid `e` (a data-movement op run on integers)."""
+        self.enc.setdefault(t, e)
+        self.integer_of[t] = integer
+
+    def float_node(self, node: onnx.NodeProto) -> None:
+        """The op as in the QDQ model: float inputs dequantized, float outputs quantized on demand."""
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        new.input[:] = [self.dequantized(i) for i in node.input]
+        for i, out in enumerate(node.output):
+            if out in self.enc:
+                self.raw[out] = self.fresh(f"{out}_prequant") if out in self.facts.graph_outputs else out
+                new.output[i] = self.raw[out]
+            elif out:
+                self.float_of[out] = out
+        self.nodes.append(new)
+
+
+def _axis(e: Encoding) -> dict[str, int]:
+    return {"axis": e.axis} if e.axis is not None else {}

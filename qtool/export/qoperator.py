@@ -1,0 +1,76 @@
+"""`qoperator`: the QDQ model in onnxruntime's QOperator form (QLinearConv, QLinearMatMul, QGemm,
+QLinearAdd, QLinearConcat...), each op computing on integers as a deployed model does.
+
+Built from the stripped float graph and its encodings (`qgraph.py`, converters in `qlinear.py`):
+QuantizeLinear where float data enters the integer domain (graph inputs, outputs of ops without
+a QOperator form), DequantizeLinear where integers leave it (graph outputs, float ops). Every
+QLinear op writes the encoding the QDQ model quantized that tensor to, so the two models agree
+within rounding: one quantization step of the output on small models (tests/export). A Relu/Clip
+squashed into its producer (FORMATS.md) is folded into the QLinear op, as an integer Clip when the
+output grid's saturation does not already apply its bounds.
+
+Not converted (stay float, as in the QDQ model): 16-bit and 4-bit activations, per-channel B of
+a MatMul with more than 2 dimensions, int8 activations against uint8 weights (no ORT kernel),
+fp16 Cast pairs and int32 islands. The result is checked by loading it in onnxruntime.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+
+from qtool import runtime
+from qtool.export.job import ExportJob, Files
+from qtool.export.qgraph import MS_DOMAIN, QGraph
+from qtool.export.qlinear import QLINEAR
+from qtool.graph import model as gm
+from qtool.io.encodings import Encodings
+
+logger = logging.getLogger(__name__)
+
+
+def _convert_nodes(g: QGraph, graph: onnx.GraphProto) -> None:
+    for node in graph.node:
+        if node.output and node.output[0] in g.skipped:
+            continue
+        convert = QLINEAR.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if convert is None or not convert(g, node):
+            g.float_node(node)
+    for out in graph.output:
+        name = g.dequantized(out.name)
+        if name != out.name:
+            g.node("Identity", [name], out.name)
+
+
+def _assemble(model: onnx.ModelProto, g: QGraph) -> None:
+    graph = model.graph
+    produced = {o for n in g.nodes for o in n.output}
+    kept_info = [v for v in graph.value_info if v.name in produced]
+    kept_inputs = [v for v in graph.input if v.name not in g.facts.initializers]
+    for field, items in ((graph.node, g.nodes), (graph.initializer, g.inits)):
+        del field[:]
+        field.extend(items)
+    for field, items in ((graph.value_info, kept_info), (graph.input, kept_inputs)):
+        del field[:]
+        field.extend(items)
+    if any(n.domain == MS_DOMAIN for n in g.nodes) and not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
+
+
+def to_qoperator(stripped: onnx.ModelProto, found: Encodings) -> onnx.ModelProto:
+    """A new QOperator model; `stripped` is not modified."""
+    model = onnx.ModelProto()
+    model.CopyFrom(stripped)
+    g = QGraph(model, found, gm.default_opset(model))
+    _convert_nodes(g, model.graph)
+    floats = sum(1 for n in g.nodes if n.op_type not in ("QuantizeLinear", "DequantizeLinear", "Clip"))
+    logger.info("qoperator: %d integer ops, %d other nodes", g.qlinear_count, floats - g.qlinear_count)
+    _assemble(model, g)
+    return model
+
+
+def export(job: ExportJob) -> Files:
+    model = to_qoperator(job.stripped, job.found)
+    runtime.session(model, 1, f"{job.where} (qoperator export)")
+    return {job.file(".qoperator.onnx"): model}

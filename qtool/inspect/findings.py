@@ -1,0 +1,105 @@
+"""Lint findings, what a lint sees (`LintContext`), and the report `qtool inspect` returns.
+
+A finding says where (a node or tensor), why it will hurt quantization and what to do; its
+severity is one of SEVERITIES. `--fail-on LEVEL` turns findings at or above LEVEL into exit code
+5 (`FindingsError`) after the report has been printed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import onnx
+
+from qtool.errors import FindingsError
+from qtool.io.encodings import Encodings
+from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.observers import Observer
+from qtool.report import Report
+
+SEVERITIES = ("info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Finding:
+    lint: str
+    severity: str
+    where: str
+    why: str
+    fix: str
+
+
+@dataclass
+class LintContext:
+    """What every lint reads. `model` is the float view: a quantized model's Q/DQ are stripped
+    (weights dequantized, `encodings` holds what was removed). `stats` holds a histogram per
+    float tensor when calibration data was given (`--input_list`), else it is None."""
+
+    model: onnx.ModelProto
+    facts: GraphFacts
+    target: str | None = None
+    preset: dict[str, Any] = field(default_factory=dict)
+    encodings: Encodings | None = None
+    stats: dict[str, Observer] | None = None
+
+    def constant(self, name: str) -> Any:
+        """The value of an initializer or Constant-node output, else None."""
+        if name in self.facts.initializers:
+            return self.facts.array(name)
+        producer = self.facts.producers.get(name)
+        if producer is not None and producer.op_type == "Constant":
+            for attribute in producer.attribute:
+                if attribute.name == "value":
+                    return onnx.numpy_helper.to_array(attribute.t)
+        return None
+
+
+def rank(severity: str) -> int:
+    return SEVERITIES.index(severity)
+
+
+def ordered(findings: list[Finding]) -> list[Finding]:
+    """Worst first; the lint registry's order and graph order otherwise (stable sort)."""
+    return sorted(findings, key=lambda f: -rank(f.severity))
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no Infinity/NaN: such floats become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+@dataclass
+class InspectReport(Report):
+    """A Report that also carries lint findings: listed last in text, a `findings` list in JSON."""
+
+    findings: list[Finding] = field(default_factory=list)
+
+    def counts(self) -> str:
+        count = Counter(f.severity for f in self.findings)
+        return ", ".join(f"{count[s]} {s}" for s in reversed(SEVERITIES))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite({**super().to_dict(), "findings": [asdict(f) for f in self.findings]})
+
+    def to_text(self) -> str:
+        lines = [super().to_text(), "", f"lint findings ({self.counts()})" if self.findings else "lint findings: none"]
+        for f in self.findings:
+            lines += [f"  {f.severity:<7}  {f.lint}  {f.where}", f"           why: {f.why}", f"           fix: {f.fix}"]
+        return "\n".join(lines)
+
+    def check(self, fail_on: str | None) -> None:
+        """Raise FindingsError (exit 5) when a finding is at or above `fail_on`."""
+        if fail_on is None:
+            return
+        failing = [f for f in self.findings if rank(f.severity) >= rank(fail_on)]
+        if failing:
+            raise FindingsError(f"{len(failing)} lint finding(s) at or above {fail_on!r} (--fail-on {fail_on})")

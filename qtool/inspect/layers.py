@@ -1,0 +1,261 @@
+"""Per-layer drift of a quantized model from its float reference (`inspect --reference`).
+
+Every float activation T of the reference that the quantized model also has is probed: in the
+QDQ model its quantized value is `T_dequantized` when qdq.py wrote one, else T itself (a graph
+output keeps its name on the dequantized value). One ORT session per model exposes all probes;
+each sample is folded into running sums and dropped, so memory does not grow with the samples.
+
+    accumulated  SQNR(T_float, T_quant)            = 10·log10(Σ r² / Σ (r − q)²)   over all samples
+    local        SQNR(T_float, fq(T_float))        fq: T's own encoding's quantize-dequantize
+    added        10·log10(1 / (NSR(T) − max NSR(inputs of T's node)))   NSR = Σ (r − q)² / Σ r²
+
+Layers are ranked by `added`, lowest first: the noise a layer adds on top of the worst of its
+inputs. Accumulated SQNR only falls along the graph, so ranking by it would always put the last
+layers first, whatever caused the loss. A graph input adds all of its own noise; a layer whose
+NSR does not grow adds none (+inf dB). The measure is not gain-aware: a layer that amplifies its
+inputs' relative error (cancellation in a small final Gemm, say) shows as adding noise too.
+
+Suggested fix for a layer that adds noise (prefixed "ok; if needed:" while it stays CLEAN_DB below
+its signal): exclude (float or 16-bit) for a sensitive op such as Softmax; 16-bit activations when
+T's own quantization explains at least half of the added noise; per-channel weights when the weight
+is per-tensor with uneven channels; cle in a depthwise chain; else 16-bit weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from qtool import runtime
+from qtool.inspect.lint_data import float_tensors
+from qtool.inspect.macs import inferred
+from qtool.io.encodings import Encodings
+from qtool.quant.encoding import Encoding
+from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.qdq_read import read_qdq
+from qtool.quant.rules import rule_for, weight_axis
+from qtool.report import Table
+
+CLEAN_DB = 30.0  # a layer adding noise 30 dB below its signal needs no fix
+UNEVEN_RATIO = 16.0  # max/min channel range above which per-tensor weights lose most levels
+PASS_THROUGH = frozenset({"Relu", "Clip", "LeakyRelu", "PRelu", "MaxPool"})  # their range follows the layer before
+SENSITIVE_OPS = frozenset(
+    {"Softmax", "LogSoftmax", "Sigmoid", "Tanh", "Exp", "Log", "Div", "Pow", "Sqrt", "Reciprocal", "Erf"}
+    | {"LayerNormalization", "Gelu", "HardSwish", "HardSigmoid"}
+)
+
+
+@dataclass(frozen=True)
+class Probe:
+    tensor: str  # name in the float reference
+    quant_name: str  # the dequantized value in the quantized model
+    node: onnx.NodeProto | None  # producer in the reference (None for a graph input)
+    encoding: Encoding | None  # T's own activation encoding in the quantized model
+
+
+def _db(nsr: float) -> float:
+    if nsr <= 0:
+        return math.inf
+    return -10 * math.log10(nsr) if math.isfinite(nsr) else -math.inf
+
+
+@dataclass
+class LayerError:
+    """Running sums for one probe; `update` folds one sample in."""
+
+    probe: Probe
+    signal: float = 0.0
+    noise: float = 0.0
+    local_noise: float = 0.0
+
+    def update(self, ref: np.ndarray, quant: np.ndarray) -> None:
+        r = ref.astype(np.float64).ravel()
+        d = r - quant.astype(np.float64).ravel()
+        self.signal += float(r @ r)
+        self.noise += float(d @ d)
+        if self.probe.encoding is not None:
+            local = r - self.probe.encoding.fake_quantize(ref).astype(np.float64).ravel()
+            self.local_noise += float(local @ local)
+
+    def _nsr(self, noise: float) -> float:
+        if noise == 0:
+            return 0.0
+        return noise / self.signal if self.signal > 0 else math.inf
+
+    @property
+    def nsr(self) -> float:
+        return self._nsr(self.noise)
+
+    @property
+    def local_nsr(self) -> float | None:
+        return self._nsr(self.local_noise) if self.probe.encoding is not None else None
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    rank: int
+    order: int  # position in the reference graph (inputs first)
+    tensor: str
+    op: str
+    node: str
+    accumulated_db: float
+    local_db: float | None
+    added_db: float
+    fix: str
+
+
+def probes(reference: onnx.ModelProto, quantized: onnx.ModelProto) -> list[Probe]:
+    facts = GraphFacts.of(inferred(reference))
+    graph = quantized.graph
+    present = {v.name for v in graph.input} | {o for n in graph.node for o in n.output}
+    _, found = read_qdq(quantized)
+    result = []
+    for tensor in float_tensors(facts):
+        dequantized = f"{tensor}_dequantized"
+        name = dequantized if dequantized in present else tensor if tensor in present else None
+        if name is None:
+            continue
+        e = found.activations.get(tensor)
+        result.append(Probe(tensor, name, facts.producers.get(tensor), e if e is not None and not e.is_float else None))
+    return result
+
+
+def _run(session, names: list[str], feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    wanted = {i.name for i in session.get_inputs()}
+    return dict(zip(names, session.run(names, {k: v for k, v in feed.items() if k in wanted}), strict=True))
+
+
+def stream(
+    reference: onnx.ModelProto,
+    quantized: onnx.ModelProto,
+    feeds: Iterable[dict[str, np.ndarray]],
+    threads: int = 0,
+) -> list[LayerError]:
+    """One pass over `feeds` folding every probe's error into running sums. The sessions run with
+    basic optimisation only, so that each probed tensor exists as in the graph (simulated QDQ);
+    per-output drift as deployed (integer kernels) is compare.compare_outputs' job."""
+    errors = [LayerError(p) for p in probes(reference, quantized)]
+    ref_names = [e.probe.tensor for e in errors]
+    quant_names = list(dict.fromkeys(e.probe.quant_name for e in errors))
+    ref_sess = runtime.session(runtime.with_outputs(reference, ref_names), threads, "reference model")
+    quant_sess = runtime.session(runtime.with_outputs(quantized, quant_names), threads, "quantized model")
+    for feed in feeds:
+        ref, quant = _run(ref_sess, ref_names, feed), _run(quant_sess, quant_names, feed)
+        for e in errors:
+            e.update(ref[e.probe.tensor], quant[e.probe.quant_name])
+    return errors
+
+
+def _weight(node: onnx.NodeProto | None, facts: GraphFacts) -> tuple[str, np.ndarray, int] | None:
+    """(name, values, channel axis) of the node's weight, if it has one."""
+    if node is None:
+        return None
+    for index in rule_for(node).weights:
+        name = node.input[index] if index < len(node.input) else ""
+        if name in facts.initializers:
+            values = facts.array(name)
+            if values.ndim >= 2:
+                return name, values, weight_axis(node, index, values.ndim)
+    return None
+
+
+def _uneven(values: np.ndarray, axis: int) -> bool:
+    ranges = np.abs(np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)).max(axis=1)
+    live = ranges[ranges > 0]
+    return len(live) > 1 and float(live.max() / live.min()) > UNEVEN_RATIO
+
+
+def _is_depthwise(node: onnx.NodeProto | None, facts: GraphFacts) -> bool:
+    weight = _weight(node, facts)
+    group = next((a.i for a in node.attribute if a.name == "group"), 1) if node is not None else 1
+    return node is not None and node.op_type == "Conv" and group > 1 and weight is not None and weight[1].shape[1] == 1
+
+
+def suggest(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings) -> str:
+    if added_nsr == 0:
+        return "-"
+    fix = _fix(e, added_nsr, facts, params)
+    return f"ok; if needed: {fix}" if _db(added_nsr) >= CLEAN_DB else fix
+
+
+def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings) -> str:
+    node, tensor = e.probe.node, e.probe.tensor
+    if node is not None and node.op_type in SENSITIVE_OPS:
+        return f"exclude: keep this {node.op_type} in float or 16-bit (--act_16bit_tensors {tensor})"
+    feeder = facts.producers.get(node.input[0]) if node is not None and node.input else None
+    weighted = feeder if node is not None and node.op_type in PASS_THROUGH else node
+    weight = _weight(weighted, facts)
+    uneven = weight is not None and _uneven(weight[1], weight[2])
+    if e.local_nsr is not None and e.local_nsr >= 0.5 * added_nsr:
+        if uneven and weight is not None:  # one channel stretches the activation's range; cle evens out both
+            return f"cle: --apply_algorithms cle (the channels of {weight[0]!r} differ, and so do this activation's)"
+        return f"16-bit activation: --act_16bit_tensors {tensor}"
+    if weight is not None and weighted is node:
+        encoding = params.params.get(weight[0])
+        if encoding is not None and encoding.axis is None and uneven:
+            per_row = node is not None and rule_for(node).per_row
+            return "per-channel: " + ("--use_per_row_quantization" if per_row else "--use_per_channel_quantization")
+    if _is_depthwise(node, facts) or _is_depthwise(feeder, facts):
+        return "cle: --apply_algorithms cle (depthwise chain)"
+    if weight is not None and weighted is node:
+        return f"16-bit weights: --params_16bit_tensors {tensor}"
+    return f"16-bit activation: --act_16bit_tensors {tensor}"
+
+
+def _probed_inputs(node: onnx.NodeProto | None, facts: GraphFacts, probed: dict[str, float]) -> set[str]:
+    """The nearest probed tensors upstream of `node`'s inputs (through unprobed ones, e.g. the Conv
+    output before a BatchNormalization when the reference is the raw float model)."""
+    found: set[str] = set()
+    stack, seen = list(node.input) if node is not None else [], set()
+    while stack:
+        name = stack.pop()
+        if name in seen or name in facts.initializers:
+            continue
+        seen.add(name)
+        if name in probed:
+            found.add(name)
+        elif name in facts.producers:
+            stack.extend(facts.producers[name].input)
+    return found
+
+
+def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.ModelProto) -> list[LayerRow]:
+    """Rows worst first (lowest added dB, then lowest accumulated dB, then graph order)."""
+    facts = GraphFacts.of(reference)
+    _, found = read_qdq(quantized)
+    nsr = {e.probe.tensor: e.nsr for e in errors}
+    scored = []
+    for order, e in enumerate(errors):
+        node = e.probe.node
+        before = max((nsr[t] for t in _probed_inputs(node, facts, nsr)), default=0.0)
+        added = max(e.nsr - before, 0.0)
+        local = e.local_nsr
+        scored.append((_db(added), _db(e.nsr), order, e, local, suggest(e, added, facts, found)))
+    scored.sort(key=lambda s: s[:3])
+    return [
+        LayerRow(
+            i + 1,
+            order,
+            e.probe.tensor,
+            e.probe.node.op_type if e.probe.node is not None else "input",
+            e.probe.node.name if e.probe.node is not None else "",
+            round(acc, 3),
+            round(_db(local), 3) if local is not None else None,
+            round(added, 3),
+            fix,
+        )
+        for i, (added, acc, order, e, local, fix) in enumerate(scored)
+    ]
+
+
+def layers_table(rows: list[LayerRow]) -> Table:
+    headers = ["rank", "tensor", "op", "accumulated dB", "local dB", "added dB", "fix"]
+    body = [
+        [r.rank, r.tensor, r.op, r.accumulated_db, "-" if r.local_db is None else r.local_db, r.added_db, r.fix]
+        for r in rows
+    ]
+    return Table("layers (worst first by added error)", headers, body)

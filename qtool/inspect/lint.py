@@ -1,0 +1,255 @@
+"""Quantization lints: small functions `lint(ctx) -> Iterable[Finding]`, registered in LINTS.
+
+Each finding says why the pattern hurts quantization and what to do; severity is judged against
+`--target`'s preset where it matters (per-channel weights, symmetric activations, algorithms).
+The graph lints are here; the ones that need calibration data are in `lint_data.py`.
+Adding a lint is one function and one line in LINTS.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import onnx
+
+from qtool.graph.model import METADATA_CONVERTED
+from qtool.graph.passes.fold_batchnorm import METADATA_KEY as FOLDED_BN
+from qtool.inspect import lint_data
+from qtool.inspect.findings import Finding, LintContext, ordered
+from qtool.inspect.macs import inferred
+from qtool.inspect.summary import kind
+from qtool.inspect.target_ops import FALLBACK_SEVERITY, IGNORED_OPS, TARGET_OPS, preset
+from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.observers import MinMax
+from qtool.quant.qdq_read import read_qdq
+from qtool.quant.rules import rule_for, weight_axis
+
+Lint = Callable[[LintContext], Iterable[Finding]]
+
+UNEVEN_LEVELS = 8.0  # the weakest channel keeps fewer levels than this per side: per-tensor fails
+MASK_LIMIT = -1e9  # a constant at or below this feeding a Softmax is an attention-style mask
+
+
+def _attr(node: onnx.NodeProto, name: str, default: float) -> float:
+    for a in node.attribute:
+        if a.name == name:
+            return a.i if a.type == onnx.AttributeProto.INT else a.f
+    return default
+
+
+def _where(node: onnx.NodeProto) -> str:
+    return f"node {node.name or node.output[0]!r} ({node.op_type})"
+
+
+def dynamic_shapes(ctx: LintContext) -> Iterable[Finding]:
+    """convert fixes a dynamic batch by itself (info on a float model); any other dim needs --input_dim."""
+    converted = {p.key: p.value for p in ctx.model.metadata_props}.get(METADATA_CONVERTED) == "1"
+    for value in ctx.model.graph.input:
+        if value.name not in ctx.facts.graph_inputs:
+            continue
+        dims = [
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in value.type.tensor_type.shape.dim
+        ]
+        dynamic = [axis for axis, d in enumerate(dims) if d is None]
+        if not dynamic:
+            continue
+        example = ",".join(str(d) if d is not None else ("1" if axis == 0 else "?") for axis, d in enumerate(dims))
+        batch_only = dynamic == [0] and not converted and ctx.encodings is None
+        yield Finding(
+            "dynamic-shape",
+            "info" if batch_only else "warning",
+            f"input {value.name!r}",
+            f"dim {', '.join(map(str, dynamic))} is dynamic: calibration, the encodings and most accelerators "
+            "need fixed shapes",
+            "qtool convert fixes a dynamic batch to 1"
+            if batch_only
+            else f"qtool convert --input_dim {value.name} {example}",
+        )
+
+
+def unsupported_ops(ctx: LintContext) -> Iterable[Finding]:
+    if ctx.target is None:
+        return
+    nodes: dict[str, list[str]] = {}
+    for node in ctx.model.graph.node:
+        op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        carries_float = any(t not in ctx.facts.elem_types or ctx.facts.is_float(t) for t in node.output if t)
+        if op not in TARGET_OPS[ctx.target] and op not in IGNORED_OPS and carries_float:
+            nodes.setdefault(op, []).append(node.name or node.output[0])
+    for op, names in sorted(nodes.items()):
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        yield Finding(
+            "unsupported-op",
+            FALLBACK_SEVERITY[ctx.target],
+            f"op {op} ({len(names)} node(s): {shown})",
+            f"{ctx.target} has no quantized kernel for {op}: it runs in float on the host, which splits the graph "
+            "and adds a dequantize/quantize pair at each border",
+            "replace it with a supported equivalent, move it out of the model (post-processing), or accept the "
+            "fallback",
+        )
+
+
+def _is_depthwise(node: onnx.NodeProto, ctx: LintContext) -> bool:
+    if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in ctx.facts.initializers:
+        return False
+    return _attr(node, "group", 1) > 1 and ctx.facts.initializers[node.input[1]].dims[1] == 1
+
+
+def depthwise_without_bn(ctx: LintContext) -> Iterable[Finding]:
+    """TIDL's rule; decidable on a float model that still has BN, or from convert's record of folded BN."""
+    has_bn = any(n.op_type == "BatchNormalization" for n in ctx.model.graph.node)
+    folded = json.loads({p.key: p.value for p in ctx.model.metadata_props}.get(FOLDED_BN, "{}"))
+    if not has_bn and not folded:
+        return
+    for node in ctx.model.graph.node:
+        if not _is_depthwise(node, ctx):
+            continue
+        users = ctx.facts.consumers.get(node.output[0], [])
+        if node.output[0] in folded or (len(users) == 1 and users[0].op_type == "BatchNormalization"):
+            continue
+        yield Finding(
+            "depthwise-without-bn",
+            "warning",
+            _where(node),
+            "a depthwise Conv without a BatchNormalization after it: TIDL requires one after every depthwise "
+            "Conv ('strictly no exception'); without it the per-channel ranges drift apart and 8-bit PTQ loses "
+            "accuracy",
+            "retrain with BatchNormalization after the depthwise Conv; until then use per-channel weights and "
+            "--apply_algorithms cle",
+        )
+
+
+def _channel_ranges(w: np.ndarray, axis: int) -> np.ndarray:
+    return np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
+
+
+def _weight_severity(ctx: LintContext, node: onnx.NodeProto, weight: str, levels: float) -> str | None:
+    """None when per-channel quantization already covers this weight."""
+    if ctx.encodings is not None:
+        e = ctx.encodings.params.get(weight)
+        if e is None or e.axis is not None:
+            return None
+    else:
+        flag = "use_per_row_quantization" if rule_for(node).per_row else "use_per_channel_quantization"
+        if ctx.preset.get(flag):
+            return "info"
+    return "error" if levels < 1 else "warning"
+
+
+def uneven_channels(ctx: LintContext) -> Iterable[Finding]:
+    bitwidth = int(ctx.preset.get("weights_bitwidth", 8))
+    for node in ctx.model.graph.node:
+        for index in rule_for(node).weights:
+            weight = node.input[index] if index < len(node.input) else ""
+            if weight not in ctx.facts.initializers or len(ctx.facts.initializers[weight].dims) < 2:
+                continue
+            w = ctx.facts.array(weight).astype(np.float64)
+            axis = weight_axis(node, index, w.ndim)
+            ranges = _channel_ranges(w, axis)
+            live = np.flatnonzero(ranges > 0)
+            if len(live) < 2:
+                continue
+            weakest = int(live[np.argmin(ranges[live])])
+            ratio = float(ranges[live].max() / ranges[weakest])
+            levels = (2 ** (bitwidth - 1) - 1) / ratio
+            severity = _weight_severity(ctx, node, weight, levels) if levels < UNEVEN_LEVELS else None
+            if severity is not None:
+                yield _uneven_finding(ctx, node, weight, (axis, weakest, ratio, levels), severity)
+
+
+def _uneven_finding(
+    ctx: LintContext, node: onnx.NodeProto, weight: str, facts: tuple[int, int, float, float], severity: str
+) -> Finding:
+    axis, weakest, ratio, levels = facts
+    flag = "--use_per_row_quantization" if rule_for(node).per_row else "--use_per_channel_quantization"
+    fix = f"{flag}, or --apply_algorithms cle to equalize the channels"
+    if ctx.target == "vitis-dpu":
+        fix = "the DPU quantizes weights per tensor: --apply_algorithms cle, or retrain with weight decay"
+    elif severity == "info":
+        fix = f"nothing: the {ctx.target} preset quantizes these weights per channel"
+    return Finding(
+        "uneven-channels",
+        severity,
+        f"weight {weight!r} of {_where(node)}",
+        f"channel ranges differ {ratio:.0f}x (axis {axis}): per-tensor quantization leaves channel {weakest} "
+        f"about {levels:.1f} levels per side",
+        fix,
+    )
+
+
+def _clip_bounds(node: onnx.NodeProto, ctx: LintContext) -> tuple[float, float] | None:
+    if len(node.input) >= 3 and node.input[1] and node.input[2]:
+        lo, hi = ctx.constant(node.input[1]), ctx.constant(node.input[2])
+        return None if lo is None or hi is None else (float(lo), float(hi))
+    if len(node.input) == 1:  # opset < 11: min/max attributes
+        return float(_attr(node, "min", -np.inf)), float(_attr(node, "max", np.inf))
+    return None
+
+
+def relu6_cle(ctx: LintContext) -> Iterable[Finding]:
+    with_cle = "cle" in (ctx.preset.get("apply_algorithms") or [])
+    for node in ctx.model.graph.node:
+        if node.op_type != "Clip" or _clip_bounds(node, ctx) != (0.0, 6.0):
+            continue
+        observer = ctx.stats.get(node.input[0]) if ctx.stats is not None else None
+        seen = f"; its input reaches {observer.hi:.3g} on the calibration data" if isinstance(observer, MinMax) else ""
+        yield Finding(
+            "relu6-cle",
+            "warning" if with_cle else "info",
+            _where(node),
+            "ReLU6 (Clip 0..6): cle replaces it by ReLU, since a clip at 6 does not commute with per-channel "
+            f"scaling, so the float model's outputs change wherever the input exceeds 6{seen}",
+            "fine if the input rarely exceeds 6; otherwise leave cle off for this model, or retrain with ReLU",
+        )
+
+
+def softmax_mask(ctx: LintContext) -> Iterable[Finding]:
+    for node in ctx.model.graph.node:
+        producer = ctx.facts.producers.get(node.input[0]) if node.op_type in ("Softmax", "LogSoftmax") else None
+        if producer is None or producer.op_type not in ("Add", "Where"):
+            continue
+        if ctx.encodings is not None and producer.output[0] not in ctx.encodings.activations:
+            continue  # a quantized model that already keeps the masked value in float
+        for name in producer.input:
+            value = ctx.constant(name)
+            if value is None or value.dtype.kind != "f" or not value.size or float(value.min()) > MASK_LIMIT:
+                continue
+            step = abs(float(value.min())) / 255
+            yield Finding(
+                "softmax-mask",
+                "error",
+                _where(node),
+                f"fed by {_where(producer)} with the mask constant {name!r} (min {float(value.min()):.3g}): its "
+                f"8-bit step would be about {step:.3g}, so every unmasked logit rounds to one value",
+                f"keep {producer.output[0]!r} and the Softmax in 16-bit or float (--act_16bit_tensors, a float "
+                "override), and use a moderate mask such as -100",
+            )
+            break
+
+
+LINTS: dict[str, Lint] = {
+    "dynamic-shape": dynamic_shapes,
+    "unsupported-op": unsupported_ops,
+    "depthwise-without-bn": depthwise_without_bn,
+    "uneven-channels": uneven_channels,
+    "relu6-cle": relu6_cle,
+    "softmax-mask": softmax_mask,
+    "long-tail": lint_data.long_tails,
+    "input-range": lint_data.inputs_not_standardised,
+}
+
+
+def context(model: onnx.ModelProto, target: str | None) -> LintContext:
+    """The float view of `model` (Q/DQ stripped), shape-inferred so that tensor types are known."""
+    encodings = None
+    if kind(model) == "quantized":
+        model, encodings = read_qdq(model)
+    model = inferred(model)  # a graph inference cannot follow still gets the lints that need no types
+    return LintContext(model, GraphFacts.of(model), target, preset(target), encodings)
+
+
+def run_lints(ctx: LintContext) -> list[Finding]:
+    return ordered([finding for lint in LINTS.values() for finding in lint(ctx)])

@@ -1,0 +1,101 @@
+"""Lints that need calibration data (`inspect --input_list`), and the one pass that collects it.
+
+`collect_stats` streams the samples through the float view once, folding every float tensor into
+a 2048-bin `Histogram` (calibrate.py: nothing per sample is kept). Then:
+- long tails: the full range against the 99.99th-percentile range. A ratio r costs min-max
+  calibration log2(r) of its bits for 0.01% of the values (suggest percentile or sqnr).
+- inputs not standardised: a graph input whose values are (nearly) all non-negative, like
+  [0, 1] or [0, 255]. Vitis AI UG1414: it "only performs signed quantization" and recommends
+  zero mean, unit variance, since [0, 1] input "results in a loss of dynamic range because only
+  half the input range is used". Symmetric-activation targets lose that bit; asymmetric ones do not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import onnx
+
+from qtool.inspect.findings import Finding, LintContext
+from qtool.quant.calibrate import Sample, calibrate
+from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.observers import Histogram, MinMax, Observer
+
+PERCENTILE = 99.99
+TAIL_RATIO = 4.0  # two bits of the grid spent on the last 0.01% of values
+SYMMETRIC_TARGETS = ("vitis-dpu",)  # signed-only even without a preset saying so
+
+
+def float_tensors(facts: GraphFacts) -> list[str]:
+    """Float graph inputs and node outputs, in graph order."""
+    names = [n for n in facts.graph_inputs if facts.is_float(n)]
+    for node in facts.model.graph.node:
+        names += [o for o in node.output if o and facts.is_float(o)]
+    return names
+
+
+def collect_stats(model: onnx.ModelProto, samples: Iterable[Sample], threads: int = 0) -> dict[str, Observer]:
+    tensors = float_tensors(GraphFacts.of(model))
+    observers, _ = calibrate(model, tensors, samples, observer="percentile", percentile=PERCENTILE, threads=threads)
+    return observers
+
+
+def _already_clipped(ctx: LintContext, name: str, full: float) -> bool:
+    """A quantized model whose encoding already clips the tail (percentile/sqnr calibration)."""
+    e = ctx.encodings.activations.get(name) if ctx.encodings is not None else None
+    return e is not None and not e.is_float and (max(e.max) - min(e.min)) < 0.5 * full
+
+
+def long_tails(ctx: LintContext) -> Iterable[Finding]:
+    if ctx.stats is None:
+        return
+    calibration = ctx.preset.get("act_quantizer_calibration") or "min-max"
+    for name, observer in ctx.stats.items():
+        if not isinstance(observer, Histogram) or not observer.count:
+            continue
+        lo, hi = observer.lo, observer.hi
+        p_lo, p_hi = observer.range()
+        full, core = hi - lo, p_hi - p_lo
+        if core <= 0 or full / core < TAIL_RATIO or _already_clipped(ctx, name, full):
+            continue
+        ratio = full / core
+        yield Finding(
+            "long-tail",
+            "warning" if calibration == "min-max" else "info",
+            f"tensor {name!r}",
+            f"range [{lo:.4g}, {hi:.4g}] is {ratio:.1f}x its {PERCENTILE}th-percentile range "
+            f"[{p_lo:.4g}, {p_hi:.4g}]: min-max calibration spends {math.log2(ratio):.1f} bits on 0.01% of values",
+            f"--act_quantizer_calibration percentile (or sqnr); or --act_16bit_tensors {name}",
+        )
+
+
+def _looks_like(hi: float) -> str:
+    if hi <= 1.0 + 1e-3:
+        return "[0, 1]"
+    if hi <= 255.5:
+        return "[0, 255]" if hi > 127 else f"[0, {hi:.3g}]"
+    return f"[0, {hi:.3g}]"
+
+
+def inputs_not_standardised(ctx: LintContext) -> Iterable[Finding]:
+    if ctx.stats is None:
+        return
+    symmetric = ctx.preset.get("act_quantizer_schema") == "symmetric" or ctx.target in SYMMETRIC_TARGETS
+    for name in ctx.facts.graph_inputs:
+        observer = ctx.stats.get(name)
+        if not isinstance(observer, MinMax) or not observer.count:
+            continue
+        lo, hi = float(observer.lo), float(observer.hi)
+        if hi <= 0 or lo < -0.05 * hi:
+            continue  # roughly zero-centred (or all non-positive, which is its own story)
+        yield Finding(
+            "input-range",
+            "warning" if symmetric else "info",
+            f"input {name!r}",
+            f"values span [{lo:.4g}, {hi:.4g}], a {_looks_like(hi)} input rather than a zero-centred one: signed "
+            "(symmetric) quantization then uses only half its grid (Vitis AI UG1414 recommends zero mean, unit "
+            "variance)",
+            "standardise in preprocessing ((x - mean) / std) or fold it into the first layer"
+            + ("" if symmetric else "; asymmetric activations (qnn-htp, ort-cpu) lose nothing"),
+        )

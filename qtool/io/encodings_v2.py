@@ -1,0 +1,151 @@
+"""AIMET encodings 2.0.0 (FORMATS.md b.2): each tensor described as ONNX QuantizeLinear sees it.
+
+A document is `{"version": "2.0.0", "encodings": [entry, ...]}` (aimet_onnx's layout). An entry
+has `name`, `output_dtype` (int4/uint4/int8/uint8/int16/uint16/int32/uint32), `y_scale` (a number,
+or one per channel), `y_zero_point` (optional, default 0) and `axis` (per-channel only). The zero
+point lies on the grid `output_dtype` names (AIMET `AffineEncoding._to_2_0_0`):
+`y_zero_point = -offset` on unsigned grids, `-(offset + 2^(bw-1))` on signed ones, so symmetric
+encodings have none.
+
+2.0.0 has no activation/param sections. qtool writes `param_names` next to `encodings` (readers
+that do not know it ignore it), so its own files read back into the same `Encodings`; without it,
+per-channel entries are taken as params and the rest as activations. The sectioned layout
+(`activation_encodings`/`param_encodings` lists of 2.0.0 entries) is read too.
+- Float encodings (fp16, fp32) have no 2.0.0 entry (AIMET `FloatEncoding`); they are not written.
+- An entry without `y_scale` is qtool's precision request (calibration fills the range), like a
+  0.6.1 entry without min/max.
+- Per-block entries (`block_size`, LPBQ) and 2-bit grids are rejected with a DataError.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from qtool.errors import DataError
+from qtool.quant import encoding as enc
+from qtool.quant.encoding import Encoding
+
+VERSION = "2.0.0"
+DTYPES = {f"{'' if signed else 'u'}int{bw}": (bw, signed) for bw in enc.INT_BITWIDTHS for signed in (True, False)}
+
+Sections = tuple[dict[str, Encoding], dict[str, Encoding]]
+
+
+def is_v2(data: dict) -> bool:
+    """A 2.x document: by its version, or by AIMET's single `encodings` list."""
+    version = str(data.get("version", ""))
+    return version.startswith("2") or ("encodings" in data and "activation_encodings" not in data)
+
+
+def _numbers(value: Any, key: str, where: str, *, integers: bool) -> list[float]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise DataError(f"'{key}' must not be empty", where=where)
+    for v in values:
+        if isinstance(v, list):
+            raise DataError(f"nested '{key}' lists (per-block encodings) are not supported", where=where)
+        bad = isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+        if bad or (integers and not float(v).is_integer()):
+            kind = "an integer" if integers else "a finite number"
+            raise DataError(f"every '{key}' value must be {kind}, got {v!r}", where=where)
+    return [float(v) for v in values]
+
+
+def _axis(entry: dict, channels: int, where: str) -> int | None:
+    axis = entry.get("axis")
+    if axis is None:
+        if channels > 1:
+            raise DataError(f"{channels} scales need an 'axis' (per-channel)", where=where)
+        return None
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise DataError(f"'axis' must be an integer, got {axis!r}", where=where)
+    return axis if channels > 1 else None
+
+
+def parse_entry(entry: Any, where: str) -> tuple[str, Encoding]:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise DataError("each 2.0.0 encoding must be an object with a 'name'", where=where)
+    name = entry["name"]
+    where = f"{where}: {name!r}"
+    if "block_size" in entry or "per_block_int_scale" in entry:
+        raise DataError("per-block encodings (block_size) are not supported", where=where)
+    dtype = entry.get("output_dtype")
+    if dtype not in DTYPES:
+        raise DataError(f"output_dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}", where=where)
+    bitwidth, signed = DTYPES[dtype]
+    if "y_scale" not in entry:
+        return name, Encoding(bitwidth=bitwidth, is_symmetric=signed)
+    scale = _numbers(entry["y_scale"], "y_scale", where, integers=False)
+    if any(s <= 0 for s in scale):
+        raise DataError("every y_scale must be positive", where=where)
+    zero_point = _numbers(entry.get("y_zero_point", 0), "y_zero_point", where, integers=True)
+    if len(zero_point) == 1:
+        zero_point = zero_point * len(scale)
+    if len(zero_point) != len(scale):
+        raise DataError(f"{len(zero_point)} zero points for {len(scale)} scales", where=where)
+    qmin, qmax = (-(2 ** (bitwidth - 1)), 2 ** (bitwidth - 1) - 1) if signed else (0, 2**bitwidth - 1)
+    if any(not qmin <= z <= qmax for z in zero_point):
+        raise DataError(f"y_zero_point must lie in [{qmin}, {qmax}] for {dtype}", where=where)
+    shift = 2 ** (bitwidth - 1) if signed else 0
+    offset = [-(int(z) + shift) for z in zero_point]
+    symmetric = signed and not any(zero_point)
+    return name, enc.from_scale_offset(
+        scale, offset, bitwidth, symmetric=symmetric, axis=_axis(entry, len(scale), where)
+    )
+
+
+def _entries(body: Any, where: str) -> dict[str, Encoding]:
+    if not isinstance(body, list):
+        raise DataError("must be a list of encodings", where=where)
+    found: dict[str, Encoding] = {}
+    for i, item in enumerate(body):
+        name, value = parse_entry(item, f"{where}[{i}]")
+        if name in found:
+            raise DataError(f"tensor {name!r} is listed twice", where=where)
+        found[name] = value
+    return found
+
+
+def parse(data: dict, where: str) -> Sections:
+    """(activations, params) of a 2.x document."""
+    if "encodings" not in data:
+        missing = [k for k in ("activation_encodings", "param_encodings") if k not in data]
+        if missing:
+            raise DataError("a 2.0.0 file needs an 'encodings' list", where=where)
+        acts = _entries(data["activation_encodings"], f"{where}: activation_encodings")
+        return acts, _entries(data["param_encodings"], f"{where}: param_encodings")
+    found = _entries(data["encodings"], f"{where}: encodings")
+    hint = data.get("param_names")
+    if hint is not None and (not isinstance(hint, list) or not all(isinstance(n, str) for n in hint)):
+        raise DataError("'param_names' must be a list of tensor names", where=where)
+    params = set(hint) if hint is not None else {n for n, e in found.items() if e.axis is not None}
+    return {n: e for n, e in found.items() if n not in params}, {n: e for n, e in found.items() if n in params}
+
+
+def entry(name: str, e: Encoding) -> dict[str, Any] | None:
+    """The 2.0.0 entry of one encoding; None for float encodings, which have none."""
+    if e.is_float:
+        return None
+    out: dict[str, Any] = {"name": name, "output_dtype": f"{'' if e.signed else 'u'}int{e.bitwidth}"}
+    if not e.scale:
+        return out
+    per_channel = e.axis is not None or len(e.scale) > 1
+    zero_point = [int(z) for z in e.zero_point()]
+    out["y_scale"] = list(e.scale) if per_channel else e.scale[0]
+    if any(zero_point):
+        out["y_zero_point"] = zero_point if per_channel else zero_point[0]
+    if per_channel:
+        out["axis"] = e.axis if e.axis is not None else 0
+    return out
+
+
+def document(activations: dict[str, Encoding], params: dict[str, Encoding]) -> dict[str, Any]:
+    """The whole 2.0.0 document, entries sorted by name."""
+    named = sorted([*activations.items(), *params.items()], key=lambda item: item[0])
+    entries = [e for e in (entry(n, value) for n, value in named) if e is not None]
+    return {
+        "version": VERSION,
+        "encodings": entries,
+        "param_names": sorted(n for n, e in params.items() if not e.is_float),
+    }

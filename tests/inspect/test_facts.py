@@ -1,0 +1,73 @@
+"""Facts: MACs per layer (hand-computed), dynamic dims, and the same numbers for a QDQ model."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.parser
+from conftest import SAMPLES, conv_bn_model
+from inspect_models import clean
+from onnx import numpy_helper
+
+from qtool.inspect import summary
+from qtool.inspect.macs import macs_per_node
+
+
+def test_macs_of_each_counted_op():
+    model = onnx.parser.parse_model(
+        """
+        <ir_version: 8, opset_import: ["" : 13]>
+        ops (float[1,3,8,8] x, float[2,5,6] a, float[6,4] b, float[4,7] g) => (float[1,4,16,16] t, float[2,5,4] m,
+                                                                             float[7,3] o) {
+            c = Conv <group = 1, strides = [2, 2]> (x, W)
+            d = Conv <group = 3, pads = [1, 1, 1, 1]> (x, D)
+            t = ConvTranspose <strides = [2, 2], pads = [0, 0, 1, 1]> (x, T)
+            m = MatMul (a, b)
+            o = Gemm <transA = 1, transB = 1> (g, G)
+        }
+        """
+    )
+    for name, dims in {"W": (4, 3, 3, 3), "D": (3, 1, 3, 3), "T": (3, 4, 3, 3), "G": (3, 4)}.items():
+        model.graph.initializer.append(numpy_helper.from_array(np.zeros(dims, np.float32), name))
+    for node in model.graph.node:
+        node.name = node.output[0]
+    macs = macs_per_node(model)
+    assert macs["c"] == (1 * 4 * 3 * 3) * (3 * 3 * 3)  # |Y| x Cin x kh x kw, output 3x3 at stride 2
+    assert macs["d"] == (1 * 3 * 8 * 8) * (1 * 3 * 3)  # depthwise: one input channel per output
+    assert macs["t"] == (1 * 3 * 8 * 8) * (4 * 3 * 3)  # each input scatters to Cout x kh x kw
+    assert macs["m"] == (2 * 5 * 4) * 6
+    assert macs["o"] == (7 * 3) * 4  # transA: A is [K, M] = [4, 7]
+
+
+def test_summary_facts_of_the_sample_model():
+    report = summary.summarise(onnx.load(str(SAMPLES / "digits_cnn.onnx")), "digits_cnn.onnx")
+    assert report.facts["dynamic dims"] == "image[0]=batch, logits[0]=batch"
+    assert report.facts["MACs"] == 758400  # 32·64·9 + 32·64·9 + 2·32·64·32 + 64·16·64·9 + 64·10
+    table = next(t for t in report.tables if t.title == "MACs per layer")
+    assert [row[0] for row in table.rows] == [
+        "/conv1/Conv",
+        "/dw/Conv",
+        "/pw/Conv",
+        "/side/Conv",
+        "/conv2/Conv",
+        "/fc/Gemm",
+    ]
+
+
+def test_dynamic_dims_and_fixed_model():
+    assert summary.dynamic_dims(conv_bn_model()) == [("x", 0, "N"), ("y", 0, "N")]
+    assert summary.summarise(clean(), "clean").facts["dynamic dims"] == "none"
+
+
+def test_quantized_model_has_the_float_models_macs(tmp_path):
+    from conftest import write_samples
+
+    from qtool import api
+    from qtool.config import QuantizeOptions
+
+    source = tmp_path / "clean.onnx"
+    onnx.save(clean(), str(source))
+    out = tmp_path / "clean.quant.onnx"
+    api.quantize(QuantizeOptions(input_network=source, input_list=write_samples(tmp_path, clean(), 2), output_path=out))
+    float_macs = summary.summarise(clean(), "f").facts["MACs"]
+    assert float_macs > 0 and summary.summarise(onnx.load(str(out)), "q").facts["MACs"] == float_macs

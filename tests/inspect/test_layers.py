@@ -1,0 +1,90 @@
+"""Per-layer compare: a planted bad layer is ranked first with the right fix; nothing per sample is kept."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+from conftest import write_samples
+from inspect_models import clean, outlier_channel, save
+
+from qtool import api
+from qtool.config import InspectOptions, QuantizeOptions
+from qtool.inspect import layers
+
+
+def quantized(tmp_path: Path, model: onnx.ModelProto, **flags) -> tuple[Path, Path, Path]:
+    """(float model, its QDQ model, validation list), quantized by qtool with `flags`."""
+    source = save(model, tmp_path / "float.onnx")
+    calib = write_samples(tmp_path / "calib", model, 16, seed=1)
+    out = tmp_path / "quant.onnx"
+    api.quantize(QuantizeOptions(input_network=source, input_list=calib, output_path=out, **flags))
+    return source, out, write_samples(tmp_path / "val", model, 12, seed=2)
+
+
+def ranked(source: Path, quant: Path, val: Path) -> list[layers.LayerRow]:
+    report = api.inspect_model(InspectOptions(model=quant, reference=source, input_list=val))
+    table = next(t for t in report.tables if t.title.startswith("layers"))
+    return [layers.LayerRow(*[row[0], 0, row[1], row[2], "", row[3], row[4], row[5], row[6]]) for row in table.rows]
+
+
+def test_terrible_activation_range_is_ranked_first(tmp_path):
+    overrides = tmp_path / "bad.json"
+    bad = {"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "min": -64.0, "max": 64.0}
+    overrides.write_text(json.dumps({"version": "0.6.1", "activation_encodings": {"r1": [bad]}, "param_encodings": {}}))
+    rows = ranked(*quantized(tmp_path, clean(), quantization_overrides=overrides))
+    assert rows[0].tensor == "r1"
+    assert rows[0].local_db < 20 and rows[0].added_db < 20
+    assert rows[0].fix.startswith("16-bit activation") and "--act_16bit_tensors r1" in rows[0].fix
+    assert all(r.added_db > rows[0].added_db for r in rows[1:])
+
+
+def test_outlier_weight_channel_per_tensor_is_ranked_first(tmp_path):
+    """W2's channel 0 is 50x the others: layer 2 (Conv c2 and its ReLU r2) is the worst. The outlier
+    channel also stretches r2's per-tensor range, so r2's own quantization dominates: cle evens out
+    both; c2's weight error alone asks for per-channel weights."""
+    rows = ranked(*quantized(tmp_path, outlier_channel(50.0)))
+    assert rows[0].tensor == "r2"
+    assert rows[0].fix.startswith("cle: --apply_algorithms cle") and "'W2'" in rows[0].fix
+    c2 = next(r for r in rows if r.tensor == "c2")
+    assert c2.local_db == "-"  # ReLU squashing: c2 has no encoding of its own
+    assert c2.fix.endswith("per-channel: --use_per_channel_quantization")
+    assert c2.rank <= 3
+
+
+def test_per_channel_quantization_removes_the_planted_layer(tmp_path):
+    source, quant, val = quantized(tmp_path, outlier_channel(50.0), use_per_channel_quantization=True)
+    rows = ranked(source, quant, val)
+    c2 = next(r for r in rows if r.tensor == "c2")
+    assert not c2.fix.startswith("per-channel")
+
+
+def test_probes_read_dequantized_values(tmp_path):
+    source, quant, _ = quantized(tmp_path, clean())
+    probes = {p.tensor: p for p in layers.probes(onnx.load(str(source)), onnx.load(str(quant)))}
+    assert probes["x"].quant_name == "x_dequantized" and probes["x"].node is None
+    assert probes["r1"].quant_name == "r1_dequantized" and probes["r1"].encoding is not None
+    assert probes["c1"].quant_name == "c1" and probes["c1"].encoding is None  # squashed into r1
+    assert probes["y"].quant_name == "y" and probes["y"].encoding is not None  # a graph output keeps its name
+
+
+def test_streaming_keeps_no_per_sample_state(tmp_path):
+    """Every accumulator holds a fixed number of scalars, however many samples pass through."""
+    source, quant, _ = quantized(tmp_path, clean())
+    rng = np.random.default_rng(0)
+    consumed = 0
+
+    def feeds():
+        nonlocal consumed
+        for _ in range(40):
+            consumed += 1
+            yield {"x": rng.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32)}
+
+    errors = layers.stream(onnx.load(str(source)), onnx.load(str(quant)), feeds())
+    assert consumed == 40 and errors
+    for e in errors:
+        assert all(isinstance(v, float) for k, v in vars(e).items() if k != "probe")
+        assert math.isfinite(e.signal) and e.signal > 0

@@ -1,0 +1,136 @@
+"""Graph lints: each fires on the small model that plants its pattern and stays quiet on clean ones."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+from conftest import conv_bn_model, dynamic_dim_model
+from inspect_models import clean, depthwise, masked_softmax, outlier_channel, relu6, with_op
+
+from qtool.inspect import lint
+from qtool.inspect.findings import SEVERITIES, Finding
+from qtool.inspect.target_ops import TARGET_OPS, TARGETS
+
+
+def findings(model: onnx.ModelProto, target: str | None = None) -> list[Finding]:
+    return lint.run_lints(lint.context(model, target))
+
+
+def only(found: list[Finding], name: str) -> list[Finding]:
+    return [f for f in found if f.lint == name]
+
+
+@pytest.mark.parametrize("target", [None, *TARGETS])
+def test_clean_model_has_no_findings(target):
+    assert findings(clean(), target) == []
+
+
+def test_every_finding_says_where_why_and_fix():
+    for model in (outlier_channel(), depthwise(False), relu6(), masked_softmax(), dynamic_dim_model()):
+        for f in findings(model, "vitis-dpu"):
+            assert f.severity in SEVERITIES and f.lint in lint.LINTS
+            assert f.where and f.why and f.fix
+
+
+def test_depthwise_without_bn():
+    found = only(findings(depthwise(with_bn=False)), "depthwise-without-bn")
+    assert [f.severity for f in found] == ["warning"] and "TIDL" in found[0].why
+    assert only(findings(depthwise(with_bn=True)), "depthwise-without-bn") == []
+
+
+def test_depthwise_rule_reads_convert_record_of_folded_bn(tmp_path):
+    """After convert folds BN away, its metadata still tells a depthwise Conv that had one."""
+    from qtool import api
+    from qtool.config import ConvertOptions
+
+    for with_bn, expected in ((True, 0), (False, 1)):
+        source = tmp_path / f"dw_{with_bn}.onnx"
+        onnx.save(depthwise(with_bn), str(source))
+        api.convert(ConvertOptions(input_network=source, output_path=tmp_path / f"dw_{with_bn}.conv.onnx"))
+        converted = onnx.load(str(tmp_path / f"dw_{with_bn}.conv.onnx"))
+        assert not any(n.op_type == "BatchNormalization" for n in converted.graph.node)
+        assert len(only(findings(converted), "depthwise-without-bn")) == expected
+
+
+def test_uneven_channels_per_tensor_and_per_channel_presets():
+    (found,) = only(findings(outlier_channel(50.0)), "uneven-channels")
+    assert found.severity == "warning" and "'W2'" in found.where
+    assert float(re.search(r"differ (\d+)x", found.why).group(1)) >= 50
+    assert "--use_per_channel_quantization" in found.fix and "cle" in found.fix
+    (hopeless,) = only(findings(outlier_channel(500.0)), "uneven-channels")
+    assert hopeless.severity == "error"  # the weakest channel rounds to zero
+    (covered,) = only(findings(outlier_channel(50.0), "qnn-htp"), "uneven-channels")
+    assert covered.severity == "info"  # the preset quantizes weights per channel
+    (dpu,) = only(findings(outlier_channel(50.0), "vitis-dpu"), "uneven-channels")
+    assert dpu.severity == "warning" and "per tensor" in dpu.fix and "cle" in dpu.fix
+
+
+def test_relu6_that_cle_changes():
+    (found,) = only(findings(relu6()), "relu6-cle")
+    assert found.severity == "info" and "cle" in found.why
+    assert only(findings(with_op("Relu")), "relu6-cle") == []
+
+
+@pytest.mark.parametrize("op", ["Add", "Where"])
+def test_softmax_fed_by_minus_inf_mask(op):
+    (found,) = only(findings(masked_softmax(op)), "softmax-mask")
+    assert found.severity == "error" and "16-bit" in found.fix
+
+
+def test_softmax_without_mask_is_quiet():
+    model = masked_softmax("Add")
+    init = next(i for i in model.graph.initializer if i.name == "mask")
+    init.CopyFrom(onnx.numpy_helper.from_array(np.zeros((1, 8, 8), np.float32), "mask"))
+    assert only(findings(model), "softmax-mask") == []
+
+
+def test_unsupported_ops_per_target():
+    (found,) = only(findings(with_op("Softmax"), "vitis-dpu"), "unsupported-op")
+    assert found.severity == "warning" and "Softmax" in found.where and "vitis-dpu" in found.why
+    assert only(findings(with_op("Softmax"), "qnn-htp"), "unsupported-op") == []
+    (cpu,) = only(findings(with_op("Tanh"), "ort-cpu"), "unsupported-op")
+    assert cpu.severity == "info"  # onnxruntime just runs it in float
+    assert only(findings(with_op("Softmax")), "unsupported-op") == []  # no --target, no op lint
+
+
+def test_target_op_sets_cover_the_converted_sample_model():
+    ops = {"Conv", "Relu", "Add", "Concat", "MaxPool", "GlobalAveragePool", "Flatten", "Gemm"}
+    for target in TARGETS:
+        assert ops <= TARGET_OPS[target], target
+    assert all("BatchNormalization" in TARGET_OPS[t] for t in ("tidl", "vitis-dpu", "qnn-htp"))
+
+
+def test_dynamic_shapes():
+    (batch,) = only(findings(conv_bn_model()), "dynamic-shape")
+    assert batch.severity == "info"  # convert fixes a dynamic batch by itself
+    (other,) = only(findings(dynamic_dim_model()), "dynamic-shape")
+    assert other.severity == "warning" and "--input_dim x 1,?" in other.fix
+
+
+def test_findings_are_ordered_worst_first():
+    found = findings(masked_softmax(), "vitis-dpu")
+    ranks = [SEVERITIES.index(f.severity) for f in found]
+    assert ranks == sorted(ranks, reverse=True) and found[0].severity == "error"
+
+
+def test_quantized_model_is_linted_on_its_float_view(tmp_path):
+    """Per-tensor weights of a QDQ model still get the uneven-channels finding; per-channel do not."""
+    from conftest import write_samples
+
+    from qtool import api
+    from qtool.config import QuantizeOptions
+
+    source = tmp_path / "outlier.onnx"
+    onnx.save(outlier_channel(50.0), str(source))
+    samples = write_samples(tmp_path, outlier_channel(), 4)
+    for per_channel, expected in ((False, 1), (True, 0)):
+        out = tmp_path / f"q_{per_channel}.onnx"
+        api.quantize(
+            QuantizeOptions(
+                input_network=source, input_list=samples, output_path=out, use_per_channel_quantization=per_channel
+            )
+        )
+        assert len(only(findings(onnx.load(str(out))), "uneven-channels")) == expected

@@ -1,0 +1,73 @@
+"""Lints that need calibration data (--input_list): long-tailed activations, unstandardised inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.parser
+import pytest
+from inspect_models import clean, save, write_raw_list
+
+from qtool import api
+from qtool.config import InspectOptions
+from qtool.inspect.findings import Finding
+
+
+def relu_model() -> onnx.ModelProto:
+    model = onnx.parser.parse_model(
+        """
+        <ir_version: 8, opset_import: ["" : 13]>
+        relu (float[1,4,8,8] x) => (float[1,4,8,8] y) { y = Relu (x) }
+        """
+    )
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def run(tmp_path, model: onnx.ModelProto, arrays: list[np.ndarray], target: str | None = None) -> list[Finding]:
+    path = save(model, tmp_path / "model.onnx")
+    report = api.inspect_model(InspectOptions(model=path, input_list=write_raw_list(tmp_path, arrays), target=target))
+    return report.findings
+
+
+def uniform(lo: float, hi: float, n: int = 50, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(lo, hi, (1, 4, 8, 8)).astype(np.float32) for _ in range(n)]
+
+
+def of(found: list[Finding], lint: str) -> list[Finding]:
+    return [f for f in found if f.lint == lint]
+
+
+def test_zero_centred_data_without_outliers_is_quiet(tmp_path):
+    assert run(tmp_path, relu_model(), uniform(-1, 1)) == []
+    assert run(tmp_path, clean(), uniform(-1, 1)) == []
+
+
+def test_long_tail_from_one_outlier(tmp_path):
+    arrays = uniform(-1, 1)
+    arrays[7][0, 2, 3, 3], arrays[9][0, 1, 1, 1] = 200.0, -200.0  # 2 of 12800 values: below 0.01%
+    tails = of(run(tmp_path, relu_model(), arrays), "long-tail")
+    assert {f.where for f in tails} == {"tensor 'x'", "tensor 'y'"}
+    assert all(f.severity == "warning" and "percentile" in f.fix for f in tails)
+
+
+def test_long_tail_is_info_when_the_preset_already_clips(tmp_path):
+    arrays = uniform(-1, 1)
+    arrays[3][0, 0, 0, 0] = 200.0
+    tails = of(run(tmp_path, relu_model(), arrays, target="tidl"), "long-tail")  # tidl: percentile calibration
+    assert tails and all(f.severity == "info" for f in tails)
+
+
+@pytest.mark.parametrize(("scale", "looks_like"), [(1.0, "[0, 1]"), (255.0, "[0, 255]")])
+def test_inputs_not_standardised(tmp_path, scale, looks_like):
+    arrays = [a * scale for a in uniform(0, 1)]
+    (found,) = of(run(tmp_path, clean(), arrays), "input-range")
+    assert found.severity == "info" and looks_like in found.why and "Vitis" in found.why
+    (signed,) = of(run(tmp_path, clean(), arrays, target="vitis-dpu"), "input-range")
+    assert signed.severity == "warning"  # signed-only quantization loses half the grid
+
+
+def test_data_lints_need_data(tmp_path):
+    path = save(relu_model(), tmp_path / "model.onnx")
+    assert api.inspect_model(InspectOptions(model=path)).findings == []

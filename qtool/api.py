@@ -5,6 +5,7 @@ Each takes a frozen Options value and returns a Report; all files are written at
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -263,14 +264,7 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
     if notes:
         report.facts["algorithms"] = "; ".join(notes)
-    if input_list is None:
-        runtime.session(quantized, o.num_threads, "quantized model")  # it must at least load
-    else:
-        evaluation_started = time.perf_counter()
-        feeds = iter_feeds(input_list, gm.input_specs(reference), o.use_native_input_files)
-        drift = compare.compare_outputs(reference, quantized, feeds, threads=o.num_threads)
-        report.tables.append(_drift_table(drift, False))
-        report.facts["evaluation seconds"] = round(time.perf_counter() - evaluation_started, 2)
+    _evaluate(o, reference, quantized, input_list, report)
     report.facts["calibration seconds"] = round(calibration_seconds, 2)
     output = o.output_path or o.input_network.with_suffix(".quant.onnx")
     gm.save(quantized, output)
@@ -333,6 +327,27 @@ def _finish_mixed(o: QuantizeOptions, result: mp.Result, output: Path, report: R
                 "mixed precision target not met even with every layer at 16 bits (best model written)",
                 where=str(output),
             )
+
+
+def _evaluate(
+    o: QuantizeOptions,
+    reference: onnx.ModelProto,
+    quantized: onnx.ModelProto,
+    input_list: InputList | None,
+    report: Report,
+) -> None:
+    """Output drift of the written model on the first --evaluate_samples calibration samples."""
+    if input_list is None or o.evaluate_samples == 0:
+        runtime.session(quantized, o.num_threads, "quantized model")  # it must at least load
+        return
+    started = time.perf_counter()
+    feeds = itertools.islice(
+        iter_feeds(input_list, gm.input_specs(reference), o.use_native_input_files), o.evaluate_samples
+    )
+    drift = compare.compare_outputs(reference, quantized, feeds, threads=o.num_threads)
+    report.tables.append(_drift_table(drift, False))
+    report.facts["evaluated samples"] = next(iter(drift.values())).samples if drift else 0
+    report.facts["evaluation seconds"] = round(time.perf_counter() - started, 2)
 
 
 def _plan_facts(plan, output: Path, started: float) -> dict:

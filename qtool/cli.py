@@ -388,6 +388,13 @@ def convert(as_json: bool, **kw: Any) -> None:
     "--eval_list", type=PathType, help="Samples that measure accuracy for mixed precision (default: --input_list)."
 )
 @click.option("--strict", is_flag=True, help="Exit non-zero when the mixed-precision target cannot be met.")
+@click.option(
+    "--evaluate_samples",
+    type=click.IntRange(min=0),
+    default=64,
+    show_default=True,
+    help="Calibration samples on which the report measures float-vs-quantized drift (0: none).",
+)
 @click.option("--algorithm_config", type=click.UNPROCESSED, hidden=True, default=None)
 @config_options
 @common

@@ -128,6 +128,7 @@ class QuantizeOptions:
     encodings_format: str = "legacy"
     num_threads: int = 0
     calib_batch_size: int = 1
+    evaluate_samples: int = 64
     save_stats: Path | None = None
     load_stats: tuple[Path, ...] = ()
     act_power_of_2: bool = False

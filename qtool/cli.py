@@ -440,7 +440,8 @@ def inspect(as_json: bool, **kw: Any) -> None:
     multiple=True,
     default=("stripped", "encodings"),
     show_default=True,
-    help="Artefacts to write: " + ", ".join(FORMAT_NAMES) + ". Repeatable.",
+    help="Repeatable. qdq; qoperator (onnxruntime integer ops); encodings; stripped (float model); "
+    "ranges (stats for quantize --load_stats); fp16; fixpoint (Vitis fix_point per tensor).",
 )
 @click.option(
     "--encodings_format",

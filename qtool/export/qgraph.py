@@ -25,17 +25,16 @@ from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.qdq import storage_type
 
 MS_DOMAIN = "com.microsoft"
-SQUASHED = ("Relu", "Clip")
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where a QLinear op writes: tensor `name` on `encoding`, through a folded Relu/Clip `act`
+    """Where a QLinear op writes: tensor `name` on `encoding`, through folded clamps `acts`
     whose bounds become an integer Clip when the grid's saturation does not already apply them."""
 
     name: str
     encoding: Encoding
-    act: onnx.NodeProto | None = None
+    acts: tuple[onnx.NodeProto, ...] = ()
     clip: tuple[int, int] | None = None
 
 
@@ -49,7 +48,6 @@ class QGraph:
         self.opset = opset
         every = {**found.activations, **found.params}
         self.enc: dict[str, Encoding] = {t: e for t, e in every.items() if not e.is_float and e.scale}
-        self.params = set(found.params)
         graph = model.graph
         self.taken = {v.name for v in [*graph.input, *graph.output, *graph.value_info]} | set(self.facts.initializers)
         self.taken |= {o for n in graph.node for o in n.output} | {n.name for n in graph.node}
@@ -58,7 +56,7 @@ class QGraph:
         self.integer_of: dict[str, str] = {}
         self.float_of: dict[str, str] = {}
         self.raw: dict[str, str] = {t: t for t in self.facts.graph_inputs}
-        self.skipped: set[str] = set()  # first outputs of Relu/Clip nodes folded into a QLinear op
+        self.skipped: set[str] = set()  # outputs of clamps (Relu, Clip, Min, Max) folded into a QLinear op
         self.qparams_of: dict[str, tuple[str, str]] = {}
         self.qlinear_count = 0
 
@@ -89,36 +87,54 @@ class QGraph:
         return e if (e.bitwidth <= 8 if is_weight else e.bitwidth == 8 and e.axis is None) else None
 
     def target(self, node: onnx.NodeProto) -> Target | None:
-        """Where `node` can write an 8-bit integer output: its own encoding, or that of the single
-        Relu/Clip after it (ReLU squashing, FORMATS.md: the QDQ model quantizes only there)."""
-        out = node.output[0]
-        e = self.enc.get(out)
-        if e is not None:
-            return Target(out, e) if e.bitwidth == 8 and e.axis is None else None
-        users = self.facts.consumers.get(out, [])
-        if out in self.facts.graph_outputs or len(users) != 1 or users[0].op_type not in SQUASHED:
+        """Where `node` can write an 8-bit integer output: its own encoding, or that of the clamp
+        chain after it (Relu, Clip, Min/Max with a constant: ReLU squashing, FORMATS.md, and cle's
+        Relu -> Min ReLU6), which the QDQ model quantizes only at its end."""
+        chain = self._clamp_chain(node.output[0])
+        if chain is None:
             return None
-        act = users[0]
-        e = self.enc.get(act.output[0])
-        bounds = self._bounds(act)
-        if e is None or e.bitwidth != 8 or e.axis is not None or bounds is None:
+        name, acts, lo, hi = chain
+        e = self.enc[name]
+        if e.bitwidth != 8 or e.axis is not None or lo > hi:
             return None
-        lo, hi = (int(v) for v in e.quantize(np.clip(np.array(bounds), -3e38, 3e38)))
-        if (lo, hi) == (e.qmin, e.qmax):
-            return Target(act.output[0], e, act)
-        return Target(act.output[0], e, act, (lo, hi)) if self.opset >= 12 else None
+        qlo, qhi = (int(v) for v in e.quantize(np.clip(np.array([lo, hi]), -3e38, 3e38)))
+        if (qlo, qhi) == (e.qmin, e.qmax):  # the grid's saturation already clamps
+            return Target(name, e, acts)
+        return Target(name, e, acts, (qlo, qhi)) if self.opset >= 12 else None
 
-    def _bounds(self, act: onnx.NodeProto) -> tuple[float, float] | None:
+    def _clamp_chain(self, out: str) -> tuple[str, tuple[onnx.NodeProto, ...], float, float] | None:
+        acts: list[onnx.NodeProto] = []
+        lo, hi = -np.inf, np.inf
+        while out not in self.enc:
+            users = self.facts.consumers.get(out, [])
+            bounds = self._bounds(users[0], out) if len(users) == 1 and len(acts) < 3 else None
+            if bounds is None or out in self.facts.graph_outputs:
+                return None
+            lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+            acts.append(users[0])
+            out = users[0].output[0]
+        return out, tuple(acts), lo, hi
+
+    def _constant(self, name: str) -> float | None:
+        if name not in self.facts.initializers or self.facts.array(name).size != 1:
+            return None
+        return float(self.facts.array(name).reshape(()))
+
+    def _bounds(self, act: onnx.NodeProto, x: str) -> tuple[float, float] | None:
+        """[lo, hi] that `act` clamps `x` to, or None if it is not such a clamp."""
         if act.op_type == "Relu":
             return 0.0, np.inf
+        if act.op_type in ("Min", "Max") and len(act.input) == 2 and x in act.input:
+            c = self._constant(act.input[1] if act.input[0] == x else act.input[0])
+            return None if c is None else ((-np.inf, c) if act.op_type == "Min" else (c, np.inf))
+        if act.op_type != "Clip" or act.input[0] != x:
+            return None
         values = []
         for index, attr, default in ((1, "min", -np.inf), (2, "max", np.inf)):
             name = act.input[index] if index < len(act.input) else ""
-            if name and name not in self.facts.initializers:
-                return None
             found = _attr(act, attr)
-            values.append(float(self.facts.array(name)) if name else (found.f if found else default))
-        return values[0], values[1]
+            values.append(self._constant(name) if name else (found.f if found else default))
+        return None if None in values else (values[0], values[1])
 
     # --- the two ways a tensor is held -----------------------------------------------------
     def int_type(self, t: str) -> type:
@@ -179,8 +195,7 @@ class QGraph:
             clipped = self.fresh(f"{target.name}_quantized")
             self.node("Clip", [name, lo, hi], clipped)
             name = clipped
-        if target.act is not None:
-            self.skipped.add(target.act.output[0])
+        self.skipped.update(act.output[0] for act in target.acts)
         self.integer_of[target.name] = name
         self.qlinear_count += 1
 

@@ -5,13 +5,15 @@ Built from the stripped float graph and its encodings (`qgraph.py`, converters i
 QuantizeLinear where float data enters the integer domain (graph inputs, outputs of ops without
 a QOperator form), DequantizeLinear where integers leave it (graph outputs, float ops). Every
 QLinear op writes the encoding the QDQ model quantized that tensor to, so the two models agree
-within rounding: one quantization step of the output on small models (tests/export). A Relu/Clip
-squashed into its producer (FORMATS.md) is folded into the QLinear op, as an integer Clip when the
-output grid's saturation does not already apply its bounds.
+within rounding: one quantization step of the output on small models and the sample
+(tests/export). Clamps squashed into their producer (Relu, Clip, Min/Max with a constant;
+FORMATS.md "relu squashing") are folded into the QLinear op, as an integer Clip when the output
+grid's saturation does not already apply their bounds.
 
 Not converted (stay float, as in the QDQ model): 16-bit and 4-bit activations, per-channel B of
 a MatMul with more than 2 dimensions, int8 activations against uint8 weights (no ORT kernel),
-fp16 Cast pairs and int32 islands. The result is checked by loading it in onnxruntime.
+fp16 Cast pairs and int32 islands. If/Loop bodies read the float value of an outer tensor, not
+its quantized one. The result is checked by loading it in onnxruntime.
 """
 
 from __future__ import annotations
@@ -43,8 +45,21 @@ def _convert_nodes(g: QGraph, graph: onnx.GraphProto) -> None:
             g.node("Identity", [name], out.name)
 
 
+def _subgraph_reads(nodes) -> set[str]:
+    """Names read inside If/Loop/Scan bodies (outer-scope initializers they need)."""
+    names: set[str] = set()
+    for node in nodes:
+        for attr in node.attribute:
+            for body in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
+                names |= {i for n in body.node for i in n.input} | _subgraph_reads(body.node)
+    return names
+
+
 def _assemble(model: onnx.ModelProto, g: QGraph) -> None:
     graph = model.graph
+    included = {i.name for i in g.inits}
+    needed = _subgraph_reads(g.nodes) - included - set(g.enc)
+    g.inits.extend(i for i in graph.initializer if i.name in needed)
     produced = {o for n in g.nodes for o in n.output}
     kept_info = [v for v in graph.value_info if v.name in produced]
     kept_inputs = [v for v in graph.input if v.name not in g.facts.initializers]

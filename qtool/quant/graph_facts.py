@@ -44,17 +44,17 @@ class GraphFacts:
         return self.elem_types.get(name) in FLOAT_TYPES
 
     def squashed_into(self, name: str) -> str | None:
-        """The ReLU output that carries `name`'s encoding when ReLU squashing applies (FORMATS.md)."""
+        """The ReLU output that carries `name`'s encoding when ReLU squashing applies (FORMATS.md).
+        A ReLU capped by Min(x, constant) (how cle keeps ReLU6 exact) squashes on into the Min."""
         producer = self.producers.get(name)
         users = self.consumers.get(name, [])
-        if (
-            producer is not None
-            and producer.op_type in SQUASHABLE_PRODUCERS
-            and len(users) == 1
-            and users[0].op_type in SQUASHING_ACTIVATIONS
-            and name not in self.graph_outputs
-        ):
-            return users[0].output[0]
+        if producer is None or len(users) != 1 or name in self.graph_outputs:
+            return None
+        user = users[0]
+        if producer.op_type in SQUASHABLE_PRODUCERS and user.op_type in SQUASHING_ACTIVATIONS:
+            return user.output[0]
+        if producer.op_type == "Relu" and user.op_type == "Min" and any(i in self.initializers for i in user.input):
+            return user.output[0]
         return None
 
     def array(self, name: str) -> np.ndarray:

@@ -51,7 +51,7 @@ OP_RULES: dict[str, OpRule] = {
     "Gemm": OpRule(weights={1: _gemm_weight_axis}, bias=2, per_row=True),
     "MatMul": OpRule(weights={1: _matmul_weight_axis}, per_row=True),
     "Concat": OpRule(joins_inputs=True, quantize_constants=True),
-    **{op: OpRule(quantize_constants=True) for op in ("Add", "Sub", "Mul", "Div", "PRelu", "Max", "Min")},
+    **{op: OpRule(quantize_constants=True) for op in ("Add", "Sub", "Mul", "Div", "PRelu")},
     **{
         op: _SHARED
         for op in (

@@ -5,7 +5,7 @@ than one op"), output channel i of Conv1 and input channel i of Conv2 are rescal
 s_i = sqrt(r1_i / r2_i) (r = max |w| over the channel): W1[i] /= s_i, b1[i] /= s_i, W2[:, i] *= s_i,
 which ReLU's positive homogeneity leaves exact. A depthwise Conv2 scales its own channel i.
 Pairs are swept until the scales settle, so Conv -> DW -> Conv chains equalize both joints.
-ReLU6/Clip(0, 6) becomes ReLU first (a warning says which): clipping at 6 would not commute.
+ReLU6/Clip(0, 6) becomes ReLU followed by a per-channel Min(x, 6/s_i), exactly the same function.
 High-bias absorption (paper §4.2) uses the folded BatchNorm's β, γ recorded by convert: c_i =
 max(0, β_i - 3γ_i) moves from b1 into b2 (b2 += W2 · c).
 """
@@ -96,24 +96,49 @@ def _equalize(ctx: AlgorithmContext, pair: Pair) -> np.ndarray:
     return scale
 
 
-def _relu6_to_relu(ctx: AlgorithmContext, pairs: list[Pair]) -> None:
+def _uncap_relu6(pairs: list[Pair]) -> list[Pair]:
+    """ReLU6 does not commute with a per-channel scale, ReLU does: Clip(0, 6) becomes Relu here and
+    gets its cap back afterwards as Min(x, 6/s_i) per channel, so the float function is exact
+    (the paper's, the seed's and AIMET's plain ReLU6 -> ReLU swap changes it: EfficientNet-Lite's
+    logits move by up to 3.0)."""
+    capped = []
     for pair in pairs:
         if pair.act is not None and pair.act.op_type == "Clip":
-            logger.warning(
-                "cle: %s %r (ReLU6) becomes Relu so that scaling commutes with it", pair.act.op_type, pair.act.name
-            )
-            replacement = helper.make_node("Relu", [pair.act.input[0]], list(pair.act.output), name=pair.act.name)
-            pair.act.CopyFrom(replacement)
+            relu = helper.make_node("Relu", [pair.act.input[0]], [f"{pair.act.output[0]}_uncapped"], name=pair.act.name)
+            pair.act.CopyFrom(relu)
+            capped.append(pair)
+    return capped
 
 
-def _absorb_high_bias(ctx: AlgorithmContext, pair: Pair, stats: dict, scale: np.ndarray) -> bool:
+def _recap(ctx: AlgorithmContext, capped: list[Pair], caps: dict[str, np.ndarray]) -> None:
+    """Insert Min(relu, cap) right after each uncapped ReLU; it writes the tensor the ReLU6 wrote."""
+    after = {id(p.act): p for p in capped}
+    nodes = []
+    for node in ctx.model.graph.node:
+        nodes.append(node)
+        pair = after.get(id(node))
+        if pair is None:
+            continue
+        original = node.output[0].removesuffix("_uncapped")
+        cap_name = f"{original}_cle_cap"
+        cap = (
+            caps[pair.joint].astype(np.float32).reshape(1, -1, *([1] * (len(ctx.array(pair.first.input[1]).shape) - 2)))
+        )
+        ctx.set_array(cap_name, cap)
+        nodes.append(helper.make_node("Min", [node.output[0], cap_name], [original], name=f"{node.name}_cap"))
+    del ctx.model.graph.node[:]
+    ctx.model.graph.node.extend(nodes)
+
+
+def _absorb_high_bias(ctx: AlgorithmContext, pair: Pair, stats: dict, scale: np.ndarray) -> np.ndarray | None:
+    """Paper §4.2: c = max(0, β − 3γ) leaves b1 and enters b2 as W2·c; returns c."""
     bn = stats.get(pair.joint)
     if bn is None or pair.act is None or len(pair.first.input) < 3:
-        return False
+        return None
     beta, gamma = np.asarray(bn["beta"]) / scale, np.abs(np.asarray(bn["gamma"])) / scale
     absorbed = np.maximum(0.0, beta - 3 * gamma)
     if not absorbed.any():
-        return False
+        return None
     ctx.set_array(pair.first.input[2], ctx.array(pair.first.input[2]) - absorbed)
     w2 = ctx.array(pair.second.input[1])
     if _depthwise(pair.second, w2):
@@ -129,7 +154,7 @@ def _absorb_high_bias(ctx: AlgorithmContext, pair: Pair, stats: dict, scale: np.
         pair.second.input.append(bias2)
     ctx.set_array(bias2, current + added)
     bn["beta"] = list(beta - absorbed)
-    return True
+    return absorbed
 
 
 def run(ctx: AlgorithmContext) -> list[str]:
@@ -139,7 +164,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
     if not pairs:
         logger.warning("cle: no Conv -> [ReLU] -> Conv pair on a single branch; nothing equalized")
         return ["cle: no matching pattern"]
-    _relu6_to_relu(ctx, pairs)
+    capped = _uncap_relu6(pairs)
     total = {p.joint: np.ones(facts.initializers[p.first.input[1]].dims[0]) for p in pairs}
     for _ in range(int(ctx.config.get("sweeps", SWEEPS))):
         moved = 0.0
@@ -150,9 +175,18 @@ def run(ctx: AlgorithmContext) -> list[str]:
         if moved < 1e-4:
             break
     stats = json.loads(next((p.value for p in ctx.model.metadata_props if p.key == METADATA_KEY), "{}"))
-    absorbed = []
+    absorbed: dict[str, np.ndarray] = {}
     if ctx.config.get("high_bias_absorption", True):
-        absorbed = [p.joint for p in pairs if _absorb_high_bias(ctx, p, stats, total[p.joint])]
+        for pair in pairs:
+            c = _absorb_high_bias(ctx, pair, stats, total[pair.joint])
+            if c is not None:
+                absorbed[pair.joint] = c
+    caps = {p.joint: 6.0 / total[p.joint] - absorbed.get(p.joint, 0.0) for p in capped}
+    _recap(ctx, capped, caps)
+    if capped:
+        logger.warning(
+            "cle: %d ReLU6 now ReLU + a per-channel Min (6/s), which keeps the float model exact", len(capped)
+        )
     names = [f"{p.first.name}->{p.second.name}" for p in pairs]
     logger.info("cle: equalized %s; high bias absorbed at %s", ", ".join(names), ", ".join(absorbed) or "none")
     return [f"cle: equalized {len(pairs)} pairs ({', '.join(names)}); high-bias absorption on {len(absorbed)}"]

@@ -272,6 +272,9 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     report.facts.update(_plan_facts(plan, output, started))
     if mixed is not None:
         _finish_mixed(o, mixed, output, report)
+    if o.html is not None:
+        chart = inspect_html.pareto_chart(mixed.curve) if mixed is not None else ""
+        write_text(o.html, inspect_html.render_report(report, chart))
     return report
 
 

@@ -395,6 +395,9 @@ def convert(as_json: bool, **kw: Any) -> None:
     show_default=True,
     help="Calibration samples on which the report measures float-vs-quantized drift (0: none).",
 )
+@click.option(
+    "--html", type=PathType, help="Also write the report as one self-contained HTML page (with the Pareto chart)."
+)
 @click.option("--algorithm_config", type=click.UNPROCESSED, hidden=True, default=None)
 @config_options
 @common

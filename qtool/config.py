@@ -137,6 +137,7 @@ class QuantizeOptions:
     params_16bit_tensors: tuple[str, ...] = ()
     apply_algorithms: tuple[str, ...] = ()
     mixed_precision: str = "off"
+    html: Path | None = None
     target_sqnr: float | None = None
     max_cosine_drop: float | None = None
     mixed_precision_factor: float | None = None

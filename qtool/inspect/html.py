@@ -117,3 +117,51 @@ def render(report: InspectReport, rows: list[LayerRow] | None = None) -> str:
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
     )
+
+
+def pareto_chart(points: list[dict]) -> str:
+    """`quantize --mixed_precision auto --html`: cost factor (x) against output SQNR (y), one dot
+    per evaluated choice of 16-bit layers, joined in order of cost."""
+    if not points:
+        return ""
+    width, height, pad = 640, 320, 48
+    xs = [p["cost_factor"] for p in points]
+    ys = [p["sqnr_db"] for p in points if math.isfinite(p["sqnr_db"])] or [0.0]
+    x0, x1 = min(xs), max(max(xs), min(xs) + 1e-9)
+    y0, y1 = min(ys), max(max(ys), min(ys) + 1e-9)
+
+    def at(p: dict) -> tuple[float, float]:
+        y = p["sqnr_db"] if math.isfinite(p["sqnr_db"]) else y1
+        return pad + (p["cost_factor"] - x0) / (x1 - x0) * (width - 2 * pad), height - pad - (y - y0) / (y1 - y0) * (
+            height - 2 * pad
+        )
+
+    ordered = sorted(points, key=lambda p: p["cost_factor"])
+    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in map(at, ordered))
+    dots = "".join(
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="#1f77b4"><title>{p["layers_16bit"]} layers, '
+        f'{p["macs_16bit_pct"]}% MACs 16-bit</title></circle><text x="{x + 6:.1f}" y="{y - 6:.1f}">{p["layers_16bit"]}</text>'
+        for p, (x, y) in zip(ordered, map(at, ordered), strict=True)
+    )
+    axes = (
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#444"/>'
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#444"/>'
+        f'<text x="{width / 2 - 60}" y="{height - 12}">cost factor ({x0:.3g} - {x1:.3g})</text>'
+        f'<text x="4" y="{pad - 12}">SQNR dB ({y0:.3g} - {y1:.3g})</text>'
+    )
+    return (
+        f'<h2>pareto: cost vs accuracy</h2><svg width="{width}" height="{height}">{axes}'
+        f'<polyline points="{line}" fill="none" stroke="#1f77b4"/>{dots}</svg>'
+    )
+
+
+def render_report(report: Any, svg: str = "") -> str:
+    """Any command's Report as one self-contained page, with an optional inline SVG."""
+    facts = "".join(f"<tr><th>{escape(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in report.facts.items())
+    body = "\n".join(
+        [f"<h1>{escape(report.title)}</h1>", f"<table>{facts}</table>", svg, *(_table(t) for t in report.tables)]
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(report.title)}</title>'
+        f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )

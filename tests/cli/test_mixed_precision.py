@@ -162,3 +162,26 @@ def test_cost_model_counts_16bit_macs_four_times() -> None:
     c = mp.Candidate("t", ["t"], ["w"], macs=100, elems=10)
     assert c.cost8() == 110 and c.cost16() == 420
     assert mp.factor([c], [c]) == 420 / 110
+
+
+def test_html_report_draws_the_pareto_curve(tmp_path: Path) -> None:
+    model, listing = setup(tmp_path)
+    page = tmp_path / "report.html"
+    code, _, err = qtool(
+        "quantize",
+        "-i",
+        model,
+        "--input_list",
+        listing,
+        "-o",
+        tmp_path / "q.onnx",
+        "--mixed_precision",
+        "auto",
+        "--target_sqnr",
+        "30",
+        "--html",
+        page,
+    )
+    assert code == 0, err
+    text = page.read_text()
+    assert "<svg" in text and "<polyline" in text and "http" not in text

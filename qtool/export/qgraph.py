@@ -29,13 +29,13 @@ MS_DOMAIN = "com.microsoft"
 
 @dataclass(frozen=True)
 class Target:
-    """Where a QLinear op writes: tensor `name` on `encoding`, through folded clamps `acts`
-    whose bounds become an integer Clip when the grid's saturation does not already apply them."""
+    """Where a QLinear op writes: tensor `name` on `encoding`, through folded clamps `acts` whose
+    bounds become integer Min/Max ops (`post`) where the grid's saturation does not apply them."""
 
     name: str
     encoding: Encoding
     acts: tuple[onnx.NodeProto, ...] = ()
-    clip: tuple[int, int] | None = None
+    post: tuple[tuple[str, np.ndarray], ...] = ()  # ("Min" | "Max", integer bound), in order
 
 
 def _attr(node: onnx.NodeProto, name: str) -> onnx.AttributeProto | None:
@@ -89,52 +89,50 @@ class QGraph:
     def target(self, node: onnx.NodeProto) -> Target | None:
         """Where `node` can write an 8-bit integer output: its own encoding, or that of the clamp
         chain after it (Relu, Clip, Min/Max with a constant: ReLU squashing, FORMATS.md, and cle's
-        Relu -> Min ReLU6), which the QDQ model quantizes only at its end."""
+        Relu -> Min ReLU6), which the QDQ model quantizes only at its end. Quantization is monotone,
+        so q(clamp(y)) = clamp(q(y)) with quantized bounds: the clamps run on the integers."""
         chain = self._clamp_chain(node.output[0])
         if chain is None:
             return None
-        name, acts, lo, hi = chain
+        name, acts, bounds = chain
         e = self.enc[name]
-        if e.bitwidth != 8 or e.axis is not None or lo > hi:
+        if e.bitwidth != 8 or e.axis is not None:
             return None
-        qlo, qhi = (int(v) for v in e.quantize(np.clip(np.array([lo, hi]), -3e38, 3e38)))
-        if (qlo, qhi) == (e.qmin, e.qmax):  # the grid's saturation already clamps
-            return Target(name, e, acts)
-        return Target(name, e, acts, (qlo, qhi)) if self.opset >= 12 else None
+        post = [op for lo, hi in bounds for op in _integer_clamps(e, lo, hi)]
+        return Target(name, e, acts, tuple(post)) if not post or self.opset >= 12 else None
 
-    def _clamp_chain(self, out: str) -> tuple[str, tuple[onnx.NodeProto, ...], float, float] | None:
+    def _clamp_chain(self, out: str) -> tuple[str, tuple[onnx.NodeProto, ...], list[tuple]] | None:
         acts: list[onnx.NodeProto] = []
-        lo, hi = -np.inf, np.inf
+        bounds: list[tuple[np.ndarray, np.ndarray]] = []
         while out not in self.enc:
             users = self.facts.consumers.get(out, [])
-            bounds = self._bounds(users[0], out) if len(users) == 1 and len(acts) < 3 else None
-            if bounds is None or out in self.facts.graph_outputs:
+            clamp = self._bounds(users[0], out) if len(users) == 1 and len(acts) < 3 else None
+            if clamp is None or out in self.facts.graph_outputs:
                 return None
-            lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+            bounds.append(clamp)
             acts.append(users[0])
             out = users[0].output[0]
-        return out, tuple(acts), lo, hi
+        return out, tuple(acts), bounds
 
-    def _constant(self, name: str) -> float | None:
-        if name not in self.facts.initializers or self.facts.array(name).size != 1:
-            return None
-        return float(self.facts.array(name).reshape(()))
+    def _constant(self, name: str) -> np.ndarray | None:
+        return self.facts.array(name).astype(np.float64) if name in self.facts.initializers else None
 
-    def _bounds(self, act: onnx.NodeProto, x: str) -> tuple[float, float] | None:
-        """[lo, hi] that `act` clamps `x` to, or None if it is not such a clamp."""
+    def _bounds(self, act: onnx.NodeProto, x: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(lo, hi) that `act` clamps `x` to (arrays broadcasting against it), or None."""
+        inf = np.array(np.inf)
         if act.op_type == "Relu":
-            return 0.0, np.inf
+            return np.array(0.0), inf
         if act.op_type in ("Min", "Max") and len(act.input) == 2 and x in act.input:
             c = self._constant(act.input[1] if act.input[0] == x else act.input[0])
-            return None if c is None else ((-np.inf, c) if act.op_type == "Min" else (c, np.inf))
+            return None if c is None else ((-inf, c) if act.op_type == "Min" else (c, inf))
         if act.op_type != "Clip" or act.input[0] != x:
             return None
         values = []
         for index, attr, default in ((1, "min", -np.inf), (2, "max", np.inf)):
             name = act.input[index] if index < len(act.input) else ""
             found = _attr(act, attr)
-            values.append(self._constant(name) if name else (found.f if found else default))
-        return None if None in values else (values[0], values[1])
+            values.append(self._constant(name) if name else np.array(found.f if found else default))
+        return None if values[0] is None or values[1] is None else (values[0], values[1])
 
     # --- the two ways a tensor is held -----------------------------------------------------
     def int_type(self, t: str) -> type:
@@ -183,18 +181,16 @@ class QGraph:
     # --- emitting nodes --------------------------------------------------------------------
     def emit(self, node: onnx.NodeProto, op: str, inputs: list[str], target: Target, **kw) -> None:
         """`op` writes `target` as an integer tensor; a folded Relu/Clip is skipped or becomes Clip."""
-        name = self.fresh(f"{target.name}_{'unclipped' if target.clip else 'quantized'}")
+        name = self.fresh(f"{target.name}_{'unclamped' if target.post else 'quantized'}")
         attrs = kw.pop("attrs", [])
         new = helper.make_node(op, inputs, [name], name=self.fresh(f"{node.name or target.name}_{op}"), **kw)
         new.attribute.extend(attrs)
         self.nodes.append(new)
-        if target.clip is not None:
-            int_type = storage_type(target.encoding)
-            lo = self.const(f"{target.name}_clip_min", np.array(target.clip[0], int_type))
-            hi = self.const(f"{target.name}_clip_max", np.array(target.clip[1], int_type))
-            clipped = self.fresh(f"{target.name}_quantized")
-            self.node("Clip", [name, lo, hi], clipped)
-            name = clipped
+        for i, (clamp, bound) in enumerate(target.post):
+            limit = self.const(f"{target.name}_{clamp.lower()}", bound.astype(storage_type(target.encoding)))
+            clamped = self.fresh(f"{target.name}_quantized" if i == len(target.post) - 1 else f"{name}_{clamp}")
+            self.node(clamp, [name, limit], clamped)
+            name = clamped
         self.skipped.update(act.output[0] for act in target.acts)
         self.integer_of[target.name] = name
         self.qlinear_count += 1
@@ -216,6 +212,14 @@ class QGraph:
             elif out:
                 self.float_of[out] = out
         self.nodes.append(new)
+
+
+def _integer_clamps(e: Encoding, lo: np.ndarray, hi: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """clamp(y, lo, hi) = Min(Max(y, lo), hi) on `e`'s grid, leaving out what saturation to
+    [qmin, qmax] already does (a Relu on an unsigned grid from 0 needs nothing)."""
+    big = 3e38  # finite, so that infinite bounds quantize to the grid's ends
+    qlo, qhi = e.quantize(np.clip(lo, -big, big)), e.quantize(np.clip(hi, -big, big))
+    return [(op, q) for op, q, idle in (("Max", qlo, e.qmin), ("Min", qhi, e.qmax)) if np.any(q != idle)]
 
 
 def _axis(e: Encoding) -> dict[str, int]:

@@ -78,6 +78,29 @@ def pool_model() -> onnx.ModelProto:
     return _model(text, arrays)
 
 
+def relu6_model(per_channel: bool = False) -> onnx.ModelProto:
+    """Conv -> Relu -> Min(constant) -> Conv: the ReLU6 form cle leaves (a cap per channel with
+    `per_channel`), quantized only after the Min."""
+    rng = np.random.default_rng(5)
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    relu6 (float[1,3,6,6] x) => (float[1,2,6,6] y) {
+        c = Conv <pads = [1, 1, 1, 1]> (x, W1, B1)
+        r = Relu (c)
+        m = Min (r, cap)
+        y = Conv (m, W2, B2)
+    }
+    """
+    arrays = {
+        "W1": rng.normal(0, 1.0, (4, 3, 3, 3)),
+        "B1": rng.normal(0, 0.5, (4,)),
+        "cap": np.array([0.3, 0.8, 1.2, 5.0]).reshape(1, 4, 1, 1) if per_channel else np.array(0.8),
+        "W2": rng.normal(0, 0.5, (2, 4, 1, 1)),
+        "B2": rng.normal(0, 0.1, (2,)),
+    }
+    return _model(text, arrays)
+
+
 def quantize(tmp_path: Path, model: onnx.ModelProto, name: str = "model", **flags) -> tuple[Path, Path]:
     """Save `model`, calibrate it on 8 random samples; returns (float model path, QDQ model path)."""
     source = save_model(model, tmp_path / f"{name}.onnx")

@@ -1,0 +1,221 @@
+"""Each export format on small generated models: written, then read back or run in onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import conv_bn_model, run_cli, save_model, write_samples
+from export_models import max_difference, quantize, random_feeds, session
+from onnx import TensorProto, helper, numpy_helper
+
+from qtool import api
+from qtool.config import ExportOptions
+from qtool.errors import UsageError
+from qtool.export import EXPORTERS, ExportJob, build
+from qtool.export.qdq import wide_types
+from qtool.io.encodings import read_encodings
+from qtool.quant import encoding as enc
+from qtool.quant.plan import QuantPlan
+from qtool.quant.qdq import write_qdq
+from qtool.quant.qdq_read import read_qdq
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory) -> tuple[Path, Path]:
+    """conv_bn quantized with per-channel weights and 32-bit biases: (float model, QDQ model)."""
+    return quantize(tmp_path_factory.mktemp("q"), conv_bn_model(), use_per_channel_quantization=True, bias_bitwidth=32)
+
+
+def export(qdq: Path, out: Path, *formats: str, encodings_format: str = "legacy") -> dict[str, Path]:
+    api.export(ExportOptions(qdq, out, formats, encodings_format))
+    return {p.name.removeprefix(qdq.name.removesuffix(".onnx")): p for p in out.iterdir()}
+
+
+def test_registry_is_keyed_by_the_cli_values() -> None:
+    assert set(EXPORTERS) == {"qdq", "qoperator", "encodings", "stripped", "ranges", "fp16", "fixpoint"}
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "1.0.0", "2.0.0"])
+def test_encodings_read_back(quantized, tmp_path: Path, fmt: str) -> None:
+    files = export(quantized[1], tmp_path, "encodings", encodings_format=fmt)
+    _, found = read_qdq(onnx.load(str(quantized[1])))
+    back = read_encodings(files[".encodings.json"])
+    if fmt == "legacy":  # 0.6.1 recomputes scale/offset from min/max: equal up to float rounding
+        assert back.activations.keys() == found.activations.keys() and back.params.keys() == found.params.keys()
+        for name, e in found.all().items():
+            assert back.all()[name].offset == e.offset
+            np.testing.assert_allclose(back.all()[name].scale, e.scale, rtol=1e-6)
+    else:
+        assert back == found
+    assert json.loads(files[".encodings.json"].read_text())["version"] == {"legacy": "0.6.1"}.get(fmt, fmt)
+
+
+def test_qdq_is_the_same_model_and_deterministic(quantized, tmp_path: Path) -> None:
+    first = export(quantized[1], tmp_path / "a", "qdq")[".qdq.onnx"]
+    second = export(quantized[1], tmp_path / "b", "qdq")[".qdq.onnx"]
+    assert first.read_bytes() == second.read_bytes()
+    feeds = random_feeds(onnx.load(str(quantized[0])), 3)
+    assert max_difference(session(quantized[1], False), session(first, False), feeds) == 0.0
+
+
+def test_qdq_with_16_bit_tensors_gets_opset_21(tmp_path: Path) -> None:
+    """int16 Q/DQ need opset 21; an older opset is upgraded on export."""
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(np.float32(0.001), "s"), numpy_helper.from_array(np.int16(0), "z")]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("x", "y")]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", io[:1], io[1:], inits), opset_imports=[helper.make_opsetid("", 13)]
+    )
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    assert wide_types(model)
+    out = onnx.load(str(export(tmp_path / "m.onnx", tmp_path / "out", "qdq")[".qdq.onnx"]))
+    assert [o.version for o in out.opset_import if o.domain == ""] == [21]
+    result = session(out).run(None, {"x": np.array([1.0, -2.0], np.float32)})[0]
+    np.testing.assert_allclose(result, [1.0, -2.0])
+
+
+def test_stripped_has_no_qdq_and_runs(quantized, tmp_path: Path) -> None:
+    path = export(quantized[1], tmp_path, "stripped")[".stripped.onnx"]
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert not {n.op_type for n in model.graph.node} & {"QuantizeLinear", "DequantizeLinear"}
+    assert session(model).run(None, random_feeds(model, 1)[0])[0].shape == (1, 5)
+
+
+def test_fp16_matches_float_within_half_precision(quantized, tmp_path: Path) -> None:
+    files = export(quantized[1], tmp_path, "fp16", "stripped")
+    half = onnx.load(str(files[".fp16.onnx"]))
+    assert {i.data_type for i in half.graph.initializer} == {TensorProto.FLOAT16}
+    assert half.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # same raw files as before
+    full, fp16 = session(files[".stripped.onnx"]), session(half)
+    for feed in random_feeds(half, 5):
+        expected, got = full.run(None, feed)[0], fp16.run(None, feed)[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-2, atol=1e-2 * float(np.abs(expected).max()))
+
+
+def test_ranges_feed_load_stats_and_reproduce_the_model(quantized, tmp_path: Path) -> None:
+    files = export(quantized[1], tmp_path, "ranges", "stripped")
+    doc = json.loads(files[".ranges.json"].read_text())
+    assert doc["format"] == "qtool-calibration-stats/1" and all(
+        s["method"] == "min-max" for s in doc["tensors"].values()
+    )
+    again = tmp_path / "again.onnx"
+    flags = ["--use_per_channel_quantization", "--bias_bitwidth", "32"]
+    result = run_cli(
+        ["quantize", "-i", files[".stripped.onnx"], "--load_stats", files[".ranges.json"], "-o", again, *flags]
+    )
+    assert result.exit_code == 0, result.output
+    _, before = read_qdq(onnx.load(str(quantized[1])))
+    _, after = read_qdq(onnx.load(str(again)))
+    assert after.activations == before.activations  # the calibration is reproduced exactly
+    weights = {n: e for n, e in before.params.items() if e.bitwidth != 32}
+    assert weights and {n: after.params[n] for n in weights} == weights
+    for name in before.params:  # 32-bit biases: input scale x weight scale, from float32 scales now
+        np.testing.assert_allclose(after.params[name].scale, before.params[name].scale, rtol=1e-6)
+
+
+def test_ranges_of_a_foreign_qdq_model(quantized, tmp_path: Path) -> None:
+    """A QDQ model from another tool is not marked converted: quantize normalises its stripped
+    model before hashing, and the ranges file is keyed to that normalised graph."""
+    model = onnx.load(str(quantized[1]))
+    del model.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(model, str(foreign))
+    files = export(foreign, tmp_path / "out", "ranges", "stripped")
+    again = tmp_path / "again.onnx"
+    args = ["quantize", "-i", files[".stripped.onnx"], "--load_stats", files[".ranges.json"], "-o", again]
+    result = run_cli([*args, "--use_per_channel_quantization", "--bias_bitwidth", "32"])
+    assert result.exit_code == 0, result.output
+    assert read_qdq(onnx.load(str(again)))[1].activations == read_qdq(model)[1].activations
+
+
+def test_ranges_refuse_histogram_methods(quantized, tmp_path: Path) -> None:
+    files = export(quantized[1], tmp_path, "ranges", "stripped")
+    args = ["quantize", "-i", files[".stripped.onnx"], "--load_stats", files[".ranges.json"], "-o", tmp_path / "x.onnx"]
+    result = run_cli([*args, "--act_quantizer_calibration", "percentile"])
+    assert result.exit_code == 4 and "needs a histogram" in result.stderr
+
+
+def _pow2_model(tmp_path: Path) -> Path:
+    """x -> Conv -> Relu -> y written by write_qdq with power-of-2 encodings (the Vitis case)."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.4, (2, 3, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, c, 4, 4]) for n, c in (("x", 3), ("y", 2))]
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array([0.1, -0.2], np.float32), "B")]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", io[:1], io[1:], inits), opset_imports=[helper.make_opsetid("", 13)]
+    )
+    plan = QuantPlan(
+        activations={"x": enc.power_of_2(enc.symmetric(-1, 1, 8)), "y": enc.power_of_2(enc.symmetric(0, 3, 8))},
+        params={
+            "W": enc.power_of_2(enc.symmetric(w.min(axis=(1, 2, 3)), w.max(axis=(1, 2, 3)), 8, axis=0)),
+            "B": enc.power_of_2(enc.symmetric(-0.2, 0.2, 8)),
+        },
+    )
+    path = tmp_path / "pow2.quant.onnx"
+    onnx.save(write_qdq(model, plan), str(path))
+    return path
+
+
+def test_fixpoint_on_a_power_of_2_model(tmp_path: Path) -> None:
+    path = _pow2_model(tmp_path)
+    doc = json.loads(export(path, tmp_path / "out", "fixpoint")[".fixpoint.json"].read_text())
+    assert doc["format"] == "qtool-fixpoint/1"
+    x, y, w = doc["tensors"]["x"], doc["tensors"]["y"], doc["tensors"]["W"]
+    assert x == {"kind": "activation", "bitwidth": 8, "signed": True, "fix_point": 6}  # 1/127 -> 2^-6
+    assert y["fix_point"] == -int(math.log2(enc.power_of_2(enc.symmetric(0, 3, 8)).scale[0]))
+    assert w["kind"] == "param" and w["axis"] == 0 and len(w["fix_point"]) == 2
+    _, found = read_qdq(onnx.load(str(path)))
+    for name, entry in doc["tensors"].items():  # x = q * 2^-fix_point
+        scales = found.all()[name].scale
+        assert np.atleast_1d(entry["fix_point"]).tolist() == [-round(math.log2(s)) for s in scales]
+
+
+def test_fixpoint_from_the_vitis_preset(tmp_path: Path) -> None:
+    source = save_model(conv_bn_model(), tmp_path / "m.onnx")
+    calib = write_samples(tmp_path, conv_bn_model(), 4)
+    qdq = tmp_path / "m.quant.onnx"
+    assert run_cli(["quantize", "-i", source, "-l", calib, "-o", qdq, "--target", "vitis-dpu"]).exit_code == 0
+    doc = json.loads(export(qdq, tmp_path / "out", "fixpoint")[".fixpoint.json"].read_text())
+    _, found = read_qdq(onnx.load(str(qdq)))
+    assert sorted(doc["tensors"]) == sorted(found.all())
+    assert all(t["signed"] and t["bitwidth"] == 8 and "zero_point" not in t for t in doc["tensors"].values())
+
+
+def test_fixpoint_names_the_first_tensor_that_is_not_power_of_2(quantized, tmp_path: Path) -> None:
+    _, found = read_qdq(onnx.load(str(quantized[1])))
+    first = sorted(found.activations)[0]
+    out = tmp_path / "out"
+    result = run_cli(["export", "-i", quantized[1], "-o", out, "--format", "stripped", "--format", "fixpoint"])
+    assert result.exit_code == 2
+    assert f"tensor {first!r} has scale" in result.stderr and "not a power of two" in result.stderr
+    assert not out.exists()  # nothing is written when one format fails
+
+
+def test_cli_formats_and_errors(quantized, tmp_path: Path) -> None:
+    result = run_cli(["export", "-i", quantized[1], "-o", tmp_path / "o", "--format", "qoprator"])
+    assert result.exit_code == 2 and "did you mean 'qoperator'" in result.stderr
+    result = run_cli(["export", "-i", quantized[1], "-o", tmp_path / "o", "--encodings_format", "3.0.0"])
+    assert result.exit_code == 2
+    defaults = run_cli(["export", "-i", quantized[1], "-o", tmp_path / "d", "--json"])
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
+        "model.quant.encodings.json",
+        "model.quant.stripped.onnx",
+    ]
+    assert json.loads(defaults.stdout)["encodings"] > 0
+
+
+def test_api_rejects_unknown_formats(quantized) -> None:
+    stripped, found = read_qdq(onnx.load(str(quantized[1])))
+    job = ExportJob(onnx.load(str(quantized[1])), stripped, found, "m", ExportOptions(quantized[1], Path("unused")))
+    with pytest.raises(UsageError, match=r"unknown export format 'fp61'.*'fp16'"):
+        build(job, ("fp61",))

@@ -1,0 +1,109 @@
+"""QOperator export: integer ops where onnxruntime has CPU kernels, the rest float, and the model
+agreeing with the QDQ model within one quantization step of the output."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import onnx
+import pytest
+from conftest import conv_bn_model
+from export_models import matmul_model, max_difference, pool_model, quantize, random_feeds, relu6_model, session
+
+from qtool.export.qoperator import to_qoperator
+from qtool.quant.qdq_read import read_qdq
+
+CASES = {
+    "conv-asym": (conv_bn_model, {}, {"QLinearConv", "QGemm"}),
+    "conv-symmetric-per-channel": (
+        conv_bn_model,
+        {
+            "act_quantizer_schema": "symmetric",
+            "param_quantizer_schema": "symmetric",
+            "use_per_channel_quantization": True,
+        },
+        {"QLinearConv", "QGemm", "Max"},  # ReLU on a signed grid: an integer Max with the zero point
+    ),
+    "conv-4bit-weights": (
+        conv_bn_model,
+        {"weights_bitwidth": 4, "use_per_channel_quantization": True},
+        {"QLinearConv"},
+    ),
+    "matmul": (matmul_model, {}, {"QLinearMatMul", "QLinearAdd", "QLinearSigmoid", "QLinearMul", "QGemm"}),
+    "matmul-per-row": (
+        matmul_model,
+        {"use_per_row_quantization": True, "bias_bitwidth": 32},
+        {"QLinearMatMul", "QGemm"},
+    ),
+    "relu6": (relu6_model, {}, {"QLinearConv"}),  # Relu -> Min folded into the first QLinearConv
+    "relu6-symmetric": (
+        relu6_model,
+        {"act_quantizer_schema": "symmetric", "param_quantizer_schema": "symmetric"},
+        {"Max"},  # the Relu; the cap (0.8) lies past the grid's top, saturation applies it
+    ),
+    "relu6-per-channel-cap": (lambda: relu6_model(per_channel=True), {}, {"QLinearConv", "Min"}),  # as cle leaves it
+    "pool": (pool_model, {}, {"QLinearConv", "QLinearAveragePool", "QLinearLeakyRelu", "Transpose", "Softmax"}),
+    "pool-symmetric": (
+        pool_model,
+        {"act_quantizer_schema": "symmetric", "param_quantizer_schema": "symmetric"},
+        {"QLinearConv", "Max", "QLinearAveragePool", "QLinearLeakyRelu"},
+    ),
+}
+
+
+def _qdq_and_qoperator(tmp_path: Path, factory, flags: dict) -> tuple[onnx.ModelProto, onnx.ModelProto, float]:
+    _, path = quantize(tmp_path, factory(), **flags)
+    qdq = onnx.load(str(path))
+    stripped, found = read_qdq(qdq)
+    output = qdq.graph.output[0].name
+    return qdq, to_qoperator(stripped, found), found.activations[output].scale[0]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_qdq_within_one_step(tmp_path: Path, case: str) -> None:
+    factory, flags, expected_ops = CASES[case]
+    qdq, qop, step = _qdq_and_qoperator(tmp_path, factory, flags)
+    onnx.checker.check_model(qop, full_check=True)
+    ops = Counter(n.op_type for n in qop.graph.node)
+    assert expected_ops <= set(ops), ops
+    assert {"Conv", "MatMul", "Gemm", "Add", "Mul", "Relu"}.isdisjoint(ops)
+    assert ops["DequantizeLinear"] == 1 + ops["Softmax"]  # integers from input to output (Softmax stays float)
+    feeds = random_feeds(qdq, 20)
+    assert max_difference(session(qdq, optimized=False), session(qop), feeds) <= step * (1 + 1e-5)
+
+
+def test_every_weight_is_an_integer_initializer(tmp_path: Path) -> None:
+    _, qop, _ = _qdq_and_qoperator(tmp_path, conv_bn_model, {"use_per_channel_quantization": True})
+    inits = {i.name: i for i in qop.graph.initializer}
+    conv = next(n for n in qop.graph.node if n.op_type == "QLinearConv")
+    assert inits[conv.input[3]].data_type == onnx.TensorProto.INT8  # symmetric per-channel weight
+    assert list(inits[conv.input[4]].dims) == [4]  # one scale per output channel
+    assert inits[conv.input[8]].data_type == onnx.TensorProto.INT32  # bias on x_scale * w_scale
+    assert not [i for i in qop.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and i.dims and i.dims[0] > 4]
+
+
+@pytest.mark.parametrize("flags", [{"act_quantizer_schema": "symmetric"}, {"act_bitwidth": 16}])
+def test_ops_without_an_integer_kernel_stay_float(tmp_path: Path, flags: dict) -> None:
+    """int8 activations against uint8 weights have no ORT kernel; 16-bit activations no QLinear op.
+    Those ops run exactly as in the QDQ model."""
+    qdq, qop, step = _qdq_and_qoperator(tmp_path, conv_bn_model, flags)
+    ops = Counter(n.op_type for n in qop.graph.node)
+    assert ops["Conv"] == 1 and ops["Gemm"] == 1 and not any(op.startswith("QLinear") for op in ops)
+    assert max_difference(session(qdq, optimized=False), session(qop), random_feeds(qdq, 5)) <= step * 1e-3
+
+
+def test_graph_interface_is_unchanged(tmp_path: Path) -> None:
+    qdq, qop, _ = _qdq_and_qoperator(tmp_path, matmul_model, {})
+    for a, b in ((qdq.graph.input, qop.graph.input), (qdq.graph.output, qop.graph.output)):
+        assert [(v.name, v.type.tensor_type.elem_type) for v in a] == [
+            (v.name, v.type.tensor_type.elem_type) for v in b
+        ]
+    assert any(o.domain == "com.microsoft" for o in qop.opset_import)
+
+
+def test_is_deterministic(tmp_path: Path) -> None:
+    _, path = quantize(tmp_path, pool_model())
+    stripped, found = read_qdq(onnx.load(str(path)))
+    first = to_qoperator(stripped, found).SerializeToString(deterministic=True)
+    assert to_qoperator(stripped, found).SerializeToString(deterministic=True) == first

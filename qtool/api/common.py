@@ -1,0 +1,55 @@
+"""Helpers the stages share: output naming, override-name checks, loading a converted model, drift tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from qtool.errors import DataError, did_you_mean
+from qtool.graph import model as gm
+from qtool.graph.convert import normalise
+from qtool.inspect import compare
+from qtool.io import encodings as encio
+from qtool.io.files import read_text
+from qtool.report import Table
+
+
+def encodings_path(model_path: Path) -> Path:
+    """`out/model.quant.onnx` -> `out/model.quant.encodings.json`."""
+    return model_path.with_suffix(".encodings.json")
+
+
+def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, where: str) -> None:
+    known = gm.tensor_names(model)
+    for name in sorted(overrides.all()):
+        if name not in known:
+            raise DataError(
+                f"names tensor {name!r}, which the graph does not have", where=where, hint=did_you_mean(name, known)
+            )
+
+
+def converted(model: onnx.ModelProto, path: Path, input_dims: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    if gm.metadata(model).get(gm.METADATA_CONVERTED) == "1" and not input_dims:
+        return model
+    gm.check(model, str(path))
+    model = normalise(model, input_dims, str(path))
+    gm.set_metadata(model, gm.METADATA_CONVERTED, "1")
+    return model
+
+
+def drift_table(drift: dict[str, compare.Drift], with_labels: bool) -> Table:
+    rows = [{"output": name, **d.summary(with_labels)} for name, d in drift.items()]
+    headers = list(dict.fromkeys(k for row in rows for k in row))
+    return Table("outputs (float vs quantized)", headers, [[row.get(h, "") for h in headers] for row in rows])
+
+
+def read_labels(path: Path) -> list[int]:
+    labels = []
+    for lineno, line in enumerate(read_text(path, "labels file").splitlines(), start=1):
+        if line.strip():
+            try:
+                labels.append(int(line.split()[0]))
+            except ValueError as e:
+                raise DataError(f"label {line.split()[0]!r} is not an integer", where=f"{path}:{lineno}") from e
+    return labels

@@ -1,0 +1,90 @@
+"""`qtool convert`: validate and normalise a float model; import a pre-quantized QDQ model's encodings."""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+
+from qtool.api.common import check_override_names
+from qtool.config import ConvertOptions
+from qtool.errors import ModelError
+from qtool.graph import model as gm
+from qtool.graph.convert import normalise
+from qtool.graph.float16 import to_float16
+from qtool.io import encodings as encio
+from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.qdq_read import read_qdq
+from qtool.quant.rules import rule_for, weight_axis
+from qtool.report import Report
+
+logger = logging.getLogger(__name__)
+
+
+def _import_encodings(source: onnx.ModelProto, o: ConvertOptions) -> tuple[onnx.ModelProto, encio.Encodings]:
+    """A pre-quantized QDQ model (QAT, another quantizer; TIDL A.2, QNN "source model encodings"):
+    its Q/DQ pairs become encodings on the float graph, or are dropped with --export_format strip."""
+    if not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in source.graph.node):
+        return source, encio.Encodings()
+    stripped, found = read_qdq(source)
+    if o.export_format == "strip":
+        return stripped, encio.Encodings()
+    check_imported_axes(stripped, found, str(o.input_network))
+    return stripped, found
+
+
+def convert(o: ConvertOptions) -> Report:
+    source = gm.load(o.input_network)
+    float_source, imported = _import_encodings(source, o)
+    gm.check(float_source, str(o.input_network))
+    model = normalise(float_source, o.input_dims, str(o.input_network))
+    gm.set_metadata(model, gm.METADATA_CONVERTED, "1")
+    known = gm.tensor_names(model)
+    overrides = encio.Encodings(
+        {k: v for k, v in imported.activations.items() if k in known},
+        {k: v for k, v in imported.params.items() if k in known},
+    )
+    if len(overrides) < len(imported):
+        logger.warning(
+            "convert: %d imported encodings name tensors that normalisation removed", len(imported) - len(overrides)
+        )
+    if o.quantization_overrides is not None:
+        given = encio.read_encodings(o.quantization_overrides)
+        check_override_names(given, model, str(o.quantization_overrides))
+        overrides = encio.Encodings(
+            {**overrides.activations, **given.activations}, {**overrides.params, **given.params}
+        )
+    if len(overrides):
+        gm.set_metadata(model, gm.METADATA_OVERRIDES, encio.to_json(overrides))
+    if o.float_bitwidth == 16:
+        model = to_float16(model)
+        gm.set_metadata(model, gm.METADATA_FLOAT_BITWIDTH, "16")
+    output = o.output_path or o.input_network.with_suffix(".conv.onnx")
+    gm.save(model, output)
+    facts = {
+        "input": str(o.input_network),
+        "output": str(output),
+        "nodes": f"{len(source.graph.node)} -> {len(model.graph.node)}",
+        "opset": f"{gm.default_opset(source)} -> {gm.default_opset(model)}",
+        "inputs": ", ".join(f"{s.name} {s.describe()}" for s in gm.input_specs(model)),
+        "encodings imported": len(imported),
+        "overrides carried": len(overrides),
+    }
+    return Report("qtool convert", facts)
+
+
+def check_imported_axes(model: onnx.ModelProto, found: encio.Encodings, where: str) -> None:
+    """Per-channel imported weight encodings must run along the axis the consuming op quantizes."""
+    facts = GraphFacts.of(model)
+    for node in model.graph.node:
+        for index in rule_for(node).weights:
+            name = node.input[index] if index < len(node.input) else ""
+            e = found.params.get(name)
+            if e is None or e.axis is None or name not in facts.initializers:
+                continue
+            wanted = weight_axis(node, index, len(facts.initializers[name].dims))
+            if e.axis != wanted:
+                raise ModelError(
+                    f"per-channel encoding of {name!r} is on axis {e.axis}; {node.op_type} needs axis {wanted}",
+                    where=where,
+                )

@@ -1,0 +1,24 @@
+"""`qtool export`: every requested artefact built in memory, then written."""
+
+from __future__ import annotations
+
+from qtool.config import ExportOptions
+from qtool.errors import UsageError
+from qtool.export import ExportJob, build, write_files
+from qtool.graph import model as gm
+from qtool.quant.qdq_read import read_qdq
+from qtool.report import Report
+
+
+def export(o: ExportOptions) -> Report:
+    """Every --format's files for a QDQ model, built in memory first so a failing format writes nothing."""
+    model = gm.load(o.input_network)
+    stripped, found = read_qdq(model)
+    if not len(found):
+        raise UsageError("has no QuantizeLinear/DequantizeLinear encodings to export", where=str(o.input_network))
+    job = ExportJob(model, stripped, found, o.input_network.name.removesuffix(".onnx"), o)
+    written = write_files(build(job, o.formats), o.output_path)
+    return Report(
+        "qtool export",
+        {"input": str(o.input_network), "encodings": len(found), "written": ", ".join(str(p) for p in written)},
+    )

@@ -1,0 +1,70 @@
+"""`qtool inspect`: facts, lints and float-vs-quantized drift."""
+
+from __future__ import annotations
+
+import onnx
+
+from qtool.api.common import drift_table, read_labels
+from qtool.config import InspectOptions
+from qtool.errors import DataError, UsageError
+from qtool.graph import model as gm
+from qtool.inspect import compare, layers, lint, lint_data, summary
+from qtool.inspect import html as inspect_html
+from qtool.inspect.findings import InspectReport
+from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
+from qtool.io.files import write_text
+from qtool.io.input_list import InputList, read_input_list
+from qtool.report import Report
+
+
+def inspect_model(o: InspectOptions) -> InspectReport:
+    """Facts, lint findings (with data when --input_list is given) and, with --reference, the
+    per-output and per-layer drift; --html writes the same report as one page. The caller prints
+    the report and then calls `report.check(o.fail_on)` (exit 5), so findings are always shown."""
+    model = gm.load(o.model)
+    report = summary.summarise(model, str(o.model))
+    if o.reference is not None and o.input_list is None:
+        raise UsageError("--reference needs --input_list to compare the two models")
+    ctx = lint.context(model, o.target)
+    rows = None
+    if o.input_list is not None:
+        input_list = read_input_list(o.input_list)
+        specs = gm.input_specs(model)
+        check_bindings(input_list, specs)
+        labels = _checked_labels(o, input_list)
+        ctx.stats = lint_data.collect_stats(
+            ctx.model, iter_samples(input_list, specs, o.use_native_input_files), o.num_threads
+        )
+        if o.reference is not None:
+            rows = _compare_layers(o, model, input_list, labels, report)
+    report.findings = lint.run_lints(ctx)
+    if o.html is not None:
+        write_text(o.html, inspect_html.render(report, rows))
+        report.facts["html"] = str(o.html)
+    return report
+
+
+def _checked_labels(o: InspectOptions, input_list: InputList) -> list[int] | None:
+    if o.labels is None or o.reference is None:
+        return None
+    labels = read_labels(o.labels)
+    if len(labels) != len(input_list.samples):
+        raise DataError(
+            f"{len(labels)} label(s) for {len(input_list.samples)} samples in {o.input_list}", where=str(o.labels)
+        )
+    return labels
+
+
+def _compare_layers(
+    o: InspectOptions, model: onnx.ModelProto, input_list: InputList, labels: list[int] | None, report: Report
+) -> list[layers.LayerRow]:
+    reference = gm.load(o.reference)  # type: ignore[arg-type]
+    specs = gm.input_specs(model)
+    feeds = iter_feeds(input_list, specs, o.use_native_input_files)
+    drift = compare.compare_outputs(reference, model, feeds, labels, o.num_threads)  # as deployed
+    errors = layers.stream(reference, model, iter_feeds(input_list, specs, o.use_native_input_files), o.num_threads)
+    rows = layers.rank(errors, reference, model)
+    report.facts["compared samples"] = len(input_list.samples)
+    report.tables.append(drift_table(drift, with_labels=labels is not None))
+    report.tables.append(layers.layers_table(rows))
+    return rows

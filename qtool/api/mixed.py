@@ -1,0 +1,74 @@
+"""`quantize --mixed_precision auto`: wiring the search in quant/mixed_precision.py to the stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from qtool.config import QuantizeOptions
+from qtool.errors import ModelError, UsageError
+from qtool.graph import model as gm
+from qtool.inspect import compare
+from qtool.io import encodings as encio
+from qtool.io.feeds import check_bindings, iter_feeds
+from qtool.io.files import write_text
+from qtool.io.input_list import InputList, read_input_list
+from qtool.quant import mixed_precision as mp
+from qtool.quant.algorithms import AlgorithmContext
+from qtool.quant.graph_facts import GraphFacts
+from qtool.report import Report, Table
+
+
+def _mixed_target(o: QuantizeOptions) -> mp.Target:
+    given = [o.target_sqnr, o.max_cosine_drop, o.mixed_precision_factor]
+    if sum(v is not None for v in given) != 1:
+        raise UsageError(
+            "--mixed_precision auto needs exactly one of --target_sqnr, --max_cosine_drop, --mixed_precision_factor"
+        )
+    return mp.Target(o.target_sqnr, o.max_cosine_drop, o.mixed_precision_factor)
+
+
+def run_mixed_precision(
+    o: QuantizeOptions, ctx: AlgorithmContext, reference: onnx.ModelProto, input_list: InputList | None
+) -> mp.Result:
+    target = _mixed_target(o)
+    listing = read_input_list(o.eval_list) if o.eval_list is not None else input_list
+    if listing is None:
+        raise UsageError("--mixed_precision auto needs --input_list or --eval_list to measure accuracy")
+    specs = gm.input_specs(reference)
+    check_bindings(listing, specs)
+
+    def evaluate(overrides: encio.Encodings) -> mp.Metrics:
+        qdq, _ = ctx.quantize(ctx.model, overrides)
+        return mp.overall(
+            compare.compare_outputs(
+                reference, qdq, iter_feeds(listing, specs, o.use_native_input_files), threads=o.num_threads
+            )
+        )
+
+    _, base_plan = ctx.quantize(ctx.model, ctx.overrides)
+    result = mp.search(mp.candidates(GraphFacts.of(ctx.model), base_plan), ctx.overrides, evaluate, target)
+    ctx.overrides = result.overrides
+    return result
+
+
+def finish_mixed(o: QuantizeOptions, result: mp.Result, output: Path, report: Report) -> None:
+    chosen = mp.raise_to_16(encio.Encodings(), result.chosen)
+    path = output.with_suffix(".mixed_precision.json")
+    write_text(path, encio.to_json(chosen, o.encodings_format))
+    report.facts["16-bit layers"] = ", ".join(c.name for c in result.chosen) or "none"
+    report.facts["mixed precision overrides"] = str(path)
+    rows = [
+        [p[k] for k in ("layers_16bit", "macs_16bit_pct", "cost_factor", "sqnr_db", "cosine")] for p in result.curve
+    ]
+    report.tables.append(
+        Table("pareto (cost vs accuracy)", ["layers_16bit", "macs_16bit_%", "cost_factor", "sqnr_db", "cosine"], rows)
+    )
+    if not result.met:
+        report.facts["target"] = "NOT met even with every candidate at 16 bits; wrote the best model"
+        if o.strict:
+            raise ModelError(
+                "mixed precision target not met even with every layer at 16 bits (best model written)",
+                where=str(output),
+            )

@@ -1,0 +1,213 @@
+"""`qtool quantize`: the stage order of quantization: algorithms on the float model, calibration,
+algorithms on the plan, mixed precision, the QDQ writer, the report."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+
+from qtool import runtime
+from qtool.api.common import check_override_names, converted, drift_table, encodings_path
+from qtool.api.mixed import finish_mixed, run_mixed_precision
+from qtool.config import QuantizeOptions
+from qtool.errors import UsageError
+from qtool.graph import model as gm
+from qtool.inspect import compare
+from qtool.inspect import html as inspect_html
+from qtool.io import encodings as encio
+from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
+from qtool.io.files import write_text
+from qtool.io.input_list import InputList, read_input_list
+from qtool.quant.algorithms import AlgorithmContext, resolve
+from qtool.quant.calibrate import calibrate
+from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.plan import PlanOptions, activation_tensors, build_plan
+from qtool.quant.qdq import write_qdq
+from qtool.quant.stats import load_stats, save_stats
+from qtool.report import Report
+
+logger = logging.getLogger(__name__)
+
+# A progress factory: given a total and a label, returns a callback taking the number of steps done.
+Progress = Callable[[int, str], Callable[[int], None]] | None
+
+
+def _overrides(o: QuantizeOptions, model: onnx.ModelProto) -> encio.Encodings:
+    if o.ignore_quantization_overrides:
+        return encio.Encodings()
+    if o.quantization_overrides is not None:
+        overrides = encio.read_encodings(o.quantization_overrides)
+        check_override_names(overrides, model, str(o.quantization_overrides))
+        return overrides
+    return encio.parse_encodings_json(gm.metadata(model).get(gm.METADATA_OVERRIDES))
+
+
+def _check_quantize_flags(o: QuantizeOptions) -> None:
+    if o.input_list is not None and o.enable_float_fallback:
+        raise UsageError("--input_list and --enable_float_fallback are mutually exclusive (Invalid combination)")
+    if o.load_stats and (o.input_list is not None or o.enable_float_fallback):
+        raise UsageError("--load_stats replaces calibration: drop --input_list / --enable_float_fallback")
+    if o.input_list is None and not o.load_stats and not o.enable_float_fallback:
+        raise UsageError(
+            "give --input_list (or --load_stats) for calibration, or --enable_float_fallback to use only the overrides"
+        )
+    if o.ignore_quantization_overrides and o.enable_float_fallback:
+        raise UsageError("--ignore_quantization_overrides needs --input_list: nothing would be left to quantize")
+    if o.save_stats is not None and o.input_list is None:
+        raise UsageError("--save_stats needs --input_list: there is nothing to save without calibration")
+
+
+def _plan_options(o: QuantizeOptions) -> PlanOptions:
+    return PlanOptions(
+        act_bitwidth=o.act_bitwidth,
+        weights_bitwidth=o.weights_bitwidth,
+        bias_bitwidth=o.bias_bitwidth,
+        act_schema=o.act_quantizer_schema,
+        param_schema=o.param_quantizer_schema,
+        param_calibration=o.param_quantizer_calibration,
+        per_channel=o.use_per_channel_quantization,
+        per_row=o.use_per_row_quantization,
+        float_bias_bitwidth=o.float_bias_bitwidth,
+        percentile=o.percentile_calibration_value,
+        fill_gaps=not o.enable_float_fallback,
+        act_pow2=o.act_power_of_2,
+        param_pow2=o.param_power_of_2,
+        act_16bit_tensors=o.act_16bit_tensors,
+        params_16bit_tensors=o.params_16bit_tensors,
+        float_bitwidth=o.float_bitwidth,
+    )
+
+
+def _calibrate(
+    o: QuantizeOptions, model: onnx.ModelProto, facts: GraphFacts, input_list: InputList | None, progress: Progress
+) -> tuple[dict, int]:
+    if o.load_stats:
+        return load_stats(list(o.load_stats), model, o.act_quantizer_calibration, o.percentile_calibration_value)
+    if input_list is None:
+        return {}, 0
+    specs = gm.input_specs(model)
+    check_bindings(input_list, specs)
+    observers, count = calibrate(
+        model,
+        activation_tensors(facts),
+        iter_samples(input_list, specs, o.use_native_input_files),
+        observer=o.act_quantizer_calibration,
+        percentile=o.percentile_calibration_value,
+        threads=o.num_threads,
+        batch_size=o.calib_batch_size,
+        progress=progress(len(input_list.samples), "calibrating") if progress else None,
+    )
+    if o.save_stats is not None:
+        save_stats(o.save_stats, model, observers, [input_list.path], count)
+    return observers, count
+
+
+def _run_algorithms(o: QuantizeOptions, stage: str, ctx: AlgorithmContext) -> list[str]:
+    notes = []
+    for name, module in resolve(o.apply_algorithms):
+        if stage == module.STAGE:
+            ctx.config = dict(o.algorithm_config.get(name, {}))
+            notes += module.run(ctx)
+    return notes
+
+
+def _algorithm_context(
+    o: QuantizeOptions,
+    model: onnx.ModelProto,
+    overrides: encio.Encodings,
+    input_list: InputList | None,
+    observers: dict,
+) -> AlgorithmContext:
+    specs = gm.input_specs(model)
+
+    def samples():
+        if input_list is None:
+            raise UsageError("--apply_algorithms needs --input_list: the algorithms run the model on calibration data")
+        return iter_samples(input_list, specs, o.use_native_input_files)
+
+    def quantize_with(float_model: onnx.ModelProto, given: encio.Encodings):
+        plan = build_plan(GraphFacts.of(float_model), observers, given, _plan_options(o))
+        return write_qdq(float_model, plan, str(o.input_network), packed=o.pack_4_bit_weights), plan
+
+    return AlgorithmContext(model, samples, quantize_with, overrides=overrides, threads=o.num_threads)
+
+
+def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
+    _check_quantize_flags(o)
+    started = time.perf_counter()
+    reference = converted(gm.load(o.input_network), o.input_network, o.input_dims)
+    if gm.metadata(reference).get(gm.METADATA_FLOAT_BITWIDTH) == "16":
+        raise UsageError(
+            "is a float16 model",
+            where=str(o.input_network),
+            hint="quantize the float32 converted model and pass --float_bitwidth 16",
+        )
+    overrides = _overrides(o, reference)
+    input_list = read_input_list(o.input_list) if o.input_list is not None else None
+    model = onnx.ModelProto()
+    model.CopyFrom(reference)
+    observers: dict = {}
+    ctx = _algorithm_context(o, model, overrides, input_list, observers)
+    notes = _run_algorithms(o, "float", ctx)
+    calibration_started = time.perf_counter()
+    found, samples = _calibrate(o, model, GraphFacts.of(model), input_list, progress)
+    observers.update(found)
+    calibration_seconds = time.perf_counter() - calibration_started
+    notes += _run_algorithms(o, "quantized", ctx)
+    mixed = run_mixed_precision(o, ctx, reference, input_list) if o.mixed_precision == "auto" else None
+    quantized, plan = ctx.quantize(model, ctx.overrides)
+    gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
+    report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
+    if notes:
+        report.facts["algorithms"] = "; ".join(notes)
+    _evaluate(o, reference, quantized, input_list, report)
+    report.facts["calibration seconds"] = round(calibration_seconds, 2)
+    output = o.output_path or o.input_network.with_suffix(".quant.onnx")
+    gm.save(quantized, output)
+    write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
+    report.facts.update(_plan_facts(plan, output, started))
+    if mixed is not None:
+        finish_mixed(o, mixed, output, report)
+    if o.html is not None:
+        chart = inspect_html.pareto_chart(mixed.curve) if mixed is not None else ""
+        write_text(o.html, inspect_html.render_report(report, chart))
+    return report
+
+
+def _evaluate(
+    o: QuantizeOptions,
+    reference: onnx.ModelProto,
+    quantized: onnx.ModelProto,
+    input_list: InputList | None,
+    report: Report,
+) -> None:
+    """Output drift of the written model on the first --evaluate_samples calibration samples."""
+    if input_list is None or o.evaluate_samples == 0:
+        runtime.session(quantized, o.num_threads, "quantized model")  # it must at least load
+        return
+    started = time.perf_counter()
+    feeds = itertools.islice(
+        iter_feeds(input_list, gm.input_specs(reference), o.use_native_input_files), o.evaluate_samples
+    )
+    drift = compare.compare_outputs(reference, quantized, feeds, threads=o.num_threads)
+    report.tables.append(drift_table(drift, False))
+    report.facts["evaluated samples"] = next(iter(drift.values())).samples if drift else 0
+    report.facts["evaluation seconds"] = round(time.perf_counter() - started, 2)
+
+
+def _plan_facts(plan, output: Path, started: float) -> dict:
+    every = [*plan.activations.values(), *plan.params.values()]
+    return {
+        "output": str(output),
+        "encodings": str(encodings_path(output)),
+        "activations quantized": sum(not e.is_float for e in plan.activations.values()),
+        "params quantized": sum(not e.is_float for e in plan.params.values()),
+        "left float": sum(e.is_float for e in every),
+        "int32 ops": len(plan.int32_nodes),
+        "seconds": round(time.perf_counter() - started, 2),
+    }

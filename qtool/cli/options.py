@@ -1,0 +1,150 @@
+"""Shared CLI pieces: the error-handling group, option types and callbacks, --config/--target,
+the common --json/-v/--quiet options and progress output. Only parsing; no graph code."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qtool.config import (
+    configs_dir,
+    presets,
+    read_config,
+)
+from qtool.errors import QtoolError, did_you_mean
+from qtool.report import Report
+
+PathType = click.Path(path_type=Path, dir_okay=False)
+
+
+class QtoolGroup(click.Group):
+    """Turns QtoolError into one line on stderr and its exit code; hides tracebacks of bugs."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except QtoolError as e:
+            click.echo(f"qtool: error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("qtool: interrupted; no output written", err=True)
+            ctx.exit(130)
+        except Exception:
+            if logging.getLogger().isEnabledFor(logging.INFO):
+                raise
+            logging.getLogger("qtool").debug("internal error", exc_info=True)
+            click.echo("qtool: internal error; re-run with -v to see the traceback and report it", err=True)
+            ctx.exit(1)
+
+
+def input_dims(
+    ctx: click.Context, param: click.Parameter, value: tuple[tuple[str, str], ...]
+) -> dict[str, tuple[int, ...]]:
+    dims: dict[str, tuple[int, ...]] = {}
+    for name, text in value:
+        try:
+            parsed = tuple(int(d) for d in text.replace("x", ",").split(","))
+        except ValueError:
+            raise click.BadParameter(f"{name} {text!r}: DIMS must be integers like 1,3,224,224") from None
+        if any(d <= 0 for d in parsed):
+            raise click.BadParameter(f"{name} {text!r}: every dim must be positive")
+        dims[name] = parsed
+    return dims
+
+
+def int_choice(*allowed: int) -> click.Choice:
+    return click.Choice([str(a) for a in allowed])
+
+
+def to_int(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    return int(value) if value is not None else None
+
+
+class Choice(click.Choice):
+    """click.Choice whose error suggests the closest valid value."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            hint = did_you_mean(str(value), [str(c) for c in self.choices])
+            choices = ", ".join(str(c) for c in self.choices)
+            self.fail(f"{value!r} is not one of {choices}" + (f"; {hint}" if hint else ""), param, ctx)
+
+
+def terminal_progress(total: int, label: str) -> Callable[[int], None]:
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        click.echo(f"\r{label} {done}/{total}", err=True, nl=done >= total)
+
+    return step
+
+
+def terminal_progress_if_tty() -> Callable[[int, str], Callable[[int], None]] | None:
+    """Progress only on a terminal and not under --quiet, so logs and CI output stay clean."""
+    quiet = logging.getLogger().getEffectiveLevel() >= logging.ERROR
+    return terminal_progress if sys.stderr.isatty() and not quiet else None
+
+
+def apply_config(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Eager: a preset (--target) and a --config file become click's default_map, so the
+    precedence CLI > --config > preset > built-in default needs no further code (black's way)."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    names = {p.name for p in ctx.command.params if p.name} - {"target", "config"}
+    layers = ctx.meta.setdefault("qtool.config_layers", {})
+    path = configs_dir() / f"{value}.yaml" if param.name == "target" else Path(value)
+    try:
+        layers[param.name] = read_config(path, names)
+    except QtoolError as e:
+        raise click.BadParameter(str(e)) from None
+    ctx.default_map = {**layers.get("target", {}), **layers.get("config", {})}
+    return value
+
+
+def config_options(func: Callable) -> Callable:
+    func = click.option(
+        "--config",
+        "-c",
+        type=click.Path(path_type=Path, dir_okay=False),
+        is_eager=True,
+        expose_value=False,
+        callback=apply_config,
+        help="YAML of option values (and algorithm sections); overrides --target.",
+    )(func)
+    return click.option(
+        "--target",
+        type=Choice(presets()),
+        is_eager=True,
+        expose_value=False,
+        callback=apply_config,
+        help="Target preset from configs/: " + ", ".join(presets()) + ".",
+    )(func)
+
+
+def emit(report: Report, as_json: bool) -> None:
+    click.echo(report.render(as_json))
+
+
+def common(func: Callable) -> Callable:
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the text report.")
+    @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+    @click.option("--quiet", is_flag=True, help="Only errors on stderr.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, verbose: int, quiet: bool, **kw: Any) -> Any:
+        level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+        logging.basicConfig(level=level, format="qtool: %(levelname)s: %(message)s", force=True)
+        return func(*args, **kw)
+
+    return wrapper

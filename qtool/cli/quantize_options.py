@@ -1,0 +1,240 @@
+"""The option stack of `qtool quantize` (qairt-quantizer's flags, with the QNN seed's aliases)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from qtool.cli.options import Choice, PathType, input_dims, int_choice, to_int
+from qtool.config import (
+    CALIBRATIONS,
+    LEGACY_QUANTIZERS,
+    SCHEMAS,
+)
+from qtool.io.encodings import FORMATS
+from qtool.quant.algorithms import ALGORITHM_NAMES
+
+
+def quantize_options(func: Callable) -> Callable:
+    """Every quantize option, innermost first as click applies them."""
+    decorators = [
+        click.option(
+            "--input_network",
+            "--input_dlc",
+            "-i",
+            type=PathType,
+            required=True,
+            help="Converted (or raw float) ONNX model.",
+        ),
+        click.option(
+            "--input_list", "-l", type=PathType, help="Calibration samples: one line of raw files per inference."
+        ),
+        click.option(
+            "--output_path",
+            "--output_dlc",
+            "-o",
+            type=PathType,
+            help="QDQ model (default <input>.quant.onnx); encodings go to <output>.encodings.json.",
+        ),
+        click.option(
+            "--quantization_overrides",
+            type=PathType,
+            help="AIMET encodings JSON; overrides the model's carried overrides.",
+        ),
+        click.option(
+            "--input_dim",
+            "input_dims",
+            nargs=2,
+            multiple=True,
+            callback=input_dims,
+            metavar="NAME DIMS",
+            help="Fix an input's shape when quantizing a raw (unconverted) model.",
+        ),
+        click.option(
+            "--act_bitwidth",
+            "--act_bw",
+            type=int_choice(8, 16),
+            default="8",
+            callback=to_int,
+            show_default=True,
+            help="Activation bitwidth.",
+        ),
+        click.option(
+            "--weights_bitwidth",
+            "--weight_bw",
+            type=int_choice(4, 8, 16),
+            default="8",
+            callback=to_int,
+            show_default=True,
+            help="Weight bitwidth (16 makes the default param schema symmetric).",
+        ),
+        click.option(
+            "--bias_bitwidth",
+            "--bias_bw",
+            type=int_choice(8, 32),
+            default="8",
+            callback=to_int,
+            show_default=True,
+            help="Bias bitwidth; 32 uses scale = input scale x weight scale.",
+        ),
+        click.option(
+            "--act_quantizer_schema", type=Choice(SCHEMAS), help="Activation range schema [default: asymmetric]."
+        ),
+        click.option(
+            "--param_quantizer_schema", type=Choice(SCHEMAS), help="Weight range schema [default: asymmetric]."
+        ),
+        click.option(
+            "--act_quantizer_calibration", type=Choice(CALIBRATIONS), help="Activation range method [default: min-max]."
+        ),
+        click.option(
+            "--param_quantizer_calibration", type=Choice(CALIBRATIONS), help="Weight range method [default: min-max]."
+        ),
+        click.option(
+            "--act_quantizer",
+            type=click.Choice(sorted(LEGACY_QUANTIZERS)),
+            help="Legacy QNN activation quantizer (tf, enhanced...).",
+        ),
+        click.option(
+            "--param_quantizer",
+            type=click.Choice(sorted(LEGACY_QUANTIZERS)),
+            help="Legacy QNN weight quantizer (adjusted...).",
+        ),
+        click.option(
+            "--percentile_calibration_value",
+            type=click.FloatRange(90, 100),
+            help="Percentile for percentile calibration [99.99].",
+        ),
+        click.option(
+            "--float_bias_bitwidth",
+            "--float_bias_bw",
+            type=int_choice(16, 32),
+            callback=to_int,
+            help="Bitwidth of a bias forced float by a float override on its op [32].",
+        ),
+        click.option(
+            "--pack_4_bit_weights", is_flag=True, help="Store 4-bit weights as packed INT4/UINT4 (two per byte)."
+        ),
+        click.option(
+            "--use_per_channel_quantization",
+            is_flag=True,
+            help="Per-output-channel symmetric weights for Conv/ConvTranspose.",
+        ),
+        click.option("--use_per_row_quantization", is_flag=True, help="Per-row symmetric weights for Gemm/MatMul."),
+        click.option(
+            "--ignore_quantization_overrides",
+            "--ignore_encodings",
+            is_flag=True,
+            help="Ignore carried and given overrides; calibrate everything.",
+        ),
+        click.option(
+            "--enable_float_fallback",
+            "--float_fallback",
+            "-f",
+            is_flag=True,
+            help="No calibration: tensors without an override encoding stay float.",
+        ),
+        click.option(
+            "--use_native_input_files", is_flag=True, help="Raw files hold the inputs' own dtype, not float32."
+        ),
+        click.option(
+            "--encodings_format",
+            type=click.Choice(FORMATS),
+            default="legacy",
+            show_default=True,
+            help="Layout of the encodings JSON written.",
+        ),
+        click.option(
+            "--num_threads", type=click.IntRange(min=0), default=0, help="onnxruntime threads (0: all cores)."
+        ),
+        click.option(
+            "--float_bitwidth",
+            "--float_bw",
+            type=int_choice(16, 32),
+            default="32",
+            callback=to_int,
+            show_default=True,
+            help="16 keeps tensors without an integer encoding in float16.",
+        ),
+        click.option(
+            "--calib_batch_size",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Samples per inference during calibration, where the model allows a batch.",
+        ),
+        click.option("--save_stats", type=PathType, help="Save the calibration statistics (observers) to this file."),
+        click.option(
+            "--load_stats",
+            type=PathType,
+            multiple=True,
+            help="Merge saved statistics instead of running calibration. Repeatable (sharded calibration).",
+        ),
+        click.option(
+            "--act_power_of_2/--no_act_power_of_2", default=False, help="Power-of-2 activation scales (TIDL, Vitis)."
+        ),
+        click.option(
+            "--param_power_of_2/--no_param_power_of_2",
+            default=False,
+            help="Power-of-2 weight scales (Vitis fix_point).",
+        ),
+        click.option(
+            "--act_16bit_tensors",
+            multiple=True,
+            metavar="NAME",
+            help="Activations kept 16-bit (TIDL output_feature_16bit_names_list). Repeatable.",
+        ),
+        click.option(
+            "--params_16bit_tensors",
+            multiple=True,
+            metavar="NAME",
+            help="Layers (by output tensor) whose weights are 16-bit (TIDL params_16bit_names_list). Repeatable.",
+        ),
+        click.option(
+            "--apply_algorithms",
+            "--algorithms",
+            multiple=True,
+            type=Choice(ALGORITHM_NAMES),
+            help="Accuracy algorithms: cle, adaround, bc (run in that order). Repeatable.",
+        ),
+        click.option(
+            "--mixed_precision",
+            type=Choice(["off", "auto"]),
+            default="off",
+            show_default=True,
+            help="auto: raise the most sensitive layers to 16 bits under a target or budget.",
+        ),
+        click.option("--target_sqnr", type=float, metavar="DB", help="Mixed precision: reach this output SQNR (dB)."),
+        click.option(
+            "--max_cosine_drop",
+            type=click.FloatRange(0, 1),
+            help="Mixed precision: keep 1 - output cosine at most this.",
+        ),
+        click.option(
+            "--mixed_precision_factor",
+            type=click.FloatRange(min=1.0),
+            help="Mixed precision: cost budget, estimated latency of the mixed model / all-8-bit (TIDL's meaning).",
+        ),
+        click.option(
+            "--eval_list",
+            type=PathType,
+            help="Samples that measure accuracy for mixed precision (default: --input_list).",
+        ),
+        click.option("--strict", is_flag=True, help="Exit non-zero when the mixed-precision target cannot be met."),
+        click.option(
+            "--evaluate_samples",
+            type=click.IntRange(min=0),
+            default=64,
+            show_default=True,
+            help="Calibration samples on which the report measures float-vs-quantized drift (0: none).",
+        ),
+        click.option(
+            "--html",
+            type=PathType,
+            help="Also write the report as one self-contained HTML page (with the Pareto chart).",
+        ),
+        click.option("--algorithm_config", type=click.UNPROCESSED, hidden=True, default=None),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func

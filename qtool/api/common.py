@@ -20,13 +20,20 @@ def encodings_path(model_path: Path) -> Path:
     return model_path.with_suffix(".encodings.json")
 
 
-def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, where: str) -> None:
+def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, where: str) -> encio.Encodings:
+    """Every name must be a tensor of the graph; entries are re-sorted into activations and params
+    by what the graph says (AIMET 2.0.0 files have one list; hand-written files misplace weights)."""
     known = gm.tensor_names(model)
     for name in sorted(overrides.all()):
         if name not in known:
             raise DataError(
                 f"names tensor {name!r}, which the graph does not have", where=where, hint=did_you_mean(name, known)
             )
+    params = gm.initializer_names(model)
+    every = overrides.all()
+    return encio.Encodings(
+        {n: e for n, e in every.items() if n not in params}, {n: e for n, e in every.items() if n in params}
+    )
 
 
 def converted(model: onnx.ModelProto, path: Path, input_dims: dict[str, tuple[int, ...]]) -> onnx.ModelProto:

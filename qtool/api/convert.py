@@ -50,7 +50,7 @@ def convert(o: ConvertOptions) -> Report:
         )
     if o.quantization_overrides is not None:
         given = encio.read_encodings(o.quantization_overrides)
-        check_override_names(given, model, str(o.quantization_overrides))
+        given = check_override_names(given, model, str(o.quantization_overrides))
         overrides = encio.Encodings(
             {**overrides.activations, **given.activations}, {**overrides.params, **given.params}
         )

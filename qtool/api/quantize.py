@@ -42,7 +42,7 @@ def _overrides(o: QuantizeOptions, model: onnx.ModelProto) -> encio.Encodings:
         return encio.Encodings()
     if o.quantization_overrides is not None:
         overrides = encio.read_encodings(o.quantization_overrides)
-        check_override_names(overrides, model, str(o.quantization_overrides))
+        overrides = check_override_names(overrides, model, str(o.quantization_overrides))
         return overrides
     return encio.parse_encodings_json(gm.metadata(model).get(gm.METADATA_OVERRIDES))
 

@@ -301,3 +301,14 @@ def test_flag_combinations_that_qairt_rejects(case: tuple[Path, Path], flags: li
         flags += ["--input_list", str(listing)]
     code, _, err = qtool("quantize", "-i", model, *flags)
     assert code == 2 and err.startswith("qtool: error:")
+
+
+def test_weights_listed_among_activations_are_used_as_weights(case: tuple[Path, Path]) -> None:
+    """AIMET 2.0.0 has a single list; a hand-written file may misplace a weight: the graph decides."""
+    model, listing = case
+    out = model.parent / "q.onnx"
+    data = {"activation_encodings": {"conv2_w_0": [{"bitwidth": 8, "min": -2.0, "max": 2.0}]}, "param_encodings": {}}
+    path = write_json(model.parent / "o.json", data)
+    assert qtool("quantize", "-i", model, "--input_list", listing, "-o", out, "--quantization_overrides", path)[0] == 0
+    weight = read_encodings(out.with_suffix(".encodings.json")).params["conv2_w_0"]
+    assert weight.min[0] == pytest.approx(-2.0, abs=0.02) and weight.max[0] == pytest.approx(2.0, abs=0.02)

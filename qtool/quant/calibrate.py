@@ -13,41 +13,79 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from qtool import runtime
 from qtool.errors import DataError, ModelError
-from qtool.quant.observers import MinMax, Observer, make_observer
+from qtool.quant.observers import SAMPLE_CAP, MinMax, Observer, make_observer
 
 logger = logging.getLogger(__name__)
 
 Sample = tuple[str, dict[str, np.ndarray]]
 
 
-def _reduced(model: onnx.ModelProto, tensors: list[str]) -> tuple[onnx.ModelProto, list[str]]:
-    """A copy that also outputs min and max of each tensor (names `<t>.qtool_min` / `.qtool_max`).
+def _instrumented(model: onnx.ModelProto, tensors: list[str], sampled: bool) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy that also outputs, per tensor, its min and max (`<t>.qtool_min`, `.qtool_max`) and,
+    for histograms, an evenly strided sample of at most SAMPLE_CAP values (`.qtool_sample`), so only
+    scalars and small samples leave onnxruntime, never whole activations.
 
-    Each reduction sits right after the node producing its tensor: onnxruntime runs nodes in
-    list order, and reductions appended at the end would keep every activation alive at once.
+    Each addition sits right after the node producing its tensor: onnxruntime runs nodes in list
+    order, and nodes appended at the end would keep every activation alive at once.
     """
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    wanted = set(tensors)
+    sizes = _sizes(copy)
+    copy.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(v, np.int64), n)
+            for n, v in (("qtool.flat", [-1]), ("qtool.zero", [0]), ("qtool.end", [2**62]))
+        ]
+    )
+    steps: set[int] = set()
 
-    def reductions(name: str) -> list[onnx.NodeProto]:
-        return [
+    def probes(name: str) -> list[onnx.NodeProto]:
+        nodes = [
             helper.make_node(op, [name], [f"{name}.qtool_{s}"], name=f"{name}.qtool_{s}", keepdims=0)
             for op, s in (("ReduceMin", "min"), ("ReduceMax", "max"))
         ]
+        if sampled:
+            step = max(1, sizes.get(name, 0) // SAMPLE_CAP) | 1
+            steps.add(step)
+            nodes.append(
+                helper.make_node("Reshape", [name, "qtool.flat"], [f"{name}.qtool_flat"], name=f"{name}.qtool_flat")
+            )
+            nodes.append(
+                helper.make_node(
+                    "Slice",
+                    [f"{name}.qtool_flat", "qtool.zero", "qtool.end", "qtool.zero", f"qtool.step{step}"],
+                    [f"{name}.qtool_sample"],
+                    name=f"{name}.qtool_sample",
+                )
+            )
+        return nodes
 
-    nodes = [r for value in copy.graph.input if value.name in wanted for r in reductions(value.name)]
+    wanted = set(tensors)
+    nodes = [p for value in copy.graph.input if value.name in wanted for p in probes(value.name)]
     for node in copy.graph.node:
         nodes.append(node)
-        nodes += [r for out in node.output if out in wanted for r in reductions(out)]
+        nodes += [p for out in node.output if out in wanted for p in probes(out)]
     del copy.graph.node[:]
     copy.graph.node.extend(nodes)
-    outputs = [f"{t}.qtool_{s}" for t in tensors for s in ("min", "max")]
+    copy.graph.initializer.extend(
+        [numpy_helper.from_array(np.array([s], np.int64), f"qtool.step{s}") for s in sorted(steps)]
+    )
+    kinds = ("min", "max", "sample") if sampled else ("min", "max")
+    outputs = [f"{t}.qtool_{k}" for t in tensors for k in kinds]
     return runtime.with_outputs(copy, outputs), outputs
+
+
+def _sizes(model: onnx.ModelProto) -> dict[str, int]:
+    sizes = {}
+    for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            sizes[value.name] = int(np.prod([d.dim_value for d in dims]))
+    return sizes
 
 
 def _batched(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
@@ -85,10 +123,8 @@ class _Runner:
 
     def __init__(self, model: onnx.ModelProto, tensors: list[str], observers: dict[str, Observer], threads: int):
         self.tensors, self.observers = tensors, observers
-        self.reduced = all(type(o) is MinMax for o in observers.values())
-        graph_model, self.outputs = (
-            _reduced(model, tensors) if self.reduced else (runtime.with_outputs(model, tensors), tensors)
-        )
+        self.sampled = any(type(o) is not MinMax for o in observers.values())
+        graph_model, self.outputs = _instrumented(model, tensors, self.sampled)
         self.session = runtime.session(graph_model, threads)
         self.inputs = {i.name for i in self.session.get_inputs()}
 
@@ -97,18 +133,12 @@ class _Runner:
             values = self.session.run(self.outputs, {k: v for k, v in feed.items() if k in self.inputs})
         except Exception as e:  # ORT's own error types; the message names the failing node
             raise ModelError(f"inference failed: {str(e).splitlines()[0][:300]}", where=where) from e
-        if self.reduced:
-            for i, name in enumerate(self.tensors):
-                lo, hi = float(values[2 * i]), float(values[2 * i + 1])
-                if not (np.isfinite(lo) and np.isfinite(hi)):
-                    raise DataError(f"tensor {name!r} has NaN or Inf values", where=where)
-                self.observers[name].update(np.array([lo, hi], dtype=np.float32))
-            return
-        for name, value in zip(self.tensors, values, strict=True):
-            try:
-                self.observers[name].update(value)
-            except DataError as e:
-                raise DataError(e.message, where=f"{where}: {e.where}") from e
+        width = 3 if self.sampled else 2
+        for i, name in enumerate(self.tensors):
+            lo, hi = float(values[width * i]), float(values[width * i + 1])
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                raise DataError(f"tensor {name!r} has NaN or Inf values", where=where)
+            self.observers[name].observe(lo, hi, values[width * i + 2] if self.sampled else None)
 
 
 def _split(feed: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:

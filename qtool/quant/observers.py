@@ -26,6 +26,7 @@ class Observer(Protocol):
     count: int
 
     def update(self, x: np.ndarray) -> None: ...
+    def observe(self, lo: float, hi: float, sample: np.ndarray | None) -> None: ...
     def merge(self, other: Observer) -> None: ...
     def range(self, bitwidth: int = 8, schema: str = "asymmetric") -> tuple[float, float]: ...
 
@@ -37,6 +38,19 @@ def _extrema(name: str, x: np.ndarray) -> tuple[float, float]:
             "NaN or Inf in a calibration output", where=f"tensor {name!r}", hint="check the model and its inputs"
         )
     return lo, hi
+
+
+# A histogram needs a distribution, not every value: a large tensor contributes an evenly strided
+# sample of about this many values per batch (the range itself stays exact, from every value).
+SAMPLE_CAP = 1 << 14
+
+
+def _subsample(x: np.ndarray) -> np.ndarray:
+    flat = x.reshape(-1)
+    step = flat.size // SAMPLE_CAP
+    if step <= 1:
+        return flat
+    return flat[:: step | 1]  # an odd stride does not lock onto even channel/row periods
 
 
 class MinMax:
@@ -52,6 +66,10 @@ class MinMax:
         if x.size == 0:
             return
         lo, hi = _extrema(self.name, x)
+        self.observe(lo, hi, None)
+
+    def observe(self, lo: float, hi: float, sample: np.ndarray | None) -> None:
+        """Fold in one batch given its exact extremes (and, for histograms, a sample of its values)."""
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
         self.count += 1
 
@@ -93,11 +111,15 @@ class Histogram(MinMax):
         if x.size == 0:
             return
         lo, hi = _extrema(self.name, x)
+        self.observe(lo, hi, _subsample(x))
+
+    def observe(self, lo: float, hi: float, sample: np.ndarray | None) -> None:
         if not self.count:
             self.lo, self.hi = lo, hi
         elif lo < self.lo or hi > self.hi:
             self._rebin(min(lo, self.lo), max(hi, self.hi))
-        self.counts += np.bincount(self._index(x.ravel()), minlength=self.bins)
+        if sample is not None and sample.size:
+            self.counts += np.bincount(self._index(sample.reshape(-1)), minlength=self.bins)
         self.count += 1
 
     def merge(self, other: Observer) -> None:

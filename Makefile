@@ -21,7 +21,7 @@ demo: venv
 		--use_per_channel_quantization --bias_bitwidth 32
 	$(BIN)/qtool inspect $(OUT)/digits_cnn.quant.onnx --reference $(OUT)/digits_cnn.conv.onnx \
 		--input_list samples/val_list.txt --labels samples/val_labels.txt
-	$(BIN)/qtool export -i $(OUT)/digits_cnn.quant.onnx -o $(OUT)/export
+	$(BIN)/qtool export -i $(OUT)/digits_cnn.quant.onnx -o $(OUT)/export --format qoperator --format encodings --format stripped
 
 test: venv
 	$(BIN)/python -m pytest

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from qtool.graph.names import FreshNames
 from qtool.io.encodings import Encodings
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
@@ -49,8 +50,8 @@ class QGraph:
         every = {**found.activations, **found.params}
         self.enc: dict[str, Encoding] = {t: e for t, e in every.items() if not e.is_float and e.scale}
         graph = model.graph
-        self.taken = {v.name for v in [*graph.input, *graph.output, *graph.value_info]} | set(self.facts.initializers)
-        self.taken |= {o for n in graph.node for o in n.output} | {n.name for n in graph.node}
+        taken = {v.name for v in [*graph.input, *graph.output, *graph.value_info]} | set(self.facts.initializers)
+        self.fresh = FreshNames(taken | {o for n in graph.node for o in n.output} | {n.name for n in graph.node})
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.integer_of: dict[str, str] = {}
@@ -59,14 +60,6 @@ class QGraph:
         self.skipped: set[str] = set()  # outputs of clamps (Relu, Clip, Min, Max) folded into a QLinear op
         self.qparams_of: dict[str, tuple[str, str]] = {}
         self.qlinear_count = 0
-
-    def fresh(self, name: str) -> str:
-        candidate, i = name, 0
-        while candidate in self.taken:
-            i += 1
-            candidate = f"{name}_{i}"
-        self.taken.add(candidate)
-        return candidate
 
     def node(self, op: str, inputs: list[str], output: str, domain: str = "", **attrs) -> None:
         name = self.fresh(f"{output}_{op}")

@@ -20,6 +20,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool.graph.convert import upgrade_opset
+from qtool.graph.names import FreshNames
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.plan import QuantPlan
@@ -56,17 +57,9 @@ class _Writer:
     def __init__(self, model: onnx.ModelProto, packed: bool):
         self.packed = packed
         facts = GraphFacts.of(model)
-        self.taken = set(facts.elem_types) | set(facts.producers) | {n.name for n in model.graph.node}
+        self.fresh = FreshNames(set(facts.elem_types) | set(facts.producers) | {n.name for n in model.graph.node})
         self.initializers: list[onnx.TensorProto] = []
         self.nodes: list[onnx.NodeProto] = []
-
-    def fresh(self, name: str) -> str:
-        candidate, i = name, 0
-        while candidate in self.taken:
-            i += 1
-            candidate = f"{name}_{i}"
-        self.taken.add(candidate)
-        return candidate
 
     def node(self, op: str, inputs: list[str], output: str, **attrs: int) -> None:
         self.nodes.append(helper.make_node(op, inputs, [output], name=self.fresh(f"{output}_{op}"), **attrs))

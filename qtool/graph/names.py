@@ -1,0 +1,20 @@
+"""Deterministic fresh names for nodes and tensors a writer adds to a graph."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class FreshNames:
+    """`fresh("x")` is "x" if the graph does not use it, else "x_1", "x_2"...; always reserved."""
+
+    def __init__(self, taken: Iterable[str]):
+        self.taken = set(taken)
+
+    def __call__(self, name: str) -> str:
+        candidate, i = name, 0
+        while candidate in self.taken:
+            i += 1
+            candidate = f"{name}_{i}"
+        self.taken.add(candidate)
+        return candidate

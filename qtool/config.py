@@ -135,6 +135,7 @@ class QuantizeOptions:
     param_power_of_2: bool = False
     act_16bit_tensors: tuple[str, ...] = ()
     params_16bit_tensors: tuple[str, ...] = ()
+    op_types_to_quantize: tuple[str, ...] = ()
     apply_algorithms: tuple[str, ...] = ()
     mixed_precision: str = "off"
     html: Path | None = None

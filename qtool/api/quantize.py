@@ -78,6 +78,7 @@ def _plan_options(o: QuantizeOptions) -> PlanOptions:
         act_pow2=o.act_power_of_2,
         param_pow2=o.param_power_of_2,
         act_16bit_tensors=o.act_16bit_tensors,
+        op_types=o.op_types_to_quantize,
         params_16bit_tensors=o.params_16bit_tensors,
         float_bitwidth=o.float_bitwidth,
     )

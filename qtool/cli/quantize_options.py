@@ -198,6 +198,12 @@ def quantize_options(func: Callable) -> Callable:
             help="Accuracy algorithms: cle, adaround, bc (run in that order). Repeatable.",
         ),
         click.option(
+            "--op_types_to_quantize",
+            multiple=True,
+            metavar="OP",
+            help="Quantize only these op types (their inputs and outputs); the rest run in float. Repeatable.",
+        ),
+        click.option(
             "--mixed_precision",
             type=Choice(["off", "auto"]),
             default="off",

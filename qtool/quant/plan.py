@@ -42,6 +42,7 @@ class PlanOptions:
     param_pow2: bool = False
     act_16bit_tensors: tuple[str, ...] = ()
     params_16bit_tensors: tuple[str, ...] = ()
+    op_types: tuple[str, ...] = ()  # only these ops are quantized (onnxruntime's op_types_to_quantize); () = all
     fill_gaps: bool = True  # calibration data given; False under --enable_float_fallback
     float_bitwidth: int = 32  # what tensors without an encoding are kept in
 
@@ -149,6 +150,21 @@ def _group_encoding(
     return enc.with_schema(schema, lo, hi, bitwidth, pow2=o.act_pow2)
 
 
+def _touches(facts: GraphFacts, tensor: str, op_types: tuple[str, ...]) -> bool:
+    """Is `tensor` an input or output of an op of `op_types` (through a squashed ReLU too)?"""
+    producer = facts.producers.get(tensor)
+    producers = [producer] if producer is not None else []
+    producers += [
+        facts.producers[i]
+        for p in producers
+        for i in p.input
+        if i in facts.producers and facts.squashed_into(i) is not None
+    ]
+    return any(p.op_type in op_types for p in producers) or any(
+        c.op_type in op_types for c in facts.consumers.get(tensor, [])
+    )
+
+
 def plan_activations(
     facts: GraphFacts, observers: dict[str, Observer], overrides: Encodings, o: PlanOptions
 ) -> dict[str, Encoding]:
@@ -157,6 +173,8 @@ def plan_activations(
     for group in activation_groups(facts, tensors):
         if not any(t in observers or t in overrides.activations for t in group):
             continue  # float fallback: no data, no override
+        if o.op_types and not any(t in overrides.activations or _touches(facts, t, o.op_types) for t in group):
+            continue  # only the inputs and outputs of --op_types_to_quantize ops get Q/DQ
         encoding = _group_encoding(group, observers, overrides, o, _feeds_only_softmax(facts, group))
         planned.update(dict.fromkeys(group, encoding))
     if o.float_bitwidth == 16:
@@ -248,6 +266,8 @@ def plan_params(
         return name not in params and (o.fill_gaps or name in overrides.params)
 
     for node in facts.model.graph.node:
+        if o.op_types and node.op_type not in o.op_types:
+            continue
         weights, bias, constants = _param_slots(facts, node)
         rule = rule_for(node)
         for index, name in weights:

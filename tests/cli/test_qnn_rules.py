@@ -312,3 +312,13 @@ def test_weights_listed_among_activations_are_used_as_weights(case: tuple[Path, 
     assert qtool("quantize", "-i", model, "--input_list", listing, "-o", out, "--quantization_overrides", path)[0] == 0
     weight = read_encodings(out.with_suffix(".encodings.json")).params["conv2_w_0"]
     assert weight.min[0] == pytest.approx(-2.0, abs=0.02) and weight.max[0] == pytest.approx(2.0, abs=0.02)
+
+
+def test_op_types_to_quantize_leaves_other_ops_float(tmp_path: Path) -> None:
+    model, listing = write_case(tmp_path, add_mul_model())
+    out = tmp_path / "q.onnx"
+    code, _, err = qtool("quantize", "-i", model, "--input_list", listing, "-o", out, "--op_types_to_quantize", "Conv")
+    assert code == 0, err
+    enc = read_encodings(out.with_suffix(".encodings.json"))
+    assert set(enc.activations) == {"x", "a"}  # the Conv's input and output; Add and Mul stay float
+    assert set(enc.params) == {"w"}

@@ -12,8 +12,18 @@ from onnxscript.optimizer._constant_folding import FoldConstantsPass
 from qtool.graph.passes.fix_input_dims import FixInputDimsPass
 from qtool.graph.passes.fold_batchnorm import FoldBatchNormPass
 from qtool.graph.passes.fuse_layernorm import FuseLayerNormPass
+from qtool.graph.passes.fuse_pad_into_conv import FusePadIntoConvPass
 from qtool.graph.passes.name_missing import NameMissingNodesPass
 from qtool.graph.passes.remove_dropout import RemoveDropoutPass
+
+
+def _fold_small_fills(node: ir.Node) -> bool | None:
+    """onnxscript keeps ConstantOfShape unfolded (model size); a small one feeding shape arithmetic
+    (TF-style "same" padding computes Pad's pads so) must fold, or the Pad stays dynamic."""
+    if node.op_type != "ConstantOfShape":
+        return None
+    shape = node.inputs[0].const_value if node.inputs and node.inputs[0] is not None else None
+    return shape is not None and int(abs(shape.numpy()).prod()) <= 64
 
 
 def convert_passes(input_dims: dict[str, tuple[int, ...]]) -> list[ir.passes.PassBase]:
@@ -23,9 +33,12 @@ def convert_passes(input_dims: dict[str, tuple[int, ...]]) -> list[ir.passes.Pas
         common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
         FixInputDimsPass(input_dims),
         common.ShapeInferencePass(),
-        FoldConstantsPass(shape_inference=False, input_size_limit=1 << 22, output_size_limit=1 << 22),
+        FoldConstantsPass(
+            shape_inference=True, input_size_limit=1 << 22, output_size_limit=1 << 22, should_fold=_fold_small_fills
+        ),
         FoldBatchNormPass(),
         FuseLayerNormPass(),
+        FusePadIntoConvPass(),
         RemoveDropoutPass(),
         common.IdentityEliminationPass(),
         common.RemoveUnusedNodesPass(),

@@ -213,6 +213,16 @@ def _weight_encoding(
     return enc.with_schema(schema, lo, hi, bitwidth, pow2=o.param_pow2)
 
 
+def _constant_encoding(name: str, values: np.ndarray, overrides: Encodings, o: PlanOptions) -> Encoding:
+    """A constant operand of an elementwise op (Add's `+ 3`) is quantized like the activation it
+    meets, so both operands share a grid type (onnxruntime fuses QLinearAdd only then)."""
+    given = overrides.params.get(name)
+    if given is not None and (given.is_float or given.scale):
+        return given
+    lo, hi = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    return enc.with_schema(o.act_schema, lo, hi, given.bitwidth if given else o.act_bitwidth, pow2=o.act_pow2)
+
+
 def _bias_encoding(
     name: str,
     values: np.ndarray,
@@ -282,7 +292,7 @@ def plan_params(
             params[bias] = _bias_encoding(bias, facts.array(bias), activations.get(node.input[0]), weight, overrides, o)
         for name in constants:
             if wanted(name):
-                params[name] = _weight_encoding(name, facts.array(name), -1, False, overrides, o)
+                params[name] = _constant_encoding(name, facts.array(name), overrides, o)
     if o.float_bitwidth == 16:
         params.update({name: enc.float_encoding(16) for name in seen if name not in params})
     return params

@@ -9,6 +9,7 @@ import onnx_ir as ir
 from onnx_ir.passes import common
 from onnxscript.optimizer._constant_folding import FoldConstantsPass
 
+from qtool.graph.passes.div_to_mul import DivToMulPass
 from qtool.graph.passes.fix_input_dims import FixInputDimsPass
 from qtool.graph.passes.fold_batchnorm import FoldBatchNormPass
 from qtool.graph.passes.fuse_layernorm import FuseLayerNormPass
@@ -39,6 +40,7 @@ def convert_passes(input_dims: dict[str, tuple[int, ...]]) -> list[ir.passes.Pas
         FoldBatchNormPass(),
         FuseLayerNormPass(),
         FusePadIntoConvPass(),
+        DivToMulPass(),
         RemoveDropoutPass(),
         common.IdentityEliminationPass(),
         common.RemoveUnusedNodesPass(),

@@ -1,0 +1,51 @@
+"""DivToMulPass, FusePadIntoConvPass and ConstantOfShape folding: op counts and unchanged outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from qtool.graph.convert import normalise
+
+
+def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def padded_conv_with_division() -> onnx.ModelProto:
+    """TF-style same padding: pads computed from ConstantOfShape, then Pad -> Conv -> Div(6)."""
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(2, 1, 3, 3)).astype(np.float32), "w")
+    inits = [
+        w,
+        numpy_helper.from_array(np.array([4], np.int64), "four"),
+        numpy_helper.from_array(np.array([0, 0, 1, 1], np.int64), "tail"),
+        numpy_helper.from_array(np.array(6.0, np.float32), "six"),
+    ]
+    nodes = [
+        helper.make_node(
+            "ConstantOfShape", ["four"], ["zeros"], value=numpy_helper.from_array(np.array([0], np.int64))
+        ),
+        helper.make_node("Concat", ["zeros", "tail"], ["pads"], axis=0),
+        helper.make_node("Pad", ["x", "pads"], ["xp"], mode="constant"),
+        helper.make_node("Conv", ["xp", "w"], ["c"], name="conv"),
+        helper.make_node("Div", ["c", "six"], ["y"], name="div"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 5, 5])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_pad_folds_into_conv_and_division_becomes_multiplication() -> None:
+    model = padded_conv_with_division()
+    out = normalise(model, {}, "m.onnx")
+    assert [n.op_type for n in out.graph.node] == ["Conv", "Mul"]
+    assert [n.name for n in out.graph.node] == ["conv", "div"] and out.graph.output[0].name == "y"
+    x = np.random.default_rng(1).normal(size=(1, 1, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-5, atol=1e-6)

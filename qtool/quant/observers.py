@@ -155,6 +155,10 @@ class Histogram(MinMax):
         }
 
     def _entropy_range(self) -> tuple[float, float]:
+        if self.counts.sum() < 8 * self.bins:
+            # KL over a sparse histogram (a squeeze-excite vector seen a few times) picks noise:
+            # too few values to clip with confidence, so keep the whole range.
+            return self.lo, self.hi
         edges = self._edges()
         centers = np.abs((edges[:-1] + edges[1:]) / 2)
         top = max(abs(self.lo), abs(self.hi))

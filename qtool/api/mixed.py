@@ -39,13 +39,15 @@ def run_mixed_precision(
     specs = gm.input_specs(reference)
     check_bindings(listing, specs)
 
+    def feeds():
+        return iter_feeds(listing, specs, o.use_native_input_files)
+
+    # every candidate is evaluated on the same samples: the float outputs are computed once when small
+    cached = compare.reference_outputs(reference, feeds(), o.num_threads)
+
     def evaluate(overrides: encio.Encodings) -> mp.Metrics:
         qdq, _ = ctx.quantize(ctx.model, overrides)
-        return mp.overall(
-            compare.compare_outputs(
-                reference, qdq, iter_feeds(listing, specs, o.use_native_input_files), threads=o.num_threads
-            )
-        )
+        return mp.overall(compare.compare_outputs(reference, qdq, feeds(), threads=o.num_threads, cached=cached))
 
     _, base_plan = ctx.quantize(ctx.model, ctx.overrides)
     result = mp.search(mp.candidates(GraphFacts.of(ctx.model), base_plan), ctx.overrides, evaluate, target)

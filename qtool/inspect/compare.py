@@ -65,19 +65,38 @@ class Drift:
         return out
 
 
+def reference_outputs(
+    reference: onnx.ModelProto, feeds: Iterable[dict[str, np.ndarray]], threads: int = 0, limit_bytes: int = 256 << 20
+) -> list[list[np.ndarray]] | None:
+    """The float model's outputs for a small evaluation set, kept for repeated comparisons (mixed
+    precision evaluates dozens of candidates on the same samples); None past `limit_bytes`, so
+    that a large set is streamed instead and memory never grows with it."""
+    sess = runtime.session(reference, threads, "reference model", optimized=True)
+    kept, size = [], 0
+    for feed in feeds:
+        outputs = sess.run(None, feed)
+        size += sum(o.nbytes for o in outputs)
+        if size > limit_bytes:
+            return None
+        kept.append(outputs)
+    return kept
+
+
 def compare_outputs(
     reference: onnx.ModelProto,
     quantized: onnx.ModelProto,
     feeds: Iterable[dict[str, np.ndarray]],
     labels: list[int] | None = None,
     threads: int = 0,
+    cached: list[list[np.ndarray]] | None = None,
 ) -> dict[str, Drift]:
-    ref_sess = runtime.session(reference, threads, "reference model", optimized=True)
+    """Per-output drift over `feeds`; `cached` (from `reference_outputs`) skips the float model."""
+    ref_sess = None if cached is not None else runtime.session(reference, threads, "reference model", optimized=True)
     quant_sess = runtime.session(quantized, threads, "quantized model", optimized=True)
     names = [o.name for o in quant_sess.get_outputs()]
     drift = {name: Drift() for name in names}
     for index, feed in enumerate(feeds):
-        ref_out = ref_sess.run(names, feed)
+        ref_out = cached[index] if cached is not None else ref_sess.run(names, feed)  # type: ignore[union-attr]
         quant_out = quant_sess.run(names, feed)
         label = labels[index] if labels is not None and index < len(labels) else None
         for name, r, q in zip(names, ref_out, quant_out, strict=True):

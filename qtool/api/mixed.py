@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import onnx
@@ -9,7 +10,7 @@ import onnx
 from qtool.config import QuantizeOptions
 from qtool.errors import ModelError, UsageError
 from qtool.graph import model as gm
-from qtool.inspect import compare
+from qtool.inspect import compare, layers
 from qtool.io import encodings as encio
 from qtool.io.feeds import check_bindings, iter_feeds
 from qtool.io.files import write_text
@@ -49,8 +50,12 @@ def run_mixed_precision(
         qdq, _ = ctx.quantize(ctx.model, overrides)
         return mp.overall(compare.compare_outputs(reference, qdq, feeds(), threads=o.num_threads, cached=cached))
 
-    _, base_plan = ctx.quantize(ctx.model, ctx.overrides)
-    result = mp.search(mp.candidates(GraphFacts.of(ctx.model), base_plan), ctx.overrides, evaluate, target)
+    base_qdq, base_plan = ctx.quantize(ctx.model, ctx.overrides)
+    proxy = None
+    if o.mixed_precision_sensitivity == "proxy":
+        rows = layers.rank(layers.stream(ctx.model, base_qdq, feeds(), o.num_threads), ctx.model, base_qdq)
+        proxy = {r.tensor: 10 ** (-r.added_db / 10) if math.isfinite(r.added_db) else 0.0 for r in rows}
+    result = mp.search(mp.candidates(GraphFacts.of(ctx.model), base_plan), ctx.overrides, evaluate, target, proxy)
     ctx.overrides = result.overrides
     return result
 

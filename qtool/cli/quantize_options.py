@@ -210,6 +210,14 @@ def quantize_options(func: Callable) -> Callable:
             show_default=True,
             help="auto: raise the most sensitive layers to 16 bits under a target or budget.",
         ),
+        click.option(
+            "--mixed_precision_sensitivity",
+            type=Choice(["exact", "proxy"]),
+            default="exact",
+            show_default=True,
+            help="exact: one evaluation per layer at 16 bits; proxy: each layer's added noise from one pass (fast, "
+            "but blind to error that only shows downstream).",
+        ),
         click.option("--target_sqnr", type=float, metavar="DB", help="Mixed precision: reach this output SQNR (dB)."),
         click.option(
             "--max_cosine_drop",

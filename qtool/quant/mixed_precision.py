@@ -1,8 +1,10 @@
 """Automatic mixed precision from the command line: which layers to raise from 8 to 16 bits.
 
 1. Sensitivity: for each candidate (an activation group sharing one encoding, plus the weights
-   of the ops producing it), the model-output SQNR when only it is 16-bit, from the 8-bit
-   baseline: one evaluation per candidate.
+   of the ops producing it), either (exact) the model-output SQNR when only it is 16-bit, one
+   evaluation per candidate (the default), or (proxy) the noise power the candidate adds in one
+   streamed float-vs-8-bit pass (inspect's per-layer "added" error): one pass for all, but blind
+   to damage that shows only downstream (a layer whose small channels a big one drowns).
 2. Order candidates by SQNR gain per unit of added cost (`cost.py`), most useful first.
 3. Prefixes of that order form the Pareto curve (cost factor vs SQNR). Under an accuracy target
    the shortest prefix that meets it is found by binary search (SQNR grows with the prefix in
@@ -119,10 +121,21 @@ def _point(cands: list[Candidate], prefix: list[Candidate], m: Metrics) -> dict:
     }
 
 
-def search(cands: list[Candidate], base: Encodings, evaluate: Callable[[Encodings], Metrics], target: Target) -> Result:
+def search(
+    cands: list[Candidate],
+    base: Encodings,
+    evaluate: Callable[[Encodings], Metrics],
+    target: Target,
+    proxy: dict[str, float] | None = None,
+) -> Result:
+    """`proxy` (tensor -> noise it adds, from one float-vs-8-bit pass) replaces the per-candidate
+    evaluations as the sensitivity; the search itself always evaluates for real."""
     baseline = evaluate(base)
     for c in cands:
-        c.gain = evaluate(raise_to_16(base, [c]))["sqnr_db"] - baseline["sqnr_db"]
+        if proxy is not None:
+            c.gain = max((proxy.get(t, 0.0) for t in c.tensors), default=0.0)
+        else:
+            c.gain = evaluate(raise_to_16(base, [c]))["sqnr_db"] - baseline["sqnr_db"]
     order = sorted(cands, key=lambda c: (-(c.gain / max(c.cost16() - c.cost8(), 1.0)), c.name))
     order = [c for c in order if c.gain > 0] + [c for c in order if c.gain <= 0]
     curve = [_point(cands, [], baseline)]

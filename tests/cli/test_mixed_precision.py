@@ -185,3 +185,12 @@ def test_html_report_draws_the_pareto_curve(tmp_path: Path) -> None:
     assert code == 0, err
     text = page.read_text()
     assert "<svg" in text and "<polyline" in text and "http" not in text
+
+
+def test_proxy_sensitivity_runs_in_one_pass_and_meets_the_target(tmp_path: Path) -> None:
+    model, listing = setup(tmp_path)
+    flags = ["--mixed_precision", "auto", "--target_sqnr", "30", "--mixed_precision_sensitivity", "proxy", "--json"]
+    code, stdout, err = qtool("quantize", "-i", model, "--input_list", listing, "-o", tmp_path / "q.onnx", *flags)
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["outputs (float vs quantized)"][0]["sqnr_db"] >= 30 and "b" in report["16-bit layers"].split(", ")

@@ -446,6 +446,43 @@ def prepare_ocr(name: str, counts: dict[str, int], info: dict) -> dict:
     return entry
 
 
+# ---------------------------------------------------------------- calibration-size sweep (run.py --suite sweep)
+
+
+SWEEP_SIZES = [16, 64, 256, 1024]
+SWEEP_CAP = {"ppocrv4_det": 256}  # 480x640 pages: 3.7 MB each; 256 is already ~1 GB of raw files
+
+
+def sweep_samples(name: str, count: int) -> list[np.ndarray]:
+    """`count` calibration samples for `name`, drawn exactly as the calib split (same sources, fonts and seed),
+    so a longer set starts with the shorter ones: sweep N=64 is the default calibration set."""
+    if name == "efficientnet_lite0":
+        return photo_crops(CALIB_PHOTOS, count, SEEDS["calib"])
+    make = {"ppocrv4_rec": rec_samples, "ppocr_cls_mobile_v2": cls_samples, "ppocrv4_det": det_samples}[name]
+    return make("calib", count)[0]
+
+
+def prepare_sweep(manifest: dict, sizes: list[int], force: bool) -> None:
+    """data/<model>/sweep/NNNN.raw (the largest size, capped per SWEEP_CAP) and sweep_<N>.txt listing its first
+    N files; recorded in manifest["sweep"][model] = {N: list}."""
+    sweep = manifest.setdefault("sweep", {})
+    for name in manifest["models"]:
+        top = min(max(sizes), SWEEP_CAP.get(name, max(sizes)))
+        folder, lists = DATA / name, {}
+        done = sweep.get(name, {})
+        have = [int(n) for n in done if (CACHE / done[n]).exists()]
+        if force or not have or max(have) < top:
+            for i, sample in enumerate(sweep_samples(name, top)):
+                save_raw(sample, folder / "sweep" / f"{i:04d}.raw")
+        for n in sorted({min(s, top) for s in sizes}):
+            listing = folder / f"sweep_{n}.txt"
+            listing.write_text("".join(f"sweep/{i:04d}.raw\n" for i in range(n)))
+            lists[str(n)] = rel(listing)
+        sweep[name] = lists
+        MANIFEST.write_text(json.dumps(manifest, indent=1))
+        print(f"{name}: sweep sets {', '.join(lists)}")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -455,6 +492,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--val", type=int, default=200, help="validation samples (classifiers, rec, cls) [200]")
     parser.add_argument("--det-val", type=int, default=50, help="validation pages for the detector [50]")
     parser.add_argument("--force", action="store_true", help="redo every step")
+    parser.add_argument(
+        "--sweep",
+        nargs="?",
+        const=",".join(map(str, SWEEP_SIZES)),
+        help="also write the calibration-size sweep sets (default sizes 16,64,256,1024; the detector stops at 256)",
+    )
     return parser.parse_args()
 
 
@@ -476,6 +519,8 @@ def main() -> None:
         manifest["models"]["efficientnet_lite0"] = prepare_efficientnet(counts)
         MANIFEST.write_text(json.dumps(manifest, indent=1))
     print("efficientnet_lite0: ready")
+    if args.sweep:
+        prepare_sweep(manifest, [int(v) for v in args.sweep.split(",")], args.force)
     print(f"manifest: {MANIFEST}")
 
 

@@ -33,11 +33,21 @@ def upgrade_opset(model: onnx.ModelProto, target: int, where: str) -> onnx.Model
         raise ModelError(f"cannot upgrade opset {current} to {target}: {str(e).splitlines()[0]}", where=where) from e
 
 
+def _without_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    del copy.graph.value_info[:]
+    return copy
+
+
 def normalise(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], where: str) -> onnx.ModelProto:
     """Run every convert pass; returns a new, checked model."""
     # LayerNormalization needs opset 17; only models with a ReduceMean can hold a decomposed one.
     needs_17 = any(node.op_type == "ReduceMean" for node in model.graph.node)
     model = upgrade_opset(model, LAYERNORM_OPSET if needs_17 else MIN_OPSET, where)
+    # An exporter's intermediate shapes go stale once the batch is fixed (Paddle writes -1): let
+    # shape inference recompute them all, or a conflict leaves every later tensor unshaped.
+    model = _without_value_info(model)
     ir_model = ir.serde.deserialize_model(model)
     for graph_pass in convert_passes(input_dims):
         result = graph_pass(ir_model)

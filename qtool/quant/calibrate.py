@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 
 from qtool import runtime
 from qtool.errors import DataError, ModelError
-from qtool.quant.observers import SAMPLE_CAP, MinMax, Observer, make_observer
+from qtool.quant.observers import SAMPLE_CAP, Histogram, MinMax, Observer, make_observer, observe_histograms
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ class _Runner:
     def __init__(self, model: onnx.ModelProto, tensors: list[str], observers: dict[str, Observer], threads: int):
         self.tensors, self.observers = tensors, observers
         self.sampled = any(type(o) is not MinMax for o in observers.values())
+        self.histograms = all(isinstance(o, Histogram) for o in observers.values()) and self.sampled
         graph_model, self.outputs = _instrumented(model, tensors, self.sampled)
         self.session = runtime.session(graph_model, threads)
         self.inputs = {i.name for i in self.session.get_inputs()}
@@ -134,11 +135,15 @@ class _Runner:
         except Exception as e:  # ORT's own error types; the message names the failing node
             raise ModelError(f"inference failed: {str(e).splitlines()[0][:300]}", where=where) from e
         width = 3 if self.sampled else 2
-        for i, name in enumerate(self.tensors):
-            lo, hi = float(values[width * i]), float(values[width * i + 1])
-            if not (np.isfinite(lo) and np.isfinite(hi)):
-                raise DataError(f"tensor {name!r} has NaN or Inf values", where=where)
-            self.observers[name].observe(lo, hi, values[width * i + 2] if self.sampled else None)
+        lows, highs = np.array(values[0::width], dtype=np.float64), np.array(values[1::width], dtype=np.float64)
+        bad = ~(np.isfinite(lows) & np.isfinite(highs))
+        if bad.any():
+            raise DataError(f"tensor {self.tensors[int(np.argmax(bad))]!r} has NaN or Inf values", where=where)
+        if self.histograms:
+            observe_histograms([self.observers[t] for t in self.tensors], lows, highs, values[2::width])  # type: ignore[misc]
+            return
+        for name, lo, hi in zip(self.tensors, lows, highs, strict=True):
+            self.observers[name].observe(float(lo), float(hi), None)
 
 
 def _split(feed: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:

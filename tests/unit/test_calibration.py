@@ -123,3 +123,21 @@ def test_stats_files_merge_and_refuse_another_model(tmp_path: Path) -> None:
     (tmp_path / "bad.stats").write_text("{not json")
     with pytest.raises(DataError, match="not a qtool stats file"):
         load_stats([tmp_path / "bad.stats"], model, "min-max")
+
+
+def test_vectorised_histogram_fold_equals_one_observer_at_a_time() -> None:
+    from qtool.quant.observers import observe_histograms
+
+    rng = np.random.default_rng(5)
+    batches = [
+        [rng.normal(scale=s, size=n).astype(np.float32) for s, n in ((1, 50), (3, 700), (0.1, 9))] for _ in range(4)
+    ]
+    alone = [Histogram(f"t{i}", select="percentile", q=99.0) for i in range(3)]
+    together = [Histogram(f"t{i}", select="percentile", q=99.0) for i in range(3)]
+    for batch in batches:
+        for observer, x in zip(alone, batch, strict=True):
+            observer.observe(float(x.min()), float(x.max()), x)
+        observe_histograms(together, np.array([x.min() for x in batch]), np.array([x.max() for x in batch]), batch)
+    for a, b in zip(alone, together, strict=True):
+        assert (a.lo, a.hi, a.count) == (b.lo, b.hi, b.count)
+        assert np.array_equal(a.counts, b.counts)

@@ -169,10 +169,14 @@ def dims_of(entry: dict) -> str:
 def qtool_converted(name: str, model: Path, input_name: str, dims: str) -> tuple[Path | None, str]:
     """`qtool convert` once per model and run (not timed in any table): (converted model or None, error)."""
     conv = RUNS / name / "qtool.conv.onnx"
-    conv.unlink(missing_ok=True)
-    cmd = [qtool_exe(), "convert", "-i", str(model), "--input_dim", input_name, dims, "-o", str(conv)]
-    step = measure(cmd, RUNS / name / "qtool_convert.log")
-    return (conv, "") if step.status == "ok" else (None, f"qtool convert failed ({step.error})")
+    fresh = RUNS / name / f"qtool.conv.{os.getpid()}.onnx"  # renamed into place: another suite may be reading it
+    cmd = [qtool_exe(), "convert", "-i", str(model), "--input_dim", input_name, dims, "-o", str(fresh)]
+    step = measure(cmd, RUNS / name / f"qtool_convert.{os.getpid()}.log")
+    if step.status != "ok":
+        return None, f"qtool convert failed ({step.error})"
+    os.replace(fresh, conv)
+    os.replace(step.log, RUNS / name / "qtool_convert.log")
+    return conv, ""
 
 
 def convert_entry(name: str, entry: dict) -> tuple[Path | None, str]:

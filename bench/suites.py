@@ -210,8 +210,8 @@ def render_algorithms(rows: list[Row], manifest: dict) -> list[str]:
 
 
 MIXED_TARGETS = {  # model -> mixed-precision flag sets tried (issue 7: rec char_acc ≥ 99.3%, effnet top-1 ≥ 98%)
-    "ppocrv4_rec": [["--target_sqnr", "16"], ["--target_sqnr", "20"]],
-    "efficientnet_lite0": [["--target_sqnr", "24"], ["--max_cosine_drop", "0.001"]],
+    "ppocrv4_rec": [["--target_sqnr", "16"], ["--target_sqnr", "16", "--mixed_precision_sensitivity", "proxy"]],
+    "efficientnet_lite0": [["--target_sqnr", "30"], ["--target_sqnr", "30", "--mixed_precision_sensitivity", "proxy"]],
     "ppocr_cls_mobile_v2": [["--target_sqnr", "40"]],
     "ppocrv4_det": [["--target_sqnr", "16"]],
 }

@@ -390,7 +390,8 @@ def worker_ort(
 
 def worker_latency(list_path: str, dims: str, runs: str, threads: str, *models: str) -> None:
     """Batch-1 latency of each model in onnxruntime CPU (intra-op threads `threads`, full graph optimisation):
-    warm-up, then `runs` rounds that time each model once in turn, so load changes hit all of them alike.
+    warm-up, then `runs` rounds (more for fast models: at least ~3 s in all) that time each model once in turn,
+    so load changes hit all of them alike.
     Prints one JSON line: {model: {median_ms, p10_ms, p90_ms, min_ms}}."""
     import numpy as np
     import onnxruntime as ort
@@ -409,8 +410,14 @@ def worker_latency(list_path: str, dims: str, runs: str, threads: str, *models: 
         for _ in range(10):
             session.run(None, feed)
         sessions.append((session, feed))
+    rounds = int(runs)
+    start = time.perf_counter()
+    for session, feed in sessions:
+        session.run(None, feed)
+    per_round = time.perf_counter() - start
+    rounds = max(rounds, min(2000, int(3.0 / max(per_round, 1e-6))))  # at least ~3 s of timed runs
     times: list[list[float]] = [[] for _ in models]
-    for _ in range(int(runs)):
+    for _ in range(rounds):
         for i, (session, feed) in enumerate(sessions):
             start = time.perf_counter()
             session.run(None, feed)
@@ -424,6 +431,7 @@ def worker_latency(list_path: str, dims: str, runs: str, threads: str, *models: 
         }
         for path, t in zip(models, times, strict=True)
     }
+    print(f"LATENCY-ROUNDS: {rounds}")
     print("LATENCY: " + json.dumps(stats))
 
 

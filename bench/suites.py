@@ -210,8 +210,19 @@ def render_algorithms(rows: list[Row], manifest: dict) -> list[str]:
 
 
 MIXED_TARGETS = {  # model -> mixed-precision flag sets tried (issue 7: rec char_acc ≥ 99.3%, effnet top-1 ≥ 98%)
-    "ppocrv4_rec": [["--target_sqnr", "16"], ["--target_sqnr", "16", "--mixed_precision_sensitivity", "proxy"]],
-    "efficientnet_lite0": [["--target_sqnr", "30"], ["--target_sqnr", "30", "--mixed_precision_sensitivity", "proxy"]],
+    "ppocrv4_rec": [
+        ["--target_sqnr", "12"],
+        ["--mixed_precision_factor", "1.5"],
+        ["--target_sqnr", "12", "--mixed_precision_sensitivity", "proxy"],
+        ["--target_sqnr", "16", "--mixed_precision_sensitivity", "proxy"],
+    ],
+    "efficientnet_lite0": [
+        ["--target_sqnr", "23.5"],
+        ["--mixed_precision_factor", "1.75"],
+        ["--target_sqnr", "30"],
+        ["--target_sqnr", "23.5", "--mixed_precision_sensitivity", "proxy"],
+        ["--target_sqnr", "30", "--mixed_precision_sensitivity", "proxy"],
+    ],
     "ppocr_cls_mobile_v2": [["--target_sqnr", "40"]],
     "ppocrv4_det": [["--target_sqnr", "16"]],
 }
@@ -383,7 +394,9 @@ def render_mixed(rows: list[Row], manifest: dict) -> list[str]:
                 pct = share.get("macs_16bit_pct")
                 ok_acc, ok_mac = row.metrics[goal[0]] >= goal[1], pct is not None and pct <= goal[2]
                 check = f"{goal[0]} {'✓' if ok_acc else '✗'}, MACs {'✓' if ok_mac else '✗'}"
-            note = "; ".join(filter(None, [row.note, f"16-bit: {layers}" if layers and layers != "none" else ""]))
+            names = [v.strip() for v in str(layers or "").split(",") if v.strip() and layers != "none"]
+            listed = ", ".join(names[:6]) + (f", … ({len(names)} in all)" if len(names) > 6 else "")
+            note = "; ".join(filter(None, [row.note, f"16-bit: {listed}" if names else ""]))
             table.append(
                 [
                     model,
@@ -436,6 +449,7 @@ def run_speed(names: list[str], manifest: dict, args, emit) -> None:
         for label, path in models.items():
             row = Row(name, label, kind=f"latency:{label}", load=list(step.load), status=step.status)
             row.extra = {"latency": stats.get(str(path), {}), "model": str(path)}
+            row.extra["rounds"] = int(log_value(step.log, "LATENCY-ROUNDS") or 0)
             if label == "qtool ort-cpu":
                 row.metrics, row.seconds, row.peak_mb = quant_row.metrics, quant_row.seconds, quant_row.peak_mb
                 row.note = quant_row.note
@@ -454,7 +468,7 @@ def render_speed(rows: list[Row], manifest: dict) -> list[str]:
         "## speed: onnxruntime CPU latency, 2 threads, batch 1 (issue 6)",
         "",
         "`bench/run.py --suite speed` (also part of `make bench`). One process per model times every variant in "
-        "turn (10 warm-up runs each, then 50 rounds; median and p10–p90 in ms), so load changes hit all alike. "
+        "turn (10 warm-up runs each, then 50 rounds, more for fast models so that they last ≥ 3 s; median and p10–p90 in ms), so load changes hit all alike. "
         "`float` = the original model, `float (converted)` = after `qtool convert`, `qtool ort-cpu` = "
         "`qtool quantize --target ort-cpu` on the 64-sample calibration set (its task metrics in the metrics "
         "column), `ort quantize_static` = the default suite's MinMax QDQ model. speedup = float median / median "

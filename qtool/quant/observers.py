@@ -146,7 +146,7 @@ class Histogram(MinMax):
         if self.select == "percentile":
             return range_search.percentile(edges, self.counts, self.q)
         if self.select == "entropy":
-            return self._entropy_range()
+            return self._entropy_range(bitwidth, schema)
         centers = (edges[:-1] + edges[1:]) / 2
         return range_search.search(centers, self.counts, bitwidth, schema, self.select)
 
@@ -158,7 +158,7 @@ class Histogram(MinMax):
             "counts": base64.b64encode(self.counts.astype("<i8").tobytes()).decode("ascii"),
         }
 
-    def _entropy_range(self) -> tuple[float, float]:
+    def _entropy_range(self, bitwidth: int, schema: str) -> tuple[float, float]:
         if self.counts.sum() < 8 * self.bins:
             # KL over a sparse histogram (a squeeze-excite vector seen a few times) picks noise:
             # too few values to clip with confidence, so keep the whole range.
@@ -169,8 +169,13 @@ class Histogram(MinMax):
         abs_edges = np.linspace(0.0, top, self.bins + 1)
         idx = np.clip((centers * (self.bins / top)).astype(np.int64), 0, self.bins - 1)
         abs_counts = np.bincount(idx, weights=self.counts, minlength=self.bins)
-        threshold = range_search.entropy(abs_counts, abs_edges)
-        return max(self.lo, -threshold), min(self.hi, threshold)
+        thresholds, divergences = range_search.kl_curve(abs_counts, abs_edges)
+        lo, hi = np.maximum(self.lo, -thresholds), np.minimum(self.hi, thresholds)
+        signed_centers = (edges[:-1] + edges[1:]) / 2
+        noise = range_search.expected_noise(signed_centers, self.counts, lo, hi, bitwidth, schema, gamma=1.0)
+        admissible = noise <= noise[-1] * (1 + 1e-9)  # the last candidate is the whole range
+        best = int(np.argmin(np.where(admissible, divergences, np.inf)))
+        return float(lo[best]), float(hi[best])
 
 
 def observe_histograms(

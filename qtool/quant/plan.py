@@ -19,7 +19,7 @@ from qtool.io.encodings import Encodings
 from qtool.quant import encoding as enc
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.observers import Observer, observe_values
+from qtool.quant.observers import MinMax, Observer, observe_values
 from qtool.quant.overrides import int32_ops, propagate_float, sixteen_bit_layers
 from qtool.quant.rules import rule_for, weight_axis
 
@@ -127,8 +127,27 @@ def _feeds_only_softmax(facts: GraphFacts, group: list[str]) -> bool:
     return bool(users) and all(u.op_type == "Softmax" for u in users)
 
 
+# A probability, gate or model output is read for its largest values (argmax, a channel's weight):
+# clipping them (entropy, percentile) destroys what the range is for, and a bounded op's range
+# costs nothing to keep whole. Such tensors keep their observed min/max under every method.
+BOUNDED_OPS = frozenset({"Sigmoid", "HardSigmoid", "Softmax", "LogSoftmax", "Tanh"})
+
+
+def _keeps_whole_range(facts: GraphFacts, group: list[str]) -> bool:
+    producers = [facts.producers.get(t) for t in group]
+    return any(t in facts.graph_outputs for t in group) or any(
+        p is not None and p.op_type in BOUNDED_OPS for p in producers
+    )
+
+
 def _group_encoding(
-    group: list[str], observers: dict[str, Observer], overrides: Encodings, o: PlanOptions, softmax_input: bool = False
+    group: list[str],
+    observers: dict[str, Observer],
+    overrides: Encodings,
+    o: PlanOptions,
+    *,
+    softmax_input: bool = False,
+    whole_range: bool = False,
 ) -> Encoding:
     chosen = _group_override(group, overrides)
     if chosen is not None and (chosen.is_float or chosen.scale):
@@ -144,7 +163,7 @@ def _group_encoding(
     merged = copy.deepcopy(seen[0])
     for other in seen[1:]:
         merged.merge(other)
-    lo, hi = merged.range(bitwidth, schema)
+    lo, hi = MinMax.range(merged) if whole_range else merged.range(bitwidth, schema)
     if softmax_input:
         lo = max(lo, hi - SOFTMAX_SPAN)
     return enc.with_schema(schema, lo, hi, bitwidth, pow2=o.act_pow2)
@@ -175,7 +194,14 @@ def plan_activations(
             continue  # float fallback: no data, no override
         if o.op_types and not any(t in overrides.activations or _touches(facts, t, o.op_types) for t in group):
             continue  # only the inputs and outputs of --op_types_to_quantize ops get Q/DQ
-        encoding = _group_encoding(group, observers, overrides, o, _feeds_only_softmax(facts, group))
+        encoding = _group_encoding(
+            group,
+            observers,
+            overrides,
+            o,
+            softmax_input=_feeds_only_softmax(facts, group),
+            whole_range=_keeps_whole_range(facts, group),
+        )
         planned.update(dict.fromkeys(group, encoding))
     if o.float_bitwidth == 16:
         planned.update({t: enc.float_encoding(16) for t in tensors if t not in planned})

@@ -9,7 +9,10 @@ so the grid a candidate is scored on is exactly the one the writer will use.
   candidate with the least noise has the highest SQNR.
 - percentile: the q-th and (100 − q)-th percentiles of the histogram.
 - entropy: TensorRT's calibration: the |x| threshold whose 128-level quantized distribution has
-  the least KL divergence from the clipped reference distribution.
+  the least KL divergence from the clipped reference distribution, among the thresholds whose
+  expected noise (mse) is no worse than keeping the whole range. KL counts a clipped outlier as one
+  more value in the last bin, however far out it was; unguarded, it clipped a transformer's
+  residual stream from 3.7 to 0.39 and took PP-OCRv4 rec from 99.5% to 0% character accuracy.
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ def _noise(centers: np.ndarray, counts: np.ndarray, e: enc.Encoding, gamma: floa
     return rounding + gamma * clipping
 
 
+def expected_noise(
+    centers: np.ndarray, counts: np.ndarray, lo: np.ndarray, hi: np.ndarray, bitwidth: int, schema: str, gamma: float
+) -> np.ndarray:
+    """Noise of each candidate range (lo[i], hi[i]) on the grid the writer would use."""
+    candidates = enc.with_schema(schema, lo, hi, bitwidth, axis=0)
+    return _noise(centers, counts.astype(np.float64), candidates, gamma)
+
+
 def search(centers: np.ndarray, counts: np.ndarray, bitwidth: int, schema: str, method: str) -> tuple[float, float]:
     """The (lo, hi) among clipped candidates of the observed range that minimises the noise."""
     lo, hi = float(min(centers[counts > 0].min(), 0.0)), float(max(centers[counts > 0].max(), 0.0))
@@ -42,8 +53,7 @@ def search(centers: np.ndarray, counts: np.ndarray, bitwidth: int, schema: str, 
     else:
         grid_lo, grid_hi = np.meshgrid(lo * _FACTORS, hi * _FACTORS, indexing="ij")
         cand_lo, cand_hi = grid_lo.ravel(), grid_hi.ravel()
-    candidates = enc.with_schema(schema, cand_lo, cand_hi, bitwidth, axis=0)
-    best = int(np.argmin(_noise(centers, counts.astype(np.float64), candidates, GAMMA[method])))
+    best = int(np.argmin(expected_noise(centers, counts, cand_lo, cand_hi, bitwidth, schema, GAMMA[method])))
     return float(cand_lo[best]), float(cand_hi[best])
 
 
@@ -72,8 +82,8 @@ def _merged(part: np.ndarray, levels: int) -> np.ndarray:
     return np.repeat(mean, lengths) * nonzero
 
 
-def entropy(abs_counts: np.ndarray, abs_edges: np.ndarray, levels: int = 128) -> float:
-    """TensorRT-style KL threshold on an |x| histogram; returns the threshold.
+def kl_curve(abs_counts: np.ndarray, abs_edges: np.ndarray, levels: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """TensorRT's KL divergence of each candidate |x| threshold (thresholds, divergences).
 
     The first bin (values at or next to 0, where a ReLU's zeros pile up) is left out of the
     divergence: that spike would otherwise pull the threshold far below the data's real spread.
@@ -81,13 +91,13 @@ def entropy(abs_counts: np.ndarray, abs_edges: np.ndarray, levels: int = 128) ->
     counts = abs_counts.astype(np.float64).copy()
     counts[0] = 0.0
     bins = len(counts)
-    best_kl, best_i = np.inf, bins
-    for i in range(levels, bins + 1, max(1, (bins - levels) // 256)):
+    stops = np.arange(levels, bins + 1, max(1, (bins - levels) // 256))
+    if stops[-1] != bins:
+        stops = np.append(stops, bins)  # the whole range is always a candidate
+    divergences = np.full(len(stops), np.inf)
+    for k, i in enumerate(stops):
         reference = counts[:i].copy()
         reference[-1] += counts[i:].sum()
-        if reference.sum() == 0:
-            continue
-        divergence = _kl(reference, _merged(counts[:i], levels))
-        if divergence < best_kl:
-            best_kl, best_i = divergence, i
-    return float(abs_edges[best_i])
+        if reference.sum() > 0:
+            divergences[k] = _kl(reference, _merged(counts[:i], levels))
+    return abs_edges[stops], divergences

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
 from qnn_models import qtool as run
 from qnn_models import three_conv_model, write_case
 
@@ -87,3 +91,28 @@ def test_calibration_bad_input(tmp_path: Path) -> None:
     code, err = qtool("quantize", "-i", model, "--input_list", listing, "-o", out)
     assert code == 4 and "NaN" in err and "sample_1.raw" in err
     assert not out.exists()
+
+
+def _gate_model() -> onnx.ModelProto:
+    """x -> Sigmoid -> gate -> Mul(x) -> y: a squeeze-excite style gate feeding a product."""
+    graph = helper.make_graph(
+        [helper.make_node("Sigmoid", ["x"], ["gate"]), helper.make_node("Mul", ["gate", "x"], ["y"])],
+        "gate",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_clipping_methods_keep_a_gate_and_a_model_output_whole(tmp_path: Path) -> None:
+    model, listing = write_case(tmp_path, _gate_model(), samples=4)
+    out = tmp_path / "q.onnx"
+    flags = ["--act_quantizer_calibration", "percentile", "--percentile_calibration_value", "90"]
+    assert qtool("quantize", "-i", model, "--input_list", listing, "-o", out, *flags)[0] == 0
+    encodings = json.loads((tmp_path / "q.encodings.json").read_text())["activation_encodings"]
+    xs = [np.fromfile(tmp_path / f"sample_{k}.raw", dtype=np.float32) for k in range(4)]
+    gate_max = max(float((1 / (1 + np.exp(-x))).max()) for x in xs)
+    y_max = max(float((x / (1 + np.exp(-x))).max()) for x in xs)
+    assert encodings["gate"][0]["max"] >= gate_max - 1e-3
+    assert encodings["y"][0]["max"] >= y_max - 1e-2
+    assert encodings["x"][0]["max"] < max(float(x.max()) for x in xs) * 0.9  # the input is clipped

@@ -102,6 +102,7 @@ def _calibrate(
         threads=o.num_threads,
         batch_size=o.calib_batch_size,
         progress=progress(len(input_list.samples), "calibrating") if progress else None,
+        expected_samples=len(input_list.samples),
     )
     if o.save_stats is not None:
         save_stats(o.save_stats, model, observers, [input_list.path], count)

@@ -15,6 +15,7 @@ from onnx import version_converter
 from qtool.errors import ModelError
 from qtool.graph.model import default_opset
 from qtool.graph.passes import convert_passes
+from qtool.graph.passes.fuse_hardswish import HARDSWISH_OPSET
 from qtool.graph.passes.fuse_layernorm import MIN_OPSET as LAYERNORM_OPSET
 
 logger = logging.getLogger(__name__)
@@ -40,11 +41,18 @@ def _without_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+def _needed_opset(model: onnx.ModelProto) -> int:
+    """LayerNormalization needs opset 17 and HardSwish 14; only a model with a ReduceMean can hold a
+    decomposed LayerNorm, and only one with a Clip or HardSigmoid a decomposed hard-swish."""
+    ops = {node.op_type for node in model.graph.node}
+    if "ReduceMean" in ops:
+        return LAYERNORM_OPSET
+    return HARDSWISH_OPSET if ops & {"Clip", "HardSigmoid"} else MIN_OPSET
+
+
 def normalise(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], where: str) -> onnx.ModelProto:
     """Run every convert pass; returns a new, checked model."""
-    # LayerNormalization needs opset 17; only models with a ReduceMean can hold a decomposed one.
-    needs_17 = any(node.op_type == "ReduceMean" for node in model.graph.node)
-    model = upgrade_opset(model, LAYERNORM_OPSET if needs_17 else MIN_OPSET, where)
+    model = upgrade_opset(model, _needed_opset(model), where)
     # An exporter's intermediate shapes go stale once the batch is fixed (Paddle writes -1): let
     # shape inference recompute them all, or a conflict leaves every later tensor unshaped.
     model = _without_value_info(model)

@@ -49,3 +49,42 @@ def test_pad_folds_into_conv_and_division_becomes_multiplication() -> None:
     assert [n.name for n in out.graph.node] == ["conv", "div"] and out.graph.output[0].name == "y"
     x = np.random.default_rng(1).normal(size=(1, 1, 6, 6)).astype(np.float32)
     np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-5, atol=1e-6)
+
+
+def affine_block() -> onnx.ModelProto:
+    """PP-LCNetV3 as Paddle exports it: Conv(3x3) -> s*c + t -> x*Clip(x+3, 0, 6)/6 -> s2*h + t2 -> Conv(1x1)."""
+    rng = np.random.default_rng(0)
+    scalars = {"s": 0.7, "t": 0.2, "three": 3.0, "zero": 0.0, "six": 6.0, "s2": 1.3, "t2": -0.1}
+    inits = [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in scalars.items()]
+    for name, shape in (("w", (4, 2, 3, 3)), ("b", (4,)), ("w2", (3, 4, 1, 1)), ("b2", (3,))):
+        inits.append(numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name))
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["s", "c"], ["cs"]),  # Paddle writes the scale first
+        helper.make_node("Add", ["cs", "t"], ["a"]),
+        helper.make_node("Add", ["a", "three"], ["a3"]),
+        helper.make_node("Clip", ["a3", "zero", "six"], ["gate"]),
+        helper.make_node("Mul", ["a", "gate"], ["ag"]),
+        helper.make_node("Div", ["ag", "six"], ["h"]),
+        helper.make_node("Mul", ["h", "s2"], ["hs"]),
+        helper.make_node("Add", ["hs", "t2"], ["p"]),
+        helper.make_node("Conv", ["p", "w2", "b2"], ["y"], name="pointwise", pads=[0, 0, 0, 0]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_affines_fold_into_the_convs_and_the_hardswish_fuses() -> None:
+    model = affine_block()
+    out = normalise(model, {}, "m.onnx")
+    assert [n.op_type for n in out.graph.node] == ["Conv", "HardSwish", "Conv"]
+    assert [n.name for n in out.graph.node if n.op_type == "Conv"] == ["conv", "pointwise"]
+    assert out.graph.output[0].name == "y"
+    x = np.random.default_rng(1).normal(size=(1, 2, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-5, atol=1e-5)

@@ -12,6 +12,8 @@ from onnxscript.optimizer._constant_folding import FoldConstantsPass
 from qtool.graph.passes.div_to_mul import DivToMulPass
 from qtool.graph.passes.fix_input_dims import FixInputDimsPass
 from qtool.graph.passes.fold_batchnorm import FoldBatchNormPass
+from qtool.graph.passes.fold_conv_affine import FoldConvAffinePass
+from qtool.graph.passes.fuse_hardswish import FuseHardSwishPass
 from qtool.graph.passes.fuse_layernorm import FuseLayerNormPass
 from qtool.graph.passes.fuse_pad_into_conv import FusePadIntoConvPass
 from qtool.graph.passes.name_missing import NameMissingNodesPass
@@ -40,6 +42,8 @@ def convert_passes(input_dims: dict[str, tuple[int, ...]]) -> list[ir.passes.Pas
         FoldBatchNormPass(),
         FuseLayerNormPass(),
         FusePadIntoConvPass(),
+        FoldConvAffinePass(),
+        FuseHardSwishPass(),
         DivToMulPass(),
         RemoveDropoutPass(),
         common.IdentityEliminationPass(),

@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from qtool import runtime
 from qtool.quant import encoding as enc
 from qtool.quant.algorithms import AlgorithmContext, check_config
 from qtool.quant.algorithms.layers import Layer, paired_moments, weighted_layers
@@ -36,6 +37,7 @@ from qtool.quant.graph_facts import GraphFacts
 
 logger = logging.getLogger(__name__)
 STAGE = "quantized"
+ROWS_PER_SAMPLE = 2048
 DAMP = 0.01  # λ = DAMP · mean(diag G): GPTQ's dampening, and the ridge towards the float weights
 
 
@@ -147,3 +149,70 @@ def collect(ctx, reference, qdq, layers: list[Layer], samples: int) -> dict[str,
             else:
                 sums[layer.weight] = Moments(gram, cross.copy())
     return sums
+
+
+def _bias(layer: Layer) -> str | None:
+    node = layer.node
+    return node.input[2] if len(node.input) > 2 and node.input[2] else None
+
+
+def _targets(theta: np.ndarray, gram: np.ndarray, cross: np.ndarray, weights: int) -> tuple[np.ndarray, np.ndarray]:
+    """Θ* = Θ (C + λI)(G + λI)⁻¹ and the damped G + λI, λ from G's weight (not bias) diagonal."""
+    eye = np.eye(len(gram)) * (DAMP * float(np.mean(np.diag(gram)[:weights])) + 1e-12)
+    h = gram + eye
+    return np.linalg.solve(h, (cross + eye).T @ theta.T).T, h
+
+
+def _adaround_layer(ctx: AlgorithmContext, ref: dict, layer: Layer, e: enc.Encoding, m: Moments) -> None:
+    w = ref[layer.weight]
+    rows = layer.weight_rows(w)
+    if len(e.scale) not in (1, rows.shape[0]):
+        return
+    scale = np.broadcast_to(e.scale_array(), (rows.shape[0],))
+    zp = np.broadcast_to(e.zero_point().astype(np.float64), (rows.shape[0],))
+    bias = _bias(layer)
+    free = int(bias is not None and ref[bias].shape == (rows.shape[0],))
+    theta = np.hstack([rows, ref[bias][:, None]]) if free else rows
+    d, per_group = theta.shape[1], rows.shape[0] // len(m.gram)
+    values = np.empty_like(theta)
+    for g in range(len(m.gram)):
+        sl = slice(g * per_group, (g + 1) * per_group)
+        target, h = _targets(theta[sl], m.gram[g][:d, :d], m.cross[g][:d, :d], rows.shape[1])
+        values[sl] = solve_rows(target, scale[sl], zp[sl], h, (e.qmin, e.qmax), free)
+    ctx.set_array(layer.weight, layer.weight_from_rows(values[:, : rows.shape[1]], w.shape).astype(np.float32))
+    if free:
+        ctx.set_array(bias, values[:, -1].astype(np.float32))
+    ctx.overrides.params[layer.weight] = e
+
+
+def _weight_encoding(e: enc.Encoding, bitwidth) -> enc.Encoding:
+    if bitwidth is None or int(bitwidth) == e.bitwidth:
+        return e
+    schema = "symmetric" if e.is_symmetric else "asymmetric"
+    return dataclasses.replace(enc.with_schema(schema, e.min, e.max, int(bitwidth), e.axis), axis=e.axis)
+
+
+def run(ctx: AlgorithmContext) -> list[str]:
+    known = {"num_batches", "passes", "default_param_bw", "ignore_quant_ops_list"}
+    config = check_config("adaround", ctx.config, known)
+    _, plan = ctx.quantize(ctx.model, ctx.overrides)
+    skip = set(config.get("ignore_quant_ops_list", []))
+    candidates = weighted_layers(GraphFacts.of(ctx.model), skip)
+    layers = [layer for layer in candidates if layer.weight in plan.params and not plan.params[layer.weight].is_float]
+    encodings = {
+        layer.weight: _weight_encoding(plan.params[layer.weight], config.get("default_param_bw")) for layer in layers
+    }
+    reference = onnx.ModelProto()
+    reference.CopyFrom(ctx.model)
+    ref = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in reference.graph.initializer}
+    samples, passes = int(config.get("num_batches", 32)), max(1, int(config.get("passes", 2)))
+    qdq = None
+    for done in range(passes):
+        moments = collect(ctx, reference, qdq, layers, samples)
+        for layer in layers:
+            if layer.weight in moments:
+                _adaround_layer(ctx, ref, layer, encodings[layer.weight], moments[layer.weight])
+        if done + 1 < passes:
+            qdq, _ = ctx.quantize(ctx.model, ctx.overrides)
+    logger.info("adaround: %d layers, %d passes", len(layers), passes)
+    return [f"adaround: {len(layers)} layers rounded to minimise their output error ({passes} passes)"]

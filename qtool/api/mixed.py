@@ -55,7 +55,8 @@ def run_mixed_precision(
     if o.mixed_precision_sensitivity == "proxy":
         rows = layers.rank(layers.stream(ctx.model, base_qdq, feeds(), o.num_threads), ctx.model, base_qdq)
         proxy = {r.tensor: 10 ** (-r.added_db / 10) if math.isfinite(r.added_db) else 0.0 for r in rows}
-    result = mp.search(mp.candidates(GraphFacts.of(ctx.model), base_plan), ctx.overrides, evaluate, target, proxy)
+    cands, cost_model = mp.candidates(GraphFacts.of(ctx.model), base_plan)
+    result = mp.search(cands, cost_model, ctx.overrides, evaluate, target, proxy)
     ctx.overrides = result.overrides
     return result
 

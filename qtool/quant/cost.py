@@ -15,6 +15,8 @@ import onnx
 
 from qtool.quant.graph_facts import GraphFacts
 
+MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
 
 def _shape(model: onnx.ModelProto, name: str) -> list[int] | None:
     for value in [*model.graph.value_info, *model.graph.output, *model.graph.input]:
@@ -28,7 +30,7 @@ def _shape(model: onnx.ModelProto, name: str) -> list[int] | None:
 def node_macs(facts: GraphFacts, node: onnx.NodeProto) -> int:
     """Multiply-accumulates of one Conv/ConvTranspose/Gemm/MatMul from inferred shapes (0 if unknown)."""
     out = _shape(facts.model, node.output[0]) if node.output else None
-    if out is None or node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+    if out is None or node.op_type not in MAC_OPS:
         return 0
     if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1 and node.input[1] in facts.initializers:
         w = list(facts.initializers[node.input[1]].dims)

@@ -1,11 +1,12 @@
 """Automatic mixed precision from the command line: which layers to raise from 8 to 16 bits.
 
-1. Sensitivity: for each candidate (an activation group sharing one encoding, plus the weights
-   of the ops producing it), either (exact) the model-output SQNR when only it is 16-bit, one
+1. Sensitivity: for each candidate (an activation group sharing one encoding, or the weights of
+   one MAC layer), either (exact) the model-output SQNR when only it is 16-bit, one
    evaluation per candidate (the default), or (proxy) the noise power the candidate adds in one
    streamed float-vs-8-bit pass (inspect's per-layer "added" error): one pass for all, but blind
    to damage that shows only downstream (a layer whose small channels a big one drowns).
-2. Order candidates by SQNR gain per unit of added cost (`cost.py`), most useful first.
+2. Order candidates greedily by SQNR gain per unit of the cost each adds on top of those before
+   it (`cost.py`; a 16-bit activation costs the MACs of every layer reading it), most useful first.
 3. Prefixes of that order form the Pareto curve (cost factor vs SQNR). Under an accuracy target
    the shortest prefix that meets it is found by binary search (SQNR grows with the prefix in
    practice; each probe is one evaluation); under a cost budget the longest prefix within it.
@@ -18,6 +19,8 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import onnx
 
 from qtool.io.encodings import Encodings
 from qtool.quant import cost
@@ -48,18 +51,47 @@ class Target:
 
 @dataclass
 class Candidate:
+    """One thing to raise to 16 bits: an activation group (every MAC layer reading it becomes
+    A16), the weights of one MAC layer (it becomes W16), or a group with its producer's weights.
+    Apart, the search can raise a depthwise conv's weights alone, or a cheap tensor; together
+    they catch a layer that only both fix (an outlier row that flattens the others' weights)."""
+
     name: str
     tensors: list[str]
     weights: list[str]
-    macs: int
+    act_layers: list[str]  # MAC layers (by output tensor) that read `tensors`
+    weight_layers: list[str]  # MAC layers whose `weights` these are
     elems: int
     gain: float = 0.0
 
-    def cost8(self) -> float:
-        return cost.layer_cost(self.macs, self.elems, 8, 8)
+    def covered_by(self, tensors: set[str], weights: set[str]) -> bool:
+        return set(self.tensors) <= tensors and set(self.weights) <= weights
 
-    def cost16(self) -> float:
-        return cost.layer_cost(self.macs, self.elems, 16, 16 if self.weights else 8)
+
+@dataclass
+class CostModel:
+    """MACs per MAC layer and the `cost.layer_cost` proxy of a set of raised candidates."""
+
+    macs: dict[str, int]
+    elems: int  # all quantized activation elements (the all-8-bit byte traffic)
+
+    def _wide(self, chosen: list[Candidate]) -> tuple[set[str], set[str]]:
+        return {x for c in chosen for x in c.act_layers}, {x for c in chosen for x in c.weight_layers}
+
+    def factor(self, chosen: list[Candidate]) -> float:
+        """Latency proxy of the mixed model over the all-8-bit one (TIDL's mixed_precision_factor)."""
+        acts, weights = self._wide(chosen)
+        base = sum(self.macs.values()) + self.elems or 1.0
+        mixed = sum(
+            cost.layer_cost(m, 0, 16 if name in acts else 8, 16 if name in weights else 8)
+            for name, m in self.macs.items()
+        )
+        return (mixed + self.elems + sum(c.elems for c in chosen)) / base
+
+    def macs_16bit_pct(self, chosen: list[Candidate]) -> float:
+        """Share of MACs in layers with a 16-bit input or weight."""
+        acts, weights = self._wide(chosen)
+        return 100 * sum(self.macs[name] for name in acts | weights) / (sum(self.macs.values()) or 1)
 
 
 @dataclass
@@ -70,29 +102,43 @@ class Result:
     met: bool = True
 
 
-def candidates(facts: GraphFacts, plan: QuantPlan) -> list[Candidate]:
+def _weights(node: onnx.NodeProto, plan: QuantPlan) -> list[str]:
+    """The node's quantized weights still below 16 bits."""
+    found = [
+        i
+        for idx, i in enumerate(node.input)
+        if idx in rule_for(node).weights and i in plan.params and not plan.params[i].is_float
+    ]
+    return found if found and all(plan.params[w].bitwidth < 16 for w in found) else []
+
+
+def candidates(facts: GraphFacts, plan: QuantPlan) -> tuple[list[Candidate], CostModel]:
+    mac_nodes = [n for n in facts.model.graph.node if n.op_type in cost.MAC_OPS]
     found = []
     for group in activation_groups(facts, activation_tensors(facts)):
         if not all(t in plan.activations and not plan.activations[t].is_float for t in group):
             continue
-        producers = [facts.producers[t] for t in group if t in facts.producers]
-        producers += [
-            facts.producers[i]
-            for p in producers
-            for i in p.input
-            if p.op_type in ("Relu", "Clip") and i in facts.producers
-        ]
-        weights = sorted(
-            {
-                i
-                for p in producers
-                for idx, i in enumerate(p.input)
-                if idx in rule_for(p).weights and i in plan.params and not plan.params[i].is_float
-            }
-        )
-        macs = sum(cost.node_macs(facts, p) for p in producers)
-        found.append(Candidate(group[0], group, weights, macs, sum(cost.elements(facts, t) for t in group)))
-    return found
+        readers = sorted({n.output[0] for t in group for n in facts.consumers.get(t, []) if n in mac_nodes})
+        elems = sum(cost.elements(facts, t) for t in group)
+        found.append(Candidate(group[0], group, [], readers, [], elems))
+        producers = [p for t in group if (p := _mac_producer(facts, t)) is not None]
+        weights = [w for p in producers for w in _weights(p, plan)]
+        if weights:
+            layers = [p.output[0] for p in producers]
+            found.append(Candidate(f"{group[0]}+weights", group, weights, readers, layers, elems))
+    for node in mac_nodes:
+        if weights := _weights(node, plan):
+            found.append(Candidate(f"{node.output[0]}:weights", [], weights, [], [node.output[0]], 0))
+    model = CostModel({n.output[0]: cost.node_macs(facts, n) for n in mac_nodes}, sum(c.elems for c in found))
+    return found, model
+
+
+def _mac_producer(facts: GraphFacts, tensor: str) -> onnx.NodeProto | None:
+    """The MAC layer writing `tensor`, through a squashed ReLU/Clip."""
+    producer = facts.producers.get(tensor)
+    if producer is not None and producer.op_type in ("Relu", "Clip") and producer.input[0] in facts.producers:
+        producer = facts.producers[producer.input[0]]
+    return producer if producer is not None and producer.op_type in cost.MAC_OPS else None
 
 
 def raise_to_16(base: Encodings, chosen: list[Candidate]) -> Encodings:
@@ -105,24 +151,48 @@ def raise_to_16(base: Encodings, chosen: list[Candidate]) -> Encodings:
     return out
 
 
-def factor(all_candidates: list[Candidate], chosen: list[Candidate]) -> float:
-    base = sum(c.cost8() for c in all_candidates) or 1.0
-    return (base + sum(c.cost16() - c.cost8() for c in chosen)) / base
+def greedy_order(cands: list[Candidate], model: CostModel) -> list[Candidate]:
+    """Most SQNR gain per unit of added cost first, the cost of each counted on top of those
+    already taken (raising an activation a raised weight's layer already reads costs less)."""
+    useful = sorted((c for c in cands if c.gain > 0), key=lambda c: c.name)
+    order: list[Candidate] = []
+    tensors: set[str] = set()
+    weights: set[str] = set()
+    current = model.factor(order)
+    while useful := [c for c in useful if not c.covered_by(tensors, weights)]:
+        added = [max(model.factor([*order, c]) - current, 1e-9) for c in useful]
+        best = max(range(len(useful)), key=lambda k: (useful[k].gain / added[k], -k))
+        order.append(useful.pop(best))
+        tensors.update(order[-1].tensors)
+        weights.update(order[-1].weights)
+        current += added[best]
+    rest = [c for c in cands if c.gain <= 0 and not c.covered_by(tensors, weights)]
+    return order + sorted(rest, key=lambda c: (-c.gain, c.name))
 
 
-def _point(cands: list[Candidate], prefix: list[Candidate], m: Metrics) -> dict:
-    total = sum(c.macs for c in cands) or 1
+def _point(model: CostModel, prefix: list[Candidate], m: Metrics) -> dict:
     return {
         "layers_16bit": len(prefix),
-        "macs_16bit_pct": round(100 * sum(c.macs for c in prefix) / total, 2),
-        "cost_factor": round(factor(cands, prefix), 4),
+        "macs_16bit_pct": round(model.macs_16bit_pct(prefix), 2),
+        "cost_factor": round(model.factor(prefix), 4),
         "sqnr_db": round(m["sqnr_db"], 3),
         "cosine": round(m["cosine"], 6),
     }
 
 
+def _sensitivity(
+    cands: list[Candidate], base: Encodings, evaluate: Callable[[Encodings], Metrics], baseline: Metrics, proxy
+) -> None:
+    for c in cands:
+        if proxy is not None:  # a weight candidate is credited with its layer's added noise
+            c.gain = max((proxy.get(t, 0.0) for t in c.tensors or c.weight_layers), default=0.0)
+        else:
+            c.gain = evaluate(raise_to_16(base, [c]))["sqnr_db"] - baseline["sqnr_db"]
+
+
 def search(
     cands: list[Candidate],
+    model: CostModel,
     base: Encodings,
     evaluate: Callable[[Encodings], Metrics],
     target: Target,
@@ -131,26 +201,21 @@ def search(
     """`proxy` (tensor -> noise it adds, from one float-vs-8-bit pass) replaces the per-candidate
     evaluations as the sensitivity; the search itself always evaluates for real."""
     baseline = evaluate(base)
-    for c in cands:
-        if proxy is not None:
-            c.gain = max((proxy.get(t, 0.0) for t in c.tensors), default=0.0)
-        else:
-            c.gain = evaluate(raise_to_16(base, [c]))["sqnr_db"] - baseline["sqnr_db"]
-    order = sorted(cands, key=lambda c: (-(c.gain / max(c.cost16() - c.cost8(), 1.0)), c.name))
-    order = [c for c in order if c.gain > 0] + [c for c in order if c.gain <= 0]
-    curve = [_point(cands, [], baseline)]
-    if target.factor is not None:
-        prefix = [c for i, c in enumerate(order) if factor(cands, order[: i + 1]) <= target.factor]
-        metrics = evaluate(raise_to_16(base, prefix))
-        curve.append(_point(cands, prefix, metrics))
-        return Result(prefix, raise_to_16(base, prefix), curve, met=True)
-    if target.met(baseline):
+    curve = [_point(model, [], baseline)]
+    if target.factor is None and target.met(baseline):
         return Result([], base, curve)
+    _sensitivity(cands, base, evaluate, baseline, proxy)
+    order = greedy_order(cands, model)
+    if target.factor is not None:
+        prefix = [c for i, c in enumerate(order) if model.factor(order[: i + 1]) <= target.factor]
+        metrics = evaluate(raise_to_16(base, prefix))
+        curve.append(_point(model, prefix, metrics))
+        return Result(prefix, raise_to_16(base, prefix), curve, met=True)
     lo, hi, best = 1, len(order), None
     while lo <= hi:  # shortest prefix that meets the target
         mid = (lo + hi) // 2
         metrics = evaluate(raise_to_16(base, order[:mid]))
-        curve.append(_point(cands, order[:mid], metrics))
+        curve.append(_point(model, order[:mid], metrics))
         if target.met(metrics):
             best, hi = mid, mid - 1
         else:

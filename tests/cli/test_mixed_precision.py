@@ -69,7 +69,7 @@ def test_auto_picks_the_planted_layer_first_and_replays_byte_for_byte(tmp_path: 
     )
     assert code == 0, err
     report = json.loads(stdout)
-    assert report["16-bit layers"].split(", ")[0] == "b"
+    assert report["16-bit layers"].split(", ")[0] == "b+weights"  # its outlier row needs both
     chosen = read_encodings(out.with_suffix(".mixed_precision.json"))
     assert chosen.activations["b"].bitwidth == 16 and chosen.params["wb"].bitwidth == 16
     assert report["outputs (float vs quantized)"][0]["sqnr_db"] >= 30
@@ -158,10 +158,26 @@ def test_cost_budget_keeps_the_factor_and_16bit_names_are_checked(tmp_path: Path
     assert code == 2 and "did you mean 'b'" in err
 
 
-def test_cost_model_counts_16bit_macs_four_times() -> None:
-    c = mp.Candidate("t", ["t"], ["w"], macs=100, elems=10)
-    assert c.cost8() == 110 and c.cost16() == 420
-    assert mp.factor([c], [c]) == 420 / 110
+def test_cost_model_counts_the_macs_of_every_layer_a_16bit_tensor_feeds() -> None:
+    act = mp.Candidate("t", ["t"], [], ["conv1", "conv2"], [], elems=10)
+    weights = mp.Candidate("conv1:weights", [], ["w"], [], ["conv1"], elems=0)
+    model = mp.CostModel({"conv1": 100, "conv2": 300, "conv3": 600}, elems=90)
+    assert model.macs_16bit_pct([act]) == 40.0 and model.macs_16bit_pct([weights]) == 10.0
+    assert model.factor([]) == 1.0
+    assert model.factor([act]) == (200 + 600 + 600 + 90 + 10) / 1090  # A16W8: 2x the MACs
+    assert model.factor([act, weights]) == (400 + 600 + 600 + 100) / 1090  # A16W16: 4x
+
+
+def test_greedy_order_counts_a_layer_already_raised_once() -> None:
+    model = mp.CostModel({"big": 1000, "small": 10}, elems=0)
+    big_act = mp.Candidate("big_in", ["big_in"], [], ["big"], [], 0, gain=5.0)
+    big_w = mp.Candidate("big:weights", [], ["w"], [], ["big"], 0, gain=4.0)
+    both = mp.Candidate("big_in+weights", ["big_in"], ["w"], ["big"], ["big"], 0, gain=8.0)
+    small = mp.Candidate("small_in", ["small_in"], [], ["small"], [], 0, gain=1.0)
+    useless = mp.Candidate("flat", ["flat"], [], [], [], 0, gain=0.0)
+    order = mp.greedy_order([useless, big_w, small, big_act, both], model)
+    # big_in (+5 dB for 1000 more) beats both (+8 for 3000); then both costs 2000 more for its weights
+    assert [c.name for c in order] == ["small_in", "big_in", "big_in+weights", "flat"]
 
 
 def test_html_report_draws_the_pareto_curve(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ ignore_quant_ops_list.
 from __future__ import annotations
 
 import dataclasses
+import os
 import logging
 
 import numpy as np
@@ -38,6 +39,7 @@ from qtool.quant.graph_facts import GraphFacts
 logger = logging.getLogger(__name__)
 STAGE = "quantized"
 ROWS_PER_SAMPLE = 2048
+RIDGE: float | None = None
 DAMP = 0.01  # λ = DAMP · mean(diag G): GPTQ's dampening, and the ridge towards the float weights
 
 
@@ -123,8 +125,26 @@ def _quantized_inputs(qdq: onnx.ModelProto, layers: list[Layer]) -> dict[str, st
     return found
 
 
+def _pruned(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of `model` returning only `names`, with only the nodes they depend on."""
+    copy = runtime.with_outputs(model, names)
+    producers = {out: i for i, node in enumerate(copy.graph.node) for out in node.output}
+    needed, stack = set(), list(names)
+    while stack:
+        index = producers.get(stack.pop())
+        if index is not None and index not in needed:
+            needed.add(index)
+            stack.extend(copy.graph.node[index].input)
+    nodes = [node for i, node in enumerate(copy.graph.node) if i in needed]
+    outputs = [o for o in copy.graph.output if o.name in set(names)]
+    del copy.graph.node[:], copy.graph.output[:]
+    copy.graph.node.extend(nodes)
+    copy.graph.output.extend(outputs)
+    return copy
+
+
 def _session_outputs(ctx: AlgorithmContext, model: onnx.ModelProto, names: list[str]):
-    sess = runtime.session(runtime.with_outputs(model, names), ctx.threads)
+    sess = runtime.session(_pruned(model, names), ctx.threads)
     inputs = {i.name for i in sess.get_inputs()}
     return lambda feed: dict(zip(names, sess.run(names, {k: v for k, v in feed.items() if k in inputs}), strict=True))
 
@@ -157,10 +177,17 @@ def _bias(layer: Layer) -> str | None:
 
 
 def _targets(theta: np.ndarray, gram: np.ndarray, cross: np.ndarray, weights: int) -> tuple[np.ndarray, np.ndarray]:
-    """Θ* = Θ (C + λI)(G + λI)⁻¹ and the damped G + λI, λ from G's weight (not bias) diagonal."""
-    eye = np.eye(len(gram)) * (DAMP * float(np.mean(np.diag(gram)[:weights])) + 1e-12)
-    h = gram + eye
-    return np.linalg.solve(h, (cross + eye).T @ theta.T).T, h
+    """Θ* = Θ (C + λ'I)(G + λ'I)⁻¹ (λ' = RIDGE · mean diag G; with RIDGE None only the bias moves,
+    by W (E[x_f] − E[x_q])) and the damped G + λI, λ from G's weight (not bias) diagonal."""
+    mean_diag = float(np.mean(np.diag(gram)[:weights]))
+    h = gram + np.eye(len(gram)) * (DAMP * mean_diag + 1e-12)
+    if RIDGE is not None:
+        ridge = np.eye(len(gram)) * (RIDGE * mean_diag + 1e-12)
+        return np.linalg.solve(gram + ridge, (cross + ridge).T @ theta.T).T, h
+    target = theta.copy()
+    if theta.shape[1] > weights and not os.environ.get('NOCOMP'):
+        target[:, weights] += theta[:, :weights] @ (cross[:weights, -1] - gram[:weights, -1]) / gram[-1, -1]
+    return target, h
 
 
 def _adaround_layer(ctx: AlgorithmContext, ref: dict, layer: Layer, e: enc.Encoding, m: Moments) -> None:
@@ -206,13 +233,15 @@ def run(ctx: AlgorithmContext) -> list[str]:
     reference.CopyFrom(ctx.model)
     ref = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in reference.graph.initializer}
     samples, passes = int(config.get("num_batches", 32)), max(1, int(config.get("passes", 2)))
-    qdq = None
-    for done in range(passes):
-        moments = collect(ctx, reference, qdq, layers, samples)
+    moments = collect(ctx, reference, None, layers, samples)
+    for layer in layers:
+        if layer.weight in moments:
+            _adaround_layer(ctx, ref, layer, encodings[layer.weight], moments[layer.weight])
+    for _ in range(passes - 1):
         for layer in layers:
+            qdq, _ = ctx.quantize(ctx.model, ctx.overrides)
+            moments = collect(ctx, reference, qdq, [layer], samples)
             if layer.weight in moments:
                 _adaround_layer(ctx, ref, layer, encodings[layer.weight], moments[layer.weight])
-        if done + 1 < passes:
-            qdq, _ = ctx.quantize(ctx.model, ctx.overrides)
     logger.info("adaround: %d layers, %d passes", len(layers), passes)
     return [f"adaround: {len(layers)} layers rounded to minimise their output error ({passes} passes)"]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from qnn_models import three_conv_model
 
+from qtool import runtime
 from qtool.errors import DataError
 from qtool.quant.calibrate import calibrate
 from qtool.quant.observers import Histogram, MinMax, from_state, make_observer
@@ -116,6 +117,21 @@ def test_batched_calibration_equals_sample_by_sample(method: str) -> None:
     assert n1 == n4 == 12
     for name in tensors:
         assert np.allclose(one[name].range(), four[name].range(), rtol=1e-5, atol=1e-3)
+
+
+def test_min_max_calibration_is_the_exact_range_and_a_relu_output_starts_at_zero() -> None:
+    model = three_conv_model()
+    tensors = ["data_0", "conv1_1", "conv2_1", "relu", "out"]
+    samples = _samples(6)
+    observers, _ = calibrate(model, tensors, samples)
+    outputs = [o.name for o in model.graph.output]
+    session = runtime.session(runtime.with_outputs(model, tensors[:-1]), optimized=False)
+    values = [dict(zip([*outputs, *tensors[:-1]], session.run(None, feed), strict=True)) for _, feed in samples]
+    for name in ("data_0", "conv1_1", "conv2_1"):  # signed: both ends exactly as numpy sees them
+        lo, hi = min(float(v[name].min()) for v in values), max(float(v[name].max()) for v in values)
+        assert observers[name].range() == pytest.approx((lo, hi), rel=1e-6)
+    # a ReLU's min is not probed: every encoding's range includes 0 anyway
+    assert observers["relu"].range() == pytest.approx((0.0, max(float(v["relu"].max()) for v in values)), rel=1e-6)
 
 
 def test_stats_files_merge_and_refuse_another_model(tmp_path: Path) -> None:

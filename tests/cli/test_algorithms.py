@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from qnn_models import qtool
 
 from qtool.quant.algorithms import AlgorithmContext, cle
-from qtool.quant.algorithms.adaround import round_rows
+from qtool.quant.algorithms.adaround import round_rows, solve_rows
 
 
 def write_samples(folder: Path, shape: tuple[int, ...], n: int = 12, seed: int = 0) -> Path:
@@ -96,6 +96,46 @@ def test_adaround_never_beats_round_to_nearest_in_reverse(seed: int, rows: int, 
 
     assert np.all(error(q) <= error(nearest) * (1 + 1e-9) + 1e-12)
     assert q.min() >= grid[0] and q.max() <= grid[1]
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), rows=st.integers(1, 6), fan_in=st.integers(2, 24))
+def test_adaround_with_a_free_bias_never_loses_to_round_to_nearest(seed: int, rows: int, fan_in: int) -> None:
+    """With the bias column continuous, [ŵ b̂] is never worse than nearest rounding with its best bias,
+    and never worse than nearest rounding with the float bias kept."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(rows, fan_in))
+    x = rng.normal(size=(64, fan_in)) @ rng.normal(size=(fan_in, fan_in)) + rng.normal(size=fan_in)  # mean != 0
+    x1 = np.hstack([x, np.ones((64, 1))])
+    h = x1.T @ x1
+    theta = np.hstack([w, rng.normal(size=(rows, 1))])
+    scale = np.abs(w).max(axis=1) / 7
+    values = solve_rows(theta, scale, np.zeros(rows), h, (-8, 7), free=1)
+    q = values[:, :-1] / scale[:, None]
+    np.testing.assert_allclose(q, np.rint(q), atol=1e-9)
+    q = np.rint(q)
+    assert q.min() >= -8 and q.max() <= 7
+    nearest = np.hstack([np.clip(np.rint(w / scale[:, None]), -8, 7) * scale[:, None], theta[:, -1:]])
+
+    def error(v: np.ndarray) -> np.ndarray:
+        return np.einsum("rd,de,re->r", v - theta, h, v - theta)
+
+    assert np.all(error(values) <= error(nearest) * (1 + 1e-9) + 1e-9)
+
+
+def test_sequential_adaround_keeps_the_model_runnable_and_close(tmp_path: Path) -> None:
+    onnx.save(unbalanced_convs(), tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (1, 4, 8, 8))
+    (tmp_path / "c.yaml").write_text("adaround:\n  sequential: true\n  num_batches: 4\n")
+    args = ["quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "--apply_algorithms", "cle"]
+    args += ["--apply_algorithms", "adaround"]
+    code, _, err = qtool(*args, "--config", tmp_path / "c.yaml", "-o", tmp_path / "q.onnx")
+    assert code == 0, err
+    quantized = onnx.load(tmp_path / "q.onnx")
+    onnx.checker.check_model(quantized)
+    x = np.fromfile(tmp_path / "s0.raw", dtype=np.float32).reshape(1, 4, 8, 8)
+    ref, out = outputs(unbalanced_convs(), x), outputs(quantized, x)
+    assert float(out.ravel() @ ref.ravel() / (np.linalg.norm(out) * np.linalg.norm(ref))) > 0.999
 
 
 @pytest.mark.parametrize("algorithms", [["adaround"], ["bc"], ["cle", "adaround", "bc"]])

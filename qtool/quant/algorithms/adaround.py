@@ -1,29 +1,26 @@
 """Adaptive weight rounding: choose each weight's rounding to minimise the layer's output error
 (Nagel et al. 2020, "Up or Down? Adaptive Rounding"; AIMET's name), layer by layer.
 
-With H = E[x xᵀ] over the layer's input rows (im2col patches for Conv), the output error of a
-weight row w rounded to ŵ is (ŵ − w)ᵀ H (ŵ − w). We minimise it GPTQ-style: round one column at
-a time and push its error onto the columns not yet rounded through the Cholesky factor of H⁻¹.
-Per row, the result is kept only if its error is below round-to-nearest's, so adaround never
-does worse than plain rounding.
+With x̃ = [x; 1] over the layer's input rows (im2col patches for Conv) and H = E[x̃ x̃ᵀ], the
+output error of a row θ = [w b] replaced by θ̂ = [ŵ b̂] is (θ̂ − θ)ᵀ H (θ̂ − θ). We minimise it
+GPTQ-style: round one weight column at a time and push its error onto the columns not yet rounded
+through the Cholesky factor of (H + λI)⁻¹. The bias column stays continuous (it is stored in
+int32), so it absorbs the mean output shift of the rounding as bias correction would. Per row,
+the result is kept only if its error is below round-to-nearest's (with its best bias), so
+adaround never does worse than plain rounding.
 
-Later passes (`passes`, default 2) see the inputs the layer really gets: x_q from the QDQ model
-holding the previous pass's rounding and 8-bit activations, paired with the float model's x_f on
-the same rows. The weights and bias then minimise E‖W x_f + b − (Ŵ x_q + b̂)‖², i.e. each layer
-absorbs the error of the layers before it: with x̃ = [x; 1], G = E[x̃_q x̃_qᵀ], C = E[x̃_f x̃_qᵀ],
-the continuous optimum is Θ* = [W b] (C + λI)(G + λI)⁻¹ (ridge towards [W b]) and Θ is rounded
-against G + λI with the bias column left continuous (it is stored in int32), which also
-corrects the mean output shift as bias correction does. Deterministic: rows are sampled with
+`sequential: true` then redoes the layers in graph order with H taken over the inputs the layer
+really gets: those of the QDQ model holding the layers already rounded and the quantized
+activations (slower: one pass over the samples per layer). Deterministic: rows are sampled with
 fixed seeds. The chosen grid points replace the float weights and the weight encodings are frozen
 in the overrides, so writing the QDQ model reproduces exactly these integers.
-YAML (`adaround:`): num_batches (samples, default 64), passes (default 2), default_param_bw,
-ignore_quant_ops_list.
+YAML (`adaround:`): num_batches (samples, default 32), sequential (default false),
+default_param_bw, ignore_quant_ops_list.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import logging
 
 import numpy as np
@@ -33,13 +30,12 @@ from onnx import numpy_helper
 from qtool import runtime
 from qtool.quant import encoding as enc
 from qtool.quant.algorithms import AlgorithmContext, check_config
-from qtool.quant.algorithms.layers import Layer, paired_moments, weighted_layers
+from qtool.quant.algorithms.layers import Layer, augmented_moments, weighted_layers
 from qtool.quant.graph_facts import GraphFacts
 
 logger = logging.getLogger(__name__)
 STAGE = "quantized"
 ROWS_PER_SAMPLE = 2048
-RIDGE: float | None = None
 DAMP = 0.01  # λ = DAMP · mean(diag G): GPTQ's dampening, and the ridge towards the float weights
 
 
@@ -106,12 +102,6 @@ def round_rows(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, h: np.ndarray, 
     return np.rint(values / scale.reshape(-1, 1)) + zp.reshape(-1, 1)
 
 
-@dataclasses.dataclass
-class Moments:
-    gram: np.ndarray  # (groups, d+1, d+1): Σ x̃_q x̃_qᵀ
-    cross: np.ndarray  # Σ x̃_f x̃_qᵀ
-
-
 def _quantized_inputs(qdq: onnx.ModelProto, layers: list[Layer]) -> dict[str, str]:
     """The tensor each layer reads in the QDQ model (its input's DequantizeLinear output)."""
     by_name = {n.name: n for n in qdq.graph.node if n.name}
@@ -149,25 +139,20 @@ def _session_outputs(ctx: AlgorithmContext, model: onnx.ModelProto, names: list[
     return lambda feed: dict(zip(names, sess.run(names, {k: v for k, v in feed.items() if k in inputs}), strict=True))
 
 
-def collect(ctx, reference, qdq, layers: list[Layer], samples: int) -> dict[str, Moments]:
-    """Moments per layer over `samples` calibration samples; float-only when `qdq` is None."""
-    run_float = _session_outputs(ctx, reference, sorted({layer.input for layer in layers}))
-    qnames = _quantized_inputs(qdq, layers) if qdq is not None else {}
-    run_quant = _session_outputs(ctx, qdq, sorted(set(qnames.values()))) if qdq is not None else None
-    sums: dict[str, Moments] = {}
+def collect(ctx: AlgorithmContext, model: onnx.ModelProto, layers: list[Layer], samples: int) -> dict[str, np.ndarray]:
+    """Σ x̃ x̃ᵀ per layer (groups, d+1, d+1) over the inputs each layer reads in `model`."""
+    names = _quantized_inputs(model, layers)
+    run_model = _session_outputs(ctx, model, sorted(set(names.values())))
+    sums: dict[str, np.ndarray] = {}
     for count, (_, feed) in enumerate(ctx.samples()):
         if count >= samples:
             break
-        xf = run_float(feed)
-        xq = run_quant(feed) if run_quant is not None else {}
+        values = run_model(feed)
         for k, layer in enumerate(layers):
-            quant = xq[qnames[layer.weight]].astype(np.float64) if layer.weight in qnames else None
-            gram, cross = paired_moments(layer, xf[layer.input].astype(np.float64), quant, ROWS_PER_SAMPLE, (count, k))
-            if layer.weight in sums:
-                sums[layer.weight].gram += gram
-                sums[layer.weight].cross += cross
-            else:
-                sums[layer.weight] = Moments(gram, cross.copy())
+            if layer.weight in names:
+                x = values[names[layer.weight]].astype(np.float64)
+                moments = augmented_moments(layer, x, ROWS_PER_SAMPLE, (count, k))
+                sums[layer.weight] = sums[layer.weight] + moments if layer.weight in sums else moments
     return sums
 
 
@@ -176,21 +161,7 @@ def _bias(layer: Layer) -> str | None:
     return node.input[2] if len(node.input) > 2 and node.input[2] else None
 
 
-def _targets(theta: np.ndarray, gram: np.ndarray, cross: np.ndarray, weights: int) -> tuple[np.ndarray, np.ndarray]:
-    """Θ* = Θ (C + λ'I)(G + λ'I)⁻¹ (λ' = RIDGE · mean diag G; with RIDGE None only the bias moves,
-    by W (E[x_f] − E[x_q])) and the damped G + λI, λ from G's weight (not bias) diagonal."""
-    mean_diag = float(np.mean(np.diag(gram)[:weights]))
-    h = gram + np.eye(len(gram)) * (DAMP * mean_diag + 1e-12)
-    if RIDGE is not None:
-        ridge = np.eye(len(gram)) * (RIDGE * mean_diag + 1e-12)
-        return np.linalg.solve(gram + ridge, (cross + ridge).T @ theta.T).T, h
-    target = theta.copy()
-    if theta.shape[1] > weights and not os.environ.get('NOCOMP'):
-        target[:, weights] += theta[:, :weights] @ (cross[:weights, -1] - gram[:weights, -1]) / gram[-1, -1]
-    return target, h
-
-
-def _adaround_layer(ctx: AlgorithmContext, ref: dict, layer: Layer, e: enc.Encoding, m: Moments) -> None:
+def _adaround_layer(ctx: AlgorithmContext, ref: dict, layer: Layer, e: enc.Encoding, gram: np.ndarray) -> None:
     w = ref[layer.weight]
     rows = layer.weight_rows(w)
     if len(e.scale) not in (1, rows.shape[0]):
@@ -200,12 +171,12 @@ def _adaround_layer(ctx: AlgorithmContext, ref: dict, layer: Layer, e: enc.Encod
     bias = _bias(layer)
     free = int(bias is not None and ref[bias].shape == (rows.shape[0],))
     theta = np.hstack([rows, ref[bias][:, None]]) if free else rows
-    d, per_group = theta.shape[1], rows.shape[0] // len(m.gram)
+    d, per_group = theta.shape[1], rows.shape[0] // len(gram)
     values = np.empty_like(theta)
-    for g in range(len(m.gram)):
+    for g, moments in enumerate(gram):
         sl = slice(g * per_group, (g + 1) * per_group)
-        target, h = _targets(theta[sl], m.gram[g][:d, :d], m.cross[g][:d, :d], rows.shape[1])
-        values[sl] = solve_rows(target, scale[sl], zp[sl], h, (e.qmin, e.qmax), free)
+        h = moments[:d, :d] + np.eye(d) * (DAMP * float(np.mean(np.diag(moments)[: rows.shape[1]])) + 1e-12)
+        values[sl] = solve_rows(theta[sl], scale[sl], zp[sl], h, (e.qmin, e.qmax), free)
     ctx.set_array(layer.weight, layer.weight_from_rows(values[:, : rows.shape[1]], w.shape).astype(np.float32))
     if free:
         ctx.set_array(bias, values[:, -1].astype(np.float32))
@@ -219,29 +190,26 @@ def _weight_encoding(e: enc.Encoding, bitwidth) -> enc.Encoding:
     return dataclasses.replace(enc.with_schema(schema, e.min, e.max, int(bitwidth), e.axis), axis=e.axis)
 
 
+def _round_layers(ctx: AlgorithmContext, ref: dict, layers: list[Layer], encodings: dict, moments: dict) -> None:
+    for layer in layers:
+        if layer.weight in moments:
+            _adaround_layer(ctx, ref, layer, encodings[layer.weight], moments[layer.weight])
+
+
 def run(ctx: AlgorithmContext) -> list[str]:
-    known = {"num_batches", "passes", "default_param_bw", "ignore_quant_ops_list"}
+    known = {"num_batches", "sequential", "default_param_bw", "ignore_quant_ops_list"}
     config = check_config("adaround", ctx.config, known)
     _, plan = ctx.quantize(ctx.model, ctx.overrides)
     skip = set(config.get("ignore_quant_ops_list", []))
     candidates = weighted_layers(GraphFacts.of(ctx.model), skip)
     layers = [layer for layer in candidates if layer.weight in plan.params and not plan.params[layer.weight].is_float]
-    encodings = {
-        layer.weight: _weight_encoding(plan.params[layer.weight], config.get("default_param_bw")) for layer in layers
-    }
-    reference = onnx.ModelProto()
-    reference.CopyFrom(ctx.model)
-    ref = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in reference.graph.initializer}
-    samples, passes = int(config.get("num_batches", 32)), max(1, int(config.get("passes", 2)))
-    moments = collect(ctx, reference, None, layers, samples)
-    for layer in layers:
-        if layer.weight in moments:
-            _adaround_layer(ctx, ref, layer, encodings[layer.weight], moments[layer.weight])
-    for _ in range(passes - 1):
-        for layer in layers:
-            qdq, _ = ctx.quantize(ctx.model, ctx.overrides)
-            moments = collect(ctx, reference, qdq, [layer], samples)
-            if layer.weight in moments:
-                _adaround_layer(ctx, ref, layer, encodings[layer.weight], moments[layer.weight])
-    logger.info("adaround: %d layers, %d passes", len(layers), passes)
-    return [f"adaround: {len(layers)} layers rounded to minimise their output error ({passes} passes)"]
+    bitwidth = config.get("default_param_bw")
+    encodings = {layer.weight: _weight_encoding(plan.params[layer.weight], bitwidth) for layer in layers}
+    ref = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in ctx.model.graph.initializer}
+    samples, sequential = int(config.get("num_batches", 32)), bool(config.get("sequential", False))
+    _round_layers(ctx, ref, layers, encodings, collect(ctx, ctx.model, layers, samples))
+    for layer in layers if sequential else []:
+        qdq, _ = ctx.quantize(ctx.model, ctx.overrides)
+        _round_layers(ctx, ref, [layer], encodings, collect(ctx, qdq, [layer], samples))
+    logger.info("adaround: %d layers%s", len(layers), " (sequential)" if sequential else "")
+    return [f"adaround: {len(layers)} layers rounded to minimise their output error"]

@@ -91,19 +91,10 @@ def weighted_layers(facts: GraphFacts, skip: set[str] = frozenset()) -> list[Lay
     return layers
 
 
-def paired_moments(
-    layer: Layer, x_float: np.ndarray, x_quant: np.ndarray | None, limit: int, seed: tuple[int, ...]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per group, Σ x̃_q x̃_qᵀ and Σ x̃_f x̃_qᵀ with x̃ = [x; 1] over the same sampled rows of the
-    layer's float and quantized inputs (x_quant None: the float ones). Shapes (groups, d+1, d+1)."""
-    a = _augmented(layer.input_rows(x_float, limit, np.random.default_rng(seed)))
-    if x_quant is None:
-        gram = a.transpose(0, 2, 1) @ a
-        return gram, gram
-    b = _augmented(layer.input_rows(x_quant, limit, np.random.default_rng(seed)))
-    return b.transpose(0, 2, 1) @ b, a.transpose(0, 2, 1) @ b
-
-
-def _augmented(groups: list[np.ndarray]) -> np.ndarray:
+def augmented_moments(layer: Layer, x: np.ndarray, limit: int, seed: tuple[int, ...]) -> np.ndarray:
+    """Per group, Σ x̃ x̃ᵀ with x̃ = [x; 1] over at most `limit` sampled input rows (the 1 stands
+    for the bias). Shape (groups, d+1, d+1)."""
+    groups = layer.input_rows(x, limit, np.random.default_rng(seed))
     rows = np.stack(groups).astype(np.float64)
-    return np.concatenate([rows, np.ones((*rows.shape[:2], 1))], axis=2)
+    rows = np.concatenate([rows, np.ones((*rows.shape[:2], 1))], axis=2)
+    return rows.transpose(0, 2, 1) @ rows

@@ -28,7 +28,9 @@ Sample = tuple[str, dict[str, np.ndarray]]
 class _Probes:
     """Builds the instrumented copy of a model: per observed tensor a ReduceMax, a ReduceMin unless
     the tensor cannot be negative (every encoding's range includes 0, so its min says nothing),
-    and for histograms an evenly strided sample of at most `cap` values. The reductions keep
+    and for histograms an evenly strided sample of at most `cap` values, starting at an offset fed
+    per run (`OFFSET`): a fixed start would read the same positions of every sample, and a stride of
+    hundreds can miss a transformer's few outlier channels for good. The reductions keep
     their dims and are concatenated per rank into a few outputs: on a small model, fetching two
     scalars per tensor from onnxruntime cost more than running it.
 
@@ -52,7 +54,8 @@ class _Probes:
             self.steps.add(step)
             flat, sample = f"{name}.qtool_flat", f"{name}.qtool_sample"
             nodes.append(helper.make_node("Reshape", [name, "qtool.flat"], [flat], name=flat))
-            slice_inputs = [flat, "qtool.zero", "qtool.end", "qtool.zero", f"qtool.step{step}"]
+            start = f"qtool.start{step}" if step > 1 else "qtool.zero"
+            slice_inputs = [flat, start, "qtool.end", "qtool.zero", f"qtool.step{step}"]
             nodes.append(helper.make_node("Slice", slice_inputs, [sample], name=sample))
         return nodes
 
@@ -83,8 +86,15 @@ class _Probes:
             nodes += [p for out in node.output if out in wanted for p in self.nodes(out)]
         min_nodes, mins = self.gather("min", self.signed)
         max_nodes, maxs = self.gather("max", self.tensors)
+        starts = [
+            helper.make_node("Mod", [OFFSET, f"qtool.step{s}"], [f"qtool.start{s}"], name=f"qtool.start{s}")
+            for s in sorted(self.steps)
+            if s > 1
+        ]
+        if starts:
+            copy.graph.input.append(helper.make_tensor_value_info(OFFSET, onnx.TensorProto.INT64, [1]))
         del copy.graph.node[:]
-        copy.graph.node.extend([*nodes, *min_nodes, *max_nodes])
+        copy.graph.node.extend([*starts, *nodes, *min_nodes, *max_nodes])
         constants = [("qtool.flat", [-1]), ("qtool.zero", [0]), ("qtool.end", [2**62])]
         constants += [(f"qtool.step{s}", [s]) for s in sorted(self.steps)]
         copy.graph.initializer.extend([numpy_helper.from_array(np.array(v, np.int64), n) for n, v in constants])
@@ -93,6 +103,7 @@ class _Probes:
         return runtime.with_outputs(copy, names), mins, maxs, samples
 
 
+OFFSET = "qtool.offset"  # graph input: where this run's strided samples start (mod each stride)
 NON_NEGATIVE_OPS = frozenset({"Relu", "Sigmoid", "HardSigmoid", "Softmax", "Abs", "Exp", "Sqrt"})
 
 
@@ -166,14 +177,19 @@ class _Runner:
         # reads, and the instrumented model runs 1.7-2.7x faster than at the basic level.
         self.session = runtime.session(graph_model, threads, optimized=True)
         self.inputs = {i.name for i in self.session.get_inputs()}
+        self.runs = 0
 
     def _scatter(self, into: np.ndarray, outputs: list[tuple[str, list[str]]], values: list[np.ndarray]) -> None:
         for (_, names), value in zip(outputs, values, strict=True):
             into[[self.index[t] for t in names]] = np.asarray(value, dtype=np.float64).reshape(-1)
 
     def __call__(self, where: str, feed: dict[str, np.ndarray]) -> None:
+        feed = {k: v for k, v in feed.items() if k in self.inputs}
+        if OFFSET in self.inputs:  # a large prime: consecutive runs start at unrelated positions
+            feed[OFFSET] = np.array([self.runs * 7919], dtype=np.int64)
+        self.runs += 1
         try:
-            values = self.session.run(self.outputs, {k: v for k, v in feed.items() if k in self.inputs})
+            values = self.session.run(self.outputs, feed)
         except Exception as e:  # ORT's own error types; the message names the failing node
             raise ModelError(f"inference failed: {str(e).splitlines()[0][:300]}", where=where) from e
         lows, highs = np.zeros(len(self.tensors)), np.zeros(len(self.tensors))

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from onnx import TensorProto, helper
 from qnn_models import three_conv_model
 
 from qtool import runtime
@@ -132,6 +133,23 @@ def test_min_max_calibration_is_the_exact_range_and_a_relu_output_starts_at_zero
         assert observers[name].range() == pytest.approx((lo, hi), rel=1e-6)
     # a ReLU's min is not probed: every encoding's range includes 0 anyway
     assert observers["relu"].range() == pytest.approx((0.0, max(float(v["relu"].max()) for v in values)), rel=1e-6)
+
+
+def test_histogram_samples_reach_every_position_of_a_tensor_over_many_samples() -> None:
+    # 1024 samples -> 256 values per sample: a stride of 257 over 65536 values. Outliers sit at
+    # positions no fixed start would ever read (p = 128 mod 257), 0.4% of all values.
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 65536])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 65536])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = np.abs(np.random.default_rng(0).normal(size=(1, 65536))).astype(np.float32)
+    x[0, 128::257] = 50.0
+    samples = [(f"l.txt:{i}", {"x": x}) for i in range(1024)]
+    observers, _ = calibrate(model, ["y"], samples, observer="percentile", percentile=99.9, expected_samples=1024)
+    assert observers["y"].range()[1] > 40.0
 
 
 def test_stats_files_merge_and_refuse_another_model(tmp_path: Path) -> None:

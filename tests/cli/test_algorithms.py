@@ -138,6 +138,16 @@ def test_sequential_adaround_keeps_the_model_runnable_and_close(tmp_path: Path) 
     assert float(out.ravel() @ ref.ravel() / (np.linalg.norm(out) * np.linalg.norm(ref))) > 0.999
 
 
+@pytest.mark.parametrize(("bits", "sequential"), [(8, False), (4, True)])
+def test_adaround_goes_sequential_by_itself_for_4_bit_weights(tmp_path: Path, bits: int, sequential: bool) -> None:
+    onnx.save(unbalanced_convs(), tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (1, 4, 8, 8))
+    args = ["quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "--apply_algorithms", "adaround"]
+    code, out, err = qtool(*args, "--weights_bitwidth", bits, "-o", tmp_path / "q.onnx", "--json")
+    assert code == 0, err
+    assert ("(sequential)" in out) == sequential
+
+
 @pytest.mark.parametrize("algorithms", [["adaround"], ["bc"], ["cle", "adaround", "bc"]])
 def test_each_algorithm_keeps_the_model_runnable_and_checker_clean(tmp_path: Path, algorithms: list[str]) -> None:
     onnx.save(unbalanced_convs(), tmp_path / "m.onnx")

@@ -7,7 +7,6 @@ data-invariant op or a Concat share one encoding (the union of their ranges, QNN
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from qtool.io.encodings import Encodings
 from qtool.quant import encoding as enc
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.observers import MinMax, Observer, observe_values
+from qtool.quant.group_range import group_encoding
+from qtool.quant.observers import Observer, observe_values
 from qtool.quant.overrides import int32_ops, propagate_float, sixteen_bit_layers
 from qtool.quant.rules import rule_for, weight_axis
 
@@ -106,69 +106,6 @@ def activation_groups(facts: GraphFacts, tensors: list[str]) -> list[list[str]]:
     return list(groups.values())
 
 
-def _group_override(group: list[str], overrides: Encodings) -> Encoding | None:
-    given = {t: overrides.activations[t] for t in group if t in overrides.activations}
-    distinct = list(dict.fromkeys(given.values()))
-    if len(distinct) > 1:
-        logger.warning("overrides for %s differ; they share one encoding, using %r's", sorted(given), next(iter(given)))
-    chosen = distinct[0] if distinct else None
-    if chosen is not None and len(chosen.scale) > 1:
-        raise DataError("per-channel encodings are only valid for weights", where=f"override {next(iter(given))!r}")
-    return chosen
-
-
-# Softmax(x) is unchanged, to < 2e-9 per element, by clamping x below max(x) - 20: such an input
-# range needs no more, and a -3.4e38 attention-mask constant must not blow it up.
-SOFTMAX_SPAN = 20.0
-
-
-def _feeds_only_softmax(facts: GraphFacts, group: list[str]) -> bool:
-    users = [u for t in group for u in facts.consumers.get(t, [])]
-    return bool(users) and all(u.op_type == "Softmax" for u in users)
-
-
-# A probability, gate or model output is read for its largest values (argmax, a channel's weight):
-# clipping them (entropy, percentile) destroys what the range is for, and a bounded op's range
-# costs nothing to keep whole. Such tensors keep their observed min/max under every method.
-BOUNDED_OPS = frozenset({"Sigmoid", "HardSigmoid", "Softmax", "LogSoftmax", "Tanh"})
-
-
-def _keeps_whole_range(facts: GraphFacts, group: list[str]) -> bool:
-    producers = [facts.producers.get(t) for t in group]
-    return any(t in facts.graph_outputs for t in group) or any(
-        p is not None and p.op_type in BOUNDED_OPS for p in producers
-    )
-
-
-def _group_encoding(
-    group: list[str],
-    observers: dict[str, Observer],
-    overrides: Encodings,
-    o: PlanOptions,
-    *,
-    softmax_input: bool = False,
-    whole_range: bool = False,
-) -> Encoding:
-    chosen = _group_override(group, overrides)
-    if chosen is not None and (chosen.is_float or chosen.scale):
-        return chosen
-    bitwidth = chosen.bitwidth if chosen is not None else o.act_bitwidth
-    schema = "symmetric" if chosen is not None and chosen.is_symmetric else o.act_schema
-    seen = [observers[t] for t in group if t in observers and observers[t].count]
-    if not seen:
-        raise DataError(
-            f"no encoding and no calibration data for tensor {group[0]!r}",
-            hint="give --input_list, or an override with bitwidth, min and max for it",
-        )
-    merged = copy.deepcopy(seen[0])
-    for other in seen[1:]:
-        merged.merge(other)
-    lo, hi = MinMax.range(merged) if whole_range else merged.range(bitwidth, schema)
-    if softmax_input:
-        lo = max(lo, hi - SOFTMAX_SPAN)
-    return enc.with_schema(schema, lo, hi, bitwidth, pow2=o.act_pow2)
-
-
 def _touches(facts: GraphFacts, tensor: str, op_types: tuple[str, ...]) -> bool:
     """Is `tensor` an input or output of an op of `op_types` (through a squashed ReLU too)?"""
     producer = facts.producers.get(tensor)
@@ -194,13 +131,8 @@ def plan_activations(
             continue  # float fallback: no data, no override
         if o.op_types and not any(t in overrides.activations or _touches(facts, t, o.op_types) for t in group):
             continue  # only the inputs and outputs of --op_types_to_quantize ops get Q/DQ
-        encoding = _group_encoding(
-            group,
-            observers,
-            overrides,
-            o,
-            softmax_input=_feeds_only_softmax(facts, group),
-            whole_range=_keeps_whole_range(facts, group),
+        encoding = group_encoding(
+            facts, group, observers, overrides, bitwidth=o.act_bitwidth, schema=o.act_schema, pow2=o.act_pow2
         )
         planned.update(dict.fromkeys(group, encoding))
     if o.float_bitwidth == 16:

@@ -177,7 +177,8 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
     if notes:
         report.facts["algorithms"] = "; ".join(notes)
-    _evaluate(o, reference, quantized, input_list, report, kept.outputs if kept is not None else None)
+    cached = kept.outputs if kept is not None and len(kept.outputs) == min(o.evaluate_samples, samples) else None
+    _evaluate(o, reference, quantized, input_list, report, cached or None)
     report.facts["calibration seconds"] = round(calibration_seconds, 2)
     output = o.output_path or o.input_network.with_suffix(".quant.onnx")
     gm.save(quantized, output)
@@ -200,7 +201,7 @@ def _evaluate(
     cached: list[list[np.ndarray]] | None = None,
 ) -> None:
     """Output drift of the written model on the first --evaluate_samples calibration samples
-    (`cached`: the float model's outputs on the first of them, kept from calibration)."""
+    (`cached`: the float model's outputs on them, kept from calibration)."""
     if input_list is None or o.evaluate_samples == 0:
         runtime.session(quantized, o.num_threads, "quantized model")  # it must at least load
         return

@@ -90,19 +90,13 @@ def compare_outputs(
     threads: int = 0,
     cached: list[list[np.ndarray]] | None = None,
 ) -> dict[str, Drift]:
-    """Per-output drift over `feeds`; `cached` (float outputs of the first feeds, e.g. from
-    `reference_outputs`) stands in for the float model on those."""
-    cached = cached or []
-    ref_sess = None
+    """Per-output drift over `feeds`; `cached` (from `reference_outputs`) skips the float model."""
+    ref_sess = None if cached is not None else runtime.session(reference, threads, "reference model", optimized=True)
     quant_sess = runtime.session(quantized, threads, "quantized model", optimized=True)
     names = [o.name for o in quant_sess.get_outputs()]
     drift = {name: Drift() for name in names}
     for index, feed in enumerate(feeds):
-        if index < len(cached):
-            ref_out = cached[index]
-        else:
-            ref_sess = ref_sess or runtime.session(reference, threads, "reference model", optimized=True)
-            ref_out = ref_sess.run(names, feed)
+        ref_out = cached[index] if cached is not None else ref_sess.run(names, feed)  # type: ignore[union-attr]
         quant_out = quant_sess.run(names, feed)
         label = labels[index] if labels is not None and index < len(labels) else None
         for name, r, q in zip(names, ref_out, quant_out, strict=True):

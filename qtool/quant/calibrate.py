@@ -219,12 +219,11 @@ def _split(feed: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
 
 
 class OutputSink:
-    """The model's own outputs for the first samples, kept as calibration computes them: quantize's
-    evaluation compares against these instead of running the float model again. It keeps at most
-    `count` samples and `limit_bytes` (then stops: the evaluation runs the float model for the
-    rest), so peak memory stays within a few percent of a calibration that keeps nothing."""
+    """The model's own outputs for the first `count` samples, kept as calibration computes them:
+    quantize's evaluation compares against these instead of running the float model again.
+    Past `limit_bytes` it gives up (and empties), so memory never grows with the outputs' size."""
 
-    def __init__(self, count: int, limit_bytes: int = 16 << 20) -> None:
+    def __init__(self, count: int, limit_bytes: int = 256 << 20) -> None:
         self.count, self.limit_bytes = count, limit_bytes
         self.outputs: list[list[np.ndarray]] = []
         self.size, self.full = 0, False
@@ -233,11 +232,10 @@ class OutputSink:
         return not self.full and len(self.outputs) < self.count
 
     def add(self, outputs: list[np.ndarray]) -> None:
-        size = sum(o.nbytes for o in outputs)
-        if self.size + size > self.limit_bytes:
-            self.full = True
+        self.size += sum(o.nbytes for o in outputs)
+        if self.size > self.limit_bytes:
+            self.outputs, self.full = [], True
             return
-        self.size += size
         self.outputs.append(outputs)
 
 

@@ -88,27 +88,3 @@ def test_streaming_keeps_no_per_sample_state(tmp_path):
     for e in errors:
         assert all(isinstance(v, float) for k, v in vars(e).items() if k != "probe")
         assert math.isfinite(e.signal) and e.signal > 0
-
-
-def test_output_drift_is_the_same_with_cached_float_outputs_for_the_first_samples(tmp_path):
-    from qtool.graph import model as gm
-    from qtool.inspect import compare
-    from qtool.io.feeds import iter_feeds
-    from qtool.io.input_list import read_input_list
-
-    source, quant, val = quantized(tmp_path, clean())
-    reference, qdq = onnx.load(source), onnx.load(quant)
-    listing = read_input_list(val)
-
-    def feeds():
-        return iter_feeds(listing, gm.input_specs(reference), False)
-
-    cached = compare.reference_outputs(reference, list(feeds())[:5])
-    plain = compare.compare_outputs(reference, qdq, feeds())
-    partly = compare.compare_outputs(reference, qdq, feeds(), cached=cached)
-    for name, drift in plain.items():
-        assert (drift.samples, drift.signal, drift.noise) == (
-            partly[name].samples,
-            partly[name].signal,
-            partly[name].noise,
-        )

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from qtool import runtime
@@ -25,7 +24,7 @@ from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
 from qtool.io.files import write_text
 from qtool.io.input_list import InputList, read_input_list
 from qtool.quant.algorithms import AlgorithmContext, resolve
-from qtool.quant.calibrate import OutputSink, calibrate
+from qtool.quant.calibrate import calibrate
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.plan import PlanOptions, activation_tensors, build_plan
 from qtool.quant.qdq import write_qdq
@@ -86,12 +85,7 @@ def _plan_options(o: QuantizeOptions) -> PlanOptions:
 
 
 def _calibrate(
-    o: QuantizeOptions,
-    model: onnx.ModelProto,
-    facts: GraphFacts,
-    input_list: InputList | None,
-    progress: Progress,
-    keep_outputs: OutputSink | None = None,
+    o: QuantizeOptions, model: onnx.ModelProto, facts: GraphFacts, input_list: InputList | None, progress: Progress
 ) -> tuple[dict, int]:
     if o.load_stats:
         return load_stats(list(o.load_stats), model, o.act_quantizer_calibration, o.percentile_calibration_value)
@@ -109,7 +103,6 @@ def _calibrate(
         batch_size=o.calib_batch_size,
         progress=progress(len(input_list.samples), "calibrating") if progress else None,
         expected_samples=len(input_list.samples),
-        keep_outputs=keep_outputs,
     )
     if o.save_stats is not None:
         save_stats(o.save_stats, model, observers, [input_list.path], count)
@@ -164,10 +157,7 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     ctx = _algorithm_context(o, model, overrides, input_list, observers)
     notes = _run_algorithms(o, "float", ctx)
     calibration_started = time.perf_counter()
-    # the float outputs calibration computes serve the evaluation, unless a float-stage algorithm
-    # (cle) has changed the model calibration runs
-    kept = OutputSink(o.evaluate_samples) if not notes else None
-    found, samples = _calibrate(o, model, GraphFacts.of(model), input_list, progress, kept)
+    found, samples = _calibrate(o, model, GraphFacts.of(model), input_list, progress)
     observers.update(found)
     calibration_seconds = time.perf_counter() - calibration_started
     notes += _run_algorithms(o, "quantized", ctx)
@@ -177,8 +167,7 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
     if notes:
         report.facts["algorithms"] = "; ".join(notes)
-    cached = kept.outputs if kept is not None and len(kept.outputs) == min(o.evaluate_samples, samples) else None
-    _evaluate(o, reference, quantized, input_list, report, cached or None)
+    _evaluate(o, reference, quantized, input_list, report)
     report.facts["calibration seconds"] = round(calibration_seconds, 2)
     output = o.output_path or o.input_network.with_suffix(".quant.onnx")
     gm.save(quantized, output)
@@ -198,10 +187,8 @@ def _evaluate(
     quantized: onnx.ModelProto,
     input_list: InputList | None,
     report: Report,
-    cached: list[list[np.ndarray]] | None = None,
 ) -> None:
-    """Output drift of the written model on the first --evaluate_samples calibration samples
-    (`cached`: the float model's outputs on them, kept from calibration)."""
+    """Output drift of the written model on the first --evaluate_samples calibration samples."""
     if input_list is None or o.evaluate_samples == 0:
         runtime.session(quantized, o.num_threads, "quantized model")  # it must at least load
         return
@@ -209,7 +196,7 @@ def _evaluate(
     feeds = itertools.islice(
         iter_feeds(input_list, gm.input_specs(reference), o.use_native_input_files), o.evaluate_samples
     )
-    drift = compare.compare_outputs(reference, quantized, feeds, threads=o.num_threads, cached=cached)
+    drift = compare.compare_outputs(reference, quantized, feeds, threads=o.num_threads)
     report.tables.append(drift_table(drift, False))
     report.facts["evaluated samples"] = next(iter(drift.values())).samples if drift else 0
     report.facts["evaluation seconds"] = round(time.perf_counter() - started, 2)

@@ -178,8 +178,6 @@ class _Runner:
         self.session = runtime.session(graph_model, threads, optimized=True)
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.runs = 0
-        self.model_outputs = [o.name for o in model.graph.output]
-        self.kept: OutputSink | None = None
 
     def _scatter(self, into: np.ndarray, outputs: list[tuple[str, list[str]]], values: list[np.ndarray]) -> None:
         for (_, names), value in zip(outputs, values, strict=True):
@@ -191,8 +189,7 @@ class _Runner:
             feed[OFFSET] = np.array([self.runs * 7919], dtype=np.int64)
         self.runs += 1
         try:
-            keep = self.kept is not None and self.kept.wants()
-            values = self.session.run(self.outputs + (self.model_outputs if keep else []), feed)
+            values = self.session.run(self.outputs, feed)
         except Exception as e:  # ORT's own error types; the message names the failing node
             raise ModelError(f"inference failed: {str(e).splitlines()[0][:300]}", where=where) from e
         lows, highs = np.zeros(len(self.tensors)), np.zeros(len(self.tensors))
@@ -201,9 +198,6 @@ class _Runner:
         bad = ~(np.isfinite(lows) & np.isfinite(highs))
         if bad.any():
             raise DataError(f"tensor {self.tensors[int(np.argmax(bad))]!r} has NaN or Inf values", where=where)
-        if keep:
-            self.kept.add(values[len(self.outputs) :])  # type: ignore[union-attr]
-            values = values[: len(self.outputs)]
         samples = values[len(self.mins) + len(self.maxs) :]
         if self.histograms:
             observe_histograms([self.observers[t] for t in self.tensors], lows, highs, samples)  # type: ignore[misc]
@@ -218,27 +212,6 @@ def _split(feed: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         yield {name: value[r : r + 1] for name, value in feed.items()}
 
 
-class OutputSink:
-    """The model's own outputs for the first `count` samples, kept as calibration computes them:
-    quantize's evaluation compares against these instead of running the float model again.
-    Past `limit_bytes` it gives up (and empties), so memory never grows with the outputs' size."""
-
-    def __init__(self, count: int, limit_bytes: int = 256 << 20) -> None:
-        self.count, self.limit_bytes = count, limit_bytes
-        self.outputs: list[list[np.ndarray]] = []
-        self.size, self.full = 0, False
-
-    def wants(self) -> bool:
-        return not self.full and len(self.outputs) < self.count
-
-    def add(self, outputs: list[np.ndarray]) -> None:
-        self.size += sum(o.nbytes for o in outputs)
-        if self.size > self.limit_bytes:
-            self.outputs, self.full = [], True
-            return
-        self.outputs.append(outputs)
-
-
 def calibrate(
     model: onnx.ModelProto,
     tensors: list[str],
@@ -250,21 +223,18 @@ def calibrate(
     batch_size: int = 1,
     progress: Callable[[int], None] | None = None,
     expected_samples: int | None = None,
-    keep_outputs: OutputSink | None = None,
 ) -> tuple[dict[str, Observer], int]:
     """Observe `tensors` over all `samples`; returns the observers and the number of samples.
 
     With `batch_size` > 1 samples are stacked on the batch axis; a model that cannot run batched
     (a Reshape to a fixed batch 1, say) falls back to one sample at a time, with a warning.
     `expected_samples` (the input_list's length) sizes the histograms' per-sample value samples.
-    `keep_outputs` collects the model outputs of the first samples (one sample at a time only).
     """
     observers = {name: make_observer(observer, name, percentile) for name in tensors}
     if not tensors:
         return observers, 0
     cap = sample_cap(expected_samples)
     single = _Runner(model, tensors, observers, threads, cap)
-    single.kept = keep_outputs if batch_size == 1 else None
     batched = None
     if batch_size > 1:
         try:

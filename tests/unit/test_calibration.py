@@ -15,7 +15,7 @@ from qnn_models import three_conv_model
 
 from qtool import runtime
 from qtool.errors import DataError
-from qtool.quant.calibrate import OutputSink, calibrate
+from qtool.quant.calibrate import calibrate
 from qtool.quant.observers import Histogram, MinMax, from_state, make_observer
 from qtool.quant.stats import load_stats, save_stats
 
@@ -150,18 +150,6 @@ def test_histogram_samples_reach_every_position_of_a_tensor_over_many_samples() 
     samples = [(f"l.txt:{i}", {"x": x}) for i in range(1024)]
     observers, _ = calibrate(model, ["y"], samples, observer="percentile", percentile=99.9, expected_samples=1024)
     assert observers["y"].range()[1] > 40.0
-
-
-def test_calibration_keeps_the_model_outputs_of_the_first_samples_within_a_memory_limit() -> None:
-    model = three_conv_model()
-    samples = _samples(5)
-    kept, tiny = OutputSink(3), OutputSink(3, limit_bytes=100)
-    calibrate(model, ["conv1_1"], samples, keep_outputs=kept)
-    calibrate(model, ["conv1_1"], samples, keep_outputs=tiny)
-    session = runtime.session(model, optimized=True)
-    assert len(kept.outputs) == 3 and tiny.outputs == []
-    for outputs, (_, feed) in zip(kept.outputs, samples, strict=False):
-        np.testing.assert_array_equal(outputs[0], session.run(None, feed)[0])
 
 
 def test_stats_files_merge_and_refuse_another_model(tmp_path: Path) -> None:

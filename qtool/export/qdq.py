@@ -11,7 +11,7 @@ from onnx import TensorProto
 
 from qtool.export.job import ExportJob, Files
 from qtool.graph import model as gm
-from qtool.graph.convert import upgrade_opset
+from qtool.graph.model import upgrade_opset
 from qtool.quant.qdq import WIDE_OPSET
 
 WIDE_TYPES = frozenset({TensorProto.INT4, TensorProto.UINT4, TensorProto.INT16, TensorProto.UINT16})

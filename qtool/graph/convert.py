@@ -10,10 +10,9 @@ import logging
 
 import onnx
 import onnx_ir as ir
-from onnx import version_converter
 
 from qtool.errors import ModelError
-from qtool.graph.model import default_opset
+from qtool.graph.model import upgrade_opset
 from qtool.graph.passes import convert_passes
 from qtool.graph.passes.fuse_hardswish import HARDSWISH_OPSET
 from qtool.graph.passes.fuse_layernorm import MIN_OPSET as LAYERNORM_OPSET
@@ -21,17 +20,6 @@ from qtool.graph.passes.fuse_layernorm import MIN_OPSET as LAYERNORM_OPSET
 logger = logging.getLogger(__name__)
 
 MIN_OPSET = 13
-
-
-def upgrade_opset(model: onnx.ModelProto, target: int, where: str) -> onnx.ModelProto:
-    current = default_opset(model)
-    if current >= target:
-        return model
-    logger.info("convert: opset %d -> %d", current, target)
-    try:
-        return version_converter.convert_version(model, target)
-    except Exception as e:  # the converter raises bare RuntimeError/ValueError for unsupported ops
-        raise ModelError(f"cannot upgrade opset {current} to {target}: {str(e).splitlines()[0]}", where=where) from e
 
 
 def _without_value_info(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -5,20 +5,24 @@ Every load error is a `ModelError` naming the file; every save goes through `ato
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, version_converter
 
 from qtool.errors import DataError, ModelError
 from qtool.io.files import atomic_write
 from qtool.io.raw import InputSpec
 
+logger = logging.getLogger(__name__)
+
 METADATA_OVERRIDES = "qtool.quantization_overrides"
 METADATA_CONVERTED = "qtool.converted"
 METADATA_FLOAT_BITWIDTH = "qtool.float_bitwidth"
+METADATA_BATCHNORM = "qtool.batchnorm"  # folded BatchNorms' beta/gamma by output tensor, for cle
 # ORT refuses protobufs past 2 GB; larger models go to external data next to the file.
 _EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
@@ -103,3 +107,14 @@ def tensor_names(model: onnx.ModelProto) -> set[str]:
     for node in model.graph.node:
         names.update(o for o in node.output if o)
     return names
+
+
+def upgrade_opset(model: onnx.ModelProto, target: int, where: str) -> onnx.ModelProto:
+    current = default_opset(model)
+    if current >= target:
+        return model
+    logger.info("convert: opset %d -> %d", current, target)
+    try:
+        return version_converter.convert_version(model, target)
+    except Exception as e:  # the converter raises bare RuntimeError/ValueError for unsupported ops
+        raise ModelError(f"cannot upgrade opset {current} to {target}: {str(e).splitlines()[0]}", where=where) from e

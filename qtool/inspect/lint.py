@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import onnx
 
+from qtool.graph.model import METADATA_BATCHNORM as FOLDED_BN
 from qtool.graph.model import METADATA_CONVERTED
-from qtool.graph.passes.fold_batchnorm import METADATA_KEY as FOLDED_BN
 from qtool.inspect import lint_data
 from qtool.inspect.findings import Finding, LintContext, ordered
 from qtool.inspect.macs import inferred

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from qtool.graph.convert import upgrade_opset
+from qtool.graph.model import upgrade_opset
 from qtool.graph.names import FreshNames
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts

@@ -22,10 +22,9 @@ from onnxscript.rewriter.rules.common import (
     fuse_batchnorm_into_gemm_rule,
 )
 
+from qtool.graph.model import METADATA_BATCHNORM
+
 logger = logging.getLogger(__name__)
-
-
-METADATA_KEY = "qtool.batchnorm"
 
 
 def _stats(node: ir.Node) -> dict[str, list[float]] | None:
@@ -53,7 +52,7 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
                 node.name = original
         folded = {name: stats for name, stats in sorted(bns.items()) if name not in left and stats is not None}
         if folded:
-            recorded = json.loads(model.metadata_props.get(METADATA_KEY, "{}"))
-            model.metadata_props[METADATA_KEY] = json.dumps({**recorded, **folded}, sort_keys=True)
+            recorded = json.loads(model.metadata_props.get(METADATA_BATCHNORM, "{}"))
+            model.metadata_props[METADATA_BATCHNORM] = json.dumps({**recorded, **folded}, sort_keys=True)
         logger.info("fold_batchnorm: folded %d of %d BatchNormalization nodes", len(bns) - len(left), len(bns))
         return ir.passes.PassResult(model, modified=len(left) != len(bns))

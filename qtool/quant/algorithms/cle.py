@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from qtool.graph.passes.fold_batchnorm import METADATA_KEY
+from qtool.graph.model import METADATA_BATCHNORM
 from qtool.quant.algorithms import AlgorithmContext, check_config
 from qtool.quant.graph_facts import GraphFacts
 
@@ -174,7 +174,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
             moved = max(moved, float(np.abs(np.log(scale)).max()))
         if moved < 1e-4:
             break
-    stats = json.loads(next((p.value for p in ctx.model.metadata_props if p.key == METADATA_KEY), "{}"))
+    stats = json.loads(next((p.value for p in ctx.model.metadata_props if p.key == METADATA_BATCHNORM), "{}"))
     absorbed: dict[str, np.ndarray] = {}
     if ctx.config.get("high_bias_absorption", True):
         for pair in pairs:

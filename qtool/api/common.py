@@ -8,6 +8,7 @@ import onnx
 
 from qtool.errors import DataError, did_you_mean
 from qtool.graph import model as gm
+from qtool.graph.convert import normalise
 from qtool.inspect import compare
 from qtool.io import encodings as encio
 from qtool.io.files import read_text
@@ -39,10 +40,6 @@ def converted(model: onnx.ModelProto, path: Path, input_dims: dict[str, tuple[in
     if gm.metadata(model).get(gm.METADATA_CONVERTED) == "1" and not input_dims:
         return model
     gm.check(model, str(path))
-    # imported here: onnx-ir and onnxscript take ~0.4 s to import (sympy), and a model that is
-    # already converted, as in every build pipeline's quantize step, never needs them
-    from qtool.graph.convert import normalise
-
     model = normalise(model, input_dims, str(path))
     gm.set_metadata(model, gm.METADATA_CONVERTED, "1")
     return model

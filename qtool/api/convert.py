@@ -10,6 +10,7 @@ from qtool.api.common import check_override_names
 from qtool.config import ConvertOptions
 from qtool.errors import ModelError
 from qtool.graph import model as gm
+from qtool.graph.convert import normalise
 from qtool.graph.float16 import to_float16
 from qtool.io import encodings as encio
 from qtool.quant.graph_facts import GraphFacts
@@ -36,8 +37,6 @@ def convert(o: ConvertOptions) -> Report:
     source = gm.load(o.input_network)
     float_source, imported = _import_encodings(source, o)
     gm.check(float_source, str(o.input_network))
-    from qtool.graph.convert import normalise  # onnx-ir is slow to import; see api.common.converted
-
     model = normalise(float_source, o.input_dims, str(o.input_network))
     gm.set_metadata(model, gm.METADATA_CONVERTED, "1")
     known = gm.tensor_names(model)

@@ -21,6 +21,7 @@ import onnx
 
 from qtool.export.job import ExportJob, Files
 from qtool.graph import model as gm
+from qtool.graph.convert import normalise
 from qtool.quant import stats
 from qtool.quant.encoding import Encoding
 from qtool.quant.observers import MinMax
@@ -50,8 +51,6 @@ def calibrated_model(job: ExportJob) -> onnx.ModelProto:
     """The graph `quantize` hashes: the stripped model, normalised when it is not converted yet."""
     if gm.metadata(job.stripped).get(gm.METADATA_CONVERTED) == "1":
         return job.stripped
-    from qtool.graph.convert import normalise  # onnx-ir is slow to import; see api.common.converted
-
     return normalise(job.stripped, {}, job.where)
 
 

@@ -2,22 +2,17 @@
 
 The passes themselves are listed in `graph/passes/__init__.py`; this module only upgrades
 the opset first (onnx's version converter) and moves between protobuf and onnx-ir.
+
+onnx-ir and onnxscript (and sympy under them) take ~0.4 s to import, so they are imported where a
+model is normalised: quantize, inspect and export of an already converted model never pay for it.
 """
 
 from __future__ import annotations
 
-import logging
-
 import onnx
-import onnx_ir as ir
 
 from qtool.errors import ModelError
 from qtool.graph.model import upgrade_opset
-from qtool.graph.passes import convert_passes
-from qtool.graph.passes.fuse_hardswish import HARDSWISH_OPSET
-from qtool.graph.passes.fuse_layernorm import MIN_OPSET as LAYERNORM_OPSET
-
-logger = logging.getLogger(__name__)
 
 MIN_OPSET = 13
 
@@ -32,10 +27,24 @@ def _without_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
 def _needed_opset(model: onnx.ModelProto) -> int:
     """LayerNormalization needs opset 17 and HardSwish 14; only a model with a ReduceMean can hold a
     decomposed LayerNorm, and only one with a Clip or HardSigmoid a decomposed hard-swish."""
+    from qtool.graph.passes.fuse_hardswish import HARDSWISH_OPSET
+    from qtool.graph.passes.fuse_layernorm import MIN_OPSET as LAYERNORM_OPSET
+
     ops = {node.op_type for node in model.graph.node}
     if "ReduceMean" in ops:
         return LAYERNORM_OPSET
     return HARDSWISH_OPSET if ops & {"Clip", "HardSigmoid"} else MIN_OPSET
+
+
+def _run_passes(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    import onnx_ir as ir
+
+    from qtool.graph.passes import convert_passes
+
+    ir_model = ir.serde.deserialize_model(model)
+    for graph_pass in convert_passes(input_dims):
+        ir_model = graph_pass(ir_model).model
+    return ir.serde.serialize_model(ir_model)
 
 
 def normalise(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], where: str) -> onnx.ModelProto:
@@ -43,12 +52,7 @@ def normalise(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], wh
     model = upgrade_opset(model, _needed_opset(model), where)
     # An exporter's intermediate shapes go stale once the batch is fixed (Paddle writes -1): let
     # shape inference recompute them all, or a conflict leaves every later tensor unshaped.
-    model = _without_value_info(model)
-    ir_model = ir.serde.deserialize_model(model)
-    for graph_pass in convert_passes(input_dims):
-        result = graph_pass(ir_model)
-        ir_model = result.model
-    out = ir.serde.serialize_model(ir_model)
+    out = _run_passes(_without_value_info(model), input_dims)
     try:
         out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=False, data_prop=True)
     except onnx.shape_inference.InferenceError as e:

@@ -18,7 +18,7 @@ from onnx import helper, numpy_helper
 from qtool import runtime
 from qtool.errors import DataError, ModelError
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.observers import Histogram, MinMax, Observer, make_observer, observe_histograms, sample_cap
+from qtool.quant.observers import Histogram, Observer, make_observer, observe_histograms, sample_cap
 
 logger = logging.getLogger(__name__)
 
@@ -168,20 +168,23 @@ class _Runner:
         self, model: onnx.ModelProto, tensors: list[str], observers: dict[str, Observer], threads: int, cap: int
     ) -> None:
         self.tensors, self.observers = tensors, observers
-        self.sampled = any(type(o) is not MinMax for o in observers.values())
-        self.histograms = all(isinstance(o, Histogram) for o in observers.values()) and self.sampled
-        graph_model, self.mins, self.maxs, samples = _Probes(model, tensors, self.sampled, cap).build()
-        self.outputs = [o for o, _ in [*self.mins, *self.maxs]] + samples
-        self.index = {t: i for i, t in enumerate(tensors)}
+        self.sampled = all(isinstance(o, Histogram) for o in observers.values())  # one method for all
+        graph_model, mins, maxs, samples = _Probes(model, tensors, self.sampled, cap).build()
+        self.outputs = [o for o, _ in [*mins, *maxs]] + samples
+        index = {t: i for i, t in enumerate(tensors)}
+        # where each fetched reduction's values go in the per-tensor arrays, worked out once
+        self.min_slots = [np.array([index[t] for t in names]) for _, names in mins]
+        self.max_slots = [np.array([index[t] for t in names]) for _, names in maxs]
         # Full optimisation (NCHWc convolutions, fusions): onnxruntime keeps every tensor a probe
         # reads, and the instrumented model runs 1.7-2.7x faster than at the basic level.
         self.session = runtime.session(graph_model, threads, optimized=True)
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.runs = 0
 
-    def _scatter(self, into: np.ndarray, outputs: list[tuple[str, list[str]]], values: list[np.ndarray]) -> None:
-        for (_, names), value in zip(outputs, values, strict=True):
-            into[[self.index[t] for t in names]] = np.asarray(value, dtype=np.float64).reshape(-1)
+    @staticmethod
+    def _scatter(into: np.ndarray, slots: list[np.ndarray], values: list[np.ndarray]) -> None:
+        for slot, value in zip(slots, values, strict=True):
+            into[slot] = np.asarray(value, dtype=np.float64).reshape(-1)
 
     def __call__(self, where: str, feed: dict[str, np.ndarray]) -> None:
         feed = {k: v for k, v in feed.items() if k in self.inputs}
@@ -192,14 +195,15 @@ class _Runner:
             values = self.session.run(self.outputs, feed)
         except Exception as e:  # ORT's own error types; the message names the failing node
             raise ModelError(f"inference failed: {str(e).splitlines()[0][:300]}", where=where) from e
+        reductions = len(self.min_slots) + len(self.max_slots)
         lows, highs = np.zeros(len(self.tensors)), np.zeros(len(self.tensors))
-        self._scatter(lows, self.mins, values[: len(self.mins)])
-        self._scatter(highs, self.maxs, values[len(self.mins) : len(self.mins) + len(self.maxs)])
+        self._scatter(lows, self.min_slots, values[: len(self.min_slots)])
+        self._scatter(highs, self.max_slots, values[len(self.min_slots) : reductions])
         bad = ~(np.isfinite(lows) & np.isfinite(highs))
         if bad.any():
             raise DataError(f"tensor {self.tensors[int(np.argmax(bad))]!r} has NaN or Inf values", where=where)
-        samples = values[len(self.mins) + len(self.maxs) :]
-        if self.histograms:
+        samples = values[reductions:]
+        if self.sampled:
             observe_histograms([self.observers[t] for t in self.tensors], lows, highs, samples)  # type: ignore[misc]
             return
         for name, lo, hi in zip(self.tensors, lows, highs, strict=True):

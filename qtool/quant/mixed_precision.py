@@ -118,7 +118,7 @@ def candidates(facts: GraphFacts, plan: QuantPlan) -> tuple[list[Candidate], Cos
     for group in activation_groups(facts, activation_tensors(facts)):
         if not all(t in plan.activations and not plan.activations[t].is_float for t in group):
             continue
-        readers = sorted({n.output[0] for t in group for n in facts.consumers.get(t, []) if n in mac_nodes})
+        readers = sorted({n.output[0] for t in group for n in facts.consumers.get(t, []) if n.op_type in cost.MAC_OPS})
         elems = sum(cost.elements(facts, t) for t in group)
         found.append(Candidate(group[0], group, [], readers, [], elems))
         producers = [p for t in group if (p := _mac_producer(facts, t)) is not None]
@@ -134,9 +134,9 @@ def candidates(facts: GraphFacts, plan: QuantPlan) -> tuple[list[Candidate], Cos
 
 
 def _mac_producer(facts: GraphFacts, tensor: str) -> onnx.NodeProto | None:
-    """The MAC layer writing `tensor`, through a squashed ReLU/Clip."""
+    """The MAC layer writing `tensor`, or the one whose output is squashed into it (ReLU squashing)."""
     producer = facts.producers.get(tensor)
-    if producer is not None and producer.op_type in ("Relu", "Clip") and producer.input[0] in facts.producers:
+    if producer is not None and producer.input and facts.squashed_into(producer.input[0]) == tensor:
         producer = facts.producers[producer.input[0]]
     return producer if producer is not None and producer.op_type in cost.MAC_OPS else None
 

@@ -175,15 +175,14 @@ class Histogram(MinMax):
             # too few values to clip with confidence, so keep the whole range.
             return self.lo, self.hi
         edges = self._edges()
-        centers = np.abs((edges[:-1] + edges[1:]) / 2)
+        centers = (edges[:-1] + edges[1:]) / 2
         top = max(abs(self.lo), abs(self.hi))
         abs_edges = np.linspace(0.0, top, self.bins + 1)
-        idx = np.clip((centers * (self.bins / top)).astype(np.int64), 0, self.bins - 1)
+        idx = np.clip((np.abs(centers) * (self.bins / top)).astype(np.int64), 0, self.bins - 1)
         abs_counts = np.bincount(idx, weights=self.counts, minlength=self.bins)
         thresholds, divergences = range_search.kl_curve(abs_counts, abs_edges)
         lo, hi = np.maximum(self.lo, -thresholds), np.minimum(self.hi, thresholds)
-        signed_centers = (edges[:-1] + edges[1:]) / 2
-        noise = range_search.expected_noise(signed_centers, self.counts, lo, hi, bitwidth, schema, gamma=1.0)
+        noise = range_search.expected_noise(centers, self.counts, lo, hi, bitwidth, schema, gamma=1.0)
         admissible = noise <= noise[-1] * (1 + 1e-9)  # the last candidate is the whole range
         best = int(np.argmin(np.where(admissible, divergences, np.inf)))
         return float(lo[best]), float(hi[best])
@@ -194,14 +193,17 @@ def observe_histograms(
 ) -> None:
     """`Histogram.observe` for many tensors of one batch in a single vectorised bincount: a model with
     hundreds of small tensors (squeeze-excite vectors) would otherwise pay Python's per-call cost."""
-    current = np.array([(o.lo, o.hi) if o.count else (np.inf, -np.inf) for o in observers])
-    for k in np.flatnonzero((lows < current[:, 0]) | (highs > current[:, 1])):
+    bounds = _bounds(observers)
+    wider = np.flatnonzero((lows < bounds[:, 0]) | (highs > bounds[:, 1]))
+    for k in wider:  # ranges grow early in a run; after that this loop is empty
         observers[k].widen(float(lows[k]), float(highs[k]))
+        bounds[k] = observers[k].lo, observers[k].hi
     bins = observers[0].bins
     samples = [_subsample(s) for s in samples]  # a tensor of unknown size arrives whole
     sizes = tuple(s.size for s in samples)
-    origin = np.array([o.lo for o in observers], dtype=np.float32)
-    per_unit = np.array([bins / ((o.hi - o.lo) or 1.0) for o in observers], dtype=np.float32)
+    width = bounds[:, 1] - bounds[:, 0]
+    origin = bounds[:, 0].astype(np.float32)
+    per_unit = (bins / np.where(width > 0, width, 1.0)).astype(np.float32)
     # float32 is exact enough for a bin index (< 2048) and halves the memory traffic
     position = np.concatenate([s.reshape(-1) for s in samples]).astype(np.float32, copy=False)
     position -= np.repeat(origin, sizes)
@@ -213,6 +215,11 @@ def observe_histograms(
     for observer, row in zip(observers, counts, strict=True):
         observer.counts += row
         observer.count += 1
+
+
+def _bounds(observers: list[Histogram]) -> np.ndarray:
+    """(lo, hi) per observer; an observer that has seen nothing yet takes any range."""
+    return np.array([(o.lo, o.hi) if o.count else (np.inf, -np.inf) for o in observers])
 
 
 @functools.lru_cache(maxsize=4)

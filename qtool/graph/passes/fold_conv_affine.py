@@ -29,11 +29,12 @@ def _conv_names(model: ir.Model) -> dict[str, str]:
     """Conv name by the output a folded Conv will write: its own, or its Conv -> Mul -> Add chain's."""
     found = {}
     for node in model.graph:
-        if node.op_type == "Conv" and node.name:
-            found[node.outputs[0].name] = node.name
-        mul = _only_user(node.outputs[0], "Mul") if node.op_type == "Conv" else None
+        if node.op_type != "Conv" or not node.name:
+            continue
+        found[node.outputs[0].name] = node.name
+        mul = _only_user(node.outputs[0], "Mul")
         add = _only_user(mul.outputs[0], "Add") if mul is not None else None
-        if add is not None and node.name:
+        if add is not None:
             found[add.outputs[0].name] = node.name
     return found
 

@@ -225,3 +225,8 @@ def test_algorithm_bad_input(tmp_path: Path) -> None:
         tmp_path / "q.onnx",
     )
     assert code == 2 and "num_batchez" in err and "num_batches" in err and not (tmp_path / "q.onnx").exists()
+    (tmp_path / "c.yaml").write_text("adaround:\n  sequential: maybe\n")
+    args = ["quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "--apply_algorithms", "adaround"]
+    code, _, err = qtool(*args, "--config", tmp_path / "c.yaml", "-o", tmp_path / "q.onnx")
+    assert code == 2 and "sequential must be true, false or auto" in err and not (tmp_path / "q.onnx").exists()
+    assert len(err.strip().splitlines()) == 1

@@ -30,6 +30,7 @@ import onnx
 from onnx import numpy_helper
 
 from qtool import runtime
+from qtool.errors import UsageError
 from qtool.quant import encoding as enc
 from qtool.quant.algorithms import AlgorithmContext, check_config
 from qtool.quant.algorithms.layers import Layer, augmented_moments, weighted_layers
@@ -209,6 +210,8 @@ def run(ctx: AlgorithmContext) -> list[str]:
     encodings = {layer.weight: _weight_encoding(plan.params[layer.weight], bitwidth) for layer in layers}
     ref = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in ctx.model.graph.initializer}
     samples, sequential = int(config.get("num_batches", 32)), config.get("sequential", "auto")
+    if sequential not in (True, False, "auto"):
+        raise UsageError(f"adaround: sequential must be true, false or auto, not {sequential!r}", where="--config")
     if sequential == "auto":
         sequential = any(e.bitwidth <= 4 for e in encodings.values())
     _round_layers(ctx, ref, layers, encodings, collect(ctx, ctx.model, layers, samples))

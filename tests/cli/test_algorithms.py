@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from qnn_models import qtool
 
 from qtool.quant.algorithms import AlgorithmContext, cle
-from qtool.quant.algorithms.adaround import round_rows, solve_rows
+from qtool.quant.algorithms.adaround import _fitted, _refine, round_rows, solve_rows
 
 
 def write_samples(folder: Path, shape: tuple[int, ...], n: int = 12, seed: int = 0) -> Path:
@@ -121,6 +121,39 @@ def test_adaround_with_a_free_bias_never_loses_to_round_to_nearest(seed: int, ro
         return np.einsum("rd,de,re->r", v - theta, h, v - theta)
 
     assert np.all(error(values) <= error(nearest) * (1 + 1e-9) + 1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), rows=st.integers(1, 6), fan_in=st.integers(2, 24), free=st.integers(0, 1))
+def test_refinement_only_lowers_the_error_and_stays_on_the_grid(seed: int, rows: int, fan_in: int, free: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = np.hstack([rng.normal(size=(64, fan_in)) @ rng.normal(size=(fan_in, fan_in)), np.ones((64, free))])
+    h = x.T @ x + 1e-6 * np.eye(fan_in + free)
+    theta = rng.normal(size=(rows, fan_in + free))
+    scale, zp = (np.abs(theta[:, :fan_in]).max(axis=1) / 7)[:, None], np.zeros((rows, 1))
+    start = np.hstack([np.clip(np.rint(theta[:, :fan_in] / scale), -8, 7) * scale, theta[:, fan_in:]])
+    refined = _refine(theta, start, scale, zp, h, (-8, 7), free)
+    codes = refined[:, :fan_in] / scale
+    np.testing.assert_allclose(codes, np.rint(codes), atol=1e-9)
+    assert codes.min() >= -8 - 1e-9 and codes.max() <= 7 + 1e-9
+
+    def error(v: np.ndarray) -> np.ndarray:
+        return np.einsum("rd,de,re->r", v - theta, h, v - theta)
+
+    assert np.all(error(refined) <= error(start) * (1 + 1e-9) + 1e-9)
+
+
+def test_the_asymmetric_target_undoes_a_distortion_of_the_layer_input() -> None:
+    """If earlier layers turn the input t into x̂ = t·A, the rows θ·A⁻¹ reproduce the float output
+    exactly; the fit finds them (a ridge towards θ of ~0)."""
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(256, 5))
+    distortion = np.eye(5) + 0.2 * rng.normal(size=(5, 5))
+    x = t @ distortion
+    theta = rng.normal(size=(3, 5))
+    fitted = _fitted(theta, x.T @ x, x.T @ t, ridge=1e-9)
+    np.testing.assert_allclose(x @ fitted.T, t @ theta.T, atol=1e-6)
+    assert np.allclose(_fitted(theta, x.T @ x, x.T @ t, ridge=1e9), theta, atol=1e-3)  # all ridge: θ itself
 
 
 def test_sequential_adaround_keeps_the_model_runnable_and_close(tmp_path: Path) -> None:

@@ -91,10 +91,19 @@ def weighted_layers(facts: GraphFacts, skip: set[str] = frozenset()) -> list[Lay
     return layers
 
 
-def augmented_moments(layer: Layer, x: np.ndarray, limit: int, seed: tuple[int, ...]) -> np.ndarray:
+def augmented_moments(
+    layer: Layer, x: np.ndarray, limit: int, seed: tuple[int, ...], target: np.ndarray | None = None
+) -> np.ndarray:
     """Per group, Σ x̃ x̃ᵀ with x̃ = [x; 1] over at most `limit` sampled input rows (the 1 stands
-    for the bias). Shape (groups, d+1, d+1)."""
-    groups = layer.input_rows(x, limit, np.random.default_rng(seed))
-    rows = np.stack(groups).astype(np.float64)
-    rows = np.concatenate([rows, np.ones((*rows.shape[:2], 1))], axis=2)
-    return rows.transpose(0, 2, 1) @ rows
+    for the bias). Shape (groups, d+1, d+1). Given `target` (the float model's input at the same
+    sample), also Σ x̃ t̃ᵀ over the same rows, stacked after: shape (2, groups, d+1, d+1)."""
+
+    def rows_of(values: np.ndarray) -> np.ndarray:
+        rows = np.stack(layer.input_rows(values, limit, np.random.default_rng(seed))).astype(np.float64)
+        return np.concatenate([rows, np.ones((*rows.shape[:2], 1))], axis=2)
+
+    rows = rows_of(x)
+    moments = rows.transpose(0, 2, 1) @ rows
+    if target is None:
+        return moments
+    return np.stack([moments, rows.transpose(0, 2, 1) @ rows_of(target)])

@@ -30,9 +30,31 @@ def _mixed_target(o: QuantizeOptions) -> mp.Target:
     return mp.Target(o.target_sqnr, o.max_cosine_drop, o.mixed_precision_factor)
 
 
+def _restored(ctx: AlgorithmContext, before: onnx.ModelProto, overrides: encio.Encodings) -> onnx.ModelProto:
+    """ctx.model with the layers whose frozen (adaround) weights `overrides` raises to 16 bits given
+    back the weights and bias they had before: their 8-bit grid points are no use at 16 bits."""
+    raised = {w for w in ctx.frozen if overrides.params.get(w) is not ctx.overrides.params.get(w)}
+    if not raised:
+        return ctx.model
+    originals = {i.name: i for i in before.graph.initializer}
+    names = {i for n in ctx.model.graph.node if raised & set(n.input) for i in n.input if i in originals}
+    model = onnx.ModelProto()
+    model.CopyFrom(ctx.model)
+    for init in model.graph.initializer:
+        if init.name in names:
+            init.CopyFrom(originals[init.name])
+    return model
+
+
 def run_mixed_precision(
-    o: QuantizeOptions, ctx: AlgorithmContext, reference: onnx.ModelProto, input_list: InputList | None
+    o: QuantizeOptions,
+    ctx: AlgorithmContext,
+    reference: onnx.ModelProto,
+    input_list: InputList | None,
+    before: onnx.ModelProto,
 ) -> mp.Result:
+    """The search; `before` is the model ahead of the algorithms that freeze weights (ctx.frozen).
+    On return ctx.model and ctx.overrides hold the chosen precisions."""
     target = _mixed_target(o)
     listing = read_input_list(o.eval_list) if o.eval_list is not None else input_list
     if listing is None:
@@ -47,7 +69,7 @@ def run_mixed_precision(
     cached = compare.reference_outputs(reference, feeds(), o.num_threads)
 
     def evaluate(overrides: encio.Encodings) -> mp.Metrics:
-        qdq, _ = ctx.quantize(ctx.model, overrides)
+        qdq, _ = ctx.quantize(_restored(ctx, before, overrides), overrides)
         return mp.overall(compare.compare_outputs(reference, qdq, feeds(), threads=o.num_threads, cached=cached))
 
     base_qdq, base_plan = ctx.quantize(ctx.model, ctx.overrides)
@@ -56,7 +78,8 @@ def run_mixed_precision(
         rows = layers.rank(layers.stream(ctx.model, base_qdq, feeds(), o.num_threads), ctx.model, base_qdq)
         proxy = {r.tensor: 10 ** (-r.added_db / 10) if math.isfinite(r.added_db) else 0.0 for r in rows}
     cands, cost_model = mp.candidates(GraphFacts.of(ctx.model), base_plan)
-    result = mp.search(cands, cost_model, ctx.overrides, evaluate, target, proxy)
+    result = mp.search(cands, cost_model, ctx.overrides, evaluate, target, proxy, frozenset(ctx.frozen))
+    ctx.model = _restored(ctx, before, result.overrides)
     ctx.overrides = result.overrides
     return result
 

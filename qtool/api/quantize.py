@@ -151,8 +151,7 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
         )
     overrides = _overrides(o, reference)
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
-    model = onnx.ModelProto()
-    model.CopyFrom(reference)
+    model = _copy(reference)
     observers: dict = {}
     ctx = _algorithm_context(o, model, overrides, input_list, observers)
     notes = _run_algorithms(o, "float", ctx)
@@ -160,9 +159,10 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     found, samples = _calibrate(o, model, GraphFacts.of(model), input_list, progress)
     observers.update(found)
     calibration_seconds = time.perf_counter() - calibration_started
+    before = _copy(model) if o.mixed_precision == "auto" else None  # the weights a 16-bit layer gets back
     notes += _run_algorithms(o, "quantized", ctx)
-    mixed = run_mixed_precision(o, ctx, reference, input_list) if o.mixed_precision == "auto" else None
-    quantized, plan = ctx.quantize(model, ctx.overrides)
+    mixed = run_mixed_precision(o, ctx, reference, input_list, before) if before is not None else None
+    quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
     gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
     if notes:
@@ -179,6 +179,12 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
         chart = inspect_html.pareto_chart(mixed.curve) if mixed is not None else ""
         write_text(o.html, inspect_html.render_report(report, chart))
     return report
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
 
 
 def _evaluate(

@@ -141,13 +141,16 @@ def _mac_producer(facts: GraphFacts, tensor: str) -> onnx.NodeProto | None:
     return producer if producer is not None and producer.op_type in cost.MAC_OPS else None
 
 
-def raise_to_16(base: Encodings, chosen: list[Candidate]) -> Encodings:
+def raise_to_16(base: Encodings, chosen: list[Candidate], replaceable: frozenset[str] = frozenset()) -> Encodings:
+    """`base` with the chosen tensors at 16 bits; an encoding already in `base` is kept (the user's
+    overrides win) unless it is `replaceable` (one an algorithm froze, as adaround does its 8-bit grid)."""
     out = Encodings(dict(base.activations), dict(base.params))
     for c in chosen:
         for t in c.tensors:
             out.activations.setdefault(t, Encoding(bitwidth=16))
         for w in c.weights:
-            out.params.setdefault(w, Encoding(bitwidth=16, is_symmetric=True))
+            if w in replaceable or w not in out.params:
+                out.params[w] = Encoding(bitwidth=16, is_symmetric=True)
     return out
 
 
@@ -181,13 +184,17 @@ def _point(model: CostModel, prefix: list[Candidate], m: Metrics) -> dict:
 
 
 def _sensitivity(
-    cands: list[Candidate], base: Encodings, evaluate: Callable[[Encodings], Metrics], baseline: Metrics, proxy
+    cands: list[Candidate],
+    raised: Callable[[list[Candidate]], Encodings],
+    evaluate: Callable[[Encodings], Metrics],
+    baseline: Metrics,
+    proxy,
 ) -> None:
     for c in cands:
         if proxy is not None:  # a weight candidate is credited with its layer's added noise
             c.gain = max((proxy.get(t, 0.0) for t in c.tensors or c.weight_layers), default=0.0)
         else:
-            c.gain = evaluate(raise_to_16(base, [c]))["sqnr_db"] - baseline["sqnr_db"]
+            c.gain = evaluate(raised([c]))["sqnr_db"] - baseline["sqnr_db"]
 
 
 def search(
@@ -197,24 +204,30 @@ def search(
     evaluate: Callable[[Encodings], Metrics],
     target: Target,
     proxy: dict[str, float] | None = None,
+    replaceable: frozenset[str] = frozenset(),
 ) -> Result:
     """`proxy` (tensor -> noise it adds, from one float-vs-8-bit pass) replaces the per-candidate
-    evaluations as the sensitivity; the search itself always evaluates for real."""
+    evaluations as the sensitivity; the search itself always evaluates for real. `replaceable`:
+    see raise_to_16."""
+
+    def raised(prefix: list[Candidate]) -> Encodings:
+        return raise_to_16(base, prefix, replaceable)
+
     baseline = evaluate(base)
     curve = [_point(model, [], baseline)]
     if target.factor is None and target.met(baseline):
         return Result([], base, curve)
-    _sensitivity(cands, base, evaluate, baseline, proxy)
+    _sensitivity(cands, raised, evaluate, baseline, proxy)
     order = greedy_order(cands, model)
     if target.factor is not None:
         prefix = [c for i, c in enumerate(order) if model.factor(order[: i + 1]) <= target.factor]
-        metrics = evaluate(raise_to_16(base, prefix))
+        metrics = evaluate(raised(prefix))
         curve.append(_point(model, prefix, metrics))
-        return Result(prefix, raise_to_16(base, prefix), curve, met=True)
+        return Result(prefix, raised(prefix), curve, met=True)
     lo, hi, best = 1, len(order), None
     while lo <= hi:  # shortest prefix that meets the target
         mid = (lo + hi) // 2
-        metrics = evaluate(raise_to_16(base, order[:mid]))
+        metrics = evaluate(raised(order[:mid]))
         curve.append(_point(model, order[:mid], metrics))
         if target.met(metrics):
             best, hi = mid, mid - 1
@@ -223,7 +236,7 @@ def search(
     chosen = order[:best] if best is not None else order
     curve.sort(key=lambda p: p["layers_16bit"])
     logger.info("mixed precision: %d of %d candidates raised to 16 bits", len(chosen), len(cands))
-    return Result(chosen, raise_to_16(base, chosen), curve, met=best is not None)
+    return Result(chosen, raised(chosen), curve, met=best is not None)
 
 
 def overall(drift: dict) -> Metrics:

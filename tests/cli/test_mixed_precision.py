@@ -210,3 +210,27 @@ def test_proxy_sensitivity_runs_in_one_pass_and_meets_the_target(tmp_path: Path)
     assert code == 0, err
     report = json.loads(stdout)
     assert report["outputs (float vs quantized)"][0]["sqnr_db"] >= 30 and "b" in report["16-bit layers"].split(", ")
+
+
+def _dequantized_weight(model: onnx.ModelProto, conv: str) -> np.ndarray:
+    node = next(n for n in model.graph.node if n.name == conv)
+    dq = next(n for n in model.graph.node if n.output[0] == node.input[1])
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    q, scale = values[dq.input[0]].astype(np.float64), values[dq.input[1]]
+    zp = values[dq.input[2]].astype(np.float64) if len(dq.input) > 2 else 0.0
+    shape = [-1] + [1] * (q.ndim - 1) if np.ndim(scale) else []
+    return (q - np.reshape(zp, shape)) * np.reshape(scale, shape)
+
+
+def test_a_weight_adaround_froze_gets_its_float_values_back_at_16_bits(tmp_path: Path) -> None:
+    """adaround puts wb on its 8-bit grid and freezes it; raising wb must start again from the float
+    weights, or the 16-bit layer would still carry 8-bit rounding error."""
+    model, listing = setup(tmp_path)
+    out = tmp_path / "q.onnx"
+    args = ["quantize", "-i", model, "--input_list", listing, "-o", out, "--apply_algorithms", "adaround"]
+    code, stdout, err = qtool(*args, "--mixed_precision", "auto", "--target_sqnr", "30", "--json")
+    assert code == 0, err
+    assert "b+weights" in json.loads(stdout)["16-bit layers"]
+    written = _dequantized_weight(onnx.load(out), "convB")
+    float_wb = numpy_helper.to_array(next(i for i in planted_model().graph.initializer if i.name == "wb"))
+    assert np.abs(written - float_wb).max() <= np.abs(float_wb).max() / 2**15

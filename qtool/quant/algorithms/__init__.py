@@ -29,6 +29,7 @@ class AlgorithmContext:
     config: dict[str, Any] = field(default_factory=dict)  # this algorithm's YAML section
     overrides: Encodings = field(default_factory=Encodings)
     threads: int = 0
+    frozen: set[str] = field(default_factory=set)  # weights an algorithm put on its grid and froze in `overrides`
 
     def array(self, name: str) -> np.ndarray:
         return numpy_helper.to_array(next(i for i in self.model.graph.initializer if i.name == name))

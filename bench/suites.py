@@ -110,7 +110,7 @@ def run_algorithms(names: list[str], manifest: dict, args, emit) -> None:
         if name in W4_MODELS:
             for variant in W4_VARIANTS:
                 progress("algorithms", name, f"W4A8 {variant}")
-                flags = algorithm_flags(ALGORITHMS[variant], 4)
+                flags = [*algorithm_flags(ALGORITHMS[variant], 4), "--config", str(Path(__file__).parent / "w4a8.yaml")]
                 row, _ = qtool_row(name, entry, f"W4A8 {variant}", f"w4:{variant}", flags, f"algo_w4_{variant}", args)
                 row.params["weights"] = 4
                 emit(row)
@@ -221,6 +221,7 @@ MIXED_TARGETS = {  # model -> mixed-precision flag sets tried (issue 7: rec char
         ["--mixed_precision_factor", "1.5"],
         ["--target_sqnr", "30"],
         ["--target_sqnr", "30", "--mixed_precision_sensitivity", "proxy"],
+        ["--apply_algorithms", "adaround", "--target_sqnr", "30"],  # adaround first; raised layers get float weights
     ],
     "ppocr_cls_mobile_v2": [["--target_sqnr", "40"]],
     "ppocrv4_det": [["--target_sqnr", "16"]],

@@ -26,12 +26,14 @@ from qtool.io.input_list import InputList, read_input_list
 from qtool.quant.algorithms import AlgorithmContext, resolve
 from qtool.quant.calibrate import calibrate
 from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.mixed_precision import overall
 from qtool.quant.plan import PlanOptions, activation_tensors, build_plan
 from qtool.quant.qdq import write_qdq
 from qtool.quant.stats import load_stats, save_stats
 from qtool.report import Report
 
 logger = logging.getLogger(__name__)
+TRIAL_SAMPLES = 16  # calibration samples an algorithm's trial quantization calibrates and scores on
 
 # A progress factory: given a total and a label, returns a callback taking the number of steps done.
 Progress = Callable[[int, str], Callable[[int], None]] | None
@@ -136,7 +138,21 @@ def _algorithm_context(
         plan = build_plan(GraphFacts.of(float_model), observers, given, _plan_options(o))
         return write_qdq(float_model, plan, str(o.input_network), packed=o.pack_4_bit_weights), plan
 
-    return AlgorithmContext(model, samples, quantize_with, overrides=overrides, threads=o.num_threads)
+    reference = _copy(model)
+
+    def trial(candidate: onnx.ModelProto) -> float:
+        facts = GraphFacts.of(candidate)
+        sample_iter = itertools.islice(samples(), TRIAL_SAMPLES)
+        found, _ = calibrate(
+            candidate, activation_tensors(facts), sample_iter, observer=o.act_quantizer_calibration,
+            percentile=o.percentile_calibration_value, threads=o.num_threads,
+        )  # fmt: skip
+        plan = build_plan(facts, found, overrides, _plan_options(o))
+        qdq = write_qdq(candidate, plan, str(o.input_network))
+        feeds = (feed for _, feed in itertools.islice(samples(), TRIAL_SAMPLES))
+        return overall(compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads))["sqnr_db"]
+
+    return AlgorithmContext(model, samples, quantize_with, overrides=overrides, threads=o.num_threads, trial=trial)
 
 
 def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:

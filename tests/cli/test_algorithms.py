@@ -47,6 +47,22 @@ def test_cle_equalizes_ranges_and_keeps_the_float_function() -> None:
     onnx.checker.check_model(model)
 
 
+@pytest.mark.parametrize("helps", [True, False])
+def test_cle_is_kept_only_when_its_trial_quantization_is_better(helps: bool, caplog) -> None:
+    """AutoQuant's rule: with `keep: auto` (the default) cle stays only if the quantized model's
+    output SQNR with it is at least that without it."""
+    model = unbalanced_convs()
+    original = model.SerializeToString()
+    ctx = AlgorithmContext(model, samples=lambda: iter(()), quantize=lambda m, e: (m, None))
+    ctx.trial = lambda m: (30.0 if helps else 5.0) if m is ctx.model else 10.0
+    notes = cle.run(ctx)
+    assert (model.SerializeToString() == original) != helps
+    assert ("not applied" in notes[0]) != helps
+    assert ("lowers the quantized model's output SQNR" in caplog.text) != helps
+    ctx.config = {"keep": "always"}
+    assert "equalized" in cle.run(ctx)[0]
+
+
 def test_cle_then_quantize_beats_plain_quantization(tmp_path: Path) -> None:
     onnx.save(unbalanced_convs(), tmp_path / "m.onnx")
     listing = write_samples(tmp_path, (1, 4, 8, 8))
@@ -262,4 +278,9 @@ def test_algorithm_bad_input(tmp_path: Path) -> None:
     args = ["quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "--apply_algorithms", "adaround"]
     code, _, err = qtool(*args, "--config", tmp_path / "c.yaml", "-o", tmp_path / "q.onnx")
     assert code == 2 and "sequential must be true, false or auto" in err and not (tmp_path / "q.onnx").exists()
+    assert len(err.strip().splitlines()) == 1
+    (tmp_path / "c.yaml").write_text("cle:\n  keep: sometimes\n")
+    args = ["quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "--apply_algorithms", "cle"]
+    code, _, err = qtool(*args, "--config", tmp_path / "c.yaml", "-o", tmp_path / "q.onnx")
+    assert code == 2 and "keep must be auto or always" in err and not (tmp_path / "q.onnx").exists()
     assert len(err.strip().splitlines()) == 1

@@ -30,6 +30,9 @@ class AlgorithmContext:
     overrides: Encodings = field(default_factory=Encodings)
     threads: int = 0
     frozen: set[str] = field(default_factory=set)  # weights an algorithm put on its grid and froze in `overrides`
+    # output SQNR (dB) against the float model of a float-stage candidate, quantized with the user's
+    # options after a short calibration: how an algorithm tells whether its change pays
+    trial: Callable[[onnx.ModelProto], float] | None = None
 
     def array(self, name: str) -> np.ndarray:
         return numpy_helper.to_array(next(i for i in self.model.graph.initializer if i.name == name))

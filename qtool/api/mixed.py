@@ -38,8 +38,7 @@ def _restored(ctx: AlgorithmContext, before: onnx.ModelProto, overrides: encio.E
         return ctx.model
     originals = {i.name: i for i in before.graph.initializer}
     names = {i for n in ctx.model.graph.node if raised & set(n.input) for i in n.input if i in originals}
-    model = onnx.ModelProto()
-    model.CopyFrom(ctx.model)
+    model = gm.copy(ctx.model)
     for init in model.graph.initializer:
         if init.name in names:
             init.CopyFrom(originals[init.name])

@@ -122,11 +122,13 @@ def _run_algorithms(o: QuantizeOptions, stage: str, ctx: AlgorithmContext) -> li
 
 def _algorithm_context(
     o: QuantizeOptions,
+    reference: onnx.ModelProto,
     model: onnx.ModelProto,
     overrides: encio.Encodings,
     input_list: InputList | None,
     observers: dict,
 ) -> AlgorithmContext:
+    """`model` is the copy of the float `reference` the algorithms change."""
     specs = gm.input_specs(model)
 
     def samples():
@@ -137,8 +139,6 @@ def _algorithm_context(
     def quantize_with(float_model: onnx.ModelProto, given: encio.Encodings):
         plan = build_plan(GraphFacts.of(float_model), observers, given, _plan_options(o))
         return write_qdq(float_model, plan, str(o.input_network), packed=o.pack_4_bit_weights), plan
-
-    reference = _copy(model)
 
     def trial(candidate: onnx.ModelProto) -> float:
         facts = GraphFacts.of(candidate)
@@ -167,15 +167,15 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
         )
     overrides = _overrides(o, reference)
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
-    model = _copy(reference)
+    model = gm.copy(reference)
     observers: dict = {}
-    ctx = _algorithm_context(o, model, overrides, input_list, observers)
+    ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
     notes = _run_algorithms(o, "float", ctx)
     calibration_started = time.perf_counter()
     found, samples = _calibrate(o, model, GraphFacts.of(model), input_list, progress)
     observers.update(found)
     calibration_seconds = time.perf_counter() - calibration_started
-    before = _copy(model) if o.mixed_precision == "auto" else None  # the weights a 16-bit layer gets back
+    before = gm.copy(model) if o.mixed_precision == "auto" else None  # the weights a 16-bit layer gets back
     notes += _run_algorithms(o, "quantized", ctx)
     mixed = run_mixed_precision(o, ctx, reference, input_list, before) if before is not None else None
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
@@ -195,12 +195,6 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
         chart = inspect_html.pareto_chart(mixed.curve) if mixed is not None else ""
         write_text(o.html, inspect_html.render_report(report, chart))
     return report
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    return copy
 
 
 def _evaluate(

@@ -12,16 +12,15 @@ from __future__ import annotations
 import onnx
 
 from qtool.errors import ModelError
-from qtool.graph.model import upgrade_opset
+from qtool.graph.model import copy, upgrade_opset
 
 MIN_OPSET = 13
 
 
 def _without_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    del copy.graph.value_info[:]
-    return copy
+    out = copy(model)
+    del out.graph.value_info[:]
+    return out
 
 
 def _needed_opset(model: onnx.ModelProto) -> int:

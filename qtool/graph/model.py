@@ -41,6 +41,12 @@ def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
     return model
 
 
+def copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
 def check(model: onnx.ModelProto, where: str) -> None:
     try:
         onnx.checker.check_model(model)

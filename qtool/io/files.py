@@ -44,11 +44,6 @@ def _umask() -> int:
     return current
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_write(path, "wb") as handle:
-        handle.write(data)
-
-
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_write(path, "w") as handle:
         handle.write(text)

@@ -33,6 +33,7 @@ from onnx import numpy_helper
 
 from qtool import runtime
 from qtool.errors import UsageError
+from qtool.graph.model import copy
 from qtool.quant import encoding as enc
 from qtool.quant.algorithms import AlgorithmContext, check_config
 from qtool.quant.algorithms.layers import Layer, augmented_moments, weighted_layers
@@ -126,12 +127,6 @@ def solve_rows(target, scale, zp, h, grid, free: int = 0, damp: float = 0.0) -> 
         better = _row_errors(target, found, h) < _row_errors(target, best, h)
         best = np.where(better[:, None], found, best)
     return _refine(target, best, scale, zp, h, grid, free)
-
-
-def round_rows(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, h: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """Integer rows for weight rows `w` (rows, d) with per-row `scale`, `zp` and moments `h`."""
-    values = solve_rows(w, scale, zp, h, grid, damp=DAMP)
-    return np.rint(values / scale.reshape(-1, 1)) + zp.reshape(-1, 1)
 
 
 def _quantized_inputs(qdq: onnx.ModelProto, layers: list[Layer]) -> dict[str, str]:
@@ -273,8 +268,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
         raise UsageError(f"adaround: sequential must be true, false or auto, not {sequential!r}", where="--config")
     if sequential == "auto":
         sequential = any(e.bitwidth <= 4 for e in encodings.values())
-    reference = onnx.ModelProto()
-    reference.CopyFrom(ctx.model)
+    reference = copy(ctx.model)
     _round_layers(ctx, ref, layers, encodings, collect(ctx, ctx.model, layers, samples))
     for layer in layers if sequential else []:
         qdq, _ = ctx.quantize(ctx.model, ctx.overrides)

@@ -21,7 +21,7 @@ import onnx
 from onnx import helper
 
 from qtool.errors import UsageError
-from qtool.graph.model import METADATA_BATCHNORM
+from qtool.graph.model import METADATA_BATCHNORM, copy
 from qtool.quant.algorithms import AlgorithmContext, check_config
 from qtool.quant.graph_facts import GraphFacts
 
@@ -168,8 +168,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
     if not pairs:
         logger.warning("cle: no Conv -> [ReLU] -> Conv pair on a single branch; nothing equalized")
         return ["cle: no matching pattern"]
-    before = onnx.ModelProto()
-    before.CopyFrom(ctx.model)
+    before = copy(ctx.model)
     notes, capped = _equalize_all(ctx, facts, pairs)
     kept = keep == "always" or ctx.trial is None
     if not kept:
@@ -182,11 +181,8 @@ def run(ctx: AlgorithmContext) -> list[str]:
             )
         return notes
     ctx.model.CopyFrom(before)
-    logger.warning(
-        "cle: not applied: it lowers the quantized model's output SQNR from %.1f to %.1f dB "
-        "(per-channel weights gain little from it; `cle: {keep: always}` applies it anyway)",
-        plain, equalized,
-    )  # fmt: skip
+    why = "per-channel weights gain little from it; `cle: {keep: always}` applies it anyway"
+    logger.warning("cle: not applied: it lowers the output SQNR from %.1f to %.1f dB (%s)", plain, equalized, why)
     return [f"cle: not applied (output SQNR {equalized:.1f} dB with it, {plain:.1f} dB without)"]
 
 

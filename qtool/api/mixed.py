@@ -31,8 +31,7 @@ def _mixed_target(o: QuantizeOptions) -> mp.Target:
 
 
 def _restored(ctx: AlgorithmContext, before: onnx.ModelProto, overrides: encio.Encodings) -> onnx.ModelProto:
-    """ctx.model with the layers whose frozen (adaround) weights `overrides` raises to 16 bits given
-    back the weights and bias they had before: their 8-bit grid points are no use at 16 bits."""
+    """ctx.model where a layer whose frozen 8-bit weights `overrides` raises has its `before` values."""
     raised = {w for w in ctx.frozen if overrides.params.get(w) is not ctx.overrides.params.get(w)}
     if not raised:
         return ctx.model
@@ -52,8 +51,7 @@ def run_mixed_precision(
     input_list: InputList | None,
     before: onnx.ModelProto,
 ) -> mp.Result:
-    """The search; `before` is the model ahead of the algorithms that freeze weights (ctx.frozen).
-    On return ctx.model and ctx.overrides hold the chosen precisions."""
+    """Leaves the chosen precisions in ctx; `before` is ctx.model ahead of weight-freezing algorithms."""
     target = _mixed_target(o)
     listing = read_input_list(o.eval_list) if o.eval_list is not None else input_list
     if listing is None:

@@ -23,7 +23,7 @@ from qtool.io import encodings as encio
 from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
 from qtool.io.files import write_text
 from qtool.io.input_list import InputList, read_input_list
-from qtool.quant.algorithms import AlgorithmContext, resolve
+from qtool.quant.algorithms import AlgorithmContext, adaround, resolve
 from qtool.quant.calibrate import calibrate
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import overall
@@ -136,23 +136,32 @@ def _algorithm_context(
             raise UsageError("--apply_algorithms needs --input_list: the algorithms run the model on calibration data")
         return iter_samples(input_list, specs, o.use_native_input_files)
 
-    def quantize_with(float_model: onnx.ModelProto, given: encio.Encodings):
-        plan = build_plan(GraphFacts.of(float_model), observers, given, _plan_options(o))
-        return write_qdq(float_model, plan, str(o.input_network), packed=o.pack_4_bit_weights), plan
+    def quantizer(found: dict):
+        def quantize_with(float_model: onnx.ModelProto, given: encio.Encodings):
+            plan = build_plan(GraphFacts.of(float_model), found, given, _plan_options(o))
+            return write_qdq(float_model, plan, str(o.input_network), packed=o.pack_4_bit_weights), plan
+
+        return quantize_with
 
     def trial(candidate: onnx.ModelProto) -> float:
-        facts = GraphFacts.of(candidate)
-        sample_iter = itertools.islice(samples(), TRIAL_SAMPLES)
+        """Output SQNR of `candidate` quantized as asked, adaround included (cheapened): whether a
+        float-stage change pays depends on what follows it (cle helps 4-bit rounding, not adaround)."""
         found, _ = calibrate(
-            candidate, activation_tensors(facts), sample_iter, observer=o.act_quantizer_calibration,
-            percentile=o.percentile_calibration_value, threads=o.num_threads,
+            candidate, activation_tensors(GraphFacts.of(candidate)), itertools.islice(samples(), TRIAL_SAMPLES),
+            observer=o.act_quantizer_calibration, percentile=o.percentile_calibration_value, threads=o.num_threads,
         )  # fmt: skip
-        plan = build_plan(facts, found, overrides, _plan_options(o))
-        qdq = write_qdq(candidate, plan, str(o.input_network))
+        given = encio.Encodings(dict(overrides.activations), dict(overrides.params))
+        sub = AlgorithmContext(gm.copy(candidate), samples, quantizer(found), overrides=given, threads=o.num_threads)
+        if "adaround" in o.apply_algorithms:
+            sub.config = {**o.algorithm_config.get("adaround", {}), "num_batches": TRIAL_SAMPLES, "sequential": False}
+            adaround.run(sub)
+        qdq, _ = sub.quantize(sub.model, sub.overrides)
         feeds = (feed for _, feed in itertools.islice(samples(), TRIAL_SAMPLES))
         return overall(compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads))["sqnr_db"]
 
-    return AlgorithmContext(model, samples, quantize_with, overrides=overrides, threads=o.num_threads, trial=trial)
+    return AlgorithmContext(
+        model, samples, quantizer(observers), overrides=overrides, threads=o.num_threads, trial=trial
+    )
 
 
 def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:

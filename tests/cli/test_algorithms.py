@@ -103,7 +103,8 @@ def test_adaround_never_beats_round_to_nearest_in_reverse(seed: int, rows: int, 
     scale = np.abs(w).max(axis=1) / (2 ** (bits - 1) - 1)
     zp = np.zeros(rows)
     grid = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-    q = np.rint(solve_rows(w, scale, zp, h, grid, damp=DAMP) / scale[:, None])
+    h_ridge = h + DAMP * np.mean(np.diag(h)) * np.eye(fan_in)
+    q = np.rint(solve_rows(w, scale, zp, h_ridge, grid) / scale[:, None])
     nearest = np.clip(np.rint(w / scale[:, None]), *grid)
 
     def error(values: np.ndarray) -> np.ndarray:

@@ -30,8 +30,7 @@ class AlgorithmContext:
     overrides: Encodings = field(default_factory=Encodings)
     threads: int = 0
     frozen: set[str] = field(default_factory=set)  # weights an algorithm put on its grid and froze in `overrides`
-    # output SQNR (dB) against the float model of a float-stage candidate, quantized with the user's
-    # options after a short calibration: how an algorithm tells whether its change pays
+    # float model -> output SQNR (dB) quantized as the user asked: does a float-stage change pay?
     trial: Callable[[onnx.ModelProto], float] | None = None
 
     def array(self, name: str) -> np.ndarray:

@@ -47,19 +47,14 @@ OVERFIT = 3.0  # extra λ per weight per input row (see _ridge)
 FIT_DAMP = 0.1  # least ridge of the asymmetric target fit (see _fitted)
 
 
-def _round(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    return np.clip(np.rint(w / scale) + zp, lo, hi)
-
-
 def _grid_values(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    return (_round(w, scale, zp, *grid) - zp) * scale
+    return (np.clip(np.rint(w / scale) + zp, *grid) - zp) * scale
 
 
-def _upper(h: np.ndarray, damp: float) -> np.ndarray | None:
-    """Upper Cholesky factor of (h + λI)⁻¹, or None when h is not positive definite."""
-    extra = damp * float(np.mean(np.diag(h))) + 1e-12
+def _upper(h: np.ndarray) -> np.ndarray | None:
+    """Upper Cholesky factor of h⁻¹ (h carries its ridge), or None when h is not positive definite."""
     try:
-        return np.linalg.cholesky(np.linalg.inv(h + extra * np.eye(len(h)))).T
+        return np.linalg.cholesky(np.linalg.inv(h + 1e-12 * np.eye(len(h)))).T
     except np.linalg.LinAlgError:
         return None
 
@@ -115,13 +110,13 @@ def _refine(target, values, scale, zp, h, grid, free: int, sweeps: int = 8) -> n
     return _with_free(target, (codes - zp) * scale, h)
 
 
-def solve_rows(target, scale, zp, h, grid, free: int = 0, damp: float = 0.0) -> np.ndarray:
+def solve_rows(target, scale, zp, h, grid, free: int = 0) -> np.ndarray:
     """Rows [ŵ b̂]: ŵ on the grid (per-row `scale`, `zp`), the last `free` columns continuous,
     minimising (θ − target)ᵀ h (θ − target) per row; never worse than rounding to nearest."""
     scale, zp = scale.reshape(-1, 1), zp.reshape(-1, 1)
     d = target.shape[1] - free
     best = _with_free(target, _grid_values(target[:, :d], scale, zp, grid), h)
-    upper = _upper(h, damp)
+    upper = _upper(h)
     if upper is not None:
         found = _with_free(target, _gptq(target, scale, zp, upper, grid, d)[:, :d], h)
         better = _row_errors(target, found, h) < _row_errors(target, best, h)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from qtool.config import QuantizeOptions
 from qtool.errors import ModelError, UsageError
@@ -30,17 +32,17 @@ def _mixed_target(o: QuantizeOptions) -> mp.Target:
     return mp.Target(o.target_sqnr, o.max_cosine_drop, o.mixed_precision_factor)
 
 
-def _restored(ctx: AlgorithmContext, before: onnx.ModelProto, overrides: encio.Encodings) -> onnx.ModelProto:
-    """ctx.model where a layer whose frozen 8-bit weights `overrides` raises has its `before` values."""
-    raised = {w for w in ctx.frozen if overrides.params.get(w) is not ctx.overrides.params.get(w)}
-    if not raised:
+def _restored(ctx: AlgorithmContext, overrides: encio.Encodings) -> onnx.ModelProto:
+    """ctx.model where the frozen weights `overrides` raises (and their biases) have their float values
+    back: their 8-bit grid points are no use at 16 bits."""
+    raised = [w for w in ctx.frozen if overrides.params.get(w) != ctx.overrides.params.get(w)]
+    originals = {name: value for w in raised for name, value in ctx.frozen[w].items()}
+    if not originals:
         return ctx.model
-    originals = {i.name: i for i in before.graph.initializer}
-    names = {i for n in ctx.model.graph.node if raised & set(n.input) for i in n.input if i in originals}
     model = gm.copy(ctx.model)
     for init in model.graph.initializer:
-        if init.name in names:
-            init.CopyFrom(originals[init.name])
+        if init.name in originals:
+            init.CopyFrom(numpy_helper.from_array(originals[init.name].astype(np.float32), init.name))
     return model
 
 
@@ -49,9 +51,8 @@ def run_mixed_precision(
     ctx: AlgorithmContext,
     reference: onnx.ModelProto,
     input_list: InputList | None,
-    before: onnx.ModelProto,
 ) -> mp.Result:
-    """Leaves the chosen precisions in ctx; `before` is ctx.model ahead of weight-freezing algorithms."""
+    """Leaves the chosen precisions in ctx.model and ctx.overrides."""
     target = _mixed_target(o)
     listing = read_input_list(o.eval_list) if o.eval_list is not None else input_list
     if listing is None:
@@ -66,7 +67,7 @@ def run_mixed_precision(
     cached = compare.reference_outputs(reference, feeds(), o.num_threads)
 
     def evaluate(overrides: encio.Encodings) -> mp.Metrics:
-        qdq, _ = ctx.quantize(_restored(ctx, before, overrides), overrides)
+        qdq, _ = ctx.quantize(_restored(ctx, overrides), overrides)
         return mp.overall(compare.compare_outputs(reference, qdq, feeds(), threads=o.num_threads, cached=cached))
 
     base_qdq, base_plan = ctx.quantize(ctx.model, ctx.overrides)
@@ -76,7 +77,7 @@ def run_mixed_precision(
         proxy = {r.tensor: 10 ** (-r.added_db / 10) if math.isfinite(r.added_db) else 0.0 for r in rows}
     cands, cost_model = mp.candidates(GraphFacts.of(ctx.model), base_plan)
     result = mp.search(cands, cost_model, ctx.overrides, evaluate, target, proxy, frozenset(ctx.frozen))
-    ctx.model = _restored(ctx, before, result.overrides)
+    ctx.model = _restored(ctx, result.overrides)
     ctx.overrides = result.overrides
     return result
 

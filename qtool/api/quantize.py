@@ -184,9 +184,8 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     found, samples = _calibrate(o, model, GraphFacts.of(model), input_list, progress)
     observers.update(found)
     calibration_seconds = time.perf_counter() - calibration_started
-    before = gm.copy(model) if o.mixed_precision == "auto" else None  # the weights a 16-bit layer gets back
     notes += _run_algorithms(o, "quantized", ctx)
-    mixed = run_mixed_precision(o, ctx, reference, input_list, before) if before is not None else None
+    mixed = run_mixed_precision(o, ctx, reference, input_list) if o.mixed_precision == "auto" else None
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
     gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})

@@ -29,7 +29,8 @@ class AlgorithmContext:
     config: dict[str, Any] = field(default_factory=dict)  # this algorithm's YAML section
     overrides: Encodings = field(default_factory=Encodings)
     threads: int = 0
-    frozen: set[str] = field(default_factory=set)  # weights an algorithm put on its grid and froze in `overrides`
+    # weight an algorithm put on its grid and froze in `overrides` -> the float values it replaced
+    frozen: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     # float model -> output SQNR (dB) quantized as the user asked: does a float-stage change pay?
     trial: Callable[[onnx.ModelProto], float] | None = None
 

@@ -192,12 +192,11 @@ def _bias(layer: Layer) -> str | None:
     return node.input[2] if len(node.input) > 2 and node.input[2] else None
 
 
-def _ridge(moments: np.ndarray, d: int) -> float:
+def _ridge(moments: np.ndarray, d: int, diag: float) -> float:
     """λ = (DAMP + OVERFIT · d / rows) · mean(diag H): more shrinkage towards the float weights the
     fewer input rows each weight is fitted on. Late EfficientNet layers see 49 positions a sample,
     so 32 samples give 1568 rows for 1153 weights a row; fitted with DAMP alone, their validation
     error was up to 1.5x round-to-nearest's while their calibration error fell 10x."""
-    diag = float(np.mean(np.diag(moments)[:d]))
     return (DAMP + OVERFIT * d / max(float(moments[-1, -1]), 1.0)) * diag + 1e-12
 
 
@@ -223,16 +222,17 @@ def _adaround_layer(ctx: AlgorithmContext, ref: dict, layer: Layer, e: enc.Encod
     values = np.empty_like(theta)
     for g, moments in enumerate(grams):
         sl = slice(g * per_group, (g + 1) * per_group)
-        ridge = _ridge(moments, rows.shape[1])
+        diag = float(np.mean(np.diag(moments)[: rows.shape[1]]))
+        ridge = _ridge(moments, rows.shape[1], diag)
         h = moments[:d, :d] + np.eye(d) * ridge
-        fit_ridge = max(ridge, FIT_DAMP * float(np.mean(np.diag(moments)[: rows.shape[1]])))
+        fit_ridge = max(ridge, FIT_DAMP * diag)
         target = theta[sl] if crosses is None else _fitted(theta[sl], moments[:d, :d], crosses[g], fit_ridge)
         values[sl] = solve_rows(target, scale[sl], zp[sl], h, (e.qmin, e.qmax), free)
     ctx.set_array(layer.weight, layer.weight_from_rows(values[:, : rows.shape[1]], w.shape).astype(np.float32))
     if free:
         ctx.set_array(bias, values[:, -1].astype(np.float32))
     ctx.overrides.params[layer.weight] = e
-    ctx.frozen.add(layer.weight)
+    ctx.frozen.setdefault(layer.weight, {name: ref[name] for name in (layer.weight, bias) if name})
 
 
 def _weight_encoding(e: enc.Encoding, bitwidth) -> enc.Encoding:
@@ -263,7 +263,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
         raise UsageError(f"adaround: sequential must be true, false or auto, not {sequential!r}", where="--config")
     if sequential == "auto":
         sequential = any(e.bitwidth <= 4 for e in encodings.values())
-    reference = copy(ctx.model)
+    reference = copy(ctx.model) if sequential else None  # the float inputs sequential rounding aims at
     _round_layers(ctx, ref, layers, encodings, collect(ctx, ctx.model, layers, samples))
     for layer in layers if sequential else []:
         qdq, _ = ctx.quantize(ctx.model, ctx.overrides)

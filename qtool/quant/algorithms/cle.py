@@ -209,6 +209,5 @@ def _equalize_all(ctx: AlgorithmContext, facts: GraphFacts, pairs: list[Pair]) -
     _recap(ctx, capped, caps)
     names = [f"{p.first.name}->{p.second.name}" for p in pairs]
     logger.info("cle: equalized %s; high bias absorbed at %s", ", ".join(names), ", ".join(absorbed) or "none")
-    return [f"cle: equalized {len(pairs)} pairs ({', '.join(names)}); high-bias absorption on {len(absorbed)}"], len(
-        capped
-    )
+    note = f"cle: equalized {len(pairs)} pairs ({', '.join(names)}); high-bias absorption on {len(absorbed)}"
+    return [note], len(capped)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from qtool.errors import ModelError
+
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 def _value_types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
@@ -29,6 +32,41 @@ def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProt
         copy.graph.output.append(info)
         present.add(name)
     return copy
+
+
+def _reads(node: onnx.NodeProto) -> list[str]:
+    """The tensors a node reads, its subgraphs' outer-scope reads included (over-approximated)."""
+    found = list(node.input)
+    for attr in node.attribute:
+        for graph in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
+            found += [name for inner in graph.node for name in _reads(inner)]
+    return found
+
+
+def pruned(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of `model` returning only `names`, with only the nodes they depend on: a layer's
+    input costs the model up to that layer, not the whole of it."""
+    copy = with_outputs(model, names)
+    producers = {out: i for i, node in enumerate(copy.graph.node) for out in node.output}
+    needed, stack = set(), list(names)
+    while stack:
+        index = producers.get(stack.pop())
+        if index is not None and index not in needed:
+            needed.add(index)
+            stack.extend(_reads(copy.graph.node[index]))
+    nodes = [node for i, node in enumerate(copy.graph.node) if i in needed]
+    outputs = [o for o in copy.graph.output if o.name in set(names)]
+    del copy.graph.node[:], copy.graph.output[:]
+    copy.graph.node.extend(nodes)
+    copy.graph.output.extend(outputs)
+    return copy
+
+
+def runner(model: onnx.ModelProto, names: list[str], threads: int = 0, where: str = "model") -> Runner:
+    """feed -> {name: value} for the tensors `names`, running only the part of `model` they need."""
+    sess = session(pruned(model, names), threads, where)
+    inputs = {i.name for i in sess.get_inputs()}
+    return lambda feed: dict(zip(names, sess.run(names, {k: v for k, v in feed.items() if k in inputs}), strict=True))
 
 
 def session(

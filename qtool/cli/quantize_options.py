@@ -7,13 +7,15 @@ from collections.abc import Callable
 import click
 
 from qtool.cli.options import Choice, PathType, input_dims, int_choice, to_int
-from qtool.config import (
-    CALIBRATIONS,
-    LEGACY_QUANTIZERS,
-    SCHEMAS,
-)
+from qtool.config import CALIBRATIONS, LEGACY_QUANTIZERS, SCHEMAS
 from qtool.io.encodings import FORMATS
 from qtool.quant.algorithms import ALGORITHM_NAMES
+
+
+def _bitwidth(flag: str, alias: str, choices: tuple[int, ...], help: str) -> Callable:
+    return click.option(
+        flag, alias, type=int_choice(*choices), default="8", callback=to_int, show_default=True, help=help
+    )
 
 
 def quantize_options(func: Callable) -> Callable:
@@ -51,32 +53,15 @@ def quantize_options(func: Callable) -> Callable:
             metavar="NAME DIMS",
             help="Fix an input's shape when quantizing a raw (unconverted) model.",
         ),
-        click.option(
-            "--act_bitwidth",
-            "--act_bw",
-            type=int_choice(8, 16),
-            default="8",
-            callback=to_int,
-            show_default=True,
-            help="Activation bitwidth.",
-        ),
-        click.option(
+        _bitwidth("--act_bitwidth", "--act_bw", (8, 16), "Activation bitwidth."),
+        _bitwidth(
             "--weights_bitwidth",
             "--weight_bw",
-            type=int_choice(4, 8, 16),
-            default="8",
-            callback=to_int,
-            show_default=True,
-            help="Weight bitwidth (16 makes the default param schema symmetric).",
+            (4, 8, 16),
+            "Weight bitwidth (16 makes the default param schema symmetric).",
         ),
-        click.option(
-            "--bias_bitwidth",
-            "--bias_bw",
-            type=int_choice(8, 32),
-            default="8",
-            callback=to_int,
-            show_default=True,
-            help="Bias bitwidth; 32 uses scale = input scale x weight scale.",
+        _bitwidth(
+            "--bias_bitwidth", "--bias_bw", (8, 32), "Bias bitwidth; 32 uses scale = input scale x weight scale."
         ),
         click.option(
             "--act_quantizer_schema", type=Choice(SCHEMAS), help="Activation range schema [default: asymmetric]."

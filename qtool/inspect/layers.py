@@ -124,11 +124,6 @@ def probes(reference: onnx.ModelProto, quantized: onnx.ModelProto) -> list[Probe
     return result
 
 
-def _run(session, names: list[str], feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    wanted = {i.name for i in session.get_inputs()}
-    return dict(zip(names, session.run(names, {k: v for k, v in feed.items() if k in wanted}), strict=True))
-
-
 def stream(
     reference: onnx.ModelProto,
     quantized: onnx.ModelProto,
@@ -141,10 +136,10 @@ def stream(
     errors = [LayerError(p) for p in probes(reference, quantized)]
     ref_names = [e.probe.tensor for e in errors]
     quant_names = list(dict.fromkeys(e.probe.quant_name for e in errors))
-    ref_sess = runtime.session(runtime.with_outputs(reference, ref_names), threads, "reference model")
-    quant_sess = runtime.session(runtime.with_outputs(quantized, quant_names), threads, "quantized model")
+    run_reference = runtime.runner(reference, ref_names, threads, "reference model")
+    run_quantized = runtime.runner(quantized, quant_names, threads, "quantized model")
     for feed in feeds:
-        ref, quant = _run(ref_sess, ref_names, feed), _run(quant_sess, quant_names, feed)
+        ref, quant = run_reference(feed), run_quantized(feed)
         for e in errors:
             e.update(ref[e.probe.tensor], quant[e.probe.quant_name])
     return errors

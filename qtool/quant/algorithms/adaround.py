@@ -137,30 +137,6 @@ def _quantized_inputs(qdq: onnx.ModelProto, layers: list[Layer]) -> dict[str, st
     return found
 
 
-def _pruned(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """A copy of `model` returning only `names`, with only the nodes they depend on."""
-    copy = runtime.with_outputs(model, names)
-    producers = {out: i for i, node in enumerate(copy.graph.node) for out in node.output}
-    needed, stack = set(), list(names)
-    while stack:
-        index = producers.get(stack.pop())
-        if index is not None and index not in needed:
-            needed.add(index)
-            stack.extend(copy.graph.node[index].input)
-    nodes = [node for i, node in enumerate(copy.graph.node) if i in needed]
-    outputs = [o for o in copy.graph.output if o.name in set(names)]
-    del copy.graph.node[:], copy.graph.output[:]
-    copy.graph.node.extend(nodes)
-    copy.graph.output.extend(outputs)
-    return copy
-
-
-def _session_outputs(ctx: AlgorithmContext, model: onnx.ModelProto, names: list[str]):
-    sess = runtime.session(_pruned(model, names), ctx.threads)
-    inputs = {i.name for i in sess.get_inputs()}
-    return lambda feed: dict(zip(names, sess.run(names, {k: v for k, v in feed.items() if k in inputs}), strict=True))
-
-
 def collect(
     ctx: AlgorithmContext,
     model: onnx.ModelProto,
@@ -171,8 +147,10 @@ def collect(
     """Σ x̃ x̃ᵀ per layer (groups, d+1, d+1) over the inputs each layer reads in `model`; with
     `float_model`, stacked with Σ x̃ t̃ᵀ against the input t the layer reads there (2, groups, ...)."""
     names = _quantized_inputs(model, layers)
-    run_model = _session_outputs(ctx, model, sorted(set(names.values())))
-    run_float = _session_outputs(ctx, float_model, sorted({layer.input for layer in layers})) if float_model else None
+    run_model = runtime.runner(model, sorted(set(names.values())), ctx.threads)
+    run_float = (
+        runtime.runner(float_model, sorted({layer.input for layer in layers}), ctx.threads) if float_model else None
+    )
     sums: dict[str, np.ndarray] = {}
     for count, (_, feed) in enumerate(ctx.samples()):
         if count >= samples:

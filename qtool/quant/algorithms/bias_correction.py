@@ -25,12 +25,11 @@ STAGE = "quantized"
 def _channel_means(
     model: onnx.ModelProto, names: list[str], ctx: AlgorithmContext, frames: int, axes: dict[str, int]
 ) -> dict[str, np.ndarray]:
-    sess = runtime.session(runtime.with_outputs(model, names), ctx.threads)
-    inputs = {i.name for i in sess.get_inputs()}
+    run = runtime.runner(model, names, ctx.threads)
     sums: dict[str, np.ndarray] = {}
     count = 0
     for count, (_, feed) in enumerate(ctx.samples(), start=1):
-        for name, value in zip(names, sess.run(names, {k: v for k, v in feed.items() if k in inputs}), strict=True):
+        for name, value in run(feed).items():
             axis = axes[name] % value.ndim
             mean = value.astype(np.float64).mean(axis=tuple(i for i in range(value.ndim) if i != axis))
             sums[name] = sums.get(name, 0.0) + mean

@@ -139,8 +139,9 @@ def target_check(model: str, row: Row | None, floor: Row | None) -> str:
         if how == "float-pts":
             if floor is None or key not in floor.metrics:
                 continue
-            gap = 100 * (floor.metrics[key] - got)
-            parts.append(f"{key} {gap:+.2f} pts vs float {'✓' if gap <= 100 * value else '✗'}")
+            delta = 100 * (got - floor.metrics[key])  # quantized minus float: negative is a loss
+            ok = round(-delta, 6) <= 100 * value  # 98.5 - 98.0 is 0.5000000000000004 in floats
+            parts.append(f"{key} {delta:+.2f} pts vs float {'✓' if ok else '✗'}")
         else:
             scale = 100 if key != "cosine" else 1
             ok = got >= value

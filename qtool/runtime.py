@@ -54,8 +54,9 @@ def pruned(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
         if index is not None and index not in needed:
             needed.add(index)
             stack.extend(_reads(copy.graph.node[index]))
+    wanted = set(names)
     nodes = [node for i, node in enumerate(copy.graph.node) if i in needed]
-    outputs = [o for o in copy.graph.output if o.name in set(names)]
+    outputs = [o for o in copy.graph.output if o.name in wanted]
     del copy.graph.node[:], copy.graph.output[:]
     copy.graph.node.extend(nodes)
     copy.graph.output.extend(outputs)

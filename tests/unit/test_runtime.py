@@ -7,26 +7,29 @@ from onnx import TensorProto, helper
 from qtool import runtime
 
 
+def _value(name: str) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [2])
+
+
+def _branch(k: int) -> onnx.GraphProto:
+    """out_k = a * k, where `a` comes from the enclosing graph."""
+    constant = helper.make_tensor(f"k{k}", TensorProto.FLOAT, [1], [float(k)])
+    node = helper.make_node("Mul", ["a", f"k{k}"], [f"out{k}"])
+    return helper.make_graph([node], f"branch{k}", [], [_value(f"out{k}")], [constant])
+
+
 def _model() -> onnx.ModelProto:
     """x -> a = x+1 -> b = If(flag){a*2}{a*3}; c = Exp(x) does not feed b."""
-    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [2])  # noqa: E731
-    branch = lambda k: helper.make_graph(  # noqa: E731
-        [helper.make_node("Mul", ["a", f"k{k}"], [f"out{k}"])],
-        f"branch{k}",
-        [],
-        [value(f"out{k}")],
-        [helper.make_tensor(f"k{k}", TensorProto.FLOAT, [1], [float(k)])],
-    )
     nodes = [
         helper.make_node("Add", ["x", "one"], ["a"]),
-        helper.make_node("If", ["flag"], ["b"], then_branch=branch(2), else_branch=branch(3)),
+        helper.make_node("If", ["flag"], ["b"], then_branch=_branch(2), else_branch=_branch(3)),
         helper.make_node("Exp", ["x"], ["c"]),
     ]
     graph = helper.make_graph(
         nodes,
         "g",
-        [value("x"), helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
-        [value("b"), value("c")],
+        [_value("x"), helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [_value("b"), _value("c")],
         [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import subprocess
@@ -239,9 +240,21 @@ PERCENT_KEYS = ["char_acc", "line_acc", "accuracy", "recall", "precision", "top1
 TASK_KEY = {"recogniser": "char_acc", "orientation": "accuracy", "detector": "recall", "classifier": "top1_agree"}
 
 
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion p over n trials."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
 def format_metrics(metrics: dict, short: bool = False) -> str:
+    """Percentages, then cosine; top-1 agreement with its 95% interval over the n validation crops
+    (binomial, crops taken as independent: crops of one photo are not, so the real spread is wider)."""
     keys = PERCENT_KEYS[:1] + PERCENT_KEYS[2:4] + PERCENT_KEYS[5:] if short else PERCENT_KEYS
     parts = [f"{k} {100 * metrics[k]:.2f}%" for k in keys if k in metrics]
+    if not short and "top1_agree" in metrics and metrics.get("n"):
+        lo, hi = wilson_interval(metrics["top1_agree"], int(metrics["n"]))
+        parts[-1] += f" (95% CI {100 * lo:.1f}–{100 * hi:.1f})"
     parts += [f"{k} {metrics[k]:.4f}" for k in ("mean_iou", "cosine") if k in metrics and not short]
     return ", ".join(parts) or "-"
 

@@ -172,6 +172,55 @@ def test_json_output_is_one_object(demo) -> None:
     assert {row["kind"] for row in report["encodings"]} == {"act", "param"}
 
 
+def _encodings_by_name(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    return {
+        name: entries
+        for section in ("activation_encodings", "param_encodings")
+        for name, entries in data[section].items()
+    }
+
+
+def test_convert_imports_a_prequantized_qdq_model(demo, tmp_path: Path) -> None:
+    """A QDQ model from QAT or another quantizer (here qtool's own) converts to its float graph
+    with the Q/DQ pairs carried as overrides; quantize then needs no calibration data to give
+    back the same encodings."""
+    conv, requant = tmp_path / "imported.conv.onnx", tmp_path / "requant.onnx"
+    report = ok(["convert", "-i", demo["quant"], "-o", conv, "--json"])
+    assert not {n.op_type for n in onnx.load(str(conv)).graph.node} & QDQ_OPS
+    assert report["encodings imported"] > 0
+    assert report["overrides carried"] == report["encodings imported"]
+    ok(["quantize", "-i", conv, "-o", requant, "--enable_float_fallback"])
+    want = _encodings_by_name(demo["quant"].with_suffix(".encodings.json"))
+    got = _encodings_by_name(requant.with_suffix(".encodings.json"))
+    assert sorted(got) == sorted(want)
+    for name, entries in want.items():
+        assert [(e["bitwidth"], e["offset"]) for e in got[name]] == [(e["bitwidth"], e["offset"]) for e in entries]
+        # the QDQ model stores scales as float32
+        np.testing.assert_allclose([e["scale"] for e in got[name]], [e["scale"] for e in entries], rtol=1e-6)
+
+
+def test_convert_strip_drops_the_imported_encodings(demo, tmp_path: Path) -> None:
+    conv = tmp_path / "stripped.conv.onnx"
+    report = ok(["convert", "-i", demo["quant"], "-o", conv, "--export_format", "strip", "--json"])
+    model = onnx.load(str(conv))
+    assert not {n.op_type for n in model.graph.node} & QDQ_OPS
+    assert report["encodings imported"] == 0 and report["overrides carried"] == 0
+    assert not [p for p in model.metadata_props if "overrides" in p.key]
+
+
+def test_convert_rejects_a_per_channel_weight_on_the_wrong_axis(demo, tmp_path: Path) -> None:
+    model = onnx.load(str(demo["quant"]))
+    dq = next(n for n in model.graph.node if n.name == "pw.weight_DequantizeLinear")
+    next(a for a in dq.attribute if a.name == "axis").i = 1  # [32, 32, 1, 1]: the scales still fit
+    source, conv = save_model(model, tmp_path / "wrong_axis.onnx"), tmp_path / "out" / "m.conv.onnx"
+    result = run_cli(["convert", "-i", source, "-o", conv])
+    assert result.exit_code == 3 and "Traceback" not in result.output
+    error = [line for line in result.stderr.splitlines() if line.startswith("qtool: error:")]
+    assert len(error) == 1 and "'pw.weight'" in error[0] and "axis 1" in error[0] and "axis 0" in error[0]
+    assert not conv.exists()
+
+
 def test_two_input_int64_model_with_named_lines(tmp_path: Path) -> None:
     model_path = save_model(two_input_model(), tmp_path / "two.onnx")
     input_list = write_samples(tmp_path, two_input_model(), 8)

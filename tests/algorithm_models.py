@@ -1,4 +1,5 @@
-"""Generated models for the algorithm tests: an unbalanced two-conv net and a tiny transformer block."""
+"""Generated models for the algorithm tests: an unbalanced two-conv net, one with absorbable BN bias,
+and a tiny transformer block."""
 
 from __future__ import annotations
 
@@ -28,6 +29,34 @@ def unbalanced_convs(seed: int = 0) -> onnx.ModelProto:
         inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def high_bias_convs() -> onnx.ModelProto:
+    """Conv(4->6) -> BatchNormalization -> Relu -> Conv 1x1 (6->3). BN's β is 3 on channels 0-2 and
+    0.5 on 3-5 with γ 0.5, and the first conv's weights are tiny, so the ReLU input stays near β:
+    β − 3γ = 1.5 is absorbable on 0-2 and exactly so (the ReLU never cuts), nothing on 3-5."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "w1": rng.normal(0, 0.01, (6, 4, 3, 3)).astype(np.float32),
+        "b1": np.zeros(6, np.float32),
+        "gamma": np.full(6, 0.5, np.float32),
+        "beta": np.array([3, 3, 3, 0.5, 0.5, 0.5], np.float32),
+        "mean": np.zeros(6, np.float32),
+        "var": np.ones(6, np.float32),
+        "w2": rng.normal(0, 1.0, (3, 6, 1, 1)).astype(np.float32),
+        "b2": rng.normal(0, 0.1, 3).astype(np.float32),
+    }
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 13]>
+        high_bias (float[1,4,8,8] x) => (float[1,3,8,8] y) {
+            c = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+            b = BatchNormalization <epsilon = 0.0> (c, gamma, beta, mean, var)
+            r = Relu (b)
+            y = Conv (r, w2, b2)
+        }
+        """)
+    model.graph.initializer.extend(numpy_helper.from_array(a, n) for n, a in arrays.items())
+    return model
 
 
 def attention_block(seed: int = 0) -> onnx.ModelProto:

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from algorithm_models import attention_block, unbalanced_convs
+from algorithm_models import attention_block, high_bias_convs, unbalanced_convs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from qnn_models import qtool
@@ -83,6 +83,27 @@ def test_cle_then_quantize_beats_plain_quantization(tmp_path: Path) -> None:
 
     sqnr = [json.loads(r[1])["outputs (float vs quantized)"][0]["sqnr_db"] for r in (plain, equal)]
     assert sqnr[1] > sqnr[0] + 20
+
+
+def test_high_bias_absorption_moves_beta_minus_3_gamma_into_the_next_conv(tmp_path: Path) -> None:
+    """Paper §4.2 from the β/γ convert records when it folds the BN: c = max(0, β − 3γ) leaves
+    the first conv's bias (after equalization's scaling) and the float function stays the same."""
+    source = tmp_path / "m.onnx"
+    onnx.save(high_bias_convs(), source)
+    assert qtool("convert", "-i", source, "-o", tmp_path / "m.conv.onnx")[0] == 0
+    x = np.random.default_rng(1).normal(size=(1, 4, 8, 8)).astype(np.float32)
+    before = outputs(onnx.load(str(tmp_path / "m.conv.onnx")), x)
+    biases, notes = [], []
+    for absorb in (False, True):
+        model = onnx.load(str(tmp_path / "m.conv.onnx"))
+        ctx = AlgorithmContext(model, samples=lambda: iter(()), quantize=lambda m, e: (m, None))
+        ctx.config = {"high_bias_absorption": absorb}
+        notes += cle.run(ctx)
+        biases.append(ctx.array(model.graph.node[0].input[2]))
+        np.testing.assert_allclose(outputs(model, x), before, rtol=1e-5, atol=1e-5)
+    assert "high-bias absorption on 0" in notes[0] and "high-bias absorption on 1" in notes[1]
+    moved = biases[0] - biases[1]
+    assert np.all(moved[:3] > 0.1) and np.all(moved[3:] == 0)
 
 
 def test_cle_without_a_pattern_warns_and_does_not_fail(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

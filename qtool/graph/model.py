@@ -82,6 +82,26 @@ def set_metadata(model: onnx.ModelProto, key: str, value: str | None) -> None:
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
 
 
+def inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with inferred value_info (types and shapes); unchanged when inference fails."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception as e:  # inference raises several unrelated types on odd graphs; facts stay partial
+        logger.info("shape inference failed (%s); using the shapes the model carries", e)
+        return model
+
+
+def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Shape of every tensor onnx's shape inference can tell; a dynamic dim (a batch `N`) counts as 1."""
+    graph = inferred(model).graph
+    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        if value.type.tensor_type.HasField("shape") and value.name not in shapes:
+            dims = value.type.tensor_type.shape.dim
+            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in dims)
+    return shapes
+
+
 def initializer_names(model: onnx.ModelProto) -> set[str]:
     return {i.name for i in model.graph.initializer}
 

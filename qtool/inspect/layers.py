@@ -31,8 +31,8 @@ import numpy as np
 import onnx
 
 from qtool import runtime
+from qtool.graph.model import inferred
 from qtool.inspect.lint_data import float_tensors
-from qtool.inspect.macs import inferred
 from qtool.io.encodings import Encodings
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts

@@ -15,10 +15,9 @@ import numpy as np
 import onnx
 
 from qtool.graph.model import METADATA_BATCHNORM as FOLDED_BN
-from qtool.graph.model import METADATA_CONVERTED
+from qtool.graph.model import METADATA_CONVERTED, inferred
 from qtool.inspect import lint_data
 from qtool.inspect.findings import Finding, LintContext, ordered
-from qtool.inspect.macs import inferred
 from qtool.inspect.summary import kind
 from qtool.inspect.target_ops import FALLBACK_SEVERITY, IGNORED_OPS, TARGET_OPS, preset
 from qtool.quant.graph_facts import GraphFacts

@@ -1,5 +1,5 @@
 """Facts about any model (float, converted or quantized): IO, ops, parameters, dynamic dims,
-estimated MACs per layer (`macs.py`) and, for a quantized model, its encodings."""
+estimated MACs per layer (`quant/cost.py`) and, for a quantized model, its encodings."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from onnx import helper
 
 from qtool.graph import model as gm
 from qtool.inspect.findings import InspectReport
-from qtool.inspect.macs import macs_per_node
+from qtool.quant.cost import macs_per_node
 from qtool.quant.encoding import Encoding
 from qtool.quant.qdq_read import read_qdq
 from qtool.report import Table

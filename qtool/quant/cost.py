@@ -1,5 +1,15 @@
-"""A latency proxy for mixed precision (TIDL's mixed_precision_factor: latency of the mixed model
-divided by the all-8-bit one). Documented as a proxy, not a measurement:
+"""Multiply-accumulates per layer and a latency proxy for mixed precision (TIDL's
+mixed_precision_factor: latency of the mixed model divided by the all-8-bit one).
+
+    Conv           MACs = |Y| · Cin/group · kh · kw      = |Y| · prod(W.shape[1:])
+    ConvTranspose  MACs = |X| · Cout/group · kh · kw     = |X| · prod(W.shape[1:])  (each input scatters)
+    Gemm, MatMul   MACs = |Y| · K                        (K: the reduced dim of A)
+
+|T| is the element count from inferred shapes, a dynamic dim counting as 1, so the numbers are per
+sample; a node whose shapes cannot be inferred is left out. A QDQ model gives the same numbers as
+its float model: a weight's DequantizeLinear output has the float weight's shape.
+
+The proxy, documented as one and not a measurement:
 
     cost(layer) = MACs · m(act_bits, weight_bits) + output elements · e(act_bits)
     m = 1 for 8x8, 2 when either side is 16-bit, 4 for 16x16;  e = 1 for 8-bit, 2 for 16-bit
@@ -10,49 +20,46 @@ the 8-bit rate, and every 16-bit activation moves twice the bytes.
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import onnx
 
-from qtool.quant.graph_facts import GraphFacts
+from qtool.graph.model import tensor_shapes
 
 MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+Shapes = dict[str, tuple[int, ...]]
 
 
-def _shape(model: onnx.ModelProto, name: str) -> list[int] | None:
-    for value in [*model.graph.value_info, *model.graph.output, *model.graph.input]:
-        if value.name == name:
-            dims = value.type.tensor_type.shape.dim
-            if all(d.HasField("dim_value") for d in dims):
-                return [d.dim_value for d in dims]
-    return None
+def node_macs(node: onnx.NodeProto, shapes: Shapes) -> int | None:
+    """MACs of one node, or None if it is not a counted op or a shape is unknown."""
+    if node.op_type not in MAC_OPS or len(node.input) < 2:
+        return None
+    x, w, y = shapes.get(node.input[0]), shapes.get(node.input[1]), shapes.get(node.output[0])
+    if node.op_type == "Conv" and w is not None and y is not None:
+        return math.prod(y) * math.prod(w[1:])
+    if node.op_type == "ConvTranspose" and w is not None and x is not None:
+        return math.prod(x) * math.prod(w[1:])
+    if x is None or y is None or not x:
+        return None
+    if node.op_type == "Gemm":
+        transposed = any(a.name == "transA" and a.i for a in node.attribute)
+        return math.prod(y) * (x[0] if transposed else x[-1])
+    return math.prod(y) * x[-1]  # MatMul: A[..., M, K] @ B[..., K, N]
 
 
-def node_macs(facts: GraphFacts, node: onnx.NodeProto) -> int:
-    """Multiply-accumulates of one Conv/ConvTranspose/Gemm/MatMul from inferred shapes (0 if unknown)."""
-    out = _shape(facts.model, node.output[0]) if node.output else None
-    if out is None or node.op_type not in MAC_OPS:
-        return 0
-    if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1 and node.input[1] in facts.initializers:
-        w = list(facts.initializers[node.input[1]].dims)
-        if node.op_type == "Conv":  # each output element: Cin/g · kh · kw
-            return int(np.prod(out)) * int(np.prod(w[1:]))
-        x = _shape(facts.model, node.input[0])  # each input element scatters into Cout/g · kh · kw
-        return int(np.prod(x)) * int(np.prod(w[1:])) if x else 0
-    a = (
-        _shape(facts.model, node.input[0])
-        if node.input[0] not in facts.initializers
-        else list(facts.initializers[node.input[0]].dims)
-    )
-    if a is None:
-        return 0
-    transposed = node.op_type == "Gemm" and any(attr.name == "transA" and attr.i for attr in node.attribute)
-    k = a[-2] if transposed else a[-1]
-    return int(np.prod(out)) * k
+def node_key(node: onnx.NodeProto) -> str:
+    return node.name or node.output[0]
 
 
-def elements(facts: GraphFacts, name: str) -> int:
-    shape = _shape(facts.model, name)
-    return int(np.prod(shape)) if shape else 0
+def macs_per_node(model: onnx.ModelProto) -> dict[str, int]:
+    """{node name (or first output): estimated MACs} for the MAC ops, in graph order."""
+    shapes = tensor_shapes(model)
+    found = {node_key(node): node_macs(node, shapes) for node in model.graph.node}
+    return {name: int(macs) for name, macs in found.items() if macs is not None}
+
+
+def elements(shapes: Shapes, name: str) -> int:
+    return math.prod(shapes[name]) if name in shapes else 0
 
 
 def layer_cost(macs: int, elems: int, act_bits: int, weight_bits: int) -> float:

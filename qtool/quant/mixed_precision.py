@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from qtool.graph.model import tensor_shapes
 from qtool.io.encodings import Encodings
 from qtool.quant import cost
 from qtool.quant.encoding import Encoding
@@ -114,12 +115,13 @@ def _weights(node: onnx.NodeProto, plan: QuantPlan) -> list[str]:
 
 def candidates(facts: GraphFacts, plan: QuantPlan) -> tuple[list[Candidate], CostModel]:
     mac_nodes = [n for n in facts.model.graph.node if n.op_type in cost.MAC_OPS]
+    shapes = tensor_shapes(facts.model)
     found = []
     for group in activation_groups(facts, activation_tensors(facts)):
         if not all(t in plan.activations and not plan.activations[t].is_float for t in group):
             continue
         readers = sorted({n.output[0] for t in group for n in facts.consumers.get(t, []) if n.op_type in cost.MAC_OPS})
-        elems = sum(cost.elements(facts, t) for t in group)
+        elems = sum(cost.elements(shapes, t) for t in group)
         found.append(Candidate(group[0], group, [], readers, [], elems))
         producers = [p for t in group if (p := _mac_producer(facts, t)) is not None]
         weights = [w for p in producers for w in _weights(p, plan)]
@@ -129,7 +131,8 @@ def candidates(facts: GraphFacts, plan: QuantPlan) -> tuple[list[Candidate], Cos
     for node in mac_nodes:
         if weights := _weights(node, plan):
             found.append(Candidate(f"{node.output[0]}:weights", [], weights, [], [node.output[0]], 0))
-    model = CostModel({n.output[0]: cost.node_macs(facts, n) for n in mac_nodes}, sum(c.elems for c in found))
+    macs = {n.output[0]: cost.node_macs(n, shapes) or 0 for n in mac_nodes}
+    model = CostModel(macs, sum(c.elems for c in found))
     return found, model
 
 

@@ -10,7 +10,7 @@ from inspect_models import clean
 from onnx import numpy_helper
 
 from qtool.inspect import summary
-from qtool.inspect.macs import macs_per_node
+from qtool.quant.cost import macs_per_node
 
 
 def test_macs_of_each_counted_op():

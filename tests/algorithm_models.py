@@ -1,5 +1,5 @@
 """Generated models for the algorithm tests: an unbalanced two-conv net, one with absorbable BN bias,
-and a tiny transformer block."""
+a MatMul/Gemm stack and a tiny transformer block."""
 
 from __future__ import annotations
 
@@ -53,6 +53,30 @@ def high_bias_convs() -> onnx.ModelProto:
             b = BatchNormalization <epsilon = 0.0> (c, gamma, beta, mean, var)
             r = Relu (b)
             y = Conv (r, w2, b2)
+        }
+        """)
+    model.graph.initializer.extend(numpy_helper.from_array(a, n) for n, a in arrays.items())
+    return model
+
+
+def linear_stack(seed: int = 0) -> onnx.ModelProto:
+    """x[6,16] -> MatMul (no bias) -> Relu -> Gemm (W [K, N], no bias) -> Relu -> Gemm (transB, bias):
+    the three weight layouts the algorithms read as rows, two of them without a bias."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "w1": rng.normal(0, 0.5, (16, 8)).astype(np.float32),
+        "w2": rng.normal(0, 0.5, (8, 5)).astype(np.float32),
+        "w3": rng.normal(0, 0.5, (4, 5)).astype(np.float32),
+        "b3": rng.normal(0, 0.1, 4).astype(np.float32),
+    }
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 13]>
+        linear_stack (float[6,16] x) => (float[6,4] y) {
+            h1 = MatMul (x, w1)
+            r1 = Relu (h1)
+            h2 = Gemm (r1, w2)
+            r2 = Relu (h2)
+            y = Gemm <transB = 1> (r2, w3, b3)
         }
         """)
     model.graph.initializer.extend(numpy_helper.from_array(a, n) for n, a in arrays.items())

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from algorithm_models import attention_block, high_bias_convs, unbalanced_convs
+from algorithm_models import attention_block, high_bias_convs, linear_stack, unbalanced_convs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from qnn_models import qtool
@@ -231,6 +231,35 @@ def test_each_algorithm_keeps_the_model_runnable_and_checker_clean(tmp_path: Pat
     quantized = onnx.load(tmp_path / "q.onnx")
     onnx.checker.check_model(quantized)
     assert np.isfinite(outputs(quantized, np.ones((1, 4, 8, 8), np.float32))).all()
+
+
+def _linear_stack_run(tmp_path: Path, *flags: str) -> tuple[dict, onnx.ModelProto]:
+    import json
+
+    onnx.save(linear_stack(), tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (6, 16), n=16)
+    out = tmp_path / f"q{len(flags)}.onnx"
+    args = ["quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "-o", out, "--json"]
+    code, report, err = qtool(*args, "--weights_bitwidth", "4", "--use_per_row_quantization", *flags)
+    assert code == 0, err
+    quantized = onnx.load(out)
+    onnx.checker.check_model(quantized)
+    return json.loads(report), quantized
+
+
+def test_adaround_rounds_matmul_and_gemm_weights_in_either_layout(tmp_path: Path) -> None:
+    plain, _ = _linear_stack_run(tmp_path)
+    rounded, _ = _linear_stack_run(tmp_path, "--apply_algorithms", "adaround")
+    assert "3 layers rounded" in rounded["algorithms"]
+    sqnr = [r["outputs (float vs quantized)"][0]["sqnr_db"] for r in (plain, rounded)]
+    assert sqnr[1] > sqnr[0] + 1  # on the samples it fitted; a transposed row would wreck the layer
+
+
+def test_bias_correction_adds_a_bias_where_a_gemm_has_none_and_skips_matmul(tmp_path: Path) -> None:
+    report, quantized = _linear_stack_run(tmp_path, "--apply_algorithms", "bc")
+    assert "corrected 2 layer biases" in report["algorithms"]  # MatMul has no bias input to move
+    gemm = next(n for n in quantized.graph.node if n.op_type == "Gemm" and n.output[0] == "h2")
+    assert len(gemm.input) == 3 and gemm.input[2]
 
 
 def test_bias_correction_removes_a_planted_mean_shift(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
     axes = {layer.node.output[0]: 1 if layer.node.op_type == "Conv" else -1 for layer in layers}
     float_means = _channel_means(ctx.model, sorted(axes), ctx, frames, axes)
     graph_outputs = {o.name for o in ctx.model.graph.output}
-    corrected = 0
+    corrected: set[str] = set()
     for _ in range(iterations):
         qdq, plan = ctx.quantize(ctx.model, ctx.overrides)
         for layer in layers:
@@ -87,6 +87,5 @@ def run(ctx: AlgorithmContext) -> list[str]:
             ctx.set_array(bias, ctx.array(bias) + delta)
             if not _set_quantized_bias(qdq, bias, ctx.array(bias), plan):
                 qdq, plan = ctx.quantize(ctx.model, ctx.overrides)  # the bias was new or float
-            corrected += 1
-    logger.info("bc: corrected %d layer biases", corrected)
-    return [f"bc: corrected {len(layers)} layer biases over {frames} frames x {iterations} sweep(s)"]
+            corrected.add(out)
+    return [f"bc: corrected {len(corrected)} layer biases over {frames} frames x {iterations} sweep(s)"]

@@ -114,3 +114,34 @@ def test_failed_run_keeps_an_existing_output(tmp_path: Path) -> None:
         "model.quant.onnx",
         "tiny.onnx",
     ]
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "message"),
+    [
+        (RuntimeError("boom"), 1, "qtool: internal error; re-run with -v to see the traceback and report it"),
+        (KeyboardInterrupt(), 130, "qtool: interrupted; no output written"),
+    ],
+)
+def test_a_bug_or_ctrl_c_is_one_line_not_a_traceback(monkeypatch, tmp_path: Path, raised, code, message) -> None:
+    from qtool import api
+
+    def fail(options):
+        raise raised
+
+    monkeypatch.setattr(api, "convert", fail)
+    args = ["convert", "-i", SAMPLES / "digits_cnn.onnx", "-o", tmp_path / "m.onnx"]
+    result = run_cli(args)
+    assert result.exit_code == code
+    assert result.stderr.strip().splitlines() == [message]
+    if code == 1:  # -v is for reporting the bug: the traceback is wanted there
+        with pytest.raises(RuntimeError, match="boom"):
+            run_cli([*args, "-v"])
+
+
+@pytest.mark.parametrize(("dims", "why"), [("1,a,8,8", "DIMS must be integers"), ("1,0,8,8", "must be positive")])
+def test_malformed_input_dim_is_a_usage_error(tmp_path: Path, dims: str, why: str) -> None:
+    out = tmp_path / "m.conv.onnx"
+    result = run_cli(["convert", "-i", SAMPLES / "digits_cnn.onnx", "-o", out, "--input_dim", "image", dims])
+    assert result.exit_code == 2 and why in result.stderr and "--input_dim" in result.stderr
+    assert "Traceback" not in result.output and not out.exists()

@@ -1,0 +1,62 @@
+"""Atomic output files and file reads: every failure names the path and leaves nothing behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qtool.errors import DataError, UsageError
+from qtool.io.files import atomic_write, read_bytes, read_text, write_text
+
+
+def test_write_lands_whole_with_no_temporary_left(tmp_path: Path) -> None:
+    write_text(tmp_path / "sub" / "out.txt", "hello")
+    assert (tmp_path / "sub" / "out.txt").read_text() == "hello"
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["out.txt"]
+
+
+def test_a_failure_while_writing_keeps_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"previous")
+    with pytest.raises(RuntimeError, match="half-way"), atomic_write(target) as handle:
+        handle.write(b"partial")
+        raise RuntimeError("half-way")
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_a_folder_as_the_output_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="is a folder") as caught, atomic_write(tmp_path):
+        pass
+    assert caught.value.where == str(tmp_path)
+
+
+def test_an_output_under_a_file_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("not a folder")
+    target = tmp_path / "plain" / "out.txt"
+    with pytest.raises(UsageError, match="cannot write") as caught:
+        write_text(target, "x")
+    assert caught.value.where == str(target)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: None, "input list not found"),
+        (lambda p: p.mkdir(), "input list is a folder"),
+    ],
+)
+def test_read_errors_name_the_file(tmp_path: Path, make, message: str) -> None:
+    path = tmp_path / "list.txt"
+    make(path)
+    with pytest.raises(DataError, match=message) as caught:
+        read_bytes(path, "input list")
+    assert caught.value.where == str(path)
+
+
+def test_text_that_is_not_utf8_says_where(tmp_path: Path) -> None:
+    path = tmp_path / "list.txt"
+    path.write_bytes(b"ok\n\xff\n")
+    with pytest.raises(DataError, match=r"not UTF-8 text \(byte 3\)"):
+        read_text(path, "input list")

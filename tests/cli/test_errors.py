@@ -145,3 +145,14 @@ def test_malformed_input_dim_is_a_usage_error(tmp_path: Path, dims: str, why: st
     result = run_cli(["convert", "-i", SAMPLES / "digits_cnn.onnx", "-o", out, "--input_dim", "image", dims])
     assert result.exit_code == 2 and why in result.stderr and "--input_dim" in result.stderr
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_a_model_the_checker_rejects_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    model = conv_bn_model()
+    model.graph.node[-1].input[0] = "nowhere"  # the Gemm reads a tensor nothing writes
+    source, out = save_model(model, tmp_path / "broken.onnx"), tmp_path / "out" / "m.conv.onnx"
+    result = run_cli(["convert", "-i", source, "-o", out])
+    assert result.exit_code == 3
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"qtool: error: {source}: onnx.checker:") and "nowhere" in line
+    assert not out.exists()

@@ -156,3 +156,21 @@ def test_a_model_the_checker_rejects_is_one_line_naming_the_file(tmp_path: Path)
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"qtool: error: {source}: onnx.checker:") and "nowhere" in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("act_bitwidth: [8, 16\n", "config.yaml:2: not valid YAML"),
+        ("- act_bitwidth\n- 16\n", "config.yaml: a config file must be a mapping"),
+        (None, "config.yaml: config file not found"),
+    ],
+)
+def test_a_broken_config_file_is_a_usage_error_naming_it(tmp_path: Path, text: str | None, why: str) -> None:
+    config, out = tmp_path / "config.yaml", tmp_path / "out" / "m.quant.onnx"
+    if text is not None:
+        config.write_text(text)
+    tiny = save_model(conv_bn_model(), tmp_path / "tiny.onnx")
+    result = run_cli(["quantize", "-i", tiny, "-o", out, "--enable_float_fallback", "--config", config])
+    assert result.exit_code == 2 and why in result.stderr and "--config" in result.stderr
+    assert "Traceback" not in result.output and not out.parent.exists()

@@ -122,6 +122,19 @@ def test_ranges_feed_load_stats_and_reproduce_the_model(quantized, tmp_path: Pat
         np.testing.assert_allclose(after.params[name].scale, before.params[name].scale, rtol=1e-6)
 
 
+def test_ranges_of_symmetric_activations_reproduce_them(tmp_path: Path) -> None:
+    """A symmetric encoding's range is ±(2^(bw−1) − 1)·scale: the schema maps it back exactly."""
+    _, qdq = quantize(tmp_path, conv_bn_model(), act_quantizer_schema="symmetric")
+    files = export(qdq, tmp_path / "out", "ranges", "stripped")
+    again = tmp_path / "again.onnx"
+    args = ["quantize", "-i", files[".stripped.onnx"], "--load_stats", files[".ranges.json"], "-o", again]
+    result = run_cli([*args, "--act_quantizer_schema", "symmetric"])
+    assert result.exit_code == 0, result.output
+    before, after = read_qdq(onnx.load(str(qdq)))[1], read_qdq(onnx.load(str(again)))[1]
+    assert before.activations and all(e.is_symmetric for e in before.activations.values())
+    assert after.activations == before.activations
+
+
 def test_ranges_of_a_foreign_qdq_model(quantized, tmp_path: Path) -> None:
     """A QDQ model from another tool is not marked converted: quantize normalises its stripped
     model before hashing, and the ranges file is keyed to that normalised graph."""

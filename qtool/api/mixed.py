@@ -16,7 +16,7 @@ from qtool.inspect import compare, layers
 from qtool.io import encodings as encio
 from qtool.io.feeds import check_bindings, iter_feeds
 from qtool.io.files import write_text
-from qtool.io.input_list import InputList, read_input_list
+from qtool.io.input_list import InputList
 from qtool.quant import mixed_precision as mp
 from qtool.quant.algorithms import AlgorithmContext
 from qtool.quant.graph_facts import GraphFacts
@@ -50,11 +50,11 @@ def run_mixed_precision(
     o: QuantizeOptions,
     ctx: AlgorithmContext,
     reference: onnx.ModelProto,
-    input_list: InputList | None,
+    listing: InputList | None,
 ) -> mp.Result:
-    """Leaves the chosen precisions in ctx.model and ctx.overrides."""
+    """Leaves the chosen precisions in ctx.model and ctx.overrides; `listing` is --eval_list's
+    samples, else the calibration ones."""
     target = _mixed_target(o)
-    listing = read_input_list(o.eval_list) if o.eval_list is not None else input_list
     if listing is None:
         raise UsageError("--mixed_precision auto needs --input_list or --eval_list to measure accuracy")
     specs = gm.input_specs(reference)

@@ -176,6 +176,9 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
         )
     overrides = _overrides(o, reference)
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
+    eval_list = read_input_list(o.eval_list) if o.eval_list is not None else input_list
+    if eval_list is not None and eval_list is not input_list:  # fail before hours of calibration
+        check_bindings(eval_list, gm.input_specs(reference))
     model = gm.copy(reference)
     observers: dict = {}
     ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
@@ -185,13 +188,13 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     observers.update(found)
     calibration_seconds = time.perf_counter() - calibration_started
     notes += _run_algorithms(o, "quantized", ctx)
-    mixed = run_mixed_precision(o, ctx, reference, input_list) if o.mixed_precision == "auto" else None
+    mixed = run_mixed_precision(o, ctx, reference, eval_list) if o.mixed_precision == "auto" else None
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
     gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
     if notes:
         report.facts["algorithms"] = "; ".join(notes)
-    _evaluate(o, reference, quantized, input_list, report)
+    _evaluate(o, reference, quantized, eval_list, report)
     report.facts["calibration seconds"] = round(calibration_seconds, 2)
     output = o.output_path or o.input_network.with_suffix(".quant.onnx")
     gm.save(quantized, output)
@@ -212,7 +215,8 @@ def _evaluate(
     input_list: InputList | None,
     report: Report,
 ) -> None:
-    """Output drift of the written model on the first --evaluate_samples calibration samples."""
+    """Output drift of the written model on the first --evaluate_samples samples of --eval_list
+    (default: the calibration samples, which algorithms fitted: held-out ones show overfitting)."""
     if input_list is None or o.evaluate_samples == 0:
         runtime.session(quantized, o.num_threads, "quantized model")  # it must at least load
         return
@@ -223,6 +227,8 @@ def _evaluate(
     drift = compare.compare_outputs(reference, quantized, feeds, threads=o.num_threads)
     report.tables.append(drift_table(drift, False))
     report.facts["evaluated samples"] = next(iter(drift.values())).samples if drift else 0
+    if o.eval_list is not None:
+        report.facts["evaluated on"] = str(o.eval_list)
     report.facts["evaluation seconds"] = round(time.perf_counter() - started, 2)
 
 

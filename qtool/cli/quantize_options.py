@@ -217,7 +217,8 @@ def quantize_options(func: Callable) -> Callable:
         click.option(
             "--eval_list",
             type=PathType,
-            help="Samples that measure accuracy for mixed precision (default: --input_list).",
+            help="Held-out samples for the report's float-vs-quantized figures and mixed precision's accuracy"
+            " (default: --input_list).",
         ),
         click.option("--strict", is_flag=True, help="Exit non-zero when the mixed-precision target cannot be met."),
         click.option(
@@ -225,7 +226,7 @@ def quantize_options(func: Callable) -> Callable:
             type=click.IntRange(min=0),
             default=64,
             show_default=True,
-            help="Calibration samples on which the report measures float-vs-quantized drift (0: none).",
+            help="Samples (of --eval_list, else --input_list) on which the report measures drift (0: none).",
         ),
         click.option(
             "--html",

@@ -221,6 +221,17 @@ def test_convert_rejects_a_per_channel_weight_on_the_wrong_axis(demo, tmp_path: 
     assert not conv.exists()
 
 
+def test_eval_list_moves_the_reports_figures_to_held_out_samples(demo, tmp_path: Path) -> None:
+    out = tmp_path / "q.onnx"
+    args = ["quantize", "-i", demo["conv"], "--input_list", CALIB, "-o", out, *DEMO_FLAGS, "--json"]
+    report = ok([*args, "--eval_list", VAL, "--evaluate_samples", "10"])
+    assert report["evaluated samples"] == 10 and report["evaluated on"] == str(VAL)
+    assert report["samples"] == demo["reports"]["quantize"]["samples"]  # calibration is unchanged
+    assert out.read_bytes() == demo["quant"].read_bytes()
+    held_out = report["outputs (float vs quantized)"][0]["sqnr_db"]
+    assert held_out != demo["reports"]["quantize"]["outputs (float vs quantized)"][0]["sqnr_db"]
+
+
 def test_two_input_int64_model_with_named_lines(tmp_path: Path) -> None:
     model_path = save_model(two_input_model(), tmp_path / "two.onnx")
     input_list = write_samples(tmp_path, two_input_model(), 8)

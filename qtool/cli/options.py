@@ -145,6 +145,10 @@ def common(func: Callable) -> Callable:
     def wrapper(*args: Any, verbose: int, quiet: bool, **kw: Any) -> Any:
         level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
         logging.basicConfig(level=level, format="qtool: %(levelname)s: %(message)s", force=True)
+        if not verbose:  # a library's own warnings (onnx_ir logs its failed shape inference with a traceback)
+            logging.getLogger().handlers[0].addFilter(
+                lambda r: r.name.startswith("qtool") or r.levelno >= logging.ERROR
+            )
         return func(*args, **kw)
 
     return wrapper

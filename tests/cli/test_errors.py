@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import SAMPLES, conv_bn_model, dynamic_dim_model, run_cli, save_model, two_input_model
+from onnx import TensorProto, helper, numpy_helper
 
 CASES = sorted((Path(__file__).parent / "cases").glob("*.yaml"))
 MODELS = {"tiny": conv_bn_model, "two": two_input_model, "dynamic": dynamic_dim_model}
@@ -174,3 +175,21 @@ def test_a_broken_config_file_is_a_usage_error_naming_it(tmp_path: Path, text: s
     result = run_cli(["quantize", "-i", tiny, "-o", out, "--enable_float_fallback", "--config", config])
     assert result.exit_code == 2 and why in result.stderr and "--config" in result.stderr
     assert "Traceback" not in result.output and not out.parent.exists()
+
+
+def test_a_library_warning_with_a_traceback_does_not_reach_the_user(tmp_path: Path) -> None:
+    """onnx_ir logs its own failed shape inference as a warning with a traceback; at the default
+    verbosity only qtool's error line is shown (-v shows the rest)."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "c"], ["y"], name="add")],
+        "mistyped",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.ones((1, 4), np.int64), "c")],  # float + int64
+    )
+    source = save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "m.onnx")
+    result = run_cli(["convert", "-i", source, "-o", tmp_path / "out" / "m.conv.onnx"])
+    assert result.exit_code == 3
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"qtool: error: {source}: shape inference failed") and "inconsistent type" in line
+    assert "Traceback" in run_cli(["convert", "-i", source, "-o", tmp_path / "m.conv.onnx", "-v"]).stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -79,7 +80,8 @@ def session(
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    # errors reach the user as one line from the exception; onnxruntime's own log would repeat them
+    options.log_severity_level = 3 if logging.getLogger("qtool").isEnabledFor(logging.INFO) else 4
     level = ort.GraphOptimizationLevel
     options.graph_optimization_level = level.ORT_ENABLE_ALL if optimized else level.ORT_ENABLE_BASIC
     # Run nodes in list order: calibration places each reduction right after its producer, and

@@ -48,6 +48,8 @@ def copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def check(model: onnx.ModelProto, where: str) -> None:
+    if not model.graph.output:
+        raise ModelError("the graph has no outputs: nothing to compute or compare", where=where)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:

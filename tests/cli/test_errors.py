@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import yaml
 from conftest import SAMPLES, conv_bn_model, dynamic_dim_model, run_cli, save_model, two_input_model
@@ -193,3 +194,32 @@ def test_a_library_warning_with_a_traceback_does_not_reach_the_user(tmp_path: Pa
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"qtool: error: {source}: shape inference failed") and "inconsistent type" in line
     assert "Traceback" in run_cli(["convert", "-i", source, "-o", tmp_path / "m.conv.onnx", "-v"]).stderr
+
+
+def _no_output_model(nodes: bool = True) -> onnx.ModelProto:
+    """x -> Relu with no graph output; without `nodes`, as convert's dead-code pruning leaves it."""
+    relu = [helper.make_node("Relu", ["x"], ["y"], name="relu")] if nodes else []
+    graph = helper.make_graph(relu, "no_outputs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_graph_without_outputs_is_refused_by_name(tmp_path: Path) -> None:
+    source = save_model(_no_output_model(), tmp_path / "m.onnx")
+    for args in (["convert", "-o", tmp_path / "out" / "c.onnx"], ["quantize", "-f", "-o", tmp_path / "out" / "q.onnx"]):
+        result = run_cli([*args, "-i", source])
+        assert result.exit_code == 3
+        assert result.stderr.strip().splitlines() == [
+            f"qtool: error: {source}: the graph has no outputs: nothing to compute or compare"
+        ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_onnxruntime_does_not_log_over_the_error_line(capfd) -> None:
+    """onnxruntime logs a failed session set-up to stderr itself (from C++, past Python's
+    logging); qtool's one error line already says it, so that log stays off unless -v."""
+    from qtool import runtime
+    from qtool.errors import ModelError
+
+    with pytest.raises(ModelError, match="onnxruntime cannot load it"):
+        runtime.session(_no_output_model(nodes=False), where="model")
+    assert capfd.readouterr().err == ""

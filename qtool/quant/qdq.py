@@ -130,7 +130,8 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, where: str = "model", pac
     graph = out.graph
     writer = _Writer(out, packed)
     acts = _simulated(plan)
-    outputs = {o.name for o in graph.output}
+    # a graph input that is also a graph output stays the input itself: its name is taken
+    outputs = {o.name for o in graph.output} - {v.name for v in graph.input}
     prequant = {t: writer.fresh(f"{t}_prequant") if t in outputs else t for t in acts}
     dequant = {t: t if t in outputs else writer.fresh(f"{t}_dequantized") for t in acts}
     for init in graph.initializer:

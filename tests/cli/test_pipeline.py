@@ -346,3 +346,20 @@ def test_quantize_model_with_initializers_as_inputs(tmp_path: Path) -> None:
     path = save_model(model, tmp_path / "old.onnx")
     input_list = write_samples(tmp_path, conv_bn_model(), 4)
     ok(["quantize", "-i", path, "--input_list", input_list, "-o", tmp_path / "old.quant.onnx"])
+
+
+def test_a_graph_input_that_is_also_an_output_passes_through(tmp_path: Path) -> None:
+    """Its name belongs to the graph input: the output stays that float input, and only the
+    consumers read it through Q/DQ (the writer used to define the name twice)."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"], name="relu")], "passthrough", [x], [y, x]
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    source, out = save_model(model, tmp_path / "m.onnx"), tmp_path / "q.onnx"
+    ok(["quantize", "-i", source, "--input_list", write_samples(tmp_path, model, 8), "-o", out])
+    feed = np.array([[-1.0, 0.25, 0.5, 0.75]], np.float32)
+    got_y, got_x = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["y", "x"], {"x": feed})
+    np.testing.assert_array_equal(got_x, feed)
+    np.testing.assert_allclose(got_y, np.maximum(feed, 0), atol=0.01)

@@ -64,6 +64,6 @@ def read_bytes(path: str | os.PathLike[str], what: str = "file") -> bytes:
 def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
     data = read_bytes(path, what)
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # Windows editors start UTF-8 files with a byte-order mark
     except UnicodeDecodeError as e:
         raise DataError(f"{what} is not UTF-8 text (byte {e.start})", where=str(path)) from e

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qtool.errors import DataError, UsageError
 from qtool.io.files import atomic_write, read_bytes, read_text, write_text
+from qtool.io.input_list import read_input_list
 
 
 def test_write_lands_whole_with_no_temporary_left(tmp_path: Path) -> None:
@@ -60,3 +62,13 @@ def test_text_that_is_not_utf8_says_where(tmp_path: Path) -> None:
     path.write_bytes(b"ok\n\xff\n")
     with pytest.raises(DataError, match=r"not UTF-8 text \(byte 3\)"):
         read_text(path, "input list")
+
+
+def test_a_byte_order_mark_and_crlf_from_a_windows_editor_are_read_through(tmp_path: Path) -> None:
+    raw = tmp_path / "a.raw"
+    np.zeros(4, np.float32).tofile(raw)
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"\xef\xbb\xbf" + f"{raw}\r\n{raw}\r\n".encode())
+    assert read_text(listing, "input list").startswith(str(raw))
+    parsed = read_input_list(listing)
+    assert [sample.positional for sample in parsed.samples] == [(raw,), (raw,)]

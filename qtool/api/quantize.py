@@ -190,6 +190,8 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     notes += _run_algorithms(o, "quantized", ctx)
     mixed = run_mixed_precision(o, ctx, reference, eval_list) if o.mixed_precision == "auto" else None
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
+    if o.pack_4_bit_weights and not any(e.bitwidth == 4 and not e.is_float for e in plan.params.values()):
+        logger.warning("--pack_4_bit_weights: no weight is 4-bit (--weights_bitwidth 4), so nothing was packed")
     gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
     if notes:

@@ -363,3 +363,11 @@ def test_a_graph_input_that_is_also_an_output_passes_through(tmp_path: Path) -> 
     got_y, got_x = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["y", "x"], {"x": feed})
     np.testing.assert_array_equal(got_x, feed)
     np.testing.assert_allclose(got_y, np.maximum(feed, 0), atol=0.01)
+
+
+@pytest.mark.parametrize(("bits", "warned"), [("8", True), ("4", False)])
+def test_pack_4_bit_weights_says_when_there_is_nothing_to_pack(demo, tmp_path: Path, bits: str, warned: bool) -> None:
+    args = ["quantize", "-i", demo["conv"], "--input_list", CALIB, "-o", tmp_path / "q.onnx", "--pack_4_bit_weights"]
+    result = run_cli([*args, "--weights_bitwidth", bits])
+    assert result.exit_code == 0
+    assert ("nothing was packed" in result.stderr) == warned

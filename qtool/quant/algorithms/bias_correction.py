@@ -7,8 +7,6 @@ calibration_iterations (sweeps, default 1) — TIDL's advanced_options names.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -18,7 +16,6 @@ from qtool.quant.algorithms import AlgorithmContext, check_config
 from qtool.quant.algorithms.layers import Layer, weighted_layers
 from qtool.quant.graph_facts import GraphFacts
 
-logger = logging.getLogger(__name__)
 STAGE = "quantized"
 
 

@@ -50,6 +50,17 @@ def _val_sample(index: int) -> np.ndarray:
     return np.fromfile(SAMPLES / "val" / f"val_{index:03d}.raw", dtype="<f4").reshape(1, 1, 8, 8)
 
 
+def assert_same_encodings(got_path: Path, want_path: Path) -> None:
+    """Same tensors, bitwidths and offsets; scales equal up to float32 (QDQ models store them so)."""
+    got, want = json.loads(got_path.read_text()), json.loads(want_path.read_text())
+    for section in ("activation_encodings", "param_encodings"):
+        assert sorted(got[section]) == sorted(want[section])
+        for name, entries in want[section].items():
+            found = got[section][name]
+            assert [(e["bitwidth"], e["offset"]) for e in found] == [(e["bitwidth"], e["offset"]) for e in entries]
+            np.testing.assert_allclose([e["scale"] for e in found], [e["scale"] for e in entries], rtol=1e-6)
+
+
 def test_convert_output(demo) -> None:
     model = onnx.load(str(demo["conv"]))
     onnx.checker.check_model(model, full_check=True)
@@ -128,15 +139,9 @@ def test_export_outputs(demo) -> None:
     stripped = onnx.load(str(demo["export"] / "digits_cnn.quant.stripped.onnx"))
     onnx.checker.check_model(stripped, full_check=True)
     assert not {n.op_type for n in stripped.graph.node} & QDQ_OPS
-    exported = json.loads((demo["export"] / "digits_cnn.quant.encodings.json").read_text())
-    written = json.loads(demo["quant"].with_suffix(".encodings.json").read_text())
-    for section in ("activation_encodings", "param_encodings"):
-        assert sorted(exported[section]) == sorted(written[section])
-        for name, entries in written[section].items():
-            got = exported[section][name]
-            assert [e["offset"] for e in got] == [e["offset"] for e in entries]
-            # the model stores scales as float32
-            np.testing.assert_allclose([e["scale"] for e in got], [e["scale"] for e in entries], rtol=1e-6)
+    assert_same_encodings(
+        demo["export"] / "digits_cnn.quant.encodings.json", demo["quant"].with_suffix(".encodings.json")
+    )
     # the stripped model computes what the float model does, up to weight quantization
     ref = ort.InferenceSession(str(demo["conv"]), providers=["CPUExecutionProvider"])
     sess = ort.InferenceSession(stripped.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -172,15 +177,6 @@ def test_json_output_is_one_object(demo) -> None:
     assert {row["kind"] for row in report["encodings"]} == {"act", "param"}
 
 
-def _encodings_by_name(path: Path) -> dict:
-    data = json.loads(path.read_text())
-    return {
-        name: entries
-        for section in ("activation_encodings", "param_encodings")
-        for name, entries in data[section].items()
-    }
-
-
 def test_convert_imports_a_prequantized_qdq_model(demo, tmp_path: Path) -> None:
     """A QDQ model from QAT or another quantizer (here qtool's own) converts to its float graph
     with the Q/DQ pairs carried as overrides; quantize then needs no calibration data to give
@@ -191,13 +187,7 @@ def test_convert_imports_a_prequantized_qdq_model(demo, tmp_path: Path) -> None:
     assert report["encodings imported"] > 0
     assert report["overrides carried"] == report["encodings imported"]
     ok(["quantize", "-i", conv, "-o", requant, "--enable_float_fallback"])
-    want = _encodings_by_name(demo["quant"].with_suffix(".encodings.json"))
-    got = _encodings_by_name(requant.with_suffix(".encodings.json"))
-    assert sorted(got) == sorted(want)
-    for name, entries in want.items():
-        assert [(e["bitwidth"], e["offset"]) for e in got[name]] == [(e["bitwidth"], e["offset"]) for e in entries]
-        # the QDQ model stores scales as float32
-        np.testing.assert_allclose([e["scale"] for e in got[name]], [e["scale"] for e in entries], rtol=1e-6)
+    assert_same_encodings(requant.with_suffix(".encodings.json"), demo["quant"].with_suffix(".encodings.json"))
 
 
 def test_convert_strip_drops_the_imported_encodings(demo, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from qnn_models import qtool
 
 from qtool.quant.algorithms import AlgorithmContext, cle
-from qtool.quant.algorithms.adaround import DAMP, _fitted, _refine, solve_rows
+from qtool.quant.algorithms.adaround import DAMP, FIT_RIDGES, _fit_ridge, _fitted, _refine, solve_rows
 
 
 def write_samples(folder: Path, shape: tuple[int, ...], n: int = 12, seed: int = 0) -> Path:
@@ -192,6 +192,20 @@ def test_the_asymmetric_target_undoes_a_distortion_of_the_layer_input() -> None:
     fitted = _fitted(theta, x.T @ x, x.T @ t, ridge=1e-9)
     np.testing.assert_allclose(x @ fitted.T, t @ theta.T, atol=1e-6)
     assert np.allclose(_fitted(theta, x.T @ x, x.T @ t, ridge=1e9), theta, atol=1e-3)  # all ridge: θ itself
+
+
+@pytest.mark.parametrize("rows, signal, noise", [(4000, 1.0, 0.5), (24, 0.0, 0.1)])
+def test_the_target_fit_ridge_is_the_one_that_predicts_held_out_samples(rows, signal, noise) -> None:
+    """Many rows and a real distortion to undo: the weakest ridge. Fewer rows per fold than weights
+    and nothing to undo (x̂ is t plus a little noise): the strongest, which keeps θ."""
+    rng = np.random.default_rng(1)
+    t = rng.normal(size=(rows, 12))
+    x = t @ (np.eye(12) + signal * rng.normal(size=(12, 12)) / 4) + noise * rng.normal(size=(rows, 12))
+    x1, t1 = np.hstack([x, np.ones((rows, 1))]), np.hstack([t, np.ones((rows, 1))])
+    folds = np.stack([np.stack([a.T @ a, a.T @ b]) for a, b in ((x1[::2], t1[::2]), (x1[1::2], t1[1::2]))])
+    theta = rng.normal(size=(6, 13))
+    diag = float(np.mean(np.diag(x.T @ x)))
+    assert _fit_ridge(theta, folds, floor=0.0, diag=diag) == (FIT_RIDGES[0] if signal else FIT_RIDGES[-1]) * diag
 
 
 def test_sequential_adaround_keeps_the_model_runnable_and_close(tmp_path: Path) -> None:

@@ -15,9 +15,10 @@ the weights per input row (`_ridge`): with few rows a layer fits the calibration
 in the QDQ model holding the layers already rounded, against the float layer's output on its float
 input t (asymmetric reconstruction, as AdaRound's paper does): the target rows minimise
 E‖θ* x̂ − θ t‖² and so also undo the error the earlier layers left (slower: one pass over the
-samples per layer). The default, `auto`, does so when a weight is 4-bit or narrower. Deterministic:
-rows are sampled with fixed seeds. The chosen grid points replace the float weights and the weight
-encodings are frozen in the overrides, so writing the QDQ model reproduces exactly these integers.
+samples per layer), with a ridge towards θ that each layer picks by two-fold cross-validation.
+The default, `auto`, does so when a weight is 4-bit or narrower. Deterministic: rows are sampled
+with fixed seeds. The chosen grid points replace the float weights and the weight encodings are
+frozen in the overrides, so writing the QDQ model reproduces exactly these integers.
 YAML (`adaround:`): num_batches (samples, default 32), sequential (true/false/auto, default auto),
 default_param_bw, ignore_quant_ops_list.
 """
@@ -44,7 +45,7 @@ STAGE = "quantized"
 ROWS_PER_SAMPLE = 2048
 DAMP = 0.01  # λ = DAMP · mean(diag G): GPTQ's dampening, and the ridge towards the float weights
 OVERFIT = 3.0  # extra λ per weight per input row (see _ridge)
-FIT_DAMP = 0.1  # least ridge of the asymmetric target fit (see _fitted)
+FIT_RIDGES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # target-fit ridges tried per layer (see _fit_ridge)
 
 
 def _grid_values(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -145,7 +146,8 @@ def collect(
     float_model: onnx.ModelProto | None = None,
 ) -> dict[str, np.ndarray]:
     """Σ x̃ x̃ᵀ per layer (groups, d+1, d+1) over the inputs each layer reads in `model`; with
-    `float_model`, stacked with Σ x̃ t̃ᵀ against the input t the layer reads there (2, groups, ...)."""
+    `float_model`, stacked with Σ x̃ t̃ᵀ against the input t the layer reads there, and summed over the
+    even and the odd samples apart: (2 folds, 2, groups, ...), for the cross-validated target fit."""
     names = _quantized_inputs(model, layers)
     run_model = runtime.runner(model, sorted(set(names.values())), ctx.threads)
     run_float = (
@@ -161,6 +163,10 @@ def collect(
             if layer.weight in names:
                 x = values[names[layer.weight]].astype(np.float64)
                 moments = augmented_moments(layer, x, ROWS_PER_SAMPLE, (count, k), targets.get(layer.input))
+                if run_float:  # even and odd samples summed apart: the two folds
+                    folds = np.zeros((2, *moments.shape))
+                    folds[count % 2] = moments
+                    moments = folds
                 sums[layer.weight] = sums[layer.weight] + moments if layer.weight in sums else moments
     return sums
 
@@ -185,6 +191,23 @@ def _fitted(theta: np.ndarray, h: np.ndarray, cross: np.ndarray, ridge: float) -
     return np.linalg.solve(h + ridge * np.eye(d), (theta @ cross[:d, :d].T + ridge * theta).T).T
 
 
+def _fit_ridge(theta: np.ndarray, folds: np.ndarray, floor: float, diag: float) -> float:
+    """The target-fit ridge (FIT_RIDGES · diag, at least `floor`) whose fit on one fold of samples
+    best predicts the other fold, both ways: the full fit has d weights a row to fit on often only a
+    few thousand rows, and how much of it generalises differs from layer to layer."""
+    d, count = theta.shape[1], folds[0, 0][-1, -1] + folds[1, 0][-1, -1]
+
+    def held_out_error(ridge: float) -> float:
+        total = 0.0
+        for fit, held in ((folds[0], folds[1]), (folds[1], folds[0])):
+            rows = _fitted(theta, fit[0][:d, :d], fit[1], ridge * fit[0][-1, -1] / count)
+            total += float(np.einsum("rd,de,re->", rows, held[0][:d, :d], rows))
+            total -= 2 * float(np.einsum("rd,de,re->", rows, held[1][:d, :d], theta))
+        return total
+
+    return min((max(floor, f * diag) for f in FIT_RIDGES), key=held_out_error)
+
+
 def _adaround_layer(ctx: AlgorithmContext, ref: dict, layer: Layer, e: enc.Encoding, gram: np.ndarray) -> None:
     w = ref[layer.weight]
     rows = layer.weight_rows(w)
@@ -195,6 +218,8 @@ def _adaround_layer(ctx: AlgorithmContext, ref: dict, layer: Layer, e: enc.Encod
     bias = _bias(layer)
     free = int(bias is not None and ref[bias].shape == (rows.shape[0],))
     theta = np.hstack([rows, ref[bias][:, None]]) if free else rows
+    folds = gram if gram.ndim == 5 else None
+    gram = gram.sum(0) if folds is not None else gram
     grams, crosses = (gram[0], gram[1]) if gram.ndim == 4 else (gram, None)
     d, per_group = theta.shape[1], rows.shape[0] // len(grams)
     values = np.empty_like(theta)
@@ -203,8 +228,11 @@ def _adaround_layer(ctx: AlgorithmContext, ref: dict, layer: Layer, e: enc.Encod
         diag = float(np.mean(np.diag(moments)[: rows.shape[1]]))
         ridge = _ridge(moments, rows.shape[1], diag)
         h = moments[:d, :d] + np.eye(d) * ridge
-        fit_ridge = max(ridge, FIT_DAMP * diag)
-        target = theta[sl] if crosses is None else _fitted(theta[sl], moments[:d, :d], crosses[g], fit_ridge)
+        if crosses is None:
+            target = theta[sl]
+        else:
+            fit_ridge = _fit_ridge(theta[sl], folds[:, :, g], ridge, diag)
+            target = _fitted(theta[sl], moments[:d, :d], crosses[g], fit_ridge)
         values[sl] = solve_rows(target, scale[sl], zp[sl], h, (e.qmin, e.qmax), free)
     ctx.set_array(layer.weight, layer.weight_from_rows(values[:, : rows.shape[1]], w.shape).astype(np.float32))
     if free:

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper
 
 from qtool.errors import ModelError
 
+logger = logging.getLogger(__name__)
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
@@ -90,4 +91,12 @@ def session(
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
-        raise ModelError(f"onnxruntime cannot load it: {str(e).splitlines()[0][:300]}", where=where) from e
+        reason = str(e).splitlines()[0][:300]
+        if not optimized:
+            raise ModelError(f"onnxruntime cannot load it: {reason}", where=where) from e
+    # A valid model that only onnxruntime's own rewrites break (its QDQ fusion copies a dilated
+    # AveragePool's attributes onto QLinearAveragePool, which has none): run it unfused, and say so,
+    # since a deployment on onnxruntime's default settings would fail the same way.
+    unfused = session(model, threads, where)
+    logger.warning("%s: onnxruntime's full optimisation fails on it, so it ran unfused: %s", where, reason)
+    return unfused

@@ -129,3 +129,26 @@ def session(model: onnx.ModelProto | Path, optimized: bool = True) -> ort.Infere
 
 def max_difference(a: ort.InferenceSession, b: ort.InferenceSession, feeds: list[dict]) -> float:
     return max(float(np.abs(x - y).max()) for f in feeds for x, y in zip(a.run(None, f), b.run(None, f), strict=True))
+
+
+def fallback_model() -> onnx.ModelProto:
+    """Conv without a bias (a QLinearConv with none), then ops with no QLinear form here: MaxPool
+    that also returns its indices, a dilated AveragePool, and a MatMul on a per-channel-quantized
+    input; they must stay float between DequantizeLinear and QuantizeLinear."""
+    rng = np.random.default_rng(6)
+    text = """
+    <ir_version: 9, opset_import: ["" : 19]>
+    fallback (float[1,3,8,8] x) => (float[1,4,4] y, int64[1,4,4,4] i) {
+        c = Conv <pads = [1, 1, 1, 1]> (x, W)
+        p, i = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (c)
+        a = AveragePool <kernel_shape = [2, 2], dilations = [2, 2], pads = [1, 1, 1, 1]> (p)
+        f = Reshape (a, shape)
+        y = MatMul (f, W2)
+    }
+    """
+    arrays = {
+        "W": rng.normal(0, 1.0, (4, 3, 3, 3)),
+        "W2": rng.normal(0, 0.5, (16, 4)),
+        "shape": np.array([1, 4, 16], np.int64),
+    }
+    return _model(text, arrays)

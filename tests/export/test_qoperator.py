@@ -9,7 +9,16 @@ from pathlib import Path
 import onnx
 import pytest
 from conftest import conv_bn_model
-from export_models import matmul_model, max_difference, pool_model, quantize, random_feeds, relu6_model, session
+from export_models import (
+    fallback_model,
+    matmul_model,
+    max_difference,
+    pool_model,
+    quantize,
+    random_feeds,
+    relu6_model,
+    session,
+)
 
 from qtool.export.qoperator import to_qoperator
 from qtool.quant.qdq_read import read_qdq
@@ -107,3 +116,19 @@ def test_is_deterministic(tmp_path: Path) -> None:
     stripped, found = read_qdq(onnx.load(str(path)))
     first = to_qoperator(stripped, found).SerializeToString(deterministic=True)
     assert to_qoperator(stripped, found).SerializeToString(deterministic=True) == first
+
+
+def test_ops_it_cannot_convert_stay_float_between_dq_and_q(tmp_path: Path, caplog) -> None:
+    """MaxPool returning its indices and a dilated AveragePool have no QLinear form; the bias-less
+    Conv becomes a QLinearConv with no bias input. onnxruntime's own QDQ fusion turns a dilated
+    AveragePool into an invalid QLinearAveragePool: quantize evaluates the model unfused and warns."""
+    qdq, qop, step = _qdq_and_qoperator(tmp_path, fallback_model, {"use_per_channel_quantization": True})
+    assert "ran unfused" in caplog.text
+    onnx.checker.check_model(qop, full_check=True)
+    ops = Counter(n.op_type for n in qop.graph.node)
+    assert ops["MaxPool"] == ops["AveragePool"] == ops["QLinearConv"] == ops["QLinearMatMul"] == 1, ops
+    assert len(next(n for n in qop.graph.node if n.op_type == "QLinearConv").input) == 8  # no bias
+    pool = next(n for n in qop.graph.node if n.op_type == "MaxPool")
+    assert len(pool.output) == 2 and qop.graph.output[1].name == pool.output[1]
+    feeds = random_feeds(qdq, 10)
+    assert max_difference(session(qdq, optimized=False), session(qop, optimized=False), feeds) <= step * (1 + 1e-5)

@@ -163,11 +163,10 @@ def collect(
             if layer.weight in names:
                 x = values[names[layer.weight]].astype(np.float64)
                 moments = augmented_moments(layer, x, ROWS_PER_SAMPLE, (count, k), targets.get(layer.input))
-                if run_float:  # even and odd samples summed apart: the two folds
-                    folds = np.zeros((2, *moments.shape))
-                    folds[count % 2] = moments
-                    moments = folds
-                sums[layer.weight] = sums[layer.weight] + moments if layer.weight in sums else moments
+                if layer.weight not in sums:  # with float_model, even and odd samples apart: two folds
+                    sums[layer.weight] = np.zeros((2, *moments.shape) if run_float else moments.shape)
+                total = sums[layer.weight][count % 2] if run_float else sums[layer.weight]
+                total += moments  # in place: a view of the running sum
     return sums
 
 

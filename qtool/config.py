@@ -145,6 +145,7 @@ class QuantizeOptions:
     mixed_precision_factor: float | None = None
     eval_list: Path | None = None
     strict: bool = False
+    target: str | None = None  # the --target preset's name; the CLI also takes its values from configs/
     algorithm_config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

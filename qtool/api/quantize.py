@@ -83,6 +83,7 @@ def _plan_options(o: QuantizeOptions) -> PlanOptions:
         op_types=o.op_types_to_quantize,
         params_16bit_tensors=o.params_16bit_tensors,
         float_bitwidth=o.float_bitwidth,
+        target=o.target,
     )
 
 

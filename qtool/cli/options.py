@@ -127,7 +127,6 @@ def config_options(func: Callable) -> Callable:
         "--target",
         type=Choice(presets()),
         is_eager=True,
-        expose_value=False,
         callback=apply_config,
         help="Target preset from configs/: " + ", ".join(presets()) + ".",
     )(func)

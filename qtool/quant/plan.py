@@ -21,7 +21,7 @@ from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import group_encoding
 from qtool.quant.observers import Observer, observe_values
 from qtool.quant.overrides import int32_ops, propagate_float, sixteen_bit_layers
-from qtool.quant.rules import rule_for, weight_axis
+from qtool.quant.rules import float_input_reason, rule_for, weight_axis
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class PlanOptions:
     op_types: tuple[str, ...] = ()  # only these ops are quantized (onnxruntime's op_types_to_quantize); () = all
     fill_gaps: bool = True  # calibration data given; False under --enable_float_fallback
     float_bitwidth: int = 32  # what tensors without an encoding are kept in
+    target: str | None = None  # the --target preset, for inputs it must leave float (rules.float_input_reason)
 
 
 @dataclass
@@ -124,9 +125,12 @@ def _touches(facts: GraphFacts, tensor: str, op_types: tuple[str, ...]) -> bool:
 def plan_activations(
     facts: GraphFacts, observers: dict[str, Observer], overrides: Encodings, o: PlanOptions
 ) -> dict[str, Encoding]:
+    kept_float = {n.input[0]: (n, why) for n in facts.model.graph.node if (why := float_input_reason(n, o.target))}
+    for node, why in kept_float.values():
+        logger.warning("%s %r: input left float for --target %s: %s", node.op_type, node.name, o.target, why)
     tensors = activation_tensors(facts)
     planned: dict[str, Encoding] = {}
-    for group in activation_groups(facts, tensors):
+    for group in (g for g in activation_groups(facts, tensors) if kept_float.keys().isdisjoint(g)):
         if not any(t in observers or t in overrides.activations for t in group):
             continue  # float fallback: no data, no override
         if o.op_types and not any(t in overrides.activations or _touches(facts, t, o.op_types) for t in group):

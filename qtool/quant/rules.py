@@ -85,6 +85,14 @@ SQUASHING_ACTIVATIONS = frozenset({"Relu", "Clip"})
 NO_RULE = OpRule()
 
 
+def float_input_reason(node: onnx.NodeProto, target: str | None) -> str | None:
+    """Why `target` must leave `node`'s data input float, with its group (ORT moves a DQ down a Reshape), if it must."""
+    dilated = any(a.name == "dilations" and set(a.ints) - {1} for a in node.attribute)
+    if target == "ort-cpu" and node.op_type == "AveragePool" and dilated:  # not its output: ORT moves a Q up to it
+        return "onnxruntime would fuse it into a QLinearAveragePool, which rejects dilations, and fail to load"
+    return None
+
+
 def rule_for(node: onnx.NodeProto) -> OpRule:
     return OP_RULES.get(node.op_type, NO_RULE) if node.domain in ("", "ai.onnx") else NO_RULE
 

@@ -7,8 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 import onnx
+import onnxruntime as ort
 import pytest
-from conftest import conv_bn_model
+from conftest import conv_bn_model, run_cli, save_model, write_samples
 from export_models import (
     fallback_model,
     matmul_model,
@@ -132,3 +133,22 @@ def test_ops_it_cannot_convert_stay_float_between_dq_and_q(tmp_path: Path, caplo
     assert len(pool.output) == 2 and qop.graph.output[1].name == pool.output[1]
     feeds = random_feeds(qdq, 10)
     assert max_difference(session(qdq, optimized=False), session(qop, optimized=False), feeds) <= step * (1 + 1e-5)
+
+
+def test_ort_cpu_target_keeps_a_dequantize_from_a_dilated_average_pool_so_ort_loads_it(tmp_path: Path) -> None:
+    """onnxruntime's default optimisation fuses DQ -> AveragePool -> Q into a QLinearAveragePool that rejects
+    dilations and fails to load; under --target ort-cpu the pool reads float, and the model loads as it is."""
+    model = fallback_model()
+    source = save_model(model, tmp_path / "model.onnx")
+    calib = write_samples(tmp_path / "calib", model, 8, list_name="calib.txt")
+    output = tmp_path / "model.quant.onnx"
+    result = run_cli(["quantize", "-i", source, "--input_list", calib, "-o", output, "--target", "ort-cpu"])
+    assert result.exit_code == 0, result.output
+    assert "'AveragePool_2': input left float" in result.stderr and "ran unfused" not in result.stderr, result.stderr
+    qdq = onnx.load(str(output))
+    producers = {o: n.op_type for n in qdq.graph.node for o in n.output}
+    pool = next(n for n in qdq.graph.node if n.op_type == "AveragePool")
+    assert producers[pool.input[0]] == "MaxPool"  # no DequantizeLinear the fusion could start from
+    default = ort.InferenceSession(str(output))  # default options: ORT_ENABLE_ALL, with its QDQ fusions
+    (y, _) = default.run(None, random_feeds(model, 1)[0])
+    assert y.shape == (1, 4, 4)

@@ -144,10 +144,11 @@ def common(func: Callable) -> Callable:
     def wrapper(*args: Any, verbose: int, quiet: bool, **kw: Any) -> Any:
         level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
         logging.basicConfig(level=level, format="qtool: %(levelname)s: %(message)s", force=True)
+        said: set[str] = set()  # algorithms rebuild the plan per layer; its warnings are news once
+        handler = logging.getLogger().handlers[0]
+        handler.addFilter(lambda r: r.getMessage() not in said and not said.add(r.getMessage()))
         if not verbose:  # a library's own warnings (onnx_ir logs its failed shape inference with a traceback)
-            logging.getLogger().handlers[0].addFilter(
-                lambda r: r.name.startswith("qtool") or r.levelno >= logging.ERROR
-            )
+            handler.addFilter(lambda r: r.name.startswith("qtool") or r.levelno >= logging.ERROR)
         return func(*args, **kw)
 
     return wrapper

@@ -90,7 +90,6 @@ def float_input_reason(node: onnx.NodeProto, target: str | None) -> str | None:
     dilated = any(a.name == "dilations" and set(a.ints) - {1} for a in node.attribute)
     if target == "ort-cpu" and node.op_type == "AveragePool" and dilated:  # not its output: ORT moves a Q up to it
         return "onnxruntime would fuse it into a QLinearAveragePool, which rejects dilations, and fail to load"
-    return None
 
 
 def rule_for(node: onnx.NodeProto) -> OpRule:

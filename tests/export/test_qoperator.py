@@ -142,9 +142,11 @@ def test_ort_cpu_target_keeps_a_dequantize_from_a_dilated_average_pool_so_ort_lo
     source = save_model(model, tmp_path / "model.onnx")
     calib = write_samples(tmp_path / "calib", model, 8, list_name="calib.txt")
     output = tmp_path / "model.quant.onnx"
-    result = run_cli(["quantize", "-i", source, "--input_list", calib, "-o", output, "--target", "ort-cpu"])
+    flags = ["--target", "ort-cpu", "--apply_algorithms", "bc"]  # bc rebuilds the plan: the warning still comes once
+    result = run_cli(["quantize", "-i", source, "--input_list", calib, "-o", output, *flags])
     assert result.exit_code == 0, result.output
-    assert "'AveragePool_2': input left float" in result.stderr and "ran unfused" not in result.stderr, result.stderr
+    assert result.stderr.count("'AveragePool_2': input left float") == 1, result.stderr
+    assert "ran unfused" not in result.stderr, result.stderr
     qdq = onnx.load(str(output))
     producers = {o: n.op_type for n in qdq.graph.node for o in n.output}
     pool = next(n for n in qdq.graph.node if n.op_type == "AveragePool")

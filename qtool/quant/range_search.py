@@ -23,6 +23,7 @@ from qtool.quant import encoding as enc
 
 _FACTORS = np.linspace(0.02, 1.0, 50)
 GAMMA = {"mse": 1.0, "sqnr": 3.0}
+SHORTLIST = 16
 
 
 def _noise(centers: np.ndarray, counts: np.ndarray, e: enc.Encoding, gamma: float) -> np.ndarray:
@@ -43,6 +44,19 @@ def expected_noise(
     return _noise(centers, counts.astype(np.float64), candidates, gamma)
 
 
+def _shortlist(centers: np.ndarray, counts: np.ndarray, e: enc.Encoding, gamma: float) -> np.ndarray:
+    """The SHORTLIST candidates of least noise by prefix sums of count, count·x, count·x² over the sorted
+    centers: a lookup per candidate, not a pass over every bin (2500 asymmetric candidates x 2048 bins
+    took 50 ms a tensor). The sums cancel (1e-5 relative error seen), so the exact pass picks."""
+    lo, hi, scale = np.asarray(e.min), np.asarray(e.max), np.asarray(e.scale)
+    prefix = np.pad(np.cumsum(np.stack([counts, counts * centers, counts * centers**2]), axis=1), ((0, 0), (1, 0)))
+    below, above = np.searchsorted(centers, lo, "left"), np.searchsorted(centers, hi, "right")
+    left, right = prefix[:, below], prefix[:, -1:] - prefix[:, above]
+    clipping = left[2] - 2 * lo * left[1] + lo**2 * left[0] + right[2] - 2 * hi * right[1] + hi**2 * right[0]
+    noise = (prefix[0, above] - prefix[0, below]) * scale**2 / 12 + gamma * clipping
+    return np.sort(np.argsort(noise, kind="stable")[:SHORTLIST])  # in order: argmin keeps the first of ties
+
+
 def search(centers: np.ndarray, counts: np.ndarray, bitwidth: int, schema: str, method: str) -> tuple[float, float]:
     """The (lo, hi) among clipped candidates of the observed range that minimises the noise."""
     lo, hi = float(min(centers[counts > 0].min(), 0.0)), float(max(centers[counts > 0].max(), 0.0))
@@ -53,7 +67,9 @@ def search(centers: np.ndarray, counts: np.ndarray, bitwidth: int, schema: str, 
     else:
         grid_lo, grid_hi = np.meshgrid(lo * _FACTORS, hi * _FACTORS, indexing="ij")
         cand_lo, cand_hi = grid_lo.ravel(), grid_hi.ravel()
-    best = int(np.argmin(expected_noise(centers, counts, cand_lo, cand_hi, bitwidth, schema, GAMMA[method])))
+    counts, gamma = counts.astype(np.float64), GAMMA[method]
+    short = _shortlist(centers, counts, enc.with_schema(schema, cand_lo, cand_hi, bitwidth, axis=0), gamma)
+    best = short[np.argmin(expected_noise(centers, counts, cand_lo[short], cand_hi[short], bitwidth, schema, gamma))]
     return float(cand_lo[best]), float(cand_hi[best])
 
 

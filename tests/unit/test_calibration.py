@@ -15,6 +15,7 @@ from qnn_models import three_conv_model
 
 from qtool import runtime
 from qtool.errors import DataError
+from qtool.quant import range_search
 from qtool.quant.calibrate import calibrate
 from qtool.quant.observers import Histogram, MinMax, from_state, make_observer
 from qtool.quant.stats import load_stats, save_stats
@@ -74,6 +75,33 @@ def test_known_distributions_give_the_expected_ranges(method: str, data: str, ex
     lo, hi = observer.range(8, "asymmetric")
     (lo_min, lo_max), (hi_min, hi_max) = expected
     assert lo_min <= lo <= lo_max and hi_min <= hi <= hi_max
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    bins=st.integers(4, 400),
+    ends=st.tuples(st.floats(-50, -0.01), st.floats(0.01, 50)),
+    seed=st.integers(0, 2**16),
+    schema=st.sampled_from(["asymmetric", "symmetric"]),
+    bitwidth=st.sampled_from([4, 8, 16]),
+    method=st.sampled_from(["mse", "sqnr"]),
+)
+def test_range_search_picks_the_candidate_an_exhaustive_pass_picks(bins, ends, seed, schema, bitwidth, method) -> None:
+    """The search shortlists by prefix sums; it must land where scoring every candidate on every bin does."""
+    centers = np.linspace(*ends, bins)
+    counts = np.random.default_rng(seed).poisson(40 * np.exp(-((centers / max(ends, key=abs) * 4) ** 2)))
+    counts[bins // 2] += 1
+    lo, hi = min(centers[counts > 0].min(), 0.0), max(centers[counts > 0].max(), 0.0)
+    if schema == "symmetric":
+        absmax = max(-lo, hi)
+        cand_lo, cand_hi = np.where(lo < 0, -absmax * range_search._FACTORS, 0.0), absmax * range_search._FACTORS
+    else:
+        grid = np.meshgrid(lo * range_search._FACTORS, hi * range_search._FACTORS, indexing="ij")
+        cand_lo, cand_hi = grid[0].ravel(), grid[1].ravel()
+    gamma = range_search.GAMMA[method]
+    best = np.argmin(range_search.expected_noise(centers, counts, cand_lo, cand_hi, bitwidth, schema, gamma))
+    got = range_search.search(centers, counts, bitwidth, schema, method)
+    assert got == (float(cand_lo[best]), float(cand_hi[best]))
 
 
 def test_entropy_does_not_clip_a_heavy_tail_past_what_the_whole_range_costs() -> None:

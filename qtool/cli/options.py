@@ -146,7 +146,9 @@ def common(func: Callable) -> Callable:
         logging.basicConfig(level=level, format="qtool: %(levelname)s: %(message)s", force=True)
         said: set[str] = set()  # algorithms rebuild the plan per layer; its warnings are news once
         handler = logging.getLogger().handlers[0]
-        handler.addFilter(lambda r: r.getMessage() not in said and not said.add(r.getMessage()))
+        handler.addFilter(
+            lambda r: r.levelno < logging.WARNING or ((m := r.getMessage()) not in said and not said.add(m))
+        )
         if not verbose:  # a library's own warnings (onnx_ir logs its failed shape inference with a traceback)
             handler.addFilter(lambda r: r.name.startswith("qtool") or r.levelno >= logging.ERROR)
         return func(*args, **kw)

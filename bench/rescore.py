@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -29,14 +28,13 @@ SEED = prepare.SEEDS["val"] + 100
 def draw(count: int) -> tuple[Path, Path]:
     """The input_list of `count` crops and the float model's logits on them, written once."""
     folder = prepare.DATA / "efficientnet_lite0" / f"rescore_{count}"
-    listing, logits = folder / "list.txt", folder / "float_logits.npy"
+    listing, logits = folder / "crops.txt", folder / "float_logits.npy"
     if not (listing.exists() and logits.exists()):
-        crops = prepare.photo_crops(prepare.EFFNET_VAL_PHOTOS, count, SEED)
-        prepare.write_split(folder, "crops", crops)
-        (folder / "crops.txt").rename(listing)
-        session = ort.InferenceSession(str(prepare.MODELS / "efficientnet_lite0.onnx"))
-        name = session.get_inputs()[0].name
-        np.save(logits, np.concatenate([session.run(None, {name: x})[0] for x in crops]).astype(np.float32))
+        prepare.write_split(folder, "crops", prepare.photo_crops(prepare.EFFNET_VAL_PHOTOS, count, SEED))
+        model, files = prepare.MODELS / "efficientnet_lite0.onnx", metrics.read_input_list(listing)
+        np.save(
+            logits, np.stack([out.reshape(-1) for out in metrics.run_model(model, files, metrics.SHAPES["classifier"])])
+        )
     return listing, logits
 
 

@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("models", nargs="+", help="quantized EfficientNet-Lite0 ONNX models")
     parser.add_argument("--crops", type=int, default=1000, help="validation crops to draw [1000]")
     args = parser.parse_args()
+    missing = [m for m in args.models if not Path(m).is_file()]
+    if missing:
+        parser.error(f"no such model: {missing[0]}")
     listing, logits = draw(args.crops)
     for model in args.models:
         found = metrics.evaluate_classifier(model, listing, logits)

@@ -328,6 +328,26 @@ def test_attention_with_a_huge_negative_mask_stays_close_to_float(tmp_path: Path
     assert result["cosine"] > 0.99
 
 
+@pytest.mark.parametrize(
+    ("algorithm", "section"),
+    [
+        ("adaround", "num_batches: abc"),
+        ("adaround", "num_batches: 0"),
+        ("bc", "calibration_frames: 1.5"),
+        ("cle", "sweeps: true"),
+    ],
+)
+def test_a_count_in_the_config_that_is_not_a_positive_integer_is_a_usage_error(tmp_path, algorithm, section) -> None:
+    onnx.save(unbalanced_convs(), tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (1, 4, 8, 8), n=2)
+    (tmp_path / "c.yaml").write_text(f"{algorithm}:\n  {section}\n")
+    args = ["quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "--apply_algorithms", algorithm]
+    code, _, err = qtool(*args, "--config", tmp_path / "c.yaml", "-o", tmp_path / "q.onnx")
+    key = section.split(":")[0]
+    assert code == 2 and f"{key} in the {algorithm} section of --config must be a positive integer" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "q.onnx").exists()
+
+
 def test_algorithm_bad_input(tmp_path: Path) -> None:
     onnx.save(unbalanced_convs(), tmp_path / "m.onnx")
     listing = write_samples(tmp_path, (1, 4, 8, 8), n=2)

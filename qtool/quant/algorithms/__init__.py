@@ -63,8 +63,13 @@ def resolve(names: tuple[str, ...]) -> list[tuple[str, ModuleType]]:
     return [(name, registry[name]) for name in ALGORITHM_NAMES if name in names]
 
 
+COUNTS = {"num_batches", "default_param_bw", "calibration_frames", "calibration_iterations", "sweeps"}
+
+
 def check_config(name: str, config: dict[str, Any], known: set[str]) -> dict[str, Any]:
-    for key in config:
+    for key, value in config.items():
         if key not in known:
             raise UsageError(f"unknown key {key!r} in the {name} section of --config", hint=did_you_mean(key, known))
+        if key in COUNTS and (type(value) is not int or value < 1):  # YAML's `abc`, `1.5`, `true` or 0
+            raise UsageError(f"{key} in the {name} section of --config must be a positive integer, not {value!r}")
     return config

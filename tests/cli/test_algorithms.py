@@ -15,6 +15,7 @@ from qnn_models import qtool
 
 from qtool.quant.algorithms import AlgorithmContext, cle
 from qtool.quant.algorithms.adaround import DAMP, FIT_RIDGES, _fit_ridge, _fitted, _refine, solve_rows
+from qtool.quant.algorithms.layers import Layer, augmented_moments
 
 
 def write_samples(folder: Path, shape: tuple[int, ...], n: int = 12, seed: int = 0) -> Path:
@@ -179,6 +180,34 @@ def test_refinement_only_lowers_the_error_and_stays_on_the_grid(seed: int, rows:
         return np.einsum("rd,de,re->r", v - theta, h, v - theta)
 
     assert np.all(error(refined) <= error(start) * (1 + 1e-9) + 1e-9)
+
+
+def test_conv_input_rows_meet_the_weight_rows_and_their_moments_add_the_bias_input() -> None:
+    """Grouped, strided, padded, dilated: rows(x) @ rows(w)ᵀ per group is onnxruntime's Conv, and
+    the moments of a sampled subset are Σ x̃ x̃ᵀ, Σ x̃ t̃ᵀ with x̃ = [x; 1] over the same rows."""
+    rng = np.random.default_rng(0)
+    attrs = {"group": 2, "strides": [2, 1], "pads": [1, 2, 0, 1], "dilations": [1, 2], "kernel_shape": [3, 2]}
+    node = onnx.helper.make_node("Conv", ["x", "w"], ["y"], **attrs)
+    x, w = rng.normal(size=(1, 4, 9, 8)).astype(np.float32), rng.normal(size=(6, 2, 3, 2)).astype(np.float32)
+    graph = onnx.helper.make_graph(
+        [node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape)],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(w, "w")],
+    )  # fmt: skip
+    expected = outputs(onnx.helper.make_model(graph), x)[0].reshape(6, -1).T  # (positions, Cout)
+    layer = Layer(node, "w", groups=2)
+    rows, weight_rows = layer.input_rows(x, 10**6, rng), layer.weight_rows(w)
+    found = np.hstack([rows[g] @ weight_rows[3 * g : 3 * g + 3].T for g in range(2)])
+    np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-5)
+
+    t = x + 0.5
+    moments = augmented_moments(layer, x, 7, (3, 1), t)
+    sampled = [
+        np.concatenate([r, np.ones((2, 7, 1))], axis=2)
+        for r in (layer.input_rows(v, 7, np.random.default_rng((3, 1))) for v in (x, t))
+    ]
+    np.testing.assert_allclose(moments[0], sampled[0].transpose(0, 2, 1) @ sampled[0])
+    np.testing.assert_allclose(moments[1], sampled[0].transpose(0, 2, 1) @ sampled[1])
 
 
 def test_the_asymmetric_target_undoes_a_distortion_of_the_layer_input() -> None:

@@ -161,7 +161,7 @@ def collect(
         targets = run_float(feed) if run_float else {}
         for k, layer in enumerate(layers):
             if layer.weight in names:
-                x = values[names[layer.weight]].astype(np.float64)
+                x = values[names[layer.weight]]
                 moments = augmented_moments(layer, x, ROWS_PER_SAMPLE, (count, k), targets.get(layer.input))
                 if layer.weight not in sums:  # with float_model, even and odd samples apart: two folds
                     sums[layer.weight] = np.zeros((2, *moments.shape) if run_float else moments.shape)

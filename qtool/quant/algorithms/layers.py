@@ -47,19 +47,23 @@ class Layer:
             return rows.T.reshape(shape)
         return rows.reshape(shape)
 
-    def input_rows(self, x: np.ndarray, limit: int, rng: np.random.Generator) -> list[np.ndarray]:
-        """Input rows per group (at most `limit` rows each, sampled deterministically)."""
+    def input_rows(self, x: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+        """Input rows per group, (groups, rows, fan_in) in float64: at most `limit` rows, sampled
+        deterministically before the patches are gathered, so only those are ever copied."""
         if self.node.op_type != "Conv":
             rows = x.reshape(-1, x.shape[-1])
-            return [rows[rng.choice(len(rows), limit, replace=False)] if len(rows) > limit else rows]
-        patches = _im2col(x, self.node)  # (rows, C, kh*kw)
-        if len(patches) > limit:
-            patches = patches[rng.choice(len(patches), limit, replace=False)]
-        per_group = patches.shape[1] // self.groups
-        return [patches[:, g * per_group : (g + 1) * per_group].reshape(len(patches), -1) for g in range(self.groups)]
+            picked = rows[rng.choice(len(rows), limit, replace=False)] if len(rows) > limit else rows
+            return picked.astype(np.float64)[None]
+        windows = _windows(x, self.node)  # (N, C, OH, OW, kh, kw), a view
+        positions = (windows.shape[0], *windows.shape[2:4])
+        total = int(np.prod(positions))
+        picked = rng.choice(total, limit, replace=False) if total > limit else np.arange(total)
+        at_n, at_h, at_w = np.unravel_index(picked, positions)
+        patches = windows[at_n, :, at_h, at_w].astype(np.float64)  # (rows, C, kh, kw)
+        return patches.reshape(len(picked), self.groups, -1).transpose(1, 0, 2)
 
 
-def _im2col(x: np.ndarray, node: onnx.NodeProto) -> np.ndarray:
+def _windows(x: np.ndarray, node: onnx.NodeProto) -> np.ndarray:
     kh, kw = _attr(node, "kernel_shape", None) or [0, 0]
     strides = _attr(node, "strides", [1, 1])
     dil = _attr(node, "dilations", [1, 1])
@@ -67,9 +71,7 @@ def _im2col(x: np.ndarray, node: onnx.NodeProto) -> np.ndarray:
     padded = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
     span = ((kh - 1) * dil[0] + 1, (kw - 1) * dil[1] + 1)
     windows = np.lib.stride_tricks.sliding_window_view(padded, span, axis=(2, 3))
-    windows = windows[:, :, :: strides[0], :: strides[1], :: dil[0], :: dil[1]]  # (N, C, OH, OW, kh, kw)
-    n, c, oh, ow = windows.shape[:4]
-    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c, kh * kw)
+    return windows[:, :, :: strides[0], :: strides[1], :: dil[0], :: dil[1]]
 
 
 def weighted_layers(facts: GraphFacts, skip: set[str] = frozenset()) -> list[Layer]:
@@ -98,12 +100,17 @@ def augmented_moments(
     for the bias). Shape (groups, d+1, d+1). Given `target` (the float model's input at the same
     sample), also Σ x̃ t̃ᵀ over the same rows, stacked after: shape (2, groups, d+1, d+1)."""
 
-    def rows_of(values: np.ndarray) -> np.ndarray:
-        rows = np.stack(layer.input_rows(values, limit, np.random.default_rng(seed))).astype(np.float64)
-        return np.concatenate([rows, np.ones((*rows.shape[:2], 1))], axis=2)
-
-    rows = rows_of(x)
-    moments = rows.transpose(0, 2, 1) @ rows
+    rows = layer.input_rows(x, limit, np.random.default_rng(seed))
+    moments = _augmented_product(rows, rows)
     if target is None:
         return moments
-    return np.stack([moments, rows.transpose(0, 2, 1) @ rows_of(target)])
+    return np.stack([moments, _augmented_product(rows, layer.input_rows(target, limit, np.random.default_rng(seed)))])
+
+
+def _augmented_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Σ ã b̃ᵀ per group over the rows, ã = [a; 1] and b̃ = [b; 1]: the 1s' row and column are sums."""
+    groups, count, d = a.shape
+    out = np.empty((groups, d + 1, d + 1))
+    out[:, :d, :d] = a.transpose(0, 2, 1) @ b
+    out[:, :d, d], out[:, d, :d], out[:, d, d] = a.sum(axis=1), b.sum(axis=1), count
+    return out

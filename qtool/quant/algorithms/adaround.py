@@ -11,7 +11,7 @@ correction would. Per row, the result is kept only if its error is below round-t
 its best bias), so adaround never does worse than plain rounding on the data it saw. λ grows with
 the weights per input row (`_ridge`): with few rows a layer fits the calibration samples' noise.
 
-`sequential: true` then redoes the layers in graph order on the inputs x̂ each layer really gets
+`sequential: true` instead rounds the layers in graph order on the inputs x̂ each layer really gets
 in the QDQ model holding the layers already rounded, against the float layer's output on its float
 input t (asymmetric reconstruction, as AdaRound's paper does): the target rows minimise
 E‖θ* x̂ − θ t‖² and so also undo the error the earlier layers left (slower: one pass over the
@@ -26,7 +26,9 @@ default_param_bw, ignore_quant_ops_list.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -138,6 +140,23 @@ def _quantized_inputs(qdq: onnx.ModelProto, layers: list[Layer]) -> dict[str, st
     return found
 
 
+def _overlapped(ctx: AlgorithmContext, samples: int, run_model, run_float):
+    """(values, float targets) of the first `samples` samples: onnxruntime runs the next sample (it
+    releases the GIL) while the caller turns this one into moments."""
+
+    def run(feed):
+        return run_model(feed), run_float(feed) if run_float else {}
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for _, feed in itertools.islice(ctx.samples(), samples):
+            done, pending = pending, pool.submit(run, feed)
+            if done is not None:
+                yield done.result()
+        if pending is not None:
+            yield pending.result()
+
+
 def collect(
     ctx: AlgorithmContext,
     model: onnx.ModelProto,
@@ -154,11 +173,8 @@ def collect(
         runtime.runner(float_model, sorted({layer.input for layer in layers}), ctx.threads) if float_model else None
     )
     sums: dict[str, np.ndarray] = {}
-    for count, (_, feed) in enumerate(ctx.samples()):
-        if count >= samples:
-            break
-        values = run_model(feed)
-        targets = run_float(feed) if run_float else {}
+    count = -1
+    for count, (values, targets) in enumerate(_overlapped(ctx, samples, run_model, run_float)):
         for k, layer in enumerate(layers):
             if layer.weight in names:
                 x = values[names[layer.weight]]
@@ -270,10 +286,15 @@ def run(ctx: AlgorithmContext) -> list[str]:
         raise UsageError(f"adaround: sequential must be true, false or auto, not {sequential!r}", where="--config")
     if sequential == "auto":
         sequential = any(e.bitwidth <= 4 for e in encodings.values())
-    reference = copy(ctx.model) if sequential else None  # the float inputs sequential rounding aims at
-    _round_layers(ctx, ref, layers, encodings, collect(ctx, ctx.model, layers, samples))
-    for layer in layers if sequential else []:
+    if not sequential:
+        _round_layers(ctx, ref, layers, encodings, collect(ctx, ctx.model, layers, samples))
+        return [f"adaround: {len(layers)} layers rounded to minimise their output error"]
+    # Layer k's quantized input depends only on the layers before it (the activation encodings come
+    # from the float calibration): each layer is rounded once, in graph order, its weight encodings
+    # frozen from the start so that re-planning never searches them again.
+    ctx.overrides.params.update(encodings)
+    reference = copy(ctx.model)  # the float inputs sequential rounding aims at
+    for layer in layers:
         qdq, _ = ctx.quantize(ctx.model, ctx.overrides)
         _round_layers(ctx, ref, [layer], encodings, collect(ctx, qdq, [layer], samples, reference))
-    how = " (sequential)" if sequential else ""
-    return [f"adaround: {len(layers)} layers rounded to minimise their output error{how}"]
+    return [f"adaround: {len(layers)} layers rounded to minimise their output error (sequential)"]

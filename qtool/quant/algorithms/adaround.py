@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -140,7 +141,9 @@ def _quantized_inputs(qdq: onnx.ModelProto, layers: list[Layer]) -> dict[str, st
     return found
 
 
-def _overlapped(ctx: AlgorithmContext, samples: int, run_model, run_float):
+def _overlapped(
+    ctx: AlgorithmContext, samples: int, run_model: runtime.Runner, run_float: runtime.Runner | None
+) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
     """(values, float targets) of the first `samples` samples: onnxruntime runs the next sample (it
     releases the GIL) while the caller turns this one into moments."""
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import helper
 
 from qtool.errors import ModelError
 
@@ -30,44 +30,67 @@ def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProt
     for name in names:
         if name in present:
             continue
-        info = known.get(name) or helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+        info = known.get(name) or onnx.ValueInfoProto(name=name)  # onnxruntime infers the type
         copy.graph.output.append(info)
         present.add(name)
     return copy
 
 
-def _reads(node: onnx.NodeProto) -> list[str]:
+def reads(node: onnx.NodeProto) -> list[str]:
     """The tensors a node reads, its subgraphs' outer-scope reads included (over-approximated)."""
     found = list(node.input)
     for attr in node.attribute:
         for graph in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
-            found += [name for inner in graph.node for name in _reads(inner)]
+            found += [name for inner in graph.node for name in reads(inner)]
     return found
 
 
-def pruned(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+def pruned(model: onnx.ModelProto, names: list[str], given: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """A copy of `model` returning only `names`, with only the nodes they depend on: a layer's
-    input costs the model up to that layer, not the whole of it."""
+    input costs the model up to that layer, not the whole of it. Tensors in `given` (examples of
+    their values) become the graph's inputs: the nodes that compute them are left out."""
     copy = with_outputs(model, names)
     producers = {out: i for i, node in enumerate(copy.graph.node) for out in node.output}
-    needed, stack = set(), list(names)
+    given = given or {}
+    needed, stack, fed = set(), list(names), set()
     while stack:
-        index = producers.get(stack.pop())
+        name = stack.pop()
+        if name in given:
+            fed.add(name)
+            continue
+        index = producers.get(name)
         if index is not None and index not in needed:
             needed.add(index)
-            stack.extend(_reads(copy.graph.node[index]))
+            stack.extend(reads(copy.graph.node[index]))
     wanted = set(names)
     nodes = [node for i, node in enumerate(copy.graph.node) if i in needed]
     outputs = [o for o in copy.graph.output if o.name in wanted]
     del copy.graph.node[:], copy.graph.output[:]
     copy.graph.node.extend(nodes)
     copy.graph.output.extend(outputs)
+    if given:
+        read = {name for node in nodes for name in reads(node)}
+        inputs = [i for i in copy.graph.input if i.name in read and i.name not in given]
+        inputs += [_info(name, given[name]) for name in sorted(fed)]
+        del copy.graph.input[:]
+        copy.graph.input.extend(inputs)
     return copy
 
 
-def runner(model: onnx.ModelProto, names: list[str], threads: int = 0, where: str = "model") -> Runner:
-    """feed -> {name: value} for the tensors `names`, running only the part of `model` they need."""
-    sess = session(pruned(model, names), threads, where)
+def _info(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
+
+
+def runner(
+    model: onnx.ModelProto,
+    names: list[str],
+    threads: int = 0,
+    where: str = "model",
+    given: dict[str, np.ndarray] | None = None,
+) -> Runner:
+    """feed -> {name: value} for the tensors `names`, running only the part of `model` they need
+    (from the tensors in `given`, fed in place of what computes them)."""
+    sess = session(pruned(model, names, given), threads, where)
     inputs = {i.name for i in sess.get_inputs()}
     return lambda feed: dict(zip(names, sess.run(names, {k: v for k, v in feed.items() if k in inputs}), strict=True))
 

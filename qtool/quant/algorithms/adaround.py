@@ -14,8 +14,9 @@ the weights per input row (`_ridge`): with few rows a layer fits the calibration
 `sequential: true` instead rounds the layers in graph order on the inputs x̂ each layer really gets
 in the QDQ model holding the layers already rounded, against the float layer's output on its float
 input t (asymmetric reconstruction, as AdaRound's paper does): the target rows minimise
-E‖θ* x̂ − θ t‖² and so also undo the error the earlier layers left (slower: one pass over the
-samples per layer), with a ridge towards θ that each layer picks by two-fold cross-validation.
+E‖θ* x̂ − θ t‖² and so also undo the error the earlier layers left (slower: a pass over the
+samples per layer, each from where the last stopped: `frontier`), with a ridge towards θ that
+each layer picks by two-fold cross-validation.
 The default, `auto`, does so when a weight is 4-bit or narrower. Deterministic: rows are sampled
 with fixed seeds. The chosen grid points replace the float weights and the weight encodings are
 frozen in the overrides, so writing the QDQ model reproduces exactly these integers.
@@ -28,8 +29,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -40,6 +42,7 @@ from qtool.errors import UsageError
 from qtool.graph.model import copy
 from qtool.quant import encoding as enc
 from qtool.quant.algorithms import AlgorithmContext, check_config
+from qtool.quant.algorithms.frontier import Frontier
 from qtool.quant.algorithms.layers import Layer, augmented_moments, weighted_layers
 from qtool.quant.graph_facts import GraphFacts
 
@@ -49,6 +52,8 @@ ROWS_PER_SAMPLE = 2048
 DAMP = 0.01  # λ = DAMP · mean(diag G): GPTQ's dampening, and the ridge towards the float weights
 OVERFIT = 3.0  # extra λ per weight per input row (see _ridge)
 FIT_RIDGES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # target-fit ridges tried per layer (see _fit_ridge)
+T = TypeVar("T")
+Pair = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # (values in the model, float targets)
 
 
 def _grid_values(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -128,67 +133,86 @@ def solve_rows(target, scale, zp, h, grid, free: int = 0) -> np.ndarray:
     return _refine(target, best, scale, zp, h, grid, free)
 
 
-def _quantized_inputs(qdq: onnx.ModelProto, layers: list[Layer]) -> dict[str, str]:
-    """The tensor each layer reads in the QDQ model (its input's DequantizeLinear output)."""
-    by_name = {n.name: n for n in qdq.graph.node if n.name}
-    by_output = {n.output[0]: n for n in qdq.graph.node if n.output}
-    found = {}
-    for layer in layers:
-        node = by_name.get(layer.node.name) if layer.node.name else None
-        node = node or by_output.get(layer.node.output[0]) or by_output.get(f"{layer.node.output[0]}_prequant")
-        if node is not None:
-            found[layer.weight] = node.input[0]
-    return found
+def _reader(qdq: onnx.ModelProto, layer: Layer) -> onnx.NodeProto | None:
+    """The layer's node in the QDQ model (its input there is a DequantizeLinear output)."""
+    for node in qdq.graph.node:
+        if (layer.node.name and node.name == layer.node.name) or node.output[0] in (
+            layer.node.output[0],
+            f"{layer.node.output[0]}_prequant",
+        ):
+            return node
+    return None
 
 
-def _overlapped(
-    ctx: AlgorithmContext, samples: int, run_model: runtime.Runner, run_float: runtime.Runner | None
-) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """(values, float targets) of the first `samples` samples: onnxruntime runs the next sample (it
-    releases the GIL) while the caller turns this one into moments."""
-
-    def run(feed):
-        return run_model(feed), run_float(feed) if run_float else {}
-
+def _prefetched(items: Iterable[T], run: Callable[[T], Pair]) -> Iterator[Pair]:
+    """run(item) for each item, the next one on a worker thread (onnxruntime releases the GIL) while
+    the caller turns this one into moments."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
-        for _, feed in itertools.islice(ctx.samples(), samples):
-            done, pending = pending, pool.submit(run, feed)
+        for item in items:
+            done, pending = pending, pool.submit(run, item)
             if done is not None:
                 yield done.result()
         if pending is not None:
             yield pending.result()
 
 
-def collect(
-    ctx: AlgorithmContext,
-    model: onnx.ModelProto,
-    layers: list[Layer],
-    samples: int,
-    float_model: onnx.ModelProto | None = None,
-) -> dict[str, np.ndarray]:
-    """Σ x̃ x̃ᵀ per layer (groups, d+1, d+1) over the inputs each layer reads in `model`; with
-    `float_model`, stacked with Σ x̃ t̃ᵀ against the input t the layer reads there, and summed over the
-    even and the odd samples apart: (2 folds, 2, groups, ...), for the cross-validated target fit."""
-    names = _quantized_inputs(model, layers)
-    run_model = runtime.runner(model, sorted(set(names.values())), ctx.threads)
-    run_float = (
-        runtime.runner(float_model, sorted({layer.input for layer in layers}), ctx.threads) if float_model else None
-    )
+def _accumulate(layers: list[Layer], names: dict[str, str], pairs: Iterable[Pair], folds: bool) -> dict:
+    """Σ x̃ x̃ᵀ per layer (groups, d+1, d+1) over the values x each layer reads (`names`); with
+    `folds`, stacked with Σ x̃ t̃ᵀ against the float input t, and summed over the even and the odd
+    samples apart: (2 folds, 2, groups, ...), for the cross-validated target fit."""
     sums: dict[str, np.ndarray] = {}
-    count = -1
-    for count, (values, targets) in enumerate(_overlapped(ctx, samples, run_model, run_float)):
+    for count, (values, targets) in enumerate(pairs):
         for k, layer in enumerate(layers):
             if layer.weight in names:
                 x = values[names[layer.weight]]
                 moments = augmented_moments(layer, x, ROWS_PER_SAMPLE, (count, k), targets.get(layer.input))
-                if layer.weight not in sums:  # with float_model, even and odd samples apart: two folds
-                    sums[layer.weight] = np.zeros((2, *moments.shape) if run_float else moments.shape)
-                total = sums[layer.weight][count % 2] if run_float else sums[layer.weight]
+                if layer.weight not in sums:
+                    sums[layer.weight] = np.zeros((2, *moments.shape) if folds else moments.shape)
+                total = sums[layer.weight][count % 2] if folds else sums[layer.weight]
                 total += moments  # in place: a view of the running sum
-    if count + 1 < samples:  # the list ran out first
-        logger.warning("adaround: num_batches %d, but the input_list has %d samples", samples, count + 1)
     return sums
+
+
+def _feeds(ctx: AlgorithmContext, samples: int) -> Iterator[dict[str, np.ndarray]]:
+    """The first `samples` calibration samples; a warning when the list has fewer."""
+    count = 0
+    for _, feed in itertools.islice(ctx.samples(), samples):
+        count += 1
+        yield feed
+    if count < samples:
+        logger.warning("adaround: num_batches %d, but the input_list has %d samples", samples, count)
+
+
+def collect(ctx: AlgorithmContext, model: onnx.ModelProto, layers: list[Layer], samples: int) -> dict[str, np.ndarray]:
+    """Σ x̃ x̃ᵀ per layer over the inputs each layer reads in `model`, all layers from one run a sample."""
+    names = {layer.weight: node.input[0] for layer in layers if (node := _reader(model, layer)) is not None}
+    run_model = runtime.runner(model, sorted(set(names.values())), ctx.threads)
+    return _accumulate(layers, names, _prefetched(_feeds(ctx, samples), lambda f: (run_model(f), {})), False)
+
+
+def _pair(x_name: str, x_at: Callable, t_name: str, t_at: Callable) -> Callable[[int], Pair]:
+    return lambda i: ({x_name: x_at(i)}, {t_name: t_at(i)})
+
+
+def _sequential(ctx: AlgorithmContext, ref: dict, layers: list[Layer], encodings: dict, samples: int) -> None:
+    """Round the layers in graph order, each on the inputs the QDQ model with the layers before it
+    rounded really gives it, against the float layer's output on its float input. Both models run
+    forward one layer at a time from each sample's frontier (`Frontier`)."""
+    reference = copy(ctx.model)  # the float inputs sequential rounding aims at
+    feeds = list(_feeds(ctx, samples))
+    quantized, floats = Frontier(feeds, ctx.threads), Frontier(feeds, ctx.threads)
+    float_nodes = {node.output[0]: node for node in reference.graph.node if node.output}
+    for layer in layers:
+        qdq, _ = ctx.quantize(ctx.model, ctx.overrides)
+        node = _reader(qdq, layer)
+        if node is None:
+            continue
+        x_at = quantized.advance(qdq, node, node.input[0])
+        t_at = floats.advance(reference, float_nodes[layer.node.output[0]], layer.input)
+        pairs = _prefetched(range(len(feeds)), _pair(node.input[0], x_at, layer.input, t_at))
+        sums = _accumulate([layer], {layer.weight: node.input[0]}, pairs, True)
+        _round_layers(ctx, ref, [layer], encodings, sums)
 
 
 def _bias(layer: Layer) -> str | None:
@@ -296,8 +320,5 @@ def run(ctx: AlgorithmContext) -> list[str]:
     # from the float calibration): each layer is rounded once, in graph order, its weight encodings
     # frozen from the start so that re-planning never searches them again.
     ctx.overrides.params.update(encodings)
-    reference = copy(ctx.model)  # the float inputs sequential rounding aims at
-    for layer in layers:
-        qdq, _ = ctx.quantize(ctx.model, ctx.overrides)
-        _round_layers(ctx, ref, [layer], encodings, collect(ctx, qdq, [layer], samples, reference))
+    _sequential(ctx, ref, layers, encodings, samples)
     return [f"adaround: {len(layers)} layers rounded to minimise their output error (sequential)"]

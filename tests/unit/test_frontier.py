@@ -1,0 +1,79 @@
+"""Frontier: layer inputs pass by pass from each sample's kept tensors equal a full run from the inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from qtool import runtime
+from qtool.quant.algorithms.frontier import Frontier
+
+LAYERS = [("conv_a", "x_dq"), ("conv_b", "r"), ("conv_c", "s")]  # (node, the input it reads)
+
+
+def _model(seed: int = 0) -> onnx.ModelProto:
+    """x -> Q -> DQ -> conv_a -> Relu = r -> conv_b = b; s = r + b (a skip past conv_b) -> conv_c."""
+    rng = np.random.default_rng(seed)
+    weights = [numpy_helper.from_array(rng.normal(size=(4, 4, 3, 3)).astype(np.float32), f"w_{n}") for n in "abc"]
+    scale = numpy_helper.from_array(np.array(0.05, np.float32), "scale")
+    zero = numpy_helper.from_array(np.array(128, np.uint8), "zero")
+    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["x_q"]),
+        helper.make_node("DequantizeLinear", ["x_q", "scale", "zero"], ["x_dq"]),
+        helper.make_node("Conv", ["x_dq", "w_a"], ["a"], name="conv_a", **conv),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Conv", ["r", "w_b"], ["b"], name="conv_b", **conv),
+        helper.make_node("Add", ["r", "b"], ["s"]),
+        helper.make_node("Conv", ["s", "w_c"], ["y"], name="conv_c", **conv),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", [x], [y], [*weights, scale, zero])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _node(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
+    return next(n for n in model.graph.node if n.name == name)
+
+
+def _feeds(count: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    return [{"x": rng.normal(size=(1, 4, 6, 6)).astype(np.float32)} for _ in range(count)]
+
+
+@pytest.mark.parametrize("budget", [1 << 30, 0, 600], ids=["all kept", "none kept", "some kept"])
+def test_each_pass_gives_what_a_full_run_gives_with_the_weights_changed_on_the_way(budget: int) -> None:
+    feeds, model = _feeds(5), _model()
+    frontier = Frontier(feeds, budget=budget)
+    for step, (name, wanted) in enumerate(LAYERS):
+        value = frontier.advance(model, _node(model, name), wanted)
+        got = [value(i) for i in range(len(feeds))]
+        full = runtime.runner(model, [wanted])
+        for i, feed in enumerate(feeds):
+            np.testing.assert_array_equal(got[i], full(feed)[wanted])
+        # as adaround rounds the layer it just reached: the next pass must use the new weights
+        weight = next(t for t in model.graph.initializer if t.name == _node(model, name).input[1])
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * (2.0 + step), weight.name))
+    kept = [live for live in frontier.live if live is not None]
+    assert len(kept) == {1 << 30: 5, 0: 0, 600: 1}[budget]  # one sample's s: 4*6*6 floats = 576 bytes
+
+
+def test_a_dequantized_input_is_kept_as_its_integers() -> None:
+    feeds, model = _feeds(2), _model()
+    frontier = Frontier(feeds)
+    value = frontier.advance(model, _node(model, "conv_a"), "x_dq")
+    value(0)
+    assert {name: v.dtype for name, v in frontier.live[0].items()} == {"x_q": np.uint8}
+
+
+def test_going_back_to_an_earlier_layer_starts_again_from_the_inputs() -> None:
+    feeds, model = _feeds(3), _model()
+    frontier = Frontier(feeds)
+    for name, wanted in [LAYERS[2], LAYERS[1]]:
+        value = frontier.advance(model, _node(model, name), wanted)
+        full = runtime.runner(model, [wanted])
+        for i, feed in enumerate(feeds):
+            np.testing.assert_array_equal(value(i), full(feed)[wanted])

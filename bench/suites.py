@@ -179,7 +179,7 @@ def render_algorithms(rows: list[Row], manifest: dict) -> list[str]:
         "",
         "`bench/run.py --suite algorithms`. qtool W8A8 = `qtool quantize --use_per_channel_quantization "
         "--bias_bitwidth 32 [--apply_algorithms A ...]` over the 64-sample calibration set; W4A8 adds "
-        "`--weights_bitwidth 4 --config bench/w4a8.yaml` over its own 256-sample set (one crop each of 251 "
+        "`--weights_bitwidth 4 --config bench/w4a8.yaml` over its own 512-sample set (two crops of each of 251 "
         "photos: the 22 above and 229 of GCompris's; bench/README.md). ort best = the best (task metric) of "
         "quantize_static MinMax / Entropy / Percentile (QDQ, u8/s8 per-channel, with quant_pre_process); the others are in results.json. time s / peak MB: the "
         "quantize process. SQNR: output vs float on the validation set. Targets (issue 5): EfficientNet top-1 ≥ 95% "

@@ -78,7 +78,8 @@ def pruned(model: onnx.ModelProto, names: list[str], given: dict[str, np.ndarray
 
 
 def _info(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
+    """Its type and rank; the sizes stay free, as other samples' may differ where the model lets them."""
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), [None] * value.ndim)
 
 
 def runner(

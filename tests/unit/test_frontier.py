@@ -13,7 +13,7 @@ from qtool.quant.algorithms.frontier import Frontier
 LAYERS = [("conv_a", "x_dq"), ("conv_b", "r"), ("conv_c", "s")]  # (node, the input it reads)
 
 
-def _model(seed: int = 0) -> onnx.ModelProto:
+def _model(seed: int = 0, size: tuple = (6, 6)) -> onnx.ModelProto:
     """x -> Q -> DQ -> conv_a -> Relu = r -> conv_b = b; s = r + b (a skip past conv_b) -> conv_c."""
     rng = np.random.default_rng(seed)
     weights = [numpy_helper.from_array(rng.normal(size=(4, 4, 3, 3)).astype(np.float32), f"w_{n}") for n in "abc"]
@@ -29,7 +29,7 @@ def _model(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Add", ["r", "b"], ["s"]),
         helper.make_node("Conv", ["s", "w_c"], ["y"], name="conv_c", **conv),
     ]
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, *size])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     graph = helper.make_graph(nodes, "g", [x], [y], [*weights, scale, zero])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -73,6 +73,17 @@ def test_going_back_to_an_earlier_layer_starts_again_from_the_inputs() -> None:
     feeds, model = _feeds(3), _model()
     frontier = Frontier(feeds)
     for name, wanted in [LAYERS[2], LAYERS[1]]:
+        value = frontier.advance(model, _node(model, name), wanted)
+        full = runtime.runner(model, [wanted])
+        for i, feed in enumerate(feeds):
+            np.testing.assert_array_equal(value(i), full(feed)[wanted])
+
+
+def test_samples_of_different_sizes_share_a_pass_where_the_model_allows_it() -> None:
+    model, rng = _model(size=("h", "w")), np.random.default_rng(2)
+    feeds = [{"x": rng.normal(size=(1, 4, side, side)).astype(np.float32)} for side in (6, 9, 7)]
+    frontier = Frontier(feeds)
+    for name, wanted in LAYERS:
         value = frontier.advance(model, _node(model, name), wanted)
         full = runtime.runner(model, [wanted])
         for i, feed in enumerate(feeds):

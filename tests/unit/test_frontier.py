@@ -13,7 +13,7 @@ from qtool.quant.algorithms.frontier import Frontier
 LAYERS = [("conv_a", "x_dq"), ("conv_b", "r"), ("conv_c", "s")]  # (node, the input it reads)
 
 
-def _model(seed: int = 0, size: tuple = (6, 6)) -> onnx.ModelProto:
+def _model(seed: int = 0, size: tuple = (6, 6), shared: bool = False) -> onnx.ModelProto:
     """x -> Q -> DQ -> conv_a -> Relu = r -> conv_b = b; s = r + b (a skip past conv_b) -> conv_c."""
     rng = np.random.default_rng(seed)
     weights = [numpy_helper.from_array(rng.normal(size=(4, 4, 3, 3)).astype(np.float32), f"w_{n}") for n in "abc"]
@@ -23,7 +23,9 @@ def _model(seed: int = 0, size: tuple = (6, 6)) -> onnx.ModelProto:
     nodes = [
         helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["x_q"]),
         helper.make_node("DequantizeLinear", ["x_q", "scale", "zero"], ["x_dq"]),
-        helper.make_node("Conv", ["x_dq", "w_a"], ["a"], name="conv_a", **conv),
+        helper.make_node("Conv", ["x_dq", "w_a"], ["a1"], name="conv_a", **conv),
+        helper.make_node("Conv", ["x_dq", "w_b" if shared else "w_a"], ["a2"], **conv),  # shared: w_b also here
+        helper.make_node("Add", ["a1", "a2"], ["a"]),
         helper.make_node("Relu", ["a"], ["r"]),
         helper.make_node("Conv", ["r", "w_b"], ["b"], name="conv_b", **conv),
         helper.make_node("Add", ["r", "b"], ["s"]),
@@ -44,9 +46,13 @@ def _feeds(count: int) -> list[dict[str, np.ndarray]]:
     return [{"x": rng.normal(size=(1, 4, 6, 6)).astype(np.float32)} for _ in range(count)]
 
 
-@pytest.mark.parametrize("budget", [1 << 30, 0, 600], ids=["all kept", "none kept", "some kept"])
-def test_each_pass_gives_what_a_full_run_gives_with_the_weights_changed_on_the_way(budget: int) -> None:
-    feeds, model = _feeds(5), _model()
+@pytest.mark.parametrize(
+    "budget, shared",
+    [(1 << 30, False), (0, False), (600, False), (1 << 30, True)],
+    ids=["all kept", "none kept", "some kept", "a weight shared with an earlier node"],
+)
+def test_each_pass_gives_what_a_full_run_gives_with_the_weights_changed_on_the_way(budget: int, shared: bool) -> None:
+    feeds, model = _feeds(5), _model(shared=shared)
     frontier = Frontier(feeds, budget=budget)
     for step, (name, wanted) in enumerate(LAYERS):
         value = frontier.advance(model, _node(model, name), wanted)

@@ -9,6 +9,7 @@ A pass starts at the previous layer's own node, so the weights rounded there sin
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import numpy as np
@@ -36,6 +37,22 @@ def _compact(name: str, producers: dict[str, onnx.NodeProto], activations: set[s
     return name
 
 
+def _stale(nodes: list[onnx.NodeProto], upto: int, changed: set[str], activations: set[str]) -> bool:
+    """Whether a node the frontier has already passed (before `upto`) computes activations from a
+    changed initializer, through constants (a weight shared with an earlier node)."""
+    tainted = set(changed)
+    for i, node in enumerate(nodes):
+        if any(name in tainted for name in runtime.reads(node)):
+            if i < upto and any(name in activations for name in node.output):
+                return True
+            tainted.update(node.output)
+    return False
+
+
+def _digests(model: onnx.ModelProto) -> dict[str, bytes]:
+    return {t.name: hashlib.blake2b(t.SerializeToString(), digest_size=16).digest() for t in model.graph.initializer}
+
+
 class Frontier:
     """Per sample, the activations of one model alive between two of its nodes. Samples beyond
     `budget` bytes of them keep none and run from their inputs again (a slower pass, same values)."""
@@ -43,17 +60,18 @@ class Frontier:
     def __init__(self, feeds: list[dict[str, np.ndarray]], threads: int = 0, budget: int = FRONTIER_BYTES):
         self.feeds, self.threads, self.budget = feeds, threads, budget
         self.live: list[dict[str, np.ndarray] | None] = [None] * len(feeds)
-        self.at = 0
+        self.at, self.weights = 0, {}
 
     def advance(self, model: onnx.ModelProto, node: onnx.NodeProto, wanted: str) -> Callable[[int], np.ndarray]:
         """sample index -> the value of `wanted` (read by `node`), moving that sample's frontier to
         `node`. Call it for every sample, in order, before the next `advance`."""
         nodes = list(model.graph.node)
         end = next(i for i, n in enumerate(nodes) if n.output[:1] == node.output[:1])
-        if end < self.at:  # not in graph order after all: start again from the inputs
+        activations, weights = _activations(model.graph), _digests(model)
+        changed = {name for name, digest in weights.items() if self.weights.get(name, digest) != digest}
+        if end < self.at or _stale(nodes, self.at, changed, activations):  # start again from the inputs
             self.live = [None] * len(self.feeds)
-        self.at = end
-        activations = _activations(model.graph)
+        self.at, self.weights = end, weights
         producers = {name: n for n in nodes for name in n.output}
         before = activations & ({i.name for i in model.graph.input} | {o for n in nodes[:end] for o in n.output})
         after = {name for n in nodes[end:] for name in runtime.reads(n)}

@@ -45,6 +45,15 @@ def reads(node: onnx.NodeProto) -> list[str]:
     return found
 
 
+def downstream(nodes: Iterable[onnx.NodeProto], sources: Iterable[str]) -> set[str]:
+    """`sources` and every tensor computed from any of them (`nodes` in graph order)."""
+    found = set(sources)
+    for node in nodes:
+        if any(name in found for name in reads(node)):
+            found.update(node.output)
+    return found
+
+
 def pruned(model: onnx.ModelProto, names: list[str], given: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """A copy of `model` returning only `names`, with only the nodes they depend on: a layer's
     input costs the model up to that layer, not the whole of it. Tensors in `given` (examples of

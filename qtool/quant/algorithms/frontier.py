@@ -20,33 +20,12 @@ from qtool import runtime
 FRONTIER_BYTES = 256 << 20  # per model; the rest run from their inputs (EfficientNet-Lite0: 4.8 MB a sample)
 
 
-def _activations(graph: onnx.GraphProto) -> set[str]:
-    """The tensors that depend on the graph's inputs (the rest are weights and constants)."""
-    found = {i.name for i in graph.input} - {i.name for i in graph.initializer}
-    for node in graph.node:
-        if any(name in found for name in runtime.reads(node)):
-            found.update(node.output)
-    return found
-
-
 def _compact(name: str, producers: dict[str, onnx.NodeProto], activations: set[str]) -> str:
     """A DequantizeLinear output is kept as its integer input (4x smaller); the next pass redoes it."""
     node = producers.get(name)
     if node is not None and node.op_type == "DequantizeLinear" and node.input[0] in activations:
         return node.input[0]
     return name
-
-
-def _stale(nodes: list[onnx.NodeProto], upto: int, changed: set[str], activations: set[str]) -> bool:
-    """Whether a node the frontier has already passed (before `upto`) computes activations from a
-    changed initializer, through constants (a weight shared with an earlier node)."""
-    tainted = set(changed)
-    for i, node in enumerate(nodes):
-        if any(name in tainted for name in runtime.reads(node)):
-            if i < upto and any(name in activations for name in node.output):
-                return True
-            tainted.update(node.output)
-    return False
 
 
 def _digests(model: onnx.ModelProto) -> dict[str, bytes]:
@@ -67,13 +46,17 @@ class Frontier:
         `node`. Call it for every sample, in order, before the next `advance`."""
         nodes = list(model.graph.node)
         end = next(i for i, n in enumerate(nodes) if n.output[:1] == node.output[:1])
-        activations, weights = _activations(model.graph), _digests(model)
+        graph_inputs = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
+        activations, weights = runtime.downstream(nodes, graph_inputs), _digests(model)
         changed = {name for name, digest in weights.items() if self.weights.get(name, digest) != digest}
-        if end < self.at or _stale(nodes, self.at, changed, activations):  # start again from the inputs
+        passed = {name for n in nodes[: self.at] for name in n.output}
+        # back before the frontier, or a changed weight also feeds a node already passed (tied weights):
+        # the kept activations are stale, so start again from the inputs
+        if end < self.at or runtime.downstream(nodes, changed) & activations & passed:
             self.live = [None] * len(self.feeds)
         self.at, self.weights = end, weights
         producers = {name: n for n in nodes for name in n.output}
-        before = activations & ({i.name for i in model.graph.input} | {o for n in nodes[:end] for o in n.output})
+        before = activations & (graph_inputs | {o for n in nodes[:end] for o in n.output})
         after = {name for n in nodes[end:] for name in runtime.reads(n)}
         alive = sorted({_compact(name, producers, activations) for name in before & after})
         runners: dict[frozenset[str], runtime.Runner | None] = {}

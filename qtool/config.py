@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import yaml
 
 from qtool.errors import UsageError, did_you_mean
+from qtool.io.files import read_text
 
 # qairt's hidden legacy --act_quantizer/--param_quantizer values -> (schema, calibration)
 LEGACY_QUANTIZERS = {
@@ -38,32 +38,47 @@ ALGORITHM_SECTIONS = ("adaround", "bc", "cle", "adaquant", "mixed_precision")
 
 
 def configs_dir() -> Path:
-    """configs/ next to the package (a checkout or editable install), else the installed copy."""
-    for candidate in (
-        os.environ.get("QTOOL_CONFIGS"),
-        Path(__file__).parent.parent / "configs",
-        Path(sys.prefix) / "share" / "qtool" / "configs",
-    ):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return Path(__file__).parent.parent / "configs"
+    """The target presets: package data (qtool/configs/, which the checkout's configs/ links to),
+    or the folder QTOOL_CONFIGS names."""
+    override = os.environ.get("QTOOL_CONFIGS")
+    return Path(override) if override else Path(__file__).parent / "configs"
 
 
 def presets() -> list[str]:
     return sorted(p.stem for p in configs_dir().glob("*.yaml"))
 
 
-def read_config(path: Path, option_names: set[str]) -> dict[str, Any]:
-    """A preset or --config YAML as click default_map entries; algorithm sections go under
-    `algorithm_config`. Unknown keys are errors that suggest the closest option."""
+class _SafeLoaderWithoutAliases(yaml.SafeLoader):
+    """yaml.SafeLoader refusing `*alias` references: nested aliases expand exponentially (a few
+    hundred bytes can make gigabytes), and an option file has no use for them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed in qtool config files", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(path: Path) -> Any:
+    """A config YAML: a bounded read of a regular UTF-8 file, no aliases, bounded nesting."""
+    text = read_text(path, "config file", error=UsageError)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError as e:
-        raise UsageError("config file not found", where=str(path)) from e
+        return yaml.load(text, Loader=_SafeLoaderWithoutAliases)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise UsageError(f"not valid YAML: {getattr(e, 'problem', e)}", where=f"{path}{line}") from e
+    except RecursionError as e:
+        raise UsageError("YAML nested too deep", where=str(path)) from e
+
+
+def read_config(path: Path, option_names: set[str]) -> dict[str, Any]:
+    """A preset or --config YAML as click default_map entries; algorithm sections go under
+    `algorithm_config`. Unknown keys are errors that suggest the closest option."""
+    data = load_yaml(path)
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise UsageError("a config file must be a mapping of option names to values", where=str(path))
     result: dict[str, Any] = {}
@@ -146,6 +161,7 @@ class QuantizeOptions:
     eval_list: Path | None = None
     strict: bool = False
     target: str | None = None  # the --target preset's name; the CLI also takes its values from configs/
+    config: Path | None = None  # the --config file (its values arrive as params): an input no output may replace
     algorithm_config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -1,7 +1,8 @@
 """The one exception family for mistakes a user can make, and the exit codes they map to.
 
 Exit codes (DESIGN.md): 0 ok, 1 internal error, 2 usage/bad input, 3 model problem, 4 data problem,
-5 `qtool inspect` lint findings at or above --fail-on (printed first; the run itself succeeded).
+5 `qtool inspect` lint findings at or above --fail-on (printed first; the run itself succeeded),
+128 + N ended by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), with no output left behind.
 Core modules raise these and never import click; cli.py turns them into one line on stderr.
 """
 
@@ -44,6 +45,19 @@ class FindingsError(QtoolError):
     """`inspect --fail-on`: the report was printed; its findings fail the gate (CI)."""
 
     exit_code = 5
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C's KeyboardInterrupt so every clean-up runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @staticmethod
+    def code_of(interrupt: KeyboardInterrupt) -> int:
+        """The shell's exit code for a run ended by this signal: 128 + its number (Ctrl-C: 130)."""
+        return 128 + (interrupt.signum if isinstance(interrupt, Interrupted) else 2)
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str | None:

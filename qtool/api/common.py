@@ -37,11 +37,13 @@ def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, whe
 
 
 def converted(model: onnx.ModelProto, path: Path, input_dims: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
-    if gm.metadata(model).get(gm.METADATA_CONVERTED) == "1" and not input_dims:
-        return model
+    """`model` normalised as convert does, unless convert wrote this very graph (its mark matches);
+    checked either way: any file can carry the mark."""
     gm.check(model, str(path))
+    if gm.is_converted(model) and not input_dims:
+        return model
     model = normalise(model, input_dims, str(path))
-    gm.set_metadata(model, gm.METADATA_CONVERTED, "1")
+    gm.mark_converted(model)
     return model
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import onnx
 
@@ -13,6 +14,7 @@ from qtool.graph import model as gm
 from qtool.graph.convert import normalise
 from qtool.graph.float16 import to_float16
 from qtool.io import encodings as encio
+from qtool.io import outputs
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.qdq_read import read_qdq
 from qtool.quant.rules import rule_for, weight_axis
@@ -34,11 +36,19 @@ def _import_encodings(source: onnx.ModelProto, o: ConvertOptions) -> tuple[onnx.
 
 
 def convert(o: ConvertOptions) -> Report:
-    source = gm.load(o.input_network)
+    """The output is checked before any work and is written only if every step succeeds."""
+    output = o.output_path or o.input_network.with_suffix(".conv.onnx")
+    inputs = [("-i", o.input_network), ("--quantization_overrides", o.quantization_overrides)]
+    with outputs.command(inputs, [("-o", output)]) as tx:
+        return _convert(o, output, tx)
+
+
+def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report:
+    source, data_files = gm.load_with_files(o.input_network)
+    tx.add_inputs("-i's external data", data_files)
     float_source, imported = _import_encodings(source, o)
     gm.check(float_source, str(o.input_network))
     model = normalise(float_source, o.input_dims, str(o.input_network))
-    gm.set_metadata(model, gm.METADATA_CONVERTED, "1")
     known = gm.tensor_names(model)
     overrides = encio.Encodings(
         {k: v for k, v in imported.activations.items() if k in known},
@@ -59,7 +69,7 @@ def convert(o: ConvertOptions) -> Report:
     if o.float_bitwidth == 16:
         model = to_float16(model)
         gm.set_metadata(model, gm.METADATA_FLOAT_BITWIDTH, "16")
-    output = o.output_path or o.input_network.with_suffix(".conv.onnx")
+    gm.mark_converted(model)
     gm.save(model, output)
     facts = {
         "input": str(o.input_network),

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import onnx
+
 from qtool.config import ExportOptions
 from qtool.errors import UsageError
 from qtool.export import ExportJob, build, write_files
 from qtool.graph import model as gm
+from qtool.io import outputs
+from qtool.io.outputs import check_output_folder
 from qtool.quant.qdq_read import read_qdq
 from qtool.report import Report
 
 
 def export(o: ExportOptions) -> Report:
-    """Every --format's files for a QDQ model, built in memory first so a failing format writes nothing."""
-    model = gm.load(o.input_network)
+    """Every --format's files for a QDQ model, built in memory first so a failing format writes nothing;
+    then written together, so a failing write leaves none of them either."""
+    with outputs.command([("-i", o.input_network)]) as tx:
+        check_output_folder(o.output_path)
+        model, data_files = gm.load_with_files(o.input_network)
+        tx.add_inputs("-i's external data", data_files)
+        return _export(o, model)
+
+
+def _export(o: ExportOptions, model: onnx.ModelProto) -> Report:
     stripped, found = read_qdq(model)
     if not len(found):
         raise UsageError("has no QuantizeLinear/DequantizeLinear encodings to export", where=str(o.input_network))

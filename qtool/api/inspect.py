@@ -11,6 +11,7 @@ from qtool.graph import model as gm
 from qtool.inspect import compare, layers, lint, lint_data, summary
 from qtool.inspect import html as inspect_html
 from qtool.inspect.findings import InspectReport
+from qtool.io import outputs
 from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
 from qtool.io.files import write_text
 from qtool.io.input_list import InputList, read_input_list
@@ -21,7 +22,14 @@ def inspect_model(o: InspectOptions) -> InspectReport:
     """Facts, lint findings (with data when --input_list is given) and, with --reference, the
     per-output and per-layer drift; --html writes the same report as one page. The caller prints
     the report and then calls `report.check(o.fail_on)` (exit 5), so findings are always shown."""
-    model = gm.load(o.model)
+    inputs = [("MODEL", o.model), ("--reference", o.reference), ("--input_list", o.input_list), ("--labels", o.labels)]
+    with outputs.command(inputs, [("--html", o.html)]) as tx:
+        return _inspect(o, tx)
+
+
+def _inspect(o: InspectOptions, tx: outputs.Transaction) -> InspectReport:
+    model, data_files = gm.load_with_files(o.model)
+    tx.add_inputs("MODEL's external data", data_files)
     report = summary.summarise(model, str(o.model))
     if o.reference is not None and o.input_list is None:
         raise UsageError("--reference needs --input_list to compare the two models")
@@ -29,6 +37,7 @@ def inspect_model(o: InspectOptions) -> InspectReport:
     rows = None
     if o.input_list is not None:
         input_list = read_input_list(o.input_list)
+        tx.add_inputs(f"a file of {o.input_list}", input_list.files())
         specs = gm.input_specs(model)
         check_bindings(input_list, specs)
         labels = _checked_labels(o, input_list)

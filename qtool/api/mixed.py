@@ -81,9 +81,14 @@ def run_mixed_precision(
     return result
 
 
-def finish_mixed(o: QuantizeOptions, result: mp.Result, output: Path, report: Report) -> None:
+def mixed_overrides_path(output: Path) -> Path:
+    return output.with_suffix(".mixed_precision.json")
+
+
+def finish_mixed(o: QuantizeOptions, result: mp.Result, output: Path, report: Report) -> ModelError | None:
+    """Write the chosen 16-bit overrides; returns the --strict failure to raise once every output is written."""
     chosen = mp.raise_to_16(encio.Encodings(), result.chosen)
-    path = output.with_suffix(".mixed_precision.json")
+    path = mixed_overrides_path(output)
     write_text(path, encio.to_json(chosen, o.encodings_format))
     report.facts["16-bit layers"] = ", ".join(c.name for c in result.chosen) or "none"
     report.facts["mixed precision overrides"] = str(path)
@@ -96,7 +101,8 @@ def finish_mixed(o: QuantizeOptions, result: mp.Result, output: Path, report: Re
     if not result.met:
         report.facts["target"] = "NOT met even with every candidate at 16 bits; wrote the best model"
         if o.strict:
-            raise ModelError(
+            return ModelError(
                 "mixed precision target not met even with every layer at 16 bits (best model written)",
                 where=str(output),
             )
+    return None

@@ -13,13 +13,14 @@ import onnx
 
 from qtool import runtime
 from qtool.api.common import check_override_names, converted, drift_table, encodings_path
-from qtool.api.mixed import finish_mixed, run_mixed_precision
+from qtool.api.mixed import finish_mixed, mixed_overrides_path, run_mixed_precision
 from qtool.config import QuantizeOptions
-from qtool.errors import UsageError
+from qtool.errors import QtoolError, UsageError
 from qtool.graph import model as gm
 from qtool.inspect import compare
 from qtool.inspect import html as inspect_html
 from qtool.io import encodings as encio
+from qtool.io import outputs
 from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
 from qtool.io.files import write_text
 from qtool.io.input_list import InputList, read_input_list
@@ -27,6 +28,7 @@ from qtool.quant.algorithms import AlgorithmContext, adaround, resolve
 from qtool.quant.calibrate import calibrate
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import overall
+from qtool.quant.overrides import checked_overrides
 from qtool.quant.plan import PlanOptions, activation_tensors, build_plan
 from qtool.quant.qdq import write_qdq
 from qtool.quant.stats import load_stats, save_stats
@@ -45,8 +47,9 @@ def _overrides(o: QuantizeOptions, model: onnx.ModelProto) -> encio.Encodings:
     if o.quantization_overrides is not None:
         overrides = encio.read_encodings(o.quantization_overrides)
         overrides = check_override_names(overrides, model, str(o.quantization_overrides))
-        return overrides
-    return encio.parse_encodings_json(gm.metadata(model).get(gm.METADATA_OVERRIDES))
+    else:
+        overrides = encio.parse_encodings_json(gm.metadata(model).get(gm.METADATA_OVERRIDES))
+    return checked_overrides(GraphFacts.of(model), overrides)
 
 
 def _check_quantize_flags(o: QuantizeOptions) -> None:
@@ -62,6 +65,32 @@ def _check_quantize_flags(o: QuantizeOptions) -> None:
         raise UsageError("--ignore_quantization_overrides needs --input_list: nothing would be left to quantize")
     if o.save_stats is not None and o.input_list is None:
         raise UsageError("--save_stats needs --input_list: there is nothing to save without calibration")
+    if o.apply_algorithms and o.input_list is None:
+        raise UsageError(
+            f"--apply_algorithms {o.apply_algorithms[0]} needs --input_list: the algorithms run the model on "
+            "calibration data"
+        )
+
+
+def _files(o: QuantizeOptions, output: Path) -> tuple[list, list]:
+    """(flag, path) of every file the command reads and of every file it writes."""
+    inputs = [
+        ("-i", o.input_network),
+        ("--input_list", o.input_list),
+        ("--eval_list", o.eval_list),
+        ("--quantization_overrides", o.quantization_overrides),
+        ("--config", o.config),
+        *(("--load_stats", p) for p in o.load_stats),
+    ]
+    outputs = [
+        ("-o", output),
+        ("the encodings file (-o with .encodings.json)", encodings_path(output)),
+        ("--save_stats", o.save_stats),
+        ("--html", o.html),
+    ]
+    if o.mixed_precision == "auto":
+        outputs.append(("the mixed-precision overrides (-o with .mixed_precision.json)", mixed_overrides_path(output)))
+    return inputs, outputs
 
 
 def _plan_options(o: QuantizeOptions) -> PlanOptions:
@@ -166,9 +195,25 @@ def _algorithm_context(
 
 
 def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
+    """Every output is checked before any work and written together at the end, or none is."""
     _check_quantize_flags(o)
+    output = o.output_path or o.input_network.with_suffix(".quant.onnx")
+    if not output.name:
+        raise UsageError(f"-o {output}: needs a file name")
+    with outputs.command(*_files(o, output)) as tx:
+        report, failure = _quantize(o, output, tx, progress)
+    if failure is not None:
+        raise failure
+    return report
+
+
+def _quantize(
+    o: QuantizeOptions, output: Path, tx: outputs.Transaction, progress: Progress
+) -> tuple[Report, QtoolError | None]:
     started = time.perf_counter()
-    reference = converted(gm.load(o.input_network), o.input_network, o.input_dims)
+    source, data_files = gm.load_with_files(o.input_network)
+    tx.add_inputs("-i's external data", data_files)
+    reference = converted(source, o.input_network, o.input_dims)
     if gm.metadata(reference).get(gm.METADATA_FLOAT_BITWIDTH) == "16":
         raise UsageError(
             "is a float16 model",
@@ -178,6 +223,9 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     overrides = _overrides(o, reference)
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
     eval_list = read_input_list(o.eval_list) if o.eval_list is not None else input_list
+    for listing in (input_list, eval_list):
+        if listing is not None:
+            tx.add_inputs(f"a file of {listing.path}", listing.files())
     if eval_list is not None and eval_list is not input_list:  # fail before hours of calibration
         check_bindings(eval_list, gm.input_specs(reference))
     model = gm.copy(reference)
@@ -199,16 +247,14 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
         report.facts["algorithms"] = "; ".join(notes)
     _evaluate(o, reference, quantized, eval_list, report)
     report.facts["calibration seconds"] = round(calibration_seconds, 2)
-    output = o.output_path or o.input_network.with_suffix(".quant.onnx")
     gm.save(quantized, output)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
     report.facts.update(_plan_facts(plan, output, started))
-    if mixed is not None:
-        finish_mixed(o, mixed, output, report)
+    failure = finish_mixed(o, mixed, output, report) if mixed is not None else None
     if o.html is not None:
         chart = inspect_html.pareto_chart(mixed.curve) if mixed is not None else ""
         write_text(o.html, inspect_html.render_report(report, chart))
-    return report
+    return report, failure
 
 
 def _evaluate(

@@ -14,6 +14,7 @@ import click
 from qtool import api
 from qtool.cli.options import (
     Choice,
+    NonEmptyPath,
     PathType,
     QtoolGroup,
     common,
@@ -124,7 +125,7 @@ def inspect(as_json: bool, **kw: Any) -> None:
 @main.command()
 @click.option("--input_network", "-i", type=PathType, required=True, help="Quantized QDQ model.")
 @click.option(
-    "--output_path", "-o", type=click.Path(path_type=Path, file_okay=False), required=True, help="Output folder."
+    "--output_path", "-o", type=NonEmptyPath(path_type=Path, file_okay=False), required=True, help="Output folder."
 )
 @click.option(
     "--format",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +18,20 @@ from qtool.config import (
     presets,
     read_config,
 )
-from qtool.errors import QtoolError, did_you_mean
+from qtool.errors import Interrupted, QtoolError, UsageError, did_you_mean
 from qtool.report import Report
 
-PathType = click.Path(path_type=Path, dir_okay=False)
+
+class NonEmptyPath(click.Path):
+    """click.Path that refuses an empty string (Path('') is the current folder)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("empty path", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+PathType = NonEmptyPath(path_type=Path, dir_okay=False)
 
 
 class QtoolGroup(click.Group):
@@ -34,15 +45,27 @@ class QtoolGroup(click.Group):
         except QtoolError as e:
             click.echo(f"qtool: error: {e}", err=True)
             ctx.exit(e.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             click.echo("qtool: interrupted; no output written", err=True)
-            ctx.exit(130)
+            ctx.exit(Interrupted.code_of(e))
         except Exception:
             if logging.getLogger().isEnabledFor(logging.INFO):
                 raise
             logging.getLogger("qtool").debug("internal error", exc_info=True)
             click.echo("qtool: internal error; re-run with -v to see the traceback and report it", err=True)
             ctx.exit(1)
+
+
+class FiniteFloat(click.FloatRange):
+    """click.FloatRange that refuses NaN and infinities: NaN passes every range comparison."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def input_dims(
@@ -107,19 +130,37 @@ def apply_config(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     path = configs_dir() / f"{value}.yaml" if param.name == "target" else Path(value)
     try:
         layers[param.name] = read_config(path, names)
+        by_name = {p.name: p for p in ctx.command.params}
+        for key, entry in layers[param.name].items():
+            if key in by_name and key != "algorithm_config":  # sections are checked by their algorithm
+                _check_config_value(by_name[key], key, entry, path)
     except QtoolError as e:
         raise click.BadParameter(str(e)) from None
     ctx.default_map = {**layers.get("target", {}), **layers.get("config", {})}
     return value
 
 
+def _check_config_value(param: click.Parameter, key: str, value: Any, path: Path) -> None:
+    """A YAML value must have the option's shape: click would take a list for a single value apart."""
+
+    def scalar(v: Any) -> bool:
+        return v is None or isinstance(v, str | int | float | bool)
+
+    def item(v: Any) -> bool:
+        return scalar(v) if param.nargs == 1 else isinstance(v, list) and len(v) == param.nargs and all(map(scalar, v))
+
+    ok = (isinstance(value, list) and all(map(item, value))) if param.multiple else item(value)
+    if not ok:
+        shape = "a list of values" if param.multiple else "one value"
+        raise UsageError(f"{key} must be {shape}, not {type(value).__name__} {str(value)[:60]}", where=str(path))
+
+
 def config_options(func: Callable) -> Callable:
     func = click.option(
         "--config",
         "-c",
-        type=click.Path(path_type=Path, dir_okay=False),
+        type=PathType,
         is_eager=True,
-        expose_value=False,
         callback=apply_config,
         help="YAML of option values (and algorithm sections); overrides --target.",
     )(func)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import click
 
-from qtool.cli.options import Choice, PathType, input_dims, int_choice, to_int
+from qtool.cli.options import Choice, FiniteFloat, PathType, input_dims, int_choice, to_int
 from qtool.config import CALIBRATIONS, LEGACY_QUANTIZERS, SCHEMAS
 from qtool.io.encodings import FORMATS
 from qtool.quant.algorithms import ALGORITHM_NAMES
@@ -87,7 +87,7 @@ def quantize_options(func: Callable) -> Callable:
         ),
         click.option(
             "--percentile_calibration_value",
-            type=click.FloatRange(90, 100),
+            type=FiniteFloat(90, 100),
             help="Percentile for percentile calibration [99.99].",
         ),
         click.option(
@@ -203,15 +203,15 @@ def quantize_options(func: Callable) -> Callable:
             help="exact: one evaluation per layer at 16 bits; proxy: each layer's added noise from one pass (fast, "
             "but blind to error that only shows downstream).",
         ),
-        click.option("--target_sqnr", type=float, metavar="DB", help="Mixed precision: reach this output SQNR (dB)."),
+        click.option("--target_sqnr", type=FiniteFloat(), metavar="DB", help="Mixed precision: reach this output SQNR (dB)."),
         click.option(
             "--max_cosine_drop",
-            type=click.FloatRange(0, 1),
+            type=FiniteFloat(0, 1),
             help="Mixed precision: keep 1 - output cosine at most this.",
         ),
         click.option(
             "--mixed_precision_factor",
-            type=click.FloatRange(min=1.0),
+            type=FiniteFloat(min=1.0),
             help="Mixed precision: cost budget, estimated latency of the mixed model / all-8-bit (TIDL's meaning).",
         ),
         click.option(

@@ -49,7 +49,7 @@ def observers(job: ExportJob) -> dict[str, MinMax]:
 
 def calibrated_model(job: ExportJob) -> onnx.ModelProto:
     """The graph `quantize` hashes: the stripped model, normalised when it is not converted yet."""
-    if gm.metadata(job.stripped).get(gm.METADATA_CONVERTED) == "1":
+    if gm.METADATA_CONVERTED in gm.metadata(job.stripped):
         return job.stripped
     return normalise(job.stripped, {}, job.where)
 

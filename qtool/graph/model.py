@@ -5,7 +5,9 @@ Every load error is a `ModelError` naming the file; every save goes through `ato
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -14,7 +16,8 @@ import onnx
 from onnx import helper, version_converter
 
 from qtool.errors import DataError, ModelError
-from qtool.io.files import atomic_write
+from qtool.graph import external_data
+from qtool.io.files import atomic_write, check_regular, load_json
 from qtool.io.raw import InputSpec
 
 logger = logging.getLogger(__name__)
@@ -29,16 +32,20 @@ _EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Read an ONNX file (external data too); anything else is a ModelError naming it."""
+    return load_with_files(path)[0]
+
+
+def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list[Path]]:
+    """The model and the external-data files it was read from (inputs no output may replace)."""
     p = Path(path)
-    if not p.is_file():
-        raise DataError("model file not found", where=str(p))
+    check_regular(p, "model file")
     try:
-        model = onnx.load(str(p))
+        model = onnx.load(str(p), load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError, RuntimeWarning, ValueError...
         raise ModelError(f"not an ONNX model ({type(e).__name__}: {str(e)[:120]})", where=str(p)) from e
     if not model.ir_version:
         raise ModelError("not an ONNX model (empty, or no ir_version)", where=str(p))
-    return model
+    return model, external_data.load(model, p.parent, str(p))
 
 
 def copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -74,6 +81,48 @@ def default_opset(model: onnx.ModelProto) -> int:
 
 def metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
+
+
+def batchnorm_record(model: onnx.ModelProto) -> dict[str, dict[str, list[float]]]:
+    """The folded BatchNorms' β and γ that convert recorded (METADATA_BATCHNORM), validated: any file
+    can carry the key, and cle computes with its numbers."""
+    text = metadata(model).get(METADATA_BATCHNORM)
+    if text is None:
+        return {}
+    where = f"model metadata {METADATA_BATCHNORM}"
+    record = load_json(text, where)
+    if not isinstance(record, dict):
+        raise DataError("must be a JSON object", where=where)
+    for name, entry in record.items():
+        fields = [entry.get(k) for k in ("beta", "gamma")] if isinstance(entry, dict) else [None, None]
+        if not all(isinstance(f, list) and f and len(f) == len(fields[0]) for f in fields) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for f in fields for v in f
+        ):
+            raise DataError(f"{name!r} needs equal-length lists of finite numbers 'beta' and 'gamma'", where=where)
+    return record
+
+
+def fingerprint(model: onnx.ModelProto) -> str:
+    """A hash of the graph's structure (nodes, types, opsets, initializer names/types/shapes; not the
+    weights' bytes), so that the converted mark holds only for the graph it was written for."""
+    h = hashlib.sha256()
+    g = model.graph
+    for opset in model.opset_import:
+        h.update(opset.SerializeToString(deterministic=True))
+    for part in (*g.node, *g.input, *g.output, *g.value_info):
+        h.update(part.SerializeToString(deterministic=True))
+    for init in g.initializer:
+        h.update(f"{init.name}\0{init.data_type}\0{list(init.dims)}\0".encode())
+    return h.hexdigest()
+
+
+def mark_converted(model: onnx.ModelProto) -> None:
+    set_metadata(model, METADATA_CONVERTED, fingerprint(model))
+
+
+def is_converted(model: onnx.ModelProto) -> bool:
+    """Written by `qtool convert` and unchanged since: the mark must match this very graph."""
+    return metadata(model).get(METADATA_CONVERTED) == fingerprint(model)
 
 
 def set_metadata(model: onnx.ModelProto, key: str, value: str | None) -> None:

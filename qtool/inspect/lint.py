@@ -8,13 +8,12 @@ Adding a lint is one function and one line in LINTS.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import onnx
 
-from qtool.graph.model import METADATA_BATCHNORM as FOLDED_BN
+from qtool.graph import model as gm
 from qtool.graph.model import METADATA_CONVERTED, inferred
 from qtool.inspect import lint_data
 from qtool.inspect.findings import Finding, LintContext, ordered
@@ -44,7 +43,7 @@ def _where(node: onnx.NodeProto) -> str:
 
 def dynamic_shapes(ctx: LintContext) -> Iterable[Finding]:
     """convert fixes a dynamic batch by itself (info on a float model); any other dim needs --input_dim."""
-    converted = {p.key: p.value for p in ctx.model.metadata_props}.get(METADATA_CONVERTED) == "1"
+    converted = METADATA_CONVERTED in {p.key for p in ctx.model.metadata_props}
     for value in ctx.model.graph.input:
         if value.name not in ctx.facts.graph_inputs:
             continue
@@ -100,7 +99,7 @@ def _is_depthwise(node: onnx.NodeProto, ctx: LintContext) -> bool:
 def depthwise_without_bn(ctx: LintContext) -> Iterable[Finding]:
     """TIDL's rule; decidable on a float model that still has BN, or from convert's record of folded BN."""
     has_bn = any(n.op_type == "BatchNormalization" for n in ctx.model.graph.node)
-    folded = json.loads({p.key: p.value for p in ctx.model.metadata_props}.get(FOLDED_BN, "{}"))
+    folded = gm.batchnorm_record(ctx.model)
     if not has_bn and not folded:
         return
     for node in ctx.model.graph.node:

@@ -49,7 +49,7 @@ def kind(model: onnx.ModelProto) -> str:
     ops = {n.op_type for n in model.graph.node}
     if ops & {"QuantizeLinear", "DequantizeLinear"} or any(op.startswith("QLinear") for op in ops):
         return "quantized"
-    return "converted" if gm.metadata(model).get(gm.METADATA_CONVERTED) == "1" else "float"
+    return "converted" if gm.METADATA_CONVERTED in gm.metadata(model) else "float"
 
 
 def _schema(e: Encoding) -> str:

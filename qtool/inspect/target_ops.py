@@ -21,9 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
-from qtool.config import configs_dir
+from qtool.config import configs_dir, load_yaml
+from qtool.errors import QtoolError
 
 
 def _ops(names: str) -> frozenset[str]:
@@ -82,7 +81,7 @@ def preset(target: str | None) -> dict[str, Any]:
     if target is None:
         return {}
     try:
-        data = yaml.safe_load((configs_dir() / f"{target}.yaml").read_text())
-    except (OSError, yaml.YAMLError):
+        data = load_yaml(configs_dir() / f"{target}.yaml")
+    except QtoolError:
         return {}
     return data if isinstance(data, dict) else {}

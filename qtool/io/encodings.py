@@ -19,7 +19,7 @@ import numpy as np
 
 from qtool.errors import DataError
 from qtool.io import encodings_v2
-from qtool.io.files import read_text
+from qtool.io.files import load_json, read_text
 from qtool.quant import encoding as enc
 from qtool.quant.encoding import Encoding
 
@@ -168,22 +168,14 @@ def parse_encodings(data: Any, where: str) -> Encodings:
 
 
 def read_encodings(path: str | os.PathLike[str]) -> Encodings:
-    text = read_text(path, "encodings file")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", where=str(path)) from e
-    return parse_encodings(data, str(path))
+    return parse_encodings(load_json(read_text(path, "encodings file"), str(path)), str(path))
 
 
 def parse_encodings_json(text: str | None, where: str = "model metadata") -> Encodings:
     """Encodings carried as JSON text (a converted model's metadata); none when `text` is None."""
     if text is None:
         return Encodings()
-    try:
-        return parse_encodings(json.loads(text), where)
-    except json.JSONDecodeError as e:
-        raise DataError(f"carried overrides are not valid JSON: {e.msg}", where=where) from e
+    return parse_encodings(load_json(text, where, "carried overrides are "), where)
 
 
 def _legacy_entries(e: Encoding) -> list[dict[str, Any]]:

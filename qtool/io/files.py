@@ -1,69 +1,113 @@
-"""Atomic output files: written to a temporary file in the same folder, then renamed into place.
+"""Bounded reads of the files a user names: regular files only, a size cap, bounded JSON nesting.
 
-A run that fails half-way leaves no partial output and never touches the files it read.
+A FIFO, device or socket is "not a regular file" (reading one could block forever or never end);
+a text input over `read_limit()` bytes (64 MiB, `QTOOL_MAX_READ_BYTES` raises it) is refused from
+its `stat` size before a byte is read. Writes live in `qtool.io.outputs`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
-import tempfile
-from collections.abc import Iterator
+import stat
 from pathlib import Path
-from typing import IO
+from typing import Any
 
-from qtool.errors import DataError, UsageError
+from qtool.errors import DataError, QtoolError, UsageError
+from qtool.io.outputs import atomic_write, write_text
+
+__all__ = ["atomic_write", "check_regular", "load_json", "read_bytes", "read_limit", "read_text", "write_text"]
+
+READ_LIMIT_ENV = "QTOOL_MAX_READ_BYTES"
+DEFAULT_READ_LIMIT = 64 << 20
+MAX_JSON_DEPTH = 64  # AIMET 2.0.0 nests 4 deep; nothing qtool reads needs more
 
 
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
-    """Yield a file object; on success it replaces `path`, on any error it vanishes."""
-    target = Path(path)
-    if target.is_dir():
-        raise UsageError("is a folder, expected a file path", where=str(target))
-    folder = target.parent if str(target.parent) else Path(".")
+def read_limit() -> int:
+    text = os.environ.get(READ_LIMIT_ENV)
+    if not text:
+        return DEFAULT_READ_LIMIT
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise UsageError(f"cannot write: {e.strerror}", where=str(target)) from e
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise UsageError(f"{READ_LIMIT_ENV}={text!r} must be a positive number of bytes")
+    return limit
+
+
+def check_regular(
+    path: str | os.PathLike[str], what: str = "file", error: type[QtoolError] = DataError, where: str | None = None
+) -> os.stat_result:
+    """`path`'s stat (links followed) if it is a regular file; else an error naming it and what it is."""
+    where = str(path) if where is None else where
     try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-def write_text(path: str | os.PathLike[str], text: str) -> None:
-    with atomic_write(path, "w") as handle:
-        handle.write(text)
-
-
-def read_bytes(path: str | os.PathLike[str], what: str = "file") -> bytes:
-    """Read a whole file; a missing or unreadable one is a DataError naming it."""
-    try:
-        return Path(path).read_bytes()
+        st = os.stat(path)
     except FileNotFoundError as e:
-        raise DataError(f"{what} not found", where=str(path)) from e
-    except IsADirectoryError as e:
-        raise DataError(f"{what} is a folder, expected a file", where=str(path)) from e
+        raise error(f"{what} not found", where=where) from e
     except OSError as e:
-        raise DataError(f"cannot read {what}: {e.strerror}", where=str(path)) from e
+        raise error(f"cannot read {what}: {e.strerror}", where=where) from e
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{what} is a folder, expected a file", where=where)
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{what} is not a regular file (a FIFO, device or socket)", where=where)
+    return st
 
 
-def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
-    data = read_bytes(path, what)
+def read_bytes(
+    path: str | os.PathLike[str], what: str = "file", limit: int | None = None, error: type[QtoolError] = DataError
+) -> bytes:
+    """Read a whole regular file of at most `limit` bytes (default `read_limit()`)."""
+    limit = read_limit() if limit is None else limit
+    st = check_regular(path, what, error)
+    if st.st_size > limit:
+        raise error(
+            f"{what} is {st.st_size} bytes, over the {limit}-byte limit",
+            where=str(path),
+            hint=f"set {READ_LIMIT_ENV} to read a larger file",
+        )
+    try:
+        # O_NONBLOCK: if the file was swapped for a FIFO since the stat, opening it must not hang
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise error(f"{what} is not a regular file (a FIFO, device or socket)", where=str(path))
+            data = handle.read(limit + 1)
+    except OSError as e:
+        raise error(f"cannot read {what}: {e.strerror}", where=str(path)) from e
+    if len(data) > limit:  # it grew since the stat
+        raise error(f"{what} is over the {limit}-byte limit", where=str(path), hint=f"set {READ_LIMIT_ENV}")
+    return data
+
+
+def read_text(path: str | os.PathLike[str], what: str = "file", error: type[QtoolError] = DataError) -> str:
+    data = read_bytes(path, what, error=error)
     try:
         return data.decode("utf-8-sig")  # Windows editors start UTF-8 files with a byte-order mark
     except UnicodeDecodeError as e:
-        raise DataError(f"{what} is not UTF-8 text (byte {e.start})", where=str(path)) from e
+        raise error(f"{what} is not UTF-8 text (byte {e.start})", where=str(Path(path))) from e
+
+
+def load_json(text: str, where: str, prefix: str = "") -> Any:
+    """Decode JSON text nested at most MAX_JSON_DEPTH deep; every failure is a DataError (`prefix` + what)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{prefix}not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", where=where) from e
+    except RecursionError as e:
+        raise DataError(f"{prefix}JSON nested more than {MAX_JSON_DEPTH} levels deep", where=where) from e
+    if _depth_exceeds(data, MAX_JSON_DEPTH):
+        raise DataError(f"{prefix}JSON nested more than {MAX_JSON_DEPTH} levels deep", where=where)
+    return data
+
+
+def _depth_exceeds(data: Any, limit: int) -> bool:
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > limit:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False

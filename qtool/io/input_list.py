@@ -35,6 +35,10 @@ class InputList:
     output_layers: tuple[str, ...] = ()
     output_tensors: tuple[str, ...] = ()
 
+    def files(self) -> list[Path]:
+        """Every data file the list names, once each."""
+        return list(dict.fromkeys(p for s in self.samples for p in (*s.positional, *s.named.values())))
+
 
 def _resolve(token: str, folder: Path) -> Path:
     path = Path(token)

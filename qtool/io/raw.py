@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from qtool.errors import DataError
-from qtool.io.files import read_bytes
+from qtool.io.files import check_regular, read_bytes
 
 
 @dataclass(frozen=True)
@@ -26,32 +27,51 @@ class InputSpec:
         return f"{self.dtype}[{','.join(map(str, self.shape))}]"
 
 
+def _npy_header(handle: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(handle)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(handle)
+    raise ValueError(f"unsupported .npy version {version}")
+
+
 def _from_npy(path: Path, spec: InputSpec, where: str) -> np.ndarray:
+    """Shape, dtype and size come from the header and `stat` before any data is read: a header can
+    claim any shape over a few bytes of data."""
+    size = check_regular(path, str(path), where=where).st_size
     try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError as e:
-        raise DataError(f"{path} not found", where=where) from e
+        with open(path, "rb") as handle:
+            shape, fortran, dtype = _npy_header(handle)
+            if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biuf":
+                raise DataError(f"{path} holds {dtype} values; qtool reads bool, integer or float arrays", where=where)
+            count = int(np.prod(shape, dtype=np.int64))
+            if count != int(np.prod(spec.shape)):
+                raise DataError(
+                    f"{path} holds shape {list(shape)}, input {spec.name!r} needs {spec.describe()}", where=where
+                )
+            if size - handle.tell() != count * dtype.itemsize:
+                raise DataError(
+                    f"{path} has {size - handle.tell()} bytes of data, its header's shape {list(shape)} needs "
+                    f"{count * dtype.itemsize}",
+                    where=where,
+                )
+            array = np.fromfile(handle, dtype=dtype, count=count)
     except (OSError, ValueError) as e:
         raise DataError(f"{path} is not a readable .npy file: {e}", where=where) from e
-    if array.size != int(np.prod(spec.shape)):
-        raise DataError(
-            f"{path} holds shape {list(array.shape)}, input {spec.name!r} needs {spec.describe()}",
-            where=where,
-        )
-    return array.reshape(spec.shape)
+    return array.reshape(shape, order="F" if fortran else "C").reshape(spec.shape)
 
 
 def _from_raw(path: Path, spec: InputSpec, where: str, native: bool) -> np.ndarray:
     file_dtype = np.dtype(spec.dtype if native else np.float32).newbyteorder("<")
-    if not path.is_file():
-        raise DataError(f"{path} not found", where=where)
-    data = read_bytes(path, "raw input file")
     need = int(np.prod(spec.shape)) * file_dtype.itemsize
-    if len(data) != need:
+    size = check_regular(path, str(path), where=where).st_size  # sized before read: a sparse 2 GiB file costs nothing
+    if size != need:
         raise DataError(
-            f"{path} has {len(data)} bytes, input {spec.name!r} needs {need} ({file_dtype.name}{list(spec.shape)})",
+            f"{path} has {size} bytes, input {spec.name!r} needs {need} ({file_dtype.name}{list(spec.shape)})",
             where=where,
         )
+    data = read_bytes(path, "raw input file", limit=need)
     return np.frombuffer(data, dtype=file_dtype).reshape(spec.shape)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import functools
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Protocol
@@ -252,19 +253,50 @@ def observe_values(
     return observer.range(bitwidth, schema)
 
 
+MAX_BINS = 1 << 16
+
+
+def _checked_range(state: dict) -> tuple[float, float, int]:
+    """lo, hi and count of a saved state: finite with lo <= hi once anything was seen, (inf, -inf) before."""
+    try:
+        lo, hi, count = float(state["lo"]), float(state["hi"]), state["count"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError("'lo' and 'hi' must be numbers") from e
+    if type(count) is not int or count < 0:
+        raise ValueError(f"'count' must be a non-negative integer, not {count!r}")
+    if count == 0 and (lo, hi) == (np.inf, -np.inf):
+        return lo, hi, count
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"range [{lo}, {hi}] is not finite")
+    if lo > hi:
+        raise ValueError(f"range [{lo}, {hi}] has lo > hi")
+    return lo, hi, count
+
+
 def from_state(name: str, state: dict, method: str, percentile: float = 99.99) -> Observer:
     """Rebuild an observer saved by `state()`, selecting its range by `method` from now on.
 
     A histogram serves every histogram method and min-max; min/max state serves only min-max.
     """
+    if not isinstance(state, dict) or state.get("method") not in OBSERVERS:
+        raise ValueError("not an observer state (needs 'method', 'lo', 'hi' and 'count')")
     if state["method"] == "min-max" and method != "min-max":
         raise ValueError(f"holds min/max only; {method} calibration needs a histogram")
+    lo, hi, count = _checked_range(state)
     observer: MinMax
     if method == "min-max":
         observer = MinMax(name)
     else:
-        counts = np.frombuffer(base64.b64decode(state["counts"]), dtype="<i8").astype(np.int64)
+        try:
+            raw = base64.b64decode(state["counts"], validate=True)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError("'counts' must be base64 text of int64 bin counts") from e
+        if not 0 < len(raw) <= 8 * MAX_BINS or len(raw) % 8:
+            raise ValueError(f"'counts' must hold 1 to {MAX_BINS} int64 bin counts")
+        counts = np.frombuffer(raw, dtype="<i8").astype(np.int64)
+        if (counts < 0).any():
+            raise ValueError("bin counts must be non-negative")
         observer = Histogram(name, bins=len(counts), select=method, q=percentile)
         observer.counts = counts
-    observer.lo, observer.hi, observer.count = float(state["lo"]), float(state["hi"]), int(state["count"])
+    observer.lo, observer.hi, observer.count = lo, hi, count
     return observer

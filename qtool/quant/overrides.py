@@ -37,6 +37,38 @@ def _members(node, facts: GraphFacts) -> tuple[list[str], list[str], str | None]
     return outputs, weights, bias if bias in facts.initializers else None
 
 
+MIN_RANGE = 1e-4  # QNN widens a narrower range to this: such an override holds about one value
+
+
+def checked_overrides(facts: GraphFacts, overrides: Encodings) -> Encodings:
+    """`overrides` as the graph will use them. An override on a tensor that ReLU squashing removes
+    (the Conv output before its Relu) moves to the squashed pair's tensor (the Relu output), as the
+    QNN seed's squashing implies, unless that tensor has its own; an override whose range is empty
+    (min == max, widened to 1e-4) is kept but warned about: it zeroes the tensor."""
+    acts = dict(overrides.activations)
+    for name in sorted(overrides.activations):
+        target = facts.squashed_into(name)
+        if target is None:
+            continue
+        moved = acts.pop(name)
+        if target in acts:
+            logger.warning(
+                "override for %r is ignored: ReLU squashing merges it into %r, which has its own override", name, target
+            )
+        else:
+            logger.info("override for %r applies to %r (ReLU squashing)", name, target)
+            acts[target] = moved
+    for name, e in sorted({**acts, **overrides.params}.items()):
+        if e.scale and all(hi - lo <= MIN_RANGE * 1.001 for lo, hi in zip(e.min, e.max, strict=True)):
+            logger.warning(
+                "override for %r has an empty range [%g, %g]: every value of the tensor quantizes to one number",
+                name,
+                e.min[0],
+                e.max[0],
+            )
+    return Encodings(acts, dict(overrides.params))
+
+
 def propagate_float(facts: GraphFacts, overrides: Encodings, float_bias_bitwidth: int) -> Encodings:
     """A copy of `overrides` where one float tensor of a weighted op makes all three float."""
     out = Encodings(dict(overrides.activations), dict(overrides.params))

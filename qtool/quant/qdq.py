@@ -145,6 +145,8 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, where: str = "model", pac
     int32 = set(plan.int32_nodes)
     float_acts = {v.name for v in graph.input} | {o for n in graph.node for o in n.output}
     converted = {t: writer.fresh(f"{t}_converted") for t in plan.converts}
+    for name in [v.name for v in graph.input if v.name in converted]:  # a float input read by quantized ops
+        writer.activation(name, converted[name], plan.converts[name], converted[name])
     for node in graph.node:
         reads = dequant if plan.is_float_node(node) else {**dequant, **converted}
         node.input[:] = [reads.get(i, i) for i in node.input]

@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 
 from qtool.errors import DataError
-from qtool.io.files import read_bytes, read_text, write_text
+from qtool.io.files import load_json, read_bytes, read_text, write_text
 from qtool.quant.observers import Observer, from_state
 
 FORMAT = "qtool-calibration-stats/1"
@@ -44,10 +44,7 @@ def save_stats(
 
 
 def _read(path: Path) -> dict:
-    try:
-        doc = json.loads(read_text(path, "stats file"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"not a qtool stats file (bad JSON at line {e.lineno})", where=str(path)) from e
+    doc = load_json(read_text(path, "stats file"), str(path), "not a qtool stats file: ")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("tensors"), dict):
         raise DataError(f"not a qtool stats file (expected format {FORMAT!r})", where=str(path))
     return doc
@@ -69,7 +66,10 @@ def load_stats(
                 where=str(path),
                 hint="recalibrate with --save_stats",
             )
-        samples += int(doc.get("samples", 0))
+        count = doc.get("samples", 0)
+        if type(count) is not int or count < 0:
+            raise DataError(f"'samples' must be a non-negative integer, not {count!r}", where=str(path))
+        samples += count
         for name, state in sorted(doc["tensors"].items()):
             try:
                 observer = from_state(name, state, method, percentile)

@@ -23,6 +23,7 @@ from onnxscript.rewriter.rules.common import (
 )
 
 from qtool.graph.model import METADATA_BATCHNORM
+from qtool.io.files import load_json
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
                 node.name = original
         folded = {name: stats for name, stats in sorted(bns.items()) if name not in left and stats is not None}
         if folded:
-            recorded = json.loads(model.metadata_props.get(METADATA_BATCHNORM, "{}"))
+            recorded = load_json(model.metadata_props.get(METADATA_BATCHNORM, "{}"), f"metadata {METADATA_BATCHNORM}")
+            recorded = recorded if isinstance(recorded, dict) else {}
             model.metadata_props[METADATA_BATCHNORM] = json.dumps({**recorded, **folded}, sort_keys=True)
         logger.info("fold_batchnorm: folded %d of %d BatchNormalization nodes", len(bns) - len(left), len(bns))
         return ir.passes.PassResult(model, modified=len(left) != len(bns))

@@ -8,6 +8,7 @@ biases, and may freeze encodings in `ctx.overrides` so that re-planning keeps th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -72,4 +73,6 @@ def check_config(name: str, config: dict[str, Any], known: set[str]) -> dict[str
             raise UsageError(f"unknown key {key!r} in the {name} section of --config", hint=did_you_mean(key, known))
         if key in COUNTS and (type(value) is not int or value < 1):  # YAML's `abc`, `1.5`, `true` or 0
             raise UsageError(f"{key} in the {name} section of --config must be a positive integer, not {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{key} in the {name} section of --config must be a finite number, not {value!r}")
     return config

@@ -12,7 +12,6 @@ max(0, β_i - 3γ_i) moves from b1 into b2 (b2 += W2 · c).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
@@ -21,7 +20,8 @@ import onnx
 from onnx import helper
 
 from qtool.errors import UsageError
-from qtool.graph.model import METADATA_BATCHNORM, copy
+from qtool.graph import model as gm
+from qtool.graph.model import copy
 from qtool.quant.algorithms import AlgorithmContext, check_config
 from qtool.quant.graph_facts import GraphFacts
 
@@ -198,7 +198,7 @@ def _equalize_all(ctx: AlgorithmContext, facts: GraphFacts, pairs: list[Pair]) -
             moved = max(moved, float(np.abs(np.log(scale)).max()))
         if moved < 1e-4:
             break
-    stats = json.loads(next((p.value for p in ctx.model.metadata_props if p.key == METADATA_BATCHNORM), "{}"))
+    stats = gm.batchnorm_record(ctx.model)
     absorbed: dict[str, np.ndarray] = {}
     if ctx.config.get("high_bias_absorption", True):
         for pair in pairs:

@@ -1,0 +1,65 @@
+"""External data: the weights a model keeps in files beside it (ONNX `data_location: EXTERNAL`).
+
+Every `location` must resolve inside the model's folder, symlinks followed: qtool checks this
+itself before reading a byte, so that the answer does not depend on the installed onnx's loader.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+from onnx import external_data_helper
+
+from qtool.errors import ModelError
+
+
+def tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph holds: initializers and attribute tensors, subgraphs included."""
+    graphs = [graph]
+    while graphs:
+        g = graphs.pop()
+        yield from g.initializer
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                if attr.HasField("g"):
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)
+
+
+def files(model: onnx.ModelProto, folder: Path, where: str) -> list[Path]:
+    """The external-data files `model` names, each checked to lie inside `folder`."""
+    root = Path(os.path.realpath(folder))
+    found: dict[Path, None] = {}
+    for tensor in tensors(model.graph):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if not location or Path(location).is_absolute() or Path(location).drive:
+            raise ModelError(f"tensor {tensor.name!r}: external data location {location!r} is not relative", where=where)
+        resolved = Path(os.path.realpath(root / location))
+        if not resolved.is_relative_to(root):
+            raise ModelError(
+                f"tensor {tensor.name!r}: external data location {location!r} leads outside the model's folder",
+                where=where,
+            )
+        if not resolved.is_file():
+            raise ModelError(f"tensor {tensor.name!r}: external data file {location!r} not found", where=where)
+        found[resolved] = None
+    return list(found)
+
+
+def load(model: onnx.ModelProto, folder: Path, where: str) -> list[Path]:
+    """Read every external tensor into `model` after checking its location; returns the files read."""
+    checked = files(model, folder, where)
+    if checked:
+        try:
+            external_data_helper.load_external_data_for_model(model, str(folder))
+        except Exception as e:  # onnx raises ValueError/OSError/its own checker errors for bad offsets
+            raise ModelError(f"cannot read external data: {str(e).splitlines()[0][:160]}", where=where) from e
+    return checked

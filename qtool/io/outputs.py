@@ -1,0 +1,254 @@
+"""The files one command writes: checked before any work starts, committed together or not at all.
+
+The rules (README, "Bad input"):
+- an output that is the same file as an input, or as another output of the command, is a usage
+  error naming both flags (hard links and symlinks included: files are compared by device and inode);
+- an existing output must be a regular file: a folder, device, FIFO or socket is refused;
+- an output that is a symlink is written through to the file it points at, which must exist and obey
+  the rules above (the link stays a link); a dangling link is refused;
+- every output is written to a temporary file beside its target; the renames happen only when every
+  output is written, and any failure (an error, SIGINT, SIGTERM, SIGHUP) removes every temporary,
+  every output this run already renamed, and every folder it created.
+
+`atomic_write` is the one way qtool writes a file: inside `command()` it stages into that command's
+transaction, outside it the file is a transaction of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import signal
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+from qtool.errors import UsageError
+
+NAME_MAX = 255  # bytes in one path component on every filesystem qtool targets
+_TEMP_SUFFIX = ".tmp"
+_TEMP_NAME_BYTES = NAME_MAX - 1 - 1 - 8 - len(_TEMP_SUFFIX)  # "." + name + "." + mkstemp's 8 + ".tmp"
+
+_current: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar("qtool_outputs", default=None)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def resolve_output(path: str | os.PathLike[str], flag: str) -> Path:
+    """The real file `path` will write (symlinks followed), refused unless it is or can be a regular file."""
+    if not str(path):
+        raise UsageError(f"{flag}: empty path")
+    given = Path(path)
+    target = Path(os.path.realpath(given))
+    if given.is_symlink() and not target.exists():
+        raise UsageError(f"{flag}: is a dangling symlink (to {target}); qtool writes through links", where=str(given))
+    if target.exists():
+        mode = os.stat(target).st_mode
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"{flag}: is {_kind(mode)}, not a regular file; refusing to write it", where=str(given))
+    if len(os.fsencode(target.name)) > NAME_MAX:
+        raise UsageError(f"{flag}: file name longer than {NAME_MAX} bytes", where=str(given))
+    ancestor = target.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{flag}: cannot write under {ancestor}: it is not a folder", where=str(given))
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag}: cannot write in {ancestor}: permission denied", where=str(given))
+    return target
+
+
+def check_output_folder(path: str | os.PathLike[str], flag: str = "-o") -> None:
+    """An output folder must be a folder, or be creatable (its nearest existing ancestor a writable folder)."""
+    folder = Path(os.path.realpath(path))
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{flag}: is a file, expected a folder", where=str(path))
+    resolve_output(folder / "probe", flag)  # the same ancestor and permission checks as a file in it
+
+
+class Transaction:
+    """Inputs (to protect) and outputs (staged as temporaries) of one command."""
+
+    def __init__(self) -> None:
+        self._inputs: dict[tuple[int, int], str] = {}  # file identity -> the flag that named it
+        self._outputs: dict[Path, str] = {}  # real target path -> the flag that named it
+        self._staged: dict[Path, Path] = {}  # real target -> its written temporary
+        self._created: list[Path] = []  # folders this command made, outermost first
+
+    def add_input(self, flag: str, path: str | os.PathLike[str] | None) -> None:
+        """Protect `path` (if it exists) from every output of this command."""
+        if path is None or not str(path):
+            return
+        try:
+            identity = _identity(os.stat(path))
+        except OSError:
+            return  # a missing input is reported by whoever reads it
+        self._inputs.setdefault(identity, flag)
+        for target, out_flag in self._outputs.items():
+            if target.exists() and _identity(os.stat(target)) == identity:
+                raise UsageError(f"{out_flag} {target} is the same file as {flag} {path}; refusing to overwrite it")
+
+    def add_inputs(self, flag: str, paths: Iterable[str | os.PathLike[str]]) -> None:
+        for path in paths:
+            self.add_input(flag, path)
+
+    def add_output(self, flag: str, path: str | os.PathLike[str] | None, implicit: bool = False) -> Path | None:
+        """Check `path` as an output of this command now, before any work; returns its real target.
+        `implicit`: a file written without a flag of its own (an export format's file) may be one declared."""
+        if path is None:
+            return None
+        target = resolve_output(path, flag)
+        if target in self._outputs:
+            other = self._outputs[target]
+            if other != flag and not implicit:
+                raise UsageError(f"{flag} and {other} name the same file {path}", where=str(path))
+            return target
+        if target.exists():
+            identity = _identity(os.stat(target))
+            if identity in self._inputs:
+                raise UsageError(
+                    f"{flag} {path} is the same file as {self._inputs[identity]}; refusing to overwrite an input"
+                )
+            for other_target, other in self._outputs.items():
+                if other_target.exists() and _identity(os.stat(other_target)) == identity:
+                    raise UsageError(f"{flag} and {other} name the same file {path}", where=str(path))
+        self._outputs[target] = flag
+        return target
+
+    @contextlib.contextmanager
+    def stage(self, path: str | os.PathLike[str], mode: str = "wb", flag: str | None = None) -> Iterator[IO]:
+        """A file object for `path`'s temporary; it is renamed into place only by `commit`."""
+        target = self.add_output(flag or str(path), path, implicit=flag is None)
+        assert target is not None
+        self._make_folder(target.parent, str(path))
+        name = os.fsdecode(os.fsencode(target.name)[:_TEMP_NAME_BYTES]).rstrip("\udcff") or "out"
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=_TEMP_SUFFIX, dir=target.parent)
+        except OSError as e:
+            raise UsageError(f"cannot write: {e.strerror}", where=str(path)) from e
+        try:
+            with os.fdopen(fd, mode) as handle:
+                yield handle
+            os.chmod(tmp, 0o666 & ~_umask())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        previous = self._staged.pop(target, None)
+        if previous is not None:  # written twice in one command: the last one counts
+            with contextlib.suppress(OSError):
+                os.unlink(previous)
+        self._staged[target] = Path(tmp)
+
+    def _make_folder(self, folder: Path, where: str) -> None:
+        missing = []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for made in reversed(missing):
+            try:
+                made.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise UsageError(f"cannot create folder {made}: {e.strerror}", where=where) from e
+            self._created.append(made)
+
+    def commit(self) -> None:
+        """Rename every temporary onto its target; on any failure undo the ones already renamed."""
+        for target, tmp in list(self._staged.items()):
+            os.replace(tmp, target)
+        self._staged.clear()
+        self._created.clear()
+
+    def abort(self) -> None:
+        """Remove every temporary, every output already renamed and every folder created."""
+        with _signals_blocked():
+            for target, tmp in self._staged.items():
+                if tmp.exists():
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                else:  # renamed before the failure: this run wrote it, so it goes too
+                    with contextlib.suppress(OSError):
+                        os.unlink(target)
+            self._staged.clear()
+            for folder in reversed(self._created):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            self._created.clear()
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    wanted = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    except (AttributeError, OSError, ValueError):  # not the main thread, or no pthread_sigmask
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def command(
+    inputs: Iterable[tuple[str, str | os.PathLike[str] | None]] = (),
+    outputs: Iterable[tuple[str, str | os.PathLike[str] | None]] = (),
+) -> Iterator[Transaction]:
+    """The transaction of one command: every output is checked here, before any work."""
+    tx = Transaction()
+    for flag, path in inputs:
+        tx.add_input(flag, path)
+    for flag, path in outputs:
+        tx.add_output(flag, path)
+    token = _current.set(tx)
+    try:
+        yield tx
+        tx.commit()
+    except BaseException:
+        tx.abort()
+        raise
+    finally:
+        _current.reset(token)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
+    """Yield a file object for `path`: staged in the running command, else committed on its own."""
+    tx = _current.get()
+    if tx is not None:
+        with tx.stage(path, mode) as handle:
+            yield handle
+        return
+    with command() as own, own.stage(path, mode) as handle:
+        yield handle
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_write(path, "w") as handle:
+        handle.write(text)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

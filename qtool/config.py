@@ -72,6 +72,10 @@ def load_yaml(path: Path) -> Any:
         raise UsageError(f"not valid YAML: {getattr(e, 'problem', e)}", where=f"{path}{line}") from e
     except RecursionError as e:
         raise UsageError("YAML nested too deep", where=str(path)) from e
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as e:
+        # PyYAML's constructors raise these for a bad tagged or implicit value (2001-13-45, !!int x)
+        raise UsageError(f"not valid YAML: a value cannot be read ({type(e).__name__}: {str(e)[:80]})",
+                         where=str(path)) from e  # fmt: skip
 
 
 def read_config(path: Path, option_names: set[str]) -> dict[str, Any]:

@@ -35,7 +35,28 @@ PathType = NonEmptyPath(path_type=Path, dir_okay=False)
 
 
 class QtoolGroup(click.Group):
-    """Turns QtoolError into one line on stderr and its exit code; hides tracebacks of bugs."""
+    """Turns QtoolError into one line on stderr and its exit code; hides tracebacks of bugs.
+    click's own usage errors become the same one line (`qtool: error: ...`), not a usage screen."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:  # fmt: skip
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # a bare `qtool`: the help screen
+            e.show()
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if isinstance(e, click.UsageError) and ctx else ""
+            click.echo(f"qtool: error: {e.format_message()}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort as e:  # an interrupt while the arguments are parsed
+            click.echo("qtool: interrupted; no output written", err=True)
+            interrupt = e.__cause__ or e.__context__
+            sys.exit(Interrupted.code_of(interrupt) if isinstance(interrupt, KeyboardInterrupt) else 130)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

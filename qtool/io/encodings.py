@@ -19,6 +19,7 @@ import numpy as np
 
 from qtool.errors import DataError
 from qtool.io import encodings_v2
+from qtool.io.encodings_v2 import finite_number, shown
 from qtool.io.files import load_json, read_text
 from qtool.quant import encoding as enc
 from qtool.quant.encoding import Encoding
@@ -45,10 +46,10 @@ def _bool(value: Any) -> bool:
 
 
 def _number(entry: dict, key: str, where: str) -> float:
-    value = entry[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DataError(f"'{key}' must be a finite number, got {value!r}", where=where)
-    return float(value)
+    number = finite_number(entry[key])
+    if number is None:
+        raise DataError(f"'{key}' must be a finite number, got {shown(entry[key])}", where=where)
+    return number
 
 
 def _bitwidth(entry: dict, dtype: str, where: str) -> int:
@@ -56,11 +57,12 @@ def _bitwidth(entry: dict, dtype: str, where: str) -> int:
         raise DataError("missing 'bitwidth'", where=where)
     bw = entry.get("bitwidth", entry.get("bw"))
     allowed = enc.FLOAT_BITWIDTHS if dtype == "float" else enc.INT_BITWIDTHS
-    if isinstance(bw, bool) or not isinstance(bw, (int, float)) or int(bw) != bw or int(bw) not in allowed:
+    number = finite_number(bw)
+    if number is None or number not in allowed:
         raise DataError(
-            f"bitwidth {bw!r} is not supported for dtype {dtype!r}; use one of {list(allowed)}", where=where
+            f"bitwidth {shown(bw)} is not supported for dtype {dtype!r}; use one of {list(allowed)}", where=where
         )
-    return int(bw)
+    return int(number)
 
 
 def _dtype(entry: dict, where: str) -> str:
@@ -76,6 +78,17 @@ def _legacy_channel(entry: Any, where: str) -> tuple[str, int, bool, float | Non
     dtype = _dtype(entry, where)
     bw = _bitwidth(entry, dtype, where)
     has = ("min" in entry, "max" in entry)
+    scale = _number(entry, "scale", where) if "scale" in entry else None
+    offset = _number(entry, "offset", where) if "offset" in entry else None
+    if scale is not None and scale <= 0:
+        raise DataError(f"'scale' must be positive, got {scale!r}", where=where)
+    if offset is not None and not offset.is_integer():
+        raise DataError(f"'offset' must be an integer, got {offset!r}", where=where)
+    if dtype == "int" and not any(has) and scale is not None and offset is not None:
+        lo = offset * scale
+        if not math.isfinite(lo + scale * (2**bw - 1)):
+            raise DataError("scale and offset span a range that is not a finite number", where=where)  # AIMET: min = offset * scale, max = min + scale * (2^bw - 1)
+        return dtype, bw, _bool(entry.get("is_symmetric")), lo, lo + scale * (2**bw - 1)
     if dtype == "float" or not any(has):
         return dtype, bw, _bool(entry.get("is_symmetric")), None, None
     if not all(has):
@@ -83,6 +96,8 @@ def _legacy_channel(entry: Any, where: str) -> tuple[str, int, bool, float | Non
     lo, hi = _number(entry, "min", where), _number(entry, "max", where)
     if lo > hi:
         raise DataError(f"min {lo} is greater than max {hi}", where=where)
+    if not math.isfinite(hi - lo):
+        raise DataError(f"range [{lo}, {hi}] is too wide: its width is not a finite number", where=where)
     return dtype, bw, _bool(entry.get("is_symmetric")), lo, hi
 
 
@@ -102,7 +117,11 @@ def _from_legacy_list(name: str, entries: Any, where: str) -> Encoding:
         return Encoding(bitwidth=bw, is_symmetric=sym)
     lo = [c[3] for c in channels]
     hi = [c[4] for c in channels]
-    return min_max_encoding(lo, hi, bw, symmetric=sym or len(channels) > 1)
+    with np.errstate(all="ignore"):
+        made = min_max_encoding(lo, hi, bw, symmetric=sym or len(channels) > 1)
+    if not np.isfinite([*made.scale, *made.min, *made.max]).all():
+        raise DataError("the range is too wide to quantize: its scale is not a finite number", where=f"{where}: {name!r}")
+    return made
 
 
 def min_max_encoding(lo: list[float], hi: list[float], bw: int, *, symmetric: bool) -> Encoding:
@@ -127,13 +146,12 @@ def _from_v1_entry(entry: Any, where: str) -> tuple[str, Encoding]:
     scale, offset = entry.get("scale"), entry.get("offset")
     if not isinstance(scale, list) or not isinstance(offset, list) or len(scale) != len(offset) or not scale:
         raise DataError("needs equal-length non-empty 'scale' and 'offset' lists", where=where)
-    if any(isinstance(s, bool) or not isinstance(s, (int, float)) or not (math.isfinite(s) and s > 0) for s in scale):
+    scale = [finite_number(s) for s in scale]
+    if any(s is None or s <= 0 or not math.isfinite(s * (2**bw - 1)) for s in scale):
         raise DataError("every scale must be a finite positive number", where=where)
     grid = -(2**bw - 1)
-    if any(
-        isinstance(o, bool) or not isinstance(o, (int, float)) or not float(o).is_integer() or not grid <= o <= 0
-        for o in offset
-    ):
+    offset = [finite_number(o) for o in offset]
+    if any(o is None or not o.is_integer() or not grid <= o <= 0 for o in offset):
         raise DataError(
             f"offsets must be integers in [{grid}, 0] (AIMET convention: offset = round(min/scale))", where=where
         )

@@ -38,6 +38,23 @@ def is_v2(data: dict) -> bool:
     return version.startswith("2") or ("encodings" in data and "activation_encodings" not in data)
 
 
+def finite_number(value: Any) -> float | None:
+    """`value` as a finite float; None for a bool, a non-number, NaN, an infinity or an int past float's range."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def shown(value: Any) -> str:
+    """`value`'s repr for a message, cut short (a hostile file's number may have thousands of digits)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _numbers(value: Any, key: str, where: str, *, integers: bool) -> list[float]:
     values = value if isinstance(value, list) else [value]
     if not values:
@@ -45,10 +62,10 @@ def _numbers(value: Any, key: str, where: str, *, integers: bool) -> list[float]
     for v in values:
         if isinstance(v, list):
             raise DataError(f"nested '{key}' lists (per-block encodings) are not supported", where=where)
-        bad = isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-        if bad or (integers and not float(v).is_integer()):
+        number = finite_number(v)
+        if number is None or (integers and not number.is_integer()):
             kind = "an integer" if integers else "a finite number"
-            raise DataError(f"every '{key}' value must be {kind}, got {v!r}", where=where)
+            raise DataError(f"every '{key}' value must be {kind}, got {shown(v)}", where=where)
     return [float(v) for v in values]
 
 
@@ -71,7 +88,7 @@ def parse_entry(entry: Any, where: str) -> tuple[str, Encoding]:
     if "block_size" in entry or "per_block_int_scale" in entry:
         raise DataError("per-block encodings (block_size) are not supported", where=where)
     dtype = entry.get("output_dtype")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise DataError(f"output_dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}", where=where)
     bitwidth, signed = DTYPES[dtype]
     if "y_scale" not in entry:
@@ -87,6 +104,8 @@ def parse_entry(entry: Any, where: str) -> tuple[str, Encoding]:
     qmin, qmax = (-(2 ** (bitwidth - 1)), 2 ** (bitwidth - 1) - 1) if signed else (0, 2**bitwidth - 1)
     if any(not qmin <= z <= qmax for z in zero_point):
         raise DataError(f"y_zero_point must lie in [{qmin}, {qmax}] for {dtype}", where=where)
+    if any(not math.isfinite(s * (2**bitwidth - 1)) for s in scale):
+        raise DataError("y_scale is too large: the range it spans is not a finite number", where=where)
     shift = 2 ** (bitwidth - 1) if signed else 0
     offset = [-(int(z) + shift) for z in zero_point]
     symmetric = signed and not any(zero_point)

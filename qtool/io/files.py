@@ -94,6 +94,8 @@ def load_json(text: str, where: str, prefix: str = "") -> Any:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{prefix}not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", where=where) from e
+    except ValueError as e:  # an integer past Python's 4300-digit conversion limit
+        raise DataError(f"{prefix}not valid JSON: {str(e)[:80]}", where=where) from e
     except RecursionError as e:
         raise DataError(f"{prefix}JSON nested more than {MAX_JSON_DEPTH} levels deep", where=where) from e
     if _depth_exceeds(data, MAX_JSON_DEPTH):

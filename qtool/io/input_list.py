@@ -42,9 +42,11 @@ class InputList:
 
 def _resolve(token: str, folder: Path) -> Path:
     path = Path(token)
-    if path.is_absolute() or path.exists():
-        return path
-    return folder / path
+    try:
+        here = path.is_absolute() or path.exists()
+    except OSError:  # a name too long for the filesystem: reading it reports that, naming the line
+        here = True
+    return path if here else folder / path
 
 
 def _parse_sample(tokens: list[str], where: str, folder: Path) -> Sample:

@@ -7,6 +7,7 @@ dtype (int64 token ids, bool masks). Its byte size must match the input exactly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,13 +28,20 @@ class InputSpec:
         return f"{self.dtype}[{','.join(map(str, self.shape))}]"
 
 
-def _npy_header(handle: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
-    version = np.lib.format.read_magic(handle)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(handle)
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(handle)
-    raise ValueError(f"unsupported .npy version {version}")
+def _npy_header(handle: BinaryIO, path: Path, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """numpy's header reader on untrusted bytes (it evaluates a Python literal), every failure a DataError;
+    the shape must be non-negative integers."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"unsupported .npy version {version}")
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(handle)
+    except Exception as e:  # ValueError, TypeError, IndexError, SyntaxError, tokenize.TokenError, RecursionError...
+        raise DataError(f"{path} is not a readable .npy file: {str(e)[:120]}", where=where) from e
+    if not all(type(d) is int and d >= 0 for d in shape):
+        raise DataError(f"{path} has an invalid .npy shape {str(shape)[:80]}", where=where)
+    return shape, fortran, dtype
 
 
 def _from_npy(path: Path, spec: InputSpec, where: str) -> np.ndarray:
@@ -42,11 +50,11 @@ def _from_npy(path: Path, spec: InputSpec, where: str) -> np.ndarray:
     size = check_regular(path, str(path), where=where).st_size
     try:
         with open(path, "rb") as handle:
-            shape, fortran, dtype = _npy_header(handle)
+            shape, fortran, dtype = _npy_header(handle, path, where)
             if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biuf":
                 raise DataError(f"{path} holds {dtype} values; qtool reads bool, integer or float arrays", where=where)
-            count = int(np.prod(shape, dtype=np.int64))
-            if count != int(np.prod(spec.shape)):
+            count = math.prod(shape)  # Python ints: a huge claimed shape cannot wrap around
+            if count != math.prod(spec.shape):
                 raise DataError(
                     f"{path} holds shape {list(shape)}, input {spec.name!r} needs {spec.describe()}", where=where
                 )
@@ -57,8 +65,8 @@ def _from_npy(path: Path, spec: InputSpec, where: str) -> np.ndarray:
                     where=where,
                 )
             array = np.fromfile(handle, dtype=dtype, count=count)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path} is not a readable .npy file: {e}", where=where) from e
+    except OSError as e:
+        raise DataError(f"{path} is not a readable .npy file: {e.strerror}", where=where) from e
     return array.reshape(shape, order="F" if fortran else "C").reshape(spec.shape)
 
 

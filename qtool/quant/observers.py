@@ -96,10 +96,13 @@ class MinMax:
         return {"method": "min-max", "lo": self.lo, "hi": self.hi, "count": self.count}
 
 
+BINS = 2048
+
+
 class Histogram(MinMax):
     """`bins` counts over [lo, hi]; the range is selected at the end by `select`."""
 
-    def __init__(self, name: str = "", *, bins: int = 2048, select: str = "sqnr", q: float = 99.99) -> None:
+    def __init__(self, name: str = "", *, bins: int = BINS, select: str = "sqnr", q: float = 99.99) -> None:
         super().__init__(name)
         self.bins, self.select, self.q = bins, select, q
         self.counts = np.zeros(bins, dtype=np.int64)
@@ -253,20 +256,17 @@ def observe_values(
     return observer.range(bitwidth, schema)
 
 
-MAX_BINS = 1 << 16
-
-
 def _checked_range(state: dict) -> tuple[float, float, int]:
     """lo, hi and count of a saved state: finite with lo <= hi once anything was seen, (inf, -inf) before."""
     try:
         lo, hi, count = float(state["lo"]), float(state["hi"]), state["count"]
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ValueError("'lo' and 'hi' must be numbers") from e
     if type(count) is not int or count < 0:
         raise ValueError(f"'count' must be a non-negative integer, not {count!r}")
     if count == 0 and (lo, hi) == (np.inf, -np.inf):
         return lo, hi, count
-    if not (math.isfinite(lo) and math.isfinite(hi)):
+    if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(hi - lo)):
         raise ValueError(f"range [{lo}, {hi}] is not finite")
     if lo > hi:
         raise ValueError(f"range [{lo}, {hi}] has lo > hi")
@@ -291,8 +291,8 @@ def from_state(name: str, state: dict, method: str, percentile: float = 99.99) -
             raw = base64.b64decode(state["counts"], validate=True)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError("'counts' must be base64 text of int64 bin counts") from e
-        if not 0 < len(raw) <= 8 * MAX_BINS or len(raw) % 8:
-            raise ValueError(f"'counts' must hold 1 to {MAX_BINS} int64 bin counts")
+        if len(raw) != 8 * BINS:  # every histogram qtool saves has BINS bins, and merging needs equal ones
+            raise ValueError(f"'counts' must hold {BINS} int64 bin counts")
         counts = np.frombuffer(raw, dtype="<i8").astype(np.int64)
         if (counts < 0).any():
             raise ValueError("bin counts must be non-negative")

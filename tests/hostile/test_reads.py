@@ -1,0 +1,158 @@
+"""Reads are bounded: regular files only, a size cap, sizes checked before data, no alias or nesting bombs.
+
+Issue 19, class 3. FIFOs stand in for devices (never the real /dev); cases that could hang run in a
+subprocess with a timeout, so a regression fails instead of stalling the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hostile_env import Workspace, assert_refused, make_workspace, npy_header, qtool_process
+
+from qtool.graph import model as gm
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)
+
+
+@pytest.mark.parametrize("flag", ["--input_list", "--quantization_overrides", "--config", "--load_stats"])
+def test_a_fifo_input_is_not_a_regular_file_and_never_blocks(ws: Workspace, flag: str) -> None:
+    fifo = ws.root / "pipe"
+    os.mkfifo(fifo)
+    args = ["quantize", "-i", ws.model, "-o", ws.out, flag, fifo]
+    if flag in ("--quantization_overrides", "--config"):
+        args += ["--input_list", ws.listing]
+    before = ws.snapshot()
+    result = qtool_process(*args, timeout=60)
+    assert_refused(ws, before, result, 4 if flag in ("--input_list", "--load_stats", "--quantization_overrides") else 2,
+                   "pipe", "not a regular file")  # fmt: skip
+
+
+def test_a_fifo_in_the_input_list_is_refused(ws: Workspace) -> None:
+    os.mkfifo(ws.root / "sample.raw")
+    ws.listing.write_text(f"{ws.root / 'sample.raw'}\n")
+    before = ws.snapshot()
+    result = qtool_process("quantize", "-i", ws.model, "--input_list", ws.listing, "-o", ws.out, timeout=60)
+    assert_refused(ws, before, result, 4, "input_list.txt:1", "not a regular file")
+
+
+@pytest.mark.parametrize(("flag", "code"), [("--input_list", 4), ("--quantization_overrides", 4), ("--config", 2)])
+def test_text_inputs_over_the_cap_are_refused_before_reading(ws: Workspace, flag: str, code: int) -> None:
+    big = ws.root / "big.txt"
+    big.write_text("#" * 5000)
+    args = ["-o", ws.out, flag, big] if flag != "--input_list" else ["-o", ws.out]
+    before = ws.snapshot()
+    if flag == "--input_list":
+        result = ws.run("quantize", "-i", ws.model, "--input_list", big, *args, env={"QTOOL_MAX_READ_BYTES": "4096"})
+    else:
+        result = ws.quantize(*args, env={"QTOOL_MAX_READ_BYTES": "4096"})
+    assert_refused(ws, before, result, code, "5000 bytes", "4096-byte limit", "QTOOL_MAX_READ_BYTES")
+
+
+def test_a_bad_read_limit_is_a_usage_error(ws: Workspace) -> None:
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, env={"QTOOL_MAX_READ_BYTES": "lots"}), 2, "QTOOL_MAX_READ")
+
+
+def test_a_sparse_8gib_raw_file_is_sized_not_read(ws: Workspace) -> None:
+    """Under a 4 GiB address-space limit, reading the file whole would be a MemoryError."""
+    raw = ws.root / "huge.raw"
+    with open(raw, "wb") as handle:
+        handle.truncate(8 << 30)
+    ws.listing.write_text(f"{raw}\n")
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); "
+    result = subprocess.run(
+        [sys.executable, "-c", limit + "from qtool.__main__ import main; main()", "quantize", "-i", str(ws.model),
+         "--input_list", str(ws.listing), "-o", str(ws.out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    raw.unlink()  # the snapshot would read it
+    line = assert_refused(ws, ws.snapshot(), result, 4, "8589934592 bytes", "needs 768")
+    assert "input_list.txt:1" in line
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (npy_header((100000, 100000)) + bytes(16), ["shape [100000, 100000]"]),
+        (npy_header((1, 3, 8, 8)) + bytes(16), ["16 bytes of data", "needs 768"]),
+        (npy_header((1, 3, 8, 8), "<c8") + bytes(8 * 192), ["complex64", "bool, integer or float"]),
+        (npy_header((1, 3, 8, 8), "|O") + bytes(8 * 192), ["object"]),
+        (b"\x93NUMPY\x09\x00garbage", ["not a readable .npy"]),
+    ],
+    ids=["shape-bomb", "short-data", "complex", "object", "bad-version"],
+)
+def test_npy_headers_are_checked_before_data(ws: Workspace, content: bytes, words: list[str]) -> None:
+    npy = ws.root / "x.npy"
+    npy.write_bytes(content)
+    ws.listing.write_text(f"{npy}\n")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 4, "input_list.txt:1", *words)
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(ws: Workspace) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    lines.append("act_16bit_tensors: *a9")
+    config = ws.root / "bomb.yaml"
+    config.write_text("\n".join(lines) + "\n")
+    before = ws.snapshot()
+    started = time.perf_counter()
+    result = ws.quantize("-o", ws.out, "--config", config)
+    assert time.perf_counter() - started < 5
+    assert_refused(ws, before, result, 2, "bomb.yaml", "aliases")
+
+
+def test_deeply_nested_json_overrides_are_refused(ws: Workspace) -> None:
+    overrides = ws.root / "deep.json"
+    overrides.write_text("[" * 100_000 + "]" * 100_000)
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out, "--quantization_overrides", overrides)
+    assert_refused(ws, before, result, 4, "deep.json", "nested more than")
+
+
+def test_deeply_nested_json_in_a_models_metadata_is_refused(ws: Workspace) -> None:
+    model = onnx.load(str(ws.model))
+    gm.set_metadata(model, gm.METADATA_OVERRIDES, '{"a":' * 50_000 + "1" + "}" * 50_000)
+    onnx.save(model, str(ws.model))
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 4, "model metadata", "nested more than")
+
+
+def test_external_data_outside_the_models_folder_is_refused(tmp_path: Path) -> None:
+    """qtool's own check, whatever the installed onnx's loader would do."""
+    ws = make_workspace(tmp_path / "ws")
+    model = onnx.load(str(ws.model))
+    weight = next(i for i in model.graph.initializer if i.name == "W")
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.ones(weight.dims, np.float32).tobytes())
+    (ws.root / "inside.bin").symlink_to(secret)
+    for location in ["../secret.bin", str(secret), "inside.bin"]:
+        weight.ClearField("raw_data")
+        del weight.float_data[:]
+        weight.data_location = onnx.TensorProto.EXTERNAL
+        del weight.external_data[:]
+        weight.external_data.add(key="location", value=location)
+        onnx.save(model, str(ws.model))
+        before = ws.snapshot()
+        assert_refused(ws, before, ws.quantize("-o", ws.out), 3, "model.onnx", "outside the model's folder"
+                       if location != str(secret) else "is not relative")  # fmt: skip
+
+
+def test_external_data_inside_the_folder_loads(ws: Workspace) -> None:
+    model = onnx.load(str(ws.model))
+    onnx.save(model, str(ws.model), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    result = ws.quantize("-o", ws.out, "--evaluate_samples", "2")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(ws.out.with_suffix(".encodings.json").read_text())["param_encodings"]

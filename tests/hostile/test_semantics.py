@@ -1,0 +1,98 @@
+"""Trusted metadata and semantic gaps: marks bound to their graph, overrides applied or warned about.
+
+Issue 19, class 5, and class 6's package data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import pytest
+from hostile_env import Workspace, assert_refused, make_workspace
+
+from qtool import config
+from qtool.graph import model as gm
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)
+
+
+def _overrides(ws: Workspace, activations: dict) -> Path:
+    path = ws.root / "ov.json"
+    path.write_text(json.dumps({"activation_encodings": activations, "param_encodings": {}}))
+    return path
+
+
+def test_a_forged_converted_mark_does_not_skip_the_checks(ws: Workspace) -> None:
+    model = onnx.load(str(ws.model))
+    del model.graph.output[:]
+    gm.set_metadata(model, gm.METADATA_CONVERTED, "1")
+    onnx.save(model, str(ws.model))
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 3, "no outputs")
+
+
+def test_a_mark_from_another_graph_does_not_skip_normalisation(ws: Workspace) -> None:
+    """The tiny model has a BatchNorm and a dynamic batch: a stale mark must not keep them."""
+    model = onnx.load(str(ws.model))
+    gm.set_metadata(model, gm.METADATA_CONVERTED, "0" * 64)
+    onnx.save(model, str(ws.model))
+    assert ws.quantize("-o", ws.out, "--evaluate_samples", "2").exit_code == 0
+    assert "BatchNormalization" not in {n.op_type for n in onnx.load(str(ws.out)).graph.node}
+
+
+def test_converts_mark_holds_for_its_own_graph(ws: Workspace) -> None:
+    converted = ws.root / "c.onnx"
+    assert ws.run("convert", "-i", ws.model, "-o", converted).exit_code == 0
+    assert gm.is_converted(onnx.load(str(converted)))
+
+
+@pytest.mark.parametrize("bitwidth", [32, 16])
+def test_a_float_override_on_a_graph_input_writes_a_valid_model(ws: Workspace, bitwidth: int) -> None:
+    overrides = _overrides(ws, {"x": [{"bitwidth": bitwidth, "dtype": "float"}]})
+    result = ws.quantize("-o", ws.out, "--quantization_overrides", overrides)
+    assert result.exit_code == 0, result.stderr
+    ort.InferenceSession(str(ws.out), providers=["CPUExecutionProvider"])
+
+
+def test_an_override_on_a_squashed_tensor_moves_to_the_relu(ws: Workspace) -> None:
+    converted = ws.root / "c.onnx"
+    assert ws.run("convert", "-i", ws.model, "-o", converted).exit_code == 0
+    model = onnx.load(str(converted))
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    overrides = _overrides(ws, {relu.input[0]: [{"bitwidth": 16, "dtype": "int", "is_symmetric": "False"}]})
+    result = ws.run("quantize", "-i", converted, "--input_list", ws.listing, "-o", ws.out,
+                    "--quantization_overrides", overrides, "-v")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert f"applies to {relu.output[0]!r}" in result.stderr
+    written = json.loads(ws.out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert written[relu.output[0]][0]["bitwidth"] == 16
+
+
+def test_an_empty_range_override_is_warned_about(ws: Workspace) -> None:
+    overrides = _overrides(ws, {"x": [{"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "min": 0, "max": 0}]})
+    result = ws.quantize("-o", ws.out, "--quantization_overrides", overrides)
+    assert result.exit_code == 0
+    assert "override for 'x' has an empty range" in result.stderr
+
+
+def test_algorithms_without_calibration_data_say_so(ws: Workspace) -> None:
+    before = ws.snapshot()
+    result = ws.run("quantize", "-i", ws.model, "-o", ws.out, "--apply_algorithms", "adaround", "--enable_float_fallback")
+    assert_refused(ws, before, result, 2, "adaround needs --input_list")
+
+
+def test_the_presets_are_package_data() -> None:
+    """`pip install .` (not editable) must carry them: they live inside the package."""
+    import qtool
+
+    folder = config.configs_dir()
+    assert folder == Path(qtool.__file__).parent / "configs"
+    assert {"qnn-htp", "tidl", "vitis-dpu", "ort-cpu"} <= set(config.presets())
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    assert 'qtool = ["configs/*.yaml"]' in pyproject

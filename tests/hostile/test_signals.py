@@ -1,0 +1,59 @@
+"""SIGTERM, SIGHUP and SIGINT end a real `qtool quantize` cleanly: one line, 128 + N, nothing left.
+
+Issue 19, class 2. On a399be9 SIGTERM and SIGHUP killed the process without clean-up (temporaries
+left behind), and Ctrl-C during the imports printed a KeyboardInterrupt traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from hostile_env import Workspace, make_workspace
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    ws = make_workspace(tmp_path_factory.mktemp("signals"), samples=1)
+    # one sample listed 60 000 times: histogram calibration runs for several seconds after the imports
+    ws.listing.write_text(ws.listing.read_text() * 60_000)
+    return ws
+
+
+def _interrupted(ws: Workspace, signum: int, after: float) -> subprocess.CompletedProcess:
+    args = ["quantize", "-i", ws.model, "--input_list", ws.listing, "-o", ws.out, "--act_quantizer_calibration", "sqnr"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qtool", *map(str, args), "--save_stats", str(ws.root / "s.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(after)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize(
+    ("signum", "after"),
+    [
+        (signal.SIGTERM, 0.2),  # during the imports
+        (signal.SIGINT, 0.2),
+        (signal.SIGTERM, 3.0),  # during calibration
+        (signal.SIGHUP, 3.0),
+        (signal.SIGINT, 3.0),
+    ],
+    ids=["term-imports", "int-imports", "term-work", "hup-work", "int-work"],
+)
+def test_a_signal_cleans_up_and_exits_128_plus_n(ws: Workspace, signum: int, after: float) -> None:
+    before = ws.snapshot()
+    result = _interrupted(ws, signum, after)
+    assert result.returncode == 128 + signum, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "qtool: interrupted; no output written", result.stderr
+    snapshot = ws.snapshot()
+    assert snapshot == before, sorted(set(snapshot) ^ set(before))
+

@@ -17,8 +17,17 @@ from onnx import helper, numpy_helper
 
 from qtool import runtime
 from qtool.errors import DataError, ModelError
+from qtool.quant.attention import softmax_chains
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.observers import Histogram, Observer, make_observer, observe_histograms, sample_cap
+from qtool.quant.observers import (
+    MASK_GAP,
+    Histogram,
+    Observer,
+    SoftmaxInput,
+    make_observer,
+    observe_histograms,
+    sample_cap,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +47,11 @@ class _Probes:
     order, and probes appended at the end would keep every activation alive at once.
     """
 
-    def __init__(self, model: onnx.ModelProto, tensors: list[str], sampled: bool, cap: int) -> None:
+    def __init__(
+        self, model: onnx.ModelProto, tensors: list[str], sampled: bool, cap: int, softmax: dict[str, int] | None = None
+    ) -> None:
         self.model, self.tensors, self.sampled, self.cap = model, tensors, sampled, cap
+        self.softmax = softmax or {}
         self.sizes, self.ranks = _shapes(model)
         facts = GraphFacts.of(model)
         self.signed = [t for t in tensors if not _non_negative(facts, t)]
@@ -58,6 +70,33 @@ class _Probes:
             slice_inputs = [flat, start, "qtool.end", "qtool.zero", f"qtool.step{step}"]
             nodes.append(helper.make_node("Slice", slice_inputs, [sample], name=sample))
         return nodes
+
+    def softmax_nodes(self, name: str) -> list[onnx.NodeProto]:
+        """Three scalars of a Softmax input (SoftmaxInput's observe_rows): its maximum, the minimum of its
+        real values and the smallest real row maximum, rows along the Softmax axis."""
+        p = f"{name}.qtool_sm_"
+        n = helper.make_node
+        return [
+            n("TopK", [name, "qtool.k1"], [p + "rowmax", p + "argmax"], name=p + "topk", axis=self.softmax[name]),
+            n("ReduceMax", [name], [p + "hi"], name=p + "hi"),
+            n("Sub", [p + "hi", "qtool.gap"], [p + "row_floor"], name=p + "row_floor"),
+            n("Greater", [p + "rowmax", p + "row_floor"], [p + "near_top"], name=p + "near_top"),
+            n("Greater", [p + "rowmax", "qtool.sentinel"], [p + "finite_row"], name=p + "finite_row"),
+            n("And", [p + "near_top", p + "finite_row"], [p + "real_row"], name=p + "real_row"),
+            n("Sub", [p + "rowmax", "qtool.gap"], [p + "floor"], name=p + "floor"),
+            n("Less", [name, p + "floor"], [p + "far"], name=p + "far"),
+            n("Not", [p + "far"], [p + "near"], name=p + "near"),
+            n("Greater", [name, "qtool.sentinel"], [p + "finite"], name=p + "finite"),
+            n("And", [p + "near", p + "finite"], [p + "kept0"], name=p + "kept0"),
+            n("And", [p + "kept0", p + "real_row"], [p + "kept"], name=p + "kept"),
+            n("Where", [p + "kept", name, "qtool.posinf"], [p + "real"], name=p + "real"),
+            n("ReduceMin", [p + "real"], [p + "lo"], name=p + "lo"),
+            n("Where", [p + "real_row", p + "rowmax", "qtool.posinf"], [p + "rows"], name=p + "rows"),
+            n("ReduceMin", [p + "rows"], [p + "rowmin"], name=p + "rowmin"),
+        ]
+
+    def softmax_outputs(self) -> list[str]:
+        return [f"{t}.qtool_sm_{k}" for t in self.softmax for k in ("hi", "lo", "rowmin")]
 
     def gather(self, kind: str, names: list[str]) -> tuple[list[onnx.NodeProto], list[tuple[str, list[str]]]]:
         """One Concat per rank of the `kind` reductions of `names`: (nodes, [(output, tensors)])."""
@@ -80,10 +119,14 @@ class _Probes:
         copy = onnx.ModelProto()
         copy.CopyFrom(self.model)
         wanted = set(self.tensors)
-        nodes = [p for value in copy.graph.input if value.name in wanted for p in self.nodes(value.name)]
+
+        def probes(name: str) -> list[onnx.NodeProto]:
+            return [*(self.nodes(name) if name in wanted else []), *(self.softmax_nodes(name) if name in self.softmax else [])]
+
+        nodes = [p for value in copy.graph.input for p in probes(value.name)]
         for node in copy.graph.node:
             nodes.append(node)
-            nodes += [p for out in node.output if out in wanted for p in self.nodes(out)]
+            nodes += [p for out in node.output for p in probes(out)]
         min_nodes, mins = self.gather("min", self.signed)
         max_nodes, maxs = self.gather("max", self.tensors)
         starts = [
@@ -97,9 +140,13 @@ class _Probes:
         copy.graph.node.extend([*starts, *nodes, *min_nodes, *max_nodes])
         constants = [("qtool.flat", [-1]), ("qtool.zero", [0]), ("qtool.end", [2**62])]
         constants += [(f"qtool.step{s}", [s]) for s in sorted(self.steps)]
+        constants += [("qtool.k1", [1])] if self.softmax else []
         copy.graph.initializer.extend([numpy_helper.from_array(np.array(v, np.int64), n) for n, v in constants])
+        if self.softmax:
+            floats = [("qtool.gap", MASK_GAP), ("qtool.sentinel", -SENTINEL), ("qtool.posinf", np.inf)]
+            copy.graph.initializer.extend([numpy_helper.from_array(np.array(v, np.float32), n) for n, v in floats])
         samples = [f"{t}.qtool_sample" for t in self.tensors] if self.sampled else []
-        names = [o for o, _ in [*mins, *maxs]] + samples
+        names = [o for o, _ in [*mins, *maxs]] + samples + self.softmax_outputs()
         return runtime.with_outputs(copy, names), mins, maxs, samples
 
 
@@ -165,12 +212,19 @@ class _Runner:
     """Runs one sample (or batch) and folds the outputs into the observers."""
 
     def __init__(
-        self, model: onnx.ModelProto, tensors: list[str], observers: dict[str, Observer], threads: int, cap: int
+        self,
+        model: onnx.ModelProto,
+        tensors: list[str],
+        observers: dict[str, Observer],
+        threads: int,
+        cap: int,
+        softmax: dict[str, int] | None = None,
     ) -> None:
-        self.tensors, self.observers = tensors, observers
-        self.sampled = all(isinstance(o, Histogram) for o in observers.values())  # one method for all
-        graph_model, mins, maxs, samples = _Probes(model, tensors, self.sampled, cap).build()
-        self.outputs = [o for o, _ in [*mins, *maxs]] + samples
+        self.tensors, self.observers, self.softmax = tensors, observers, softmax or {}
+        self.sampled = bool(tensors) and all(isinstance(observers[t], Histogram) for t in tensors)  # one method
+        probes = _Probes(model, tensors, self.sampled, cap, self.softmax)
+        graph_model, mins, maxs, samples = probes.build()
+        self.outputs = [o for o, _ in [*mins, *maxs]] + samples + probes.softmax_outputs()
         index = {t: i for i, t in enumerate(tensors)}
         # where each fetched reduction's values go in the per-tensor arrays, worked out once
         self.min_slots = [np.array([index[t] for t in names]) for _, names in mins]
@@ -196,18 +250,34 @@ class _Runner:
         except Exception as e:  # ORT's own error types; the message names the failing node
             raise ModelError(f"inference failed: {str(e).splitlines()[0][:300]}", where=where) from e
         reductions = len(self.min_slots) + len(self.max_slots)
+        rows = values[len(values) - 3 * len(self.softmax) :] if self.softmax else []
+        for k, name in enumerate(self.softmax):
+            hi, lo, row_max_min = (float(np.asarray(v).reshape(-1)[0]) for v in rows[3 * k : 3 * k + 3])
+            self.observers[name].observe_rows(hi, lo, row_max_min)  # type: ignore[attr-defined]
+        if not self.tensors:
+            return
         lows, highs = np.zeros(len(self.tensors)), np.zeros(len(self.tensors))
         self._scatter(lows, self.min_slots, values[: len(self.min_slots)])
         self._scatter(highs, self.max_slots, values[len(self.min_slots) : reductions])
-        bad = ~(np.isfinite(lows) & np.isfinite(highs))
-        if bad.any():
-            raise DataError(f"tensor {self.tensors[int(np.argmax(bad))]!r} has NaN or Inf values", where=where)
-        samples = values[reductions:]
+        nan = np.isnan(lows) | np.isnan(highs)
+        if nan.any():
+            raise DataError(f"tensor {self.tensors[int(np.argmax(nan))]!r} has NaN values", where=where)
+        # ±inf or ±1e30-class values: a mask (finfo.min, -inf), not data; the tensor stays float
+        unbounded = np.flatnonzero(np.maximum(np.abs(lows), np.abs(highs)) >= SENTINEL)
+        for k in unbounded:
+            self.observers[self.tensors[k]].unbounded = True  # type: ignore[attr-defined]
+        lows[unbounded], highs[unbounded] = 0.0, 0.0
+        samples = values[reductions : len(values) - 3 * len(self.softmax)]
         if self.sampled:
+            samples = [np.nan_to_num(s, posinf=0.0, neginf=0.0) if k in unbounded else s for k, s in enumerate(samples)]
             observe_histograms([self.observers[t] for t in self.tensors], lows, highs, samples)  # type: ignore[misc]
             return
-        for name, lo, hi in zip(self.tensors, lows, highs, strict=True):
-            self.observers[name].observe(float(lo), float(hi), None)
+        for k, (name, lo, hi) in enumerate(zip(self.tensors, lows, highs, strict=True)):
+            if k not in unbounded:
+                self.observers[name].observe(float(lo), float(hi), None)
+
+
+SENTINEL = 1e30  # values this large are markers (finfo.min masks), not data
 
 
 def _split(feed: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
@@ -234,15 +304,22 @@ def calibrate(
     (a Reshape to a fixed batch 1, say) falls back to one sample at a time, with a warning.
     `expected_samples` (the input_list's length) sizes the histograms' per-sample value samples.
     """
-    observers = {name: make_observer(observer, name, percentile) for name in tensors}
     if not tensors:
-        return observers, 0
+        return {}, 0
+    chains = softmax_chains(GraphFacts.of(model), tensors)
+    observers: dict[str, Observer] = {}
+    for softmax_input, (_, members) in chains.items():
+        shared = SoftmaxInput(softmax_input)
+        observers.update({m: shared for m in members})
+    plain = [t for t in tensors if t not in observers]
+    observers.update({name: make_observer(observer, name, percentile) for name in plain})
+    softmax = {t: axis for t, (axis, _) in chains.items()}
     cap = sample_cap(expected_samples)
-    single = _Runner(model, tensors, observers, threads, cap)
+    single = _Runner(model, plain, observers, threads, cap, softmax)
     batched = None
     if batch_size > 1:
         try:
-            batched = _Runner(_batched(model, batch_size), tensors, observers, threads, cap * batch_size)
+            batched = _Runner(_batched(model, batch_size), plain, observers, threads, cap * batch_size, softmax)
         except ModelError:
             logger.warning("calibrate: the model cannot be batched; one sample at a time")
     count = 0

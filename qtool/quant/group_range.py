@@ -1,7 +1,10 @@
 """The range of an activation group (tensors sharing one encoding), from overrides or calibration.
 
-Two rules on top of the calibration method's choice:
-- Softmax inputs are clamped at max - 20 (a -3.4e38 attention mask must not blow up the range);
+Rules on top of the calibration method's choice:
+- a tensor that held ±inf or ±1e30-class values (an additive attention mask: finfo.min, -inf) is a
+  marker, not data: its group stays float, as QNN and onnxruntime run the mask in float;
+- Softmax inputs take `SoftmaxInput`'s range: their real values' span, masked positions left out,
+  clamped only where no row's Softmax can notice (observers.py);
 - bounded ops' outputs (gates, probabilities) and model outputs keep their observed range.
 """
 
@@ -15,7 +18,7 @@ from qtool.io.encodings import Encodings
 from qtool.quant import encoding as enc
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.observers import MinMax, Observer
+from qtool.quant.observers import MinMax, Observer, SoftmaxInput
 
 logger = logging.getLogger(__name__)
 
@@ -29,16 +32,6 @@ def _group_override(group: list[str], overrides: Encodings) -> Encoding | None:
     if chosen is not None and len(chosen.scale) > 1:
         raise DataError("per-channel encodings are only valid for weights", where=f"override {next(iter(given))!r}")
     return chosen
-
-
-# Softmax(x) is unchanged, to < 2e-9 per element, by clamping x below max(x) - 20: such an input
-# range needs no more, and a -3.4e38 attention-mask constant must not blow it up.
-SOFTMAX_SPAN = 20.0
-
-
-def _feeds_only_softmax(facts: GraphFacts, group: list[str]) -> bool:
-    users = [u for t in group for u in facts.consumers.get(t, [])]
-    return bool(users) and all(u.op_type == "Softmax" for u in users)
 
 
 # A probability, gate or model output is read for its largest values (argmax, a channel's weight):
@@ -71,6 +64,9 @@ def group_encoding(
         return chosen
     bitwidth = chosen.bitwidth if chosen is not None else bitwidth
     schema = "symmetric" if chosen is not None and chosen.is_symmetric else schema
+    if any(getattr(observers.get(t), "unbounded", False) for t in group):
+        logger.info("%s held a mask's ±inf or ±1e30 values: left float", group[0])
+        return enc.float_encoding(32)
     seen = [observers[t] for t in group if t in observers and observers[t].count]
     if not seen:
         raise DataError(
@@ -80,7 +76,8 @@ def group_encoding(
     merged = copy.deepcopy(seen[0])
     for other in seen[1:]:
         merged.merge(other)
-    lo, hi = MinMax.range(merged) if _keeps_whole_range(facts, group) else merged.range(bitwidth, schema)
-    if _feeds_only_softmax(facts, group):
-        lo = max(lo, hi - SOFTMAX_SPAN)
+    if isinstance(merged, SoftmaxInput) or _keeps_whole_range(facts, group):
+        lo, hi = (merged if isinstance(merged, SoftmaxInput) else MinMax).range(merged)
+    else:
+        lo, hi = merged.range(bitwidth, schema)
     return enc.with_schema(schema, lo, hi, bitwidth, pow2=pow2)

@@ -73,6 +73,7 @@ class MinMax:
         self.lo = np.inf
         self.hi = -np.inf
         self.count = 0
+        self.unbounded = False  # saw ±inf or ±1e30-class values: a mask, not data; the tensor stays float
 
     def update(self, x: np.ndarray) -> None:
         if x.size == 0:
@@ -88,12 +89,53 @@ class MinMax:
     def merge(self, other: Observer) -> None:
         self.lo, self.hi = min(self.lo, other.lo), max(self.hi, other.hi)  # type: ignore[attr-defined]
         self.count += other.count
+        self.unbounded = self.unbounded or getattr(other, "unbounded", False)
 
     def range(self, bitwidth: int = 8, schema: str = "asymmetric") -> tuple[float, float]:
         return (self.lo, self.hi) if self.count else (0.0, 0.0)
 
     def state(self) -> dict:
-        return {"method": "min-max", "lo": self.lo, "hi": self.hi, "count": self.count}
+        state = {"method": "min-max", "lo": self.lo, "hi": self.hi, "count": self.count}
+        return {**state, "unbounded": True} if self.unbounded else state
+
+
+class SoftmaxInput(MinMax):
+    """The input of a Softmax, observed per row (the Softmax axis), padded and masked positions left out.
+
+    Each batch reports its maximum, the minimum of its real values (a value counts when it is
+    finite, above −1e30, within MASK_GAP of its row's maximum, and its row's maximum is within
+    MASK_GAP of the batch's: an additive mask of −1e4, −1e9, finfo.min or −inf puts masked positions,
+    and fully masked rows, far below), and the smallest real row maximum. The range clamps the real
+    minimum at that smallest row maximum − SOFTMAX_SPAN: below it, every row's Softmax is unchanged
+    to e^−20 (< 2.1e-9) per element, so the clamp cannot clip a value that matters, whatever each
+    row's maximum is; masked positions quantize to the clamped minimum, where they weigh as little.
+    """
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self.row_max_min = np.inf
+
+    def observe_rows(self, hi: float, lo: float, row_max_min: float) -> None:
+        if not (math.isfinite(hi) and math.isfinite(lo) and math.isfinite(row_max_min)):
+            return  # a sample whose every row is masked says nothing about the real scores
+        self.observe(lo, hi, None)
+        self.row_max_min = min(self.row_max_min, row_max_min)
+
+    def merge(self, other: Observer) -> None:
+        super().merge(other)
+        self.row_max_min = min(self.row_max_min, getattr(other, "row_max_min", getattr(other, "lo", np.inf)))
+
+    def range(self, bitwidth: int = 8, schema: str = "asymmetric") -> tuple[float, float]:
+        if not self.count:
+            return 0.0, 0.0
+        return max(self.lo, min(self.row_max_min, self.hi) - SOFTMAX_SPAN), self.hi
+
+    def state(self) -> dict:
+        return {**super().state(), "method": "softmax-input", "row_max_min": self.row_max_min}
+
+
+SOFTMAX_SPAN = 20.0
+MASK_GAP = 1000.0  # a real score this far below its row's maximum weighs e^-1000: nothing
 
 
 BINS = 2048
@@ -256,6 +298,14 @@ def observe_values(
     return observer.range(bitwidth, schema)
 
 
+def finite_float(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _checked_range(state: dict) -> tuple[float, float, int]:
     """lo, hi and count of a saved state: finite with lo <= hi once anything was seen, (inf, -inf) before."""
     try:
@@ -278,6 +328,15 @@ def from_state(name: str, state: dict, method: str, percentile: float = 99.99) -
 
     A histogram serves every histogram method and min-max; min/max state serves only min-max.
     """
+    if isinstance(state, dict) and state.get("method") == "softmax-input":
+        lo, hi, count = _checked_range(state)
+        softmax = SoftmaxInput(name)
+        softmax.lo, softmax.hi, softmax.count = lo, hi, count
+        row_max_min = finite_float(state.get("row_max_min"))
+        if row_max_min is None and count:
+            raise ValueError("'row_max_min' must be a finite number")
+        softmax.row_max_min = row_max_min if row_max_min is not None else np.inf
+        return softmax
     if not isinstance(state, dict) or state.get("method") not in OBSERVERS:
         raise ValueError("not an observer state (needs 'method', 'lo', 'hi' and 'count')")
     if state["method"] == "min-max" and method != "min-max":
@@ -299,4 +358,5 @@ def from_state(name: str, state: dict, method: str, percentile: float = 99.99) -
         observer = Histogram(name, bins=len(counts), select=method, q=percentile)
         observer.counts = counts
     observer.lo, observer.hi, observer.count = lo, hi, count
+    observer.unbounded = state.get("unbounded") is True
     return observer

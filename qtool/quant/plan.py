@@ -16,6 +16,7 @@ import numpy as np
 from qtool.errors import DataError
 from qtool.io.encodings import Encodings
 from qtool.quant import encoding as enc
+from qtool.quant.attention import mask_branch
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import group_encoding
@@ -66,15 +67,16 @@ class QuantPlan:
 def activation_tensors(facts: GraphFacts) -> list[str]:
     """Float activations that get an encoding, in graph order (inputs first). Only tensors that
     depend on a graph input count: a constant subgraph constant folding left alone (Range,
-    ConstantOfShape, an inf clip bound) is not an activation."""
+    ConstantOfShape, an inf clip bound) is not an activation, nor is an attention mask's branch."""
     dynamic = set(facts.graph_inputs)
     names = [n for n in facts.graph_inputs if facts.is_float(n)]
+    masks = mask_branch(facts)  # an attention mask's branch runs in float (attention.py)
     for node in facts.model.graph.node:
         if not any(i in dynamic for i in node.input if i):
             continue
         dynamic.update(o for o in node.output if o)
         names += [o for o in node.output if o and facts.is_float(o) and facts.squashed_into(o) is None]
-    return names
+    return [n for n in names if n not in masks]
 
 
 def activation_groups(facts: GraphFacts, tensors: list[str]) -> list[list[str]]:

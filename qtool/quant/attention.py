@@ -1,0 +1,85 @@
+"""Attention: the Softmax inputs and the mask branch that feeds them, found by graph structure.
+
+Exporters write the additive attention mask many ways: `Where(mask, 0, finfo.min)`,
+`(1 - mask) * finfo.min` (or -1e4, -1e9), `Where(mask, scores, -inf)`, a causal `Trilu`
+constant, broadcast from [B, 1, 1, S]. What they share: the mask is computed from the integer
+mask input (or from constants) alone, and joins the scores in the Add (Sub, Where) in front of a
+Softmax. That branch stays float, as QNN and onnxruntime run it: a float mask add in front of a
+quantized Softmax input. The Softmax input itself is observed per row (observers.SoftmaxInput).
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.rules import rule_for
+
+SOFTMAX_OPS = frozenset({"Softmax", "LogSoftmax"})
+
+
+def softmax_chains(facts: GraphFacts, tensors: list[str]) -> dict[str, tuple[int, list[str]]]:
+    """Softmax input -> (its axis, the tensors sharing its encoding: itself and the data-invariant ops
+    (Reshape, Transpose...) that alone lead to it), for float32 inputs among `tensors`."""
+    wanted = set(tensors)
+    chains: dict[str, tuple[int, list[str]]] = {}
+    for node in facts.model.graph.node:
+        name = node.input[0] if node.input else ""
+        if node.op_type not in SOFTMAX_OPS or node.domain not in ("", "ai.onnx") or name not in wanted:
+            continue
+        if facts.elem_types.get(name) != onnx.TensorProto.FLOAT or len(facts.consumers.get(name, [])) != 1:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+        members, current = [name], name
+        while (producer := facts.producers.get(current)) is not None and rule_for(producer).shares_input_encoding:
+            source = producer.input[0] if producer.input else ""
+            if source not in wanted or len(facts.consumers.get(source, [])) != 1:
+                break
+            members.append(source)
+            current = source
+        chains[name] = (axis, members)
+    return chains
+
+
+MASK_JOINS = frozenset({"Add", "Sub", "Where"})
+
+
+def _chain_head(facts: GraphFacts, name: str) -> str:
+    """Walk back from a Softmax input over data-invariant ops (Reshape, Transpose) with one user."""
+    while (producer := facts.producers.get(name)) is not None and rule_for(producer).shares_input_encoding:
+        source = producer.input[0] if producer.input else ""
+        if not source or len(facts.consumers.get(source, [])) != 1:
+            break
+        name = source
+    return name
+
+
+def data_tensors(facts: GraphFacts) -> set[str]:
+    """Tensors that depend on a float graph input (the data path; graph nodes are in topological order)."""
+    data = {t for t in facts.graph_inputs if facts.is_float(t)}
+    for node in facts.model.graph.node:
+        if any(i in data for i in node.input if i):
+            data.update(o for o in node.output if o)
+    return data
+
+
+def mask_branch(facts: GraphFacts) -> set[str]:
+    """Float tensors of the mask branches: off the data path, joining it at a Softmax input's Add/Sub/Where."""
+    data = data_tensors(facts)
+    found: set[str] = set()
+    for node in facts.model.graph.node:
+        if node.op_type not in SOFTMAX_OPS or not node.input:
+            continue
+        joint = facts.producers.get(_chain_head(facts, node.input[0]))
+        if joint is None or joint.op_type not in MASK_JOINS or not any(i in data for i in joint.input):
+            continue
+        stack = [i for i in joint.input if i and i not in data and i not in facts.initializers]
+        while stack:
+            name = stack.pop()
+            if name in found or name in data:
+                continue
+            found.add(name)
+            producer = facts.producers.get(name)
+            if producer is not None:
+                stack += [i for i in producer.input if i and i not in facts.initializers]
+    return {t for t in found if facts.is_float(t)}

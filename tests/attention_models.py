@@ -1,0 +1,123 @@
+"""Small attention blocks with the masks real exporters write, and scores with a realistic spread.
+
+    x[1,S,D], attention_mask int64[1,S] -> Q, K, V projections -> scores = Q·Kᵀ·(1/√d) (+ mask) ->
+    Softmax -> ·V -> output projection -> y[1,S,D]
+
+Token scales spread from 0.3 to 3, so the scores run from far below a row's maximum to well above
+zero and row maxima differ by 40 or more (the case a global "max − 20" clamp ruins).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+S, D, HEADS = 16, 32, 2
+FINFO_MIN = float(np.finfo(np.float32).min)
+MASKS = ("where", "mul_finfo", "mul_1e4", "mul_1e9", "where_inf", "bool_on_scores", "causal_triu", "none")
+
+
+def _weights(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    w = {n: rng.normal(0, 1.6 / np.sqrt(D), (D, D)).astype(np.float32) for n in ("Wq", "Wk", "Wv", "Wo")}
+    w["scale"] = np.array(1 / np.sqrt(D // HEADS), np.float32)
+    w["heads_shape"] = np.array([1, S, HEADS, D // HEADS], np.int64)
+    w["merge_shape"] = np.array([1, S, D], np.int64)
+    w["one"] = np.array(1.0, np.float32)
+    w["zero"] = np.array(0.0, np.float32)
+    w["big_neg"] = np.array(FINFO_MIN, np.float32)
+    w["m1e4"] = np.array(-1e4, np.float32)
+    w["m1e9"] = np.array(-1e9, np.float32)
+    w["neg_inf"] = np.array(-np.inf, np.float32)
+    w["axes_12"] = np.array([1, 2], np.int64)
+    w["causal"] = np.triu(np.full((S, S), FINFO_MIN, np.float32), k=1)
+    return w
+
+
+def attention_model(mask: str = "where", seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    w = _weights(rng)
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "Wq"], ["q2"]),
+        n("MatMul", ["x", "Wk"], ["k2"]),
+        n("MatMul", ["x", "Wv"], ["v2"]),
+        n("Reshape", ["q2", "heads_shape"], ["q3"]),
+        n("Transpose", ["q3"], ["q"], perm=[0, 2, 1, 3]),
+        n("Reshape", ["k2", "heads_shape"], ["k3"]),
+        n("Transpose", ["k3"], ["kt"], perm=[0, 2, 3, 1]),
+        n("Reshape", ["v2", "heads_shape"], ["v3"]),
+        n("Transpose", ["v3"], ["v"], perm=[0, 2, 1, 3]),
+        n("MatMul", ["q", "kt"], ["qk"]),
+        n("Mul", ["qk", "scale"], ["scores"]),
+        # the mask as [1, 1, 1, S], broadcast over heads and query rows
+        n("Unsqueeze", ["attention_mask", "axes_12"], ["mask4"]),
+    ]
+    probs_input = "masked"
+    if mask in ("where", "where_inf"):
+        fill = "big_neg" if mask == "where" else "neg_inf"
+        nodes += [
+            n("Cast", ["mask4"], ["mask_bool"], to=TensorProto.BOOL),
+            n("Where", ["mask_bool", "zero", fill], ["additive"]),
+            n("Add", ["scores", "additive"], ["masked"]),
+        ]
+    elif mask.startswith("mul_"):
+        fill = {"mul_finfo": "big_neg", "mul_1e4": "m1e4", "mul_1e9": "m1e9"}[mask]
+        nodes += [
+            n("Cast", ["mask4"], ["mask_f"], to=TensorProto.FLOAT),
+            n("Sub", ["one", "mask_f"], ["inverted"]),
+            n("Mul", ["inverted", fill], ["additive"]),
+            n("Add", ["scores", "additive"], ["masked"]),
+        ]
+    elif mask == "bool_on_scores":
+        nodes += [
+            n("Cast", ["mask4"], ["mask_bool"], to=TensorProto.BOOL),
+            n("Where", ["mask_bool", "scores", "neg_inf"], ["masked"]),
+        ]
+    elif mask == "causal_triu":
+        nodes += [n("Add", ["scores", "causal"], ["masked"])]
+    else:
+        probs_input = "scores"
+    nodes += [
+        n("Softmax", [probs_input], ["probs"], axis=-1),
+        n("MatMul", ["probs", "v"], ["ctx4"]),
+        n("Transpose", ["ctx4"], ["ctx3"], perm=[0, 2, 1, 3]),
+        n("Reshape", ["ctx3", "merge_shape"], ["ctx"]),
+        n("MatMul", ["ctx", "Wo"], ["y"]),
+    ]
+    used = {i for node in nodes for i in node.input}
+    graph = helper.make_graph(
+        nodes,
+        f"attention_{mask}",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, S, D]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, S]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, S, D])],
+        [numpy_helper.from_array(v, k) for k, v in w.items() if k in used],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def write_attention_samples(folder: Path, n: int, seed: int, name: str = "list.txt") -> Path:
+    """`n` samples: x with token scales 0.3-3, and a mask with 2-8 padded positions at the end."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        scales = rng.uniform(0.3, 3.0, (1, S, 1))
+        x = (rng.normal(0, 1, (1, S, D)) * scales).astype(np.float32)
+        mask = np.ones((1, S), np.float32)
+        mask[0, S - int(rng.integers(2, 9)) :] = 0
+        xp, mp = folder / f"{name}.{i}.x.raw", folder / f"{name}.{i}.m.raw"
+        xp.write_bytes(x.tobytes())
+        mp.write_bytes(mask.tobytes())
+        lines.append(f"x:={xp} attention_mask:={mp}")
+    listing = folder / name
+    listing.write_text("\n".join(lines) + "\n")
+    return listing

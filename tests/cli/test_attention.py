@@ -1,0 +1,90 @@
+"""Attention masks as exporters write them, and Softmax inputs keeping their real range (issue 20).
+
+On a399be9 the "Softmax inputs are clamped at max − 20" rule clipped every score more than 20 below
+the largest (then the range was widened to include 0): a BERT encoder kept cosine 0.068. Each mask
+form below runs on held-out samples whose scores span about [−80, 78] with row maxima 40+ apart.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from attention_models import MASKS, attention_model, write_attention_samples
+from conftest import run_cli
+
+from qtool.quant.observers import SOFTMAX_SPAN, SoftmaxInput, from_state
+
+
+@pytest.fixture(scope="module")
+def lists(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("attention")
+    return write_attention_samples(root / "cal", 24, seed=0), write_attention_samples(root / "val", 24, seed=1)
+
+
+def _feeds(listing: Path) -> list[dict[str, np.ndarray]]:
+    feeds = []
+    for line in listing.read_text().split("\n"):
+        if line:
+            paths = dict(token.split(":=") for token in line.split())
+            x = np.fromfile(paths["x"], np.float32).reshape(1, 16, 32)
+            mask = np.fromfile(paths["attention_mask"], np.float32).astype(np.int64).reshape(1, 16)
+            feeds.append({"x": x, "attention_mask": mask})
+    return feeds
+
+
+def _run(path: Path, feeds: list[dict], output: str = "y") -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.stack([session.run([output], feed)[0] for feed in feeds])
+
+
+@pytest.mark.parametrize("mask", MASKS)
+def test_every_mask_form_quantizes_to_cosine_099_on_held_out_samples(
+    tmp_path: Path, lists: tuple[Path, Path], mask: str
+) -> None:
+    calibration, held_out = lists
+    model = tmp_path / "m.onnx"
+    onnx.save(attention_model(mask), str(model))
+    out = tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", model, "--input_list", calibration, "-o", out, "--use_per_channel_quantization",
+                      "--use_per_row_quantization", "--evaluate_samples", "0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    feeds = _feeds(held_out)
+    want, got = _run(model, feeds).reshape(-1), _run(out, feeds).reshape(-1)
+    cosine = float(want @ got / np.linalg.norm(want) / np.linalg.norm(got))
+    assert cosine >= 0.99, f"{mask}: cosine {cosine:.4f}"
+
+    encodings = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    softmax_input = "scores" if mask == "none" else "masked"
+    (written,) = encodings[softmax_input]
+    # the range of the calibration samples' real scores, clamped only where no row can notice
+    scores = _scores(model, _feeds(calibration), softmax_input)
+    real = scores[scores > -1e3]
+    row_max = scores.max(axis=-1)
+    needed_lo = max(float(real.min()), float(row_max[row_max > -1e3].min()) - SOFTMAX_SPAN)
+    step = written["scale"]
+    assert written["min"] <= needed_lo + step and written["max"] >= float(real.max()) - step, (written, needed_lo)
+    for name in ("additive", "mask_f", "inverted", "mask_bool"):  # the mask branch runs in float
+        assert name not in encodings or encodings[name][0]["dtype"] == "float", name
+
+
+def _scores(model_path: Path, feeds: list[dict], name: str) -> np.ndarray:
+    model = onnx.load(str(model_path))
+    model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run([name], feed)[0].reshape(-1, 16) for feed in feeds])
+
+
+def test_softmax_input_range_clamps_only_below_the_smallest_row_maximum() -> None:
+    observer = SoftmaxInput("s")
+    observer.observe_rows(hi=56.0, lo=-111.0, row_max_min=10.0)
+    observer.observe_rows(hi=float("inf"), lo=0.0, row_max_min=0.0)  # a sample with nothing real: ignored
+    assert observer.range() == (10.0 - SOFTMAX_SPAN, 56.0)
+    observer.observe_rows(hi=40.0, lo=-5.0, row_max_min=-30.0)
+    assert observer.range() == (-50.0, 56.0)  # a row whose maximum is -30 keeps its scores down to -50
+    again = from_state("s", json.loads(json.dumps(observer.state())), "sqnr")
+    assert isinstance(again, SoftmaxInput) and again.range() == observer.range()

@@ -164,6 +164,7 @@ class QuantizeOptions:
     mixed_precision_factor: float | None = None
     eval_list: Path | None = None
     strict: bool = False
+    min_sqnr: float | None = None  # exit 6 (model written) when the output SQNR is below it
     target: str | None = None  # the --target preset's name; the CLI also takes its values from configs/
     config: Path | None = None  # the --config file (its values arrive as params): an input no output may replace
     algorithm_config: dict[str, Any] = field(default_factory=dict)

@@ -2,6 +2,7 @@
 
 Exit codes (DESIGN.md): 0 ok, 1 internal error, 2 usage/bad input, 3 model problem, 4 data problem,
 5 `qtool inspect` lint findings at or above --fail-on (printed first; the run itself succeeded),
+6 `qtool quantize --min_sqnr`: the written model's output SQNR is below the gate (the model is kept),
 128 + N ended by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), with no output left behind.
 Core modules raise these and never import click; cli.py turns them into one line on stderr.
 """
@@ -39,6 +40,12 @@ class ModelError(QtoolError):
 
 class DataError(QtoolError):
     exit_code = 4
+
+
+class QualityError(QtoolError):
+    """`quantize --min_sqnr`: the model was written, but its output SQNR is below the gate (CI)."""
+
+    exit_code = 6
 
 
 class FindingsError(QtoolError):

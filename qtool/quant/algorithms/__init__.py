@@ -47,16 +47,16 @@ class AlgorithmContext:
 
 
 def _registry() -> dict[str, ModuleType]:
-    from qtool.quant.algorithms import adaround, bias_correction, cle
+    from qtool.quant.algorithms import adaround, bias_correction, cle, smoothquant
 
-    return {"cle": cle, "adaround": adaround, "bc": bias_correction}
+    return {"smoothquant": smoothquant, "cle": cle, "adaround": adaround, "bc": bias_correction}
 
 
-ALGORITHM_NAMES = ("cle", "adaround", "bc")
+ALGORITHM_NAMES = ("smoothquant", "cle", "adaround", "bc")
 
 
 def resolve(names: tuple[str, ...]) -> list[tuple[str, ModuleType]]:
-    """The named algorithms in the order they must run (cle, then adaround, then bc)."""
+    """The named algorithms in the order they must run (smoothquant, cle, then adaround, then bc)."""
     registry = _registry()
     for name in names:
         if name not in registry:

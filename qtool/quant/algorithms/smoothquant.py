@@ -1,0 +1,154 @@
+"""SmoothQuant (Xiao et al. 2022, arXiv:2211.10438): move activation outlier channels into the weights.
+
+A transformer's residual stream has a few channels 20-100x larger than the rest; one 8-bit grid
+over all of them leaves the others a handful of levels. Where the tensor X is a LayerNormalization's
+output, or a MatMul's (bias Add included), and feeds only MatMuls with 2-D weights W_k [K, N]:
+
+    s_j = max|X_j|^α / max_k max|W_k[j, :]|^(1−α)      (α: `alpha` in the YAML section, default 0.5)
+    X·W_k = (X·diag(1/s)) · (diag(s)·W_k)               exactly, for every k
+
+The 1/s folds into the LayerNormalization's γ and β, or into the producing MatMul's weight columns
+and bias; the s into the rows of every W_k. max|X_j| comes from `num_batches` calibration samples.
+With `keep: auto` (default) the change is kept only when the quantized output SQNR improves.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from qtool import runtime
+from qtool.errors import UsageError
+from qtool.graph.model import copy
+from qtool.quant.algorithms import AlgorithmContext, check_config
+from qtool.quant.graph_facts import GraphFacts
+
+logger = logging.getLogger(__name__)
+
+STAGE = "float"
+SCALE_LIMITS = (1e-5, 1e5)
+
+
+@dataclass(frozen=True)
+class Site:
+    """A smoothable tensor: `producer` writes it (a LayerNormalization, or a MatMul and its bias Add),
+    and every node in `consumers` is a MatMul reading it as input 0 with a 2-D weight."""
+
+    tensor: str
+    producer: onnx.NodeProto
+    bias: str | None  # the producing MatMul's bias constant (an Add after it), if any
+    consumers: tuple[onnx.NodeProto, ...]
+
+
+def _only_user(facts: GraphFacts, name: str, node: onnx.NodeProto) -> bool:
+    return [u.name for u in facts.consumers.get(name, [])] == [node.name]
+
+
+def _weight_2d(facts: GraphFacts, node: onnx.NodeProto) -> bool:
+    weight = node.input[1] if len(node.input) > 1 else ""
+    return weight in facts.initializers and len(facts.initializers[weight].dims) == 2 and _only_user(facts, weight, node)
+
+
+def _producer(facts: GraphFacts, tensor: str) -> tuple[onnx.NodeProto, str | None] | None:
+    node = facts.producers.get(tensor)
+    if node is None:
+        return None
+    if node.op_type == "LayerNormalization":
+        axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+        params = [i for i in node.input[1:] if i]
+        ok = axis == -1 and all(p in facts.initializers and _only_user(facts, p, node) for p in params)
+        return (node, None) if ok else None
+    if node.op_type == "Add":  # MatMul + bias, as exporters split a Linear
+        bias = next((i for i in node.input if i in facts.initializers), None)
+        source = next((i for i in node.input if i != bias), "")
+        matmul = facts.producers.get(source)
+        if bias is None or matmul is None or matmul.op_type != "MatMul" or not _only_user(facts, source, node):
+            return None
+        if len(facts.initializers[bias].dims) != 1 or not _only_user(facts, bias, node):
+            return None
+        node, found_bias = matmul, bias
+    else:
+        found_bias = None
+    if node.op_type == "MatMul" and _weight_2d(facts, node):
+        return node, found_bias
+    return None
+
+
+def find_sites(facts: GraphFacts) -> list[Site]:
+    sites = []
+    for tensor, users in facts.consumers.items():
+        if not users or not all(u.op_type == "MatMul" and u.input[0] == tensor and _weight_2d(facts, u) for u in users):
+            continue
+        found = _producer(facts, tensor)
+        if found is not None:
+            sites.append(Site(tensor, found[0], found[1], tuple(users)))
+    return sites
+
+
+def _channel_max(ctx: AlgorithmContext, sites: list[Site], samples: int) -> dict[str, np.ndarray]:
+    run = runtime.runner(ctx.model, [s.tensor for s in sites], ctx.threads, "float model")
+    peaks: dict[str, np.ndarray] = {}
+    for i, (_, feed) in enumerate(ctx.samples()):
+        if i == samples:
+            break
+        for name, value in run(feed).items():
+            peak = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0).astype(np.float64)
+            peaks[name] = np.maximum(peaks[name], peak) if name in peaks else peak
+    return peaks
+
+
+def _outlier_ratio(peak: np.ndarray) -> float:
+    return float(peak.max() / max(np.median(peak), 1e-12))
+
+
+def _smooth(ctx: AlgorithmContext, site: Site, peak: np.ndarray, alpha: float) -> np.ndarray:
+    weights = [ctx.array(u.input[1]) for u in site.consumers]
+    w_peak = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.power(peak, alpha) / np.power(np.maximum(w_peak, 1e-12), 1 - alpha)
+    s = np.clip(np.where(np.isfinite(s) & (peak > 0), s, 1.0), *SCALE_LIMITS)
+    for user, w in zip(site.consumers, weights, strict=True):
+        ctx.set_array(user.input[1], w * s[:, None])
+    producer = site.producer
+    if producer.op_type == "LayerNormalization":
+        for name in (i for i in producer.input[1:3] if i):
+            ctx.set_array(name, ctx.array(name) / s)
+    else:
+        ctx.set_array(producer.input[1], ctx.array(producer.input[1]) / s[None, :])
+        if site.bias is not None:
+            ctx.set_array(site.bias, ctx.array(site.bias) / s)
+    return s
+
+
+def run(ctx: AlgorithmContext) -> list[str]:
+    check_config("smoothquant", ctx.config, {"alpha", "num_batches", "keep"})
+    alpha, keep = ctx.config.get("alpha", 0.5), ctx.config.get("keep", "auto")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
+        raise UsageError(f"smoothquant: alpha must be a number in [0, 1], not {alpha!r}", where="--config")
+    if keep not in ("auto", "always"):
+        raise UsageError(f"smoothquant: keep must be auto or always, not {keep!r}", where="--config")
+    sites = find_sites(GraphFacts.of(ctx.model))
+    if not sites:
+        logger.warning("smoothquant: no LayerNormalization or MatMul output feeding only MatMuls; nothing smoothed")
+        return ["smoothquant: no matching pattern"]
+    peaks = _channel_max(ctx, sites, int(ctx.config.get("num_batches", 32)))
+    before = copy(ctx.model)
+    layers = []
+    for site in sites:
+        if site.tensor in peaks:
+            s = _smooth(ctx, site, peaks[site.tensor], float(alpha))
+            ratio, after = _outlier_ratio(peaks[site.tensor]), _outlier_ratio(peaks[site.tensor] / s)
+            layers.append(f"{site.tensor} (max/median {ratio:.1f} -> {after:.1f})")
+            logger.info("smoothquant: %s: channel max/median %.1f -> %.1f", site.tensor, ratio, after)
+    note = f"smoothquant (alpha {alpha:g}): {len(layers)} tensors smoothed: " + ", ".join(layers)
+    if keep == "always" or ctx.trial is None:
+        return [note]
+    plain, smoothed = ctx.trial(before), ctx.trial(ctx.model)
+    if smoothed >= plain:
+        return [f"{note}; output SQNR {plain:.1f} -> {smoothed:.1f} dB"]
+    ctx.model.CopyFrom(before)
+    logger.warning("smoothquant: not applied: it lowers the output SQNR from %.1f to %.1f dB", plain, smoothed)
+    return [f"smoothquant: not applied (output SQNR {smoothed:.1f} dB with it, {plain:.1f} dB without)"]

@@ -1,0 +1,83 @@
+"""SmoothQuant: exact in float, and worth its keep on a block with outlier channels (issue 20)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from attention_models import outlier_block_model, write_block_samples
+from conftest import run_cli
+
+from qtool.io.feeds import iter_feeds, iter_samples
+from qtool.io.input_list import read_input_list
+from qtool.io.raw import InputSpec
+from qtool.quant.algorithms import AlgorithmContext, smoothquant
+from qtool.quant.graph_facts import GraphFacts
+
+
+@pytest.fixture(scope="module")
+def block(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("smoothquant")
+    model = root / "m.onnx"
+    onnx.save(outlier_block_model(), str(model))
+    return model, write_block_samples(root / "cal", 24, seed=0), write_block_samples(root / "val", 24, seed=1)
+
+
+def _outputs(model: onnx.ModelProto, listing: Path) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    spec = [InputSpec("x", np.dtype(np.float32), (1, 16, 64))]
+    return np.stack([session.run(None, feed)[0] for feed in iter_feeds(read_input_list(listing), spec)])
+
+
+def test_smoothing_leaves_the_float_function_unchanged(block) -> None:
+    path, calibration, held_out = block
+    model = onnx.load(str(path))
+    spec = [InputSpec("x", np.dtype(np.float32), (1, 16, 64))]
+    ctx = AlgorithmContext(model, lambda: ((w, f) for w, f in _samples(calibration, spec)), lambda m, e: (m, None))
+    ctx.config = {"alpha": 0.5, "keep": "always"}
+    notes = smoothquant.run(ctx)
+    assert "ln1 (max/median" in notes[0] and "2 tensors smoothed" in notes[0]
+    before, after = _outputs(onnx.load(str(path)), held_out), _outputs(ctx.model, held_out)
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5 * float(np.abs(before).max()))
+    gamma = next(i for i in ctx.model.graph.initializer if i.name == "g1")
+    assert float(np.abs(onnx.numpy_helper.to_array(gamma)).max()) < 40  # the outlier moved into w_up
+
+
+def _samples(listing: Path, spec: list[InputSpec]):
+    return iter_samples(read_input_list(listing), spec)
+
+
+def _sqnr(tmp_path: Path, block, *extra: str) -> tuple[float, dict]:
+    model, calibration, held_out = block
+    result = run_cli(["quantize", "-i", model, "--input_list", calibration, "--eval_list", held_out, "-o",
+                      tmp_path / "q.onnx", "--use_per_channel_quantization", "--use_per_row_quantization", "--json",
+                      *extra])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    return report["outputs (float vs quantized)"][0]["sqnr_db"], report
+
+
+def test_smoothquant_gains_on_held_out_samples(tmp_path: Path, block) -> None:
+    plain, _ = _sqnr(tmp_path, block)
+    smoothed, report = _sqnr(tmp_path, block, "--apply_algorithms", "smoothquant")
+    assert smoothed >= plain + 2.0, (plain, smoothed)
+    assert "smoothquant (alpha 0.5)" in report["algorithms"] and "ln1" in report["algorithms"]
+
+
+@pytest.mark.parametrize("text", ["smoothquant:\n  alpha: 1.5\n", "smoothquant:\n  alpha: .nan\n",
+                                  "smoothquant:\n  keep: sometimes\n"])  # fmt: skip
+def test_smoothquant_settings_are_checked(tmp_path: Path, block, text: str) -> None:
+    model, calibration, _ = block
+    (tmp_path / "c.yaml").write_text(text)
+    result = run_cli(["quantize", "-i", model, "--input_list", calibration, "-o", tmp_path / "q.onnx",
+                      "--apply_algorithms", "smoothquant", "--config", tmp_path / "c.yaml"])  # fmt: skip
+    assert result.exit_code == 2 and "smoothquant" in result.stderr
+
+
+def test_sites_are_layernorms_and_linears_feeding_only_matmuls() -> None:
+    sites = smoothquant.find_sites(GraphFacts.of(outlier_block_model()))
+    assert sorted(s.tensor for s in sites) == ["ln1", "ln2"]

@@ -33,6 +33,7 @@ def _matmul_weight_axis(node: onnx.NodeProto, rank: int) -> int:
     return rank - 1  # columns of B are the output features
 
 
+
 @dataclass(frozen=True)
 class OpRule:
     weights: dict[int, Axis] = field(default_factory=dict)
@@ -51,6 +52,10 @@ OP_RULES: dict[str, OpRule] = {
     "Gemm": OpRule(weights={1: _gemm_weight_axis}, bias=2, per_row=True),
     "MatMul": OpRule(weights={1: _matmul_weight_axis}, per_row=True),
     "Concat": OpRule(joins_inputs=True, quantize_constants=True),
+    # an embedding table (Gather's data as an initializer) is a weight, one scale per feature under
+    # --use_per_row_quantization (a few features carry a transformer's outliers); Gather on an
+    # activation moves data and shares its input's encoding
+    "Gather": OpRule(weights={0: _matmul_weight_axis}, shares_input_encoding=True, per_row=True),
     **{op: OpRule(quantize_constants=True) for op in ("Add", "Sub", "Mul", "Div", "PRelu")},
     **{
         op: _SHARED
@@ -63,7 +68,6 @@ OP_RULES: dict[str, OpRule] = {
             "MaxPool",
             "Slice",
             "Split",
-            "Gather",
             "Pad",
             "Expand",
             "Tile",

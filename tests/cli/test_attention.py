@@ -88,3 +88,31 @@ def test_softmax_input_range_clamps_only_below_the_smallest_row_maximum() -> Non
     assert observer.range() == (-50.0, 56.0)  # a row whose maximum is -30 keeps its scores down to -50
     again = from_state("s", json.loads(json.dumps(observer.state())), "sqnr")
     assert isinstance(again, SoftmaxInput) and again.range() == observer.range()
+
+
+def test_an_embedding_table_is_quantized_as_a_weight(tmp_path: Path) -> None:
+    """int64 token ids -> Gather(table) -> MatMul: the table gets a weight encoding, one scale per feature."""
+    rng = np.random.default_rng(0)
+    table = rng.normal(0, 1, (50, 8)).astype(np.float32)
+    table[:, 3] *= 30  # an outlier feature, as trained embeddings have
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Gather", ["table", "ids"], ["emb"]), onnx.helper.make_node("MatMul", ["emb", "w"], ["y"])],
+        "embedding",
+        [onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [1, 6])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 6, 4])],
+        [onnx.numpy_helper.from_array(table, "table"), onnx.numpy_helper.from_array(rng.normal(0, 1, (8, 4)).astype(np.float32), "w")],
+    )  # fmt: skip
+    model = tmp_path / "m.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(model))
+    lines = []
+    for i in range(8):
+        (tmp_path / f"{i}.raw").write_bytes(rng.integers(0, 50, (1, 6)).astype(np.float32).tobytes())
+        lines.append(str(tmp_path / f"{i}.raw"))
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", model, "--input_list", tmp_path / "list.txt", "-o", out,
+                      "--use_per_row_quantization", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    params = json.loads(out.with_suffix(".encodings.json").read_text())["param_encodings"]
+    assert len(params["table"]) == 8  # per feature
+    assert json.loads(result.stdout)["outputs (float vs quantized)"][0]["sqnr_db"] > 30

@@ -16,23 +16,18 @@ logger = logging.getLogger(__name__)
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-def _value_types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
-    graph = model.graph
-    return {v.name: v for v in [*graph.input, *graph.value_info, *graph.output]}
-
-
 def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
-    """A copy of `model` that also returns the tensors `names` (in the given order)."""
+    """A copy of `model` that also returns the tensors `names` (in the given order). Their shapes and
+    every value_info are left for onnxruntime to infer: declared ones are hints that exporters get
+    wrong, and onnxruntime fails on a wrong one where the graph itself would run."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    known = _value_types(copy)
+    del copy.graph.value_info[:]
     present = {o.name for o in copy.graph.output}
     for name in names:
-        if name in present:
-            continue
-        info = known.get(name) or onnx.ValueInfoProto(name=name)  # onnxruntime infers the type
-        copy.graph.output.append(info)
-        present.add(name)
+        if name not in present:
+            copy.graph.output.append(onnx.ValueInfoProto(name=name))
+            present.add(name)
     return copy
 
 

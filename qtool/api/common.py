@@ -8,7 +8,7 @@ import onnx
 
 from qtool.errors import DataError, did_you_mean
 from qtool.graph import model as gm
-from qtool.graph.convert import normalise
+from qtool.graph.convert import corrected_outputs, normalise
 from qtool.inspect import compare
 from qtool.io import encodings as encio
 from qtool.io.files import read_text
@@ -43,6 +43,7 @@ def converted(model: onnx.ModelProto, path: Path, input_dims: dict[str, tuple[in
     if gm.is_converted(model) and not input_dims:
         return model
     model = normalise(model, input_dims, str(path))
+    corrected_outputs(model)
     gm.mark_converted(model)
     return model
 

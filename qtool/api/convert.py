@@ -11,7 +11,7 @@ from qtool.api.common import check_override_names
 from qtool.config import ConvertOptions
 from qtool.errors import ModelError
 from qtool.graph import model as gm
-from qtool.graph.convert import normalise
+from qtool.graph.convert import corrected_outputs, normalise
 from qtool.graph.float16 import to_float16
 from qtool.io import encodings as encio
 from qtool.io import outputs
@@ -49,6 +49,9 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     float_source, imported = _import_encodings(source, o)
     gm.check(float_source, str(o.input_network))
     model = normalise(float_source, o.input_dims, str(o.input_network))
+    wrong = corrected_outputs(model)
+    for name, (declared, computed) in wrong.items():
+        logger.info("convert: output %r is declared %s but the graph computes %s; corrected", name, declared, computed)
     known = gm.tensor_names(model)
     overrides = encio.Encodings(
         {k: v for k, v in imported.activations.items() if k in known},
@@ -80,6 +83,8 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
         "encodings imported": len(imported),
         "overrides carried": len(overrides),
     }
+    if wrong:
+        facts["declared shapes corrected"] = ", ".join(f"{n} {d} -> {c}" for n, (d, c) in wrong.items())
     return Report("qtool convert", facts)
 
 

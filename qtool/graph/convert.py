@@ -46,6 +46,36 @@ def _run_passes(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]]) 
     return ir.serde.serialize_model(ir_model)
 
 
+def _dims(value: onnx.ValueInfoProto) -> list[int | str] | None:
+    tensor = value.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
+
+
+def corrected_outputs(model: onnx.ModelProto) -> dict[str, tuple[list, list]]:
+    """Set each graph output's declared shape to the one shape inference computes from the graph,
+    where they disagree (a CTC model declaring [1, seqlen] for [20, 1, 8210]); returns them, by
+    output, as (declared, computed)."""
+    probe = copy(model)
+    for output in probe.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    try:
+        probe = onnx.shape_inference.infer_shapes(probe, strict_mode=False, data_prop=True)
+    except onnx.shape_inference.InferenceError:
+        return {}
+    computed = {v.name: v for v in probe.graph.output}
+    fixed = {}
+    for output in model.graph.output:
+        declared, found = _dims(output), _dims(computed[output.name]) if output.name in computed else None
+        if found is None or declared is None or not all(isinstance(d, int) and d > 0 for d in found):
+            continue
+        if declared != found:
+            output.type.tensor_type.shape.CopyFrom(computed[output.name].type.tensor_type.shape)
+            fixed[output.name] = (declared, found)
+    return fixed
+
+
 def normalise(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], where: str) -> onnx.ModelProto:
     """Run every convert pass; returns a new, checked model."""
     model = upgrade_opset(model, _needed_opset(model), where)

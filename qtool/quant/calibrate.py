@@ -52,7 +52,7 @@ class _Probes:
     ) -> None:
         self.model, self.tensors, self.sampled, self.cap = model, tensors, sampled, cap
         self.softmax = softmax or {}
-        self.sizes, self.ranks = _shapes(model)
+        self.sizes = _sizes(model)  # declared: they only pace the histogram samples
         facts = GraphFacts.of(model)
         self.signed = [t for t in tensors if not _non_negative(facts, t)]
         self._signed = set(self.signed)
@@ -99,20 +99,20 @@ class _Probes:
         return [f"{t}.qtool_sm_{k}" for t in self.softmax for k in ("hi", "lo", "rowmin")]
 
     def gather(self, kind: str, names: list[str]) -> tuple[list[onnx.NodeProto], list[tuple[str, list[str]]]]:
-        """One Concat per rank of the `kind` reductions of `names`: (nodes, [(output, tensors)])."""
-        by_rank: dict[int, list[str]] = {}
+        """One Concat of the `kind` reductions of `names`: (nodes, [(output, tensors)]). Each reduction
+        is cast to float and flattened first, so that no declared rank or type (which models get
+        wrong) decides whether the Concat is valid."""
+        if not names:
+            return [], []
+        nodes, parts = [], []
         for name in names:
-            by_rank.setdefault(self.ranks.get(name, -1), []).append(name)
-        nodes, outputs = [], []
-        for rank, group in sorted(by_rank.items()):
-            parts = [f"{t}.qtool_{kind}" for t in group]
-            if rank <= 0:  # unknown or scalar rank: fetched one by one
-                outputs += [(part, [t]) for part, t in zip(parts, group, strict=True)]
-                continue
-            out = f"qtool.{kind}.rank{rank}"
-            nodes.append(helper.make_node("Concat", parts, [out], name=out, axis=0))
-            outputs.append((out, group))
-        return nodes, outputs
+            flat, cast = f"{name}.qtool_{kind}_flat", f"{name}.qtool_{kind}_f"
+            nodes.append(helper.make_node("Reshape", [f"{name}.qtool_{kind}", "qtool.flat"], [flat], name=flat))
+            nodes.append(helper.make_node("Cast", [flat], [cast], name=cast, to=onnx.TensorProto.FLOAT))
+            parts.append(cast)
+        out = f"qtool.{kind}"
+        nodes.append(helper.make_node("Concat", parts, [out], name=out, axis=0))
+        return nodes, [(out, names)]
 
     def build(self) -> tuple[onnx.ModelProto, list[tuple[str, list[str]]], list[tuple[str, list[str]]], list[str]]:
         """(model, min outputs, max outputs, sample outputs); each reduction output lists its tensors."""
@@ -165,17 +165,14 @@ def _non_negative(facts: GraphFacts, name: str) -> bool:
     return False
 
 
-def _shapes(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]]:
-    """(element counts of fully known shapes, ranks) of the model's typed values."""
-    sizes, ranks = {}, {}
+def _sizes(model: onnx.ModelProto) -> dict[str, int]:
+    """Element counts of the model's values whose declared shapes are fully known."""
+    sizes = {}
     for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
-        if not value.type.tensor_type.HasField("shape"):
-            continue
-        dims = value.type.tensor_type.shape.dim
-        ranks[value.name] = len(dims)
+        dims = value.type.tensor_type.shape.dim if value.type.tensor_type.HasField("shape") else []
         if dims and all(d.HasField("dim_value") for d in dims):
             sizes[value.name] = int(np.prod([d.dim_value for d in dims]))
-    return sizes, ranks
+    return sizes
 
 
 def _batched(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:

@@ -11,7 +11,9 @@ from onnx import TensorProto, numpy_helper
 
 from qtool.quant.rules import SQUASHABLE_PRODUCERS, SQUASHING_ACTIVATIONS
 
-FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE})
+# the float types a QuantizeLinear takes in onnxruntime: a double or bfloat16 tensor (a model casting
+# up for precision) stays as it is
+FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16})
 
 
 @dataclass

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import onnx
 
-from qtool.errors import DataError, did_you_mean
+from qtool.errors import DataError, ModelError, did_you_mean
 from qtool.graph import model as gm
 from qtool.graph.convert import corrected_outputs, normalise
 from qtool.inspect import compare
 from qtool.io import encodings as encio
 from qtool.io.files import read_text
+from qtool.quant.rules import INTEGER_OPS
 from qtool.report import Table
 
 
@@ -36,10 +37,23 @@ def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, whe
     )
 
 
+def refuse_integer_ops(model: onnx.ModelProto, where: str) -> None:
+    """A model in onnxruntime's integer form (ConvInteger, DynamicQuantizeLinear, QLinearConv...) is
+    quantized already: quantizing its scale arithmetic again gives a model right only by chance."""
+    found = sorted({n.op_type for n in model.graph.node if n.op_type in INTEGER_OPS})
+    if found:
+        raise ModelError(
+            f"is quantized already: it has {', '.join(found)} nodes (onnxruntime's integer form)",
+            where=where,
+            hint="give qtool the float original; a QDQ model (QuantizeLinear/DequantizeLinear) can be imported by convert",
+        )
+
+
 def converted(model: onnx.ModelProto, path: Path, input_dims: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
     """`model` normalised as convert does, unless convert wrote this very graph (its mark matches);
     checked either way: any file can carry the mark."""
     gm.check(model, str(path))
+    refuse_integer_ops(model, str(path))
     if gm.is_converted(model) and not input_dims:
         return model
     model = normalise(model, input_dims, str(path))

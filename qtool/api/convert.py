@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnx
 
-from qtool.api.common import check_override_names
+from qtool.api.common import check_override_names, refuse_integer_ops
 from qtool.config import ConvertOptions
 from qtool.errors import ModelError
 from qtool.graph import model as gm
@@ -46,6 +46,7 @@ def convert(o: ConvertOptions) -> Report:
 def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report:
     source, data_files = gm.load_with_files(o.input_network)
     tx.add_inputs("-i's external data", data_files)
+    refuse_integer_ops(source, str(o.input_network))
     float_source, imported = _import_encodings(source, o)
     gm.check(float_source, str(o.input_network))
     model = normalise(float_source, o.input_dims, str(o.input_network))

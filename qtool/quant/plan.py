@@ -20,9 +20,9 @@ from qtool.quant.attention import mask_branch
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import group_encoding
-from qtool.quant.observers import Observer, observe_values
+from qtool.quant.observers import MinMax, Observer, observe_values
 from qtool.quant.overrides import int32_ops, propagate_float, sixteen_bit_layers
-from qtool.quant.rules import float_input_reason, rule_for, weight_axis
+from qtool.quant.rules import float_input_reason, is_control_input, rule_for, weight_axis
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +76,18 @@ def activation_tensors(facts: GraphFacts) -> list[str]:
             continue
         dynamic.update(o for o in node.output if o)
         names += [o for o in node.output if o and facts.is_float(o) and facts.squashed_into(o) is None]
-    return [n for n in names if n not in masks]
+    return [n for n in names if n not in masks and not _only_control(facts, n)]
 
 
-def activation_groups(facts: GraphFacts, tensors: list[str]) -> list[list[str]]:
-    """Partition `tensors` into groups that must share one encoding (union-find, ordered)."""
+def _only_control(facts: GraphFacts, name: str) -> bool:
+    """Read only as a shape, scale or fill input (Resize's scales), never as data: not quantized."""
+    uses = [(c, i) for c in facts.consumers.get(name, []) for i, x in enumerate(c.input) if x == name]
+    return bool(uses) and name not in facts.graph_outputs and all(is_control_input(c, i) for c, i in uses)
+
+
+def activation_groups(facts: GraphFacts, tensors: list[str], apart: frozenset[str] = frozenset()) -> list[list[str]]:
+    """Partition `tensors` into groups that must share one encoding (union-find, ordered); a Concat
+    whose output is in `apart` does not join its inputs (see `wide_concats`)."""
     parent = {t: t for t in tensors}
 
     def find(t: str) -> str:
@@ -100,13 +107,32 @@ def activation_groups(facts: GraphFacts, tensors: list[str]) -> list[list[str]]:
         if rule.shares_input_encoding and node.input and node.input[0] not in facts.initializers:
             for out in node.output:
                 union(node.input[0], out)
-        if rule.joins_inputs:
+        if rule.joins_inputs and node.output[0] not in apart:
             for name in node.input:
                 union(name, node.output[0])
     groups: dict[str, list[str]] = {}
     for t in tensors:
         groups.setdefault(find(t), []).append(t)
     return list(groups.values())
+
+
+# A Concat joining ranges further apart than this (by magnitude) would leave its smaller inputs a
+# handful of levels on one shared 8-bit grid: a detector's sigmoid scores next to box coordinates.
+CONCAT_RANGE_RATIO = 16.0
+
+
+def wide_concats(facts: GraphFacts, observers: dict[str, Observer]) -> frozenset[str]:
+    """Outputs of Concats whose observed inputs' magnitudes differ by more than CONCAT_RANGE_RATIO:
+    each input keeps its own encoding and the output stays float (integer readers get a convert)."""
+    found = set()
+    for node in facts.model.graph.node:
+        if not rule_for(node).joins_inputs:
+            continue
+        seen = [observers[i] for i in node.input if i in observers and observers[i].count]
+        magnitudes = [max(abs(v) for v in MinMax.range(o)) for o in seen]  # type: ignore[arg-type]
+        if len(magnitudes) > 1 and max(magnitudes) > CONCAT_RANGE_RATIO * max(min(magnitudes), 1e-12):
+            found.add(node.output[0])
+    return frozenset(found)
 
 
 def _touches(facts: GraphFacts, tensor: str, op_types: tuple[str, ...]) -> bool:
@@ -129,10 +155,16 @@ def plan_activations(
 ) -> dict[str, Encoding]:
     kept_float = {n.input[0]: (n, why) for n in facts.model.graph.node if (why := float_input_reason(n, o.target))}
     for node, why in kept_float.values():
-        logger.warning("%s %r: input left float for --target %s: %s", node.op_type, node.name, o.target, why)
+        logger.warning("%s %r: input left float: %s", node.op_type, node.name, why)
     tensors = activation_tensors(facts)
-    planned: dict[str, Encoding] = {}
-    for group in (g for g in activation_groups(facts, tensors) if kept_float.keys().isdisjoint(g)):
+    apart = wide_concats(facts, observers)
+    planned: dict[str, Encoding] = dict.fromkeys(apart, enc.float_encoding(32))
+    for name in sorted(apart):
+        logger.info("Concat %r joins ranges more than %gx apart: its inputs keep their own, it stays float", name,
+                    CONCAT_RANGE_RATIO)  # fmt: skip
+    for group in (g for g in activation_groups(facts, tensors, apart) if kept_float.keys().isdisjoint(g)):
+        if apart.intersection(group) and not overrides.activations.keys() & set(group):
+            continue
         if not any(t in observers or t in overrides.activations for t in group):
             continue  # float fallback: no data, no override
         if o.op_types and not any(t in overrides.activations or _touches(facts, t, o.op_types) for t in group):

@@ -88,11 +88,45 @@ SQUASHING_ACTIVATIONS = frozenset({"Relu", "Clip"})
 
 NO_RULE = OpRule()
 
+# Inputs that are shapes, scales, sizes or fill values, not data: a Resize `scales` of 2.0 must stay
+# exactly 2.0 (onnxruntime rejects a scale that does not), so they are never quantized.
+CONTROL_INPUTS: dict[str, frozenset[int]] = {
+    "Resize": frozenset({1, 2, 3}),
+    "Upsample": frozenset({1}),
+    "Pad": frozenset({1, 2, 3}),
+    "Slice": frozenset({1, 2, 3, 4}),
+    "Reshape": frozenset({1}),
+    "Expand": frozenset({1}),
+    "Tile": frozenset({1}),
+    "ConstantOfShape": frozenset({0}),
+    "Range": frozenset({0, 1, 2}),
+    "TopK": frozenset({1}),
+    "Split": frozenset({1}),
+    "Squeeze": frozenset({1}),
+    "Unsqueeze": frozenset({1}),
+    "CumSum": frozenset({1}),
+    "OneHot": frozenset({1, 2}),
+}
+
+# Ops of models quantized already (onnxruntime's dynamic or static QOperator form): quantizing
+# their scale arithmetic as float layers gives a model that agrees with the shipped one by chance.
+INTEGER_OPS = frozenset(
+    {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul",
+     "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul", "QAttention", "MatMulIntegerToFloat",
+     "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool", "QLinearGlobalAveragePool",
+     "QLinearSoftmax", "MatMulNBits"}
+)  # fmt: skip
+
+
+def is_control_input(node: onnx.NodeProto, index: int) -> bool:
+    return node.domain in ("", "ai.onnx") and index in CONTROL_INPUTS.get(node.op_type, frozenset())
+
 
 def float_input_reason(node: onnx.NodeProto, target: str | None) -> str | None:
     """Why `target` must leave `node`'s data input float, with its group (ORT moves a DQ down a Reshape), if it must."""
     dilated = any(a.name == "dilations" and set(a.ints) - {1} for a in node.attribute)
-    if target == "ort-cpu" and node.op_type == "AveragePool" and dilated:  # not its output: ORT moves a Q up to it
+    if node.op_type == "AveragePool" and dilated:  # not its output: ORT moves a Q up to it; any target, as
+        # every quantized model must load in onnxruntime
         return "onnxruntime would fuse it into a QLinearAveragePool, which rejects dilations, and fail to load"
 
 

@@ -133,15 +133,17 @@ def max_difference(a: ort.InferenceSession, b: ort.InferenceSession, feeds: list
 
 def fallback_model() -> onnx.ModelProto:
     """Conv without a bias (a QLinearConv with none), then ops with no QLinear form here: MaxPool
-    that also returns its indices, a dilated AveragePool, and a MatMul on a per-channel-quantized
-    input; they must stay float between DequantizeLinear and QuantizeLinear."""
+    that also returns its indices, a dilated AveragePool (its input, the Relu's output, read float so
+    that onnxruntime loads the model), and a MatMul on a per-channel-quantized input; they must stay
+    float between DequantizeLinear and QuantizeLinear."""
     rng = np.random.default_rng(6)
     text = """
     <ir_version: 9, opset_import: ["" : 19]>
     fallback (float[1,3,8,8] x) => (float[1,4,4] y, int64[1,4,4,4] i) {
         c = Conv <pads = [1, 1, 1, 1]> (x, W)
         p, i = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (c)
-        a = AveragePool <kernel_shape = [2, 2], dilations = [2, 2], pads = [1, 1, 1, 1]> (p)
+        r = Relu (p)
+        a = AveragePool <kernel_shape = [2, 2], dilations = [2, 2], pads = [1, 1, 1, 1]> (r)
         f = Reshape (a, shape)
         y = MatMul (f, W2)
     }

@@ -1,0 +1,101 @@
+"""Structure-aware rules where the one-shared-range rule hurts (issue 21)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from conftest import run_cli
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _save(tmp_path: Path, nodes, inputs, outputs, arrays: dict, opset: int = 17) -> Path:
+    graph = helper.make_graph(nodes, "m", inputs, outputs, [numpy_helper.from_array(v, k) for k, v in arrays.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _samples(tmp_path: Path, shape: tuple[int, ...], n: int = 8) -> Path:
+    rng = np.random.default_rng(1)
+    lines = []
+    for i in range(n):
+        (tmp_path / f"{i}.raw").write_bytes(rng.normal(0, 1, shape).astype(np.float32).tobytes())
+        lines.append(str(tmp_path / f"{i}.raw"))
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    return tmp_path / "list.txt"
+
+
+def test_a_detection_head_keeps_its_scores_apart_from_its_boxes(tmp_path: Path) -> None:
+    """Boxes (0..327) and sigmoid scores concatenated into one output: one 8-bit range (scale 1.28)
+    made every score 0 or 1.28 on a399be9."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("MatMul", ["x", "wb"], ["b0"]),
+        helper.make_node("Sigmoid", ["b0"], ["bs"]),
+        helper.make_node("Mul", ["bs", "k"], ["boxes"]),
+        helper.make_node("MatMul", ["x", "wc"], ["c0"]),
+        helper.make_node("Sigmoid", ["c0"], ["scores"]),
+        helper.make_node("Concat", ["boxes", "scores"], ["y"], axis=-1),
+    ]
+    arrays = {
+        "wb": rng.normal(0, 1, (16, 4)).astype(np.float32),
+        "wc": rng.normal(0, 1, (16, 3)).astype(np.float32),
+        "k": np.array(327, np.float32),
+    }
+    model = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 50, 16])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 50, 7])], arrays)  # fmt: skip
+    listing = _samples(tmp_path, (1, 50, 16))
+    out = tmp_path / "q.onnx"
+    assert run_cli(["quantize", "-i", model, "--input_list", listing, "-o", out]).exit_code == 0
+    x = np.fromfile(listing.read_text().split()[0], np.float32).reshape(1, 50, 16)
+    want = ort.InferenceSession(str(model)).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+    assert np.abs(want[..., 4:] - got[..., 4:]).max() < 0.05  # scores: within a few 8-bit steps of [0, 1]
+    acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert acts["scores"][0]["max"] < 1.1 and acts["y"][0]["dtype"] == "float"
+
+
+def test_concat_inputs_of_similar_ranges_still_share_one_encoding(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["x"], ["b"]),
+             helper.make_node("Concat", ["a", "b"], ["y"], axis=-1)]  # fmt: skip
+    model = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], {})  # fmt: skip
+    out = tmp_path / "q.onnx"
+    assert run_cli(["quantize", "-i", model, "--input_list", _samples(tmp_path, (1, 8)), "-o", out]).exit_code == 0
+    acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert acts["a"] == acts["b"] == acts["y"]
+
+
+def test_resize_scales_fed_as_an_input_are_never_quantized(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4]),
+              helper.make_tensor_value_info("scales", TensorProto.FLOAT, [4])]  # fmt: skip
+    model = _save(tmp_path, nodes, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])], {})
+    (tmp_path / "x.raw").write_bytes(np.arange(16, dtype=np.float32).tobytes())
+    (tmp_path / "s.raw").write_bytes(np.array([1, 1, 2, 2], np.float32).tobytes())
+    (tmp_path / "list.txt").write_text(f"x:={tmp_path / 'x.raw'} scales:={tmp_path / 's.raw'}\n")
+    out = tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", model, "--input_list", tmp_path / "list.txt", "-o", out])
+    assert result.exit_code == 0, result.stderr
+    assert "scales" not in json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+
+
+def test_a_model_in_integer_form_is_refused_not_quantized_again(tmp_path: Path) -> None:
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
+             helper.make_node("MatMulInteger", ["q", "w", "z"], ["acc"]),
+             helper.make_node("Cast", ["acc"], ["y"], to=TensorProto.FLOAT)]  # fmt: skip
+    model = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+                  {"w": np.ones((4, 2), np.uint8)})  # fmt: skip
+    listing = _samples(tmp_path, (1, 4))
+    for args in (["convert", "-i", model, "-o", tmp_path / "c.onnx"],
+                 ["quantize", "-i", model, "--input_list", listing, "-o", tmp_path / "q.onnx"]):  # fmt: skip
+        result = run_cli(args)
+        assert result.exit_code == 3, result.stderr
+        assert "is quantized already: it has DynamicQuantizeLinear, MatMulInteger nodes" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable
 
@@ -98,6 +99,33 @@ def runner(
     sess = session(pruned(model, names, given), threads, where)
     inputs = {i.name for i in sess.get_inputs()}
     return lambda feed: dict(zip(names, sess.run(names, {k: v for k, v in feed.items() if k in inputs}), strict=True))
+
+
+@functools.cache
+def max_qdq_opset(wanted: int) -> int:
+    """The highest opset <= `wanted` (and >= 13) whose QuantizeLinear and DequantizeLinear this
+    onnxruntime implements: a model of a newer opset than its kernels runs, its Q/DQ would not."""
+    for opset in range(wanted, 13, -1):
+        nodes = [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"]),
+        ]
+        inits = [
+            helper.make_tensor("s", onnx.TensorProto.FLOAT, [], [1.0]),
+            helper.make_tensor("z", onnx.TensorProto.UINT8, [], [0]),
+        ]
+        graph = helper.make_graph(
+            nodes, "probe", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])], inits,
+        )  # fmt: skip
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = min(model.ir_version, onnx.IR_VERSION)
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception:  # NOT_IMPLEMENTED for this opset's kernels
+            continue
+        return opset
+    return 13
 
 
 def session(

@@ -86,4 +86,11 @@ def normalise(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], wh
         out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=False, data_prop=True)
     except onnx.shape_inference.InferenceError as e:
         raise ModelError(f"shape inference failed: {str(e).splitlines()[0]}", where=where) from e
+    # IR < 4 wants every initializer listed as a graph input; the initializers qtool adds (scales,
+    # zero points, probe constants) are not: raise the IR version to what the opsets need
+    try:
+        needed = onnx.helper.find_min_ir_version_for(list(out.opset_import), ignore_unknown=True)
+    except Exception:  # an opset onnx does not know: keep what the model says
+        needed = out.ir_version
+    out.ir_version = max(out.ir_version, needed, 4)
     return out

@@ -190,6 +190,10 @@ def upgrade_opset(model: onnx.ModelProto, target: int, where: str) -> onnx.Model
     current = default_opset(model)
     if current >= target:
         return model
+    if current == 0 and not any(n.domain in ("", "ai.onnx") for n in model.graph.node):
+        out = copy(model)  # only other domains' ops (ai.onnx.ml): nothing to convert, Q/DQ need the import
+        out.opset_import.append(helper.make_opsetid("", target))
+        return out
     logger.info("convert: opset %d -> %d", current, target)
     try:
         return version_converter.convert_version(model, target)

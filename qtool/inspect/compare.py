@@ -65,6 +65,15 @@ class Drift:
         return out
 
 
+def as_array(value: object) -> np.ndarray:
+    """An output as one numeric array: a sequence output's tensors concatenated, a string output empty."""
+    if isinstance(value, list):
+        parts = [as_array(v).ravel() for v in value]
+        return np.concatenate(parts) if parts else np.zeros(0)
+    array = np.asarray(value)
+    return array if array.dtype.kind in "biuf" else np.zeros(0)
+
+
 def reference_outputs(
     reference: onnx.ModelProto, feeds: Iterable[dict[str, np.ndarray]], threads: int = 0, limit_bytes: int = 256 << 20
 ) -> list[list[np.ndarray]] | None:
@@ -74,7 +83,7 @@ def reference_outputs(
     sess = runtime.session(reference, threads, "reference model", optimized=True)
     kept, size = [], 0
     for feed in feeds:
-        outputs = sess.run(None, feed)
+        outputs = [as_array(o) for o in sess.run(None, feed)]
         size += sum(o.nbytes for o in outputs)
         if size > limit_bytes:
             return None
@@ -100,5 +109,5 @@ def compare_outputs(
         quant_out = quant_sess.run(names, feed)
         label = labels[index] if labels is not None and index < len(labels) else None
         for name, r, q in zip(names, ref_out, quant_out, strict=True):
-            drift[name].update(r, q, label)
+            drift[name].update(as_array(r), as_array(q), label)
     return drift

@@ -86,6 +86,6 @@ def _from_raw(path: Path, spec: InputSpec, where: str, native: bool) -> np.ndarr
 def load_tensor(path: Path, spec: InputSpec, where: str, native: bool = False) -> np.ndarray:
     """Read `path` for input `spec`; `where` ("list.txt:7") prefixes every error."""
     array = _from_npy(path, spec, where) if path.suffix == ".npy" else _from_raw(path, spec, where, native)
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise DataError(f"{path} contains NaN or Inf values", where=where)
+    if array.dtype.kind == "f" and np.isnan(array).any():  # ±inf is a value (a mask input); NaN is broken data
+        raise DataError(f"{path} contains NaN values", where=where)
     return np.ascontiguousarray(array.astype(spec.dtype, copy=False))

@@ -14,12 +14,16 @@ initializers (two a byte, low nibble first) with --pack_4_bit_weights, else int8
 
 from __future__ import annotations
 
+import logging
+
 import ml_dtypes
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper, version_converter
 
-from qtool.graph.model import upgrade_opset
+from qtool import runtime
+from qtool.errors import ModelError
+from qtool.graph.model import default_opset, upgrade_opset
 from qtool.graph.names import FreshNames
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
@@ -36,6 +40,7 @@ _INT_TYPES = {
     (32, True): np.int32,
     (32, False): np.int32,
 }
+logger = logging.getLogger(__name__)
 WIDE_OPSET = 21  # int4/uint4 and int16/uint16 QuantizeLinear/DequantizeLinear
 
 
@@ -121,10 +126,30 @@ def _simulated(plan: QuantPlan) -> dict[str, Encoding]:
     return {t: e for t, e in plan.activations.items() if not e.is_float or _is_fp16(e)}
 
 
+def _within_qdq_kernels(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """A model of an opset newer than onnxruntime's QuantizeLinear kernels (opset 28 on onnxruntime
+    1.32) is converted down to the newest opset they have, where onnx's converter can."""
+    current = default_opset(model)
+    supported = runtime.max_qdq_opset(current)
+    if supported >= current:
+        return model
+    try:
+        down = version_converter.convert_version(model, supported)
+    except Exception as e:  # the converter has no down-adapter for some op
+        raise ModelError(
+            f"opset {current} is newer than onnxruntime's QuantizeLinear (opset {supported}), and the model "
+            f"cannot be converted down: {str(e).splitlines()[0][:120]}",
+            where=where,
+        ) from e
+    logger.info("opset %d -> %d: onnxruntime's Q/DQ kernels stop at %d", current, supported, supported)
+    return down
+
+
 def write_qdq(model: onnx.ModelProto, plan: QuantPlan, where: str = "model", packed: bool = False) -> onnx.ModelProto:
     """A new model with the plan's Q/DQ (and Cast) nodes; `model` is not modified."""
     if _needs_wide_opset(plan, packed):
         model = upgrade_opset(model, WIDE_OPSET, where)
+    model = _within_qdq_kernels(model, where)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph

@@ -11,7 +11,9 @@ OUT := build/demo
 #   external-data locations checked by qtool (graph/external_data.py), validated stats and config values
 # 9000 -> 9600: transformers (issue 20): attention masks and Softmax inputs (quant/attention.py,
 #   observers.SoftmaxInput), SmoothQuant, the quality gate
-LINE_BUDGET := 9600
+# 9600 -> 10300: unseen models (issue 21: declared shapes, Concat ranges, control inputs, Q/DQ opset),
+#   models past 2 GB (issue 22: external-data write and sessions) and block weights (issue 23)
+LINE_BUDGET := 10300
 
 .PHONY: demo test lint venv bench clean golden
 

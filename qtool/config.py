@@ -115,6 +115,7 @@ class ConvertOptions:
     quantization_overrides: Path | None = None
     float_bitwidth: int = 32
     export_format: str = "default"
+    external_data: bool = False  # write <output> + <output>.data whatever the size
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ConvertOptions:
@@ -166,6 +167,7 @@ class QuantizeOptions:
     strict: bool = False
     min_sqnr: float | None = None  # exit 6 (model written) when the output SQNR is below it
     target: str | None = None  # the --target preset's name; the CLI also takes its values from configs/
+    external_data: bool = False  # write <output> + <output>.data whatever the size
     config: Path | None = None  # the --config file (its values arrive as params): an input no output may replace
     algorithm_config: dict[str, Any] = field(default_factory=dict)
 
@@ -218,6 +220,7 @@ class ExportOptions:
     output_path: Path
     formats: tuple[str, ...] = ("stripped", "encodings")
     encodings_format: str = "legacy"
+    external_data: bool = False  # write every model as <file> + <file>.data
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ExportOptions:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from qtool.errors import ModelError
 
@@ -128,6 +129,43 @@ def max_qdq_opset(wanted: int) -> int:
     return 13
 
 
+SESSION_PROTO_ENV = "QTOOL_SESSION_PROTO_BYTES"
+SESSION_PROTO_BYTES = 1_900_000_000  # protobuf serializes at most 2 GiB
+WEIGHT_BYTES = 1024  # initializers at least this large travel as OrtValues past the limit
+
+
+def session_proto_limit() -> int:
+    text = os.environ.get(SESSION_PROTO_ENV)
+    try:
+        return int(text) if text else SESSION_PROTO_BYTES
+    except ValueError:
+        raise ModelError(f"{SESSION_PROTO_ENV}={text!r} must be a number of bytes") from None
+
+
+def _without_weights(model: onnx.ModelProto) -> tuple[bytes, dict[str, ort.OrtValue]]:
+    """The model serialized with its large initializers marked external, and those initializers as
+    OrtValues for `add_external_initializers`: no single protobuf holds a model past 2 GiB."""
+    weights: dict[str, ort.OrtValue] = {}
+    moved = []
+    try:
+        for init in model.graph.initializer:
+            if len(init.raw_data) < WEIGHT_BYTES or init.data_location == onnx.TensorProto.EXTERNAL:
+                continue
+            weights[init.name] = ort.OrtValue.ortvalue_from_numpy(numpy_helper.to_array(init))
+            raw = init.raw_data
+            moved.append((init, raw))
+            init.ClearField("raw_data")
+            init.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", "qtool-in-memory"), ("offset", "0"), ("length", str(len(raw)))):
+                init.external_data.add(key=key, value=value)
+        return model.SerializeToString(), weights
+    finally:
+        for init, raw in moved:
+            del init.external_data[:]
+            init.data_location = onnx.TensorProto.DEFAULT
+            init.raw_data = raw
+
+
 def session(
     model: onnx.ModelProto, threads: int = 0, where: str = "model", optimized: bool = False
 ) -> ort.InferenceSession:
@@ -145,7 +183,13 @@ def session(
     # onnxruntime's default order would keep every activation alive until the end (3x the RSS).
     options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        if model.ByteSize() <= session_proto_limit():
+            return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        blob, weights = _without_weights(model)
+        options.add_external_initializers(list(weights), list(weights.values()))
+        built = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+        built.qtool_weights = weights  # type: ignore[attr-defined]  # the OrtValues must outlive the session
+        return built
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
         reason = str(e).splitlines()[0][:300]
         if not optimized:

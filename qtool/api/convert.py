@@ -74,7 +74,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
         model = to_float16(model)
         gm.set_metadata(model, gm.METADATA_FLOAT_BITWIDTH, "16")
     gm.mark_converted(model)
-    gm.save(model, output)
+    gm.save(model, output, external=o.external_data)
     facts = {
         "input": str(o.input_network),
         "output": str(output),

@@ -29,7 +29,7 @@ def _export(o: ExportOptions, model: onnx.ModelProto) -> Report:
     if not len(found):
         raise UsageError("has no QuantizeLinear/DequantizeLinear encodings to export", where=str(o.input_network))
     job = ExportJob(model, stripped, found, o.input_network.name.removesuffix(".onnx"), o)
-    written = write_files(build(job, o.formats), o.output_path)
+    written = write_files(build(job, o.formats), o.output_path, o.external_data)
     return Report(
         "qtool export",
         {"input": str(o.input_network), "encodings": len(found), "written": ", ".join(str(p) for p in written)},

@@ -91,6 +91,8 @@ def _files(o: QuantizeOptions, output: Path) -> tuple[list, list]:
         ("--save_stats", o.save_stats),
         ("--html", o.html),
     ]
+    if o.external_data:
+        outputs.append(("the external data (-o with .data)", output.with_name(output.name + ".data")))
     if o.mixed_precision == "auto":
         outputs.append(("the mixed-precision overrides (-o with .mixed_precision.json)", mixed_overrides_path(output)))
     return inputs, outputs
@@ -250,7 +252,7 @@ def _quantize(
         report.facts["algorithms"] = "; ".join(notes)
     quality = _evaluate(o, reference, quantized, eval_list, report)
     report.facts["calibration seconds"] = round(calibration_seconds, 2)
-    gm.save(quantized, output)
+    gm.save(quantized, output, external=o.external_data)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
     report.facts.update(_plan_facts(plan, output, started))
     failure = (finish_mixed(o, mixed, output, report) if mixed is not None else None) or quality

@@ -20,6 +20,7 @@ from qtool.cli.options import (
     common,
     config_options,
     emit,
+    external_data_option,
     input_dims,
     int_choice,
     terminal_progress_if_tty,
@@ -82,6 +83,7 @@ def main() -> None:
     callback=lambda ctx, p, v: "strip" if v in ("strip", "DLC_STRIP_QUANT") else "default",
     help="strip: drop the encodings of a pre-quantized QDQ input (qairt's DLC_STRIP_QUANT).",
 )
+@external_data_option
 @common
 def convert(as_json: bool, **kw: Any) -> None:
     """Validate and normalise a float model: opset >= 13, batch 1, BatchNorm folded, constants folded."""
@@ -90,6 +92,7 @@ def convert(as_json: bool, **kw: Any) -> None:
 
 @main.command()
 @quantize_options
+@external_data_option
 @config_options
 @common
 def quantize(as_json: bool, **kw: Any) -> None:
@@ -144,6 +147,7 @@ def inspect(as_json: bool, **kw: Any) -> None:
     show_default=True,
     help="Layout of the encodings JSON.",
 )
+@external_data_option
 @common
 def export(as_json: bool, **kw: Any) -> None:
     """Write a QDQ model's deployable artefacts (QOperator model, encodings, ranges, fp16, fixpoint...)."""

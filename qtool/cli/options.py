@@ -194,6 +194,15 @@ def config_options(func: Callable) -> Callable:
     )(func)
 
 
+def external_data_option(func: Callable) -> Callable:
+    return click.option(
+        "--external_data",
+        is_flag=True,
+        help="Write each model as <output> plus <output>.data (weights), whatever its size; models over "
+        "1.8 GB always are.",
+    )(func)
+
+
 def emit(report: Report, as_json: bool) -> None:
     click.echo(report.render(as_json))
 

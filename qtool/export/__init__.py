@@ -41,12 +41,12 @@ def build(job: ExportJob, formats: tuple[str, ...]) -> Files:
     return files
 
 
-def write_files(files: Files, folder: Path) -> list[Path]:
+def write_files(files: Files, folder: Path, external: bool = False) -> list[Path]:
     written = []
     for name, content in files.items():
         path = folder / name
         if isinstance(content, onnx.ModelProto):
-            gm.save(content, path)
+            gm.save(content, path, external=external)
         else:
             write_text(path, content)
         written.append(path)

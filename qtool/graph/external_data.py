@@ -7,8 +7,10 @@ itself before reading a byte, so that the answer does not depend on the installe
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import IO
 
 import onnx
 from onnx import external_data_helper
@@ -63,3 +65,44 @@ def load(model: onnx.ModelProto, folder: Path, where: str) -> list[Path]:
         except Exception as e:  # onnx raises ValueError/OSError/its own checker errors for bad offsets
             raise ModelError(f"cannot read external data: {str(e).splitlines()[0][:160]}", where=where) from e
     return checked
+
+
+ALIGNMENT = 4096  # each tensor starts on a page boundary, so that onnxruntime can map it
+INLINE_BYTES = 1024  # smaller tensors (scales, zero points, shapes) stay in the .onnx file
+
+
+def write(
+    model: onnx.ModelProto,
+    path: Path,
+    open_output: Callable[[Path, str], AbstractContextManager[IO]],
+) -> None:
+    """`path` plus `path.data`: every tensor of INLINE_BYTES or more with raw data goes to the data
+    file (relative location, page-aligned, in graph order: the same model gives the same bytes), the
+    rest stays inline. `model` is left as it was; `open_output` stages each file (outputs.atomic_write)."""
+    location = f"{path.name}.data"
+    moved: list[tuple[onnx.TensorProto, bytes]] = []
+    try:
+        with open_output(path.with_name(location), "wb") as data:
+            offset = 0
+            for tensor in tensors(model.graph):
+                if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.raw_data) < INLINE_BYTES:
+                    continue
+                raw = tensor.raw_data
+                padding = -offset % ALIGNMENT
+                data.write(b"\0" * padding)
+                offset += padding
+                data.write(raw)
+                moved.append((tensor, raw))
+                tensor.ClearField("raw_data")
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+                del tensor.external_data[:]
+                for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
+                    tensor.external_data.add(key=key, value=value)
+                offset += len(raw)
+        with open_output(path, "wb") as handle:
+            handle.write(model.SerializeToString(deterministic=True))
+    finally:
+        for tensor, raw in moved:  # put the weights back: the caller's model is not ours to change
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            tensor.raw_data = raw

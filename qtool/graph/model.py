@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, version_converter
 
-from qtool.errors import DataError, ModelError
+from qtool.errors import DataError, ModelError, UsageError
 from qtool.graph import external_data
 from qtool.io.files import atomic_write, check_regular, load_json
 from qtool.io.raw import InputSpec
@@ -26,8 +26,10 @@ METADATA_OVERRIDES = "qtool.quantization_overrides"
 METADATA_CONVERTED = "qtool.converted"
 METADATA_FLOAT_BITWIDTH = "qtool.float_bitwidth"
 METADATA_BATCHNORM = "qtool.batchnorm"  # folded BatchNorms' beta/gamma by output tensor, for cle
-# ORT refuses protobufs past 2 GB; larger models go to external data next to the file.
-_EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+# protobuf cannot serialize a message past 2 GiB: a model over this size (QTOOL_EXTERNAL_DATA_BYTES
+# overrides it, so that tests exercise the path on small models) is written with external data.
+EXTERNAL_DATA_ENV = "QTOOL_EXTERNAL_DATA_BYTES"
+EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
 def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
@@ -64,10 +66,21 @@ def check(model: onnx.ModelProto, where: str) -> None:
         raise ModelError(f"onnx.checker: {first}", where=where) from e
 
 
-def save(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
-    """Write atomically and deterministically (the same model gives the same bytes)."""
-    if model.ByteSize() > _EXTERNAL_DATA_THRESHOLD:
-        raise ModelError("model over 1.8 GB: external-data output is not supported yet", where=str(path))
+def external_data_threshold() -> int:
+    text = os.environ.get(EXTERNAL_DATA_ENV)
+    try:
+        return int(text) if text else EXTERNAL_DATA_BYTES
+    except ValueError:
+        raise UsageError(f"{EXTERNAL_DATA_ENV}={text!r} must be a number of bytes") from None
+
+
+def save(model: onnx.ModelProto, path: str | os.PathLike[str], external: bool = False) -> None:
+    """Write atomically and deterministically (the same model gives the same bytes). A model over
+    `external_data_threshold()`, or any model with `external`, goes to `path` plus `path.data`
+    beside it (external_data.write), both committed with the command's other outputs."""
+    if external or model.ByteSize() > external_data_threshold():
+        external_data.write(model, Path(path), atomic_write)
+        return
     with atomic_write(path) as handle:
         handle.write(model.SerializeToString(deterministic=True))
 

@@ -144,9 +144,12 @@ class Transaction:
         except OSError as e:
             raise UsageError(f"cannot write: {e.strerror}", where=str(path)) from e
         try:
-            with os.fdopen(fd, mode) as handle:
-                yield handle
-            os.chmod(tmp, 0o666 & ~_umask())
+            try:
+                with os.fdopen(fd, mode) as handle:
+                    yield handle
+                os.chmod(tmp, 0o666 & ~_umask())
+            except OSError as e:  # a full disk, a quota: the write (or its final flush) failed
+                raise UsageError(f"cannot write: {e.strerror or e}", where=str(path)) from e
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)

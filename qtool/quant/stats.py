@@ -23,7 +23,14 @@ FORMAT = "qtool-calibration-stats/1"
 
 
 def model_hash(model: onnx.ModelProto) -> str:
-    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
+    """The graph's bytes; past protobuf's 2 GiB, part by part (nodes, then each initializer)."""
+    graph = model.graph
+    if graph.ByteSize() < 2**31 - 1:
+        return hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
+    h = hashlib.sha256()
+    for part in (*graph.node, *graph.input, *graph.output, *graph.initializer):
+        h.update(part.SerializeToString(deterministic=True))
+    return h.hexdigest()
 
 
 def save_stats(

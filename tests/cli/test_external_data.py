@@ -1,0 +1,136 @@
+"""Models with external data, end to end (issue 22): read from any folder, run past protobuf's 2 GiB
+limit, written as <output> + <output>.data. The thresholds are set low here (QTOOL_EXTERNAL_DATA_BYTES,
+QTOOL_SESSION_PROTO_BYTES), so a small model takes every large-model path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from conftest import save_model, write_samples
+from hostile_env import assert_refused, make_workspace
+from onnx import numpy_helper
+
+from qtool.cli import main
+
+LOW = {"QTOOL_EXTERNAL_DATA_BYTES": "2000", "QTOOL_SESSION_PROTO_BYTES": "2000"}
+
+
+def _mlp() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    mlp (float[1,64] x) => (float[1,16] y) {
+        h = MatMul (x, W1)
+        b = Add (h, B1)
+        r = Relu (b)
+        y = MatMul (r, W2)
+    }
+    """
+    model = onnx.parser.parse_model(text)
+    arrays = {"W1": rng.normal(0, 0.2, (64, 128)), "B1": rng.normal(0, 0.1, (128,)), "W2": rng.normal(0, 0.1, (128, 16))}
+    model.graph.initializer.extend(numpy_helper.from_array(v.astype(np.float32), k) for k, v in arrays.items())
+    return model
+
+
+def _run(args: list, env: dict | None = None):
+    return CliRunner(env=env).invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _tensors(path: Path) -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> tuple[Path, Path, Path]:
+    inline = save_model(_mlp(), tmp_path / "inline" / "m.onnx")
+    external = tmp_path / "external" / "m.onnx"
+    external.parent.mkdir()
+    onnx.save(_mlp(), str(external), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    return inline, external, write_samples(tmp_path, _mlp(), 8)
+
+
+def test_every_command_takes_the_external_data_paths_and_writes_what_the_inline_path_writes(tmp_path, models):
+    inline, external, listing = models
+    flags = ["--input_list", listing, "--use_per_row_quantization", "--bias_bitwidth", "32"]
+    for name, source, env in (("a", inline, None), ("b", external, LOW)):
+        out = tmp_path / name
+        assert _run(["convert", "-i", source, "-o", out / "c.onnx"], env).exit_code == 0
+        result = _run(["quantize", "-i", out / "c.onnx", "-o", out / "q.onnx", *flags], env)
+        assert result.exit_code == 0, result.stderr
+        result = _run(["inspect", out / "q.onnx", "--reference", out / "c.onnx", "--input_list", listing], env)
+        assert result.exit_code == 0, result.stderr
+        result = _run(["export", "-i", out / "q.onnx", "-o", out / "exp", "--format", "qdq", "--format", "encodings"], env)
+        assert result.exit_code == 0, result.stderr
+    for produced in ("c.onnx.data", "q.onnx.data", "exp/q.qdq.onnx.data"):
+        assert (tmp_path / "b" / produced).is_file() and not (tmp_path / "a" / produced).exists()
+    want, got = _tensors(tmp_path / "a" / "q.onnx"), _tensors(tmp_path / "b" / "q.onnx")
+    assert want.keys() == got.keys() and all(np.array_equal(want[k], got[k]) for k in want)
+    assert (tmp_path / "a" / "q.encodings.json").read_bytes() == (tmp_path / "b" / "q.encodings.json").read_bytes()
+
+
+def test_external_data_output_is_deterministic_and_relative(tmp_path, models):
+    inline, _, listing = models
+    for name in ("one", "two"):
+        result = _run(["quantize", "-i", inline, "--input_list", listing, "-o", tmp_path / name / "q.onnx", "--external_data"])
+        assert result.exit_code == 0, result.stderr
+    for suffix in ("q.onnx", "q.onnx.data"):
+        assert (tmp_path / "one" / suffix).read_bytes() == (tmp_path / "two" / suffix).read_bytes()
+    weights = [i for i in onnx.load(str(tmp_path / "one" / "q.onnx"), load_external_data=False).graph.initializer
+               if i.data_location == onnx.TensorProto.EXTERNAL]  # fmt: skip
+    assert weights and {e.value for w in weights for e in w.external_data if e.key == "location"} == {"q.onnx.data"}
+
+
+@pytest.mark.parametrize("damage", ["missing", "short"])
+def test_a_missing_or_short_data_file_is_one_error_line(tmp_path: Path, damage: str) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    onnx.save(onnx.load(str(ws.model)), str(ws.model), save_as_external_data=True, location="w.bin", size_threshold=0)
+    data = ws.root / "w.bin"
+    if damage == "missing":
+        data.unlink()
+    else:
+        data.write_bytes(data.read_bytes()[:100])
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 3, "model.onnx", "w.bin" if damage == "missing" else "external data")
+
+
+def test_a_full_disk_leaves_no_partial_output_and_keeps_the_previous_one(tmp_path, models, monkeypatch) -> None:
+    inline, _, listing = models
+    out = tmp_path / "q.onnx"
+    assert _run(["quantize", "-i", inline, "--input_list", listing, "-o", out, "--external_data"]).exit_code == 0
+    previous = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    from qtool.graph import external_data
+
+    real = external_data.write
+
+    def full(model, path, open_output):
+        """The data file's disk fills after a few bytes."""
+
+        def failing(target, mode):
+            manager = open_output(target, mode)
+
+            class Full:
+                def __enter__(self):
+                    self.handle = manager.__enter__()
+                    return self
+
+                def write(self, data):
+                    self.handle.write(data[:10])
+                    raise OSError(28, "No space left on device")
+
+                def __exit__(self, *exc):
+                    return manager.__exit__(*exc)
+
+            return Full()
+
+        return real(model, path, failing)
+
+    monkeypatch.setattr(external_data, "write", full)
+    result = _run(["quantize", "-i", inline, "--input_list", listing, "-o", out, "--external_data"])
+    assert result.exit_code == 2 and "No space left on device" in result.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == previous
+    assert json.loads((tmp_path / "q.encodings.json").read_text())

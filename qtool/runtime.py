@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from qtool.errors import ModelError
+from qtool.graph import external_data
 
 logger = logging.getLogger(__name__)
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -145,25 +146,14 @@ def session_proto_limit() -> int:
 def _without_weights(model: onnx.ModelProto) -> tuple[bytes, dict[str, ort.OrtValue]]:
     """The model serialized with its large initializers marked external, and those initializers as
     OrtValues for `add_external_initializers`: no single protobuf holds a model past 2 GiB."""
-    weights: dict[str, ort.OrtValue] = {}
-    moved = []
-    try:
-        for init in model.graph.initializer:
-            if len(init.raw_data) < WEIGHT_BYTES or init.data_location == onnx.TensorProto.EXTERNAL:
-                continue
-            weights[init.name] = ort.OrtValue.ortvalue_from_numpy(numpy_helper.to_array(init))
-            raw = init.raw_data
-            moved.append((init, raw))
-            init.ClearField("raw_data")
-            init.data_location = onnx.TensorProto.EXTERNAL
-            for key, value in (("location", "qtool-in-memory"), ("offset", "0"), ("length", str(len(raw)))):
-                init.external_data.add(key=key, value=value)
+    with external_data.detached(model, WEIGHT_BYTES) as moved:
+        weights = {
+            t.name: ort.OrtValue.ortvalue_from_numpy(
+                np.frombuffer(raw, dtype=helper.tensor_dtype_to_np_dtype(t.data_type)).reshape(tuple(t.dims))
+            )
+            for t, raw in moved
+        }
         return model.SerializeToString(), weights
-    finally:
-        for init, raw in moved:
-            del init.external_data[:]
-            init.data_location = onnx.TensorProto.DEFAULT
-            init.raw_data = raw
 
 
 def session(
@@ -183,7 +173,7 @@ def session(
     # onnxruntime's default order would keep every activation alive until the end (3x the RSS).
     options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     try:
-        if model.ByteSize() <= session_proto_limit():
+        if external_data.byte_size(model) <= session_proto_limit():
             return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         blob, weights = _without_weights(model)
         options.add_external_initializers(list(weights), list(weights.values()))

@@ -52,7 +52,7 @@ def refuse_integer_ops(model: onnx.ModelProto, where: str) -> None:
 def converted(model: onnx.ModelProto, path: Path, input_dims: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
     """`model` normalised as convert does, unless convert wrote this very graph (its mark matches);
     checked either way: any file can carry the mark."""
-    gm.check(model, str(path))
+    gm.check(model, str(path), path)
     refuse_integer_ops(model, str(path))
     if gm.is_converted(model) and not input_dims:
         return model

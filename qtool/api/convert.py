@@ -48,7 +48,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     tx.add_inputs("-i's external data", data_files)
     refuse_integer_ops(source, str(o.input_network))
     float_source, imported = _import_encodings(source, o)
-    gm.check(float_source, str(o.input_network))
+    gm.check(float_source, str(o.input_network), o.input_network if float_source is source else None)
     model = normalise(float_source, o.input_dims, str(o.input_network))
     wrong = corrected_outputs(model)
     for name, (declared, computed) in wrong.items():

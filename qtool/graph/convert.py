@@ -12,6 +12,7 @@ from __future__ import annotations
 import onnx
 
 from qtool.errors import ModelError
+from qtool.graph import external_data
 from qtool.graph.model import copy, upgrade_opset
 
 MIN_OPSET = 13
@@ -61,7 +62,7 @@ def corrected_outputs(model: onnx.ModelProto) -> dict[str, tuple[list, list]]:
     for output in probe.graph.output:
         output.type.tensor_type.ClearField("shape")
     try:
-        probe = onnx.shape_inference.infer_shapes(probe, strict_mode=False, data_prop=True)
+        probe = external_data.infer_shapes(probe, strict_mode=False, data_prop=True)
     except onnx.shape_inference.InferenceError:
         return {}
     computed = {v.name: v for v in probe.graph.output}
@@ -83,7 +84,7 @@ def normalise(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], wh
     # shape inference recompute them all, or a conflict leaves every later tensor unshaped.
     out = _run_passes(_without_value_info(model), input_dims)
     try:
-        out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=False, data_prop=True)
+        out = external_data.infer_shapes(out, check_type=True, strict_mode=False, data_prop=True)
     except onnx.shape_inference.InferenceError as e:
         raise ModelError(f"shape inference failed: {str(e).splitlines()[0]}", where=where) from e
     # IR < 4 wants every initializer listed as a graph input; the initializers qtool adds (scales,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -16,6 +16,14 @@ import onnx
 from onnx import external_data_helper
 
 from qtool.errors import ModelError
+
+PROTOBUF_LIMIT = 2**31 - 1  # protobuf cannot serialize (or even size) a message past this
+
+
+def byte_size(model: onnx.ModelProto) -> int:
+    """The model's serialized size, summed part by part: ModelProto.ByteSize() itself fails past 2 GiB."""
+    graph = model.graph
+    return sum(part.ByteSize() for part in (*graph.initializer, *graph.node, *graph.input, *graph.output))
 
 
 def tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -65,6 +73,46 @@ def load(model: onnx.ModelProto, folder: Path, where: str) -> list[Path]:
         except Exception as e:  # onnx raises ValueError/OSError/its own checker errors for bad offsets
             raise ModelError(f"cannot read external data: {str(e).splitlines()[0][:160]}", where=where) from e
     return checked
+
+
+@contextmanager
+def detached(model: onnx.ModelProto, min_bytes: int, location: str = "qtool-in-memory") -> Iterator[list]:
+    """Within the block, the model's initializers of `min_bytes` or more have no data of their own (marked
+    external at `location`), so that the rest serializes under protobuf's 2 GiB; yields [(tensor, raw)].
+    The data is put back on exit."""
+    moved: list[tuple[onnx.TensorProto, bytes]] = []
+    try:
+        for tensor in model.graph.initializer:
+            if len(tensor.raw_data) < min_bytes or tensor.data_location == onnx.TensorProto.EXTERNAL:
+                continue
+            raw = tensor.raw_data
+            moved.append((tensor, raw))
+            tensor.ClearField("raw_data")
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", location), ("offset", "0"), ("length", str(len(raw)))):
+                tensor.external_data.add(key=key, value=value)
+        yield moved
+    finally:
+        for tensor, raw in moved:
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            tensor.raw_data = raw
+
+
+def infer_shapes(model: onnx.ModelProto, **options: bool) -> onnx.ModelProto:
+    """onnx's shape inference, also past 2 GiB: then it runs on the model with its weights detached
+    (shapes need none of their bytes) and its types are copied onto a copy of `model`."""
+    if byte_size(model) < PROTOBUF_LIMIT:
+        return onnx.shape_inference.infer_shapes(model, **options)
+    with detached(model, 1 << 20):
+        inferred = onnx.shape_inference.infer_shapes(model.SerializeToString(), **options)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(inferred.graph.value_info)
+    del out.graph.output[:]
+    out.graph.output.extend(inferred.graph.output)
+    return out
 
 
 ALIGNMENT = 4096  # each tensor starts on a page boundary, so that onnxruntime can map it

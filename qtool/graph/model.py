@@ -56,11 +56,18 @@ def copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def check(model: onnx.ModelProto, where: str) -> None:
+def check(model: onnx.ModelProto, where: str, path: str | os.PathLike[str] | None = None) -> None:
+    """onnx.checker on the model; past protobuf's 2 GiB on `path`, the file it was read from (the
+    checker cannot take the model in memory), or not at all when there is no such file."""
     if not model.graph.output:
         raise ModelError("the graph has no outputs: nothing to compute or compare", where=where)
     try:
-        onnx.checker.check_model(model)
+        if external_data.byte_size(model) < external_data.PROTOBUF_LIMIT:
+            onnx.checker.check_model(model)
+        elif path is not None:
+            onnx.checker.check_model(str(path))
+        else:
+            logger.info("%s: over 2 GiB and changed since it was read: onnx.checker skipped", where)
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid graph"
         raise ModelError(f"onnx.checker: {first}", where=where) from e
@@ -78,7 +85,7 @@ def save(model: onnx.ModelProto, path: str | os.PathLike[str], external: bool = 
     """Write atomically and deterministically (the same model gives the same bytes). A model over
     `external_data_threshold()`, or any model with `external`, goes to `path` plus `path.data`
     beside it (external_data.write), both committed with the command's other outputs."""
-    if external or model.ByteSize() > external_data_threshold():
+    if external or external_data.byte_size(model) > external_data_threshold():
         external_data.write(model, Path(path), atomic_write)
         return
     with atomic_write(path) as handle:
@@ -149,7 +156,7 @@ def set_metadata(model: onnx.ModelProto, key: str, value: str | None) -> None:
 def inferred(model: onnx.ModelProto) -> onnx.ModelProto:
     """`model` with inferred value_info (types and shapes); unchanged when inference fails."""
     try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        return external_data.infer_shapes(model, strict_mode=False)
     except Exception as e:  # inference raises several unrelated types on odd graphs; facts stay partial
         logger.info("shape inference failed (%s); using the shapes the model carries", e)
         return model

@@ -16,6 +16,7 @@ from pathlib import Path
 import onnx
 
 from qtool.errors import DataError
+from qtool.graph import external_data
 from qtool.io.files import load_json, read_bytes, read_text, write_text
 from qtool.quant.observers import Observer, from_state
 
@@ -25,7 +26,7 @@ FORMAT = "qtool-calibration-stats/1"
 def model_hash(model: onnx.ModelProto) -> str:
     """The graph's bytes; past protobuf's 2 GiB, part by part (nodes, then each initializer)."""
     graph = model.graph
-    if graph.ByteSize() < 2**31 - 1:
+    if external_data.byte_size(model) < external_data.PROTOBUF_LIMIT:
         return hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
     h = hashlib.sha256()
     for part in (*graph.node, *graph.input, *graph.output, *graph.initializer):

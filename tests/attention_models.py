@@ -20,8 +20,9 @@ FINFO_MIN = float(np.finfo(np.float32).min)
 MASKS = ("where", "mul_finfo", "mul_1e4", "mul_1e9", "where_inf", "bool_on_scores", "causal_triu", "none")
 
 
-def _weights(rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _weights(rng: np.random.Generator, score_scale: float = 1.0) -> dict[str, np.ndarray]:
     w = {n: rng.normal(0, 1.6 / np.sqrt(D), (D, D)).astype(np.float32) for n in ("Wq", "Wk", "Wv", "Wo")}
+    w["Wq"] *= np.float32(score_scale)
     w["scale"] = np.array(1 / np.sqrt(D // HEADS), np.float32)
     w["heads_shape"] = np.array([1, S, HEADS, D // HEADS], np.int64)
     w["merge_shape"] = np.array([1, S, D], np.int64)
@@ -36,9 +37,10 @@ def _weights(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return w
 
 
-def attention_model(mask: str = "where", seed: int = 0) -> onnx.ModelProto:
+def attention_model(mask: str = "where", seed: int = 0, score_scale: float = 1.0) -> onnx.ModelProto:
+    """`score_scale` < 1 shrinks the scores (a randomly initialised model's span well under 20)."""
     rng = np.random.default_rng(seed)
-    w = _weights(rng)
+    w = _weights(rng, score_scale)
     n = helper.make_node
     nodes = [
         n("MatMul", ["x", "Wq"], ["q2"]),

@@ -79,6 +79,7 @@ class _Probes:
         return [
             n("TopK", [name, "qtool.k1"], [p + "rowmax", p + "argmax"], name=p + "topk", axis=self.softmax[name]),
             n("ReduceMax", [name], [p + "hi"], name=p + "hi"),
+            n("ReduceMin", [name], [p + "raw_min"], name=p + "raw_min"),
             n("Sub", [p + "hi", "qtool.gap"], [p + "row_floor"], name=p + "row_floor"),
             n("Greater", [p + "rowmax", p + "row_floor"], [p + "near_top"], name=p + "near_top"),
             n("Greater", [p + "rowmax", "qtool.sentinel"], [p + "finite_row"], name=p + "finite_row"),
@@ -96,7 +97,7 @@ class _Probes:
         ]
 
     def softmax_outputs(self) -> list[str]:
-        return [f"{t}.qtool_sm_{k}" for t in self.softmax for k in ("hi", "lo", "rowmin")]
+        return [f"{t}.qtool_sm_{k}" for t in self.softmax for k in SOFTMAX_PROBES]
 
     def gather(self, kind: str, names: list[str]) -> tuple[list[onnx.NodeProto], list[tuple[str, list[str]]]]:
         """One Concat of the `kind` reductions of `names`: (nodes, [(output, tensors)]). Each reduction
@@ -247,10 +248,11 @@ class _Runner:
         except Exception as e:  # ORT's own error types; the message names the failing node
             raise ModelError(f"inference failed: {str(e).splitlines()[0][:300]}", where=where) from e
         reductions = len(self.min_slots) + len(self.max_slots)
-        rows = values[len(values) - 3 * len(self.softmax) :] if self.softmax else []
+        per = len(SOFTMAX_PROBES)
+        rows = values[len(values) - per * len(self.softmax) :] if self.softmax else []
         for k, name in enumerate(self.softmax):
-            hi, lo, row_max_min = (float(np.asarray(v).reshape(-1)[0]) for v in rows[3 * k : 3 * k + 3])
-            self.observers[name].observe_rows(hi, lo, row_max_min)  # type: ignore[attr-defined]
+            hi, lo, row_max_min, raw_min = (float(np.asarray(v).reshape(-1)[0]) for v in rows[per * k : per * k + per])
+            self.observers[name].observe_rows(hi, lo, row_max_min, raw_min)  # type: ignore[attr-defined]
         if not self.tensors:
             return
         lows, highs = np.zeros(len(self.tensors)), np.zeros(len(self.tensors))
@@ -264,7 +266,7 @@ class _Runner:
         for k in unbounded:
             self.observers[self.tensors[k]].unbounded = True  # type: ignore[attr-defined]
         lows[unbounded], highs[unbounded] = 0.0, 0.0
-        samples = values[reductions : len(values) - 3 * len(self.softmax)]
+        samples = values[reductions : len(values) - per * len(self.softmax)]
         if self.sampled:
             samples = [np.nan_to_num(s, posinf=0.0, neginf=0.0) if k in unbounded else s for k, s in enumerate(samples)]
             observe_histograms([self.observers[t] for t in self.tensors], lows, highs, samples)  # type: ignore[misc]
@@ -275,6 +277,7 @@ class _Runner:
 
 
 SENTINEL = 1e30  # values this large are markers (finfo.min masks), not data
+SOFTMAX_PROBES = ("hi", "lo", "rowmin", "raw_min")  # the scalars SoftmaxInput.observe_rows takes
 
 
 def _split(feed: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:

@@ -67,6 +67,9 @@ def group_encoding(
     if any(getattr(observers.get(t), "unbounded", False) for t in group):
         logger.info("%s held a mask's ±inf or ±1e30 values: left float", group[0])
         return enc.float_encoding(32)
+    if any(getattr(observers.get(t), "masked", False) for t in group):
+        logger.info("%s: a masked Softmax input: the mask add and the Softmax read float", group[0])
+        return enc.float_encoding(32)
     seen = [observers[t] for t in group if t in observers and observers[t].count]
     if not seen:
         raise DataError(

@@ -102,20 +102,24 @@ class MinMax:
 class SoftmaxInput(MinMax):
     """The input of a Softmax, observed per row (the Softmax axis), padded and masked positions left out.
 
-    Each batch reports its maximum, the minimum of its real values (a value counts when it is
-    finite, above −1e30, within MASK_GAP of its row's maximum, and its row's maximum is within
+    Each batch reports its maximum, its minimum, the minimum of its real values (a value counts when
+    it is finite, above −1e30, within MASK_GAP of its row's maximum, and its row's maximum is within
     MASK_GAP of the batch's: an additive mask of −1e4, −1e9, finfo.min or −inf puts masked positions,
     and fully masked rows, far below), and the smallest real row maximum. The range clamps the real
     minimum at that smallest row maximum − SOFTMAX_SPAN: below it, every row's Softmax is unchanged
     to e^−20 (< 2.1e-9) per element, so the clamp cannot clip a value that matters, whatever each
-    row's maximum is; masked positions quantize to the clamped minimum, where they weigh as little.
+    row's maximum is. A Softmax input that held masked positions (`masked`) is not quantized at all:
+    a masked position must stay far below its row's maximum, and a grid that reaches that far
+    wastes its levels when the real scores span little (group_range.py).
     """
 
     def __init__(self, name: str = "") -> None:
         super().__init__(name)
         self.row_max_min = np.inf
+        self.masked = False
 
-    def observe_rows(self, hi: float, lo: float, row_max_min: float) -> None:
+    def observe_rows(self, hi: float, lo: float, row_max_min: float, raw_min: float = np.inf) -> None:
+        self.masked = self.masked or raw_min < lo  # a value left out: a masked position or row
         if not (math.isfinite(hi) and math.isfinite(lo) and math.isfinite(row_max_min)):
             return  # a sample whose every row is masked says nothing about the real scores
         self.observe(lo, hi, None)
@@ -124,6 +128,7 @@ class SoftmaxInput(MinMax):
     def merge(self, other: Observer) -> None:
         super().merge(other)
         self.row_max_min = min(self.row_max_min, getattr(other, "row_max_min", getattr(other, "lo", np.inf)))
+        self.masked = self.masked or getattr(other, "masked", False)
 
     def range(self, bitwidth: int = 8, schema: str = "asymmetric") -> tuple[float, float]:
         if not self.count:
@@ -131,7 +136,7 @@ class SoftmaxInput(MinMax):
         return max(self.lo, min(self.row_max_min, self.hi) - SOFTMAX_SPAN), self.hi
 
     def state(self) -> dict:
-        return {**super().state(), "method": "softmax-input", "row_max_min": self.row_max_min}
+        return {**super().state(), "method": "softmax-input", "row_max_min": self.row_max_min, "masked": self.masked}
 
 
 SOFTMAX_SPAN = 20.0
@@ -336,6 +341,7 @@ def from_state(name: str, state: dict, method: str, percentile: float = 99.99) -
         if row_max_min is None and count:
             raise ValueError("'row_max_min' must be a finite number")
         softmax.row_max_min = row_max_min if row_max_min is not None else np.inf
+        softmax.masked = state.get("masked") is True
         return softmax
     if not isinstance(state, dict) or state.get("method") not in OBSERVERS:
         raise ValueError("not an observer state (needs 'method', 'lo', 'hi' and 'count')")

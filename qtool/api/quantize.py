@@ -233,7 +233,9 @@ def _quantize(
             tx.add_inputs(f"a file of {listing.path}", listing.files())
     if eval_list is not None and eval_list is not input_list:  # fail before hours of calibration
         check_bindings(eval_list, gm.input_specs(reference))
-    model = gm.copy(reference)
+    # the algorithms and mixed precision change the float weights of a working copy; without them
+    # the reference itself serves (a copy costs the weights' size: 2 GB on a large model)
+    model = gm.copy(reference) if o.apply_algorithms or o.mixed_precision == "auto" else reference
     observers: dict = {}
     ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
     notes = _run_algorithms(o, "float", ctx)

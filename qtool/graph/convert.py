@@ -18,12 +18,6 @@ from qtool.graph.model import copy, upgrade_opset
 MIN_OPSET = 13
 
 
-def _without_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
-    out = copy(model)
-    del out.graph.value_info[:]
-    return out
-
-
 def _needed_opset(model: onnx.ModelProto) -> int:
     """LayerNormalization needs opset 17 and HardSwish 14; only a model with a ReduceMean can hold a
     decomposed LayerNorm, and only one with a Clip or HardSigmoid a decomposed hard-swish."""
@@ -58,11 +52,12 @@ def corrected_outputs(model: onnx.ModelProto) -> dict[str, tuple[list, list]]:
     """Set each graph output's declared shape to the one shape inference computes from the graph,
     where they disagree (a CTC model declaring [1, seqlen] for [20, 1, 8210]); returns them, by
     output, as (declared, computed)."""
-    probe = copy(model)
+    with external_data.detached(model, 1 << 20):  # shapes need none of the weights' bytes
+        probe = copy(model)
     for output in probe.graph.output:
         output.type.tensor_type.ClearField("shape")
     try:
-        probe = external_data.infer_shapes(probe, strict_mode=False, data_prop=True)
+        probe = onnx.shape_inference.infer_shapes(probe, strict_mode=False, data_prop=True)
     except onnx.shape_inference.InferenceError:
         return {}
     computed = {v.name: v for v in probe.graph.output}
@@ -82,9 +77,14 @@ def normalise(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], wh
     model = upgrade_opset(model, _needed_opset(model), where)
     # An exporter's intermediate shapes go stale once the batch is fixed (Paddle writes -1): let
     # shape inference recompute them all, or a conflict leaves every later tensor unshaped.
-    out = _run_passes(_without_value_info(model), input_dims)
+    declared = list(model.graph.value_info)
+    del model.graph.value_info[:]  # cleared in place, then put back: a copy would cost the weights' size
     try:
-        out = external_data.infer_shapes(out, check_type=True, strict_mode=False, data_prop=True)
+        out = _run_passes(model, input_dims)
+    finally:
+        model.graph.value_info.extend(declared)
+    try:
+        out = external_data.infer_shapes(out, in_place=True, check_type=True, strict_mode=False, data_prop=True)
     except onnx.shape_inference.InferenceError as e:
         raise ModelError(f"shape inference failed: {str(e).splitlines()[0]}", where=where) from e
     # IR < 4 wants every initializer listed as a graph input; the initializers qtool adds (scales,

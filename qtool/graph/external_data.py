@@ -99,15 +99,16 @@ def detached(model: onnx.ModelProto, min_bytes: int, location: str = "qtool-in-m
             tensor.raw_data = raw
 
 
-def infer_shapes(model: onnx.ModelProto, **options: bool) -> onnx.ModelProto:
+def infer_shapes(model: onnx.ModelProto, in_place: bool = False, **options: bool) -> onnx.ModelProto:
     """onnx's shape inference, also past 2 GiB: then it runs on the model with its weights detached
-    (shapes need none of their bytes) and its types are copied onto a copy of `model`."""
+    (shapes need none of their bytes) and its types are copied onto `model` (`in_place`) or a copy."""
     if byte_size(model) < PROTOBUF_LIMIT:
         return onnx.shape_inference.infer_shapes(model, **options)
     with detached(model, 1 << 20):
         inferred = onnx.shape_inference.infer_shapes(model.SerializeToString(), **options)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = model if in_place else onnx.ModelProto()
+    if not in_place:
+        out.CopyFrom(model)
     del out.graph.value_info[:]
     out.graph.value_info.extend(inferred.graph.value_info)
     del out.graph.output[:]

@@ -8,11 +8,12 @@ Models, exported by `torch.onnx.export` (its default path in torch 2.13: the dyn
   (mean pooling over the attention mask, L2 normalisation): output `sentence_embedding`. Inputs input_ids,
   attention_mask, token_type_ids, int64 [1, 128]; shorter texts are padded, so the mask really masks.
 - vit_s6_random: transformers' ViTForImageClassification (6 layers, hidden 384, 6 heads, patch 16, 224x224, 1000
-  classes) with RANDOM weights (the HF default init under a fixed seed): no package in the registry lists ships a
-  small ViT/DeiT checkpoint. Input pixel_values [1, 3, 224, 224] from photo crops.
+  classes) with RANDOM weights (the HF default init under a fixed seed, the tensors it sets to a constant given
+  a little seeded noise: see distinct_constants): no package in the registry lists ships a small ViT/DeiT
+  checkpoint. Input pixel_values [1, 3, 224, 224] from photo crops.
 - llama_4l_random: transformers' LlamaForCausalLM (4 layers, hidden 256, 4 heads / 2 KV heads, SwiGLU 768, tied
-  embeddings, the MiniLM WordPiece vocabulary of 30522) with RANDOM weights (seeded HF init). Inputs input_ids,
-  attention_mask int64 [1, 64], right-padded; output logits [1, 64, 30522].
+  embeddings, the MiniLM WordPiece vocabulary of 30522) with RANDOM weights (seeded HF init, likewise). Inputs
+  input_ids, attention_mask int64 [1, 64], right-padded; output logits [1, 64, 30522].
 
 The attention masks are left as the exporter writes them (SDPA: a boolean mask, padding AND causal, turned into
 Where(mask, 0, -3.4e38) and added to the scores before Softmax); nothing is simplified away.
@@ -92,6 +93,7 @@ LLAMA_CONFIG = {
     "tie_word_embeddings": True,
     "use_cache": False,
 }
+INIT = "HF default init under torch.manual_seed(seed); constant tensors + N(0, 0.02^2) (seed + 1)"
 DECODER_TRUTH_LOGITS = 8  # full torch logits kept for the first 8 validation texts (64x30522 floats each)
 
 
@@ -281,8 +283,24 @@ def sentence_encoder():
     return Encoder(AutoModel.from_pretrained(str(minilm_folder()))).eval()
 
 
+def distinct_constants(model, seed: int) -> None:
+    """Seeded noise (std 0.02) on the parameters the HF init sets to a constant (Linear biases, LayerNorm /
+    RMSNorm weights and biases): left as zeros and ones, identical tensors get merged by the exporter's optimiser
+    into a few initializers shared by every layer (ViT: one LayerNorm weight for all 13, one zero vector for 43
+    biases and betas), which no trained model has and which hides per-layer patterns (smoothquant's) from qtool."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            flat = param.reshape(-1)
+            if flat.numel() > 1 and bool(torch.all(flat == flat[0])):
+                param.add_(0.02 * torch.randn(param.shape, generator=generator))
+
+
 def causal_lm():
-    """LlamaForCausalLM of LLAMA_CONFIG with the HF default init under a fixed seed, wrapped to return logits."""
+    """LlamaForCausalLM of LLAMA_CONFIG with the HF default init under a fixed seed (constant tensors made
+    distinct), wrapped to return logits."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -296,6 +314,7 @@ def causal_lm():
     )
     torch.manual_seed(SEEDS["llama_init"])
     model = LlamaForCausalLM(config).eval()
+    distinct_constants(model, SEEDS["llama_init"] + 1)
 
     class Decoder(torch.nn.Module):
         def __init__(self, lm) -> None:
@@ -309,12 +328,14 @@ def causal_lm():
 
 
 def vit_classifier():
-    """ViTForImageClassification of VIT_CONFIG with the HF default init under a fixed seed, returning logits."""
+    """ViTForImageClassification of VIT_CONFIG with the HF default init under a fixed seed (constant tensors made
+    distinct), returning logits."""
     import torch
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(SEEDS["vit_init"])
     model = ViTForImageClassification(ViTConfig(**VIT_CONFIG)).eval()
+    distinct_constants(model, SEEDS["vit_init"] + 1)
 
     class Classifier(torch.nn.Module):
         def __init__(self, vit) -> None:
@@ -367,7 +388,7 @@ def prepare_model(name: str, counts: dict[str, int]) -> dict:
         texts = {s: texts_for(s, counts[s], 1) for s in ("calib", "val")}
         sets = {s: tokenize(t, DECODER_LEN, names) for s, t in texts.items()}
         output, task = "logits", "causal_lm"
-        entry["weights"] = {"kind": "random", "seed": SEEDS["llama_init"], "config": LLAMA_CONFIG}
+        entry["weights"] = {"kind": "random", "seed": SEEDS["llama_init"], "config": LLAMA_CONFIG, "init": INIT}
     else:
         module = vit_classifier()
         sets = {
@@ -375,7 +396,7 @@ def prepare_model(name: str, counts: dict[str, int]) -> dict:
             "val": photo_samples(EFFNET_VAL_PHOTOS, counts["val"], SEEDS["val"] + 10),
         }
         texts, output, task = {}, "logits", "image_classifier"
-        entry["weights"] = {"kind": "random", "seed": SEEDS["vit_init"], "config": VIT_CONFIG}
+        entry["weights"] = {"kind": "random", "seed": SEEDS["vit_init"], "config": VIT_CONFIG, "init": INIT}
         entry.update(calib_sources=EFFNET_CALIB_PHOTOS, val_sources=EFFNET_VAL_PHOTOS)
     entry["export"] = export(module, sets["calib"][0], output, path)
     truth = torch_outputs(module, sets["val"])

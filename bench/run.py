@@ -10,6 +10,8 @@ Suites (`--suite`, default `default`; see bench/README.md):
   algorithms  W8A8 per-channel with cle / adaround / bc alone and combined, onnxruntime's best; W4A8 (issue 5).
   mixed       --mixed_precision auto under accuracy targets: 16-bit MAC share, task metric, search time (issue 7).
   speed       onnxruntime CPU latency (2 threads, batch 1) of the float model vs qtool --target ort-cpu (issue 6).
+  transformers  an encoder, a ViT and a decoder LM (prepare_transformers.py): qtool W8A8 / W8A16 / smoothquant
+              vs quantize_static, cosine / agreement / SQNR against float (issue 20).
   all         every suite above.
 Every timed step runs in its own subprocess (wall time, peak RSS from os.wait4, load average around it). A
 failing step is reported in the table and the run goes on. Writes bench/results.md and bench/results.json.
@@ -154,6 +156,7 @@ def render_default(rows: list[Row], manifest: dict) -> list[str]:
 def suites() -> dict:
     import suites as more
     import sweep
+    import transformers_suite
 
     return {
         "default": (run_default, render_default),
@@ -161,10 +164,11 @@ def suites() -> dict:
         "algorithms": (more.run_algorithms, more.render_algorithms),
         "mixed": (more.run_mixed, more.render_mixed),
         "speed": (more.run_speed, more.render_speed),
+        "transformers": (transformers_suite.run, transformers_suite.render),
     }
 
 
-SUITE_ORDER = ["default", "speed", "algorithms", "mixed", "sweep"]
+SUITE_ORDER = ["default", "speed", "algorithms", "mixed", "sweep", "transformers"]
 RESULTS_JSON = BENCH / "results.json"
 
 
@@ -175,8 +179,9 @@ def load_results(manifest: dict) -> dict[str, list[Row]]:
     data = json.loads(RESULTS_JSON.read_text())
     data = {"default": data} if isinstance(data, list) else data.get("suites", {})
     known = {f.name for f in fields(Row)}
+    models = {**manifest["models"], **manifest.get("transformers", {})}
     return {
-        suite: [Row(**{k: v for k, v in r.items() if k in known}) for r in rows if r["model"] in manifest["models"]]
+        suite: [Row(**{k: v for k, v in r.items() if k in known}) for r in rows if r["model"] in models]
         for suite, rows in data.items()
     }
 
@@ -212,7 +217,9 @@ def write_results(results: dict[str, list[Row]], manifest: dict) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", default="default", help="default | sweep | algorithms | mixed | speed | all")
+    parser.add_argument(
+        "--suite", default="default", help="default | sweep | algorithms | mixed | speed | transformers | all"
+    )
     parser.add_argument("--models", help="comma-separated subset of the manifest's models")
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"default suite: subset of {', '.join(VARIANTS)}"
@@ -248,12 +255,13 @@ def main() -> int:
     table = suites()
     chosen = {"all": SUITE_ORDER, "default": ["default", "speed"]}.get(args.suite, args.suite.split(","))
     names = args.models.split(",") if args.models else list(manifest["models"])
-    unknown = [n for n in names if n not in manifest["models"]]
+    transformers = manifest.get("transformers", {})  # bench/prepare_transformers.py's, for --suite transformers
+    unknown = [n for n in names if n not in manifest["models"] and n not in transformers]
     unknown += [v for v in args.variants.split(",") if v not in VARIANTS]
     unknown += [s for s in chosen if s not in table]
     if unknown:
         print(
-            f"unknown model, variant or suite: {', '.join(unknown)} (models: {', '.join(manifest['models'])}; "
+            f"unknown model, variant or suite: {', '.join(unknown)} (models: {', '.join([*manifest['models'], *transformers])}; "
             f"suites: {', '.join(table)}, all)",
             file=sys.stderr,
         )
@@ -275,7 +283,9 @@ def main() -> int:
             )
             write_results(results, manifest)
 
-        table[suite][0](names, manifest, args, emit)
+        table[suite][0](
+            names if suite == "transformers" else [n for n in names if n in manifest["models"]], manifest, args, emit
+        )
     results = load_results(manifest)
     print(write_results(results, manifest))
     return 0

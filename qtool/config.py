@@ -60,6 +60,15 @@ class _SafeLoaderWithoutAliases(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: list[Any] = []
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:  # YAML keeps the last silently: which value did the user mean?
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.append(key)
+        return super().construct_mapping(node, deep)
+
 
 def load_yaml(path: Path) -> Any:
     """A config YAML: a bounded read of a regular UTF-8 file, no aliases, bounded nesting."""
@@ -142,6 +151,8 @@ class QuantizeOptions:
     pack_4_bit_weights: bool = False
     use_per_channel_quantization: bool = False
     use_per_row_quantization: bool = False
+    weights_block_size: int | None = None  # per-block Conv/Gemm/MatMul weights (quant/blocks.py)
+    use_lpbq: bool = False  # ... compressed to LPBQ (4-bit, decompressed 8-bit)
     ignore_quantization_overrides: bool = False
     enable_float_fallback: bool = False
     use_native_input_files: bool = False

@@ -91,9 +91,11 @@ def read_text(path: str | os.PathLike[str], what: str = "file", error: type[Qtoo
 def load_json(text: str, where: str, prefix: str = "") -> Any:
     """Decode JSON text nested at most MAX_JSON_DEPTH deep; every failure is a DataError (`prefix` + what)."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_without_duplicates)
     except json.JSONDecodeError as e:
         raise DataError(f"{prefix}not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", where=where) from e
+    except _DuplicateKey as e:
+        raise DataError(f"{prefix}key {e.args[0]!r} is given twice in one object", where=where) from e
     except ValueError as e:  # an integer past Python's 4300-digit conversion limit
         raise DataError(f"{prefix}not valid JSON: {str(e)[:80]}", where=where) from e
     except RecursionError as e:
@@ -101,6 +103,20 @@ def load_json(text: str, where: str, prefix: str = "") -> Any:
     if _depth_exceeds(data, MAX_JSON_DEPTH):
         raise DataError(f"{prefix}JSON nested more than {MAX_JSON_DEPTH} levels deep", where=where)
     return data
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads keeps the last of two equal keys silently; in an encodings file that hides an entry."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _DuplicateKey(key[:80])
+        found[key] = value
+    return found
 
 
 def _depth_exceeds(data: Any, limit: int) -> bool:

@@ -119,3 +119,16 @@ def test_overrides_with_non_finite_or_bad_numbers_are_refused(ws: Workspace, key
     before = ws.snapshot()
     result = ws.quantize("-o", ws.out, "--quantization_overrides", overrides)
     assert_refused(ws, before, result, 4, "ov.json")
+
+
+def test_a_key_given_twice_is_refused_not_silently_the_last(ws: Workspace) -> None:
+    """YAML and JSON both keep the last of two equal keys: which one did the user mean?"""
+    config = ws.root / "c.yaml"
+    config.write_text("act_bitwidth: 8\nact_bitwidth: 16\n")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "c.yaml:2", "'act_bitwidth' is given twice")
+    overrides = ws.root / "ov.json"
+    overrides.write_text('{"activation_encodings": {}, "param_encodings": {}, "activation_encodings": {}}')
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out, "--quantization_overrides", overrides)
+    assert_refused(ws, before, result, 4, "ov.json", "'activation_encodings' is given twice")

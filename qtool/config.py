@@ -231,6 +231,7 @@ class ExportOptions:
     output_path: Path
     formats: tuple[str, ...] = ("stripped", "encodings")
     encodings_format: str = "legacy"
+    matmulnbits_accuracy_level: int = 0  # MatMulNBits' accuracy_level (export/matmulnbits.py)
     external_data: bool = False  # write every model as <file> + <file>.data
 
     @classmethod

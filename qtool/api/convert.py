@@ -69,7 +69,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
             {**overrides.activations, **given.activations}, {**overrides.params, **given.params}
         )
     if len(overrides):
-        gm.set_metadata(model, gm.METADATA_OVERRIDES, encio.to_json(overrides))
+        gm.set_metadata(model, gm.METADATA_OVERRIDES, encio.carried_json(overrides))
     if o.float_bitwidth == 16:
         model = to_float16(model)
         gm.set_metadata(model, gm.METADATA_FLOAT_BITWIDTH, "16")

@@ -25,6 +25,7 @@ from qtool.io import outputs
 from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
 from qtool.io.files import write_text
 from qtool.io.input_list import InputList, read_input_list
+from qtool.quant import blocks
 from qtool.quant.algorithms import AlgorithmContext, adaround, resolve
 from qtool.quant.calibrate import calibrate
 from qtool.quant.graph_facts import GraphFacts
@@ -58,7 +59,9 @@ def _check_quantize_flags(o: QuantizeOptions) -> None:
         raise UsageError("--input_list and --enable_float_fallback are mutually exclusive (Invalid combination)")
     if o.load_stats and (o.input_list is not None or o.enable_float_fallback):
         raise UsageError("--load_stats replaces calibration: drop --input_list / --enable_float_fallback")
-    if o.input_list is None and not o.load_stats and not o.enable_float_fallback:
+    blocks.check_options(o.weights_block_size, o.weights_bitwidth, o.use_lpbq, o.encodings_format)
+    weight_only = o.act_bitwidth == 32  # float activations: nothing to calibrate
+    if o.input_list is None and not o.load_stats and not o.enable_float_fallback and not weight_only:
         raise UsageError(
             "give --input_list (or --load_stats) for calibration, or --enable_float_fallback to use only the overrides"
         )
@@ -118,6 +121,8 @@ def _plan_options(o: QuantizeOptions) -> PlanOptions:
         params_16bit_tensors=o.params_16bit_tensors,
         float_bitwidth=o.float_bitwidth,
         target=o.target,
+        weights_block_size=o.weights_block_size,
+        lpbq=o.use_lpbq,
     )
 
 
@@ -126,7 +131,7 @@ def _calibrate(
 ) -> tuple[dict, int]:
     if o.load_stats:
         return load_stats(list(o.load_stats), model, o.act_quantizer_calibration, o.percentile_calibration_value)
-    if input_list is None:
+    if input_list is None or (o.act_bitwidth == 32 and o.save_stats is None):  # weight-only: no ranges to find
         return {}, 0
     specs = gm.input_specs(model)
     check_bindings(input_list, specs)
@@ -226,6 +231,9 @@ def _quantize(
             hint="quantize the float32 converted model and pass --float_bitwidth 16",
         )
     overrides = _overrides(o, reference)
+    if o.encodings_format == "legacy" and any(e.blocks for e in overrides.all().values()):
+        raise UsageError("the overrides have per-block encodings, which the legacy (0.6.1) format cannot write",
+                         hint="add --encodings_format 1.0.0 or 2.0.0")  # fmt: skip
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
     eval_list = read_input_list(o.eval_list) if o.eval_list is not None else input_list
     for listing in (input_list, eval_list):

@@ -138,7 +138,16 @@ def inspect(as_json: bool, **kw: Any) -> None:
     default=("stripped", "encodings"),
     show_default=True,
     help="Repeatable. qdq; qoperator (onnxruntime integer ops); encodings; stripped (float model); "
-    "ranges (stats for quantize --load_stats); fp16; fixpoint (Vitis fix_point per tensor).",
+    "ranges (stats for quantize --load_stats); fp16; fixpoint (Vitis fix_point per tensor); "
+    "matmulnbits (4-bit block MatMuls as onnxruntime MatMulNBits).",
+)
+@click.option(
+    "--matmulnbits_accuracy_level",
+    type=click.Choice(["0", "1", "2", "3", "4"]),
+    default="0",
+    callback=lambda ctx, param, value: int(value),
+    show_default=True,
+    help="matmulnbits: 0 computes in float as the QDQ model does; 4 quantizes A to int8 per block (faster).",
 )
 @click.option(
     "--encodings_format",

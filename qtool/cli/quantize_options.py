@@ -53,7 +53,7 @@ def quantize_options(func: Callable) -> Callable:
             metavar="NAME DIMS",
             help="Fix an input's shape when quantizing a raw (unconverted) model.",
         ),
-        _bitwidth("--act_bitwidth", "--act_bw", (8, 16), "Activation bitwidth."),
+        _bitwidth("--act_bitwidth", "--act_bw", (8, 16, 32), "Activation bitwidth (32: float, weight-only)."),
         _bitwidth(
             "--weights_bitwidth",
             "--weight_bw",
@@ -106,6 +106,17 @@ def quantize_options(func: Callable) -> Callable:
             help="Per-output-channel symmetric weights for Conv/ConvTranspose.",
         ),
         click.option("--use_per_row_quantization", is_flag=True, help="Per-row symmetric weights for Gemm/MatMul."),
+        click.option(
+            "--weights_block_size",
+            type=click.IntRange(min=1),
+            metavar="B",
+            help="One symmetric scale per output channel per B inputs (16..256, a power of 2) for Conv/Gemm/MatMul.",
+        ),
+        click.option(
+            "--use_lpbq",
+            is_flag=True,
+            help="LPBQ: block scales as a per-channel scale times 4-bit integers (needs --weights_block_size, 4-bit).",
+        ),
         click.option(
             "--ignore_quantization_overrides",
             "--ignore_encodings",

@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 
 from qtool.errors import UsageError, did_you_mean
-from qtool.export import encodings, fixpoint, fp16, qdq, qoperator, ranges, stripped
+from qtool.export import encodings, fixpoint, fp16, matmulnbits, qdq, qoperator, ranges, stripped
 from qtool.export.job import Exporter, ExportJob, Files
 from qtool.graph import model as gm
 from qtool.io.files import write_text
@@ -24,6 +24,7 @@ EXPORTERS: dict[str, Exporter] = {
     "ranges": ranges.export,
     "fp16": fp16.export,
     "fixpoint": fixpoint.export,
+    "matmulnbits": matmulnbits.export,
 }
 FORMAT_NAMES = tuple(EXPORTERS)
 

@@ -77,6 +77,8 @@ class QGraph:
         if e is None:
             return None
         is_weight = t in self.facts.initializers
+        if e.blocks is not None:  # no QLinear op takes per-block scales: the op stays float (QDQ)
+            return None
         return e if (e.bitwidth <= 8 if is_weight else e.bitwidth == 8 and e.axis is None) else None
 
     def target(self, node: onnx.NodeProto) -> Target | None:

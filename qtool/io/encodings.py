@@ -4,7 +4,9 @@ Reads 0.4-0.6.1 ("legacy": dicts keyed by tensor name; min/max authoritative, sc
 recomputed as the QNN seed says) and 1.0.0 (lists of entries with `name`, scale/offset
 authoritative, offset <= 0) and 2.0.0 (`encodings_v2.py`: ONNX QuantizeLinear terms, y_zero_point
 on the grid output_dtype names). Writes 0.6.1, 1.0.0 or 2.0.0, always with AIMET's negative offsets.
-An int entry with neither min nor max only requests a precision; calibration fills its range.
+An int entry with neither min nor max only requests a precision; calibration fills its range
+(in 1.0.0: an INT entry with neither scale nor offset). Per-block and LPBQ entries (1.0.0 and
+2.0.0 only: 0.6.1 cannot express them) are read and written by `encodings_blocks.py`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from qtool.errors import DataError
-from qtool.io import encodings_v2
+from qtool.errors import DataError, UsageError
+from qtool.io import encodings_blocks, encodings_v2
 from qtool.io.encodings_v2 import finite_number, shown
 from qtool.io.files import load_json, read_text
 from qtool.quant import encoding as enc
@@ -75,6 +77,9 @@ def _dtype(entry: dict, where: str) -> str:
 def _legacy_channel(entry: Any, where: str) -> tuple[str, int, bool, float | None, float | None]:
     if not isinstance(entry, dict):
         raise DataError("each encoding must be a JSON object", where=where)
+    if "block_size" in entry or "per_block_int_scale" in entry or entry.get("enc_type") in encodings_blocks.BLOCK_TYPES:
+        raise DataError("a 0.6.1 file cannot express per-block (block_size, LPBQ) encodings; use 1.0.0 or 2.0.0",
+                        where=where)  # fmt: skip
     dtype = _dtype(entry, where)
     bw = _bitwidth(entry, dtype, where)
     has = ("min" in entry, "max" in entry)
@@ -143,6 +148,8 @@ def _from_v1_entry(entry: Any, where: str) -> tuple[str, Encoding]:
     bw = _bitwidth(entry, dtype, where)
     if dtype == "float":
         return name, enc.float_encoding(bw)
+    if "scale" not in entry and "offset" not in entry:  # a precision request, as a 0.6.1 entry without min/max
+        return name, Encoding(bitwidth=bw, is_symmetric=_bool(entry.get("is_sym")))
     scale, offset = entry.get("scale"), entry.get("offset")
     if not isinstance(scale, list) or not isinstance(offset, list) or len(scale) != len(offset) or not scale:
         raise DataError("needs equal-length non-empty 'scale' and 'offset' lists", where=where)
@@ -155,6 +162,12 @@ def _from_v1_entry(entry: Any, where: str) -> tuple[str, Encoding]:
         raise DataError(
             f"offsets must be integers in [{grid}, 0] (AIMET convention: offset = round(min/scale))", where=where
         )
+    enc_type = str(entry.get("enc_type", "PER_TENSOR")).upper()
+    if enc_type in encodings_blocks.BLOCK_TYPES:
+        return name, encodings_blocks.v1_block(entry, enc_type, scale, offset, bw, where)  # type: ignore[arg-type]
+    if enc_type not in ("PER_TENSOR", "PER_CHANNEL") or "block_size" in entry:
+        raise DataError(f"enc_type {shown(entry.get('enc_type'))} is not PER_TENSOR, PER_CHANNEL, PER_BLOCK or LPBQ "
+                        "(block_size needs PER_BLOCK or LPBQ)", where=where)  # fmt: skip
     axis = 0 if len(scale) > 1 else None
     return name, enc.from_scale_offset(scale, offset, bw, symmetric=_bool(entry.get("is_sym")), axis=axis)
 
@@ -196,7 +209,10 @@ def parse_encodings_json(text: str | None, where: str = "model metadata") -> Enc
     return parse_encodings(load_json(text, where, "carried overrides are "), where)
 
 
-def _legacy_entries(e: Encoding) -> list[dict[str, Any]]:
+def _legacy_entries(name: str, e: Encoding) -> list[dict[str, Any]]:
+    if e.blocks is not None:
+        raise UsageError(f"the legacy (0.6.1) encodings format cannot express the per-block encoding of {name!r}",
+                         hint="use --encodings_format 1.0.0 or 2.0.0")  # fmt: skip
     if e.is_float:
         return [{"bitwidth": e.bitwidth, "dtype": "float"}]
     if not e.scale:  # a precision request: calibration fills in the range
@@ -211,6 +227,10 @@ def _legacy_entries(e: Encoding) -> list[dict[str, Any]]:
 def _v1_entry(name: str, e: Encoding) -> dict[str, Any]:
     if e.is_float:
         return {"name": name, "enc_type": "PER_TENSOR", "dtype": "FLOAT", "bw": e.bitwidth}
+    if e.blocks is not None:
+        return encodings_blocks.v1_entry(name, e)
+    if not e.scale:  # a precision request
+        return {"name": name, "enc_type": "PER_TENSOR", "dtype": "INT", "bw": e.bitwidth, "is_sym": e.is_symmetric}
     return {
         "name": name,
         "enc_type": "PER_CHANNEL" if len(e.scale) > 1 else "PER_TENSOR",
@@ -238,12 +258,18 @@ def to_json(encodings: Encodings, fmt: str = "legacy", quantizer_args: dict | No
     else:
         doc = {
             "version": "0.6.1",
-            "activation_encodings": {n: _legacy_entries(e) for n, e in acts},
-            "param_encodings": {n: _legacy_entries(e) for n, e in params},
+            "activation_encodings": {n: _legacy_entries(n, e) for n, e in acts},
+            "param_encodings": {n: _legacy_entries(n, e) for n, e in params},
         }
     if quantizer_args:
         doc["quantizer_args"] = quantizer_args
     return json.dumps(doc, indent=2, default=_json_default) + "\n"
+
+
+def carried_json(encodings: Encodings) -> str:
+    """Overrides carried in a converted model's metadata: 0.6.1 unless a per-block entry needs 1.0.0."""
+    blocked = any(e.blocks is not None for e in encodings.all().values())
+    return to_json(encodings, "1.0.0" if blocked else "legacy")
 
 
 def _json_default(value: Any) -> Any:

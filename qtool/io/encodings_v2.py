@@ -14,7 +14,8 @@ per-channel entries are taken as params and the rest as activations. The section
 - Float encodings (fp16, fp32) have no 2.0.0 entry (AIMET `FloatEncoding`); they are not written.
 - An entry without `y_scale` is qtool's precision request (calibration fills the range), like a
   0.6.1 entry without min/max.
-- Per-block entries (`block_size`, LPBQ) and 2-bit grids are rejected with a DataError.
+- Per-block and LPBQ entries (`block_size`, nested scales) are read and written by
+  `encodings_blocks.py`; 2-bit grids are rejected with a DataError.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import math
 from typing import Any
 
 from qtool.errors import DataError
+from qtool.io import encodings_blocks
 from qtool.quant import encoding as enc
 from qtool.quant.encoding import Encoding
 
@@ -61,7 +63,7 @@ def _numbers(value: Any, key: str, where: str, *, integers: bool) -> list[float]
         raise DataError(f"'{key}' must not be empty", where=where)
     for v in values:
         if isinstance(v, list):
-            raise DataError(f"nested '{key}' lists (per-block encodings) are not supported", where=where)
+            raise DataError(f"nested '{key}' lists are per-block scales: they need 'block_size' and 'axis'", where=where)
         number = finite_number(v)
         if number is None or (integers and not number.is_integer()):
             kind = "an integer" if integers else "a finite number"
@@ -85,12 +87,12 @@ def parse_entry(entry: Any, where: str) -> tuple[str, Encoding]:
         raise DataError("each 2.0.0 encoding must be an object with a 'name'", where=where)
     name = entry["name"]
     where = f"{where}: {name!r}"
-    if "block_size" in entry or "per_block_int_scale" in entry:
-        raise DataError("per-block encodings (block_size) are not supported", where=where)
     dtype = entry.get("output_dtype")
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise DataError(f"output_dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}", where=where)
     bitwidth, signed = DTYPES[dtype]
+    if "block_size" in entry or "per_block_int_scale" in entry:
+        return name, encodings_blocks.v2_block(entry, bitwidth, signed, where)
     if "y_scale" not in entry:
         return name, Encoding(bitwidth=bitwidth, is_symmetric=signed)
     scale = _numbers(entry["y_scale"], "y_scale", where, integers=False)
@@ -138,7 +140,7 @@ def parse(data: dict, where: str) -> Sections:
     hint = data.get("param_names")
     if hint is not None and (not isinstance(hint, list) or not all(isinstance(n, str) for n in hint)):
         raise DataError("'param_names' must be a list of tensor names", where=where)
-    params = set(hint) if hint is not None else {n for n, e in found.items() if e.axis is not None}
+    params = set(hint) if hint is not None else {n for n, e in found.items() if e.axis is not None or e.blocks}
     return {n: e for n, e in found.items() if n not in params}, {n: e for n, e in found.items() if n in params}
 
 
@@ -146,6 +148,8 @@ def entry(name: str, e: Encoding) -> dict[str, Any] | None:
     """The 2.0.0 entry of one encoding; None for float encodings, which have none."""
     if e.is_float:
         return None
+    if e.blocks is not None:
+        return encodings_blocks.v2_entry(name, e)
     out: dict[str, Any] = {"name": name, "output_dtype": f"{'' if e.signed else 'u'}int{e.bitwidth}"}
     if not e.scale:
         return out

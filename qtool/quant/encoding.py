@@ -10,6 +10,10 @@ Conventions (QNN seed "Quantization", AIMET encoding spec; DESIGN.md):
 - symmetric: absmax = max(|min|, |max|); scale = absmax / (2^(bw-1) - 1); offset = -2^(bw-1),
   so min = -2^(bw-1)·scale and max = (2^(bw-1) - 1)·scale (AIMET's per-channel example).
 - Rounding of the offset is half away from zero, as AIMET's C++ `round()`.
+- per-block (`blocks`): one symmetric scale per output channel per block of `size` inputs; the
+  scales are the flattened scale tensor of AIMET's encoding shape (the weight's own layout: its
+  channel dim, its input dim / size, 1 elsewhere). LPBQ (AIMET `GroupedBlockEncoding`): each block's
+  scale is `channel_scale[c] · int_scale[c, b]`, the integers in [1, 2^(decompressed_bw − bitwidth)].
 """
 
 from __future__ import annotations
@@ -32,6 +36,32 @@ def _vec(x: object) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Blocks:
+    """Per-block layout of a weight encoding. `shape` is () and the encoding's `axis` None until the
+    plan places an encoding read from a 1.0.0 file (which has no shapes) on its weight."""
+
+    size: int
+    axis: int | None = None  # the input-channel axis the blocks run along (ONNX DequantizeLinear's `axis`)
+    shape: tuple[int, ...] = ()
+    decompressed_bw: int | None = None  # LPBQ only, with the two below
+    channel_scale: tuple[float, ...] = ()
+    int_scale: tuple[int, ...] = ()
+
+    @property
+    def is_lpbq(self) -> bool:
+        return self.decompressed_bw is not None
+
+
+def lpbq_scales(blocks: Blocks, channel_axis: int) -> np.ndarray:
+    """The exact per-block scales of a placed LPBQ layout, flat: channel scale times block integer."""
+    channel_shape = [1] * len(blocks.shape)
+    channel_shape[channel_axis] = blocks.shape[channel_axis]
+    channel = np.asarray(blocks.channel_scale, dtype=np.float64).reshape(channel_shape)
+    ints = np.asarray(blocks.int_scale, dtype=np.float64).reshape(blocks.shape)
+    return (channel * ints).ravel()
+
+
+@dataclass(frozen=True)
 class Encoding:
     """One quantization decision for one tensor. Per-channel when `axis` is set.
 
@@ -46,7 +76,8 @@ class Encoding:
     max: tuple[float, ...] = ()
     scale: tuple[float, ...] = ()
     offset: tuple[int, ...] = ()
-    axis: int | None = None
+    axis: int | None = None  # the output-channel axis of a per-channel or per-block weight
+    blocks: Blocks | None = None
 
     @property
     def is_float(self) -> bool:
@@ -74,11 +105,18 @@ class Encoding:
         return np.asarray(self.scale, dtype=np.float64)
 
     def _broadcast(self, values: np.ndarray, x: np.ndarray) -> np.ndarray:
+        if self.blocks is not None:  # each block's value repeated over its inputs
+            b = self.blocks
+            return np.repeat(values.reshape(b.shape), b.size, axis=b.axis)  # type: ignore[arg-type]
         if self.axis is None or x.ndim == 0:
             return values.reshape(()) if values.size == 1 else values
         shape = [1] * x.ndim
         shape[self.axis] = values.size
         return values.reshape(shape)
+
+    def expand(self, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """Per-tensor, -channel or -block `values` (scales, zero points) as one per element of `shape`."""
+        return np.broadcast_to(self._broadcast(np.asarray(values), np.empty(shape, dtype=np.uint8)), shape)
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """Integers on the ONNX grid (signed or not), round half to even as QuantizeLinear."""
@@ -124,10 +162,15 @@ def tf(lo: object, hi: object, bitwidth: int, axis: int | None = None) -> Encodi
     return _finish(scale, offset, bitwidth, False, axis)
 
 
+def symmetric_scale(absmax: np.ndarray, bitwidth: int) -> np.ndarray:
+    """The scale of a signed symmetric grid reaching ±absmax (per-block searches score candidates with it)."""
+    return absmax / (2 ** (bitwidth - 1) - 1)
+
+
 def symmetric(lo: object, hi: object, bitwidth: int, axis: int | None = None) -> Encoding:
     """Signed symmetric encoding: offset -2^(bw-1), zero point 0 on the signed grid."""
     absmax = np.maximum(np.maximum(np.abs(_vec(lo)), np.abs(_vec(hi))), MIN_RANGE / 2)
-    scale = absmax / (2 ** (bitwidth - 1) - 1)
+    scale = symmetric_scale(absmax, bitwidth)
     offset = np.full_like(scale, -(2 ** (bitwidth - 1)))
     return _finish(scale, offset, bitwidth, True, axis)
 

@@ -15,6 +15,7 @@ import logging
 
 from qtool.errors import DataError, UsageError, did_you_mean
 from qtool.io.encodings import Encodings
+from qtool.quant import blocks
 from qtool.quant import encoding as enc
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.rules import rule_for
@@ -44,7 +45,8 @@ def checked_overrides(facts: GraphFacts, overrides: Encodings) -> Encodings:
     """`overrides` as the graph will use them. An override on a tensor that ReLU squashing removes
     (the Conv output before its Relu) moves to the squashed pair's tensor (the Relu output), as the
     QNN seed's squashing implies, unless that tensor has its own; an override whose range is empty
-    (min == max, widened to 1e-4) is kept but warned about: it zeroes the tensor."""
+    (min == max, widened to 1e-4) is kept but warned about: it zeroes the tensor. A per-block
+    override on anything but a weight blocks can run along is an error."""
     acts = dict(overrides.activations)
     for name in sorted(overrides.activations):
         target = facts.squashed_into(name)
@@ -58,7 +60,10 @@ def checked_overrides(facts: GraphFacts, overrides: Encodings) -> Encodings:
         else:
             logger.info("override for %r applies to %r (ReLU squashing)", name, target)
             acts[target] = moved
+    blockable = blocks.weights_taking_blocks(facts.model, facts.initializers)
     for name, e in sorted({**acts, **overrides.params}.items()):
+        if e.blocks is not None and name not in blockable:
+            raise DataError("per-block encodings apply only to 2-D Gemm/MatMul and Conv weights", where=f"override {name!r}")
         if e.scale and all(hi - lo <= MIN_RANGE * 1.001 for lo, hi in zip(e.min, e.max, strict=True)):
             logger.warning(
                 "override for %r has an empty range [%g, %g]: every value of the tensor quantizes to one number",

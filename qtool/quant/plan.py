@@ -15,6 +15,7 @@ import numpy as np
 
 from qtool.errors import DataError
 from qtool.io.encodings import Encodings
+from qtool.quant import blocks
 from qtool.quant import encoding as enc
 from qtool.quant.attention import mask_branch
 from qtool.quant.encoding import Encoding
@@ -47,6 +48,13 @@ class PlanOptions:
     fill_gaps: bool = True  # calibration data given; False under --enable_float_fallback
     float_bitwidth: int = 32  # what tensors without an encoding are kept in
     target: str | None = None  # the --target preset, for inputs it must leave float (rules.float_input_reason)
+    weights_block_size: int | None = None  # per-block Conv/Gemm/MatMul weights (blocks.py)
+    lpbq: bool = False  # ... compressed to LPBQ
+
+    @property
+    def weight_only(self) -> bool:
+        """--act_bitwidth 32: activations stay float; only weights (and overridden tensors) are quantized."""
+        return self.act_bitwidth == 32
 
 
 @dataclass
@@ -163,7 +171,7 @@ def plan_activations(
         logger.info("Concat %r joins ranges more than %gx apart: its inputs keep their own, it stays float", name,
                     CONCAT_RANGE_RATIO)  # fmt: skip
     for group in (g for g in activation_groups(facts, tensors, apart) if kept_float.keys().isdisjoint(g)):
-        if apart.intersection(group) and not overrides.activations.keys() & set(group):
+        if (apart.intersection(group) or o.weight_only) and not overrides.activations.keys() & set(group):
             continue
         if not any(t in observers or t in overrides.activations for t in group):
             continue  # float fallback: no data, no override
@@ -183,9 +191,12 @@ def _channel_count(shape: tuple[int, ...], axis: int) -> int:
 
 
 def _weight_encoding(
-    name: str, values: np.ndarray, axis: int, per_channel: bool, overrides: Encodings, o: PlanOptions
-) -> Encoding:
+    name: str, values: np.ndarray, axis: int, per_channel: bool, overrides: Encodings, o: PlanOptions,
+    *, block_axis: int | None = None,
+) -> Encoding:  # fmt: skip
     given = overrides.params.get(name)
+    if given is not None and given.blocks is not None:
+        return blocks.place(given, values.shape, axis, block_axis, f"override {name!r}")
     channels = _channel_count(values.shape, axis)
     if given is not None and (given.is_float or given.scale):
         if len(given.scale) > 1:
@@ -197,6 +208,14 @@ def _weight_encoding(
             return dataclasses.replace(given, axis=axis)
         return given
     bitwidth = given.bitwidth if given is not None else o.weights_bitwidth
+    if o.weights_block_size and block_axis is not None and bitwidth in blocks.BLOCK_BITWIDTHS:
+        if values.shape[block_axis] % o.weights_block_size == 0:
+            lpbq = o.lpbq and bitwidth == blocks.LPBQ_BITWIDTH
+            method = o.param_calibration
+            return blocks.block_encoding(values, axis, block_axis, o.weights_block_size, bitwidth, method=method, lpbq=lpbq)
+        logger.warning("--weights_block_size %d does not divide the %d inputs of %r: per-channel instead",
+                       o.weights_block_size, values.shape[block_axis], name)  # fmt: skip
+        per_channel = True
     if per_channel and values.ndim > 1 and channels > 1:
         rows = np.moveaxis(values, axis, 0).reshape(channels, -1)
         if o.param_calibration == "min-max":
@@ -266,6 +285,8 @@ def plan_params(
     """Weights, biases and constant operands; with no calibration (float fallback) only overridden ones."""
     params: dict[str, Encoding] = {}
     seen: list[str] = []
+    if o.weights_block_size and o.fill_gaps:
+        blocks.check_fits(facts.model, facts.initializers, o.weights_block_size)
 
     def wanted(name: str) -> bool:
         seen.append(name)
@@ -279,10 +300,14 @@ def plan_params(
         for index, name in weights:
             if wanted(name):
                 values = facts.array(name)
-                per_channel = o.per_row if rule.per_row else o.per_channel
+                # under --weights_block_size, weights blocks cannot reach (Gather tables) get the next finest grid
+                per_channel = (o.per_row if rule.per_row else o.per_channel) or bool(o.weights_block_size)
                 params[name] = _weight_encoding(
-                    name, values, weight_axis(node, index, values.ndim), per_channel, overrides, o
-                )
+                    name, values, weight_axis(node, index, values.ndim), per_channel, overrides, o,
+                    block_axis=blocks.block_axis(node, index, values.ndim),
+                )  # fmt: skip
+        if o.weight_only:  # float activations: a bias or a constant operand has no grid to meet
+            bias, constants = (bias if bias in overrides.params else ""), [c for c in constants if c in overrides.params]
         if bias and wanted(bias):
             weight = params.get(weights[0][1]) if weights else None
             params[bias] = _bias_encoding(bias, facts.array(bias), activations.get(node.input[0]), weight, overrides, o)

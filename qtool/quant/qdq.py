@@ -10,10 +10,16 @@ Float16 encodings are simulated the same way with a Cast(float16) -> Cast(float)
 weights are stored as float16 initializers behind a Cast. 4-bit weights are INT4/UINT4
 initializers (two a byte, low nibble first) with --pack_4_bit_weights, else int8/uint8 holding
 4-bit values (QNN's unpacked 4-bit).
+
+Per-block weights are a blocked DequantizeLinear (`axis` = the block axis, `block_size`, opset 21)
+holding their exact per-block scales; LPBQ weights are named in the model's metadata
+(LPBQ_METADATA: name -> [bitwidth, decompressed bitwidth]) so that reading the model back
+(`qdq_read`) gives their compressed form again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 import ml_dtypes
@@ -25,6 +31,7 @@ from qtool import runtime
 from qtool.errors import ModelError
 from qtool.graph.model import default_opset, upgrade_opset
 from qtool.graph.names import FreshNames
+from qtool.quant import blocks
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.plan import QuantPlan
@@ -41,7 +48,8 @@ _INT_TYPES = {
     (32, False): np.int32,
 }
 logger = logging.getLogger(__name__)
-WIDE_OPSET = 21  # int4/uint4 and int16/uint16 QuantizeLinear/DequantizeLinear
+WIDE_OPSET = 21  # int4/uint4 and int16/uint16 QuantizeLinear/DequantizeLinear; blocked DequantizeLinear
+LPBQ_METADATA = "qtool.lpbq"
 
 
 def storage_type(e: Encoding, packed: bool = True) -> type:
@@ -51,7 +59,9 @@ def storage_type(e: Encoding, packed: bool = True) -> type:
 
 def _needs_wide_opset(plan: QuantPlan, packed: bool) -> bool:
     encodings = [*plan.activations.values(), *plan.params.values()]
-    return any(not e.is_float and (e.bitwidth == 16 or (e.bitwidth == 4 and packed)) for e in encodings)
+    return any(
+        not e.is_float and (e.bitwidth == 16 or (e.bitwidth == 4 and packed) or e.blocks is not None) for e in encodings
+    )
 
 
 def _is_fp16(e: Encoding) -> bool:
@@ -69,11 +79,16 @@ class _Writer:
     def node(self, op: str, inputs: list[str], output: str, **attrs: int) -> None:
         self.nodes.append(helper.make_node(op, inputs, [output], name=self.fresh(f"{output}_{op}"), **attrs))
 
-    def qparams(self, name: str, e: Encoding, int_type: type) -> tuple[str, str]:
+    def qparams(self, name: str, e: Encoding, int_type: type, weight_shape: tuple[int, ...] = ()) -> tuple[str, str]:
         scale_name, zp_name = self.fresh(f"{name}_scale"), self.fresh(f"{name}_zero_point")
-        shape = (len(e.scale),) if e.axis is not None else ()
-        self.initializers.append(numpy_helper.from_array(e.scale_array().astype(np.float32).reshape(shape), scale_name))
-        self.initializers.append(numpy_helper.from_array(e.zero_point().astype(int_type).reshape(shape), zp_name))
+        scale, zp = e.scale_array().astype(np.float32), e.zero_point().astype(int_type)
+        if e.blocks is not None:
+            scale, zp = blocks.onnx_array(scale, e, weight_shape), blocks.onnx_array(zp, e, weight_shape)
+        else:
+            shape = (len(e.scale),) if e.axis is not None else ()
+            scale, zp = scale.reshape(shape), zp.reshape(shape)
+        self.initializers.append(numpy_helper.from_array(scale, scale_name))
+        self.initializers.append(numpy_helper.from_array(zp, zp_name))
         return scale_name, zp_name
 
     def param(self, init: onnx.TensorProto, e: Encoding) -> None:
@@ -86,7 +101,7 @@ class _Writer:
         int_type = storage_type(e, self.packed)
         q_name = self.fresh(f"{init.name}_quantized")
         self.initializers.append(numpy_helper.from_array(e.quantize(values).astype(int_type), q_name))
-        scale, zp = self.qparams(init.name, e, int_type)
+        scale, zp = self.qparams(init.name, e, int_type, values.shape)
         self.node("DequantizeLinear", [q_name, scale, zp], init.name, **_axis(e))
 
     def activation(self, prequant: str, dequant: str, e: Encoding, base: str) -> None:
@@ -119,7 +134,18 @@ class _Writer:
 
 
 def _axis(e: Encoding) -> dict[str, int]:
+    if e.blocks is not None and e.blocks.axis is not None:
+        return {"axis": e.blocks.axis, "block_size": e.blocks.size}
     return {"axis": e.axis} if e.axis is not None else {}
+
+
+def _mark_lpbq(model: onnx.ModelProto, plan: QuantPlan) -> None:
+    lpbq = {n: [e.bitwidth, e.blocks.decompressed_bw] for n, e in sorted(plan.params.items()) if e.blocks and e.blocks.is_lpbq}
+    kept = [p for p in model.metadata_props if p.key != LPBQ_METADATA]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    if lpbq:
+        model.metadata_props.add(key=LPBQ_METADATA, value=json.dumps(lpbq, sort_keys=True))
 
 
 def _simulated(plan: QuantPlan) -> dict[str, Encoding]:
@@ -188,6 +214,7 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, where: str = "model", pac
                 writer.activation(prequant[t], dequant[t], acts[t], t)
     _replace(graph.node, writer.nodes)
     _replace(graph.initializer, writer.initializers)
+    _mark_lpbq(out, plan)
     return out
 
 

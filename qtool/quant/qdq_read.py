@@ -5,9 +5,15 @@ from other quantizers (onnxruntime, AIMET, Quark) that use the same node pattern
 A weight is `DequantizeLinear(initializer)`: it becomes a float initializer named like the
 DequantizeLinear output. An activation is `QuantizeLinear(x) -> DequantizeLinear -> y`: the pair is
 removed and its encoding keyed by `x` (or by `y` when `y` is a graph output, whose name wins).
+A blocked DequantizeLinear (`block_size`) is a per-block weight; its channel axis is the one its
+consumer's rule names, and the weights the model's LPBQ metadata lists come back as LPBQ.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import json
+import logging
 
 import numpy as np
 import onnx
@@ -15,8 +21,13 @@ from onnx import TensorProto, numpy_helper
 
 from qtool.errors import ModelError
 from qtool.io.encodings import Encodings
+from qtool.quant import blocks
 from qtool.quant import encoding as enc
-from qtool.quant.encoding import Encoding
+from qtool.quant.encoding import Blocks, Encoding
+from qtool.quant.qdq import LPBQ_METADATA
+from qtool.quant.rules import rule_for, weight_axis
+
+logger = logging.getLogger(__name__)
 
 _BITS = {
     TensorProto.INT4: (4, True),
@@ -33,17 +44,38 @@ def _attr_axis(node: onnx.NodeProto) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), 1)
 
 
-def _encoding(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], int_type: int) -> Encoding:
+def _block_size(node: onnx.NodeProto) -> int:
+    return next((a.i for a in node.attribute if a.name == "block_size"), 0)
+
+
+def _channel_axis(readers: list[tuple[onnx.NodeProto, int]], rank: int) -> int | None:
+    """The per-channel axis the op reading a weight quantizes along (rules.py), if any reads it so."""
+    return next((weight_axis(node, index, rank) for node, index in readers if index in rule_for(node).weights), None)
+
+
+def _blocked(node: onnx.NodeProto, scale: np.ndarray, zp: np.ndarray, channel: int | None) -> tuple:
+    """(scale, zero point, Blocks) of a blocked DequantizeLinear in the encoding shape."""
+    axis = _attr_axis(node) % scale.ndim
+    scale, zp = blocks.from_onnx([scale, np.broadcast_to(zp, scale.shape)], axis, channel)
+    return scale.ravel(), zp.ravel(), Blocks(_block_size(node), axis, scale.shape)
+
+
+def _encoding(
+    node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], int_type: int, channel: int | None = None
+) -> Encoding:
     if int_type not in _BITS:
         raise ModelError(f"{node.op_type} {node.name!r} uses an unsupported type {TensorProto.DataType.Name(int_type)}")
     bitwidth, signed = _BITS[int_type]
-    scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64).ravel()
+    scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
     zp_name = node.input[2] if len(node.input) > 2 else ""
-    zp = numpy_helper.to_array(inits[zp_name]).astype(np.int64).ravel() if zp_name else np.zeros(1, np.int64)
+    zp = numpy_helper.to_array(inits[zp_name]).astype(np.int64) if zp_name else np.zeros(1, np.int64)
+    layout = _blocked(node, scale, zp, channel) if _block_size(node) > 0 and scale.ndim > 0 else None
+    scale, zp = (layout[0], layout[1]) if layout else (scale.ravel(), zp.ravel())
     shift = 2 ** (bitwidth - 1) if signed else 0
     symmetric = bool(signed and not zp.any())
-    axis = _attr_axis(node) if scale.size > 1 else None
-    return enc.from_scale_offset(scale, -(zp + shift), bitwidth, symmetric=symmetric, axis=axis)
+    axis = channel if layout else _attr_axis(node) if scale.size > 1 else None
+    e = enc.from_scale_offset(scale, -(zp + shift), bitwidth, symmetric=symmetric, axis=axis)
+    return dataclasses.replace(e, blocks=layout[2]) if layout else e
 
 
 def read_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Encodings]:
@@ -53,6 +85,10 @@ def read_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Encodings]:
     graph = out.graph
     inits = {i.name: i for i in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for reader in graph.node:
+        for index, name in enumerate(reader.input):
+            readers.setdefault(name, []).append((reader, index))
     outputs = {o.name for o in graph.output}
     found = Encodings()
     rename: dict[str, str] = {}
@@ -63,7 +99,8 @@ def read_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Encodings]:
             continue
         source = node.input[0]
         if source in inits:
-            e = _encoding(node, inits, inits[source].data_type)
+            channel = _channel_axis(readers.get(node.output[0], []), len(inits[source].dims))
+            e = _encoding(node, inits, inits[source].data_type, channel)
             values = e.dequantize(numpy_helper.to_array(inits[source]))
             new_inits[source] = numpy_helper.from_array(values, node.output[0])
             found.params[node.output[0]] = e
@@ -82,7 +119,29 @@ def read_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Encodings]:
             rename[y] = x
         drop.update((id(node), id(q_node)))
     _rebuild(graph, drop, rename, new_inits)
+    _lpbq_back(out, found)
     return out, found
+
+
+def _lpbq_back(model: onnx.ModelProto, found: Encodings) -> None:
+    """The weights LPBQ_METADATA names become LPBQ again; the stripped model loses the mark."""
+    text = next((p.value for p in model.metadata_props if p.key == LPBQ_METADATA), None)
+    kept = [p for p in model.metadata_props if p.key != LPBQ_METADATA]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    try:
+        marked = json.loads(text) if text is not None else {}
+        items = [(str(n), int(v[0]), int(v[1])) for n, v in marked.items()]
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError):
+        logger.warning("model metadata %r is not a JSON object of [bitwidth, decompressed_bw]: ignored", LPBQ_METADATA)
+        return
+    for name, bitwidth, decompressed_bw in items:
+        e = found.params.get(name)
+        lpbq = blocks.as_lpbq(e, bitwidth, decompressed_bw) if e is not None else None
+        if lpbq is None:
+            logger.warning("weight %r is marked LPBQ, but its block scales are not; read as plain per-block", name)
+        else:
+            found.params[name] = lpbq
 
 
 def _q_output_type(q_node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> int:

@@ -37,7 +37,7 @@ def export(qdq: Path, out: Path, *formats: str, encodings_format: str = "legacy"
 
 
 def test_registry_is_keyed_by_the_cli_values() -> None:
-    assert set(EXPORTERS) == {"qdq", "qoperator", "encodings", "stripped", "ranges", "fp16", "fixpoint"}
+    assert set(EXPORTERS) == {"qdq", "qoperator", "encodings", "stripped", "ranges", "fp16", "fixpoint", "matmulnbits"}
 
 
 @pytest.mark.parametrize("fmt", ["legacy", "1.0.0", "2.0.0"])

@@ -72,13 +72,14 @@ EDGE_NUMBERS = [10**400, -(10**400), 2**63, -(2**63) - 1, 2**64 + 1, 1e308, -1e3
 MEANINGFUL_STRINGS = [
     *("", "nan", "NaN", "inf", "-inf", "Infinity", "True", "true", "False", "0", "-1", "8", "1e999"),
     *("int", "float", "INT", "FLOAT", "int2", "int8", "uint8", "int16", "uint16", "int32", "uint4"),
-    *("min-max", "sqnr", "mse", "entropy", "percentile", "PER_TENSOR", "PER_CHANNEL"),
+    *("min-max", "sqnr", "mse", "entropy", "percentile", "PER_TENSOR", "PER_CHANNEL", "PER_BLOCK", "LPBQ"),
     *("0.6.1", "1.0.0", "2.0.0", "2", FORMAT, "AAAAAAAAAAA=", "AQ==", "\x00", ":="),
 ]
 JSON_KEYS = [
     *("version", "activation_encodings", "param_encodings", "encodings", "param_names", "excluded_layers"),
     *("name", "bitwidth", "bw", "dtype", "is_symmetric", "is_sym", "min", "max", "scale", "offset", "enc_type"),
     *("output_dtype", "y_scale", "y_zero_point", "axis", "block_size"),
+    *("compressed_bw", "per_block_int_scale", "per_channel_float_scale", "decompressed_bw"),
     *("format", "samples", "model_sha256", "input_lists", "tensors", "method", "lo", "hi", "count", "counts", "q"),
 ]
 json_leaves = st.one_of(
@@ -273,7 +274,27 @@ V2_SECTIONED_DOC = {
     "activation_encodings": [{"name": "x", "output_dtype": "uint16", "y_scale": 0.5, "y_zero_point": [7]}],
     "param_encodings": [{"name": "w", "output_dtype": "int4", "y_scale": [0.1, 0.2], "axis": 1}],
 }
-ENCODINGS_SEEDS = {"legacy": LEGACY_DOC, "1.0.0": V1_DOC, "2.0.0": V2_DOC, "2.0.0-sectioned": V2_SECTIONED_DOC}
+# per-block and LPBQ entries (issue 23), nested y_scale and compressed scales included
+V1_BLOCKS_DOC = {
+    "version": "1.0.0",
+    "activation_encodings": [],
+    "param_encodings": [
+        {"name": "w", "enc_type": "PER_BLOCK", "dtype": "INT", "bw": 4, "is_sym": True, "scale": [0.1, 0.2],
+         "offset": [-8, -8], "block_size": 16},
+        {"name": "v", "enc_type": "LPBQ", "dtype": "INT", "bw": 8, "compressed_bw": 4, "is_sym": True,
+         "scale": [0.01], "offset": [-128], "block_size": 32, "per_block_int_scale": [16, 3]},
+    ],
+}  # fmt: skip
+V2_BLOCKS_DOC = {
+    "version": "2.0.0",
+    "encodings": [
+        {"name": "w", "output_dtype": "int4", "y_scale": [[0.1, 0.2], [0.3, 0.4]], "axis": 0, "block_size": 16},
+        {"name": "v", "output_dtype": "int4", "per_block_int_scale": [[16, 3]], "per_channel_float_scale": [[0.01, 0.02]],
+         "axis": 0, "block_size": 32},
+    ],
+}  # fmt: skip
+ENCODINGS_SEEDS = {"legacy": LEGACY_DOC, "1.0.0": V1_DOC, "2.0.0": V2_DOC, "2.0.0-sectioned": V2_SECTIONED_DOC,
+                   "1.0.0-blocks": V1_BLOCKS_DOC, "2.0.0-blocks": V2_BLOCKS_DOC}  # fmt: skip
 
 
 def _check_encodings(data: bytes) -> None:

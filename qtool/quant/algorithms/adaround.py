@@ -17,7 +17,10 @@ input t (asymmetric reconstruction, as AdaRound's paper does): the target rows m
 E‖θ* x̂ − θ t‖² and so also undo the error the earlier layers left (slower: a pass over the
 samples per layer, each from where the last stopped: `frontier`), with a ridge towards θ that
 each layer picks by two-fold cross-validation.
-The default, `auto`, does so when a weight is 4-bit or narrower. Deterministic: rows are sampled
+The default, `auto`, does so when a weight is 4-bit or narrower.
+Per-block weights (GPTQ with groups, scales fixed first): every weight has its own block's scale
+and zero point (`scale`, `zp` are per element of the rows), chosen by the plan before rounding;
+the error feedback then runs across the whole row, over the block boundaries. Deterministic: rows are sampled
 with fixed seeds. The chosen grid points replace the float weights and the weight encodings are
 frozen in the overrides, so writing the QDQ model reproduces exactly these integers.
 YAML (`adaround:`): num_batches (samples, default 32), sequential (true/false/auto, default auto),
@@ -69,11 +72,11 @@ def _upper(h: np.ndarray) -> np.ndarray | None:
 
 
 def _gptq(target: np.ndarray, scale: np.ndarray, zp: np.ndarray, upper: np.ndarray, grid, rounded: int) -> np.ndarray:
-    """The first `rounded` columns put on the grid in order, each one's error pushed onto the
-    later ones through `upper`; the remaining (continuous) columns come back updated."""
+    """The first `rounded` columns put on the grid in order (each on its own block's grid), each
+    one's error pushed onto the later ones through `upper`; the continuous columns come back updated."""
     work = target.astype(np.float64).copy()
     for j in range(rounded):
-        value = _grid_values(work[:, j : j + 1], scale, zp, grid)[:, 0]
+        value = _grid_values(work[:, j : j + 1], scale[:, j : j + 1], zp[:, j : j + 1], grid)[:, 0]
         err = (work[:, j] - value) / upper[j, j]
         work[:, j] = value
         work[:, j + 1 :] -= np.outer(err, upper[j, j + 1 :])
@@ -100,12 +103,13 @@ def _refine(target, values, scale, zp, h, grid, free: int, sweeps: int = 8) -> n
     over rows. The greedy column order of GPTQ leaves such steps; each taken one lowers the error."""
     d = target.shape[1] - free
     hs = h[:d, :d] - h[:d, d:] @ np.linalg.solve(h[d:, d:], h[d:, :d]) if free else h
+    scale, zp = np.broadcast_to(scale, (len(target), d)), np.broadcast_to(zp, (len(target), d))
     codes = np.rint(values[:, :d] / scale) + zp
     err = values[:, :d] - target[:, :d]
-    step = scale[:, 0]
     for _ in range(sweeps):
         moved = 0
         for j in range(d):
+            step = scale[:, j]
             g = err @ hs[:, j]
             curvature = step * step * hs[j, j]
             up = np.where(codes[:, j] < grid[1], 2 * step * g + curvature, np.inf)
@@ -120,10 +124,12 @@ def _refine(target, values, scale, zp, h, grid, free: int, sweeps: int = 8) -> n
 
 
 def solve_rows(target, scale, zp, h, grid, free: int = 0) -> np.ndarray:
-    """Rows [ŵ b̂]: ŵ on the grid (per-row `scale`, `zp`), the last `free` columns continuous,
-    minimising (θ − target)ᵀ h (θ − target) per row; never worse than rounding to nearest."""
-    scale, zp = scale.reshape(-1, 1), zp.reshape(-1, 1)
+    """Rows [ŵ b̂]: ŵ on the grid (`scale`, `zp` per row, or per weight for blocks), the last `free`
+    columns continuous, minimising (θ − target)ᵀ h (θ − target) per row; never worse than rounding
+    to nearest."""
     d = target.shape[1] - free
+    scale = np.broadcast_to(scale.reshape(len(target), -1), (len(target), d))
+    zp = np.broadcast_to(zp.reshape(len(target), -1), (len(target), d))
     best = _with_free(target, _grid_values(target[:, :d], scale, zp, grid), h)
     upper = _upper(h)
     if upper is not None:
@@ -255,10 +261,10 @@ def _fit_ridge(theta: np.ndarray, folds: np.ndarray, floor: float, diag: float) 
 def _adaround_layer(ctx: AlgorithmContext, ref: dict, layer: Layer, e: enc.Encoding, gram: np.ndarray) -> None:
     w = ref[layer.weight]
     rows = layer.weight_rows(w)
-    if len(e.scale) not in (1, rows.shape[0]):
+    if e.blocks is None and len(e.scale) not in (1, rows.shape[0]):
         return
-    scale = np.broadcast_to(e.scale_array(), (rows.shape[0],))
-    zp = np.broadcast_to(e.zero_point().astype(np.float64), (rows.shape[0],))
+    scale = layer.weight_rows(e.expand(e.scale_array(), w.shape))  # per weight: blocks differ along a row
+    zp = layer.weight_rows(e.expand(e.zero_point().astype(np.float64), w.shape))
     bias = _bias(layer)
     free = int(bias is not None and ref[bias].shape == (rows.shape[0],))
     theta = np.hstack([rows, ref[bias][:, None]]) if free else rows
@@ -288,6 +294,9 @@ def _adaround_layer(ctx: AlgorithmContext, ref: dict, layer: Layer, e: enc.Encod
 def _weight_encoding(e: enc.Encoding, bitwidth) -> enc.Encoding:
     if bitwidth is None or int(bitwidth) == e.bitwidth:
         return e
+    if e.blocks is not None:
+        raise UsageError("adaround: default_param_bw cannot change per-block weights; use --weights_bitwidth",
+                         where="--config")  # fmt: skip
     schema = "symmetric" if e.is_symmetric else "asymmetric"
     return dataclasses.replace(enc.with_schema(schema, e.min, e.max, int(bitwidth), e.axis), axis=e.axis)
 

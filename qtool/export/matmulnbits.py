@@ -1,0 +1,166 @@
+"""`matmulnbits`: the QDQ model with each MatMul (or Gemm) that reads a 4-bit per-block weight
+turned into onnxruntime's `com.microsoft.MatMulNBits`, which runs it without dequantizing the
+weight first (onnxruntime docs/ContribOperators.md; the packing of its matmul_nbits_quantizer.py).
+
+MatMulNBits(A, B, scales[, zero_points][, g_idx, bias]) with attributes K, N, bits = 4, block_size:
+- B: uint8 [N, K/block_size, block_size/2], each output channel's K weights on the unsigned grid
+  (q + 8 for int4), two a byte, the first in the low nibble.
+- scales: float [N, K/block_size].
+- zero_points: uint8 [N, ceil(K/block_size / 2)], packed the same way; left out when every one is
+  8, the operator's default (symmetric int4 weights, qtool's).
+A Gemm qualifies when it is A·B (+ a 1-D bias C): alpha = beta = 1, no transA. Other MatMuls,
+activations' Q/DQ and everything else stay as they are; a model with none to convert is an error.
+`accuracy_level` (--matmulnbits_accuracy_level) is left unset by default: the kernel then computes
+in float, as the QDQ model does; 4 quantizes A to int8 per block inside the kernel (what onnxruntime
+itself picks when it fuses a QDQ model's blocked DequantizeLinear -> MatMul), several times faster
+at batch 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from qtool.errors import UsageError
+from qtool.export.job import ExportJob, Files
+from qtool.graph import model as gm
+
+MS_DOMAIN = "com.microsoft"
+_INT4 = {TensorProto.INT4: 8, TensorProto.UINT4: 0, TensorProto.INT8: 8, TensorProto.UINT8: 0}  # -> shift to unsigned
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, object]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _pack(u: np.ndarray) -> np.ndarray:
+    """Unsigned 4-bit values, last axis even, two a byte, the first in the low nibble."""
+    u = u.astype(np.uint8)
+    return (u[..., 0::2] | (u[..., 1::2] << 4)).astype(np.uint8)
+
+
+class _Graph:
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.inits = {i.name: i for i in model.graph.initializer}
+        self.producers = {o: n for n in model.graph.node for o in n.output}
+
+    def array(self, name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(self.inits[name]) if name in self.inits else None
+
+    def block_weight(self, name: str, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+        """(unsigned 4-bit weight [N, K], scales [N, K/B], unsigned zero points [N, K/B], B) of a
+        4-bit blocked DequantizeLinear feeding `name` with its blocks along `axis`; else None."""
+        dq = self.producers.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 2 or dq.input[0] not in self.inits:
+            return None
+        attrs, init = _attrs(dq), self.inits[dq.input[0]]
+        size = int(attrs.get("block_size", 0))  # type: ignore[call-overload]
+        if init.data_type not in _INT4 or len(init.dims) != 2 or size < 16 or size & (size - 1):
+            return None
+        if int(attrs.get("axis", 1)) % 2 != axis or init.dims[axis] % size:  # type: ignore[call-overload]
+            return None
+        q, scale = self.array(dq.input[0]).astype(np.int64), self.array(dq.input[1])  # type: ignore[union-attr]
+        zp = self.array(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros_like(scale, np.int64)
+        if zp is None or scale is None:
+            return None
+        shift = _INT4[init.data_type]
+        u, zp = q + shift, zp.astype(np.int64) + shift
+        if u.min() < 0 or u.max() > 15 or zp.min() < 0 or zp.max() > 15:  # int8 holding wider values
+            return None
+        if axis == 0:  # [K, N] -> rows of K per output channel
+            u, scale, zp = u.T, scale.T, zp.T
+        return u, scale.astype(np.float32), zp, size
+
+
+def _bias(g: _Graph, node: onnx.NodeProto, n: int) -> str | None:
+    """A Gemm's C when it is a bias MatMulNBits can take (1-D, N values), "" when there is none."""
+    if len(node.input) < 3 or not node.input[2]:
+        return ""
+    c = node.input[2]
+    source = g.producers.get(c)
+    shape = g.inits[c].dims if c in g.inits else None
+    if shape is None and source is not None and source.op_type == "DequantizeLinear" and source.input[0] in g.inits:
+        shape = g.inits[source.input[0]].dims
+    return c if shape is not None and list(shape) == [n] else None
+
+
+def _convertible(g: _Graph, node: onnx.NodeProto) -> tuple[tuple, str] | None:
+    if node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+        return None
+    if node.op_type == "MatMul":
+        found = g.block_weight(node.input[1], 0)
+        return (found, "") if found else None
+    if node.op_type != "Gemm":
+        return None
+    attrs = _attrs(node)
+    if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+        return None
+    found = g.block_weight(node.input[1], 1 if attrs.get("transB", 0) else 0)
+    bias = _bias(g, node, found[0].shape[0]) if found else None
+    return (found, bias) if found and bias is not None else None
+
+
+def _replacement(g: _Graph, node: onnx.NodeProto, found: tuple, bias: str, level: int) -> onnx.NodeProto:
+    u, scale, zp, size = found
+    n, k = u.shape
+    prefix = f"{node.input[1]}_nbits"
+    inputs = [node.input[0], f"{prefix}_B", f"{prefix}_scales"]
+    g.model.graph.initializer.extend([
+        numpy_helper.from_array(_pack(u.reshape(n, k // size, size)), inputs[1]),
+        numpy_helper.from_array(np.ascontiguousarray(scale), inputs[2]),
+    ])  # fmt: skip
+    if np.any(zp != 8):
+        padded = np.pad(zp, ((0, 0), (0, zp.shape[1] % 2)), constant_values=8)
+        g.model.graph.initializer.append(numpy_helper.from_array(_pack(padded), f"{prefix}_zero_points"))
+        inputs.append(f"{prefix}_zero_points")
+    if bias:
+        inputs += [""] * (5 - len(inputs)) + [bias]
+    name = node.name or f"{node.output[0]}_MatMulNBits"
+    level_attr = {"accuracy_level": level} if level else {}
+    return helper.make_node("MatMulNBits", inputs, list(node.output), name=name, domain=MS_DOMAIN,
+                            K=k, N=n, bits=4, block_size=size, **level_attr)  # fmt: skip
+
+
+def _drop_unused(model: onnx.ModelProto) -> None:
+    """Dequantize nodes and initializers nothing reads any more (the replaced weights)."""
+    while True:
+        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        dead = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and not used & set(n.output)]
+        if not dead:
+            break
+        for node in dead:
+            model.graph.node.remove(node)
+    used = {i for n in model.graph.node for i in n.input}
+    kept = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+
+
+def to_matmulnbits(model: onnx.ModelProto, accuracy_level: int = 0) -> int:
+    """Convert `model` in place; the number of MatMul/Gemm nodes converted."""
+    g = _Graph(model)
+    converted = 0
+    for i, node in enumerate(model.graph.node):
+        found = _convertible(g, node)
+        if found is not None:
+            model.graph.node[i].CopyFrom(_replacement(g, node, *found, accuracy_level))
+            converted += 1
+    if converted:
+        _drop_unused(model)
+        if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    return converted
+
+
+def export(job: ExportJob) -> Files:
+    model = gm.copy(job.model)
+    if not to_matmulnbits(model, job.options.matmulnbits_accuracy_level):
+        raise UsageError(
+            "matmulnbits: no MatMul or Gemm reads a 4-bit per-block weight (blocks of 16 or more along its inputs)",
+            where=job.where,
+            hint="quantize with --weights_bitwidth 4 --weights_block_size 32",
+        )
+    gm.check(model, job.where)
+    return {job.file(".matmulnbits.onnx"): model}

@@ -1,0 +1,166 @@
+"""Per-block and LPBQ entries of AIMET encodings 1.0.0 and 2.0.0 (FORMATS.md b.2) <-> `Encoding`.
+
+1.0.0 (aimet `AffineEncoding` / `GroupedBlockEncoding.to_qnn_encoding_dict("1.0.0")`):
+- `PER_BLOCK`: `scale` and `offset` hold one value per block, the scale tensor flattened row-major
+  in the weight's own layout (a MatMul weight [K, N] has [K/B, N]), plus `block_size`.
+- `LPBQ`: `bw` is the decompressed bitwidth (8), `compressed_bw` the weights' (4); `scale` holds one
+  float per output channel, `offset` −2^(bw−1) each, `per_block_int_scale` one integer per block
+  (same order as PER_BLOCK's scales); a block's scale is channel scale × its integer.
+  1.0.0 gives no shapes or axes: the plan places these on their weight (`blocks.place`).
+2.0.0: `axis` is the block axis and `block_size` is set; `y_scale` (PER_BLOCK) is nested in the
+  scale tensor's shape; LPBQ has no `y_scale` but a nested `per_block_int_scale` and a
+  `per_channel_float_scale` of the same rank with 1 on the block axis; its decompressed bitwidth
+  is 2 x `output_dtype`'s (AIMET's default), written as `decompressed_bw` only when it differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from qtool.errors import DataError, UsageError
+from qtool.quant import encoding as enc
+from qtool.quant.encoding import Blocks, Encoding
+
+BLOCK_TYPES = ("PER_BLOCK", "LPBQ")
+
+
+def _positive_int(entry: dict, key: str, where: str) -> int:
+    value = entry.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 1 << 20:
+        raise DataError(f"'{key}' must be a positive integer, got {str(value)[:40]}", where=where)
+    return value
+
+
+def _int_scales(values: list[float], bitwidth: int, decompressed_bw: int, where: str) -> tuple[int, ...]:
+    top = 2 ** (decompressed_bw - bitwidth)
+    if any(not v.is_integer() or not 1 <= v <= top for v in values):
+        raise DataError(f"every per_block_int_scale must be an integer in [1, {top}]", where=where)
+    return tuple(int(v) for v in values)
+
+
+def v1_block(entry: dict, enc_type: str, scale: list[float], offset: list[float], bw: int, where: str) -> Encoding:
+    """A 1.0.0 PER_BLOCK or LPBQ entry whose scale/offset lists `_from_v1_entry` already checked."""
+    size = _positive_int(entry, "block_size", where)
+    symmetric = entry.get("is_sym") in (True, "True", "true", 1)
+    if enc_type == "PER_BLOCK":
+        made = enc.from_scale_offset(scale, offset, bw, symmetric=symmetric)
+        return dataclasses.replace(made, blocks=Blocks(size))
+    compressed = entry.get("compressed_bw")
+    if compressed not in enc.INT_BITWIDTHS or isinstance(compressed, bool) or not compressed < bw:
+        raise DataError(f"LPBQ 'compressed_bw' {str(compressed)[:20]} must be 4, 8 or 16 and below 'bw' {bw}", where=where)
+    if any(o != -(2 ** (bw - 1)) for o in offset):
+        raise DataError(f"LPBQ is symmetric: every offset must be {-(2 ** (bw - 1))}", where=where)
+    ints = entry.get("per_block_int_scale")
+    if not isinstance(ints, list) or not ints or len(ints) % len(scale):
+        raise DataError(f"'per_block_int_scale' must be a list of a multiple of {len(scale)} integers", where=where)
+    numbers = [_number(v, "per_block_int_scale", where) for v in ints]
+    blocks = Blocks(size, decompressed_bw=bw, channel_scale=tuple(scale),
+                    int_scale=_int_scales(numbers, compressed, bw, where))  # fmt: skip
+    return Encoding(bitwidth=compressed, is_symmetric=True, blocks=blocks)
+
+
+def v1_entry(name: str, e: Encoding) -> dict[str, Any]:
+    b = e.blocks
+    assert b is not None
+    if not b.is_lpbq:
+        return {"name": name, "enc_type": "PER_BLOCK", "dtype": "INT", "bw": e.bitwidth, "is_sym": e.is_symmetric,
+                "scale": list(e.scale), "offset": list(e.offset), "block_size": b.size}  # fmt: skip
+    bw = b.decompressed_bw
+    return {"name": name, "enc_type": "LPBQ", "dtype": "INT", "bw": bw, "compressed_bw": e.bitwidth, "is_sym": True,
+            "scale": list(b.channel_scale), "offset": [-(2 ** (bw - 1))] * len(b.channel_scale),  # type: ignore[operator]
+            "block_size": b.size, "per_block_int_scale": list(b.int_scale)}  # fmt: skip
+
+
+def _number(value: Any, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DataError(f"every '{key}' value must be a number, got {str(value)[:40]}", where=where)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise DataError(f"every '{key}' value must be a finite number, got {str(value)[:40]}", where=where)
+    return number
+
+
+def nested(value: Any, key: str, where: str) -> tuple[list[float], tuple[int, ...]]:
+    """A rectangular nested list of finite numbers: (values row-major, shape)."""
+    if not isinstance(value, list):
+        raise DataError(f"'{key}' of a per-block encoding must be a nested list", where=where)
+    level: list[Any] = [value]
+    shape: list[int] = []
+    while level and all(isinstance(v, list) for v in level):
+        sizes = {len(v) for v in level}
+        if len(sizes) != 1 or 0 in sizes:
+            raise DataError(f"'{key}' must be a rectangular, non-empty nested list", where=where)
+        shape.append(sizes.pop())
+        level = [x for v in level for x in v]
+    return [_number(v, key, where) for v in level], tuple(shape)
+
+
+def _axis(entry: dict, rank: int, where: str) -> int:
+    axis = entry.get("axis")
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -rank <= axis < rank:
+        raise DataError(f"a per-block entry needs an integer 'axis' within its {rank}-D scales", where=where)
+    return axis % rank
+
+
+def v2_block(entry: dict, bitwidth: int, signed: bool, where: str) -> Encoding:
+    """A 2.0.0 entry with `block_size`: PER_BLOCK (nested y_scale) or LPBQ (per_block_int_scale)."""
+    size = _positive_int(entry, "block_size", where)
+    if "per_block_int_scale" in entry:
+        if not signed or "y_zero_point" in entry:
+            raise DataError("LPBQ is symmetric: a signed output_dtype and no y_zero_point", where=where)
+        ints, shape = nested(entry["per_block_int_scale"], "per_block_int_scale", where)
+        axis = _axis(entry, len(shape), where)
+        channel, channel_shape = nested(entry.get("per_channel_float_scale"), "per_channel_float_scale", where)
+        if channel_shape != tuple(1 if i == axis else d for i, d in enumerate(shape)) or min(channel) <= 0:
+            raise DataError(f"'per_channel_float_scale' must be positive, of shape {list(shape)} with 1 on axis {axis}",
+                            where=where)  # fmt: skip
+        decompressed = entry.get("decompressed_bw", 2 * bitwidth)
+        if decompressed not in enc.INT_BITWIDTHS or isinstance(decompressed, bool) or decompressed <= bitwidth:
+            raise DataError(f"'decompressed_bw' {str(decompressed)[:20]} must exceed {bitwidth}", where=where)
+        blocks = Blocks(size, axis, shape, decompressed, tuple(channel), _int_scales(ints, bitwidth, decompressed, where))
+        return Encoding(bitwidth=bitwidth, is_symmetric=True, blocks=blocks)
+    scale, shape = nested(entry.get("y_scale"), "y_scale", where)
+    if min(scale) <= 0:
+        raise DataError("every y_scale must be positive", where=where)
+    axis = _axis(entry, len(shape), where)
+    zero_point = [0.0] * len(scale)
+    if "y_zero_point" in entry:
+        zero_point, zp_shape = nested(entry["y_zero_point"], "y_zero_point", where)
+        if zp_shape != shape or not all(z.is_integer() for z in zero_point):
+            raise DataError(f"'y_zero_point' must be integers of y_scale's shape {list(shape)}", where=where)
+    qmin, qmax = (-(2 ** (bitwidth - 1)), 2 ** (bitwidth - 1) - 1) if signed else (0, 2**bitwidth - 1)
+    if any(not qmin <= z <= qmax for z in zero_point):
+        raise DataError(f"y_zero_point must lie in [{qmin}, {qmax}]", where=where)
+    shift = 2 ** (bitwidth - 1) if signed else 0
+    offset = [-(int(z) + shift) for z in zero_point]
+    made = enc.from_scale_offset(scale, offset, bitwidth, symmetric=signed and not any(zero_point))
+    return dataclasses.replace(made, blocks=Blocks(size, axis, shape))
+
+
+def v2_entry(name: str, e: Encoding) -> dict[str, Any]:
+    b = e.blocks
+    assert b is not None
+    if not b.shape or b.axis is None:
+        raise UsageError(f"the per-block encoding of {name!r} came from a 1.0.0 file, which gives no shapes: "
+                         "quantize with it to write 2.0.0")  # fmt: skip
+    out: dict[str, Any] = {"name": name, "output_dtype": f"{'' if e.signed else 'u'}int{e.bitwidth}"}
+    if b.is_lpbq:
+        channel_shape = tuple(1 if i == b.axis else d for i, d in enumerate(b.shape))
+        out["per_block_int_scale"] = np.asarray(b.int_scale, dtype=np.int64).reshape(b.shape).tolist()
+        out["per_channel_float_scale"] = np.asarray(b.channel_scale).reshape(channel_shape).tolist()
+        if b.decompressed_bw != 2 * e.bitwidth:
+            out["decompressed_bw"] = b.decompressed_bw
+    else:
+        out["y_scale"] = np.asarray(e.scale).reshape(b.shape).tolist()
+        zero_point = e.zero_point()
+        if zero_point.any():
+            out["y_zero_point"] = zero_point.reshape(b.shape).tolist()
+    out.update(axis=b.axis, block_size=b.size)
+    return out

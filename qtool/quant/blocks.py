@@ -1,0 +1,253 @@
+"""Per-block weight encodings: `--weights_block_size B` and LPBQ (`--use_lpbq`).
+
+A Conv/Gemm/MatMul weight gets one symmetric scale per output channel per block of B consecutive
+input channels (onnxruntime `block_size`, AIMET `PER_BLOCK`, Quark per-group). The scales form
+AIMET's encoding shape: the weight's own layout with its channel dim, its input dim / B, and 1
+elsewhere (a MatMul weight [K, N] has scales [K/B, N]; a Conv weight [O, I, kh, kw] has
+[O, I/B, 1, 1], one scale for the B·kh·kw values of a block). ONNX's blocked DequantizeLinear
+(opset 21) wants the scale tensor in the weight's full shape with the input dim divided by B,
+so the writer repeats a Conv block's scale over the kernel positions (`onnx_array`).
+
+A weight whose input count is not a multiple of B falls back to per-channel (with a warning):
+AIMET and QNN refuse a partial last block, so a file with one could not be read back there.
+
+Block scales are calibrated on the block's own values: `min-max` takes its absmax; `mse` and
+`sqnr` (the 4-bit default) try clipped absmax · f (f in BLOCK_FACTORS) and keep the least error,
+rounding noise plus clipping noise weighted as range_search weighs it (1x, 3x); `percentile` and
+`entropy` need more values than a block has and act as `min-max`.
+
+LPBQ (AIMET `GroupedBlockEncoding`, QNN "low-power blockwise quantization"): the block scales are
+compressed to a per-channel float scale times per-block integers in [1, 2^(decompressed_bw − bw)]
+(1..16 for 4-bit weights, decompressed 8-bit). As AIMET does, the channel scale is the largest
+block scale / 16 (rounded to float32, so that a QDQ model's float32 scales give it back
+exactly) and the largest block keeps 16; each other block takes the integer of least error
+(`mse`/`sqnr`) or the smallest that clips nothing (`min-max`; AIMET rounds to nearest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import onnx
+
+from qtool.errors import DataError, UsageError
+from qtool.quant import encoding as enc
+from qtool.quant.encoding import Blocks, Encoding
+from qtool.quant.range_search import GAMMA
+
+BLOCK_SIZES = (16, 32, 64, 128, 256)
+BLOCK_BITWIDTHS = (4, 8)
+LPBQ_BITWIDTH, LPBQ_DECOMPRESSED_BW = 4, 8  # AIMET's defaults: decompressed = 2 x compressed
+BLOCK_FACTORS = np.linspace(0.4, 1.0, 31)  # clipped absmax candidates, in range_search's 0.02 steps
+_CHUNK = 1 << 14  # blocks scored at once: bounds the (factors x chunk x block) working array
+
+
+def check_options(block_size: int | None, bitwidth: int, lpbq: bool, encodings_format: str) -> None:
+    """The flag combinations the issue lists as mistakes, each one line naming the flag."""
+    if block_size is not None:
+        if block_size not in BLOCK_SIZES:
+            raise UsageError(
+                f"--weights_block_size {block_size} must be a power of two from 16 to 256 ({', '.join(map(str, BLOCK_SIZES))})"
+            )
+        if bitwidth not in BLOCK_BITWIDTHS:
+            raise UsageError(f"--weights_block_size needs --weights_bitwidth 4 or 8, not {bitwidth}")
+        if encodings_format == "legacy":
+            raise UsageError(
+                "--weights_block_size: the legacy (0.6.1) encodings format cannot express per-block scales",
+                hint="add --encodings_format 1.0.0 or 2.0.0",
+            )
+    if lpbq and block_size is None:
+        raise UsageError("--use_lpbq needs --weights_block_size: LPBQ compresses per-block scales")
+    if lpbq and bitwidth != LPBQ_BITWIDTH:
+        raise UsageError(f"--use_lpbq needs --weights_bitwidth 4 (compressed 4-bit, decompressed 8-bit), not {bitwidth}")
+
+
+def block_axis(node: onnx.NodeProto, index: int, rank: int) -> int | None:
+    """The input-channel axis of `node`'s weight at `index`, where blocks can run; None elsewhere
+    (biases, Gather tables, ConvTranspose, MatMul weights of rank > 2)."""
+    if index != 1 or node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type == "Conv" and rank >= 3:
+        return 1
+    if node.op_type == "Gemm" and rank == 2:
+        return 1 if any(a.name == "transB" and a.i for a in node.attribute) else 0
+    if node.op_type == "MatMul" and rank == 2:
+        return 0
+    return None
+
+
+def weights_taking_blocks(model: onnx.ModelProto, initializers: dict) -> dict[str, int]:
+    """Initializers some node reads as a weight that blocks can run along -> their input count."""
+    found = {}
+    for node in model.graph.node:
+        if len(node.input) > 1 and node.input[1] in initializers:
+            dims = initializers[node.input[1]].dims
+            axis = block_axis(node, 1, len(dims))
+            if axis is not None:
+                found[node.input[1]] = dims[axis]
+    return found
+
+
+def check_fits(model: onnx.ModelProto, initializers: dict, size: int) -> None:
+    """--weights_block_size must fit some weight: else it is a mistake, not a per-channel request."""
+    if not any(inputs % size == 0 for inputs in weights_taking_blocks(model, initializers).values()):
+        raise UsageError(
+            f"--weights_block_size {size}: no Conv/Gemm/MatMul weight has a multiple of {size} inputs per output channel",
+            hint="use a smaller block size",
+        )
+
+
+def scale_shape(shape: tuple[int, ...], channel_axis: int, axis: int, size: int) -> tuple[int, ...]:
+    return tuple(d if i == channel_axis else d // size if i == axis else 1 for i, d in enumerate(shape))
+
+
+def _grouped(values: np.ndarray, channel_axis: int, axis: int, size: int) -> np.ndarray:
+    """(channels, blocks, values of a block) view of a weight."""
+    shape = values.shape
+    split = values.reshape(*shape[:axis], shape[axis] // size, size, *shape[axis + 1 :])
+    channel = channel_axis if channel_axis < axis else channel_axis + 1
+    return np.moveaxis(split, [channel, axis], [0, 1]).reshape(shape[channel_axis], shape[axis] // size, -1)
+
+
+def _flat(per_channel_block: np.ndarray, channel_axis: int, axis: int) -> np.ndarray:
+    """(channels, blocks) values flattened in the scale shape's row-major order."""
+    return per_channel_block.ravel() if channel_axis < axis else per_channel_block.T.ravel()
+
+
+def _error(x: np.ndarray, scale: np.ndarray, bitwidth: int, gamma: float) -> np.ndarray:
+    """Per block: squared error of x on a symmetric grid, clipped values weighted `gamma` (range_search)."""
+    lo, hi = -(2 ** (bitwidth - 1)), 2 ** (bitwidth - 1) - 1
+    q = np.clip(np.rint(x / scale), lo, hi)
+    clipped = (x < lo * scale) | (x > hi * scale)
+    return np.sum((x - q * scale) ** 2 * np.where(clipped, gamma, 1.0), axis=-1)
+
+
+def _absmax(x: np.ndarray, bitwidth: int, method: str) -> np.ndarray:
+    """Each block's chosen |range| (rows of x are blocks): its absmax, or the clipped one of least error."""
+    absmax = np.maximum(np.abs(x).max(axis=1), enc.MIN_RANGE / 2)
+    if method not in GAMMA:
+        return absmax
+    chosen = np.empty_like(absmax)
+    for start in range(0, len(x), _CHUNK):
+        part, top = x[start : start + _CHUNK], absmax[start : start + _CHUNK]
+        candidates = top[None, :] * BLOCK_FACTORS[:, None]  # (factors, blocks)
+        errors = _error(part[None], enc.symmetric_scale(candidates, bitwidth)[..., None], bitwidth, GAMMA[method])
+        chosen[start : start + _CHUNK] = candidates[np.argmin(errors, axis=0), np.arange(len(part))]
+    return chosen
+
+
+def _lpbq_ints(x: np.ndarray, scale: np.ndarray, channel: np.ndarray, method: str) -> np.ndarray:
+    """(channels, blocks) integers k of LPBQ scales channel · k, the largest block keeping the top one."""
+    top = 2 ** (LPBQ_DECOMPRESSED_BW - LPBQ_BITWIDTH)
+    ratio = scale / channel[:, None]
+    if method in GAMMA:
+        ks = np.arange(1, top + 1, dtype=np.float64)
+        errors = np.stack([_error(x, (channel[:, None] * k)[..., None], LPBQ_BITWIDTH, GAMMA[method]) for k in ks])
+        ints = ks[np.argmin(errors, axis=0)]
+    else:
+        ints = np.clip(np.ceil(ratio - 1e-9), 1, top)
+    ints[np.arange(len(ints)), np.argmax(scale, axis=1)] = top
+    return ints.astype(np.int64)
+
+
+def block_encoding(
+    values: np.ndarray, channel_axis: int, axis: int, size: int, bitwidth: int, *, method: str, lpbq: bool = False
+) -> Encoding:
+    """The per-block (or LPBQ) symmetric encoding of a weight; its input count is a multiple of `size`."""
+    x = _grouped(np.asarray(values, dtype=np.float64), channel_axis, axis, size)
+    channels, count = x.shape[:2]
+    absmax = _absmax(x.reshape(channels * count, -1), bitwidth, method).reshape(channels, count)
+    shape = scale_shape(values.shape, channel_axis, axis, size)
+    if not lpbq:
+        e = enc.symmetric(-_flat(absmax, channel_axis, axis), _flat(absmax, channel_axis, axis), bitwidth, channel_axis)
+        return dataclasses.replace(e, blocks=Blocks(size, axis, shape))
+    scale = enc.symmetric_scale(absmax, bitwidth)
+    top = 2 ** (LPBQ_DECOMPRESSED_BW - LPBQ_BITWIDTH)
+    channel = (scale.max(axis=1) / top).astype(np.float32).astype(np.float64)
+    ints = _lpbq_ints(x, scale, channel, method)
+    blocks = Blocks(size, axis, shape, LPBQ_DECOMPRESSED_BW, tuple(map(float, channel)),
+                    tuple(map(int, _flat(ints, channel_axis, axis))))  # fmt: skip
+    return _lpbq_encoding(blocks, channel_axis)
+
+
+def _lpbq_encoding(blocks: Blocks, channel_axis: int, bitwidth: int = LPBQ_BITWIDTH) -> Encoding:
+    scale = enc.lpbq_scales(blocks, channel_axis)
+    offset = np.full(scale.size, -(2 ** (bitwidth - 1)))
+    e = enc.from_scale_offset(scale, offset, bitwidth, symmetric=True, axis=channel_axis)
+    return dataclasses.replace(e, blocks=blocks)
+
+
+def place(e: Encoding, shape: tuple[int, ...], channel_axis: int, axis: int | None, where: str) -> Encoding:
+    """A per-block override checked against its weight and given its axes (a 1.0.0 file has none)."""
+    b = e.blocks
+    assert b is not None
+    if axis is None or channel_axis == axis:
+        raise DataError("per-block encodings apply only to 2-D Gemm/MatMul and Conv weights", where=where)
+    if shape[axis] % b.size:
+        raise DataError(f"block_size {b.size} does not divide the weight's {shape[axis]} inputs (axis {axis})", where=where)
+    expected = scale_shape(shape, channel_axis, axis, b.size)
+    if b.shape and (b.shape != expected or b.axis != axis):
+        raise DataError(
+            f"block scales of shape {list(b.shape)} on axis {b.axis}; the weight {list(shape)} needs "
+            f"{list(expected)} on axis {axis}",
+            where=where,
+        )
+    count, channels = math.prod(expected), shape[channel_axis]
+    placed = dataclasses.replace(b, axis=axis, shape=expected)
+    if b.is_lpbq:
+        if len(b.int_scale) != count or len(b.channel_scale) != channels:
+            raise DataError(
+                f"LPBQ needs {channels} channel scales and {count} block integers, got "
+                f"{len(b.channel_scale)} and {len(b.int_scale)}",
+                where=where,
+            )
+        return _lpbq_encoding(placed, channel_axis, e.bitwidth)
+    if len(e.scale) != count:
+        raise DataError(f"{len(e.scale)} block scales, but the weight {list(shape)} has {count} blocks of {b.size}",
+                        where=where)  # fmt: skip
+    made = enc.from_scale_offset(e.scale, e.offset, e.bitwidth, symmetric=e.is_symmetric, axis=channel_axis)
+    return dataclasses.replace(made, blocks=placed)
+
+
+def onnx_array(values: np.ndarray, e: Encoding, weight_shape: tuple[int, ...]) -> np.ndarray:
+    """Flat per-block `values` (scales, zero points) as blocked DequantizeLinear wants them: the
+    weight's shape with the block axis divided by the block size (repeated over Conv kernels)."""
+    b = e.blocks
+    assert b is not None and b.axis is not None
+    target = list(weight_shape)
+    target[b.axis] = weight_shape[b.axis] // b.size
+    return np.ascontiguousarray(np.broadcast_to(values.reshape(b.shape), target))
+
+
+def from_onnx(arrays: list[np.ndarray], axis: int, channel_axis: int | None) -> list[np.ndarray]:
+    """A blocked DequantizeLinear's scale and zero point in the encoding shape: dims other than the
+    block and channel axes collapse to 1 where neither varies along them (a Conv's kernel)."""
+    out = list(arrays)
+    for dim in range(out[0].ndim):
+        firsts = [np.take(a, [0], axis=dim) for a in out]
+        if dim not in (axis, channel_axis) and all(np.array_equal(a, np.broadcast_to(f, a.shape)) for a, f in zip(out, firsts, strict=True)):
+            out = firsts
+    return out
+
+
+def as_lpbq(e: Encoding, bitwidth: int, decompressed_bw: int) -> Encoding | None:
+    """A placed per-block encoding read from a QDQ model as the LPBQ it was written from: channel
+    scale = largest block scale / 2^(decompressed_bw − bitwidth), every block an exact integer
+    multiple of it in float32 (what `block_encoding` writes); None if the scales are not that."""
+    b = e.blocks
+    if b is None or b.axis is None or e.axis is None or not 0 < decompressed_bw - bitwidth < 16:
+        return None
+    top = 2 ** (decompressed_bw - bitwidth)
+    flat = e.scale_array().reshape(b.shape)
+    per_channel = np.moveaxis(flat, e.axis, 0).reshape(b.shape[e.axis], -1)
+    channel = per_channel.max(axis=1) / top
+    ints = np.rint(per_channel / channel[:, None])
+    exact = (channel[:, None] * ints).astype(np.float32) == per_channel.astype(np.float32)
+    if not (np.all(exact) and ints.min() >= 1 and ints.max() <= top):
+        return None
+    back = np.moveaxis(ints.reshape(np.moveaxis(flat, e.axis, 0).shape), 0, e.axis).ravel()
+    lpbq = dataclasses.replace(b, decompressed_bw=decompressed_bw, channel_scale=tuple(map(float, channel)),
+                               int_scale=tuple(int(v) for v in back))  # fmt: skip
+    return _lpbq_encoding(lpbq, e.axis, bitwidth)

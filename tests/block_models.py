@@ -1,0 +1,82 @@
+"""Small MatMul/Gemm/Conv models for per-block weights, a numpy reference of block quantization,
+and a numpy forward pass of the MLP (the reference the QDQ model must match).
+
+The models are at opset 21 (ir 10), where blocked DequantizeLinear lives, so that quantizing a
+stripped model again gives the same bytes (a lower opset would be upgraded on the first pass only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 21
+
+
+def _model(nodes, name: str, x_shape, y_shape, arrays: dict[str, np.ndarray]) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+        [numpy_helper.from_array(v, k) for k, v in arrays.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 10
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def mlp_weights(seed: int = 0, dims: tuple[int, ...] = (64, 96, 32)) -> dict[str, np.ndarray]:
+    """W0 [64, 96] (MatMul, blocks on axis 0) and W1 [32, 96] (Gemm transB=1, blocks on axis 1);
+    a few input rows 6x the rest, the outliers per-block scales are for."""
+    rng = np.random.default_rng(seed)
+    w0 = rng.normal(0, 1 / np.sqrt(dims[0]), (dims[0], dims[1])).astype(np.float32)
+    w0[[3, 40]] *= 6.0
+    w1 = rng.normal(0, 1 / np.sqrt(dims[1]), (dims[2], dims[1])).astype(np.float32)
+    w1[:, [7, 70]] *= 6.0
+    return {
+        "W0": w0,
+        "B0": rng.normal(0, 0.1, dims[1]).astype(np.float32),
+        "W1": w1,
+        "B1": rng.normal(0, 0.1, dims[2]).astype(np.float32),
+    }
+
+
+def mlp_model(seed: int = 0, dims: tuple[int, ...] = (64, 96, 32)) -> onnx.ModelProto:
+    """x[8, 64] -> MatMul W0 -> Add B0 -> Relu -> Gemm(W1, B1, transB=1) -> y[8, 32]."""
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "W0"], ["m0"], name="mm0"),
+        n("Add", ["m0", "B0"], ["a0"], name="add0"),
+        n("Relu", ["a0"], ["r0"], name="relu0"),
+        n("Gemm", ["r0", "W1", "B1"], ["y"], name="gemm1", transB=1),
+    ]
+    return _model(nodes, "mlp", [8, dims[0]], [8, dims[2]], mlp_weights(seed, dims))
+
+
+def mlp_forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    hidden = np.maximum(x @ weights["W0"] + weights["B0"], 0.0)
+    return hidden @ weights["W1"].T + weights["B1"]
+
+
+def conv_model(seed: int = 0, cin: int = 32) -> onnx.ModelProto:
+    """x[1, cin, 6, 6] -> Conv 3x3 (8 outputs, blocks along its cin inputs) -> y[1, 8, 6, 6]."""
+    rng = np.random.default_rng(seed)
+    arrays = {"W": rng.normal(0, 0.2, (8, cin, 3, 3)).astype(np.float32), "B": rng.normal(0, 0.1, 8).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["y"], name="conv", pads=[1, 1, 1, 1])]
+    return _model(nodes, "conv", [1, cin, 6, 6], [1, 8, 6, 6], arrays)
+
+
+def reference_blocks(w: np.ndarray, block_axis: int, size: int, bitwidth: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """min-max symmetric block quantization, written out by hand: (per-block scales in the weight's
+    layout with the block axis divided by `size`, the dequantized weight)."""
+    levels = 2 ** (bitwidth - 1) - 1
+    moved = np.moveaxis(w.astype(np.float64), block_axis, 0)
+    blocks = moved.reshape(moved.shape[0] // size, size, *moved.shape[1:])
+    reduce = (1, *range(3, blocks.ndim)) if w.ndim > 2 else (1,)  # a Conv block spans its kernel too
+    scale = np.abs(blocks).max(axis=reduce, keepdims=True) / levels
+    q = np.clip(np.rint(blocks / scale), -levels - 1, levels)
+    dequantized = np.moveaxis((q * scale).reshape(moved.shape), 0, block_axis)
+    return np.moveaxis(scale.squeeze(axis=1), 0, block_axis), dequantized

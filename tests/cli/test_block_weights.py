@@ -1,0 +1,219 @@
+"""Per-block weights (issue 23): --weights_block_size, --use_lpbq, weight-only --act_bitwidth 32.
+
+The QDQ model must load and run in onnxruntime and compute what a hand-written numpy block
+quantization computes; quantize -> export -> quantize with the exported overrides gives the same
+bytes; the flag mistakes the issue lists are one error line each.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from block_models import conv_model, mlp_forward, mlp_model, mlp_weights, reference_blocks
+from conftest import run_cli, save_model, write_samples
+from onnx import TensorProto, numpy_helper
+
+W4_MINMAX = ["--weights_bitwidth", "4", "--param_quantizer_calibration", "min-max", "--pack_4_bit_weights"]
+
+
+def _quantize(tmp_path: Path, model: onnx.ModelProto, *flags: object, samples: int = 4) -> Path:
+    source = save_model(model, tmp_path / "m.onnx")
+    output = tmp_path / "m.quant.onnx"
+    listing = ["--input_list", write_samples(tmp_path, model, samples)] if samples else []
+    result = run_cli(["quantize", "-i", source, "-o", output, *listing, "--encodings_format", "1.0.0", *flags])
+    assert result.exit_code == 0, result.output
+    return output
+
+
+def _run(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def _weight_dq(model: onnx.ModelProto, weight: str) -> onnx.NodeProto:
+    return next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == weight)
+
+
+def test_weight_only_blocks_match_a_numpy_block_quantization(tmp_path: Path) -> None:
+    """Weight-only (float activations, no --input_list): onnxruntime's output is the numpy MLP on
+    weights block-quantized by hand; the model holds int4 blocks of 16 with the scales by hand."""
+    output = _quantize(tmp_path, mlp_model(), "--act_bitwidth", "32", "--weights_block_size", "16", *W4_MINMAX,
+                       samples=0)  # fmt: skip
+    model = onnx.load(str(output))
+    assert not [n for n in model.graph.node if n.op_type == "QuantizeLinear"]  # activations stay float
+    weights = mlp_weights()
+    for name, axis in (("W0", 0), ("W1", 1)):
+        node = _weight_dq(model, name)
+        attrs = {a.name: a.i for a in node.attribute}
+        assert attrs == {"axis": axis, "block_size": 16}
+        init = {i.name: i for i in model.graph.initializer}
+        assert init[node.input[0]].data_type == TensorProto.INT4
+        scale, dequantized = reference_blocks(weights[name], axis, 16)
+        np.testing.assert_allclose(numpy_helper.to_array(init[node.input[1]]), scale, rtol=1e-6)
+        weights[name] = dequantized
+    x = np.random.default_rng(5).uniform(-1, 1, (8, 64)).astype(np.float32)
+    np.testing.assert_allclose(_run(output, x), mlp_forward(weights, x), rtol=1e-4, atol=1e-5)
+
+
+def test_conv_blocks_run_along_input_channels(tmp_path: Path) -> None:
+    """A Conv [8, 32, 3, 3] with blocks of 16: one scale per output channel per 16·3·3 values,
+    repeated over the kernel in the ONNX scale tensor [8, 2, 3, 3]; onnxruntime runs it."""
+    model = conv_model()
+    output = _quantize(tmp_path, model, "--act_bitwidth", "32", "--weights_block_size", "16", *W4_MINMAX, samples=0)
+    quantized = onnx.load(str(output))
+    node = _weight_dq(quantized, "W")
+    scale = numpy_helper.to_array(next(i for i in quantized.graph.initializer if i.name == node.input[1]))
+    expected, dequantized = reference_blocks(numpy_helper.to_array(model.graph.initializer[0]), 1, 16)
+    assert scale.shape == (8, 2, 3, 3)
+    np.testing.assert_allclose(scale, np.broadcast_to(expected, scale.shape), rtol=1e-6)
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 32, 6, 6)).astype(np.float32)
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(dequantized.astype(np.float32), "W"))
+    by_hand = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(_run(output, x), by_hand.run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(_run(output, x), reference.run(None, {"x": x})[0], atol=1e-4)  # it was quantized
+
+
+def test_blocks_beat_per_channel_at_4_bits_with_8_bit_activations(tmp_path: Path) -> None:
+    x = np.random.default_rng(7).uniform(-1, 1, (8, 64)).astype(np.float32)
+    exact = mlp_forward(mlp_weights(), x)
+
+    def sqnr(*flags: str) -> float:
+        folder = tmp_path / "_".join(flags).replace("-", "")
+        out = _quantize(folder, mlp_model(), "--weights_bitwidth", "4", *flags)
+        return float(10 * np.log10(np.sum(exact**2) / np.sum((_run(out, x) - exact) ** 2)))
+
+    per_channel = sqnr("--use_per_row_quantization")
+    blocked, lpbq = sqnr("--weights_block_size", "16"), sqnr("--weights_block_size", "16", "--use_lpbq")
+    assert blocked > per_channel + 3 and lpbq > blocked - 1.0, (per_channel, blocked, lpbq)
+
+
+def test_a_weight_whose_inputs_are_not_a_multiple_of_the_block_falls_back_to_per_channel(tmp_path: Path) -> None:
+    """With B = 64, W0 (64 inputs) takes one block per output and W1 (96 inputs: AIMET and QNN have
+    no partial last block) is per output channel, with a warning naming it."""
+    source, output = save_model(mlp_model(), tmp_path / "m.onnx"), tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", source, "-o", output, "--act_bitwidth", "32", "--weights_block_size", "64",
+                      "--encodings_format", "1.0.0", *W4_MINMAX])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "does not divide the 96 inputs of 'W1': per-channel instead" in result.stderr
+    model = onnx.load(str(output))
+    assert {a.name: a.i for a in _weight_dq(model, "W0").attribute} == {"axis": 0, "block_size": 64}
+    assert {a.name: a.i for a in _weight_dq(model, "W1").attribute} == {"axis": 0}  # per output channel
+    encodings = json.loads(output.with_suffix(".encodings.json").read_text())
+    types = {e["name"]: e["enc_type"] for e in encodings["param_encodings"]}
+    assert types == {"W0": "PER_BLOCK", "W1": "PER_CHANNEL"}
+
+
+@pytest.mark.parametrize(("fmt", "lpbq"), [("1.0.0", False), ("1.0.0", True), ("2.0.0", False), ("2.0.0", True)])
+def test_export_then_quantize_with_the_overrides_is_byte_identical(tmp_path: Path, fmt: str, lpbq: bool) -> None:
+    flags = ["--weights_bitwidth", "4", "--pack_4_bit_weights", "--weights_block_size", "32", "--encodings_format", fmt]
+    qdq = _quantize(tmp_path, mlp_model(), *flags, *(["--use_lpbq"] if lpbq else []))
+    out = tmp_path / "export"
+    result = run_cli(["export", "-i", qdq, "-o", out, "--format", "stripped", "--format", "encodings",
+                      "--encodings_format", fmt])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    exported = json.loads((out / "m.quant.encodings.json").read_text())
+    entries = exported["param_encodings"] if fmt == "1.0.0" else exported["encodings"]
+    w0 = next(e for e in entries if e["name"] == "W0")
+    if fmt == "1.0.0":
+        assert (w0["enc_type"], w0["block_size"]) == ("LPBQ" if lpbq else "PER_BLOCK", 32)
+    else:
+        assert (w0["axis"], w0["block_size"], "per_block_int_scale" in w0) == (0, 32, lpbq)
+    again = tmp_path / "again.onnx"
+    result = run_cli(["quantize", "-i", out / "m.quant.stripped.onnx", "-o", again, "-f", "--pack_4_bit_weights",
+                      "--quantization_overrides", out / "m.quant.encodings.json", "--encodings_format", fmt])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert again.read_bytes() == qdq.read_bytes()
+
+
+def test_lpbq_encodings_are_the_compressed_form(tmp_path: Path) -> None:
+    output = _quantize(tmp_path, mlp_model(), "--weights_bitwidth", "4", "--weights_block_size", "32", "--use_lpbq")
+    entries = json.loads(output.with_suffix(".encodings.json").read_text())["param_encodings"]
+    w0 = next(e for e in entries if e["name"] == "W0")
+    assert (w0["enc_type"], w0["bw"], w0["compressed_bw"], w0["is_sym"]) == ("LPBQ", 8, 4, True)
+    assert len(w0["scale"]) == 96 and w0["offset"] == [-128] * 96 and len(w0["per_block_int_scale"]) == 2 * 96
+    ints = np.array(w0["per_block_int_scale"]).reshape(2, 96)  # the scale shape [K/B, N] of a MatMul weight
+    assert ints.min() >= 1 and (ints.max(axis=0) == 16).all()  # the largest block of a channel keeps 16
+    model = onnx.load(str(output))
+    scale = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == _weight_dq(model, "W0").input[1]))
+    np.testing.assert_array_equal(scale, (np.array(w0["scale"])[None, :] * ints).astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--weights_block_size", "48"], "--weights_block_size 48 must be a power of two from 16 to 256"),
+        (["--weights_block_size", "512"], "--weights_block_size 512 must be a power of two"),
+        (["--weights_block_size", "128"], "--weights_block_size 128: no Conv/Gemm/MatMul weight has a multiple of 128"),
+        (["--weights_block_size", "32", "--weights_bitwidth", "16"], "needs --weights_bitwidth 4 or 8"),
+        (["--use_lpbq", "--weights_bitwidth", "4"], "--use_lpbq needs --weights_block_size"),
+        (["--use_lpbq", "--weights_block_size", "32"], "--use_lpbq needs --weights_bitwidth 4"),
+        (["--weights_block_size", "32", "--encodings_format", "legacy"], "legacy (0.6.1) encodings format cannot"),
+    ],
+)
+def test_flag_mistakes_are_one_line_and_exit_2(tmp_path: Path, flags: list[str], message: str) -> None:
+    source = save_model(mlp_model(), tmp_path / "m.onnx")
+    args = ["quantize", "-i", source, "-o", tmp_path / "q.onnx", "--act_bitwidth", "32"]
+    result = run_cli([*args, "--encodings_format", "1.0.0", *flags] if "--encodings_format" not in flags else [*args, *flags])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_gptq_rounding_on_blocks_keeps_their_scales_and_lowers_the_error(tmp_path: Path) -> None:
+    """adaround on per-block weights: the block scales the plan chose stay; the rounding, with error
+    feedback across each row, beats round-to-nearest on held-out samples (weight-only, so only the
+    weights' rounding differs)."""
+    x = np.random.default_rng(9).uniform(-1, 1, (8, 64)).astype(np.float32)
+    exact = mlp_forward(mlp_weights(), x)
+    flags = ["--act_bitwidth", "32", "--weights_bitwidth", "4", "--weights_block_size", "16", "--pack_4_bit_weights"]
+    nearest = _quantize(tmp_path / "rtn", mlp_model(), *flags, samples=32)
+    rounded = _quantize(tmp_path / "gptq", mlp_model(), *flags, "--apply_algorithms", "adaround", samples=32)
+    scales = []
+    for path in (nearest, rounded):
+        model = onnx.load(str(path))
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        scales.append([inits[_weight_dq(model, w).input[1]] for w in ("W0", "W1")])
+    for a, b in zip(*scales, strict=True):
+        np.testing.assert_array_equal(a, b)
+    errors = [float(np.sum((_run(path, x) - exact) ** 2)) for path in (nearest, rounded)]
+    assert 10 * np.log10(errors[0] / errors[1]) > 1.0, errors
+
+
+def test_a_hand_written_2_0_0_block_override_is_honoured_and_calibration_fills_the_rest(tmp_path: Path) -> None:
+    """W0 gets exactly the nested y_scale of its override (shape [K/B, N] = [2, 96]); W1 follows the
+    flags (per-tensor 8-bit); the written encodings give W0's entry back."""
+    scale = np.round(np.linspace(0.01, 0.2, 192), 6).reshape(2, 96)
+    override = {"version": "2.0.0", "encodings": [
+        {"name": "W0", "output_dtype": "int8", "y_scale": scale.tolist(), "axis": 0, "block_size": 32}]}  # fmt: skip
+    path = tmp_path / "o.json"
+    path.write_text(json.dumps(override))
+    output = _quantize(tmp_path, mlp_model(), "--quantization_overrides", path, "--encodings_format", "2.0.0")
+    model = onnx.load(str(output))
+    node = _weight_dq(model, "W0")
+    inits = {i.name: i for i in model.graph.initializer}
+    assert {a.name: a.i for a in node.attribute} == {"axis": 0, "block_size": 32}
+    assert inits[node.input[0]].data_type == TensorProto.INT8
+    np.testing.assert_array_equal(numpy_helper.to_array(inits[node.input[1]]), scale.astype(np.float32))
+    assert not _weight_dq(model, "W1").attribute
+    written = json.loads(output.with_suffix(".encodings.json").read_text())
+    (w0,) = [e for e in written["encodings"] if e["name"] == "W0"]
+    assert w0 == {"name": "W0", "output_dtype": "int8", "y_scale": scale.tolist(), "axis": 0, "block_size": 32}
+
+
+def test_a_block_override_on_a_weight_that_cannot_take_it_is_a_data_error(tmp_path: Path) -> None:
+    override = {"version": "1.0.0", "activation_encodings": [], "param_encodings": [
+        {"name": "B0", "enc_type": "PER_BLOCK", "dtype": "INT", "bw": 8, "is_sym": True, "scale": [0.1] * 6,
+         "offset": [-128] * 6, "block_size": 16}]}  # fmt: skip
+    path = tmp_path / "o.json"
+    path.write_text(json.dumps(override))
+    source = save_model(mlp_model(), tmp_path / "m.onnx")
+    result = run_cli(["quantize", "-i", source, "-o", tmp_path / "q.onnx", "-f", "--quantization_overrides", path,
+                      "--encodings_format", "1.0.0"])  # fmt: skip
+    assert result.exit_code == 4
+    assert "override 'B0': per-block encodings apply only to 2-D Gemm/MatMul and Conv weights" in result.stderr

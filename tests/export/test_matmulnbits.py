@@ -1,0 +1,103 @@
+"""`export --format matmulnbits`: 4-bit per-block MatMul/Gemm weights as com.microsoft.MatMulNBits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from block_models import mlp_model
+from conftest import run_cli, save_model, write_samples
+from onnx import numpy_helper
+
+from qtool.export.matmulnbits import _pack
+
+
+def _quantize(tmp_path: Path, *flags: str) -> Path:
+    source = save_model(mlp_model(), tmp_path / "m.onnx")
+    output = tmp_path / "m.quant.onnx"
+    listing = write_samples(tmp_path, mlp_model(), 4)
+    result = run_cli(["quantize", "-i", source, "-o", output, "--input_list", listing, "--encodings_format", "1.0.0",
+                      "--weights_bitwidth", "4", *flags])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return output
+
+
+def _export(qdq: Path, out: Path):
+    return run_cli(["export", "-i", qdq, "-o", out, "--format", "matmulnbits"])
+
+
+def _run(model: Path, x: np.ndarray, optimized: bool = True) -> np.ndarray:
+    options = ort.SessionOptions()
+    if not optimized:  # the QDQ model as written, op by op (onnxruntime would fuse it into MatMulNBits itself)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_nibbles_pack_low_first() -> None:
+    assert _pack(np.array([1, 2, 3, 15])).tolist() == [0x21, 0xF3]
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_weight_only_blocks_become_matmulnbits_and_compute_the_same(tmp_path: Path, packed: bool) -> None:
+    """MatMul and Gemm(transB=1, bias) both convert; B holds q + 8 two a byte, low nibble first; the
+    output is the QDQ model's (run unfused) up to float rounding. Unpacked int4 (int8 storage) too."""
+    pack = ["--pack_4_bit_weights"] if packed else []
+    qdq = _quantize(tmp_path, "--act_bitwidth", "32", "--weights_block_size", "32", *pack)
+    result = _export(qdq, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "out" / "m.quant.matmulnbits.onnx"
+    model = onnx.load(str(path))
+    nodes = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    assert len(nodes) == 2 and not [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    attrs = {a.name: a.i for a in nodes[0].attribute}
+    assert attrs == {"K": 64, "N": 96, "bits": 4, "block_size": 32}
+    assert len(nodes[1].input) == 6 and nodes[1].input[5] == "B1"  # the Gemm's bias
+    qdq_model = onnx.load(str(qdq))
+    inits = {i.name: numpy_helper.to_array(i) for i in [*qdq_model.graph.initializer, *model.graph.initializer]}
+    dq = next(n for n in qdq_model.graph.node if n.output[0] == "W0")
+    q = inits[dq.input[0]].astype(np.int64)  # [64, 96]
+    expected = ((q.T + 8).reshape(96, 2, 32)[..., 0::2] | ((q.T + 8).reshape(96, 2, 32)[..., 1::2] << 4)).astype(np.uint8)
+    np.testing.assert_array_equal(inits[nodes[0].input[1]], expected)
+    np.testing.assert_array_equal(inits[nodes[0].input[2]], inits[dq.input[1]].T)
+    x = np.random.default_rng(3).uniform(-1, 1, (8, 64)).astype(np.float32)
+    reference = _run(qdq, x, optimized=False)
+    np.testing.assert_allclose(_run(path, x), reference, rtol=1e-4, atol=1e-5 * float(np.abs(reference).max()))
+
+
+def test_with_8_bit_activations_it_matches_the_qdq_model_within_one_output_step(tmp_path: Path) -> None:
+    qdq = _quantize(tmp_path, "--weights_block_size", "16", "--pack_4_bit_weights")
+    assert _export(qdq, tmp_path / "out").exit_code == 0
+    path = tmp_path / "out" / "m.quant.matmulnbits.onnx"
+    model = onnx.load(str(path))
+    step = next(numpy_helper.to_array(i) for i in model.graph.initializer if i.name.startswith("y_scale"))
+    x = np.random.default_rng(4).uniform(-1, 1, (8, 64)).astype(np.float32)
+    assert np.abs(_run(path, x) - _run(qdq, x, optimized=False)).max() <= float(step) * 1.001
+
+
+@pytest.mark.parametrize(
+    "flags", [["--use_per_row_quantization"], ["--weights_block_size", "32", "--weights_bitwidth", "8"]]
+)
+def test_weights_that_are_not_4_bit_blocks_are_an_error(tmp_path: Path, flags: list[str]) -> None:
+    qdq = _quantize(tmp_path, *flags)
+    result = _export(qdq, tmp_path / "out")
+    assert result.exit_code == 2
+    assert "matmulnbits: no MatMul or Gemm reads a 4-bit per-block weight" in result.stderr
+    assert not (tmp_path / "out" / "m.quant.matmulnbits.onnx").exists()
+
+
+def test_accuracy_level_4_quantizes_a_inside_the_kernel(tmp_path: Path) -> None:
+    """--matmulnbits_accuracy_level 4: A is quantized to int8 per block inside the kernel (onnxruntime's
+    own choice when it fuses QDQ): close to the QDQ model, not equal to it."""
+    qdq = _quantize(tmp_path, "--act_bitwidth", "32", "--weights_block_size", "32", "--pack_4_bit_weights")
+    out = tmp_path / "out"
+    result = run_cli(["export", "-i", qdq, "-o", out, "--format", "matmulnbits", "--matmulnbits_accuracy_level", "4"])
+    assert result.exit_code == 0, result.output
+    path = out / "m.quant.matmulnbits.onnx"
+    levels = [a.i for n in onnx.load(str(path)).graph.node for a in n.attribute if a.name == "accuracy_level"]
+    assert levels == [4, 4]
+    x = np.random.default_rng(6).uniform(-1, 1, (8, 64)).astype(np.float32)
+    reference = _run(qdq, x, optimized=False)
+    assert 10 * np.log10(np.sum(reference**2) / np.sum((_run(path, x) - reference) ** 2)) > 30

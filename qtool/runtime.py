@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -14,6 +13,7 @@ from onnx import helper
 
 from qtool.errors import ModelError
 from qtool.graph import external_data
+from qtool.io.files import env_bytes
 
 logger = logging.getLogger(__name__)
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -136,11 +136,7 @@ WEIGHT_BYTES = 1024  # initializers at least this large travel as OrtValues past
 
 
 def session_proto_limit() -> int:
-    text = os.environ.get(SESSION_PROTO_ENV)
-    try:
-        return int(text) if text else SESSION_PROTO_BYTES
-    except ValueError:
-        raise ModelError(f"{SESSION_PROTO_ENV}={text!r} must be a number of bytes") from None
+    return env_bytes(SESSION_PROTO_ENV, SESSION_PROTO_BYTES)
 
 
 def _without_weights(model: onnx.ModelProto) -> tuple[bytes, dict[str, ort.OrtValue]]:
@@ -172,8 +168,9 @@ def session(
     # Run nodes in list order: calibration places each reduction right after its producer, and
     # onnxruntime's default order would keep every activation alive until the end (3x the RSS).
     options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    inline = external_data.byte_size(model) <= session_proto_limit()
     try:
-        if external_data.byte_size(model) <= session_proto_limit():
+        if inline:
             return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         blob, weights = _without_weights(model)
         options.add_external_initializers(list(weights), list(weights.values()))

@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 from onnx import helper, version_converter
 
-from qtool.errors import DataError, ModelError, UsageError
+from qtool.errors import DataError, ModelError
 from qtool.graph import external_data
-from qtool.io.files import atomic_write, check_regular, load_json
+from qtool.io.files import atomic_write, check_regular, env_bytes, load_json
 from qtool.io.raw import InputSpec
 
 logger = logging.getLogger(__name__)
@@ -74,11 +74,7 @@ def check(model: onnx.ModelProto, where: str, path: str | os.PathLike[str] | Non
 
 
 def external_data_threshold() -> int:
-    text = os.environ.get(EXTERNAL_DATA_ENV)
-    try:
-        return int(text) if text else EXTERNAL_DATA_BYTES
-    except ValueError:
-        raise UsageError(f"{EXTERNAL_DATA_ENV}={text!r} must be a number of bytes") from None
+    return env_bytes(EXTERNAL_DATA_ENV, EXTERNAL_DATA_BYTES)
 
 
 def save(model: onnx.ModelProto, path: str | os.PathLike[str], external: bool = False) -> None:

@@ -16,24 +16,29 @@ from typing import Any
 from qtool.errors import DataError, QtoolError, UsageError
 from qtool.io.outputs import atomic_write, write_text
 
-__all__ = ["atomic_write", "check_regular", "load_json", "read_bytes", "read_limit", "read_text", "write_text"]
+__all__ = ["atomic_write", "check_regular", "env_bytes", "load_json", "read_bytes", "read_limit", "read_text", "write_text"]
 
 READ_LIMIT_ENV = "QTOOL_MAX_READ_BYTES"
 DEFAULT_READ_LIMIT = 64 << 20
 MAX_JSON_DEPTH = 64  # AIMET 2.0.0 nests 4 deep; nothing qtool reads needs more
 
 
-def read_limit() -> int:
-    text = os.environ.get(READ_LIMIT_ENV)
+def env_bytes(name: str, default: int, minimum: int = 0) -> int:
+    """A byte count from the environment variable `name` (else `default`); a bad one is a usage error."""
+    text = os.environ.get(name)
     if not text:
-        return DEFAULT_READ_LIMIT
+        return default
     try:
-        limit = int(text)
+        value = int(text)
     except ValueError:
-        limit = 0
-    if limit <= 0:
-        raise UsageError(f"{READ_LIMIT_ENV}={text!r} must be a positive number of bytes")
-    return limit
+        value = minimum - 1
+    if value < minimum:
+        raise UsageError(f"{name}={text!r} must be a number of bytes, at least {minimum}")
+    return value
+
+
+def read_limit() -> int:
+    return env_bytes(READ_LIMIT_ENV, DEFAULT_READ_LIMIT, minimum=1)
 
 
 def check_regular(

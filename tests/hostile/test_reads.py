@@ -156,3 +156,9 @@ def test_external_data_inside_the_folder_loads(ws: Workspace) -> None:
     result = ws.quantize("-o", ws.out, "--evaluate_samples", "2")
     assert result.exit_code == 0, result.stderr
     assert json.loads(ws.out.with_suffix(".encodings.json").read_text())["param_encodings"]
+
+
+@pytest.mark.parametrize("variable", ["QTOOL_EXTERNAL_DATA_BYTES", "QTOOL_SESSION_PROTO_BYTES"])
+def test_a_bad_size_threshold_is_a_usage_error(ws: Workspace, variable: str) -> None:
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, env={variable: "big"}), 2, variable)

@@ -83,20 +83,39 @@ def detached(model: onnx.ModelProto, min_bytes: int, location: str = "qtool-in-m
     moved: list[tuple[onnx.TensorProto, bytes]] = []
     try:
         for tensor in model.graph.initializer:
-            if len(tensor.raw_data) < min_bytes or tensor.data_location == onnx.TensorProto.EXTERNAL:
-                continue
-            raw = tensor.raw_data
-            moved.append((tensor, raw))
-            tensor.ClearField("raw_data")
-            tensor.data_location = onnx.TensorProto.EXTERNAL
-            for key, value in (("location", location), ("offset", "0"), ("length", str(len(raw)))):
-                tensor.external_data.add(key=key, value=value)
+            if _large_raw(tensor, min_bytes):
+                moved.append((tensor, _externalise(tensor, location, 0)))
         yield moved
     finally:
-        for tensor, raw in moved:
-            del tensor.external_data[:]
-            tensor.data_location = onnx.TensorProto.DEFAULT
-            tensor.raw_data = raw
+        _restore(moved)
+
+
+def _large_raw(tensor: onnx.TensorProto, min_bytes: int) -> bool:
+    """Raw data of about `min_bytes` or more, in the model itself (sized without copying the bytes)."""
+    return (
+        tensor.HasField("raw_data")
+        and tensor.data_location != onnx.TensorProto.EXTERNAL
+        and tensor.ByteSize() >= min_bytes
+    )
+
+
+def _externalise(tensor: onnx.TensorProto, location: str, offset: int) -> bytes:
+    """Take `tensor`'s bytes out and point it at `offset` in `location`; returns the bytes."""
+    raw = tensor.raw_data
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
+        tensor.external_data.add(key=key, value=value)
+    return raw
+
+
+def _restore(moved: list[tuple[onnx.TensorProto, bytes]]) -> None:
+    """Put the bytes `_externalise` took back: the caller's model is not ours to change."""
+    for tensor, raw in moved:
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        tensor.raw_data = raw
 
 
 def infer_shapes(model: onnx.ModelProto, in_place: bool = False, **options: bool) -> onnx.ModelProto:
@@ -134,24 +153,16 @@ def write(
         with open_output(path.with_name(location), "wb") as data:
             offset = 0
             for tensor in tensors(model.graph):
-                if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.raw_data) < INLINE_BYTES:
+                if not _large_raw(tensor, INLINE_BYTES):
                     continue
-                raw = tensor.raw_data
                 padding = -offset % ALIGNMENT
                 data.write(b"\0" * padding)
                 offset += padding
-                data.write(raw)
+                raw = _externalise(tensor, location, offset)
                 moved.append((tensor, raw))
-                tensor.ClearField("raw_data")
-                tensor.data_location = onnx.TensorProto.EXTERNAL
-                del tensor.external_data[:]
-                for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
-                    tensor.external_data.add(key=key, value=value)
+                data.write(raw)
                 offset += len(raw)
         with open_output(path, "wb") as handle:
             handle.write(model.SerializeToString(deterministic=True))
     finally:
-        for tensor, raw in moved:  # put the weights back: the caller's model is not ours to change
-            del tensor.external_data[:]
-            tensor.data_location = onnx.TensorProto.DEFAULT
-            tensor.raw_data = raw
+        _restore(moved)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qtool.errors import DataError, QtoolError, UsageError
-from qtool.io.outputs import atomic_write, write_text
+from qtool.io.outputs import atomic_write, file_kind, write_text
 
 __all__ = ["atomic_write", "check_regular", "env_bytes", "load_json", "read_bytes", "read_limit", "read_text", "write_text"]
 
@@ -55,7 +55,7 @@ def check_regular(
     if stat.S_ISDIR(st.st_mode):
         raise error(f"{what} is a folder, expected a file", where=where)
     if not stat.S_ISREG(st.st_mode):
-        raise error(f"{what} is not a regular file (a FIFO, device or socket)", where=where)
+        raise error(f"{what} is not a regular file ({file_kind(st.st_mode)})", where=where)
     return st
 
 
@@ -75,8 +75,9 @@ def read_bytes(
         # O_NONBLOCK: if the file was swapped for a FIFO since the stat, opening it must not hang
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise error(f"{what} is not a regular file (a FIFO, device or socket)", where=str(path))
+            mode = os.fstat(handle.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise error(f"{what} is not a regular file ({file_kind(mode)})", where=str(path))
             data = handle.read(limit + 1)
     except OSError as e:
         raise error(f"cannot read {what}: {e.strerror}", where=str(path)) from e

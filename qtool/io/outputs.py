@@ -39,7 +39,8 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for a message: a folder, a FIFO, a socket, a device."""
     if stat.S_ISDIR(mode):
         return "a folder"
     if stat.S_ISFIFO(mode):
@@ -62,7 +63,7 @@ def resolve_output(path: str | os.PathLike[str], flag: str) -> Path:
     if target.exists():
         mode = os.stat(target).st_mode
         if not stat.S_ISREG(mode):
-            raise UsageError(f"{flag}: is {_kind(mode)}, not a regular file; refusing to write it", where=str(given))
+            raise UsageError(f"{flag}: is {file_kind(mode)}, not a regular file; refusing to write it", where=str(given))
     if len(os.fsencode(target.name)) > NAME_MAX:
         raise UsageError(f"{flag}: file name longer than {NAME_MAX} bytes", where=str(given))
     ancestor = target.parent
@@ -89,6 +90,7 @@ class Transaction:
     def __init__(self) -> None:
         self._inputs: dict[tuple[int, int], str] = {}  # file identity -> the flag that named it
         self._outputs: dict[Path, str] = {}  # real target path -> the flag that named it
+        self._existing: dict[tuple[int, int], tuple[Path, str]] = {}  # identity of an output that exists -> it
         self._staged: dict[Path, Path] = {}  # real target -> its written temporary
         self._created: list[Path] = []  # folders this command made, outermost first
 
@@ -101,9 +103,9 @@ class Transaction:
         except OSError:
             return  # a missing input is reported by whoever reads it
         self._inputs.setdefault(identity, flag)
-        for target, out_flag in self._outputs.items():
-            if target.exists() and _identity(os.stat(target)) == identity:
-                raise UsageError(f"{out_flag} {target} is the same file as {flag} {path}; refusing to overwrite it")
+        if identity in self._existing:  # an input_list can name thousands of files: one lookup each
+            target, out_flag = self._existing[identity]
+            raise UsageError(f"{out_flag} {target} is the same file as {flag} {path}; refusing to overwrite it")
 
     def add_inputs(self, flag: str, paths: Iterable[str | os.PathLike[str]]) -> None:
         for path in paths:
@@ -126,9 +128,9 @@ class Transaction:
                 raise UsageError(
                     f"{flag} {path} is the same file as {self._inputs[identity]}; refusing to overwrite an input"
                 )
-            for other_target, other in self._outputs.items():
-                if other_target.exists() and _identity(os.stat(other_target)) == identity:
-                    raise UsageError(f"{flag} and {other} name the same file {path}", where=str(path))
+            if identity in self._existing:
+                raise UsageError(f"{flag} and {self._existing[identity][1]} name the same file {path}", where=str(path))
+            self._existing[identity] = (target, flag)
         self._outputs[target] = flag
         return target
 

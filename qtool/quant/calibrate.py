@@ -262,18 +262,19 @@ class _Runner:
         if nan.any():
             raise DataError(f"tensor {self.tensors[int(np.argmax(nan))]!r} has NaN values", where=where)
         # ±inf or ±1e30-class values: a mask (finfo.min, -inf), not data; the tensor stays float
-        unbounded = np.flatnonzero(np.maximum(np.abs(lows), np.abs(highs)) >= SENTINEL)
-        for k in unbounded:
+        unbounded = set(np.flatnonzero(np.maximum(np.abs(lows), np.abs(highs)) >= SENTINEL).tolist())
+        for k in unbounded:  # almost always empty: this runs per sample over every tensor
             self.observers[self.tensors[k]].unbounded = True  # type: ignore[attr-defined]
-        lows[unbounded], highs[unbounded] = 0.0, 0.0
+            lows[k] = highs[k] = 0.0
         samples = values[reductions : len(values) - per * len(self.softmax)]
         if self.sampled:
-            samples = [np.nan_to_num(s, posinf=0.0, neginf=0.0) if k in unbounded else s for k, s in enumerate(samples)]
+            for k in unbounded:
+                samples[k] = np.nan_to_num(samples[k], posinf=0.0, neginf=0.0)
             observe_histograms([self.observers[t] for t in self.tensors], lows, highs, samples)  # type: ignore[misc]
             return
-        for k, (name, lo, hi) in enumerate(zip(self.tensors, lows, highs, strict=True)):
-            if k not in unbounded:
-                self.observers[name].observe(float(lo), float(hi), None)
+        for k, (name, lo, hi) in enumerate(zip(self.tensors, lows.tolist(), highs.tolist(), strict=True)):
+            if not unbounded or k not in unbounded:
+                self.observers[name].observe(lo, hi, None)
 
 
 SENTINEL = 1e30  # values this large are markers (finfo.min masks), not data

@@ -64,11 +64,8 @@ def group_encoding(
         return chosen
     bitwidth = chosen.bitwidth if chosen is not None else bitwidth
     schema = "symmetric" if chosen is not None and chosen.is_symmetric else schema
-    if any(getattr(observers.get(t), "unbounded", False) for t in group):
-        logger.info("%s held a mask's ±inf or ±1e30 values: left float", group[0])
-        return enc.float_encoding(32)
-    if any(getattr(observers.get(t), "masked", False) for t in group):
-        logger.info("%s: a masked Softmax input: the mask add and the Softmax read float", group[0])
+    if any(getattr(observers.get(t), "stays_float", False) for t in group):
+        logger.info("%s held a mask's values (±inf, ±1e30, masked Softmax positions): left float", group[0])
         return enc.float_encoding(32)
     seen = [observers[t] for t in group if t in observers and observers[t].count]
     if not seen:

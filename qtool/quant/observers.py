@@ -94,6 +94,11 @@ class MinMax:
     def range(self, bitwidth: int = 8, schema: str = "asymmetric") -> tuple[float, float]:
         return (self.lo, self.hi) if self.count else (0.0, 0.0)
 
+    @property
+    def stays_float(self) -> bool:
+        """Its tensor must not be quantized: it held a mask's ±inf or ±1e30 values."""
+        return self.unbounded
+
     def state(self) -> dict:
         state = {"method": "min-max", "lo": self.lo, "hi": self.hi, "count": self.count}
         return {**state, "unbounded": True} if self.unbounded else state
@@ -134,6 +139,11 @@ class SoftmaxInput(MinMax):
         if not self.count:
             return 0.0, 0.0
         return max(self.lo, min(self.row_max_min, self.hi) - SOFTMAX_SPAN), self.hi
+
+    @property
+    def stays_float(self) -> bool:
+        """A masked Softmax input reads float, so its masked positions stay where the mask put them."""
+        return self.unbounded or self.masked
 
     def state(self) -> dict:
         return {**super().state(), "method": "softmax-input", "row_max_min": self.row_max_min, "masked": self.masked}

@@ -339,7 +339,7 @@ def _converts(
         if not e.is_float or all(plan.is_float_node(c) for c in readers):
             continue
         observer = observers.get(name)
-        if getattr(observer, "masked", False) or getattr(observer, "unbounded", False):
+        if getattr(observer, "stays_float", False):
             continue  # left float on purpose: a mask's values must reach the Softmax as they are
         if observer is None or not observer.count:
             logger.warning("float tensor %r feeds integer ops but has no calibration data; they read it in float", name)

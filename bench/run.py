@@ -157,6 +157,7 @@ def suites() -> dict:
     import suites as more
     import sweep
     import transformers_suite
+    import zoo_suite
 
     return {
         "default": (run_default, render_default),
@@ -165,10 +166,11 @@ def suites() -> dict:
         "mixed": (more.run_mixed, more.render_mixed),
         "speed": (more.run_speed, more.render_speed),
         "transformers": (transformers_suite.run, transformers_suite.render),
+        "zoo": (zoo_suite.run, zoo_suite.render),
     }
 
 
-SUITE_ORDER = ["default", "speed", "algorithms", "mixed", "sweep", "transformers"]
+SUITE_ORDER = ["default", "speed", "algorithms", "mixed", "sweep", "transformers", "zoo"]
 RESULTS_JSON = BENCH / "results.json"
 
 
@@ -179,7 +181,7 @@ def load_results(manifest: dict) -> dict[str, list[Row]]:
     data = json.loads(RESULTS_JSON.read_text())
     data = {"default": data} if isinstance(data, list) else data.get("suites", {})
     known = {f.name for f in fields(Row)}
-    models = {**manifest["models"], **manifest.get("transformers", {})}
+    models = {**manifest["models"], **manifest.get("transformers", {}), **manifest.get("zoo", {})}
     return {
         suite: [Row(**{k: v for k, v in r.items() if k in known}) for r in rows if r["model"] in models]
         for suite, rows in data.items()
@@ -238,6 +240,7 @@ def parse_args() -> argparse.Namespace:
         metavar="FLAG=VALUE",
         help="mixed: try this target instead of the built-in ones (e.g. target_sqnr=18), repeatable",
     )
+    parser.add_argument("--zoo-variants", help="zoo: subset of float,qtool:w8a8,qtool:ort-cpu,ort:pre,ort:raw,qtool:mixed30")
     parser.add_argument("--render-only", action="store_true", help="rewrite results.md from results.json, run nothing")
     parser.add_argument("--runs", type=int, default=50, help="speed: timed runs per model (after 10 warm-up)")
     return parser.parse_args()
@@ -256,6 +259,7 @@ def main() -> int:
     chosen = {"all": SUITE_ORDER, "default": ["default", "speed"]}.get(args.suite, args.suite.split(","))
     names = args.models.split(",") if args.models else list(manifest["models"])
     transformers = manifest.get("transformers", {})  # bench/prepare_transformers.py's, for --suite transformers
+    transformers = {**transformers, **manifest.get("zoo", {})}  # and bench/prepare_zoo.py's, for --suite zoo
     unknown = [n for n in names if n not in manifest["models"] and n not in transformers]
     unknown += [v for v in args.variants.split(",") if v not in VARIANTS]
     unknown += [s for s in chosen if s not in table]
@@ -284,7 +288,10 @@ def main() -> int:
             write_results(results, manifest)
 
         table[suite][0](
-            names if suite == "transformers" else [n for n in names if n in manifest["models"]], manifest, args, emit
+            names if suite in ("transformers", "zoo") else [n for n in names if n in manifest["models"]],
+            manifest,
+            args,
+            emit,
         )
     results = load_results(manifest)
     print(write_results(results, manifest))

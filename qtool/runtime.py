@@ -72,11 +72,14 @@ def pruned(model: onnx.ModelProto, names: list[str], given: dict[str, np.ndarray
     wanted = set(names)
     nodes = [node for i, node in enumerate(copy.graph.node) if i in needed]
     outputs = [o for o in copy.graph.output if o.name in wanted]
-    del copy.graph.node[:], copy.graph.output[:]
+    read = {name for node in nodes for name in reads(node)}
+    used = read | wanted | {i.name for i in copy.graph.input}  # (IR < 4 lists initializers as inputs)
+    kept = [t for t in copy.graph.initializer if t.name in used]
+    del copy.graph.node[:], copy.graph.output[:], copy.graph.initializer[:]
     copy.graph.node.extend(nodes)
     copy.graph.output.extend(outputs)
+    copy.graph.initializer.extend(kept)  # onnxruntime drops unused ones, then misses their OrtValues
     if given:
-        read = {name for node in nodes for name in reads(node)}
         inputs = [i for i in copy.graph.input if i.name in read and i.name not in given]
         inputs += [_info(name, given[name]) for name in sorted(fed)]
         del copy.graph.input[:]
@@ -152,6 +155,27 @@ def _without_weights(model: onnx.ModelProto) -> tuple[bytes, dict[str, ort.OrtVa
         return model.SerializeToString(), weights
 
 
+def _built(model: onnx.ModelProto, options: ort.SessionOptions, limit: int) -> ort.InferenceSession:
+    """Lazy weights are mapped by onnxruntime from their files (named relative to one folder, no
+    copy in this process); weights held in memory travel in the protobuf, or as OrtValues past it."""
+    # onnxruntime parses the bytes it is given in place and keeps their initializers there (no copy)
+    options.add_session_config_entry("session.use_ort_model_bytes_directly", "1")
+    options.add_session_config_entry("session.use_ort_model_bytes_for_initializers", "1")
+    with external_data.on_disk(model) as folder:
+        if folder is not None:
+            options.add_session_config_entry(FOLDER_KEY, folder)
+        if external_data.proto_size(model) <= limit:
+            return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        blob, weights = _without_weights(model)
+        options.add_external_initializers(list(weights), list(weights.values()))
+        built = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+        built.qtool_weights = weights  # type: ignore[attr-defined]  # the OrtValues must outlive the session
+        return built
+
+
+FOLDER_KEY = "session.model_external_initializers_file_folder_path"
+
+
 def session(
     model: onnx.ModelProto, threads: int = 0, where: str = "model", optimized: bool = False
 ) -> ort.InferenceSession:
@@ -168,15 +192,9 @@ def session(
     # Run nodes in list order: calibration places each reduction right after its producer, and
     # onnxruntime's default order would keep every activation alive until the end (3x the RSS).
     options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
-    inline = external_data.byte_size(model) <= session_proto_limit()
+    limit = session_proto_limit()
     try:
-        if inline:
-            return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        blob, weights = _without_weights(model)
-        options.add_external_initializers(list(weights), list(weights.values()))
-        built = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
-        built.qtool_weights = weights  # type: ignore[attr-defined]  # the OrtValues must outlive the session
-        return built
+        return _built(model, options, limit)
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
         reason = str(e).splitlines()[0][:300]
         if not optimized:

@@ -17,6 +17,7 @@ from qtool.api.common import check_override_names, converted, drift_table, encod
 from qtool.api.mixed import finish_mixed, mixed_overrides_path, run_mixed_precision
 from qtool.config import QuantizeOptions
 from qtool.errors import QtoolError, QualityError, UsageError
+from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.inspect import compare, layers
 from qtool.inspect import html as inspect_html
@@ -179,6 +180,7 @@ def _algorithm_context(
     def quantizer(found: dict):
         def quantize_with(float_model: onnx.ModelProto, given: encio.Encodings):
             plan = build_plan(GraphFacts.of(float_model), found, given, _plan_options(o))
+            external_data.release()  # the plan read every weight; the writer reads them once more
             return write_qdq(float_model, plan, str(o.input_network), packed=o.pack_4_bit_weights), plan
 
         return quantize_with
@@ -251,8 +253,10 @@ def _quantize(
     found, samples = _calibrate(o, model, GraphFacts.of(model), input_list, progress)
     observers.update(found)
     calibration_seconds = time.perf_counter() - calibration_started
+    external_data.release()
     notes += _run_algorithms(o, "quantized", ctx)
     mixed = run_mixed_precision(o, ctx, reference, eval_list) if o.mixed_precision == "auto" else None
+    float_run = _float_outputs(o, reference, eval_list)
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
     if o.pack_4_bit_weights and not any(e.bitwidth == 4 and not e.is_float for e in plan.params.values()):
         logger.warning("--pack_4_bit_weights: no weight is 4-bit (--weights_bitwidth 4), so nothing was packed")
@@ -260,7 +264,7 @@ def _quantize(
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
     if notes:
         report.facts["algorithms"] = "; ".join(notes)
-    quality = _evaluate(o, reference, quantized, eval_list, report)
+    quality = _evaluate(o, reference, quantized, eval_list, report, float_run)
     report.facts["calibration seconds"] = round(calibration_seconds, 2)
     gm.save(quantized, output, external=o.external_data)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
@@ -272,12 +276,29 @@ def _quantize(
     return report, failure
 
 
+def _feeds(o: QuantizeOptions, reference: onnx.ModelProto, input_list: InputList, limit: int) -> Iterator[dict]:
+    return itertools.islice(iter_feeds(input_list, gm.input_specs(reference), o.use_native_input_files), limit)
+
+
+def _float_outputs(o: QuantizeOptions, reference: onnx.ModelProto, input_list: InputList | None) -> tuple[list | None, float]:
+    """The float model's outputs on the evaluation samples, run before the quantized model is built
+    (never both models' weights in memory at once), and the seconds it took; None past the cache's
+    size (compare_outputs then streams both models)."""
+    if input_list is None or o.evaluate_samples == 0:
+        return None, 0.0
+    started = time.perf_counter()
+    cached = compare.reference_outputs(reference, _feeds(o, reference, input_list, o.evaluate_samples), o.num_threads)
+    external_data.release()
+    return cached, time.perf_counter() - started
+
+
 def _evaluate(
     o: QuantizeOptions,
     reference: onnx.ModelProto,
     quantized: onnx.ModelProto,
     input_list: InputList | None,
     report: Report,
+    float_run: tuple[list | None, float],
 ) -> QualityError | None:
     """Output drift of the written model on the first --evaluate_samples samples of --eval_list
     (default: the calibration samples, which algorithms fitted: held-out ones show overfitting).
@@ -285,12 +306,15 @@ def _evaluate(
     if input_list is None or o.evaluate_samples == 0:
         runtime.session(quantized, o.num_threads, "quantized model")  # it must at least load
         return None
-    started = time.perf_counter()
+    cached, float_seconds = float_run
+    started = time.perf_counter() - float_seconds
 
     def feeds(limit: int) -> Iterator[dict]:
-        return itertools.islice(iter_feeds(input_list, gm.input_specs(reference), o.use_native_input_files), limit)
+        return _feeds(o, reference, input_list, limit)
 
-    drift = compare.compare_outputs(reference, quantized, feeds(o.evaluate_samples), threads=o.num_threads)
+    drift = compare.compare_outputs(
+        reference, quantized, feeds(o.evaluate_samples), threads=o.num_threads, cached=cached
+    )  # fmt: skip
     report.tables.append(drift_table(drift, False))
     report.facts["evaluated samples"] = next(iter(drift.values())).samples if drift else 0
     if o.eval_list is not None:

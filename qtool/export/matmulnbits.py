@@ -24,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qtool.errors import UsageError
 from qtool.export.job import ExportJob, Files
+from qtool.graph import external_data
 from qtool.graph import model as gm
 
 MS_DOMAIN = "com.microsoft"
@@ -47,7 +48,7 @@ class _Graph:
         self.producers = {o: n for n in model.graph.node for o in n.output}
 
     def array(self, name: str) -> np.ndarray | None:
-        return numpy_helper.to_array(self.inits[name]) if name in self.inits else None
+        return external_data.array(self.inits[name]) if name in self.inits else None
 
     def block_weight(self, name: str, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
         """(unsigned 4-bit weight [N, K], scales [N, K/B], unsigned zero points [N, K/B], B) of a

@@ -2,6 +2,8 @@
 
 Every `location` must resolve inside the model's folder, symlinks followed: qtool checks this
 itself before reading a byte, so that the answer does not depend on the installed onnx's loader.
+
+Initializers of LAZY_BYTES or more stay in their file until a step reads them: `lazy_weights`.
 """
 
 from __future__ import annotations
@@ -12,18 +14,42 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 import onnx
-from onnx import external_data_helper
+from onnx import external_data_helper, helper
 
 from qtool.errors import ModelError
+from qtool.graph.lazy_weights import (  # re-exported: callers reach a tensor's bytes through this module
+    PACKED,
+    array,
+    checkable,
+    entries,
+    fields,
+    is_lazy,
+    lazy,
+    materialized,
+    on_disk,
+    point,
+    raw,
+    release,
+    span,
+)
+
+__all__ = ["array", "checkable", "is_lazy", "lazy", "materialized", "on_disk", "release"]
 
 PROTOBUF_LIMIT = 2**31 - 1  # protobuf cannot serialize (or even size) a message past this
+LAZY_BYTES = 1024  # smaller external tensors (shape constants shape inference reads) are loaded
+
+
+def proto_size(model: onnx.ModelProto) -> int:
+    """The in-memory model's serialized size, summed part by part (ModelProto.ByteSize() fails past 2 GiB)."""
+    graph = model.graph
+    return sum(part.ByteSize() for part in (*graph.initializer, *graph.node, *graph.input, *graph.output))
 
 
 def byte_size(model: onnx.ModelProto) -> int:
-    """The model's serialized size, summed part by part: ModelProto.ByteSize() itself fails past 2 GiB."""
-    graph = model.graph
-    return sum(part.ByteSize() for part in (*graph.initializer, *graph.node, *graph.input, *graph.output))
+    """The model's size once written: its proto plus its lazy weights."""
+    return proto_size(model) + sum(span(t)[2] for t in lazy(model))
 
 
 def tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -47,39 +73,72 @@ def files(model: onnx.ModelProto, folder: Path, where: str) -> list[Path]:
     root = Path(os.path.realpath(folder))
     found: dict[Path, None] = {}
     for tensor in tensors(model.graph):
-        if not external_data_helper.uses_external_data(tensor):
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        if not location or Path(location).is_absolute() or Path(location).drive:
-            raise ModelError(f"tensor {tensor.name!r}: external data location {location!r} is not relative", where=where)
-        resolved = Path(os.path.realpath(root / location))
-        if not resolved.is_relative_to(root):
-            raise ModelError(
-                f"tensor {tensor.name!r}: external data location {location!r} leads outside the model's folder",
-                where=where,
-            )
-        if not resolved.is_file():
-            raise ModelError(f"tensor {tensor.name!r}: external data file {location!r} not found", where=where)
-        found[resolved] = None
+        if external_data_helper.uses_external_data(tensor):
+            found[_resolved(tensor, root, where)] = None
     return list(found)
 
 
+def _resolved(tensor: onnx.TensorProto, root: Path, where: str) -> Path:
+    location = fields(tensor).get("location", "")
+    if not location or Path(location).is_absolute() or Path(location).drive:
+        raise ModelError(f"tensor {tensor.name!r}: external data location {location!r} is not relative", where=where)
+    resolved = Path(os.path.realpath(root / location))
+    if not resolved.is_relative_to(root):
+        raise ModelError(
+            f"tensor {tensor.name!r}: external data location {location!r} leads outside the model's folder", where=where
+        )
+    if not resolved.is_file():
+        raise ModelError(f"tensor {tensor.name!r}: external data file {location!r} not found", where=where)
+    return resolved
+
+
 def load(model: onnx.ModelProto, folder: Path, where: str) -> list[Path]:
-    """Read every external tensor into `model` after checking its location; returns the files read."""
+    """Check every external tensor's location and extent; load the small ones and make the
+    initializers lazy (the module docstring); returns the files they live in."""
     checked = files(model, folder, where)
-    if checked:
+    root = Path(os.path.realpath(folder))
+    for tensor in model.graph.initializer:
+        if external_data_helper.uses_external_data(tensor):
+            path = _resolved(tensor, root, where)
+            offset, length = _extent(tensor, path, where)
+            if length >= LAZY_BYTES:
+                point(tensor, str(path), offset, length)
+    for tensor in tensors(model.graph):
+        if not external_data_helper.uses_external_data(tensor) or is_lazy(tensor):
+            continue
+        _extent(tensor, _resolved(tensor, root, where), where)
         try:
-            external_data_helper.load_external_data_for_model(model, str(folder))
+            external_data_helper.load_external_data_for_tensor(tensor, str(root))
         except Exception as e:  # onnx raises ValueError/OSError/its own checker errors for bad offsets
             raise ModelError(f"cannot read external data: {str(e).splitlines()[0][:160]}", where=where) from e
     return checked
 
 
+def _extent(tensor: onnx.TensorProto, path: Path, where: str) -> tuple[int, int]:
+    """(offset, length), checked against the file's size and the tensor's type and shape."""
+    given, size = fields(tensor), path.stat().st_size
+    try:
+        offset = int(given.get("offset") or 0)
+        length = int(given["length"]) if given.get("length") else size - offset
+    except ValueError as e:
+        raise ModelError(f"tensor {tensor.name!r}: bad external data offset or length", where=where) from e
+    itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    count = int(np.prod(tensor.dims, dtype=np.int64))
+    needed = (count + 1) // 2 if tensor.data_type in PACKED else count * itemsize
+    if offset < 0 or length < needed or offset + length > size:
+        raise ModelError(
+            f"cannot read external data: tensor {tensor.name!r} needs {needed} bytes at offset {offset} of "
+            f"{path.name}, which has {size}",
+            where=where,
+        )
+    return offset, needed
+
+
 @contextmanager
 def detached(model: onnx.ModelProto, min_bytes: int, location: str = "qtool-in-memory") -> Iterator[list]:
-    """Within the block, the model's initializers of `min_bytes` or more have no data of their own (marked
-    external at `location`), so that the rest serializes under protobuf's 2 GiB; yields [(tensor, raw)].
-    The data is put back on exit."""
+    """Within the block, the model's initializers of `min_bytes` or more held in memory have no data of
+    their own (marked external at `location`), so that the rest serializes under protobuf's 2 GiB;
+    yields [(tensor, raw)]. The data is put back on exit."""
     moved: list[tuple[onnx.TensorProto, bytes]] = []
     try:
         for tensor in model.graph.initializer:
@@ -101,29 +160,25 @@ def _large_raw(tensor: onnx.TensorProto, min_bytes: int) -> bool:
 
 def _externalise(tensor: onnx.TensorProto, location: str, offset: int) -> bytes:
     """Take `tensor`'s bytes out and point it at `offset` in `location`; returns the bytes."""
-    raw = tensor.raw_data
-    tensor.ClearField("raw_data")
-    tensor.data_location = onnx.TensorProto.EXTERNAL
-    del tensor.external_data[:]
-    for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
-        tensor.external_data.add(key=key, value=value)
-    return raw
+    data = tensor.raw_data
+    point(tensor, location, offset, len(data))
+    return data
 
 
 def _restore(moved: list[tuple[onnx.TensorProto, bytes]]) -> None:
     """Put the bytes `_externalise` took back: the caller's model is not ours to change."""
-    for tensor, raw in moved:
+    for tensor, data in moved:
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
-        tensor.raw_data = raw
+        tensor.raw_data = data
 
 
 def infer_shapes(model: onnx.ModelProto, in_place: bool = False, **options: bool) -> onnx.ModelProto:
     """onnx's shape inference, also past 2 GiB: then it runs on the model with its weights detached
     (shapes need none of their bytes) and its types are copied onto `model` (`in_place`) or a copy."""
-    if byte_size(model) < PROTOBUF_LIMIT:
+    if proto_size(model) < PROTOBUF_LIMIT and not lazy(model):
         return onnx.shape_inference.infer_shapes(model, **options)
-    with detached(model, 1 << 20):
+    with detached(model, 1 << 20), on_disk(model):
         inferred = onnx.shape_inference.infer_shapes(model.SerializeToString(), **options)
     out = model if in_place else onnx.ModelProto()
     if not in_place:
@@ -137,6 +192,7 @@ def infer_shapes(model: onnx.ModelProto, in_place: bool = False, **options: bool
 
 ALIGNMENT = 4096  # each tensor starts on a page boundary, so that onnxruntime can map it
 INLINE_BYTES = 1024  # smaller tensors (scales, zero points, shapes) stay in the .onnx file
+CHUNK = 64 << 20  # a lazy tensor is copied to the output this much at a time
 
 
 def write(
@@ -144,25 +200,45 @@ def write(
     path: Path,
     open_output: Callable[[Path, str], AbstractContextManager[IO]],
 ) -> None:
-    """`path` plus `path.data`: every tensor of INLINE_BYTES or more with raw data goes to the data
-    file (relative location, page-aligned, in graph order: the same model gives the same bytes), the
-    rest stays inline. `model` is left as it was; `open_output` stages each file (outputs.atomic_write)."""
+    """`path` plus `path.data`: every tensor of INLINE_BYTES or more with data (in memory or lazy)
+    goes to the data file (relative location, page-aligned, in graph order: the same model gives the
+    same bytes), the rest stays inline. `model` is left as it was; `open_output` stages each file
+    (outputs.atomic_write)."""
     location = f"{path.name}.data"
     moved: list[tuple[onnx.TensorProto, bytes]] = []
+    pointed: list[tuple[onnx.TensorProto, list]] = []
     try:
         with open_output(path.with_name(location), "wb") as data:
             offset = 0
             for tensor in tensors(model.graph):
-                if not _large_raw(tensor, INLINE_BYTES):
+                if not (is_lazy(tensor) or _large_raw(tensor, INLINE_BYTES)):
                     continue
                 padding = -offset % ALIGNMENT
                 data.write(b"\0" * padding)
                 offset += padding
-                raw = _externalise(tensor, location, offset)
-                moved.append((tensor, raw))
-                data.write(raw)
-                offset += len(raw)
+                if is_lazy(tensor):
+                    pointed.append((tensor, entries(tensor)))
+                    length = _copy_lazy(tensor, data)
+                    point(tensor, location, offset, length)
+                    offset += length
+                    continue
+                chunk = _externalise(tensor, location, offset)
+                moved.append((tensor, chunk))
+                data.write(chunk)
+                offset += len(chunk)
         with open_output(path, "wb") as handle:
             handle.write(model.SerializeToString(deterministic=True))
     finally:
         _restore(moved)
+        for tensor, fields in pointed:
+            del tensor.external_data[:]
+            tensor.external_data.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in fields)
+
+
+def _copy_lazy(tensor: onnx.TensorProto, out: IO) -> int:
+    """Stream a lazy tensor's bytes to `out`, dropping each chunk's pages once written."""
+    view = raw(tensor)
+    for start in range(0, len(view), CHUNK):
+        out.write(view[start : start + CHUNK])
+    release()
+    return len(view)

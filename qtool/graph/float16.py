@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from qtool.graph import external_data
+
 KEEP_FLOAT32_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}
 _FP32 = TensorProto.FLOAT
 
@@ -45,7 +47,7 @@ def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
     inits = []
     for init in graph.initializer:
         if init.data_type == _FP32 and init.name not in kept:
-            init = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name)
+            init = numpy_helper.from_array(external_data.array(init).astype(np.float16), init.name)
         inits.append(init)
     del graph.initializer[:]
     graph.initializer.extend(inits)

@@ -57,13 +57,13 @@ def copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def check(model: onnx.ModelProto, where: str, path: str | os.PathLike[str] | None = None) -> None:
-    """onnx.checker on the model; past protobuf's 2 GiB on `path`, the file it was read from (the
-    checker cannot take the model in memory), or not at all when there is no such file."""
+    """onnx.checker on the model (its lazy weights are not read); past protobuf's 2 GiB in memory, on
+    `path`, the file it was read from, or not at all when there is no such file."""
     if not model.graph.output:
         raise ModelError("the graph has no outputs: nothing to compute or compare", where=where)
     try:
-        if external_data.byte_size(model) < external_data.PROTOBUF_LIMIT:
-            onnx.checker.check_model(model)
+        if external_data.proto_size(model) < external_data.PROTOBUF_LIMIT:
+            onnx.checker.check_model(external_data.checkable(model))
         elif path is not None:
             onnx.checker.check_model(str(path))
         else:
@@ -84,7 +84,7 @@ def save(model: onnx.ModelProto, path: str | os.PathLike[str], external: bool = 
     if external or external_data.byte_size(model) > external_data_threshold():
         external_data.write(model, Path(path), atomic_write)
         return
-    with atomic_write(path) as handle:
+    with external_data.materialized(external_data.lazy(model)), atomic_write(path) as handle:
         handle.write(model.SerializeToString(deterministic=True))
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.inspect.findings import InspectReport
 from qtool.quant.cost import macs_per_node
@@ -69,7 +70,7 @@ def _encodings_table(model: onnx.ModelProto) -> Table:
 def summarise(model: onnx.ModelProto, where: str) -> InspectReport:
     inits = gm.initializer_names(model)
     params = sum(int(np.prod(i.dims)) for i in model.graph.initializer)
-    param_bytes = sum(len(i.raw_data) or onnx.numpy_helper.to_array(i).nbytes for i in model.graph.initializer)
+    param_bytes = sum(len(i.raw_data) or external_data.array(i).nbytes for i in model.graph.initializer)
     model_kind = kind(model)
     report = InspectReport(
         "qtool inspect",

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 
+from qtool.graph import external_data
 from qtool.quant.rules import SQUASHABLE_PRODUCERS, SQUASHING_ACTIVATIONS
 
 # the float types a QuantizeLinear takes in onnxruntime: a double or bfloat16 tensor (a model casting
@@ -63,5 +64,5 @@ class GraphFacts:
         """An initializer as numpy, converted once per GraphFacts."""
         cache = self.__dict__.setdefault("_arrays", {})
         if name not in cache:
-            cache[name] = numpy_helper.to_array(self.initializers[name])
+            cache[name] = external_data.array(self.initializers[name])
         return cache[name]

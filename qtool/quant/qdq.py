@@ -29,6 +29,7 @@ from onnx import TensorProto, helper, numpy_helper, version_converter
 
 from qtool import runtime
 from qtool.errors import ModelError
+from qtool.graph import external_data
 from qtool.graph.model import default_opset, upgrade_opset
 from qtool.graph.names import FreshNames
 from qtool.quant import blocks
@@ -92,7 +93,7 @@ class _Writer:
         return scale_name, zp_name
 
     def param(self, init: onnx.TensorProto, e: Encoding) -> None:
-        values = numpy_helper.to_array(init)
+        values = external_data.array(init)
         if _is_fp16(e):
             half = self.fresh(f"{init.name}_fp16")
             self.initializers.append(numpy_helper.from_array(values.astype(np.float16), half))
@@ -100,9 +101,10 @@ class _Writer:
             return
         int_type = storage_type(e, self.packed)
         q_name = self.fresh(f"{init.name}_quantized")
-        self.initializers.append(numpy_helper.from_array(e.quantize(values).astype(int_type), q_name))
+        self.initializers.append(numpy_helper.from_array(_quantized(e, values, int_type), q_name))
         scale, zp = self.qparams(init.name, e, int_type, values.shape)
         self.node("DequantizeLinear", [q_name, scale, zp], init.name, **_axis(e))
+        external_data.release()  # a lazy weight's pages: read once, not needed again
 
     def activation(self, prequant: str, dequant: str, e: Encoding, base: str) -> None:
         """`prequant` -> Q -> DQ -> `dequant`; new names start with `base`."""
@@ -131,6 +133,22 @@ class _Writer:
             wide = self.fresh(f"{name}_int32")
             node.output[i] = wide
             self.node("Cast", [wide], name, to=TensorProto.FLOAT)
+
+
+QUANTIZE_CHUNK = 1 << 20  # elements quantized at a time: e.quantize's float64 temporaries are 8x an int8 weight
+
+
+def _quantized(e: Encoding, values: np.ndarray, int_type: type) -> np.ndarray:
+    """e.quantize(values) as `int_type`, in slices along an axis the encoding does not vary on."""
+    axis = 0 if e.axis is None or e.axis % values.ndim != 0 else 1
+    if e.blocks is not None or values.ndim <= axis or values.size <= QUANTIZE_CHUNK:
+        return e.quantize(values).astype(int_type)
+    out = np.empty(values.shape, int_type)
+    step = max(1, QUANTIZE_CHUNK * values.shape[axis] // values.size)
+    for start in range(0, values.shape[axis], step):
+        index = (slice(None),) * axis + (slice(start, start + step),)
+        out[index] = e.quantize(values[index]).astype(int_type)
+    return out
 
 
 def _axis(e: Encoding) -> dict[str, int]:

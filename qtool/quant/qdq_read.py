@@ -20,6 +20,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from qtool.errors import ModelError
+from qtool.graph import external_data
 from qtool.io.encodings import Encodings
 from qtool.quant import blocks
 from qtool.quant import encoding as enc
@@ -66,9 +67,9 @@ def _encoding(
     if int_type not in _BITS:
         raise ModelError(f"{node.op_type} {node.name!r} uses an unsupported type {TensorProto.DataType.Name(int_type)}")
     bitwidth, signed = _BITS[int_type]
-    scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+    scale = external_data.array(inits[node.input[1]]).astype(np.float64)
     zp_name = node.input[2] if len(node.input) > 2 else ""
-    zp = numpy_helper.to_array(inits[zp_name]).astype(np.int64) if zp_name else np.zeros(1, np.int64)
+    zp = external_data.array(inits[zp_name]).astype(np.int64) if zp_name else np.zeros(1, np.int64)
     layout = _blocked(node, scale, zp, channel) if _block_size(node) > 0 and scale.ndim > 0 else None
     scale, zp = (layout[0], layout[1]) if layout else (scale.ravel(), zp.ravel())
     shift = 2 ** (bitwidth - 1) if signed else 0
@@ -101,7 +102,7 @@ def read_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Encodings]:
         if source in inits:
             channel = _channel_axis(readers.get(node.output[0], []), len(inits[source].dims))
             e = _encoding(node, inits, inits[source].data_type, channel)
-            values = e.dequantize(numpy_helper.to_array(inits[source]))
+            values = e.dequantize(external_data.array(inits[source]))
             new_inits[source] = numpy_helper.from_array(values, node.output[0])
             found.params[node.output[0]] = e
             drop.add(id(node))

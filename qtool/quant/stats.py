@@ -26,11 +26,15 @@ FORMAT = "qtool-calibration-stats/1"
 def model_hash(model: onnx.ModelProto) -> str:
     """The graph's bytes; past protobuf's 2 GiB, part by part (nodes, then each initializer)."""
     graph = model.graph
-    if external_data.byte_size(model) < external_data.PROTOBUF_LIMIT:
-        return hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
+    if external_data.byte_size(model) < external_data.PROTOBUF_LIMIT:  # lazy weights read: as if inline
+        with external_data.materialized(external_data.lazy(model)):
+            return hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
     h = hashlib.sha256()
-    for part in (*graph.node, *graph.input, *graph.output, *graph.initializer):
+    for part in (*graph.node, *graph.input, *graph.output):
         h.update(part.SerializeToString(deterministic=True))
+    for init in graph.initializer:
+        with external_data.materialized([init]):
+            h.update(init.SerializeToString(deterministic=True))
     return h.hexdigest()
 
 

@@ -134,3 +134,40 @@ def test_a_full_disk_leaves_no_partial_output_and_keeps_the_previous_one(tmp_pat
     assert result.exit_code == 2 and "No space left on device" in result.stderr
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == previous
     assert json.loads((tmp_path / "q.encodings.json").read_text())
+
+
+def test_a_loaded_model_keeps_its_weights_on_disk_until_read(models) -> None:
+    """Lazy weights (lazy_weights.py): no bytes in memory after a load, the same values when read, and
+    onnxruntime maps them from their file: the session's output is the inline model's."""
+    from qtool import runtime
+    from qtool.graph import external_data
+    from qtool.graph import model as gm
+
+    inline, external, _ = models
+    model = gm.load(external)
+    weights = [i for i in model.graph.initializer if external_data.is_lazy(i)]
+    assert {w.name for w in weights} == {"W1", "W2"} and not any(w.raw_data for w in weights)
+    want = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(inline)).graph.initializer}
+    assert all(np.array_equal(external_data.array(w), want[w.name]) for w in weights)
+    gm.check(model, "m")
+    x = {"x": np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64)}
+    got = runtime.session(model).run(None, x)[0]
+    assert np.array_equal(got, runtime.session(gm.load(inline)).run(None, x)[0])
+    with external_data.materialized(weights):
+        assert all(w.raw_data for w in weights)
+    assert not any(w.raw_data for w in weights) and all(external_data.is_lazy(w) for w in weights)
+
+
+@pytest.mark.parametrize("flags", [["--apply_algorithms", "bc", "--apply_algorithms", "adaround"], ["--float_bitwidth", "16"]])
+def test_algorithms_and_float16_on_lazy_weights_match_the_inline_model(tmp_path, models, flags) -> None:
+    inline, external, listing = models
+    for name, source in (("a", inline), ("b", external)):
+        out = tmp_path / name
+        if "--float_bitwidth" in flags:
+            result = _run(["convert", "-i", source, "-o", out / "c.onnx", *flags], LOW)
+        else:
+            result = _run(["quantize", "-i", source, "-o", out / "q.onnx", "--input_list", listing, *flags], LOW)
+        assert result.exit_code == 0, result.stderr
+    produced = "c.onnx" if "--float_bitwidth" in flags else "q.onnx"
+    want, got = _tensors(tmp_path / "a" / produced), _tensors(tmp_path / "b" / produced)
+    assert want.keys() == got.keys() and all(np.array_equal(want[k], got[k]) for k in want)

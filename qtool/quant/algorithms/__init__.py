@@ -19,6 +19,7 @@ import onnx
 from onnx import numpy_helper
 
 from qtool.errors import UsageError, did_you_mean
+from qtool.graph import external_data
 from qtool.io.encodings import Encodings
 
 
@@ -36,12 +37,12 @@ class AlgorithmContext:
     trial: Callable[[onnx.ModelProto], float] | None = None
 
     def array(self, name: str) -> np.ndarray:
-        return numpy_helper.to_array(next(i for i in self.model.graph.initializer if i.name == name))
+        return external_data.array(next(i for i in self.model.graph.initializer if i.name == name))
 
     def set_array(self, name: str, value: np.ndarray) -> None:
         for init in self.model.graph.initializer:
             if init.name == name:
-                init.CopyFrom(numpy_helper.from_array(value.astype(numpy_helper.to_array(init).dtype), name))
+                init.CopyFrom(numpy_helper.from_array(value.astype(external_data.array(init).dtype), name))
                 return
         self.model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
 

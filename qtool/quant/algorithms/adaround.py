@@ -38,10 +38,10 @@ from typing import TypeVar
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from qtool import runtime
 from qtool.errors import UsageError
+from qtool.graph import external_data
 from qtool.graph.model import copy
 from qtool.quant import encoding as enc
 from qtool.quant.algorithms import AlgorithmContext, check_config
@@ -316,7 +316,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
     layers = [layer for layer in candidates if layer.weight in plan.params and not plan.params[layer.weight].is_float]
     bitwidth = config.get("default_param_bw")
     encodings = {layer.weight: _weight_encoding(plan.params[layer.weight], bitwidth) for layer in layers}
-    ref = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in ctx.model.graph.initializer}
+    ref = {i.name: external_data.array(i).astype(np.float64) for i in ctx.model.graph.initializer}
     samples, sequential = int(config.get("num_batches", 32)), config.get("sequential", "auto")
     if sequential not in (True, False, "auto"):
         raise UsageError(f"adaround: sequential must be true, false or auto, not {sequential!r}", where="--config")

@@ -12,6 +12,7 @@ import onnx
 from onnx import numpy_helper
 
 from qtool import runtime
+from qtool.graph import external_data
 from qtool.quant.algorithms import AlgorithmContext, check_config
 from qtool.quant.algorithms.layers import Layer, weighted_layers
 from qtool.quant.graph_facts import GraphFacts
@@ -54,7 +55,7 @@ def _set_quantized_bias(qdq: onnx.ModelProto, bias: str, values: np.ndarray, pla
     target = f"{bias}_quantized"
     for init in qdq.graph.initializer:
         if init.name == target and e is not None and not e.is_float:
-            dtype = numpy_helper.to_array(init).dtype
+            dtype = external_data.array(init).dtype
             init.CopyFrom(numpy_helper.from_array(e.quantize(values).astype(dtype), target))
             return True
     return False

@@ -1,0 +1,153 @@
+"""Lazy weights: initializers that stay in their external-data file until a step reads them (issue 22:
+memory grows with the largest layer, not with copies of the model).
+
+`external_data.load` makes a model's external initializers of LAZY_BYTES or more lazy: their `location`
+is rewritten in memory to the data file's absolute path (qtool checked it lies in the model's folder;
+an absolute location never reaches a written model). Copies of the proto share them for free.
+`array` maps them read-only (one `mmap` a file), onnxruntime maps them itself (`on_disk` gives it
+relative locations and their folder), `external_data.write` streams them into an output's data file.
+`release` drops the mapped pages from the process's resident set between stages: they stay in the
+page cache, and the kernel maps them again if a later step reads them.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+_MAPS: dict[str, tuple[tuple[int, int, int], mmap.mmap]] = {}  # path -> (its stat key, its mapping)
+
+
+def is_lazy(tensor: onnx.TensorProto) -> bool:
+    return tensor.data_location == onnx.TensorProto.EXTERNAL and os.path.isabs(fields(tensor).get("location", ""))
+
+
+def fields(tensor: onnx.TensorProto) -> dict[str, str]:
+    return dict(entries(tensor))
+
+
+def entries(tensor: onnx.TensorProto) -> list[tuple[str, str]]:
+    return [(e.key, e.value) for e in tensor.external_data]
+
+
+def span(tensor: onnx.TensorProto) -> tuple[str, int, int]:
+    """A lazy tensor's (file, offset, length)."""
+    f = fields(tensor)
+    return f["location"], int(f["offset"]), int(f["length"])
+
+
+def lazy(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    return [t for t in model.graph.initializer if is_lazy(t)]
+
+
+PACKED = frozenset({onnx.TensorProto.INT4, onnx.TensorProto.UINT4, onnx.TensorProto.FLOAT4E2M1})
+
+
+def point(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        tensor.external_data.add(key=key, value=value)
+
+
+def _mapping(path: str) -> mmap.mmap:
+    """One read-only mapping per file (and per version of it: a file replaced since is mapped anew)."""
+    st = os.stat(path)
+    key = (st.st_ino, st.st_mtime_ns, st.st_size)
+    cached = _MAPS.get(path)
+    if cached is None or cached[0] != key:
+        with open(path, "rb") as f:
+            _MAPS[path] = (key, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    return _MAPS[path][1]
+
+
+def array(tensor: onnx.TensorProto) -> np.ndarray:
+    """A tensor as numpy; a lazy one is a read-only view of its file (no copy)."""
+    if not is_lazy(tensor):
+        return numpy_helper.to_array(tensor)
+    path, offset, length = span(tensor)
+    if tensor.data_type in PACKED or tensor.data_type == onnx.TensorProto.STRING:
+        with materialized([tensor]):
+            return numpy_helper.to_array(tensor)
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    values = np.frombuffer(_mapping(path), dtype=dtype, count=length // dtype.itemsize, offset=offset)
+    return values.reshape(tuple(tensor.dims))
+
+
+def raw(tensor: onnx.TensorProto) -> memoryview:
+    path, offset, length = span(tensor)
+    return memoryview(_mapping(path))[offset : offset + length]
+
+
+def release() -> None:
+    """Drop every mapped page from the resident set (they stay in the page cache)."""
+    for _, mapped in _MAPS.values():
+        mapped.madvise(mmap.MADV_DONTNEED)
+
+
+@contextmanager
+def materialized(tensors_: list[onnx.TensorProto]) -> Iterator[None]:
+    """Within the block, the lazy tensors among `tensors_` hold their bytes (for onnx's own readers)."""
+    moved = []
+    try:
+        for tensor in tensors_:
+            if is_lazy(tensor):
+                fields = entries(tensor)
+                data = bytes(raw(tensor))
+                del tensor.external_data[:]
+                tensor.data_location = onnx.TensorProto.DEFAULT
+                tensor.raw_data = data
+                moved.append((tensor, fields))
+        yield
+    finally:
+        for tensor, fields in moved:
+            tensor.ClearField("raw_data")
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            tensor.external_data.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in fields)
+
+
+def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` for onnx.checker, which reads external data relative to the working folder: a copy
+    whose lazy initializers are graph inputs of the same type and shape (qtool checked their data)."""
+    found = lazy(model)
+    if not found:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    names = {t.name for t in found}
+    kept = [t for t in out.graph.initializer if t.name not in names]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(kept)
+    inputs = {v.name for v in out.graph.input}
+    out.graph.input.extend(
+        helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in found if t.name not in inputs
+    )
+    return out
+
+
+@contextmanager
+def on_disk(model: onnx.ModelProto) -> Iterator[str | None]:
+    """Within the block, the lazy tensors' locations are relative to the folder yielded (None when
+    there are none): what onnx's checker and onnxruntime (`session.model_external_initializers_file_folder_path`)
+    accept, and a model that names its weights without holding them."""
+    found = lazy(model)
+    if not found:
+        yield None
+        return
+    entries = [next(e for e in t.external_data if e.key == "location") for t in found]
+    absolute = [e.value for e in entries]
+    folder = os.path.commonpath([os.path.dirname(p) for p in absolute])
+    try:
+        for entry, path in zip(entries, absolute, strict=True):
+            entry.value = os.path.relpath(path, folder)
+        yield folder
+    finally:
+        for entry, path in zip(entries, absolute, strict=True):
+            entry.value = path

@@ -154,6 +154,7 @@ def render_default(rows: list[Row], manifest: dict) -> list[str]:
 
 
 def suites() -> dict:
+    import blocks_suite
     import suites as more
     import sweep
     import transformers_suite
@@ -167,10 +168,11 @@ def suites() -> dict:
         "speed": (more.run_speed, more.render_speed),
         "transformers": (transformers_suite.run, transformers_suite.render),
         "zoo": (zoo_suite.run, zoo_suite.render),
+        "blocks": (blocks_suite.run, blocks_suite.render),
     }
 
 
-SUITE_ORDER = ["default", "speed", "algorithms", "mixed", "sweep", "transformers", "zoo"]
+SUITE_ORDER = ["default", "speed", "algorithms", "mixed", "sweep", "transformers", "blocks", "zoo"]
 RESULTS_JSON = BENCH / "results.json"
 
 
@@ -240,7 +242,9 @@ def parse_args() -> argparse.Namespace:
         metavar="FLAG=VALUE",
         help="mixed: try this target instead of the built-in ones (e.g. target_sqnr=18), repeatable",
     )
-    parser.add_argument("--zoo-variants", help="zoo: subset of float,qtool:w8a8,qtool:ort-cpu,ort:pre,ort:raw,qtool:mixed30")
+    parser.add_argument(
+        "--zoo-variants", help="zoo: subset of float,qtool:w8a8,qtool:ort-cpu,ort:pre,ort:raw,qtool:mixed30"
+    )
     parser.add_argument("--render-only", action="store_true", help="rewrite results.md from results.json, run nothing")
     parser.add_argument("--runs", type=int, default=50, help="speed: timed runs per model (after 10 warm-up)")
     return parser.parse_args()
@@ -288,7 +292,7 @@ def main() -> int:
             write_results(results, manifest)
 
         table[suite][0](
-            names if suite in ("transformers", "zoo") else [n for n in names if n in manifest["models"]],
+            names if suite in ("transformers", "blocks", "zoo") else [n for n in names if n in manifest["models"]],
             manifest,
             args,
             emit,

@@ -41,6 +41,7 @@ BLOCK_SIZES = (16, 32, 64, 128, 256)
 BLOCK_BITWIDTHS = (4, 8)
 LPBQ_BITWIDTH, LPBQ_DECOMPRESSED_BW = 4, 8  # AIMET's defaults: decompressed = 2 x compressed
 BLOCK_FACTORS = np.linspace(0.4, 1.0, 31)  # clipped absmax candidates, in range_search's 0.02 steps
+SWEEPS = 2  # coordinate-descent passes of the output-error search over a row's blocks
 _CHUNK = 1 << 14  # blocks scored at once: bounds the (factors x chunk x block) working array
 
 
@@ -159,17 +160,87 @@ def block_encoding(
     x = _grouped(np.asarray(values, dtype=np.float64), channel_axis, axis, size)
     channels, count = x.shape[:2]
     absmax = _absmax(x.reshape(channels * count, -1), bitwidth, method).reshape(channels, count)
-    shape = scale_shape(values.shape, channel_axis, axis, size)
     if not lpbq:
+        return _assemble(absmax, values.shape, channel_axis, axis, size, bitwidth)
+    channel = _lpbq_channel(enc.symmetric_scale(absmax, bitwidth))
+    ints = _lpbq_ints(x, enc.symmetric_scale(absmax, bitwidth), channel, method)
+    return _assemble(absmax, values.shape, channel_axis, axis, size, bitwidth, (channel, ints))
+
+
+def _lpbq_channel(scale: np.ndarray) -> np.ndarray:
+    """AIMET's LPBQ channel scale: the channel's largest block scale / 2^(decompressed − compressed), in float32."""
+    return (scale.max(axis=1) / 2 ** (LPBQ_DECOMPRESSED_BW - LPBQ_BITWIDTH)).astype(np.float32).astype(np.float64)
+
+
+def _assemble(absmax: np.ndarray, weight_shape: tuple[int, ...], channel_axis: int, axis: int, size: int,
+              bitwidth: int, lpbq: tuple[np.ndarray, np.ndarray] | None = None) -> Encoding:  # fmt: skip
+    """The encoding of (channels, blocks) ranges, or of LPBQ (channel scales, block integers)."""
+    shape = scale_shape(weight_shape, channel_axis, axis, size)
+    if lpbq is None:
         e = enc.symmetric(-_flat(absmax, channel_axis, axis), _flat(absmax, channel_axis, axis), bitwidth, channel_axis)
         return dataclasses.replace(e, blocks=Blocks(size, axis, shape))
-    scale = enc.symmetric_scale(absmax, bitwidth)
-    top = 2 ** (LPBQ_DECOMPRESSED_BW - LPBQ_BITWIDTH)
-    channel = (scale.max(axis=1) / top).astype(np.float32).astype(np.float64)
-    ints = _lpbq_ints(x, scale, channel, method)
+    channel, ints = lpbq
     blocks = Blocks(size, axis, shape, LPBQ_DECOMPRESSED_BW, tuple(map(float, channel)),
                     tuple(map(int, _flat(ints, channel_axis, axis))))  # fmt: skip
     return _lpbq_encoding(blocks, channel_axis)
+
+
+def _least_output_error(
+    rows: np.ndarray, gram: np.ndarray, size: int, bitwidth: int, candidates, sweeps: int = SWEEPS
+) -> np.ndarray:
+    """Per (row, block) the index of the candidate scale that minimises the row's output error eᵀ G e
+    (G = E[xxᵀ] of the layer's input, e the row's rounding error): block by block, each block's choice given
+    the others' current errors (coordinate descent from zero: the first sweep sees only the blocks before
+    it, later ones all; each never raises the error). One block (per channel) is exact in one sweep.
+    `candidates(b)` gives block b's (candidates, rows) scales."""
+    lo, hi = -(2 ** (bitwidth - 1)), 2 ** (bitwidth - 1) - 1
+    count = rows.shape[1] // size
+    chosen = np.zeros((rows.shape[0], count), dtype=np.int64)
+    errors = np.zeros_like(rows)  # the rounding error of the choices so far
+
+    def rounded(part: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint(part / scale[:, None]), lo, hi) * scale[:, None] - part
+
+    for _ in range(sweeps if count > 1 else 1):
+        for b in range(count):
+            at = slice(b * size, (b + 1) * size)
+            part, g = rows[:, at], gram[at, at]
+            cross = 2 * (errors @ gram[:, at] - errors[:, at] @ g)  # the other blocks' share, (rows, size)
+            best = np.full(rows.shape[0], np.inf)
+            scales = candidates(b)
+            for i, scale in enumerate(scales):
+                e = rounded(part, scale)
+                error = np.einsum("ni,ni->n", e @ g + cross, e)
+                better = error < best
+                best[better], chosen[better, b] = error[better], i
+            errors[:, at] = rounded(part, scales[chosen[:, b], np.arange(rows.shape[0])])
+    return chosen
+
+
+def output_ranges(rows: np.ndarray, gram: np.ndarray, size: int, bitwidth: int) -> np.ndarray:
+    """(rows, blocks) symmetric |ranges| of `rows` (out_features, fan_in) in blocks of `size` inputs (fan_in:
+    per channel), each the clipped absmax (BLOCK_FACTORS, the weight-error search's candidates) of least output
+    error eᵀ G e rather than least weight error."""
+    count = rows.shape[1] // size
+    absmax = np.maximum(np.abs(rows).reshape(rows.shape[0], count, size).max(axis=2), enc.MIN_RANGE / 2)
+    picked = _least_output_error(
+        rows, gram, size, bitwidth, lambda b: enc.symmetric_scale(absmax[None, :, b] * BLOCK_FACTORS[:, None], bitwidth)
+    )
+    return absmax * BLOCK_FACTORS[picked]
+
+
+def output_lpbq(rows: np.ndarray, gram: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LPBQ of `rows` by output error: block ranges as `output_ranges`, the channel scale from them as AIMET
+    does, then each block's integer 1..16 of least output error (the largest block keeps 16).
+    Returns (absmax, channel scales, integers)."""
+    absmax = output_ranges(rows, gram, size, LPBQ_BITWIDTH)
+    scale = enc.symmetric_scale(absmax, LPBQ_BITWIDTH)
+    channel = _lpbq_channel(scale)
+    top = 2 ** (LPBQ_DECOMPRESSED_BW - LPBQ_BITWIDTH)
+    ks = np.arange(1, top + 1, dtype=np.float64)
+    ints = _least_output_error(rows, gram, size, LPBQ_BITWIDTH, lambda b: ks[:, None] * channel[None, :]) + 1
+    ints[np.arange(len(ints)), np.argmax(scale, axis=1)] = top
+    return absmax, channel, ints
 
 
 def _lpbq_encoding(blocks: Blocks, channel_axis: int, bitwidth: int = LPBQ_BITWIDTH) -> Encoding:
@@ -251,3 +322,18 @@ def as_lpbq(e: Encoding, bitwidth: int, decompressed_bw: int) -> Encoding | None
     lpbq = dataclasses.replace(b, decompressed_bw=decompressed_bw, channel_scale=tuple(map(float, channel)),
                                int_scale=tuple(int(v) for v in back))  # fmt: skip
     return _lpbq_encoding(lpbq, e.axis, bitwidth)
+
+
+def output_encoding(e: Encoding, rows: np.ndarray, gram: np.ndarray, weight_shape: tuple[int, ...]) -> Encoding:
+    """`e` (a symmetric per-channel, per-block or LPBQ weight encoding of a 2-D weight, `rows` its
+    (out_features, fan_in) view) with its ranges chosen anew by output error against G = E[xxᵀ]."""
+    assert e.axis is not None
+    if e.blocks is None:
+        absmax = output_ranges(rows, gram, rows.shape[1], e.bitwidth)[:, 0]
+        return enc.symmetric(-absmax, absmax, e.bitwidth, e.axis)
+    b = e.blocks
+    assert b.axis is not None
+    if b.is_lpbq:
+        absmax, channel, ints = output_lpbq(rows, gram, b.size)
+        return _assemble(absmax, weight_shape, e.axis, b.axis, b.size, e.bitwidth, (channel, ints))
+    return _assemble(output_ranges(rows, gram, b.size, e.bitwidth), weight_shape, e.axis, b.axis, b.size, e.bitwidth)

@@ -217,3 +217,50 @@ def test_a_block_override_on_a_weight_that_cannot_take_it_is_a_data_error(tmp_pa
                       "--encodings_format", "1.0.0"])  # fmt: skip
     assert result.exit_code == 4
     assert "override 'B0': per-block encodings apply only to 2-D Gemm/MatMul and Conv weights" in result.stderr
+
+
+@pytest.mark.parametrize("scheme", [["--use_per_row_quantization"], ["--weights_block_size", "16"],
+                                    ["--weights_block_size", "16", "--use_lpbq"]])  # fmt: skip
+def test_clipsearch_lowers_the_output_error_with_the_same_layout(tmp_path: Path, scheme: list[str]) -> None:
+    """clipsearch (weight-only W4) re-chooses the ranges by output error on the calibration samples: the
+    layout stays (blocked DequantizeLinear, LPBQ compressed in the encodings), the report says what it did,
+    and on held-out inputs whose second half of channels is 10x the first the error falls."""
+    rng = np.random.default_rng(11)
+    loud = np.where(np.arange(64) >= 32, 10.0, 1.0).astype(np.float32)
+    x = (rng.uniform(-1, 1, (8, 64)) * loud).astype(np.float32)
+    exact = mlp_forward(mlp_weights(), x)
+    model = mlp_model()
+    flags = ["--act_bitwidth", "32", "--weights_bitwidth", "4", *scheme]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    lines = []
+    for i in range(16):
+        path = folder / f"{i}.raw"
+        (rng.uniform(-1, 1, (8, 64)) * loud).astype(np.float32).tofile(path)
+        lines.append(str(path))
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    outputs = []
+    for algorithms in ([], ["--apply_algorithms", "clipsearch"]):
+        out = tmp_path / f"q{len(algorithms)}.onnx"
+        args = ["quantize", "-i", save_model(model, tmp_path / "m.onnx"), "-o", out, "--input_list", listing,
+                "--encodings_format", "1.0.0", *flags, *algorithms, "--json"]  # fmt: skip
+        result = run_cli(args)
+        assert result.exit_code == 0, result.output
+        outputs.append(out)
+    assert "clipsearch: 2 weights' ranges chosen by output error" in result.stdout
+    plain, searched = (onnx.load(str(p)) for p in outputs)
+    for name in ("W0", "W1"):
+        attrs = [{a.name: a.i for a in _weight_dq(m, name).attribute} for m in (plain, searched)]
+        assert attrs[0] == attrs[1]
+    types = {e["name"]: e["enc_type"] for e in json.loads(outputs[1].with_suffix(".encodings.json").read_text())["param_encodings"]}
+    assert set(types.values()) == {"LPBQ" if "--use_lpbq" in scheme else "PER_BLOCK" if len(scheme) > 1 else "PER_CHANNEL"}
+    errors = [float(np.sum((_run(p, x) - exact) ** 2)) for p in outputs]
+    assert errors[1] < errors[0], errors
+
+
+def test_clipsearch_needs_calibration_data(tmp_path: Path) -> None:
+    source = save_model(mlp_model(), tmp_path / "m.onnx")
+    result = run_cli(["quantize", "-i", source, "-o", tmp_path / "q.onnx", "--act_bitwidth", "32",
+                      "--weights_block_size", "16", "--encodings_format", "1.0.0", "--apply_algorithms", "clipsearch"])  # fmt: skip
+    assert result.exit_code == 2 and "needs --input_list" in result.stderr, result.output

@@ -1,0 +1,307 @@
+"""The blocks suite of `run.py --suite blocks` (issue 23): 4-bit weights per channel, per block and LPBQ, with and
+without GPTQ rounding, against onnxruntime's matmul_nbits_quantizer, on the transformers suite's three models.
+
+Per model (bench/prepare_transformers.py's), every row scored on the held-out validation samples against the
+float model (transformers_suite's metrics: embedding cosine, top-1 / next-token agreement, output SQNR):
+- `qtool W4 ...`: `qtool quantize --weights_bitwidth 4` on the `qtool convert`ed model, per channel
+  (`--use_per_channel_quantization --use_per_row_quantization`), `--weights_block_size 32` / `64`, LPBQ B32
+  (`--use_lpbq`) and B32 + GPTQ (`--apply_algorithms adaround`, 64 calibration samples), each with float
+  activations (`--act_bitwidth 32`: weight-only, no calibration pass unless adaround needs one) and with 16-bit
+  activations (`--act_bitwidth 16`, calibrated on the 64 calibration samples);
+- `ort RTN` / `ort GPTQ`: onnxruntime's MatMulNBitsQuantizer (RTNWeightOnlyQuantConfig / GPTQWeightOnlyQuantConfig,
+  4-bit, block 32, symmetric like qtool's; GPTQ on the same 64 calibration samples) on the float model, in a worker;
+- `qtool matmulnbits`: `qtool export --format matmulnbits` of the weight-only B32 and B32 + GPTQ models.
+Time / peak MB are the quantizing (or exporting) process's; size is the written model's bytes; latency is
+onnxruntime CPU at batch 1, one intra-op thread, paired with the float model in the same worker (alternating runs,
+so the shared machine's load hits both alike): median ms and the ratio fp32 / model (> 1: faster than fp32).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    CACHE,
+    RUNS,
+    Row,
+    cell,
+    commit_note,
+    load_cell,
+    log_value,
+    md_table,
+    measure,
+    qtool_exe,
+    report_extra,
+    timed_row,
+)
+from transformers_suite import HINT, converted, evaluate_into, input_spec, read_feeds, task_cell
+
+W4 = ["--weights_bitwidth", "4", "--encodings_format", "1.0.0"]
+PER_CHANNEL = ["--use_per_channel_quantization", "--use_per_row_quantization"]
+BASES = {  # scheme name -> (label, flags)
+    "pc": ("W4 per-channel", PER_CHANNEL),
+    "b32": ("W4 B32", ["--weights_block_size", "32"]),
+    "b64": ("W4 B64", ["--weights_block_size", "64"]),
+    "lpbq32": ("W4 LPBQ B32", ["--weights_block_size", "32", "--use_lpbq"]),
+}
+ALGOS = {"cs": ("clipsearch", "clipsearch"), "gptq": ("GPTQ", "adaround")}  # suffix -> (label, algorithm)
+ACTS = {"a32": ("float", ["--act_bitwidth", "32"]), "a16": ("A16", ["--act_bitwidth", "16"])}
+ALGORITHM_YAML = "adaround:\n  num_batches: 64\nclipsearch:\n  num_batches: 64\n"
+ORT_ALGOS = {"ort:rtn": "ort RTN B32", "ort:gptq": "ort GPTQ B32"}
+MATMULS_ONLY = ["--op_types_to_quantize", "MatMul", "--op_types_to_quantize", "Gemm"]
+EXPORTS = {"nbits:b32-cs-mm": "b32-cs-mm:a32"}  # kind -> the kind it exports
+RTN = ["pc", "b32", "b64", "lpbq32", "b32-gptq"]  # scales by weight error (the plan's mse search)
+SEARCHED = ["pc-cs", "b32-cs", "b64-cs", "lpbq32-cs", "b32-cs-gptq"]  # scales by output error
+KINDS = [
+    *(f"{s}:a32" for s in RTN),
+    *(f"{s}:a32" for s in SEARCHED),
+    *(f"{s}:a16" for s in SEARCHED),
+    "b32-cs-mm:a32",
+    *ORT_ALGOS,
+    *EXPORTS,
+]
+
+
+def scheme(name: str) -> tuple[str, list[str], list[str]]:
+    """`b32-cs-gptq` -> (label, quantize flags, algorithms); `-mm`: MatMul/Gemm weights only, a Gather's
+    embedding table stays float (as onnxruntime's quantizer leaves it)."""
+    base, *suffixes = name.split("-")
+    label, flags = BASES[base]
+    algorithms = [ALGOS[s][1] for s in suffixes if s in ALGOS]
+    labels = [ALGOS[s][0] for s in suffixes if s in ALGOS]
+    if "mm" in suffixes:
+        flags, labels = [*flags, *MATMULS_ONLY], [*labels, "tables float"]
+    return " + ".join([label, *labels]), flags, algorithms
+
+
+# ---------------------------------------------------------------- worker modes (child processes)
+
+
+def worker_ort(model_path: str, list_path: str, spec_json: str, algo: str, output: str) -> None:
+    """onnxruntime's MatMulNBitsQuantizer, 4-bit, block 32, symmetric: RTN, or GPTQ on the calibration samples."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        GPTQWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+        RTNWeightOnlyQuantConfig,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = list(read_feeds(list_path, json.loads(spec_json)))
+            self.at = 0
+
+        def get_next(self):
+            self.at += 1
+            return self.feeds[self.at - 1] if self.at <= len(self.feeds) else None
+
+        def __iter__(self):
+            return iter(self.feeds)
+
+    start = time.perf_counter()
+    config = (
+        RTNWeightOnlyQuantConfig() if algo == "rtn" else GPTQWeightOnlyQuantConfig(calibration_data_reader=Reader())
+    )
+    quantizer = MatMulNBitsQuantizer(model_path, bits=4, block_size=32, is_symmetric=True, algo_config=config)
+    quantizer.process()
+    onnx.save_model(quantizer.model.model, output)
+    print(f"ORT-SECONDS: {time.perf_counter() - start:.3f}")
+
+
+def worker_latency(reference: str, model_path: str, list_path: str, spec_json: str, runs: str) -> None:
+    """Batch-1 CPU latency of model_path and of the float reference, one intra-op thread, alternating runs."""
+    import onnxruntime as ort
+
+    feed = next(read_feeds(list_path, json.loads(spec_json)))
+    sessions = []
+    for path in (reference, model_path):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+        options.log_severity_level = 3
+        sessions.append(ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]))
+    times: list[list[float]] = [[], []]
+    for i in range(5 + int(runs)):
+        for k, sess in enumerate(sessions):
+            start = time.perf_counter()
+            sess.run(None, feed)
+            if i >= 5:
+                times[k].append(1000 * (time.perf_counter() - start))
+    fp32, model = (float(np.median(t)) for t in times)
+    print("LATENCY: " + json.dumps({"fp32_ms": fp32, "model_ms": model}))
+
+
+WORKERS = {"_ort": worker_ort, "_latency": worker_latency}
+
+
+def worker(*args: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), *args]
+
+
+# ---------------------------------------------------------------- rows
+
+
+def _finish(row: Row, entry: dict, name: str, out: Path, args) -> Row:
+    """Size, latency against fp32 and the task metrics of a written model."""
+    row.extra["size MB"] = round(out.stat().st_size / 1e6, 2)
+    row.extra["fp32 size MB"] = round((CACHE / entry["model"]).stat().st_size / 1e6, 2)
+    spec = json.dumps(input_spec(entry))
+    cmd = worker(
+        "_latency", str(CACHE / entry["model"]), str(out), str(CACHE / entry["val_list"]), spec, str(args.runs)
+    )
+    step = measure(cmd, RUNS / name / f"blocks_latency_{out.stem}.log", timeout=600)
+    found = log_value(step.log, "LATENCY")
+    if step.status == "ok" and found:
+        row.extra.update(json.loads(found))
+    else:
+        row.add_note(f"latency failed ({step.error})")
+    return evaluate_into(row, entry, out, CACHE / entry["model"])
+
+
+def qtool_row(name: str, entry: dict, kind: str, args) -> Row:
+    name_of, act = kind.split(":")
+    label, flags, algorithms = scheme(name_of)
+    act_label, act_flags = ACTS[act]
+    flags = [*W4, *flags, *act_flags, *(f for a in algorithms for f in ("--apply_algorithms", a))]
+    if algorithms:
+        yaml = RUNS / name / "blocks_algorithms.yaml"
+        yaml.write_text(ALGORITHM_YAML)
+        flags += ["--config", str(yaml)]
+    if algorithms or act != "a32":
+        flags += ["--input_list", str(CACHE / entry["calib_list"])]
+    row = Row(name, f"qtool {label}, {act_label} activations", kind=kind, params={"flags": " ".join(flags)})
+    conv, error = converted(name, entry)
+    if conv is None:
+        row.add_note(error)
+        return row
+    out = RUNS / name / f"blocks_{name_of}_{act}.onnx"
+    out.unlink(missing_ok=True)
+    cmd = [qtool_exe(), "quantize", "-i", str(conv), "-o", str(out), *flags, "--evaluate_samples", "0", "--json"]
+    step = measure(cmd, RUNS / name / f"blocks_{name_of}_{act}.log", timeout=args.timeout)
+    timed_row(row, step)
+    if step.status != "ok":
+        row.add_note("qtool quantize failed")
+        return row
+    from common import qtool_report
+
+    row.extra.update(report_extra(qtool_report(step.log)))
+    return _finish(row, entry, name, out, args)
+
+
+def ort_row(name: str, entry: dict, kind: str, args) -> Row:
+    algo = kind.split(":")[1]
+    out = RUNS / name / f"blocks_ort_{algo}.onnx"
+    out.unlink(missing_ok=True)
+    spec = json.dumps(input_spec(entry))
+    cmd = worker("_ort", str(CACHE / entry["model"]), str(CACHE / entry["calib_list"]), spec, algo, str(out))
+    step = measure(cmd, RUNS / name / f"blocks_ort_{algo}.log", timeout=args.timeout, mem_limit_mb=args.mem_limit_mb)
+    row = timed_row(Row(name, ORT_ALGOS[kind], kind=kind), step)
+    if step.status != "ok":
+        row.add_note("matmul_nbits_quantizer failed")
+        return row
+    return _finish(row, entry, name, out, args)
+
+
+def export_row(name: str, entry: dict, kind: str, args) -> Row:
+    name_of, act = EXPORTS[kind].split(":")
+    source = RUNS / name / f"blocks_{name_of}_{act}.onnx"
+    row = Row(name, f"qtool {scheme(name_of)[0]} → export matmulnbits", kind=kind)
+    if not source.exists():
+        row.add_note(f"no {source.name} (its quantize row failed)")
+        return row
+    folder = RUNS / name / f"blocks_nbits_{name_of}"
+    cmd = [qtool_exe(), "export", "-i", str(source), "-o", str(folder), "--format", "matmulnbits"]
+    step = measure(cmd, RUNS / name / f"blocks_nbits_{name_of}.log", timeout=args.timeout)
+    timed_row(row, step)
+    written = sorted(folder.glob("*.onnx")) if folder.exists() else []
+    if step.status != "ok" or not written:
+        row.add_note("qtool export failed")
+        return row
+    return _finish(row, entry, name, written[0], args)
+
+
+def run(names: list[str], manifest: dict, args, emit) -> None:
+    models = manifest.get("transformers", {})
+    if not models:
+        print(HINT, file=sys.stderr)
+        return
+    chosen = os.environ["BLOCKS_KINDS"].split(",") if os.environ.get("BLOCKS_KINDS") else KINDS
+    for name in [n for n in names if n in models] if args.models else list(models):
+        entry = models[name]
+        for kind in chosen:
+            print(f"[bench] blocks {name}: {kind} ...", file=sys.stderr, flush=True)
+            if kind in ORT_ALGOS:
+                emit(ort_row(name, entry, kind, args))
+            elif kind in EXPORTS:
+                emit(export_row(name, entry, kind, args))
+            else:
+                emit(qtool_row(name, entry, kind, args))
+
+
+# ---------------------------------------------------------------- table
+
+
+def render(rows: list[Row], manifest: dict) -> list[str]:
+    models = manifest.get("transformers", {})
+    lines = [
+        "## blocks: 4-bit weights per channel, per block, LPBQ, GPTQ vs onnxruntime's matmul_nbits_quantizer "
+        "(issue 23)",
+        "",
+        "`bench/run.py --suite blocks` on the transformers suite's models (`qtool convert`ed), scored on their "
+        "held-out validation samples against the float model (task metric and cosine as in the transformers "
+        "suite; SQNR dB over the same outputs). qtool = `qtool quantize " + " ".join(W4) + "` plus the row's "
+        "scheme (per-channel: `" + " ".join(PER_CHANNEL) + "`; `--weights_block_size 32|64`, `--use_lpbq`, "
+        "GPTQ = `--apply_algorithms adaround` on 64 calibration samples) and activations (`--act_bitwidth 32`: "
+        "float, weight-only; `--act_bitwidth 16`: calibrated on the 64 samples). ort = onnxruntime's "
+        "MatMulNBitsQuantizer (4-bit, block 32, symmetric; GPTQ on the same 64 samples; it quantizes MatMuls "
+        "only, Gather tables stay float). matmulnbits = `qtool export --format matmulnbits` of the weight-only "
+        "model named. time s / peak MB: the quantizing or exporting process. size: the written model against "
+        "the float export. latency: onnxruntime CPU, batch 1, one thread, median ms, paired with the float model "
+        "in one process; ×fp32 = fp32 ms / model ms.",
+        "",
+    ]
+    table = []
+    order = list(models)
+    chosen = [r for r in rows if r.model in models]
+    for row in sorted(chosen, key=lambda r: (order.index(r.model), KINDS.index(r.kind) if r.kind in KINDS else 99)):
+        x = row.extra
+        size = f"{x['size MB']:.1f} / {x['fp32 size MB']:.1f}" if "size MB" in x else "-"
+        latency = (
+            f"{x['model_ms']:.1f} / {x['fp32_ms']:.1f} ({x['fp32_ms'] / x['model_ms']:.2f}×)"
+            if "model_ms" in x
+            else "-"
+        )
+        table.append(
+            [
+                row.model,
+                row.variant,
+                task_cell(row),
+                cell(row.metrics.get("cosine"), "{:.4f}"),
+                cell(row.metrics.get("sqnr_db"), "{:.2f}"),
+                cell(row.seconds),
+                cell(row.peak_mb, "{:.0f}"),
+                size,
+                latency,
+                load_cell(row),
+                row.note[:200] + commit_note(row),
+            ]
+        )
+    header = ["model", "variant", "task metric", "cosine", "SQNR dB", "time s", "peak MB", "MB / fp32 MB",
+              "latency ms / fp32 ms", "load", "notes"]  # fmt: skip
+    return lines + md_table(header, table)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in WORKERS:
+        WORKERS[sys.argv[1]](*sys.argv[2:])
+    else:
+        print("worker modes only; run the suite with bench/run.py --suite blocks", file=sys.stderr)
+        sys.exit(2)

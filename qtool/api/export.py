@@ -10,7 +10,7 @@ from qtool.export import ExportJob, build, write_files
 from qtool.graph import model as gm
 from qtool.io import outputs
 from qtool.io.outputs import check_output_folder
-from qtool.quant.qdq_read import read_qdq
+from qtool.quant.qdq_read import qdq_encodings
 from qtool.report import Report
 
 
@@ -25,10 +25,10 @@ def export(o: ExportOptions) -> Report:
 
 
 def _export(o: ExportOptions, model: onnx.ModelProto) -> Report:
-    stripped, found = read_qdq(model)
+    found = qdq_encodings(model)
     if not len(found):
         raise UsageError("has no QuantizeLinear/DequantizeLinear encodings to export", where=str(o.input_network))
-    job = ExportJob(model, stripped, found, o.input_network.name.removesuffix(".onnx"), o)
+    job = ExportJob(model, found, o.input_network.name.removesuffix(".onnx"), o)
     written = write_files(build(job, o.formats), o.output_path, o.external_data)
     return Report(
         "qtool export",

@@ -7,6 +7,7 @@ import onnx
 from qtool.api.common import drift_table, read_labels
 from qtool.config import InspectOptions
 from qtool.errors import DataError, UsageError
+from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.inspect import compare, layers, lint, lint_data, summary
 from qtool.inspect import html as inspect_html
@@ -70,7 +71,11 @@ def _compare_layers(
     reference = gm.load(o.reference)  # type: ignore[arg-type]
     specs = gm.input_specs(model)
     feeds = iter_feeds(input_list, specs, o.use_native_input_files)
-    drift = compare.compare_outputs(reference, model, feeds, labels, o.num_threads)  # as deployed
+    # the float model's outputs first (when they are small), then the quantized model's: one model's weights at a time
+    cached = compare.reference_outputs(reference, feeds, o.num_threads)
+    external_data.release()
+    feeds = iter_feeds(input_list, specs, o.use_native_input_files)
+    drift = compare.compare_outputs(reference, model, feeds, labels, o.num_threads, cached)  # as deployed
     errors = layers.stream(reference, model, iter_feeds(input_list, specs, o.use_native_input_files), o.num_threads)
     rows = layers.rank(errors, reference, model)
     report.facts["compared samples"] = len(input_list.samples)

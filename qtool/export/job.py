@@ -7,6 +7,7 @@ nothing, so a run whose last format fails (fixpoint on a non-power-of-2 model) l
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,10 +23,17 @@ Files = dict[str, onnx.ModelProto | str]
 @dataclass(frozen=True)
 class ExportJob:
     model: onnx.ModelProto  # the quantized QDQ model, as read
-    stripped: onnx.ModelProto  # the same graph with every Q/DQ removed (`read_qdq`)
-    found: Encodings  # what those Q/DQ held, keyed by the stripped model's tensor names
+    found: Encodings  # what its Q/DQ hold, keyed by the stripped model's tensor names
     stem: str  # "digits_cnn.quant" for digits_cnn.quant.onnx; every file name starts with it
     options: ExportOptions
+
+    @functools.cached_property
+    def stripped(self) -> onnx.ModelProto:
+        """The same graph with every Q/DQ removed (`read_qdq`), built for the formats that use it: its
+        float weights cost 4x the quantized model's."""
+        from qtool.quant.qdq_read import read_qdq
+
+        return read_qdq(self.model)[0]
 
     @property
     def where(self) -> str:

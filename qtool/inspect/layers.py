@@ -36,7 +36,7 @@ from qtool.inspect.lint_data import float_tensors
 from qtool.io.encodings import Encodings
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.qdq_read import read_qdq
+from qtool.quant.qdq_read import qdq_encodings
 from qtool.quant.rules import rule_for, weight_axis
 from qtool.report import Table
 
@@ -112,7 +112,7 @@ def probes(reference: onnx.ModelProto, quantized: onnx.ModelProto) -> list[Probe
     facts = GraphFacts.of(inferred(reference))
     graph = quantized.graph
     present = {v.name for v in graph.input} | {o for n in graph.node for o in n.output}
-    _, found = read_qdq(quantized)
+    found = qdq_encodings(quantized)
     result = []
     for tensor in float_tensors(facts):
         dequantized = f"{tensor}_dequantized"
@@ -221,7 +221,7 @@ def _probed_inputs(node: onnx.NodeProto | None, facts: GraphFacts, probed: dict[
 def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.ModelProto) -> list[LayerRow]:
     """Rows worst first (lowest added dB, then lowest accumulated dB, then graph order)."""
     facts = GraphFacts.of(reference)
-    _, found = read_qdq(quantized)
+    found = qdq_encodings(quantized)
     nsr = {e.probe.tensor: e.nsr for e in errors}
     scored = []
     for order, e in enumerate(errors):

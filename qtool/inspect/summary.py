@@ -14,7 +14,7 @@ from qtool.graph import model as gm
 from qtool.inspect.findings import InspectReport
 from qtool.quant.cost import macs_per_node
 from qtool.quant.encoding import Encoding
-from qtool.quant.qdq_read import read_qdq
+from qtool.quant.qdq_read import qdq_encodings
 from qtool.report import Table
 
 
@@ -58,7 +58,7 @@ def _schema(e: Encoding) -> str:
 
 
 def _encodings_table(model: onnx.ModelProto) -> Table:
-    _, found = read_qdq(model)
+    found = qdq_encodings(model)
     rows = [
         [kind_, name, e.bitwidth, _schema(e), len(e.scale), min(e.min), max(e.max), e.scale[0], e.offset[0]]
         for kind_, table in (("act", found.activations), ("param", found.params))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 import ml_dtypes
 import numpy as np
@@ -139,15 +140,19 @@ QUANTIZE_CHUNK = 1 << 20  # elements quantized at a time: e.quantize's float64 t
 
 
 def _quantized(e: Encoding, values: np.ndarray, int_type: type) -> np.ndarray:
-    """e.quantize(values) as `int_type`, in slices along an axis the encoding does not vary on."""
+    return sliced(e.quantize, e, values, int_type)
+
+
+def sliced(fn: Callable[[np.ndarray], np.ndarray], e: Encoding, values: np.ndarray, dtype: type) -> np.ndarray:
+    """fn(values) as `dtype` (fn: e.quantize or e.dequantize), in slices along an axis `e` does not vary on."""
     axis = 0 if e.axis is None or e.axis % values.ndim != 0 else 1
     if e.blocks is not None or values.ndim <= axis or values.size <= QUANTIZE_CHUNK:
-        return e.quantize(values).astype(int_type)
-    out = np.empty(values.shape, int_type)
+        return fn(values).astype(dtype)
+    out = np.empty(values.shape, dtype)
     step = max(1, QUANTIZE_CHUNK * values.shape[axis] // values.size)
     for start in range(0, values.shape[axis], step):
         index = (slice(None),) * axis + (slice(start, start + step),)
-        out[index] = e.quantize(values[index]).astype(int_type)
+        out[index] = fn(values[index]).astype(dtype)
     return out
 
 

@@ -25,7 +25,7 @@ from qtool.io.encodings import Encodings
 from qtool.quant import blocks
 from qtool.quant import encoding as enc
 from qtool.quant.encoding import Blocks, Encoding
-from qtool.quant.qdq import LPBQ_METADATA
+from qtool.quant.qdq import LPBQ_METADATA, sliced
 from qtool.quant.rules import rule_for, weight_axis
 
 logger = logging.getLogger(__name__)
@@ -79,8 +79,14 @@ def _encoding(
     return dataclasses.replace(e, blocks=layout[2]) if layout else e
 
 
-def read_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Encodings]:
-    """Return (float model without Q/DQ, encodings). `model` is not modified."""
+def qdq_encodings(model: onnx.ModelProto) -> Encodings:
+    """The encodings of a QDQ model, without dequantizing its weights (a float copy costs the model's size)."""
+    return read_qdq(model, weights=False)[1]
+
+
+def read_qdq(model: onnx.ModelProto, weights: bool = True) -> tuple[onnx.ModelProto, Encodings]:
+    """Return (float model without Q/DQ, encodings); without `weights` the model is not usable (its
+    weights are not dequantized), only its encodings. `model` is not modified."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
@@ -102,8 +108,9 @@ def read_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Encodings]:
         if source in inits:
             channel = _channel_axis(readers.get(node.output[0], []), len(inits[source].dims))
             e = _encoding(node, inits, inits[source].data_type, channel)
-            values = e.dequantize(external_data.array(inits[source]))
-            new_inits[source] = numpy_helper.from_array(values, node.output[0])
+            if weights:
+                values = sliced(e.dequantize, e, external_data.array(inits[source]), np.float32)
+                new_inits[source] = numpy_helper.from_array(values, node.output[0])
             found.params[node.output[0]] = e
             drop.add(id(node))
             continue

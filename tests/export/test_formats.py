@@ -228,7 +228,7 @@ def test_cli_formats_and_errors(quantized, tmp_path: Path) -> None:
 
 
 def test_api_rejects_unknown_formats(quantized) -> None:
-    stripped, found = read_qdq(onnx.load(str(quantized[1])))
-    job = ExportJob(onnx.load(str(quantized[1])), stripped, found, "m", ExportOptions(quantized[1], Path("unused")))
+    _, found = read_qdq(onnx.load(str(quantized[1])))
+    job = ExportJob(onnx.load(str(quantized[1])), found, "m", ExportOptions(quantized[1], Path("unused")))
     with pytest.raises(UsageError, match=r"unknown export format 'fp61'.*'fp16'"):
         build(job, ("fp61",))

@@ -1,19 +1,21 @@
-"""The blocks suite of `run.py --suite blocks` (issue 23): 4-bit weights per channel, per block and LPBQ, with and
-without GPTQ rounding, against onnxruntime's matmul_nbits_quantizer, on the transformers suite's three models.
+"""The blocks suite of `run.py --suite blocks` (issue 23): 4-bit weights per channel, per block and LPBQ, with
+ranges by weight error or by output error (clipsearch), and GPTQ rounding, against onnxruntime's
+matmul_nbits_quantizer, on the transformers suite's three models.
 
 Per model (bench/prepare_transformers.py's), every row scored on the held-out validation samples against the
 float model (transformers_suite's metrics: embedding cosine, top-1 / next-token agreement, output SQNR):
 - `qtool W4 ...`: `qtool quantize --weights_bitwidth 4` on the `qtool convert`ed model, per channel
   (`--use_per_channel_quantization --use_per_row_quantization`), `--weights_block_size 32` / `64`, LPBQ B32
-  (`--use_lpbq`) and B32 + GPTQ (`--apply_algorithms adaround`, 64 calibration samples), each with float
-  activations (`--act_bitwidth 32`: weight-only, no calibration pass unless adaround needs one) and with 16-bit
-  activations (`--act_bitwidth 16`, calibrated on the 64 calibration samples);
+  (`--use_lpbq`); ranges by weight error (the plan's `mse`, no data) or by output error (`--apply_algorithms
+  clipsearch`, 64 calibration samples), B32 + clipsearch + GPTQ (`adaround`, 64 samples); with float
+  activations (`--act_bitwidth 32`: weight-only) and, for three of them, 16-bit activations (`--act_bitwidth 16`);
 - `ort RTN` / `ort GPTQ`: onnxruntime's MatMulNBitsQuantizer (RTNWeightOnlyQuantConfig / GPTQWeightOnlyQuantConfig,
   4-bit, block 32, symmetric like qtool's; GPTQ on the same 64 calibration samples) on the float model, in a worker;
-- `qtool matmulnbits`: `qtool export --format matmulnbits` of the weight-only B32 and B32 + GPTQ models.
+- `qtool ... → export matmulnbits`: `qtool export --format matmulnbits` of the weight-only B32 + clipsearch model.
 Time / peak MB are the quantizing (or exporting) process's; size is the written model's bytes; latency is
 onnxruntime CPU at batch 1, one intra-op thread, paired with the float model in the same worker (alternating runs,
 so the shared machine's load hits both alike): median ms and the ratio fp32 / model (> 1: faster than fp32).
+Rows to run: BLOCKS_KINDS=kind,kind (default: all of KINDS).
 """
 
 from __future__ import annotations
@@ -56,30 +58,18 @@ ALGOS = {"cs": ("clipsearch", "clipsearch"), "gptq": ("GPTQ", "adaround")}  # su
 ACTS = {"a32": ("float", ["--act_bitwidth", "32"]), "a16": ("A16", ["--act_bitwidth", "16"])}
 ALGORITHM_YAML = "adaround:\n  num_batches: 64\nclipsearch:\n  num_batches: 64\n"
 ORT_ALGOS = {"ort:rtn": "ort RTN B32", "ort:gptq": "ort GPTQ B32"}
-MATMULS_ONLY = ["--op_types_to_quantize", "MatMul", "--op_types_to_quantize", "Gemm"]
-EXPORTS = {"nbits:b32-cs-mm": "b32-cs-mm:a32"}  # kind -> the kind it exports
-RTN = ["pc", "b32", "b64", "lpbq32", "b32-gptq"]  # scales by weight error (the plan's mse search)
-SEARCHED = ["pc-cs", "b32-cs", "b64-cs", "lpbq32-cs", "b32-cs-gptq"]  # scales by output error
-KINDS = [
-    *(f"{s}:a32" for s in RTN),
-    *(f"{s}:a32" for s in SEARCHED),
-    *(f"{s}:a16" for s in SEARCHED),
-    "b32-cs-mm:a32",
-    *ORT_ALGOS,
-    *EXPORTS,
-]
+EXPORTS = {"nbits:b32-cs": "b32-cs:a32"}  # kind -> the kind it exports
+RTN = ["pc", "b32", "b64", "lpbq32"]  # scales by weight error (the plan's mse search)
+SEARCHED = ["pc-cs", "b32-cs", "b64-cs", "lpbq32-cs", "b32-cs-gptq"]  # scales by output error, then GPTQ
+A16 = ["pc-cs", "b32-cs", "lpbq32-cs"]
+KINDS = [*(f"{s}:a32" for s in RTN + SEARCHED), *(f"{s}:a16" for s in A16), *ORT_ALGOS, *EXPORTS]
 
 
 def scheme(name: str) -> tuple[str, list[str], list[str]]:
-    """`b32-cs-gptq` -> (label, quantize flags, algorithms); `-mm`: MatMul/Gemm weights only, a Gather's
-    embedding table stays float (as onnxruntime's quantizer leaves it)."""
+    """`b32-cs-gptq` -> (label, quantize flags, algorithms)."""
     base, *suffixes = name.split("-")
     label, flags = BASES[base]
-    algorithms = [ALGOS[s][1] for s in suffixes if s in ALGOS]
-    labels = [ALGOS[s][0] for s in suffixes if s in ALGOS]
-    if "mm" in suffixes:
-        flags, labels = [*flags, *MATMULS_ONLY], [*labels, "tables float"]
-    return " + ".join([label, *labels]), flags, algorithms
+    return " + ".join([label, *(ALGOS[s][0] for s in suffixes)]), flags, [ALGOS[s][1] for s in suffixes]
 
 
 # ---------------------------------------------------------------- worker modes (child processes)
@@ -258,13 +248,16 @@ def render(rows: list[Row], manifest: dict) -> list[str]:
         "`bench/run.py --suite blocks` on the transformers suite's models (`qtool convert`ed), scored on their "
         "held-out validation samples against the float model (task metric and cosine as in the transformers "
         "suite; SQNR dB over the same outputs). qtool = `qtool quantize " + " ".join(W4) + "` plus the row's "
-        "scheme (per-channel: `" + " ".join(PER_CHANNEL) + "`; `--weights_block_size 32|64`, `--use_lpbq`, "
-        "GPTQ = `--apply_algorithms adaround` on 64 calibration samples) and activations (`--act_bitwidth 32`: "
-        "float, weight-only; `--act_bitwidth 16`: calibrated on the 64 samples). ort = onnxruntime's "
-        "MatMulNBitsQuantizer (4-bit, block 32, symmetric; GPTQ on the same 64 samples; it quantizes MatMuls "
-        "only, Gather tables stay float). matmulnbits = `qtool export --format matmulnbits` of the weight-only "
-        "model named. time s / peak MB: the quantizing or exporting process. size: the written model against "
-        "the float export. latency: onnxruntime CPU, batch 1, one thread, median ms, paired with the float model "
+        "scheme (per-channel: `" + " ".join(PER_CHANNEL) + "`; `--weights_block_size 32|64`, `--use_lpbq`; "
+        "a Gather's embedding table takes the same scheme: per channel = per feature, blocks = per token per B "
+        "features) and activations (`--act_bitwidth 32`: float, weight-only, no data; `--act_bitwidth 16`: "
+        "calibrated on the 64 samples). Ranges: by weight error (the plan's `mse`) or, `+ clipsearch`, by output "
+        "error (`--apply_algorithms clipsearch`, 64 calibration samples); `+ GPTQ` = `--apply_algorithms "
+        "adaround` (64 samples). ort = onnxruntime's MatMulNBitsQuantizer (4-bit, block 32, symmetric; GPTQ on "
+        "the same 64 samples; it quantizes MatMuls only: Gather tables stay float). matmulnbits = `qtool export "
+        "--format matmulnbits` of the weight-only model named (MatMulNBits, GatherBlockQuantized). time s / peak "
+        "MB: the quantizing or exporting process. size: the written model against the float export. latency: "
+        "onnxruntime CPU, batch 1, one thread, median ms, paired with the float model "
         "in one process; ×fp32 = fp32 ms / model ms.",
         "",
     ]

@@ -80,3 +80,25 @@ def reference_blocks(w: np.ndarray, block_axis: int, size: int, bitwidth: int = 
     q = np.clip(np.rint(blocks / scale), -levels - 1, levels)
     dequantized = np.moveaxis((q * scale).reshape(moved.shape), 0, block_axis)
     return np.moveaxis(scale.squeeze(axis=1), 0, block_axis), dequantized
+
+
+def embedding_model(seed: int = 0, vocab: int = 40, width: int = 64) -> onnx.ModelProto:
+    """ids[1, 8] (int64) -> Gather(table [vocab, width]) -> MatMul W [width, 32] -> y[1, 8, 32]; a few tokens'
+    rows 8x the rest, what per-token blocks of the table are for."""
+    rng = np.random.default_rng(seed)
+    table = rng.normal(0, 1, (vocab, width)).astype(np.float32)
+    table[[2, 5]] *= 8.0
+    arrays = {"table": table, "W": rng.normal(0, 1 / np.sqrt(width), (width, 32)).astype(np.float32)}
+    n = helper.make_node
+    nodes = [n("Gather", ["table", "ids"], ["e"], name="embed"), n("MatMul", ["e", "W"], ["y"], name="proj")]
+    graph = helper.make_graph(
+        nodes,
+        "embedding",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 32])],
+        [numpy_helper.from_array(v, k) for k, v in arrays.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 10
+    onnx.checker.check_model(model, full_check=True)
+    return model

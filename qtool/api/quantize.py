@@ -17,6 +17,7 @@ from qtool.api.common import check_override_names, converted, drift_table, encod
 from qtool.api.mixed import finish_mixed, mixed_overrides_path, run_mixed_precision
 from qtool.config import QuantizeOptions
 from qtool.errors import QtoolError, QualityError, UsageError
+from qtool.export.matmulnbits import to_matmulnbits
 from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.inspect import compare, layers
@@ -266,6 +267,8 @@ def _quantize(
         report.facts["algorithms"] = "; ".join(notes)
     quality = _evaluate(o, reference, quantized, eval_list, report, float_run)
     report.facts["calibration seconds"] = round(calibration_seconds, 2)
+    if o.target == "ort-cpu" and (count := to_matmulnbits(quantized)):  # 4-bit block MatMuls run natively
+        report.facts["MatMulNBits nodes"] = count
     gm.save(quantized, output, external=o.external_data)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
     report.facts.update(_plan_facts(plan, output, started))

@@ -8,7 +8,10 @@ MatMulNBits(A, B, scales[, zero_points][, g_idx, bias]) with attributes K, N, bi
 - scales: float [N, K/block_size].
 - zero_points: uint8 [N, ceil(K/block_size / 2)], packed the same way; left out when every one is
   8, the operator's default (symmetric int4 weights, qtool's).
-A Gemm qualifies when it is A·B (+ a 1-D bias C): alpha = beta = 1, no transA. Other MatMuls,
+A Gemm qualifies when it is A·B (+ a 1-D bias C): alpha = beta = 1, no transA. A Gather of an
+embedding table blocked along its features becomes `GatherBlockQuantized` (gather_axis 0,
+quantize_axis 1, uint8 data packed as B is), which reads only the rows it gathers instead of
+dequantizing the whole table on every run. Other MatMuls,
 activations' Q/DQ and everything else stay as they are; a model with none to convert is an error.
 `accuracy_level` (--matmulnbits_accuracy_level) is left unset by default: the kernel then computes
 in float, as the QDQ model does; 4 quantizes A to int8 per block inside the kernel (what onnxruntime
@@ -139,14 +142,34 @@ def _drop_unused(model: onnx.ModelProto) -> None:
     model.graph.initializer.extend(kept)
 
 
+def _gather(g: _Graph, node: onnx.NodeProto) -> onnx.NodeProto | None:
+    """A Gather (axis 0) of a 4-bit table blocked along its features as GatherBlockQuantized: data uint8
+    [V, D/2] (q + 8, two a byte, low nibble first), scales [V, D/B], the default zero point 8."""
+    if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or _attrs(node).get("axis", 0) not in (0, -2):
+        return None
+    found = g.block_weight(node.input[0], 1)  # rows of the table are its "channels": no transpose
+    if found is None or np.any(found[2] != 8):
+        return None
+    u, scale, _, size = found
+    prefix = f"{node.input[0]}_gbq"
+    g.model.graph.initializer.extend([
+        numpy_helper.from_array(_pack(u), f"{prefix}_data"),
+        numpy_helper.from_array(np.ascontiguousarray(scale), f"{prefix}_scales"),
+    ])  # fmt: skip
+    return helper.make_node("GatherBlockQuantized", [f"{prefix}_data", node.input[1], f"{prefix}_scales"],
+                            list(node.output), name=node.name or f"{node.output[0]}_GatherBlockQuantized",
+                            domain=MS_DOMAIN, gather_axis=0, quantize_axis=1, block_size=size, bits=4)  # fmt: skip
+
+
 def to_matmulnbits(model: onnx.ModelProto, accuracy_level: int = 0) -> int:
-    """Convert `model` in place; the number of MatMul/Gemm nodes converted."""
+    """Convert `model` in place; the number of MatMul/Gemm (and Gather) nodes converted."""
     g = _Graph(model)
     converted = 0
     for i, node in enumerate(model.graph.node):
         found = _convertible(g, node)
-        if found is not None:
-            model.graph.node[i].CopyFrom(_replacement(g, node, *found, accuracy_level))
+        replaced = _replacement(g, node, *found, accuracy_level) if found is not None else _gather(g, node)
+        if replaced is not None:
+            model.graph.node[i].CopyFrom(replaced)
             converted += 1
     if converted:
         _drop_unused(model)

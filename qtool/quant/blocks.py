@@ -67,7 +67,11 @@ def check_options(block_size: int | None, bitwidth: int, lpbq: bool, encodings_f
 
 def block_axis(node: onnx.NodeProto, index: int, rank: int) -> int | None:
     """The input-channel axis of `node`'s weight at `index`, where blocks can run; None elsewhere
-    (biases, Gather tables, ConvTranspose, MatMul weights of rank > 2)."""
+    (biases, ConvTranspose, MatMul weights of rank > 2). A Gather's 2-D embedding table (gathered along
+    axis 0) takes blocks along its features (axis 1), one scale per row (token) per block, as onnxruntime's
+    GatherBlockQuantized does."""
+    if node.op_type == "Gather" and node.domain in ("", "ai.onnx") and index == 0 and rank == 2:
+        return 1 if all(a.i in (0, -2) for a in node.attribute if a.name == "axis") else None
     if index != 1 or node.domain not in ("", "ai.onnx"):
         return None
     if node.op_type == "Conv" and rank >= 3:
@@ -79,15 +83,19 @@ def block_axis(node: onnx.NodeProto, index: int, rank: int) -> int | None:
     return None
 
 
+def channel_of(channel_axis: int | None, axis: int, rank: int) -> int | None:
+    """The channel axis of a weight blocked along `axis`: the op's own, unless that is the block axis (a
+    Gather table's per-row channels are its features): then the other axis of a 2-D table."""
+    return 1 - axis if rank == 2 and channel_axis in (None, axis) else channel_axis
+
+
 def weights_taking_blocks(model: onnx.ModelProto, initializers: dict) -> dict[str, int]:
     """Initializers some node reads as a weight that blocks can run along -> their input count."""
     found = {}
     for node in model.graph.node:
-        if len(node.input) > 1 and node.input[1] in initializers:
-            dims = initializers[node.input[1]].dims
-            axis = block_axis(node, 1, len(dims))
-            if axis is not None:
-                found[node.input[1]] = dims[axis]
+        for index, name in enumerate(node.input[:2]):
+            if name in initializers and (axis := block_axis(node, index, len(initializers[name].dims))) is not None:
+                found[name] = initializers[name].dims[axis]
     return found
 
 
@@ -157,6 +165,7 @@ def block_encoding(
     values: np.ndarray, channel_axis: int, axis: int, size: int, bitwidth: int, *, method: str, lpbq: bool = False
 ) -> Encoding:
     """The per-block (or LPBQ) symmetric encoding of a weight; its input count is a multiple of `size`."""
+    channel_axis = channel_of(channel_axis, axis, values.ndim)  # type: ignore[assignment]
     x = _grouped(np.asarray(values, dtype=np.float64), channel_axis, axis, size)
     channels, count = x.shape[:2]
     absmax = _absmax(x.reshape(channels * count, -1), bitwidth, method).reshape(channels, count)
@@ -254,6 +263,7 @@ def place(e: Encoding, shape: tuple[int, ...], channel_axis: int, axis: int | No
     """A per-block override checked against its weight and given its axes (a 1.0.0 file has none)."""
     b = e.blocks
     assert b is not None
+    channel_axis = channel_of(channel_axis, axis, len(shape)) if axis is not None else channel_axis  # type: ignore[assignment]
     if axis is None or channel_axis == axis:
         raise DataError("per-block encodings apply only to 2-D Gemm/MatMul and Conv weights", where=where)
     if shape[axis] % b.size:
@@ -310,18 +320,20 @@ def as_lpbq(e: Encoding, bitwidth: int, decompressed_bw: int) -> Encoding | None
     b = e.blocks
     if b is None or b.axis is None or e.axis is None or not 0 < decompressed_bw - bitwidth < 16:
         return None
+    axis = channel_of(e.axis, b.axis, len(b.shape))  # a Gather table read back: its channels are its rows
+    assert axis is not None
     top = 2 ** (decompressed_bw - bitwidth)
     flat = e.scale_array().reshape(b.shape)
-    per_channel = np.moveaxis(flat, e.axis, 0).reshape(b.shape[e.axis], -1)
+    per_channel = np.moveaxis(flat, axis, 0).reshape(b.shape[axis], -1)
     channel = per_channel.max(axis=1) / top
     ints = np.rint(per_channel / channel[:, None])
     exact = (channel[:, None] * ints).astype(np.float32) == per_channel.astype(np.float32)
     if not (np.all(exact) and ints.min() >= 1 and ints.max() <= top):
         return None
-    back = np.moveaxis(ints.reshape(np.moveaxis(flat, e.axis, 0).shape), 0, e.axis).ravel()
+    back = np.moveaxis(ints.reshape(np.moveaxis(flat, axis, 0).shape), 0, axis).ravel()
     lpbq = dataclasses.replace(b, decompressed_bw=decompressed_bw, channel_scale=tuple(map(float, channel)),
                                int_scale=tuple(int(v) for v in back))  # fmt: skip
-    return _lpbq_encoding(lpbq, e.axis, bitwidth)
+    return _lpbq_encoding(lpbq, axis, bitwidth)
 
 
 def output_encoding(e: Encoding, rows: np.ndarray, gram: np.ndarray, weight_shape: tuple[int, ...]) -> Encoding:

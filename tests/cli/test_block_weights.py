@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from block_models import conv_model, mlp_forward, mlp_model, mlp_weights, reference_blocks
+from block_models import conv_model, embedding_model, mlp_forward, mlp_model, mlp_weights, reference_blocks
 from conftest import run_cli, save_model, write_samples
 from onnx import TensorProto, numpy_helper
 
@@ -264,3 +264,48 @@ def test_clipsearch_needs_calibration_data(tmp_path: Path) -> None:
     result = run_cli(["quantize", "-i", source, "-o", tmp_path / "q.onnx", "--act_bitwidth", "32",
                       "--weights_block_size", "16", "--encodings_format", "1.0.0", "--apply_algorithms", "clipsearch"])  # fmt: skip
     assert result.exit_code == 2 and "needs --input_list" in result.stderr, result.output
+
+
+@pytest.mark.parametrize("lpbq", [[], ["--use_lpbq"]])
+def test_an_embedding_table_takes_blocks_per_token_along_its_features(tmp_path: Path, lpbq: list[str]) -> None:
+    """Under --weights_block_size a Gather's table [40, 64] gets one scale per token per 16 features (blocked
+    DequantizeLinear axis 1, scales [40, 4]); onnxruntime runs it; the table's error is below per-feature
+    channels' (two tokens are 8x the rest); the encodings (1.0.0 and 2.0.0, LPBQ too: a channel scale per
+    token) read back to the same bytes."""
+    model = embedding_model()
+    ids = np.array([[0, 2, 5, 7, 11, 20, 33, 39]], dtype=np.int64)
+    table = numpy_helper.to_array(model.graph.initializer[0]).astype(np.float64)
+
+    def table_error(path: Path) -> float:
+        quantized = onnx.load(str(path))
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session.run(None, {"ids": ids})  # it runs
+        inits = {i.name: numpy_helper.to_array(i) for i in quantized.graph.initializer}
+        dq = _weight_dq(quantized, "table")
+        scale = inits[dq.input[1]].astype(np.float64)
+        axis = {a.name: a.i for a in dq.attribute}.get("axis", 1)
+        scale = np.repeat(scale, 16, axis=1) if scale.ndim == 2 else np.expand_dims(scale, 1 - axis)
+        return float(np.sum((inits[dq.input[0]].astype(np.float64) * scale - table) ** 2))
+
+    flags = ["--act_bitwidth", "32", "--weights_bitwidth", "4"]
+    per_feature = _quantize(tmp_path / "pc", model, *flags, "--use_per_row_quantization", samples=0)
+    for fmt in ("1.0.0", "2.0.0"):
+        blocked = _quantize(tmp_path / fmt, model, *flags, "--weights_block_size", "16", "--encodings_format", fmt,
+                            *lpbq, samples=0)  # fmt: skip
+        dq = _weight_dq(onnx.load(str(blocked)), "table")
+        assert {a.name: a.i for a in dq.attribute} == {"axis": 1, "block_size": 16}
+        assert table_error(blocked) < 0.5 * table_error(per_feature)
+        export = run_cli(["export", "-i", blocked, "-o", tmp_path / f"x{fmt}", "--format", "stripped", "--format",
+                          "encodings", "--encodings_format", fmt])  # fmt: skip
+        assert export.exit_code == 0, export.output
+        exported = json.loads((tmp_path / f"x{fmt}" / "m.quant.encodings.json").read_text())
+        entries = exported["param_encodings"] if fmt == "1.0.0" else exported["encodings"]
+        table_entry = next(e for e in entries if e["name"] == "table")
+        if lpbq:
+            key = "scale" if fmt == "1.0.0" else "per_channel_float_scale"
+            assert len(np.ravel(table_entry[key])) == 40  # one channel scale per token
+        out, again = tmp_path / f"x{fmt}", tmp_path / f"again{fmt}.onnx"
+        result = run_cli(["quantize", "-i", out / "m.quant.stripped.onnx", "-o", again, "-f", "--act_bitwidth", "32",
+                          "--quantization_overrides", out / "m.quant.encodings.json", "--encodings_format", fmt])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert again.read_bytes() == blocked.read_bytes()

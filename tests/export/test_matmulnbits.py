@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from block_models import mlp_model
+from block_models import embedding_model, mlp_model
 from conftest import run_cli, save_model, write_samples
 from onnx import numpy_helper
 
@@ -101,3 +101,45 @@ def test_accuracy_level_4_quantizes_a_inside_the_kernel(tmp_path: Path) -> None:
     x = np.random.default_rng(6).uniform(-1, 1, (8, 64)).astype(np.float32)
     reference = _run(qdq, x, optimized=False)
     assert 10 * np.log10(np.sum(reference**2) / np.sum((_run(path, x) - reference) ** 2)) > 30
+
+
+def test_target_ort_cpu_writes_matmulnbits_for_4_bit_blocks(tmp_path: Path) -> None:
+    """`quantize --target ort-cpu` with 4-bit blocks writes the MatMulNBits model itself (the report counts
+    the nodes); onnxruntime runs it and it computes what the QDQ model of the same flags computes. With
+    8-bit weights (the preset's) nothing converts: the QDQ model is written as before."""
+    flags = ["--act_bitwidth", "32", "--weights_block_size", "32", "--pack_4_bit_weights"]
+    qdq = _quantize(tmp_path / "qdq", *flags)
+    nbits = _quantize(tmp_path / "nbits", "--target", "ort-cpu", *flags, "--json")
+    model = onnx.load(str(nbits))
+    assert [n.op_type for n in model.graph.node].count("MatMulNBits") == 2
+    assert not [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    x = np.random.default_rng(4).uniform(-1, 1, (8, 64)).astype(np.float32)
+    reference = _run(qdq, x, optimized=False)
+    np.testing.assert_allclose(_run(nbits, x), reference, rtol=1e-4, atol=1e-5 * float(np.abs(reference).max()))
+    eight = _quantize(tmp_path / "w8", "--target", "ort-cpu", "--weights_bitwidth", "8")
+    assert "MatMulNBits" not in {n.op_type for n in onnx.load(str(eight)).graph.node}
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_blocked_embedding_table_becomes_gatherblockquantized(tmp_path: Path, packed: bool) -> None:
+    """Gather of a table blocked per token along its features -> com.microsoft.GatherBlockQuantized (uint8
+    data [40, 32]: q + 8 two a byte, scales [40, 4]); with the MatMulNBits after it the model computes what
+    the QDQ model computes, and no DequantizeLinear is left."""
+    source = save_model(embedding_model(), tmp_path / "m.onnx")
+    qdq = tmp_path / "m.quant.onnx"
+    pack = ["--pack_4_bit_weights"] if packed else []
+    result = run_cli(["quantize", "-i", source, "-o", qdq, "--act_bitwidth", "32", "--weights_bitwidth", "4",
+                      "--weights_block_size", "16", "--encodings_format", "1.0.0", *pack])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _export(qdq, tmp_path / "out").exit_code == 0
+    model = onnx.load(str(tmp_path / "out" / "m.quant.matmulnbits.onnx"))
+    assert sorted(n.op_type for n in model.graph.node) == ["GatherBlockQuantized", "MatMulNBits"]
+    node = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized")
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert inits[node.input[0]].shape == (40, 32) and inits[node.input[2]].shape == (40, 4)
+    ids = np.array([[0, 2, 5, 7, 11, 20, 33, 39]], dtype=np.int64)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    reference = ort.InferenceSession(str(qdq), options, providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    out = ort.InferenceSession(str(tmp_path / "out" / "m.quant.matmulnbits.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(out.run(None, {"ids": ids})[0], reference, rtol=1e-4, atol=1e-5 * float(np.abs(reference).max()))

@@ -18,7 +18,9 @@ OUT := build/demo
 #   memory-mapped weights (graph/lazy_weights.py), sessions mapping them, staged evaluation
 # 10951 -> 11150: clipsearch, weight ranges by output error (quant/algorithms/clipsearch.py, blocks.output_*),
 #   embedding tables in blocks (GatherBlockQuantized export), --target ort-cpu writing MatMulNBits (issue 23)
-LINE_BUDGET := 11150
+# 11150 -> 11236: large models, inspect and export (issue 22): encodings without dequantized weights,
+#   the float view's weights in a scratch file, no arena for large sessions, weight DQs run late (86 lines)
+LINE_BUDGET := 11236
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -70,7 +70,8 @@ def pruned(model: onnx.ModelProto, names: list[str], given: dict[str, np.ndarray
             needed.add(index)
             stack.extend(reads(copy.graph.node[index]))
     wanted = set(names)
-    nodes = [node for i, node in enumerate(copy.graph.node) if i in needed]
+    inits = {t.name for t in copy.graph.initializer}
+    nodes = late_constants([node for i, node in enumerate(copy.graph.node) if i in needed], inits)
     outputs = [o for o in copy.graph.output if o.name in wanted]
     read = {name for node in nodes for name in reads(node)}
     used = read | wanted | {i.name for i in copy.graph.input}  # (IR < 4 lists initializers as inputs)
@@ -85,6 +86,25 @@ def pruned(model: onnx.ModelProto, names: list[str], given: dict[str, np.ndarray
         del copy.graph.input[:]
         copy.graph.input.extend(inputs)
     return copy
+
+
+def late_constants(nodes: list[onnx.NodeProto], initializers: set[str]) -> list[onnx.NodeProto]:
+    """`nodes` with each node that reads only initializers (a weight's DequantizeLinear or Cast) moved
+    to just before its first reader: onnxruntime runs them in list order, and a QDQ model lists them
+    all first, so every weight was dequantized (a float copy of the model) before the first layer ran."""
+    constant = [bool(node.input) and all(not i or i in initializers for i in reads(node)) for node in nodes]
+    source = {out: k for k, node in enumerate(nodes) if constant[k] for out in node.output}
+    order, placed = [], set()
+    for k, node in enumerate(nodes):
+        if constant[k]:
+            continue
+        for name in reads(node):
+            j = source.get(name)
+            if j is not None and j not in placed:
+                placed.add(j)
+                order.append(nodes[j])
+        order.append(node)
+    return order + [node for k, node in enumerate(nodes) if constant[k] and k not in placed]
 
 
 def _info(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
@@ -135,6 +155,7 @@ def max_qdq_opset(wanted: int) -> int:
 
 SESSION_PROTO_ENV = "QTOOL_SESSION_PROTO_BYTES"
 SESSION_PROTO_BYTES = 1_900_000_000  # protobuf serializes at most 2 GiB
+NO_ARENA_BYTES = 64 << 20  # sessions of larger models allocate without onnxruntime's arena
 WEIGHT_BYTES = 1024  # initializers at least this large travel as OrtValues past the limit
 
 
@@ -192,6 +213,9 @@ def session(
     # Run nodes in list order: calibration places each reduction right after its producer, and
     # onnxruntime's default order would keep every activation alive until the end (3x the RSS).
     options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    # onnxruntime's arena keeps a run's peak and its memory pattern plans another: a QDQ model run
+    # unfused (its weights dequantized per run) held 2x its float weights after two runs
+    options.enable_cpu_mem_arena = external_data.byte_size(model) < NO_ARENA_BYTES
     limit = session_proto_limit()
     try:
         return _built(model, options, limit)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import onnx
 
 from qtool.api.common import drift_table, read_labels
@@ -24,17 +27,20 @@ def inspect_model(o: InspectOptions) -> InspectReport:
     per-output and per-layer drift; --html writes the same report as one page. The caller prints
     the report and then calls `report.check(o.fail_on)` (exit 5), so findings are always shown."""
     inputs = [("MODEL", o.model), ("--reference", o.reference), ("--input_list", o.input_list), ("--labels", o.labels)]
-    with outputs.command(inputs, [("--html", o.html)]) as tx:
-        return _inspect(o, tx)
+    with outputs.command(inputs, [("--html", o.html)]) as tx, tempfile.TemporaryDirectory(prefix="qtool-") as scratch:
+        try:
+            return _inspect(o, tx, os.path.join(scratch, "float-weights.data"))
+        finally:
+            external_data.forget(scratch)
 
 
-def _inspect(o: InspectOptions, tx: outputs.Transaction) -> InspectReport:
+def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> InspectReport:
     model, data_files = gm.load_with_files(o.model)
     tx.add_inputs("MODEL's external data", data_files)
     report = summary.summarise(model, str(o.model))
     if o.reference is not None and o.input_list is None:
         raise UsageError("--reference needs --input_list to compare the two models")
-    ctx = lint.context(model, o.target)
+    ctx = lint.context(model, o.target, scratch)  # a quantized model's float view: its weights on disk
     rows = None
     if o.input_list is not None:
         input_list = read_input_list(o.input_list)
@@ -47,6 +53,7 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction) -> InspectReport:
         )
         if o.reference is not None:
             rows = _compare_layers(o, model, input_list, labels, report)
+    external_data.release()  # the comparison's weights; the lints read the float view's
     report.findings = lint.run_lints(ctx)
     if o.html is not None:
         write_text(o.html, inspect_html.render(report, rows))

@@ -12,6 +12,7 @@ page cache, and the kernel maps them again if a later step reads them.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from collections.abc import Iterator
@@ -151,3 +152,25 @@ def on_disk(model: onnx.ModelProto) -> Iterator[str | None]:
     finally:
         for entry, path in zip(entries, absolute, strict=True):
             entry.value = path
+
+
+def spilled(values: np.ndarray, name: str, scratch: str) -> onnx.TensorProto:
+    """`values` as a lazy initializer, appended (page-aligned) to the file `scratch` (an absolute path in
+    a temporary folder, see `forget`): a float copy of a quantized model without its weights in memory."""
+    values = np.ascontiguousarray(values)
+    tensor = onnx.TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(values.dtype), dims=values.shape)
+    with open(scratch, "ab") as f:
+        offset = f.seek(0, os.SEEK_END)
+        f.write(b"\0" * (-offset % 4096))
+        offset += -offset % 4096
+        f.write(memoryview(values).cast("B"))
+    point(tensor, scratch, offset, values.nbytes)
+    return tensor
+
+
+def forget(folder: str) -> None:
+    """Stop mapping the files under `folder` (before it is removed: a mapping keeps a deleted file's blocks)."""
+    for path in [p for p in _MAPS if p.startswith(os.path.join(folder, ""))]:
+        _, mapped = _MAPS.pop(path)
+        with contextlib.suppress(BufferError):  # arrays still view it: it closes when they go
+            mapped.close()

@@ -240,11 +240,12 @@ LINTS: dict[str, Lint] = {
 }
 
 
-def context(model: onnx.ModelProto, target: str | None) -> LintContext:
-    """The float view of `model` (Q/DQ stripped), shape-inferred so that tensor types are known."""
+def context(model: onnx.ModelProto, target: str | None, scratch: str | None = None) -> LintContext:
+    """The float view of `model` (Q/DQ stripped; its weights in the file `scratch` when given, see
+    read_qdq), shape-inferred so that tensor types are known."""
     encodings = None
     if kind(model) == "quantized":
-        model, encodings = read_qdq(model)
+        model, encodings = read_qdq(model, scratch=scratch)
     model = inferred(model)  # a graph inference cannot follow still gets the lints that need no types
     return LintContext(model, GraphFacts.of(model), target, preset(target), encodings)
 

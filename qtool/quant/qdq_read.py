@@ -21,6 +21,7 @@ from onnx import TensorProto, numpy_helper
 
 from qtool.errors import ModelError
 from qtool.graph import external_data
+from qtool.graph.lazy_weights import spilled
 from qtool.io.encodings import Encodings
 from qtool.quant import blocks
 from qtool.quant import encoding as enc
@@ -84,9 +85,10 @@ def qdq_encodings(model: onnx.ModelProto) -> Encodings:
     return read_qdq(model, weights=False)[1]
 
 
-def read_qdq(model: onnx.ModelProto, weights: bool = True) -> tuple[onnx.ModelProto, Encodings]:
+def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None = None) -> tuple[onnx.ModelProto, Encodings]:
     """Return (float model without Q/DQ, encodings); without `weights` the model is not usable (its
-    weights are not dequantized), only its encodings. `model` is not modified."""
+    weights are not dequantized), only its encodings; with `scratch` (a file in a temporary folder) the
+    dequantized weights go there, lazy (lazy_weights.spilled), not into memory. `model` is not modified."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
@@ -110,7 +112,10 @@ def read_qdq(model: onnx.ModelProto, weights: bool = True) -> tuple[onnx.ModelPr
             e = _encoding(node, inits, inits[source].data_type, channel)
             if weights:
                 values = sliced(e.dequantize, e, external_data.array(inits[source]), np.float32)
-                new_inits[source] = numpy_helper.from_array(values, node.output[0])
+                large = scratch is not None and values.nbytes >= external_data.LAZY_BYTES
+                new_inits[source] = (
+                    spilled(values, node.output[0], scratch) if large else numpy_helper.from_array(values, node.output[0])  # type: ignore[arg-type]
+                )
             found.params[node.output[0]] = e
             drop.add(id(node))
             continue

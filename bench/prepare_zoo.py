@@ -555,12 +555,12 @@ def speak(text: str, voice: str, speed: int) -> np.ndarray:
 
 def speech_stream(
     split: str, seconds: float, wake_words: tuple[str, ...] = ("hey jarvis", "hey mycroft")
-) -> np.ndarray:
-    """Speech (sentences and, every few utterances, a wake phrase) separated by 0.3-1.5 s pauses, random gain,
-    a little background noise, 16 kHz."""
+) -> tuple[np.ndarray, list[int]]:
+    """Speech (sentences and, every third utterance, a wake phrase) separated by 0.3-1.5 s pauses, random gain,
+    a little background noise, 16 kHz. Returns (audio, the sample at which each wake phrase ends)."""
     rng = np.random.default_rng(SEEDS[split] + 6)
     texts = sentences(split)
-    parts, total, n = [], 0, 0
+    parts, total, n, wake_ends = [], 0, 0, []
     while total < seconds * 16000:
         pause = np.zeros(int(rng.uniform(0.3, 1.5) * 16000), dtype=np.float32)
         text = wake_words[n % len(wake_words)] if n % 3 == 1 else texts[int(rng.integers(len(texts)))]
@@ -568,9 +568,11 @@ def speech_stream(
         speech = speak(text, voice, int(rng.integers(140, 190))) * float(rng.uniform(0.3, 0.9))
         parts += [pause, speech]
         total += len(pause) + len(speech)
+        if n % 3 == 1 and total < seconds * 16000:
+            wake_ends.append(total)
         n += 1
     audio = np.concatenate(parts)[: int(seconds * 16000)]
-    return (audio + rng.normal(0, 0.003, audio.shape)).astype(np.float32)
+    return (audio + rng.normal(0, 0.003, audio.shape)).astype(np.float32), wake_ends
 
 
 def vad_samples(model: Path, audio: np.ndarray, count: int, windows: int = 32) -> list[dict]:
@@ -604,6 +606,15 @@ def wakeword_features(audio: np.ndarray, mel: Path, emb: Path) -> tuple[list[np.
         [emb_sess.run(None, {"input_1": windows[i : i + 64]})[0] for i in range(0, len(windows), 64)]
     )
     return mel_inputs, windows, embeddings.reshape(len(windows), 96)
+
+
+def wake_windows(wake_ends: list[int], count: int, n: int) -> list[int]:
+    """First embeddings of n 16-embedding windows: half end 0.1-0.5 s after a wake phrase (where openwakeword's
+    score peaks), the rest spread evenly over the stream. Embedding j covers melspectrogram frames 8j..8j+75
+    (10 ms hop), so a window starting at j ends near sample (8j + 196) * 160."""
+    near = [round(((end + lag * 16000) / 160 - 196) / 8) for end in wake_ends for lag in (0.1, 0.2, 0.3, 0.4, 0.5)]
+    near = [j for j in near if 0 <= j <= count - 16][: n // 2]
+    return near + list(np.linspace(0, count - 16, n - len(near)).astype(int))
 
 
 # ---------------------------------------------------------------- Khmer
@@ -714,7 +725,8 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
         )
     audio_models = {"silero_vad_v6", "oww_melspectrogram", "oww_embedding", "oww_hey_jarvis", "oww_hey_mycroft"}
     if audio_models & set(names):
-        streams = {split: speech_stream(split, 90.0 if split == "calib" else 75.0) for split in ("calib", "val")}
+        made = {split: speech_stream(split, 90.0 if split == "calib" else 75.0) for split in ("calib", "val")}
+        streams = {split: audio for split, (audio, _) in made.items()}
         for split, audio in streams.items():  # kept for listening
             with wave.open(str(ZOO / split / "speech.wav"), "wb") as w:
                 w.setnchannels(1)
@@ -749,7 +761,7 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
             sets = []
             for s, n in (("calib", calib), ("val", val)):
                 emb_seq = feats[s][2]
-                starts = np.linspace(0, len(emb_seq) - 16, n).astype(int)
+                starts = wake_windows(made[s][1], len(emb_seq), n)
                 sets.append([{input_name: emb_seq[i : i + 16][None]} for i in starts])
             out[name] = entry(name, {input_name: f32}, "wakeword", *sets)
     return out

@@ -4,7 +4,8 @@ model, next to onnxruntime's quantize_static(..., use_external_data_format=True)
     .venv/bin/python bench/big_model_suite.py /tmp/big                 # 33 x 4096^2 MatMul: 2.2 GB
     .venv/bin/python bench/big_model_suite.py /tmp/b400 --layers 6     # the same pipeline at 403 MB
 
-The model is generated into the folder unless it is there already (make_big_model.py, seeded). Steps, each
+The model is generated into the folder unless it is there already (make_big_model.py, seeded); a folder
+make_big_decoder.py wrote (model.onnx and calib.txt) is measured the same way, on its 32 sequences. Steps, each
 in its own process (bench/common.py `measure`: wall time, peak RSS from os.wait4, killed above --mem-limit):
 `qtool convert`, `qtool quantize` (W8A8 per-row, --evaluate_samples 2), `qtool inspect --reference`,
 `qtool export` (qdq and encodings), then quantize_static (QDQ, u8 activations, s8 per-channel weights,
@@ -35,8 +36,9 @@ def _model(folder: Path, layers: int, width: int) -> Path:
     return model
 
 
-def _steps(folder: Path, model: Path, width: int) -> list[tuple[str, list[str]]]:
-    out, listing, q = folder / "out", str(folder / "list.txt"), qtool_exe()
+def _steps(folder: Path, model: Path) -> list[tuple[str, list[str]]]:
+    out, q = folder / "out", qtool_exe()
+    listing = str(folder / ("calib.txt" if (folder / "calib.txt").exists() else "list.txt"))  # make_big_decoder.py
     conv, quant = str(out / "c.onnx"), str(out / "q.onnx")
     return [
         ("qtool convert", [q, "convert", "-i", str(model), "-o", conv]),
@@ -44,14 +46,30 @@ def _steps(folder: Path, model: Path, width: int) -> list[tuple[str, list[str]]]
                             "--use_per_row_quantization", "--evaluate_samples", "2"]),
         ("qtool inspect --reference", [q, "inspect", quant, "--reference", conv, "--input_list", listing]),
         ("qtool export", [q, "export", "-i", quant, "-o", str(out / "export"), "--format", "qdq", "--format", "encodings"]),
-        ("onnxruntime quantize_static", [sys.executable, __file__, "--ort-worker", str(model), listing, str(width),
+        ("onnxruntime quantize_static", [sys.executable, __file__, "--ort-worker", str(model), listing,
                                          str(folder / "ort" / "q.onnx")]),
     ]  # fmt: skip
 
 
-def ort_worker(model: str, listing: str, width: str, output: str) -> None:
-    """quantize_static with external data, run from the output's folder (it writes temporaries to the cwd)."""
+def _feeds(model: str, listing: str):
+    """One feed per input_list line (`path` or `name:=path ...`, float32 raw files), cast and shaped as the
+    model's inputs."""
     import numpy as np
+    import onnx
+    from onnx import helper
+
+    inputs = onnx.load(model, load_external_data=False).graph.input
+    types = {i.name: helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type) for i in inputs}
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in inputs}
+    base = Path(listing).parent
+    for line in Path(listing).read_text().splitlines():
+        pairs = [p.split(":=", 1) if ":=" in p else [inputs[0].name, p] for p in line.split()]
+        if pairs:
+            yield {n: np.fromfile(base / f, dtype=np.float32).astype(types[n]).reshape(shapes[n]) for n, f in pairs}
+
+
+def ort_worker(model: str, listing: str, output: str) -> None:
+    """quantize_static with external data, run from the output's folder (it writes temporaries to the cwd)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -62,11 +80,10 @@ def ort_worker(model: str, listing: str, width: str, output: str) -> None:
 
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     os.chdir(Path(output).parent)
-    files = [line.strip() for line in Path(listing).read_text().splitlines() if line.strip()]
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.feeds = ({"x": np.fromfile(f, dtype=np.float32).reshape(1, 8, int(width))} for f in files)
+            self.feeds = _feeds(model, listing)
 
         def get_next(self):
             return next(self.feeds, None)
@@ -93,7 +110,7 @@ def main() -> None:
     size = model.stat().st_size + model.with_name(model.name + ".data").stat().st_size
     rows = []
     print(f"model {model}: S = {size / 1e6:.0f} MB\n\n| step | status | wall s | peak RSS MB | peak / S |\n|---|---|---|---|---|")
-    for name, cmd in _steps(args.folder, model, args.width):
+    for name, cmd in _steps(args.folder, model):
         if args.skip_ort and name.startswith("onnxruntime"):
             continue
         log = args.folder / "logs" / (name.replace(" ", "_").replace("-", "") + ".log")

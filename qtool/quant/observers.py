@@ -264,12 +264,15 @@ def observe_histograms(
     sizes = tuple(s.size for s in samples)
     width = bounds[:, 1] - bounds[:, 0]
     origin = bounds[:, 0].astype(np.float32)
-    per_unit = (bins / np.where(width > 0, width, 1.0)).astype(np.float32)
+    per_unit = np.minimum(bins / np.where(width > 0, width, 1.0), np.finfo(np.float32).max).astype(np.float32)
     # float32 is exact enough for a bin index (< 2048) and halves the memory traffic
     position = np.concatenate([s.reshape(-1) for s in samples]).astype(np.float32, copy=False)
-    position -= np.repeat(origin, sizes)
-    position *= np.repeat(per_unit, sizes)
-    np.clip(position, 0, bins - 1, out=position)
+    # a near-empty range (width ~1e-38) or a value near float32's limit overflows to inf: the clip
+    # below puts it in the last bin, where it belongs
+    with np.errstate(over="ignore", invalid="ignore"):
+        position -= np.repeat(origin, sizes)
+        position *= np.repeat(per_unit, sizes)
+    np.clip(np.nan_to_num(position, copy=False), 0, bins - 1, out=position)
     index = position.astype(np.int32)
     index += _segment_offsets(sizes, bins)
     counts = np.bincount(index, minlength=len(observers) * bins).reshape(len(observers), bins)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -216,3 +217,17 @@ def test_vectorised_histogram_fold_equals_one_observer_at_a_time() -> None:
     for a, b in zip(alone, together, strict=True):
         assert (a.lo, a.hi, a.count) == (b.lo, b.hi, b.count)
         assert np.array_equal(a.counts, b.counts)
+
+
+def test_histogram_fold_of_a_near_empty_range_is_quiet_and_complete() -> None:
+    # a range ~1e-39 wide makes bins/width overflow float32; every value must still land in a bin
+    from qtool.quant.observers import observe_histograms
+
+    tiny = np.array([0.0, 1e-39, 5e-40], dtype=np.float32)
+    wide = np.array([-3e38, 0.0, 3e38], dtype=np.float32)
+    observers = [Histogram("tiny", select="sqnr"), Histogram("wide", select="sqnr")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        observe_histograms(observers, np.array([0.0, -3e38]), np.array([1e-39, 3e38]), [tiny, wide])
+    assert [int(o.counts.sum()) for o in observers] == [3, 3]
+    assert observers[1].counts[0] == 1 and observers[1].counts[-1] == 1

@@ -1,0 +1,63 @@
+"""Lazy weights (issue 22): what large models rely on, checked on small arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from qtool import runtime
+from qtool.graph import external_data, lazy_weights
+from qtool.quant import encoding as enc
+from qtool.quant import qdq
+
+
+def test_a_spilled_tensor_reads_back_and_its_folder_can_go(tmp_path) -> None:
+    values = np.arange(3000, dtype=np.float32).reshape(30, 100)
+    scratch = str(tmp_path / "w.data")
+    first = lazy_weights.spilled(values, "a", scratch)
+    second = lazy_weights.spilled(-values, "b", scratch)
+    assert lazy_weights.is_lazy(first) and lazy_weights.span(second)[1] % 4096 == 0
+    assert np.array_equal(external_data.array(first), values) and np.array_equal(external_data.array(second), -values)
+    with external_data.materialized([second]):
+        assert np.array_equal(numpy_helper.to_array(second), -values)
+    assert lazy_weights.is_lazy(second) and not second.raw_data
+    external_data.forget(str(tmp_path))
+    assert not [p for p in lazy_weights._MAPS if p.startswith(str(tmp_path))]
+
+
+def test_slices_quantize_exactly_as_the_whole_array() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((300, 5000)).astype(np.float32)
+    for axis in (None, 0, 1):
+        if axis is None:
+            e = enc.with_schema("asymmetric", float(values.min()), float(values.max()), 8)
+        else:
+            lo, hi = values.min(axis=1 - axis), values.max(axis=1 - axis)
+            e = enc.with_schema("symmetric", lo, hi, 8, axis)
+        whole = e.quantize(values).astype(np.int8)
+        assert np.array_equal(qdq.sliced(e.quantize, e, values, np.int8), whole)
+        assert np.array_equal(qdq.sliced(e.dequantize, e, whole, np.float32), e.dequantize(whole))
+
+
+def test_a_weights_dequantization_runs_just_before_its_reader() -> None:
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w1q", "s"], ["w1"]),
+        helper.make_node("DequantizeLinear", ["w2q", "s"], ["w2"]),
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("MatMul", ["h", "w2"], ["y"]),
+    ]
+    order = runtime.late_constants(nodes, {"w1q", "w2q", "s"})
+    assert [n.output[0] for n in order] == ["w1", "h", "w2", "y"]
+
+
+def test_pruned_drops_initializers_its_nodes_do_not_read() -> None:
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    m (float[1,4] x) => (float[1,4] y) {
+        h = Add (x, a)
+        y = Mul (h, b)
+    }
+    """)
+    model.graph.initializer.extend(numpy_helper.from_array(np.ones(4, np.float32), n) for n in "ab")
+    assert [i.name for i in runtime.pruned(model, ["h"]).graph.initializer] == ["a"]

@@ -20,7 +20,9 @@ OUT := build/demo
 #   embedding tables in blocks (GatherBlockQuantized export), --target ort-cpu writing MatMulNBits (issue 23)
 # 11150 -> 11236: large models, inspect and export (issue 22): encodings without dequantized weights,
 #   the float view's weights in a scratch file, no arena for large sessions, weight DQs run late (86 lines)
-LINE_BUDGET := 11236
+# 11236 -> 11391: float candidates in --mixed_precision auto (float16/float32 chains, the cheaper-first
+#   pass, float cost), float nodes behind a squashing ReLU read float (issue 21; 155 lines)
+LINE_BUDGET := 11391
 
 .PHONY: demo test lint venv bench clean golden
 

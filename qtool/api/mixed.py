@@ -87,22 +87,27 @@ def mixed_overrides_path(output: Path) -> Path:
 
 def finish_mixed(o: QuantizeOptions, result: mp.Result, output: Path, report: Report) -> ModelError | None:
     """Write the chosen 16-bit overrides; returns the --strict failure to raise once every output is written."""
-    chosen = mp.raise_to_16(encio.Encodings(), result.chosen)
+    chosen = mp.raise_precision(encio.Encodings(), result.chosen)
     path = mixed_overrides_path(output)
     write_text(path, encio.to_json(chosen, o.encodings_format))
-    report.facts["16-bit layers"] = ", ".join(c.name for c in result.chosen) or "none"
+    report.facts["16-bit layers"] = ", ".join(c.name for c in result.chosen if not c.float_bits) or "none"
+    floats = [f"{t} ({c.precision})" for c in result.chosen if c.float_bits for t in c.tensors]
+    report.facts["float tensors"] = ", ".join(floats) or "none"
     report.facts["mixed precision overrides"] = str(path)
-    rows = [
-        [p[k] for k in ("layers_16bit", "macs_16bit_pct", "cost_factor", "sqnr_db", "cosine")] for p in result.curve
-    ]
+    keys = ("layers_16bit", "macs_16bit_pct", "float_tensors", "cost_factor", "sqnr_db", "cosine")
+    rows = [[p[k] for k in keys] for p in result.curve]
     report.tables.append(
-        Table("pareto (cost vs accuracy)", ["layers_16bit", "macs_16bit_%", "cost_factor", "sqnr_db", "cosine"], rows)
+        Table(
+            "pareto (cost vs accuracy)",
+            ["raised", "macs_16bit_%", "float_tensors", "cost_factor", "sqnr_db", "cosine"],
+            rows,
+        )
     )
     if not result.met:
-        report.facts["target"] = "NOT met even with every candidate at 16 bits; wrote the best model"
+        report.facts["target"] = "NOT met even with every candidate at its highest precision; wrote the best model"
         if o.strict:
             return ModelError(
-                "mixed precision target not met even with every layer at 16 bits (best model written)",
+                "mixed precision target not met even with every candidate at its highest precision (best model written)",
                 where=str(output),
             )
     return None

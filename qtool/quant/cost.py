@@ -12,10 +12,13 @@ its float model: a weight's DequantizeLinear output has the float weight's shape
 The proxy, documented as one and not a measurement:
 
     cost(layer) = MACs · m(act_bits, weight_bits) + output elements · e(act_bits)
-    m = 1 for 8x8, 2 when either side is 16-bit, 4 for 16x16;  e = 1 for 8-bit, 2 for 16-bit
+    m = 1 for 8x8, 2 when either side is 16-bit, 4 for 16x16, 8 with a float16 input, 16 with float32
+    e = 1 for 8-bit, 2 for 16-bit; a raised tensor adds 1 (int16), 2 (float16) or 3 (float32) per element
 
 MAC-heavy layers dominate, as on HTP/TIDL/DPU where 16-bit MACs run at a half or a quarter of
-the 8-bit rate, and every 16-bit activation moves twice the bytes.
+the 8-bit rate, and every 16-bit activation moves twice the bytes. Float is charged above 16-bit
+integers on purpose (HTP's float16 units are slower, float32 runs on the CPU or not at all): the
+search keeps a tensor in float only when 16 bits do not hold it.
 """
 
 from __future__ import annotations
@@ -62,6 +65,14 @@ def elements(shapes: Shapes, name: str) -> int:
     return math.prod(shapes[name]) if name in shapes else 0
 
 
-def layer_cost(macs: int, elems: int, act_bits: int, weight_bits: int) -> float:
+def layer_cost(macs: int, elems: int, act_bits: int, weight_bits: int, float_bits: int = 0) -> float:
+    """`float_bits` (16 or 32): an input of the layer stays float, so the whole layer runs in float."""
+    if float_bits:
+        return macs * (8 if float_bits == 16 else 16) + elems * 2
     wide = (act_bits > 8) + (weight_bits > 8)
     return macs * (1, 2, 4)[wide] + elems * (2 if act_bits > 8 else 1)
+
+
+def extra_traffic(float_bits: int) -> int:
+    """Cost per element of a tensor raised from 8 bits: to int16 (`float_bits` 0), float16 or float32."""
+    return {0: 1, 16: 2, 32: 3}[float_bits]

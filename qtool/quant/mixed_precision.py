@@ -1,7 +1,8 @@
-"""Automatic mixed precision from the command line: which layers to raise from 8 to 16 bits.
+"""Automatic mixed precision from the command line: which tensors to raise from 8 bits to 16 bits
+or to float.
 
-1. Sensitivity: for each candidate (an activation group sharing one encoding, or the weights of
-   one MAC layer), either (exact) the model-output SQNR when only it is 16-bit, one
+1. Sensitivity: for each candidate (an activation group sharing one encoding at 16 bits or in
+   float, or the weights of one MAC layer at 16 bits), either (exact) the model-output SQNR when only it is 16-bit, one
    evaluation per candidate (the default), or (proxy) the noise power the candidate adds in one
    streamed float-vs-8-bit pass (inspect's per-layer "added" error): one pass for all, but blind
    to damage that shows only downstream (a layer whose small channels a big one drowns).
@@ -11,6 +12,14 @@
    the shortest prefix that meets it is found by binary search (SQNR grows with the prefix in
    practice; each probe is one evaluation); under a cost budget the longest prefix within it.
 Evaluations stream samples through onnxruntime: memory stays flat in the number of samples.
+
+Float is a candidate for every activation group because some tensors hold a dynamic range that no
+linear grid does (a power spectrum spans 100 dB and more, past 16 bits): the sensitivity pass finds
+them by what float buys over 16 bits, not by op type. Each group has a float16 candidate (unless its
+calibrated range passes float16's largest value) and a float32 one, which measures like float16
+against an 8-bit rest and is there for the last dB (a float16 LSTM is ~34 dB from float32). `cost.py`
+charges float16 above 16-bit integers and float32 above float16, and a chosen float chain is tried
+back at 16 bits, or shortened, before it is kept (`_prefer_integers`).
 """
 
 from __future__ import annotations
@@ -20,12 +29,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 
 from qtool.graph.model import tensor_shapes
 from qtool.io.encodings import Encodings
 from qtool.quant import cost
-from qtool.quant.encoding import Encoding
+from qtool.quant.encoding import Encoding, float_encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.plan import QuantPlan, activation_groups, activation_tensors
 from qtool.quant.rules import rule_for
@@ -33,6 +43,8 @@ from qtool.quant.rules import rule_for
 logger = logging.getLogger(__name__)
 
 Metrics = dict[str, float]  # {"sqnr_db": ..., "cosine": ...}
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+MAX_PARTS = 8  # downstream parts of a float chain tried in float alone (one evaluation each)
 
 
 @dataclass(frozen=True)
@@ -64,9 +76,19 @@ class Candidate:
     weight_layers: list[str]  # MAC layers whose `weights` these are
     elems: int
     gain: float = 0.0
+    float_bits: int = 0  # 16 or 32: the tensors stay float at this width instead of 16-bit integers
+    parts: list[Candidate] = field(default_factory=list)  # a float chain's downstream parts (see _prefer_integers)
 
-    def covered_by(self, tensors: set[str], weights: set[str]) -> bool:
-        return set(self.tensors) <= tensors and set(self.weights) <= weights
+    def covered_by(self, tensors: set[str], weights: set[str], floats: dict[str, int] | None = None) -> bool:
+        """Already raised as far by those chosen: 16-bit `tensors`, 16-bit `weights`, float `floats` (bits)."""
+        floats = floats or {}
+        if self.float_bits:
+            return all(floats.get(t, 0) >= self.float_bits for t in self.tensors)
+        return all(t in tensors or t in floats for t in self.tensors) and set(self.weights) <= weights
+
+    @property
+    def precision(self) -> str:
+        return f"float{self.float_bits}" if self.float_bits else "int16"
 
 
 @dataclass
@@ -79,15 +101,32 @@ class CostModel:
     def _wide(self, chosen: list[Candidate]) -> tuple[set[str], set[str]]:
         return {x for c in chosen for x in c.act_layers}, {x for c in chosen for x in c.weight_layers}
 
+    @staticmethod
+    def _float_layers(chosen: list[Candidate]) -> dict[str, int]:
+        """MAC layer -> the widest float its inputs were raised to (the layer then runs in float)."""
+        found: dict[str, int] = {}
+        for c in chosen:
+            for layer in c.act_layers if c.float_bits else ():
+                found[layer] = max(found.get(layer, 0), c.float_bits)
+        return found
+
     def factor(self, chosen: list[Candidate]) -> float:
         """Latency proxy of the mixed model over the all-8-bit one (TIDL's mixed_precision_factor)."""
         acts, weights = self._wide(chosen)
+        floats = self._float_layers(chosen)
         base = sum(self.macs.values()) + self.elems or 1.0
         mixed = sum(
-            cost.layer_cost(m, 0, 16 if name in acts else 8, 16 if name in weights else 8)
+            cost.layer_cost(m, 0, 16 if name in acts else 8, 16 if name in weights else 8, floats.get(name, 0))
             for name, m in self.macs.items()
         )
-        return (mixed + self.elems + sum(c.elems for c in chosen)) / base
+        widest: dict[str, Candidate] = {}  # each group's traffic counted once, at its widest precision
+        for c in sorted((c for c in chosen if c.tensors), key=lambda c: c.float_bits):
+            widest[c.tensors[0]] = c
+        traffic = sum(c.elems * cost.extra_traffic(c.float_bits) for c in widest.values())
+        return (mixed + self.elems + traffic) / base
+
+    def float_tensors(self, chosen: list[Candidate]) -> int:
+        return len({t for c in chosen if c.float_bits for t in c.tensors})
 
     def macs_16bit_pct(self, chosen: list[Candidate]) -> float:
         """Share of MACs in layers with a 16-bit input or weight."""
@@ -113,16 +152,55 @@ def _weights(node: onnx.NodeProto, plan: QuantPlan) -> list[str]:
     return found if found and all(plan.params[w].bitwidth < 16 for w in found) else []
 
 
+def _fits_float16(tensors: list[str], plan: QuantPlan) -> bool:
+    """The calibrated range stays within float16's largest finite value."""
+    top = max((abs(v) for t in tensors for v in (*plan.activations[t].min, *plan.activations[t].max)), default=0.0)
+    return top <= FLOAT16_MAX
+
+
+# Ops through which a float tensor stays float: they keep (or widen) its range, so quantizing their
+# output right after would undo the float. Log, Exp, Sigmoid, Softmax and the like bring the range
+# back to what a grid holds and end the chain.
+RANGE_KEEPING = frozenset(
+    {"Add", "Sub", "Mul", "Div", "Max", "Min", "Clip", "Abs", "Neg", "Sqrt", "Pow", "Reciprocal", "Relu",
+     "ReduceSum", "ReduceMean", "ReduceMax", *cost.MAC_OPS}
+)  # fmt: skip
+
+
+def float_chain(facts: GraphFacts, group: list[str], quantized: set[str]) -> list[str]:
+    """`group` and the quantized tensors computed from it by RANGE_KEEPING ops whose other inputs are
+    constants or the chain itself (x², x + eps, a mel filterbank MatMul): a power spectrum kept in float
+    is no use if `power + eps` is quantized to 8 bits on the next line."""
+    chain = list(group)
+    frontier = list(group)
+    while frontier:
+        for node in facts.consumers.get(frontier.pop(), []):
+            inputs_known = all(i in facts.initializers or i in chain or not i for i in node.input)
+            if node.op_type in RANGE_KEEPING and inputs_known:
+                new = [o for o in node.output if o in quantized and o not in chain]
+                chain += new
+                frontier += new
+    return chain
+
+
 def candidates(facts: GraphFacts, plan: QuantPlan) -> tuple[list[Candidate], CostModel]:
     mac_nodes = [n for n in facts.model.graph.node if n.op_type in cost.MAC_OPS]
     shapes = tensor_shapes(facts.model)
     found = []
+    total_elems = 0  # every quantized activation element: the all-8-bit traffic
+    quantized = {t for t, e in plan.activations.items() if not e.is_float}
     for group in activation_groups(facts, activation_tensors(facts)):
         if not all(t in plan.activations and not plan.activations[t].is_float for t in group):
             continue
-        readers = sorted({n.output[0] for t in group for n in facts.consumers.get(t, []) if n.op_type in cost.MAC_OPS})
+        readers = _mac_readers(facts, group)
         elems = sum(cost.elements(shapes, t) for t in group)
+        total_elems += elems
         found.append(Candidate(group[0], group, [], readers, [], elems))
+        chain = float_chain(facts, group, quantized)
+        for bits in (16, 32) if _fits_float16(chain, plan) else (32,):
+            name = f"{group[0]}:float{bits}"
+            found.append(_float_candidate(name, chain, bits, facts, shapes))
+            found[-1].parts = [_float_candidate(name, chain[k:], bits, facts, shapes) for k in range(1, len(chain))]
         producers = [p for t in group if (p := _mac_producer(facts, t)) is not None]
         weights = [w for p in producers for w in _weights(p, plan)]
         if weights:
@@ -132,8 +210,17 @@ def candidates(facts: GraphFacts, plan: QuantPlan) -> tuple[list[Candidate], Cos
         if weights := _weights(node, plan):
             found.append(Candidate(f"{node.output[0]}:weights", [], weights, [], [node.output[0]], 0))
     macs = {n.output[0]: cost.node_macs(n, shapes) or 0 for n in mac_nodes}
-    model = CostModel(macs, sum(c.elems for c in found))
+    model = CostModel(macs, total_elems)
     return found, model
+
+
+def _float_candidate(name: str, chain: list[str], bits: int, facts: GraphFacts, shapes) -> Candidate:
+    elems = sum(cost.elements(shapes, t) for t in chain)
+    return Candidate(name, chain, [], _mac_readers(facts, chain), [], elems, float_bits=bits)
+
+
+def _mac_readers(facts: GraphFacts, tensors: list[str]) -> list[str]:
+    return sorted({n.output[0] for t in tensors for n in facts.consumers.get(t, []) if n.op_type in cost.MAC_OPS})
 
 
 def _mac_producer(facts: GraphFacts, tensor: str) -> onnx.NodeProto | None:
@@ -144,13 +231,14 @@ def _mac_producer(facts: GraphFacts, tensor: str) -> onnx.NodeProto | None:
     return producer if producer is not None and producer.op_type in cost.MAC_OPS else None
 
 
-def raise_to_16(base: Encodings, chosen: list[Candidate], replaceable: frozenset[str] = frozenset()) -> Encodings:
-    """`base` with the chosen tensors at 16 bits; an encoding already in `base` is kept (the user's
-    overrides win) unless it is `replaceable` (one an algorithm froze, as adaround does its 8-bit grid)."""
+def raise_precision(base: Encodings, chosen: list[Candidate], replaceable: frozenset[str] = frozenset()) -> Encodings:
+    """`base` with the chosen tensors at 16 bits or in float (float wins where both were chosen); an
+    encoding already in `base` is kept (the user's overrides win) unless it is `replaceable` (one an
+    algorithm froze, as adaround does its 8-bit grid)."""
     out = Encodings(dict(base.activations), dict(base.params))
-    for c in chosen:
+    for c in sorted(chosen, key=lambda c: -c.float_bits):
         for t in c.tensors:
-            out.activations.setdefault(t, Encoding(bitwidth=16))
+            out.activations.setdefault(t, float_encoding(c.float_bits) if c.float_bits else Encoding(bitwidth=16))
         for w in c.weights:
             if w in replaceable or w not in out.params:
                 out.params[w] = Encoding(bitwidth=16, is_symmetric=True)
@@ -164,15 +252,19 @@ def greedy_order(cands: list[Candidate], model: CostModel) -> list[Candidate]:
     order: list[Candidate] = []
     tensors: set[str] = set()
     weights: set[str] = set()
+    floats: dict[str, int] = {}
     current = model.factor(order)
-    while useful := [c for c in useful if not c.covered_by(tensors, weights)]:
+    while useful := [c for c in useful if not c.covered_by(tensors, weights, floats)]:
         added = [max(model.factor([*order, c]) - current, 1e-9) for c in useful]
         best = max(range(len(useful)), key=lambda k: (useful[k].gain / added[k], -k))
         order.append(useful.pop(best))
-        tensors.update(order[-1].tensors)
+        if order[-1].float_bits:
+            floats.update({t: max(floats.get(t, 0), order[-1].float_bits) for t in order[-1].tensors})
+        else:
+            tensors.update(order[-1].tensors)
         weights.update(order[-1].weights)
         current += added[best]
-    rest = [c for c in cands if c.gain <= 0 and not c.covered_by(tensors, weights)]
+    rest = [c for c in cands if c.gain <= 0 and not c.covered_by(tensors, weights, floats)]
     return order + sorted(rest, key=lambda c: (-c.gain, c.name))
 
 
@@ -181,6 +273,7 @@ def _point(model: CostModel, prefix: list[Candidate], m: Metrics) -> dict:
         "layers_16bit": len(prefix),
         "macs_16bit_pct": round(model.macs_16bit_pct(prefix), 2),
         "cost_factor": round(model.factor(prefix), 4),
+        "float_tensors": model.float_tensors(prefix),
         "sqnr_db": round(m["sqnr_db"], 3),
         "cosine": round(m["cosine"], 6),
     }
@@ -193,11 +286,16 @@ def _sensitivity(
     baseline: Metrics,
     proxy,
 ) -> None:
+    gains: dict[str, float] = {}
     for c in cands:
         if proxy is not None:  # a weight candidate is credited with its layer's added noise
             c.gain = max((proxy.get(t, 0.0) for t in c.tensors or c.weight_layers), default=0.0)
+        elif c.float_bits == 32 and c.name.replace(":float32", ":float16") in gains:
+            # against an 8-bit rest float32 measures as float16 does; it is there for the last few dB
+            c.gain = gains[c.name.replace(":float32", ":float16")]
         else:
             c.gain = evaluate(raised([c]))["sqnr_db"] - baseline["sqnr_db"]
+        gains[c.name] = c.gain
 
 
 def search(
@@ -214,7 +312,7 @@ def search(
     see raise_to_16."""
 
     def raised(prefix: list[Candidate]) -> Encodings:
-        return raise_to_16(base, prefix, replaceable)
+        return raise_precision(base, prefix, replaceable)
 
     baseline = evaluate(base)
     curve = [_point(model, [], baseline)]
@@ -237,9 +335,45 @@ def search(
         else:
             lo = mid + 1
     chosen = order[:best] if best is not None else order
+    if best is not None:
+        chosen = _prefer_integers(
+            chosen, cands, raised, evaluate, target, lambda p, m: curve.append(_point(model, p, m))
+        )
     curve.sort(key=lambda p: p["layers_16bit"])
-    logger.info("mixed precision: %d of %d candidates raised to 16 bits", len(chosen), len(cands))
+    logger.info("mixed precision: %d of %d candidates raised (16 bits or float)", len(chosen), len(cands))
     return Result(chosen, raised(chosen), curve, met=best is not None)
+
+
+def _prefer_integers(
+    chosen: list[Candidate],
+    cands: list[Candidate],
+    raised: Callable[[list[Candidate]], Encodings],
+    evaluate: Callable[[Encodings], Metrics],
+    target: Target,
+    record: Callable[[list[Candidate], Metrics], None],
+) -> list[Candidate]:
+    """Each chosen float chain made cheaper where the target still holds: all of it at 16 bits (alone,
+    then with the producers' weights), else only a downstream part of it in float (the power spectrum
+    rather than the audio that feeds the STFT), the rest at 16 bits. Gain per cost can rank a whole
+    chain first when a part would do, and float is dearer on a device."""
+    by_name = {c.name: c for c in cands}
+
+    def at_16(tensors: list[str], suffix: str = "") -> list[Candidate]:
+        found = [by_name.get(f"{t}{suffix}") or by_name.get(t) for t in tensors]
+        return list({x.name: x for x in found if x is not None and x not in chosen}.values())
+
+    for c in [c for c in reversed(chosen) if c.float_bits]:
+        rest = [x for x in chosen if x is not c]
+        options = [rest + at_16(c.tensors), rest + at_16(c.tensors, "+weights")]
+        parts = c.parts[::-1][:MAX_PARTS]  # the smallest float part first
+        options += [[*rest, p, *at_16([t for t in c.tensors if t not in p.tensors])] for p in parts]
+        for trial in options:
+            metrics = evaluate(raised(trial))
+            record(trial, metrics)
+            if target.met(metrics):
+                chosen = trial
+                break
+    return chosen
 
 
 def overall(drift: dict) -> Metrics:

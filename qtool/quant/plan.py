@@ -64,9 +64,13 @@ class QuantPlan:
     int32_nodes: list[str] = field(default_factory=list)  # run in int32 between Cast ops (QNN seed)
     # float tensors read by integer ops: the "convert op" encoding those consumers see
     converts: dict[str, Encoding] = field(default_factory=dict)
+    # a squashed output (a Conv's, before its ReLU) -> the tensor that carries its encoding
+    carriers: dict[str, str] = field(default_factory=dict)
 
     def is_float_node(self, node) -> bool:
-        return any(o in self.activations and self.activations[o].is_float for o in node.output)
+        """Its output (or the ReLU output carrying its encoding) stays float: it reads float inputs."""
+        found = (self.activations.get(self.carriers.get(o, o)) for o in node.output)
+        return any(e is not None and e.is_float for e in found)
 
     def encodings(self) -> Encodings:
         return Encodings(dict(self.activations), dict(self.params))
@@ -325,6 +329,7 @@ def build_plan(facts: GraphFacts, observers: dict[str, Observer], overrides: Enc
     int32_nodes, overrides = int32_ops(facts, overrides)
     activations = plan_activations(facts, observers, overrides, o)
     plan = QuantPlan(activations, plan_params(facts, activations, overrides, o), int32_nodes)
+    plan.carriers = {t: c for n in facts.model.graph.node for t in n.output if (c := facts.squashed_into(t))}
     plan.converts = _converts(facts, plan, observers, o)
     return plan
 

@@ -1,0 +1,74 @@
+"""`--mixed_precision auto` with float as a candidate (issue 21): a power spectrum that no 16-bit grid holds
+is found by the sensitivity pass and kept in float, and every model comes within 40 dB of float with every
+candidate raised."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from qnn_models import qtool
+from recurrent_models import write_stft_case
+from test_mixed_precision import setup as planted_case
+
+from qtool.io.encodings import read_encodings
+from qtool.quant import mixed_precision as mp
+from qtool.quant.graph_facts import GraphFacts
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+def _quantize(model: Path, calib: Path, out: Path, *flags: object) -> dict:
+    code, stdout, err = qtool("quantize", "-i", model, "--input_list", calib, "-o", out, "--json", *flags)
+    assert code == 0, err
+    return json.loads(stdout)
+
+
+def _sqnr(report: dict) -> float:
+    return min(o["sqnr_db"] for o in report["outputs (float vs quantized)"])
+
+
+def test_auto_keeps_the_power_spectrum_in_float_and_reaches_35_db_held_out(tmp_path: Path) -> None:
+    model, calib, val = write_stft_case(tmp_path)
+    plain = _quantize(model, calib, tmp_path / "p.onnx", "--act_bitwidth", "16", "--eval_list", val)
+    assert _sqnr(plain) < 25  # 16 bits everywhere does not hold a power spectrum: the case is real
+    out = tmp_path / "q.onnx"
+    report = _quantize(model, calib, out, "--mixed_precision", "auto", "--target_sqnr", "35", "--eval_list", val)
+    assert _sqnr(report) >= 35
+    floats = [t.split(" ")[0] for t in report["float tensors"].split(", ")]
+    assert "power" in floats and "audio" not in floats  # the spectrum, not the STFT's input
+    chosen = read_encodings(out.with_suffix(".mixed_precision.json"))
+    assert chosen.activations["power"].is_float and chosen.activations["power"].bitwidth == 16
+
+
+@pytest.mark.parametrize("case", ["planted", "stft", "sample"])
+def test_every_candidate_raised_is_within_40_db_of_float(tmp_path: Path, case: str) -> None:
+    if case == "planted":
+        model, calib = planted_case(tmp_path)
+    elif case == "stft":
+        model, calib, _ = write_stft_case(tmp_path)
+    else:
+        model, calib = SAMPLES / "digits_cnn.onnx", SAMPLES / "input_list.txt"
+    # a target only exact float reaches: the search raises every candidate (or meets it on the way)
+    report = _quantize(model, calib, tmp_path / "q.onnx", "--mixed_precision", "auto", "--target_sqnr", "300")
+    assert _sqnr(report) >= 40
+
+
+def test_float_chain_follows_range_keeping_ops_and_stops_at_log(tmp_path: Path) -> None:
+    from recurrent_models import stft_lstm_model
+
+    facts = GraphFacts.of(stft_lstm_model())
+    quantized = {o for n in facts.model.graph.node for o in n.output}
+    assert mp.float_chain(facts, ["power"], quantized) == ["power", "power_eps"]
+    assert mp.float_chain(facts, ["re"], quantized) == ["re", "re2"]  # the Add also reads im²: not re's alone
+
+
+def test_float_costs_more_than_16_bits_for_the_same_tensor() -> None:
+    model = mp.CostModel({"conv": 1000}, elems=100)
+    as_int16 = mp.Candidate("t", ["t"], [], ["conv"], [], elems=10)
+    as_fp16 = mp.Candidate("t:float16", ["t"], [], ["conv"], [], elems=10, float_bits=16)
+    as_fp32 = mp.Candidate("t:float32", ["t"], [], ["conv"], [], elems=10, float_bits=32)
+    assert 1 < model.factor([as_int16]) < model.factor([as_fp16]) < model.factor([as_fp32])
+    # both chosen: the tensor's traffic counts once, at float
+    assert model.factor([as_int16, as_fp16]) == model.factor([as_fp16])

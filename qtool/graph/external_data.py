@@ -34,9 +34,10 @@ from qtool.graph.lazy_weights import (  # re-exported: callers reach a tensor's 
     raw,
     release,
     span,
+    spill,
 )
 
-__all__ = ["array", "checkable", "forget", "is_lazy", "lazy", "materialized", "on_disk", "release"]
+__all__ = ["array", "checkable", "forget", "is_lazy", "lazy", "materialized", "on_disk", "release", "spill"]
 
 PROTOBUF_LIMIT = 2**31 - 1  # protobuf cannot serialize (or even size) a message past this
 LAZY_BYTES = 1024  # smaller external tensors (shape constants shape inference reads) are loaded
@@ -170,7 +171,7 @@ def _restore(moved: list[tuple[onnx.TensorProto, bytes]]) -> None:
     """Put the bytes `_externalise` took back: the caller's model is not ours to change."""
     for tensor, data in moved:
         del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.DEFAULT
+        tensor.ClearField("data_location")
         tensor.raw_data = data
 
 

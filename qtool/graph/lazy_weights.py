@@ -12,9 +12,12 @@ page cache, and the kernel maps them again if a later step reads them.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import mmap
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -103,7 +106,7 @@ def materialized(tensors_: list[onnx.TensorProto]) -> Iterator[None]:
                 fields = entries(tensor)
                 data = bytes(raw(tensor))
                 del tensor.external_data[:]
-                tensor.data_location = onnx.TensorProto.DEFAULT
+                tensor.ClearField("data_location")
                 tensor.raw_data = data
                 moved.append((tensor, fields))
         yield
@@ -174,3 +177,53 @@ def forget(folder: str) -> None:
         _, mapped = _MAPS.pop(path)
         with contextlib.suppress(BufferError):  # arrays still view it: it closes when they go
             mapped.close()
+
+
+def spill(model: onnx.ModelProto, min_bytes: int) -> onnx.ModelProto:
+    """A copy of `model` whose initializers held in the proto (`min_bytes` or more each) are lazy, in a
+    scratch file removed when the process ends: every later copy of the graph and every session then
+    shares them from the page cache, as for a model saved with external data. `model` is left as it was."""
+    path = os.path.join(_scratch(), f"{len(os.listdir(_scratch()))}.data")
+    out = onnx.ModelProto()
+    _copy_fields(model, out, skip="graph")
+    _copy_fields(model.graph, out.graph, skip="initializer")
+    for tensor in model.graph.initializer:
+        if not tensor.HasField("raw_data") or tensor.ByteSize() < min_bytes:
+            out.graph.initializer.append(tensor)
+            continue
+        with open(path, "ab") as f:
+            offset = f.seek(0, os.SEEK_END)
+            f.write(b"\0" * (-offset % 4096))
+            offset += -offset % 4096
+            f.write(tensor.raw_data)
+        lazy_tensor = out.graph.initializer.add()
+        _copy_fields(tensor, lazy_tensor, skip="raw_data")
+        point(lazy_tensor, path, offset, os.path.getsize(path) - offset)
+    return out
+
+
+def _copy_fields(source, target, skip: str) -> None:
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        if hasattr(value, "extend"):
+            getattr(target, field.name).extend(value)
+        elif hasattr(value, "CopyFrom"):
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
+
+
+_SCRATCH: list[str] = []  # the process's scratch folder, made on first use
+
+
+def _scratch() -> str:
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.mkdtemp(prefix="qtool-weights-"))
+        atexit.register(_remove_scratch, _SCRATCH[0])
+    return _SCRATCH[0]
+
+
+def _remove_scratch(folder: str) -> None:
+    forget(folder)
+    shutil.rmtree(folder, ignore_errors=True)

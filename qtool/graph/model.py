@@ -30,6 +30,10 @@ METADATA_BATCHNORM = "qtool.batchnorm"  # folded BatchNorms' beta/gamma by outpu
 # overrides it, so that tests exercise the path on small models) is written with external data.
 EXTERNAL_DATA_ENV = "QTOOL_EXTERNAL_DATA_BYTES"
 EXTERNAL_DATA_BYTES = 1_800_000_000
+# a model read with its weights inline, of this size or more (QTOOL_SPILL_BYTES), has them moved to a
+# scratch file and read lazily from there, as if it had been saved with external data (lazy_weights.spill)
+SPILL_ENV = "QTOOL_SPILL_BYTES"
+SPILL_BYTES = 256 << 20
 
 
 def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
@@ -47,7 +51,10 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
         raise ModelError(f"not an ONNX model ({type(e).__name__}: {str(e)[:120]})", where=str(p)) from e
     if not model.ir_version:
         raise ModelError("not an ONNX model (empty, or no ir_version)", where=str(p))
-    return model, external_data.load(model, p.parent, str(p))
+    data_files = external_data.load(model, p.parent, str(p))
+    if external_data.proto_size(model) >= env_bytes(SPILL_ENV, SPILL_BYTES):
+        model = external_data.spill(model, external_data.LAZY_BYTES)
+    return model, data_files
 
 
 def copy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -171,3 +171,15 @@ def test_algorithms_and_float16_on_lazy_weights_match_the_inline_model(tmp_path,
     produced = "c.onnx" if "--float_bitwidth" in flags else "q.onnx"
     want, got = _tensors(tmp_path / "a" / produced), _tensors(tmp_path / "b" / produced)
     assert want.keys() == got.keys() and all(np.array_equal(want[k], got[k]) for k in want)
+
+
+def test_a_large_inline_model_is_spilled_to_a_scratch_file_and_gives_the_same_bytes(tmp_path, models) -> None:
+    """QTOOL_SPILL_BYTES (lazy_weights.spill): inline weights move to a scratch file at load, read lazily."""
+    inline, _, listing = models
+    for name, env in (("kept", None), ("spilled", {"QTOOL_SPILL_BYTES": "1"})):
+        out = tmp_path / name
+        assert _run(["convert", "-i", inline, "-o", out / "c.onnx"], env).exit_code == 0
+        result = _run(["quantize", "-i", out / "c.onnx", "-o", out / "q.onnx", "--input_list", listing], env)
+        assert result.exit_code == 0, result.stderr
+    for produced in ("c.onnx", "q.onnx", "q.encodings.json"):
+        assert (tmp_path / "kept" / produced).read_bytes() == (tmp_path / "spilled" / produced).read_bytes()

@@ -48,27 +48,44 @@ def _dims(value: onnx.ValueInfoProto) -> list[int | str] | None:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
 
 
-def corrected_outputs(model: onnx.ModelProto) -> dict[str, tuple[list, list]]:
-    """Set each graph output's declared shape to the one shape inference computes from the graph,
-    where they disagree (a CTC model declaring [1, seqlen] for [20, 1, 8210]); returns them, by
-    output, as (declared, computed)."""
+def wrong_declarations(model: onnx.ModelProto, symbolic: bool = False) -> dict[str, tuple[list, list]]:
+    """Graph outputs and value_info whose declared shape disagrees with the one shape inference computes
+    from the graph alone (a CTC model declaring [1, seqlen] for [20, 1, 8210]), by tensor, as (declared,
+    computed); only fully known computed shapes count, and a symbolic declared dim disagrees only when
+    `symbolic`. `model` is left as it is."""
     with external_data.detached(model, 1 << 20):  # shapes need none of the weights' bytes
         probe = copy(model)
     for output in probe.graph.output:
         output.type.tensor_type.ClearField("shape")
+    del probe.graph.value_info[:]
     try:
         probe = onnx.shape_inference.infer_shapes(probe, strict_mode=False, data_prop=True)
     except onnx.shape_inference.InferenceError:
         return {}
-    computed = {v.name: v for v in probe.graph.output}
-    fixed = {}
-    for output in model.graph.output:
-        declared, found = _dims(output), _dims(computed[output.name]) if output.name in computed else None
+    computed = {v.name: _dims(v) for v in [*probe.graph.output, *probe.graph.value_info]}
+    wrong = {}
+    for value in [*model.graph.output, *model.graph.value_info]:
+        declared, found = _dims(value), computed.get(value.name)
         if found is None or declared is None or not all(isinstance(d, int) and d > 0 for d in found):
             continue
-        if declared != found:
-            output.type.tensor_type.shape.CopyFrom(computed[output.name].type.tensor_type.shape)
-            fixed[output.name] = (declared, found)
+        contradicts = len(declared) != len(found) or any(
+            isinstance(d, int) and d > 0 and d != f for d, f in zip(declared, found, strict=True)
+        )
+        if contradicts or (symbolic and declared != found):
+            wrong[value.name] = (declared, found)
+    return wrong
+
+
+def corrected_outputs(model: onnx.ModelProto) -> dict[str, tuple[list, list]]:
+    """Set each graph output's declared shape to the computed one where they disagree (see
+    wrong_declarations); returns them, by output, as (declared, computed)."""
+    outputs = {o.name: o for o in model.graph.output}
+    fixed = {name: pair for name, pair in wrong_declarations(model, symbolic=True).items() if name in outputs}
+    for name, (_, found) in fixed.items():
+        shape = outputs[name].type.tensor_type.shape
+        del shape.dim[:]
+        for d in found:
+            shape.dim.add().dim_value = d
     return fixed
 
 

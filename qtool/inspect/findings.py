@@ -44,6 +44,7 @@ class LintContext:
     preset: dict[str, Any] = field(default_factory=dict)
     encodings: Encodings | None = None
     stats: dict[str, Observer] | None = None
+    wrong_shapes: dict[str, tuple[list, list]] = field(default_factory=dict)  # declared vs computed, by tensor
 
     def constant(self, name: str) -> Any:
         """The value of an initializer or Constant-node output, else None."""

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from qtool.graph import model as gm
+from qtool.graph.convert import wrong_declarations
 from qtool.graph.model import METADATA_CONVERTED, inferred
 from qtool.inspect import lint_data
 from qtool.inspect.findings import Finding, LintContext, ordered
@@ -65,6 +66,19 @@ def dynamic_shapes(ctx: LintContext) -> Iterable[Finding]:
             "qtool convert fixes a dynamic batch to 1"
             if batch_only
             else f"qtool convert --input_dim {value.name} {example}",
+        )
+
+
+def wrong_shapes(ctx: LintContext) -> Iterable[Finding]:
+    """Declared output / value_info shapes that the graph contradicts (qtool builds on computed shapes)."""
+    for name, (declared, computed) in sorted(ctx.wrong_shapes.items()):
+        yield Finding(
+            "declared-shape",
+            "warning",
+            f"tensor {name!r}",
+            f"declared {declared} but the graph computes {computed}: tools that trust the declaration (a "
+            "converter, a runtime's buffer plan, post-processing code) build on the wrong shape",
+            "qtool convert writes the computed shapes; fix the exporter's declaration for the float model",
         )
 
 
@@ -230,6 +244,7 @@ def softmax_mask(ctx: LintContext) -> Iterable[Finding]:
 
 LINTS: dict[str, Lint] = {
     "dynamic-shape": dynamic_shapes,
+    "declared-shape": wrong_shapes,
     "unsupported-op": unsupported_ops,
     "depthwise-without-bn": depthwise_without_bn,
     "uneven-channels": uneven_channels,
@@ -244,10 +259,11 @@ def context(model: onnx.ModelProto, target: str | None, scratch: str | None = No
     """The float view of `model` (Q/DQ stripped; its weights in the file `scratch` when given, see
     read_qdq), shape-inferred so that tensor types are known."""
     encodings = None
+    wrong = wrong_declarations(model)
     if kind(model) == "quantized":
         model, encodings = read_qdq(model, scratch=scratch)
     model = inferred(model)  # a graph inference cannot follow still gets the lints that need no types
-    return LintContext(model, GraphFacts.of(model), target, preset(target), encodings)
+    return LintContext(model, GraphFacts.of(model), target, preset(target), encodings, wrong_shapes=wrong)
 
 
 def run_lints(ctx: LintContext) -> list[Finding]:

@@ -6,6 +6,7 @@ qtool's own reductions were concatenated by declared rank. Casts to double broke
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +72,15 @@ def test_convert_corrects_and_reports_a_wrong_output_declaration(tmp_path: Path)
     assert "y [1, 20] -> [20, 1, 12]" in result.stdout
     (output,) = onnx.load(str(tmp_path / "c.onnx")).graph.output
     assert [d.dim_value for d in output.type.tensor_type.shape.dim] == [20, 1, 12]
+
+
+def test_inspect_lints_declarations_the_graph_contradicts_and_convert_clears_them(tmp_path: Path) -> None:
+    model, _ = _workspace(tmp_path)
+    result = run_cli(["inspect", model, "--json"])
+    assert result.exit_code == 0, result.stderr
+    found = {f["where"]: f for f in json.loads(result.stdout)["findings"] if f["lint"] == "declared-shape"}
+    assert set(found) == {"tensor 'y'", "tensor 'h'", "tensor 'r'"}
+    assert "declared [1, 20] but the graph computes [20, 1, 12]" in found["tensor 'y'"]["why"]
+    assert run_cli(["convert", "-i", model, "-o", tmp_path / "c.onnx"]).exit_code == 0
+    result = run_cli(["inspect", tmp_path / "c.onnx", "--json"])
+    assert not [f for f in json.loads(result.stdout)["findings"] if f["lint"] == "declared-shape"]

@@ -24,7 +24,8 @@ OUT := build/demo
 #   pass, float cost), float nodes behind a squashing ReLU read float (issue 21; 155 lines)
 # 11391 -> 11452: inline models of 256 MiB or more spilled to a scratch file at load, read lazily (issue 22; 61 lines)
 # 11452 -> 11486: inspect lints declared shapes the graph contradicts (issue 21; 34 lines)
-LINE_BUDGET := 11486
+# 11486 -> 11534: inspect lints a range no grid holds (a power spectrum into Log; issue 21; 48 lines)
+LINE_BUDGET := 11534
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -252,6 +252,7 @@ LINTS: dict[str, Lint] = {
     "softmax-mask": softmax_mask,
     "long-tail": lint_data.long_tails,
     "input-range": lint_data.inputs_not_standardised,
+    "unheld-range": lint_data.unheld_ranges,
 }
 
 

@@ -8,6 +8,10 @@ a 2048-bin `Histogram` (calibrate.py: nothing per sample is kept). Then:
   [0, 1] or [0, 255]. Vitis AI UG1414: it "only performs signed quantization" and recommends
   zero mean, unit variance, since [0, 1] input "results in a loss of dynamic range because only
   half the input range is used". Symmetric-activation targets lose that bit; asymmetric ones do not.
+- ranges no grid holds: a tensor read by an op that expands small values (Log, Sqrt, Reciprocal, Pow,
+  a Div's denominator; through `+ eps`) with a quarter or more of its values within two grid steps of
+  zero: a power spectrum into a log. Those values round to a few levels or to zero, and the op turns
+  that into large errors. Judged on the preset's grid when the 2048-bin histogram resolves it (8 bits).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+import numpy as np
 import onnx
 
 from qtool.inspect.findings import Finding, LintContext
@@ -23,6 +28,8 @@ from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import Histogram, MinMax, Observer
 
 PERCENTILE = 99.99
+EXPANDING = frozenset({"Log", "Sqrt", "Reciprocal", "Pow"})  # small inputs -> large relative output changes
+LOST_SHARE = 0.25  # share of values within two grid steps of zero
 TAIL_RATIO = 4.0  # two bits of the grid spent on the last 0.01% of values
 SYMMETRIC_TARGETS = ("vitis-dpu",)  # signed-only even without a preset saying so
 
@@ -67,6 +74,46 @@ def long_tails(ctx: LintContext) -> Iterable[Finding]:
             f"range [{lo:.4g}, {hi:.4g}] is {ratio:.1f}x its {PERCENTILE}th-percentile range "
             f"[{p_lo:.4g}, {p_hi:.4g}]: min-max calibration spends {math.log2(ratio):.1f} bits on 0.01% of values",
             f"--act_quantizer_calibration percentile (or sqnr); or --act_16bit_tensors {name}",
+        )
+
+
+def _expanding_reader(facts: GraphFacts, name: str) -> str | None:
+    """The op that expands `name`'s small values, directly or behind an Add of a constant (`x + eps`)."""
+    for node in facts.consumers.get(name, []):
+        if node.op_type in EXPANDING and node.input[0] == name:
+            return node.op_type
+        if node.op_type == "Div" and len(node.input) > 1 and node.input[1] == name:
+            return "Div"
+        behind_eps = node.op_type == "Add" and any(i in facts.initializers for i in node.input)
+        if behind_eps and (found := _expanding_reader(facts, node.output[0])):
+            return found
+    return None
+
+
+def unheld_ranges(ctx: LintContext) -> Iterable[Finding]:
+    if ctx.stats is None:
+        return
+    bits = int(ctx.preset.get("act_bitwidth") or 8)
+    for name, observer in ctx.stats.items():
+        if not isinstance(observer, Histogram) or not observer.count or observer.hi <= observer.lo:
+            continue
+        step = (observer.hi - observer.lo) / (2**bits - 1)
+        edges = np.linspace(observer.lo, observer.hi, observer.bins + 1)
+        if step < 4 * (edges[1] - edges[0]) or not (reader := _expanding_reader(ctx.facts, name)):
+            continue  # a grid finer than the histogram cannot be judged from it
+        centers = (edges[:-1] + edges[1:]) / 2
+        share = float(observer.counts[np.abs(centers) < 2 * step].sum() / max(observer.counts.sum(), 1))
+        if share < LOST_SHARE:
+            continue
+        yield Finding(
+            "unheld-range",
+            "warning",
+            f"tensor {name!r}",
+            f"{share:.0%} of its values lie within two {bits}-bit steps ({2 * step:.3g}) of zero in its range "
+            f"[{observer.lo:.4g}, {observer.hi:.4g}], and a {reader} reads it: they round to a few levels or to zero, "
+            "which the op turns into large errors (a power spectrum spans more than any linear grid holds)",
+            f"keep it in float (an override with dtype float, or --mixed_precision auto, which tries float); "
+            f"16 bits (--act_16bit_tensors {name}) helps only when its range spans less than ~90 dB",
         )
 
 

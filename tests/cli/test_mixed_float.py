@@ -72,3 +72,15 @@ def test_float_costs_more_than_16_bits_for_the_same_tensor() -> None:
     assert 1 < model.factor([as_int16]) < model.factor([as_fp16]) < model.factor([as_fp32])
     # both chosen: the tensor's traffic counts once, at float
     assert model.factor([as_int16, as_fp16]) == model.factor([as_fp16])
+
+
+def test_inspect_flags_the_power_spectrum_no_grid_holds_and_nothing_on_the_sample(tmp_path: Path) -> None:
+    model, calib, _ = write_stft_case(tmp_path)
+    code, stdout, err = qtool("inspect", model, "--input_list", calib, "--json")
+    assert code == 0, err
+    flagged = {f["where"] for f in json.loads(stdout)["findings"] if f["lint"] == "unheld-range"}
+    assert flagged == {"tensor 'power'", "tensor 'power_eps'"}  # read by Log; the LSTM's inputs are not
+    assert qtool("convert", "-i", SAMPLES / "digits_cnn.onnx", "-o", tmp_path / "d.onnx")[0] == 0
+    code, stdout, err = qtool("inspect", tmp_path / "d.onnx", "--input_list", SAMPLES / "input_list.txt", "--json")
+    assert code == 0, err
+    assert not [f for f in json.loads(stdout)["findings"] if f["lint"] == "unheld-range"]

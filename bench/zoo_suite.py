@@ -559,6 +559,28 @@ def task_cell(row: Row) -> str:
     return ", ".join(parts) or "-"
 
 
+def mixed_note(row: Row) -> str:
+    """What `--mixed_precision auto` chose, from qtool's report: tensors raised to 16 bits, their MAC share, tensors
+    kept float, and the SQNR qtool's search saw (on the calibration samples, all outputs together)."""
+    if row.kind != "qtool:mixed30" or row.status != "ok" or not row.extra:
+        return ""
+    mixed = row.extra.get("mixed") or {}
+    chosen = row.extra.get("16-bit layers")
+    if isinstance(chosen, str):
+        chosen = [] if chosen == "none" else chosen.split(", ")
+    count = len(chosen or [])
+    pareto = row.extra.get("pareto") or []
+    picked = [p for p in pareto if p.get("layers_16bit", p.get("raised")) == count] or pareto[-1:]
+    parts = [f"16-bit: {count} tensors"]
+    if picked:
+        parts[0] += f" ({picked[0].get('macs_16bit_%', 0):.1f}% of MACs)"
+        parts.append(f"search SQNR {picked[0].get('sqnr_db')} dB")
+    floats = mixed.get("float tensors")
+    if floats not in (None, "none"):
+        parts.append(f"float: {len(str(floats).split(', '))} tensors")
+    return "; ".join(parts) + "; "
+
+
 def outputs_cell(row: Row) -> str:
     outs = row.metrics.get("outputs") or {}
     shown = list(outs.items())[:8]
@@ -595,6 +617,14 @@ def summary(rows: list[Row], models: dict) -> list[str]:
             f"- qtool W8A8 worst-output SQNR minus onnxruntime's best (with or without pre-processing), over the "
             f"{len(deltas)} models both quantized: median {median:+.1f} dB; behind by more than 0.3 dB on "
             f"{len(behind)}: {', '.join(behind) or 'none'}."
+        )
+    mixed = [r for r in rows if r.kind == "qtool:mixed30"]
+    if mixed:
+        met = [r.model for r in mixed if (r.metrics.get("sqnr_db") or -1e9) >= 30]
+        missed = [f"{r.model} {cell(r.metrics.get('sqnr_db'))}" for r in mixed if r.model not in met]
+        lines.append(
+            f"- `--mixed_precision auto --target_sqnr 30`: every output ≥ 30 dB on the validation inputs for "
+            f"{len(met)} of {len(mixed)} models; not on {', '.join(missed) or 'none'}."
         )
     peak = []
     for name in models:
@@ -656,7 +686,7 @@ def render(rows: list[Row], manifest: dict) -> list[str]:
                 cell(row.peak_mb, "{:.0f}"),
                 cell(row.extra.get("latency_ms"), "{:.2f}"),
                 load_cell(row),
-                row.note[:240] + commit_note(row),
+                mixed_note(row) + row.note[:240] + commit_note(row),
             ]
         )
     header = [

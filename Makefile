@@ -25,7 +25,9 @@ OUT := build/demo
 # 11391 -> 11452: inline models of 256 MiB or more spilled to a scratch file at load, read lazily (issue 22; 61 lines)
 # 11452 -> 11486: inspect lints declared shapes the graph contradicts (issue 21; 34 lines)
 # 11486 -> 11534: inspect lints a range no grid holds (a power spectrum into Log; issue 21; 48 lines)
-LINE_BUDGET := 11534
+# 11534 -> 11576: If branches returning an outer value stay valid after identity elimination; a float16
+#   overflow scores -inf in mixed precision (zoo: openWakeWord; issue 21; 42 lines)
+LINE_BUDGET := 11576
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -381,5 +381,9 @@ def overall(drift: dict) -> Metrics:
     signal = sum(d.signal for d in drift.values())
     noise = sum(d.noise for d in drift.values())
     samples = max(1, sum(d.samples for d in drift.values()))
-    sqnr = math.inf if noise == 0 else 10 * math.log10(signal / noise) if signal > 0 else -math.inf
-    return {"sqnr_db": sqnr, "cosine": sum(d.cosine_sum for d in drift.values()) / samples}
+    if not math.isfinite(noise) or signal <= 0:  # a float16 tensor that overflowed: inf or NaN outputs
+        sqnr = -math.inf
+    else:
+        sqnr = math.inf if noise == 0 else 10 * math.log10(max(signal / noise, 1e-300))
+    cosine = sum(d.cosine_sum for d in drift.values()) / samples
+    return {"sqnr_db": sqnr, "cosine": cosine if math.isfinite(cosine) else 0.0}

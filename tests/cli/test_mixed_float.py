@@ -84,3 +84,13 @@ def test_inspect_flags_the_power_spectrum_no_grid_holds_and_nothing_on_the_sampl
     code, stdout, err = qtool("inspect", tmp_path / "d.onnx", "--input_list", SAMPLES / "input_list.txt", "--json")
     assert code == 0, err
     assert not [f for f in json.loads(stdout)["findings"] if f["lint"] == "unheld-range"]
+
+
+def test_a_float16_overflow_scores_as_the_worst_model_not_an_internal_error() -> None:
+    # openWakeWord's melspectrogram: a float16 candidate overflowed, the noise was inf, log10 raised
+    from types import SimpleNamespace
+
+    drift = {"y": SimpleNamespace(signal=4.0, noise=float("inf"), samples=2, cosine_sum=float("nan"))}
+    assert mp.overall(drift) == {"sqnr_db": float("-inf"), "cosine": 0.0}
+    drift = {"y": SimpleNamespace(signal=4.0, noise=0.04, samples=2, cosine_sum=1.98)}
+    assert mp.overall(drift) == {"sqnr_db": 20.0, "cosine": 0.99}

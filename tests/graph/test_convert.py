@@ -290,3 +290,37 @@ def test_initializers_listed_as_inputs_are_removed_and_batchnorm_folded() -> Non
     out = normalise(model, {}, "m")
     assert [i.name for i in out.graph.input] == ["x"]
     assert "BatchNormalization" not in ops(out)
+
+
+def test_an_if_branch_returning_an_outer_value_through_identity_stays_valid() -> None:
+    """openWakeWord's models: `If(score >= t, then: verifier(x), else: Identity(score))`. Identity
+    elimination used to leave the else branch with no node producing its output (checker error)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((4, 1), 0.5, np.float32), "w")
+    then_branch = helper.make_graph(
+        [helper.make_node("Mul", ["score", "two"], ["doubled"])], "then", [],
+        [helper.make_tensor_value_info("doubled", TensorProto.FLOAT, [1, 1])],
+        [numpy_helper.from_array(np.array(2.0, np.float32), "two")],
+    )  # fmt: skip
+    else_branch = helper.make_graph(
+        [helper.make_node("Identity", ["score"], ["kept"])], "else", [],
+        [helper.make_tensor_value_info("kept", TensorProto.FLOAT, [1, 1])],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["score"]),
+        helper.make_node("ReduceMax", ["score"], ["top"], keepdims=0),
+        helper.make_node("Greater", ["top", "half"], ["hit"]),
+        helper.make_node("If", ["hit"], ["y"], then_branch=then_branch, else_branch=else_branch),
+    ]
+    graph = helper.make_graph(
+        nodes, "wakeword", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+        [w, numpy_helper.from_array(np.array(0.5, np.float32), "half")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out = normalise(model, {}, "m.onnx")
+    onnx.checker.check_model(out, full_check=True)
+    for x in (np.full((1, 4), -3.0, np.float32), np.full((1, 4), 3.0, np.float32)):  # both branches
+        assert np.allclose(run(model, {"x": x})[0], run(out, {"x": x})[0])

@@ -18,6 +18,7 @@ from qtool.graph.passes.fuse_layernorm import FuseLayerNormPass
 from qtool.graph.passes.fuse_pad_into_conv import FusePadIntoConvPass
 from qtool.graph.passes.name_missing import NameMissingNodesPass
 from qtool.graph.passes.remove_dropout import RemoveDropoutPass
+from qtool.graph.passes.subgraph_outputs import SubgraphOutputsPass
 
 
 def _fold_small_fills(node: ir.Node) -> bool | None:
@@ -47,6 +48,7 @@ def convert_passes(input_dims: dict[str, tuple[int, ...]]) -> list[ir.passes.Pas
         DivToMulPass(),
         RemoveDropoutPass(),
         common.IdentityEliminationPass(),
+        SubgraphOutputsPass(),  # IdentityEliminationPass can leave a branch returning an outer value
         common.RemoveUnusedNodesPass(),
         common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
         NameMissingNodesPass(),

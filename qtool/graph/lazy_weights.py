@@ -185,8 +185,8 @@ def spill(model: onnx.ModelProto, min_bytes: int) -> onnx.ModelProto:
     shares them from the page cache, as for a model saved with external data. `model` is left as it was."""
     path = os.path.join(_scratch(), f"{len(os.listdir(_scratch()))}.data")
     out = onnx.ModelProto()
-    _copy_fields(model, out, skip="graph")
-    _copy_fields(model.graph, out.graph, skip="initializer")
+    copy_fields(model, out, skip="graph")
+    copy_fields(model.graph, out.graph, skip="initializer")
     for tensor in model.graph.initializer:
         if not tensor.HasField("raw_data") or tensor.ByteSize() < min_bytes:
             out.graph.initializer.append(tensor)
@@ -197,12 +197,13 @@ def spill(model: onnx.ModelProto, min_bytes: int) -> onnx.ModelProto:
             offset += -offset % 4096
             f.write(tensor.raw_data)
         lazy_tensor = out.graph.initializer.add()
-        _copy_fields(tensor, lazy_tensor, skip="raw_data")
+        copy_fields(tensor, lazy_tensor, skip="raw_data")
         point(lazy_tensor, path, offset, os.path.getsize(path) - offset)
     return out
 
 
-def _copy_fields(source, target, skip: str) -> None:
+def copy_fields(source, target, skip: str) -> None:
+    """Every field of the message `source` but `skip` into `target` (no copy of the skipped field's data)."""
     for field, value in source.ListFields():
         if field.name == skip:
             continue

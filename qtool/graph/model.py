@@ -17,6 +17,7 @@ from onnx import helper, version_converter
 
 from qtool.errors import DataError, ModelError
 from qtool.graph import external_data
+from qtool.graph.inline_write import write_inline
 from qtool.io.files import atomic_write, check_regular, env_bytes, load_json
 from qtool.io.raw import InputSpec
 
@@ -91,8 +92,11 @@ def save(model: onnx.ModelProto, path: str | os.PathLike[str], external: bool = 
     if external or external_data.byte_size(model) > external_data_threshold():
         external_data.write(model, Path(path), atomic_write)
         return
-    with external_data.materialized(external_data.lazy(model)), atomic_write(path) as handle:
-        handle.write(model.SerializeToString(deterministic=True))
+    with atomic_write(path) as handle:
+        if external_data.lazy(model):
+            write_inline(model, handle)  # the same bytes, its lazy weights streamed from their files
+        else:
+            handle.write(model.SerializeToString(deterministic=True))
 
 
 def default_opset(model: onnx.ModelProto) -> int:

@@ -61,3 +61,29 @@ def test_pruned_drops_initializers_its_nodes_do_not_read() -> None:
     """)
     model.graph.initializer.extend(numpy_helper.from_array(np.ones(4, np.float32), n) for n in "ab")
     assert [i.name for i in runtime.pruned(model, ["h"]).graph.initializer] == ["a"]
+
+
+def test_an_inline_write_streams_lazy_weights_into_the_very_bytes_of_serialization(tmp_path) -> None:
+    import io
+
+    from qtool.graph import model as gm
+    from qtool.graph.inline_write import write_inline
+
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    m (float[1,64] x) => (float[1,16] y) {
+        y = MatMul (x, w)
+    }
+    """)
+    weight = numpy_helper.from_array(np.linspace(-1, 1, 1024, dtype=np.float32).reshape(64, 16), "w")
+    weight.doc_string = "after raw_data (field 12)"
+    weight.metadata_props.add(key="k", value="v")
+    model.graph.initializer.append(weight)
+    model.graph.doc_string, model.doc_string = "graph", "model"
+    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="w.bin", size_threshold=0)
+    loaded = gm.load(tmp_path / "m.onnx")
+    assert external_data.lazy(loaded)
+    written = io.BytesIO()
+    write_inline(loaded, written)
+    with external_data.materialized(external_data.lazy(loaded)):
+        assert written.getvalue() == loaded.SerializeToString(deterministic=True)

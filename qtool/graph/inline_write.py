@@ -1,0 +1,104 @@
+"""Write a model with its weights inline without holding them: the protobuf encoding of a model whose
+initializers are lazy (lazy_weights.py), assembled piece by piece and streamed from their files.
+
+The bytes are those of `SerializeToString(deterministic=True)` on the model with its weights read in:
+deterministic serialization writes fields in field-number order, so a message is the encoding of its
+fields before one field, that field, then the rest (ModelProto.graph is field 7, GraphProto.initializer
+field 5, TensorProto.raw_data field 9), each length-delimited field a tag, a varint length and its bytes.
+"""
+
+from __future__ import annotations
+
+from typing import IO
+
+import onnx
+
+from qtool.graph.lazy_weights import copy_fields, is_lazy, raw, release
+
+GRAPH, INITIALIZER, RAW_DATA = 7, 5, 9
+
+
+def write_inline(model: onnx.ModelProto, out: IO) -> None:
+    """`model` serialized deterministically, its lazy weights inline, written to `out` as it goes."""
+    head, tail = _around(model, "graph")
+    g_head, g_tail = _around(model.graph, "initializer")
+    parts = [_tensor(t) for t in model.graph.initializer]
+    sizes = [len(p[0]) + _field_size(RAW_DATA, len(p[1])) + len(p[2]) if p[1] is not None else len(p[0]) for p in parts]
+    graph_size = len(g_head) + len(g_tail) + sum(_field_size(INITIALIZER, n) for n in sizes)
+    out.write(head + _key(GRAPH, graph_size) + g_head)
+    for (before, data, after), size in zip(parts, sizes, strict=True):
+        out.write(_key(INITIALIZER, size) + before)
+        if data is not None:
+            out.write(_key(RAW_DATA, len(data)))
+            out.write(data)
+            release()
+        out.write(after)
+    out.write(g_tail + tail)
+
+
+def _tensor(tensor: onnx.TensorProto) -> tuple[bytes, memoryview | None, bytes]:
+    """(encoding before raw_data, the lazy bytes, encoding after) of a lazy tensor; (encoding, None, b"") else."""
+    if not is_lazy(tensor):
+        return tensor.SerializeToString(deterministic=True), None, b""
+    bare = onnx.TensorProto()
+    bare.CopyFrom(tensor)
+    bare.ClearField("external_data")
+    bare.ClearField("data_location")
+    before, after = _split(bare.SerializeToString(deterministic=True), RAW_DATA)
+    return before, raw(tensor), after
+
+
+def _around(message, field: str) -> tuple[bytes, bytes]:
+    """The deterministic encoding of `message` without `field`, split where `field` goes."""
+    bare = type(message)()
+    copy_fields(message, bare, skip=field)
+    return _split(bare.SerializeToString(deterministic=True), message.DESCRIPTOR.fields_by_name[field].number)
+
+
+def _split(encoded: bytes, number: int) -> tuple[bytes, bytes]:
+    """`encoded` cut before its first field numbered above `number`."""
+    pos = 0
+    while pos < len(encoded):
+        tag, end = _varint(encoded, pos)
+        if tag >> 3 > number:
+            break
+        wire = tag & 7
+        if wire == 0:
+            end = _varint(encoded, end)[1]
+        elif wire == 1:
+            end += 8
+        elif wire == 5:
+            end += 4
+        else:  # 2: length-delimited (groups, 3 and 4, are not in ONNX)
+            length, end = _varint(encoded, end)
+            end += length
+        pos = end
+    return encoded[:pos], encoded[pos:]
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos
+
+
+def _encode(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _key(number: int, length: int) -> bytes:
+    return _encode(number << 3 | 2) + _encode(length)
+
+
+def _field_size(number: int, length: int) -> int:
+    return len(_key(number, length)) + length

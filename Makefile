@@ -28,7 +28,9 @@ OUT := build/demo
 # 11534 -> 11576: If branches returning an outer value stay valid after identity elimination; a float16
 #   overflow scores -inf in mixed precision (zoo: openWakeWord; issue 21; 42 lines)
 # 11576 -> 11685: an inline model written without holding its lazy weights (graph/inline_write.py; issue 22; 109 lines)
-LINE_BUDGET := 11685
+# 11685 -> 11707: outputs of different shapes compare padded (a decoder loop that stops elsewhere; zoo's
+#   SLANet was an internal error), masks' -inf add no error per layer (issue 21; 22 lines)
+LINE_BUDGET := 11707
 
 .PHONY: demo test lint venv bench clean golden
 

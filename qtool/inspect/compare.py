@@ -17,6 +17,23 @@ import onnx
 from qtool import runtime
 
 
+def common_shape(ref: np.ndarray, quant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both zero-padded to one shape when they differ: a decoder that loops until it emits an end token
+    (SLANet's table structure) writes as many steps as it took, and the quantized model may stop earlier
+    or later. Every missing or extra element counts as error."""
+    if ref.shape == quant.shape:
+        return ref, quant
+    if ref.ndim != quant.ndim:
+        ref, quant = ref.reshape(-1), quant.reshape(-1)
+    shape = tuple(max(a, b) for a, b in zip(ref.shape, quant.shape, strict=True))
+    padded = []
+    for x in (ref, quant):
+        out = np.zeros(shape, dtype=np.result_type(x.dtype, np.float32))
+        out[tuple(slice(0, n) for n in x.shape)] = x
+        padded.append(out)
+    return padded[0], padded[1]
+
+
 @dataclass
 class Drift:
     signal: float = 0.0
@@ -30,6 +47,7 @@ class Drift:
     classifier: bool = False
 
     def update(self, ref: np.ndarray, quant: np.ndarray, label: int | None) -> None:
+        ref, quant = common_shape(ref, quant)
         r, q = ref.astype(np.float64).ravel(), quant.astype(np.float64).ravel()
         self.signal += float(r @ r)
         self.noise += float((r - q) @ (r - q))

@@ -32,6 +32,7 @@ import onnx
 
 from qtool import runtime
 from qtool.graph.model import inferred
+from qtool.inspect.compare import common_shape
 from qtool.inspect.lint_data import float_tensors
 from qtool.io.encodings import Encodings
 from qtool.quant.encoding import Encoding
@@ -73,8 +74,10 @@ class LayerError:
     local_noise: float = 0.0
 
     def update(self, ref: np.ndarray, quant: np.ndarray) -> None:
-        r = ref.astype(np.float64).ravel()
-        d = r - quant.astype(np.float64).ravel()
+        ref, quant = common_shape(ref, quant)
+        r, q = ref.astype(np.float64).ravel(), quant.astype(np.float64).ravel()
+        with np.errstate(invalid="ignore"):  # a mask's -inf equals itself: no error there, not NaN
+            d = np.where(r == q, 0.0, r - q)
         self.signal += float(r @ r)
         self.noise += float(d @ d)
         if self.probe.encoding is not None:

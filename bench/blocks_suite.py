@@ -10,7 +10,8 @@ float model (transformers_suite's metrics: embedding cosine, top-1 / next-token 
   clipsearch`, 64 calibration samples), B32 + clipsearch + GPTQ (`adaround`, 64 samples); with float
   activations (`--act_bitwidth 32`: weight-only) and, for three of them, 16-bit activations (`--act_bitwidth 16`);
 - `ort RTN` / `ort GPTQ`: onnxruntime's MatMulNBitsQuantizer (RTNWeightOnlyQuantConfig / GPTQWeightOnlyQuantConfig,
-  4-bit, block 32, symmetric like qtool's; GPTQ on the same 64 calibration samples) on the float model, in a worker;
+  4-bit, block 32, symmetric like qtool's; GPTQ on the same 64 calibration samples) on the float model, in a worker
+  run by the bench venv's python (BLOCKS_ORT_PYTHON; its GPTQ imports torch);
 - `qtool ... → export matmulnbits`: `qtool export --format matmulnbits` of the weight-only B32 + clipsearch model.
 Time / peak MB are the quantizing (or exporting) process's; size is the written model's bytes; latency is
 onnxruntime CPU at batch 1, one intra-op thread, paired with the float model in the same worker (alternating runs,
@@ -132,8 +133,14 @@ def worker_latency(reference: str, model_path: str, list_path: str, spec_json: s
 WORKERS = {"_ort": worker_ort, "_latency": worker_latency}
 
 
-def worker(*args: str) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), *args]
+def worker(*args: str, python: str = sys.executable) -> list[str]:
+    return [python, str(Path(__file__).resolve()), *args]
+
+
+def ort_python() -> str:
+    """onnxruntime's GPTQ (its vendored neural_compressor) imports torch: the bench venv has it."""
+    found = os.environ.get("BLOCKS_ORT_PYTHON", "/work/benchvenv/bin/python")
+    return found if Path(found).exists() else sys.executable
 
 
 # ---------------------------------------------------------------- rows
@@ -191,7 +198,8 @@ def ort_row(name: str, entry: dict, kind: str, args) -> Row:
     out = RUNS / name / f"blocks_ort_{algo}.onnx"
     out.unlink(missing_ok=True)
     spec = json.dumps(input_spec(entry))
-    cmd = worker("_ort", str(CACHE / entry["model"]), str(CACHE / entry["calib_list"]), spec, algo, str(out))
+    cmd = worker("_ort", str(CACHE / entry["model"]), str(CACHE / entry["calib_list"]), spec, algo, str(out),
+                 python=ort_python())  # fmt: skip
     step = measure(cmd, RUNS / name / f"blocks_ort_{algo}.log", timeout=args.timeout, mem_limit_mb=args.mem_limit_mb)
     row = timed_row(Row(name, ORT_ALGOS[kind], kind=kind), step)
     if step.status != "ok":

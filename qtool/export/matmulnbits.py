@@ -11,7 +11,8 @@ MatMulNBits(A, B, scales[, zero_points][, g_idx, bias]) with attributes K, N, bi
 A Gemm qualifies when it is A·B (+ a 1-D bias C): alpha = beta = 1, no transA. A Gather of an
 embedding table blocked along its features becomes `GatherBlockQuantized` (gather_axis 0,
 quantize_axis 1, uint8 data packed as B is), which reads only the rows it gathers instead of
-dequantizing the whole table on every run. Other MatMuls,
+dequantizing the whole table on every run; not when something else reads the table too (a tied
+lm_head), which would keep the DequantizeLinear and a second copy. Other MatMuls,
 activations' Q/DQ and everything else stay as they are; a model with none to convert is an error.
 `accuracy_level` (--matmulnbits_accuracy_level) is left unset by default: the kernel then computes
 in float, as the QDQ model does; 4 quantizes A to int8 per block inside the kernel (what onnxruntime
@@ -147,8 +148,9 @@ def _gather(g: _Graph, node: onnx.NodeProto) -> onnx.NodeProto | None:
     [V, D/2] (q + 8, two a byte, low nibble first), scales [V, D/B], the default zero point 8."""
     if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or _attrs(node).get("axis", 0) not in (0, -2):
         return None
-    found = g.block_weight(node.input[0], 1)  # rows of the table are its "channels": no transpose
-    if found is None or np.any(found[2] != 8):
+    readers = sum(name == node.input[0] for n in g.model.graph.node for name in n.input)
+    found = g.block_weight(node.input[0], 1) if readers == 1 else None  # a tied lm_head reading the table too
+    if found is None or np.any(found[2] != 8):  # would keep its DequantizeLinear: a second copy, no faster
         return None
     u, scale, _, size = found
     prefix = f"{node.input[0]}_gbq"

@@ -12,7 +12,7 @@ from block_models import embedding_model, mlp_model
 from conftest import run_cli, save_model, write_samples
 from onnx import numpy_helper
 
-from qtool.export.matmulnbits import _pack
+from qtool.export.matmulnbits import _pack, to_matmulnbits
 
 
 def _quantize(tmp_path: Path, *flags: str) -> Path:
@@ -143,3 +143,27 @@ def test_a_blocked_embedding_table_becomes_gatherblockquantized(tmp_path: Path, 
     reference = ort.InferenceSession(str(qdq), options, providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
     out = ort.InferenceSession(str(tmp_path / "out" / "m.quant.matmulnbits.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(out.run(None, {"ids": ids})[0], reference, rtol=1e-4, atol=1e-5 * float(np.abs(reference).max()))
+
+
+def test_a_table_something_else_reads_too_keeps_its_dequantizelinear() -> None:
+    """A tied lm_head (Transpose of the dequantized table) reads the table too: GatherBlockQuantized would
+    add a second copy and save no time, so the Gather stays; alone, the same Gather converts."""
+    h = onnx.helper
+    q = np.random.default_rng(0).integers(-8, 8, (40, 32))
+
+    def model(tied: bool) -> onnx.ModelProto:
+        nodes = [
+            h.make_node("DequantizeLinear", ["tq", "ts"], ["table"], axis=1, block_size=16),
+            h.make_node("Gather", ["table", "ids"], ["e"]),
+            *([h.make_node("Transpose", ["table"], ["tT"])] if tied else []),
+        ]
+        outputs = [h.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in ["e", *(["tT"] if tied else [])]]
+        graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("ids", onnx.TensorProto.INT64, [1, 8])], outputs, [
+            h.make_tensor("tq", onnx.TensorProto.INT4, [40, 32], q.ravel().tolist()),
+            numpy_helper.from_array(np.full((40, 2), 0.1, np.float32), "ts"),
+        ])  # fmt: skip
+        return h.make_model(graph, opset_imports=[h.make_opsetid("", 21)])
+
+    tied, alone = model(True), model(False)
+    assert to_matmulnbits(tied) == 0 and [n.op_type for n in tied.graph.node].count("Gather") == 1
+    assert to_matmulnbits(alone) == 1 and [n.op_type for n in alone.graph.node] == ["GatherBlockQuantized"]

@@ -313,17 +313,27 @@ def fixed_shape_model(model_path: str, dims: list[int]):
 def ort_pre_process(fixed: Path, pre: Path) -> str:
     """quant_pre_process as onnxruntime recommends; where its symbolic shape inference cannot handle the
     model, retry without it, then fall back to the fixed-shape model. Returns what was done."""
+    import os
+    import tempfile
+
     from onnxruntime.quantization import quant_pre_process
 
     for label, kwargs in [
         ("quant_pre_process", {}),
         ("quant_pre_process(skip_symbolic_shape)", {"skip_symbolic_shape": True}),
     ]:
-        try:
-            quant_pre_process(str(fixed), str(pre), **kwargs)
-            return label
-        except Exception as exc:
-            print(f"{label} failed: {type(exc).__name__}: {exc}")
+        # its symbolic shape inference leaves sym_shape_infer_temp.onnx (and a .data file) in the working
+        # directory when it fails: keep them out of the checkout
+        here = os.getcwd()
+        with tempfile.TemporaryDirectory() as scratch:
+            os.chdir(scratch)
+            try:
+                quant_pre_process(str(fixed.resolve()), str(pre.resolve()), **kwargs)
+                return label
+            except Exception as exc:
+                print(f"{label} failed: {type(exc).__name__}: {exc}")
+            finally:
+                os.chdir(here)
     pre.write_bytes(fixed.read_bytes())
     return "no pre-processing"
 

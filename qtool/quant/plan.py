@@ -304,7 +304,7 @@ def plan_params(
         for index, name in weights:
             if wanted(name):
                 values = facts.array(name)
-                # under --weights_block_size, weights blocks cannot reach (Gather tables) get the next finest grid
+                # under --weights_block_size, weights blocks cannot reach (ConvTranspose, rank > 2) are per channel
                 per_channel = (o.per_row if rule.per_row else o.per_channel) or bool(o.weights_block_size)
                 params[name] = _weight_encoding(
                     name, values, weight_axis(node, index, values.ndim), per_channel, overrides, o,

@@ -94,3 +94,14 @@ def test_a_float16_overflow_scores_as_the_worst_model_not_an_internal_error() ->
     assert mp.overall(drift) == {"sqnr_db": float("-inf"), "cosine": 0.0}
     drift = {"y": SimpleNamespace(signal=4.0, noise=0.04, samples=2, cosine_sum=1.98)}
     assert mp.overall(drift) == {"sqnr_db": 20.0, "cosine": 0.99}
+
+
+def test_the_target_is_the_worst_output_not_the_outputs_pooled() -> None:
+    from types import SimpleNamespace
+
+    scores = SimpleNamespace(signal=1e4, noise=1.0, samples=4, cosine_sum=4.0)  # 40 dB
+    boxes = SimpleNamespace(signal=1.0, noise=0.1, samples=4, cosine_sum=3.6)  # 10 dB, small values
+    silent = SimpleNamespace(signal=0.0, noise=1e-9, samples=4, cosine_sum=0.0)  # all-zero float output
+    metrics = mp.overall({"scores": scores, "boxes": boxes})
+    assert metrics == {"sqnr_db": 10.0, "cosine": 0.9}  # pooled it was 40 dB
+    assert mp.overall({"scores": scores, "silent": silent}) == {"sqnr_db": 40.0, "cosine": 1.0}

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -364,13 +365,9 @@ def worker_fp32(model_path: str, list_path: str, dims: str) -> None:
     print(f"FP32-SECONDS: {time.perf_counter() - start:.3f}")
 
 
-def worker_ort(
-    model_path: str, list_path: str, dims: str, output: str, mode: str = "pre", method: str = "MinMax"
-) -> None:
-    """onnxruntime's recommended path: quant_pre_process (mode "pre"; "raw" skips it), then quantize_static
-    (QDQ, u8 activations, s8 per-channel weights) with calibrate_method `method`. Prints the calibration and
-    quantization seconds of quantize_static apart from the pre-processing."""
-    import onnx
+def run_quantize_static(pre: Path, output: str, feeds: Iterator[dict], method: str = "MinMax") -> None:
+    """quantize_static as every suite runs it: QDQ, u8 activations, s8 per-channel weights, calibrate_method
+    `method` over `feeds`; prints its seconds (calibration and quantization, pre-processing apart)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -379,21 +376,9 @@ def worker_ort(
         quantize_static,
     )
 
-    shape = [int(v) for v in dims.split(",")]
-    fixed, pre = Path(output).with_suffix(".fixed.onnx"), Path(output).with_suffix(".pre.onnx")
-    onnx.save(fixed_shape_model(model_path, shape), str(fixed))
-    if mode == "pre":
-        print(f"ORT-PRE: {ort_pre_process(fixed, pre)}")
-    else:
-        pre.write_bytes(fixed.read_bytes())
-
     class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
-            self.feeds = raw_feeds(list_path, shape)
-
         def get_next(self):
-            return next(({self.name: x} for x in self.feeds), None)
+            return next(feeds, None)
 
     start = time.perf_counter()
     quantize_static(
@@ -408,6 +393,26 @@ def worker_ort(
         extra_options={"CalibPercentile": PERCENTILE} if method == "Percentile" else {},
     )
     print(f"ORT-SECONDS: {time.perf_counter() - start:.3f}")
+
+
+def worker_ort(
+    model_path: str, list_path: str, dims: str, output: str, mode: str = "pre", method: str = "MinMax"
+) -> None:
+    """onnxruntime's recommended path: quant_pre_process (mode "pre"; "raw" skips it), then quantize_static
+    (QDQ, u8 activations, s8 per-channel weights) with calibrate_method `method`. Prints the calibration and
+    quantization seconds of quantize_static apart from the pre-processing."""
+    import onnx
+
+    shape = [int(v) for v in dims.split(",")]
+    fixed, pre = Path(output).with_suffix(".fixed.onnx"), Path(output).with_suffix(".pre.onnx")
+    onnx.save(fixed_shape_model(model_path, shape), str(fixed))
+    if mode == "pre":
+        print(f"ORT-PRE: {ort_pre_process(fixed, pre)}")
+    else:
+        pre.write_bytes(fixed.read_bytes())
+
+    name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
+    run_quantize_static(pre, output, ({name: x} for x in raw_feeds(list_path, shape)), method)
     print(f"wrote {output}")
 
 

@@ -106,37 +106,12 @@ def worker_fp32(model_path: str, list_path: str, spec_json: str) -> None:
 def worker_ort(model_path: str, list_path: str, spec_json: str, output: str) -> None:
     """quant_pre_process (common.py's, with its fallbacks), then quantize_static: QDQ, per-channel QInt8 weights,
     QUInt8 activations, MinMax. The exports already have fixed shapes and opset 20, so nothing else is done."""
-    from common import ort_pre_process
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from common import ort_pre_process, run_quantize_static
 
     pre = Path(output).with_suffix(".pre.onnx")
     print(f"ORT-PRE: {ort_pre_process(Path(model_path), pre)}")
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.feeds = read_feeds(list_path, json.loads(spec_json))
-
-        def get_next(self):
-            return next(self.feeds, None)
-
-    start = time.perf_counter()
-    quantize_static(
-        str(pre),
-        output,
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
-    print(f"ORT-SECONDS: {time.perf_counter() - start:.3f}")
+    run_quantize_static(pre, output, read_feeds(list_path, json.loads(spec_json)))
     print(f"wrote {output}")
 
 

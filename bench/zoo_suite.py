@@ -50,6 +50,7 @@ from common import (
     qtool_report,
     report_extra,
     run_qtool_quantize,
+    run_quantize_static,
     timed_row,
 )
 from transformers_suite import input_spec, read_feeds
@@ -88,7 +89,6 @@ def worker_ort(model_path: str, list_path: str, spec_json: str, output: str, mod
     "pre", with common.py's retries) or not ("raw"), QDQ, per-channel, QUInt8 / QInt8, MinMax."""
     import onnx
     import onnx.version_converter
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     spec = json.loads(spec_json)
     model = onnx.load(model_path)
@@ -109,24 +109,7 @@ def worker_ort(model_path: str, list_path: str, spec_json: str, output: str, mod
     else:
         pre.write_bytes(fixed.read_bytes())
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.feeds = read_feeds(list_path, spec)
-
-        def get_next(self):
-            return next(self.feeds, None)
-
-    start = time.perf_counter()
-    quantize_static(
-        str(pre),
-        output,
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    print(f"ORT-SECONDS: {time.perf_counter() - start:.3f}")
+    run_quantize_static(pre, output, read_feeds(list_path, spec))
 
 
 def worker_latency(list_path: str, spec_json: str, *models: str) -> None:

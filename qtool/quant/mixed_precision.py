@@ -62,10 +62,11 @@ class Target:
         return ok
 
 
-@dataclass
+@dataclass(eq=False)  # one object per candidate: `in` compares identity, not the chains and parts
 class Candidate:
-    """One thing to raise to 16 bits: an activation group (every MAC layer reading it becomes
-    A16), the weights of one MAC layer (it becomes W16), or a group with its producer's weights.
+    """One thing to raise: an activation group to 16 bits (every MAC layer reading it becomes A16) or to
+    float (`float_bits`, with its chain), the weights of one MAC layer to 16 bits (it becomes W16), or a
+    group with its producer's weights.
     Apart, the search can raise a depthwise conv's weights alone, or a cheap tensor; together
     they catch a layer that only both fix (an outlier row that flattens the others' weights)."""
 
@@ -77,7 +78,8 @@ class Candidate:
     elems: int
     gain: float = 0.0
     float_bits: int = 0  # 16 or 32: the tensors stay float at this width instead of 16-bit integers
-    parts: list[Candidate] = field(default_factory=list)  # a float chain's downstream parts (see _prefer_integers)
+    # a float chain's shortest downstream parts, smallest first (see _prefer_integers)
+    parts: list[Candidate] = field(default_factory=list)
 
     def covered_by(self, tensors: set[str], weights: set[str], floats: dict[str, int] | None = None) -> bool:
         """Already raised as far by those chosen: 16-bit `tensors`, 16-bit `weights`, float `floats` (bits)."""
@@ -200,7 +202,8 @@ def candidates(facts: GraphFacts, plan: QuantPlan) -> tuple[list[Candidate], Cos
         for bits in (16, 32) if _fits_float16(chain, plan) else (32,):
             name = f"{group[0]}:float{bits}"
             found.append(_float_candidate(name, chain, bits, facts, shapes))
-            found[-1].parts = [_float_candidate(name, chain[k:], bits, facts, shapes) for k in range(1, len(chain))]
+            shortest = range(len(chain) - 1, max(0, len(chain) - 1 - MAX_PARTS), -1)  # only those ever tried
+            found[-1].parts = [_float_candidate(name, chain[k:], bits, facts, shapes) for k in shortest]
         producers = [p for t in group if (p := _mac_producer(facts, t)) is not None]
         weights = [w for p in producers for w in _weights(p, plan)]
         if weights:
@@ -365,8 +368,7 @@ def _prefer_integers(
     for c in [c for c in reversed(chosen) if c.float_bits]:
         rest = [x for x in chosen if x is not c]
         options = [rest + at_16(c.tensors), rest + at_16(c.tensors, "+weights")]
-        parts = c.parts[::-1][:MAX_PARTS]  # the smallest float part first
-        options += [[*rest, p, *at_16([t for t in c.tensors if t not in p.tensors])] for p in parts]
+        options += [[*rest, p, *at_16([t for t in c.tensors if t not in p.tensors])] for p in c.parts]
         for trial in options:
             metrics = evaluate(raised(trial))
             record(trial, metrics)

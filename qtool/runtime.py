@@ -118,10 +118,12 @@ def runner(
     threads: int = 0,
     where: str = "model",
     given: dict[str, np.ndarray] | None = None,
+    *,
+    folded: bool = False,
 ) -> Runner:
     """feed -> {name: value} for the tensors `names`, running only the part of `model` they need
-    (from the tensors in `given`, fed in place of what computes them)."""
-    sess = session(pruned(model, names, given), threads, where)
+    (from the tensors in `given`, fed in place of what computes them); `folded`: see `session`."""
+    sess = session(pruned(model, names, given), threads, where, folded=folded)
     inputs = {i.name for i in sess.get_inputs()}
     return lambda feed: dict(zip(names, sess.run(names, {k: v for k, v in feed.items() if k in inputs}), strict=True))
 
@@ -198,11 +200,14 @@ FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 
 
 def session(
-    model: onnx.ModelProto, threads: int = 0, where: str = "model", optimized: bool = False
+    model: onnx.ModelProto, threads: int = 0, where: str = "model", optimized: bool = False, *, folded: bool = False
 ) -> ort.InferenceSession:
     """A CPU session. `optimized` runs onnxruntime's full graph optimisation (QDQ -> integer
     kernels, as a deployment would); otherwise only basic rewrites, so that every tensor a caller
-    asks for exists as it does in the graph (calibration, per-layer comparisons)."""
+    asks for exists as it does in the graph (calibration, per-layer comparisons). `folded` (unoptimized
+    only) dequantizes constant weights once, at load, with onnxruntime's own DequantizeLinear kernel,
+    instead of on every run; prepacking is off, so that a kernel reads such a weight as it reads a
+    computed one and every value equals the unfolded run's bit for bit."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -210,6 +215,9 @@ def session(
     options.log_severity_level = 3 if logging.getLogger("qtool").isEnabledFor(logging.INFO) else 4
     level = ort.GraphOptimizationLevel
     options.graph_optimization_level = level.ORT_ENABLE_ALL if optimized else level.ORT_ENABLE_BASIC
+    if folded:  # constant folding skips DequantizeLinear unless QDQ handling is off
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
+        options.add_session_config_entry("session.disable_prepacking", "1")
     # Run nodes in list order: calibration places each reduction right after its producer, and
     # onnxruntime's default order would keep every activation alive until the end (3x the RSS).
     options.execution_order = ort.ExecutionOrder.PRIORITY_BASED

@@ -2,8 +2,9 @@
 
 Every float activation T of the reference that the quantized model also has is probed: in the
 QDQ model its quantized value is `T_dequantized` when qdq.py wrote one, else T itself (a graph
-output keeps its name on the dequantized value). One ORT session per model exposes all probes;
-each sample is folded into running sums and dropped, so memory does not grow with the samples.
+output keeps its name on the dequantized value). Both models run in stages of a few layers for a
+large model (stages.py), one stage for a small one; each sample is folded into running sums and
+dropped, so memory does not grow with the samples.
 
     accumulated  SQNR(T_float, T_quant)            = 10·log10(Σ r² / Σ (r − q)²)   over all samples
     local        SQNR(T_float, fq(T_float))        fq: T's own encoding's quantize-dequantize
@@ -30,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from qtool import runtime
 from qtool.graph.model import inferred
+from qtool.inspect import stages
 from qtool.inspect.compare import common_shape
 from qtool.inspect.lint_data import float_tensors
 from qtool.io.encodings import Encodings
@@ -133,19 +134,17 @@ def stream(
     feeds: Iterable[dict[str, np.ndarray]],
     threads: int = 0,
 ) -> list[LayerError]:
-    """One pass over `feeds` folding every probe's error into running sums. The sessions run with
-    basic optimisation only, so that each probed tensor exists as in the graph (simulated QDQ);
-    per-output drift as deployed (integer kernels) is compare.compare_outputs' job."""
-    errors = [LayerError(p) for p in probes(reference, quantized)]
-    ref_names = [e.probe.tensor for e in errors]
-    quant_names = list(dict.fromkeys(e.probe.quant_name for e in errors))
-    run_reference = runtime.runner(reference, ref_names, threads, "reference model")
-    run_quantized = runtime.runner(quantized, quant_names, threads, "quantized model")
-    for feed in feeds:
-        ref, quant = run_reference(feed), run_quantized(feed)
-        for e in errors:
-            e.update(ref[e.probe.tensor], quant[e.probe.quant_name])
-    return errors
+    """One pass over `feeds` folding every probe's error into running sums, in stages of a few layers
+    for a large model (stages.py). The sessions run with basic optimisation only, so that each probed
+    tensor exists as in the graph (simulated QDQ); per-output drift as deployed (integer kernels) is
+    compare.compare_outputs' job."""
+    errors = {e.probe.tensor: e for e in (LayerError(p) for p in probes(reference, quantized))}
+    groups = stages.cut(reference, list(errors), stages.compare_bytes())
+    pairs = [[(t, errors[t].probe.quant_name) for t in group] for group in groups]
+    for g, ref, quant in stages.run_stages(reference, quantized, pairs, feeds, threads):
+        for tensor, quant_name in pairs[g]:
+            errors[tensor].update(ref[tensor], quant[quant_name])
+    return list(errors.values())
 
 
 def _weight(node: onnx.NodeProto | None, facts: GraphFacts) -> tuple[str, np.ndarray, int] | None:

@@ -1,0 +1,103 @@
+"""The per-layer comparison in stages (issue 22) gives exactly the whole-graph figures: forced down
+to a stage per weighted layer (QTOOL_COMPARE_BYTES=0), frontiers in files, or one stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from attention_models import attention_model, outlier_block_model, write_attention_samples, write_block_samples
+from conftest import run_cli, write_samples
+from inspect_models import clean, save
+
+from qtool import api, runtime
+from qtool.config import QuantizeOptions
+from qtool.graph import model as gm
+from qtool.inspect import layers, stages
+from qtool.io.feeds import iter_feeds
+from qtool.io.input_list import read_input_list
+
+MODELS = {
+    "cnn": (clean, lambda folder: write_samples(folder, clean(), 6, seed=2)),
+    "attention": (attention_model, lambda folder: write_attention_samples(folder, 6, seed=2)),
+    "residual block": (outlier_block_model, lambda folder: write_block_samples(folder, 6, seed=2)),
+}
+
+
+def _quantized(tmp_path: Path, name: str, **flags) -> tuple[onnx.ModelProto, onnx.ModelProto, Path]:
+    factory, samples = MODELS[name]
+    source = save(factory(), tmp_path / "float.onnx")
+    calib = samples(tmp_path / "calib")
+    out = tmp_path / "quant.onnx"
+    api.quantize(QuantizeOptions(input_network=source, input_list=calib, output_path=out, **flags))
+    return gm.load(source), gm.load(out), samples(tmp_path / "val")
+
+
+def _feeds(model: onnx.ModelProto, listing: Path):
+    return iter_feeds(read_input_list(listing), gm.input_specs(model), False)
+
+
+def _whole_graph(reference: onnx.ModelProto, quantized: onnx.ModelProto, listing: Path) -> np.ndarray:
+    """The comparison as it was before stages: one session per model exposing every probe, the
+    quantized model's weights dequantized on every run."""
+    errors = [layers.LayerError(p) for p in layers.probes(reference, quantized)]
+    run_ref = runtime.runner(reference, [e.probe.tensor for e in errors])
+    run_quant = runtime.runner(quantized, list(dict.fromkeys(e.probe.quant_name for e in errors)))
+    for feed in _feeds(quantized, listing):
+        ref, quant = run_ref(feed), run_quant(feed)
+        for e in errors:
+            e.update(ref[e.probe.tensor], quant[e.probe.quant_name])
+    return _figures(errors)
+
+
+def _figures(errors: list[layers.LayerError]) -> np.ndarray:
+    return np.array([[e.signal, e.noise, e.local_noise] for e in errors])
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("spill", [False, True])
+def test_stages_give_the_whole_graph_figures(tmp_path, monkeypatch, name, spill):
+    reference, quantized, val = _quantized(tmp_path, name, use_per_channel_quantization=True)
+    expected = _whole_graph(reference, quantized, val)
+    monkeypatch.setenv(stages.COMPARE_ENV, "0")  # a stage per weighted layer
+    if spill:
+        monkeypatch.setattr(stages, "FRONTIER_BYTES", 0)  # every sample's frontier in a file
+    tensors = [p.tensor for p in layers.probes(reference, quantized)]
+    assert len(stages.cut(reference, tensors, stages.compare_bytes())) >= 3
+    staged = _figures(layers.stream(reference, quantized, _feeds(quantized, val)))
+    assert np.array_equal(staged, expected)
+    monkeypatch.delenv(stages.COMPARE_ENV)
+    assert len(stages.cut(reference, tensors, stages.compare_bytes())) == 1
+    assert np.array_equal(_figures(layers.stream(reference, quantized, _feeds(quantized, val))), expected)
+
+
+def test_cut_keeps_each_group_within_the_budget():
+    """Four 64x64 float MatMuls (16 KiB each): a 32 KiB budget takes two layers a stage."""
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "x"
+    for i in range(4):
+        inits.append(onnx.numpy_helper.from_array(rng.normal(size=(64, 64)).astype(np.float32), f"w{i}"))
+        nodes += [
+            onnx.helper.make_node("MatMul", [x, f"w{i}"], [f"h{i}"]),
+            onnx.helper.make_node("Tanh", [f"h{i}"], [f"t{i}"]),
+        ]
+        x = f"t{i}"
+    info = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph(nodes, "g", [info("x", 1, [1, 64])], [info(x, 1, [1, 64])], inits)
+    tensors = ["x"] + [t for i in range(4) for t in (f"h{i}", f"t{i}")]
+    groups = stages.cut(onnx.helper.make_model(graph), tensors, 32 << 10)
+    assert groups == [["x", "h0", "t0", "h1", "t1"], ["h2", "t2", "h3", "t3"]]
+
+
+def test_inspect_report_is_the_same_in_stages(tmp_path, monkeypatch):
+    _quantized(tmp_path, "attention")
+    args = ["inspect", tmp_path / "quant.onnx", "--reference", tmp_path / "float.onnx"]
+    args += ["--input_list", tmp_path / "val" / "list.txt", "--json"]
+    whole = run_cli(args)
+    monkeypatch.setenv(stages.COMPARE_ENV, "0")
+    staged = run_cli(args)
+    assert whole.exit_code == staged.exit_code == 0
+    assert json.loads(staged.stdout) == json.loads(whole.stdout)

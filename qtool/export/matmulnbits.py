@@ -11,8 +11,11 @@ MatMulNBits(A, B, scales[, zero_points][, g_idx, bias]) with attributes K, N, bi
 A Gemm qualifies when it is A·B (+ a 1-D bias C): alpha = beta = 1, no transA. A Gather of an
 embedding table blocked along its features becomes `GatherBlockQuantized` (gather_axis 0,
 quantize_axis 1, uint8 data packed as B is), which reads only the rows it gathers instead of
-dequantizing the whole table on every run; not when something else reads the table too (a tied
-lm_head), which would keep the DequantizeLinear and a second copy. Other MatMuls,
+dequantizing the whole table on every run. A tied lm_head, MatMul(x, Transpose(table)), is the
+table's own MatMulNBits (N = tokens, K = features: the table's rows and blocks are B's); the Gather then
+reads the same bytes through a Reshape to [V, D/2] (onnxruntime folds it when it loads the model), so the
+file holds the table once. A table something else reads too keeps its DequantizeLinear and its Gather.
+MatMuls and Gemms convert first, so that a converted head frees its table for the Gather. Other MatMuls,
 activations' Q/DQ and everything else stay as they are; a model with none to convert is an error.
 `accuracy_level` (--matmulnbits_accuracy_level) is left unset by default: the kernel then computes
 in float, as the QDQ model does; 4 quantizes A to int8 per block inside the kernel (what onnxruntime
@@ -32,6 +35,7 @@ from qtool.graph import external_data
 from qtool.graph import model as gm
 
 MS_DOMAIN = "com.microsoft"
+_DROPPABLE = ("DequantizeLinear", "Transpose")  # what a converted weight leaves unread
 _INT4 = {TensorProto.INT4: 8, TensorProto.UINT4: 0, TensorProto.INT8: 8, TensorProto.UINT8: 0}  # -> shift to unsigned
 
 
@@ -48,8 +52,30 @@ def _pack(u: np.ndarray) -> np.ndarray:
 class _Graph:
     def __init__(self, model: onnx.ModelProto):
         self.model = model
-        self.inits = {i.name: i for i in model.graph.initializer}
-        self.producers = {o: n for n in model.graph.node for o in n.output}
+        self.shared: dict[str, tuple[str, str]] = {}  # a table's DequantizeLinear output -> (B, scales) written
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.inits = {i.name: i for i in self.model.graph.initializer}
+        self.producers = {o: n for n in self.model.graph.node for o in n.output}
+
+    def transposed_table(self, name: str) -> tuple[str, tuple] | None:
+        """`name` = Transpose(perm [1, 0]) of a 4-bit table [N, K] blocked along K (a tied lm_head's
+        weight): (the table's dequantized name, its block weight), already in MatMulNBits' row order."""
+        t = self.producers.get(name)
+        if t is None or t.op_type != "Transpose" or t.domain not in ("", "ai.onnx"):
+            return None
+        if list(_attrs(t).get("perm", [1, 0])) != [1, 0]:  # type: ignore[call-overload]
+            return None
+        found = self.block_weight(t.input[0], 1)
+        return (t.input[0], found) if found else None
+
+    def add(self, name: str, array: np.ndarray) -> str:
+        """An initializer `name` holding `array`, written once (a weight two nodes read)."""
+        if name not in self.inits:
+            self.model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+            self.inits[name] = self.model.graph.initializer[-1]
+        return name
 
     def array(self, name: str) -> np.ndarray | None:
         return external_data.array(self.inits[name]) if name in self.inits else None
@@ -91,12 +117,13 @@ def _bias(g: _Graph, node: onnx.NodeProto, n: int) -> str | None:
     return c if shape is not None and list(shape) == [n] else None
 
 
-def _convertible(g: _Graph, node: onnx.NodeProto) -> tuple[tuple, str] | None:
+def _convertible(g: _Graph, node: onnx.NodeProto) -> tuple[tuple, str, str] | None:
     if node.domain not in ("", "ai.onnx") or len(node.input) < 2:
         return None
     if node.op_type == "MatMul":
         found = g.block_weight(node.input[1], 0)
-        return (found, "") if found else None
+        tied = g.transposed_table(node.input[1]) if found is None else None
+        return (found, "", "") if found else (tied[1], "", tied[0]) if tied else None
     if node.op_type != "Gemm":
         return None
     attrs = _attrs(node)
@@ -104,22 +131,21 @@ def _convertible(g: _Graph, node: onnx.NodeProto) -> tuple[tuple, str] | None:
         return None
     found = g.block_weight(node.input[1], 1 if attrs.get("transB", 0) else 0)
     bias = _bias(g, node, found[0].shape[0]) if found else None
-    return (found, bias) if found and bias is not None else None
+    return (found, bias, "") if found and bias is not None else None
 
 
-def _replacement(g: _Graph, node: onnx.NodeProto, found: tuple, bias: str, level: int) -> onnx.NodeProto:
-    u, scale, zp, size = found
+def _replacement(g: _Graph, node: onnx.NodeProto, found: tuple, level: int) -> onnx.NodeProto:
+    """The MatMulNBits of `node`; found = (block weight, bias, the dequantized table a tied head reads)."""
+    (u, scale, zp, size), bias, table = found
     n, k = u.shape
-    prefix = f"{node.input[1]}_nbits"
-    inputs = [node.input[0], f"{prefix}_B", f"{prefix}_scales"]
-    g.model.graph.initializer.extend([
-        numpy_helper.from_array(_pack(u.reshape(n, k // size, size)), inputs[1]),
-        numpy_helper.from_array(np.ascontiguousarray(scale), inputs[2]),
-    ])  # fmt: skip
+    prefix = f"{table or node.input[1]}_nbits"
+    b = g.add(f"{prefix}_B", _pack(u.reshape(n, k // size, size)))
+    inputs = [node.input[0], b, g.add(f"{prefix}_scales", scale)]
     if np.any(zp != 8):
         padded = np.pad(zp, ((0, 0), (0, zp.shape[1] % 2)), constant_values=8)
-        g.model.graph.initializer.append(numpy_helper.from_array(_pack(padded), f"{prefix}_zero_points"))
-        inputs.append(f"{prefix}_zero_points")
+        inputs.append(g.add(f"{prefix}_zero_points", _pack(padded)))
+    elif table:  # GatherBlockQuantized can read the same bytes
+        g.shared[table] = (inputs[1], inputs[2])
     if bias:
         inputs += [""] * (5 - len(inputs)) + [bias]
     name = node.name or f"{node.output[0]}_MatMulNBits"
@@ -129,10 +155,10 @@ def _replacement(g: _Graph, node: onnx.NodeProto, found: tuple, bias: str, level
 
 
 def _drop_unused(model: onnx.ModelProto) -> None:
-    """Dequantize nodes and initializers nothing reads any more (the replaced weights)."""
+    """Dequantize (and Transpose) nodes and initializers nothing reads any more (the replaced weights)."""
     while True:
         used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-        dead = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and not used & set(n.output)]
+        dead = [n for n in model.graph.node if n.op_type in _DROPPABLE and not used & set(n.output)]
         if not dead:
             break
         for node in dead:
@@ -143,40 +169,58 @@ def _drop_unused(model: onnx.ModelProto) -> None:
     model.graph.initializer.extend(kept)
 
 
-def _gather(g: _Graph, node: onnx.NodeProto) -> onnx.NodeProto | None:
+def _gather(g: _Graph, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
     """A Gather (axis 0) of a 4-bit table blocked along its features as GatherBlockQuantized: data uint8
-    [V, D/2] (q + 8, two a byte, low nibble first), scales [V, D/B], the default zero point 8."""
+    [V, D/2] (q + 8, two a byte, low nibble first), scales [V, D/B], the default zero point 8; the data
+    a Reshape of a tied head's MatMulNBits B where there is one."""
     if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or _attrs(node).get("axis", 0) not in (0, -2):
         return None
     readers = sum(name == node.input[0] for n in g.model.graph.node for name in n.input)
-    found = g.block_weight(node.input[0], 1) if readers == 1 else None  # a tied lm_head reading the table too
+    found = g.block_weight(node.input[0], 1) if readers == 1 else None  # the table read by something else too
     if found is None or np.any(found[2] != 8):  # would keep its DequantizeLinear: a second copy, no faster
         return None
     u, scale, _, size = found
     prefix = f"{node.input[0]}_gbq"
-    g.model.graph.initializer.extend([
-        numpy_helper.from_array(_pack(u), f"{prefix}_data"),
-        numpy_helper.from_array(np.ascontiguousarray(scale), f"{prefix}_scales"),
-    ])  # fmt: skip
-    return helper.make_node("GatherBlockQuantized", [f"{prefix}_data", node.input[1], f"{prefix}_scales"],
-                            list(node.output), name=node.name or f"{node.output[0]}_GatherBlockQuantized",
-                            domain=MS_DOMAIN, gather_axis=0, quantize_axis=1, block_size=size, bits=4)  # fmt: skip
+    data, scales, made = f"{prefix}_data", f"{prefix}_scales", []
+    if node.input[0] in g.shared:
+        b, scales = g.shared[node.input[0]]
+        shape = g.add(f"{prefix}_shape", np.array([u.shape[0], u.shape[1] // 2], np.int64))
+        made = [helper.make_node("Reshape", [b, shape], [data], name=f"{prefix}_Reshape")]
+    else:
+        g.add(data, _pack(u))
+        g.add(scales, scale)
+    name = node.name or f"{node.output[0]}_GatherBlockQuantized"
+    return [*made, helper.make_node("GatherBlockQuantized", [data, node.input[1], scales], list(node.output), name=name,
+                                    domain=MS_DOMAIN, gather_axis=0, quantize_axis=1, block_size=size, bits=4)]  # fmt: skip
+
+
+def _rewrite(model: onnx.ModelProto, replace) -> int:
+    """Each node replaced by `replace(node)` (a list of nodes, or None to keep it); the number replaced."""
+    nodes, converted = [], 0
+    for node in model.graph.node:
+        made = replace(node)
+        nodes += made if made is not None else [node]
+        converted += made is not None
+    if converted:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        _drop_unused(model)
+    return converted
 
 
 def to_matmulnbits(model: onnx.ModelProto, accuracy_level: int = 0) -> int:
     """Convert `model` in place; the number of MatMul/Gemm (and Gather) nodes converted."""
     g = _Graph(model)
-    converted = 0
-    for i, node in enumerate(model.graph.node):
+
+    def matmul(node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
         found = _convertible(g, node)
-        replaced = _replacement(g, node, *found, accuracy_level) if found is not None else _gather(g, node)
-        if replaced is not None:
-            model.graph.node[i].CopyFrom(replaced)
-            converted += 1
-    if converted:
-        _drop_unused(model)
-        if not any(o.domain == MS_DOMAIN for o in model.opset_import):
-            model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+        return [_replacement(g, node, found, accuracy_level)] if found is not None else None
+
+    converted = _rewrite(model, matmul)
+    g.refresh()  # a converted tied head no longer reads its table
+    converted += _rewrite(model, lambda node: _gather(g, node))
+    if converted and not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return converted
 
 

@@ -167,3 +167,66 @@ def test_a_table_something_else_reads_too_keeps_its_dequantizelinear() -> None:
     tied, alone = model(True), model(False)
     assert to_matmulnbits(tied) == 0 and [n.op_type for n in tied.graph.node].count("Gather") == 1
     assert to_matmulnbits(alone) == 1 and [n.op_type for n in alone.graph.node] == ["GatherBlockQuantized"]
+
+
+def _tied_head(zero_point: int = 0) -> onnx.ModelProto:
+    """ids -> Gather(table) -> MatMul(·, Transpose(table)): a tied lm_head over a 4-bit table [40, 32] blocked
+    along its features (blocks of 16), as a QDQ model holds it when the table is too large for convert to fold
+    the Transpose."""
+    h = onnx.helper
+    q = np.random.default_rng(1).integers(-8, 8, (40, 32))
+    scales = np.random.default_rng(2).uniform(0.05, 0.2, (40, 2)).astype(np.float32)
+    nodes = [
+        h.make_node("DequantizeLinear", ["tq", "ts", "tz"], ["table"], axis=1, block_size=16),
+        h.make_node("Gather", ["table", "ids"], ["e"]),
+        h.make_node("Transpose", ["table"], ["tT"], perm=[1, 0]),
+        h.make_node("MatMul", ["e", "tT"], ["logits"], name="lm_head"),
+    ]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("ids", onnx.TensorProto.INT64, [1, 8])],
+                         [h.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 8, 40])], [
+        h.make_tensor("tq", onnx.TensorProto.INT4, [40, 32], q.ravel().tolist()),
+        numpy_helper.from_array(scales, "ts"),
+        h.make_tensor("tz", onnx.TensorProto.INT4, [40, 2], [zero_point] * 80),
+    ])  # fmt: skip
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 21)])
+
+
+def _logits(model: onnx.ModelProto, optimized: bool) -> np.ndarray:
+    options = ort.SessionOptions()
+    if not optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"ids": np.array([[0, 3, 7, 11, 20, 33, 39, 3]], dtype=np.int64)})[0]
+
+
+def test_a_tied_lm_head_is_the_tables_matmulnbits_and_the_gather_shares_its_bytes() -> None:
+    """MatMul(x, Transpose(table)) becomes a MatMulNBits with N = tokens, K = features (the table's own rows
+    and blocks); the Gather, its table no longer read by anything else, becomes GatherBlockQuantized over a
+    Reshape of that same B, so the table is stored once. Computes what the QDQ model computes, with and
+    without onnxruntime's graph optimizations (which fold the Reshape)."""
+    qdq = _tied_head()
+    model = onnx.ModelProto()
+    model.CopyFrom(qdq)
+    assert to_matmulnbits(model) == 2
+    assert [n.op_type for n in model.graph.node] == ["Reshape", "GatherBlockQuantized", "MatMulNBits"]
+    reshape, gather, nbits = model.graph.node
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert inits[nbits.input[1]].shape == (40, 2, 8) and reshape.input[0] == nbits.input[1]
+    assert gather.input[0] == reshape.output[0] and gather.input[2] == nbits.input[2]
+    assert {a.name: a.i for a in nbits.attribute} == {"K": 32, "N": 40, "bits": 4, "block_size": 16}
+    assert sum(a.nbytes for a in inits.values()) < 40 * 16 + 40 * 2 * 4 + 64  # one copy: data + scales + shape
+    reference = _logits(qdq, optimized=False)
+    for optimized in (False, True):
+        np.testing.assert_allclose(_logits(model, optimized), reference, rtol=1e-4, atol=1e-5 * float(np.abs(reference).max()))
+
+
+def test_a_tied_head_with_zero_points_converts_and_its_gather_stays() -> None:
+    """Asymmetric blocks: MatMulNBits takes zero points, GatherBlockQuantized (default zero point only, as
+    qtool writes it) does not, so the Gather keeps the table's DequantizeLinear; still the same output."""
+    qdq = _tied_head(zero_point=1)
+    model = onnx.ModelProto()
+    model.CopyFrom(qdq)
+    assert to_matmulnbits(model) == 1
+    assert sorted(n.op_type for n in model.graph.node) == ["DequantizeLinear", "Gather", "MatMulNBits"]
+    reference = _logits(qdq, optimized=False)
+    np.testing.assert_allclose(_logits(model, True), reference, rtol=1e-4, atol=1e-5 * float(np.abs(reference).max()))

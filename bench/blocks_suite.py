@@ -12,7 +12,13 @@ float model (transformers_suite's metrics: embedding cosine, top-1 / next-token 
 - `ort RTN` / `ort GPTQ`: onnxruntime's MatMulNBitsQuantizer (RTNWeightOnlyQuantConfig / GPTQWeightOnlyQuantConfig,
   4-bit, block 32, symmetric like qtool's; GPTQ on the same 64 calibration samples) on the float model, in a worker
   run by the bench venv's python (BLOCKS_ORT_PYTHON; its GPTQ imports torch);
-- `qtool ... → export matmulnbits`: `qtool export --format matmulnbits` of the weight-only B32 + clipsearch model.
+- `qtool ... → export matmulnbits`: `qtool export --format matmulnbits` of the weight-only B32 + clipsearch model,
+  `accuracy_level` unset (float A, as the QDQ model) or 4 (`--matmulnbits_accuracy_level 4`: A quantized to int8
+  per block inside the kernel);
+- `one token`: a causal LM only: the same torch model and weights exported for ONE token (input_ids [1, 1]: the
+  regime of a decode step at batch 1, every MatMul a vector-matrix product) in the bench venv, `qtool quantize`d
+  weight-only W4 B32 (ranges by weight error: no data) and exported as above; latency and size only (the
+  accuracy is the sequence model's), its latency on a feed of token 1 against that one-token float model.
 Time / peak MB are the quantizing (or exporting) process's; size is the written model's bytes; latency is
 onnxruntime CPU at batch 1, one intra-op thread, paired with the float model in the same worker (alternating runs,
 so the shared machine's load hits both alike): median ms and the ratio fp32 / model (> 1: faster than fp32).
@@ -59,11 +65,13 @@ ALGOS = {"cs": ("clipsearch", "clipsearch"), "gptq": ("GPTQ", "adaround")}  # su
 ACTS = {"a32": ("float", ["--act_bitwidth", "32"]), "a16": ("A16", ["--act_bitwidth", "16"])}
 ALGORITHM_YAML = "adaround:\n  num_batches: 64\nclipsearch:\n  num_batches: 64\n"
 ORT_ALGOS = {"ort:rtn": "ort RTN B32", "ort:gptq": "ort GPTQ B32"}
-EXPORTS = {"nbits:b32-cs": "b32-cs:a32"}  # kind -> the kind it exports
+EXPORTS = {"nbits:b32-cs": "b32-cs:a32", "nbits4:b32-cs": "b32-cs:a32"}  # kind -> the kind it exports
+STEPS = {"step:nbits": 0, "step:nbits4": 4}  # one-token decoder rows -> accuracy_level
+STEP_FLAGS = [*W4, "--weights_block_size", "32", "--act_bitwidth", "32"]
 RTN = ["pc", "b32", "b64", "lpbq32"]  # scales by weight error (the plan's mse search)
 SEARCHED = ["pc-cs", "b32-cs", "b64-cs", "lpbq32-cs", "b32-cs-gptq"]  # scales by output error, then GPTQ
 A16 = ["pc-cs", "b32-cs", "lpbq32-cs"]
-KINDS = [*(f"{s}:a32" for s in RTN + SEARCHED), *(f"{s}:a16" for s in A16), *ORT_ALGOS, *EXPORTS]
+KINDS = [*(f"{s}:a32" for s in RTN + SEARCHED), *(f"{s}:a16" for s in A16), *ORT_ALGOS, *EXPORTS, *STEPS]
 
 
 def scheme(name: str) -> tuple[str, list[str], list[str]]:
@@ -112,7 +120,8 @@ def worker_latency(reference: str, model_path: str, list_path: str, spec_json: s
     """Batch-1 CPU latency of model_path and of the float reference, one intra-op thread, alternating runs."""
     import onnxruntime as ort
 
-    feed = next(read_feeds(list_path, json.loads(spec_json)))
+    spec = json.loads(spec_json)  # list "-": every input all ones (token 1, mask 1)
+    feed = {n: np.ones(s, d) for n, (s, d) in spec.items()} if list_path == "-" else next(read_feeds(list_path, spec))
     sessions = []
     for path in (reference, model_path):
         options = ort.SessionOptions()
@@ -130,7 +139,15 @@ def worker_latency(reference: str, model_path: str, list_path: str, spec_json: s
     print("LATENCY: " + json.dumps({"fp32_ms": fp32, "model_ms": model}))
 
 
-WORKERS = {"_ort": worker_ort, "_latency": worker_latency}
+def worker_step(output: str) -> None:
+    """prepare_transformers' causal LM (same seed, same weights) exported for one token (bench venv: torch)."""
+    import prepare_transformers as pt
+
+    feed = {"input_ids": np.array([[101]], np.int64), "attention_mask": np.ones((1, 1), np.int64)}
+    pt.export(pt.causal_lm(), feed, "logits", Path(output))
+
+
+WORKERS = {"_ort": worker_ort, "_latency": worker_latency, "_step": worker_step}
 
 
 def worker(*args: str, python: str = sys.executable) -> list[str]:
@@ -146,21 +163,22 @@ def ort_python() -> str:
 # ---------------------------------------------------------------- rows
 
 
-def _finish(row: Row, entry: dict, name: str, out: Path, args) -> Row:
-    """Size, latency against fp32 and the task metrics of a written model."""
+def _finish(row: Row, entry: dict, name: str, out: Path, args, step_model: Path | None = None) -> Row:
+    """Size, latency against fp32 and the task metrics of a written model (a one-token model: against the
+    one-token float model, on a feed of ones, no metrics)."""
+    reference = step_model or CACHE / entry["model"]
     row.extra["size MB"] = round(out.stat().st_size / 1e6, 2)
-    row.extra["fp32 size MB"] = round((CACHE / entry["model"]).stat().st_size / 1e6, 2)
-    spec = json.dumps(input_spec(entry))
-    cmd = worker(
-        "_latency", str(CACHE / entry["model"]), str(out), str(CACHE / entry["val_list"]), spec, str(args.runs)
-    )
+    row.extra["fp32 size MB"] = round(reference.stat().st_size / 1e6, 2)
+    spec = {n: ([1, 1], d) for n, (_, d) in input_spec(entry).items()} if step_model else input_spec(entry)
+    listing = "-" if step_model else str(CACHE / entry["val_list"])
+    cmd = worker("_latency", str(reference), str(out), listing, json.dumps(spec), str(args.runs))
     step = measure(cmd, RUNS / name / f"blocks_latency_{out.stem}.log", timeout=600)
     found = log_value(step.log, "LATENCY")
     if step.status == "ok" and found:
         row.extra.update(json.loads(found))
     else:
         row.add_note(f"latency failed ({step.error})")
-    return evaluate_into(row, entry, out, CACHE / entry["model"])
+    return row if step_model else evaluate_into(row, entry, out, CACHE / entry["model"])
 
 
 def qtool_row(name: str, entry: dict, kind: str, args) -> Row:
@@ -208,22 +226,55 @@ def ort_row(name: str, entry: dict, kind: str, args) -> Row:
     return _finish(row, entry, name, out, args)
 
 
-def export_row(name: str, entry: dict, kind: str, args) -> Row:
-    name_of, act = EXPORTS[kind].split(":")
-    source = RUNS / name / f"blocks_{name_of}_{act}.onnx"
-    row = Row(name, f"qtool {scheme(name_of)[0]} → export matmulnbits", kind=kind)
-    if not source.exists():
-        row.add_note(f"no {source.name} (its quantize row failed)")
-        return row
-    folder = RUNS / name / f"blocks_nbits_{name_of}"
-    cmd = [qtool_exe(), "export", "-i", str(source), "-o", str(folder), "--format", "matmulnbits"]
-    step = measure(cmd, RUNS / name / f"blocks_nbits_{name_of}.log", timeout=args.timeout)
+def _nbits(row: Row, source: Path, folder: Path, level: int, args) -> Path | None:
+    """`qtool export --format matmulnbits` of `source` into `folder` (log: folder.log): the model, or None."""
+    cmd = [qtool_exe(), "export", "-i", str(source), "-o", str(folder), "--format", "matmulnbits",
+           "--matmulnbits_accuracy_level", str(level)]  # fmt: skip
+    step = measure(cmd, folder.with_suffix(".log"), timeout=args.timeout)
     timed_row(row, step)
     written = sorted(folder.glob("*.onnx")) if folder.exists() else []
     if step.status != "ok" or not written:
         row.add_note("qtool export failed")
+        return None
+    return written[0]
+
+
+def export_row(name: str, entry: dict, kind: str, args) -> Row:
+    name_of, act = EXPORTS[kind].split(":")
+    level = 4 if kind.startswith("nbits4") else 0
+    source = RUNS / name / f"blocks_{name_of}_{act}.onnx"
+    label = f"qtool {scheme(name_of)[0]} → export matmulnbits" + (", accuracy_level 4" if level else "")
+    row = Row(name, label, kind=kind, params={"accuracy_level": level})
+    if not source.exists():
+        row.add_note(f"no {source.name} (its quantize row failed)")
         return row
-    return _finish(row, entry, name, written[0], args)
+    written = _nbits(row, source, RUNS / name / f"blocks_{kind.split(':')[0]}_{name_of}", level, args)
+    return _finish(row, entry, name, written, args) if written else row
+
+
+def step_row(name: str, entry: dict, kind: str, args) -> Row:
+    """One token through the causal LM: its one-token export, weight-only W4 B32, MatMulNBits at `STEPS[kind]`."""
+    level = STEPS[kind]
+    row = Row(name, "one token: qtool W4 B32 → export matmulnbits" + (", accuracy_level 4" if level else ""),
+              kind=kind, params={"flags": " ".join(STEP_FLAGS), "accuracy_level": level})  # fmt: skip
+    if entry.get("task") != "causal_lm":
+        row.add_note("decoders only")
+        return row
+    fp32, quant = RUNS / name / "blocks_step_fp32.onnx", RUNS / name / "blocks_step_b32.onnx"
+    if not fp32.exists():
+        step = measure(worker("_step", str(fp32), python=ort_python()), RUNS / name / "blocks_step_export.log",
+                       timeout=args.timeout, mem_limit_mb=args.mem_limit_mb)  # fmt: skip
+        if step.status != "ok":
+            row.add_note(f"one-token export failed ({step.error})")
+            return row
+    quant.unlink(missing_ok=True)
+    cmd = [qtool_exe(), "quantize", "-i", str(fp32), "-o", str(quant), *STEP_FLAGS, "--json"]
+    if measure(cmd, RUNS / name / "blocks_step_b32.log", timeout=args.timeout).status != "ok":
+        row.add_note("qtool quantize failed")
+        return row
+    folder = RUNS / name / f"blocks_step_nbits{level}"
+    written = _nbits(row, quant, folder, level, args)
+    return _finish(row, entry, name, written, args, step_model=fp32) if written else row
 
 
 def run(names: list[str], manifest: dict, args, emit) -> None:
@@ -240,6 +291,8 @@ def run(names: list[str], manifest: dict, args, emit) -> None:
                 emit(ort_row(name, entry, kind, args))
             elif kind in EXPORTS:
                 emit(export_row(name, entry, kind, args))
+            elif kind in STEPS:
+                emit(step_row(name, entry, kind, args))
             else:
                 emit(qtool_row(name, entry, kind, args))
 

@@ -21,7 +21,10 @@ compressed to a per-channel float scale times per-block integers in [1, 2^(decom
 (1..16 for 4-bit weights, decompressed 8-bit). As AIMET does, the channel scale is the largest
 block scale / 16 (rounded to float32, so that a QDQ model's float32 scales give it back
 exactly) and the largest block keeps 16; each other block takes the integer of least error
-(`mse`/`sqnr`) or the smallest that clips nothing (`min-max`; AIMET rounds to nearest).
+(`mse`/`sqnr`) or the smallest that clips nothing (`min-max`; AIMET rounds to nearest). By output
+error (clipsearch) the channel scale is searched too: the largest block's scale (16 x the channel's) at
+0.8-1.2 x its own searched range (1: AIMET's channel scale), the integers chosen for each, the best
+kept per channel.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ BLOCK_BITWIDTHS = (4, 8)
 LPBQ_BITWIDTH, LPBQ_DECOMPRESSED_BW = 4, 8  # AIMET's defaults: decompressed = 2 x compressed
 BLOCK_FACTORS = np.linspace(0.4, 1.0, 31)  # clipped absmax candidates, in range_search's 0.02 steps
 SWEEPS = 2  # coordinate-descent passes of the output-error search over a row's blocks
+LPBQ_FACTORS = np.round(np.linspace(0.8, 1.2, 9), 2)  # the largest block's scale over its searched one (LPBQ)
 _CHUNK = 1 << 14  # blocks scored at once: bounds the (factors x chunk x block) working array
 
 
@@ -239,17 +243,35 @@ def output_ranges(rows: np.ndarray, gram: np.ndarray, size: int, bitwidth: int) 
 
 
 def output_lpbq(rows: np.ndarray, gram: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """LPBQ of `rows` by output error: block ranges as `output_ranges`, the channel scale from them as AIMET
-    does, then each block's integer 1..16 of least output error (the largest block keeps 16).
+    """LPBQ of `rows` by output error: block ranges as `output_ranges`; the largest block keeps 16, so its
+    scale is 16 x the channel scale, tried at f x its searched scale for each f in LPBQ_FACTORS (1: AIMET's
+    channel scale); for each, every other block's integer 1..16 of least output error (coordinate descent,
+    the largest block's scale fixed); each row keeps the f of least output error.
     Returns (absmax, channel scales, integers)."""
     absmax = output_ranges(rows, gram, size, LPBQ_BITWIDTH)
     scale = enc.symmetric_scale(absmax, LPBQ_BITWIDTH)
-    channel = _lpbq_channel(scale)
-    top = 2 ** (LPBQ_DECOMPRESSED_BW - LPBQ_BITWIDTH)
+    top, largest, at = 2 ** (LPBQ_DECOMPRESSED_BW - LPBQ_BITWIDTH), np.argmax(scale, axis=1), np.arange(len(rows))
     ks = np.arange(1, top + 1, dtype=np.float64)
-    ints = _least_output_error(rows, gram, size, LPBQ_BITWIDTH, lambda b: ks[:, None] * channel[None, :]) + 1
-    ints[np.arange(len(ints)), np.argmax(scale, axis=1)] = top
-    return absmax, channel, ints
+    best = (np.full(len(rows), np.inf), np.zeros(len(rows)), np.zeros(scale.shape, np.int64))
+    for factor in LPBQ_FACTORS:
+        channel = _lpbq_channel(scale * factor)
+
+        def candidates(b: int, channel: np.ndarray = channel) -> np.ndarray:
+            return np.where(largest == b, top, ks[:, None]) * channel[None, :]
+
+        ints = _least_output_error(rows, gram, size, LPBQ_BITWIDTH, candidates) + 1
+        ints[at, largest] = top
+        error = _row_errors(rows, gram, np.repeat(channel[:, None] * ints, size, axis=1), LPBQ_BITWIDTH)
+        better = error < best[0]
+        for kept, new in zip(best, (error, channel, ints), strict=True):
+            kept[better] = new[better]
+    return absmax, best[1], best[2]
+
+
+def _row_errors(rows: np.ndarray, gram: np.ndarray, scale: np.ndarray, bitwidth: int) -> np.ndarray:
+    """Each row's output error eᵀ G e rounded to nearest on per-element `scale`."""
+    e = np.clip(np.rint(rows / scale), -(2 ** (bitwidth - 1)), 2 ** (bitwidth - 1) - 1) * scale - rows
+    return np.einsum("nk,nk->n", e @ gram, e)
 
 
 def _lpbq_encoding(blocks: Blocks, channel_axis: int, bitwidth: int = LPBQ_BITWIDTH) -> Encoding:

@@ -257,9 +257,6 @@ def step_row(name: str, entry: dict, kind: str, args) -> Row:
     level = STEPS[kind]
     row = Row(name, "one token: qtool W4 B32 → export matmulnbits" + (", accuracy_level 4" if level else ""),
               kind=kind, params={"flags": " ".join(STEP_FLAGS), "accuracy_level": level})  # fmt: skip
-    if entry.get("task") != "causal_lm":
-        row.add_note("decoders only")
-        return row
     fp32, quant = RUNS / name / "blocks_step_fp32.onnx", RUNS / name / "blocks_step_b32.onnx"
     if not fp32.exists():
         step = measure(worker("_step", str(fp32), python=ort_python()), RUNS / name / "blocks_step_export.log",
@@ -292,7 +289,8 @@ def run(names: list[str], manifest: dict, args, emit) -> None:
             elif kind in EXPORTS:
                 emit(export_row(name, entry, kind, args))
             elif kind in STEPS:
-                emit(step_row(name, entry, kind, args))
+                if entry.get("task") == "causal_lm":  # a decode step: decoders only
+                    emit(step_row(name, entry, kind, args))
             else:
                 emit(qtool_row(name, entry, kind, args))
 

@@ -15,6 +15,7 @@ from qtool.graph.passes.fold_batchnorm import FoldBatchNormPass
 from qtool.graph.passes.fold_conv_affine import FoldConvAffinePass
 from qtool.graph.passes.fuse_hardswish import FuseHardSwishPass
 from qtool.graph.passes.fuse_layernorm import FuseLayerNormPass
+from qtool.graph.passes.fuse_matmul_add import FuseMatMulAddPass
 from qtool.graph.passes.fuse_pad_into_conv import FusePadIntoConvPass
 from qtool.graph.passes.name_missing import NameMissingNodesPass
 from qtool.graph.passes.remove_dropout import RemoveDropoutPass
@@ -44,6 +45,7 @@ def convert_passes(input_dims: dict[str, tuple[int, ...]]) -> list[ir.passes.Pas
         FuseLayerNormPass(),
         FusePadIntoConvPass(),
         FoldConvAffinePass(),
+        FuseMatMulAddPass(),
         FuseHardSwishPass(),
         DivToMulPass(),
         RemoveDropoutPass(),

@@ -5,12 +5,22 @@ Rules on top of the calibration method's choice:
   marker, not data: its group stays float, as QNN and onnxruntime run the mask in float;
 - Softmax inputs take `SoftmaxInput`'s range: their real values' span, masked positions left out,
   clamped only where no row's Softmax can notice (observers.py);
-- bounded ops' outputs (gates, probabilities) and model outputs keep their observed range.
+- bounded ops' outputs (gates, probabilities) and model outputs keep their observed range;
+- a group read only by ops that are flat outside an interval (HardSwish below −3, HardSigmoid outside
+  [−β/α, (1−β)/α], Relu below 0, Clip outside [min, max]) keeps only the part of its range inside that
+  interval: a value beyond it gives the reader the same output whether clamped by the grid or not, so the
+  clipped range loses nothing and spends every level where the reader can see it (a MobileNetV3 Conv
+  output of [−18.2, 1.1] before a HardSwish gets a grid over [−3, 1.1], 4.6× finer);
+- a member read only by a max (MaxPool, GlobalMaxPool, ReduceMax: data-invariant, so it shares the group)
+  does not widen the group's lower end: a value below the max's own smallest output never wins a window
+  it was seen in, so the group's minimum is its other members' (MTCNN's PReLU → MaxPool: [−2.45, 7.3] →
+  [−1.53, 7.3]).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 
 from qtool.errors import DataError
@@ -19,6 +29,7 @@ from qtool.quant import encoding as enc
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import MinMax, Observer, SoftmaxInput
+from qtool.quant.rules import flat_outside, rule_for
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +41,10 @@ def _group_override(group: list[str], overrides: Encodings) -> Encoding | None:
         logger.warning("overrides for %s differ; they share one encoding, using %r's", sorted(given), next(iter(given)))
     chosen = distinct[0] if distinct else None
     if chosen is not None and len(chosen.scale) > 1:
-        raise DataError("per-channel encodings are only valid for weights", where=f"override {next(iter(given))!r}")
+        if len(group) > 1:
+            raise DataError("a per-channel activation encoding needs a tensor that shares its encoding with no other",
+                            where=f"override {next(iter(given))!r}", hint=f"it shares one with {sorted(group)}")  # fmt: skip
+        return dataclasses.replace(chosen, axis=enc.ACTIVATION_CHANNEL_AXIS)
     return chosen
 
 
@@ -80,4 +94,53 @@ def group_encoding(
         lo, hi = (merged if isinstance(merged, SoftmaxInput) else MinMax).range(merged)
     else:
         lo, hi = merged.range(bitwidth, schema)
-    return enc.with_schema(schema, lo, hi, bitwidth, pow2=pow2)
+    lo = max(lo, _floor_past_max_readers(facts, group, observers, lo))
+    return enc.with_schema(schema, *_within_live_interval(facts, group, lo, hi, bitwidth), bitwidth, pow2=pow2)
+
+
+MAX_OPS = frozenset({"MaxPool", "GlobalMaxPool", "ReduceMax"})
+
+
+def _floor_past_max_readers(facts: GraphFacts, group: list[str], observers: dict[str, Observer], lo: float) -> float:
+    """The smallest value seen in the members whose low values count (module docstring), or `lo`. A member
+    counts unless it is read only by maxes, or by data-invariant ops whose outputs are (a Reshape before the
+    pool)."""
+    members, memo = set(group), {}
+
+    def max_only(t: str) -> bool:
+        if t not in memo:
+            readers = facts.consumers.get(t, [])
+            memo[t] = t not in facts.graph_outputs and bool(readers) and all(
+                members.intersection(c.output)
+                and (c.op_type in MAX_OPS or (rule_for(c).shares_input_encoding and all(map(max_only, c.output))))
+                for c in readers
+            )
+        return memo[t]
+
+    if not any(max_only(t) for t in group):
+        return lo
+    seen = [observers[t] for t in group if t in observers and observers[t].count and not max_only(t)]
+    counted = [MinMax.range(o)[0] for o in seen]  # type: ignore[arg-type]
+    return min(counted) if counted else lo
+
+
+def _within_live_interval(
+    facts: GraphFacts, group: list[str], lo: float, hi: float, bitwidth: int
+) -> tuple[float, float]:
+    """[lo, hi] cut to the interval outside which every reader of the group is flat (module docstring),
+    one grid step beyond each cut end other than 0 (which every grid holds exactly): the grid's end must lie
+    past the bound, or every value beyond it would read as a value just inside (HardSwish(−2.98) = −0.0099,
+    not 0: a bias on most of a map)."""
+    members = set(group)
+    readers = [(c, t) for t in group for c in facts.consumers.get(t, []) if not members.intersection(c.output)]
+    if not readers or members & facts.graph_outputs:
+        return lo, hi
+    intervals = [flat_outside(c, facts.initializers, facts.array) if c.input[0] == t else None for c, t in readers]
+    if any(i is None for i in intervals):
+        return lo, hi
+    first, last = min(i[0] for i in intervals), max(i[1] for i in intervals)  # type: ignore[index]
+    if hi < first or lo > last:  # every value in one flat part: its end reads the same
+        return (first, first) if hi < first else (last, last)
+    cut_lo, cut_hi = max(lo, first), min(hi, last)
+    step = (cut_hi - cut_lo) / (2**bitwidth - 1)
+    return (cut_lo - step * (cut_lo != 0) if lo < first else lo), (cut_hi + step * (cut_hi != 0) if hi > last else hi)

@@ -130,6 +130,32 @@ def float_input_reason(node: onnx.NodeProto, target: str | None) -> str | None:
         return "onnxruntime would fuse it into a QLinearAveragePool, which rejects dilations, and fail to load"
 
 
+def flat_outside(node: onnx.NodeProto, initializers: dict, array: Callable) -> tuple[float, float] | None:
+    """The interval of input 0 outside which `node`'s output no longer changes (HardSwish is 0 below −3),
+    or None: an input range may be cut to it at no cost (group_range.py)."""
+    if node.domain not in ("", "ai.onnx") or not node.input:
+        return None
+    inf = float("inf")
+    if node.op_type == "Relu":
+        return 0.0, inf
+    if node.op_type == "HardSwish":
+        return -3.0, inf
+    if node.op_type == "HardSigmoid":
+        floats = {a.name: a.f for a in node.attribute}
+        alpha, beta = floats.get("alpha", 0.2), floats.get("beta", 0.5)
+        return (-beta / alpha, (1 - beta) / alpha) if alpha > 0 else None
+    if node.op_type == "Clip":
+        floats = {a.name: a.f for a in node.attribute}  # opset < 11: bounds are attributes
+        bounds = [floats.get("min", -inf), floats.get("max", inf)]
+        for k, name in enumerate(node.input[1:3]):
+            if name and name not in initializers:
+                return None
+            if name:
+                bounds[k] = float(array(name).reshape(-1)[0]) if array(name).size == 1 else None  # type: ignore[call-overload]
+        return None if None in bounds else (bounds[0], bounds[1])
+    return None
+
+
 def rule_for(node: onnx.NodeProto) -> OpRule:
     return OP_RULES.get(node.op_type, NO_RULE) if node.domain in ("", "ai.onnx") else NO_RULE
 

@@ -1,0 +1,88 @@
+"""Ranges cut to what the readers can see (quant/group_range.py): inputs of ops flat outside an interval
+(HardSwish, HardSigmoid, Relu, Clip), and members of a group read only by a max."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from conftest import run_cli
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _quantize(tmp_path: Path, nodes, arrays: dict, outputs: list, scale: float = 4.0) -> tuple[dict, Path, Path]:
+    """x [1, 64] (normal, std `scale`) -> nodes -> outputs (names, or (name, shape); [1, 64] by default);
+    returns (activation encodings, model, quantized model)."""
+    graph = helper.make_graph(
+        nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [1, 64]) if isinstance(o, str)
+         else helper.make_tensor_value_info(o[0], TensorProto.FLOAT, o[1]) for o in outputs],
+        [numpy_helper.from_array(v, k) for k, v in arrays.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(model, str(path))
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(8):
+        (tmp_path / f"{i}.raw").write_bytes((rng.normal(0, scale, (1, 64))).astype(np.float32).tobytes())
+        lines.append(str(tmp_path / f"{i}.raw"))
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out])
+    assert result.exit_code == 0, result.stderr
+    acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    return {k: v[0] for k, v in acts.items()}, path, out
+
+
+def _neg(name_in: str, name_out: str) -> onnx.NodeProto:
+    """An op of its own between the input and the rule under test (the input itself is a graph input)."""
+    return helper.make_node("Mul", [name_in, "one"], [name_out])
+
+
+ONE = {"one": np.array(1.0, np.float32)}
+
+
+def test_a_hardswish_input_keeps_only_its_live_part_and_the_model_stays_exact_there(tmp_path: Path) -> None:
+    nodes = [_neg("x", "a"), helper.make_node("HardSwish", ["a"], ["y"])]
+    acts, model, out = _quantize(tmp_path, nodes, ONE, ["y"], scale=6.0)
+    assert acts["a"]["min"] <= -3.0 < acts["a"]["min"] + 2 * acts["a"]["scale"]  # just past −3, not ~−18
+    x = np.linspace(-20, 2, 64, dtype=np.float32).reshape(1, 64)
+    want = ort.InferenceSession(str(model)).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+    assert np.all(got[x < -3.5] == 0)  # the clamp lands where HardSwish is flat: exactly 0
+    assert np.abs(got - want).max() <= acts["y"]["scale"] + acts["a"]["scale"]  # rounding of both grids
+
+
+def test_hardsigmoid_and_clip_inputs_are_cut_to_their_bounds(tmp_path: Path) -> None:
+    nodes = [_neg("x", "a"), helper.make_node("HardSigmoid", ["a"], ["y"], alpha=0.25, beta=0.5),
+             _neg("x", "b"), helper.make_node("Clip", ["b", "lo", "hi"], ["z"])]  # fmt: skip
+    arrays = {**ONE, "lo": np.array(-1.0, np.float32), "hi": np.array(2.0, np.float32)}
+    acts, _, _ = _quantize(tmp_path, nodes, arrays, ["y", "z"], scale=6.0)
+    assert -2.2 < acts["a"]["min"] <= -2.0 and 2.0 <= acts["a"]["max"] < 2.2  # flat outside [−β/α, (1−β)/α]
+    assert -1.1 < acts["b"]["min"] <= -1.0 and 2.0 <= acts["b"]["max"] < 2.1
+
+
+def test_a_tensor_read_by_anything_else_too_keeps_its_whole_range(tmp_path: Path) -> None:
+    nodes = [_neg("x", "a"), helper.make_node("HardSwish", ["a"], ["y"]), helper.make_node("Add", ["a", "y"], ["z"])]
+    acts, _, _ = _quantize(tmp_path, nodes, ONE, ["z"], scale=6.0)
+    assert acts["a"]["min"] < -10
+
+
+def test_a_max_pool_input_does_not_widen_the_shared_range_below_the_pools_own_minimum(tmp_path: Path) -> None:
+    """The pool's input and output share one encoding (data-invariant); values below the pool's smallest
+    output never won a window, so they do not stretch the grid (MTCNN: PReLU -> MaxPool)."""
+    nodes = [
+        _neg("x", "a"),
+        helper.make_node("Reshape", ["a", "shape"], ["a4"]),
+        helper.make_node("MaxPool", ["a4"], ["p"], kernel_shape=[1, 4], strides=[1, 4]),
+        helper.make_node("Relu", ["p"], ["y"]),
+        helper.make_node("Sub", ["p", "one"], ["z"]),
+    ]
+    arrays = {**ONE, "shape": np.array([1, 1, 1, 64], np.int64)}
+    acts, _, _ = _quantize(tmp_path, nodes, arrays, [("y", [1, 1, 1, 16]), ("z", [1, 1, 1, 16])], scale=1.0)
+    assert acts["a4"] == acts["p"]  # still one encoding, no requantization
+    assert acts["p"]["min"] > -2.0  # the input alone reached below −2.5 on these samples

@@ -153,6 +153,7 @@ class QuantizeOptions:
     use_per_row_quantization: bool = False
     weights_block_size: int | None = None  # per-block Conv/Gemm/MatMul weights (quant/blocks.py)
     use_lpbq: bool = False  # ... compressed to LPBQ (4-bit, decompressed 8-bit)
+    matmulnbits_accuracy_level: int | None = None  # --target ort-cpu's MatMulNBits (export/matmulnbits.py)
     ignore_quantization_overrides: bool = False
     enable_float_fallback: bool = False
     use_native_input_files: bool = False

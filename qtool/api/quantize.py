@@ -267,7 +267,8 @@ def _quantize(
         report.facts["algorithms"] = "; ".join(notes)
     quality = _evaluate(o, reference, quantized, eval_list, report, float_run)
     report.facts["calibration seconds"] = round(calibration_seconds, 2)
-    if o.target == "ort-cpu" and (count := to_matmulnbits(quantized)):  # 4-bit block MatMuls run natively
+    level = o.matmulnbits_accuracy_level or 0
+    if o.target == "ort-cpu" and (count := to_matmulnbits(quantized, level)):  # 4-bit block MatMuls run natively
         report.facts["MatMulNBits nodes"] = count
     gm.save(quantized, output, external=o.external_data)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))

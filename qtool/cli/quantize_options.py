@@ -118,6 +118,12 @@ def quantize_options(func: Callable) -> Callable:
             help="LPBQ: block scales as a per-channel scale times 4-bit integers (needs --weights_block_size, 4-bit).",
         ),
         click.option(
+            "--matmulnbits_accuracy_level",
+            type=int_choice(0, 1, 2, 3, 4),
+            callback=to_int,
+            help="--target ort-cpu's MatMulNBits: 0 computes in float, 4 quantizes A to int8 per block [preset: 4].",
+        ),
+        click.option(
             "--ignore_quantization_overrides",
             "--ignore_encodings",
             is_flag=True,

@@ -105,17 +105,23 @@ def test_accuracy_level_4_quantizes_a_inside_the_kernel(tmp_path: Path) -> None:
 
 def test_target_ort_cpu_writes_matmulnbits_for_4_bit_blocks(tmp_path: Path) -> None:
     """`quantize --target ort-cpu` with 4-bit blocks writes the MatMulNBits model itself (the report counts
-    the nodes); onnxruntime runs it and it computes what the QDQ model of the same flags computes. With
-    8-bit weights (the preset's) nothing converts: the QDQ model is written as before."""
+    the nodes), at the preset's accuracy_level 4 (close to the QDQ model of the same flags); with
+    `--matmulnbits_accuracy_level 0` it computes what the QDQ model computes. With 8-bit weights (the
+    preset's) nothing converts: the QDQ model is written as before."""
     flags = ["--act_bitwidth", "32", "--weights_block_size", "32", "--pack_4_bit_weights"]
     qdq = _quantize(tmp_path / "qdq", *flags)
     nbits = _quantize(tmp_path / "nbits", "--target", "ort-cpu", *flags, "--json")
     model = onnx.load(str(nbits))
     assert [n.op_type for n in model.graph.node].count("MatMulNBits") == 2
     assert not [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    levels = [a.i for n in model.graph.node for a in n.attribute if a.name == "accuracy_level"]
+    assert levels == [4, 4]  # the preset's: A quantized to int8 per block inside the kernel
     x = np.random.default_rng(4).uniform(-1, 1, (8, 64)).astype(np.float32)
     reference = _run(qdq, x, optimized=False)
-    np.testing.assert_allclose(_run(nbits, x), reference, rtol=1e-4, atol=1e-5 * float(np.abs(reference).max()))
+    assert 10 * np.log10(np.sum(reference**2) / np.sum((_run(nbits, x) - reference) ** 2)) > 30
+    exact = _quantize(tmp_path / "level0", "--target", "ort-cpu", *flags, "--matmulnbits_accuracy_level", "0")
+    assert not [a for n in onnx.load(str(exact)).graph.node for a in n.attribute if a.name == "accuracy_level"]
+    np.testing.assert_allclose(_run(exact, x), reference, rtol=1e-4, atol=1e-5 * float(np.abs(reference).max()))
     eight = _quantize(tmp_path / "w8", "--target", "ort-cpu", "--weights_bitwidth", "8")
     assert "MatMulNBits" not in {n.op_type for n in onnx.load(str(eight)).graph.node}
 

@@ -40,7 +40,10 @@ OUT := build/demo
 # 11997 -> 12086: ranges cut to what their readers see: inputs of ops flat outside an interval (HardSwish,
 #   HardSigmoid, Relu, Clip) and groups read only by a max (quant/group_range.py; issue 21; 89 lines)
 # 12086 -> 12094: --matmulnbits_accuracy_level on quantize, 4 in the ort-cpu preset (issue 23; 8 lines)
-LINE_BUDGET := 12094
+# 12094 -> 12350: per-channel activation encodings on a post-LN encoder's residual stream
+#   (quant/residual.py, --use_per_channel_residual) and SmoothQuant on post-LN LayerNorm outputs (a copy of
+#   the LayerNorm keeps the residual exact); per-channel activation overrides read and checked (issue 20; 256 lines)
+LINE_BUDGET := 12350
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -151,6 +151,7 @@ class QuantizeOptions:
     pack_4_bit_weights: bool = False
     use_per_channel_quantization: bool = False
     use_per_row_quantization: bool = False
+    use_per_channel_residual: bool = False  # per-channel activation encodings on the residual stream
     weights_block_size: int | None = None  # per-block Conv/Gemm/MatMul weights (quant/blocks.py)
     use_lpbq: bool = False  # ... compressed to LPBQ (4-bit, decompressed 8-bit)
     matmulnbits_accuracy_level: int | None = None  # --target ort-cpu's MatMulNBits (export/matmulnbits.py)

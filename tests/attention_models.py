@@ -185,3 +185,66 @@ def write_block_samples(folder: Path, n: int, seed: int, d: int = 64, name: str 
     listing = folder / name
     listing.write_text("\n".join(paths) + "\n")
     return listing
+
+
+def post_ln_model(seed: int = 0, d: int = 64, ff: int = 128) -> onnx.ModelProto:
+    """A BERT-style post-LN block whose residual stream has outlier channels, as trained encoders do:
+    x[1,S,d] -> (x·Wa + ba) + x -> LayerNorm (γ, β 30-60x on three channels) -> h1;
+    Gelu(h1·W1 + b1)·W2 + b2 (W2 writing 20x into the same channels) + h1 -> LayerNorm -> ·Wout -> y."""
+    rng = np.random.default_rng(seed)
+    loud = [5, 21, 50]
+
+    def loud_norm() -> tuple[np.ndarray, np.ndarray]:
+        gamma, beta = rng.uniform(0.5, 1.5, d).astype(np.float32), rng.normal(0, 0.1, d).astype(np.float32)
+        gamma[loud] *= np.array([30.0, 45.0, 60.0], np.float32)
+        beta[loud] += np.array([8.0, -6.0, 10.0], np.float32)
+        return gamma, beta
+
+    g1, b1 = loud_norm()
+    # the next LayerNorm undoes the outliers (its σ is theirs; a trained one scales the quiet channels back
+    # up and the loud ones down), so the quiet channels' few levels on a shared grid are what reaches y
+    g2 = rng.uniform(0.5, 1.5, d).astype(np.float32) * 30.0
+    g2[loud] = 0.05
+    w2 = rng.normal(0, 1 / np.sqrt(ff), (ff, d)).astype(np.float32)
+    w2[:, loud] *= 20.0
+    w = {
+        "wa": rng.normal(0, 1 / np.sqrt(d), (d, d)).astype(np.float32),
+        "ba": rng.normal(0, 0.1, d).astype(np.float32),
+        "g1": g1,
+        "b1": b1,
+        "w1": rng.normal(0, 1 / np.sqrt(d) / 8, (d, ff)).astype(np.float32),
+        "bias1": rng.normal(0, 0.1, ff).astype(np.float32),
+        "w2": w2,
+        "bias2": rng.normal(0, 0.1, d).astype(np.float32),
+        "g2": g2,
+        "b2": rng.normal(0, 0.1, d).astype(np.float32),
+        "wout": rng.normal(0, 1 / np.sqrt(d), (d, d)).astype(np.float32),
+    }
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "wa"], ["attn_mm"]),
+        n("Add", ["attn_mm", "ba"], ["attn"]),
+        n("Add", ["attn", "x"], ["res1"]),
+        n("LayerNormalization", ["res1", "g1", "b1"], ["h1"], axis=-1),
+        n("MatMul", ["h1", "w1"], ["up_mm"]),
+        n("Add", ["up_mm", "bias1"], ["up"]),
+        n("Gelu", ["up"], ["gelu"]),
+        n("MatMul", ["gelu", "w2"], ["down_mm"]),
+        n("Add", ["down_mm", "bias2"], ["down"]),
+        n("Add", ["down", "h1"], ["res2"]),
+        n("LayerNormalization", ["res2", "g2", "b2"], ["h2"], axis=-1),
+        n("MatMul", ["h2", "wout"], ["y"]),
+    ]
+    for i, node in enumerate(nodes):
+        node.name = f"{node.op_type}_{i}"
+    graph = helper.make_graph(
+        nodes,
+        "post_ln_block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, S, d])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, S, d])],
+        [numpy_helper.from_array(v, k) for k, v in w.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    onnx.checker.check_model(model, full_check=True)
+    return model

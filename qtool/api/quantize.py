@@ -7,7 +7,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import onnx
@@ -35,6 +35,7 @@ from qtool.quant.mixed_precision import overall
 from qtool.quant.overrides import checked_overrides
 from qtool.quant.plan import PlanOptions, activation_tensors, build_plan
 from qtool.quant.qdq import write_qdq
+from qtool.quant.residual import observe_channels, residual_stream
 from qtool.quant.stats import load_stats, save_stats
 from qtool.report import Report
 
@@ -153,6 +154,23 @@ def _calibrate(
     return observers, count
 
 
+def _per_channel_residual(o: QuantizeOptions, model: onnx.ModelProto, samples: Iterable | None, observers: dict) -> list[str]:
+    """--use_per_channel_residual: the residual stream's calibrated tensors observed per channel (one more
+    float pass over `samples`); the plan gives them per-channel encodings (quant/residual.py)."""
+    if not o.use_per_channel_residual:
+        return []
+    if samples is None or o.act_bitwidth == 32:
+        logger.warning("--use_per_channel_residual needs calibration (--input_list) and quantized activations: ignored")
+        return []
+    tensors = [t for t in residual_stream(GraphFacts.of(model)) if t in observers]
+    if not tensors:
+        logger.warning("--use_per_channel_residual: no residual stream found (no LayerNormalization over the last axis)")
+        return []
+    found = observe_channels(model, tensors, samples, o.num_threads)
+    observers.update(found)
+    return [f"per-channel residual: {len(found)} tensors"]
+
+
 def _run_algorithms(o: QuantizeOptions, stage: str, ctx: AlgorithmContext) -> list[str]:
     notes = []
     for name, module in resolve(o.apply_algorithms):
@@ -193,6 +211,7 @@ def _algorithm_context(
             candidate, activation_tensors(GraphFacts.of(candidate)), itertools.islice(samples(), TRIAL_SAMPLES),
             observer=o.act_quantizer_calibration, percentile=o.percentile_calibration_value, threads=o.num_threads,
         )  # fmt: skip
+        _per_channel_residual(o, candidate, itertools.islice(samples(), TRIAL_SAMPLES), found)
         given = encio.Encodings(dict(overrides.activations), dict(overrides.params))
         sub = AlgorithmContext(gm.copy(candidate), samples, quantizer(found), overrides=given, threads=o.num_threads)
         if "adaround" in o.apply_algorithms:
@@ -253,6 +272,8 @@ def _quantize(
     calibration_started = time.perf_counter()
     found, samples = _calibrate(o, model, GraphFacts.of(model), input_list, progress)
     observers.update(found)
+    samples_again = iter_samples(input_list, gm.input_specs(model), o.use_native_input_files) if input_list else None
+    notes += _per_channel_residual(o, model, samples_again, observers)
     calibration_seconds = time.perf_counter() - calibration_started
     external_data.release()
     notes += _run_algorithms(o, "quantized", ctx)

@@ -107,6 +107,11 @@ def quantize_options(func: Callable) -> Callable:
         ),
         click.option("--use_per_row_quantization", is_flag=True, help="Per-row symmetric weights for Gemm/MatMul."),
         click.option(
+            "--use_per_channel_residual",
+            is_flag=True,
+            help="One activation scale per hidden channel on a transformer's residual stream (LayerNorm inputs).",
+        ),
+        click.option(
             "--weights_block_size",
             type=click.IntRange(min=1),
             metavar="B",

@@ -106,7 +106,9 @@ def _legacy_channel(entry: Any, where: str) -> tuple[str, int, bool, float | Non
     return dtype, bw, _bool(entry.get("is_symmetric")), lo, hi
 
 
-def _from_legacy_list(name: str, entries: Any, where: str) -> Encoding:
+def _from_legacy_list(name: str, entries: Any, where: str, weight: bool = True) -> Encoding:
+    """One tensor's 0.6.1 entries; a weight's per-channel entries are symmetric whatever they say (AIMET writes
+    them so), an activation's (the residual stream's, quant/residual.py) keep their schema."""
     if not isinstance(entries, list) or not entries:
         raise DataError("must be a non-empty list of encodings", where=f"{where}: {name!r}")
     channels = [_legacy_channel(e, f"{where}: {name!r}[{i}]") for i, e in enumerate(entries)]
@@ -123,7 +125,7 @@ def _from_legacy_list(name: str, entries: Any, where: str) -> Encoding:
     lo = [c[3] for c in channels]
     hi = [c[4] for c in channels]
     with np.errstate(all="ignore"):
-        made = min_max_encoding(lo, hi, bw, symmetric=sym or len(channels) > 1)
+        made = min_max_encoding(lo, hi, bw, symmetric=sym or (weight and len(channels) > 1))
     if not np.isfinite([*made.scale, *made.min, *made.max]).all():
         raise DataError("the range is too wide to quantize: its scale is not a finite number", where=f"{where}: {name!r}")
     return made
@@ -188,7 +190,8 @@ def parse_encodings(data: Any, where: str) -> Encodings:
         body = data[section]
         if isinstance(body, dict):
             for name in sorted(body):
-                target[name] = _from_legacy_list(name, body[name], f"{where}: {section}")
+                weight = section == "param_encodings"
+                target[name] = _from_legacy_list(name, body[name], f"{where}: {section}", weight)
         elif isinstance(body, list):
             for i, entry in enumerate(body):
                 name, value = _from_v1_entry(entry, f"{where}: {section}[{i}]")

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_RANGE = 1e-4  # QNN seed: "Minimum range of 0.0001 is enforced"
+# A per-channel activation encoding (the residual stream's, quant/residual.py) runs along the last axis:
+# the files' 0.6.1 and 1.0.0 formats have no axis field, and hidden channels are last in every exporter.
+ACTIVATION_CHANNEL_AXIS = -1
 INT_BITWIDTHS = (4, 8, 16, 32)
 FLOAT_BITWIDTHS = (16, 32)
 

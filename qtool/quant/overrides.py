@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from qtool.errors import DataError, UsageError, did_you_mean
+from qtool.graph.model import inferred
 from qtool.io.encodings import Encodings
 from qtool.quant import blocks
 from qtool.quant import encoding as enc
@@ -71,7 +72,24 @@ def checked_overrides(facts: GraphFacts, overrides: Encodings) -> Encodings:
                 e.min[0],
                 e.max[0],
             )
+    _check_channel_counts(facts, acts)
     return Encodings(acts, dict(overrides.params))
+
+
+def _check_channel_counts(facts: GraphFacts, acts: dict[str, enc.Encoding]) -> None:
+    """A per-channel activation override runs along the tensor's last axis (encoding.ACTIVATION_CHANNEL_AXIS):
+    its entry count must be that axis's size, where shape inference knows it."""
+    per_channel = {n: len(e.scale) for n, e in acts.items() if len(e.scale) > 1}
+    if not per_channel:
+        return
+    graph = inferred(facts.model).graph
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if value.name not in per_channel or not dims or not dims[-1].HasField("dim_value"):
+            continue
+        if dims[-1].dim_value != per_channel[value.name]:
+            raise DataError(f"{per_channel[value.name]} per-channel encodings, but the tensor's last axis has "
+                            f"{dims[-1].dim_value} channels", where=f"override {value.name!r}")  # fmt: skip
 
 
 def propagate_float(facts: GraphFacts, overrides: Encodings, float_bias_bitwidth: int) -> Encodings:

@@ -23,6 +23,7 @@ from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import group_encoding
 from qtool.quant.observers import MinMax, Observer, observe_values
 from qtool.quant.overrides import int32_ops, propagate_float, sixteen_bit_layers
+from qtool.quant.residual import ChannelMinMax
 from qtool.quant.rules import float_input_reason, is_control_input, rule_for, weight_axis
 
 logger = logging.getLogger(__name__)
@@ -181,13 +182,29 @@ def plan_activations(
             continue  # float fallback: no data, no override
         if o.op_types and not any(t in overrides.activations or _touches(facts, t, o.op_types) for t in group):
             continue  # only the inputs and outputs of --op_types_to_quantize ops get Q/DQ
-        encoding = group_encoding(
+        encoding = _channel_encoding(group, observers, overrides, o) or group_encoding(
             facts, group, observers, overrides, bitwidth=o.act_bitwidth, schema=o.act_schema, pow2=o.act_pow2
         )
         planned.update(dict.fromkeys(group, encoding))
     if o.float_bitwidth == 16:
         planned.update({t: enc.float_encoding(16) for t in tensors if t not in planned})
     return {t: planned[t] for t in tensors if t in planned}
+
+
+def _channel_encoding(
+    group: list[str], observers: dict[str, Observer], overrides: Encodings, o: PlanOptions
+) -> Encoding | None:
+    """A residual-stream tensor observed per channel (quant/residual.py) gets one grid per channel, unless an
+    override gives its range or keeps it float; an override's bitwidth (16-bit, mixed precision) still applies."""
+    observer = observers.get(group[0])
+    if len(group) > 1 or not isinstance(observer, ChannelMinMax) or observer.channel_lo is None:
+        return None
+    given = overrides.activations.get(group[0])
+    if given is not None and (given.is_float or given.scale):
+        return None
+    schema = "symmetric" if given is not None and given.is_symmetric else o.act_schema
+    e = observer.encoding(given.bitwidth if given is not None else o.act_bitwidth, schema)
+    return enc.power_of_2(e) if o.act_pow2 else e
 
 
 def _channel_count(shape: tuple[int, ...], axis: int) -> int:
@@ -255,7 +272,7 @@ def _bias_encoding(
         return given
     bitwidth = given.bitwidth if given is not None else o.bias_bitwidth
     aligned = weight is not None and not weight.is_float and values.ndim == 1 and len(weight.scale) in (1, values.size)
-    if bitwidth == 32 and aligned and input_enc is not None and not input_enc.is_float and input_enc.scale:
+    if bitwidth == 32 and aligned and input_enc is not None and not input_enc.is_float and len(input_enc.scale) == 1:
         return enc.bias_int32(input_enc.scale[0], weight, values)  # type: ignore[arg-type]
     schema = "symmetric" if bitwidth == 32 else o.param_schema
     return enc.with_schema(

@@ -9,6 +9,11 @@ output, or a MatMul's (bias Add included), and feeds only MatMuls with 2-D weigh
 
 The 1/s folds into the LayerNormalization's γ and β, or into the producing MatMul's weight columns
 and bias; the s into the rows of every W_k. max|X_j| comes from `num_batches` calibration samples.
+
+In a post-LN block (BERT) the LayerNormalization's output also feeds the next residual Add, which needs X
+itself: the LayerNormalization is then duplicated, one copy with γ/s, β/s for the MatMuls and one with the
+original γ, β for its other readers (`<output>_unsmoothed`), so the smoothed grid serves the MatMuls while
+the residual reads the unsmoothed values (with `--use_per_channel_residual`, on a grid per channel).
 With `keep: auto` (default) the change is kept only when the quantized output SQNR improves.
 """
 
@@ -41,6 +46,7 @@ class Site:
     producer: onnx.NodeProto
     bias: str | None  # the producing MatMul's bias constant (an Add after it), if any
     consumers: tuple[onnx.NodeProto, ...]
+    others: tuple[onnx.NodeProto, ...] = ()  # readers that are not such MatMuls (a LayerNormalization's only)
 
 
 def _only_user(facts: GraphFacts, name: str, node: onnx.NodeProto) -> bool:
@@ -80,12 +86,34 @@ def _producer(facts: GraphFacts, tensor: str) -> tuple[onnx.NodeProto, str | Non
 def find_sites(facts: GraphFacts) -> list[Site]:
     sites = []
     for tensor, users in facts.consumers.items():
-        if not users or not all(u.op_type == "MatMul" and u.input[0] == tensor and _weight_2d(facts, u) for u in users):
+        matmuls = tuple(u for u in users if u.op_type == "MatMul" and u.input[0] == tensor and _weight_2d(facts, u))
+        others = tuple(u for u in users if u not in matmuls)
+        found = _producer(facts, tensor) if matmuls else None
+        if found is None or (others and (found[0].op_type != "LayerNormalization" or tensor in facts.graph_outputs)):
             continue
-        found = _producer(facts, tensor)
-        if found is not None:
-            sites.append(Site(tensor, found[0], found[1], tuple(users)))
+        sites.append(Site(tensor, found[0], found[1], matmuls, others))
     return sites
+
+
+def _unsmoothed_copy(ctx: AlgorithmContext, site: Site) -> None:
+    """A second LayerNormalization with the original γ and β, read by the site's other readers."""
+    norm = site.producer
+    copy_node = onnx.NodeProto()
+    copy_node.CopyFrom(norm)
+    copy_node.name = f"{norm.name or site.tensor}_unsmoothed"
+    del copy_node.output[:]
+    copy_node.output.append(f"{site.tensor}_unsmoothed")
+    for k, name in enumerate(norm.input[1:3], start=1):
+        if name:
+            copy_node.input[k] = f"{name}_unsmoothed"
+            ctx.set_array(copy_node.input[k], ctx.array(name))
+    for reader in site.others:
+        for k, name in enumerate(reader.input):
+            if name == site.tensor:
+                reader.input[k] = copy_node.output[0]
+    nodes = ctx.model.graph.node
+    at = next(k for k, n in enumerate(nodes) if n is norm or (n.name == norm.name and n.output[0] == site.tensor))
+    nodes.insert(at + 1, copy_node)
 
 
 def _channel_max(ctx: AlgorithmContext, sites: list[Site], samples: int) -> dict[str, np.ndarray]:
@@ -113,6 +141,8 @@ def _smooth(ctx: AlgorithmContext, site: Site, peak: np.ndarray, alpha: float) -
     for user, w in zip(site.consumers, weights, strict=True):
         ctx.set_array(user.input[1], w * s[:, None])
     producer = site.producer
+    if site.others:
+        _unsmoothed_copy(ctx, site)
     if producer.op_type == "LayerNormalization":
         for name in (i for i in producer.input[1:3] if i):
             ctx.set_array(name, ctx.array(name) / s)
@@ -132,7 +162,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
         raise UsageError(f"smoothquant: keep must be auto or always, not {keep!r}", where="--config")
     sites = find_sites(GraphFacts.of(ctx.model))
     if not sites:
-        logger.warning("smoothquant: no LayerNormalization or MatMul output feeding only MatMuls; nothing smoothed")
+        logger.warning("smoothquant: no LayerNormalization or MatMul output feeding MatMuls; nothing smoothed")
         return ["smoothquant: no matching pattern"]
     peaks = _channel_max(ctx, sites, int(ctx.config.get("num_batches", 32)))
     before = copy(ctx.model)

@@ -1,0 +1,158 @@
+"""Per-channel activation encodings for a transformer's residual stream (`--use_per_channel_residual`).
+
+A post-LN encoder's residual sums (the LayerNormalization inputs) and the branch outputs added into
+them carry a few hidden channels 20-100x larger than the rest: one 8-bit grid over a sum that spans
+[-9, 223] leaves most channels a handful of levels before the LayerNorm rescales them (all-MiniLM-L6-v2:
+cosine 0.80 at W8A8). Bondarenko et al. 2021 ("Understanding and Overcoming the Challenges of Efficient
+Transformer Quantization", per-embedding-group quantization) give these tensors one grid per group
+of hidden channels; here each hidden channel (the last axis) gets its own, still 8 bits.
+
+Only tensors no reader reduces over that axis with weights get it: the inputs of a LayerNormalization over
+the last axis, the operands of the Add that produces one when every reader of the operand is an Add, Sub
+or such a LayerNormalization, and the MatMul/Gemm output behind such an operand's bias Add. A per-channel
+scale there is an elementwise rescale an integer kernel applies on requantization (a MatMul's output per
+column, like per-channel weights); a MatMul *input* (a LayerNorm output read by the next block) would need
+its scales folded into the weights, so it keeps one grid. onnxruntime runs these as QDQ with `axis`;
+per-channel activations are not a QNN HTP encoding, so the qnn-htp preset does not turn this on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from qtool import runtime
+from qtool.errors import ModelError
+from qtool.graph.model import default_opset
+from qtool.quant import encoding as enc
+from qtool.quant.encoding import Encoding
+from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.observers import MinMax
+
+ELEMENTWISE_READERS = frozenset({"Add", "Sub"})
+MATMUL_OPS = frozenset({"MatMul", "Gemm"})
+NORMS = frozenset({"LayerNormalization"})
+
+
+def _normalizes_last_axis(node: onnx.NodeProto) -> bool:
+    axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+    return node.op_type in NORMS and axis == -1
+
+
+def _channel_safe(facts: GraphFacts, name: str) -> bool:
+    readers = facts.consumers.get(name, [])
+    return bool(readers) and all(
+        r.op_type in ELEMENTWISE_READERS or (_normalizes_last_axis(r) and r.input[0] == name) for r in readers
+    )
+
+
+def _dynamic(facts: GraphFacts, name: str) -> bool:
+    return name not in facts.initializers and facts.is_float(name)
+
+
+def residual_stream(facts: GraphFacts) -> list[str]:
+    """The residual-stream tensors (module docstring), in graph order."""
+    found: list[str] = []
+
+    def add(name: str) -> None:
+        if name not in found:
+            found.append(name)
+
+    for norm in facts.model.graph.node:
+        if not _normalizes_last_axis(norm) or not _dynamic(facts, norm.input[0]):
+            continue
+        summed = norm.input[0]
+        if not _channel_safe(facts, summed):
+            continue
+        add(summed)
+        producer = facts.producers.get(summed)
+        if producer is None or producer.op_type != "Add":
+            continue
+        for operand in producer.input:
+            if not _dynamic(facts, operand) or not _channel_safe(facts, operand):
+                continue
+            add(operand)
+            bias_add = facts.producers.get(operand)
+            if bias_add is None or bias_add.op_type != "Add" or not any(i in facts.initializers for i in bias_add.input):
+                continue
+            for product in bias_add.input:
+                source = facts.producers.get(product)
+                readers = facts.consumers.get(product, [])
+                if source is not None and source.op_type in MATMUL_OPS and [r.name for r in readers] == [bias_add.name]:
+                    add(product)
+    return found
+
+
+class ChannelMinMax(MinMax):
+    """Min-max per channel of the last axis, and over all of them (what MinMax reports)."""
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self.channel_lo: np.ndarray | None = None
+        self.channel_hi: np.ndarray | None = None
+
+    def observe_channels(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        lo, hi = np.asarray(lo, np.float64).ravel(), np.asarray(hi, np.float64).ravel()
+        if self.channel_lo is not None and self.channel_lo.size != lo.size:
+            raise ModelError(f"tensor {self.name!r} changed its channel count between samples ({self.channel_lo.size} "
+                             f"then {lo.size}); per-channel residual encodings need a fixed hidden size")  # fmt: skip
+        self.channel_lo = lo if self.channel_lo is None else np.minimum(self.channel_lo, lo)
+        self.channel_hi = hi if self.channel_hi is None else np.maximum(self.channel_hi, hi)
+        self.observe(float(lo.min()), float(hi.max()), None)
+
+    def encoding(self, bitwidth: int, schema: str) -> Encoding:
+        assert self.channel_lo is not None and self.channel_hi is not None
+        return enc.with_schema(schema, self.channel_lo, self.channel_hi, bitwidth, enc.ACTIVATION_CHANNEL_AXIS)
+
+
+def _probes(model: onnx.ModelProto, tensors: list[str]) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of `model` returning each tensor's per-channel minimum and maximum over its last axis:
+    Reshape to [-1, C] (C read from the tensor's own shape at run time, so no declared shape or rank is
+    trusted), then ReduceMin/ReduceMax over rows."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    axes_as_input = default_opset(model) >= 18
+    nodes, outputs = [], []
+    for t in tensors:
+        p = f"{t}.qtool_ch_"
+        nodes += [
+            helper.make_node("Shape", [t], [p + "shape"], name=p + "shape"),
+            helper.make_node("Slice", [p + "shape", "qtool.ch_last", "qtool.ch_end"], [p + "width"], name=p + "width"),
+            helper.make_node("Concat", ["qtool.ch_rows", p + "width"], [p + "rows_shape"], name=p + "rows_shape", axis=0),
+            helper.make_node("Reshape", [t, p + "rows_shape"], [p + "rows"], name=p + "rows"),
+        ]
+        for op, kind in (("ReduceMin", "lo"), ("ReduceMax", "hi")):
+            inputs, attrs = ([p + "rows", "qtool.ch_axis0"], {}) if axes_as_input else ([p + "rows"], {"axes": [0]})
+            nodes.append(helper.make_node(op, inputs, [p + kind], name=p + kind, keepdims=0, **attrs))
+            outputs.append(p + kind)
+    constants = {"qtool.ch_last": [-1], "qtool.ch_end": [2**62], "qtool.ch_rows": [-1], "qtool.ch_axis0": [0]}
+    copy.graph.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), n) for n, v in constants.items())
+    copy.graph.node.extend(nodes)
+    return runtime.with_outputs(copy, outputs), outputs
+
+
+def observe_channels(
+    model: onnx.ModelProto, tensors: list[str], feeds: Iterable[tuple[str, dict[str, np.ndarray]]], threads: int = 0
+) -> dict[str, ChannelMinMax]:
+    """Per-channel ranges of `tensors` over the calibration samples: one float pass."""
+    if not tensors:
+        return {}
+    probed, outputs = _probes(model, tensors)
+    session = runtime.session(probed, threads)
+    inputs = {i.name for i in session.get_inputs()}
+    observers = {t: ChannelMinMax(t) for t in tensors}
+    for where, feed in feeds:
+        try:
+            values = session.run(outputs, {k: v for k, v in feed.items() if k in inputs})
+        except Exception as e:  # ORT's own error types; the message names the failing node
+            raise ModelError(f"inference failed: {str(e).splitlines()[0][:300]}", where=where) from e
+        for k, t in enumerate(tensors):
+            lo, hi = values[2 * k], values[2 * k + 1]
+            if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+                observers[t].unbounded = True  # a mask's values reached it: it stays per-tensor (plan)
+                continue
+            observers[t].observe_channels(lo, hi)
+    return {t: o for t, o in observers.items() if o.count and not o.unbounded}

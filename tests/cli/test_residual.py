@@ -1,0 +1,153 @@
+"""Per-channel residual-stream encodings and SmoothQuant in a post-LN block (issue 20): a BERT-style
+block whose LayerNorm inputs carry outlier channels, quantized W8A8."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from attention_models import S, post_ln_model, write_block_samples
+from conftest import run_cli
+
+from qtool.graph.model import inferred
+from qtool.io.feeds import iter_feeds, iter_samples
+from qtool.io.input_list import read_input_list
+from qtool.io.raw import InputSpec
+from qtool.quant.algorithms import AlgorithmContext, smoothquant
+from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.residual import observe_channels, residual_stream
+
+SPEC = [InputSpec("x", np.dtype(np.float32), (1, S, 64))]
+W8A8 = ["--use_per_channel_quantization", "--use_per_row_quantization", "--bias_bitwidth", "32"]
+
+
+@pytest.fixture(scope="module")
+def block(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("post_ln")
+    model = root / "m.onnx"
+    onnx.save(post_ln_model(), str(model))
+    return model, write_block_samples(root / "cal", 24, seed=0), write_block_samples(root / "val", 24, seed=1)
+
+
+def test_the_residual_stream_is_the_layernorm_inputs_and_the_branches_added_into_them() -> None:
+    found = residual_stream(GraphFacts.of(inferred(post_ln_model())))
+    # h1 feeds a MatMul (its channels are summed with weights) and x too: both keep one grid
+    assert found == ["res1", "attn", "attn_mm", "res2", "down", "down_mm"]
+
+
+def test_channel_ranges_are_each_channels_own(block) -> None:
+    path, calibration, _ = block
+    model = inferred(onnx.load(str(path)))
+    observers = observe_channels(model, ["res2"], iter_samples(read_input_list(calibration), SPEC))
+    session = ort.InferenceSession(_with_output(model, "res2").SerializeToString(), providers=["CPUExecutionProvider"])
+    values = np.concatenate([session.run(["res2"], f)[0].reshape(-1, 64) for f in iter_feeds(read_input_list(calibration), SPEC)])
+    np.testing.assert_allclose(observers["res2"].channel_lo, values.min(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(observers["res2"].channel_hi, values.max(axis=0), rtol=1e-6)
+    assert observers["res2"].range() == (values.min(), values.max())
+
+
+def _with_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.graph.output.append(onnx.ValueInfoProto(name=name))
+    return copy
+
+
+def _quantize(tmp_path: Path, block, name: str, *extra) -> tuple[dict, Path]:
+    model, calibration, held_out = block
+    out = tmp_path / f"{name}.onnx"
+    result = run_cli(["quantize", "-i", model, "--input_list", calibration, "--eval_list", held_out, "-o", out,
+                      "--json", *W8A8, *extra])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout), out
+
+
+def _sqnr(report: dict) -> float:
+    return report["outputs (float vs quantized)"][0]["sqnr_db"]
+
+
+def test_per_channel_residual_gains_on_held_out_samples_and_writes_axis_encodings(tmp_path: Path, block) -> None:
+    plain, _ = _quantize(tmp_path, block, "plain")
+    report, out = _quantize(tmp_path, block, "pcr", "--use_per_channel_residual")
+    assert _sqnr(report) >= _sqnr(plain) + 1.0, (_sqnr(plain), _sqnr(report))
+    assert "per-channel residual: 6 tensors" in report["algorithms"]
+    quantized = onnx.load(str(out))
+    q = next(n for n in quantized.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "res2")
+    assert [(a.name, a.i) for a in q.attribute] == [("axis", -1)]
+    scale = next(i for i in quantized.graph.initializer if i.name == q.input[1])
+    assert list(scale.dims) == [64]
+    h1 = next(n for n in quantized.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "h1")
+    assert not h1.attribute  # a MatMul reads it: one grid
+    encodings = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert len(encodings["res2"]) == 64 and len(encodings["h1"]) == 1
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "1.0.0", "2.0.0"])
+def test_per_channel_activation_encodings_round_trip_as_overrides(tmp_path: Path, block, fmt: str) -> None:
+    model = block[0]
+    _, out = _quantize(tmp_path, block, "first", "--use_per_channel_residual", "--encodings_format", fmt)
+    again = tmp_path / "again.onnx"
+    result = run_cli(["quantize", "-i", model, "--quantization_overrides", out.with_suffix(".encodings.json"),
+                      "--enable_float_fallback", "-o", again, "--encodings_format", fmt, *W8A8])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    first, second = onnx.load(str(out)), onnx.load(str(again))
+    assert {i.name: i.raw_data for i in first.graph.initializer} == {i.name: i.raw_data for i in second.graph.initializer}
+    assert out.with_suffix(".encodings.json").read_bytes() == again.with_suffix(".encodings.json").read_bytes()
+
+
+def test_per_channel_activation_overrides_are_checked(tmp_path: Path, block) -> None:
+    model, calibration, _ = block
+
+    def run(entries: dict) -> object:
+        overrides = tmp_path / "o.json"
+        overrides.write_text(json.dumps({"activation_encodings": entries, "param_encodings": {}}))
+        return run_cli(["quantize", "-i", model, "--input_list", calibration, "-o", tmp_path / "q.onnx",
+                        "--quantization_overrides", overrides])  # fmt: skip
+
+    entry = {"bitwidth": 8, "min": -1.0, "max": 1.0, "is_symmetric": "False"}
+    wrong = run({"up": [entry] * 64})  # up has 128 channels
+    assert wrong.exit_code == 4 and "override 'up'" in wrong.stderr and "128 channels" in wrong.stderr
+    assert not (tmp_path / "q.onnx").exists()
+    assert run({"up": [entry] * 128}).exit_code == 0
+
+
+def test_smoothquant_smooths_a_post_ln_output_and_keeps_the_residual_exact(block) -> None:
+    path, calibration, held_out = block
+    model = onnx.load(str(path))
+    sites = smoothquant.find_sites(GraphFacts.of(model))
+    assert [(s.tensor, [o.name for o in s.others]) for s in sites] == [("h1", ["Add_9"]), ("h2", [])]
+    ctx = AlgorithmContext(model, lambda: iter_samples(read_input_list(calibration), SPEC), lambda m, e: (m, None))
+    ctx.config = {"alpha": 0.5, "keep": "always"}
+    notes = smoothquant.run(ctx)
+    assert "2 tensors smoothed" in notes[0]
+    residual = next(n for n in ctx.model.graph.node if n.name == "Add_9")
+    assert list(residual.input) == ["down", "h1_unsmoothed"]
+    onnx.checker.check_model(ctx.model, full_check=True)
+    before = _outputs(onnx.load(str(path)), held_out)
+    after = _outputs(ctx.model, held_out)
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5 * float(np.abs(before).max()))
+
+
+def _outputs(model: onnx.ModelProto, listing: Path) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.stack([session.run(None, feed)[0] for feed in iter_feeds(read_input_list(listing), SPEC)])
+
+
+def test_smoothquant_with_per_channel_residual_beats_either_alone(tmp_path: Path, block) -> None:
+    """SmoothQuant gives the MatMuls reading h1 a fine grid; the residual reads h1_unsmoothed, which only a
+    grid per channel holds: each needs the other."""
+    pcr, _ = _quantize(tmp_path, block, "pcr", "--use_per_channel_residual")
+    smooth, _ = _quantize(tmp_path, block, "sq", "--apply_algorithms", "smoothquant", "--config", _always(tmp_path))
+    both, _ = _quantize(tmp_path, block, "both", "--use_per_channel_residual", "--apply_algorithms", "smoothquant")
+    assert "h1 (max/median" in both["algorithms"]
+    assert _sqnr(both) >= max(_sqnr(pcr), _sqnr(smooth)) + 6.0, (_sqnr(pcr), _sqnr(smooth), _sqnr(both))
+
+
+def _always(tmp_path: Path) -> Path:
+    config = tmp_path / "always.yaml"
+    config.write_text("smoothquant:\n  keep: always\n")
+    return config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 from collections.abc import Callable, Iterable
@@ -126,6 +127,24 @@ def runner(
     sess = session(pruned(model, names, given), threads, where, folded=folded)
     inputs = {i.name for i in sess.get_inputs()}
     return lambda feed: dict(zip(names, sess.run(names, {k: v for k, v in feed.items() if k in inputs}), strict=True))
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to trim
+        return None
+
+
+def give_back() -> None:
+    """Return to the system the heap that freed tensors left. glibc raises its mmap threshold (to 32 MiB)
+    whenever a large block is freed, so the weights and activations of a session that is gone end up on
+    its heap, which free() keeps: the next stage's peak would stack on them (inspect on a 2.35 GB
+    decoder: 0.65 GB left after calibration, 1 GB after the reference outputs)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 @functools.cache

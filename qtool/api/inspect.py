@@ -7,6 +7,7 @@ import tempfile
 
 import onnx
 
+from qtool import runtime
 from qtool.api.common import drift_table, read_labels
 from qtool.config import InspectOptions
 from qtool.errors import DataError, UsageError
@@ -41,6 +42,7 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
     if o.reference is not None and o.input_list is None:
         raise UsageError("--reference needs --input_list to compare the two models")
     ctx = lint.context(model, o.target, scratch)  # a quantized model's float view: its weights on disk
+    _drop_pages()
     rows = None
     if o.input_list is not None:
         input_list = read_input_list(o.input_list)
@@ -51,14 +53,21 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
         ctx.stats = lint_data.collect_stats(
             ctx.model, iter_samples(input_list, specs, o.use_native_input_files), o.num_threads
         )
+        _drop_pages()
         if o.reference is not None:
             rows = _compare_layers(o, model, input_list, labels, report)
-    external_data.release()  # the comparison's weights; the lints read the float view's
+    _drop_pages()  # the comparison's weights; the lints read the float view's
     report.findings = lint.run_lints(ctx)
     if o.html is not None:
         write_text(o.html, inspect_html.render(report, rows))
         report.facts["html"] = str(o.html)
     return report
+
+
+def _drop_pages() -> None:
+    """Between stages: mapped weights leave the resident set, the heap a dropped session freed goes back."""
+    external_data.release()
+    runtime.give_back()
 
 
 def _checked_labels(o: InspectOptions, input_list: InputList) -> list[int] | None:
@@ -80,10 +89,12 @@ def _compare_layers(
     feeds = iter_feeds(input_list, specs, o.use_native_input_files)
     # the float model's outputs first (when they are small), then the quantized model's: one model's weights at a time
     cached = compare.reference_outputs(reference, feeds, o.num_threads)
-    external_data.release()
+    _drop_pages()
     feeds = iter_feeds(input_list, specs, o.use_native_input_files)
     drift = compare.compare_outputs(reference, model, feeds, labels, o.num_threads, cached)  # as deployed
+    _drop_pages()
     errors = layers.stream(reference, model, iter_feeds(input_list, specs, o.use_native_input_files), o.num_threads)
+    _drop_pages()
     rows = layers.rank(errors, reference, model)
     report.facts["compared samples"] = len(input_list.samples)
     report.tables.append(drift_table(drift, with_labels=labels is not None))

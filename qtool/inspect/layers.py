@@ -34,6 +34,7 @@ import onnx
 from qtool.graph.model import inferred
 from qtool.inspect import stages
 from qtool.inspect.compare import common_shape
+from qtool.inspect.lint import channel_ranges
 from qtool.inspect.lint_data import float_tensors
 from qtool.io.encodings import Encodings
 from qtool.quant.encoding import Encoding
@@ -161,7 +162,7 @@ def _weight(node: onnx.NodeProto | None, facts: GraphFacts) -> tuple[str, np.nda
 
 
 def _uneven(values: np.ndarray, axis: int) -> bool:
-    ranges = np.abs(np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)).max(axis=1)
+    ranges = channel_ranges(values, axis)
     live = ranges[ranges > 0]
     return len(live) > 1 and float(live.max() / live.min()) > UNEVEN_RATIO
 

@@ -154,6 +154,7 @@ def run_stages(
                 samples = max(samples, i + 1)
                 yield g, out[0], out[1]
             del runners, previous
+            runtime.give_back()  # the stage's sessions are gone: their heap too
 
 
 def compare_bytes() -> int:

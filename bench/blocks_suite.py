@@ -314,7 +314,10 @@ def render(rows: list[Row], manifest: dict) -> list[str]:
         "error (`--apply_algorithms clipsearch`, 64 calibration samples); `+ GPTQ` = `--apply_algorithms "
         "adaround` (64 samples). ort = onnxruntime's MatMulNBitsQuantizer (4-bit, block 32, symmetric; GPTQ on "
         "the same 64 samples; it quantizes MatMuls only: Gather tables stay float). matmulnbits = `qtool export "
-        "--format matmulnbits` of the weight-only model named (MatMulNBits, GatherBlockQuantized). time s / peak "
+        "--format matmulnbits` of the weight-only model named (MatMulNBits, GatherBlockQuantized; `accuracy_level 4`: "
+        "`--matmulnbits_accuracy_level 4`, A quantized to int8 per block in the kernel). one token: the causal LM "
+        "exported for input_ids [1, 1] (a batch-1 decode step), weight-only W4 B32 by weight error, latency against "
+        "that one-token float model on token 1 (no task metrics). time s / peak "
         "MB: the quantizing or exporting process. size: the written model against the float export. latency: "
         "onnxruntime CPU, batch 1, one thread, median ms, paired with the float model "
         "in one process; ×fp32 = fp32 ms / model ms.",

@@ -35,7 +35,7 @@ from qtool.quant.mixed_precision import overall
 from qtool.quant.overrides import checked_overrides
 from qtool.quant.plan import PlanOptions, activation_tensors, build_plan
 from qtool.quant.qdq import write_qdq
-from qtool.quant.residual import observe_channels, residual_stream
+from qtool.quant.residual import observe_channels, on_residual_stream, residual_stream
 from qtool.quant.stats import load_stats, save_stats
 from qtool.report import Report
 
@@ -365,6 +365,8 @@ def _quality(
     rows = layers.rank(layers.stream(reference, quantized, feeds, o.num_threads), reference, quantized)
     worst = next((r for r in rows if math.isfinite(r.added_db)), None)
     blame = f"; worst layer {worst.tensor!r} ({worst.op}, adds noise at {worst.added_db:g} dB): {worst.fix}" if worst else ""
+    if worst and not o.use_per_channel_residual and on_residual_stream(GraphFacts.of(reference), worst.tensor):
+        blame += "; it is on a transformer's residual stream: try --use_per_channel_residual --apply_algorithms smoothquant"
     message = f"the quantized model is far from the float one (output SQNR {sqnr:.2f} dB, cosine {cosine:.4f}){blame}"
     report.facts["quality"] = message
     if gate:

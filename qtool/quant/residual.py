@@ -86,6 +86,14 @@ def residual_stream(facts: GraphFacts) -> list[str]:
     return found
 
 
+def on_residual_stream(facts: GraphFacts, tensor: str) -> bool:
+    """Is `tensor` on the residual stream, or the output of a LayerNorm that reads it (the layer a per-layer
+    ranking blames for a residual sum's noise)?"""
+    stream = residual_stream(facts)
+    producer = facts.producers.get(tensor)
+    return tensor in stream or (producer is not None and _normalizes_last_axis(producer) and producer.input[0] in stream)
+
+
 class ChannelMinMax(MinMax):
     """Min-max per channel of the last axis, and over all of them (what MinMax reports)."""
 

@@ -72,6 +72,7 @@ def _sqnr(report: dict) -> float:
 
 def test_per_channel_residual_gains_on_held_out_samples_and_writes_axis_encodings(tmp_path: Path, block) -> None:
     plain, _ = _quantize(tmp_path, block, "plain")
+    assert "try --use_per_channel_residual" in plain["quality"]  # the warning names the fix
     report, out = _quantize(tmp_path, block, "pcr", "--use_per_channel_residual")
     assert _sqnr(report) >= _sqnr(plain) + 1.0, (_sqnr(plain), _sqnr(report))
     assert "per-channel residual: 6 tensors" in report["algorithms"]

@@ -28,17 +28,18 @@ from qtool.quant.observers import MinMax
 
 
 def encoding_range(e: Encoding) -> tuple[float, float]:
-    """The range that the encoding's own schema maps back onto `e`."""
+    """The range that the encoding's own schema maps back onto `e`; a per-channel activation's (the residual
+    stream's) is the union of its channels' (a stats file holds one range a tensor)."""
     if e.is_symmetric:
-        limit = (2 ** (e.bitwidth - 1) - 1) * e.scale[0]
+        limit = (2 ** (e.bitwidth - 1) - 1) * max(e.scale)
         return -limit, limit
-    return e.min[0], e.max[0]
+    return min(e.min), max(e.max)
 
 
 def observers(job: ExportJob) -> dict[str, MinMax]:
     found = {}
     for name, e in sorted(job.found.activations.items()):
-        if e.is_float or len(e.scale) != 1:
+        if e.is_float:
             continue
         observer = MinMax(name)
         observer.lo, observer.hi = encoding_range(e)

@@ -152,3 +152,13 @@ def _always(tmp_path: Path) -> Path:
     config = tmp_path / "always.yaml"
     config.write_text("smoothquant:\n  keep: always\n")
     return config
+
+
+def test_ranges_export_keeps_a_per_channel_activation_as_the_union_of_its_channels(tmp_path: Path, block) -> None:
+    _, out = _quantize(tmp_path, block, "pcr", "--use_per_channel_residual")
+    result = run_cli(["export", "-i", out, "--format", "ranges", "-o", tmp_path / "ranges"])
+    assert result.exit_code == 0, result.stderr
+    tensors = json.loads(next((tmp_path / "ranges").glob("*.ranges.json")).read_text())["tensors"]
+    channels = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]["res2"]
+    assert tensors["res2"]["lo"] == pytest.approx(min(c["min"] for c in channels))
+    assert tensors["res2"]["hi"] == pytest.approx(max(c["max"] for c in channels))

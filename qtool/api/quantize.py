@@ -33,7 +33,7 @@ from qtool.quant.calibrate import calibrate
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import overall
 from qtool.quant.overrides import checked_overrides
-from qtool.quant.plan import PlanOptions, activation_tensors, build_plan
+from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan
 from qtool.quant.qdq import write_qdq
 from qtool.quant.residual import observe_channels, on_residual_stream, residual_stream
 from qtool.quant.stats import load_stats, save_stats
@@ -162,7 +162,9 @@ def _per_channel_residual(o: QuantizeOptions, model: onnx.ModelProto, samples: I
     if samples is None or o.act_bitwidth == 32:
         logger.warning("--use_per_channel_residual needs calibration (--input_list) and quantized activations: ignored")
         return []
-    tensors = [t for t in residual_stream(GraphFacts.of(model)) if t in observers]
+    facts = GraphFacts.of(model)
+    alone = {g[0] for g in activation_groups(facts, activation_tensors(facts)) if len(g) == 1}
+    tensors = [t for t in residual_stream(facts) if t in observers and t in alone]  # a shared grid stays one grid
     if not tensors:
         logger.warning("--use_per_channel_residual: no residual stream found (no LayerNormalization over the last axis)")
         return []

@@ -162,3 +162,32 @@ def test_ranges_export_keeps_a_per_channel_activation_as_the_union_of_its_channe
     channels = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]["res2"]
     assert tensors["res2"]["lo"] == pytest.approx(min(c["min"] for c in channels))
     assert tensors["res2"]["hi"] == pytest.approx(max(c["max"] for c in channels))
+
+
+def test_a_residual_operand_sharing_a_grid_keeps_it(tmp_path: Path) -> None:
+    """A ViT adds positions to Concat(cls, patches): the Concat's output shares its inputs' grid, so it
+    keeps one (a per-channel observer merged into a histogram group was an internal error under sqnr)."""
+    rng = np.random.default_rng(0)
+    n = onnx.helper.make_node
+    nodes = [n("Concat", ["cls", "x"], ["tokens"], axis=1), n("Add", ["tokens", "pos"], ["embedded"]),
+             n("LayerNormalization", ["embedded", "g", "b"], ["y"], axis=-1)]  # fmt: skip
+    inits = {"pos": rng.normal(0, 1, (1, S + 1, 64)), "g": rng.uniform(0.5, 1.5, 64), "b": rng.normal(0, 0.1, 64)}
+    graph = onnx.helper.make_graph(
+        nodes, "vit_embed",
+        [onnx.helper.make_tensor_value_info("cls", onnx.TensorProto.FLOAT, [1, 1, 64]),
+         onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, S, 64])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, S + 1, 64])],
+        [onnx.numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()],
+    )  # fmt: skip
+    model = tmp_path / "m.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(model))
+    lines = []
+    for i in range(8):
+        for name, shape in (("cls", (1, 1, 64)), ("x", (1, S, 64))):
+            (tmp_path / f"{name}{i}.raw").write_bytes(rng.normal(0, 1, shape).astype(np.float32).tobytes())
+        lines.append(f"cls:={tmp_path}/cls{i}.raw x:={tmp_path}/x{i}.raw")
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    result = run_cli(["quantize", "-i", model, "--input_list", tmp_path / "list.txt", "-o", tmp_path / "q.onnx", "--json",
+                      "--use_per_channel_residual", "--act_quantizer_calibration", "sqnr"])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "per-channel residual: 1 tensors" in json.loads(result.stdout)["algorithms"]  # embedded only

@@ -86,3 +86,23 @@ def test_a_max_pool_input_does_not_widen_the_shared_range_below_the_pools_own_mi
     acts, _, _ = _quantize(tmp_path, nodes, arrays, [("y", [1, 1, 1, 16]), ("z", [1, 1, 1, 16])], scale=1.0)
     assert acts["a4"] == acts["p"]  # still one encoding, no requantization
     assert acts["p"]["min"] > -2.0  # the input alone reached below −2.5 on these samples
+
+
+def test_an_if_returning_an_outer_tensor_shares_its_encoding(tmp_path: Path) -> None:
+    """openWakeWord's score leaves through an If whose else-branch is Identity(score): a grid of the If output's
+    own would requantize every such score by up to half a step."""
+    def branch(node: onnx.NodeProto) -> onnx.GraphProto:
+        return helper.make_graph([node], node.output[0], [], [helper.make_tensor_value_info(node.output[0], 1, [1, 64])])
+
+    then_branch = branch(helper.make_node("Mul", ["x", "half"], ["b_then"]))
+    else_branch = branch(helper.make_node("Identity", ["s"], ["b_else"]))
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0),
+        helper.make_node("Greater", ["m", "limit"], ["c"]),  # about half the samples take each branch
+        helper.make_node("If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch),
+    ]
+    arrays = {"half": np.array(0.5, np.float32), "limit": np.array(0.0, np.float32)}
+    acts, _, out = _quantize(tmp_path, nodes, arrays, ["y"], scale=2.0)
+    score = next(n.output[0] for n in onnx.load(str(out)).graph.node if n.op_type == "Sigmoid")  # convert renames it
+    assert acts["y"] == acts[score] and acts["y"]["min"] < -1  # one grid, covering the then-branch's values too

@@ -101,3 +101,14 @@ def test_inspect_report_is_the_same_in_stages(tmp_path, monkeypatch):
     staged = run_cli(args)
     assert whole.exit_code == staged.exit_code == 0
     assert json.loads(staged.stdout) == json.loads(whole.stdout)
+
+
+def test_a_bad_stage_size_is_one_error_line(tmp_path, monkeypatch):
+    _quantized(tmp_path, "cnn")
+    monkeypatch.setenv(stages.COMPARE_ENV, "lots")
+    args = ["inspect", tmp_path / "quant.onnx", "--reference", tmp_path / "float.onnx"]
+    result = run_cli([*args, "--input_list", tmp_path / "val" / "input_list.txt"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"qtool: error: {stages.COMPARE_ENV}='lots' must be a number of bytes, at least 0"
+    ]

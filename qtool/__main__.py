@@ -18,14 +18,26 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+_pending: list[int] = []
+
+
+def _remember(signum: int, frame: FrameType | None) -> None:
+    _pending.append(signum)
+
+
 def main() -> None:
+    # During the imports a signal is only noted: an exception raised inside a compiled extension's
+    # module init (onnx's) aborts the interpreter ("terminate called after throwing ...").
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, _remember)
+    from qtool.cli import main as cli
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
-    try:
-        from qtool.cli import main as cli
-    except KeyboardInterrupt as e:
+    if _pending:
         sys.stderr.write("qtool: interrupted; no output written\n")
-        sys.exit(Interrupted.code_of(e))
+        sys.exit(128 + _pending[0])
     cli()
 
 

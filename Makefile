@@ -52,7 +52,9 @@ OUT := build/demo
 #   quant/plan.py; issue 21; 19 lines)
 # 12421 -> 12431: a signal during the imports is noted, not raised inside onnx's extension init (an abort under
 #   load; tests/hostile/test_signals.py term-imports; 10 lines)
-LINE_BUDGET := 12431
+# 12431 -> 12436: --op_types_to_quantize (the ort-cpu preset) keeps an If output out of its branch's group
+#   (issue 21; 3 lines; HEAD was 2 lines over before it)
+LINE_BUDGET := 12436
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -98,9 +98,12 @@ def _only_control(facts: GraphFacts, name: str) -> bool:
     return bool(uses) and name not in facts.graph_outputs and all(is_control_input(c, i) for c, i in uses)
 
 
-def activation_groups(facts: GraphFacts, tensors: list[str], apart: frozenset[str] = frozenset()) -> list[list[str]]:
+def activation_groups(
+    facts: GraphFacts, tensors: list[str], apart: frozenset[str] = frozenset(), through_if: bool = True
+) -> list[list[str]]:
     """Partition `tensors` into groups that must share one encoding (union-find, ordered); a Concat
-    whose output is in `apart` does not join its inputs (see `wide_concats`)."""
+    whose output is in `apart` does not join its inputs (see `wide_concats`); an If output joins the outer
+    tensor a branch returns unless `through_if` is off (--op_types_to_quantize leaves an If output float)."""
     parent = {t: t for t in tensors}
 
     def find(t: str) -> str:
@@ -123,7 +126,7 @@ def activation_groups(facts: GraphFacts, tensors: list[str], apart: frozenset[st
         if rule.joins_inputs and node.output[0] not in apart:
             for name in node.input:
                 union(name, node.output[0])
-        for outer, out in _passed_through(node):
+        for outer, out in _passed_through(node) if through_if else []:
             union(outer, out)
     groups: dict[str, list[str]] = {}
     for t in tensors:
@@ -194,7 +197,7 @@ def plan_activations(
     for name in sorted(apart):
         logger.info("Concat %r joins ranges more than %gx apart: its inputs keep their own, it stays float", name,
                     CONCAT_RANGE_RATIO)  # fmt: skip
-    for group in (g for g in activation_groups(facts, tensors, apart) if kept_float.keys().isdisjoint(g)):
+    for group in (g for g in activation_groups(facts, tensors, apart, not o.op_types) if kept_float.keys().isdisjoint(g)):
         if (apart.intersection(group) or o.weight_only) and not overrides.activations.keys() & set(group):
             continue
         if not any(t in observers or t in overrides.activations for t in group):

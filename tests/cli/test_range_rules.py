@@ -106,3 +106,8 @@ def test_an_if_returning_an_outer_tensor_shares_its_encoding(tmp_path: Path) -> 
     acts, _, out = _quantize(tmp_path, nodes, arrays, ["y"], scale=2.0)
     score = next(n.output[0] for n in onnx.load(str(out)).graph.node if n.op_type == "Sigmoid")  # convert renames it
     assert acts["y"] == acts[score] and acts["y"]["min"] < -1  # one grid, covering the then-branch's values too
+    result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "--input_list", tmp_path / "list.txt", "-o", out,
+                      "--target", "ort-cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert "y" not in acts or acts["y"][0]["dtype"] == "float"  # op types onnxruntime quantizes: If is not one

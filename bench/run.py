@@ -243,6 +243,10 @@ def parse_args() -> argparse.Namespace:
         help="mixed: try this target instead of the built-in ones (e.g. target_sqnr=18), repeatable",
     )
     parser.add_argument(
+        "--transformers-variants",
+        help="transformers: subset of float,qtool:w8a8,qtool:w8a16,qtool:w8a8-smoothquant,qtool:w8a8-residual,ort:minmax",
+    )
+    parser.add_argument(
         "--zoo-variants", help="zoo: subset of float,qtool:w8a8,qtool:ort-cpu,ort:pre,ort:raw,qtool:mixed30"
     )
     parser.add_argument("--render-only", action="store_true", help="rewrite results.md from results.json, run nothing")

@@ -4,8 +4,10 @@ a sentence-embedding encoder, a ViT classifier and a decoder-only LM (bench/prep
 Per model, on the held-out validation texts/photos:
 - `float`: the exported float model against the torch outputs prepare_transformers.py saved (checks the export;
   time / peak MB = plain fp32 inference over the calibration samples, in a worker process);
-- `qtool W8A8` / `W8A16` / `W8A8 smoothquant`: `qtool quantize --use_per_row_quantization
-  --use_per_channel_quantization --bias_bitwidth 32 [--act_bitwidth 16 | --apply_algorithms smoothquant]` on the
+- `qtool W8A8` / `W8A16` / `W8A8 smoothquant` / `W8A8 per-channel residual + smoothquant + sqnr`: `qtool quantize
+  --use_per_row_quantization --use_per_channel_quantization --bias_bitwidth 32 [--act_bitwidth 16 |
+  --apply_algorithms smoothquant | --use_per_channel_residual --apply_algorithms smoothquant
+  --act_quantizer_calibration sqnr]` on the
   `qtool convert`ed model over the calibration set (a flag qtool rejects is a failed row, not a crash);
 - `ort minmax`: quant_pre_process + quantize_static (QDQ, per-channel, QUInt8 activations, QInt8 weights, MinMax)
   in a worker process, as common.py's run_ort_step does for the one-input models.
@@ -53,10 +55,15 @@ HINT = """the transformer models are not prepared. From the repo root run (see b
   /work/benchvenv/bin/python bench/prepare_transformers.py"""
 
 FLAGS = ["--use_per_row_quantization", "--use_per_channel_quantization", "--bias_bitwidth", "32"]
+RESIDUAL_FLAGS = [*FLAGS, "--use_per_channel_residual", "--apply_algorithms", "smoothquant",
+                  "--act_quantizer_calibration", "sqnr"]  # fmt: skip
 QTOOL_VARIANTS = {  # kind -> (variant label, qtool quantize flags)
     "qtool:w8a8": ("qtool W8A8", FLAGS),
     "qtool:w8a16": ("qtool W8A16", [*FLAGS, "--act_bitwidth", "16"]),
     "qtool:w8a8-smoothquant": ("qtool W8A8 smoothquant", [*FLAGS, "--apply_algorithms", "smoothquant"]),
+    # the post-LN recipe (README): a grid per hidden channel on the residual stream, SmoothQuant on the
+    # LayerNorm outputs the MatMuls read, ranges by output SQNR
+    "qtool:w8a8-residual": ("qtool W8A8 per-channel residual + smoothquant + sqnr", RESIDUAL_FLAGS),
 }
 KINDS = ["float", *QTOOL_VARIANTS, "ort:minmax"]
 
@@ -267,13 +274,17 @@ def run(names: list[str], manifest: dict, args, emit) -> None:
         return
     for name in [n for n in names if n in models] if args.models else list(models):
         entry = models[name]
-        progress(name, "float")
-        emit(float_row(name, entry, args))
+        if "float" in (getattr(args, "transformers_variants", None) or "float").split(","):
+            progress(name, "float")
+            emit(float_row(name, entry, args))
+        wanted = (getattr(args, "transformers_variants", None) or ",".join(KINDS)).split(",")
         for kind, (label, _) in QTOOL_VARIANTS.items():
-            progress(name, label)
-            emit(qtool_row(name, entry, kind, args))
-        progress(name, "ort quantize_static MinMax")
-        emit(ort_row(name, entry, args))
+            if kind in wanted:
+                progress(name, label)
+                emit(qtool_row(name, entry, kind, args))
+        if "ort:minmax" in wanted:
+            progress(name, "ort quantize_static MinMax")
+            emit(ort_row(name, entry, args))
 
 
 # ---------------------------------------------------------------- table

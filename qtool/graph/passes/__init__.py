@@ -19,7 +19,7 @@ from qtool.graph.passes.fuse_matmul_add import FuseMatMulAddPass
 from qtool.graph.passes.fuse_pad_into_conv import FusePadIntoConvPass
 from qtool.graph.passes.name_missing import NameMissingNodesPass
 from qtool.graph.passes.remove_dropout import RemoveDropoutPass
-from qtool.graph.passes.subgraph_outputs import SubgraphOutputsPass
+from qtool.graph.passes.remove_identity import RemoveIdentityPass
 
 
 def _fold_small_fills(node: ir.Node) -> bool | None:
@@ -49,8 +49,7 @@ def convert_passes(input_dims: dict[str, tuple[int, ...]]) -> list[ir.passes.Pas
         FuseHardSwishPass(),
         DivToMulPass(),
         RemoveDropoutPass(),
-        common.IdentityEliminationPass(),
-        SubgraphOutputsPass(),  # IdentityEliminationPass can leave a branch returning an outer value
+        RemoveIdentityPass(),  # keeps the Identity an If branch returns an outer tensor through (its name)
         common.RemoveUnusedNodesPass(),
         common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
         NameMissingNodesPass(),

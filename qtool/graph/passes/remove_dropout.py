@@ -1,4 +1,4 @@
-"""Turn inference-time Dropout into Identity (IdentityEliminationPass then removes it).
+"""Turn inference-time Dropout into Identity (RemoveIdentityPass then removes it).
 
 In inference mode (no training_mode input, or a false one) Dropout returns its input unchanged
 (ONNX Dropout-13). A Dropout whose mask output is used is left alone.

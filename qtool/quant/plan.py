@@ -281,6 +281,15 @@ def _constant_encoding(name: str, values: np.ndarray, overrides: Encodings, o: P
     return enc.with_schema(o.act_schema, lo, hi, given.bitwidth if given else o.act_bitwidth, pow2=o.act_pow2)
 
 
+def _slope_encoding(name: str, values: np.ndarray, overrides: Encodings, o: PlanOptions) -> Encoding:
+    """PReLU's slope (rules.OpRule.slope) as a weight: per channel along its one axis longer than 1 under
+    --use_per_channel_quantization (each grid holds its slope exactly), else one grid with the weights' schema."""
+    long_axes = [a for a, n in enumerate(values.shape) if n > 1]
+    axis = long_axes[0] if len(long_axes) == 1 else 0
+    rows = values.reshape(-1, 1) if values.ndim == 1 else values  # a 1-D slope has one value per channel too
+    return _weight_encoding(name, rows, axis, o.per_channel and len(long_axes) == 1, overrides, o)
+
+
 def _bias_encoding(
     name: str,
     values: np.ndarray,
@@ -310,13 +319,15 @@ def _is_sentinel(facts: GraphFacts, name: str) -> bool:
 
 
 def _param_slots(facts: GraphFacts, node) -> tuple[list[tuple[int, str]], str, list[str]]:
-    """(weight index, name) pairs, the bias name and constant-data names of `node`'s float initializers."""
+    """(index, name) of weights (a slope's index: -1), the bias and constant-data names of `node`'s float initializers."""
     rule = rule_for(node)
 
     def usable(name: str) -> bool:
         return name in facts.initializers and facts.is_float(name) and not _is_sentinel(facts, name)
 
     weights = [(i, node.input[i]) for i in sorted(rule.weights) if i < len(node.input) and usable(node.input[i])]
+    if rule.slope is not None and rule.slope < len(node.input) and usable(node.input[rule.slope]):
+        weights.append((-1, node.input[rule.slope]))
     bias = node.input[rule.bias] if rule.bias is not None and rule.bias < len(node.input) else ""
     constants = [n for n in node.input if rule.quantize_constants and usable(n)]
     return weights, bias if usable(bias) else "", constants
@@ -341,7 +352,9 @@ def plan_params(
         weights, bias, constants = _param_slots(facts, node)
         rule = rule_for(node)
         for index, name in weights:
-            if wanted(name):
+            if index < 0 and wanted(name):
+                params[name] = _slope_encoding(name, facts.array(name), overrides, o)
+            elif wanted(name):
                 values = facts.array(name)
                 # under --weights_block_size, weights blocks cannot reach (ConvTranspose, rank > 2) are per channel
                 per_channel = (o.per_row if rule.per_row else o.per_channel) or bool(o.weights_block_size)

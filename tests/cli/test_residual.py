@@ -191,3 +191,30 @@ def test_a_residual_operand_sharing_a_grid_keeps_it(tmp_path: Path) -> None:
                       "--use_per_channel_residual", "--act_quantizer_calibration", "sqnr"])  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert "per-channel residual: 1 tensors" in json.loads(result.stdout)["algorithms"]  # embedded only
+
+
+def test_inspect_flags_a_post_ln_residual_sum_until_it_has_a_grid_per_channel(tmp_path: Path, block) -> None:
+    model = block[0]
+    _, plain = _quantize(tmp_path, block, "plain")
+    _, per_channel = _quantize(tmp_path, block, "pcr", "--use_per_channel_residual")
+    found = {}
+    for name, path in (("float", model), ("plain", plain), ("pcr", per_channel)):
+        result = run_cli(["inspect", path, "--json"])
+        assert result.exit_code == 0, result.stderr
+        found[name] = [f for f in json.loads(result.stdout)["findings"] if f["lint"] == "post-ln-residual"]
+    assert [f["where"] for f in found["float"]] == ["tensor 'res2'"]  # res1 adds x, not a LayerNorm output
+    assert "--use_per_channel_residual" in found["float"][0]["fix"]
+    assert len(found["plain"]) == 1 and found["pcr"] == []
+    pre_ln = run_cli(["inspect", _pre_ln(tmp_path), "--json"])
+    assert not [f for f in json.loads(pre_ln.stdout)["findings"] if f["lint"] == "post-ln-residual"]
+
+
+def _pre_ln(tmp_path: Path) -> Path:
+    """The block rewired pre-LN (as ViT and Llama): the residual adds the Add's input, not the LayerNorm's output."""
+    model = post_ln_model()
+    for node in model.graph.node:
+        if node.output[0] == "res2":
+            node.input[1] = "res1"
+    path = tmp_path / "pre_ln.onnx"
+    onnx.save(model, str(path))
+    return path

@@ -201,7 +201,7 @@ def _pair(x_name: str, x_at: Callable, t_name: str, t_at: Callable) -> Callable[
     return lambda i: ({x_name: x_at(i)}, {t_name: t_at(i)})
 
 
-def _sequential(ctx: AlgorithmContext, ref: dict, layers: list[Layer], encodings: dict, samples: int) -> None:
+def _sequential(ctx: AlgorithmContext, ref: Originals, layers: list[Layer], encodings: dict, samples: int) -> None:
     """Round the layers in graph order, each on the inputs the QDQ model with the layers before it
     rounded really gives it, against the float layer's output on its float input. Both models run
     forward one layer at a time from each sample's frontier (`Frontier`)."""
@@ -258,7 +258,18 @@ def _fit_ridge(theta: np.ndarray, folds: np.ndarray, floor: float, diag: float) 
     return min((max(floor, f * diag) for f in FIT_RIDGES), key=held_out_error)
 
 
-def _adaround_layer(ctx: AlgorithmContext, ref: dict, layer: Layer, e: enc.Encoding, gram: np.ndarray) -> None:
+class Originals:
+    """The float weights as adaround finds them, read as float64 when a layer is rounded (each layer reads
+    its own before it changes them): converting every initializer up front held twice the model's size."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self._inits = {i.name: i for i in model.graph.initializer}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return external_data.array(self._inits[name]).astype(np.float64)
+
+
+def _adaround_layer(ctx: AlgorithmContext, ref: Originals, layer: Layer, e: enc.Encoding, gram: np.ndarray) -> None:
     w = ref[layer.weight]
     rows = layer.weight_rows(w)
     if e.blocks is None and len(e.scale) not in (1, rows.shape[0]):
@@ -266,8 +277,9 @@ def _adaround_layer(ctx: AlgorithmContext, ref: dict, layer: Layer, e: enc.Encod
     scale = layer.weight_rows(e.expand(e.scale_array(), w.shape))  # per weight: blocks differ along a row
     zp = layer.weight_rows(e.expand(e.zero_point().astype(np.float64), w.shape))
     bias = _bias(layer)
-    free = int(bias is not None and ref[bias].shape == (rows.shape[0],))
-    theta = np.hstack([rows, ref[bias][:, None]]) if free else rows
+    originals = {layer.weight: w, **({bias: ref[bias]} if bias else {})}
+    free = int(bias is not None and originals[bias].shape == (rows.shape[0],))
+    theta = np.hstack([rows, originals[bias][:, None]]) if free else rows
     folds = gram if gram.ndim == 5 else None
     gram = gram.sum(0) if folds is not None else gram
     grams, crosses = (gram[0], gram[1]) if gram.ndim == 4 else (gram, None)
@@ -288,7 +300,7 @@ def _adaround_layer(ctx: AlgorithmContext, ref: dict, layer: Layer, e: enc.Encod
     if free:
         ctx.set_array(bias, values[:, -1].astype(np.float32))
     ctx.overrides.params[layer.weight] = e
-    ctx.frozen.setdefault(layer.weight, {name: ref[name] for name in (layer.weight, bias) if name})
+    ctx.frozen.setdefault(layer.weight, {name: v.astype(np.float32) for name, v in originals.items()})  # as stored
 
 
 def _weight_encoding(e: enc.Encoding, bitwidth) -> enc.Encoding:
@@ -301,7 +313,7 @@ def _weight_encoding(e: enc.Encoding, bitwidth) -> enc.Encoding:
     return dataclasses.replace(enc.with_schema(schema, e.min, e.max, int(bitwidth), e.axis), axis=e.axis)
 
 
-def _round_layers(ctx: AlgorithmContext, ref: dict, layers: list[Layer], encodings: dict, moments: dict) -> None:
+def _round_layers(ctx: AlgorithmContext, ref: Originals, layers: list[Layer], encodings: dict, moments: dict) -> None:
     for layer in layers:
         if layer.weight in moments:
             _adaround_layer(ctx, ref, layer, encodings[layer.weight], moments[layer.weight])
@@ -316,7 +328,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
     layers = [layer for layer in candidates if layer.weight in plan.params and not plan.params[layer.weight].is_float]
     bitwidth = config.get("default_param_bw")
     encodings = {layer.weight: _weight_encoding(plan.params[layer.weight], bitwidth) for layer in layers}
-    ref = {i.name: external_data.array(i).astype(np.float64) for i in ctx.model.graph.initializer}
+    ref = Originals(ctx.model)
     samples, sequential = int(config.get("num_batches", 32)), config.get("sequential", "auto")
     if sequential not in (True, False, "auto"):
         raise UsageError(f"adaround: sequential must be true, false or auto, not {sequential!r}", where="--config")

@@ -159,19 +159,33 @@ def outlier_block_model(seed: int = 0, d: int = 64, ff: int = 128) -> onnx.Model
         n("LayerNormalization", ["res", "g2", "b2"], ["ln2"], axis=-1),
         n("MatMul", ["ln2", "w_out"], ["y"]),
     ]
+    return _block_model(nodes, "outlier_block", w, d, opset=17, ir_version=8)
+
+
+def _block_model(
+    nodes: list[onnx.NodeProto], name: str, weights: dict[str, np.ndarray], d: int, opset: int, ir_version: int
+) -> onnx.ModelProto:
+    """x[1,S,d] -> `nodes` -> y[1,S,d], nodes named `<op>_<index>`, checked."""
     for i, node in enumerate(nodes):
         node.name = f"{node.op_type}_{i}"
     graph = helper.make_graph(
         nodes,
-        "outlier_block",
+        name,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, S, d])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, S, d])],
-        [numpy_helper.from_array(v, k) for k, v in w.items()],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir_version
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def write_block(root: Path, model: onnx.ModelProto) -> tuple[Path, Path, Path]:
+    """A block model saved under `root` with 24 calibration and 24 held-out samples: (model, cal, val)."""
+    path = root / "m.onnx"
+    onnx.save(model, str(path))
+    return path, write_block_samples(root / "cal", 24, seed=0), write_block_samples(root / "val", 24, seed=1)
 
 
 def write_block_samples(folder: Path, n: int, seed: int, d: int = 64, name: str = "list.txt") -> Path:
@@ -235,16 +249,4 @@ def post_ln_model(seed: int = 0, d: int = 64, ff: int = 128) -> onnx.ModelProto:
         n("LayerNormalization", ["res2", "g2", "b2"], ["h2"], axis=-1),
         n("MatMul", ["h2", "wout"], ["y"]),
     ]
-    for i, node in enumerate(nodes):
-        node.name = f"{node.op_type}_{i}"
-    graph = helper.make_graph(
-        nodes,
-        "post_ln_block",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, S, d])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, S, d])],
-        [numpy_helper.from_array(v, k) for k, v in w.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
-    model.ir_version = 9
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return _block_model(nodes, "post_ln_block", w, d, opset=20, ir_version=9)  # opset 20: the standard Gelu

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from attention_models import S, post_ln_model, write_block_samples
+from attention_models import S, post_ln_model, write_block
 from conftest import run_cli
 
 from qtool.graph.model import inferred
@@ -27,10 +27,7 @@ W8A8 = ["--use_per_channel_quantization", "--use_per_row_quantization", "--bias_
 
 @pytest.fixture(scope="module")
 def block(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    root = tmp_path_factory.mktemp("post_ln")
-    model = root / "m.onnx"
-    onnx.save(post_ln_model(), str(model))
-    return model, write_block_samples(root / "cal", 24, seed=0), write_block_samples(root / "val", 24, seed=1)
+    return write_block(tmp_path_factory.mktemp("post_ln"), post_ln_model())
 
 
 def test_the_residual_stream_is_the_layernorm_inputs_and_the_branches_added_into_them() -> None:

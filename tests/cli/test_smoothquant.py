@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from attention_models import outlier_block_model, write_block_samples
+from attention_models import outlier_block_model, write_block
 from conftest import run_cli
 
 from qtool.io.feeds import iter_feeds, iter_samples
@@ -21,10 +21,7 @@ from qtool.quant.graph_facts import GraphFacts
 
 @pytest.fixture(scope="module")
 def block(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    root = tmp_path_factory.mktemp("smoothquant")
-    model = root / "m.onnx"
-    onnx.save(outlier_block_model(), str(model))
-    return model, write_block_samples(root / "cal", 24, seed=0), write_block_samples(root / "val", 24, seed=1)
+    return write_block(tmp_path_factory.mktemp("smoothquant"), outlier_block_model())
 
 
 def _outputs(model: onnx.ModelProto, listing: Path) -> np.ndarray:

@@ -24,7 +24,7 @@ from qtool.inspect.target_ops import FALLBACK_SEVERITY, IGNORED_OPS, TARGET_OPS,
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import MinMax
 from qtool.quant.qdq_read import read_qdq
-from qtool.quant.residual import residual_stream
+from qtool.quant.residual import post_ln_sums
 from qtool.quant.rules import rule_for, weight_axis
 
 Lint = Callable[[LintContext], Iterable[Finding]]
@@ -254,9 +254,7 @@ def post_ln_residual(ctx: LintContext) -> Iterable[Finding]:
     """A post-LN block (BERT): a LayerNorm's output added into a residual sum that the next LayerNorm reads.
     Trained encoders carry a few hidden channels 20-100x the rest in those sums; one 8-bit grid per tensor
     leaves the others a handful of levels (all-MiniLM-L6-v2 at W8A8: cosine 0.80)."""
-    stream = residual_stream(ctx.facts)
-    sums = [t for t in stream if any(_normalizes(c) for c in ctx.facts.consumers.get(t, []))]
-    post_ln = [t for t in sums if any(_normalizes(ctx.facts.producers.get(i)) for i in _operands(ctx, t))]
+    post_ln = post_ln_sums(ctx.facts)
     if ctx.encodings is not None:  # a quantized model: only sums still on one 8-bit grid
         post_ln = [t for t in post_ln if _one_8bit_grid(ctx.encodings.activations.get(t))]
     if not post_ln:
@@ -270,15 +268,6 @@ def post_ln_residual(ctx: LintContext) -> Iterable[Finding]:
         "--use_per_channel_residual --apply_algorithms smoothquant --act_quantizer_calibration sqnr (a grid per "
         "hidden channel); on QNN HTP, 16-bit residual sums (--act_16bit_tensors)",
     )
-
-
-def _normalizes(node: onnx.NodeProto | None) -> bool:
-    return node is not None and node.op_type == "LayerNormalization"
-
-
-def _operands(ctx: LintContext, tensor: str) -> list[str]:
-    producer = ctx.facts.producers.get(tensor)
-    return list(producer.input) if producer is not None and producer.op_type == "Add" else []
 
 
 def _one_8bit_grid(e) -> bool:

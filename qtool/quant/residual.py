@@ -37,9 +37,10 @@ MATMUL_OPS = frozenset({"MatMul", "Gemm"})
 NORMS = frozenset({"LayerNormalization"})
 
 
-def _normalizes_last_axis(node: onnx.NodeProto) -> bool:
-    axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
-    return node.op_type in NORMS and axis == -1
+def _normalizes_last_axis(node: onnx.NodeProto | None) -> bool:
+    if node is None or node.op_type not in NORMS:
+        return False
+    return next((a.i for a in node.attribute if a.name == "axis"), -1) == -1
 
 
 def _channel_safe(facts: GraphFacts, name: str) -> bool:
@@ -92,6 +93,19 @@ def on_residual_stream(facts: GraphFacts, tensor: str) -> bool:
     stream = residual_stream(facts)
     producer = facts.producers.get(tensor)
     return tensor in stream or (producer is not None and _normalizes_last_axis(producer) and producer.input[0] in stream)
+
+
+def post_ln_sums(facts: GraphFacts) -> list[str]:
+    """The residual sums a LayerNorm reads that add an earlier LayerNorm's output: a post-LN block (BERT),
+    where trained encoders carry their outlier channels (a pre-LN ViT or Llama adds the previous sum)."""
+    found = []
+    for t in residual_stream(facts):
+        producer = facts.producers.get(t)
+        if not any(_normalizes_last_axis(c) for c in facts.consumers.get(t, [])) or producer is None:
+            continue
+        if producer.op_type == "Add" and any(_normalizes_last_axis(facts.producers.get(i)) for i in producer.input):
+            found.append(t)
+    return found
 
 
 class ChannelMinMax(MinMax):

@@ -112,7 +112,7 @@ def _unsmoothed_copy(ctx: AlgorithmContext, site: Site) -> None:
             if name == site.tensor:
                 reader.input[k] = copy_node.output[0]
     nodes = ctx.model.graph.node
-    at = next(k for k, n in enumerate(nodes) if n is norm or (n.name == norm.name and n.output[0] == site.tensor))
+    at = next(k for k, n in enumerate(nodes) if n.output and n.output[0] == site.tensor)
     nodes.insert(at + 1, copy_node)
 
 

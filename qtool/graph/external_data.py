@@ -34,10 +34,9 @@ from qtool.graph.lazy_weights import (  # re-exported: callers reach a tensor's 
     raw,
     release,
     span,
-    spill,
 )
 
-__all__ = ["array", "checkable", "forget", "is_lazy", "lazy", "materialized", "on_disk", "release", "spill"]
+__all__ = ["array", "checkable", "forget", "is_lazy", "lazy", "materialized", "on_disk", "release"]
 
 PROTOBUF_LIMIT = 2**31 - 1  # protobuf cannot serialize (or even size) a message past this
 LAZY_BYTES = 1024  # smaller external tensors (shape constants shape inference reads) are loaded

@@ -14,8 +14,7 @@ from typing import IO
 import onnx
 
 from qtool.graph.lazy_weights import copy_fields, is_lazy, raw, release
-
-GRAPH, INITIALIZER, RAW_DATA = 7, 5, 9
+from qtool.graph.protobuf_wire import GRAPH, INITIALIZER, RAW_DATA, field_size, key
 
 
 def write_inline(model: onnx.ModelProto, out: IO) -> None:
@@ -23,13 +22,13 @@ def write_inline(model: onnx.ModelProto, out: IO) -> None:
     head, tail = _around(model, "graph")
     g_head, g_tail = _around(model.graph, "initializer")
     parts = [_tensor(t) for t in model.graph.initializer]
-    sizes = [len(p[0]) + _field_size(RAW_DATA, len(p[1])) + len(p[2]) if p[1] is not None else len(p[0]) for p in parts]
-    graph_size = len(g_head) + len(g_tail) + sum(_field_size(INITIALIZER, n) for n in sizes)
-    out.write(head + _key(GRAPH, graph_size) + g_head)
+    sizes = [len(p[0]) + field_size(RAW_DATA, len(p[1])) + len(p[2]) if p[1] is not None else len(p[0]) for p in parts]
+    graph_size = len(g_head) + len(g_tail) + sum(field_size(INITIALIZER, n) for n in sizes)
+    out.write(head + key(GRAPH, graph_size) + g_head)
     for (before, data, after), size in zip(parts, sizes, strict=True):
-        out.write(_key(INITIALIZER, size) + before)
+        out.write(key(INITIALIZER, size) + before)
         if data is not None:
-            out.write(_key(RAW_DATA, len(data)))
+            out.write(key(RAW_DATA, len(data)))
             out.write(data)
             release()
         out.write(after)
@@ -85,20 +84,3 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
         if byte < 0x80:
             return value, pos
-
-
-def _encode(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _key(number: int, length: int) -> bytes:
-    return _encode(number << 3 | 2) + _encode(length)
-
-
-def _field_size(number: int, length: int) -> int:
-    return len(_key(number, length)) + length

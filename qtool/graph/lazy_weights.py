@@ -179,29 +179,6 @@ def forget(folder: str) -> None:
             mapped.close()
 
 
-def spill(model: onnx.ModelProto, min_bytes: int) -> onnx.ModelProto:
-    """A copy of `model` whose initializers held in the proto (`min_bytes` or more each) are lazy, in a
-    scratch file removed when the process ends: every later copy of the graph and every session then
-    shares them from the page cache, as for a model saved with external data. `model` is left as it was."""
-    path = os.path.join(_scratch(), f"{len(os.listdir(_scratch()))}.data")
-    out = onnx.ModelProto()
-    copy_fields(model, out, skip="graph")
-    copy_fields(model.graph, out.graph, skip="initializer")
-    for tensor in model.graph.initializer:
-        if not tensor.HasField("raw_data") or tensor.ByteSize() < min_bytes:
-            out.graph.initializer.append(tensor)
-            continue
-        with open(path, "ab") as f:
-            offset = f.seek(0, os.SEEK_END)
-            f.write(b"\0" * (-offset % 4096))
-            offset += -offset % 4096
-            f.write(tensor.raw_data)
-        lazy_tensor = out.graph.initializer.add()
-        copy_fields(tensor, lazy_tensor, skip="raw_data")
-        point(lazy_tensor, path, offset, os.path.getsize(path) - offset)
-    return out
-
-
 def copy_fields(source, target, skip: str) -> None:
     """Every field of the message `source` but `skip` into `target` (no copy of the skipped field's data)."""
     for field, value in source.ListFields():

@@ -5,7 +5,6 @@ Every load error is a `ModelError` naming the file; every save goes through `ato
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -16,8 +15,9 @@ import onnx
 from onnx import helper, version_converter
 
 from qtool.errors import DataError, ModelError
-from qtool.graph import external_data
+from qtool.graph import external_data, inline_weights
 from qtool.graph.inline_write import write_inline
+from qtool.io.digest import sha256
 from qtool.io.files import atomic_write, check_regular, env_bytes, load_json
 from qtool.io.raw import InputSpec
 
@@ -31,8 +31,8 @@ METADATA_BATCHNORM = "qtool.batchnorm"  # folded BatchNorms' beta/gamma by outpu
 # overrides it, so that tests exercise the path on small models) is written with external data.
 EXTERNAL_DATA_ENV = "QTOOL_EXTERNAL_DATA_BYTES"
 EXTERNAL_DATA_BYTES = 1_800_000_000
-# a model read with its weights inline, of this size or more (QTOOL_SPILL_BYTES), has them moved to a
-# scratch file and read lazily from there, as if it had been saved with external data (lazy_weights.spill)
+# a model file of this size or more (QTOOL_SPILL_BYTES) is parsed without its inline weights, which are
+# read lazily from the file itself, as if it had been saved with external data (graph/inline_weights.py)
 SPILL_ENV = "QTOOL_SPILL_BYTES"
 SPILL_BYTES = 256 << 20
 
@@ -45,17 +45,26 @@ def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
 def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list[Path]]:
     """The model and the external-data files it was read from (inputs no output may replace)."""
     p = Path(path)
-    check_regular(p, "model file")
+    size = check_regular(p, "model file").st_size
+    in_place = size >= env_bytes(SPILL_ENV, SPILL_BYTES) and _is_binary(p)
     try:
-        model = onnx.load(str(p), load_external_data=False)
+        found = inline_weights.skeleton(p, external_data.LAZY_BYTES) if in_place else None
+        model = onnx.load_model_from_string(found.encoded) if found else onnx.load(str(p), load_external_data=False)
+        if found and len(model.graph.initializer) != found.initializers:  # the walk misread it: parse it whole
+            found, model = None, onnx.load(str(p), load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError, RuntimeWarning, ValueError...
         raise ModelError(f"not an ONNX model ({type(e).__name__}: {str(e)[:120]})", where=str(p)) from e
     if not model.ir_version:
         raise ModelError("not an ONNX model (empty, or no ir_version)", where=str(p))
     data_files = external_data.load(model, p.parent, str(p))
-    if external_data.proto_size(model) >= env_bytes(SPILL_ENV, SPILL_BYTES):
-        model = external_data.spill(model, external_data.LAZY_BYTES)
+    if found:
+        inline_weights.read_in_place(model, found, os.path.realpath(p))
     return model, data_files
+
+
+def _is_binary(path: Path) -> bool:
+    """onnx.load reads it as protobuf's binary encoding (it picks a text format by the file's extension)."""
+    return onnx.serialization.registry.get_format_from_file_extension(path.suffix) in (None, "protobuf")
 
 
 def copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -132,7 +141,7 @@ def batchnorm_record(model: onnx.ModelProto) -> dict[str, dict[str, list[float]]
 def fingerprint(model: onnx.ModelProto) -> str:
     """A hash of the graph's structure (nodes, types, opsets, initializer names/types/shapes; not the
     weights' bytes), so that the converted mark holds only for the graph it was written for."""
-    h = hashlib.sha256()
+    h = sha256()
     g = model.graph
     for opset in model.opset_import:
         h.update(opset.SerializeToString(deterministic=True))

@@ -173,13 +173,32 @@ def test_algorithms_and_float16_on_lazy_weights_match_the_inline_model(tmp_path,
     assert want.keys() == got.keys() and all(np.array_equal(want[k], got[k]) for k in want)
 
 
-def test_a_large_inline_model_is_spilled_to_a_scratch_file_and_gives_the_same_bytes(tmp_path, models) -> None:
-    """QTOOL_SPILL_BYTES (lazy_weights.spill): inline weights move to a scratch file at load, read lazily."""
+def test_a_large_inline_model_is_read_in_place_and_gives_the_same_bytes(tmp_path, models) -> None:
+    """QTOOL_SPILL_BYTES (graph/inline_weights.py): inline weights are parsed out, read from the file itself."""
     inline, _, listing = models
-    for name, env in (("kept", None), ("spilled", {"QTOOL_SPILL_BYTES": "1"})):
+    printed = []
+    for name, env in (("whole", None), ("in_place", {"QTOOL_SPILL_BYTES": "1"})):
         out = tmp_path / name
         assert _run(["convert", "-i", inline, "-o", out / "c.onnx"], env).exit_code == 0
-        result = _run(["quantize", "-i", out / "c.onnx", "-o", out / "q.onnx", "--input_list", listing], env)
+        flags = ["--input_list", listing, "--use_per_row_quantization", "--bias_bitwidth", "32"]
+        result = _run(["quantize", "-i", out / "c.onnx", "-o", out / "q.onnx", *flags], env)
         assert result.exit_code == 0, result.stderr
-    for produced in ("c.onnx", "q.onnx", "q.encodings.json"):
-        assert (tmp_path / "kept" / produced).read_bytes() == (tmp_path / "spilled" / produced).read_bytes()
+        result = _run(["inspect", out / "q.onnx", "--reference", out / "c.onnx", "--input_list", listing], env)
+        assert result.exit_code == 0, result.stderr
+        printed.append(result.stdout.replace(str(out), ""))
+        formats = ["--format", "qdq", "--format", "qoperator", "--format", "encodings"]
+        assert _run(["export", "-i", out / "q.onnx", "-o", out / "exp", *formats], env).exit_code == 0
+    produced = ["c.onnx", "q.onnx", "q.encodings.json", *(f"exp/{p.name}" for p in (tmp_path / "whole" / "exp").iterdir())]
+    for name in produced:
+        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "in_place" / name).read_bytes(), name
+    assert printed[0] == printed[1]
+
+
+@pytest.mark.parametrize("cut", [1, 200, 4000])
+def test_a_truncated_large_inline_model_is_one_error_line(tmp_path: Path, cut: int, monkeypatch) -> None:
+    monkeypatch.setenv("QTOOL_SPILL_BYTES", "1")
+    ws = make_workspace(tmp_path / "ws")
+    data = ws.model.read_bytes()
+    ws.model.write_bytes(data[: len(data) - cut])
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 3, "model.onnx", "not an ONNX model")

@@ -62,7 +62,9 @@ OUT := build/demo
 # 12487 -> 12490: the post-LN test moved from inspect/lint.py into quant/residual.py beside the stream it reads (3 lines)
 # 12490 -> 12651: an inline model's large raw_data read in place from the .onnx file, its protobuf walked
 #   (graph/inline_weights.py, graph/protobuf_wire.py; the scratch-file spill goes; issue 22; 161 lines)
-LINE_BUDGET := 12651
+# 12651 -> 12841: auto mixed precision measures trials faster: sensitivity on a spread subset, target checks that
+#   stop once out of reach (api/mixed_evaluator.py), greedy_order's cost kept per candidate (issue 21; 190 lines)
+LINE_BUDGET := 12841
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -244,7 +244,8 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--transformers-variants",
-        help="transformers: subset of float,qtool:w8a8,qtool:w8a16,qtool:w8a8-smoothquant,qtool:w8a8-residual,ort:minmax",
+        help="transformers: subset of float,qtool:w8a8,qtool:w8a16,qtool:w8a8-smoothquant,qtool:w8a8-residual,"
+        "ort:minmax (opt-in: qtool:mixed20, qtool:mixed30)",
     )
     parser.add_argument(
         "--zoo-variants", help="zoo: subset of float,qtool:w8a8,qtool:ort-cpu,ort:pre,ort:raw,qtool:mixed30"

@@ -64,8 +64,12 @@ QTOOL_VARIANTS = {  # kind -> (variant label, qtool quantize flags)
     # the post-LN recipe (README): a grid per hidden channel on the residual stream, SmoothQuant on the
     # LayerNorm outputs the MatMuls read, ranges by output SQNR
     "qtool:w8a8-residual": ("qtool W8A8 per-channel residual + smoothquant + sqnr", RESIDUAL_FLAGS),
+    # issue 20: auto mixed precision with the residual stream and LayerNorm inputs among its candidates
+    "qtool:mixed20": ("qtool mixed 20 dB", [*FLAGS, "--mixed_precision", "auto", "--target_sqnr", "20"]),
+    "qtool:mixed30": ("qtool mixed 30 dB", [*FLAGS, "--mixed_precision", "auto", "--target_sqnr", "30"]),
 }
-KINDS = ["float", *QTOOL_VARIANTS, "ort:minmax"]
+OPT_IN = {"qtool:mixed20", "qtool:mixed30"}  # searches of minutes each: only when --transformers-variants names them
+KINDS = ["float", *(k for k in QTOOL_VARIANTS if k not in OPT_IN), "ort:minmax"]
 
 
 # ---------------------------------------------------------------- inputs
@@ -248,7 +252,26 @@ def qtool_row(name: str, entry: dict, kind: str, args) -> Row:
     row.extra = report_extra(report)
     if "algorithms" in row.extra:  # what the algorithm did, or why it did nothing ("no matching pattern")
         row.add_note(str(row.extra["algorithms"]))
+    if kind in OPT_IN:
+        row.add_note(mixed_choice(report or {}, conv))
     return evaluate_into(row, entry, out, CACHE / entry["model"])
+
+
+def stream_tensors(model_path: Path) -> set[str]:
+    """The LayerNormalization inputs of the converted model: in a post-LN encoder (BERT), the residual sums."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return {n.input[0] for n in graph.node if n.op_type == "LayerNormalization"}
+
+
+def mixed_choice(report: dict, conv: Path) -> str:
+    """What the search raised, and which of it is the residual stream or a LayerNorm input (issue 20)."""
+    raised = [t for t in (report.get("16-bit layers") or "none").split(", ") if t != "none"]
+    floats = [t.split(" (")[0] for t in (report.get("float tensors") or "none").split(", ") if t != "none"]
+    names = {t.split("+")[0].split(":weights")[0] for t in raised} | set(floats)
+    stream = sorted(names & stream_tensors(conv))
+    return f"16-bit: {len(raised)}, float: {len(floats)}; residual/LayerNorm-input: " + (", ".join(stream) or "none")
 
 
 def ort_row(name: str, entry: dict, args) -> Row:

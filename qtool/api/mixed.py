@@ -9,10 +9,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from qtool.api.mixed_evaluator import evaluator
 from qtool.config import QuantizeOptions
 from qtool.errors import ModelError, UsageError
 from qtool.graph import model as gm
-from qtool.inspect import compare, layers
+from qtool.inspect import layers
 from qtool.io import encodings as encio
 from qtool.io.feeds import iter_feeds
 from qtool.io.files import write_text
@@ -62,13 +63,11 @@ def run_mixed_precision(
     def feeds():
         return iter_feeds(listing, specs, o.use_native_input_files)
 
-    # every candidate is evaluated on the same samples: the float outputs are computed once when small
-    cached = compare.reference_outputs(reference, feeds(), o.num_threads)
+    def build(overrides: encio.Encodings) -> onnx.ModelProto:
+        return ctx.quantize(_restored(ctx, overrides), overrides)[0]
 
-    def evaluate(overrides: encio.Encodings) -> mp.Metrics:
-        qdq, _ = ctx.quantize(_restored(ctx, overrides), overrides)
-        return mp.overall(compare.compare_outputs(reference, qdq, feeds(), threads=o.num_threads, cached=cached))
-
+    # the float outputs are computed once (when small); mixed_evaluator says which samples a trial runs
+    evaluate = evaluator(reference, listing, specs, o.use_native_input_files, o.num_threads, build)
     base_qdq, base_plan = ctx.quantize(ctx.model, ctx.overrides)
     proxy = None
     if o.mixed_precision_sensitivity == "proxy":

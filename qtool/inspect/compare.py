@@ -8,7 +8,7 @@ when given). Only running sums are kept, so memory does not depend on the number
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,11 +49,13 @@ class Drift:
     def update(self, ref: np.ndarray, quant: np.ndarray, label: int | None) -> None:
         ref, quant = common_shape(ref, quant)
         r, q = ref.astype(np.float64).ravel(), quant.astype(np.float64).ravel()
-        self.signal += float(r @ r)
-        self.noise += float((r - q) @ (r - q))
-        denom = float(np.linalg.norm(r) * np.linalg.norm(q))
+        # each product once (norm(x) is sqrt(x @ x)): mixed precision runs this per sample of every trial
+        rr, qq, diff = float(r @ r), float(q @ q), r - q
+        self.signal += rr
+        self.noise += float(diff @ diff)
+        denom = float(np.sqrt(rr) * np.sqrt(qq))
         self.cosine_sum += float(r @ q) / denom if denom > 0 else float(np.array_equal(r, q))
-        self.max_abs = max(self.max_abs, float(np.max(np.abs(r - q)))) if r.size else self.max_abs
+        self.max_abs = max(self.max_abs, float(np.max(np.abs(diff)))) if r.size else self.max_abs
         self.samples += 1
         self.classifier = r.size > 1 and ref.shape[-1] == r.size
         if self.classifier:
@@ -116,8 +118,10 @@ def compare_outputs(
     labels: list[int] | None = None,
     threads: int = 0,
     cached: list[list[np.ndarray]] | None = None,
+    stop: Callable[[dict[str, Drift], int], bool] | None = None,
 ) -> dict[str, Drift]:
-    """Per-output drift over `feeds`; `cached` (from `reference_outputs`) skips the float model."""
+    """Per-output drift over `feeds`; `cached` (from `reference_outputs`) skips the float model.
+    `stop(drift, samples done)` true ends the pass early (mixed precision: the target is out of reach)."""
     ref_sess = None if cached is not None else runtime.session(reference, threads, "reference model", optimized=True)
     quant_sess = runtime.session(quantized, threads, "quantized model", optimized=True)
     names = [o.name for o in quant_sess.get_outputs()]
@@ -128,4 +132,6 @@ def compare_outputs(
         label = labels[index] if labels is not None and index < len(labels) else None
         for name, r, q in zip(names, ref_out, quant_out, strict=True):
             drift[name].update(as_array(r), as_array(q), label)
+        if stop is not None and stop(drift, index + 1):
+            break
     return drift

@@ -12,6 +12,11 @@ or to float.
    the shortest prefix that meets it is found by binary search (SQNR grows with the prefix in
    practice; each probe is one evaluation); under a cost budget the longest prefix within it.
 Evaluations stream samples through onnxruntime: memory stays flat in the number of samples.
+Each evaluation runs the whole model over the samples, so the search's time is the number of
+evaluations times that (a CTC recogniser: ~150 sensitivity evaluations, 57% of every run in its float
+LSTM). Hence `Evaluator`: the sensitivity pass only ranks candidates and runs on a spread subset of the
+samples; every decision about the target (the binary search, `_prefer_integers`) runs on all of them,
+and a trial that can no longer meet the target stops early (`best_possible`), which decides the same.
 
 Float is a candidate for every activation group because some tensors hold a dynamic range that no
 linear grid does (a power spectrum spans 100 dB and more, past 16 bits): the sensitivity pass finds
@@ -60,6 +65,24 @@ class Target:
         if self.max_cosine_drop is not None:
             ok &= 1 - m["cosine"] <= self.max_cosine_drop
         return ok
+
+
+@dataclass
+class Evaluator:
+    """How the search measures encodings. `full`: every evaluation sample. `screen`: a spread subset,
+    enough to rank candidates (defaults to `full`). `meets`: every sample, but None as soon as the
+    target can no longer be met (defaults to `full`, never stopping)."""
+
+    full: Callable[[Encodings], Metrics]
+    screen: Callable[[Encodings], Metrics] | None = None
+    meets: Callable[[Encodings, Target], Metrics | None] | None = None
+
+    def screened(self, encodings: Encodings) -> Metrics:
+        return (self.screen or self.full)(encodings)
+
+    def if_met(self, encodings: Encodings, target: Target) -> Metrics | None:
+        """The metrics when the target is met; when not, the metrics or None (stopped early)."""
+        return self.meets(encodings, target) if self.meets is not None else self.full(encodings)
 
 
 @dataclass(eq=False)  # one object per candidate: `in` compares identity, not the chains and parts
@@ -134,6 +157,57 @@ class CostModel:
         """Share of MACs in layers with a 16-bit input or weight."""
         acts, weights = self._wide(chosen)
         return 100 * sum(self.macs[name] for name in acts | weights) / (sum(self.macs.values()) or 1)
+
+
+class RunningCost:
+    """CostModel.factor of a growing set, kept up to date per candidate taken: greedy_order asks for the
+    cost every remaining candidate adds at every step, and recomputing the factor over the whole set
+    for each made it cubic (a YOLOX detector's 841 candidates: 5 minutes). Same sums, taken apart."""
+
+    def __init__(self, model: CostModel):
+        self.macs = model.macs
+        self.base = sum(model.macs.values()) + model.elems or 1.0
+        self.acts: set[str] = set()
+        self.weights: set[str] = set()
+        self.floats: dict[str, int] = {}  # MAC layer -> widest float input
+        self.widest: dict[str, Candidate] = {}  # group -> the candidate whose traffic counts (as factor)
+
+    def _layer(self, name: str, act: bool, weight: bool, float_bits: int) -> float:
+        return cost.layer_cost(self.macs[name], 0, 16 if act else 8, 16 if weight else 8, float_bits)
+
+    def _changes(self, c: Candidate):
+        """(layer, its cost now, its cost with c raised too) for each MAC layer c touches."""
+        acts, weights = set(c.act_layers), set(c.weight_layers)
+        for name in (acts | weights) & self.macs.keys():
+            now = self.floats.get(name, 0)
+            after = max(now, c.float_bits) if c.float_bits and name in acts else now
+            yield (
+                self._layer(name, name in self.acts, name in self.weights, now),
+                self._layer(name, name in self.acts or name in acts, name in self.weights or name in weights, after),
+            )
+
+    def _traffic(self, c: Candidate | None) -> float:
+        return c.elems * cost.extra_traffic(c.float_bits) if c is not None else 0.0
+
+    def _wider(self, c: Candidate) -> Candidate | None:
+        """The candidate whose traffic counts for c's group once c is taken (the widest; the later of equals)."""
+        old = self.widest.get(c.tensors[0]) if c.tensors else None
+        return c if old is None or c.float_bits >= old.float_bits else old
+
+    def added(self, c: Candidate) -> float:
+        """factor(taken + [c]) - factor(taken)."""
+        delta = sum(after - now for now, after in self._changes(c))
+        if c.tensors:
+            delta += self._traffic(self._wider(c)) - self._traffic(self.widest.get(c.tensors[0]))
+        return delta / self.base
+
+    def add(self, c: Candidate) -> None:
+        if c.tensors:
+            self.widest[c.tensors[0]] = self._wider(c)  # type: ignore[assignment]
+        for name in c.act_layers if c.float_bits else ():
+            self.floats[name] = max(self.floats.get(name, 0), c.float_bits)
+        self.acts.update(c.act_layers)
+        self.weights.update(c.weight_layers)
 
 
 @dataclass
@@ -256,17 +330,17 @@ def greedy_order(cands: list[Candidate], model: CostModel) -> list[Candidate]:
     tensors: set[str] = set()
     weights: set[str] = set()
     floats: dict[str, int] = {}
-    current = model.factor(order)
+    running = RunningCost(model)
     while useful := [c for c in useful if not c.covered_by(tensors, weights, floats)]:
-        added = [max(model.factor([*order, c]) - current, 1e-9) for c in useful]
+        added = [max(running.added(c), 1e-9) for c in useful]
         best = max(range(len(useful)), key=lambda k: (useful[k].gain / added[k], -k))
         order.append(useful.pop(best))
+        running.add(order[-1])
         if order[-1].float_bits:
             floats.update({t: max(floats.get(t, 0), order[-1].float_bits) for t in order[-1].tensors})
         else:
             tensors.update(order[-1].tensors)
         weights.update(order[-1].weights)
-        current += added[best]
     rest = [c for c in cands if c.gain <= 0 and not c.covered_by(tensors, weights, floats)]
     return order + sorted(rest, key=lambda c: (-c.gain, c.name))
 
@@ -289,6 +363,7 @@ def _sensitivity(
     baseline: Metrics,
     proxy,
 ) -> None:
+    """Each candidate's gain over `baseline`, the all-8-bit model measured as `evaluate` measures."""
     gains: dict[str, float] = {}
     for c in cands:
         if proxy is not None:  # a weight candidate is credited with its layer's added noise
@@ -305,7 +380,7 @@ def search(
     cands: list[Candidate],
     model: CostModel,
     base: Encodings,
-    evaluate: Callable[[Encodings], Metrics],
+    evaluator: Evaluator,
     target: Target,
     proxy: dict[str, float] | None = None,
     replaceable: frozenset[str] = frozenset(),
@@ -317,11 +392,14 @@ def search(
     def raised(prefix: list[Candidate]) -> Encodings:
         return raise_precision(base, prefix, replaceable)
 
+    evaluate = evaluator.full
     baseline = evaluate(base)
     curve = [_point(model, [], baseline)]
     if target.factor is None and target.met(baseline):
         return Result([], base, curve)
-    _sensitivity(cands, raised, evaluate, baseline, proxy)
+    # the gains are differences: the baseline is measured on the samples the candidates are
+    screened = baseline if evaluator.screen is None or proxy is not None else evaluator.screen(base)
+    _sensitivity(cands, raised, evaluator.screened, screened, proxy)
     order = greedy_order(cands, model)
     if target.factor is not None:
         prefix = [c for i, c in enumerate(order) if model.factor(order[: i + 1]) <= target.factor]
@@ -340,7 +418,7 @@ def search(
     chosen = order[:best] if best is not None else order
     if best is not None:
         chosen = _prefer_integers(
-            chosen, cands, raised, evaluate, target, lambda p, m: curve.append(_point(model, p, m))
+            chosen, cands, raised, evaluator.if_met, target, lambda p, m: curve.append(_point(model, p, m))
         )
     curve.sort(key=lambda p: p["layers_16bit"])
     logger.info("mixed precision: %d of %d candidates raised (16 bits or float)", len(chosen), len(cands))
@@ -351,7 +429,7 @@ def _prefer_integers(
     chosen: list[Candidate],
     cands: list[Candidate],
     raised: Callable[[list[Candidate]], Encodings],
-    evaluate: Callable[[Encodings], Metrics],
+    if_met: Callable[[Encodings, Target], Metrics | None],
     target: Target,
     record: Callable[[list[Candidate], Metrics], None],
 ) -> list[Candidate]:
@@ -370,7 +448,9 @@ def _prefer_integers(
         options = [rest + at_16(c.tensors), rest + at_16(c.tensors, "+weights")]
         options += [[*rest, p, *at_16([t for t in c.tensors if t not in p.tensors])] for p in c.parts]
         for trial in options:
-            metrics = evaluate(raised(trial))
+            metrics = if_met(raised(trial), target)
+            if metrics is None:  # stopped early: certain to miss the target, and no point of the curve
+                continue
             record(trial, metrics)
             if target.met(metrics):
                 chosen = trial
@@ -385,6 +465,23 @@ def _output_sqnr(d) -> float | None:
     if d.noise == 0:
         return math.inf
     return 10 * math.log10(d.signal / d.noise) if d.signal > 0 else None
+
+
+def best_possible(drift: dict, signal_left: dict[str, float], samples_left: int) -> Metrics:
+    """The best `overall` the finished evaluation can still give after a part of its samples: the noise
+    only grows, the rest of the float outputs' signal (`signal_left`, known from the cached float
+    outputs) is the most SQNR it can still add, and each remaining sample at most cosine 1."""
+    sqnrs, cosines = [], []
+    for name, d in drift.items():
+        signal = d.signal + max(signal_left.get(name, 0.0), 0.0)
+        if not math.isfinite(d.noise):  # stays so (as in _output_sqnr)
+            sqnrs.append(-math.inf)
+        elif signal <= 0:  # overall skips an output whose float values are all zero
+            continue
+        else:  # the slack keeps a trial that would meet the target exactly from stopping on rounding
+            sqnrs.append(math.inf if d.noise == 0 else 10 * math.log10(signal * (1 + 1e-9) / d.noise))
+        cosines.append((d.cosine_sum + samples_left) / max(d.samples + samples_left, 1))
+    return {"sqnr_db": min(sqnrs, default=-math.inf), "cosine": min(cosines, default=0.0)}
 
 
 def overall(drift: dict) -> Metrics:

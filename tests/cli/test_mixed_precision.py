@@ -189,6 +189,30 @@ def test_greedy_order_counts_a_layer_already_raised_once() -> None:
     assert [c.name for c in order] == ["small_in", "big_in", "big_in+weights", "flat"]
 
 
+def test_running_cost_adds_what_the_factor_of_the_whole_set_does() -> None:
+    """greedy_order's per-candidate update (RunningCost) against CostModel.factor recomputed, on random sets
+    mixing 16-bit, float and weight candidates over shared layers and groups."""
+    rng = np.random.default_rng(5)
+    layers = [f"L{i}" for i in range(6)]
+    model = mp.CostModel({name: int(rng.integers(10, 1000)) for name in layers}, elems=500)
+    cands = []
+    for g in range(8):
+        readers = list(rng.choice(layers, size=int(rng.integers(0, 3)), replace=False))
+        elems = int(rng.integers(1, 100))
+        cands += [mp.Candidate(f"t{g}", [f"t{g}"], [], readers, [], elems)]
+        cands += [mp.Candidate(f"t{g}:f{b}", [f"t{g}"], [], readers, [], elems + b, float_bits=b) for b in (16, 32)]
+        cands += [mp.Candidate(f"t{g}+w", [f"t{g}"], [f"w{g}"], readers, [layers[g % 6]], elems)]
+        cands += [mp.Candidate(f"w{g}", [], [f"w{g}"], [], [layers[g % 6]], 0)]
+    for _ in range(20):
+        taken: list[mp.Candidate] = []
+        running = mp.RunningCost(model)
+        for k in rng.permutation(len(cands))[:12]:
+            c = cands[k]
+            assert np.isclose(running.added(c), model.factor([*taken, c]) - model.factor(taken), rtol=0, atol=1e-12)
+            taken.append(c)
+            running.add(c)
+
+
 def test_html_report_draws_the_pareto_curve(tmp_path: Path) -> None:
     model, listing = setup(tmp_path)
     page = tmp_path / "report.html"

@@ -1,0 +1,88 @@
+"""How `--mixed_precision auto` measures a trial (quant/mixed_precision.Evaluator): the quantized model
+against the float outputs, computed once, over the evaluation samples.
+
+The search's time is its number of trials times one pass over the samples, so: the sensitivity pass
+(one trial per candidate, ~150 on a CTC recogniser) runs on SCREEN_SAMPLES samples spread over the list,
+since it only ranks candidates; a trial that only has to say whether the target is met stops as soon as
+the float signal still to come cannot make up for the noise already measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+
+from qtool.inspect import compare
+from qtool.io.encodings import Encodings
+from qtool.io.feeds import iter_feeds
+from qtool.io.input_list import InputList
+from qtool.io.raw import InputSpec
+from qtool.quant import mixed_precision as mp
+
+# Enough samples to rank candidates by gain (a sample is a whole image, utterance or sentence, and a gain
+# of a few tenths of a dB ranks alike on 16 or 64 of them); the target itself is always judged on all.
+SCREEN_SAMPLES = 16
+
+
+def spread(count: int, wanted: int) -> list[int]:
+    """`wanted` indices evenly over range(count) (lists are often in source order: photo by photo)."""
+    if count <= wanted:
+        return list(range(count))
+    return sorted({int(k) for k in np.linspace(0, count - 1, wanted).round()})
+
+
+def _signal(cached: list[list[np.ndarray]], names: list[str]) -> dict[str, float]:
+    """Σ ref² per output over every sample, as compare.Drift sums it."""
+    totals = dict.fromkeys(names, 0.0)
+    for outputs in cached:
+        for name, ref in zip(names, outputs, strict=True):
+            r = ref.astype(np.float64).ravel()
+            totals[name] += float(r @ r)
+    return totals
+
+
+def evaluator(
+    reference: onnx.ModelProto,
+    listing: InputList,
+    specs: list[InputSpec],
+    native: bool,
+    threads: int,
+    build: Callable[[Encodings], onnx.ModelProto],
+) -> mp.Evaluator:
+    """`build` turns a trial's encodings into its QDQ model."""
+    count = len(listing.samples)
+    picked = spread(count, SCREEN_SAMPLES)
+    subset = dataclasses.replace(listing, samples=tuple(listing.samples[k] for k in picked))
+    cached = compare.reference_outputs(reference, iter_feeds(listing, specs, native), threads)
+
+    def measure(encodings: Encodings, samples: InputList, kept, stop=None) -> dict[str, compare.Drift]:
+        feeds = iter_feeds(samples, specs, native)
+        return compare.compare_outputs(reference, build(encodings), feeds, threads=threads, cached=kept, stop=stop)
+
+    def full(encodings: Encodings) -> mp.Metrics:
+        return mp.overall(measure(encodings, listing, cached))
+
+    def screen(encodings: Encodings) -> mp.Metrics:
+        return mp.overall(measure(encodings, subset, None if cached is None else [cached[k] for k in picked]))
+
+    screening = screen if len(picked) < count else None
+    if cached is None:  # float outputs too large to keep: no totals to bound a trial with
+        return mp.Evaluator(full, screening)
+    totals = _signal(cached, [o.name for o in reference.graph.output])
+
+    def meets(encodings: Encodings, target: mp.Target) -> mp.Metrics | None:
+        hopeless = False
+
+        def stop(drift: dict[str, compare.Drift], done: int) -> bool:
+            nonlocal hopeless
+            left = {name: totals.get(name, 0.0) - d.signal for name, d in drift.items()}
+            hopeless = done < count and not target.met(mp.best_possible(drift, left, count - done))
+            return hopeless
+
+        drift = measure(encodings, listing, cached, stop)
+        return None if hopeless else mp.overall(drift)
+
+    return mp.Evaluator(full, screening, meets)

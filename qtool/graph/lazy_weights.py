@@ -195,6 +195,11 @@ def copy_fields(source, target, skip: str) -> None:
 _SCRATCH: list[str] = []  # the process's scratch folder, made on first use
 
 
+def scratch_file(name: str) -> str:
+    """A file `name` in the process's scratch folder (removed when it exits), for `spilled`."""
+    return os.path.join(_scratch(), name)
+
+
 def _scratch() -> str:
     if not _SCRATCH:
         _SCRATCH.append(tempfile.mkdtemp(prefix="qtool-weights-"))

@@ -202,3 +202,20 @@ def test_a_truncated_large_inline_model_is_one_error_line(tmp_path: Path, cut: i
     ws.model.write_bytes(data[: len(data) - cut])
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out), 3, "model.onnx", "not an ONNX model")
+
+
+def test_adaround_in_passes_and_in_row_chunks_rounds_as_in_one_go(tmp_path, models, monkeypatch) -> None:
+    """adaround on a large model (issue 22): the moments a few layers a pass (MOMENTS_BYTES), the rows
+    solved a chunk at a time (CHUNK_WEIGHTS), the originals kept as stored views: the same model."""
+    from qtool.quant.algorithms import adaround
+
+    inline, external, listing = models
+    flags = ["--input_list", listing, "--apply_algorithms", "adaround", "--use_per_row_quantization"]
+    assert _run(["quantize", "-i", inline, "-o", tmp_path / "a" / "q.onnx", *flags]).exit_code == 0
+    monkeypatch.setattr(adaround, "MOMENTS_BYTES", 1)
+    monkeypatch.setattr(adaround, "CHUNK_WEIGHTS", 1)
+    result = _run(["quantize", "-i", external, "-o", tmp_path / "b" / "q.onnx", *flags], LOW)
+    assert result.exit_code == 0, result.stderr
+    want, got = _tensors(tmp_path / "a" / "q.onnx"), _tensors(tmp_path / "b" / "q.onnx")
+    assert want.keys() == got.keys() and all(np.array_equal(want[k], got[k]) for k in want)
+    assert (tmp_path / "a" / "q.encodings.json").read_bytes() == (tmp_path / "b" / "q.encodings.json").read_bytes()

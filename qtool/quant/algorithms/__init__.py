@@ -19,7 +19,7 @@ import onnx
 from onnx import numpy_helper
 
 from qtool.errors import UsageError, did_you_mean
-from qtool.graph import external_data
+from qtool.graph import external_data, lazy_weights
 from qtool.io.encodings import Encodings
 
 
@@ -42,7 +42,12 @@ class AlgorithmContext:
     def set_array(self, name: str, value: np.ndarray) -> None:
         for init in self.model.graph.initializer:
             if init.name == name:
-                init.CopyFrom(numpy_helper.from_array(value.astype(external_data.array(init).dtype), name))
+                value = value.astype(external_data.array(init).dtype)
+                if external_data.is_lazy(init) and value.nbytes >= external_data.LAZY_BYTES:
+                    # a weight read lazily stays so: a large model's changed weights in memory were its size again
+                    init.CopyFrom(lazy_weights.spilled(value, name, lazy_weights.scratch_file("changed-weights.data")))
+                else:
+                    init.CopyFrom(numpy_helper.from_array(value, name))
                 return
         self.model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
 

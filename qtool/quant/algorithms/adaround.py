@@ -55,6 +55,12 @@ ROWS_PER_SAMPLE = 2048
 DAMP = 0.01  # λ = DAMP · mean(diag G): GPTQ's dampening, and the ridge towards the float weights
 OVERFIT = 3.0  # extra λ per weight per input row (see _ridge)
 FIT_RIDGES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # target-fit ridges tried per layer (see _fit_ridge)
+# Σ x̃x̃ᵀ is (d+1)² float64 a layer, twice a square layer's float32 weights: past this many bytes for all
+# layers together they are collected in passes over the samples, a few layers a pass (issue 22)
+MOMENTS_BYTES = 256 << 20
+# rows are solved this many weights at a time: each row's solution is its own, and a large layer's
+# (rows, d) float64 temporaries (a dozen) would otherwise cost several times its weights
+CHUNK_WEIGHTS = 1 << 20
 T = TypeVar("T")
 Pair = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # (values in the model, float targets)
 
@@ -65,8 +71,12 @@ def _grid_values(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, grid: tuple[i
 
 def _upper(h: np.ndarray) -> np.ndarray | None:
     """Upper Cholesky factor of h⁻¹ (h carries its ridge), or None when h is not positive definite."""
+    shifted = h + 0.0  # h + 1e-12·I to the bit, without two more (d, d) temporaries
+    shifted[np.diag_indices_from(shifted)] += 1e-12
     try:
-        return np.linalg.cholesky(np.linalg.inv(h + 1e-12 * np.eye(len(h)))).T
+        inverse = np.linalg.inv(shifted)
+        del shifted
+        return np.linalg.cholesky(inverse).T
     except np.linalg.LinAlgError:
         return None
 
@@ -97,12 +107,19 @@ def _row_errors(target: np.ndarray, values: np.ndarray, h: np.ndarray) -> np.nda
     return np.sum((diff @ h) * diff, axis=1)  # BLAS: einsum's loop was 35x slower on 1153-wide rows
 
 
-def _refine(target, values, scale, zp, h, grid, free: int, sweeps: int = 8) -> np.ndarray:
+def _schur(h: np.ndarray, free: int) -> np.ndarray:
+    """h's Schur complement on the weights: the error of the weights with the free columns re-solved."""
+    d = len(h) - free
+    return h[:d, :d] - h[:d, d:] @ np.linalg.solve(h[d:, d:], h[d:, :d]) if free else h
+
+
+def _refine(target, values, scale, zp, h, grid, free: int, sweeps: int = 8, hs: np.ndarray | None = None) -> np.ndarray:
     """Local search from `values`: move single weights one grid step while that lowers the error
-    (the free columns re-solved, through the Schur complement of h), sweep by sweep, vectorised
-    over rows. The greedy column order of GPTQ leaves such steps; each taken one lowers the error."""
+    (the free columns re-solved, through the Schur complement of h, `hs` when the caller has it),
+    sweep by sweep, vectorised over rows. The greedy column order of GPTQ leaves such steps; each
+    taken one lowers the error."""
     d = target.shape[1] - free
-    hs = h[:d, :d] - h[:d, d:] @ np.linalg.solve(h[d:, d:], h[d:, :d]) if free else h
+    hs = _schur(h, free) if hs is None else hs
     scale, zp = np.broadcast_to(scale, (len(target), d)), np.broadcast_to(zp, (len(target), d))
     codes = np.rint(values[:, :d] / scale) + zp
     err = values[:, :d] - target[:, :d]
@@ -130,13 +147,25 @@ def solve_rows(target, scale, zp, h, grid, free: int = 0) -> np.ndarray:
     d = target.shape[1] - free
     scale = np.broadcast_to(scale.reshape(len(target), -1), (len(target), d))
     zp = np.broadcast_to(zp.reshape(len(target), -1), (len(target), d))
+    upper, hs = _upper(h), _schur(h, free)
+    step = max(64, CHUNK_WEIGHTS // target.shape[1] // 64 * 64)  # whole blocks of BLAS's rows: the same bits
+    if len(target) <= step:
+        return _solve_chunk(target, scale, zp, h, upper, hs, grid, free)
+    out = np.empty_like(target)
+    for start in range(0, len(target), step):
+        rows = slice(start, start + step)
+        out[rows] = _solve_chunk(target[rows], scale[rows], zp[rows], h, upper, hs, grid, free)
+    return out
+
+
+def _solve_chunk(target, scale, zp, h, upper, hs, grid, free: int) -> np.ndarray:
+    d = target.shape[1] - free
     best = _with_free(target, _grid_values(target[:, :d], scale, zp, grid), h)
-    upper = _upper(h)
     if upper is not None:
         found = _with_free(target, _gptq(target, scale, zp, upper, grid, d)[:, :d], h)
         better = _row_errors(target, found, h) < _row_errors(target, best, h)
         best = np.where(better[:, None], found, best)
-    return _refine(target, best, scale, zp, h, grid, free)
+    return _refine(target, best, scale, zp, h, grid, free, hs=hs)
 
 
 def _reader(qdq: onnx.ModelProto, layer: Layer) -> onnx.NodeProto | None:
@@ -163,13 +192,14 @@ def _prefetched(items: Iterable[T], run: Callable[[T], Pair]) -> Iterator[Pair]:
             yield pending.result()
 
 
-def _accumulate(layers: list[Layer], names: dict[str, str], pairs: Iterable[Pair], folds: bool) -> dict:
+def _accumulate(layers: list[Layer], names: dict[str, str], pairs: Iterable[Pair], folds: bool, first: int = 0) -> dict:
     """Σ x̃ x̃ᵀ per layer (groups, d+1, d+1) over the values x each layer reads (`names`); with
     `folds`, stacked with Σ x̃ t̃ᵀ against the float input t, and summed over the even and the odd
-    samples apart: (2 folds, 2, groups, ...), for the cross-validated target fit."""
+    samples apart: (2 folds, 2, groups, ...), for the cross-validated target fit. `first`: the index
+    of layers[0] among all the layers rounded (it seeds the rows sampled)."""
     sums: dict[str, np.ndarray] = {}
     for count, (values, targets) in enumerate(pairs):
-        for k, layer in enumerate(layers):
+        for k, layer in enumerate(layers, first):
             if layer.weight in names:
                 x = values[names[layer.weight]]
                 moments = augmented_moments(layer, x, ROWS_PER_SAMPLE, (count, k), targets.get(layer.input))
@@ -190,11 +220,29 @@ def _feeds(ctx: AlgorithmContext, samples: int) -> Iterator[dict[str, np.ndarray
         logger.warning("adaround: num_batches %d, but the input_list has %d samples", samples, count)
 
 
-def collect(ctx: AlgorithmContext, model: onnx.ModelProto, layers: list[Layer], samples: int) -> dict[str, np.ndarray]:
+def collect(
+    ctx: AlgorithmContext, model: onnx.ModelProto, layers: list[Layer], samples: int, first: int = 0
+) -> dict[str, np.ndarray]:
     """Σ x̃ x̃ᵀ per layer over the inputs each layer reads in `model`, all layers from one run a sample."""
     names = {layer.weight: node.input[0] for layer in layers if (node := _reader(model, layer)) is not None}
     run_model = runtime.runner(model, sorted(set(names.values())), ctx.threads)
-    return _accumulate(layers, names, _prefetched(_feeds(ctx, samples), lambda f: (run_model(f), {})), False)
+    return _accumulate(layers, names, _prefetched(_feeds(ctx, samples), lambda f: (run_model(f), {})), False, first)
+
+
+def _passes(model: onnx.ModelProto, layers: list[Layer]) -> list[tuple[int, list[Layer]]]:
+    """The layers in runs of consecutive ones whose moments take MOMENTS_BYTES at most (one layer at
+    least), each with the index of its first layer; one run when all fit."""
+    dims = {i.name: list(i.dims) for i in model.graph.initializer}
+    passes: list[tuple[int, list[Layer]]] = []
+    held = MOMENTS_BYTES
+    for k, layer in enumerate(layers):
+        size = 8 * layer.groups * (layer.fan_in(dims[layer.weight]) + 1) ** 2
+        if held + size > MOMENTS_BYTES:
+            passes.append((k, []))
+            held = 0
+        passes[-1][1].append(layer)
+        held += size
+    return passes
 
 
 def _pair(x_name: str, x_at: Callable, t_name: str, t_at: Callable) -> Callable[[int], Pair]:
@@ -268,16 +316,26 @@ class Originals:
     def __getitem__(self, name: str) -> np.ndarray:
         return external_data.array(self._inits[name]).astype(np.float64)
 
+    def stored(self, name: str) -> np.ndarray:
+        """As stored, as float32: a lazy weight's view of its file, no copy (read before it changes)."""
+        return np.asarray(external_data.array(self._inits[name]), dtype=np.float32)
+
+
+def _per_row(values: np.ndarray) -> np.ndarray:
+    """A matrix constant along its rows as one column (per-channel scales: the full one costs 2x the weights)."""
+    return values[:, :1].copy() if np.array_equal(values, np.broadcast_to(values[:, :1], values.shape)) else values
+
 
 def _adaround_layer(ctx: AlgorithmContext, ref: Originals, layer: Layer, e: enc.Encoding, gram: np.ndarray) -> None:
     w = ref[layer.weight]
     rows = layer.weight_rows(w)
     if e.blocks is None and len(e.scale) not in (1, rows.shape[0]):
         return
-    scale = layer.weight_rows(e.expand(e.scale_array(), w.shape))  # per weight: blocks differ along a row
-    zp = layer.weight_rows(e.expand(e.zero_point().astype(np.float64), w.shape))
+    scale = _per_row(layer.weight_rows(e.expand(e.scale_array(), w.shape)))  # per weight: blocks differ along a row
+    zp = _per_row(layer.weight_rows(e.expand(e.zero_point().astype(np.float64), w.shape)))
     bias = _bias(layer)
     originals = {layer.weight: w, **({bias: ref[bias]} if bias else {})}
+    stored = {name: ref.stored(name) for name in originals}
     free = int(bias is not None and originals[bias].shape == (rows.shape[0],))
     theta = np.hstack([rows, originals[bias][:, None]]) if free else rows
     folds = gram if gram.ndim == 5 else None
@@ -289,7 +347,8 @@ def _adaround_layer(ctx: AlgorithmContext, ref: Originals, layer: Layer, e: enc.
         sl = slice(g * per_group, (g + 1) * per_group)
         diag = float(np.mean(np.diag(moments)[: rows.shape[1]]))
         ridge = _ridge(moments, rows.shape[1], diag)
-        h = moments[:d, :d] + np.eye(d) * ridge
+        h = moments[:d, :d] + 0.0  # + ridge·I to the bit, without two more (d, d) temporaries
+        h[np.diag_indices_from(h)] += ridge
         if crosses is None:
             target = theta[sl]
         else:
@@ -300,7 +359,7 @@ def _adaround_layer(ctx: AlgorithmContext, ref: Originals, layer: Layer, e: enc.
     if free:
         ctx.set_array(bias, values[:, -1].astype(np.float32))
     ctx.overrides.params[layer.weight] = e
-    ctx.frozen.setdefault(layer.weight, {name: v.astype(np.float32) for name, v in originals.items()})  # as stored
+    ctx.frozen.setdefault(layer.weight, stored)
 
 
 def _weight_encoding(e: enc.Encoding, bitwidth) -> enc.Encoding:
@@ -315,8 +374,8 @@ def _weight_encoding(e: enc.Encoding, bitwidth) -> enc.Encoding:
 
 def _round_layers(ctx: AlgorithmContext, ref: Originals, layers: list[Layer], encodings: dict, moments: dict) -> None:
     for layer in layers:
-        if layer.weight in moments:
-            _adaround_layer(ctx, ref, layer, encodings[layer.weight], moments[layer.weight])
+        if layer.weight in moments:  # popped: each layer's moments go once it is rounded
+            _adaround_layer(ctx, ref, layer, encodings[layer.weight], moments.pop(layer.weight))
 
 
 def run(ctx: AlgorithmContext) -> list[str]:
@@ -335,7 +394,10 @@ def run(ctx: AlgorithmContext) -> list[str]:
     if sequential == "auto":
         sequential = any(e.bitwidth <= 4 for e in encodings.values())
     if not sequential:
-        _round_layers(ctx, ref, layers, encodings, collect(ctx, ctx.model, layers, samples))
+        passes = _passes(ctx.model, layers)
+        source = ctx.model if len(passes) == 1 else copy(ctx.model)  # every pass reads the float inputs
+        for first, run_layers in passes:
+            _round_layers(ctx, ref, run_layers, encodings, collect(ctx, source, run_layers, samples, first))
         return [f"adaround: {len(layers)} layers rounded to minimise their output error"]
     # Layer k's quantized input depends only on the layers before it (the activation encodings come
     # from the float calibration): each layer is rounded once, in graph order, its weight encodings

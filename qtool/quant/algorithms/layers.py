@@ -40,6 +40,10 @@ class Layer:
             return w.T
         return w
 
+    def fan_in(self, dims: list[int]) -> int:
+        """A weight row's length (weight_rows) for a weight of shape `dims`, without its values."""
+        return self.weight_rows(np.broadcast_to(np.float32(0), dims)).shape[1]
+
     def weight_from_rows(self, rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         if self.node.op_type == "Conv":
             return rows.reshape(shape)

@@ -66,7 +66,9 @@ OUT := build/demo
 #   stop once out of reach (api/mixed_evaluator.py), greedy_order's cost kept per candidate (issue 21; 190 lines)
 # 12841 -> 12917: adaround on large models: moments a few layers a pass, rows solved in chunks, the originals kept
 #   as views of their file, weights a step changes spilled to a scratch file when they were lazy (issue 22; 76 lines)
-LINE_BUDGET := 12917
+# +62 lines: a MatMul and its constant bias Add quantized as one layer (GraphFacts.bias_add), one QGemm in the
+#   QOperator export (issue 20)
+LINE_BUDGET := 12979
 
 .PHONY: demo test lint venv bench clean golden
 

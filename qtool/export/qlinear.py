@@ -72,12 +72,43 @@ def _per_column(g: QGraph, b: str, e: Encoding, axis: int) -> bool:
 
 def matmul(g: QGraph, node: onnx.NodeProto) -> bool:
     a, b = node.input
+    users = g.facts.consumers.get(node.output[0], [])
+    if len(users) == 1 and g.facts.bias_add(users[0]) is not None:
+        return _matmul_bias(g, node, users[0])
     ea, eb, out = g.operand(a), g.operand(b), g.target(node)
     if ea is None or eb is None or out is None or not _kernel_types(ea, eb, out.encoding):
         return False
     if not _per_column(g, b, eb, 1):
         return False
     g.emit(node, "QLinearMatMul", [*_input(g, a), *_input(g, b), *g.qparams(out.name)], out)
+    return True
+
+
+def _matmul_bias(g: QGraph, node: onnx.NodeProto, add: onnx.NodeProto) -> bool:
+    """A MatMul and the bias Add it is quantized with (GraphFacts.bias_add) as one QGemm on the rows of A
+    (Reshape to [-1, K] and back, on the integers), its bias int32 on a_scale·b_scale."""
+    a, b = node.input
+    bias = g.facts.bias_add(add)[1]  # type: ignore[index]
+    ea, eb, out = g.operand(a), g.operand(b), g.target(add)
+    if ea is None or eb is None or out is None or not _kernel_types(ea, eb, out.encoding) or not _per_column(g, b, eb, 1):
+        return False
+    values = _bias(g, bias, ea.scale[0] * eb.scale_array())
+    if values is None:
+        return False
+    k, n = g.facts.initializers[b].dims
+    rows = g.fresh(f"{a}_rows")
+    g.node("Reshape", [g.integer(a), g.const(f"{a}_rows_shape", np.array([-1, k], np.int64))], rows)
+    inputs = [rows, *g.qparams(a), *_input(g, b), g.const(f"{bias}_int32", values)]
+    g.emit(add, "QGemm", [*inputs, *g.qparams(out.name)], out, domain=MS_DOMAIN)
+    leading, shape, result = g.fresh(f"{a}_leading"), g.fresh(f"{out.name}_shape"), g.fresh(f"{out.name}_quantized")
+    whole = g.fresh(f"{a}_shape")
+    g.node("Shape", [g.integer(a)], whole)
+    ends = [g.const(f"{a}_shape_{end}", np.array([i], np.int64)) for end, i in (("start", 0), ("end", -1))]
+    g.node("Slice", [whole, *ends], leading)
+    g.node("Concat", [leading, g.const(f"{out.name}_columns", np.array([n], np.int64))], shape, axis=0)
+    g.node("Reshape", [g.integer_of[out.name], shape], result)
+    g.integer_of[out.name] = result
+    g.skipped.add(add.output[0])
     return True
 
 

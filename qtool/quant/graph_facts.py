@@ -47,8 +47,10 @@ class GraphFacts:
         return self.elem_types.get(name) in FLOAT_TYPES
 
     def squashed_into(self, name: str) -> str | None:
-        """The ReLU output that carries `name`'s encoding when ReLU squashing applies (FORMATS.md).
-        A ReLU capped by Min(x, constant) (how cle keeps ReLU6 exact) squashes on into the Min."""
+        """The tensor that carries `name`'s encoding when `name` gets none of its own: the ReLU output when
+        ReLU squashing applies (FORMATS.md), a ReLU capped by Min(x, constant) (how cle keeps ReLU6 exact)
+        squashing on into the Min; or the output of the bias Add behind a MatMul (`bias_add`), and on
+        through a ReLU after it."""
         producer = self.producers.get(name)
         users = self.consumers.get(name, [])
         if producer is None or len(users) != 1 or name in self.graph_outputs:
@@ -58,6 +60,29 @@ class GraphFacts:
             return user.output[0]
         if producer.op_type == "Relu" and user.op_type == "Min" and any(i in self.initializers for i in user.input):
             return user.output[0]
+        if self.bias_add(user) is not None:
+            return self.squashed_into(user.output[0]) or user.output[0]
+        return None
+
+    def bias_add(self, node: onnx.NodeProto) -> tuple[onnx.NodeProto, str] | None:
+        """(the MatMul, the bias) when `node` adds a constant bias, one value per output column, to the only
+        use of a MatMul by a constant weight: one layer, as a Gemm or Conv with its bias is. The bias joins
+        the int32 accumulator (qairt folds it into the FullyConnected, onnxruntime runs the MatMul as
+        MatMulIntegerToFloat and adds it in float), so the MatMul's output before it is never quantized."""
+        if node.op_type != "Add" or len(node.input) != 2:
+            return None
+        for data, bias in (node.input, node.input[::-1]):
+            matmul = self.producers.get(data)
+            if matmul is None or matmul.op_type != "MatMul" or bias not in self.initializers:
+                continue
+            if matmul.input[1] not in self.initializers or len(self.consumers.get(data, [])) != 1:
+                continue
+            if data in self.graph_outputs or not (self.is_float(bias) and self.is_float(data)):
+                continue
+            columns = self.initializers[matmul.input[1]].dims[-1:]
+            dims = list(self.initializers[bias].dims)
+            if 0 < len(dims) <= 2 and dims[-1:] == columns and all(d == 1 for d in dims[:-1]):
+                return matmul, bias
         return None
 
     def array(self, name: str) -> np.ndarray:

@@ -351,6 +351,9 @@ def plan_params(
             continue
         weights, bias, constants = _param_slots(facts, node)
         rule = rule_for(node)
+        if (fused := facts.bias_add(node)) is not None and fused[1] in constants:
+            node, bias, constants = fused[0], fused[1], []  # the MatMul's bias: int32 on its accumulator's grid
+            weights = [(1, node.input[1])]
         for index, name in weights:
             if index < 0 and wanted(name):
                 params[name] = _slope_encoding(name, facts.array(name), overrides, o)

@@ -9,7 +9,8 @@ of hidden channels; here each hidden channel (the last axis) gets its own, still
 
 Only tensors no reader reduces over that axis with weights get it: the inputs of a LayerNormalization over
 the last axis, the operands of the Add that produces one when every reader of the operand is an Add, Sub
-or such a LayerNormalization, and the MatMul/Gemm output behind such an operand's bias Add. A per-channel
+or such a LayerNormalization, and the Gemm output behind such an operand's bias (a MatMul's has no grid of its
+own there: GraphFacts.bias_add). A per-channel
 scale there is an elementwise rescale an integer kernel applies on requantization (a MatMul's output per
 column, like per-channel weights); a MatMul *input* (a LayerNorm output read by the next block) would need
 its scales folded into the weights, so it keeps one grid. onnxruntime runs these as QDQ with `axis`;

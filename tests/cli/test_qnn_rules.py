@@ -322,3 +322,38 @@ def test_op_types_to_quantize_leaves_other_ops_float(tmp_path: Path) -> None:
     enc = read_encodings(out.with_suffix(".encodings.json"))
     assert set(enc.activations) == {"x", "a"}  # the Conv's input and output; Add and Mul stay float
     assert set(enc.params) == {"w"}
+
+
+def _linear_model(shared: bool) -> onnx.ModelProto:
+    """x[1,6,8] -> MatMul(W) -> m -> Add(m, b) -> Tanh -> y; `shared`: m is also a graph output."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.normal(size=(8, 5)).astype(np.float32), "W")
+    b = numpy_helper.from_array((rng.normal(size=5) * 4).astype(np.float32), "b")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["m"]), helper.make_node("Add", ["m", "b"], ["h"]),
+             helper.make_node("Tanh", ["h"], ["y"])]  # fmt: skip
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 5])]
+    if shared:
+        outputs.append(helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 6, 5]))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 8])
+    graph = helper.make_graph(nodes, "linear", [x], outputs, [w, b])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["bias-add", "matmul-output-read-twice"])
+def test_a_matmul_and_its_bias_add_are_one_layer(tmp_path: Path, shared: bool) -> None:
+    """The MatMul's output before its bias is not quantized (the bias joins the int32 accumulator, as a Gemm's
+    does): the bias is an int32 parameter on x_scale·W_scale. Read by anything else, the output keeps its grid."""
+    model, listing = write_case(tmp_path / "case", _linear_model(shared))
+    out = tmp_path / "q.onnx"
+    code, _, err = qtool("quantize", "-i", model, "--input_list", listing, "-o", out, "--bias_bitwidth", "32")
+    assert code == 0, err
+    enc = read_encodings(out.with_suffix(".encodings.json"))
+    assert ("m" in enc.activations) == shared and "h" in enc.activations
+    bias = enc.params["b"]
+    assert bias.bitwidth == (8 if shared else 32)
+    if not shared:
+        expected = enc.activations["x"].scale[0] * enc.params["W"].scale[0]
+        assert bias.scale[0] == pytest.approx(expected, rel=1e-6)
+    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])

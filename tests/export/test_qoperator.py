@@ -40,7 +40,7 @@ CASES = {
         {"weights_bitwidth": 4, "use_per_channel_quantization": True},
         {"QLinearConv"},
     ),
-    "matmul": (matmul_model, {}, {"QLinearMatMul", "QLinearAdd", "QLinearSigmoid", "QLinearMul", "QGemm"}),
+    "matmul": (matmul_model, {}, {"QLinearMatMul", "QLinearSigmoid", "QLinearMul", "QGemm"}),  # MatMul + bias Add + Relu: one QGemm
     "matmul-per-row": (
         matmul_model,
         {"use_per_row_quantization": True, "bias_bitwidth": 32},

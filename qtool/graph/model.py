@@ -5,7 +5,6 @@ Every load error is a `ModelError` naming the file; every save goes through `ato
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -18,6 +17,7 @@ from onnx import helper, version_converter
 from qtool.errors import DataError, ModelError
 from qtool.graph import external_data, inline_weights
 from qtool.graph.inline_write import write_inline
+from qtool.io.digest import sha256
 from qtool.io.files import atomic_write, check_regular, env_bytes, load_json
 from qtool.io.raw import InputSpec
 
@@ -141,7 +141,7 @@ def batchnorm_record(model: onnx.ModelProto) -> dict[str, dict[str, list[float]]
 def fingerprint(model: onnx.ModelProto) -> str:
     """A hash of the graph's structure (nodes, types, opsets, initializer names/types/shapes; not the
     weights' bytes), so that the converted mark holds only for the graph it was written for."""
-    h = hashlib.sha256()
+    h = sha256()
     g = model.graph
     for opset in model.opset_import:
         h.update(opset.SerializeToString(deterministic=True))

@@ -8,7 +8,6 @@ input_list files, the calibration method, and per tensor its observer state.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,6 +16,7 @@ import onnx
 
 from qtool.errors import DataError
 from qtool.graph import external_data
+from qtool.io.digest import sha256
 from qtool.io.files import load_json, read_bytes, read_text, write_text
 from qtool.quant.observers import Observer, from_state
 
@@ -28,8 +28,8 @@ def model_hash(model: onnx.ModelProto) -> str:
     graph = model.graph
     if external_data.byte_size(model) < external_data.PROTOBUF_LIMIT:  # lazy weights read: as if inline
         with external_data.materialized(external_data.lazy(model)):
-            return hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
-    h = hashlib.sha256()
+            return sha256(graph.SerializeToString(deterministic=True)).hexdigest()
+    h = sha256()
     for part in (*graph.node, *graph.input, *graph.output):
         h.update(part.SerializeToString(deterministic=True))
     for init in graph.initializer:
@@ -49,7 +49,7 @@ def save_stats(
         "format": FORMAT,
         "samples": samples,
         "model_sha256": model_hash(model),
-        "input_lists": {str(p): hashlib.sha256(read_bytes(p, "input_list")).hexdigest() for p in input_lists},
+        "input_lists": {str(p): sha256(read_bytes(p, "input_list")).hexdigest() for p in input_lists},
         "tensors": {name: observers[name].state() for name in sorted(observers)},
     }
     write_text(path, json.dumps(doc, sort_keys=True, indent=1) + "\n")

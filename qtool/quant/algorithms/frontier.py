@@ -9,13 +9,13 @@ A pass starts at the previous layer's own node, so the weights rounded there sin
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
 import numpy as np
 import onnx
 
 from qtool import runtime
+from qtool.io.digest import blake2b
 
 FRONTIER_BYTES = 256 << 20  # per model; the rest run from their inputs (EfficientNet-Lite0: 4.8 MB a sample)
 
@@ -29,7 +29,7 @@ def _compact(name: str, producers: dict[str, onnx.NodeProto], activations: set[s
 
 
 def _digests(model: onnx.ModelProto) -> dict[str, bytes]:
-    return {t.name: hashlib.blake2b(t.SerializeToString(), digest_size=16).digest() for t in model.graph.initializer}
+    return {t.name: blake2b(t.SerializeToString(), digest_size=16).digest() for t in model.graph.initializer}
 
 
 class Frontier:

@@ -121,10 +121,11 @@ def runner(
     given: dict[str, np.ndarray] | None = None,
     *,
     folded: bool = False,
+    arena: bool = True,
 ) -> Runner:
     """feed -> {name: value} for the tensors `names`, running only the part of `model` they need
-    (from the tensors in `given`, fed in place of what computes them); `folded`: see `session`."""
-    sess = session(pruned(model, names, given), threads, where, folded=folded)
+    (from the tensors in `given`, fed in place of what computes them); `folded`, `arena`: see `session`."""
+    sess = session(pruned(model, names, given), threads, where, folded=folded, arena=arena)
     inputs = {i.name for i in sess.get_inputs()}
     return lambda feed: dict(zip(names, sess.run(names, {k: v for k, v in feed.items() if k in inputs}), strict=True))
 
@@ -219,14 +220,21 @@ FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 
 
 def session(
-    model: onnx.ModelProto, threads: int = 0, where: str = "model", optimized: bool = False, *, folded: bool = False
+    model: onnx.ModelProto,
+    threads: int = 0,
+    where: str = "model",
+    optimized: bool = False,
+    *,
+    folded: bool = False,
+    arena: bool = True,
 ) -> ort.InferenceSession:
     """A CPU session. `optimized` runs onnxruntime's full graph optimisation (QDQ -> integer
     kernels, as a deployment would); otherwise only basic rewrites, so that every tensor a caller
     asks for exists as it does in the graph (calibration, per-layer comparisons). `folded` (unoptimized
     only) dequantizes constant weights once, at load, with onnxruntime's own DequantizeLinear kernel,
     instead of on every run; prepacking is off, so that a kernel reads such a weight as it reads a
-    computed one and every value equals the unfolded run's bit for bit."""
+    computed one and every value equals the unfolded run's bit for bit. `arena=False`: no arena whatever
+    the model's size, for sessions that run a few samples each, one after another (see below)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -242,7 +250,9 @@ def session(
     options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     # onnxruntime's arena keeps a run's peak and its memory pattern plans another: a QDQ model run
     # unfused (its weights dequantized per run) held 2x its float weights after two runs
-    options.enable_cpu_mem_arena = external_data.byte_size(model) < NO_ARENA_BYTES
+    # and what it holds is not given back when the session goes: SLANet's per-layer comparison in 7
+    # stages grew 0.1 -> 1.0 GB with arenas, to 0.55 GB without
+    options.enable_cpu_mem_arena = arena and external_data.byte_size(model) < NO_ARENA_BYTES
     limit = session_proto_limit()
     try:
         return _built(model, options, limit)
@@ -253,6 +263,6 @@ def session(
     # A valid model that only onnxruntime's own rewrites break (its QDQ fusion copies a dilated
     # AveragePool's attributes onto QLinearAveragePool, which has none): run it unfused, and say so,
     # since a deployment on onnxruntime's default settings would fail the same way.
-    unfused = session(model, threads, where)
+    unfused = session(model, threads, where, arena=arena)
     logger.warning("%s: onnxruntime's full optimisation fails on it, so it ran unfused: %s", where, reason)
     return unfused

@@ -314,7 +314,8 @@ def _float_outputs(o: QuantizeOptions, reference: onnx.ModelProto, input_list: I
     if input_list is None or o.evaluate_samples == 0:
         return None, 0.0
     started = time.perf_counter()
-    cached = compare.reference_outputs(reference, _feeds(o, reference, input_list, o.evaluate_samples), o.num_threads)
+    feeds = _feeds(o, reference, input_list, o.evaluate_samples)
+    cached = compare.reference_outputs(reference, feeds, o.num_threads, compare.one_pass_cache_bytes(reference))
     external_data.release()
     return cached, time.perf_counter() - started
 

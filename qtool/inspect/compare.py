@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from qtool import runtime
+from qtool.graph import external_data
 
 
 def common_shape(ref: np.ndarray, quant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +93,16 @@ def as_array(value: object) -> np.ndarray:
         return np.concatenate(parts) if parts else np.zeros(0)
     array = np.asarray(value)
     return array if array.dtype.kind in "biuf" else np.zeros(0)
+
+
+SESSION_BYTES = 8 << 20  # what a small model's session adds besides its weights (3-10 MB measured)
+
+
+def one_pass_cache_bytes(reference: onnx.ModelProto) -> int:
+    """For a single comparison, the float outputs are worth keeping while they cost less than running the
+    float model beside the quantized one (its weights and a session): MTCNN's P-Net (30 KB of weights)
+    kept 22 MB of outputs for 64 samples, where streaming both models costs a few MB."""
+    return external_data.byte_size(reference) + SESSION_BYTES
 
 
 def reference_outputs(

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from qtool import runtime
+from qtool.graph import external_data
 from qtool.graph.model import inferred
 from qtool.inspect import stages
 from qtool.inspect.compare import common_shape
@@ -113,8 +115,13 @@ class LayerRow:
     fix: str
 
 
-def probes(reference: onnx.ModelProto, quantized: onnx.ModelProto) -> list[Probe]:
-    facts = GraphFacts.of(inferred(reference))
+def probes(
+    reference: onnx.ModelProto, quantized: onnx.ModelProto, shaped: onnx.ModelProto | None = None
+) -> list[Probe]:
+    """`shaped`: the reference with its shapes inferred, if the caller has it. The probes keep the
+    reference's own nodes, so that the inferred copy is freed with `shaped`."""
+    facts = GraphFacts.of(shaped if shaped is not None else inferred(reference))
+    producers = {out: node for node in reference.graph.node for out in node.output}
     graph = quantized.graph
     present = {v.name for v in graph.input} | {o for n in graph.node for o in n.output}
     found = qdq_encodings(quantized)
@@ -125,7 +132,7 @@ def probes(reference: onnx.ModelProto, quantized: onnx.ModelProto) -> list[Probe
         if name is None:
             continue
         e = found.activations.get(tensor)
-        result.append(Probe(tensor, name, facts.producers.get(tensor), e if e is not None and not e.is_float else None))
+        result.append(Probe(tensor, name, producers.get(tensor), e if e is not None and not e.is_float else None))
     return result
 
 
@@ -139,8 +146,11 @@ def stream(
     for a large model (stages.py). The sessions run with basic optimisation only, so that each probed
     tensor exists as in the graph (simulated QDQ); per-output drift as deployed (integer kernels) is
     compare.compare_outputs' job."""
-    errors = {e.probe.tensor: e for e in (LayerError(p) for p in probes(reference, quantized))}
-    groups = stages.cut(reference, list(errors), stages.compare_bytes())
+    with external_data.detached(reference, runtime.WEIGHT_BYTES):  # shapes need no weights: infer on the graph
+        shaped = inferred(reference)
+    errors = {e.probe.tensor: e for e in (LayerError(p) for p in probes(reference, quantized, shaped))}
+    groups = stages.cut(reference, list(errors), stages.compare_bytes(), stages.value_bytes(shaped))
+    del shaped
     pairs = [[(t, errors[t].probe.quant_name) for t in group] for group in groups]
     for g, ref, quant in stages.run_stages(reference, quantized, pairs, feeds, threads):
         for tensor, quant_name in pairs[g]:

@@ -1,7 +1,10 @@
 """The per-layer comparison in stages (issue 22: a model past 2 GB compared without holding two models).
 
 The probes (layers.probes, in the reference's graph order) are cut into stages whose reference nodes
-read at most COMPARE_BYTES of weights (`QTOOL_COMPARE_BYTES`; a small model is one stage). Stage after
+read at most COMPARE_BYTES of weights (`QTOOL_COMPARE_BYTES`; a small model is one stage) and whose probed
+values take at most FETCH_BYTES a sample, where shapes are known: a fetched value stays alive to the end
+of its run, so one stage fetching every layer holds a whole sample's activations twice (SLANet: 225 MB a
+model, 1.5 GB peak with onnxruntime's arenas, against 0.46 GB to calibrate it). Stage after
 stage, each model runs over every sample only the nodes the stage's probes need, starting from the
 values it kept from the stages before (its frontier: the tensors that nodes not yet run still read).
 So a stage's sessions hold that stage's weights only, and are dropped before the next stage's.
@@ -15,6 +18,7 @@ one, so every probed value is bit-identical to the unfolded whole-graph run's (t
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+from onnx import helper
 
 from qtool import runtime
 from qtool.graph.lazy_weights import is_lazy, span
@@ -30,6 +35,7 @@ from qtool.io.files import env_bytes
 COMPARE_ENV = "QTOOL_COMPARE_BYTES"
 COMPARE_BYTES = 256 << 20  # reference weights per stage: a 2.2 GB model runs in 9 stages
 FRONTIER_BYTES = 256 << 20  # per model, all samples; more goes to files
+FETCH_BYTES = 32 << 20  # probed values per stage, model and sample (SLANet: 8 stages, 0.6 GB peak)
 
 
 def _weight_bytes(tensor: onnx.TensorProto) -> int:
@@ -38,23 +44,48 @@ def _weight_bytes(tensor: onnx.TensorProto) -> int:
     return len(tensor.raw_data) if tensor.HasField("raw_data") else tensor.ByteSize()
 
 
-def cut(reference: onnx.ModelProto, tensors: list[str], budget: int) -> list[list[str]]:
+def cut(
+    reference: onnx.ModelProto,
+    tensors: list[str],
+    budget: int,
+    values: dict[str, int] | None = None,
+    fetch_budget: int = FETCH_BYTES,
+) -> list[list[str]]:
     """`tensors` (graph order) in consecutive groups, each adding at most `budget` bytes of weights
-    read by the nodes up to its last tensor's producer (at least one tensor a group)."""
+    read by the nodes up to its last tensor's producer and, given `values` (bytes a sample, see
+    `value_bytes`), fetching at most `fetch_budget` bytes of them (at least one tensor a group)."""
     sizes = {t.name: _weight_bytes(t) for t in reference.graph.initializer}
     position, spent = {}, 0
     for node in reference.graph.node:
         spent += sum(sizes.pop(name, 0) for name in runtime.reads(node))
         position.update((out, spent) for out in node.output)
     groups: list[list[str]] = []
-    start = 0
+    start = fetched = 0
     for name in tensors:
-        at = position.get(name, 0)
-        if not groups or at - start > budget:
+        at, size = position.get(name, 0), (values or {}).get(name, 0)
+        if not groups or at - start > budget or (groups[-1] and fetched + size > fetch_budget):
             start = position.get(groups[-1][-1], 0) if groups else 0
             groups.append([])
+            fetched = 0
         groups[-1].append(name)
+        fetched += size
     return groups
+
+
+def value_bytes(shaped: onnx.ModelProto) -> dict[str, int]:
+    """Bytes of each tensor of `shaped` (shapes inferred) whose shape is static; cut counts the others
+    (a Loop's data-dependent outputs) as nothing."""
+    found = {}
+    for value in [*shaped.graph.input, *shaped.graph.value_info, *shaped.graph.output]:
+        kind = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in kind.shape.dim]
+        if not kind.HasField("shape") or not all(d > 0 for d in dims):
+            continue
+        try:
+            found[value.name] = math.prod(dims) * helper.tensor_dtype_to_np_dtype(kind.elem_type).itemsize
+        except KeyError:  # undefined or string elements
+            continue
+    return found
 
 
 @dataclass
@@ -119,7 +150,10 @@ class _Staged:
         self.kept = self.inputs | ((self.kept | made) & later)
         fetch = sorted(made & (set(self.groups[g]) | self.kept))
         given = {name: value for name, value in example.items() if name not in self.inputs}
-        run = runtime.runner(self.model, fetch, threads, self.where, given, folded=self.folded) if fetch else None
+        # no arena: each stage's sessions run a few samples and go, and an arena's memory outlived them
+        run: runtime.Runner | None = None
+        if fetch:
+            run = runtime.runner(self.model, fetch, threads, self.where, given, folded=self.folded, arena=False)
         return lambda start: {**start, **(run(start) if run is not None else {})}
 
 

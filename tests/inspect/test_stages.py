@@ -92,6 +92,26 @@ def test_cut_keeps_each_group_within_the_budget():
     assert groups == [["x", "h0", "t0", "h1", "t1"], ["h2", "t2", "h3", "t3"]]
 
 
+def test_cut_keeps_each_group_within_the_fetch_budget():
+    """Probed values count too: four 1x64 float outputs (256 bytes each a sample) under a 600-byte budget
+    take two a stage, whatever the weights; a value of unknown size counts as nothing."""
+    tensors = ["h0", "t0", "h1", "t1", "h2"]
+    graph = onnx.helper.make_graph([], "g", [], [])
+    sizes = {name: 256 for name in tensors[:4]}
+    groups = stages.cut(onnx.helper.make_model(graph), tensors, 1 << 30, sizes, 600)
+    assert groups == [["h0", "t0"], ["h1", "t1", "h2"]]
+    assert stages.cut(onnx.helper.make_model(graph), tensors, 1 << 30) == [tensors]
+
+
+def test_value_bytes_counts_static_shapes_only():
+    info = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph(
+        [], "g", [info("x", onnx.TensorProto.FLOAT, [2, 3])], [info("y", onnx.TensorProto.INT64, ["n", 3])]
+    )
+    graph.value_info.append(info("z", onnx.TensorProto.FLOAT16, [4]))
+    assert stages.value_bytes(onnx.helper.make_model(graph)) == {"x": 24, "z": 8}
+
+
 def test_inspect_report_is_the_same_in_stages(tmp_path, monkeypatch):
     _quantized(tmp_path, "attention")
     args = ["inspect", tmp_path / "quant.onnx", "--reference", tmp_path / "float.onnx"]

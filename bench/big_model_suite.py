@@ -3,6 +3,8 @@ model, next to onnxruntime's quantize_static(..., use_external_data_format=True)
 
     .venv/bin/python bench/big_model_suite.py /tmp/big                 # 33 x 4096^2 MatMul: 2.2 GB
     .venv/bin/python bench/big_model_suite.py /tmp/b400 --layers 6     # the same pipeline at 403 MB
+    # /tmp/b400's model.onnx re-saved inline (onnx.save without external data) and its list.txt, measured inline:
+    QTOOL_EXTERNAL_DATA_BYTES=1800000000 .venv/bin/python bench/big_model_suite.py /tmp/b400i
 
 The model is generated into the folder unless it is there already (make_big_model.py, seeded); a folder
 make_big_decoder.py wrote (model.onnx and calib.txt) is measured the same way, on its 32 sequences. Steps, each
@@ -107,7 +109,8 @@ def main() -> None:
     # the same external-data layout at any size: a scaled-down model takes a 2.2 GB one's paths
     os.environ.setdefault("QTOOL_EXTERNAL_DATA_BYTES", "1000000")
     model = _model(args.folder, args.layers, args.width)
-    size = model.stat().st_size + model.with_name(model.name + ".data").stat().st_size
+    data = model.with_name(model.name + ".data")  # absent for a model saved inline
+    size = model.stat().st_size + (data.stat().st_size if data.exists() else 0)
     rows = []
     print(f"model {model}: S = {size / 1e6:.0f} MB\n\n| step | status | wall s | peak RSS MB | peak / S |\n|---|---|---|---|---|")
     for name, cmd in _steps(args.folder, model):

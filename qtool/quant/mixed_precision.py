@@ -443,11 +443,15 @@ def _prefer_integers(
         found = [by_name.get(f"{t}{suffix}") or by_name.get(t) for t in tensors]
         return list({x.name: x for x in found if x is not None and x not in chosen}.values())
 
+    tried: set[frozenset[str]] = set()  # a chain with no "+weights" candidates offers one trial twice
     for c in [c for c in reversed(chosen) if c.float_bits]:
         rest = [x for x in chosen if x is not c]
         options = [rest + at_16(c.tensors), rest + at_16(c.tensors, "+weights")]
         options += [[*rest, p, *at_16([t for t in c.tensors if t not in p.tensors])] for p in c.parts]
         for trial in options:
+            if (key := frozenset(x.name for x in trial)) in tried:  # the same encodings: it missed already
+                continue
+            tried.add(key)
             metrics = if_met(raised(trial), target)
             if metrics is None:  # stopped early: certain to miss the target, and no point of the curve
                 continue

@@ -105,3 +105,19 @@ def test_the_target_is_the_worst_output_not_the_outputs_pooled() -> None:
     metrics = mp.overall({"scores": scores, "boxes": boxes})
     assert metrics == {"sqnr_db": 10.0, "cosine": 0.9}  # pooled it was 40 dB
     assert mp.overall({"scores": scores, "silent": silent}) == {"sqnr_db": 40.0, "cosine": 1.0}
+
+
+def test_a_float_chain_is_not_tried_back_twice_with_the_same_encodings() -> None:
+    """Without "+weights" candidates, "all at 16 bits" and "all at 16 bits with the weights" are one trial."""
+    t16 = mp.Candidate("t", ["t"], [], [], [], 10)
+    u16 = mp.Candidate("u", ["u"], [], [], [], 10)
+    chain = mp.Candidate("t:float16", ["t", "u"], [], [], [], 20, float_bits=16)
+    chain.parts = [mp.Candidate("t:float16", ["u"], [], [], [], 10, float_bits=16)]
+    trials = []
+
+    def if_met(encodings, target):
+        trials.append(sorted(c.name for c in encodings))
+        return {"sqnr_db": 0.0, "cosine": 0.0}
+
+    kept = mp._prefer_integers([chain], [t16, u16, chain], list, if_met, mp.Target(sqnr_db=30), lambda p, m: None)
+    assert kept == [chain] and trials == [["t", "u"], ["t", "t:float16"]]

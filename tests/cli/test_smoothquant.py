@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +31,15 @@ def _outputs(model: onnx.ModelProto, listing: Path) -> np.ndarray:
     return np.stack([session.run(None, feed)[0] for feed in iter_feeds(read_input_list(listing), spec)])
 
 
-def test_smoothing_leaves_the_float_function_unchanged(block) -> None:
+@pytest.mark.parametrize("alpha", [0.5, "auto"])
+def test_smoothing_leaves_the_float_function_unchanged(block, alpha) -> None:
     path, calibration, held_out = block
     model = onnx.load(str(path))
     spec = [InputSpec("x", np.dtype(np.float32), (1, 16, 64))]
     ctx = AlgorithmContext(model, lambda: ((w, f) for w, f in _samples(calibration, spec)), lambda m, e: (m, None))
-    ctx.config = {"alpha": 0.5, "keep": "always"}
+    ctx.config = {"alpha": alpha, "keep": "always"}
     notes = smoothquant.run(ctx)
-    assert "ln1 (max/median" in notes[0] and "2 tensors smoothed" in notes[0]
+    assert "ln1 (" in notes[0] and "max/median" in notes[0] and "2 tensors smoothed" in notes[0]
     before, after = _outputs(onnx.load(str(path)), held_out), _outputs(ctx.model, held_out)
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5 * float(np.abs(before).max()))
     gamma = next(i for i in ctx.model.graph.initializer if i.name == "g1")
@@ -65,7 +67,37 @@ def test_smoothquant_gains_on_held_out_samples(tmp_path: Path, block) -> None:
     assert "smoothquant (alpha 0.5)" in report["algorithms"] and "ln1" in report["algorithms"]
 
 
+def test_alpha_auto_picks_one_alpha_a_site_and_gains_on_held_out_samples(tmp_path: Path, block) -> None:
+    (tmp_path / "auto.yaml").write_text("smoothquant:\n  alpha: auto\n")
+    plain, _ = _sqnr(tmp_path, block)
+    fixed, _ = _sqnr(tmp_path, block, "--apply_algorithms", "smoothquant")
+    auto, report = _sqnr(tmp_path, block, "--apply_algorithms", "smoothquant", "--config", tmp_path / "auto.yaml")
+    assert auto >= plain + 2.0 and auto >= fixed - 0.5, (plain, fixed, auto)
+    chosen = [float(a) for a in re.findall(r"\(alpha ([0-9.]+),", report["algorithms"])]
+    assert "smoothquant (alpha auto)" in report["algorithms"] and len(chosen) == 2
+    assert set(chosen) <= set(smoothquant.AUTO_ALPHAS)
+
+
+def test_best_alpha_scores_the_matmul_outputs_it_would_quantize() -> None:
+    """On a tensor with one channel 60x the rest, the chosen α has the least 8-bit output error of the grid."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 64))
+    x[:, 3] *= 60
+    weights = [rng.normal(size=(64, 32)), rng.normal(size=(64, 8))]
+    peak = np.abs(x).max(axis=0)
+    chosen = smoothquant.best_alpha(x, weights, peak)
+
+    def error(alpha: float) -> float:
+        s = smoothquant._scales(peak, smoothquant._weight_peak(weights), alpha)
+        xq = smoothquant._fake_quantized(x / s, None)
+        return sum(float(np.sum((xq @ smoothquant._fake_quantized(w * s[:, None], 0) - x @ w) ** 2)) for w in weights)
+
+    assert error(chosen) <= min(error(a) for a in smoothquant.AUTO_ALPHAS) * (1 + 1e-4)
+    assert error(chosen) < 0.5 * error(0.0)  # smoothing at all pays on such a tensor
+
+
 @pytest.mark.parametrize("text", ["smoothquant:\n  alpha: 1.5\n", "smoothquant:\n  alpha: .nan\n",
+                                  "smoothquant:\n  alpha: automatic\n",
                                   "smoothquant:\n  keep: sometimes\n"])  # fmt: skip
 def test_smoothquant_settings_are_checked(tmp_path: Path, block, text: str) -> None:
     model, calibration, _ = block

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 STAGE = "float"
 SCALE_LIMITS = (1e-5, 1e5)
+AUTO_ALPHAS = tuple(np.round(np.arange(0.3, 0.951, 0.05), 2).tolist())  # `alpha: auto` picks one per site
+AUTO_ROWS = 1024  # rows of each site's input `alpha: auto` scores on
 
 
 @dataclass(frozen=True)
@@ -116,16 +118,62 @@ def _unsmoothed_copy(ctx: AlgorithmContext, site: Site) -> None:
     nodes.insert(at + 1, copy_node)
 
 
-def _channel_max(ctx: AlgorithmContext, sites: list[Site], samples: int) -> dict[str, np.ndarray]:
+def _channel_max(
+    ctx: AlgorithmContext, sites: list[Site], samples: int, keep_rows: int = 0
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each site's max|X_j| over `samples` calibration samples, and (`keep_rows`) about that many of its rows,
+    evenly spaced through every sample."""
     run = runtime.runner(ctx.model, [s.tensor for s in sites], ctx.threads, "float model")
     peaks: dict[str, np.ndarray] = {}
+    rows: dict[str, list[np.ndarray]] = {}
     for i, (_, feed) in enumerate(ctx.samples()):
         if i == samples:
             break
         for name, value in run(feed).items():
-            peak = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0).astype(np.float64)
+            value = value.reshape(-1, value.shape[-1])
+            peak = np.abs(value).max(axis=0).astype(np.float64)
             peaks[name] = np.maximum(peaks[name], peak) if name in peaks else peak
-    return peaks
+            if keep_rows:
+                step = max(1, len(value) * samples // keep_rows)
+                rows.setdefault(name, []).append(value[::step].astype(np.float32))
+    return peaks, {name: np.concatenate(found) for name, found in rows.items()}
+
+
+def _fake_quantized(x: np.ndarray, axis: int | None) -> np.ndarray:
+    """x on an 8-bit grid: asymmetric over the whole tensor (axis None, an activation) or symmetric per slice
+    along `axis` (a weight's output columns)."""
+    if axis is None:
+        lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+        step = max(hi - lo, 1e-12) / 255
+        zero = np.round(-lo / step)
+        return (np.clip(np.round(x / step) + zero, 0, 255) - zero) * step
+    step = np.maximum(np.abs(x).max(axis=axis, keepdims=True), 1e-12) / 127
+    return np.clip(np.round(x / step), -127, 127) * step
+
+
+def _scales(peak: np.ndarray, w_peak: np.ndarray, alpha: float) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        s = np.power(peak, alpha) / np.power(np.maximum(w_peak, 1e-12), 1 - alpha)
+    return np.clip(np.where(np.isfinite(s) & (peak > 0), s, 1.0), *SCALE_LIMITS)
+
+
+def _weight_peak(weights: list[np.ndarray]) -> np.ndarray:
+    return np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
+
+
+def best_alpha(x: np.ndarray, weights: list[np.ndarray], peak: np.ndarray) -> float:
+    """The α of AUTO_ALPHAS whose smoothing gives the site's MatMuls the least output error at W8A8, on the rows
+    `x` of its input (8-bit: the activation on one grid, each weight column on its own)."""
+    x, weights = x.astype(np.float32), [w.astype(np.float32) for w in weights]  # an error to rank, not to report
+    reference = [x @ w for w in weights]
+    w_peak = _weight_peak(weights)
+
+    def error(alpha: float) -> float:
+        s = _scales(peak, w_peak, alpha)
+        xq = _fake_quantized(x / s, None)
+        return sum(float(np.sum((xq @ _fake_quantized(w * s[:, None], 0) - r) ** 2)) for w, r in zip(weights, reference, strict=True))
+
+    return min(AUTO_ALPHAS, key=error)
 
 
 def _outlier_ratio(peak: np.ndarray) -> float:
@@ -134,10 +182,7 @@ def _outlier_ratio(peak: np.ndarray) -> float:
 
 def _smooth(ctx: AlgorithmContext, site: Site, peak: np.ndarray, alpha: float) -> np.ndarray:
     weights = [ctx.array(u.input[1]) for u in site.consumers]
-    w_peak = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.power(peak, alpha) / np.power(np.maximum(w_peak, 1e-12), 1 - alpha)
-    s = np.clip(np.where(np.isfinite(s) & (peak > 0), s, 1.0), *SCALE_LIMITS)
+    s = _scales(peak, _weight_peak(weights), alpha)
     for user, w in zip(site.consumers, weights, strict=True):
         ctx.set_array(user.input[1], w * s[:, None])
     producer = site.producer
@@ -156,24 +201,26 @@ def _smooth(ctx: AlgorithmContext, site: Site, peak: np.ndarray, alpha: float) -
 def run(ctx: AlgorithmContext) -> list[str]:
     check_config("smoothquant", ctx.config, {"alpha", "num_batches", "keep"})
     alpha, keep = ctx.config.get("alpha", 0.5), ctx.config.get("keep", "auto")
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
-        raise UsageError(f"smoothquant: alpha must be a number in [0, 1], not {alpha!r}", where="--config")
+    if alpha != "auto" and (isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1):
+        raise UsageError(f"smoothquant: alpha must be a number in [0, 1] or auto, not {alpha!r}", where="--config")
     if keep not in ("auto", "always"):
         raise UsageError(f"smoothquant: keep must be auto or always, not {keep!r}", where="--config")
     sites = find_sites(GraphFacts.of(ctx.model))
     if not sites:
         logger.warning("smoothquant: no LayerNormalization or MatMul output feeding MatMuls; nothing smoothed")
         return ["smoothquant: no matching pattern"]
-    peaks = _channel_max(ctx, sites, int(ctx.config.get("num_batches", 32)))
+    peaks, rows = _channel_max(ctx, sites, int(ctx.config.get("num_batches", 32)), AUTO_ROWS * (alpha == "auto"))
     before = copy(ctx.model)
     layers = []
     for site in sites:
         if site.tensor in peaks:
-            s = _smooth(ctx, site, peaks[site.tensor], float(alpha))
-            ratio, after = _outlier_ratio(peaks[site.tensor]), _outlier_ratio(peaks[site.tensor] / s)
-            layers.append(f"{site.tensor} (max/median {ratio:.1f} -> {after:.1f})")
-            logger.info("smoothquant: %s: channel max/median %.1f -> %.1f", site.tensor, ratio, after)
-    note = f"smoothquant (alpha {alpha:g}): {len(layers)} tensors smoothed: " + ", ".join(layers)
+            peak = peaks[site.tensor]
+            chosen = alpha if alpha != "auto" else best_alpha(rows[site.tensor], [ctx.array(u.input[1]) for u in site.consumers], peak)
+            s = _smooth(ctx, site, peak, float(chosen))
+            ratio, after = _outlier_ratio(peak), _outlier_ratio(peak / s)
+            layers.append(f"{site.tensor} ({f'alpha {chosen:g}, ' if alpha == 'auto' else ''}max/median {ratio:.1f} -> {after:.1f})")
+            logger.info("smoothquant: %s: alpha %g, channel max/median %.1f -> %.1f", site.tensor, chosen, ratio, after)
+    note = f"smoothquant (alpha {alpha if alpha == 'auto' else format(alpha, 'g')}): {len(layers)} tensors smoothed: " + ", ".join(layers)
     if keep == "always" or ctx.trial is None:
         return [note]
     plain, smoothed = ctx.trial(before), ctx.trial(ctx.model)

@@ -45,7 +45,8 @@ MIN_RANGE = 1e-4  # QNN widens a narrower range to this: such an override holds 
 def checked_overrides(facts: GraphFacts, overrides: Encodings) -> Encodings:
     """`overrides` as the graph will use them. An override on a tensor that ReLU squashing removes
     (the Conv output before its Relu) moves to the squashed pair's tensor (the Relu output), as the
-    QNN seed's squashing implies, unless that tensor has its own; an override whose range is empty
+    QNN seed's squashing implies, unless that tensor has its own; so does a precision override on a MatMul's
+    output before its bias Add (GraphFacts.bias_add), while a range there, not the layer's, is dropped; an override whose range is empty
     (min == max, widened to 1e-4) is kept but warned about: it zeroes the tensor. A per-block
     override on anything but a weight blocks can run along is an error."""
     acts = dict(overrides.activations)
@@ -54,7 +55,10 @@ def checked_overrides(facts: GraphFacts, overrides: Encodings) -> Encodings:
         if target is None:
             continue
         moved = acts.pop(name)
-        if target in acts:
+        if moved.scale and not moved.is_float and facts.bias_add(facts.consumers[name][0]) is not None:
+            logger.warning("override for %r is ignored: its range is before the bias that %r adds, and a MatMul "
+                           "and its bias Add are quantized as one layer", name, target)  # fmt: skip
+        elif target in acts:
             logger.warning(
                 "override for %r is ignored: ReLU squashing merges it into %r, which has its own override", name, target
             )

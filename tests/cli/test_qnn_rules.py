@@ -357,3 +357,17 @@ def test_a_matmul_and_its_bias_add_are_one_layer(tmp_path: Path, shared: bool) -
         expected = enc.activations["x"].scale[0] * enc.params["W"].scale[0]
         assert bias.scale[0] == pytest.approx(expected, rel=1e-6)
     ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+
+
+def test_an_override_before_the_bias_moves_its_precision_and_drops_its_range(tmp_path: Path) -> None:
+    model, listing = write_case(tmp_path / "case", _linear_model(False))
+    for name, entry, expected in (("range", {"bitwidth": 8, "min": -0.5, "max": 0.5}, 8), ("bits", {"bitwidth": 16}, 16)):
+        overrides = write_json(tmp_path / f"{name}.json", {"activation_encodings": {"m": [entry]}, "param_encodings": {}})
+        out = tmp_path / f"{name}.onnx"
+        code, _, err = qtool("quantize", "-i", model, "--input_list", listing, "-o", out,
+                             "--quantization_overrides", overrides)  # fmt: skip
+        assert code == 0, err
+        h = read_encodings(out.with_suffix(".encodings.json")).activations["h"]
+        assert h.bitwidth == expected and "m" not in read_encodings(out.with_suffix(".encodings.json")).activations
+        assert h.max[0] - h.min[0] > 1.0  # calibrated over the Add's output, not the override's [-0.5, 0.5]
+        assert ("its range is before the bias" in err) == (name == "range")

@@ -40,7 +40,7 @@ def _signal(cached: list[list[np.ndarray]], names: list[str]) -> dict[str, float
     for outputs in cached:
         for name, ref in zip(names, outputs, strict=True):
             r = ref.astype(np.float64).ravel()
-            totals[name] += float(r @ r)
+            totals[name] += compare.dot(r, r)
     return totals
 
 

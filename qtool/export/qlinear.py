@@ -73,8 +73,8 @@ def _per_column(g: QGraph, b: str, e: Encoding, axis: int) -> bool:
 def matmul(g: QGraph, node: onnx.NodeProto) -> bool:
     a, b = node.input
     users = g.facts.consumers.get(node.output[0], [])
-    if len(users) == 1 and g.facts.bias_add(users[0]) is not None:
-        return _matmul_bias(g, node, users[0])
+    if len(users) == 1 and (fused := g.facts.bias_add(users[0])) is not None:
+        return _matmul_bias(g, node, users[0], fused[1])
     ea, eb, out = g.operand(a), g.operand(b), g.target(node)
     if ea is None or eb is None or out is None or not _kernel_types(ea, eb, out.encoding):
         return False
@@ -84,11 +84,10 @@ def matmul(g: QGraph, node: onnx.NodeProto) -> bool:
     return True
 
 
-def _matmul_bias(g: QGraph, node: onnx.NodeProto, add: onnx.NodeProto) -> bool:
+def _matmul_bias(g: QGraph, node: onnx.NodeProto, add: onnx.NodeProto, bias: str) -> bool:
     """A MatMul and the bias Add it is quantized with (GraphFacts.bias_add) as one QGemm on the rows of A
     (Reshape to [-1, K] and back, on the integers), its bias int32 on a_scale·b_scale."""
     a, b = node.input
-    bias = g.facts.bias_add(add)[1]  # type: ignore[index]
     ea, eb, out = g.operand(a), g.operand(b), g.target(add)
     if ea is None or eb is None or out is None or not _kernel_types(ea, eb, out.encoding) or not _per_column(g, b, eb, 1):
         return False

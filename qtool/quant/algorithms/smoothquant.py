@@ -70,14 +70,10 @@ def _producer(facts: GraphFacts, tensor: str) -> tuple[onnx.NodeProto, str | Non
         ok = axis == -1 and all(p in facts.initializers and _only_user(facts, p, node) for p in params)
         return (node, None) if ok else None
     if node.op_type == "Add":  # MatMul + bias, as exporters split a Linear
-        bias = next((i for i in node.input if i in facts.initializers), None)
-        source = next((i for i in node.input if i != bias), "")
-        matmul = facts.producers.get(source)
-        if bias is None or matmul is None or matmul.op_type != "MatMul" or not _only_user(facts, source, node):
+        fused = facts.bias_add(node)
+        if fused is None or not _only_user(facts, fused[1], node):
             return None
-        if len(facts.initializers[bias].dims) != 1 or not _only_user(facts, bias, node):
-            return None
-        node, found_bias = matmul, bias
+        node, found_bias = fused
     else:
         found_bias = None
     if node.op_type == "MatMul" and _weight_2d(facts, node):

@@ -102,3 +102,23 @@ def embedding_model(seed: int = 0, vocab: int = 40, width: int = 64) -> onnx.Mod
     model.ir_version = 10
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def patch_model(seed: int = 0) -> onnx.ModelProto:
+    """x[1, 3, 8, 8] -> Conv 4x4 stride 4 (3 inputs: no block of 16 fits, per channel) -> [1, 4, 32] tokens ->
+    MatMul W [32, 16] (blocks) -> y[1, 4, 16]: a ViT's patch embedding and a first layer."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "P": rng.normal(0, 0.2, (32, 3, 4, 4)).astype(np.float32),
+        "shape": np.array([1, 32, 4], np.int64),
+        "W": rng.normal(0, 0.2, (32, 16)).astype(np.float32),
+    }
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "P"], ["c"], name="patch", kernel_shape=[4, 4], strides=[4, 4]),
+        n("Reshape", ["c", "shape"], ["r"], name="flatten"),
+        n("Transpose", ["r"], ["t"], name="tokens", perm=[0, 2, 1]),
+        n("MatMul", ["t", "W"], ["y"], name="proj"),
+    ]
+    return _model(nodes, "patch", [1, 3, 8, 8], [1, 4, 16], arrays)
+

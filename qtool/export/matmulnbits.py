@@ -16,7 +16,9 @@ table's own MatMulNBits (N = tokens, K = features: the table's rows and blocks a
 reads the same bytes through a Reshape to [V, D/2] (onnxruntime folds it when it loads the model), so the
 file holds the table once. A table something else reads too keeps its DequantizeLinear and its Gather.
 MatMuls and Gemms convert first, so that a converted head frees its table for the Gather. Other MatMuls,
-activations' Q/DQ and everything else stay as they are; a model with none to convert is an error.
+activations' Q/DQ and everything else stay as they are; a model with none to convert is an error. A weight
+DequantizeLinear left whose integers all fit 4 bits (quantize writes a 4-bit weight a byte a value unless
+--pack_4_bit_weights: the ViT's per-channel Conv patch embedding) is stored as INT4/UINT4, same values.
 `accuracy_level` (--matmulnbits_accuracy_level) is left unset by default: the kernel then computes
 in float, as the QDQ model does; 4 quantizes A to int8 per block inside the kernel (what onnxruntime
 itself picks when it fuses a QDQ model's blocked DequantizeLinear -> MatMul), several times faster
@@ -25,6 +27,7 @@ at batch 1.
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -194,6 +197,32 @@ def _gather(g: _Graph, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
                                     domain=MS_DOMAIN, gather_axis=0, quantize_axis=1, block_size=size, bits=4)]  # fmt: skip
 
 
+def _pack_left(g: _Graph) -> None:
+    """Each weight (int8/uint8 initializer read only by DequantizeLinear) whose integers and zero point all
+    fit 4 bits as INT4/UINT4 (opset 21), two a byte: the dequantized values are the same, the bytes half."""
+    if next((o.version for o in g.model.opset_import if o.domain in ("", "ai.onnx")), 0) < 21:
+        return
+    readers: dict[str, set[tuple[str, int]]] = {}
+    for node in g.model.graph.node:
+        for i, name in enumerate(node.input):
+            readers.setdefault(name, set()).add((node.op_type, i))
+    narrow = {TensorProto.INT8: (ml_dtypes.int4, -8, 7), TensorProto.UINT8: (ml_dtypes.uint4, 0, 15)}
+    only_dq = {("DequantizeLinear", 0), ("DequantizeLinear", 2)}
+    for dq in [n for n in g.model.graph.node if n.op_type == "DequantizeLinear" and n.domain in ("", "ai.onnx")]:
+        names = [n for n in [dq.input[0], *dq.input[2:3]] if n]
+        tensors = [g.inits.get(n) for n in names]
+        types = {t.data_type for t in tensors if t is not None}
+        if None in tensors or len(types) != 1 or not types <= set(narrow):
+            continue
+        if any(not readers[n] <= only_dq for n in names):  # something reads the integers themselves
+            continue
+        to, low, high = narrow[tensors[0].data_type]  # type: ignore[union-attr]
+        arrays = [g.array(n) for n in names]
+        if all(a.size and low <= a.min() and a.max() <= high for a in arrays):  # type: ignore[union-attr]
+            for tensor, a in zip(tensors, arrays, strict=True):
+                tensor.CopyFrom(numpy_helper.from_array(a.astype(to), tensor.name))  # type: ignore[union-attr]
+
+
 def _rewrite(model: onnx.ModelProto, replace) -> int:
     """Each node replaced by `replace(node)` (a list of nodes, or None to keep it); the number replaced."""
     nodes, converted = [], 0
@@ -219,6 +248,9 @@ def to_matmulnbits(model: onnx.ModelProto, accuracy_level: int = 0) -> int:
     converted = _rewrite(model, matmul)
     g.refresh()  # a converted tied head no longer reads its table
     converted += _rewrite(model, lambda node: _gather(g, node))
+    if converted:
+        g.refresh()
+        _pack_left(g)
     if converted and not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return converted

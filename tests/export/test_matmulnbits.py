@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from block_models import embedding_model, mlp_model
+from block_models import embedding_model, mlp_model, patch_model
 from conftest import run_cli, save_model, write_samples
 from onnx import numpy_helper
 
@@ -75,6 +75,28 @@ def test_with_8_bit_activations_it_matches_the_qdq_model_within_one_output_step(
     step = next(numpy_helper.to_array(i) for i in model.graph.initializer if i.name.startswith("y_scale"))
     x = np.random.default_rng(4).uniform(-1, 1, (8, 64)).astype(np.float32)
     assert np.abs(_run(path, x) - _run(qdq, x, optimized=False)).max() <= float(step) * 1.001
+
+
+def test_a_4_bit_weight_left_as_dequantizelinear_is_stored_as_int4(tmp_path: Path) -> None:
+    """The Conv's 4-bit per-channel weight, a byte a value in the QDQ model (no --pack_4_bit_weights), keeps
+    its DequantizeLinear in the export but as INT4, two a byte: half the bytes, the same output."""
+    source = save_model(patch_model(), tmp_path / "m.onnx")
+    qdq = tmp_path / "m.quant.onnx"
+    result = run_cli(["quantize", "-i", source, "-o", qdq, "--act_bitwidth", "32", "--weights_bitwidth", "4",
+                      "--weights_block_size", "16", "--encodings_format", "1.0.0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _export(qdq, tmp_path / "out").exit_code == 0
+    path = tmp_path / "out" / "m.quant.matmulnbits.onnx"
+    model = onnx.load(str(path))
+    assert sorted(n.op_type for n in model.graph.node if n.domain) == ["MatMulNBits"]
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear")
+    weight = next(i for i in model.graph.initializer if i.name == dq.input[0])
+    assert weight.data_type == onnx.TensorProto.INT4 and len(weight.raw_data) == 32 * 3 * 4 * 4 // 2
+    before = next(i for i in onnx.load(str(qdq)).graph.initializer if i.name == dq.input[0])
+    np.testing.assert_array_equal(numpy_helper.to_array(weight).astype(np.int8), numpy_helper.to_array(before))
+    x = np.random.default_rng(5).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    reference = _run(qdq, x, optimized=False)
+    np.testing.assert_allclose(_run(path, x), reference, rtol=1e-4, atol=1e-5 * float(np.abs(reference).max()))
 
 
 @pytest.mark.parametrize(

@@ -122,3 +122,29 @@ def patch_model(seed: int = 0) -> onnx.ModelProto:
     ]
     return _model(nodes, "patch", [1, 3, 8, 8], [1, 4, 16], arrays)
 
+
+def tied_model(seed: int = 0, vocab: int = 200, width: int = 64) -> onnx.ModelProto:
+    """ids[1, 8] -> Gather(table [vocab, width]) -> MatMul W -> MatMul(·, Transpose(table)) -> logits[1, 8, vocab]:
+    a tied lm_head over a table small enough for convert's constant folding (under 4M values)."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "table": rng.normal(0, 1, (vocab, width)).astype(np.float32),
+        "W": rng.normal(0, 1 / np.sqrt(width), (width, width)).astype(np.float32),
+    }
+    n = helper.make_node
+    nodes = [
+        n("Gather", ["table", "ids"], ["e"], name="embed"),
+        n("MatMul", ["e", "W"], ["h"], name="mid"),
+        n("Transpose", ["table"], ["tT"], name="tied", perm=[1, 0]),
+        n("MatMul", ["h", "tT"], ["logits"], name="lm_head"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tied",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 8, vocab])],
+        [numpy_helper.from_array(v, k) for k, v in arrays.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 10
+    return model

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from block_models import embedding_model, mlp_model, patch_model
+from block_models import embedding_model, mlp_model, patch_model, tied_model
 from conftest import run_cli, save_model, write_samples
 from onnx import numpy_helper
 
@@ -258,3 +258,36 @@ def test_a_tied_head_with_zero_points_converts_and_its_gather_stays() -> None:
     assert sorted(n.op_type for n in model.graph.node) == ["DequantizeLinear", "Gather", "MatMulNBits"]
     reference = _logits(qdq, optimized=False)
     np.testing.assert_allclose(_logits(model, True), reference, rtol=1e-4, atol=1e-5 * float(np.abs(reference).max()))
+
+def test_a_small_tied_table_is_stored_once_through_convert_quantize_and_export(tmp_path: Path) -> None:
+    """convert's constant folding made Transpose(table) a second initializer when the table is under its 4M
+    values limit: the file held the table twice, and the export's tied-head detection missed it (two 4-bit
+    copies). convert now keeps that Transpose, so the export shares one copy as for a large table."""
+    source = save_model(tied_model(), tmp_path / "m.onnx")
+    conv, qdq = tmp_path / "m.conv.onnx", tmp_path / "m.quant.onnx"
+    assert run_cli(["convert", "-i", source, "-o", conv]).exit_code == 0
+    converted = onnx.load(str(conv))
+    assert [i.name for i in converted.graph.initializer] == ["table", "W"]
+    assert "Transpose" in [n.op_type for n in converted.graph.node]
+    result = run_cli(["quantize", "-i", conv, "-o", qdq, "--act_bitwidth", "32", "--weights_bitwidth", "4",
+                      "--weights_block_size", "32", "--encodings_format", "1.0.0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _export(qdq, tmp_path / "out").exit_code == 0
+    model = onnx.load(str(tmp_path / "out" / "m.quant.matmulnbits.onnx"))
+    assert sorted(n.op_type for n in model.graph.node) == [
+        "GatherBlockQuantized",
+        "MatMulNBits",
+        "MatMulNBits",
+        "Reshape",
+    ]
+    stored = sum(numpy_helper.to_array(i).nbytes for i in model.graph.initializer)
+    table_4bit = 200 * 64 // 2 + 200 * 2 * 4  # packed data + block scales
+    assert table_4bit < stored < 2 * table_4bit  # the table once (W is 64 x 64)
+    ids = np.array([[0, 3, 7, 11, 20, 33, 150, 199]], dtype=np.int64)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    reference = ort.InferenceSession(str(qdq), options, providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    out = ort.InferenceSession(str(tmp_path / "out" / "m.quant.matmulnbits.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(
+        out.run(None, {"ids": ids})[0], reference, rtol=1e-4, atol=1e-5 * float(np.abs(reference).max())
+    )

@@ -22,9 +22,15 @@ from qtool.graph.passes.remove_dropout import RemoveDropoutPass
 from qtool.graph.passes.remove_identity import RemoveIdentityPass
 
 
-def _fold_small_fills(node: ir.Node) -> bool | None:
+def _should_fold(node: ir.Node) -> bool | None:
     """onnxscript keeps ConstantOfShape unfolded (model size); a small one feeding shape arithmetic
-    (TF-style "same" padding computes Pad's pads so) must fold, or the Pad stays dynamic."""
+    (TF-style "same" padding computes Pad's pads so) must fold, or the Pad stays dynamic. A Transpose of
+    an embedding table a Gather reads too (a tied lm_head) stays: folded, the file would hold the table
+    twice, and quantized twice (the matmulnbits export shares one copy between the Gather and the head)."""
+    if node.op_type == "Transpose" and node.inputs and node.inputs[0] is not None:
+        table = node.inputs[0]
+        tied = table.is_initializer() and any(u.node.op_type == "Gather" and u.idx == 0 for u in table.uses())
+        return False if tied else None
     if node.op_type != "ConstantOfShape":
         return None
     shape = node.inputs[0].const_value if node.inputs and node.inputs[0] is not None else None
@@ -39,7 +45,7 @@ def convert_passes(input_dims: dict[str, tuple[int, ...]]) -> list[ir.passes.Pas
         FixInputDimsPass(input_dims),
         common.ShapeInferencePass(),
         FoldConstantsPass(
-            shape_inference=True, input_size_limit=1 << 22, output_size_limit=1 << 22, should_fold=_fold_small_fills
+            shape_inference=True, input_size_limit=1 << 22, output_size_limit=1 << 22, should_fold=_should_fold
         ),
         FoldBatchNormPass(),
         FuseLayerNormPass(),

@@ -82,7 +82,9 @@ OUT := build/demo
 #   (the ViT's per-channel Conv patch embedding, a byte a value: its export 1/5.9 -> 1/6.05 of fp32; issue 23)
 # 13148 -> 13154: convert keeps a Transpose of a table a Gather reads too (tied lm_head): folded, a small table was
 #   stored twice, and twice again in the matmulnbits export (issue 23)
-LINE_BUDGET := 13154
+# 13154 -> 13182: auto mixed precision's 16-bit activations keep 2x headroom past the calibrated range, and the
+#   written overrides carry that range (MTCNN ONet held-out 18.6 -> 30.4 dB; issue 21; 28 lines)
+LINE_BUDGET := 13182
 
 .PHONY: demo test lint venv bench clean golden
 

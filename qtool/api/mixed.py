@@ -84,9 +84,15 @@ def mixed_overrides_path(output: Path) -> Path:
     return output.with_suffix(".mixed_precision.json")
 
 
-def finish_mixed(o: QuantizeOptions, result: mp.Result, output: Path, report: Report) -> ModelError | None:
-    """Write the chosen 16-bit overrides; returns the --strict failure to raise once every output is written."""
+def finish_mixed(
+    o: QuantizeOptions, result: mp.Result, output: Path, report: Report, written: encio.Encodings
+) -> ModelError | None:
+    """Write the chosen 16-bit overrides; returns the --strict failure to raise once every output is written.
+    A 16-bit activation goes in with the range it was written with (`written`): its headroom is no part of a
+    bare bitwidth request, and the file replays the model."""
     chosen = mp.raise_precision(encio.Encodings(), result.chosen)
+    for t, e in chosen.activations.items():
+        chosen.activations[t] = written.activations.get(t, e) if e.headroom > 1 else e
     path = mixed_overrides_path(output)
     write_text(path, encio.to_json(chosen, o.encodings_format))
     report.facts["16-bit layers"] = ", ".join(c.name for c in result.chosen if not c.float_bits) or "none"

@@ -296,7 +296,7 @@ def _quantize(
     gm.save(quantized, output, external=o.external_data)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
     report.facts.update(_plan_facts(plan, output, started))
-    failure = (finish_mixed(o, mixed, output, report) if mixed is not None else None) or quality
+    failure = (finish_mixed(o, mixed, output, report, plan.encodings()) if mixed is not None else None) or quality
     if o.html is not None:
         chart = inspect_html.pareto_chart(mixed.curve) if mixed is not None else ""
         write_text(o.html, inspect_html.render_report(report, chart))

@@ -81,6 +81,9 @@ class Encoding:
     offset: tuple[int, ...] = ()
     axis: int | None = None  # the output-channel axis of a per-channel or per-block weight
     blocks: Blocks | None = None
+    # a request only (no range): the grid this many times as wide as calibration's range (auto mixed
+    # precision's 16-bit grids; group_range.with_headroom says why). Never written to a file.
+    headroom: float = 1.0
 
     @property
     def is_float(self) -> bool:

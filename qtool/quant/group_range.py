@@ -95,7 +95,21 @@ def group_encoding(
     else:
         lo, hi = merged.range(bitwidth, schema)
     lo = max(lo, _floor_past_max_readers(facts, group, observers, lo))
+    lo, hi = with_headroom(lo, hi, chosen.headroom if chosen is not None else 1.0)
     return enc.with_schema(schema, *_within_live_interval(facts, group, lo, hi, bitwidth), bitwidth, pow2=pow2)
+
+
+def with_headroom(lo: float, hi: float, factor: float) -> tuple[float, float]:
+    """[lo, hi] made `factor` times as wide, the room split over its ends beyond 0 (a non-negative tensor stays
+    so). Calibration's range is fitted to the samples that will judge it, so no measurement on them shows the
+    clipping of a value past it on new inputs (MTCNN ONet's box regression: calibrated max 0.37, held-out 0.57;
+    its 16-bit grid 33 dB on the calibration crops, 18.6 on held-out ones). A grid raised to 16 bits for
+    precision can spend one of its 8 extra bits on room: 6 dB of rounding noise on a ~90 dB grid."""
+    ends = (lo < 0) + (hi > 0)
+    if factor <= 1 or not ends:
+        return lo, hi
+    room = (hi - lo) * (factor - 1) / ends
+    return (lo - room if lo < 0 else lo), (hi + room if hi > 0 else hi)
 
 
 MAX_OPS = frozenset({"MaxPool", "GlobalMaxPool", "ReduceMax"})

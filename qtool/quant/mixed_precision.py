@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 Metrics = dict[str, float]  # {"sqnr_db": ..., "cosine": ...}
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 MAX_PARTS = 8  # downstream parts of a float chain tried in float alone (one evaluation each)
+# A raised 16-bit activation's grid is twice its calibrated range (group_range.with_headroom): the search
+# judges a trial on the calibration samples, whose values the range holds by construction, so it cannot see
+# the clipping that decides held-out accuracy; float16 never clips and int16 is otherwise chosen as its equal.
+HEADROOM = 2.0
 
 
 @dataclass(frozen=True)
@@ -315,7 +319,8 @@ def raise_precision(base: Encodings, chosen: list[Candidate], replaceable: froze
     out = Encodings(dict(base.activations), dict(base.params))
     for c in sorted(chosen, key=lambda c: -c.float_bits):
         for t in c.tensors:
-            out.activations.setdefault(t, float_encoding(c.float_bits) if c.float_bits else Encoding(bitwidth=16))
+            raised = float_encoding(c.float_bits) if c.float_bits else Encoding(bitwidth=16, headroom=HEADROOM)
+            out.activations.setdefault(t, raised)
         for w in c.weights:
             if w in replaceable or w not in out.params:
                 out.params[w] = Encoding(bitwidth=16, is_symmetric=True)

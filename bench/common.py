@@ -215,6 +215,7 @@ def report_extra(report: dict) -> dict:
     outputs = report.get("outputs (float vs quantized)") or []
     if outputs:
         extra["qtool calib-set sqnr_db"] = outputs[0].get("sqnr_db")
+        extra["qtool calib-set worst sqnr_db"] = min(o.get("sqnr_db", float("inf")) for o in outputs)
     if "pareto (cost vs accuracy)" in report:
         extra["pareto"] = report["pareto (cost vs accuracy)"]
     return extra

@@ -548,7 +548,8 @@ def task_cell(row: Row) -> str:
 
 def mixed_note(row: Row) -> str:
     """What `--mixed_precision auto` chose, from qtool's report: tensors raised to 16 bits, their MAC share, tensors
-    kept float, and the SQNR qtool's search saw (on the calibration samples, all outputs together)."""
+    kept float, and the worst output's SQNR of the written model on the calibration samples (what the search judged
+    it on; its pareto point is the one with that SQNR: the report's tensor lists do not count the candidates)."""
     if row.kind != "qtool:mixed30" or row.status != "ok" or not row.extra:
         return ""
     mixed = row.extra.get("mixed") or {}
@@ -557,11 +558,14 @@ def mixed_note(row: Row) -> str:
         chosen = [] if chosen == "none" else chosen.split(", ")
     count = len(chosen or [])
     pareto = row.extra.get("pareto") or []
-    picked = [p for p in pareto if p.get("layers_16bit", p.get("raised")) == count] or pareto[-1:]
     parts = [f"16-bit: {count} tensors"]
-    if picked:
-        parts[0] += f" ({picked[0].get('macs_16bit_%', 0):.1f}% of MACs)"
-        parts.append(f"search SQNR {picked[0].get('sqnr_db')} dB")
+    searched, label = row.extra.get("qtool calib-set worst sqnr_db"), ""
+    if searched is None:  # a row from before the worst output was kept
+        searched, label = row.extra.get("qtool calib-set sqnr_db"), " (first output)"
+    if pareto and searched is not None:  # the search's point for the written model: the same SQNR
+        picked = min(pareto, key=lambda p: abs(p.get("sqnr_db", 0) - searched))
+        parts[0] += f" ({picked.get('macs_16bit_%', 0):.1f}% of MACs)"
+        parts.append(f"calibration-set SQNR{label} {searched} dB")
     floats = mixed.get("float tensors")
     if floats not in (None, "none"):
         parts.append(f"float: {len(str(floats).split(', '))} tensors")

@@ -201,10 +201,12 @@ def write_block_samples(folder: Path, n: int, seed: int, d: int = 64, name: str 
     return listing
 
 
-def post_ln_model(seed: int = 0, d: int = 64, ff: int = 128) -> onnx.ModelProto:
+def post_ln_model(seed: int = 0, d: int = 64, ff: int = 128, outlier_units: tuple[int, ...] = ()) -> onnx.ModelProto:
     """A BERT-style post-LN block whose residual stream has outlier channels, as trained encoders do:
     x[1,S,d] -> (x·Wa + ba) + x -> LayerNorm (γ, β 30-60x on three channels) -> h1;
-    Gelu(h1·W1 + b1)·W2 + b2 (W2 writing 20x into the same channels) + h1 -> LayerNorm -> ·Wout -> y."""
+    Gelu(h1·W1 + b1)·W2 + b2 (W2 writing 20x into the same channels) + h1 -> LayerNorm -> ·Wout -> y.
+    `outlier_units`: MLP hidden units whose GELU output runs several times above the others' (as one
+    unit of each all-MiniLM-L6-v2 MLP does)."""
     rng = np.random.default_rng(seed)
     loud = [5, 21, 50]
 
@@ -227,7 +229,7 @@ def post_ln_model(seed: int = 0, d: int = 64, ff: int = 128) -> onnx.ModelProto:
         "g1": g1,
         "b1": b1,
         "w1": rng.normal(0, 1 / np.sqrt(d) / 8, (d, ff)).astype(np.float32),
-        "bias1": rng.normal(0, 0.1, ff).astype(np.float32),
+        "bias1": rng.normal(0, 0.1, ff).astype(np.float32) + np.isin(np.arange(ff), outlier_units) * np.float32(40.0),
         "w2": w2,
         "bias2": rng.normal(0, 0.1, d).astype(np.float32),
         "g2": g2,
@@ -250,3 +252,25 @@ def post_ln_model(seed: int = 0, d: int = 64, ff: int = 128) -> onnx.ModelProto:
         n("MatMul", ["h2", "wout"], ["y"]),
     ]
     return _block_model(nodes, "post_ln_block", w, d, opset=20, ir_version=9)  # opset 20: the standard Gelu
+
+
+def mlp_model(seed: int = 0, d: int = 64, ff: int = 256, outlier_units: tuple[int, ...] = (7,)) -> onnx.ModelProto:
+    """y = Gelu(x·W1 + b1)·W2 + b2, x[1,S,d], whose `outlier_units` fire ~8x above the other hidden units."""
+    rng = np.random.default_rng(seed)
+    bias1 = rng.normal(0, 0.1, ff).astype(np.float32)
+    bias1[list(outlier_units)] += 40.0
+    w = {
+        "w1": rng.normal(0, 1 / np.sqrt(d), (d, ff)).astype(np.float32),
+        "bias1": bias1,
+        "w2": rng.normal(0, 1 / np.sqrt(ff), (ff, d)).astype(np.float32),
+        "bias2": rng.normal(0, 0.1, d).astype(np.float32),
+    }
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "w1"], ["up_mm"]),
+        n("Add", ["up_mm", "bias1"], ["up"]),
+        n("Gelu", ["up"], ["gelu"]),
+        n("MatMul", ["gelu", "w2"], ["down_mm"]),
+        n("Add", ["down_mm", "bias2"], ["y"]),
+    ]
+    return _block_model(nodes, "mlp", w, d, opset=20, ir_version=9)

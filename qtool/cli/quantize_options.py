@@ -202,7 +202,7 @@ def quantize_options(func: Callable) -> Callable:
             "--algorithms",
             multiple=True,
             type=Choice(ALGORITHM_NAMES),
-            help="Accuracy algorithms: smoothquant, cle, clipsearch, adaround, bc (run in that order). Repeatable.",
+            help="Accuracy algorithms: outlier_split, smoothquant, cle, clipsearch, adaround, bc (run in that order). Repeatable.",
         ),
         click.option(
             "--op_types_to_quantize",

@@ -9,7 +9,8 @@ of hidden channels; here each hidden channel (the last axis) gets its own, still
 
 Only tensors no reader reduces over that axis with weights get it: the inputs of a LayerNormalization over
 the last axis, the operands of the Add that produces one when every reader of the operand is an Add, Sub
-or such a LayerNormalization, and the Gemm output behind such an operand's bias (a MatMul's has no grid of its
+or such a LayerNormalization (and, when an operand is itself a sum read only by Adds, its operands: an
+MLP split by `outlier_split`), and the Gemm output behind such an operand's bias (a MatMul's has no grid of its
 own there: GraphFacts.bias_add). A per-channel
 scale there is an elementwise rescale an integer kernel applies on requantization (a MatMul's output per
 column, like per-channel weights); a MatMul *input* (a LayerNorm output read by the next block) would need
@@ -73,17 +74,23 @@ def residual_stream(facts: GraphFacts) -> list[str]:
         producer = facts.producers.get(summed)
         if producer is None or producer.op_type != "Add":
             continue
-        for operand in producer.input:
-            if not _dynamic(facts, operand) or not _channel_safe(facts, operand):
+        operands, seen = list(producer.input), set()
+        while operands:
+            operand = operands.pop(0)
+            if operand in seen or not _dynamic(facts, operand) or not _channel_safe(facts, operand):
                 continue
+            seen.add(operand)
             add(operand)
-            bias_add = facts.producers.get(operand)
-            if bias_add is None or bias_add.op_type != "Add" or not any(i in facts.initializers for i in bias_add.input):
+            source = facts.producers.get(operand)
+            if source is None or source.op_type != "Add":
                 continue
-            for product in bias_add.input:
-                source = facts.producers.get(product)
+            if not any(i in facts.initializers for i in source.input):  # a branch that is itself a sum
+                operands += [i for i in source.input if all(r.op_type in ELEMENTWISE_READERS for r in facts.consumers.get(i, []))]
+                continue
+            for product in source.input:
+                matmul = facts.producers.get(product)
                 readers = facts.consumers.get(product, [])
-                if source is not None and source.op_type in MATMUL_OPS and [r.name for r in readers] == [bias_add.name]:
+                if matmul is not None and matmul.op_type in MATMUL_OPS and [r.name for r in readers] == [source.name]:
                     add(product)
     return found
 

@@ -53,16 +53,16 @@ class AlgorithmContext:
 
 
 def _registry() -> dict[str, ModuleType]:
-    from qtool.quant.algorithms import adaround, bias_correction, cle, clipsearch, smoothquant
+    from qtool.quant.algorithms import adaround, bias_correction, cle, clipsearch, outlier_split, smoothquant
 
-    return {"smoothquant": smoothquant, "cle": cle, "clipsearch": clipsearch, "adaround": adaround, "bc": bias_correction}
+    return {"outlier_split": outlier_split, "smoothquant": smoothquant, "cle": cle, "clipsearch": clipsearch, "adaround": adaround, "bc": bias_correction}
 
 
-ALGORITHM_NAMES = ("smoothquant", "cle", "clipsearch", "adaround", "bc")
+ALGORITHM_NAMES = ("outlier_split", "smoothquant", "cle", "clipsearch", "adaround", "bc")
 
 
 def resolve(names: tuple[str, ...]) -> list[tuple[str, ModuleType]]:
-    """The named algorithms in the order they must run (smoothquant, cle, clipsearch, adaround, bc)."""
+    """The named algorithms in the order they must run (outlier_split, smoothquant, cle, clipsearch, adaround, bc)."""
     registry = _registry()
     for name in names:
         if name not in registry:

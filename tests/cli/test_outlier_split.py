@@ -1,0 +1,111 @@
+"""outlier_split: an MLP's outlier hidden units in a branch of their own (quant/algorithms/outlier_split.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from attention_models import S, mlp_model, post_ln_model, write_block
+from conftest import run_cli
+
+from qtool.graph.model import inferred
+from qtool.io.feeds import iter_feeds, iter_samples
+from qtool.io.input_list import read_input_list
+from qtool.io.raw import InputSpec
+from qtool.quant.algorithms import AlgorithmContext, outlier_split
+from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.residual import residual_stream
+
+SPEC = [InputSpec("x", np.dtype(np.float32), (1, S, 64))]
+RECIPE = ["--use_per_channel_quantization", "--use_per_row_quantization", "--bias_bitwidth", "32", "--use_per_channel_residual"]
+
+
+@pytest.fixture(scope="module")
+def block(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    return write_block(tmp_path_factory.mktemp("outlier_unit"), post_ln_model(outlier_units=(7,)))
+
+
+def test_units_are_chosen_by_the_noise_they_put_on_the_output() -> None:
+    lo, hi, rows = np.full(8, -0.2), np.array([1.0, 1.2, 0.9, 1.1, 10.0, 1.0, 0.8, 1.3]), np.ones(8)
+    # unsplit: 10.2² · 8 = 832; unit 4 alone: 10.2² · 1 + 1.5² · 7 = 120: at most half, so it is split
+    assert outlier_split.choose_units(lo, hi, rows).tolist() == [4]
+    # an even MLP stays whole: the best split (four units away: 1.5²·4 + 1.2²·4 = 14.8 vs 1.5²·8 = 18) pays < 3 dB
+    assert outlier_split.choose_units(lo, np.minimum(hi, 1.3), rows).size == 0
+    # when only the outlier's W2 row writes anything, the others' coarse grid does not reach the output
+    assert outlier_split.choose_units(lo, hi, np.where(np.arange(8) == 4, 1.0, 0.01)).size == 0
+    # never more than max_units
+    wide = np.where(np.arange(8) < 3, 10.0, 1.0)
+    assert outlier_split.choose_units(lo, wide, rows).tolist() == [0, 1, 2]
+    assert outlier_split.choose_units(lo, wide, rows, max_units=1).size == 0
+
+
+def _split(path: Path, calibration: Path) -> tuple[AlgorithmContext, list[str]]:
+    model = inferred(onnx.load(str(path)))
+    ctx = AlgorithmContext(model, lambda: iter_samples(read_input_list(calibration), SPEC), lambda m, e: (m, None))
+    ctx.config = {"keep": "always"}
+    return ctx, outlier_split.run(ctx)
+
+
+def _outputs(model: onnx.ModelProto, listing: Path) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.stack([session.run(None, feed)[0] for feed in iter_feeds(read_input_list(listing), SPEC)])
+
+
+def test_the_split_is_exact_in_float_and_keeps_the_original_names(block) -> None:
+    path, calibration, held_out = block
+    ctx, notes = _split(path, calibration)
+    # unit 7 and the six the loud residual channels drive hardest (max 43.4 -> 7.9 for the other 121)
+    assert notes[0].startswith("outlier_split: 1 MLPs split: gelu (7 of 128 units")
+    onnx.checker.check_model(ctx.model, full_check=True)
+    nodes = {n.output[0]: n for n in ctx.model.graph.node}
+    assert list(nodes["down"].input) == ["down_main", "down_outliers"]  # the MLP output keeps its name
+    assert nodes["gelu"].input == ["up"] and nodes["gelu_outliers"].op_type == "Gelu"
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in ctx.model.graph.initializer}
+    assert weights["w1"].shape == (64, 121) and weights["w1_outliers"].shape == (64, 7)
+    assert weights["w2"].shape == (121, 64) and weights["w2_outliers"].shape == (7, 64)
+    before, after = _outputs(onnx.load(str(path)), held_out), _outputs(ctx.model, held_out)
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5 * float(np.abs(before).max()))
+    # both parts of the MLP output are residual-stream operands: each gets a grid per channel
+    stream = residual_stream(GraphFacts.of(inferred(ctx.model)))
+    assert {"down", "down_main", "down_outliers"} <= set(stream)
+
+
+def test_an_even_mlp_is_left_alone(tmp_path: Path) -> None:
+    path, calibration, _ = write_block(tmp_path, mlp_model(outlier_units=()))
+    ctx, notes = _split(path, calibration)
+    assert notes == ["outlier_split: no MLP has outlier units"]
+    assert not any(n.name.endswith("_outliers") for n in ctx.model.graph.node)
+
+
+def _quantize(tmp_path: Path, block, name: str, *extra) -> dict:
+    model, calibration, held_out = block
+    result = run_cli(["quantize", "-i", model, "--input_list", calibration, "--eval_list", held_out,
+                      "-o", tmp_path / f"{name}.onnx", "--json", *RECIPE, *extra])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_split_gains_on_held_out_samples(tmp_path: Path) -> None:
+    mlp = write_block(tmp_path, mlp_model())
+    plain = _quantize(tmp_path, mlp, "plain")
+    split = _quantize(tmp_path, mlp, "split", "--apply_algorithms", "outlier_split")
+    assert "outlier_split: 1 MLPs split: gelu (1 of 256 units" in split["algorithms"]
+    sqnr = [r["outputs (float vs quantized)"][0]["sqnr_db"] for r in (plain, split)]
+    assert sqnr[1] >= sqnr[0] + 6.0, sqnr
+
+
+@pytest.mark.parametrize(("yaml", "says"), [("max_units: 0", "max_units must be a positive integer, not 0"),
+                                            ("keep: never", "keep must be auto or always, not 'never'")])  # fmt: skip
+def test_bad_settings_are_one_line(tmp_path: Path, block, yaml: str, says: str) -> None:
+    model, calibration, _ = block
+    config = tmp_path / "c.yaml"
+    config.write_text(f"outlier_split:\n  {yaml}\n")
+    out = tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", model, "--input_list", calibration, "-o", out,
+                      "--apply_algorithms", "outlier_split", "--config", config])  # fmt: skip
+    assert result.exit_code == 2 and says in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()

@@ -154,6 +154,7 @@ class QuantizeOptions:
     use_per_channel_residual: bool = False  # per-channel activation encodings on the residual stream
     weights_block_size: int | None = None  # per-block Conv/Gemm/MatMul weights (quant/blocks.py)
     use_lpbq: bool = False  # ... compressed to LPBQ (4-bit, decompressed 8-bit)
+    use_asymmetric_blocks: bool = False  # ... or each with its own zero point (onnxruntime; not AIMET/QNN)
     matmulnbits_accuracy_level: int | None = None  # --target ort-cpu's MatMulNBits (export/matmulnbits.py)
     ignore_quantization_overrides: bool = False
     enable_float_fallback: bool = False

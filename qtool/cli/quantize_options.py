@@ -123,6 +123,11 @@ def quantize_options(func: Callable) -> Callable:
             help="LPBQ: block scales as a per-channel scale times 4-bit integers (needs --weights_block_size, 4-bit).",
         ),
         click.option(
+            "--use_asymmetric_blocks",
+            is_flag=True,
+            help="A zero point per block too (onnxruntime's MatMulNBits takes it; AIMET/QNN blocks are symmetric).",
+        ),
+        click.option(
             "--matmulnbits_accuracy_level",
             type=int_choice(0, 1, 2, 3, 4),
             callback=to_int,

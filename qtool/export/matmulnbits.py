@@ -55,7 +55,7 @@ def _pack(u: np.ndarray) -> np.ndarray:
 class _Graph:
     def __init__(self, model: onnx.ModelProto):
         self.model = model
-        self.shared: dict[str, tuple[str, str]] = {}  # a table's DequantizeLinear output -> (B, scales) written
+        self.shared: dict[str, list[str]] = {}  # a table's DequantizeLinear output -> [B, scales(, zero points)]
         self.refresh()
 
     def refresh(self) -> None:
@@ -145,16 +145,21 @@ def _replacement(g: _Graph, node: onnx.NodeProto, found: tuple, level: int) -> o
     b = g.add(f"{prefix}_B", _pack(u.reshape(n, k // size, size)))
     inputs = [node.input[0], b, g.add(f"{prefix}_scales", scale)]
     if np.any(zp != 8):
-        padded = np.pad(zp, ((0, 0), (0, zp.shape[1] % 2)), constant_values=8)
-        inputs.append(g.add(f"{prefix}_zero_points", _pack(padded)))
-    elif table:  # GatherBlockQuantized can read the same bytes
-        g.shared[table] = (inputs[1], inputs[2])
+        inputs.append(g.add(f"{prefix}_zero_points", _packed_zero_points(zp)))
+    if table:  # GatherBlockQuantized can read the same bytes
+        g.shared[table] = inputs[1:]
     if bias:
         inputs += [""] * (5 - len(inputs)) + [bias]
     name = node.name or f"{node.output[0]}_MatMulNBits"
     level_attr = {"accuracy_level": level} if level else {}
     return helper.make_node("MatMulNBits", inputs, list(node.output), name=name, domain=MS_DOMAIN,
                             K=k, N=n, bits=4, block_size=size, **level_attr)  # fmt: skip
+
+
+def _packed_zero_points(zp: np.ndarray) -> np.ndarray:
+    """[rows, blocks] unsigned 4-bit zero points two a byte, an odd count padded with 8 (MatMulNBits' and
+    GatherBlockQuantized's layout)."""
+    return _pack(np.pad(zp, ((0, 0), (0, zp.shape[1] % 2)), constant_values=8))
 
 
 def _drop_unused(model: onnx.ModelProto) -> None:
@@ -174,26 +179,28 @@ def _drop_unused(model: onnx.ModelProto) -> None:
 
 def _gather(g: _Graph, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
     """A Gather (axis 0) of a 4-bit table blocked along its features as GatherBlockQuantized: data uint8
-    [V, D/2] (q + 8, two a byte, low nibble first), scales [V, D/B], the default zero point 8; the data
-    a Reshape of a tied head's MatMulNBits B where there is one."""
+    [V, D/2] (q + 8, two a byte, low nibble first), scales [V, D/B], zero points packed as MatMulNBits' when
+    not all 8 (its default); the data a Reshape of a tied head's MatMulNBits B where there is one."""
     if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or _attrs(node).get("axis", 0) not in (0, -2):
         return None
     readers = sum(name == node.input[0] for n in g.model.graph.node for name in n.input)
     found = g.block_weight(node.input[0], 1) if readers == 1 else None  # the table read by something else too
-    if found is None or np.any(found[2] != 8):  # would keep its DequantizeLinear: a second copy, no faster
+    if found is None:
         return None
-    u, scale, _, size = found
+    u, scale, zp, size = found
     prefix = f"{node.input[0]}_gbq"
-    data, scales, made = f"{prefix}_data", f"{prefix}_scales", []
+    data, made = f"{prefix}_data", []
     if node.input[0] in g.shared:
-        b, scales = g.shared[node.input[0]]
+        b, *params = g.shared[node.input[0]]
         shape = g.add(f"{prefix}_shape", np.array([u.shape[0], u.shape[1] // 2], np.int64))
         made = [helper.make_node("Reshape", [b, shape], [data], name=f"{prefix}_Reshape")]
     else:
         g.add(data, _pack(u))
-        g.add(scales, scale)
+        params = [g.add(f"{prefix}_scales", scale)]
+        if np.any(zp != 8):
+            params.append(g.add(f"{prefix}_zero_points", _packed_zero_points(zp)))
     name = node.name or f"{node.output[0]}_GatherBlockQuantized"
-    return [*made, helper.make_node("GatherBlockQuantized", [data, node.input[1], scales], list(node.output), name=name,
+    return [*made, helper.make_node("GatherBlockQuantized", [data, node.input[1], *params], list(node.output), name=name,
                                     domain=MS_DOMAIN, gather_axis=0, quantize_axis=1, block_size=size, bits=4)]  # fmt: skip
 
 

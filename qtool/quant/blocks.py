@@ -45,11 +45,15 @@ BLOCK_BITWIDTHS = (4, 8)
 LPBQ_BITWIDTH, LPBQ_DECOMPRESSED_BW = 4, 8  # AIMET's defaults: decompressed = 2 x compressed
 BLOCK_FACTORS = np.linspace(0.4, 1.0, 31)  # clipped absmax candidates, in range_search's 0.02 steps
 SWEEPS = 2  # coordinate-descent passes of the output-error search over a row's blocks
+# asymmetric blocks: the (min, max) shares tried, each side 0.5-1.0 in 0.05 steps
+ASYMMETRIC_PAIRS = np.stack(np.meshgrid(*[np.linspace(0.5, 1.0, 11)] * 2, indexing="ij"), -1).reshape(-1, 2)
 LPBQ_FACTORS = np.round(np.linspace(0.8, 1.2, 9), 2)  # the largest block's scale over its searched one (LPBQ)
 _CHUNK = 1 << 14  # blocks scored at once: bounds the (factors x chunk x block) working array
 
 
-def check_options(block_size: int | None, bitwidth: int, lpbq: bool, encodings_format: str) -> None:
+def check_options(
+    block_size: int | None, bitwidth: int, lpbq: bool, encodings_format: str, asymmetric: bool = False
+) -> None:
     """The flag combinations the issue lists as mistakes, each one line naming the flag."""
     if block_size is not None:
         if block_size not in BLOCK_SIZES:
@@ -65,6 +69,8 @@ def check_options(block_size: int | None, bitwidth: int, lpbq: bool, encodings_f
             )
     if lpbq and block_size is None:
         raise UsageError("--use_lpbq needs --weights_block_size: LPBQ compresses per-block scales")
+    if asymmetric and (block_size is None or lpbq):
+        raise UsageError("--use_asymmetric_blocks needs --weights_block_size and no --use_lpbq (LPBQ is symmetric)")
     if lpbq and bitwidth != LPBQ_BITWIDTH:
         raise UsageError(f"--use_lpbq needs --weights_bitwidth 4 (compressed 4-bit, decompressed 8-bit), not {bitwidth}")
 
@@ -151,6 +157,34 @@ def _absmax(x: np.ndarray, bitwidth: int, method: str) -> np.ndarray:
     return chosen
 
 
+def _asymmetric_grid(lo: np.ndarray, hi: np.ndarray, bitwidth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lo, scale, offset) of ranges [lo, hi] (lo <= 0 <= hi) on enc.tf's asymmetric grid."""
+    hi = np.maximum(hi, lo + enc.MIN_RANGE)
+    scale = (hi - lo) / (2**bitwidth - 1)
+    return lo, scale, np.sign(lo) * np.floor(np.abs(lo / scale) + 0.5)  # enc.tf's offset: round half away
+
+
+def _asymmetric_ranges(x: np.ndarray, bitwidth: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each block's (lo, hi) (rows of x are blocks) on an asymmetric grid (enc.tf's): its min and max, or both
+    shrunk towards 0 by the pair of factors (ASYMMETRIC_PAIRS) of least error."""
+    lo, hi = np.minimum(x.min(axis=1), 0.0), np.maximum(x.max(axis=1), 0.0)
+    if method not in GAMMA:
+        return lo, hi
+    top, best = 2**bitwidth - 1, (np.full(len(x), np.inf), lo.copy(), hi.copy())
+    for start in range(0, len(x), _CHUNK):
+        at = slice(start, start + _CHUNK)
+        part = x[at]
+        for a, b in ASYMMETRIC_PAIRS:
+            low, scale, offset = _asymmetric_grid(lo[at] * a, hi[at] * b, bitwidth)
+            q = np.clip(np.rint(part / scale[:, None]) - offset[:, None], 0, top)
+            clipped = (part < offset[:, None] * scale[:, None]) | (part > (offset + top)[:, None] * scale[:, None])
+            error = np.sum((part - (q + offset[:, None]) * scale[:, None]) ** 2 * np.where(clipped, GAMMA[method], 1.0), axis=1)
+            better = error < best[0][at]
+            for kept, new in zip(best, (error, low, hi[at] * b), strict=True):
+                kept[at][better] = new[better]
+    return best[1], best[2]
+
+
 def _lpbq_ints(x: np.ndarray, scale: np.ndarray, channel: np.ndarray, method: str) -> np.ndarray:
     """(channels, blocks) integers k of LPBQ scales channel · k, the largest block keeping the top one."""
     top = 2 ** (LPBQ_DECOMPRESSED_BW - LPBQ_BITWIDTH)
@@ -166,18 +200,30 @@ def _lpbq_ints(x: np.ndarray, scale: np.ndarray, channel: np.ndarray, method: st
 
 
 def block_encoding(
-    values: np.ndarray, channel_axis: int, axis: int, size: int, bitwidth: int, *, method: str, lpbq: bool = False
-) -> Encoding:
-    """The per-block (or LPBQ) symmetric encoding of a weight; its input count is a multiple of `size`."""
+    values: np.ndarray, channel_axis: int, axis: int, size: int, bitwidth: int, *, method: str, lpbq: bool = False,
+    asymmetric: bool = False,
+) -> Encoding:  # fmt: skip
+    """The per-block (or LPBQ) symmetric encoding of a weight (asymmetric: a zero point per block too); its
+    input count is a multiple of `size`."""
     channel_axis = channel_of(channel_axis, axis, values.ndim)  # type: ignore[assignment]
     x = _grouped(np.asarray(values, dtype=np.float64), channel_axis, axis, size)
     channels, count = x.shape[:2]
+    if asymmetric:
+        lo, hi = (r.reshape(channels, count) for r in _asymmetric_ranges(x.reshape(channels * count, -1), bitwidth, method))
+        return _assemble_asymmetric(lo, hi, values.shape, channel_axis, axis, size, bitwidth)
     absmax = _absmax(x.reshape(channels * count, -1), bitwidth, method).reshape(channels, count)
     if not lpbq:
         return _assemble(absmax, values.shape, channel_axis, axis, size, bitwidth)
     channel = _lpbq_channel(enc.symmetric_scale(absmax, bitwidth))
     ints = _lpbq_ints(x, enc.symmetric_scale(absmax, bitwidth), channel, method)
     return _assemble(absmax, values.shape, channel_axis, axis, size, bitwidth, (channel, ints))
+
+
+def _assemble_asymmetric(lo: np.ndarray, hi: np.ndarray, weight_shape: tuple[int, ...], channel_axis: int, axis: int,
+                         size: int, bitwidth: int) -> Encoding:  # fmt: skip
+    """The asymmetric (enc.tf) per-block encoding of (channels, blocks) ranges [lo, hi]."""
+    e = enc.tf(_flat(lo, channel_axis, axis), _flat(hi, channel_axis, axis), bitwidth, channel_axis)
+    return dataclasses.replace(e, blocks=Blocks(size, axis, scale_shape(weight_shape, channel_axis, axis, size)))
 
 
 def _lpbq_channel(scale: np.ndarray) -> np.ndarray:
@@ -205,14 +251,16 @@ def _least_output_error(
     (G = E[xxᵀ] of the layer's input, e the row's rounding error): block by block, each block's choice given
     the others' current errors (coordinate descent from zero: the first sweep sees only the blocks before
     it, later ones all; each never raises the error). One block (per channel) is exact in one sweep.
-    `candidates(b)` gives block b's (candidates, rows) scales."""
-    lo, hi = -(2 ** (bitwidth - 1)), 2 ** (bitwidth - 1) - 1
+    `candidates(b)` gives block b's (candidates, rows) scales, or (scales, offsets) on the unsigned grid."""
     count = rows.shape[1] // size
     chosen = np.zeros((rows.shape[0], count), dtype=np.int64)
     errors = np.zeros_like(rows)  # the rounding error of the choices so far
 
-    def rounded(part: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        return np.clip(np.rint(part / scale[:, None]), lo, hi) * scale[:, None] - part
+    def rounded(part: np.ndarray, scale: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+        if offset is None:  # the signed symmetric grid
+            offset = np.full(scale.shape, -(2 ** (bitwidth - 1)))
+        q = np.clip(np.rint(part / scale[:, None]) - offset[:, None], 0, 2**bitwidth - 1)
+        return (q + offset[:, None]) * scale[:, None] - part
 
     for _ in range(sweeps if count > 1 else 1):
         for b in range(count):
@@ -220,13 +268,15 @@ def _least_output_error(
             part, g = rows[:, at], gram[at, at]
             cross = 2 * (errors @ gram[:, at] - errors[:, at] @ g)  # the other blocks' share, (rows, size)
             best = np.full(rows.shape[0], np.inf)
-            scales = candidates(b)
+            found = candidates(b)
+            scales, offsets = found if isinstance(found, tuple) else (found, None)
             for i, scale in enumerate(scales):
-                e = rounded(part, scale)
+                e = rounded(part, scale, None if offsets is None else offsets[i])
                 error = np.einsum("ni,ni->n", e @ g + cross, e)
                 better = error < best
                 best[better], chosen[better, b] = error[better], i
-            errors[:, at] = rounded(part, scales[chosen[:, b], np.arange(rows.shape[0])])
+            pick = (chosen[:, b], np.arange(rows.shape[0]))
+            errors[:, at] = rounded(part, scales[pick], None if offsets is None else offsets[pick])
     return chosen
 
 
@@ -240,6 +290,20 @@ def output_ranges(rows: np.ndarray, gram: np.ndarray, size: int, bitwidth: int) 
         rows, gram, size, bitwidth, lambda b: enc.symmetric_scale(absmax[None, :, b] * BLOCK_FACTORS[:, None], bitwidth)
     )
     return absmax * BLOCK_FACTORS[picked]
+
+
+def output_asymmetric(rows: np.ndarray, gram: np.ndarray, size: int, bitwidth: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, blocks) asymmetric ranges (lo, hi) of `rows` in blocks of `size` inputs, each block's min and max
+    shrunk by the pair (ASYMMETRIC_PAIRS, the weight-error search's) of least output error eᵀ G e."""
+    x = rows.reshape(rows.shape[0], -1, size)
+    lo, hi = np.minimum(x.min(axis=2), 0.0), np.maximum(x.max(axis=2), 0.0)
+
+    def candidates(b: int) -> tuple[np.ndarray, np.ndarray]:
+        pairs = ASYMMETRIC_PAIRS
+        return _asymmetric_grid(lo[None, :, b] * pairs[:, :1], hi[None, :, b] * pairs[:, 1:], bitwidth)[1:]
+
+    picked = _least_output_error(rows, gram, size, bitwidth, candidates)
+    return lo * ASYMMETRIC_PAIRS[picked, 0], hi * ASYMMETRIC_PAIRS[picked, 1]
 
 
 def output_lpbq(rows: np.ndarray, gram: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -359,14 +423,17 @@ def as_lpbq(e: Encoding, bitwidth: int, decompressed_bw: int) -> Encoding | None
 
 
 def output_encoding(e: Encoding, rows: np.ndarray, gram: np.ndarray, weight_shape: tuple[int, ...]) -> Encoding:
-    """`e` (a symmetric per-channel, per-block or LPBQ weight encoding of a 2-D weight, `rows` its
-    (out_features, fan_in) view) with its ranges chosen anew by output error against G = E[xxᵀ]."""
+    """`e` (a symmetric per-channel, per-block or LPBQ weight encoding of a 2-D weight, or an asymmetric per-block
+    one; `rows` its (out_features, fan_in) view) with its ranges chosen anew by output error against G = E[xxᵀ]."""
     assert e.axis is not None
     if e.blocks is None:
         absmax = output_ranges(rows, gram, rows.shape[1], e.bitwidth)[:, 0]
         return enc.symmetric(-absmax, absmax, e.bitwidth, e.axis)
     b = e.blocks
     assert b.axis is not None
+    if not e.is_symmetric:
+        lo, hi = output_asymmetric(rows, gram, b.size, e.bitwidth)
+        return _assemble_asymmetric(lo, hi, weight_shape, e.axis, b.axis, b.size, e.bitwidth)
     if b.is_lpbq:
         absmax, channel, ints = output_lpbq(rows, gram, b.size)
         return _assemble(absmax, weight_shape, e.axis, b.axis, b.size, e.bitwidth, (channel, ints))

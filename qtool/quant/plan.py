@@ -51,6 +51,7 @@ class PlanOptions:
     target: str | None = None  # the --target preset, for inputs it must leave float (rules.float_input_reason)
     weights_block_size: int | None = None  # per-block Conv/Gemm/MatMul weights (blocks.py)
     lpbq: bool = False  # ... compressed to LPBQ
+    asymmetric_blocks: bool = False  # ... or with a zero point each
 
     @property
     def weight_only(self) -> bool:
@@ -254,8 +255,8 @@ def _weight_encoding(
     if o.weights_block_size and block_axis is not None and bitwidth in blocks.BLOCK_BITWIDTHS:
         if values.shape[block_axis] % o.weights_block_size == 0:
             lpbq = o.lpbq and bitwidth == blocks.LPBQ_BITWIDTH
-            method = o.param_calibration
-            return blocks.block_encoding(values, axis, block_axis, o.weights_block_size, bitwidth, method=method, lpbq=lpbq)
+            return blocks.block_encoding(values, axis, block_axis, o.weights_block_size, bitwidth,
+                                         method=o.param_calibration, lpbq=lpbq, asymmetric=o.asymmetric_blocks)  # fmt: skip
         logger.warning("--weights_block_size %d does not divide the %d inputs of %r: per-channel instead",
                        o.weights_block_size, values.shape[block_axis], name)  # fmt: skip
         per_channel = True

@@ -154,6 +154,9 @@ def test_lpbq_encodings_are_the_compressed_form(tmp_path: Path) -> None:
         (["--use_lpbq", "--weights_bitwidth", "4"], "--use_lpbq needs --weights_block_size"),
         (["--use_lpbq", "--weights_block_size", "32"], "--use_lpbq needs --weights_bitwidth 4"),
         (["--weights_block_size", "32", "--encodings_format", "legacy"], "legacy (0.6.1) encodings format cannot"),
+        (["--use_asymmetric_blocks"], "--use_asymmetric_blocks needs --weights_block_size"),
+        (["--use_asymmetric_blocks", "--weights_bitwidth", "4", "--weights_block_size", "32", "--use_lpbq"],
+         "no --use_lpbq (LPBQ is symmetric)"),
     ],
 )
 def test_flag_mistakes_are_one_line_and_exit_2(tmp_path: Path, flags: list[str], message: str) -> None:
@@ -220,7 +223,8 @@ def test_a_block_override_on_a_weight_that_cannot_take_it_is_a_data_error(tmp_pa
 
 
 @pytest.mark.parametrize("scheme", [["--use_per_row_quantization"], ["--weights_block_size", "16"],
-                                    ["--weights_block_size", "16", "--use_lpbq"]])  # fmt: skip
+                                    ["--weights_block_size", "16", "--use_lpbq"],
+                                    ["--weights_block_size", "16", "--use_asymmetric_blocks"]])  # fmt: skip
 def test_clipsearch_lowers_the_output_error_with_the_same_layout(tmp_path: Path, scheme: list[str]) -> None:
     """clipsearch (weight-only W4) re-chooses the ranges by output error on the calibration samples: the
     layout stays (blocked DequantizeLinear, LPBQ compressed in the encodings), the report says what it did,
@@ -309,3 +313,35 @@ def test_an_embedding_table_takes_blocks_per_token_along_its_features(tmp_path: 
                           "--quantization_overrides", out / "m.quant.encodings.json", "--encodings_format", fmt])  # fmt: skip
         assert result.exit_code == 0, result.output
         assert again.read_bytes() == blocked.read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["1.0.0", "2.0.0"])
+def test_asymmetric_blocks_round_trip_and_run_as_matmulnbits_with_zero_points(tmp_path: Path, fmt: str) -> None:
+    """--use_asymmetric_blocks: uint4 blocks with a zero point each, less output error than symmetric blocks on
+    the MLP; export -> quantize with the overrides gives the same bytes; the matmulnbits export takes the zero
+    points and computes what the QDQ model computes."""
+    flags = ["--act_bitwidth", "32", "--weights_bitwidth", "4", "--pack_4_bit_weights", "--weights_block_size", "32",
+             "--encodings_format", fmt]  # fmt: skip
+    qdq = _quantize(tmp_path / "asym", mlp_model(), *flags, "--use_asymmetric_blocks", samples=0)
+    sym = _quantize(tmp_path / "sym", mlp_model(), *flags, samples=0)
+    model = onnx.load(str(qdq))
+    init = {i.name: i for i in model.graph.initializer}
+    node = _weight_dq(model, "W0")
+    assert init[node.input[0]].data_type == TensorProto.UINT4 and init[node.input[2]].data_type == TensorProto.UINT4
+    x = np.random.default_rng(7).uniform(-1, 1, (8, 64)).astype(np.float32)
+    reference = mlp_forward(mlp_weights(), x)
+    noise = {k: float(np.sum((_run(p, x) - reference) ** 2)) for k, p in (("asym", qdq), ("sym", sym))}
+    assert noise["asym"] < noise["sym"]
+    out = tmp_path / "export"
+    result = run_cli(["export", "-i", qdq, "-o", out, "--format", "stripped", "--format", "encodings",
+                      "--format", "matmulnbits", "--encodings_format", fmt])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    again = tmp_path / "again.onnx"
+    result = run_cli(["quantize", "-i", out / "m.quant.stripped.onnx", "-o", again, "-f", "--pack_4_bit_weights",
+                      "--act_bitwidth", "32", "--quantization_overrides", out / "m.quant.encodings.json",
+                      "--encodings_format", fmt])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert again.read_bytes() == qdq.read_bytes()
+    nbits = out / "m.quant.matmulnbits.onnx"
+    assert [n.input[3].endswith("_zero_points") for n in onnx.load(str(nbits)).graph.node if n.op_type == "MatMulNBits"] == [True, True]
+    np.testing.assert_allclose(_run(nbits, x), _run(qdq, x), rtol=1e-4, atol=1e-5 * float(np.abs(reference).max()))

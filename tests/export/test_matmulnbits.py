@@ -248,16 +248,19 @@ def test_a_tied_lm_head_is_the_tables_matmulnbits_and_the_gather_shares_its_byte
         np.testing.assert_allclose(_logits(model, optimized), reference, rtol=1e-4, atol=1e-5 * float(np.abs(reference).max()))
 
 
-def test_a_tied_head_with_zero_points_converts_and_its_gather_stays() -> None:
-    """Asymmetric blocks: MatMulNBits takes zero points, GatherBlockQuantized (default zero point only, as
-    qtool writes it) does not, so the Gather keeps the table's DequantizeLinear; still the same output."""
+def test_a_tied_head_with_zero_points_shares_them_with_its_gather() -> None:
+    """Asymmetric blocks (--use_asymmetric_blocks): MatMulNBits and GatherBlockQuantized both take the packed
+    zero points, so the Gather reads the head's B, scales and zero points: one copy, the same output."""
     qdq = _tied_head(zero_point=1)
     model = onnx.ModelProto()
     model.CopyFrom(qdq)
-    assert to_matmulnbits(model) == 1
-    assert sorted(n.op_type for n in model.graph.node) == ["DequantizeLinear", "Gather", "MatMulNBits"]
+    assert to_matmulnbits(model) == 2
+    assert [n.op_type for n in model.graph.node] == ["Reshape", "GatherBlockQuantized", "MatMulNBits"]
+    _, gather, nbits = model.graph.node
+    assert list(gather.input[2:]) == list(nbits.input[2:4]) and nbits.input[3].endswith("_zero_points")
     reference = _logits(qdq, optimized=False)
-    np.testing.assert_allclose(_logits(model, True), reference, rtol=1e-4, atol=1e-5 * float(np.abs(reference).max()))
+    for optimized in (False, True):
+        np.testing.assert_allclose(_logits(model, optimized), reference, rtol=1e-4, atol=1e-5 * float(np.abs(reference).max()))
 
 def test_a_small_tied_table_is_stored_once_through_convert_quantize_and_export(tmp_path: Path) -> None:
     """convert's constant folding made Transpose(table) a second initializer when the table is under its 4M

@@ -37,6 +37,21 @@ def test_block_scales_are_absmax_over_7_in_the_weights_layout() -> None:
     np.testing.assert_allclose(e.dequantize(q)[:16, 0], np.rint(np.linspace(-11.2, 5.0, 16) / 1.6) * 1.6, rtol=1e-6)
 
 
+def test_asymmetric_blocks_take_each_blocks_min_and_max_on_the_tf_grid() -> None:
+    """--use_asymmetric_blocks, min-max: block (lo, hi) = (min, max) with 0 inside, scale (hi − lo) / 15, offset
+    lo / scale rounded half away (enc.tf); the searched ranges (mse) never have more weight error."""
+    w = _matmul_weight()
+    e = blocks.block_encoding(w, 1, 0, 16, 4, method="min-max", asymmetric=True)
+    lo, hi = np.array([-11.2, -0.7, -1.0, -0.2]), np.array([5.0, 0.7, 3.5, 1.4])
+    np.testing.assert_allclose(e.scale, (hi - lo) / 15)
+    assert not e.is_symmetric and e.offset == tuple(int(v) for v in np.sign(lo) * np.floor(np.abs(lo) / ((hi - lo) / 15) + 0.5))
+    assert (e.axis, e.blocks.axis, e.blocks.shape) == (1, 0, (2, 2))
+    searched = blocks.block_encoding(w, 1, 0, 16, 4, method="mse", asymmetric=True)
+    sym = blocks.block_encoding(w, 1, 0, 16, 4, method="mse")
+    error = {k: float(np.sum((x.dequantize(x.quantize(w)) - w) ** 2)) for k, x in (("mm", e), ("mse", searched), ("sym", sym))}
+    assert error["mse"] <= error["mm"] and error["mse"] < error["sym"]
+
+
 def test_a_gemm_weight_with_transb_has_channel_major_scales() -> None:
     e = blocks.block_encoding(_matmul_weight().T, 0, 1, 16, 4, method="min-max")
     np.testing.assert_allclose(e.scale, [11.2 / 7, 3.5 / 7, 0.7 / 7, 1.4 / 7])

@@ -62,7 +62,7 @@ def _check_quantize_flags(o: QuantizeOptions) -> None:
         raise UsageError("--input_list and --enable_float_fallback are mutually exclusive (Invalid combination)")
     if o.load_stats and (o.input_list is not None or o.enable_float_fallback):
         raise UsageError("--load_stats replaces calibration: drop --input_list / --enable_float_fallback")
-    blocks.check_options(o.weights_block_size, o.weights_bitwidth, o.use_lpbq, o.encodings_format, o.use_asymmetric_blocks)
+    blocks.check_options(o.weights_block_size, o.weights_bitwidth, o.use_lpbq, o.encodings_format)
     weight_only = o.act_bitwidth == 32  # float activations: nothing to calibrate
     if o.input_list is None and not o.load_stats and not o.enable_float_fallback and not weight_only:
         raise UsageError(
@@ -126,7 +126,6 @@ def _plan_options(o: QuantizeOptions) -> PlanOptions:
         target=o.target,
         weights_block_size=o.weights_block_size,
         lpbq=o.use_lpbq,
-        asymmetric_blocks=o.use_asymmetric_blocks,
     )
 
 
@@ -370,7 +369,8 @@ def _quality(
     worst = next((r for r in rows if math.isfinite(r.added_db)), None)
     blame = f"; worst layer {worst.tensor!r} ({worst.op}, adds noise at {worst.added_db:g} dB): {worst.fix}" if worst else ""
     if worst and not o.use_per_channel_residual and on_residual_stream(GraphFacts.of(reference), worst.tensor):
-        blame += "; it is on a transformer's residual stream: try --use_per_channel_residual --apply_algorithms smoothquant"
+        blame += ("; it is on a transformer's residual stream: try --use_per_channel_residual"
+                  " --apply_algorithms outlier_split --apply_algorithms smoothquant")
     message = f"the quantized model is far from the float one (output SQNR {sqnr:.2f} dB, cosine {cosine:.4f}){blame}"
     report.facts["quality"] = message
     if gate:

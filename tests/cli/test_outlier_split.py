@@ -21,7 +21,7 @@ from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.residual import residual_stream
 
 SPEC = [InputSpec("x", np.dtype(np.float32), (1, S, 64))]
-RECIPE = ["--use_per_channel_quantization", "--use_per_row_quantization", "--bias_bitwidth", "32", "--use_per_channel_residual"]
+W8A8 = ["--use_per_channel_quantization", "--use_per_row_quantization", "--bias_bitwidth", "32"]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_an_even_mlp_is_left_alone(tmp_path: Path) -> None:
 def _quantize(tmp_path: Path, block, name: str, *extra) -> dict:
     model, calibration, held_out = block
     result = run_cli(["quantize", "-i", model, "--input_list", calibration, "--eval_list", held_out,
-                      "-o", tmp_path / f"{name}.onnx", "--json", *RECIPE, *extra])  # fmt: skip
+                      "-o", tmp_path / f"{name}.onnx", "--json", *W8A8, *extra])  # fmt: skip
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -94,6 +94,10 @@ def test_the_split_gains_on_held_out_samples(tmp_path: Path) -> None:
     plain = _quantize(tmp_path, mlp, "plain")
     split = _quantize(tmp_path, mlp, "split", "--apply_algorithms", "outlier_split")
     assert "outlier_split: 1 MLPs split: gelu (1 of 256 units" in split["algorithms"]
+    # every tensor the split added or narrowed is on a grid (an untyped one would silently stay float)
+    quantized = onnx.load(str(tmp_path / "split.onnx"))
+    on_grid = {n.input[0] for n in quantized.graph.node if n.op_type == "QuantizeLinear"}
+    assert {"up", "gelu", "y_main", "up_outliers", "gelu_outliers", "y_outliers", "y_prequant"} <= on_grid, on_grid
     sqnr = [r["outputs (float vs quantized)"][0]["sqnr_db"] for r in (plain, split)]
     assert sqnr[1] >= sqnr[0] + 6.0, sqnr
 

@@ -143,6 +143,10 @@ def test_smoothquant_with_per_channel_residual_beats_either_alone(tmp_path: Path
     smooth, _ = _quantize(tmp_path, block, "sq", "--apply_algorithms", "smoothquant", "--config", _always(tmp_path))
     both, _ = _quantize(tmp_path, block, "both", "--use_per_channel_residual", "--apply_algorithms", "smoothquant")
     assert "h1 (max/median" in both["algorithms"]
+    # the LayerNorm copy the residual reads is on a grid (per channel), not left float for want of a type
+    quantized = onnx.load(str(tmp_path / "both.onnx"))
+    q = next(n for n in quantized.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "h1_unsmoothed")
+    assert [(a.name, a.i) for a in q.attribute] == [("axis", -1)]
     assert _sqnr(both) >= max(_sqnr(pcr), _sqnr(smooth)) + 6.0, (_sqnr(pcr), _sqnr(smooth), _sqnr(both))
 
 

@@ -52,6 +52,29 @@ class AlgorithmContext:
         self.model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
 
 
+    def declare(self, name: str, like: str, last_dim: int | None = None) -> None:
+        """Give `name`, a tensor an algorithm added or narrowed, the type and shape of `like` (with `last_dim`
+        as its last dimension): planning quantizes only tensors it knows to be float, so an undeclared one
+        would silently stay float in the written model."""
+        graph = self.model.graph
+        source = next((v for v in [*graph.value_info, *graph.input, *graph.output] if v.name == like), None)
+        value = onnx.ValueInfoProto()
+        if source is not None:
+            value.CopyFrom(source)
+        else:
+            value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+        value.name = name
+        dims = value.type.tensor_type.shape.dim
+        if last_dim is not None and len(dims):
+            dims[-1].Clear()
+            dims[-1].dim_value = last_dim
+        if name in {v.name for v in [*graph.input, *graph.output]}:
+            return
+        kept = [v for v in graph.value_info if v.name != name]
+        del graph.value_info[:]
+        graph.value_info.extend([*kept, value])
+
+
 def _registry() -> dict[str, ModuleType]:
     from qtool.quant.algorithms import adaround, bias_correction, cle, clipsearch, outlier_split, smoothquant
 

@@ -153,10 +153,12 @@ def _split(ctx: AlgorithmContext, mlp: Mlp, units: np.ndarray) -> str:
     output = last.output[0]
     last.output[0] = f"{output}_main"
     nodes.append(helper.make_node("Add", [last.output[0], branch["y"]], [output], name=f"{mlp.down.name}_outliers_sum"))
-    narrowed = {mlp.up.output[0], mlp.act.input[0], hidden}  # their declared hidden width is no longer true
-    kept = [v for v in ctx.model.graph.value_info if v.name not in narrowed]
-    del ctx.model.graph.value_info[:]
-    ctx.model.graph.value_info.extend(kept)
+    for name in dict.fromkeys([mlp.up.output[0], mlp.act.input[0], hidden]):
+        ctx.declare(name, like=name, last_dim=rest.size)
+    for name in {n.output[0] for n in nodes[:-2]}:  # the O branch up to its activation: k units wide
+        ctx.declare(name, like=hidden, last_dim=units.size)
+    for name in (branch["y"], last.output[0]):
+        ctx.declare(name, like=output)
     graph_nodes = ctx.model.graph.node
     at = next(k for k, n in enumerate(graph_nodes) if n is last or (n.output and n.output[0] == last.output[0]))
     for k, node in enumerate(nodes):

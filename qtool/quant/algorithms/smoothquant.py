@@ -112,6 +112,7 @@ def _unsmoothed_copy(ctx: AlgorithmContext, site: Site) -> None:
     nodes = ctx.model.graph.node
     at = next(k for k, n in enumerate(nodes) if n.output and n.output[0] == site.tensor)
     nodes.insert(at + 1, copy_node)
+    ctx.declare(copy_node.output[0], like=site.tensor)
 
 
 def _channel_max(

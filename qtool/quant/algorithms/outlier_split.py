@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from qtool.errors import UsageError
 from qtool.graph.model import copy
@@ -134,14 +134,14 @@ def _split(ctx: AlgorithmContext, mlp: Mlp, units: np.ndarray) -> str:
     hidden = mlp.act.output[0]
     branch = {k: f"{t}_outliers" for k, t in (("w1", mlp.up.input[1]), ("w2", mlp.down.input[1]), ("z", mlp.act.input[0]), ("h", hidden))}
     branch["y"] = f"{mlp.output}_outliers"
-    ctx.set_array(branch["w1"], w1[:, units])
-    ctx.set_array(branch["w2"], w2[units, :])
+    new = ctx.model.graph.initializer  # in the weights' own dtype (set_array adds float32: a float16 model's would not load)
+    new.extend([numpy_helper.from_array(w1[:, units], branch["w1"]), numpy_helper.from_array(w2[units, :], branch["w2"])])
     ctx.set_array(mlp.up.input[1], w1[:, rest])
     ctx.set_array(mlp.down.input[1], w2[rest, :])
     nodes = [helper.make_node("MatMul", [mlp.up.input[0], branch["w1"]], [branch["z"]], name=f"{mlp.up.name}_outliers")]
     if mlp.up_bias is not None:
         b1 = ctx.array(mlp.up_bias)
-        ctx.set_array(f"{mlp.up_bias}_outliers", b1[..., units])
+        new.append(numpy_helper.from_array(b1[..., units], f"{mlp.up_bias}_outliers"))
         ctx.set_array(mlp.up_bias, b1[..., rest])
         nodes[0].output[0] = f"{branch['z']}_matmul"
         nodes.append(helper.make_node("Add", [nodes[0].output[0], f"{mlp.up_bias}_outliers"], [branch["z"]], name=f"{mlp.up.name}_outliers_bias"))

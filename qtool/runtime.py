@@ -198,7 +198,7 @@ def _without_weights(model: onnx.ModelProto) -> tuple[bytes, dict[str, ort.OrtVa
         return model.SerializeToString(), weights
 
 
-def _built(model: onnx.ModelProto, options: ort.SessionOptions, limit: int) -> ort.InferenceSession:
+def _built(model: onnx.ModelProto, options: ort.SessionOptions, limit: int, disabled: set[str]) -> ort.InferenceSession:
     """Lazy weights are mapped by onnxruntime from their files (named relative to one folder, no
     copy in this process); weights held in memory travel in the protobuf, or as OrtValues past it."""
     # onnxruntime parses the bytes it is given in place and keeps their initializers there (no copy)
@@ -208,10 +208,11 @@ def _built(model: onnx.ModelProto, options: ort.SessionOptions, limit: int) -> o
         if folder is not None:
             options.add_session_config_entry(FOLDER_KEY, folder)
         if external_data.proto_size(model) <= limit:
-            return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"], None,
+                                        disabled_optimizers=disabled)  # fmt: skip
         blob, weights = _without_weights(model)
         options.add_external_initializers(list(weights), list(weights.values()))
-        built = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+        built = ort.InferenceSession(blob, options, ["CPUExecutionProvider"], None, disabled_optimizers=disabled)
         built.qtool_weights = weights  # type: ignore[attr-defined]  # the OrtValues must outlive the session
         return built
 
@@ -242,9 +243,18 @@ def session(
     options.log_severity_level = 3 if logging.getLogger("qtool").isEnabledFor(logging.INFO) else 4
     level = ort.GraphOptimizationLevel
     options.graph_optimization_level = level.ORT_ENABLE_ALL if optimized else level.ORT_ENABLE_BASIC
+    disabled: set[str] = set()
     if folded:  # constant folding skips DequantizeLinear unless QDQ handling is off
         options.add_session_config_entry("session.disable_quant_qdq", "1")
         options.add_session_config_entry("session.disable_prepacking", "1")
+    elif not optimized:
+        # QDQ handling duplicates a DequantizeLinear whose output is also fetched (a probed activation) and
+        # appends the copy to the node list, which puts every weight's DequantizeLinear ahead of it in the
+        # order below: all weights dequantized before the first layer, what late_constants avoids. Off,
+        # nothing is duplicated; constant folding off then keeps the weights' DequantizeLinear per run
+        # (without QDQ handling it would fold them). Same values, bit for bit.
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
+        disabled = {"ConstantFolding"}
     # Run nodes in list order: calibration places each reduction right after its producer, and
     # onnxruntime's default order would keep every activation alive until the end (3x the RSS).
     options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
@@ -255,7 +265,7 @@ def session(
     options.enable_cpu_mem_arena = arena and external_data.byte_size(model) < NO_ARENA_BYTES
     limit = session_proto_limit()
     try:
-        return _built(model, options, limit)
+        return _built(model, options, limit, disabled)
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
         reason = str(e).splitlines()[0][:300]
         if not optimized:

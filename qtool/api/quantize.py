@@ -62,7 +62,7 @@ def _check_quantize_flags(o: QuantizeOptions) -> None:
         raise UsageError("--input_list and --enable_float_fallback are mutually exclusive (Invalid combination)")
     if o.load_stats and (o.input_list is not None or o.enable_float_fallback):
         raise UsageError("--load_stats replaces calibration: drop --input_list / --enable_float_fallback")
-    blocks.check_options(o.weights_block_size, o.weights_bitwidth, o.use_lpbq, o.encodings_format)
+    blocks.check_options(o.weights_block_size, o.weights_bitwidth, o.use_lpbq, o.encodings_format, o.use_asymmetric_blocks)
     weight_only = o.act_bitwidth == 32  # float activations: nothing to calibrate
     if o.input_list is None and not o.load_stats and not o.enable_float_fallback and not weight_only:
         raise UsageError(
@@ -126,6 +126,7 @@ def _plan_options(o: QuantizeOptions) -> PlanOptions:
         target=o.target,
         weights_block_size=o.weights_block_size,
         lpbq=o.use_lpbq,
+        asymmetric_blocks=o.use_asymmetric_blocks,
     )
 
 

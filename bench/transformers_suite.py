@@ -55,15 +55,15 @@ HINT = """the transformer models are not prepared. From the repo root run (see b
   /work/benchvenv/bin/python bench/prepare_transformers.py"""
 
 FLAGS = ["--use_per_row_quantization", "--use_per_channel_quantization", "--bias_bitwidth", "32"]
-RESIDUAL_FLAGS = [*FLAGS, "--use_per_channel_residual", "--apply_algorithms", "smoothquant",
+RESIDUAL_FLAGS = [*FLAGS, "--use_per_channel_residual", "--apply_algorithms", "outlier_split", "--apply_algorithms", "smoothquant",
                   "--act_quantizer_calibration", "sqnr", "--config", str(BENCH / "smoothquant_auto.yaml")]  # fmt: skip
 QTOOL_VARIANTS = {  # kind -> (variant label, qtool quantize flags)
     "qtool:w8a8": ("qtool W8A8", FLAGS),
     "qtool:w8a16": ("qtool W8A16", [*FLAGS, "--act_bitwidth", "16"]),
     "qtool:w8a8-smoothquant": ("qtool W8A8 smoothquant", [*FLAGS, "--apply_algorithms", "smoothquant"]),
-    # the post-LN recipe (README): a grid per hidden channel on the residual stream, SmoothQuant on the
-    # LayerNorm outputs the MatMuls read, ranges by output SQNR
-    "qtool:w8a8-residual": ("qtool W8A8 per-channel residual + smoothquant (alpha auto) + sqnr", RESIDUAL_FLAGS),
+    # the post-LN recipe (README): a grid per hidden channel on the residual stream, the MLPs' outlier units
+    # in a branch of their own, SmoothQuant on the LayerNorm outputs the MatMuls read, ranges by output SQNR
+    "qtool:w8a8-residual": ("qtool W8A8 per-channel residual + outlier split + smoothquant (alpha auto) + sqnr", RESIDUAL_FLAGS),
     # issue 20: auto mixed precision with the residual stream and LayerNorm inputs among its candidates
     "qtool:mixed20": ("qtool mixed 20 dB", [*FLAGS, "--mixed_precision", "auto", "--target_sqnr", "20"]),
     "qtool:mixed30": ("qtool mixed 30 dB", [*FLAGS, "--mixed_precision", "auto", "--target_sqnr", "30"]),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import onnx
 
 from qtool.errors import DataError, ModelError, did_you_mean
+from qtool.graph import dequantize_dynamic
 from qtool.graph import model as gm
 from qtool.graph.convert import corrected_outputs, normalise
 from qtool.inspect import compare
@@ -14,6 +16,8 @@ from qtool.io import encodings as encio
 from qtool.io.files import read_text
 from qtool.quant.rules import INTEGER_OPS
 from qtool.report import Table
+
+logger = logging.getLogger(__name__)
 
 
 def encodings_path(model_path: Path) -> Path:
@@ -37,6 +41,15 @@ def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, whe
     )
 
 
+def restore_dynamic(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """`model` with onnxruntime's dynamic quantization undone (graph/dequantize_dynamic.py), said in a warning."""
+    restored, counts = dequantize_dynamic.restore(model)
+    if counts:
+        done = ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
+        logger.warning("%s: quantized by onnxruntime's quantize_dynamic; back in float from its 8-bit weights: %s", where, done)
+    return restored
+
+
 def refuse_integer_ops(model: onnx.ModelProto, where: str) -> None:
     """A model in onnxruntime's integer form (ConvInteger, DynamicQuantizeLinear, QLinearConv...) is
     quantized already: quantizing its scale arithmetic again gives a model right only by chance."""
@@ -53,6 +66,7 @@ def converted(model: onnx.ModelProto, path: Path, input_dims: dict[str, tuple[in
     """`model` normalised as convert does, unless convert wrote this very graph (its mark matches);
     checked either way: any file can carry the mark."""
     gm.check(model, str(path), path)
+    model = restore_dynamic(model, str(path))
     refuse_integer_ops(model, str(path))
     if gm.is_converted(model) and not input_dims:
         return model

@@ -1,0 +1,113 @@
+"""A model onnxruntime's quantize_dynamic wrote comes back as the float layers its integers encode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import run_cli
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from qtool.graph.dequantize_dynamic import restore
+
+RNG = np.random.default_rng(0)
+WEIGHTS = {
+    "conv_w": RNG.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32),
+    "conv_b": RNG.normal(0, 0.1, 8).astype(np.float32),
+    "fc_w": RNG.normal(0, 0.1, (8 * 6 * 6, 5)).astype(np.float32),
+    "shape": np.array([1, -1], np.int64),
+    "lstm_w": RNG.normal(0, 0.3, (1, 4 * 6, 5)).astype(np.float32),
+    "lstm_r": RNG.normal(0, 0.3, (1, 4 * 6, 6)).astype(np.float32),
+    "lstm_b": RNG.normal(0, 0.1, (1, 8 * 6)).astype(np.float32),
+}
+
+
+def _float_model() -> onnx.ModelProto:
+    """Conv(+bias) → Relu → flatten → MatMul → LSTM over a length-1 sequence: what quantize_dynamic rewrites."""
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1], name="conv"),
+        n("Relu", ["conv"], ["relu"]),
+        n("Reshape", ["relu", "shape"], ["flat"]),
+        n("MatMul", ["flat", "fc_w"], ["fc"], name="fc"),
+        n("Unsqueeze", ["fc", "axes"], ["seq"]),
+        n("LSTM", ["seq", "lstm_w", "lstm_r", "lstm_b"], ["y"], hidden_size=6, name="lstm"),
+    ]
+    inits = [numpy_helper.from_array(v, k) for k, v in WEIGHTS.items()]
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "axes"))
+    graph = helper.make_graph(
+        nodes, "dyn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["per-tensor", "per-channel"])
+def shipped(request, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("dynamic")
+    float_path, quantized = folder / "float.onnx", folder / "dynamic.onnx"
+    onnx.save(_float_model(), str(float_path))
+    quantize_dynamic(str(float_path), str(quantized), per_channel=request.param, weight_type=QuantType.QInt8)
+    return float_path, quantized
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_every_integer_layer_comes_back_as_its_float_layer(shipped) -> None:
+    float_path, quantized = shipped
+    dynamic = onnx.load(str(quantized))
+    assert {"ConvInteger", "MatMulInteger", "DynamicQuantizeLSTM"} <= {n.op_type for n in dynamic.graph.node}
+    restored, counts = restore(dynamic)
+    assert dict(counts) == {"ConvInteger": 1, "MatMulInteger": 1, "DynamicQuantizeLSTM": 1}
+    onnx.checker.check_model(restored, full_check=True)
+    ops = [n.op_type for n in restored.graph.node]
+    assert ops == ["Conv", "Relu", "Reshape", "MatMul", "Unsqueeze", "LSTM"], ops
+    assert all(o.domain != "com.microsoft" for o in restored.opset_import)
+    # the weights are the float ones up to their 8-bit rounding (half a step of the widest channel), the bias exact
+    by_reader = {n.op_type: n for n in restored.graph.node}
+    weights = {i.name: numpy_helper.to_array(i) for i in restored.graph.initializer}
+    for op, name, index in (("Conv", "conv_w", 1), ("MatMul", "fc_w", 1), ("LSTM", "lstm_w", 1), ("LSTM", "lstm_r", 2)):
+        original, back = WEIGHTS[name], weights[by_reader[op].input[index]]
+        assert back.shape == original.shape
+        assert np.abs(back - original).max() <= np.abs(original).max() / 127 / 2 * 1.01, name
+    np.testing.assert_array_equal(weights[by_reader["Conv"].input[2]], WEIGHTS["conv_b"])
+    np.testing.assert_array_equal(weights[by_reader["LSTM"].input[3]], WEIGHTS["lstm_b"])
+    x = RNG.normal(0, 1, (1, 3, 6, 6)).astype(np.float32)
+    want, got = _run(onnx.load(str(float_path)), x), _run(restored, x)
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+
+
+def test_a_chain_that_does_not_match_is_left_to_the_refusal() -> None:
+    n = helper.make_node
+    nodes = [n("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]), n("MatMulInteger", ["q", "w", "z"], ["acc"]),
+             n("Cast", ["acc"], ["y"], to=TensorProto.FLOAT)]  # fmt: skip  (no scale: not what quantize_dynamic writes)
+    graph = helper.make_graph(nodes, "odd", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+                              [numpy_helper.from_array(np.ones((4, 2), np.uint8), "w")])  # fmt: skip
+    model = helper.make_model(graph)
+    restored, counts = restore(model)
+    assert restored is model and not counts
+
+
+def test_convert_and_quantize_take_a_dynamically_quantized_model(shipped, tmp_path: Path) -> None:
+    _, quantized = shipped
+    converted = tmp_path / "c.onnx"
+    result = run_cli(["convert", "-i", quantized, "-o", converted])
+    assert result.exit_code == 0, result.stderr
+    assert "quantized by onnxruntime's quantize_dynamic; back in float from its 8-bit weights: " in result.stderr
+    assert "1 ConvInteger, 1 DynamicQuantizeLSTM, 1 MatMulInteger" in result.stderr
+    sample = tmp_path / "x.raw"
+    sample.write_bytes(RNG.normal(0, 1, (1, 3, 6, 6)).astype(np.float32).tobytes())
+    (tmp_path / "list.txt").write_text(f"{sample}\n")
+    out = tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", quantized, "--input_list", tmp_path / "list.txt", "-o", out])
+    assert result.exit_code == 0, result.stderr
+    assert not {"ConvInteger", "MatMulInteger"} & {n.op_type for n in onnx.load(str(out)).graph.node}

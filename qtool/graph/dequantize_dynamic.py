@@ -188,7 +188,10 @@ def restore(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Counter]:
     replaced: dict[str, onnx.NodeProto | None] = {}  # by first output: protobuf hands out new wrappers
     counts: Counter = Counter()
     for node in restored.graph.node:
-        found = _lstm(g, node) if node.op_type == "DynamicQuantizeLSTM" else _layer(g, node) if node.op_type in INTEGER_LAYERS else None
+        try:
+            found = _lstm(g, node) if node.op_type == "DynamicQuantizeLSTM" else _layer(g, node) if node.op_type in INTEGER_LAYERS else None
+        except (ValueError, IndexError, TypeError):  # scales or zero points whose shapes do not fit: left to the refusal
+            found = None
         if found is None:
             continue
         layer, chain = found

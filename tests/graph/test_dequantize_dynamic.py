@@ -111,3 +111,13 @@ def test_convert_and_quantize_take_a_dynamically_quantized_model(shipped, tmp_pa
     result = run_cli(["quantize", "-i", quantized, "--input_list", tmp_path / "list.txt", "-o", out])
     assert result.exit_code == 0, result.stderr
     assert not {"ConvInteger", "MatMulInteger"} & {n.op_type for n in onnx.load(str(out)).graph.node}
+
+
+def test_scales_that_do_not_fit_their_weights_are_left_to_the_refusal(shipped) -> None:
+    dynamic = onnx.load(str(shipped[1]))
+    for init in dynamic.graph.initializer:
+        if init.name in ("conv_w_scale", "lstm_w_scale"):
+            init.CopyFrom(numpy_helper.from_array(np.ones(5, np.float32), init.name))  # 5 scales for 8 / 24 channels
+    restored, counts = restore(dynamic)
+    assert counts["ConvInteger"] == 0 and counts["DynamicQuantizeLSTM"] == 0 and counts["MatMulInteger"] == 1
+    assert {"ConvInteger", "DynamicQuantizeLSTM"} <= {n.op_type for n in restored.graph.node}

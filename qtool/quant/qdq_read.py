@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from qtool import runtime
 from qtool.errors import ModelError
 from qtool.graph import external_data
 from qtool.graph.lazy_weights import spilled
@@ -170,14 +171,24 @@ def _resolve(name: str, rename: dict[str, str]) -> str:
     return rename.get(name, name)
 
 
+def _rename_reads(node: onnx.NodeProto, rename: dict[str, str]) -> None:
+    """`node`'s inputs, and its subgraphs' nodes' inputs (outer-scope reads), renamed."""
+    node.input[:] = [_resolve(i, rename) for i in node.input]
+    for attr in node.attribute:
+        for body in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
+            for inner in body.node:
+                _rename_reads(inner, rename)
+
+
 def _rebuild(
     graph: onnx.GraphProto, drop: set[int], rename: dict[str, str], new_inits: dict[str, onnx.TensorProto]
 ) -> None:
     kept = [n for n in graph.node if id(n) not in drop]
     for node in kept:
-        node.input[:] = [_resolve(i, rename) for i in node.input]
+        _rename_reads(node, rename)
         node.output[:] = [_resolve(o, rename) for o in node.output]
-    used = {i for n in kept for i in n.input} | {o.name for o in graph.output}
+    # a weight an If or Loop body reads from the outer scope is used too (openWakeWord's verifier head)
+    used = {i for n in kept for i in runtime.reads(n)} | {o.name for o in graph.output}
     # a dequantized weight takes its integer initializer's place, so the order survives a round trip
     inits = [new_inits.get(i.name, i) for i in graph.initializer if i.name in used or i.name in new_inits]
     del graph.node[:]

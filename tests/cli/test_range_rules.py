@@ -111,3 +111,7 @@ def test_an_if_returning_an_outer_tensor_shares_its_encoding(tmp_path: Path) -> 
     assert result.exit_code == 0, result.stderr
     acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
     assert "y" not in acts or acts["y"][0]["dtype"] == "float"  # op types onnxruntime quantizes: If is not one
+    # the float view inspect lints keeps the weight only the then-branch reads (`half`, an outer-scope read)
+    result = run_cli(["inspect", out, "--reference", tmp_path / "m.onnx", "--input_list", tmp_path / "list.txt"])
+    assert result.exit_code == 0, result.stderr
+    assert "layers (worst first" in result.stdout

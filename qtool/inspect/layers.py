@@ -41,6 +41,7 @@ from qtool.inspect.lint_data import float_tensors
 from qtool.io.encodings import Encodings
 from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.group_range import live_interval
 from qtool.quant.qdq_read import qdq_encodings
 from qtool.quant.rules import rule_for, weight_axis
 from qtool.report import Table
@@ -60,6 +61,9 @@ class Probe:
     quant_name: str  # the dequantized value in the quantized model
     node: onnx.NodeProto | None  # producer in the reference (None for a graph input)
     encoding: Encoding | None  # T's own activation encoding in the quantized model
+    # every reader of T is flat outside this interval (a Relu, HardSwish, Clip): only values inside it
+    # matter, and the grid is cut to it (group_range), so both models' values are clamped to it first
+    live: tuple[float, float] | None = None
 
 
 def _db(nsr: float) -> float:
@@ -79,6 +83,8 @@ class LayerError:
 
     def update(self, ref: np.ndarray, quant: np.ndarray) -> None:
         ref, quant = common_shape(ref, quant)
+        if self.probe.live is not None:
+            ref, quant = np.clip(ref, *self.probe.live), np.clip(quant, *self.probe.live)
         r, q = ref.astype(np.float64).ravel(), quant.astype(np.float64).ravel()
         with np.errstate(invalid="ignore"):  # a mask's -inf equals itself: no error there, not NaN
             d = np.where(r == q, 0.0, r - q)
@@ -132,7 +138,8 @@ def probes(
         if name is None:
             continue
         e = found.activations.get(tensor)
-        result.append(Probe(tensor, name, producers.get(tensor), e if e is not None and not e.is_float else None))
+        live = live_interval(facts, [tensor])
+        result.append(Probe(tensor, name, producers.get(tensor), e if e is not None and not e.is_float else None, live))
     return result
 
 

@@ -138,6 +138,18 @@ def _floor_past_max_readers(facts: GraphFacts, group: list[str], observers: dict
     return min(counted) if counted else lo
 
 
+def live_interval(facts: GraphFacts, group: list[str]) -> tuple[float, float] | None:
+    """The interval outside which every reader of the group (none of them a graph output) is flat, or None."""
+    members = set(group)
+    readers = [(c, t) for t in group for c in facts.consumers.get(t, []) if not members.intersection(c.output)]
+    if not readers or members & facts.graph_outputs:
+        return None
+    intervals = [flat_outside(c, facts.initializers, facts.array) if c.input[0] == t else None for c, t in readers]
+    if any(i is None for i in intervals):
+        return None
+    return min(i[0] for i in intervals), max(i[1] for i in intervals)  # type: ignore[index]
+
+
 def _within_live_interval(
     facts: GraphFacts, group: list[str], lo: float, hi: float, bitwidth: int
 ) -> tuple[float, float]:
@@ -145,14 +157,10 @@ def _within_live_interval(
     one grid step beyond each cut end other than 0 (which every grid holds exactly): the grid's end must lie
     past the bound, or every value beyond it would read as a value just inside (HardSwish(−2.98) = −0.0099,
     not 0: a bias on most of a map)."""
-    members = set(group)
-    readers = [(c, t) for t in group for c in facts.consumers.get(t, []) if not members.intersection(c.output)]
-    if not readers or members & facts.graph_outputs:
+    live = live_interval(facts, group)
+    if live is None:
         return lo, hi
-    intervals = [flat_outside(c, facts.initializers, facts.array) if c.input[0] == t else None for c, t in readers]
-    if any(i is None for i in intervals):
-        return lo, hi
-    first, last = min(i[0] for i in intervals), max(i[1] for i in intervals)  # type: ignore[index]
+    first, last = live
     if hi < first or lo > last:  # every value in one flat part: its end reads the same
         return (first, first) if hi < first else (last, last)
     cut_lo, cut_hi = max(lo, first), min(hi, last)

@@ -88,3 +88,23 @@ def test_streaming_keeps_no_per_sample_state(tmp_path):
     for e in errors:
         assert all(isinstance(v, float) for k, v in vars(e).items() if k != "probe")
         assert math.isfinite(e.signal) and e.signal > 0
+
+
+def test_a_tensor_read_only_by_a_relu_is_judged_on_what_the_relu_sees(tmp_path):
+    """A LayerNormalization read only by a Relu gets a grid over [0, max] (group_range): its negative half
+    reads as 0 either way. Judged on the whole tensor it showed ~3 dB of local error and was ranked worst,
+    with 'keep this LayerNormalization in float' as the fix (openWakeWord's hey_jarvis head)."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        ln_relu (float[1,32] x) => (float[1,8] y) {
+            n = LayerNormalization <axis = -1> (x, gamma, beta)
+            r = Relu (n)
+            y = MatMul (r, w)
+        }
+        """)
+    rng = np.random.default_rng(0)
+    arrays = {"gamma": rng.uniform(0.5, 2.0, 32), "beta": rng.normal(0, 0.2, 32), "w": rng.normal(0, 0.3, (32, 8))}
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items())
+    rows = ranked(*quantized(tmp_path, model))
+    n = next(r for r in rows if r.tensor == "n")
+    assert n.local_db > 30 and n.added_db > 30

@@ -97,7 +97,11 @@ OUT := build/demo
 # 13512 -> 13740: convert and quantize turn a model onnxruntime's quantize_dynamic wrote back into the float
 #   Conv/MatMul/LSTM its int8 weights encode instead of refusing it (ddddocr common_old.onnx now quantizes;
 #   graph/dequantize_dynamic.py; issue 21; 228 lines)
-LINE_BUDGET := 13740
+# 13740 -> 13825: a model for QNN/TIDL/DPU is evaluated in its QDQ arithmetic, --target ort-cpu on onnxruntime's
+#   integer kernels with a warning when this CPU's saturate (x86 without VNNI: the bundled sample 13.5 dB there,
+#   37.2 dB in QDQ arithmetic); inspect's float view keeps weights only an If/Loop body reads; inspect judges a
+#   tensor read only by Relu/HardSwish/Clip on the values they see (issue 21; 85 lines)
+LINE_BUDGET := 13825
 
 .PHONY: demo test lint venv bench clean golden
 

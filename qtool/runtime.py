@@ -219,6 +219,14 @@ def _built(model: onnx.ModelProto, options: ort.SessionOptions, limit: int, disa
 
 FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 
+# onnxruntime's integer kernels are one deployment of a QDQ model, and on some CPUs not its arithmetic: x86
+# without VNNI (AVX2, AVX-512F) multiplies u8 activations by s8 weights in pairs summed into int16
+# (vpmaddubsw), which saturates once |w| passes 64 (the bundled digits CNN: 13.5 dB there, 37.2 dB in QDQ
+# arithmetic). A model for QNN, TIDL or a DPU is judged on what it means: Q/DQ computed in float.
+def integer_kernels(target: str | None) -> bool:
+    """Whether a model quantized for `target` is evaluated on onnxruntime's integer kernels (as deployed)."""
+    return target == "ort-cpu"
+
 
 def session(
     model: onnx.ModelProto,
@@ -228,6 +236,7 @@ def session(
     *,
     folded: bool = False,
     arena: bool = True,
+    integer_kernels: bool = True,
 ) -> ort.InferenceSession:
     """A CPU session. `optimized` runs onnxruntime's full graph optimisation (QDQ -> integer
     kernels, as a deployment would); otherwise only basic rewrites, so that every tensor a caller
@@ -235,7 +244,9 @@ def session(
     only) dequantizes constant weights once, at load, with onnxruntime's own DequantizeLinear kernel,
     instead of on every run; prepacking is off, so that a kernel reads such a weight as it reads a
     computed one and every value equals the unfolded run's bit for bit. `arena=False`: no arena whatever
-    the model's size, for sessions that run a few samples each, one after another (see below)."""
+    the model's size, for sessions that run a few samples each, one after another (see below).
+    `integer_kernels=False` (optimized only): the other fusions, but Q/DQ not turned into integer kernels,
+    so a QDQ model computes its own arithmetic in float (see QDQ_ARITHMETIC)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -244,6 +255,8 @@ def session(
     level = ort.GraphOptimizationLevel
     options.graph_optimization_level = level.ORT_ENABLE_ALL if optimized else level.ORT_ENABLE_BASIC
     disabled: set[str] = set()
+    if optimized and not integer_kernels:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
     if folded:  # constant folding skips DequantizeLinear unless QDQ handling is off
         options.add_session_config_entry("session.disable_quant_qdq", "1")
         options.add_session_config_entry("session.disable_prepacking", "1")
@@ -273,6 +286,6 @@ def session(
     # A valid model that only onnxruntime's own rewrites break (its QDQ fusion copies a dilated
     # AveragePool's attributes onto QLinearAveragePool, which has none): run it unfused, and say so,
     # since a deployment on onnxruntime's default settings would fail the same way.
-    unfused = session(model, threads, where, arena=arena)
+    unfused = session(model, threads, where, arena=arena)  # (QDQ arithmetic in float, unfused)
     logger.warning("%s: onnxruntime's full optimisation fails on it, so it ran unfused: %s", where, reason)
     return unfused

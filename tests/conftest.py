@@ -7,16 +7,18 @@ whose weights come from a fixed seed, so runs are deterministic.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx.parser
+import onnxruntime as ort
 import pytest
 from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, settings
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from qtool.cli import main
 
@@ -211,3 +213,24 @@ def run_cli(args: Sequence[object]) -> Result:
 @pytest.fixture
 def conv_bn() -> onnx.ModelProto:
     return conv_bn_model()
+
+
+@functools.cache
+def integer_kernels_saturate() -> bool:
+    """Whether onnxruntime's u8 x s8 integer kernels saturate on this CPU: x86 without VNNI (AVX2, AVX-512F)
+    sums pairs of products in int16 (vpmaddubsw), so 255 x -128 twice reads as -32768. Integer-kernel
+    results (QOperator models, --target ort-cpu as deployed) then differ from the QDQ arithmetic far past one
+    step, which is the CPU, not qtool (runtime.integer_kernels)."""
+    k = 64
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "saturation",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, k])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 16])],
+        [numpy_helper.from_array(np.full((k, 16), -128, np.int8), "b")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return int(session.run(None, {"a": np.full((1, k), 255, np.uint8)})[0][0, 0]) != 255 * -128 * k
+
+
+SATURATING_CPU = "onnxruntime's u8 x s8 integer kernels saturate on this CPU (x86 without VNNI): conftest.py"

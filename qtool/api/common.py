@@ -91,3 +91,10 @@ def read_labels(path: Path) -> list[int]:
             except ValueError as e:
                 raise DataError(f"label {line.split()[0]!r} is not an integer", where=f"{path}:{lineno}") from e
     return labels
+
+
+# how a QDQ model's outputs were computed for a report (runtime.integer_kernels)
+EVALUATED_ON = {
+    True: "by onnxruntime's integer kernels on this CPU, as --target ort-cpu deploys the model",
+    False: "in the model's QDQ arithmetic (onnxruntime, Q/DQ in float; --target ort-cpu: its integer kernels)",
+}

@@ -8,7 +8,7 @@ import tempfile
 import onnx
 
 from qtool import runtime
-from qtool.api.common import drift_table, read_labels
+from qtool.api.common import EVALUATED_ON, drift_table, read_labels
 from qtool.config import InspectOptions
 from qtool.errors import DataError, UsageError
 from qtool.graph import external_data
@@ -91,7 +91,9 @@ def _compare_layers(
     cached = compare.reference_outputs(reference, feeds, o.num_threads)
     _drop_pages()
     feeds = iter_feeds(input_list, specs, o.use_native_input_files)
-    drift = compare.compare_outputs(reference, model, feeds, labels, o.num_threads, cached)  # as deployed
+    kernels = runtime.integer_kernels(o.target)
+    drift = compare.compare_outputs(reference, model, feeds, labels, o.num_threads, cached, integer_kernels=kernels)
+    report.facts["outputs computed"] = EVALUATED_ON[kernels]
     _drop_pages()
     errors = layers.stream(reference, model, iter_feeds(input_list, specs, o.use_native_input_files), o.num_threads)
     _drop_pages()

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from qtool import runtime
 from qtool.api.mixed_evaluator import evaluator
 from qtool.config import QuantizeOptions
 from qtool.errors import ModelError, UsageError
@@ -67,7 +68,8 @@ def run_mixed_precision(
         return ctx.quantize(_restored(ctx, overrides), overrides)[0]
 
     # the float outputs are computed once (when small); mixed_evaluator says which samples a trial runs
-    evaluate = evaluator(reference, listing, specs, o.use_native_input_files, o.num_threads, build)
+    kernels = runtime.integer_kernels(o.target)
+    evaluate = evaluator(reference, listing, specs, o.use_native_input_files, o.num_threads, build, kernels)
     base_qdq, base_plan = ctx.quantize(ctx.model, ctx.overrides)
     proxy = None
     if o.mixed_precision_sensitivity == "proxy":

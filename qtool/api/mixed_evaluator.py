@@ -51,8 +51,9 @@ def evaluator(
     native: bool,
     threads: int,
     build: Callable[[Encodings], onnx.ModelProto],
+    integer_kernels: bool = True,
 ) -> mp.Evaluator:
-    """`build` turns a trial's encodings into its QDQ model."""
+    """`build` turns a trial's encodings into its QDQ model; `integer_kernels`: see compare.compare_outputs."""
     count = len(listing.samples)
     picked = spread(count, SCREEN_SAMPLES)
     subset = dataclasses.replace(listing, samples=tuple(listing.samples[k] for k in picked))
@@ -60,7 +61,9 @@ def evaluator(
 
     def measure(encodings: Encodings, samples: InputList, kept, stop=None) -> dict[str, compare.Drift]:
         feeds = iter_feeds(samples, specs, native)
-        return compare.compare_outputs(reference, build(encodings), feeds, threads=threads, cached=kept, stop=stop)
+        return compare.compare_outputs(
+            reference, build(encodings), feeds, threads=threads, cached=kept, stop=stop, integer_kernels=integer_kernels
+        )
 
     def full(encodings: Encodings) -> mp.Metrics:
         return mp.overall(measure(encodings, listing, cached))

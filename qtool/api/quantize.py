@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 
 from qtool import runtime
-from qtool.api.common import check_override_names, converted, drift_table, encodings_path
+from qtool.api.common import EVALUATED_ON, check_override_names, converted, drift_table, encodings_path
 from qtool.api.mixed import finish_mixed, mixed_overrides_path, run_mixed_precision
 from qtool.config import QuantizeOptions
 from qtool.errors import QtoolError, QualityError, UsageError
@@ -222,7 +222,8 @@ def _algorithm_context(
             adaround.run(sub)
         qdq, _ = sub.quantize(sub.model, sub.overrides)
         feeds = (feed for _, feed in itertools.islice(samples(), TRIAL_SAMPLES))
-        return overall(compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads))["sqnr_db"]
+        kernels = runtime.integer_kernels(o.target)
+        return overall(compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads, integer_kernels=kernels))["sqnr_db"]
 
     return AlgorithmContext(
         model, samples, quantizer(observers), overrides=overrides, threads=o.num_threads, trial=trial
@@ -341,15 +342,44 @@ def _evaluate(
     def feeds(limit: int) -> Iterator[dict]:
         return _feeds(o, reference, input_list, limit)
 
+    kernels = runtime.integer_kernels(o.target)
     drift = compare.compare_outputs(
-        reference, quantized, feeds(o.evaluate_samples), threads=o.num_threads, cached=cached
+        reference, quantized, feeds(o.evaluate_samples), threads=o.num_threads, cached=cached, integer_kernels=kernels
     )  # fmt: skip
     report.tables.append(drift_table(drift, False))
+    report.facts["outputs computed"] = EVALUATED_ON[kernels]
+    if kernels:
+        _check_kernels(o, reference, quantized, feeds(o.evaluate_samples), cached, overall(drift)["sqnr_db"], report)
     report.facts["evaluated samples"] = next(iter(drift.values())).samples if drift else 0
     if o.eval_list is not None:
         report.facts["evaluated on"] = str(o.eval_list)
     report.facts["evaluation seconds"] = round(time.perf_counter() - started, 2)
     return _quality(o, overall(drift), reference, quantized, feeds(QUALITY_LAYER_SAMPLES), report) if drift else None
+
+
+# onnxruntime's integer kernels this far below the model's own QDQ arithmetic is the CPU, not the quantization
+KERNEL_LOSS_DB = 3.0
+
+
+def _check_kernels(
+    o: QuantizeOptions, reference: onnx.ModelProto, quantized: onnx.ModelProto, feeds, cached, deployed: float,
+    report: Report,
+) -> None:
+    """Warn when this CPU's integer kernels lose KERNEL_LOSS_DB against the model's QDQ arithmetic
+    (runtime.integer_kernels: u8 x s8 pairs saturating in int16 on x86 without VNNI)."""
+    drift = compare.compare_outputs(reference, quantized, feeds, threads=o.num_threads, cached=cached,
+                                    integer_kernels=False)  # fmt: skip
+    arithmetic = overall(drift)["sqnr_db"]
+    if not deployed < arithmetic - KERNEL_LOSS_DB:
+        return
+    message = (
+        f"onnxruntime's integer kernels on this CPU give {deployed:.2f} dB output SQNR where the model's QDQ "
+        f"arithmetic gives {arithmetic:.2f} dB: x86 CPUs without VNNI (AVX2, AVX-512F) multiply u8 activations "
+        "by s8 weights in int16 pairs that saturate; deploy on a CPU with VNNI (or ARM), or run the QDQ model "
+        "with the session option session.disable_quant_qdq=1"
+    )
+    report.facts["integer kernels"] = message
+    logger.warning("%s", message)
 
 
 # Below either figure the model is broken, whatever the task: the warning names the worst layer.

@@ -136,11 +136,13 @@ def compare_outputs(
     threads: int = 0,
     cached: list[list[np.ndarray]] | None = None,
     stop: Callable[[dict[str, Drift], int], bool] | None = None,
+    integer_kernels: bool = True,
 ) -> dict[str, Drift]:
     """Per-output drift over `feeds`; `cached` (from `reference_outputs`) skips the float model.
-    `stop(drift, samples done)` true ends the pass early (mixed precision: the target is out of reach)."""
+    `stop(drift, samples done)` true ends the pass early (mixed precision: the target is out of reach).
+    `integer_kernels`: the QDQ model as onnxruntime CPU deploys it, else its arithmetic (runtime.session)."""
     ref_sess = None if cached is not None else runtime.session(reference, threads, "reference model", optimized=True)
-    quant_sess = runtime.session(quantized, threads, "quantized model", optimized=True)
+    quant_sess = runtime.session(quantized, threads, "quantized model", optimized=True, integer_kernels=integer_kernels)
     names = [o.name for o in quant_sess.get_outputs()]
     drift = {name: Drift() for name in names}
     for index, feed in enumerate(feeds):

@@ -21,7 +21,7 @@ def test_outputs_of_different_lengths_compare_with_the_missing_steps_as_error() 
 
 
 def test_a_mask_minus_infinity_in_both_models_adds_no_error() -> None:
-    layer = LayerError(SimpleNamespace(encoding=None))  # a probe without an encoding: no local error
+    layer = LayerError(SimpleNamespace(encoding=None, live=None))  # a probe without an encoding: no local error
     ref = np.array([0.5, -np.inf, 1.0], np.float32)
     layer.update(ref, np.array([0.5, -np.inf, 1.25], np.float32))
     assert layer.noise == 0.0625

@@ -101,7 +101,10 @@ OUT := build/demo
 #   integer kernels with a warning when this CPU's saturate (x86 without VNNI: the bundled sample 13.5 dB there,
 #   37.2 dB in QDQ arithmetic); inspect's float view keeps weights only an If/Loop body reads; inspect judges a
 #   tensor read only by Relu/HardSwish/Clip on the values they see (issue 21; 85 lines)
-LINE_BUDGET := 13825
+# 13825 -> 13855: --weights_bitwidth 7 (onnxruntime's reduce_range: int8 weights in [-64, 63], which saturating
+#   integer kernels multiply exactly: the sample under --target ort-cpu on AVX2 13.5 -> 31.95 dB), marked in the
+#   model's metadata so that reading it back says 7 bits (30 lines)
+LINE_BUDGET := 13855
 
 .PHONY: demo test lint venv bench clean golden
 

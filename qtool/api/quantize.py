@@ -375,8 +375,8 @@ def _check_kernels(
     message = (
         f"onnxruntime's integer kernels on this CPU give {deployed:.2f} dB output SQNR where the model's QDQ "
         f"arithmetic gives {arithmetic:.2f} dB: x86 CPUs without VNNI (AVX2, AVX-512F) multiply u8 activations "
-        "by s8 weights in int16 pairs that saturate; deploy on a CPU with VNNI (or ARM), or run the QDQ model "
-        "with the session option session.disable_quant_qdq=1"
+        "by s8 weights in int16 pairs that saturate; quantize with --weights_bitwidth 7 (onnxruntime's "
+        "reduce_range: int8 weights in [-64, 63], multiplied without saturating), or deploy on a CPU with VNNI or ARM"
     )
     report.facts["integer kernels"] = message
     logger.warning("%s", message)

@@ -57,8 +57,9 @@ def quantize_options(func: Callable) -> Callable:
         _bitwidth(
             "--weights_bitwidth",
             "--weight_bw",
-            (4, 8, 16),
-            "Weight bitwidth (16 makes the default param schema symmetric).",
+            (4, 7, 8, 16),
+            "Weight bitwidth (16 makes the default param schema symmetric; 7: onnxruntime's reduce_range, int8 "
+            "weights in [-64, 63], which x86 CPUs without VNNI multiply without saturating).",
         ),
         _bitwidth(
             "--bias_bitwidth", "--bias_bw", (8, 32), "Bias bitwidth; 32 uses scale = input scale x weight scale."

@@ -42,6 +42,8 @@ from qtool.quant.plan import QuantPlan
 _INT_TYPES = {
     (4, True): ml_dtypes.int4,
     (4, False): ml_dtypes.uint4,
+    (7, True): np.int8,  # onnxruntime's reduce_range: [-64, 63] in int8 (runtime.integer_kernels)
+    (7, False): np.uint8,
     (8, True): np.int8,
     (8, False): np.uint8,
     (16, True): np.int16,
@@ -52,6 +54,7 @@ _INT_TYPES = {
 logger = logging.getLogger(__name__)
 WIDE_OPSET = 21  # int4/uint4 and int16/uint16 QuantizeLinear/DequantizeLinear; blocked DequantizeLinear
 LPBQ_METADATA = "qtool.lpbq"
+NARROW_METADATA = "qtool.narrow_bitwidths"  # weight -> its bitwidth where narrower than its storage (7 in int8)
 
 
 def storage_type(e: Encoding, packed: bool = True) -> type:
@@ -164,11 +167,14 @@ def _axis(e: Encoding) -> dict[str, int]:
 
 def _mark_lpbq(model: onnx.ModelProto, plan: QuantPlan) -> None:
     lpbq = {n: [e.bitwidth, e.blocks.decompressed_bw] for n, e in sorted(plan.params.items()) if e.blocks and e.blocks.is_lpbq}
-    kept = [p for p in model.metadata_props if p.key != LPBQ_METADATA]
+    narrow = {n: e.bitwidth for n, e in sorted(plan.params.items()) if not e.is_float and e.bitwidth == 7}
+    kept = [p for p in model.metadata_props if p.key not in (LPBQ_METADATA, NARROW_METADATA)]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
     if lpbq:
         model.metadata_props.add(key=LPBQ_METADATA, value=json.dumps(lpbq, sort_keys=True))
+    if narrow:
+        model.metadata_props.add(key=NARROW_METADATA, value=json.dumps(narrow, sort_keys=True))
 
 
 def _simulated(plan: QuantPlan) -> dict[str, Encoding]:

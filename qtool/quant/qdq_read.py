@@ -27,7 +27,7 @@ from qtool.io.encodings import Encodings
 from qtool.quant import blocks
 from qtool.quant import encoding as enc
 from qtool.quant.encoding import Blocks, Encoding
-from qtool.quant.qdq import LPBQ_METADATA, sliced
+from qtool.quant.qdq import LPBQ_METADATA, NARROW_METADATA, sliced
 from qtool.quant.rules import rule_for, weight_axis
 
 logger = logging.getLogger(__name__)
@@ -134,7 +134,30 @@ def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None =
         drop.update((id(node), id(q_node)))
     _rebuild(graph, drop, rename, new_inits)
     _lpbq_back(out, found)
+    _narrow_back(out, found)
     return out, found
+
+
+def _narrow_back(model: onnx.ModelProto, found: Encodings) -> None:
+    """The weights NARROW_METADATA names (7-bit grids stored in int8) get their bitwidth back."""
+    text = next((p.value for p in model.metadata_props if p.key == NARROW_METADATA), None)
+    kept = [p for p in model.metadata_props if p.key != NARROW_METADATA]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    try:
+        marked = {str(n): int(b) for n, b in (json.loads(text) if text is not None else {}).items()}
+    except (ValueError, TypeError, AttributeError):
+        logger.warning("model metadata %r is not a JSON object of bitwidths: ignored", NARROW_METADATA)
+        return
+    for name, bitwidth in marked.items():
+        e = found.params.get(name)
+        if e is None or e.is_float or not e.is_symmetric or e.bitwidth != 8 or bitwidth != 7:
+            logger.warning("weight %r is marked %r bits, which its storage does not fit: read as stored", name, bitwidth)
+            continue
+        scale = np.asarray(e.scale, np.float64)
+        found.params[name] = dataclasses.replace(
+            e, bitwidth=7, min=tuple(-64 * scale), max=tuple(63 * scale), offset=(-64,) * len(scale)
+        )
 
 
 def _lpbq_back(model: onnx.ModelProto, found: Encodings) -> None:

@@ -62,9 +62,14 @@ def load_raw(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def make_session(model_path: str | Path, threads: int = 0) -> ort.InferenceSession:
+    """For quality: a QDQ model runs its own arithmetic (Q/DQ in float), not onnxruntime's integer kernels, which
+    on x86 without VNNI saturate u8 x s8 pair sums (qtool/runtime.py: the digits sample 13.5 dB there, 37.2 dB
+    in its arithmetic). On a VNNI CPU both agree within rounding, so rows from either kind of machine compare;
+    latency rows still run the integer kernels."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 

@@ -68,9 +68,10 @@ ZOO_W8A8 = [*QTOOL_W8A8, "--use_per_row_quantization"]
 QTOOL_VARIANTS = {  # kind -> (label, qtool quantize flags)
     "qtool:w8a8": ("qtool W8A8", ZOO_W8A8),
     "qtool:ort-cpu": ("qtool --target ort-cpu", ["--target", "ort-cpu"]),
+    "qtool:actsearch": ("qtool W8A8 + actsearch", [*ZOO_W8A8, "--apply_algorithms", "actsearch"]),
     "qtool:mixed30": ("qtool mixed 30 dB", [*ZOO_W8A8, "--mixed_precision", "auto", "--target_sqnr", "30"]),
 }
-KINDS = ["float", "qtool:w8a8", "qtool:ort-cpu", "ort:pre", "ort:raw", "qtool:mixed30"]
+KINDS = ["float", "qtool:w8a8", "qtool:ort-cpu", "ort:pre", "ort:raw", "qtool:actsearch", "qtool:mixed30"]
 SHORT = {"float": "float", "qtool:w8a8": "qtool", "qtool:ort-cpu": "ortcpu", "ort:pre": "ort", "ort:raw": "ortraw"}
 MIXED_TIMEOUT_S = 1200.0
 
@@ -620,6 +621,19 @@ def summary(rows: list[Row], models: dict) -> list[str]:
             f"- qtool W8A8 worst-output SQNR minus onnxruntime's best (with or without pre-processing), over the "
             f"{len(deltas)} models both quantized: median {median:+.1f} dB; behind by more than 0.3 dB on "
             f"{len(behind)}: {', '.join(behind) or 'none'}."
+        )
+    searched = []
+    for name in models:
+        a = next((r for r in rows if r.model == name and r.kind == "qtool:actsearch"), None)
+        q = next((r for r in rows if r.model == name and r.kind == "qtool:w8a8"), None)
+        ort = best_ort(rows, name)
+        if a is not None and q is not None and ort is not None and None not in (a.metrics.get("sqnr_db"), q.metrics.get("sqnr_db")):
+            searched.append((a.metrics["sqnr_db"] - q.metrics["sqnr_db"], a.metrics["sqnr_db"] - ort, name))
+    if searched:
+        lines.append(
+            f"- `--apply_algorithms actsearch` over W8A8, on the {len(searched)} models with both rows: median "
+            f"{statistics.median(d for d, _, _ in searched):+.1f} dB ({', '.join(f'{n} {d:+.1f}' for d, _, n in searched)}); "
+            f"minus onnxruntime's best: median {statistics.median(o for _, o, _ in searched):+.1f} dB."
         )
     mixed = [r for r in rows if r.kind == "qtool:mixed30"]
     if mixed:

@@ -34,7 +34,7 @@ CONFIG_ALIASES = {
     "algorithms": "apply_algorithms",
 }
 # YAML sections that configure an algorithm rather than name an option.
-ALGORITHM_SECTIONS = ("adaround", "bc", "cle", "clipsearch", "adaquant", "mixed_precision", "outlier_split", "smoothquant")
+ALGORITHM_SECTIONS = ("actsearch", "adaround", "bc", "cle", "clipsearch", "adaquant", "mixed_precision", "outlier_split", "smoothquant")
 
 
 def configs_dir() -> Path:

@@ -15,6 +15,7 @@ import onnx
 from qtool import runtime
 from qtool.api.common import EVALUATED_ON, check_override_names, converted, drift_table, encodings_path
 from qtool.api.mixed import finish_mixed, mixed_overrides_path, run_mixed_precision
+from qtool.api.mixed_evaluator import spread
 from qtool.config import QuantizeOptions
 from qtool.errors import QtoolError, QualityError, UsageError
 from qtool.export.matmulnbits import to_matmulnbits
@@ -225,9 +226,24 @@ def _algorithm_context(
         kernels = runtime.integer_kernels(o.target)
         return overall(compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads, integer_kernels=kernels))["sqnr_db"]
 
+    kept: dict[int, tuple[list, list | None]] = {}  # count -> (feeds, the float model's outputs on them)
+
+    def score(qdq: onnx.ModelProto, count: int) -> float:
+        """Output SQNR on `count` calibration samples spread over the list (lists often go photo by photo; 0: all)."""
+        if count not in kept:
+            total = len(input_list.samples) if input_list is not None else 0
+            picked = set(spread(total, count or total))
+            feeds = [feed for k, (_, feed) in enumerate(samples()) if k in picked]
+            kept[count] = feeds, compare.reference_outputs(reference, feeds, o.num_threads)
+        feeds, cached = kept[count]
+        kernels = runtime.integer_kernels(o.target)
+        drift = compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads, cached=cached, integer_kernels=kernels)
+        return overall(drift)["sqnr_db"]
+
     return AlgorithmContext(
-        model, samples, quantizer(observers), overrides=overrides, threads=o.num_threads, trial=trial
-    )
+        model, samples, quantizer(observers), overrides=overrides, threads=o.num_threads, trial=trial,
+        observers=observers, score=score,
+    )  # fmt: skip
 
 
 def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:

@@ -35,6 +35,10 @@ class AlgorithmContext:
     frozen: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     # float model -> output SQNR (dB) quantized as the user asked: does a float-stage change pay?
     trial: Callable[[onnx.ModelProto], float] | None = None
+    # the calibration's observers by tensor; the plan reads them when ctx.quantize runs (actsearch swaps some)
+    observers: dict[str, Any] = field(default_factory=dict)
+    # QDQ model, n -> its output SQNR (dB) against the float model on n calibration samples spread over them (0: all)
+    score: Callable[[onnx.ModelProto, int], float] | None = None
 
     def array(self, name: str) -> np.ndarray:
         return external_data.array(next(i for i in self.model.graph.initializer if i.name == name))
@@ -76,16 +80,17 @@ class AlgorithmContext:
 
 
 def _registry() -> dict[str, ModuleType]:
-    from qtool.quant.algorithms import adaround, bias_correction, cle, clipsearch, outlier_split, smoothquant
+    from qtool.quant.algorithms import actsearch, adaround, bias_correction, cle, clipsearch, outlier_split, smoothquant
 
-    return {"outlier_split": outlier_split, "smoothquant": smoothquant, "cle": cle, "clipsearch": clipsearch, "adaround": adaround, "bc": bias_correction}
+    return {"outlier_split": outlier_split, "smoothquant": smoothquant, "cle": cle, "clipsearch": clipsearch,
+            "adaround": adaround, "actsearch": actsearch, "bc": bias_correction}  # fmt: skip
 
 
-ALGORITHM_NAMES = ("outlier_split", "smoothquant", "cle", "clipsearch", "adaround", "bc")
+ALGORITHM_NAMES = ("outlier_split", "smoothquant", "cle", "clipsearch", "adaround", "actsearch", "bc")
 
 
 def resolve(names: tuple[str, ...]) -> list[tuple[str, ModuleType]]:
-    """The named algorithms in the order they must run (outlier_split, smoothquant, cle, clipsearch, adaround, bc)."""
+    """The named algorithms in the order they must run (ALGORITHM_NAMES)."""
     registry = _registry()
     for name in names:
         if name not in registry:

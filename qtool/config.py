@@ -172,7 +172,7 @@ class QuantizeOptions:
     op_types_to_quantize: tuple[str, ...] = ()
     apply_algorithms: tuple[str, ...] = ()
     mixed_precision: str = "off"
-    mixed_precision_sensitivity: str = "exact"
+    mixed_precision_sensitivity: str = "auto"
     html: Path | None = None
     target_sqnr: float | None = None
     max_cosine_drop: float | None = None

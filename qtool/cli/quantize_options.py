@@ -225,11 +225,11 @@ def quantize_options(func: Callable) -> Callable:
         ),
         click.option(
             "--mixed_precision_sensitivity",
-            type=Choice(["exact", "proxy"]),
-            default="exact",
+            type=Choice(["auto", "exact", "proxy"]),
+            default="auto",
             show_default=True,
             help="exact: one evaluation per layer at 16 bits; proxy: each layer's added noise from one pass (fast, "
-            "but blind to error that only shows downstream).",
+            "but blind to error that only shows downstream); auto: exact unless it would take over 10 minutes.",
         ),
         click.option("--target_sqnr", type=FiniteFloat(), metavar="DB", help="Mixed precision: reach this output SQNR (dB)."),
         click.option(

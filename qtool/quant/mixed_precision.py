@@ -220,6 +220,7 @@ class Result:
     overrides: Encodings
     curve: list[dict] = field(default_factory=list)
     met: bool = True
+    sensitivity: str = ""  # how candidates were ranked (exact, proxy), for the report
 
 
 def _weights(node: onnx.NodeProto, plan: QuantPlan) -> list[str]:

@@ -268,3 +268,24 @@ def test_a_weight_adaround_froze_gets_its_float_values_back_at_16_bits(tmp_path:
     written = _dequantized_weight(onnx.load(out), "convB")
     float_wb = numpy_helper.to_array(next(i for i in planted_model().graph.initializer if i.name == "wb"))
     assert np.abs(written - float_wb).max() <= np.abs(float_wb).max() / 2**15
+
+
+def test_auto_sensitivity_is_exact_unless_its_estimate_passes_the_budget(tmp_path: Path, monkeypatch) -> None:
+    """The exact pass costs one trial per candidate: a YOLOX detector's 841 did not finish in 20 minutes. auto
+    times one trial and takes the proxy's single pass past EXACT_SECONDS; the report says which ran."""
+    from conftest import run_cli
+
+    from qtool.api import mixed
+
+    model, listing = setup(tmp_path)
+    args = ["quantize", "-i", model, "--input_list", listing, "--mixed_precision", "auto", "--target_sqnr", "30", "--json"]
+    found = {}
+    for budget in (mixed.EXACT_SECONDS, 0.0):
+        monkeypatch.setattr(mixed, "EXACT_SECONDS", budget)
+        result = run_cli([*args, "-o", tmp_path / f"q{budget:g}.onnx"])
+        assert result.exit_code == 0, result.stderr
+        report = json.loads(result.stdout)
+        found[budget] = report["sensitivity"]
+        assert report["outputs (float vs quantized)"][0]["sqnr_db"] >= 30
+    assert found[600.0].startswith("exact (auto: ~")
+    assert found[0.0].startswith("proxy (auto: ~")

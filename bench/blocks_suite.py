@@ -72,7 +72,7 @@ EXPORTS = {"nbits:b32-cs": "b32-cs:a32", "nbits4:b32-cs": "b32-cs:a32", "nbits4:
 STEPS = {"step:nbits": 0, "step:nbits4": 4}  # one-token decoder rows -> accuracy_level
 STEP_FLAGS = [*W4, "--weights_block_size", "32", "--act_bitwidth", "32"]
 RTN = ["pc", "b32", "b64", "lpbq32", "b32a", "b64a"]  # scales by weight error (the plan's mse search)
-SEARCHED = ["pc-cs", "b32-cs", "b64-cs", "lpbq32-cs", "b32a-cs", "b32-cs-gptq", "b32a-cs-gptq"]  # scales by output error, then GPTQ
+SEARCHED = ["pc-cs", "b32-cs", "b64-cs", "lpbq32-cs", "b32a-cs", "pc-cs-gptq", "b32-cs-gptq", "b32a-cs-gptq"]  # scales by output error, then GPTQ
 A16 = ["pc-cs", "b32-cs", "lpbq32-cs"]
 KINDS = [*(f"{s}:a32" for s in RTN + SEARCHED), *(f"{s}:a16" for s in A16), *ORT_ALGOS, *EXPORTS, *STEPS]
 
@@ -191,6 +191,7 @@ def qtool_row(name: str, entry: dict, kind: str, args) -> Row:
     flags = [*W4, *flags, *act_flags, *(f for a in algorithms for f in ("--apply_algorithms", a))]
     if algorithms:
         yaml = RUNS / name / "blocks_algorithms.yaml"
+        yaml.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine's first blocks row comes before any other
         yaml.write_text(ALGORITHM_YAML)
         flags += ["--config", str(yaml)]
     if algorithms or act != "a32":

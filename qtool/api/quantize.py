@@ -208,6 +208,8 @@ def _algorithm_context(
 
         return quantize_with
 
+    kernels = runtime.integer_kernels(o.target)  # how trials and scores run the QDQ models
+
     def trial(candidate: onnx.ModelProto) -> float:
         """Output SQNR of `candidate` quantized as asked, adaround included (cheapened): whether a
         float-stage change pays depends on what follows it (cle helps 4-bit rounding, not adaround)."""
@@ -223,7 +225,6 @@ def _algorithm_context(
             adaround.run(sub)
         qdq, _ = sub.quantize(sub.model, sub.overrides)
         feeds = (feed for _, feed in itertools.islice(samples(), TRIAL_SAMPLES))
-        kernels = runtime.integer_kernels(o.target)
         return overall(compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads, integer_kernels=kernels))["sqnr_db"]
 
     kept: dict[int, tuple[list, list | None]] = {}  # count -> (feeds, the float model's outputs on them)
@@ -236,7 +237,6 @@ def _algorithm_context(
             feeds = [feed for k, (_, feed) in enumerate(samples()) if k in picked]
             kept[count] = feeds, compare.reference_outputs(reference, feeds, o.num_threads)
         feeds, cached = kept[count]
-        kernels = runtime.integer_kernels(o.target)
         drift = compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads, cached=cached, integer_kernels=kernels)
         return overall(drift)["sqnr_db"]
 

@@ -165,7 +165,8 @@ def _axis(e: Encoding) -> dict[str, int]:
     return {"axis": e.axis} if e.axis is not None else {}
 
 
-def _mark_lpbq(model: onnx.ModelProto, plan: QuantPlan) -> None:
+def _mark_weights(model: onnx.ModelProto, plan: QuantPlan) -> None:
+    """LPBQ and 7-bit weights marked in the metadata, which their ONNX storage cannot say (qdq_read reads them back)."""
     lpbq = {n: [e.bitwidth, e.blocks.decompressed_bw] for n, e in sorted(plan.params.items()) if e.blocks and e.blocks.is_lpbq}
     narrow = {n: e.bitwidth for n, e in sorted(plan.params.items()) if not e.is_float and e.bitwidth == 7}
     kept = [p for p in model.metadata_props if p.key not in (LPBQ_METADATA, NARROW_METADATA)]
@@ -243,7 +244,7 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, where: str = "model", pac
                 writer.activation(prequant[t], dequant[t], acts[t], t)
     _replace(graph.node, writer.nodes)
     _replace(graph.initializer, writer.initializers)
-    _mark_lpbq(out, plan)
+    _mark_weights(out, plan)
     return out
 
 

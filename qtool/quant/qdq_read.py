@@ -138,12 +138,18 @@ def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None =
     return out, found
 
 
-def _narrow_back(model: onnx.ModelProto, found: Encodings) -> None:
-    """The weights NARROW_METADATA names (7-bit grids stored in int8) get their bitwidth back."""
-    text = next((p.value for p in model.metadata_props if p.key == NARROW_METADATA), None)
-    kept = [p for p in model.metadata_props if p.key != NARROW_METADATA]
+def _pop_metadata(model: onnx.ModelProto, key: str) -> str | None:
+    """The value of metadata `key`, removed from the model (a stripped model loses qtool's marks)."""
+    text = next((p.value for p in model.metadata_props if p.key == key), None)
+    kept = [p for p in model.metadata_props if p.key != key]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
+    return text
+
+
+def _narrow_back(model: onnx.ModelProto, found: Encodings) -> None:
+    """The weights NARROW_METADATA names (7-bit grids stored in int8) get their bitwidth back."""
+    text = _pop_metadata(model, NARROW_METADATA)
     try:
         marked = {str(n): int(b) for n, b in (json.loads(text) if text is not None else {}).items()}
     except (ValueError, TypeError, AttributeError):
@@ -162,10 +168,7 @@ def _narrow_back(model: onnx.ModelProto, found: Encodings) -> None:
 
 def _lpbq_back(model: onnx.ModelProto, found: Encodings) -> None:
     """The weights LPBQ_METADATA names become LPBQ again; the stripped model loses the mark."""
-    text = next((p.value for p in model.metadata_props if p.key == LPBQ_METADATA), None)
-    kept = [p for p in model.metadata_props if p.key != LPBQ_METADATA]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
+    text = _pop_metadata(model, LPBQ_METADATA)
     try:
         marked = json.loads(text) if text is not None else {}
         items = [(str(n), int(v[0]), int(v[1])) for n, v in marked.items()]

@@ -8,6 +8,7 @@ biases, and may freeze encodings in `ctx.overrides` so that re-planning keeps th
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from onnx import numpy_helper
 from qtool.errors import UsageError, did_you_mean
 from qtool.graph import external_data, lazy_weights
 from qtool.io.encodings import Encodings
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,6 +80,19 @@ class AlgorithmContext:
         kept = [v for v in graph.value_info if v.name != name]
         del graph.value_info[:]
         graph.value_info.extend([*kept, value])
+
+
+def kept_if_better(ctx: AlgorithmContext, name: str, before: onnx.ModelProto, note: str, keep: str) -> list[str]:
+    """A float-stage change (ctx.model, was `before`) stays unless `keep` is "auto" and a trial quantization
+    scores it below `before` (then ctx.model is `before` again); the report line either way."""
+    if keep == "always" or ctx.trial is None:
+        return [note]
+    plain, changed = ctx.trial(before), ctx.trial(ctx.model)
+    if changed >= plain:
+        return [f"{note}; output SQNR {plain:.1f} -> {changed:.1f} dB"]
+    ctx.model.CopyFrom(before)
+    logger.warning("%s: not applied: it lowers the output SQNR from %.1f to %.1f dB", name, plain, changed)
+    return [f"{name}: not applied (output SQNR {changed:.1f} dB with it, {plain:.1f} dB without)"]
 
 
 def _registry() -> dict[str, ModuleType]:

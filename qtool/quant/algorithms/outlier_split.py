@@ -36,7 +36,7 @@ from onnx import helper, numpy_helper
 
 from qtool.errors import UsageError
 from qtool.graph.model import copy
-from qtool.quant.algorithms import AlgorithmContext, check_config
+from qtool.quant.algorithms import AlgorithmContext, check_config, kept_if_better
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.residual import observe_channels
 
@@ -193,11 +193,4 @@ def run(ctx: AlgorithmContext) -> list[str]:
     if not layers:
         return ["outlier_split: no MLP has outlier units"]
     note = f"outlier_split: {len(layers)} MLPs split: " + ", ".join(layers)
-    if keep == "always" or ctx.trial is None:
-        return [note]
-    plain, split = ctx.trial(before), ctx.trial(ctx.model)
-    if split >= plain:
-        return [f"{note}; output SQNR {plain:.1f} -> {split:.1f} dB"]
-    ctx.model.CopyFrom(before)
-    logger.warning("outlier_split: not applied: it lowers the output SQNR from %.1f to %.1f dB", plain, split)
-    return [f"outlier_split: not applied (output SQNR {split:.1f} dB with it, {plain:.1f} dB without)"]
+    return kept_if_better(ctx, "outlier_split", before, note, keep)

@@ -28,7 +28,7 @@ import onnx
 from qtool import runtime
 from qtool.errors import UsageError
 from qtool.graph.model import copy
-from qtool.quant.algorithms import AlgorithmContext, check_config
+from qtool.quant.algorithms import AlgorithmContext, check_config, kept_if_better
 from qtool.quant.graph_facts import GraphFacts
 
 logger = logging.getLogger(__name__)
@@ -218,11 +218,4 @@ def run(ctx: AlgorithmContext) -> list[str]:
             layers.append(f"{site.tensor} ({f'alpha {chosen:g}, ' if alpha == 'auto' else ''}max/median {ratio:.1f} -> {after:.1f})")
             logger.info("smoothquant: %s: alpha %g, channel max/median %.1f -> %.1f", site.tensor, chosen, ratio, after)
     note = f"smoothquant (alpha {alpha if alpha == 'auto' else format(alpha, 'g')}): {len(layers)} tensors smoothed: " + ", ".join(layers)
-    if keep == "always" or ctx.trial is None:
-        return [note]
-    plain, smoothed = ctx.trial(before), ctx.trial(ctx.model)
-    if smoothed >= plain:
-        return [f"{note}; output SQNR {plain:.1f} -> {smoothed:.1f} dB"]
-    ctx.model.CopyFrom(before)
-    logger.warning("smoothquant: not applied: it lowers the output SQNR from %.1f to %.1f dB", plain, smoothed)
-    return [f"smoothquant: not applied (output SQNR {smoothed:.1f} dB with it, {plain:.1f} dB without)"]
+    return kept_if_better(ctx, "smoothquant", before, note, keep)

@@ -98,3 +98,15 @@ def test_it_never_leaves_the_calibration_set_worse_and_keeps_overrides(tmp_path:
                              "--quantization_overrides", overrides)  # fmt: skip
     x = encodings["activation_encodings"]["x"][0]
     assert abs(x["min"] + 4.0) < 0.05 and abs(x["max"] - 4.0) < 0.05
+
+
+@pytest.mark.parametrize("setting", ["max_trials: 0", "max_trials: abc", "trial_samples: -3", "num_batches: 1.5"])
+def test_a_bad_setting_is_one_line_and_writes_nothing(tmp_path: Path, files, setting: str) -> None:
+    calibration, _ = files
+    onnx.save(_model(0.001), str(tmp_path / "m.onnx"))
+    (tmp_path / "c.yaml").write_text(f"actsearch:\n  {setting}\n")
+    out = tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "--input_list", calibration, "-o", out,
+                      "--apply_algorithms", "actsearch", "--config", tmp_path / "c.yaml"])  # fmt: skip
+    assert result.exit_code == 2 and "must be a positive integer" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()

@@ -114,7 +114,7 @@ def resolve(names: tuple[str, ...]) -> list[tuple[str, ModuleType]]:
     return [(name, registry[name]) for name in ALGORITHM_NAMES if name in names]
 
 
-COUNTS = {"num_batches", "default_param_bw", "calibration_frames", "calibration_iterations", "sweeps"}
+COUNTS = {"num_batches", "default_param_bw", "calibration_frames", "calibration_iterations", "sweeps", "trial_samples", "max_trials"}
 
 
 def check_config(name: str, config: dict[str, Any], known: set[str]) -> dict[str, Any]:

@@ -176,17 +176,34 @@ SUITE_ORDER = ["default", "speed", "algorithms", "mixed", "sweep", "transformers
 RESULTS_JSON = BENCH / "results.json"
 
 
+MANIFEST_SECTIONS = ("models", "transformers", "zoo")
+
+
 def load_results(manifest: dict) -> dict[str, list[Row]]:
-    """The last results.json by suite (its first format, a plain list, is the default suite)."""
+    """The last results.json by suite (its first format, a plain list, is the default suite), every row of it:
+    rows of models not prepared on this machine are kept, never dropped by a run of another suite."""
     if not RESULTS_JSON.exists():
         return {}
     data = json.loads(RESULTS_JSON.read_text())
     data = {"default": data} if isinstance(data, list) else data.get("suites", {})
     known = {f.name for f in fields(Row)}
-    models = {**manifest["models"], **manifest.get("transformers", {}), **manifest.get("zoo", {})}
+    return {suite: [Row(**{k: v for k, v in r.items() if k in known}) for r in rows] for suite, rows in data.items()}
+
+
+def rendering_manifest(results: dict[str, list[Row]], manifest: dict) -> dict:
+    """The manifest entries of every model with a row: this machine's, else the ones results.json recorded when
+    the row was written (a suite whose models are not prepared here still renders)."""
+    recorded = json.loads(RESULTS_JSON.read_text()).get("manifest", {}) if RESULTS_JSON.exists() else {}
+    if not isinstance(recorded, dict):
+        recorded = {}
+    with_rows = {r.model for rows in results.values() for r in rows}
     return {
-        suite: [Row(**{k: v for k, v in r.items() if k in known}) for r in rows if r["model"] in models]
-        for suite, rows in data.items()
+        section: {
+            name: entry
+            for name, entry in {**recorded.get(section, {}), **manifest.get(section, {})}.items()
+            if name in with_rows
+        }
+        for section in MANIFEST_SECTIONS
     }
 
 
@@ -198,6 +215,7 @@ def environment() -> str:
 
 def write_results(results: dict[str, list[Row]], manifest: dict) -> str:
     renderers = {k: v[1] for k, v in suites().items()}
+    manifest = {**manifest, **rendering_manifest(results, manifest)}
     lines = [
         "# qtool benchmark",
         "",
@@ -214,6 +232,7 @@ def write_results(results: dict[str, list[Row]], manifest: dict) -> str:
     payload = {
         "environment": environment(),
         "suites": {s: [asdict(r) for r in results[s]] for s in SUITE_ORDER if s in results},
+        "manifest": {section: manifest[section] for section in MANIFEST_SECTIONS},
     }
     RESULTS_JSON.write_text(json.dumps(payload, indent=1, default=str) + "\n")
     return text

@@ -1,6 +1,7 @@
 """Stream samples through a float and a quantized model; accumulate per-output drift.
 
-Per output: SQNR = 10·log10(Σ ref² / Σ (ref − quant)²) over all samples, mean per-sample cosine,
+Per output: SQNR = 10·log10(Σ ref² / Σ (ref − quant)²) over all samples, mean per-sample cosine (over the
+samples for a one-value output),
 max |ref − quant|, and for classifier-shaped outputs top-1 agreement (and accuracy against labels
 when given). Only running sums are kept, so memory does not depend on the number of samples.
 """
@@ -46,6 +47,9 @@ class Drift:
     signal: float = 0.0
     noise: float = 0.0
     cosine_sum: float = 0.0
+    cross: float = 0.0  # Σ ref·quant and Σ quant² over all samples, for an output of one value per sample
+    quant_energy: float = 0.0
+    elements: int = 0  # values per sample (the last sample's)
     max_abs: float = 0.0
     samples: int = 0
     top1_agree: int = 0
@@ -57,11 +61,21 @@ class Drift:
         ref, quant = common_shape(ref, quant)
         r, q = ref.astype(np.float64).ravel(), quant.astype(np.float64).ravel()
         # each product once (norm(x) is sqrt(x @ x)): mixed precision runs this per sample of every trial
-        rr, qq, diff = dot(r, r), dot(q, q), r - q
+        rr, qq = dot(r, r), dot(q, q)
+        if not (math.isfinite(rr) and math.isfinite(qq)):
+            # a mask's -inf where both models hold it agrees and carries no energy (inf - inf was NaN)
+            keep = ~(np.isinf(r) & (r == q))
+            r, q = r[keep], q[keep]
+            rr, qq = dot(r, r), dot(q, q)
+        diff = r - q
+        rq = dot(r, q)
         self.signal += rr
         self.noise += dot(diff, diff)
+        self.cross += rq
+        self.quant_energy += qq
+        self.elements = r.size
         denom = float(np.sqrt(rr) * np.sqrt(qq))
-        self.cosine_sum += dot(r, q) / denom if denom > 0 else float(np.array_equal(r, q))
+        self.cosine_sum += rq / denom if denom > 0 else float(np.array_equal(r, q))
         self.max_abs = max(self.max_abs, float(np.max(np.abs(diff)))) if r.size else self.max_abs
         self.samples += 1
         self.classifier = r.size > 1 and ref.shape[-1] == r.size
@@ -70,6 +84,16 @@ class Drift:
             if label is not None:
                 self.ref_correct += int(np.argmax(r) == label)
                 self.quant_correct += int(np.argmax(q) == label)
+
+    @property
+    def cosine(self) -> float:
+        """The mean per-sample cosine; for an output of one value per sample (a score), the cosine over the
+        samples: one number's cosine is only its sign, so a tiny score that rounds to 0 counted 0
+        (openWakeWord's hey_jarvis: cosine 0.19 at 55.9 dB SQNR, and a false "far from float" warning)."""
+        if self.elements == 1:
+            denom = math.sqrt(self.signal) * math.sqrt(self.quant_energy)
+            return self.cross / denom if denom > 0 else float(self.noise == 0)
+        return self.cosine_sum / max(self.samples, 1)
 
     @property
     def sqnr_db(self) -> float:
@@ -81,7 +105,7 @@ class Drift:
         n = max(self.samples, 1)
         out = {
             "sqnr_db": round(self.sqnr_db, 3),
-            "cosine": round(self.cosine_sum / n, 6),
+            "cosine": round(self.cosine, 6),
             "max_abs_error": self.max_abs,
         }
         if self.classifier:

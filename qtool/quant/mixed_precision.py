@@ -490,7 +490,8 @@ def best_possible(drift: dict, signal_left: dict[str, float], samples_left: int)
             continue
         else:  # the slack keeps a trial that would meet the target exactly from stopping on rounding
             sqnrs.append(math.inf if d.noise == 0 else 10 * math.log10(signal * (1 + 1e-9) / d.noise))
-        cosines.append((d.cosine_sum + samples_left) / max(d.samples + samples_left, 1))
+        # a one-value output's cosine is over the samples: no bound before the last one
+        cosines.append(1.0 if d.elements == 1 else (d.cosine_sum + samples_left) / max(d.samples + samples_left, 1))
     return {"sqnr_db": min(sqnrs, default=-math.inf), "cosine": min(cosines, default=0.0)}
 
 
@@ -499,6 +500,6 @@ def overall(drift: dict) -> Metrics:
     next to its class scores) hid behind the large ones, and the search met its target on the sum."""
     per_output = [x for d in drift.values() if (x := _output_sqnr(d)) is not None]
     sqnr = min(per_output) if per_output else -math.inf
-    cosines = [d.cosine_sum / max(d.samples, 1) for d in drift.values() if d.signal > 0]
+    cosines = [d.cosine for d in drift.values() if d.signal > 0]
     cosine = min(cosines, default=0.0)
     return {"sqnr_db": sqnr, "cosine": cosine if math.isfinite(cosine) else 0.0}

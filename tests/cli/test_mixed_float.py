@@ -12,6 +12,7 @@ from qnn_models import qtool
 from recurrent_models import write_stft_case
 from test_mixed_precision import setup as planted_case
 
+from qtool.inspect.compare import Drift
 from qtool.io.encodings import read_encodings
 from qtool.quant import mixed_precision as mp
 from qtool.quant.graph_facts import GraphFacts
@@ -88,20 +89,16 @@ def test_inspect_flags_the_power_spectrum_no_grid_holds_and_nothing_on_the_sampl
 
 def test_a_float16_overflow_scores_as_the_worst_model_not_an_internal_error() -> None:
     # openWakeWord's melspectrogram: a float16 candidate overflowed, the noise was inf, log10 raised
-    from types import SimpleNamespace
-
-    drift = {"y": SimpleNamespace(signal=4.0, noise=float("inf"), samples=2, cosine_sum=float("nan"))}
+    drift = {"y": Drift(signal=4.0, noise=float("inf"), samples=2, cosine_sum=float("nan"))}
     assert mp.overall(drift) == {"sqnr_db": float("-inf"), "cosine": 0.0}
-    drift = {"y": SimpleNamespace(signal=4.0, noise=0.04, samples=2, cosine_sum=1.98)}
+    drift = {"y": Drift(signal=4.0, noise=0.04, samples=2, cosine_sum=1.98)}
     assert mp.overall(drift) == {"sqnr_db": 20.0, "cosine": 0.99}
 
 
 def test_the_target_is_the_worst_output_not_the_outputs_pooled() -> None:
-    from types import SimpleNamespace
-
-    scores = SimpleNamespace(signal=1e4, noise=1.0, samples=4, cosine_sum=4.0)  # 40 dB
-    boxes = SimpleNamespace(signal=1.0, noise=0.1, samples=4, cosine_sum=3.6)  # 10 dB, small values
-    silent = SimpleNamespace(signal=0.0, noise=1e-9, samples=4, cosine_sum=0.0)  # all-zero float output
+    scores = Drift(signal=1e4, noise=1.0, samples=4, cosine_sum=4.0)  # 40 dB
+    boxes = Drift(signal=1.0, noise=0.1, samples=4, cosine_sum=3.6)  # 10 dB, small values
+    silent = Drift(signal=0.0, noise=1e-9, samples=4, cosine_sum=0.0)  # all-zero float output
     metrics = mp.overall({"scores": scores, "boxes": boxes})
     assert metrics == {"sqnr_db": 10.0, "cosine": 0.9}  # pooled it was 40 dB
     assert mp.overall({"scores": scores, "silent": silent}) == {"sqnr_db": 40.0, "cosine": 1.0}

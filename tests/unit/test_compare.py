@@ -25,3 +25,19 @@ def test_a_mask_minus_infinity_in_both_models_adds_no_error() -> None:
     ref = np.array([0.5, -np.inf, 1.0], np.float32)
     layer.update(ref, np.array([0.5, -np.inf, 1.25], np.float32))
     assert layer.noise == 0.0625
+
+
+def test_a_one_value_output_is_judged_by_its_cosine_over_the_samples() -> None:
+    # a wake-word score: tiny on most clips, where the 8-bit grid rounds it to 0
+    drift = Drift()
+    for ref, quant in [(1e-4, 0.0), (2e-4, 0.0), (0.9, 0.898), (0.5, 0.502)]:
+        drift.update(np.array([[ref]], np.float32), np.array([[quant]], np.float32), None)
+    assert drift.summary(False)["cosine"] > 0.9999  # per sample it was 0.5: the sign of each number
+    assert drift.summary(False)["sqnr_db"] > 45
+
+
+def test_minus_infinity_in_both_outputs_is_agreement_not_nan() -> None:
+    drift = Drift()
+    with np.errstate(invalid="raise"):
+        drift.update(np.array([1.0, -np.inf, 2.0]), np.array([1.0, -np.inf, 2.5]), None)
+    assert drift.noise == 0.25 and drift.signal == 5.0 and 0.99 < drift.cosine < 1

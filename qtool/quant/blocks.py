@@ -36,6 +36,7 @@ import numpy as np
 import onnx
 
 from qtool.errors import DataError, UsageError
+from qtool.io.digest import blake2b
 from qtool.quant import encoding as enc
 from qtool.quant.encoding import Blocks, Encoding
 from qtool.quant.range_search import GAMMA
@@ -204,8 +205,29 @@ def block_encoding(
     asymmetric: bool = False,
 ) -> Encoding:  # fmt: skip
     """The per-block (or LPBQ) symmetric encoding of a weight (asymmetric: a zero point per block too); its
-    input count is a multiple of `size`."""
+    input count is a multiple of `size`. Searched once per weight's values and scheme (`_SEARCHED`)."""
     channel_axis = channel_of(channel_axis, axis, values.ndim)  # type: ignore[assignment]
+    values = np.ascontiguousarray(values)
+    scheme = (values.dtype.str, values.shape, channel_axis, axis, size, bitwidth, method, lpbq, asymmetric)
+    key = blake2b(repr(scheme).encode() + memoryview(values).cast("B"), digest_size=16).digest()
+    if (found := _SEARCHED.get(key)) is None:
+        found = _searched(values, channel_axis, axis, size, bitwidth, method, lpbq, asymmetric)
+        if len(_SEARCHED) >= SEARCHED_ENTRIES:
+            del _SEARCHED[next(iter(_SEARCHED))]
+        _SEARCHED[key] = found
+    return found
+
+
+# The plan runs again for every layer sequential GPTQ rounds and every trial an algorithm scores, and the block
+# search is a pure function of a weight's values and the scheme: MiniLM's embedding tables, which adaround does
+# not change, were searched 38 times in one run (208 of its 370 s). Keyed by the values, so a changed weight is
+# searched anew; the oldest entry goes past SEARCHED_ENTRIES.
+_SEARCHED: dict[bytes, Encoding] = {}
+SEARCHED_ENTRIES = 256
+
+
+def _searched(values: np.ndarray, channel_axis: int, axis: int, size: int, bitwidth: int, method: str, lpbq: bool,
+              asymmetric: bool) -> Encoding:  # fmt: skip
     x = _grouped(np.asarray(values, dtype=np.float64), channel_axis, axis, size)
     channels, count = x.shape[:2]
     if asymmetric:

@@ -232,3 +232,19 @@ def test_carried_overrides_switch_to_1_0_0_only_for_blocks() -> None:
     back = parse_encodings(doc, "carried")
     assert back.params["b"] == enc.Encoding(bitwidth=16, is_symmetric=True)  # a precision request survives 1.0.0
     assert back.activations == plain.activations
+
+
+def test_a_weights_blocks_are_searched_once_per_values_and_scheme(monkeypatch) -> None:
+    searches = []
+    search = blocks._searched
+    monkeypatch.setattr(blocks, "_searched", lambda *a: searches.append(a[1:]) or search(*a))
+    monkeypatch.setattr(blocks, "_SEARCHED", {})
+    w = _matmul_weight()
+    first = blocks.block_encoding(w, 1, 0, 16, 4, method="mse")
+    assert blocks.block_encoding(w.copy(), 1, 0, 16, 4, method="mse") is first  # equal values: not searched again
+    assert len(searches) == 1
+    blocks.block_encoding(w, 1, 0, 16, 4, method="min-max")  # another scheme
+    changed = w.copy()
+    changed[3, 0] += 0.25  # a weight adaround moved
+    again = blocks.block_encoding(changed, 1, 0, 16, 4, method="mse")
+    assert len(searches) == 3 and again is not first

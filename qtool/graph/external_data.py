@@ -150,6 +150,20 @@ def detached(model: onnx.ModelProto, min_bytes: int, location: str = "qtool-in-m
         _restore(moved)
 
 
+def transformed(
+    model: onnx.ModelProto, transform: Callable[[onnx.ModelProto], onnx.ModelProto], min_bytes: int = 1 << 20
+) -> onnx.ModelProto:
+    """transform(model) run without the model's large in-memory weights: onnx's C++ passes (the version
+    converter) serialize, copy and parse the whole model (MiniLM's 90 MB, three times over for the opset a
+    block-wise weight needs). The result's initializers still pointing at a left-out weight get its bytes."""
+    location = "qtool-left-out"
+    with detached(model, min_bytes, location) as moved:
+        out = transform(model)
+        data = {tensor.name: raw for tensor, raw in moved}
+    _restore([(t, data[t.name]) for t in out.graph.initializer if fields(t).get("location") == location])
+    return out
+
+
 def _large_raw(tensor: onnx.TensorProto, min_bytes: int) -> bool:
     """Raw data of about `min_bytes` or more, in the model itself (sized without copying the bytes)."""
     return (

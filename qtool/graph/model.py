@@ -232,6 +232,6 @@ def upgrade_opset(model: onnx.ModelProto, target: int, where: str) -> onnx.Model
         return out
     logger.info("convert: opset %d -> %d", current, target)
     try:
-        return version_converter.convert_version(model, target)
+        return external_data.transformed(model, lambda light: version_converter.convert_version(light, target))
     except Exception as e:  # the converter raises bare RuntimeError/ValueError for unsupported ops
         raise ModelError(f"cannot upgrade opset {current} to {target}: {str(e).splitlines()[0]}", where=where) from e

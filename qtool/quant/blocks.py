@@ -49,7 +49,7 @@ SWEEPS = 2  # coordinate-descent passes of the output-error search over a row's 
 # asymmetric blocks: the (min, max) shares tried, each side 0.5-1.0 in 0.05 steps
 ASYMMETRIC_PAIRS = np.stack(np.meshgrid(*[np.linspace(0.5, 1.0, 11)] * 2, indexing="ij"), -1).reshape(-1, 2)
 LPBQ_FACTORS = np.round(np.linspace(0.8, 1.2, 9), 2)  # the largest block's scale over its searched one (LPBQ)
-_CHUNK = 1 << 14  # blocks scored at once: bounds the (factors x chunk x block) working array
+_CHUNK = 1 << 11  # blocks scored at once: bounds the (factors x chunk x block) working array
 
 
 def check_options(
@@ -146,7 +146,7 @@ def _error(x: np.ndarray, scale: np.ndarray, bitwidth: int, gamma: float) -> np.
 
 def _absmax(x: np.ndarray, bitwidth: int, method: str) -> np.ndarray:
     """Each block's chosen |range| (rows of x are blocks): its absmax, or the clipped one of least error."""
-    absmax = np.maximum(np.abs(x).max(axis=1), enc.MIN_RANGE / 2)
+    absmax = np.maximum(np.abs(x).max(axis=1).astype(np.float64), enc.MIN_RANGE / 2)
     if method not in GAMMA:
         return absmax
     chosen = np.empty_like(absmax)
@@ -168,7 +168,7 @@ def _asymmetric_grid(lo: np.ndarray, hi: np.ndarray, bitwidth: int) -> tuple[np.
 def _asymmetric_ranges(x: np.ndarray, bitwidth: int, method: str) -> tuple[np.ndarray, np.ndarray]:
     """Each block's (lo, hi) (rows of x are blocks) on an asymmetric grid (enc.tf's): its min and max, or both
     shrunk towards 0 by the pair of factors (ASYMMETRIC_PAIRS) of least error."""
-    lo, hi = np.minimum(x.min(axis=1), 0.0), np.maximum(x.max(axis=1), 0.0)
+    lo, hi = np.minimum(x.min(axis=1).astype(np.float64), 0.0), np.maximum(x.max(axis=1).astype(np.float64), 0.0)
     if method not in GAMMA:
         return lo, hi
     top, best = 2**bitwidth - 1, (np.full(len(x), np.inf), lo.copy(), hi.copy())
@@ -228,7 +228,9 @@ SEARCHED_ENTRIES = 256
 
 def _searched(values: np.ndarray, channel_axis: int, axis: int, size: int, bitwidth: int, method: str, lpbq: bool,
               asymmetric: bool) -> Encoding:  # fmt: skip
-    x = _grouped(np.asarray(values, dtype=np.float64), channel_axis, axis, size)
+    # the weight's own float type: every step below meets a float64 operand, so it computes as in float64
+    # (to the bit), without a float64 copy of the whole weight (an embedding table's was 94 MB)
+    x = _grouped(values if values.dtype in (np.float32, np.float64) else values.astype(np.float64), channel_axis, axis, size)
     channels, count = x.shape[:2]
     if asymmetric:
         lo, hi = (r.reshape(channels, count) for r in _asymmetric_ranges(x.reshape(channels * count, -1), bitwidth, method))

@@ -124,17 +124,31 @@ class Encoding:
         """Per-tensor, -channel or -block `values` (scales, zero points) as one per element of `shape`."""
         return np.broadcast_to(self._broadcast(np.asarray(values), np.empty(shape, dtype=np.uint8)), shape)
 
+    def _on_grid(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x, scale, zero point) broadcastable together; per block, x with its block axis split in (blocks,
+        size) and a block's values not repeated over its inputs (for an embedding table, 16 bytes a weight)."""
+        scale, zp = self.scale_array(), self.zero_point()
+        if self.blocks is None:
+            return x, self._broadcast(scale, x), self._broadcast(zp, x)
+        b, a = self.blocks, self.blocks.axis
+        split = (*b.shape[:a], b.shape[a], 1, *b.shape[a + 1 :])  # type: ignore[index,misc]
+        view = x.reshape(*x.shape[:a], x.shape[a] // b.size, b.size, *x.shape[a + 1 :])  # type: ignore[index,misc]
+        return view, scale.reshape(split), zp.reshape(split)
+
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """Integers on the ONNX grid (signed or not), round half to even as QuantizeLinear."""
-        scale = self._broadcast(self.scale_array(), x)
-        zp = self._broadcast(self.zero_point(), x)
-        q = np.rint(np.asarray(x, dtype=np.float64) / scale) + zp
-        return np.clip(q, self.qmin, self.qmax).astype(np.int64)
+        x = np.asarray(x)
+        view, scale, zp = self._on_grid(x)
+        q = np.asarray(view / scale, dtype=np.float64)  # a new array, rounded and clipped in place
+        np.rint(q, out=q)
+        q += zp
+        np.clip(q, self.qmin, self.qmax, out=q)
+        return q.astype(np.int64).reshape(x.shape)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
-        scale = self._broadcast(self.scale_array(), q)
-        zp = self._broadcast(self.zero_point(), q)
-        return ((np.asarray(q, dtype=np.int64) - zp) * scale).astype(np.float32)
+        q = np.asarray(q, dtype=np.int64)
+        view, scale, zp = self._on_grid(q)
+        return ((view - zp) * scale).astype(np.float32).reshape(q.shape)
 
     def fake_quantize(self, x: np.ndarray) -> np.ndarray:
         return self.dequantize(self.quantize(x))

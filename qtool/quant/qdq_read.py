@@ -112,7 +112,7 @@ def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None =
             channel = _channel_axis(readers.get(node.output[0], []), len(inits[source].dims))
             e = _encoding(node, inits, inits[source].data_type, channel)
             if weights:
-                values = sliced(e.dequantize, e, external_data.array(inits[source]), np.float32)
+                values = sliced("dequantize", e, external_data.array(inits[source]), np.float32)
                 large = scratch is not None and values.nbytes >= external_data.LAZY_BYTES
                 new_inits[source] = (
                     spilled(values, node.output[0], scratch) if large else numpy_helper.from_array(values, node.output[0])  # type: ignore[arg-type]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import helper, numpy_helper
 
 from qtool import runtime
 from qtool.graph import external_data, lazy_weights
+from qtool.quant import blocks, qdq
 from qtool.quant import encoding as enc
-from qtool.quant import qdq
 
 
 def test_a_spilled_tensor_reads_back_and_its_folder_can_go(tmp_path) -> None:
@@ -36,8 +37,21 @@ def test_slices_quantize_exactly_as_the_whole_array() -> None:
             lo, hi = values.min(axis=1 - axis), values.max(axis=1 - axis)
             e = enc.with_schema("symmetric", lo, hi, 8, axis)
         whole = e.quantize(values).astype(np.int8)
-        assert np.array_equal(qdq.sliced(e.quantize, e, values, np.int8), whole)
-        assert np.array_equal(qdq.sliced(e.dequantize, e, whole, np.float32), e.dequantize(whole))
+        assert np.array_equal(qdq.sliced("quantize", e, values, np.int8), whole)
+        assert np.array_equal(qdq.sliced("dequantize", e, whole, np.float32), e.dequantize(whole))
+
+
+@pytest.mark.parametrize("channel_axis, options", [(0, {}), (1, {}), (1, {"lpbq": True}), (0, {"asymmetric": True})])
+def test_block_weights_slice_by_channel_exactly_as_the_whole_array(channel_axis: int, options: dict) -> None:
+    # an embedding table (tokens x features, blocks along the features) or a MatMul weight [K, N]
+    values = np.random.default_rng(1).standard_normal((640, 2048)).astype(np.float32)
+    e = blocks.block_encoding(values, channel_axis, 1 - channel_axis, 32, 4, method="mse", **options)
+    whole = e.quantize(values)
+    assert values.size > qdq.QUANTIZE_CHUNK  # sliced, not at once
+    assert np.array_equal(qdq.sliced("quantize", e, values, np.int8), whole.astype(np.int8))
+    assert np.array_equal(qdq.sliced("dequantize", e, whole, np.float32), e.dequantize(whole))
+    per_element = e.expand(e.scale_array(), values.shape)  # the repeated scales the grid view replaces
+    assert np.array_equal(e.dequantize(whole), ((whole - e.expand(e.zero_point(), values.shape)) * per_element).astype(np.float32))
 
 
 def test_a_weights_dequantization_runs_just_before_its_reader() -> None:

@@ -252,7 +252,7 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     output = o.output_path or o.input_network.with_suffix(".quant.onnx")
     if not output.name:
         raise UsageError(f"-o {output}: needs a file name")
-    with outputs.command(*_files(o, output)) as tx:
+    with outputs.command(*_files(o, output)) as tx, blocks.remembered():  # one block search per weight
         report, failure = _quantize(o, output, tx, progress)
     if failure is not None:
         raise failure

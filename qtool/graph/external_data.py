@@ -153,15 +153,40 @@ def detached(model: onnx.ModelProto, min_bytes: int, location: str = "qtool-in-m
 def transformed(
     model: onnx.ModelProto, transform: Callable[[onnx.ModelProto], onnx.ModelProto], min_bytes: int = 1 << 20
 ) -> onnx.ModelProto:
-    """transform(model) run without the model's large in-memory weights: onnx's C++ passes (the version
-    converter) serialize, copy and parse the whole model (MiniLM's 90 MB, three times over for the opset a
-    block-wise weight needs). The result's initializers still pointing at a left-out weight get its bytes."""
+    """transform(model) run on a copy without the model's large in-memory weights (bodiless stubs in their
+    place): onnx's C++ passes (the version converter) serialize, copy and parse the whole model (MiniLM's
+    90 MB, three times over for the opset block-wise weights need). The result's stubs get the weights back.
+    `model` itself is not touched: bytes put back into a long-lived proto stay in its arena (a leak per call)."""
     location = "qtool-left-out"
-    with detached(model, min_bytes, location) as moved:
-        out = transform(model)
-        data = {tensor.name: raw for tensor, raw in moved}
-    _restore([(t, data[t.name]) for t in out.graph.initializer if fields(t).get("location") == location])
+    light, large = onnx.ModelProto(), {}
+    _copy_fields(model, light, skip="graph")
+    _copy_fields(model.graph, light.graph, skip="initializer")
+    for tensor in model.graph.initializer:
+        if _large_raw(tensor, min_bytes):
+            large[tensor.name] = tensor
+            stub = light.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
+            point(stub, location, 0, tensor.ByteSize())
+        else:
+            light.graph.initializer.add().CopyFrom(tensor)
+    out = transform(light)
+    for tensor in out.graph.initializer:
+        if fields(tensor).get("location") == location:
+            tensor.CopyFrom(large[tensor.name])
     return out
+
+
+def _copy_fields(source, target, skip: str) -> None:
+    """Every field set in `source` but `skip` copied into `target` (a message of the same type)."""
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        # protobuf 6 has is_repeated, older ones only label (which 7 dropped)
+        if field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED:
+            getattr(target, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
 
 
 def _large_raw(tensor: onnx.TensorProto, min_bytes: int) -> bool:

@@ -29,8 +29,10 @@ kept per channel.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import onnx
@@ -209,6 +211,8 @@ def block_encoding(
     channel_axis = channel_of(channel_axis, axis, values.ndim)  # type: ignore[assignment]
     values = np.ascontiguousarray(values)
     scheme = (values.dtype.str, values.shape, channel_axis, axis, size, bitwidth, method, lpbq, asymmetric)
+    if _SEARCHED is None:
+        return _searched(values, channel_axis, axis, size, bitwidth, method, lpbq, asymmetric)
     key = blake2b(repr(scheme).encode() + memoryview(values).cast("B"), digest_size=16).digest()
     if (found := _SEARCHED.get(key)) is None:
         found = _searched(values, channel_axis, axis, size, bitwidth, method, lpbq, asymmetric)
@@ -220,10 +224,21 @@ def block_encoding(
 
 # The plan runs again for every layer sequential GPTQ rounds and every trial an algorithm scores, and the block
 # search is a pure function of a weight's values and the scheme: MiniLM's embedding tables, which adaround does
-# not change, were searched 38 times in one run (208 of its 370 s). Keyed by the values, so a changed weight is
-# searched anew; the oldest entry goes past SEARCHED_ENTRIES.
-_SEARCHED: dict[bytes, Encoding] = {}
+# not change, were searched 38 times in one run (208 of its 370 s). Within `remembered()` (one quantize run),
+# each is searched once, keyed by its values (a changed weight is searched anew; the oldest entry goes past
+# SEARCHED_ENTRIES); outside, nothing is kept.
+_SEARCHED: dict[bytes, Encoding] | None = None
 SEARCHED_ENTRIES = 256
+
+
+@contextlib.contextmanager
+def remembered() -> Iterator[None]:
+    global _SEARCHED
+    outer, _SEARCHED = _SEARCHED, {} if _SEARCHED is None else _SEARCHED
+    try:
+        yield
+    finally:
+        _SEARCHED = outer
 
 
 def _searched(values: np.ndarray, channel_axis: int, axis: int, size: int, bitwidth: int, method: str, lpbq: bool,

@@ -238,13 +238,16 @@ def test_a_weights_blocks_are_searched_once_per_values_and_scheme(monkeypatch) -
     searches = []
     search = blocks._searched
     monkeypatch.setattr(blocks, "_searched", lambda *a: searches.append(a[1:]) or search(*a))
-    monkeypatch.setattr(blocks, "_SEARCHED", {})
     w = _matmul_weight()
-    first = blocks.block_encoding(w, 1, 0, 16, 4, method="mse")
-    assert blocks.block_encoding(w.copy(), 1, 0, 16, 4, method="mse") is first  # equal values: not searched again
-    assert len(searches) == 1
-    blocks.block_encoding(w, 1, 0, 16, 4, method="min-max")  # another scheme
-    changed = w.copy()
-    changed[3, 0] += 0.25  # a weight adaround moved
-    again = blocks.block_encoding(changed, 1, 0, 16, 4, method="mse")
-    assert len(searches) == 3 and again is not first
+    with blocks.remembered():
+        first = blocks.block_encoding(w, 1, 0, 16, 4, method="mse")
+        assert blocks.block_encoding(w.copy(), 1, 0, 16, 4, method="mse") is first  # equal values: not searched again
+        assert len(searches) == 1
+        blocks.block_encoding(w, 1, 0, 16, 4, method="min-max")  # another scheme
+        changed = w.copy()
+        changed[3, 0] += 0.25  # a weight adaround moved
+        again = blocks.block_encoding(changed, 1, 0, 16, 4, method="mse")
+        assert len(searches) == 3 and again is not first
+    assert blocks._SEARCHED is None  # nothing kept past the run
+    blocks.block_encoding(w, 1, 0, 16, 4, method="mse")
+    assert len(searches) == 4

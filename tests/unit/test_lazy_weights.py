@@ -101,3 +101,29 @@ def test_an_inline_write_streams_lazy_weights_into_the_very_bytes_of_serializati
     write_inline(loaded, written)
     with external_data.materialized(external_data.lazy(loaded)):
         assert written.getvalue() == loaded.SerializeToString(deterministic=True)
+
+
+def test_a_transform_runs_without_the_large_weights_and_leaves_the_model_alone() -> None:
+    big = numpy_helper.from_array(np.arange(512 * 1024, dtype=np.float32).reshape(512, 1024), "w")
+    small = numpy_helper.from_array(np.ones(4, np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 512])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1024])], [big, small],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="p")
+    before = model.SerializeToString()
+    seen = []
+
+    def convert(light: onnx.ModelProto) -> onnx.ModelProto:
+        seen.append(light.ByteSize())
+        return onnx.version_converter.convert_version(light, 21)
+
+    out = external_data.transformed(model, convert)
+    assert seen[0] < 10_000  # the 2 MB weight was not in what the converter got
+    assert model.SerializeToString() == before
+    assert out.opset_import[0].version == 21 and out.producer_name == "p"
+    assert [numpy_helper.to_array(t).tobytes() for t in out.graph.initializer] == [
+        numpy_helper.to_array(t).tobytes() for t in (big, small)
+    ]
+    onnx.checker.check_model(out)

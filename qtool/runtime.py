@@ -188,14 +188,14 @@ def session_proto_limit() -> int:
 def _without_weights(model: onnx.ModelProto) -> tuple[bytes, dict[str, ort.OrtValue]]:
     """The model serialized with its large initializers marked external, and those initializers as
     OrtValues for `add_external_initializers`: no single protobuf holds a model past 2 GiB."""
-    with external_data.detached(model, WEIGHT_BYTES) as moved:
-        weights = {
-            t.name: ort.OrtValue.ortvalue_from_numpy(
-                np.frombuffer(raw, dtype=helper.tensor_dtype_to_np_dtype(t.data_type)).reshape(tuple(t.dims))
-            )
-            for t, raw in moved
-        }
-        return model.SerializeToString(), weights
+    light, large = external_data.weightless(model, WEIGHT_BYTES)
+    weights = {
+        t.name: ort.OrtValue.ortvalue_from_numpy(
+            np.frombuffer(t.raw_data, dtype=helper.tensor_dtype_to_np_dtype(t.data_type)).reshape(tuple(t.dims))
+        )
+        for t in large
+    }
+    return light.SerializeToString(), weights
 
 
 def _built(model: onnx.ModelProto, options: ort.SessionOptions, limit: int, disabled: set[str]) -> ort.InferenceSession:

@@ -13,7 +13,7 @@ import onnx
 
 from qtool.errors import ModelError
 from qtool.graph import external_data
-from qtool.graph.model import copy, upgrade_opset
+from qtool.graph.model import upgrade_opset
 
 MIN_OPSET = 13
 
@@ -53,8 +53,7 @@ def wrong_declarations(model: onnx.ModelProto, symbolic: bool = False) -> dict[s
     from the graph alone (a CTC model declaring [1, seqlen] for [20, 1, 8210]), by tensor, as (declared,
     computed); only fully known computed shapes count, and a symbolic declared dim disagrees only when
     `symbolic`. `model` is left as it is."""
-    with external_data.detached(model, 1 << 20):  # shapes need none of the weights' bytes
-        probe = copy(model)
+    probe = external_data.weightless(model, 1 << 20)[0]  # shapes need none of the weights' bytes
     for output in probe.graph.output:
         output.type.tensor_type.ClearField("shape")
     del probe.graph.value_info[:]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO
 
@@ -135,43 +135,39 @@ def _extent(tensor: onnx.TensorProto, path: Path, where: str) -> tuple[int, int]
     return offset, needed
 
 
-@contextmanager
-def detached(model: onnx.ModelProto, min_bytes: int, location: str = "qtool-in-memory") -> Iterator[list]:
-    """Within the block, the model's initializers of `min_bytes` or more held in memory have no data of
-    their own (marked external at `location`), so that the rest serializes under protobuf's 2 GiB;
-    yields [(tensor, raw)]. The data is put back on exit."""
-    moved: list[tuple[onnx.TensorProto, bytes]] = []
-    try:
-        for tensor in model.graph.initializer:
-            if _large_raw(tensor, min_bytes):
-                moved.append((tensor, _externalise(tensor, location, 0)))
-        yield moved
-    finally:
-        _restore(moved)
+LEFT_OUT = "qtool-in-memory"  # the location a weightless copy's stubs point at
+
+
+def weightless(model: onnx.ModelProto, min_bytes: int) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
+    """A copy of `model` whose initializers of `min_bytes` or more held in memory are bodiless stubs marked
+    external at LEFT_OUT, so that it serializes under protobuf's 2 GiB and onnx's C++ passes (shape inference,
+    the version converter) copy no weights; and those initializers (the model's own). `model` is not touched:
+    bytes taken out of a long-lived proto and put back stay in its arena, a copy of the weights per call
+    (sequential GPTQ on MiniLM's blocks reached 4 GB that way)."""
+    light, large = onnx.ModelProto(), []
+    _copy_fields(model, light, skip="graph")
+    _copy_fields(model.graph, light.graph, skip="initializer")
+    for tensor in model.graph.initializer:
+        if _large_raw(tensor, min_bytes):
+            large.append(tensor)
+            stub = light.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
+            point(stub, LEFT_OUT, 0, tensor.ByteSize())
+        else:
+            light.graph.initializer.add().CopyFrom(tensor)
+    return light, large
 
 
 def transformed(
     model: onnx.ModelProto, transform: Callable[[onnx.ModelProto], onnx.ModelProto], min_bytes: int = 1 << 20
 ) -> onnx.ModelProto:
-    """transform(model) run on a copy without the model's large in-memory weights (bodiless stubs in their
-    place): onnx's C++ passes (the version converter) serialize, copy and parse the whole model (MiniLM's
-    90 MB, three times over for the opset block-wise weights need). The result's stubs get the weights back.
-    `model` itself is not touched: bytes put back into a long-lived proto stay in its arena (a leak per call)."""
-    location = "qtool-left-out"
-    light, large = onnx.ModelProto(), {}
-    _copy_fields(model, light, skip="graph")
-    _copy_fields(model.graph, light.graph, skip="initializer")
-    for tensor in model.graph.initializer:
-        if _large_raw(tensor, min_bytes):
-            large[tensor.name] = tensor
-            stub = light.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
-            point(stub, location, 0, tensor.ByteSize())
-        else:
-            light.graph.initializer.add().CopyFrom(tensor)
-    out = transform(light)
+    """transform(model) run on its weightless copy (the version converter serializes, copies and parses the
+    whole model: MiniLM's 90 MB three times over for the opset block-wise weights need); the result's stubs
+    get the weights back."""
+    light, large = weightless(model, min_bytes)
+    out, by_name = transform(light), {t.name: t for t in large}
     for tensor in out.graph.initializer:
-        if fields(tensor).get("location") == location:
-            tensor.CopyFrom(large[tensor.name])
+        if fields(tensor).get("location") == LEFT_OUT:
+            tensor.CopyFrom(by_name[tensor.name])
     return out
 
 
@@ -218,8 +214,8 @@ def infer_shapes(model: onnx.ModelProto, in_place: bool = False, **options: bool
     (shapes need none of their bytes) and its types are copied onto `model` (`in_place`) or a copy."""
     if proto_size(model) < PROTOBUF_LIMIT and not lazy(model):
         return onnx.shape_inference.infer_shapes(model, **options)
-    with detached(model, 1 << 20), on_disk(model):
-        inferred = onnx.shape_inference.infer_shapes(model.SerializeToString(), **options)
+    with on_disk(model):
+        inferred = onnx.shape_inference.infer_shapes(weightless(model, 1 << 20)[0].SerializeToString(), **options)
     out = model if in_place else onnx.ModelProto()
     if not in_place:
         out.CopyFrom(model)

@@ -153,8 +153,7 @@ def stream(
     for a large model (stages.py). The sessions run with basic optimisation only, so that each probed
     tensor exists as in the graph (simulated QDQ); per-output drift as deployed (integer kernels) is
     compare.compare_outputs' job."""
-    with external_data.detached(reference, runtime.WEIGHT_BYTES):  # shapes need no weights: infer on the graph
-        shaped = inferred(reference)
+    shaped = inferred(external_data.weightless(reference, runtime.WEIGHT_BYTES)[0])  # shapes need no weights
     errors = {e.probe.tensor: e for e in (LayerError(p) for p in probes(reference, quantized, shaped))}
     groups = stages.cut(reference, list(errors), stages.compare_bytes(), stages.value_bytes(shaped))
     del shaped

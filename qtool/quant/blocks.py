@@ -207,12 +207,13 @@ def block_encoding(
     asymmetric: bool = False,
 ) -> Encoding:  # fmt: skip
     """The per-block (or LPBQ) symmetric encoding of a weight (asymmetric: a zero point per block too); its
-    input count is a multiple of `size`. Searched once per weight's values and scheme (`_SEARCHED`)."""
+    input count is a multiple of `size`. Within `remembered()`, searched once per weight's values and scheme."""
+    values = np.asarray(values)
     channel_axis = channel_of(channel_axis, axis, values.ndim)  # type: ignore[assignment]
-    values = np.ascontiguousarray(values)
-    scheme = (values.dtype.str, values.shape, channel_axis, axis, size, bitwidth, method, lpbq, asymmetric)
     if _SEARCHED is None:
         return _searched(values, channel_axis, axis, size, bitwidth, method, lpbq, asymmetric)
+    values = np.ascontiguousarray(values)
+    scheme = (values.dtype.str, values.shape, channel_axis, axis, size, bitwidth, method, lpbq, asymmetric)
     key = blake2b(repr(scheme).encode() + memoryview(values).cast("B"), digest_size=16).digest()
     if (found := _SEARCHED.get(key)) is None:
         found = _searched(values, channel_axis, axis, size, bitwidth, method, lpbq, asymmetric)

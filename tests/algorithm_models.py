@@ -31,6 +31,27 @@ def unbalanced_convs(seed: int = 0) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
+def conv1d_stack(seed: int = 0) -> onnx.ModelProto:
+    """An audio-style front end: Conv1d(4->8, k5, no bias) -> Relu -> Conv1d(8->4, k3) over (1, 4, 32)."""
+    rng = np.random.default_rng(seed)
+    w1, w2 = rng.normal(size=(8, 4, 5)).astype(np.float32), rng.normal(size=(4, 8, 3)).astype(np.float32)
+    b2 = rng.normal(size=4).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="conv2", pads=[1, 1], strides=[2]),
+    ]
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (w2, "w2"), (b2, "b2"))]
+    graph = helper.make_graph(
+        nodes,
+        "conv1d",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
 def high_bias_convs() -> onnx.ModelProto:
     """Conv(4->6) -> BatchNormalization -> Relu -> Conv 1x1 (6->3). BN's β is 3 on channels 0-2 and
     0.5 on 3-5 with γ 0.5, and the first conv's weights are tiny, so the ReLU input stays near β:

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from algorithm_models import attention_block, high_bias_convs, linear_stack, unbalanced_convs
+from algorithm_models import attention_block, conv1d_stack, high_bias_convs, linear_stack, unbalanced_convs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from qnn_models import qtool
@@ -182,13 +182,18 @@ def test_refinement_only_lowers_the_error_and_stays_on_the_grid(seed: int, rows:
     assert np.all(error(refined) <= error(start) * (1 + 1e-9) + 1e-9)
 
 
-def test_conv_input_rows_meet_the_weight_rows_and_their_moments_add_the_bias_input() -> None:
+CONV_2D = ({"strides": [2, 1], "pads": [1, 2, 0, 1], "dilations": [1, 2], "kernel_shape": [3, 2]}, (9, 8))
+CONV_1D = ({"strides": [2], "pads": [2, 1], "dilations": [2], "kernel_shape": [3]}, (11,))  # audio front ends
+
+
+@pytest.mark.parametrize("attrs, spatial", [CONV_2D, CONV_1D], ids=["2d", "1d"])
+def test_conv_input_rows_meet_the_weight_rows_and_their_moments_add_the_bias_input(attrs, spatial) -> None:
     """Grouped, strided, padded, dilated: rows(x) @ rows(w)ᵀ per group is onnxruntime's Conv, and
     the moments of a sampled subset are Σ x̃ x̃ᵀ, Σ x̃ t̃ᵀ with x̃ = [x; 1] over the same rows."""
     rng = np.random.default_rng(0)
-    attrs = {"group": 2, "strides": [2, 1], "pads": [1, 2, 0, 1], "dilations": [1, 2], "kernel_shape": [3, 2]}
-    node = onnx.helper.make_node("Conv", ["x", "w"], ["y"], **attrs)
-    x, w = rng.normal(size=(1, 4, 9, 8)).astype(np.float32), rng.normal(size=(6, 2, 3, 2)).astype(np.float32)
+    node = onnx.helper.make_node("Conv", ["x", "w"], ["y"], group=2, **attrs)
+    x = rng.normal(size=(1, 4, *spatial)).astype(np.float32)
+    w = rng.normal(size=(6, 2, *attrs["kernel_shape"])).astype(np.float32)
     graph = onnx.helper.make_graph(
         [node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape)],
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
@@ -201,10 +206,10 @@ def test_conv_input_rows_meet_the_weight_rows_and_their_moments_add_the_bias_inp
     np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-5)
 
     t = x + 0.5
-    moments = augmented_moments(layer, x, 7, (3, 1), t)
+    moments = augmented_moments(layer, x, 4, (3, 1), t)  # 4 of the 1-D case's 5 positions
     sampled = [
-        np.concatenate([r, np.ones((2, 7, 1))], axis=2)
-        for r in (layer.input_rows(v, 7, np.random.default_rng((3, 1))) for v in (x, t))
+        np.concatenate([r, np.ones((2, 4, 1))], axis=2)
+        for r in (layer.input_rows(v, 4, np.random.default_rng((3, 1))) for v in (x, t))
     ]
     np.testing.assert_allclose(moments[0], sampled[0].transpose(0, 2, 1) @ sampled[0])
     np.testing.assert_allclose(moments[1], sampled[0].transpose(0, 2, 1) @ sampled[1])
@@ -314,6 +319,34 @@ def test_bias_correction_adds_a_bias_where_a_gemm_has_none_and_skips_matmul(tmp_
     assert "corrected 2 layer biases" in report["algorithms"]  # MatMul has no bias input to move
     gemm = next(n for n in quantized.graph.node if n.op_type == "Gemm" and n.output[0] == "h2")
     assert len(gemm.input) == 3 and gemm.input[2]
+
+
+@pytest.mark.parametrize("algorithm, note", [("bc", "corrected 2 layer biases"), ("adaround", "2 layers rounded")])
+def test_algorithms_reach_1d_convs(tmp_path: Path, algorithm: str, note: str) -> None:
+    """Conv1d (silero's and openWakeWord's front ends) is a layer like Conv2d; before, bc on a model
+    whose only weights were Conv1d asked onnxruntime for a session with no outputs (exit 3)."""
+    import json
+
+    onnx.save(conv1d_stack(), tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (1, 4, 32))
+    args = ["quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "-o", tmp_path / "q.onnx", "--json"]
+    code, report, err = qtool(*args, "--weights_bitwidth", "4", "--apply_algorithms", algorithm)
+    assert code == 0, err
+    assert note in json.loads(report)["algorithms"]
+
+
+def test_bias_correction_without_a_weighted_layer_says_so(tmp_path: Path) -> None:
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 8, 8])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 8, 8])],
+    )  # fmt: skip
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)]), tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (1, 4, 8, 8))
+    args = ["quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "-o", tmp_path / "q.onnx"]
+    code, out, err = qtool(*args, "--apply_algorithms", "bc")
+    assert code == 0, err
+    assert "bc: no Conv/Gemm/MatMul layer" in out
 
 
 def test_bias_correction_removes_a_planted_mean_shift(tmp_path: Path) -> None:

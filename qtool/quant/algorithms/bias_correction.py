@@ -67,6 +67,8 @@ def run(ctx: AlgorithmContext) -> list[str]:
     config = check_config("bc", ctx.config, {"calibration_frames", "calibration_iterations"})
     frames, iterations = int(config.get("calibration_frames", 32)), int(config.get("calibration_iterations", 1))
     layers = weighted_layers(GraphFacts.of(ctx.model))
+    if not layers:
+        return ["bc: no Conv/Gemm/MatMul layer with a constant weight to correct"]
     axes = {layer.node.output[0]: 1 if layer.node.op_type == "Conv" else -1 for layer in layers}
     float_means = _channel_means(ctx.model, sorted(axes), ctx, frames, axes)
     graph_outputs = {o.name for o in ctx.model.graph.output}

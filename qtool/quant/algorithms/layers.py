@@ -1,7 +1,8 @@
 """The weighted layers algorithms work on, and their inputs as rows that meet the weight rows.
 
 Conv weights (Cout, Cin/g, kh, kw) become rows of length Cin/g·kh·kw; the input becomes im2col
-patches in the same order, per group. Gemm/MatMul weights become rows of length K (one per
+patches in the same order, per group. A 1-D Conv (audio front ends, TCNs) is the 2-D case with
+kh = 1. Gemm/MatMul weights become rows of length K (one per
 output feature) and the input rows of K. Then a layer's output is rows(x) @ rows(w).T.
 """
 
@@ -58,7 +59,7 @@ class Layer:
             rows = x.reshape(-1, x.shape[-1])
             picked = rows[rng.choice(len(rows), limit, replace=False)] if len(rows) > limit else rows
             return picked.astype(np.float64)[None]
-        windows = _windows(x, self.node)  # (N, C, OH, OW, kh, kw), a view
+        windows = _windows(x[:, :, None] if x.ndim == 3 else x, self.node)  # (N, C, OH, OW, kh, kw), a view
         positions = (windows.shape[0], *windows.shape[2:4])
         total = int(np.prod(positions))
         picked = rng.choice(total, limit, replace=False) if total > limit else np.arange(total)
@@ -68,10 +69,11 @@ class Layer:
 
 
 def _windows(x: np.ndarray, node: onnx.NodeProto) -> np.ndarray:
-    kh, kw = _attr(node, "kernel_shape", None) or [0, 0]
-    strides = _attr(node, "strides", [1, 1])
-    dil = _attr(node, "dilations", [1, 1])
-    pads = _attr(node, "pads", [0, 0, 0, 0])
+    kernel = _attr(node, "kernel_shape", None) or [0, 0]
+    lead = [1] * (2 - len(kernel))  # a 1-D Conv is the 2-D one with height 1
+    (kh, kw), pads = lead + kernel, _attr(node, "pads", [0] * 2 * len(kernel))
+    strides, dil = lead + _attr(node, "strides", [1] * len(kernel)), lead + _attr(node, "dilations", [1] * len(kernel))
+    pads = [0, pads[0], 0, pads[1]] if lead else pads
     padded = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
     span = ((kh - 1) * dil[0] + 1, (kw - 1) * dil[1] + 1)
     windows = np.lib.stride_tricks.sliding_window_view(padded, span, axis=(2, 3))
@@ -83,7 +85,7 @@ def weighted_layers(facts: GraphFacts, skip: set[str] = frozenset()) -> list[Lay
     for node in facts.model.graph.node:
         if node.name in skip or node.op_type in skip or len(node.input) < 2 or node.input[1] not in facts.initializers:
             continue
-        if node.op_type == "Conv" and len(facts.initializers[node.input[1]].dims) == 4:
+        if node.op_type == "Conv" and len(facts.initializers[node.input[1]].dims) in (3, 4):
             if not _attr(node, "kernel_shape", None):
                 dims = facts.initializers[node.input[1]].dims
                 node.attribute.append(onnx.helper.make_attribute("kernel_shape", list(dims[2:])))

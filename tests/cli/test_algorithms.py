@@ -349,6 +349,41 @@ def test_bias_correction_without_a_weighted_layer_says_so(tmp_path: Path) -> Non
     assert "bc: no Conv/Gemm/MatMul layer" in out
 
 
+@pytest.mark.parametrize("keep", ["auto", "always"])
+def test_a_bias_correction_that_lowers_the_output_sqnr_is_not_kept(tmp_path: Path, monkeypatch, keep: str) -> None:
+    """Means measured wrong by 3 (as through upstream noise a correction can be): with `keep: auto` the
+    calibration samples' output SQNR says no and the biases are those of plain quantization."""
+    import json
+
+    from qtool.quant.algorithms import bias_correction
+
+    measured = bias_correction._channel_means
+    skewed = lambda model, names, *rest: {  # noqa: E731
+        k: v + (3.0 if any(i.op_type == "DequantizeLinear" for i in model.graph.node) else 0.0)
+        for k, v in measured(model, names, *rest).items()
+    }
+    monkeypatch.setattr(bias_correction, "_channel_means", skewed)
+    onnx.save(unbalanced_convs(), tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (1, 4, 8, 8))
+    (tmp_path / "c.yaml").write_text(f"bc:\n  keep: {keep}\n")
+    runs = {}
+    for name, flags in (("plain", []), ("bc", ["--apply_algorithms", "bc", "--config", tmp_path / "c.yaml"])):
+        out = tmp_path / f"{name}.onnx"
+        code, report, err = qtool("quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "-o", out, "--json",
+                                  *flags)  # fmt: skip
+        assert code == 0, err
+        runs[name] = (json.loads(report), onnx.load(out))
+    note = runs["bc"][0]["algorithms"]
+    biases = [{i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer if "b" in i.name} for _, m in runs.values()]
+    if keep == "auto":
+        assert note.startswith("bc: not applied (output SQNR"), note
+        assert biases[0].keys() == biases[1].keys()
+        assert all(np.array_equal(biases[0][k], biases[1][k]) for k in biases[0])
+    else:
+        assert note.startswith("bc: corrected 2 layer biases"), note
+        assert any(not np.array_equal(biases[0][k], biases[1][k]) for k in biases[0])
+
+
 def test_bias_correction_removes_a_planted_mean_shift(tmp_path: Path) -> None:
     """A weight override with a skewed grid shifts conv1's mean output; bc must pull it back."""
     model = unbalanced_convs()
@@ -437,8 +472,9 @@ def test_algorithm_bad_input(tmp_path: Path) -> None:
     code, _, err = qtool(*args, "--config", tmp_path / "c.yaml", "-o", tmp_path / "q.onnx")
     assert code == 2 and "sequential must be true, false or auto" in err and not (tmp_path / "q.onnx").exists()
     assert len(err.strip().splitlines()) == 1
-    (tmp_path / "c.yaml").write_text("cle:\n  keep: sometimes\n")
-    args = ["quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "--apply_algorithms", "cle"]
-    code, _, err = qtool(*args, "--config", tmp_path / "c.yaml", "-o", tmp_path / "q.onnx")
-    assert code == 2 and "keep must be auto or always" in err and not (tmp_path / "q.onnx").exists()
-    assert len(err.strip().splitlines()) == 1
+    for algorithm in ("cle", "bc"):
+        (tmp_path / "c.yaml").write_text(f"{algorithm}:\n  keep: sometimes\n")
+        args = ["quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "--apply_algorithms", algorithm]
+        code, _, err = qtool(*args, "--config", tmp_path / "c.yaml", "-o", tmp_path / "q.onnx")
+        assert code == 2 and f"{algorithm}: keep must be auto or always" in err and not (tmp_path / "q.onnx").exists()
+        assert len(err.strip().splitlines()) == 1

@@ -69,9 +69,20 @@ QTOOL_VARIANTS = {  # kind -> (label, qtool quantize flags)
     "qtool:w8a8": ("qtool W8A8", ZOO_W8A8),
     "qtool:ort-cpu": ("qtool --target ort-cpu", ["--target", "ort-cpu"]),
     "qtool:actsearch": ("qtool W8A8 + actsearch", [*ZOO_W8A8, "--apply_algorithms", "actsearch"]),
+    "qtool:bc": ("qtool W8A8 + bc", [*ZOO_W8A8, "--apply_algorithms", "bc"]),
+    "qtool:sqnr": ("qtool W8A8, sqnr ranges", [*ZOO_W8A8, "--act_quantizer_calibration", "sqnr"]),
+    "qtool:mse": ("qtool W8A8, mse ranges", [*ZOO_W8A8, "--act_quantizer_calibration", "mse"]),
+    "qtool:actsearch-bc": (
+        "qtool W8A8 + actsearch + bc", [*ZOO_W8A8, "--apply_algorithms", "actsearch", "--apply_algorithms", "bc"]
+    ),
+    "qtool:sqnr-bc": (
+        "qtool W8A8, sqnr ranges + bc",
+        [*ZOO_W8A8, "--act_quantizer_calibration", "sqnr", "--apply_algorithms", "bc"],
+    ),
     "qtool:mixed30": ("qtool mixed 30 dB", [*ZOO_W8A8, "--mixed_precision", "auto", "--target_sqnr", "30"]),
 }
-KINDS = ["float", "qtool:w8a8", "qtool:ort-cpu", "ort:pre", "ort:raw", "qtool:actsearch", "qtool:mixed30"]
+KINDS = ["float", "qtool:w8a8", "qtool:ort-cpu", "ort:pre", "ort:raw", *[k for k in QTOOL_VARIANTS if k not in
+         ("qtool:w8a8", "qtool:ort-cpu")]]  # fmt: skip
 SHORT = {"float": "float", "qtool:w8a8": "qtool", "qtool:ort-cpu": "ortcpu", "ort:pre": "ort", "ort:raw": "ortraw"}
 MIXED_TIMEOUT_S = 1200.0
 
@@ -598,6 +609,26 @@ def best_ort(rows: list[Row], model: str) -> float | None:
     return max(found) if found else None
 
 
+def _recipe_line(rows: list[Row], models: dict, kind: str, recipe: str) -> list[str]:
+    """One recipe over plain W8A8 and over onnxruntime's best, on the models that have both rows."""
+    found = []
+    for name in models:
+        a = next((r for r in rows if r.model == name and r.kind == kind), None)
+        q = next((r for r in rows if r.model == name and r.kind == "qtool:w8a8"), None)
+        ort = best_ort(rows, name)
+        if a is not None and q is not None and ort is not None and None not in (a.metrics.get("sqnr_db"), q.metrics.get("sqnr_db")):
+            found.append((a.metrics["sqnr_db"] - q.metrics["sqnr_db"], a.metrics["sqnr_db"] - ort, name))
+    if not found:
+        return []
+    behind = [f"{n} {o:+.1f}" for _, o, n in sorted(found, key=lambda f: f[1]) if o < -0.3]
+    return [
+        f"- W8A8 {recipe} over plain W8A8, on the {len(found)} models with both rows: median "
+        f"{statistics.median(d for d, _, _ in found):+.1f} dB ({', '.join(f'{n} {d:+.1f}' for d, _, n in found)}); "
+        f"minus onnxruntime's best: median {statistics.median(o for _, o, _ in found):+.1f} dB, behind by more than "
+        f"0.3 dB on {len(behind)}: {', '.join(behind) or 'none'}."
+    ]
+
+
 def summary(rows: list[Row], models: dict) -> list[str]:
     """Counts and qtool W8A8 vs onnxruntime's best, computed from the rows (the numbers behind the prose)."""
     lines, deltas = [], []
@@ -622,19 +653,9 @@ def summary(rows: list[Row], models: dict) -> list[str]:
             f"{len(deltas)} models both quantized: median {median:+.1f} dB; behind by more than 0.3 dB on "
             f"{len(behind)}: {', '.join(behind) or 'none'}."
         )
-    searched = []
-    for name in models:
-        a = next((r for r in rows if r.model == name and r.kind == "qtool:actsearch"), None)
-        q = next((r for r in rows if r.model == name and r.kind == "qtool:w8a8"), None)
-        ort = best_ort(rows, name)
-        if a is not None and q is not None and ort is not None and None not in (a.metrics.get("sqnr_db"), q.metrics.get("sqnr_db")):
-            searched.append((a.metrics["sqnr_db"] - q.metrics["sqnr_db"], a.metrics["sqnr_db"] - ort, name))
-    if searched:
-        lines.append(
-            f"- `--apply_algorithms actsearch` over W8A8, on the {len(searched)} models with both rows: median "
-            f"{statistics.median(d for d, _, _ in searched):+.1f} dB ({', '.join(f'{n} {d:+.1f}' for d, _, n in searched)}); "
-            f"minus onnxruntime's best: median {statistics.median(o for _, o, _ in searched):+.1f} dB."
-        )
+    for kind, (label, _) in QTOOL_VARIANTS.items():
+        if kind not in ("qtool:w8a8", "qtool:ort-cpu", "qtool:mixed30"):
+            lines += _recipe_line(rows, models, kind, label.removeprefix("qtool W8A8").lstrip(" ,"))
     mixed = [r for r in rows if r.kind == "qtool:mixed30"]
     if mixed:
         met = [r.model for r in mixed if (r.metrics.get("sqnr_db") or -1e9) >= 30]

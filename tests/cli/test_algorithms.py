@@ -349,6 +349,37 @@ def test_bias_correction_without_a_weighted_layer_says_so(tmp_path: Path) -> Non
     assert "bc: no Conv/Gemm/MatMul layer" in out
 
 
+def test_bias_correction_moves_the_bias_a_matmul_s_add_carries(tmp_path: Path) -> None:
+    """MatMul + Add(constant) is how exporters write a Linear layer (every projection of a transformer):
+    bc corrects the Add's constant, [C] or [1, C], where it found no bias to move before."""
+    import json
+
+    rng = np.random.default_rng(0)
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 13]>
+        linear (float[1,6,16] x) => (float[1,6,5] y) {
+            h = MatMul (x, w1)
+            a = Add (h, b1)
+            r = Relu (a)
+            m = MatMul (r, w2)
+            y = Add (b2, m)
+        }
+        """)
+    arrays = {"w1": rng.normal(0, 0.5, (16, 8)), "b1": rng.normal(0, 0.1, (1, 8)), "w2": rng.normal(0, 0.5, (8, 5)),
+              "b2": rng.normal(0, 0.1, 5)}  # fmt: skip
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items())
+    onnx.save(model, tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (1, 6, 16), n=16)  # 3-D: no Gemm can take the MatMul's place
+    (tmp_path / "c.yaml").write_text("bc:\n  keep: always\n")
+    args = ["quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "-o", tmp_path / "q.onnx", "--json"]
+    code, report, err = qtool(*args, "--weights_bitwidth", "4", "--apply_algorithms", "bc", "--config", tmp_path / "c.yaml")
+    assert code == 0, err
+    assert "corrected 2 layer biases" in json.loads(report)["algorithms"]
+    quantized = onnx.load(tmp_path / "q.onnx")
+    onnx.checker.check_model(quantized)
+    assert np.isfinite(outputs(quantized, np.ones((1, 6, 16), np.float32))).all()
+
+
 @pytest.mark.parametrize("keep", ["auto", "always"])
 def test_a_bias_correction_that_lowers_the_output_sqnr_is_not_kept(tmp_path: Path, monkeypatch, keep: str) -> None:
     """Means measured wrong by 3 (as through upstream noise a correction can be): with `keep: auto` the

@@ -43,12 +43,16 @@ def _channel_means(
     return {name: total / max(count, 1) for name, total in sums.items()}
 
 
-def _bias_name(ctx: AlgorithmContext, layer: Layer, channels: int) -> str | None:
+def _bias_name(ctx: AlgorithmContext, facts: GraphFacts, layer: Layer, channels: int) -> str | None:
+    """The layer's bias: its third input, the constant a MatMul's only user adds (how exporters write a
+    Linear layer: transformers' every projection), or a new zero bias for a Conv or Gemm."""
     node = layer.node
     if len(node.input) > 2 and node.input[2]:
         return node.input[2]
     if node.op_type == "MatMul":
-        return None
+        users = facts.consumers.get(node.output[0], [])
+        found = facts.bias_add(users[0]) if len(users) == 1 else None
+        return found[1] if found is not None and found[0] is node else None
     name = f"{layer.weight}_bc_bias"
     del node.input[2:]
     node.input.append(name)
@@ -75,7 +79,8 @@ def run(ctx: AlgorithmContext) -> list[str]:
     frames, iterations = int(config.get("calibration_frames", 32)), int(config.get("calibration_iterations", 1))
     if config.get("keep", "auto") not in ("auto", "always"):
         raise UsageError(f"bc: keep must be auto or always, not {config['keep']!r}", where="--config")
-    layers = weighted_layers(GraphFacts.of(ctx.model))
+    facts = GraphFacts.of(ctx.model)
+    layers = weighted_layers(facts)
     if not layers:
         return ["bc: no Conv/Gemm/MatMul layer with a constant weight to correct"]
     judged = ctx.score is not None and config.get("keep", "auto") == "auto"
@@ -93,9 +98,10 @@ def run(ctx: AlgorithmContext) -> list[str]:
                 continue
             name = f"{out}_prequant" if out in graph_outputs else out
             delta = float_means[out] - _channel_means(qdq, [name], ctx, frames, {name: axes[out]})[name]
-            bias = _bias_name(ctx, layer, len(delta))
-            if bias is None or ctx.array(bias).shape != delta.shape:
+            bias = _bias_name(ctx, facts, layer, len(delta))
+            if bias is None or ctx.array(bias).size != delta.size:
                 continue
+            delta = delta.reshape(ctx.array(bias).shape)  # a MatMul's bias may be [1, C]
             originals.setdefault(bias, ctx.array(bias).copy())  # a bias bc added starts as zeros
             ctx.set_array(bias, ctx.array(bias) + delta)
             if not _set_quantized_bias(qdq, bias, ctx.array(bias), plan):

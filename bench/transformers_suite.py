@@ -64,13 +64,13 @@ QTOOL_VARIANTS = {  # kind -> (variant label, qtool quantize flags)
     # the post-LN recipe (README): a grid per hidden channel on the residual stream, the MLPs' outlier units
     # in a branch of their own, SmoothQuant on the LayerNorm outputs the MatMuls read, ranges by output SQNR
     "qtool:w8a8-residual": ("qtool W8A8 per-channel residual + outlier split + smoothquant (alpha auto) + sqnr", RESIDUAL_FLAGS),
-    # issue 20: auto mixed precision with the residual stream and LayerNorm inputs among its candidates
     # the zoo's W8A8 recipe (issue 21), out of sample here: it was picked on the zoo, not on these models
     "qtool:w8a8-sqnr-bc": ("qtool W8A8 sqnr ranges + bc", [*FLAGS, "--act_quantizer_calibration", "sqnr", "--apply_algorithms", "bc"]),
+    # issue 20: auto mixed precision with the residual stream and LayerNorm inputs among its candidates
     "qtool:mixed20": ("qtool mixed 20 dB", [*FLAGS, "--mixed_precision", "auto", "--target_sqnr", "20"]),
     "qtool:mixed30": ("qtool mixed 30 dB", [*FLAGS, "--mixed_precision", "auto", "--target_sqnr", "30"]),
 }
-OPT_IN = ("qtool:w8a8-sqnr-bc", "qtool:mixed20", "qtool:mixed30")  # searches of minutes each: only when --transformers-variants names them
+OPT_IN = ("qtool:w8a8-sqnr-bc", "qtool:mixed20", "qtool:mixed30")  # minutes each: only when --transformers-variants names them
 KINDS = ["float", *(k for k in QTOOL_VARIANTS if k not in OPT_IN), "ort:minmax"]
 
 

@@ -121,6 +121,8 @@ def check_config(name: str, config: dict[str, Any], known: set[str]) -> dict[str
     for key, value in config.items():
         if key not in known:
             raise UsageError(f"unknown key {key!r} in the {name} section of --config", hint=did_you_mean(key, known))
+        if key == "keep" and value not in ("auto", "always"):  # every algorithm that is kept only if it gains
+            raise UsageError(f"{name}: keep must be auto or always, not {value!r}", where="--config")
         if key in COUNTS and (type(value) is not int or value < 1):  # YAML's `abc`, `1.5`, `true` or 0
             raise UsageError(f"{key} in the {name} section of --config must be a positive integer, not {value!r}")
         if isinstance(value, float) and not math.isfinite(value):

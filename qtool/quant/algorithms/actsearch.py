@@ -167,10 +167,8 @@ def _global_start(
     searchable = {t for _, group, _, _ in _candidates(ctx, facts, plan, hists, {}) for t in group}
     original = dict(ctx.observers)
     best, best_score = None, score
-    for method in GLOBAL:
+    for method in GLOBAL if searchable else ():
         chosen = {t: _with_select(hists[t], method, 0.0) for t in searchable}
-        if not chosen:
-            continue
         ctx.observers.update(chosen)
         trial = ctx.score(ctx.quantize(ctx.model, ctx.overrides)[0], 0)
         ctx.observers.update({t: original[t] for t in chosen})

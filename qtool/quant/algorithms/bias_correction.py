@@ -17,7 +17,6 @@ import onnx
 from onnx import numpy_helper
 
 from qtool import runtime
-from qtool.errors import UsageError
 from qtool.graph import external_data
 from qtool.quant.algorithms import AlgorithmContext, check_config
 from qtool.quant.algorithms.layers import Layer, weighted_layers
@@ -77,21 +76,20 @@ def run(ctx: AlgorithmContext) -> list[str]:
     empirical bias correction does); a whole sweep repeats `calibration_iterations` times."""
     config = check_config("bc", ctx.config, {"calibration_frames", "calibration_iterations", "keep"})
     frames, iterations = int(config.get("calibration_frames", 32)), int(config.get("calibration_iterations", 1))
-    if config.get("keep", "auto") not in ("auto", "always"):
-        raise UsageError(f"bc: keep must be auto or always, not {config['keep']!r}", where="--config")
     facts = GraphFacts.of(ctx.model)
     layers = weighted_layers(facts)
     if not layers:
         return ["bc: no Conv/Gemm/MatMul layer with a constant weight to correct"]
-    judged = ctx.score is not None and config.get("keep", "auto") == "auto"
-    before = ctx.score(ctx.quantize(ctx.model, ctx.overrides)[0], 0) if judged else None
+    qdq, plan = ctx.quantize(ctx.model, ctx.overrides)
+    before = ctx.score(qdq, 0) if ctx.score is not None and config.get("keep", "auto") == "auto" else None
     originals: dict[str, np.ndarray] = {}
     axes = {layer.node.output[0]: 1 if layer.node.op_type == "Conv" else -1 for layer in layers}
     float_means = _channel_means(ctx.model, sorted(axes), ctx, frames, axes)
     graph_outputs = {o.name for o in ctx.model.graph.output}
     corrected: set[str] = set()
-    for _ in range(iterations):
-        qdq, plan = ctx.quantize(ctx.model, ctx.overrides)
+    for sweep in range(iterations):
+        if sweep:
+            qdq, plan = ctx.quantize(ctx.model, ctx.overrides)
         for layer in layers:
             out = layer.node.output[0]
             if layer.weight not in plan.params or plan.params[layer.weight].is_float:

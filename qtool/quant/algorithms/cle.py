@@ -19,7 +19,6 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from qtool.errors import UsageError
 from qtool.graph import model as gm
 from qtool.graph.model import copy
 from qtool.quant.algorithms import AlgorithmContext, check_config
@@ -161,8 +160,6 @@ def _absorb_high_bias(ctx: AlgorithmContext, pair: Pair, stats: dict, scale: np.
 def run(ctx: AlgorithmContext) -> list[str]:
     check_config("cle", ctx.config, {"sweeps", "high_bias_absorption", "keep"})
     keep = ctx.config.get("keep", "auto")
-    if keep not in ("auto", "always"):
-        raise UsageError(f"cle: keep must be auto or always, not {keep!r}", where="--config")
     facts = GraphFacts.of(ctx.model)
     pairs = find_pairs(facts)
     if not pairs:

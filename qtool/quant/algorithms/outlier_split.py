@@ -169,8 +169,6 @@ def _split(ctx: AlgorithmContext, mlp: Mlp, units: np.ndarray) -> str:
 def run(ctx: AlgorithmContext) -> list[str]:
     check_config("outlier_split", ctx.config, {"num_batches", "max_units", "keep"})
     keep, max_units = ctx.config.get("keep", "auto"), ctx.config.get("max_units", MAX_UNITS)
-    if keep not in ("auto", "always"):
-        raise UsageError(f"outlier_split: keep must be auto or always, not {keep!r}", where="--config")
     if isinstance(max_units, bool) or not isinstance(max_units, int) or max_units < 1:
         raise UsageError(f"outlier_split: max_units must be a positive integer, not {max_units!r}", where="--config")
     mlps = find_mlps(GraphFacts.of(ctx.model))

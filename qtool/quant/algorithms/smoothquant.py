@@ -200,8 +200,6 @@ def run(ctx: AlgorithmContext) -> list[str]:
     alpha, keep = ctx.config.get("alpha", 0.5), ctx.config.get("keep", "auto")
     if alpha != "auto" and (isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1):
         raise UsageError(f"smoothquant: alpha must be a number in [0, 1] or auto, not {alpha!r}", where="--config")
-    if keep not in ("auto", "always"):
-        raise UsageError(f"smoothquant: keep must be auto or always, not {keep!r}", where="--config")
     sites = find_sites(GraphFacts.of(ctx.model))
     if not sites:
         logger.warning("smoothquant: no LayerNormalization or MatMul output feeding MatMuls; nothing smoothed")

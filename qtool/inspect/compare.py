@@ -3,14 +3,15 @@
 Per output: SQNR = 10·log10(Σ ref² / Σ (ref − quant)²) over all samples, mean per-sample cosine (over the
 samples for a one-value output),
 max |ref − quant|, and for classifier-shaped outputs top-1 agreement (and accuracy against labels
-when given). Only running sums are kept, so memory does not depend on the number of samples.
+when given). Only running sums are kept, and each sample's Σ ref² and Σ (ref − quant)² (two numbers a
+sample, for mixed precision's quieter-half SQNR), so memory does not depend on the size of the outputs.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -56,6 +57,7 @@ class Drift:
     ref_correct: int = 0
     quant_correct: int = 0
     classifier: bool = False
+    per_sample: list[tuple[float, float]] = field(default_factory=list)  # (Σ ref², Σ (ref − quant)²) each
 
     def update(self, ref: np.ndarray, quant: np.ndarray, label: int | None) -> None:
         ref, quant = common_shape(ref, quant)
@@ -69,8 +71,10 @@ class Drift:
             rr, qq = dot(r, r), dot(q, q)
         diff = r - q
         rq = dot(r, q)
+        noise = dot(diff, diff)
         self.signal += rr
-        self.noise += dot(diff, diff)
+        self.noise += noise
+        self.per_sample.append((rr, noise))
         self.cross += rq
         self.quant_energy += qq
         self.elements = r.size

@@ -10,6 +10,7 @@ for the rest of the model (ddddocr's YOLOX detector: 19.1 -> 14.3 dB held out; o
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import numpy as np
@@ -19,6 +20,7 @@ from onnx import numpy_helper
 from qtool import runtime
 from qtool.graph import external_data
 from qtool.quant.algorithms import AlgorithmContext, check_config
+from qtool.quant.algorithms.frontier import Frontier
 from qtool.quant.algorithms.layers import Layer, weighted_layers
 from qtool.quant.graph_facts import GraphFacts
 
@@ -26,20 +28,23 @@ STAGE = "quantized"
 logger = logging.getLogger(__name__)
 
 
-def _channel_means(
-    model: onnx.ModelProto, names: list[str], ctx: AlgorithmContext, frames: int, axes: dict[str, int]
-) -> dict[str, np.ndarray]:
-    run = runtime.runner(model, names, ctx.threads)
-    sums: dict[str, np.ndarray] = {}
-    count = 0
-    for count, (_, feed) in enumerate(ctx.samples(), start=1):
+def _channel_mean(value: np.ndarray, axis: int) -> np.ndarray:
+    axis %= value.ndim
+    return value.astype(np.float64).mean(axis=tuple(i for i in range(value.ndim) if i != axis))
+
+
+def _channel_means(model: onnx.ModelProto, names: list[str], feeds: list, threads: int, axes: dict) -> dict:
+    run, sums = runtime.runner(model, names, threads), {}
+    for feed in feeds:
         for name, value in run(feed).items():
-            axis = axes[name] % value.ndim
-            mean = value.astype(np.float64).mean(axis=tuple(i for i in range(value.ndim) if i != axis))
-            sums[name] = sums.get(name, 0.0) + mean
-        if count >= frames:
-            break
-    return {name: total / max(count, 1) for name, total in sums.items()}
+            sums[name] = sums.get(name, 0.0) + _channel_mean(value, axes[name])
+    return {name: total / max(len(feeds), 1) for name, total in sums.items()}
+
+
+def _frontier_means(frontier: Frontier, qdq: onnx.ModelProto, name: str, axis: int) -> np.ndarray:
+    """`name`'s channel means over the frontier's samples, running the model only from the last layer on."""
+    value = frontier.advance(qdq, next(n for n in qdq.graph.node if n.output[:1] == [name]), name)
+    return sum(_channel_mean(value(i), axis) for i in range(len(frontier.feeds))) / max(len(frontier.feeds), 1)
 
 
 def _bias_name(ctx: AlgorithmContext, facts: GraphFacts, layer: Layer, channels: int) -> str | None:
@@ -73,7 +78,9 @@ def _set_quantized_bias(qdq: onnx.ModelProto, bias: str, values: np.ndarray, pla
 
 def run(ctx: AlgorithmContext) -> list[str]:
     """Layer by layer in graph order, so each correction sees the ones before it (as AIMET's
-    empirical bias correction does); a whole sweep repeats `calibration_iterations` times."""
+    empirical bias correction does); a whole sweep repeats `calibration_iterations` times. Each layer's
+    means run from the activations kept at the layer before (frontier.py), not from the inputs: the same
+    model, and ddddocr's detector took 99 s instead of 348."""
     config = check_config("bc", ctx.config, {"calibration_frames", "calibration_iterations", "keep"})
     frames, iterations = int(config.get("calibration_frames", 32)), int(config.get("calibration_iterations", 1))
     facts = GraphFacts.of(ctx.model)
@@ -84,18 +91,20 @@ def run(ctx: AlgorithmContext) -> list[str]:
     before = ctx.score(qdq, 0) if ctx.score is not None and config.get("keep", "auto") == "auto" else None
     originals: dict[str, np.ndarray] = {}
     axes = {layer.node.output[0]: 1 if layer.node.op_type == "Conv" else -1 for layer in layers}
-    float_means = _channel_means(ctx.model, sorted(axes), ctx, frames, axes)
+    feeds = [feed for _, feed in itertools.islice(ctx.samples(), frames)]
+    float_means = _channel_means(ctx.model, sorted(axes), feeds, ctx.threads, axes)
     graph_outputs = {o.name for o in ctx.model.graph.output}
     corrected: set[str] = set()
     for sweep in range(iterations):
         if sweep:
             qdq, plan = ctx.quantize(ctx.model, ctx.overrides)
+        frontier = Frontier(feeds, ctx.threads)
         for layer in layers:
             out = layer.node.output[0]
             if layer.weight not in plan.params or plan.params[layer.weight].is_float:
                 continue
             name = f"{out}_prequant" if out in graph_outputs else out
-            delta = float_means[out] - _channel_means(qdq, [name], ctx, frames, {name: axes[out]})[name]
+            delta = float_means[out] - _frontier_means(frontier, qdq, name, axes[out])
             bias = _bias_name(ctx, facts, layer, len(delta))
             if bias is None or ctx.array(bias).size != delta.size:
                 continue
@@ -104,6 +113,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
             ctx.set_array(bias, ctx.array(bias) + delta)
             if not _set_quantized_bias(qdq, bias, ctx.array(bias), plan):
                 qdq, plan = ctx.quantize(ctx.model, ctx.overrides)  # the bias was new or float
+                frontier = Frontier(feeds, ctx.threads)  # another graph: its kept activations may not fit it
             corrected.add(out)
     note = f"bc: corrected {len(corrected)} layer biases over {frames} frames x {iterations} sweep(s)"
     if before is None or not corrected:

@@ -84,7 +84,7 @@ QTOOL_VARIANTS = {  # kind -> (label, qtool quantize flags)
 KINDS = ["float", "qtool:w8a8", "qtool:ort-cpu", "ort:pre", "ort:raw", *[k for k in QTOOL_VARIANTS if k not in
          ("qtool:w8a8", "qtool:ort-cpu")]]  # fmt: skip
 SHORT = {"float": "float", "qtool:w8a8": "qtool", "qtool:ort-cpu": "ortcpu", "ort:pre": "ort", "ort:raw": "ortraw"}
-MIXED_TIMEOUT_S = 1200.0
+MIXED_TIMEOUT_S = 1800.0
 
 
 # ---------------------------------------------------------------- worker modes (child processes)

@@ -497,19 +497,17 @@ def best_possible(drift: dict, signal_left: dict[str, float], samples_left: int,
     of the float outputs' signal (`signal_left`, known from the cached float outputs) is the most SQNR it can
     still add, and each remaining sample at most cosine 1."""
     sqnrs, cosines = [], []
+    slack = 1 + 1e-9  # keeps a trial that would meet the target exactly from stopping on rounding
     for name, d in drift.items():
-        signal = d.signal + max(signal_left.get(name, 0.0), 0.0)
-        if not math.isfinite(d.noise):  # stays so (as in _sqnr_db)
-            sqnrs.append(-math.inf)
-        elif signal <= 0:  # overall skips an output whose float values are all zero
+        best = _sqnr_db((d.signal + max(signal_left.get(name, 0.0), 0.0)) * slack, d.noise)
+        if best is None:  # overall skips an output whose float values are all zero
             continue
-        else:  # the slack keeps a trial that would meet the target exactly from stopping on rounding
-            sqnrs.append(math.inf if d.noise == 0 else 10 * math.log10(signal * (1 + 1e-9) / d.noise))
+        sqnrs.append(best)
         if quiet is not None and name in quiet:
             indices, quiet_signal = quiet[name]
             noise = sum(n for k, (_, n) in enumerate(d.per_sample) if k in indices)
-            if quiet_signal > 0:  # a float16 overflow's inf or NaN noise is -inf (melspectrogram: NaN)
-                sqnrs.append(_sqnr_db(quiet_signal * (1 + 1e-9), noise))
+            if (x := _sqnr_db(quiet_signal * slack, noise)) is not None:  # an overflow's inf or NaN noise: -inf
+                sqnrs.append(x)
         # a one-value output's cosine is over the samples: no bound before the last one
         cosines.append(1.0 if d.elements == 1 else (d.cosine_sum + samples_left) / max(d.samples + samples_left, 1))
     return {"sqnr_db": min(sqnrs, default=-math.inf), "cosine": min(cosines, default=0.0)}

@@ -113,7 +113,6 @@ def run(ctx: AlgorithmContext) -> list[str]:
             ctx.set_array(bias, ctx.array(bias) + delta)
             if not _set_quantized_bias(qdq, bias, ctx.array(bias), plan):
                 qdq, plan = ctx.quantize(ctx.model, ctx.overrides)  # the bias was new or float
-                frontier = Frontier(feeds, ctx.threads)  # another graph: its kept activations may not fit it
             corrected.add(out)
     note = f"bc: corrected {len(corrected)} layer biases over {frames} frames x {iterations} sweep(s)"
     if before is None or not corrected:

@@ -35,7 +35,7 @@ from qtool import runtime
 from qtool.graph import external_data
 from qtool.graph.model import inferred
 from qtool.inspect import stages
-from qtool.inspect.compare import common_shape
+from qtool.inspect.compare import common_shape, dot
 from qtool.inspect.lint import channel_ranges
 from qtool.inspect.lint_data import float_tensors
 from qtool.io.encodings import Encodings
@@ -88,11 +88,11 @@ class LayerError:
         r, q = ref.astype(np.float64).ravel(), quant.astype(np.float64).ravel()
         with np.errstate(invalid="ignore"):  # a mask's -inf equals itself: no error there, not NaN
             d = np.where(r == q, 0.0, r - q)
-        self.signal += float(r @ r)
-        self.noise += float(d @ d)
+        self.signal += dot(r, r)
+        self.noise += dot(d, d)
         if self.probe.encoding is not None:
             local = r - self.probe.encoding.fake_quantize(ref).astype(np.float64).ravel()
-            self.local_noise += float(local @ local)
+            self.local_noise += dot(local, local)
 
     def _nsr(self, noise: float) -> float:
         if noise == 0:

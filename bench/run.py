@@ -254,6 +254,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--ort-timeout", type=float, default=1800.0, help="sweep: seconds per quantize_static step [1800]"
     )
+    parser.add_argument(
+        "--mixed-timeout",
+        type=float,
+        default=None,
+        help="zoo: seconds for a qtool:mixed30 search [1800, or --timeout if smaller]",
+    )
     parser.add_argument("--mem-limit-mb", type=float, default=MEM_LIMIT_MB, help="RSS above which a step is killed")
     parser.add_argument(
         "--mixed-target",
@@ -267,7 +273,7 @@ def parse_args() -> argparse.Namespace:
         "ort:minmax (opt-in: qtool:mixed20, qtool:mixed30)",
     )
     parser.add_argument(
-        "--zoo-variants", help="zoo: subset of float,qtool:w8a8,qtool:ort-cpu,ort:pre,ort:raw (opt-in: qtool:actsearch, qtool:bc, qtool:sqnr, qtool:mse, qtool:sqnr-bc, qtool:actsearch-bc, qtool:mixed30)"
+        "--zoo-variants", help="zoo: subset of float,float:converted,qtool:w8a8,qtool:ort-cpu,ort:pre,ort:raw (opt-in: qtool:actsearch, qtool:bc, qtool:sqnr, qtool:mse, qtool:sqnr-bc, qtool:actsearch-bc, qtool:mixed30)"
     )
     parser.add_argument("--render-only", action="store_true", help="rewrite results.md from results.json, run nothing")
     parser.add_argument("--runs", type=int, default=50, help="speed: timed runs per model (after 10 warm-up)")

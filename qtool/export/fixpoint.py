@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from qtool import encoding as enc
+from qtool.encoding import Encoding
 from qtool.errors import UsageError
 from qtool.export.job import ExportJob, Files
-from qtool.quant import encoding as enc
-from qtool.quant.encoding import Encoding
 
 FORMAT = "qtool-fixpoint/1"
 

@@ -19,9 +19,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from qtool.encoding import Encoding
 from qtool.graph.names import FreshNames
 from qtool.io.encodings import Encodings
-from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.qdq import storage_type
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
+from qtool.encoding import Encoding
 from qtool.export.qgraph import MS_DOMAIN, QGraph, Target
-from qtool.quant.encoding import Encoding
 
 Converter = Callable[[QGraph, onnx.NodeProto], bool]
 INT32_MAX = 2**31 - 1

@@ -19,11 +19,11 @@ import json
 
 import onnx
 
+from qtool.encoding import Encoding
 from qtool.export.job import ExportJob, Files
 from qtool.graph import model as gm
 from qtool.graph.convert import normalise
 from qtool.quant import stats
-from qtool.quant.encoding import Encoding
 from qtool.quant.observers import MinMax
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 
 from qtool import runtime
+from qtool.encoding import Encoding
 from qtool.graph import external_data
 from qtool.graph.model import inferred
 from qtool.inspect import stages
@@ -39,7 +40,6 @@ from qtool.inspect.compare import common_shape, dot
 from qtool.inspect.lint import channel_ranges
 from qtool.inspect.lint_data import float_tensors
 from qtool.io.encodings import Encodings
-from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import live_interval
 from qtool.quant.qdq_read import qdq_encodings

@@ -9,11 +9,11 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from qtool.encoding import Encoding
 from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.inspect.findings import InspectReport
 from qtool.quant.cost import macs_per_node
-from qtool.quant.encoding import Encoding
 from qtool.quant.qdq_read import qdq_encodings
 from qtool.report import Table
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from qtool import encoding as enc
+from qtool.encoding import Encoding
 from qtool.errors import DataError, UsageError
 from qtool.io import encodings_blocks, encodings_v2
 from qtool.io.encodings_v2 import finite_number, shown
 from qtool.io.files import load_json, read_text
-from qtool.quant import encoding as enc
-from qtool.quant.encoding import Encoding
 
 FORMATS = ("legacy", "1.0.0", encodings_v2.VERSION)
 

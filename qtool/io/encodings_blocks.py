@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from qtool import encoding as enc
+from qtool.encoding import Blocks, Encoding
 from qtool.errors import DataError, UsageError
-from qtool.quant import encoding as enc
-from qtool.quant.encoding import Blocks, Encoding
 
 BLOCK_TYPES = ("PER_BLOCK", "LPBQ")
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from qtool import encoding as enc
+from qtool.encoding import Encoding
 from qtool.errors import DataError
 from qtool.io import encodings_blocks
-from qtool.quant import encoding as enc
-from qtool.quant.encoding import Encoding
 
 VERSION = "2.0.0"
 DTYPES = {f"{'' if signed else 'u'}int{bw}": (bw, signed) for bw in enc.INT_BITWIDTHS for signed in (True, False)}

@@ -37,10 +37,10 @@ from collections.abc import Iterator
 import numpy as np
 import onnx
 
+from qtool import encoding as enc
+from qtool.encoding import Blocks, Encoding
 from qtool.errors import DataError, UsageError
 from qtool.io.digest import blake2b
-from qtool.quant import encoding as enc
-from qtool.quant.encoding import Blocks, Encoding
 from qtool.quant.range_search import GAMMA
 
 BLOCK_SIZES = (16, 32, 64, 128, 256)

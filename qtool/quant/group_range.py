@@ -23,10 +23,10 @@ import copy
 import dataclasses
 import logging
 
+from qtool import encoding as enc
+from qtool.encoding import Encoding
 from qtool.errors import DataError
 from qtool.io.encodings import Encodings
-from qtool.quant import encoding as enc
-from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import MinMax, Observer, SoftmaxInput
 from qtool.quant.rules import flat_outside, rule_for

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from qtool.encoding import Encoding, float_encoding
 from qtool.graph.model import tensor_shapes
 from qtool.io.encodings import Encodings
 from qtool.quant import cost
-from qtool.quant.encoding import Encoding, float_encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.plan import QuantPlan, activation_groups, activation_tensors
 from qtool.quant.rules import rule_for

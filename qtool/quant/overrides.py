@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 
+from qtool import encoding as enc
 from qtool.errors import DataError, UsageError, did_you_mean
 from qtool.graph.model import inferred
 from qtool.io.encodings import Encodings
 from qtool.quant import blocks
-from qtool.quant import encoding as enc
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.rules import rule_for
 

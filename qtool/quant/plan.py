@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qtool import encoding as enc
+from qtool.encoding import Encoding
 from qtool.errors import DataError
 from qtool.io.encodings import Encodings
 from qtool.quant import blocks
-from qtool.quant import encoding as enc
 from qtool.quant.attention import mask_branch
-from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import group_encoding
 from qtool.quant.observers import MinMax, Observer, observe_values

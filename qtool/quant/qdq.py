@@ -30,12 +30,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper, version_converter
 
 from qtool import runtime
+from qtool.encoding import Encoding
 from qtool.errors import ModelError
 from qtool.graph import external_data
 from qtool.graph.model import default_opset, upgrade_opset
 from qtool.graph.names import FreshNames
 from qtool.quant import blocks
-from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.plan import QuantPlan
 

@@ -19,14 +19,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from qtool import encoding as enc
 from qtool import runtime
+from qtool.encoding import Blocks, Encoding
 from qtool.errors import ModelError
 from qtool.graph import external_data
 from qtool.graph.lazy_weights import spilled
 from qtool.io.encodings import Encodings
 from qtool.quant import blocks
-from qtool.quant import encoding as enc
-from qtool.quant.encoding import Blocks, Encoding
 from qtool.quant.qdq import LPBQ_METADATA, NARROW_METADATA, sliced
 from qtool.quant.rules import rule_for, weight_axis
 

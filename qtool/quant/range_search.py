@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qtool.quant import encoding as enc
+from qtool import encoding as enc
 
 _FACTORS = np.linspace(0.02, 1.0, 50)
 GAMMA = {"mse": 1.0, "sqnr": 3.0}

@@ -26,11 +26,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from qtool import encoding as enc
 from qtool import runtime
+from qtool.encoding import Encoding
 from qtool.errors import ModelError
 from qtool.graph.model import default_opset
-from qtool.quant import encoding as enc
-from qtool.quant.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import MinMax
 

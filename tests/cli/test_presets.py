@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from qnn_models import qtool, three_conv_model, write_case
 
+from qtool.encoding import fix_point
 from qtool.io.encodings import read_encodings
-from qtool.quant.encoding import fix_point
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import pytest
 from conftest import conv_bn_model, run_cli
 from export_models import quantize
 
+from qtool import encoding as enc
 from qtool.errors import DataError
 from qtool.io import encodings as encio
 from qtool.io.encodings import Encodings, parse_encodings, read_encodings, to_json
-from qtool.quant import encoding as enc
 from qtool.quant.qdq_read import read_qdq
 
 SEED = enc.tf(-1.8, 0.5, 8)  # the seed's worked example: scale 2.3/255, AIMET offset -200

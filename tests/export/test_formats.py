@@ -14,12 +14,12 @@ from export_models import max_difference, quantize, random_feeds, session
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool import api
+from qtool import encoding as enc
 from qtool.config import ExportOptions
 from qtool.errors import UsageError
 from qtool.export import EXPORTERS, ExportJob, build
 from qtool.export.qdq import wide_types
 from qtool.io.encodings import read_encodings
-from qtool.quant import encoding as enc
 from qtool.quant.plan import QuantPlan
 from qtool.quant.qdq import write_qdq
 from qtool.quant.qdq_read import read_qdq

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from qtool import encoding as enc
+from qtool.encoding import Encoding
 from qtool.errors import DataError, UsageError
 from qtool.io.encodings import Encodings, carried_json, parse_encodings, to_json
 from qtool.quant import blocks
-from qtool.quant import encoding as enc
-from qtool.quant.encoding import Encoding
 
 
 def _matmul_weight() -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qtool import encoding as enc
 from qtool.quant import blocks
-from qtool.quant import encoding as enc
 
 
 def _rounded(rows: np.ndarray, absmax: np.ndarray, size: int, bitwidth: int = 4) -> np.ndarray:

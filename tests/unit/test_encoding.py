@@ -1,4 +1,4 @@
-"""qtool.quant.encoding: the QNN seed's worked examples as goldens, then hypothesis properties.
+"""qtool.encoding: the QNN seed's worked examples as goldens, then hypothesis properties.
 
 Golden values come from ../shared/seeds/qnn-quantization.txt ("Quantization Example" and
 "Dequantization Example", lines 163-195; the three zero-handling cases, lines 107-139) and
@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from qtool.quant import encoding as enc
+from qtool import encoding as enc
 
 # --- goldens ---------------------------------------------------------------------------------
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from qtool import encoding as enc
+from qtool.encoding import Encoding
 from qtool.errors import DataError
 from qtool.io.encodings import Encodings, parse_encodings, parse_encodings_json, read_encodings, to_json
-from qtool.quant import encoding as enc
-from qtool.quant.encoding import Encoding
 
 WHERE = "ov.json"
 

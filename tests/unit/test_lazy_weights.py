@@ -7,10 +7,10 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from qtool import encoding as enc
 from qtool import runtime
 from qtool.graph import external_data, lazy_weights
 from qtool.quant import blocks, qdq
-from qtool.quant import encoding as enc
 
 
 def test_a_spilled_tensor_reads_back_and_its_folder_can_go(tmp_path) -> None:

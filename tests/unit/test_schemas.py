@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from qtool.quant import encoding as enc
+from qtool import encoding as enc
 from qtool.quant.observers import OBSERVERS, make_observer
 
 values = arrays(np.float32, st.integers(1, 64), elements=st.floats(-1e4, 1e4, width=32))

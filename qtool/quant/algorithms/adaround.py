@@ -39,11 +39,11 @@ from typing import TypeVar
 import numpy as np
 import onnx
 
+from qtool import encoding as enc
 from qtool import runtime
 from qtool.errors import UsageError
 from qtool.graph import external_data
 from qtool.graph.model import copy
-from qtool.quant import encoding as enc
 from qtool.quant.algorithms import AlgorithmContext, check_config
 from qtool.quant.algorithms.frontier import Frontier
 from qtool.quant.algorithms.layers import Layer, augmented_moments, weighted_layers

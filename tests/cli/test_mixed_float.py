@@ -118,20 +118,3 @@ def test_a_float_chain_is_not_tried_back_twice_with_the_same_encodings() -> None
 
     kept = mp._prefer_integers([chain], [t16, u16, chain], list, if_met, mp.Target(sqnr_db=30), lambda p, m: None)
     assert kept == [chain] and trials == [["t", "u"], ["t", "t:float16"]]
-
-
-def test_float_chains_go_back_to_16_bits_by_batches() -> None:
-    """Eight chains that each take 16 bits but one: a few trials instead of one per chain, the same result."""
-    sixteen = [mp.Candidate(f"t{i}", [f"t{i}"], [], [], [], 10) for i in range(8)]
-    chains = [mp.Candidate(f"t{i}:float16", [f"t{i}"], [], [], [], 20, float_bits=16) for i in range(8)]
-    trials = []
-
-    def if_met(encodings, target):
-        trials.append(sorted(c.name for c in encodings))
-        return {"sqnr_db": 20.0 if "t3" in trials[-1] else 40.0, "cosine": 1.0}
-
-    kept = mp._prefer_integers(chains, sixteen + chains, list, if_met, mp.Target(sqnr_db=30), lambda p, m: None)
-    assert sorted(c.name for c in kept) == sorted([*(f"t{i}" for i in range(8) if i != 3), "t3:float16"])
-    # all (misses); t7-t4 (meets); t3-t0 would be the first trial again (skipped); t3-t2 (misses); t3 (misses);
-    # t2, t1-t0 (meet): 6 trials where one per chain took 8
-    assert len(trials) == 6

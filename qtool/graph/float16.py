@@ -40,12 +40,11 @@ def _convert_attributes(node: onnx.NodeProto) -> None:
 
 
 def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = external_data.without_initializers(model)  # a copy would keep the float32 bytes in its arena
     graph = out.graph
     kept = _kept_names(graph)
     inits = []
-    for init in graph.initializer:
+    for init in model.graph.initializer:
         if init.data_type == _FP32 and init.name not in kept:
             init = numpy_helper.from_array(external_data.array(init).astype(np.float16), init.name)
         inits.append(init)

@@ -227,16 +227,15 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, where: str = "model", pac
     if _needs_wide_opset(plan, packed):
         model = upgrade_opset(model, WIDE_OPSET, where)
     model = _within_qdq_kernels(model, where)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = external_data.without_initializers(model)
     graph = out.graph
-    writer = _Writer(out, packed)
+    writer = _Writer(model, packed)
     acts = _simulated(plan)
     # a graph input that is also a graph output stays the input itself: its name is taken
     outputs = {o.name for o in graph.output} - {v.name for v in graph.input}
     prequant = {t: writer.fresh(f"{t}_prequant") if t in outputs else t for t in acts}
     dequant = {t: t if t in outputs else writer.fresh(f"{t}_dequantized") for t in acts}
-    for init in graph.initializer:
+    for init in model.graph.initializer:
         e = plan.params.get(init.name)
         if e is not None and (not e.is_float or _is_fp16(e)):
             writer.param(init, e)

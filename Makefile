@@ -138,7 +138,9 @@ OUT := build/demo
 # 14284 -> 14297: the QDQ writer and to_float16 copy a model without its initializers (a copy whose weights were
 #   then replaced kept the float ones in its arena), and quantize gives freed heap back between stages:
 #   ddddocr's CTC recogniser peaked at 446 MB, onnxruntime's quantize_static at 412, now 364
-LINE_BUDGET := 14297
+# 14297 -> 14343: the evaluation's float outputs kept from calibration (calibrate.FloatOutputs) when both run the
+#   same model on the same list: no second float pass (ddddocr's recogniser: evaluation 4.6 -> 2.0 s of 8.7)
+LINE_BUDGET := 14343
 
 .PHONY: demo test lint venv bench clean golden
 

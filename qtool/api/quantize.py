@@ -30,7 +30,7 @@ from qtool.io.files import write_text
 from qtool.io.input_list import InputList, read_input_list
 from qtool.quant import blocks
 from qtool.quant.algorithms import AlgorithmContext, adaround, resolve
-from qtool.quant.calibrate import calibrate
+from qtool.quant.calibrate import FloatOutputs, calibrate
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import overall
 from qtool.quant.overrides import checked_overrides
@@ -132,7 +132,8 @@ def _plan_options(o: QuantizeOptions) -> PlanOptions:
 
 
 def _calibrate(
-    o: QuantizeOptions, model: onnx.ModelProto, facts: GraphFacts, input_list: InputList | None, progress: Progress
+    o: QuantizeOptions, model: onnx.ModelProto, facts: GraphFacts, input_list: InputList | None, progress: Progress,
+    keep: FloatOutputs | None = None,
 ) -> tuple[dict, int]:
     if o.load_stats:
         return load_stats(list(o.load_stats), model, o.act_quantizer_calibration, o.percentile_calibration_value)
@@ -150,6 +151,7 @@ def _calibrate(
         batch_size=o.calib_batch_size,
         progress=progress(len(input_list.samples), "calibrating") if progress else None,
         expected_samples=len(input_list.samples),
+        keep=keep,
     )
     if o.save_stats is not None:
         save_stats(o.save_stats, model, observers, [input_list.path], count)
@@ -290,7 +292,11 @@ def _quantize(
     ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
     notes = _run_algorithms(o, "float", ctx)
     calibration_started = time.perf_counter()
-    found, samples = _calibrate(o, model, GraphFacts.of(model), input_list, progress)
+    # the evaluation's float outputs come from calibration when both run the same model on the same list
+    keep = None
+    if model is reference and input_list is not None and eval_list is input_list and o.evaluate_samples > 0:
+        keep = FloatOutputs(min(o.evaluate_samples, len(input_list.samples)), compare.one_pass_cache_bytes(reference))
+    found, samples = _calibrate(o, model, GraphFacts.of(model), input_list, progress, keep)
     observers.update(found)
     samples_again = iter_samples(input_list, gm.input_specs(model), o.use_native_input_files) if input_list else None
     notes += _per_channel_residual(o, model, samples_again, observers)
@@ -298,7 +304,7 @@ def _quantize(
     _release()
     notes += _run_algorithms(o, "quantized", ctx)
     mixed = run_mixed_precision(o, ctx, reference, eval_list) if o.mixed_precision == "auto" else None
-    float_run = _float_outputs(o, reference, eval_list)
+    float_run = (keep.values, 0.0) if keep is not None and keep.complete else _float_outputs(o, reference, eval_list)
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
     _release()
     if o.pack_4_bit_weights and not any(e.bitwidth == 4 and not e.is_float for e in plan.params.values()):

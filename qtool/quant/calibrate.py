@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -206,6 +207,36 @@ def _stack(group: list[Sample]) -> Sample:
     return where, {name: np.concatenate([feed[name] for _, feed in group]) for name in group[0][1]}
 
 
+@dataclass
+class FloatOutputs:
+    """The model's own outputs on the first `samples` calibration samples, kept for the evaluation that
+    follows so that it need not run the float model again (a third of ddddocr's quantize); `values` is
+    None once they pass `limit_bytes` (the evaluation then streams both models, as without them)."""
+
+    samples: int
+    limit_bytes: int
+    values: list[list[np.ndarray]] | None = field(default_factory=list)
+    size: int = 0
+
+    def wants_more(self) -> bool:
+        return self.values is not None and len(self.values) < self.samples
+
+    def add(self, outputs: list) -> None:
+        self.size += sum(_nbytes(v) for v in outputs)
+        if self.size > self.limit_bytes:
+            self.values = None
+        elif self.values is not None:
+            self.values.append(outputs)
+
+    @property
+    def complete(self) -> bool:
+        return self.values is not None and len(self.values) == self.samples
+
+
+def _nbytes(value: object) -> int:
+    return sum(_nbytes(v) for v in value) if isinstance(value, list) else np.asarray(value).nbytes
+
+
 class _Runner:
     """Runs one sample (or batch) and folds the outputs into the observers."""
 
@@ -232,21 +263,26 @@ class _Runner:
         self.session = runtime.session(graph_model, threads, optimized=True)
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.runs = 0
+        self.graph_outputs = [o.name for o in model.graph.output]
 
     @staticmethod
     def _scatter(into: np.ndarray, slots: list[np.ndarray], values: list[np.ndarray]) -> None:
         for slot, value in zip(slots, values, strict=True):
             into[slot] = np.asarray(value, dtype=np.float64).reshape(-1)
 
-    def __call__(self, where: str, feed: dict[str, np.ndarray]) -> None:
+    def __call__(self, where: str, feed: dict[str, np.ndarray], keep: FloatOutputs | None = None) -> None:
         feed = {k: v for k, v in feed.items() if k in self.inputs}
         if OFFSET in self.inputs:  # a large prime: consecutive runs start at unrelated positions
             feed[OFFSET] = np.array([self.runs * 7919], dtype=np.int64)
         self.runs += 1
+        wanted = keep is not None and keep.wants_more()
         try:
-            values = self.session.run(self.outputs, feed)
+            values = self.session.run(self.outputs + self.graph_outputs if wanted else self.outputs, feed)
         except Exception as e:  # ORT's own error types; the message names the failing node
             raise ModelError(f"inference failed: {str(e).splitlines()[0][:300]}", where=where) from e
+        if wanted:
+            keep.add(values[len(self.outputs) :])  # type: ignore[union-attr]
+            values = values[: len(self.outputs)]
         reductions = len(self.min_slots) + len(self.max_slots)
         per = len(SOFTMAX_PROBES)
         rows = values[len(values) - per * len(self.softmax) :] if self.softmax else []
@@ -298,15 +334,19 @@ def calibrate(
     batch_size: int = 1,
     progress: Callable[[int], None] | None = None,
     expected_samples: int | None = None,
+    keep: FloatOutputs | None = None,
 ) -> tuple[dict[str, Observer], int]:
     """Observe `tensors` over all `samples`; returns the observers and the number of samples.
 
     With `batch_size` > 1 samples are stacked on the batch axis; a model that cannot run batched
     (a Reshape to a fixed batch 1, say) falls back to one sample at a time, with a warning.
     `expected_samples` (the input_list's length) sizes the histograms' per-sample value samples.
+    `keep` collects the model's outputs on the first samples, one at a time (not batched).
     """
     if not tensors:
         return {}, 0
+    if batch_size > 1:  # batches run the batched model: the first samples' outputs come one at a time
+        keep = None
     chains = softmax_chains(GraphFacts.of(model), tensors)
     observers: dict[str, Observer] = {}
     for softmax_input, (_, members) in chains.items():
@@ -334,7 +374,7 @@ def calibrate(
                 batched = None
         if batched is None or rows != batch_size:
             for part in _split(feed) if batch_size > 1 else [feed]:
-                single(where, part)
+                single(where, part, keep)
         count += rows if batch_size > 1 else 1
         if progress is not None:
             progress(rows if batch_size > 1 else 1)

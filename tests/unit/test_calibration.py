@@ -17,7 +17,7 @@ from qnn_models import three_conv_model
 from qtool import runtime
 from qtool.errors import DataError
 from qtool.quant import range_search
-from qtool.quant.calibrate import calibrate
+from qtool.quant.calibrate import FloatOutputs, calibrate
 from qtool.quant.observers import Histogram, MinMax, from_state, make_observer
 from qtool.quant.stats import load_stats, save_stats
 
@@ -147,6 +147,24 @@ def test_batched_calibration_equals_sample_by_sample(method: str) -> None:
     assert n1 == n4 == 12
     for name in tensors:
         assert np.allclose(one[name].range(), four[name].range(), rtol=1e-5, atol=1e-3)
+
+
+def test_calibration_keeps_the_first_samples_float_outputs_within_its_budget() -> None:
+    model = three_conv_model()
+    tensors = ["data_0", "conv1_1", "conv2_1", "relu", "out"]
+    session = runtime.session(model, optimized=True)
+    expected = [session.run(None, feed) for _, feed in _samples(3)]
+    keep = FloatOutputs(3, 1 << 20)
+    calibrate(model, tensors, _samples(8), keep=keep)
+    assert keep.complete and len(keep.values) == 3
+    for got, want in zip(keep.values, expected, strict=True):
+        assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+    over = FloatOutputs(3, expected[0][0].nbytes)  # the second sample passes the budget: nothing kept
+    calibrate(model, tensors, _samples(8), keep=over)
+    assert over.values is None and not over.complete
+    batched = FloatOutputs(3, 1 << 20)  # batches run another model: the evaluation runs its own float pass
+    calibrate(model, tensors, _samples(8), keep=batched, batch_size=4)
+    assert not batched.complete
 
 
 def test_min_max_calibration_is_the_exact_range_and_a_relu_output_starts_at_zero() -> None:

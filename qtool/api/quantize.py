@@ -314,6 +314,8 @@ def _quantize(
     if notes:
         report.facts["algorithms"] = "; ".join(notes)
     quality = _evaluate(o, reference, quantized, eval_list, report, float_run)
+    del float_run, keep  # the float outputs: the evaluation was their last reader
+    _release()
     report.facts["calibration seconds"] = round(calibration_seconds, 2)
     level = o.matmulnbits_accuracy_level or 0
     if o.target == "ort-cpu" and (count := to_matmulnbits(quantized, level)):  # 4-bit block MatMuls run natively

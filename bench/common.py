@@ -78,6 +78,11 @@ def _rss_mb(pid: int) -> float:
         return 0.0
 
 
+# Each tool timed as an install runs it, from compiled modules: with PYTHONDONTWRITEBYTECODE set (this machine
+# sets it) qtool's editable checkout compiled its ~120 modules on every run (0.3 s), onnxruntime's wheel never.
+COMPILED_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def measure(cmd: list[str], log: Path, timeout: float = TIMEOUT_S, mem_limit_mb: float = MEM_LIMIT_MB) -> Step:
     """Run cmd with stdout+stderr to log; wall time and the child's own peak RSS from os.wait4. A watchdog
     polls its resident size and kills it above mem_limit_mb (status OOM) or after timeout s (status timeout)."""
@@ -89,7 +94,7 @@ def measure(cmd: list[str], log: Path, timeout: float = TIMEOUT_S, mem_limit_mb:
         out.flush()
         start = time.perf_counter()
         try:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=COMPILED_ENV)
         except OSError as exc:
             return Step(127, 0.0, 0.0, log, f"cannot start {cmd[0]}: {exc}", "failed")
         done = threading.Event()

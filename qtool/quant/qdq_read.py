@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Iterable
 
 import numpy as np
 import onnx
@@ -90,10 +91,9 @@ def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None =
     """Return (float model without Q/DQ, encodings); without `weights` the model is not usable (its
     weights are not dequantized), only its encodings; with `scratch` (a file in a temporary folder) the
     dequantized weights go there, lazy (lazy_weights.spilled), not into memory. `model` is not modified."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = external_data.without_initializers(model)  # a whole copy's arena would keep the replaced integers too
     graph = out.graph
-    inits = {i.name: i for i in graph.initializer}
+    inits = {i.name: i for i in model.graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
     readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
     for reader in graph.node:
@@ -132,7 +132,7 @@ def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None =
         else:
             rename[y] = x
         drop.update((id(node), id(q_node)))
-    _rebuild(graph, drop, rename, new_inits)
+    _rebuild(graph, drop, rename, new_inits, model.graph.initializer)
     _lpbq_back(out, found)
     _narrow_back(out, found)
     return out, found
@@ -207,7 +207,8 @@ def _rename_reads(node: onnx.NodeProto, rename: dict[str, str]) -> None:
 
 
 def _rebuild(
-    graph: onnx.GraphProto, drop: set[int], rename: dict[str, str], new_inits: dict[str, onnx.TensorProto]
+    graph: onnx.GraphProto, drop: set[int], rename: dict[str, str], new_inits: dict[str, onnx.TensorProto],
+    initializers: Iterable[onnx.TensorProto],
 ) -> None:
     kept = [n for n in graph.node if id(n) not in drop]
     for node in kept:
@@ -216,10 +217,9 @@ def _rebuild(
     # a weight an If or Loop body reads from the outer scope is used too (openWakeWord's verifier head)
     used = {i for n in kept for i in runtime.reads(n)} | {o.name for o in graph.output}
     # a dequantized weight takes its integer initializer's place, so the order survives a round trip
-    inits = [new_inits.get(i.name, i) for i in graph.initializer if i.name in used or i.name in new_inits]
+    inits = [new_inits.get(i.name, i) for i in initializers if i.name in used or i.name in new_inits]
     del graph.node[:]
     graph.node.extend(kept)
-    del graph.initializer[:]
     graph.initializer.extend(inits)
     stale = set(rename)
     kept_info = [v for v in graph.value_info if v.name not in stale]

@@ -277,14 +277,14 @@ def _one_entry_a_line(doc: dict[str, Any]) -> str:
     dumps = functools.partial(json.dumps, default=_json_default)
     parts = []
     for key, value in doc.items():
-        is_dict = isinstance(value, dict)
-        items = [f"{dumps(k)}: {dumps(v)}" for k, v in value.items()] if is_dict else value if isinstance(value, list) else []
-        if items:
-            inner = ",\n    ".join(item if is_dict else dumps(item) for item in items)
-            opening, closing = ("{", "}") if is_dict else ("[", "]")
-            parts.append(f"  {dumps(key)}: {opening}\n    {inner}\n  {closing}")
+        if isinstance(value, dict) and value:
+            lines, (opening, closing) = [f"{dumps(k)}: {dumps(v)}" for k, v in value.items()], "{}"
+        elif isinstance(value, list) and value:
+            lines, (opening, closing) = [dumps(v) for v in value], "[]"
         else:
             parts.append(f"  {dumps(key)}: {dumps(value)}")
+            continue
+        parts.append(f"  {dumps(key)}: {opening}\n    " + ",\n    ".join(lines) + f"\n  {closing}")
     return "{\n" + ",\n".join(parts) + "\n}"
 
 

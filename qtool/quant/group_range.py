@@ -81,7 +81,12 @@ def group_encoding(
     if any(getattr(observers.get(t), "stays_float", False) for t in group):
         logger.info("%s held a mask's values (±inf, ±1e30, masked Softmax positions): left float", group[0])
         return enc.float_encoding(32)
-    seen = [observers[t] for t in group if t in observers and observers[t].count]
+    # A Softmax input's rule decides its group's range (its clamp only drops scores the Softmax ignores);
+    # merged first, so a histogram or min-max observer of a Reshape before it joins that rule.
+    seen = sorted(
+        (observers[t] for t in group if t in observers and observers[t].count),
+        key=lambda observer: not isinstance(observer, SoftmaxInput),
+    )
     if not seen:
         raise DataError(
             f"no encoding and no calibration data for tensor {group[0]!r}",

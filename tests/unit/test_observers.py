@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
 from qtool.errors import DataError
-from qtool.quant.observers import Histogram, MinMax
+from qtool.io.encodings import Encodings
+from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.group_range import group_encoding
+from qtool.quant.observers import Histogram, MinMax, SoftmaxInput
 
 finite32 = st.floats(-1e6, 1e6, width=32, allow_nan=False, allow_infinity=False)
 batches = st.lists(
@@ -106,3 +110,29 @@ def test_histogram_merge_equals_update_within_one_bin(seed: int) -> None:
     bin_width = (streamed.hi - streamed.lo) / streamed.bins
     for a, b in zip(merged.range(), streamed.range(), strict=True):
         assert abs(a - b) <= bin_width * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("softmax_first", [True, False])
+@pytest.mark.parametrize("observer_kind", [MinMax, Histogram])
+def test_a_softmax_input_decides_its_groups_range_whatever_the_order(softmax_first: bool, observer_kind) -> None:
+    """A Reshape before a Softmax shares its input's encoding; with --act_quantizer_calibration sqnr its
+    observer is a histogram, which could not merge a SoftmaxInput (YOLOv8's DFL head: internal error)."""
+    rows = np.array([[0.0, -30.0, 5.0], [2.0, -40.0, 1.0]], dtype=np.float32)
+    scores = SoftmaxInput("scores")
+    scores.observe_rows(float(rows.max()), float(rows.min()), float(rows.max(axis=1).min()))
+    before = observer_kind("reshaped")
+    before.update(rows)
+    group = ["scores", "reshaped"] if softmax_first else ["reshaped", "scores"]
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph([], "g", [], []), opset_imports=[onnx.helper.make_opsetid("", 17)]
+    )
+    encoding = group_encoding(
+        GraphFacts.of(model),
+        group,
+        {"scores": scores, "reshaped": before},
+        Encodings(),
+        bitwidth=8,
+        schema="asymmetric",
+    )
+    # A member that is not the Softmax input may hold any row's maximum: the clamp yields to it, in either order.
+    assert encoding.min[0] == pytest.approx(-40.0, abs=0.2) and encoding.max[0] == pytest.approx(5.0, abs=0.2)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
+from qtool.graph.output_parts import Part, output_parts
 from qtool.inspect import compare
 from qtool.io.encodings import Encodings
 from qtool.io.feeds import iter_feeds
@@ -34,13 +35,15 @@ def spread(count: int, wanted: int) -> list[int]:
     return sorted({int(k) for k in np.linspace(0, count - 1, wanted).round()})
 
 
-def _signals(cached: list[list[np.ndarray]], names: list[str]) -> dict[str, list[float]]:
-    """Σ ref² per output and sample, as compare.Drift sums it."""
-    per_sample: dict[str, list[float]] = {name: [] for name in names}
+def _signals(cached: list[list[np.ndarray]], names: list[str], parts: list[Part]) -> dict[str, list[float]]:
+    """Σ ref² per output (and part of one, as compare.compare_outputs measures them) and sample."""
+    per_sample: dict[str, list[float]] = {key: [] for key in [*names, *(p.name for p in parts)]}
     for outputs in cached:
         for name, ref in zip(names, outputs, strict=True):
-            r = ref.astype(np.float64).ravel()
-            per_sample[name].append(compare.dot(r, r))
+            for key, values in [(name, ref), *((p.name, p.of(ref)) for p in parts if p.output == name)]:
+                if values is not None:
+                    r = values.astype(np.float64).ravel()
+                    per_sample[key].append(compare.dot(r, r))
     return per_sample
 
 
@@ -58,12 +61,14 @@ def evaluator(
     picked = spread(count, SCREEN_SAMPLES)
     subset = dataclasses.replace(listing, samples=tuple(listing.samples[k] for k in picked))
     cached = compare.reference_outputs(reference, iter_feeds(listing, specs, native), threads)
+    parts = output_parts(reference)  # once: every trial measures them
 
     def measure(encodings: Encodings, samples: InputList, kept, stop=None) -> dict[str, compare.Drift]:
         feeds = iter_feeds(samples, specs, native)
         return compare.compare_outputs(
-            reference, build(encodings), feeds, threads=threads, cached=kept, stop=stop, integer_kernels=integer_kernels
-        )
+            reference, build(encodings), feeds, threads=threads, cached=kept, stop=stop,
+            integer_kernels=integer_kernels, parts=parts,
+        )  # fmt: skip
 
     def full(encodings: Encodings) -> mp.Metrics:
         return mp.judged(measure(encodings, listing, cached))
@@ -75,9 +80,10 @@ def evaluator(
 
     if cached is None:  # float outputs too large to keep: no totals to bound a trial with
         return mp.Evaluator(full, screen)
-    signals = _signals(cached, [o.name for o in reference.graph.output])
+    signals = _signals(cached, [o.name for o in reference.graph.output], parts)
     totals = {name: sum(values) for name, values in signals.items()}
-    quiet = {name: (set(k := mp.quieter_half(v)), sum(v[i] for i in k)) for name, v in signals.items()}
+    whole = {o.name for o in reference.graph.output}  # parts are held to their pooled SQNR (mp.judged)
+    quiet = {name: (set(k := mp.quieter_half(v)), sum(v[i] for i in k)) for name, v in signals.items() if name in whole}
 
     def meets(encodings: Encodings, target: mp.Target) -> mp.Metrics | None:
         hopeless = False

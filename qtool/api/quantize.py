@@ -386,7 +386,7 @@ def _evaluate(
     if o.eval_list is not None:
         report.facts["evaluated on"] = str(o.eval_list)
     report.facts["evaluation seconds"] = round(time.perf_counter() - started, 2)
-    return _quality(o, overall(drift), reference, quantized, feeds(QUALITY_LAYER_SAMPLES), report) if drift else None
+    return _quality(o, drift, reference, quantized, feeds(QUALITY_LAYER_SAMPLES), report) if drift else None
 
 
 # onnxruntime's integer kernels this far below the model's own QDQ arithmetic is the CPU, not the quantization
@@ -420,10 +420,12 @@ QUALITY_LAYER_SAMPLES = 8  # samples the per-layer ranking of a failing model ru
 
 
 def _quality(
-    o: QuantizeOptions, metrics: dict, reference: onnx.ModelProto, quantized: onnx.ModelProto, feeds, report: Report
+    o: QuantizeOptions, drift: dict, reference: onnx.ModelProto, quantized: onnx.ModelProto, feeds, report: Report
 ) -> QualityError | None:
     """Warn when the written model is far from the float one (below QUALITY_SQNR_DB or QUALITY_COSINE),
-    naming the layer that adds the most noise and its fix; with --min_sqnr, below it is exit 6."""
+    naming the worst output (or part of one), the layer that adds the most noise and its fix; with
+    --min_sqnr, below it is exit 6."""
+    metrics = overall(drift)
     sqnr, cosine = metrics["sqnr_db"], metrics["cosine"]
     gate = o.min_sqnr is not None and sqnr < o.min_sqnr
     if not gate and sqnr >= QUALITY_SQNR_DB and cosine >= QUALITY_COSINE:
@@ -434,7 +436,11 @@ def _quality(
     if worst and not o.use_per_channel_residual and on_residual_stream(GraphFacts.of(reference), worst.tensor):
         blame += ("; it is on a transformer's residual stream: try --use_per_channel_residual"
                   " --apply_algorithms outlier_split --apply_algorithms smoothquant")
-    message = f"the quantized model is far from the float one (output SQNR {sqnr:.2f} dB, cosine {cosine:.4f}){blame}"
+    worst_output = min(drift, key=lambda name: (drift[name].sqnr_db, drift[name].cosine))
+    message = (
+        f"the quantized model is far from the float one (output SQNR {sqnr:.2f} dB, cosine {cosine:.4f};"
+        f" worst output {worst_output}){blame}"
+    )
     report.facts["quality"] = message
     if gate:
         return QualityError(f"{message}; below --min_sqnr {o.min_sqnr:g} dB (model written)", where=str(o.input_network))

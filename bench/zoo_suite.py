@@ -232,6 +232,22 @@ def yolox_boxes(out: np.ndarray, size: int = 416, score_thr: float = 0.1) -> lis
     return [(0, boxes[i]) for i in nms(boxes, scores, 0.45)]
 
 
+def yolov8_boxes(out: np.ndarray, conf: float = 0.25) -> list[tuple[int, np.ndarray]]:
+    """nudenet's _postprocess: [1, 4 + classes, anchors] -> (cx, cy, w, h) and class scores per anchor, its best
+    class at 0.25 or more (cv2.dnn.NMSBoxes' score threshold), NMS 0.45 over all classes."""
+    pred = out[0].T.astype(np.float64)
+    best, cls = pred[:, 4:].max(1), pred[:, 4:].argmax(1)
+    keep = best >= conf
+    xy, wh, best, cls = pred[keep, :2], pred[keep, 2:4], best[keep], cls[keep]
+    boxes = np.concatenate([xy - wh / 2, xy + wh / 2], 1)
+    return [(int(cls[i]), boxes[i]) for i in nms(boxes, best, 0.45)]
+
+
+# a detection output's class scores beside its boxes, measured apart (the boxes' energy hides them): task ->
+# (axis, first score channel)
+SCORE_PARTS = {"yolov8": (1, 4)}
+
+
 def picodet_boxes(outs: list[np.ndarray], hw=(800, 608), conf: float = 0.4) -> list[tuple[int, np.ndarray]]:
     """rapid_layout's PPPostProcess: DFL boxes (reg_max 7) at strides 8/16/32/64, per-class threshold 0.4, NMS 0.5."""
     scores_all, boxes_all = [], []
@@ -281,6 +297,8 @@ class Scores:
     """Per-output SQNR / cosine and the task metric of a model against the float model, sample by sample."""
 
     def __init__(self, entry: dict, names: list[str]) -> None:
+        if entry["task"] in SCORE_PARTS:
+            names = [*names, f"{names[0]} scores"]
         self.entry, self.names = entry, names
         self.signal = dict.fromkeys(names, 0.0)
         self.noise = dict.fromkeys(names, 0.0)
@@ -295,6 +313,10 @@ class Scores:
 
     def update(self, outs: list[np.ndarray], refs: list[np.ndarray], feed: dict, index: int, truth) -> None:
         task = self.entry["task"]
+        if task in SCORE_PARTS:
+            axis, first = SCORE_PARTS[task]
+            outs, refs = [*outs, np.take(outs[0], range(first, outs[0].shape[axis]), axis)], [
+                *refs, np.take(refs[0], range(first, refs[0].shape[axis]), axis)]  # fmt: skip
         if task == "table":  # an autoregressive Loop: sequences of either length, compared up to the shorter
             a, b = table_tokens(outs[1]), table_tokens(refs[1])
             self.add("same", float(a == b))
@@ -325,9 +347,12 @@ class Scores:
             self.add("edits", edit_distance(a, b))
             self.add("chars", max(len(b), 1))
             self.add("n", 1)
-        elif task in ("yolox", "picodet"):
-            boxes = yolox_boxes if task == "yolox" else picodet_boxes
-            m, f, t = match_f1(boxes(outs[0] if task == "yolox" else outs), boxes(refs[0] if task == "yolox" else refs))
+        elif task in ("yolox", "yolov8", "picodet"):
+            if task == "picodet":
+                m, f, t = match_f1(picodet_boxes(outs), picodet_boxes(refs))
+            else:
+                boxes = yolox_boxes if task == "yolox" else yolov8_boxes
+                m, f, t = match_f1(boxes(outs[0]), boxes(refs[0]))
             self.add("matched", m)
             self.add("found", f)
             self.add("truth", t)
@@ -395,7 +420,7 @@ class Scores:
         task = self.entry["task"]
         if task in ("ctc", "table") and c.get("n"):
             m.update(string_agree=c["same"] / c["n"], char_agree=1 - c["edits"] / c["chars"], n=int(c["n"]))
-        elif task in ("yolox", "picodet", "mtcnn_pnet") and "truth" in c:
+        elif task in ("yolox", "yolov8", "picodet", "mtcnn_pnet") and "truth" in c:
             p, r = c["matched"] / max(c["found"], 1), c["matched"] / max(c["truth"], 1)
             m.update(f1=2 * p * r / max(p + r, 1e-9), precision=p, recall=r, float_boxes=int(c["truth"]))
         elif task in ("classify", "vad", "wakeword", "mtcnn_onet", "tagging", "segment") and c.get("n"):

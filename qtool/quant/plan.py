@@ -21,6 +21,7 @@ from qtool.quant import blocks
 from qtool.quant.attention import mask_branch
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import group_encoding
+from qtool.quant.normalization import normalization_statistics
 from qtool.quant.observers import MinMax, Observer, observe_values
 from qtool.quant.overrides import int32_ops, propagate_float, sixteen_bit_layers
 from qtool.quant.residual import ChannelMinMax
@@ -84,7 +85,8 @@ def activation_tensors(facts: GraphFacts) -> list[str]:
     ConstantOfShape, an inf clip bound) is not an activation, nor is an attention mask's branch."""
     dynamic = set(facts.graph_inputs)
     names = [n for n in facts.graph_inputs if facts.is_float(n)]
-    masks = mask_branch(facts)  # an attention mask's branch runs in float (attention.py)
+    # an attention mask's branch (attention.py) and a normalisation's statistics (normalization.py) run in float
+    masks = mask_branch(facts) | normalization_statistics(facts)
     for node in facts.model.graph.node:
         if not any(i in dynamic for i in node.input if i):
             continue
@@ -272,14 +274,14 @@ def _weight_encoding(
     return enc.with_schema(schema, lo, hi, bitwidth, pow2=o.param_pow2)
 
 
-def _constant_encoding(name: str, values: np.ndarray, overrides: Encodings, o: PlanOptions) -> Encoding:
+def _constant_encoding(name: str, values: np.ndarray, overrides: Encodings, o: PlanOptions, bitwidth: int) -> Encoding:
     """A constant operand of an elementwise op (Add's `+ 3`) is quantized like the activation it
-    meets, so both operands share a grid type (onnxruntime fuses QLinearAdd only then)."""
+    meets, at its bitwidth, so both operands share a grid type (onnxruntime fuses QLinearAdd only then)."""
     given = overrides.params.get(name)
     if given is not None and (given.is_float or given.scale):
         return given
     lo, hi = float(values.min(initial=0.0)), float(values.max(initial=0.0))
-    return enc.with_schema(o.act_schema, lo, hi, given.bitwidth if given else o.act_bitwidth, pow2=o.act_pow2)
+    return enc.with_schema(o.act_schema, lo, hi, given.bitwidth if given else bitwidth, pow2=o.act_pow2)
 
 
 def _slope_encoding(name: str, values: np.ndarray, overrides: Encodings, o: PlanOptions) -> Encoding:
@@ -371,9 +373,13 @@ def plan_params(
         if bias and wanted(bias):
             weight = params.get(weights[0][1]) if weights else None
             params[bias] = _bias_encoding(bias, facts.array(bias), activations.get(node.input[0]), weight, overrides, o)
+        met = [activations[i] for i in node.input if i in activations and not activations[i].is_float]
         for name in constants:
-            if wanted(name):
-                params[name] = _constant_encoding(name, facts.array(name), overrides, o)
+            # the grid of the activation it meets: none when that is float (a statistic, a tensor mixed
+            # precision raised to float: Magika's eps and LayerNorm scales stayed 8-bit beside float ones)
+            if (met or name in overrides.params) and wanted(name):
+                bits = max((e.bitwidth for e in met), default=o.act_bitwidth)
+                params[name] = _constant_encoding(name, facts.array(name), overrides, o, bits)
     if o.float_bitwidth == 16:
         params.update({name: enc.float_encoding(16) for name in seen if name not in params})
     return params
@@ -393,11 +399,13 @@ def build_plan(facts: GraphFacts, observers: dict[str, Observer], overrides: Enc
 def _converts(
     facts: GraphFacts, plan: QuantPlan, observers: dict[str, Observer], o: PlanOptions
 ) -> dict[str, Encoding]:
-    """Encodings for the convert ops between a float op's output and the integer ops reading it."""
+    """Encodings for the convert ops between a float op's output and the integer ops reading it. An op
+    making a normalisation statistic (a ReduceSum of a float tensor) reads float: no convert."""
     converts = {}
+    statistics = normalization_statistics(facts)
     for name, e in plan.activations.items():
         readers = facts.consumers.get(name, [])
-        if not e.is_float or all(plan.is_float_node(c) for c in readers):
+        if not e.is_float or all(plan.is_float_node(c) or statistics.intersection(c.output) for c in readers):
             continue
         observer = observers.get(name)
         if getattr(observer, "stays_float", False):

@@ -1,0 +1,88 @@
+"""Normalisation statistics stay float: the mean, variance or inverse norm of a row of an activation, computed
+op by op and multiplied back into it, as a LayerNorm or RMSNorm is written where LayerNormalization does not fit
+(Flax's `E[x²] − E[x]²` over a middle axis, an opset below 17, RMSNorm before opset 23).
+
+On an 8-bit grid the variance is the difference of two close numbers and its reciprocal square root spans
+1/√ε for a constant row: Google's Magika (a jax2tf export) went to −2.6 dB, top-1 agreement 2%. The
+statistics are a few values a row, so keeping them float costs no MACs; the activations they normalise, and
+the normalised output, stay quantized.
+
+A statistic is the output of a reduction over the data path, and what elementwise ops make of statistics and
+constants alone. Every statistic must end in an elementwise op that joins it with the data path (x − mean,
+x · rsqrt): one read by a MatMul or Conv, or a graph output (a squeeze-excite's pooled vector, a mean-pooled
+embedding), is an activation like any other, and so is every statistic it was made from.
+"""
+
+from __future__ import annotations
+
+from qtool.quant.graph_facts import GraphFacts
+
+REDUCTIONS = frozenset({"ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2"})
+ELEMENTWISE = frozenset({
+    "Mul", "Add", "Sub", "Div", "Sqrt", "Reciprocal", "Max", "Min", "Pow", "Neg", "Abs", "Clip",
+    "Reshape", "Unsqueeze", "Squeeze", "Expand", "Identity", "Cast",
+})  # fmt: skip
+JOINS = frozenset({"Mul", "Div", "Sub", "Add"})
+
+
+def normalization_statistics(facts: GraphFacts) -> set[str]:
+    """The float tensors that are normalisation statistics (module docstring)."""
+    dynamic = set(facts.graph_inputs)
+    for node in facts.model.graph.node:
+        if any(i in dynamic for i in node.input if i):
+            dynamic.update(o for o in node.output if o)
+    starts = {
+        n.output[0] for n in facts.model.graph.node if n.op_type in REDUCTIONS and n.input and n.input[0] in dynamic
+    }
+    while True:
+        stats = _derived(facts, starts, dynamic)
+        bad = {t for t in stats if not _ends_well(facts, t, stats, dynamic)}
+        if not bad:
+            return {t for t in stats if facts.is_float(t)} if _joins_data(facts, stats, dynamic) else set()
+        starts -= {s for s in starts if _source_of(facts, s, bad, stats)}
+
+
+def _derived(facts: GraphFacts, starts: set[str], dynamic: set[str]) -> set[str]:
+    stats = set(starts)
+    for node in facts.model.graph.node:  # topological order: one pass reaches the fixpoint
+        inputs = [i for i in node.input if i and i in dynamic]
+        if node.op_type in ELEMENTWISE and inputs and all(i in stats for i in inputs):
+            stats.update(o for o in node.output if o)
+    return stats
+
+
+def _ends_well(facts: GraphFacts, tensor: str, stats: set[str], dynamic: set[str]) -> bool:
+    """Every reader of a statistic makes another statistic or joins it with the data path elementwise."""
+    if tensor in facts.graph_outputs:
+        return False
+    for user in facts.consumers.get(tensor, []):
+        inputs = [i for i in user.input if i and i in dynamic]
+        if user.op_type in ELEMENTWISE and all(i in stats for i in inputs):
+            continue
+        if user.op_type not in JOINS:
+            return False
+    return True
+
+
+def _joins_data(facts: GraphFacts, stats: set[str], dynamic: set[str]) -> bool:
+    return any(
+        user.op_type in JOINS and any(i in dynamic and i not in stats for i in user.input)
+        for t in stats
+        for user in facts.consumers.get(t, [])
+    )
+
+
+def _source_of(facts: GraphFacts, start: str, bad: set[str], stats: set[str]) -> bool:
+    """Whether statistic `start` is one of those a bad statistic was made from (walked back through `stats`)."""
+    stack, seen = list(bad), set()
+    while stack:
+        name = stack.pop()
+        if name == start:
+            return True
+        if name in seen or name not in stats:
+            continue
+        seen.add(name)
+        producer = facts.producers.get(name)
+        if producer is not None:
+            stack += [i for i in producer.input if i]
+    return False

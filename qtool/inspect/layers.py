@@ -154,6 +154,7 @@ def stream(
     quantized: onnx.ModelProto,
     feeds: Iterable[dict[str, np.ndarray]],
     threads: int = 0,
+    fetch_budget: int = stages.FETCH_BYTES,
 ) -> list[LayerError]:
     """One pass over `feeds` folding every probe's error into running sums, in stages of a few layers
     for a large model (stages.py). The sessions run with basic optimisation only, so that each probed
@@ -161,7 +162,7 @@ def stream(
     compare.compare_outputs' job."""
     shaped = inferred(external_data.weightless(reference, runtime.WEIGHT_BYTES)[0])  # shapes need no weights
     errors = {e.probe.tensor: e for e in (LayerError(p) for p in probes(reference, quantized, shaped))}
-    groups = stages.cut(reference, list(errors), stages.compare_bytes(), stages.value_bytes(shaped))
+    groups = stages.cut(reference, list(errors), stages.compare_bytes(), stages.value_bytes(shaped), fetch_budget)
     del shaped
     pairs = [[(t, errors[t].probe.quant_name) for t in group] for group in groups]
     for g, ref, quant in stages.run_stages(reference, quantized, pairs, feeds, threads):

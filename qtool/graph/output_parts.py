@@ -33,6 +33,7 @@ class Part:
     start: int
     stop: int
     rank: int
+    size: int  # the output's length along `axis`: its parts tile it
 
     @property
     def name(self) -> str:
@@ -42,8 +43,9 @@ class Part:
         return f"{self.output}[{', '.join(index)}]"
 
     def of(self, array: np.ndarray) -> np.ndarray | None:
-        """This part of one sample's output, or None when the output's real shape is not the inferred one."""
-        if array.ndim != self.rank or array.shape[self.axis] < self.stop:
+        """This part of one sample's output, or None when the output's real shape is not the inferred one (a
+        dynamic dimension counts as 1 in inferred shapes: a split along it is not one)."""
+        if array.ndim != self.rank or array.shape[self.axis] != self.size:
             return None
         return array[(slice(None),) * self.axis + (slice(self.start, self.stop),)]
 
@@ -63,7 +65,7 @@ def output_parts(model: onnx.ModelProto) -> list[Part]:
         for axis in range(len(shape)):
             runs = _runs(name, axis, producers, shapes, _DEPTH)
             if runs is not None and len(runs) > 1:
-                parts += [Part(name, axis, start, stop, len(shape)) for start, stop in runs]
+                parts += [Part(name, axis, start, stop, len(shape), runs[-1][1]) for start, stop in runs]
                 break
     return parts
 

@@ -66,13 +66,13 @@ def _yolox_head() -> onnx.ModelProto:
 
 
 def test_a_yolov8_head_splits_into_boxes_and_scores() -> None:
-    assert output_parts(_yolov8_head()) == [Part("y", 1, 0, 4, 3), Part("y", 1, 4, 7, 3)]
+    assert output_parts(_yolov8_head()) == [Part("y", 1, 0, 4, 3, 7), Part("y", 1, 4, 7, 3, 7)]
     assert [p.name for p in output_parts(_yolov8_head())] == ["y[:, 0:4, :]", "y[:, 4:7, :]"]
 
 
 def test_a_yolox_head_is_followed_through_reshape_concat_of_levels_and_transpose() -> None:
     """Objectness and class scores are both Sigmoids: one part beside the boxes."""
-    assert output_parts(_yolox_head()) == [Part("y", 2, 0, 4, 3), Part("y", 2, 4, 7, 3)]
+    assert output_parts(_yolox_head()) == [Part("y", 2, 0, 4, 3, 7), Part("y", 2, 4, 7, 3, 7)]
 
 
 def test_a_concat_of_one_kind_of_values_is_one_part() -> None:
@@ -121,3 +121,10 @@ def test_compare_measures_each_part_and_its_share_of_the_error() -> None:
     scores_db = 10 * np.log10((want**2).sum() / (want.size * 0.01**2))
     assert drift["y[:, 4:7, :]"].samples == 3 and drift["y"].sqnr_db > drift["y[:, 4:7, :]"].sqnr_db + 20
     assert drift["y[:, 4:7, :]"].sqnr_db == pytest.approx(scores_db, abs=1.5)
+
+
+def test_a_part_of_an_output_whose_real_length_differs_is_not_measured() -> None:
+    """Inferred shapes count a dynamic dimension as 1: a split along it would slice the wrong values."""
+    part = Part("y", 1, 4, 7, 3, 7)
+    assert part.of(np.zeros((1, 7, 5))).shape == (1, 3, 5)
+    assert part.of(np.zeros((1, 9, 5))) is None and part.of(np.zeros((7, 5))) is None

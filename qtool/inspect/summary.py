@@ -12,6 +12,7 @@ from onnx import helper
 from qtool.encoding import Encoding
 from qtool.graph import external_data
 from qtool.graph import model as gm
+from qtool.graph.output_parts import output_parts
 from qtool.inspect.findings import InspectReport
 from qtool.quant.cost import macs_per_node
 from qtool.quant.qdq_read import qdq_encodings
@@ -87,6 +88,8 @@ def summarise(model: onnx.ModelProto, where: str) -> InspectReport:
     report.facts["dynamic dims"] = ", ".join(f"{t}[{axis}]={label}" for t, axis, label in dynamic) or "none"
     total, macs = _macs_table(model)
     report.facts["MACs"] = total
+    if model_kind != "quantized" and (parts := output_parts(model)):  # compare and quantize measure them apart
+        report.facts["output parts"] = ", ".join(p.name for p in parts)
     io_rows = [["input", *_value_row(v)] for v in model.graph.input if v.name not in inits]
     io_rows += [["output", *_value_row(v)] for v in model.graph.output]
     report.tables.append(Table("inputs and outputs", ["kind", "name", "dtype", "shape"], io_rows))

@@ -127,3 +127,10 @@ def test_mixed_precision_holds_the_score_part_to_the_target(tmp_path: Path) -> N
     assert rows["y[:, :, 4:7]"]["sqnr_db"] >= 50
     raised = json.loads(out.with_suffix(".mixed_precision.json").read_text())
     assert "scores" in json.dumps(raised)
+
+
+def test_inspect_names_the_parts_it_will_measure_apart(tmp_path: Path) -> None:
+    model, _ = _detection_head(tmp_path)
+    result = run_cli(["inspect", model, "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.output)["output parts"] == "y[:, :, 0:4], y[:, :, 4:7]"

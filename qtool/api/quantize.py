@@ -33,6 +33,7 @@ from qtool.quant.algorithms import AlgorithmContext, adaround, resolve
 from qtool.quant.calibrate import FloatOutputs, calibrate
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import overall
+from qtool.quant.normalization import normalization_statistics
 from qtool.quant.overrides import checked_overrides
 from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan
 from qtool.quant.qdq import write_qdq
@@ -323,6 +324,8 @@ def _quantize(
     gm.save(quantized, output, external=o.external_data)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
     report.facts.update(_plan_facts(plan, output, started))
+    if statistics := normalization_statistics(GraphFacts.of(ctx.model)):  # not activations: no encodings to count
+        report.facts["float statistics"] = f"{len(statistics)} (normalisation means, variances, inverse norms)"
     failure = (finish_mixed(o, mixed, output, report, plan.encodings()) if mixed is not None else None) or quality
     if o.html is not None:
         chart = inspect_html.pareto_chart(mixed.curve) if mixed is not None else ""

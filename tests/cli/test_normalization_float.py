@@ -46,7 +46,9 @@ def _sqnr(reference: Path, quantized: Path, listing: Path) -> float:
 def test_the_statistics_stay_float_and_the_layer_quantizes(tmp_path: Path) -> None:
     model, listing = _model(tmp_path)
     out = tmp_path / "q.onnx"
-    assert run_cli(["quantize", "-i", model, "--input_list", listing, "-o", out]).exit_code == 0
+    result = run_cli(["quantize", "-i", model, "--input_list", listing, "-o", out, "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.output)["float statistics"].startswith("13 ")  # the report says how many
     acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
     assert not {"var", "rstd", "mean", "gain"} & set(acts) and acts["sq"][0]["dtype"] == "int"
     params = json.loads(out.with_suffix(".encodings.json").read_text())["param_encodings"]

@@ -253,8 +253,8 @@ def _float_by_plan(e: LayerError, facts: GraphFacts) -> bool:
     )  # fmt: skip
 
 
-def _quantized_sources(node: onnx.NodeProto, facts: GraphFacts, by_tensor: dict[str, LayerError]) -> set[str]:
-    """The nearest quantized probed tensors upstream of `node`, through float ones."""
+def _upstream_fix(node: onnx.NodeProto, facts: GraphFacts, by_tensor: dict[str, LayerError]) -> str:
+    """Raise the nearest quantized probed tensors upstream of `node`, through float ones."""
     found, stack, seen = set(), [node], set()
     while stack:
         for name in _probed_inputs(stack.pop(), facts, by_tensor):
@@ -265,7 +265,8 @@ def _quantized_sources(node: onnx.NodeProto, facts: GraphFacts, by_tensor: dict[
                 found.add(name)
             elif (producer := by_tensor[name].probe.node) is not None:
                 stack.append(producer)
-    return found
+    raise_them = f": 16-bit activation: --act_16bit_tensors {','.join(sorted(found))}" if found else ""
+    return "float already, it magnifies its inputs' error" + raise_them
 
 
 def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.ModelProto) -> list[LayerRow]:
@@ -273,19 +274,17 @@ def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.M
     facts = GraphFacts.of(reference)
     found = qdq_encodings(quantized)
     nsr = {e.probe.tensor: e.nsr for e in errors}
+    by_tensor = {e.probe.tensor: e for e in errors}
     scored = []
     for order, e in enumerate(errors):
         node = e.probe.node
         before = max((nsr[t] for t in _probed_inputs(node, facts, nsr)), default=0.0)
         added = max(e.nsr - before, 0.0)
         local = e.local_nsr
-        fix = suggest(e, added, facts, found)
-        if added > 0 and _float_by_plan(e, facts):  # the error a float tensor adds is its inputs' magnified (a
-            # normalisation statistic's reciprocal square root), so the fix is upstream
-            sources = sorted(_quantized_sources(node, facts, {x.probe.tensor: x for x in errors}))
-            fix = "float already, it magnifies its inputs' error" + (
-                f": 16-bit activation: --act_16bit_tensors {','.join(sources)}" if sources else "")
-        scored.append((_db(added), _db(e.nsr), order, e, local, fix))
+        # the error a float tensor adds is its inputs' magnified (a normalisation statistic's reciprocal
+        # square root), so its fix is upstream
+        fix = _upstream_fix(node, facts, by_tensor) if added > 0 and _float_by_plan(e, facts) else None
+        scored.append((_db(added), _db(e.nsr), order, e, local, fix or suggest(e, added, facts, found)))
     scored.sort(key=lambda s: s[:3])
     return [
         LayerRow(

@@ -131,12 +131,14 @@ class _Staged:
         self.inputs = {i.name for i in model.graph.input if i.name not in inits}  # every stage is fed these
         self.kept = set(self.inputs)  # the values each sample carries into the next stage
         self.run: set[int] = set()  # nodes run by the stages so far
+        self.constant = _constant_nodes(self.nodes, inits)
+        self.constant_values = {out for k in self.constant for out in self.nodes[k].output}
 
     def _needed(self, targets: list[str]) -> set[int]:
         needed, stack = set(), [t for t in targets if t not in self.kept]
         while stack:
             k = self.producer.get(stack.pop())
-            if k is not None and k not in needed and k not in self.run:
+            if k is not None and k not in needed and (k not in self.run or k in self.constant):
                 needed.add(k)
                 stack.extend(name for name in runtime.reads(self.nodes[k]) if name not in self.kept)
         return needed
@@ -147,7 +149,9 @@ class _Staged:
         made = {out for k in needed for out in self.nodes[k].output if out}
         later = {name for k, node in enumerate(self.nodes) if k not in self.run for name in runtime.reads(node)}
         later.update(name for group in self.groups[g + 1 :] for name in group)
-        self.kept = self.inputs | ((self.kept | made) & later)
+        # a constant is made again by each stage that reads it, never fed: fed, a Resize's empty `scales`
+        # is an input of unknown size, and onnxruntime refuses the Resize (SLANet: "not both of them")
+        self.kept = self.inputs | (((self.kept | made) & later) - self.constant_values)
         fetch = sorted(made & (set(self.groups[g]) | self.kept))
         given = {name: value for name, value in example.items() if name not in self.inputs}
         # no arena: each stage's sessions run a few samples and go, and an arena's memory outlived them
@@ -157,15 +161,30 @@ class _Staged:
         return lambda start: {**start, **(run(start) if run is not None else {})}
 
 
+def _constant_nodes(nodes: list[onnx.NodeProto], initializers: set[str]) -> set[int]:
+    """Indices of the nodes whose values depend on no graph input: Constant nodes and what is computed
+    from them and initializers alone (random generators excepted)."""
+    known, found = set(initializers), set()
+    for k, node in enumerate(nodes):  # graph order: a node's producers come first
+        if node.op_type.startswith("Random") or node.op_type == "Multinomial":
+            continue
+        if all(name in known for name in runtime.reads(node) if name):
+            found.add(k)
+            known.update(out for out in node.output if out)
+    return found
+
+
 def run_stages(
     reference: onnx.ModelProto,
     quantized: onnx.ModelProto,
     groups: list[list[tuple[str, str]]],
     feeds: Iterable[dict[str, np.ndarray]],
     threads: int = 0,
+    frontier_budget: int = FRONTIER_BYTES,
 ) -> Iterator[tuple[int, dict[str, np.ndarray], dict[str, np.ndarray]]]:
     """For each group of (reference tensor, quantized tensor) pairs, stage after stage, and each
-    sample in order: (group index, the reference's values, the quantized model's values)."""
+    sample in order: (group index, the reference's values, the quantized model's values). Each model
+    keeps at most `frontier_budget` bytes of frontier in memory, the rest in scratch files."""
     models = [
         _Staged(reference, [[r for r, _ in group] for group in groups], "reference model"),
         _Staged(quantized, [[q for _, q in group] for group in groups], "quantized model", folded=True),
@@ -174,7 +193,7 @@ def run_stages(
         stores: list[_Store] = []
         samples = 0
         for g in range(len(groups)):
-            previous, stores = stores, [_Store(os.path.join(scratch, f"{g}-{m}"), FRONTIER_BYTES) for m in range(2)]
+            previous, stores = stores, [_Store(os.path.join(scratch, f"{g}-{m}"), frontier_budget) for m in range(2)]
             runners: list[runtime.Runner | None] = [None, None]
             source = enumerate(feeds) if g == 0 else ((i, None) for i in range(samples))
             for i, feed in source:

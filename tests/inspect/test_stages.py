@@ -63,11 +63,10 @@ def test_stages_give_the_whole_graph_figures(tmp_path, monkeypatch, name, spill)
     reference, quantized, val = _quantized(tmp_path, name, use_per_channel_quantization=True)
     expected = _whole_graph(reference, quantized, val)
     monkeypatch.setenv(stages.COMPARE_ENV, "0")  # a stage per weighted layer
-    if spill:
-        monkeypatch.setattr(stages, "FRONTIER_BYTES", 0)  # every sample's frontier in a file
+    frontier = 0 if spill else stages.FRONTIER_BYTES  # 0: every sample's frontier in a file
     tensors = [p.tensor for p in layers.probes(reference, quantized)]
     assert len(stages.cut(reference, tensors, stages.compare_bytes())) >= 3
-    staged = _figures(layers.stream(reference, quantized, _feeds(quantized, val)))
+    staged = _figures(layers.stream(reference, quantized, _feeds(quantized, val), frontier_budget=frontier))
     assert np.array_equal(staged, expected)
     monkeypatch.delenv(stages.COMPARE_ENV)
     assert len(stages.cut(reference, tensors, stages.compare_bytes())) == 1
@@ -132,3 +131,43 @@ def test_a_bad_stage_size_is_one_error_line(tmp_path, monkeypatch):
     assert result.stderr.strip().splitlines() == [
         f"qtool: error: {stages.COMPARE_ENV}='lots' must be a number of bytes, at least 0"
     ]
+
+
+def _resize_model() -> onnx.ModelProto:
+    """Conv → Relu → Resize (its `scales` an empty Constant made first in the graph, as paddle2onnx
+    writes it, `sizes` an initializer) → Conv: the Constant's stage is not the Resize's."""
+    rng = np.random.default_rng(3)
+    weight = lambda name: onnx.numpy_helper.from_array(rng.normal(size=(2, 2, 3, 3)).astype(np.float32), name)  # noqa: E731
+    sizes = onnx.numpy_helper.from_array(np.array([1, 2, 8, 8], np.int64), "sizes")
+    empty = onnx.helper.make_tensor("none", onnx.TensorProto.FLOAT, [0], [])
+    nodes = [
+        onnx.helper.make_node("Constant", [], ["scales"], value=empty),
+        onnx.helper.make_node("Constant", [], ["roi"], value=empty),
+        onnx.helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]),
+        onnx.helper.make_node("Relu", ["c0"], ["r0"]),
+        onnx.helper.make_node("Resize", ["r0", "roi", "scales", "sizes"], ["up"], mode="nearest"),
+        onnx.helper.make_node("Conv", ["up", "w1"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    info = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph(
+        nodes, "g", [info("x", 1, [1, 2, 4, 4])], [info("y", 1, [1, 2, 8, 8])], [weight("w0"), weight("w1"), sizes]
+    )
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+def test_a_constant_is_made_by_each_stage_that_reads_it_not_fed(tmp_path, monkeypatch):
+    """Fed to the Resize's stage as an input, the empty `scales` has an unknown size and onnxruntime
+    refused the stage's model ("Either `sizes` or `scales` must be provided, but not both"): SLANet's
+    quantize ended in exit 3 once its quality warning ranked layers in stages."""
+    source = save(_resize_model(), tmp_path / "float.onnx")
+    calib = write_samples(tmp_path / "calib", gm.load(source), 4, seed=1)
+    out = tmp_path / "quant.onnx"
+    api.quantize(QuantizeOptions(input_network=source, input_list=calib, output_path=out))
+    reference, quantized = gm.load(source), gm.load(out)
+    expected = _whole_graph(reference, quantized, calib)
+    monkeypatch.setenv(stages.COMPARE_ENV, "0")  # a stage per weighted layer: the Resize is in the second
+    tensors = [p.tensor for p in layers.probes(reference, quantized)]
+    assert len(stages.cut(reference, tensors, stages.compare_bytes())) >= 2
+    for frontier in (stages.FRONTIER_BYTES, 0):
+        staged = layers.stream(reference, quantized, _feeds(quantized, calib), frontier_budget=frontier)
+        assert np.array_equal(_figures(staged), expected)

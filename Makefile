@@ -154,7 +154,11 @@ OUT := build/demo
 # 14712 -> 14714: an output part is measured only when the output's real length along its axis is the inferred one
 # 14714 -> 14717: inspect names the output parts it will measure apart
 # 14717 -> 14720: the quantize report counts the float statistics
-LINE_BUDGET := 14719
+# 14719 -> 14733: the quality warning's blame keeps 1 MB of stage frontiers in memory (the rest in scratch
+#   files), fetches 4 MB a stage and sums its errors in float64 chunks (Magika: 179 -> 134 MB; quantize alone 112)
+# 14733 -> 14750: a stage makes the constants it reads (Constant nodes and what follows from them alone)
+#   instead of being fed them: SLANet's empty Resize `scales`, fed, made onnxruntime refuse the stage (exit 3)
+LINE_BUDGET := 14750
 
 .PHONY: demo test lint venv bench clean golden
 

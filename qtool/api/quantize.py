@@ -422,7 +422,10 @@ QUALITY_SQNR_DB, QUALITY_COSINE = 10.0, 0.9
 QUALITY_LAYER_SAMPLES = 8  # samples the per-layer ranking of a failing model runs on
 # values it fetches a stage (inspect/stages.py; inspect's 32 MB): the blame of one warning is not worth a peak
 # above the quantization's own (nudenet's YOLOv8n: 297 MB at 32 MB, 227 at 8; 189 without the ranking)
-QUALITY_FETCH_BYTES = 8 << 20
+QUALITY_FETCH_BYTES = 4 << 20
+# and keeps of the stages' frontiers in memory a model, the rest in scratch files (Magika: 8 samples of its
+# one-hot input and LayerNorm maps, 15 MB a model, were most of its 179 MB against 112 without the ranking)
+QUALITY_FRONTIER_BYTES = 1 << 20
 
 
 def _quality(
@@ -436,7 +439,7 @@ def _quality(
     gate = o.min_sqnr is not None and sqnr < o.min_sqnr
     if not gate and sqnr >= QUALITY_SQNR_DB and cosine >= QUALITY_COSINE:
         return None
-    errors = layers.stream(reference, quantized, feeds, o.num_threads, QUALITY_FETCH_BYTES)
+    errors = layers.stream(reference, quantized, feeds, o.num_threads, QUALITY_FETCH_BYTES, QUALITY_FRONTIER_BYTES)
     rows = layers.rank(errors, reference, quantized)
     worst = next((r for r in rows if math.isfinite(r.added_db)), None)
     blame = f"; worst layer {worst.tensor!r} ({worst.op}, adds noise at {worst.added_db:g} dB): {worst.fix}" if worst else ""

@@ -67,6 +67,9 @@ class Probe:
     live: tuple[float, float] | None = None
 
 
+UPDATE_CHUNK = 1 << 16  # elements a sum's float64 copies hold at once
+
+
 def _db(nsr: float) -> float:
     if nsr <= 0:
         return math.inf
@@ -86,14 +89,19 @@ class LayerError:
         ref, quant = common_shape(ref, quant)
         if self.probe.live is not None:
             ref, quant = np.clip(ref, *self.probe.live), np.clip(quant, *self.probe.live)
-        r, q = ref.astype(np.float64).ravel(), quant.astype(np.float64).ravel()
-        with np.errstate(invalid="ignore"):  # a mask's -inf equals itself: no error there, not NaN
-            d = np.where(r == q, 0.0, r - q)
-        self.signal += dot(r, r)
-        self.noise += dot(d, d)
-        if self.probe.encoding is not None:
-            local = r - self.probe.encoding.fake_quantize(ref).astype(np.float64).ravel()
-            self.local_noise += dot(local, local)
+        grid = self.probe.encoding.fake_quantize(ref).ravel() if self.probe.encoding is not None else None
+        ref, quant = ref.ravel(), quant.ravel()
+        # float64 a chunk at a time: whole copies of a 2 MB map were 20 MB of peak for the sums' sake
+        for start in range(0, ref.size, UPDATE_CHUNK):
+            r = ref[start : start + UPDATE_CHUNK].astype(np.float64)
+            q = quant[start : start + UPDATE_CHUNK].astype(np.float64)
+            with np.errstate(invalid="ignore"):  # a mask's -inf equals itself: no error there, not NaN
+                d = np.where(r == q, 0.0, r - q)
+            self.signal += dot(r, r)
+            self.noise += dot(d, d)
+            if grid is not None:
+                local = r - grid[start : start + UPDATE_CHUNK].astype(np.float64)
+                self.local_noise += dot(local, local)
 
     def _nsr(self, noise: float) -> float:
         if noise == 0:
@@ -155,6 +163,7 @@ def stream(
     feeds: Iterable[dict[str, np.ndarray]],
     threads: int = 0,
     fetch_budget: int = stages.FETCH_BYTES,
+    frontier_budget: int = stages.FRONTIER_BYTES,
 ) -> list[LayerError]:
     """One pass over `feeds` folding every probe's error into running sums, in stages of a few layers
     for a large model (stages.py). The sessions run with basic optimisation only, so that each probed
@@ -165,7 +174,7 @@ def stream(
     groups = stages.cut(reference, list(errors), stages.compare_bytes(), stages.value_bytes(shaped), fetch_budget)
     del shaped
     pairs = [[(t, errors[t].probe.quant_name) for t in group] for group in groups]
-    for g, ref, quant in stages.run_stages(reference, quantized, pairs, feeds, threads):
+    for g, ref, quant in stages.run_stages(reference, quantized, pairs, feeds, threads, frontier_budget):
         for tensor, quant_name in pairs[g]:
             errors[tensor].update(ref[tensor], quant[quant_name])
     return list(errors.values())

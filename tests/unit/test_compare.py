@@ -6,6 +6,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from qtool.encoding import tf
+from qtool.inspect import layers
 from qtool.inspect.compare import Drift, common_shape
 from qtool.inspect.layers import LayerError
 
@@ -41,3 +43,20 @@ def test_minus_infinity_in_both_outputs_is_agreement_not_nan() -> None:
     with np.errstate(invalid="raise"):
         drift.update(np.array([1.0, -np.inf, 2.0]), np.array([1.0, -np.inf, 2.5]), None)
     assert drift.noise == 0.25 and drift.signal == 5.0 and 0.99 < drift.cosine < 1
+
+
+def test_a_layer_error_summed_in_chunks_equals_the_whole_sum(monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(3, 37)).astype(np.float32)
+    quant = ref + rng.normal(scale=0.01, size=ref.shape).astype(np.float32)
+    encoding = tf(-3.0, 3.0, 8)
+    whole = LayerError(SimpleNamespace(encoding=encoding, live=None))
+    whole.update(ref, quant)
+    monkeypatch.setattr(layers, "UPDATE_CHUNK", 10)  # 111 values: 12 chunks, the last of one value
+    chunked = LayerError(SimpleNamespace(encoding=encoding, live=None))
+    chunked.update(ref, quant)
+    r, q = ref.astype(np.float64).ravel(), quant.astype(np.float64).ravel()
+    local = r - encoding.fake_quantize(ref).astype(np.float64).ravel()
+    expected = [(r * r).sum(), ((r - q) ** 2).sum(), (local * local).sum()]
+    for e in (whole, chunked):
+        assert np.allclose([e.signal, e.noise, e.local_noise], expected, rtol=1e-12) and e.local_noise > 0

@@ -158,7 +158,9 @@ OUT := build/demo
 #   files), fetches 4 MB a stage and sums its errors in float64 chunks (Magika: 179 -> 134 MB; quantize alone 112)
 # 14733 -> 14750: a stage makes the constants it reads (Constant nodes and what follows from them alone)
 #   instead of being fed them: SLANet's empty Resize `scales`, fed, made onnxruntime refuse the stage (exit 3)
-LINE_BUDGET := 14750
+# 14750 -> 14856: a GELU written op by op is quantized at its ends only, its inside float (quant/gelu.py), as
+#   converters that fuse it into one Gelu op run it (Magika held out: 5.1 -> 7.2 dB, mixed30 33.1 -> 42.5 dB)
+LINE_BUDGET := 14856
 
 .PHONY: demo test lint venv bench clean golden
 

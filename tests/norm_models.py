@@ -35,3 +35,28 @@ def flax_layernorm_nodes() -> tuple[list[onnx.NodeProto], dict]:
         "bias": rng.normal(0, 0.1, (1, 64, 1)).astype(np.float32),
     }  # fmt: skip
     return nodes, arrays
+
+
+def gelu_nodes(form: str, x: str = "x", y: str = "y", prefix: str = "g_") -> tuple[list[onnx.NodeProto], dict]:
+    """GELU as exporters below opset 20 write it: "erf" (PyTorch), "tanh" (GPT-2's gelu_new, x³ as Pow) or
+    "tanh-mul" (Flax / jax2tf: x³ as x·x·x, the halving first); its inside tensors are named `prefix` + a letter."""
+    g = lambda name: prefix + name  # noqa: E731
+    make = helper.make_node
+    if form == "erf":
+        nodes = [
+            make("Div", [x, "sqrt2"], [g("d")]), make("Erf", [g("d")], [g("e")]), make("Add", [g("e"), "one"], [g("a")]),
+            make("Mul", [x, g("a")], [g("m")]), make("Mul", [g("m"), "half"], [y]),
+        ]  # fmt: skip
+        return nodes, {"sqrt2": np.float32(np.sqrt(2)), "one": np.float32(1), "half": np.float32(0.5)}
+    if form == "tanh":
+        cube = [make("Pow", [x, "three"], [g("c")])]
+    else:
+        cube = [make("Mul", [x, x], [g("sq")]), make("Mul", [g("sq"), x], [g("c")])]
+    nodes = [
+        *cube, make("Mul", [g("c"), "k"], [g("ck")]), make("Add", [x, g("ck")], [g("s")]),
+        make("Mul", [g("s"), "root"], [g("t")]), make("Tanh", [g("t")], [g("h")]), make("Add", ["one", g("h")], [g("a")]),
+        make("Mul", [x, "half"], [g("x2")]), make("Mul", [g("x2"), g("a")], [y]),
+    ]  # fmt: skip
+    arrays = {"three": np.float32(3), "k": np.float32(0.044715), "root": np.float32(np.sqrt(2 / np.pi)),
+              "one": np.float32(1), "half": np.float32(0.5)}  # fmt: skip
+    return nodes, arrays

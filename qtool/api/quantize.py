@@ -31,6 +31,7 @@ from qtool.io.input_list import InputList, read_input_list
 from qtool.quant import blocks
 from qtool.quant.algorithms import AlgorithmContext, adaround, resolve
 from qtool.quant.calibrate import FloatOutputs, calibrate
+from qtool.quant.gelu import gelu_interiors
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import overall
 from qtool.quant.normalization import normalization_statistics
@@ -324,8 +325,11 @@ def _quantize(
     gm.save(quantized, output, external=o.external_data)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
     report.facts.update(_plan_facts(plan, output, started))
-    if statistics := normalization_statistics(GraphFacts.of(ctx.model)):  # not activations: no encodings to count
+    facts = GraphFacts.of(ctx.model)  # float by structure, not activations: no encodings to count them by
+    if statistics := normalization_statistics(facts):
         report.facts["float statistics"] = f"{len(statistics)} (normalisation means, variances, inverse norms)"
+    if interiors := gelu_interiors(facts):
+        report.facts["float GELU interiors"] = f"{len(interiors)} (a GELU written op by op is quantized at its ends)"
     failure = (finish_mixed(o, mixed, output, report, plan.encodings()) if mixed is not None else None) or quality
     if o.html is not None:
         chart = inspect_html.pareto_chart(mixed.curve) if mixed is not None else ""

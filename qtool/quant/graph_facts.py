@@ -13,8 +13,9 @@ from qtool.graph import external_data
 from qtool.quant.rules import SQUASHABLE_PRODUCERS, SQUASHING_ACTIVATIONS
 
 # the float types a QuantizeLinear takes in onnxruntime: a double or bfloat16 tensor (a model casting
-# up for precision) stays as it is
+# up for precision) stays as it is; float16 only from opset 19 (QuantizeLinear-13 takes float32 alone)
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16})
+HALF_OPSET = 19
 
 
 @dataclass
@@ -26,6 +27,7 @@ class GraphFacts:
     consumers: dict[str, list[onnx.NodeProto]]
     graph_inputs: list[str]
     graph_outputs: set[str]
+    float_types: frozenset[int] = FLOAT_TYPES
 
     @classmethod
     def of(cls, model: onnx.ModelProto) -> GraphFacts:
@@ -41,10 +43,12 @@ class GraphFacts:
             for name in dict.fromkeys(i for i in node.input if i):
                 consumers[name].append(node)
         inputs = [v.name for v in graph.input if v.name not in inits]
-        return cls(model, types, inits, producers, dict(consumers), inputs, {v.name for v in graph.output})
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), HALF_OPSET)
+        kinds = FLOAT_TYPES if opset >= HALF_OPSET else frozenset({TensorProto.FLOAT})
+        return cls(model, types, inits, producers, dict(consumers), inputs, {v.name for v in graph.output}, kinds)
 
     def is_float(self, name: str) -> bool:
-        return self.elem_types.get(name) in FLOAT_TYPES
+        return self.elem_types.get(name) in self.float_types
 
     def squashed_into(self, name: str) -> str | None:
         """The tensor that carries `name`'s encoding when `name` gets none of its own: the ReLU output when

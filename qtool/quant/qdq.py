@@ -79,15 +79,19 @@ class _Writer:
         self.packed = packed
         facts = GraphFacts.of(model)
         self.fresh = FreshNames(set(facts.elem_types) | set(facts.producers) | {n.name for n in model.graph.node})
+        self.half = {name for name, kind in facts.elem_types.items() if kind == TensorProto.FLOAT16}
         self.initializers: list[onnx.TensorProto] = []
         self.nodes: list[onnx.NodeProto] = []
 
     def node(self, op: str, inputs: list[str], output: str, **attrs: int) -> None:
         self.nodes.append(helper.make_node(op, inputs, [output], name=self.fresh(f"{output}_{op}"), **attrs))
 
-    def qparams(self, name: str, e: Encoding, int_type: type, weight_shape: tuple[int, ...] = ()) -> tuple[str, str]:
+    def qparams(
+        self, name: str, e: Encoding, int_type: type, weight_shape: tuple[int, ...] = (), half: bool = False
+    ) -> tuple[str, str]:
+        """`half`: the scale of a float16 tensor is float16 (Q/DQ take and give the scale's type)."""
         scale_name, zp_name = self.fresh(f"{name}_scale"), self.fresh(f"{name}_zero_point")
-        scale, zp = e.scale_array().astype(np.float32), e.zero_point().astype(int_type)
+        scale, zp = e.scale_array().astype(np.float16 if half else np.float32), e.zero_point().astype(int_type)
         if e.blocks is not None:
             scale, zp = blocks.onnx_array(scale, e, weight_shape), blocks.onnx_array(zp, e, weight_shape)
         else:
@@ -113,13 +117,16 @@ class _Writer:
 
     def activation(self, prequant: str, dequant: str, e: Encoding, base: str) -> None:
         """`prequant` -> Q -> DQ -> `dequant`; new names start with `base`."""
+        if _is_fp16(e) and (prequant in self.half or base in self.half):
+            self.node("Identity", [prequant], dequant)  # float16 already
+            return
         if _is_fp16(e):
             half = self.fresh(f"{base}_fp16")
             self.node("Cast", [prequant], half, to=TensorProto.FLOAT16)
             self.node("Cast", [half], dequant, to=TensorProto.FLOAT)
             return
         int_type = storage_type(e)
-        scale, zp = self.qparams(base, e, int_type)
+        scale, zp = self.qparams(base, e, int_type, half=prequant in self.half or base in self.half)
         q_name = self.fresh(f"{base}_quantized")
         self.node("QuantizeLinear", [prequant, scale, zp], q_name, **_axis(e))
         self.node("DequantizeLinear", [q_name, scale, zp], dequant, **_axis(e))

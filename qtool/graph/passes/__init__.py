@@ -13,6 +13,7 @@ from qtool.graph.passes.div_to_mul import DivToMulPass
 from qtool.graph.passes.fix_input_dims import FixInputDimsPass
 from qtool.graph.passes.fold_batchnorm import FoldBatchNormPass
 from qtool.graph.passes.fold_conv_affine import FoldConvAffinePass
+from qtool.graph.passes.fuse_conv_add import FuseConvAddPass
 from qtool.graph.passes.fuse_hardswish import FuseHardSwishPass
 from qtool.graph.passes.fuse_layernorm import FuseLayerNormPass
 from qtool.graph.passes.fuse_matmul_add import FuseMatMulAddPass
@@ -51,6 +52,7 @@ def convert_passes(input_dims: dict[str, tuple[int, ...]]) -> list[ir.passes.Pas
         FuseLayerNormPass(),
         FusePadIntoConvPass(),
         FoldConvAffinePass(),
+        FuseConvAddPass(),  # after the affine fold: a Conv · s + t is one rule, its + t is not a bias
         FuseMatMulAddPass(),
         FuseHardSwishPass(),
         DivToMulPass(),

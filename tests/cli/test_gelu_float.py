@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import run_cli
+from conftest import run_cli, write_samples
 from norm_models import gelu_nodes
 from onnx import TensorProto, helper, numpy_helper
 
@@ -23,7 +23,7 @@ def _model(tmp_path: Path, form: str) -> tuple[Path, Path]:
     nodes, arrays = gelu_nodes(form)
     nodes = [helper.make_node("MatMul", ["h", "w1"], ["hw"]), helper.make_node("Add", ["hw", "b1"], ["x"]), *nodes,
              helper.make_node("MatMul", ["y", "w2"], ["out"])]  # fmt: skip
-    arrays.update(w1=rng.normal(0, 1.0, (16, 32)).astype(np.float32), b1=rng.normal(0, 0.5, 32).astype(np.float32),
+    arrays.update(w1=rng.normal(0, 1.7, (16, 32)).astype(np.float32), b1=rng.normal(0, 0.5, 32).astype(np.float32),
                   w2=rng.normal(0, 0.3, (32, 8)).astype(np.float32))  # fmt: skip
     inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in arrays.items()]
     graph = helper.make_graph(nodes, "ffn", [helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 24, 16])],
@@ -32,16 +32,11 @@ def _model(tmp_path: Path, form: str) -> tuple[Path, Path]:
     model.ir_version = 8
     path = tmp_path / f"{form}.onnx"
     onnx.save(model, str(path))
-    lines = []
-    for i in range(8):
-        (tmp_path / f"{i}.raw").write_bytes(rng.normal(0, 1, (1, 24, 16)).astype(np.float32).tobytes())
-        lines.append(str(tmp_path / f"{i}.raw"))
-    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
-    return path, tmp_path / "list.txt"
+    return path, write_samples(tmp_path, model, 8, seed=4)
 
 
 def _sqnr(reference: Path, quantized: Path, listing: Path) -> float:
-    feeds = [{"h": np.fromfile(p, np.float32).reshape(1, 24, 16)} for p in listing.read_text().split()]
+    feeds = [{"h": np.fromfile(p, np.float32).reshape(1, 24, 16)} for p in listing.read_text().split()]  # one input
     return compare_outputs(onnx.load(str(reference)), onnx.load(str(quantized)), feeds)["out"].sqnr_db
 
 
@@ -61,5 +56,5 @@ def test_a_gelu_is_quantized_at_its_ends_and_closer_to_float(tmp_path: Path, mon
     op_by_op = tmp_path / "op_by_op.onnx"
     assert run_cli(["quantize", "-i", model, "--input_list", listing, "-o", op_by_op]).exit_code == 0
     gain = _sqnr(model, fused, listing) - _sqnr(model, op_by_op, listing)
-    # the tanh form's x³ gains most (+3.5 dB here); the erf form's inside is bounded, its roundings as harmless
+    # the tanh form's x³ gains most (+3.3 dB here); the erf form's inside is bounded, its roundings as harmless
     assert gain > {"erf": -0.5, "tanh": 2.0}[form]

@@ -15,6 +15,8 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
+from qtool.graph.passes.fuse_matmul_add import replace_pair
+
 logger = logging.getLogger(__name__)
 
 
@@ -66,11 +68,8 @@ class FuseConvAddPass(ir.passes.InPlacePass):
                 name += "_"
             value = ir.Value(name=name, const_value=ir.tensor(total.astype(shift.dtype)))
             model.graph.register_initializer(value)
-            conv = ir.node("Conv", inputs=[node.inputs[0], node.inputs[1], value], attributes=node.attributes,
-                           name=node.name)  # fmt: skip
-            output = add.outputs[0]
-            ir.convenience.replace_nodes_and_values(model.graph, add, [node, add], [conv], [output], [conv.outputs[0]])
-            conv.outputs[0].name = output.name
+            inputs = [node.inputs[0], node.inputs[1], value]
+            replace_pair(model.graph, node, add, ir.node("Conv", inputs=inputs, attributes=node.attributes, name=node.name))
             fused += 1
         logger.info("fuse_conv_add: %d Conv + bias pairs fused", fused)
         return ir.passes.PassResult(model, modified=bool(fused))

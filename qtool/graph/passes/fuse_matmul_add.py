@@ -60,6 +60,13 @@ def _as_vector(bias: ir.Value, columns: int, graph: ir.Graph) -> ir.Value:
     return graph.initializers[name]
 
 
+def replace_pair(graph: ir.Graph, layer: ir.Node, add: ir.Node, fused: ir.Node) -> None:
+    """`fused` in place of `layer` and the bias `add` after it, writing the Add's output under its name."""
+    output = add.outputs[0]
+    ir.convenience.replace_nodes_and_values(graph, add, [layer, add], [fused], [output], [fused.outputs[0]])
+    fused.outputs[0].name = output.name
+
+
 class FuseMatMulAddPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         fused = 0
@@ -69,10 +76,7 @@ class FuseMatMulAddPass(ir.passes.InPlacePass):
                 continue
             add, bias = found
             bias = _as_vector(bias, node.inputs[1].const_value.shape[1], model.graph)  # type: ignore[union-attr]
-            gemm = ir.node("Gemm", inputs=[node.inputs[0], node.inputs[1], bias], name=node.name)
-            output = add.outputs[0]
-            ir.convenience.replace_nodes_and_values(model.graph, add, [node, add], [gemm], [output], [gemm.outputs[0]])
-            gemm.outputs[0].name = output.name
+            replace_pair(model.graph, node, add, ir.node("Gemm", inputs=[node.inputs[0], node.inputs[1], bias], name=node.name))
             fused += 1
         logger.info("fuse_matmul_add: %d MatMul + bias pairs fused into Gemm", fused)
         return ir.passes.PassResult(model, modified=bool(fused))

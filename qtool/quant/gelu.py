@@ -14,6 +14,7 @@ leave through one Mul. Those inside stay float; x and the Mul's output are activ
 
 from __future__ import annotations
 
+from qtool import runtime
 from qtool.quant.graph_facts import GraphFacts
 
 CORES = frozenset({"Erf", "Tanh"})
@@ -23,10 +24,7 @@ REACH = 6  # producers walked back from the Erf or Tanh to find x (the tanh form
 
 def gelu_interiors(facts: GraphFacts) -> set[str]:
     """The float tensors inside GELUs written op by op (module docstring)."""
-    dynamic = set(facts.graph_inputs)
-    for node in facts.model.graph.node:
-        if any(i in dynamic for i in node.input if i):
-            dynamic.update(o for o in node.output if o)
+    dynamic = runtime.downstream(facts.model.graph.node, facts.graph_inputs)
     found: set[str] = set()
     for node in facts.model.graph.node:
         if node.op_type in CORES and node.input and node.input[0] in dynamic:
@@ -55,6 +53,8 @@ def _sources(facts: GraphFacts, core, dynamic: set[str]) -> list[str]:
 def _gelu(facts: GraphFacts, source: str, core, dynamic: set[str]) -> set[str] | None:
     """The inside of the largest GELU of `source` through `core`, or None when what follows `source` is no
     GELU. Largest: a constant scaling after the gate (a layer scale) belongs to the function too."""
+    if len(facts.consumers.get(source, [])) < 2:  # x gates itself: read by both branches (spares a plain Tanh the walk)
+        return None
     made, nodes = {source}, []
     for node in facts.model.graph.node:  # topological order: one pass is the closure
         inputs = [i for i in node.input if i in dynamic]

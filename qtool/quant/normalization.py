@@ -15,6 +15,7 @@ embedding), is an activation like any other, and so is every statistic it was ma
 
 from __future__ import annotations
 
+from qtool import runtime
 from qtool.quant.graph_facts import GraphFacts
 
 REDUCTIONS = frozenset({"ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2"})
@@ -27,10 +28,7 @@ JOINS = frozenset({"Mul", "Div", "Sub", "Add"})
 
 def normalization_statistics(facts: GraphFacts) -> set[str]:
     """The float tensors that are normalisation statistics (module docstring)."""
-    dynamic = set(facts.graph_inputs)
-    for node in facts.model.graph.node:
-        if any(i in dynamic for i in node.input if i):
-            dynamic.update(o for o in node.output if o)
+    dynamic = runtime.downstream(facts.model.graph.node, facts.graph_inputs)
     starts = {
         n.output[0] for n in facts.model.graph.node if n.op_type in REDUCTIONS and n.input and n.input[0] in dynamic
     }

@@ -171,7 +171,10 @@ OUT := build/demo
 # 15003 -> 15008: a Softmax chain stops at a Split whose other parts are read (YOLOv8's DFL boxes beside its class logits)
 # 15008 -> 15023: a Conv squashed into a clipped ReLU is named clipped too (its grid is the ReLU's)
 # 15023 -> 15021: gelu and normalization take the data path from runtime.downstream
-LINE_BUDGET := 15021
+# 15021 -> 15052: a Concat is split where a smaller input's grid has another reader (2x, PP-OCRv6's stem:
+#   14.8 -> 16.2 dB held out; nudenet F1 72.7 -> 84.2%), and a split Concat inside the model gets an integer
+#   output (inputs requantized onto it, not a float Concat on HTP); only one that leaves the model stays float
+LINE_BUDGET := 15052
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -276,12 +276,8 @@ def candidates(facts: GraphFacts, plan: QuantPlan) -> tuple[list[Candidate], Cos
     found = []
     total_elems = 0  # every quantized activation element: the all-8-bit traffic
     quantized = {t for t, e in plan.activations.items() if not e.is_float}
-    # a Concat the plan keeps float (ranges too far apart, plan.wide_concats) leaves its inputs their own groups
-    apart = frozenset(
-        n.output[0] for n in facts.model.graph.node
-        if n.op_type == "Concat" and n.output[0] in plan.activations and plan.activations[n.output[0]].is_float
-    )  # fmt: skip
-    groups = activation_groups(facts, activation_tensors(facts), apart)
+    # a Concat the plan splits (ranges too far apart, plan.wide_concats) leaves its inputs their own groups
+    groups = activation_groups(facts, activation_tensors(facts), plan.split_concats)
     group_of = {t: g for g in groups for t in g}
     index = {t: k for k, g in enumerate(groups) for t in g}
     for group in groups:

@@ -70,6 +70,7 @@ class QuantPlan:
     converts: dict[str, Encoding] = field(default_factory=dict)
     # a squashed output (a Conv's, before its ReLU) -> the tensor that carries its encoding
     carriers: dict[str, str] = field(default_factory=dict)
+    split_concats: frozenset[str] = frozenset()  # Concat outputs whose inputs keep their own grids (wide_concats)
 
     def is_float_node(self, node) -> bool:
         """Its output (or the ReLU output carrying its encoding) stays float: it reads float inputs."""
@@ -164,20 +165,50 @@ def _passed_through(node) -> list[tuple[str, str]]:
 # A Concat joining ranges further apart than this (by magnitude) would leave its smaller inputs a
 # handful of levels on one shared 8-bit grid: a detector's sigmoid scores next to box coordinates.
 CONCAT_RANGE_RATIO = 16.0
+# ... and one joining ranges this far apart coarsens a smaller input that another op also reads (PP-OCRv6's
+# stem: a MaxPool of the first ReLU, which a Conv reads too, next to a ReLU 3.8x wider): the shared grid
+# costs that reader a bit for nothing, where a requantize on the Concat's input would cost it none.
+CONCAT_SHARED_RATIO = 2.0
 
 
-def wide_concats(facts: GraphFacts, observers: dict[str, Observer]) -> frozenset[str]:
-    """Outputs of Concats whose observed inputs' magnitudes differ by more than CONCAT_RANGE_RATIO:
-    each input keeps its own encoding and the output stays float (integer readers get a convert)."""
+def wide_concats(facts: GraphFacts, observers: dict[str, Observer], tensors: list[str]) -> frozenset[str]:
+    """Outputs of Concats that do not join their inputs on one grid: inputs' observed magnitudes more than
+    CONCAT_RANGE_RATIO apart, or CONCAT_SHARED_RATIO apart where a smaller input's grid has another reader.
+    Each input keeps its encoding, requantized onto the output's (see `plan_activations`)."""
+    concats = [n for n in facts.model.graph.node if rule_for(n).joins_inputs]
+    alone = activation_groups(facts, tensors, frozenset(n.output[0] for n in concats))
+    group_of = {t: g for g in alone for t in g}
     found = set()
-    for node in facts.model.graph.node:
-        if not rule_for(node).joins_inputs:
+    for node in concats:
+        seen = {i: observers[i] for i in node.input if i in observers and observers[i].count}
+        magnitudes = {i: max(abs(v) for v in MinMax.range(o)) for i, o in seen.items()}  # type: ignore[arg-type]
+        if len(magnitudes) < 2:
             continue
-        seen = [observers[i] for i in node.input if i in observers and observers[i].count]
-        magnitudes = [max(abs(v) for v in MinMax.range(o)) for o in seen]  # type: ignore[arg-type]
-        if len(magnitudes) > 1 and max(magnitudes) > CONCAT_RANGE_RATIO * max(min(magnitudes), 1e-12):
+        top = max(magnitudes.values())
+        ratio = top / max(min(magnitudes.values()), 1e-12)
+        shared = any(
+            m * CONCAT_SHARED_RATIO < top and _read_elsewhere(facts, node, group_of.get(i, [i]))
+            for i, m in magnitudes.items()
+        )  # fmt: skip
+        if ratio > CONCAT_RANGE_RATIO or (ratio > CONCAT_SHARED_RATIO and shared):
             found.add(node.output[0])
     return frozenset(found)
+
+
+def _read_elsewhere(facts: GraphFacts, concat, group: list[str]) -> bool:
+    """Does an op other than `concat` compute with this encoding group's grid (or is it a graph output)?
+    An op passing it through to another member of the group (a MaxPool, a Reshape) does not count."""
+    members = set(group)
+    if members.intersection(facts.graph_outputs):
+        return True
+    for tensor in group:
+        for reader in facts.consumers.get(tensor, []):
+            passes = rule_for(reader).shares_input_encoding and reader.input[0] == tensor and members.issuperset(
+                o for o in reader.output if o
+            )
+            if reader is not concat and not passes:
+                return True
+    return False
 
 
 def _touches(facts: GraphFacts, tensor: str, op_types: tuple[str, ...]) -> bool:
@@ -196,19 +227,22 @@ def _touches(facts: GraphFacts, tensor: str, op_types: tuple[str, ...]) -> bool:
 
 
 def plan_activations(
-    facts: GraphFacts, observers: dict[str, Observer], overrides: Encodings, o: PlanOptions
+    facts: GraphFacts, observers: dict[str, Observer], overrides: Encodings, o: PlanOptions, apart: frozenset[str]
 ) -> dict[str, Encoding]:
     kept_float = {n.input[0]: (n, why) for n in facts.model.graph.node if (why := float_input_reason(n, o.target))}
     for node, why in kept_float.values():
         logger.warning("%s %r: input left float: %s", node.op_type, node.name, why)
     tensors = activation_tensors(facts)
-    apart = wide_concats(facts, observers)
-    planned: dict[str, Encoding] = dict.fromkeys(apart, enc.float_encoding(32))
+    groups = activation_groups(facts, tensors, apart, not o.op_types)
+    # a split Concat's output is integer on its own range, its inputs requantized onto it; one that leaves the
+    # model stays float (a detector's scores keep their grid up to the output: nudenet F1 0.20 on one grid)
+    heads = {t for g in groups if apart.intersection(g) and set(facts.graph_outputs).intersection(g) for t in g}
+    planned: dict[str, Encoding] = dict.fromkeys(heads, enc.float_encoding(32))
     for name in sorted(apart):
-        logger.info("Concat %r joins ranges more than %gx apart: its inputs keep their own, it stays float", name,
-                    CONCAT_RANGE_RATIO)  # fmt: skip
-    for group in (g for g in activation_groups(facts, tensors, apart, not o.op_types) if kept_float.keys().isdisjoint(g)):
-        if (apart.intersection(group) or o.weight_only) and not overrides.activations.keys() & set(group):
+        logger.info("Concat %r joins ranges too far apart: its inputs keep their own grids, its output %s", name,
+                    "stays float" if name in heads else "gets its own")  # fmt: skip
+    for group in (g for g in groups if kept_float.keys().isdisjoint(g)):
+        if (heads.intersection(group) or o.weight_only) and not overrides.activations.keys() & set(group):
             continue
         if not any(t in observers or t in overrides.activations for t in group):
             continue  # float fallback: no data, no override
@@ -396,8 +430,9 @@ def build_plan(facts: GraphFacts, observers: dict[str, Observer], overrides: Enc
     overrides = sixteen_bit_layers(facts, overrides, o.act_16bit_tensors, o.params_16bit_tensors)
     overrides = propagate_float(facts, overrides, o.float_bias_bitwidth)
     int32_nodes, overrides = int32_ops(facts, overrides)
-    activations = plan_activations(facts, observers, overrides, o)
-    plan = QuantPlan(activations, plan_params(facts, activations, overrides, o), int32_nodes)
+    apart = wide_concats(facts, observers, activation_tensors(facts))
+    activations = plan_activations(facts, observers, overrides, o, apart)
+    plan = QuantPlan(activations, plan_params(facts, activations, overrides, o), int32_nodes, split_concats=apart)
     plan.carriers = {t: c for n in facts.model.graph.node for t in n.output if (c := facts.squashed_into(t))}
     plan.converts = _converts(facts, plan, observers, o)
     return plan

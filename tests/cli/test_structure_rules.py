@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from conftest import run_cli
 from onnx import TensorProto, helper, numpy_helper
 
@@ -80,6 +81,52 @@ def test_concat_inputs_of_similar_ranges_still_share_one_encoding(tmp_path: Path
     assert run_cli(["quantize", "-i", model, "--input_list", _samples(tmp_path, (1, 8)), "-o", out]).exit_code == 0
     acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
     assert acts["a"] == acts["b"] == acts["y"]
+
+
+def _concat_of_a_relu_and_its_triple(tmp_path: Path, relu_read_elsewhere: bool) -> dict:
+    """Concat(a, b) inside the model, a = Relu(x), b = Relu(3x); a Sigmoid reads a too when `relu_read_elsewhere`."""
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Mul", ["x", "three"], ["x3"]),
+             helper.make_node("Relu", ["x3"], ["b"]),
+             helper.make_node("Concat", ["a", "b"], ["y"], axis=-1), helper.make_node("Sigmoid", ["y"], ["z"])]
+    outputs = [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 16])]
+    if relu_read_elsewhere:
+        nodes.append(helper.make_node("Sigmoid", ["a"], ["s"]))
+        outputs.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 8]))
+    model = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])], outputs,
+                  {"three": np.array(3, np.float32)})  # fmt: skip
+    out = tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", model, "--input_list", _samples(tmp_path, (1, 8)), "-o", out])
+    assert result.exit_code == 0, result.stderr
+    return json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+
+
+def test_a_concat_input_another_op_reads_keeps_its_own_grid(tmp_path: Path) -> None:
+    """PP-OCRv6's stem: one grid for Concat(a, 3a) would cost the Sigmoid reading `a` a bit. The input keeps its
+    grid, the output gets an integer one of its own (a requantize on HTP, not a float Concat)."""
+    acts = _concat_of_a_relu_and_its_triple(tmp_path, relu_read_elsewhere=True)
+    assert acts["y"][0]["dtype"] == "int" and acts["a"][0]["dtype"] == "int"
+    assert acts["y"][0]["max"] == pytest.approx(3 * acts["a"][0]["max"], rel=0.02)
+    assert acts["b"] == acts["y"]
+
+
+def test_a_concat_input_read_by_the_concat_alone_shares_its_grid(tmp_path: Path) -> None:
+    """No other reader: a requantize would round `a` onto the same coarse grid, at the cost of an op."""
+    acts = _concat_of_a_relu_and_its_triple(tmp_path, relu_read_elsewhere=False)
+    assert acts["a"] == acts["b"] == acts["y"]
+
+
+def test_an_inner_concat_of_far_apart_ranges_gets_an_integer_output(tmp_path: Path) -> None:
+    """Ranges 400x apart inside the model: each input keeps its grid and the output has one of its own;
+    only a Concat that leaves the model (a detection head) stays float."""
+    nodes = [helper.make_node("Sigmoid", ["x"], ["a"]), helper.make_node("Mul", ["x", "big"], ["b"]),
+             helper.make_node("Concat", ["a", "b"], ["y"], axis=-1), helper.make_node("Neg", ["y"], ["z"])]
+    model = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                  [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 16])],
+                  {"big": np.array(400, np.float32)})  # fmt: skip
+    out = tmp_path / "q.onnx"
+    assert run_cli(["quantize", "-i", model, "--input_list", _samples(tmp_path, (1, 8)), "-o", out]).exit_code == 0
+    acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert acts["a"][0]["max"] < 1.1 and acts["y"][0]["dtype"] == "int" and acts["y"][0]["max"] > 300
 
 
 def test_resize_scales_fed_as_an_input_are_never_quantized(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ model, 1.5 GB peak with onnxruntime's arenas, against 0.46 GB to calibrate it). 
 stage, each model runs over every sample only the nodes the stage's probes need, starting from the
 values it kept from the stages before (its frontier: the tensors that nodes not yet run still read).
 So a stage's sessions hold that stage's weights only, and are dropped before the next stage's.
-Frontiers stay in memory up to FRONTIER_BYTES per model, beyond that in files of a scratch folder.
+Frontiers stay in memory up to FRONTIER_BYTES per model, beyond that in files of a scratch folder, a
+value stored once when made and read back only by the stages that read it.
 
 The quantized model's weights are dequantized once per stage, not once per sample: with
 `session.disable_quant_qdq` onnxruntime's constant folding runs its own DequantizeLinear kernel on
@@ -89,34 +90,44 @@ def value_bytes(shaped: onnx.ModelProto) -> dict[str, int]:
 
 
 @dataclass
-class _Store:
-    """Per sample, one model's kept values: in memory up to `budget` bytes in all, then in `folder`."""
+class _Frontier:
+    """Per sample, one model's kept values, each stored once for as long as a later stage reads it: in memory
+    up to `budget` bytes in all, beyond that in its own file in `folder`. Stored once, not again by every stage
+    that carries it: czann's 1024x1024 U-Net carries skip tensors of 64 MB past a hundred stages, and its
+    mixed-precision search rewrote them at each one (the layer pass alone ran past 30 minutes)."""
 
     folder: str
     budget: int
     held: int = 0
-    values: dict[int, dict[str, np.ndarray] | str] = field(default_factory=dict)
+    values: dict[int, dict[str, np.ndarray | str]] = field(default_factory=dict)
+    files: int = 0  # written so far: each file's name is its number
 
-    def put(self, index: int, values: dict[str, np.ndarray]) -> None:
-        size = sum(v.nbytes for v in values.values())
-        if self.held + size <= self.budget:
-            self.held += size
-            self.values[index] = values
-            return
-        os.makedirs(self.folder, exist_ok=True)
-        path = os.path.join(self.folder, f"{index}.npz")
-        np.savez(path, **{f"v{k}": v for k, v in enumerate(values.values())}, names=np.array(list(values), dtype=str))
-        self.values[index] = path
+    def keep(self, index: int, names: set[str], values: dict[str, np.ndarray]) -> None:
+        """Sample `index` now carries `names`: drop the others, store the new ones from `values`."""
+        kept = self.values.setdefault(index, {})
+        for name in [n for n in kept if n not in names]:
+            self._drop(kept.pop(name))
+        for name in sorted(names - kept.keys()):
+            value = values[name]
+            if self.held + value.nbytes <= self.budget:
+                self.held += value.nbytes
+                kept[name] = value
+                continue
+            os.makedirs(self.folder, exist_ok=True)
+            path = os.path.join(self.folder, f"{self.files}.npy")
+            self.files += 1
+            np.save(path, value)
+            kept[name] = path
 
-    def get(self, index: int) -> dict[str, np.ndarray]:
-        kept = self.values.pop(index)
-        if isinstance(kept, dict):
-            return kept
-        with np.load(kept) as f:
-            names = [str(n) for n in f["names"]]
-            values = {name: f[f"v{k}"] for k, name in enumerate(names)}
-        os.remove(kept)
-        return values
+    def load(self, index: int, names: set[str]) -> dict[str, np.ndarray]:
+        kept = self.values.get(index, {})
+        return {name: v if isinstance(v, np.ndarray) else np.load(v) for name, v in kept.items() if name in names}
+
+    def _drop(self, value: np.ndarray | str) -> None:
+        if isinstance(value, str):
+            os.remove(value)
+        else:
+            self.held -= value.nbytes
 
 
 class _Staged:
@@ -131,6 +142,7 @@ class _Staged:
         self.inputs = {i.name for i in model.graph.input if i.name not in inits}  # every stage is fed these
         self.kept = set(self.inputs)  # the values each sample carries into the next stage
         self.run: set[int] = set()  # nodes run by the stages so far
+        self.fetch: list[str] = []  # what the prepared stage computes and returns
         self.constant = _constant_nodes(self.nodes, inits)
         self.constant_values = {out for k in self.constant for out in self.nodes[k].output}
 
@@ -143,21 +155,29 @@ class _Staged:
                 stack.extend(name for name in runtime.reads(self.nodes[k]) if name not in self.kept)
         return needed
 
-    def stage(self, g: int, example: dict[str, np.ndarray], threads: int) -> runtime.Runner:
+    def prepare(self, g: int) -> set[str]:
+        """Set up stage `g`; returns the values a sample must bring to it: the graph's inputs, and the kept
+        values its nodes read or an earlier stage made as its targets."""
         needed = self._needed(self.groups[g])
         self.run |= needed
+        before = self.kept
         made = {out for k in needed for out in self.nodes[k].output if out}
         later = {name for k, node in enumerate(self.nodes) if k not in self.run for name in runtime.reads(node)}
         later.update(name for group in self.groups[g + 1 :] for name in group)
         # a constant is made again by each stage that reads it, never fed: fed, a Resize's empty `scales`
         # is an input of unknown size, and onnxruntime refuses the Resize (SLANet: "not both of them")
         self.kept = self.inputs | (((self.kept | made) & later) - self.constant_values)
-        fetch = sorted(made & (set(self.groups[g]) | self.kept))
+        self.fetch = sorted(made & (set(self.groups[g]) | self.kept))
+        reads = {name for k in needed for name in runtime.reads(self.nodes[k])}
+        return ((reads | set(self.groups[g])) & before) | self.inputs
+
+    def runner(self, example: dict[str, np.ndarray], threads: int) -> runtime.Runner:
+        """The prepared stage as a function from a sample's brought values to those plus what it makes."""
         given = {name: value for name, value in example.items() if name not in self.inputs}
         # no arena: each stage's sessions run a few samples and go, and an arena's memory outlived them
         run: runtime.Runner | None = None
-        if fetch:
-            run = runtime.runner(self.model, fetch, threads, self.where, given, folded=self.folded, arena=False)
+        if self.fetch:
+            run = runtime.runner(self.model, self.fetch, threads, self.where, given, folded=self.folded, arena=False)
         return lambda start: {**start, **(run(start) if run is not None else {})}
 
 
@@ -190,23 +210,23 @@ def run_stages(
         _Staged(quantized, [[q for _, q in group] for group in groups], "quantized model", folded=True),
     ]
     with tempfile.TemporaryDirectory(prefix="qtool-stages-") as scratch:
-        stores: list[_Store] = []
+        frontiers = [_Frontier(os.path.join(scratch, str(m)), frontier_budget) for m in range(2)]
         samples = 0
         for g in range(len(groups)):
-            previous, stores = stores, [_Store(os.path.join(scratch, f"{g}-{m}"), frontier_budget) for m in range(2)]
+            brought = [model.prepare(g) for model in models]
             runners: list[runtime.Runner | None] = [None, None]
             source = enumerate(feeds) if g == 0 else ((i, None) for i in range(samples))
             for i, feed in source:
                 out = []
                 for m, model in enumerate(models):
-                    start = feed if feed is not None else previous[m].get(i)
-                    runners[m] = runners[m] or model.stage(g, start, threads)
+                    start = feed if feed is not None else frontiers[m].load(i, brought[m])
+                    runners[m] = runners[m] or model.runner(start, threads)
                     values = runners[m](start)  # type: ignore[misc]
-                    stores[m].put(i, {name: values[name] for name in model.kept})
+                    frontiers[m].keep(i, model.kept, values)
                     out.append(values)
                 samples = max(samples, i + 1)
                 yield g, out[0], out[1]
-            del runners, previous
+            del runners
             runtime.give_back()  # the stage's sessions are gone: their heap too
 
 

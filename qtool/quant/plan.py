@@ -239,7 +239,7 @@ def plan_activations(
     heads = {t for g in groups if apart.intersection(g) and set(facts.graph_outputs).intersection(g) for t in g}
     planned: dict[str, Encoding] = dict.fromkeys(heads, enc.float_encoding(32))
     for name in sorted(apart):
-        logger.info("Concat %r joins ranges too far apart: its inputs keep their own grids, its output %s", name,
+        logger.debug("Concat %r joins ranges too far apart: its inputs keep their own grids, its output %s", name,
                     "stays float" if name in heads else "gets its own")  # fmt: skip
     for group in (g for g in groups if kept_float.keys().isdisjoint(g)):
         if (heads.intersection(group) or o.weight_only) and not overrides.activations.keys() & set(group):

@@ -73,6 +73,35 @@ def test_stages_give_the_whole_graph_figures(tmp_path, monkeypatch, name, spill)
     assert np.array_equal(_figures(layers.stream(reference, quantized, _feeds(quantized, val))), expected)
 
 
+def test_a_value_carried_past_many_stages_is_written_once(tmp_path, monkeypatch):
+    """A skip connection read at the end of a chain of stages: spilled frontiers store it once, not again at
+    every stage it passes (czann's U-Net rewrote 64 MB skip tensors at each of a hundred stages)."""
+    rng = np.random.default_rng(0)
+    info = onnx.helper.make_tensor_value_info
+    nodes, inits, x = [onnx.helper.make_node("Tanh", ["x"], ["skip"])], [], "skip"
+    for i in range(6):
+        inits.append(onnx.numpy_helper.from_array(rng.normal(size=(16, 16)).astype(np.float32), f"w{i}"))
+        nodes.append(onnx.helper.make_node("MatMul", [x, f"w{i}"], [f"h{i}"]))
+        x = f"h{i}"
+    nodes.append(onnx.helper.make_node("Add", [x, "skip"], ["y"]))
+    graph = onnx.helper.make_graph(nodes, "g", [info("x", 1, [1, 16])], [info("y", 1, [1, 16])], inits)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    groups = [[(t, t)] for t in ["skip", *(f"h{i}" for i in range(6)), "y"]]
+    saved, original = [], np.save
+
+    def counting(path, value):
+        saved.append(path)
+        original(path, value)
+
+    monkeypatch.setattr(stages.np, "save", counting)
+    feeds = [{"x": rng.normal(size=(1, 16)).astype(np.float32)} for _ in range(3)]
+    last = [ref["y"] for g, ref, _ in stages.run_stages(model, model, groups, feeds, frontier_budget=0) if g == 7]
+    whole = runtime.runner(model, ["y"])
+    assert all(np.array_equal(y, whole(feed)["y"]) for y, feed in zip(last, feeds, strict=True))
+    # per sample and model: x, skip, then h0..h5, each once (stored when made, not again when carried)
+    assert len(saved) == 3 * 2 * 8
+
+
 def test_cut_keeps_each_group_within_the_budget():
     """Four 64x64 float MatMuls (16 KiB each): a 32 KiB budget takes two layers a stage."""
     rng = np.random.default_rng(0)

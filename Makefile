@@ -177,7 +177,8 @@ OUT := build/demo
 # 15052 -> 15072: the staged layer comparison stores each frontier value once, when made, and brings a stage
 #   only what it reads (czann's U-Net rewrote 64 MB skip tensors at every stage: the layer pass of its
 #   mixed-precision search ran past 17 minutes; `inspect --reference` now takes 5:45 in all)
-LINE_BUDGET := 15072
+# 15072 -> 15077: a layer's per-tensor grid is applied a chunk at a time in its error sums (czann's inspect 4:47)
+LINE_BUDGET := 15077
 
 .PHONY: demo test lint venv bench clean golden
 

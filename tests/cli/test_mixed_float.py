@@ -134,3 +134,28 @@ def test_a_float_chain_is_not_tried_back_twice_with_the_same_encodings() -> None
 
     kept = mp._prefer_integers([chain], [t16, u16, chain], list, if_met, mp.Target(sqnr_db=30), lambda p, m: None)
     assert kept == [chain] and trials == [["t", "u"], ["t", "t:float16"]]
+
+
+def test_float_chains_are_tried_back_at_16_bits_all_at_once_first() -> None:
+    """One trial when every chosen float chain holds the target at 16 bits; one by one only when not."""
+    t16, u16 = mp.Candidate("t", ["t"], [], [], [], 10), mp.Candidate("u", ["u"], [], [], [], 10)
+    t_float = mp.Candidate("t:float16", ["t"], [], [], [], 10, float_bits=16)
+    u_float = mp.Candidate("u:float16", ["u"], [], [], [], 10, float_bits=16)
+    trials = []
+
+    def met_without(floats_needed: set[str]):
+        def if_met(encodings, target):
+            names = sorted(c.name for c in encodings)
+            trials.append(names)
+            return {"sqnr_db": 40.0 if floats_needed <= set(names) else 0.0, "cosine": 1.0}
+
+        return if_met
+
+    cands = [t16, u16, t_float, u_float]
+    kept = mp._prefer_integers([t_float, u_float], cands, list, met_without(set()), mp.Target(sqnr_db=30), lambda p, m: None)
+    assert kept == [t16, u16] and trials == [["t", "u"]]
+    trials.clear()
+    kept = mp._prefer_integers(
+        [t_float, u_float], cands, list, met_without({"u:float16"}), mp.Target(sqnr_db=30), lambda p, m: None
+    )  # fmt: skip
+    assert kept == [u_float, t16] and trials == [["t", "u"], ["t:float16", "u"], ["t", "u:float16"]]

@@ -215,11 +215,11 @@ def common(func: Callable) -> Callable:
     def wrapper(*args: Any, verbose: int, quiet: bool, **kw: Any) -> Any:
         level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
         logging.basicConfig(level=level, format="qtool: %(levelname)s: %(message)s", force=True)
-        said: set[str] = set()  # algorithms rebuild the plan per layer; its warnings are news once
+        # algorithms rebuild the plan per layer, mixed precision per trial: its notes and warnings are news once
+        # (czann's search at -v logged each float Conv at each of its trials, 5000 lines)
+        said: set[str] = set()
         handler = logging.getLogger().handlers[0]
-        handler.addFilter(
-            lambda r: r.levelno < logging.WARNING or ((m := r.getMessage()) not in said and not said.add(m))
-        )
+        handler.addFilter(lambda r: r.levelno < logging.INFO or ((m := r.getMessage()) not in said and not said.add(m)))
         if not verbose:  # a library's own warnings (onnx_ir logs its failed shape inference with a traceback)
             handler.addFilter(lambda r: r.name.startswith("qtool") or r.levelno >= logging.ERROR)
         return func(*args, **kw)

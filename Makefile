@@ -180,7 +180,8 @@ OUT := build/demo
 # 15072 -> 15077: a layer's per-tensor grid is applied a chunk at a time in its error sums (czann's inspect 4:47)
 # 15077 -> 15091: the mixed search tries every chosen float chain back at 16 bits at once before one by one
 #   (czann's mixed30: past 45 minutes, now 7:22 and 33.9 dB held out; SLANet: the same model as before)
-LINE_BUDGET := 15091
+# 15091 -> 15090: review: a plan walks activation_tensors once; the float-chain trials share one `holds`
+LINE_BUDGET := 15090
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -463,34 +463,30 @@ def _prefer_integers(
         return list({x.name: x for x in found if x is not None and x not in chosen}.values())
 
     tried: set[frozenset[str]] = set()  # a chain with no "+weights" candidates offers one trial twice
+
+    def holds(trial: list[Candidate]) -> bool:
+        if (key := frozenset(x.name for x in trial)) in tried:  # the same encodings: it missed already
+            return False
+        tried.add(key)
+        metrics = if_met(raised(trial), target)
+        if metrics is None:  # stopped early: certain to miss the target, and no point of the curve
+            return False
+        record(trial, metrics)
+        return target.met(metrics)
+
     floats = [c for c in chosen if c.float_bits]
     # every chain at 16 bits at once first: one by one, czann's chains ran past 100 trials and 35 minutes
     if len(floats) > 1:
         integers = [x for x in chosen if not x.float_bits]
         for suffix in ("", "+weights"):
             trial = list({x.name: x for x in integers + at_16([t for c in floats for t in c.tensors], suffix)}.values())
-            if (key := frozenset(x.name for x in trial)) in tried:
-                continue
-            tried.add(key)
-            if (metrics := if_met(raised(trial), target)) is not None:
-                record(trial, metrics)
-                if target.met(metrics):
-                    return trial
-    for c in [c for c in reversed(chosen) if c.float_bits]:
+            if holds(trial):
+                return trial
+    for c in reversed(floats):
         rest = [x for x in chosen if x is not c]
         options = [rest + at_16(c.tensors), rest + at_16(c.tensors, "+weights")]
         options += [[*rest, p, *at_16([t for t in c.tensors if t not in p.tensors])] for p in c.parts]
-        for trial in options:
-            if (key := frozenset(x.name for x in trial)) in tried:  # the same encodings: it missed already
-                continue
-            tried.add(key)
-            metrics = if_met(raised(trial), target)
-            if metrics is None:  # stopped early: certain to miss the target, and no point of the curve
-                continue
-            record(trial, metrics)
-            if target.met(metrics):
-                chosen = trial
-                break
+        chosen = next((trial for trial in options if holds(trial)), chosen)
     return chosen
 
 

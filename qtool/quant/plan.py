@@ -227,16 +227,18 @@ def _touches(facts: GraphFacts, tensor: str, op_types: tuple[str, ...]) -> bool:
 
 
 def plan_activations(
-    facts: GraphFacts, observers: dict[str, Observer], overrides: Encodings, o: PlanOptions, apart: frozenset[str]
-) -> dict[str, Encoding]:
+    facts: GraphFacts, observers: dict[str, Observer], overrides: Encodings, o: PlanOptions,
+    tensors: list[str], apart: frozenset[str],
+) -> dict[str, Encoding]:  # fmt: skip
+    """`tensors`: activation_tensors(facts); `apart`: wide_concats over them."""
     kept_float = {n.input[0]: (n, why) for n in facts.model.graph.node if (why := float_input_reason(n, o.target))}
     for node, why in kept_float.values():
         logger.warning("%s %r: input left float: %s", node.op_type, node.name, why)
-    tensors = activation_tensors(facts)
     groups = activation_groups(facts, tensors, apart, not o.op_types)
     # a split Concat's output is integer on its own range, its inputs requantized onto it; one that leaves the
     # model stays float (a detector's scores keep their grid up to the output: nudenet F1 0.20 on one grid)
-    heads = {t for g in groups if apart.intersection(g) and set(facts.graph_outputs).intersection(g) for t in g}
+    outputs = set(facts.graph_outputs)
+    heads = {t for g in groups if apart.intersection(g) and outputs.intersection(g) for t in g}
     planned: dict[str, Encoding] = dict.fromkeys(heads, enc.float_encoding(32))
     for name in sorted(apart):
         logger.debug("Concat %r joins ranges too far apart: its inputs keep their own grids, its output %s", name,
@@ -430,8 +432,9 @@ def build_plan(facts: GraphFacts, observers: dict[str, Observer], overrides: Enc
     overrides = sixteen_bit_layers(facts, overrides, o.act_16bit_tensors, o.params_16bit_tensors)
     overrides = propagate_float(facts, overrides, o.float_bias_bitwidth)
     int32_nodes, overrides = int32_ops(facts, overrides)
-    apart = wide_concats(facts, observers, activation_tensors(facts))
-    activations = plan_activations(facts, observers, overrides, o, apart)
+    tensors = activation_tensors(facts)  # walks the graph for masks, statistics and GELUs: once a plan
+    apart = wide_concats(facts, observers, tensors)
+    activations = plan_activations(facts, observers, overrides, o, tensors, apart)
     plan = QuantPlan(activations, plan_params(facts, activations, overrides, o), int32_nodes, split_concats=apart)
     plan.carriers = {t: c for n in facts.model.graph.node for t in n.output if (c := facts.squashed_into(t))}
     plan.converts = _converts(facts, plan, observers, o)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool.graph.convert import normalise
@@ -51,15 +52,21 @@ def test_pad_folds_into_conv_and_division_becomes_multiplication() -> None:
     np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-5, atol=1e-6)
 
 
-def affine_block() -> onnx.ModelProto:
-    """PP-LCNetV3 as Paddle exports it: Conv(3x3) -> s*c + t -> x*Clip(x+3, 0, 6)/6 -> s2*h + t2 -> Conv(1x1)."""
+def affine_block(bias_as_add: bool = False) -> onnx.ModelProto:
+    """PP-LCNetV3 as Paddle exports it: Conv(3x3) -> s*c + t -> x*Clip(x+3, 0, 6)/6 -> s2*h + t2 -> Conv(1x1).
+    paddle2onnx 2.x (PP-OCRv5's detector) writes the first Conv's bias as an Add of [1, C, 1, 1] after it."""
     rng = np.random.default_rng(0)
     scalars = {"s": 0.7, "t": 0.2, "three": 3.0, "zero": 0.0, "six": 6.0, "s2": 1.3, "t2": -0.1}
     inits = [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in scalars.items()]
     for name, shape in (("w", (4, 2, 3, 3)), ("b", (4,)), ("w2", (3, 4, 1, 1)), ("b2", (3,))):
         inits.append(numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name))
+    conv = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1])]
+    if bias_as_add:
+        inits.append(numpy_helper.from_array(rng.normal(size=(1, 4, 1, 1)).astype(np.float32), "b_add"))
+        conv = [helper.make_node("Conv", ["x", "w"], ["c0"], name="conv", pads=[1, 1, 1, 1]),
+                helper.make_node("Add", ["c0", "b_add"], ["c"])]  # fmt: skip
     nodes = [
-        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        *conv,
         helper.make_node("Mul", ["s", "c"], ["cs"]),  # Paddle writes the scale first
         helper.make_node("Add", ["cs", "t"], ["a"]),
         helper.make_node("Add", ["a", "three"], ["a3"]),
@@ -80,8 +87,9 @@ def affine_block() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def test_affines_fold_into_the_convs_and_the_hardswish_fuses() -> None:
-    model = affine_block()
+@pytest.mark.parametrize("bias_as_add", [False, True])
+def test_affines_fold_into_the_convs_and_the_hardswish_fuses(bias_as_add: bool) -> None:
+    model = affine_block(bias_as_add)
     out = normalise(model, {}, "m.onnx")
     assert [n.op_type for n in out.graph.node] == ["Conv", "HardSwish", "Conv"]
     assert [n.name for n in out.graph.node if n.op_type == "Conv"] == ["conv", "pointwise"]

@@ -51,6 +51,7 @@ def convert_passes(input_dims: dict[str, tuple[int, ...]]) -> list[ir.passes.Pas
         FoldBatchNormPass(),
         FuseLayerNormPass(),
         FusePadIntoConvPass(),
+        FuseConvAddPass(),  # paddle2onnx's bias Add first: Conv -> Add(bias) -> Mul(s) -> Add(t) is then one affine
         FoldConvAffinePass(),
         FuseConvAddPass(),  # after the affine fold: a Conv · s + t is one rule, its + t is not a bias
         FuseMatMulAddPass(),

@@ -113,8 +113,11 @@ def _is_depthwise(node: onnx.NodeProto, ctx: LintContext) -> bool:
 
 
 def depthwise_without_bn(ctx: LintContext) -> Iterable[Finding]:
-    """TIDL's rule; decidable on a float model that still has BN, or from convert's record of folded BN."""
-    has_bn = any(n.op_type == "BatchNormalization" for n in ctx.model.graph.node)
+    """TIDL's rule; decidable on a float model whose Convs still have their BN, or from convert's record of
+    folded BN. A BN after a ConvTranspose alone says nothing: exporters that fold a Conv's BN keep that one
+    (paddle2onnx's PP-OCRv5 detector)."""
+    convs = {out for node in ctx.model.graph.node if node.op_type == "Conv" for out in node.output}
+    has_bn = any(n.op_type == "BatchNormalization" and n.input[0] in convs for n in ctx.model.graph.node)
     folded = gm.batchnorm_record(ctx.model)
     if not has_bn and not folded:
         return

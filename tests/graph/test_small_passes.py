@@ -96,3 +96,24 @@ def test_affines_fold_into_the_convs_and_the_hardswish_fuses(bias_as_add: bool) 
     assert out.graph.output[0].name == "y"
     x = np.random.default_rng(1).normal(size=(1, 2, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-5, atol=1e-5)
+
+
+def test_an_stft_left_to_its_default_onesided_converts_to_a_model_onnxruntime_loads() -> None:
+    """onnx-asr's mel front ends: STFT without `onesided` (1: frame_length / 2 + 1 bins), then mel filters
+    of 201 rows. onnx 1.23's shape inference gave the STFT 400 bins and convert wrote that into value_info."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array(160, np.int64), "hop"),
+             numpy_helper.from_array(np.hanning(400).astype(np.float32), "window"),
+             numpy_helper.from_array(rng.uniform(0, 1, (201, 8)).astype(np.float32), "mel")]  # fmt: skip
+    nodes = [helper.make_node("STFT", ["x", "hop", "window"], ["spec"]),
+             helper.make_node("ReduceSumSquare", ["spec"], ["power"], axes=[-1], keepdims=0),
+             helper.make_node("MatMul", ["power", "mel"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4000])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out = normalise(model, {}, "m.onnx")
+    assert [onnx.helper.get_attribute_value(a) for a in out.graph.node[0].attribute if a.name == "onesided"] == [1]
+    x = rng.normal(size=(1, 4000)).astype(np.float32)
+    np.testing.assert_allclose(run(out, x)[0], run(model, x)[0], rtol=1e-4, atol=1e-3)

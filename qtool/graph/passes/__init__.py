@@ -21,6 +21,7 @@ from qtool.graph.passes.fuse_pad_into_conv import FusePadIntoConvPass
 from qtool.graph.passes.name_missing import NameMissingNodesPass
 from qtool.graph.passes.remove_dropout import RemoveDropoutPass
 from qtool.graph.passes.remove_identity import RemoveIdentityPass
+from qtool.graph.passes.spell_out_defaults import SpellOutDefaultsPass
 
 
 def _should_fold(node: ir.Node) -> bool | None:
@@ -40,6 +41,7 @@ def _should_fold(node: ir.Node) -> bool | None:
 
 def convert_passes(input_dims: dict[str, tuple[int, ...]]) -> list[ir.passes.PassBase]:
     return [
+        SpellOutDefaultsPass(),  # before any shape inference: onnx's STFT rule misreads a missing `onesided`
         common.RemoveInitializersFromInputsPass(),  # old exports list weights as inputs; they are constants
         NameMissingNodesPass(),  # before any rewrite, so names follow the source graph's order
         common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),

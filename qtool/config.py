@@ -121,6 +121,7 @@ class ConvertOptions:
     input_network: Path
     output_path: Path | None = None
     input_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    input_values: dict[str, tuple[float, ...]] = field(default_factory=dict)
     quantization_overrides: Path | None = None
     float_bitwidth: int = 32
     export_format: str = "default"

@@ -51,7 +51,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     refuse_integer_ops(source, str(o.input_network))
     float_source, imported = _import_encodings(source, o)
     gm.check(float_source, str(o.input_network), o.input_network if float_source is loaded else None)
-    model = normalise(float_source, o.input_dims, str(o.input_network))
+    model = normalise(float_source, o.input_dims, str(o.input_network), o.input_values)
     wrong = corrected_outputs(model)
     for name, (declared, computed) in wrong.items():
         logger.info("convert: output %r is declared %s but the graph computes %s; corrected", name, declared, computed)
@@ -86,6 +86,8 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
         "encodings imported": len(imported),
         "overrides carried": len(overrides),
     }
+    if o.input_values:
+        facts["inputs pinned"] = ", ".join(f"{n} = {','.join(f'{v:g}' for v in vs)}" for n, vs in o.input_values.items())
     if wrong:
         facts["declared shapes corrected"] = ", ".join(f"{n} {d} -> {c}" for n, (d, c) in wrong.items())
     return Report("qtool convert", facts)

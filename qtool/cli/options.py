@@ -104,6 +104,21 @@ def input_dims(
     return dims
 
 
+def input_values(
+    ctx: click.Context, param: click.Parameter, value: tuple[tuple[str, str], ...]
+) -> dict[str, tuple[float, ...]]:
+    values: dict[str, tuple[float, ...]] = {}
+    for name, text in value:
+        try:
+            parsed = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise click.BadParameter(f"{name} {text!r}: VALUES must be numbers like 16000 or 0.5,1") from None
+        if not all(math.isfinite(v) for v in parsed):
+            raise click.BadParameter(f"{name} {text!r}: every value must be finite")
+        values[name] = parsed
+    return values
+
+
 def int_choice(*allowed: int) -> click.Choice:
     return click.Choice([str(a) for a in allowed])
 

@@ -31,13 +31,15 @@ def _needed_opset(model: onnx.ModelProto) -> int:
     return HARDSWISH_OPSET if ops & {"Clip", "HardSigmoid"} else MIN_OPSET
 
 
-def _run_passes(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+def _run_passes(
+    model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], input_values: dict[str, tuple[float, ...]]
+) -> onnx.ModelProto:
     import onnx_ir as ir
 
     from qtool.graph.passes import convert_passes
 
     ir_model = ir.serde.deserialize_model(model)
-    for graph_pass in convert_passes(input_dims):
+    for graph_pass in convert_passes(input_dims, input_values):
         ir_model = graph_pass(ir_model).model
     return ir.serde.serialize_model(ir_model)
 
@@ -89,8 +91,13 @@ def corrected_outputs(model: onnx.ModelProto) -> dict[str, tuple[list, list]]:
     return fixed
 
 
-def normalise(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], where: str) -> onnx.ModelProto:
-    """Run every convert pass; returns a new, checked model."""
+def normalise(
+    model: onnx.ModelProto,
+    input_dims: dict[str, tuple[int, ...]],
+    where: str,
+    input_values: dict[str, tuple[float, ...]] | None = None,
+) -> onnx.ModelProto:
+    """Run every convert pass; returns a new, checked model. `input_values` pins inputs to constants."""
     model = to_float32(model)  # a float16 export computes in float32 behind casts at its inputs and outputs
     model = upgrade_opset(model, _needed_opset(model), where)
     # An exporter's intermediate shapes go stale once the batch is fixed (Paddle writes -1): let
@@ -98,7 +105,7 @@ def normalise(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], wh
     declared = list(model.graph.value_info)
     del model.graph.value_info[:]  # cleared in place, then put back: a copy would cost the weights' size
     try:
-        out = _run_passes(model, input_dims)
+        out = _run_passes(model, input_dims, input_values or {})
     finally:
         model.graph.value_info.extend(declared)
     try:

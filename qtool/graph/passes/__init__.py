@@ -19,6 +19,7 @@ from qtool.graph.passes.fuse_layernorm import FuseLayerNormPass
 from qtool.graph.passes.fuse_matmul_add import FuseMatMulAddPass
 from qtool.graph.passes.fuse_pad_into_conv import FusePadIntoConvPass
 from qtool.graph.passes.name_missing import NameMissingNodesPass
+from qtool.graph.passes.pin_inputs import PinInputsPass
 from qtool.graph.passes.remove_dropout import RemoveDropoutPass
 from qtool.graph.passes.remove_identity import RemoveIdentityPass
 from qtool.graph.passes.spell_out_defaults import SpellOutDefaultsPass
@@ -39,13 +40,16 @@ def _should_fold(node: ir.Node) -> bool | None:
     return shape is not None and int(abs(shape.numpy()).prod()) <= 64
 
 
-def convert_passes(input_dims: dict[str, tuple[int, ...]]) -> list[ir.passes.PassBase]:
+def convert_passes(
+    input_dims: dict[str, tuple[int, ...]], input_values: dict[str, tuple[float, ...]] | None = None
+) -> list[ir.passes.PassBase]:
     return [
         SpellOutDefaultsPass(),  # before any shape inference: onnx's STFT rule misreads a missing `onesided`
         common.RemoveInitializersFromInputsPass(),  # old exports list weights as inputs; they are constants
         NameMissingNodesPass(),  # before any rewrite, so names follow the source graph's order
         common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
         FixInputDimsPass(input_dims),
+        PinInputsPass(input_values or {}),  # before folding: an If on a pinned input folds to its branch
         common.ShapeInferencePass(),
         FoldConstantsPass(
             shape_inference=True, input_size_limit=1 << 22, output_size_limit=1 << 22, should_fold=_should_fold

@@ -1,0 +1,79 @@
+"""`convert --input_value NAME VALUES`: an input pinned to a constant leaves the graph, and an If on it
+folds to the branch it selects (silero-vad 6.2.3's model: one If on `sr`, a 16 kHz and an 8 kHz network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import run_cli
+from onnx import TensorProto, helper, numpy_helper
+
+
+def rate_switch() -> onnx.ModelProto:
+    """y = Relu(x @ w16) if sr == 16000 else Relu(x[:, :4] @ w8): the 8 kHz branch reads half the input."""
+    rng = np.random.default_rng(0)
+    then = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w16"], ["m16"]), helper.make_node("Relu", ["m16"], ["y16"])],
+        "then", [], [helper.make_tensor_value_info("y16", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    other = helper.make_graph(
+        [helper.make_node("Slice", ["x", "zero", "four", "one"], ["half"]),
+         helper.make_node("MatMul", ["half", "w8"], ["m8"]), helper.make_node("Relu", ["m8"], ["y8"])],
+        "else", [], [helper.make_tensor_value_info("y8", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    inits = [numpy_helper.from_array(rng.normal(size=(8, 6)).astype(np.float32), "w16"),
+             numpy_helper.from_array(rng.normal(size=(4, 6)).astype(np.float32), "w8"),
+             numpy_helper.from_array(np.array(16000, np.int64), "rate16k"),
+             *(numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("zero", 0), ("four", 4), ("one", 1)))]  # fmt: skip
+    nodes = [helper.make_node("Equal", ["sr", "rate16k"], ["is16k"]),
+             helper.make_node("If", ["is16k"], ["y"], then_branch=then, else_branch=other)]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "switch",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8]), helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_pinned_rate_folds_the_if_and_the_model_quantizes(tmp_path: Path) -> None:
+    source = tmp_path / "vad.onnx"
+    onnx.save(rate_switch(), str(source))
+    result = run_cli(["convert", "-i", source, "-o", tmp_path / "vad.conv.onnx", "--input_value", "sr", "16000"])
+    assert result.exit_code == 0, result.output
+    assert "inputs pinned" in result.output and "sr = 16000" in result.output
+    converted = onnx.load(str(tmp_path / "vad.conv.onnx"))
+    assert [i.name for i in converted.graph.input] == ["x"]
+    assert "If" not in {n.op_type for n in converted.graph.node}
+    rng = np.random.default_rng(1)
+    for k in range(8):
+        rng.normal(size=(1, 8)).astype(np.float32).tofile(tmp_path / f"{k}.raw")
+    (tmp_path / "list.txt").write_text("".join(f"{k}.raw\n" for k in range(8)))
+    out = tmp_path / "vad.quant.onnx"
+    result = run_cli(["quantize", "-i", tmp_path / "vad.conv.onnx", "--input_list", tmp_path / "list.txt", "-o", out])
+    assert result.exit_code == 0, result.output
+    x = rng.normal(size=(1, 8)).astype(np.float32)
+    want = ort.InferenceSession(str(source)).run(None, {"x": x, "sr": np.array(16000, np.int64)})[0]
+    got = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+
+
+@pytest.mark.parametrize(
+    "pin, message",
+    [
+        (["sr", "16000.5"], "does not fit the input's int64"),
+        (["rate", "16000"], "'rate', which is not a graph input"),
+        (["sr", "1,2"], "2 value(s) for an input of shape []"),
+        (["sr", "abc"], "VALUES must be numbers"),
+        (["sr", "inf"], "every value must be finite"),
+    ],
+)
+def test_a_bad_pin_is_one_line_naming_the_flag_and_nothing_is_written(tmp_path: Path, pin: list[str], message: str) -> None:
+    source = tmp_path / "vad.onnx"
+    onnx.save(rate_switch(), str(source))
+    result = run_cli(["convert", "-i", source, "-o", tmp_path / "out.onnx", "--input_value", *pin])
+    assert result.exit_code == 2 and message in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out.onnx").exists()

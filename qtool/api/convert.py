@@ -7,11 +7,13 @@ from pathlib import Path
 
 import onnx
 
+from qtool import runtime
 from qtool.api.common import check_override_names, refuse_integer_ops, restore_dynamic
 from qtool.config import ConvertOptions
 from qtool.errors import ModelError
+from qtool.graph import external_data
 from qtool.graph import model as gm
-from qtool.graph.convert import corrected_outputs, normalise
+from qtool.graph.convert import branch_inputs, corrected_outputs, normalise
 from qtool.graph.float16 import to_float16
 from qtool.io import encodings as encio
 from qtool.io import outputs
@@ -53,6 +55,15 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     gm.check(float_source, str(o.input_network), o.input_network if float_source is loaded else None)
     model = normalise(float_source, o.input_dims, str(o.input_network), o.input_values)
     wrong = corrected_outputs(model)
+    switches = branch_inputs(model)
+    pin = " ".join(f"--input_value {name} VALUE" for name in sorted({n for ns in switches.values() for n in ns}))
+    for node, names in switches.items():
+        logger.warning("convert: If %r picks its branch from input(s) %s at run time; qtool quantizes neither "
+                       "branch: pin it with %s", node, ", ".join(names), pin)  # fmt: skip
+    # convert's output must load where its source does (a fixed input dim can break a branch never taken;
+    # onnx's shape inference wrote STFT shapes onnxruntime refused); past LOAD_CHECK_BYTES only with an If
+    if switches or external_data.byte_size(model) < LOAD_CHECK_BYTES:
+        _loads(model, pin)
     for name, (declared, computed) in wrong.items():
         logger.info("convert: output %r is declared %s but the graph computes %s; corrected", name, declared, computed)
     known = gm.tensor_names(model)
@@ -108,3 +119,13 @@ def check_imported_axes(model: onnx.ModelProto, found: encio.Encodings, where: s
                     f"per-channel encoding of {name!r} is on axis {e.axis}; {node.op_type} needs axis {wanted}",
                     where=where,
                 )
+
+
+LOAD_CHECK_BYTES = 1 << 29  # a session holds a copy of the weights while it is built
+
+
+def _loads(model: onnx.ModelProto, pin: str) -> None:
+    try:
+        runtime.session(model, 1, "the converted model", arena=False, folded=True)
+    except ModelError as e:
+        raise ModelError(e.message, where=e.where, hint=f"pin the input that picks the branch: {pin}" if pin else None) from e

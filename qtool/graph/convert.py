@@ -78,6 +78,30 @@ def wrong_declarations(model: onnx.ModelProto, symbolic: bool = False) -> dict[s
     return wrong
 
 
+def branch_inputs(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """Each top-level If (by name) whose condition is computed from graph inputs, with those inputs: a
+    choice made at run time by a value, where qtool quantizes neither branch (`--input_value` pins it)."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    inputs = {i.name for i in model.graph.input}
+    found = {}
+    for node in model.graph.node:
+        if node.op_type != "If":
+            continue
+        seen, stack, reads = set(), [node.input[0]], []
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in inputs:
+                reads.append(name)
+            elif name in producers:
+                stack.extend(producers[name].input)
+        if reads:
+            found[node.name or node.output[0]] = sorted(reads)
+    return found
+
+
 def corrected_outputs(model: onnx.ModelProto) -> dict[str, tuple[list, list]]:
     """Set each graph output's declared shape to the computed one where they disagree (see
     wrong_declarations); returns them, by output, as (declared, computed)."""

@@ -13,8 +13,9 @@ from conftest import run_cli
 from onnx import TensorProto, helper, numpy_helper
 
 
-def rate_switch() -> onnx.ModelProto:
-    """y = Relu(x @ w16) if sr == 16000 else Relu(x[:, :4] @ w8): the 8 kHz branch reads half the input."""
+def rate_switch(half: bool = True) -> onnx.ModelProto:
+    """y = Relu(x @ w16) if sr == 16000 else Relu(x[:, :4] @ w8): the 8 kHz branch reads half the input.
+    `half=False`: the 8 kHz branch wants an input of 4 (x @ w8), which x's length, once fixed at 8, breaks."""
     rng = np.random.default_rng(0)
     then = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w16"], ["m16"]), helper.make_node("Relu", ["m16"], ["y16"])],
@@ -22,7 +23,7 @@ def rate_switch() -> onnx.ModelProto:
     )  # fmt: skip
     other = helper.make_graph(
         [helper.make_node("Slice", ["x", "zero", "four", "one"], ["half"]),
-         helper.make_node("MatMul", ["half", "w8"], ["m8"]), helper.make_node("Relu", ["m8"], ["y8"])],
+         helper.make_node("MatMul", ["half" if half else "x", "w8"], ["m8"]), helper.make_node("Relu", ["m8"], ["y8"])],
         "else", [], [helper.make_tensor_value_info("y8", TensorProto.FLOAT, None)],
     )  # fmt: skip
     inits = [numpy_helper.from_array(rng.normal(size=(8, 6)).astype(np.float32), "w16"),
@@ -33,7 +34,8 @@ def rate_switch() -> onnx.ModelProto:
              helper.make_node("If", ["is16k"], ["y"], then_branch=then, else_branch=other)]  # fmt: skip
     graph = helper.make_graph(
         nodes, "switch",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8]), helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8 if half else "N"]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6])], inits,
     )  # fmt: skip
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -77,3 +79,18 @@ def test_a_bad_pin_is_one_line_naming_the_flag_and_nothing_is_written(tmp_path: 
     result = run_cli(["convert", "-i", source, "-o", tmp_path / "out.onnx", "--input_value", *pin])
     assert result.exit_code == 2 and message in result.output
     assert "Traceback" not in result.output and not (tmp_path / "out.onnx").exists()
+
+
+def test_an_unpinned_switch_is_named_and_a_branch_the_fixed_dims_break_fails_convert(tmp_path: Path) -> None:
+    source = tmp_path / "vad.onnx"
+    onnx.save(rate_switch(), str(source))
+    result = run_cli(["convert", "-i", source, "-o", tmp_path / "kept.onnx"])
+    assert result.exit_code == 0 and "picks its branch from input(s) sr" in result.output
+    assert "--input_value sr VALUE" in result.output
+    onnx.save(rate_switch(half=False), str(source))  # loads while x's length is open
+    result = run_cli(["convert", "-i", source, "-o", tmp_path / "out.onnx", "--input_dim", "x", "1,8"])
+    assert result.exit_code == 3 and "the converted model: onnxruntime cannot load it" in result.output
+    assert "pin the input that picks the branch: --input_value sr VALUE" in result.output
+    assert not (tmp_path / "out.onnx").exists()
+    result = run_cli(["convert", "-i", source, "-o", tmp_path / "out.onnx", "--input_dim", "x", "1,8", "--input_value", "sr", "16000"])
+    assert result.exit_code == 0, result.output

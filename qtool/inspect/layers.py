@@ -38,7 +38,7 @@ from qtool.graph import external_data
 from qtool.graph.model import inferred
 from qtool.inspect import stages
 from qtool.inspect.compare import common_shape, dot
-from qtool.inspect.lint import channel_ranges
+from qtool.inspect.lint import channel_ranges, live_channels
 from qtool.inspect.lint_data import float_tensors
 from qtool.io.encodings import Encodings
 from qtool.quant.graph_facts import GraphFacts
@@ -222,8 +222,8 @@ def _weight(node: onnx.NodeProto | None, facts: GraphFacts) -> tuple[str, np.nda
 
 
 def _uneven(values: np.ndarray, axis: int) -> bool:
-    ranges = channel_ranges(values, axis)
-    live = ranges[ranges > 0]
+    ranges = channel_ranges(values, axis).astype(np.float64)
+    live = ranges[live_channels(ranges)]
     return len(live) > 1 and float(live.max() / live.min()) > UNEVEN_RATIO
 
 

@@ -148,6 +148,17 @@ def channel_ranges(w: np.ndarray, axis: int, chunk: int = 1 << 22) -> np.ndarray
     return np.concatenate(parts) if axis == 0 else np.maximum.reduce(parts)
 
 
+# A channel below this share of the widest is dead (PP-OCRv5's detector has channels of 1e-38): even a 16-bit
+# per-tensor grid holds it at zero, which is what it contributes; a ratio against it measures nothing
+DEAD_CHANNEL = 2.0**-16
+
+
+def live_channels(ranges: np.ndarray) -> np.ndarray:
+    """The indices of the channels whose range is above DEAD_CHANNEL of the widest one's."""
+    ranges = ranges.astype(np.float64)
+    return np.flatnonzero(ranges > DEAD_CHANNEL * ranges.max()) if ranges.size else np.array([], int)
+
+
 def _weight_severity(ctx: LintContext, node: onnx.NodeProto, weight: str, levels: float) -> str | None:
     """None when per-channel quantization already covers this weight."""
     if ctx.encodings is not None:
@@ -172,7 +183,7 @@ def uneven_channels(ctx: LintContext) -> Iterable[Finding]:
             axis = weight_axis(node, index, w.ndim)
             ranges = channel_ranges(w, axis).astype(np.float64)
             external_data.release()  # one weight's pages resident at a time
-            live = np.flatnonzero(ranges > 0)
+            live = live_channels(ranges)
             if len(live) < 2:
                 continue
             weakest = int(live[np.argmin(ranges[live])])

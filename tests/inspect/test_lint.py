@@ -148,3 +148,11 @@ def test_a_bn_after_a_conv_transpose_alone_does_not_decide_the_depthwise_rule():
     onnx.checker.check_model(model)
     assert only(findings(model), "depthwise-without-bn") == []
     assert len(only(findings(depthwise(with_bn=False)), "depthwise-without-bn")) == 1
+
+
+def test_a_dead_channel_is_not_an_uneven_one():
+    """PP-OCRv5's detector ships channels of 1e-38 beside ones of 0.5: a ratio of 1e37 against a channel that
+    any grid holds at zero, what it contributes. A channel 1e-3 of the widest is still uneven."""
+    assert only(findings(outlier_channel(1e-38)), "uneven-channels") == []
+    (found,) = only(findings(outlier_channel(1e-3)), "uneven-channels")
+    assert "leaves channel 0" in found.why

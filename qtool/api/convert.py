@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from qtool import runtime
@@ -56,10 +57,14 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     model = normalise(float_source, o.input_dims, str(o.input_network), o.input_values)
     wrong = corrected_outputs(model)
     switches = branch_inputs(model)
-    pin = " ".join(f"--input_value {name} VALUE" for name in sorted({n for ns in switches.values() for n in ns}))
+    # a scalar (a sample rate, a mode) can be pinned; a data tensor (a verifier run on a high score) not
+    settings = {s.name for s in gm.input_specs(model) if int(np.prod(s.shape)) == 1}
+    pin = " ".join(f"--input_value {n} VALUE" for n in sorted({n for ns in switches.values() for n in ns} & settings))
     for node, names in switches.items():
-        logger.warning("convert: If %r picks its branch from input(s) %s at run time; qtool quantizes neither "
-                       "branch: pin it with %s", node, ", ".join(names), pin)  # fmt: skip
+        pins = " ".join(f"--input_value {n} VALUE" for n in names if n in settings)
+        log = logger.warning if pins else logger.info
+        log("convert: If %r picks its branch from input(s) %s at run time; qtool quantizes neither branch%s",
+            node, ", ".join(names), f": pin it with {pins}" if pins else "")  # fmt: skip
     # convert's output must load where its source does (a fixed input dim can break a branch never taken;
     # onnx's shape inference wrote STFT shapes onnxruntime refused); past LOAD_CHECK_BYTES only with an If
     if switches or external_data.byte_size(model) < LOAD_CHECK_BYTES:

@@ -94,3 +94,20 @@ def test_an_unpinned_switch_is_named_and_a_branch_the_fixed_dims_break_fails_con
     assert not (tmp_path / "out.onnx").exists()
     result = run_cli(["convert", "-i", source, "-o", tmp_path / "out.onnx", "--input_dim", "x", "1,8", "--input_value", "sr", "16000"])
     assert result.exit_code == 0, result.output
+
+
+def test_an_if_on_the_data_itself_is_no_setting_to_pin(tmp_path: Path) -> None:
+    """openwakeword's hey_jarvis runs a verifier when its score is high: the If reads the 1x16x96 input."""
+    model = rate_switch()
+    cond = [helper.make_node("ReduceMax", ["x"], ["peak"], keepdims=0),
+            helper.make_node("Greater", ["peak", "half_score"], ["is16k"])]  # fmt: skip
+    model.graph.initializer.append(numpy_helper.from_array(np.array(0.5, np.float32), "half_score"))
+    del model.graph.node[0]
+    model.graph.node.insert(0, cond[1])
+    model.graph.node.insert(0, cond[0])
+    del model.graph.input[1]  # sr no longer read
+    source = tmp_path / "verifier.onnx"
+    onnx.save(model, str(source))
+    result = run_cli(["convert", "-i", source, "-o", tmp_path / "out.onnx"])
+    assert result.exit_code == 0, result.output
+    assert "WARNING" not in result.output and "--input_value" not in result.output

@@ -15,7 +15,7 @@ import onnx
 
 from qtool.graph import external_data
 from qtool.graph import model as gm
-from qtool.graph.convert import wrong_declarations
+from qtool.graph.convert import branch_inputs, wrong_declarations
 from qtool.graph.model import METADATA_CONVERTED, inferred
 from qtool.inspect import lint_data
 from qtool.inspect.findings import Finding, LintContext, ordered
@@ -82,6 +82,26 @@ def wrong_shapes(ctx: LintContext) -> Iterable[Finding]:
             "converter, a runtime's buffer plan, post-processing code) build on the wrong shape",
             "qtool convert writes the computed shapes; fix the exporter's declaration for the float model",
         )
+
+
+def branch_on_setting(ctx: LintContext) -> Iterable[Finding]:
+    """An If that a scalar input (a sample rate, a mode) switches: qtool quantizes neither branch."""
+    scalars = {
+        i.name
+        for i in ctx.model.graph.input
+        if i.type.tensor_type.HasField("shape") and all(d.dim_value == 1 for d in i.type.tensor_type.shape.dim)
+    }
+    for node, names in branch_inputs(ctx.model).items():
+        settings = [n for n in names if n in scalars]
+        if settings:
+            yield Finding(
+                "branch-on-setting",
+                "warning",
+                f"node {node!r} (If)",
+                f"input(s) {', '.join(settings)} pick the branch at run time: qtool quantizes neither branch, "
+                "so the model runs in float",
+                "convert with " + " ".join(f"--input_value {n} VALUE" for n in settings) + " to keep one branch",
+            )
 
 
 def unsupported_ops(ctx: LintContext) -> Iterable[Finding]:
@@ -292,6 +312,7 @@ LINTS: dict[str, Lint] = {
     "dynamic-shape": dynamic_shapes,
     "declared-shape": wrong_shapes,
     "unsupported-op": unsupported_ops,
+    "branch-on-setting": branch_on_setting,
     "depthwise-without-bn": depthwise_without_bn,
     "uneven-channels": uneven_channels,
     "relu6-cle": relu6_cle,

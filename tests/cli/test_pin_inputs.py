@@ -111,3 +111,11 @@ def test_an_if_on_the_data_itself_is_no_setting_to_pin(tmp_path: Path) -> None:
     result = run_cli(["convert", "-i", source, "-o", tmp_path / "out.onnx"])
     assert result.exit_code == 0, result.output
     assert "WARNING" not in result.output and "--input_value" not in result.output
+
+
+def test_inspect_names_an_if_a_scalar_input_switches() -> None:
+    from qtool.inspect import lint
+
+    found = [f for f in lint.run_lints(lint.context(rate_switch(), None)) if f.lint == "branch-on-setting"]
+    assert [f.severity for f in found] == ["warning"] and "(If)" in found[0].where
+    assert "--input_value sr VALUE" in found[0].fix

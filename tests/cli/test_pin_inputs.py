@@ -119,3 +119,19 @@ def test_inspect_names_an_if_a_scalar_input_switches() -> None:
     found = [f for f in lint.run_lints(lint.context(rate_switch(), None)) if f.lint == "branch-on-setting"]
     assert [f.severity for f in found] == ["warning"] and "(If)" in found[0].where
     assert "--input_value sr VALUE" in found[0].fix
+
+
+def test_a_float_input_takes_a_pinned_value_rounded_to_its_type_but_not_one_it_cannot_hold(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["gain"], ["g"], to=TensorProto.FLOAT), helper.make_node("Mul", ["x", "g"], ["y"])],
+        "gain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+                 helper.make_tensor_value_info("gain", TensorProto.FLOAT16, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )  # fmt: skip
+    source = tmp_path / "gain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
+    result = run_cli(["convert", "-i", source, "-o", tmp_path / "ok.onnx", "--input_value", "gain", "0.1"])
+    assert result.exit_code == 0, result.output
+    result = run_cli(["convert", "-i", source, "-o", tmp_path / "no.onnx", "--input_value", "gain", "1e6"])
+    assert result.exit_code == 2 and "does not fit the input's float16" in result.output
+    assert not (tmp_path / "no.onnx").exists()

@@ -46,7 +46,10 @@ def _array(name: str, given: tuple[float, ...], value: ir.Value) -> np.ndarray:
     if int(np.prod(shape)) != len(given):
         raise UsageError(f"--input_value {name}: {len(given)} value(s) for an input of shape {list(shape)}")
     array = np.array(given, dtype=np.float64)
-    cast = array.astype(dtype)
-    if not np.array_equal(cast.astype(np.float64), array):
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = array.astype(dtype)
+    # an integer must be exact; a float is rounded to its type, but must not overflow it
+    exact = np.array_equal(cast.astype(np.float64), array) if not np.issubdtype(dtype, np.floating) else None
+    if exact is False or (exact is None and not np.isfinite(cast.astype(np.float64)).all()):
         raise UsageError(f"--input_value {name}: {','.join(map(str, given))} does not fit the input's {dtype.name}")
     return cast.reshape(shape)

@@ -194,7 +194,8 @@ OUT := build/demo
 # 15276 -> 15281: only a scalar input that picks an If's branch is offered as a pin (not hey_jarvis's data)
 # 15281 -> 15302: inspect lints an If a scalar input switches (branch-on-setting), with the pin to give
 # 15302 -> 15305: a pinned float input takes its value rounded to its type (only an overflow is refused)
-LINE_BUDGET := 15305
+# 15305 -> 15314: the depthwise-BN lint asks whether the Conv feeding the depthwise one kept its BN
+LINE_BUDGET := 15314
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -132,20 +132,29 @@ def _is_depthwise(node: onnx.NodeProto, ctx: LintContext) -> bool:
     return _attr(node, "group", 1) > 1 and ctx.facts.initializers[node.input[1]].dims[1] == 1
 
 
+_PASSES_TO_FEEDER = {"Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "LeakyRelu", "PRelu", "Mul", "Add"}
+
+
 def depthwise_without_bn(ctx: LintContext) -> Iterable[Finding]:
-    """TIDL's rule; decidable on a float model whose Convs still have their BN, or from convert's record of
-    folded BN. A BN after a ConvTranspose alone says nothing: exporters that fold a Conv's BN keep that one
-    (paddle2onnx's PP-OCRv5 detector)."""
-    convs = {out for node in ctx.model.graph.node if node.op_type == "Conv" for out in node.output}
-    has_bn = any(n.op_type == "BatchNormalization" and n.input[0] in convs for n in ctx.model.graph.node)
+    """TIDL's rule, for a depthwise Conv whose feeding Conv (through activations) kept its BN, in the graph or
+    in convert's record of folded BN: there BN was the model's habit and this one lacks it. Where an exporter
+    folded the BN of every backbone Conv (paddle2onnx's PP-LCNetV3) nothing tells a depthwise Conv apart."""
     folded = gm.batchnorm_record(ctx.model)
-    if not has_bn and not folded:
-        return
+
+    def has_bn(conv: onnx.NodeProto) -> bool:
+        users = ctx.facts.consumers.get(conv.output[0], [])
+        return conv.output[0] in folded or (len(users) == 1 and users[0].op_type == "BatchNormalization")
+
     for node in ctx.model.graph.node:
-        if not _is_depthwise(node, ctx):
+        if not _is_depthwise(node, ctx) or has_bn(node):
             continue
-        users = ctx.facts.consumers.get(node.output[0], [])
-        if node.output[0] in folded or (len(users) == 1 and users[0].op_type == "BatchNormalization"):
+        feeder = ctx.facts.producers.get(node.input[0])
+        while feeder is not None and feeder.op_type in _PASSES_TO_FEEDER:
+            feeder = ctx.facts.producers.get(feeder.input[0])
+        after_bn = feeder is not None and feeder.op_type == "BatchNormalization"
+        if after_bn:
+            feeder = ctx.facts.producers.get(feeder.input[0])
+        if feeder is None or feeder.op_type != "Conv" or not (after_bn or has_bn(feeder)):
             continue
         yield Finding(
             "depthwise-without-bn",

@@ -156,3 +156,25 @@ def test_a_dead_channel_is_not_an_uneven_one():
     assert only(findings(outlier_channel(1e-38)), "uneven-channels") == []
     (found,) = only(findings(outlier_channel(1e-3)), "uneven-channels")
     assert "leaves channel 0" in found.why
+
+
+def test_a_depthwise_conv_fed_by_a_conv_without_bn_is_no_exception():
+    """PP-LCNetV3 as paddle2onnx writes it: every backbone Conv's BN folded at export, one BN left in the head.
+    The depthwise Conv's feeder has none either, so BN was not this model's habit there: nothing to say."""
+    from inspect_models import _model
+
+    rng = np.random.default_rng(3)
+    arrays = {"W1": rng.normal(0, 0.3, (8, 4, 1, 1)), "DW": rng.normal(0, 0.3, (8, 1, 3, 3)),
+              "W3": rng.normal(0, 0.3, (8, 4, 3, 3)), "g": rng.uniform(0.5, 1.5, 8), "b": rng.normal(0, 0.1, 8),
+              "m": rng.normal(0, 0.1, 8), "v": rng.uniform(0.5, 1.5, 8)}  # fmt: skip
+    text = """
+    <ir_version: 8, opset_import: ["" : 14]>
+    lcnet (float[1,4,8,8] x) => (float[1,8,8,8] y, float[1,8,8,8] head) {
+        c = Conv (x, W1)
+        h = HardSwish (c)
+        y = Conv <group = 8, pads = [1, 1, 1, 1]> (h, DW)
+        c3 = Conv <pads = [1, 1, 1, 1]> (x, W3)
+        head = BatchNormalization (c3, g, b, m, v)
+    }
+    """
+    assert only(findings(_model(text, arrays)), "depthwise-without-bn") == []

@@ -139,6 +139,7 @@ class QuantizeOptions:
     input_list: Path | None = None
     quantization_overrides: Path | None = None
     input_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    input_values: dict[str, tuple[float, ...]] = field(default_factory=dict)
     act_bitwidth: int = 8
     weights_bitwidth: int = 8
     bias_bitwidth: int = 8

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import onnx
 
+from qtool import runtime
 from qtool.errors import DataError, ModelError, did_you_mean
-from qtool.graph import dequantize_dynamic
+from qtool.graph import dequantize_dynamic, external_data
 from qtool.graph import model as gm
-from qtool.graph.convert import corrected_outputs, normalise
+from qtool.graph.convert import branch_inputs, corrected_outputs, normalise
 from qtool.inspect import compare
 from qtool.io import encodings as encio
 from qtool.io.files import read_text
@@ -62,18 +64,48 @@ def refuse_integer_ops(model: onnx.ModelProto, where: str) -> None:
         )
 
 
-def converted(model: onnx.ModelProto, path: Path, input_dims: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+def converted(
+    model: onnx.ModelProto,
+    path: Path,
+    input_dims: dict[str, tuple[int, ...]],
+    input_values: dict[str, tuple[float, ...]] | None = None,
+) -> onnx.ModelProto:
     """`model` normalised as convert does, unless convert wrote this very graph (its mark matches);
     checked either way: any file can carry the mark."""
     gm.check(model, str(path), path)
     model = restore_dynamic(model, str(path))
     refuse_integer_ops(model, str(path))
-    if gm.is_converted(model) and not input_dims:
+    if gm.is_converted(model) and not input_dims and not input_values:
         return model
-    model = normalise(model, input_dims, str(path))
+    model = normalise(model, input_dims, str(path), input_values)
     corrected_outputs(model)
+    check_normalised(model)
     gm.mark_converted(model)
     return model
+
+
+LOAD_CHECK_BYTES = 1 << 29  # a session holds a copy of the weights while it is built
+
+
+def check_normalised(model: onnx.ModelProto) -> None:
+    """A normalised model must load where its source did: a fixed input dim can break a branch never taken,
+    and onnx's shape inference wrote STFT shapes onnxruntime refused. Checked below LOAD_CHECK_BYTES of
+    weights, or always where an If picks its branch from an input (and said so: qtool quantizes neither)."""
+    switches = branch_inputs(model)
+    # a scalar (a sample rate, a mode) can be pinned; a data tensor (a verifier run on a high score) not
+    settings = {s.name for s in gm.input_specs(model) if int(np.prod(s.shape)) == 1}
+    pin = " ".join(f"--input_value {n} VALUE" for n in sorted({n for ns in switches.values() for n in ns} & settings))
+    for node, names in switches.items():
+        pins = " ".join(f"--input_value {n} VALUE" for n in names if n in settings)
+        log = logger.warning if pins else logger.info
+        log("If %r picks its branch from input(s) %s at run time; qtool quantizes neither branch%s",
+            node, ", ".join(names), f": pin it with {pins}" if pins else "")  # fmt: skip
+    if not switches and external_data.byte_size(model) >= LOAD_CHECK_BYTES:
+        return
+    try:
+        runtime.session(model, 1, "the converted model", arena=False, folded=True)
+    except ModelError as e:
+        raise ModelError(e.message, where=e.where, hint=f"pin the input that picks the branch: {pin}" if pin else None) from e
 
 
 def drift_table(drift: dict[str, compare.Drift], with_labels: bool) -> Table:

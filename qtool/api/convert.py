@@ -5,16 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import onnx
 
-from qtool import runtime
-from qtool.api.common import check_override_names, refuse_integer_ops, restore_dynamic
+from qtool.api.common import check_normalised, check_override_names, refuse_integer_ops, restore_dynamic
 from qtool.config import ConvertOptions
 from qtool.errors import ModelError
-from qtool.graph import external_data
 from qtool.graph import model as gm
-from qtool.graph.convert import branch_inputs, corrected_outputs, normalise
+from qtool.graph.convert import corrected_outputs, normalise
 from qtool.graph.float16 import to_float16
 from qtool.io import encodings as encio
 from qtool.io import outputs
@@ -56,19 +53,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     gm.check(float_source, str(o.input_network), o.input_network if float_source is loaded else None)
     model = normalise(float_source, o.input_dims, str(o.input_network), o.input_values)
     wrong = corrected_outputs(model)
-    switches = branch_inputs(model)
-    # a scalar (a sample rate, a mode) can be pinned; a data tensor (a verifier run on a high score) not
-    settings = {s.name for s in gm.input_specs(model) if int(np.prod(s.shape)) == 1}
-    pin = " ".join(f"--input_value {n} VALUE" for n in sorted({n for ns in switches.values() for n in ns} & settings))
-    for node, names in switches.items():
-        pins = " ".join(f"--input_value {n} VALUE" for n in names if n in settings)
-        log = logger.warning if pins else logger.info
-        log("convert: If %r picks its branch from input(s) %s at run time; qtool quantizes neither branch%s",
-            node, ", ".join(names), f": pin it with {pins}" if pins else "")  # fmt: skip
-    # convert's output must load where its source does (a fixed input dim can break a branch never taken;
-    # onnx's shape inference wrote STFT shapes onnxruntime refused); past LOAD_CHECK_BYTES only with an If
-    if switches or external_data.byte_size(model) < LOAD_CHECK_BYTES:
-        _loads(model, pin)
+    check_normalised(model)
     for name, (declared, computed) in wrong.items():
         logger.info("convert: output %r is declared %s but the graph computes %s; corrected", name, declared, computed)
     known = gm.tensor_names(model)
@@ -124,13 +109,3 @@ def check_imported_axes(model: onnx.ModelProto, found: encio.Encodings, where: s
                     f"per-channel encoding of {name!r} is on axis {e.axis}; {node.op_type} needs axis {wanted}",
                     where=where,
                 )
-
-
-LOAD_CHECK_BYTES = 1 << 29  # a session holds a copy of the weights while it is built
-
-
-def _loads(model: onnx.ModelProto, pin: str) -> None:
-    try:
-        runtime.session(model, 1, "the converted model", arena=False, folded=True)
-    except ModelError as e:
-        raise ModelError(e.message, where=e.where, hint=f"pin the input that picks the branch: {pin}" if pin else None) from e

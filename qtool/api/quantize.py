@@ -269,7 +269,7 @@ def _quantize(
     started = time.perf_counter()
     source, data_files = gm.load_with_files(o.input_network)
     tx.add_inputs("-i's external data", data_files)
-    reference = converted(source, o.input_network, o.input_dims)
+    reference = converted(source, o.input_network, o.input_dims, o.input_values)
     if gm.metadata(reference).get(gm.METADATA_FLOAT_BITWIDTH) == "16":
         raise UsageError(
             "is a float16 model",

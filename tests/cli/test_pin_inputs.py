@@ -135,3 +135,17 @@ def test_a_float_input_takes_a_pinned_value_rounded_to_its_type_but_not_one_it_c
     result = run_cli(["convert", "-i", source, "-o", tmp_path / "no.onnx", "--input_value", "gain", "1e6"])
     assert result.exit_code == 2 and "does not fit the input's float16" in result.output
     assert not (tmp_path / "no.onnx").exists()
+
+
+def test_quantize_pins_a_raw_model_as_convert_does(tmp_path: Path) -> None:
+    source = tmp_path / "vad.onnx"
+    onnx.save(rate_switch(half=False), str(source))
+    rng = np.random.default_rng(2)
+    for k in range(4):
+        rng.normal(size=(1, 8)).astype(np.float32).tofile(tmp_path / f"{k}.raw")
+    (tmp_path / "list.txt").write_text("".join(f"{k}.raw\n" for k in range(4)))
+    base = ["quantize", "-i", source, "--input_list", tmp_path / "list.txt", "--input_dim", "x", "1,8"]
+    result = run_cli([*base, "-o", tmp_path / "no.onnx"])
+    assert result.exit_code == 3 and "--input_value sr VALUE" in result.output and not (tmp_path / "no.onnx").exists()
+    result = run_cli([*base, "-o", tmp_path / "ok.onnx", "--input_value", "sr", "16000"])
+    assert result.exit_code == 0, result.output

@@ -330,6 +330,10 @@ def _quantize(
         report.facts["float statistics"] = f"{len(statistics)} (normalisation means, variances, inverse norms)"
     if interiors := gelu_interiors(facts):
         report.facts["float GELU interiors"] = f"{len(interiors)} (a GELU written op by op is quantized at its ends)"
+    if inside := gm.branch_ops(ctx.model):  # what "left float" cannot count: no encoding is planned in a branch
+        report.facts["float in branches"] = ", ".join(f"{n}: {k} ops" for n, k in inside.items()) + (
+            " (If/Loop/Scan bodies stay float; an If on a scalar input folds with --input_value)"
+        )
     failure = (finish_mixed(o, mixed, output, report, plan.encodings()) if mixed is not None else None) or quality
     if o.html is not None:
         chart = inspect_html.pareto_chart(mixed.curve) if mixed is not None else ""

@@ -189,6 +189,20 @@ def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def branch_ops(model: onnx.ModelProto) -> dict[str, int]:
+    """The ops inside each top-level If/Loop/Scan's bodies (nested ones included), by node name."""
+    found = {}
+    for node in model.graph.node:
+        graphs, count = [a.g for a in node.attribute if a.HasField("g")], 0
+        while graphs:
+            g = graphs.pop()
+            count += len(g.node)
+            graphs += [a.g for n in g.node for a in n.attribute if a.HasField("g")]
+        if count:
+            found[node.name or node.output[0]] = count
+    return found
+
+
 def initializer_names(model: onnx.ModelProto) -> set[str]:
     return {i.name for i in model.graph.initializer}
 

@@ -149,3 +149,18 @@ def test_quantize_pins_a_raw_model_as_convert_does(tmp_path: Path) -> None:
     assert result.exit_code == 3 and "--input_value sr VALUE" in result.output and not (tmp_path / "no.onnx").exists()
     result = run_cli([*base, "-o", tmp_path / "ok.onnx", "--input_value", "sr", "16000"])
     assert result.exit_code == 0, result.output
+
+
+def test_the_quantize_report_counts_the_ops_left_float_inside_branches(tmp_path: Path) -> None:
+    """'left float' counts planned encodings, and no encoding is planned inside a branch."""
+    source = tmp_path / "vad.onnx"
+    onnx.save(rate_switch(), str(source))
+    rng = np.random.default_rng(4)
+    for k in range(4):
+        rng.normal(size=(1, 8)).astype(np.float32).tofile(tmp_path / f"x{k}.raw")
+        np.array(16000, np.int64).tofile(tmp_path / f"sr{k}.raw")
+    (tmp_path / "list.txt").write_text("".join(f"x:=x{k}.raw sr:=sr{k}.raw\n" for k in range(4)))
+    result = run_cli(["quantize", "-i", source, "--input_list", tmp_path / "list.txt", "-o", tmp_path / "q.onnx",
+                      "--use_native_input_files"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "float in branches" in result.output and "5 ops" in result.output

@@ -48,8 +48,8 @@ def _array(name: str, given: tuple[float, ...], value: ir.Value) -> np.ndarray:
     array = np.array(given, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         cast = array.astype(dtype)
-    # an integer must be exact; a float is rounded to its type, but must not overflow it
-    exact = np.array_equal(cast.astype(np.float64), array) if not np.issubdtype(dtype, np.floating) else None
-    if exact is False or (exact is None and not np.isfinite(cast.astype(np.float64)).all()):
+    back = cast.astype(np.float64)  # an integer must be exact; a float is rounded to its type, not overflowed
+    fits = np.isfinite(back).all() if np.issubdtype(dtype, np.floating) else np.array_equal(back, array)
+    if not fits:
         raise UsageError(f"--input_value {name}: {','.join(map(str, given))} does not fit the input's {dtype.name}")
     return cast.reshape(shape)

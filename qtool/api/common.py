@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from qtool import runtime
@@ -92,8 +91,7 @@ def check_normalised(model: onnx.ModelProto) -> None:
     and onnx's shape inference wrote STFT shapes onnxruntime refused. Checked below LOAD_CHECK_BYTES of
     weights, or always where an If picks its branch from an input (and said so: qtool quantizes neither)."""
     switches = branch_inputs(model)
-    # a scalar (a sample rate, a mode) can be pinned; a data tensor (a verifier run on a high score) not
-    settings = {s.name for s in gm.input_specs(model) if int(np.prod(s.shape)) == 1}
+    settings = gm.scalar_inputs(model)  # pinned, not a data tensor (hey_jarvis's verifier runs on a high score)
     pin = " ".join(f"--input_value {n} VALUE" for n in sorted({n for ns in switches.values() for n in ns} & settings))
     for node, names in switches.items():
         pins = " ".join(f"--input_value {n} VALUE" for n in names if n in settings)

@@ -189,6 +189,12 @@ def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def scalar_inputs(model: onnx.ModelProto) -> set[str]:
+    """Graph inputs of one element (a sample rate, a mode): settings, where the rest are data."""
+    shaped = [i for i in model.graph.input if i.type.tensor_type.HasField("shape")]
+    return {i.name for i in shaped if all(d.HasField("dim_value") and d.dim_value == 1 for d in i.type.tensor_type.shape.dim)}
+
+
 def branch_ops(model: onnx.ModelProto) -> dict[str, int]:
     """The ops inside each top-level If/Loop/Scan's bodies (nested ones included), by node name."""
     found = {}

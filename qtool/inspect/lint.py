@@ -86,11 +86,7 @@ def wrong_shapes(ctx: LintContext) -> Iterable[Finding]:
 
 def branch_on_setting(ctx: LintContext) -> Iterable[Finding]:
     """An If that a scalar input (a sample rate, a mode) switches: qtool quantizes neither branch."""
-    scalars = {
-        i.name
-        for i in ctx.model.graph.input
-        if i.type.tensor_type.HasField("shape") and all(d.dim_value == 1 for d in i.type.tensor_type.shape.dim)
-    }
+    scalars = gm.scalar_inputs(ctx.model)
     for node, names in branch_inputs(ctx.model).items():
         settings = [n for n in names if n in scalars]
         if settings:

@@ -105,6 +105,20 @@ def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None =
     drop: set[int] = set()
     new_inits: dict[str, onnx.TensorProto] = {}
     for node in graph.node:
+        if _to_float(node):  # qdq.py's float16 simulation: a float16 weight, or an activation cast to it and back
+            half = producers.get(node.input[0])
+            if node.input[0] in inits and inits[node.input[0]].data_type == TensorProto.FLOAT16:
+                if weights:
+                    values = external_data.array(inits[node.input[0]]).astype(np.float32)
+                    new_inits[node.input[0]] = numpy_helper.from_array(values, node.output[0])
+                found.params[node.output[0]] = enc.float_encoding(16)
+                drop.add(id(node))
+            elif half is not None and half.op_type == "Cast" and _attr_to(half) == TensorProto.FLOAT16:
+                x, y = half.input[0], node.output[0]
+                found.activations[y if y in outputs else x] = enc.float_encoding(16)
+                rename.update({x: y} if y in outputs else {y: x})
+                drop.update((id(node), id(half)))
+            continue
         if node.op_type != "DequantizeLinear":
             continue
         source = node.input[0]
@@ -136,6 +150,14 @@ def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None =
     _lpbq_back(out, found)
     _narrow_back(out, found)
     return out, found
+
+
+def _attr_to(node: onnx.NodeProto) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
+
+
+def _to_float(node: onnx.NodeProto) -> bool:
+    return node.op_type == "Cast" and _attr_to(node) == TensorProto.FLOAT
 
 
 def _pop_metadata(model: onnx.ModelProto, key: str) -> str | None:

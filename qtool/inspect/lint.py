@@ -270,7 +270,8 @@ def softmax_mask(ctx: LintContext) -> Iterable[Finding]:
         producer = ctx.facts.producers.get(node.input[0]) if node.op_type in ("Softmax", "LogSoftmax") else None
         if producer is None or producer.op_type not in ("Add", "Where"):
             continue
-        if ctx.encodings is not None and producer.output[0] not in ctx.encodings.activations:
+        masked = ctx.encodings.activations.get(producer.output[0]) if ctx.encodings is not None else None
+        if ctx.encodings is not None and (masked is None or masked.is_float):
             continue  # a quantized model that already keeps the masked value in float
         for name in producer.input:
             value = ctx.constant(name)

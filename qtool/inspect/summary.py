@@ -55,13 +55,19 @@ def kind(model: onnx.ModelProto) -> str:
 
 
 def _schema(e: Encoding) -> str:
-    return "sym" if e.is_symmetric else "asym"
+    return "float" if e.is_float else "sym" if e.is_symmetric else "asym"
+
+
+def _encoding_row(kind_: str, name: str, e: Encoding) -> list:
+    if e.is_float:  # kept float (float16 or 32): no grid
+        return [kind_, name, e.bitwidth, _schema(e), "-", "-", "-", "-", "-"]
+    return [kind_, name, e.bitwidth, _schema(e), len(e.scale), min(e.min), max(e.max), e.scale[0], e.offset[0]]
 
 
 def _encodings_table(model: onnx.ModelProto) -> Table:
     found = qdq_encodings(model)
     rows = [
-        [kind_, name, e.bitwidth, _schema(e), len(e.scale), min(e.min), max(e.max), e.scale[0], e.offset[0]]
+        _encoding_row(kind_, name, e)
         for kind_, table in (("act", found.activations), ("param", found.params))
         for name, e in sorted(table.items())
     ]

@@ -56,6 +56,9 @@ logger = logging.getLogger(__name__)
 WIDE_OPSET = 21  # int4/uint4 and int16/uint16 QuantizeLinear/DequantizeLinear; blocked DequantizeLinear
 LPBQ_METADATA = "qtool.lpbq"
 NARROW_METADATA = "qtool.narrow_bitwidths"  # weight -> its bitwidth where narrower than its storage (7 in int8)
+# tensor -> float bitwidth, for what the plan keeps float: no Q/DQ says so, and an encodings file that leaves a
+# tensor out has qairt quantize it (a float mask or LayerNorm statistic at 8 bits)
+FLOAT_METADATA = "qtool.float_tensors"
 
 
 def storage_type(e: Encoding, packed: bool = True) -> type:
@@ -194,12 +197,17 @@ def _axis(e: Encoding) -> dict[str, int]:
 
 
 def _mark_weights(model: onnx.ModelProto, plan: QuantPlan) -> None:
-    """LPBQ and 7-bit weights marked in the metadata, which their ONNX storage cannot say (qdq_read reads them back)."""
+    """LPBQ and 7-bit weights, and the tensors kept float, marked in the metadata, which their ONNX storage
+    cannot say (qdq_read reads them back)."""
     lpbq = {n: [e.bitwidth, e.blocks.decompressed_bw] for n, e in sorted(plan.params.items()) if e.blocks and e.blocks.is_lpbq}
     narrow = {n: e.bitwidth for n, e in sorted(plan.params.items()) if not e.is_float and e.bitwidth == 7}
-    kept = [p for p in model.metadata_props if p.key not in (LPBQ_METADATA, NARROW_METADATA)]
+    floats = {part: {n: e.bitwidth for n, e in sorted(table.items()) if e.is_float}
+              for part, table in (("activations", plan.activations), ("params", plan.params))}  # fmt: skip
+    kept = [p for p in model.metadata_props if p.key not in (LPBQ_METADATA, NARROW_METADATA, FLOAT_METADATA)]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
+    if any(floats.values()):
+        model.metadata_props.add(key=FLOAT_METADATA, value=json.dumps(floats, sort_keys=True))
     if lpbq:
         model.metadata_props.add(key=LPBQ_METADATA, value=json.dumps(lpbq, sort_keys=True))
     if narrow:

@@ -28,7 +28,7 @@ from qtool.graph import external_data
 from qtool.graph.lazy_weights import spilled
 from qtool.io.encodings import Encodings
 from qtool.quant import blocks
-from qtool.quant.qdq import LPBQ_METADATA, NARROW_METADATA, sliced
+from qtool.quant.qdq import FLOAT_METADATA, LPBQ_METADATA, NARROW_METADATA, sliced
 from qtool.quant.rules import rule_for, weight_axis
 
 logger = logging.getLogger(__name__)
@@ -149,6 +149,7 @@ def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None =
     _rebuild(graph, drop, rename, new_inits, model.graph.initializer)
     _lpbq_back(out, found)
     _narrow_back(out, found)
+    _floats_back(out, found)
     return out, found
 
 
@@ -167,6 +168,23 @@ def _pop_metadata(model: onnx.ModelProto, key: str) -> str | None:
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
     return text
+
+
+def _floats_back(model: onnx.ModelProto, found: Encodings) -> None:
+    """The tensors FLOAT_METADATA names (kept float by the plan, so without Q/DQ) get their float encodings back."""
+    text = _pop_metadata(model, FLOAT_METADATA)
+    try:
+        marked = json.loads(text) if text is not None else {}
+        parts = {part: {str(n): int(b) for n, b in marked.get(part, {}).items()} for part in ("activations", "params")}
+    except (ValueError, TypeError, AttributeError):
+        logger.warning("model metadata %r is not a JSON object of float bitwidths: ignored", FLOAT_METADATA)
+        return
+    names = {i.name for i in model.graph.input} | {o for n in model.graph.node for o in n.output}
+    names |= {i.name for i in model.graph.initializer}
+    for part, table in (("activations", found.activations), ("params", found.params)):
+        for name, bitwidth in parts[part].items():
+            if name in names and name not in table and bitwidth in (16, 32):
+                table[name] = enc.float_encoding(bitwidth)
 
 
 def _narrow_back(model: onnx.ModelProto, found: Encodings) -> None:

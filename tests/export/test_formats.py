@@ -234,14 +234,15 @@ def test_api_rejects_unknown_formats(quantized) -> None:
         build(job, ("fp61",))
 
 
-def test_float16_tensors_of_a_mixed_model_come_back_as_float16_encodings(tmp_path: Path) -> None:
+def test_float_tensors_of_a_mixed_model_come_back_as_float_encodings(tmp_path: Path) -> None:
     """quantize writes a float16 tensor as Cast(float16) -> Cast(float), a float16 weight as a float16
-    initializer behind a Cast; export's encodings dropped both (qairt would then quantize them at 8 bits),
-    and the stripped model kept the Casts."""
+    initializer behind a Cast, and a float32 one as nothing at all; export's encodings dropped all three (qairt
+    would then quantize them at 8 bits), and the stripped model kept the Casts."""
     from qtool.quant.qdq_read import read_qdq
 
     overrides = tmp_path / "fp16.json"
-    overrides.write_text(json.dumps({"activation_encodings": {"r": [{"bitwidth": 16, "dtype": "float"}]},
+    overrides.write_text(json.dumps({"activation_encodings": {"r": [{"bitwidth": 16, "dtype": "float"}],
+                                                             "x": [{"bitwidth": 32, "dtype": "float"}]},
                                      "param_encodings": {"FW": [{"bitwidth": 16, "dtype": "float"}]}}))  # fmt: skip
     _, path = quantize(tmp_path, conv_bn_model(), quantization_overrides=overrides)
     written = json.loads(path.with_suffix(".encodings.json").read_text())
@@ -249,10 +250,10 @@ def test_float16_tensors_of_a_mixed_model_come_back_as_float16_encodings(tmp_pat
     assert any(n.op_type == "Cast" for n in qdq.graph.node)
     stripped, found = read_qdq(qdq)
     assert not any(n.op_type == "Cast" for n in stripped.graph.node)
-    for name, kind in (("r", found.activations), ("FW", found.params)):
-        assert kind[name].is_float and kind[name].bitwidth == 16
+    for name, kind, bits in (("r", found.activations, 16), ("FW", found.params, 16), ("x", found.activations, 32)):
+        assert kind[name].is_float and kind[name].bitwidth == bits  # a float32 tensor has no Q/DQ: the metadata says
     floats = {k for part in ("activation_encodings", "param_encodings") for k, v in written[part].items()
-              if v[0].get("dtype") == "float" and v[0]["bitwidth"] == 16}  # fmt: skip
-    assert floats <= set(found.activations) | set(found.params)
+              if v[0].get("dtype") == "float"}  # fmt: skip
+    assert floats and floats <= set(found.activations) | set(found.params)
     feeds = random_feeds(qdq, 4)
     assert max_difference(session(qdq, optimized=False), session(stripped), feeds) < 0.05

@@ -178,3 +178,19 @@ def test_a_depthwise_conv_fed_by_a_conv_without_bn_is_no_exception():
     }
     """
     assert only(findings(_model(text, arrays)), "depthwise-without-bn") == []
+
+
+def test_a_quantized_model_that_keeps_its_masked_scores_float_is_quiet(tmp_path):
+    """quantize keeps the masked Add float (its float encoding travels in the QDQ model's metadata since the
+    float tensors are read back): that is the fix the lint asks for, not a finding."""
+    from conftest import run_cli, write_samples
+
+    source = tmp_path / "masked.onnx"
+    onnx.save(masked_softmax("Add"), str(source))
+    listing = write_samples(tmp_path / "calib", masked_softmax("Add"), 4, list_name="list.txt")
+    result = run_cli(["quantize", "-i", source, "--input_list", listing, "-o", tmp_path / "q.onnx"])
+    assert result.exit_code == 0, result.output
+    quantized = onnx.load(str(tmp_path / "q.onnx"))
+    ctx = lint.context(quantized, None)
+    assert ctx.encodings is not None and ctx.encodings.activations["m"].is_float
+    assert only(lint.run_lints(ctx), "softmax-mask") == []

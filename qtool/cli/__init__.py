@@ -22,7 +22,7 @@ from qtool.cli.options import (
     emit,
     external_data_option,
     input_dims,
-    input_values,
+    input_value_option,
     int_choice,
     terminal_progress_if_tty,
     to_int,
@@ -62,16 +62,7 @@ def main() -> None:
     metavar="NAME DIMS",
     help="Fix an input's shape, e.g. --input_dim image 1,3,224,224. Repeatable.",
 )
-@click.option(
-    "--input_value",
-    "input_values",
-    nargs=2,
-    multiple=True,
-    callback=input_values,
-    metavar="NAME VALUES",
-    help="Pin an input to constant values (it leaves the graph; an If on it folds to one branch), "
-    "e.g. --input_value sr 16000. Repeatable.",
-)
+@input_value_option
 @click.option(
     "--quantization_overrides",
     "-q",

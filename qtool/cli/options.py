@@ -119,6 +119,19 @@ def input_values(
     return values
 
 
+# convert's and quantize's (for a raw model): the same flag
+input_value_option = click.option(
+    "--input_value",
+    "input_values",
+    nargs=2,
+    multiple=True,
+    callback=input_values,
+    metavar="NAME VALUES",
+    help="Pin an input to constant values (it leaves the graph; an If on it folds to one branch), "
+    "e.g. --input_value sr 16000. Repeatable.",
+)
+
+
 def int_choice(*allowed: int) -> click.Choice:
     return click.Choice([str(a) for a in allowed])
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import click
 
-from qtool.cli.options import Choice, FiniteFloat, PathType, input_dims, input_values, int_choice, to_int
+from qtool.cli.options import Choice, FiniteFloat, PathType, input_dims, input_value_option, int_choice, to_int
 from qtool.config import CALIBRATIONS, LEGACY_QUANTIZERS, SCHEMAS
 from qtool.io.encodings import FORMATS
 from qtool.quant.algorithms import ALGORITHM_NAMES
@@ -53,15 +53,7 @@ def quantize_options(func: Callable) -> Callable:
             metavar="NAME DIMS",
             help="Fix an input's shape when quantizing a raw (unconverted) model.",
         ),
-        click.option(
-            "--input_value",
-            "input_values",
-            nargs=2,
-            multiple=True,
-            callback=input_values,
-            metavar="NAME VALUES",
-            help="Pin an input to constants when quantizing a raw model (as convert --input_value).",
-        ),
+        input_value_option,
         _bitwidth("--act_bitwidth", "--act_bw", (8, 16, 32), "Activation bitwidth (32: float, weight-only)."),
         _bitwidth(
             "--weights_bitwidth",

@@ -183,7 +183,9 @@ def _floats_back(model: onnx.ModelProto, found: Encodings) -> None:
     names |= {i.name for i in model.graph.initializer}
     for part, table in (("activations", found.activations), ("params", found.params)):
         for name, bitwidth in parts[part].items():
-            if name in names and name not in table and bitwidth in (16, 32):
+            # the plan's word wins over a Q/DQ on the same tensor: that one is its copy converted for an
+            # integer reader (a float16 tensor into an 8-bit Gemm), which an encodings file cannot name
+            if name in names and bitwidth in (16, 32):
                 table[name] = enc.float_encoding(bitwidth)
 
 

@@ -297,3 +297,17 @@ def test_export_writes_the_encodings_quantize_wrote(tmp_path: Path, case: str) -
     _, path = quantize(tmp_path, model, **flags)
     files = export(path, tmp_path / "out", "encodings")
     _same_encodings(read_encodings(files[".encodings.json"]), read_encodings(path.with_suffix(".encodings.json")))
+
+
+def test_a_written_model_has_no_node_nothing_reads(tmp_path: Path) -> None:
+    """r is float16 and Flatten passes that on to f, but the Gemm reads f converted to 8 bits: f's own float16
+    Cast pair was written with no reader (SLANet's mixed model carried 36 such nodes)."""
+    overrides = tmp_path / "fp16.json"
+    overrides.write_text(json.dumps({"activation_encodings": {"r": [{"bitwidth": 16, "dtype": "float"}]},
+                                     "param_encodings": {}}))  # fmt: skip
+    _, path = quantize(tmp_path, conv_bn_model(), quantization_overrides=overrides)
+    model = onnx.load(str(path))
+    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    assert [n.op_type for n in model.graph.node if not any(o in read for o in n.output)] == []
+    assert all(i.name in read for i in model.graph.initializer)
+    assert "Cast" in {n.op_type for n in model.graph.node}  # r's own float16 pair is read, and stays

@@ -78,7 +78,7 @@ def converted(
         return model
     model = normalise(model, input_dims, str(path), input_values)
     corrected_outputs(model)
-    check_normalised(model)
+    check_normalised(model, str(path))
     gm.mark_converted(model)
     return model
 
@@ -86,7 +86,7 @@ def converted(
 LOAD_CHECK_BYTES = 1 << 29  # a session holds a copy of the weights while it is built
 
 
-def check_normalised(model: onnx.ModelProto) -> None:
+def check_normalised(model: onnx.ModelProto, where: str) -> None:
     """A normalised model must load where its source did: a fixed input dim can break a branch never taken,
     and onnx's shape inference wrote STFT shapes onnxruntime refused. Checked below LOAD_CHECK_BYTES of
     weights, or always where an If picks its branch from an input (and said so: qtool quantizes neither)."""
@@ -101,7 +101,7 @@ def check_normalised(model: onnx.ModelProto) -> None:
     if not switches and external_data.byte_size(model) >= LOAD_CHECK_BYTES:
         return
     try:
-        runtime.session(model, 1, "the converted model", arena=False, folded=True)
+        runtime.session(model, 1, f"{where} as converted", arena=False, folded=True)
     except ModelError as e:
         raise ModelError(e.message, where=e.where, hint=f"pin the input that picks the branch: {pin}" if pin else None) from e
 

@@ -53,7 +53,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     gm.check(float_source, str(o.input_network), o.input_network if float_source is loaded else None)
     model = normalise(float_source, o.input_dims, str(o.input_network), o.input_values)
     wrong = corrected_outputs(model)
-    check_normalised(model)
+    check_normalised(model, str(o.input_network))
     for name, (declared, computed) in wrong.items():
         logger.info("convert: output %r is declared %s but the graph computes %s; corrected", name, declared, computed)
     known = gm.tensor_names(model)

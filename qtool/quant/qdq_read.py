@@ -107,13 +107,16 @@ def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None =
     for node in graph.node:
         if _to_float(node):  # qdq.py's float16 simulation: a float16 weight, or an activation cast to it and back
             half = producers.get(node.input[0])
-            if node.input[0] in inits and inits[node.input[0]].data_type == TensorProto.FLOAT16:
+            weight = inits.get(node.input[0])
+            if weight is not None and weight.data_type == TensorProto.FLOAT16 and len(readers[weight.name]) == 1:
                 if weights:
-                    values = external_data.array(inits[node.input[0]]).astype(np.float32)
+                    values = external_data.array(weight).astype(np.float32)
                     new_inits[node.input[0]] = numpy_helper.from_array(values, node.output[0])
                 found.params[node.output[0]] = enc.float_encoding(16)
                 drop.add(id(node))
-            elif half is not None and half.op_type == "Cast" and _attr_to(half) == TensorProto.FLOAT16:
+            elif half is not None and _attr_to(half) == TensorProto.FLOAT16 and half.op_type == "Cast" and (
+                len(readers[half.output[0]]) == 1  # the float16 value read by this Cast alone: a simulation
+            ):
                 x, y = half.input[0], node.output[0]
                 found.activations[y if y in outputs else x] = enc.float_encoding(16)
                 rename.update({x: y} if y in outputs else {y: x})

@@ -311,3 +311,28 @@ def test_a_written_model_has_no_node_nothing_reads(tmp_path: Path) -> None:
     assert [n.op_type for n in model.graph.node if not any(o in read for o in n.output)] == []
     assert all(i.name in read for i in model.graph.initializer)
     assert "Cast" in {n.op_type for n in model.graph.node}  # r's own float16 pair is read, and stays
+
+
+def test_a_float16_value_that_another_op_reads_is_computation_not_a_simulation() -> None:
+    """Another tool's QDQ model may compute in float16 (a Cast whose float16 value an op reads too, a float16
+    weight two Casts read): reading it back keeps those Casts; only qtool's one-reader pairs become encodings."""
+    w = numpy_helper.from_array(np.ones((4, 4), np.float16), "w16")
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+        helper.make_node("Cast", ["xd"], ["h"], to=TensorProto.FLOAT16),
+        helper.make_node("Cast", ["h"], ["hf"], to=TensorProto.FLOAT),
+        helper.make_node("Abs", ["h"], ["ha"]),
+        helper.make_node("Cast", ["w16"], ["wa"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["w16"], ["wb"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["hf", "wa"], ["y1"]),
+        helper.make_node("MatMul", ["hf", "wb"], ["y2"]),
+    ]
+    inits = [w, numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0, np.uint8), "z")]
+    info = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "g", [info("x", TensorProto.FLOAT, [1, 4])],
+                              [info(n, TensorProto.FLOAT, [1, 4]) for n in ("y1", "y2")] + [info("ha", TensorProto.FLOAT16, [1, 4])],
+                              inits)  # fmt: skip
+    stripped, found = read_qdq(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    assert set(found.activations) == {"x"} and found.params == {}
+    assert [n.op_type for n in stripped.graph.node].count("Cast") == 4

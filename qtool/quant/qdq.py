@@ -196,7 +196,7 @@ def _axis(e: Encoding) -> dict[str, int]:
     return {"axis": e.axis} if e.axis is not None else {}
 
 
-def _mark_weights(model: onnx.ModelProto, plan: QuantPlan) -> None:
+def _mark_metadata(model: onnx.ModelProto, plan: QuantPlan) -> None:
     """LPBQ and 7-bit weights, and the tensors kept float, marked in the metadata, which their ONNX storage
     cannot say (qdq_read reads them back)."""
     lpbq = {n: [e.bitwidth, e.blocks.decompressed_bw] for n, e in sorted(plan.params.items()) if e.blocks and e.blocks.is_lpbq}
@@ -281,7 +281,7 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, where: str = "model", pac
     nodes, initializers = _read_only(writer.nodes, writer.initializers, {o.name for o in graph.output}, source)
     _replace(graph.node, nodes)
     _replace(graph.initializer, initializers)
-    _mark_weights(out, plan)
+    _mark_metadata(out, plan)
     return out
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -105,7 +106,7 @@ def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None =
     drop: set[int] = set()
     new_inits: dict[str, onnx.TensorProto] = {}
     for node in graph.node:
-        if _to_float(node):  # qdq.py's float16 simulation: a float16 weight, or an activation cast to it and back
+        if _casts_to(node, TensorProto.FLOAT):  # qdq.py's float16 simulation: a float16 weight, or an activation cast to it and back
             half = producers.get(node.input[0])
             weight = inits.get(node.input[0])
             if weight is not None and weight.data_type == TensorProto.FLOAT16 and len(readers[weight.name]) == 1:
@@ -114,9 +115,7 @@ def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None =
                     new_inits[node.input[0]] = numpy_helper.from_array(values, node.output[0])
                 found.params[node.output[0]] = enc.float_encoding(16)
                 drop.add(id(node))
-            elif half is not None and _attr_to(half) == TensorProto.FLOAT16 and half.op_type == "Cast" and (
-                len(readers[half.output[0]]) == 1  # the float16 value read by this Cast alone: a simulation
-            ):
+            elif _casts_to(half, TensorProto.FLOAT16) and len(readers[half.output[0]]) == 1:  # read here alone
                 x, y = half.input[0], node.output[0]
                 found.activations[y if y in outputs else x] = enc.float_encoding(16)
                 rename.update({x: y} if y in outputs else {y: x})
@@ -156,12 +155,18 @@ def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None =
     return out, found
 
 
-def _attr_to(node: onnx.NodeProto) -> int | None:
-    return next((a.i for a in node.attribute if a.name == "to"), None)
+def _casts_to(node: onnx.NodeProto | None, dtype: int) -> bool:
+    return node is not None and node.op_type == "Cast" and onnx.helper.get_node_attr_value(node, "to") == dtype
 
 
-def _to_float(node: onnx.NodeProto) -> bool:
-    return node.op_type == "Cast" and _attr_to(node) == TensorProto.FLOAT
+def _marked(model: onnx.ModelProto, key: str, parse: Callable[[Any], Any], shape: str) -> Any | None:
+    """Metadata `key` (removed from the model) parsed from JSON by `parse`; {} when absent, None when malformed."""
+    text = _pop_metadata(model, key)
+    try:
+        return parse(json.loads(text) if text is not None else {})
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError):
+        logger.warning("model metadata %r is not a JSON object of %s: ignored", key, shape)
+        return None
 
 
 def _pop_metadata(model: onnx.ModelProto, key: str) -> str | None:
@@ -175,12 +180,9 @@ def _pop_metadata(model: onnx.ModelProto, key: str) -> str | None:
 
 def _floats_back(model: onnx.ModelProto, found: Encodings) -> None:
     """The tensors FLOAT_METADATA names (kept float by the plan, so without Q/DQ) get their float encodings back."""
-    text = _pop_metadata(model, FLOAT_METADATA)
-    try:
-        marked = json.loads(text) if text is not None else {}
-        parts = {part: {str(n): int(b) for n, b in marked.get(part, {}).items()} for part in ("activations", "params")}
-    except (ValueError, TypeError, AttributeError):
-        logger.warning("model metadata %r is not a JSON object of float bitwidths: ignored", FLOAT_METADATA)
+    parts = _marked(model, FLOAT_METADATA, lambda m: {p: {str(n): int(b) for n, b in m.get(p, {}).items()}
+                                                      for p in ("activations", "params")}, "float bitwidths")  # fmt: skip
+    if parts is None:
         return
     names = {i.name for i in model.graph.input} | {o for n in model.graph.node for o in n.output}
     names |= {i.name for i in model.graph.initializer}
@@ -194,13 +196,8 @@ def _floats_back(model: onnx.ModelProto, found: Encodings) -> None:
 
 def _narrow_back(model: onnx.ModelProto, found: Encodings) -> None:
     """The weights NARROW_METADATA names (7-bit grids stored in int8) get their bitwidth back."""
-    text = _pop_metadata(model, NARROW_METADATA)
-    try:
-        marked = {str(n): int(b) for n, b in (json.loads(text) if text is not None else {}).items()}
-    except (ValueError, TypeError, AttributeError):
-        logger.warning("model metadata %r is not a JSON object of bitwidths: ignored", NARROW_METADATA)
-        return
-    for name, bitwidth in marked.items():
+    marked = _marked(model, NARROW_METADATA, lambda m: {str(n): int(b) for n, b in m.items()}, "bitwidths")
+    for name, bitwidth in (marked or {}).items():
         e = found.params.get(name)
         if e is None or e.is_float or not e.is_symmetric or e.bitwidth != 8 or bitwidth != 7:
             logger.warning("weight %r is marked %r bits, which its storage does not fit: read as stored", name, bitwidth)
@@ -213,14 +210,9 @@ def _narrow_back(model: onnx.ModelProto, found: Encodings) -> None:
 
 def _lpbq_back(model: onnx.ModelProto, found: Encodings) -> None:
     """The weights LPBQ_METADATA names become LPBQ again; the stripped model loses the mark."""
-    text = _pop_metadata(model, LPBQ_METADATA)
-    try:
-        marked = json.loads(text) if text is not None else {}
-        items = [(str(n), int(v[0]), int(v[1])) for n, v in marked.items()]
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError):
-        logger.warning("model metadata %r is not a JSON object of [bitwidth, decompressed_bw]: ignored", LPBQ_METADATA)
-        return
-    for name, bitwidth, decompressed_bw in items:
+    items = _marked(model, LPBQ_METADATA, lambda m: [(str(n), int(v[0]), int(v[1])) for n, v in m.items()],
+                    "[bitwidth, decompressed_bw]")  # fmt: skip
+    for name, bitwidth, decompressed_bw in items or []:
         e = found.params.get(name)
         lpbq = blocks.as_lpbq(e, bitwidth, decompressed_bw) if e is not None else None
         if lpbq is None:

@@ -336,3 +336,13 @@ def test_a_float16_value_that_another_op_reads_is_computation_not_a_simulation()
     stripped, found = read_qdq(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
     assert set(found.activations) == {"x"} and found.params == {}
     assert [n.op_type for n in stripped.graph.node].count("Cast") == 4
+
+
+@pytest.mark.parametrize("key", ["qtool.float_tensors", "qtool.narrow_bitwidths", "qtool.lpbq"])
+def test_qtool_metadata_a_file_garbles_is_ignored_with_a_warning(quantized, key: str, caplog) -> None:
+    """The marks are a file's text like any other: a malformed one is named and skipped, never a traceback."""
+    model = onnx.load(str(quantized[1]))
+    model.metadata_props.add(key=key, value='{"x": [1')
+    with caplog.at_level("WARNING", logger="qtool"):
+        _, found = read_qdq(model)
+    assert found.activations and f"model metadata {key!r} is not a JSON object" in caplog.text

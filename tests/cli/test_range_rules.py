@@ -88,9 +88,8 @@ def test_a_max_pool_input_does_not_widen_the_shared_range_below_the_pools_own_mi
     assert acts["p"]["min"] > -2.0  # the input alone reached below −2.5 on these samples
 
 
-def test_an_if_returning_an_outer_tensor_shares_its_encoding(tmp_path: Path) -> None:
-    """openWakeWord's score leaves through an If whose else-branch is Identity(score): a grid of the If output's
-    own would requantize every such score by up to half a step."""
+def _if_model(read_after: bool) -> tuple[list, dict, str]:
+    """Sigmoid score s; If(mean(x) > 0) then x/2 else Identity(s) -> y (or y -> Mul -> z: read by an op)."""
     def branch(node: onnx.NodeProto) -> onnx.GraphProto:
         return helper.make_graph([node], node.output[0], [], [helper.make_tensor_value_info(node.output[0], 1, [1, 64])])
 
@@ -101,11 +100,35 @@ def test_an_if_returning_an_outer_tensor_shares_its_encoding(tmp_path: Path) -> 
         helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0),
         helper.make_node("Greater", ["m", "limit"], ["c"]),  # about half the samples take each branch
         helper.make_node("If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch),
-    ]
+    ] + ([helper.make_node("Mul", ["y", "half"], ["z"])] if read_after else [])
     arrays = {"half": np.array(0.5, np.float32), "limit": np.array(0.0, np.float32)}
-    acts, _, out = _quantize(tmp_path, nodes, arrays, ["y"], scale=2.0)
+    return nodes, arrays, "z" if read_after else "y"
+
+
+def test_an_if_output_an_op_reads_shares_the_encoding_of_the_outer_tensor_it_returns(tmp_path: Path) -> None:
+    """openWakeWord's score leaves through an If whose else-branch is Identity(score): a grid of the If output's
+    own would requantize every such score by up to half a step."""
+    nodes, arrays, output = _if_model(read_after=True)
+    acts, _, out = _quantize(tmp_path, nodes, arrays, [output], scale=2.0)
     score = next(n.output[0] for n in onnx.load(str(out)).graph.node if n.op_type == "Sigmoid")  # convert renames it
     assert acts["y"] == acts[score] and acts["y"]["min"] < -1  # one grid, covering the then-branch's values too
+
+
+def test_an_if_output_that_only_leaves_the_model_stays_float(tmp_path: Path) -> None:
+    """The branches run in float, and nothing integer reads the result: rounding it would only add error
+    (openWakeWord's verifier score was rounded onto the first stage's grid: 65 -> 41.6 dB)."""
+    nodes, arrays, output = _if_model(read_after=False)
+    acts, model, out = _quantize(tmp_path, nodes, arrays, [output], scale=2.0)
+    assert acts["y"]["dtype"] == "float" and acts["y"]["bitwidth"] == 32
+    assert not [n for n in onnx.load(str(out)).graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "y"]
+    x = np.full((1, 64), 0.3, np.float32)  # mean > 0: the then-branch, x / 2 in float
+    got = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+    assert np.array_equal(got, ort.InferenceSession(str(model)).run(None, {"x": x})[0])
+    # export reads the float result back from the model, as quantize wrote it
+    result = run_cli(["export", "-i", out, "-o", tmp_path / "export", "--format", "encodings"])
+    assert result.exit_code == 0, result.stderr
+    exported = json.loads((tmp_path / "export" / "q.encodings.json").read_text())
+    assert exported["activation_encodings"]["y"][0]["dtype"] == "float"
     result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "--input_list", tmp_path / "list.txt", "-o", out,
                       "--target", "ort-cpu"])  # fmt: skip
     assert result.exit_code == 0, result.stderr

@@ -44,7 +44,9 @@ def float_tensors(facts: GraphFacts) -> list[str]:
 
 def collect_stats(model: onnx.ModelProto, samples: Iterable[Sample], threads: int = 0) -> dict[str, Observer]:
     tensors = float_tensors(GraphFacts.of(model))
-    observers, _ = calibrate(model, tensors, samples, observer="percentile", percentile=PERCENTILE, threads=threads)
+    observers, _ = calibrate(
+        model, tensors, samples, observer="percentile", percentile=PERCENTILE, threads=threads, any_nan=True
+    )
     return observers
 
 

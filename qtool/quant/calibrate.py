@@ -252,8 +252,11 @@ class _Runner:
         threads: int,
         cap: int,
         softmax: dict[str, int] | None = None,
+        any_nan: bool = False,
     ) -> None:
         self.tensors, self.observers, self.softmax = tensors, observers, softmax or {}
+        # the tensors whose NaN is not an error: all of them (a float view's stats), or those a Where discards
+        self.nan_allowed = set(range(len(tensors))) if any_nan else _where_branches(model, tensors)
         self.sampled = bool(tensors) and all(isinstance(observers[t], Histogram) for t in tensors)  # one method
         probes = _Probes(model, tensors, self.sampled, cap, self.softmax)
         graph_model, mins, maxs, samples = probes.build()
@@ -300,7 +303,10 @@ class _Runner:
         self._scatter(highs, self.max_slots, values[len(self.min_slots) : reductions])
         nan = np.isnan(lows) | np.isnan(highs)
         if nan.any():
-            raise DataError(f"tensor {self.tensors[int(np.argmax(nan))]!r} has NaN values", where=where)
+            for k in np.flatnonzero(nan).tolist():
+                if k not in self.nan_allowed:
+                    raise DataError(f"tensor {self.tensors[k]!r} has NaN values", where=where)
+            lows[nan] = highs[nan] = np.inf  # like a mask's infinities: the tensor stays float
         # ±inf or ±1e30-class values: a mask (finfo.min, -inf), not data; the tensor stays float
         unbounded = set(np.flatnonzero(np.maximum(np.abs(lows), np.abs(highs)) >= SENTINEL).tolist())
         for k in unbounded:  # almost always empty: this runs per sample over every tensor
@@ -309,12 +315,26 @@ class _Runner:
         samples = values[reductions : len(values) - per * len(self.softmax)]
         if self.sampled:
             for k in unbounded:
-                samples[k] = np.nan_to_num(samples[k], posinf=0.0, neginf=0.0)
+                samples[k] = np.nan_to_num(samples[k], nan=0.0, posinf=0.0, neginf=0.0)
             observe_histograms([self.observers[t] for t in self.tensors], lows, highs, samples)  # type: ignore[misc]
             return
         for k, (name, lo, hi) in enumerate(zip(self.tensors, lows.tolist(), highs.tolist(), strict=True)):
             if not unbounded or k not in unbounded:
                 self.observers[name].observe(lo, hi, None)
+
+
+def _where_branches(model: onnx.ModelProto, tensors: list[str]) -> set[int]:
+    """Indices of the tensors read only as a Where's values (inputs 1, 2): a NaN there is one the Where
+    discards, as TensorFlow's div_no_nan does (basic-pitch's normalised log spectrum is 0/0 on a silent
+    window), not a fault in the model or its input."""
+    readers: dict[str, list[tuple[str, int]]] = {}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            readers.setdefault(name, []).append((node.op_type, i))
+    return {
+        k for k, t in enumerate(tensors)
+        if readers.get(t) and all(op == "Where" and i > 0 for op, i in readers[t])
+    }  # fmt: skip
 
 
 SENTINEL = 1e30  # values this large are markers (finfo.min masks), not data
@@ -339,6 +359,7 @@ def calibrate(
     progress: Callable[[int], None] | None = None,
     expected_samples: int | None = None,
     keep: FloatOutputs | None = None,
+    any_nan: bool = False,
 ) -> tuple[dict[str, Observer], int]:
     """Observe `tensors` over all `samples`; returns the observers and the number of samples.
 
@@ -346,6 +367,9 @@ def calibrate(
     (a Reshape to a fixed batch 1, say) falls back to one sample at a time, with a warning.
     `expected_samples` (the input_list's length) sizes the histograms' per-sample value samples.
     `keep` collects the model's outputs on the first samples, one at a time (not batched).
+    A tensor with NaN values is an error unless a Where discards them, or `any_nan` (statistics of a
+    quantized model's float view, where a value the Q/DQ would have clamped can run to inf and NaN);
+    such a tensor is unbounded, as one holding a mask's infinities is.
     """
     if not tensors:
         return {}, 0
@@ -360,11 +384,11 @@ def calibrate(
     observers.update({name: make_observer(observer, name, percentile) for name in plain})
     softmax = {t: axis for t, (axis, _) in chains.items()}
     cap = sample_cap(expected_samples)
-    single = _Runner(model, plain, observers, threads, cap, softmax)
+    single = _Runner(model, plain, observers, threads, cap, softmax, any_nan)
     batched = None
     if batch_size > 1:
         try:
-            batched = _Runner(_batched(model, batch_size), plain, observers, threads, cap * batch_size, softmax)
+            batched = _Runner(_batched(model, batch_size), plain, observers, threads, cap * batch_size, softmax, any_nan)
         except ModelError:
             logger.warning("calibrate: the model cannot be batched; one sample at a time")
     count = 0

@@ -37,9 +37,14 @@ logger = logging.getLogger(__name__)
 def _group_override(group: list[str], overrides: Encodings) -> Encoding | None:
     given = {t: overrides.activations[t] for t in group if t in overrides.activations}
     distinct = list(dict.fromkeys(given.values()))
-    if len(distinct) > 1:
-        logger.warning("overrides for %s differ; they share one encoding, using %r's", sorted(given), next(iter(given)))
     chosen = distinct[0] if distinct else None
+    if len(distinct) > 1 and not any(e.scale or e.min for e in distinct):
+        # precisions only: a Conv made float by its float weights (overrides.propagate_float) in a group the
+        # mixed-precision search raised to 16 bits: the widest holds every member's values
+        chosen = max(distinct, key=lambda e: (e.is_float, e.bitwidth))
+        logger.info("overrides for %s differ in precision only; they share one encoding, the widest", sorted(given))
+    elif len(distinct) > 1:
+        logger.warning("overrides for %s differ; they share one encoding, using %r's", sorted(given), next(iter(given)))
     if chosen is not None and len(chosen.scale) > 1:
         if len(group) > 1:
             raise DataError("a per-channel activation encoding needs a tensor that shares its encoding with no other",

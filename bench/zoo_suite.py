@@ -246,6 +246,9 @@ def yolov8_boxes(out: np.ndarray, conf: float = 0.25) -> list[tuple[int, np.ndar
 # a detection output's class scores beside its boxes, measured apart (the boxes' energy hides them): task ->
 # (axis, first score channel)
 SCORE_PARTS = {"yolov8": (1, 4), "yolox": (2, 4)}
+# (output, threshold): DB's text map at its 0.3; basic-pitch's note activations (output 1 of contour, note, onset)
+# at its default frame threshold 0.3
+MAP_THRESHOLDS = {"textmap": (0, 0.3), "notes": (1, 0.3)}
 
 
 def picodet_boxes(outs: list[np.ndarray], hw=(800, 608), conf: float = 0.4) -> list[tuple[int, np.ndarray]]:
@@ -386,8 +389,9 @@ class Scores:
             self.add("inter", float(((a > 0) & (b > 0)).sum()))
             self.add("union", float(((a > 0) | (b > 0)).sum()))
             self.add("fg", float((b > 0).sum()))
-        elif task == "textmap":  # DB's probability map binarised at its 0.3, against the float model's: text pixels
-            a, b = outs[0] > 0.3, refs[0] > 0.3
+        elif task in MAP_THRESHOLDS:  # a probability map binarised at the package's own threshold, vs the float's
+            k, threshold = MAP_THRESHOLDS[task]
+            a, b = outs[k] > threshold, refs[k] > threshold
             self.add("agree", float((a == b).sum()))
             self.add("n", a.size)
             self.add("inter", float((a & b).sum()))
@@ -398,6 +402,9 @@ class Scores:
             px = np.hypot(d[0] * 244, d[1] * 356)
             self.values.setdefault("grid_px", []).append(float(px.mean()))
             self.values.setdefault("grid_px_max", []).append(float(px.max()))
+        elif task == "mos":  # DNSMOS's three raw scores (SIG, BAK, OVRL, before its polynomial fit)
+            self.values.setdefault("mos_err", []).append(float(np.abs(outs[0] - refs[0]).mean()))
+            self.values.setdefault("mos_err_max", []).append(float(np.abs(outs[0] - refs[0]).max()))
         elif task == "tagging":
             keep = feed["mask"].astype(bool)
             a, b = outs[0].argmax(-1)[keep], refs[0].argmax(-1)[keep]
@@ -436,7 +443,7 @@ class Scores:
         elif task in ("yolox", "yolov8", "picodet", "mtcnn_pnet") and "truth" in c:
             p, r = c["matched"] / max(c["found"], 1), c["matched"] / max(c["truth"], 1)
             m.update(f1=2 * p * r / max(p + r, 1e-9), precision=p, recall=r, float_boxes=int(c["truth"]))
-        elif task in ("classify", "vad", "wakeword", "mtcnn_onet", "tagging", "segment", "textmap") and c.get("n"):
+        elif task in ("classify", "vad", "wakeword", "mtcnn_onet", "tagging", "segment", *MAP_THRESHOLDS) and c.get("n"):
             m.update(agree=c["agree"] / c["n"], n=int(c["n"]))
             if "union" in c:  # the foreground mask's IoU against the float model's, and its share of the pixels
                 m.update(mask_iou=c["inter"] / max(c["union"], 1), float_fg=c["fg"] / c["n"])
@@ -637,6 +644,8 @@ def task_cell(row: Row) -> str:
         parts.append(f"vs truth {100 * m['truth_acc']:.1f}%")
     if "landmark_px" in m:
         parts.append(f"landmarks ±{m['landmark_px']:.2f} px")
+    if "mos_err" in m:
+        parts.append(f"MOS ±{m['mos_err']:.3f} (worst a window {m['mos_err_max']:.3f})")
     if "grid_px" in m:
         parts.append(f"grid points ±{m['grid_px']:.2f} px (worst a page {m['grid_px_max']:.2f})")
     if "float_positives" in m:

@@ -20,13 +20,14 @@ MIN_OPSET = 13
 
 
 def _needed_opset(model: onnx.ModelProto) -> int:
-    """LayerNormalization needs opset 17 and HardSwish 14; only a model with a ReduceMean can hold a
-    decomposed LayerNorm, and only one with a Clip or HardSigmoid a decomposed hard-swish."""
+    """LayerNormalization needs opset 17 and HardSwish 14; only a model with a ReduceMean (or TensorFlow's
+    GlobalAveragePool, Sqrt and Reciprocal) can hold a decomposed LayerNorm, and only one with a Clip or
+    HardSigmoid a decomposed hard-swish."""
     from qtool.graph.passes.fuse_hardswish import HARDSWISH_OPSET
     from qtool.graph.passes.fuse_layernorm import MIN_OPSET as LAYERNORM_OPSET
 
     ops = {node.op_type for node in model.graph.node}
-    if "ReduceMean" in ops:
+    if "ReduceMean" in ops or {"GlobalAveragePool", "Sqrt", "Reciprocal"} <= ops:
         return LAYERNORM_OPSET
     return HARDSWISH_OPSET if ops & {"Clip", "HardSigmoid"} else MIN_OPSET
 

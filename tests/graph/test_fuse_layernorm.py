@@ -63,3 +63,66 @@ def test_decomposed_layernorm_becomes_one_op_with_the_same_output(square: str, a
 def test_a_mean_over_another_axis_is_left_alone() -> None:
     out = normalise(decomposed_layernorm("Pow", 1), {}, "ln.onnx")
     assert "LayerNormalization" not in [n.op_type for n in out.graph.node]
+
+
+def tensorflow_layernorm(reduce: str = "GlobalAveragePool", shape: tuple[int, ...] = (1, 4, 8),
+                         read_by: str | None = None) -> onnx.ModelProto:  # fmt: skip
+    """tf2onnx's Keras LayerNormalization (g2p-id 0.4.2's BERT): tf.nn.batch_normalization's
+    y = x · r + (beta − mean · r), r = Reciprocal(Sqrt(var + ε)) · gamma; `read_by` another op reads the mean."""
+    rng = np.random.default_rng(0)
+    width = shape[-1]
+    inits = [
+        numpy_helper.from_array(np.array(1e-3, np.float32), "eps"),
+        numpy_helper.from_array(rng.normal(size=width).astype(np.float32), "gamma"),
+        numpy_helper.from_array(rng.normal(size=width).astype(np.float32), "beta"),
+    ]
+
+    def mean(x: str, out: str) -> onnx.NodeProto:
+        if reduce == "GlobalAveragePool":
+            return helper.make_node("GlobalAveragePool", [x], [out])
+        return helper.make_node("ReduceMean", [x], [out], axes=[-1], keepdims=1)
+
+    nodes = [
+        mean("x", "mean"),
+        helper.make_node("Sub", ["x", "mean"], ["d"]),
+        helper.make_node("Mul", ["d", "d"], ["sq"]),
+        mean("sq", "var"),
+        helper.make_node("Add", ["var", "eps"], ["ve"]),
+        helper.make_node("Sqrt", ["ve"], ["std"]),
+        helper.make_node("Reciprocal", ["std"], ["rstd"]),
+        helper.make_node("Mul", ["rstd", "gamma"], ["r"]),
+        helper.make_node("Mul", ["mean", "r"], ["mr"]),
+        helper.make_node("Sub", ["beta", "mr"], ["shift"]),
+        helper.make_node("Mul", ["x", "r"], ["xr"]),
+        helper.make_node("Add", ["xr", "shift"], ["y"]),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))]
+    if read_by:
+        nodes.append(helper.make_node(read_by, ["mean", "mean"], ["also"]))
+        outputs.append(helper.make_tensor_value_info("also", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "tf_ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              outputs, inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+@pytest.mark.parametrize("reduce", ["GlobalAveragePool", "ReduceMean"])
+def test_tensorflows_layernorm_becomes_one_op_with_the_same_output(reduce: str) -> None:
+    model = tensorflow_layernorm(reduce)
+    out = normalise(model, {}, "ln.onnx")
+    assert [n.op_type for n in out.graph.node] == ["LayerNormalization"]
+    x = np.random.default_rng(1).normal(3.0, 2.0, size=(1, 4, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_global_average_pool_over_a_map_normalises_its_spatial_dims() -> None:
+    """GlobalAveragePool on [N, C, H, W] averages H and W: a LayerNormalization from axis 2, scale over [H, W]."""
+    model = tensorflow_layernorm("GlobalAveragePool", (1, 3, 2, 8))
+    out = normalise(model, {}, "ln.onnx")
+    assert [n.op_type for n in out.graph.node] == ["LayerNormalization"]
+    x = np.random.default_rng(2).normal(size=(1, 3, 2, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_mean_something_else_reads_is_not_fused() -> None:
+    out = normalise(tensorflow_layernorm(read_by="Add"), {}, "ln.onnx")
+    assert "LayerNormalization" not in [n.op_type for n in out.graph.node]

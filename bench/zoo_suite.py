@@ -402,6 +402,11 @@ class Scores:
             px = np.hypot(d[0] * 244, d[1] * 356)
             self.values.setdefault("grid_px", []).append(float(px.mean()))
             self.values.setdefault("grid_px_max", []).append(float(px.max()))
+        elif task == "masked":  # g2p-id's BERT: the letter it predicts at each masked position ([mask] is 30)
+            keep = feed["input_1"][0] == 30
+            a, b = outs[0][0][keep].argmax(-1), refs[0][0][keep].argmax(-1)
+            self.add("agree", float((a == b).sum()))
+            self.add("n", a.size)
         elif task == "mos":  # DNSMOS's three raw scores (SIG, BAK, OVRL, before its polynomial fit)
             self.values.setdefault("mos_err", []).append(float(np.abs(outs[0] - refs[0]).mean()))
             self.values.setdefault("mos_err_max", []).append(float(np.abs(outs[0] - refs[0]).max()))
@@ -443,7 +448,8 @@ class Scores:
         elif task in ("yolox", "yolov8", "picodet", "mtcnn_pnet") and "truth" in c:
             p, r = c["matched"] / max(c["found"], 1), c["matched"] / max(c["truth"], 1)
             m.update(f1=2 * p * r / max(p + r, 1e-9), precision=p, recall=r, float_boxes=int(c["truth"]))
-        elif task in ("classify", "vad", "wakeword", "mtcnn_onet", "tagging", "segment", *MAP_THRESHOLDS) and c.get("n"):
+        elif task in ("classify", "vad", "wakeword", "mtcnn_onet", "tagging", "segment", "masked", *MAP_THRESHOLDS) \
+                and c.get("n"):
             m.update(agree=c["agree"] / c["n"], n=int(c["n"]))
             if "union" in c:  # the foreground mask's IoU against the float model's, and its share of the pixels
                 m.update(mask_iou=c["inter"] / max(c["union"], 1), float_fg=c["fg"] / c["n"])

@@ -107,6 +107,7 @@ class Candidate:
     float_bits: int = 0  # 16 or 32: the tensors stay float at this width instead of 16-bit integers
     # a float chain's shortest downstream parts, smallest first (see _prefer_integers)
     parts: list[Candidate] = field(default_factory=list)
+    biases: list[str] = field(default_factory=list)  # the 8-bit biases of the `weight_layers`: int32 when raised
 
     def covered_by(self, tensors: set[str], weights: set[str], floats: dict[str, int] | None = None) -> bool:
         """Already raised as far by those chosen: 16-bit `tensors`, 16-bit `weights`, float `floats` (bits)."""
@@ -233,6 +234,18 @@ def _weights(node: onnx.NodeProto, plan: QuantPlan) -> list[str]:
     return found if found and all(plan.params[w].bitwidth < 16 for w in found) else []
 
 
+def _narrow_bias(facts: GraphFacts, node: onnx.NodeProto, plan: QuantPlan) -> str:
+    """The layer's bias (its own input, or the Add a MatMul's bias is: GraphFacts.bias_add) when it is
+    quantized below 32 bits, else ''."""
+    index = rule_for(node).bias
+    bias = node.input[index] if index is not None and index < len(node.input) else ""
+    for reader in facts.consumers.get(node.output[0], []) if node.op_type == "MatMul" else []:
+        if (fused := facts.bias_add(reader)) is not None and fused[0] is node:
+            bias = fused[1]
+    e = plan.params.get(bias)
+    return bias if e is not None and not e.is_float and e.bitwidth < 32 else ""
+
+
 def _fits_float16(tensors: list[str], plan: QuantPlan) -> bool:
     """The calibrated range stays within float16's largest finite value."""
     top = max((abs(v) for t in tensors for v in (*plan.activations[t].min, *plan.activations[t].max)), default=0.0)
@@ -299,10 +312,12 @@ def candidates(facts: GraphFacts, plan: QuantPlan) -> tuple[list[Candidate], Cos
         weights = [w for p in producers for w in _weights(p, plan)]
         if weights:
             layers = [p.output[0] for p in producers]
-            found.append(Candidate(f"{group[0]}+weights", group, weights, readers, layers, elems))
+            biases = [b for p in producers if (b := _narrow_bias(facts, p, plan))]
+            found.append(Candidate(f"{group[0]}+weights", group, weights, readers, layers, elems, biases=biases))
     for node in mac_nodes:
         if weights := _weights(node, plan):
-            found.append(Candidate(f"{node.output[0]}:weights", [], weights, [], [node.output[0]], 0))
+            biases = [b] if (b := _narrow_bias(facts, node, plan)) else []
+            found.append(Candidate(f"{node.output[0]}:weights", [], weights, [], [node.output[0]], 0, biases=biases))
     macs = {n.output[0]: cost.node_macs(n, shapes) or 0 for n in mac_nodes}
     model = CostModel(macs, total_elems)
     return found, model
@@ -337,6 +352,9 @@ def raise_precision(base: Encodings, chosen: list[Candidate], replaceable: froze
         for w in c.weights:
             if w in replaceable or w not in out.params:
                 out.params[w] = Encoding(bitwidth=16, is_symmetric=True)
+        for b in c.biases:  # a 16-bit layer's bias on an 8-bit grid would cap it (--bias_bitwidth 8, QNN's default)
+            if b in replaceable or b not in out.params:
+                out.params[b] = Encoding(bitwidth=32, is_symmetric=True)
     return out
 
 

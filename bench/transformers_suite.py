@@ -155,15 +155,16 @@ class Scores:
         if ref is not None:
             ref_top1 = ref.argmax(-1)
         if out is not None and ref is not None:
-            o = out.reshape(-1, out.shape[-1]).astype(np.float64)
-            r = ref.reshape(-1, ref.shape[-1]).astype(np.float64)
+            width = out.size if self.task == "map" else out.shape[-1]  # a map is one vector a sample
+            o = out.reshape(-1, width).astype(np.float64)
+            r = ref.reshape(-1, width).astype(np.float64)
             if keep is not None:
                 o, r = o[keep.reshape(-1)], r[keep.reshape(-1)]
             norms = np.linalg.norm(o, axis=1) * np.linalg.norm(r, axis=1)
             self.cosines += list(np.sum(o * r, axis=1) / np.maximum(norms, 1e-30))
             self.signal += float(np.sum(r**2))
             self.noise += float(np.sum((o - r) ** 2))
-        if self.task != "embedding" and out_top1 is not None and ref_top1 is not None:
+        if self.task not in ("embedding", "map") and out_top1 is not None and ref_top1 is not None:
             same = np.asarray(out_top1).reshape(-1) == np.asarray(ref_top1).reshape(-1)
             if keep is not None:
                 same = same[keep.reshape(-1)]
@@ -172,7 +173,7 @@ class Scores:
 
     def result(self) -> dict:
         metrics: dict = {}
-        if self.task != "embedding" and self.total:
+        if self.task not in ("embedding", "map") and self.total:
             key = "next_token_agree" if self.task == "causal_lm" else "top1_agree"
             metrics.update({key: self.agree / self.total, "n": self.total})
         if self.cosines:

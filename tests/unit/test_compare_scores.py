@@ -1,0 +1,47 @@
+"""Top-1 agreement is reported for outputs that can be class scores only: not for a recurrent state, a normalised
+embedding or a boolean mask, whose argmax agreeing with float's says nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from qtool.inspect.compare import compare_outputs
+
+
+def _heads() -> onnx.ModelProto:
+    """x [1, 8] -> logits (Gemm), an L2-normalised embedding (Div), a GRU's last state (Squeeze), a mask (Greater)."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "w": rng.normal(size=(8, 6)).astype(np.float32),
+        "gw": rng.normal(size=(1, 12, 8)).astype(np.float32),
+        "gr": rng.normal(size=(1, 12, 4)).astype(np.float32),
+        "zero": np.array(0.0, np.float32),
+    }
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["logits"]),
+        helper.make_node("ReduceL2", ["logits"], ["norm"], keepdims=1),
+        helper.make_node("Div", ["logits", "norm"], ["embedding"]),
+        helper.make_node("Unsqueeze", ["x", "axes"], ["seq"]),
+        helper.make_node("GRU", ["seq", "gw", "gr"], ["", "h"], hidden_size=4),
+        helper.make_node("Squeeze", ["h", "axes"], ["state"]),
+        helper.make_node("Greater", ["logits", "zero"], ["mask"]),
+    ]
+    arrays["axes"] = np.array([0], np.int64)
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("logits", "embedding", "state")]
+    outputs.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, None))
+    graph = helper.make_graph(nodes, "heads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])], outputs,
+                              [numpy_helper.from_array(v, k) for k, v in arrays.items()])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_top1_agreement_only_for_outputs_that_can_be_class_scores() -> None:
+    model = _heads()
+    feeds = [{"x": np.random.default_rng(k).normal(size=(1, 8)).astype(np.float32)} for k in range(4)]
+    drift = compare_outputs(model, model, feeds)
+    assert "top1_agreement" in drift["logits"].summary(False)
+    for name in ("embedding", "state", "mask"):
+        assert "top1_agreement" not in drift[name].summary(False), name

@@ -203,14 +203,19 @@ def compare_outputs(
 
 # A vector no classifier head writes: a recurrent state, a normalised embedding; its argmax agreeing with float's
 # says nothing (g2p-id's LSTM encoder state showed "top1_agreement 0.30" at 46 dB).
-NOT_SCORES = frozenset({"LSTM", "GRU", "RNN", "LayerNormalization", "LpNormalization", "Div"})
+NOT_SCORES = frozenset({"LSTM", "GRU", "RNN", "LayerNormalization", "LpNormalization"})
 PASSES_ON = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Identity"})
+NORMS = frozenset({"ReduceL2", "Sqrt", "Max", "Clip"})  # x / max(‖x‖, ε): a Div by these normalises (a Div by a
+# ReduceSum is a Softmax written out, and keeps its top-1)
 
 
 def _may_be_scores(producers: dict[str, onnx.NodeProto], name: str) -> bool:
     node = producers.get(name)
     while node is not None and node.op_type in PASSES_ON and node.input:
         node = producers.get(node.input[0])
+    if node is not None and node.op_type == "Div" and len(node.input) > 1:
+        divisor = producers.get(node.input[1])
+        return divisor is None or divisor.op_type not in NORMS
     return node is None or node.op_type not in NOT_SCORES
 
 

@@ -27,9 +27,13 @@ def _heads() -> onnx.ModelProto:
         helper.make_node("GRU", ["seq", "gw", "gr"], ["", "h"], hidden_size=4),
         helper.make_node("Squeeze", ["h", "axes"], ["state"]),
         helper.make_node("Greater", ["logits", "zero"], ["mask"]),
+        helper.make_node("Exp", ["logits"], ["e"]),  # a Softmax written out: its probabilities are scores
+        helper.make_node("ReduceSum", ["e", "last"], ["total"], keepdims=1),
+        helper.make_node("Div", ["e", "total"], ["probs"]),
     ]
+    arrays["last"] = np.array([-1], np.int64)
     arrays["axes"] = np.array([0], np.int64)
-    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("logits", "embedding", "state")]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("logits", "embedding", "state", "probs")]
     outputs.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, None))
     graph = helper.make_graph(nodes, "heads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])], outputs,
                               [numpy_helper.from_array(v, k) for k, v in arrays.items()])  # fmt: skip
@@ -42,6 +46,6 @@ def test_top1_agreement_only_for_outputs_that_can_be_class_scores() -> None:
     model = _heads()
     feeds = [{"x": np.random.default_rng(k).normal(size=(1, 8)).astype(np.float32)} for k in range(4)]
     drift = compare_outputs(model, model, feeds)
-    assert "top1_agreement" in drift["logits"].summary(False)
+    assert "top1_agreement" in drift["logits"].summary(False) and "top1_agreement" in drift["probs"].summary(False)
     for name in ("embedding", "state", "mask"):
         assert "top1_agreement" not in drift[name].summary(False), name

@@ -66,15 +66,15 @@ def test_a_mean_over_another_axis_is_left_alone() -> None:
 
 
 def tensorflow_layernorm(reduce: str = "GlobalAveragePool", shape: tuple[int, ...] = (1, 4, 8),
-                         read_by: str | None = None) -> onnx.ModelProto:  # fmt: skip
+                         read_by: str | None = None, params: tuple[int, ...] | None = None) -> onnx.ModelProto:  # fmt: skip
     """tf2onnx's Keras LayerNormalization (g2p-id 0.4.2's BERT): tf.nn.batch_normalization's
     y = x · r + (beta − mean · r), r = Reciprocal(Sqrt(var + ε)) · gamma; `read_by` another op reads the mean."""
     rng = np.random.default_rng(0)
-    width = shape[-1]
+    params = params or (shape[-1],)
     inits = [
         numpy_helper.from_array(np.array(1e-3, np.float32), "eps"),
-        numpy_helper.from_array(rng.normal(size=width).astype(np.float32), "gamma"),
-        numpy_helper.from_array(rng.normal(size=width).astype(np.float32), "beta"),
+        numpy_helper.from_array(rng.normal(size=params).astype(np.float32), "gamma"),
+        numpy_helper.from_array(rng.normal(size=params).astype(np.float32), "beta"),
     ]
 
     def mean(x: str, out: str) -> onnx.NodeProto:
@@ -126,3 +126,18 @@ def test_a_global_average_pool_over_a_map_normalises_its_spatial_dims() -> None:
 def test_a_mean_something_else_reads_is_not_fused() -> None:
     out = normalise(tensorflow_layernorm(read_by="Add"), {}, "ln.onnx")
     assert "LayerNormalization" not in [n.op_type for n in out.graph.node]
+
+
+def test_a_per_channel_scale_over_spatial_means_is_an_instance_norm_and_left_alone() -> None:
+    """GlobalAveragePool over H, W with γ, β per channel ([C, 1, 1]) normalises each channel: no LayerNormalization
+    can hold it; and γ, β written [1, 1, 8] for a [1, 4, 8] input still fuse."""
+    model = tensorflow_layernorm("GlobalAveragePool", (1, 3, 2, 8), params=(3, 1, 1))
+    out = normalise(model, {}, "ln.onnx")
+    assert "LayerNormalization" not in [n.op_type for n in out.graph.node]
+    x = np.random.default_rng(3).normal(size=(1, 3, 2, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-4, atol=1e-4)
+    leading = tensorflow_layernorm(params=(1, 1, 8))
+    fused = normalise(leading, {}, "ln.onnx")
+    assert [n.op_type for n in fused.graph.node] == ["LayerNormalization"]
+    x = np.random.default_rng(4).normal(size=(1, 4, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(fused, x), run(leading, x), rtol=1e-4, atol=1e-4)

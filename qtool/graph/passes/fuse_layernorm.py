@@ -110,6 +110,20 @@ def _reduced_from(mean: ir.Node, rank: int) -> int | None:
     return axes[0] if axes == list(range(axes[0], rank)) else None
 
 
+def _over(value: np.ndarray, normalised: list) -> np.ndarray | None:
+    """`value` as a scale or bias over the normalised dims, or None where it varies along any other dim."""
+    lead = max(0, value.ndim - len(normalised))
+    if any(d != 1 for d in value.shape[:lead]):
+        return None
+    value = value.reshape(value.shape[lead:])
+    if not all(isinstance(d, int) for d in normalised):
+        return value
+    try:
+        return np.broadcast_to(value, tuple(normalised))
+    except ValueError:
+        return None
+
+
 def _same_reduction(node: ir.Node | None, mean: ir.Node) -> bool:
     return node is not None and node.op_type == mean.op_type and (
         node.op_type == "GlobalAveragePool" or (_axes(node) == _axes(mean) and node.attributes.get_int("keepdims", 1) == 1)
@@ -137,9 +151,12 @@ def _match_batchnorm_form(mean: ir.Node) -> tuple[list[ir.Node], dict] | None:
     if recip is None or eps is None or eps.size != 1:
         return None
     nodes, found = [mean, subs[0], square[0], var, add, sqrt, recip], {"epsilon": float(eps.ravel()[0]), "axis": axis}
+    normalised = list(x.shape)[axis:]
     r = recip.outputs[0]
     scaled = _only_user(r, "Mul")
     if scaled is not None and (scale := _const(scaled, r)) is not None:
+        if (scale := _over(scale, normalised)) is None:
+            return None  # a scale per channel over spatial means: an instance norm, not a LayerNormalization
         nodes.append(scaled)
         found["scale"], r = scale, scaled.outputs[0]
     by_mean = [u for u in _users(r) if u.op_type == "Mul" and set(u.inputs) == {mean.outputs[0], r}]
@@ -148,6 +165,7 @@ def _match_batchnorm_form(mean: ir.Node) -> tuple[list[ir.Node], dict] | None:
         return None
     shift = _only_user(by_mean[0].outputs[0], "Sub")
     bias = _const(shift, by_mean[0].outputs[0]) if shift is not None and shift.inputs[1] is by_mean[0].outputs[0] else None
+    bias = _over(bias, normalised) if bias is not None else None
     out = _only_user(by_x[0].outputs[0], "Add")
     if bias is None or out is None or set(out.inputs) != {by_x[0].outputs[0], shift.outputs[0]}:
         return None

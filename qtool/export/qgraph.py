@@ -196,7 +196,14 @@ class QGraph:
         self.integer_of[t] = integer
 
     def float_node(self, node: onnx.NodeProto) -> None:
-        """The op as in the QDQ model: float inputs dequantized, float outputs quantized on demand."""
+        """The op as in the QDQ model: float inputs dequantized, float outputs quantized on demand; the outer
+        tensors an If/Loop/Scan body reads by name exist as float under that name before it (openWakeWord's
+        verifier If returns the Sigmoid's score, which is an integer tensor here)."""
+        for t in sorted(body_reads([node])):
+            if t in self.enc and t not in self.facts.initializers and self.raw.get(t) != t:
+                name = self.dequantized(t)
+                if name != t:
+                    self.node("Identity", [name], t)
         new = onnx.NodeProto()
         new.CopyFrom(node)
         new.input[:] = [self.dequantized(i) for i in node.input]
@@ -207,6 +214,16 @@ class QGraph:
             elif out:
                 self.float_of[out] = out
         self.nodes.append(new)
+
+
+def body_reads(nodes) -> set[str]:
+    """Names read inside the If/Loop/Scan bodies of `nodes` (nested ones too)."""
+    names: set[str] = set()
+    for node in nodes:
+        for attr in node.attribute:
+            for body in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
+                names |= {i for n in body.node for i in n.input} | body_reads(body.node)
+    return names
 
 
 def _integer_clamps(e: Encoding, lo: np.ndarray, hi: np.ndarray) -> list[tuple[str, np.ndarray]]:

@@ -24,7 +24,7 @@ import onnx
 
 from qtool import runtime
 from qtool.export.job import ExportJob, Files
-from qtool.export.qgraph import MS_DOMAIN, QGraph
+from qtool.export.qgraph import MS_DOMAIN, QGraph, body_reads
 from qtool.export.qlinear import QLINEAR
 from qtool.graph import model as gm
 from qtool.io.encodings import Encodings
@@ -45,20 +45,10 @@ def _convert_nodes(g: QGraph, graph: onnx.GraphProto) -> None:
             g.node("Identity", [name], out.name)
 
 
-def _subgraph_reads(nodes) -> set[str]:
-    """Names read inside If/Loop/Scan bodies (outer-scope initializers they need)."""
-    names: set[str] = set()
-    for node in nodes:
-        for attr in node.attribute:
-            for body in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
-                names |= {i for n in body.node for i in n.input} | _subgraph_reads(body.node)
-    return names
-
-
 def _assemble(model: onnx.ModelProto, g: QGraph) -> None:
     graph = model.graph
     included = {i.name for i in g.inits}
-    needed = _subgraph_reads(g.nodes) - included - set(g.enc)
+    needed = body_reads(g.nodes) - included - set(g.enc)
     g.inits.extend(i for i in graph.initializer if i.name in needed)
     produced = {o for n in g.nodes for o in n.output}
     kept_info = [v for v in graph.value_info if v.name in produced]

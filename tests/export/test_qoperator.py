@@ -158,3 +158,44 @@ def test_ort_cpu_target_keeps_a_dequantize_from_a_dilated_average_pool_so_ort_lo
     default = ort.InferenceSession(str(output))  # default options: ORT_ENABLE_ALL, with its QDQ fusions
     (y, _) = default.run(None, random_feeds(model, 1)[0])
     assert y.shape == (1, 4, 4)
+
+
+def test_an_if_body_reading_a_quantized_outer_tensor_gets_its_float_value(tmp_path: Path) -> None:
+    """openWakeWord's verifier If returns the first stage's Sigmoid score from one branch: in QOperator form that
+    score is an integer tensor, and the body still read the float name, which no node wrote before the If
+    (onnxruntime: 'Nodes in a graph must be topologically sorted'; export exit 3)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    def branch(node: onnx.NodeProto) -> onnx.GraphProto:
+        return helper.make_graph([node], node.output[0], [], [helper.make_tensor_value_info(node.output[0], 1, [1, 16])])
+
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("ReduceMean", ["s"], ["m"], keepdims=0),  # the score decides too, as openWakeWord's
+        helper.make_node("Greater", ["m", "limit"], ["c"]),
+        helper.make_node(
+            "If", ["c"], ["y"],
+            then_branch=branch(helper.make_node("Mul", ["x", "half"], ["t"])),
+            else_branch=branch(helper.make_node("Identity", ["s"], ["e"])),
+        ),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "verifier", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+        [numpy_helper.from_array(np.array(0.5, np.float32), "half"), numpy_helper.from_array(np.array(0.5, np.float32), "limit")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    source = save_model(model, tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, model, 16)
+    qdq, out = tmp_path / "q.onnx", tmp_path / "export"
+    assert run_cli(["quantize", "-i", source, "--input_list", listing, "-o", qdq]).exit_code == 0
+    result = run_cli(["export", "-i", qdq, "-o", out, "--format", "qoperator"])
+    assert result.exit_code == 0, result.stderr
+    qop = ort.InferenceSession(str(out / "q.qoperator.onnx"))
+    reference = ort.InferenceSession(str(qdq))
+    step = 1 / 255  # the Sigmoid's [0, 1] grid
+    for sign in (1.0, -1.0):  # the then-branch (float x / 2) and the else-branch (the score)
+        x = np.full((1, 16), sign, np.float32) + np.linspace(-0.5, 0.5, 16, dtype=np.float32)
+        np.testing.assert_allclose(qop.run(None, {"x": x})[0], reference.run(None, {"x": x})[0], atol=step * 1.01)

@@ -252,11 +252,10 @@ class _Runner:
         threads: int,
         cap: int,
         softmax: dict[str, int] | None = None,
-        any_nan: bool = False,
+        nan_allowed: frozenset[str] = frozenset(),
     ) -> None:
         self.tensors, self.observers, self.softmax = tensors, observers, softmax or {}
-        # the tensors whose NaN is not an error: all of them (a float view's stats), or those a Where discards
-        self.nan_allowed = set(range(len(tensors))) if any_nan else _where_branches(model, tensors)
+        self.nan_allowed = {k for k, t in enumerate(tensors) if t in nan_allowed}  # tensors whose NaN is no error
         self.sampled = bool(tensors) and all(isinstance(observers[t], Histogram) for t in tensors)  # one method
         probes = _Probes(model, tensors, self.sampled, cap, self.softmax)
         graph_model, mins, maxs, samples = probes.build()
@@ -323,18 +322,14 @@ class _Runner:
                 self.observers[name].observe(lo, hi, None)
 
 
-def _where_branches(model: onnx.ModelProto, tensors: list[str]) -> set[int]:
-    """Indices of the tensors read only as a Where's values (inputs 1, 2): a NaN there is one the Where
-    discards, as TensorFlow's div_no_nan does (basic-pitch's normalised log spectrum is 0/0 on a silent
-    window), not a fault in the model or its input."""
-    readers: dict[str, list[tuple[str, int]]] = {}
-    for node in model.graph.node:
-        for i, name in enumerate(node.input):
-            readers.setdefault(name, []).append((node.op_type, i))
-    return {
-        k for k, t in enumerate(tensors)
-        if readers.get(t) and all(op == "Where" and i > 0 for op, i in readers[t])
-    }  # fmt: skip
+def _where_branches(facts: GraphFacts, tensors: list[str]) -> frozenset[str]:
+    """The tensors read only as a Where's values (inputs 1, 2): a NaN there is one the Where discards, as
+    TensorFlow's div_no_nan does (basic-pitch's normalised log spectrum is 0/0 on a silent window), not a
+    fault in the model or its input."""
+    return frozenset(
+        t for t in tensors
+        if facts.consumers.get(t) and all(c.op_type == "Where" and t not in c.input[:1] for c in facts.consumers[t])
+    )  # fmt: skip
 
 
 SENTINEL = 1e30  # values this large are markers (finfo.min masks), not data
@@ -375,7 +370,8 @@ def calibrate(
         return {}, 0
     if batch_size > 1:  # batches run the batched model: the first samples' outputs come one at a time
         keep = None
-    chains = softmax_chains(GraphFacts.of(model), tensors)
+    facts = GraphFacts.of(model)
+    chains = softmax_chains(facts, tensors)
     observers: dict[str, Observer] = {}
     for softmax_input, (_, members) in chains.items():
         shared = SoftmaxInput(softmax_input)
@@ -384,11 +380,14 @@ def calibrate(
     observers.update({name: make_observer(observer, name, percentile) for name in plain})
     softmax = {t: axis for t, (axis, _) in chains.items()}
     cap = sample_cap(expected_samples)
-    single = _Runner(model, plain, observers, threads, cap, softmax, any_nan)
+    nan_allowed = frozenset(plain) if any_nan else _where_branches(facts, plain)
+    single = _Runner(model, plain, observers, threads, cap, softmax, nan_allowed)
     batched = None
     if batch_size > 1:
         try:
-            batched = _Runner(_batched(model, batch_size), plain, observers, threads, cap * batch_size, softmax, any_nan)
+            batched = _Runner(
+                _batched(model, batch_size), plain, observers, threads, cap * batch_size, softmax, nan_allowed
+            )
         except ModelError:
             logger.warning("calibrate: the model cannot be batched; one sample at a time")
     count = 0

@@ -54,7 +54,7 @@ def _const(node: ir.Node, other_than: ir.Value) -> np.ndarray | None:
 
 
 def _square_and_divide(d: ir.Value) -> tuple[ir.Node, ir.Node] | None:
-    users = list({id(u): u for u, _ in d.uses()}.values())  # Mul(d, d) uses d twice
+    users = _users(d)
     squares = [
         u
         for u in users

@@ -82,12 +82,12 @@ def reference_blocks(w: np.ndarray, block_axis: int, size: int, bitwidth: int = 
     return np.moveaxis(scale.squeeze(axis=1), 0, block_axis), dequantized
 
 
-def embedding_model(seed: int = 0, vocab: int = 40, width: int = 64) -> onnx.ModelProto:
+def embedding_model(seed: int = 0, vocab: int = 40, width: int = 64, outliers: tuple[int, ...] = (2, 5)) -> onnx.ModelProto:
     """ids[1, 8] (int64) -> Gather(table [vocab, width]) -> MatMul W [width, 32] -> y[1, 8, 32]; a few tokens'
-    rows 8x the rest, what per-token blocks of the table are for."""
+    rows (`outliers`) 8x the rest, what per-token blocks of the table are for."""
     rng = np.random.default_rng(seed)
     table = rng.normal(0, 1, (vocab, width)).astype(np.float32)
-    table[[2, 5]] *= 8.0
+    table[list(outliers)] *= 8.0
     arrays = {"table": table, "W": rng.normal(0, 1 / np.sqrt(width), (width, 32)).astype(np.float32)}
     n = helper.make_node
     nodes = [n("Gather", ["table", "ids"], ["e"], name="embed"), n("MatMul", ["e", "W"], ["y"], name="proj")]

@@ -315,6 +315,29 @@ def test_an_embedding_table_takes_blocks_per_token_along_its_features(tmp_path: 
         assert again.read_bytes() == blocked.read_bytes()
 
 
+@pytest.mark.parametrize(("vocab", "outliers", "blocked"), [(2, (), False), (8, (2, 5), True)])
+def test_a_table_of_fewer_rows_than_a_block_takes_the_grid_of_less_error(
+    tmp_path: Path, vocab: int, outliers: tuple[int, ...], blocked: bool
+) -> None:
+    """A token-type table [2, 64] under blocks of 16: a scale per feature covers 2 values, a block 16, so it is
+    per feature (DequantizeLinear axis 1, 64 scales, no block_size); a table of 8 rows, two of them 8x the rest,
+    keeps per-token blocks, whose error is the smaller there."""
+    model = embedding_model(vocab=vocab, outliers=outliers)
+    flags = ["--act_bitwidth", "32", *W4_MINMAX, "--weights_block_size", "16"]
+    quantized = _quantize(tmp_path, model, *flags, samples=0)
+    ids = np.zeros((1, 8), dtype=np.int64)
+    ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})
+    loaded = onnx.load(str(quantized))
+    dq = _weight_dq(loaded, "table")
+    scale = next(numpy_helper.to_array(i) for i in loaded.graph.initializer if i.name == dq.input[1])
+    table = numpy_helper.to_array(model.graph.initializer[0])
+    if blocked:
+        assert {a.name: a.i for a in dq.attribute} == {"axis": 1, "block_size": 16} and scale.shape == (vocab, 4)
+    else:
+        assert {a.name: a.i for a in dq.attribute} == {"axis": 1} and scale.shape == (64,)
+        np.testing.assert_allclose(scale, np.abs(table).max(axis=0) / 7, rtol=1e-6)  # min-max, per feature
+
+
 @pytest.mark.parametrize("fmt", ["1.0.0", "2.0.0"])
 def test_asymmetric_blocks_round_trip_and_run_as_matmulnbits_with_zero_points(tmp_path: Path, fmt: str) -> None:
     """--use_asymmetric_blocks: uint4 blocks with a zero point each, less output error than symmetric blocks on

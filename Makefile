@@ -212,7 +212,8 @@ OUT := build/demo
 # 15586 -> 15591: the layer report sends an expanding op's (Log, Sqrt) fix upstream when its own grid adds little
 # 15591 -> 15598 (15597 after review): qoperator export gives an If body's outer reads their float value under their own name
 # 15597 -> 15616: a table with fewer values per channel than a block (token types) keeps the grid of less error
-LINE_BUDGET := 15616
+# 15616 -> 15665: Sin / Cos phases (rotary angles) stay float; the long-tail lint takes 0 into both ranges and skips float tensors
+LINE_BUDGET := 15665
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -26,6 +26,7 @@ from qtool.inspect.findings import Finding, LintContext
 from qtool.quant.calibrate import Sample, calibrate
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import Histogram, MinMax, Observer
+from qtool.quant.plan import float_by_structure
 
 PERCENTILE = 99.99
 EXPANDING = frozenset({"Log", "Sqrt", "Reciprocal", "Pow"})  # small inputs -> large relative output changes
@@ -56,15 +57,26 @@ def _already_clipped(ctx: LintContext, name: str, full: float) -> bool:
     return e is not None and not e.is_float and (max(e.max) - min(e.min)) < 0.5 * full
 
 
+def _kept_float(ctx: LintContext) -> set[str]:
+    """Tensors no grid rounds: float in the quantized model inspected, or kept float by quantize's structure
+    rules (normalisation statistics, a GELU's inside, Sin / Cos phases) in a float one."""
+    if ctx.encodings is not None:
+        return {n for n in ctx.stats or {} if (e := ctx.encodings.activations.get(n)) is None or e.is_float}
+    return float_by_structure(ctx.facts)
+
+
 def long_tails(ctx: LintContext) -> Iterable[Finding]:
     if ctx.stats is None:
         return
     calibration = ctx.preset.get("act_quantizer_calibration") or "min-max"
+    kept_float = _kept_float(ctx)
     for name, observer in ctx.stats.items():
-        if not isinstance(observer, Histogram) or not observer.count:
+        if not isinstance(observer, Histogram) or not observer.count or name in kept_float:
             continue
-        lo, hi = observer.lo, observer.hi
-        p_lo, p_hi = observer.range()
+        # every grid holds 0, so a clipped range does too: an RMSNorm's inverse norm in [0.018, 0.022] (and 0
+        # once, a zero embedding) has no tail that percentile calibration could cut
+        lo, hi = min(observer.lo, 0.0), max(observer.hi, 0.0)
+        p_lo, p_hi = (f(v, 0.0) for f, v in zip((min, max), observer.range(), strict=True))
         full, core = hi - lo, p_hi - p_lo
         if core <= 0 or full / core < TAIL_RATIO or _already_clipped(ctx, name, full):
             continue

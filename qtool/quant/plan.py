@@ -25,6 +25,7 @@ from qtool.quant.group_range import group_encoding
 from qtool.quant.normalization import normalization_statistics
 from qtool.quant.observers import MinMax, Observer, observe_values
 from qtool.quant.overrides import int32_ops, propagate_float, sixteen_bit_layers
+from qtool.quant.phases import phases
 from qtool.quant.residual import ChannelMinMax
 from qtool.quant.rules import float_input_reason, is_control_input, rule_for, weight_axis
 
@@ -98,9 +99,9 @@ def activation_tensors(facts: GraphFacts) -> list[str]:
 
 
 def float_by_structure(facts: GraphFacts) -> set[str]:
-    """Tensors that stay float for what they compute: normalisation statistics (normalization.py) and the
-    inside of a GELU written op by op (gelu.py)."""
-    return normalization_statistics(facts) | gelu_interiors(facts)
+    """Tensors that stay float for what they compute: normalisation statistics (normalization.py), the
+    inside of a GELU written op by op (gelu.py) and the phases of Sin / Cos (phases.py)."""
+    return normalization_statistics(facts) | gelu_interiors(facts) | phases(facts)
 
 
 def _only_control(facts: GraphFacts, name: str) -> bool:

@@ -52,6 +52,16 @@ def test_long_tail_from_one_outlier(tmp_path):
     assert all(f.severity == "warning" and "percentile" in f.fix for f in tails)
 
 
+def test_a_far_off_zero_is_no_tail_since_every_grid_holds_zero(tmp_path):
+    """Values in [9, 10] and one 0 (an RMSNorm's inverse norm, a zero embedding once): min-max's [0, 10] is what
+    any clipped range becomes once it takes 0 in, so there is nothing to cut; a far tail above still counts."""
+    arrays = uniform(9, 10)
+    arrays[4][0, 0, 0, 0] = 0.0
+    assert of(run(tmp_path, relu_model(), arrays), "long-tail") == []
+    arrays[5][0, 1, 0, 0] = 100.0
+    assert {f.where for f in of(run(tmp_path, relu_model(), arrays), "long-tail")} == {"tensor 'x'", "tensor 'y'"}
+
+
 def test_long_tail_is_info_when_the_preset_already_clips(tmp_path):
     arrays = uniform(-1, 1)
     arrays[3][0, 0, 0, 0] = 200.0

@@ -213,7 +213,8 @@ OUT := build/demo
 # 15591 -> 15598 (15597 after review): qoperator export gives an If body's outer reads their float value under their own name
 # 15597 -> 15616: a table with fewer values per channel than a block (token types) keeps the grid of less error
 # 15616 -> 15665: Sin / Cos phases (rotary angles) stay float; the long-tail lint takes 0 into both ranges and skips float tensors
-LINE_BUDGET := 15665
+# 15665 -> 15710: a packed state read only by slices splits (wide_slices); LSTM cell states take 16 bits
+LINE_BUDGET := 15710
 
 .PHONY: demo test lint venv bench clean golden
 

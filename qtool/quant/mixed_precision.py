@@ -290,7 +290,7 @@ def candidates(facts: GraphFacts, plan: QuantPlan) -> tuple[list[Candidate], Cos
     total_elems = 0  # every quantized activation element: the all-8-bit traffic
     quantized = {t for t, e in plan.activations.items() if not e.is_float}
     # a Concat the plan splits (ranges too far apart, plan.wide_concats) leaves its inputs their own groups
-    groups = activation_groups(facts, activation_tensors(facts), plan.split_concats)
+    groups = activation_groups(facts, activation_tensors(facts), plan.split_concats, sliced=plan.split_sources)
     group_of = {t: g for g in groups for t in g}
     index = {t: k for k, g in enumerate(groups) for t in g}
     for group in groups:

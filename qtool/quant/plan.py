@@ -72,6 +72,7 @@ class QuantPlan:
     # a squashed output (a Conv's, before its ReLU) -> the tensor that carries its encoding
     carriers: dict[str, str] = field(default_factory=dict)
     split_concats: frozenset[str] = frozenset()  # Concat outputs whose inputs keep their own grids (wide_concats)
+    split_sources: frozenset[str] = frozenset()  # float tensors whose slices keep their own grids (wide_slices)
 
     def is_float_node(self, node) -> bool:
         """Its output (or the ReLU output carrying its encoding) stays float: it reads float inputs."""
@@ -111,11 +112,13 @@ def _only_control(facts: GraphFacts, name: str) -> bool:
 
 
 def activation_groups(
-    facts: GraphFacts, tensors: list[str], apart: frozenset[str] = frozenset(), through_if: bool = True
-) -> list[list[str]]:
+    facts: GraphFacts, tensors: list[str], apart: frozenset[str] = frozenset(), through_if: bool = True,
+    sliced: frozenset[str] = frozenset(),
+) -> list[list[str]]:  # fmt: skip
     """Partition `tensors` into groups that must share one encoding (union-find, ordered); a Concat
-    whose output is in `apart` does not join its inputs (see `wide_concats`); an If output joins the outer
-    tensor a branch returns unless `through_if` is off (--op_types_to_quantize leaves an If output float)."""
+    whose output is in `apart` does not join its inputs (see `wide_concats`), nor a tensor in `sliced` its
+    slices (`wide_slices`); an If output joins the outer tensor a branch returns unless `through_if` is off
+    (--op_types_to_quantize leaves an If output float)."""
     parent = {t: t for t in tensors}
 
     def find(t: str) -> str:
@@ -132,7 +135,8 @@ def activation_groups(
 
     for node in facts.model.graph.node:
         rule = rule_for(node)
-        if rule.shares_input_encoding and node.input and node.input[0] not in facts.initializers:
+        source = node.input[0] if node.input else ""
+        if rule.shares_input_encoding and source and source not in facts.initializers and source not in sliced:
             for out in node.output:
                 union(node.input[0], out)
         if rule.joins_inputs and node.output[0] not in apart:
@@ -196,6 +200,26 @@ def wide_concats(facts: GraphFacts, observers: dict[str, Observer], tensors: lis
     return frozenset(found)
 
 
+SLICING = frozenset({"Slice", "Split", "Gather"})
+
+
+def wide_slices(facts: GraphFacts, observers: dict[str, Observer], tensors: list[str]) -> frozenset[str]:
+    """Tensors read only by Slice / Split / Gather whose parts' observed magnitudes are more than
+    CONCAT_RANGE_RATIO apart: a packed recurrent state (DTLN's [h1, c1, h2, c2] input, the cells to ±522 and
+    the hidden states within ±1: one grid left the hidden states at 0, 4.3 dB against onnxruntime's 44). The
+    tensor stays float and each part gets its own grid, the mirror of a split Concat."""
+    found = set()
+    for name in tensors:
+        readers = facts.consumers.get(name, [])
+        if not readers or name in facts.graph_outputs or any(r.op_type not in SLICING or r.input[0] != name for r in readers):
+            continue
+        parts = [out for r in readers for out in r.output if out in observers and observers[out].count]
+        magnitudes = [max(abs(v) for v in MinMax.range(observers[p])) for p in parts]  # type: ignore[arg-type]
+        if len(magnitudes) > 1 and max(magnitudes) > CONCAT_RANGE_RATIO * max(min(magnitudes), 1e-12):
+            found.add(name)
+    return frozenset(found)
+
+
 def _read_elsewhere(facts: GraphFacts, concat, group: list[str]) -> bool:
     """Does an op other than `concat` compute with this encoding group's grid (or is it a graph output)?
     An op passing it through to another member of the group (a MaxPool, a Reshape) does not count."""
@@ -229,24 +253,24 @@ def _touches(facts: GraphFacts, tensor: str, op_types: tuple[str, ...]) -> bool:
 
 def plan_activations(
     facts: GraphFacts, observers: dict[str, Observer], overrides: Encodings, o: PlanOptions,
-    tensors: list[str], apart: frozenset[str],
+    tensors: list[str], apart: frozenset[str], sliced: frozenset[str] = frozenset(),
 ) -> dict[str, Encoding]:  # fmt: skip
-    """`tensors`: activation_tensors(facts); `apart`: wide_concats over them."""
+    """`tensors`: activation_tensors(facts); `apart`, `sliced`: wide_concats and wide_slices over them."""
     kept_float = {n.input[0]: (n, why) for n in facts.model.graph.node if (why := float_input_reason(n, o.target))}
     for node, why in kept_float.values():
         logger.warning("%s %r: input left float: %s", node.op_type, node.name, why)
     leaving = _float_results(facts)
-    groups = activation_groups(facts, [t for t in tensors if t not in leaving], apart, not o.op_types)
+    groups = activation_groups(facts, [t for t in tensors if t not in leaving], apart, not o.op_types, sliced)
     # a split Concat's output is integer on its own range, its inputs requantized onto it; one that leaves the
     # model stays float (a detector's scores keep their grid up to the output: nudenet F1 0.20 on one grid)
     outputs = set(facts.graph_outputs)
     heads = {t for g in groups if apart.intersection(g) and outputs.intersection(g) for t in g}
-    planned: dict[str, Encoding] = dict.fromkeys(heads | leaving.intersection(tensors), enc.float_encoding(32))
+    planned: dict[str, Encoding] = dict.fromkeys(heads | sliced | leaving.intersection(tensors), enc.float_encoding(32))
     for name in sorted(apart):
         logger.debug("Concat %r joins ranges too far apart: its inputs keep their own grids, its output %s", name,
                     "stays float" if name in heads else "gets its own")  # fmt: skip
     for group in (g for g in groups if kept_float.keys().isdisjoint(g)):
-        if (heads.intersection(group) or o.weight_only) and not overrides.activations.keys() & set(group):
+        if (heads.intersection(group) or sliced.intersection(group) or o.weight_only) and not overrides.activations.keys() & set(group):
             continue
         if not any(t in observers or t in overrides.activations for t in group):
             continue  # float fallback: no data, no override
@@ -464,14 +488,33 @@ def plan_params(
     return params
 
 
+def cell_states(facts: GraphFacts) -> tuple[str, ...]:
+    """LSTM cell states in and out (initial_c, Y_c): an integrator whose few never-forgetting units run far
+    past the rest (DTLN's first LSTM: half its cells within ±0.54, seven units out to ±522). On one 8-bit grid
+    the rest round to 0; they take 16 bits, as TFLite's integer LSTM keeps its cell state in int16."""
+    found: dict[str, None] = {}
+    for node in facts.model.graph.node:
+        if node.op_type == "LSTM" and node.domain in ("", "ai.onnx"):
+            found.update(dict.fromkeys(t for t in (node.input[6:7] + node.output[2:3]) if t and facts.is_float(t)))
+    # and what only moves and packs them (Unsqueeze, a Concat of cell states alone: DTLN's state output)
+    for node in facts.model.graph.node:
+        rule, data = rule_for(node), [i for i in node.input if i and i not in facts.initializers]
+        moves = rule.shares_input_encoding and data[:1] and data[0] in found
+        if (moves or (rule.joins_inputs and data and all(i in found for i in data))) and facts.is_float(node.output[0]):
+            found[node.output[0]] = None
+    return tuple(found)
+
+
 def build_plan(facts: GraphFacts, observers: dict[str, Observer], overrides: Encodings, o: PlanOptions) -> QuantPlan:
-    overrides = sixteen_bit_layers(facts, overrides, o.act_16bit_tensors, o.params_16bit_tensors)
+    cells = cell_states(facts) if o.act_bitwidth < 16 else ()
+    overrides = sixteen_bit_layers(facts, overrides, o.act_16bit_tensors + cells, o.params_16bit_tensors)
     overrides = propagate_float(facts, overrides, o.float_bias_bitwidth)
     int32_nodes, overrides = int32_ops(facts, overrides)
     tensors = activation_tensors(facts)  # walks the graph for masks, statistics and GELUs: once a plan
-    apart = wide_concats(facts, observers, tensors)
-    activations = plan_activations(facts, observers, overrides, o, tensors, apart)
-    plan = QuantPlan(activations, plan_params(facts, activations, overrides, o), int32_nodes, split_concats=apart)
+    apart, sliced = wide_concats(facts, observers, tensors), wide_slices(facts, observers, tensors)
+    activations = plan_activations(facts, observers, overrides, o, tensors, apart, sliced)
+    plan = QuantPlan(activations, plan_params(facts, activations, overrides, o), int32_nodes, split_concats=apart,
+                     split_sources=sliced)  # fmt: skip
     plan.carriers = {t: c for n in facts.model.graph.node for t in n.output if (c := facts.squashed_into(t))}
     plan.converts = _converts(facts, plan, observers, o)
     return plan
@@ -486,7 +529,9 @@ def _converts(
     statistics = float_by_structure(facts)
     for name, e in plan.activations.items():
         readers = facts.consumers.get(name, [])
-        if not e.is_float or all(plan.is_float_node(c) or statistics.intersection(c.output) for c in readers):
+        if not e.is_float or name in plan.split_sources:  # a split source's slices read it float, then round
+            continue
+        if all(plan.is_float_node(c) or statistics.intersection(c.output) for c in readers):
             continue
         observer = observers.get(name)
         if getattr(observer, "stays_float", False):

@@ -1,0 +1,87 @@
+"""Streaming recurrent models carry their state in and out (quant/plan.py): a packed state whose parts are far
+apart in range is split, each part on its own grid (`wide_slices`), and an LSTM's cell state takes 16 bits
+(`cell_states`), as DTLN's speech enhancer needs (4.3 dB -> 41.7 held out)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from conftest import run_cli
+from onnx import TensorProto, helper, numpy_helper
+
+HIDDEN, FEATURES, STEPS = 16, 8, 4
+
+
+def _lstm_model() -> onnx.ModelProto:
+    """x [STEPS, 1, FEATURES] and a packed state [2, 1, HIDDEN] (h, c) -> Split -> LSTM -> y, and the new state
+    packed again by a Concat of (Y_h, Y_c)."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "W": rng.normal(0, 0.4, (1, 4 * HIDDEN, FEATURES)).astype(np.float32),
+        "R": rng.normal(0, 0.3, (1, 4 * HIDDEN, HIDDEN)).astype(np.float32),
+        "B": np.zeros((1, 8 * HIDDEN), np.float32),
+    }
+    # three units that never forget and always add (gates i, o, f, c): integrators, as trained LSTMs have
+    arrays["B"][0, [0, 1, 2, 2 * HIDDEN, 2 * HIDDEN + 1, 2 * HIDDEN + 2]] = 6.0
+    arrays["B"][0, 3 * HIDDEN : 3 * HIDDEN + 3] = 2.0
+    n = helper.make_node
+    nodes = [
+        n("Split", ["state"], ["h0", "c0"], axis=0, num_outputs=2),
+        n("LSTM", ["x", "W", "R", "B", "", "h0", "c0"], ["y", "h1", "c1"], hidden_size=HIDDEN),
+        n("Concat", ["h1", "c1"], ["new_state"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "lstm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [STEPS, 1, FEATURES]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, 1, HIDDEN])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [STEPS, 1, 1, HIDDEN]),
+         helper.make_tensor_value_info("new_state", TensorProto.FLOAT, [2, 1, HIDDEN])],
+        [numpy_helper.from_array(v, k) for k, v in arrays.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    return model
+
+
+def _stream(model: onnx.ModelProto, frames: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Feeds of a stream: each frame's state is the float model's state after the frame before."""
+    session = ort.InferenceSession(model.SerializeToString())
+    rng = np.random.default_rng(seed)
+    state, feeds = np.zeros((2, 1, HIDDEN), np.float32), []
+    for _ in range(frames):
+        feed = {"x": rng.normal(0, 1, (STEPS, 1, FEATURES)).astype(np.float32), "state": state}
+        feeds.append(feed)
+        state = session.run(["new_state"], feed)[0]
+    return feeds
+
+
+def test_a_packed_lstm_state_is_split_and_its_cell_state_takes_16_bits(tmp_path: Path) -> None:
+    model = _lstm_model()
+    path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(model, str(path))
+    lines = []
+    for i, feed in enumerate(_stream(model, 24, seed=0)):
+        for name, value in feed.items():
+            (tmp_path / f"{name}{i}.raw").write_bytes(value.tobytes())
+        lines.append(" ".join(f"{name}:={tmp_path / f'{name}{i}.raw'}" for name in feed))
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out])
+    assert result.exit_code == 0, result.stderr
+
+    acts = {k: v[0] for k, v in json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"].items()}
+    assert acts["state"]["dtype"] == "float"  # split: no grid over the cells' range for the hidden states
+    assert acts["h0"]["bitwidth"] == 8 and max(abs(acts["h0"]["min"]), acts["h0"]["max"]) <= 1.0
+    assert acts["c0"]["bitwidth"] == acts["c1"]["bitwidth"] == 16  # the cell state, in and out
+    assert acts["h1"]["bitwidth"] == acts["y"]["bitwidth"] == 8
+    quantized = onnx.load(str(out))
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] == "state" for n in quantized.graph.node)
+
+    float_run, quant_run = ort.InferenceSession(str(path)), ort.InferenceSession(str(out))
+    for feed in _stream(model, 8, seed=1)[4:]:  # held out, mid-stream
+        want, got = float_run.run(["y"], feed)[0], quant_run.run(["y"], feed)[0]
+        sqnr = 10 * np.log10(np.sum(want**2) / np.sum((want - got) ** 2))
+        assert sqnr > 35, sqnr  # ~40; one 8-bit grid over (h, c), h on steps of the cells' range: 27

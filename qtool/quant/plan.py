@@ -495,7 +495,8 @@ def cell_states(facts: GraphFacts) -> tuple[str, ...]:
     found: dict[str, None] = {}
     for node in facts.model.graph.node:
         if node.op_type == "LSTM" and node.domain in ("", "ai.onnx"):
-            found.update(dict.fromkeys(t for t in (node.input[6:7] + node.output[2:3]) if t and facts.is_float(t)))
+            states = (t for t in (node.input[6:7] + node.output[2:3]) if t and t not in facts.initializers)
+            found.update(dict.fromkeys(t for t in states if facts.is_float(t)))  # a constant zero state is no activation
     # and what only moves and packs them (Unsqueeze, a Concat of cell states alone: DTLN's state output)
     for node in facts.model.graph.node:
         rule, data = rule_for(node), [i for i in node.input if i and i not in facts.initializers]

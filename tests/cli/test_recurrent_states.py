@@ -85,3 +85,23 @@ def test_a_packed_lstm_state_is_split_and_its_cell_state_takes_16_bits(tmp_path:
         want, got = float_run.run(["y"], feed)[0], quant_run.run(["y"], feed)[0]
         sqnr = 10 * np.log10(np.sum(want**2) / np.sum((want - got) ** 2))
         assert sqnr > 35, sqnr  # ~40; one 8-bit grid over (h, c), h on steps of the cells' range: 27
+
+
+def test_a_constant_initial_state_is_no_activation(tmp_path: Path) -> None:
+    """tf2onnx writes a zero initial state as an initializer (openWakeWord's hey_mycroft): no 16-bit cell there,
+    the LSTM's own Y_c still takes 16 bits."""
+    model = _lstm_model()
+    graph = model.graph
+    del graph.node[0]
+    graph.input.pop()  # the state input goes: h0 and c0 become zeros
+    graph.initializer.extend(numpy_helper.from_array(np.zeros((1, 1, HIDDEN), np.float32), n) for n in ("h0", "c0"))
+    path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(model, str(path))
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        (tmp_path / f"{i}.raw").write_bytes(rng.normal(0, 1, (STEPS, 1, FEATURES)).astype(np.float32).tobytes())
+    (tmp_path / "list.txt").write_text("".join(f"{tmp_path / f'{i}.raw'}\n" for i in range(4)))
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out])
+    assert result.exit_code == 0, result.stderr
+    acts = {k: v[0] for k, v in json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"].items()}
+    assert "c0" not in acts and acts["c1"]["bitwidth"] == 16

@@ -9,7 +9,7 @@ import onnx
 
 from qtool import runtime
 from qtool.errors import DataError, ModelError, did_you_mean
-from qtool.graph import dequantize_dynamic, external_data
+from qtool.graph import dequantize_dynamic, external_data, unfuse_contrib
 from qtool.graph import model as gm
 from qtool.graph.convert import branch_inputs, corrected_outputs, normalise
 from qtool.inspect import compare
@@ -42,12 +42,17 @@ def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, whe
     )
 
 
-def restore_dynamic(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
-    """`model` with onnxruntime's dynamic quantization undone (graph/dequantize_dynamic.py), said in a warning."""
+def restore_standard_ops(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """`model` with onnxruntime's dynamic quantization undone (graph/dequantize_dynamic.py) and its fused contrib
+    ops written back as the standard ops they fuse (graph/unfuse_contrib.py), each said in a warning."""
     restored, counts = dequantize_dynamic.restore(model)
     if counts:
         done = ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
         logger.warning("%s: quantized by onnxruntime's quantize_dynamic; back in float from its 8-bit weights: %s", where, done)
+    restored, counts = unfuse_contrib.unfuse(restored)
+    if counts:
+        done = ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
+        logger.warning("%s: saved by onnxruntime's optimiser; its fused ops written back as standard ones: %s", where, done)
     return restored
 
 
@@ -72,7 +77,7 @@ def converted(
     """`model` normalised as convert does, unless convert wrote this very graph (its mark matches);
     checked either way: any file can carry the mark."""
     gm.check(model, str(path), path)
-    model = restore_dynamic(model, str(path))
+    model = restore_standard_ops(model, str(path))
     refuse_integer_ops(model, str(path))
     if gm.is_converted(model) and not input_dims and not input_values:
         return model

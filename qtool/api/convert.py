@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnx
 
-from qtool.api.common import check_normalised, check_override_names, refuse_integer_ops, restore_dynamic
+from qtool.api.common import check_normalised, check_override_names, refuse_integer_ops, restore_standard_ops
 from qtool.config import ConvertOptions
 from qtool.errors import ModelError
 from qtool.graph import model as gm
@@ -47,7 +47,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     source, data_files = gm.load_with_files(o.input_network)
     tx.add_inputs("-i's external data", data_files)
     loaded = source
-    source = restore_dynamic(loaded, str(o.input_network))
+    source = restore_standard_ops(loaded, str(o.input_network))
     refuse_integer_ops(source, str(o.input_network))
     float_source, imported = _import_encodings(source, o)
     gm.check(float_source, str(o.input_network), o.input_network if float_source is loaded else None)

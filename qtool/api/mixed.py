@@ -121,6 +121,8 @@ def finish_mixed(
     report.facts["float tensors"] = ", ".join(floats) or "none"
     report.facts["mixed precision overrides"] = str(path)
     report.facts["sensitivity"] = result.sensitivity
+    # not the outputs table's pooled SQNR: a model right on loud inputs and wrong on quiet ones meets no target
+    report.facts["pareto sqnr_db"] = "as --target_sqnr judges it: the worst output's, the worse of all samples pooled and their quieter half"
     keys = ("layers_16bit", "macs_16bit_pct", "float_tensors", "cost_factor", "sqnr_db", "cosine")
     rows = [[p[k] for k in keys] for p in result.curve]
     report.tables.append(

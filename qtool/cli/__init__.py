@@ -103,7 +103,8 @@ def quantize(as_json: bool, **kw: Any) -> None:
 
 
 @main.command()
-@click.argument("model", type=PathType)
+@click.argument("model", type=PathType, required=False)
+@click.option("--input_network", "-i", type=PathType, help="The model, as MODEL (the flag convert and quantize take).")
 @click.option("--target", type=Choice(TARGETS), help="Lint against this target's ops and preset.")
 @click.option("--reference", type=PathType, help="Float model to compare against, layer by layer (needs --input_list).")
 @click.option("--input_list", "-l", type=PathType, help="Samples: data lints, and the comparison with --reference.")
@@ -121,6 +122,10 @@ def quantize(as_json: bool, **kw: Any) -> None:
 @common
 def inspect(as_json: bool, **kw: Any) -> None:
     """Facts and quantization lints for MODEL; with --reference, its drift from the float model per output and layer."""
+    given = kw.pop("input_network")
+    if (kw["model"] is None) == (given is None):
+        raise click.UsageError("give the model once: as MODEL or as -i/--input_network")
+    kw["model"] = kw["model"] or given
     options = InspectOptions.from_params(kw)
     report = api.inspect_model(options)
     emit(report, as_json)

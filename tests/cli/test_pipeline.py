@@ -179,6 +179,12 @@ def test_json_output_is_one_object(demo) -> None:
     assert {row["kind"] for row in report["encodings"]} == {"act", "param"}
 
 
+def test_inspect_takes_its_model_as_convert_and_quantize_do(demo) -> None:
+    positional, flagged = run_cli(["inspect", demo["quant"], "--json"]), run_cli(["inspect", "-i", demo["quant"], "--json"])
+    assert positional.exit_code == flagged.exit_code == 0
+    assert json.loads(flagged.stdout)["kind"] == json.loads(positional.stdout)["kind"] == "quantized"
+
+
 def test_convert_imports_a_prequantized_qdq_model(demo, tmp_path: Path) -> None:
     """A QDQ model from QAT or another quantizer (here qtool's own) converts to its float graph
     with the Q/DQ pairs carried as overrides; quantize then needs no calibration data to give

@@ -24,6 +24,13 @@ Models, exported by `torch.onnx.export` (its default path in torch 2.13: the dyn
 - llama_4l_random: transformers' LlamaForCausalLM (4 layers, hidden 256, 4 heads / 2 KV heads, SwiGLU 768, tied
   embeddings, the MiniLM WordPiece vocabulary of 30522) with RANDOM weights (seeded HF init, likewise). Inputs
   input_ids, attention_mask int64 [1, 64], right-padded; output logits [1, 64, 30522].
+- llama_4l_step (opt-in: `--models llama_4l_step`): the same Llama and weights exported as ONE decode step with a
+  KV cache, as on-device LLM runtimes run it: input_ids [1, 1], attention_mask [1, 32], position_ids [1, 1] and
+  past_key_values.{0..3}.{key,value} [1, 2, 31, 64]; outputs logits [1, 1, 30522] and present.* [1, 2, 32, 64].
+  The rotary angles are computed in the graph from position_ids. A sample is a position t of a stream of the
+  split's texts (tokens run together), its past the torch model's keys and values over the 31 tokens before t
+  (positions t-31..t-1, a sliding window), its input token t at position t; t runs to a few hundred, so the
+  held-out positions are not the calibrated ones (task "decode_step": next-token agreement and SQNR of logits).
 
 The attention masks are left as the exporter writes them (SDPA: a boolean mask, padding AND causal, turned into
 Where(mask, 0, -3.4e38) and added to the scores before Softmax); nothing is simplified away.
@@ -119,6 +126,8 @@ LLAMA_CONFIG = {
     "use_cache": False,
 }
 INIT = "HF default init under torch.manual_seed(seed); constant tensors + N(0, 0.02^2) (seed + 1)"
+STEP_PAST = 31  # llama_4l_step's KV cache length
+STEP_STRIDE = 5  # tokens between two samples of a stream
 DECODER_TRUTH_LOGITS = 8  # full torch logits kept for the first 8 validation texts (64x30522 floats each)
 
 
@@ -277,7 +286,7 @@ def write_split(folder: Path, split: str, samples: list[dict[str, np.ndarray]]) 
 # ---------------------------------------------------------------- export
 
 
-def export(module, samples: dict[str, np.ndarray], output: str, path: Path) -> dict:
+def export(module, samples: dict[str, np.ndarray], output: str | list[str], path: Path) -> dict:
     """torch.onnx.export (the dynamo exporter, torch's default) with fixed input shapes, one file (no external
     data); returns what was used, for the manifest."""
     import torch
@@ -288,7 +297,8 @@ def export(module, samples: dict[str, np.ndarray], output: str, path: Path) -> d
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, args, str(path), input_names=list(samples), output_names=[output], external_data=False
+            module, args, str(path), input_names=list(samples), output_names=[output] if isinstance(output, str) else output,
+            external_data=False,
         )
     return {
         "exporter": "torch.onnx.export (its defaults: dynamo=True, optimize=True), fixed shapes, no external data",
@@ -301,7 +311,8 @@ def torch_outputs(module, samples: list[dict[str, np.ndarray]]) -> np.ndarray:
     import torch
 
     with torch.no_grad():
-        return np.concatenate([module(*(torch.from_numpy(a) for a in s.values())).numpy() for s in samples])
+        outs = [module(*(torch.from_numpy(a) for a in s.values())) for s in samples]
+        return np.concatenate([(o[0] if isinstance(o, tuple) else o).numpy() for o in outs])  # a step's logits
 
 
 def export_check(path: Path, samples: list[dict[str, np.ndarray]], truth: np.ndarray) -> dict:
@@ -392,6 +403,62 @@ def causal_lm():
             return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
     return Decoder(model).eval()
+
+
+def decode_step():
+    """causal_lm()'s Llama as one decode step: (input_ids, attention_mask, position_ids, *past) -> (logits,
+    *present), the past a DynamicCache built from the flat key / value tensors."""
+    import torch
+    from transformers import DynamicCache
+
+    lm = causal_lm().lm
+    layers = lm.config.num_hidden_layers
+
+    class Step(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids, attention_mask, position_ids, *past):
+            cache = DynamicCache()
+            for i in range(layers):
+                cache.update(past[2 * i], past[2 * i + 1], i)
+            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          past_key_values=cache, use_cache=True)  # fmt: skip
+            present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+            return (out.logits, *present)
+
+    return Step().eval()
+
+
+def step_samples(module, split: str, count: int, salt: int) -> list[dict[str, np.ndarray]]:
+    """`count` decode steps over a stream of the split's texts (module docstring): every STEP_STRIDE-th position
+    from STEP_PAST on, the past computed by the torch model over the STEP_PAST tokens before it."""
+    import torch
+
+    tok, lm = tokenizer(), module.lm
+    stream: list[int] = []
+    for text in texts_for(split, 4 * count, salt):
+        stream += tok(text, add_special_tokens=False)["input_ids"]
+        if len(stream) > STEP_PAST + STEP_STRIDE * count:
+            break
+    layers = lm.config.num_hidden_layers
+    samples = []
+    with torch.no_grad():
+        for k in range(count):
+            t = STEP_PAST + STEP_STRIDE * k
+            window = torch.tensor([stream[t - STEP_PAST : t]])
+            cache = lm(input_ids=window, position_ids=torch.arange(t - STEP_PAST, t)[None], use_cache=True).past_key_values
+            sample = {
+                "input_ids": np.array([[stream[t]]], np.int64),
+                "attention_mask": np.ones((1, STEP_PAST + 1), np.int64),
+                "position_ids": np.array([[t]], np.int64),
+            }
+            for i in range(layers):
+                sample[f"past_key_values.{i}.key"] = cache.layers[i].keys.numpy().astype(np.float32)
+                sample[f"past_key_values.{i}.value"] = cache.layers[i].values.numpy().astype(np.float32)
+            samples.append(sample)
+    return samples
 
 
 def vit_classifier():
@@ -513,6 +580,11 @@ def prepare_model(name: str, counts: dict[str, int]) -> dict:
             "wheel_sha256": [h for _, h in MPNET_PARTS],
             "model.safetensors sha256": MPNET_SAFETENSORS_SHA256,
         }
+    elif name == "llama_4l_step":
+        module = decode_step()
+        sets = {s: step_samples(module, s, counts[s], 3) for s in ("calib", "val")}
+        texts, output, task = {}, "logits", "decode_step"
+        entry["weights"] = {"kind": "random", "seed": SEEDS["llama_init"], "config": LLAMA_CONFIG, "init": INIT}
     elif name == "llama_4l_random":
         module = causal_lm()
         names = ["input_ids", "attention_mask"]
@@ -529,7 +601,8 @@ def prepare_model(name: str, counts: dict[str, int]) -> dict:
         texts, output, task = {}, "logits", "image_classifier"
         entry["weights"] = {"kind": "random", "seed": SEEDS["vit_init"], "config": VIT_CONFIG, "init": INIT}
         entry.update(calib_sources=EFFNET_CALIB_PHOTOS, val_sources=EFFNET_VAL_PHOTOS)
-    entry["export"] = export(module, sets["calib"][0], output, path)
+    names_out = [output, *(f"present.{n.removeprefix('past_key_values.')}" for n in sets["calib"][0] if n.startswith("past_"))]
+    entry["export"] = export(module, sets["calib"][0], names_out, path)
     truth = torch_outputs(module, sets["val"])
     entry["export"]["check vs torch"] = export_check(path, sets["val"][:DECODER_TRUTH_LOGITS], truth)
     kept = {"outputs": truth[:DECODER_TRUTH_LOGITS] if task == "causal_lm" else truth}
@@ -564,7 +637,7 @@ def prepare_model(name: str, counts: dict[str, int]) -> dict:
 
 
 TRANSFORMER_MODELS = ["all_minilm_l6_v2", "vit_s6_random", "llama_4l_random"]
-OPT_IN_MODELS = ["all_mpnet_base_v2", "vit_s_focus"]  # prepared only when named in --models
+OPT_IN_MODELS = ["all_mpnet_base_v2", "vit_s_focus", "llama_4l_step"]  # prepared only when named in --models
 SHIPPED_MODELS = ["vit_s_focus"]  # taken out of a package as it ships, not exported here
 
 

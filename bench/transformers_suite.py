@@ -174,7 +174,7 @@ class Scores:
     def result(self) -> dict:
         metrics: dict = {}
         if self.task not in ("embedding", "map") and self.total:
-            key = "next_token_agree" if self.task == "causal_lm" else "top1_agree"
+            key = "next_token_agree" if self.task in ("causal_lm", "decode_step") else "top1_agree"
             metrics.update({key: self.agree / self.total, "n": self.total})
         if self.cosines:
             metrics.update(cosine=float(np.mean(self.cosines)), min_cosine=float(np.min(self.cosines)))

@@ -37,12 +37,20 @@ def _weights(rng: np.random.Generator, score_scale: float = 1.0) -> dict[str, np
     return w
 
 
-def attention_model(mask: str = "where", seed: int = 0, score_scale: float = 1.0) -> onnx.ModelProto:
-    """`score_scale` < 1 shrinks the scores (a randomly initialised model's span well under 20)."""
+VOCAB = 64
+
+
+def attention_model(mask: str = "where", seed: int = 0, score_scale: float = 1.0, token_ids: bool = False) -> onnx.ModelProto:
+    """`score_scale` < 1 shrinks the scores (a randomly initialised model's span well under 20); `token_ids`: the
+    input is int64 ids [1, S] looked up in a table [VOCAB, D] (rows scaled 0.3-3), as a text encoder's is."""
     rng = np.random.default_rng(seed)
     w = _weights(rng, score_scale)
     n = helper.make_node
-    nodes = [
+    nodes = []
+    if token_ids:
+        w["table"] = (rng.normal(0, 1, (VOCAB, D)) * rng.uniform(0.3, 3.0, (VOCAB, 1))).astype(np.float32)
+        nodes.append(n("Gather", ["table", "ids"], ["x"]))
+    nodes += [
         n("MatMul", ["x", "Wq"], ["q2"]),
         n("MatMul", ["x", "Wk"], ["k2"]),
         n("MatMul", ["x", "Wv"], ["v2"]),
@@ -94,7 +102,9 @@ def attention_model(mask: str = "where", seed: int = 0, score_scale: float = 1.0
         nodes,
         f"attention_{mask}",
         [
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, S, D]),
+            helper.make_tensor_value_info("ids", TensorProto.INT64, [1, S])
+            if token_ids
+            else helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, S, D]),
             helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, S]),
         ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, S, D])],
@@ -106,20 +116,26 @@ def attention_model(mask: str = "where", seed: int = 0, score_scale: float = 1.0
     return model
 
 
-def write_attention_samples(folder: Path, n: int, seed: int, name: str = "list.txt") -> Path:
-    """`n` samples: x with token scales 0.3-3, and a mask with 2-8 padded positions at the end."""
+def write_attention_samples(
+    folder: Path, n: int, seed: int, name: str = "list.txt", token_ids: bool = False, padded: bool = True
+) -> Path:
+    """`n` samples: x with token scales 0.3-3 (or token ids), and a mask with 2-8 padded positions at the end
+    (all ones unless `padded`)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for i in range(n):
         scales = rng.uniform(0.3, 3.0, (1, S, 1))
         x = (rng.normal(0, 1, (1, S, D)) * scales).astype(np.float32)
+        if token_ids:
+            x = rng.integers(0, VOCAB, (1, S)).astype(np.float32)
         mask = np.ones((1, S), np.float32)
-        mask[0, S - int(rng.integers(2, 9)) :] = 0
+        if padded:
+            mask[0, S - int(rng.integers(2, 9)) :] = 0
         xp, mp = folder / f"{name}.{i}.x.raw", folder / f"{name}.{i}.m.raw"
         xp.write_bytes(x.tobytes())
         mp.write_bytes(mask.tobytes())
-        lines.append(f"x:={xp} attention_mask:={mp}")
+        lines.append(f"{'ids' if token_ids else 'x'}:={xp} attention_mask:={mp}")
     listing = folder / name
     listing.write_text("\n".join(lines) + "\n")
     return listing

@@ -18,7 +18,7 @@ from qtool.encoding import Encoding
 from qtool.errors import DataError
 from qtool.io.encodings import Encodings
 from qtool.quant import blocks
-from qtool.quant.attention import mask_branch
+from qtool.quant.attention import mask_branch, masked_softmax_inputs
 from qtool.quant.gelu import gelu_interiors
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import group_encoding
@@ -259,13 +259,13 @@ def plan_activations(
     kept_float = {n.input[0]: (n, why) for n in facts.model.graph.node if (why := float_input_reason(n, o.target))}
     for node, why in kept_float.values():
         logger.warning("%s %r: input left float: %s", node.op_type, node.name, why)
-    leaving = _float_results(facts)
-    groups = activation_groups(facts, [t for t in tensors if t not in leaving], apart, not o.op_types, sliced)
+    float_alone = (_float_results(facts) | masked_softmax_inputs(facts)) - overrides.activations.keys()  # a user's wins
+    groups = activation_groups(facts, [t for t in tensors if t not in float_alone], apart, not o.op_types, sliced)
     # a split Concat's output is integer on its own range, its inputs requantized onto it; one that leaves the
     # model stays float (a detector's scores keep their grid up to the output: nudenet F1 0.20 on one grid)
     outputs = set(facts.graph_outputs)
     heads = {t for g in groups if apart.intersection(g) and outputs.intersection(g) for t in g}
-    planned: dict[str, Encoding] = dict.fromkeys(heads | sliced | leaving.intersection(tensors), enc.float_encoding(32))
+    planned: dict[str, Encoding] = dict.fromkeys(heads | sliced | float_alone.intersection(tensors), enc.float_encoding(32))
     for name in sorted(apart):
         logger.debug("Concat %r joins ranges too far apart: its inputs keep their own grids, its output %s", name,
                     "stays float" if name in heads else "gets its own")  # fmt: skip

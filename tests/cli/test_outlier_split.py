@@ -113,3 +113,39 @@ def test_bad_settings_are_one_line(tmp_path: Path, block, yaml: str, says: str) 
                       "--apply_algorithms", "outlier_split", "--config", config])  # fmt: skip
     assert result.exit_code == 2 and says in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def _chain_model() -> onnx.ModelProto:
+    """DETR's box head: x[1,S,64] -> MatMul -> Relu -> MatMul -> Relu -> MatMul -> y, an outlier unit in each
+    hidden layer: two MLPs sharing their middle MatMul."""
+    rng = np.random.default_rng(0)
+    w = {name: rng.normal(0, 1 / 8, shape).astype(np.float32) for name, shape in
+         (("w1", (64, 64)), ("w2", (64, 64)), ("w3", (64, 64)))}  # fmt: skip
+    w["b1"], w["b2"] = np.zeros(64, np.float32), np.zeros(64, np.float32)
+    w["b1"][5], w["b2"][9] = 30.0, 30.0
+    n = onnx.helper.make_node
+    nodes = [n("MatMul", ["x", "w1"], ["m1"]), n("Add", ["m1", "b1"], ["a1"]), n("Relu", ["a1"], ["h1"]),
+             n("MatMul", ["h1", "w2"], ["m2"]), n("Add", ["m2", "b2"], ["a2"]), n("Relu", ["a2"], ["h2"]),
+             n("MatMul", ["h2", "w3"], ["y"])]  # fmt: skip
+    graph = onnx.helper.make_graph(
+        nodes, "chain", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, S, 64])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, S, 64])],
+        [onnx.numpy_helper.from_array(v, k) for k, v in w.items()],
+    )  # fmt: skip
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_chain_of_mlps_splits_each_matmul_once_and_stays_exact(tmp_path: Path) -> None:
+    """Splitting both MLPs named two nodes alike (onnxruntime refused the model: exit 3) and would have cut the
+    first split's branch out of the second's input."""
+    path, calibration, held_out = write_block(tmp_path, _chain_model())
+    ctx, notes = _split(path, calibration)
+    assert notes[0].startswith("outlier_split: 1 MLPs split: h1"), notes
+    onnx.checker.check_model(ctx.model, full_check=True)
+    before, after = _outputs(onnx.load(str(path)), held_out), _outputs(ctx.model, held_out)
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5 * float(np.abs(before).max()))
+    result = run_cli(["quantize", "-i", path, "--input_list", calibration, "-o", tmp_path / "q.onnx",
+                      "--apply_algorithms", "outlier_split", *W8A8])  # fmt: skip
+    assert result.exit_code == 0, result.stderr

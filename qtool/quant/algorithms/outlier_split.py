@@ -138,21 +138,22 @@ def _split(ctx: AlgorithmContext, mlp: Mlp, units: np.ndarray) -> str:
     new.extend([numpy_helper.from_array(w1[:, units], branch["w1"]), numpy_helper.from_array(w2[units, :], branch["w2"])])
     ctx.set_array(mlp.up.input[1], w1[:, rest])
     ctx.set_array(mlp.down.input[1], w2[rest, :])
-    nodes = [helper.make_node("MatMul", [mlp.up.input[0], branch["w1"]], [branch["z"]], name=f"{mlp.up.name}_outliers")]
+    up, down = (n.name or n.output[0] for n in (mlp.up, mlp.down))  # an unnamed node goes by its output
+    nodes = [helper.make_node("MatMul", [mlp.up.input[0], branch["w1"]], [branch["z"]], name=f"{up}_outliers")]
     if mlp.up_bias is not None:
         b1 = ctx.array(mlp.up_bias)
         new.append(numpy_helper.from_array(b1[..., units], f"{mlp.up_bias}_outliers"))
         ctx.set_array(mlp.up_bias, b1[..., rest])
         nodes[0].output[0] = f"{branch['z']}_matmul"
-        nodes.append(helper.make_node("Add", [nodes[0].output[0], f"{mlp.up_bias}_outliers"], [branch["z"]], name=f"{mlp.up.name}_outliers_bias"))
+        nodes.append(helper.make_node("Add", [nodes[0].output[0], f"{mlp.up_bias}_outliers"], [branch["z"]], name=f"{up}_outliers_bias"))
     act = onnx.NodeProto()
     act.CopyFrom(mlp.act)
     act.name, act.input[0], act.output[0] = f"{mlp.act.name or hidden}_outliers", branch["z"], branch["h"]
-    nodes += [act, helper.make_node("MatMul", [branch["h"], branch["w2"]], [branch["y"]], name=f"{mlp.down.name}_outliers")]
+    nodes += [act, helper.make_node("MatMul", [branch["h"], branch["w2"]], [branch["y"]], name=f"{down}_outliers")]
     last = mlp.down_bias_add or mlp.down
     output = last.output[0]
     last.output[0] = f"{output}_main"
-    nodes.append(helper.make_node("Add", [last.output[0], branch["y"]], [output], name=f"{mlp.down.name}_outliers_sum"))
+    nodes.append(helper.make_node("Add", [last.output[0], branch["y"]], [output], name=f"{down}_outliers_sum"))
     for name in dict.fromkeys([mlp.up.output[0], mlp.act.input[0], hidden]):
         ctx.declare(name, like=name, last_dim=rest.size)
     for name in {n.output[0] for n in nodes[:-2]}:  # the O branch up to its activation: k units wide
@@ -178,14 +179,19 @@ def run(ctx: AlgorithmContext) -> list[str]:
     samples = itertools.islice(ctx.samples(), int(ctx.config.get("num_batches", 32)))
     ranges = observe_channels(ctx.model, [m.act.output[0] for m in mlps], samples, ctx.threads)
     before = copy(ctx.model)
-    layers = []
+    layers, split_nodes = [], set()
     for mlp in mlps:
         if (seen := ranges.get(mlp.act.output[0])) is None:
+            continue
+        if split_nodes & {id(mlp.up), id(mlp.down)}:
+            # a chain of MLPs (DETR's box head: Linear, ReLU, Linear, ReLU, Linear): the MatMul between them was
+            # split already, as this one's up, and a second split of it would drop the first one's branch
             continue
         units = choose_units(seen.channel_lo, seen.channel_hi, np.linalg.norm(ctx.array(mlp.down.input[1]), axis=1), max_units)
         if units.size:
             rest_hi = np.delete(seen.channel_hi, units).max()
             _split(ctx, mlp, units)
+            split_nodes |= {id(mlp.up), id(mlp.down)}
             layers.append(f"{mlp.act.output[0]} ({units.size} of {seen.channel_hi.size} units, max {seen.channel_hi.max():.3g} -> {rest_hi:.3g})")
             logger.info("outlier_split: %s", layers[-1])
     if not layers:

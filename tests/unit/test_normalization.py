@@ -24,7 +24,7 @@ def test_flax_layernorm_statistics_are_found() -> None:
     nodes, arrays = flax_layernorm_nodes()
     found = normalization_statistics(_facts(nodes, "y", arrays, out_shape=[1, 64, 16]))
     want = {"s1", "s2", "ex2", "mean", "mean2", "var", "var0", "var_b", "var_eps", "std", "rstd", "gain", "mean_b"}
-    assert found == want  # x², x − mean and the normalised output are activations
+    assert found == want | {"sq"}  # and x², which the reduction alone reads; x − mean and the output are activations
 
 
 def test_rmsnorm_statistics_are_found() -> None:
@@ -38,7 +38,12 @@ def test_rmsnorm_statistics_are_found() -> None:
         helper.make_node("Mul", ["normed", "w"], ["y"]),
     ]
     arrays = {"two": np.float32(2), "eps": np.float32(1e-6), "w": np.ones(16, np.float32)}
-    assert normalization_statistics(_facts(nodes, "y", arrays, out_shape=[1, 64, 16])) == {"ms", "ms_eps", "rms", "inv"}
+    assert normalization_statistics(_facts(nodes, "y", arrays, out_shape=[1, 64, 16])) == {"sq", "ms", "ms_eps", "rms", "inv"}
+    nodes[0] = helper.make_node("Mul", ["x", "x"], ["sq"])  # x² written as x·x
+    assert "sq" in normalization_statistics(_facts(nodes, "y", arrays, out_shape=[1, 64, 16]))
+    nodes[0] = helper.make_node("Pow", ["x", "three"], ["sq"])  # not a square: an activation
+    arrays["three"] = np.float32(3)
+    assert "sq" not in normalization_statistics(_facts(nodes, "y", arrays, out_shape=[1, 64, 16]))
 
 
 def test_a_pooled_vector_read_by_a_matmul_or_given_out_is_an_activation() -> None:

@@ -42,7 +42,7 @@ from qtool.inspect.lint import channel_ranges, live_channels
 from qtool.inspect.lint_data import EXPANDING, float_tensors
 from qtool.io.encodings import Encodings
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.group_range import live_interval
+from qtool.quant.group_range import MAX_OPS, live_interval
 from qtool.quant.qdq_read import qdq_encodings
 from qtool.quant.rules import rule_for, weight_axis
 from qtool.report import Table
@@ -242,11 +242,17 @@ def suggest(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encoding
 
 def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings) -> str:
     node, tensor = e.probe.node, e.probe.tensor
-    if node is not None and node.op_type in EXPANDING and (e.local_nsr is None or e.local_nsr < 0.5 * added_nsr):
+    own_grid_fine = e.local_nsr is None or e.local_nsr < 0.5 * added_nsr
+    if node is not None and node.op_type in EXPANDING and own_grid_fine:
         # its own grid is not the trouble: raising its output (DNSMOS's Log) changed nothing, nor did a float
         # input alone (the spectrum was rounded further up, and the 8-bit audio's noise floor stays)
         return (f"upstream: this {node.op_type} magnifies the rounding of its input {node.input[0]!r} and of what"
                 " computes it; --mixed_precision auto tries float for that chain and 16 bits before it")
+    if node is not None and rule_for(node).shares_input_encoding and node.op_type not in MAX_OPS and own_grid_fine:
+        # a Slice or Gather computes nothing: the part it picks (YOLOS's detection tokens) is further from float
+        # than its whole input; raising its grid to 16 bits changed nothing and the advice came back
+        return (f"upstream: this {node.op_type} passes on the error of {node.input[0]!r} (the part it picks is further"
+                " from float than the whole); --mixed_precision auto finds where it comes from")
     if node is not None and node.op_type in SENSITIVE_OPS:
         return f"exclude: keep this {node.op_type} in float or 16-bit (--act_16bit_tensors {tensor})"
     feeder = facts.producers.get(node.input[0]) if node is not None and node.input else None

@@ -151,3 +151,27 @@ def test_a_log_of_a_rounded_power_spectrum_sends_its_fix_upstream(tmp_path):
     log = next(r for r in rows if r.tensor == "y")
     assert log.fix.startswith("upstream: this Log magnifies the rounding of its input 'q'")
     assert "--act_16bit_tensors y" not in log.fix
+
+
+def test_a_slice_of_the_worse_part_sends_its_fix_upstream(tmp_path):
+    """A Slice computes nothing: picking the half of a tensor whose error came from further up (here u's grid,
+    which the other half stretched, magnified 100x), it showed as the worst layer with '--act_16bit_tensors
+    <the Slice>' as the fix, which changes nothing (YOLOS's detection tokens out of the last LayerNorm)."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        pick (float[1,64] x) => (float[1,32] y, float[1,64] z) {
+            u = Mul (x, gains)
+            t = Mul (u, inverse)
+            s = Slice (t, starts, ends, axes)
+            y = Mul (s, one)
+            z = Relu (t)
+        }
+        """)
+    gains = np.r_[np.full(32, 0.01), np.ones(32)]
+    arrays = {"gains": gains, "inverse": 1 / gains, "one": np.array(1.0)}
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items())
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(np.array([v], np.int64), n)
+                                   for n, v in (("starts", 0), ("ends", 32), ("axes", 1)))  # fmt: skip
+    rows = ranked(*quantized(tmp_path, model))
+    picked = next(r for r in rows if r.tensor == "s")
+    assert picked.fix.startswith("upstream: this Slice passes on the error of 't'"), picked

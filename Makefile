@@ -221,7 +221,8 @@ OUT := build/demo
 # 15836 -> 15842: outlier_split splits a chain of MLPs once per MatMul and names unnamed nodes by their outputs
 # 15842 -> 15866: the square a normalisation reduces (x², (x − mean)²) stays float with its statistics
 # 15866 -> 15872: the layer report sends a Slice's (a data-movement op's) error upstream when its own grid adds little
-LINE_BUDGET := 15872
+# 15872 -> 15878: ... and an op without weights whose own grid adds little (q·kᵀ) too
+LINE_BUDGET := 15878
 
 .PHONY: demo test lint venv bench clean golden
 

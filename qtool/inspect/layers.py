@@ -274,6 +274,12 @@ def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings) 
         return "cle: --apply_algorithms cle (depthwise chain)"
     if weight is not None and weighted is node:
         return f"16-bit weights: --params_16bit_tensors {tensor}"
+    data = list(dict.fromkeys(i for i in node.input if i and i not in facts.initializers)) if node is not None else []
+    if data and weight is None:
+        # no weights and its own grid adds little: it magnifies the error its inputs carry from further up
+        # (Wav2Vec2's q·kᵀ: 16 bits on it, or on q and k, changed nothing; the advice came back)
+        return (f"upstream: this {node.op_type} magnifies the error {', '.join(map(repr, data))} carry from further"
+                " up; --mixed_precision auto finds where it comes from")
     return f"16-bit activation: --act_16bit_tensors {tensor}"
 
 

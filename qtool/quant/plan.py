@@ -25,7 +25,7 @@ from qtool.quant.group_range import group_encoding
 from qtool.quant.normalization import normalization_statistics
 from qtool.quant.observers import MinMax, Observer, observe_values
 from qtool.quant.overrides import int32_ops, propagate_float, sixteen_bit_layers
-from qtool.quant.phases import phases
+from qtool.quant.phases import indices, phases
 from qtool.quant.residual import ChannelMinMax
 from qtool.quant.rules import float_input_reason, is_control_input, rule_for, weight_axis
 
@@ -90,7 +90,7 @@ def activation_tensors(facts: GraphFacts) -> list[str]:
     dynamic = set(facts.graph_inputs)
     names = [n for n in facts.graph_inputs if facts.is_float(n)]
     # an attention mask's branch (attention.py), a normalisation's statistics and a GELU's interior run in float
-    masks = mask_branch(facts) | float_by_structure(facts)
+    masks = mask_branch(facts) | float_by_structure(facts) | classical_ml(facts)
     for node in facts.model.graph.node:
         if not any(i in dynamic for i in node.input if i):
             continue
@@ -99,10 +99,26 @@ def activation_tensors(facts: GraphFacts) -> list[str]:
     return [n for n in names if n not in masks and not _only_control(facts, n)]
 
 
+ML_DOMAIN = "ai.onnx.ml"
+
+
+def classical_ml(facts: GraphFacts) -> set[str]:
+    """Tensors only ai.onnx.ml ops read (TreeEnsemble, LinearClassifier, SVM, Scaler: float-only kernels), and model
+    outputs they write: a grid there only rounds (skl2onnx's gradient boosting 39.6 dB, onnxruntime's inf)."""
+    found = set()
+    for name in facts.consumers.keys() | facts.graph_outputs:
+        readers = facts.consumers.get(name, [])
+        producer = facts.producers.get(name)
+        written = producer is not None and producer.domain == ML_DOMAIN and name in facts.graph_outputs and not readers
+        if written or (readers and all(r.domain == ML_DOMAIN for r in readers)):
+            found.add(name)
+    return found
+
+
 def float_by_structure(facts: GraphFacts) -> set[str]:
     """Tensors that stay float for what they compute: normalisation statistics (normalization.py), the
-    inside of a GELU written op by op (gelu.py) and the phases of Sin / Cos (phases.py)."""
-    return normalization_statistics(facts) | gelu_interiors(facts) | phases(facts)
+    inside of a GELU written op by op (gelu.py), the phases of Sin / Cos and index arithmetic (phases.py)."""
+    return normalization_statistics(facts) | gelu_interiors(facts) | phases(facts) | indices(facts)
 
 
 def _only_control(facts: GraphFacts, name: str) -> bool:

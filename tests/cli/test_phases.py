@@ -68,3 +68,37 @@ def test_rotary_angles_stay_float_and_hold_positions_past_the_calibrated_ones(tm
         want, got = float_run.run(None, feed)[0], quant_run.run(None, feed)[0]
         sqnr = 10 * np.log10(np.sum(want**2) / np.sum((want - got) ** 2))
         assert sqnr > 25, (position, sqnr)  # 8-bit q, cos, sin and y: ~30 dB; a clipped angle: ~0 dB
+
+
+def test_index_arithmetic_stays_float_and_the_levels_stay_exact(tmp_path: Path) -> None:
+    """A box's pyramid level as torchvision's MultiScaleRoIAlign computes it: Cast(Clip(Floor(Log(Sqrt(area)) + 4),
+    2, 4)) to int64. On 8-bit grids 78% of the levels came out wrong (3 as 2.996, truncated to 2), exit 0."""
+    n = helper.make_node
+    nodes = [n("Sqrt", ["x"], ["s"]), n("Log", ["s"], ["l"]), n("Add", ["l", "four"], ["a"]), n("Floor", ["a"], ["f"]),
+             n("Clip", ["f", "lo", "hi"], ["k"]), n("Cast", ["k"], ["level"], to=TensorProto.INT64),
+             n("Mul", ["x", "half"], ["scaled"])]  # fmt: skip
+    arrays = {"four": 4.0, "lo": 2.0, "hi": 4.0, "half": 0.5}
+    graph = helper.make_graph(
+        nodes, "levels", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 100])],
+        [helper.make_tensor_value_info("level", TensorProto.INT64, [1, 100]),
+         helper.make_tensor_value_info("scaled", TensorProto.FLOAT, [1, 100])],
+        [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in arrays.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(model, str(path))
+    rng = np.random.default_rng(0)
+    areas = lambda: np.exp(rng.uniform(-4, 1, (1, 100))).astype(np.float32) ** 2  # noqa: E731
+    for i in range(8):
+        (tmp_path / f"{i}.raw").write_bytes(areas().tobytes())
+    (tmp_path / "list.txt").write_text("".join(f"{tmp_path / f'{i}.raw'}\n" for i in range(8)))
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out])
+    assert result.exit_code == 0, result.stderr
+    acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert not {"s", "l", "a", "f", "k"} & acts.keys() and "scaled" in acts  # x itself is read by the Mul too
+    float_run, quant_run = ort.InferenceSession(str(path)), ort.InferenceSession(str(out))
+    for _ in range(8):
+        feed = {"x": areas()}
+        want, got = float_run.run(["level"], feed)[0], quant_run.run(["level"], feed)[0]
+        assert np.mean(want != got) < 0.05  # only where x's own 8-bit grid moves an area across a level's edge

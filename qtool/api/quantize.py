@@ -454,7 +454,8 @@ def _quality(
     if worst and not o.use_per_channel_residual and on_residual_stream(GraphFacts.of(reference), worst.tensor):
         blame += ("; it is on a transformer's residual stream: try --use_per_channel_residual"
                   " --apply_algorithms outlier_split --apply_algorithms smoothquant")
-    worst_output = min(drift, key=lambda name: (drift[name].sqnr_db, drift[name].cosine))
+    judged = [name for name in drift if not drift[name].integer] or list(drift)
+    worst_output = min(judged, key=lambda name: (drift[name].sqnr_db, drift[name].cosine))
     message = (
         f"the quantized model is far from the float one (output SQNR {sqnr:.2f} dB, cosine {cosine:.4f};"
         f" worst output {worst_output}){blame}"

@@ -116,6 +116,21 @@ def corrected_outputs(model: onnx.ModelProto) -> dict[str, tuple[list, list]]:
     return fixed
 
 
+def _refuse_maps(model: onnx.ModelProto, where: str) -> None:
+    """A map or a sequence of maps in or out (skl2onnx's ZipMap) has no tensor to quantize or compare, and the
+    graph rewriting under convert cannot hold one: said by name, not as an internal error."""
+    for value in [*model.graph.input, *model.graph.output]:
+        kind = value.type
+        while kind.HasField("sequence_type"):
+            kind = kind.sequence_type.elem_type
+        if kind.HasField("map_type"):
+            raise ModelError(
+                f"{value.name!r} is a map (or a sequence of maps), not a tensor: qtool works on tensors",
+                where=where,
+                hint="skl2onnx: convert with options={id(model): {'zipmap': False}} to get the probabilities as a tensor",
+            )
+
+
 def normalise(
     model: onnx.ModelProto,
     input_dims: dict[str, tuple[int, ...]],
@@ -123,6 +138,7 @@ def normalise(
     input_values: dict[str, tuple[float, ...]] | None = None,
 ) -> onnx.ModelProto:
     """Run every convert pass; returns a new, checked model. `input_values` pins inputs to constants."""
+    _refuse_maps(model, where)
     model = to_float32(model)  # a float16 export computes in float32 behind casts at its inputs and outputs
     model = upgrade_opset(model, _needed_opset(model), where)
     # An exporter's intermediate shapes go stale once the batch is fixed (Paddle writes -1): let

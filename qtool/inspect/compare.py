@@ -61,6 +61,7 @@ class Drift:
     per_sample: list[tuple[float, float]] = field(default_factory=list)  # (Σ ref², Σ (ref − quant)²) each
     part: bool = False  # a part of an output (output_parts), measured besides the whole
     may_be_scores: bool = True  # what the model computes it from allows class scores (`_may_be_scores`)
+    integer: bool = False  # an integer output (a detector's class ids): reported, but no SQNR judges the model by it
 
     def update(self, ref: np.ndarray, quant: np.ndarray, label: int | None) -> None:
         ref, quant = common_shape(ref, quant)
@@ -85,6 +86,7 @@ class Drift:
         self.cosine_sum += rq / denom if denom > 0 else float(np.array_equal(r, q))
         self.max_abs = max(self.max_abs, float(np.max(np.abs(diff)))) if r.size else self.max_abs
         self.samples += 1
+        self.integer = ref.dtype.kind in "iub"
         self.classifier = self.may_be_scores and ref.dtype.kind == "f" and r.size > 1 and ref.shape[-1] == r.size
         if self.classifier:
             self.top1_agree += int(np.argmax(r) == np.argmax(q))

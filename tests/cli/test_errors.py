@@ -223,3 +223,21 @@ def test_onnxruntime_does_not_log_over_the_error_line(capfd) -> None:
     with pytest.raises(ModelError, match="onnxruntime cannot load it"):
         runtime.session(_no_output_model(nodes=False), where="model")
     assert capfd.readouterr().err == ""
+
+
+def test_a_zipmap_output_is_refused_by_name(tmp_path: Path) -> None:
+    """skl2onnx's default classifier output is a sequence of maps: one line naming it, not 'internal error'."""
+    map_type = helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["probs"]),
+         helper.make_node("ZipMap", ["probs"], ["output_probability"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2])],
+        "zipmap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_value_info("output_probability", helper.make_sequence_type_proto(map_type))],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
+    source = save_model(model, tmp_path / "m.onnx")
+    for args in (["convert", "-i", source, "-o", tmp_path / "c.onnx"],
+                 ["quantize", "-i", source, "-o", tmp_path / "q.onnx", "--act_bitwidth", "32"]):  # fmt: skip
+        result = run_cli(args)
+        assert result.exit_code == 3 and "'output_probability' is a map" in result.stderr, result.output
+        assert "zipmap" in result.stderr and "Traceback" not in result.output

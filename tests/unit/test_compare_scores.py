@@ -49,3 +49,19 @@ def test_top1_agreement_only_for_outputs_that_can_be_class_scores() -> None:
     assert "top1_agreement" in drift["logits"].summary(False) and "top1_agreement" in drift["probs"].summary(False)
     for name in ("embedding", "state", "mask"):
         assert "top1_agreement" not in drift[name].summary(False), name
+
+
+def test_integer_outputs_and_equal_zero_outputs_do_not_fail_a_model() -> None:
+    """A detector's int64 class ids named the worst output at 1.9 dB; a model whose every output is zero (no
+    detections) in both models was 'far from the float one (SQNR inf dB, cosine 0.0000)'."""
+    from qtool.inspect.compare import Drift
+    from qtool.quant.mixed_precision import overall
+
+    boxes, labels = Drift(), Drift()
+    boxes.update(np.array([[10.0, 20.0, 30.0, 40.0]]), np.array([[10.1, 20.0, 29.9, 40.0]]), None)
+    labels.update(np.array([3, 1], np.int64), np.array([1, 3], np.int64), None)
+    assert labels.integer and not boxes.integer
+    assert overall({"boxes": boxes, "labels": labels})["sqnr_db"] > 40
+    empty = Drift()
+    empty.update(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32), None)
+    assert overall({"boxes": empty}) == {"sqnr_db": float("inf"), "cosine": 1.0}

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from qtool import runtime
+from qtool.errors import ModelError
 from qtool.graph import external_data
 from qtool.graph.output_parts import Part, output_parts
 
@@ -144,6 +145,17 @@ def one_pass_cache_bytes(reference: onnx.ModelProto) -> int:
     return external_data.byte_size(reference) + SESSION_BYTES
 
 
+def _run(session, names: list[str] | None, feed: dict[str, np.ndarray], what: str, index: int) -> list:
+    """session.run, its failure one line naming the model and the sample (RetinaNet's converted graph: a Reshape
+    of its empty detections, which the shipped one survives, was a raw onnxruntime traceback)."""
+    try:
+        return session.run(names, feed)
+    except Exception as e:  # onnxruntime's own error types
+        raise ModelError(f"{what} fails in onnxruntime on evaluation sample {index + 1}: {str(e).splitlines()[0][:300]}",
+                         hint="compare with the model as given (qtool inspect on it); a converted model that fails "
+                         "where the original runs is a bug worth reporting") from e  # fmt: skip
+
+
 def reference_outputs(
     reference: onnx.ModelProto, feeds: Iterable[dict[str, np.ndarray]], threads: int = 0, limit_bytes: int = 256 << 20
 ) -> list[list[np.ndarray]] | None:
@@ -152,8 +164,8 @@ def reference_outputs(
     that a large set is streamed instead and memory never grows with it."""
     sess = runtime.session(reference, threads, "reference model", optimized=True)
     kept, size = [], 0
-    for feed in feeds:  # copies: an array onnxruntime returned kept the session's arena alive (SLANet: 80 MB)
-        outputs = [np.array(as_array(o), copy=True) for o in sess.run(None, feed)]
+    for index, feed in enumerate(feeds):  # copies: an array onnxruntime returned kept the arena alive (SLANet: 80 MB)
+        outputs = [np.array(as_array(o), copy=True) for o in _run(sess, None, feed, "the float model", index)]
         size += sum(o.nbytes for o in outputs)
         if size > limit_bytes:
             return None
@@ -186,8 +198,8 @@ def compare_outputs(
         drift[name] = Drift(may_be_scores=_may_be_scores(producers, name))
         drift.update({p.name: Drift(part=True) for p in parts_of.get(name, [])})
     for index, feed in enumerate(feeds):
-        ref_out = cached[index] if cached is not None else ref_sess.run(names, feed)  # type: ignore[union-attr]
-        quant_out = quant_sess.run(names, feed)
+        ref_out = cached[index] if cached is not None else _run(ref_sess, names, feed, "the float model", index)
+        quant_out = _run(quant_sess, names, feed, "the quantized model", index)
         label = labels[index] if labels is not None and index < len(labels) else None
         for name, r, q in zip(names, ref_out, quant_out, strict=True):
             r, q = as_array(r), as_array(q)

@@ -65,3 +65,21 @@ def test_integer_outputs_and_equal_zero_outputs_do_not_fail_a_model() -> None:
     empty = Drift()
     empty.update(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32), None)
     assert overall({"boxes": empty}) == {"sqnr_db": float("inf"), "cosine": 1.0}
+
+
+def test_a_model_that_fails_on_a_sample_is_one_line_naming_it() -> None:
+    import pytest
+
+    from qtool.errors import ModelError
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "bad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = [{"x": np.ones((1, 4), np.float32), "shape": np.array([4], np.int64)},
+             {"x": np.ones((1, 4), np.float32), "shape": np.array([5], np.int64)}]  # fmt: skip
+    with pytest.raises(ModelError, match="the float model fails in onnxruntime on evaluation sample 2"):
+        compare_outputs(model, model, feeds)

@@ -104,12 +104,14 @@ def on_residual_stream(facts: GraphFacts, tensor: str) -> bool:
 
 
 def post_ln_sums(facts: GraphFacts) -> list[str]:
-    """The residual sums a LayerNorm reads that add an earlier LayerNorm's output: a post-LN block (BERT),
-    where trained encoders carry their outlier channels (a pre-LN ViT or Llama adds the previous sum)."""
+    """The residual sums only a LayerNorm reads that add an earlier LayerNorm's output: a post-LN block (BERT),
+    where trained encoders carry their outlier channels. A pre-LN ViT or Llama adds the previous sum; where it
+    adds a LayerNorm's output once (Swin's patch embedding), the sum is read past its LayerNorm too, by the next
+    residual Add: the stream goes on around the LayerNorm, not through it."""
     found = []
     for t in residual_stream(facts):
-        producer = facts.producers.get(t)
-        if not any(_normalizes_last_axis(c) for c in facts.consumers.get(t, [])) or producer is None:
+        producer, readers = facts.producers.get(t), facts.consumers.get(t, [])
+        if not readers or not all(_normalizes_last_axis(c) for c in readers) or producer is None:
             continue
         if producer.op_type == "Add" and any(_normalizes_last_axis(facts.producers.get(i)) for i in producer.input):
             found.append(t)

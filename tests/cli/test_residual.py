@@ -220,3 +220,25 @@ def _pre_ln(tmp_path: Path) -> Path:
     path = tmp_path / "pre_ln.onnx"
     onnx.save(model, str(path))
     return path
+
+
+def test_a_pre_ln_stream_that_starts_at_a_layernorm_is_not_post_ln(tmp_path: Path) -> None:
+    """Swin adds its patch embedding's LayerNorm output into its first residual sum; that sum is read by the next
+    LayerNorm and, past it, by the next residual Add. Flagged as post-LN, it was told to use BERT's recipe."""
+    n = onnx.helper.make_node
+    rng = np.random.default_rng(0)
+    arrays = {k: rng.normal(0, 0.1, (16, 16)).astype(np.float32) for k in ("w1", "w2")}
+    arrays.update(g=np.ones(16, np.float32), b=np.zeros(16, np.float32))
+    nodes = [n("LayerNormalization", ["x", "g", "b"], ["embed"], axis=-1),        # the patch embedding's norm
+             n("LayerNormalization", ["embed", "g", "b"], ["ln1"], axis=-1),
+             n("MatMul", ["ln1", "w1"], ["attn"]), n("Add", ["embed", "attn"], ["res1"]),
+             n("LayerNormalization", ["res1", "g", "b"], ["ln2"], axis=-1),
+             n("MatMul", ["ln2", "w2"], ["mlp"]), n("Add", ["res1", "mlp"], ["y"])]  # fmt: skip
+    graph = onnx.helper.make_graph(nodes, "swin", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 16])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 16])],
+                                   [onnx.numpy_helper.from_array(v, k) for k, v in arrays.items()])  # fmt: skip
+    path = tmp_path / "swin.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    result = run_cli(["inspect", path, "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert not [f for f in json.loads(result.stdout)["findings"] if f["lint"] == "post-ln-residual"]

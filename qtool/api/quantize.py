@@ -325,6 +325,11 @@ def _quantize(
     gm.save(quantized, output, external=o.external_data)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
     report.facts.update(_plan_facts(plan, output, started))
+    if not any(not e.is_float for e in [*plan.activations.values(), *plan.params.values()]):
+        # a float64 model (skl2onnx's ridge regression) went through with exit 0 and nothing said; export then
+        # refused it for having no encodings
+        logger.warning("%s: nothing was quantized: the model has no float32 activation or weight qtool can put on a "
+                       "grid (float64 and integer tensors stay as they are)", o.input_network)  # fmt: skip
     facts = GraphFacts.of(ctx.model)  # float by structure, not activations: no encodings to count them by
     if statistics := normalization_statistics(facts):
         report.facts["float statistics"] = f"{len(statistics)} (normalisation means, variances, inverse norms)"

@@ -199,3 +199,16 @@ def test_classical_ml_ops_read_and_write_float(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert not any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
     assert json.loads(result.stdout)["outputs (float vs quantized)"][0]["sqnr_db"] == float("inf")
+
+
+def test_a_model_with_nothing_to_quantize_says_so(tmp_path: Path) -> None:
+    """A float64 model (skl2onnx's ridge regression) went through with exit 0 and nothing said."""
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "double",
+                              [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 2])],
+                              [numpy_helper.from_array(np.ones((4, 2)), "w")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    source = save_model(model, tmp_path / "m.onnx")
+    result = run_cli(["quantize", "-i", source, "--input_list", write_samples(tmp_path, model, 4), "-o", tmp_path / "q.onnx"])
+    assert result.exit_code == 0 and "nothing was quantized" in result.stderr, result.output

@@ -226,7 +226,8 @@ OUT := build/demo
 # 15961 -> 15973: a model that fails on an evaluation sample is one line naming it
 # 15973 -> 15975: a post-LN sum is one only a LayerNorm reads (not Swin's first pre-LN sum)
 # 15975 -> 15980: quantize says so when nothing was quantized (a float64 model)
-LINE_BUDGET := 15980
+# 15980 -> 15991: convert writes no partial intermediate shapes (onnxruntime's reshape fusion broke RetinaNet on them)
+LINE_BUDGET := 15991
 
 .PHONY: demo test lint venv bench clean golden
 

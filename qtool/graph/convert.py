@@ -116,6 +116,16 @@ def corrected_outputs(model: onnx.ModelProto) -> dict[str, tuple[list, list]]:
     return fixed
 
 
+def _drop_partial_shapes(model: onnx.ModelProto) -> None:
+    """Intermediate shapes with a dimension only the data decides lose their shape (their type stays): given
+    [?, 2, 2], onnxruntime's reshape fusion wrote RetinaNet's [Shape(x)[0], -1] as [0, -1], which fails on an
+    image without detections (0 elements), where the model as exported runs."""
+    for value in model.graph.value_info:
+        tensor = value.type.tensor_type
+        if tensor.HasField("shape") and any(not d.HasField("dim_value") for d in tensor.shape.dim):
+            tensor.ClearField("shape")
+
+
 def _refuse_maps(model: onnx.ModelProto, where: str) -> None:
     """A map or a sequence of maps in or out (skl2onnx's ZipMap) has no tensor to quantize or compare, and the
     graph rewriting under convert cannot hold one: said by name, not as an internal error."""
@@ -153,6 +163,7 @@ def normalise(
         out = external_data.infer_shapes(out, in_place=True, check_type=True, strict_mode=False, data_prop=True)
     except onnx.shape_inference.InferenceError as e:
         raise ModelError(f"shape inference failed: {str(e).splitlines()[0]}", where=where) from e
+    _drop_partial_shapes(out)
     # IR < 4 wants every initializer listed as a graph input; the initializers qtool adds (scales,
     # zero points, probe constants) are not: raise the IR version to what the opsets need
     try:

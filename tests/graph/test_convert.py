@@ -324,3 +324,23 @@ def test_an_if_branch_returning_an_outer_value_through_identity_stays_valid() ->
     onnx.checker.check_model(out, full_check=True)
     for x in (np.full((1, 4), -3.0, np.float32), np.full((1, 4), 3.0, np.float32)):  # both branches
         assert np.allclose(run(model, {"x": x})[0], run(out, {"x": x})[0])
+
+
+def test_a_shape_only_the_data_decides_is_not_written() -> None:
+    """[?, 2] for the boxes NonZero leaves: given such a partial shape, onnxruntime's reshape fusion wrote RetinaNet's
+    [Shape(x)[0], 4] as [0, -1], which fails on an image without detections; the type stays."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    nodes = [h.make_node("Greater", ["x", "zero"], ["m"]), h.make_node("NonZero", ["m"], ["nz"]),
+             h.make_node("Transpose", ["nz"], ["t"], perm=[1, 0]), h.make_node("Cast", ["t"], ["tf"], to=T.FLOAT),
+             h.make_node("Mul", ["x", "zero"], ["x0"]), h.make_node("ReduceSum", ["tf"], ["y"], keepdims=0)]  # fmt: skip
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 4])],
+                         [h.make_tensor_value_info("y", T.FLOAT, []), h.make_tensor_value_info("x0", T.FLOAT, [1, 4])],
+                         [nh.from_array(np.array(0, np.float32), "zero")])  # fmt: skip
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    values = {v.name: v.type.tensor_type for v in normalise(model, {}, "m.onnx").graph.value_info}
+    assert values["tf"].elem_type == T.FLOAT and not values["tf"].HasField("shape")  # [?, 2]: the type only
+    assert [d.dim_value for d in values["m"].shape.dim] == [1, 4]  # a known shape stays

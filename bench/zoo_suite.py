@@ -688,7 +688,8 @@ def mixed_note(row: Row) -> str:
 def outputs_cell(row: Row) -> str:
     outs = row.metrics.get("outputs") or {}
     shown = list(outs.items())[:8]
-    text = "; ".join(f"{k[-18:]} {cell(v['sqnr_db'])}/{v['cosine']:.3f}" for k, v in shown)
+    short = lambda k: k if len(k) <= 18 else "…" + k[-17:]  # noqa: E731  (the table's width; marked, not silently cut)
+    text = "; ".join(f"{short(k)} {cell(v['sqnr_db'])}/{v['cosine']:.3f}" for k, v in shown)
     return text + (f"; +{len(outs) - 8} more" if len(outs) > 8 else "")
 
 

@@ -33,7 +33,7 @@ from qtool.quant.algorithms import AlgorithmContext, adaround, resolve
 from qtool.quant.calibrate import FloatOutputs, calibrate
 from qtool.quant.gelu import gelu_interiors
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.mixed_precision import overall
+from qtool.quant.mixed_precision import judged_outputs, overall
 from qtool.quant.normalization import normalization_statistics
 from qtool.quant.overrides import checked_overrides
 from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan
@@ -459,8 +459,7 @@ def _quality(
     if worst and not o.use_per_channel_residual and on_residual_stream(GraphFacts.of(reference), worst.tensor):
         blame += ("; it is on a transformer's residual stream: try --use_per_channel_residual"
                   " --apply_algorithms outlier_split --apply_algorithms smoothquant")
-    judged = [name for name in drift if not drift[name].integer] or list(drift)
-    worst_output = min(judged, key=lambda name: (drift[name].sqnr_db, drift[name].cosine))
+    worst_output = min(judged_outputs(drift), key=lambda name: (drift[name].sqnr_db, drift[name].cosine))
     message = (
         f"the quantized model is far from the float one (output SQNR {sqnr:.2f} dB, cosine {cosine:.4f};"
         f" worst output {worst_output}){blame}"

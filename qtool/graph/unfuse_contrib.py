@@ -51,13 +51,13 @@ def unfuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Counter]:
 
     nodes, added, counts = [], [], Counter()
     for node in graph.node:
+        if node.domain != CONTRIB or node.op_type != "FusedConv":
+            nodes.append(node)
+            continue
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         activation = attributes.get("activation", b"")
         activation = activation.decode() if isinstance(activation, bytes) else str(activation)
         label = node.name or node.output[0]
-        if node.domain != CONTRIB or node.op_type != "FusedConv":
-            nodes.append(node)
-            continue
         conv_out, summed = fresh(f"{node.output[0]}_conv"), None
         written = [helper.make_node("Conv", list(node.input[:3]), [conv_out], name=label,
                                     **{k: v for k, v in attributes.items() if k in CONV_ATTRIBUTES})]  # fmt: skip

@@ -549,7 +549,7 @@ def best_possible(drift: dict, signal_left: dict[str, float], samples_left: int,
     still add, and each remaining sample at most cosine 1."""
     sqnrs, cosines = [], []
     slack = 1 + 1e-9  # keeps a trial that would meet the target exactly from stopping on rounding
-    for name, d in drift.items():
+    for name, d in judged_outputs(drift).items():
         best = _sqnr_db((d.signal + max(signal_left.get(name, 0.0), 0.0)) * slack, d.noise)
         if best is None:  # overall skips an output whose float values are all zero
             continue
@@ -564,12 +564,16 @@ def best_possible(drift: dict, signal_left: dict[str, float], samples_left: int,
     return {"sqnr_db": min(sqnrs, default=-math.inf), "cosine": min(cosines, default=0.0)}
 
 
+def judged_outputs(drift: dict) -> dict:
+    """The outputs a model is judged by: all but the integer ones (a detector's class ids are no signal to measure
+    rounding against: 1.9 dB of "labels" was named the worst output), unless every output is one."""
+    return {name: d for name, d in drift.items() if not getattr(d, "integer", False)} or drift
+
+
 def overall(drift: dict) -> Metrics:
     """The worst output's SQNR and mean cosine: pooled over outputs, a small one (MTCNN's box regression
     next to its class scores) hid behind the large ones, and the search met its target on the sum."""
-    # an integer output (a detector's class ids) is no signal to measure rounding against: 1.9 dB of "labels"
-    # named it the worst output; judged only when every output is one
-    measured = [d for d in drift.values() if not getattr(d, "integer", False)] or list(drift.values())
+    measured = list(judged_outputs(drift).values())
     per_output = [x for d in measured if (x := _sqnr_db(d.signal, d.noise)) is not None]
     sqnr = min(per_output) if per_output else -math.inf
     cosines = [d.cosine for d in measured if d.signal > 0]
@@ -583,5 +587,5 @@ def judged(drift: dict) -> Metrics:
     detection head's class scores) is held to its pooled SQNR: its quieter half is the inputs where nothing
     was found, whose scores near 0 a relative measure magnifies."""
     metrics = overall(drift)
-    quiet = [x for d in drift.values() if not getattr(d, "part", False) and (x := _quiet_sqnr(d)) is not None]
+    quiet = [x for d in judged_outputs(drift).values() if not getattr(d, "part", False) and (x := _quiet_sqnr(d)) is not None]
     return {**metrics, "sqnr_db": min([metrics["sqnr_db"], *quiet])}

@@ -58,20 +58,17 @@ def indices(facts: GraphFacts) -> set[str]:
     pyramid level as Cast(Clip(Floor(Log(Sqrt(area)) + k))), and on [0, 4] in 255 steps level 3 truncated to 2
     (Keypoint R-CNN: every box read zero features, scores 6.8 dB against quantize_static's 24.4, exit 0)."""
     found = {node.input[0] for node in facts.model.graph.node if node.input and _rounds(node)}
-    changed = True
-    while changed:  # back through arithmetic whose every reader is index arithmetic already
-        changed = False
-        for name in list(found):
-            producer = facts.producers.get(name)
-            if producer is None or producer.op_type not in ARITHMETIC:
-                continue
-            for source in producer.input:
-                readers = facts.consumers.get(source, [])
-                if source and source not in found and source not in facts.initializers and readers and all(
-                    r.output[0] in found or _rounds(r) for r in readers
-                ) and source not in facts.graph_outputs:
-                    found.add(source)
-                    changed = True
+    # back through arithmetic whose every reader is index arithmetic: in reverse graph order a tensor's readers
+    # are settled before its producer is reached, so one pass is the fixpoint
+    for node in reversed(facts.model.graph.node):
+        if node.op_type not in ARITHMETIC or not found.intersection(node.output):
+            continue
+        for source in node.input:
+            readers = facts.consumers.get(source, [])
+            if source and source not in facts.initializers and source not in facts.graph_outputs and readers and all(
+                r.output[0] in found or _rounds(r) for r in readers
+            ):
+                found.add(source)
     return {t for t in found if facts.is_float(t)}
 
 

@@ -43,7 +43,7 @@ from qtool.quant.stats import load_stats, save_stats
 from qtool.report import Report
 
 logger = logging.getLogger(__name__)
-TRIAL_SAMPLES = 16  # calibration samples an algorithm's trial quantization calibrates and scores on
+TRIAL_SAMPLES = 16  # calibration samples an algorithm's trial quantization calibrates on (and as many it scores on)
 
 # A progress factory: given a total and a label, returns a callback taking the number of steps done.
 Progress = Callable[[int, str], Callable[[int], None]] | None
@@ -160,6 +160,19 @@ def _calibrate(
     return observers, count
 
 
+def trial_folds(total: int) -> list[tuple[list[int], list[int]]]:
+    """Which of `total` calibration samples each fold of a float-stage change's trial calibrates on and which
+    it scores on: up to 2·TRIAL_SAMPLES spread over the list, split into halves that swap roles. Scored on the
+    samples that set its ranges, a change that only fits them looks like a gain: SmoothQuant on a decoder with
+    no outlier channels went 30.6 -> 30.7 dB on its 16 calibration samples and 28.5 -> 24.2 dB held out.
+    Under four samples there is nothing to hold out: one fold, scored on what it calibrated on."""
+    picked = spread(total, 2 * TRIAL_SAMPLES)
+    if len(picked) < 4:
+        return [(picked, picked)]
+    half = len(picked) // 2
+    return [(picked[:half], picked[half:]), (picked[half:], picked[:half])]
+
+
 def _per_channel_residual(o: QuantizeOptions, model: onnx.ModelProto, samples: Iterable | None, observers: dict) -> list[str]:
     """--use_per_channel_residual: the residual stream's calibrated tensors observed per channel (one more
     float pass over `samples`); the plan gives them per-channel encodings (quant/residual.py)."""
@@ -214,22 +227,31 @@ def _algorithm_context(
 
     kernels = runtime.integer_kernels(o.target)  # how trials and scores run the QDQ models
 
-    def trial(candidate: onnx.ModelProto) -> float:
-        """Output SQNR of `candidate` quantized as asked, adaround included (cheapened): whether a
-        float-stage change pays depends on what follows it (cle helps 4-bit rounding, not adaround)."""
+    def subset(indices: list[int]) -> Callable[[], Iterator]:
+        chosen = InputList(input_list.path, tuple(input_list.samples[k] for k in indices)) if input_list else None
+        return lambda: iter_samples(chosen, specs, o.use_native_input_files) if chosen else samples()
+
+    def fold(candidate: onnx.ModelProto, fit: Callable[[], Iterator], check: Callable[[], Iterator]) -> float:
         found, _ = calibrate(
-            candidate, activation_tensors(GraphFacts.of(candidate)), itertools.islice(samples(), TRIAL_SAMPLES),
+            candidate, activation_tensors(GraphFacts.of(candidate)), fit(),
             observer=o.act_quantizer_calibration, percentile=o.percentile_calibration_value, threads=o.num_threads,
         )  # fmt: skip
-        _per_channel_residual(o, candidate, itertools.islice(samples(), TRIAL_SAMPLES), found)
+        _per_channel_residual(o, candidate, fit(), found)
         given = encio.Encodings(dict(overrides.activations), dict(overrides.params))
-        sub = AlgorithmContext(gm.copy(candidate), samples, quantizer(found), overrides=given, threads=o.num_threads)
+        sub = AlgorithmContext(gm.copy(candidate), fit, quantizer(found), overrides=given, threads=o.num_threads)
         if "adaround" in o.apply_algorithms:
             sub.config = {**o.algorithm_config.get("adaround", {}), "num_batches": TRIAL_SAMPLES, "sequential": False}
             adaround.run(sub)
         qdq, _ = sub.quantize(sub.model, sub.overrides)
-        feeds = (feed for _, feed in itertools.islice(samples(), TRIAL_SAMPLES))
+        feeds = (feed for _, feed in check())
         return overall(compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads, integer_kernels=kernels))["sqnr_db"]
+
+    def trial(candidate: onnx.ModelProto) -> float:
+        """Output SQNR of `candidate` quantized as asked, adaround included (cheapened): whether a
+        float-stage change pays depends on what follows it (cle helps 4-bit rounding, not adaround).
+        Scored out of sample: the mean over two folds, each calibrated on one half and scored on the other."""
+        folds = trial_folds(len(input_list.samples) if input_list is not None else 0)
+        return sum(fold(candidate, subset(fit), subset(check)) for fit, check in folds) / len(folds)
 
     kept: dict[int, tuple[list, list | None]] = {}  # count -> (feeds, the float model's outputs on them)
 

@@ -528,3 +528,19 @@ def test_algorithm_bad_input(tmp_path: Path) -> None:
         code, _, err = qtool(*args, "--config", tmp_path / "c.yaml", "-o", tmp_path / "q.onnx")
         assert code == 2 and f"{algorithm}: keep must be auto or always" in err and not (tmp_path / "q.onnx").exists()
         assert len(err.strip().splitlines()) == 1
+
+
+@given(st.integers(1, 200))
+def test_a_trial_scores_each_half_of_its_samples_on_ranges_the_other_half_set(total: int) -> None:
+    """Scored on the samples that set its ranges, a change that only fits them reads as a gain."""
+    from qtool.api.quantize import TRIAL_SAMPLES, trial_folds
+
+    folds = trial_folds(total)
+    used = sorted(k for fit, _ in folds for k in fit)
+    assert len(set(used)) == len(used) == min(total, 2 * TRIAL_SAMPLES) and all(0 <= k < total for k in used)
+    if total < 4:
+        assert folds == [(used, used)]
+    else:
+        (fit_a, check_a), (fit_b, check_b) = folds
+        assert (fit_a, check_a) == (check_b, fit_b) and not set(fit_a) & set(check_a)
+        assert abs(len(fit_a) - len(check_a)) <= 1 and max(fit_a) < min(check_a)  # halves of a list in source order

@@ -37,6 +37,11 @@ STAGE = "float"
 SCALE_LIMITS = (1e-5, 1e5)
 AUTO_ALPHAS = tuple(np.round(np.arange(0.3, 0.951, 0.05), 2).tolist())  # `alpha: auto` picks one per site
 AUTO_ROWS = 1024  # rows of each site's input `alpha: auto` scores on
+# A site whose largest channel is under this many times its median channel has no outliers to move: one 8-bit
+# grid loses under 1.6 bits to it, and smoothing would only reshuffle the weights around ranges fitted to the
+# calibration samples (random-weight Phi, max/median 1.7-1.9: 30.6 -> 30.7 dB on its calibration samples,
+# 28.5 -> 24.2 dB on held-out decode steps). BERT-style post-LN encoders reach 4-18 (MiniLM).
+MIN_OUTLIER_RATIO = 3.0
 
 
 @dataclass(frozen=True)
@@ -206,14 +211,22 @@ def run(ctx: AlgorithmContext) -> list[str]:
         return ["smoothquant: no matching pattern"]
     peaks, rows = _channel_max(ctx, sites, int(ctx.config.get("num_batches", 32)), AUTO_ROWS * (alpha == "auto"))
     before = copy(ctx.model)
-    layers = []
+    layers, even = [], 0
     for site in sites:
         if site.tensor in peaks:
             peak = peaks[site.tensor]
+            if _outlier_ratio(peak) < MIN_OUTLIER_RATIO:
+                even += 1
+                continue
             chosen = alpha if alpha != "auto" else best_alpha(rows[site.tensor], [ctx.array(u.input[1]) for u in site.consumers], peak)
             s = _smooth(ctx, site, peak, float(chosen))
             ratio, after = _outlier_ratio(peak), _outlier_ratio(peak / s)
             layers.append(f"{site.tensor} ({f'alpha {chosen:g}, ' if alpha == 'auto' else ''}max/median {ratio:.1f} -> {after:.1f})")
             logger.info("smoothquant: %s: alpha %g, channel max/median %.1f -> %.1f", site.tensor, chosen, ratio, after)
+    left = f"{even} without outlier channels (max/median under {MIN_OUTLIER_RATIO:g}) left alone"
+    if not layers:
+        logger.warning("smoothquant: no tensor has outlier channels (max/median under %g); nothing smoothed", MIN_OUTLIER_RATIO)
+        return [f"smoothquant: {left}"]
     note = f"smoothquant (alpha {alpha if alpha == 'auto' else format(alpha, 'g')}): {len(layers)} tensors smoothed: " + ", ".join(layers)
+    note += f"; {left}" if even else ""
     return kept_if_better(ctx, "smoothquant", before, note, keep)

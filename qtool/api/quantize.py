@@ -35,7 +35,8 @@ from qtool.quant.gelu import gelu_interiors
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import judged_outputs, overall
 from qtool.quant.normalization import normalization_statistics
-from qtool.quant.overrides import checked_overrides
+from qtool.quant.observers import observed_extremes
+from qtool.quant.overrides import checked_overrides, empty_ranges
 from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan
 from qtool.quant.qdq import write_qdq
 from qtool.quant.residual import observe_channels, on_residual_stream, residual_stream
@@ -322,6 +323,7 @@ def _quantize(
         keep = FloatOutputs(min(o.evaluate_samples, len(input_list.samples)), compare.one_pass_cache_bytes(reference))
     found, samples = _calibrate(o, model, GraphFacts.of(model), input_list, progress, keep)
     observers.update(found)
+    empty_ranges(overrides.activations, observed_extremes(found, overrides.activations))
     samples_again = iter_samples(input_list, gm.input_specs(model), o.use_native_input_files) if input_list else None
     notes += _per_channel_residual(o, model, samples_again, observers)
     calibration_seconds = time.perf_counter() - calibration_started

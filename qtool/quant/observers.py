@@ -301,6 +301,12 @@ OBSERVERS: dict[str, Callable[..., Observer]] = {
 }
 
 
+def observed_extremes(observers: dict[str, Observer], names) -> dict[str, tuple[float, float]]:
+    """The least and greatest value each of `names` took in calibration, where its observer saw any."""
+    found = {n: observers[n] for n in names if n in observers}
+    return {n: (float(o.lo), float(o.hi)) for n, o in found.items() if isinstance(o, MinMax) and o.count}
+
+
 def make_observer(method: str, name: str, percentile: float = 99.99) -> Observer:
     if method == "min-max":
         return MinMax(name)

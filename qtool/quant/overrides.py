@@ -39,15 +39,12 @@ def _members(node, facts: GraphFacts) -> tuple[list[str], list[str], str | None]
     return outputs, weights, bias if bias in facts.initializers else None
 
 
-MIN_RANGE = 1e-4  # QNN widens a narrower range to this: such an override holds about one value
-
-
 def checked_overrides(facts: GraphFacts, overrides: Encodings) -> Encodings:
     """`overrides` as the graph will use them. An override on a tensor that ReLU squashing removes
     (the Conv output before its Relu) moves to the squashed pair's tensor (the Relu output), as the
     QNN seed's squashing implies, unless that tensor has its own; so does a precision override on a MatMul's
-    output before its bias Add (GraphFacts.bias_add), while a range there, not the layer's, is dropped; an override whose range is empty
-    (min == max, widened to 1e-4) is kept but warned about: it zeroes the tensor. A per-block
+    output before its bias Add (GraphFacts.bias_add), while a range there, not the layer's, is dropped; a weight's
+    override whose range is empty is warned about where its values fall outside it (`empty_ranges`). A per-block
     override on anything but a weight blocks can run along is an error."""
     acts = dict(overrides.activations)
     for name in sorted(overrides.activations):
@@ -69,15 +66,24 @@ def checked_overrides(facts: GraphFacts, overrides: Encodings) -> Encodings:
     for name, e in sorted({**acts, **overrides.params}.items()):
         if e.blocks is not None and name not in blockable:
             raise DataError("per-block encodings apply only to 2-D Gemm/MatMul and Conv weights", where=f"override {name!r}")
-        if e.scale and all(hi - lo <= MIN_RANGE * 1.001 for lo, hi in zip(e.min, e.max, strict=True)):
-            logger.warning(
-                "override for %r has an empty range [%g, %g]: every value of the tensor quantizes to one number",
-                name,
-                e.min[0],
-                e.max[0],
-            )
+    params = {n: facts.array(n) for n in overrides.params if n in facts.initializers}
+    empty_ranges(overrides.params, {n: (float(v.min()), float(v.max())) for n, v in params.items() if v.size})
     _check_channel_counts(facts, acts)
     return Encodings(acts, dict(overrides.params))
+
+
+def empty_ranges(overrides: dict[str, enc.Encoding], seen: dict[str, tuple[float, float]]) -> None:
+    """Warn of an override whose range is empty (min == max, which QNN widens to 1e-4) while the tensor's values,
+    `seen` (a weight's own, or an activation's calibrated range), reach outside it: they all quantize to its ends.
+    qtool writes such a range for a tensor that held one value in calibration (an all-zero mask); read back from
+    its own QDQ model, that range holds every value it saw and is no mistake."""
+    for name, e in sorted(overrides.items()):
+        if not e.scale or e.is_float or name not in seen:
+            continue
+        lo, hi = min(e.min), max(e.max)
+        if hi - lo <= enc.MIN_RANGE * 1.001 and (seen[name][0] < lo - enc.MIN_RANGE or seen[name][1] > hi + enc.MIN_RANGE):
+            logger.warning("override for %r has an empty range [%g, %g] but the tensor's values span [%g, %g]: they "
+                           "all quantize to its ends", name, lo, hi, *seen[name])  # fmt: skip
 
 
 def _check_channel_counts(facts: GraphFacts, acts: dict[str, enc.Encoding]) -> None:

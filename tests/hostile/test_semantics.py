@@ -96,3 +96,25 @@ def test_the_presets_are_package_data() -> None:
     assert {"qnn-htp", "tidl", "vitis-dpu", "ort-cpu"} <= set(config.presets())
     pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
     assert 'qtool = ["configs/*.yaml"]' in pyproject
+
+
+def test_a_range_qtool_wrote_for_an_all_zero_tensor_is_not_warned_about_when_read_back(tmp_path: Path) -> None:
+    """A tensor that held one value in calibration gets QNN's widened range; converted back from the QDQ model
+    that range holds every value the tensor takes, so a second quantization has nothing to warn of."""
+    from conftest import run_cli, save_model, write_samples
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Sub", ["x", "x"], ["zero"]), helper.make_node("Add", ["zero", "x"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    save_model(model, tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, model, 4)
+    first = run_cli(["quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "-o", tmp_path / "q.onnx"])
+    assert first.exit_code == 0, first.stderr
+    written = json.loads((tmp_path / "q.encodings.json").read_text())["activation_encodings"]
+    assert written["zero"][0]["max"] - written["zero"][0]["min"] <= 1.001e-4  # the widened empty range
+    assert run_cli(["convert", "-i", tmp_path / "q.onnx", "-o", tmp_path / "back.onnx"]).exit_code == 0
+    again = run_cli(["quantize", "-i", tmp_path / "back.onnx", "--input_list", listing, "-o", tmp_path / "q2.onnx"])
+    assert again.exit_code == 0, again.stderr
+    assert "empty range" not in again.stderr, again.stderr

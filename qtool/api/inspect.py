@@ -51,7 +51,7 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
         check_bindings(input_list, specs)
         labels = _checked_labels(o, input_list)
         ctx.stats = lint_data.collect_stats(
-            ctx.model, iter_samples(input_list, specs, o.use_native_input_files), o.num_threads
+            ctx.model, iter_samples(input_list, specs, o.use_native_input_files), o.num_threads, len(input_list.samples)
         )
         _drop_pages()
         if o.reference is not None:

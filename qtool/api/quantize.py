@@ -35,7 +35,7 @@ from qtool.quant.gelu import gelu_interiors
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import judged_outputs, overall
 from qtool.quant.normalization import normalization_statistics
-from qtool.quant.observers import observed_extremes
+from qtool.quant.observers import growing_ranges, observed_extremes
 from qtool.quant.overrides import checked_overrides, empty_ranges
 from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan
 from qtool.quant.qdq import write_qdq
@@ -193,6 +193,16 @@ def _per_channel_residual(o: QuantizeOptions, model: onnx.ModelProto, samples: I
     return [f"per-channel residual: {len(found)} tensors"]
 
 
+def _warn_growing(observers: dict, input_list: InputList | None) -> None:
+    grown = {n: r for n, r in growing_ranges(observers).items() if not observers[n].stays_float}
+    if grown and input_list is not None:
+        named = ", ".join(f"{n!r} ({a:.4g} -> {b:.4g})" for n, (a, b) in list(grown.items())[:3])
+        more = f" and {len(grown) - 3} more" if len(grown) > 3 else ""
+        logger.warning("%s: the range of %s%s grew over every quarter of the list: a state that accumulates along a "
+                       "stream, which longer or later inputs take past it (calibrate on the longest streams, or keep "
+                       "it float: an override with dtype float)", input_list.path, named, more)  # fmt: skip
+
+
 def _run_algorithms(o: QuantizeOptions, stage: str, ctx: AlgorithmContext) -> list[str]:
     notes = []
     for name, module in resolve(o.apply_algorithms):
@@ -324,6 +334,7 @@ def _quantize(
     found, samples = _calibrate(o, model, GraphFacts.of(model), input_list, progress, keep)
     observers.update(found)
     empty_ranges(overrides.activations, observed_extremes(found, overrides.activations))
+    _warn_growing(found, input_list)
     samples_again = iter_samples(input_list, gm.input_specs(model), o.use_native_input_files) if input_list else None
     notes += _per_channel_residual(o, model, samples_again, observers)
     calibration_seconds = time.perf_counter() - calibration_started

@@ -327,6 +327,7 @@ LINTS: dict[str, Lint] = {
     "long-tail": lint_data.long_tails,
     "input-range": lint_data.inputs_not_standardised,
     "unheld-range": lint_data.unheld_ranges,
+    "growing-range": lint_data.growing,
 }
 
 

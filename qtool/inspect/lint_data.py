@@ -12,6 +12,8 @@ a 2048-bin `Histogram` (calibrate.py: nothing per sample is kept). Then:
   a Div's denominator; through `+ eps`) with a quarter or more of its values within two grid steps of
   zero: a power spectrum into a log. Those values round to a few levels or to zero, and the op turns
   that into large errors. Judged on the preset's grid when the 2048-bin histogram resolves it (8 bits).
+- growing ranges: a tensor whose largest value grew over each quarter of the list (observers.growing_ranges):
+  a state that accumulates along a stream. Held-out inputs (longer streams) go past any range calibrated on it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import onnx
 from qtool.inspect.findings import Finding, LintContext
 from qtool.quant.calibrate import Sample, calibrate
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.observers import Histogram, MinMax, Observer
+from qtool.quant.observers import Histogram, MinMax, Observer, growing_ranges
 from qtool.quant.plan import float_by_structure
 
 PERCENTILE = 99.99
@@ -43,11 +45,15 @@ def float_tensors(facts: GraphFacts) -> list[str]:
     return names
 
 
-def collect_stats(model: onnx.ModelProto, samples: Iterable[Sample], threads: int = 0) -> dict[str, Observer]:
+def collect_stats(
+    model: onnx.ModelProto, samples: Iterable[Sample], threads: int = 0, count: int | None = None
+) -> dict[str, Observer]:
+    """`count`: how many samples there are (a range's growth is noted by quarters of them)."""
     tensors = float_tensors(GraphFacts.of(model))
     observers, _ = calibrate(
-        model, tensors, samples, observer="percentile", percentile=PERCENTILE, threads=threads, any_nan=True
-    )
+        model, tensors, samples, observer="percentile", percentile=PERCENTILE, threads=threads, any_nan=True,
+        expected_samples=count,
+    )  # fmt: skip
     return observers
 
 
@@ -128,6 +134,26 @@ def unheld_ranges(ctx: LintContext) -> Iterable[Finding]:
             "which the op turns into large errors (a power spectrum spans more than any linear grid holds)",
             f"keep it in float (an override with dtype float, or --mixed_precision auto, which tries float); "
             f"16 bits (--act_16bit_tensors {name}) helps only when its range spans less than ~90 dB",
+        )
+
+
+def growing(ctx: LintContext) -> Iterable[Finding]:
+    if ctx.stats is None:
+        return
+    kept_float = _kept_float(ctx)
+    chains: dict[tuple[str, str], list[str]] = {}  # one state copied, sliced and stacked: one finding
+    for name, (early, end) in growing_ranges(ctx.stats).items():
+        if name not in kept_float:
+            chains.setdefault((f"{early:.3g}", f"{end:.3g}"), []).append(name)
+    for (early, end), names in chains.items():
+        also = f" (and {len(names) - 1} tensors that carry it on: {', '.join(names[1:4])}{', ...' if len(names) > 4 else ''})"
+        yield Finding(
+            "growing-range",
+            "warning",
+            f"tensor {names[0]!r}",
+            f"its largest magnitude grew over every quarter of the list, {early} -> {end}{also if len(names) > 1 else ''}: "
+            "a state that accumulates along a stream, which longer or later inputs take past any range calibrated here",
+            "calibrate on the longest streams it will see, or keep it in float (an override with dtype float)",
         )
 
 

@@ -333,6 +333,7 @@ def _where_branches(facts: GraphFacts, tensors: list[str]) -> frozenset[str]:
 
 
 SENTINEL = 1e30  # values this large are markers (finfo.min masks), not data
+MARKED_SAMPLES = 16  # lists this long note each range's growth by quarters (observers.growing_ranges)
 SOFTMAX_PROBES = ("hi", "lo", "rowmin", "raw_min")  # the scalars SoftmaxInput.observe_rows takes
 
 
@@ -402,7 +403,11 @@ def calibrate(
         if batched is None or rows != batch_size:
             for part in _split(feed) if batch_size > 1 else [feed]:
                 single(where, part, keep)
+        marks_before = count * 4 // max(expected_samples or 0, 1)
         count += rows if batch_size > 1 else 1
+        if expected_samples and expected_samples >= MARKED_SAMPLES and count * 4 // expected_samples > marks_before < 3:
+            for o in {id(o): o for o in observers.values()}.values():
+                o.mark()  # type: ignore[attr-defined]
         if progress is not None:
             progress(rows if batch_size > 1 else 1)
     return observers, count

@@ -109,6 +109,13 @@ def group_encoding(
     return enc.with_schema(schema, *_within_live_interval(facts, group, lo, hi, bitwidth), bitwidth, pow2=pow2)
 
 
+# A grid raised to 16 bits for precision (mixed precision's choice, an LSTM cell state) is this much wider than
+# its calibrated range (with_headroom): mixed precision judges a trial on the calibration samples, whose values
+# the range holds by construction, so it cannot see the clipping that decides held-out accuracy; float16 never
+# clips, and int16 is otherwise chosen as its equal.
+RAISED_HEADROOM = 2.0
+
+
 def with_headroom(lo: float, hi: float, factor: float) -> tuple[float, float]:
     """[lo, hi] made `factor` times as wide, the room split over its ends beyond 0 (a non-negative tensor stays
     so). Calibration's range is fitted to the samples that will judge it, so no measurement on them shows the

@@ -42,6 +42,7 @@ from qtool.graph.model import tensor_shapes
 from qtool.io.encodings import Encodings
 from qtool.quant import cost
 from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.group_range import RAISED_HEADROOM
 from qtool.quant.plan import QuantPlan, activation_groups, activation_tensors
 from qtool.quant.rules import rule_for
 
@@ -50,10 +51,6 @@ logger = logging.getLogger(__name__)
 Metrics = dict[str, float]  # {"sqnr_db": ..., "cosine": ...}
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 MAX_PARTS = 8  # downstream parts of a float chain tried in float alone (one evaluation each)
-# A raised 16-bit activation's grid is twice its calibrated range (group_range.with_headroom): the search
-# judges a trial on the calibration samples, whose values the range holds by construction, so it cannot see
-# the clipping that decides held-out accuracy; float16 never clips and int16 is otherwise chosen as its equal.
-HEADROOM = 2.0
 
 
 @dataclass(frozen=True)
@@ -347,7 +344,7 @@ def raise_precision(base: Encodings, chosen: list[Candidate], replaceable: froze
     out = Encodings(dict(base.activations), dict(base.params))
     for c in sorted(chosen, key=lambda c: -c.float_bits):
         for t in c.tensors:
-            raised = float_encoding(c.float_bits) if c.float_bits else Encoding(bitwidth=16, headroom=HEADROOM)
+            raised = float_encoding(c.float_bits) if c.float_bits else Encoding(bitwidth=16, headroom=RAISED_HEADROOM)
             out.activations.setdefault(t, raised)
         for w in c.weights:
             if w in replaceable or w not in out.params:

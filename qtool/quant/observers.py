@@ -74,6 +74,7 @@ class MinMax:
         self.hi = -np.inf
         self.count = 0
         self.unbounded = False  # saw ±inf or ±1e30-class values: a mask, not data; the tensor stays float
+        self.marks: list[float] = []  # largest magnitude seen by each quarter of the samples (calibrate's `mark`)
 
     def update(self, x: np.ndarray) -> None:
         if x.size == 0:
@@ -85,6 +86,11 @@ class MinMax:
         """Fold in one batch given its exact extremes (and, for histograms, a sample of its values)."""
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
         self.count += 1
+
+    def mark(self) -> None:
+        """Note the largest magnitude seen so far (a quarter of the samples more than at the last mark)."""
+        if self.count:
+            self.marks.append(max(abs(self.lo), abs(self.hi)))
 
     def merge(self, other: Observer) -> None:
         self.lo, self.hi = min(self.lo, other.lo), max(self.hi, other.hi)  # type: ignore[attr-defined]
@@ -305,6 +311,27 @@ def observed_extremes(observers: dict[str, Observer], names) -> dict[str, tuple[
     """The least and greatest value each of `names` took in calibration, where its observer saw any."""
     found = {n: observers[n] for n in names if n in observers}
     return {n: (float(o.lo), float(o.hi)) for n, o in found.items() if isinstance(o, MinMax) and o.count}
+
+
+GROWTH_PER_QUARTER = 1.1  # a range this much wider after each further quarter of the samples ...
+GROWTH_TOTAL = 1.5  # ... and this much wider at the end than after the first quarter: it has not settled
+
+
+def growing_ranges(observers: dict[str, Observer]) -> dict[str, tuple[float, float]]:
+    """Tensors whose largest magnitude grew by GROWTH_PER_QUARTER or more over each further quarter of the
+    calibration samples and by GROWTH_TOTAL overall: a state that accumulates along a stream (an LSTM cell
+    that integrates, as DTLN's does: 125 -> 7150 over 64 frames in order, 9056 on held-out frames). Held-out
+    inputs go past such a range; a range that merely met one outlier grows in one quarter, not in each.
+    Name -> (largest magnitude after the first quarter, at the end)."""
+    found = {}
+    for name, o in observers.items():
+        marks = [*getattr(o, "marks", []), max(abs(o.lo), abs(o.hi))] if getattr(o, "count", 0) else []
+        if len(marks) < 4 or marks[0] <= 0:
+            continue
+        steady = all(b >= GROWTH_PER_QUARTER * a for a, b in zip(marks[-4:-1], marks[-3:], strict=True))
+        if steady and marks[-1] >= GROWTH_TOTAL * marks[-4]:
+            found[name] = (marks[-4], marks[-1])
+    return found
 
 
 def make_observer(method: str, name: str, percentile: float = 99.99) -> Observer:

@@ -105,3 +105,35 @@ def test_a_constant_initial_state_is_no_activation(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     acts = {k: v[0] for k, v in json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"].items()}
     assert "c0" not in acts and acts["c1"]["bitwidth"] == 16
+
+
+def test_a_cell_state_grid_has_room_for_a_longer_stream_and_its_growth_is_warned_of(tmp_path: Path) -> None:
+    """The integrating cells grow with the stream: calibrated on its first 24 frames, the next ones go past the
+    calibrated range. The 16-bit cell grid has room for that (twice the range), and quantize says the range grew."""
+    model = _lstm_model()
+    path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(model, str(path))
+    stream = _stream(model, 36, seed=0)
+    lines = []
+    for i, feed in enumerate(stream[:24]):
+        for name, value in feed.items():
+            (tmp_path / f"{name}{i}.raw").write_bytes(value.tobytes())
+        lines.append(" ".join(f"{name}:={tmp_path / f'{name}{i}.raw'}" for name in feed))
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out])
+    assert result.exit_code == 0, result.stderr
+    assert "grew over every quarter of the list" in result.stderr and "'c0'" in result.stderr
+    lint = run_cli(["inspect", path, "-l", tmp_path / "list.txt", "--json"])
+    growing = [f for f in json.loads(lint.stdout)["findings"] if f["lint"] == "growing-range"]
+    # the state read in and the one written out (a frame further): each with the tensors that carry it on
+    assert [f["where"] for f in growing] == ["tensor 'state'", "tensor 'c1'"], growing
+    assert all("carry it on" in f["why"] for f in growing), growing
+
+    calibrated = max(abs(f["state"][1]).max() for f in stream[:24])
+    float_run, quant_run = ort.InferenceSession(str(path)), ort.InferenceSession(str(out))
+    later = stream[24:]
+    assert max(abs(f["state"][1]).max() for f in later) > 1.2 * calibrated  # past the calibrated range
+    want = np.stack([float_run.run(["new_state"], f)[0][1] for f in later])
+    got = np.stack([quant_run.run(["new_state"], f)[0][1] for f in later])
+    sqnr = 10 * np.log10(np.sum(want**2) / np.sum((want - got) ** 2))
+    assert sqnr > 40, sqnr

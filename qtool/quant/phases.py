@@ -13,8 +13,11 @@ Cast(position_ids) and its products with constants), stays float. The cos / sin 
 activations like any other, quantized where they meet the data. A Sin of data (SIREN, Fourier features)
 keeps its input float too, for the same reason; what computes that input from the data stays quantized.
 
-Likewise a value rounded to an integer (a Floor, a Cast to int64: a pyramid level, a bin index) and the arithmetic
-only it reads: a grid that cannot hold the integers turns 3 into 2.996, and the Cast into 2.
+Likewise a value turned into a discrete choice, and the arithmetic only it reads: one rounded to an integer (a
+Floor, a Cast to int64: a pyramid level, a bin index), where a grid that cannot hold the integers turns 3 into
+2.996 and the Cast into 2; one compared (Greater, Less, Equal: a mask from a threshold), where a grid step flips
+the values near the threshold; and a sampling coordinate (GridSample's grid, RoiAlign's boxes), where a step of
+0.15 pixel makes nearest sampling read the wrong pixel (a grid_sample: 16.5 dB on 8 bits, 35.0 on 16).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ INTEGER_TYPES = frozenset({
     onnx.TensorProto.BOOL,
 })  # fmt: skip
 ROUNDING = frozenset({"Floor", "Ceil", "Round"})
+COMPARISONS = frozenset({"Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Equal"})
+COORDINATES = {"GridSample": 1, "RoiAlign": 1}  # the input that says where to read
 ARITHMETIC = frozenset({"Add", "Sub", "Mul", "Div", "Sqrt", "Log", "Exp", "Pow", "Abs", "Neg", "Max", "Min", "Clip",
                         "Reciprocal", *ROUNDING})  # fmt: skip
 
@@ -52,12 +57,12 @@ def phases(facts: GraphFacts) -> set[str]:
 
 
 def indices(facts: GraphFacts) -> set[str]:
-    """Index arithmetic: the float input of a Cast to an integer type or of a Floor / Ceil / Round, and what only
-    such tensors are computed from, back through elementwise arithmetic. An integer made by rounding a grid's
+    """Index arithmetic: a float input an op turns into a discrete choice (`_choosing`), and what only such tensors
+    are computed from, back through elementwise arithmetic. An integer made by rounding a grid's
     value is off by one wherever the grid cannot hold it: torchvision's MultiScaleRoIAlign picks each box's
     pyramid level as Cast(Clip(Floor(Log(Sqrt(area)) + k))), and on [0, 4] in 255 steps level 3 truncated to 2
     (Keypoint R-CNN: every box read zero features, scores 6.8 dB against quantize_static's 24.4, exit 0)."""
-    found = {node.input[0] for node in facts.model.graph.node if node.input and _rounds(node)}
+    found = {name for node in facts.model.graph.node for name in _choosing(node)}
     # back through arithmetic whose every reader is index arithmetic: in reverse graph order a tensor's readers
     # are settled before its producer is reached, so one pass is the fixpoint
     for node in reversed(facts.model.graph.node):
@@ -66,13 +71,21 @@ def indices(facts: GraphFacts) -> set[str]:
         for source in node.input:
             readers = facts.consumers.get(source, [])
             if source and source not in facts.initializers and source not in facts.graph_outputs and readers and all(
-                r.output[0] in found or _rounds(r) for r in readers
+                r.output[0] in found or source in _choosing(r) for r in readers
             ):
                 found.add(source)
     return {t for t in found if facts.is_float(t)}
 
 
-def _rounds(node: onnx.NodeProto) -> bool:
-    """Makes integers of its float input: a Floor / Ceil / Round, or a Cast to an integer type."""
+def _choosing(node: onnx.NodeProto) -> list[str]:
+    """The inputs `node` turns into a discrete choice (module docstring): a Floor / Ceil / Round's or an integer
+    Cast's, a comparison's, a GridSample's grid or a RoiAlign's boxes."""
+    if node.domain not in ("", "ai.onnx", "com.microsoft") or not node.input:
+        return []
     to = next((a.i for a in node.attribute if a.name == "to"), None)
-    return node.op_type in ROUNDING or (node.op_type == "Cast" and to in INTEGER_TYPES)
+    if node.op_type in ROUNDING or (node.op_type == "Cast" and to in INTEGER_TYPES):
+        return [node.input[0]]
+    if node.op_type in COMPARISONS:
+        return [i for i in node.input[:2] if i]
+    at = COORDINATES.get(node.op_type)
+    return [node.input[at]] if at is not None and len(node.input) > at and node.input[at] else []

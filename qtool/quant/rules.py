@@ -162,8 +162,19 @@ def flat_outside(node: onnx.NodeProto, initializers: dict, array: Callable) -> t
     return None
 
 
+# Resize modes whose every output value is an input value or a convex combination of input values (antialiased
+# or not): the output lies within the input's range, and a grid of its own only adds a requantization (a nearest
+# downscale: 33.6 dB on its own grid, 35.5 on its input's). Cubic weights go negative and overshoot.
+INTERPOLATING_MODES = frozenset({b"nearest", b"linear", b"bilinear"})
+
+
 def rule_for(node: onnx.NodeProto) -> OpRule:
-    return OP_RULES.get(node.op_type, NO_RULE) if node.domain in ("", "ai.onnx") else NO_RULE
+    if node.domain not in ("", "ai.onnx"):
+        return NO_RULE
+    if node.op_type in ("Resize", "Upsample"):
+        mode = next((a.s for a in node.attribute if a.name == "mode"), b"nearest")
+        return _SHARED if mode in INTERPOLATING_MODES else NO_RULE
+    return OP_RULES.get(node.op_type, NO_RULE)
 
 
 def weight_axis(node: onnx.NodeProto, index: int, rank: int) -> int:

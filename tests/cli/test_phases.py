@@ -102,3 +102,90 @@ def test_index_arithmetic_stays_float_and_the_levels_stay_exact(tmp_path: Path) 
         feed = {"x": areas()}
         want, got = float_run.run(["level"], feed)[0], quant_run.run(["level"], feed)[0]
         assert np.mean(want != got) < 0.05  # only where x's own 8-bit grid moves an area across a level's edge
+
+
+def _quantized(tmp_path: Path, model: onnx.ModelProto, feeds: list[dict]) -> tuple[Path, Path, dict]:
+    path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(model, str(path))
+    lines = []
+    for i, feed in enumerate(feeds):
+        for name, value in feed.items():
+            (tmp_path / f"{name}{i}.raw").write_bytes(value.tobytes())
+        lines.append(" ".join(f"{name}:={tmp_path / f'{name}{i}.raw'}" for name in feed))
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out])
+    assert result.exit_code == 0, result.stderr
+    return path, out, json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+
+
+def _sqnr(path: Path, out: Path, feeds: list[dict]) -> float:
+    float_run, quant_run = ort.InferenceSession(str(path)), ort.InferenceSession(str(out))
+    want = np.stack([float_run.run(None, f)[0] for f in feeds])
+    got = np.stack([quant_run.run(None, f)[0] for f in feeds])
+    return float(10 * np.log10(np.sum(want**2) / np.sum((want - got) ** 2)))
+
+
+def test_sampling_coordinates_and_what_only_they_read_stay_float(tmp_path: Path) -> None:
+    """GridSample (nearest) at base grid + 0.1 · flow: on 8 bits the grid's step is ~0.15 pixel and nearest
+    sampling reads the wrong pixel (16.5 dB in a torch export); the image is quantized, the coordinates not."""
+    n = helper.make_node
+    ys, xs = np.meshgrid(np.linspace(-1, 1, 12), np.linspace(-1, 1, 12), indexing="ij")
+    base = np.stack([xs, ys], axis=-1)[None].astype(np.float32)  # [1, 12, 12, 2]
+    nodes = [n("Mul", ["flow", "tenth"], ["offset"]), n("Add", ["base", "offset"], ["grid"]),
+             n("GridSample", ["image", "grid"], ["y"], mode="nearest", align_corners=1)]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "warp",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 24, 24]),
+         helper.make_tensor_value_info("flow", TensorProto.FLOAT, [1, 12, 12, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 12, 12])],
+        [numpy_helper.from_array(base, "base"), numpy_helper.from_array(np.array(0.1, np.float32), "tenth")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    rng = np.random.default_rng(0)
+    feeds = lambda k: [{"image": rng.normal(0, 1, (1, 1, 24, 24)).astype(np.float32),  # noqa: E731
+                        "flow": rng.uniform(-1, 1, (1, 12, 12, 2)).astype(np.float32)} for _ in range(k)]  # fmt: skip
+    path, out, acts = _quantized(tmp_path, model, feeds(8))
+    assert not {"flow", "offset", "grid"} & acts.keys() and {"image", "y"} <= acts.keys()
+    assert _sqnr(path, out, feeds(8)) > 35  # the image's own 8-bit grid: ~40 dB; an 8-bit grid: ~17
+
+
+def test_a_value_only_a_comparison_reads_stays_float(tmp_path: Path) -> None:
+    """Where(|x| > 0.3, x, 0): |x| on a grid of its own flips the mask near the threshold."""
+    n = helper.make_node
+    nodes = [n("Abs", ["x"], ["magnitude"]), n("Greater", ["magnitude", "threshold"], ["keep"]),
+             n("Where", ["keep", "x", "zero"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "gate", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])],
+        [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in (("threshold", 0.3), ("zero", 0.0))],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    rng = np.random.default_rng(1)
+    feeds = lambda k: [{"x": rng.normal(0, 1, (1, 256)).astype(np.float32)} for _ in range(k)]  # noqa: E731
+    path, out, acts = _quantized(tmp_path, model, feeds(8))
+    assert "magnitude" not in acts and {"x", "y"} <= acts.keys()
+    float_run, quant_run = ort.InferenceSession(str(path)), ort.InferenceSession(str(out))
+    for feed in feeds(8):
+        want, got = float_run.run(None, feed)[0], quant_run.run(None, feed)[0]
+        assert np.mean((want == 0) != (got == 0)) < 0.02  # flips only where x's own grid crosses the threshold
+
+
+def test_a_nearest_or_linear_resize_shares_its_input_grid(tmp_path: Path) -> None:
+    """Its output values are its input's (or convex combinations of them): its input's grid, no requantization."""
+    n = helper.make_node
+    nodes = [n("Relu", ["x"], ["r"]), n("Resize", ["r", "", "scales"], ["down"], mode="nearest"),
+             n("Resize", ["down", "", "up_scales"], ["y"], mode="linear")]  # fmt: skip
+    scales = {"scales": [1, 1, 0.5, 0.5], "up_scales": [1, 1, 2, 2]}
+    graph = helper.make_graph(
+        nodes, "resize", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 16, 16])],
+        [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in scales.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.normal(0, 1, (1, 2, 16, 16)).astype(np.float32)} for _ in range(4)]
+    acts = _quantized(tmp_path, model, feeds)[2]
+    assert acts["down"] == acts["y"] == acts["r"]

@@ -40,6 +40,7 @@ from qtool.quant.overrides import checked_overrides, empty_ranges
 from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan
 from qtool.quant.qdq import write_qdq
 from qtool.quant.residual import observe_channels, on_residual_stream, residual_stream
+from qtool.quant.rules import is_control_input
 from qtool.quant.stats import load_stats, save_stats
 from qtool.report import Report
 
@@ -370,6 +371,9 @@ def _quantize(
         report.facts["float statistics"] = f"{len(statistics)} (normalisation means, variances, inverse norms)"
     if interiors := gelu_interiors(facts):
         report.facts["float GELU interiors"] = f"{len(interiors)} (a GELU written op by op is quantized at its ends)"
+    if weights := _float_weights(facts, plan):
+        kinds = ", ".join(f"{op} {k}" for op, k in sorted(weights.items()))
+        report.facts["float weights"] = f"{sum(weights.values())} ({kinds}: ops qtool does not quantize)"
     if inside := gm.branch_ops(ctx.model):  # what "left float" cannot count: no encoding is planned in a branch
         report.facts["float in branches"] = ", ".join(f"{n}: {k} ops" for n, k in inside.items()) + (
             " (If/Loop/Scan bodies stay float; an If on a scalar input folds with --input_value)"
@@ -504,6 +508,24 @@ def _quality(
         return QualityError(f"{message}; below --min_sqnr {o.min_sqnr:g} dB (model written)", where=str(o.input_network))
     logger.warning("%s (see `qtool inspect --reference` for every layer)", message)
     return None
+
+
+WEIGHT_SIZE = 16  # a float constant of this many values or more is a weight, not a scalar operand (an eps)
+
+
+def _float_weights(facts: GraphFacts, plan) -> dict[str, int]:
+    """Float constants that nodes read as data while no encoding covers them, by reading op: the weights of ops
+    with no quantized form here (an LSTM's W, R and B; an Einsum's operand). "left float" counts encodings, so
+    a model that kept two Einsum weights float reported "params quantized 0, left float 0"."""
+    found: dict[str, int] = {}
+    for node in facts.model.graph.node:
+        for k, name in enumerate(node.input):
+            init = facts.initializers.get(name)
+            if init is None or name in plan.params or not facts.is_float(name) or is_control_input(node, k):
+                continue
+            if math.prod(init.dims) >= WEIGHT_SIZE:
+                found[node.op_type] = found.get(node.op_type, 0) + 1
+    return found
 
 
 def _plan_facts(plan, output: Path, started: float) -> dict:

@@ -137,3 +137,20 @@ def test_a_cell_state_grid_has_room_for_a_longer_stream_and_its_growth_is_warned
     got = np.stack([quant_run.run(["new_state"], f)[0][1] for f in later])
     sqnr = 10 * np.log10(np.sum(want**2) / np.sum((want - got) ** 2))
     assert sqnr > 40, sqnr
+
+
+def test_weights_of_ops_without_a_quantized_form_are_counted_as_float(tmp_path: Path) -> None:
+    """An LSTM's W, R and B (and an Einsum's operand) stay float: the report says so, where "left float" (which
+    counts encodings) read 0."""
+    model = _lstm_model()
+    path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(model, str(path))
+    lines = []
+    for i, feed in enumerate(_stream(model, 4, seed=0)):
+        for name, value in feed.items():
+            (tmp_path / f"{name}{i}.raw").write_bytes(value.tobytes())
+        lines.append(" ".join(f"{name}:={tmp_path / f'{name}{i}.raw'}" for name in feed))
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out, "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["float weights"].startswith("3 (LSTM 3")

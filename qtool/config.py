@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from qtool.errors import UsageError, did_you_mean
 from qtool.io.files import read_text
@@ -48,33 +47,45 @@ def presets() -> list[str]:
     return sorted(p.stem for p in configs_dir().glob("*.yaml"))
 
 
-class _SafeLoaderWithoutAliases(yaml.SafeLoader):
-    """yaml.SafeLoader refusing `*alias` references: nested aliases expand exponentially (a few
-    hundred bytes can make gigabytes), and an option file has no use for them."""
+@functools.cache
+def _loader() -> type:
+    """The loader of load_yaml, built on first use: PyYAML is imported only when a config file is read (a
+    quantize without --config or --target reads none; its modules were ~1 MB of that run's peak RSS)."""
+    import yaml
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, f"aliases (*{event.anchor}) are not allowed in qtool config files", event.start_mark
-            )
-        return super().compose_node(parent, index)
+    class _SafeLoaderWithoutAliases(yaml.SafeLoader):
+        """yaml.SafeLoader refusing `*alias` references: nested aliases expand exponentially (a few
+        hundred bytes can make gigabytes), and an option file has no use for them."""
 
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: list[Any] = []
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:  # YAML keeps the last silently: which value did the user mean?
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
-            seen.append(key)
-        return super().construct_mapping(node, deep)
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, f"aliases (*{event.anchor}) are not allowed in qtool config files", event.start_mark
+                )
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: list[Any] = []
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:  # YAML keeps the last silently: which value did the user mean?
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice", key_node.start_mark
+                    )
+                seen.append(key)
+            return super().construct_mapping(node, deep)
+
+    return _SafeLoaderWithoutAliases
 
 
 def load_yaml(path: Path) -> Any:
     """A config YAML: a bounded read of a regular UTF-8 file, no aliases, bounded nesting."""
+    import yaml
+
     text = read_text(path, "config file", error=UsageError)
     try:
-        return yaml.load(text, Loader=_SafeLoaderWithoutAliases)
+        return yaml.load(text, Loader=_loader())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

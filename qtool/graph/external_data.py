@@ -138,15 +138,19 @@ def _extent(tensor: onnx.TensorProto, path: Path, where: str) -> tuple[int, int]
 LEFT_OUT = "qtool-in-memory"  # the location a weightless copy's stubs point at
 
 
-def weightless(model: onnx.ModelProto, min_bytes: int) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
+def weightless(
+    model: onnx.ModelProto, min_bytes: int, *, typed: bool = False
+) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
     """A copy of `model` whose initializers of `min_bytes` or more held in memory are bodiless stubs marked
     external at LEFT_OUT, so that it serializes under protobuf's 2 GiB and onnx's C++ passes (shape inference,
     the version converter) copy no weights; and those initializers (the model's own). `model` is not touched:
     bytes taken out of a long-lived proto and put back stay in its arena, a copy of the weights per call
-    (sequential GPTQ on MiniLM's blocks reached 4 GB that way)."""
+    (sequential GPTQ on MiniLM's blocks reached 4 GB that way). Only raw_data is taken out unless `typed`:
+    values in float_data and the other typed fields too (tf2onnx's DTLN), for a caller that puts the
+    initializers back whole (`transformed`; a session's OrtValues are read from raw_data)."""
     light, large = without_initializers(model), []
     for tensor in model.graph.initializer:
-        if _large_raw(tensor, min_bytes):
+        if _large_raw(tensor, min_bytes) or (typed and _large_typed(tensor, min_bytes)):
             large.append(tensor)
             stub = light.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
             point(stub, LEFT_OUT, 0, tensor.ByteSize())
@@ -165,12 +169,14 @@ def without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def transformed(
-    model: onnx.ModelProto, transform: Callable[[onnx.ModelProto], onnx.ModelProto], min_bytes: int = 1 << 20
+    model: onnx.ModelProto, transform: Callable[[onnx.ModelProto], onnx.ModelProto], min_bytes: int = 1024
 ) -> onnx.ModelProto:
     """transform(model) run on its weightless copy (the version converter serializes, copies and parses the
     whole model: MiniLM's 90 MB three times over for the opset block-wise weights need); the result's stubs
-    get the weights back."""
-    light, large = weightless(model, min_bytes)
+    get the weights back. Every initializer of a KB or more is left out, float_data ones too: the copies of a
+    small model's weights were the peak of its quantize (the upgrade to opset 21 for 16-bit Q/DQ took 11 MB
+    on Silero's 1.2 MB of weights, 16 MB on DTLN's 1.4 MB of float_data; 4 and 5.5 MB without them)."""
+    light, large = weightless(model, min_bytes, typed=True)
     out, by_name = transform(light), {t.name: t for t in large}
     for tensor in out.graph.initializer:
         if fields(tensor).get("location") == LEFT_OUT:
@@ -196,6 +202,15 @@ def _large_raw(tensor: onnx.TensorProto, min_bytes: int) -> bool:
     """Raw data of about `min_bytes` or more, in the model itself (sized without copying the bytes)."""
     return (
         tensor.HasField("raw_data")
+        and tensor.data_location != onnx.TensorProto.EXTERNAL
+        and tensor.ByteSize() >= min_bytes
+    )
+
+
+def _large_typed(tensor: onnx.TensorProto, min_bytes: int) -> bool:
+    """Values of about `min_bytes` or more in the typed fields (float_data, int64_data, ...), in the model itself."""
+    return (
+        not tensor.HasField("raw_data")
         and tensor.data_location != onnx.TensorProto.EXTERNAL
         and tensor.ByteSize() >= min_bytes
     )

@@ -205,6 +205,7 @@ def stream(
     for g, ref, quant in stages.run_stages(reference, quantized, pairs, feeds, threads, frontier_budget):
         for tensor, quant_name in pairs[g]:
             errors[tensor].update(ref[tensor], quant[quant_name])
+        del ref, quant  # held through the next sample's runs, they stacked two samples' values
     return list(errors.values())
 
 

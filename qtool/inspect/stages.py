@@ -224,6 +224,7 @@ def run_stages(
                     values = runners[m](start)  # type: ignore[misc]
                     frontiers[m].keep(i, model.kept, values)
                     out.append(values)
+                del values, start  # the next sample's first run would hold this one's last values
                 samples = max(samples, i + 1)
                 yield g, out[0], out[1]
             del runners

@@ -10,6 +10,7 @@ from onnx_ir.passes import common
 from onnxscript.optimizer._constant_folding import FoldConstantsPass
 
 from qtool.graph.passes.div_to_mul import DivToMulPass
+from qtool.graph.passes.einsum_to_matmul import EinsumToMatMulPass
 from qtool.graph.passes.fix_input_dims import FixInputDimsPass
 from qtool.graph.passes.fold_batchnorm import FoldBatchNormPass
 from qtool.graph.passes.fold_conv_affine import FoldConvAffinePass
@@ -60,6 +61,7 @@ def convert_passes(
         FuseConvAddPass(),  # paddle2onnx's bias Add first: Conv -> Add(bias) -> Mul(s) -> Add(t) is then one affine
         FoldConvAffinePass(),
         FuseConvAddPass(),  # after the affine fold: a Conv · s + t is one rule, its + t is not a bias
+        EinsumToMatMulPass(),  # before the bias fuse: an einsum's projection can take its bias Add
         FuseMatMulAddPass(),
         FuseHardSwishPass(),
         DivToMulPass(),

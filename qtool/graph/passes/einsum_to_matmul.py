@@ -1,0 +1,100 @@
+"""An Einsum of an activation and a constant that contracts one index becomes a MatMul with a 2-D weight.
+
+torch exports `torch.einsum("btf,fd->btd", x, w)` as an Einsum: no quantizer (qtool, onnxruntime, QNN) has a
+quantized Einsum, so its weight stayed float32 between quantized activations. As MatMul(x, W) the weight gets
+per-channel grids like any linear layer's. The general case this takes: the constant's letters are the
+contracted one (j) and new ones (N, in no other operand); the activation's letters are j and the rest (R);
+the output is R and N in any order. Then
+
+    Transpose(x) to (R, j) -> MatMul(., W[j, N...] as [|j|, |N|]) -> Reshape to (R, N) -> Transpose to the output
+
+with each Transpose or Reshape left out where it is the identity ("btd,hde->bhte": a multi-head projection
+is MatMul, Reshape and Transpose). Exact up to float summation order. Letters shared by both operands other
+than j (a batched contraction), ellipses, repeated letters and three or more operands are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx_ir as ir
+
+logger = logging.getLogger(__name__)
+
+
+def _operands(equation: str) -> tuple[str, str, str] | None:
+    """The letters of a two-operand equation's operands and output, or None (an ellipsis, implicit output)."""
+    if "..." in equation or "->" not in equation:
+        return None
+    operands, output = equation.replace(" ", "").split("->")
+    parts = operands.split(",")
+    return (parts[0], parts[1], output) if len(parts) == 2 else None
+
+
+def lowering(data: str, weight: str, output: str) -> tuple[str, list[str]] | None:
+    """The contracted letter and the new letters (in output order) when `data`,`weight`->`output` is a
+    contraction of one letter with a weight whose other letters are new; else None."""
+    if any(len(set(s)) != len(s) for s in (data, weight, output)):
+        return None
+    shared = set(data) & set(weight)
+    if len(shared) != 1:
+        return None
+    (j,) = shared
+    new = [c for c in output if c in weight]
+    if j in output or set(output) != (set(data) - {j}) | set(new) or set(weight) != {j, *new} or not new:
+        return None
+    return j, new
+
+
+def _replace(graph: ir.Graph, node: ir.Node, data: ir.Value, steps: list[tuple[str, list[ir.Value], dict]]) -> None:
+    """`node` replaced by a chain of `steps` (op, inputs after the chain's value, attributes) from `data`; the
+    MatMul keeps the Einsum's name, the last step its output's."""
+    result, nodes, x = node.outputs[0], [], data
+    for k, (op, inputs, attributes) in enumerate(steps):
+        made = ir.node(op, [x, *inputs], attributes or None, name=node.name if op == "MatMul" else f"{node.name}/{op}_{k}")
+        x = made.outputs[0]
+        x.name = f"{result.name}_{op.lower()}_{k}"
+        nodes.append(made)
+    ir.convenience.replace_nodes_and_values(graph, node, [node], nodes, [result], [x])
+    x.name = result.name
+
+
+class EinsumToMatMulPass(ir.passes.InPlacePass):
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        changed = 0
+        for node in list(model.graph):
+            if node.op_type != "Einsum" or node.domain != "" or len(node.inputs) != 2 or None in node.inputs:
+                continue
+            parsed = _operands(node.attributes.get_string("equation", ""))
+            constant = [v is not None and v.const_value is not None for v in node.inputs]
+            if parsed is None or constant.count(True) != 1:
+                continue
+            k = constant.index(True)
+            data, weight_value = node.inputs[1 - k], node.inputs[k]
+            data_letters, weight_letters, output = (parsed[1 - k], parsed[k], parsed[2])
+            found = lowering(data_letters, weight_letters, output)
+            array = weight_value.const_value.numpy()  # type: ignore[union-attr]
+            if found is None or array.dtype.kind != "f":
+                continue
+            j, new = found
+            rest = [c for c in data_letters if c != j]
+            w = np.transpose(array, [weight_letters.index(c) for c in (j, *new)])
+            matrix = ir.Value(name=f"{weight_value.name}_matmul", const_value=ir.tensor(np.ascontiguousarray(
+                w.reshape(w.shape[0], -1))))  # fmt: skip
+            model.graph.register_initializer(matrix)
+            steps: list[tuple[str, list[ir.Value], dict]] = []
+            if data_letters != "".join(rest) + j:
+                steps.append(("Transpose", [], {"perm": [data_letters.index(c) for c in (*rest, j)]}))
+            steps.append(("MatMul", [matrix], {}))
+            if len(new) > 1:
+                shape = ir.Value(name=f"{weight_value.name}_matmul_shape", const_value=ir.tensor(
+                    np.array([0] * len(rest) + [array.shape[weight_letters.index(c)] for c in new], np.int64)))  # fmt: skip
+                model.graph.register_initializer(shape)
+                steps.append(("Reshape", [shape], {}))
+            if output != "".join(rest) + "".join(new):
+                steps.append(("Transpose", [], {"perm": [(rest + new).index(c) for c in output]}))
+            _replace(model.graph, node, data, steps)
+            changed += 1
+        logger.info("einsum_to_matmul: %d Einsums with a constant operand", changed)
+        return ir.passes.PassResult(model, modified=bool(changed))

@@ -22,7 +22,6 @@ from qtool.inspect.findings import Finding, LintContext, ordered
 from qtool.inspect.summary import kind
 from qtool.inspect.target_ops import FALLBACK_SEVERITY, IGNORED_OPS, TARGET_OPS, preset
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.observers import MinMax
 from qtool.quant.qdq_read import read_qdq
 from qtool.quant.residual import post_ln_sums
 from qtool.quant.rules import rule_for, weight_axis
@@ -248,23 +247,6 @@ def _clip_bounds(node: onnx.NodeProto, ctx: LintContext) -> tuple[float, float] 
     return None
 
 
-def relu6_cle(ctx: LintContext) -> Iterable[Finding]:
-    with_cle = "cle" in (ctx.preset.get("apply_algorithms") or [])
-    for node in ctx.model.graph.node:
-        if node.op_type != "Clip" or _clip_bounds(node, ctx) != (0.0, 6.0):
-            continue
-        observer = ctx.stats.get(node.input[0]) if ctx.stats is not None else None
-        seen = f"; its input reaches {observer.hi:.3g} on the calibration data" if isinstance(observer, MinMax) else ""
-        yield Finding(
-            "relu6-cle",
-            "warning" if with_cle else "info",
-            _where(node),
-            "ReLU6 (Clip 0..6): cle replaces it by ReLU, since a clip at 6 does not commute with per-channel "
-            f"scaling, so the float model's outputs change wherever the input exceeds 6{seen}",
-            "fine if the input rarely exceeds 6; otherwise leave cle off for this model, or retrain with ReLU",
-        )
-
-
 def softmax_mask(ctx: LintContext) -> Iterable[Finding]:
     for node in ctx.model.graph.node:
         producer = ctx.facts.producers.get(node.input[0]) if node.op_type in ("Softmax", "LogSoftmax") else None
@@ -321,7 +303,6 @@ LINTS: dict[str, Lint] = {
     "branch-on-setting": branch_on_setting,
     "depthwise-without-bn": depthwise_without_bn,
     "uneven-channels": uneven_channels,
-    "relu6-cle": relu6_cle,
     "softmax-mask": softmax_mask,
     "post-ln-residual": post_ln_residual,
     "long-tail": lint_data.long_tails,

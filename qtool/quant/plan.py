@@ -412,6 +412,14 @@ def _slope_encoding(name: str, values: np.ndarray, overrides: Encodings, o: Plan
     return _weight_encoding(name, rows, axis, o.per_channel and len(long_axes) == 1, overrides, o)
 
 
+def _int32_bias(name: str, input_enc: Encoding | None, overrides: Encodings, o: PlanOptions) -> bool:
+    """The bias will be int32 on its layer's accumulator grid (input scale x weight scale)."""
+    given = overrides.params.get(name)
+    bitwidth = given.bitwidth if given is not None else o.bias_bitwidth
+    ours = given is None or not (given.is_float or given.scale)
+    return ours and bitwidth == 32 and input_enc is not None and not input_enc.is_float and len(input_enc.scale) == 1
+
+
 def _bias_encoding(
     name: str,
     values: np.ndarray,
@@ -491,7 +499,10 @@ def plan_params(
             bias, constants = (bias if bias in overrides.params else ""), [c for c in constants if c in overrides.params]
         if bias and wanted(bias):
             weight = params.get(weights[0][1]) if weights else None
-            params[bias] = _bias_encoding(bias, facts.array(bias), activations.get(node.input[0]), weight, overrides, o)
+            input_enc = activations.get(node.input[0])
+            if weight is not None and _int32_bias(bias, input_enc, overrides, o) and weights[0][1] not in overrides.params:
+                weight = params[weights[0][1]] = enc.weight_for_int32_bias(input_enc.scale[0], weight, facts.array(bias))  # type: ignore[union-attr]
+            params[bias] = _bias_encoding(bias, facts.array(bias), input_enc, weight, overrides, o)
         met = [activations[i] for i in node.input if i in activations and not activations[i].is_float]
         for name in constants:
             # the grid of the activation it meets: none when that is float (a statistic, a tensor mixed

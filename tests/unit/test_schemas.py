@@ -99,3 +99,19 @@ def test_bias_int32_scale_is_input_times_weight_scale_and_never_overflows() -> N
     tiny = enc.bias_int32(1e-6, enc.symmetric(-1e-4, 1e-4, 16), np.array([3.0]))
     assert np.abs(tiny.quantize(np.array([3.0]))).max() <= 2**31 - 1
     assert tiny.fake_quantize(np.array([3.0]))[0] == pytest.approx(3.0, rel=1e-6)
+
+
+@given(
+    st.floats(1e-4, 1e-1), arrays(np.float64, 6, elements=st.floats(1e-7, 1.0)),
+    arrays(np.float64, 6, elements=st.floats(-100.0, 100.0)),
+)  # fmt: skip
+def test_a_bias_too_large_for_the_accumulator_grid_raises_its_weight_scale_not_its_own(x_scale, absmax, bias) -> None:
+    """onnxruntime's QLinearConv / QGemm and QNN's HTP add the int32 bias on input scale x weight scale whatever
+    its own scale says: the bias must sit on that grid, within a quarter of int32's range (room for the products)."""
+    weight = enc.weight_for_int32_bias(x_scale, enc.symmetric(-absmax, absmax, 8, axis=0), bias)
+    assert np.all(weight.scale_array() >= enc.symmetric(-absmax, absmax, 8, axis=0).scale_array())
+    on_grid = enc.bias_int32(x_scale, weight, bias)
+    np.testing.assert_allclose(on_grid.scale_array(), x_scale * weight.scale_array(), rtol=1e-12)
+    assert np.abs(on_grid.quantize(bias)).max() <= enc.BIAS_INT32_MAX
+    fits = np.abs(bias) <= x_scale * enc.symmetric(-absmax, absmax, 8, axis=0).scale_array() * enc.BIAS_INT32_MAX
+    assert np.array_equal(weight.scale_array()[fits], enc.symmetric(-absmax, absmax, 8, axis=0).scale_array()[fits])

@@ -1,0 +1,48 @@
+"""An int32 bias sits on its layer's accumulator grid (input scale x weight scale), which onnxruntime's fused
+integer kernels read it on whatever its DequantizeLinear says: a bias too large for that grid raises the weight's
+scale (encoding.weight_for_int32_bias), and the model runs the same fused as in Q/DQ arithmetic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from conftest import run_cli
+from onnx import TensorProto, helper, numpy_helper
+
+
+def test_unused_tags_with_tiny_weights_and_a_large_bias_run_the_same_in_fused_kernels(tmp_path: Path) -> None:
+    """A tagger's last layer (LAC): ten unused tags with weights of 1e-5 and a bias of -13.7 needed -4.4e9 on the
+    accumulator grid; written with a scale of its own, onnxruntime's QGemm read it at half (-1.9 dB, not 41.7)."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (64, 20)).astype(np.float32)
+    b = rng.normal(0, 0.5, 20).astype(np.float32)
+    w[:, 10:] = rng.normal(0, 1e-5, (64, 10))
+    b[10:] = -13.7
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["y"])], "tagger",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 20])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(model, str(path))
+    for i in range(4):
+        (tmp_path / f"{i}.raw").write_bytes(rng.normal(0, 0.1, (1, 8, 64)).astype(np.float32).tobytes())
+    (tmp_path / "list.txt").write_text("".join(f"{tmp_path / f'{i}.raw'}\n" for i in range(4)))
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out,
+                      "--use_per_channel_quantization", "--use_per_row_quantization", "--bias_bitwidth", "32"])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+
+    x = {"x": rng.normal(0, 0.1, (1, 8, 64)).astype(np.float32)}
+    want = ort.InferenceSession(str(path)).run(None, x)[0]
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level  # ENABLE_ALL: QDQ fused into integer kernels
+        got = ort.InferenceSession(str(out), options).run(None, x)[0]
+        sqnr = 10 * np.log10(np.sum(want**2) / np.sum((want - got) ** 2))
+        assert sqnr > 30, (level, sqnr)

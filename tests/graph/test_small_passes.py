@@ -117,3 +117,22 @@ def test_an_stft_left_to_its_default_onesided_converts_to_a_model_onnxruntime_lo
     assert [onnx.helper.get_attribute_value(a) for a in out.graph.node[0].attribute if a.name == "onesided"] == [1]
     x = rng.normal(size=(1, 4000)).astype(np.float32)
     np.testing.assert_allclose(run(out, x)[0], run(model, x)[0], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 1, 1), (4, 1, 1)])
+def test_a_batchnorm_written_as_a_per_channel_mul_and_add_folds_into_the_conv(shape) -> None:
+    """captcha-whisperer's CRNN writes each BatchNorm as Conv -> Mul(s[1,C,1,1]) -> Add(t[1,C,1,1]) -> Relu."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 2, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.uniform(-2, 2, shape).astype(np.float32), "s"),
+             numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), "t")]  # fmt: skip
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), helper.make_node("Mul", ["c", "s"], ["m"]),
+             helper.make_node("Add", ["t", "m"], ["a"]), helper.make_node("Relu", ["a"], ["y"], name="relu")]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out = normalise(model, {}, "m.onnx")
+    assert [(n.op_type, n.name) for n in out.graph.node] == [("Conv", "conv"), ("Relu", "relu")]
+    assert out.graph.node[0].input[1] == "w"  # the weight keeps its name (overrides, reports)
+    x = rng.normal(size=(1, 2, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-5, atol=1e-5)

@@ -25,7 +25,7 @@ from qtool.quant.group_range import RAISED_HEADROOM, group_encoding
 from qtool.quant.normalization import normalization_statistics
 from qtool.quant.observers import MinMax, Observer, observe_values
 from qtool.quant.overrides import int32_ops, propagate_float, sixteen_bit_layers
-from qtool.quant.phases import indices, phases
+from qtool.quant.phases import indices, mask_arithmetic, phases
 from qtool.quant.residual import ChannelMinMax
 from qtool.quant.rules import float_input_reason, is_control_input, rule_for, weight_axis
 
@@ -117,8 +117,8 @@ def classical_ml(facts: GraphFacts) -> set[str]:
 
 def float_by_structure(facts: GraphFacts) -> set[str]:
     """Tensors that stay float for what they compute: normalisation statistics (normalization.py), the
-    inside of a GELU written op by op (gelu.py), the phases of Sin / Cos and index arithmetic (phases.py)."""
-    return normalization_statistics(facts) | gelu_interiors(facts) | phases(facts) | indices(facts)
+    inside of a GELU written op by op (gelu.py), the phases of Sin / Cos, index and mask arithmetic (phases.py)."""
+    return normalization_statistics(facts) | gelu_interiors(facts) | phases(facts) | indices(facts) | mask_arithmetic(facts)
 
 
 def _only_control(facts: GraphFacts, name: str) -> bool:

@@ -167,6 +167,18 @@ def input_shapes(model: onnx.ModelProto) -> list[tuple[str, np.dtype, tuple[int,
     return out
 
 
+def write_feeds(root: Path, feeds: list[dict[str, np.ndarray]], list_name: str = "list.txt") -> Path:
+    """Each feed's arrays as raw files under `root` (the bytes of their own dtype) and an input_list of
+    `name:=path` lines, one a feed; returns the list's path."""
+    lines = []
+    for i, feed in enumerate(feeds):
+        for name, value in feed.items():
+            (root / f"{name}{i}.raw").write_bytes(value.tobytes())
+        lines.append(" ".join(f"{name}:={root / f'{name}{i}.raw'}" for name in feed))
+    (root / list_name).write_text("\n".join(lines) + "\n")
+    return root / list_name
+
+
 def write_samples(
     tmp_path: Path,
     model: onnx.ModelProto,

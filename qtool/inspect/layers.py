@@ -41,6 +41,7 @@ from qtool.inspect.compare import common_shape, dot
 from qtool.inspect.lint import channel_ranges, live_channels
 from qtool.inspect.lint_data import EXPANDING, float_tensors
 from qtool.io.encodings import Encodings
+from qtool.quant.calibrate import SENTINEL
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import MAX_OPS, live_interval
 from qtool.quant.qdq_read import qdq_encodings
@@ -108,13 +109,16 @@ class LayerError:
             chunk = ref[start : start + UPDATE_CHUNK]
             r = chunk.astype(np.float64)
             q = quant[start : start + UPDATE_CHUNK].astype(np.float64)
+            # a mask's -3.4e38 is a marker, not signal: its square was the whole of a masked Softmax input's
+            # signal, so the Softmax seemed to add all the noise (MiniLM's warning blamed it, not the residual)
+            data = np.abs(r) < SENTINEL
             with np.errstate(invalid="ignore"):  # a mask's -inf equals itself: no error there, not NaN
-                d = np.where(r == q, 0.0, r - q)
-            self.signal += dot(r, r)
+                d = np.where(r == q, 0.0, r - q)[data]
+            self.signal += dot(r[data], r[data])
             self.noise += dot(d, d)
             if encoding is not None:
                 on_grid = encoding.fake_quantize(chunk) if grid is None else grid[start : start + UPDATE_CHUNK]
-                local = r - on_grid.astype(np.float64)
+                local = (r - on_grid.astype(np.float64))[data]
                 self.local_noise += dot(local, local)
 
     def _clipping(self, ref: np.ndarray, lo: float, hi: float) -> None:

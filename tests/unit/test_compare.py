@@ -29,6 +29,15 @@ def test_a_mask_minus_infinity_in_both_models_adds_no_error() -> None:
     assert layer.noise == 0.0625
 
 
+def test_a_mask_marker_is_no_signal() -> None:
+    """A masked Softmax input's -3.4e38: its square was the whole signal, so the Softmax after it seemed to add
+    all the noise and the quality warning blamed it (MiniLM), not the residual stream that made the noise."""
+    layer = LayerError(SimpleNamespace(encoding=None, live=None))
+    masked = np.float32(np.finfo(np.float32).min)
+    layer.update(np.array([1.0, masked, 2.0], np.float32), np.array([1.1, masked, 2.0], np.float32))
+    assert layer.signal == 5.0 and np.isclose(layer.noise, 0.01)
+
+
 def test_a_one_value_output_is_judged_by_its_cosine_over_the_samples() -> None:
     # a wake-word score: tiny on most clips, where the 8-bit grid rounds it to 0
     drift = Drift()

@@ -227,7 +227,22 @@ OUT := build/demo
 # 15973 -> 15975: a post-LN sum is one only a LayerNorm reads (not Swin's first pre-LN sum)
 # 15975 -> 15980: quantize says so when nothing was quantized (a float64 model)
 # 15980 -> 15991: convert writes no partial intermediate shapes (onnxruntime's reshape fusion broke RetinaNet on them)
-LINE_BUDGET := 15991
+# 15991 -> 16026: float-stage trials score out of sample (two folds); smoothquant leaves sites without outlier channels
+# 16026 -> 16040: the empty-range override warning only where the tensor's values fall outside the range
+# 16040 -> 16117: ranges that grow along the calibration list are warned of and linted; LSTM cell grids get room
+# 16117 -> 16141: sampling coordinates and compared values stay float; a nearest / linear Resize shares its grid
+# 16141 -> 16163: the report counts the float weights of ops qtool does not quantize (Einsum, LSTM, GRU)
+# 16163 -> 16199: peak RSS: the opset upgrade leaves typed-field weights out; yaml and html imported when used
+# 16199 -> 16301: convert turns an Einsum with a constant operand into a MatMul with a 2-D weight
+# 16301 -> 16282: the relu6-cle lint goes (cle keeps a ReLU6 exact)
+# 16282 -> 16318: an int32 bias too large for its accumulator grid raises its weight's scale
+# 16318 -> 16338: a per-channel Mul after a Conv folds into its weights (a BatchNorm written as Mul and Add)
+# 16338 -> 16353: tensors computed from boolean inputs alone stay float (a mask, its count)
+# 16353 -> 16410: convert gives each layer its own copy of a shared bias (weight-tied layers)
+# 16410 -> 16414: an Atan's argument stays float (tf2onnx's Atan2)
+# 16414 -> 16436: what only an If/Loop/Scan body reads stays float; a branch op's outputs are activations
+# 16436 -> 16440: per-layer errors leave mask markers (-3.4e38) out of the signal
+LINE_BUDGET := 16440
 
 .PHONY: demo test lint venv bench clean golden
 

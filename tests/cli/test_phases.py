@@ -227,3 +227,24 @@ def test_an_atan_argument_stays_float(tmp_path: Path) -> None:
     path, out, acts = _quantized(tmp_path, model, feeds(8))
     assert "ratio" not in acts and {"y", "x", "angle"} <= acts.keys()
     assert _sqnr(path, out, feeds(8)) > 13  # x's own grid near 0 still costs: ~16 dB; a grid on the ratio too: ~10
+
+
+def test_fourier_features_keep_the_data_they_scale_float(tmp_path: Path) -> None:
+    """sin(x · 2πk) with k up to 64: an 8-bit step of x (0.008) is 3 rad of phase at the top frequency; x, and what
+    only moves or scales it on the way, stays float (trueocr's reading-order transformer: ~0 dB -> 21)."""
+    n = helper.make_node
+    freqs = (2 * np.pi * 2.0 ** np.arange(7)).astype(np.float32)  # 2π ... 128π
+    nodes = [n("Unsqueeze", ["x", "axis"], ["x3"]), n("Mul", ["x3", "freqs"], ["phase"]), n("Sin", ["phase"], ["s"]),
+             n("Reshape", ["s", "shape"], ["flat"]), n("MatMul", ["flat", "w"], ["y"])]  # fmt: skip
+    rng = np.random.default_rng(5)
+    arrays = [numpy_helper.from_array(np.array([-1], np.int64), "axis"), numpy_helper.from_array(freqs, "freqs"),
+              numpy_helper.from_array(np.array([1, 56], np.int64), "shape"),
+              numpy_helper.from_array(rng.normal(0, 0.2, (56, 4)).astype(np.float32), "w")]  # fmt: skip
+    graph = helper.make_graph(nodes, "fourier", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], arrays)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = lambda k: [{"x": rng.uniform(0, 1, (1, 8)).astype(np.float32)} for _ in range(k)]  # noqa: E731
+    path, out, acts = _quantized(tmp_path, model, feeds(64))  # enough samples that y's range holds new ones
+    assert not {"x", "x3", "phase"} & acts.keys() and {"s", "y"} <= acts.keys()
+    assert _sqnr(path, out, feeds(8)) > 25  # sin's and y's own grids; x on 8 bits: ~0

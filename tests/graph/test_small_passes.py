@@ -136,3 +136,29 @@ def test_a_batchnorm_written_as_a_per_channel_mul_and_add_folds_into_the_conv(sh
     assert out.graph.node[0].input[1] == "w"  # the weight keeps its name (overrides, reports)
     x = rng.normal(size=(1, 2, 6, 6)).astype(np.float32)
     np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("negative", [False, True])
+def test_a_batchnorm_after_a_dense_relu_folds_into_the_gemms_around_it(negative: bool) -> None:
+    """Keras's Dense -> ReLU -> BatchNorm as tf2onnx writes it: Gemm -> Relu -> Mul(s) -> Add(t) -> Gemm. A positive
+    s moves into the first Gemm through the ReLU, t into the second Gemm's bias; a negative s cannot pass a ReLU."""
+    rng = np.random.default_rng(0)
+    s = rng.uniform(0.1, 30, 8).astype(np.float32)
+    s[3] = -s[3] if negative else s[3]
+    inits = [numpy_helper.from_array(rng.normal(size=(6, 8)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(size=8).astype(np.float32), "b1"),
+             numpy_helper.from_array(s, "s"), numpy_helper.from_array(rng.normal(size=8).astype(np.float32), "t"),
+             numpy_helper.from_array(rng.normal(size=(3, 8)).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "b2")]  # fmt: skip
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="dense"), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Mul", ["r", "s"], ["m"]), helper.make_node("Add", ["m", "t"], ["a"]),
+             helper.make_node("Gemm", ["a", "w2", "b2"], ["y"], name="head", transB=1)]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out = normalise(model, {}, "m.onnx")
+    want = ["Gemm", "Relu", "Mul", "Gemm"] if negative else ["Gemm", "Relu", "Gemm"]  # t folds either way
+    assert [n.op_type for n in out.graph.node] == want
+    assert [n.input[1] for n in out.graph.node if n.op_type == "Gemm"] == ["w1", "w2"]  # the weights keep their names
+    x = rng.normal(size=(1, 6)).astype(np.float32)
+    np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-4, atol=1e-4)

@@ -14,6 +14,7 @@ from qtool.graph.passes.einsum_to_matmul import EinsumToMatMulPass
 from qtool.graph.passes.fix_input_dims import FixInputDimsPass
 from qtool.graph.passes.fold_batchnorm import FoldBatchNormPass
 from qtool.graph.passes.fold_conv_affine import FoldConvAffinePass
+from qtool.graph.passes.fold_dense_batchnorm import FoldDenseBatchNormPass
 from qtool.graph.passes.fuse_conv_add import FuseConvAddPass
 from qtool.graph.passes.fuse_hardswish import FuseHardSwishPass
 from qtool.graph.passes.fuse_layernorm import FuseLayerNormPass
@@ -64,6 +65,7 @@ def convert_passes(
         FuseConvAddPass(),  # after the affine fold: a Conv · s + t is one rule, its + t is not a bias
         EinsumToMatMulPass(),  # before the bias fuse: an einsum's projection can take its bias Add
         FuseMatMulAddPass(),
+        FoldDenseBatchNormPass(),  # Gemm -> Relu -> Mul -> Add -> Gemm (Keras Dense, ReLU, BatchNorm)
         UntieBiasesPass(),  # after the fusions that make biases: each layer's own int32 grid
         FuseHardSwishPass(),
         DivToMulPass(),

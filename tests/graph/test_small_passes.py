@@ -162,3 +162,26 @@ def test_a_batchnorm_after_a_dense_relu_folds_into_the_gemms_around_it(negative:
     assert [n.input[1] for n in out.graph.node if n.op_type == "Gemm"] == ["w1", "w2"]  # the weights keep their names
     x = rng.normal(size=(1, 6)).astype(np.float32)
     np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("negative", [False, True])
+def test_a_conv_relu_batchnorm_scale_folds_into_the_conv(negative: bool) -> None:
+    """Keras's Conv -> ReLU -> BatchNorm as Mul(s[1,C,1,1]) and Add(t): a positive s moves into the Conv through
+    the ReLU; the shift stays where it is."""
+    rng = np.random.default_rng(1)
+    s = rng.uniform(0.1, 30, (1, 4, 1, 1)).astype(np.float32)
+    s[0, 2] = -s[0, 2] if negative else s[0, 2]
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 2, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "b"), numpy_helper.from_array(s, "s"),
+             numpy_helper.from_array(rng.normal(size=(1, 4, 1, 1)).astype(np.float32), "t")]  # fmt: skip
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Mul", ["r", "s"], ["m"]),
+             helper.make_node("Add", ["m", "t"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out = normalise(model, {}, "m.onnx")
+    assert [n.op_type for n in out.graph.node] == (["Conv", "Relu", "Mul", "Add"] if negative else ["Conv", "Relu", "Add"])
+    assert out.graph.node[0].input[1] == "w"
+    x = rng.normal(size=(1, 2, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-4, atol=1e-4)

@@ -8,6 +8,8 @@ head) then multiplies its small features' rounding error by up to 276: that head
   columns and bias times s.
 - t moves into the next Gemm's bias, (h + t)·W + b = h·W + (t·W + b), when that Gemm alone reads h + t.
 
+A Conv's per-channel scale after its ReLU (Keras's Conv, ReLU, BatchNorm order) moves into it the same way.
+
 Each step is exact up to float rounding, and each happens only where it is exact: a Gemm with constant weight
 and bias (alpha = beta = 1), one reader at every link, s > 0 and t of one value per output feature.
 """
@@ -18,6 +20,8 @@ import logging
 
 import numpy as np
 import onnx_ir as ir
+
+from qtool.graph.passes.fuse_conv_add import per_channel
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +93,36 @@ def _bypass(graph: ir.Graph, node: ir.Node, kept: ir.Value) -> None:
     graph.remove(node, safe=True)
 
 
+def _fold_conv_scale(graph: ir.Graph, relu: ir.Node) -> bool:
+    """Conv -> Relu -> Mul(s > 0, one per output channel): s into the Conv's weight and bias (Keras's Conv, ReLU,
+    BatchNorm order; the shift after it stays, one requantization, no amplified rounding)."""
+    conv = relu.inputs[0].producer() if relu.inputs[0] is not None else None
+    if conv is None or conv.op_type != "Conv" or conv.domain != "" or _only_reader(relu.inputs[0], graph) is not relu:
+        return False
+    weight, bias = conv.inputs[1], conv.inputs[2] if len(conv.inputs) > 2 else None
+    if weight is None or weight.const_value is None or (bias is not None and bias.const_value is None):
+        return False
+    mul = _only_reader(relu.outputs[0], graph)
+    if mul is None or mul.op_type != "Mul" or mul.domain != "" or mul.outputs[0] in graph.outputs:
+        return False
+    w = weight.const_value.numpy()
+    scale = mul.inputs[1] if mul.inputs[0] is relu.outputs[0] else mul.inputs[0]
+    s = per_channel(scale, w.shape[0], w.ndim)
+    if s is None or not np.all(s > 0):
+        return False
+    _set(graph, conv, 1, (w * s.reshape(-1, *[1] * (w.ndim - 1))).astype(w.dtype), "weight")
+    _set(graph, conv, 2, (_bias(conv, w.shape[0], w.dtype) * s).astype(w.dtype), "bias")
+    _bypass(graph, mul, relu.outputs[0])
+    return True
+
+
 class FoldDenseBatchNormPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph, scales, shifts = model.graph, 0, 0
         for relu in [n for n in graph if n.op_type == "Relu" and n.domain == ""]:
+            if _fold_conv_scale(graph, relu):
+                scales += 1
+                continue
             gemm = relu.inputs[0].producer() if relu.inputs[0] is not None else None
             if not _plain_gemm(gemm) or _only_reader(relu.inputs[0], graph) is not relu:  # type: ignore[arg-type]
                 continue

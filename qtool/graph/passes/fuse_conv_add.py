@@ -22,7 +22,7 @@ from qtool.graph.passes.fuse_matmul_add import replace_pair
 logger = logging.getLogger(__name__)
 
 
-def _per_channel(shift: ir.Value | None, channels: int, rank: int) -> np.ndarray | None:
+def per_channel(shift: ir.Value | None, channels: int, rank: int) -> np.ndarray | None:
     """`shift` as a [C] vector when it is a constant of one value per output channel (or one in all)."""
     if shift is None or shift.const_value is None:
         return None
@@ -50,7 +50,7 @@ def _fusable(conv: ir.Node, graph: ir.Graph) -> tuple[ir.Node, np.ndarray] | Non
     add = users[0]
     shift_value = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
     w = weight.const_value
-    shift = _per_channel(shift_value, w.shape[0], len(w.shape))
+    shift = per_channel(shift_value, w.shape[0], len(w.shape))
     if shift is None or shift.dtype != w.dtype.numpy():
         return None
     return add, shift

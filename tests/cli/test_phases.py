@@ -90,9 +90,7 @@ def test_index_arithmetic_stays_float_and_the_levels_stay_exact(tmp_path: Path) 
     onnx.save(model, str(path))
     rng = np.random.default_rng(0)
     areas = lambda: np.exp(rng.uniform(-4, 1, (1, 100))).astype(np.float32) ** 2  # noqa: E731
-    for i in range(8):
-        (tmp_path / f"{i}.raw").write_bytes(areas().tobytes())
-    (tmp_path / "list.txt").write_text("".join(f"{tmp_path / f'{i}.raw'}\n" for i in range(8)))
+    write_feeds(tmp_path, [{"x": areas()} for _ in range(8)])
     result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out])
     assert result.exit_code == 0, result.stderr
     acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]

@@ -74,3 +74,19 @@ def test_other_einsums_are_left_alone(equation: str) -> None:
     )  # fmt: skip
     out = normalise(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), {}, "m.onnx")
     assert [n.op_type for n in out.graph.node] == ["Einsum"]
+
+
+def test_two_einsums_reading_one_weight_each_become_a_matmul() -> None:
+    """Their lowered weights were both registered as `w_matmul`: convert failed on the second."""
+    w = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Einsum", ["x", "w"], ["a"], equation="btf,fd->btd"),
+         helper.make_node("Einsum", ["x", "w"], ["b"], equation="btf,fd->btd"), helper.make_node("Add", ["a", "b"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 6])], [numpy_helper.from_array(w, "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out = normalise(model, {}, "m.onnx")
+    assert [n.op_type for n in out.graph.node].count("MatMul") == 2
+    x = np.random.default_rng(1).normal(size=(1, 5, 4)).astype(np.float32)
+    np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-5, atol=1e-5)

@@ -20,6 +20,8 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
+from qtool.graph.passes.constants import new_constant
+
 logger = logging.getLogger(__name__)
 
 
@@ -80,17 +82,14 @@ class EinsumToMatMulPass(ir.passes.InPlacePass):
             j, new = found
             rest = [c for c in data_letters if c != j]
             w = np.transpose(array, [weight_letters.index(c) for c in (j, *new)])
-            matrix = ir.Value(name=f"{weight_value.name}_matmul", const_value=ir.tensor(np.ascontiguousarray(
-                w.reshape(w.shape[0], -1))))  # fmt: skip
-            model.graph.register_initializer(matrix)
+            matrix = new_constant(model.graph, f"{weight_value.name}_matmul", np.ascontiguousarray(w.reshape(w.shape[0], -1)))
             steps: list[tuple[str, list[ir.Value], dict]] = []
             if data_letters != "".join(rest) + j:
                 steps.append(("Transpose", [], {"perm": [data_letters.index(c) for c in (*rest, j)]}))
             steps.append(("MatMul", [matrix], {}))
             if len(new) > 1:
-                shape = ir.Value(name=f"{weight_value.name}_matmul_shape", const_value=ir.tensor(
-                    np.array([0] * len(rest) + [array.shape[weight_letters.index(c)] for c in new], np.int64)))  # fmt: skip
-                model.graph.register_initializer(shape)
+                dims = [0] * len(rest) + [array.shape[weight_letters.index(c)] for c in new]
+                shape = new_constant(model.graph, f"{weight_value.name}_matmul_shape", np.array(dims, np.int64))
                 steps.append(("Reshape", [shape], {}))
             if output != "".join(rest) + "".join(new):
                 steps.append(("Transpose", [], {"perm": [(rest + new).index(c) for c in output]}))

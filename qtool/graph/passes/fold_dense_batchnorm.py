@@ -21,6 +21,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
+from qtool.graph.passes.constants import rewritten
 from qtool.graph.passes.fuse_conv_add import per_channel
 
 logger = logging.getLogger(__name__)
@@ -55,24 +56,14 @@ def _per_feature(value: ir.Value | None, features: int) -> np.ndarray | None:
     return array.reshape(features) if array.size == features and array.shape[-1] == features else None
 
 
-def _constant(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    while name in graph.initializers:
-        name += "_"
-    value = ir.Value(name=name, const_value=ir.tensor(array))
-    graph.register_initializer(value)
-    return value
-
-
 def _set(graph: ir.Graph, gemm: ir.Node, index: int, array: np.ndarray, suffix: str) -> None:
-    """Input `index` of `gemm` becomes `array`: in place when only this Gemm reads it (it keeps its name, which
-    overrides and reports use), else as a new constant."""
+    """Input `index` of `gemm` becomes `array` (constants.rewritten: in place where only this node reads it)."""
     old = gemm.inputs[index] if len(gemm.inputs) > index else None
-    if old is not None and old.is_initializer() and len(list(old.uses())) == 1:
-        old.const_value = ir.tensor(array)
-        return
-    if len(gemm.inputs) <= index:
-        gemm.resize_inputs(index + 1)
-    gemm.replace_input_with(index, _constant(graph, f"{gemm.name or gemm.outputs[0].name}_{suffix}", array))
+    value = rewritten(graph, old, array, f"{gemm.name or gemm.outputs[0].name}_{suffix}")
+    if value is not old:
+        if len(gemm.inputs) <= index:
+            gemm.resize_inputs(index + 1)
+        gemm.replace_input_with(index, value)
 
 
 def _set_weight_and_bias(graph: ir.Graph, gemm: ir.Node, w_in_out: np.ndarray, bias: np.ndarray) -> None:

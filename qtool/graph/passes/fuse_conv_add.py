@@ -17,6 +17,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
+from qtool.graph.passes.constants import new_constant, rewritten
 from qtool.graph.passes.fuse_matmul_add import replace_pair
 
 logger = logging.getLogger(__name__)
@@ -56,14 +57,6 @@ def _fusable(conv: ir.Node, graph: ir.Graph) -> tuple[ir.Node, np.ndarray] | Non
     return add, shift
 
 
-def _constant(model: ir.Model, name: str, values: np.ndarray) -> ir.Value:
-    while name in model.graph.initializers:
-        name += "_"
-    value = ir.Value(name=name, const_value=ir.tensor(values))
-    model.graph.register_initializer(value)
-    return value
-
-
 class FuseConvAddPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         fused = 0
@@ -78,15 +71,11 @@ class FuseConvAddPass(ir.passes.InPlacePass):
             weight = node.inputs[1].const_value.numpy()  # type: ignore[union-attr]
             bias = node.inputs[2].const_value.numpy() if len(node.inputs) > 2 and node.inputs[2] is not None else None  # type: ignore[union-attr]
             if user.op_type == "Add":
-                inputs = [node.inputs[0], node.inputs[1], _constant(model, f"{head}_bias", (k + (0 if bias is None else bias)).astype(k.dtype))]
+                inputs = [node.inputs[0], node.inputs[1], new_constant(model.graph, f"{head}_bias", (k + (0 if bias is None else bias)).astype(k.dtype))]
             else:
                 values = (weight * k.reshape(-1, *[1] * (weight.ndim - 1))).astype(weight.dtype)
-                scaled = node.inputs[1]
-                if len(list(scaled.uses())) == 1 and scaled.is_initializer():  # the weight keeps its name
-                    scaled.const_value = ir.tensor(values)
-                else:
-                    scaled = _constant(model, f"{head}_scaled", values)
-                inputs = [node.inputs[0], scaled] + ([] if bias is None else [_constant(model, f"{head}_bias", (bias * k).astype(k.dtype))])
+                scaled = rewritten(model.graph, node.inputs[1], values, f"{head}_scaled")
+                inputs = [node.inputs[0], scaled] + ([] if bias is None else [new_constant(model.graph, f"{head}_bias", (bias * k).astype(k.dtype))])
             conv = ir.node("Conv", inputs=inputs, attributes=node.attributes, name=node.name)
             replace_pair(model.graph, node, user, conv)
             pending.append(conv)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
+from qtool.graph.passes.constants import new_constant
+
 if TYPE_CHECKING:
     from onnx_ir._core import Usage
 
@@ -44,11 +46,7 @@ class UntieBiasesPass(ir.passes.InPlacePass):
             if len(uses) < 2 or value.const_value is None:
                 continue
             for k, use in enumerate(uses[1:], start=1):
-                name = f"{value.name}_{k}"
-                while name in model.graph.initializers:
-                    name += "_"
-                copy = ir.Value(name=name, const_value=ir.tensor(value.const_value.numpy().copy()))
-                model.graph.register_initializer(copy)
+                copy = new_constant(model.graph, f"{value.name}_{k}", value.const_value.numpy().copy())
                 use.node.replace_input_with(use.idx, copy)
                 copies += 1
         logger.info("untie_biases: %d copies of shared biases", copies)

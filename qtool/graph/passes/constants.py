@@ -1,0 +1,25 @@
+"""Constants a pass writes into the graph: under a name no initializer has, or in place of the one a node reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+
+def new_constant(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """`array` as a new initializer named `name`, or `name` with underscores added where that is taken (a weight
+    two Einsums read gave both their MatMul weight one name)."""
+    while name in graph.initializers:
+        name += "_"
+    value = ir.Value(name=name, const_value=ir.tensor(array))
+    graph.register_initializer(value)
+    return value
+
+
+def rewritten(graph: ir.Graph, value: ir.Value | None, array: np.ndarray, name: str) -> ir.Value:
+    """`array` in the place of `value`: `value` itself, rewritten, when it is an initializer one node reads (it
+    keeps its name, which overrides and reports use), else a new constant (`new_constant(graph, name, ...)`)."""
+    if value is not None and value.is_initializer() and len(list(value.uses())) == 1:
+        value.const_value = ir.tensor(array)
+        return value
+    return new_constant(graph, name, array)

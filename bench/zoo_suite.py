@@ -83,6 +83,11 @@ QTOOL_VARIANTS = {  # kind -> (label, qtool quantize flags)
         "qtool W8A8, sqnr ranges + bc",
         [*ZOO_W8A8, "--act_quantizer_calibration", "sqnr", "--apply_algorithms", "bc"],
     ),
+    "qtool:auto": ("qtool W8A8, auto ranges", [*ZOO_W8A8, "--act_quantizer_calibration", "auto"]),
+    "qtool:auto-bc": (
+        "qtool W8A8, auto ranges + bc",
+        [*ZOO_W8A8, "--act_quantizer_calibration", "auto", "--apply_algorithms", "bc"],
+    ),
     "qtool:mixed30": ("qtool mixed 30 dB", [*ZOO_W8A8, "--mixed_precision", "auto", "--target_sqnr", "30"]),
 }
 BASIC = ["float", "float:converted", "qtool:w8a8", "qtool:ort-cpu", "ort:pre", "ort:raw"]  # the default variants

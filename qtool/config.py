@@ -21,6 +21,8 @@ LEGACY_QUANTIZERS = {
 }
 SCHEMAS = ("asymmetric", "symmetric", "unsignedsymmetric")
 CALIBRATIONS = ("min-max", "sqnr", "entropy", "mse", "percentile")
+# activations also take "auto": the method that scores best out of sample on the list (api/auto_calibration.py)
+ACT_CALIBRATIONS = (*CALIBRATIONS, "auto")
 
 
 # Keys other tools spell differently (TIDL's advanced_options), mapped to qtool's option names.

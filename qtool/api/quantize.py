@@ -3,6 +3,7 @@ algorithms on the plan, mixed precision, the QDQ writer, the report."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -13,6 +14,7 @@ from pathlib import Path
 import onnx
 
 from qtool import runtime
+from qtool.api.auto_calibration import choose_calibration
 from qtool.api.common import EVALUATED_ON, check_override_names, converted, drift_table, encodings_path
 from qtool.api.mixed import finish_mixed, mixed_overrides_path, run_mixed_precision
 from qtool.api.mixed_evaluator import spread
@@ -29,7 +31,7 @@ from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
 from qtool.io.files import write_text
 from qtool.io.input_list import InputList, read_input_list
 from qtool.quant import blocks
-from qtool.quant.algorithms import AlgorithmContext, adaround, resolve
+from qtool.quant.algorithms import AlgorithmContext, adaround, bias_correction, resolve
 from qtool.quant.calibrate import FloatOutputs, calibrate
 from qtool.quant.gelu import gelu_interiors
 from qtool.quant.graph_facts import GraphFacts
@@ -79,6 +81,9 @@ def _check_quantize_flags(o: QuantizeOptions) -> None:
         raise UsageError("--save_stats needs --input_list: there is nothing to save without calibration")
     if o.min_sqnr is not None and (o.evaluate_samples == 0 or (o.input_list is None and o.eval_list is None)):
         raise UsageError("--min_sqnr needs samples to measure on: --input_list or --eval_list, and --evaluate_samples > 0")
+    if o.act_quantizer_calibration == "auto" and o.act_bitwidth != 32 and o.input_list is None:
+        raise UsageError("--act_quantizer_calibration auto needs --input_list: it scores each method on samples "
+                         "of the list that calibrated the other", hint="or name one method for --load_stats")  # fmt: skip
     if o.apply_algorithms and o.input_list is None:
         raise UsageError(
             f"--apply_algorithms {o.apply_algorithms[0]} needs --input_list: the algorithms run the model on "
@@ -243,10 +248,10 @@ def _algorithm_context(
         chosen = InputList(input_list.path, tuple(input_list.samples[k] for k in indices)) if input_list else None
         return lambda: iter_samples(chosen, specs, o.use_native_input_files) if chosen else samples()
 
-    def fold(candidate: onnx.ModelProto, fit: Callable[[], Iterator], check: Callable[[], Iterator]) -> float:
+    def fold(candidate: onnx.ModelProto, fit: Callable[[], Iterator], check: Callable[[], Iterator], method: str) -> float:
         found, _ = calibrate(
             candidate, activation_tensors(GraphFacts.of(candidate)), fit(),
-            observer=o.act_quantizer_calibration, percentile=o.percentile_calibration_value, threads=o.num_threads,
+            observer=method, percentile=o.percentile_calibration_value, threads=o.num_threads,
         )  # fmt: skip
         _per_channel_residual(o, candidate, fit(), found)
         given = encio.Encodings(dict(overrides.activations), dict(overrides.params))
@@ -254,16 +259,21 @@ def _algorithm_context(
         if "adaround" in o.apply_algorithms:
             sub.config = {**o.algorithm_config.get("adaround", {}), "num_batches": TRIAL_SAMPLES, "sequential": False}
             adaround.run(sub)
+        if "bc" in o.apply_algorithms:  # sqnr's clipped tails move layer means that bc moves back
+            sub.config = {**o.algorithm_config.get("bc", {}), "calibration_frames": TRIAL_SAMPLES, "keep": "always"}
+            bias_correction.run(sub)
         qdq, _ = sub.quantize(sub.model, sub.overrides)
         feeds = (feed for _, feed in check())
         return overall(compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads, integer_kernels=kernels))["sqnr_db"]
 
-    def trial(candidate: onnx.ModelProto) -> float:
-        """Output SQNR of `candidate` quantized as asked, adaround included (cheapened): whether a
-        float-stage change pays depends on what follows it (cle helps 4-bit rounding, not adaround).
-        Scored out of sample: the mean over two folds, each calibrated on one half and scored on the other."""
+    def trial(candidate: onnx.ModelProto, method: str | None = None) -> float:
+        """Output SQNR of `candidate` quantized as asked (activation ranges by `method`, or as asked), adaround
+        and bc included (cheapened): whether a float-stage change pays depends on what follows it (cle helps
+        4-bit rounding, not adaround). Scored out of sample: the mean over two folds, each calibrated on one
+        half and scored on the other."""
         folds = trial_folds(len(input_list.samples) if input_list is not None else 0)
-        return sum(fold(candidate, subset(fit), subset(check)) for fit, check in folds) / len(folds)
+        method = method or o.act_quantizer_calibration
+        return sum(fold(candidate, subset(fit), subset(check), method) for fit, check in folds) / len(folds)
 
     kept: dict[int, tuple[list, list | None]] = {}  # count -> (feeds, the float model's outputs on them)
 
@@ -326,7 +336,14 @@ def _quantize(
     model = gm.copy(reference) if o.apply_algorithms or o.mixed_precision == "auto" else reference
     observers: dict = {}
     ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
-    notes = _run_algorithms(o, "float", ctx)
+    notes = []
+    if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
+        chosen, note = "min-max", ""
+        if input_list is not None and o.act_bitwidth != 32:  # else no activation range is calibrated
+            chosen, note = choose_calibration(lambda method: ctx.trial(model, method))  # type: ignore[misc]
+        o, notes = dataclasses.replace(o, act_quantizer_calibration=chosen), [note] if note else []
+        ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
+    notes += _run_algorithms(o, "float", ctx)
     calibration_started = time.perf_counter()
     # the evaluation's float outputs come from calibration when both run the same model on the same list
     keep = None

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import click
 
 from qtool.cli.options import Choice, FiniteFloat, PathType, input_dims, input_value_option, int_choice, to_int
-from qtool.config import CALIBRATIONS, LEGACY_QUANTIZERS, SCHEMAS
+from qtool.config import ACT_CALIBRATIONS, CALIBRATIONS, LEGACY_QUANTIZERS, SCHEMAS
 from qtool.io.encodings import FORMATS
 from qtool.quant.algorithms import ALGORITHM_NAMES
 
@@ -72,7 +72,10 @@ def quantize_options(func: Callable) -> Callable:
             "--param_quantizer_schema", type=Choice(SCHEMAS), help="Weight range schema [default: asymmetric]."
         ),
         click.option(
-            "--act_quantizer_calibration", type=Choice(CALIBRATIONS), help="Activation range method [default: min-max]."
+            "--act_quantizer_calibration",
+            type=Choice(ACT_CALIBRATIONS),
+            help="Activation range method [default: min-max]. auto (qtool's): min-max, sqnr or mse, whichever gives "
+            "the best output SQNR on held-out halves of --input_list (with --apply_algorithms bc in the trial).",
         ),
         click.option(
             "--param_quantizer_calibration", type=Choice(CALIBRATIONS), help="Weight range method [default: min-max]."

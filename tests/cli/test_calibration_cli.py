@@ -116,3 +116,35 @@ def test_clipping_methods_keep_a_gate_and_a_model_output_whole(tmp_path: Path) -
     assert encodings["gate"][0]["max"] >= gate_max - 1e-3
     assert encodings["y"][0]["max"] >= y_max - 1e-2
     assert encodings["x"][0]["max"] < max(float(x.max()) for x in xs) * 0.9  # the input is clipped
+
+
+def test_auto_calibration_writes_what_the_method_it_names_writes(tmp_path: Path) -> None:
+    """auto scores min-max, sqnr and mse on held-out halves of the list and then quantizes exactly as the
+    method it reports would have: the same model and encodings, byte for byte."""
+    model, listing = write_case(tmp_path, three_conv_model(), samples=12)
+    code, out, err = run("quantize", "-i", model, "--input_list", listing, "-o", tmp_path / "auto.onnx",
+                         "--act_quantizer_calibration", "auto", "--apply_algorithms", "bc")  # fmt: skip
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if "calibration auto:" in x)
+    chosen = line.split("calibration auto: ")[1].split(" ")[0]
+    assert chosen in ("min-max", "sqnr", "mse") and "held-out halves" in line
+    code, _, err = run("quantize", "-i", model, "--input_list", listing, "-o", tmp_path / "named.onnx",
+                       "--act_quantizer_calibration", chosen, "--apply_algorithms", "bc")  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "auto.onnx").read_bytes() == (tmp_path / "named.onnx").read_bytes()
+    assert (tmp_path / "auto.encodings.json").read_bytes() == (tmp_path / "named.encodings.json").read_bytes()
+
+
+def test_auto_calibration_needs_a_list_to_hold_samples_out_of(tmp_path: Path) -> None:
+    model, listing = write_case(tmp_path, three_conv_model(), samples=4)
+    stats = tmp_path / "s.json"
+    assert qtool("quantize", "-i", model, "--input_list", listing, "-o", tmp_path / "a.onnx", "--save_stats", stats,
+                 "--act_quantizer_calibration", "sqnr")[0] == 0  # fmt: skip
+    code, err = qtool("quantize", "-i", model, "--load_stats", stats, "-o", tmp_path / "b.onnx",
+                      "--act_quantizer_calibration", "auto")  # fmt: skip
+    assert code == 2 and "auto needs --input_list" in err and "Traceback" not in err
+    assert not (tmp_path / "b.onnx").exists()
+    # weight-only: no activation range to choose, so nothing to score
+    code, err = qtool("quantize", "-i", model, "-o", tmp_path / "c.onnx", "--act_bitwidth", "32",
+                      "--act_quantizer_calibration", "auto")  # fmt: skip
+    assert code == 0, err

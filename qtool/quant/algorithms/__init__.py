@@ -36,8 +36,9 @@ class AlgorithmContext:
     threads: int = 0
     # weight an algorithm put on its grid and froze in `overrides` -> the float values it replaced
     frozen: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    # float model -> output SQNR (dB) quantized as the user asked: does a float-stage change pay?
-    trial: Callable[[onnx.ModelProto], float] | None = None
+    # float model[, activation range method] -> output SQNR (dB) out of sample, quantized as the user asked:
+    # does a float-stage change pay? which range method does?
+    trial: Callable[..., float] | None = None
     # the calibration's observers by tensor; the plan reads them when ctx.quantize runs (actsearch swaps some)
     observers: dict[str, Any] = field(default_factory=dict)
     # QDQ model, n -> its output SQNR (dB) against the float model on n calibration samples spread over them (0: all)

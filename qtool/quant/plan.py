@@ -27,6 +27,7 @@ from qtool.quant.normalization import normalization_statistics
 from qtool.quant.observers import MinMax, Observer, observe_values
 from qtool.quant.overrides import int32_ops, propagate_float, sixteen_bit_layers
 from qtool.quant.phases import indices, mask_arithmetic, phases
+from qtool.quant.range_search import GAMMA
 from qtool.quant.residual import ChannelMinMax
 from qtool.quant.rules import float_input_reason, is_control_input, rule_for, weight_axis
 
@@ -406,6 +407,8 @@ def _per_channel_encoding(values: np.ndarray, axis: int, channels: int, bitwidth
     rows = np.moveaxis(values, axis, 0).reshape(channels, -1)
     if o.param_calibration == "min-max":
         return enc.with_schema("symmetric", rows.min(axis=1), rows.max(axis=1), bitwidth, axis, o.param_pow2)
+    if o.param_calibration in GAMMA and not o.param_pow2:  # by error on the values (blocks.channel_absmax)
+        return enc.symmetric(*(s * blocks.channel_absmax(rows, bitwidth, o.param_calibration) for s in (-1, 1)), bitwidth, axis)
     ranges = [observe_values(o.param_calibration, row, bitwidth, "symmetric", o.percentile) for row in rows]
     lo, hi = zip(*ranges, strict=True)
     return enc.with_schema("symmetric", lo, hi, bitwidth, axis, o.param_pow2)

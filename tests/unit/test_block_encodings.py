@@ -251,3 +251,24 @@ def test_a_weights_blocks_are_searched_once_per_values_and_scheme(monkeypatch) -
     assert blocks._SEARCHED is None  # nothing kept past the run
     blocks.block_encoding(w, 1, 0, 16, 4, method="mse")
     assert len(searches) == 4
+
+
+def test_per_channel_mse_scores_each_channel_on_its_values() -> None:
+    """A column of one huge weight among small ones (MiniLM's FFN-down column 99: 7.9 among values under 0.38)
+    keeps its whole range (the small ones round to 0); a histogram's scale²/12 model clipped the 7.9 to 2.2.
+    No channel has more error than min-max's range, nor than the histogram search's."""
+    from qtool.quant.observers import observe_values
+    from qtool.quant.plan import PlanOptions, _per_channel_encoding
+
+    w = np.random.default_rng(0).normal(0, 0.04, size=(1536, 3))
+    w[99, 0] = 7.9
+    error = {}
+    for method in ("min-max", "mse", "sqnr"):
+        e = _per_channel_encoding(w, 1, 3, 4, PlanOptions(weights_bitwidth=4, param_calibration=method))
+        error[method] = np.sum((e.fake_quantize(w) - w) ** 2, axis=0)
+    histogram = enc.with_schema("symmetric", *zip(*[observe_values("mse", c, 4, "symmetric") for c in w.T], strict=True), 4, 1)
+    error["histogram"] = np.sum((histogram.fake_quantize(w) - w) ** 2, axis=0)
+    assert np.all(error["mse"] <= error["min-max"] * (1 + 1e-6)) and np.all(error["mse"] <= error["histogram"] * (1 + 1e-6))
+    assert error["mse"][0] < error["histogram"][0] / 5 and error["sqnr"][0] < error["histogram"][0] / 5
+    e = _per_channel_encoding(w, 1, 3, 4, PlanOptions(weights_bitwidth=4, param_calibration="mse"))
+    assert e.scale[0] == pytest.approx(7.9 / 7, rel=1e-6)

@@ -66,11 +66,13 @@ QTOOL_VARIANTS = {  # kind -> (variant label, qtool quantize flags)
     "qtool:w8a8-residual": ("qtool W8A8 per-channel residual + outlier split + smoothquant (alpha auto) + sqnr", RESIDUAL_FLAGS),
     # the zoo's W8A8 recipe (issue 21), out of sample here: it was picked on the zoo, not on these models
     "qtool:w8a8-sqnr-bc": ("qtool W8A8 sqnr ranges + bc", [*FLAGS, "--act_quantizer_calibration", "sqnr", "--apply_algorithms", "bc"]),
+    # ... and its self-checking form: min-max, sqnr or mse by held-out halves of the list, bc in each trial
+    "qtool:w8a8-auto-bc": ("qtool W8A8 auto ranges + bc", [*FLAGS, "--act_quantizer_calibration", "auto", "--apply_algorithms", "bc"]),
     # issue 20: auto mixed precision with the residual stream and LayerNorm inputs among its candidates
     "qtool:mixed20": ("qtool mixed 20 dB", [*FLAGS, "--mixed_precision", "auto", "--target_sqnr", "20"]),
     "qtool:mixed30": ("qtool mixed 30 dB", [*FLAGS, "--mixed_precision", "auto", "--target_sqnr", "30"]),
 }
-OPT_IN = ("qtool:w8a8-sqnr-bc", "qtool:mixed20", "qtool:mixed30")  # minutes each: only when --transformers-variants names them
+OPT_IN = ("qtool:w8a8-sqnr-bc", "qtool:w8a8-auto-bc", "qtool:mixed20", "qtool:mixed30")  # minutes each: only when --transformers-variants names them
 KINDS = ["float", *(k for k in QTOOL_VARIANTS if k not in OPT_IN), "ort:minmax"]
 
 

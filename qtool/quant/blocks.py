@@ -41,7 +41,7 @@ from qtool import encoding as enc
 from qtool.encoding import Blocks, Encoding
 from qtool.errors import DataError, UsageError
 from qtool.io.digest import blake2b
-from qtool.quant.range_search import _FACTORS as RANGE_FACTORS
+from qtool.quant.range_search import FACTORS as RANGE_FACTORS  # the histogram search's candidates
 from qtool.quant.range_search import GAMMA
 
 BLOCK_SIZES = (16, 32, 64, 128, 256)

@@ -21,7 +21,7 @@ import numpy as np
 
 from qtool import encoding as enc
 
-_FACTORS = np.linspace(0.02, 1.0, 50)
+FACTORS = np.linspace(0.02, 1.0, 50)  # clipped-range candidates, as fractions of the observed range
 GAMMA = {"mse": 1.0, "sqnr": 3.0}
 SHORTLIST = 16
 
@@ -62,10 +62,10 @@ def search(centers: np.ndarray, counts: np.ndarray, bitwidth: int, schema: str, 
     lo, hi = float(min(centers[counts > 0].min(), 0.0)), float(max(centers[counts > 0].max(), 0.0))
     if schema in ("symmetric", "unsignedsymmetric"):
         absmax = max(abs(lo), abs(hi))
-        cand_lo = np.where(lo < 0, -absmax * _FACTORS, 0.0)
-        cand_hi = absmax * _FACTORS
+        cand_lo = np.where(lo < 0, -absmax * FACTORS, 0.0)
+        cand_hi = absmax * FACTORS
     else:
-        grid_lo, grid_hi = np.meshgrid(lo * _FACTORS, hi * _FACTORS, indexing="ij")
+        grid_lo, grid_hi = np.meshgrid(lo * FACTORS, hi * FACTORS, indexing="ij")
         cand_lo, cand_hi = grid_lo.ravel(), grid_hi.ravel()
     counts, gamma = counts.astype(np.float64), GAMMA[method]
     short = _shortlist(centers, counts, enc.with_schema(schema, cand_lo, cand_hi, bitwidth, axis=0), gamma)

@@ -249,7 +249,8 @@ OUT := build/demo
 # 16615 -> 16671: --act_quantizer_calibration auto (api/auto_calibration.py): min-max, sqnr or mse by held-out output SQNR
 # 16671 -> 16697: per-channel weight ranges (mse/sqnr) scored on the values, not a histogram's scale²/12 model
 #   (blocks.channel_absmax; MiniLM W4 per-channel weight-only 8.39 -> 9.09 dB held out; issue 23)
-LINE_BUDGET := 16697
+# 16697 -> 16742: smoothquant's alpha: auto scores alpha on the plan's own grids (plan.matmul_weight_grid; weight-only blocks)
+LINE_BUDGET := 16742
 
 .PHONY: demo test lint venv bench clean golden
 

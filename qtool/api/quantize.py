@@ -290,7 +290,7 @@ def _algorithm_context(
 
     return AlgorithmContext(
         model, samples, quantizer(observers), overrides=overrides, threads=o.num_threads, trial=trial,
-        observers=observers, score=score,
+        observers=observers, score=score, plan_options=_plan_options(o),
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -401,6 +402,13 @@ def _weight_encoding(
     schema = "symmetric" if (given is not None and given.is_symmetric) or bitwidth == 16 else o.param_schema
     lo, hi = observe_values(o.param_calibration, values, bitwidth, schema, o.percentile)
     return enc.with_schema(schema, lo, hi, bitwidth, pow2=o.param_pow2)
+
+
+def matmul_weight_grid(o: PlanOptions) -> Callable[[np.ndarray], np.ndarray]:
+    """A MatMul's 2-D weight [K, N] put on the grid the plan would give it (per tensor, per column, per block of
+    rows; its bitwidth and range method), for an algorithm that ranks float changes by the error of that grid."""
+    return lambda w: _weight_encoding("", w, 1, o.per_row or bool(o.weights_block_size), Encodings(), o,
+                                      block_axis=0).fake_quantize(w)  # fmt: skip
 
 
 def _per_channel_encoding(values: np.ndarray, axis: int, channels: int, bitwidth: int, o: PlanOptions) -> Encoding:

@@ -126,3 +126,38 @@ def test_a_tensor_without_outlier_channels_is_left_alone(block) -> None:
 def test_sites_are_layernorms_and_linears_feeding_only_matmuls() -> None:
     sites = smoothquant.find_sites(GraphFacts.of(outlier_block_model()))
     assert sorted(s.tensor for s in sites) == ["ln1", "ln2"]
+
+
+def test_alpha_auto_scores_the_weight_grid_the_plan_will_use(tmp_path: Path, block) -> None:
+    """Weight-only 4-bit blocks (float activations): alpha is scored on the blocks the plan writes, not at W8A8
+    (whose activation grid there is none of); the smoothing pays on held-out samples."""
+    from qtool.quant.plan import PlanOptions, matmul_weight_grid
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 64))
+    x[:, [3, 17]] *= 30
+    weights = [rng.normal(size=(64, 32))]
+    peak = np.abs(x).max(axis=0)
+    grid = matmul_weight_grid(PlanOptions(act_bitwidth=32, weights_bitwidth=4, weights_block_size=16, param_calibration="mse"))
+
+    def error(alpha: float | None) -> float:
+        s = smoothquant._scales(peak, smoothquant._weight_peak(weights), alpha) if alpha is not None else 1.0
+        return float(np.sum(((x / s) @ grid(weights[0] * np.reshape(s, (-1, 1))) - x @ weights[0]) ** 2))
+
+    on_blocks, at_w8a8 = smoothquant.best_alpha(x, weights, peak, lambda v: v, grid), smoothquant.best_alpha(x, weights, peak)
+    assert on_blocks != at_w8a8 and error(on_blocks) < 0.9 * error(at_w8a8) and error(on_blocks) < error(None)
+    (tmp_path / "auto.yaml").write_text("smoothquant:\n  alpha: auto\n  keep: always\n")
+    flags = ["--act_bitwidth", "32", "--weights_bitwidth", "4", "--weights_block_size", "16", "--encodings_format", "1.0.0"]
+    plain, _ = _sqnr(tmp_path, block, *flags)
+    auto, report = _sqnr(tmp_path, block, *flags, "--apply_algorithms", "smoothquant", "--config", tmp_path / "auto.yaml")
+    assert auto > plain + 0.5 and "ln1 (alpha" in report["algorithms"], (plain, auto)
+
+
+def test_best_alpha_leaves_a_site_alone_when_no_alpha_brings_it_closer() -> None:
+    """On an integer weight grid that holds the weights exactly, any scaling only adds rounding: None."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(256, 16))
+    x[:, 2] *= 40
+    weights = [rng.integers(-3, 4, size=(16, 8)).astype(np.float64)]
+    assert smoothquant.best_alpha(x, weights, np.abs(x).max(axis=0), lambda v: v, np.round) is None
+    assert smoothquant.best_alpha(x, weights, np.abs(x).max(axis=0)) is not None  # at W8A8 the outlier costs

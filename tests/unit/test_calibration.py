@@ -95,9 +95,9 @@ def test_range_search_picks_the_candidate_an_exhaustive_pass_picks(bins, ends, s
     lo, hi = min(centers[counts > 0].min(), 0.0), max(centers[counts > 0].max(), 0.0)
     if schema == "symmetric":
         absmax = max(-lo, hi)
-        cand_lo, cand_hi = np.where(lo < 0, -absmax * range_search._FACTORS, 0.0), absmax * range_search._FACTORS
+        cand_lo, cand_hi = np.where(lo < 0, -absmax * range_search.FACTORS, 0.0), absmax * range_search.FACTORS
     else:
-        grid = np.meshgrid(lo * range_search._FACTORS, hi * range_search._FACTORS, indexing="ij")
+        grid = np.meshgrid(lo * range_search.FACTORS, hi * range_search.FACTORS, indexing="ij")
         cand_lo, cand_hi = grid[0].ravel(), grid[1].ravel()
     gamma = range_search.GAMMA[method]
     best = np.argmin(range_search.expected_noise(centers, counts, cand_lo, cand_hi, bitwidth, schema, gamma))

@@ -41,6 +41,8 @@ class AlgorithmContext:
     trial: Callable[..., float] | None = None
     # the calibration's observers by tensor; the plan reads them when ctx.quantize runs (actsearch swaps some)
     observers: dict[str, Any] = field(default_factory=dict)
+    # the options the plan is built with: an algorithm that ranks changes by the error of the real grids reads them
+    plan_options: Any = None
     # QDQ model, n -> its output SQNR (dB) against the float model on n calibration samples spread over them (0: all)
     score: Callable[[onnx.ModelProto, int], float] | None = None
 

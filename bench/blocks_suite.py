@@ -64,17 +64,19 @@ BASES = {  # scheme name -> (label, flags)
     "b32a": ("W4 B32 asymmetric", ["--weights_block_size", "32", "--use_asymmetric_blocks"]),
     "b64a": ("W4 B64 asymmetric", ["--weights_block_size", "64", "--use_asymmetric_blocks"]),
 }
-ALGOS = {"cs": ("clipsearch", "clipsearch"), "gptq": ("GPTQ", "adaround")}  # suffix -> (label, algorithm)
+# suffix -> (label, algorithm); smoothquant with alpha: auto is activation-aware scaling (AWQ's) scored on the plan's grids
+ALGOS = {"cs": ("clipsearch", "clipsearch"), "gptq": ("GPTQ", "adaround"), "sq": ("smoothquant (alpha auto)", "smoothquant")}
 ACTS = {"a32": ("float", ["--act_bitwidth", "32"]), "a16": ("A16", ["--act_bitwidth", "16"])}
-ALGORITHM_YAML = "adaround:\n  num_batches: 64\nclipsearch:\n  num_batches: 64\n"
+ALGORITHM_YAML = "adaround:\n  num_batches: 64\nclipsearch:\n  num_batches: 64\nsmoothquant:\n  alpha: auto\n"
 ORT_ALGOS = {"ort:rtn": "ort RTN B32", "ort:gptq": "ort GPTQ B32"}
 EXPORTS = {"nbits:b32-cs": "b32-cs:a32", "nbits4:b32-cs": "b32-cs:a32", "nbits4:b32a": "b32a:a32"}  # kind -> the kind it exports
 STEPS = {"step:nbits": 0, "step:nbits4": 4}  # one-token decoder rows -> accuracy_level
 STEP_FLAGS = [*W4, "--weights_block_size", "32", "--act_bitwidth", "32"]
 RTN = ["pc", "b32", "b64", "lpbq32", "b32a", "b64a"]  # scales by weight error (the plan's mse search)
+SMOOTHED = ["pc-sq", "b32-sq", "b32a-sq"]  # activation-aware scales, then ranges by weight error
 SEARCHED = ["pc-cs", "b32-cs", "b64-cs", "lpbq32-cs", "b32a-cs", "pc-cs-gptq", "b32-cs-gptq", "b32a-cs-gptq"]  # scales by output error, then GPTQ
 A16 = ["pc-cs", "b32-cs", "lpbq32-cs"]
-KINDS = [*(f"{s}:a32" for s in RTN + SEARCHED), *(f"{s}:a16" for s in A16), *ORT_ALGOS, *EXPORTS, *STEPS]
+KINDS = [*(f"{s}:a32" for s in RTN + SMOOTHED + SEARCHED), *(f"{s}:a16" for s in A16), *ORT_ALGOS, *EXPORTS, *STEPS]
 
 
 def scheme(name: str) -> tuple[str, list[str], list[str]]:

@@ -250,7 +250,8 @@ OUT := build/demo
 # 16671 -> 16697: per-channel weight ranges (mse/sqnr) scored on the values, not a histogram's scale²/12 model
 #   (blocks.channel_absmax; MiniLM W4 per-channel weight-only 8.39 -> 9.09 dB held out; issue 23)
 # 16697 -> 16742: smoothquant's alpha: auto scores alpha on the plan's own grids (plan.matmul_weight_grid; weight-only blocks)
-LINE_BUDGET := 16742
+# 16742 -> 16745: the quality warning names the auto ranges + bc recipe to a plain min-max run
+LINE_BUDGET := 16745
 
 .PHONY: demo test lint venv bench clean golden
 

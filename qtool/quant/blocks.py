@@ -147,40 +147,28 @@ def _error(x: np.ndarray, scale: np.ndarray, bitwidth: int, gamma: float) -> np.
     return np.sum((x - q * scale) ** 2 * np.where(clipped, gamma, 1.0), axis=-1)
 
 
-def _absmax(x: np.ndarray, bitwidth: int, method: str) -> np.ndarray:
-    """Each block's chosen |range| (rows of x are blocks): its absmax, or the clipped one of least error."""
+def _absmax(x: np.ndarray, bitwidth: int, method: str, factors: np.ndarray = BLOCK_FACTORS) -> np.ndarray:
+    """Each row's chosen |range| (rows of x are blocks, or channels): its absmax, or the clipped one (absmax ·
+    `factors`) of least error on the row's own values."""
     absmax = np.maximum(np.abs(x).max(axis=1).astype(np.float64), enc.MIN_RANGE / 2)
     if method not in GAMMA:
         return absmax
     chosen = np.empty_like(absmax)
-    for start in range(0, len(x), _CHUNK):
-        part, top = x[start : start + _CHUNK], absmax[start : start + _CHUNK]
-        candidates = top[None, :] * BLOCK_FACTORS[:, None]  # (factors, blocks)
+    step = max(1, _CHUNK * 32 // max(x.shape[1], 1))  # rows at once: the working array stays ~_CHUNK blocks of 32
+    for start in range(0, len(x), step):
+        part, top = x[start : start + step], absmax[start : start + step]
+        candidates = top[None, :] * factors[:, None]  # (factors, rows)
         errors = _error(part[None], enc.symmetric_scale(candidates, bitwidth)[..., None], bitwidth, GAMMA[method])
-        chosen[start : start + _CHUNK] = candidates[np.argmin(errors, axis=0), np.arange(len(part))]
+        chosen[start : start + step] = candidates[np.argmin(errors, axis=0), np.arange(len(part))]
     return chosen
 
 
 def channel_absmax(rows: np.ndarray, bitwidth: int, method: str) -> np.ndarray:
     """Per-channel symmetric |ranges| of a weight's (channels, values) rows by weight error (`mse`/`sqnr`): of
-    range_search's candidates (absmax x 0.02..1.0), the least error on the row's own values (clipped ones weighted
-    as in _error), not on a histogram whose every in-range value costs scale²/12: that cost clipped MiniLM's FFN-down
-    column of one 7.9 among values under 0.38 to 2.2 (error 32), where keeping it costs the bulk's energy (2.5)."""
-    lo, hi = -(2 ** (bitwidth - 1)), 2 ** (bitwidth - 1) - 1
-    x = np.ascontiguousarray(rows, dtype=np.float32)  # an error to rank: float32, in place, a candidate at a time
-    absmax = np.maximum(np.abs(x).max(axis=1).astype(np.float64), enc.MIN_RANGE / 2)
-    best, chosen, work, weight = np.full(len(x), np.inf), absmax.copy(), np.empty_like(x), np.sqrt(GAMMA[method])
-    for candidate in absmax[None, :] * RANGE_FACTORS[:, None]:
-        scale = enc.symmetric_scale(candidate, bitwidth).astype(np.float32)[:, None]
-        np.divide(x, scale, out=work)
-        clipped = (work < lo) | (work > hi)
-        np.clip(np.rint(work, out=work), lo, hi, out=work)
-        work = work * scale - x
-        work[clipped] *= weight
-        error = np.einsum("ij,ij->i", work, work, dtype=np.float64)
-        better = error < best
-        best[better], chosen[better] = error[better], candidate[better]
-    return chosen
+    range_search's candidates (absmax x 0.02..1.0), the least error on the row's own values, not on a histogram
+    whose every in-range value costs scale²/12: that cost clipped MiniLM's FFN-down column of one 7.9 among values
+    under 0.38 to 2.2 (error 32), where keeping it costs the bulk's energy (2.5)."""
+    return _absmax(np.asarray(rows, dtype=np.float32), bitwidth, method, RANGE_FACTORS)
 
 
 def _asymmetric_grid(lo: np.ndarray, hi: np.ndarray, bitwidth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

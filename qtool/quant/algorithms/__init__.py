@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -22,6 +22,9 @@ from onnx import numpy_helper
 from qtool.errors import UsageError, did_you_mean
 from qtool.graph import external_data, lazy_weights
 from qtool.io.encodings import Encodings
+
+if TYPE_CHECKING:
+    from qtool.quant.plan import PlanOptions
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ class AlgorithmContext:
     # the calibration's observers by tensor; the plan reads them when ctx.quantize runs (actsearch swaps some)
     observers: dict[str, Any] = field(default_factory=dict)
     # the options the plan is built with: an algorithm that ranks changes by the error of the real grids reads them
-    plan_options: Any = None
+    plan_options: PlanOptions | None = None
     # QDQ model, n -> its output SQNR (dB) against the float model on n calibration samples spread over them (0: all)
     score: Callable[[onnx.ModelProto, int], float] | None = None
 

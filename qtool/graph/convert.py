@@ -12,9 +12,9 @@ from __future__ import annotations
 import onnx
 
 from qtool.errors import ModelError
-from qtool.graph import external_data
+from qtool.graph import external_data, prelu_slope
 from qtool.graph.float16 import to_float32
-from qtool.graph.model import upgrade_opset
+from qtool.graph.model import default_opset, upgrade_opset
 
 MIN_OPSET = 13
 
@@ -150,6 +150,8 @@ def normalise(
     """Run every convert pass; returns a new, checked model. `input_values` pins inputs to constants."""
     _refuse_maps(model, where)
     model = to_float32(model)  # a float16 export computes in float32 behind casts at its inputs and outputs
+    if default_opset(model) < 7:
+        model = prelu_slope.per_channel(model, where)
     model = upgrade_opset(model, _needed_opset(model), where)
     # An exporter's intermediate shapes go stale once the batch is fixed (Paddle writes -1): let
     # shape inference recompute them all, or a conflict leaves every later tensor unshaped.

@@ -161,6 +161,7 @@ def _calibrate(
         progress=progress(len(input_list.samples), "calibrating") if progress else None,
         expected_samples=len(input_list.samples),
         keep=keep,
+        model_where=str(o.input_network),
     )
     if o.save_stats is not None:
         save_stats(o.save_stats, model, observers, [input_list.path], count)

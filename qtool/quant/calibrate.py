@@ -241,6 +241,16 @@ def _owned(value: object) -> object:
     return [_owned(v) for v in value] if isinstance(value, list) else np.array(value, copy=True)
 
 
+def _run_failed(e: Exception, where: str, model_where: str | None) -> ModelError:
+    """A float run that onnxruntime refuses. Every sample was checked against the model's input shapes and
+    dtypes first, so a failure on the first one is the model's (`model_where`: a PRelu slope that does not
+    broadcast), not the line's; after others ran, it is this sample's values (a token id past the vocabulary)."""
+    reason = str(e).splitlines()[0][:300]
+    if model_where is not None:
+        return ModelError(f"onnxruntime cannot run it (on the first sample, {where}): {reason}", where=model_where)
+    return ModelError(f"onnxruntime fails on this sample after earlier ones ran: {reason}", where=where)
+
+
 class _Runner:
     """Runs one sample (or batch) and folds the outputs into the observers."""
 
@@ -253,8 +263,10 @@ class _Runner:
         cap: int,
         softmax: dict[str, int] | None = None,
         nan_allowed: frozenset[str] = frozenset(),
+        model_where: str | None = None,
     ) -> None:
         self.tensors, self.observers, self.softmax = tensors, observers, softmax or {}
+        self.model_where = model_where
         self.nan_allowed = {k for k, t in enumerate(tensors) if t in nan_allowed}  # tensors whose NaN is no error
         self.sampled = bool(tensors) and all(isinstance(observers[t], Histogram) for t in tensors)  # one method
         probes = _Probes(model, tensors, self.sampled, cap, self.softmax)
@@ -285,7 +297,7 @@ class _Runner:
         try:
             values = self.session.run(self.outputs + self.graph_outputs if wanted else self.outputs, feed)
         except Exception as e:  # ORT's own error types; the message names the failing node
-            raise ModelError(f"inference failed: {str(e).splitlines()[0][:300]}", where=where) from e
+            raise _run_failed(e, where, self.model_where if self.runs == 1 else None) from e
         if wanted:
             keep.add(values[len(self.outputs) :])  # type: ignore[union-attr]
             values = values[: len(self.outputs)]
@@ -356,6 +368,7 @@ def calibrate(
     expected_samples: int | None = None,
     keep: FloatOutputs | None = None,
     any_nan: bool = False,
+    model_where: str | None = None,
 ) -> tuple[dict[str, Observer], int]:
     """Observe `tensors` over all `samples`; returns the observers and the number of samples.
 
@@ -365,7 +378,8 @@ def calibrate(
     `keep` collects the model's outputs on the first samples, one at a time (not batched).
     A tensor with NaN values is an error unless a Where discards them, or `any_nan` (statistics of a
     quantized model's float view, where a value the Q/DQ would have clamped can run to inf and NaN);
-    such a tensor is unbounded, as one holding a mask's infinities is.
+    such a tensor is unbounded, as one holding a mask's infinities is. `model_where` names the model in the
+    error when onnxruntime cannot run it on the first sample.
     """
     if not tensors:
         return {}, 0
@@ -382,7 +396,7 @@ def calibrate(
     softmax = {t: axis for t, (axis, _) in chains.items()}
     cap = sample_cap(expected_samples)
     nan_allowed = frozenset(plain) if any_nan else _where_branches(facts, plain)
-    single = _Runner(model, plain, observers, threads, cap, softmax, nan_allowed)
+    single = _Runner(model, plain, observers, threads, cap, softmax, nan_allowed, model_where)
     batched = None
     if batch_size > 1:
         try:

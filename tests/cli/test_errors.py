@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import pytest
 import yaml
-from conftest import SAMPLES, conv_bn_model, dynamic_dim_model, run_cli, save_model, two_input_model
+from conftest import SAMPLES, conv_bn_model, dynamic_dim_model, run_cli, save_model, two_input_model, write_samples
 from onnx import TensorProto, helper, numpy_helper
 
 CASES = sorted((Path(__file__).parent / "cases").glob("*.yaml"))
@@ -241,3 +241,23 @@ def test_a_zipmap_output_is_refused_by_name(tmp_path: Path) -> None:
         result = run_cli(args)
         assert result.exit_code == 3 and "'output_probability' is a map" in result.stderr, result.output
         assert "zipmap" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_model_onnxruntime_cannot_run_is_blamed_not_the_first_sample(tmp_path: Path) -> None:
+    """Every sample passed the input checks, so a run that fails on the first one is the model's fault: the
+    line names the model (and the sample, as context), not `list.txt:1` as if its values were wrong."""
+    graph = helper.make_graph(
+        [helper.make_node("PRelu", ["x", "slope"], ["y"], name="prelu")],  # [4] broadcasts against W = 6
+        "unbroadcastable",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 6])],
+        [numpy_helper.from_array(np.array([0.1, 0.2, 0.3, 0.4], np.float32), "slope")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    source, out = save_model(model, tmp_path / "m.onnx"), tmp_path / "out" / "m.quant.onnx"
+    listing = write_samples(tmp_path, model, 2)
+    result = run_cli(["quantize", "-i", source, "--input_list", listing, "-o", out])
+    assert result.exit_code == 3
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"qtool: error: {source}: onnxruntime cannot run it (on the first sample, {listing}:1)")
+    assert "prelu" in line.lower() and not out.parent.exists()

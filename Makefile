@@ -254,7 +254,9 @@ OUT := build/demo
 # 16745 -> 16736: review: channel_absmax is _absmax over range_search's candidates (one copy of the error arithmetic)
 # 16736 -> 16813: an opset-6 PRelu's [C] slope stays per channel through the upgrade (graph/prelu_slope.py)
 # 16813 -> 16836: a float run failing on the first sample names the model, not input_list line 1
-LINE_BUDGET := 16836
+# 16836 -> 16901: bc behind a Relu/Clip matches the mean the rectifier passes on (UVDoc 30.8 -> 37.1 dB held out);
+#   auto's fold trials keep bc as the run does (keep: auto on the fitted half), quietly
+LINE_BUDGET := 16901
 
 .PHONY: demo test lint venv bench clean golden
 

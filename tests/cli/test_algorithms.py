@@ -388,8 +388,8 @@ def test_a_bias_correction_that_lowers_the_output_sqnr_is_not_kept(tmp_path: Pat
 
     from qtool.quant.algorithms import bias_correction
 
-    measured = bias_correction._frontier_means  # the quantized model's means; the float ones stay right
-    monkeypatch.setattr(bias_correction, "_frontier_means", lambda *args: measured(*args) + 3.0)
+    measured = bias_correction._correction  # the corrections as measured through the quantized model
+    monkeypatch.setattr(bias_correction, "_correction", lambda *args: measured(*args) - 3.0)
     onnx.save(unbalanced_convs(), tmp_path / "m.onnx")
     listing = write_samples(tmp_path, (1, 4, 8, 8))
     (tmp_path / "c.yaml").write_text(f"bc:\n  keep: {keep}\n")

@@ -308,6 +308,7 @@ LINTS: dict[str, Lint] = {
     "long-tail": lint_data.long_tails,
     "input-range": lint_data.inputs_not_standardised,
     "unheld-range": lint_data.unheld_ranges,
+    "lost-negatives": lint_data.lost_negatives,
     "growing-range": lint_data.growing,
 }
 

@@ -81,3 +81,24 @@ def test_inputs_not_standardised(tmp_path, scale, looks_like):
 def test_data_lints_need_data(tmp_path):
     path = save(relu_model(), tmp_path / "model.onnx")
     assert api.inspect_model(InspectOptions(model=path)).findings == []
+
+
+def silu_model() -> onnx.ModelProto:
+    return onnx.parser.parse_model(
+        """
+        <ir_version: 8, opset_import: ["" : 13]>
+        silu (float[1,4,8,8] x) => (float[1,4,8,8] y) { s = Sigmoid (x) y = Mul (x, s) }
+        """
+    )
+
+
+@pytest.mark.parametrize(("hi", "flagged"), [(150.0, True), (20.0, False)])
+def test_a_silu_dip_the_grid_rounds_to_zero(tmp_path, hi: float, flagged: bool):
+    """SiLU's dip reaches -0.28; under a range to 150 the 8-bit step (0.59) is deeper, so every negative value
+    (a third of them here) rounds to zero. Up to 20 the step (0.08) leaves the dip a few levels."""
+    rng = np.random.default_rng(0)
+    arrays = [np.where(rng.random((1, 4, 8, 8)) < 0.3, hi * rng.random((1, 4, 8, 8)), rng.uniform(-6, 0, (1, 4, 8, 8)))
+              .astype(np.float32) for _ in range(20)]  # fmt: skip
+    found = of(run(tmp_path, silu_model(), arrays), "lost-negatives")
+    assert [f.where for f in found] == (["tensor 'y'"] if flagged else [])
+    assert all("--act_16bit_tensors y" in f.fix and "round to zero" in f.why for f in found)

@@ -135,6 +135,26 @@ def test_auto_calibration_writes_what_the_method_it_names_writes(tmp_path: Path)
     assert (tmp_path / "auto.encodings.json").read_bytes() == (tmp_path / "named.encodings.json").read_bytes()
 
 
+def test_auto_calibration_folds_drop_a_bc_that_hurts_as_the_run_does(tmp_path: Path, monkeypatch) -> None:
+    """bc keeps its corrections only where they gain (keep: auto); a fold trial that forced them scored every
+    method through corrections the run then dropped. With corrections that always hurt, each fold drops them:
+    its scores are those of auto without bc, and the one "not applied" warning is the run's own."""
+    from qtool.quant.algorithms import bias_correction
+
+    measured = bias_correction._correction
+    monkeypatch.setattr(bias_correction, "_correction", lambda *args: measured(*args) - 3.0)
+    model, listing = write_case(tmp_path, three_conv_model(), samples=12)
+    lines, warnings = [], []
+    for flags in (["--apply_algorithms", "bc"], []):
+        code, out, err = run("quantize", "-i", model, "--input_list", listing, "-o", tmp_path / f"q{len(flags)}.onnx",
+                             "--act_quantizer_calibration", "auto", *flags)  # fmt: skip
+        assert code == 0, err
+        lines.append(next(x for x in out.splitlines() if "calibration auto:" in x).split(";")[0])
+        warnings.append(err.count("bc: not applied"))
+    assert lines[0] == lines[1]
+    assert warnings == [1, 0]
+
+
 def test_auto_calibration_needs_a_list_to_hold_samples_out_of(tmp_path: Path) -> None:
     model, listing = write_case(tmp_path, three_conv_model(), samples=4)
     stats = tmp_path / "s.json"

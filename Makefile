@@ -257,7 +257,9 @@ OUT := build/demo
 # 16836 -> 16901: bc behind a Relu/Clip matches the mean the rectifier passes on (UVDoc 30.8 -> 37.1 dB held out);
 #   auto's fold trials keep bc as the run does (keep: auto on the fitted half), quietly
 # 16901 -> 16935: inspect lints a negative lobe (a SiLU's dip) that the grid rounds to zero (YOLOv8: nudenet's first SiLU)
-LINE_BUDGET := 16935
+# 16935 -> 17002: a SiLU / HardSwish / GELU output whose grid step is deeper than its dip: linted on a quantized
+#   model (rounded-dip) and named by the quality warning, which the per-layer ranking blamed layers later
+LINE_BUDGET := 17002
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -26,6 +26,7 @@ from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.inspect import compare, layers
 from qtool.inspect import html as inspect_html
+from qtool.inspect.lint import rounded_dips
 from qtool.io import encodings as encio
 from qtool.io import outputs
 from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
@@ -535,6 +536,10 @@ def _quality(
     if worst and not o.use_per_channel_residual and on_residual_stream(GraphFacts.of(reference), worst.tensor):
         blame += ("; it is on a transformer's residual stream: try --use_per_channel_residual"
                   " --apply_algorithms outlier_split --apply_algorithms smoothquant")
+    elif dips := rounded_dips(GraphFacts.of(reference), _activation_steps(quantized).get):
+        tensor, op, step = dips[0]  # the worst: a per-layer ranking sees its error only layers later, amplified
+        blame += (f"; {tensor!r} is a {op} output on a grid step of {step:.3g}, deeper than its dip: its negative values"
+                  f" round to zero, an error of one sign the next layer sums: --act_16bit_tensors {tensor}")
     elif o.act_bitwidth == 8 and o.act_quantizer_calibration == "min-max" and not o.apply_algorithms:
         # the recipe that gained a median 2 dB on the zoo without losing on any model (README)
         blame += "; or, keeping 8 bits, try --act_quantizer_calibration auto --apply_algorithms bc"
@@ -548,6 +553,18 @@ def _quality(
         return QualityError(f"{message}; below --min_sqnr {o.min_sqnr:g} dB (model written)", where=str(o.input_network))
     logger.warning("%s (see `qtool inspect --reference` for every layer)", message)
     return None
+
+
+def _activation_steps(quantized: onnx.ModelProto) -> dict[str, float]:
+    """The step of each tensor a QuantizeLinear with one scale quantizes."""
+    inits = {t.name: t for t in quantized.graph.initializer}
+    steps = {}
+    for node in quantized.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[1] in inits:
+            scale = external_data.array(inits[node.input[1]])
+            if scale.size == 1:
+                steps[node.input[0]] = float(scale.reshape(-1)[0])
+    return steps
 
 
 WEIGHT_SIZE = 16  # a float constant of this many values or more is a weight, not a scalar operand (an eps)

@@ -162,3 +162,48 @@ def test_seven_bit_weights_run_the_same_on_integer_kernels_as_in_qdq_arithmetic(
     assert run_cli(["export", "-i", out, "-o", tmp_path / "ex", "--format", "encodings"]).exit_code == 0
     back = json.loads((tmp_path / "ex" / "q.encodings.json").read_text())["param_encodings"]["conv1.weight"][0]
     assert back["bitwidth"] == 7 and np.isclose(back["scale"], params["conv1.weight"][0]["scale"], rtol=1e-6)
+
+
+def _silu_dip_model() -> onnx.ModelProto:
+    """x -> SiLU (x * Sigmoid(x)) -> 1x1 Conv that sums channels 0-3 and ignores channel 4, which alone carries
+    the large values: the output is the sum of SiLU's dip, which one grid over [-0.28, ~150] rounds to zero."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.zeros((1, 5, 1, 1), np.float32)
+    w[0, :4] = 1.0
+    graph = helper.make_graph(
+        [helper.make_node("Sigmoid", ["x"], ["gate"]), helper.make_node("Mul", ["x", "gate"], ["silu"]),
+         helper.make_node("Conv", ["silu", "w"], ["y"])],
+        "dip", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])], [numpy_helper.from_array(w, "w")],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_silu_dip_the_grid_rounds_to_zero_is_named(tmp_path: Path) -> None:
+    """The per-layer ranking sees a rounded dip only where the next layer has summed it; the warning names the
+    SiLU itself (nudenet's YOLOv8: 9 dB, blamed on its class convs), and inspect lints it on the quantized model."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for k in range(8):
+        x = rng.uniform(-4.0, -0.5, (1, 5, 8, 8)).astype(np.float32)
+        x[0, 4] = rng.uniform(0, 150, (8, 8))
+        x.tofile(tmp_path / f"s{k}.raw")
+        lines.append(str(tmp_path / f"s{k}.raw"))
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    onnx.save(_silu_dip_model(), str(tmp_path / "m.onnx"))
+    out = tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "--input_list", tmp_path / "list.txt", "-o", out])
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.stderr.splitlines() if "far from the float one" in line]
+    assert "'silu' is a SiLU output on a grid step of" in warning and "--act_16bit_tensors silu" in warning
+    found = json.loads(run_cli(["inspect", out, "--json"]).stdout)["findings"]
+    assert [f["where"] for f in found if f["lint"] == "rounded-dip"] == ["tensor 'silu'"]
+    fixed = run_cli(["quantize", "-i", tmp_path / "m.onnx", "--input_list", tmp_path / "list.txt", "-o",
+                     tmp_path / "q16.onnx", "--act_16bit_tensors", "silu"])  # fmt: skip
+    assert fixed.exit_code == 0 and "far from the float one" not in fixed.stderr
+    found = json.loads(run_cli(["inspect", tmp_path / "q16.onnx", "--json"]).stdout)["findings"]
+    assert not [f for f in found if f["lint"] == "rounded-dip"]

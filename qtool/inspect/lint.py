@@ -331,9 +331,9 @@ def rounded_dip(ctx: LintContext) -> Iterable[Finding]:
         return float(e.scale[0]) if e is not None and not e.is_float and len(e.scale) == 1 else None
 
     for tensor, op, s in rounded_dips(ctx.facts, step):
-        yield Finding(
+        yield Finding(  # info: without data the share of negative values, and so the harm, is unknown
             "rounded-dip",
-            "warning",
+            "info",
             f"tensor {tensor!r}",
             f"a {op} output on a grid step of {s:.3g}, deeper than the {op}'s dip (-{DIP_DEPTHS[op]:g}): its negative "
             "values all round to zero, an error of one sign that the next layer sums over its fan-in",

@@ -533,10 +533,11 @@ def _quality(
     rows = layers.rank(errors, reference, quantized)
     worst = next((r for r in rows if math.isfinite(r.added_db)), None)
     blame = f"; worst layer {worst.tensor!r} ({worst.op}, adds noise at {worst.added_db:g} dB): {worst.fix}" if worst else ""
-    if worst and not o.use_per_channel_residual and on_residual_stream(GraphFacts.of(reference), worst.tensor):
+    facts = GraphFacts.of(reference)
+    if worst and not o.use_per_channel_residual and on_residual_stream(facts, worst.tensor):
         blame += ("; it is on a transformer's residual stream: try --use_per_channel_residual"
                   " --apply_algorithms outlier_split --apply_algorithms smoothquant")
-    elif dips := rounded_dips(GraphFacts.of(reference), _activation_steps(quantized).get):
+    elif dips := rounded_dips(facts, _activation_steps(quantized).get):
         tensor, op, step = dips[0]  # the worst: a per-layer ranking sees its error only layers later, amplified
         blame += (f"; {tensor!r} is a {op} output on a grid step of {step:.3g}, deeper than its dip: its negative values"
                   f" round to zero, an error of one sign the next layer sums: --act_16bit_tensors {tensor}")

@@ -68,7 +68,6 @@ def per_channel(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
     return out
 
 
-
 def _declare(model: onnx.ModelProto, original: str, name: str, dims: list[int]) -> None:
     """Before IR 4 an initializer is also a graph input: its declared shape follows the new dims."""
     for value in list(model.graph.input):

@@ -241,14 +241,11 @@ def _owned(value: object) -> object:
     return [_owned(v) for v in value] if isinstance(value, list) else np.array(value, copy=True)
 
 
-def _run_failed(e: Exception, where: str, model_where: str | None) -> ModelError:
-    """A float run that onnxruntime refuses. Every sample was checked against the model's input shapes and
-    dtypes first, so a failure on the first one is the model's (`model_where`: a PRelu slope that does not
-    broadcast), not the line's; after others ran, it is this sample's values (a token id past the vocabulary)."""
-    reason = str(e).splitlines()[0][:300]
-    if model_where is not None:
-        return ModelError(f"onnxruntime cannot run it (on the first sample, {where}): {reason}", where=model_where)
-    return ModelError(f"onnxruntime fails on this sample after earlier ones ran: {reason}", where=where)
+def _model_fails(e: ModelError, model_where: str) -> ModelError:
+    """The first sample's run failed: every sample passed the input checks, so the model is at fault (a PRelu
+    slope that does not broadcast), not the line; a later failure stays the line's (a token id past the vocabulary)."""
+    reason = e.message.removeprefix("inference failed: ")
+    return ModelError(f"onnxruntime cannot run it (on the first sample, {e.where}): {reason}", where=model_where)
 
 
 class _Runner:
@@ -263,10 +260,8 @@ class _Runner:
         cap: int,
         softmax: dict[str, int] | None = None,
         nan_allowed: frozenset[str] = frozenset(),
-        model_where: str | None = None,
     ) -> None:
         self.tensors, self.observers, self.softmax = tensors, observers, softmax or {}
-        self.model_where = model_where
         self.nan_allowed = {k for k, t in enumerate(tensors) if t in nan_allowed}  # tensors whose NaN is no error
         self.sampled = bool(tensors) and all(isinstance(observers[t], Histogram) for t in tensors)  # one method
         probes = _Probes(model, tensors, self.sampled, cap, self.softmax)
@@ -297,7 +292,7 @@ class _Runner:
         try:
             values = self.session.run(self.outputs + self.graph_outputs if wanted else self.outputs, feed)
         except Exception as e:  # ORT's own error types; the message names the failing node
-            raise _run_failed(e, where, self.model_where if self.runs == 1 else None) from e
+            raise ModelError(f"inference failed: {str(e).splitlines()[0][:300]}", where=where) from e
         if wanted:
             keep.add(values[len(self.outputs) :])  # type: ignore[union-attr]
             values = values[: len(self.outputs)]
@@ -396,7 +391,7 @@ def calibrate(
     softmax = {t: axis for t, (axis, _) in chains.items()}
     cap = sample_cap(expected_samples)
     nan_allowed = frozenset(plain) if any_nan else _where_branches(facts, plain)
-    single = _Runner(model, plain, observers, threads, cap, softmax, nan_allowed, model_where)
+    single = _Runner(model, plain, observers, threads, cap, softmax, nan_allowed)
     batched = None
     if batch_size > 1:
         try:
@@ -416,7 +411,12 @@ def calibrate(
                 batched = None
         if batched is None or rows != batch_size:
             for part in _split(feed) if batch_size > 1 else [feed]:
-                single(where, part, keep)
+                try:
+                    single(where, part, keep)
+                except ModelError as e:
+                    if model_where is None or count or single.runs > 1:
+                        raise
+                    raise _model_fails(e, model_where) from e
         marks_before = count * 4 // max(expected_samples or 0, 1)
         count += rows if batch_size > 1 else 1
         if expected_samples and expected_samples >= MARKED_SAMPLES and count * 4 // expected_samples > marks_before < 3:

@@ -261,3 +261,23 @@ def test_a_model_onnxruntime_cannot_run_is_blamed_not_the_first_sample(tmp_path:
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"qtool: error: {source}: onnxruntime cannot run it (on the first sample, {listing}:1)")
     assert "prelu" in line.lower() and not out.parent.exists()
+
+
+def test_a_run_that_fails_after_earlier_samples_ran_names_the_line(tmp_path: Path) -> None:
+    """The same failure on a later sample is that sample's values (an index past the table), so its line is named."""
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT64), helper.make_node("Gather", ["t", "i"], ["y"])],
+        "lookup",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [numpy_helper.from_array(np.arange(4, dtype=np.float32), "t")],
+    )
+    source = save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "m.onnx")
+    for k, value in enumerate([1.0, 2.0, 9.0]):
+        np.array([value], np.float32).tofile(tmp_path / f"s{k}.raw")
+    (tmp_path / "list.txt").write_text("".join(f"{tmp_path / f's{k}.raw'}\n" for k in range(3)))
+    out = tmp_path / "out" / "m.quant.onnx"
+    result = run_cli(["quantize", "-i", source, "--input_list", tmp_path / "list.txt", "-o", out])
+    assert result.exit_code == 3
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"qtool: error: {tmp_path / 'list.txt'}:3: inference failed") and not out.parent.exists()

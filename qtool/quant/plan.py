@@ -416,7 +416,8 @@ def _per_channel_encoding(values: np.ndarray, axis: int, channels: int, bitwidth
     if o.param_calibration == "min-max":
         return enc.with_schema("symmetric", rows.min(axis=1), rows.max(axis=1), bitwidth, axis, o.param_pow2)
     if o.param_calibration in GAMMA and not o.param_pow2:  # by error on the values (blocks.channel_absmax)
-        return enc.symmetric(*(s * blocks.channel_absmax(rows, bitwidth, o.param_calibration) for s in (-1, 1)), bitwidth, axis)
+        absmax = blocks.channel_absmax(rows, bitwidth, o.param_calibration)
+        return enc.symmetric(-absmax, absmax, bitwidth, axis)
     ranges = [observe_values(o.param_calibration, row, bitwidth, "symmetric", o.percentile) for row in rows]
     lo, hi = zip(*ranges, strict=True)
     return enc.with_schema("symmetric", lo, hi, bitwidth, axis, o.param_pow2)

@@ -70,6 +70,8 @@ def make_session(model_path: str | Path, threads: int = 0) -> ort.InferenceSessi
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     options.add_session_config_entry("session.disable_quant_qdq", "1")
+    # as qtool's own report (qtool/runtime.py): ENABLE_ALL's NCHWc layout rewrite changes a QDQ model's arithmetic
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 

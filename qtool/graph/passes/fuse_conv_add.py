@@ -1,4 +1,4 @@
-"""Fuse Conv(x, W[, B]) + t into Conv(x, W, B + t), and Conv(x, W[, B]) · s into Conv(x, W·s, B·s), when t
+"""Fuse Conv(x, W[, B]) + t (or - t) into Conv(x, W, B ± t), and Conv(x, W[, B]) · s into Conv(x, W·s, B·s), when t
 and s are constants per output channel ([1, C, 1, 1], [C, 1, 1] or a scalar): the bias as paddle2onnx 2.x
 writes it, an Add after a bias-less Conv; a BatchNormalization written as a Mul and an Add after the Conv
 (captcha-whisperer's CRNN, 15 times: 26.1 dB held out, 30.5 folded; onnxscript's affine rule takes scalars only).
@@ -46,15 +46,17 @@ def _fusable(conv: ir.Node, graph: ir.Graph) -> tuple[ir.Node, np.ndarray] | Non
     if weight is None or weight.const_value is None or (bias is not None and bias.const_value is None):
         return None
     users = [use.node for use in out.uses()]
-    if len(users) != 1 or out in graph.outputs or users[0].op_type not in ("Add", "Mul") or users[0].domain != "":
+    if len(users) != 1 or out in graph.outputs or users[0].op_type not in ("Add", "Sub", "Mul") or users[0].domain != "":
         return None
     add = users[0]
+    if add.op_type == "Sub" and add.inputs[0] is not out:  # t - Conv(x) negates the Conv: left alone
+        return None
     shift_value = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
     w = weight.const_value
     shift = per_channel(shift_value, w.shape[0], len(w.shape))
     if shift is None or shift.dtype != w.dtype.numpy():
         return None
-    return add, shift
+    return add, -shift if add.op_type == "Sub" else shift
 
 
 class FuseConvAddPass(ir.passes.InPlacePass):
@@ -70,7 +72,7 @@ class FuseConvAddPass(ir.passes.InPlacePass):
             head = node.name or node.outputs[0].name
             weight = node.inputs[1].const_value.numpy()  # type: ignore[union-attr]
             bias = node.inputs[2].const_value.numpy() if len(node.inputs) > 2 and node.inputs[2] is not None else None  # type: ignore[union-attr]
-            if user.op_type == "Add":
+            if user.op_type in ("Add", "Sub"):  # Conv(x) - t came back as + (-t)
                 inputs = [node.inputs[0], node.inputs[1], new_constant(model.graph, f"{head}_bias", (k + (0 if bias is None else bias)).astype(k.dtype))]
             else:
                 values = (weight * k.reshape(-1, *[1] * (weight.ndim - 1))).astype(weight.dtype)

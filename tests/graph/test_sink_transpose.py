@@ -1,0 +1,61 @@
+"""SinkTransposePass: tf2onnx's NHWC BatchNorm after an NCHW Conv (Conv -> Transpose -> Add, Sub, Mul, Add ->
+Relu -> Transpose back) folds into the Conv, the Transposes cancel, and the model computes what it did."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from qtool.graph.convert import normalise
+
+C = 8
+
+
+def nhwc_batchnorm(*, mean_first: bool = False, extra_reader: bool = False, spatial_shift: bool = False) -> onnx.ModelProto:
+    """Conv(3 -> C) -> Transpose(0,2,3,1) -> + bias - mean · scale + beta -> Relu -> Transpose(0,3,1,2) -> Conv."""
+    rng = np.random.default_rng(0)
+    vector = lambda: rng.normal(size=(1, 1, 1, C)).astype(np.float32)  # noqa: E731
+    inits = [numpy_helper.from_array(rng.normal(size=(C, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=(4, C, 1, 1)).astype(np.float32), "w2"),
+             numpy_helper.from_array(vector(), "bias"),
+             numpy_helper.from_array(rng.normal(size=(1, 6, 6, C)).astype(np.float32) if spatial_shift else vector(), "mean"),
+             numpy_helper.from_array(np.abs(vector()) + 0.5, "scale"), numpy_helper.from_array(vector(), "beta")]  # fmt: skip
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("Add", ["t", "bias"], ["a"]),
+             helper.make_node("Sub", ["mean", "a"] if mean_first else ["a", "mean"], ["s"]),
+             helper.make_node("Mul", ["scale", "s"], ["m"]),
+             helper.make_node("Add", ["m", "beta"], ["b"]),
+             helper.make_node("Relu", ["b"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["back"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["back", "w2"], ["y"], name="conv2")]  # fmt: skip
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if extra_reader:
+        outputs.append(helper.make_tensor_value_info("t", TensorProto.FLOAT, None))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])
+    return helper.make_model(helper.make_graph(nodes, "g", [x], outputs, inits), opset_imports=[helper.make_opsetid("", 13)])
+
+
+def run(model: onnx.ModelProto) -> list[np.ndarray]:
+    x = np.random.default_rng(1).normal(size=(1, 3, 6, 6)).astype(np.float32)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+
+def test_an_nhwc_batchnorm_folds_into_its_conv_and_the_transposes_cancel() -> None:
+    model = nhwc_batchnorm()
+    out = normalise(model, {}, "m.onnx")
+    assert [n.op_type for n in out.graph.node] == ["Conv", "Relu", "Conv"]
+    assert out.graph.node[0].name == "conv" and len(out.graph.node[0].input) == 3
+    np.testing.assert_allclose(run(out)[0], run(model)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_what_cannot_fold_still_computes_the_same() -> None:
+    """mean - x negates the Conv, a shift over space is no bias, and a Transpose read twice stays where it is."""
+    for model, left in ((nhwc_batchnorm(mean_first=True), {"Sub", "Mul", "Add"}), (nhwc_batchnorm(spatial_shift=True), {"Sub"}),
+                        (nhwc_batchnorm(extra_reader=True), {"Transpose", "Sub", "Mul", "Add"})):  # fmt: skip
+        out = normalise(model, {}, "m.onnx")
+        assert left <= {n.op_type for n in out.graph.node}
+        for got, want in zip(run(out), run(model), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

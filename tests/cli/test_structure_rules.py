@@ -246,3 +246,31 @@ def test_a_tensor_only_a_loop_body_reads_stays_float_and_onnxruntime_loads_the_m
     load = "import onnxruntime as o, numpy as n; s = o.InferenceSession(%r); s.run(None, {'x': n.ones((1, 4, 3), n.float32)})"
     done = subprocess.run([sys.executable, "-c", load % str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-500:]  # an abort is a signal, not an exception
+
+
+def test_under_ort_cpu_data_movement_between_float_ops_stays_float(tmp_path: Path) -> None:
+    """GRU -> Transpose -> Reshape -> GRU: onnxruntime runs no GRU on integers, so a Q/DQ on what moves between
+    them only rounds (a GRU encoder, arabic-name-romanizer 0.2.0: 42.9 dB, 45.8 without; quantize_static 45.7).
+    The Transpose after the Conv still moves quantized data."""
+    h, rng = helper, np.random.default_rng(0)
+    hidden = 4
+    weights = {"cw": rng.normal(size=(3, 3, 1)), "w1": rng.normal(size=(1, 3 * hidden, 3)),
+               "r1": rng.normal(size=(1, 3 * hidden, hidden)), "w2": rng.normal(size=(1, 3 * hidden, hidden)),
+               "r2": rng.normal(size=(1, 3 * hidden, hidden))}  # fmt: skip
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
+    inits.append(numpy_helper.from_array(np.array([5, 1, hidden], np.int64), "shape"))
+    graph = h.make_graph(
+        [h.make_node("Conv", ["x", "cw"], ["c"]), h.make_node("Transpose", ["c"], ["frames"], perm=[2, 0, 1]),
+         h.make_node("GRU", ["frames", "w1", "r1"], ["y1"], hidden_size=hidden),
+         h.make_node("Transpose", ["y1"], ["y1t"], perm=[0, 2, 1, 3]), h.make_node("Reshape", ["y1t", "shape"], ["moved"]),
+         h.make_node("GRU", ["moved", "w2", "r2"], ["y2"], hidden_size=hidden)], "g",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5])],
+        [h.make_tensor_value_info("y2", TensorProto.FLOAT, [5, 1, 1, hidden])], inits,
+    )  # fmt: skip
+    path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    save_model(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
+    result = run_cli(["quantize", "-i", path, "--input_list", write_samples(tmp_path, onnx.load(str(path)), 4), "-o", out,
+                      "--target", "ort-cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert {"x", "c", "frames"} <= acts.keys() and not {"y1", "y1t", "moved"} & acts.keys()

@@ -144,8 +144,9 @@ def inspect(as_json: bool, **kw: Any) -> None:
     multiple=True,
     default=("stripped", "encodings"),
     show_default=True,
-    help="Repeatable. qdq; qoperator (onnxruntime integer ops); encodings; stripped (float model); "
-    "ranges (stats for quantize --load_stats); fp16; fixpoint (Vitis fix_point per tensor); "
+    help="Repeatable. qdq; qoperator (onnxruntime integer ops); encodings; stripped (the float graph without "
+    "Q/DQ, its weights on their grid points: for re-quantizing with the encodings, not the original float model); "
+    "ranges (stats for quantize --load_stats); fp16 (stripped, in float16); fixpoint (Vitis fix_point per tensor); "
     "matmulnbits (4-bit block MatMuls as onnxruntime MatMulNBits).",
 )
 @click.option(

@@ -4,6 +4,7 @@ mixed_precision_factor: latency of the mixed model divided by the all-8-bit one)
     Conv           MACs = |Y| · Cin/group · kh · kw      = |Y| · prod(W.shape[1:])
     ConvTranspose  MACs = |X| · Cout/group · kh · kw     = |X| · prod(W.shape[1:])  (each input scatters)
     Gemm, MatMul   MACs = |Y| · K                        (K: the reduced dim of A)
+    LSTM, GRU, RNN MACs = steps · batch · (|W| + |R|)    (every gate of every direction, input and recurrence)
 
 |T| is the element count from inferred shapes, a dynamic dim counting as 1, so the numbers are per
 sample; a node whose shapes cannot be inferred is left out. A QDQ model gives the same numbers as
@@ -30,11 +31,15 @@ import onnx
 from qtool.graph.model import tensor_shapes
 
 MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})  # counted, not layers mixed precision raises as a whole
 Shapes = dict[str, tuple[int, ...]]
 
 
 def node_macs(node: onnx.NodeProto, shapes: Shapes) -> int | None:
     """MACs of one node, or None if it is not a counted op or a shape is unknown."""
+    if node.op_type in RECURRENT_OPS and len(node.input) > 2:  # X is [steps, batch, ...] or (layout 1) [batch, steps, ...]
+        x, w, r = (shapes.get(name) for name in node.input[:3])
+        return None if x is None or w is None or r is None else math.prod(x[:2]) * (math.prod(w) + math.prod(r))
     if node.op_type not in MAC_OPS or len(node.input) < 2:
         return None
     x, w, y = shapes.get(node.input[0]), shapes.get(node.input[1]), shapes.get(node.output[0])

@@ -316,7 +316,7 @@ def test_adaround_rounds_matmul_and_gemm_weights_in_either_layout(tmp_path: Path
 
 def test_bias_correction_adds_a_bias_where_a_gemm_has_none_and_skips_matmul(tmp_path: Path) -> None:
     report, quantized = _linear_stack_run(tmp_path, "--apply_algorithms", "bc")
-    assert "corrected 2 layer biases" in report["algorithms"]  # MatMul has no bias input to move
+    assert "corrected 2 layer biases over 16 frames" in report["algorithms"]  # MatMul has no bias input to move
     gemm = next(n for n in quantized.graph.node if n.op_type == "Gemm" and n.output[0] == "h2")
     assert len(gemm.input) == 3 and gemm.input[2]
 

@@ -160,7 +160,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
             if not _set_quantized_bias(qdq, bias, ctx.array(bias), plan):
                 qdq, plan = ctx.quantize(ctx.model, ctx.overrides)  # the bias was new or float
             corrected.add(out)
-    note = f"bc: corrected {len(corrected)} layer biases over {frames} frames x {iterations} sweep(s)"
+    note = f"bc: corrected {len(corrected)} layer biases over {len(feeds)} frames x {iterations} sweep(s)"
     if before is None or not corrected:
         return [note]
     after = ctx.score(qdq, 0)  # type: ignore[misc]

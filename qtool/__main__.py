@@ -7,6 +7,7 @@ signal's number (130, 143, 129). Even an interrupt during the imports is one lin
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from types import FrameType
@@ -25,20 +26,37 @@ def _remember(signum: int, frame: FrameType | None) -> None:
     _pending.append(signum)
 
 
+END_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
+
+
+def _hold_end_signals() -> None:
+    """A finished command exits with its own code: the end signals are ignored from here on. Ignored, not
+    blocked: a blocked signal goes to another thread (onnxruntime's pool), and the interpreter's shutdown
+    restores the default action of every handler but SIG_IGN."""
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to hold
+        for signum in END_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+
 def main() -> None:
     # During the imports a signal is only noted: an exception raised inside a compiled extension's
     # module init (onnx's) aborts the interpreter ("terminate called after throwing ...").
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+    for signum in END_SIGNALS:
         signal.signal(signum, _remember)
     from qtool.cli import main as cli
+    from qtool.io import outputs
 
+    outputs.on_committed = _hold_end_signals
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     if _pending:
         sys.stderr.write("qtool: interrupted; no output written\n")
         sys.exit(128 + _pending[0])
-    cli()
+    try:
+        cli()
+    finally:  # the interpreter's shutdown puts the default handlers back: SIGTERM there killed a finished run
+        _hold_end_signals()
 
 
 if __name__ == "__main__":

@@ -68,14 +68,20 @@ def _loader() -> type:
             return super().compose_node(parent, index)
 
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-            seen: list[Any] = []
+            seen: set[Any] = set()  # a list made 100000 keys a quadratic hour
+            unhashable: list[Any] = []  # YAML allows a list as a key; the mapping refuses it later
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=True)
-                if key in seen:  # YAML keeps the last silently: which value did the user mean?
+                try:
+                    twice = key in seen
+                    seen.add(key)
+                except TypeError:
+                    twice = key in unhashable
+                    unhashable.append(key)
+                if twice:  # YAML keeps the last silently: which value did the user mean?
                     raise yaml.constructor.ConstructorError(
                         None, None, f"key {key!r} is given twice", key_node.start_mark
                     )
-                seen.append(key)
             return super().construct_mapping(node, deep)
 
     return _SafeLoaderWithoutAliases
@@ -90,8 +96,14 @@ def load_yaml(path: Path) -> Any:
         return yaml.load(text, Loader=_loader())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"not valid YAML: {getattr(e, 'problem', e)}", where=f"{path}{line}") from e
+        if mark is not None:
+            line = f":{mark.line + 1}"
+        elif isinstance(getattr(e, "position", None), int):  # a ReaderError (a control character) has an offset
+            line = f":{text.count(chr(10), 0, e.position) + 1}"  # type: ignore[attr-defined]
+        else:
+            line = ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]  # one line: a ReaderError's text has two
+        raise UsageError(f"not valid YAML: {problem}", where=f"{path}{line}") from e
     except RecursionError as e:
         raise UsageError("YAML nested too deep", where=str(path)) from e
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as e:

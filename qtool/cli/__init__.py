@@ -17,6 +17,7 @@ from qtool.cli.options import (
     NonEmptyPath,
     PathType,
     QtoolGroup,
+    Threads,
     common,
     config_options,
     emit,
@@ -118,7 +119,7 @@ def quantize(as_json: bool, **kw: Any) -> None:
 )
 @click.option("--html", type=PathType, help="Also write the report as one self-contained HTML file.")
 @click.option("--use_native_input_files", is_flag=True, help="Raw files hold the inputs' own dtype.")
-@click.option("--num_threads", type=click.IntRange(min=0), default=0, help="onnxruntime threads (0: all cores).")
+@click.option("--num_threads", type=Threads, default=0, help="onnxruntime threads (0: all cores).")
 @common
 def inspect(as_json: bool, **kw: Any) -> None:
     """Facts and quantization lints for MODEL; with --reference, its drift from the float model per output and layer."""

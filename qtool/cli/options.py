@@ -28,10 +28,21 @@ class NonEmptyPath(click.Path):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and not value.strip():
             self.fail("empty path", param, ctx)
+        if isinstance(value, str) and "\0" in value:  # a config file's string can hold one; no file name can
+            self.fail(f"{value[:160]!r} has a NUL byte", param, ctx)
         return super().convert(value, param, ctx)
 
 
 PathType = NonEmptyPath(path_type=Path, dir_okay=False)
+
+# Bounds on numbers a flag or config passes on to onnxruntime, numpy or protobuf, which fail past them with an
+# overflow of their own (an internal error): itertools.islice past sys.maxsize, onnxruntime's thread pool
+# (bad_alloc at 1e9 threads, reported as the model failing to load), a dim past int64.
+MAX_COUNT = 2**31 - 1  # samples, batch sizes
+MAX_THREADS = 1024
+MAX_DIM = 2**31 - 1
+Count = click.IntRange(min=0, max=MAX_COUNT)
+Threads = click.IntRange(min=0, max=MAX_THREADS)
 
 
 class QtoolGroup(click.Group):
@@ -98,8 +109,8 @@ def input_dims(
             parsed = tuple(int(d) for d in text.replace("x", ",").split(","))
         except ValueError:
             raise click.BadParameter(f"{name} {text!r}: DIMS must be integers like 1,3,224,224") from None
-        if any(d <= 0 for d in parsed):
-            raise click.BadParameter(f"{name} {text!r}: every dim must be positive")
+        if any(d <= 0 or d > MAX_DIM for d in parsed):
+            raise click.BadParameter(f"{name} {text[:80]!r}: every dim must be in 1..{MAX_DIM}")
         dims[name] = parsed
     return dims
 

@@ -6,7 +6,18 @@ from collections.abc import Callable
 
 import click
 
-from qtool.cli.options import Choice, FiniteFloat, PathType, input_dims, input_value_option, int_choice, to_int
+from qtool.cli.options import (
+    MAX_COUNT,
+    Choice,
+    Count,
+    FiniteFloat,
+    PathType,
+    Threads,
+    input_dims,
+    input_value_option,
+    int_choice,
+    to_int,
+)
 from qtool.config import ACT_CALIBRATIONS, CALIBRATIONS, LEGACY_QUANTIZERS, SCHEMAS
 from qtool.io.encodings import FORMATS
 from qtool.quant.algorithms import ALGORITHM_NAMES
@@ -162,7 +173,7 @@ def quantize_options(func: Callable) -> Callable:
             help="Layout of the encodings JSON written.",
         ),
         click.option(
-            "--num_threads", type=click.IntRange(min=0), default=0, help="onnxruntime threads (0: all cores)."
+            "--num_threads", type=Threads, default=0, help="onnxruntime threads (0: all cores)."
         ),
         click.option(
             "--float_bitwidth",
@@ -175,7 +186,7 @@ def quantize_options(func: Callable) -> Callable:
         ),
         click.option(
             "--calib_batch_size",
-            type=click.IntRange(min=1),
+            type=click.IntRange(min=1, max=MAX_COUNT),
             default=1,
             show_default=True,
             help="Samples per inference during calibration, where the model allows a batch.",
@@ -261,7 +272,7 @@ def quantize_options(func: Callable) -> Callable:
         ),
         click.option(
             "--evaluate_samples",
-            type=click.IntRange(min=0),
+            type=Count,
             default=64,
             show_default=True,
             help="Samples (of --eval_list, else --input_list) on which the report measures drift (0: none).",

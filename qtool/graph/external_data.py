@@ -83,6 +83,8 @@ def _resolved(tensor: onnx.TensorProto, root: Path, where: str) -> Path:
     location = fields(tensor).get("location", "")
     if not location or Path(location).is_absolute() or Path(location).drive:
         raise ModelError(f"tensor {tensor.name!r}: external data location {location!r} is not relative", where=where)
+    if "\0" in location:  # no file has such a name: os.path raises ValueError on it
+        raise ModelError(f"tensor {tensor.name!r}: external data location {location[:160]!r} has a NUL byte", where=where)
     resolved = Path(os.path.realpath(root / location))
     if not resolved.is_relative_to(root):
         raise ModelError(

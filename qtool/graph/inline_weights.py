@@ -62,6 +62,19 @@ def skeleton(path: str | os.PathLike[str], min_bytes: int) -> Skeleton | None:
     return Skeleton(encoded, walk.spans, walk.initializers)
 
 
+def is_message(path: str | os.PathLike[str]) -> bool:
+    """The file's top level parses as protobuf fields (tags, wire types, lengths within the file), its values
+    skipped: what a file of zeros or noise fails within its first bytes, without reading the rest."""
+    with open(path, "rb") as f:
+        walk = _Walk(f, 0)
+        try:
+            for _ in walk._fields(0, os.fstat(f.fileno()).st_size):
+                pass
+        except _Unexpected:
+            return False
+    return True
+
+
 def read_in_place(model: onnx.ModelProto, found: Skeleton, path: str) -> None:
     """Point each initializer the walk took raw_data from at its bytes in the file `path` (absolute): a
     lazy weight. As a whole parse would have it, external data a tensor names wins over its raw_data

@@ -47,8 +47,10 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
     p = Path(path)
     size = check_regular(p, "model file").st_size
     in_place = size >= env_bytes(SPILL_ENV, SPILL_BYTES) and _is_binary(p)
+    found = inline_weights.skeleton(p, external_data.LAZY_BYTES) if in_place else None
+    if in_place and found is None and not inline_weights.is_message(p):  # else onnx.load reads all of it to say so
+        raise ModelError("not an ONNX model (not a protobuf message)", where=str(p))
     try:
-        found = inline_weights.skeleton(p, external_data.LAZY_BYTES) if in_place else None
         model = onnx.load_model_from_string(found.encoded) if found else onnx.load(str(p), load_external_data=False)
         if found and len(model.graph.initializer) != found.initializers:  # the walk misread it: parse it whole
             found, model = None, onnx.load(str(p), load_external_data=False)

@@ -22,7 +22,7 @@ import os
 import signal
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -100,7 +100,7 @@ class Transaction:
             return
         try:
             identity = _identity(os.stat(path))
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte in the name
             return  # a missing input is reported by whoever reads it
         self._inputs.setdefault(identity, flag)
         if identity in self._existing:  # an input_list can name thousands of files: one lookup each
@@ -182,6 +182,7 @@ class Transaction:
             os.replace(tmp, target)
         self._staged.clear()
         self._created.clear()
+        on_committed()
 
     def abort(self) -> None:
         """Remove every temporary, every output already renamed and every folder created."""
@@ -198,6 +199,16 @@ class Transaction:
                 with contextlib.suppress(OSError):
                     folder.rmdir()
             self._created.clear()
+
+
+def _nothing() -> None:
+    pass
+
+
+# Called once every output of a command is in place. The command-line entry point blocks the end signals then
+# (qtool/__main__.py): past that point a signal could only make a finished run exit as an interrupted one (130,
+# or killed by SIGTERM in the interpreter's shutdown, every output written). A library caller keeps its signals.
+on_committed: Callable[[], None] = _nothing
 
 
 @contextlib.contextmanager

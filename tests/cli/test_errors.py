@@ -141,7 +141,8 @@ def test_a_bug_or_ctrl_c_is_one_line_not_a_traceback(monkeypatch, tmp_path: Path
             run_cli([*args, "-v"])
 
 
-@pytest.mark.parametrize(("dims", "why"), [("1,a,8,8", "DIMS must be integers"), ("1,0,8,8", "must be positive")])
+@pytest.mark.parametrize(("dims", "why"), [("1,a,8,8", "DIMS must be integers"), ("1,0,8,8", "every dim must be in 1..2147483647"),
+                                          ("1,1,8,99999999999999999999", "every dim must be in 1..2147483647")])
 def test_malformed_input_dim_is_a_usage_error(tmp_path: Path, dims: str, why: str) -> None:
     out = tmp_path / "m.conv.onnx"
     result = run_cli(["convert", "-i", SAMPLES / "digits_cnn.onnx", "-o", out, "--input_dim", "image", dims])
@@ -165,6 +166,8 @@ def test_a_model_the_checker_rejects_is_one_line_naming_the_file(tmp_path: Path)
     [
         ("act_bitwidth: [8, 16\n", "config.yaml:2: not valid YAML"),
         ("- act_bitwidth\n- 16\n", "config.yaml: a config file must be a mapping"),
+        ("weights_bitwidth: 8\nact_bitwidth: 8\x01\n", "config.yaml:2: not valid YAML: unacceptable character #x0001"),
+        ("[a, b]: 1\n", "config.yaml:1: not valid YAML"),
         (None, "config.yaml: config file not found"),
     ],
 )
@@ -175,7 +178,7 @@ def test_a_broken_config_file_is_a_usage_error_naming_it(tmp_path: Path, text: s
     tiny = save_model(conv_bn_model(), tmp_path / "tiny.onnx")
     result = run_cli(["quantize", "-i", tiny, "-o", out, "--enable_float_fallback", "--config", config])
     assert result.exit_code == 2 and why in result.stderr and "--config" in result.stderr
-    assert "Traceback" not in result.output and not out.parent.exists()
+    assert "Traceback" not in result.output and not out.parent.exists() and len(result.stderr.splitlines()) == 1
 
 
 def test_a_library_warning_with_a_traceback_does_not_reach_the_user(tmp_path: Path) -> None:
@@ -281,3 +284,13 @@ def test_a_run_that_fails_after_earlier_samples_ran_names_the_line(tmp_path: Pat
     assert result.exit_code == 3
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"qtool: error: {tmp_path / 'list.txt'}:3: inference failed") and not out.parent.exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--evaluate_samples", "9223372036854775808"), ("--num_threads", "1000000000"),
+                                         ("--calib_batch_size", "100000000000000000000")])  # fmt: skip
+def test_a_count_past_what_onnxruntime_or_python_takes_is_a_usage_error(tmp_path: Path, flag: str, value: str) -> None:
+    """Each was an internal error (islice past sys.maxsize, onnxruntime's TypeError) or blamed the model
+    (1e9 threads: "onnxruntime cannot load it: std::bad_alloc")."""
+    tiny = save_model(conv_bn_model(), tmp_path / "tiny.onnx")
+    result = run_cli(["quantize", "-i", tiny, "-o", tmp_path / "q.onnx", "--enable_float_fallback", flag, value])
+    assert result.exit_code == 2 and f"Invalid value for '{flag}'" in result.stderr and "is not in the range" in result.stderr

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,25 @@ def test_a_failed_command_removes_the_folders_it_made(tmp_path: Path) -> None:
         outputs.write_text(tmp_path / "new" / "deeper" / "a.txt", "A")
         raise QtoolError("later step failed")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_outputs_are_in_place_does_not_fail_the_run(ws: Workspace, signum: str) -> None:
+    """Every output renamed into place, then the signal (as a Ctrl-C a few ms late would come): the run ends with
+    its own exit code, not 130 or death by SIGTERM in the interpreter's shutdown with every output written."""
+    script = (
+        "import os, signal, sys\n"
+        "import qtool.__main__ as entry\n"
+        "from qtool.io import outputs\n"
+        "real = entry._hold_end_signals\n"
+        "def late():\n"
+        "    real()\n"
+        f"    os.kill(os.getpid(), signal.{signum})\n"
+        "entry._hold_end_signals = late\n"
+        "sys.argv = ['qtool', *sys.argv[1:]]\n"
+        "entry.main()\n"
+    )
+    args = ["quantize", "-i", ws.model, "--input_list", ws.listing, "-o", ws.out]
+    result = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert ws.out.exists() and ws.out.with_suffix(".encodings.json").exists() and "interrupted" not in result.stderr

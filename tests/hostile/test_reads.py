@@ -138,7 +138,7 @@ def test_external_data_outside_the_models_folder_is_refused(tmp_path: Path) -> N
     secret = tmp_path / "secret.bin"
     secret.write_bytes(np.ones(weight.dims, np.float32).tobytes())
     (ws.root / "inside.bin").symlink_to(secret)
-    for location in ["../secret.bin", str(secret), "inside.bin"]:
+    for location in ["../secret.bin", str(secret), "inside.bin", "in\0side.bin"]:
         weight.ClearField("raw_data")
         del weight.float_data[:]
         weight.data_location = onnx.TensorProto.EXTERNAL
@@ -146,8 +146,8 @@ def test_external_data_outside_the_models_folder_is_refused(tmp_path: Path) -> N
         weight.external_data.add(key="location", value=location)
         onnx.save(model, str(ws.model))
         before = ws.snapshot()
-        assert_refused(ws, before, ws.quantize("-o", ws.out), 3, "model.onnx", "outside the model's folder"
-                       if location != str(secret) else "is not relative")  # fmt: skip
+        why = {str(secret): "is not relative", "in\0side.bin": "has a NUL byte"}.get(location, "outside the model's folder")
+        assert_refused(ws, before, ws.quantize("-o", ws.out), 3, "model.onnx", why)
 
 
 def test_external_data_inside_the_folder_loads(ws: Workspace) -> None:

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
+from qtool.errors import ModelError
 from qtool.graph import external_data
 from qtool.graph import model as gm
-from qtool.graph.inline_weights import read_in_place, skeleton
+from qtool.graph.inline_weights import is_message, read_in_place, skeleton
 from qtool.graph.protobuf_wire import key
 
 
@@ -165,3 +167,17 @@ def test_external_data_a_tensor_names_wins_over_its_raw_data(tmp_path) -> None:
     parsed = onnx.ModelProto.FromString(found.encoded)
     read_in_place(parsed, found, str(path))
     assert not parsed.graph.initializer[0].external_data and not parsed.graph.initializer[0].raw_data
+
+
+def test_a_large_file_that_is_no_protobuf_message_is_refused_before_a_whole_parse(tmp_path, monkeypatch) -> None:
+    """A 2 GB sparse file given as a model was parsed whole by onnx.load to say so (2.16 GB, 12 s)."""
+    monkeypatch.setenv(gm.SPILL_ENV, "1")
+    zeros, noise = tmp_path / "zeros.onnx", tmp_path / "noise.onnx"
+    with zeros.open("wb") as f:
+        f.truncate(1 << 20)
+    noise.write_bytes(bytes([0xFF]) * 64)  # a tag whose varint never ends
+    for path in (zeros, noise):
+        assert not is_message(path)
+        with pytest.raises(ModelError, match="not a protobuf message"):
+            gm.load(path)
+    assert is_message(_inline_model(tmp_path))

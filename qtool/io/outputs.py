@@ -205,7 +205,7 @@ def _nothing() -> None:
     pass
 
 
-# Called once every output of a command is in place. The command-line entry point blocks the end signals then
+# Called once every output of a command is in place. The command-line entry point ignores the end signals then
 # (qtool/__main__.py): past that point a signal could only make a finished run exit as an interrupted one (130,
 # or killed by SIGTERM in the interpreter's shutdown, every output written). A library caller keeps its signals.
 on_committed: Callable[[], None] = _nothing

@@ -90,8 +90,10 @@ def _resolved(tensor: onnx.TensorProto, root: Path, where: str) -> Path:
         raise ModelError(
             f"tensor {tensor.name!r}: external data location {location!r} leads outside the model's folder", where=where
         )
-    if not resolved.is_file():
+    if not resolved.exists():
         raise ModelError(f"tensor {tensor.name!r}: external data file {location!r} not found", where=where)
+    if not resolved.is_file():  # a FIFO or a device would block or never end
+        raise ModelError(f"tensor {tensor.name!r}: external data file {location!r} is not a regular file", where=where)
     return resolved
 
 

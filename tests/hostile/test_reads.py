@@ -150,6 +150,16 @@ def test_external_data_outside_the_models_folder_is_refused(tmp_path: Path) -> N
         assert_refused(ws, before, ws.quantize("-o", ws.out), 3, "model.onnx", why)
 
 
+def test_external_data_that_is_a_fifo_is_named_as_such_and_never_read(ws: Workspace) -> None:
+    model = onnx.load(str(ws.model))
+    onnx.save(model, str(ws.model), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    (ws.root / "weights.bin").unlink()
+    os.mkfifo(ws.root / "weights.bin")
+    before = ws.snapshot()
+    result = qtool_process("quantize", "-i", ws.model, "--input_list", ws.listing, "-o", ws.out, timeout=60)
+    assert_refused(ws, before, result, 3, "model.onnx", "'weights.bin' is not a regular file")
+
+
 def test_external_data_inside_the_folder_loads(ws: Workspace) -> None:
     model = onnx.load(str(ws.model))
     onnx.save(model, str(ws.model), save_as_external_data=True, location="weights.bin", size_threshold=0)

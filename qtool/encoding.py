@@ -145,6 +145,12 @@ class Encoding:
         np.clip(q, self.qmin, self.qmax, out=q)
         return q.astype(np.int64).reshape(x.shape)
 
+    def holds(self, x: np.ndarray) -> bool:
+        """Every value of x rounds onto the grid without clipping."""
+        view, scale, zp = self._on_grid(np.asarray(x))
+        q = np.rint(np.asarray(view / scale, dtype=np.float64)) + zp
+        return bool(np.all((q >= self.qmin) & (q <= self.qmax)))
+
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         q = np.asarray(q, dtype=np.int64)
         view, scale, zp = self._on_grid(q)

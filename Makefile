@@ -259,7 +259,16 @@ OUT := build/demo
 # 16901 -> 16935: inspect lints a negative lobe (a SiLU's dip) that the grid rounds to zero (YOLOv8: nudenet's first SiLU)
 # 16935 -> 17002: a SiLU / HardSwish / GELU output whose grid step is deeper than its dip: linted on a quantized
 #   model (rounded-dip) and named by the quality warning, which the per-layer ranking blamed layers later
-LINE_BUDGET := 17002
+# 17002 -> 17027: per-channel 4-bit weight ranges searched once per weight (remembered), in cache-sized chunks
+# 17027 -> 17032: a QDQ model's float arithmetic runs at ENABLE_EXTENDED (the graph as written, no NCHWc rewrite)
+# 17032 -> 17128: convert sinks a Conv's layout Transpose past elementwise ops (tf2onnx's NHWC BatchNorm folds)
+# 17128 -> 17138: ort-cpu's data movers between float ops stay float; inspect counts recurrent MACs
+# 17138 -> 17221: hostile input: no whole read of a non-model, bounded counts and dims, NUL bytes, no failed
+#   exit after every output is in place, a linear duplicate-key check
+# 17221 -> 17266: bc scores the model it writes; input-range only for gridded inputs; a Conv1D's Squeeze sinks too
+# 17266 -> 17527: hostile input: override axes, symmetry flags and duplicates, convert's channel counts, stats
+#   numbers and input_list directives checked; a 3M-line input_list in 132 MB, not 1.9 GB; user text quoted short
+LINE_BUDGET := 17527
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -14,7 +14,10 @@ from qtool.graph import model as gm
 from qtool.graph.convert import branch_inputs, corrected_outputs, normalise
 from qtool.inspect import compare
 from qtool.io import encodings as encio
-from qtool.io.files import read_text
+from qtool.io.files import quoted, read_text
+from qtool.io.input_list import InputList
+from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.overrides import check_stated_axes
 from qtool.quant.rules import INTEGER_OPS
 from qtool.report import Table
 
@@ -27,19 +30,39 @@ def encodings_path(model_path: Path) -> Path:
 
 
 def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, where: str) -> encio.Encodings:
-    """Every name must be a tensor of the graph; entries are re-sorted into activations and params
-    by what the graph says (AIMET 2.0.0 files have one list; hand-written files misplace weights)."""
+    """Every name must be a tensor of the graph, and every per-channel axis the file states one the plan
+    honours; entries are re-sorted into activations and params by what the graph says (AIMET 2.0.0 files
+    have one list; hand-written files misplace weights)."""
     known = gm.tensor_names(model)
     for name in sorted(overrides.all()):
         if name not in known:
             raise DataError(
-                f"names tensor {name!r}, which the graph does not have", where=where, hint=did_you_mean(name, known)
+                f"names tensor {quoted(name)}, which the graph does not have", where=where, hint=did_you_mean(name, known)
             )
+    if overrides.stated_axes:
+        check_stated_axes(GraphFacts.of(model), overrides.stated_axes, where)
     params = gm.initializer_names(model)
     every = overrides.all()
     return encio.Encodings(
         {n: e for n, e in every.items() if n not in params}, {n: e for n, e in every.items() if n in params}
     )
+
+
+def check_output_names(input_list: InputList, model: onnx.ModelProto) -> None:
+    """A `#` directive names layers (nodes), a `%` one tensors, whose outputs the list asks for: a name the model
+    does not have is a typo that would otherwise pass without a word."""
+    layers = {node.name for node in model.graph.node if node.name}
+    tensors = gm.tensor_names(model)
+    for kind, names, known, what in (("#", input_list.output_layers, layers, "layer (node)"),
+                                     ("%", input_list.output_tensors, tensors, "tensor")):  # fmt: skip
+        for name in names:
+            if name not in known:
+                line = input_list.directive_lines.get(kind + name)
+                raise DataError(
+                    f"output directive '{kind}' names {what} {quoted(name)}, which the model does not have",
+                    where=f"{input_list.path}:{line}" if line else str(input_list.path),
+                    hint=did_you_mean(name, known),
+                )
 
 
 def restore_standard_ops(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
@@ -124,7 +147,7 @@ def read_labels(path: Path) -> list[int]:
             try:
                 labels.append(int(line.split()[0]))
             except ValueError as e:
-                raise DataError(f"label {line.split()[0]!r} is not an integer", where=f"{path}:{lineno}") from e
+                raise DataError(f"label {quoted(line.split()[0])} is not an integer", where=f"{path}:{lineno}") from e
     return labels
 
 

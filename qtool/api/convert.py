@@ -16,6 +16,8 @@ from qtool.graph.float16 import to_float16
 from qtool.io import encodings as encio
 from qtool.io import outputs
 from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.overrides import checked_overrides
+from qtool.quant.plan import PlanOptions, build_plan
 from qtool.quant.qdq_read import read_qdq
 from qtool.quant.rules import rule_for, weight_axis
 from qtool.report import Report
@@ -68,6 +70,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     if o.quantization_overrides is not None:
         given = encio.read_encodings(o.quantization_overrides)
         given = check_override_names(given, model, str(o.quantization_overrides))
+        check_as_quantize_will(model, given)
         overrides = encio.Encodings(
             {**overrides.activations, **given.activations}, {**overrides.params, **given.params}
         )
@@ -92,6 +95,14 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     if wrong:
         facts["declared shapes corrected"] = ", ".join(f"{n} {d} -> {c}" for n, (d, c) in wrong.items())
     return Report("qtool convert", facts)
+
+
+def check_as_quantize_will(model: onnx.ModelProto, overrides: encio.Encodings) -> None:
+    """Refuse overrides that quantize would refuse when it meets them in its plan (a per-channel count that is
+    not the weight's, a per-block shape, an unmatched INT32 override): carried in the metadata they would pass
+    convert and fail a command later. The plan of the overrides alone, as under --enable_float_fallback."""
+    facts = GraphFacts.of(model)
+    build_plan(facts, {}, checked_overrides(facts, overrides), PlanOptions(fill_gaps=False))
 
 
 def check_imported_axes(model: onnx.ModelProto, found: encio.Encodings, where: str) -> None:

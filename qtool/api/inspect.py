@@ -8,7 +8,7 @@ import tempfile
 import onnx
 
 from qtool import runtime
-from qtool.api.common import EVALUATED_ON, drift_table, read_labels
+from qtool.api.common import EVALUATED_ON, check_output_names, drift_table, read_labels
 from qtool.config import InspectOptions
 from qtool.errors import DataError, UsageError
 from qtool.graph import external_data
@@ -49,6 +49,7 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
         tx.add_inputs(f"a file of {o.input_list}", input_list.files())
         specs = gm.input_specs(model)
         check_bindings(input_list, specs)
+        check_output_names(input_list, model)
         labels = _checked_labels(o, input_list)
         ctx.stats = lint_data.collect_stats(
             ctx.model, iter_samples(input_list, specs, o.use_native_input_files), o.num_threads, len(input_list.samples)

@@ -16,7 +16,14 @@ import onnx
 
 from qtool import runtime
 from qtool.api.auto_calibration import choose_calibration
-from qtool.api.common import EVALUATED_ON, check_override_names, converted, drift_table, encodings_path
+from qtool.api.common import (
+    EVALUATED_ON,
+    check_output_names,
+    check_override_names,
+    converted,
+    drift_table,
+    encodings_path,
+)
 from qtool.api.mixed import finish_mixed, mixed_overrides_path, run_mixed_precision
 from qtool.api.mixed_evaluator import spread
 from qtool.config import QuantizeOptions
@@ -350,6 +357,7 @@ def _quantize(
     for listing in (input_list, eval_list):
         if listing is not None:
             tx.add_inputs(f"a file of {listing.path}", listing.files())
+            check_output_names(listing, reference)
     if eval_list is not None and eval_list is not input_list:  # fail before hours of calibration
         check_bindings(eval_list, gm.input_specs(reference))
     # the algorithms and mixed precision change the float weights of a working copy; without them

@@ -19,6 +19,7 @@ from qtool.config import (
     read_config,
 )
 from qtool.errors import Interrupted, QtoolError, UsageError, did_you_mean
+from qtool.io.files import quoted
 from qtool.report import Report
 
 
@@ -29,7 +30,7 @@ class NonEmptyPath(click.Path):
         if isinstance(value, str) and not value.strip():
             self.fail("empty path", param, ctx)
         if isinstance(value, str) and "\0" in value:  # a config file's string can hold one; no file name can
-            self.fail(f"{value[:160]!r} has a NUL byte", param, ctx)
+            self.fail(f"{quoted(value)} has a NUL byte", param, ctx)
         return super().convert(value, param, ctx)
 
 

@@ -35,6 +35,7 @@ from qtool.graph.lazy_weights import (  # re-exported: callers reach a tensor's 
     release,
     span,
 )
+from qtool.io.files import clipped, quoted
 
 __all__ = ["array", "checkable", "forget", "is_lazy", "lazy", "materialized", "on_disk", "release"]
 
@@ -84,7 +85,7 @@ def _resolved(tensor: onnx.TensorProto, root: Path, where: str) -> Path:
     if not location or Path(location).is_absolute() or Path(location).drive:
         raise ModelError(f"tensor {tensor.name!r}: external data location {location!r} is not relative", where=where)
     if "\0" in location:  # no file has such a name: os.path raises ValueError on it
-        raise ModelError(f"tensor {tensor.name!r}: external data location {location[:160]!r} has a NUL byte", where=where)
+        raise ModelError(f"tensor {tensor.name!r}: external data location {quoted(location)} has a NUL byte", where=where)
     resolved = Path(os.path.realpath(root / location))
     if not resolved.is_relative_to(root):
         raise ModelError(
@@ -115,7 +116,7 @@ def load(model: onnx.ModelProto, folder: Path, where: str) -> list[Path]:
         try:
             external_data_helper.load_external_data_for_tensor(tensor, str(root))
         except Exception as e:  # onnx raises ValueError/OSError/its own checker errors for bad offsets
-            raise ModelError(f"cannot read external data: {str(e).splitlines()[0][:160]}", where=where) from e
+            raise ModelError(f"cannot read external data: {clipped(str(e).splitlines()[0])}", where=where) from e
     return checked
 
 

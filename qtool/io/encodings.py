@@ -25,7 +25,7 @@ from qtool.encoding import Encoding
 from qtool.errors import DataError, UsageError
 from qtool.io import encodings_blocks, encodings_v2
 from qtool.io.encodings_v2 import finite_number, shown
-from qtool.io.files import load_json, read_text
+from qtool.io.files import load_json, quoted, read_text
 
 FORMATS = ("legacy", "1.0.0", encodings_v2.VERSION)
 
@@ -36,6 +36,9 @@ class Encodings:
 
     activations: dict[str, Encoding] = field(default_factory=dict)
     params: dict[str, Encoding] = field(default_factory=dict)
+    # per-channel axes a 2.0.0 file states; 1.0.0 and 0.6.1 have none (their channel is the output channel),
+    # so an axis there is a placeholder the plan replaces, while a stated one must be checked against the graph
+    stated_axes: dict[str, int] = field(default_factory=dict, compare=False)
 
     def all(self) -> dict[str, Encoding]:
         return {**self.activations, **self.params}
@@ -44,8 +47,19 @@ class Encodings:
         return len(self.activations) + len(self.params)
 
 
-def _bool(value: Any) -> bool:
-    return value in (True, "True", "true", 1)
+SYMMETRY_SPELLINGS = ("True", "False", "true", "false")  # AIMET writes strings (0.6.1) or JSON booleans (1.0.0)
+
+
+def _symmetric(entry: dict, key: str, where: str) -> bool:
+    """`entry[key]` (is_symmetric, is_sym) as AIMET writes it; absent means asymmetric. Anything else ("yes",
+    null, 1) is refused: read as False it silently quantized a tensor the file meant symmetric."""
+    value = entry.get(key, False)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value in SYMMETRY_SPELLINGS:
+        return value.lower() == "true"
+    raise DataError(f"'{key}' must be true or false (a JSON boolean or \"True\"/\"False\"), got {shown(value)}",
+                    where=where)  # fmt: skip
 
 
 def _number(entry: dict, key: str, where: str) -> float:
@@ -71,7 +85,7 @@ def _bitwidth(entry: dict, dtype: str, where: str) -> int:
 def _dtype(entry: dict, where: str) -> str:
     dtype = str(entry.get("dtype", "int")).lower()
     if dtype not in ("int", "float"):
-        raise DataError(f"dtype {entry.get('dtype')!r} must be 'int' or 'float'", where=where)
+        raise DataError(f"dtype {shown(entry.get('dtype'))} must be 'int' or 'float'", where=where)
     return dtype
 
 
@@ -94,9 +108,9 @@ def _legacy_channel(entry: Any, where: str) -> tuple[str, int, bool, float | Non
         lo = offset * scale
         if not math.isfinite(lo + scale * (2**bw - 1)):
             raise DataError("scale and offset span a range that is not a finite number", where=where)  # AIMET: min = offset * scale, max = min + scale * (2^bw - 1)
-        return dtype, bw, _bool(entry.get("is_symmetric")), lo, lo + scale * (2**bw - 1)
+        return dtype, bw, _symmetric(entry, "is_symmetric", where), lo, lo + scale * (2**bw - 1)
     if dtype == "float" or not any(has):
-        return dtype, bw, _bool(entry.get("is_symmetric")), None, None
+        return dtype, bw, _symmetric(entry, "is_symmetric", where), None, None
     if not all(has):
         raise DataError(f"missing '{'max' if has[0] else 'min'}' (bitwidth, min and max are required)", where=where)
     lo, hi = _number(entry, "min", where), _number(entry, "max", where)
@@ -104,31 +118,31 @@ def _legacy_channel(entry: Any, where: str) -> tuple[str, int, bool, float | Non
         raise DataError(f"min {lo} is greater than max {hi}", where=where)
     if not math.isfinite(hi - lo):
         raise DataError(f"range [{lo}, {hi}] is too wide: its width is not a finite number", where=where)
-    return dtype, bw, _bool(entry.get("is_symmetric")), lo, hi
+    return dtype, bw, _symmetric(entry, "is_symmetric", where), lo, hi
 
 
 def _from_legacy_list(name: str, entries: Any, where: str, weight: bool = True) -> Encoding:
     """One tensor's 0.6.1 entries; a weight's per-channel entries are symmetric whatever they say (AIMET writes
     them so), an activation's (the residual stream's, quant/residual.py) keep their schema."""
     if not isinstance(entries, list) or not entries:
-        raise DataError("must be a non-empty list of encodings", where=f"{where}: {name!r}")
-    channels = [_legacy_channel(e, f"{where}: {name!r}[{i}]") for i, e in enumerate(entries)]
+        raise DataError("must be a non-empty list of encodings", where=f"{where}: {quoted(name)}")
+    channels = [_legacy_channel(e, f"{where}: {quoted(name)}[{i}]") for i, e in enumerate(entries)]
     dtypes, bws, syms = {c[0] for c in channels}, {c[1] for c in channels}, {c[2] for c in channels}
     if len(dtypes) > 1 or len(bws) > 1 or len(syms) > 1:
-        raise DataError("per-channel entries must share dtype, bitwidth and is_symmetric", where=f"{where}: {name!r}")
+        raise DataError("per-channel entries must share dtype, bitwidth and is_symmetric", where=f"{where}: {quoted(name)}")
     dtype, bw, sym = channels[0][:3]
     if dtype == "float":
         return enc.float_encoding(bw)
     if any(c[3] is None for c in channels):
         if len(channels) > 1:
-            raise DataError("per-channel encodings need min and max", where=f"{where}: {name!r}")
+            raise DataError("per-channel encodings need min and max", where=f"{where}: {quoted(name)}")
         return Encoding(bitwidth=bw, is_symmetric=sym)
     lo = [c[3] for c in channels]
     hi = [c[4] for c in channels]
     with np.errstate(all="ignore"):
         made = min_max_encoding(lo, hi, bw, symmetric=sym or (weight and len(channels) > 1))
     if not np.isfinite([*made.scale, *made.min, *made.max]).all():
-        raise DataError("the range is too wide to quantize: its scale is not a finite number", where=f"{where}: {name!r}")
+        raise DataError("the range is too wide to quantize: its scale is not a finite number", where=f"{where}: {quoted(name)}")
     return made
 
 
@@ -146,13 +160,13 @@ def _from_v1_entry(entry: Any, where: str) -> tuple[str, Encoding]:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise DataError("each 1.0.0 encoding must be an object with a 'name'", where=where)
     name = entry["name"]
-    where = f"{where}: {name!r}"
+    where = f"{where}: {quoted(name)}"
     dtype = _dtype(entry, where)
     bw = _bitwidth(entry, dtype, where)
     if dtype == "float":
         return name, enc.float_encoding(bw)
     if "scale" not in entry and "offset" not in entry:  # a precision request, as a 0.6.1 entry without min/max
-        return name, Encoding(bitwidth=bw, is_symmetric=_bool(entry.get("is_sym")))
+        return name, Encoding(bitwidth=bw, is_symmetric=_symmetric(entry, "is_sym", where))
     scale, offset = entry.get("scale"), entry.get("offset")
     if not isinstance(scale, list) or not isinstance(offset, list) or len(scale) != len(offset) or not scale:
         raise DataError("needs equal-length non-empty 'scale' and 'offset' lists", where=where)
@@ -172,7 +186,7 @@ def _from_v1_entry(entry: Any, where: str) -> tuple[str, Encoding]:
         raise DataError(f"enc_type {shown(entry.get('enc_type'))} is not PER_TENSOR, PER_CHANNEL, PER_BLOCK or LPBQ "
                         "(block_size needs PER_BLOCK or LPBQ)", where=where)  # fmt: skip
     axis = 0 if len(scale) > 1 else None
-    return name, enc.from_scale_offset(scale, offset, bw, symmetric=_bool(entry.get("is_sym")), axis=axis)
+    return name, enc.from_scale_offset(scale, offset, bw, symmetric=_symmetric(entry, "is_sym", where), axis=axis)
 
 
 def parse_encodings(data: Any, where: str) -> Encodings:
@@ -180,7 +194,9 @@ def parse_encodings(data: Any, where: str) -> Encodings:
     if not isinstance(data, dict):
         raise DataError("top level must be a JSON object", where=where)
     if encodings_v2.is_v2(data):
-        return Encodings(*encodings_v2.parse(data, where))
+        acts, params = encodings_v2.parse(data, where)
+        stated = {n: e.axis for n, e in {**acts, **params}.items() if e.axis is not None and e.blocks is None}
+        return Encodings(acts, params, stated)
     missing = [k for k in ("activation_encodings", "param_encodings") if k not in data]
     if missing:
         raise DataError(
@@ -194,12 +210,21 @@ def parse_encodings(data: Any, where: str) -> Encodings:
                 weight = section == "param_encodings"
                 target[name] = _from_legacy_list(name, body[name], f"{where}: {section}", weight)
         elif isinstance(body, list):
-            for i, entry in enumerate(body):
-                name, value = _from_v1_entry(entry, f"{where}: {section}[{i}]")
-                target[name] = value
+            target.update(_v1_section(body, f"{where}: {section}"))
         else:
             raise DataError(f"{section!r} must be an object or a list", where=where)
     return result
+
+
+def _v1_section(body: list, where: str) -> dict[str, Encoding]:
+    """One 1.0.0 list; a tensor listed twice is refused, as 0.6.1's duplicate keys are (the last would win)."""
+    found: dict[str, Encoding] = {}
+    for i, entry in enumerate(body):
+        name, value = _from_v1_entry(entry, f"{where}[{i}]")
+        if name in found:
+            raise DataError(f"tensor {quoted(name)} is listed twice", where=f"{where}[{i}]")
+        found[name] = value
+    return found
 
 
 def read_encodings(path: str | os.PathLike[str]) -> Encodings:

@@ -27,6 +27,7 @@ from qtool import encoding as enc
 from qtool.encoding import Encoding
 from qtool.errors import DataError
 from qtool.io import encodings_blocks
+from qtool.io.files import clipped, quoted
 
 VERSION = "2.0.0"
 DTYPES = {f"{'' if signed else 'u'}int{bw}": (bw, signed) for bw in enc.INT_BITWIDTHS for signed in (True, False)}
@@ -53,8 +54,7 @@ def finite_number(value: Any) -> float | None:
 
 def shown(value: Any) -> str:
     """`value`'s repr for a message, cut short (a hostile file's number may have thousands of digits)."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return clipped(repr(value), 40)
 
 
 def _numbers(value: Any, key: str, where: str, *, integers: bool) -> list[float]:
@@ -78,7 +78,7 @@ def _axis(entry: dict, channels: int, where: str) -> int | None:
             raise DataError(f"{channels} scales need an 'axis' (per-channel)", where=where)
         return None
     if isinstance(axis, bool) or not isinstance(axis, int):
-        raise DataError(f"'axis' must be an integer, got {axis!r}", where=where)
+        raise DataError(f"'axis' must be an integer, got {shown(axis)}", where=where)
     return axis if channels > 1 else None
 
 
@@ -86,10 +86,10 @@ def parse_entry(entry: Any, where: str) -> tuple[str, Encoding]:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise DataError("each 2.0.0 encoding must be an object with a 'name'", where=where)
     name = entry["name"]
-    where = f"{where}: {name!r}"
+    where = f"{where}: {quoted(name)}"
     dtype = entry.get("output_dtype")
     if not isinstance(dtype, str) or dtype not in DTYPES:
-        raise DataError(f"output_dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}", where=where)
+        raise DataError(f"output_dtype {shown(dtype)} is not supported; use one of {sorted(DTYPES)}", where=where)
     bitwidth, signed = DTYPES[dtype]
     if "block_size" in entry or "per_block_int_scale" in entry:
         return name, encodings_blocks.v2_block(entry, bitwidth, signed, where)
@@ -123,7 +123,7 @@ def _entries(body: Any, where: str) -> dict[str, Encoding]:
     for i, item in enumerate(body):
         name, value = parse_entry(item, f"{where}[{i}]")
         if name in found:
-            raise DataError(f"tensor {name!r} is listed twice", where=where)
+            raise DataError(f"tensor {quoted(name)} is listed twice", where=where)
         found[name] = value
     return found
 

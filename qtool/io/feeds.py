@@ -6,38 +6,48 @@ Only one sample's tensors exist at a time, so memory does not grow with the list
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
 from qtool.errors import DataError, did_you_mean
+from qtool.io.files import quoted
 from qtool.io.input_list import InputList, Sample
 from qtool.io.raw import InputSpec, load_tensor
 
 
-def _bind(sample: Sample, specs: list[InputSpec]) -> list[tuple[InputSpec, object]]:
+def _check(sample: Sample, specs: list[InputSpec]) -> None:
+    """The line's files against the model's inputs, by count or by name (no Path built: a list may hold millions)."""
     by_name = {s.name: s for s in specs}
-    if sample.positional:
-        if len(sample.positional) != len(specs):
+    if not sample.names:
+        if len(sample.paths) != len(specs):
             names = ", ".join(by_name)
             raise DataError(
-                f"{len(sample.positional)} file(s) for {len(specs)} model input(s) ({names})",
+                f"{len(sample.paths)} file(s) for {len(specs)} model input(s) ({names})",
                 where=sample.where,
                 hint="give one file per input, or name them with <input>:=<path>",
             )
-        return list(zip(specs, sample.positional, strict=True))
-    for name in sample.named:
+        return
+    for name in sample.names:
         if name not in by_name:
-            raise DataError(f"unknown input name {name!r}", where=sample.where, hint=did_you_mean(name, by_name))
-    missing = [n for n in by_name if n not in sample.named]
+            raise DataError(f"unknown input name {quoted(name)}", where=sample.where, hint=did_you_mean(name, by_name))
+    missing = [n for n in by_name if n not in sample.names]
     if missing:
         raise DataError(f"no file for model input {missing[0]!r}", where=sample.where)
-    return [(by_name[n], sample.named[n]) for n in by_name]
+
+
+def _bind(sample: Sample, specs: list[InputSpec]) -> list[tuple[InputSpec, Path]]:
+    _check(sample, specs)
+    if not sample.names:
+        return list(zip(specs, sample.positional, strict=True))
+    named = sample.named
+    return [(spec, named[spec.name]) for spec in specs]
 
 
 def check_bindings(input_list: InputList, specs: list[InputSpec]) -> None:
     """Fail fast on name/count mistakes in any line before any inference runs."""
     for sample in input_list.samples:
-        _bind(sample, specs)
+        _check(sample, specs)
 
 
 def iter_samples(

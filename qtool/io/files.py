@@ -16,11 +16,26 @@ from typing import Any
 from qtool.errors import DataError, QtoolError, UsageError
 from qtool.io.outputs import atomic_write, file_kind, write_text
 
-__all__ = ["atomic_write", "check_regular", "env_bytes", "load_json", "read_bytes", "read_limit", "read_text", "write_text"]
+__all__ = [
+    "atomic_write", "check_regular", "clipped", "env_bytes", "load_json", "quoted", "read_bytes", "read_limit", "read_text",
+    "write_text",
+]  # fmt: skip
 
 READ_LIMIT_ENV = "QTOOL_MAX_READ_BYTES"
 DEFAULT_READ_LIMIT = 64 << 20
 MAX_JSON_DEPTH = 64  # AIMET 2.0.0 nests 4 deep; nothing qtool reads needs more
+QUOTE_LIMIT = 160  # characters of user text (a line, a name, a path) an error message repeats
+
+
+def clipped(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """`text` cut to at most `limit` characters: a hostile file's line or tensor name may run to megabytes, and
+    an error must stay one readable line."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """`text`'s repr for a message, cut short (the repr of a cut copy: a 10 MB line is never repr'd whole)."""
+    return clipped(repr(text if len(text) <= limit else text[:limit]), limit)
 
 
 def env_bytes(name: str, default: int, minimum: int = 0) -> int:
@@ -45,7 +60,7 @@ def check_regular(
     path: str | os.PathLike[str], what: str = "file", error: type[QtoolError] = DataError, where: str | None = None
 ) -> os.stat_result:
     """`path`'s stat (links followed) if it is a regular file; else an error naming it and what it is."""
-    where = str(path) if where is None else where
+    where, what = clipped(str(path) if where is None else where), clipped(what)
     try:
         st = os.stat(path)
     except FileNotFoundError as e:
@@ -101,7 +116,7 @@ def load_json(text: str, where: str, prefix: str = "") -> Any:
     except json.JSONDecodeError as e:
         raise DataError(f"{prefix}not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", where=where) from e
     except _DuplicateKey as e:
-        raise DataError(f"{prefix}key {e.args[0]!r} is given twice in one object", where=where) from e
+        raise DataError(f"{prefix}key {quoted(e.args[0])} is given twice in one object", where=where) from e
     except ValueError as e:  # an integer past Python's 4300-digit conversion limit
         raise DataError(f"{prefix}not valid JSON: {str(e)[:80]}", where=where) from e
     except RecursionError as e:
@@ -120,7 +135,7 @@ def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for key, value in pairs:
         if key in found:
-            raise _DuplicateKey(key[:80])
+            raise _DuplicateKey(key)
         found[key] = value
     return found
 

@@ -7,92 +7,201 @@
 
 `#` and `%` lines are output requests, not comments. A relative path resolves against the
 current directory when the file exists there (as qairt does), else against the list's folder.
+
+A list may name millions of samples (64 MiB of `calib/calib_NNN.raw` lines is 3 million): each
+line is kept as its resolved path string, shared by the lines naming one file, and its line
+number, about 12 bytes a line; `Sample`s and their `Path`s are built when a line is read.
 """
 
 from __future__ import annotations
 
 import os
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 from qtool.errors import DataError
-from qtool.io.files import read_text
+from qtool.io.files import quoted, read_text
+
+RESOLVED_CACHE_LIMIT = 1 << 16  # distinct paths whose resolution is remembered (a list repeats a few files)
+LINES_A_CHUNK = 1 << 16  # lines split at once: splitlines() of the whole text held 3 million strings at a time
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One inference: input files keyed by input name, or by position for positional lines."""
 
-    where: str  # "input_list.txt:7", for error messages
-    named: dict[str, Path] = field(default_factory=dict)
-    positional: tuple[Path, ...] = ()
+    source: str  # the list's path, for messages
+    line: int
+    paths: tuple[str, ...]  # resolved, in line order
+    names: tuple[str, ...] = ()  # the input names of a <name>:=<path> line; () for bare paths
+
+    @property
+    def where(self) -> str:
+        """The line for error messages: "input_list.txt:7"."""
+        return f"{self.source}:{self.line}"
+
+    @property
+    def named(self) -> dict[str, Path]:
+        if not self.names:
+            return {}
+        return {name: Path(p) for name, p in zip(self.names, self.paths, strict=True)}
+
+    @property
+    def positional(self) -> tuple[Path, ...]:
+        return () if self.names else tuple(Path(p) for p in self.paths)
+
+
+class SampleLines(Sequence[Sample]):
+    """The samples of one list, stored lean: a line naming one bare path keeps only that path (a shared string)
+    and its line number; any other line keeps its whole `Sample`."""
+
+    __slots__ = ("_entries", "_lines", "_source")
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._lines = array("Q")
+        self._entries: list[str | Sample] = []
+
+    def append(self, sample: Sample) -> None:
+        single = not sample.names and len(sample.paths) == 1
+        self._entries.append(sample.paths[0] if single else sample)
+        self._lines.append(sample.line)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Sample, ...]: ...
+    def __getitem__(self, index: int | slice) -> Sample | tuple[Sample, ...]:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        entry = self._entries[index]
+        return entry if isinstance(entry, Sample) else Sample(self._source, self._lines[index], (entry,))
+
+    def __iter__(self) -> Iterator[Sample]:
+        return (self[i] for i in range(len(self)))
+
+    def path_strings(self) -> Iterator[str]:
+        for entry in self._entries:
+            yield from (entry.paths if isinstance(entry, Sample) else (entry,))
 
 
 @dataclass(frozen=True)
 class InputList:
     path: Path
-    samples: tuple[Sample, ...]
+    samples: Sequence[Sample]
     output_layers: tuple[str, ...] = ()
     output_tensors: tuple[str, ...] = ()
+    # "#name" / "%name" -> the line that asked for it, for the model check (api/common.check_output_names)
+    directive_lines: dict[str, int] = field(default_factory=dict, compare=False)
 
     def files(self) -> list[Path]:
         """Every data file the list names, once each."""
-        return list(dict.fromkeys(p for s in self.samples for p in (*s.positional, *s.named.values())))
+        samples = self.samples
+        named = samples.path_strings() if isinstance(samples, SampleLines) else (p for s in samples for p in s.paths)
+        return [Path(p) for p in dict.fromkeys(named)]
 
 
-def _resolve(token: str, folder: Path) -> Path:
-    path = Path(token)
-    try:
-        here = path.is_absolute() or path.exists()
-    except OSError:  # a name too long for the filesystem: reading it reports that, naming the line
-        here = True
-    return path if here else folder / path
+class _Resolver:
+    """Relative paths resolved against the current directory or the list's folder, each distinct one once."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.known: dict[str, str] = {}
+
+    def __call__(self, token: str) -> str:
+        resolved = self.known.get(token)
+        if resolved is None:
+            resolved = str(self._resolve(token))
+            if len(self.known) < RESOLVED_CACHE_LIMIT:
+                self.known[token] = resolved
+        return resolved
+
+    def _resolve(self, token: str) -> Path:
+        path = Path(token)
+        try:
+            here = path.is_absolute() or path.exists()
+        except OSError:  # a name too long for the filesystem: reading it reports that, naming the line
+            here = True
+        return path if here else self.folder / path
 
 
-def _parse_sample(tokens: list[str], where: str, folder: Path) -> Sample:
-    named: dict[str, Path] = {}
-    positional: list[Path] = []
+def _parse_sample(tokens: list[str], source: str, line: int, resolve: _Resolver) -> Sample:
+    where = f"{source}:{line}"
+    named: dict[str, str] = {}
+    positional: list[str] = []
     for token in tokens:
         name, sep, path = token.partition(":=")
         if not sep:
-            positional.append(_resolve(token, folder))
+            positional.append(resolve(token))
             continue
         if not name or not path:
-            raise DataError(f"malformed entry {token!r}, expected <input_name>:=<path>", where=where)
+            raise DataError(f"malformed entry {quoted(token)}, expected <input_name>:=<path>", where=where)
         if name in named:
-            raise DataError(f"input {name!r} given twice on one line", where=where)
-        named[name] = _resolve(path, folder)
+            raise DataError(f"input {quoted(name)} given twice on one line", where=where)
+        named[name] = resolve(path)
     if named and positional:
         raise DataError("mixes <name>:=<path> entries with bare paths; use one style per line", where=where)
-    return Sample(where=where, named=named, positional=tuple(positional))
+    if named:
+        return Sample(source, line, tuple(named.values()), tuple(named))
+    return Sample(source, line, tuple(positional))
+
+
+def _numbered_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) as text.splitlines() numbers them, a chunk of lines at a time: cutting the text just
+    after a newline cuts it where splitlines would too."""
+    lineno, start = 0, 0
+    while start < len(text):
+        end = start
+        for _ in range(LINES_A_CHUNK):
+            end = text.find("\n", end) + 1
+            if end == 0:
+                end = len(text)
+                break
+        for line in text[start:end].splitlines():
+            lineno += 1
+            yield lineno, line
+        start = end
 
 
 def parse_input_list(text: str, path: Path) -> InputList:
     """Parse the text of an input_list file; `path` is used for messages and relative paths."""
-    folder = path.parent
+    source, resolve = str(path), _Resolver(path.parent)
     layers: list[str] = []
     tensors: list[str] = []
-    samples: list[Sample] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        where = f"{path}:{lineno}"
+    lines: dict[str, int] = {}
+    samples = SampleLines(source)
+    for lineno, line in _numbered_lines(text):
         stripped = line.strip()
         if not stripped:
             continue
         if stripped[0] in "#%":
-            if samples:
-                raise DataError(
-                    f"output directive {stripped[0]!r} after sample lines; it must come first",
-                    where=where,
-                    hint="'#' and '%' request outputs in input_list files, they are not comments",
-                )
-            if stripped[0] == "#" and tensors:
-                raise DataError("'#' output-layer line must come before the '%' line", where=where)
-            (layers if stripped[0] == "#" else tensors).extend(stripped[1:].split())
+            _check_directive_place(stripped[0], bool(samples), bool(tensors), f"{source}:{lineno}")
+            words = stripped[1:].split()
+            (layers if stripped[0] == "#" else tensors).extend(words)
+            for word in words:
+                lines.setdefault(stripped[0] + word, lineno)
             continue
-        samples.append(_parse_sample(stripped.split(), where, folder))
+        samples.append(_parse_sample(stripped.split(), source, lineno, resolve))
     if not samples:
-        raise DataError("no samples: the input_list has no input lines", where=str(path))
-    return InputList(path, tuple(samples), tuple(layers), tuple(tensors))
+        raise DataError("no samples: the input_list has no input lines", where=source)
+    return InputList(path, samples, tuple(layers), tuple(tensors), lines)
+
+
+def _check_directive_place(kind: str, after_samples: bool, after_tensors: bool, where: str) -> None:
+    if after_samples:
+        raise DataError(
+            f"output directive {kind!r} after sample lines; it must come first",
+            where=where,
+            hint="'#' and '%' request outputs in input_list files, they are not comments",
+        )
+    if kind == "#" and after_tensors:
+        raise DataError("'#' output-layer line must come before the '%' line", where=where)
 
 
 def read_input_list(path: str | os.PathLike[str]) -> InputList:

@@ -350,19 +350,29 @@ def observe_values(
 
 
 def finite_float(value: object) -> float | None:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
+    """A saved number as a finite float; None for anything else. Only a JSON number counts: float() would also
+    take the string "1" (or "inf"), which no stats file qtool writes holds."""
+    number = _json_number(value)
+    return number if number is not None and math.isfinite(number) else None
+
+
+def _json_number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return number if math.isfinite(number) else None
+    try:
+        return float(value)
+    except OverflowError:  # an integer past float's range
+        return None
 
 
 def _checked_range(state: dict) -> tuple[float, float, int]:
     """lo, hi and count of a saved state: finite with lo <= hi once anything was seen, (inf, -inf) before."""
     try:
-        lo, hi, count = float(state["lo"]), float(state["hi"]), state["count"]
-    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        lo, hi, count = _json_number(state["lo"]), _json_number(state["hi"]), state["count"]
+    except (KeyError, TypeError) as e:
         raise ValueError("'lo' and 'hi' must be numbers") from e
+    if lo is None or hi is None:
+        raise ValueError("'lo' and 'hi' must be numbers")
     if type(count) is not int or count < 0:
         raise ValueError(f"'count' must be a non-negative integer, not {count!r}")
     if count == 0 and (lo, hi) == (np.inf, -np.inf):

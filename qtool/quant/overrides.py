@@ -17,9 +17,10 @@ from qtool import encoding as enc
 from qtool.errors import DataError, UsageError, did_you_mean
 from qtool.graph.model import inferred
 from qtool.io.encodings import Encodings
+from qtool.io.files import quoted
 from qtool.quant import blocks
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.rules import rule_for
+from qtool.quant.rules import rule_for, weight_axis
 
 logger = logging.getLogger(__name__)
 
@@ -90,16 +91,62 @@ def _check_channel_counts(facts: GraphFacts, acts: dict[str, enc.Encoding]) -> N
     """A per-channel activation override runs along the tensor's last axis (encoding.ACTIVATION_CHANNEL_AXIS):
     its entry count must be that axis's size, where shape inference knows it."""
     per_channel = {n: len(e.scale) for n, e in acts.items() if len(e.scale) > 1}
-    if not per_channel:
-        return
+    for name, dims in _activation_dims(facts, per_channel).items():
+        if dims and dims[-1].HasField("dim_value") and dims[-1].dim_value != per_channel[name]:
+            raise DataError(f"{per_channel[name]} per-channel encodings, but the tensor's last axis has "
+                            f"{dims[-1].dim_value} channels", where=f"override {quoted(name)}")  # fmt: skip
+
+
+def _activation_dims(facts: GraphFacts, names) -> dict[str, list]:
+    """The inferred dims of those of `names` shape inference knows (run only when there are any to look up)."""
+    if not names:
+        return {}
     graph = inferred(facts.model).graph
-    for value in [*graph.input, *graph.value_info, *graph.output]:
-        dims = value.type.tensor_type.shape.dim
-        if value.name not in per_channel or not dims or not dims[-1].HasField("dim_value"):
+    return {v.name: list(v.type.tensor_type.shape.dim) for v in [*graph.input, *graph.value_info, *graph.output]
+            if v.name in names}  # fmt: skip
+
+
+def check_stated_axes(facts: GraphFacts, stated: dict[str, int], where: str) -> None:
+    """A per-channel axis a 2.0.0 file states must lie within its tensor's rank and be the axis the plan quantizes
+    along (plan._weight_encoding puts a weight on its op's output-channel axis, group_range an activation on its
+    last axis, whatever the file says): any other axis would be applied along another one without a word."""
+    ranks = {n: len(facts.initializers[n].dims) for n in stated if n in facts.initializers}
+    ranks.update({n: len(dims) for n, dims in _activation_dims(facts, stated.keys() - ranks.keys()).items() if dims})
+    channels = _weight_channel_axes(facts)
+    for name, axis in sorted(stated.items()):
+        rank = ranks.get(name)
+        if rank is None:  # shape unknown: the plan's channel count check still applies
             continue
-        if dims[-1].dim_value != per_channel[value.name]:
-            raise DataError(f"{per_channel[value.name]} per-channel encodings, but the tensor's last axis has "
-                            f"{dims[-1].dim_value} channels", where=f"override {value.name!r}")  # fmt: skip
+        if not -rank <= axis < rank:
+            raise DataError(f"'axis' {axis} is out of range for the tensor's {rank} dimensions",
+                            where=f"{where}: {quoted(name)}")  # fmt: skip
+        wanted, what = _channel_axis(facts, channels, name, rank)
+        if wanted is not None and axis % rank != wanted:
+            raise DataError(f"per-channel 'axis' {axis}, but {what}", where=f"{where}: {quoted(name)}")
+
+
+def _channel_axis(facts: GraphFacts, weights: dict[str, tuple[int, str]], name: str, rank: int) -> tuple[int | None, str]:
+    """The axis the plan quantizes `name` along per channel and whose it is; None for a bias or a constant
+    operand, whose axis is only range-checked."""
+    if name in weights:
+        return weights[name]
+    if name in facts.initializers:
+        return None, ""
+    return rank - 1, f"a per-channel activation is quantized along its last axis, {rank - 1}"
+
+
+def _weight_channel_axes(facts: GraphFacts) -> dict[str, tuple[int, str]]:
+    """Weight name -> (the output-channel axis its first consumer quantizes it along, that consumer described);
+    the plan encodes a weight once, for the first op that reads it."""
+    found: dict[str, tuple[int, str]] = {}
+    for node in facts.model.graph.node:
+        for index in sorted(rule_for(node).weights):
+            name = node.input[index] if index < len(node.input) else ""
+            if name in facts.initializers and name not in found:
+                rank = len(facts.initializers[name].dims)
+                axis = weight_axis(node, index, rank)
+                found[name] = (axis, f"{node.op_type} {quoted(node.name)} quantizes its weight per channel along axis {axis}")
+    return found
 
 
 def propagate_float(facts: GraphFacts, overrides: Encodings, float_bias_bitwidth: int) -> Encodings:

@@ -74,7 +74,7 @@ def _saved_stats(ws: Workspace, method: str) -> dict:
 @pytest.mark.parametrize(
     ("field", "value", "words"),
     [
-        ("lo", "nan", ["not finite"]),
+        ("lo", float("nan"), ["not finite"]),
         ("hi", float("inf"), ["not finite"]),
         ("lo", 1e9, ["lo > hi"]),
         ("count", -1, ["non-negative integer"]),

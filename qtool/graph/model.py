@@ -50,10 +50,11 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
     found = inline_weights.skeleton(p, external_data.LAZY_BYTES) if in_place else None
     if in_place and found is None and not inline_weights.is_message(p):  # else onnx.load reads all of it to say so
         raise ModelError("not an ONNX model (not a protobuf message)", where=str(p))
+    form = _format(p)
     try:
-        model = onnx.load_model_from_string(found.encoded) if found else onnx.load(str(p), load_external_data=False)
+        model = onnx.load_model_from_string(found.encoded) if found else onnx.load(str(p), form, load_external_data=False)
         if found and len(model.graph.initializer) != found.initializers:  # the walk misread it: parse it whole
-            found, model = None, onnx.load(str(p), load_external_data=False)
+            found, model = None, onnx.load(str(p), form, load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError, RuntimeWarning, ValueError...
         raise ModelError(f"not an ONNX model ({type(e).__name__}: {str(e)[:120]})", where=str(p)) from e
     if not model.ir_version:
@@ -64,9 +65,21 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
     return model, data_files
 
 
+def _format(path: Path) -> str:
+    """The file's serialization: the text format its extension names (onnx.load's choice: .json, .txtpb, .onnxtxt)
+    when its first bytes are text, else protobuf's binary encoding (a binary model named m.json was refused
+    as "not an ONNX model (UnicodeDecodeError...)")."""
+    named = onnx.serialization.registry.get_format_from_file_extension(path.suffix)
+    if named in (None, "protobuf"):
+        return "protobuf"
+    with open(path, "rb") as f:
+        head = f.read(64)
+    text = bool(head.strip()) and all(32 <= b < 127 or b in b"\t\n\r" for b in head)
+    return named if text else "protobuf"
+
+
 def _is_binary(path: Path) -> bool:
-    """onnx.load reads it as protobuf's binary encoding (it picks a text format by the file's extension)."""
-    return onnx.serialization.registry.get_format_from_file_extension(path.suffix) in (None, "protobuf")
+    return _format(path) == "protobuf"
 
 
 def copy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -294,3 +294,15 @@ def test_a_count_past_what_onnxruntime_or_python_takes_is_a_usage_error(tmp_path
     tiny = save_model(conv_bn_model(), tmp_path / "tiny.onnx")
     result = run_cli(["quantize", "-i", tiny, "-o", tmp_path / "q.onnx", "--enable_float_fallback", flag, value])
     assert result.exit_code == 2 and f"Invalid value for '{flag}'" in result.stderr and "is not in the range" in result.stderr
+
+
+def test_a_binary_model_named_json_is_read_as_protobuf_and_a_json_one_as_json(tmp_path: Path) -> None:
+    """onnx picks the format by extension: a binary model saved as m.json was 'not an ONNX model (UnicodeDecodeError)'."""
+    model = conv_bn_model()
+    binary, text = tmp_path / "binary.json", tmp_path / "text.json"
+    binary.write_bytes(model.SerializeToString())
+    onnx.save(model, str(text))  # onnx writes .json as JSON text
+    assert text.read_bytes().lstrip().startswith(b"{")
+    for source in (binary, text):
+        result = run_cli(["convert", "-i", source, "-o", tmp_path / f"{source.stem}.conv.onnx"])
+        assert result.exit_code == 0, result.stderr

@@ -97,7 +97,8 @@ def _sink_once(layout: ir.Node, graph: ir.Graph) -> ir.Node | None:
         return None
     inner = ir.node(op.op_type, inputs=inputs, attributes=op.attributes, name=op.name)
     inner.outputs[0].name = f"{op.outputs[0].name}_{layout.op_type.lower()}_later"
-    inner.outputs[0].shape = layout.inputs[0].shape  # elementwise: the shape it reads (a Squeeze after it needs the rank)
+    read = layout.inputs[0].shape  # elementwise: the shape it reads (a Squeeze moved after it needs the rank)
+    inner.outputs[0].shape = read.copy() if read is not None else None
     after = ir.node(layout.op_type, inputs=[inner.outputs[0], *layout.inputs[1:]], attributes=layout.attributes,
                     name=layout.name)  # fmt: skip
     output = op.outputs[0]

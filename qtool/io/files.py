@@ -67,6 +67,8 @@ def check_regular(
         raise error(f"{what} not found", where=where) from e
     except OSError as e:
         raise error(f"cannot read {what}: {e.strerror}", where=where) from e
+    except ValueError as e:  # a NUL byte, which no file name holds
+        raise error(f"{what!r} cannot be a file name: it has a NUL byte", where=where) from e
     if stat.S_ISDIR(st.st_mode):
         raise error(f"{what} is a folder, expected a file", where=where)
     if not stat.S_ISREG(st.st_mode):

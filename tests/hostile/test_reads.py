@@ -172,3 +172,12 @@ def test_external_data_inside_the_folder_loads(ws: Workspace) -> None:
 def test_a_bad_size_threshold_is_a_usage_error(ws: Workspace, variable: str) -> None:
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out, env={variable: "big"}), 2, variable)
+
+
+def test_a_nul_byte_in_an_input_list_path_is_a_data_error_naming_the_line(ws: Workspace) -> None:
+    """os.stat raises ValueError on it: an internal error (exit 1) in quantize, --eval_list and inspect."""
+    listing = ws.root / "nul.txt"
+    listing.write_bytes(ws.listing.read_bytes().splitlines()[0] + b"\x00\n")
+    before = ws.snapshot()
+    result = qtool_process("quantize", "-i", ws.model, "--input_list", listing, "-o", ws.out, timeout=60)
+    assert_refused(ws, before, result, 4, "nul.txt:1", "has a NUL byte")

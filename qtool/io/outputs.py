@@ -59,7 +59,11 @@ def resolve_output(path: str | os.PathLike[str], flag: str) -> Path:
     given = Path(path)
     target = Path(os.path.realpath(given))
     if given.is_symlink() and not target.exists():
-        raise UsageError(f"{flag}: is a dangling symlink (to {target}); qtool writes through links", where=str(given))
+        try:  # a /proc link (/dev/stdout on a pipe) resolves for stat, not for realpath
+            mode = os.stat(given).st_mode
+        except OSError:
+            raise UsageError(f"{flag}: is a dangling symlink (to {target}); qtool writes through links", where=str(given)) from None
+        raise UsageError(f"{flag}: is {file_kind(mode)}, not a regular file; refusing to write it", where=str(given))
     if target.exists():
         mode = os.stat(target).st_mode
         if not stat.S_ISREG(mode):

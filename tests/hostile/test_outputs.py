@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hostile_env import Workspace, assert_refused, make_workspace
+from hostile_env import Workspace, assert_refused, make_workspace, qtool_process
 
 from qtool.errors import QtoolError, UsageError
 from qtool.io import outputs
@@ -183,3 +183,9 @@ def test_a_signal_after_the_outputs_are_in_place_does_not_fail_the_run(ws: Works
     result = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert ws.out.exists() and ws.out.with_suffix(".encodings.json").exists() and "interrupted" not in result.stderr
+
+
+def test_stdout_on_a_pipe_as_the_output_is_named_as_a_fifo(ws: Workspace) -> None:
+    """/dev/stdout -> /proc/self/fd/1 -> pipe:[n]: realpath cannot follow it, stat can; it was 'a dangling symlink'."""
+    result = qtool_process("quantize", "-i", ws.model, "--input_list", ws.listing, "-o", "/dev/stdout", timeout=60)
+    assert result.returncode == 2 and "is a FIFO, not a regular file" in result.stderr, result.stderr

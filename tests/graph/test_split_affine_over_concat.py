@@ -1,5 +1,6 @@
-"""SplitAffineOverConcatPass: a per-channel Mul and Add after a Concat (a BatchNorm after a concatenation) go onto
-each input, the model computing what it did; a constant that is not one value per channel stays after the Concat."""
+"""SplitAffineOverConcatPass: a per-channel Mul spanning more than 16x and the Add after it (a BatchNorm after a
+concatenation) go onto each input, the model computing what it did; a narrow scale, or a constant that is not one
+value per channel, stays after the Concat."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from onnx import TensorProto, helper, numpy_helper
 from qtool.graph.convert import normalise
 
 
-def concat_then_batchnorm(scale_shape: tuple[int, ...] = (1, 7, 1)) -> onnx.ModelProto:
-    """Concat([1,3,5] x, [1,4,5] Relu(y)) on axis 1, then x · s + t."""
+def concat_then_batchnorm(scale_shape: tuple[int, ...] = (1, 7, 1), spread: float = 100.0) -> onnx.ModelProto:
+    """Concat([1,3,5] x, [1,4,5] Relu(y)) on axis 1, then x · s + t, |s| spanning `spread`."""
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array((rng.random(scale_shape) + 0.5).astype(np.float32), "s"),
+    scale = np.geomspace(1.0, spread, int(np.prod(scale_shape))).reshape(scale_shape) / spread
+    inits = [numpy_helper.from_array(scale.astype(np.float32), "s"),
              numpy_helper.from_array(rng.normal(size=(1, 7, 1)).astype(np.float32), "t")]  # fmt: skip
     nodes = [helper.make_node("Relu", ["y"], ["r"]), helper.make_node("Concat", ["x", "r"], ["c"], axis=1),
              helper.make_node("Mul", ["c", "s"], ["m"]), helper.make_node("Add", ["t", "m"], ["z"])]  # fmt: skip
@@ -44,4 +46,12 @@ def test_a_constant_that_varies_along_another_axis_stays_after_the_concat() -> N
     out = normalise(model, {}, "m.onnx")
     assert [n.op_type for n in out.graph.node].count("Concat") == 1
     assert next(n for n in out.graph.node if n.op_type == "Mul").input[0] == "c"
+    np.testing.assert_allclose(run(out), run(model), rtol=1e-5, atol=1e-4)
+
+
+def test_a_narrow_scale_stays_after_the_concat() -> None:
+    """Branches the scale barely tells apart share a grid well: split, each would only round once more."""
+    model = concat_then_batchnorm(spread=8.0)
+    out = normalise(model, {}, "m.onnx")
+    assert [n.op_type for n in out.graph.node].count("Mul") == 1
     np.testing.assert_allclose(run(out), run(model), rtol=1e-5, atol=1e-4)

@@ -46,11 +46,11 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
     """The model and the external-data files it was read from (inputs no output may replace)."""
     p = Path(path)
     size = check_regular(p, "model file").st_size
-    in_place = size >= env_bytes(SPILL_ENV, SPILL_BYTES) and _is_binary(p)
+    form = _format(p)
+    in_place = size >= env_bytes(SPILL_ENV, SPILL_BYTES) and form == "protobuf"
     found = inline_weights.skeleton(p, external_data.LAZY_BYTES) if in_place else None
     if in_place and found is None and not inline_weights.is_message(p):  # else onnx.load reads all of it to say so
         raise ModelError("not an ONNX model (not a protobuf message)", where=str(p))
-    form = _format(p)
     try:
         model = onnx.load_model_from_string(found.encoded) if found else onnx.load(str(p), form, load_external_data=False)
         if found and len(model.graph.initializer) != found.initializers:  # the walk misread it: parse it whole
@@ -76,10 +76,6 @@ def _format(path: Path) -> str:
         head = f.read(64)
     text = bool(head.strip()) and all(32 <= b < 127 or b in b"\t\n\r" for b in head)
     return named if text else "protobuf"
-
-
-def _is_binary(path: Path) -> bool:
-    return _format(path) == "protobuf"
 
 
 def copy(model: onnx.ModelProto) -> onnx.ModelProto:

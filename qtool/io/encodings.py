@@ -210,21 +210,10 @@ def parse_encodings(data: Any, where: str) -> Encodings:
                 weight = section == "param_encodings"
                 target[name] = _from_legacy_list(name, body[name], f"{where}: {section}", weight)
         elif isinstance(body, list):
-            target.update(_v1_section(body, f"{where}: {section}"))
+            target.update(encodings_v2.named_entries(body, f"{where}: {section}", _from_v1_entry))
         else:
             raise DataError(f"{section!r} must be an object or a list", where=where)
     return result
-
-
-def _v1_section(body: list, where: str) -> dict[str, Encoding]:
-    """One 1.0.0 list; a tensor listed twice is refused, as 0.6.1's duplicate keys are (the last would win)."""
-    found: dict[str, Encoding] = {}
-    for i, entry in enumerate(body):
-        name, value = _from_v1_entry(entry, f"{where}[{i}]")
-        if name in found:
-            raise DataError(f"tensor {quoted(name)} is listed twice", where=f"{where}[{i}]")
-        found[name] = value
-    return found
 
 
 def read_encodings(path: str | os.PathLike[str]) -> Encodings:

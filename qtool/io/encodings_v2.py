@@ -21,6 +21,7 @@ per-channel entries are taken as params and the rest as activations. The section
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from qtool import encoding as enc
@@ -116,16 +117,22 @@ def parse_entry(entry: Any, where: str) -> tuple[str, Encoding]:
     )
 
 
+def named_entries(body: list, where: str, parse: Callable[[Any, str], tuple[str, Encoding]]) -> dict[str, Encoding]:
+    """A list of named encodings (1.0.0's and 2.0.0's), each read by `parse`; a tensor listed twice is refused, as
+    0.6.1's duplicate keys are (the last one would win)."""
+    found: dict[str, Encoding] = {}
+    for i, item in enumerate(body):
+        name, value = parse(item, f"{where}[{i}]")
+        if name in found:
+            raise DataError(f"tensor {quoted(name)} is listed twice", where=f"{where}[{i}]")
+        found[name] = value
+    return found
+
+
 def _entries(body: Any, where: str) -> dict[str, Encoding]:
     if not isinstance(body, list):
         raise DataError("must be a list of encodings", where=where)
-    found: dict[str, Encoding] = {}
-    for i, item in enumerate(body):
-        name, value = parse_entry(item, f"{where}[{i}]")
-        if name in found:
-            raise DataError(f"tensor {quoted(name)} is listed twice", where=where)
-        found[name] = value
-    return found
+    return named_entries(body, where, parse_entry)
 
 
 def parse(data: dict, where: str) -> Sections:

@@ -68,7 +68,8 @@ def check_regular(
     except OSError as e:
         raise error(f"cannot read {what}: {e.strerror}", where=where) from e
     except ValueError as e:  # a NUL byte, which no file name holds
-        raise error(f"{what!r} cannot be a file name: it has a NUL byte", where=where) from e
+        what, where = (text.replace("\0", "\\0") for text in (what, where))  # shown, not sent to the terminal
+        raise error(f"cannot read {what}: its name has a NUL byte", where=where) from e
     if stat.S_ISDIR(st.st_mode):
         raise error(f"{what} is a folder, expected a file", where=where)
     if not stat.S_ISREG(st.st_mode):

@@ -23,3 +23,14 @@ def rewritten(graph: ir.Graph, value: ir.Value | None, array: np.ndarray, name: 
         value.const_value = ir.tensor(array)
         return value
     return new_constant(graph, name, array)
+
+
+def at_rank(values: np.ndarray, rank: int) -> np.ndarray:
+    """A constant broadcast against a tensor of `rank` dims, with the leading 1s broadcasting gives it."""
+    return values.reshape((1,) * (rank - values.ndim) + values.shape)
+
+
+def sole_reader(value: ir.Value, graph: ir.Graph) -> ir.Node | None:
+    """The one node reading `value`, when it has one and is not also a graph output."""
+    users = [use.node for use in value.uses()]
+    return users[0] if len(users) == 1 and value not in graph.outputs else None

@@ -27,7 +27,7 @@ from onnxscript.rewriter import RewritePass
 from onnxscript.rewriter.pattern import RewriteRuleSet
 from onnxscript.rewriter.rules.common import no_op_transpose_rule, transpose_transpose_rule
 
-from qtool.graph.passes.constants import new_constant
+from qtool.graph.passes.constants import at_rank, new_constant, sole_reader
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +61,6 @@ def _undo(node: ir.Node) -> tuple[int, Back] | None:
     return rank - len(kept), lambda values: np.expand_dims(values, kept)
 
 
-def _sole_reader(value: ir.Value, graph: ir.Graph) -> ir.Node | None:
-    users = [use.node for use in value.uses()]
-    return users[0] if len(users) == 1 and value not in graph.outputs else None
-
-
 def _sunk_inputs(op: ir.Node, moved: ir.Value, source: ir.Value, rank: int, back: Back, graph: ir.Graph) -> list | None:
     """op's inputs with `moved` (the layout op's output) replaced by `source` (its input), and a constant
     operand mapped back; None when op is not an elementwise op of that kind."""
@@ -81,7 +76,7 @@ def _sunk_inputs(op: ir.Node, moved: ir.Value, source: ir.Value, rank: int, back
     values = other.const_value.numpy()
     if values.ndim > rank:  # the constant raises the rank: not a plain per-position op
         return None
-    values = back(values.reshape((1,) * (rank - values.ndim) + values.shape))
+    values = back(at_rank(values, rank))
     mapped = new_constant(graph, f"{other.name}_{moved.name}", np.ascontiguousarray(values))
     return [source, mapped] if op.inputs[0] is moved else [mapped, source]
 
@@ -89,7 +84,7 @@ def _sunk_inputs(op: ir.Node, moved: ir.Value, source: ir.Value, rank: int, back
 def _sink_once(layout: ir.Node, graph: ir.Graph) -> ir.Node | None:
     """The moved layout op after its sole reader, or None when it stays."""
     undo, moved = _undo(layout), layout.outputs[0]
-    op = _sole_reader(moved, graph)
+    op = sole_reader(moved, graph)
     if undo is None or op is None or len(op.outputs) != 1:
         return None
     inputs = _sunk_inputs(op, moved, layout.inputs[0], *undo, graph)
@@ -111,7 +106,7 @@ class SinkLayoutPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         moves = 0
         for conv in [n for n in model.graph if n.op_type == "Conv" and n.domain == ""]:
-            layout = _sole_reader(conv.outputs[0], model.graph)
+            layout = sole_reader(conv.outputs[0], model.graph)
             while layout is not None and layout.op_type in ("Transpose", "Squeeze") and layout.domain == "":
                 layout = _sink_once(layout, model.graph)
                 moves += layout is not None

@@ -20,7 +20,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from qtool.graph.passes.constants import new_constant
+from qtool.graph.passes.constants import at_rank, new_constant, sole_reader
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +32,9 @@ def _split(concat: ir.Node, graph: ir.Graph, shift_too: bool) -> ir.Node | None:
     """Move the per-channel Mul (wide), or with `shift_too` the Add, that alone reads `concat`'s output onto its
     inputs: the new Concat, or None."""
     out = concat.outputs[0]
-    users = [use.node for use in out.uses()]
-    if len(users) != 1 or out in graph.outputs or users[0].op_type not in AFFINE or users[0].domain != "":
+    op = sole_reader(out, graph)
+    if op is None or op.op_type not in AFFINE or op.domain != "":
         return None
-    op = users[0]
     if op.op_type == "Add" and not shift_too:
         return None
     other = op.inputs[1] if op.inputs[0] is out else op.inputs[0]
@@ -47,7 +46,7 @@ def _split(concat: ir.Node, graph: ir.Graph, shift_too: bool) -> ir.Node | None:
     values = other.const_value.numpy()
     if values.ndim > rank or values.size == 1:
         return None
-    values = values.reshape((1,) * (rank - values.ndim) + values.shape)
+    values = at_rank(values, rank)
     sizes = [v.shape[axis] if v is not None and v.shape is not None else None for v in concat.inputs]
     if not all(isinstance(s, int) for s in sizes) or values.shape[axis] != sum(sizes):  # type: ignore[arg-type]
         return None

@@ -14,6 +14,7 @@ from qtool.graph import model as gm
 from qtool.graph.convert import branch_inputs, corrected_outputs, normalise
 from qtool.inspect import compare
 from qtool.io import encodings as encio
+from qtool.io import outputs
 from qtool.io.files import quoted, read_text
 from qtool.io.input_list import InputList
 from qtool.quant.graph_facts import GraphFacts
@@ -46,6 +47,14 @@ def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, whe
     return encio.Encodings(
         {n: e for n, e in every.items() if n not in params}, {n: e for n, e in every.items() if n in params}
     )
+
+
+def expect_external_data(tx: outputs.Transaction, output: Path, model: onnx.ModelProto, asked: bool) -> None:
+    """Check `output`'s data file now when it will (`asked`, --external_data) or may be written: a source past the
+    external-data threshold, whose output of similar or smaller size may cross it too. gm.save decides on the
+    written model, so otherwise a clash (a folder, an input) would be found only after the whole run."""
+    if asked or external_data.byte_size(model) > gm.external_data_threshold():
+        tx.add_output("the external data (-o with .data)", output.with_name(output.name + ".data"))
 
 
 def check_output_names(input_list: InputList, model: onnx.ModelProto) -> None:

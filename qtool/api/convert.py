@@ -7,7 +7,13 @@ from pathlib import Path
 
 import onnx
 
-from qtool.api.common import check_normalised, check_override_names, refuse_integer_ops, restore_standard_ops
+from qtool.api.common import (
+    check_normalised,
+    check_override_names,
+    expect_external_data,
+    refuse_integer_ops,
+    restore_standard_ops,
+)
 from qtool.config import ConvertOptions
 from qtool.errors import ModelError
 from qtool.graph import model as gm
@@ -48,6 +54,7 @@ def convert(o: ConvertOptions) -> Report:
 def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report:
     source, data_files = gm.load_with_files(o.input_network)
     tx.add_inputs("-i's external data", data_files)
+    expect_external_data(tx, output, source, o.external_data)
     loaded = source
     source = restore_standard_ops(loaded, str(o.input_network))
     refuse_integer_ops(source, str(o.input_network))

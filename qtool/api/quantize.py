@@ -23,6 +23,7 @@ from qtool.api.common import (
     converted,
     drift_table,
     encodings_path,
+    expect_external_data,
 )
 from qtool.api.mixed import finish_mixed, mixed_overrides_path, run_mixed_precision
 from qtool.api.mixed_evaluator import spread
@@ -116,8 +117,6 @@ def _files(o: QuantizeOptions, output: Path) -> tuple[list, list]:
         ("--save_stats", o.save_stats),
         ("--html", o.html),
     ]
-    if o.external_data:
-        outputs.append(("the external data (-o with .data)", output.with_name(output.name + ".data")))
     if o.mixed_precision == "auto":
         outputs.append(("the mixed-precision overrides (-o with .mixed_precision.json)", mixed_overrides_path(output)))
     return inputs, outputs
@@ -341,6 +340,7 @@ def _quantize(
     started = time.perf_counter()
     source, data_files = gm.load_with_files(o.input_network)
     tx.add_inputs("-i's external data", data_files)
+    expect_external_data(tx, output, source, o.external_data)
     reference = converted(source, o.input_network, o.input_dims, o.input_values)
     if gm.metadata(reference).get(gm.METADATA_FLOAT_BITWIDTH) == "16":
         raise UsageError(

@@ -219,3 +219,17 @@ def test_adaround_in_passes_and_in_row_chunks_rounds_as_in_one_go(tmp_path, mode
     want, got = _tensors(tmp_path / "a" / "q.onnx"), _tensors(tmp_path / "b" / "q.onnx")
     assert want.keys() == got.keys() and all(np.array_equal(want[k], got[k]) for k in want)
     assert (tmp_path / "a" / "q.encodings.json").read_bytes() == (tmp_path / "b" / "q.encodings.json").read_bytes()
+
+
+@pytest.mark.parametrize("command", ["convert", "quantize"])
+def test_a_data_file_clash_is_refused_before_any_work_when_the_source_is_past_the_threshold(tmp_path, models, command):
+    """Without --external_data the output goes external only because of its size: its data file is checked up front
+    all the same (the invalid file read later is not what the error names)."""
+    _, external, _ = models
+    (tmp_path / "q.onnx.data").mkdir()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("no_such_file.raw\n")
+    args = [command, "-i", external, "-o", tmp_path / "q.onnx", "--input_list" if command == "quantize" else "-q", bad]
+    result = _run(args, LOW)
+    assert result.exit_code == 2 and "q.onnx.data" in result.stderr and "folder" in result.stderr, result.stderr
+    assert not (tmp_path / "q.onnx").exists()

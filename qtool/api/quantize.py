@@ -267,7 +267,20 @@ def _algorithm_context(
         chosen = InputList(input_list.path, tuple(input_list.samples[k] for k in indices)) if input_list else None
         return lambda: iter_samples(chosen, specs, o.use_native_input_files) if chosen else samples()
 
-    def fold(candidate: onnx.ModelProto, fit: Callable[[], Iterator], check: Callable[[], Iterator], method: str) -> float:
+    kept: dict[tuple[int, ...], tuple[list, list | None]] = {}  # samples -> (feeds, the float model's outputs)
+
+    def sqnr_on(qdq: onnx.ModelProto, indices: tuple[int, ...]) -> float:
+        """Output SQNR on the calibration samples `indices`; the float model runs once per set of samples (auto's
+        three methods score on the same two halves, bc's keep-or-revert on them again)."""
+        if indices not in kept:
+            feeds = [feed for _, feed in subset(list(indices))()]
+            kept[indices] = feeds, compare.reference_outputs(reference, feeds, o.num_threads)
+        feeds, cached = kept[indices]
+        drift = compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads, cached=cached, integer_kernels=kernels)
+        return overall(drift)["sqnr_db"]
+
+    def fold(candidate: onnx.ModelProto, fit_at: list[int], check_at: list[int], method: str) -> float:
+        fit = subset(fit_at)
         found, _ = calibrate(
             candidate, activation_tensors(GraphFacts.of(candidate)), fit(),
             observer=method, percentile=o.percentile_calibration_value, threads=o.num_threads,
@@ -275,14 +288,11 @@ def _algorithm_context(
         _per_channel_residual(o, candidate, fit(), found)
         given = encio.Encodings(dict(overrides.activations), dict(overrides.params))
 
-        def sqnr(qdq: onnx.ModelProto, samples: Callable[[], Iterator]) -> float:
-            feeds = (feed for _, feed in samples())
-            return overall(compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads, integer_kernels=kernels))["sqnr_db"]
-
         # bc's keep: auto judges on the half the fold calibrated on, as the whole run judges on its list: a trial
         # that forced it scored every method through corrections the run then dropped (UVDoc: 9-12 dB, not 31-35)
         sub = AlgorithmContext(
-            gm.copy(candidate), fit, quantizer(found), overrides=given, threads=o.num_threads, score=lambda qdq, _: sqnr(qdq, fit)
+            gm.copy(candidate), fit, quantizer(found), overrides=given, threads=o.num_threads,
+            score=lambda qdq, _: sqnr_on(qdq, tuple(fit_at)),
         )  # fmt: skip
         if "adaround" in o.apply_algorithms:
             sub.config = {**o.algorithm_config.get("adaround", {}), "num_batches": TRIAL_SAMPLES, "sequential": False}
@@ -291,7 +301,7 @@ def _algorithm_context(
             sub.config = {**o.algorithm_config.get("bc", {}), "calibration_frames": TRIAL_SAMPLES}
             with _quiet(bias_correction.logger):  # a trial's "not applied" is no news to the user
                 bias_correction.run(sub)
-        return sqnr(sub.quantize(sub.model, sub.overrides)[0], check)
+        return sqnr_on(sub.quantize(sub.model, sub.overrides)[0], tuple(check_at))
 
     def trial(candidate: onnx.ModelProto, method: str | None = None) -> float:
         """Output SQNR of `candidate` quantized as asked (activation ranges by `method`, or as asked), adaround
@@ -300,20 +310,12 @@ def _algorithm_context(
         half and scored on the other."""
         folds = trial_folds(len(input_list.samples) if input_list is not None else 0)
         method = method or o.act_quantizer_calibration
-        return sum(fold(candidate, subset(fit), subset(check), method) for fit, check in folds) / len(folds)
-
-    kept: dict[int, tuple[list, list | None]] = {}  # count -> (feeds, the float model's outputs on them)
+        return sum(fold(candidate, fit, check, method) for fit, check in folds) / len(folds)
 
     def score(qdq: onnx.ModelProto, count: int) -> float:
         """Output SQNR on `count` calibration samples spread over the list (lists often go photo by photo; 0: all)."""
-        if count not in kept:
-            total = len(input_list.samples) if input_list is not None else 0
-            picked = set(spread(total, count or total))
-            feeds = [feed for k, (_, feed) in enumerate(samples()) if k in picked]
-            kept[count] = feeds, compare.reference_outputs(reference, feeds, o.num_threads)
-        feeds, cached = kept[count]
-        drift = compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads, cached=cached, integer_kernels=kernels)
-        return overall(drift)["sqnr_db"]
+        total = len(input_list.samples) if input_list is not None else 0
+        return sqnr_on(qdq, tuple(spread(total, count or total)))
 
     return AlgorithmContext(
         model, samples, quantizer(observers), overrides=overrides, threads=o.num_threads, trial=trial,

@@ -47,7 +47,7 @@ from qtool.quant.gelu import gelu_interiors
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import judged_outputs, overall
 from qtool.quant.normalization import normalization_statistics
-from qtool.quant.observers import growing_ranges, observed_extremes
+from qtool.quant.observers import growing_ranges, observed_extremes, read_as
 from qtool.quant.overrides import checked_overrides, empty_ranges
 from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan
 from qtool.quant.qdq import write_qdq
@@ -279,12 +279,25 @@ def _algorithm_context(
         drift = compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads, cached=cached, integer_kernels=kernels)
         return overall(drift)["sqnr_db"]
 
+    observed: dict[tuple[int, ...], tuple[onnx.ModelProto, dict]] = {}  # auto: samples -> (model, its histograms)
+
+    def observe(candidate: onnx.ModelProto, fit_at: list[int], method: str) -> dict:
+        """The fold's activation observers. Under auto one histogram pass per half serves the three methods (a
+        histogram keeps the true extremes too): the ranges of a pass per method, for a third of the runs."""
+        shared, key = o.act_quantizer_calibration == "auto", tuple(fit_at)
+        if not shared or key not in observed or observed[key][0] is not candidate:
+            found, _ = calibrate(
+                candidate, activation_tensors(GraphFacts.of(candidate)), subset(fit_at)(),
+                observer="sqnr" if shared else method, percentile=o.percentile_calibration_value, threads=o.num_threads,
+            )  # fmt: skip
+            if not shared:
+                return found
+            observed[key] = candidate, found
+        return {name: read_as(seen, method, o.percentile_calibration_value) for name, seen in observed[key][1].items()}
+
     def fold(candidate: onnx.ModelProto, fit_at: list[int], check_at: list[int], method: str) -> float:
         fit = subset(fit_at)
-        found, _ = calibrate(
-            candidate, activation_tensors(GraphFacts.of(candidate)), fit(),
-            observer=method, percentile=o.percentile_calibration_value, threads=o.num_threads,
-        )  # fmt: skip
+        found = observe(candidate, fit_at, method)
         _per_channel_residual(o, candidate, fit(), found)
         given = encio.Encodings(dict(overrides.activations), dict(overrides.params))
 

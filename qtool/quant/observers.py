@@ -334,6 +334,21 @@ def growing_ranges(observers: dict[str, Observer]) -> dict[str, tuple[float, flo
     return found
 
 
+def read_as(observer: Observer, method: str, percentile: float = 99.99) -> Observer:
+    """A histogram's observations read by another `method`: any histogram method, or min-max from its true
+    extremes, the ranges a pass with that method's own observer gives. Any other observer is returned as it is."""
+    if not isinstance(observer, Histogram):
+        return observer
+    if method == "min-max":
+        plain = MinMax(observer.name)
+        plain.lo, plain.hi, plain.count, plain.unbounded = observer.lo, observer.hi, observer.count, observer.unbounded
+        plain.marks = list(observer.marks)
+        return plain
+    view = copy.copy(observer)
+    view.select, view.q, view.counts, view.marks = method, percentile, observer.counts.copy(), list(observer.marks)
+    return view
+
+
 def make_observer(method: str, name: str, percentile: float = 99.99) -> Observer:
     if method == "min-max":
         return MinMax(name)

@@ -18,7 +18,7 @@ from qtool import runtime
 from qtool.errors import DataError
 from qtool.quant import range_search
 from qtool.quant.calibrate import FloatOutputs, calibrate
-from qtool.quant.observers import Histogram, MinMax, from_state, make_observer
+from qtool.quant.observers import Histogram, MinMax, from_state, make_observer, read_as
 from qtool.quant.stats import load_stats, save_stats
 
 chunks = st.lists(
@@ -147,6 +147,19 @@ def test_batched_calibration_equals_sample_by_sample(method: str) -> None:
     assert n1 == n4 == 12
     for name in tensors:
         assert np.allclose(one[name].range(), four[name].range(), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["min-max", "sqnr", "mse", "percentile", "entropy"])
+def test_one_histogram_pass_read_as_each_method_gives_that_methods_own_ranges(method: str) -> None:
+    """auto's trials calibrate each half once and read every method off it (observers.read_as)."""
+    model = three_conv_model()
+    tensors = ["data_0", "conv1_1", "conv2_1", "relu", "out"]
+    shared, _ = calibrate(model, tensors, _samples(6), observer="sqnr", percentile=99.9)
+    own, _ = calibrate(model, tensors, _samples(6), observer=method, percentile=99.9)
+    for name in tensors:
+        read = read_as(shared[name], method, 99.9)
+        assert type(read) is type(own[name]) and read.range(8, "asymmetric") == own[name].range(8, "asymmetric")
+    assert shared["relu"].select == "sqnr"  # the pass itself is left as it was
 
 
 def test_calibration_keeps_the_first_samples_float_outputs_within_its_budget() -> None:

@@ -279,7 +279,9 @@ OUT := build/demo
 # 17634 -> 17650: the output's .data file checked before any work when the source is past the threshold (api.common)
 # 17650 -> 17652: trials and bc score against the float outputs computed once per set of samples (sqnr_on)
 # 17652 -> 17680: auto's trials calibrate each half once, every method read off its histograms (observers.read_as)
-LINE_BUDGET := 17680
+# 17680 -> 17782: hostile round two: Q/DQ parameters checked where they are read (qdq_read._checked), scales from
+#   Constant nodes, a mismatched --reference, unknown encodings versions, external-data length named
+LINE_BUDGET := 17782
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -36,7 +36,7 @@ def _import_encodings(source: onnx.ModelProto, o: ConvertOptions) -> tuple[onnx.
     its Q/DQ pairs become encodings on the float graph, or are dropped with --export_format strip."""
     if not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in source.graph.node):
         return source, encio.Encodings()
-    stripped, found = read_qdq(source)
+    stripped, found = read_qdq(source, where=str(o.input_network))
     if o.export_format == "strip":
         return stripped, encio.Encodings()
     check_imported_axes(stripped, found, str(o.input_network))

@@ -25,7 +25,7 @@ def export(o: ExportOptions) -> Report:
 
 
 def _export(o: ExportOptions, model: onnx.ModelProto) -> Report:
-    found = qdq_encodings(model)
+    found = qdq_encodings(model, str(o.input_network))
     if not len(found):
         raise UsageError("has no QuantizeLinear/DequantizeLinear encodings to export", where=str(o.input_network))
     job = ExportJob(model, found, o.input_network.name.removesuffix(".onnx"), o)

@@ -18,7 +18,7 @@ from qtool.inspect import html as inspect_html
 from qtool.inspect.findings import InspectReport
 from qtool.io import outputs
 from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
-from qtool.io.files import write_text
+from qtool.io.files import quoted, write_text
 from qtool.io.input_list import InputList, read_input_list
 from qtool.report import Report
 
@@ -82,11 +82,23 @@ def _checked_labels(o: InspectOptions, input_list: InputList) -> list[int] | Non
     return labels
 
 
+def _check_pair(model: onnx.ModelProto, reference: onnx.ModelProto, where: str) -> None:
+    """MODEL and --reference must take the same inputs and give MODEL's outputs, or they are not a float model and
+    its quantized one: the comparison would otherwise fail inside onnxruntime, blamed on the float model."""
+    mine, theirs = ({i.name for i in m.graph.input} - gm.initializer_names(m) for m in (model, reference))
+    missing = sorted({v.name for v in model.graph.output} - {v.name for v in reference.graph.output})
+    if mine != theirs:
+        raise UsageError(f"takes inputs {sorted(theirs)}, MODEL {sorted(mine)}: not MODEL's float model", where=where)
+    if missing:
+        raise UsageError(f"has no output {quoted(missing[0])}, which MODEL has: not MODEL's float model", where=where)
+
+
 def _compare_layers(
     o: InspectOptions, model: onnx.ModelProto, input_list: InputList, labels: list[int] | None, report: Report
 ) -> list[layers.LayerRow]:
     reference = gm.load(o.reference)  # type: ignore[arg-type]
     specs = gm.input_specs(model)
+    _check_pair(model, reference, str(o.reference))
     feeds = iter_feeds(input_list, specs, o.use_native_input_files)
     # the float model's outputs first (when they are small), then the quantized model's: one model's weights at a time
     cached = compare.reference_outputs(reference, feeds, o.num_threads)

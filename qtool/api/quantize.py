@@ -81,6 +81,9 @@ def _check_quantize_flags(o: QuantizeOptions) -> None:
         raise UsageError("--load_stats replaces calibration: drop --input_list / --enable_float_fallback")
     blocks.check_options(o.weights_block_size, o.weights_bitwidth, o.use_lpbq, o.encodings_format, o.use_asymmetric_blocks)
     weight_only = o.act_bitwidth == 32  # float activations: nothing to calibrate
+    if weight_only and o.act_16bit_tensors:
+        raise UsageError("--act_16bit_tensors with --act_bitwidth 32: activations stay float and none is calibrated",
+                         hint="--act_bitwidth 16 quantizes them all at 16 bits")  # fmt: skip
     if o.input_list is None and not o.load_stats and not o.enable_float_fallback and not weight_only:
         raise UsageError(
             "give --input_list (or --load_stats) for calibration, or --enable_float_fallback to use only the overrides"

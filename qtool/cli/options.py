@@ -34,7 +34,7 @@ class NonEmptyPath(click.Path):
         return super().convert(value, param, ctx)
 
 
-PathType = NonEmptyPath(path_type=Path, dir_okay=False)
+PathType = NonEmptyPath(path_type=Path)  # a folder is refused by whoever reads or writes it (exit 4 or 2)
 
 # Bounds on numbers a flag or config passes on to onnxruntime, numpy or protobuf, which fail past them with an
 # overflow of their own (an internal error): itertools.islice past sys.maxsize, onnxruntime's thread pool

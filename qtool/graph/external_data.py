@@ -131,7 +131,13 @@ def _extent(tensor: onnx.TensorProto, path: Path, where: str) -> tuple[int, int]
     itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
     count = int(np.prod(tensor.dims, dtype=np.int64))
     needed = (count + 1) // 2 if tensor.data_type in PACKED else count * itemsize
-    if offset < 0 or length < needed or offset + length > size:
+    if offset < 0 or (length != needed and given.get("length")):
+        raise ModelError(
+            f"tensor {tensor.name!r}: its external data says offset {offset}, length {length}; its shape and type "
+            f"take {needed} bytes",
+            where=where,
+        )
+    if length < needed or offset + length > size:
         raise ModelError(
             f"cannot read external data: tensor {tensor.name!r} needs {needed} bytes at offset {offset} of "
             f"{path.name}, which has {size}",

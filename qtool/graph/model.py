@@ -37,6 +37,15 @@ SPILL_ENV = "QTOOL_SPILL_BYTES"
 SPILL_BYTES = 256 << 20
 
 
+def _names_encodings(path: Path, form: str) -> bool:
+    """A JSON file that reads like AIMET encodings (its first 64 KiB), given where a model goes."""
+    if form != "json":
+        return False
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    return any(key in head for key in (b'"activation_encodings"', b'"param_encodings"', b'"encodings"'))
+
+
 def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Read an ONNX file (external data too); anything else is a ModelError naming it."""
     return load_with_files(path)[0]
@@ -56,7 +65,9 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
         if found and len(model.graph.initializer) != found.initializers:  # the walk misread it: parse it whole
             found, model = None, onnx.load(str(p), form, load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError, RuntimeWarning, ValueError...
-        raise ModelError(f"not an ONNX model ({type(e).__name__}: {str(e)[:120]})", where=str(p)) from e
+        said = " ".join(str(e).split())[:120]  # protobuf's text parser breaks its message over lines
+        hint = "an AIMET encodings file goes to --quantization_overrides" if _names_encodings(p, form) else None
+        raise ModelError(f"not an ONNX model ({type(e).__name__}: {said})", where=str(p), hint=hint) from e
     if not model.ir_version:
         raise ModelError("not an ONNX model (empty, or no ir_version)", where=str(p))
     data_files = external_data.load(model, p.parent, str(p))

@@ -64,8 +64,8 @@ def _encoding_row(kind_: str, name: str, e: Encoding) -> list:
     return [kind_, name, e.bitwidth, _schema(e), len(e.scale), min(e.min), max(e.max), e.scale[0], e.offset[0]]
 
 
-def _encodings_table(model: onnx.ModelProto) -> Table:
-    found = qdq_encodings(model)
+def _encodings_table(model: onnx.ModelProto, where: str) -> Table:
+    found = qdq_encodings(model, where)
     rows = [
         _encoding_row(kind_, name, e)
         for kind_, table in (("act", found.activations), ("param", found.params))
@@ -105,5 +105,5 @@ def summarise(model: onnx.ModelProto, where: str) -> InspectReport:
     )
     report.tables.append(macs)
     if model_kind == "quantized":
-        report.tables.append(_encodings_table(model))
+        report.tables.append(_encodings_table(model, where))
     return report

@@ -8,7 +8,7 @@ summaries of the vendors' tables; attribute limits (kernel sizes, strides) are n
 - vitis-dpu: Vitis AI UG1414 "Currently Supported Operators" (conv, deconv, depthwise, pooling,
   fully connected, eltwise add/mul, concat, upsample, ReLU/ReLU6/LeakyReLU, hard-sigmoid/swish);
   Softmax runs on the CPU (or the optional Softmax IP).
-- qnn-htp: the QNN HTP backend's op set (most of ONNX's numeric ops).
+- qnn-htp: the QNN HTP backend's op set (most of ONNX's numeric ops; opset 23's RMSNormalization is its RmsNorm).
 - ort-cpu: ops onnxruntime's QDQ transformers fuse into integer kernels (QLinearConv, QGemm,
   MatMulInteger, QLinearAdd/Mul, QLinearConcat, QLinearSigmoid/Softmax, ...) or that simply move
   quantized data (Reshape, Transpose, MaxPool, ...); the rest runs in float between DQ and Q.
@@ -52,7 +52,7 @@ TARGET_OPS: dict[str, frozenset[str]] = {
         BatchNormalization InstanceNormalization LayerNormalization Gather GatherND Pad Resize DepthToSpace
         SpaceToDepth ReduceMean ReduceMax ReduceMin ReduceSum Max Min Abs Neg Exp Log Sqrt Pow Erf Where Cast
         Expand Tile ArgMax ArgMin TopK LRN Floor Ceil Reciprocal Softplus Sin Cos ScatterND CumSum GridSample
-        Equal Greater Less Not And Or"""
+        Equal Greater Less Not And Or RMSNormalization"""
     ),
     "ort-cpu": _MOVEMENT
     | _ops(

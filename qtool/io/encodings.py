@@ -193,6 +193,10 @@ def parse_encodings(data: Any, where: str) -> Encodings:
     """Validate a decoded JSON document and turn it into `Encodings`."""
     if not isinstance(data, dict):
         raise DataError("top level must be a JSON object", where=where)
+    version = data.get("version")
+    if version is not None and (not isinstance(version, str) or version.split(".")[0] not in ("0", "1", "2")):
+        raise DataError(f"version {encodings_v2.shown(version)}: qtool reads AIMET encodings 0.6.1, 1.0.0 and 2.0.0",
+                        where=where)  # fmt: skip
     if encodings_v2.is_v2(data):
         acts, params = encodings_v2.parse(data, where)
         stated = {n: e.axis for n, e in {**acts, **params}.items() if e.axis is not None and e.blocks is None}

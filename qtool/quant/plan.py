@@ -606,7 +606,9 @@ def _converts(
         if getattr(observer, "stays_float", False):
             continue  # left float on purpose: a mask's values must reach the Softmax as they are
         if observer is None or not observer.count:
-            logger.warning("float tensor %r feeds integer ops but has no calibration data; they read it in float", name)
+            if not o.weight_only:  # weight-only calibrates nothing: every reader takes its activations in float
+                logger.warning("float tensor %r feeds integer ops but has no calibration data; they read it in float",
+                               name)  # fmt: skip
             continue
         lo, hi = observer.range(o.act_bitwidth, o.act_schema)
         converts[name] = enc.with_schema(o.act_schema, lo, hi, o.act_bitwidth, pow2=o.act_pow2)

@@ -12,7 +12,6 @@ consumer's rule names, and the weights the model's LPBQ metadata lists come back
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -24,10 +23,11 @@ from onnx import TensorProto, numpy_helper
 from qtool import encoding as enc
 from qtool import runtime
 from qtool.encoding import Blocks, Encoding
-from qtool.errors import ModelError
+from qtool.errors import DataError, ModelError
 from qtool.graph import external_data
 from qtool.graph.lazy_weights import spilled
 from qtool.io.encodings import Encodings
+from qtool.io.files import load_json, quoted
 from qtool.quant import blocks
 from qtool.quant.qdq import FLOAT_METADATA, LPBQ_METADATA, NARROW_METADATA, sliced
 from qtool.quant.rules import rule_for, weight_axis
@@ -65,15 +65,65 @@ def _blocked(node: onnx.NodeProto, scale: np.ndarray, zp: np.ndarray, channel: i
     return scale.ravel(), zp.ravel(), Blocks(_block_size(node), axis, scale.shape)
 
 
+Constants = dict[str, np.ndarray]  # a Constant node's output -> its value (exporters write scales so)
+
+
+def _constant_nodes(graph: onnx.GraphProto) -> Constants:
+    found = {}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1:
+            try:
+                found[node.output[0]] = np.asarray(numpy_helper.to_array(node.attribute[0].t)
+                                                   if node.attribute[0].name == "value"
+                                                   else onnx.helper.get_attribute_value(node.attribute[0]))  # fmt: skip
+            except (ValueError, TypeError):  # a sparse or string value: not a scale
+                continue
+    return found
+
+
+def _value(name: str, inits: dict[str, onnx.TensorProto], constants: Constants, what: str) -> np.ndarray:
+    if name in inits:
+        return external_data.array(inits[name])
+    if name in constants:
+        return constants[name]
+    raise ModelError(f"{what}, {quoted(name)}, is not a constant (an initializer or a Constant node)")
+
+
+def _checked(node: onnx.NodeProto, scale: np.ndarray, zp: np.ndarray, shape: tuple[int, ...] | None) -> None:
+    """The DequantizeLinear's parameters as ONNX defines them, and usable: a scale that is finite and positive,
+    a zero point of its shape, a per-channel axis within the tensor and a scale per channel, block_size blocks
+    covering the blocked axis; `shape` is the quantized tensor's, when known (a weight)."""
+    what = f"{node.op_type} {quoted(node.name or node.output[0])}"
+    if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise ModelError(f"{what}: scale {quoted(node.input[1])} holds values that are not finite and positive")
+    if len(node.input) > 2 and node.input[2] and zp.size != scale.size:
+        raise ModelError(f"{what}: zero point shape {list(zp.shape)} is not the scale's {list(scale.shape)}")
+    if shape is None or scale.size <= 1:
+        return
+    axis, size = _attr_axis(node), _block_size(node)
+    if not -len(shape) <= axis < len(shape):
+        raise ModelError(f"{what}: axis {axis} is outside its {len(shape)}-D tensor")
+    dim = shape[axis]
+    if size == 0 and (scale.ndim != 1 or scale.size != dim):
+        raise ModelError(f"{what}: {scale.size} scales for {dim} channels along axis {axis}")
+    blocks_of = [-(-d // size) if k == axis % len(shape) else d for k, d in enumerate(shape)] if size > 0 else None
+    if size != 0 and list(scale.shape) != blocks_of:
+        raise ModelError(f"{what}: scale shape {list(scale.shape)} is not {size}-blocks of {list(shape)} along axis {axis}")
+
+
 def _encoding(
-    node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], int_type: int, channel: int | None = None
+    node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], int_type: int, channel: int | None = None,
+    constants: Constants | None = None, shape: tuple[int, ...] | None = None,
 ) -> Encoding:
     if int_type not in _BITS:
         raise ModelError(f"{node.op_type} {node.name!r} uses an unsupported type {TensorProto.DataType.Name(int_type)}")
     bitwidth, signed = _BITS[int_type]
-    scale = external_data.array(inits[node.input[1]]).astype(np.float64)
+    constants = constants or {}
+    scale = _value(node.input[1], inits, constants, f"the scale of {node.op_type} {quoted(node.name)}").astype(np.float64)
     zp_name = node.input[2] if len(node.input) > 2 else ""
-    zp = external_data.array(inits[zp_name]).astype(np.int64) if zp_name else np.zeros(1, np.int64)
+    zp = (_value(zp_name, inits, constants, f"the zero point of {node.op_type} {quoted(node.name)}").astype(np.int64)
+          if zp_name else np.zeros(1, np.int64))  # fmt: skip
+    _checked(node, scale, zp, shape)
     layout = _blocked(node, scale, zp, channel) if _block_size(node) > 0 and scale.ndim > 0 else None
     scale, zp = (layout[0], layout[1]) if layout else (scale.ravel(), zp.ravel())
     shift = 2 ** (bitwidth - 1) if signed else 0
@@ -83,18 +133,30 @@ def _encoding(
     return dataclasses.replace(e, blocks=layout[2]) if layout else e
 
 
-def qdq_encodings(model: onnx.ModelProto) -> Encodings:
+def qdq_encodings(model: onnx.ModelProto, where: str | None = None) -> Encodings:
     """The encodings of a QDQ model, without dequantizing its weights (a float copy costs the model's size)."""
-    return read_qdq(model, weights=False)[1]
+    return read_qdq(model, weights=False, where=where)[1]
 
 
-def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None = None) -> tuple[onnx.ModelProto, Encodings]:
+def read_qdq(
+    model: onnx.ModelProto, weights: bool = True, scratch: str | None = None, where: str | None = None
+) -> tuple[onnx.ModelProto, Encodings]:
     """Return (float model without Q/DQ, encodings); without `weights` the model is not usable (its
     weights are not dequantized), only its encodings; with `scratch` (a file in a temporary folder) the
-    dequantized weights go there, lazy (lazy_weights.spilled), not into memory. `model` is not modified."""
+    dequantized weights go there, lazy (lazy_weights.spilled), not into memory. `model` is not modified.
+    A Q/DQ whose parameters do not make sense is a ModelError naming `where` (the model's file)."""
+    try:
+        return _read_qdq(model, weights, scratch)
+    except ModelError as e:
+        e.where = e.where or where
+        raise
+
+
+def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tuple[onnx.ModelProto, Encodings]:
     out = external_data.without_initializers(model)  # a whole copy's arena would keep the replaced integers too
     graph = out.graph
     inits = {i.name: i for i in model.graph.initializer}
+    constants = _constant_nodes(graph)
     producers = {o: n for n in graph.node for o in n.output}
     readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
     for reader in graph.node:
@@ -126,7 +188,7 @@ def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None =
         source = node.input[0]
         if source in inits:
             channel = _channel_axis(readers.get(node.output[0], []), len(inits[source].dims))
-            e = _encoding(node, inits, inits[source].data_type, channel)
+            e = _encoding(node, inits, inits[source].data_type, channel, constants, tuple(inits[source].dims))
             if weights:
                 values = sliced("dequantize", e, external_data.array(inits[source]), np.float32)
                 large = scratch is not None and values.nbytes >= external_data.LAZY_BYTES
@@ -139,7 +201,7 @@ def read_qdq(model: onnx.ModelProto, weights: bool = True, scratch: str | None =
         q_node = producers.get(source)
         if q_node is None or q_node.op_type != "QuantizeLinear":
             continue
-        e = _encoding(node, inits, _q_output_type(q_node, inits))
+        e = _encoding(node, inits, _q_output_type(q_node, inits), None, constants)
         x, y = q_node.input[0], node.output[0]
         name = y if y in outputs else x
         found.activations[name] = e
@@ -163,8 +225,8 @@ def _marked(model: onnx.ModelProto, key: str, parse: Callable[[Any], Any], shape
     """Metadata `key` (removed from the model) parsed from JSON by `parse`; {} when absent, None when malformed."""
     text = _pop_metadata(model, key)
     try:
-        return parse(json.loads(text) if text is not None else {})
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError):
+        return parse(load_json(text, f"model metadata {key}") if text is not None else {})
+    except (DataError, ValueError, TypeError, AttributeError, KeyError, IndexError):
         logger.warning("model metadata %r is not a JSON object of %s: ignored", key, shape)
         return None
 
@@ -214,7 +276,8 @@ def _lpbq_back(model: onnx.ModelProto, found: Encodings) -> None:
                     "[bitwidth, decompressed_bw]")  # fmt: skip
     for name, bitwidth, decompressed_bw in items or []:
         e = found.params.get(name)
-        lpbq = blocks.as_lpbq(e, bitwidth, decompressed_bw) if e is not None else None
+        fits = e is not None and 2 <= bitwidth <= e.bitwidth  # 4-bit blocks unpacked are stored in int8
+        lpbq = blocks.as_lpbq(e, bitwidth, decompressed_bw) if fits else None
         if lpbq is None:
             logger.warning("weight %r is marked LPBQ, but its block scales are not; read as plain per-block", name)
         else:
@@ -253,6 +316,7 @@ def _rebuild(
         node.output[:] = [_resolve(o, rename) for o in node.output]
     # a weight an If or Loop body reads from the outer scope is used too (openWakeWord's verifier head)
     used = {i for n in kept for i in runtime.reads(n)} | {o.name for o in graph.output}
+    kept = [n for n in kept if n.op_type != "Constant" or n.output[0] in used]  # a removed Q/DQ's scale
     # a dequantized weight takes its integer initializer's place, so the order survives a round trip
     inits = [new_inits.get(i.name, i) for i in initializers if i.name in used or i.name in new_inits]
     del graph.node[:]

@@ -54,7 +54,7 @@ CLOBBERS = {
         lambda ws: (os.mkfifo(ws.root / "f"), ["-o", ws.out, "--save_stats", ws.root / "f"])[1],
         ["FIFO"],
     ),
-    "output-is-a-folder": (lambda ws: (ws.out.mkdir(parents=True), ["-o", ws.out])[1], ["is a directory"]),
+    "output-is-a-folder": (lambda ws: (ws.out.mkdir(parents=True), ["-o", ws.out])[1], ["-o", "a folder"]),
     "encodings-is-a-folder": (
         lambda ws: (ws.out.with_suffix(".encodings.json").mkdir(parents=True), ["-o", ws.out])[1],
         ["encodings file", "a folder"],

@@ -89,7 +89,7 @@ def _runs(
     if node is None or depth == 0 or not node.input:
         return None
     source = node.input[0]
-    if node.op_type == "Identity":
+    if node.op_type in ("Identity", "Cast"):  # a float16 model's outputs leave through convert's Cast
         return _runs(source, axis, producers, shapes, depth - 1)
     if node.op_type == "Transpose":
         perm = _ints(node, "perm") or list(range(len(shapes.get(name, ()))))[::-1]

@@ -196,7 +196,8 @@ def compare_outputs(
     producers = {o: n for n in reference.graph.node for o in n.output}
     for name in names:
         drift[name] = Drift(may_be_scores=_may_be_scores(producers, name))
-        drift.update({p.name: Drift(part=True) for p in parts_of.get(name, [])})
+        # a part is a detection head's boxes, scores or coefficients: its last axis runs over anchors, not classes
+        drift.update({p.name: Drift(part=True, may_be_scores=False) for p in parts_of.get(name, [])})
     for index, feed in enumerate(feeds):
         ref_out = cached[index] if cached is not None else _run(ref_sess, names, feed, "the float model", index)
         quant_out = _run(quant_sess, names, feed, "the quantized model", index)
@@ -218,7 +219,7 @@ def compare_outputs(
 # A vector no classifier head writes: a recurrent state, a normalised embedding; its argmax agreeing with float's
 # says nothing (g2p-id's LSTM encoder state showed "top1_agreement 0.30" at 46 dB).
 NOT_SCORES = frozenset({"LSTM", "GRU", "RNN", "LayerNormalization", "LpNormalization"})
-PASSES_ON = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Identity"})
+PASSES_ON = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Identity", "Cast"})
 NORMS = frozenset({"ReduceL2", "Sqrt", "Max", "Clip"})  # x / max(‖x‖, ε): a Div by these normalises (a Div by a
 # ReduceSum is a Softmax written out, and keeps its top-1)
 

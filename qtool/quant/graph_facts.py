@@ -47,6 +47,37 @@ class GraphFacts:
         kinds = FLOAT_TYPES if opset >= HALF_OPSET else frozenset({TensorProto.FLOAT})
         return cls(model, types, inits, producers, dict(consumers), inputs, {v.name for v in graph.output}, kinds)
 
+    def leaving(self) -> set[str]:
+        """The graph outputs and what only a Cast or an Identity takes on to one: a float16 model's output leaves
+        through the Cast convert adds (its float32 computation's value is the output as far as a grid goes)."""
+        found = set(self.graph_outputs)
+        pending = list(found)
+        while pending:
+            node = self.producers.get(pending.pop())
+            if node is None or node.op_type not in ("Cast", "Identity") or not node.input or node.input[0] in found:
+                continue
+            source = node.input[0]
+            if all(c.op_type in ("Cast", "Identity") and c.output[0] in found for c in self.consumers.get(source, [])):
+                found.add(source)
+                pending.append(source)
+        return found
+
+    def carries_state(self) -> bool:
+        """The model is run along a stream with its state fed back: a graph input reaches a recurrent op's initial
+        state (DTLN's packed LSTM states), or a float input and output share a shape beside another input (a state
+        in and its update out, Silero's h and hn). Only such a model has ranges that grow with the stream."""
+        inputs = [v for v in self.model.graph.input if v.name not in self.initializers]
+        reached, pending = set(self.graph_inputs), list(self.graph_inputs)
+        while pending:
+            for node in self.consumers.get(pending.pop(), []):
+                if node.op_type in ("LSTM", "GRU", "RNN") and reached.intersection(node.input[5:7]):
+                    return True
+                fresh = [o for o in node.output if o and o not in reached]
+                reached.update(fresh)
+                pending.extend(fresh)
+        shapes = {_shape(v) for v in self.model.graph.output if self.is_float(v.name)} - {None}
+        return len(inputs) > 1 and any(self.is_float(v.name) and _shape(v) in shapes for v in inputs)
+
     def is_float(self, name: str) -> bool:
         return self.elem_types.get(name) in self.float_types
 
@@ -95,3 +126,8 @@ class GraphFacts:
         if name not in cache:
             cache[name] = external_data.array(self.initializers[name])
         return cache[name]
+
+
+def _shape(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:
+    dims = value.type.tensor_type.shape.dim
+    return tuple(d.dim_value for d in dims) if dims and all(d.HasField("dim_value") for d in dims) else None

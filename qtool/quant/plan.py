@@ -303,7 +303,7 @@ def plan_activations(
     groups = activation_groups(facts, [t for t in tensors if t not in float_alone], apart, not o.op_types, sliced)
     # a split Concat's output is integer on its own range, its inputs requantized onto it; one that leaves the
     # model stays float (a detector's scores keep their grid up to the output: nudenet F1 0.20 on one grid)
-    outputs = set(facts.graph_outputs)
+    outputs = facts.leaving()
     heads = {t for g in groups if apart.intersection(g) and outputs.intersection(g) for t in g}
     planned: dict[str, Encoding] = dict.fromkeys(heads | sliced | float_alone.intersection(tensors), enc.float_encoding(32))
     for name in sorted(apart):
@@ -404,8 +404,12 @@ def _weight_encoding(
     if per_channel and values.ndim > 1 and channels > 1:
         return _per_channel_encoding(values, axis, channels, bitwidth, o)
     schema = "symmetric" if (given is not None and given.is_symmetric) or bitwidth == 16 else o.param_schema
-    lo, hi = observe_values(o.param_calibration, values, bitwidth, schema, o.percentile)
-    return enc.with_schema(schema, lo, hi, bitwidth, pow2=o.param_pow2)
+    schemas = dict.fromkeys(["symmetric", schema] if per_channel and values.ndim > 1 else [schema])
+    # one channel asked per channel: per tensor, on per-channel's symmetric grid unless the asymmetric one holds it
+    # closer (a weight quantize_dynamic left on its int8 grid: 20.1 -> 22.2 dB; a DFL's 0..15 asymmetric, exact)
+    found = [enc.with_schema(s, *observe_values(o.param_calibration, values, bitwidth, s, o.percentile), bitwidth,
+                             pow2=o.param_pow2) for s in schemas]  # fmt: skip
+    return min(found, key=lambda e: _squared_error(e, values)) if len(found) > 1 else found[0]
 
 
 def matmul_weight_grid(o: PlanOptions) -> Callable[[np.ndarray], np.ndarray]:
@@ -596,10 +600,11 @@ def _converts(
     making a normalisation statistic (a ReduceSum of a float tensor) or a GELU's inside reads float: no convert."""
     converts = {}
     statistics = float_by_structure(facts)
+    cast_out = facts.leaving() - facts.graph_outputs  # read only by the Cast to a float16 model's output
     for name, e in plan.activations.items():
         readers = facts.consumers.get(name, [])
-        if not e.is_float or name in plan.split_sources:  # a split source's slices read it float, then round
-            continue
+        if not e.is_float or name in plan.split_sources or name in cast_out:  # a split source's slices read it
+            continue  # float, then round
         if all(plan.is_float_node(c) or statistics.intersection(c.output) for c in readers):
             continue
         observer = observers.get(name)

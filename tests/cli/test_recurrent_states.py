@@ -139,3 +139,21 @@ def test_weights_of_ops_without_a_quantized_form_are_counted_as_float(tmp_path: 
     result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out, "--json"])
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["float weights"].startswith("3 (LSTM 3")
+
+
+def test_a_stateless_model_whose_list_grows_in_magnitude_is_not_said_to_accumulate(tmp_path: Path) -> None:
+    """Independent samples in an order that happens to grow (a captcha CRNN: the tensors named changed with the
+    list's order): no state crosses samples, so neither quantize nor inspect speaks of a stream."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.5, (FEATURES, HIDDEN)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mlp",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, FEATURES])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, HIDDEN])], [w])  # fmt: skip
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    feeds = [{"x": (rng.normal(0, 1, (1, FEATURES)) * 1.5 ** (k // 4)).astype(np.float32)} for k in range(16)]
+    write_feeds(tmp_path, feeds)
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", tmp_path / "q.onnx"])
+    assert result.exit_code == 0 and "grew over every quarter" not in result.stderr, result.stderr
+    lint = run_cli(["inspect", path, "-l", tmp_path / "list.txt", "--json"])
+    assert not [f for f in json.loads(lint.stdout)["findings"] if f["lint"] == "growing-range"]

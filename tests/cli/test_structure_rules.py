@@ -72,6 +72,31 @@ def test_a_detection_head_keeps_its_scores_apart_from_its_boxes(tmp_path: Path) 
     assert acts["scores"][0]["max"] < 1.1 and acts["y"][0]["dtype"] == "float"
 
 
+def test_a_float16_detection_head_keeps_its_scores_apart_behind_converts_output_cast(tmp_path: Path) -> None:
+    """A float16 model computes in float32 behind the Casts convert adds: the head's Concat feeds the Cast to the
+    output, and was put on one grid there (platedet's YOLOv8-seg: every score 0, 0.0 dB, the report 36.7 dB).
+    Its output stays float as the float32 model's does, and the report measures the parts through the Cast."""
+    model, listing = _detection_head(tmp_path)
+    half = onnx.load(str(model))
+    for value in (*half.graph.input, *half.graph.output):
+        value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    for init in half.graph.initializer:
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    onnx.save(half, str(tmp_path / "half.onnx"))
+    assert run_cli(["convert", "-i", tmp_path / "half.onnx", "-o", tmp_path / "c.onnx"]).exit_code == 0
+    out = tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", tmp_path / "c.onnx", "--input_list", listing, "-o", out, "--json"])
+    assert result.exit_code == 0
+    rows = {row["output"]: row for row in _outputs_table(json.loads(result.output))}
+    assert list(rows) == ["y", "y[:, :, 0:4]", "y[:, :, 4:7]"]
+    x = np.fromfile(listing.read_text().split()[0], np.float32).reshape(1, 50, 16).astype(np.float16)
+    want = ort.InferenceSession(str(tmp_path / "half.onnx")).run(None, {"x": x})[0].astype(np.float32)
+    got = ort.InferenceSession(str(out)).run(None, {"x": x})[0].astype(np.float32)
+    assert np.abs(want[..., 4:] - got[..., 4:]).max() < 0.05
+    assert rows["y[:, :, 4:7]"]["sqnr_db"] > 20
+    assert not any("top1_agreement" in rows[k] for k in ("y[:, :, 0:4]", "y[:, :, 4:7]"))  # argmax over anchors
+
+
 def test_concat_inputs_of_similar_ranges_still_share_one_encoding(tmp_path: Path) -> None:
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["x"], ["b"]),
              helper.make_node("Concat", ["a", "b"], ["y"], axis=-1)]  # fmt: skip

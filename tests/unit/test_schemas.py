@@ -115,3 +115,16 @@ def test_a_bias_too_large_for_the_accumulator_grid_raises_its_weight_scale_not_i
     assert np.abs(on_grid.quantize(bias)).max() <= enc.BIAS_INT32_MAX
     fits = np.abs(bias) <= x_scale * enc.symmetric(-absmax, absmax, 8, axis=0).scale_array() * enc.BIAS_INT32_MAX
     assert np.array_equal(weight.scale_array()[fits], enc.symmetric(-absmax, absmax, 8, axis=0).scale_array()[fits])
+
+
+@pytest.mark.parametrize(("values", "symmetric"), [
+    (np.arange(-127, 128, 5, dtype=np.float32)[:, None] * 0.01, True),  # on an int8 grid, as quantize_dynamic left it
+    (np.arange(16, dtype=np.float32)[None, :, None, None], False),  # a DFL's 0..15: the asymmetric grid holds it
+])  # fmt: skip
+def test_a_one_channel_weight_asked_per_channel_takes_the_grid_that_holds_it_closer(values, symmetric: bool) -> None:
+    from qtool.io.encodings import Encodings
+    from qtool.quant.plan import PlanOptions, _weight_encoding
+
+    e = _weight_encoding("w", values, 0 if values.ndim == 4 else 1, True, Encodings(), PlanOptions())
+    assert e.is_symmetric is symmetric and len(e.scale) == 1
+    assert np.allclose(e.fake_quantize(values), values, atol=1e-6)  # each lands on its own grid exactly

@@ -198,11 +198,13 @@ def _weight_severity(ctx: LintContext, node: onnx.NodeProto, weight: str, levels
 
 def uneven_channels(ctx: LintContext) -> Iterable[Finding]:
     bitwidth = int(ctx.preset.get("weights_bitwidth", 8))
+    seen: set[str] = set()  # a weight 20 unrolled LSTM steps share is one finding, not 20
     for node in ctx.model.graph.node:
         for index in rule_for(node).weights:
             weight = node.input[index] if index < len(node.input) else ""
-            if weight not in ctx.facts.initializers or len(ctx.facts.initializers[weight].dims) < 2:
+            if weight in seen or weight not in ctx.facts.initializers or len(ctx.facts.initializers[weight].dims) < 2:
                 continue
+            seen.add(weight)
             w = ctx.facts.array(weight)
             axis = weight_axis(node, index, w.ndim)
             ranges = channel_ranges(w, axis).astype(np.float64)
@@ -228,10 +230,11 @@ def _uneven_finding(
         fix = "the DPU quantizes weights per tensor: --apply_algorithms cle, or retrain with weight decay"
     elif severity == "info":
         fix = f"nothing: the {ctx.target} preset quantizes these weights per channel"
+    users = len(ctx.facts.consumers.get(weight, []))
     return Finding(
         "uneven-channels",
         severity,
-        f"weight {weight!r} of {_where(node)}",
+        f"weight {weight!r} of {_where(node)}" + (f" and {users - 1} more nodes" if users > 1 else ""),
         f"channel ranges differ {ratio:.0f}x (axis {axis}): per-tensor quantization leaves channel {weakest} "
         f"about {levels:.1f} levels per side",
         fix,

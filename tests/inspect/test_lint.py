@@ -193,3 +193,16 @@ def test_a_quantized_model_that_keeps_its_masked_scores_float_is_quiet(tmp_path)
     ctx = lint.context(quantized, None)
     assert ctx.encodings is not None and ctx.encodings.activations["m"].is_float
     assert only(lint.run_lints(ctx), "softmax-mask") == []
+
+
+def test_a_weight_many_nodes_share_is_one_uneven_channels_finding():
+    """An LSTM unrolled into 20 Gemm steps shares its weights: 60 findings for 3 weights (captcha CRNN)."""
+    model = outlier_channel(50.0)
+    graph = model.graph
+    at = next(k for k, n in enumerate(graph.node) if n.output[0] == "c2")
+    graph.node.insert(at + 1, onnx.helper.make_node("Conv", ["r1", "W2", "B2"], ["c2b"], pads=[1, 1, 1, 1]))
+    graph.node.insert(at + 2, onnx.helper.make_node("Add", ["c2", "c2b"], ["c2s"]))
+    relu = next(n for n in graph.node if n.output[0] == "r2")
+    relu.input[0] = "c2s"
+    (found,) = only(findings(model), "uneven-channels")
+    assert "'W2'" in found.where and "and 1 more nodes" in found.where

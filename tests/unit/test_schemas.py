@@ -117,14 +117,19 @@ def test_a_bias_too_large_for_the_accumulator_grid_raises_its_weight_scale_not_i
     assert np.array_equal(weight.scale_array()[fits], enc.symmetric(-absmax, absmax, 8, axis=0).scale_array()[fits])
 
 
-@pytest.mark.parametrize(("values", "symmetric"), [
-    (np.arange(-127, 128, 5, dtype=np.float32)[:, None] * 0.01, True),  # on an int8 grid, as quantize_dynamic left it
-    (np.arange(16, dtype=np.float32)[None, :, None, None], False),  # a DFL's 0..15: the asymmetric grid holds it
-])  # fmt: skip
-def test_a_one_channel_weight_asked_per_channel_takes_the_grid_that_holds_it_closer(values, symmetric: bool) -> None:
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_a_weight_on_an_int8_grid_keeps_that_grid(per_channel: bool) -> None:
+    """A model quantize_dynamic shipped comes back from convert with weights on their int8 grids: any other grid
+    rounds them again; a weight off every such grid gets the usual one."""
     from qtool.io.encodings import Encodings
     from qtool.quant.plan import PlanOptions, _weight_encoding
 
-    e = _weight_encoding("w", values, 0 if values.ndim == 4 else 1, True, Encodings(), PlanOptions())
-    assert e.is_symmetric is symmetric and len(e.scale) == 1
-    assert np.allclose(e.fake_quantize(values), values, atol=1e-6)  # each lands on its own grid exactly
+    rng = np.random.default_rng(0)
+    on_grid = rng.integers(-127, 128, (16, 8)).astype(np.float32) * np.float32(0.01)
+    on_grid[0, 0] = 1.27  # the grid's end: absmax / 127 is its scale, as quantize_dynamic computes it
+    e = _weight_encoding("w", on_grid, 1, per_channel, Encodings(), PlanOptions())
+    assert e.is_symmetric and np.allclose(e.fake_quantize(on_grid), on_grid, atol=1e-6)
+    assert len(e.scale) == (8 if per_channel else 1) and np.allclose(e.scale, 0.01)
+    off_grid = on_grid + rng.normal(0, 0.003, on_grid.shape).astype(np.float32)
+    assert not np.allclose(_weight_encoding("w", off_grid, 1, per_channel, Encodings(), PlanOptions()).scale, 0.01)

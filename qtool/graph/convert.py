@@ -9,13 +9,16 @@ model is normalised: quantize, inspect and export of an already converted model 
 
 from __future__ import annotations
 
+import logging
+
 import onnx
 
 from qtool.errors import ModelError
-from qtool.graph import external_data, prelu_slope
+from qtool.graph import expand_functions, external_data, prelu_slope
 from qtool.graph.float16 import to_float32
 from qtool.graph.model import default_opset, upgrade_opset
 
+logger = logging.getLogger(__name__)
 MIN_OPSET = 13
 
 
@@ -153,6 +156,9 @@ def normalise(
     if default_opset(model) < 7:
         model = prelu_slope.per_channel(model, where)
     model = upgrade_opset(model, _needed_opset(model), where)
+    expanded = expand_functions.expand(model)
+    if expanded:
+        logger.info("convert: %d Attention ops written out as the MatMul, Softmax and mask ops they stand for", expanded)
     # An exporter's intermediate shapes go stale once the batch is fixed (Paddle writes -1): let
     # shape inference recompute them all, or a conflict leaves every later tensor unshaped.
     declared = list(model.graph.value_info)

@@ -38,6 +38,10 @@ def test_a_broken_model_is_warned_about_naming_the_worst_layer(tmp_path: Path, a
     tried = run_cli(["quantize", "-i", model, "--input_list", listing, "-o", out, "--quantization_overrides",
                      _clipping_override(tmp_path), "--act_quantizer_calibration", "sqnr"])  # fmt: skip
     assert "far from the float one" in tried.stderr and "auto --apply_algorithms bc" not in tried.stderr
+    assert "weights are per tensor: --use_per_row_quantization" in warning  # the MatMuls' weights, per row
+    per_row = run_cli(["quantize", "-i", model, "--input_list", listing, "-o", out, "--quantization_overrides",
+                       _clipping_override(tmp_path), "--use_per_row_quantization"])  # fmt: skip
+    assert "far from the float one" in per_row.stderr and "weights are per tensor" not in per_row.stderr
 
 
 @pytest.mark.parametrize("how", ["flag", "config"])

@@ -88,7 +88,9 @@ def _check_pair(model: onnx.ModelProto, reference: onnx.ModelProto, where: str) 
     mine, theirs = ({i.name for i in m.graph.input} - gm.initializer_names(m) for m in (model, reference))
     missing = sorted({v.name for v in model.graph.output} - {v.name for v in reference.graph.output})
     if mine != theirs:
-        raise UsageError(f"takes inputs {sorted(theirs)}, MODEL {sorted(mine)}: not MODEL's float model", where=where)
+        pinned = "compare with the model `qtool convert` wrote, whose pinned inputs MODEL holds as constants"
+        raise UsageError(f"takes inputs {sorted(theirs)}, MODEL {sorted(mine)}: not MODEL's float model", where=where,
+                         hint=pinned if mine < theirs else None)  # fmt: skip
     if missing:
         raise UsageError(f"has no output {quoted(missing[0])}, which MODEL has: not MODEL's float model", where=where)
 

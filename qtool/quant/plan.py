@@ -401,28 +401,30 @@ def _weight_encoding(
         logger.warning("--weights_block_size %d does not divide the %d inputs of %r: per-channel instead",
                        o.weights_block_size, values.shape[block_axis], name)  # fmt: skip
         per_channel = True
-    exact = _int8_grid(values) if bitwidth == 8 and given is None and not o.param_pow2 else None
-    if exact is not None:  # its values are that grid's: any other rounds them again
-        top = exact * 127
-        if per_channel and values.ndim > 1 and channels > 1:
-            return enc.symmetric(np.full(channels, -top), np.full(channels, top), 8, axis)
-        return enc.symmetric(-top, top, 8)
     if per_channel and values.ndim > 1 and channels > 1:
-        return _per_channel_encoding(values, axis, channels, bitwidth, o)
-    schema = "symmetric" if (given is not None and given.is_symmetric) or bitwidth == 16 else o.param_schema
-    lo, hi = observe_values(o.param_calibration, values, bitwidth, schema, o.percentile)
-    return enc.with_schema(schema, lo, hi, bitwidth, pow2=o.param_pow2)
+        usual = _per_channel_encoding(values, axis, channels, bitwidth, o)
+    else:
+        schema = "symmetric" if (given is not None and given.is_symmetric) or bitwidth == 16 else o.param_schema
+        lo, hi = observe_values(o.param_calibration, values, bitwidth, schema, o.percentile)
+        usual = enc.with_schema(schema, lo, hi, bitwidth, pow2=o.param_pow2)
+    return _on_its_grid(values, usual, channels) if bitwidth == 8 and given is None and not o.param_pow2 else usual
 
 
-def _int8_grid(values: np.ndarray) -> float | None:
-    """The scale of the symmetric 8-bit grid `values` lie on exactly, else None: the weights of a model quantize_dynamic
-    shipped, which convert turns back into float (tashkeel's BiLSTM: re-rounded onto other grids, 20.1 dB held out;
-    on their own, 22.3; onnxruntime 22.1)."""
+def _on_its_grid(values: np.ndarray, usual: Encoding, channels: int) -> Encoding:
+    """`usual`, unless it rounds values that lie exactly on a symmetric 8-bit grid: then that grid, per channel if
+    `usual` is. The weights of a model quantize_dynamic shipped, which convert turns back into float (tashkeel's
+    BiLSTM, re-rounded onto other grids: 20.1 dB held out; on their own, 22.3; onnxruntime 22.1)."""
     top = float(np.max(np.abs(values))) if values.size else 0.0
     if not top > 0:
-        return None
+        return usual
     steps = values.astype(np.float64) * (127 / top)
-    return top / 127 if float(np.max(np.abs(steps - np.rint(steps)))) <= 1e-3 else None
+    if float(np.max(np.abs(steps - np.rint(steps)))) > 1e-3:
+        return usual
+    if _squared_error(usual, values) <= 1e-10 * float(np.sum(np.square(values, dtype=np.float64))):
+        return usual  # already exact (a 0/1 table, a scalar slope): left as it was
+    if usual.axis is not None:
+        return enc.symmetric(np.full(channels, -top), np.full(channels, top), 8, usual.axis)
+    return enc.symmetric(-top, top, 8)
 
 
 def matmul_weight_grid(o: PlanOptions) -> Callable[[np.ndarray], np.ndarray]:

@@ -73,11 +73,12 @@ def _constant_nodes(graph: onnx.GraphProto) -> Constants:
     for node in graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1:
             try:
-                found[node.output[0]] = np.asarray(numpy_helper.to_array(node.attribute[0].t)
-                                                   if node.attribute[0].name == "value"
-                                                   else onnx.helper.get_attribute_value(node.attribute[0]))  # fmt: skip
-            except (ValueError, TypeError):  # a sparse or string value: not a scale
+                value = np.asarray(numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].name == "value"
+                                   else onnx.helper.get_attribute_value(node.attribute[0]))  # fmt: skip
+            except (ValueError, TypeError):  # a sparse value: not a scale
                 continue
+            if value.dtype.kind in "biuf":  # a string is no scale either
+                found[node.output[0]] = value
     return found
 
 
@@ -94,8 +95,8 @@ def _checked(node: onnx.NodeProto, scale: np.ndarray, zp: np.ndarray, shape: tup
     a zero point of its shape, a per-channel axis within the tensor and a scale per channel, block_size blocks
     covering the blocked axis; `shape` is the quantized tensor's, when known (a weight)."""
     what = f"{node.op_type} {quoted(node.name or node.output[0])}"
-    if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
-        raise ModelError(f"{what}: scale {quoted(node.input[1])} holds values that are not finite and positive")
+    if not (scale.size and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise ModelError(f"{what}: scale {quoted(node.input[1])} holds no value, or values that are not finite and positive")
     if len(node.input) > 2 and node.input[2] and zp.size != scale.size:
         raise ModelError(f"{what}: zero point shape {list(zp.shape)} is not the scale's {list(scale.shape)}")
     if shape is None or scale.size <= 1:
@@ -122,13 +123,15 @@ def _encoding(
     scale = _value(node.input[1], inits, constants, f"the scale of {node.op_type} {quoted(node.name)}").astype(np.float64)
     zp_name = node.input[2] if len(node.input) > 2 else ""
     zp = (_value(zp_name, inits, constants, f"the zero point of {node.op_type} {quoted(node.name)}").astype(np.int64)
-          if zp_name else np.zeros(1, np.int64))  # fmt: skip
+          if zp_name else np.zeros(scale.shape, np.int64))  # fmt: skip
     _checked(node, scale, zp, shape)
     layout = _blocked(node, scale, zp, channel) if _block_size(node) > 0 and scale.ndim > 0 else None
     scale, zp = (layout[0], layout[1]) if layout else (scale.ravel(), zp.ravel())
     shift = 2 ** (bitwidth - 1) if signed else 0
     symmetric = bool(signed and not zp.any())
     axis = channel if layout else _attr_axis(node) if scale.size > 1 else None
+    if axis is not None and shape:
+        axis %= len(shape)  # ONNX's axis may count from the end (-1 on a [C_out, C_in] weight)
     e = enc.from_scale_offset(scale, -(zp + shift), bitwidth, symmetric=symmetric, axis=axis)
     return dataclasses.replace(e, blocks=layout[2]) if layout else e
 
@@ -201,7 +204,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
         q_node = producers.get(source)
         if q_node is None or q_node.op_type != "QuantizeLinear":
             continue
-        e = _encoding(node, inits, _q_output_type(q_node, inits), None, constants)
+        e = _encoding(node, inits, _q_output_type(q_node, inits, constants), None, constants)
         x, y = q_node.input[0], node.output[0]
         name = y if y in outputs else x
         found.activations[name] = e
@@ -284,9 +287,12 @@ def _lpbq_back(model: onnx.ModelProto, found: Encodings) -> None:
             found.params[name] = lpbq
 
 
-def _q_output_type(q_node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> int:
-    if len(q_node.input) > 2 and q_node.input[2] in inits:
-        return inits[q_node.input[2]].data_type
+def _q_output_type(q_node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], constants: Constants) -> int:
+    zero_point = q_node.input[2] if len(q_node.input) > 2 else ""
+    if zero_point in inits:
+        return inits[zero_point].data_type
+    if zero_point in constants:  # an int8 zero point read as uint8 shifted every range by 128
+        return onnx.helper.np_dtype_to_tensor_dtype(constants[zero_point].dtype)
     for attribute in q_node.attribute:
         if attribute.name == "output_dtype" and attribute.i:
             return attribute.i

@@ -157,3 +157,25 @@ def test_a_stateless_model_whose_list_grows_in_magnitude_is_not_said_to_accumula
     assert result.exit_code == 0 and "grew over every quarter" not in result.stderr, result.stderr
     lint = run_cli(["inspect", path, "-l", tmp_path / "list.txt", "--json"])
     assert not [f for f in json.loads(lint.stdout)["findings"] if f["lint"] == "growing-range"]
+
+
+def test_a_state_passed_in_and_out_without_a_recurrent_op_is_a_stream(tmp_path: Path) -> None:
+    """A decomposed cell (no LSTM op): its state is an input and an output of one shape, beside the data input.
+    A state that grows along the list is warned of there, as in an LSTM's."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.5, (FEATURES, HIDDEN)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Add", ["xw", "h"], ["h_new"])]
+    graph = helper.make_graph(nodes, "cell",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, FEATURES]),
+                               helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, HIDDEN])],
+                              [helper.make_tensor_value_info("h_new", TensorProto.FLOAT, [1, HIDDEN])], [w])  # fmt: skip
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    session, h, feeds = ort.InferenceSession(str(path)), np.zeros((1, HIDDEN), np.float32), []
+    for _ in range(16):  # an integrator: the state the model returns is fed back
+        feed = {"x": np.abs(rng.normal(0, 1, (1, FEATURES))).astype(np.float32), "h": h}
+        feeds.append(feed)
+        h = session.run(None, feed)[0]
+    write_feeds(tmp_path, feeds)
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", tmp_path / "q.onnx"])
+    assert result.exit_code == 0 and "grew over every quarter" in result.stderr, result.stderr

@@ -87,7 +87,7 @@ def test_a_float16_detection_head_keeps_its_scores_apart_behind_converts_output_
     out = tmp_path / "q.onnx"
     result = run_cli(["quantize", "-i", tmp_path / "c.onnx", "--input_list", listing, "-o", out, "--json"])
     assert result.exit_code == 0
-    rows = {row["output"]: row for row in _outputs_table(json.loads(result.output))}
+    rows = {row["output"]: row for row in _outputs_table(json.loads(result.stdout))}
     assert list(rows) == ["y", "y[:, :, 0:4]", "y[:, :, 4:7]"]
     x = np.fromfile(listing.read_text().split()[0], np.float32).reshape(1, 50, 16).astype(np.float16)
     want = ort.InferenceSession(str(tmp_path / "half.onnx")).run(None, {"x": x})[0].astype(np.float32)

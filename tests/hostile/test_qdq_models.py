@@ -41,6 +41,8 @@ def _mutant(model: onnx.ModelProto, kind: str) -> onnx.ModelProto:
         bad = scale.copy()
         bad[1] = {"nan": np.nan, "zero": 0.0, "negative": -bad[1]}[kind]
         _set(m, dq.input[1], bad)
+    elif kind == "empty":
+        _set(m, dq.input[1], scale[:0])
     elif kind == "axis":
         kept = [a for a in dq.attribute if a.name != "axis"]
         del dq.attribute[:]
@@ -58,7 +60,8 @@ def _mutant(model: onnx.ModelProto, kind: str) -> onnx.ModelProto:
     return m
 
 
-@pytest.mark.parametrize("kind", ["nan", "zero", "negative", "axis", "count", "zero_point", "blocks", "graph_input"])
+@pytest.mark.parametrize("kind", ["nan", "zero", "negative", "empty", "axis", "count", "zero_point", "blocks",
+                                  "graph_input"])
 def test_a_dequantize_linear_that_does_not_make_sense_is_refused_by_every_reader(quantized, kind: str) -> None:
     ws, model = quantized
     path = ws.root / f"{kind}.onnx"
@@ -98,3 +101,41 @@ def test_deeply_nested_lpbq_metadata_is_a_warning_not_a_crash(quantized) -> None
     onnx.save(m, str(path))
     result = ws.run("inspect", path)
     assert result.exit_code == 0 and "qtool.lpbq" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("constant", [False, True])
+def test_an_int8_zero_point_a_constant_node_makes_keeps_its_sign(tmp_path, constant: bool) -> None:
+    """The zero point's type says the grid (int8 here, not uint8): read off a Constant node too."""
+    scale, zero = numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.array(-10, np.int8), "z")
+    nodes = [helper.make_node("Constant", [], [t.name], value=t) for t in (scale, zero)] if constant else []
+    nodes += [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+              helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+              helper.make_node("Relu", ["xd"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+                              [] if constant else [scale, zero])  # fmt: skip
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    ws = Workspace(tmp_path)
+    assert ws.run("export", "-i", path, "-o", tmp_path / "x", "--format", "encodings").exit_code == 0
+    (entry,) = json.loads((tmp_path / "x" / "m.encodings.json").read_text())["activation_encodings"]["x"]
+    assert entry["offset"] == -118 and abs(entry["min"] + 5.9) < 1e-6  # (q + 10) * 0.05 over int8's [-128, 127]
+
+
+def test_a_per_channel_axis_counted_from_the_end_is_read(quantized) -> None:
+    ws, model = quantized
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    dq = _weight_dq(m)
+    rank = len(next(i for i in m.graph.initializer if i.name == dq.input[0]).dims)
+    kept = [a for a in dq.attribute if a.name != "axis"]
+    del dq.attribute[:]
+    dq.attribute.extend([*kept, helper.make_attribute("axis", -rank)])  # axis 0, counted from the end
+    path = ws.root / "negative.onnx"
+    onnx.save(m, str(path))
+    for name, source in (("a", ws.root / "q.onnx"), ("b", path)):
+        assert ws.run("export", "-i", source, "-o", ws.root / name, "--format", "encodings").exit_code == 0
+    assert json.loads((ws.root / "a" / "q.encodings.json").read_text()) == json.loads(
+        (ws.root / "b" / "negative.encodings.json").read_text()
+    )
+

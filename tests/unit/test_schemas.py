@@ -133,3 +133,5 @@ def test_a_weight_on_an_int8_grid_keeps_that_grid(per_channel: bool) -> None:
     assert len(e.scale) == (8 if per_channel else 1) and np.allclose(e.scale, 0.01)
     off_grid = on_grid + rng.normal(0, 0.003, on_grid.shape).astype(np.float32)
     assert not np.allclose(_weight_encoding("w", off_grid, 1, per_channel, Encodings(), PlanOptions()).scale, 0.01)
+    table = (rng.random((16, 8)) < 0.5).astype(np.float32)  # a 0/1 table the usual grid holds already: left as it was
+    assert _weight_encoding("w", table, 1, per_channel, Encodings(), PlanOptions()).is_symmetric == per_channel

@@ -156,3 +156,26 @@ def test_an_embedding_table_is_quantized_once_on_its_gather_outputs_grid(tmp_pat
     written = json.loads(out.with_suffix(".encodings.json").read_text())
     assert written["param_encodings"]["table"] == written["activation_encodings"]["emb"]  # one grid
     assert json.loads(result.stdout)["outputs (float vs quantized)"][0]["sqnr_db"] > 30
+
+
+def test_a_table_another_op_reads_too_keeps_its_own_grid(tmp_path: Path) -> None:
+    """A tied output projection reads the embedding table through a Transpose: the table is a weight of that MatMul
+    too, so it keeps a weight's grid and the Gather output its own."""
+    rng = np.random.default_rng(0)
+    table = rng.normal(0, 1, (50, 8)).astype(np.float32)
+    nodes = [onnx.helper.make_node("Gather", ["table", "ids"], ["emb"]),
+             onnx.helper.make_node("Transpose", ["table"], ["head"], perm=[1, 0]),
+             onnx.helper.make_node("MatMul", ["emb", "head"], ["y"])]  # fmt: skip
+    graph = onnx.helper.make_graph(nodes, "tied", [onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [1, 6])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 6, 50])],
+                                   [onnx.numpy_helper.from_array(table, "table")])  # fmt: skip
+    model = tmp_path / "m.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(model))
+    for i in range(8):
+        (tmp_path / f"{i}.raw").write_bytes(rng.integers(0, 50, (1, 6)).astype(np.float32).tobytes())
+    (tmp_path / "list.txt").write_text("".join(f"{tmp_path / f'{i}.raw'}\n" for i in range(8)))
+    out = tmp_path / "q.onnx"
+    assert run_cli(["quantize", "-i", model, "--input_list", tmp_path / "list.txt", "-o", out]).exit_code == 0
+    written = json.loads(out.with_suffix(".encodings.json").read_text())
+    assert "emb" in written["activation_encodings"]
+    assert all(written["param_encodings"].get(k) != written["activation_encodings"]["emb"] for k in written["param_encodings"])

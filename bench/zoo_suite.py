@@ -237,20 +237,31 @@ def yolox_boxes(out: np.ndarray, size: int = 416, score_thr: float = 0.1) -> lis
     return [(0, boxes[i]) for i in nms(boxes, scores, 0.45)]
 
 
-def yolov8_boxes(out: np.ndarray, conf: float = 0.25) -> list[tuple[int, np.ndarray]]:
-    """nudenet's _postprocess: [1, 4 + classes, anchors] -> (cx, cy, w, h) and class scores per anchor, its best
-    class at 0.25 or more (cv2.dnn.NMSBoxes' score threshold), NMS 0.45 over all classes."""
+def yolov8_boxes(
+    out: np.ndarray, conf: float = 0.25, masks: int = 0, iou_thr: float = 0.45
+) -> list[tuple[int, np.ndarray]]:
+    """nudenet's _postprocess: [1, 4 + classes (+ masks), anchors] -> (cx, cy, w, h) and class scores per anchor,
+    its best class at 0.25 or more (cv2.dnn.NMSBoxes' score threshold), NMS 0.45 over all classes. A segmentation
+    head's last `masks` channels are mask coefficients, not classes (platedet's Platedet.postprocess)."""
     pred = out[0].T.astype(np.float64)
-    best, cls = pred[:, 4:].max(1), pred[:, 4:].argmax(1)
+    scores = pred[:, 4 : pred.shape[1] - masks]
+    best, cls = scores.max(1), scores.argmax(1)
     keep = best >= conf
     xy, wh, best, cls = pred[keep, :2], pred[keep, 2:4], best[keep], cls[keep]
     boxes = np.concatenate([xy - wh / 2, xy + wh / 2], 1)
-    return [(int(cls[i]), boxes[i]) for i in nms(boxes, best, 0.45)]
+    return [(int(cls[i]), boxes[i]) for i in nms(boxes, best, iou_thr)]
 
 
-# a detection output's class scores beside its boxes, measured apart (the boxes' energy hides them): task ->
-# (axis, first score channel)
-SCORE_PARTS = {"yolov8": (1, 4), "yolox": (2, 4)}
+# platedet's YOLOv8-seg: 1 class and 32 mask coefficients; score 0.25 (nudenet's, and YOLO's usual default; the
+# package's own 0.6 leaves 18 float boxes on the 32 validation images, 0.25 30) and the package's NMS 0.4
+SEG_MASKS, SEG_CONF, SEG_IOU = 32, 0.25, 0.4
+# a detection output's parts measured apart (the boxes' energy hides the class scores): task -> (axis, [(name,
+# first channel, end channel or None)]); named "<output> <name>"
+SCORE_PARTS = {
+    "yolov8": (1, [("scores", 4, None)]),
+    "yolox": (2, [("scores", 4, None)]),
+    "yolov8seg": (1, [("boxes", 0, 4), ("scores", 4, 5), ("mask coefficients", 5, None)]),
+}
 # (output, threshold): DB's text map at its 0.3; basic-pitch's note activations (output 1 of contour, note, onset)
 # at its default frame threshold 0.3
 MAP_THRESHOLDS = {"textmap": (0, 0.3), "notes": (1, 0.3)}
@@ -306,7 +317,7 @@ class Scores:
 
     def __init__(self, entry: dict, names: list[str]) -> None:
         if entry["task"] in SCORE_PARTS:
-            names = [*names, f"{names[0]} scores"]
+            names = [*names, *(f"{names[0]} {part}" for part, _, _ in SCORE_PARTS[entry["task"]][1])]
         self.entry, self.names = entry, names
         self.signal = dict.fromkeys(names, 0.0)
         self.noise = dict.fromkeys(names, 0.0)
@@ -322,9 +333,10 @@ class Scores:
     def update(self, outs: list[np.ndarray], refs: list[np.ndarray], feed: dict, index: int, truth) -> None:
         task = self.entry["task"]
         if task in SCORE_PARTS:
-            axis, first = SCORE_PARTS[task]
-            outs, refs = [*outs, np.take(outs[0], range(first, outs[0].shape[axis]), axis)], [
-                *refs, np.take(refs[0], range(first, refs[0].shape[axis]), axis)]  # fmt: skip
+            axis, parts = SCORE_PARTS[task]
+            take = lambda x, a, b: np.take(x, range(a, b or x.shape[axis]), axis)  # noqa: E731
+            outs, refs = [*outs, *(take(outs[0], a, b) for _, a, b in parts)], [
+                *refs, *(take(refs[0], a, b) for _, a, b in parts)]  # fmt: skip
         if task == "table":  # an autoregressive Loop: sequences of either length, compared up to the shorter
             a, b = table_tokens(outs[1]), table_tokens(refs[1])
             self.add("same", float(a == b))
@@ -356,9 +368,12 @@ class Scores:
             self.add("edits", edit_distance(a, b))
             self.add("chars", max(len(b), 1))
             self.add("n", 1)
-        elif task in ("yolox", "yolov8", "picodet"):
+        elif task in ("yolox", "yolov8", "yolov8seg", "picodet"):
             if task == "picodet":
                 m, f, t = match_f1(picodet_boxes(outs), picodet_boxes(refs))
+            elif task == "yolov8seg":
+                seg = lambda o: yolov8_boxes(o, SEG_CONF, SEG_MASKS, SEG_IOU)  # noqa: E731
+                m, f, t = match_f1(seg(outs[0]), seg(refs[0]))
             else:
                 boxes = yolox_boxes if task == "yolox" else yolov8_boxes
                 m, f, t = match_f1(boxes(outs[0]), boxes(refs[0]))
@@ -415,8 +430,8 @@ class Scores:
         elif task == "mos":  # DNSMOS's three raw scores (SIG, BAK, OVRL, before its polynomial fit)
             self.values.setdefault("mos_err", []).append(float(np.abs(outs[0] - refs[0]).mean()))
             self.values.setdefault("mos_err_max", []).append(float(np.abs(outs[0] - refs[0]).max()))
-        elif task == "tagging":
-            keep = feed["mask"].astype(bool)
+        elif task == "tagging":  # a tag per character: where the mask says, or everywhere without one (tashkeel)
+            keep = feed["mask"].astype(bool) if "mask" in feed else np.ones(outs[0].shape[:-1], bool)
             a, b = outs[0].argmax(-1)[keep], refs[0].argmax(-1)[keep]
             self.add("agree", float((a == b).sum()))
             self.add("n", a.size)
@@ -450,7 +465,7 @@ class Scores:
         task = self.entry["task"]
         if task in ("ctc", "ppocr_rec", "table") and c.get("n"):
             m.update(string_agree=c["same"] / c["n"], char_agree=1 - c["edits"] / c["chars"], n=int(c["n"]))
-        elif task in ("yolox", "yolov8", "picodet", "mtcnn_pnet") and "truth" in c:
+        elif task in ("yolox", "yolov8", "yolov8seg", "picodet", "mtcnn_pnet") and "truth" in c:
             p, r = c["matched"] / max(c["found"], 1), c["matched"] / max(c["truth"], 1)
             m.update(f1=2 * p * r / max(p + r, 1e-9), precision=p, recall=r, float_boxes=int(c["truth"]))
         elif task in ("classify", "vad", "wakeword", "mtcnn_onet", "tagging", "segment", "masked", *MAP_THRESHOLDS) \

@@ -29,5 +29,6 @@ def choose_calibration(trial: Callable[[str], float]) -> tuple[str, str]:
     best = max(scores, key=lambda m: (scores[m], m == default))
     chosen = best if scores[best] >= scores[default] + AUTO_MARGIN_DB else default
     tried = ", ".join(f"{m} {s:.1f}" for m, s in scores.items())
-    logger.info("calibration auto: %s (held-out output SQNR: %s dB)", chosen, tried)
-    return chosen, f"calibration auto: {chosen} (output SQNR on held-out halves of the list: {tried} dB)"
+    kept = f"; {default} stays unless another wins by {AUTO_MARGIN_DB:g} dB" if chosen == default != best else ""
+    logger.info("calibration auto: %s (held-out output SQNR: %s dB%s)", chosen, tried, kept)
+    return chosen, f"calibration auto: {chosen} (output SQNR on held-out halves of the list: {tried} dB{kept})"

@@ -440,7 +440,7 @@ def _quantize(
         report.facts["float GELU interiors"] = f"{len(interiors)} (a GELU written op by op is quantized at its ends)"
     if weights := _float_weights(facts, plan):
         kinds = ", ".join(f"{op} {k}" for op, k in sorted(weights.items()))
-        report.facts["float weights"] = f"{sum(weights.values())} ({kinds}: ops qtool does not quantize)"
+        report.facts["float weights"] = f"{sum(weights.values())} ({kinds}: read outside a slot qtool quantizes as a weight)"
     if inside := gm.branch_ops(ctx.model):  # what "left float" cannot count: no encoding is planned in a branch
         report.facts["float in branches"] = ", ".join(f"{n}: {k} ops" for n, k in inside.items()) + (
             " (If/Loop/Scan bodies stay float; an If on a scalar input folds with --input_value)"

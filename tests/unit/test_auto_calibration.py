@@ -28,3 +28,10 @@ def test_another_method_replaces_min_max_only_when_it_wins_by_the_margin(scores:
     assert method == chosen
     assert tried == list(AUTO_CALIBRATIONS)  # each method scored once
     assert line.startswith(f"calibration auto: {chosen} (") and all(f"{m} {scores[m]:.1f}" in line for m in scores)
+
+
+def test_a_method_ahead_by_less_than_the_margin_is_said_to_lose_to_the_default() -> None:
+    method, line = choose_calibration({"min-max": 16.8, "sqnr": 16.9, "mse": 17.0}.get)
+    assert method == "min-max" and f"min-max stays unless another wins by {AUTO_MARGIN_DB:g} dB" in line
+    assert "stays unless" not in choose_calibration({"min-max": 20.0, "sqnr": 19.0, "mse": 18.0}.get)[1]
+

@@ -189,24 +189,39 @@ def _without_weights(model: onnx.ModelProto) -> tuple[bytes, dict[str, ort.OrtVa
     """The model serialized with its large initializers marked external, and those initializers as
     OrtValues for `add_external_initializers`: no single protobuf holds a model past 2 GiB."""
     light, large = external_data.weightless(model, WEIGHT_BYTES)
-    weights = {
+    return light.SerializeToString(), _values(large)
+
+
+def _values(tensors: list[onnx.TensorProto]) -> dict[str, ort.OrtValue]:
+    """Views of the tensors' bytes as OrtValues (no copy): they must outlive the session."""
+    return {
         t.name: ort.OrtValue.ortvalue_from_numpy(
             np.frombuffer(t.raw_data, dtype=helper.tensor_dtype_to_np_dtype(t.data_type)).reshape(tuple(t.dims))
         )
-        for t in large
+        for t in tensors
     }
-    return light.SerializeToString(), weights
 
 
-def _built(model: onnx.ModelProto, options: ort.SessionOptions, limit: int, disabled: set[str]) -> ort.InferenceSession:
+def _built(
+    model: onnx.ModelProto, options: ort.SessionOptions, limit: int, disabled: set[str],
+    weights: list[onnx.TensorProto] | None = None,
+) -> ort.InferenceSession:  # fmt: skip
     """Lazy weights are mapped by onnxruntime from their files (named relative to one folder, no
-    copy in this process); weights held in memory travel in the protobuf, or as OrtValues past it."""
+    copy in this process); weights held in memory travel in the protobuf, or as OrtValues past it;
+    `weights`: the tensors `model`'s stubs stand for (external_data.weightless), as OrtValues."""
     # onnxruntime parses the bytes it is given in place and keeps their initializers there (no copy)
     options.add_session_config_entry("session.use_ort_model_bytes_directly", "1")
     options.add_session_config_entry("session.use_ort_model_bytes_for_initializers", "1")
     with external_data.on_disk(model) as folder:
         if folder is not None:
             options.add_session_config_entry(FOLDER_KEY, folder)
+        if weights is not None:
+            values = _values(weights)
+            options.add_external_initializers(list(values), list(values.values()))
+            built = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"], None,
+                                         disabled_optimizers=disabled)  # fmt: skip
+            built.qtool_weights = values  # type: ignore[attr-defined]
+            return built
         if external_data.proto_size(model) <= limit:
             return ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"], None,
                                         disabled_optimizers=disabled)  # fmt: skip
@@ -237,6 +252,7 @@ def session(
     folded: bool = False,
     arena: bool = True,
     integer_kernels: bool = True,
+    weights: list[onnx.TensorProto] | None = None,
 ) -> ort.InferenceSession:
     """A CPU session. `optimized` runs onnxruntime's full graph optimisation (QDQ -> integer
     kernels, as a deployment would); otherwise only basic rewrites, so that every tensor a caller
@@ -285,7 +301,7 @@ def session(
     options.enable_cpu_mem_arena = arena and external_data.byte_size(model) < NO_ARENA_BYTES
     limit = session_proto_limit()
     try:
-        return _built(model, options, limit, disabled)
+        return _built(model, options, limit, disabled, weights)
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
         reason = str(e).splitlines()[0][:300]
         if not optimized:
@@ -293,6 +309,6 @@ def session(
     # A valid model that only onnxruntime's own rewrites break (its QDQ fusion copies a dilated
     # AveragePool's attributes onto QLinearAveragePool, which has none): run it unfused, and say so,
     # since a deployment on onnxruntime's default settings would fail the same way.
-    unfused = session(model, threads, where, arena=arena)  # (QDQ arithmetic in float, unfused)
+    unfused = session(model, threads, where, arena=arena, weights=weights)  # (QDQ arithmetic in float, unfused)
     logger.warning("%s: onnxruntime's full optimisation fails on it, so it ran unfused: %s", where, reason)
     return unfused

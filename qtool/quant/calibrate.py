@@ -18,6 +18,7 @@ from onnx import helper, numpy_helper
 
 from qtool import runtime
 from qtool.errors import DataError, ModelError
+from qtool.graph import external_data
 from qtool.quant.attention import softmax_chains
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import (
@@ -116,10 +117,11 @@ class _Probes:
         nodes.append(helper.make_node("Concat", parts, [out], name=out, axis=0))
         return nodes, [(out, names)]
 
-    def build(self) -> tuple[onnx.ModelProto, list[tuple[str, list[str]]], list[tuple[str, list[str]]], list[str]]:
-        """(model, min outputs, max outputs, sample outputs); each reduction output lists its tensors."""
-        copy = onnx.ModelProto()
-        copy.CopyFrom(self.model)
+    def build(self) -> tuple[tuple[onnx.ModelProto, list], list[tuple[str, list[str]]], list[tuple[str, list[str]]], list]:
+        """((model, the weights its stubs stand for), min outputs, max outputs, sample outputs); each reduction
+        output lists its tensors. The probed model is a weightless copy: the session reads the model's own weights
+        (a whole copy, then its serialization, held 2 more of malviz's 45 MB of weights at calibration's peak)."""
+        copy, weights = external_data.weightless(self.model, runtime.WEIGHT_BYTES)
         wanted = set(self.tensors)
 
         def probes(name: str) -> list[onnx.NodeProto]:
@@ -149,7 +151,7 @@ class _Probes:
             copy.graph.initializer.extend([numpy_helper.from_array(np.array(v, np.float32), n) for n, v in floats])
         samples = [f"{t}.qtool_sample" for t in self.tensors] if self.sampled else []
         names = [o for o, _ in [*mins, *maxs]] + samples + self.softmax_outputs()
-        return runtime.with_outputs(copy, names), mins, maxs, samples
+        return (runtime.with_outputs(copy, names), weights), mins, maxs, samples
 
 
 OFFSET = "qtool.offset"  # graph input: where this run's strided samples start (mod each stride)
@@ -265,7 +267,7 @@ class _Runner:
         self.nan_allowed = {k for k, t in enumerate(tensors) if t in nan_allowed}  # tensors whose NaN is no error
         self.sampled = bool(tensors) and all(isinstance(observers[t], Histogram) for t in tensors)  # one method
         probes = _Probes(model, tensors, self.sampled, cap, self.softmax)
-        graph_model, mins, maxs, samples = probes.build()
+        (graph_model, weights), mins, maxs, samples = probes.build()
         self.outputs = [o for o, _ in [*mins, *maxs]] + samples + probes.softmax_outputs()
         index = {t: i for i, t in enumerate(tensors)}
         # where each fetched reduction's values go in the per-tensor arrays, worked out once
@@ -273,7 +275,7 @@ class _Runner:
         self.max_slots = [np.array([index[t] for t in names]) for _, names in maxs]
         # Full optimisation (NCHWc convolutions, fusions): onnxruntime keeps every tensor a probe
         # reads, and the instrumented model runs 1.7-2.7x faster than at the basic level.
-        self.session = runtime.session(graph_model, threads, optimized=True)
+        self.session = runtime.session(graph_model, threads, optimized=True, weights=weights)
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.runs = 0
         self.graph_outputs = [o.name for o in model.graph.output]

@@ -1,5 +1,5 @@
 """Opset 23's Attention written out as ONNX defines it (graph/expand_functions.py): the converted model has no
-Attention, computes what the original did, and its masked Softmax is what quantize's mask rules see."""
+Attention, its two MatMuls and Softmax in its place, and computes what the original did."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
 from qtool.io.files import write_text
 from qtool.io.input_list import InputList, read_input_list
 from qtool.quant import blocks
-from qtool.quant.algorithms import AlgorithmContext, adaround, bias_correction, resolve
+from qtool.quant.algorithms import AlgorithmContext, adaround, bias_correction, check_sections, resolve
 from qtool.quant.calibrate import FloatOutputs, calibrate
 from qtool.quant.gelu import gelu_interiors
 from qtool.quant.graph_facts import GraphFacts
@@ -80,6 +80,7 @@ def _check_quantize_flags(o: QuantizeOptions) -> None:
     if o.load_stats and (o.input_list is not None or o.enable_float_fallback):
         raise UsageError("--load_stats replaces calibration: drop --input_list / --enable_float_fallback")
     blocks.check_options(o.weights_block_size, o.weights_bitwidth, o.use_lpbq, o.encodings_format, o.use_asymmetric_blocks)
+    check_sections(o.algorithm_config)
     weight_only = o.act_bitwidth == 32  # float activations: nothing to calibrate
     if weight_only and o.act_16bit_tensors:
         raise UsageError("--act_16bit_tensors with --act_bitwidth 32: activations stay float and none is calibrated",

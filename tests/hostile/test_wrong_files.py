@@ -74,3 +74,11 @@ def test_an_external_data_length_that_is_not_the_tensors_names_the_field(ws: Wor
     onnx.save(model, str(ws.model))
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out), 3, "model.onnx", f"length {length}")
+
+
+def test_a_bad_key_in_a_section_of_an_algorithm_not_asked_for_is_still_refused(ws: Workspace) -> None:
+    """A typo in the adaround section of a shared --config waited, silent, for the run that asked for adaround."""
+    config = ws.root / "c.yaml"
+    config.write_text("adaround:\n  num_iterations: -5\n")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "num_iterations", "adaround")

@@ -120,6 +120,15 @@ def resolve(names: tuple[str, ...]) -> list[tuple[str, ModuleType]]:
     return [(name, registry[name]) for name in ALGORITHM_NAMES if name in names]
 
 
+def check_sections(sections: dict[str, Any]) -> None:
+    """Every algorithm section of --config, whether its algorithm runs or not: a typo in one not asked for would
+    otherwise wait, silent, for the run that asks for it."""
+    registry = _registry()
+    for name, section in sections.items():
+        if name in registry:
+            check_config(name, section, registry[name].SETTINGS)
+
+
 COUNTS = {"num_batches", "default_param_bw", "calibration_frames", "calibration_iterations", "sweeps", "trial_samples", "max_trials"}
 
 

@@ -41,6 +41,7 @@ from qtool.quant.observers import Histogram, MinMax
 from qtool.quant.plan import activation_groups, activation_tensors
 
 STAGE = "quantized"
+SETTINGS = frozenset({"num_batches", "trial_samples", "max_trials"})  # --config keys
 logger = logging.getLogger(__name__)
 
 # the ranges tried: the calibration methods' own, and percentiles that clip further than any local criterion
@@ -106,7 +107,7 @@ def _candidates(ctx: AlgorithmContext, facts: GraphFacts, plan, hists: dict, fal
 
 
 def run(ctx: AlgorithmContext) -> list[str]:
-    config = check_config("actsearch", ctx.config, {"num_batches", "trial_samples", "max_trials"})
+    config = check_config("actsearch", ctx.config, SETTINGS)
     if ctx.score is None or not ctx.observers:
         return ["actsearch: no calibrated activation ranges to search"]
     facts = GraphFacts.of(ctx.model)

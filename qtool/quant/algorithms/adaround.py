@@ -51,6 +51,7 @@ from qtool.quant.graph_facts import GraphFacts
 
 logger = logging.getLogger(__name__)
 STAGE = "quantized"
+SETTINGS = frozenset({"num_batches", "sequential", "default_param_bw", "ignore_quant_ops_list"})  # --config keys
 ROWS_PER_SAMPLE = 2048
 DAMP = 0.01  # λ = DAMP · mean(diag G): GPTQ's dampening, and the ridge towards the float weights
 OVERFIT = 3.0  # extra λ per weight per input row (see _ridge)
@@ -379,8 +380,7 @@ def _round_layers(ctx: AlgorithmContext, ref: Originals, layers: list[Layer], en
 
 
 def run(ctx: AlgorithmContext) -> list[str]:
-    known = {"num_batches", "sequential", "default_param_bw", "ignore_quant_ops_list"}
-    config = check_config("adaround", ctx.config, known)
+    config = check_config("adaround", ctx.config, SETTINGS)
     plan = ctx.quantize(ctx.model, ctx.overrides)[1]  # not the QDQ model: a quarter of the model's size, kept to the end
     skip = set(config.get("ignore_quant_ops_list", []))
     candidates = weighted_layers(GraphFacts.of(ctx.model), skip)

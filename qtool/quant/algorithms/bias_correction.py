@@ -30,6 +30,7 @@ from qtool.quant.algorithms.layers import Layer, weighted_layers
 from qtool.quant.graph_facts import GraphFacts
 
 STAGE = "quantized"
+SETTINGS = frozenset({"calibration_frames", "calibration_iterations", "keep"})  # --config keys
 logger = logging.getLogger(__name__)
 
 
@@ -130,7 +131,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
     empirical bias correction does); a whole sweep repeats `calibration_iterations` times. Each layer's
     means run from the activations kept at the layer before (frontier.py), not from the inputs: the same
     model, and ddddocr's detector took 99 s instead of 348."""
-    config = check_config("bc", ctx.config, {"calibration_frames", "calibration_iterations", "keep"})
+    config = check_config("bc", ctx.config, SETTINGS)
     frames, iterations = int(config.get("calibration_frames", 32)), int(config.get("calibration_iterations", 1))
     facts = GraphFacts.of(ctx.model)
     layers = weighted_layers(facts)

@@ -26,6 +26,7 @@ from qtool.quant.graph_facts import GraphFacts
 
 logger = logging.getLogger(__name__)
 STAGE = "float"
+SETTINGS = frozenset({"sweeps", "high_bias_absorption", "keep"})  # --config keys
 SWEEPS = 20
 
 
@@ -158,7 +159,7 @@ def _absorb_high_bias(ctx: AlgorithmContext, pair: Pair, stats: dict, scale: np.
 
 
 def run(ctx: AlgorithmContext) -> list[str]:
-    check_config("cle", ctx.config, {"sweeps", "high_bias_absorption", "keep"})
+    check_config("cle", ctx.config, SETTINGS)
     keep = ctx.config.get("keep", "auto")
     facts = GraphFacts.of(ctx.model)
     pairs = find_pairs(facts)

@@ -23,6 +23,7 @@ from qtool.quant.algorithms.layers import weighted_layers
 from qtool.quant.graph_facts import GraphFacts
 
 STAGE = "quantized"
+SETTINGS = frozenset({"num_batches"})  # --config keys
 
 
 def _output_error(rows: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, e, gram: np.ndarray) -> float:
@@ -32,7 +33,7 @@ def _output_error(rows: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, e
 
 
 def run(ctx: AlgorithmContext) -> list[str]:
-    config = check_config("clipsearch", ctx.config, {"num_batches"})
+    config = check_config("clipsearch", ctx.config, SETTINGS)
     _, plan = ctx.quantize(ctx.model, ctx.overrides)
     layers = []
     for layer in weighted_layers(GraphFacts.of(ctx.model)):

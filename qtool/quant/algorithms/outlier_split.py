@@ -43,6 +43,7 @@ from qtool.quant.residual import observe_channels
 logger = logging.getLogger(__name__)
 
 STAGE = "float"
+SETTINGS = frozenset({"num_batches", "max_units", "keep"})  # --config keys
 ACTIVATIONS = frozenset({"Gelu", "FastGelu", "Relu", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "Softplus"})
 MAX_UNITS = 16  # the O branch's width at most; wider outlier sets are not what this addresses
 MIN_GAIN = 2.0  # estimated noise at most half of the unsplit MLP's
@@ -168,7 +169,7 @@ def _split(ctx: AlgorithmContext, mlp: Mlp, units: np.ndarray) -> str:
 
 
 def run(ctx: AlgorithmContext) -> list[str]:
-    check_config("outlier_split", ctx.config, {"num_batches", "max_units", "keep"})
+    check_config("outlier_split", ctx.config, SETTINGS)
     keep, max_units = ctx.config.get("keep", "auto"), ctx.config.get("max_units", MAX_UNITS)
     if isinstance(max_units, bool) or not isinstance(max_units, int) or max_units < 1:
         raise UsageError(f"outlier_split: max_units must be a positive integer, not {max_units!r}", where="--config")

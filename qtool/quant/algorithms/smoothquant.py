@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 Grid = Callable[[np.ndarray], np.ndarray]  # values -> the same values put on a quantization grid
 
 STAGE = "float"
+SETTINGS = frozenset({"alpha", "num_batches", "keep"})  # --config keys
 SCALE_LIMITS = (1e-5, 1e5)
 AUTO_ALPHAS = tuple(np.round(np.arange(0.3, 0.951, 0.05), 2).tolist())  # `alpha: auto` picks one per site
 AUTO_ROWS = 1024  # rows of each site's input `alpha: auto` scores on
@@ -230,7 +231,7 @@ def _smooth(ctx: AlgorithmContext, site: Site, peak: np.ndarray, alpha: float) -
 
 
 def run(ctx: AlgorithmContext) -> list[str]:
-    check_config("smoothquant", ctx.config, {"alpha", "num_batches", "keep"})
+    check_config("smoothquant", ctx.config, SETTINGS)
     alpha, keep = ctx.config.get("alpha", 0.5), ctx.config.get("keep", "auto")
     if alpha != "auto" and (isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1):
         raise UsageError(f"smoothquant: alpha must be a number in [0, 1] or auto, not {alpha!r}", where="--config")

@@ -185,13 +185,6 @@ def session_proto_limit() -> int:
     return env_bytes(SESSION_PROTO_ENV, SESSION_PROTO_BYTES)
 
 
-def _without_weights(model: onnx.ModelProto) -> tuple[bytes, dict[str, ort.OrtValue]]:
-    """The model serialized with its large initializers marked external, and those initializers as
-    OrtValues for `add_external_initializers`: no single protobuf holds a model past 2 GiB."""
-    light, large = external_data.weightless(model, WEIGHT_BYTES)
-    return light.SerializeToString(), _values(large)
-
-
 def _values(tensors: list[onnx.TensorProto]) -> dict[str, ort.OrtValue]:
     """Views of the tensors' bytes as OrtValues (no copy): they must outlive the session."""
     return {
@@ -215,20 +208,16 @@ def _built(
     with external_data.on_disk(model) as folder:
         if folder is not None:
             options.add_session_config_entry(FOLDER_KEY, folder)
-        if weights is not None:
-            values = _values(weights)
-            options.add_external_initializers(list(values), list(values.values()))
-            built = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"], None,
-                                         disabled_optimizers=disabled)  # fmt: skip
-            built.qtool_weights = values  # type: ignore[attr-defined]
-            return built
-        if external_data.proto_size(model) <= limit:
+        if weights is None and external_data.proto_size(model) <= limit:
             return ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"], None,
                                         disabled_optimizers=disabled)  # fmt: skip
-        blob, weights = _without_weights(model)
-        options.add_external_initializers(list(weights), list(weights.values()))
-        built = ort.InferenceSession(blob, options, ["CPUExecutionProvider"], None, disabled_optimizers=disabled)
-        built.qtool_weights = weights  # type: ignore[attr-defined]  # the OrtValues must outlive the session
+        if weights is None:  # no single protobuf holds a model past 2 GiB: its large initializers go as OrtValues
+            model, weights = external_data.weightless(model, WEIGHT_BYTES)
+        values = _values(weights)
+        options.add_external_initializers(list(values), list(values.values()))
+        built = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"], None,
+                                     disabled_optimizers=disabled)  # fmt: skip
+        built.qtool_weights = values  # type: ignore[attr-defined]  # the OrtValues must outlive the session
         return built
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import onnx
 
 from qtool.errors import FindingsError
+from qtool.graph import model as gm
 from qtool.io.encodings import Encodings
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import Observer
@@ -51,11 +52,7 @@ class LintContext:
         if name in self.facts.initializers:
             return self.facts.array(name)
         producer = self.facts.producers.get(name)
-        if producer is not None and producer.op_type == "Constant":
-            for attribute in producer.attribute:
-                if attribute.name == "value":
-                    return onnx.numpy_helper.to_array(attribute.t)
-        return None
+        return gm.constant_value(producer) if producer is not None else None
 
 
 def rank(severity: str) -> int:

@@ -10,6 +10,7 @@ import onnx
 from onnx import TensorProto
 
 from qtool.graph import external_data
+from qtool.quant.cost import RECURRENT_OPS
 from qtool.quant.rules import SQUASHABLE_PRODUCERS, SQUASHING_ACTIVATIONS
 
 # the float types a QuantizeLinear takes in onnxruntime: a double or bfloat16 tensor (a model casting
@@ -70,7 +71,7 @@ class GraphFacts:
         reached, pending = set(self.graph_inputs), list(self.graph_inputs)
         while pending:
             for node in self.consumers.get(pending.pop(), []):
-                if node.op_type in ("LSTM", "GRU", "RNN") and reached.intersection(node.input[5:7]):
+                if node.op_type in RECURRENT_OPS and reached.intersection(node.input[5:7]):
                     return True
                 fresh = [o for o in node.output if o and o not in reached]
                 reached.update(fresh)

@@ -418,9 +418,11 @@ def _on_its_grid(values: np.ndarray, usual: Encoding, channels: int) -> Encoding
     top = float(np.max(np.abs(values))) if values.size else 0.0
     if not top > 0:
         return usual
-    steps = values.astype(np.float64) * (127 / top)
-    if float(np.max(np.abs(steps - np.rint(steps)))) > 1e-3:
-        return usual
+    flat = values.reshape(-1)
+    for part in (flat[:64], flat):  # a trained weight is off the grid in its first values: one pass is left for few
+        steps = part.astype(np.float64) * (127 / top)
+        if float(np.max(np.abs(steps - np.rint(steps)))) > 1e-3:
+            return usual
     if _squared_error(usual, values) <= 1e-10 * float(np.sum(np.square(values, dtype=np.float64))):
         return usual  # already exact (a 0/1 table, a scalar slope): left as it was
     if usual.axis is not None:

@@ -25,6 +25,7 @@ from qtool import runtime
 from qtool.encoding import Blocks, Encoding
 from qtool.errors import DataError, ModelError
 from qtool.graph import external_data
+from qtool.graph import model as gm
 from qtool.graph.lazy_weights import spilled
 from qtool.io.encodings import Encodings
 from qtool.io.files import load_json, quoted
@@ -69,17 +70,7 @@ Constants = dict[str, np.ndarray]  # a Constant node's output -> its value (expo
 
 
 def _constant_nodes(graph: onnx.GraphProto) -> Constants:
-    found = {}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1:
-            try:
-                value = np.asarray(numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].name == "value"
-                                   else onnx.helper.get_attribute_value(node.attribute[0]))  # fmt: skip
-            except (ValueError, TypeError):  # a sparse value: not a scale
-                continue
-            if value.dtype.kind in "biuf":  # a string is no scale either
-                found[node.output[0]] = value
-    return found
+    return {node.output[0]: value for node in graph.node if (value := gm.constant_value(node)) is not None}
 
 
 def _value(name: str, inits: dict[str, onnx.TensorProto], constants: Constants, what: str) -> np.ndarray:

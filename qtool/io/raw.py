@@ -72,7 +72,7 @@ def _from_npy(path: Path, spec: InputSpec, where: str) -> np.ndarray:
 
 def _from_raw(path: Path, spec: InputSpec, where: str, native: bool) -> np.ndarray:
     file_dtype = np.dtype(spec.dtype if native else np.float32).newbyteorder("<")
-    need = int(np.prod(spec.shape)) * file_dtype.itemsize
+    need = math.prod(spec.shape) * file_dtype.itemsize  # Python ints: a declared dim past int64 cannot wrap around
     size = check_regular(path, str(path), where=where).st_size  # sized before read: a sparse 2 GiB file costs nothing
     if size != need:
         raise DataError(
@@ -88,4 +88,27 @@ def load_tensor(path: Path, spec: InputSpec, where: str, native: bool = False) -
     array = _from_npy(path, spec, where) if path.suffix == ".npy" else _from_raw(path, spec, where, native)
     if array.dtype.kind == "f" and np.isnan(array).any():  # ±inf is a value (a mask input); NaN is broken data
         raise DataError(f"{path} contains NaN values", where=where)
-    return np.ascontiguousarray(array.astype(spec.dtype, copy=False))
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = array.astype(spec.dtype, copy=False)
+    bad = _misfit(array, cast)
+    if bad is not None:
+        raise DataError(f"{path} holds {bad}, which input {spec.name!r} ({spec.dtype}) cannot hold", where=where)
+    return np.ascontiguousarray(cast)
+
+
+def _misfit(array: np.ndarray, cast: np.ndarray) -> str | None:
+    """A value of `array` its cast changes beyond rounding (300 into int8 wraps to 44, 1.7 into int64 is 1,
+    ±inf into an integer, 1e300 into float32 is inf), or None: the model would calibrate on other data."""
+    if array.dtype == cast.dtype or array.size == 0 or array.dtype.kind == "b":
+        return None
+    if cast.dtype.kind == "f":
+        inf = np.isinf(cast)
+        off = array[inf & np.isfinite(array)] if inf.any() else array[:0]
+        return str(off[0]) if off.size else None
+    if array.dtype.kind == "f":
+        off = array[~np.isfinite(array) | (np.floor(array) != array)]
+        if off.size:
+            return str(off[0])
+    lo, hi = (0, 1) if cast.dtype.kind == "b" else (int(np.iinfo(cast.dtype).min), int(np.iinfo(cast.dtype).max))
+    low, high = array.min().item(), array.max().item()  # Python numbers: 2**63 as a float is past int64, exactly
+    return str(low) if low < lo else str(high) if high > hi else None

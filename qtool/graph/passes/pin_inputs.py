@@ -10,6 +10,7 @@ input_list then gives the others only).
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import onnx_ir as ir
@@ -43,7 +44,7 @@ def _array(name: str, given: tuple[float, ...], value: ir.Value) -> np.ndarray:
     if dtype is None or not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
         raise UsageError(f"--input_value {name}: the input is not numeric ({value.dtype})")
     shape = tuple(value.shape) if value.shape is not None else (len(given),)
-    if int(np.prod(shape)) != len(given):
+    if math.prod(shape) != len(given):  # Python ints: a declared dim past int64 cannot wrap around
         raise UsageError(f"--input_value {name}: {len(given)} value(s) for an input of shape {list(shape)}")
     array = np.array(given, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):

@@ -127,6 +127,8 @@ def read_config(path: Path, option_names: set[str]) -> dict[str, Any]:
             sections[name] = value
         elif name in option_names:
             result[name] = value
+        elif name in ALGORITHM_SECTIONS:  # `cle: []` was an "unknown key 'cle'"
+            raise UsageError(f"{key!r} must be a mapping of {name}'s settings, not {str(value)[:60]}", where=str(path))
         else:
             raise UsageError(
                 f"unknown key {key!r}", where=str(path), hint=did_you_mean(str(key), option_names | set(CONFIG_ALIASES))

@@ -7,10 +7,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def printable(text: str) -> str:
+    """`text` with control and format characters escaped (ESC as \\x1b, a newline as \\n, U+202E as \\u202e):
+    tensor names, node names and paths come from the model's or the list's author, and a terminal runs the
+    escape sequences it prints (a title change, a cleared screen) and shows bidi overrides reversed."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
-    return str(value)
+    return printable(str(value))
 
 
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:

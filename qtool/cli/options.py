@@ -20,7 +20,7 @@ from qtool.config import (
 )
 from qtool.errors import Interrupted, QtoolError, UsageError, did_you_mean
 from qtool.io.files import quoted
-from qtool.report import Report
+from qtool.report import Report, printable
 
 
 class NonEmptyPath(click.Path):
@@ -76,7 +76,7 @@ class QtoolGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except QtoolError as e:
-            click.echo(f"qtool: error: {e}", err=True)
+            click.echo(f"qtool: error: {printable(str(e))}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt as e:
             click.echo("qtool: interrupted; no output written", err=True)
@@ -106,10 +106,11 @@ def input_dims(
 ) -> dict[str, tuple[int, ...]]:
     dims: dict[str, tuple[int, ...]] = {}
     for name, text in value:
-        try:
-            parsed = tuple(int(d) for d in text.replace("x", ",").split(","))
-        except ValueError:
-            raise click.BadParameter(f"{name} {text!r}: DIMS must be integers like 1,3,224,224") from None
+        words = text.replace("x", ",").split(",")
+        if name in dims or not all(w.isascii() and w.isdigit() for w in words):  # int() takes ' 1', '1_0', '١'
+            why = "given twice" if name in dims else "DIMS must be integers like 1,3,224,224"
+            raise click.BadParameter(f"{name} {quoted(text)}: {why}")
+        parsed = tuple(map(int, words))
         if any(d <= 0 or d > MAX_DIM for d in parsed):
             raise click.BadParameter(f"{name} {text[:80]!r}: every dim must be in 1..{MAX_DIM}")
         dims[name] = parsed
@@ -121,6 +122,8 @@ def input_values(
 ) -> dict[str, tuple[float, ...]]:
     values: dict[str, tuple[float, ...]] = {}
     for name, text in value:
+        if name in values:
+            raise click.BadParameter(f"{name} {quoted(text)}: given twice")
         try:
             parsed = tuple(float(v) for v in text.split(","))
         except ValueError:
@@ -211,6 +214,8 @@ def _check_config_value(param: click.Parameter, key: str, value: Any, path: Path
         return scalar(v) if param.nargs == 1 else isinstance(v, list) and len(v) == param.nargs and all(map(scalar, v))
 
     ok = (isinstance(value, list) and all(map(item, value))) if param.multiple else item(value)
+    if ok and isinstance(param.type, click.types.BoolParamType) and not isinstance(value, bool | str | None):
+        raise UsageError(f"{key} must be true or false, not {str(value)[:60]}", where=str(path))  # click: internal error
     if not ok:
         shape = "a list of values" if param.multiple else "one value"
         raise UsageError(f"{key} must be {shape}, not {type(value).__name__} {str(value)[:60]}", where=str(path))
@@ -247,6 +252,13 @@ def emit(report: Report, as_json: bool) -> None:
     click.echo(report.render(as_json))
 
 
+class _Printable(logging.Formatter):
+    """A log line with the control characters of the names in it escaped (a traceback keeps its lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+
 def common(func: Callable) -> Callable:
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the text report.")
     @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
@@ -259,6 +271,7 @@ def common(func: Callable) -> Callable:
         # (czann's search at -v logged each float Conv at each of its trials, 5000 lines)
         said: set[str] = set()
         handler = logging.getLogger().handlers[0]
+        handler.setFormatter(_Printable("qtool: %(levelname)s: %(message)s"))
         handler.addFilter(lambda r: r.levelno < logging.INFO or ((m := r.getMessage()) not in said and not said.add(m)))
         if not verbose:  # a library's own warnings (onnx_ir logs its failed shape inference with a traceback)
             handler.addFilter(lambda r: r.name.startswith("qtool") or r.levelno >= logging.ERROR)

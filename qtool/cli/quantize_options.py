@@ -19,7 +19,9 @@ from qtool.cli.options import (
     to_int,
 )
 from qtool.config import ACT_CALIBRATIONS, CALIBRATIONS, LEGACY_QUANTIZERS, SCHEMAS
+from qtool.errors import did_you_mean
 from qtool.io.encodings import FORMATS
+from qtool.io.files import quoted
 from qtool.quant.algorithms import ALGORITHM_NAMES
 
 
@@ -27,6 +29,18 @@ def _bitwidth(flag: str, alias: str, choices: tuple[int, ...], help: str) -> Cal
     return click.option(
         flag, alias, type=int_choice(*choices), default="8", callback=to_int, show_default=True, help=help
     )
+
+
+def _op_types(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """Each an ONNX op type: `conv` or a typo quantized nothing, and the warning then blamed the model."""
+    import onnx.defs
+
+    known = {schema.name for schema in onnx.defs.get_all_schemas_with_history()}
+    for name in value:
+        if name not in known:
+            hint = did_you_mean(name, known)
+            raise click.BadParameter(f"{quoted(name)} is not an ONNX op type" + (f"; {hint}" if hint else ""))
+    return value
 
 
 def quantize_options(func: Callable) -> Callable:
@@ -229,6 +243,7 @@ def quantize_options(func: Callable) -> Callable:
             "--op_types_to_quantize",
             multiple=True,
             metavar="OP",
+            callback=_op_types,
             help="Quantize only these op types (their inputs and outputs); the rest run in float. Repeatable.",
         ),
         click.option(

@@ -18,7 +18,7 @@ from qtool.errors import DataError, ModelError
 from qtool.graph import external_data, inline_weights
 from qtool.graph.inline_write import write_inline
 from qtool.io.digest import sha256
-from qtool.io.files import atomic_write, check_regular, env_bytes, load_json
+from qtool.io.files import atomic_write, check_regular, clipped, env_bytes, load_json
 from qtool.io.raw import InputSpec
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def check(model: onnx.ModelProto, where: str, path: str | os.PathLike[str] | Non
         else:
             logger.info("%s: over 2 GiB and changed since it was read: onnx.checker skipped", where)
     except onnx.checker.ValidationError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid graph"
+        first = clipped(" ".join(str(e).split()), 400) or "invalid graph"  # its lines: "of node:\nname: n1 ..."
         raise ModelError(f"onnx.checker: {first}", where=where) from e
 
 

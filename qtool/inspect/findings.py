@@ -19,7 +19,7 @@ from qtool.graph import model as gm
 from qtool.io.encodings import Encodings
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import Observer
-from qtool.report import Report
+from qtool.report import Report, printable
 
 SEVERITIES = ("info", "warning", "error")
 
@@ -91,7 +91,8 @@ class InspectReport(Report):
     def to_text(self) -> str:
         lines = [super().to_text(), "", f"lint findings ({self.counts()})" if self.findings else "lint findings: none"]
         for f in self.findings:
-            lines += [f"  {f.severity:<7}  {f.lint}  {f.where}", f"           why: {f.why}", f"           fix: {f.fix}"]
+            said = [f"  {f.severity:<7}  {f.lint}  {f.where}", f"           why: {f.why}", f"           fix: {f.fix}"]
+            lines += map(printable, said)  # names from the model: no terminal escapes
         return "\n".join(lines)
 
     def check(self, fail_on: str | None) -> None:

@@ -18,3 +18,14 @@ class FreshNames:
             candidate = f"{name}_{i}"
         self.taken.add(candidate)
         return candidate
+
+
+def unused_namespace(names: Iterable[str], base: str = "qtool") -> str:
+    """A prefix for the tensors and nodes a probe adds (`ns.flat`, `t.ns_min`) that no name in `names`
+    contains: "qtool", else "qtool1", "qtool2"... A valid model may name its own tensors `qtool.flat`."""
+    names = list(names)
+    namespace, i = base, 0
+    while any(f"{namespace}." in n or f".{namespace}_" in n for n in names):
+        i += 1
+        namespace = f"{base}{i}"
+    return namespace

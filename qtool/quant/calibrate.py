@@ -19,6 +19,8 @@ from onnx import helper, numpy_helper
 from qtool import runtime
 from qtool.errors import DataError, ModelError
 from qtool.graph import external_data
+from qtool.graph import model as gm
+from qtool.graph.names import unused_namespace
 from qtool.quant.attention import softmax_chains
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import (
@@ -40,7 +42,7 @@ class _Probes:
     """Builds the instrumented copy of a model: per observed tensor a ReduceMax, a ReduceMin unless
     the tensor cannot be negative (every encoding's range includes 0, so its min says nothing),
     and for histograms an evenly strided sample of at most `cap` values, starting at an offset fed
-    per run (`OFFSET`): a fixed start would read the same positions of every sample, and a stride of
+    per run (`self.offset`): a fixed start would read the same positions of every sample, and a stride of
     hundreds can miss a transformer's few outlier channels for good. The reductions keep
     their dims and are concatenated per rank into a few outputs: on a small model, fetching two
     scalars per tensor from onnxruntime cost more than running it.
@@ -59,47 +61,49 @@ class _Probes:
         self.signed = [t for t in tensors if not _non_negative(facts, t)]
         self._signed = set(self.signed)
         self.steps: set[int] = set()
+        self.ns = unused_namespace(gm.tensor_names(model) | {n.name for n in model.graph.node})
+        self.offset = f"{self.ns}.offset"  # graph input: where this run's strided samples start (mod each stride)
 
     def nodes(self, name: str) -> list[onnx.NodeProto]:
         kinds = (("ReduceMin", "min"), ("ReduceMax", "max")) if name in self._signed else (("ReduceMax", "max"),)
-        nodes = [helper.make_node(op, [name], [f"{name}.qtool_{s}"], name=f"{name}.qtool_{s}") for op, s in kinds]
+        nodes = [helper.make_node(op, [name], [f"{name}.{self.ns}_{s}"], name=f"{name}.{self.ns}_{s}") for op, s in kinds]
         if self.sampled:
             step = max(1, self.sizes.get(name, 0) // self.cap) | 1
             self.steps.add(step)
-            flat, sample = f"{name}.qtool_flat", f"{name}.qtool_sample"
-            nodes.append(helper.make_node("Reshape", [name, "qtool.flat"], [flat], name=flat))
-            start = f"qtool.start{step}" if step > 1 else "qtool.zero"
-            slice_inputs = [flat, start, "qtool.end", "qtool.zero", f"qtool.step{step}"]
+            flat, sample = f"{name}.{self.ns}_flat", f"{name}.{self.ns}_sample"
+            nodes.append(helper.make_node("Reshape", [name, f"{self.ns}.flat"], [flat], name=flat))
+            start = f"{self.ns}.start{step}" if step > 1 else f"{self.ns}.zero"
+            slice_inputs = [flat, start, f"{self.ns}.end", f"{self.ns}.zero", f"{self.ns}.step{step}"]
             nodes.append(helper.make_node("Slice", slice_inputs, [sample], name=sample))
         return nodes
 
     def softmax_nodes(self, name: str) -> list[onnx.NodeProto]:
         """Three scalars of a Softmax input (SoftmaxInput's observe_rows): its maximum, the minimum of its
         real values and the smallest real row maximum, rows along the Softmax axis."""
-        p = f"{name}.qtool_sm_"
+        p = f"{name}.{self.ns}_sm_"
         n = helper.make_node
         return [
-            n("TopK", [name, "qtool.k1"], [p + "rowmax", p + "argmax"], name=p + "topk", axis=self.softmax[name]),
+            n("TopK", [name, f"{self.ns}.k1"], [p + "rowmax", p + "argmax"], name=p + "topk", axis=self.softmax[name]),
             n("ReduceMax", [name], [p + "hi"], name=p + "hi"),
             n("ReduceMin", [name], [p + "raw_min"], name=p + "raw_min"),
-            n("Sub", [p + "hi", "qtool.gap"], [p + "row_floor"], name=p + "row_floor"),
+            n("Sub", [p + "hi", f"{self.ns}.gap"], [p + "row_floor"], name=p + "row_floor"),
             n("Greater", [p + "rowmax", p + "row_floor"], [p + "near_top"], name=p + "near_top"),
-            n("Greater", [p + "rowmax", "qtool.sentinel"], [p + "finite_row"], name=p + "finite_row"),
+            n("Greater", [p + "rowmax", f"{self.ns}.sentinel"], [p + "finite_row"], name=p + "finite_row"),
             n("And", [p + "near_top", p + "finite_row"], [p + "real_row"], name=p + "real_row"),
-            n("Sub", [p + "rowmax", "qtool.gap"], [p + "floor"], name=p + "floor"),
+            n("Sub", [p + "rowmax", f"{self.ns}.gap"], [p + "floor"], name=p + "floor"),
             n("Less", [name, p + "floor"], [p + "far"], name=p + "far"),
             n("Not", [p + "far"], [p + "near"], name=p + "near"),
-            n("Greater", [name, "qtool.sentinel"], [p + "finite"], name=p + "finite"),
+            n("Greater", [name, f"{self.ns}.sentinel"], [p + "finite"], name=p + "finite"),
             n("And", [p + "near", p + "finite"], [p + "kept0"], name=p + "kept0"),
             n("And", [p + "kept0", p + "real_row"], [p + "kept"], name=p + "kept"),
-            n("Where", [p + "kept", name, "qtool.posinf"], [p + "real"], name=p + "real"),
+            n("Where", [p + "kept", name, f"{self.ns}.posinf"], [p + "real"], name=p + "real"),
             n("ReduceMin", [p + "real"], [p + "lo"], name=p + "lo"),
-            n("Where", [p + "real_row", p + "rowmax", "qtool.posinf"], [p + "rows"], name=p + "rows"),
+            n("Where", [p + "real_row", p + "rowmax", f"{self.ns}.posinf"], [p + "rows"], name=p + "rows"),
             n("ReduceMin", [p + "rows"], [p + "rowmin"], name=p + "rowmin"),
         ]
 
     def softmax_outputs(self) -> list[str]:
-        return [f"{t}.qtool_sm_{k}" for t in self.softmax for k in SOFTMAX_PROBES]
+        return [f"{t}.{self.ns}_sm_{k}" for t in self.softmax for k in SOFTMAX_PROBES]
 
     def gather(self, kind: str, names: list[str]) -> tuple[list[onnx.NodeProto], list[tuple[str, list[str]]]]:
         """One Concat of the `kind` reductions of `names`: (nodes, [(output, tensors)]). Each reduction
@@ -109,11 +113,11 @@ class _Probes:
             return [], []
         nodes, parts = [], []
         for name in names:
-            flat, cast = f"{name}.qtool_{kind}_flat", f"{name}.qtool_{kind}_f"
-            nodes.append(helper.make_node("Reshape", [f"{name}.qtool_{kind}", "qtool.flat"], [flat], name=flat))
+            flat, cast = f"{name}.{self.ns}_{kind}_flat", f"{name}.{self.ns}_{kind}_f"
+            nodes.append(helper.make_node("Reshape", [f"{name}.{self.ns}_{kind}", f"{self.ns}.flat"], [flat], name=flat))
             nodes.append(helper.make_node("Cast", [flat], [cast], name=cast, to=onnx.TensorProto.FLOAT))
             parts.append(cast)
-        out = f"qtool.{kind}"
+        out = f"{self.ns}.{kind}"
         nodes.append(helper.make_node("Concat", parts, [out], name=out, axis=0))
         return nodes, [(out, names)]
 
@@ -134,27 +138,26 @@ class _Probes:
         min_nodes, mins = self.gather("min", self.signed)
         max_nodes, maxs = self.gather("max", self.tensors)
         starts = [
-            helper.make_node("Mod", [OFFSET, f"qtool.step{s}"], [f"qtool.start{s}"], name=f"qtool.start{s}")
+            helper.make_node("Mod", [self.offset, f"{self.ns}.step{s}"], [f"{self.ns}.start{s}"], name=f"{self.ns}.start{s}")
             for s in sorted(self.steps)
             if s > 1
         ]
         if starts:
-            copy.graph.input.append(helper.make_tensor_value_info(OFFSET, onnx.TensorProto.INT64, [1]))
+            copy.graph.input.append(helper.make_tensor_value_info(self.offset, onnx.TensorProto.INT64, [1]))
         del copy.graph.node[:]
         copy.graph.node.extend([*starts, *nodes, *min_nodes, *max_nodes])
-        constants = [("qtool.flat", [-1]), ("qtool.zero", [0]), ("qtool.end", [2**62])]
-        constants += [(f"qtool.step{s}", [s]) for s in sorted(self.steps)]
-        constants += [("qtool.k1", [1])] if self.softmax else []
+        constants = [(f"{self.ns}.flat", [-1]), (f"{self.ns}.zero", [0]), (f"{self.ns}.end", [2**62])]
+        constants += [(f"{self.ns}.step{s}", [s]) for s in sorted(self.steps)]
+        constants += [(f"{self.ns}.k1", [1])] if self.softmax else []
         copy.graph.initializer.extend([numpy_helper.from_array(np.array(v, np.int64), n) for n, v in constants])
         if self.softmax:
-            floats = [("qtool.gap", MASK_GAP), ("qtool.sentinel", -SENTINEL), ("qtool.posinf", np.inf)]
+            floats = [(f"{self.ns}.gap", MASK_GAP), (f"{self.ns}.sentinel", -SENTINEL), (f"{self.ns}.posinf", np.inf)]
             copy.graph.initializer.extend([numpy_helper.from_array(np.array(v, np.float32), n) for n, v in floats])
-        samples = [f"{t}.qtool_sample" for t in self.tensors] if self.sampled else []
+        samples = [f"{t}.{self.ns}_sample" for t in self.tensors] if self.sampled else []
         names = [o for o, _ in [*mins, *maxs]] + samples + self.softmax_outputs()
         return (runtime.with_outputs(copy, names), weights), mins, maxs, samples
 
 
-OFFSET = "qtool.offset"  # graph input: where this run's strided samples start (mod each stride)
 NON_NEGATIVE_OPS = frozenset({"Relu", "Sigmoid", "HardSigmoid", "Softmax", "Abs", "Exp", "Sqrt"})
 
 
@@ -276,6 +279,7 @@ class _Runner:
         # Full optimisation (NCHWc convolutions, fusions): onnxruntime keeps every tensor a probe
         # reads, and the instrumented model runs 1.7-2.7x faster than at the basic level.
         self.session = runtime.session(graph_model, threads, optimized=True, weights=weights)
+        self.offset = probes.offset
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.runs = 0
         self.graph_outputs = [o.name for o in model.graph.output]
@@ -287,8 +291,8 @@ class _Runner:
 
     def __call__(self, where: str, feed: dict[str, np.ndarray], keep: FloatOutputs | None = None) -> None:
         feed = {k: v for k, v in feed.items() if k in self.inputs}
-        if OFFSET in self.inputs:  # a large prime: consecutive runs start at unrelated positions
-            feed[OFFSET] = np.array([self.runs * 7919], dtype=np.int64)
+        if self.offset in self.inputs:  # a large prime: consecutive runs start at unrelated positions
+            feed[self.offset] = np.array([self.runs * 7919], dtype=np.int64)
         self.runs += 1
         wanted = keep is not None and keep.wants_more()
         try:

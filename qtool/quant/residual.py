@@ -30,7 +30,8 @@ from qtool import encoding as enc
 from qtool import runtime
 from qtool.encoding import Encoding
 from qtool.errors import ModelError
-from qtool.graph.model import default_opset
+from qtool.graph.model import default_opset, tensor_names
+from qtool.graph.names import unused_namespace
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import MinMax
 
@@ -147,20 +148,22 @@ def _probes(model: onnx.ModelProto, tensors: list[str]) -> tuple[onnx.ModelProto
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     axes_as_input = default_opset(model) >= 18
+    ns = unused_namespace(tensor_names(model) | {n.name for n in model.graph.node})
+    last, end, rows, axis0 = f"{ns}.ch_last", f"{ns}.ch_end", f"{ns}.ch_rows", f"{ns}.ch_axis0"
     nodes, outputs = [], []
     for t in tensors:
-        p = f"{t}.qtool_ch_"
+        p = f"{t}.{ns}_ch_"
         nodes += [
             helper.make_node("Shape", [t], [p + "shape"], name=p + "shape"),
-            helper.make_node("Slice", [p + "shape", "qtool.ch_last", "qtool.ch_end"], [p + "width"], name=p + "width"),
-            helper.make_node("Concat", ["qtool.ch_rows", p + "width"], [p + "rows_shape"], name=p + "rows_shape", axis=0),
+            helper.make_node("Slice", [p + "shape", last, end], [p + "width"], name=p + "width"),
+            helper.make_node("Concat", [rows, p + "width"], [p + "rows_shape"], name=p + "rows_shape", axis=0),
             helper.make_node("Reshape", [t, p + "rows_shape"], [p + "rows"], name=p + "rows"),
         ]
         for op, kind in (("ReduceMin", "lo"), ("ReduceMax", "hi")):
-            inputs, attrs = ([p + "rows", "qtool.ch_axis0"], {}) if axes_as_input else ([p + "rows"], {"axes": [0]})
+            inputs, attrs = ([p + "rows", axis0], {}) if axes_as_input else ([p + "rows"], {"axes": [0]})
             nodes.append(helper.make_node(op, inputs, [p + kind], name=p + kind, keepdims=0, **attrs))
             outputs.append(p + kind)
-    constants = {"qtool.ch_last": [-1], "qtool.ch_end": [2**62], "qtool.ch_rows": [-1], "qtool.ch_axis0": [0]}
+    constants = {last: [-1], end: [2**62], rows: [-1], axis0: [0]}
     copy.graph.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), n) for n, v in constants.items())
     copy.graph.node.extend(nodes)
     return runtime.with_outputs(copy, outputs), outputs

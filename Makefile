@@ -299,7 +299,9 @@ OUT := build/demo
 # 18030 -> 18068: hostile round three: names printed with their control characters escaped (report.printable:
 #   a tensor named ESC]0;...BEL retitled the terminal); a config's `quiet: 2` (click's bool type: an internal
 #   error), `cle: []`, --op_types_to_quantize conv, --input_dim 1_0 or given twice refused; checker errors whole
-LINE_BUDGET := 18068
+# 18068 -> 18090: calibration probes in a namespace no name of the model uses (graph/names.unused_namespace;
+#   a valid model naming a tensor qtool.flat could not be calibrated)
+LINE_BUDGET := 18090
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -301,7 +301,10 @@ OUT := build/demo
 #   error), `cle: []`, --op_types_to_quantize conv, --input_dim 1_0 or given twice refused; checker errors whole
 # 18068 -> 18090: calibration probes in a namespace no name of the model uses (graph/names.unused_namespace;
 #   a valid model naming a tensor qtool.flat could not be calibrated)
-LINE_BUDGET := 18090
+# 18090 -> 18280: cle through HardSwish into a depthwise Conv (quant/algorithms/cle_hardswish.py: HardSwish as
+#   x * HardSigmoid(x), scales from the calibration spans; SLANet W8A8 0.5 -> 8.2 dB held out), the quality
+#   warning's hint at it; inspect --labels without a comparison and one --load_stats shard twice refused
+LINE_BUDGET := 18280
 
 .PHONY: demo test lint venv bench clean golden
 

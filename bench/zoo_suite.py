@@ -74,6 +74,7 @@ QTOOL_VARIANTS = {  # kind -> (label, qtool quantize flags)
     "qtool:ort-cpu": ("qtool --target ort-cpu", ["--target", "ort-cpu"]),
     "qtool:actsearch": ("qtool W8A8 + actsearch", [*ZOO_W8A8, "--apply_algorithms", "actsearch"]),
     "qtool:bc": ("qtool W8A8 + bc", [*ZOO_W8A8, "--apply_algorithms", "bc"]),
+    "qtool:cle": ("qtool W8A8 + cle", [*ZOO_W8A8, "--apply_algorithms", "cle"]),
     "qtool:sqnr": ("qtool W8A8, sqnr ranges", [*ZOO_W8A8, "--act_quantizer_calibration", "sqnr"]),
     "qtool:mse": ("qtool W8A8, mse ranges", [*ZOO_W8A8, "--act_quantizer_calibration", "mse"]),
     "qtool:actsearch-bc": (

@@ -152,3 +152,37 @@ def attention_block(seed: int = 0) -> onnx.ModelProto:
         [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def hardswish_depthwise(affine: bool = False, channels: int = 16, seed: int = 0) -> onnx.ModelProto:
+    """Conv -> HardSwish [-> Mul(a) -> Add(b), PP-LCNetV3's learnable affine] -> depthwise Conv -> Relu -> Conv,
+    as PP-LCNet has them: channel 5's HardSwish output is all but silent and the depthwise Conv multiplies
+    it by hundreds (a folded BatchNorm with a tiny variance), so on the tensor's one grid it is noise."""
+    rng = np.random.default_rng(seed)
+    w0 = (rng.normal(size=(channels, 3, 3, 3)) * 0.3).astype(np.float32)
+    w0[5] *= 0.01
+    b0 = (rng.normal(size=channels) * 0.1).astype(np.float32)
+    b0[5] = 0.0
+    w1 = rng.normal(size=(channels, 1, 3, 3)).astype(np.float32)
+    w1[5] *= 300
+    w2 = (rng.normal(size=(8, channels, 1, 1)) * 0.1).astype(np.float32)
+    inits = [numpy_helper.from_array(v, n) for v, n in ((w0, "w0"), (b0, "b0"), (w1, "w1"), (w2, "w2"))]
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["u"], name="conv0", pads=[1, 1, 1, 1]),
+             helper.make_node("HardSwish", ["u"], ["h"], name="hs")]  # fmt: skip
+    read = "h"
+    if affine:
+        inits += [numpy_helper.from_array(np.array(1.3, np.float32), "a"), numpy_helper.from_array(np.array(0.2, np.float32), "b")]
+        nodes += [helper.make_node("Mul", ["h", "a"], ["ha"], name="scale"), helper.make_node("Add", ["ha", "b"], ["hb"], name="shift")]
+        read = "hb"
+    nodes += [
+        helper.make_node("Conv", [read, "w1"], ["d"], name="dw", pads=[1, 1, 1, 1], group=channels),
+        helper.make_node("Relu", ["d"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2"], ["y"], name="pw"),
+    ]
+    graph = helper.make_graph(
+        nodes, "hardswish_depthwise", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model

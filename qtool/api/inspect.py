@@ -41,6 +41,8 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
     report = summary.summarise(model, str(o.model))
     if o.reference is not None and o.input_list is None:
         raise UsageError("--reference needs --input_list to compare the two models")
+    if o.labels is not None and (o.reference is None or o.input_list is None):  # it was ignored, exit 0
+        raise UsageError("--labels scores the comparison: it needs --reference and --input_list")
     ctx = lint.context(model, o.target, scratch)  # a quantized model's float view: its weights on disk
     _drop_pages()
     rows = None

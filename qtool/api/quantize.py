@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -41,7 +42,7 @@ from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
 from qtool.io.files import write_text
 from qtool.io.input_list import InputList, read_input_list
 from qtool.quant import blocks
-from qtool.quant.algorithms import AlgorithmContext, adaround, bias_correction, check_sections, resolve
+from qtool.quant.algorithms import AlgorithmContext, adaround, bias_correction, check_sections, cle_hardswish, resolve
 from qtool.quant.calibrate import FloatOutputs, calibrate
 from qtool.quant.gelu import gelu_interiors
 from qtool.quant.graph_facts import GraphFacts
@@ -79,6 +80,8 @@ def _check_quantize_flags(o: QuantizeOptions) -> None:
         raise UsageError("--input_list and --enable_float_fallback are mutually exclusive (Invalid combination)")
     if o.load_stats and (o.input_list is not None or o.enable_float_fallback):
         raise UsageError("--load_stats replaces calibration: drop --input_list / --enable_float_fallback")
+    if len({os.path.realpath(p) for p in o.load_stats}) < len(o.load_stats):  # merged with itself: counts doubled
+        raise UsageError("--load_stats names the same file twice", hint="give each shard once")
     blocks.check_options(o.weights_block_size, o.weights_bitwidth, o.use_lpbq, o.encodings_format, o.use_asymmetric_blocks)
     check_sections(o.algorithm_config)
     weight_only = o.act_bitwidth == 32  # float activations: nothing to calibrate
@@ -574,6 +577,9 @@ def _quality(
     elif o.act_bitwidth == 8 and o.act_quantizer_calibration == "min-max" and not o.apply_algorithms:
         # the recipe that gained a median 2 dB on the zoo without losing on any model (README)
         blame += "; or, keeping 8 bits, try --act_quantizer_calibration auto --apply_algorithms bc"
+    if "cle" not in o.apply_algorithms and (pairs := cle_hardswish.find_pairs(facts, set(o.act_16bit_tensors))):
+        blame += (f"; {len(pairs)} HardSwish -> depthwise Conv pairs (PP-LCNet's): --apply_algorithms cle widens"
+                  " their near-silent channels, exactly in float")  # fmt: skip
     flags = [f"--{f}" for f, ops in (("use_per_channel_quantization", {"Conv", "ConvTranspose"}),
                                       ("use_per_row_quantization", {"MatMul", "Gemm"}))
              if not getattr(o, f) and any(n.op_type in ops for n in reference.graph.node)]  # fmt: skip

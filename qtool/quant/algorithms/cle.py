@@ -3,7 +3,8 @@
 For Conv1 -> [ReLU] -> Conv2 on a single branch (QNN seed: "outputs cannot be consumed by more
 than one op"), output channel i of Conv1 and input channel i of Conv2 are rescaled by
 s_i = sqrt(r1_i / r2_i) (r = max |w| over the channel): W1[i] /= s_i, b1[i] /= s_i, W2[:, i] *= s_i,
-which ReLU's positive homogeneity leaves exact. A depthwise Conv2 scales its own channel i.
+which ReLU's positive homogeneity leaves exact. A depthwise Conv2 scales its own channel i. Through a
+HardSwish into a depthwise Conv, with the HardSwish written as x · HardSigmoid(x): cle_hardswish.py.
 Pairs are swept until the scales settle, so Conv -> DW -> Conv chains equalize both joints.
 ReLU6/Clip(0, 6) becomes ReLU followed by a per-channel Min(x, 6/s_i), exactly the same function.
 High-bias absorption (paper §4.2) uses the folded BatchNorm's β, γ recorded by convert: c_i =
@@ -21,7 +22,7 @@ from onnx import helper
 
 from qtool.graph import model as gm
 from qtool.graph.model import copy
-from qtool.quant.algorithms import AlgorithmContext, check_config
+from qtool.quant.algorithms import AlgorithmContext, check_config, cle_hardswish
 from qtool.quant.graph_facts import GraphFacts
 
 logger = logging.getLogger(__name__)
@@ -163,15 +164,26 @@ def run(ctx: AlgorithmContext) -> list[str]:
     keep = ctx.config.get("keep", "auto")
     facts = GraphFacts.of(ctx.model)
     pairs = find_pairs(facts)
-    if not pairs:
-        logger.warning("cle: no Conv -> [ReLU] -> Conv pair on a single branch; nothing equalized")
+    hardswish = cle_hardswish.find_pairs(facts, set(ctx.overrides.activations))
+    if not pairs and not hardswish:
+        logger.warning("cle: no Conv -> [ReLU] -> Conv pair (or Conv -> HardSwish -> depthwise Conv) on a single "
+                       "branch; nothing equalized")  # fmt: skip
         return ["cle: no matching pattern"]
     before = copy(ctx.model)
-    notes, capped = _equalize_all(ctx, facts, pairs)
+    # the HardSwish pairs first: their rewrite replaces the graph's nodes, and the depthwise Conv's weights it
+    # rescales are what the Conv -> [ReLU] -> Conv pairs after it balance
+    notes = cle_hardswish.equalize(ctx, hardswish) if hardswish else []
+    if notes:
+        facts = GraphFacts.of(ctx.model)
+        pairs = find_pairs(facts)
+    equalized, capped = _equalize_all(ctx, facts, pairs) if pairs else ([], 0)
+    notes = equalized + notes
+    if not notes:
+        return ["cle: no HardSwish channel to widen"]
     kept = keep == "always" or ctx.trial is None
     if not kept:
         plain, equalized = ctx.trial(before), ctx.trial(ctx.model)
-        kept, notes = equalized >= plain, [f"{notes[0]}; output SQNR {plain:.1f} -> {equalized:.1f} dB"]
+        kept, notes = equalized >= plain, ["; ".join(notes) + f"; output SQNR {plain:.1f} -> {equalized:.1f} dB"]
     if kept:
         if capped:
             logger.warning(

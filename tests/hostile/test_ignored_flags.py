@@ -1,0 +1,28 @@
+"""Flags that did nothing or did harm without a word (helper-41, hostile round three): `inspect --labels` without
+a comparison was ignored (exit 0, no accuracy), and one --load_stats shard given twice was merged with itself
+(every count doubled)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hostile_env import assert_refused, make_workspace
+
+
+def test_inspect_labels_without_a_comparison_is_a_usage_error(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("0\n" * 4)
+    before = ws.snapshot()
+    result = ws.run("inspect", ws.model, "--input_list", ws.listing, "--labels", labels)
+    assert_refused(ws, before, result, 2, "--labels", "--reference")
+
+
+def test_the_same_stats_shard_twice_is_a_usage_error(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path)
+    stats = tmp_path / "stats.json"
+    assert ws.quantize("-o", ws.out, "--save_stats", stats).exit_code == 0
+    before = ws.snapshot()
+    result = ws.run("quantize", "-i", ws.model, "-o", tmp_path / "again.onnx", "--load_stats", stats,
+                    "--load_stats", tmp_path / "." / "stats.json")  # fmt: skip
+    assert_refused(ws, before, result, 2, "--load_stats", "same file twice")

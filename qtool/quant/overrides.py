@@ -204,7 +204,7 @@ def int32_ops(facts: GraphFacts, overrides: Encodings) -> tuple[list[str], Encod
     for tensor in sorted(wanted - covered):
         raise DataError(
             "INT32 override is not matched: every activation input and output of the op needs one",
-            where=f"override {tensor!r}",
+            where=f"--quantization_overrides: override {tensor!r}",
         )
     remaining = {t: e for t, e in overrides.activations.items() if t not in wanted}
     return nodes, Encodings(remaining, dict(overrides.params))
@@ -220,6 +220,11 @@ def sixteen_bit_layers(
     known = set(facts.producers) | set(facts.graph_inputs)
     for flag, names in (("--act_16bit_tensors", acts), ("--params_16bit_tensors", params)):
         for name in names:
+            if name in facts.initializers:  # a weight: the flag names the layer by its output
+                layer = next((n.output[0] for n in facts.consumers.get(name, []) if n.output), None)
+                what = "not an activation" if flag == "--act_16bit_tensors" else "where a layer's output tensor goes"
+                raise UsageError(f"{flag} names {name!r}, a weight, {what}",
+                                 hint=f"--params_16bit_tensors {layer}" if layer else None)  # fmt: skip
             if name not in known:
                 raise UsageError(
                     f"{flag} names {name!r}, which is not a tensor of the graph", hint=did_you_mean(name, known)

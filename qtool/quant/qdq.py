@@ -67,6 +67,9 @@ def storage_type(e: Encoding, packed: bool = True) -> type:
 
 
 def _needs_wide_opset(plan: QuantPlan, packed: bool) -> bool:
+    """A 4-bit activation is always uint4/int4 (storage_type): only weights have an 8-bit container to stay in."""
+    if any(not e.is_float and e.bitwidth == 4 for e in plan.activations.values()):
+        return True
     encodings = [*plan.activations.values(), *plan.params.values()]
     return any(
         not e.is_float and (e.bitwidth == 16 or (e.bitwidth == 4 and packed) or e.blocks is not None) for e in encodings

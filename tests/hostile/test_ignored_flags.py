@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
 from hostile_env import assert_refused, make_workspace
 
 
@@ -26,3 +27,12 @@ def test_the_same_stats_shard_twice_is_a_usage_error(tmp_path: Path) -> None:
     result = ws.run("quantize", "-i", ws.model, "-o", tmp_path / "again.onnx", "--load_stats", stats,
                     "--load_stats", tmp_path / "." / "stats.json")  # fmt: skip
     assert_refused(ws, before, result, 2, "--load_stats", "same file twice")
+
+
+def test_a_weight_given_to_the_16_bit_flags_points_at_its_layer(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path)
+    weight = next(i.name for i in onnx.load(str(ws.model)).graph.initializer if len(i.dims) == 4)
+    before = ws.snapshot()
+    for flag, said in (("--act_16bit_tensors", "not an activation"), ("--params_16bit_tensors", "a layer's output")):
+        line = assert_refused(ws, before, ws.quantize("-o", ws.out, flag, weight), 2, flag, weight, said)
+        assert "--params_16bit_tensors " in line.split("(")[-1]  # the hint names the layer

@@ -304,7 +304,8 @@ OUT := build/demo
 # 18090 -> 18280: cle through HardSwish into a depthwise Conv (quant/algorithms/cle_hardswish.py: HardSwish as
 #   x * HardSigmoid(x), scales from the calibration spans; SLANet W8A8 0.5 -> 8.2 dB held out), the quality
 #   warning's hint at it; inspect --labels without a comparison and one --load_stats shard twice refused
-LINE_BUDGET := 18280
+# 18280 -> 18300: a 4-bit activation raises the opset to 21; a weight given to the 16-bit flags named as one
+LINE_BUDGET := 18300
 
 .PHONY: demo test lint venv bench clean golden
 

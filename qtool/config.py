@@ -181,6 +181,7 @@ class QuantizeOptions:
     use_per_channel_quantization: bool = False
     use_per_row_quantization: bool = False
     use_per_channel_residual: bool = False  # per-channel activation encodings on the residual stream
+    no_hardswish_equalization: bool = False  # quant/algorithms/cle_hardswish.py's default pairs left as they are
     weights_block_size: int | None = None  # per-block Conv/Gemm/MatMul weights (quant/blocks.py)
     use_lpbq: bool = False  # ... compressed to LPBQ (4-bit, decompressed 8-bit)
     use_asymmetric_blocks: bool = False  # ... or each with its own zero point (onnxruntime; not AIMET/QNN)

@@ -387,14 +387,14 @@ def _quantize(
     # the algorithms and mixed precision change the float weights of a working copy; without them
     # the reference itself serves (a copy costs the weights' size: 2 GB on a large model)
     model = gm.copy(reference) if o.apply_algorithms or o.mixed_precision == "auto" else reference
+    model, notes = _equalize_hardswish(o, reference, model, overrides, input_list)
     observers: dict = {}
     ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
-    notes = []
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
         chosen, note = "min-max", ""
         if input_list is not None and o.act_bitwidth != 32:  # else no activation range is calibrated
             chosen, note = choose_calibration(lambda method: ctx.trial(model, method))  # type: ignore[misc]
-        o, notes = dataclasses.replace(o, act_quantizer_calibration=chosen), [note] if note else []
+        o, notes = dataclasses.replace(o, act_quantizer_calibration=chosen), notes + ([note] if note else [])
         ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
     notes += _run_algorithms(o, "float", ctx)
     calibration_started = time.perf_counter()
@@ -454,6 +454,31 @@ def _quantize(
         chart = inspect_html.pareto_chart(mixed.curve) if mixed is not None else ""
         write_text(o.html, inspect_html.render_report(report, chart))
     return report, failure
+
+
+def _equalize_hardswish(
+    o: QuantizeOptions, reference: onnx.ModelProto, model: onnx.ModelProto, overrides: encio.Encodings,
+    input_list: InputList | None,
+) -> tuple[onnx.ModelProto, list[str]]:  # fmt: skip
+    """The default's share of cle: the Conv -> HardSwish -> depthwise Conv pairs whose near-silent channels the
+    grid turns to noise (a predicted DEFAULT_GAIN_DB or more), rewritten exactly in float. Needs the calibration
+    spans; an activation an override or a 16-bit flag names is left as it is."""
+    # --save_stats: a shard's statistics must describe the graph as given, which every shard and the --load_stats
+    # run (no calibration samples, so no spans) share
+    if o.no_hardswish_equalization or input_list is None or o.act_bitwidth == 32 or "cle" in o.apply_algorithms:
+        return model, []
+    if o.save_stats is not None:
+        return model, []
+    pairs = cle_hardswish.find_pairs(GraphFacts.of(model), set(overrides.activations))
+    if not pairs:
+        return model, []
+    original, model = model, gm.copy(reference) if model is reference else model
+    specs = gm.input_specs(model)
+    ctx = AlgorithmContext(model, lambda: iter_samples(input_list, specs, o.use_native_input_files), lambda m, e: (m, None),
+                           threads=o.num_threads)  # fmt: skip
+    pairs = cle_hardswish.find_pairs(GraphFacts.of(model), set(overrides.activations))  # the copy's nodes
+    lines = cle_hardswish.equalize(ctx, pairs, cle_hardswish.DEFAULT_GAIN_DB)
+    return (model, [f"{lines[0]} (--no_hardswish_equalization leaves them)"]) if lines else (original, [])
 
 
 def _release() -> None:
@@ -577,9 +602,9 @@ def _quality(
     elif o.act_bitwidth == 8 and o.act_quantizer_calibration == "min-max" and not o.apply_algorithms:
         # the recipe that gained a median 2 dB on the zoo without losing on any model (README)
         blame += "; or, keeping 8 bits, try --act_quantizer_calibration auto --apply_algorithms bc"
-    if "cle" not in o.apply_algorithms and (pairs := cle_hardswish.find_pairs(facts, set(o.act_16bit_tensors))):
-        blame += (f"; {len(pairs)} HardSwish -> depthwise Conv pairs (PP-LCNet's): --apply_algorithms cle widens"
-                  " their near-silent channels, exactly in float")  # fmt: skip
+    if o.no_hardswish_equalization and (pairs := cle_hardswish.find_pairs(facts, set(o.act_16bit_tensors))):
+        blame += (f"; {len(pairs)} HardSwish -> depthwise Conv pairs (PP-LCNet's) left as they are: without"
+                  " --no_hardswish_equalization their near-silent channels are widened, exactly in float")  # fmt: skip
     flags = [f"--{f}" for f, ops in (("use_per_channel_quantization", {"Conv", "ConvTranspose"}),
                                       ("use_per_row_quantization", {"MatMul", "Gemm"}))
              if not getattr(o, f) and any(n.op_type in ops for n in reference.graph.node)]  # fmt: skip

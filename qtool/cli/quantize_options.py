@@ -137,6 +137,11 @@ def quantize_options(func: Callable) -> Callable:
         ),
         click.option("--use_per_row_quantization", is_flag=True, help="Per-row symmetric weights for Gemm/MatMul."),
         click.option(
+            "--no_hardswish_equalization",
+            is_flag=True,
+            help="Leave every Conv -> HardSwish -> depthwise Conv as it is (see README: HardSwish equalization).",
+        ),
+        click.option(
             "--use_per_channel_residual",
             is_flag=True,
             help="One activation scale per hidden channel on a transformer's residual stream (LayerNorm inputs).",

@@ -54,13 +54,42 @@ def test_a_tensor_an_override_pins_is_not_rescaled() -> None:
     assert cle_hardswish.find_pairs(facts, set()) and not cle_hardswish.find_pairs(facts, {"h"})
 
 
-def test_cle_then_quantize_recovers_the_silent_channel(tmp_path: Path) -> None:
+def test_quantize_recovers_the_silent_channel_by_default(tmp_path: Path) -> None:
     onnx.save(hardswish_depthwise(affine=True), tmp_path / "m.onnx")
     listing = write_samples(tmp_path, (1, 3, 16, 16))
-    sqnr = []
-    for name, extra in (("plain", []), ("cle", ["--apply_algorithms", "cle"])):
+    sqnr, notes = [], []
+    for name, extra in (("left", ["--no_hardswish_equalization"]), ("default", []), ("cle", ["--apply_algorithms", "cle"])):
         code, out, err = qtool("quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "-o", tmp_path / f"{name}.onnx",
-                          "--use_per_channel_quantization", "--json", *extra)  # fmt: skip
+                               "--use_per_channel_quantization", "--json", *extra)  # fmt: skip
         assert code == 0, err
-        sqnr.append(json.loads(out)["outputs (float vs quantized)"][0]["sqnr_db"])
-    assert sqnr[1] > sqnr[0] + 12, sqnr  # 17.1 -> 33.7 dB
+        report = json.loads(out)
+        sqnr.append(report["outputs (float vs quantized)"][0]["sqnr_db"])
+        notes.append(report.get("algorithms", ""))
+    assert sqnr[1] > sqnr[0] + 12 and sqnr[2] > sqnr[0] + 12, sqnr  # 17.1 -> 33.7 dB
+    assert notes[0] == "" and "1 HardSwish -> depthwise pairs" in notes[1] and "input noise -" in notes[1]
+    assert notes[2].startswith("cle:") and "1 HardSwish" in notes[2]  # cle takes them itself, with its trial
+
+
+def test_the_default_leaves_a_pair_with_little_to_gain() -> None:
+    """Channels that already fill the grid: the rewrite's two ops would buy nothing (the default's 6 dB bar)."""
+    model = hardswish_depthwise()
+    w = onnx.numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "w0")).copy()
+    w[5] *= 100  # channel 5 no longer silent
+    next(i for i in model.graph.initializer if i.name == "w0").CopyFrom(onnx.numpy_helper.from_array(w, "w0"))
+    ctx = _context(model)
+    pairs = cle_hardswish.find_pairs(GraphFacts.of(model), set())
+    assert cle_hardswish.equalize(ctx, pairs, cle_hardswish.DEFAULT_GAIN_DB) == []
+    assert [n.op_type for n in model.graph.node].count("HardSwish") == 1
+
+
+def test_statistics_shards_describe_the_graph_as_given(tmp_path: Path) -> None:
+    """A --save_stats shard is merged with others and replayed by a --load_stats run that has no samples to take
+    spans from: it must not rewrite the graph (each shard would widen by its own spans)."""
+    onnx.save(hardswish_depthwise(), tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (1, 3, 16, 16), n=4)
+    code, out, err = qtool("quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "-o", tmp_path / "q.onnx",
+                           "--save_stats", tmp_path / "s.json", "--json")  # fmt: skip
+    assert code == 0, err
+    assert "algorithms" not in json.loads(out)
+    code, _, err = qtool("quantize", "-i", tmp_path / "m.onnx", "--load_stats", tmp_path / "s.json", "-o", tmp_path / "l.onnx")
+    assert code == 0, err

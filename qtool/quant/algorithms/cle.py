@@ -172,7 +172,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
     before = copy(ctx.model)
     # the HardSwish pairs first: their rewrite replaces the graph's nodes, and the depthwise Conv's weights it
     # rescales are what the Conv -> [ReLU] -> Conv pairs after it balance
-    notes = cle_hardswish.equalize(ctx, hardswish) if hardswish else []
+    notes = [f"cle: {line}" for line in cle_hardswish.equalize(ctx, hardswish)] if hardswish else []
     if notes:
         facts = GraphFacts.of(ctx.model)
         pairs = find_pairs(facts)

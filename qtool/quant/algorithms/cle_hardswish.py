@@ -19,6 +19,7 @@ each channel widened toward the tensor's widest, at Conv1's output and at the Ha
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,8 @@ from qtool.quant.graph_facts import GraphFacts
 
 MAX_SCALE = 1000.0  # a channel that is all but silent is widened this much at most
 MIN_GAIN = 1.5  # a pair whose channels would all widen less than this is left as it is (two more ops for little)
+# quantize's default (no cle asked) takes a pair only where the depthwise Conv's noise from its input grid falls 4x
+DEFAULT_GAIN_DB = 6.0
 HARDSWISH_ALPHA, HARDSWISH_BETA = 1 / 6, 0.5  # HardSwish(x) = x · max(0, min(1, x/6 + 1/2))
 
 
@@ -120,8 +123,18 @@ def scales(spans: dict[str, np.ndarray], pair: Pair) -> np.ndarray:
     return np.where(np.isfinite(room), np.clip(room, 1.0, MAX_SCALE), 1.0)
 
 
-def equalize(ctx: AlgorithmContext, pairs: list[Pair]) -> list[str]:
-    """Rescale and rewrite every pair whose channels gain from it; the report's line (empty when none did)."""
+def predicted_gain_db(ctx: AlgorithmContext, pair: Pair, scale: np.ndarray) -> float:
+    """How much less noise the depthwise Conv's output takes from its input's grid, Σ‖w_i‖² / Σ‖w_i / s_i‖²:
+    the grid keeps its step (no channel passes the widest), and channel i's rounding reaches the output
+    through w_i / s_i."""
+    energy = (ctx.array(pair.second.input[1]).astype(np.float64).reshape(scale.size, -1) ** 2).sum(axis=1)
+    after = (energy / scale**2).sum()
+    return 10 * math.log10(energy.sum() / after) if after > 0 else 0.0
+
+
+def equalize(ctx: AlgorithmContext, pairs: list[Pair], min_gain_db: float = 0.0) -> list[str]:
+    """Rescale and rewrite every pair whose channels gain from it (by `min_gain_db` or more, predicted); the
+    report's line (empty when none did)."""
     spans = channel_spans(ctx, pairs)
     facts = GraphFacts.of(ctx.model)
     graph = ctx.model.graph
@@ -130,7 +143,7 @@ def equalize(ctx: AlgorithmContext, pairs: list[Pair]) -> list[str]:
     widened, unread = [], set()
     for pair in pairs:
         scale = scales(spans, pair)
-        if scale.max() < MIN_GAIN:
+        if scale.max() < MIN_GAIN or (gain := predicted_gain_db(ctx, pair, scale)) < min_gain_db:
             continue
         w1, w2 = ctx.array(pair.first.input[1]), ctx.array(pair.second.input[1])
         ctx.set_array(pair.first.input[1], w1 * scale.reshape(-1, *[1] * (w1.ndim - 1)))
@@ -155,7 +168,8 @@ def equalize(ctx: AlgorithmContext, pairs: list[Pair]) -> list[str]:
         pair.act.CopyFrom(helper.make_node("Mul", [u, gate], [y], name=pair.act.name or fresh(f"{y}_cle_product")))
         ctx.declare(gate_in, like=u)
         ctx.declare(gate, like=y)
-        widened.append(f"{pair.act.name} ({int((scale >= MIN_GAIN).sum())} of {scale.size} channels, up to {scale.max():.0f}x)")
+        widened.append(f"{pair.act.name} ({int((scale >= MIN_GAIN).sum())} of {scale.size} channels, up to "
+                       f"{scale.max():.0f}x, input noise -{gain:.1f} dB)")  # fmt: skip
     if not gates:
         return []
     nodes = []
@@ -165,4 +179,4 @@ def equalize(ctx: AlgorithmContext, pairs: list[Pair]) -> list[str]:
     ctx.model.graph.node.extend(nodes)
     for k in reversed([k for k, init in enumerate(graph.initializer) if init.name in unread]):
         del graph.initializer[k]  # by index: rebuilding the list would copy every weight
-    return [f"cle: {len(widened)} HardSwish -> depthwise pairs equalized as x * HardSigmoid(x): {', '.join(widened)}"]
+    return [f"{len(widened)} HardSwish -> depthwise pairs equalized as x * HardSigmoid(x): {', '.join(widened)}"]

@@ -309,7 +309,9 @@ OUT := build/demo
 #   that decides a pair, --no_hardswish_equalization; none under --save_stats)
 # 18350 -> 18380: the equalized tensors renamed (a per-layer comparison with the float model matched them by name
 #   and blamed their scales), the spans reduced in the graph (ReduceMin/Max after each producer)
-LINE_BUDGET := 18380
+# 18380 -> 18400: helper-40's small findings: inspect's map-value lint (what convert refuses), no top1 for Loop,
+#   Scan or Scatter outputs, the quality diagnosis's seconds on their own line
+LINE_BUDGET := 18400
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -129,19 +129,27 @@ def _drop_partial_shapes(model: onnx.ModelProto) -> None:
             tensor.ClearField("shape")
 
 
-def _refuse_maps(model: onnx.ModelProto, where: str) -> None:
-    """A map or a sequence of maps in or out (skl2onnx's ZipMap) has no tensor to quantize or compare, and the
-    graph rewriting under convert cannot hold one: said by name, not as an internal error."""
+MAPS_HINT = "skl2onnx: convert with options={id(model): {'zipmap': False}} to get the probabilities as a tensor"
+
+
+def map_values(model: onnx.ModelProto) -> list[str]:
+    """Inputs and outputs that are a map or a sequence of maps (skl2onnx's ZipMap)."""
+    found = []
     for value in [*model.graph.input, *model.graph.output]:
         kind = value.type
         while kind.HasField("sequence_type"):
             kind = kind.sequence_type.elem_type
         if kind.HasField("map_type"):
-            raise ModelError(
-                f"{value.name!r} is a map (or a sequence of maps), not a tensor: qtool works on tensors",
-                where=where,
-                hint="skl2onnx: convert with options={id(model): {'zipmap': False}} to get the probabilities as a tensor",
-            )
+            found.append(value.name)
+    return found
+
+
+def _refuse_maps(model: onnx.ModelProto, where: str) -> None:
+    """A map has no tensor to quantize or compare, and the graph rewriting under convert cannot hold one: said
+    by name, not as an internal error."""
+    for name in map_values(model)[:1]:
+        raise ModelError(f"{name!r} is a map (or a sequence of maps), not a tensor: qtool works on tensors",
+                         where=where, hint=MAPS_HINT)  # fmt: skip
 
 
 def normalise(

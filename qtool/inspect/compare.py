@@ -218,8 +218,12 @@ def compare_outputs(
 
 # A vector no classifier head writes: a recurrent state, a normalised embedding; its argmax agreeing with float's
 # says nothing (g2p-id's LSTM encoder state showed "top1_agreement 0.30" at 46 dB).
-NOT_SCORES = frozenset({"LSTM", "GRU", "RNN", "LayerNormalization", "LpNormalization"})
-PASSES_ON = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Identity", "Cast"})
+# a recurrence's state or sequence (a Keras LSTM written as Loop/Scan too), a normalised embedding, a graph
+# network's scattered features: no argmax over them means anything (helper-40: chars2vec's 300-d embedding and a
+# molecular fingerprint printed top1_agreement)
+NOT_SCORES = frozenset({"LSTM", "GRU", "RNN", "Loop", "Scan", "LayerNormalization", "LpNormalization",
+                        "ScatterElements", "ScatterND", "Scatter"})  # fmt: skip
+PASSES_ON = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Identity", "Cast", "Slice", "Gather"})
 NORMS = frozenset({"ReduceL2", "Sqrt", "Max", "Clip"})  # x / max(‖x‖, ε): a Div by these normalises (a Div by a
 # ReduceSum is a Softmax written out, and keeps its top-1)
 

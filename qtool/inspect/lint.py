@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import onnx
 
-from qtool.graph import external_data
+from qtool.graph import convert, external_data
 from qtool.graph import model as gm
-from qtool.graph.convert import branch_inputs, wrong_declarations
+from qtool.graph.convert import MAPS_HINT, branch_inputs, wrong_declarations
 from qtool.graph.model import METADATA_CONVERTED, inferred
 from qtool.inspect import lint_data
 from qtool.inspect.findings import Finding, LintContext, ordered
@@ -97,6 +97,14 @@ def branch_on_setting(ctx: LintContext) -> Iterable[Finding]:
                 "so the model runs in float",
                 "convert with " + " ".join(f"--input_value {n} VALUE" for n in settings) + " to keep one branch",
             )
+
+
+def map_values(ctx: LintContext) -> Iterable[Finding]:
+    """What convert refuses (helper-40: inspect said "lint findings: none" on skl2onnx models convert rejects)."""
+    names = convert.map_values(ctx.model)
+    if names:
+        yield Finding("map-value", "error", f"input/output {', '.join(names)}",
+                      "a map (or a sequence of maps), not a tensor: convert and quantize refuse the model", MAPS_HINT)
 
 
 def unsupported_ops(ctx: LintContext) -> Iterable[Finding]:
@@ -351,6 +359,7 @@ def _one_8bit_grid(e) -> bool:
 LINTS: dict[str, Lint] = {
     "dynamic-shape": dynamic_shapes,
     "declared-shape": wrong_shapes,
+    "map-value": map_values,
     "unsupported-op": unsupported_ops,
     "branch-on-setting": branch_on_setting,
     "depthwise-without-bn": depthwise_without_bn,

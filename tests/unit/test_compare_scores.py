@@ -83,3 +83,32 @@ def test_a_model_that_fails_on_a_sample_is_one_line_naming_it() -> None:
              {"x": np.ones((1, 4), np.float32), "shape": np.array([5], np.int64)}]  # fmt: skip
     with pytest.raises(ModelError, match="the float model fails in onnxruntime on evaluation sample 2"):
         compare_outputs(model, model, feeds)
+
+
+def test_no_top1_for_a_loop_output_or_scattered_features() -> None:
+    """A Keras LSTM written as a Loop (chars2vec's 300-d embedding) and a graph network's scattered features
+    printed top1_agreement (helper-40); a Slice of a Loop output is the same embedding."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["h_in", "one"], ["h_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_in", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [1, 8])],
+        [numpy_helper.from_array(np.array(1.0, np.float32), "one")],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("Loop", ["trips", "", "x"], ["looped"], body=body),
+        helper.make_node("Slice", ["looped", "starts", "ends"], ["sliced"]),
+        helper.make_node("ScatterElements", ["x", "idx", "upd"], ["scattered"], axis=1),
+    ]
+    inits = [numpy_helper.from_array(v, k) for k, v in {
+        "trips": np.array(2, np.int64), "starts": np.array([0], np.int64), "ends": np.array([4], np.int64),
+        "idx": np.zeros((1, 2), np.int64), "upd": np.ones((1, 2), np.float32)}.items()]  # fmt: skip
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("looped", "sliced", "scattered")]
+    graph = helper.make_graph(nodes, "loops", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])], outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = [{"x": np.random.default_rng(k).normal(size=(1, 8)).astype(np.float32)} for k in range(3)]
+    drift = compare_outputs(model, model, feeds)
+    for name in ("looped", "sliced", "scattered"):
+        assert "top1_agreement" not in drift[name].summary(False), name

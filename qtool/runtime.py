@@ -242,6 +242,7 @@ def session(
     arena: bool = True,
     integer_kernels: bool = True,
     weights: list[onnx.TensorProto] | None = None,
+    layout: bool = True,
 ) -> ort.InferenceSession:
     """A CPU session. `optimized` runs onnxruntime's full graph optimisation (QDQ -> integer
     kernels, as a deployment would); otherwise only basic rewrites, so that every tensor a caller
@@ -260,6 +261,8 @@ def session(
     level = ort.GraphOptimizationLevel
     options.graph_optimization_level = level.ORT_ENABLE_ALL if optimized else level.ORT_ENABLE_BASIC
     disabled: set[str] = set()
+    if optimized and not layout:  # `layout=False`: full optimisation but onnxruntime's NCHWc blocked layout
+        disabled = {"NchwcTransformer"}
     if optimized and not integer_kernels:
         options.add_session_config_entry("session.disable_quant_qdq", "1")
         # the graph as written: ENABLE_ALL's layout rewrite (NchwcTransformer) re-blocks Conv sums, and on a QDQ

@@ -19,6 +19,10 @@ from qtool.io.raw import InputSpec, load_tensor
 def _check(sample: Sample, specs: list[InputSpec]) -> None:
     """The line's files against the model's inputs, by count or by name (no Path built: a list may hold millions)."""
     by_name = {s.name: s for s in specs}
+    if not specs:  # it said "1 file(s) for 0 model input(s) ()" (helper-41)
+        raise DataError("the model takes no input data: each of its graph inputs has a default value (an initializer), "
+                        "which qtool keeps as a constant", where=sample.where,
+                        hint="drop the initializer of an input to feed it from the list")  # fmt: skip
     if not sample.names:
         if len(sample.paths) != len(specs):
             names = ", ".join(by_name)

@@ -36,3 +36,21 @@ def test_a_weight_given_to_the_16_bit_flags_points_at_its_layer(tmp_path: Path) 
     for flag, said in (("--act_16bit_tensors", "not an activation"), ("--params_16bit_tensors", "a layer's output")):
         line = assert_refused(ws, before, ws.quantize("-o", ws.out, flag, weight), 2, flag, weight, said)
         assert "--params_16bit_tensors " in line.split("(")[-1]  # the hint names the layer
+
+
+def test_a_list_for_a_model_whose_inputs_all_have_defaults_says_so(tmp_path: Path) -> None:
+    """An ONNX input with an initializer is a default qtool keeps: the list's file was '1 file(s) for 0 model
+    input(s) ()'."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(np.ones((1, 4), np.float32), "x")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    ws = make_workspace(tmp_path)
+    onnx.save(model, ws.model)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 4, "no input data", "default value")

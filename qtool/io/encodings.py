@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from qtool.errors import DataError, UsageError
 from qtool.io import encodings_blocks, encodings_v2
 from qtool.io.encodings_v2 import finite_number, shown
 from qtool.io.files import load_json, quoted, read_text
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("legacy", "1.0.0", encodings_v2.VERSION)
 
@@ -209,6 +212,11 @@ def parse_encodings(data: Any, where: str) -> Encodings:
     result = Encodings()
     for section, target in (("activation_encodings", result.activations), ("param_encodings", result.params)):
         body = data[section]
+        layout = "0.6.1" if isinstance(body, dict) else "1.0.0" if isinstance(body, list) else None
+        if isinstance(version, str) and layout and version.split(".")[0] != layout[0] and data[section]:
+            # qairt reads by the version and would refuse it; qtool reads what is there, and says so (helper-41)
+            logger.warning("%s: version %s, but %r is laid out as %s writes it: read as %s", where, version, section,
+                           layout, layout)  # fmt: skip
         if isinstance(body, dict):
             for name in sorted(body):
                 weight = section == "param_encodings"

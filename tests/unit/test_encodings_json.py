@@ -426,3 +426,23 @@ def test_v1_offset_outside_the_grid_is_rejected() -> None:
 def test_v1_non_integral_offset_is_rejected() -> None:
     with pytest.raises(DataError, match="'t'"):
         parse_encodings(doc(params=[{**V1_OK, "offset": [-3.5]}]), WHERE)
+
+
+def test_a_version_that_disagrees_with_its_layout_is_read_with_a_warning(caplog) -> None:
+    """qairt reads by the version and would refuse these; qtool reads the layout and says so (helper-41)."""
+    import logging
+
+    from qtool.io.encodings import parse_encodings
+
+    legacy = {"u": [{"bitwidth": 8, "dtype": "int", "min": -1.0, "max": 1.0}]}
+    listed = [{"name": "u", "enc_type": "PER_TENSOR", "dtype": "INT", "bw": 8, "is_sym": False,
+               "scale": [0.01], "offset": [-128]}]  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        assert "u" in parse_encodings({"version": "1.0.0", "activation_encodings": legacy, "param_encodings": {}}, "a.json").activations
+        assert "u" in parse_encodings({"version": "0.6.1", "activation_encodings": listed, "param_encodings": []}, "b.json").activations
+    assert "a.json: version 1.0.0" in caplog.text and "as 0.6.1 writes it" in caplog.text
+    assert "b.json: version 0.6.1" in caplog.text and "as 1.0.0 writes it" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        parse_encodings({"version": "0.6.1", "activation_encodings": legacy, "param_encodings": {}}, "c.json")
+    assert "version" not in caplog.text

@@ -465,18 +465,17 @@ def _equalize_hardswish(
     spans; an activation an override or a 16-bit flag names is left as it is."""
     # --save_stats: a shard's statistics must describe the graph as given, which every shard and the --load_stats
     # run (no calibration samples, so no spans) share
-    if o.no_hardswish_equalization or input_list is None or o.act_bitwidth == 32 or "cle" in o.apply_algorithms:
+    skipped = o.no_hardswish_equalization or o.save_stats is not None or "cle" in o.apply_algorithms
+    if skipped or input_list is None or o.act_bitwidth == 32:
         return model, []
-    if o.save_stats is not None:
-        return model, []
-    pairs = cle_hardswish.find_pairs(GraphFacts.of(model), set(overrides.activations))
-    if not pairs:
+    pinned = set(overrides.activations)
+    if not cle_hardswish.find_pairs(GraphFacts.of(model), pinned):  # before copying the model for nothing
         return model, []
     original, model = model, gm.copy(reference) if model is reference else model
     specs = gm.input_specs(model)
     ctx = AlgorithmContext(model, lambda: iter_samples(input_list, specs, o.use_native_input_files), lambda m, e: (m, None),
                            threads=o.num_threads)  # fmt: skip
-    pairs = cle_hardswish.find_pairs(GraphFacts.of(model), set(overrides.activations))  # the copy's nodes
+    pairs = cle_hardswish.find_pairs(GraphFacts.of(model), pinned)  # the pairs hold the copy's nodes
     lines = cle_hardswish.equalize(ctx, pairs, cle_hardswish.DEFAULT_GAIN_DB)
     _release()  # the spans pass's session and maps, before calibration's
     return (model, [f"{lines[0]} (--no_hardswish_equalization leaves them)"]) if lines else (original, [])

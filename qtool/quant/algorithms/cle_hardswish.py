@@ -30,7 +30,7 @@ from qtool import runtime
 from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.graph.model import default_opset
-from qtool.graph.names import FreshNames
+from qtool.graph.names import FreshNames, unused_namespace
 from qtool.quant.algorithms import AlgorithmContext
 from qtool.quant.graph_facts import GraphFacts
 
@@ -111,20 +111,22 @@ def channel_spans(ctx: AlgorithmContext, pairs: list[Pair]) -> dict[str, np.ndar
     calibration samples, channels on axis 1: ReduceMin/ReduceMax right after each producer, so that onnxruntime
     hands back vectors and frees each map when its readers are done (fetching the maps held 67 MB more than the
     whole calibration of the orientation classifier)."""
-    ranks = {t: len(ctx.array(p.first.input[1]).shape) for p in pairs for t in p.tensors}  # a Conv's, its weight's
+    dims = {i.name: len(i.dims) for i in ctx.model.graph.initializer}
+    ranks = {t: dims[p.first.input[1]] for p in pairs for t in p.tensors}  # a Conv's output has its weight's rank
     copy, weights = external_data.weightless(ctx.model, runtime.WEIGHT_BYTES)
+    ns = unused_namespace(gm.tensor_names(copy) | {n.name for n in copy.graph.node})  # no clash with the model's
     axes_as_input = default_opset(copy) >= 18
     probes: dict[str, list[onnx.NodeProto]] = {}
     outputs = []
     for t, rank in ranks.items():
-        axes = [0, *range(2, rank)]
+        axes, axes_name = [0, *range(2, rank)], f"{t}.{ns}_axes"
+        if axes_as_input:
+            copy.graph.initializer.append(numpy_helper.from_array(np.array(axes, np.int64), axes_name))
         probes[t] = []
         for op in ("ReduceMin", "ReduceMax"):
-            out = f"{t}.cle_{op}"
-            inputs, attrs = ([t, f"{out}_axes"], {}) if axes_as_input else ([t], {"axes": axes})
+            out = f"{t}.{ns}_{op}"
+            inputs, attrs = ([t, axes_name], {}) if axes_as_input else ([t], {"axes": axes})
             probes[t].append(helper.make_node(op, inputs, [out], name=out, keepdims=0, **attrs))
-            if axes_as_input:
-                copy.graph.initializer.append(numpy_helper.from_array(np.array(axes, np.int64), f"{out}_axes"))
             outputs.append(out)
     nodes = [p for node in copy.graph.node for p in [node, *(q for o in node.output for q in probes.get(o, []))]]
     del copy.graph.node[:]

@@ -314,7 +314,9 @@ OUT := build/demo
 # 18400 -> 18410: calibration's session without the NCHWc layout on an equalized graph (runtime.session's layout)
 # 18410 -> 18420: an encodings version that disagrees with its layout is read with a warning; a list for a
 #   model whose inputs all have defaults says so
-LINE_BUDGET := 18420
+# 18420 -> 18490: two runs writing one -o take turns at the renames, a flock on each output folder
+#   (io/folder_lock.py; helper-42)
+LINE_BUDGET := 18490
 
 .PHONY: demo test lint venv bench clean golden
 

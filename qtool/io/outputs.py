@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from qtool.errors import UsageError
+from qtool.io.folder_lock import folders_locked
 
 NAME_MAX = 255  # bytes in one path component on every filesystem qtool targets
 _TEMP_SUFFIX = ".tmp"
@@ -181,9 +182,15 @@ class Transaction:
             self._created.append(made)
 
     def commit(self) -> None:
-        """Rename every temporary onto its target; on any failure undo the ones already renamed."""
-        for target, tmp in list(self._staged.items()):
-            os.replace(tmp, target)
+        """Rename every temporary onto its target, the folders locked against another run's renames (two runs
+        writing one -o at once interleaved a model and the other's encodings); on any failure undo them."""
+        with folders_locked(target.parent for target in self._staged):
+            try:
+                for target, tmp in list(self._staged.items()):
+                    os.replace(tmp, target)
+            except BaseException:
+                self.abort()  # still locked: the outputs it removes are this run's, not another's since
+                raise
         self._staged.clear()
         self._created.clear()
         on_committed()

@@ -1,0 +1,111 @@
+"""Hostile round four (helper-42): concurrent writers, integer config values, line numbers, a careless user's sweep.
+
+Each case fails on the commit before its fix.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from hostile_env import Workspace, make_workspace
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)
+
+
+# Two `qtool quantize` runs into one -o: the first renames one output, then waits (as a descheduled process
+# would) until the second has reached its commit and had half a second to rename; the second starts committing
+# only once the first has renamed one file. Interleaved, the model was one run's and the encodings the other's.
+_RACER = """
+import os, sys, time
+from pathlib import Path
+import qtool.__main__ as entry
+from qtool.io import outputs
+role, first_renamed, second_committing = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+real_commit, real_replace = outputs.Transaction.commit, os.replace
+
+def wait_for(path):
+    deadline = time.monotonic() + 60
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+def slow_replace(src, dst, renamed=[]):
+    real_replace(src, dst)
+    renamed.append(dst)
+    if len(renamed) == 1:
+        first_renamed.write_text("")
+        wait_for(second_committing)
+        time.sleep(0.5)
+
+def commit(self):
+    if role == "first":
+        outputs.os.replace = slow_replace
+    else:
+        wait_for(first_renamed)
+        second_committing.write_text("")
+    real_commit(self)
+
+outputs.Transaction.commit = commit
+sys.argv = ["qtool", *sys.argv[4:]]
+entry.main()
+"""
+
+
+def _bitwidths(model: Path) -> set[int]:
+    """The activation bitwidths a QDQ model's zero points say (uint8: 8, uint16: 16)."""
+    inits = {i.name: i for i in onnx.load(str(model)).graph.initializer}
+    found = set()
+    for node in onnx.load(str(model)).graph.node:
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] in inits:
+            found.add({onnx.TensorProto.UINT8: 8, onnx.TensorProto.UINT16: 16}.get(inits[node.input[2]].data_type, 0))
+    return found
+
+
+def test_two_runs_writing_one_output_leave_one_runs_pair(ws: Workspace) -> None:
+    flags = {"first": "8", "second": "16"}
+    markers = [ws.root / "first_renamed", ws.root / "second_committing"]
+    args = ["quantize", "-i", ws.model, "--input_list", ws.listing, "-o", ws.out, "--evaluate_samples", "0"]
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, role, *map(str, [*markers, *args, "--act_bitwidth", bits])],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for role, bits in flags.items()
+    ]
+    for racer in racers:
+        _, stderr = racer.communicate(timeout=120)
+        assert racer.returncode == 0, stderr
+    encodings = json.loads(ws.out.with_suffix(".encodings.json").read_text())
+    written = {entry[0]["bitwidth"] for entry in encodings["activation_encodings"].values()}
+    assert written == _bitwidths(ws.out) == {16}, (written, _bitwidths(ws.out))
+    assert sorted(p.name for p in ws.out.parent.iterdir()) == ["q.encodings.json", "q.onnx"]
+
+
+def test_a_folder_locked_past_the_wait_is_one_error_and_nothing_written(tmp_path: Path, monkeypatch) -> None:
+    """A run stopped in the middle of its renames (SIGSTOP) holds its folders: the next one gives up, naming it."""
+    import fcntl
+    import os
+
+    from qtool.errors import UsageError
+    from qtool.io import folder_lock, outputs
+
+    monkeypatch.setattr(folder_lock, "WAIT_SECONDS", 0.2)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(UsageError, match="another process has been writing"), outputs.command():
+            outputs.write_text(tmp_path / "a.txt", "A")
+    finally:
+        os.close(fd)
+    assert list(tmp_path.iterdir()) == []
+    outputs.write_text(tmp_path / "a.txt", "A")  # released: no lock file or state left to trip on
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]

@@ -219,6 +219,13 @@ def _check_config_value(param: click.Parameter, key: str, value: Any, path: Path
     if not ok:
         shape = "a list of values" if param.multiple else "one value"
         raise UsageError(f"{key} must be {shape}, not {type(value).__name__} {str(value)[:60]}", where=str(path))
+    for entry in value if param.multiple else [value]:  # click's int() read 3.5 as 3, and true as 1
+        kinds = getattr(param.type, "types", [param.type] * param.nargs)  # a tuple type, or one type for each
+        for kind, v in zip(kinds, entry if param.nargs > 1 else [entry], strict=True):
+            if isinstance(kind, click.types.IntParamType) and isinstance(v, bool | float):
+                raise UsageError(f"{key} must be an integer, not {str(v).lower()}", where=str(path))
+            if isinstance(kind, click.types.FloatParamType) and isinstance(v, bool):
+                raise UsageError(f"{key} must be a number, not {str(v).lower()}", where=str(path))
 
 
 def config_options(func: Callable) -> Callable:

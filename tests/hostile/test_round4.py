@@ -109,3 +109,29 @@ def test_a_folder_locked_past_the_wait_is_one_error_and_nothing_written(tmp_path
     assert list(tmp_path.iterdir()) == []
     outputs.write_text(tmp_path / "a.txt", "A")  # released: no lock file or state left to trip on
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["verbose: 3.5\n", "num_threads: 2.5\n", "calib_batch_size: 4.0\n", "evaluate_samples: true\n",
+     "verbose: false\n", "min_sqnr: true\n"],
+)  # fmt: skip
+def test_an_integer_option_given_a_fraction_or_a_bool_in_a_config_is_a_usage_error(ws: Workspace, text: str) -> None:
+    """click's int() read `verbose: 3.5` as 3 and `evaluate_samples: true` as 1, silently."""
+    from hostile_env import assert_refused
+
+    config = ws.root / "c.yaml"
+    config.write_text(text)
+    key = text.split(":")[0]
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "c.yaml", f"{key} must be")
+
+
+@pytest.mark.parametrize("text", ["mixed_precision:\n  target_sqnr: 40\n", "adaquant:\n  num_batches: 4\n"])
+def test_a_config_section_nothing_reads_is_refused(ws: Workspace, text: str) -> None:
+    from hostile_env import assert_refused
+
+    config = ws.root / "c.yaml"
+    config.write_text(text)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "c.yaml", text.split(":")[0])

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from qtool.errors import UsageError, did_you_mean
-from qtool.io.files import read_text
+from qtool.io.files import line_of, read_text
 
 # qairt's hidden legacy --act_quantizer/--param_quantizer values -> (schema, calibration)
 LEGACY_QUANTIZERS = {
@@ -97,10 +97,10 @@ def load_yaml(path: Path) -> Any:
         return yaml.load(text, Loader=_loader())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        if mark is not None:
-            line = f":{mark.line + 1}"
+        if mark is not None:  # PyYAML's mark.line also counts \x85, \u2028 and \u2029, which no editor breaks at
+            line = f":{line_of(text, mark.index)}"
         elif isinstance(getattr(e, "position", None), int):  # a ReaderError (a control character) has an offset
-            line = f":{text.count(chr(10), 0, e.position) + 1}"  # type: ignore[attr-defined]
+            line = f":{line_of(text, e.position)}"  # type: ignore[attr-defined]
         else:
             line = ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]  # one line: a ReaderError's text has two

@@ -15,7 +15,7 @@ from qtool.graph.convert import branch_inputs, corrected_outputs, normalise
 from qtool.inspect import compare
 from qtool.io import encodings as encio
 from qtool.io import outputs
-from qtool.io.files import quoted, read_text
+from qtool.io.files import lines, quoted, read_text
 from qtool.io.input_list import InputList
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.overrides import check_stated_axes
@@ -151,7 +151,7 @@ def drift_table(drift: dict[str, compare.Drift], with_labels: bool) -> Table:
 
 def read_labels(path: Path) -> list[int]:
     labels = []
-    for lineno, line in enumerate(read_text(path, "labels file").splitlines(), start=1):
+    for lineno, line in enumerate(lines(read_text(path, "labels file")), start=1):
         if line.strip():
             try:
                 labels.append(int(line.split()[0]))

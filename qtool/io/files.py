@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,28 @@ from qtool.errors import DataError, QtoolError, UsageError
 from qtool.io.outputs import atomic_write, file_kind, write_text
 
 __all__ = [
-    "atomic_write", "check_regular", "clipped", "env_bytes", "load_json", "quoted", "read_bytes", "read_limit", "read_text",
-    "write_text",
+    "atomic_write", "check_regular", "clipped", "env_bytes", "line_of", "lines", "load_json", "quoted", "read_bytes",
+    "read_limit", "read_text", "write_text",
 ]  # fmt: skip
 
 READ_LIMIT_ENV = "QTOOL_MAX_READ_BYTES"
 DEFAULT_READ_LIMIT = 64 << 20
 MAX_JSON_DEPTH = 64  # AIMET 2.0.0 nests 4 deep; nothing qtool reads needs more
 QUOTE_LIMIT = 160  # characters of user text (a line, a name, a path) an error message repeats
+# The line ends every editor shows: str.splitlines also breaks at \f, \v, \x1c-\x1e, \x85, \u2028 and \u2029, and
+# PyYAML at the last three, so a line number in an error disagreed with the editor's after one of them.
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def lines(text: str) -> list[str]:
+    """`text` split at its line ends only (a final line end starts no line), as an editor numbers them."""
+    parts = LINE_BREAK.split(text)
+    return parts[:-1] if parts[-1] == "" else parts
+
+
+def line_of(text: str, index: int) -> int:
+    """The 1-based line, as an editor numbers it, of the character at `index`."""
+    return len(LINE_BREAK.findall(text, 0, index)) + 1
 
 
 def clipped(text: str, limit: int = QUOTE_LIMIT) -> str:
@@ -117,7 +132,9 @@ def load_json(text: str, where: str, prefix: str = "") -> Any:
     try:
         data = json.loads(text, object_pairs_hook=_without_duplicates)
     except json.JSONDecodeError as e:
-        raise DataError(f"{prefix}not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", where=where) from e
+        line = line_of(text, e.pos)  # json counts \n alone: a file with \r line ends was all line 1
+        column = e.pos - max(text.rfind("\n", 0, e.pos), text.rfind("\r", 0, e.pos))
+        raise DataError(f"{prefix}not valid JSON: {e.msg} at line {line} column {column}", where=where) from e
     except _DuplicateKey as e:
         raise DataError(f"{prefix}key {quoted(e.args[0])} is given twice in one object", where=where) from e
     except ValueError as e:  # an integer past Python's 4300-digit conversion limit

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import overload
 
 from qtool.errors import DataError
-from qtool.io.files import quoted, read_text
+from qtool.io.files import lines, quoted, read_text
 
 RESOLVED_CACHE_LIMIT = 1 << 16  # distinct paths whose resolution is remembered (a list repeats a few files)
 LINES_A_CHUNK = 1 << 16  # lines split at once: splitlines() of the whole text held 3 million strings at a time
@@ -153,8 +153,9 @@ def _parse_sample(tokens: list[str], source: str, line: int, resolve: _Resolver)
 
 
 def _numbered_lines(text: str) -> Iterator[tuple[int, str]]:
-    """(line number, line) as text.splitlines() numbers them, a chunk of lines at a time: cutting the text just
-    after a newline cuts it where splitlines would too."""
+    """(line number, line) at \n, \r\n and \r as an editor numbers them (`files.lines`; other characters
+    str.splitlines breaks at, \f or \u2028, are whitespace inside a line), a chunk of lines at a time: cutting
+    the text just after a newline cuts it where the whole text's split would too."""
     lineno, start = 0, 0
     while start < len(text):
         end = start
@@ -163,7 +164,7 @@ def _numbered_lines(text: str) -> Iterator[tuple[int, str]]:
             if end == 0:
                 end = len(text)
                 break
-        for line in text[start:end].splitlines():
+        for line in lines(text[start:end]):
             lineno += 1
             yield lineno, line
         start = end

@@ -135,3 +135,59 @@ def test_a_config_section_nothing_reads_is_refused(ws: Workspace, text: str) -> 
     config.write_text(text)
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "c.yaml", text.split(":")[0])
+
+
+# Characters str.splitlines (and PyYAML, the last three) break lines at, which no editor does.
+NOT_LINE_ENDS = ["\f", "\v", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("char", NOT_LINE_ENDS, ids=lambda c: f"U+{ord(c):04X}")
+def test_input_list_line_numbers_count_only_line_ends(tmp_path: Path, char: str) -> None:
+    from qtool.errors import DataError
+    from qtool.io.input_list import parse_input_list
+
+    text = f"a.raw{char}b.raw\nc.raw\nbad:=\n"
+    with pytest.raises(DataError, match=r"list\.txt:3: malformed entry"):
+        parse_input_list(text, tmp_path / "list.txt")
+    parsed = parse_input_list(text.replace("bad:=", "d.raw"), tmp_path / "list.txt")
+    assert [s.line for s in parsed.samples] == [1, 2, 3]
+    assert [len(s.paths) for s in parsed.samples] == [2, 1, 1]  # whitespace inside a line, as str.split has it
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_input_list_line_ends_are_counted_as_an_editor_does(tmp_path: Path, end: str) -> None:
+    from qtool.errors import DataError
+    from qtool.io.input_list import parse_input_list
+
+    with pytest.raises(DataError, match=r"list\.txt:4: malformed"):
+        parse_input_list(end.join(["a.raw", "", "b.raw", "x:=", ""]), tmp_path / "list.txt")
+
+
+@pytest.mark.parametrize("char", ["\x85", "\u2028", "\u2029"], ids=lambda c: f"U+{ord(c):04X}")
+def test_config_and_overrides_line_numbers_count_only_line_ends(ws: Workspace, char: str) -> None:
+    from hostile_env import assert_refused
+
+    config = ws.root / "c.yaml"
+    config.write_text(f"# a note{char}on one line\nact_bitwidth: 8\n")  # YAML ends the comment, the editor does not
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "c.yaml:2: not valid YAML")
+
+
+def test_overrides_json_with_cr_line_ends_names_the_line(ws: Workspace) -> None:
+    from hostile_env import assert_refused
+
+    overrides = ws.root / "o.json"
+    overrides.write_bytes(b'{\r  "activation_encodings": {},\r  "param_encodings": {}\r  "x": 1\r}\r')
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out, "--quantization_overrides", overrides)
+    assert_refused(ws, before, result, 4, "o.json", "line 4 column 3")
+
+
+def test_labels_line_numbers_count_only_line_ends(tmp_path: Path) -> None:
+    from qtool.api.common import read_labels
+    from qtool.errors import DataError
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("1\f2\n3\nx\n")
+    with pytest.raises(DataError, match=r"labels\.txt:3: label 'x'"):
+        read_labels(labels)

@@ -188,8 +188,10 @@ class Transaction:
             try:
                 for target, tmp in list(self._staged.items()):
                     os.replace(tmp, target)
-            except BaseException:
+            except BaseException as e:
                 self.abort()  # still locked: the outputs it removes are this run's, not another's since
+                if isinstance(e, OSError):  # the folder removed or replaced under the run: it was an internal error
+                    raise UsageError(f"cannot write: {e.strerror or e}", where=str(target)) from e
                 raise
         self._staged.clear()
         self._created.clear()

@@ -191,3 +191,25 @@ def test_labels_line_numbers_count_only_line_ends(tmp_path: Path) -> None:
     labels.write_text("1\f2\n3\nx\n")
     with pytest.raises(DataError, match=r"labels\.txt:3: label 'x'"):
         read_labels(labels)
+
+
+def test_an_output_folder_removed_before_the_renames_is_one_error(ws: Workspace) -> None:
+    """The output folder deleted mid-run (a cleanup job, a second terminal): one line, exit 2, nothing left."""
+    script = (
+        "import shutil, sys\n"
+        "import qtool.__main__ as entry\n"
+        "from qtool.io import outputs\n"
+        "gone, real = sys.argv[1], outputs.Transaction.commit\n"
+        "def commit(self):\n"
+        "    shutil.rmtree(gone)\n"
+        "    real(self)\n"
+        "outputs.Transaction.commit = commit\n"
+        "sys.argv = ['qtool', *sys.argv[2:]]\n"
+        "entry.main()\n"
+    )
+    before = ws.snapshot()
+    args = ["quantize", "-i", ws.model, "--input_list", ws.listing, "-o", ws.out, "--evaluate_samples", "0"]
+    result = subprocess.run([sys.executable, "-c", script, ws.out.parent, *args], capture_output=True, text=True)
+    from hostile_env import assert_refused
+
+    assert_refused(ws, before, result, 2, "q.onnx", "cannot write")

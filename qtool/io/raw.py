@@ -80,7 +80,13 @@ def _from_raw(path: Path, spec: InputSpec, where: str, native: bool) -> np.ndarr
             where=where,
         )
     data = read_bytes(path, "raw input file", limit=need)
-    return np.frombuffer(data, dtype=file_dtype).reshape(spec.shape)
+    array = np.frombuffer(data, dtype=file_dtype).reshape(spec.shape)
+    if file_dtype == np.float32:  # int32 pixels or ids of the right byte count read as float32 are all subnormal
+        tiny = np.count_nonzero(np.abs(array) < np.finfo(np.float32).tiny) - np.count_nonzero(array == 0)
+        if tiny > 1 and 2 * tiny > np.count_nonzero(array):
+            raise DataError(f"{path}: {tiny} of its float32 values are subnormal (below 1.2e-38): integer data? "
+                            "a .raw file is float32, an .npy file carries its own type", where=where)  # fmt: skip
+    return array
 
 
 def load_tensor(path: Path, spec: InputSpec, where: str, native: bool = False) -> np.ndarray:

@@ -213,3 +213,15 @@ def test_an_output_folder_removed_before_the_renames_is_one_error(ws: Workspace)
     from hostile_env import assert_refused
 
     assert_refused(ws, before, result, 2, "q.onnx", "cannot write")
+
+
+def test_integer_data_of_the_right_byte_count_in_a_raw_file_is_refused(ws: Workspace) -> None:
+    """int32 pixels dumped for a float32 input ([1,3,8,8]: 768 bytes either way) read as subnormal floats, and the
+    model was calibrated on values of 1e-43 without a word."""
+    import numpy as np
+    from hostile_env import assert_refused
+
+    raw = ws.root / "raw" / "000_x.raw"
+    np.random.default_rng(0).integers(0, 256, 192).astype(np.int32).tofile(raw)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 4, "input_list.txt:1", "000_x.raw", "subnormal", "integer")

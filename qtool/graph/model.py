@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import Message
 from onnx import helper, version_converter
 
 from qtool.errors import DataError, ModelError
@@ -70,10 +71,26 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
         raise ModelError(f"not an ONNX model ({type(e).__name__}: {said})", where=str(p), hint=hint) from e
     if not model.ir_version:
         raise ModelError("not an ONNX model (empty, or no ir_version)", where=str(p))
+    if (bad := _non_utf8_string(model)) is not None:  # upb hands back bytes for them: an internal error later
+        raise ModelError(f"not a valid ONNX model: the name or text {clipped(repr(bad[:160]))} is not UTF-8", where=str(p))
     data_files = external_data.load(model, p.parent, str(p))
     if found:
         inline_weights.read_in_place(model, found, os.path.realpath(p))
     return model, data_files
+
+
+def _non_utf8_string(model: onnx.ModelProto) -> bytes | None:
+    """The first string field (a tensor or node name, metadata...) whose bytes are not UTF-8, or None."""
+    stack: list[Message] = [model]
+    while stack:
+        for field, value in stack.pop().ListFields():
+            if field.type == field.TYPE_STRING:
+                found = next((v for v in ([value] if isinstance(value, str | bytes) else value) if isinstance(v, bytes)), None)
+                if found is not None:
+                    return found
+            elif field.type == field.TYPE_MESSAGE:
+                stack.extend([value] if isinstance(value, Message) else value)
+    return None
 
 
 def _format(path: Path) -> str:

@@ -225,3 +225,21 @@ def test_integer_data_of_the_right_byte_count_in_a_raw_file_is_refused(ws: Works
     np.random.default_rng(0).integers(0, 256, 192).astype(np.int32).tofile(raw)
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out), 4, "input_list.txt:1", "000_x.raw", "subnormal", "integer")
+
+
+@pytest.mark.parametrize("command", ["convert", "quantize", "inspect", "export"])
+def test_a_model_whose_names_are_not_utf8_is_a_model_error(ws: Workspace, command: str) -> None:
+    """protobuf (upb) hands back bytes for a string field that is not UTF-8: convert and quantize were internal
+    errors, inspect printed b'\\xff...' as a name."""
+    from hostile_env import assert_refused
+
+    model = ws.root / "bad.onnx"
+    model.write_bytes(ws.model.read_bytes().replace(b"\n\x01x", b"\n\x01\xff"))  # the input `x`, both places
+    before = ws.snapshot()
+    args = {
+        "convert": ["-i", model, "-o", ws.out],
+        "quantize": ["-i", model, "--input_list", ws.listing, "-o", ws.out],
+        "inspect": [model],
+        "export": ["-i", model, "-o", ws.root / "exp"],
+    }[command]
+    assert_refused(ws, before, ws.run(command, *args), 3, "bad.onnx", "not UTF-8")

@@ -57,7 +57,13 @@ def resolve_output(path: str | os.PathLike[str], flag: str) -> Path:
     """The real file `path` will write (symlinks followed), refused unless it is or can be a regular file."""
     if not str(path):
         raise UsageError(f"{flag}: empty path")
-    given = Path(path)
+    try:  # Python 3.11's is_symlink/exists raise ENAMETOOLONG (a 300-byte name), ELOOP...: an internal error
+        return _resolve_output(Path(path), flag)
+    except OSError as e:
+        raise UsageError(f"{flag}: cannot write it: {e.strerror or e}", where=str(path)[:160]) from None
+
+
+def _resolve_output(given: Path, flag: str) -> Path:
     target = Path(os.path.realpath(given))
     if given.is_symlink() and not target.exists():
         try:  # a /proc link (/dev/stdout on a pipe) resolves for stat, not for realpath
@@ -84,7 +90,11 @@ def resolve_output(path: str | os.PathLike[str], flag: str) -> Path:
 def check_output_folder(path: str | os.PathLike[str], flag: str = "-o") -> None:
     """An output folder must be a folder, or be creatable (its nearest existing ancestor a writable folder)."""
     folder = Path(os.path.realpath(path))
-    if folder.exists() and not folder.is_dir():
+    try:
+        is_file = folder.exists() and not folder.is_dir()
+    except OSError as e:  # ENAMETOOLONG
+        raise UsageError(f"{flag}: cannot write it: {e.strerror or e}", where=str(path)[:160]) from None
+    if is_file:
         raise UsageError(f"{flag}: is a file, expected a folder", where=str(path))
     resolve_output(folder / "probe", flag)  # the same ancestor and permission checks as a file in it
 

@@ -243,3 +243,28 @@ def test_a_model_whose_names_are_not_utf8_is_a_model_error(ws: Workspace, comman
         "export": ["-i", model, "-o", ws.root / "exp"],
     }[command]
     assert_refused(ws, before, ws.run(command, *args), 3, "bad.onnx", "not UTF-8")
+
+
+@pytest.mark.parametrize("kind", ["300-byte-name", "300-byte-folder", "4200-byte-path"])
+@pytest.mark.parametrize("command", ["convert", "quantize", "inspect", "export"])
+def test_an_output_path_too_long_for_the_filesystem_is_one_error(ws: Workspace, command: str, kind: str) -> None:
+    """Python 3.11's Path.is_symlink()/exists() raise ENAMETOOLONG: every command was an internal error."""
+    from hostile_env import assert_refused
+
+    path = {
+        "300-byte-name": ws.root / ("m" * 300 + ".onnx"),
+        "300-byte-folder": ws.root / ("d" * 300) / "q.onnx",
+        "4200-byte-path": ws.root / ("d/" * 2100) / "q.onnx",
+    }[kind]
+    quant = ws.root / "q.onnx"
+    if command == "export":
+        assert ws.quantize("-o", quant, "--evaluate_samples", "0").exit_code == 0
+    before = ws.snapshot()
+    args = {
+        "convert": ["convert", "-i", ws.model, "-o", path],
+        "quantize": ["quantize", "-i", ws.model, "--input_list", ws.listing, "-o", path],
+        "inspect": ["inspect", ws.model, "--html", path],
+        "export": ["export", "-i", quant, "-o", path],
+    }[command]
+    flag = "--html" if command == "inspect" else "-o"
+    assert len(assert_refused(ws, before, ws.run(*args), 2, flag)) < 400

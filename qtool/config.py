@@ -122,8 +122,11 @@ def read_config(path: Path, option_names: set[str]) -> dict[str, Any]:
         raise UsageError("a config file must be a mapping of option names to values", where=str(path))
     result: dict[str, Any] = {}
     sections: dict[str, Any] = {}
+    given: dict[str, Any] = {}
     for key, value in data.items():
         name = CONFIG_ALIASES.get(str(key), str(key))
+        if given.setdefault(name, key) != key:  # act_bw and act_bitwidth: the last one silently won
+            raise UsageError(f"{given[name]!r} and {key!r} set the same option {name}", where=str(path))
         if name in ALGORITHM_SECTIONS and isinstance(value, dict):
             sections[name] = value
         elif name in option_names:

@@ -268,3 +268,14 @@ def test_an_output_path_too_long_for_the_filesystem_is_one_error(ws: Workspace, 
     }[command]
     flag = "--html" if command == "inspect" else "-o"
     assert len(assert_refused(ws, before, ws.run(*args), 2, flag)) < 400
+
+
+@pytest.mark.parametrize("text", ["act_bw: 16\nact_bitwidth: 8\n", "algorithms: [cle]\napply_algorithms: [bc]\n"])
+def test_one_option_set_under_its_alias_and_its_name_is_refused(ws: Workspace, text: str) -> None:
+    """The YAML loader refuses a key given twice; an option under two spellings kept the last, silently."""
+    from hostile_env import assert_refused
+
+    config = ws.root / "c.yaml"
+    config.write_text(text)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "c.yaml", "set the same option")

@@ -593,7 +593,7 @@ def _quality(
     # its own line: the layer-by-layer pass can take most of a run (helper-40: 109 of 165 s on a U-Net)
     report.facts["quality diagnosis seconds"] = round(time.perf_counter() - started, 2)
     worst = next((r for r in rows if math.isfinite(r.added_db)), None)
-    blame = f"; worst layer {worst.tensor!r} ({worst.op}, adds noise at {worst.added_db:g} dB): {worst.fix}" if worst else ""
+    blame = blamed_layers(rows)
     facts = GraphFacts.of(reference)
     if worst and not o.use_per_channel_residual and on_residual_stream(facts, worst.tensor):
         blame += ("; it is on a transformer's residual stream: try --use_per_channel_residual"
@@ -625,6 +625,21 @@ def _quality(
         return QualityError(f"{message}; below --min_sqnr {o.min_sqnr:g} dB (model written)", where=str(o.input_network))
     logger.warning("%s (see `qtool inspect --reference` for every layer)", message)
     return None
+
+
+def blamed_layers(rows: list[layers.LayerRow]) -> str:
+    """The warning's layer clause: the worst layer by added noise and its fix; when that fix is upstream (the layer
+    magnifies what it inherits), also the worst layer whose own grids explain its noise, the one a flag fixes."""
+    finite = [r for r in rows if math.isfinite(r.added_db)]
+    if not finite:
+        return ""
+    worst = finite[0]
+    blame = f"; worst layer {worst.tensor!r} ({worst.op}, adds noise at {worst.added_db:g} dB): {worst.fix}"
+    if worst.fix.startswith("upstream"):
+        own = next((r for r in finite if not r.fix.startswith(("upstream", "ok", "float", "-"))), None)
+        if own is not None:
+            blame += f"; the worst its own grids explain: {own.tensor!r} ({own.op}, adds noise at {own.added_db:g} dB): {own.fix}"
+    return blame
 
 
 def _activation_steps(quantized: onnx.ModelProto) -> dict[str, float]:

@@ -20,7 +20,9 @@ inputs' relative error (cancellation in a small final Gemm, say) shows as adding
 Suggested fix for a layer that adds noise (prefixed "ok; if needed:" while it stays CLEAN_DB below
 its signal): exclude (float or 16-bit) for a sensitive op such as Softmax; 16-bit activations when
 T's own quantization explains at least half of the added noise; per-channel weights when the weight
-is per-tensor with uneven channels; cle in a depthwise chain; else 16-bit weights.
+is per-tensor with uneven channels; cle in a depthwise chain; 16-bit weights when the weights' own
+rounding (weight_nsr's estimate) explains half of it; else upstream: an op, weighted or not, whose own
+grids explain less than half of what it adds magnifies the error it inherits, and no flag of its own fixes it.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class LayerError:
     probe: Probe
     signal: float = 0.0
     noise: float = 0.0
+    count: int = 0  # data elements summed (a mask's markers left out): signal / count is the mean square
     local_noise: float = 0.0
     clip_noise: float = 0.0  # the part of local_noise from values past the grid's ends
     peak: float = 0.0  # the float value farthest past an end (0: none past)
@@ -115,6 +118,7 @@ class LayerError:
             with np.errstate(invalid="ignore"):  # a mask's -inf equals itself: no error there, not NaN
                 d = np.where(r == q, 0.0, r - q)[data]
             self.signal += dot(r[data], r[data])
+            self.count += int(np.count_nonzero(data))
             self.noise += dot(d, d)
             if encoding is not None:
                 on_grid = encoding.fake_quantize(chunk) if grid is None else grid[start : start + UPDATE_CHUNK]
@@ -134,6 +138,10 @@ class LayerError:
         end = hi if far > hi else lo
         if end != 0 and abs(far / end) > (abs(self.peak / self.end) if self.end else 0):
             self.peak, self.end = float(far), end
+
+    @property
+    def mean_square(self) -> float:
+        return self.signal / self.count if self.count else 0.0
 
     def _nsr(self, noise: float) -> float:
         if noise == 0:
@@ -238,17 +246,42 @@ def _is_depthwise(node: onnx.NodeProto | None, facts: GraphFacts) -> bool:
     return node is not None and node.op_type == "Conv" and group > 1 and weight is not None and weight[1].shape[1] == 1
 
 
-def suggest(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings) -> str:
+def weight_nsr(e: LayerError, facts: GraphFacts, params: Encodings, by_tensor: dict[str, LayerError]) -> float | None:
+    """The noise the rounding of e's layer's own weights adds at its output, relative to the output's signal:
+    Σ ΔW² per output channel times the input's mean square over the output's (rounding errors are independent
+    of the input and of each other, so E[(ΔW·x)²] = Σ ΔW_k² E[x_k²], with every x_k taken at the mean). None
+    when the layer has no quantized weight, or its data input was not probed."""
+    node = e.probe.node
+    weight = _weight(node, facts)
+    if node is None or weight is None or node.op_type == "ConvTranspose" or not e.mean_square:
+        return None  # a ConvTranspose's output element sums over a stride-dependent share of its weights
+    name, values, axis = weight
+    encoding = params.params.get(name)
+    source = next((by_tensor[i] for i in node.input if i in by_tensor and i not in facts.initializers), None)
+    if encoding is None or encoding.is_float or source is None or not source.mean_square:
+        return None
+    try:
+        delta = values.astype(np.float64) - encoding.fake_quantize(values).astype(np.float64)
+    except ValueError:  # a grid of another shape (the weight was rewritten before quantizing): no estimate
+        return None
+    per_output = dot(delta.ravel(), delta.ravel()) / values.shape[axis]
+    return per_output * source.mean_square / e.mean_square
+
+
+def suggest(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, weights_nsr: float | None = None) -> str:
+    """`weights_nsr`: what the layer's own weights add (weight_nsr), if known."""
     if added_nsr == 0:
         return "-"
-    fix = _fix(e, added_nsr, facts, params)
+    fix = _fix(e, added_nsr, facts, params, weights_nsr)
     return f"ok; if needed: {fix}" if _db(added_nsr) >= CLEAN_DB else fix
 
 
-def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings) -> str:
+def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, weights_nsr: float | None) -> str:
     node, tensor = e.probe.node, e.probe.tensor
     own_grid_fine = e.local_nsr is None or e.local_nsr < 0.5 * added_nsr
-    if node is not None and node.op_type in EXPANDING and own_grid_fine:
+    # a Sigmoid's tail is an exponential: its input's absolute error is its output's relative one, and 16 bits on
+    # its own grid changed nothing (a YOLOv8 score head at 11.4 dB; the advice came back)
+    if node is not None and node.op_type in EXPANDING | SENSITIVE_OPS and own_grid_fine:
         # its own grid is not the trouble: raising its output (DNSMOS's Log) changed nothing, nor did a float
         # input alone (the spectrum was rounded further up, and the 8-bit audio's noise floor stays)
         return (f"upstream: this {node.op_type} magnifies the rounding of its input {node.input[0]!r} and of what"
@@ -278,6 +311,13 @@ def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings) 
     if _is_depthwise(node, facts) or _is_depthwise(feeder, facts):
         return "cle: --apply_algorithms cle (depthwise chain)"
     if weight is not None and weighted is node:
+        if weights_nsr is not None and weights_nsr < 0.5 * added_nsr:
+            # neither its grid nor its weights: it magnifies what its input carries (a YOLOv8 class branch's first
+            # Conv, weights at 33 dB, "adding" noise at 12 dB; 16-bit weights gained 0.0 dB and the advice came back)
+            data = next(i for i in node.input if i and i not in facts.initializers)
+            return (f"upstream: this {node.op_type} magnifies the error {data!r} carries from further up (its weights'"
+                    f" rounding adds {_db(weights_nsr):.1f} dB below its signal); --mixed_precision auto finds where"
+                    " it comes from")  # fmt: skip
         return f"16-bit weights: --params_16bit_tensors {tensor}"
     data = list(dict.fromkeys(i for i in node.input if i and i not in facts.initializers)) if node is not None else []
     if data and weight is None:
@@ -341,7 +381,8 @@ def _upstream_fix(node: onnx.NodeProto, facts: GraphFacts, by_tensor: dict[str, 
                 found.add(name)
             elif (producer := by_tensor[name].probe.node) is not None:
                 stack.append(producer)
-    raise_them = f": 16-bit activation: --act_16bit_tensors {','.join(sorted(found))}" if found else ""
+    # the flag once a tensor: the CLI takes one name a flag (a name may hold a comma), and refused the joined list
+    raise_them = ": 16-bit activation: " + " ".join(f"--act_16bit_tensors {t}" for t in sorted(found)) if found else ""
     return "float already, it magnifies its inputs' error" + raise_them
 
 
@@ -361,7 +402,8 @@ def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.M
         # square root), so its fix is upstream
         fix = _upstream_fix(node, facts, by_tensor) if added > 0 and _float_by_plan(e, facts) else None
         fix = fix or (_carrier_clipped(e, facts, by_tensor) if added > 0 else None)
-        scored.append((_db(added), _db(e.nsr), order, e, local, fix or suggest(e, added, facts, found)))
+        own_weights = weight_nsr(e, facts, found, by_tensor) if added > 0 and not fix else None
+        scored.append((_db(added), _db(e.nsr), order, e, local, fix or suggest(e, added, facts, found, own_weights)))
     scored.sort(key=lambda s: s[:3])
     return [
         LayerRow(

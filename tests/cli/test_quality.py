@@ -211,3 +211,26 @@ def test_a_silu_dip_the_grid_rounds_to_zero_is_named(tmp_path: Path) -> None:
     assert fixed.exit_code == 0 and "far from the float one" not in fixed.stderr
     found = json.loads(run_cli(["inspect", tmp_path / "q16.onnx", "--json"]).stdout)["findings"]
     assert not [f for f in found if f["lint"] == "rounded-dip"]
+
+
+def test_when_the_worst_layer_only_magnifies_the_warning_also_names_the_one_a_flag_fixes() -> None:
+    """A layer that magnifies the error it inherits has no flag of its own to fix it; the warning then also names
+    the worst layer whose own grids explain its noise (a YOLOv8 detector: its class-branch Conv, then its first
+    layer's 16-bit activation, +4 dB where the Conv's '16-bit weights' had gained 0.0)."""
+    from qtool.api.quantize import blamed_layers
+    from qtool.inspect.layers import LayerRow
+
+    def row(rank: int, tensor: str, added: float, fix: str) -> LayerRow:
+        return LayerRow(rank, rank, tensor, "Conv", tensor, added, None, added, fix)
+
+    upstream = row(1, "head", 9.4, "upstream: this Conv magnifies the error 'a' carries from further up")
+    fixable = row(3, "first", 23.6, "16-bit activation: --act_16bit_tensors first")
+    rows = [upstream, row(2, "mid", 12.0, "upstream: this Conv magnifies the error 'b' carries"), fixable,
+            row(4, "clean", 35.0, "ok; if needed: 16-bit activation: --act_16bit_tensors clean")]  # fmt: skip
+    blame = blamed_layers(rows)
+    assert blame.startswith("; worst layer 'head' (Conv, adds noise at 9.4 dB): upstream")
+    assert blame.endswith("; the worst its own grids explain: 'first' (Conv, adds noise at 23.6 dB): "
+                          "16-bit activation: --act_16bit_tensors first")  # fmt: skip
+    assert blamed_layers([fixable, upstream]) == "; worst layer 'first' (Conv, adds noise at 23.6 dB): " + fixable.fix
+    assert "own grids" not in blamed_layers([upstream, rows[1]])
+    assert blamed_layers([]) == ""

@@ -326,7 +326,9 @@ OUT := build/demo
 # 18554 -> 18600: inspect's fix for a layer whose own grids and weights explain less than half of the noise it
 #   adds is upstream (inspect/layers.weight_nsr estimates the weights' share), and the quality warning then names
 #   the worst layer a flag fixes (api/quantize.blamed_layers); the upstream fix's flags one name each
-LINE_BUDGET := 18600
+# 18600 -> 18624: an override scale past float32's range names the file (helper-42; 13 lines), and the 11 lines
+#   4830350 (inspect's upstream fix) counted past its budget
+LINE_BUDGET := 18624
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -25,7 +25,7 @@ from qtool import encoding as enc
 from qtool.encoding import Encoding
 from qtool.errors import DataError, UsageError
 from qtool.io import encodings_blocks, encodings_v2
-from qtool.io.encodings_v2 import finite_number, shown
+from qtool.io.encodings_v2 import finite_number, off_float32, shown
 from qtool.io.files import load_json, quoted, read_text
 
 logger = logging.getLogger(__name__)
@@ -144,8 +144,8 @@ def _from_legacy_list(name: str, entries: Any, where: str, weight: bool = True) 
     hi = [c[4] for c in channels]
     with np.errstate(all="ignore"):
         made = min_max_encoding(lo, hi, bw, symmetric=sym or (weight and len(channels) > 1))
-    if not np.isfinite([*made.scale, *made.min, *made.max]).all():
-        raise DataError("the range is too wide to quantize: its scale is not a finite number", where=f"{where}: {quoted(name)}")
+    if not np.isfinite([*made.scale, *made.min, *made.max]).all() or off_float32(made.scale) is not None:
+        raise DataError("the range is too wide to quantize: its scale is past float32's", where=f"{where}: {quoted(name)}")
     return made
 
 
@@ -176,6 +176,8 @@ def _from_v1_entry(entry: Any, where: str) -> tuple[str, Encoding]:
     scale = [finite_number(s) for s in scale]
     if any(s is None or s <= 0 or not math.isfinite(s * (2**bw - 1)) for s in scale):
         raise DataError("every scale must be a finite positive number", where=where)
+    if (off := off_float32(scale)) is not None:
+        raise DataError(f"scale {off:g} is past float32's range (1.2e-38 to 3.4e38)", where=where)
     grid = -(2**bw - 1)
     offset = [finite_number(o) for o in offset]
     if any(o is None or not o.is_integer() or not grid <= o <= 0 for o in offset):

@@ -53,6 +53,15 @@ def finite_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+FLOAT32_SCALES = (1.1754944e-38, 3.4028235e38)  # float32's smallest normal and largest: every scale is written as one
+
+
+def off_float32(scales: Any) -> float | None:
+    """The first scale float32 cannot hold (1e300 is inf there, 1e-300 is 0: the QDQ reader refused the model
+    qtool had just built, naming a node and not the file), or None."""
+    return next((float(s) for s in scales if not FLOAT32_SCALES[0] <= s <= FLOAT32_SCALES[1]), None)
+
+
 def shown(value: Any) -> str:
     """`value`'s repr for a message, cut short (a hostile file's number may have thousands of digits)."""
     return clipped(repr(value), 40)
@@ -99,6 +108,8 @@ def parse_entry(entry: Any, where: str) -> tuple[str, Encoding]:
     scale = _numbers(entry["y_scale"], "y_scale", where, integers=False)
     if any(s <= 0 for s in scale):
         raise DataError("every y_scale must be positive", where=where)
+    if (off := off_float32(scale)) is not None:
+        raise DataError(f"y_scale {off:g} is past float32's range (1.2e-38 to 3.4e38)", where=where)
     zero_point = _numbers(entry.get("y_zero_point", 0), "y_zero_point", where, integers=True)
     if len(zero_point) == 1:
         zero_point = zero_point * len(scale)

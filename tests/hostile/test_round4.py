@@ -279,3 +279,28 @@ def test_one_option_set_under_its_alias_and_its_name_is_refused(ws: Workspace, t
     config.write_text(text)
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "c.yaml", "set the same option")
+
+
+FLOAT32_PAST = {
+    "0.6.1-range": {"activation_encodings": {}, "param_encodings": {"W": [{"bitwidth": 8, "min": -1e300, "max": 1e300}]}},
+    "1.0.0-scale-huge": {"version": "1.0.0", "param_encodings": [], "activation_encodings": [
+        {"name": "x", "enc_type": "PER_TENSOR", "dtype": "INT", "bw": 8, "is_sym": False, "scale": [1e300], "offset": [-128]}]},
+    "1.0.0-scale-tiny": {"version": "1.0.0", "param_encodings": [], "activation_encodings": [
+        {"name": "x", "enc_type": "PER_TENSOR", "dtype": "INT", "bw": 8, "is_sym": False, "scale": [1e-300], "offset": [-128]}]},
+    "2.0.0-y-scale": {"version": "2.0.0", "encodings": [{"name": "x", "output_dtype": "uint8", "y_scale": 1e300}]},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(FLOAT32_PAST))
+@pytest.mark.parametrize("command", ["convert", "quantize"])
+def test_an_override_scale_past_float32_names_the_file(ws: Workspace, command: str, case: str) -> None:
+    """Finite in JSON, inf or 0 as the float32 a model holds: the QDQ reader refused the model qtool had just built,
+    naming an internal DequantizeLinear node and not the file (exit 3)."""
+    from hostile_env import assert_refused
+
+    overrides = ws.root / "ov.json"
+    overrides.write_text(json.dumps(FLOAT32_PAST[case]))
+    before = ws.snapshot()
+    extra = ["--input_list", ws.listing] if command == "quantize" else []
+    result = ws.run(command, "-i", ws.model, "-o", ws.out, "--quantization_overrides", overrides, *extra)
+    assert_refused(ws, before, result, 4, "ov.json", "float32")

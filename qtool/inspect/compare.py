@@ -234,6 +234,9 @@ def _may_be_scores(producers: dict[str, onnx.NodeProto], name: str) -> bool:
         node = producers.get(node.input[0])
     if node is not None and node.op_type == "Div" and len(node.input) > 1:
         divisor = producers.get(node.input[1])
+        # torch's F.normalize broadcasts its clamped norm with an Expand (EfficientWord-Net's embedding)
+        while divisor is not None and divisor.op_type in PASSES_ON | {"Expand"} and divisor.input:
+            divisor = producers.get(divisor.input[0])
         return divisor is None or divisor.op_type not in NORMS
     return node is None or node.op_type not in NOT_SCORES
 

@@ -396,6 +396,8 @@ def _checked_range(state: dict) -> tuple[float, float, int]:
         raise ValueError(f"range [{lo}, {hi}] is not finite")
     if lo > hi:
         raise ValueError(f"range [{lo}, {hi}] has lo > hi")
+    if max(-lo, hi) > float(np.finfo(np.float32).max):  # its scale was inf in the model written, silently
+        raise ValueError(f"range [{lo}, {hi}] is past float32's, which no calibrated tensor holds")
     return lo, hi, count
 
 

@@ -304,3 +304,20 @@ def test_an_override_scale_past_float32_names_the_file(ws: Workspace, command: s
     extra = ["--input_list", ws.listing] if command == "quantize" else []
     result = ws.run(command, "-i", ws.model, "-o", ws.out, "--quantization_overrides", overrides, *extra)
     assert_refused(ws, before, result, 4, "ov.json", "float32")
+
+
+@pytest.mark.parametrize("method", ["min-max", "sqnr"])
+def test_a_stats_range_past_float32_is_refused(ws: Workspace, method: str) -> None:
+    """A hand-edited range of +-1e300 (finite, lo <= hi) gave a model whose scale was inf, written without a word
+    (no samples, so no evaluation); inspect then refused that model."""
+    from hostile_env import assert_refused
+
+    stats = ws.root / "s.json"
+    result = ws.quantize("-o", ws.root / "first.onnx", "--save_stats", stats, "--act_quantizer_calibration", method)
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(stats.read_text())
+    doc["tensors"]["x"].update(lo=-1e300, hi=1e300)
+    stats.write_text(json.dumps(doc))
+    before = ws.snapshot()
+    result = ws.run("quantize", "-i", ws.model, "-o", ws.out, "--load_stats", stats, "--act_quantizer_calibration", method)
+    assert_refused(ws, before, result, 4, "s.json", "'x'", "past float32")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import onnx
@@ -153,10 +154,10 @@ def read_labels(path: Path) -> list[int]:
     labels = []
     for lineno, line in enumerate(lines(read_text(path, "labels file")), start=1):
         if line.strip():
-            try:
-                labels.append(int(line.split()[0]))
-            except ValueError as e:
-                raise DataError(f"label {quoted(line.split()[0])} is not an integer", where=f"{path}:{lineno}") from e
+            word = line.split()[0]
+            if not re.fullmatch(r"[+-]?[0-9]+", word):  # int() also takes '1_0' (10) and Arabic-Indic digits
+                raise DataError(f"label {quoted(word)} is not an integer", where=f"{path}:{lineno}")
+            labels.append(int(word))
     return labels
 
 

@@ -321,3 +321,17 @@ def test_a_stats_range_past_float32_is_refused(ws: Workspace, method: str) -> No
     before = ws.snapshot()
     result = ws.run("quantize", "-i", ws.model, "-o", ws.out, "--load_stats", stats, "--act_quantizer_calibration", method)
     assert_refused(ws, before, result, 4, "s.json", "'x'", "past float32")
+
+
+@pytest.mark.parametrize("label", ["1_0", "\u0661", "1e3", "--1"])
+def test_a_label_int_reads_otherwise_is_refused(tmp_path: Path, label: str) -> None:
+    """int() took '1_0' as 10 and an Arabic-Indic one as 1: accuracy against labels nobody wrote."""
+    from qtool.api.common import read_labels
+    from qtool.errors import DataError
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text(f"3\n{label}\n")
+    with pytest.raises(DataError, match=r"labels\.txt:2: label"):
+        read_labels(labels)
+    labels.write_text("3\n+4\n-1 cat\n")
+    assert read_labels(labels) == [3, 4, -1]

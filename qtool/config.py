@@ -104,6 +104,8 @@ def load_yaml(path: Path) -> Any:
         else:
             line = ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]  # one line: a ReaderError's text has two
+        if problem.startswith("but ") and getattr(e, "context", None):  # "but found another document" alone
+            problem = f"{e.context}, {problem}"  # type: ignore[attr-defined]
         raise UsageError(f"not valid YAML: {problem}", where=f"{path}{line}") from e
     except RecursionError as e:
         raise UsageError("YAML nested too deep", where=str(path)) from e

@@ -335,3 +335,14 @@ def test_a_label_int_reads_otherwise_is_refused(tmp_path: Path, label: str) -> N
         read_labels(labels)
     labels.write_text("3\n+4\n-1 cat\n")
     assert read_labels(labels) == [3, 4, -1]
+
+
+def test_a_config_of_two_yaml_documents_says_so(ws: Workspace) -> None:
+    """The error was 'c.yaml:2: not valid YAML: but found another document', PyYAML's context left out."""
+    from hostile_env import assert_refused
+
+    config = ws.root / "c.yaml"
+    config.write_text("act_bitwidth: 16\n---\nact_bitwidth: 8\n")
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out, "--config", config)
+    assert_refused(ws, before, result, 2, "c.yaml:2: not valid YAML: expected a single document")

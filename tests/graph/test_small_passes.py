@@ -185,3 +185,35 @@ def test_a_conv_relu_batchnorm_scale_folds_into_the_conv(negative: bool) -> None
     assert out.graph.node[0].input[1] == "w"
     x = rng.normal(size=(1, 2, 6, 6)).astype(np.float32)
     np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-4, atol=1e-4)
+
+
+def test_constant_folding_prints_no_numpy_warnings() -> None:
+    """T5's relative-position buckets take log(0) and cast -inf to int64 on the positions a Where then discards:
+    folding them printed numpy's 'divide by zero encountered in log' and 'invalid value encountered in cast' from
+    onnx's reference evaluator on every convert (helper-43: a flan-t5-small encoder); the folded value is kept."""
+    import warnings
+
+    inits = [numpy_helper.from_array(np.array([0.0, 1.0, 8.0], np.float32), "rel"),
+             numpy_helper.from_array(np.array(2.0, np.float32), "small"),
+             numpy_helper.from_array(np.array([1.0, 1.0, 1.0], np.float32), "w")]  # fmt: skip
+    nodes = [
+        helper.make_node("Log", ["rel"], ["log"]),
+        helper.make_node("Cast", ["log"], ["bucket"], to=TensorProto.INT64),
+        helper.make_node("Cast", ["rel"], ["rel_i"], to=TensorProto.INT64),
+        helper.make_node("Less", ["rel", "small"], ["is_small"]),
+        helper.make_node("Where", ["is_small", "rel_i", "bucket"], ["picked"]),
+        helper.make_node("Cast", ["picked"], ["bias"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["bias", "w"], ["b"]),
+        helper.make_node("Add", ["x", "b"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "t5_buckets", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = np.zeros((1, 3), np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = normalise(model, {}, "m")
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    assert "Log" not in {n.op_type for n in out.graph.node}
+    np.testing.assert_array_equal(run(out, x)[0, :2], [0.0, 1.0])

@@ -65,6 +65,9 @@ def _from_npy(path: Path, spec: InputSpec, where: str) -> np.ndarray:
                     where=where,
                 )
             array = np.fromfile(handle, dtype=dtype, count=count)
+            if array.size != count:  # truncated since the stat
+                raise DataError(f"{path} gave {array.size * dtype.itemsize} bytes of data when read, not the "
+                                f"{count * dtype.itemsize} its size said; did it change?", where=where)  # fmt: skip
     except OSError as e:
         raise DataError(f"{path} is not a readable .npy file: {e.strerror}", where=where) from e
     return array.reshape(shape, order="F" if fortran else "C").reshape(spec.shape)
@@ -80,6 +83,9 @@ def _from_raw(path: Path, spec: InputSpec, where: str, native: bool) -> np.ndarr
             where=where,
         )
     data = read_bytes(path, "raw input file", limit=need)
+    if len(data) != need:  # truncated since the stat, or a /proc or /sys file, whose size says 4096
+        raise DataError(f"{path} gave {len(data)} bytes when read, not the {need} its size said; did it change?",
+                        where=where)  # fmt: skip
     array = np.frombuffer(data, dtype=file_dtype).reshape(spec.shape)
     if file_dtype == np.float32:  # int32 pixels or ids of the right byte count read as float32 are all subnormal
         tiny = np.count_nonzero(np.abs(array) < np.finfo(np.float32).tiny) - np.count_nonzero(array == 0)

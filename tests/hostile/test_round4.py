@@ -346,3 +346,42 @@ def test_a_config_of_two_yaml_documents_says_so(ws: Workspace) -> None:
     before = ws.snapshot()
     result = ws.quantize("-o", ws.out, "--config", config)
     assert_refused(ws, before, result, 2, "c.yaml:2: not valid YAML: expected a single document")
+
+
+@pytest.mark.parametrize("suffix", [".raw", ".npy"])
+def test_a_sample_file_that_shrinks_after_its_stat_is_a_data_error(tmp_path: Path, monkeypatch, suffix: str) -> None:
+    """Sized by stat, then read short (truncated by another process meanwhile, or a /sys file, whose size says
+    4096): numpy's reshape failed, an internal error."""
+    import numpy as np
+
+    from qtool.errors import DataError
+    from qtool.io import raw
+
+    spec = raw.InputSpec("x", np.dtype(np.float32), (1, 4))
+    path = tmp_path / f"s{suffix}"
+    if suffix == ".raw":
+        path.write_bytes(np.ones(4, np.float32).tobytes())
+        real = raw.read_bytes
+        monkeypatch.setattr(raw, "read_bytes", lambda *a, **k: real(*a, **k)[:-4])
+    else:
+        np.save(path, np.ones((1, 4), np.float32))
+        real_fromfile = np.fromfile
+        monkeypatch.setattr(raw.np, "fromfile", lambda *a, **k: real_fromfile(*a, **k)[:-1])
+    with pytest.raises(DataError, match=r"list\.txt:1: .*when read, not the 16 its size said"):
+        raw.load_tensor(path, spec, "list.txt:1")
+
+
+@pytest.mark.skipif(not Path("/sys/kernel/profiling").is_file(), reason="no /sys/kernel/profiling")
+def test_a_sys_file_listed_as_a_sample_is_a_data_error(tmp_path: Path) -> None:
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((1024, 4), np.float32), "W")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1024])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "m.onnx"))
+    (tmp_path / "l.txt").write_text("/sys/kernel/profiling\n")  # stat says 4096 bytes: 1024 float32 values
+    ws = Workspace(tmp_path)
+    result = ws.run("quantize", "-i", tmp_path / "m.onnx", "--input_list", tmp_path / "l.txt", "-o", tmp_path / "q.onnx")
+    assert result.exit_code == 4 and "l.txt:1: /sys/kernel/profiling gave" in result.stderr, result.stderr

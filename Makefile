@@ -333,7 +333,8 @@ OUT := build/demo
 # 18630 -> 18632: a YAML error that starts with 'but' keeps its context (helper-42)
 # 18632 -> 18636: convert's passes fold under np.errstate (T5's log(0) buckets printed numpy warnings; helper-43)
 # 18636 -> 18642: a sample file read short of its stat size is a data error (helper-42)
-LINE_BUDGET := 18642
+# 18642 -> 18644: a file path ending in / is refused (helper-42)
+LINE_BUDGET := 18644
 
 .PHONY: demo test lint venv bench clean golden
 

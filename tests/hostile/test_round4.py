@@ -385,3 +385,20 @@ def test_a_sys_file_listed_as_a_sample_is_a_data_error(tmp_path: Path) -> None:
     ws = Workspace(tmp_path)
     result = ws.run("quantize", "-i", tmp_path / "m.onnx", "--input_list", tmp_path / "l.txt", "-o", tmp_path / "q.onnx")
     assert result.exit_code == 4 and "l.txt:1: /sys/kernel/profiling gave" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["quantize", "--input_list", "{listing}", "-o", "built/"], ["convert", "-o", "built/"],
+     ["inspect", "--html", "built/"], ["quantize", "--input_list", "{listing}", "-o", "q.onnx", "--save_stats", "built/"]],
+    ids=["quantize", "convert", "inspect-html", "save-stats"],
+)  # fmt: skip
+def test_an_output_file_given_as_a_folder_path_is_refused(ws: Workspace, args: list[str], monkeypatch) -> None:
+    """`-o built/` (a folder meant, or tab-completed) wrote a file named `built` and `built.encodings.json`."""
+    from hostile_env import assert_refused
+
+    monkeypatch.chdir(ws.root)
+    command, *rest = [a.format(listing=ws.listing) for a in args]
+    model = [ws.model] if command == "inspect" else ["-i", ws.model]
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run(command, *model, *rest), 2, "'built/' ends with '/'")

@@ -334,7 +334,8 @@ OUT := build/demo
 # 18632 -> 18636: convert's passes fold under np.errstate (T5's log(0) buckets printed numpy warnings; helper-43)
 # 18636 -> 18642: a sample file read short of its stat size is a data error (helper-42)
 # 18642 -> 18644: a file path ending in / is refused (helper-42)
-LINE_BUDGET := 18644
+# 18644 -> 18654: a report stdout cannot take is one line; | head ends quietly (helper-42)
+LINE_BUDGET := 18654
 
 .PHONY: demo test lint venv bench clean golden
 

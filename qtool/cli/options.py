@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -258,7 +260,14 @@ def external_data_option(func: Callable) -> Callable:
 
 
 def emit(report: Report, as_json: bool) -> None:
-    click.echo(report.render(as_json))
+    """The report on stdout, once every output file is in place."""
+    try:
+        click.echo(report.render(as_json))
+    except BrokenPipeError:  # `| head`: the reader has quit; end as SIGPIPE would, without the interpreter's noise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + signal.SIGPIPE)
+    except OSError as e:  # > /dev/full: an internal error
+        raise UsageError(f"cannot write the report: {e.strerror or e}", where="stdout") from e
 
 
 class _Printable(logging.Formatter):

@@ -402,3 +402,28 @@ def test_an_output_file_given_as_a_folder_path_is_refused(ws: Workspace, args: l
     model = [ws.model] if command == "inspect" else ["-i", ws.model]
     before = ws.snapshot()
     assert_refused(ws, before, ws.run(command, *model, *rest), 2, "'built/' ends with '/'")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_a_report_stdout_cannot_take_is_one_error_line(ws: Workspace) -> None:
+    """`> /dev/full` (a full disk under a redirected report): the outputs are in place, the report is not; it was
+    an internal error (exit 1)."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "qtool", "quantize", "-i", str(ws.model), "--input_list", str(ws.listing),
+             "-o", str(ws.out), "--evaluate_samples", "0"],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == ["qtool: error: stdout: cannot write the report: No space left on device"]
+
+
+def test_a_reader_that_quits_ends_the_run_quietly(ws: Workspace) -> None:
+    """`qtool inspect m.onnx | head -1` with a report past the pipe's buffer: a BrokenPipeError was an internal
+    error; it ends as SIGPIPE would (141), with nothing on stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "qtool", "inspect", str(ws.model)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert process.stdout is not None
+    process.stdout.close()  # no reader left: the report's write fails with EPIPE
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 141 and stderr == "", stderr

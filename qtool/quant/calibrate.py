@@ -21,7 +21,6 @@ from qtool.errors import DataError, ModelError
 from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.graph.names import unused_namespace
-from qtool.quant.algorithms import cle_hardswish
 from qtool.quant.attention import softmax_chains
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import (
@@ -277,12 +276,12 @@ class _Runner:
         # where each fetched reduction's values go in the per-tensor arrays, worked out once
         self.min_slots = [np.array([index[t] for t in names]) for _, names in mins]
         self.max_slots = [np.array([index[t] for t in names]) for _, names in maxs]
-        # Full optimisation (NCHWc convolutions, fusions): onnxruntime keeps every tensor a probe
-        # reads, and the instrumented model runs 1.7-2.7x faster than at the basic level.
-        # not in NCHWc blocks where HardSwish equalization wrote its gates: onnxruntime reorders around them,
-        # and the orientation classifier's calibration peaked at 198 MB against 132 (and 164 unequalized), as fast
-        layout = cle_hardswish.EQUALIZED_METADATA not in gm.metadata(model)
-        self.session = runtime.session(graph_model, threads, optimized=True, weights=weights, layout=layout)
+        # Full optimisation (fusions): onnxruntime keeps every tensor a probe reads, and the instrumented model
+        # runs 1.7-2.7x faster than at the basic level. But not onnxruntime's NCHWc blocked layout: every probed
+        # Conv output then lived twice, blocked and reordered back for its reductions, which held the peak. Without
+        # it malviz's ResNet18 calibrated at 226 MB instead of 336 (quantize_static: 331), ddddocr's detector at
+        # 188 instead of 364-390, czann's U-Net at 1027 instead of 1522, in as much time or less (bench/README.md)
+        self.session = runtime.session(graph_model, threads, optimized=True, weights=weights, layout=False)
         self.offset = probes.offset
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.runs = 0

@@ -34,8 +34,6 @@ from qtool.graph.names import FreshNames, unused_namespace
 from qtool.quant.algorithms import AlgorithmContext
 from qtool.quant.graph_facts import GraphFacts
 
-# model metadata: how many pairs were rewritten (calibration's session skips onnxruntime's NCHWc layout for them)
-EQUALIZED_METADATA = "qtool.hardswish_equalized"
 MAX_SCALE = 1000.0  # a channel that is all but silent is widened this much at most
 MIN_GAIN = 1.5  # a pair whose channels would all widen less than this is left as it is (two more ops for little)
 # quantize's default (no cle asked) takes a pair only where the depthwise Conv's noise from its input grid falls 4x
@@ -222,5 +220,4 @@ def equalize(ctx: AlgorithmContext, pairs: list[Pair], min_gain_db: float = 0.0)
     ctx.model.graph.node.extend(nodes)
     for k in reversed([k for k, init in enumerate(graph.initializer) if init.name in unread]):
         del graph.initializer[k]  # by index: rebuilding the list would copy every weight
-    gm.set_metadata(ctx.model, EQUALIZED_METADATA, str(len(widened)))
     return [f"{len(widened)} HardSwish -> depthwise pairs equalized as x * HardSigmoid(x): {', '.join(widened)}"]

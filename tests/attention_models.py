@@ -217,12 +217,15 @@ def write_block_samples(folder: Path, n: int, seed: int, d: int = 64, name: str 
     return listing
 
 
-def post_ln_model(seed: int = 0, d: int = 64, ff: int = 128, outlier_units: tuple[int, ...] = ()) -> onnx.ModelProto:
+def post_ln_model(
+    seed: int = 0, d: int = 64, ff: int = 128, outlier_units: tuple[int, ...] = (), rms: bool = False
+) -> onnx.ModelProto:
     """A BERT-style post-LN block whose residual stream has outlier channels, as trained encoders do:
     x[1,S,d] -> (x·Wa + ba) + x -> LayerNorm (γ, β 30-60x on three channels) -> h1;
     Gelu(h1·W1 + b1)·W2 + b2 (W2 writing 20x into the same channels) + h1 -> LayerNorm -> ·Wout -> y.
     `outlier_units`: MLP hidden units whose GELU output runs several times above the others' (as one
-    unit of each all-MiniLM-L6-v2 MLP does)."""
+    unit of each all-MiniLM-L6-v2 MLP does). `rms`: each LayerNorm an RMSNorm written op by op as T5's
+    exporter writes it, x / √(mean(x²) + ε) · γ (+ β)."""
     rng = np.random.default_rng(seed)
     loud = [5, 21, 50]
 
@@ -267,7 +270,26 @@ def post_ln_model(seed: int = 0, d: int = 64, ff: int = 128, outlier_units: tupl
         n("LayerNormalization", ["res2", "g2", "b2"], ["h2"], axis=-1),
         n("MatMul", ["h2", "wout"], ["y"]),
     ]
+    if rms:
+        nodes = [m for node in nodes for m in (_rms_norm(node) if node.op_type == "LayerNormalization" else [node])]
+        w["two"], w["eps"] = np.array(2.0, np.float32), np.array(1e-6, np.float32)
     return _block_model(nodes, "post_ln_block", w, d, opset=20, ir_version=9)  # opset 20: the standard Gelu
+
+
+def _rms_norm(norm: onnx.NodeProto) -> list[onnx.NodeProto]:
+    (x, gamma, beta), (y,) = norm.input, norm.output
+    n, p = helper.make_node, f"{y}_rms_"
+    axes = helper.make_tensor(p + "axes", onnx.TensorProto.INT64, [1], [-1])
+    return [
+        n("Pow", [x, "two"], [p + "square"]),
+        n("Constant", [], [p + "axes"], value=axes),
+        n("ReduceMean", [p + "square", p + "axes"], [p + "mean"]),
+        n("Add", [p + "mean", "eps"], [p + "shifted"]),
+        n("Sqrt", [p + "shifted"], [p + "rms"]),
+        n("Div", [x, p + "rms"], [p + "normalized"]),
+        n("Mul", [p + "normalized", gamma], [p + "scaled"]),
+        n("Add", [p + "scaled", beta], [y]),
+    ]
 
 
 def mlp_model(seed: int = 0, d: int = 64, ff: int = 256, outlier_units: tuple[int, ...] = (7,)) -> onnx.ModelProto:

@@ -30,9 +30,10 @@ from qtool import encoding as enc
 from qtool import runtime
 from qtool.encoding import Encoding
 from qtool.errors import ModelError
-from qtool.graph.model import default_opset, tensor_names
+from qtool.graph.model import constant_value, default_opset, tensor_names
 from qtool.graph.names import unused_namespace
 from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.normalization import normalization_statistics
 from qtool.quant.observers import MinMax
 
 ELEMENTWISE_READERS = frozenset({"Add", "Sub"})
@@ -46,11 +47,41 @@ def _normalizes_last_axis(node: onnx.NodeProto | None) -> bool:
     return next((a.i for a in node.attribute if a.name == "axis"), -1) == -1
 
 
-def _channel_safe(facts: GraphFacts, name: str) -> bool:
+def _last_axis_only(node: onnx.NodeProto, facts: GraphFacts) -> bool:
+    axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+    given = node.input[1] if axes is None and len(node.input) > 1 else ""
+    source = facts.producers.get(given)
+    value = facts.array(given) if given in facts.initializers else constant_value(source) if source else None
+    return (axes if value is None else [int(v) for v in np.ravel(value)]) == [-1]
+
+
+def rms_readers(facts: GraphFacts) -> dict[str, set[int]]:
+    """x -> (ids of) the nodes of an RMSNorm written op by op over x's last axis that read x (T5, and Llama
+    exported below opset 23, have no LayerNormalization): the square its mean reads, and the join of x with
+    the statistic (x / √(mean + ε), x · rsqrt). normalization.py keeps the statistics float."""
+    stats = normalization_statistics(facts)
+    found: dict[str, set[int]] = {}
+    for mean in facts.model.graph.node:
+        square = facts.producers.get(mean.input[0]) if mean.op_type == "ReduceMean" and mean.input else None
+        if square is None or mean.input[0] not in stats or not _last_axis_only(mean, facts):
+            continue
+        data = {i for i in square.input if i and i not in facts.initializers}
+        if len(data) != 1:
+            continue
+        (x,) = data
+        joins = {id(r) for r in facts.consumers.get(x, []) if r.op_type in ("Mul", "Div") and any(i in stats for i in r.input)}
+        if joins:
+            found.setdefault(x, set()).update({id(square), *joins})
+    return found
+
+
+def _channel_safe(facts: GraphFacts, name: str, rms: dict[str, set[int]]) -> bool:
     readers = facts.consumers.get(name, [])
     return bool(readers) and all(
-        r.op_type in ELEMENTWISE_READERS or (_normalizes_last_axis(r) and r.input[0] == name) for r in readers
-    )
+        r.op_type in ELEMENTWISE_READERS or (_normalizes_last_axis(r) and r.input[0] == name)
+        or id(r) in rms.get(name, ())
+        for r in readers
+    )  # fmt: skip
 
 
 def _dynamic(facts: GraphFacts, name: str) -> bool:
@@ -65,11 +96,10 @@ def residual_stream(facts: GraphFacts) -> list[str]:
         if name not in found:
             found.append(name)
 
-    for norm in facts.model.graph.node:
-        if not _normalizes_last_axis(norm) or not _dynamic(facts, norm.input[0]):
-            continue
-        summed = norm.input[0]
-        if not _channel_safe(facts, summed):
+    rms = rms_readers(facts)
+    normalized = [n.input[0] for n in facts.model.graph.node if _normalizes_last_axis(n)]
+    for summed in dict.fromkeys([*normalized, *rms]):
+        if not _dynamic(facts, summed) or not _channel_safe(facts, summed, rms):
             continue
         add(summed)
         producer = facts.producers.get(summed)
@@ -78,7 +108,7 @@ def residual_stream(facts: GraphFacts) -> list[str]:
         operands, seen = list(producer.input), set()
         while operands:
             operand = operands.pop(0)
-            if operand in seen or not _dynamic(facts, operand) or not _channel_safe(facts, operand):
+            if operand in seen or not _dynamic(facts, operand) or not _channel_safe(facts, operand, rms):
                 continue
             seen.add(operand)
             add(operand)
@@ -99,9 +129,18 @@ def residual_stream(facts: GraphFacts) -> list[str]:
 def on_residual_stream(facts: GraphFacts, tensor: str) -> bool:
     """Is `tensor` on the residual stream, or the output of a LayerNorm that reads it (the layer a per-layer
     ranking blames for a residual sum's noise)?"""
-    stream = residual_stream(facts)
+    stream, rms = residual_stream(facts), rms_readers(facts)
     producer = facts.producers.get(tensor)
-    return tensor in stream or (producer is not None and _normalizes_last_axis(producer) and producer.input[0] in stream)
+    if tensor in stream or producer is None:
+        return tensor in stream
+    if _normalizes_last_axis(producer):
+        return producer.input[0] in stream
+    # an RMSNorm's output is its join (x / rms) through its constant scale and shift (· γ + β)
+    while producer is not None and producer.op_type in ("Mul", "Add") and any(i in facts.initializers for i in producer.input):
+        if any(i in stream and id(producer) in rms.get(i, ()) for i in producer.input):
+            return True
+        producer = facts.producers.get(next(i for i in producer.input if i not in facts.initializers))
+    return producer is not None and any(i in stream and id(producer) in rms.get(i, ()) for i in producer.input)
 
 
 def post_ln_sums(facts: GraphFacts) -> list[str]:

@@ -33,8 +33,10 @@ class NonEmptyPath(click.Path):
             self.fail("empty path", param, ctx)
         if isinstance(value, str) and "\0" in value:  # a config file's string can hold one; no file name can
             self.fail(f"{quoted(value)} has a NUL byte", param, ctx)
-        if isinstance(value, str) and self.file_okay and value.endswith("/"):  # Path() drops it: `-o build/` wrote a
-            self.fail(f"{quoted(value)} ends with '/', a folder's path; give a file's", param, ctx)  # file `build`
+        # Path() drops a final '/' or '/.': `-o build/` and `-o build/.` wrote a file named `build`
+        if isinstance(value, str) and self.file_okay and value.endswith(("/", "/.")):
+            end = value[value.rindex("/") :]
+            self.fail(f"{quoted(value)} ends with {end!r}, a folder's path; give a file's", param, ctx)
         return super().convert(value, param, ctx)
 
 

@@ -404,6 +404,15 @@ def test_an_output_file_given_as_a_folder_path_is_refused(ws: Workspace, args: l
     assert_refused(ws, before, ws.run(command, *model, *rest), 2, "'built/' ends with '/'")
 
 
+def test_an_output_file_given_as_a_folder_path_ending_in_dot_is_refused(ws: Workspace, monkeypatch) -> None:
+    """Path() drops a final '/.' as it does a final '/': `-o built/.` wrote a file named `built`."""
+    from hostile_env import assert_refused
+
+    monkeypatch.chdir(ws.root)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("convert", "-i", ws.model, "-o", "built/."), 2, "'built/.' ends with '/.'")
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
 def test_a_report_stdout_cannot_take_is_one_error_line(ws: Workspace) -> None:
     """`> /dev/full` (a full disk under a redirected report): the outputs are in place, the report is not; it was

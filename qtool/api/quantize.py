@@ -596,7 +596,8 @@ def _quality(
     blame = blamed_layers(rows)
     facts = GraphFacts.of(reference)
     if worst and not o.use_per_channel_residual and on_residual_stream(facts, worst.tensor):
-        blame += ("; it is on a transformer's residual stream: try --use_per_channel_residual"
+        # named: blamed_layers may have named a second layer since, which need not be on it
+        blame += (f"; {worst.tensor!r} is on a transformer's residual stream: try --use_per_channel_residual"
                   " --apply_algorithms outlier_split --apply_algorithms smoothquant")
     elif dips := rounded_dips(facts, _activation_steps(quantized).get):
         tensor, op, step = dips[0]  # the worst: a per-layer ranking sees its error only layers later, amplified

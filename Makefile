@@ -339,7 +339,8 @@ OUT := build/demo
 #   has no LayerNormalization, and --use_per_channel_residual found nothing), and the warning's hint on its output
 # 18692 -> 18694: a file path ending in /. is refused as one ending in / is (review of a3538f3..)
 # 18694 -> 18695: the quality warning's residual hint names its layer, not 'it' (review of 4830350)
-LINE_BUDGET := 18695
+# 18695 -> 18696: a label past int64's digits is refused, not an int() traceback past 4300 (review of 61ff99a)
+LINE_BUDGET := 18696
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -155,8 +155,9 @@ def read_labels(path: Path) -> list[int]:
     for lineno, line in enumerate(lines(read_text(path, "labels file")), start=1):
         if line.strip():
             word = line.split()[0]
-            if not re.fullmatch(r"[+-]?[0-9]+", word):  # int() also takes '1_0' (10) and Arabic-Indic digits
-                raise DataError(f"label {quoted(word)} is not an integer", where=f"{path}:{lineno}")
+            # int() also takes '1_0' (10) and Arabic-Indic digits, and raises past 4300 digits: a class index fits int64
+            if not re.fullmatch(r"[+-]?[0-9]{1,18}", word):
+                raise DataError(f"label {quoted(word)} is not an integer class index", where=f"{path}:{lineno}")
             labels.append(int(word))
     return labels
 

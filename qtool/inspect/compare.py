@@ -162,7 +162,7 @@ def reference_outputs(
     """The float model's outputs for a small evaluation set, kept for repeated comparisons (mixed
     precision evaluates dozens of candidates on the same samples); None past `limit_bytes`, so
     that a large set is streamed instead and memory never grows with it."""
-    sess = runtime.session(reference, threads, "reference model", optimized=True, layout=False)  # calibration's
+    sess = runtime.session(reference, threads, "reference model", optimized=True)
     kept, size = [], 0
     for index, feed in enumerate(feeds):  # copies: an array onnxruntime returned kept the arena alive (SLANet: 80 MB)
         outputs = [np.array(as_array(o), copy=True) for o in _run(sess, None, feed, "the float model", index)]
@@ -188,9 +188,7 @@ def compare_outputs(
     (`output_parts`, computed from `reference` unless given); `cached` (from `reference_outputs`) skips
     the float model. `stop(drift, samples done)` true ends the pass early (mixed precision: the target is
     out of reach). `integer_kernels`: the QDQ model as onnxruntime CPU deploys it, else its arithmetic."""
-    # the layout calibration runs the float model in (quant/calibrate.py), whose outputs `cached` may be: the same
-    # float values whether they were kept or not
-    ref_sess = None if cached is not None else runtime.session(reference, threads, "reference model", optimized=True, layout=False)
+    ref_sess = None if cached is not None else runtime.session(reference, threads, "reference model", optimized=True)
     quant_sess = runtime.session(quantized, threads, "quantized model", optimized=True, integer_kernels=integer_kernels)
     names = [o.name for o in quant_sess.get_outputs()]
     parts_of = _by_output(output_parts(reference) if parts is None else parts, names)

@@ -165,7 +165,7 @@ def test_one_histogram_pass_read_as_each_method_gives_that_methods_own_ranges(me
 def test_calibration_keeps_the_first_samples_float_outputs_within_its_budget() -> None:
     model = three_conv_model()
     tensors = ["data_0", "conv1_1", "conv2_1", "relu", "out"]
-    session = runtime.session(model, optimized=True, layout=False)  # the float reference's session (compare.py)
+    session = runtime.session(model, optimized=True, layout=False)  # calibration's layout (calibrate.py)
     expected = [session.run(None, feed) for _, feed in _samples(3)]
     keep = FloatOutputs(3, 1 << 20)
     calibrate(model, tensors, _samples(8), keep=keep)

@@ -1,11 +1,14 @@
 """Exclusive locks on the folders a command renames its outputs into, held from its first rename to its last.
 
 Two runs writing the same `-o` at once each rename a model and its `.encodings.json`: interleaved, one run's
-model ended beside the other's encodings. Each run now takes an advisory `flock` on every folder it renames
+model ended beside the other's encodings. Each run now takes an advisory `flock` for every folder it renames
 into (sorted by device and inode, so two runs never wait on each other), and the second waits for the first's
-renames (milliseconds) to end: whichever commits last leaves all of its outputs. The lock is on the folder
-itself, opened read-only: no lock file is ever created or left behind, and a folder that cannot be opened for
-reading or a filesystem without flock (some network ones) is committed without it (logged at debug level).
+renames (milliseconds) to end: whichever commits last leaves all of its outputs. The lock is a file named by
+the folder's device and inode in a folder of the user's own (`$XDG_RUNTIME_DIR/qtool-locks`, else
+`<tmp>/qtool-locks-<uid>`, mode 0700), not the folder itself: a `flock out/ qtool quantize -o out/m.onnx` (a
+common way to serialise jobs) waited on its own parent's lock, and another user holding /tmp's stopped every
+run writing there. Nothing is made in the output folder. Runs of two users into one folder are not serialised;
+a lock folder that cannot be made safely, or a filesystem without flock, commits without it (logged at debug).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import contextlib
 import fcntl
 import logging
 import os
+import stat
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -39,22 +44,39 @@ def _acquire(fd: int, folder: Path, deadline: float) -> None:
             time.sleep(0.01)
 
 
+def lock_folder() -> Path | None:
+    """The user's own folder of lock files, made 0700 if missing; None unless it is a real folder only the user
+    can write (a name another user made first in a shared /tmp must not decide whose runs wait)."""
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    folder = Path(runtime_dir, "qtool-locks") if runtime_dir else Path(tempfile.gettempdir(), f"qtool-locks-{os.getuid()}")
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
+        st = os.lstat(folder)
+    except OSError as e:
+        logger.debug("no lock folder %s: %s", folder, e.strerror)
+        return None
+    private = stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
+    return folder if private else None
+
+
 @contextlib.contextmanager
 def folders_locked(folders: Iterable[Path]) -> Iterator[None]:
-    """Hold an exclusive flock on each existing folder in `folders` (each once) until the block ends."""
+    """Hold an exclusive flock for each existing folder in `folders` (each once) until the block ends."""
     opened: dict[tuple[int, int], tuple[int, Path]] = {}
+    locks = lock_folder()
     try:
-        for folder in folders:
+        for folder in folders if locks is not None else ():
             try:
-                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                st = os.stat(folder)
+                if (st.st_dev, st.st_ino) in opened:
+                    continue
+                name = locks / f"{st.st_dev}-{st.st_ino}.lock"
+                fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             except OSError as e:
                 logger.debug("outputs in %s committed without a lock: %s", folder, e.strerror)
                 continue
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) in opened:
-                os.close(fd)
-            else:
-                opened[(st.st_dev, st.st_ino)] = (fd, folder)
+            opened[(st.st_dev, st.st_ino)] = (fd, folder)
         deadline = time.monotonic() + WAIT_SECONDS
         for _, (fd, folder) in sorted(opened.items()):
             try:

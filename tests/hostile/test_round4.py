@@ -99,16 +99,53 @@ def test_a_folder_locked_past_the_wait_is_one_error_and_nothing_written(tmp_path
     from qtool.io import folder_lock, outputs
 
     monkeypatch.setattr(folder_lock, "WAIT_SECONDS", 0.2)
-    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir(mode=0o700)
+    out = tmp_path / "out"
+    out.mkdir()
+    locks, st = folder_lock.lock_folder(), os.stat(out)
+    assert locks == tmp_path / "run" / "qtool-locks"
+    fd = os.open(locks / f"{st.st_dev}-{st.st_ino}.lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         with pytest.raises(UsageError, match="another process has been writing"), outputs.command():
+            outputs.write_text(out / "a.txt", "A")
+    finally:
+        os.close(fd)
+    assert list(out.iterdir()) == []
+    outputs.write_text(out / "a.txt", "A")  # released: no state left to trip on, nothing made beside the output
+    assert [p.name for p in out.iterdir()] == ["a.txt"]
+
+
+def test_a_flock_on_the_output_folder_itself_does_not_stop_a_run(tmp_path: Path, monkeypatch) -> None:
+    """`flock out/ qtool quantize -o out/m.onnx` serialises jobs the usual way; with the lock on the folder itself
+    qtool waited 60 s on its own parent's lock and failed (and a user holding /tmp's stopped everyone's runs)."""
+    import fcntl
+    import os
+
+    from qtool.io import folder_lock, outputs
+
+    monkeypatch.setattr(folder_lock, "WAIT_SECONDS", 0.2)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with outputs.command():
             outputs.write_text(tmp_path / "a.txt", "A")
     finally:
         os.close(fd)
-    assert list(tmp_path.iterdir()) == []
-    outputs.write_text(tmp_path / "a.txt", "A")  # released: no lock file or state left to trip on
-    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+    assert (tmp_path / "a.txt").read_text() == "A"
+
+
+def test_a_lock_folder_another_user_could_write_is_not_used(tmp_path: Path, monkeypatch) -> None:
+    """A qtool-locks folder others can write (made first in a shared /tmp) must not decide whose runs wait."""
+    from qtool.io import folder_lock
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    (tmp_path / "qtool-locks").mkdir()
+    (tmp_path / "qtool-locks").chmod(0o777)
+    assert folder_lock.lock_folder() is None
+    (tmp_path / "qtool-locks").chmod(0o700)
+    assert folder_lock.lock_folder() == tmp_path / "qtool-locks"
 
 
 @pytest.mark.parametrize(

@@ -139,7 +139,7 @@ def on_residual_stream(facts: GraphFacts, tensor: str) -> bool:
     while producer is not None and producer.op_type in ("Mul", "Add") and any(i in facts.initializers for i in producer.input):
         if any(i in stream and id(producer) in rms.get(i, ()) for i in producer.input):
             return True
-        producer = facts.producers.get(next(i for i in producer.input if i not in facts.initializers))
+        producer = facts.producers.get(next((i for i in producer.input if i not in facts.initializers), ""))
     return producer is not None and any(i in stream and id(producer) in rms.get(i, ()) for i in producer.input)
 
 

@@ -292,7 +292,7 @@ def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, 
         return (f"upstream: this {node.op_type} passes on the error of {node.input[0]!r} (the part it picks is further"
                 " from float than the whole); --mixed_precision auto finds where it comes from")
     if node is not None and node.op_type in SENSITIVE_OPS:
-        return f"exclude: keep this {node.op_type} in float or 16-bit (--act_16bit_tensors {tensor})"
+        return _raise(e) if _wide(e) else f"exclude: keep this {node.op_type} in float or 16-bit (--act_16bit_tensors {tensor})"
     feeder = facts.producers.get(node.input[0]) if node is not None and node.input else None
     weighted = feeder if node is not None and node.op_type in PASS_THROUGH else node
     weight = _weight(weighted, facts)
@@ -302,7 +302,7 @@ def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, 
             return clipped
         if uneven and weight is not None:  # one channel stretches the activation's range; cle evens out both
             return f"cle: --apply_algorithms cle (the channels of {weight[0]!r} differ, and so do this activation's)"
-        return f"16-bit activation: --act_16bit_tensors {tensor}"
+        return _raise(e)
     if weight is not None and weighted is node:
         encoding = params.params.get(weight[0])
         if encoding is not None and encoding.axis is None and uneven:
@@ -325,6 +325,24 @@ def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, 
         # (Wav2Vec2's q·kᵀ: 16 bits on it, or on q and k, changed nothing; the advice came back)
         return (f"upstream: this {node.op_type} magnifies the error {', '.join(map(repr, data))} carry from further"
                 " up; --mixed_precision auto finds where it comes from")
+    return _raise(e)
+
+
+FLOAT_OVERRIDE = '{"bitwidth": 16, "dtype": "float"}'
+
+
+def _wide(e: LayerError) -> bool:
+    """Already on a 16-bit (or wider) grid: raising it to 16 bits is no fix (flan-t5's residual sums span
+    [-260665, 159242], a 16-bit step of 6.4, and the advice to raise them came back after they were)."""
+    return e.probe.encoding is not None and e.probe.encoding.bitwidth >= 16
+
+
+def _raise(e: LayerError) -> str:
+    """The fix that raises e's own grid: 16 bits, or float where it is 16 bits already."""
+    tensor = e.probe.tensor
+    if _wide(e):
+        return (f"float: {tensor!r} is {e.probe.encoding.bitwidth}-bit already; keep it float (an override"  # type: ignore[union-attr]
+                f" {FLOAT_OVERRIDE}, or --mixed_precision auto, which tries float)")
     return f"16-bit activation: --act_16bit_tensors {tensor}"
 
 
@@ -382,7 +400,10 @@ def _upstream_fix(node: onnx.NodeProto, facts: GraphFacts, by_tensor: dict[str, 
             elif (producer := by_tensor[name].probe.node) is not None:
                 stack.append(producer)
     # the flag once a tensor: the CLI takes one name a flag (a name may hold a comma), and refused the joined list
-    raise_them = ": 16-bit activation: " + " ".join(f"--act_16bit_tensors {t}" for t in sorted(found)) if found else ""
+    narrow = sorted(t for t in found if not _wide(by_tensor[t]))
+    raise_them = ": 16-bit activation: " + " ".join(f"--act_16bit_tensors {t}" for t in narrow) if narrow else ""
+    if wide := sorted(found - set(narrow)):
+        raise_them += f"; {', '.join(map(repr, wide))} 16-bit already: keep them float ({FLOAT_OVERRIDE})"
     return "float already, it magnifies its inputs' error" + raise_them
 
 

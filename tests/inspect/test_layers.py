@@ -250,3 +250,15 @@ def test_a_sigmoid_tail_sends_its_fix_upstream(tmp_path):
     y = next(r for r in rows if r.tensor == "y")
     assert y.added_db < 30 and y.local_db > y.added_db + 6, y
     assert y.fix.startswith("upstream: this Sigmoid magnifies the rounding of its input 'z'"), y
+
+
+def test_a_grid_too_wide_at_16_bits_already_gets_float_not_16_bits_again(tmp_path):
+    """r1 at 16 bits over [-1e6, 1e6] (a step of 30 for values near 1): the fix had been --act_16bit_tensors r1,
+    the flag already in effect (flan-t5's residual sums, whose 16-bit step is 6.4: the advice came back)."""
+    overrides = tmp_path / "wide.json"
+    wide = {"bitwidth": 16, "dtype": "int", "is_symmetric": "False", "min": -1e6, "max": 1e6}
+    overrides.write_text(json.dumps({"version": "0.6.1", "activation_encodings": {"r1": [wide]}, "param_encodings": {}}))
+    rows = ranked(*quantized(tmp_path, clean(), quantization_overrides=overrides))
+    assert rows[0].tensor == "r1"
+    assert rows[0].fix.startswith("float: 'r1' is 16-bit already"), rows[0]
+    assert "--act_16bit_tensors" not in rows[0].fix

@@ -225,7 +225,7 @@ def post_ln_model(
     Gelu(h1·W1 + b1)·W2 + b2 (W2 writing 20x into the same channels) + h1 -> LayerNorm -> ·Wout -> y.
     `outlier_units`: MLP hidden units whose GELU output runs several times above the others' (as one
     unit of each all-MiniLM-L6-v2 MLP does). `rms`: each LayerNorm an RMSNorm written op by op as T5's
-    exporter writes it, x / √(mean(x²) + ε) · γ (+ β)."""
+    exporter writes it, x · (1 / √(mean(x²) + ε)) · γ (+ β)."""
     rng = np.random.default_rng(seed)
     loud = [5, 21, 50]
 
@@ -272,7 +272,7 @@ def post_ln_model(
     ]
     if rms:
         nodes = [m for node in nodes for m in (_rms_norm(node) if node.op_type == "LayerNormalization" else [node])]
-        w["two"], w["eps"] = np.array(2.0, np.float32), np.array(1e-6, np.float32)
+        w["one"], w["two"], w["eps"] = np.array(1.0, np.float32), np.array(2.0, np.float32), np.array(1e-6, np.float32)
     return _block_model(nodes, "post_ln_block", w, d, opset=20, ir_version=9)  # opset 20: the standard Gelu
 
 
@@ -286,7 +286,8 @@ def _rms_norm(norm: onnx.NodeProto) -> list[onnx.NodeProto]:
         n("ReduceMean", [p + "square", p + "axes"], [p + "mean"]),
         n("Add", [p + "mean", "eps"], [p + "shifted"]),
         n("Sqrt", [p + "shifted"], [p + "rms"]),
-        n("Div", [x, p + "rms"], [p + "normalized"]),
+        n("Div", ["one", p + "rms"], [p + "inverse"]),  # torch.rsqrt as T5's exporter writes it
+        n("Mul", [x, p + "inverse"], [p + "normalized"]),
         n("Mul", [p + "normalized", gamma], [p + "scaled"]),
         n("Add", [p + "scaled", beta], [y]),
     ]

@@ -133,6 +133,9 @@ def on_residual_stream(facts: GraphFacts, tensor: str) -> bool:
     producer = facts.producers.get(tensor)
     if tensor in stream or producer is None:
         return tensor in stream
+    # an RMSNorm's statistic (1 / rms), which the per-layer ranking blames for the stream's noise it magnifies
+    if any(id(c) in rms.get(x, ()) for c in facts.consumers.get(tensor, []) for x in c.input if x in stream):
+        return True
     if _normalizes_last_axis(producer):
         return producer.input[0] in stream
     # an RMSNorm's output is its join (x / rms) through its constant scale and shift (· γ + β)

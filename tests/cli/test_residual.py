@@ -19,7 +19,7 @@ from qtool.io.input_list import read_input_list
 from qtool.io.raw import InputSpec
 from qtool.quant.algorithms import AlgorithmContext, smoothquant
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.residual import observe_channels, residual_stream
+from qtool.quant.residual import observe_channels, on_residual_stream, residual_stream
 
 SPEC = [InputSpec("x", np.dtype(np.float32), (1, S, 64))]
 W8A8 = ["--use_per_channel_quantization", "--use_per_row_quantization", "--bias_bitwidth", "32"]
@@ -40,8 +40,11 @@ def test_an_rms_norm_written_op_by_op_anchors_the_residual_stream_too() -> None:
     """T5 (and a Llama exported below opset 23) has no LayerNormalization: its RMSNorm is Pow, ReduceMean, Add,
     Sqrt, Div. Without it no stream was found and --use_per_channel_residual did nothing, silently (flan-t5's
     encoder: 0.0 dB at W8A8, 1.6 with it; at A16 19.3 -> 26.5 dB)."""
-    found = residual_stream(GraphFacts.of(inferred(post_ln_model(rms=True))))
-    assert found == ["res1", "attn", "attn_mm", "res2", "down", "down_mm"]
+    facts = GraphFacts.of(inferred(post_ln_model(rms=True)))
+    assert residual_stream(facts) == ["res1", "attn", "attn_mm", "res2", "down", "down_mm"]
+    # the layer a per-layer ranking blames for the stream's noise: the norm's output, or its float 1 / rms
+    assert on_residual_stream(facts, "h2") and on_residual_stream(facts, "h2_rms_inverse")
+    assert not on_residual_stream(facts, "y")
 
 
 def test_per_channel_residual_gains_through_rms_norms(tmp_path: Path) -> None:

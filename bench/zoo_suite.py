@@ -89,6 +89,7 @@ QTOOL_VARIANTS = {  # kind -> (label, qtool quantize flags)
         "qtool W8A8, auto ranges + bc",
         [*ZOO_W8A8, "--act_quantizer_calibration", "auto", "--apply_algorithms", "bc"],
     ),
+    "qtool:residual": ("qtool W8A8 + per-channel residual", [*ZOO_W8A8, "--use_per_channel_residual"]),
     "qtool:mixed30": ("qtool mixed 30 dB", [*ZOO_W8A8, "--mixed_precision", "auto", "--target_sqnr", "30"]),
 }
 BASIC = ["float", "float:converted", "qtool:w8a8", "qtool:ort-cpu", "ort:pre", "ort:raw"]  # the default variants

@@ -268,15 +268,17 @@ def weight_nsr(e: LayerError, facts: GraphFacts, params: Encodings, by_tensor: d
     return per_output * source.mean_square / e.mean_square
 
 
-def suggest(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, weights_nsr: float | None = None) -> str:
-    """`weights_nsr`: what the layer's own weights add (weight_nsr), if known."""
+def suggest(
+    e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, by_tensor: dict[str, LayerError] | None = None
+) -> str:
+    """`by_tensor`: every probe's sums, for what a layer's own weights add (weight_nsr); without it, not known."""
     if added_nsr == 0:
         return "-"
-    fix = _fix(e, added_nsr, facts, params, weights_nsr)
+    fix = _fix(e, added_nsr, facts, params, by_tensor or {})
     return f"ok; if needed: {fix}" if _db(added_nsr) >= CLEAN_DB else fix
 
 
-def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, weights_nsr: float | None) -> str:
+def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, by_tensor: dict[str, LayerError]) -> str:
     node, tensor = e.probe.node, e.probe.tensor
     own_grid_fine = e.local_nsr is None or e.local_nsr < 0.5 * added_nsr
     # a Sigmoid's tail is an exponential: its input's absolute error is its output's relative one, and 16 bits on
@@ -311,6 +313,7 @@ def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, 
     if _is_depthwise(node, facts) or _is_depthwise(feeder, facts):
         return "cle: --apply_algorithms cle (depthwise chain)"
     if weight is not None and weighted is node:
+        weights_nsr = weight_nsr(e, facts, params, by_tensor)  # here only: it reads and rounds the whole weight
         if weights_nsr is not None and weights_nsr < 0.5 * added_nsr:
             # neither its grid nor its weights: it magnifies what its input carries (a YOLOv8 class branch's first
             # Conv, weights at 33 dB, "adding" noise at 12 dB; 16-bit weights gained 0.0 dB and the advice came back)
@@ -423,8 +426,7 @@ def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.M
         # square root), so its fix is upstream
         fix = _upstream_fix(node, facts, by_tensor) if added > 0 and _float_by_plan(e, facts) else None
         fix = fix or (_carrier_clipped(e, facts, by_tensor) if added > 0 else None)
-        own_weights = weight_nsr(e, facts, found, by_tensor) if added > 0 and not fix else None
-        scored.append((_db(added), _db(e.nsr), order, e, local, fix or suggest(e, added, facts, found, own_weights)))
+        scored.append((_db(added), _db(e.nsr), order, e, local, fix or suggest(e, added, facts, found, by_tensor)))
     scored.sort(key=lambda s: s[:3])
     return [
         LayerRow(

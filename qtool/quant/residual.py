@@ -88,15 +88,15 @@ def _dynamic(facts: GraphFacts, name: str) -> bool:
     return name not in facts.initializers and facts.is_float(name)
 
 
-def residual_stream(facts: GraphFacts) -> list[str]:
-    """The residual-stream tensors (module docstring), in graph order."""
+def residual_stream(facts: GraphFacts, rms: dict[str, set[int]] | None = None) -> list[str]:
+    """The residual-stream tensors (module docstring), in graph order; `rms`: rms_readers(facts), if known."""
     found: list[str] = []
 
     def add(name: str) -> None:
         if name not in found:
             found.append(name)
 
-    rms = rms_readers(facts)
+    rms = rms_readers(facts) if rms is None else rms
     normalized = [n.input[0] for n in facts.model.graph.node if _normalizes_last_axis(n)]
     for summed in dict.fromkeys([*normalized, *rms]):
         if not _dynamic(facts, summed) or not _channel_safe(facts, summed, rms):
@@ -129,7 +129,7 @@ def residual_stream(facts: GraphFacts) -> list[str]:
 def on_residual_stream(facts: GraphFacts, tensor: str) -> bool:
     """Is `tensor` on the residual stream, or the output of a LayerNorm that reads it (the layer a per-layer
     ranking blames for a residual sum's noise)?"""
-    stream, rms = residual_stream(facts), rms_readers(facts)
+    stream = residual_stream(facts, rms := rms_readers(facts))
     producer = facts.producers.get(tensor)
     if tensor in stream or producer is None:
         return tensor in stream
@@ -138,10 +138,8 @@ def on_residual_stream(facts: GraphFacts, tensor: str) -> bool:
         return True
     if _normalizes_last_axis(producer):
         return producer.input[0] in stream
-    # an RMSNorm's output is its join (x / rms) through its constant scale and shift (· γ + β)
+    # an RMSNorm's output is its join (x / rms, which reads no constant) through its constant scale and shift (· γ + β)
     while producer is not None and producer.op_type in ("Mul", "Add") and any(i in facts.initializers for i in producer.input):
-        if any(i in stream and id(producer) in rms.get(i, ()) for i in producer.input):
-            return True
         producer = facts.producers.get(next((i for i in producer.input if i not in facts.initializers), ""))
     return producer is not None and any(i in stream and id(producer) in rms.get(i, ()) for i in producer.input)
 

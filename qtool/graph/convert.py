@@ -151,8 +151,8 @@ def map_values(model: onnx.ModelProto) -> list[str]:
 def _refuse_maps(model: onnx.ModelProto, where: str) -> None:
     """A map has no tensor to quantize or compare, and the graph rewriting under convert cannot hold one: said
     by name, not as an internal error."""
-    for name in map_values(model)[:1]:
-        raise ModelError(f"{name!r} is a map (or a sequence of maps), not a tensor: qtool works on tensors",
+    if names := map_values(model):
+        raise ModelError(f"{names[0]!r} is a map (or a sequence of maps), not a tensor: qtool works on tensors",
                          where=where, hint=MAPS_HINT)  # fmt: skip
 
 

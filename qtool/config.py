@@ -7,7 +7,7 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from qtool.errors import UsageError, did_you_mean
 from qtool.io.files import line_of, read_text
@@ -50,15 +50,39 @@ def presets() -> list[str]:
     return sorted(p.stem for p in configs_dir().glob("*.yaml"))
 
 
+# YAML 1.2's core schema, the only plain scalars that are not strings. PyYAML resolves YAML 1.1's: `16:00` was
+# base 60 (960), `010` octal (8), `yes`/`on`/`off` booleans (`mixed_precision: off` was False), `2001-12-14` a date.
+_CORE_SCALARS = (
+    ("null", r"~|null|Null|NULL|", "~nN"),
+    ("bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    ("int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", "-+0123456789"),
+    ("float", r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)", "-+.0123456789"),
+)
+
+
+def _core_int(loader: Any, node: Any) -> int:
+    text = loader.construct_scalar(node)
+    digits = text.lstrip("+-")
+    value = int(digits[2:], {"0o": 8, "0x": 16}[digits[:2]]) if digits[:2] in ("0o", "0x") else int(digits, 10)
+    return -value if text.startswith("-") else value
+
+
 @functools.cache
 def _loader() -> type:
     """The loader of load_yaml, built on first use: PyYAML is imported only when a config file is read (a
     quantize without --config or --target reads none; its modules were ~1 MB of that run's peak RSS)."""
+    import re
+
     import yaml
 
-    class _SafeLoaderWithoutAliases(yaml.SafeLoader):
-        """yaml.SafeLoader refusing `*alias` references: nested aliases expand exponentially (a few
-        hundred bytes can make gigabytes), and an option file has no use for them."""
+    class _CoreSafeLoader(yaml.SafeLoader):
+        """yaml.SafeLoader resolving YAML 1.2 core-schema scalars only, refusing `*alias` references (nested
+        aliases expand exponentially: a few hundred bytes can make gigabytes) and keys given twice; it keeps
+        each top-level key's offset and plain text (`sources`), so an error can name its line and a name that
+        looks like a number (`010`) can be read as written."""
+
+        yaml_implicit_resolvers: ClassVar[dict] = {}  # PyYAML's per-class registry: ours alone, not SafeLoader's
+        sources: dict[str, tuple[int, Any]]
 
         def compose_node(self, parent: Any, index: Any) -> Any:
             if self.check_event(yaml.AliasEvent):
@@ -67,6 +91,16 @@ def _loader() -> type:
                     None, None, f"aliases (*{event.anchor}) are not allowed in qtool config files", event.start_mark
                 )
             return super().compose_node(parent, index)
+
+        def construct_document(self, node: Any) -> Any:
+            def plain(item: Any) -> Any:
+                if isinstance(item, yaml.SequenceNode):
+                    return [plain(i) for i in item.value]
+                return item.value if isinstance(item, yaml.ScalarNode) and item.style is None else None
+
+            top = node.value if isinstance(node, yaml.MappingNode) else []
+            self.sources = {str(k.value): (k.start_mark.index, plain(v)) for k, v in top if isinstance(k, yaml.ScalarNode)}
+            return super().construct_document(node)
 
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             seen: set[Any] = set()  # a list made 100000 keys a quadratic hour
@@ -85,16 +119,27 @@ def _loader() -> type:
                     )
             return super().construct_mapping(node, deep)
 
-    return _SafeLoaderWithoutAliases
+    for tag, pattern, first in _CORE_SCALARS:
+        regex = re.compile(f"^(?:{pattern})$")
+        _CoreSafeLoader.add_implicit_resolver(f"tag:yaml.org,2002:{tag}", regex, [*first, *([""] if tag == "null" else [])])
+    _CoreSafeLoader.add_constructor("tag:yaml.org,2002:int", _core_int)
+    return _CoreSafeLoader
 
 
 def load_yaml(path: Path) -> Any:
     """A config YAML: a bounded read of a regular UTF-8 file, no aliases, bounded nesting."""
+    return _load_yaml(path)[0]
+
+
+def _load_yaml(path: Path) -> tuple[Any, dict[str, tuple[int, Any]]]:
+    """The YAML and, for each top-level key, its line and its value's plain text (load_yaml)."""
     import yaml
 
     text = read_text(path, "config file", error=UsageError)
+    loader = None
     try:
-        return yaml.load(text, Loader=_loader())
+        loader = _loader()(text)  # its reader checks the characters here: a ReaderError
+        data = loader.get_single_data()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         if mark is not None:  # PyYAML's mark.line also counts \x85, \u2028 and \u2029, which no editor breaks at
@@ -110,34 +155,56 @@ def load_yaml(path: Path) -> Any:
     except RecursionError as e:
         raise UsageError("YAML nested too deep", where=str(path)) from e
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as e:
-        # PyYAML's constructors raise these for a bad tagged or implicit value (2001-13-45, !!int x)
+        # PyYAML's constructors raise these for a bad tagged or implicit value (!!int x, !!timestamp 2001-13-45)
         raise UsageError(f"not valid YAML: a value cannot be read ({type(e).__name__}: {str(e)[:80]})",
                          where=str(path)) from e  # fmt: skip
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return data, {key: (line_of(text, at), plain) for key, (at, plain) in getattr(loader, "sources", {}).items()}
 
 
-def read_config(path: Path, option_names: set[str]) -> dict[str, Any]:
+class ConfigValues(dict):
+    """read_config's option values, and where each was given: `where(key)` is `path:line`, `plain(key)` the
+    value's unquoted YAML text (a str, a list of them, or None), so a name written `010` stays `010`."""
+
+    def __init__(self, path: Path, sources: dict[str, tuple[int, Any]]) -> None:
+        super().__init__()
+        self.path, self.sources = path, sources
+
+    def where(self, key: str) -> str:
+        line = self.sources.get(key, (0, None))[0]
+        return f"{self.path}:{line}" if line else str(self.path)
+
+    def plain(self, key: str) -> Any:
+        return self.sources.get(key, (0, None))[1]
+
+
+def read_config(path: Path, option_names: set[str]) -> ConfigValues:
     """A preset or --config YAML as click default_map entries; algorithm sections go under
     `algorithm_config`. Unknown keys are errors that suggest the closest option."""
-    data = load_yaml(path)
+    data, sources = _load_yaml(path)
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise UsageError("a config file must be a mapping of option names to values", where=str(path))
-    result: dict[str, Any] = {}
+    result, written = ConfigValues(path, {}), ConfigValues(path, sources)  # by option name, by key as written
     sections: dict[str, Any] = {}
     given: dict[str, Any] = {}
     for key, value in data.items():
         name = CONFIG_ALIASES.get(str(key), str(key))
+        where = written.where(str(key))
         if given.setdefault(name, key) != key:  # act_bw and act_bitwidth: the last one silently won
-            raise UsageError(f"{given[name]!r} and {key!r} set the same option {name}", where=str(path))
+            raise UsageError(f"{given[name]!r} and {key!r} set the same option {name}", where=where)
         if name in ALGORITHM_SECTIONS and isinstance(value, dict):
             sections[name] = value
         elif name in option_names:
             result[name] = value
+            result.sources[name] = sources.get(str(key), (0, None))  # an alias's line and text under the name
         elif name in ALGORITHM_SECTIONS:  # `cle: []` was an "unknown key 'cle'"
-            raise UsageError(f"{key!r} must be a mapping of {name}'s settings, not {str(value)[:60]}", where=str(path))
+            raise UsageError(f"{key!r} must be a mapping of {name}'s settings, not {str(value)[:60]}", where=where)
         else:
             raise UsageError(
-                f"unknown key {key!r}", where=str(path), hint=did_you_mean(str(key), option_names | set(CONFIG_ALIASES))
+                f"unknown key {key!r}", where=where, hint=did_you_mean(str(key), option_names | set(CONFIG_ALIASES))
             )
     if sections:
         result["algorithm_config"] = sections

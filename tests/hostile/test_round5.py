@@ -199,3 +199,34 @@ def test_a_signal_during_the_commit_puts_back_the_outputs_it_replaced(tmp_path: 
         outputs.write_text(tmp_path / "a", "A2")
         outputs.write_text(tmp_path / "b", "B2")
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a": "A1"}
+
+
+def _closing(fd: int):
+    import os
+
+    return lambda: os.close(fd)
+
+
+def test_quantize_with_stdout_closed_is_refused_before_any_work(ws: Workspace) -> None:
+    """`qtool quantize ... >&-` exited 0 with its report lost; and the first file it opened took descriptor 1."""
+    import subprocess
+    import sys
+
+    before = ws.snapshot()
+    args = ["quantize", "-i", ws.model, "--input_list", ws.listing, "-o", ws.out]
+    result = subprocess.run([sys.executable, "-m", "qtool", *map(str, args)], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_closing(1), timeout=120)  # fmt: skip
+    assert_refused(ws, before, result, 2, "stdout is closed")
+
+
+def test_quantize_with_stderr_closed_writes_its_outputs_and_report(ws: Workspace) -> None:
+    """`2>&-` was an internal error (exit 1, nothing written): a warning's write to a stderr that was None."""
+    import subprocess
+    import sys
+
+    args = ["quantize", "-i", ws.model, "--input_list", ws.listing, "-o", ws.out, "-v"]
+    result = subprocess.run([sys.executable, "-m", "qtool", *map(str, args)], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=_closing(2), timeout=120)  # fmt: skip
+    assert result.returncode == 0
+    assert "samples" in result.stdout
+    assert sorted(p.name for p in ws.out.parent.iterdir()) == ["q.encodings.json", "q.onnx"]

@@ -353,7 +353,8 @@ OUT := build/demo
 # 18849 -> 18986: staging files locked while their run lives, a killed run's swept by the next; a failed commit
 #   puts back the outputs it replaced (io/staging.py; helper-44)
 # 18986 -> 19014: closed standard descriptors reopened on /dev/null, a closed stdout refused (qtool/__main__.py; helper-44)
-LINE_BUDGET := 19014
+# 19014 -> 19031: a float32 .raw read as float64 data of float32-exact values is warned of (io/raw._warn_if_float64; helper-44)
+LINE_BUDGET := 19031
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -7,6 +7,7 @@ dtype (int64 token ids, bool masks). Its byte size must match the input exactly.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from qtool.errors import DataError
 from qtool.io.files import check_regular, read_bytes
 
+logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -92,7 +94,22 @@ def _from_raw(path: Path, spec: InputSpec, where: str, native: bool) -> np.ndarr
         if tiny > 1 and 2 * tiny > np.count_nonzero(array):
             raise DataError(f"{path}: {tiny} of its float32 values are subnormal (below 1.2e-38): integer data? "
                             "a .raw file is float32, an .npy file carries its own type", where=where)  # fmt: skip
+        _warn_if_float64(array, path, where)
     return array
+
+
+def _warn_if_float64(array: np.ndarray, path: Path, where: str) -> None:
+    """Float64 data of float32-exact values (cast up from float32, or whole numbers) has the low 29 bits of
+    every 8 bytes zero: read as float32, every other value is 0 (or ±2, ±1e-19, ±4e19) and its partner is not.
+    Real float32 data can have that shape too (a zero channel interleaved), so it is a warning, not an error;
+    float64 data with full mantissas reads as float32 values of every magnitude, which this does not see."""
+    words = array.reshape(-1).view("<u4")
+    if words.size < 16 or words.size % 2:
+        return
+    low, high = words[0::2], words[1::2]
+    if not (low & 0x1FFFFFFF).any() and 2 * np.count_nonzero(high) > high.size:
+        logger.warning("%s: %s: every other float32 value is 0 (or +-2), as float64 data read as float32 is: a .raw "
+                       "file is float32 (an .npy file carries its own type)", where, path)  # fmt: skip
 
 
 def load_tensor(path: Path, spec: InputSpec, where: str, native: bool = False) -> np.ndarray:

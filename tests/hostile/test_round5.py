@@ -230,3 +230,31 @@ def test_quantize_with_stderr_closed_writes_its_outputs_and_report(ws: Workspace
     assert result.returncode == 0
     assert "samples" in result.stdout
     assert sorted(p.name for p in ws.out.parent.iterdir()) == ["q.encodings.json", "q.onnx"]
+
+
+@pytest.mark.parametrize("kind", ["float32 values cast up", "whole numbers"])
+def test_float64_data_in_a_float32_raw_of_the_same_size_is_warned_of_naming_the_file(ws: Workspace, kind: str) -> None:
+    """Half the values as float64 fill a float32 .raw exactly; it was read silently (x[1,3,8,8]: 96 float64)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=96).astype(np.float32) if kind.startswith("float32") else rng.integers(0, 256, 96)
+    bad = ws.root / "raw" / "001_x.raw"
+    values.astype(np.float64).tofile(bad)
+    result = ws.quantize("-o", ws.out, "--evaluate_samples", "0")
+    assert result.exit_code == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "float64" in line]
+    assert len(warned) == 1 and "001_x.raw" in warned[0] and "input_list.txt:2" in warned[0], result.stderr
+
+
+def test_float32_data_with_zeros_and_twos_is_not_taken_for_float64(ws: Workspace) -> None:
+    import numpy as np
+
+    samples = sorted((ws.root / "raw").iterdir())
+    np.zeros(192, np.float32).tofile(samples[0])  # all zero
+    np.tile(np.float32([2.0, 0.0]), 96).tofile(samples[1])  # every other value 0, the rest 2: the high words' 0
+    relu = np.random.default_rng(1).normal(size=192).astype(np.float32)
+    np.maximum(relu, 0).tofile(samples[2])  # half zeros, at random places
+    result = ws.quantize("-o", ws.out, "--evaluate_samples", "0")
+    assert result.exit_code == 0, result.stderr
+    assert "float64" not in result.stderr

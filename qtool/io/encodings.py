@@ -205,7 +205,7 @@ def parse_encodings(data: Any, where: str) -> Encodings:
     if encodings_v2.is_v2(data):
         acts, params = encodings_v2.parse(data, where)
         stated = {n: e.axis for n, e in {**acts, **params}.items() if e.axis is not None and e.blocks is None}
-        return Encodings(acts, params, stated)
+        return _within_float32(Encodings(acts, params, stated), where)
     missing = [k for k in ("activation_encodings", "param_encodings") if k not in data]
     if missing:
         raise DataError(
@@ -227,7 +227,17 @@ def parse_encodings(data: Any, where: str) -> Encodings:
             target.update(encodings_v2.named_entries(body, f"{where}: {section}", _from_v1_entry))
         else:
             raise DataError(f"{section!r} must be an object or a list", where=where)
-    return result
+    return _within_float32(result, where)
+
+
+def _within_float32(encodings: Encodings, where: str) -> Encodings:
+    """A range past float32's (min -1e39, or scale 1e38 over 255 steps) covers no value a float32 tensor holds,
+    and a float32 reader of the written encodings (qairt) gets inf: refused, as such a stats range is."""
+    for name, e in sorted(encodings.all().items()):
+        if any(abs(v) > encodings_v2.FLOAT32_SCALES[1] for v in (*e.min, *e.max)):
+            raise DataError(f"{quoted(name)}: its range [{min(e.min):g}, {max(e.max):g}] is past float32's 3.4e38",
+                            where=where)  # fmt: skip
+    return encodings
 
 
 def read_encodings(path: str | os.PathLike[str]) -> Encodings:

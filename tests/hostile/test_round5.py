@@ -258,3 +258,21 @@ def test_float32_data_with_zeros_and_twos_is_not_taken_for_float64(ws: Workspace
     result = ws.quantize("-o", ws.out, "--evaluate_samples", "0")
     assert result.exit_code == 0, result.stderr
     assert "float64" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"param_encodings": {}, "activation_encodings": {"x": [{"bitwidth": 8, "min": -1e39, "max": 1e39}]}}',
+     '{"version": "1.0.0", "param_encodings": [], "activation_encodings": [{"name": "x", "dtype": "INT", "bw": 8, '
+     '"enc_type": "PER_TENSOR", "is_sym": false, "offset": [0], "scale": [1e38]}]}',
+     '{"version": "2.0.0", "encodings": [{"name": "x", "output_dtype": "uint8", "y_scale": 1e38, "y_zero_point": 0}]}'],
+    ids=["0.6.1 min/max", "1.0.0 scale", "2.0.0 scale"],
+)  # fmt: skip
+def test_an_override_range_past_float32_is_refused_naming_the_file(ws: Workspace, text: str) -> None:
+    """A scale float32 holds (1e38) can make a range it does not (2.55e40 over 255 steps): written as given, a
+    float32 reader of the encodings got inf."""
+    overrides = ws.root / "ov.json"
+    overrides.write_text(text)
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out, "--quantization_overrides", overrides)
+    assert_refused(ws, before, result, 4, "ov.json", "'x'", "past float32")

@@ -276,3 +276,23 @@ def test_an_override_range_past_float32_is_refused_naming_the_file(ws: Workspace
     before = ws.snapshot()
     result = ws.quantize("-o", ws.out, "--quantization_overrides", overrides)
     assert_refused(ws, before, result, 4, "ov.json", "'x'", "past float32")
+
+
+def test_inspect_of_a_conv_with_no_filters_is_not_an_internal_error(ws: Workspace) -> None:
+    """A zero-size weight (a Conv of 0 output channels, which onnxruntime runs) made the channel-range lint an
+    IndexError: `qtool: internal error`."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 0, 4, 4])],
+        [numpy_helper.from_array(np.zeros((0, 4, 1, 1), np.float32), "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, ws.root / "empty_conv.onnx")
+    result = ws.run("inspect", ws.root / "empty_conv.onnx")
+    assert result.exit_code == 0, result.stderr
+    assert "lint findings" in result.stdout

@@ -111,7 +111,9 @@ def read_bytes(
             mode = os.fstat(handle.fileno()).st_mode
             if not stat.S_ISREG(mode):
                 raise error(f"{what} is not a regular file ({file_kind(mode)})", where=str(path))
-            data = handle.read(limit + 1)
+            data = handle.read(min(limit, st.st_size) + 1)  # read(n) allocates n first: not a 100 GB limit's
+            while st.st_size < len(data) <= limit and (more := handle.read(min(1 << 20, limit + 1 - len(data)))):
+                data += more  # it grew since the stat (or a /proc file, whose size says 0)
     except OSError as e:
         raise error(f"cannot read {what}: {e.strerror}", where=str(path)) from e
     if len(data) > limit:  # it grew since the stat

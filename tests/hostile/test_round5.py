@@ -296,3 +296,21 @@ def test_inspect_of_a_conv_with_no_filters_is_not_an_internal_error(ws: Workspac
     result = ws.run("inspect", ws.root / "empty_conv.onnx")
     assert result.exit_code == 0, result.stderr
     assert "lint findings" in result.stdout
+
+
+@pytest.mark.parametrize("limit", ["100000000000", "99999999999999999999999999999"])
+def test_a_huge_read_limit_reads_small_files(ws: Workspace, limit: str) -> None:
+    """QTOOL_MAX_READ_BYTES=100000000000 (raised 'to be safe') was a MemoryError: read(limit + 1) allocates
+    limit + 1 bytes before reading a 96-byte input_list (past sys.maxsize, an OverflowError)."""
+    result = ws.quantize("-o", ws.out, "--evaluate_samples", "0", env={"QTOOL_MAX_READ_BYTES": limit})
+    assert result.exit_code == 0, result.stderr
+    assert ws.out.exists()
+
+
+def test_a_file_growing_past_its_stat_is_read_to_the_limit(tmp_path: Path) -> None:
+    from qtool.errors import DataError
+    from qtool.io.files import read_bytes
+
+    assert len(read_bytes("/proc/self/status", limit=1 << 40)) > 100  # its size says 0
+    with pytest.raises(DataError, match="over the 100-byte limit"):
+        read_bytes("/proc/self/status", limit=100)

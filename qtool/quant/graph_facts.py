@@ -77,7 +77,15 @@ class GraphFacts:
                 reached.update(fresh)
                 pending.extend(fresh)
         shapes = {_shape(v) for v in self.model.graph.output if self.is_float(v.name)} - {None}
-        return len(inputs) > 1 and any(self.is_float(v.name) and _shape(v) in shapes for v in inputs)
+        states = [v for v in inputs if self.is_float(v.name) and _shape(v) in shapes]
+        # a float scalar beside it is a condition, not a stream's data: a diffusion UNet's noisy image in,
+        # denoised out, with its sigma (terrain-diffusion's: warned of a stream for list order alone)
+        return bool(states) and any(v not in states and not self._float_scalar(v) for v in inputs)
+
+    def _float_scalar(self, value: onnx.ValueInfoProto) -> bool:
+        """One float value a sample: no dims past a batch one, or all of them 1."""
+        dims = value.type.tensor_type.shape.dim
+        return self.is_float(value.name) and all(d.dim_value == 1 for d in dims[1:]) and (not dims or dims[0].dim_value in (0, 1))
 
     def is_float(self, name: str) -> bool:
         return self.elem_types.get(name) in self.float_types

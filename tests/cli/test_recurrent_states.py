@@ -159,6 +159,28 @@ def test_a_stateless_model_whose_list_grows_in_magnitude_is_not_said_to_accumula
     assert not [f for f in json.loads(lint.stdout)["findings"] if f["lint"] == "growing-range"]
 
 
+def test_an_image_to_image_model_with_a_scalar_condition_is_not_a_stream(tmp_path: Path) -> None:
+    """A denoiser's noisy input and denoised output share a shape beside its noise level, a float scalar
+    (terrain-diffusion's consistency UNet: noisy, sigma, difficulty): no state crosses samples, and a list of
+    noise levels in order is not a stream."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.5, (FEATURES, FEATURES)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["noisy", "w"], ["xw"]), helper.make_node("Mul", ["xw", "sigma"], ["denoised"])]
+    graph = helper.make_graph(nodes, "denoiser",
+                              [helper.make_tensor_value_info("noisy", TensorProto.FLOAT, [1, FEATURES]),
+                               helper.make_tensor_value_info("sigma", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("denoised", TensorProto.FLOAT, [1, FEATURES])], [w])  # fmt: skip
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    feeds = [{"noisy": (rng.normal(0, 1, (1, FEATURES)) * 1.5 ** (k // 4)).astype(np.float32),
+              "sigma": np.array([1.5 ** (k // 4)], np.float32)} for k in range(16)]  # fmt: skip
+    write_feeds(tmp_path, feeds)
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", tmp_path / "q.onnx"])
+    assert result.exit_code == 0 and "grew over every quarter" not in result.stderr, result.stderr
+    lint = run_cli(["inspect", path, "-l", tmp_path / "list.txt", "--json"])
+    assert not [f for f in json.loads(lint.stdout)["findings"] if f["lint"] == "growing-range"]
+
+
 def test_a_state_passed_in_and_out_without_a_recurrent_op_is_a_stream(tmp_path: Path) -> None:
     """A decomposed cell (no LSTM op): its state is an input and an output of one shape, beside the data input.
     A state that grows along the list is warned of there, as in an LSTM's."""

@@ -151,7 +151,7 @@ class Transaction:
         assert target is not None
         self._make_folder(target.parent, str(path))
         name = os.fsdecode(os.fsencode(target.name)[:_TEMP_NAME_BYTES]).rstrip("\udcff") or "out"
-        staging.sweep(target.parent, name, set(self._inputs))  # a killed run's, for this output
+        staging.sweep(target.parent, name, {*self._inputs, *self._existing})  # a killed run's; not an input or output
         try:
             fd, tmp, lock = staging.create(target.parent, name)
         except OSError as e:

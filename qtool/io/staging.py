@@ -5,7 +5,7 @@ long as its run needs it, which the kernel drops when the run dies. A run killed
 cannot remove its own, so the next run writing the same output removes the ones that are provably stale: a
 regular file of this user, named for that output, that no live run holds locked (a run that was stopped, not
 killed, still holds its locks), not changed in the last FRESH_SECONDS (a live run's file between its creation
-and its lock) and not one of the command's inputs. On a filesystem without flock nothing is removed. (A qtool
+and its lock) and not one of the command's inputs or outputs. On a filesystem without flock nothing is removed. (A qtool
 from before these locks took none: a run of one writing the same output at that moment loses its temporary,
 and fails with one error line, nothing written.)
 

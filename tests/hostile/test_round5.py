@@ -314,3 +314,19 @@ def test_a_file_growing_past_its_stat_is_read_to_the_limit(tmp_path: Path) -> No
     assert len(read_bytes("/proc/self/status", limit=1 << 40)) > 100  # its size says 0
     with pytest.raises(DataError, match="over the 100-byte limit"):
         read_bytes("/proc/self/status", limit=100)
+
+
+def test_an_output_named_like_another_outputs_staging_file_is_not_swept(tmp_path: Path, monkeypatch) -> None:
+    """--html out/.q.onnx.abcdefgh.tmp beside -o out/q.onnx: the sweep for q.onnx must not take the previous
+    report, which a run that then fails must leave as it was."""
+    from qtool.errors import UsageError
+    from qtool.io import outputs, staging
+
+    monkeypatch.setattr(staging, "FRESH_SECONDS", 0.0)
+    html = tmp_path / ".q.onnx.abcdefgh.tmp"
+    html.write_text("the previous report")
+    with pytest.raises(UsageError, match="later"), outputs.command(outputs=[("-o", tmp_path / "q.onnx"), ("--html", html)]):
+        outputs.write_text(tmp_path / "q.onnx", "model")
+        raise UsageError("a later failure")
+    assert [p.name for p in tmp_path.iterdir()] == [html.name]
+    assert html.read_text() == "the previous report"

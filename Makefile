@@ -359,7 +359,8 @@ OUT := build/demo
 # 19043 -> 19045: read_bytes reads what the stat says, not limit + 1 bytes allocated up front (a 100 GB QTOOL_MAX_READ_BYTES was a MemoryError; helper-44)
 # 19045 -> 19053: a float scalar beside an input that shares an output's shape is a condition, not a stream's data
 #   (quant/graph_facts.carries_state; terrain-diffusion's UNet was warned of a growing state for list order alone)
-LINE_BUDGET := 19053
+# 19053 -> 19062: smoothquant smooths a gated MLP's product through its linear branch (T5 v1.1 and Llama MLPs)
+LINE_BUDGET := 19062
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -161,3 +161,46 @@ def test_best_alpha_leaves_a_site_alone_when_no_alpha_brings_it_closer() -> None
     weights = [rng.integers(-3, 4, size=(16, 8)).astype(np.float64)]
     assert smoothquant.best_alpha(x, weights, np.abs(x).max(axis=0), lambda v: v, np.round) is None
     assert smoothquant.best_alpha(x, weights, np.abs(x).max(axis=0)) is not None  # at W8A8 the outlier costs
+
+
+def _gated_mlp(square: bool = False) -> onnx.ModelProto:
+    """x -> SiLU(x·W0) ⊙ (x·W1 + b1) -> ·W2, as T5 v1.1 and Llama write their MLP, hidden unit 5 an outlier
+    (`square`: the product is (x·W1 + b1)², which no scaling of W1 keeps exact)."""
+    rng = np.random.default_rng(3)
+    w0, w1, w2 = (rng.normal(0, 0.2, shape).astype(np.float32) for shape in ((64, 128), (64, 128), (128, 64)))
+    w1[:, 5] *= 60
+    h = onnx.helper
+    gate = ["z1", "z1"] if square else ["silu", "z1"]
+    nodes = [h.make_node("MatMul", ["x", "w0"], ["z0"]), h.make_node("Sigmoid", ["z0"], ["sig"]),
+             h.make_node("Mul", ["z0", "sig"], ["silu"]), h.make_node("MatMul", ["x", "w1"], ["z1m"]),
+             h.make_node("Add", ["z1m", "b1"], ["z1"]), h.make_node("Mul", gate, ["hidden"], name="gate"),
+             h.make_node("MatMul", ["hidden", "w2"], ["y"])]  # fmt: skip
+    inits = [onnx.numpy_helper.from_array(a, n) for a, n in ((w0, "w0"), (w1, "w1"), (w2, "w2"))]
+    inits.append(onnx.numpy_helper.from_array(rng.normal(0, 0.1, 128).astype(np.float32), "b1"))
+    graph = h.make_graph(nodes, "gated", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 16, 64])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, 64])], inits)  # fmt: skip
+    return onnx.shape_inference.infer_shapes(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]))
+
+
+def test_a_gated_mlps_product_is_smoothed_through_its_linear_branch() -> None:
+    model = _gated_mlp()
+    sites = {s.tensor: s for s in smoothquant.find_sites(GraphFacts.of(model))}
+    assert sites["hidden"].producer.input[1] == "w1" and sites["hidden"].bias == "b1"
+    feeds = [{"x": np.random.default_rng(k).normal(size=(1, 16, 64)).astype(np.float32)} for k in range(4)]
+    ctx = AlgorithmContext(model, lambda: iter(enumerate(feeds)), lambda m, e: (m, None))
+    ctx.config = {"alpha": 0.5, "keep": "always"}
+    before = onnx.ModelProto()
+    before.CopyFrom(model)
+    assert "hidden (max/median" in smoothquant.run(ctx)[0]
+
+    def run(m: onnx.ModelProto) -> np.ndarray:
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return np.stack([session.run(None, f)[0] for f in feeds])
+
+    np.testing.assert_allclose(run(ctx.model), run(before), rtol=1e-4, atol=1e-4 * float(np.abs(run(before)).max()))
+    w1 = onnx.numpy_helper.to_array(next(i for i in ctx.model.graph.initializer if i.name == "w1"))
+    assert np.abs(w1[:, 5]).max() < 0.5 * 60 * 0.2 * 2  # the outlier unit's column shrank
+
+
+def test_a_product_of_a_tensor_with_itself_is_not_a_site() -> None:
+    assert "hidden" not in {s.tensor for s in smoothquant.find_sites(GraphFacts.of(_gated_mlp(square=True)))}

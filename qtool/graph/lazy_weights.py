@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import mmap
 import os
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,6 +28,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from qtool.io import staging
+
+logger = logging.getLogger(__name__)
 _MAPS: dict[str, tuple[tuple[int, int, int], mmap.mmap]] = {}  # path -> (its stat key, its mapping)
 
 
@@ -193,6 +199,8 @@ def copy_fields(source, target, skip: str) -> None:
 
 
 _SCRATCH: list[str] = []  # the process's scratch folder, made on first use
+_SCRATCH_LOCK: list[int] = []  # a descriptor holding its lock's flock while the process lives
+SCRATCH_PREFIX, SCRATCH_LOCK = "qtool-weights-", ".lock"
 
 
 def scratch_file(name: str) -> str:
@@ -202,9 +210,41 @@ def scratch_file(name: str) -> str:
 
 def _scratch() -> str:
     if not _SCRATCH:
-        _SCRATCH.append(tempfile.mkdtemp(prefix="qtool-weights-"))
-        atexit.register(_remove_scratch, _SCRATCH[0])
+        sweep_scratch(tempfile.gettempdir())
+        folder = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+        lock = os.open(os.path.join(folder, SCRATCH_LOCK), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        staging.try_lock(lock)
+        _SCRATCH_LOCK.append(lock)
+        _SCRATCH.append(folder)
+        atexit.register(_remove_scratch, folder)
     return _SCRATCH[0]
+
+
+def sweep_scratch(parent: str) -> None:
+    """Removes the scratch folders of runs that were killed (SIGKILL, the OOM killer: no atexit ran), spilled
+    weights of up to a model's size each: this user's, whose lock no live run holds (the kernel dropped it
+    with the run), unchanged for staging.FRESH_SECONDS. A folder with no lock file (a qtool from before it, or
+    one between its creation and its lock) is left alone."""
+    with contextlib.suppress(OSError), os.scandir(parent) as entries:
+        for entry in entries:
+            if entry.name.startswith(SCRATCH_PREFIX):
+                _remove_if_stale(entry.path)
+
+
+def _remove_if_stale(folder: str) -> None:
+    try:
+        st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or time.time() - st.st_mtime < staging.FRESH_SECONDS:
+            return
+        fd = os.open(os.path.join(folder, SCRATCH_LOCK), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if staging.try_lock(fd):
+            shutil.rmtree(folder, ignore_errors=True)
+            logger.info("removed %s, left by a qtool run that was killed", folder)
+    finally:
+        os.close(fd)
 
 
 def _remove_scratch(folder: str) -> None:

@@ -34,7 +34,7 @@ FRESH_SECONDS = 10.0  # st_ctime: link() sets it too, so a backup's age is its o
 _RANDOM = re.compile(r"[a-z0-9_]{8}\.(tmp|bak)")  # tempfile's names: 8 of "a-z0-9_"
 
 
-def _locked(fd: int) -> bool:
+def try_lock(fd: int) -> bool:
     """Take an exclusive flock on `fd` without waiting; False if another holds it or the filesystem has none."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -47,7 +47,7 @@ def create(folder: Path, name: str) -> tuple[int, Path, int]:
     """A new temporary for output `name` in `folder`: its descriptor, its path and a descriptor holding its lock."""
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=SUFFIX, dir=folder)
     lock = os.dup(fd)  # the same open file: its lock outlives the writer's handle, closed after writing
-    if not _locked(lock):
+    if not try_lock(lock):
         logger.debug("%s: no flock on this filesystem; a later run will not remove it if this one is killed", tmp)
     return fd, Path(tmp), lock
 
@@ -64,7 +64,7 @@ def backup(target: Path, tmp: Path) -> tuple[Path, int] | None:
         logger.debug("%s replaced without a backup: %s", target, e.strerror)
         return None
     fd = os.open(saved, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    _locked(fd)
+    try_lock(fd)
     return saved, fd
 
 
@@ -93,7 +93,7 @@ def _remove_if_stale(path: Path, keep: set[tuple[int, int]]) -> None:
         return
     try:
         again = os.fstat(fd)
-        if (again.st_dev, again.st_ino) == (st.st_dev, st.st_ino) and _locked(fd):
+        if (again.st_dev, again.st_ino) == (st.st_dev, st.st_ino) and try_lock(fd):
             os.unlink(path)
             logger.info("removed %s, left by a qtool run that was killed", path)
     except OSError:

@@ -127,3 +127,28 @@ def test_a_transform_runs_without_the_large_weights_and_leaves_the_model_alone()
         numpy_helper.to_array(t).tobytes() for t in (big, small)
     ]
     onnx.checker.check_model(out)
+
+
+def test_a_killed_runs_scratch_folder_is_swept_and_a_live_ones_is_not(tmp_path) -> None:
+    """SIGKILL skips atexit: the spilled weights (up to a model's size) stayed in $TMPDIR for good."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    code = "import sys, time; from qtool.graph import lazy_weights as w; print(w._scratch(), flush=True); time.sleep(60)"
+    runs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    killed, live = (run.stdout.readline().strip() for run in runs)
+    runs[0].send_signal(signal.SIGKILL)
+    runs[0].wait()
+    old_run = tmp_path / "qtool-weights-older"  # a qtool from before the lock file: nobody can tell it is dead
+    old_run.mkdir()
+    for folder in (killed, live, old_run):
+        os.utime(folder, (1, 1))
+    try:
+        lazy_weights.sweep_scratch(str(tmp_path))
+        assert not os.path.exists(killed) and os.path.isdir(live) and old_run.is_dir()
+    finally:
+        runs[1].kill()
+        runs[1].wait()

@@ -377,7 +377,7 @@ def _quantize(
         raise UsageError("the overrides have per-block encodings, which the legacy (0.6.1) format cannot write",
                          hint="add --encodings_format 1.0.0 or 2.0.0")  # fmt: skip
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
-    eval_list = read_input_list(o.eval_list) if o.eval_list is not None else input_list
+    eval_list = read_input_list(o.eval_list, "eval_list") if o.eval_list is not None else input_list
     for listing in (input_list, eval_list):
         if listing is not None:
             tx.add_inputs(f"a file of {listing.path}", listing.files())

@@ -205,5 +205,6 @@ def _check_directive_place(kind: str, after_samples: bool, after_tensors: bool, 
         raise DataError("'#' output-layer line must come before the '%' line", where=where)
 
 
-def read_input_list(path: str | os.PathLike[str]) -> InputList:
-    return parse_input_list(read_text(path, "input_list"), Path(path))
+def read_input_list(path: str | os.PathLike[str], what: str = "input_list") -> InputList:
+    """`what`: the file's role in errors about the file itself (--eval_list's is no input_list to the user)."""
+    return parse_input_list(read_text(path, what), Path(path))

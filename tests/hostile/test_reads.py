@@ -39,6 +39,14 @@ def test_a_fifo_input_is_not_a_regular_file_and_never_blocks(ws: Workspace, flag
                    "pipe", "not a regular file")  # fmt: skip
 
 
+def test_a_fifo_eval_list_is_named_as_the_eval_list(ws: Workspace) -> None:
+    os.mkfifo(ws.root / "pipe")
+    before = ws.snapshot()
+    result = qtool_process("quantize", "-i", ws.model, "--input_list", ws.listing, "--eval_list", ws.root / "pipe", "-o",
+                           ws.out, timeout=60)  # fmt: skip
+    assert_refused(ws, before, result, 4, "pipe: eval_list is not a regular file")
+
+
 def test_a_fifo_in_the_input_list_is_refused(ws: Workspace) -> None:
     os.mkfifo(ws.root / "sample.raw")
     ws.listing.write_text(f"{ws.root / 'sample.raw'}\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import json
 import logging
 import math
 import os
@@ -430,6 +431,8 @@ def _quantize(
     level = o.matmulnbits_accuracy_level or 0
     if o.target == "ort-cpu" and (count := to_matmulnbits(quantized, level)):  # 4-bit block MatMuls run natively
         report.facts["MatMulNBits nodes"] = count
+    if ctx.rewritten:  # after the evaluation, whose layers were compared with the rewritten float model itself
+        gm.set_metadata(quantized, gm.METADATA_REWRITTEN, json.dumps(sorted(ctx.rewritten)))
     gm.save(quantized, output, external=o.external_data)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
     report.facts.update(_plan_facts(plan, output, started))

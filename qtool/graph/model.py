@@ -28,6 +28,8 @@ METADATA_OVERRIDES = "qtool.quantization_overrides"
 METADATA_CONVERTED = "qtool.converted"
 METADATA_FLOAT_BITWIDTH = "qtool.float_bitwidth"
 METADATA_BATCHNORM = "qtool.batchnorm"  # folded BatchNorms' beta/gamma by output tensor, for cle
+# tensors quantize's float-stage rewrites changed (JSON list): a comparison with the float model as given skips them
+METADATA_REWRITTEN = "qtool.rewritten"
 # protobuf cannot serialize a message past 2 GiB: a model over this size (QTOOL_EXTERNAL_DATA_BYTES
 # overrides it, so that tests exercise the path on small models) is written with external data.
 EXTERNAL_DATA_ENV = "QTOOL_EXTERNAL_DATA_BYTES"

@@ -27,6 +27,7 @@ grids explain less than half of what it adds magnifies the error it inherits, an
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ import onnx
 from qtool import runtime
 from qtool.encoding import Encoding
 from qtool.graph import external_data
+from qtool.graph import model as gm
 from qtool.graph.model import inferred
 from qtool.inspect import stages
 from qtool.inspect.compare import common_shape, dot
@@ -170,6 +172,16 @@ class LayerRow:
     fix: str
 
 
+def rewritten_tensors(quantized: onnx.ModelProto) -> list[str]:
+    """The tensors quantize's float-stage rewrites (smoothquant, cle, outlier_split) left holding other values
+    than the float model as given: rescaled channels read as error, as 'clipped' (flan-t5's smoothed MLP)."""
+    try:
+        names = json.loads(gm.metadata(quantized).get(gm.METADATA_REWRITTEN, "[]"))
+    except ValueError:
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
 def probes(
     reference: onnx.ModelProto, quantized: onnx.ModelProto, shaped: onnx.ModelProto | None = None
 ) -> list[Probe]:
@@ -180,6 +192,7 @@ def probes(
     graph = quantized.graph
     present = {v.name for v in graph.input} | {o for n in graph.node for o in n.output}
     found = qdq_encodings(quantized)
+    rewritten = set(rewritten_tensors(quantized))
     result = []
     # another tool's Q/DQ pair names its output otherwise (onnxruntime: T_DequantizeLinear_Output); probing T
     # there would measure the layer before its own activation grid
@@ -187,6 +200,8 @@ def probes(
     pairs = {quantizers[n.input[0]]: n.output[0] for n in reversed(graph.node)
              if n.op_type == "DequantizeLinear" and n.input[0] in quantizers}  # fmt: skip
     for tensor in float_tensors(facts):
+        if tensor in rewritten:
+            continue
         dequantized = f"{tensor}_dequantized"
         name = dequantized if dequantized in present else pairs.get(tensor, tensor if tensor in present else None)
         if name is None:

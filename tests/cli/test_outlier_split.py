@@ -64,6 +64,7 @@ def test_the_split_is_exact_in_float_and_keeps_the_original_names(block) -> None
     nodes = {n.output[0]: n for n in ctx.model.graph.node}
     assert list(nodes["down"].input) == ["down_main", "down_outliers"]  # the MLP output keeps its name
     assert nodes["gelu"].input == ["up"] and nodes["gelu_outliers"].op_type == "Gelu"
+    assert ctx.rewritten == {"up_mm", "up", "gelu"}  # narrowed to the other units: inspect --reference leaves them out
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in ctx.model.graph.initializer}
     assert weights["w1"].shape == (64, 121) and weights["w1_outliers"].shape == (64, 7)
     assert weights["w2"].shape == (121, 64) and weights["w2_outliers"].shape == (7, 64)

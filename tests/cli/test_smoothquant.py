@@ -13,6 +13,7 @@ import pytest
 from attention_models import outlier_block_model, write_block
 from conftest import run_cli
 
+from qtool.graph import model as gm
 from qtool.io.feeds import iter_feeds, iter_samples
 from qtool.io.input_list import read_input_list
 from qtool.io.raw import InputSpec
@@ -215,3 +216,19 @@ def test_the_warnings_layers_are_compared_with_the_smoothed_float_model(tmp_path
                       "99", "--apply_algorithms", "smoothquant", "--config", tmp_path / "sq.yaml"])  # fmt: skip
     assert result.exit_code == 6, result.stderr
     assert "worst layer" in result.stderr and "clipped" not in result.stderr
+
+
+def test_inspect_leaves_out_the_tensors_smoothing_rescaled(tmp_path: Path) -> None:
+    """`inspect --reference` compares with the float model as given, where the smoothed tensors hold s times
+    what the quantized model computes; the model names them (qtool.rewritten) and inspect skips them."""
+    model, calibration, _ = write_block(tmp_path, _gated_mlp())
+    (tmp_path / "sq.yaml").write_text("smoothquant:\n  keep: always\n")
+    out = tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", model, "--input_list", calibration, "-o", out, "--apply_algorithms",
+                      "smoothquant", "--config", tmp_path / "sq.yaml"])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert sorted(json.loads(gm.metadata(onnx.load(str(out)))["qtool.rewritten"])) == ["hidden", "z1", "z1m"]
+    inspected = run_cli(["inspect", out, "--reference", model, "-l", calibration, "--json"])
+    assert inspected.exit_code == 0, inspected.stderr
+    rows = json.loads(inspected.stdout)["layers (worst first by added error)"]
+    assert {r["tensor"] for r in rows} & {"hidden", "z1", "z1m"} == set() and rows

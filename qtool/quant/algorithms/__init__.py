@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,9 @@ class AlgorithmContext:
     plan_options: PlanOptions | None = None
     # QDQ model, n -> its output SQNR (dB) against the float model on n calibration samples spread over them (0: all)
     score: Callable[[onnx.ModelProto, int], float] | None = None
+    # tensors a kept float-stage rewrite left holding other values than the float model as given (channels
+    # rescaled, hidden units moved out): `inspect --reference` would read the difference as quantization error
+    rewritten: set[str] = field(default_factory=set)
 
     def array(self, name: str) -> np.ndarray:
         return external_data.array(next(i for i in self.model.graph.initializer if i.name == name))
@@ -88,13 +91,18 @@ class AlgorithmContext:
         graph.value_info.extend([*kept, value])
 
 
-def kept_if_better(ctx: AlgorithmContext, name: str, before: onnx.ModelProto, note: str, keep: str) -> list[str]:
+def kept_if_better(
+    ctx: AlgorithmContext, name: str, before: onnx.ModelProto, note: str, keep: str, rewritten: Iterable[str] = ()
+) -> list[str]:
     """A float-stage change (ctx.model, was `before`) stays unless `keep` is "auto" and a trial quantization
-    scores it below `before` (then ctx.model is `before` again); the report line either way."""
+    scores it below `before` (then ctx.model is `before` again); the report line either way. A change that
+    stays adds the tensors it `rewritten` to ctx.rewritten."""
     if keep == "always" or ctx.trial is None:
+        ctx.rewritten.update(rewritten)
         return [note]
     plain, changed = ctx.trial(before), ctx.trial(ctx.model)
     if changed >= plain:
+        ctx.rewritten.update(rewritten)
         return [f"{note}; output SQNR {plain:.1f} -> {changed:.1f} dB"]
     ctx.model.CopyFrom(before)
     logger.warning("%s: not applied: it lowers the output SQNR from %.1f to %.1f dB", name, plain, changed)

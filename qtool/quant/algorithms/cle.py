@@ -185,6 +185,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
         plain, equalized = ctx.trial(before), ctx.trial(ctx.model)
         kept, notes = equalized >= plain, ["; ".join(notes) + f"; output SQNR {plain:.1f} -> {equalized:.1f} dB"]
     if kept:
+        ctx.rewritten.update(t for p in pairs for t in (p.joint, *(p.act.output[:1] if p.act else ())))
         if capped:
             logger.warning(
                 "cle: %d ReLU6 now ReLU + a per-channel Min (6/s), which keeps the float model exact", capped

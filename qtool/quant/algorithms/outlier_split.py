@@ -180,7 +180,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
     samples = itertools.islice(ctx.samples(), int(ctx.config.get("num_batches", 32)))
     ranges = observe_channels(ctx.model, [m.act.output[0] for m in mlps], samples, ctx.threads)
     before = copy(ctx.model)
-    layers, split_nodes = [], set()
+    layers, split_nodes, rewritten = [], set(), []
     for mlp in mlps:
         if (seen := ranges.get(mlp.act.output[0])) is None:
             continue
@@ -192,10 +192,11 @@ def run(ctx: AlgorithmContext) -> list[str]:
         if units.size:
             rest_hi = np.delete(seen.channel_hi, units).max()
             _split(ctx, mlp, units)
+            rewritten += dict.fromkeys([mlp.up.output[0], mlp.act.input[0], mlp.act.output[0]])  # narrowed to N
             split_nodes |= {id(mlp.up), id(mlp.down)}
             layers.append(f"{mlp.act.output[0]} ({units.size} of {seen.channel_hi.size} units, max {seen.channel_hi.max():.3g} -> {rest_hi:.3g})")
             logger.info("outlier_split: %s", layers[-1])
     if not layers:
         return ["outlier_split: no MLP has outlier units"]
     note = f"outlier_split: {len(layers)} MLPs split: " + ", ".join(layers)
-    return kept_if_better(ctx, "outlier_split", before, note, keep)
+    return kept_if_better(ctx, "outlier_split", before, note, keep, rewritten)

@@ -239,18 +239,38 @@ def _smooth(ctx: AlgorithmContext, site: Site, peak: np.ndarray, alpha: float) -
     return s
 
 
+def _between(facts: GraphFacts, site: Site) -> list[str]:
+    """The tensors smoothing divides by s: the site, and back to its producer's output (a bias Add's, a gate's)."""
+    found, frontier = [], [site.tensor]
+    while frontier:
+        tensor = frontier.pop()
+        found.append(tensor)
+        node = facts.producers.get(tensor)
+        if node is not None and node.output[0] != site.producer.output[0] and node.op_type in ("Add", "Mul"):
+            frontier += [i for i in node.input if i not in facts.initializers and _reaches(facts, i, site.producer)]
+    return found
+
+
+def _reaches(facts: GraphFacts, tensor: str, producer: onnx.NodeProto) -> bool:
+    node = facts.producers.get(tensor)
+    while node is not None and node.output[0] != producer.output[0] and node.op_type in ("Add", "Mul"):
+        node = next((facts.producers.get(i) for i in node.input if i in facts.producers), None)
+    return node is not None and node.output[0] == producer.output[0]
+
+
 def run(ctx: AlgorithmContext) -> list[str]:
     check_config("smoothquant", ctx.config, SETTINGS)
     alpha, keep = ctx.config.get("alpha", 0.5), ctx.config.get("keep", "auto")
     if alpha != "auto" and (isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1):
         raise UsageError(f"smoothquant: alpha must be a number in [0, 1] or auto, not {alpha!r}", where="--config")
-    sites = find_sites(GraphFacts.of(ctx.model))
+    facts = GraphFacts.of(ctx.model)
+    sites = find_sites(facts)
     if not sites:
         logger.warning("smoothquant: no LayerNormalization or MatMul output feeding MatMuls; nothing smoothed")
         return ["smoothquant: no matching pattern"]
     peaks, rows = _channel_max(ctx, sites, int(ctx.config.get("num_batches", 32)), AUTO_ROWS * (alpha == "auto"))
     before = copy(ctx.model)
-    layers, even, unhelped, grids = [], 0, 0, _grids(ctx)
+    layers, even, unhelped, grids, rewritten = [], 0, 0, _grids(ctx), []
     for site in sites:
         if site.tensor in peaks:
             peak = peaks[site.tensor]
@@ -263,6 +283,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
                 unhelped += 1
                 continue
             s = _smooth(ctx, site, peak, float(chosen))
+            rewritten += _between(facts, site)
             ratio, after = _outlier_ratio(peak), _outlier_ratio(peak / s)
             layers.append(f"{site.tensor} ({f'alpha {chosen:g}, ' if alpha == 'auto' else ''}max/median {ratio:.1f} -> {after:.1f})")
             logger.info("smoothquant: %s: alpha %g, channel max/median %.1f -> %.1f", site.tensor, chosen, ratio, after)
@@ -274,4 +295,4 @@ def run(ctx: AlgorithmContext) -> list[str]:
         return [f"smoothquant: {left}"]
     note = f"smoothquant (alpha {alpha if alpha == 'auto' else format(alpha, 'g')}): {len(layers)} tensors smoothed: " + ", ".join(layers)
     note += f"; {left}" if left else ""
-    return kept_if_better(ctx, "smoothquant", before, note, keep)
+    return kept_if_better(ctx, "smoothquant", before, note, keep, rewritten)

@@ -98,7 +98,7 @@ def indices(facts: GraphFacts) -> set[str]:
     value is off by one wherever the grid cannot hold it: torchvision's MultiScaleRoIAlign picks each box's
     pyramid level as Cast(Clip(Floor(Log(Sqrt(area)) + k))), and on [0, 4] in 255 steps level 3 truncated to 2
     (Keypoint R-CNN: every box read zero features, scores 6.8 dB against quantize_static's 24.4, exit 0)."""
-    found = {name for node in facts.model.graph.node for name in _choosing(node)}
+    found = {name for node in facts.model.graph.node for name in _choosing(node)} | _peak_picking(facts)
     # back through arithmetic whose every reader is index arithmetic: in reverse graph order a tensor's readers
     # are settled before its producer is reached, so one pass is the fixpoint
     for node in reversed(facts.model.graph.node):
@@ -125,3 +125,33 @@ def _choosing(node: onnx.NodeProto) -> list[str]:
         return [i for i in node.input[:2] if i]
     at = COORDINATES.get(node.op_type)
     return [node.input[at]] if at is not None and len(node.input) > at and node.input[at] else []
+
+
+def _peak_picking(facts: GraphFacts) -> set[str]:
+    """Non-maximum suppression by max pooling, Equal(x, MaxPool(x)) (CenterNet's, LEADER's): x and its pooled
+    maximum, and the moves between them, stay float. On one grid the plateaus of a rounded map tie, and every
+    tie is a peak; on two (a grid and a float), no value equals its maximum."""
+    found: set[str] = set()
+    for node in facts.model.graph.node:
+        if node.op_type != "Equal" or len(node.input) < 2:
+            continue
+        paths = [_moved_from(facts, name) for name in node.input[:2]]
+        if paths[0][-1] == paths[1][-1] and any(facts.producers[t].op_type == "MaxPool" for p in paths for t in p[:-1]):
+            found.update(t for p in paths for t in p)
+    return found
+
+
+# ops that keep a map's ties and its maxima where they are: a peak of their output is one of their input's
+MONOTONIC = frozenset({"MaxPool", "Sigmoid", "Tanh", "Relu", "LeakyRelu", "Exp", "HardSigmoid", "Softplus"})
+
+
+def _moved_from(facts: GraphFacts, name: str) -> list[str]:
+    """`name` and the tensors it is moved, max-pooled or squashed from, back to the first that something else
+    makes (a Conv's output: computed in float from its rounded input, it has no plateaus to tie)."""
+    path = [name]
+    while (p := facts.producers.get(path[-1])) is not None and p.op_type in MOVES | MONOTONIC and p.input:
+        if p.op_type == "Concat" or (p.op_type == "MaxPool" and len(p.output) > 1 and p.output[1]):
+            break
+        path.append(p.input[0])
+    return path
+

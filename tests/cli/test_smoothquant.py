@@ -232,3 +232,11 @@ def test_inspect_leaves_out_the_tensors_smoothing_rescaled(tmp_path: Path) -> No
     assert inspected.exit_code == 0, inspected.stderr
     rows = json.loads(inspected.stdout)["layers (worst first by added error)"]
     assert {r["tensor"] for r in rows} & {"hidden", "z1", "z1m"} == set() and rows
+
+
+@pytest.mark.parametrize("output", ["hidden", "z1"])
+def test_a_tensor_smoothing_would_scale_that_the_graph_outputs_is_no_site(output: str) -> None:
+    """Scaling W1's columns divides the gate z1 and the product by s: as graph outputs they changed (97% off)."""
+    model = _gated_mlp()
+    model.graph.output.append(onnx.helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None))
+    assert "hidden" not in {s.tensor for s in smoothquant.find_sites(GraphFacts.of(model))}

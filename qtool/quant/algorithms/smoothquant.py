@@ -65,7 +65,8 @@ class Site:
 
 
 def _only_user(facts: GraphFacts, name: str, node: onnx.NodeProto) -> bool:
-    return [u.name for u in facts.consumers.get(name, [])] == [node.name]
+    """`node` alone reads `name`, and the graph does not output it (scaled, the model's output would change)."""
+    return [u.name for u in facts.consumers.get(name, [])] == [node.name] and name not in facts.graph_outputs
 
 
 def _weight_2d(facts: GraphFacts, node: onnx.NodeProto) -> bool:
@@ -106,7 +107,7 @@ def find_sites(facts: GraphFacts) -> list[Site]:
         matmuls = tuple(u for u in users if u.op_type == "MatMul" and u.input[0] == tensor and _weight_2d(facts, u))
         others = tuple(u for u in users if u not in matmuls)
         found = _producer(facts, tensor) if matmuls else None
-        if found is None or (others and (found[0].op_type != "LayerNormalization" or tensor in facts.graph_outputs)):
+        if found is None or tensor in facts.graph_outputs or (others and found[0].op_type != "LayerNormalization"):
             continue
         sites.append(Site(tensor, found[0], found[1], matmuls, others))
     return sites

@@ -489,10 +489,11 @@ def _layer_reference(o: QuantizeOptions, reference: onnx.ModelProto, model: onnx
     """The float model the quality warning's per-layer pass compares against: the one after the float stage's
     exact rewrites (HardSwish equalization, cle, smoothquant, outlier_split), whose tensors the quantized model
     computes. Against the reference, a smoothed channel of flan-t5's MLP (1924 there, 136 here) was 'clipped:
-    values reach 14.1x its grid's end'. A copy only when bc or adaround will change the weights after."""
-    if not changed or model is reference:
+    values reach 14.1x its grid's end'. A copy (the weights' size, held to the evaluation) only when there is an
+    evaluation to read it and bc or adaround will change the weights after (actsearch and clipsearch do not)."""
+    if not changed or model is reference or (o.eval_list or o.input_list) is None or o.evaluate_samples == 0:
         return reference
-    later = any(module.STAGE == "quantized" for _, module in resolve(o.apply_algorithms))
+    later = any(name in ("adaround", "bc") for name, _ in resolve(o.apply_algorithms))
     return gm.copy(model) if later else model
 
 

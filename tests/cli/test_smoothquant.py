@@ -240,3 +240,22 @@ def test_a_tensor_smoothing_would_scale_that_the_graph_outputs_is_no_site(output
     model = _gated_mlp()
     model.graph.output.append(onnx.helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None))
     assert "hidden" not in {s.tensor for s in smoothquant.find_sites(GraphFacts.of(model))}
+
+
+@pytest.mark.parametrize(
+    ("flags", "copied"),
+    [({"apply_algorithms": ("smoothquant", "bc")}, True),
+     ({"apply_algorithms": ("smoothquant", "actsearch")}, False),  # it changes encodings, not weights
+     ({"apply_algorithms": ("smoothquant", "adaround"), "evaluate_samples": 0}, False),  # nothing reads it
+     ({"apply_algorithms": ("smoothquant", "adaround"), "input_list": None}, False)],
+)  # fmt: skip
+def test_the_float_stage_model_is_copied_for_the_warning_only_when_read_and_changed_after(flags, copied) -> None:
+    """The copy costs the weights' size from the float stage to the evaluation: calibration's and the quantized
+    stage's peak (2 GB on a large model), where only bc and adaround change weights, and only an evaluation reads it."""
+    from qtool.api.quantize import _layer_reference
+    from qtool.config import QuantizeOptions
+
+    reference, model = _gated_mlp(), _gated_mlp()
+    o = QuantizeOptions(**{"input_network": Path("m.onnx"), "input_list": Path("l.txt"), **flags})
+    found = _layer_reference(o, reference, model, True)
+    assert (found is not model and found is not reference) if copied else (found is model or found is reference)

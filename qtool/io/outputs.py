@@ -219,7 +219,7 @@ class Transaction:
         output, if it had none)."""
         with _signals_blocked():
             for target, tmp in self._staged.items():
-                staging.put_back(target, tmp, self._backups.pop(target, None))
+                staging.put_back(target, tmp, self._backups.pop(target, None), self._locks[tmp])
             staging.release(*self._locks.values())
             self._locks.clear()
             self._staged.clear()

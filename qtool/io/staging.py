@@ -102,17 +102,22 @@ def _remove_if_stale(path: Path, keep: set[tuple[int, int]]) -> None:
         os.close(fd)
 
 
-def put_back(target: Path, tmp: Path, saved: tuple[Path, int] | None) -> None:
-    """Undo one output of a failed commit: a temporary not yet renamed goes (with its backup); a renamed one is
-    replaced by the file it replaced (its backup), or removed if it replaced none (this run wrote it)."""
+def put_back(target: Path, tmp: Path, saved: tuple[Path, int] | None, lock: int) -> None:
+    """Undo one output of a failed commit: a temporary not yet renamed goes (with its backup); a renamed one (the
+    file at `target` is the one `lock` holds, not merely `tmp` gone: a temporary someone else removed left the
+    user's file there) is replaced by the file it replaced (its backup), or removed if it replaced none."""
+    try:
+        ours, there = os.fstat(lock), os.lstat(target)
+        renamed = (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino)
+    except OSError:
+        renamed = False
+    for path in [] if renamed else [tmp, *(saved[:1] if saved else [])]:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
     with contextlib.suppress(OSError):
-        if tmp.exists():
-            os.unlink(tmp)
-            if saved is not None:
-                os.unlink(saved[0])
-        elif saved is not None:
+        if renamed and saved is not None:
             os.replace(saved[0], target)
-        else:
+        elif renamed:
             os.unlink(target)
     if saved is not None:
         release(saved[1])

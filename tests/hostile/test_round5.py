@@ -330,3 +330,17 @@ def test_an_output_named_like_another_outputs_staging_file_is_not_swept(tmp_path
         raise UsageError("a later failure")
     assert [p.name for p in tmp_path.iterdir()] == [html.name]
     assert html.read_text() == "the previous report"
+
+
+def test_a_failed_run_whose_temporary_someone_removed_leaves_the_previous_output(tmp_path: Path) -> None:
+    """The undo took a missing temporary for one already renamed and removed the output: the previous run's file,
+    which this run had not touched (a `rm .*.tmp` or a tmp cleaner during a long run, then any error)."""
+    from qtool.io import outputs
+
+    (tmp_path / "a").write_text("A1")
+    with pytest.raises(RuntimeError), outputs.command():
+        outputs.write_text(tmp_path / "a", "A2")
+        for staged in tmp_path.glob(".a.*.tmp"):
+            staged.unlink()
+        raise RuntimeError("a later stage failed")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a": "A1"}

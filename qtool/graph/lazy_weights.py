@@ -236,7 +236,7 @@ def _remove_if_stale(folder: str) -> None:
         st = os.lstat(folder)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or time.time() - st.st_mtime < staging.FRESH_SECONDS:
             return
-        fd = os.open(os.path.join(folder, SCRATCH_LOCK), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(os.path.join(folder, SCRATCH_LOCK), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return
     try:

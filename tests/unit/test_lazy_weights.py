@@ -144,7 +144,10 @@ def test_a_killed_runs_scratch_folder_is_swept_and_a_live_ones_is_not(tmp_path) 
     runs[0].wait()
     old_run = tmp_path / "qtool-weights-older"  # a qtool from before the lock file: nobody can tell it is dead
     old_run.mkdir()
-    for folder in (killed, live, old_run):
+    fifo = tmp_path / "qtool-weights-fifo"  # a FIFO for a lock must not block the sweep
+    fifo.mkdir()
+    os.mkfifo(fifo / lazy_weights.SCRATCH_LOCK)
+    for folder in (killed, live, old_run, fifo):
         os.utime(folder, (1, 1))
     try:
         lazy_weights.sweep_scratch(str(tmp_path))

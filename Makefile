@@ -376,7 +376,9 @@ OUT := build/demo
 #   adaround change weights after (api/quantize._layer_reference)
 # 19205 -> 19210: a failed run's undo tells a renamed output by the file its lock holds, not by its temporary
 #   missing (io/staging.put_back: a temporary someone removed cost the user's previous output)
-LINE_BUDGET := 19210
+# 19210 -> 19215: the quality warning names W8A16 or mixed precision for a transformer still far with its residual
+#   stream per channel (flan-t5: 5.6 dB with the recipe, 27.5 at A16)
+LINE_BUDGET := 19215
 
 .PHONY: demo test lint venv bench clean golden
 

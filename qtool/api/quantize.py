@@ -629,6 +629,11 @@ def _quality(
     elif o.act_bitwidth == 8 and o.act_quantizer_calibration == "min-max" and not o.apply_algorithms:
         # the recipe that gained a median 2 dB on the zoo without losing on any model (README)
         blame += "; or, keeping 8 bits, try --act_quantizer_calibration auto --apply_algorithms bc"
+    if o.use_per_channel_residual and o.act_bitwidth == 8 and residual_stream(facts):
+        # the residual recipe followed and still far: flan-t5's encoder 4.5 dB with it (5.6 + smoothquant), 27.5 at A16
+        blame += ("; 8-bit activations may not hold this transformer even with its residual stream per channel:"
+                  " --act_bitwidth 16 (W8A16, as QNN HTP runs transformers), or --mixed_precision auto --target_sqnr"
+                  " for the tensors that need it")  # fmt: skip
     if o.no_hardswish_equalization and (pairs := cle_hardswish.find_pairs(facts, set(o.act_16bit_tensors))):
         blame += (f"; {len(pairs)} HardSwish -> depthwise Conv pairs (PP-LCNet's) left as they are: without"
                   " --no_hardswish_equalization their near-silent channels are widened, exactly in float")  # fmt: skip

@@ -32,6 +32,7 @@ import onnx
 from qtool.inspect.findings import Finding, LintContext
 from qtool.quant.calibrate import Sample, calibrate
 from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.group_range import BOUNDED_OPS
 from qtool.quant.observers import Histogram, MinMax, Observer, growing_ranges
 from qtool.quant.plan import activation_tensors, float_by_structure
 
@@ -93,13 +94,16 @@ def long_tails(ctx: LintContext) -> Iterable[Finding]:
         if core <= 0 or full / core < TAIL_RATIO or _already_clipped(ctx, name, full):
             continue
         ratio = full / core
+        # a Softmax's or Sigmoid's output, or a model output, keeps its observed range under every method
+        whole = name in ctx.facts.graph_outputs or getattr(ctx.facts.producers.get(name), "op_type", "") in BOUNDED_OPS
         yield Finding(
             "long-tail",
             "warning" if calibration == "min-max" else "info",
             f"tensor {name!r}",
             f"range [{lo:.4g}, {hi:.4g}] is {ratio:.1f}x its {PERCENTILE}th-percentile range "
             f"[{p_lo:.4g}, {p_hi:.4g}]: min-max calibration spends {math.log2(ratio):.1f} bits on 0.01% of values",
-            f"--act_quantizer_calibration percentile (or sqnr); or --act_16bit_tensors {name}",
+            f"--act_16bit_tensors {name} (a bounded op's or model output keeps its whole range under every "
+            "calibration method)" if whole else f"--act_quantizer_calibration percentile (or sqnr); or --act_16bit_tensors {name}",
         )
 
 

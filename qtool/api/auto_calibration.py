@@ -8,27 +8,58 @@ minimises, is not the output's: clipping a logit's tail that a Sigmoid reads cos
 So each candidate is scored the way float-stage changes are (api/quantize.trial_folds): calibrated on one half
 of up to 32 samples spread over the list, scored on the other half, and the halves swapped, with the
 algorithms that follow the ranges (bc, adaround) run in each trial. min-max, qairt's default, stays unless
-another method beats it by AUTO_MARGIN_DB, more than two folds of 16 samples resolve.
+another method beats it by AUTO_MARGIN_DB, more than two folds of 16 samples resolve, both pooled over the
+checked samples and on the median sample (each sample's SQNR against min-max's on it). Pooled over 16 samples,
+one or two loud ones decide: Open-NSFW's two-class output scored sqnr 52.0 dB against min-max 44.4 while every
+method's median sample stood at 65.8, and held out sqnr lost 4.3 dB.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
+
+import numpy as np
+
+from qtool.quant.mixed_precision import judged_outputs
 
 logger = logging.getLogger(__name__)
 
 AUTO_CALIBRATIONS = ("min-max", "sqnr", "mse")  # percentile's 99.99 and entropy's KL are one clip rule each
 AUTO_MARGIN_DB = 0.3
+SAMPLE_DB_CAP = 200.0  # a sample with no error at all: its SQNR is no number to subtract
 
 
-def choose_calibration(trial: Callable[[str], float]) -> tuple[str, str]:
-    """(the method, the report's line): `trial(method)` is the output SQNR (dB) out of sample."""
-    scores = {method: trial(method) for method in AUTO_CALIBRATIONS}
+def sample_sqnrs(drift: dict) -> list[float]:
+    """Each sample's SQNR (dB) on the output the model is judged by (the worst pooled one, as `overall`)."""
+    measured = [d for d in judged_outputs(drift).values() if d.per_sample]
+    if not measured:
+        return []
+    worst = max(measured, key=lambda d: d.noise / d.signal if d.signal > 0 else math.inf)
+    return [min(10 * math.log10(s / n), SAMPLE_DB_CAP) if n > 0 and s > 0 else (SAMPLE_DB_CAP if s > 0 else -SAMPLE_DB_CAP)
+            for s, n in worst.per_sample]  # fmt: skip
+
+
+def choose_calibration(trial: Callable[[str, list], float]) -> tuple[str, str]:
+    """(the method, the report's line): `trial(method, per_sample)` is the output SQNR (dB) out of sample, and
+    adds each checked sample's SQNR to `per_sample` (in the same order for every method)."""
+    samples: dict[str, list[float]] = {method: [] for method in AUTO_CALIBRATIONS}
+    scores = {method: trial(method, samples[method]) for method in AUTO_CALIBRATIONS}
     default = AUTO_CALIBRATIONS[0]
-    best = max(scores, key=lambda m: (scores[m], m == default))
-    chosen = best if scores[best] >= scores[default] + AUTO_MARGIN_DB else default
+
+    def median_gain(method: str) -> float:
+        mine, base = np.array(samples[method]), np.array(samples[default])
+        return float(np.median(mine - base)) if mine.size and mine.size == base.size else math.inf
+
+    gains = {m: median_gain(m) for m in AUTO_CALIBRATIONS if m != default}
+    eligible = [m for m in gains if scores[m] >= scores[default] + AUTO_MARGIN_DB and gains[m] >= AUTO_MARGIN_DB]
+    chosen = max(eligible, key=lambda m: scores[m]) if eligible else default
     tried = ", ".join(f"{m} {s:.1f}" for m, s in scores.items())
-    kept = f"; {default} stays unless another wins by {AUTO_MARGIN_DB:g} dB" if chosen == default != best else ""
-    logger.info("calibration auto: %s (held-out output SQNR: %s dB%s)", chosen, tried, kept)
-    return chosen, f"calibration auto: {chosen} (output SQNR on held-out halves of the list: {tried} dB{kept})"
+    medians = ", ".join(f"{m} {g:+.1f}" for m, g in gains.items() if math.isfinite(g))
+    kept = ""
+    if chosen == default and max(scores, key=lambda m: (scores[m], m == default)) != default:
+        kept = f"; {default} stays unless another wins by {AUTO_MARGIN_DB:g} dB pooled and on the median sample"
+    line = f"output SQNR on held-out halves of the list: {tried} dB; median sample against {default}: {medians} dB{kept}"
+    logger.info("calibration auto: %s (%s)", chosen, line)
+    return chosen, f"calibration auto: {chosen} ({line})"

@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 
 from qtool import runtime
-from qtool.api.auto_calibration import choose_calibration
+from qtool.api.auto_calibration import choose_calibration, sample_sqnrs
 from qtool.api.common import (
     EVALUATED_ON,
     check_output_names,
@@ -279,14 +279,17 @@ def _algorithm_context(
 
     kept: dict[tuple[int, ...], tuple[list, list | None]] = {}  # samples -> (feeds, the float model's outputs)
 
-    def sqnr_on(qdq: onnx.ModelProto, indices: tuple[int, ...]) -> float:
-        """Output SQNR on the calibration samples `indices`; the float model runs once per set of samples (auto's
-        three methods score on the same two halves, bc's keep-or-revert on them again)."""
+    def sqnr_on(qdq: onnx.ModelProto, indices: tuple[int, ...], per_sample: list[float] | None = None) -> float:
+        """Output SQNR on the calibration samples `indices` (each sample's added to `per_sample`); the float model
+        runs once per set of samples (auto's three methods score on the same two halves, bc's keep-or-revert on
+        them again)."""
         if indices not in kept:
             feeds = [feed for _, feed in subset(list(indices))()]
             kept[indices] = feeds, compare.reference_outputs(reference, feeds, o.num_threads)
         feeds, cached = kept[indices]
         drift = compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads, cached=cached, integer_kernels=kernels)
+        if per_sample is not None:
+            per_sample += sample_sqnrs(drift)
         return overall(drift)["sqnr_db"]
 
     observed: dict[tuple[int, ...], tuple[onnx.ModelProto, dict]] = {}  # auto: samples -> (model, its histograms)
@@ -305,7 +308,9 @@ def _algorithm_context(
             observed[key] = candidate, found
         return {name: read_as(seen, method, o.percentile_calibration_value) for name, seen in observed[key][1].items()}
 
-    def fold(candidate: onnx.ModelProto, fit_at: list[int], check_at: list[int], method: str) -> float:
+    def fold(
+        candidate: onnx.ModelProto, fit_at: list[int], check_at: list[int], method: str, per_sample: list | None
+    ) -> float:
         fit = subset(fit_at)
         found = observe(candidate, fit_at, method)
         _per_channel_residual(o, candidate, fit(), found)
@@ -324,16 +329,16 @@ def _algorithm_context(
             sub.config = {**o.algorithm_config.get("bc", {}), "calibration_frames": TRIAL_SAMPLES}
             with _quiet(bias_correction.logger):  # a trial's "not applied" is no news to the user
                 bias_correction.run(sub)
-        return sqnr_on(sub.quantize(sub.model, sub.overrides)[0], tuple(check_at))
+        return sqnr_on(sub.quantize(sub.model, sub.overrides)[0], tuple(check_at), per_sample)
 
-    def trial(candidate: onnx.ModelProto, method: str | None = None) -> float:
+    def trial(candidate: onnx.ModelProto, method: str | None = None, per_sample: list | None = None) -> float:
         """Output SQNR of `candidate` quantized as asked (activation ranges by `method`, or as asked), adaround
         and bc included (cheapened): whether a float-stage change pays depends on what follows it (cle helps
         4-bit rounding, not adaround). Scored out of sample: the mean over two folds, each calibrated on one
-        half and scored on the other."""
+        half and scored on the other; each checked sample's own SQNR added to `per_sample`, fold by fold."""
         folds = trial_folds(len(input_list.samples) if input_list is not None else 0)
         method = method or o.act_quantizer_calibration
-        return sum(fold(candidate, fit, check, method) for fit, check in folds) / len(folds)
+        return sum(fold(candidate, fit, check, method, per_sample) for fit, check in folds) / len(folds)
 
     def score(qdq: onnx.ModelProto, count: int) -> float:
         """Output SQNR on `count` calibration samples spread over the list (lists often go photo by photo; 0: all)."""
@@ -394,7 +399,7 @@ def _quantize(
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
         chosen, note = "min-max", ""
         if input_list is not None and o.act_bitwidth != 32:  # else no activation range is calibrated
-            chosen, note = choose_calibration(lambda method: ctx.trial(model, method))  # type: ignore[misc]
+            chosen, note = choose_calibration(lambda method, samples: ctx.trial(model, method, samples))  # type: ignore[misc]
         o, notes = dataclasses.replace(o, act_quantizer_calibration=chosen), notes + ([note] if note else [])
         ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
     notes += _run_algorithms(o, "float", ctx)

@@ -394,6 +394,7 @@ def _quantize(
     # the reference itself serves (a copy costs the weights' size: 2 GB on a large model)
     model = gm.copy(reference) if o.apply_algorithms or o.mixed_precision == "auto" else reference
     model, notes = _equalize_hardswish(o, reference, model, overrides, input_list)
+    equalized = bool(notes)
     observers: dict = {}
     ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
@@ -403,7 +404,7 @@ def _quantize(
         o, notes = dataclasses.replace(o, act_quantizer_calibration=chosen), notes + ([note] if note else [])
         ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
     notes += _run_algorithms(o, "float", ctx)
-    layer_reference = _layer_reference(o, reference, ctx.model, bool(notes))
+    layer_reference = _layer_reference(o, reference, ctx.model, equalized or bool(ctx.rewritten))
     calibration_started = time.perf_counter()
     # the evaluation's float outputs come from calibration when both run the same model on the same list
     keep = None

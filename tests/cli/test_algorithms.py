@@ -11,6 +11,7 @@ import pytest
 from algorithm_models import attention_block, conv1d_stack, high_bias_convs, linear_stack, unbalanced_convs
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from onnx import helper, numpy_helper
 from qnn_models import qtool
 
 from qtool.quant.algorithms import AlgorithmContext, cle
@@ -576,3 +577,15 @@ def test_bc_scores_the_model_it_writes_when_a_correction_leaves_the_biases_grid(
     report = json.loads(report)
     claimed = float(re.search(r"-> ([0-9.]+) dB", report["algorithms"]).group(1))
     assert abs(claimed - report["outputs (float vs quantized)"][0]["sqnr_db"]) < 0.06  # on the same 16 samples
+
+
+def test_cle_names_the_tensors_it_rescales_a_relu6_s_cap_among_them() -> None:
+    """inspect --reference leaves them out (qtool.rewritten): an uncapped ReLU6's Min writes its old name."""
+    model = unbalanced_convs()
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    model.graph.initializer.extend([numpy_helper.from_array(np.float32(v), k) for k, v in (("lo", 0.0), ("hi", 6.0))])
+    relu.CopyFrom(helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"], name="relu6"))
+    ctx = AlgorithmContext(model, samples=lambda: iter(()), quantize=lambda m, e: (m, None))
+    cle.run(ctx)
+    assert {"c1", "r1", "r1_uncapped"} == ctx.rewritten
+    assert any(n.op_type == "Min" and n.output[0] == "r1" for n in ctx.model.graph.node)

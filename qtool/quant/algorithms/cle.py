@@ -185,7 +185,9 @@ def run(ctx: AlgorithmContext) -> list[str]:
         plain, equalized = ctx.trial(before), ctx.trial(ctx.model)
         kept, notes = equalized >= plain, ["; ".join(notes) + f"; output SQNR {plain:.1f} -> {equalized:.1f} dB"]
     if kept:
-        ctx.rewritten.update(t for p in pairs for t in (p.joint, *(p.act.output[:1] if p.act else ())))
+        # an uncapped ReLU6 writes <name>_uncapped and its Min the ReLU6's own name, both rescaled
+        acts = [p.act.output[0] for p in pairs if p.act is not None]
+        ctx.rewritten.update([p.joint for p in pairs] + acts + [a.removesuffix("_uncapped") for a in acts])
         if capped:
             logger.warning(
                 "cle: %d ReLU6 now ReLU + a per-channel Min (6/s), which keeps the float model exact", capped

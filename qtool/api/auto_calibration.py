@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from qtool.quant.mixed_precision import judged_outputs
+from qtool.quant.mixed_precision import judged_outputs, sqnr_db
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +36,14 @@ def sample_sqnrs(drift: dict) -> list[float]:
     measured = [d for d in judged_outputs(drift).values() if d.per_sample]
     if not measured:
         return []
-    worst = max(measured, key=lambda d: d.noise / d.signal if d.signal > 0 else math.inf)
-    return [min(10 * math.log10(s / n), SAMPLE_DB_CAP) if n > 0 and s > 0 else (SAMPLE_DB_CAP if s > 0 else -SAMPLE_DB_CAP)
-            for s, n in worst.per_sample]  # fmt: skip
+    worst = min(measured, key=lambda d: _capped_db(d.signal, d.noise))
+    return [_capped_db(s, n) for s, n in worst.per_sample]
+
+
+def _capped_db(signal: float, noise: float) -> float:
+    """sqnr_db within ±SAMPLE_DB_CAP; nothing to measure (a zero signal) counts as the floor."""
+    value = sqnr_db(signal, noise)
+    return -SAMPLE_DB_CAP if value is None else min(max(value, -SAMPLE_DB_CAP), SAMPLE_DB_CAP)
 
 
 def choose_calibration(trial: Callable[[str, list], float]) -> tuple[str, str]:

@@ -521,7 +521,7 @@ def quieter_half(signals: list[float]) -> list[int]:
     return sorted(range(len(signals)), key=signals.__getitem__)[: max(1, len(signals) // 2)]
 
 
-def _sqnr_db(signal: float, noise: float) -> float | None:
+def sqnr_db(signal: float, noise: float) -> float | None:
     """None when the float values are all zero (nothing to measure)."""
     if not math.isfinite(noise):  # a float16 tensor that overflowed: inf or NaN outputs
         return -math.inf
@@ -536,7 +536,7 @@ def _quiet_sqnr(d) -> float | None:
     ones (speech with no wake word, a page with little text) sees their noise: openWakeWord's hey_mycroft met
     30 dB pooled over its calibration windows (38.4, two wake words) and gave 22.9 on held-out windows."""
     quiet = [d.per_sample[k] for k in quieter_half([s for s, _ in d.per_sample])]
-    return _sqnr_db(sum(s for s, _ in quiet), sum(n for _, n in quiet))
+    return sqnr_db(sum(s for s, _ in quiet), sum(n for _, n in quiet))
 
 
 def best_possible(drift: dict, signal_left: dict[str, float], samples_left: int, quiet: dict | None = None) -> Metrics:
@@ -547,14 +547,14 @@ def best_possible(drift: dict, signal_left: dict[str, float], samples_left: int,
     sqnrs, cosines = [], []
     slack = 1 + 1e-9  # keeps a trial that would meet the target exactly from stopping on rounding
     for name, d in judged_outputs(drift).items():
-        best = _sqnr_db((d.signal + max(signal_left.get(name, 0.0), 0.0)) * slack, d.noise)
+        best = sqnr_db((d.signal + max(signal_left.get(name, 0.0), 0.0)) * slack, d.noise)
         if best is None:  # overall skips an output whose float values are all zero
             continue
         sqnrs.append(best)
         if quiet is not None and name in quiet:
             indices, quiet_signal = quiet[name]
             noise = sum(n for k, (_, n) in enumerate(d.per_sample) if k in indices)
-            if (x := _sqnr_db(quiet_signal * slack, noise)) is not None:  # an overflow's inf or NaN noise: -inf
+            if (x := sqnr_db(quiet_signal * slack, noise)) is not None:  # an overflow's inf or NaN noise: -inf
                 sqnrs.append(x)
         # a one-value output's cosine is over the samples: no bound before the last one
         cosines.append(1.0 if d.elements == 1 else (d.cosine_sum + samples_left) / max(d.samples + samples_left, 1))
@@ -571,7 +571,7 @@ def overall(drift: dict) -> Metrics:
     """The worst output's SQNR and mean cosine: pooled over outputs, a small one (MTCNN's box regression
     next to its class scores) hid behind the large ones, and the search met its target on the sum."""
     measured = list(judged_outputs(drift).values())
-    per_output = [x for d in measured if (x := _sqnr_db(d.signal, d.noise)) is not None]
+    per_output = [x for d in measured if (x := sqnr_db(d.signal, d.noise)) is not None]
     sqnr = min(per_output) if per_output else -math.inf
     cosines = [d.cosine for d in measured if d.signal > 0]
     cosine = min(cosines, default=1.0 if all(d.noise == 0 for d in measured) else 0.0)  # all-zero and equal: no drift

@@ -192,7 +192,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
         if units.size:
             rest_hi = np.delete(seen.channel_hi, units).max()
             _split(ctx, mlp, units)
-            rewritten += dict.fromkeys([mlp.up.output[0], mlp.act.input[0], mlp.act.output[0]])  # narrowed to N
+            rewritten += [mlp.up.output[0], mlp.act.input[0], mlp.act.output[0]]  # narrowed to the other units
             split_nodes |= {id(mlp.up), id(mlp.down)}
             layers.append(f"{mlp.act.output[0]} ({units.size} of {seen.channel_hi.size} units, max {seen.channel_hi.max():.3g} -> {rest_hi:.3g})")
             logger.info("outlier_split: %s", layers[-1])

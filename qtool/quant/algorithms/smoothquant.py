@@ -54,14 +54,16 @@ MIN_OUTLIER_RATIO = 3.0
 
 @dataclass(frozen=True)
 class Site:
-    """A smoothable tensor: `producer` writes it (a LayerNormalization, or a MatMul and its bias Add),
-    and every node in `consumers` is a MatMul reading it as input 0 with a 2-D weight."""
+    """A smoothable tensor: `producer` writes it (a LayerNormalization, or a MatMul and its bias Add, or a gated
+    MLP's MatMul through the product), and every node in `consumers` is a MatMul reading it as input 0 with a 2-D
+    weight. `scaled`: the tensors smoothing divides by s, the site's back to the producer's output."""
 
     tensor: str
     producer: onnx.NodeProto
     bias: str | None  # the producing MatMul's bias constant (an Add after it), if any
     consumers: tuple[onnx.NodeProto, ...]
     others: tuple[onnx.NodeProto, ...] = ()  # readers that are not such MatMuls (a LayerNormalization's only)
+    scaled: tuple[str, ...] = ()
 
 
 def _only_user(facts: GraphFacts, name: str, node: onnx.NodeProto) -> bool:
@@ -74,7 +76,9 @@ def _weight_2d(facts: GraphFacts, node: onnx.NodeProto) -> bool:
     return weight in facts.initializers and len(facts.initializers[weight].dims) == 2 and _only_user(facts, weight, node)
 
 
-def _producer(facts: GraphFacts, tensor: str) -> tuple[onnx.NodeProto, str | None] | None:
+def _producer(facts: GraphFacts, tensor: str) -> tuple[onnx.NodeProto, str | None, tuple[str, ...]] | None:
+    """(the node the 1/s folds into, its bias, the tensors from `tensor` back to the node's output that smoothing
+    divides by s), or None."""
     node = facts.producers.get(tensor)
     if node is None:
         return None
@@ -82,12 +86,12 @@ def _producer(facts: GraphFacts, tensor: str) -> tuple[onnx.NodeProto, str | Non
         axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
         params = [i for i in node.input[1:] if i]
         ok = axis == -1 and all(p in facts.initializers and _only_user(facts, p, node) for p in params)
-        return (node, None) if ok else None
+        return (node, None, (tensor,)) if ok else None
     if node.op_type == "Mul":  # a gated MLP's product, act(x·W0) ⊙ (x·W1): the 1/s goes into W1's columns
         for gate in node.input:  # read once (x⊙x would scale by 1/s²), by this Mul only, N > 1 columns (no broadcast)
             found = _producer(facts, gate) if list(node.input).count(gate) == 1 and _only_user(facts, gate, node) else None
             if found is not None and found[0].op_type == "MatMul" and facts.initializers[found[0].input[1]].dims[1] > 1:
-                return found
+                return found[0], found[1], (tensor, *found[2])
         return None
     if node.op_type == "Add":  # MatMul + bias, as exporters split a Linear
         fused = facts.bias_add(node)
@@ -97,7 +101,7 @@ def _producer(facts: GraphFacts, tensor: str) -> tuple[onnx.NodeProto, str | Non
     else:
         found_bias = None
     if node.op_type == "MatMul" and _weight_2d(facts, node):
-        return node, found_bias
+        return node, found_bias, tuple(dict.fromkeys((tensor, node.output[0])))
     return None
 
 
@@ -109,7 +113,7 @@ def find_sites(facts: GraphFacts) -> list[Site]:
         found = _producer(facts, tensor) if matmuls else None
         if found is None or tensor in facts.graph_outputs or (others and found[0].op_type != "LayerNormalization"):
             continue
-        sites.append(Site(tensor, found[0], found[1], matmuls, others))
+        sites.append(Site(tensor, found[0], found[1], matmuls, others, found[2]))
     return sites
 
 
@@ -240,32 +244,12 @@ def _smooth(ctx: AlgorithmContext, site: Site, peak: np.ndarray, alpha: float) -
     return s
 
 
-def _between(facts: GraphFacts, site: Site) -> list[str]:
-    """The tensors smoothing divides by s: the site, and back to its producer's output (a bias Add's, a gate's)."""
-    found, frontier = [], [site.tensor]
-    while frontier:
-        tensor = frontier.pop()
-        found.append(tensor)
-        node = facts.producers.get(tensor)
-        if node is not None and node.output[0] != site.producer.output[0] and node.op_type in ("Add", "Mul"):
-            frontier += [i for i in node.input if i not in facts.initializers and _reaches(facts, i, site.producer)]
-    return found
-
-
-def _reaches(facts: GraphFacts, tensor: str, producer: onnx.NodeProto) -> bool:
-    node = facts.producers.get(tensor)
-    while node is not None and node.output[0] != producer.output[0] and node.op_type in ("Add", "Mul"):
-        node = next((facts.producers.get(i) for i in node.input if i in facts.producers), None)
-    return node is not None and node.output[0] == producer.output[0]
-
-
 def run(ctx: AlgorithmContext) -> list[str]:
     check_config("smoothquant", ctx.config, SETTINGS)
     alpha, keep = ctx.config.get("alpha", 0.5), ctx.config.get("keep", "auto")
     if alpha != "auto" and (isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1):
         raise UsageError(f"smoothquant: alpha must be a number in [0, 1] or auto, not {alpha!r}", where="--config")
-    facts = GraphFacts.of(ctx.model)
-    sites = find_sites(facts)
+    sites = find_sites(GraphFacts.of(ctx.model))
     if not sites:
         logger.warning("smoothquant: no LayerNormalization or MatMul output feeding MatMuls; nothing smoothed")
         return ["smoothquant: no matching pattern"]
@@ -284,7 +268,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
                 unhelped += 1
                 continue
             s = _smooth(ctx, site, peak, float(chosen))
-            rewritten += _between(facts, site)
+            rewritten += site.scaled
             ratio, after = _outlier_ratio(peak), _outlier_ratio(peak / s)
             layers.append(f"{site.tensor} ({f'alpha {chosen:g}, ' if alpha == 'auto' else ''}max/median {ratio:.1f} -> {after:.1f})")
             logger.info("smoothquant: %s: alpha %g, channel max/median %.1f -> %.1f", site.tensor, chosen, ratio, after)

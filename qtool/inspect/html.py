@@ -115,10 +115,13 @@ def render(report: InspectReport, rows: list[LayerRow] | None = None) -> str:
         f"<h1>{escape(report.title)}: {escape(str(report.facts.get('model', '')))}</h1>",
         f"<table>{facts}</table>",
     ]
+    # the verdict first: after the facts tables, a real model's encodings (hundreds of rows) buried it
+    drift = [t for t in report.tables if t.title.startswith("outputs")]
+    parts += [_table(t) for t in drift]
     parts.append(_findings(report))
     if rows:
         parts.append(chart(rows))
-    parts += [_table(t, worst if t.title.startswith("layers") else None) for t in report.tables]
+    parts += [_table(t, worst if t.title.startswith("layers") else None) for t in report.tables if t not in drift]
     body = "\n".join(parts)
     title = escape(f"{report.title} {report.facts.get('model', '')}")
     return (

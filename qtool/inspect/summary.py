@@ -61,7 +61,8 @@ def _schema(e: Encoding) -> str:
 def _encoding_row(kind_: str, name: str, e: Encoding) -> list:
     if e.is_float:  # kept float (float16 or 32): no grid
         return [kind_, name, e.bitwidth, _schema(e), "-", "-", "-", "-", "-"]
-    return [kind_, name, e.bitwidth, _schema(e), len(e.scale), min(e.min), max(e.max), e.scale[0], e.offset[0]]
+    widest = int(np.argmax(e.scale))  # the channel whose grid reaches min and max (channel 0's did not match them)
+    return [kind_, name, e.bitwidth, _schema(e), len(e.scale), min(e.min), max(e.max), e.scale[widest], e.offset[widest]]
 
 
 def _encodings_table(model: onnx.ModelProto, where: str) -> Table:

@@ -94,6 +94,7 @@ def test_html_report_is_one_self_contained_file(compared, tmp_path):
     assert not re.search(r"<script|<link|<img|src=|@import|url\(", text)
     assert "#d62728" in text and "r2 (Relu)" in text  # the worst layer is highlighted and named
     assert "uneven-channels" in text and "outputs (float vs quantized)" in text
+    assert text.index("outputs (float vs quantized)") < min(text.index("lint findings"), text.index("<h2>encodings"))
     assert [p.name for p in html.parent.iterdir()] == ["report.html"]  # atomic: no temp file left
     run_cli([*args, "--html", html, "--target", "vitis-dpu"])
     assert html.read_text() == text  # deterministic
@@ -112,6 +113,8 @@ def test_demo_model_compare(tmp_path):
     report = json.loads(result.stdout)
     assert report["outputs (float vs quantized)"][0]["top1_agreement"] >= 0.95
     assert [f["lint"] for f in report["findings"]] == ["input-range"]  # pixels in [0, 1]
+    for row in report["encodings"]:  # a per-channel row's scale and offset are those of the grid spanning min..max
+        assert row["min"] == pytest.approx(row["offset"] * row["scale"], rel=1e-5), row["tensor"]
     layers = {row["tensor"]: row for row in report["layers (worst first by added error)"]}
     assert len(layers) >= 15
     # the raw float model (BatchNormalization unfolded) as reference: the Conv outputs are not shared,

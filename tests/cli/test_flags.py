@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,17 @@ def test_help_shows_no_range_for_unbounded_numbers() -> None:
     result = run_cli(["quantize", "--help"])
     assert result.exit_code == 0
     assert "None]" not in result.output and "actsearch, bc (run in that order)" in " ".join(result.output.split())
+
+
+def test_an_override_off_the_power_of_2_grid_is_warned_of(tmp_path: Path) -> None:
+    # the demo's samples/overrides.json (an input in [0, 1], scale 1/255) under --target vitis-dpu: kept silently,
+    # and export --format fixpoint then refused the model
+    model = conv_bn_model()
+    source = save_model(model, tmp_path / "m.onnx")
+    overrides = tmp_path / "o.json"
+    entry = {"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "min": 0.0, "max": 1.0}
+    overrides.write_text(json.dumps({"activation_encodings": {"x": [entry]}, "param_encodings": {}}))
+    args = ["quantize", "-i", source, "-l", write_samples(tmp_path, model, 4), "-q", overrides, "-s", "x", "1,3,8,8"]
+    result = run_cli([*args, "--target", "vitis-dpu", "-o", tmp_path / "q.onnx"])
+    assert result.exit_code == 0, result.output
+    assert "'x' keeps its override's scale 0.00392157, not a power of 2" in result.stderr

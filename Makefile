@@ -391,8 +391,11 @@ OUT := build/demo
 #   (cli/options.no_such_option; helper-50); quantize takes convert's -q and -s; unbounded ranges unprinted in --help
 # 19386 -> 19390: inspect --html puts the outputs' drift first; the encodings table's per-channel scale is the widest's
 # 19390 -> 19392: an override kept off the power-of-2 grid under --act_power_of_2 is warned of (quant/group_range)
-# 19392 -> 19458: the float16 model keeps float32 around ops whose schema has no float16 (graph/float16; skl2onnx's Scaler)
-LINE_BUDGET := 19458
+# 19392 -> 19442: the staged per-layer comparison without a copy of the whole model per stage (runtime.pruned builds
+#   from the parts it keeps), fake_quantize in one float64 array, and no masked copies where a value holds no marker:
+#   terrain-diffusion's U-Net, 252 stages, 104 -> 62 s a sample, bit for bit
+# 19442 -> 19508: the float16 model keeps float32 around ops whose schema has no float16 (graph/float16; skl2onnx's Scaler)
+LINE_BUDGET := 19508
 
 .PHONY: demo test lint venv bench clean golden
 

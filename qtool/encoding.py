@@ -157,7 +157,17 @@ class Encoding:
         return ((view - zp) * scale).astype(np.float32).reshape(q.shape)
 
     def fake_quantize(self, x: np.ndarray) -> np.ndarray:
-        return self.dequantize(self.quantize(x))
+        """dequantize(quantize(x)), bit for bit, in one float64 array: the grid's integers are exact in float64,
+        and the int64 round trip was a third of the per-layer comparison's time."""
+        x = np.asarray(x)
+        view, scale, zp = self._on_grid(x)
+        q = np.asarray(view / scale, dtype=np.float64)
+        np.rint(q, out=q)
+        q += zp
+        np.clip(q, self.qmin, self.qmax, out=q)
+        q -= zp
+        q *= scale
+        return q.astype(np.float32).reshape(x.shape)
 
 
 def float_encoding(bitwidth: int) -> Encoding:

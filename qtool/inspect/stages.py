@@ -138,12 +138,13 @@ class _Staged:
         self.model, self.groups, self.where, self.folded = model, groups, where, folded
         self.nodes = list(model.graph.node)
         self.producer = {out: k for k, node in enumerate(self.nodes) for out in node.output}
-        inits = {t.name for t in model.graph.initializer}
-        self.inputs = {i.name for i in model.graph.input if i.name not in inits}  # every stage is fed these
+        self.reads = [runtime.reads(node) for node in self.nodes]  # once: each stage asks of every node not run
+        self.initializers = {t.name: t for t in model.graph.initializer}
+        self.inputs = {i.name for i in model.graph.input if i.name not in self.initializers}  # every stage is fed these
         self.kept = set(self.inputs)  # the values each sample carries into the next stage
         self.run: set[int] = set()  # nodes run by the stages so far
         self.fetch: list[str] = []  # what the prepared stage computes and returns
-        self.constant = _constant_nodes(self.nodes, inits)
+        self.constant = _constant_nodes(self.nodes, set(self.initializers))
         self.constant_values = {out for k in self.constant for out in self.nodes[k].output}
 
     def _needed(self, targets: list[str]) -> set[int]:
@@ -152,7 +153,7 @@ class _Staged:
             k = self.producer.get(stack.pop())
             if k is not None and k not in needed and (k not in self.run or k in self.constant):
                 needed.add(k)
-                stack.extend(name for name in runtime.reads(self.nodes[k]) if name not in self.kept)
+                stack.extend(name for name in self.reads[k] if name not in self.kept)
         return needed
 
     def prepare(self, g: int) -> set[str]:
@@ -162,13 +163,13 @@ class _Staged:
         self.run |= needed
         before = self.kept
         made = {out for k in needed for out in self.nodes[k].output if out}
-        later = {name for k, node in enumerate(self.nodes) if k not in self.run for name in runtime.reads(node)}
+        later = {name for k, names in enumerate(self.reads) if k not in self.run for name in names}
         later.update(name for group in self.groups[g + 1 :] for name in group)
         # a constant is made again by each stage that reads it, never fed: fed, a Resize's empty `scales`
         # is an input of unknown size, and onnxruntime refuses the Resize (SLANet: "not both of them")
         self.kept = self.inputs | (((self.kept | made) & later) - self.constant_values)
         self.fetch = sorted(made & (set(self.groups[g]) | self.kept))
-        reads = {name for k in needed for name in runtime.reads(self.nodes[k])}
+        reads = {name for k in needed for name in self.reads[k]}
         return ((reads | set(self.groups[g])) & before) | self.inputs
 
     def runner(self, example: dict[str, np.ndarray], threads: int) -> runtime.Runner:
@@ -177,7 +178,8 @@ class _Staged:
         # no arena: each stage's sessions run a few samples and go, and an arena's memory outlived them
         run: runtime.Runner | None = None
         if self.fetch:
-            run = runtime.runner(self.model, self.fetch, threads, self.where, given, folded=self.folded, arena=False)
+            run = runtime.runner(self.model, self.fetch, threads, self.where, given, folded=self.folded, arena=False,
+                                 index=(self.producer, self.initializers))
         return lambda start: {**start, **(run(start) if run is not None else {})}
 
 

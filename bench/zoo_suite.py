@@ -325,6 +325,7 @@ class Scores:
         self.noise = dict.fromkeys(names, 0.0)
         self.cosines: dict[str, list[float]] = {n: [] for n in names}
         self.per_sample: dict[str, list[float]] = {n: [] for n in names}  # SQNR dB of each sample
+        self.energies: dict[str, list[list[float]]] = {n: [] for n in names}  # [Σ ref², Σ error²] of each sample
         self.counts: dict[str, float] = {}
         self.values: dict[str, list[float]] = {}
         self.small: dict[str, tuple[list[float], list[float]]] = {}
@@ -354,6 +355,7 @@ class Scores:
             signal, noise = float(r64 @ r64), float((o64 - r64) @ (o64 - r64))
             self.signal[name] += signal
             self.noise[name] += noise
+            self.energies[name].append([signal, noise])
             if r64.size >= 4:  # a class vector or more; one or two scores a sample say little alone
                 self.per_sample[name].append(sample_sqnr(signal, noise))
             if r64.size >= 16:  # per-sample cosine; a score or two per sample joins one vector over the set
@@ -457,6 +459,7 @@ class Scores:
             }
             if self.per_sample[name]:
                 per_output[name]["median_sample_sqnr_db"] = float(np.median(self.per_sample[name]))
+            per_output[name]["samples"] = self.energies[name]  # for a paired bootstrap of two rows (summary)
         m["outputs"] = per_output
         finite = [v["sqnr_db"] for v in per_output.values() if v["sqnr_db"] is not None]
         if finite:
@@ -751,6 +754,49 @@ def _floor_deltas(rows: list[Row], models: dict, key: str) -> list[tuple[float, 
     return sorted(deltas)
 
 
+def _energies(row: Row) -> dict[str, np.ndarray]:
+    """Output -> (samples, 2) array of each validation sample's [Σ ref², Σ error²], where the row recorded them."""
+    outputs = row.metrics.get("outputs") or {}
+    return {name: np.array(o["samples"], np.float64) for name, o in outputs.items() if o.get("samples")}
+
+
+def delta_interval(q: Row, o: Row, draws: int = 2000, seed: int = 0) -> tuple[float, float] | None:
+    """The 95% paired-bootstrap interval of q's worst-output SQNR minus o's: both rows scored the same validation
+    samples, so each draw resamples those samples (with replacement) for both. Whether a gap of a dB is the
+    tools or which 64 inputs happened to be held out (one page, one window can hold most of the noise)."""
+    qs, os_ = _energies(q), _energies(o)
+    names = [n for n in qs if n in os_ and len(qs[n]) == len(os_[n]) > 1 and qs[n][:, 0].sum() > 0]
+    if not names:
+        return None
+    picks = np.random.default_rng(seed).integers(0, len(qs[names[0]]), size=(draws, len(qs[names[0]])))
+
+    def worst(energies: dict[str, np.ndarray]) -> np.ndarray:
+        sums = [energies[name][picks].sum(axis=1) for name in names]  # (draws, 2) per output
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.min([10 * np.log10(e[:, 0] / e[:, 1]) for e in sums], axis=0)
+
+    delta = worst(qs) - worst(os_)
+    delta = delta[np.isfinite(delta)]
+    return (float(np.percentile(delta, 2.5)), float(np.percentile(delta, 97.5))) if delta.size else None
+
+
+def _behind_beyond_noise(rows: list[Row], models: dict, margin: float = 0.3) -> tuple[list[str], list[str]]:
+    """Models whose qtool W8A8 row is behind onnxruntime's best row by more than `margin` dB, with the interval."""
+    found = []
+    for name in models:
+        q = next((r for r in rows if r.model == name and r.kind == "qtool:w8a8"), None)
+        ort = [r for r in rows if r.model == name and r.kind.startswith("ort:") and r.metrics.get("sqnr_db") is not None]
+        if q is None or q.metrics.get("sqnr_db") is None or not ort:
+            continue
+        best = max(ort, key=lambda r: r.metrics["sqnr_db"])
+        gap = q.metrics["sqnr_db"] - best.metrics["sqnr_db"]
+        if gap < -margin:
+            interval = delta_interval(q, best)
+            where = f" (95% CI {interval[0]:+.1f} to {interval[1]:+.1f})" if interval else " (no per-sample record)"
+            found.append((interval is not None and interval[1] < -margin, f"{name} {gap:+.1f}{where}"))
+    return [text for beyond, text in found if beyond], [text for beyond, text in found if not beyond]
+
+
 def _recipe_line(rows: list[Row], models: dict, kind: str, recipe: str) -> list[str]:
     """One recipe over plain W8A8 and over onnxruntime's best, on the models that have both rows."""
     found = []
@@ -796,6 +842,13 @@ def summary(rows: list[Row], models: dict) -> list[str]:
                 f"- {text.format(count=len(deltas))}: median {statistics.median(d for d, _ in deltas):+.1f} dB; "
                 f"behind by more than 0.3 dB on {len(behind)}: {', '.join(behind) or 'none'}."
             )
+    beyond, within = _behind_beyond_noise(rows, models)
+    if beyond or within:
+        lines.append(
+            f"- Of those behind by more than 0.3 dB, a paired bootstrap over the validation samples puts the gap past "
+            f"0.3 dB with 95% confidence on {len(beyond)}: {', '.join(beyond) or 'none'}; not on {len(within)}: "
+            f"{', '.join(within) or 'none'}."
+        )
     for kind, (label, _) in QTOOL_VARIANTS.items():
         if kind not in ("qtool:w8a8", "qtool:ort-cpu", "qtool:mixed30"):
             lines += _recipe_line(rows, models, kind, label.removeprefix("qtool W8A8").lstrip(" ,"))

@@ -320,7 +320,7 @@ def _algorithm_context(
         # that forced it scored every method through corrections the run then dropped (UVDoc: 9-12 dB, not 31-35)
         sub = AlgorithmContext(
             gm.copy(candidate), fit, quantizer(found), overrides=given, threads=o.num_threads,
-            score=lambda qdq, _: sqnr_on(qdq, tuple(fit_at)),
+            score=lambda qdq, _: sqnr_on(qdq, tuple(fit_at)), plan_options=_plan_options(o),
         )  # fmt: skip
         if "adaround" in o.apply_algorithms:
             sub.config = {**o.algorithm_config.get("adaround", {}), "num_batches": TRIAL_SAMPLES, "sequential": False}

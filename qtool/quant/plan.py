@@ -501,6 +501,15 @@ def _bias_encoding(
     )
 
 
+def refit_bias(name: str, values: np.ndarray, overrides: Encodings, o: PlanOptions) -> Encoding | None:
+    """The encoding build_plan gives a bias of `values` on a grid of its own; None for an int32 bias on its layer's
+    accumulator grid, whose fit can raise the weight's scale too."""
+    given = overrides.params.get(name)
+    if (given.bitwidth if given is not None else o.bias_bitwidth) == 32:
+        return None
+    return _bias_encoding(name, values, None, None, overrides, o)
+
+
 def _is_sentinel(facts: GraphFacts, name: str) -> bool:
     """A constant holding ±1e30-class values (attention masks of -3.4e38) is a marker, not data:
     it stays float rather than stretching a grid over 38 orders of magnitude."""

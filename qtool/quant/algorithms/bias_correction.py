@@ -28,6 +28,7 @@ from qtool.quant.algorithms import AlgorithmContext, check_config
 from qtool.quant.algorithms.frontier import Frontier
 from qtool.quant.algorithms.layers import Layer, weighted_layers
 from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.plan import refit_bias
 
 STAGE = "quantized"
 SETTINGS = frozenset({"calibration_frames", "calibration_iterations", "keep"})  # --config keys
@@ -126,6 +127,25 @@ def _set_quantized_bias(qdq: onnx.ModelProto, bias: str, values: np.ndarray, pla
     return False
 
 
+def _refit_bias(ctx: AlgorithmContext, qdq: onnx.ModelProto, bias: str, plan) -> bool:
+    """A corrected bias on a grid of its own (not int32 on its layer's): the grid the plan gives its new values, as
+    the model written will have it, put into the QDQ model in place (integers, scale, zero point) and into `plan`.
+    Kept on its old grid, a bias moved past it meant quantizing the whole model again, a build_plan and a write per
+    layer: minimol's GNN, 76 of its 88 layers (8-bit biases), 79 s against 15 for the same model without bc."""
+    e, o = plan.params.get(bias), ctx.plan_options
+    new = refit_bias(bias, ctx.array(bias), ctx.overrides, o) if e is not None and not e.is_float and o else None
+    dq = next((n for n in qdq.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == bias), None)
+    if new is None or new.axis is not None or dq is None or len(dq.input) < 3:
+        return False
+    arrays = {dq.input[0]: new.quantize(ctx.array(bias)), dq.input[1]: new.scale_array(), dq.input[2]: new.zero_point()}
+    for init in qdq.graph.initializer:
+        if init.name in arrays:
+            old = external_data.array(init)
+            init.CopyFrom(numpy_helper.from_array(np.asarray(arrays[init.name]).astype(old.dtype).reshape(old.shape), init.name))
+    plan.params[bias] = new
+    return True
+
+
 def run(ctx: AlgorithmContext) -> list[str]:
     """Layer by layer in graph order, so each correction sees the ones before it (as AIMET's
     empirical bias correction does); a whole sweep repeats `calibration_iterations` times. Each layer's
@@ -163,7 +183,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
             delta = delta.reshape(ctx.array(bias).shape)  # a MatMul's bias may be [1, C]
             originals.setdefault(bias, ctx.array(bias).copy())  # a bias bc added starts as zeros
             ctx.set_array(bias, ctx.array(bias) + delta)
-            if not _set_quantized_bias(qdq, bias, ctx.array(bias), plan):
+            if not _refit_bias(ctx, qdq, bias, plan) and not _set_quantized_bias(qdq, bias, ctx.array(bias), plan):
                 qdq, plan = ctx.quantize(ctx.model, ctx.overrides)  # the bias was new or float
             corrected.add(out)
     note = f"bc: corrected {len(corrected)} layer biases over {len(feeds)} frames x {iterations} sweep(s)"

@@ -69,11 +69,23 @@ def test_a_config_error_names_the_line(ws: Workspace, text: str, wanted: str) ->
     assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, wanted)
 
 
-def test_an_algorithm_flag_written_off_is_refused_not_true(ws: Workspace) -> None:
-    """Under YAML 1.2 `off` is a string, which `if high_bias_absorption:` would have read as true."""
-    config = _config(ws, "cle:\n  high_bias_absorption: off\n")
+def test_an_algorithm_flag_written_maybe_is_refused_not_true(ws: Workspace) -> None:
+    """Under YAML 1.2 `maybe` (or `off`) is a string, which `if high_bias_absorption:` would have read as true."""
+    config = _config(ws, "cle:\n  high_bias_absorption: maybe\n")
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "high_bias_absorption", "true or false")
+
+
+def test_an_algorithm_flag_takes_the_words_a_top_level_flag_takes(ws: Workspace) -> None:
+    """`off` is false in an algorithm's section as `use_per_channel_quantization: off` is at the top (click's words)."""
+    written = {}
+    for word in ("off", "false", "on", "true"):
+        config = _config(ws, f"cle:\n  high_bias_absorption: {word}\n")
+        out = ws.root / word / "q.onnx"
+        result = ws.quantize("-o", out, "--config", config, "--apply_algorithms", "cle", "--evaluate_samples", 0)
+        assert result.exit_code == 0, result.output
+        written[word] = out.read_bytes()
+    assert written["off"] == written["false"] and written["on"] == written["true"]
 
 
 def test_the_loader_leaves_pyyaml_s_safe_loader_alone() -> None:

@@ -86,6 +86,9 @@ def test_an_algorithm_flag_takes_the_words_a_top_level_flag_takes(ws: Workspace)
         assert result.exit_code == 0, result.output
         written[word] = out.read_bytes()
     assert written["off"] == written["false"] and written["on"] == written["true"]
+    result = ws.quantize("-o", ws.out, "--config", _config(ws, "adaround:\n  sequential: no\n  num_batches: 2\n"),
+                         "--apply_algorithms", "adaround", "--evaluate_samples", 0)  # fmt: skip
+    assert result.exit_code == 0, result.output  # adaround's tri-state sequential (true, false, auto) too
 
 
 def test_the_loader_leaves_pyyaml_s_safe_loader_alone() -> None:

@@ -151,7 +151,7 @@ def check_config(name: str, config: dict[str, Any], known: set[str]) -> dict[str
             raise UsageError(f"{name}: keep must be auto or always, not {value!r}", where="--config")
         if key in COUNTS and (type(value) is not int or value < 1):  # YAML's `abc`, `1.5`, `true` or 0
             raise UsageError(f"{key} in the {name} section of --config must be a positive integer, not {value!r}")
-        if key in FLAGS and isinstance(value, str) and value.strip().lower() in FLAG_WORDS:
+        if key in (*FLAGS, "sequential") and isinstance(value, str) and value.strip().lower() in FLAG_WORDS:
             config[key] = value = FLAG_WORDS[value.strip().lower()]
         if key in FLAGS and not isinstance(value, bool):
             raise UsageError(f"{key} in the {name} section of --config must be true or false, not {value!r}")

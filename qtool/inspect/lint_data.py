@@ -28,7 +28,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from qtool.inspect.findings import Finding, LintContext
 from qtool.quant.calibrate import Sample, calibrate
@@ -116,8 +115,8 @@ def _expanding_reader(facts: GraphFacts, name: str, band: float) -> str | None:
             return node.op_type
         if node.op_type == "Div" and len(node.input) > 1 and node.input[1] == name:
             return "Div"
-        added = [facts.initializers[i] for i in node.input if i in facts.initializers]
-        behind_eps = node.op_type == "Add" and added and all(np.abs(numpy_helper.to_array(c)).max(initial=0) < band for c in added)
+        added = [i for i in node.input if i in facts.initializers]  # facts.array: a lazy weight is read from its file
+        behind_eps = node.op_type == "Add" and added and all(np.abs(facts.array(c)).max(initial=0) < band for c in added)
         if behind_eps and (found := _expanding_reader(facts, node.output[0], band)):
             return found
     return None

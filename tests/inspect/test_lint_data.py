@@ -166,3 +166,19 @@ def test_a_divisor_a_constant_holds_away_from_zero_is_no_unheld_range(tmp_path, 
     arrays[3][0, 0, 0, 0] = 7.0
     found = {f.where for f in of(run(tmp_path, square_then_divide_model(plus), arrays), "unheld-range")}
     assert ("tensor 'sq'" in found) == flagged
+
+
+@pytest.mark.parametrize(("plus", "flagged"), [(1e-6, True), (1.0, False)])
+def test_an_added_constant_in_external_data_is_read_as_a_lazy_weight(tmp_path, plus: float, flagged: bool):
+    """The constant added before the Div, a tensor of 1 KB kept in a file beside the model: qtool reads it lazily
+    (its location an absolute path in memory), which onnx's numpy_helper refuses: inspect was an internal error."""
+    model = square_then_divide_model(plus)
+    del model.graph.node[1].input[1:]
+    model.graph.node[1].input.append("cs")
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.full((1, 4, 8, 8), plus, np.float32), "cs"))
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="model.data", size_threshold=1024)
+    arrays = uniform(-1, 1)
+    arrays[3][0, 0, 0, 0] = 7.0
+    report = api.inspect_model(InspectOptions(model=path, input_list=write_raw_list(tmp_path, arrays)))
+    assert ("tensor 'sq'" in {f.where for f in of(report.findings, "unheld-range")}) == flagged

@@ -130,20 +130,21 @@ def _float32_slots(node: onnx.NodeProto, opsets: dict[str, int]) -> tuple[list[i
 
 
 def _float32_islands(model: onnx.ModelProto, slots: list[tuple[list[int], list[int]]], float32: set[str]) -> None:
-    """Cast the float16 tensors a float32-only slot reads back to float32 (once each), and what it writes to float16."""
+    """Cast the float16 tensors a float32-only slot reads back to float32 (once each), and the float it writes to
+    float16: such a slot may take integers too (Range's int64 positions, which no Cast may touch)."""
     nodes: list[onnx.NodeProto] = []
     cast: set[str] = set()
     for node, (reads, writes) in zip(list(model.graph.node), slots, strict=True):
-        for i in reads:
+        floats = [i for i in reads if node.input[i] in float32]
+        for i in floats:
             name = node.input[i]
-            if name in float32:
-                if name not in cast:
-                    cast.add(name)
-                    nodes.append(helper.make_node("Cast", [name], [f"{name}_fp32"], name=f"{name}_to_fp32", to=_FP32))
-                node.input[i] = f"{name}_fp32"
+            if name not in cast:
+                cast.add(name)
+                nodes.append(helper.make_node("Cast", [name], [f"{name}_fp32"], name=f"{name}_to_fp32", to=_FP32))
+            node.input[i] = f"{name}_fp32"
         after = []
-        for i in writes:
-            if name := node.output[i]:
+        for i in writes:  # float as inferred, or as a float read makes it where inference failed
+            if (name := node.output[i]) and (name in float32 or floats):
                 node.output[i] = f"{name}_fp32"
                 after.append(helper.make_node("Cast", [f"{name}_fp32"], [name], name=f"{name}_fp32_to_fp16", to=_FP16))
         nodes += [node, *after]

@@ -53,3 +53,28 @@ def test_float16_keeps_float32_only_ops_in_float32(tmp_path: Path) -> None:
     result = run_cli(["export", "-i", quant, "-o", tmp_path / "exp", "--format", "fp16"])
     assert result.exit_code == 0, result.output
     _outputs(tmp_path / "exp" / "m.quant.fp16.onnx", x)  # loads and runs
+
+
+def test_float16_leaves_an_integer_range_alone(tmp_path: Path) -> None:
+    """Range has no float16 in its schema, but int64 positions (Range(0, n, 1) before a Gather, as transformers
+    export) are no float: the Range stays as it is, not cast to float16 for the Gather that reads its indices."""
+    inits = [numpy_helper.from_array(np.array(v, np.int64), name) for name, v in (("start", 0), ("delta", 1), ("axes", [0]))]
+    inits.append(numpy_helper.from_array(np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32), "table"))
+    nodes = [
+        helper.make_node("Range", ["start", "n", "delta"], ["pos"]),
+        helper.make_node("Gather", ["table", "pos"], ["emb"]),
+        helper.make_node("ReduceSum", ["emb", "axes"], ["s"], keepdims=1),
+        helper.make_node("Add", ["input", "s"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "positions",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4]), helper.make_tensor_value_info("n", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits,
+    )  # fmt: skip
+    src = save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    half = tmp_path / "m.fp16.onnx"
+    result = run_cli(["convert", "-i", src, "-o", half, "--float_bitwidth", "16"])
+    assert result.exit_code == 0, result.output
+    feed = {"input": np.random.default_rng(1).normal(size=(1, 4)).astype(np.float32), "n": np.array(3, np.int64)}
+    run = lambda path: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]  # noqa: E731
+    np.testing.assert_allclose(run(half), run(src), rtol=1e-2, atol=1e-2)

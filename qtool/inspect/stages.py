@@ -109,7 +109,8 @@ class _Frontier:
             self._drop(kept.pop(name))
         for name in sorted(names - kept.keys()):
             value = values[name]
-            if self.held + value.nbytes <= self.budget:
+            # a string input's object array stays here: np.save pickles it, and np.load refuses a pickle
+            if self.held + value.nbytes <= self.budget or value.dtype.hasobject:
                 self.held += value.nbytes
                 kept[name] = value
                 continue

@@ -10,6 +10,11 @@ import onnx
 from conftest import run_cli, save_model
 from onnx import TensorProto, helper, numpy_helper
 
+from qtool.graph import model as gm
+from qtool.inspect import layers, stages
+from qtool.io.feeds import iter_feeds
+from qtool.io.input_list import read_input_list
+
 PHONES = ["", "man:a", "man:b", "man:ch", "man:ir", "man:ngq"]
 
 
@@ -67,3 +72,18 @@ def test_string_input_refuses_a_raw_file(tmp_path: Path) -> None:
     result = run_cli(["quantize", "-i", src, "--input_list", _list(tmp_path, 2, raw_text=True), "-o", tmp_path / "q.onnx"])
     assert result.exit_code == 4
     assert "string input 'phs' reads an .npy file of strings" in result.output
+
+
+def test_a_string_input_carried_in_a_spilled_frontier(tmp_path: Path, monkeypatch) -> None:
+    """The per-layer comparison in stages carries each sample's graph inputs from stage to stage, in scratch files
+    past its memory budget (a large model): a string input is an object array, which np.load refused to read back
+    ('Object arrays cannot be loaded when allow_pickle=False'), an internal error."""
+    src = save_model(_phoneme_model(), tmp_path / "m.onnx")
+    listing, out = _list(tmp_path, 4), tmp_path / "q" / "m.quant.onnx"
+    assert run_cli(["quantize", "-i", src, "--input_list", listing, "-o", out]).exit_code == 0
+    reference, quantized = gm.load(src), gm.load(out)
+    monkeypatch.setenv(stages.COMPARE_ENV, "0")  # a stage per weighted layer
+    feeds = lambda: iter_feeds(read_input_list(listing), gm.input_specs(quantized), False)  # noqa: E731
+    spilled = layers.stream(reference, quantized, feeds(), frontier_budget=0)
+    held = layers.stream(reference, quantized, feeds())
+    assert [(e.signal, e.noise) for e in spilled] == [(e.signal, e.noise) for e in held]

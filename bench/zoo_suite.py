@@ -856,11 +856,12 @@ def summary(rows: list[Row], models: dict) -> list[str]:
     if mixed:
         # judged against the float model qtool quantizes: the converted one, where convert dequantized a model
         # shipped quantized (against the shipped one no quantization of it can pass their own distance)
-        judged = {r.model: (r.extra.get("vs converted") or r.metrics).get("sqnr_db") for r in mixed}
+        scored = {r.model: r.extra.get("vs converted") or r.metrics for r in mixed}  # the median too: same reference
+        judged = {m: s.get("sqnr_db") for m, s in scored.items()}
         met = [m for m, v in judged.items() if (v or -1e9) >= 30]
         missed = [  # the median sample beside the pooled figure: one ambiguous sample can hold most of the noise
             f"{r.model} {cell(judged[r.model])}"
-            + (f" (median sample {cell(r.metrics['median_sample_sqnr_db'])})" if "median_sample_sqnr_db" in r.metrics else "")
+            + (f" (median sample {cell(median)})" if (median := scored[r.model].get("median_sample_sqnr_db")) is not None else "")
             for r in mixed
             if r.model not in met
         ]

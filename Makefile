@@ -401,7 +401,8 @@ OUT := build/demo
 # 19540 -> 19544: an algorithm's flag in --config takes the words a top-level flag takes (`high_bias_absorption: off`)
 # 19544 -> 19545: a string input's object array stays in the staged comparison's memory, never spilled (np.load
 #   refuses the pickle np.save writes of it; inspect/stages._Frontier.keep)
-LINE_BUDGET := 19545
+# 19545 -> 19547: an .npy of dtype=object for a string input is told what a string input reads (io/raw)
+LINE_BUDGET := 19547
 
 .PHONY: demo test lint venv bench clean golden
 

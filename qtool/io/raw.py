@@ -55,7 +55,9 @@ def _from_npy(path: Path, spec: InputSpec, where: str) -> np.ndarray:
             shape, fortran, dtype = _npy_header(handle, path, where)
             text = spec.dtype.kind == "O" and dtype.kind in "US"  # a string input: numpy's fixed-width text
             if dtype.hasobject or dtype.fields is not None or (dtype.kind not in "biuf" and not text):
-                raise DataError(f"{path} holds {dtype} values; qtool reads bool, integer or float arrays", where=where)
+                reads = (f"string input {spec.name!r} reads an .npy file of numpy str or bytes" if spec.dtype.kind == "O"
+                         else "qtool reads bool, integer or float arrays")  # fmt: skip
+                raise DataError(f"{path} holds {dtype} values; {reads}", where=where)
             count = math.prod(shape)  # Python ints: a huge claimed shape cannot wrap around
             if count != math.prod(spec.shape):
                 raise DataError(

@@ -87,3 +87,14 @@ def test_a_string_input_carried_in_a_spilled_frontier(tmp_path: Path, monkeypatc
     spilled = layers.stream(reference, quantized, feeds(), frontier_budget=0)
     held = layers.stream(reference, quantized, feeds())
     assert [(e.signal, e.noise) for e in spilled] == [(e.signal, e.noise) for e in held]
+
+
+def test_an_object_array_of_strings_is_refused_with_what_to_save_instead(tmp_path: Path) -> None:
+    """np.save of strings in a dtype=object array (a pandas column's .to_numpy()) pickles them: refused, as any pickle
+    is, with what a string input does read; it said 'qtool reads bool, integer or float arrays'."""
+    src = save_model(_phoneme_model(), tmp_path / "m.onnx")
+    listing = _list(tmp_path, 1)
+    np.save(tmp_path / "phs0.npy", np.array(PHONES, dtype=object))
+    result = run_cli(["quantize", "-i", src, "--input_list", listing, "-o", tmp_path / "q.onnx"])
+    assert result.exit_code == 4
+    assert "phs0.npy holds object values; string input 'phs' reads an .npy file of numpy str or bytes" in result.output

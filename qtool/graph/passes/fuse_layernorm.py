@@ -213,7 +213,8 @@ class FuseLayerNormPass(ir.passes.InPlacePass):
         fused = ir.node(
             "LayerNormalization",
             inputs=inputs,
-            attributes={"axis": found["axis"], "epsilon": found["epsilon"]},
+            # counted from the end, as exporters write it: the residual stream's rules read a last-axis norm as -1
+            attributes={"axis": found["axis"] - len(x.shape) if found["axis"] >= 0 else found["axis"], "epsilon": found["epsilon"]},
             name=nodes[0].name,
         )
         output = last.outputs[0]

@@ -92,8 +92,9 @@ def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
     out = _change(model, _FP32, _FP16, _kept_names(model.graph))
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
     slots = [_float32_slots(node, opsets) for node in out.graph.node]
-    if any(reads or writes for reads, writes in slots):
-        _float32_islands(out, slots, _float32_names(model))
+    if any(reads or writes for reads, writes in slots):  # less what stayed float32 (Resize's scales): no Cast for them
+        kept = {t.name for t in out.graph.initializer if t.data_type == _FP32} | {v.name for v in out.graph.input}
+        _float32_islands(out, slots, _float32_names(model) - kept)
     return out
 
 

@@ -78,3 +78,26 @@ def test_float16_leaves_an_integer_range_alone(tmp_path: Path) -> None:
     feed = {"input": np.random.default_rng(1).normal(size=(1, 4)).astype(np.float32), "n": np.array(3, np.int64)}
     run = lambda path: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]  # noqa: E731
     np.testing.assert_allclose(run(half), run(src), rtol=1e-2, atol=1e-2)
+
+
+def test_float16_reads_a_resizes_float32_scales_as_they_are(tmp_path: Path) -> None:
+    """Resize's scales stay a float32 initializer in the float16 model (KEEP_FLOAT32_INPUTS): a Cast of them to float32
+    did nothing but make them a computed value, where a deployment's converter wants a constant."""
+    inits = [
+        numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+        numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32), "w"),
+    ]
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Resize", ["c", "", "scales"], ["y"], mode="nearest")]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "upsample", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])], inits,
+    )  # fmt: skip
+    src = save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    half = tmp_path / "m.fp16.onnx"
+    assert run_cli(["convert", "-i", src, "-o", half, "--float_bitwidth", "16"]).exit_code == 0
+    written = onnx.load(str(half))
+    resize = next(n for n in written.graph.node if n.op_type == "Resize")
+    assert resize.input[2] == "scales" and [n.op_type for n in written.graph.node].count("Cast") == 2  # the boundary's
+    x = np.random.default_rng(1).normal(size=(1, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(_outputs(half, x), _outputs(src, x), rtol=1e-2, atol=1e-2)

@@ -108,16 +108,8 @@ _GRAPH_PARTS = frozenset({"node", "initializer", "input", "output", "value_info"
 def _shell(model: onnx.ModelProto) -> onnx.ModelProto:
     """`model` with a graph of none of its nodes, tensors, inputs or outputs, without copying them."""
     shell = onnx.ModelProto()
-    for target, source, skipped in ((shell, model, {"graph"}), (shell.graph, model.graph, _GRAPH_PARTS)):
-        for field, value in source.ListFields():  # by the value: FieldDescriptor.label is gone in protobuf 7
-            if field.name in skipped:
-                continue
-            if hasattr(value, "ListFields"):
-                getattr(target, field.name).CopyFrom(value)
-            elif isinstance(value, str | bytes | int | float):
-                setattr(target, field.name, value)
-            else:
-                getattr(target, field.name).extend(value)
+    external_data.copy_fields(model, shell, skip={"graph"})
+    external_data.copy_fields(model.graph, shell.graph, skip=_GRAPH_PARTS)
     return shell
 
 

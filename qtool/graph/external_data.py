@@ -9,7 +9,7 @@ Initializers of LAZY_BYTES or more stay in their file until a step reads them: `
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO
@@ -174,8 +174,8 @@ def without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` but its initializers, for a caller that writes new ones: copied and then replaced,
     the old ones' bytes would stay in the copy's arena (a QDQ model held its float weights as well)."""
     out = onnx.ModelProto()
-    _copy_fields(model, out, skip="graph")
-    _copy_fields(model.graph, out.graph, skip="initializer")
+    copy_fields(model, out, skip={"graph"})
+    copy_fields(model.graph, out.graph, skip={"initializer"})
     return out
 
 
@@ -195,10 +195,10 @@ def transformed(
     return out
 
 
-def _copy_fields(source, target, skip: str) -> None:
-    """Every field set in `source` but `skip` copied into `target` (a message of the same type)."""
+def copy_fields(source, target, skip: Collection[str]) -> None:
+    """Every field set in `source` but those in `skip` copied into `target` (a message of the same type)."""
     for field, value in source.ListFields():
-        if field.name == skip:
+        if field.name in skip:
             continue
         # protobuf 6 has is_repeated, older ones only label (which 7 dropped)
         if field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED:

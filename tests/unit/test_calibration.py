@@ -149,6 +149,22 @@ def test_batched_calibration_equals_sample_by_sample(method: str) -> None:
         assert np.allclose(one[name].range(), four[name].range(), rtol=1e-5, atol=1e-3)
 
 
+def test_a_batch_size_leaves_inputs_with_no_batch_axis_of_one_as_they_are() -> None:
+    """A [3, 4] input (a window of frames, no batch axis): stacking 4 of them gave 12 rows, each split off as a
+    [1, 4] feed onnxruntime refused; a scalar input cannot stack either. Each runs one at a time instead."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])
+    k = helper.make_tensor_value_info("k", TensorProto.FLOAT, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "k"], ["y"])], "g", [x, k], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rng = np.random.default_rng(0)
+    samples = [(f"s{i}", {"x": rng.normal(size=(3, 4)).astype(np.float32), "k": np.array(i + 1, np.float32)}) for i in range(6)]
+    one, n1 = calibrate(model, ["x", "y"], samples)
+    four, n4 = calibrate(model, ["x", "y"], samples, batch_size=4)
+    assert n1 == n4 == 6
+    assert all(one[t].range() == four[t].range() for t in ("x", "y"))
+
+
 @pytest.mark.parametrize("method", ["min-max", "sqnr", "mse", "percentile", "entropy"])
 def test_one_histogram_pass_read_as_each_method_gives_that_methods_own_ranges(method: str) -> None:
     """auto's trials calibrate each half once and read every method off it (observers.read_as)."""

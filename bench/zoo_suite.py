@@ -355,7 +355,7 @@ class Scores:
             signal, noise = float(r64 @ r64), float((o64 - r64) @ (o64 - r64))
             self.signal[name] += signal
             self.noise[name] += noise
-            self.energies[name].append([signal, noise])
+            self.energies[name].append([float(f"{signal:.5g}"), float(f"{noise:.5g}")])  # results.json stays small
             if r64.size >= 4:  # a class vector or more; one or two scores a sample say little alone
                 self.per_sample[name].append(sample_sqnr(signal, noise))
             if r64.size >= 16:  # per-sample cosine; a score or two per sample joins one vector over the set

@@ -406,7 +406,8 @@ OUT := build/demo
 # 19548 -> 19549: the float16 model casts no tensor that stayed float32 (Resize's scales) to float32 (graph/float16)
 # 19549 -> 19554: --calib_batch_size stacks only inputs with a batch axis of 1 (quant/calibrate._batches)
 # 19554 -> 19555: an encoding's per-channel tuples by tolist() (encoding._finish)
-LINE_BUDGET := 19555
+# 19555 -> 19560: bc's in-place refit puts every bias corrected so far on its plan grid, as a whole new model did (ed6740f)
+LINE_BUDGET := 19560
 
 .PHONY: demo test lint venv bench clean golden
 

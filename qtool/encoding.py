@@ -185,7 +185,7 @@ def _finish(scale: np.ndarray, offset: np.ndarray, bitwidth: int, symmetric: boo
         min=tuple(np.asarray(new_min, np.float64).ravel().tolist()),
         max=tuple(np.asarray(new_max, np.float64).ravel().tolist()),
         scale=tuple(np.asarray(scale, np.float64).ravel().tolist()),
-        offset=tuple(np.trunc(np.asarray(offset, np.float64)).astype(np.int64).ravel().tolist()),
+        offset=tuple(np.asarray(offset).astype(np.int64).ravel().tolist()),  # astype truncates, as int(v)
         axis=axis,
     )
 

@@ -14,6 +14,7 @@ from onnx import helper
 
 from qtool.errors import ModelError
 from qtool.graph import external_data
+from qtool.graph.node_order import reads  # runtime.reads: callers prune and stage by it
 from qtool.io.files import env_bytes
 
 logger = logging.getLogger(__name__)
@@ -33,15 +34,6 @@ def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProt
             copy.graph.output.append(onnx.ValueInfoProto(name=name))
             present.add(name)
     return copy
-
-
-def reads(node: onnx.NodeProto) -> list[str]:
-    """The tensors a node reads, its subgraphs' outer-scope reads included (over-approximated)."""
-    found = list(node.input)
-    for attr in node.attribute:
-        for graph in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
-            found += [name for inner in graph.node for name in reads(inner)]
-    return found
 
 
 def downstream(nodes: Iterable[onnx.NodeProto], sources: Iterable[str]) -> set[str]:
@@ -88,10 +80,9 @@ def pruned(
     used = read | set(names) | {i.name for i in inputs}  # (IR < 4 lists initializers as inputs)
     copy = _shell(model)
     copy.graph.node.extend(nodes)
-    declared = {o.name for o in graph.output}
+    declared = {o.name: o for o in graph.output}
     for name in dict.fromkeys(names):  # shapes left for onnxruntime to infer, as with_outputs does
-        copy.graph.output.append(next(o for o in graph.output if o.name == name) if name in declared
-                                 else onnx.ValueInfoProto(name=name))  # fmt: skip
+        copy.graph.output.append(declared[name] if name in declared else onnx.ValueInfoProto(name=name))
     # onnxruntime drops unused initializers, then misses their OrtValues
     copy.graph.initializer.extend(t for name, t in initializers.items() if name in used)
     if given:

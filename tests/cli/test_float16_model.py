@@ -60,3 +60,16 @@ def test_a_float16_model_converts_and_quantizes_into_a_model_onnxruntime_loads(t
     np.testing.assert_allclose(float32, want, rtol=2e-3, atol=2e-3)
     error = got.astype(np.float64) - want
     assert 10 * np.log10((want.astype(np.float64) ** 2).sum() / (error**2).sum()) > 30
+
+
+def test_a_converted_float16_model_converts_again(tmp_path: Path) -> None:
+    """convert's output is a model convert takes: its boundary Cast already writes `input_fp32`, and a second
+    conversion added another Cast writing that name (platedet: an internal error)."""
+    source = _half_model(tmp_path, 17)
+    once, twice = tmp_path / "once.onnx", tmp_path / "twice.onnx"
+    assert run_cli(["convert", "-i", source, "-o", once]).exit_code == 0
+    result = run_cli(["convert", "-i", once, "-o", twice])
+    assert result.exit_code == 0, result.output
+    feed = {"input": np.fromfile(tmp_path / "0.raw", np.float32).reshape(1, 3, 8, 8).astype(np.float16)}
+    want, got = (ort.InferenceSession(str(p)).run(None, feed)[0] for p in (once, twice))
+    np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -107,6 +107,8 @@ class Drift:
 
     @property
     def sqnr_db(self) -> float:
+        if not math.isfinite(self.noise):  # an output overflowed to inf where the models disagree
+            return -math.inf
         if self.noise == 0:
             return math.inf
         return 10 * math.log10(self.signal / self.noise) if self.signal > 0 else -math.inf

@@ -20,7 +20,7 @@ from qtool.graph import external_data, inline_weights
 from qtool.graph.inline_write import write_inline
 from qtool.graph.node_order import sort_nodes
 from qtool.io.digest import sha256
-from qtool.io.files import atomic_write, check_regular, clipped, env_bytes, load_json
+from qtool.io.files import atomic_write, check_regular, clipped, env_bytes, load_json, quoted
 from qtool.io.raw import InputSpec
 
 logger = logging.getLogger(__name__)
@@ -74,8 +74,8 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
         raise ModelError(f"not an ONNX model ({type(e).__name__}: {said})", where=str(p), hint=hint) from e
     if not model.ir_version:
         raise ModelError("not an ONNX model (empty, or no ir_version)", where=str(p))
-    if (bad := _non_utf8_string(model)) is not None:  # upb hands back bytes for them: an internal error later
-        raise ModelError(f"not a valid ONNX model: the name or text {clipped(repr(bad[:160]))} is not UTF-8", where=str(p))
+    if (bad := _unreadable(model)) is not None:
+        raise ModelError(f"not a valid ONNX model: {bad}", where=str(p))
     _ir3_constants(model)
     if sort_nodes(model):
         logger.info("%s: nodes not in topological order; read in it, as onnxruntime runs them", p)
@@ -94,18 +94,39 @@ def _ir3_constants(model: onnx.ModelProto) -> None:
         model.ir_version = 4
 
 
-def _non_utf8_string(model: onnx.ModelProto) -> bytes | None:
-    """The first string field (a tensor or node name, metadata...) whose bytes are not UTF-8, or None."""
-    stack: list[Message] = [model]
+DATA_TYPES = frozenset(onnx.TensorProto.DataType.values())
+DTYPE_ATTRIBUTES = frozenset({"to", "dtype", "output_dtype"})  # Cast's; EyeLike's, Random*'s; QuantizeLinear's
+OWNERS = frozenset({onnx.NodeProto, onnx.TensorProto, onnx.ValueInfoProto})  # what an error names
+
+
+def _unreadable(model: onnx.ModelProto) -> str | None:
+    """What the first field the libraries cannot read holds, or None: a string (a name, metadata...) whose bytes
+    are not UTF-8 (upb hands back bytes for them), or a data type ONNX does not define: a weight's, a value's or
+    a Cast's `to` (onnx.checker passes those, and onnx_ir's reader, constant folding or inspect failed on them:
+    internal errors)."""
+    stack: list[tuple[Message, Message | None]] = [(model, None)]
     while stack:
-        for field, value in stack.pop().ListFields():
+        message, owner = stack.pop()
+        if type(message) in OWNERS and (message.name or type(message) is onnx.NodeProto):
+            owner = message
+        for field, value in message.ListFields():
             if field.type == field.TYPE_STRING:
                 found = next((v for v in ([value] if isinstance(value, str | bytes) else value) if isinstance(v, bytes)), None)
                 if found is not None:
-                    return found
+                    return f"the name or text {clipped(repr(found[:160]))} is not UTF-8"
             elif field.type == field.TYPE_MESSAGE:
-                stack.extend([value] if isinstance(value, Message) else value)
+                stack.extend([(value, owner)] if isinstance(value, Message) else [(v, owner) for v in value])
+            elif field.name in ("data_type", "elem_type") and value not in DATA_TYPES:
+                return f"{_named(owner)}: data type {value} is not one ONNX defines"
+        if isinstance(message, onnx.AttributeProto) and message.name in DTYPE_ATTRIBUTES and message.i not in DATA_TYPES:
+            return f"{_named(owner)}: {message.name}: data type {message.i} is not one ONNX defines"
     return None
+
+
+def _named(message: Message | None) -> str:
+    if isinstance(message, onnx.NodeProto):
+        return f"node {quoted(message.name)} ({quoted(message.op_type, 40)[1:-1]})" if message.name else message.op_type
+    return f"{'value' if isinstance(message, onnx.ValueInfoProto) else 'tensor'} {quoted(message.name) if message else ''}"
 
 
 def _format(path: Path) -> str:

@@ -7,7 +7,7 @@ renames (milliseconds) to end: whichever commits last leaves all of its outputs.
 the folder's device and inode in a folder of the user's own (`$XDG_RUNTIME_DIR/qtool-locks`, else
 `<tmp>/qtool-locks-<uid>`, mode 0700), not the folder itself: a `flock out/ qtool quantize -o out/m.onnx` (a
 common way to serialise jobs) waited on its own parent's lock, and another user holding /tmp's stopped every
-run writing there. Nothing is made in the output folder. Runs of two users into one folder are not serialised;
+run writing there. The holder removes its lock file before releasing it. Nothing is made in the output folder. Runs of two users into one folder are not serialised;
 a lock folder that cannot be made safely, or a filesystem without flock, commits without it (logged at debug).
 """
 
@@ -60,30 +60,55 @@ def lock_folder() -> Path | None:
     return folder if private else None
 
 
+def _take(name: Path, folder: Path, deadline: float) -> int | None:
+    """A descriptor holding the flock on lock file `name`, or None where there can be none (logged). A holder
+    removes its file before releasing it, so a lock taken on a file no longer at `name` guards nothing: retry."""
+    while True:
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as e:
+            logger.debug("outputs in %s committed without a lock: %s", folder, e.strerror)
+            return None
+        try:
+            _acquire(fd, folder, deadline)
+            held, now = os.fstat(fd), os.stat(name)
+            if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+                return fd
+        except FileNotFoundError:
+            pass
+        except OSError as e:  # ENOLCK, EOPNOTSUPP: no flock on this filesystem
+            logger.debug("outputs in %s committed without a lock: %s", folder, e.strerror)
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def folders_locked(folders: Iterable[Path]) -> Iterator[None]:
-    """Hold an exclusive flock for each existing folder in `folders` (each once) until the block ends."""
-    opened: dict[tuple[int, int], tuple[int, Path]] = {}
+    """Hold an exclusive flock for each existing folder in `folders` (each once) until the block ends; the lock
+    files are removed again (one per folder ever written piled up in the lock folder)."""
+    wanted: dict[tuple[int, int], Path] = {}
     locks = lock_folder()
+    for folder in folders if locks is not None else ():
+        try:
+            st = os.stat(folder)
+        except OSError as e:
+            logger.debug("outputs in %s committed without a lock: %s", folder, e.strerror)
+            continue
+        wanted.setdefault((st.st_dev, st.st_ino), folder)
+    held: list[tuple[int, Path]] = []
     try:
-        for folder in folders if locks is not None else ():
-            try:
-                st = os.stat(folder)
-                if (st.st_dev, st.st_ino) in opened:
-                    continue
-                name = locks / f"{st.st_dev}-{st.st_ino}.lock"
-                fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-            except OSError as e:
-                logger.debug("outputs in %s committed without a lock: %s", folder, e.strerror)
-                continue
-            opened[(st.st_dev, st.st_ino)] = (fd, folder)
         deadline = time.monotonic() + WAIT_SECONDS
-        for _, (fd, folder) in sorted(opened.items()):
-            try:
-                _acquire(fd, folder, deadline)
-            except OSError as e:  # ENOLCK, EOPNOTSUPP: no flock on this filesystem
-                logger.debug("outputs in %s committed without a lock: %s", folder, e.strerror)
+        for (dev, ino), folder in sorted(wanted.items()):
+            name = Path(locks, f"{dev}-{ino}.lock")
+            if (fd := _take(name, folder, deadline)) is not None:
+                held.append((fd, name))
         yield
     finally:
-        for fd, _ in opened.values():
+        for fd, name in held:
+            with contextlib.suppress(OSError):
+                os.unlink(name)  # before the release: a run waiting on this file then sees it is gone
             os.close(fd)  # closing the last descriptor releases the lock

@@ -1,4 +1,5 @@
-"""Hostile round six (helper-52): a quantized output that overflows to inf, and a data type ONNX does not define.
+"""Hostile round six (helper-52): a quantized output that overflows to inf, a data type ONNX does not define, and
+the lock files every run left behind.
 
 Each case fails on the commit before its fix.
 """
@@ -75,3 +76,51 @@ def test_a_quantized_output_that_overflows_is_minus_inf_db_not_an_internal_error
     result = ws.quantize("-o", ws.out, "--json")
     assert result.exit_code == 0, result.stderr
     assert '"sqnr_db": -Infinity' in result.stdout, result.stdout
+
+
+def test_a_run_leaves_no_lock_file_behind(tmp_path: Path, monkeypatch) -> None:
+    """One lock file per output folder ever written stayed in the lock folder: ~10,000 empty files in /tmp after
+    a day of test runs, and $XDG_RUNTIME_DIR is a small tmpfs with an inode cap."""
+    from qtool.io import folder_lock, outputs
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir(mode=0o700)
+    for name in ("a", "b", "c"):
+        outputs.write_text(tmp_path / name / "x.txt", name)
+    assert list(folder_lock.lock_folder().iterdir()) == []
+    assert (tmp_path / "c" / "x.txt").read_text() == "c"
+
+
+def test_a_lock_file_removed_while_a_run_waits_on_it_is_not_a_lock(tmp_path: Path, monkeypatch) -> None:
+    """The holder removes its lock file before releasing it: a run that opened that file and got its lock after
+    holds a lock no one else can see, and must take the file now at that name (a third run's) instead."""
+    import fcntl
+    import os
+
+    from qtool.errors import UsageError
+    from qtool.io import folder_lock
+
+    monkeypatch.setattr(folder_lock, "WAIT_SECONDS", 0.2)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir(mode=0o700)
+    out = tmp_path / "out"
+    out.mkdir()
+    st = os.stat(out)
+    name = folder_lock.lock_folder() / f"{st.st_dev}-{st.st_ino}.lock"
+    opened = os.open
+    third = []
+
+    def swap_after_open(path, *args):  # the holder unlinks between our open and our flock; a third run re-creates
+        fd = opened(path, *args)
+        if path == name and not third:
+            os.unlink(name)
+            third.append(opened(name, os.O_RDWR | os.O_CREAT))
+            fcntl.flock(third[0], fcntl.LOCK_EX)
+        return fd
+
+    monkeypatch.setattr(folder_lock.os, "open", swap_after_open)
+    try:
+        with pytest.raises(UsageError, match="another process"), folder_lock.folders_locked([out]):
+            pass
+    finally:
+        os.close(third[0])

@@ -203,6 +203,11 @@ def probes(
     quantizers = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
     pairs = {quantizers[n.input[0]]: n.output[0] for n in reversed(graph.node)
              if n.op_type == "DequantizeLinear" and n.input[0] in quantizers}  # fmt: skip
+
+    def grid_of(tensor: str) -> tuple[float, float, float] | None:
+        e = found.activations.get(tensor)
+        return None if e is None or e.is_float or len(e.scale) != 1 else (e.min[0], e.max[0], e.scale[0])
+
     for tensor in float_tensors(facts):
         if tensor in rewritten:
             continue
@@ -211,7 +216,7 @@ def probes(
         if name is None:
             continue
         e = found.activations.get(tensor)
-        live = live_interval(facts, [tensor])
+        live = live_interval(facts, [tensor], grid_of)
         result.append(Probe(tensor, name, producers.get(tensor), e if e is not None and not e.is_float else None, live))
     return result
 

@@ -10,7 +10,9 @@ Rules on top of the calibration method's choice:
   [−β/α, (1−β)/α], Relu below 0, Clip outside [min, max]) keeps only the part of its range inside that
   interval: a value beyond it gives the reader the same output whether clamped by the grid or not, so the
   clipped range loses nothing and spends every level where the reader can see it (a MobileNetV3 Conv
-  output of [−18.2, 1.1] before a HardSwish gets a grid over [−3, 1.1], 4.6× finer);
+  output of [−18.2, 1.1] before a HardSwish gets a grid over [−3, 1.1], 4.6× finer); a Sigmoid or Tanh
+  counts as flat where its output is within half a step of its own grid's end, as read through that grid
+  (nudenet's class logits, [−26.6, 1.6], are scores on a 1/255 grid only above −6.2);
 - a member read only by a max (MaxPool, GlobalMaxPool, ReduceMax: data-invariant, so it shares the group)
   does not widen the group's lower end: a value below the max's own smallest output never wins a window
   it was seen in, so the group's minimum is its other members' (MTCNN's PReLU → MaxPool: [−2.45, 7.3] →
@@ -22,6 +24,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+from collections.abc import Callable
+
+import onnx
 
 from qtool import encoding as enc
 from qtool.encoding import Encoding
@@ -29,7 +34,7 @@ from qtool.errors import DataError
 from qtool.io.encodings import Encodings
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import MinMax, Observer, SoftmaxInput
-from qtool.quant.rules import flat_outside, rule_for
+from qtool.quant.rules import flat_outside, rule_for, saturates_outside
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +113,8 @@ def group_encoding(
         lo, hi = merged.range(bitwidth, schema)
     lo = max(lo, _floor_past_max_readers(facts, group, observers, lo))
     lo, hi = with_headroom(lo, hi, chosen.headroom if chosen is not None else 1.0)
-    return enc.with_schema(schema, *_within_live_interval(facts, group, lo, hi, bitwidth), bitwidth, pow2=pow2)
+    live = _within_live_interval(facts, group, lo, hi, bitwidth, _calibrated_grid(observers, overrides, bitwidth))
+    return enc.with_schema(schema, *live, bitwidth, pow2=pow2)
 
 
 # A grid raised to 16 bits for precision (mixed precision's choice, an LSTM cell state) is this much wider than
@@ -157,26 +163,58 @@ def _floor_past_max_readers(facts: GraphFacts, group: list[str], observers: dict
     return min(counted) if counted else lo
 
 
-def live_interval(facts: GraphFacts, group: list[str]) -> tuple[float, float] | None:
-    """The interval outside which every reader of the group (none of them a graph output) is flat, or None."""
+Grid = tuple[float, float, float]  # lo, hi, step
+
+
+def live_interval(
+    facts: GraphFacts, group: list[str], output_grid: Callable[[str], Grid | None] | None = None
+) -> tuple[float, float] | None:
+    """The interval outside which every reader of the group (none of them a graph output) is flat, or None. With
+    `output_grid` (a tensor's grid, or None), a Sigmoid or Tanh is flat where its output rounds to its grid's end."""
     members = set(group)
     readers = [(c, t) for t in group for c in facts.consumers.get(t, []) if not members.intersection(c.output)]
     if not readers or members & facts.graph_outputs:
         return None
-    intervals = [flat_outside(c, facts.initializers, facts.array) if c.input[0] == t else None for c, t in readers]
+
+    def flat(node: onnx.NodeProto) -> tuple[float, float] | None:
+        found = flat_outside(node, facts.initializers, facts.array)
+        grid = output_grid(node.output[0]) if found is None and output_grid is not None else None
+        return found if grid is None else saturates_outside(node.op_type, *grid)
+
+    intervals = [flat(c) if c.input[0] == t else None for c, t in readers]
     if any(i is None for i in intervals):
         return None
     return min(i[0] for i in intervals), max(i[1] for i in intervals)  # type: ignore[index]
 
 
+def _calibrated_grid(observers: dict[str, Observer], overrides: Encodings, bitwidth: int) -> Callable[[str], Grid | None]:
+    """A tensor's grid before its group's encoding is chosen: its override's, else its observed range at the
+    wider of `bitwidth` and its override's (a finer step than its group may get cuts less, never more)."""
+
+    def grid(tensor: str) -> Grid | None:
+        given = overrides.activations.get(tensor)
+        if given is not None and (given.is_float or len(given.scale) > 1):
+            return None
+        if given is not None and given.scale:
+            return given.min[0], given.max[0], given.scale[0]
+        observer = observers.get(tensor)
+        if observer is None or not observer.count:
+            return None
+        lo, hi = MinMax.range(observer)  # type: ignore[arg-type]
+        bits = max(bitwidth, given.bitwidth if given is not None else 0)
+        return lo, hi, (max(hi, 0.0) - min(lo, 0.0)) / (2**bits - 1)
+
+    return grid
+
+
 def _within_live_interval(
-    facts: GraphFacts, group: list[str], lo: float, hi: float, bitwidth: int
+    facts: GraphFacts, group: list[str], lo: float, hi: float, bitwidth: int, output_grid: Callable[[str], Grid | None]
 ) -> tuple[float, float]:
     """[lo, hi] cut to the interval outside which every reader of the group is flat (module docstring),
     one grid step beyond each cut end other than 0 (which every grid holds exactly): the grid's end must lie
     past the bound, or every value beyond it would read as a value just inside (HardSwish(−2.98) = −0.0099,
     not 0: a bias on most of a map)."""
-    live = live_interval(facts, group)
+    live = live_interval(facts, group, output_grid)
     if live is None:
         return lo, hi
     first, last = live

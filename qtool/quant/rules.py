@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -160,6 +161,19 @@ def flat_outside(node: onnx.NodeProto, initializers: dict, array: Callable) -> t
                 bounds[k] = float(array(name).reshape(-1)[0]) if array(name).size == 1 else None  # type: ignore[call-overload]
         return None if None in bounds else (bounds[0], bounds[1])
     return None
+
+
+def saturates_outside(op_type: str, out_lo: float, out_hi: float, step: float) -> tuple[float, float] | None:
+    """The interval of a Sigmoid's or Tanh's input outside which its output lies within half a step of its grid's
+    end, or None: read through a grid of `step` over [out_lo, out_hi], the op is flat there (group_range.py)."""
+    inverse = {"Sigmoid": lambda y: math.log(y / (1 - y)), "Tanh": math.atanh}.get(op_type)
+    low, high = (0.0, 1.0) if op_type == "Sigmoid" else (-1.0, 1.0)
+    if inverse is None or not step > 0:
+        return None
+    ends = min(out_lo, 0.0) + step / 2, max(out_hi, 0.0) - step / 2  # a grid holds 0
+    first = inverse(ends[0]) if low < ends[0] < high else -math.inf
+    last = inverse(ends[1]) if low < ends[1] < high else math.inf
+    return (first, last) if first < last else None
 
 
 # Resize modes whose every output value is an input value or a convex combination of input values (antialiased

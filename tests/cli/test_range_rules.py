@@ -138,3 +138,48 @@ def test_an_if_output_that_only_leaves_the_model_stays_float(tmp_path: Path) -> 
     result = run_cli(["inspect", out, "--reference", tmp_path / "m.onnx", "--input_list", tmp_path / "list.txt"])
     assert result.exit_code == 0, result.stderr
     assert "layers (worst first" in result.stdout
+
+
+def test_a_sigmoid_input_keeps_only_where_its_output_leaves_the_grids_ends(tmp_path: Path) -> None:
+    """A class logit of [-24, 24] before a Sigmoid read on a 1/255 grid: below logit(1/510) = -6.23 every value
+    reads 0, above 6.23 every value reads the top. The grid keeps [-6.23, 6.23] (one step past each end), ~4x finer."""
+    nodes = [_neg("x", "a"), helper.make_node("Sigmoid", ["a"], ["y"])]
+    acts, model, out = _quantize(tmp_path, nodes, ONE, ["y"], scale=8.0)
+    lo, hi = acts["a"]["min"], acts["a"]["max"]
+    assert -6.23 - 2 * acts["a"]["scale"] < lo <= -6.23 and 6.2 <= hi < 6.23 + 2 * acts["a"]["scale"]
+    x = np.linspace(-30, 30, 64, dtype=np.float32).reshape(1, 64)
+    want = ort.InferenceSession(str(model)).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+    inputs = (acts["x"]["scale"] + acts["a"]["scale"]) / 2 * 0.25  # the input grids' rounding, at sigmoid's steepest
+    assert np.all(got[x < -7] == 0) and np.abs(got - want).max() <= acts["y"]["scale"] / 2 + inputs + 1e-6
+
+
+def test_a_tanh_input_is_cut_where_tanh_rounds_to_its_ends_and_not_when_read_elsewhere(tmp_path: Path) -> None:
+    nodes = [_neg("x", "a"), helper.make_node("Tanh", ["a"], ["y"]),
+             _neg("x", "b"), helper.make_node("Tanh", ["b"], ["z"]), helper.make_node("Add", ["b", "z"], ["w"])]  # fmt: skip
+    acts, _, _ = _quantize(tmp_path, nodes, ONE, ["y", "w"], scale=8.0)
+    edge = float(np.arctanh(1 - acts["y"]["scale"] / 2))  # ~3.1 on a [-1, 1] 8-bit grid
+    assert -edge - 2 * acts["a"]["scale"] < acts["a"]["min"] <= -edge + 0.05 and acts["a"]["max"] < edge + 0.2
+    assert acts["b"]["min"] < -15  # the Add sees every value
+
+
+def test_a_sigmoid_with_a_float_output_keeps_its_input_whole(tmp_path: Path) -> None:
+    """No grid after it, so nothing is flat: an override keeping the output float keeps the input's range."""
+    nodes = [_neg("x", "a"), helper.make_node("Sigmoid", ["a"], ["y"])]
+    overrides = tmp_path / "o.json"
+    overrides.write_text(json.dumps({"activation_encodings": {"y": [{"bitwidth": 16, "dtype": "float"}]}, "param_encodings": {}}))
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+                              [numpy_helper.from_array(ONE["one"], "one")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        (tmp_path / f"{i}.raw").write_bytes(rng.normal(0, 8.0, (1, 64)).astype(np.float32).tobytes())
+    (tmp_path / "list.txt").write_text("".join(f"{tmp_path / f'{i}.raw'}\n" for i in range(4)))
+    result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "--input_list", tmp_path / "list.txt", "-o", tmp_path / "q.onnx",
+                      "--quantization_overrides", overrides])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    acts = json.loads((tmp_path / "q.encodings.json").read_text())["activation_encodings"]
+    assert acts["a"][0]["min"] < -15

@@ -20,6 +20,7 @@ from qtool.graph.passes.fuse_hardswish import FuseHardSwishPass
 from qtool.graph.passes.fuse_layernorm import FuseLayerNormPass
 from qtool.graph.passes.fuse_matmul_add import FuseMatMulAddPass
 from qtool.graph.passes.fuse_pad_into_conv import FusePadIntoConvPass
+from qtool.graph.passes.fuse_softmax import FuseSoftmaxPass
 from qtool.graph.passes.name_missing import NameMissingNodesPass
 from qtool.graph.passes.pin_inputs import PinInputsPass
 from qtool.graph.passes.remove_dropout import RemoveDropoutPass
@@ -27,6 +28,7 @@ from qtool.graph.passes.remove_identity import RemoveIdentityPass
 from qtool.graph.passes.sink_layout import SinkLayoutPass
 from qtool.graph.passes.spell_out_defaults import SpellOutDefaultsPass
 from qtool.graph.passes.split_affine_over_concat import SplitAffineOverConcatPass
+from qtool.graph.passes.split_at_source import SplitAtSourcePass
 from qtool.graph.passes.untie_biases import UntieBiasesPass
 
 
@@ -70,8 +72,10 @@ def convert_passes(
         EinsumToMatMulPass(),  # before the bias fuse: an einsum's projection can take its bias Add
         FuseMatMulAddPass(),
         FoldDenseBatchNormPass(),  # Gemm -> Relu -> Mul -> Add -> Gemm (Keras Dense, ReLU, BatchNorm)
+        SplitAtSourcePass(),  # after the bias fusions: a Conv split by its output channels takes its bias along
         UntieBiasesPass(),  # after the fusions that make biases: each layer's own int32 grid
         FuseHardSwishPass(),
+        FuseSoftmaxPass(),  # Exp(x - max) / ReduceSum(...), as tf2onnx and jax2tf write a hand-made softmax
         DivToMulPass(),
         RemoveDropoutPass(),
         RemoveIdentityPass(),  # keeps the Identity an If branch returns an outer tensor through (its name)

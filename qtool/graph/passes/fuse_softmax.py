@@ -1,0 +1,140 @@
+"""Fuse a written-out Softmax, Exp(x − m) / ReduceSum(Exp(x − m)) with m constant along the summed axis (the
+row's max), into Softmax, with the layout op an exporter put after the Exp (and the sum) moved after it.
+
+Written out, each step is quantized on its own: the Exp's output, the sum and the quotient take three 8-bit
+grids, and the probabilities are rounded three times (czann's nuclei U-Net, tf2onnx from `tf.exp(x - max) /
+reduce_sum`: 0.6 dB behind quantize_static, which leaves Exp and Div in float). QNN, TIDL and the DPU run
+Softmax as one op, and qtool's Softmax-input rule then sees its input. Exact up to float rounding: a shift
+constant along the axis cancels in the quotient, and Softmax subtracts the row's max itself.
+
+Matched: Div(f(E), g(ReduceSum(E, [a]))) with E = Exp(Sub(x, m)), where f is nothing or a Transpose and g
+restores the summed axis the same way (nothing or the same Transpose after a sum that keeps its dims, or a
+Reshape to the shape that would give, where it moves no value), and m has size 1 along a.
+Every tensor between x and the quotient is read inside the pattern only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx_ir as ir
+
+from qtool.graph.passes.constants import sole_reader
+
+logger = logging.getLogger(__name__)
+
+
+def _dims(value: ir.Value | None) -> list[int] | None:
+    if value is None or value.shape is None or not all(isinstance(d, int) for d in value.shape):
+        return None
+    return [int(d) for d in value.shape]  # type: ignore[arg-type]
+
+
+def _summed_axis(node: ir.Node, rank: int) -> tuple[int, bool] | None:
+    """(axis, keepdims) of a ReduceSum over exactly one axis."""
+    if node.op_type != "ReduceSum" or node.domain != "":
+        return None
+    keep = node.attributes.get("keepdims")
+    keepdims = keep is None or keep.as_int() == 1
+    if len(node.inputs) > 1 and node.inputs[1] is not None:  # opset 13: axes is an input
+        given = node.inputs[1].const_value
+        axes = given.numpy().reshape(-1).tolist() if given is not None else None
+    else:
+        axes = list(node.attributes["axes"].as_ints()) if "axes" in node.attributes else None
+    if not axes or len(axes) != 1 or not -rank <= axes[0] < rank:
+        return None
+    return axes[0] % rank, keepdims
+
+
+def _perm(node: ir.Node | None) -> list[int] | None:
+    if node is None or node.op_type != "Transpose" or node.domain != "" or "perm" not in node.attributes:
+        return None
+    return list(node.attributes["perm"].as_ints())
+
+
+def _reshaped_sum(dims: list[int] | None, axis: int, perm: list[int] | None) -> list[int] | None:
+    """The shape a Reshape of the sum must have to stand for it with its axis kept (and moved by the numerator's
+    Transpose `perm`), or None where the Transpose reorders values a Reshape cannot."""
+    if dims is None or (perm is not None and sorted(perm) != list(range(len(dims)))):
+        return None
+    kept = [1 if k == axis else d for k, d in enumerate(dims)]
+    order = perm if perm is not None else list(range(len(dims)))
+    moved = [k for k in order if kept[k] != 1]
+    return [kept[k] for k in order] if moved == sorted(moved) else None
+
+
+def _match(div: ir.Node, graph: ir.Graph) -> tuple[ir.Value, int, list[int] | None, list[ir.Node]] | None:
+    """(x, axis, perm of the layout op after it or None, the nodes the Softmax replaces) for a written-out
+    Softmax ending at `div`."""
+    if div.op_type != "Div" or div.domain != "" or len(div.inputs) != 2:
+        return None
+    numerator, denominator = div.inputs[0].producer(), div.inputs[1].producer()  # type: ignore[union-attr]
+    if numerator is None or denominator is None:
+        return None
+    layout = numerator if numerator.op_type == "Transpose" else None
+    exp = numerator.inputs[0].producer() if layout is not None else numerator  # type: ignore[union-attr]
+    if exp is None or exp.op_type != "Exp" or exp.domain != "":
+        return None
+    e = exp.outputs[0]
+    readers = [use.node for use in e.uses()]
+    total = next((n for n in readers if n.op_type == "ReduceSum"), None)
+    if e in graph.outputs or total is None or len(readers) != 2 or (layout or div) not in readers:
+        return None
+    rank = len(_dims(e) or [])
+    found = _summed_axis(total, rank) if rank else None
+    if found is None or sole_reader(total.outputs[0], graph) is None:
+        return None
+    axis, keepdims = found
+    restore = sole_reader(total.outputs[0], graph)
+    if restore is div:  # no op between: a sum that kept its dims, and no layout op on the numerator
+        ok = keepdims and layout is None
+        replaced_denominator = [total]
+    else:
+        if restore is not denominator or sole_reader(restore.outputs[0], graph) is not div:  # type: ignore[union-attr]
+            return None
+        if restore.op_type == "Transpose":  # type: ignore[union-attr]
+            ok = keepdims and layout is not None and _perm(restore) == _perm(layout)
+        elif restore.op_type == "Reshape":  # type: ignore[union-attr]
+            ok = _dims(restore.outputs[0]) == _reshaped_sum(_dims(e), axis, _perm(layout))  # type: ignore[union-attr]
+        else:
+            ok = False
+        replaced_denominator = [total, restore]  # type: ignore[list-item]
+    shifted = exp.inputs[0].producer()  # type: ignore[union-attr]
+    if not ok or shifted is None or shifted.op_type != "Sub" or shifted.domain != "":
+        return None
+    x, shift = shifted.inputs
+    shift_dims, x_dims = _dims(shift), _dims(x)
+    if sole_reader(shifted.outputs[0], graph) is not exp or x_dims is None or shift_dims is None or x_dims != _dims(e):
+        return None
+    padded = [1] * (len(x_dims) - len(shift_dims)) + shift_dims
+    if len(padded) != len(x_dims) or padded[axis] != 1:  # a shift that varies along the axis is not a Softmax's
+        return None
+    if layout is not None and sole_reader(layout.outputs[0], graph) is not div:
+        return None
+    replaced = [shifted, exp, *([layout] if layout is not None else []), *replaced_denominator, div]
+    return x, axis, _perm(layout), replaced  # type: ignore[return-value]
+
+
+class FuseSoftmaxPass(ir.passes.InPlacePass):
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        fused = 0
+        for div in [n for n in model.graph if n.op_type == "Div"]:
+            found = _match(div, model.graph)
+            if found is None:
+                continue
+            x, axis, perm, replaced = found
+            head = div.name or div.outputs[0].name
+            softmax = ir.node("Softmax", inputs=[x], attributes={"axis": axis}, name=f"{head}_softmax")
+            out = softmax.outputs[0]
+            out.name, out.type, out.shape = f"{head}_softmax_output", x.type, x.shape
+            nodes = [softmax]
+            if perm is not None:
+                nodes.append(ir.node("Transpose", inputs=[out], attributes={"perm": perm}, name=f"{head}_transpose"))
+            last = nodes[-1].outputs[0]
+            if perm is not None:
+                last.type, last.shape = div.outputs[0].type, div.outputs[0].shape
+            ir.convenience.replace_nodes_and_values(model.graph, div, replaced, nodes, [div.outputs[0]], [last])
+            fused += 1
+        logger.info("fuse_softmax: %d written-out Softmax(es) fused", fused)
+        return ir.passes.PassResult(model, modified=bool(fused))
+

@@ -1,0 +1,74 @@
+"""FuseSoftmaxPass: Exp(x - max) / ReduceSum(...) as exporters write it by hand becomes one Softmax (with the
+numerator's Transpose after it), computing what it did; a shift that varies along the summed axis, or an Exp
+something else reads too, stays written out."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from qtool.graph.convert import normalise
+
+
+def written_softmax(form: str) -> onnx.ModelProto:
+    """x [1, 3, 4, 5] -> written-out softmax over axis 1, in one of the forms exporters use:
+    'plain' (keepdims sums, no layout op), 'tf' (a Transpose to NHWC on the Exp and on the sum, as tf2onnx writes
+    czann's), 'jax' (sums without kept dims, a Reshape putting the axis back, as jax2tf writes magika's),
+    'shift' (a per-channel constant subtracted: not a softmax's shift), 'exp_read' (the Exp also an output)."""
+    perm = [0, 2, 3, 1]
+    inits = [numpy_helper.from_array(np.array([1], np.int64), "axes")]
+    nodes = [helper.make_node("Relu", ["x"], ["r"])]
+    if form == "shift":
+        inits.append(numpy_helper.from_array(np.array([0.0, 1.0, 2.0], np.float32).reshape(1, 3, 1, 1), "m"))
+    elif form == "jax":
+        inits.append(numpy_helper.from_array(np.array([1, 1, 4, 5], np.int64), "kept"))
+        nodes += [helper.make_node("ReduceMax", ["r"], ["m0"], axes=[1], keepdims=0),
+                  helper.make_node("Reshape", ["m0", "kept"], ["m"])]  # fmt: skip
+    else:
+        nodes.append(helper.make_node("ReduceMax", ["r"], ["m"], axes=[1], keepdims=1))
+    nodes += [helper.make_node("Sub", ["r", "m"], ["d"]), helper.make_node("Exp", ["d"], ["e"])]
+    if form == "tf":
+        nodes += [helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=1),
+                  helper.make_node("Transpose", ["e"], ["et"], perm=perm),
+                  helper.make_node("Transpose", ["s"], ["st"], perm=perm),
+                  helper.make_node("Div", ["et", "st"], ["y"])]  # fmt: skip
+        shape = [1, 4, 5, 3]
+    elif form == "jax":
+        nodes += [helper.make_node("ReduceSum", ["e", "axes"], ["s0"], keepdims=0),
+                  helper.make_node("Reshape", ["s0", "kept"], ["s"]), helper.make_node("Div", ["e", "s"], ["y"])]  # fmt: skip
+        shape = [1, 3, 4, 5]
+    else:
+        nodes += [helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=1), helper.make_node("Div", ["e", "s"], ["y"])]
+        shape = [1, 3, 4, 5]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)]
+    if form == "exp_read":
+        outputs.append(helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 3, 4, 5]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 5])], outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def run(model: onnx.ModelProto) -> list[np.ndarray]:
+    x = np.random.default_rng(0).normal(0, 4, (1, 3, 4, 5)).astype(np.float32)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+
+def test_each_written_out_form_becomes_one_softmax() -> None:
+    for form in ("plain", "tf", "jax"):
+        model = written_softmax(form)
+        out = normalise(model, {}, "m.onnx")
+        ops = [n.op_type for n in out.graph.node]
+        assert ops.count("Softmax") == 1 and "Exp" not in ops and "Div" not in ops, (form, ops)
+        assert next(n for n in out.graph.node if n.op_type == "Softmax").attribute[0].i == 1
+        assert [o.name for o in out.graph.output] == ["y"]
+        np.testing.assert_allclose(run(out)[0], run(model)[0], rtol=1e-6, atol=1e-7)
+
+
+def test_a_shift_along_the_axis_or_an_exp_read_elsewhere_stays_written_out() -> None:
+    for form in ("shift", "exp_read"):
+        model = written_softmax(form)
+        out = normalise(model, {}, "m.onnx")
+        assert "Softmax" not in [n.op_type for n in out.graph.node], form
+        for got, want in zip(run(out), run(model), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

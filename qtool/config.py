@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from qtool.errors import UsageError, did_you_mean
-from qtool.io.files import line_of, read_text
+from qtool.io.files import line_of, read_limit, read_text
 
 # qairt's hidden legacy --act_quantizer/--param_quantizer values -> (schema, calibration)
 LEGACY_QUANTIZERS = {
@@ -135,7 +135,10 @@ def _load_yaml(path: Path) -> tuple[Any, dict[str, tuple[int, Any]]]:
     """The YAML and, for each top-level key, its line and its value's plain text (load_yaml)."""
     import yaml
 
-    text = read_text(path, "config file", error=UsageError)
+    # PyYAML's pure-Python parser holds ~350 bytes per byte of a list of short names: a config is read up to
+    # 1/64 of the other text inputs' cap (1 MiB; not under 64 KiB), not to 64 MiB (~20 GB parsed)
+    limit = max(read_limit() >> 6, min(read_limit(), 1 << 16))
+    text = read_text(path, "config file", error=UsageError, limit=limit)
     loader = None
     try:
         loader = _loader()(text)  # its reader checks the characters here: a ReaderError
@@ -226,6 +229,7 @@ class ConvertOptions:
     float_bitwidth: int = 32
     export_format: str = "default"
     external_data: bool = False  # write <output> + <output>.data whatever the size
+    op_package_lib: tuple[Path, ...] = ()  # custom-op libraries every session registers (runtime.custom_ops)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ConvertOptions:
@@ -286,6 +290,7 @@ class QuantizeOptions:
     target: str | None = None  # the --target preset's name; the CLI also takes its values from configs/
     external_data: bool = False  # write <output> + <output>.data whatever the size
     config: Path | None = None  # the --config file (its values arrive as params): an input no output may replace
+    op_package_lib: tuple[Path, ...] = ()  # custom-op libraries every session registers (runtime.custom_ops)
     algorithm_config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -325,6 +330,7 @@ class InspectOptions:
     target: str | None = None  # lint against this target's ops and preset (qtool/inspect/target_ops.py)
     fail_on: str | None = None  # "warning" | "error": findings at or above it exit 5
     html: Path | None = None  # one self-contained HTML report
+    op_package_lib: tuple[Path, ...] = ()  # custom-op libraries every session registers (runtime.custom_ops)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> InspectOptions:
@@ -339,6 +345,7 @@ class ExportOptions:
     encodings_format: str = "legacy"
     matmulnbits_accuracy_level: int = 0  # MatMulNBits' accuracy_level (export/matmulnbits.py)
     external_data: bool = False  # write every model as <file> + <file>.data
+    op_package_lib: tuple[Path, ...] = ()  # custom-op libraries every session registers (runtime.custom_ops)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ExportOptions:

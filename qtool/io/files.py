@@ -121,8 +121,10 @@ def read_bytes(
     return data
 
 
-def read_text(path: str | os.PathLike[str], what: str = "file", error: type[QtoolError] = DataError) -> str:
-    data = read_bytes(path, what, error=error)
+def read_text(
+    path: str | os.PathLike[str], what: str = "file", error: type[QtoolError] = DataError, limit: int | None = None
+) -> str:
+    data = read_bytes(path, what, limit, error)
     try:
         return data.decode("utf-8-sig")  # Windows editors start UTF-8 files with a byte-order mark
     except UnicodeDecodeError as e:

@@ -124,3 +124,13 @@ def test_a_lock_file_removed_while_a_run_waits_on_it_is_not_a_lock(tmp_path: Pat
             pass
     finally:
         os.close(third[0])
+
+
+def test_a_config_past_a_mebibyte_is_refused_before_pyyaml_reads_it(ws: Workspace) -> None:
+    """PyYAML's pure-Python parser holds ~350 bytes per byte of a list of short names: a 6 MB config
+    (`act_16bit_tensors: [x, x, ...]`) took 70 s and 2.2 GB before quantizing; at the 64 MiB read cap of other
+    text inputs, ~20 GB."""
+    config = ws.root / "c.yaml"
+    config.write_text("act_16bit_tensors: [" + ",".join(["x"] * 600_000) + "]\n")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "c.yaml", "1048576-byte limit")

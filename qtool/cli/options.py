@@ -3,6 +3,7 @@ the common --json/-v/--quiet options and progress output. Only parsing; no graph
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -97,6 +98,12 @@ def no_such_option(e: click.NoSuchOption) -> str:
     return f"{e.message} ({hint[0].upper()}{hint[1:]})" if hint else e.message
 
 
+def _tell(line: str) -> None:
+    """An error line on stderr; where stderr cannot take it (2>/dev/full) it is lost, not the error's exit code."""
+    with contextlib.suppress(OSError):
+        click.echo(line, err=True)
+
+
 class QtoolGroup(click.Group):
     """Turns QtoolError into one line on stderr and its exit code; hides tracebacks of bugs.
     click's own usage errors become the same one line (`qtool: error: ...`), not a usage screen."""
@@ -114,10 +121,10 @@ class QtoolGroup(click.Group):
             ctx = getattr(e, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if isinstance(e, click.UsageError) and ctx else ""
             message = no_such_option(e) if isinstance(e, click.NoSuchOption) else e.format_message()
-            click.echo(f"qtool: error: {message}{hint}", err=True)
+            _tell(f"qtool: error: {message}{hint}")
             sys.exit(e.exit_code)
         except click.Abort as e:  # an interrupt while the arguments are parsed
-            click.echo("qtool: interrupted; no output written", err=True)
+            _tell("qtool: interrupted; no output written")
             interrupt = e.__cause__ or e.__context__
             sys.exit(Interrupted.code_of(interrupt) if isinstance(interrupt, KeyboardInterrupt) else 130)
         sys.exit(code if isinstance(code, int) else 0)
@@ -128,16 +135,16 @@ class QtoolGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except QtoolError as e:
-            click.echo(f"qtool: error: {printable(str(e))}", err=True)
+            _tell(f"qtool: error: {printable(str(e))}")
             ctx.exit(e.exit_code)
         except KeyboardInterrupt as e:
-            click.echo("qtool: interrupted; no output written", err=True)
+            _tell("qtool: interrupted; no output written")
             ctx.exit(Interrupted.code_of(e))
         except Exception:
             if logging.getLogger().isEnabledFor(logging.INFO):
                 raise
             logging.getLogger("qtool").debug("internal error", exc_info=True)
-            click.echo("qtool: internal error; re-run with -v to see the traceback and report it", err=True)
+            _tell("qtool: internal error; re-run with -v to see the traceback and report it")
             ctx.exit(1)
 
 

@@ -134,3 +134,16 @@ def test_a_config_past_a_mebibyte_is_refused_before_pyyaml_reads_it(ws: Workspac
     config.write_text("act_16bit_tensors: [" + ",".join(["x"] * 600_000) + "]\n")
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "c.yaml", "1048576-byte limit")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_an_error_stderr_cannot_take_keeps_its_exit_code(ws: Workspace) -> None:
+    """`2>/dev/full`: the error line could not be written, the OSError escaped, and a missing model (exit 4) or a
+    bad flag (exit 2) exited 1, an internal error, to the CI job that reads only the code."""
+    import subprocess
+    import sys
+
+    for args, code in ((["inspect", ws.root / "missing.onnx"], 4), (["quantize", "--act_bitwidth", "5"], 2)):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([sys.executable, "-m", "qtool", *map(str, args)], stderr=full, timeout=120)
+        assert done.returncode == code, args

@@ -229,6 +229,7 @@ class ConvertOptions:
     float_bitwidth: int = 32
     export_format: str = "default"
     external_data: bool = False  # write <output> + <output>.data whatever the size
+    op_package_lib: tuple[Path, ...] = ()  # custom-op libraries every session registers (runtime.custom_ops)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ConvertOptions:
@@ -289,6 +290,7 @@ class QuantizeOptions:
     target: str | None = None  # the --target preset's name; the CLI also takes its values from configs/
     external_data: bool = False  # write <output> + <output>.data whatever the size
     config: Path | None = None  # the --config file (its values arrive as params): an input no output may replace
+    op_package_lib: tuple[Path, ...] = ()  # custom-op libraries every session registers (runtime.custom_ops)
     algorithm_config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -328,6 +330,7 @@ class InspectOptions:
     target: str | None = None  # lint against this target's ops and preset (qtool/inspect/target_ops.py)
     fail_on: str | None = None  # "warning" | "error": findings at or above it exit 5
     html: Path | None = None  # one self-contained HTML report
+    op_package_lib: tuple[Path, ...] = ()  # custom-op libraries every session registers (runtime.custom_ops)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> InspectOptions:
@@ -342,6 +345,7 @@ class ExportOptions:
     encodings_format: str = "legacy"
     matmulnbits_accuracy_level: int = 0  # MatMulNBits' accuracy_level (export/matmulnbits.py)
     external_data: bool = False  # write every model as <file> + <file>.data
+    op_package_lib: tuple[Path, ...] = ()  # custom-op libraries every session registers (runtime.custom_ops)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ExportOptions:

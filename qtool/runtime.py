@@ -1,21 +1,29 @@
-"""onnxruntime sessions, built the same way everywhere (threads, optimisation level, extra outputs)."""
+"""onnxruntime sessions, built the same way everywhere (threads, optimisation level, extra outputs, the
+custom-op libraries of --op_package_lib)."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import functools
 import logging
-from collections.abc import Callable, Iterable
+import os
+import re
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from qtool.errors import ModelError
+from qtool.errors import ModelError, UsageError
 from qtool.graph import external_data
 from qtool.graph.node_order import reads  # runtime.reads: callers prune and stage by it
 from qtool.io.files import env_bytes
+from qtool.io.outputs import file_kind
 
 logger = logging.getLogger(__name__)
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -249,6 +257,56 @@ def integer_kernels(target: str | None) -> bool:
     return target == "ort-cpu"
 
 
+# The custom-op libraries (onnxruntime-extensions' tokenizers, image decoders: ops of domains onnxruntime does not
+# implement) every session of the running command registers; set for one command by custom_ops.
+_libraries: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("qtool_op_libraries", default=())
+OWN_DOMAINS = ("ai.onnx.ml", "ai.onnx.preview", "com.microsoft", "com.ms.")  # onnxruntime's own kernels (prefixes)
+LIBRARY_FLAG = "--op_package_lib"
+
+
+@contextlib.contextmanager
+def custom_ops(paths: Iterable[Path]) -> Iterator[None]:
+    """Every session made inside registers these shared libraries (SessionOptions.register_custom_ops_library).
+    Each is checked here, before any work: a regular file that onnxruntime loads."""
+    libraries = tuple(_loadable(path) for path in paths)
+    token = _libraries.set(tuple(dict.fromkeys(_libraries.get() + libraries)))
+    try:
+        yield
+    finally:
+        _libraries.reset(token)
+
+
+def _loadable(path: Path) -> str:
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte
+        raise UsageError(f"{LIBRARY_FLAG}: {getattr(e, 'strerror', None) or e}", where=str(path)) from None
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{LIBRARY_FLAG}: is {file_kind(mode)}, not a regular file (a shared library)", where=str(path))
+    absolute = os.path.abspath(path)  # dlopen searches the library path for a bare name
+    try:
+        ort.SessionOptions().register_custom_ops_library(absolute)
+    except Exception as e:  # not a library, another ABI, no RegisterCustomOps symbol: onnxruntime's own types
+        reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        raise UsageError(f"{LIBRARY_FLAG}: onnxruntime cannot load it as a custom-op library: {reason}",
+                         where=str(path)) from None  # fmt: skip
+    return absolute
+
+
+def _unregistered(reason: str) -> ModelError | None:
+    """onnxruntime's "ai.onnx.contrib:StringLength(-1) is not a registered function/op", when the op's domain
+    is none of onnxruntime's own, said as what it is: a custom op, which a library given to qtool implements."""
+    found = re.search(r"([\w.-]+):([\w.-]+)\(-?\d+\) is not a registered function/op", reason)
+    if found is None or found[1] == "ai.onnx" or found[1].startswith(OWN_DOMAINS):
+        return None
+    given = "none of the libraries given implements it: " if _libraries.get() else ""
+    return ModelError(
+        f"onnxruntime has no kernel for {found[2]}, a custom op of domain {found[1]!r}",
+        hint=f"{given}give the shared library that implements it with {LIBRARY_FLAG} PATH; "
+        "onnxruntime-extensions' is onnxruntime_extensions.get_library_path()",
+    )
+
+
 def session(
     model: onnx.ModelProto,
     threads: int = 0,
@@ -275,6 +333,8 @@ def session(
     options.inter_op_num_threads = 1
     # errors reach the user as one line from the exception; onnxruntime's own log would repeat them
     options.log_severity_level = 3 if logging.getLogger("qtool").isEnabledFor(logging.INFO) else 4
+    for library in _libraries.get():
+        options.register_custom_ops_library(library)
     level = ort.GraphOptimizationLevel
     options.graph_optimization_level = level.ORT_ENABLE_ALL if optimized else level.ORT_ENABLE_BASIC
     disabled: set[str] = set()
@@ -313,6 +373,9 @@ def session(
         return _built(model, options, limit, disabled, weights)
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
         reason = str(e).splitlines()[0][:300]
+        if (custom := _unregistered(reason)) is not None:
+            custom.where = where
+            raise custom from e
         if not optimized:
             raise ModelError(f"onnxruntime cannot load it: {reason}", where=where) from e
     # A valid model that only onnxruntime's own rewrites break (its QDQ fusion copies a dilated

@@ -141,7 +141,7 @@ def check_normalised(model: onnx.ModelProto, where: str) -> None:
     try:
         runtime.session(model, 1, f"{where} as converted", arena=False, folded=True)
     except ModelError as e:
-        raise ModelError(e.message, where=e.where, hint=f"pin the input that picks the branch: {pin}" if pin else None) from e
+        raise ModelError(e.message, where=e.where, hint=f"pin the input that picks the branch: {pin}" if pin else e.hint) from e
 
 
 def drift_table(drift: dict[str, compare.Drift], with_labels: bool) -> Table:

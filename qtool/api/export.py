@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnx
 
+from qtool import runtime
 from qtool.config import ExportOptions
 from qtool.errors import UsageError
 from qtool.export import ExportJob, build, write_files
@@ -17,7 +18,8 @@ from qtool.report import Report
 def export(o: ExportOptions) -> Report:
     """Every --format's files for a QDQ model, built in memory first so a failing format writes nothing;
     then written together, so a failing write leaves none of them either."""
-    with outputs.command([("-i", o.input_network)]) as tx:
+    inputs = [("-i", o.input_network), *(("--op_package_lib", p) for p in o.op_package_lib)]
+    with outputs.command(inputs) as tx, runtime.custom_ops(o.op_package_lib):
         check_output_folder(o.output_path)
         model, data_files = gm.load_with_files(o.input_network)
         tx.add_inputs("-i's external data", data_files)

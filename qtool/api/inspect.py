@@ -27,8 +27,10 @@ def inspect_model(o: InspectOptions) -> InspectReport:
     """Facts, lint findings (with data when --input_list is given) and, with --reference, the
     per-output and per-layer drift; --html writes the same report as one page. The caller prints
     the report and then calls `report.check(o.fail_on)` (exit 5), so findings are always shown."""
-    inputs = [("MODEL", o.model), ("--reference", o.reference), ("--input_list", o.input_list), ("--labels", o.labels)]
-    with outputs.command(inputs, [("--html", o.html)]) as tx, tempfile.TemporaryDirectory(prefix="qtool-") as scratch:
+    inputs = [("MODEL", o.model), ("--reference", o.reference), ("--input_list", o.input_list), ("--labels", o.labels),
+              *(("--op_package_lib", p) for p in o.op_package_lib)]  # fmt: skip
+    with (outputs.command(inputs, [("--html", o.html)]) as tx, runtime.custom_ops(o.op_package_lib),
+          tempfile.TemporaryDirectory(prefix="qtool-") as scratch):  # fmt: skip
         try:
             return _inspect(o, tx, os.path.join(scratch, "float-weights.data"))
         finally:

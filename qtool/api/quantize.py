@@ -118,6 +118,7 @@ def _files(o: QuantizeOptions, output: Path) -> tuple[list, list]:
         ("--quantization_overrides", o.quantization_overrides),
         ("--config", o.config),
         *(("--load_stats", p) for p in o.load_stats),
+        *(("--op_package_lib", p) for p in o.op_package_lib),
     ]
     outputs = [
         ("-o", output),
@@ -357,7 +358,8 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     output = o.output_path or o.input_network.with_suffix(".quant.onnx")
     if not output.name:
         raise UsageError(f"-o {output}: needs a file name")
-    with outputs.command(*_files(o, output)) as tx, blocks.remembered():  # one block search per weight
+    with (outputs.command(*_files(o, output)) as tx, runtime.custom_ops(o.op_package_lib),
+          blocks.remembered()):  # one block search per weight  # fmt: skip
         report, failure = _quantize(o, output, tx, progress)
     if failure is not None:
         raise failure

@@ -25,6 +25,7 @@ from qtool.cli.options import (
     input_dims,
     input_value_option,
     int_choice,
+    op_package_lib_option,
     terminal_progress_if_tty,
     to_int,
 )
@@ -87,6 +88,7 @@ def main() -> None:
     help="strip: drop the encodings of a pre-quantized QDQ input (qairt's DLC_STRIP_QUANT).",
 )
 @external_data_option
+@op_package_lib_option
 @common
 def convert(as_json: bool, **kw: Any) -> None:
     """Validate and normalise a float model: opset >= 13, batch 1, BatchNorm folded, constants folded."""
@@ -96,6 +98,7 @@ def convert(as_json: bool, **kw: Any) -> None:
 @main.command()
 @quantize_options
 @external_data_option
+@op_package_lib_option
 @config_options
 @common
 def quantize(as_json: bool, **kw: Any) -> None:
@@ -120,6 +123,7 @@ def quantize(as_json: bool, **kw: Any) -> None:
 @click.option("--html", type=PathType, help="Also write the report as one self-contained HTML file.")
 @click.option("--use_native_input_files", is_flag=True, help="Raw files hold the inputs' own dtype.")
 @click.option("--num_threads", type=Threads, default=0, help="onnxruntime threads (0: all cores).")
+@op_package_lib_option
 @common
 def inspect(as_json: bool, **kw: Any) -> None:
     """Facts and quantization lints for MODEL; with --reference, its drift from the float model per output and layer."""
@@ -166,6 +170,7 @@ def inspect(as_json: bool, **kw: Any) -> None:
     help="Layout of the encodings JSON.",
 )
 @external_data_option
+@op_package_lib_option
 @common
 def export(as_json: bool, **kw: Any) -> None:
     """Write a QDQ model's deployable artefacts (QOperator model, encodings, ranges, fp16, fixpoint...)."""

@@ -73,7 +73,7 @@ QAIRT_INSTEAD = {
     "--axis_quant": "qtool's is --use_per_channel_quantization",
 }
 QAIRT_MISSING = {  # qairt flags with no qtool counterpart at all
-    "--restrict_quantization_steps", "--adjust_bias_encoding", "--use_dynamic_16_bit_weights", "--op_package_lib",
+    "--restrict_quantization_steps", "--adjust_bias_encoding", "--use_dynamic_16_bit_weights",
     "--enable_per_row_quantized_bias", "--use_native_output_files", "--preserve_io_datatype", "--use_quantize_v2",
     "--disable_relu_squashing", "--include_data_invariant_ops", "--out_tensor_name", "--source_model_input_layout",
 }
@@ -343,6 +343,19 @@ def external_data_option(func: Callable) -> Callable:
         is_flag=True,
         help="Write each model as <output> plus <output>.data (weights), whatever its size; models over "
         "1.8 GB always are.",
+    )(func)
+
+
+def op_package_lib_option(func: Callable) -> Callable:
+    return click.option(
+        "--op_package_lib",
+        "--custom_op_library",
+        "op_package_lib",
+        type=PathType,
+        multiple=True,
+        metavar="PATH",
+        help="Custom-op shared library (onnxruntime-extensions' tokenizers...) every onnxruntime session registers "
+        "(SessionOptions.register_custom_ops_library). Repeatable.",
     )(func)
 
 

@@ -423,7 +423,9 @@ OUT := build/demo
 # 20029 -> 20122: --op_package_lib (--custom_op_library): custom-op libraries (onnxruntime-extensions) registered in
 #   every session, checked before any work, and a custom op's missing kernel named with its domain (runtime.custom_ops)
 # 20122 -> 20139: a ReLU onnxruntime folded into a grid from 0 comes back on import (quant/qdq_read._folded_relu)
-LINE_BUDGET := 20139
+# 20139 -> 20154: constant folding skips a node whose inferred output is past its limit before running it (a 600-byte
+#   Expand to [20000, 20000, 10] took 23 GB in convert; graph/passes/__init__._too_large; hostile input, round 6)
+LINE_BUDGET := 20154
 
 .PHONY: demo test lint venv bench clean golden
 

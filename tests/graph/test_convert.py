@@ -344,3 +344,25 @@ def test_a_shape_only_the_data_decides_is_not_written() -> None:
     values = {v.name: v.type.tensor_type for v in normalise(model, {}, "m.onnx").graph.value_info}
     assert values["tf"].elem_type == T.FLOAT and not values["tf"].HasField("shape")  # [?, 2]: the type only
     assert [d.dim_value for d in values["m"].shape.dim] == [1, 4]  # a known shape stays
+
+
+@pytest.mark.parametrize("op", ["Expand", "Pad"])
+def test_a_constant_whose_output_is_huge_is_not_folded(op: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 600-byte model whose Expand (or Pad) of a constant makes [20000, 20000, 10] floats: onnxscript's folder
+    ran it (23 GB) and only then found the output past its limit. The output's inferred size says no first."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qtool.graph import passes
+
+    arg = np.array([20000, 20000, 10] if op == "Expand" else [0, 0, 40000, 40000], np.int64)
+    data = np.ones(1 if op == "Expand" else (1, 1), np.float32)
+    nodes = [helper.make_node(op, ["c", "arg"], ["e"]), helper.make_node("ReduceSum", ["e"], ["s"], keepdims=0),
+             helper.make_node("Add", ["x", "s"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "bomb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+                              [numpy_helper.from_array(data, "c"), numpy_helper.from_array(arg, "arg")])  # fmt: skip
+    asked = []
+    decide = passes._should_fold
+    monkeypatch.setattr(passes, "_should_fold", lambda node: asked.append((node.op_type, decide(node))) or asked[-1][1])
+    out = normalise(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), {}, "bomb.onnx")
+    assert (op, False) in asked and op in [n.op_type for n in out.graph.node]

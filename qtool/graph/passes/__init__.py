@@ -5,6 +5,8 @@ Adding a pass is one file in this folder and one line here.
 
 from __future__ import annotations
 
+import math
+
 import onnx_ir as ir
 from onnx_ir.passes import common
 from onnxscript.optimizer._constant_folding import FoldConstantsPass
@@ -31,12 +33,26 @@ from qtool.graph.passes.split_affine_over_concat import SplitAffineOverConcatPas
 from qtool.graph.passes.split_at_source import SplitAtSourcePass
 from qtool.graph.passes.untie_biases import UntieBiasesPass
 
+# onnxscript folds a node whose inputs are small and checks its output's size only once it has computed it: a
+# 600-byte Expand to [20000, 20000, 10] took 23 GB. A node whose inferred output is past its limit is not run.
+FOLD_OUTPUT_LIMIT = 1 << 22
+
+
+def _too_large(node: ir.Node) -> bool:
+    for out in node.outputs:
+        dims = list(out.shape) if out.shape is not None else []
+        if dims and all(isinstance(d, int) for d in dims) and math.prod(dims) > FOLD_OUTPUT_LIMIT:  # type: ignore[arg-type]
+            return True
+    return False
+
 
 def _should_fold(node: ir.Node) -> bool | None:
     """onnxscript keeps ConstantOfShape unfolded (model size); a small one feeding shape arithmetic
     (TF-style "same" padding computes Pad's pads so) must fold, or the Pad stays dynamic. A Transpose of
     an embedding table a Gather reads too (a tied lm_head) stays: folded, the file would hold the table
     twice, and quantized twice (the matmulnbits export shares one copy between the Gather and the head)."""
+    if _too_large(node):
+        return False
     if node.op_type == "Transpose" and node.inputs and node.inputs[0] is not None:
         table = node.inputs[0]
         tied = table.is_initializer() and any(u.node.op_type == "Gather" and u.idx == 0 for u in table.uses())
@@ -59,7 +75,7 @@ def convert_passes(
         PinInputsPass(input_values or {}),  # before folding: an If on a pinned input folds to its branch
         common.ShapeInferencePass(),
         FoldConstantsPass(
-            shape_inference=True, input_size_limit=1 << 22, output_size_limit=1 << 22, should_fold=_should_fold
+            shape_inference=True, input_size_limit=1 << 22, output_size_limit=FOLD_OUTPUT_LIMIT, should_fold=_should_fold
         ),
         FoldBatchNormPass(),
         FuseLayerNormPass(),

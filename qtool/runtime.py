@@ -287,7 +287,7 @@ def _loadable(path: Path) -> str:
     try:
         ort.SessionOptions().register_custom_ops_library(absolute)
     except Exception as e:  # not a library, another ABI, no RegisterCustomOps symbol: onnxruntime's own types
-        reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        reason = ort_reason(e)
         raise UsageError(f"{LIBRARY_FLAG}: onnxruntime cannot load it as a custom-op library: {reason}",
                          where=str(path)) from None  # fmt: skip
     return absolute
@@ -305,6 +305,18 @@ def _unregistered(reason: str) -> ModelError | None:
         hint=f"{given}give the shared library that implements it with {LIBRARY_FLAG} PATH; "
         "onnxruntime-extensions' is onnxruntime_extensions.get_library_path()",
     )
+
+
+# onnxruntime prefixes a message with the C++ source line and function that raised it ("/onnxruntime_src/...h:46
+# void onnxruntime::...ValidateOpsetForDomain(const std::unordered_map<...>&, ...) "): clipped to a line's
+# length, that was all an opset-99 model's error said
+_CXX_WHERE = re.compile(r"(?:Load model from \S+ failed:)?/\S+\.(?:h|cc|cpp|hpp):\d+ [^(]*\([^)]*\)\s*")
+
+
+def ort_reason(error: Exception) -> str:
+    """An onnxruntime exception's first line, without the C++ location, clipped to 300 characters."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return _CXX_WHERE.sub("", text)[:300]
 
 
 def session(
@@ -372,7 +384,7 @@ def session(
     try:
         return _built(model, options, limit, disabled, weights)
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
-        reason = str(e).splitlines()[0][:300]
+        reason = ort_reason(e)
         if (custom := _unregistered(reason)) is not None:
             custom.where = where
             raise custom from e

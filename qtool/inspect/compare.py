@@ -162,7 +162,7 @@ def _run(session, names: list[str] | None, feed: dict[str, np.ndarray], what: st
     try:
         return session.run(names, feed)
     except Exception as e:  # onnxruntime's own error types
-        raise ModelError(f"{what} fails in onnxruntime on evaluation sample {index + 1}: {str(e).splitlines()[0][:300]}",
+        raise ModelError(f"{what} fails in onnxruntime on evaluation sample {index + 1}: {runtime.ort_reason(e)}",
                          hint="compare with the model as given (qtool inspect on it); a converted model that fails "
                          "where the original runs is a bug worth reporting") from e  # fmt: skip
 

@@ -307,7 +307,7 @@ class _Runner:
         try:
             values = self.session.run(self.outputs + self.graph_outputs if wanted else self.outputs, feed)
         except Exception as e:  # ORT's own error types; the message names the failing node
-            raise ModelError(f"inference failed: {str(e).splitlines()[0][:300]}", where=where) from e
+            raise ModelError(f"inference failed: {runtime.ort_reason(e)}", where=where) from e
         if wanted:
             keep.add(values[len(self.outputs) :])  # type: ignore[union-attr]
             values = values[: len(self.outputs)]

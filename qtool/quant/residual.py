@@ -223,7 +223,7 @@ def observe_channels(
         try:
             values = session.run(outputs, {k: v for k, v in feed.items() if k in inputs})
         except Exception as e:  # ORT's own error types; the message names the failing node
-            raise ModelError(f"inference failed: {str(e).splitlines()[0][:300]}", where=where) from e
+            raise ModelError(f"inference failed: {runtime.ort_reason(e)}", where=where) from e
         for k, t in enumerate(tensors):
             lo, hi = values[2 * k], values[2 * k + 1]
             if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):

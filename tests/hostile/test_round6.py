@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import save_model
+from conftest import run_cli, save_model
 from hostile_env import Workspace, assert_refused, make_workspace
 from onnx import numpy_helper
 
@@ -147,3 +147,17 @@ def test_an_error_stderr_cannot_take_keeps_its_exit_code(ws: Workspace) -> None:
         with open("/dev/full", "w") as full:
             done = subprocess.run([sys.executable, "-m", "qtool", *map(str, args)], stderr=full, timeout=120)
         assert done.returncode == code, args
+
+
+def test_an_opset_onnxruntime_does_not_know_is_said_in_words_not_a_cxx_signature(tmp_path: Path) -> None:
+    """onnxruntime's message begins with its C++ file, line and function signature; clipped to 300 characters,
+    an opset-99 model's error held only that."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 99)])
+    model.ir_version = 10
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    result = run_cli(["convert", "-i", tmp_path / "m.onnx", "-o", tmp_path / "c.onnx"])
+    assert result.exit_code == 3 and "Opset 99" in result.stderr and "onnxruntime_src" not in result.stderr

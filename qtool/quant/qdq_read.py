@@ -197,11 +197,10 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             continue
         e = _encoding(node, inits, _q_output_type(q_node, inits, constants), None, constants)
         x, y = q_node.input[0], node.output[0]
-        if _folded_relu(e, producers.get(x)):  # the DequantizeLinear becomes the ReLU, in its place
-            del node.attribute[:]
-            node.op_type, node.domain, node.name = "Relu", "", f"{node.name or y}/Relu"
-            node.input[:] = [x]
-            found.activations[y] = e  # on the ReLU's output, where qtool's own plan squashes it
+        if _folded_relu(e, producers.get(x)):
+            name = _relu_back(node, producers[x], x, alone=len(readers[x]) == 1 and not {x, y} & outputs)
+            found.activations[name] = e  # on the ReLU's output, where qtool's plan squashes it
+            rename.update({y: name} if name != y else {})
             drop.add(id(q_node))
             continue
         name = y if y in outputs else x
@@ -225,6 +224,19 @@ def _folded_relu(e: Encoding, producer: onnx.NodeProto | None) -> bool:
     Quantizing ReLU(x) on a grid from 0 is quantizing x on it, so the quantized model does not change."""
     squashable = producer is not None and producer.op_type in SQUASHABLE_PRODUCERS and producer.domain in ("", "ai.onnx")
     return squashable and not e.is_float and len(e.min) == 1 and e.min[0] == 0.0 and e.max[0] > 0.0
+
+
+def _relu_back(dq: onnx.NodeProto, producer: onnx.NodeProto, x: str, alone: bool) -> str:
+    """`dq` becomes ReLU(x), in its place. When the Q read `x` alone, the ReLU writes `x` (the name the grid
+    had) and the producer a new name; else the ReLU writes the DequantizeLinear's output. Returns the ReLU's output."""
+    source = f"{x}/before_relu" if alone else x
+    if alone:
+        producer.output[:] = [source if o == x else o for o in producer.output]
+        dq.output[:] = [x]
+    del dq.attribute[:]
+    dq.op_type, dq.domain, dq.name = "Relu", "", f"{dq.name or x}/Relu"
+    dq.input[:] = [source]
+    return dq.output[0]
 
 
 def _casts_to(node: onnx.NodeProto | None, dtype: int) -> bool:

@@ -60,4 +60,5 @@ def test_a_relu_onnxruntime_folded_into_a_grid_from_zero_comes_back(tmp_path) ->
     assert sqnr > 25, sqnr
     assert [n.op_type for n in floated.graph.node].count("Relu") == 1
     relu = next(n for n in floated.graph.node if n.op_type == "Relu")
+    assert relu.output[0] == "r"  # the ReLU's name in the float model (onnxruntime's Conv wrote it): inspect matches it
     assert relu.output[0] in found.activations  # the grid is on the tensor the next Conv reads

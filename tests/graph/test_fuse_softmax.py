@@ -72,3 +72,29 @@ def test_a_shift_along_the_axis_or_an_exp_read_elsewhere_stays_written_out() -> 
         assert "Softmax" not in [n.op_type for n in out.graph.node], form
         for got, want in zip(run(out), run(model), strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_a_transpose_without_perm_reverses_the_axes() -> None:
+    """Transpose's perm defaults to the reversed axes: the fused Softmax keeps that Transpose after it, and a
+    Reshape of the sum that does not stand for it (the reversal moves values) leaves the pattern as it is."""
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    head = [helper.make_node("ReduceMax", ["x"], ["m"], axes=[1], keepdims=1), helper.make_node("Sub", ["x", "m"], ["d"]),
+            helper.make_node("Exp", ["d"], ["e"]), helper.make_node("Transpose", ["e"], ["et"])]  # fmt: skip
+    forms = {
+        "transpose": ([1, 3, 4, 5], [5, 4, 3, 1], [], [helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=1),
+                                                       helper.make_node("Transpose", ["s"], ["st"])]),
+        "reshape": ([2, 3, 2], [2, 3, 2], [numpy_helper.from_array(np.array([2, 1, 2], np.int64), "kept")],
+                    [helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=0),
+                     helper.make_node("Reshape", ["s", "kept"], ["st"])]),
+    }  # fmt: skip
+    for form, (x_shape, y_shape, inits, tail) in forms.items():
+        graph = helper.make_graph([*head, *tail, helper.make_node("Div", ["et", "st"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], [axes, *inits])  # fmt: skip
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        out = normalise(model, {}, "m.onnx")
+        assert ("Softmax" in [n.op_type for n in out.graph.node]) == (form == "transpose"), form
+        x = np.random.default_rng(0).normal(0, 4, x_shape).astype(np.float32)
+        got, want = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+                     for m in (out, model))  # fmt: skip
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

@@ -47,9 +47,14 @@ def _summed_axis(node: ir.Node, rank: int) -> tuple[int, bool] | None:
 
 
 def _perm(node: ir.Node | None) -> list[int] | None:
-    if node is None or node.op_type != "Transpose" or node.domain != "" or "perm" not in node.attributes:
+    """A Transpose's perm; without the attribute, the reversed axes (the spec's default), or None if its rank is
+    unknown."""
+    if node is None or node.op_type != "Transpose" or node.domain != "":
         return None
-    return list(node.attributes["perm"].as_ints())
+    if "perm" in node.attributes:
+        return list(node.attributes["perm"].as_ints())
+    dims = _dims(node.inputs[0])
+    return list(reversed(range(len(dims)))) if dims is not None else None
 
 
 def _reshaped_sum(dims: list[int] | None, axis: int, perm: list[int] | None) -> list[int] | None:
@@ -72,6 +77,8 @@ def _match(div: ir.Node, graph: ir.Graph) -> tuple[ir.Value, int, list[int] | No
     if numerator is None or denominator is None:
         return None
     layout = numerator if numerator.op_type == "Transpose" else None
+    if layout is not None and _perm(layout) is None:
+        return None
     exp = numerator.inputs[0].producer() if layout is not None else numerator  # type: ignore[union-attr]
     if exp is None or exp.op_type != "Exp" or exp.domain != "":
         return None

@@ -143,3 +143,13 @@ def test_a_library_that_is_no_file_or_does_not_load_is_a_usage_error(tmp_path: P
             assert f"qtool: error: {path}: {message}" in result.output
             assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "m.conv.onnx").exists()
+
+
+def test_sequential_adaround_registers_the_library_on_its_worker_thread(tmp_path: Path, library: str) -> None:
+    """4-bit weights round layer by layer (adaround's sequential mode), each layer's inputs computed on a worker
+    thread: its sessions register the library too."""
+    src = save_model(_contrib_model(), tmp_path / "m.onnx")
+    samples = _input_list(tmp_path, _feeds(8, 1))
+    result = run_cli(["quantize", "-i", src, "--input_list", samples, "-o", tmp_path / "q.onnx", "--op_package_lib",
+                      library, "--weights_bitwidth", "4", "--apply_algorithms", "adaround"])  # fmt: skip
+    assert result.exit_code == 0, result.output

@@ -29,6 +29,7 @@ default_param_bw, ignore_quant_ops_list.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import itertools
 import logging
@@ -182,11 +183,12 @@ def _reader(qdq: onnx.ModelProto, layer: Layer) -> onnx.NodeProto | None:
 
 def _prefetched(items: Iterable[T], run: Callable[[T], Pair]) -> Iterator[Pair]:
     """run(item) for each item, the next one on a worker thread (onnxruntime releases the GIL) while
-    the caller turns this one into moments."""
+    the caller turns this one into moments; in the caller's context (the sessions it builds register the
+    command's custom-op libraries, runtime.custom_ops)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         for item in items:
-            done, pending = pending, pool.submit(run, item)
+            done, pending = pending, pool.submit(contextvars.copy_context().run, run, item)
             if done is not None:
                 yield done.result()
         if pending is not None:

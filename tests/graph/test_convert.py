@@ -366,3 +366,20 @@ def test_a_constant_whose_output_is_huge_is_not_folded(op: str, monkeypatch: pyt
     monkeypatch.setattr(passes, "_should_fold", lambda node: asked.append((node.op_type, decide(node))) or asked[-1][1])
     out = normalise(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), {}, "bomb.onnx")
     assert (op, False) in asked and op in [n.op_type for n in out.graph.node]
+
+
+def test_a_large_weights_transpose_still_folds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Transpose of a weight past the output limit (a 4096 x 11008 MLP weight) makes no more than it reads:
+    onnxscript folds it (its limit counts the single-use input it frees), and the MatMul then reads a weight, not a
+    Transpose's output quantized as an activation. The limit, 4M elements, is lowered here for a small model."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qtool.graph import passes
+
+    monkeypatch.setattr(passes, "FOLD_OUTPUT_LIMIT", 1000)
+    w = np.random.default_rng(0).normal(size=(40, 48)).astype(np.float32)
+    nodes = [helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]), helper.make_node("MatMul", ["x", "wt"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 48])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 40])], [numpy_helper.from_array(w, "w")])  # fmt: skip
+    out = normalise(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), {}, "m.onnx")
+    assert [n.op_type for n in out.graph.node] == ["MatMul"]

@@ -188,8 +188,9 @@ def live_interval(
 
 
 def _calibrated_grid(observers: dict[str, Observer], overrides: Encodings, bitwidth: int) -> Callable[[str], Grid | None]:
-    """A tensor's grid before its group's encoding is chosen: its override's, else its observed range at the
-    wider of `bitwidth` and its override's (a finer step than its group may get cuts less, never more)."""
+    """A tensor's grid before its group's encoding is chosen: its override's, else its observed range (widened by
+    its override's headroom: a raised grid reaches past it) at the wider of `bitwidth` and its override's (a finer
+    step than its group may get cuts less, never more)."""
 
     def grid(tensor: str) -> Grid | None:
         given = overrides.activations.get(tensor)
@@ -200,7 +201,7 @@ def _calibrated_grid(observers: dict[str, Observer], overrides: Encodings, bitwi
         observer = observers.get(tensor)
         if observer is None or not observer.count:
             return None
-        lo, hi = MinMax.range(observer)  # type: ignore[arg-type]
+        lo, hi = with_headroom(*MinMax.range(observer), given.headroom if given is not None else 1.0)  # type: ignore[arg-type]
         bits = max(bitwidth, given.bitwidth if given is not None else 0)
         return lo, hi, (max(hi, 0.0) - min(lo, 0.0)) / (2**bits - 1)
 

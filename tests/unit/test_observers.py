@@ -136,3 +136,24 @@ def test_a_softmax_input_decides_its_groups_range_whatever_the_order(softmax_fir
     )
     # A member that is not the Softmax input may hold any row's maximum: the clamp yields to it, in either order.
     assert encoding.min[0] == pytest.approx(-40.0, abs=0.2) and encoding.max[0] == pytest.approx(5.0, abs=0.2)
+
+
+def test_a_sigmoid_output_raised_with_headroom_keeps_its_inputs_headroom() -> None:
+    """Mixed precision raises a Sigmoid's input and output to 16 bits on grids twice their calibrated range
+    (RAISED_HEADROOM): the output's grid then reaches past its observed top, so the Sigmoid is not flat there and
+    the input keeps the room above its observed top that held-out values need."""
+    from qtool.encoding import Encoding
+
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Sigmoid", ["a"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [64])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [64])],
+    )  # fmt: skip
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    a = np.linspace(-10.0, 0.4, 64, dtype=np.float32)
+    observers = {"a": _observe(MinMax, [a]), "y": _observe(MinMax, [1 / (1 + np.exp(-a))])}
+    raised = Encoding(bitwidth=16, headroom=2.0)
+    encoding = group_encoding(
+        GraphFacts.of(model), ["a"], observers, Encodings({"a": raised, "y": raised}), bitwidth=8, schema="asymmetric"
+    )
+    assert encoding.max[0] > 5.0  # 0.4 observed, 10.4 more room split over its two ends; cut at 0.4 before

@@ -383,3 +383,23 @@ def test_a_large_weights_transpose_still_folds(monkeypatch: pytest.MonkeyPatch) 
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 40])], [numpy_helper.from_array(w, "w")])  # fmt: skip
     out = normalise(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), {}, "m.onnx")
     assert [n.op_type for n in out.graph.node] == ["MatMul"]
+
+
+def test_a_concat_of_one_constant_many_times_is_not_folded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its inputs count once each: 64 copies of a constant under the limit make 64x what the file holds, and
+    onnxscript would compute them before finding the output too large."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qtool.graph import passes
+
+    monkeypatch.setattr(passes, "FOLD_OUTPUT_LIMIT", 1000)
+    nodes = [helper.make_node("Concat", ["c"] * 64, ["e"], axis=0), helper.make_node("ReduceSum", ["e"], ["s"], keepdims=0),
+             helper.make_node("Add", ["x", "s"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "bomb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+                              [numpy_helper.from_array(np.ones(900, np.float32), "c")])  # fmt: skip
+    asked = []
+    decide = passes._should_fold
+    monkeypatch.setattr(passes, "_should_fold", lambda node: asked.append((node.op_type, decide(node))) or asked[-1][1])
+    out = normalise(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), {}, "bomb.onnx")
+    assert ("Concat", False) in asked and "Concat" in [n.op_type for n in out.graph.node]

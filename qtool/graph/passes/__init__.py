@@ -34,13 +34,13 @@ from qtool.graph.passes.split_at_source import SplitAtSourcePass
 from qtool.graph.passes.untie_biases import UntieBiasesPass
 
 # onnxscript folds a node whose inputs are small and checks its output's size only once it has computed it: a
-# 600-byte Expand to [20000, 20000, 10] took 23 GB. A node whose inferred output is past its limit, and larger
-# than its constant inputs (a big weight's Transpose makes no more than it reads, and folds), is not run.
+# 600-byte Expand to [20000, 20000, 10] took 23 GB. A node whose inferred output is past its limit and larger than
+# its distinct constant inputs (a big weight's Transpose makes no more than it reads, and folds) is not run.
 FOLD_OUTPUT_LIMIT = 1 << 22
 
 
 def _too_large(node: ir.Node) -> bool:
-    read = sum(x.const_value.size for x in node.inputs if x is not None and x.const_value is not None)
+    read = sum(x.const_value.size for x in {x for x in node.inputs if x is not None and x.const_value is not None})
     for out in node.outputs:
         dims = list(out.shape) if out.shape is not None else []
         if dims and all(isinstance(d, int) for d in dims) and math.prod(dims) > max(FOLD_OUTPUT_LIMIT, read):  # type: ignore[arg-type]

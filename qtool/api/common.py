@@ -101,6 +101,22 @@ def refuse_integer_ops(model: onnx.ModelProto, where: str) -> None:
         )
 
 
+def refuse_qdq(model: onnx.ModelProto, where: str) -> None:
+    """A QDQ model (QAT, another quantizer, qtool's own output) is quantized already: calibrated again, its
+    dequantized weights took activation grids of their own. convert imports its Q/DQ pairs as encodings."""
+    made = {o: n.op_type for n in model.graph.node for o in n.output}
+    inits = {i.name for i in model.graph.initializer}
+    pairs = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input
+             and (n.input[0] in inits or made.get(n.input[0]) == "QuantizeLinear")]  # fmt: skip
+    if pairs:
+        raise ModelError(
+            f"is quantized already: {len(pairs)} of its tensors are QuantizeLinear/DequantizeLinear pairs or dequantized weights",
+            where=where,
+            hint=f"import it first: qtool convert -i {where} -o MODEL.conv.onnx carries its encodings, which quantize keeps "
+            "and completes; with --ignore_quantization_overrides it recalibrates them all",
+        )
+
+
 def converted(
     model: onnx.ModelProto,
     path: Path,
@@ -112,6 +128,7 @@ def converted(
     gm.check(model, str(path), path)
     model = restore_standard_ops(model, str(path))
     refuse_integer_ops(model, str(path))
+    refuse_qdq(model, str(path))
     if gm.is_converted(model) and not input_dims and not input_values:
         return model
     model = normalise(model, input_dims, str(path), input_values)

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import onnx.parser
 import onnxruntime as ort
-from conftest import _with_initializers
+from conftest import _with_initializers, run_cli, write_feeds
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 from qtool.quant.qdq_read import read_qdq
@@ -62,3 +62,24 @@ def test_a_relu_onnxruntime_folded_into_a_grid_from_zero_comes_back(tmp_path) ->
     relu = next(n for n in floated.graph.node if n.op_type == "Relu")
     assert relu.output[0] == "r"  # the ReLU's name in the float model (onnxruntime's Conv wrote it): inspect matches it
     assert relu.output[0] in found.activations  # the grid is on the tensor the next Conv reads
+
+
+def test_quantize_refuses_a_qdq_model_convert_has_not_imported(tmp_path) -> None:
+    """quantize on a QDQ model quantized it again: its dequantized weights became activations on 8-bit grids of
+    their own (EfficientWord-Net's _qint8 ResNet-50: 163 activations, 1 weight, exit 0, reported against the
+    QDQ model as if it were float). convert imports a QDQ model; quantize says so and writes nothing."""
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.normal(0, 1, (1, 4, 8, 8)).astype(np.float32)} for _ in range(4)]
+    source, quantized, out = tmp_path / "f.onnx", tmp_path / "q.onnx", tmp_path / "out" / "qq.onnx"
+    onnx.save(_conv_relu_conv(), str(source))
+    quantize_static(str(source), str(quantized), _Feeds(feeds), quant_format=QuantFormat.QDQ)
+    listing = write_feeds(tmp_path, feeds)
+    result = run_cli(["quantize", "-i", quantized, "--input_list", listing, "-o", out])
+    assert result.exit_code == 3 and "Traceback" not in result.output, result.output
+    error = [line for line in result.stderr.splitlines() if line.startswith("qtool: error:")]
+    assert len(error) == 1 and "quantized already" in error[0] and "QuantizeLinear" in error[0], result.stderr
+    assert "qtool convert" in result.stderr
+    assert not out.exists()
+    converted = tmp_path / "q.conv.onnx"  # the way it names: convert, then quantize fills the gaps
+    assert run_cli(["convert", "-i", quantized, "-o", converted]).exit_code == 0
+    assert run_cli(["quantize", "-i", converted, "--input_list", listing, "-o", out]).exit_code == 0

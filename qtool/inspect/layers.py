@@ -48,6 +48,7 @@ from qtool.io.encodings import Encodings
 from qtool.quant.calibrate import SENTINEL
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import MAX_OPS, live_interval
+from qtool.quant.plan import activation_groups, activation_tensors
 from qtool.quant.qdq_read import qdq_encodings
 from qtool.quant.rules import rule_for, weight_axis
 from qtool.report import Table
@@ -204,6 +205,14 @@ def probes(
     pairs = {quantizers[n.input[0]]: n.output[0] for n in reversed(graph.node)
              if n.op_type == "DequantizeLinear" and n.input[0] in quantizers}  # fmt: skip
 
+    # a Conv output read through a Reshape and a Concat by a Sigmoid is cut where the Sigmoid saturates, as its
+    # group is: alone, its reader is the Reshape, and every cut value would read as clipping (nudenet's class logits)
+    joined = {t: g for g in activation_groups(facts, activation_tensors(facts)) for t in g}
+
+    def group(tensor: str) -> list[str]:
+        e = found.activations.get(tensor)
+        return [t for t in joined.get(tensor, [tensor]) if found.activations.get(t) == e] or [tensor]
+
     def grid_of(tensor: str) -> tuple[float, float, float] | None:
         e = found.activations.get(tensor)
         return None if e is None or e.is_float or len(e.scale) != 1 else (e.min[0], e.max[0], e.scale[0])
@@ -216,7 +225,7 @@ def probes(
         if name is None:
             continue
         e = found.activations.get(tensor)
-        live = live_interval(facts, [tensor], grid_of)
+        live = live_interval(facts, group(tensor), grid_of)
         result.append(Probe(tensor, name, producers.get(tensor), e if e is not None and not e.is_float else None, live))
     return result
 

@@ -183,3 +183,17 @@ def test_a_sigmoid_with_a_float_output_keeps_its_input_whole(tmp_path: Path) -> 
     assert result.exit_code == 0, result.stderr
     acts = json.loads((tmp_path / "q.encodings.json").read_text())["activation_encodings"]
     assert acts["a"][0]["min"] < -15
+
+
+def test_a_cut_read_through_a_reshape_is_no_clipping_in_the_per_layer_report(tmp_path: Path) -> None:
+    """The Mul's output reaches the Sigmoid through a Reshape: it shares the Reshape's grid, cut where the
+    Sigmoid saturates. inspect judged the Mul alone (its reader a Reshape, not flat anywhere) and ranked every
+    cut value as clipping, first in the report (nudenet's class logits)."""
+    nodes = [_neg("x", "a"), helper.make_node("Reshape", ["a", "shape"], ["r"]), helper.make_node("Sigmoid", ["r"], ["y"])]
+    arrays = {**ONE, "shape": np.array([1, 8, 8], np.int64)}
+    acts, model, out = _quantize(tmp_path, nodes, arrays, [("y", [1, 8, 8])], scale=8.0)
+    assert acts["a"] == acts["r"] and acts["a"]["min"] > -7  # the cut reaches the Reshape's input
+    result = run_cli(["inspect", out, "--reference", model, "-l", tmp_path / "list.txt", "--json"])
+    assert result.exit_code == 0, result.stderr
+    rows = {row["tensor"]: row for row in json.loads(result.output)["layers (worst first by added error)"]}
+    assert rows["a"]["local dB"] > 30 and "clipped" not in rows["a"]["fix"]

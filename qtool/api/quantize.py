@@ -399,6 +399,7 @@ def _quantize(
     equalized = bool(notes)
     observers: dict = {}
     ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
+    algorithms_started = time.perf_counter()  # auto's trials and bc's passes: often most of the run
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
         chosen, note = "min-max", ""
         if input_list is not None and o.act_bitwidth != 32:  # else no activation range is calibrated
@@ -406,6 +407,7 @@ def _quantize(
         o, notes = dataclasses.replace(o, act_quantizer_calibration=chosen), notes + ([note] if note else [])
         ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
     notes += _run_algorithms(o, "float", ctx)
+    algorithm_seconds = time.perf_counter() - algorithms_started
     layer_reference = _layer_reference(o, reference, ctx.model, equalized or bool(ctx.rewritten))
     calibration_started = time.perf_counter()
     # the evaluation's float outputs come from calibration when both run the same model on the same list
@@ -421,7 +423,9 @@ def _quantize(
     notes += _per_channel_residual(o, model, samples_again, observers)
     calibration_seconds = time.perf_counter() - calibration_started
     _release()
+    algorithms_started = time.perf_counter()
     notes += _run_algorithms(o, "quantized", ctx)
+    algorithm_seconds += time.perf_counter() - algorithms_started
     mixed = run_mixed_precision(o, ctx, reference, eval_list) if o.mixed_precision == "auto" else None
     float_run = (keep.values, 0.0) if keep is not None and keep.complete else _float_outputs(o, reference, eval_list)
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
@@ -436,6 +440,8 @@ def _quantize(
     del float_run, keep, layer_reference  # the float outputs: the evaluation was their last reader
     _release()
     report.facts["calibration seconds"] = round(calibration_seconds, 2)
+    if notes and (o.apply_algorithms or o.act_quantizer_calibration == "auto"):
+        report.facts["algorithm seconds"] = round(algorithm_seconds, 2)
     level = o.matmulnbits_accuracy_level or 0
     if o.target == "ort-cpu" and (count := to_matmulnbits(quantized, level)):  # 4-bit block MatMuls run natively
         report.facts["MatMulNBits nodes"] = count

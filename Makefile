@@ -437,7 +437,8 @@ OUT := build/demo
 # 20210 -> 20219: the per-layer report judges a tensor's cut range by its group's readers (a Conv read through a
 #   Reshape by a Sigmoid ranked first as "clipped"; inspect/layers.probes)
 # 20219 -> 20225: the quantize report's algorithm seconds (api/quantize; auto + bc's 190 s were in no stage's time)
-LINE_BUDGET := 20225
+# 20225 -> 20236: a SiLU's input, x · Sigmoid(x), keeps only where its Sigmoid reads more than 0 (group_range.live_interval)
+LINE_BUDGET := 20236
 
 .PHONY: demo test lint venv bench clean golden
 

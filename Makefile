@@ -438,7 +438,9 @@ OUT := build/demo
 #   Reshape by a Sigmoid ranked first as "clipped"; inspect/layers.probes)
 # 20219 -> 20225: the quantize report's algorithm seconds (api/quantize; auto + bc's 190 s were in no stage's time)
 # 20225 -> 20236: a SiLU's input, x · Sigmoid(x), keeps only where its Sigmoid reads more than 0 (group_range.live_interval)
-LINE_BUDGET := 20236
+# 20236 -> 20245: a Sigmoid/Tanh whose output stays float (--target ort-cpu's Tanh) cuts nothing: plan_activations
+#   chooses the gridded groups before their encodings (helper-56's review of 451f77f)
+LINE_BUDGET := 20245
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -81,6 +81,7 @@ def group_encoding(
     bitwidth: int,
     schema: str,
     pow2: bool = False,
+    gridded: frozenset[str] | None = None,
 ) -> Encoding:
     """The one encoding of a group of tensors that share it: an override's, or the range the
     calibration method picks over the group's merged observations (with the rules above)."""
@@ -114,7 +115,8 @@ def group_encoding(
         lo, hi = merged.range(bitwidth, schema)
     lo = max(lo, _floor_past_max_readers(facts, group, observers, lo))
     lo, hi = with_headroom(lo, hi, chosen.headroom if chosen is not None else 1.0)
-    live = _within_live_interval(facts, group, lo, hi, bitwidth, _calibrated_grid(observers, overrides, bitwidth))
+    grid = _calibrated_grid(observers, overrides, bitwidth, gridded)
+    live = _within_live_interval(facts, group, lo, hi, bitwidth, grid)
     return enc.with_schema(schema, *live, bitwidth, pow2=pow2)
 
 
@@ -195,12 +197,16 @@ def live_interval(
     return min(i[0] for i in intervals), max(i[1] for i in intervals)  # type: ignore[index]
 
 
-def _calibrated_grid(observers: dict[str, Observer], overrides: Encodings, bitwidth: int) -> Callable[[str], Grid | None]:
+def _calibrated_grid(
+    observers: dict[str, Observer], overrides: Encodings, bitwidth: int, gridded: frozenset[str] | None = None
+) -> Callable[[str], Grid | None]:
     """A tensor's grid before its group's encoding is chosen: its override's, else its observed range (widened by
     its override's headroom: a raised grid reaches past it) at the wider of `bitwidth` and its override's (a finer
     step than its group may get cuts less, never more)."""
 
     def grid(tensor: str) -> Grid | None:
+        if gridded is not None and tensor not in gridded:  # left float: no grid rounds its output (--target ort-cpu's Tanh)
+            return None
         given = overrides.activations.get(tensor)
         if given is not None and (given.is_float or len(given.scale) > 1):
             return None

@@ -314,16 +314,22 @@ def plan_activations(
     # them between float ops only rounds (a GRU encoder's GRU -> Transpose -> Reshape -> GRU: ort-cpu 42.9 dB, 45.7
     # onnxruntime's quantize_static, which quantizes a Transpose only after a quantized op)
     computing = tuple(op for op in o.op_types if not OP_RULES.get(op, NO_RULE).shares_input_encoding)
-    for group in (g for g in groups if kept_float.keys().isdisjoint(g)):
+
+    def gets_grid(group: list[str]) -> bool:
         if (heads.intersection(group) or sliced.intersection(group) or o.weight_only) and not overrides.activations.keys() & set(group):
-            continue
+            return False
         if not any(t in observers or t in overrides.activations for t in group):
-            continue  # float fallback: no data, no override
-        if o.op_types and not any(t in overrides.activations or _touches(facts, t, computing) for t in group):
-            continue  # only the inputs and outputs of --op_types_to_quantize ops get Q/DQ
+            return False  # float fallback: no data, no override
+        # only the inputs and outputs of --op_types_to_quantize ops get Q/DQ
+        return not o.op_types or any(t in overrides.activations or _touches(facts, t, computing) for t in group)
+
+    chosen = [g for g in groups if kept_float.keys().isdisjoint(g) and gets_grid(g)]
+    gridded = frozenset(t for g in chosen for t in g)  # a Sigmoid whose output stays float is flat nowhere
+    for group in chosen:
         encoding = _channel_encoding(group, observers, overrides, o) or group_encoding(
-            facts, group, observers, overrides, bitwidth=o.act_bitwidth, schema=o.act_schema, pow2=o.act_pow2
-        )
+            facts, group, observers, overrides, bitwidth=o.act_bitwidth, schema=o.act_schema, pow2=o.act_pow2,
+            gridded=gridded,
+        )  # fmt: skip
         planned.update(dict.fromkeys(group, encoding))
     if o.float_bitwidth == 16:
         planned.update({t: enc.float_encoding(16) for t in tensors if t not in planned})

@@ -210,3 +210,25 @@ def test_a_silu_input_keeps_only_where_its_sigmoid_reads_more_than_zero(tmp_path
     got = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
     assert np.all(got[x < -7] == 0)
     assert np.abs(got - want).max() <= acts["y"]["scale"] + acts["x"]["scale"] + acts["a"]["scale"]
+
+
+def test_a_tanh_whose_output_stays_float_cuts_nothing(tmp_path: Path) -> None:
+    """--target ort-cpu quantizes no Tanh: its output leaving the model stays float, no grid rounds it, and a cut
+    of its input would be an error of its own (up to half a step the Tanh never gets)."""
+    nodes = [_neg("x", "a"), helper.make_node("Tanh", ["a"], ["y"])]
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+                              [numpy_helper.from_array(ONE["one"], "one")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        (tmp_path / f"{i}.raw").write_bytes(rng.normal(0, 8.0, (1, 64)).astype(np.float32).tobytes())
+    (tmp_path / "list.txt").write_text("".join(f"{tmp_path / f'{i}.raw'}\n" for i in range(4)))
+    out = tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "--input_list", tmp_path / "list.txt", "-o", out, "--target", "ort-cpu"])
+    assert result.exit_code == 0, result.stderr
+    acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert "y" not in acts or acts["y"][0]["dtype"] == "float"
+    assert acts["a"][0]["min"] < -15

@@ -98,12 +98,11 @@ def read_bytes(
     """Read a whole regular file of at most `limit` bytes (default `read_limit()`)."""
     limit = read_limit() if limit is None else limit
     st = check_regular(path, what, error)
+    hint = f"set {READ_LIMIT_ENV} to read a larger file"
+    if limit < read_limit():  # a config's cap is a fraction of it: setting it to the file's size would lower the cap
+        hint += f" (a {what} may be 1/{read_limit() // limit} of it: {read_limit()} bytes now)"
     if st.st_size > limit:
-        raise error(
-            f"{what} is {st.st_size} bytes, over the {limit}-byte limit",
-            where=str(path),
-            hint=f"set {READ_LIMIT_ENV} to read a larger file",
-        )
+        raise error(f"{what} is {st.st_size} bytes, over the {limit}-byte limit", where=str(path), hint=hint)
     try:
         # O_NONBLOCK: if the file was swapped for a FIFO since the stat, opening it must not hang
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -117,7 +116,7 @@ def read_bytes(
     except OSError as e:
         raise error(f"cannot read {what}: {e.strerror}", where=str(path)) from e
     if len(data) > limit:  # it grew since the stat
-        raise error(f"{what} is over the {limit}-byte limit", where=str(path), hint=f"set {READ_LIMIT_ENV}")
+        raise error(f"{what} is over the {limit}-byte limit", where=str(path), hint=hint)
     return data
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
 from collections.abc import Callable
 
 import onnx
@@ -173,25 +172,18 @@ def live_interval(
     facts: GraphFacts, group: list[str], output_grid: Callable[[str], Grid | None] | None = None
 ) -> tuple[float, float] | None:
     """The interval outside which every reader of the group (none of them a graph output) is flat, or None. With
-    `output_grid` (a tensor's grid, or None), a Sigmoid or Tanh is flat where its output rounds to its grid's end,
-    and a SiLU's Mul, x · Sigmoid(x), below where its Sigmoid reads 0."""
+    `output_grid` (a tensor's grid, or None), a Sigmoid or Tanh is flat where its output rounds to its grid's end."""
     members = set(group)
     readers = [(c, t) for t in group for c in facts.consumers.get(t, []) if not members.intersection(c.output)]
     if not readers or members & facts.graph_outputs:
         return None
 
-    def flat(node: onnx.NodeProto, tensor: str) -> tuple[float, float] | None:
-        if node.op_type == "Mul" and node.domain in ("", "ai.onnx") and tensor in node.input:  # x · Sigmoid(x)
-            gate = facts.producers.get(node.input[1 - list(node.input).index(tensor)])
-            cut = flat(gate, tensor) if gate is not None and gate.op_type == "Sigmoid" and gate.input[0] in members else None
-            return None if cut is None else (cut[0], math.inf)  # where the gate reads 0, the product is 0
-        if node.input[0] != tensor:
-            return None
+    def flat(node: onnx.NodeProto) -> tuple[float, float] | None:
         found = flat_outside(node, facts.initializers, facts.array)
         grid = output_grid(node.output[0]) if found is None and output_grid is not None else None
         return found if grid is None else saturates_outside(node.op_type, *grid)
 
-    intervals = [flat(c, t) for c, t in readers]
+    intervals = [flat(c) if c.input[0] == t else None for c, t in readers]
     if any(i is None for i in intervals):
         return None
     return min(i[0] for i in intervals), max(i[1] for i in intervals)  # type: ignore[index]

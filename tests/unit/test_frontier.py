@@ -94,3 +94,58 @@ def test_samples_of_different_sizes_share_a_pass_where_the_model_allows_it() -> 
         full = runtime.runner(model, [wanted])
         for i, feed in enumerate(feeds):
             np.testing.assert_array_equal(value(i), full(feed)[wanted])
+
+
+def _chain(layers: int = 5) -> onnx.ModelProto:
+    """x -> Q -> DQ -> conv0 -> Relu -> conv1 -> Relu -> ... -> conv{layers-1}."""
+    rng = np.random.default_rng(3)
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "zero"),
+    ]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["x_q"]),
+             helper.make_node("DequantizeLinear", ["x_q", "scale", "zero"], ["h0"])]  # fmt: skip
+    for k in range(layers):
+        inits.append(numpy_helper.from_array(rng.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32), f"w{k}"))
+        nodes.append(
+            helper.make_node("Conv", [f"h{k}", f"w{k}"], [f"c{k}"], name=f"conv{k}", kernel_shape=[3, 3], pads=[1] * 4)
+        )
+        nodes.append(helper.make_node("Relu", [f"c{k}"], [f"h{k + 1}"]))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])
+    graph = helper.make_graph(
+        nodes, "chain", [x], [helper.make_tensor_value_info(f"h{layers}", TensorProto.FLOAT, None)], inits
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _scale(model: onnx.ModelProto, name: str) -> None:
+    weight = next(t for t in model.graph.initializer if t.name == name)
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.5, name))
+
+
+def test_a_restart_runs_from_the_last_restart_unless_the_change_reaches_before_it(monkeypatch) -> None:
+    """bc re-fits the biases it corrected so far onto new grids: the kept activations go stale, and the next pass
+    starts from those kept where the last restart was (the biases re-fitted since are all after it), not from the
+    inputs; a change before that point starts from the inputs. Every value is a full run's."""
+    feeds, model = _feeds(3), _chain()
+    starts, real = [], runtime.runner
+    monkeypatch.setattr(
+        runtime,
+        "runner",
+        lambda m, names, threads=0, given=None: starts.append(sorted(given)) or real(m, names, threads, given=given),
+    )
+    frontier = Frontier(feeds)
+    # (layer, weight changed once it is reached, where its pass starts): w0 is behind conv1's frontier, a restart
+    # from the inputs (no mark yet) whose frontier at conv2 is the mark; w2 is behind conv3's frontier, not behind
+    # the mark (a restart from h2), whose frontier at conv4 is the next; w1 is behind that (from the inputs)
+    steps = [(0, None, "x"), (1, "w0", "x_q"), (2, None, "x"), (3, "w2", "h2"), (4, "w1", "h2"), (5, None, "x")]
+    model.graph.node.append(helper.make_node("Relu", ["h5"], ["h6"], name="conv5"))  # reads h5: a 6th "layer"
+    for k, changed, start in steps:
+        starts.clear()
+        value = frontier.advance(model, _node(model, f"conv{k}"), f"h{k}")
+        full = real(model, [f"h{k}"])
+        for i, feed in enumerate(feeds):
+            np.testing.assert_array_equal(value(i), full(feed)[f"h{k}"])
+        assert starts == [[start]], (k, starts)
+        if changed:
+            _scale(model, changed)

@@ -173,6 +173,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
     float_means = _channel_means(ctx.model, sorted(axes), feeds, ctx.threads, axes)
     graph_outputs = {o.name for o in ctx.model.graph.output}
     corrected: set[str] = set()
+    frontier: Frontier | None = None
     for sweep in range(iterations):
         if sweep:
             qdq, plan = ctx.quantize(ctx.model, ctx.overrides)
@@ -192,6 +193,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
             if not _set_quantized_bias(qdq, bias, ctx.array(bias), plan) and not _refit_biases(ctx, qdq, plan, originals):
                 qdq, plan = ctx.quantize(ctx.model, ctx.overrides)  # the bias was new or float
             corrected.add(out)
+    frontier = None  # its kept activations (czann's U-Net: hundreds of MB) are no use to the scores below
     note = f"bc: corrected {len(corrected)} layer biases over {len(feeds)} frames x {iterations} sweep(s)"
     if before is None or not corrected:
         return [note]

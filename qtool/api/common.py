@@ -122,16 +122,17 @@ def converted(
     path: Path,
     input_dims: dict[str, tuple[int, ...]],
     input_values: dict[str, tuple[float, ...]] | None = None,
+    keep: frozenset[str] = frozenset(),
 ) -> onnx.ModelProto:
     """`model` normalised as convert does, unless convert wrote this very graph (its mark matches);
-    checked either way: any file can carry the mark."""
+    checked either way: any file can carry the mark. `keep`: names the overrides give (normalise)."""
     gm.check(model, str(path), path)
     model = restore_standard_ops(model, str(path))
     refuse_integer_ops(model, str(path))
     refuse_qdq(model, str(path))
     if gm.is_converted(model) and not input_dims and not input_values:
         return model
-    model = normalise(model, input_dims, str(path), input_values)
+    model = normalise(model, input_dims, str(path), input_values, keep)
     corrected_outputs(model)
     check_normalised(model, str(path))
     gm.mark_converted(model)

@@ -62,7 +62,9 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     refuse_integer_ops(source, str(o.input_network))
     float_source, imported = _import_encodings(source, o)
     gm.check(float_source, str(o.input_network), o.input_network if float_source is loaded else None)
-    model = normalise(float_source, o.input_dims, str(o.input_network), o.input_values)
+    given = encio.read_encodings(o.quantization_overrides) if o.quantization_overrides is not None else None
+    keep = frozenset(imported.all()) | frozenset(given.all() if given is not None else ())
+    model = normalise(float_source, o.input_dims, str(o.input_network), o.input_values, keep)
     wrong = corrected_outputs(model)
     check_normalised(model, str(o.input_network))
     for name, (declared, computed) in wrong.items():
@@ -76,8 +78,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
         logger.warning(
             "convert: %d imported encodings name tensors that normalisation removed", len(imported) - len(overrides)
         )
-    if o.quantization_overrides is not None:
-        given = encio.read_encodings(o.quantization_overrides)
+    if given is not None:
         given = check_override_names(given, model, str(o.quantization_overrides))
         check_as_quantize_will(model, given)
         overrides = encio.Encodings(

@@ -65,12 +65,18 @@ TRIAL_SAMPLES = 16  # calibration samples an algorithm's trial quantization cali
 Progress = Callable[[int, str], Callable[[int], None]] | None
 
 
-def _overrides(o: QuantizeOptions, model: onnx.ModelProto) -> encio.Encodings:
+def _given_overrides(o: QuantizeOptions) -> encio.Encodings | None:
+    """The --quantization_overrides file's encodings, read before convert's passes (which keep the names it gives)."""
+    if o.ignore_quantization_overrides or o.quantization_overrides is None:
+        return None
+    return encio.read_encodings(o.quantization_overrides)
+
+
+def _overrides(o: QuantizeOptions, model: onnx.ModelProto, given: encio.Encodings | None) -> encio.Encodings:
     if o.ignore_quantization_overrides:
         return encio.Encodings()
-    if o.quantization_overrides is not None:
-        overrides = encio.read_encodings(o.quantization_overrides)
-        overrides = check_override_names(overrides, model, str(o.quantization_overrides))
+    if given is not None:
+        overrides = check_override_names(given, model, str(o.quantization_overrides))
     else:
         overrides = encio.parse_encodings_json(gm.metadata(model).get(gm.METADATA_OVERRIDES))
     return checked_overrides(GraphFacts.of(model), overrides)
@@ -373,14 +379,16 @@ def _quantize(
     source, data_files = gm.load_with_files(o.input_network)
     tx.add_inputs("-i's external data", data_files)
     expect_external_data(tx, output, source, o.external_data)
-    reference = converted(source, o.input_network, o.input_dims, o.input_values)
+    given = _given_overrides(o)
+    keep = frozenset(given.all()) if given is not None else frozenset()
+    reference = converted(source, o.input_network, o.input_dims, o.input_values, keep)
     if gm.metadata(reference).get(gm.METADATA_FLOAT_BITWIDTH) == "16":
         raise UsageError(
             "is a float16 model",
             where=str(o.input_network),
             hint="quantize the float32 converted model and pass --float_bitwidth 16",
         )
-    overrides = _overrides(o, reference)
+    overrides = _overrides(o, reference, given)
     if o.encodings_format == "legacy" and any(e.blocks for e in overrides.all().values()):
         raise UsageError("the overrides have per-block encodings, which the legacy (0.6.1) format cannot write",
                          hint="add --encodings_format 1.0.0 or 2.0.0")  # fmt: skip

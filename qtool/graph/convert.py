@@ -37,7 +37,10 @@ def _needed_opset(model: onnx.ModelProto) -> int:
 
 
 def _run_passes(
-    model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], input_values: dict[str, tuple[float, ...]]
+    model: onnx.ModelProto,
+    input_dims: dict[str, tuple[int, ...]],
+    input_values: dict[str, tuple[float, ...]],
+    keep: frozenset[str] = frozenset(),
 ) -> onnx.ModelProto:
     import onnx_ir as ir
 
@@ -47,7 +50,7 @@ def _run_passes(
     # constant folding runs onnx's reference evaluator in numpy: T5's position buckets take log(0) and cast -inf
     # to int64 on positions a Where discards, which printed numpy's RuntimeWarnings on every convert
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        for graph_pass in convert_passes(input_dims, input_values):
+        for graph_pass in convert_passes(input_dims, input_values, keep):
             ir_model = graph_pass(ir_model).model
     return ir.serde.serialize_model(ir_model)
 
@@ -161,8 +164,10 @@ def normalise(
     input_dims: dict[str, tuple[int, ...]],
     where: str,
     input_values: dict[str, tuple[float, ...]] | None = None,
+    keep: frozenset[str] = frozenset(),
 ) -> onnx.ModelProto:
-    """Run every convert pass; returns a new, checked model. `input_values` pins inputs to constants."""
+    """Run every convert pass; returns a new, checked model. `input_values` pins inputs to constants; `keep`: names
+    an overrides file gives, which no optional rewrite takes away."""
     _refuse_maps(model, where)
     model = to_float32(model)  # a float16 export computes in float32 behind casts at its inputs and outputs
     if default_opset(model) < 7:
@@ -176,7 +181,7 @@ def normalise(
     declared = list(model.graph.value_info)
     del model.graph.value_info[:]  # cleared in place, then put back: a copy would cost the weights' size
     try:
-        out = _run_passes(model, input_dims, input_values or {})
+        out = _run_passes(model, input_dims, input_values or {}, keep)
     finally:
         model.graph.value_info.extend(declared)
     try:

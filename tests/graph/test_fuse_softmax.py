@@ -98,3 +98,10 @@ def test_a_transpose_without_perm_reverses_the_axes() -> None:
         got, want = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
                      for m in (out, model))  # fmt: skip
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_a_written_out_softmax_whose_exp_an_override_names_stays() -> None:
+    model = written_softmax("plain")
+    out = normalise(model, {}, "m.onnx", keep=frozenset({"e"}))
+    assert "Softmax" not in [n.op_type for n in out.graph.node]
+    assert "Softmax" in [n.op_type for n in normalise(model, {}, "m.onnx", keep=frozenset({"x", "y"})).graph.node]

@@ -129,3 +129,18 @@ def test_quantized_the_class_logits_get_a_grid_of_their_own(tmp_path: Path) -> N
     assert result.exit_code == 0, result.stderr
     acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
     assert acts["logits"][0]["scale"] * 4 < acts["box"][0]["scale"]
+
+
+def test_a_tensor_an_override_names_keeps_its_split(tmp_path: Path) -> None:
+    """An overrides file written for the model as exported names its joined tensors: the rewrite would take the
+    names away, and convert refused the file ("names tensor 'cat0', which the graph does not have")."""
+    model = yolo_head()
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    overrides = tmp_path / "o.json"
+    overrides.write_text(json.dumps({"activation_encodings": {"cat0": [{"bitwidth": 8, "min": -30.0, "max": 30.0}]},
+                                     "param_encodings": {}}))  # fmt: skip
+    out = tmp_path / "c.onnx"
+    result = run_cli(["convert", "-i", tmp_path / "m.onnx", "-o", out, "--quantization_overrides", overrides])
+    assert result.exit_code == 0, result.stderr
+    assert "Split" in [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert "Split" not in [n.op_type for n in normalise(model, {}, "m.onnx", keep=frozenset({"unrelated"})).graph.node]

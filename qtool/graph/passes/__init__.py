@@ -66,8 +66,12 @@ def _should_fold(node: ir.Node) -> bool | None:
 
 
 def convert_passes(
-    input_dims: dict[str, tuple[int, ...]], input_values: dict[str, tuple[float, ...]] | None = None
+    input_dims: dict[str, tuple[int, ...]],
+    input_values: dict[str, tuple[float, ...]] | None = None,
+    keep: frozenset[str] = frozenset(),
 ) -> list[ir.passes.PassBase]:
+    """`keep`: tensor names an overrides file (or imported encodings) gives; the rewrites that would take a name
+    away leave such a tensor as it is."""
     return [
         SpellOutDefaultsPass(),  # before any shape inference: onnx's STFT rule misreads a missing `onesided`
         common.RemoveInitializersFromInputsPass(),  # old exports list weights as inputs; they are constants
@@ -90,10 +94,10 @@ def convert_passes(
         EinsumToMatMulPass(),  # before the bias fuse: an einsum's projection can take its bias Add
         FuseMatMulAddPass(),
         FoldDenseBatchNormPass(),  # Gemm -> Relu -> Mul -> Add -> Gemm (Keras Dense, ReLU, BatchNorm)
-        SplitAtSourcePass(),  # after the bias fusions: a Conv split by its output channels takes its bias along
+        SplitAtSourcePass(keep),  # after the bias fusions: a Conv split by its output channels takes its bias along
         UntieBiasesPass(),  # after the fusions that make biases: each layer's own int32 grid
         FuseHardSwishPass(),
-        FuseSoftmaxPass(),  # Exp(x - max) / ReduceSum(...), as tf2onnx and jax2tf write a hand-made softmax
+        FuseSoftmaxPass(keep),  # Exp(x - max) / ReduceSum(...), as tf2onnx and jax2tf write a hand-made softmax
         DivToMulPass(),
         RemoveDropoutPass(),
         RemoveIdentityPass(),  # keeps the Identity an If branch returns an outer tensor through (its name)

@@ -123,6 +123,10 @@ def _match(div: ir.Node, graph: ir.Graph) -> tuple[ir.Value, int, list[int] | No
 
 
 class FuseSoftmaxPass(ir.passes.InPlacePass):
+    def __init__(self, keep: frozenset[str] = frozenset()):
+        super().__init__()
+        self.keep = keep  # names an override gives: the Exp, the sum and the quotient's inputs stay
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         fused = 0
         for div in [n for n in model.graph if n.op_type == "Div"]:
@@ -130,6 +134,8 @@ class FuseSoftmaxPass(ir.passes.InPlacePass):
             if found is None:
                 continue
             x, axis, perm, replaced = found
+            if {v.name for n in replaced[:-1] for v in n.outputs} & self.keep:
+                continue
             head = div.name or div.outputs[0].name
             softmax = ir.node("Softmax", inputs=[x], attributes={"axis": axis}, name=f"{head}_softmax")
             out = softmax.outputs[0]

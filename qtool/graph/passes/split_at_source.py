@@ -65,12 +65,13 @@ class _Parts:
     def __init__(self, graph: ir.Graph):
         self.graph = graph
         self.nodes: list[ir.Node] = []  # new, producers first
-        self.replaced: list[ir.Node] = []  # old, to remove
+        self.replaced: list[ir.Node] = []  # old, to remove (plan lists them)
 
     def plan(self, value: ir.Value, axis: int, sizes: list[int]) -> bool:
         node = value.producer()
         if node is None or node.domain != "" or len(node.outputs) != 1:
             return False
+        self.replaced.append(node)  # only kept if the whole plan holds
         dims = _static_dims(value)
         if dims is None:
             return False
@@ -103,7 +104,6 @@ class _Parts:
     def build(self, value: ir.Value, axis: int, sizes: list[int]) -> list[ir.Value]:
         node = value.producer()
         assert node is not None
-        self.replaced.append(node)
         dims = _static_dims(value)
         assert dims is not None
         head = node.name or value.name
@@ -146,6 +146,13 @@ class _Parts:
         return out
 
 
+def _names(parts: _Parts) -> set[str]:
+    """The names the rewrite takes away: every output of a replaced node, every input it renames (a Concat input that
+    becomes a Split output) and a replaced Conv's weight and bias."""
+    taken = [v for n in parts.replaced for v in (*n.outputs, *(n.inputs if n.op_type == "Concat" else n.inputs[1:3]))]
+    return {v.name for v in taken if v is not None and v.name}
+
+
 def _with(dims: list[int], axis: int, size: int) -> list[int]:
     return [size if k == axis else d for k, d in enumerate(dims)]
 
@@ -176,6 +183,10 @@ def _kept_axis(before: list[int] | None, after: list[int], axis: int) -> int | N
 
 
 class SplitAtSourcePass(ir.passes.InPlacePass):
+    def __init__(self, keep: frozenset[str] = frozenset()):
+        super().__init__()
+        self.keep = keep  # names an override gives: a rewrite that takes one away is not made
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         moved = 0
         for split in [n for n in model.graph if n.op_type == "Split" and n.domain == ""]:
@@ -183,7 +194,7 @@ class SplitAtSourcePass(ir.passes.InPlacePass):
             if found is None or sole_reader(split.inputs[0], model.graph) is not split:  # type: ignore[arg-type]
                 continue
             parts = _Parts(model.graph)
-            if not parts.plan(split.inputs[0], *found):  # type: ignore[arg-type]
+            if not parts.plan(split.inputs[0], *found) or _names(parts) & self.keep:  # type: ignore[arg-type]
                 continue
             made = parts.build(split.inputs[0], *found)  # type: ignore[arg-type]
             outputs = list(split.outputs)

@@ -396,3 +396,11 @@ def test_npy_not_readable(tmp_path: Path) -> None:
 def test_npy_missing(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         load_tensor(tmp_path / "nope.npy", IMAGE, "l:1")
+
+
+def test_an_empty_raw_file_for_an_empty_input_is_read(tmp_path: Path) -> None:
+    """A decoder's first step takes its past keys with 0 positions: their .raw file is 0 bytes, and the hint of a
+    cap below QTOOL_MAX_READ_BYTES's divided by that 0 (an internal error, cb53733)."""
+    (tmp_path / "past.raw").write_bytes(b"")
+    array = load_tensor(tmp_path / "past.raw", InputSpec("past", np.dtype(np.float32), (1, 0, 4)), "l:1")
+    assert array.shape == (1, 0, 4)

@@ -122,6 +122,21 @@ def _match(div: ir.Node, graph: ir.Graph) -> tuple[ir.Value, int, list[int] | No
     return x, axis, _perm(layout), replaced  # type: ignore[return-value]
 
 
+def _taken(replaced: list[ir.Node], x: ir.Value, graph: ir.Graph) -> set[str]:
+    """The names the fusion takes away: the replaced nodes' outputs but the quotient's, and those of the nodes only
+    they read (the max the Sub shifts by, jax2tf's Reshape of it), which RemoveUnusedNodes removes after."""
+    gone, todo = set(replaced), [v for n in replaced for v in n.inputs]
+    while todo:
+        v = todo.pop()
+        node = v.producer() if v is not None else None
+        if node is None or node in gone or x in node.outputs:
+            continue
+        if all(o not in graph.outputs and all(u.node in gone for u in o.uses()) for o in node.outputs):
+            gone.add(node)
+            todo.extend(node.inputs)
+    return {v.name for n in gone if n is not replaced[-1] for v in n.outputs if v.name}
+
+
 class FuseSoftmaxPass(ir.passes.InPlacePass):
     def __init__(self, keep: frozenset[str] = frozenset()):
         super().__init__()
@@ -134,7 +149,7 @@ class FuseSoftmaxPass(ir.passes.InPlacePass):
             if found is None:
                 continue
             x, axis, perm, replaced = found
-            if {v.name for n in replaced[:-1] for v in n.outputs} & self.keep:
+            if _taken(replaced, x, model.graph) & self.keep:
                 continue
             head = div.name or div.outputs[0].name
             softmax = ir.node("Softmax", inputs=[x], attributes={"axis": axis}, name=f"{head}_softmax")

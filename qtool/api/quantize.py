@@ -408,6 +408,7 @@ def _quantize(
     observers: dict = {}
     ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
     algorithms_started = time.perf_counter()  # auto's trials and bc's passes: often most of the run
+    timed = bool(o.apply_algorithms) or o.act_quantizer_calibration == "auto"  # o names auto's choice once it ran
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
         chosen, note = "min-max", ""
         if input_list is not None and o.act_bitwidth != 32:  # else no activation range is calibrated
@@ -448,7 +449,7 @@ def _quantize(
     del float_run, keep, layer_reference  # the float outputs: the evaluation was their last reader
     _release()
     report.facts["calibration seconds"] = round(calibration_seconds, 2)
-    if notes and (o.apply_algorithms or o.act_quantizer_calibration == "auto"):
+    if notes and timed:
         report.facts["algorithm seconds"] = round(algorithm_seconds, 2)
     level = o.matmulnbits_accuracy_level or 0
     if o.target == "ort-cpu" and (count := to_matmulnbits(quantized, level)):  # 4-bit block MatMuls run natively

@@ -149,6 +149,16 @@ def test_the_report_times_the_algorithms_apart_from_calibration(tmp_path: Path) 
     assert code == 0 and "algorithm seconds" not in out, err
 
 
+def test_the_report_times_auto_calibration_alone(tmp_path: Path) -> None:
+    """auto's trials without --apply_algorithms are timed too: the check read the method after auto had put the
+    one it chose in its place, so it never saw 'auto'."""
+    model, listing = write_case(tmp_path, three_conv_model(), samples=8)
+    code, out, err = run("quantize", "-i", model, "--input_list", listing, "-o", tmp_path / "auto.onnx", "--json",
+                         "--act_quantizer_calibration", "auto")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["algorithm seconds"] > 0
+
+
 def test_auto_calibration_folds_drop_a_bc_that_hurts_as_the_run_does(tmp_path: Path, monkeypatch) -> None:
     """bc keeps its corrections only where they gain (keep: auto); a fold trial that forced them scored every
     method through corrections the run then dropped. With corrections that always hurt, each fold drops them:

@@ -13,9 +13,11 @@ from conftest import run_cli
 from onnx import TensorProto, helper, numpy_helper
 
 
-def _quantize(tmp_path: Path, nodes, arrays: dict, outputs: list, scale: float = 4.0) -> tuple[dict, Path, Path]:
-    """x [1, 64] (normal, std `scale`) -> nodes -> outputs (names, or (name, shape); [1, 64] by default);
-    returns (activation encodings, model, quantized model)."""
+def _quantize(
+    tmp_path: Path, nodes, arrays: dict, outputs: list, scale: float = 4.0, args: tuple = ()
+) -> tuple[dict, Path, Path]:
+    """x [1, 64] (normal, std `scale`) -> nodes -> outputs (names, or (name, shape); [1, 64] by default), quantized
+    with `args` added; returns (activation encodings, model, quantized model)."""
     graph = helper.make_graph(
         nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, [1, 64]) if isinstance(o, str)
@@ -32,7 +34,7 @@ def _quantize(tmp_path: Path, nodes, arrays: dict, outputs: list, scale: float =
         (tmp_path / f"{i}.raw").write_bytes((rng.normal(0, scale, (1, 64))).astype(np.float32).tobytes())
         lines.append(str(tmp_path / f"{i}.raw"))
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
-    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out])
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out, *args])
     assert result.exit_code == 0, result.stderr
     acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
     return {k: v[0] for k, v in acts.items()}, path, out
@@ -168,21 +170,8 @@ def test_a_sigmoid_with_a_float_output_keeps_its_input_whole(tmp_path: Path) -> 
     nodes = [_neg("x", "a"), helper.make_node("Sigmoid", ["a"], ["y"])]
     overrides = tmp_path / "o.json"
     overrides.write_text(json.dumps({"activation_encodings": {"y": [{"bitwidth": 16, "dtype": "float"}]}, "param_encodings": {}}))
-    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-                              [numpy_helper.from_array(ONE["one"], "one")])  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "m.onnx"))
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        (tmp_path / f"{i}.raw").write_bytes(rng.normal(0, 8.0, (1, 64)).astype(np.float32).tobytes())
-    (tmp_path / "list.txt").write_text("".join(f"{tmp_path / f'{i}.raw'}\n" for i in range(4)))
-    result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "--input_list", tmp_path / "list.txt", "-o", tmp_path / "q.onnx",
-                      "--quantization_overrides", overrides])  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    acts = json.loads((tmp_path / "q.encodings.json").read_text())["activation_encodings"]
-    assert acts["a"][0]["min"] < -15
+    acts, _, _ = _quantize(tmp_path, nodes, ONE, ["y"], scale=8.0, args=("--quantization_overrides", overrides))
+    assert acts["a"]["min"] < -15
 
 
 def test_a_cut_read_through_a_reshape_is_no_clipping_in_the_per_layer_report(tmp_path: Path) -> None:
@@ -203,19 +192,6 @@ def test_a_tanh_whose_output_stays_float_cuts_nothing(tmp_path: Path) -> None:
     """--target ort-cpu quantizes no Tanh: its output leaving the model stays float, no grid rounds it, and a cut
     of its input would be an error of its own (up to half a step the Tanh never gets)."""
     nodes = [_neg("x", "a"), helper.make_node("Tanh", ["a"], ["y"])]
-    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-                              [numpy_helper.from_array(ONE["one"], "one")])  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "m.onnx"))
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        (tmp_path / f"{i}.raw").write_bytes(rng.normal(0, 8.0, (1, 64)).astype(np.float32).tobytes())
-    (tmp_path / "list.txt").write_text("".join(f"{tmp_path / f'{i}.raw'}\n" for i in range(4)))
-    out = tmp_path / "q.onnx"
-    result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "--input_list", tmp_path / "list.txt", "-o", out, "--target", "ort-cpu"])
-    assert result.exit_code == 0, result.stderr
-    acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
-    assert "y" not in acts or acts["y"][0]["dtype"] == "float"
-    assert acts["a"][0]["min"] < -15
+    acts, _, _ = _quantize(tmp_path, nodes, ONE, ["y"], scale=8.0, args=("--target", "ort-cpu"))
+    assert "y" not in acts or acts["y"]["dtype"] == "float"
+    assert acts["a"]["min"] < -15

@@ -17,6 +17,7 @@ from onnx import helper, version_converter
 
 from qtool.errors import DataError, ModelError
 from qtool.graph import external_data, inline_weights
+from qtool.graph.constant_size import huge_constant
 from qtool.graph.inline_write import write_inline
 from qtool.graph.node_order import sort_nodes
 from qtool.io.digest import sha256
@@ -76,6 +77,8 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
         raise ModelError("not an ONNX model (empty, or no ir_version)", where=str(p))
     if (bad := _unreadable(model)) is not None:
         raise ModelError(f"not a valid ONNX model: {bad}", where=str(p))
+    if (huge := huge_constant(model)) is not None:
+        raise ModelError(f"{huge} out of constants: no model needs one, and it would be built in memory", where=str(p))
     _ir3_constants(model)
     if sort_nodes(model):
         logger.info("%s: nodes not in topological order; read in it, as onnxruntime runs them", p)

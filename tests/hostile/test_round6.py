@@ -161,3 +161,31 @@ def test_an_opset_onnxruntime_does_not_know_is_said_in_words_not_a_cxx_signature
     onnx.save(model, str(tmp_path / "m.onnx"))
     result = run_cli(["convert", "-i", tmp_path / "m.onnx", "-o", tmp_path / "c.onnx"])
     assert result.exit_code == 3 and "Opset 99" in result.stderr and "onnxruntime_src" not in result.stderr
+
+
+@pytest.mark.parametrize(("op", "arg"), [("Expand", [20000, 20000, 10]), ("Pad", [0, 0, 40000, 40000]),
+                                         ("Tile", [40000, 40000])])  # fmt: skip
+def test_a_gigavalue_constant_made_from_small_constants_is_refused_before_anything_builds_it(
+    tmp_path: Path, op: str, arg: list[int]
+) -> None:
+    """The tensor is a graph output declared [1]: onnxscript's folder trusted the declaration, and onnxruntime's own
+    constant folding built it when convert checked the model (a 190-byte model: 1.4 GB, 16 GB at this size)."""
+    from onnx import TensorProto, helper
+
+    data = np.ones(1 if op == "Expand" else (1, 1), np.float32)
+    nodes = [helper.make_node(op, ["c", "arg"], ["big"]), helper.make_node("Relu", ["x"], ["y"])]
+    graph = helper.make_graph(nodes, "bomb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1]),
+                               helper.make_tensor_value_info("big", TensorProto.FLOAT, [1])],
+                              [numpy_helper.from_array(data, "c"), numpy_helper.from_array(np.array(arg, np.int64), "arg")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    result = run_cli(["convert", "-i", tmp_path / "m.onnx", "-o", tmp_path / "c.onnx"])
+    assert result.exit_code == 3 and "makes a constant of" in result.stderr and op in result.stderr, result.stderr
+    assert not (tmp_path / "c.onnx").exists()
+    small = np.array([64, 64] if op != "Expand" else [64, 64, 1], np.int64)
+    model.graph.initializer[1].CopyFrom(numpy_helper.from_array(small if op != "Pad" else np.array([0, 0, 63, 63], np.int64), "arg"))
+    from qtool.graph.constant_size import huge_constant
+
+    assert huge_constant(model) is None  # a small one is no bomb

@@ -51,6 +51,11 @@ def _interrupted(ws: Workspace, signum: int, after: float) -> subprocess.Complet
 def test_a_signal_cleans_up_and_exits_128_plus_n(ws: Workspace, signum: int, after: float) -> None:
     before = ws.snapshot()
     result = _interrupted(ws, signum, after)
+    if after < 1 and result.returncode == -signum and not result.stderr:
+        # under load the signal can land while the interpreter itself starts (`import typing` in site), before any
+        # line of qtool runs: the default action ends it, and nothing was written, which is what must hold
+        assert ws.snapshot() == before
+        return
     assert result.returncode == 128 + signum, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1] == "qtool: interrupted; no output written", result.stderr

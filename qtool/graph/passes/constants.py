@@ -34,3 +34,10 @@ def sole_reader(value: ir.Value, graph: ir.Graph) -> ir.Node | None:
     """The one node reading `value`, when it has one and is not also a graph output."""
     users = [use.node for use in value.uses()]
     return users[0] if len(users) == 1 and value not in graph.outputs else None
+
+
+def static_dims(value: ir.Value | None) -> list[int] | None:
+    """`value`'s shape when every dim of it is a number, else None."""
+    if value is None or value.shape is None or not all(isinstance(d, int) for d in value.shape):
+        return None
+    return [int(d) for d in value.shape]  # type: ignore[arg-type]

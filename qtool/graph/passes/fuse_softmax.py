@@ -19,15 +19,9 @@ import logging
 
 import onnx_ir as ir
 
-from qtool.graph.passes.constants import sole_reader
+from qtool.graph.passes.constants import sole_reader, static_dims
 
 logger = logging.getLogger(__name__)
-
-
-def _dims(value: ir.Value | None) -> list[int] | None:
-    if value is None or value.shape is None or not all(isinstance(d, int) for d in value.shape):
-        return None
-    return [int(d) for d in value.shape]  # type: ignore[arg-type]
 
 
 def _summed_axis(node: ir.Node, rank: int) -> tuple[int, bool] | None:
@@ -53,7 +47,7 @@ def _perm(node: ir.Node | None) -> list[int] | None:
         return None
     if "perm" in node.attributes:
         return list(node.attributes["perm"].as_ints())
-    dims = _dims(node.inputs[0])
+    dims = static_dims(node.inputs[0])
     return list(reversed(range(len(dims)))) if dims is not None else None
 
 
@@ -87,7 +81,7 @@ def _match(div: ir.Node, graph: ir.Graph) -> tuple[ir.Value, int, list[int] | No
     total = next((n for n in readers if n.op_type == "ReduceSum"), None)
     if e in graph.outputs or total is None or len(readers) != 2 or (layout or div) not in readers:
         return None
-    rank = len(_dims(e) or [])
+    rank = len(static_dims(e) or [])
     found = _summed_axis(total, rank) if rank else None
     if found is None or sole_reader(total.outputs[0], graph) is None:
         return None
@@ -102,7 +96,7 @@ def _match(div: ir.Node, graph: ir.Graph) -> tuple[ir.Value, int, list[int] | No
         if restore.op_type == "Transpose":  # type: ignore[union-attr]
             ok = keepdims and layout is not None and _perm(restore) == _perm(layout)
         elif restore.op_type == "Reshape":  # type: ignore[union-attr]
-            ok = _dims(restore.outputs[0]) == _reshaped_sum(_dims(e), axis, _perm(layout))  # type: ignore[union-attr]
+            ok = static_dims(restore.outputs[0]) == _reshaped_sum(static_dims(e), axis, _perm(layout))  # type: ignore[union-attr]
         else:
             ok = False
         replaced_denominator = [total, restore]  # type: ignore[list-item]
@@ -110,8 +104,8 @@ def _match(div: ir.Node, graph: ir.Graph) -> tuple[ir.Value, int, list[int] | No
     if not ok or shifted is None or shifted.op_type != "Sub" or shifted.domain != "":
         return None
     x, shift = shifted.inputs
-    shift_dims, x_dims = _dims(shift), _dims(x)
-    if sole_reader(shifted.outputs[0], graph) is not exp or x_dims is None or shift_dims is None or x_dims != _dims(e):
+    shift_dims, x_dims = static_dims(shift), static_dims(x)
+    if sole_reader(shifted.outputs[0], graph) is not exp or x_dims is None or shift_dims is None or x_dims != static_dims(e):
         return None
     padded = [1] * (len(x_dims) - len(shift_dims)) + shift_dims
     if len(padded) != len(x_dims) or padded[axis] != 1:  # a shift that varies along the axis is not a Softmax's

@@ -22,15 +22,9 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from qtool.graph.passes.constants import new_constant, sole_reader
+from qtool.graph.passes.constants import new_constant, sole_reader, static_dims
 
 logger = logging.getLogger(__name__)
-
-
-def _static_dims(value: ir.Value | None) -> list[int] | None:
-    if value is None or value.shape is None or not all(isinstance(d, int) for d in value.shape):
-        return None
-    return [int(d) for d in value.shape]  # type: ignore[arg-type]
 
 
 def _axis(node: ir.Node, rank: int, default: int = 0) -> int | None:
@@ -41,7 +35,7 @@ def _axis(node: ir.Node, rank: int, default: int = 0) -> int | None:
 
 def split_sizes(split: ir.Node) -> tuple[int, list[int]] | None:
     """(axis, part sizes) of a Split whose sizes are constants or its input's equal parts."""
-    dims = _static_dims(split.inputs[0])
+    dims = static_dims(split.inputs[0])
     axis = _axis(split, len(dims)) if dims else None
     if dims is None or axis is None or any(o is None for o in split.outputs):
         return None
@@ -72,13 +66,13 @@ class _Parts:
         if node is None or node.domain != "" or len(node.outputs) != 1:
             return False
         self.replaced.append(node)  # only kept if the whole plan holds
-        dims = _static_dims(value)
+        dims = static_dims(value)
         if dims is None:
             return False
         if node.op_type == "Concat":
             join = _axis(node, len(dims))
             if join is None or any(
-                _static_dims(x) is None or x.producer() is None or sole_reader(x, self.graph) is not node  # type: ignore[union-attr]
+                static_dims(x) is None or x.producer() is None or sole_reader(x, self.graph) is not node  # type: ignore[union-attr]
                 for x in node.inputs
             ):  # a part takes the name of the Split's output: a graph input or constant keeps its own
                 return False
@@ -87,7 +81,7 @@ class _Parts:
             return all(self.plan(x, axis, sizes) for x in node.inputs)  # type: ignore[arg-type]
         if node.op_type == "Reshape":
             source = node.inputs[0]
-            inner = _kept_axis(_static_dims(source), dims, axis)
+            inner = _kept_axis(static_dims(source), dims, axis)
             return inner is not None and sole_reader(source, self.graph) is node and self.plan(source, inner, sizes)  # type: ignore[arg-type]
         if node.op_type == "Conv":
             group = node.attributes.get("group")
@@ -104,7 +98,7 @@ class _Parts:
     def build(self, value: ir.Value, axis: int, sizes: list[int]) -> list[ir.Value]:
         node = value.producer()
         assert node is not None
-        dims = _static_dims(value)
+        dims = static_dims(value)
         assert dims is not None
         head = node.name or value.name
         if node.op_type == "Concat" and _axis(node, len(dims)) == axis:
@@ -118,7 +112,7 @@ class _Parts:
                     for k, size in enumerate(sizes)]  # fmt: skip
         if node.op_type == "Reshape":
             source = node.inputs[0]
-            inner = _kept_axis(_static_dims(source), dims, axis)
+            inner = _kept_axis(static_dims(source), dims, axis)
             pieces = self.build(source, inner, sizes)  # type: ignore[arg-type]
             parts = []
             for k, (piece, size) in enumerate(zip(pieces, sizes, strict=True)):
@@ -141,7 +135,7 @@ class _Parts:
         node = ir.node(op, inputs=inputs, attributes=attributes, name=name)
         out = node.outputs[0]
         out.name, out.type = f"{name}_output", like.type
-        out.shape = ir.Shape(_with(_static_dims(like), axis, size))  # type: ignore[arg-type]
+        out.shape = ir.Shape(_with(static_dims(like), axis, size))  # type: ignore[arg-type]
         self.nodes.append(node)
         return out
 
@@ -162,7 +156,7 @@ def _runs(concat: ir.Node, axis: int, sizes: list[int]) -> list[list[ir.Value]] 
     runs: list[list[ir.Value]] = [[]]
     filled, bounds = 0, list(np.cumsum(sizes))
     for x in concat.inputs:
-        filled += _static_dims(x)[axis]  # type: ignore[index]
+        filled += static_dims(x)[axis]  # type: ignore[index]
         runs[-1].append(x)  # type: ignore[arg-type]
         if filled > bounds[len(runs) - 1]:
             return None

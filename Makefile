@@ -451,7 +451,8 @@ OUT := build/demo
 # 20322 -> 20387: a gigavalue constant made out of small constants (Expand, Tile, Pad, ConstantOfShape) refused at load,
 #   from the constants' values, whatever the outputs declare (graph/constant_size.py; hostile input)
 # 20387 -> 20382: one static_dims for the passes (graph/passes/constants; fuse_softmax and split_at_source each had one)
-LINE_BUDGET := 20382
+# 20382 -> 20387: an override naming a tensor convert rewrote away says to give the file to convert (api/common.REWRITTEN)
+LINE_BUDGET := 20387
 
 .PHONY: demo test lint venv bench clean golden
 

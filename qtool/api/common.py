@@ -31,6 +31,10 @@ def encodings_path(model_path: Path) -> Path:
     return model_path.with_suffix(".encodings.json")
 
 
+REWRITTEN = ("if convert rewrote it away (a fused Softmax, a Split read at its source), give the file to qtool convert "
+             "--quantization_overrides, which keeps the tensors it names")
+
+
 def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, where: str) -> encio.Encodings:
     """Every name must be a tensor of the graph, and every per-channel axis the file states one the plan
     honours; entries are re-sorted into activations and params by what the graph says (AIMET 2.0.0 files
@@ -39,8 +43,9 @@ def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, whe
     for name in sorted(overrides.all()):
         if name not in known:
             raise DataError(
-                f"names tensor {quoted(name)}, which the graph does not have", where=where, hint=did_you_mean(name, known)
-            )
+                f"names tensor {quoted(name)}, which the graph does not have", where=where,
+                hint=did_you_mean(name, known) or (REWRITTEN if gm.is_converted(model) else None),
+            )  # fmt: skip
     if overrides.stated_axes:
         check_stated_axes(GraphFacts.of(model), overrides.stated_axes, where)
     params = gm.initializer_names(model)

@@ -144,3 +144,15 @@ def test_a_tensor_an_override_names_keeps_its_split(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert "Split" in [n.op_type for n in onnx.load(str(out)).graph.node]
     assert "Split" not in [n.op_type for n in normalise(model, {}, "m.onnx", keep=frozenset({"unrelated"})).graph.node]
+
+
+def test_quantizing_a_converted_model_with_an_override_for_a_rewritten_tensor_says_to_convert_with_it(tmp_path: Path) -> None:
+    model = yolo_head()
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    assert run_cli(["convert", "-i", tmp_path / "m.onnx", "-o", tmp_path / "c.onnx"]).exit_code == 0
+    overrides = tmp_path / "o.json"
+    overrides.write_text(json.dumps({"activation_encodings": {"all": [{"bitwidth": 8, "min": -30.0, "max": 30.0}]},
+                                     "param_encodings": {}}))  # fmt: skip
+    result = run_cli(["quantize", "-i", tmp_path / "c.onnx", "-o", tmp_path / "q.onnx", "--enable_float_fallback",
+                      "--quantization_overrides", overrides])  # fmt: skip
+    assert result.exit_code == 4 and "'all'" in result.stderr and "convert --quantization_overrides" in result.stderr, result.stderr

@@ -276,6 +276,11 @@ def custom_ops(paths: Iterable[Path]) -> Iterator[None]:
         _libraries.reset(token)
 
 
+def library_inputs(paths: Iterable[Path]) -> list[tuple[str, Path]]:
+    """The libraries as a command's inputs (outputs.command): no output may replace one."""
+    return [(LIBRARY_FLAG, path) for path in paths]
+
+
 def _loadable(path: Path) -> str:
     try:
         mode = os.stat(path).st_mode

@@ -48,7 +48,7 @@ def convert(o: ConvertOptions) -> Report:
     """The output is checked before any work and is written only if every step succeeds."""
     output = o.output_path or o.input_network.with_suffix(".conv.onnx")
     inputs = [("-i", o.input_network), ("--quantization_overrides", o.quantization_overrides),
-              *(("--op_package_lib", p) for p in o.op_package_lib)]  # fmt: skip
+              *runtime.library_inputs(o.op_package_lib)]  # fmt: skip
     with outputs.command(inputs, [("-o", output)]) as tx, runtime.custom_ops(o.op_package_lib):
         return _convert(o, output, tx)
 

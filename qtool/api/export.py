@@ -18,7 +18,7 @@ from qtool.report import Report
 def export(o: ExportOptions) -> Report:
     """Every --format's files for a QDQ model, built in memory first so a failing format writes nothing;
     then written together, so a failing write leaves none of them either."""
-    inputs = [("-i", o.input_network), *(("--op_package_lib", p) for p in o.op_package_lib)]
+    inputs = [("-i", o.input_network), *runtime.library_inputs(o.op_package_lib)]
     with outputs.command(inputs) as tx, runtime.custom_ops(o.op_package_lib):
         check_output_folder(o.output_path)
         model, data_files = gm.load_with_files(o.input_network)

@@ -28,7 +28,7 @@ def inspect_model(o: InspectOptions) -> InspectReport:
     per-output and per-layer drift; --html writes the same report as one page. The caller prints
     the report and then calls `report.check(o.fail_on)` (exit 5), so findings are always shown."""
     inputs = [("MODEL", o.model), ("--reference", o.reference), ("--input_list", o.input_list), ("--labels", o.labels),
-              *(("--op_package_lib", p) for p in o.op_package_lib)]  # fmt: skip
+              *runtime.library_inputs(o.op_package_lib)]  # fmt: skip
     with (outputs.command(inputs, [("--html", o.html)]) as tx, runtime.custom_ops(o.op_package_lib),
           tempfile.TemporaryDirectory(prefix="qtool-") as scratch):  # fmt: skip
         try:

@@ -124,7 +124,7 @@ def _files(o: QuantizeOptions, output: Path) -> tuple[list, list]:
         ("--quantization_overrides", o.quantization_overrides),
         ("--config", o.config),
         *(("--load_stats", p) for p in o.load_stats),
-        *(("--op_package_lib", p) for p in o.op_package_lib),
+        *runtime.library_inputs(o.op_package_lib),
     ]
     outputs = [
         ("-o", output),
@@ -380,8 +380,8 @@ def _quantize(
     tx.add_inputs("-i's external data", data_files)
     expect_external_data(tx, output, source, o.external_data)
     given = _given_overrides(o)
-    keep = frozenset(given.all()) if given is not None else frozenset()
-    reference = converted(source, o.input_network, o.input_dims, o.input_values, keep)
+    named = frozenset(given.all()) if given is not None else frozenset()  # convert's rewrites leave these
+    reference = converted(source, o.input_network, o.input_dims, o.input_values, named)
     if gm.metadata(reference).get(gm.METADATA_FLOAT_BITWIDTH) == "16":
         raise UsageError(
             "is a float16 model",

@@ -19,6 +19,7 @@ import onnx.defs
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool.graph import external_data
+from qtool.graph.names import FreshNames
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +79,9 @@ def _change(model: onnx.ModelProto, source: int, target: int, kept: set[str]) ->
     inputs = [v.name for v in graph.input if v.type.tensor_type.elem_type == source and v.name not in kept]
     outputs = [v.name for v in graph.output if v.type.tensor_type.elem_type == source]
     suffix, back = ("fp16", "fp32") if target == _FP16 else ("fp32", "fp16")
-    taken = {name for node in graph.node for name in (*node.input, *node.output)}
-    rename = {name: _fresh(f"{name}_{suffix}", taken) for name in inputs + outputs}
+    # a converted model's own boundary Cast already writes `images_fp32`: converted again, a second would too
+    fresh = FreshNames(name for node in graph.node for name in (*node.input, *node.output))
+    rename = {name: fresh(f"{name}_{suffix}") for name in inputs + outputs}
     for node in graph.node:
         node.input[:] = [rename.get(i, i) for i in node.input]
         node.output[:] = [rename.get(o, o) for o in node.output]
@@ -89,15 +91,6 @@ def _change(model: onnx.ModelProto, source: int, target: int, kept: set[str]) ->
     del graph.node[:]
     graph.node.extend(nodes)
     return out
-
-
-def _fresh(name: str, taken: set[str]) -> str:
-    """`name`, or `name` with underscores added where a tensor has it (a converted model's own boundary Cast
-    already writes `images_fp32`: converted again, a second Cast would write it too)."""
-    while name in taken:
-        name += "_"
-    taken.add(name)
-    return name
 
 
 def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:

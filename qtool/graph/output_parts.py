@@ -13,6 +13,7 @@ split. Shapes are onnx's inferred ones; compare checks each output's real shape 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,7 +96,7 @@ def _runs(
         perm = _ints(node, "perm") or list(range(len(shapes.get(name, ()))))[::-1]
         return _runs(source, perm[axis], producers, shapes, depth - 1) if axis < len(perm) else None
     if node.op_type == "Reshape":
-        kept = _kept_axis(shapes.get(source), shapes.get(name), axis)
+        kept = kept_axis(shapes.get(source), shapes.get(name), axis)
         return None if kept is None else _runs(source, kept, producers, shapes, depth - 1)
     if node.op_type != "Concat":
         return None
@@ -132,7 +133,7 @@ def _kind(name: str, producers: dict[str, onnx.NodeProto]) -> str:
     return "?"
 
 
-def _kept_axis(before: tuple[int, ...] | None, after: tuple[int, ...] | None, axis: int) -> int | None:
+def kept_axis(before: Sequence[int] | None, after: Sequence[int] | None, axis: int) -> int | None:
     """The axis of a Reshape's input that is `after`'s `axis`: same size, same number of values before it."""
     if not before or not after or axis >= len(after):
         return None

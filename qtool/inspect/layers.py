@@ -47,7 +47,7 @@ from qtool.inspect.lint_data import EXPANDING, float_tensors
 from qtool.io.encodings import Encodings
 from qtool.quant.calibrate import SENTINEL
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.group_range import MAX_OPS, live_interval
+from qtool.quant.group_range import MAX_OPS, Grid, encoding_grid, live_interval
 from qtool.quant.plan import activation_groups, activation_tensors
 from qtool.quant.qdq_read import qdq_encodings
 from qtool.quant.rules import rule_for, weight_axis
@@ -213,9 +213,9 @@ def probes(
         e = found.activations.get(tensor)
         return [t for t in joined.get(tensor, [tensor]) if found.activations.get(t) == e] or [tensor]
 
-    def grid_of(tensor: str) -> tuple[float, float, float] | None:
+    def grid_of(tensor: str) -> Grid | None:
         e = found.activations.get(tensor)
-        return None if e is None or e.is_float or len(e.scale) != 1 else (e.min[0], e.max[0], e.scale[0])
+        return None if e is None else encoding_grid(e)
 
     for tensor in float_tensors(facts):
         if tensor in rewritten:

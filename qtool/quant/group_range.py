@@ -189,6 +189,11 @@ def live_interval(
     return min(i[0] for i in intervals), max(i[1] for i in intervals)  # type: ignore[index]
 
 
+def encoding_grid(e: Encoding) -> Grid | None:
+    """A per-tensor integer encoding's grid; None for a float or per-channel one."""
+    return None if e.is_float or len(e.scale) != 1 else (e.min[0], e.max[0], e.scale[0])
+
+
 def _calibrated_grid(
     observers: dict[str, Observer], overrides: Encodings, bitwidth: int, gridded: frozenset[str] | None = None
 ) -> Callable[[str], Grid | None]:
@@ -200,10 +205,8 @@ def _calibrated_grid(
         if gridded is not None and tensor not in gridded:  # left float: no grid rounds its output (--target ort-cpu's Tanh)
             return None
         given = overrides.activations.get(tensor)
-        if given is not None and (given.is_float or len(given.scale) > 1):
-            return None
-        if given is not None and given.scale:
-            return given.min[0], given.max[0], given.scale[0]
+        if given is not None and (given.is_float or given.scale):
+            return encoding_grid(given)
         observer = observers.get(tensor)
         if observer is None or not observer.count:
             return None

@@ -17,11 +17,11 @@ tensor on the way is read by the next step alone, so nothing else reads a joined
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 import onnx_ir as ir
 
+from qtool.graph.output_parts import kept_axis
 from qtool.graph.passes.constants import new_constant, sole_reader, static_dims
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class _Parts:
             return all(self.plan(x, axis, sizes) for x in node.inputs)  # type: ignore[arg-type]
         if node.op_type == "Reshape":
             source = node.inputs[0]
-            inner = _kept_axis(static_dims(source), dims, axis)
+            inner = kept_axis(static_dims(source), dims, axis)
             return inner is not None and sole_reader(source, self.graph) is node and self.plan(source, inner, sizes)  # type: ignore[arg-type]
         if node.op_type == "Conv":
             group = node.attributes.get("group")
@@ -112,7 +112,7 @@ class _Parts:
                     for k, size in enumerate(sizes)]  # fmt: skip
         if node.op_type == "Reshape":
             source = node.inputs[0]
-            inner = _kept_axis(static_dims(source), dims, axis)
+            inner = kept_axis(static_dims(source), dims, axis)
             pieces = self.build(source, inner, sizes)  # type: ignore[arg-type]
             parts = []
             for k, (piece, size) in enumerate(zip(pieces, sizes, strict=True)):
@@ -163,17 +163,6 @@ def _runs(concat: ir.Node, axis: int, sizes: list[int]) -> list[list[ir.Value]] 
         if filled == bounds[len(runs) - 1] and len(runs) < len(sizes):
             runs.append([])
     return runs if filled == bounds[-1] and all(runs) else None
-
-
-def _kept_axis(before: list[int] | None, after: list[int], axis: int) -> int | None:
-    """The axis of a Reshape's input that becomes `axis` of its output unchanged (same size, same number of
-    values before it), or None."""
-    if before is None:
-        return None
-    for k, size in enumerate(before):
-        if size == after[axis] and math.prod(before[:k]) == math.prod(after[:axis]):
-            return k
-    return None
 
 
 class SplitAtSourcePass(ir.passes.InPlacePass):

@@ -100,7 +100,7 @@ def read_bytes(
     st = check_regular(path, what, error)
     hint = f"set {READ_LIMIT_ENV} to read a larger file"
     if 0 < limit < read_limit():  # a config's cap is a fraction of it (an empty input's .raw file's is 0)
-        hint += f" (a {what} may be 1/{read_limit() // limit} of it: {read_limit()} bytes now)"
+        hint += f"; a {what} may be 1/{read_limit() // limit} of it, {read_limit()} bytes now"
     if st.st_size > limit:
         raise error(f"{what} is {st.st_size} bytes, over the {limit}-byte limit", where=str(path), hint=hint)
     try:

@@ -78,7 +78,7 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
     if (bad := _unreadable(model)) is not None:
         raise ModelError(f"not a valid ONNX model: {bad}", where=str(p))
     if (huge := huge_constant(model)) is not None:
-        raise ModelError(f"{huge} out of constants: no model needs one, and it would be built in memory", where=str(p))
+        raise ModelError(huge, where=str(p))
     _ir3_constants(model)
     if sort_nodes(model):
         logger.info("%s: nodes not in topological order; read in it, as onnxruntime runs them", p)

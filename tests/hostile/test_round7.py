@@ -1,0 +1,108 @@
+"""Hostile round seven (helper-58): constants that other ops than Expand, Tile, Pad and ConstantOfShape blow up.
+
+Each case fails on the commit before its fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import run_cli
+from onnx import TensorProto, helper, numpy_helper
+
+from qtool.errors import ModelError
+from qtool.graph import model as graph_model
+
+
+def _i64(values, name: str) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+def _f32(values, name: str) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(values, np.float32), name)
+
+
+def _loop_body(scan: bool) -> onnx.GraphProto:
+    nodes = [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["v_in", "one"], ["v_out"])]
+    outputs = [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1])]
+    if scan:
+        nodes.append(helper.make_node("Identity", ["row"], ["scan"]))
+        outputs.append(helper.make_tensor_value_info("scan", TensorProto.FLOAT, [40000]))
+    inputs = [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+              helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1])]  # fmt: skip
+    return helper.make_graph(nodes, "body", inputs, outputs, [_f32([1.0], "one"), _f32(np.ones(40000), "row")])
+
+
+def _loop(trips: int, scan: bool) -> tuple[list, list]:
+    outputs = ["v", "big"] if scan else ["big"]
+    node = helper.make_node("Loop", ["M", "cond", "v0"], outputs, body=_loop_body(scan))
+    return [node], [_i64(trips, "M"), numpy_helper.from_array(np.array(True), "cond"), _f32([0.0], "v0")]
+
+
+def _doubling(count: int) -> tuple[list, list]:
+    nodes = [helper.make_node("Concat", [f"c{k}", f"c{k}"], [f"c{k + 1}"], axis=0) for k in range(count)]
+    return [*nodes, helper.make_node("Identity", [f"c{count}"], ["big"])], [_f32([1.0], "c0")]
+
+
+# (nodes, initializers) of a bomb, and of the same graph at a size real models have
+BOMBS = {
+    "Resize": lambda n: ([helper.make_node("Resize", ["c", "", "s"], ["big"], mode="nearest")],
+                         [_f32(np.ones((1, 1, 1, 1)), "c"), _f32([1, 1, n, n], "s")]),
+    "Range": lambda n: ([helper.make_node("Range", ["a", "b", "d"], ["big"])], [_f32(0, "a"), _f32(n * n, "b"), _f32(1, "d")]),
+    "OneHot": lambda n: ([helper.make_node("OneHot", ["i", "depth", "v"], ["big"])],
+                         [_i64(np.zeros(n // 10), "i"), _i64(n * 10, "depth"), _f32([0, 1], "v")]),
+    "ConstantOfShape": lambda n: ([helper.make_node("Concat", ["a", "b"], ["shape"], axis=0),
+                                   helper.make_node("ConstantOfShape", ["shape"], ["big"])], [_i64([n], "a"), _i64([n], "b")]),
+    "Tile": lambda n: ([helper.make_node("Mul", ["a", "b"], ["reps"]), helper.make_node("Tile", ["c", "reps"], ["big"])],
+                       [_i64([n // 100, n // 100], "a"), _i64([100, 100], "b"), _f32(np.ones((1, 1)), "c")]),
+    "MatMul": lambda n: ([helper.make_node("MatMul", ["a", "b"], ["big"])], [_f32(np.ones((n, 1)), "a"), _f32(np.ones((1, n)), "b")]),
+    "Where": lambda n: ([helper.make_node("Where", ["k", "a", "b"], ["big"])],
+                        [numpy_helper.from_array(np.ones((n, 1), bool), "k"), _f32(np.ones((1, n)), "a"), _f32(0, "b")]),
+    "Concat": lambda n: _doubling(31 if n > 1000 else 12),
+    "Loop": lambda n: _loop(10**12 if n > 1000 else 1000, scan=False),
+    "Loop scan": lambda n: _loop(n, scan=True),
+}
+
+
+def _model(nodes: list, initializers: list) -> onnx.ModelProto:
+    """The tensor is a graph output declared [1] beside a Relu: no declared shape tells its size."""
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1]), helper.make_tensor_value_info("big", TensorProto.FLOAT, [1])]
+    graph = helper.make_graph([*nodes, helper.make_node("Relu", ["x"], ["y"])], "bomb",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], outputs, initializers)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("op", sorted(BOMBS))
+def test_a_gigavalue_constant_any_op_makes_from_small_constants_is_refused_when_read(tmp_path: Path, op: str) -> None:
+    """convert, quantize and inspect built each (an outer-product MatMul 6.2 GB, 31 doubling Concats 7.2 GB and an
+    internal error; a Resize, Range, Where or OneHot with every sample, 4-64 GB) or, a Loop of 10^12 iterations
+    of one Add, never ended: the check sized only Expand, Tile, Pad and a ConstantOfShape of an initializer."""
+    path = tmp_path / "m.onnx"
+    onnx.save(_model(*BOMBS[op](40000)), str(path))
+    with pytest.raises(ModelError, match=r"m\.onnx") as raised:
+        graph_model.load(path)
+    named = {"Concat": "c31", "Loop scan": "v"}.get(op, "big")
+    assert raised.value.message.startswith(f"node '{named}' ({op.split()[0]})"), raised.value.message
+    onnx.save(_model(*BOMBS[op](400)), str(path))
+    graph_model.load(path)  # the same graph at a real model's size loads
+
+
+def test_convert_refuses_a_range_of_two_billion_values_naming_the_node(tmp_path: Path) -> None:
+    onnx.save(_model(*BOMBS["Range"](50000)), str(tmp_path / "m.onnx"))
+    result = run_cli(["convert", "-i", tmp_path / "m.onnx", "-o", tmp_path / "c.onnx"])
+    assert result.exit_code == 3 and "node 'big' (Range) makes a constant of 2,500,000,000 values" in result.stderr, result.stderr
+    assert not (tmp_path / "c.onnx").exists()
+
+
+def test_a_weight_transposed_is_not_a_constant_made(monkeypatch) -> None:
+    """A node that reads a large weight makes no more values than the model already holds."""
+    from qtool.graph import constant_size
+
+    monkeypatch.setattr(constant_size, "LIMIT_VALUES", 1000)
+    assert constant_size.huge_constant(_model([helper.make_node("Transpose", ["w"], ["big"])], [_f32(np.ones((64, 64)), "w")])) is None
+    assert "(MatMul)" in (constant_size.huge_constant(_model(*BOMBS["MatMul"](40))) or "")

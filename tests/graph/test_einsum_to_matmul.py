@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from qtool.graph.convert import normalise
 from qtool.graph.passes.einsum_to_matmul import lowering
 
-SIZES = {"b": 1, "t": 5, "d": 6, "f": 4, "h": 3, "e": 2, "i": 7, "k": 8}
+SIZES = {"b": 1, "t": 5, "d": 6, "f": 4, "h": 3, "e": 2, "i": 7, "k": 8, "g": 1}
 
 
 def einsum_model(equation: str, constant_first: bool = False) -> onnx.ModelProto:
@@ -41,6 +41,7 @@ def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
         ("btd,hde->bhte", False, ["MatMul", "Reshape", "Transpose"]),  # a multi-head projection
         ("bdt,dk->btk", False, ["Transpose", "MatMul"]),  # the contracted letter not last
         ("ik,bti->bkt", True, ["MatMul", "Transpose"]),  # the constant first, its letters the other way round
+        ("btgi,gih->btgh", False, ["MatMul"]),  # DeepFilterNet's grouped linear with one group: g is a broadcast
     ],
 )
 def test_an_einsum_with_a_constant_becomes_a_matmul_with_the_same_outputs(equation, constant_first, ops) -> None:
@@ -60,12 +61,13 @@ def test_an_einsum_with_a_constant_becomes_a_matmul_with_the_same_outputs(equati
     "equation",
     ["bti,bik->btk",  # a batched contraction (b in both operands)
      "bti,ik->bti",  # i kept in the output: no contraction
-     "bti,i->bt"],  # nothing new from the weight: a weighted sum, not a MatMul
+     "bti,i->bt",  # nothing new from the weight: a weighted sum, not a MatMul
+     "btgi,gih->btgh"],  # a grouped linear with two groups: g is a batch
 )  # fmt: skip
 def test_other_einsums_are_left_alone(equation: str) -> None:
     left, right = equation.split("->")[0].split(",")
     assert lowering(left, right, equation.split("->")[1]) is None
-    sizes = SIZES | {"b": 2}
+    sizes = SIZES | {"b": 2, "g": 2}
     w = np.ones([sizes[c] for c in right], np.float32)
     graph = helper.make_graph(
         [helper.make_node("Einsum", ["x", "w"], ["y"], equation=equation)], "g",

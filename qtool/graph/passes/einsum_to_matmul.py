@@ -9,8 +9,10 @@ the output is R and N in any order. Then
     Transpose(x) to (R, j) -> MatMul(., W[j, N...] as [|j|, |N|]) -> Reshape to (R, N) -> Transpose to the output
 
 with each Transpose or Reshape left out where it is the identity ("btd,hde->bhte": a multi-head projection
-is MatMul, Reshape and Transpose). Exact up to float summation order. Letters shared by both operands other
-than j (a batched contraction), ellipses, repeated letters and three or more operands are left alone.
+is MatMul, Reshape and Transpose). Exact up to float summation order. A letter the weight holds at size 1 and
+the output keeps is a broadcast, not a batch: the weight drops it and the activation keeps it (DeepFilterNet's
+grouped linear `btgi,gih->btgh` with one group, its GRUs' input and output projections). Other letters shared by
+both operands than j (a batched contraction), ellipses, repeated letters and three or more operands are left alone.
 """
 
 from __future__ import annotations
@@ -49,6 +51,14 @@ def lowering(data: str, weight: str, output: str) -> tuple[str, list[str]] | Non
     return j, new
 
 
+def drop_unit_letters(data: str, weight: str, output: str, array: np.ndarray) -> tuple[str, np.ndarray]:
+    """`weight`'s letters and `array` without the letters it holds at size 1 that `data` and `output` hold too."""
+    unit = [k for k, c in enumerate(weight) if array.shape[k] == 1 and c in data and c in output]
+    if not unit or len(set(weight)) != len(weight):
+        return weight, array
+    return "".join(c for k, c in enumerate(weight) if k not in unit), array.squeeze(axis=tuple(unit))
+
+
 def _replace(graph: ir.Graph, node: ir.Node, data: ir.Value, steps: list[tuple[str, list[ir.Value], dict]]) -> None:
     """`node` replaced by a chain of `steps` (op, inputs after the chain's value, attributes) from `data`; the
     MatMul keeps the Einsum's name, the last step its output's."""
@@ -75,8 +85,9 @@ class EinsumToMatMulPass(ir.passes.InPlacePass):
             k = constant.index(True)
             data, weight_value = node.inputs[1 - k], node.inputs[k]
             data_letters, weight_letters, output = (parsed[1 - k], parsed[k], parsed[2])
-            found = lowering(data_letters, weight_letters, output)
             array = weight_value.const_value.numpy()  # type: ignore[union-attr]
+            weight_letters, array = drop_unit_letters(data_letters, weight_letters, output, array)
+            found = lowering(data_letters, weight_letters, output)
             if found is None or array.dtype.kind != "f":
                 continue
             j, new = found

@@ -403,3 +403,23 @@ def test_a_concat_of_one_constant_many_times_is_not_folded(monkeypatch: pytest.M
     monkeypatch.setattr(passes, "_should_fold", lambda node: asked.append((node.op_type, decide(node))) or asked[-1][1])
     out = normalise(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), {}, "bomb.onnx")
     assert ("Concat", False) in asked and "Concat" in [n.op_type for n in out.graph.node]
+
+
+def test_a_named_dim_takes_its_value_at_another_input() -> None:
+    """One dim_param names one size: a torch LSTM's state [layers, batch, hidden] took no batch 1 from the inputs
+    beside it (VoiceFilter-Lite's h0), nor DeepFilterNet's frame count S from the one input --input_dim gave."""
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Add", ["x", "y"], ["s"]), onnx.helper.make_node("Identity", ["h"], ["h_out"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", "S", 4]),
+         onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, "S", 4]),
+         onnx.helper.make_tensor_value_info("h", onnx.TensorProto.FLOAT, [3, "batch", 8])],
+        [onnx.helper.make_tensor_value_info("s", onnx.TensorProto.FLOAT, None),
+         onnx.helper.make_tensor_value_info("h_out", onnx.TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    out = normalise(model, {"x": (1, 6, 4)}, "m")
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim]
+              for v in out.graph.input}  # fmt: skip
+    assert shapes == {"x": [1, 6, 4], "y": [1, 6, 4], "h": [3, 1, 8]}
+    with pytest.raises(ModelError, match=r"input 'x' dim 1 \(S\) is dynamic"):
+        normalise(model, {}, "m")  # S named nowhere: still the error naming the flag

@@ -1,7 +1,10 @@
 """Fix the graph inputs' shapes: `--input_dim NAME DIMS` first, then a dynamic batch -> 1.
 
-qairt requires batch 1 ("The tool requires the batch dimension ... to be set to 1"). A dynamic
-dim still left is an error naming the input, the dim and the flag that fixes it.
+qairt requires batch 1 ("The tool requires the batch dimension ... to be set to 1"). A named dim takes the
+value the same name has at another input (ONNX: one dim_param, one size), given or a batch fixed to 1: a torch
+LSTM's state [layers, batch, hidden] beside inputs whose batch is dim 0 (VoiceFilter-Lite's h0/c0), DeepFilterNet's
+frame count S in each of its inputs. A dynamic dim still left is an error naming the input, the dim and the flag
+that fixes it.
 """
 
 from __future__ import annotations
@@ -28,14 +31,30 @@ class FixInputDimsPass(ir.passes.InPlacePass):
                     f"--input_dim names {name!r}, which is not a graph input", hint=did_you_mean(name, inputs)
                 )
         modified = False
+        known = self._named_dims(inputs)
         for value in inputs.values():
-            dims = self._fixed_dims(value)
+            dims = self._fixed_dims(value, known)
             if value.shape is None or tuple(value.shape) != dims:
                 value.shape = ir.Shape(dims)
                 modified = True
         return ir.passes.PassResult(model, modified=modified)
 
-    def _fixed_dims(self, value: ir.Value) -> tuple[int, ...]:
+    def _named_dims(self, inputs: dict[str, ir.Value]) -> dict[str, int]:
+        """Each dim name's value: from --input_dim first, then 1 for a dynamic batch (dim 0)."""
+        known: dict[str, int] = {}
+        for name, wanted in sorted(self.input_dims.items()):
+            shape = inputs[name].shape
+            if shape is not None and len(shape) == len(wanted):
+                for d, w in zip(shape, wanted, strict=True):
+                    if not isinstance(d, int) and d.value is not None:
+                        known.setdefault(d.value, w)
+        for value in inputs.values():
+            first = value.shape[0] if value.shape is not None and len(value.shape) else 0
+            if value.name not in self.input_dims and not isinstance(first, int) and first.value is not None:
+                known.setdefault(first.value, 1)
+        return known
+
+    def _fixed_dims(self, value: ir.Value, known: dict[str, int]) -> tuple[int, ...]:
         if value.name in self.input_dims:
             wanted = self.input_dims[value.name]
             if value.shape is not None and len(value.shape) != len(wanted):
@@ -46,11 +65,14 @@ class FixInputDimsPass(ir.passes.InPlacePass):
         if value.shape is None:
             raise ModelError(f"input {value.name!r} has no shape", hint=f"give it with --input_dim {value.name} DIMS")
         dims = list(value.shape)
-        if dims and not isinstance(dims[0], int):
+        if dims and not isinstance(dims[0], int) and dims[0].value not in known:  # a name given elsewhere wins
             logger.info("fix_input_dims: %s batch %s -> 1", value.name, dims[0])
             dims[0] = 1
         for i, d in enumerate(dims):
-            if not isinstance(d, int):
+            if not isinstance(d, int) and d.value in known:
+                logger.info("fix_input_dims: %s dim %d %s -> %d (as at another input)", value.name, i, d, known[d.value])
+                dims[i] = known[d.value]
+            elif not isinstance(d, int):
                 raise ModelError(
                     f"input {value.name!r} dim {i} ({d}) is dynamic",
                     hint=f"set it with --input_dim {value.name} "

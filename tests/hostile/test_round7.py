@@ -106,3 +106,22 @@ def test_a_weight_transposed_is_not_a_constant_made(monkeypatch) -> None:
     monkeypatch.setattr(constant_size, "LIMIT_VALUES", 1000)
     assert constant_size.huge_constant(_model([helper.make_node("Transpose", ["w"], ["big"])], [_f32(np.ones((64, 64)), "w")])) is None
     assert "(MatMul)" in (constant_size.huge_constant(_model(*BOMBS["MatMul"](40))) or "")
+
+
+def test_a_negative_input_dim_is_dynamic_as_onnxruntime_reads_it(tmp_path: Path) -> None:
+    """dim_value -1 (how some exporters write a dynamic batch): convert kept it, and quantize then asked the
+    sample file for '-16 (float32[-1, 4])' bytes; onnxruntime runs it as a dynamic dim."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 4])])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    np.arange(4, dtype=np.float32).tofile(tmp_path / "x.raw")
+    (tmp_path / "list.txt").write_text("x.raw\n")
+    result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "--input_list", tmp_path / "list.txt", "-o", tmp_path / "q.onnx"])
+    assert result.exit_code == 0, result.stderr
+    assert [d.dim_value for d in onnx.load(str(tmp_path / "q.onnx")).graph.input[0].type.tensor_type.shape.dim] == [1, 4]
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = -1
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    result = run_cli(["convert", "-i", tmp_path / "m.onnx", "-o", tmp_path / "c.onnx"])
+    assert result.exit_code == 3 and "input 'x' dim 1" in result.stderr and "--input_dim x 1,N" in result.stderr, result.stderr

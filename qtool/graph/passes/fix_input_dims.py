@@ -64,7 +64,8 @@ class FixInputDimsPass(ir.passes.InPlacePass):
             return wanted
         if value.shape is None:
             raise ModelError(f"input {value.name!r} has no shape", hint=f"give it with --input_dim {value.name} DIMS")
-        dims = list(value.shape)
+        # a negative size is how some exporters write a dynamic dim, and onnxruntime reads it so (None)
+        dims = [ir.SymbolicDim(None) if isinstance(d, int) and d < 0 else d for d in value.shape]
         if dims and not isinstance(dims[0], int) and dims[0].value not in known:  # a name given elsewhere wins
             logger.info("fix_input_dims: %s batch %s -> 1", value.name, dims[0])
             dims[0] = 1

@@ -49,7 +49,7 @@ from qtool.quant.gelu import gelu_interiors
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import judged_outputs, overall
 from qtool.quant.normalization import normalization_statistics
-from qtool.quant.observers import growing_ranges, observed_extremes, read_as
+from qtool.quant.observers import accumulating_ranges, observed_extremes, read_as
 from qtool.quant.overrides import checked_overrides, empty_ranges
 from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan
 from qtool.quant.qdq import write_qdq
@@ -236,7 +236,7 @@ def _per_channel_residual(o: QuantizeOptions, model: onnx.ModelProto, samples: I
 def _warn_growing(observers: dict, input_list: InputList | None, facts: GraphFacts) -> None:
     """Only a model that carries state along a stream: in one of independent samples a running maximum grows by
     chance (a captcha CRNN's 775 tensors, 4 samples a quarter: the tensors named changed with the list's order)."""
-    grown = {n: r for n, r in growing_ranges(observers).items() if not observers[n].stays_float}
+    grown = {n: r for n, r in accumulating_ranges(observers, facts.state_inputs()).items() if not observers[n].stays_float}
     if grown and input_list is not None and facts.carries_state():
         named = ", ".join(f"{n!r} ({a:.4g} -> {b:.4g})" for n, (a, b) in list(grown.items())[:3])
         more = f" and {len(grown) - 3} more" if len(grown) > 3 else ""

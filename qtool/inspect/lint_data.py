@@ -17,7 +17,7 @@ a 2048-bin `Histogram` (calibrate.py: nothing per sample is kept). Then:
   all round to zero, an error of one sign that the next layer sums over its whole fan-in instead of averaging
   out. YOLOv8's first SiLU (range [-0.28, 155], step 0.61, 45% negative) alone took nudenet's class scores from
   29.6 to 9.9 dB.
-- growing ranges: a tensor whose largest value grew over each quarter of the list (observers.growing_ranges):
+- growing ranges: a tensor whose largest value grew over each quarter of the list, as a state input did (observers.accumulating_ranges):
   a state that accumulates along a stream. Held-out inputs (longer streams) go past any range calibrated on it.
 """
 
@@ -33,7 +33,7 @@ from qtool.inspect.findings import Finding, LintContext
 from qtool.quant.calibrate import Sample, calibrate
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import BOUNDED_OPS
-from qtool.quant.observers import Histogram, MinMax, Observer, growing_ranges
+from qtool.quant.observers import Histogram, MinMax, Observer, accumulating_ranges
 from qtool.quant.plan import activation_tensors, float_by_structure
 
 PERCENTILE = 99.99
@@ -181,7 +181,7 @@ def growing(ctx: LintContext) -> Iterable[Finding]:
         return
     kept_float = _kept_float(ctx)
     chains: dict[tuple[str, str], list[str]] = {}  # one state copied, sliced and stacked: one finding
-    for name, (early, end) in growing_ranges(ctx.stats).items():
+    for name, (early, end) in accumulating_ranges(ctx.stats, ctx.facts.state_inputs()).items():
         if name not in kept_float:
             chains.setdefault((f"{early:.3g}", f"{end:.3g}"), []).append(name)
     for (early, end), names in chains.items():

@@ -67,8 +67,22 @@ class GraphFacts:
         """The model is run along a stream with its state fed back: a graph input reaches a recurrent op's initial
         state (DTLN's packed LSTM states), or a float input and output share a shape beside another input (a state
         in and its update out, Silero's h and hn). Only such a model has ranges that grow with the stream."""
+        return bool(self.state_inputs())
+
+    def state_inputs(self) -> list[str]:
+        """The graph inputs that carry carries_state's state in, in graph order."""
         inputs = [v for v in self.model.graph.input if v.name not in self.initializers]
-        reached, pending = set(self.graph_inputs), list(self.graph_inputs)
+        found = [v.name for v in inputs if self._reaches_initial_state(v.name)]
+        shapes = {_shape(v) for v in self.model.graph.output if self.is_float(v.name)} - {None}
+        states = [v for v in inputs if self.is_float(v.name) and _shape(v) in shapes]
+        # a float scalar beside it is a condition, not a stream's data: a diffusion UNet's noisy image in,
+        # denoised out, with its sigma (terrain-diffusion's: warned of a stream for list order alone)
+        if states and any(v not in states and not self._float_scalar(v) for v in inputs):
+            found += [v.name for v in states if v.name not in found]
+        return found
+
+    def _reaches_initial_state(self, name: str) -> bool:
+        reached, pending = {name}, [name]
         while pending:
             for node in self.consumers.get(pending.pop(), []):
                 if node.op_type in RECURRENT_OPS and reached.intersection(node.input[5:7]):
@@ -76,11 +90,7 @@ class GraphFacts:
                 fresh = [o for o in node.output if o and o not in reached]
                 reached.update(fresh)
                 pending.extend(fresh)
-        shapes = {_shape(v) for v in self.model.graph.output if self.is_float(v.name)} - {None}
-        states = [v for v in inputs if self.is_float(v.name) and _shape(v) in shapes]
-        # a float scalar beside it is a condition, not a stream's data: a diffusion UNet's noisy image in,
-        # denoised out, with its sigma (terrain-diffusion's: warned of a stream for list order alone)
-        return bool(states) and any(v not in states and not self._float_scalar(v) for v in inputs)
+        return False
 
     def _float_scalar(self, value: onnx.ValueInfoProto) -> bool:
         """One float value a sample: no dims past a batch one, or all of them 1."""

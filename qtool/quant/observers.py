@@ -334,6 +334,16 @@ def growing_ranges(observers: dict[str, Observer]) -> dict[str, tuple[float, flo
     return found
 
 
+def accumulating_ranges(observers: dict[str, Observer], states: list[str]) -> dict[str, tuple[float, float]]:
+    """growing_ranges, where the stream's state grew too: a state that accumulates along the list is fed back in,
+    so an input that carries it (`states`) grows with it. Where none does, the samples' own inputs grew, by chance
+    or by the list's order (GTCRN's frames, each with the caches the float model reached there, calibrated in the
+    order of their utterances: its spectra louder down the list). No observed state input: the growth alone."""
+    grown = growing_ranges(observers)
+    seen = [s for s in states if s in observers]
+    return grown if not seen or any(s in grown for s in seen) else {}
+
+
 def read_as(observer: Observer, method: str, percentile: float = 99.99) -> Observer:
     """A histogram's observations read by another `method`: any histogram method, or min-max from its true
     extremes, the ranges a pass with that method's own observer gives. Any other observer is returned as it is."""

@@ -85,12 +85,23 @@ def _change(model: onnx.ModelProto, source: int, target: int, kept: set[str]) ->
     for node in graph.node:
         node.input[:] = [rename.get(i, i) for i in node.input]
         node.output[:] = [rename.get(o, o) for o in node.output]
+        _rename_captured(node, rename)
     boundary_in = [helper.make_node("Cast", [n], [rename[n]], name=f"{n}_to_{suffix}", to=target) for n in inputs]
     boundary_out = [helper.make_node("Cast", [rename[n]], [n], name=f"{n}_to_{back}", to=source) for n in outputs]
     nodes = boundary_in + list(graph.node) + boundary_out
     del graph.node[:]
     graph.node.extend(nodes)
     return out
+
+
+def _rename_captured(node: onnx.NodeProto, rename: dict[str, str]) -> None:
+    """A subgraph reads the outer graph's values by name (tf2onnx's Loop for tf.map_fn reads the model's input):
+    the Cast at the boundary renames them there too, else the body reads the other precision's value."""
+    for attribute in node.attribute:
+        for graph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+            for inner in graph.node:
+                inner.input[:] = [rename.get(i, i) for i in inner.input]
+                _rename_captured(inner, rename)
 
 
 def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:

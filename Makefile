@@ -461,7 +461,9 @@ OUT := build/demo
 # 20599 -> 20600: a negative input dim (an exporter's dynamic dim, onnxruntime's None) is dynamic (fix_input_dims)
 # 20600 -> 20620: a growing range is a stream's only where a state input grew too (GraphFacts.state_inputs, observers.accumulating_ranges)
 # 20620 -> 20631: float16's boundary Casts renamed in subgraphs too, which read the model's input by name (a tf2onnx Loop)
-LINE_BUDGET := 20631
+# 20631 -> 20646: the residual-stream hint names only the rewrites that find something in the graph (one
+#   residual_recipe for quantize's report and inspect's lint; flan-t5's gated MLPs have nothing for outlier_split)
+LINE_BUDGET := 20646
 
 .PHONY: demo test lint venv bench clean golden
 

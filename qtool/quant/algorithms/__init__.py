@@ -64,6 +64,10 @@ class AlgorithmContext:
                     init.CopyFrom(lazy_weights.spilled(value, name, lazy_weights.scratch_file("changed-weights.data")))
                 else:
                     init.CopyFrom(numpy_helper.from_array(value, name))
+                # a converted model may declare its weights' shapes too; one left at the old shape (outlier_split
+                # narrows W1 and W2) stopped the upgrade to opset 21 that 16-bit Q/DQ needs
+                for declared in (v for v in [*self.model.graph.value_info, *self.model.graph.input] if v.name == name):
+                    declared.type.tensor_type.shape.CopyFrom(onnx.helper.make_tensor_type_proto(1, value.shape).tensor_type.shape)
                 return
         self.model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
 

@@ -11,6 +11,9 @@ is rewritten, exactly in float, over the hidden units O (outliers) and N (the re
 
     y = (act(x·W1[:, N] + b1[N])·W2[N, :] + b2) + act(x·W1[:, O] + b1[O])·W2[O, :]
 
+A gated MLP, (act(x·Wg) * x·Wu)·Wd as T5 and Llama write it, splits the same way: both ups' columns, the
+elementwise nodes between (a GELU written op by op too, a bias or a PReLU slope split with them) and Wd's rows.
+flan-t5's encoder: one to twelve units of 1024 in each MLP, max 7897 -> 1079 in block 6.
 The original nodes keep their names and compute the N part, so overrides and reports on them still
 match; the O branch's tensors are named `<tensor>_outliers`, and the sum keeps the MLP output's name.
 Each branch is an ordinary MatMul + bias → activation → MatMul with per-tensor 8-bit grids, so every
@@ -51,17 +54,25 @@ MIN_GAIN = 2.0  # estimated noise at most half of the unsplit MLP's
 
 @dataclass(frozen=True)
 class Mlp:
-    """MatMul (+ bias) → elementwise activation → MatMul (+ bias), every weight 2-D and used once."""
+    """MatMul → elementwise nodes → MatMul, every weight 2-D and used once: a bias and an activation (one op, or
+    written op by op as T5's gelu_new is), or a gate, act(x·Wg) * x·Wu (T5's gated GELU, Llama's SwiGLU)."""
 
-    up: onnx.NodeProto  # the first MatMul
-    up_bias: str | None
-    act: onnx.NodeProto
-    down: onnx.NodeProto  # the second MatMul
+    ups: tuple[onnx.NodeProto, ...]  # the MatMuls whose output columns are the hidden units
+    interior: tuple[onnx.NodeProto, ...]  # in graph order: the elementwise nodes from the ups to `hidden`
+    down: onnx.NodeProto  # the MatMul that reads `hidden`
     down_bias_add: onnx.NodeProto | None  # the Add of its bias constant
+
+    @property
+    def hidden(self) -> str:
+        return self.down.input[0]
 
     @property
     def output(self) -> str:
         return (self.down_bias_add or self.down).output[0]
+
+    def tensors(self) -> list[str]:
+        """Every tensor from the ups to `hidden`: one value per hidden unit along the last axis."""
+        return [node.output[0] for node in (*self.ups, *self.interior)]
 
 
 def _single_use_weight(facts: GraphFacts, node: onnx.NodeProto) -> bool:
@@ -82,29 +93,60 @@ def _bias_add_after(facts: GraphFacts, matmul: onnx.NodeProto) -> tuple[onnx.Nod
     return readers[0], found[1]
 
 
+# what a hidden unit's value goes through, unit by unit, on its way to the down MatMul: a split computes the same
+ELEMENTWISE = ACTIVATIONS | {"Add", "Sub", "Mul", "Div", "Pow", "Erf", "Sqrt", "Exp", "Neg", "Abs", "Clip", "PRelu",
+                             "HardSigmoid", "HardSwish", "Mish", "Softsign", "Selu", "Celu", "ThresholdedRelu"}  # fmt: skip
+MAX_INTERIOR = 32  # a GELU written op by op is 8; more is not an MLP's activation
+
+
+def _unit_constant(facts: GraphFacts, name: str, units: int) -> bool:
+    """A constant every unit reads alike (one value) or one value per unit (a bias, a PReLU slope: split too)."""
+    dims = list(facts.initializers[name].dims)
+    size = int(np.prod(dims)) if dims else 1
+    return size == 1 or (size == units and dims[-1] == units and len(facts.consumers.get(name, [])) == 1)
+
+
+def _mlp_into(facts: GraphFacts, down: onnx.NodeProto) -> Mlp | None:
+    """The MLP whose last MatMul is `down`, walking back from its input to MatMuls of as many columns as it has
+    rows; None unless everything between is elementwise and read by nothing else."""
+    units, ups, interior, seen, stack = facts.initializers[down.input[1]].dims[0], [], [], set(), [down.input[0]]
+    while stack:
+        if (tensor := stack.pop()) in seen:
+            continue
+        seen.add(tensor)
+        node = facts.producers.get(tensor)
+        if node is None:
+            return None
+        if node.op_type == "MatMul" and _single_use_weight(facts, node) and facts.initializers[node.input[1]].dims[1] == units:
+            ups.append(node)
+            continue
+        if node.op_type not in ELEMENTWISE or len(interior) == MAX_INTERIOR:
+            return None
+        interior.append(node)
+        for name in filter(None, node.input):
+            if name not in facts.initializers:
+                stack.append(name)
+            elif not _unit_constant(facts, name, units):
+                return None
+    if not ups or not any(node.op_type not in ("Add", "Sub", "Mul", "Div") for node in interior):
+        return None
+    members = {id(node) for node in (*ups, *interior, down)}
+    if any(t in facts.graph_outputs or any(id(r) not in members for r in facts.consumers.get(t, [])) for t in seen):
+        return None
+    bias_after = _bias_add_after(facts, down)
+    if bias_after and down.output[0] in facts.graph_outputs:  # the sum takes the biased output's name, not this one's
+        return None
+    order = {id(node): k for k, node in enumerate(facts.model.graph.node)}
+    return Mlp(tuple(ups), tuple(sorted(interior, key=lambda n: order[id(n)])), down, bias_after[0] if bias_after else None)
+
+
 def find_mlps(facts: GraphFacts) -> list[Mlp]:
     found = []
-    for act in facts.model.graph.node:
-        if act.op_type not in ACTIVATIONS or len(act.input) != 1 or act.output[0] in facts.graph_outputs:
+    for down in facts.model.graph.node:
+        if down.op_type != "MatMul" or not _single_use_weight(facts, down):
             continue
-        source = facts.producers.get(act.input[0])
-        if source is None or len(facts.consumers.get(act.input[0], [])) != 1:
-            continue
-        up_bias = None
-        if source.op_type == "Add":
-            if (fused := facts.bias_add(source)) is None or len(facts.consumers.get(fused[1], [])) != 1:
-                continue
-            source, up_bias = fused
-        readers = facts.consumers.get(act.output[0], [])
-        if source.op_type != "MatMul" or not _single_use_weight(facts, source) or len(readers) != 1:
-            continue
-        down = readers[0]
-        if down.op_type != "MatMul" or down.input[0] != act.output[0] or not _single_use_weight(facts, down):
-            continue
-        if down.output[0] in facts.graph_outputs:
-            continue
-        bias_after = _bias_add_after(facts, down)
-        found.append(Mlp(source, up_bias, act, down, bias_after[0] if bias_after else None))
+        if (mlp := _mlp_into(facts, down)) is not None:
+            found.append(mlp)
     return found
 
 
@@ -130,42 +172,52 @@ def choose_units(lo: np.ndarray, hi: np.ndarray, row_norms: np.ndarray, max_unit
 
 def _split(ctx: AlgorithmContext, mlp: Mlp, units: np.ndarray) -> str:
     """Rewrite `mlp` (module docstring); returns the O branch's output."""
-    w1, w2 = ctx.array(mlp.up.input[1]), ctx.array(mlp.down.input[1])
-    rest = np.setdiff1d(np.arange(w1.shape[1]), units)
-    hidden = mlp.act.output[0]
-    branch = {k: f"{t}_outliers" for k, t in (("w1", mlp.up.input[1]), ("w2", mlp.down.input[1]), ("z", mlp.act.input[0]), ("h", hidden))}
-    branch["y"] = f"{mlp.output}_outliers"
+    w2 = ctx.array(mlp.down.input[1])
+    rest = np.setdiff1d(np.arange(w2.shape[0]), units)
+    made = set(mlp.tensors())
     new = ctx.model.graph.initializer  # in the weights' own dtype (set_array adds float32: a float16 model's would not load)
-    new.extend([numpy_helper.from_array(w1[:, units], branch["w1"]), numpy_helper.from_array(w2[units, :], branch["w2"])])
-    ctx.set_array(mlp.up.input[1], w1[:, rest])
+
+    def branch_of(constant: str) -> str:
+        value = ctx.array(constant)
+        if value.size == 1:  # read alike by every unit: shared
+            return constant
+        new.append(numpy_helper.from_array(value[..., units], f"{constant}_outliers"))
+        ctx.set_array(constant, value[..., rest])
+        return f"{constant}_outliers"
+
+    nodes = []
+    for up in mlp.ups:
+        w1 = ctx.array(up.input[1])
+        new.append(numpy_helper.from_array(w1[:, units], f"{up.input[1]}_outliers"))
+        ctx.set_array(up.input[1], w1[:, rest])
+        nodes.append(helper.make_node("MatMul", [up.input[0], f"{up.input[1]}_outliers"], [f"{up.output[0]}_outliers"],
+                                      name=f"{up.name or up.output[0]}_outliers"))  # fmt: skip
+    for node in mlp.interior:
+        twin = onnx.NodeProto()
+        twin.CopyFrom(node)
+        twin.name = f"{node.name or node.output[0]}_outliers"  # an unnamed node goes by its output
+        twin.input[:] = [f"{i}_outliers" if i in made else branch_of(i) if i else i for i in node.input]
+        twin.output[:] = [f"{o}_outliers" for o in node.output]
+        nodes.append(twin)
+    y = f"{mlp.output}_outliers"
+    new.append(numpy_helper.from_array(w2[units, :], f"{mlp.down.input[1]}_outliers"))
     ctx.set_array(mlp.down.input[1], w2[rest, :])
-    up, down = (n.name or n.output[0] for n in (mlp.up, mlp.down))  # an unnamed node goes by its output
-    nodes = [helper.make_node("MatMul", [mlp.up.input[0], branch["w1"]], [branch["z"]], name=f"{up}_outliers")]
-    if mlp.up_bias is not None:
-        b1 = ctx.array(mlp.up_bias)
-        new.append(numpy_helper.from_array(b1[..., units], f"{mlp.up_bias}_outliers"))
-        ctx.set_array(mlp.up_bias, b1[..., rest])
-        nodes[0].output[0] = f"{branch['z']}_matmul"
-        nodes.append(helper.make_node("Add", [nodes[0].output[0], f"{mlp.up_bias}_outliers"], [branch["z"]], name=f"{up}_outliers_bias"))
-    act = onnx.NodeProto()
-    act.CopyFrom(mlp.act)
-    act.name, act.input[0], act.output[0] = f"{mlp.act.name or hidden}_outliers", branch["z"], branch["h"]
-    nodes += [act, helper.make_node("MatMul", [branch["h"], branch["w2"]], [branch["y"]], name=f"{down}_outliers")]
+    down = mlp.down.name or mlp.down.output[0]
+    nodes.append(helper.make_node("MatMul", [f"{mlp.hidden}_outliers", f"{mlp.down.input[1]}_outliers"], [y], name=f"{down}_outliers"))
     last = mlp.down_bias_add or mlp.down
     output = last.output[0]
     last.output[0] = f"{output}_main"
-    nodes.append(helper.make_node("Add", [last.output[0], branch["y"]], [output], name=f"{down}_outliers_sum"))
-    for name in dict.fromkeys([mlp.up.output[0], mlp.act.input[0], hidden]):
+    nodes.append(helper.make_node("Add", [last.output[0], y], [output], name=f"{down}_outliers_sum"))
+    for name in made:  # the O branch up to `hidden`: k units wide; the original, the others
+        ctx.declare(f"{name}_outliers", like=name, last_dim=units.size)
         ctx.declare(name, like=name, last_dim=rest.size)
-    for name in {n.output[0] for n in nodes[:-2]}:  # the O branch up to its activation: k units wide
-        ctx.declare(name, like=hidden, last_dim=units.size)
-    for name in (branch["y"], last.output[0]):
+    for name in (y, last.output[0]):
         ctx.declare(name, like=output)
     graph_nodes = ctx.model.graph.node
     at = next(k for k, n in enumerate(graph_nodes) if n is last or (n.output and n.output[0] == last.output[0]))
     for k, node in enumerate(nodes):
         graph_nodes.insert(at + 1 + k, node)
-    return branch["y"]
+    return y
 
 
 def run(ctx: AlgorithmContext) -> list[str]:
@@ -175,16 +227,16 @@ def run(ctx: AlgorithmContext) -> list[str]:
         raise UsageError(f"outlier_split: max_units must be a positive integer, not {max_units!r}", where="--config")
     mlps = find_mlps(GraphFacts.of(ctx.model))
     if not mlps:
-        logger.warning("outlier_split: no MatMul -> activation -> MatMul with constant weights; nothing split")
+        logger.warning("outlier_split: no MatMul -> activation (or gate) -> MatMul with constant weights; nothing split")
         return ["outlier_split: no matching pattern"]
     samples = itertools.islice(ctx.samples(), int(ctx.config.get("num_batches", 32)))
-    ranges = observe_channels(ctx.model, [m.act.output[0] for m in mlps], samples, ctx.threads)
+    ranges = observe_channels(ctx.model, [m.hidden for m in mlps], samples, ctx.threads)
     before = copy(ctx.model)
     layers, split_nodes, rewritten = [], set(), []
     for mlp in mlps:
-        if (seen := ranges.get(mlp.act.output[0])) is None:
+        if (seen := ranges.get(mlp.hidden)) is None:
             continue
-        if split_nodes & {id(mlp.up), id(mlp.down)}:
+        if split_nodes & {id(node) for node in (*mlp.ups, mlp.down)}:
             # a chain of MLPs (DETR's box head: Linear, ReLU, Linear, ReLU, Linear): the MatMul between them was
             # split already, as this one's up, and a second split of it would drop the first one's branch
             continue
@@ -192,9 +244,9 @@ def run(ctx: AlgorithmContext) -> list[str]:
         if units.size:
             rest_hi = np.delete(seen.channel_hi, units).max()
             _split(ctx, mlp, units)
-            rewritten += [mlp.up.output[0], mlp.act.input[0], mlp.act.output[0]]  # narrowed to the other units
-            split_nodes |= {id(mlp.up), id(mlp.down)}
-            layers.append(f"{mlp.act.output[0]} ({units.size} of {seen.channel_hi.size} units, max {seen.channel_hi.max():.3g} -> {rest_hi:.3g})")
+            rewritten += mlp.tensors()  # narrowed to the other units
+            split_nodes |= {id(node) for node in (*mlp.ups, mlp.down)}
+            layers.append(f"{mlp.hidden} ({units.size} of {seen.channel_hi.size} units, max {seen.channel_hi.max():.3g} -> {rest_hi:.3g})")
             logger.info("outlier_split: %s", layers[-1])
     if not layers:
         return ["outlier_split: no MLP has outlier units"]

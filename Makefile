@@ -465,7 +465,8 @@ OUT := build/demo
 #   residual_recipe for quantize's report and inspect's lint; flan-t5's gated MLPs have nothing for outlier_split)
 # 20646 -> 20702: outlier_split finds gated MLPs (T5's gelu_new * x·Wu, Llama's SwiGLU) by walking back from the down
 #   MatMul through elementwise nodes; an algorithm's narrowed weight keeps its declared shape in step (set_array)
-LINE_BUDGET := 20702
+# 20702 -> 20717: an Einsum's batch letters (a grouped linear's groups) batch its MatMul, the weight 3-D (einsum_to_matmul)
+LINE_BUDGET := 20717
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from qtool.graph.convert import normalise
 from qtool.graph.passes.einsum_to_matmul import lowering
 
-SIZES = {"b": 1, "t": 5, "d": 6, "f": 4, "h": 3, "e": 2, "i": 7, "k": 8, "g": 1}
+SIZES = {"b": 1, "t": 5, "d": 6, "f": 4, "h": 3, "e": 2, "i": 7, "k": 8, "g": 1, "q": 2}
 
 
 def einsum_model(equation: str, constant_first: bool = False) -> onnx.ModelProto:
@@ -42,6 +42,8 @@ def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
         ("bdt,dk->btk", False, ["Transpose", "MatMul"]),  # the contracted letter not last
         ("ik,bti->bkt", True, ["MatMul", "Transpose"]),  # the constant first, its letters the other way round
         ("btgi,gih->btgh", False, ["MatMul"]),  # DeepFilterNet's grouped linear with one group: g is a broadcast
+        ("btqi,qih->btqh", False, ["Unsqueeze", "MatMul", "Reshape"]),  # ... with two groups: q batches the MatMul
+        ("qih,btqi->bhtq", True, ["Unsqueeze", "MatMul", "Reshape", "Transpose"]),  # the output in another order
     ],
 )
 def test_an_einsum_with_a_constant_becomes_a_matmul_with_the_same_outputs(equation, constant_first, ops) -> None:
@@ -51,7 +53,7 @@ def test_an_einsum_with_a_constant_becomes_a_matmul_with_the_same_outputs(equati
     matmul = next(n for n in out.graph.node if n.op_type == "MatMul")
     assert matmul.name == "einsum" and out.graph.output[0].name == "y"
     weight = next(i for i in out.graph.initializer if i.name == matmul.input[1])
-    assert len(weight.dims) == 2  # a weight per-channel grids can run along
+    assert len(weight.dims) == (3 if "q" in equation else 2)  # a weight per-channel grids can run along
     data = equation.split("->")[0].split(",")[1 if constant_first else 0]
     x = np.random.default_rng(1).normal(size=[SIZES[c] for c in data]).astype(np.float32)
     np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-5, atol=1e-5)
@@ -59,10 +61,10 @@ def test_an_einsum_with_a_constant_becomes_a_matmul_with_the_same_outputs(equati
 
 @pytest.mark.parametrize(
     "equation",
-    ["bti,bik->btk",  # a batched contraction (b in both operands)
-     "bti,ik->bti",  # i kept in the output: no contraction
+    ["bti,ik->bti",  # i kept in the output: no contraction
      "bti,i->bt",  # nothing new from the weight: a weighted sum, not a MatMul
-     "btgi,gih->btgh"],  # a grouped linear with two groups: g is a batch
+     "bti,bik->bt",  # k summed away too
+     "btik,ik->bt"],  # two contracted letters
 )  # fmt: skip
 def test_other_einsums_are_left_alone(equation: str) -> None:
     left, right = equation.split("->")[0].split(",")

@@ -11,8 +11,11 @@ the output is R and N in any order. Then
 with each Transpose or Reshape left out where it is the identity ("btd,hde->bhte": a multi-head projection
 is MatMul, Reshape and Transpose). Exact up to float summation order. A letter the weight holds at size 1 and
 the output keeps is a broadcast, not a batch: the weight drops it and the activation keeps it (DeepFilterNet's
-grouped linear `btgi,gih->btgh` with one group, its GRUs' input and output projections). Other letters shared by
-both operands than j (a batched contraction), ellipses, repeated letters and three or more operands are left alone.
+grouped linear `btgi,gih->btgh` with one group, its GRUs' input and output projections). Letters in both
+operands and the output besides j (B: that linear's groups, 8 or 16 in DeepFilterNet3's df_fc_emb and
+df_gru) batch the MatMul: x to (R, B, 1, j) @ W[B, j, N] -> (R, B, 1, N) -> Reshape to (R, B, N); the weight
+is 3-D, on one grid or one per output feature as any MatMul's. Ellipses, repeated letters, a second contracted
+letter and three or more operands are left alone.
 """
 
 from __future__ import annotations
@@ -36,19 +39,21 @@ def _operands(equation: str) -> tuple[str, str, str] | None:
     return (parts[0], parts[1], output) if len(parts) == 2 else None
 
 
-def lowering(data: str, weight: str, output: str) -> tuple[str, list[str]] | None:
-    """The contracted letter and the new letters (in output order) when `data`,`weight`->`output` is a
-    contraction of one letter with a weight whose other letters are new; else None."""
+def lowering(data: str, weight: str, output: str) -> tuple[str, list[str], list[str]] | None:
+    """The contracted letter, the batch letters (in `data`'s order) and the new letters (in output order) when
+    `data`,`weight`->`output` contracts one letter with a weight whose other letters are batch or new; else None."""
     if any(len(set(s)) != len(s) for s in (data, weight, output)):
         return None
     shared = set(data) & set(weight)
-    if len(shared) != 1:
+    contracted = shared - set(output)
+    if len(contracted) != 1:
         return None
-    (j,) = shared
-    new = [c for c in output if c in weight]
-    if j in output or set(output) != (set(data) - {j}) | set(new) or set(weight) != {j, *new} or not new:
+    (j,) = contracted
+    batch = [c for c in data if c in shared and c != j]
+    new = [c for c in output if c in weight and c not in shared]
+    if set(output) != (set(data) - {j}) | set(new) or set(weight) != {j, *batch, *new} or not new:
         return None
-    return j, new
+    return j, batch, new
 
 
 def drop_unit_letters(data: str, weight: str, output: str, array: np.ndarray) -> tuple[str, np.ndarray]:
@@ -72,6 +77,29 @@ def _replace(graph: ir.Graph, node: ir.Node, data: ir.Value, steps: list[tuple[s
     x.name = result.name
 
 
+def _steps(
+    graph: ir.Graph, name: str, array: np.ndarray, letters: tuple[str, str, str], found: tuple[str, list[str], list[str]]
+) -> list[tuple[str, list[ir.Value], dict]]:
+    """The chain the module docstring writes, from the activation to the Einsum's output."""
+    (data, weight, output), (j, batch, new) = letters, found
+    rest = [c for c in data if c != j and c not in batch]
+    size = {c: array.shape[weight.index(c)] for c in weight}
+    w = np.transpose(array, [weight.index(c) for c in (*batch, j, *new)])
+    w = w.reshape(*[size[c] for c in batch], size[j], -1)
+    steps: list[tuple[str, list[ir.Value], dict]] = []
+    if data != "".join(rest + batch) + j:
+        steps.append(("Transpose", [], {"perm": [data.index(c) for c in (*rest, *batch, j)]}))
+    if batch:  # a row of one before j: MatMul broadcasts W's groups against x's
+        steps.append(("Unsqueeze", [new_constant(graph, f"{name}_matmul_axes", np.array([-2], np.int64))], {}))
+    steps.append(("MatMul", [new_constant(graph, f"{name}_matmul", np.ascontiguousarray(w))], {}))
+    if batch or len(new) > 1:
+        dims = [0] * (len(rest) + len(batch)) + [size[c] for c in new]
+        steps.append(("Reshape", [new_constant(graph, f"{name}_matmul_shape", np.array(dims, np.int64))], {}))
+    if output != "".join(rest + batch + new):
+        steps.append(("Transpose", [], {"perm": [(rest + batch + new).index(c) for c in output]}))
+    return steps
+
+
 class EinsumToMatMulPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         changed = 0
@@ -90,20 +118,7 @@ class EinsumToMatMulPass(ir.passes.InPlacePass):
             found = lowering(data_letters, weight_letters, output)
             if found is None or array.dtype.kind != "f":
                 continue
-            j, new = found
-            rest = [c for c in data_letters if c != j]
-            w = np.transpose(array, [weight_letters.index(c) for c in (j, *new)])
-            matrix = new_constant(model.graph, f"{weight_value.name}_matmul", np.ascontiguousarray(w.reshape(w.shape[0], -1)))
-            steps: list[tuple[str, list[ir.Value], dict]] = []
-            if data_letters != "".join(rest) + j:
-                steps.append(("Transpose", [], {"perm": [data_letters.index(c) for c in (*rest, j)]}))
-            steps.append(("MatMul", [matrix], {}))
-            if len(new) > 1:
-                dims = [0] * len(rest) + [array.shape[weight_letters.index(c)] for c in new]
-                shape = new_constant(model.graph, f"{weight_value.name}_matmul_shape", np.array(dims, np.int64))
-                steps.append(("Reshape", [shape], {}))
-            if output != "".join(rest) + "".join(new):
-                steps.append(("Transpose", [], {"perm": [(rest + new).index(c) for c in output]}))
+            steps = _steps(model.graph, weight_value.name, array, (data_letters, weight_letters, output), found)
             _replace(model.graph, node, data, steps)
             changed += 1
         logger.info("einsum_to_matmul: %d Einsums with a constant operand", changed)

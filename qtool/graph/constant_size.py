@@ -34,7 +34,13 @@ LIMIT_VALUES = 1 << 30
 LIMIT_ITERATIONS = 1 << 24  # onnxruntime spends microseconds per Loop iteration: 16 M is a minute
 SMALL = 1 << 12  # a shape, repeats or pads: read as values; anything larger only by its dims
 STANDARD = ("", "ai.onnx")
+LIMIT_SHAPE_VALUES = 1 << 20  # a 1-D tensor onnx's data propagation holds, ~150 bytes a value: 150 MB
 BUILT = "out of constants: no model needs one, and it would be built in memory"
+# the ops whose 1-D outputs onnx's shape inference computes value by value (data propagation: shape arithmetic),
+# Shape and Size the ones that start it from a tensor that is not a constant
+PROPAGATED = frozenset({"Add", "Cast", "Concat", "Div", "Gather", "Identity", "Mul", "Reshape", "Shape", "Size",
+                        "Slice", "Squeeze", "Sub", "Unsqueeze"})  # fmt: skip
+SHAPE_OF = frozenset({"Shape", "Size"})
 
 
 def huge_constant(model: onnx.ModelProto) -> str | None:
@@ -48,30 +54,36 @@ def _graph_huge(model: onnx.ModelProto, graph: onnx.GraphProto, outer: dict[str,
     for node in graph.node:
         if node.op_type == "Constant" and node.domain in STANDARD and node.output and (t := _constant(node)) is not None:
             tensors[node.output[0]] = t
-    derived = _derived(graph, tensors)
-    sizes, computed = _inferred_sizes(model, derived, tensors)
+    declared = {v.name: v for v in [*graph.input, *graph.value_info] if v.type.tensor_type.HasField("shape")}
+    derived = _derived(graph, tensors, declared)
+    shapes, computed = _inferred_shapes(model, derived, tensors, declared)
     tensors.update(computed)
     made = {id(n) for n in derived}
     for node in graph.node:
         if node.op_type == "Loop" and (said := _loop_huge(node, tensors)) is not None:
             return said
-        if id(node) in made and (size := _made_size(node, tensors, sizes)) > LIMIT_VALUES:
+        size = _made_size(node, tensors, shapes) if id(node) in made else 0
+        if size > LIMIT_VALUES:
             return f"node {node.name or node.output[0]!r} ({node.op_type}) makes a constant of {size:,} values {BUILT}"
+        if size > LIMIT_SHAPE_VALUES and node.op_type in PROPAGATED and all(len(shapes.get(o, ())) <= 1 for o in node.output):
+            return (f"node {node.name or node.output[0]!r} ({node.op_type}) computes {size:,} values of shape arithmetic"
+                    " out of constants and shapes: onnx's shape inference would hold each one (~150 bytes)")
         for sub in _subgraphs(node):
             if (said := _graph_huge(model, sub, tensors)) is not None:
                 return said
     return None
 
 
-def _made_size(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto], sizes: dict[str, int]) -> int:
+def _made_size(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto], shapes: dict[str, tuple[int, ...]]) -> int:
     """The values a node's outputs hold beyond those its inputs hold: a Cast or Transpose of a weight the model
     already holds makes nothing new, and is not refused however large."""
     try:
         size = _output_size(node, [tensors.get(i) if i else None for i in node.input]) or 0
     except (ValueError, TypeError, IndexError, OverflowError):  # values that do not fit the op: the checker says
         size = 0
+    sizes = {name: math.prod(dims) for name, dims in shapes.items()}
     size = max([size] + [sizes.get(o, 0) for o in node.output if o])
-    return size if size > sum(sizes.get(i, 0) for i in set(node.input) if i) else 0
+    return size if size > sum(sizes.get(i, 0) for i in set(node.input) if i and node.op_type not in SHAPE_OF) else 0
 
 
 def _constant(node: onnx.NodeProto) -> onnx.TensorProto | None:
@@ -98,12 +110,14 @@ def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield from attr.graphs
 
 
-def _derived(graph: onnx.GraphProto, tensors: dict[str, onnx.TensorProto]) -> list[onnx.NodeProto]:
+def _derived(graph: onnx.GraphProto, tensors: dict[str, onnx.TensorProto],
+             declared: dict[str, onnx.ValueInfoProto]) -> list[onnx.NodeProto]:  # fmt: skip
     """The standard-domain nodes without subgraphs (Constant nodes aside: their values are in `tensors`) whose
     inputs are all constants or these nodes' outputs, in an order inference can follow, whatever order the graph
-    lists them in (Kahn's)."""
+    lists them in (Kahn's). A Shape or Size of a tensor whose shape is declared reads no values: it counts too."""
     candidates = [n for n in graph.node if n.domain in STANDARD and n.op_type != "Constant" and not any(_subgraphs(n))]
-    missing = [{i for i in n.input if i and i not in tensors} for n in candidates]
+    missing = [set() if n.op_type in SHAPE_OF and n.input and n.input[0] in declared
+               else {i for i in n.input if i and i not in tensors} for n in candidates]  # fmt: skip
     readers: dict[str, list[int]] = {}
     for k, names in enumerate(missing):
         for name in names:
@@ -120,27 +134,27 @@ def _derived(graph: onnx.GraphProto, tensors: dict[str, onnx.TensorProto]) -> li
     return found
 
 
-def _inferred_sizes(model: onnx.ModelProto, derived: list[onnx.NodeProto],
-                    tensors: dict[str, onnx.TensorProto]) -> tuple[dict[str, int], dict[str, onnx.TensorProto]]:  # fmt: skip
-    """Each derived node's output size that shape inference fixes, on a probe of those nodes alone, and the values
+def _inferred_shapes(model: onnx.ModelProto, derived: list[onnx.NodeProto], tensors: dict[str, onnx.TensorProto],
+                     declared: dict[str, onnx.ValueInfoProto]) -> tuple[dict[str, tuple[int, ...]], dict[str, onnx.TensorProto]]:  # fmt: skip
+    """Each derived node's output shape that shape inference fixes, on a probe of those nodes alone, and the values
     of the small ones. A shape, repeats or scales that small constant arithmetic computes (a Concat of two
     constants) reach inference only as values: the nodes whose inputs and outputs are all small are computed
     (onnx's reference evaluator), and inference runs again with their values. onnx's own data propagation held
     every value it computed, small or not: 31 Concats doubling one constant took it to 23 GB."""
-    sizes = {name: math.prod(t.dims) for name, t in tensors.items()}
-    sizes.update(_inferred(model, derived, tensors))
-    computed = _evaluated(model, _feeding_unknowns(derived, sizes), tensors, sizes)
+    shapes = {name: tuple(t.dims) for name, t in tensors.items()}
+    shapes.update(_inferred(model, derived, tensors, declared))
+    computed = _evaluated(model, _feeding_unknowns(derived, shapes), tensors, shapes)
     if computed:
         known = {**tensors, **computed}
-        sizes.update(_inferred(model, [n for n in derived if not set(n.output) <= set(computed)], known))
-    return sizes, computed
+        shapes.update(_inferred(model, [n for n in derived if not set(n.output) <= set(computed)], known, declared))
+    return shapes, computed
 
 
-def _feeding_unknowns(derived: list[onnx.NodeProto], sizes: dict[str, int]) -> list[onnx.NodeProto]:
+def _feeding_unknowns(derived: list[onnx.NodeProto], shapes: dict[str, tuple[int, ...]]) -> list[onnx.NodeProto]:
     """The derived nodes that a node of unknown output size reads from, directly or not (in their order): only
     their values can tell inference more (a QDQ model's hundred small DequantizeLinears need no computing)."""
     producer = {o: k for k, n in enumerate(derived) for o in n.output if o}
-    stack = [i for n in derived if any(o and o not in sizes for o in n.output) for i in n.input]
+    stack = [i for n in derived if any(o and o not in shapes for o in n.output) for i in n.input]
     needed: set[int] = set()
     while stack:
         if (k := producer.get(stack.pop())) is not None and k not in needed:
@@ -150,7 +164,7 @@ def _feeding_unknowns(derived: list[onnx.NodeProto], sizes: dict[str, int]) -> l
 
 
 def _evaluated(model: onnx.ModelProto, derived: list[onnx.NodeProto], tensors: dict[str, onnx.TensorProto],
-               sizes: dict[str, int]) -> dict[str, onnx.TensorProto]:  # fmt: skip
+               shapes: dict[str, tuple[int, ...]]) -> dict[str, onnx.TensorProto]:  # fmt: skip
     """The outputs of the derived nodes whose inputs have values and whose outputs inference found small."""
     from onnx.reference import ReferenceEvaluator  # 0.1 s to import: only for a model with such nodes
 
@@ -158,7 +172,7 @@ def _evaluated(model: onnx.ModelProto, derived: list[onnx.NodeProto], tensors: d
     computed: dict[str, onnx.TensorProto] = {}
     for node in derived:
         feeds = {i: _array(computed.get(i) or tensors.get(i)) for i in node.input if i}
-        if any(v is None for v in feeds.values()) or not all(0 <= sizes.get(o, -1) <= SMALL for o in node.output if o):
+        if any(v is None for v in feeds.values()) or not all(o in shapes and math.prod(shapes[o]) <= SMALL for o in node.output if o):
             continue
         try:
             with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -172,26 +186,27 @@ def _evaluated(model: onnx.ModelProto, derived: list[onnx.NodeProto], tensors: d
     return computed
 
 
-def _inferred(model: onnx.ModelProto, nodes: list[onnx.NodeProto], tensors: dict[str, onnx.TensorProto]) -> dict[str, int]:
+def _inferred(model: onnx.ModelProto, nodes: list[onnx.NodeProto], tensors: dict[str, onnx.TensorProto],
+              declared: dict[str, onnx.ValueInfoProto]) -> dict[str, tuple[int, ...]]:  # fmt: skip
     if not nodes:
         return {}
     made = {o for n in nodes for o in n.output}
     read = sorted({i for n in nodes for i in n.input if i and i not in made})
-    small = [tensors[name] for name in read if _values(tensors[name]) is not None]
-    large = [helper.make_tensor_value_info(name, tensors[name].data_type, tensors[name].dims)
-             for name in read if _values(tensors[name]) is None]  # fmt: skip
+    small = [tensors[name] for name in read if _values(tensors.get(name)) is not None]
+    large = [helper.make_tensor_value_info(name, tensors[name].data_type, tensors[name].dims) if name in tensors
+             else declared[name] for name in read if _values(tensors.get(name)) is None]  # fmt: skip
     probe = helper.make_model(helper.make_graph(nodes, "probe", large, [], small), opset_imports=model.opset_import)
     probe.ir_version = max(model.ir_version, 4)
     try:
         graph = onnx.shape_inference.infer_shapes(probe, strict_mode=False).graph
     except Exception:  # inference raises several unrelated types on odd graphs; the values below still count
         return {}
-    sizes = {}
+    shapes = {}
     for value in graph.value_info:
         dims = value.type.tensor_type.shape.dim if value.type.tensor_type.HasField("shape") else None
         if dims is not None and all(d.HasField("dim_value") for d in dims):
-            sizes[value.name] = math.prod(d.dim_value for d in dims)
-    return sizes
+            shapes[value.name] = tuple(d.dim_value for d in dims)
+    return shapes
 
 
 def _loop_huge(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto]) -> str | None:

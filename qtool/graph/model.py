@@ -75,7 +75,7 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
         raise ModelError(f"not an ONNX model ({type(e).__name__}: {said})", where=str(p), hint=hint) from e
     if not model.ir_version:
         raise ModelError("not an ONNX model (empty, or no ir_version)", where=str(p))
-    if (bad := _unreadable(model)) is not None:
+    if (bad := _unreadable(model, spilled=found is not None)) is not None:
         raise ModelError(f"not a valid ONNX model: {bad}", where=str(p))
     if (huge := huge_constant(model)) is not None:
         raise ModelError(huge, where=str(p))
@@ -102,7 +102,7 @@ DTYPE_ATTRIBUTES = frozenset({"to", "dtype", "output_dtype"})  # Cast's; EyeLike
 OWNERS = frozenset({onnx.NodeProto, onnx.TensorProto, onnx.ValueInfoProto})  # what an error names
 
 
-def _unreadable(model: onnx.ModelProto) -> str | None:
+def _unreadable(model: onnx.ModelProto, spilled: bool = False) -> str | None:
     """What the first field the libraries cannot read holds, or None: a string (a name, metadata...) whose bytes
     are not UTF-8 (upb hands back bytes for them), or a data type ONNX does not define: a weight's, a value's or
     a Cast's `to` (onnx.checker passes those, and onnx_ir's reader, constant folding or inspect failed on them:
@@ -112,6 +112,8 @@ def _unreadable(model: onnx.ModelProto) -> str | None:
         message, owner = stack.pop()
         if type(message) in OWNERS and (message.name or type(message) is onnx.NodeProto):
             owner = message
+        if type(message) is onnx.TensorProto and (misfit := _misfit(message, spilled)) is not None:
+            return f"{_named(owner)}: {misfit}"
         for field, value in message.ListFields():
             if field.type == field.TYPE_STRING:
                 found = next((v for v in ([value] if isinstance(value, str | bytes) else value) if isinstance(v, bytes)), None)
@@ -124,6 +126,34 @@ def _unreadable(model: onnx.ModelProto) -> str | None:
         if isinstance(message, onnx.AttributeProto) and message.name in DTYPE_ATTRIBUTES and message.i not in DATA_TYPES:
             return f"{_named(owner)}: {message.name}: data type {message.i} is not one ONNX defines"
     return None
+
+
+_T = onnx.TensorProto
+# bits a value takes in raw_data, for the types whose layout is fixed (FLOAT6's packing is left to onnx.checker)
+BITS = {_T.FLOAT: 32, _T.UINT8: 8, _T.INT8: 8, _T.UINT16: 16, _T.INT16: 16, _T.INT32: 32, _T.INT64: 64, _T.BOOL: 8,
+        _T.FLOAT16: 16, _T.DOUBLE: 64, _T.UINT32: 32, _T.UINT64: 64, _T.COMPLEX64: 64, _T.COMPLEX128: 128,
+        _T.BFLOAT16: 16, _T.FLOAT8E4M3FN: 8, _T.FLOAT8E4M3FNUZ: 8, _T.FLOAT8E5M2: 8, _T.FLOAT8E5M2FNUZ: 8,
+        _T.FLOAT8E8M0: 8, _T.UINT4: 4, _T.INT4: 4, _T.FLOAT4E2M1: 4, _T.UINT2: 2, _T.INT2: 2}  # fmt: skip
+
+
+def _misfit(tensor: onnx.TensorProto, spilled: bool) -> str | None:
+    """How a tensor's stored values do not fill its dims, or None (onnx.checker says so too, but inspect and export
+    do not run it, and numpy's reshape failed in them: internal errors). With `spilled`, a tensor that holds no
+    values may be one whose raw data inline_weights left in the file: it is read later."""
+    if any(d < 0 for d in tensor.dims):
+        return f"negative dims {list(tensor.dims)}"
+    bits = BITS.get(tensor.data_type)
+    if tensor.data_location == _T.EXTERNAL or bits is None:
+        return None  # external data is checked as it is read; a string or FLOAT6 tensor, by onnx.checker
+    count = math.prod(tensor.dims)
+    if tensor.HasField("raw_data"):
+        size, stored = -(-count * bits // 8), len(tensor.raw_data)
+        return None if stored == size else f"{stored} bytes of raw data, where its dims {list(tensor.dims)} take {size} bytes"
+    field = helper.tensor_dtype_to_field(tensor.data_type)
+    size, stored = count * (2 if tensor.data_type in (_T.COMPLEX64, _T.COMPLEX128) else 1), len(getattr(tensor, field))
+    if stored == size or (spilled and not stored) or bits < 8:  # 4-bit values in int32_data: onnx.checker's to say
+        return None
+    return f"{stored} values in {field}, where its dims {list(tensor.dims)} take {size}"
 
 
 def _named(message: Message | None) -> str:

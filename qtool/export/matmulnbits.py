@@ -263,13 +263,24 @@ def to_matmulnbits(model: onnx.ModelProto, accuracy_level: int = 0) -> int:
     return converted
 
 
+# `quantize --target ort-cpu` writes the MatMulNBits itself; the hint said to quantize with the flags it had been
+# quantized with (DeepFilterNet3's df_dec at W4 block 32)
+WRITTEN_ALREADY = ("quantize --target ort-cpu wrote its MatMulNBits: it is this format's model already, and their"
+                   " scales are in the .encodings.json quantize wrote beside it")  # fmt: skip
+
+
+def holds_matmulnbits(model: onnx.ModelProto) -> bool:
+    return any(n.op_type == "MatMulNBits" and n.domain == MS_DOMAIN for n in model.graph.node)
+
+
 def export(job: ExportJob) -> Files:
     model = gm.copy(job.model)
     if not to_matmulnbits(model, job.options.matmulnbits_accuracy_level):
+        flags = "quantize with --weights_bitwidth 4 --weights_block_size 32"
         raise UsageError(
             "matmulnbits: no MatMul or Gemm reads a 4-bit per-block weight (blocks of 16 or more along its inputs)",
             where=job.where,
-            hint="quantize with --weights_bitwidth 4 --weights_block_size 32",
+            hint=WRITTEN_ALREADY if holds_matmulnbits(model) else flags,
         )
     gm.check(model, job.where)
     return {job.file(".matmulnbits.onnx"): model}

@@ -294,3 +294,15 @@ def test_a_small_tied_table_is_stored_once_through_convert_quantize_and_export(t
     np.testing.assert_allclose(
         out.run(None, {"ids": ids})[0], reference, rtol=1e-4, atol=1e-5 * float(np.abs(reference).max())
     )
+
+
+def test_a_model_quantize_wrote_as_matmulnbits_is_said_to_be_one(tmp_path: Path) -> None:
+    """`quantize --target ort-cpu` with 4-bit blocks writes the MatMulNBits itself (DeepFilterNet3's df_dec,
+    helper-59's sweep): export --format matmulnbits found no 4-bit per-block weight and said to quantize with
+    --weights_bitwidth 4 --weights_block_size 32, the flags it had been quantized with; with nothing but
+    MatMulNBits left (weight-only), every format said only that it had no Q/DQ encodings."""
+    flags = ["--weights_block_size", "32", "--target", "ort-cpu"]
+    for name, more in (("a8", []), ("a32", ["--act_bitwidth", "32"])):
+        nbits = _quantize(tmp_path / name, *flags, *more)
+        result = _export(nbits, tmp_path / name / "out")
+        assert result.exit_code == 2 and "it is this format's model already" in result.stderr, result.stderr

@@ -56,7 +56,8 @@ def _graph_huge(model: onnx.ModelProto, graph: onnx.GraphProto, outer: dict[str,
             tensors[node.output[0]] = t
     declared = {v.name: v for v in [*graph.input, *graph.value_info] if v.type.tensor_type.HasField("shape")}
     derived = _derived(graph, tensors, declared)
-    shapes, computed = _inferred_shapes(model, derived, tensors, declared)
+    counts = [i for n in graph.node if n.op_type == "Loop" for i in n.input[:2]]  # a trip count Mul computes
+    shapes, computed = _inferred_shapes(model, derived, tensors, declared, read=counts)
     tensors.update(computed)
     made = {id(n) for n in derived}
     for node in graph.node:
@@ -135,26 +136,28 @@ def _derived(graph: onnx.GraphProto, tensors: dict[str, onnx.TensorProto],
 
 
 def _inferred_shapes(model: onnx.ModelProto, derived: list[onnx.NodeProto], tensors: dict[str, onnx.TensorProto],
-                     declared: dict[str, onnx.ValueInfoProto]) -> tuple[dict[str, tuple[int, ...]], dict[str, onnx.TensorProto]]:  # fmt: skip
+                     declared: dict[str, onnx.ValueInfoProto], *,
+                     read: list[str]) -> tuple[dict[str, tuple[int, ...]], dict[str, onnx.TensorProto]]:  # fmt: skip
     """Each derived node's output shape that shape inference fixes, on a probe of those nodes alone, and the values
     of the small ones. A shape, repeats or scales that small constant arithmetic computes (a Concat of two
     constants) reach inference only as values: the nodes whose inputs and outputs are all small are computed
     (onnx's reference evaluator), and inference runs again with their values. onnx's own data propagation held
-    every value it computed, small or not: 31 Concats doubling one constant took it to 23 GB."""
+    every value it computed, small or not: 31 Concats doubling one constant took it to 23 GB. The values of `read`
+    (Loops' trip counts) are computed too."""
     shapes = {name: tuple(t.dims) for name, t in tensors.items()}
     shapes.update(_inferred(model, derived, tensors, declared))
-    computed = _evaluated(model, _feeding_unknowns(derived, shapes), tensors, shapes)
+    computed = _evaluated(model, _feeding_unknowns(derived, shapes, read), tensors, shapes)
     if computed:
         known = {**tensors, **computed}
         shapes.update(_inferred(model, [n for n in derived if not set(n.output) <= set(computed)], known, declared))
     return shapes, computed
 
 
-def _feeding_unknowns(derived: list[onnx.NodeProto], shapes: dict[str, tuple[int, ...]]) -> list[onnx.NodeProto]:
+def _feeding_unknowns(derived: list[onnx.NodeProto], shapes: dict[str, tuple[int, ...]], read: list[str]) -> list[onnx.NodeProto]:
     """The derived nodes that a node of unknown output size reads from, directly or not (in their order): only
     their values can tell inference more (a QDQ model's hundred small DequantizeLinears need no computing)."""
     producer = {o: k for k, n in enumerate(derived) for o in n.output if o}
-    stack = [i for n in derived if any(o and o not in shapes for o in n.output) for i in n.input]
+    stack = [*read, *(i for n in derived if any(o and o not in shapes for o in n.output) for i in n.input)]
     needed: set[int] = set()
     while stack:
         if (k := producer.get(stack.pop())) is not None and k not in needed:

@@ -200,3 +200,14 @@ def test_a_weight_whose_values_do_not_fill_its_dims_is_a_model_error_in_inspect_
     result = run_cli(["inspect", tmp_path / "m.onnx"])
     assert result.exit_code == 3 and "m.onnx: not a valid ONNX model: tensor 'w': " in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_loop_whose_trip_count_constants_multiply_to_10_to_the_12_is_refused() -> None:
+    """M = 10^6 * 10^6: the Mul's output is one value, so nothing computed it, and the Loop was not sized."""
+    from qtool.graph.constant_size import huge_constant
+
+    nodes, initializers = _loop(1, scan=False)
+    nodes[0].input[0] = "trips"
+    nodes.insert(0, helper.make_node("Mul", ["a", "a"], ["trips"]))
+    said = huge_constant(_model(nodes, [*initializers, _i64(10**6, "a")]))
+    assert said is not None and "would run 1,000,000,000,000 times" in said, said

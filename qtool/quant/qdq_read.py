@@ -54,9 +54,9 @@ def _block_size(node: onnx.NodeProto) -> int:
     return next((a.i for a in node.attribute if a.name == "block_size"), 0)
 
 
-def _channel_axis(readers: list[tuple[onnx.NodeProto, int]], rank: int) -> int | None:
+def _channel_axis(readers: list[tuple[onnx.NodeProto, int]], shape: tuple[int, ...]) -> int | None:
     """The per-channel axis the op reading a weight quantizes along (rules.py), if any reads it so."""
-    return next((weight_axis(node, index, rank) for node, index in readers if index in rule_for(node).weights), None)
+    return next((weight_axis(node, index, shape) for node, index in readers if index in rule_for(node).weights), None)
 
 
 def _blocked(node: onnx.NodeProto, scale: np.ndarray, zp: np.ndarray, channel: int | None) -> tuple:
@@ -181,7 +181,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             continue
         source = node.input[0]
         if source in inits:
-            channel = _channel_axis(readers.get(node.output[0], []), len(inits[source].dims))
+            channel = _channel_axis(readers.get(node.output[0], []), tuple(inits[source].dims))
             e = _encoding(node, inits, inits[source].data_type, channel, constants, tuple(inits[source].dims))
             if weights:
                 values = sliced("dequantize", e, external_data.array(inits[source]), np.float32)

@@ -1,7 +1,7 @@
 """OP_RULES: what each op means for quantization, as frozen data (STYLE.md Do 3).
 
-- `weights`: input index -> per-channel axis (an int, or a function of the node for Gemm's
-  transB and MatMul's rank); only inputs that are initializers count as weights.
+- `weights`: input index -> per-channel axis (an int, or a function of the node and the weight's shape for
+  Gemm's transB, MatMul's rank and a grouped ConvTranspose); only inputs that are initializers count as weights.
 - `bias`: the input index of the bias, quantized with the weight's and input's scales.
 - `shares_input_encoding`: data-invariant ops (QNN seed: "propagating encodings across data
   invariant Ops"); the output reuses input 0's encoding, so no requantization is written.
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-Axis = int | Callable[[onnx.NodeProto, int], int]
+Axis = int | Callable[[onnx.NodeProto, tuple[int, ...]], int]
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -28,13 +28,37 @@ def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
     return default
 
 
-def _gemm_weight_axis(node: onnx.NodeProto, rank: int) -> int:
+def _gemm_weight_axis(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
     return 0 if _attr(node, "transB", 0) else 1  # output features of B
 
 
-def _matmul_weight_axis(node: onnx.NodeProto, rank: int) -> int:
-    return rank - 1  # columns of B are the output features
+def _matmul_weight_axis(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
+    return len(shape) - 1  # columns of B are the output features
 
+
+def _conv_transpose_weight_axis(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
+    """A ConvTranspose weight is [C_in, C_out/group, k...]: output channel o = g·(C_out/group) + j reads
+    column j of the C_in/group rows of group g. One DequantizeLinear axis gives each output channel one scale
+    that an integer kernel can apply to its accumulator (constant over the rows it sums) only along axis 1
+    (a scale per column j, shared by the groups) or, when each group has one row (group == C_in), along
+    axis 0 (a scale per group, shared by its C_out/group channels). The one with more scales is taken: axis 1
+    for group 1 (exactly per output channel), axis 0 for a depthwise [C, 1, k, k] (exactly per output channel,
+    where axis 1 had one scale for all). A group of several rows and columns ([16, 8, 1, 5], group 2) keeps
+    axis 1: its exact form, a scale per (g, j), is no single axis, and axis 0 would vary along the sum."""
+    group = _attr(node, "group", 1)
+    return 0 if group > 1 and shape[:1] == (group,) and group > shape[1] else 1
+
+
+def output_channels(node: onnx.NodeProto, shape: tuple[int, ...], axis: int | None) -> list[int] | None:
+    """For a ConvTranspose whose weight channels along `axis` are not its output channels, the weight channel
+    each output channel takes its scale from (its int32 bias is on input scale x that scale); else None."""
+    group = _attr(node, "group", 1)
+    if node.op_type != "ConvTranspose" or axis is None or len(shape) < 2 or group == 1:
+        return None
+    per_group = shape[1]  # C_out/group; output channel o = g·per_group + j
+    if axis == 1:
+        return [o % per_group for o in range(group * per_group)]
+    return [o // per_group for o in range(group * per_group)] if axis == 0 and per_group > 1 else None
 
 
 @dataclass(frozen=True)
@@ -52,7 +76,7 @@ _SHARED = OpRule(shares_input_encoding=True)
 
 OP_RULES: dict[str, OpRule] = {
     "Conv": OpRule(weights={1: 0}, bias=2),
-    "ConvTranspose": OpRule(weights={1: 1}, bias=2),
+    "ConvTranspose": OpRule(weights={1: _conv_transpose_weight_axis}, bias=2),
     "Gemm": OpRule(weights={1: _gemm_weight_axis}, bias=2, per_row=True),
     "MatMul": OpRule(weights={1: _matmul_weight_axis}, per_row=True),
     "Concat": OpRule(joins_inputs=True, quantize_constants=True),
@@ -191,6 +215,8 @@ def rule_for(node: onnx.NodeProto) -> OpRule:
     return OP_RULES.get(node.op_type, NO_RULE)
 
 
-def weight_axis(node: onnx.NodeProto, index: int, rank: int) -> int:
+def weight_axis(node: onnx.NodeProto, index: int, shape: tuple[int, ...], target: str | None = None) -> int:
+    if target == "qnn-htp" and node.op_type == "ConvTranspose":  # onnxruntime's QNN EP sends any other axis of a
+        return 1  # ConvTranspose weight to the CPU EP (conv_op_builder.cc): HTP's TransposeConv2d takes C_out/group only
     axis = rule_for(node).weights[index]
-    return axis if isinstance(axis, int) else axis(node, rank)
+    return axis if isinstance(axis, int) else axis(node, tuple(shape))

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from qtool.graph.node_order import subgraphs
 
 LIMIT_VALUES = 1 << 30
 LIMIT_ITERATIONS = 1 << 24  # onnxruntime spends microseconds per Loop iteration: 16 M is a minute
@@ -70,7 +71,7 @@ def _graph_huge(model: onnx.ModelProto, graph: onnx.GraphProto, outer: dict[str,
         if size > LIMIT_SHAPE_VALUES and node.op_type in PROPAGATED and all(len(shapes.get(o, ())) <= 1 for o in node.output):
             return (f"node {node.name or node.output[0]!r} ({node.op_type}) computes {size:,} values of shape arithmetic"
                     " out of constants and shapes: onnx's shape inference would hold each one (~150 bytes)")
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             if (said := _graph_huge(model, sub, tensors)) is not None:
                 return said
     return None
@@ -103,20 +104,12 @@ def _constant(node: onnx.NodeProto) -> onnx.TensorProto | None:
     return numpy_helper.from_array(value.astype(np.float32) if value.dtype.kind == "f" else value, node.output[0])
 
 
-def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            yield attr.g
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            yield from attr.graphs
-
-
 def _derived(graph: onnx.GraphProto, tensors: dict[str, onnx.TensorProto],
              declared: dict[str, onnx.ValueInfoProto]) -> list[onnx.NodeProto]:  # fmt: skip
     """The standard-domain nodes without subgraphs (Constant nodes aside: their values are in `tensors`) whose
     inputs are all constants or these nodes' outputs, in an order inference can follow, whatever order the graph
     lists them in (Kahn's). A Shape or Size of a tensor whose shape is declared reads no values: it counts too."""
-    candidates = [n for n in graph.node if n.domain in STANDARD and n.op_type != "Constant" and not any(_subgraphs(n))]
+    candidates = [n for n in graph.node if n.domain in STANDARD and n.op_type != "Constant" and not any(subgraphs(n))]
     missing = [set() if n.op_type in SHAPE_OF and n.input and n.input[0] in declared
                else {i for i in n.input if i and i not in tensors} for n in candidates]  # fmt: skip
     readers: dict[str, list[int]] = {}

@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qtool.graph import external_data
 from qtool.graph.names import FreshNames
+from qtool.graph.node_order import subgraphs
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +98,10 @@ def _change(model: onnx.ModelProto, source: int, target: int, kept: set[str]) ->
 def _rename_captured(node: onnx.NodeProto, rename: dict[str, str]) -> None:
     """A subgraph reads the outer graph's values by name (tf2onnx's Loop for tf.map_fn reads the model's input):
     the Cast at the boundary renames them there too, else the body reads the other precision's value."""
-    for attribute in node.attribute:
-        for graph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
-            for inner in graph.node:
-                inner.input[:] = [rename.get(i, i) for i in inner.input]
-                _rename_captured(inner, rename)
+    for graph in subgraphs(node):
+        for inner in graph.node:
+            inner.input[:] = [rename.get(i, i) for i in inner.input]
+            _rename_captured(inner, rename)
 
 
 def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:

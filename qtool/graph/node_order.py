@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import onnx
 
 
-def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    """The graphs a node holds as attributes (If's branches, Loop's and Scan's bodies)."""
     for attr in node.attribute:
         if attr.type == onnx.AttributeProto.GRAPH:
             yield attr.g
@@ -27,7 +28,7 @@ def reads(node: onnx.NodeProto) -> list[str]:
     """The tensors a node reads, its subgraphs' outer-scope reads included (over-approximated: every name its
     subgraphs' nodes read, their own tensors among them)."""
     found = list(node.input)
-    for graph in _subgraphs(node):
+    for graph in subgraphs(node):
         found += [name for inner in graph.node for name in reads(inner)]
     return found
 
@@ -38,7 +39,7 @@ def sort_nodes(model: onnx.ModelProto) -> bool:
 
 
 def _sort(graph: onnx.GraphProto) -> bool:
-    moved = any([_sort(sub) for node in graph.node for sub in _subgraphs(node)])
+    moved = any([_sort(sub) for node in graph.node for sub in subgraphs(node)])
     producer = {name: i for i, node in enumerate(graph.node) for name in node.output if name}
     deps = [{producer[n] for n in reads(node) if n and producer.get(n, i) != i} for i, node in enumerate(graph.node)]
     if all(d < i for i, found in enumerate(deps) for d in found):

@@ -71,7 +71,7 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
     return report
 
 
-def _input_specs(model: onnx.ModelProto, reference: Path | None) -> list[InputSpec]:
+def _input_specs(model: onnx.ModelProto, reference: Path | onnx.ModelProto | None) -> list[InputSpec]:
     """MODEL's fixed input shapes; where MODEL has dynamic dims (shipped as onnxruntime's quantize_dynamic wrote it,
     which convert would turn back into float), --reference's: the float model convert fixed, whose inputs MODEL's
     must be to compare them (`_check_pair`)."""
@@ -80,7 +80,7 @@ def _input_specs(model: onnx.ModelProto, reference: Path | None) -> list[InputSp
     except ModelError:
         if reference is None:
             raise
-        return gm.input_specs(gm.load(reference))
+        return gm.input_specs(reference if isinstance(reference, onnx.ModelProto) else gm.load(reference))
 
 
 def _drop_pages() -> None:
@@ -117,7 +117,7 @@ def _compare_layers(
     o: InspectOptions, model: onnx.ModelProto, input_list: InputList, labels: list[int] | None, report: Report
 ) -> list[layers.LayerRow]:
     reference = gm.load(o.reference)  # type: ignore[arg-type]
-    specs = _input_specs(model, o.reference)
+    specs = _input_specs(model, reference)  # not a second copy of its weights while this one is held
     _check_pair(model, reference, str(o.reference))
     feeds = iter_feeds(input_list, specs, o.use_native_input_files)
     # the float model's outputs first (when they are small), then the quantized model's: one model's weights at a time

@@ -142,11 +142,33 @@ def _from_legacy_list(name: str, entries: Any, where: str, weight: bool = True) 
         return Encoding(bitwidth=bw, is_symmetric=sym)
     lo = [c[3] for c in channels]
     hi = [c[4] for c in channels]
+    symmetric = sym or (weight and len(channels) > 1)
+    stated = _stated_grid(entries, lo, hi, bw, symmetric)
     with np.errstate(all="ignore"):
-        made = min_max_encoding(lo, hi, bw, symmetric=sym or (weight and len(channels) > 1))
+        made = (min_max_encoding(lo, hi, bw, symmetric=symmetric) if stated is None else
+                enc.from_scale_offset(*stated, bw, symmetric=symmetric, axis=0 if len(lo) > 1 else None))  # fmt: skip
     if not np.isfinite([*made.scale, *made.min, *made.max]).all() or off_float32(made.scale) is not None:
         raise DataError("the range is too wide to quantize: its scale is past float32's", where=f"{where}: {quoted(name)}")
     return made
+
+
+def _stated_grid(
+    entries: list[dict], lo: list[float], hi: list[float], bw: int, symmetric: bool
+) -> tuple[list[float], list[float]] | None:
+    """The scales and offsets the entries state, where they reproduce the entries' min and max (to 1e-9 of a range):
+    the grid min and max decide (QNN), kept to the last bit. Recomputed from min/max, qtool's own file read back
+    moved some scales by an ulp (GTCRN: 4 of 474). A range narrower than MIN_RANGE is widened as before."""
+    if not all("scale" in e and "offset" in e for e in entries):
+        return None
+    scale, offset = [float(e["scale"]) for e in entries], [float(e["offset"]) for e in entries]
+    top = 2**bw - 1
+    for s, o, a, b in zip(scale, offset, lo, hi, strict=True):
+        near = 1e-9 * max(b - a, s)
+        if not (abs(o * s - a) <= near and abs((o + top) * s - b) <= near and -top <= o <= 0 and b - a > enc.MIN_RANGE * 0.999):
+            return None
+        if symmetric and o != -(2 ** (bw - 1)):
+            return None
+    return scale, offset
 
 
 def min_max_encoding(lo: list[float], hi: list[float], bw: int, *, symmetric: bool) -> Encoding:

@@ -49,7 +49,9 @@ def _group_override(group: list[str], overrides: Encodings) -> Encoding | None:
         chosen = max(distinct, key=lambda e: (e.is_float, e.bitwidth))
         logger.info("overrides for %s differ in precision only; they share one encoding, the widest", sorted(given))
     elif len(distinct) > 1:
-        logger.warning("overrides for %s differ; they share one encoding, using %r's", sorted(given), next(iter(given)))
+        # ops that move data (Reshape, Transpose, Slice, an If's branch) keep their input's grid: the runtime needs one
+        logger.warning("overrides for %s differ, but ops that move data unchanged join them on one grid; using %r's",
+                       sorted(given), next(iter(given)))  # fmt: skip
     if chosen is not None and len(chosen.scale) > 1:
         if len(group) > 1:
             raise DataError("a per-channel activation encoding needs a tensor that shares its encoding with no other",

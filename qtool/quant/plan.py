@@ -261,6 +261,33 @@ def wide_slices(facts: GraphFacts, observers: dict[str, Observer], tensors: list
     return frozenset(found)
 
 
+def kept_apart(
+    facts: GraphFacts, overrides: Encodings, tensors: list[str], apart: frozenset[str], sliced: frozenset[str],
+    through_if: bool = True,
+) -> tuple[frozenset[str], frozenset[str]]:  # fmt: skip
+    """`apart` and `sliced` (calibration's wide_concats and wide_slices) with the Concats and sources the overrides
+    keep apart: a Concat whose inputs' and output's groups they give different grids (or a grid and float) splits,
+    its inputs requantized onto the output's grid; a tensor read only by slices that they keep float while a part
+    has a grid is a split source. That is what quantize writes where it split them, so its encodings file read
+    back (--enable_float_fallback: no observations to split by) keeps them apart, where one override used to set
+    the whole group (VoiceFilter-Lite's speaker vector, ±0.24, fell onto the log-mels' grid: 6 levels)."""
+    if not overrides.activations:
+        return apart, sliced
+    concats = [n for n in facts.model.graph.node if rule_for(n).joins_inputs]
+    sources = {t for t in tensors if t not in facts.graph_outputs and (readers := facts.consumers.get(t))
+               and all(r.op_type in SLICING and r.input[0] == t for r in readers)}  # fmt: skip
+    alone = activation_groups(facts, tensors, frozenset(n.output[0] for n in concats), through_if, frozenset(sources))
+    given: dict[str, set] = {}  # tensor -> the grids its group is given, float as one
+    for group in alone:
+        found = {"float" if e.is_float else e for t in group if (e := overrides.activations.get(t)) and (e.is_float or e.scale)}
+        given.update(dict.fromkeys(group, found))
+    split = {t for t in sources if "float" in given[t]
+             and any(given.get(o, set()) - {"float"} for r in facts.consumers[t] for o in r.output)}  # fmt: skip
+    joined = {n.output[0] for n in concats
+              if len(set().union(*(given.get(t, set()) for t in [*n.input, n.output[0]]))) > 1}  # fmt: skip
+    return apart | joined, sliced | split
+
+
 def _read_elsewhere(facts: GraphFacts, concat, group: list[str]) -> bool:
     """Does an op other than `concat` compute with this encoding group's grid (or is it a graph output)?
     An op passing it through to another member of the group (a MaxPool, a Reshape) does not count."""
@@ -300,7 +327,7 @@ def plan_activations(
     kept_float = {n.input[0]: (n, why) for n in facts.model.graph.node if (why := float_input_reason(n, o.target))}
     for node, why in kept_float.values():
         logger.warning("%s %r: input left float: %s", node.op_type, node.name, why)
-    float_alone = (_float_results(facts) | masked_softmax_inputs(facts)) - overrides.activations.keys()  # a user's wins
+    float_alone = _float_alone(facts, overrides)
     groups = activation_groups(facts, [t for t in tensors if t not in float_alone], apart, not o.op_types, sliced)
     # a split Concat's output is integer on its own range, its inputs requantized onto it; one that leaves the
     # model stays float (a detector's scores keep their grid up to the output: nudenet F1 0.20 on one grid)
@@ -316,7 +343,10 @@ def plan_activations(
     computing = tuple(op for op in o.op_types if not OP_RULES.get(op, NO_RULE).shares_input_encoding)
 
     def gets_grid(group: list[str]) -> bool:
-        if (heads.intersection(group) or sliced.intersection(group) or o.weight_only) and not overrides.activations.keys() & set(group):
+        given = [overrides.activations[t] for t in group if t in overrides.activations]
+        if (heads.intersection(group) or sliced.intersection(group)) and all(e.is_float for e in given):
+            return False  # float beside a split, as float overrides say (quantize's own file read back)
+        if o.weight_only and not given:
             return False
         if not any(t in observers or t in overrides.activations for t in group):
             return False  # float fallback: no data, no override
@@ -325,6 +355,8 @@ def plan_activations(
 
     chosen = [g for g in groups if kept_float.keys().isdisjoint(g) and gets_grid(g)]
     gridded = frozenset(t for g in chosen for t in g)  # a Sigmoid whose output stays float is flat nowhere
+    beside = {t for g in groups if heads.intersection(g) or sliced.intersection(g) for t in g} - gridded
+    planned.update({t: e for t in beside if (e := overrides.activations.get(t)) is not None and e.is_float})
     for group in chosen:
         encoding = _channel_encoding(group, observers, overrides, o) or group_encoding(
             facts, group, observers, overrides, bitwidth=o.act_bitwidth, schema=o.act_schema, pow2=o.act_pow2,
@@ -334,6 +366,13 @@ def plan_activations(
     if o.float_bitwidth == 16:
         planned.update({t: enc.float_encoding(16) for t in tensors if t not in planned})
     return {t: planned[t] for t in tensors if t in planned}
+
+
+def _float_alone(facts: GraphFacts, overrides: Encodings) -> set[str]:
+    """Tensors left float on their own, in no group (_float_results, attention.masked_softmax_inputs), unless an
+    override gives one a grid: a user's wins, and a float one (quantize's file read back) keeps it alone."""
+    gridded = {t for t, e in overrides.activations.items() if not e.is_float}
+    return (_float_results(facts) | masked_softmax_inputs(facts)) - gridded
 
 
 def _float_results(facts: GraphFacts) -> set[str]:
@@ -638,6 +677,8 @@ def build_plan(facts: GraphFacts, observers: dict[str, Observer], overrides: Enc
     int32_nodes, overrides = int32_ops(facts, overrides)
     tensors = activation_tensors(facts)  # walks the graph for masks, statistics and GELUs: once a plan
     apart, sliced = wide_concats(facts, observers, tensors), wide_slices(facts, observers, tensors)
+    joinable = [t for t in tensors if t not in _float_alone(facts, overrides)]
+    apart, sliced = kept_apart(facts, overrides, joinable, apart, sliced, not o.op_types)
     activations = plan_activations(facts, observers, overrides, o, tensors, apart, sliced)
     plan = QuantPlan(activations, plan_params(facts, activations, overrides, o), int32_nodes, split_concats=apart,
                      split_sources=sliced)  # fmt: skip

@@ -150,3 +150,20 @@ def test_a_model_with_dynamic_dims_is_compared_at_its_references_shapes(tmp_path
     assert json.loads(result.stdout)["compared samples"] == 1
     alone = run_cli(["inspect", model, "-l", tmp_path / "list.txt"])  # no reference: no shapes to take
     assert alone.exit_code == 3 and "has dynamic dim" in alone.output
+
+
+def test_a_dynamic_models_reference_is_read_once_for_the_comparison(tmp_path, monkeypatch):
+    """The comparison holds the float model; its input shapes come from that copy, not from a second read of the
+    file, which held the reference's weights twice over (up to the 256 MB read inline)."""
+    from qtool.graph import model as gm
+
+    model = save(dynamic_dim_model(), tmp_path / "dynamic.onnx")
+    converted = tmp_path / "fixed.onnx"
+    assert run_cli(["convert", "-i", model, "-o", converted, "--input_dim", "x", "1,6"]).exit_code == 0
+    (tmp_path / "0.raw").write_bytes(bytes(4 * 6))
+    (tmp_path / "list.txt").write_text(f"{tmp_path / '0.raw'}\n")
+    loads, load = [], gm.load
+    monkeypatch.setattr(gm, "load", lambda path, *a, **k: loads.append(str(path)) or load(path, *a, **k))
+    result = run_cli(["inspect", model, "--reference", converted, "-l", tmp_path / "list.txt", "--json"])
+    assert result.exit_code == 0, result.output
+    assert loads.count(str(converted)) == 2, loads  # the lint's specs, then the comparison's model: not a third

@@ -125,6 +125,15 @@ def test_legacy_scale_and_offset_are_recomputed_from_min_max() -> None:
     assert got.offset[0] <= 0
 
 
+def test_legacy_scale_and_offset_that_give_min_and_max_are_kept_to_the_last_bit() -> None:
+    # GTCRN's hidden state as quantize wrote it: (max - min) / 255 is 0.007843112010581823, one ulp off its scale
+    body = [{"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "max": 1.0039183373544733,
+             "min": -0.9960752253438913, "offset": -127, "scale": 0.007843112010581821}]  # fmt: skip
+    got = parse_encodings(doc({"h": body}), WHERE).activations["h"]
+    assert got.scale == (0.007843112010581821,) and got.offset == (-127,)
+    assert got == enc.from_scale_offset(0.007843112010581821, -127, 8, symmetric=False)
+
+
 def test_version_and_quantizer_args_are_optional_and_ignored() -> None:
     data = doc({"x": [entry()]})
     del data["version"]

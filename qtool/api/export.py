@@ -8,7 +8,7 @@ from qtool import runtime
 from qtool.config import ExportOptions
 from qtool.errors import UsageError
 from qtool.export import ExportJob, build, write_files
-from qtool.export.matmulnbits import WRITTEN_ALREADY, holds_matmulnbits
+from qtool.export.matmulnbits import matmulnbits_hint
 from qtool.graph import model as gm
 from qtool.io import outputs
 from qtool.io.outputs import check_output_folder
@@ -31,7 +31,7 @@ def _export(o: ExportOptions, model: onnx.ModelProto) -> Report:
     found = qdq_encodings(model, str(o.input_network))
     if not len(found):
         raise UsageError("has no QuantizeLinear/DequantizeLinear encodings to export", where=str(o.input_network),
-                         hint=WRITTEN_ALREADY if holds_matmulnbits(model) else None)  # fmt: skip
+                         hint=matmulnbits_hint(model))  # fmt: skip
     job = ExportJob(model, found, o.input_network.name.removesuffix(".onnx"), o)
     written = write_files(build(job, o.formats), o.output_path, o.external_data)
     return Report(

@@ -267,10 +267,15 @@ def to_matmulnbits(model: onnx.ModelProto, accuracy_level: int = 0) -> int:
 # quantized with (DeepFilterNet3's df_dec at W4 block 32)
 WRITTEN_ALREADY = ("quantize --target ort-cpu wrote its MatMulNBits: it is this format's model already, and their"
                    " scales are in the .encodings.json quantize wrote beside it")  # fmt: skip
+# another tool's (onnxruntime's matmul_4bits_quantizer, a model hub's int4 build): no qtool run, no encodings file
+OTHER_TOOL = "its MatMulNBits are another tool's: it is this format's model already, with no encodings file beside it"
 
 
-def holds_matmulnbits(model: onnx.ModelProto) -> bool:
-    return any(n.op_type == "MatMulNBits" and n.domain == MS_DOMAIN for n in model.graph.node)
+def matmulnbits_hint(model: onnx.ModelProto) -> str | None:
+    """What a model that already holds MatMulNBits is, by who wrote them (qtool marks the models it converted)."""
+    if not any(n.op_type == "MatMulNBits" and n.domain == MS_DOMAIN for n in model.graph.node):
+        return None
+    return WRITTEN_ALREADY if gm.METADATA_CONVERTED in gm.metadata(model) else OTHER_TOOL
 
 
 def export(job: ExportJob) -> Files:
@@ -280,7 +285,7 @@ def export(job: ExportJob) -> Files:
         raise UsageError(
             "matmulnbits: no MatMul or Gemm reads a 4-bit per-block weight (blocks of 16 or more along its inputs)",
             where=job.where,
-            hint=WRITTEN_ALREADY if holds_matmulnbits(model) else flags,
+            hint=matmulnbits_hint(model) or flags,
         )
     gm.check(model, job.where)
     return {job.file(".matmulnbits.onnx"): model}

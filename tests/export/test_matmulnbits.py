@@ -306,3 +306,15 @@ def test_a_model_quantize_wrote_as_matmulnbits_is_said_to_be_one(tmp_path: Path)
         nbits = _quantize(tmp_path / name, *flags, *more)
         result = _export(nbits, tmp_path / name / "out")
         assert result.exit_code == 2 and "it is this format's model already" in result.stderr, result.stderr
+
+
+def test_another_tools_matmulnbits_model_is_not_said_to_be_quantizes(tmp_path: Path) -> None:
+    """A MatMulNBits model from onnxruntime's matmul_4bits_quantizer or a model hub's int4 build: the hint sent its
+    user to the .encodings.json qtool's quantize writes, of which there is none."""
+    nbits = _quantize(tmp_path / "q", "--weights_block_size", "32", "--target", "ort-cpu", "--act_bitwidth", "32")
+    model = onnx.load(str(nbits))
+    del model.metadata_props[:]  # as another tool writes it: no mark of a qtool run
+    onnx.save(model, str(tmp_path / "other.onnx"))
+    for fmt in ("matmulnbits", "qoperator"):
+        result = run_cli(["export", "-i", tmp_path / "other.onnx", "-o", tmp_path / fmt, "--format", fmt])
+        assert result.exit_code == 2 and "another tool's" in result.stderr and ".encodings.json" not in result.stderr, result.stderr

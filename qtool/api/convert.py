@@ -26,7 +26,7 @@ from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.overrides import checked_overrides
 from qtool.quant.plan import PlanOptions, build_plan
 from qtool.quant.qdq_read import read_qdq
-from qtool.quant.rules import rule_for, weight_axis
+from qtool.quant.rules import rule_for, weight_axes
 from qtool.report import Report
 
 logger = logging.getLogger(__name__)
@@ -124,9 +124,9 @@ def check_imported_axes(model: onnx.ModelProto, found: encio.Encodings, where: s
             e = found.params.get(name)
             if e is None or e.axis is None or name not in facts.initializers:
                 continue
-            wanted = weight_axis(node, index, tuple(facts.initializers[name].dims))
-            if e.axis != wanted:
+            wanted = weight_axes(node, index, tuple(facts.initializers[name].dims))
+            if e.axis not in wanted:
                 raise ModelError(
-                    f"per-channel encoding of {name!r} is on axis {e.axis}; {node.op_type} needs axis {wanted}",
+                    f"per-channel encoding of {name!r} is on axis {e.axis}; {node.op_type} needs axis {wanted[0]}",
                     where=where,
                 )

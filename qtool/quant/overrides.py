@@ -20,7 +20,7 @@ from qtool.io.encodings import Encodings
 from qtool.io.files import quoted
 from qtool.quant import blocks
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.rules import rule_for, weight_axis
+from qtool.quant.rules import rule_for, weight_axes
 
 logger = logging.getLogger(__name__)
 
@@ -121,30 +121,33 @@ def check_stated_axes(facts: GraphFacts, stated: dict[str, int], where: str) -> 
             raise DataError(f"'axis' {axis} is out of range for the tensor's {rank} dimensions",
                             where=f"{where}: {quoted(name)}")  # fmt: skip
         wanted, what = _channel_axis(facts, channels, name, rank)
-        if wanted is not None and axis % rank != wanted:
+        if wanted is not None and axis % rank not in wanted:
             raise DataError(f"per-channel 'axis' {axis}, but {what}", where=f"{where}: {quoted(name)}")
 
 
-def _channel_axis(facts: GraphFacts, weights: dict[str, tuple[int, str]], name: str, rank: int) -> tuple[int | None, str]:
+def _channel_axis(
+    facts: GraphFacts, weights: dict[str, tuple[tuple[int, ...], str]], name: str, rank: int
+) -> tuple[tuple[int, ...] | None, str]:
     """The axis the plan quantizes `name` along per channel and whose it is; None for a bias or a constant
     operand, whose axis is only range-checked."""
     if name in weights:
         return weights[name]
     if name in facts.initializers:
         return None, ""
-    return rank - 1, f"a per-channel activation is quantized along its last axis, {rank - 1}"
+    return (rank - 1,), f"a per-channel activation is quantized along its last axis, {rank - 1}"
 
 
-def _weight_channel_axes(facts: GraphFacts) -> dict[str, tuple[int, str]]:
+def _weight_channel_axes(facts: GraphFacts) -> dict[str, tuple[tuple[int, ...], str]]:
     """Weight name -> (the output-channel axis its first consumer quantizes it along, that consumer described);
     the plan encodes a weight once, for the first op that reads it."""
-    found: dict[str, tuple[int, str]] = {}
+    found: dict[str, tuple[tuple[int, ...], str]] = {}
     for node in facts.model.graph.node:
         for index in sorted(rule_for(node).weights):
             name = node.input[index] if index < len(node.input) else ""
             if name in facts.initializers and name not in found:
-                axis = weight_axis(node, index, tuple(facts.initializers[name].dims))
-                found[name] = (axis, f"{node.op_type} {quoted(node.name)} quantizes its weight per channel along axis {axis}")
+                axes = weight_axes(node, index, tuple(facts.initializers[name].dims))
+                found[name] = (axes, f"{node.op_type} {quoted(node.name)} quantizes its weight per channel along axis "
+                                     + " or ".join(map(str, axes)))  # fmt: skip
     return found
 
 

@@ -31,7 +31,7 @@ from qtool.quant.overrides import int32_ops, propagate_float, sixteen_bit_layers
 from qtool.quant.phases import indices, mask_arithmetic, phases
 from qtool.quant.range_search import GAMMA
 from qtool.quant.residual import ChannelMinMax
-from qtool.quant.rules import NO_RULE, OP_RULES, float_input_reason, is_control_input, rule_for, weight_axis
+from qtool.quant.rules import NO_RULE, OP_RULES, float_input_reason, is_control_input, rule_for, weight_axes
 
 logger = logging.getLogger(__name__)
 
@@ -411,15 +411,20 @@ def _channel_count(shape: tuple[int, ...], axis: int) -> int:
 
 
 def _weight_encoding(
-    name: str, values: np.ndarray, axis: int, per_channel: bool, overrides: Encodings, o: PlanOptions,
+    name: str, values: np.ndarray, axis: int | tuple[int, ...], per_channel: bool, overrides: Encodings, o: PlanOptions,
     *, block_axis: int | None = None,
 ) -> Encoding:  # fmt: skip
-    given = overrides.params.get(name)
+    """`axis` or rules.weight_axes, the one qtool quantizes along first: a per-channel override may take another."""
+    axes = (axis,) if isinstance(axis, int) else axis
+    given, axis = overrides.params.get(name), axes[0]
     if given is not None and given.blocks is not None:
         return blocks.place(given, values.shape, axis, block_axis, f"override {name!r}")
     channels = _channel_count(values.shape, axis)
     if given is not None and (given.is_float or given.scale):
         if len(given.scale) > 1:
+            fits = [a for a in axes if _channel_count(values.shape, a) == len(given.scale)]
+            axis = given.axis if given.axis in fits else fits[0] if fits else axis  # a stated axis, where it fits
+            channels = _channel_count(values.shape, axis)
             if len(given.scale) != channels:
                 raise DataError(
                     f"{len(given.scale)} per-channel encodings, but the weight has {channels} channels on axis {axis}",
@@ -625,7 +630,7 @@ def plan_params(
                 # under --weights_block_size, weights blocks cannot reach (ConvTranspose, rank > 2) are per channel
                 per_channel = (o.per_row if rule.per_row else o.per_channel) or bool(o.weights_block_size)
                 params[name] = _weight_encoding(
-                    name, values, weight_axis(node, index, values.shape, o.target), per_channel, overrides, o,
+                    name, values, weight_axes(node, index, values.shape, o.target), per_channel, overrides, o,
                     block_axis=blocks.block_axis(node, index, values.ndim),
                 )  # fmt: skip
         if o.weight_only:  # float activations: a bias or a constant operand has no grid to meet

@@ -215,6 +215,16 @@ def rule_for(node: onnx.NodeProto) -> OpRule:
     return OP_RULES.get(node.op_type, NO_RULE)
 
 
+def weight_axes(node: onnx.NodeProto, index: int, shape: tuple[int, ...], target: str | None = None) -> tuple[int, ...]:
+    """weight_axis first, then any other axis a per-channel encoding given for the weight may run along: axis 1 of
+    a grouped ConvTranspose whose groups are single rows, where qtool takes axis 0 (AIMET, QNN and onnxruntime
+    quantize every ConvTranspose along axis 1; qtool's own --target qnn-htp QDQ model was refused by convert)."""
+    chosen = weight_axis(node, index, shape, target)
+    if node.op_type == "ConvTranspose" and target != "qnn-htp" and len(shape) >= 2:
+        return (chosen, *[a for a in (1, 0) if a != chosen and (a == 1 or shape[0] == _attr(node, "group", 1) > 1)])
+    return (chosen,)
+
+
 def weight_axis(node: onnx.NodeProto, index: int, shape: tuple[int, ...], target: str | None = None) -> int:
     if target == "qnn-htp" and node.op_type == "ConvTranspose":  # onnxruntime's QNN EP sends any other axis of a
         return 1  # ConvTranspose weight to the CPU EP (conv_op_builder.cc): HTP's TransposeConv2d takes C_out/group only

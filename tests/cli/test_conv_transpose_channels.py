@@ -115,3 +115,23 @@ def test_grouped_conv_transpose_bias_follows_its_output_channels(tmp_path: Path,
     xs = _held_out(shape[0])
     plain = _outputs(out, xs, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     np.testing.assert_allclose(_outputs(out, xs, ort.GraphOptimizationLevel.ORT_ENABLE_ALL), plain, atol=1e-5)
+
+
+def test_a_grouped_conv_transpose_per_channel_on_axis_1_is_still_read(tmp_path: Path) -> None:
+    """AIMET, QNN and onnxruntime quantize every ConvTranspose weight along axis 1, as qtool's --target qnn-htp
+    does; where qtool's own rule takes axis 0 ([4, 2] group 4: a scale per group), such a model was refused by
+    convert ('is on axis 1; ConvTranspose needs axis 0', exit 3) and such an encodings file by quantize ('2
+    per-channel encodings, but the weight has 4 channels on axis 0', exit 4). Both quantize on axis 1 again."""
+    model = _model((4, 2, 3, 3), group=4)
+    flags = ("--use_per_channel_quantization", "--bias_bitwidth", "32", "--encodings_format", "1.0.0")
+    htp = _quantize(tmp_path, model, *flags, "--target", "qnn-htp", name="htp")
+    assert _dq(htp, "w")[0] == 1
+    imported = tmp_path / "imported.onnx"
+    result = run_cli(["convert", "-i", htp, "-o", imported])
+    assert result.exit_code == 0, result.output
+    overridden = _quantize(tmp_path, model, *flags, "-q", str(htp.with_suffix(".encodings.json")), name="overridden")
+    for path in (overridden, _quantize(tmp_path, onnx.load(str(imported)), *flags, name="requantized")):
+        axis, scale = _dq(path, "w")
+        assert axis == 1 and np.allclose(scale, _dq(htp, "w")[1])
+        reads = np.arange(8) % 2  # output channel o = 2g + j reads column j's scale
+        np.testing.assert_allclose(_dq(path, "b")[1], float(_dq(path, "x_dequantized")[1]) * scale[reads], rtol=1e-5)

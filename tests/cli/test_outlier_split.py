@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from attention_models import S, gated_mlp_model, mlp_model, post_ln_model, write_block
+from attention_models import S, _block_model, gated_mlp_model, mlp_model, post_ln_model, write_block
 from conftest import run_cli
 
 from qtool.graph.model import inferred
@@ -191,3 +191,16 @@ def test_a_split_mlp_quantizes_at_16_bits(tmp_path: Path) -> None:
     mlp = write_block(tmp_path, mlp_model())
     report = _quantize(tmp_path, mlp, "a16", "--act_bitwidth", "16", "--apply_algorithms", "outlier_split")
     assert "outlier_split: 1 MLPs split: gelu (1 of 256 units" in report["algorithms"]
+
+
+def test_an_mlp_whose_up_reads_its_own_units_is_not_split() -> None:
+    """relu(x·W1) * (relu(x·W1)·Wb), then ·Wd: Wb has as many columns as Wd rows, so the walk took it for an up,
+    though it reads the units a split narrows: the model written multiplied [.., 127] by Wb[128, 128] (checker:
+    'Incompatible dimensions for matrix multiplication')."""
+    rng = np.random.default_rng(0)
+    weights = {"w1": rng.normal(0, 0.1, (64, 128)), "wb": rng.normal(0, 0.1, (128, 128)), "wd": rng.normal(0, 0.1, (128, 64))}
+    n = onnx.helper.make_node
+    nodes = [n("MatMul", ["x", "w1"], ["a"]), n("Relu", ["a"], ["h1"]), n("MatMul", ["h1", "wb"], ["h2"]),
+             n("Mul", ["h1", "h2"], ["hidden"]), n("MatMul", ["hidden", "wd"], ["y"])]  # fmt: skip
+    model = _block_model(nodes, "m", {k: v.astype(np.float32) for k, v in weights.items()}, 64, opset=17, ir_version=8)
+    assert outlier_split.find_mlps(GraphFacts.of(inferred(model))) == []

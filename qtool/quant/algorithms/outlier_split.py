@@ -130,6 +130,8 @@ def _mlp_into(facts: GraphFacts, down: onnx.NodeProto) -> Mlp | None:
                 return None
     if not ups or not any(node.op_type not in ("Add", "Sub", "Mul", "Div") for node in interior):
         return None
+    if any(up.input[0] in seen for up in ups):  # an up reading the units themselves: narrowed, its rows would not meet
+        return None
     members = {id(node) for node in (*ups, *interior, down)}
     if any(t in facts.graph_outputs or any(id(r) not in members for r in facts.consumers.get(t, [])) for t in seen):
         return None

@@ -124,7 +124,7 @@ def test_a_negative_input_dim_is_dynamic_as_onnxruntime_reads_it(tmp_path: Path)
     model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = -1
     onnx.save(model, str(tmp_path / "m.onnx"))
     result = run_cli(["convert", "-i", tmp_path / "m.onnx", "-o", tmp_path / "c.onnx"])
-    assert result.exit_code == 3 and "input 'x' dim 1" in result.stderr and "--input_dim x 1,N" in result.stderr, result.stderr
+    assert result.exit_code == 3 and "input 'x' dim 1 (-1)" in result.stderr and "--input_dim x 1,N" in result.stderr, result.stderr
 
 
 def _doubled(first: onnx.NodeProto, count: int, initializers: list) -> onnx.ModelProto:

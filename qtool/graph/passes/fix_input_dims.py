@@ -75,7 +75,7 @@ class FixInputDimsPass(ir.passes.InPlacePass):
                 dims[i] = known[d.value]
             elif not isinstance(d, int):
                 raise ModelError(
-                    f"input {value.name!r} dim {i} ({d}) is dynamic",
+                    f"input {value.name!r} dim {i} ({value.shape[i]}) is dynamic",  # -1 as written, not None
                     hint=f"set it with --input_dim {value.name} "
                     + ",".join(str(x) if isinstance(x, int) else "N" for x in dims),
                 )

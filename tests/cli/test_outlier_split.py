@@ -204,3 +204,20 @@ def test_an_mlp_whose_up_reads_its_own_units_is_not_split() -> None:
              n("Mul", ["h1", "h2"], ["hidden"]), n("MatMul", ["hidden", "wd"], ["y"])]  # fmt: skip
     model = _block_model(nodes, "m", {k: v.astype(np.float32) for k, v in weights.items()}, 64, opset=17, ir_version=8)
     assert outlier_split.find_mlps(GraphFacts.of(inferred(model))) == []
+
+
+def test_a_per_unit_constant_a_node_reads_twice_is_split_once(tmp_path: Path) -> None:
+    """Gelu(x·W1 + b * b)·W2: the split sliced b for each of the Mul's two inputs, the second time from the slice the
+    first had left (helper-62's review)."""
+    model = mlp_model()
+    (add,) = [n for n in model.graph.node if n.output[0] == "up"]
+    add.input[1] = "bias_squared"
+    model.graph.node.insert(0, onnx.helper.make_node("Mul", ["bias1", "bias1"], ["bias_squared"]))
+    weights = {i.name: i for i in model.graph.initializer}
+    weights["bias1"].CopyFrom(onnx.numpy_helper.from_array(np.sqrt(np.abs(onnx.numpy_helper.to_array(weights["bias1"]))), "bias1"))
+    path, calibration, held_out = write_block(tmp_path, model)
+    ctx, notes = _split(path, calibration)
+    assert notes[0].startswith("outlier_split: 1 MLPs split: gelu (1 of 256 units"), notes
+    onnx.checker.check_model(ctx.model, full_check=True)
+    before, after = _outputs(onnx.load(str(path)), held_out), _outputs(ctx.model, held_out)
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5 * float(np.abs(before).max()))

@@ -178,11 +178,15 @@ def _split(ctx: AlgorithmContext, mlp: Mlp, units: np.ndarray) -> str:
     rest = np.setdiff1d(np.arange(w2.shape[0]), units)
     made = set(mlp.tensors())
     new = ctx.model.graph.initializer  # in the weights' own dtype (set_array adds float32: a float16 model's would not load)
+    split: set[str] = set()
 
     def branch_of(constant: str) -> str:
+        if constant in split:  # a node that reads it twice (b * b): split once
+            return f"{constant}_outliers"
         value = ctx.array(constant)
         if value.size == 1:  # read alike by every unit: shared
             return constant
+        split.add(constant)
         new.append(numpy_helper.from_array(value[..., units], f"{constant}_outliers"))
         ctx.set_array(constant, value[..., rest])
         return f"{constant}_outliers"

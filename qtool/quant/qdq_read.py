@@ -127,6 +127,15 @@ def _encoding(
     return dataclasses.replace(e, blocks=layout[2]) if layout else e
 
 
+def _stored_grid(e: Encoding, int_type: int) -> Encoding:
+    """e on the grid the weight is stored on: an asymmetric int8 weight (onnxruntime's WeightSymmetric=False)
+    has an unsigned encoding (zero point + 128), and its signed integers dequantized on it were 128 steps off."""
+    bitwidth, signed = _BITS.get(int_type, (e.bitwidth, False))
+    if not signed or e.signed:
+        return e
+    return dataclasses.replace(e, offset=tuple(o + 2 ** (bitwidth - 1) for o in e.offset))
+
+
 def qdq_encodings(model: onnx.ModelProto, where: str | None = None) -> Encodings:
     """The encodings of a QDQ model, without dequantizing its weights (a float copy costs the model's size)."""
     return read_qdq(model, weights=False, where=where)[1]
@@ -184,7 +193,8 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             channel = _channel_axis(readers.get(node.output[0], []), tuple(inits[source].dims))
             e = _encoding(node, inits, inits[source].data_type, channel, constants, tuple(inits[source].dims))
             if weights:
-                values = sliced("dequantize", e, external_data.array(inits[source]), np.float32)
+                grid = _stored_grid(e, inits[source].data_type)
+                values = sliced("dequantize", grid, external_data.array(inits[source]), np.float32)
                 large = scratch is not None and values.nbytes >= external_data.LAZY_BYTES
                 new_inits[source] = (
                     spilled(values, node.output[0], scratch) if large else numpy_helper.from_array(values, node.output[0])  # type: ignore[arg-type]

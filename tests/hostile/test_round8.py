@@ -1,0 +1,64 @@
+"""Round 8 (helper-63): QDQ models other tools write, read by export and convert. Every export written with exit 0
+must compute what the QDQ model computes (QOperator to the bit, the stripped float model within the grid it
+drops), and a model whose Q/DQ nodes qtool cannot read is one line naming it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from hostile_env import Workspace
+from onnx import TensorProto, helper, numpy_helper
+
+RNG = np.random.default_rng(8)
+X = RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)
+
+
+def _qdq(name: str, scale: float, zp: np.ndarray) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Q then DQ of `name` into `name`_dq."""
+    inits = [numpy_helper.from_array(np.float32(scale), f"{name}_s"), numpy_helper.from_array(zp, f"{name}_z")]
+    nodes = [helper.make_node("QuantizeLinear", [name, f"{name}_s", f"{name}_z"], [f"{name}_q"], name=f"{name}_Q"),
+             helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [f"{name}_dq"],
+                              name=f"{name}_DQ")]  # fmt: skip
+    return nodes, inits
+
+
+def conv_qdq(weight_zp: int = 2, weight_type: type = np.int8) -> onnx.ModelProto:
+    """x -> Q/DQ -> Conv(W from a DQ with `weight_zp`) -> Q/DQ -> y, as onnxruntime's quantize_static writes it."""
+    w_q = RNG.integers(-100, 100, (4, 3, 3, 3)).astype(weight_type)
+    inits = [numpy_helper.from_array(w_q, "W_q"), numpy_helper.from_array(np.float32(0.01), "W_s"),
+             numpy_helper.from_array(np.array(weight_zp, weight_type), "W_z")]  # fmt: skip
+    nodes = [helper.make_node("DequantizeLinear", ["W_q", "W_s", "W_z"], ["W"], name="W_DQ")]
+    for name, scale in (("x", 0.03), ("c", 0.05)):
+        n, i = _qdq(name, scale, np.array(0, np.int8))
+        nodes, inits = nodes + n, inits + i
+    nodes.insert(3, helper.make_node("Conv", ["x_dq", "W"], ["c"], name="conv"))
+    nodes[-1].output[0] = "y"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+
+
+def _run(path) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": X})[0]
+
+
+def test_an_asymmetric_int8_weight_is_dequantized_on_its_own_grid(tmp_path) -> None:
+    """onnxruntime's quantize_static(WeightSymmetric=False) stores int8 weights with a zero point (2, 17): read as
+    qtool's unsigned grid (zero point + 128), every weight was 128 steps off, and export's stripped, fp16 and
+    qoperator models and convert's float model were written (exit 0) computing something else (35 on outputs of 4)."""
+    ws = Workspace(tmp_path)
+    onnx.save(conv_qdq(), str(tmp_path / "q.onnx"))
+    ref = _run(tmp_path / "q.onnx")
+    result = ws.run("export", "-i", tmp_path / "q.onnx", "-o", tmp_path / "e", "--format", "qoperator",
+                    "--format", "stripped")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    np.testing.assert_array_equal(_run(tmp_path / "e" / "q.qoperator.onnx"), ref)
+    q = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "q.onnx")).graph.initializer}
+    stripped = onnx.load(str(tmp_path / "e" / "q.stripped.onnx"))
+    w = {i.name: numpy_helper.to_array(i) for i in stripped.graph.initializer}["W"]
+    np.testing.assert_allclose(w, (q["W_q"].astype(np.float32) - 2) * np.float32(0.01), rtol=1e-6)
+    np.testing.assert_allclose(np.abs(_run(tmp_path / "e" / "q.stripped.onnx") - ref).max(), 0, atol=0.2)
+    result = ws.run("convert", "-i", tmp_path / "q.onnx", "-o", tmp_path / "c.onnx")
+    assert result.exit_code == 0, result.stderr
+    assert np.abs(_run(tmp_path / "c.onnx") - ref).max() < 0.2

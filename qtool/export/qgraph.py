@@ -22,6 +22,7 @@ from onnx import helper, numpy_helper
 from qtool.encoding import Encoding
 from qtool.graph.names import FreshNames
 from qtool.io.encodings import Encodings
+from qtool.quant import blocks
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.qdq import storage_type
 
@@ -138,9 +139,14 @@ class QGraph:
         """Scale and zero-point initializers of `t`'s grid (named after `t`, as the QDQ writer does)."""
         if t not in self.qparams_of:
             e = self.enc[t]
-            shape = (len(e.scale),) if e.axis is not None else ()
-            scale = self.const(f"{t}_scale", e.scale_array().astype(np.float32).reshape(shape))
-            zero_point = self.const(f"{t}_zero_point", e.zero_point().astype(self.int_type(t)).reshape(shape))
+            scale, zp = e.scale_array().astype(np.float32), e.zero_point().astype(self.int_type(t))
+            if _axis(e).get("block_size"):  # a per-block weight: its DequantizeLinear's blocked layout (qdq.py's)
+                shape = self.facts.array(t).shape
+                scale, zp = blocks.onnx_array(scale, e, shape), blocks.onnx_array(zp, e, shape)
+            else:
+                shape = (len(e.scale),) if e.axis is not None else ()
+                scale, zp = scale.reshape(shape), zp.reshape(shape)
+            scale, zero_point = self.const(f"{t}_scale", scale), self.const(f"{t}_zero_point", zp)
             self.qparams_of[t] = (scale, zero_point)
         return self.qparams_of[t]
 
@@ -235,4 +241,7 @@ def _integer_clamps(e: Encoding, lo: np.ndarray, hi: np.ndarray) -> list[tuple[s
 
 
 def _axis(e: Encoding) -> dict[str, int]:
+    """Per-block weights were written as per-channel ones with a scale per block: onnxruntime refused the model."""
+    if e.blocks is not None and e.blocks.axis is not None:
+        return {"axis": e.blocks.axis, "block_size": e.blocks.size}
     return {"axis": e.axis} if e.axis is not None else {}

@@ -62,3 +62,36 @@ def test_an_asymmetric_int8_weight_is_dequantized_on_its_own_grid(tmp_path) -> N
     result = ws.run("convert", "-i", tmp_path / "q.onnx", "-o", tmp_path / "c.onnx")
     assert result.exit_code == 0, result.stderr
     assert np.abs(_run(tmp_path / "c.onnx") - ref).max() < 0.2
+
+
+def blocked_matmul_qdq() -> onnx.ModelProto:
+    """x[1, 64] -> Q/DQ -> MatMul(W: int4 [64, 8] in blocks of 32 along its inputs) -> Q/DQ -> y."""
+    import ml_dtypes
+
+    w_q = RNG.integers(-8, 8, (64, 8)).astype(ml_dtypes.int4)
+    inits = [numpy_helper.from_array(w_q, "W_q"),
+             numpy_helper.from_array(RNG.uniform(0.01, 0.03, (2, 8)).astype(np.float32), "W_s")]  # fmt: skip
+    nodes = [helper.make_node("DequantizeLinear", ["W_q", "W_s"], ["W"], name="W_DQ", axis=0, block_size=32)]
+    for name, scale in (("x", 0.03), ("m", 0.05)):
+        n, i = _qdq(name, scale, np.array(0, np.int8))
+        nodes, inits = nodes + n, inits + i
+    nodes.insert(3, helper.make_node("MatMul", ["x_dq", "W"], ["m"], name="mm"))
+    nodes[-1].output[0] = "y"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+
+
+def test_a_per_block_weight_exported_as_qoperator_keeps_its_blocks(tmp_path) -> None:
+    """The QOperator model's DequantizeLinear of a 4-bit per-block weight (qtool's --weights_block_size, or
+    another tool's) was written per-channel, axis 1 with a scale per block: exit 0, and onnxruntime refused it
+    ('For per axis quantization, scale must be 1D tensor with size 8')."""
+    ws = Workspace(tmp_path)
+    onnx.save(blocked_matmul_qdq(), str(tmp_path / "q.onnx"))
+    x = {"x": RNG.standard_normal((1, 64)).astype(np.float32)}
+    ref = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    result = ws.run("export", "-i", tmp_path / "q.onnx", "-o", tmp_path / "e", "--format", "qoperator")
+    assert result.exit_code == 0, result.stderr
+    out = tmp_path / "e" / "q.qoperator.onnx"
+    np.testing.assert_array_equal(ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, x)[0], ref)
+

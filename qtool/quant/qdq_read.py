@@ -90,9 +90,13 @@ def _checked(node: onnx.NodeProto, scale: np.ndarray, zp: np.ndarray, shape: tup
         raise ModelError(f"{what}: scale {quoted(node.input[1])} holds no value, or values that are not finite and positive")
     if len(node.input) > 2 and node.input[2] and zp.size != scale.size:
         raise ModelError(f"{what}: zero point shape {list(zp.shape)} is not the scale's {list(scale.shape)}")
-    if shape is None or scale.size <= 1:
+    if shape is None:
         return
     axis, size = _attr_axis(node), _block_size(node)
+    if size > 0 and scale.ndim and -len(shape) <= axis < len(shape) and shape[axis] % size:  # ONNX allows a short last block
+        raise ModelError(f"{what}: block_size {size} does not divide the {shape[axis]} values along axis {axis}: qtool reads whole blocks only")
+    if scale.size <= 1:
+        return
     if not -len(shape) <= axis < len(shape):
         raise ModelError(f"{what}: axis {axis} is outside its {len(shape)}-D tensor")
     dim = shape[axis]

@@ -120,6 +120,10 @@ def _encoding(
     zp = (_value(zp_name, inits, constants, f"the zero point of {node.op_type} {quoted(node.name)}").astype(np.int64)
           if zp_name else np.zeros(scale.shape, np.int64))  # fmt: skip
     _checked(node, scale, zp, shape)
+    ends = np.abs(np.stack([-(2 ** (bitwidth - 1)) * signed - zp, 2 ** (bitwidth - signed) - 1 - zp]) * scale)
+    if ends.max() > float(np.finfo(np.float32).max):  # dequantized to inf: stripped and fp16 models of NaN, exit 0
+        raise ModelError(f"{node.op_type} {quoted(node.name or node.output[0])}: scale {quoted(node.input[1])} "
+                         f"({scale.max():g}) makes a grid past float32's range (3.4e38)")  # fmt: skip
     layout = _blocked(node, scale, zp, channel) if _block_size(node) > 0 and scale.ndim > 0 else None
     scale, zp = (layout[0], layout[1]) if layout else (scale.ravel(), zp.ravel())
     shift = 2 ** (bitwidth - 1) if signed else 0

@@ -109,3 +109,18 @@ def test_a_block_size_that_does_not_divide_the_weight_is_one_line_naming_the_nod
                  ["convert", "-i", tmp_path / "q.onnx", "-o", tmp_path / "c.onnx"],
                  ["inspect", tmp_path / "q.onnx"]):  # fmt: skip
         assert_refused(ws, before, ws.run(*args), 3, "q.onnx", "'W_DQ'", "block_size 48")
+
+
+def test_a_scale_whose_grid_is_past_float32_is_refused_naming_the_node(tmp_path) -> None:
+    """A weight scale of 1e37 is finite, but 127 steps of it are not a float32: export wrote stripped and fp16
+    models of inf and NaN weights (exit 0, numpy's overflow warning on stderr), and an activation's encodings
+    file with a range (-1.3e39) qtool's own encodings reader refuses."""
+    ws = Workspace(tmp_path)
+    for name in ("W_s", "c_s"):
+        model = conv_qdq(weight_zp=0)
+        next(i for i in model.graph.initializer if i.name == name).CopyFrom(numpy_helper.from_array(np.float32(1e37), name))
+        onnx.save(model, str(tmp_path / "q.onnx"))
+        before = ws.snapshot()
+        for args in (["export", "-i", tmp_path / "q.onnx", "-o", tmp_path / "e", "--format", "stripped",
+                      "--format", "encodings"], ["convert", "-i", tmp_path / "q.onnx", "-o", tmp_path / "c.onnx"]):  # fmt: skip
+            assert_refused(ws, before, ws.run(*args), 3, "q.onnx", f"'{name}'", "past float32")

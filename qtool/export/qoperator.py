@@ -48,9 +48,9 @@ def _convert_nodes(g: QGraph, graph: onnx.GraphProto) -> None:
 def _assemble(model: onnx.ModelProto, g: QGraph) -> None:
     graph = model.graph
     included = {i.name for i in g.inits}
-    needed = body_reads(g.nodes) - included - set(g.enc)
-    g.inits.extend(i for i in graph.initializer if i.name in needed)
     produced = {o for n in g.nodes for o in n.output}
+    needed = body_reads(g.nodes) - included - produced  # a weight only a body reads stays float, as it was read
+    g.inits.extend(i for i in graph.initializer if i.name in needed)
     kept_info = [v for v in graph.value_info if v.name in produced]
     kept_inputs = [v for v in graph.input if v.name not in g.facts.initializers]
     for field, items in ((graph.node, g.nodes), (graph.initializer, g.inits)):

@@ -124,3 +124,27 @@ def test_a_scale_whose_grid_is_past_float32_is_refused_naming_the_node(tmp_path)
         for args in (["export", "-i", tmp_path / "q.onnx", "-o", tmp_path / "e", "--format", "stripped",
                       "--format", "encodings"], ["convert", "-i", tmp_path / "q.onnx", "-o", tmp_path / "c.onnx"]):  # fmt: skip
             assert_refused(ws, before, ws.run(*args), 3, "q.onnx", f"'{name}'", "past float32")
+
+
+def test_a_weight_only_an_if_branch_reads_is_kept_in_the_qoperator_model(tmp_path) -> None:
+    """y = If(cond, x @ W, -x) with W dequantized outside the If: the QOperator writer left out every weight
+    with an encoding that no top-level node read, so nothing defined W and the export failed ('onnxruntime
+    cannot load it: ... must be topologically sorted, however input 'W' ...') on a model onnxruntime runs."""
+    w_q = numpy_helper.from_array(np.arange(16, dtype=np.int8).reshape(4, 4), "W_q")
+    scale, zp = numpy_helper.from_array(np.float32(0.1), "W_s"), numpy_helper.from_array(np.int8(3), "W_z")
+    out = {b: helper.make_tensor_value_info(f"{b}_out", TensorProto.FLOAT, [1, 4]) for b in ("then", "else")}
+    then = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["then_out"])], "then", [], [out["then"]])
+    other = helper.make_graph([helper.make_node("Neg", ["x"], ["else_out"])], "else", [], [out["else"]])
+    nodes = [helper.make_node("DequantizeLinear", ["W_q", "W_s", "W_z"], ["W"], name="W_DQ"),
+             helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then, else_branch=other)]  # fmt: skip
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+              helper.make_tensor_value_info("cond", TensorProto.BOOL, [])]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [w_q, scale, zp])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), str(tmp_path / "q.onnx"))
+    feeds = {"x": np.array([[1.0, -2.0, 0.3, 4.0]], np.float32), "cond": np.array(True)}
+    ref = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    result = Workspace(tmp_path).run("export", "-i", tmp_path / "q.onnx", "-o", tmp_path / "e", "--format", "qoperator")
+    assert result.exit_code == 0, result.stderr
+    session = ort.InferenceSession(str(tmp_path / "e" / "q.qoperator.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, feeds)[0], ref)

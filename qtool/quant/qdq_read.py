@@ -144,6 +144,17 @@ def _stored_grid(e: Encoding, int_type: int) -> Encoding:
     return dataclasses.replace(e, offset=tuple(o + 2 ** (bitwidth - 1) for o in e.offset))
 
 
+def _pair_encoding(q_node: onnx.NodeProto, dq: onnx.NodeProto, inits: dict[str, onnx.TensorProto], constants: Constants) -> Encoding:
+    """The one grid a Q -> DQ pair quantizes to. Q and DQ of different scales or zero points rescale: read as the DQ's
+    grid alone, export's stripped and QOperator models computed something else (2.4 on outputs of 4.5), with exit 0."""
+    int_type = _q_output_type(q_node, inits, constants)
+    e, q = (_encoding(n, inits, int_type, None, constants) for n in (dq, q_node))
+    if (q.scale, q.offset, q.axis) != (e.scale, e.offset, e.axis):
+        raise ModelError(f"QuantizeLinear {quoted(q_node.name or q_node.output[0])} and DequantizeLinear "
+                         f"{quoted(dq.name or dq.output[0])} after it use different scales or zero points: qtool reads a pair as one grid")  # fmt: skip
+    return e
+
+
 def qdq_encodings(model: onnx.ModelProto, where: str | None = None) -> Encodings:
     """The encodings of a QDQ model, without dequantizing its weights (a float copy costs the model's size)."""
     return read_qdq(model, weights=False, where=where)[1]
@@ -213,7 +224,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
         q_node = producers.get(source)
         if q_node is None or q_node.op_type != "QuantizeLinear":
             continue
-        e = _encoding(node, inits, _q_output_type(q_node, inits, constants), None, constants)
+        e = _pair_encoding(q_node, node, inits, constants)
         x, y = q_node.input[0], node.output[0]
         if _folded_relu(e, producers.get(x)):
             name = _relu_back(node, producers[x], x, alone=len(readers[x]) == 1 and not {x, y} & outputs)

@@ -148,3 +148,19 @@ def test_a_weight_only_an_if_branch_reads_is_kept_in_the_qoperator_model(tmp_pat
     assert result.exit_code == 0, result.stderr
     session = ort.InferenceSession(str(tmp_path / "e" / "q.qoperator.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(session.run(None, feeds)[0], ref)
+
+
+def test_a_quantize_dequantize_pair_of_two_grids_is_refused_naming_both(tmp_path) -> None:
+    """Q on scale 0.05 then DQ on 0.09 (or another zero point) rescales by 1.8: read as the DQ's grid alone, the
+    stripped and QOperator models were written with exit 0 and differed from the QDQ model by 2.4 on outputs of 4.5."""
+    ws = Workspace(tmp_path)
+    for name, value in (("c_s", np.float32(0.09)), ("c_z", np.int8(20))):
+        model = conv_qdq(weight_zp=0)
+        model.graph.initializer.append(numpy_helper.from_array(value, f"{name}_b"))
+        dq = next(n for n in model.graph.node if n.name == "c_DQ")
+        dq.input[list(dq.input).index(name)] = f"{name}_b"
+        onnx.save(model, str(tmp_path / "q.onnx"))
+        before = ws.snapshot()
+        for args in (["export", "-i", tmp_path / "q.onnx", "-o", tmp_path / "e", "--format", "qoperator",
+                      "--format", "stripped"], ["convert", "-i", tmp_path / "q.onnx", "-o", tmp_path / "c.onnx"]):  # fmt: skip
+            assert_refused(ws, before, ws.run(*args), 3, "q.onnx", "'c_Q'", "'c_DQ'", "different scales")

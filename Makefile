@@ -485,7 +485,8 @@ OUT := build/demo
 # 20951 -> 20955: a blocked DequantizeLinear whose block_size leaves a short last block is a model error, not an internal one (helper-63)
 # 20955 -> 20959: a QDQ model's scale whose grid is past float32 (dequantized to inf) is a model error (helper-63)
 # 20959 -> 20970: a Q -> DQ pair of two grids (a rescale) is a model error, not read as the DQ's grid alone (helper-63)
-LINE_BUDGET := 20970
+# 20970 -> 20978: a float16 QDQ model's weights are dequantized to float16, the type its DequantizeLinear gives (helper-63)
+LINE_BUDGET := 20978
 
 .PHONY: demo test lint venv bench clean golden
 

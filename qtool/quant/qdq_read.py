@@ -144,6 +144,14 @@ def _stored_grid(e: Encoding, int_type: int) -> Encoding:
     return dataclasses.replace(e, offset=tuple(o + 2 ** (bitwidth - 1) for o in e.offset))
 
 
+def _scale_type(dq: onnx.NodeProto, inits: dict[str, onnx.TensorProto], constants: Constants) -> type:
+    """DequantizeLinear gives its scale's type: a float16 model's weights dequantized to float32 made a stripped
+    model onnxruntime refused (Conv's inputs of two types), written with exit 0."""
+    scale = inits.get(dq.input[1])
+    half = scale.data_type == TensorProto.FLOAT16 if scale is not None else constants[dq.input[1]].dtype == np.float16
+    return np.float16 if half else np.float32
+
+
 def _pair_encoding(q_node: onnx.NodeProto, dq: onnx.NodeProto, inits: dict[str, onnx.TensorProto], constants: Constants) -> Encoding:
     """The one grid a Q -> DQ pair quantizes to. Q and DQ of different scales or zero points rescale: read as the DQ's
     grid alone, export's stripped and QOperator models computed something else (2.4 on outputs of 4.5), with exit 0."""
@@ -213,7 +221,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             e = _encoding(node, inits, inits[source].data_type, channel, constants, tuple(inits[source].dims))
             if weights:
                 grid = _stored_grid(e, inits[source].data_type)
-                values = sliced("dequantize", grid, external_data.array(inits[source]), np.float32)
+                values = sliced("dequantize", grid, external_data.array(inits[source]), _scale_type(node, inits, constants))
                 large = scratch is not None and values.nbytes >= external_data.LAZY_BYTES
                 new_inits[source] = (
                     spilled(values, node.output[0], scratch) if large else numpy_helper.from_array(values, node.output[0])  # type: ignore[arg-type]

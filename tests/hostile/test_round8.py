@@ -164,3 +164,22 @@ def test_a_quantize_dequantize_pair_of_two_grids_is_refused_naming_both(tmp_path
         for args in (["export", "-i", tmp_path / "q.onnx", "-o", tmp_path / "e", "--format", "qoperator",
                       "--format", "stripped"], ["convert", "-i", tmp_path / "q.onnx", "-o", tmp_path / "c.onnx"]):  # fmt: skip
             assert_refused(ws, before, ws.run(*args), 3, "q.onnx", "'c_Q'", "'c_DQ'", "different scales")
+
+
+def test_a_float16_qdq_model_s_stripped_export_keeps_its_weights_float16(tmp_path) -> None:
+    """A float16 model's DequantizeLinear has a float16 scale and gives float16: its weights were dequantized to
+    float32, and the stripped model (exit 0) was one onnxruntime refused: Conv's x float16, W float32."""
+    model = conv_qdq(weight_zp=0)
+    for init in model.graph.initializer:
+        if init.data_type == TensorProto.FLOAT:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    onnx.save(model, str(tmp_path / "q.onnx"))
+    x = {"x": X.astype(np.float16)}
+    ref = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    result = Workspace(tmp_path).run("export", "-i", tmp_path / "q.onnx", "-o", tmp_path / "e", "--format", "stripped")
+    assert result.exit_code == 0, result.stderr
+    out = ort.InferenceSession(str(tmp_path / "e" / "q.stripped.onnx"), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    inside = (out > -6.4) & (out < 6.35)  # c's grid: the QDQ model clips there, the float one does not
+    assert np.abs(out - ref)[inside].max() < 0.25  # the two grids it drops (x: 0.03, c: 0.05)

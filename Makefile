@@ -486,7 +486,8 @@ OUT := build/demo
 # 20955 -> 20959: a QDQ model's scale whose grid is past float32 (dequantized to inf) is a model error (helper-63)
 # 20959 -> 20970: a Q -> DQ pair of two grids (a rescale) is a model error, not read as the DQ's grid alone (helper-63)
 # 20970 -> 20978: a float16 QDQ model's weights are dequantized to float16, the type its DequantizeLinear gives (helper-63)
-LINE_BUDGET := 20978
+# 20978 -> 20984: export qoperator says in one line that a float16 QDQ model has no QOperator form (helper-63)
+LINE_BUDGET := 20984
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -23,11 +23,13 @@ import logging
 import onnx
 
 from qtool import runtime
+from qtool.errors import ModelError
 from qtool.export.job import ExportJob, Files
 from qtool.export.qgraph import MS_DOMAIN, QGraph, body_reads
 from qtool.export.qlinear import QLINEAR
 from qtool.graph import model as gm
 from qtool.io.encodings import Encodings
+from qtool.io.files import quoted
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +65,15 @@ def _assemble(model: onnx.ModelProto, g: QGraph) -> None:
         model.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
 
 
-def to_qoperator(stripped: onnx.ModelProto, found: Encodings) -> onnx.ModelProto:
+def to_qoperator(stripped: onnx.ModelProto, found: Encodings, where: str | None = None) -> onnx.ModelProto:
     """A new QOperator model; `stripped` is not modified."""
     model = onnx.ModelProto()
     model.CopyFrom(stripped)
     g = QGraph(model, found, gm.default_opset(model))
+    half = sorted(t for t in g.enc if g.facts.elem_types.get(t) == onnx.TensorProto.FLOAT16)
+    if half:  # onnxruntime's load error said it in C++ type-parameter terms
+        raise ModelError(f"qoperator: {quoted(half[0])} is a float16 tensor on an integer grid, and QLinear ops take "
+                         "float32 scales: export qdq or stripped", where=where)  # fmt: skip
     _convert_nodes(g, model.graph)
     logger.info("qoperator: %d QLinear ops among %d nodes", g.qlinear_count, len(g.nodes))
     _assemble(model, g)
@@ -75,6 +81,6 @@ def to_qoperator(stripped: onnx.ModelProto, found: Encodings) -> onnx.ModelProto
 
 
 def export(job: ExportJob) -> Files:
-    model = to_qoperator(job.stripped, job.found)
+    model = to_qoperator(job.stripped, job.found, job.where)
     runtime.session(model, 1, f"{job.where} (qoperator export)")
     return {job.file(".qoperator.onnx"): model}

@@ -183,3 +183,20 @@ def test_a_float16_qdq_model_s_stripped_export_keeps_its_weights_float16(tmp_pat
     out = ort.InferenceSession(str(tmp_path / "e" / "q.stripped.onnx"), providers=["CPUExecutionProvider"]).run(None, x)[0]
     inside = (out > -6.4) & (out < 6.35)  # c's grid: the QDQ model clips there, the float one does not
     assert np.abs(out - ref)[inside].max() < 0.25  # the two grids it drops (x: 0.03, c: 0.05)
+
+
+def test_a_float16_qdq_model_has_no_qoperator_form_said_in_one_line(tmp_path) -> None:
+    """QLinear ops take float32 scales: the QOperator writer built a model of float16 Q/DQ on float32 scales and
+    refused it with onnxruntime's load error ('Type parameter (T1) of Optype (QuantizeLinear) bound to ...')."""
+    model = conv_qdq(weight_zp=0)
+    for init in model.graph.initializer:
+        if init.data_type == TensorProto.FLOAT:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    onnx.save(model, str(tmp_path / "q.onnx"))
+    ws = Workspace(tmp_path)
+    before = ws.snapshot()
+    result = ws.run("export", "-i", tmp_path / "q.onnx", "-o", tmp_path / "e", "--format", "qoperator")
+    line = assert_refused(ws, before, result, 3, "q.onnx", "float16", "qoperator")
+    assert "onnxruntime" not in line

@@ -133,7 +133,8 @@ class QGraph:
     # --- the two ways a tensor is held -----------------------------------------------------
     def int_type(self, t: str) -> type:
         """Weights are stored unpacked (4-bit in int8, as QNN); activations on their own grid type."""
-        return storage_type(self.enc[t], packed=t not in self.facts.initializers)
+        e = self.enc[t]  # blocked int8 weights: onnxruntime 1.32 fuses DQ, DQ, MatMul into a MatMulIntegerToFloat that
+        return storage_type(e, packed=t not in self.facts.initializers or e.blocks is not None)  # drops the blocks
 
     def qparams(self, t: str) -> tuple[str, str]:
         """Scale and zero-point initializers of `t`'s grid (named after `t`, as the QDQ writer does)."""

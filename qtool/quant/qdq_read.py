@@ -144,6 +144,15 @@ def _stored_grid(e: Encoding, int_type: int) -> Encoding:
     return dataclasses.replace(e, offset=tuple(o + 2 ** (bitwidth - 1) for o in e.offset))
 
 
+def _check_block_axis(dq: onnx.NodeProto, readers: list[tuple[onnx.NodeProto, int]], rank: int) -> None:
+    """Blocks along another axis than qtool's (a MatMul weight's outputs) were read as qtool's, the grid moved to
+    other weights: re-quantized from the export's 1.0.0 encodings (no block axis there), other numbers."""
+    wanted = {blocks.block_axis(n, i, rank) for n, i in readers} - {None}
+    if _block_size(dq) and wanted and _attr_axis(dq) % rank not in wanted:
+        raise ModelError(f"{dq.op_type} {quoted(dq.name or dq.output[0])}: its blocks run along axis {_attr_axis(dq)}; "
+                         f"qtool reads this weight's blocks along axis {min(wanted)}, its inputs")  # fmt: skip
+
+
 def _scale_type(dq: onnx.NodeProto, inits: dict[str, onnx.TensorProto], constants: Constants) -> type:
     """DequantizeLinear gives its scale's type: a float16 model's weights dequantized to float32 made a stripped
     model onnxruntime refused (Conv's inputs of two types), written with exit 0."""
@@ -219,6 +228,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
         if source in inits:
             channel = _channel_axis(readers.get(node.output[0], []), tuple(inits[source].dims))
             e = _encoding(node, inits, inits[source].data_type, channel, constants, tuple(inits[source].dims))
+            _check_block_axis(node, readers.get(node.output[0], []), len(inits[source].dims))
             if weights:
                 grid = _stored_grid(e, inits[source].data_type)
                 values = sliced("dequantize", grid, external_data.array(inits[source]), _scale_type(node, inits, constants))

@@ -222,3 +222,21 @@ def test_a_qoperator_model_with_blocked_weights_and_zero_points_runs(tmp_path) -
     out = tmp_path / "e" / "q.qoperator.onnx"
     np.testing.assert_allclose(ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, x)[0], ref,
                                rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_blocks_along_a_weight_s_output_channels_are_refused_naming_the_node(tmp_path) -> None:
+    """A MatMul weight [64, 8] blocked along axis 1 (its outputs; ONNX allows it): read as qtool's blocks, which run
+    along the inputs, the grid moved to other weights, and re-quantizing the export's stripped model with its 1.0.0
+    encodings (which hold no block axis) wrote a model of other numbers; the QOperator model failed at its first run."""
+    model = blocked_matmul_qdq()
+    dq = model.graph.node[0]
+    next(a for a in dq.attribute if a.name == "axis").i = 1
+    next(a for a in dq.attribute if a.name == "block_size").i = 8
+    next(i for i in model.graph.initializer if i.name == "W_s").CopyFrom(
+        numpy_helper.from_array(RNG.uniform(0.01, 0.03, (64, 1)).astype(np.float32), "W_s"))  # fmt: skip
+    onnx.save(model, str(tmp_path / "q.onnx"))
+    ws = Workspace(tmp_path)
+    before = ws.snapshot()
+    for args in (["export", "-i", tmp_path / "q.onnx", "-o", tmp_path / "e", "--format", "stripped", "--format",
+                  "encodings", "--encodings_format", "1.0.0"], ["convert", "-i", tmp_path / "q.onnx", "-o", tmp_path / "c.onnx"]):  # fmt: skip
+        assert_refused(ws, before, ws.run(*args), 3, "q.onnx", "'W_DQ'", "blocks run along axis 1")

@@ -252,16 +252,26 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             continue
         name = y if y in outputs else x
         found.activations[name] = e
-        if y in outputs:
+        if y in outputs and (x not in producers or x in outputs):  # no node's output to rename into y
+            _identity(node, x)
+        elif y in outputs:
             rename[x] = y
         else:
             rename[y] = x
-        drop.update((id(node), id(q_node)))
+        drop.update((id(q_node),) if node.op_type == "Identity" else (id(node), id(q_node)))
     _rebuild(graph, drop, rename, new_inits, model.graph.initializer)
     _lpbq_back(out, found)
     _narrow_back(out, found)
     _floats_back(out, found)
     return out, found
+
+
+def _identity(dq: onnx.NodeProto, x: str) -> None:
+    """The pair's DequantizeLinear as Identity(x): a graph input (or output) Q/DQ'd straight into a graph output
+    kept no node making that output, and the stripped and fp16 models were invalid, written with exit 0."""
+    dq.op_type, dq.domain = "Identity", ""
+    dq.input[:] = [x]
+    del dq.attribute[:]
 
 
 def _folded_relu(e: Encoding, producer: onnx.NodeProto | None) -> bool:

@@ -240,3 +240,27 @@ def test_blocks_along_a_weight_s_output_channels_are_refused_naming_the_node(tmp
     for args in (["export", "-i", tmp_path / "q.onnx", "-o", tmp_path / "e", "--format", "stripped", "--format",
                   "encodings", "--encodings_format", "1.0.0"], ["convert", "-i", tmp_path / "q.onnx", "-o", tmp_path / "c.onnx"]):  # fmt: skip
         assert_refused(ws, before, ws.run(*args), 3, "q.onnx", "'W_DQ'", "blocks run along axis 1")
+
+
+def test_a_graph_input_quantized_straight_into_a_graph_output_keeps_that_output(tmp_path) -> None:
+    """x -> Q -> DQ -> y with x a graph input and y a graph output: dropping the pair renamed x's readers to y,
+    and nothing made y: export's stripped and fp16 models were invalid (written with exit 0), qoperator was an
+    internal error and convert failed onnx.checker."""
+    inits = [numpy_helper.from_array(np.float32(0.05), "s"), numpy_helper.from_array(np.uint8(128), "z")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="Q"),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="DQ"),
+             helper.make_node("Relu", ["y"], ["r"], name="relu")]  # fmt: skip
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("y", "r")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], outputs, inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), str(tmp_path / "q.onnx"))
+    x = {"x": np.array([[1.0, -2.0, 0.31, 4.0]], np.float32)}
+    ref = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, x)
+    ws = Workspace(tmp_path)
+    result = ws.run("export", "-i", tmp_path / "q.onnx", "-o", tmp_path / "e", "--format", "stripped",
+                    "--format", "fp16", "--format", "qoperator")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    for kind, atol in (("qoperator", 0), ("stripped", 0.025), ("fp16", 0.025)):
+        session = ort.InferenceSession(str(tmp_path / "e" / f"q.{kind}.onnx"), providers=["CPUExecutionProvider"])
+        for got, want in zip(session.run(None, x), ref, strict=True):
+            np.testing.assert_allclose(got.astype(np.float32), want, atol=atol + 1e-3)
+    assert ws.run("convert", "-i", tmp_path / "q.onnx", "-o", tmp_path / "c.onnx").exit_code == 0

@@ -78,7 +78,8 @@ def _change(model: onnx.ModelProto, source: int, target: int, kept: set[str]) ->
         _convert_attributes(node, source, target)
     _retype(graph.value_info, kept, source, target)
     inputs = [v.name for v in graph.input if v.type.tensor_type.elem_type == source and v.name not in kept]
-    outputs = [v.name for v in graph.output if v.type.tensor_type.elem_type == source]
+    passed = {v.name for v in graph.input}  # an input that is an output too: its Cast back redefined the input
+    outputs = [v.name for v in graph.output if v.type.tensor_type.elem_type == source and v.name not in passed]
     suffix, back = ("fp16", "fp32") if target == _FP16 else ("fp32", "fp16")
     # a converted model's own boundary Cast already writes `images_fp32`: converted again, a second would too
     fresh = FreshNames(name for node in graph.node for name in (*node.input, *node.output))

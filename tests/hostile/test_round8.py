@@ -264,3 +264,18 @@ def test_a_graph_input_quantized_straight_into_a_graph_output_keeps_that_output(
         for got, want in zip(session.run(None, x), ref, strict=True):
             np.testing.assert_allclose(got.astype(np.float32), want, atol=atol + 1e-3)
     assert ws.run("convert", "-i", tmp_path / "q.onnx", "-o", tmp_path / "c.onnx").exit_code == 0
+
+
+def test_a_graph_input_that_is_also_an_output_survives_float16(tmp_path) -> None:
+    """r = Relu(x) with x listed as an output too (passed through): the float16 rewrite Cast r and x back to
+    float32, the second redefining the input x, and `convert --float_bitwidth 16` (and export's fp16) wrote,
+    with exit 0, a model onnxruntime refused ('Duplicate definition of name (x)')."""
+    values = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "r")]
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"], name="relu")], "g", values[:1], values[::-1])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "f.onnx"))
+    result = Workspace(tmp_path).run("convert", "-i", tmp_path / "f.onnx", "-o", tmp_path / "h.onnx", "--float_bitwidth", "16")
+    assert result.exit_code == 0, result.stderr
+    x = np.array([[1.0, -2.0, 0.5, 3.0]], np.float32)
+    r, passed = ort.InferenceSession(str(tmp_path / "h.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_array_equal(r, np.maximum(x, 0))
+    np.testing.assert_array_equal(passed, x)

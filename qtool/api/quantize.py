@@ -237,8 +237,9 @@ def _per_channel_residual(o: QuantizeOptions, model: onnx.ModelProto, samples: I
 def _warn_growing(observers: dict, input_list: InputList | None, facts: GraphFacts) -> None:
     """Only a model that carries state along a stream: in one of independent samples a running maximum grows by
     chance (a captcha CRNN's 775 tensors, 4 samples a quarter: the tensors named changed with the list's order)."""
-    grown = {n: r for n, r in accumulating_ranges(observers, facts.state_inputs()).items() if not observers[n].stays_float}
-    if grown and input_list is not None and facts.carries_state():
+    states = facts.state_inputs()  # carries_state's, once
+    grown = {n: r for n, r in accumulating_ranges(observers, states).items() if not observers[n].stays_float}
+    if grown and input_list is not None and states:
         named = ", ".join(f"{n!r} ({a:.4g} -> {b:.4g})" for n, (a, b) in list(grown.items())[:3])
         more = f" and {len(grown) - 3} more" if len(grown) > 3 else ""
         logger.warning("%s: the range of %s%s grew over every quarter of the list: a state that accumulates along a "

@@ -89,19 +89,28 @@ def _made_size(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto], sizes
 
 
 def _constant(node: onnx.NodeProto) -> onnx.TensorProto | None:
-    """The tensor a Constant node makes, from whichever value attribute it has (a sparse or string one: None)."""
-    if len(node.attribute) != 1:
-        return None
-    attribute = node.attribute[0]
-    if attribute.name == "value":
-        return attribute.t
-    try:
-        value = np.asarray(helper.get_attribute_value(attribute))
-    except (ValueError, TypeError):
-        return None
-    if value.dtype.kind not in "biuf":
+    """The tensor a Constant node makes: its `value` as it is (a large one is not copied into numpy), another value
+    attribute's numbers as float32 or their own integer type (a sparse or string one: None)."""
+    if len(node.attribute) == 1 and node.attribute[0].name == "value":
+        return node.attribute[0].t
+    value = constant_value(node)
+    if value is None:
         return None
     return numpy_helper.from_array(value.astype(np.float32) if value.dtype.kind == "f" else value, node.output[0])
+
+
+def constant_value(node: onnx.NodeProto) -> np.ndarray | None:
+    """The numbers a Constant node makes (from any of its value attributes), else None: another op, a sparse or a
+    string value."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.attribute) != 1:
+        return None
+    attribute = node.attribute[0]
+    try:
+        value = np.asarray(onnx.numpy_helper.to_array(attribute.t) if attribute.name == "value"
+                           else helper.get_attribute_value(attribute))  # fmt: skip
+    except (ValueError, TypeError):
+        return None
+    return value if value.dtype.kind in "biuf" else None
 
 
 def _derived(graph: onnx.GraphProto, tensors: dict[str, onnx.TensorProto],

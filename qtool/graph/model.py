@@ -317,20 +317,6 @@ def branch_ops(model: onnx.ModelProto) -> dict[str, int]:
     return found
 
 
-def constant_value(node: onnx.NodeProto) -> np.ndarray | None:
-    """The numbers a Constant node makes (from any of its value attributes), else None: another op, a sparse or a
-    string value."""
-    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.attribute) != 1:
-        return None
-    attribute = node.attribute[0]
-    try:
-        value = np.asarray(onnx.numpy_helper.to_array(attribute.t) if attribute.name == "value"
-                           else helper.get_attribute_value(attribute))  # fmt: skip
-    except (ValueError, TypeError):
-        return None
-    return value if value.dtype.kind in "biuf" else None
-
-
 def initializer_names(model: onnx.ModelProto) -> set[str]:
     return {i.name for i in model.graph.initializer}
 

@@ -15,7 +15,7 @@ from typing import Any
 import onnx
 
 from qtool.errors import FindingsError
-from qtool.graph import model as gm
+from qtool.graph.constant_size import constant_value
 from qtool.io.encodings import Encodings
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import Observer
@@ -52,7 +52,7 @@ class LintContext:
         if name in self.facts.initializers:
             return self.facts.array(name)
         producer = self.facts.producers.get(name)
-        return gm.constant_value(producer) if producer is not None else None
+        return constant_value(producer) if producer is not None else None
 
 
 def rank(severity: str) -> int:

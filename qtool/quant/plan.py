@@ -321,13 +321,13 @@ def _touches(facts: GraphFacts, tensor: str, op_types: tuple[str, ...]) -> bool:
 
 def plan_activations(
     facts: GraphFacts, observers: dict[str, Observer], overrides: Encodings, o: PlanOptions,
-    tensors: list[str], apart: frozenset[str], sliced: frozenset[str] = frozenset(),
+    tensors: list[str], apart: frozenset[str], sliced: frozenset[str], float_alone: set[str],
 ) -> dict[str, Encoding]:  # fmt: skip
-    """`tensors`: activation_tensors(facts); `apart`, `sliced`: wide_concats and wide_slices over them."""
+    """`tensors`: activation_tensors(facts); `apart`, `sliced`: wide_concats and wide_slices over them (and what
+    kept_apart adds); `float_alone`: _float_alone's, the tensors in no group."""
     kept_float = {n.input[0]: (n, why) for n in facts.model.graph.node if (why := float_input_reason(n, o.target))}
     for node, why in kept_float.values():
         logger.warning("%s %r: input left float: %s", node.op_type, node.name, why)
-    float_alone = _float_alone(facts, overrides)
     groups = activation_groups(facts, [t for t in tensors if t not in float_alone], apart, not o.op_types, sliced)
     # a split Concat's output is integer on its own range, its inputs requantized onto it; one that leaves the
     # model stays float (a detector's scores keep their grid up to the output: nudenet F1 0.20 on one grid)
@@ -638,7 +638,8 @@ def plan_params(
         if bias and wanted(bias):
             weight = params.get(weights[0][1]) if weights else None
             input_enc = activations.get(node.input[0])
-            outs = rules.output_channels(node, facts.array(weights[0][1]).shape, weight.axis) if weight is not None else None
+            dims = tuple(facts.initializers[weights[0][1]].dims) if weight is not None else ()  # no weight values read
+            outs = rules.output_channels(node, dims, weight.axis) if weight is not None else None
             if weight is not None and _int32_bias(bias, input_enc, overrides, o) and weights[0][1] not in overrides.params:
                 weight = params[weights[0][1]] = enc.weight_for_int32_bias(input_enc.scale[0], weight, facts.array(bias), outs)  # type: ignore[union-attr]
             params[bias] = _bias_encoding(bias, facts.array(bias), input_enc, enc.per_output_channel(weight, outs), overrides, o)
@@ -682,9 +683,10 @@ def build_plan(facts: GraphFacts, observers: dict[str, Observer], overrides: Enc
     int32_nodes, overrides = int32_ops(facts, overrides)
     tensors = activation_tensors(facts)  # walks the graph for masks, statistics and GELUs: once a plan
     apart, sliced = wide_concats(facts, observers, tensors), wide_slices(facts, observers, tensors)
-    joinable = [t for t in tensors if t not in _float_alone(facts, overrides)]
+    float_alone = _float_alone(facts, overrides)  # walks the graph for masks: once a plan
+    joinable = [t for t in tensors if t not in float_alone]
     apart, sliced = kept_apart(facts, overrides, joinable, apart, sliced, not o.op_types)
-    activations = plan_activations(facts, observers, overrides, o, tensors, apart, sliced)
+    activations = plan_activations(facts, observers, overrides, o, tensors, apart, sliced, float_alone)
     plan = QuantPlan(activations, plan_params(facts, activations, overrides, o), int32_nodes, split_concats=apart,
                      split_sources=sliced)  # fmt: skip
     plan.carriers = {t: c for n in facts.model.graph.node for t in n.output if (c := facts.squashed_into(t))}

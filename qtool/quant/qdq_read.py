@@ -25,7 +25,7 @@ from qtool import runtime
 from qtool.encoding import Blocks, Encoding
 from qtool.errors import DataError, ModelError
 from qtool.graph import external_data
-from qtool.graph import model as gm
+from qtool.graph.constant_size import constant_value
 from qtool.graph.lazy_weights import spilled
 from qtool.io.encodings import Encodings
 from qtool.io.files import load_json, quoted
@@ -70,7 +70,7 @@ Constants = dict[str, np.ndarray]  # a Constant node's output -> its value (expo
 
 
 def _constant_nodes(graph: onnx.GraphProto) -> Constants:
-    return {node.output[0]: value for node in graph.node if (value := gm.constant_value(node)) is not None}
+    return {node.output[0]: value for node in graph.node if (value := constant_value(node)) is not None}
 
 
 def _value(name: str, inits: dict[str, onnx.TensorProto], constants: Constants, what: str) -> np.ndarray:

@@ -30,7 +30,8 @@ from qtool import encoding as enc
 from qtool import runtime
 from qtool.encoding import Encoding
 from qtool.errors import ModelError
-from qtool.graph.model import constant_value, default_opset, tensor_names
+from qtool.graph.constant_size import constant_value
+from qtool.graph.model import default_opset, tensor_names
 from qtool.graph.names import unused_namespace
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.normalization import normalization_statistics

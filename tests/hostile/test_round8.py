@@ -166,16 +166,21 @@ def test_a_quantize_dequantize_pair_of_two_grids_is_refused_naming_both(tmp_path
             assert_refused(ws, before, ws.run(*args), 3, "q.onnx", "'c_Q'", "'c_DQ'", "different scales")
 
 
-def test_a_float16_qdq_model_s_stripped_export_keeps_its_weights_float16(tmp_path) -> None:
-    """A float16 model's DequantizeLinear has a float16 scale and gives float16: its weights were dequantized to
-    float32, and the stripped model (exit 0) was one onnxruntime refused: Conv's x float16, W float32."""
+def _float16_conv_qdq() -> onnx.ModelProto:
+    """conv_qdq with float16 scales, weights, input and output, as a float16 model's quantizer writes it."""
     model = conv_qdq(weight_zp=0)
     for init in model.graph.initializer:
         if init.data_type == TensorProto.FLOAT:
             init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
     for value in (*model.graph.input, *model.graph.output):
         value.type.tensor_type.elem_type = TensorProto.FLOAT16
-    onnx.save(model, str(tmp_path / "q.onnx"))
+    return model
+
+
+def test_a_float16_qdq_model_s_stripped_export_keeps_its_weights_float16(tmp_path) -> None:
+    """A float16 model's DequantizeLinear has a float16 scale and gives float16: its weights were dequantized to
+    float32, and the stripped model (exit 0) was one onnxruntime refused: Conv's x float16, W float32."""
+    onnx.save(_float16_conv_qdq(), str(tmp_path / "q.onnx"))
     x = {"x": X.astype(np.float16)}
     ref = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, x)[0]
     result = Workspace(tmp_path).run("export", "-i", tmp_path / "q.onnx", "-o", tmp_path / "e", "--format", "stripped")
@@ -188,13 +193,7 @@ def test_a_float16_qdq_model_s_stripped_export_keeps_its_weights_float16(tmp_pat
 def test_a_float16_qdq_model_has_no_qoperator_form_said_in_one_line(tmp_path) -> None:
     """QLinear ops take float32 scales: the QOperator writer built a model of float16 Q/DQ on float32 scales and
     refused it with onnxruntime's load error ('Type parameter (T1) of Optype (QuantizeLinear) bound to ...')."""
-    model = conv_qdq(weight_zp=0)
-    for init in model.graph.initializer:
-        if init.data_type == TensorProto.FLOAT:
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
-    for value in (*model.graph.input, *model.graph.output):
-        value.type.tensor_type.elem_type = TensorProto.FLOAT16
-    onnx.save(model, str(tmp_path / "q.onnx"))
+    onnx.save(_float16_conv_qdq(), str(tmp_path / "q.onnx"))
     ws = Workspace(tmp_path)
     before = ws.snapshot()
     result = ws.run("export", "-i", tmp_path / "q.onnx", "-o", tmp_path / "e", "--format", "qoperator")

@@ -222,6 +222,16 @@ def run_cli(args: Sequence[object]) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
+def quantize_model(tmp_path: Path, model: onnx.ModelProto, *flags: str, name: str = "q") -> Path:
+    """`model` saved under tmp_path, quantized on 16 write_samples with `flags` (exit 0 asserted): the written model."""
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    out = tmp_path / f"{name}.onnx"
+    result = run_cli(["quantize", "-i", path, "--input_list", write_samples(tmp_path, model, 16), "-o", out, *flags])
+    assert result.exit_code == 0, result.output
+    return out
+
+
 @pytest.fixture
 def conv_bn() -> onnx.ModelProto:
     return conv_bn_model()

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import run_cli, write_samples
+from conftest import quantize_model, run_cli
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool.io.encodings import read_encodings
@@ -34,16 +34,6 @@ def _model(weight_shape: tuple[int, ...], group: int) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
-
-
-def _quantize(tmp_path: Path, model: onnx.ModelProto, *flags: str, name: str = "q") -> Path:
-    path = tmp_path / "m.onnx"
-    onnx.save(model, str(path))
-    out = tmp_path / f"{name}.onnx"
-    args = ["quantize", "-i", path, "--input_list", write_samples(tmp_path, model, 16), "-o", out, *flags]
-    result = run_cli(args)
-    assert result.exit_code == 0, result.output
-    return out
 
 
 def _outputs(path: Path | bytes, xs: np.ndarray, level: ort.GraphOptimizationLevel) -> np.ndarray:
@@ -72,7 +62,7 @@ def _dq(path: Path, name: str) -> tuple[int | None, np.ndarray]:
 
 def test_a_depthwise_conv_transpose_gets_one_scale_per_output_channel(tmp_path: Path) -> None:
     model = _model((8, 1, 3, 3), group=8)
-    out = _quantize(tmp_path, model, "--use_per_channel_quantization", "--bias_bitwidth", "32")
+    out = quantize_model(tmp_path, model, "--use_per_channel_quantization", "--bias_bitwidth", "32")
     axis, scale = _dq(out, "w")
     assert axis == 0 and scale.shape == (8,)  # one per input channel = one per output channel here
     w = numpy_helper.to_array(model.graph.initializer[0])
@@ -84,16 +74,16 @@ def test_a_depthwise_conv_transpose_gets_one_scale_per_output_channel(tmp_path: 
     # held out, 16-bit activations (the weights' grids show): the quietest output channel, against one scale
     # for all 8 channels (the old rule's axis 1 has size 1: per tensor)
     flags = ("--act_bitwidth", "16", "--bias_bitwidth", "32")
-    new, old = (_quantize(tmp_path, model, *f, *flags, name=n) for f, n in (
+    new, old = (quantize_model(tmp_path, model, *f, *flags, name=n) for f, n in (
         (["--use_per_channel_quantization"], "new"), ([], "old")))  # fmt: skip
     xs, level = _held_out(8), ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     want = _outputs(model.SerializeToString(), xs, level)
     got, before = (min(_sqnr(want[:, :, c], _outputs(p, xs, level)[:, :, c]) for c in range(8)) for p in (new, old))
     assert got >= before + 20
     # --target qnn-htp keeps axis 1 (one scale here): onnxruntime's QNN EP runs no other on HTP
-    assert _dq(_quantize(tmp_path, model, "--target", "qnn-htp", name="qnn"), "w")[1].size == 1
+    assert _dq(quantize_model(tmp_path, model, "--target", "qnn-htp", name="qnn"), "w")[1].size == 1
     # --target ort-cpu quantizes only what onnxruntime's integer kernels take: it has none for ConvTranspose
-    assert [n.op_type for n in onnx.load(str(_quantize(tmp_path, model, "--target", "ort-cpu"))).graph.node] == [
+    assert [n.op_type for n in onnx.load(str(quantize_model(tmp_path, model, "--target", "ort-cpu"))).graph.node] == [
         "ConvTranspose"
     ]
 
@@ -104,7 +94,7 @@ def test_grouped_conv_transpose_bias_follows_its_output_channels(tmp_path: Path,
     scale per group, shared by its 2 output channels): either way each of the int32 bias's output channels is on
     input scale x the weight scale it reads (until now [8, 4]'s 8 biases took a 32-bit grid of their own)."""
     model = _model(shape, group)
-    out = _quantize(tmp_path, model, "--use_per_channel_quantization", "--bias_bitwidth", "32")
+    out = quantize_model(tmp_path, model, "--use_per_channel_quantization", "--bias_bitwidth", "32")
     axis, scale = _dq(out, "w")
     per_group, channels = shape[1], np.arange(group * shape[1])
     expected_axis = 0 if group == shape[0] and group > per_group else 1
@@ -124,13 +114,13 @@ def test_a_grouped_conv_transpose_per_channel_on_axis_1_is_still_read(tmp_path: 
     per-channel encodings, but the weight has 4 channels on axis 0', exit 4). Both quantize on axis 1 again."""
     model = _model((4, 2, 3, 3), group=4)
     flags = ("--use_per_channel_quantization", "--bias_bitwidth", "32", "--encodings_format", "1.0.0")
-    htp = _quantize(tmp_path, model, *flags, "--target", "qnn-htp", name="htp")
+    htp = quantize_model(tmp_path, model, *flags, "--target", "qnn-htp", name="htp")
     assert _dq(htp, "w")[0] == 1
     imported = tmp_path / "imported.onnx"
     result = run_cli(["convert", "-i", htp, "-o", imported])
     assert result.exit_code == 0, result.output
-    overridden = _quantize(tmp_path, model, *flags, "-q", str(htp.with_suffix(".encodings.json")), name="overridden")
-    for path in (overridden, _quantize(tmp_path, onnx.load(str(imported)), *flags, name="requantized")):
+    overridden = quantize_model(tmp_path, model, *flags, "-q", str(htp.with_suffix(".encodings.json")), name="overridden")
+    for path in (overridden, quantize_model(tmp_path, onnx.load(str(imported)), *flags, name="requantized")):
         axis, scale = _dq(path, "w")
         assert axis == 1 and np.allclose(scale, _dq(htp, "w")[1])
         reads = np.arange(8) % 2  # output channel o = 2g + j reads column j's scale

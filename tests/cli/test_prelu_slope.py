@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import SATURATING_CPU, integer_kernels_saturate, run_cli, write_samples
+from conftest import SATURATING_CPU, integer_kernels_saturate, quantize_model
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool.io.encodings import read_encodings
@@ -41,16 +41,6 @@ def _model(slope_shape: tuple[int, ...]) -> onnx.ModelProto:
     return model
 
 
-def _quantize(tmp_path: Path, model: onnx.ModelProto, *flags: str, name: str = "q") -> Path:
-    path = tmp_path / "m.onnx"
-    onnx.save(model, str(path))
-    listing = write_samples(tmp_path, model, 16)
-    out = tmp_path / f"{name}.onnx"
-    result = run_cli(["quantize", "-i", path, "--input_list", listing, "-o", out, *flags])
-    assert result.exit_code == 0, result.output
-    return out
-
-
 def _sqnr(model: onnx.ModelProto, quantized: Path) -> float:
     """Output SQNR (dB) against float over held-out inputs (not the calibration samples)."""
     x = np.random.default_rng(99).uniform(-1, 1, (32, 1, 3, 8, 8)).astype(np.float32)
@@ -63,7 +53,7 @@ def _sqnr(model: onnx.ModelProto, quantized: Path) -> float:
 @pytest.mark.parametrize("slope_shape", [(1, 8, 1, 1), (8, 1, 1)])
 def test_a_per_channel_slope_gets_one_symmetric_grid_per_channel(tmp_path: Path, slope_shape) -> None:
     model = _model(slope_shape)
-    out = _quantize(tmp_path, model, "--use_per_channel_quantization")
+    out = quantize_model(tmp_path, model, "--use_per_channel_quantization")
     slope = read_encodings(out.with_suffix(".encodings.json")).params["slope"]
     assert len(slope.scale) == 8 and slope.is_symmetric and slope.bitwidth == 8
     dq = next(n for n in onnx.load(str(out)).graph.node if n.output[0] == "slope")
@@ -75,13 +65,13 @@ def test_a_per_channel_slope_gets_one_symmetric_grid_per_channel(tmp_path: Path,
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"activation_encodings": {}, "param_encodings": {"slope": [
         {"bitwidth": 8, "min": lo, "max": hi, "is_symmetric": "False"}]}}))  # fmt: skip
-    before = _quantize(tmp_path, model, "--use_per_channel_quantization", "--quantization_overrides", str(old),
+    before = quantize_model(tmp_path, model, "--use_per_channel_quantization", "--quantization_overrides", str(old),
                        name="old")  # fmt: skip
     assert _sqnr(model, out) >= _sqnr(model, before)  # held out; loads and runs in onnxruntime
 
 
 def test_a_slope_is_per_tensor_with_the_weights_schema_without_per_channel(tmp_path: Path) -> None:
-    out = _quantize(tmp_path, _model((1, 8, 1, 1)), "--param_quantizer_schema", "symmetric")
+    out = quantize_model(tmp_path, _model((1, 8, 1, 1)), "--param_quantizer_schema", "symmetric")
     slope = read_encodings(out.with_suffix(".encodings.json")).params["slope"]
     assert len(slope.scale) == 1 and slope.is_symmetric and slope.bitwidth == 8
 
@@ -92,7 +82,7 @@ def test_ort_cpu_keeps_the_slope_float(tmp_path: Path) -> None:
     if integer_kernels_saturate():
         pytest.skip(SATURATING_CPU)
     model = _model((1, 8, 1, 1))
-    out = _quantize(tmp_path, model, "--target", "ort-cpu")
+    out = quantize_model(tmp_path, model, "--target", "ort-cpu")
     assert "slope" not in read_encodings(out.with_suffix(".encodings.json")).params
     assert "slope" in {i.name for i in onnx.load(str(out)).graph.initializer}
     assert _sqnr(model, out) > 25

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import onnx
 
-from qtool.errors import ModelError
+from qtool.errors import ModelError, QtoolError
 from qtool.graph import expand_functions, external_data, prelu_slope
 from qtool.graph.constant_size import huge_constant
 from qtool.graph.float16 import to_float32
@@ -183,6 +183,9 @@ def normalise(
     del model.graph.value_info[:]  # cleared in place, then put back: a copy would cost the weights' size
     try:
         out = _run_passes(model, input_dims, input_values or {}, keep)
+    except QtoolError as e:  # a pass knows the input or node, not which file it came from
+        e.where = e.where or where
+        raise
     finally:
         model.graph.value_info.extend(declared)
     if (huge := huge_constant(out)) is not None:  # a shape of an input, its dims fixed, is a constant now

@@ -422,5 +422,6 @@ def test_a_named_dim_takes_its_value_at_another_input() -> None:
     shapes = {v.name: [d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim]
               for v in out.graph.input}  # fmt: skip
     assert shapes == {"x": [1, 6, 4], "y": [1, 6, 4], "h": [3, 1, 8]}
-    with pytest.raises(ModelError, match=r"input 'x' dim 1 \(S\) is dynamic"):
-        normalise(model, {}, "m")  # S named nowhere: still the error naming the flag
+    with pytest.raises(ModelError, match=r"input 'x' dim 1 \(S\) is dynamic") as raised:
+        normalise(model, {}, "m.onnx")  # S named nowhere: still the error naming the flag
+    assert str(raised.value).startswith("m.onnx: ")  # and the model it is in

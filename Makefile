@@ -493,7 +493,8 @@ OUT := build/demo
 # 21005 -> 21006: the float16 rewrite casts no output back that is a graph input passed through (helper-63)
 # 21006 -> 21005: review of the whole change: constant_size's Constant reader is model.constant_value (moved beside it), one
 #   _float_alone a plan, one state_inputs a growing-range warning, a bias reads its weight's dims, not its values
-LINE_BUDGET := 21005
+# 21005 -> 21008: convert's pass errors name the model file (dynamic dims, --input_dim rank)
+LINE_BUDGET := 21008
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -494,7 +494,8 @@ OUT := build/demo
 # 21006 -> 21005: review of the whole change: constant_size's Constant reader is model.constant_value (moved beside it), one
 #   _float_alone a plan, one state_inputs a growing-range warning, a bias reads its weight's dims, not its values
 # 21005 -> 21008: convert's pass errors name the model file (dynamic dims, --input_dim rank)
-LINE_BUDGET := 21008
+# 21008 -> 21019: per-block and LPBQ override scales past float32 refused naming the file (io/encodings; helper-64)
+LINE_BUDGET := 21019
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -259,7 +259,19 @@ def _within_float32(encodings: Encodings, where: str) -> Encodings:
         if any(abs(v) > encodings_v2.FLOAT32_SCALES[1] for v in (*e.min, *e.max)):
             raise DataError(f"{quoted(name)}: its range [{min(e.min):g}, {max(e.max):g}] is past float32's 3.4e38",
                             where=where)  # fmt: skip
+        if e.blocks is not None and (off := off_float32(_block_scale_ends(e))) is not None:
+            raise DataError(f"{quoted(name)}: block scale {off:g} is past float32's range (1.2e-38 to 3.4e38)", where=where)
     return encodings
+
+
+def _block_scale_ends(e: Encoding) -> tuple[float, float]:
+    """A per-block encoding's least and greatest scale (LPBQ's: channel scale times block integer): a 2.0.0 y_scale
+    of 1e-40 zeroed every weight (exit 0); 1e-300, or 1e38 x 16, failed the QDQ model qtool had just built."""
+    b = e.blocks
+    assert b is not None
+    if not b.is_lpbq:
+        return min(e.scale), max(e.scale)
+    return min(b.channel_scale) * min(b.int_scale), max(b.channel_scale) * max(b.int_scale)
 
 
 def read_encodings(path: str | os.PathLike[str]) -> Encodings:

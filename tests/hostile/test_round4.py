@@ -325,6 +325,15 @@ FLOAT32_PAST = {
     "1.0.0-scale-tiny": {"version": "1.0.0", "param_encodings": [], "activation_encodings": [
         {"name": "x", "enc_type": "PER_TENSOR", "dtype": "INT", "bw": 8, "is_sym": False, "scale": [1e-300], "offset": [-128]}]},
     "2.0.0-y-scale": {"version": "2.0.0", "encodings": [{"name": "x", "output_dtype": "uint8", "y_scale": 1e300}]},
+    # per-block scales (round 9): FW is [5, 256], blocks of 16 along its inputs
+    "2.0.0-block-tiny": {"version": "2.0.0", "encodings": [
+        {"name": "FW", "output_dtype": "int4", "y_scale": [[1e-40] * 16] * 5, "axis": 1, "block_size": 16}]},
+    "2.0.0-lpbq-tiny": {"version": "2.0.0", "encodings": [
+        {"name": "FW", "output_dtype": "int4", "per_block_int_scale": [[1] * 16] * 5,
+         "per_channel_float_scale": [[1e-300]] * 5, "axis": 1, "block_size": 16}]},
+    "1.0.0-lpbq-product": {"version": "1.0.0", "activation_encodings": [], "param_encodings": [
+        {"name": "FW", "enc_type": "LPBQ", "dtype": "INT", "bw": 8, "compressed_bw": 4, "is_sym": True, "scale": [1e38] * 5,
+         "offset": [-128] * 5, "block_size": 16, "per_block_int_scale": [16] * 80}]},
 }  # fmt: skip
 
 

@@ -46,6 +46,9 @@ def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, whe
                 f"names tensor {quoted(name)}, which the graph does not have", where=where,
                 hint=did_you_mean(name, known) or (REWRITTEN if gm.is_converted(model) else None),
             )  # fmt: skip
+    for name, kind in _not_float(model, overrides.all()).items():
+        raise DataError(f"names tensor {quoted(name)}, which is {kind}: only float tensors are quantized", where=where,
+                        hint="drop its entry")  # fmt: skip
     if overrides.stated_axes:
         check_stated_axes(GraphFacts.of(model), overrides.stated_axes, where)
     params = gm.initializer_names(model)
@@ -53,6 +56,17 @@ def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, whe
     return encio.Encodings(
         {n: e for n, e in every.items() if n not in params}, {n: e for n, e in every.items() if n in params}
     )
+
+
+def _not_float(model: onnx.ModelProto, names) -> dict[str, str]:
+    """Those of `names` whose type is an integer, bool or string one (a Reshape's shape, a Gather's indices, token
+    ids), with it: an override of one was accepted and silently dropped, none of its range or precision used."""
+    known = GraphFacts.of(model).elem_types
+    if any(not known.get(n) for n in names):  # types shape inference alone tells
+        known = GraphFacts.of(gm.inferred(model)).elem_types
+    floating = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+    return {n: onnx.TensorProto.DataType.Name(known[n]).lower() for n in sorted(names)
+            if known.get(n) and known[n] not in floating}  # fmt: skip
 
 
 def expect_external_data(tx: outputs.Transaction, output: Path, model: onnx.ModelProto, asked: bool) -> None:

@@ -118,3 +118,35 @@ def test_a_range_qtool_wrote_for_an_all_zero_tensor_is_not_warned_about_when_rea
     again = run_cli(["quantize", "-i", tmp_path / "back.onnx", "--input_list", listing, "-o", tmp_path / "q2.onnx"])
     assert again.exit_code == 0, again.stderr
     assert "empty range" not in again.stderr, again.stderr
+
+
+def _integer_tensors_model() -> onnx.ModelProto:
+    """x -> Conv -> Reshape(shape) -> Gather(idx) -> y: `shape` and `idx` are int64 constants."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.full((2, 3, 3, 3), 0.1, np.float32), "W"),
+             numpy_helper.from_array(np.array([1, -1], np.int64), "shape"),
+             numpy_helper.from_array(np.array([0, 5, 7], np.int64), "idx")]  # fmt: skip
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"]), helper.make_node("Reshape", ["c", "shape"], ["flat"]),
+             helper.make_node("Gather", ["flat", "idx"], ["y"], axis=1)]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("command", ["convert", "quantize"])
+@pytest.mark.parametrize("name", ["idx", "shape"])
+def test_an_override_of_an_integer_tensor_is_refused_not_dropped(tmp_path: Path, command: str, name: str) -> None:
+    """A Gather's indices or a Reshape's shape take no grid: their overrides were accepted (exit 0) and dropped
+    without a word, neither carried by convert nor in quantize's encodings (hostile input, round 9)."""
+    from conftest import save_model, write_samples
+
+    ws = Workspace(tmp_path)
+    save_model(_integer_tensors_model(), ws.model)
+    write_samples(tmp_path, _integer_tensors_model(), 2)
+    overrides = _overrides(ws, {name: [{"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "min": 0, "max": 9}]})
+    before = ws.snapshot()
+    extra = ["--input_list", ws.listing] if command == "quantize" else []
+    result = ws.run(command, "-i", ws.model, "-o", ws.out, "--quantization_overrides", overrides, *extra)
+    assert_refused(ws, before, result, 4, "ov.json", f"'{name}', which is int64")

@@ -67,6 +67,11 @@ def checked_overrides(facts: GraphFacts, overrides: Encodings) -> Encodings:
     for name, e in sorted({**acts, **overrides.params}.items()):
         if e.blocks is not None and name not in blockable:
             raise DataError("per-block encodings apply only to 2-D Gemm/MatMul and Conv weights", where=f"override {name!r}")
+    weights = {w for node in facts.model.graph.node for w in _members(node, facts)[1]}
+    for name in sorted(w for w in weights if _is_int32(overrides.params.get(w))):
+        # onnxruntime fuses an int32 MatMul weight's DequantizeLinear into a QLinearMatMul it then refuses to load
+        raise DataError("a 32-bit integer encoding on a weight: weights take 4, 8 or 16 bits (32 is for a bias)",
+                        where=f"override {quoted(name)}")  # fmt: skip
     params = {n: facts.array(n) for n in overrides.params if n in facts.initializers}
     empty_ranges(overrides.params, {n: (float(v.min()), float(v.max())) for n, v in params.items() if v.size})
     _check_channel_counts(facts, acts)

@@ -150,3 +150,28 @@ def test_an_override_of_an_integer_tensor_is_refused_not_dropped(tmp_path: Path,
     extra = ["--input_list", ws.listing] if command == "quantize" else []
     result = ws.run(command, "-i", ws.model, "-o", ws.out, "--quantization_overrides", overrides, *extra)
     assert_refused(ws, before, result, 4, "ov.json", f"'{name}', which is int64")
+
+
+@pytest.mark.parametrize("command", ["convert", "quantize"])
+def test_a_32_bit_override_on_a_weight_is_refused(tmp_path: Path, command: str) -> None:
+    """A MatMul weight given 32 bits was written (exit 0) as an int32 DequantizeLinear that onnxruntime fuses into a
+    QLinearMatMul and then refuses to load ('tensor(int32)' ... is invalid); weights take 4, 8 or 16 bits."""
+    import numpy as np
+    from conftest import save_model, write_samples
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(np.full((8, 4), 0.25, np.float32), "W")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    ws = Workspace(tmp_path)
+    save_model(model, ws.model)
+    write_samples(tmp_path, model, 2)
+    overrides = ws.root / "ov.json"
+    overrides.write_text(json.dumps({"activation_encodings": {}, "param_encodings": {
+        "W": [{"bitwidth": 32, "dtype": "int", "is_symmetric": "True", "min": -1, "max": 1}]}}))  # fmt: skip
+    before = ws.snapshot()
+    extra = ["--input_list", ws.listing] if command == "quantize" else []
+    result = ws.run(command, "-i", ws.model, "-o", ws.out, "--quantization_overrides", overrides, *extra)
+    assert_refused(ws, before, result, 4, "'W'", "32-bit integer encoding on a weight")

@@ -108,6 +108,9 @@ def _legacy_channel(entry: Any, where: str) -> tuple[str, int, bool, float | Non
     if offset is not None and not offset.is_integer():
         raise DataError(f"'offset' must be an integer, got {offset!r}", where=where)
     if dtype == "int" and not any(has) and scale is not None and offset is not None:
+        if not -(2**bw - 1) <= offset <= 0:  # 127, a zero point, was read as min 127 * scale and widened to 0
+            raise DataError(f"'offset' {offset:g} is not in [{-(2**bw - 1)}, 0] (AIMET: offset = round(min/scale)); "
+                            "give min and max, or a zero point z as offset -z", where=where)  # fmt: skip
         lo = offset * scale
         if not math.isfinite(lo + scale * (2**bw - 1)):
             raise DataError("scale and offset span a range that is not a finite number", where=where)  # AIMET: min = offset * scale, max = min + scale * (2^bw - 1)

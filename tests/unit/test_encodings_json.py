@@ -432,6 +432,15 @@ def test_v1_offset_outside_the_grid_is_rejected() -> None:
         parse_encodings(doc(params=[{**V1_OK, "offset": [-300]}]), WHERE)
 
 
+@pytest.mark.parametrize("offset", [127, 1, -256])
+def test_legacy_scale_and_offset_without_min_max_outside_the_grid_is_rejected(offset: int) -> None:
+    """The QNN guide writes zero points (127) as offsets: without min/max, {scale 0.01, offset 127} was read as
+    [1.27, 3.82], widened to [0, 3.82], a scale of 0.015 the file never gave, without a word (exit 0)."""
+    body = [{"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "scale": 0.01, "offset": offset}]
+    with pytest.raises(DataError, match=r"'t'.*'offset'"):
+        parse_encodings({"activation_encodings": {"t": body}, "param_encodings": {}}, WHERE)
+
+
 def test_v1_non_integral_offset_is_rejected() -> None:
     with pytest.raises(DataError, match="'t'"):
         parse_encodings(doc(params=[{**V1_OK, "offset": [-3.5]}]), WHERE)

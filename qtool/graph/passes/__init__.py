@@ -15,6 +15,7 @@ from qtool.graph.passes.div_to_mul import DivToMulPass
 from qtool.graph.passes.einsum_to_matmul import EinsumToMatMulPass
 from qtool.graph.passes.fix_input_dims import FixInputDimsPass
 from qtool.graph.passes.fold_batchnorm import FoldBatchNormPass
+from qtool.graph.passes.fold_batchnorm_forward import FoldBatchNormForwardPass
 from qtool.graph.passes.fold_conv_affine import FoldConvAffinePass
 from qtool.graph.passes.fold_dense_batchnorm import FoldDenseBatchNormPass
 from qtool.graph.passes.fuse_conv_add import FuseConvAddPass
@@ -84,6 +85,7 @@ def convert_passes(
             shape_inference=True, input_size_limit=1 << 22, output_size_limit=FOLD_OUTPUT_LIMIT, should_fold=_should_fold
         ),
         FoldBatchNormPass(),
+        FoldBatchNormForwardPass(keep),  # what no Conv before took: a pre-activation BatchNorm -> unpadded Conv
         FuseLayerNormPass(),
         FusePadIntoConvPass(),
         SplitAffineOverConcatPass(),  # a BatchNorm after a Concat scales each branch on its own grid

@@ -499,7 +499,8 @@ OUT := build/demo
 # 21033 -> 21126: a BatchNorm before an unpadded Conv folds into it (brainmaze spindle detector; helper-65)
 # 21126 -> 21134: a 32-bit integer override on a weight refused (quant/overrides, 7c8630d), a 0.6.1 scale/offset entry
 #   without min/max has its offset on AIMET's grid (io/encodings, 18c0353; helper-64)
-LINE_BUDGET := 21134
+# 21134 -> 21135: the tree at 99cd8d4 counts 21135 (the BatchNorm fold's 93 lines and helper-64's 8 left one over; helper-65)
+LINE_BUDGET := 21135
 
 .PHONY: demo test lint venv bench clean golden
 

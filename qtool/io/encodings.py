@@ -257,7 +257,10 @@ def parse_encodings(data: Any, where: str) -> Encodings:
 
 def _within_float32(encodings: Encodings, where: str) -> Encodings:
     """A range past float32's (min -1e39, or scale 1e38 over 255 steps) covers no value a float32 tensor holds,
-    and a float32 reader of the written encodings (qairt) gets inf: refused, as such a stats range is."""
+    and a float32 reader of the written encodings (qairt) gets inf: refused, as such a stats range is. A tensor in
+    both sections is refused too: the param entry won, silently, as the last of two equal keys would."""
+    for name in sorted(set(encodings.activations) & set(encodings.params))[:1]:
+        raise DataError(f"tensor {quoted(name)} is in both activation_encodings and param_encodings", where=where)
     for name, e in sorted(encodings.all().items()):
         if any(abs(v) > encodings_v2.FLOAT32_SCALES[1] for v in (*e.min, *e.max)):
             raise DataError(f"{quoted(name)}: its range [{min(e.min):g}, {max(e.max):g}] is past float32's 3.4e38",

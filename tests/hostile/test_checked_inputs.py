@@ -123,6 +123,17 @@ def test_a_tensor_listed_twice_in_a_2_0_0_list_is_refused(layout: str) -> None:
         parse_encodings(doc, "ov.json")
 
 
+@pytest.mark.parametrize("version", ["0.6.1", "1.0.0", "2.0.0"])
+def test_a_tensor_in_both_sections_is_refused(version: str) -> None:
+    """Round 9: the param section's entry won over the activation section's, silently (exit 0)."""
+    legacy = [{"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "min": 0, "max": 1}]
+    entry = {"1.0.0": _v1(True)["activation_encodings"][0], "2.0.0": {"name": "x", "output_dtype": "uint8", "y_scale": 0.01}}
+    body = {"x": legacy} if version == "0.6.1" else [entry[version]]
+    doc = {"version": version, "activation_encodings": body, "param_encodings": json.loads(json.dumps(body))}
+    with pytest.raises(DataError, match="tensor 'x' is in both activation_encodings and param_encodings"):
+        parse_encodings(doc, "ov.json")
+
+
 # --- 1d: convert checks per-channel counts as quantize does --------------------------------------------
 
 

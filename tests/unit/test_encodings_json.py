@@ -244,9 +244,9 @@ def test_round_trip(fmt: str) -> None:
 )
 def test_round_trip_property(lo: float, hi: float, bitwidth: int, symmetric: bool, fmt: str) -> None:
     e = (enc.symmetric if symmetric else enc.tf)(lo, hi, bitwidth)
-    back = parse_encodings(json.loads(to_json(Encodings({"t": e}, {"t": e}), fmt)), WHERE)
+    back = parse_encodings(json.loads(to_json(Encodings({"t": e}, {"w": e}), fmt)), WHERE)
     assert_close(back.activations["t"], e, rel=1e-9)
-    assert_close(back.params["t"], e, rel=1e-9)
+    assert_close(back.params["w"], e, rel=1e-9)
 
 
 def test_to_json_legacy_layout() -> None:

@@ -236,6 +236,9 @@ def parse_encodings(data: Any, where: str) -> Encodings:
         raise DataError(
             f"missing section {missing[0]!r} (both sections are required; either may be empty)", where=where
         )
+    if data.get("excluded_layers"):  # AIMET's layers it left float: qtool (as qairt) reads encodings, not this list
+        logger.warning("%s: 'excluded_layers' is not read, and the layers it names are quantized; a float encoding "
+                       "(dtype float, bitwidth 32) of a layer's output keeps it float", where)  # fmt: skip
     result = Encodings()
     for section, target in (("activation_encodings", result.activations), ("param_encodings", result.params)):
         body = data[section]

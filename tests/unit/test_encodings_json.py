@@ -441,6 +441,16 @@ def test_legacy_scale_and_offset_without_min_max_outside_the_grid_is_rejected(of
         parse_encodings({"activation_encodings": {"t": body}, "param_encodings": {}}, WHERE)
 
 
+def test_excluded_layers_that_are_not_read_are_warned_of(caplog) -> None:
+    """Round 9: a 1.0.0 file's non-empty excluded_layers was ignored without a word, its layers quantized."""
+    doc = {"version": "1.0.0", "activation_encodings": [], "param_encodings": [], "excluded_layers": ["/conv1/Conv"]}
+    parse_encodings(doc, WHERE)
+    assert "'excluded_layers' is not read" in caplog.text
+    caplog.clear()
+    parse_encodings({**doc, "excluded_layers": []}, WHERE)
+    assert not caplog.text
+
+
 def test_v1_non_integral_offset_is_rejected() -> None:
     with pytest.raises(DataError, match="'t'"):
         parse_encodings(doc(params=[{**V1_OK, "offset": [-3.5]}]), WHERE)

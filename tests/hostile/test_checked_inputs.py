@@ -195,6 +195,13 @@ def test_an_output_directive_naming_nothing_in_the_model_is_refused(ws: Workspac
     assert str(info.value).startswith(f"/lists/l.txt:{directives.count(chr(10)) + 1}: ")
 
 
+def test_a_comment_line_read_as_an_output_directive_says_so(ws: Workspace) -> None:
+    """Round 9: '# calibration set' was refused as naming layer 'calibration', nothing saying '#' is no comment."""
+    listing = parse_input_list("# calibration set\n/data/a.raw\n", Path("/lists/l.txt"))
+    with pytest.raises(DataError, match="'#' lines ask for outputs: they are not comments"):
+        check_output_names(listing, _listed_model(ws))
+
+
 def test_output_directives_naming_a_node_and_tensors_are_accepted(ws: Workspace) -> None:
     listing = parse_input_list("#conv\n%c y x W\n/data/a.raw\n", Path("/lists/l.txt"))
     check_output_names(listing, _listed_model(ws))

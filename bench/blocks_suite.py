@@ -1,6 +1,6 @@
 """The blocks suite of `run.py --suite blocks` (issue 23): 4-bit weights per channel, per block and LPBQ, with
 ranges by weight error or by output error (clipsearch), and GPTQ rounding, against onnxruntime's
-matmul_nbits_quantizer, on the transformers suite's three models.
+matmul_nbits_quantizer, on the transformers suite's models and on the zoo's trained transformers (ZOO).
 
 Per model (bench/prepare_transformers.py's), every row scored on the held-out validation samples against the
 float model (transformers_suite's metrics: embedding cosine, top-1 / next-token agreement, output SQNR):
@@ -24,6 +24,12 @@ Time / peak MB are the quantizing (or exporting) process's; size is the written 
 onnxruntime CPU at batch 1, one intra-op thread, paired with the float model in the same worker (alternating runs,
 so the shared machine's load hits both alike): median ms and the ratio fp32 / model (> 1: faster than fp32).
 Rows to run: BLOCKS_KINDS=kind,kind (default: all of KINDS).
+Zoo models (bench/prepare_zoo.py's, ZOO: transformers with real weights nothing here was tuned on) are quantized from
+the zoo suite's converted float model (`zoo.conv.onnx`, every input's shape fixed) and scored against that model, not
+the shipped one (flan-t5's encoder ships quantize_dynamic'd: its float weights are int8 values), over every output
+(zoo_suite's metrics: SQNR, cosine, argmax agreement for masked / tagging tasks); latency and size against it too.
+Every qtool row also records the weight SQNR of its MatMul/Gemm weights (the written model's dequantized weights
+against the float model's, pooled: Σw² / Σ(w − ŵ)²).
 """
 
 from __future__ import annotations
@@ -53,6 +59,10 @@ from common import (
     timed_row,
 )
 from transformers_suite import HINT, converted, evaluate_into, input_spec, read_feeds, task_cell
+
+# the zoo's transformer encoders (bench/prepare_zoo.py): flan-t5-small's encoder (T5, 8 layers, d 512; weights int8
+# as shipped), g2p-id's BERT masked LM (hidden 128), khmersm's 3-layer tagging encoder (hidden 192)
+ZOO = ("flan_t5_small_enc", "g2p_id_bert", "khmersm")
 
 W4 = ["--weights_bitwidth", "4", "--encodings_format", "1.0.0"]
 PER_CHANNEL = ["--use_per_channel_quantization", "--use_per_row_quantization"]
@@ -168,10 +178,74 @@ def ort_python() -> str:
 # ---------------------------------------------------------------- rows
 
 
+def float_model(name: str, entry: dict) -> tuple[Path | None, str]:
+    """The float model the qtool rows quantize: `qtool convert`ed (a zoo model: the zoo suite's conversion, every
+    input's shape fixed; it is also the reference those rows are scored against)."""
+    if name in ZOO:
+        from zoo_suite import converted as zoo_converted
+
+        return zoo_converted(name, entry)
+    return converted(name, entry)
+
+
+def weight_sqnr(quantized: Path, reference: Path) -> float | None:
+    """SQNR dB of every MatMul/Gemm weight a DequantizeLinear of constants feeds in `quantized` (its blocks, channels,
+    zero points) against the same-named float weight of `reference`, pooled over the weights."""
+    import onnx
+    from onnx import numpy_helper
+
+    model, floats = onnx.load(str(quantized)), onnx.load(str(reference))
+    inits = {i.name: i for i in model.graph.initializer}
+    weights = {i.name: i for i in floats.graph.initializer}
+    made = {o: n for n in model.graph.node for o in n.output}
+    signal = noise = 0.0
+    for node in model.graph.node:
+        dq = made.get(node.input[1]) if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 else None
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.output[0] not in weights:
+            continue
+        if not all(x in inits for x in dq.input if x):
+            continue
+        q, scale = (numpy_helper.to_array(inits[x]).astype(np.float64) for x in dq.input[:2])
+        zero = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 and dq.input[2] else 0
+        attrs = {a.name: a.i for a in dq.attribute}
+        axis, block = attrs.get("axis", 1) % q.ndim, attrs.get("block_size", 0)
+        if block:  # scale / zero point [.., K/B, ..]: each repeated over its block
+            scale = np.repeat(scale, block, axis=axis)
+            zero = np.repeat(zero, block, axis=axis) if np.ndim(zero) else zero
+        elif np.ndim(scale) == 1 and q.ndim > 1:  # per channel along axis
+            shape = [1] * q.ndim
+            shape[axis] = -1
+            scale = scale.reshape(shape)
+            zero = np.reshape(zero, shape) if np.ndim(zero) else zero
+        w = numpy_helper.to_array(weights[dq.output[0]]).astype(np.float64)
+        signal += float(np.sum(w**2))
+        noise += float(np.sum(((q - zero) * scale - w) ** 2))
+    return round(10 * float(np.log10(signal / noise)), 3) if noise > 0 and signal > 0 else None
+
+
+def zoo_scored(row: Row, name: str, out: Path, reference: Path) -> Row:
+    """A zoo model's row scored by zoo_suite's worker against the converted float model (every output; SQNR and
+    cosine of its first, argmax agreement where the task has one)."""
+    from zoo_suite import _evaluated
+
+    result = _evaluated(row, name, out, reference)
+    if "error" in result:
+        row.add_note(f"evaluation failed: {result['error']}")
+        return row
+    m = result.get("metrics", {})
+    first = next(iter(m.get("outputs", {}).values()), {})
+    row.metrics = {k: m[k] for k in ("sqnr_db", "median_sample_sqnr_db") if k in m}
+    if "cosine" in first:
+        row.metrics["cosine"] = first["cosine"]
+    if "agree" in m:
+        row.metrics.update(top1_agree=m["agree"], n=m["n"])
+    return row
+
+
 def _finish(row: Row, entry: dict, name: str, out: Path, args, step_model: Path | None = None) -> Row:
     """Size, latency against fp32 and the task metrics of a written model (a one-token model: against the
     one-token float model, on a feed of ones, no metrics)."""
-    reference = step_model or CACHE / entry["model"]
+    reference = step_model or (float_model(name, entry)[0] if name in ZOO else CACHE / entry["model"])
     row.extra["size MB"] = round(out.stat().st_size / 1e6, 2)
     row.extra["fp32 size MB"] = round(reference.stat().st_size / 1e6, 2)
     spec = {n: ([1, 1], d) for n, (_, d) in input_spec(entry).items()} if step_model else input_spec(entry)
@@ -183,7 +257,9 @@ def _finish(row: Row, entry: dict, name: str, out: Path, args, step_model: Path 
         row.extra.update(json.loads(found))
     else:
         row.add_note(f"latency failed ({step.error})")
-    return row if step_model else evaluate_into(row, entry, out, CACHE / entry["model"])
+    if step_model:
+        return row
+    return zoo_scored(row, name, out, reference) if name in ZOO else evaluate_into(row, entry, out, reference)
 
 
 def qtool_row(name: str, entry: dict, kind: str, args) -> Row:
@@ -199,7 +275,7 @@ def qtool_row(name: str, entry: dict, kind: str, args) -> Row:
     if algorithms or act != "a32":
         flags += ["--input_list", str(CACHE / entry["calib_list"])]
     row = Row(name, f"qtool {label}, {act_label} activations", kind=kind, params={"flags": " ".join(flags)})
-    conv, error = converted(name, entry)
+    conv, error = float_model(name, entry)
     if conv is None:
         row.add_note(error)
         return row
@@ -214,6 +290,7 @@ def qtool_row(name: str, entry: dict, kind: str, args) -> Row:
     from common import qtool_report
 
     row.extra.update(report_extra(qtool_report(step.log)))
+    row.extra["weight sqnr"] = weight_sqnr(out, conv)
     return _finish(row, entry, name, out, args)
 
 
@@ -222,7 +299,8 @@ def ort_row(name: str, entry: dict, kind: str, args) -> Row:
     out = RUNS / name / f"blocks_ort_{algo}.onnx"
     out.unlink(missing_ok=True)
     spec = json.dumps(input_spec(entry))
-    cmd = worker("_ort", str(CACHE / entry["model"]), str(CACHE / entry["calib_list"]), spec, algo, str(out),
+    source = float_model(name, entry)[0] if name in ZOO else CACHE / entry["model"]
+    cmd = worker("_ort", str(source), str(CACHE / entry["calib_list"]), spec, algo, str(out),
                  python=ort_python())  # fmt: skip
     step = measure(cmd, RUNS / name / f"blocks_ort_{algo}.log", timeout=args.timeout, mem_limit_mb=args.mem_limit_mb)
     row = timed_row(Row(name, ORT_ALGOS[kind], kind=kind), step)
@@ -280,8 +358,14 @@ def step_row(name: str, entry: dict, kind: str, args) -> Row:
     return _finish(row, entry, name, written, args, step_model=fp32) if written else row
 
 
+def blocks_models(manifest: dict) -> dict:
+    """The suite's models: the transformers suite's, then the zoo's in ZOO that are prepared (or recorded)."""
+    zoo = manifest.get("zoo", {})
+    return {**manifest.get("transformers", {}), **{n: zoo[n] for n in ZOO if n in zoo}}
+
+
 def run(names: list[str], manifest: dict, args, emit) -> None:
-    models = manifest.get("transformers", {})
+    models = blocks_models(manifest)
     if not models:
         print(HINT, file=sys.stderr)
         return
@@ -304,8 +388,13 @@ def run(names: list[str], manifest: dict, args, emit) -> None:
 # ---------------------------------------------------------------- table
 
 
+def weights_note(row: Row) -> str:
+    found = row.extra.get("weight sqnr")
+    return f"MatMul/Gemm weights {found:.2f} dB; " if found is not None else ""
+
+
 def render(rows: list[Row], manifest: dict) -> list[str]:
-    models = manifest.get("transformers", {})
+    models = blocks_models(manifest)
     lines = [
         "## blocks: 4-bit weights per channel, per block, LPBQ, GPTQ vs onnxruntime's matmul_nbits_quantizer "
         "(issue 23)",
@@ -327,7 +416,11 @@ def render(rows: list[Row], manifest: dict) -> list[str]:
         "that one-token float model on token 1 (no task metrics). time s / peak "
         "MB: the quantizing or exporting process. size: the written model against the float export. latency: "
         "onnxruntime CPU, batch 1, one thread, median ms, paired with the float model "
-        "in one process; ×fp32 = fp32 ms / model ms.",
+        "in one process; ×fp32 = fp32 ms / model ms. Zoo rows (" + ", ".join(ZOO) + "; trained transformers "
+        "nothing was tuned on; flan-t5's encoder ships quantize_dynamic'd, so its float weights are int8 values): "
+        "quantized from and scored against the zoo suite's converted float model over every output (task metric: "
+        "argmax agreement at the masked letters / tags). notes: the pooled weight SQNR of the row's MatMul/Gemm "
+        "weights against the float ones (qtool rows since helper-66's).",
         "",
     ]
     table = []
@@ -353,7 +446,7 @@ def render(rows: list[Row], manifest: dict) -> list[str]:
                 size,
                 latency,
                 load_cell(row),
-                row.note[:200] + commit_note(row),
+                weights_note(row) + row.note[:200] + commit_note(row),
             ]
         )
     header = ["model", "variant", "task metric", "cosine", "SQNR dB", "time s", "peak MB", "MB / fp32 MB",

@@ -36,7 +36,7 @@ CONFIG_ALIASES = {
 }
 # YAML sections that configure an algorithm rather than name an option (adaquant and mixed_precision sections
 # were accepted and never read: `mixed_precision: {target_sqnr: 40}` did nothing, silently).
-ALGORITHM_SECTIONS = ("actsearch", "adaround", "bc", "cle", "clipsearch", "outlier_split", "smoothquant")
+ALGORITHM_SECTIONS = ("actsearch", "adaround", "bc", "cle", "clipsearch", "mean_correction", "outlier_split", "smoothquant")
 
 
 def configs_dir() -> Path:

@@ -440,6 +440,9 @@ def _quantize(
     mixed = run_mixed_precision(o, ctx, reference, eval_list) if o.mixed_precision == "auto" else None
     float_run = (keep.values, 0.0) if keep is not None and keep.complete else _float_outputs(o, reference, eval_list)
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
+    structure, rewritten = _structure_facts(ctx.model, plan), ctx.rewritten
+    if layer_reference is not ctx.model:  # the working copy (the weights' size) is not held through the evaluation
+        del ctx, model, facts
     _release()
     if o.pack_4_bit_weights and not any(e.bitwidth == 4 and not e.is_float for e in plan.params.values()):
         logger.warning("--pack_4_bit_weights: no weight is 4-bit (--weights_bitwidth 4), so nothing was packed")
@@ -456,8 +459,8 @@ def _quantize(
     level = o.matmulnbits_accuracy_level or 0
     if o.target == "ort-cpu" and (count := to_matmulnbits(quantized, level)):  # 4-bit block MatMuls run natively
         report.facts["MatMulNBits nodes"] = count
-    if ctx.rewritten:  # after the evaluation, whose layers were compared with the rewritten float model itself
-        gm.set_metadata(quantized, gm.METADATA_REWRITTEN, json.dumps(sorted(ctx.rewritten)))
+    if rewritten:  # after the evaluation, whose layers were compared with the rewritten float model itself
+        gm.set_metadata(quantized, gm.METADATA_REWRITTEN, json.dumps(sorted(rewritten)))
     gm.save(quantized, output, external=o.external_data)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
     report.facts.update(_plan_facts(plan, output, started))
@@ -466,23 +469,29 @@ def _quantize(
         # refused it for having no encodings
         logger.warning("%s: nothing was quantized: the model has no float32 activation or weight qtool can put on a "
                        "grid (float64 and integer tensors stay as they are)", o.input_network)  # fmt: skip
-    facts = GraphFacts.of(ctx.model)  # float by structure, not activations: no encodings to count them by
-    if statistics := normalization_statistics(facts):
-        report.facts["float statistics"] = f"{len(statistics)} (normalisation means, variances, inverse norms)"
-    if interiors := gelu_interiors(facts):
-        report.facts["float GELU interiors"] = f"{len(interiors)} (a GELU written op by op is quantized at its ends)"
-    if weights := _float_weights(facts, plan):
-        kinds = ", ".join(f"{op} {k}" for op, k in sorted(weights.items()))
-        report.facts["float weights"] = f"{sum(weights.values())} ({kinds}: read outside a slot qtool quantizes as a weight)"
-    if inside := gm.branch_ops(ctx.model):  # what "left float" cannot count: no encoding is planned in a branch
-        report.facts["float in branches"] = ", ".join(f"{n}: {k} ops" for n, k in inside.items()) + (
-            " (If/Loop/Scan bodies stay float; an If on a scalar input folds with --input_value)"
-        )
+    report.facts.update(structure)
     failure = (finish_mixed(o, mixed, output, report, plan.encodings()) if mixed is not None else None) or quality
     if o.html is not None:
         chart = inspect_html.pareto_chart(mixed.curve) if mixed is not None else ""
         write_text(o.html, inspect_html.render_report(report, chart))
     return report, failure
+
+
+def _structure_facts(model: onnx.ModelProto, plan) -> dict[str, str]:
+    """The report's lines on what stays float by the model's structure, not its activations (no encodings count it)."""
+    facts, lines = GraphFacts.of(model), {}
+    if statistics := normalization_statistics(facts):
+        lines["float statistics"] = f"{len(statistics)} (normalisation means, variances, inverse norms)"
+    if interiors := gelu_interiors(facts):
+        lines["float GELU interiors"] = f"{len(interiors)} (a GELU written op by op is quantized at its ends)"
+    if weights := _float_weights(facts, plan):
+        kinds = ", ".join(f"{op} {k}" for op, k in sorted(weights.items()))
+        lines["float weights"] = f"{sum(weights.values())} ({kinds}: read outside a slot qtool quantizes as a weight)"
+    if inside := gm.branch_ops(model):  # what "left float" cannot count: no encoding is planned in a branch
+        lines["float in branches"] = ", ".join(f"{n}: {k} ops" for n, k in inside.items()) + (
+            " (If/Loop/Scan bodies stay float; an If on a scalar input folds with --input_value)"
+        )
+    return lines
 
 
 def _equalize_hardswish(
@@ -518,7 +527,7 @@ def _layer_reference(o: QuantizeOptions, reference: onnx.ModelProto, model: onnx
     evaluation to read it and bc or adaround will change the weights after (actsearch and clipsearch do not)."""
     if not changed or model is reference or (o.eval_list or o.input_list) is None or o.evaluate_samples == 0:
         return reference
-    later = any(name in ("adaround", "bc") for name, _ in resolve(o.apply_algorithms))
+    later = any(name in ("adaround", "mean_correction", "bc") for name, _ in resolve(o.apply_algorithms))
     return gm.copy(model) if later else model
 
 

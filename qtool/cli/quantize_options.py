@@ -245,8 +245,7 @@ def quantize_options(func: Callable) -> Callable:
             "--algorithms",
             multiple=True,
             type=Choice(ALGORITHM_NAMES),
-            help="Accuracy algorithms: outlier_split, smoothquant, cle, clipsearch, adaround, actsearch, bc (run in that "
-            "order). Repeatable.",
+            help=f"Accuracy algorithms: {', '.join(ALGORITHM_NAMES)} (run in that order). Repeatable.",
         ),
         click.option(
             "--op_types_to_quantize",

@@ -114,13 +114,24 @@ def kept_if_better(
 
 
 def _registry() -> dict[str, ModuleType]:
-    from qtool.quant.algorithms import actsearch, adaround, bias_correction, cle, clipsearch, outlier_split, smoothquant
+    from qtool.quant.algorithms import (
+        actsearch,
+        adaround,
+        bias_correction,
+        cle,
+        clipsearch,
+        mean_correction,
+        outlier_split,
+        smoothquant,
+    )
 
     return {"outlier_split": outlier_split, "smoothquant": smoothquant, "cle": cle, "clipsearch": clipsearch,
-            "adaround": adaround, "actsearch": actsearch, "bc": bias_correction}  # fmt: skip
+            "adaround": adaround, "actsearch": actsearch, "mean_correction": mean_correction,
+            "bc": bias_correction}  # fmt: skip
 
 
-ALGORITHM_NAMES = ("outlier_split", "smoothquant", "cle", "clipsearch", "adaround", "actsearch", "bc")
+# mean_correction before bc: bc then measures what the analytic shift leaves
+ALGORITHM_NAMES = ("outlier_split", "smoothquant", "cle", "clipsearch", "adaround", "actsearch", "mean_correction", "bc")
 
 
 def resolve(names: tuple[str, ...]) -> list[tuple[str, ModuleType]]:

@@ -27,7 +27,7 @@ from qtool import runtime
 from qtool.graph import external_data
 from qtool.quant.algorithms import AlgorithmContext, check_config
 from qtool.quant.algorithms.frontier import Frontier
-from qtool.quant.algorithms.layers import Layer, weighted_layers
+from qtool.quant.algorithms.layers import layer_bias, weighted_layers
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.plan import refit_bias
 
@@ -92,23 +92,6 @@ def _correction(
     passed, active = passed / count, active / count
     # first order: a shift d moves the rectified mean by d times the share of values in the open range
     return np.where(active >= MIN_ACTIVE, (float_means[rectified] - passed) / np.maximum(active, MIN_ACTIVE), 0.0)
-
-
-def _bias_name(ctx: AlgorithmContext, facts: GraphFacts, layer: Layer, channels: int) -> str | None:
-    """The layer's bias: its third input, the constant a MatMul's only user adds (how exporters write a
-    Linear layer: transformers' every projection), or a new zero bias for a Conv or Gemm."""
-    node = layer.node
-    if len(node.input) > 2 and node.input[2]:
-        return node.input[2]
-    if node.op_type == "MatMul":
-        users = facts.consumers.get(node.output[0], [])
-        found = facts.bias_add(users[0]) if len(users) == 1 else None
-        return found[1] if found is not None and found[0] is node else None
-    name = f"{layer.weight}_bc_bias"
-    del node.input[2:]
-    node.input.append(name)
-    ctx.set_array(name, np.zeros(channels, np.float32))
-    return name
 
 
 def _set_quantized_bias(qdq: onnx.ModelProto, bias: str, values: np.ndarray, plan) -> bool:
@@ -184,7 +167,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
                 continue
             name = f"{out}_prequant" if out in graph_outputs else out
             delta = _correction(frontier, qdq, name, axes[out], float_means, out, rectifiers[out])
-            bias = _bias_name(ctx, facts, layer, len(delta))
+            bias = layer_bias(ctx, facts, layer, len(delta))
             if bias is None or ctx.array(bias).size != delta.size:
                 continue
             delta = delta.reshape(ctx.array(bias).shape)  # a MatMul's bias may be [1, C]

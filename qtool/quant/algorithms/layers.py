@@ -9,11 +9,15 @@ output feature) and the input rows of K. Then a layer's output is rows(x) @ rows
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
 from qtool.quant.graph_facts import GraphFacts
+
+if TYPE_CHECKING:
+    from qtool.quant.algorithms import AlgorithmContext
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
@@ -97,6 +101,23 @@ def weighted_layers(facts: GraphFacts, skip: set[str] = frozenset()) -> list[Lay
         ):
             layers.append(Layer(node, node.input[1], 1))
     return layers
+
+
+def layer_bias(ctx: AlgorithmContext, facts: GraphFacts, layer: Layer, channels: int) -> str | None:
+    """The layer's bias: its third input, the constant a MatMul's only user adds (how exporters write a
+    Linear layer: transformers' every projection), or a new zero bias for a Conv or Gemm."""
+    node = layer.node
+    if len(node.input) > 2 and node.input[2]:
+        return node.input[2]
+    if node.op_type == "MatMul":
+        users = facts.consumers.get(node.output[0], [])
+        found = facts.bias_add(users[0]) if len(users) == 1 else None
+        return found[1] if found is not None and found[0] is node else None
+    name = f"{layer.weight}_bc_bias"
+    del node.input[2:]
+    node.input.append(name)
+    ctx.set_array(name, np.zeros(channels, np.float32))
+    return name
 
 
 def augmented_moments(

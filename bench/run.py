@@ -273,7 +273,7 @@ def parse_args() -> argparse.Namespace:
         "ort:minmax (opt-in: qtool:mixed20, qtool:mixed30)",
     )
     parser.add_argument(
-        "--zoo-variants", help="zoo: subset of float,float:converted,qtool:w8a8,qtool:ort-cpu,ort:pre,ort:raw (opt-in: qtool:actsearch, qtool:bc, qtool:sqnr, qtool:mse, qtool:sqnr-bc, qtool:auto, qtool:auto-bc, qtool:actsearch-bc, qtool:residual, qtool:residual-split, qtool:a16-residual-split, qtool:mixed30)"
+        "--zoo-variants", help="zoo: subset of float,float:converted,qtool:w8a8,qtool:ort-cpu,ort:pre,ort:raw (opt-in: qtool:actsearch, qtool:bc, qtool:cle, qtool:mc, qtool:mc-bc, qtool:sqnr, qtool:mse, qtool:sqnr-bc, qtool:auto, qtool:auto-bc, qtool:actsearch-bc, qtool:residual, qtool:residual-split, qtool:a16-residual-split, qtool:mixed30)"
     )
     parser.add_argument("--render-only", action="store_true", help="rewrite results.md from results.json, run nothing")
     parser.add_argument("--runs", type=int, default=50, help="speed: timed runs per model (after 10 warm-up)")

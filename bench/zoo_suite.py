@@ -75,6 +75,11 @@ QTOOL_VARIANTS = {  # kind -> (label, qtool quantize flags)
     "qtool:actsearch": ("qtool W8A8 + actsearch", [*ZOO_W8A8, "--apply_algorithms", "actsearch"]),
     "qtool:bc": ("qtool W8A8 + bc", [*ZOO_W8A8, "--apply_algorithms", "bc"]),
     "qtool:cle": ("qtool W8A8 + cle", [*ZOO_W8A8, "--apply_algorithms", "cle"]),
+    "qtool:mc": ("qtool W8A8 + mean_correction", [*ZOO_W8A8, "--apply_algorithms", "mean_correction"]),
+    "qtool:mc-bc": (
+        "qtool W8A8 + mean_correction + bc",
+        [*ZOO_W8A8, "--apply_algorithms", "mean_correction", "--apply_algorithms", "bc"],
+    ),
     "qtool:sqnr": ("qtool W8A8, sqnr ranges", [*ZOO_W8A8, "--act_quantizer_calibration", "sqnr"]),
     "qtool:mse": ("qtool W8A8, mse ranges", [*ZOO_W8A8, "--act_quantizer_calibration", "mse"]),
     "qtool:actsearch-bc": (

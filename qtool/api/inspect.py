@@ -42,12 +42,13 @@ def inspect_model(o: InspectOptions) -> InspectReport:
 def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> InspectReport:
     model, data_files = gm.load_with_files(o.model)
     tx.add_inputs("MODEL's external data", data_files)
-    report = summary.summarise(model, str(o.model))
+    shaped = None if summary.kind(model) == "quantized" else gm.inferred(model)  # once, for the MACs and the lints
+    report = summary.summarise(model, str(o.model), None if shaped is None else gm.shapes_of(shaped.graph))
     if o.reference is not None and o.input_list is None:
         raise UsageError("--reference needs --input_list to compare the two models")
     if o.labels is not None and (o.reference is None or o.input_list is None):  # it was ignored, exit 0
         raise UsageError("--labels scores the comparison: it needs --reference and --input_list")
-    ctx = lint.context(model, o.target, scratch)  # a quantized model's float view: its weights on disk
+    ctx = lint.context(model, o.target, scratch, shaped)  # a quantized model's float view: its weights on disk
     _drop_pages()
     rows = None
     if o.input_list is not None:

@@ -68,7 +68,7 @@ def wrong_declarations(model: onnx.ModelProto, symbolic: bool = False) -> dict[s
     from the graph alone (a CTC model declaring [1, seqlen] for [20, 1, 8210]), by tensor, as (declared,
     computed); only fully known computed shapes count, and a symbolic declared dim disagrees only when
     `symbolic`. `model` is left as it is."""
-    probe = external_data.weightless(model, 1 << 20)[0]  # shapes need none of the weights' bytes
+    probe = external_data.shape_probe(model)  # shapes need none of the weights' bytes
     for output in probe.graph.output:
         output.type.tensor_type.ClearField("shape")
     del probe.graph.value_info[:]
@@ -152,7 +152,7 @@ def map_values(model: onnx.ModelProto) -> list[str]:
     return found
 
 
-def _refuse_maps(model: onnx.ModelProto, where: str) -> None:
+def refuse_maps(model: onnx.ModelProto, where: str) -> None:
     """A map has no tensor to quantize or compare, and the graph rewriting under convert cannot hold one: said
     by name, not as an internal error."""
     if names := map_values(model):
@@ -169,7 +169,7 @@ def normalise(
 ) -> onnx.ModelProto:
     """Run every convert pass; returns a new, checked model. `input_values` pins inputs to constants; `keep`: names
     an overrides file gives, which no optional rewrite takes away."""
-    _refuse_maps(model, where)
+    refuse_maps(model, where)
     model = to_float32(model)  # a float16 export computes in float32 behind casts at its inputs and outputs
     if default_opset(model) < 7:
         model = prelu_slope.per_channel(model, where)

@@ -243,20 +243,122 @@ def _restore(moved: list[tuple[onnx.TensorProto, bytes]]) -> None:
 
 
 def infer_shapes(model: onnx.ModelProto, in_place: bool = False, **options: bool) -> onnx.ModelProto:
-    """onnx's shape inference, also past 2 GiB: then it runs on the model with its weights detached
-    (shapes need none of their bytes) and its types are copied onto `model` (`in_place`) or a copy."""
-    if proto_size(model) < PROTOBUF_LIMIT and not lazy(model):
-        return onnx.shape_inference.infer_shapes(model, **options)
-    with on_disk(model):
-        inferred = onnx.shape_inference.infer_shapes(weightless(model, 1 << 20)[0].SerializeToString(), **options)
+    """onnx's shape inference run on `model`'s shape_probe, whose cost does not grow with its weights (a LightGBM
+    tree ensemble's 194 MB of node attributes were serialized and parsed again on every run: 2.5 s and 1 GB each);
+    the types found (value_info and outputs, subgraphs' inputs too) are copied onto `model` (`in_place`) or a copy."""
+    found = probe_inferred(model, **options)
     out = model if in_place else onnx.ModelProto()
     if not in_place:
         out.CopyFrom(model)
-    del out.graph.value_info[:]
-    out.graph.value_info.extend(inferred.graph.value_info)
-    del out.graph.output[:]
-    out.graph.output.extend(inferred.graph.output)
+    _copy_types(found.graph, out.graph)
     return out
+
+
+def probe_inferred(model: onnx.ModelProto, **options: bool) -> onnx.ModelProto:
+    """onnx's shape inference on `model`'s shape_probe: its types and shapes, without the large tensors' data."""
+    with on_disk(model):  # lazy tensors named relative to their folder, as in a written model
+        probe = shape_probe(model)
+    return onnx.shape_inference.infer_shapes(probe, **options)
+
+
+STUB_BYTES = 1024  # a tensor this large is a stub in a shape probe, but for a 1-D integer one (a shape, axes,
+SHAPE_BYTES = 1 << 20  # indices) below this: shape inference and data propagation read those values
+# ai.onnx.ml ops whose shape inference reads of their long lists (nodes_*, class_*, target_*) only that they are set
+PRESENCE_LISTS = frozenset({"TreeEnsembleClassifier", "TreeEnsembleRegressor"})
+_SHAPE_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32})
+
+
+def shape_probe(model: onnx.ModelProto, min_bytes: int = STUB_BYTES) -> onnx.ModelProto:
+    """A copy of `model` for shape inference without the bytes it does not read: initializers and tensor attributes
+    (a Constant's value) of `min_bytes` or more, in subgraphs too, but 1-D integer ones below SHAPE_BYTES, become
+    bodiless stubs of the same type and dims marked external at LEFT_OUT; the long lists of a PRESENCE_LISTS op
+    become empty lists of their type (its classlabels_*, which give its class count, stay). Nodes, graphs and their
+    order are the model's."""
+    out = onnx.ModelProto()
+    copy_fields(model, out, skip={"graph"})
+    _probe_graph(model.graph, out.graph, min_bytes)
+    return out
+
+
+def _probe_graph(graph: onnx.GraphProto, out: onnx.GraphProto, min_bytes: int) -> None:
+    copy_fields(graph, out, skip={"initializer", "node"})
+    for tensor in graph.initializer:
+        _probe_tensor(tensor, out.initializer.add(), min_bytes)
+    for node in graph.node:
+        trees = node.domain == "ai.onnx.ml" and node.op_type in PRESENCE_LISTS
+        if not any(_is_large(a, min_bytes, trees) for a in node.attribute):
+            out.node.add().CopyFrom(node)
+            continue
+        copy = out.node.add()
+        copy_fields(node, copy, skip={"attribute"})
+        for attr in node.attribute:
+            _probe_attribute(attr, copy.attribute.add(), min_bytes, trees)
+
+
+def _is_large(attr: onnx.AttributeProto, min_bytes: int, trees: bool) -> bool:
+    """Whether the probe changes `attr` (a subgraph is looked into whatever its size)."""
+    if attr.HasField("g") or attr.graphs:
+        return True
+    if any(_is_stubbed(t, min_bytes) for t in [*([attr.t] if attr.HasField("t") else []), *attr.tensors]):
+        return True
+    return trees and _dropped_list(attr, min_bytes)
+
+
+def _dropped_list(attr: onnx.AttributeProto, min_bytes: int) -> bool:
+    listed = 4 * len(attr.floats) + 8 * (len(attr.ints) + len(attr.strings))  # a string's bytes at least its length's
+    return not attr.name.startswith("classlabels_") and listed >= min_bytes
+
+
+def _probe_attribute(attr: onnx.AttributeProto, out: onnx.AttributeProto, min_bytes: int, trees: bool) -> None:
+    lists = {"floats", "ints", "strings"} if trees and _dropped_list(attr, min_bytes) else set()
+    skip = {"t", "tensors", "g", "graphs"} | lists
+    copy_fields(attr, out, skip=skip)
+    if attr.HasField("t"):
+        _probe_tensor(attr.t, out.t, min_bytes)
+    for tensor in attr.tensors:
+        _probe_tensor(tensor, out.tensors.add(), min_bytes)
+    if attr.HasField("g"):
+        _probe_graph(attr.g, out.g, min_bytes)
+    for graph in attr.graphs:
+        _probe_graph(graph, out.graphs.add(), min_bytes)
+
+
+def _probe_tensor(tensor: onnx.TensorProto, out: onnx.TensorProto, min_bytes: int) -> None:
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or not _is_stubbed(tensor, min_bytes):
+        out.CopyFrom(tensor)
+        return
+    out.name, out.data_type = tensor.name, tensor.data_type
+    out.dims.extend(tensor.dims)
+    point(out, LEFT_OUT, 0, _nbytes(tensor))
+
+
+def _is_stubbed(tensor: onnx.TensorProto, min_bytes: int) -> bool:
+    size = _nbytes(tensor)
+    shape_like = tensor.data_type in _SHAPE_TYPES and len(tensor.dims) <= 1
+    return size >= min_bytes and not (shape_like and size < max(min_bytes, SHAPE_BYTES))
+
+
+def _nbytes(tensor: onnx.TensorProto) -> int:
+    """A tensor's size from its type and dims (ByteSize() serializes the bytes it counts)."""
+    try:
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):  # a type numpy has no dtype for
+        itemsize = 1
+    return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
+
+
+def _copy_types(source: onnx.GraphProto, target: onnx.GraphProto, subgraph: bool = False) -> None:
+    """The types shape inference wrote into `source` (a probe of `target`) copied onto `target`, graph by graph:
+    a subgraph's value_info, outputs and inputs (a Loop body's), the main graph's value_info and outputs."""
+    for field in ("value_info", "output", "input") if subgraph else ("value_info", "output"):
+        del getattr(target, field)[:]
+        getattr(target, field).extend(getattr(source, field))
+    for node, into in zip(source.node, target.node, strict=True):
+        for attr, attr_into in zip(node.attribute, into.attribute, strict=True):
+            if attr.HasField("g"):
+                _copy_types(attr.g, attr_into.g, subgraph=True)
+            for graph, graph_into in zip(attr.graphs, attr_into.graphs, strict=True):
+                _copy_types(graph, graph_into, subgraph=True)
 
 
 ALIGNMENT = 4096  # each tensor starts on a page boundary, so that onnxruntime can map it

@@ -277,9 +277,12 @@ def set_metadata(model: onnx.ModelProto, key: str, value: str | None) -> None:
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
 
 
-def inferred(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` with inferred value_info (types and shapes); unchanged when inference fails."""
+def inferred(model: onnx.ModelProto, probe: bool = False) -> onnx.ModelProto:
+    """`model` with inferred value_info (types and shapes); unchanged when inference fails. `probe`: the copy
+    inference ran on, its weights stubs (external_data.shape_probe): no copy of the weights, for shapes alone."""
     try:
+        if probe:
+            return external_data.probe_inferred(model, strict_mode=False)
         return external_data.infer_shapes(model, strict_mode=False)
     except Exception as e:  # inference raises several unrelated types on odd graphs; facts stay partial
         logger.info("shape inference failed (%s); using the shapes the model carries", e)
@@ -288,7 +291,11 @@ def inferred(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     """Shape of every tensor onnx's shape inference can tell; a dynamic dim (a batch `N`) counts as 1."""
-    graph = inferred(model).graph
+    return shapes_of(inferred(model, probe=True).graph)
+
+
+def shapes_of(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
+    """tensor_shapes of a graph whose shapes are inferred (`inferred(model).graph`)."""
     shapes = {init.name: tuple(init.dims) for init in graph.initializer}
     for value in [*graph.input, *graph.value_info, *graph.output]:
         if value.type.tensor_type.HasField("shape") and value.name not in shapes:

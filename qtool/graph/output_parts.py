@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from qtool.graph import external_data
 from qtool.graph.model import tensor_shapes
 
 # ops between a value's producer and a Concat that neither compute nor change what the value means
@@ -51,13 +50,14 @@ class Part:
         return array[(slice(None),) * self.axis + (slice(self.start, self.stop),)]
 
 
-def output_parts(model: onnx.ModelProto) -> list[Part]:
-    """The parts of every graph output that holds more than one (none for most models)."""
+def output_parts(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None) -> list[Part]:
+    """The parts of every graph output that holds more than one (none for most models); `shapes`: the model's
+    tensor_shapes, if the caller has them."""
     producers = {out: node for node in model.graph.node for out in node.output if out}
     concat_outputs = [o.name for o in model.graph.output if _reaches_concat(o.name, producers)]
     if not concat_outputs:  # shape inference only where a Concat could split an output
         return []
-    shapes = tensor_shapes(external_data.weightless(model, 1024)[0])  # shapes need no weights' bytes
+    shapes = tensor_shapes(model) if shapes is None else shapes
     parts = []
     for name in concat_outputs:
         shape = shapes.get(name)

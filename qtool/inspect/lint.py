@@ -377,14 +377,16 @@ LINTS: dict[str, Lint] = {
 }
 
 
-def context(model: onnx.ModelProto, target: str | None, scratch: str | None = None) -> LintContext:
+def context(
+    model: onnx.ModelProto, target: str | None, scratch: str | None = None, shaped: onnx.ModelProto | None = None
+) -> LintContext:
     """The float view of `model` (Q/DQ stripped; its weights in the file `scratch` when given, see
-    read_qdq), shape-inferred so that tensor types are known."""
+    read_qdq), shape-inferred so that tensor types are known; `shaped`: a float `model` inferred already."""
     encodings = None
     wrong = wrong_declarations(model)
     if kind(model) == "quantized":
-        model, encodings = read_qdq(model, scratch=scratch)
-    model = inferred(model)  # a graph inference cannot follow still gets the lints that need no types
+        model, encodings, shaped = *read_qdq(model, scratch=scratch), None
+    model = inferred(model) if shaped is None else shaped  # a graph inference cannot follow: the lints without types
     return LintContext(model, GraphFacts.of(model), target, preset(target), encodings, wrong_shapes=wrong)
 
 

@@ -40,8 +40,8 @@ def dynamic_dims(model: onnx.ModelProto) -> list[tuple[str, int, str]]:
     return found
 
 
-def _macs_table(model: onnx.ModelProto) -> tuple[int, Table]:
-    macs = macs_per_node(model)
+def _macs_table(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None) -> tuple[int, Table]:
+    macs = macs_per_node(model, shapes)
     total = sum(macs.values())
     ops = {n.name or n.output[0]: n.op_type for n in model.graph.node}
     rows = [[name, ops[name], n, round(100 * n / total, 2) if total else 0.0] for name, n in macs.items()]
@@ -80,7 +80,8 @@ def _encodings_table(model: onnx.ModelProto, where: str) -> Table:
     return Table("encodings", ["kind", "tensor", "bw", "schema", "channels", "min", "max", "scale", "offset"], rows)
 
 
-def summarise(model: onnx.ModelProto, where: str) -> InspectReport:
+def summarise(model: onnx.ModelProto, where: str, shapes: dict[str, tuple[int, ...]] | None = None) -> InspectReport:
+    """`shapes`: the model's tensor_shapes, if the caller has them (a shape inference less)."""
     inits = gm.initializer_names(model)
     params = sum(int(np.prod(i.dims)) for i in model.graph.initializer)
     param_bytes = sum(len(i.raw_data) or external_data.array(i).nbytes for i in model.graph.initializer)
@@ -98,9 +99,9 @@ def summarise(model: onnx.ModelProto, where: str) -> InspectReport:
     )
     dynamic = dynamic_dims(model)
     report.facts["dynamic dims"] = ", ".join(f"{t}[{axis}]={label}" for t, axis, label in dynamic) or "none"
-    total, macs = _macs_table(model)
+    total, macs = _macs_table(model, shapes)
     report.facts["MACs"] = total
-    if model_kind != "quantized" and (parts := output_parts(model)):  # compare and quantize measure them apart
+    if model_kind != "quantized" and (parts := output_parts(model, shapes)):  # compare and quantize measure them apart
         report.facts["output parts"] = ", ".join(p.name for p in parts)
     io_rows = [["input", *_value_row(v)] for v in model.graph.input if v.name not in inits]
     io_rows += [["output", *_value_row(v)] for v in model.graph.output]

@@ -59,9 +59,10 @@ def node_key(node: onnx.NodeProto) -> str:
     return node.name or node.output[0]
 
 
-def macs_per_node(model: onnx.ModelProto) -> dict[str, int]:
-    """{node name (or first output): estimated MACs} for the MAC ops, in graph order."""
-    shapes = tensor_shapes(model)
+def macs_per_node(model: onnx.ModelProto, shapes: Shapes | None = None) -> dict[str, int]:
+    """{node name (or first output): estimated MACs} for the MAC ops, in graph order; `shapes`: the model's
+    tensor_shapes, if the caller has them."""
+    shapes = tensor_shapes(model) if shapes is None else shapes
     found = {node_key(node): node_macs(node, shapes) for node in model.graph.node}
     return {name: int(macs) for name, macs in found.items() if macs is not None}
 

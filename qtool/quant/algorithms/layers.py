@@ -116,7 +116,7 @@ def layer_bias(ctx: AlgorithmContext, facts: GraphFacts, layer: Layer, channels:
         return found[1] if found is not None and found[0] is node else None
     base, taken = f"{layer.weight}_bc_bias", {i.name for i in ctx.model.graph.initializer}
     # layers sharing one weight (tied) each get a bias: one by the weight's name took the last layer's correction
-    name = next(n for n in (base, *(f"{base}_{k}" for k in itertools.count(1))) if n not in taken)
+    name = next(n for n in itertools.chain([base], (f"{base}_{k}" for k in itertools.count(1))) if n not in taken)
     del node.input[2:]
     node.input.append(name)
     ctx.set_array(name, np.zeros(channels, np.float32))

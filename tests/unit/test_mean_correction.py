@@ -144,3 +144,16 @@ def test_a_reverted_correction_leaves_no_bias_it_added(tmp_path, monkeypatch) ->
     plain = quantize_model(tmp_path, model, *flags, name="plain")
     reverted = quantize_model(tmp_path, model, *flags, "--apply_algorithms", "mean_correction", name="reverted")
     assert onnx.load(str(reverted)).graph == onnx.load(str(plain)).graph
+
+
+def test_a_layer_writing_a_graph_output_is_read_on_its_input_grid(tmp_path) -> None:
+    """The QDQ writer renames a graph output's producer's output `<y>_prequant`: a model's heads found no input grid
+    by the name `y`, and their input's rounding went uncorrected (E[Q(x)] read as E[x])."""
+    from qtool.quant.algorithms.layers import weighted_layers
+    from qtool.quant.graph_facts import GraphFacts
+
+    model = _offset_depthwise()
+    qdq = onnx.load(str(quantize_model(tmp_path, model, "--use_per_channel_quantization")))
+    scale = next(numpy_helper.to_array(i) for i in qdq.graph.initializer if i.name == "x3_scale")
+    grids = mean_correction._input_grids(qdq, weighted_layers(GraphFacts.of(model)))
+    assert list(grids) == ["y"] and grids["y"].scale == pytest.approx(float(scale))

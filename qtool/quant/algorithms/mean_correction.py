@@ -114,7 +114,9 @@ def _input_grids(qdq: onnx.ModelProto, layers: list[Layer]) -> dict[str, _Grid]:
     """Layer output -> the per-tensor grid its input is on in the written model (the DequantizeLinear it reads);
     none where it reads float values, or parts of a Concat each on a grid of its own (the plan's encoding of the
     Concat is then on no tensor: corrected for it, ddddocr's YOLOX lost 8 dB)."""
-    wanted = {layer.node.output[0] for layer in layers}
+    wanted = {layer.node.output[0]: layer.node.output[0] for layer in layers}
+    # a graph output's producer writes `<output>_prequant` (qdq.py): a model's last layers are its heads
+    wanted.update({f"{out}_prequant": out for out in {o.name for o in qdq.graph.output} & wanted.keys()})
     producers = {out: n for n in qdq.graph.node for out in n.output}
     constants = {t.name: t for t in qdq.graph.initializer}
     grids = {}
@@ -129,7 +131,7 @@ def _input_grids(qdq: onnx.ModelProto, layers: list[Layer]) -> dict[str, _Grid]:
             if scale.size != 1 or zero.dtype.kind not in "iu":
                 continue
             info = np.iinfo(zero.dtype)
-            grids[node.output[0]] = _Grid(float(scale.reshape(())), float(zero.reshape(())), info.min, info.max)
+            grids[wanted[node.output[0]]] = _Grid(float(scale.reshape(())), float(zero.reshape(())), info.min, info.max)
     return grids
 
 

@@ -53,7 +53,7 @@ def test_help_shows_no_range_for_unbounded_numbers() -> None:
     # --target_sqnr and --min_sqnr read `[x<=None]`
     result = run_cli(["quantize", "--help"])
     assert result.exit_code == 0
-    assert "None]" not in result.output and "actsearch, bc (run in that order)" in " ".join(result.output.split())
+    assert "None]" not in result.output and "actsearch, mean_correction, bc (run in that order)" in " ".join(result.output.split())
 
 
 def test_an_override_off_the_power_of_2_grid_is_warned_of(tmp_path: Path) -> None:

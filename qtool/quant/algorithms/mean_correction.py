@@ -7,7 +7,9 @@ The error of a rounding is not zero-mean where the values it rounds are not spre
 depthwise Conv's 9 taps, a layer whose input sits mostly in one step (a SiLU output whose dip is shallower
 than its grid step rounds every negative value to 0: YOLOv8's first layers), a LayerNorm'd input read by a
 narrow head. The empirical `bc` measures the quantized model itself, layer after layer (a pass per layer);
-this is one pass for all of them, and it does not see how an error upstream reaches a layer.
+this is one pass for all of them, and it does not see how an error upstream reaches a layer. Every tap of a
+padded Conv is taken to read its input channel's mean: at the border, where taps read the padding's zeros, the
+shift taken back is a little too large (one output row or column in eight on a 16x16 map with a 3x3 kernel).
 YAML (`mean_correction:`): calibration_frames (default 32) and keep (auto|always; see `run`).
 """
 

@@ -90,7 +90,7 @@ def check_output_names(input_list: InputList, model: onnx.ModelProto) -> None:
                 raise DataError(
                     f"output directive '{kind}' names {what} {quoted(name)}, which the model does not have",
                     where=f"{input_list.path}:{line}" if line else str(input_list.path),
-                    hint=did_you_mean(name, known) or f"'{kind}' lines ask for outputs: they are not comments",
+                    hint="; ".join(filter(None, (did_you_mean(name, known), f"'{kind}' lines ask for outputs: they are not comments"))),
                 )
 
 

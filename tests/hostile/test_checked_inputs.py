@@ -201,7 +201,7 @@ def test_a_comment_line_read_as_an_output_directive_says_so(ws: Workspace) -> No
     with pytest.raises(DataError, match="'#' lines ask for outputs: they are not comments"):
         check_output_names(listing, _listed_model(ws))
     near = parse_input_list("# cone layers\n/data/a.raw\n", Path("/lists/l.txt"))  # 'cone' is close to 'conv'
-    with pytest.raises(DataError, match="did you mean 'conv'.*; '#' lines ask for outputs: they are not comments"):
+    with pytest.raises(DataError, match=r"did you mean 'conv'.*; '#' lines ask for outputs: they are not comments"):
         check_output_names(near, _listed_model(ws))
 
 

@@ -512,7 +512,8 @@ OUT := build/demo
 # 21557 -> 21559: mean_correction finds the input grid of a layer writing a graph output (helper-69)
 # 21559 -> 21561: mean_correction's docstring on a padded Conv's border (helper-69's review)
 # 21561 -> 21564: onnxruntime sessions do not spin between runs (runtime.session; inspect --reference 1.66x; helper-67)
-LINE_BUDGET := 21564
+# 21564 -> 21575: an output folder root cannot create a file in (/proc, /sys) is refused up front (helper-70)
+LINE_BUDGET := 21575
 
 .PHONY: demo test lint venv bench clean golden
 

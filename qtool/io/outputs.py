@@ -21,6 +21,7 @@ import contextvars
 import os
 import signal
 import stat
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -77,6 +78,13 @@ def _resolve_output(given: Path, flag: str) -> Path:
         raise UsageError(f"{flag}: cannot write under {ancestor}: it is not a folder", where=str(given))
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise UsageError(f"{flag}: cannot write in {ancestor}: permission denied", where=str(given))
+    if os.geteuid() == 0:  # root passes os.access in /proc and /sys too: create there, or fail only at the write
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".qtool-probe.", dir=ancestor)
+        except OSError as e:
+            raise UsageError(f"{flag}: cannot write in {ancestor}: {e.strerror}", where=str(given)) from None
+        os.close(fd)
+        os.unlink(probe)
     return target
 
 
@@ -89,7 +97,10 @@ def check_output_folder(path: str | os.PathLike[str], flag: str = "-o") -> None:
         raise UsageError(f"{flag}: cannot write it: {e.strerror or e}", where=str(path)[:160]) from None
     if is_file:
         raise UsageError(f"{flag}: is a file, expected a folder", where=str(path))
-    resolve_output(folder / "probe", flag)  # the same ancestor and permission checks as a file in it
+    try:  # the same ancestor and permission checks as a file in it
+        resolve_output(folder / "probe", flag)
+    except UsageError as e:  # named as given: the user never wrote 'out/probe'
+        raise UsageError(e.message, where=str(path)[:160], hint=e.hint) from None
 
 
 class Transaction:

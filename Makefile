@@ -513,7 +513,8 @@ OUT := build/demo
 # 21559 -> 21561: mean_correction's docstring on a padded Conv's border (helper-69's review)
 # 21561 -> 21564: onnxruntime sessions do not spin between runs (runtime.session; inspect --reference 1.66x; helper-67)
 # 21564 -> 21575: an output folder root cannot create a file in (/proc, /sys) is refused up front (helper-70)
-LINE_BUDGET := 21575
+# 21575 -> 21661: float outputs kept past the memory budget in scratch files, not run again (io/kept_outputs.py)
+LINE_BUDGET := 21661
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -34,6 +34,7 @@ from qtool.errors import QtoolError, QualityError, UsageError
 from qtool.export.matmulnbits import to_matmulnbits
 from qtool.graph import external_data
 from qtool.graph import model as gm
+from qtool.graph.lazy_weights import scratch_file
 from qtool.inspect import compare, layers
 from qtool.inspect import html as inspect_html
 from qtool.inspect.lint import rounded_dips
@@ -42,6 +43,7 @@ from qtool.io import outputs
 from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
 from qtool.io.files import write_text
 from qtool.io.input_list import InputList, read_input_list
+from qtool.io.kept_outputs import KeptOutputs
 from qtool.quant import blocks
 from qtool.quant.algorithms import AlgorithmContext, adaround, bias_correction, check_sections, cle_hardswish, resolve
 from qtool.quant.algorithms.residual_recipe import residual_recipe
@@ -424,7 +426,8 @@ def _quantize(
     # the evaluation's float outputs come from calibration when both run the same model on the same list
     keep = None
     if model is reference and input_list is not None and eval_list is input_list and o.evaluate_samples > 0:
-        keep = FloatOutputs(min(o.evaluate_samples, len(input_list.samples)), compare.one_pass_cache_bytes(reference))
+        kept = KeptOutputs(compare.one_pass_cache_bytes(reference), scratch_file)
+        keep = FloatOutputs(min(o.evaluate_samples, len(input_list.samples)), kept)
     facts = GraphFacts.of(model)
     found, samples = _calibrate(o, model, facts, input_list, progress, keep)
     observers.update(found)

@@ -19,7 +19,9 @@ import onnx
 from qtool import runtime
 from qtool.errors import ModelError
 from qtool.graph import external_data
+from qtool.graph.lazy_weights import scratch_file
 from qtool.graph.output_parts import Part, output_parts
+from qtool.io.kept_outputs import KeptOutputs
 
 
 def common_shape(ref: np.ndarray, quant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,9 +152,9 @@ SESSION_BYTES = 8 << 20  # what a small model's session adds besides its weights
 
 
 def one_pass_cache_bytes(reference: onnx.ModelProto) -> int:
-    """For a single comparison, the float outputs are worth keeping while they cost less than running the
-    float model beside the quantized one (its weights and a session): MTCNN's P-Net (30 KB of weights)
-    kept 22 MB of outputs for 64 samples, where streaming both models costs a few MB."""
+    """For a single comparison, the float outputs are worth keeping in memory while they cost less than the
+    float model beside the quantized one (its weights and a session; past it they go to scratch files):
+    MTCNN's P-Net (30 KB of weights) kept 22 MB of outputs for 64 samples, where its session costs a few MB."""
     return external_data.byte_size(reference) + SESSION_BYTES
 
 
@@ -169,18 +171,15 @@ def _run(session, names: list[str] | None, feed: dict[str, np.ndarray], what: st
 
 def reference_outputs(
     reference: onnx.ModelProto, feeds: Iterable[dict[str, np.ndarray]], threads: int = 0, limit_bytes: int = 256 << 20
-) -> list[list[np.ndarray]] | None:
-    """The float model's outputs for a small evaluation set, kept for repeated comparisons (mixed
-    precision evaluates dozens of candidates on the same samples); None past `limit_bytes`, so
-    that a large set is streamed instead and memory never grows with it."""
+) -> KeptOutputs | None:
+    """The float model's outputs for an evaluation set, kept for repeated comparisons (mixed precision
+    evaluates dozens of candidates on the same samples): in memory up to `limit_bytes`, then in scratch
+    files; None when they cannot be kept (kept_outputs.DISK_BYTES), so that the set is streamed instead."""
     sess = runtime.session(reference, threads, "reference model", optimized=True)
-    kept, size = [], 0
-    for index, feed in enumerate(feeds):  # copies: an array onnxruntime returned kept the arena alive (SLANet: 80 MB)
-        outputs = [np.array(as_array(o), copy=True) for o in _run(sess, None, feed, "the float model", index)]
-        size += sum(o.nbytes for o in outputs)
-        if size > limit_bytes:
+    kept = KeptOutputs(limit_bytes, scratch_file)
+    for index, feed in enumerate(feeds):
+        if not kept.append([as_array(o) for o in _run(sess, None, feed, "the float model", index)]):
             return None
-        kept.append(outputs)
     return kept
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -21,6 +21,7 @@ from qtool.errors import DataError, ModelError
 from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.graph.names import unused_namespace
+from qtool.io.kept_outputs import KeptOutputs
 from qtool.quant.attention import softmax_chains
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import (
@@ -220,36 +221,23 @@ def _stack(group: list[Sample]) -> Sample:
 
 @dataclass
 class FloatOutputs:
-    """The model's own outputs on the first `samples` calibration samples, kept for the evaluation that
-    follows so that it need not run the float model again (a third of ddddocr's quantize); `values` is
-    None once they pass `limit_bytes` (the evaluation then streams both models, as without them)."""
+    """The model's own outputs on the first `samples` calibration samples, kept (in memory, then in scratch
+    files) for the evaluation that follows so that it need not run the float model again (a third of ddddocr's
+    quantize); `values` is None once they cannot be kept (the evaluation then streams both models)."""
 
     samples: int
-    limit_bytes: int
-    values: list[list[np.ndarray]] | None = field(default_factory=list)
-    size: int = 0
+    values: KeptOutputs | None
 
     def wants_more(self) -> bool:
         return self.values is not None and len(self.values) < self.samples
 
     def add(self, outputs: list) -> None:
-        self.size += sum(_nbytes(v) for v in outputs)
-        if self.size > self.limit_bytes:
+        if self.values is not None and not self.values.append(outputs):
             self.values = None
-        elif self.values is not None:  # copies: an array onnxruntime returned kept the session's arena alive
-            self.values.append([_owned(v) for v in outputs])  # (SLANet: 300 MB past calibration)
 
     @property
     def complete(self) -> bool:
         return self.values is not None and len(self.values) == self.samples
-
-
-def _nbytes(value: object) -> int:
-    return sum(_nbytes(v) for v in value) if isinstance(value, list) else np.asarray(value).nbytes
-
-
-def _owned(value: object) -> object:
-    return [_owned(v) for v in value] if isinstance(value, list) else np.array(value, copy=True)
 
 
 def _model_fails(e: ModelError, model_where: str) -> ModelError:

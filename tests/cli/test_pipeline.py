@@ -3,6 +3,7 @@ inspect -> export, plus byte-identical reruns, the export round trip and --help.
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from conftest import SAMPLES, conv_bn_model, run_cli, save_model, two_input_mode
 
 from qtool.cli import main
 from qtool.graph import model as gm
+from qtool.graph.lazy_weights import scratch_file
 from qtool.inspect import compare
 from qtool.io.encodings import read_encodings
+from qtool.io.kept_outputs import KeptOutputs
 
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 CALIB, VAL, LABELS = SAMPLES / "input_list.txt", SAMPLES / "val_list.txt", SAMPLES / "val_labels.txt"
@@ -241,6 +244,34 @@ def test_evaluation_from_calibrations_float_outputs_equals_its_own_float_pass(de
     (got,), (want,) = report["outputs (float vs quantized)"], demo["reports"]["quantize"]["outputs (float vs quantized)"]
     # the calibration graph's fetched tensors keep onnxruntime from some fusions: float32 rounding apart
     assert got == {**want, "max_abs_error": pytest.approx(want["max_abs_error"], rel=1e-4)}
+
+
+def test_float_outputs_past_the_memory_budget_are_read_back_from_scratch_files(demo, tmp_path: Path, monkeypatch) -> None:
+    """Kept on disk, not run again: the same figures as kept in memory, with and without --eval_list (platedet's
+    YOLOv8-seg, 3.6 MB of outputs a sample: evaluation 40 -> 13 s, peak 701 -> 508 MB), and no file left."""
+    monkeypatch.setattr(compare, "one_pass_cache_bytes", lambda reference: 0)
+    monkeypatch.setattr(compare, "reference_outputs", _counted(compare.reference_outputs, calls := []))
+    for extra in ([], ["--eval_list", VAL, "--evaluate_samples", "10"]):
+        out = tmp_path / "q.onnx"
+        report = ok(["quantize", "-i", demo["conv"], "--input_list", CALIB, "-o", out, *DEMO_FLAGS, "--json", *extra])
+        assert out.read_bytes() == demo["quant"].read_bytes()
+        if not extra:
+            want = demo["reports"]["quantize"]["outputs (float vs quantized)"]
+            assert report["outputs (float vs quantized)"] == want and not calls  # from calibration's pass
+    assert len(calls) == 1 and isinstance(calls[0], KeptOutputs) and len(calls[0]) == 10
+    scratch = Path(scratch_file("x")).parent  # this process's
+    assert len(list(scratch.glob("outputs-*"))) == 10  # the one store still referenced: the test's
+    calls.clear()
+    gc.collect()
+    assert not list(scratch.glob("outputs-*"))
+
+
+def _counted(function, calls: list):
+    def wrapped(*args, **kwargs):
+        calls.append(result := function(*args, **kwargs))
+        return result
+
+    return wrapped
 
 
 def test_two_input_int64_model_with_named_lines(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from qnn_models import three_conv_model
 
 from qtool import runtime
 from qtool.errors import DataError
+from qtool.io.kept_outputs import KeptOutputs
 from qtool.quant import range_search
 from qtool.quant.calibrate import FloatOutputs, calibrate
 from qtool.quant.observers import Histogram, MinMax, from_state, make_observer, read_as
@@ -178,20 +179,28 @@ def test_one_histogram_pass_read_as_each_method_gives_that_methods_own_ranges(me
     assert shared["relu"].select == "sqnr"  # the pass itself is left as it was
 
 
-def test_calibration_keeps_the_first_samples_float_outputs_within_its_budget() -> None:
+def test_calibration_keeps_the_first_samples_float_outputs_in_memory_then_on_disk(tmp_path: Path) -> None:
     model = three_conv_model()
     tensors = ["data_0", "conv1_1", "conv2_1", "relu", "out"]
     session = runtime.session(model, optimized=True, layout=False)  # calibration's layout (calibrate.py)
     expected = [session.run(None, feed) for _, feed in _samples(3)]
-    keep = FloatOutputs(3, 1 << 20)
+
+    def kept(memory: int, disk: int = 1 << 30) -> KeptOutputs:
+        return KeptOutputs(memory, lambda name: str(tmp_path / name), disk)
+
+    keep = FloatOutputs(3, kept(1 << 20))
     calibrate(model, tensors, _samples(8), keep=keep)
     assert keep.complete and len(keep.values) == 3
     for got, want in zip(keep.values, expected, strict=True):
         assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
-    over = FloatOutputs(3, expected[0][0].nbytes)  # the second sample passes the budget: nothing kept
+    spilled = FloatOutputs(3, kept(expected[0][0].nbytes))  # the second and third samples go to files
+    calibrate(model, tensors, _samples(8), keep=spilled)
+    assert spilled.complete and len(list(tmp_path.iterdir())) == 2
+    assert all(np.array_equal(g[0], w[0]) for g, w in zip(spilled.values, expected, strict=True))
+    over = FloatOutputs(3, kept(expected[0][0].nbytes, disk=expected[0][0].nbytes))  # the third passes both
     calibrate(model, tensors, _samples(8), keep=over)
     assert over.values is None and not over.complete
-    batched = FloatOutputs(3, 1 << 20)  # batches run another model: the evaluation runs its own float pass
+    batched = FloatOutputs(3, kept(1 << 20))  # batches run another model: the evaluation runs its own float pass
     calibrate(model, tensors, _samples(8), keep=batched, batch_size=4)
     assert not batched.complete
 

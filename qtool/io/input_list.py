@@ -16,6 +16,8 @@ number, about 12 bytes a line; `Sample`s and their `Path`s are built when a line
 from __future__ import annotations
 
 import os
+import re
+import unicodedata
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,9 @@ from qtool.io.files import lines, quoted, read_text
 
 RESOLVED_CACHE_LIMIT = 1 << 16  # distinct paths whose resolution is remembered (a list repeats a few files)
 LINES_A_CHUNK = 1 << 16  # lines split at once: splitlines() of the whole text held 3 million strings at a time
+SEPARATORS = " \t\v\f"  # C's isspace, as qnn-net-run splits a line: str.split() also cut at U+00A0, U+3000...
+_ENTRY = re.compile(f"[^{SEPARATORS}]+")
+_OTHER_SPACE = re.compile(f"[^\\S{SEPARATORS}]")  # whitespace to str.split(), a path's character to qairt
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +136,11 @@ class _Resolver:
         return path if here else self.folder / path
 
 
-def _parse_sample(tokens: list[str], source: str, line: int, resolve: _Resolver) -> Sample:
+def _parse_sample(text: str, source: str, line: int, resolve: _Resolver) -> Sample:
     where = f"{source}:{line}"
+    tokens = _ENTRY.findall(text)
+    if space := _OTHER_SPACE.search(text):
+        _check_spaced(text, space.start(), resolve, where)
     named: dict[str, str] = {}
     positional: list[str] = []
     for token in tokens:
@@ -178,20 +186,31 @@ def parse_input_list(text: str, path: Path) -> InputList:
     lines: dict[str, int] = {}
     samples = SampleLines(source)
     for lineno, line in _numbered_lines(text):
-        stripped = line.strip()
+        stripped = line.strip(SEPARATORS)
         if not stripped:
             continue
         if stripped[0] in "#%":
             _check_directive_place(stripped[0], bool(samples), bool(tensors), f"{source}:{lineno}")
-            words = stripped[1:].split()
+            words = _ENTRY.findall(stripped, 1)
             (layers if stripped[0] == "#" else tensors).extend(words)
             for word in words:
                 lines.setdefault(stripped[0] + word, lineno)
             continue
-        samples.append(_parse_sample(stripped.split(), source, lineno, resolve))
+        samples.append(_parse_sample(line, source, lineno, resolve))
     if not samples:
         raise DataError("no samples: the input_list has no input lines", where=source)
     return InputList(path, samples, tuple(layers), tuple(tensors), lines)
+
+
+def _check_spaced(text: str, at: int, resolve: _Resolver, where: str) -> None:
+    """A U+00A0 (or another character str.split() cuts at) is part of a path, as in qairt's lists: refused, naming
+    its column, when the entry holding it names no file (a pasted list's non-breaking space between two entries)."""
+    entry = _ENTRY.findall(text, max(text.rfind(c, 0, at) for c in SEPARATORS) + 1)[0]
+    if not os.path.exists(resolve(entry.partition(":=")[2] or entry)):
+        name = unicodedata.name(text[at], "")
+        char = f"U+{ord(text[at]):04X}" + (f" ({name.lower()})" if name else "")
+        raise DataError(f"column {at + 1}: {quoted(entry)} holds {char} and names no file; entries are "
+                        "separated by ASCII spaces or tabs", where=where)  # fmt: skip
 
 
 def _check_directive_place(kind: str, after_samples: bool, after_tensors: bool, where: str) -> None:

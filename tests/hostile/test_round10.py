@@ -33,3 +33,35 @@ def test_an_export_folder_that_cannot_be_made_is_named_as_given(ws: Workspace) -
     before = ws.snapshot()
     line = assert_refused(ws, before, ws.run("export", "-i", ws.model, "-o", ws.root / "f" / "x"), 2, "it is not a folder")
     assert "probe" not in line and f"{ws.root / 'f' / 'x'}: " in line
+
+
+# --- a non-breaking space in an input_list line ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("line", ["x:=raw/000_x.raw\u00a0x:=raw/001_x.raw", "raw/000_x.raw\u00a0", "raw/00\u30000_x.raw"],
+                         ids=["between-entries", "trailing", "ideographic"])  # fmt: skip
+def test_a_unicode_space_is_part_of_a_path_and_named_by_column(ws: Workspace, line: str) -> None:
+    """str.split() cut entries at U+00A0 and U+3000 (a list pasted from a web page): a model of one input was
+    told 'input x given twice', or a trailing one vanished. FORMATS.md b.1 separates entries by spaces (qnn-net-run,
+    C's isspace): the character is part of the path, and an entry holding one that names no file is refused
+    naming its line and column."""
+    ws.listing.write_text(f"raw/001_x.raw\n{line}\n", encoding="utf-8")
+    before = ws.snapshot()
+    column = str(next(i for i, c in enumerate(line) if c in "\u00a0\u3000") + 1)
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 4, "input_list.txt:2: column " + column, "names no file",
+                   "ASCII spaces or tabs")  # fmt: skip
+
+
+def test_a_file_name_holding_a_non_breaking_space_is_read(ws: Workspace) -> None:
+    (ws.root / "raw" / "000_x.raw").rename(ws.root / "raw" / "a\u00a0b.raw")
+    ws.listing.write_text("raw/a\u00a0b.raw\n\t raw/001_x.raw \x0b\n", encoding="utf-8")
+    result = ws.quantize("-o", ws.out)
+    assert result.exit_code == 0, result.stderr
+
+
+def test_the_column_counts_the_line_as_written(tmp_path: Path) -> None:
+    from qtool.errors import DataError
+    from qtool.io.input_list import parse_input_list
+
+    with pytest.raises(DataError, match=r"l\.txt:2: column 12: 'raw/nope\\xa0x\.raw' holds U\+00A0 \(no-break space\)"):
+        parse_input_list("a.raw\n  \traw/nope\u00a0x.raw\n", tmp_path / "l.txt")

@@ -184,11 +184,15 @@ def test_input_list_line_numbers_count_only_line_ends(tmp_path: Path, char: str)
     from qtool.io.input_list import parse_input_list
 
     text = f"a.raw{char}b.raw\nc.raw\nbad:=\n"
+    if char not in "\f\v":  # part of a path since round 10 (C's isspace separates, as qnn-net-run's reader)
+        with pytest.raises(DataError, match=r"list\.txt:1: column 6: .* names no file"):
+            parse_input_list(text, tmp_path / "list.txt")
+        (tmp_path / f"a.raw{char}b.raw").write_bytes(b"")
     with pytest.raises(DataError, match=r"list\.txt:3: malformed entry"):
         parse_input_list(text, tmp_path / "list.txt")
     parsed = parse_input_list(text.replace("bad:=", "d.raw"), tmp_path / "list.txt")
     assert [s.line for s in parsed.samples] == [1, 2, 3]
-    assert [len(s.paths) for s in parsed.samples] == [2, 1, 1]  # whitespace inside a line, as str.split has it
+    assert [len(s.paths) for s in parsed.samples] == [1 + (char in "\f\v"), 1, 1]  # whitespace inside a line
 
 
 @pytest.mark.parametrize("end", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import onnx
 
 from qtool import runtime
+from qtool.api.common import encodings_path
 from qtool.config import ExportOptions
 from qtool.errors import UsageError
 from qtool.export import ExportJob, build, write_files
@@ -22,9 +25,25 @@ def export(o: ExportOptions) -> Report:
     inputs = [("-i", o.input_network), *runtime.library_inputs(o.op_package_lib)]
     with outputs.command(inputs) as tx, runtime.custom_ops(o.op_package_lib):
         check_output_folder(o.output_path)
+        _check_beside_input(o)
         model, data_files = gm.load_with_files(o.input_network)
         tx.add_inputs("-i's external data", data_files)
         return _export(o, model)
+
+
+def _check_beside_input(o: ExportOptions) -> None:
+    """`--format encodings` writes `<stem>.encodings.json`, the name quantize gave -i's encodings: exported into
+    -i's folder it replaced them without a word (in another --encodings_format too). They are not export's to
+    replace."""
+    mine = o.output_path / f"{o.input_network.name.removesuffix('.onnx')}.encodings.json"
+    theirs = encodings_path(o.input_network)
+    try:
+        same = "encodings" in o.formats and os.path.samefile(mine, theirs)
+    except (OSError, ValueError):  # either missing: nothing to replace
+        return
+    if same:
+        raise UsageError(f"--format encodings would replace the encodings quantize wrote with -i {o.input_network}",
+                         where=str(mine), hint="export into another folder (-o), or move that file away first")  # fmt: skip
 
 
 def _export(o: ExportOptions, model: onnx.ModelProto) -> Report:

@@ -65,3 +65,25 @@ def test_the_column_counts_the_line_as_written(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match=r"l\.txt:2: column 12: 'raw/nope\\xa0x\.raw' holds U\+00A0 \(no-break space\)"):
         parse_input_list("a.raw\n  \traw/nope\u00a0x.raw\n", tmp_path / "l.txt")
+
+
+# --- export's encodings beside quantize's -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder", ["out", "out/", "out/../out", "link"])
+def test_export_into_quantizes_folder_keeps_quantizes_encodings(ws: Workspace, folder: str) -> None:
+    """export -o <the quantized model's folder> (default formats stripped + encodings) replaced quantize's
+    q.encodings.json with its own file of the same name, exit 0 (a 2.0.0 one over quantize's 0.6.1 with
+    --encodings_format 2.0.0). It is refused before any work; the other formats may share the folder."""
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    (ws.root / "link").symlink_to("out")
+    before = ws.snapshot()
+    out = f"{ws.root}/{folder}"
+    for args in ([], ["--format", "encodings", "--encodings_format", "2.0.0"]):
+        result = ws.run("export", "-i", ws.out, "-o", out, *args)
+        assert_refused(ws, before, result, 2, "--format encodings would replace the encodings quantize wrote with -i",
+                       "export into another folder")  # fmt: skip
+    assert ws.run("export", "-i", ws.out, "-o", out, "--format", "stripped").exit_code == 0
+    assert (ws.root / "out" / "q.stripped.onnx").is_file()
+    assert ws.run("export", "-i", ws.out, "-o", ws.root / "e").exit_code == 0
+    assert (ws.root / "e" / "q.encodings.json").is_file()

@@ -19,6 +19,7 @@ from qtool.errors import DataError
 from qtool.io.files import check_regular, read_bytes
 
 logger = logging.getLogger(__name__)
+NAMED_FLOAT64_FILES = 3  # files one pass warns of by name: a list of 10^5 lines of one such file warned 10^5 times
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -78,7 +79,7 @@ def _from_npy(path: Path, spec: InputSpec, where: str) -> np.ndarray:
     return array.reshape(shape, order="F" if fortran else "C").reshape(spec.shape)
 
 
-def _from_raw(path: Path, spec: InputSpec, where: str, native: bool) -> np.ndarray:
+def _from_raw(path: Path, spec: InputSpec, where: str, native: bool, warned: set[str]) -> np.ndarray:
     file_dtype = np.dtype(spec.dtype if native else np.float32).newbyteorder("<")
     need = math.prod(spec.shape) * file_dtype.itemsize  # Python ints: a declared dim past int64 cannot wrap around
     size = check_regular(path, str(path), where=where).st_size  # sized before read: a sparse 2 GiB file costs nothing
@@ -100,29 +101,32 @@ def _from_raw(path: Path, spec: InputSpec, where: str, native: bool) -> np.ndarr
         if tiny > 1 and 2 * tiny > np.count_nonzero(array):
             raise DataError(f"{path}: {tiny} of its float32 values are subnormal (below 1.2e-38): integer data? "
                             "a .raw file is float32, an .npy file carries its own type", where=where)  # fmt: skip
-        _warn_if_float64(array, path, where)
+        if len(warned) < NAMED_FLOAT64_FILES and str(path) not in warned and _looks_float64(array):
+            warned.add(str(path))
+            logger.warning("%s: %s: every other float32 value is 0 (or +-2), as float64 data read as float32 is: a "
+                           ".raw file is float32 (an .npy file carries its own type)%s", where, path,
+                           "; further files like it are not named" if len(warned) == NAMED_FLOAT64_FILES else "")  # fmt: skip
     return array
 
 
-def _warn_if_float64(array: np.ndarray, path: Path, where: str) -> None:
+def _looks_float64(array: np.ndarray) -> bool:
     """Float64 data of float32-exact values (cast up from float32, or whole numbers) has the low 29 bits of
     every 8 bytes zero: read as float32, every other value is 0 (or ±2, ±1e-19, ±4e19) and its partner is not.
     Real float32 data can have that shape too (a zero channel interleaved), so it is a warning, not an error;
     float64 data with full mantissas reads as float32 values of every magnitude, which this does not see."""
     words = array.reshape(-1).view("<u4")
     if words.size < 16 or words.size % 2:
-        return
+        return False
     low, high = words[0::2], words[1::2]
-    if not (low & 0x1FFFFFFF).any() and 2 * np.count_nonzero(high) > high.size:
-        logger.warning("%s: %s: every other float32 value is 0 (or +-2), as float64 data read as float32 is: a .raw "
-                       "file is float32 (an .npy file carries its own type)", where, path)  # fmt: skip
+    return not (low & 0x1FFFFFFF).any() and 2 * np.count_nonzero(high) > high.size
 
 
-def load_tensor(path: Path, spec: InputSpec, where: str, native: bool = False) -> np.ndarray:
-    """Read `path` for input `spec`; `where` ("list.txt:7") prefixes every error."""
+def load_tensor(path: Path, spec: InputSpec, where: str, native: bool = False, warned: set[str] | None = None) -> np.ndarray:
+    """Read `path` for input `spec`; `where` ("list.txt:7") prefixes every error. `warned`: the files a pass
+    has warned of, each named once."""
     if spec.dtype.kind == "O":
         return _strings(path, spec, where)
-    array = _from_npy(path, spec, where) if path.suffix == ".npy" else _from_raw(path, spec, where, native)
+    array = _from_npy(path, spec, where) if path.suffix == ".npy" else _from_raw(path, spec, where, native, set() if warned is None else warned)
     if array.dtype.kind == "f" and np.isnan(array).any():  # ±inf is a value (a mask input); NaN is broken data
         raise DataError(f"{path} contains NaN values", where=where)
     with np.errstate(over="ignore", invalid="ignore"):

@@ -87,3 +87,27 @@ def test_export_into_quantizes_folder_keeps_quantizes_encodings(ws: Workspace, f
     assert (ws.root / "out" / "q.stripped.onnx").is_file()
     assert ws.run("export", "-i", ws.out, "-o", ws.root / "e").exit_code == 0
     assert (ws.root / "e" / "q.encodings.json").is_file()
+
+
+# --- a long list of one repeated file -----------------------------------------------------------------
+
+
+def test_a_float64_file_repeated_on_every_line_is_warned_of_once(ws: Workspace) -> None:
+    """Round 9's 10^5-line list of one file: parsing, binding and reading are linear (the time is one read and one
+    inference a line), but a float64 file read as float32 was warned of on every line: 10^5 identical warnings.
+    A pass names each such file once, and at most NAMED_FLOAT64_FILES of them."""
+    import numpy as np
+
+    from qtool.io.raw import NAMED_FLOAT64_FILES
+
+    values = np.random.default_rng(0).normal(size=96).astype(np.float32).astype(np.float64)
+    for i in range(NAMED_FLOAT64_FILES + 2):
+        values.tofile(ws.root / "raw" / f"f{i}.raw")
+    names = [f"raw/f{i % (NAMED_FLOAT64_FILES + 2)}.raw" for i in range(2000)]
+    ws.listing.write_text("raw/f0.raw\n" * 2000 + "\n".join(names) + "\n")
+    result = ws.quantize("-o", ws.out, "--evaluate_samples", "0")
+    assert result.exit_code == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "float64" in line]
+    assert len(warned) == NAMED_FLOAT64_FILES, result.stderr[:2000]
+    assert "input_list.txt:1: " in warned[0] and "f0.raw" in warned[0] and "f1.raw" in warned[1]
+    assert warned[-1].endswith("; further files like it are not named")

@@ -10,7 +10,7 @@ Rules on top of the calibration method's choice:
   [−β/α, (1−β)/α], Relu below 0, Clip outside [min, max]) keeps only the part of its range inside that
   interval: a value beyond it gives the reader the same output whether clamped by the grid or not, so the
   clipped range loses nothing and spends every level where the reader can see it (a MobileNetV3 Conv
-  output of [−18.2, 1.1] before a HardSwish gets a grid over [−3, 1.1], 4.6× finer); a Sigmoid or Tanh
+  output of [−18.2, 1.1] before a HardSwish gets a grid over [−3, 1.1], 4.6× finer); a Sigmoid, Tanh or Elu
   counts as flat where its output is within half a step of its own grid's end, as read through that grid
   (nudenet's class logits, [−26.6, 1.6], are scores on a 1/255 grid only above −6.2);
 - a member read only by a max (MaxPool, GlobalMaxPool, ReduceMax: data-invariant, so it shares the group)
@@ -183,7 +183,7 @@ def live_interval(
     def flat(node: onnx.NodeProto) -> tuple[float, float] | None:
         found = flat_outside(node, facts.initializers, facts.array)
         grid = output_grid(node.output[0]) if found is None and output_grid is not None else None
-        return found if grid is None else saturates_outside(node.op_type, *grid)
+        return found if grid is None else saturates_outside(node, *grid)
 
     intervals = [flat(c) if c.input[0] == t else None for c, t in readers]
     if any(i is None for i in intervals):

@@ -187,9 +187,20 @@ def flat_outside(node: onnx.NodeProto, initializers: dict, array: Callable) -> t
     return None
 
 
-def saturates_outside(op_type: str, out_lo: float, out_hi: float, step: float) -> tuple[float, float] | None:
+def saturates_outside(node: onnx.NodeProto, out_lo: float, out_hi: float, step: float) -> tuple[float, float] | None:
     """The interval of a Sigmoid's or Tanh's input outside which its output lies within half a step of its grid's
-    end, or None: read through a grid of `step` over [out_lo, out_hi], the op is flat there (group_range.py)."""
+    end, or None: read through a grid of `step` over [out_lo, out_hi], the op is flat there (group_range.py).
+    An Elu, α(eˣ − 1) below 0, is flat so toward −α below: madmom's CNNs feed it Conv outputs down to −2700 that
+    all read as −1 (notes_cnn: a grid step of 11 where its live values span [−1, 105]). −α itself rounds to the
+    level nearest it (levels are multiples of `step`: the grid holds 0), not to the observed end: [−1, 69] at a
+    step of 0.27 reads −1 as −1.10, and a cut at half a step above −1 gave −0.82 to most of a TCN's outputs."""
+    op_type = node.op_type
+    if op_type == "Elu":
+        alpha = next((a.f for a in node.attribute if a.name == "alpha"), 1.0)
+        if not (alpha > 0 and step > 0):
+            return None
+        end = max(round(-alpha / step), round(min(out_lo, 0.0) / step)) * step + step / 2  # rounds as −α does below
+        return (math.log(end / alpha + 1), math.inf) if -alpha < end < 0 else None
     inverse = {"Sigmoid": lambda y: math.log(y / (1 - y)), "Tanh": math.atanh}.get(op_type)
     low, high = (0.0, 1.0) if op_type == "Sigmoid" else (-1.0, 1.0)
     if inverse is None or not step > 0:

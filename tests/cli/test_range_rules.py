@@ -14,10 +14,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 
 def _quantize(
-    tmp_path: Path, nodes, arrays: dict, outputs: list, scale: float = 4.0, args: tuple = ()
+    tmp_path: Path, nodes, arrays: dict, outputs: list, scale: float = 4.0, args: tuple = (), data: np.ndarray | None = None
 ) -> tuple[dict, Path, Path]:
-    """x [1, 64] (normal, std `scale`) -> nodes -> outputs (names, or (name, shape); [1, 64] by default), quantized
-    with `args` added; returns (activation encodings, model, quantized model)."""
+    """x [1, 64] (normal, std `scale`, or `data`'s rows) -> nodes -> outputs (names, or (name, shape); [1, 64] by
+    default), quantized with `args` added; returns (activation encodings, model, quantized model)."""
     graph = helper.make_graph(
         nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, [1, 64]) if isinstance(o, str)
@@ -31,7 +31,8 @@ def _quantize(
     rng = np.random.default_rng(0)
     lines = []
     for i in range(8):
-        (tmp_path / f"{i}.raw").write_bytes((rng.normal(0, scale, (1, 64))).astype(np.float32).tobytes())
+        row = rng.normal(0, scale, (1, 64)) if data is None else data[i % len(data)]
+        (tmp_path / f"{i}.raw").write_bytes(np.asarray(row, np.float32).tobytes())
         lines.append(str(tmp_path / f"{i}.raw"))
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
     result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", out, *args])
@@ -195,3 +196,20 @@ def test_a_tanh_whose_output_stays_float_cuts_nothing(tmp_path: Path) -> None:
     acts, _, _ = _quantize(tmp_path, nodes, ONE, ["y"], scale=8.0, args=("--target", "ort-cpu"))
     assert "y" not in acts or acts["y"]["dtype"] == "float"
     assert acts["a"]["min"] < -15
+
+
+
+def test_an_elu_input_keeps_only_where_elu_leaves_the_level_minus_alpha_rounds_to(tmp_path: Path) -> None:
+    """Elu is α(eˣ − 1) below 0: far below, every value reads as the level −α rounds to on the output's grid, a
+    multiple of its step, not −α itself: on [−1, 69.8] (step 0.278) −1 reads −1.11, and a cut half a step above −1
+    read −0.83 for most of a TCN's outputs. madmom's CNNs feed Elus Conv outputs down to −2700: notes_cnn's grid
+    step was 11 where the Elu tells values apart only within [−1, 105]."""
+    nodes = [_neg("x", "a"), helper.make_node("Elu", ["a"], ["y"], alpha=1.0)]
+    acts, model, out = _quantize(tmp_path, nodes, ONE, ["y"], data=np.linspace(-40, 69.8, 64)[None])
+    assert -8 < acts["a"]["min"] < -1 and acts["a"]["max"] > 69  # cut below, whole above
+    x = np.linspace(-40, 20, 64, dtype=np.float32).reshape(1, 64)
+    want = ort.InferenceSession(str(model)).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+    step = acts["y"]["scale"]
+    np.testing.assert_allclose(got[x < -10], round(-1.0 / step) * step, rtol=1e-5)  # -1.11, as Elu(-40) reads
+    assert np.abs(got - want).max() <= step / 2 + (acts["x"]["scale"] + acts["a"]["scale"]) / 2 + 1e-6

@@ -519,7 +519,8 @@ OUT := build/demo
 # 21680 -> 21699: export refuses to replace the encodings quantize wrote beside -i (api/export; helper-70)
 # 21699 -> 21704: a float64 .raw file is warned of once a pass, at most 3 files named (io/raw; helper-70)
 # 21704 -> 21715: an Elu's input is cut where Elu reads as the level -alpha rounds to (quant/rules; helper-71)
-LINE_BUDGET := 21715
+# 21715 -> 21755: sink_layout sinks a Conv's Transpose -> Squeeze chain, last first, and drops Squeeze -> Unsqueeze (helper-71)
+LINE_BUDGET := 21755
 
 .PHONY: demo test lint venv bench clean golden
 

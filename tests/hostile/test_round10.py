@@ -111,3 +111,31 @@ def test_a_float64_file_repeated_on_every_line_is_warned_of_once(ws: Workspace) 
     assert len(warned) == NAMED_FLOAT64_FILES, result.stderr[:2000]
     assert "input_list.txt:1: " in warned[0] and "f0.raw" in warned[0] and "f1.raw" in warned[1]
     assert warned[-1].endswith("; further files like it are not named")
+
+
+# --- overrides ------------------------------------------------------------------------------------------
+
+
+def _entry(lo: float, hi: float) -> dict:
+    return {"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "min": lo, "max": hi}
+
+
+@pytest.mark.parametrize("command", ["convert", "quantize"])
+def test_a_weight_override_with_the_wrong_channel_count_is_refused_at_read_naming_the_file(
+    ws: Workspace, command: str
+) -> None:
+    """Two per-channel entries for a Conv weight of 4 output channels: quantize calibrated the whole list first
+    (10^5 lines: 17 s) and then said "override 'W': 2 per-channel encodings...", naming no file. Here a sample
+    of the wrong size shows the order: the overrides are checked before any sample is read."""
+    import json
+
+    overrides = ws.root / "ov.json"
+    overrides.write_text(json.dumps({"version": "0.6.1", "activation_encodings": {},
+                                     "param_encodings": {"W": [_entry(-1, 1), _entry(-1, 1)]}}))  # fmt: skip
+    (ws.root / "raw" / "000_x.raw").write_bytes(b"\0" * 12)
+    before = ws.snapshot()
+    if command == "quantize":
+        result = ws.quantize("-o", ws.out, "--quantization_overrides", overrides)
+    else:
+        result = ws.run("convert", "-i", ws.model, "-o", ws.out, "--quantization_overrides", overrides)
+    assert_refused(ws, before, result, 4, "ov.json: 'W': 2 per-channel encodings, but Conv", "axis 0, of 4 channels")

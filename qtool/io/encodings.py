@@ -23,7 +23,7 @@ import numpy as np
 
 from qtool import encoding as enc
 from qtool.encoding import Encoding
-from qtool.errors import DataError, UsageError
+from qtool.errors import DataError, UsageError, did_you_mean
 from qtool.io import encodings_blocks, encodings_v2
 from qtool.io.encodings_v2 import finite_number, off_float32, shown
 from qtool.io.files import load_json, quoted, read_text
@@ -31,6 +31,8 @@ from qtool.io.files import load_json, quoted, read_text
 logger = logging.getLogger(__name__)
 
 FORMATS = ("legacy", "1.0.0", encodings_v2.VERSION)
+TOP_LEVEL = ("version", "activation_encodings", "param_encodings", "encodings", "param_names", "quantizer_args",
+             "excluded_layers")
 
 
 @dataclass
@@ -227,6 +229,10 @@ def parse_encodings(data: Any, where: str) -> Encodings:
     if version is not None and (not isinstance(version, str) or version.split(".")[0] not in ("0", "1", "2")):
         raise DataError(f"version {encodings_v2.shown(version)}: qtool reads AIMET encodings 0.6.1, 1.0.0 and 2.0.0",
                         where=where)  # fmt: skip
+    for key in sorted(k for k in data if k not in TOP_LEVEL):  # a misspelt section's entries were dropped silently
+        if hint := did_you_mean(key, TOP_LEVEL):
+            raise DataError(f"top-level key {quoted(key)} is not one qtool reads", where=where, hint=hint)
+        logger.warning("%s: top-level key %s is not read", where, quoted(key))
     if encodings_v2.is_v2(data):
         acts, params = encodings_v2.parse(data, where)
         stated = {n: e.axis for n, e in {**acts, **params}.items() if e.axis is not None and e.blocks is None}

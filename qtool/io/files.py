@@ -137,7 +137,8 @@ def load_json(text: str, where: str, prefix: str = "") -> Any:
     except json.JSONDecodeError as e:
         line = line_of(text, e.pos)  # json counts \n alone: a file with \r line ends was all line 1
         column = e.pos - max(text.rfind("\n", 0, e.pos), text.rfind("\r", 0, e.pos))
-        raise DataError(f"{prefix}not valid JSON: {e.msg} at line {line} column {column}", where=where) from e
+        msg = e.msg.removesuffix(" at")  # "Unterminated string starting at" read "...at at line 3"
+        raise DataError(f"{prefix}not valid JSON: {msg} at line {line} column {column}", where=where) from e
     except _DuplicateKey as e:
         raise DataError(f"{prefix}key {quoted(e.args[0])} is given twice in one object", where=where) from e
     except ValueError as e:  # an integer past Python's 4300-digit conversion limit

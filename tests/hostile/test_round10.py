@@ -139,3 +139,30 @@ def test_a_weight_override_with_the_wrong_channel_count_is_refused_at_read_namin
     else:
         result = ws.run("convert", "-i", ws.model, "-o", ws.out, "--quantization_overrides", overrides)
     assert_refused(ws, before, result, 4, "ov.json: 'W': 2 per-channel encodings, but Conv", "axis 0, of 4 channels")
+
+
+def test_a_misspelt_top_level_section_is_refused_not_dropped(ws: Workspace) -> None:
+    """'activaton_encodings' beside the real (empty) sections was ignored, exit 0: the overrides it held applied to
+    nothing, without a word. A key close to one qtool reads is refused with the suggestion; another is warned of."""
+    import json
+
+    overrides = ws.root / "ov.json"
+    overrides.write_text(json.dumps({"version": "0.6.1", "activation_encodings": {}, "param_encodings": {},
+                                     "activaton_encodings": {"x": [_entry(-1, 1)]}}))  # fmt: skip
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--quantization_overrides", overrides), 4,
+                   "ov.json: top-level key 'activaton_encodings' is not one qtool reads", "did you mean 'activation_encodings'")  # fmt: skip
+    overrides.write_text(json.dumps({"version": "0.6.1", "activation_encodings": {}, "param_encodings": {},
+                                     "producer": "a notebook"}))  # fmt: skip
+    result = ws.quantize("-o", ws.out, "--quantization_overrides", overrides)
+    assert result.exit_code == 0 and "ov.json: top-level key 'producer' is not read" in result.stderr, result.stderr
+
+
+def test_an_unterminated_json_string_is_one_readable_line(ws: Workspace) -> None:
+    """json's message ends in 'at' ('Unterminated string starting at'): the error read '... starting at at line 3'."""
+    overrides = ws.root / "ov.json"
+    overrides.write_text('{\n  "version": "0.6.1",\n  "activation_encodings')
+    before = ws.snapshot()
+    line = assert_refused(ws, before, ws.quantize("-o", ws.out, "--quantization_overrides", overrides), 4,
+                          "ov.json: not valid JSON: Unterminated string starting at line 3 column 3")  # fmt: skip
+    assert "at at" not in line

@@ -524,7 +524,9 @@ OUT := build/demo
 # 21757 -> 21771: a per-channel weight override's entry count checked when the file is read (quant/overrides; helper-70)
 # 21771 -> 21778: an overrides file's misspelt top-level section refused, an unknown key warned of; json's 'at at'
 #   (io/encodings, io/files; helper-70)
-LINE_BUDGET := 21778
+# 21778 -> 21809: every file an input_list names stat'ed (a .raw's size too) before calibration; an entry ending in '/'
+#   refused (io/feeds, io/raw, io/input_list; helper-70)
+LINE_BUDGET := 21809
 
 .PHONY: demo test lint venv bench clean golden
 

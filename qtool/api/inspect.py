@@ -55,7 +55,7 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
         input_list = read_input_list(o.input_list)
         tx.add_inputs(f"a file of {o.input_list}", input_list.files())
         specs = _input_specs(model, o.reference)
-        check_bindings(input_list, specs)
+        check_bindings(input_list, specs, o.use_native_input_files)
         check_output_names(input_list, model)
         labels = _checked_labels(o, input_list)
         ctx.stats = lint_data.collect_stats(

@@ -175,7 +175,7 @@ def _calibrate(
     if input_list is None or (o.act_bitwidth == 32 and o.save_stats is None):  # weight-only: no ranges to find
         return {}, 0
     specs = gm.input_specs(model)
-    check_bindings(input_list, specs)
+    check_bindings(input_list, specs, o.use_native_input_files)
     observers, count = calibrate(
         model,
         activation_tensors(facts),
@@ -403,7 +403,7 @@ def _quantize(
             tx.add_inputs(f"a file of {listing.path}", listing.files())
             check_output_names(listing, reference)
     if eval_list is not None and eval_list is not input_list:  # fail before hours of calibration
-        check_bindings(eval_list, gm.input_specs(reference))
+        check_bindings(eval_list, gm.input_specs(reference), o.use_native_input_files)
     # the algorithms and mixed precision change the float weights of a working copy; without them
     # the reference itself serves (a copy costs the weights' size: 2 GB on a large model)
     model = gm.copy(reference) if o.apply_algorithms or o.mixed_precision == "auto" else reference

@@ -145,6 +145,9 @@ def _parse_sample(text: str, source: str, line: int, resolve: _Resolver) -> Samp
     positional: list[str] = []
     for token in tokens:
         name, sep, path = token.partition(":=")
+        if (path if sep else token).endswith(("/", "/.")):  # Path() drops it: 'a.raw/' read the file a.raw
+            raise DataError(f"{quoted(path if sep else token)} ends with {token[token.rindex('/'):]!r}, a folder's path; "
+                            "give a file's", where=where)  # fmt: skip
         if not sep:
             positional.append(resolve(token))
             continue

@@ -79,7 +79,15 @@ def _from_npy(path: Path, spec: InputSpec, where: str) -> np.ndarray:
     return array.reshape(shape, order="F" if fortran else "C").reshape(spec.shape)
 
 
-def _from_raw(path: Path, spec: InputSpec, where: str, native: bool, warned: set[str]) -> np.ndarray:
+def check_file(path: Path, spec: InputSpec, where: str, native: bool = False) -> None:
+    """What can be checked of `path` for `spec` without reading it: a regular file and, for a .raw file, its size."""
+    if spec.dtype.kind == "O" or path.suffix == ".npy":
+        check_regular(path, str(path), where=where)
+    else:
+        _raw_size(path, spec, where, native)
+
+
+def _raw_size(path: Path, spec: InputSpec, where: str, native: bool) -> tuple[np.dtype, int]:
     file_dtype = np.dtype(spec.dtype if native else np.float32).newbyteorder("<")
     need = math.prod(spec.shape) * file_dtype.itemsize  # Python ints: a declared dim past int64 cannot wrap around
     size = check_regular(path, str(path), where=where).st_size  # sized before read: a sparse 2 GiB file costs nothing
@@ -91,6 +99,11 @@ def _from_raw(path: Path, spec: InputSpec, where: str, native: bool, warned: set
             hint=f"if its {values} {file_dtype.name} values are what the model takes, give convert or quantize their "
             f"dims: --input_dim {spec.name} D0,D1,..." if size % file_dtype.itemsize == 0 else None,
         )
+    return file_dtype, need
+
+
+def _from_raw(path: Path, spec: InputSpec, where: str, native: bool, warned: set[str]) -> np.ndarray:
+    file_dtype, need = _raw_size(path, spec, where, native)
     data = read_bytes(path, "raw input file", limit=need)
     if len(data) != need:  # truncated since the stat, or a /proc or /sys file, whose size says 4096
         raise DataError(f"{path} gave {len(data)} bytes when read, not the {need} its size said; did it change?",

@@ -5,6 +5,7 @@ careless user would."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,32 @@ def test_an_unterminated_json_string_is_one_readable_line(ws: Workspace) -> None
     line = assert_refused(ws, before, ws.quantize("-o", ws.out, "--quantization_overrides", overrides), 4,
                           "ov.json: not valid JSON: Unterminated string starting at line 3 column 3")  # fmt: skip
     assert "at at" not in line
+
+
+# --- a long list's last line ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("last", ["raw/nope.raw", "raw/short.raw", "x:=raw"], ids=["missing", "short", "folder"])
+def test_a_bad_file_on_a_long_lists_last_line_is_found_before_calibration(
+    ws: Workspace, last: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only names and counts were checked up front: a missing, short or folder entry on line 20001 was found when
+    calibration reached it (10^5 lines: 13 s in). Every distinct file is now stat'ed (none read) first."""
+
+    def calibrated(*args: object, **kwargs: object) -> None:
+        raise AssertionError("calibration ran")
+
+    monkeypatch.setattr(sys.modules["qtool.api.quantize"], "calibrate", calibrated)  # qtool.api.quantize: the function
+    (ws.root / "raw" / "short.raw").write_bytes(b"\0" * 700)
+    ws.listing.write_text("raw/000_x.raw\n" * 20000 + last + "\n")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 4, "input_list.txt:20001: ")
+
+
+@pytest.mark.parametrize("entry", ["raw/000_x.raw/", "raw/000_x.raw/.", "x:=raw/000_x.raw/"])
+def test_an_entry_ending_in_a_slash_is_refused(ws: Workspace, entry: str) -> None:
+    """Path() drops a trailing '/' or '/.': 'raw/000_x.raw/' read the file (exit 0), where the OS says 'not a
+    folder' and qtool's own flags refuse such a path."""
+    ws.listing.write_text(f"raw/001_x.raw\n{entry}\n")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 4, "input_list.txt:2: ", "a folder's path; give a file's")

@@ -69,7 +69,9 @@ class Interrupted(KeyboardInterrupt):
 
 def did_you_mean(name: str, known: Iterable[str]) -> str | None:
     """A hint naming the closest known names, as click does for a misspelt option."""
-    close = difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.6)
+    names = sorted(set(known))
+    same_letters = [k for k in names if k.lower() == name.lower()]  # 'X' for 'x': difflib's ratio is 0
+    close = same_letters or difflib.get_close_matches(name, names, n=3, cutoff=0.6)
     if not close:
         return None
     return "did you mean " + " or ".join(repr(c) for c in close) + "?"

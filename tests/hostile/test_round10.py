@@ -196,3 +196,11 @@ def test_an_entry_ending_in_a_slash_is_refused(ws: Workspace, entry: str) -> Non
     ws.listing.write_text(f"raw/001_x.raw\n{entry}\n")
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out), 4, "input_list.txt:2: ", "a folder's path; give a file's")
+
+
+def test_a_name_in_the_wrong_case_is_suggested(ws: Workspace) -> None:
+    """'X:=a.raw' for input 'x': difflib's ratio of 'X' and 'x' is 0, so the error suggested nothing."""
+    ws.listing.write_text("X:=raw/000_x.raw\n")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 4, "input_list.txt:1: unknown input name 'X'",
+                   "did you mean 'x'?")  # fmt: skip

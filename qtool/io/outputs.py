@@ -69,6 +69,9 @@ def _resolve_output(given: Path, flag: str) -> Path:
         mode = os.stat(target).st_mode
         if not stat.S_ISREG(mode):
             raise UsageError(f"{flag}: is {file_kind(mode)}, not a regular file; refusing to write it", where=str(given))
+        if not mode & 0o222 or not os.access(target, os.W_OK):  # chmod a-w, a read-only checkout: the rename would not ask
+            raise UsageError(f"{flag}: is read-only (mode {stat.S_IMODE(mode):o}); refusing to replace it",
+                             where=str(given), hint="make it writable, or remove it, first")  # fmt: skip
     if len(os.fsencode(target.name)) > NAME_MAX:
         raise UsageError(f"{flag}: file name longer than {NAME_MAX} bytes", where=str(given))
     ancestor = target.parent
@@ -76,16 +79,21 @@ def _resolve_output(given: Path, flag: str) -> Path:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise UsageError(f"{flag}: cannot write under {ancestor}: it is not a folder", where=str(given))
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag}: cannot write in {ancestor}: permission denied", where=str(given))
+    _check_writable(ancestor, flag, str(given))
+    return target
+
+
+def _check_writable(folder: Path, flag: str, where: str) -> None:
+    if not os.access(folder, os.W_OK | os.X_OK):
+        why = "a read-only file system" if os.statvfs(folder).f_flag & os.ST_RDONLY else "permission denied"
+        raise UsageError(f"{flag}: cannot write in {folder}: {why}", where=where)
     if os.geteuid() == 0:  # root passes os.access in /proc and /sys too: create there, or fail only at the write
         try:
-            fd, probe = tempfile.mkstemp(prefix=".qtool-probe.", dir=ancestor)
+            fd, probe = tempfile.mkstemp(prefix=".qtool-probe.", dir=folder)
         except OSError as e:
-            raise UsageError(f"{flag}: cannot write in {ancestor}: {e.strerror}", where=str(given)) from None
+            raise UsageError(f"{flag}: cannot write in {folder}: {e.strerror}", where=where) from None
         os.close(fd)
         os.unlink(probe)
-    return target
 
 
 def check_output_folder(path: str | os.PathLike[str], flag: str = "-o") -> None:

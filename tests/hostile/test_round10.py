@@ -204,3 +204,32 @@ def test_a_name_in_the_wrong_case_is_suggested(ws: Workspace) -> None:
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out), 4, "input_list.txt:1: unknown input name 'X'",
                    "did you mean 'x'?")  # fmt: skip
+
+
+# --- outputs that may not be replaced --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["q.onnx", "q.encodings.json"])
+def test_a_read_only_output_is_not_replaced(ws: Workspace, name: str) -> None:
+    """An output chmod'ed a-w (a protected result, a read-only checkout) was replaced by the rename without a
+    word, and the new file was 0644: a read-only file is refused before any work, naming it and its mode."""
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    (ws.out.parent / name).chmod(0o444)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 2, f"{name}: ", "is read-only (mode 444); refusing to replace it")
+
+
+def test_a_read_only_file_system_is_named_as_one(tmp_path: Path) -> None:
+    import subprocess
+
+    ws = make_workspace(tmp_path / "w")
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(mount)],
+                                           capture_output=True).returncode:  # fmt: skip
+        pytest.skip("cannot mount a read-only tmpfs")
+    try:
+        result = ws.run("convert", "-i", ws.model, "-o", mount / "c.onnx")
+        assert_refused(ws, ws.snapshot(), result, 2, f"cannot write in {mount}: a read-only file system")
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

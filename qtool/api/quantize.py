@@ -30,7 +30,7 @@ from qtool.api.common import (
 from qtool.api.mixed import finish_mixed, mixed_overrides_path, run_mixed_precision
 from qtool.api.mixed_evaluator import spread
 from qtool.config import QuantizeOptions
-from qtool.errors import QtoolError, QualityError, UsageError
+from qtool.errors import DataError, QtoolError, QualityError, UsageError
 from qtool.export.matmulnbits import to_matmulnbits
 from qtool.graph import external_data
 from qtool.graph import model as gm
@@ -41,7 +41,7 @@ from qtool.inspect.lint import rounded_dips
 from qtool.io import encodings as encio
 from qtool.io import outputs
 from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
-from qtool.io.files import write_text
+from qtool.io.files import quoted, write_text
 from qtool.io.input_list import InputList, read_input_list
 from qtool.io.kept_outputs import KeptOutputs
 from qtool.quant import blocks
@@ -171,7 +171,13 @@ def _calibrate(
     keep: FloatOutputs | None = None,
 ) -> tuple[dict, int]:
     if o.load_stats:
-        return load_stats(list(o.load_stats), model, o.act_quantizer_calibration, o.percentile_calibration_value)
+        found = load_stats(list(o.load_stats), model, o.act_quantizer_calibration, o.percentile_calibration_value)
+        missing = [t for t in activation_tensors(facts) if t not in found[0]]
+        if missing:  # its model's own file has every one: an edited or cut file left them float, unreported
+            raise DataError(f"has no range for tensor {quoted(missing[0])} ({len(missing)} of the model's "
+                            f"{len(activation_tensors(facts))} missing)", where=", ".join(map(str, o.load_stats)),
+                            hint="recalibrate with --save_stats")  # fmt: skip
+        return found
     if input_list is None or (o.act_bitwidth == 32 and o.save_stats is None):  # weight-only: no ranges to find
         return {}, 0
     specs = gm.input_specs(model)

@@ -233,3 +233,20 @@ def test_a_read_only_file_system_is_named_as_one(tmp_path: Path) -> None:
         assert_refused(ws, ws.snapshot(), result, 2, f"cannot write in {mount}: a read-only file system")
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_stats_file_missing_a_tensor_is_refused(ws: Workspace) -> None:
+    """A --save_stats file of this very model with one tensor's entry cut out loaded with exit 0, and that tensor
+    was left without a grid: the report said 'activations quantized 3', 'left float 0'."""
+    import json
+
+    stats = ws.root / "s.json"
+    assert ws.quantize("-o", ws.out, "--save_stats", stats).exit_code == 0
+    doc = json.loads(stats.read_text())
+    del doc["tensors"]["x"]
+    stats.write_text(json.dumps(doc))
+    ws.out.unlink()
+    ws.out.with_suffix(".encodings.json").unlink()
+    before = ws.snapshot()
+    result = ws.run("quantize", "-i", ws.model, "--load_stats", stats, "-o", ws.out)
+    assert_refused(ws, before, result, 4, "s.json: has no range for tensor 'x' (1 of the model's", "--save_stats")

@@ -529,7 +529,8 @@ OUT := build/demo
 # 21809 -> 21811: did_you_mean suggests a name that differs only in case (errors.py; helper-70)
 # 21811 -> 21819: a read-only output is not replaced; a read-only file system named as one (io/outputs; helper-70)
 # 21819 -> 21825: --load_stats refuses a file without a range for every tensor calibration observes (api/quantize; helper-70)
-LINE_BUDGET := 21825
+# 21825 -> 21835: inspect --labels refuses a label outside the model's classes, naming its line (api/common; helper-70)
+LINE_BUDGET := 21835
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -188,7 +188,8 @@ def drift_table(drift: dict[str, compare.Drift], with_labels: bool) -> Table:
     return Table("outputs (float vs quantized)", headers, [[row.get(h, "") for h in headers] for row in rows])
 
 
-def read_labels(path: Path) -> list[int]:
+def read_labels(path: Path, classes: int | None = None) -> list[int]:
+    """One integer class index a sample; `classes`: the model's class count, where its outputs say it."""
     labels = []
     for lineno, line in enumerate(lines(read_text(path, "labels file")), start=1):
         if line.strip():
@@ -197,7 +198,16 @@ def read_labels(path: Path) -> list[int]:
             if not re.fullmatch(r"[+-]?[0-9]{1,18}", word):
                 raise DataError(f"label {quoted(word)} is not an integer class index", where=f"{path}:{lineno}")
             labels.append(int(word))
+            if classes is not None and not 0 <= labels[-1] < classes:  # it counted as wrong, unreported
+                raise DataError(f"label {word} is not one of the model's {classes} classes (0 to {classes - 1})",
+                                where=f"{path}:{lineno}")  # fmt: skip
     return labels
+
+
+def class_count(model: onnx.ModelProto) -> int | None:
+    """The most classes an output holds (its last axis, where the graph fixes it and it is past 1), else None."""
+    dims = [v.type.tensor_type.shape.dim for v in model.graph.output]
+    return max((d[-1].dim_value for d in dims if d and d[-1].HasField("dim_value") and d[-1].dim_value > 1), default=None)
 
 
 # how a QDQ model's outputs were computed for a report (runtime.integer_kernels)

@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 
 from qtool import runtime
-from qtool.api.common import EVALUATED_ON, check_output_names, drift_table, read_labels
+from qtool.api.common import EVALUATED_ON, check_output_names, class_count, drift_table, read_labels
 from qtool.config import InspectOptions
 from qtool.errors import DataError, ModelError, UsageError
 from qtool.graph import external_data
@@ -57,7 +57,7 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
         specs = _input_specs(model, o.reference)
         check_bindings(input_list, specs, o.use_native_input_files)
         check_output_names(input_list, model)
-        labels = _checked_labels(o, input_list)
+        labels = _checked_labels(o, input_list, model)
         ctx.stats = lint_data.collect_stats(
             ctx.model, iter_samples(input_list, specs, o.use_native_input_files), o.num_threads, len(input_list.samples)
         )
@@ -90,10 +90,10 @@ def _drop_pages() -> None:
     runtime.give_back()
 
 
-def _checked_labels(o: InspectOptions, input_list: InputList) -> list[int] | None:
+def _checked_labels(o: InspectOptions, input_list: InputList, model: onnx.ModelProto) -> list[int] | None:
     if o.labels is None or o.reference is None:
         return None
-    labels = read_labels(o.labels)
+    labels = read_labels(o.labels, class_count(model))
     if len(labels) != len(input_list.samples):
         raise DataError(
             f"{len(labels)} label(s) for {len(input_list.samples)} samples in {o.input_list}", where=str(o.labels)

@@ -250,3 +250,15 @@ def test_a_stats_file_missing_a_tensor_is_refused(ws: Workspace) -> None:
     before = ws.snapshot()
     result = ws.run("quantize", "-i", ws.model, "--load_stats", stats, "-o", ws.out)
     assert_refused(ws, before, result, 4, "s.json: has no range for tensor 'x' (1 of the model's", "--save_stats")
+
+
+@pytest.mark.parametrize("label", ["5", "-1", "99999999999999999"])
+def test_a_label_past_the_models_classes_is_refused_naming_its_line(ws: Workspace, label: str) -> None:
+    """The model's output has 5 classes: a label of 5, -1 or 10^17 counted as a wrong answer, exit 0, and the
+    accuracies were quietly lower than the data's."""
+    labels, model = ws.root / "labels.txt", ws.root / "c.onnx"
+    labels.write_text(f"0\n\n4\n{label}\n1\n")
+    assert ws.run("convert", "-i", ws.model, "-o", model).exit_code == 0
+    before = ws.snapshot()
+    result = ws.run("inspect", model, "--reference", model, "--input_list", ws.listing, "--labels", labels)
+    assert_refused(ws, before, result, 4, f"labels.txt:4: label {label} is not one of the model's 5 classes (0 to 4)")

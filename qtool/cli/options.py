@@ -33,6 +33,9 @@ class NonEmptyPath(click.Path):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and not value.strip():
             self.fail("empty path", param, ctx)
+        if value == "-":  # many tools' standard input or output: qtool wrote a file named '-' (-o -)
+            self.fail("'-' is no file here: qtool reads and writes files, not standard input or output (./- is a "
+                      "file named '-')", param, ctx)  # fmt: skip
         if isinstance(value, str) and "\0" in value:  # a config file's string can hold one; no file name can
             self.fail(f"{quoted(value)} has a NUL byte", param, ctx)
         # Path() drops a final '/' or '/.': `-o build/` and `-o build/.` wrote a file named `build`

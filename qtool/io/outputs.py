@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import os
 import signal
 import stat
@@ -62,8 +63,9 @@ def _resolve_output(given: Path, flag: str) -> Path:
     if given.is_symlink() and not target.exists():
         try:  # a /proc link (/dev/stdout on a pipe) resolves for stat, not for realpath
             mode = os.stat(given).st_mode
-        except OSError:
-            raise UsageError(f"{flag}: is a dangling symlink (to {target}); qtool writes through links", where=str(given)) from None
+        except OSError as e:
+            what = "a symlink loop" if e.errno == errno.ELOOP else f"a dangling symlink (to {target})"
+            raise UsageError(f"{flag}: is {what}; qtool writes through links", where=str(given)) from None
         raise UsageError(f"{flag}: is {file_kind(mode)}, not a regular file; refusing to write it", where=str(given))
     if target.exists():
         mode = os.stat(target).st_mode
@@ -75,12 +77,23 @@ def _resolve_output(given: Path, flag: str) -> Path:
     if len(os.fsencode(target.name)) > NAME_MAX:
         raise UsageError(f"{flag}: file name longer than {NAME_MAX} bytes", where=str(given))
     ancestor = target.parent
-    while not ancestor.exists():
+    while not _exists(ancestor, flag, given):
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise UsageError(f"{flag}: cannot write under {ancestor}: it is not a folder", where=str(given))
     _check_writable(ancestor, flag, str(given))
     return target
+
+
+def _exists(folder: Path, flag: str, given: Path) -> bool:
+    """Path.exists() is False for a symlink loop too: such a folder was taken for one to make, and failed at the write."""
+    try:
+        os.stat(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as e:
+        raise UsageError(f"{flag}: cannot write under {folder}: {e.strerror}", where=str(given)) from None
+    return True
 
 
 def _check_writable(folder: Path, flag: str, where: str) -> None:

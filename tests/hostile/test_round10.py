@@ -262,3 +262,25 @@ def test_a_label_past_the_models_classes_is_refused_naming_its_line(ws: Workspac
     before = ws.snapshot()
     result = ws.run("inspect", model, "--reference", model, "--input_list", ws.listing, "--labels", labels)
     assert_refused(ws, before, result, 4, f"labels.txt:4: label {label} is not one of the model's 5 classes (0 to 4)")
+
+
+def test_dash_is_no_file(ws: Workspace) -> None:
+    """-o - wrote a file named '-' (exit 0) where a careless user meant stdout; -i - read a file named '-'."""
+    before = ws.snapshot()
+    for args in (["convert", "-i", ws.model, "-o", "-"], ["convert", "-i", "-", "-o", ws.out]):
+        assert_refused(ws, before, ws.run(*args), 2, "'-' is no file here", "./- is a file named '-'")
+
+
+def test_an_output_under_a_symlink_loop_is_refused_before_any_work(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Path.exists() is False for a loop: 'loop/q.onnx' was taken for a folder to make, and refused only at the
+    write, after calibration; '-o loop' itself was called a dangling symlink."""
+
+    def calibrated(*args: object, **kwargs: object) -> None:
+        raise AssertionError("calibration ran")
+
+    monkeypatch.setattr(sys.modules["qtool.api.quantize"], "calibrate", calibrated)
+    (ws.root / "a").symlink_to("b")
+    (ws.root / "b").symlink_to("a")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.root / "a" / "q.onnx"), 2, "cannot write under", "a: Too many levels")
+    assert_refused(ws, before, ws.quantize("-o", ws.root / "a"), 2, "is a symlink loop")

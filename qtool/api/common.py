@@ -6,6 +6,7 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from qtool import runtime
@@ -147,6 +148,7 @@ def converted(
     """`model` normalised as convert does, unless convert wrote this very graph (its mark matches);
     checked either way: any file can carry the mark. `keep`: names the overrides give (normalise)."""
     gm.check(model, str(path), path)
+    refuse_nan_weights(model, str(path))
     model = restore_standard_ops(model, str(path))
     refuse_integer_ops(model, str(path))
     refuse_qdq(model, str(path))
@@ -157,6 +159,19 @@ def converted(
     check_normalised(model, str(path))
     gm.mark_converted(model)
     return model
+
+
+NAN_CHECKED = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE})
+
+
+def refuse_nan_weights(model: onnx.ModelProto, where: str) -> None:
+    """A float weight holding NaN makes what it touches NaN: convert wrote such a model with exit 0, quantize blamed
+    the first input_list line ('tensor 'r' has NaN values'), weight-only quantize a tensor it called 'weight'.
+    (An infinity is a value: a mask constant holds -inf.) One weight is read at a time."""
+    for init in model.graph.initializer:
+        if init.data_type in NAN_CHECKED and (nan := int(np.count_nonzero(np.isnan(external_data.array(init))))):
+            raise ModelError(f"weight {quoted(init.name)} holds {nan} NaN value(s): the model computes NaN from it",
+                             where=where, hint="fix or re-export the model")  # fmt: skip
 
 
 LOAD_CHECK_BYTES = 1 << 29  # a session holds a copy of the weights while it is built

@@ -13,6 +13,7 @@ from qtool.api.common import (
     check_override_names,
     expect_external_data,
     refuse_integer_ops,
+    refuse_nan_weights,
     restore_standard_ops,
 )
 from qtool.config import ConvertOptions
@@ -63,6 +64,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     refuse_integer_ops(source, str(o.input_network))
     float_source, imported = _import_encodings(source, o)
     gm.check(float_source, str(o.input_network), o.input_network if float_source is loaded else None)
+    refuse_nan_weights(float_source, str(o.input_network))
     given = encio.read_encodings(o.quantization_overrides) if o.quantization_overrides is not None else None
     keep = frozenset(imported.all()) | frozenset(given.all() if given is not None else ())
     model = normalise(float_source, o.input_dims, str(o.input_network), o.input_values, keep)

@@ -284,3 +284,27 @@ def test_an_output_under_a_symlink_loop_is_refused_before_any_work(ws: Workspace
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.root / "a" / "q.onnx"), 2, "cannot write under", "a: Too many levels")
     assert_refused(ws, before, ws.quantize("-o", ws.root / "a"), 2, "is a symlink loop")
+
+
+# --- models -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["convert", "quantize", "quantize-fallback"])
+def test_a_nan_weight_is_refused_naming_it(ws: Workspace, command: str) -> None:
+    """One NaN in the Conv weight: convert wrote the model (exit 0), quantize blamed the first input_list line
+    ("input_list.txt:1: tensor 'r' has NaN values"), and --enable_float_fallback wrote a model (exit 0)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(ws.model))
+    w = next(i for i in model.graph.initializer if len(i.dims) == 4)
+    values = numpy_helper.to_array(w).copy()
+    values.flat[5] = np.nan
+    w.CopyFrom(numpy_helper.from_array(values, w.name))
+    onnx.save(model, str(ws.model))
+    before = ws.snapshot()
+    args = {"convert": ["convert", "-i", ws.model, "-o", ws.out],
+            "quantize": ["quantize", "-i", ws.model, "--input_list", ws.listing, "-o", ws.out],
+            "quantize-fallback": ["quantize", "-i", ws.model, "--enable_float_fallback", "-o", ws.out]}[command]  # fmt: skip
+    assert_refused(ws, before, ws.run(*args), 3, f"model.onnx: weight '{w.name}' holds 1 NaN value(s)")

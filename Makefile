@@ -531,8 +531,8 @@ OUT := build/demo
 # 21819 -> 21825: --load_stats refuses a file without a range for every tensor calibration observes (api/quantize; helper-70)
 # 21825 -> 21835: inspect --labels refuses a label outside the model's classes, naming its line (api/common; helper-70)
 # 21835 -> 21851: an output under a symlink loop refused up front, '-' refused as a path (io/outputs, cli/options; helper-70)
-# 21851 -> 21868: convert and quantize refuse a float weight holding NaN, naming it (api/common; helper-70)
-LINE_BUDGET := 21868
+# 21851 -> 21870: convert and quantize refuse a float weight holding NaN, naming it (api/common; helper-70)
+LINE_BUDGET := 21870
 
 .PHONY: demo test lint venv bench clean golden
 

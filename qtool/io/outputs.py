@@ -168,7 +168,8 @@ class Transaction:
             identity = _identity(os.stat(target))
             if identity in self._inputs:
                 raise UsageError(
-                    f"{flag} {path} is the same file as {self._inputs[identity]}; refusing to overwrite an input"
+                    f"{' '.join(dict.fromkeys([flag, str(path)]))} is the same file as {self._inputs[identity]}; "
+                    "refusing to overwrite an input"  # an export's file is its own flag: named once
                 )
             if identity in self._existing:
                 raise UsageError(f"{flag} and {self._existing[identity][1]} name the same file {path}", where=str(path))

@@ -308,3 +308,14 @@ def test_a_nan_weight_is_refused_naming_it(ws: Workspace, command: str) -> None:
             "quantize": ["quantize", "-i", ws.model, "--input_list", ws.listing, "-o", ws.out],
             "quantize-fallback": ["quantize", "-i", ws.model, "--enable_float_fallback", "-o", ws.out]}[command]  # fmt: skip
     assert_refused(ws, before, ws.run(*args), 3, f"model.onnx: weight '{w.name}' holds 1 NaN value(s)")
+
+
+def test_an_export_file_that_is_its_input_names_it_once(ws: Workspace) -> None:
+    """An export's file is its own flag: 'e/q.qdq.onnx e/q.qdq.onnx is the same file as -i' named it twice."""
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    (ws.root / "e").mkdir()
+    os.link(ws.out, ws.root / "e" / "q.qdq.onnx")
+    before = ws.snapshot()
+    line = assert_refused(ws, before, ws.run("export", "-i", ws.out, "-o", ws.root / "e", "--format", "qdq"), 2,
+                          "q.qdq.onnx is the same file as -i; refusing to overwrite an input")  # fmt: skip
+    assert line.count("q.qdq.onnx") == 1, line

@@ -533,7 +533,8 @@ OUT := build/demo
 # 21835 -> 21851: an output under a symlink loop refused up front, '-' refused as a path (io/outputs, cli/options; helper-70)
 # 21851 -> 21870: convert and quantize refuse a float weight holding NaN, naming it (api/common; helper-70)
 # 21870 -> 21871: an export's file that is its input is named once (io/outputs; helper-70)
-LINE_BUDGET := 21871
+# 21871 -> 21878: an infinity in a Conv, Gemm or MatMul weight refused, naming it (api/common; helper-70)
+LINE_BUDGET := 21878
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -20,8 +20,8 @@ from qtool.io import outputs
 from qtool.io.files import lines, quoted, read_text
 from qtool.io.input_list import InputList
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.overrides import check_stated_axes, check_weight_channels
-from qtool.quant.rules import INTEGER_OPS
+from qtool.quant.overrides import FLOAT_FORCING_OPS, check_stated_axes, check_weight_channels
+from qtool.quant.rules import INTEGER_OPS, rule_for
 from qtool.report import Table
 
 logger = logging.getLogger(__name__)
@@ -167,12 +167,19 @@ NAN_CHECKED = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.
 def refuse_nan_weights(model: onnx.ModelProto, where: str) -> None:
     """A float weight holding NaN makes what it touches NaN: convert wrote such a model with exit 0, quantize blamed
     the first input_list line ('tensor 'r' has NaN values'), weight-only quantize a tensor it called 'weight'.
-    (An infinity is a value: a mask constant holds -inf.) One weight is read at a time."""
+    An infinity is a value (a mask constant holds -inf), but not in a Conv's, Gemm's or MatMul's weight, whose grid
+    it would be. One weight is read at a time."""
+    layers = {n.input[i]: n for n in model.graph.node if n.op_type in FLOAT_FORCING_OPS  # Conv, Gemm, MatMul
+              for i in rule_for(n).weights if i < len(n.input)}  # fmt: skip
     for init in model.graph.initializer:
         values = external_data.array(init) if init.data_type in NAN_CHECKED else np.zeros(0)
         if values.size and np.isnan(values.min()):  # min() carries a NaN through without a mask the weight's size
             nan = np.count_nonzero(np.isnan(values))
             raise ModelError(f"weight {quoted(init.name)} holds {nan} NaN value(s): the model computes NaN from it",
+                             where=where, hint="fix or re-export the model")  # fmt: skip
+        if values.size and init.name in layers and not (np.isfinite(values.min()) and np.isfinite(values.max())):
+            layer = " ".join([layers[init.name].op_type, *([quoted(layers[init.name].name)] if layers[init.name].name else [])])
+            raise ModelError(f"weight {quoted(init.name)} of {layer} holds an infinity, which no grid holds",
                              where=where, hint="fix or re-export the model")  # fmt: skip
 
 

@@ -319,3 +319,22 @@ def test_an_export_file_that_is_its_input_names_it_once(ws: Workspace) -> None:
     line = assert_refused(ws, before, ws.run("export", "-i", ws.out, "-o", ws.root / "e", "--format", "qdq"), 2,
                           "q.qdq.onnx is the same file as -i; refusing to overwrite an input")  # fmt: skip
     assert line.count("q.qdq.onnx") == 1, line
+
+
+def test_an_infinite_layer_weight_is_refused_naming_it(ws: Workspace) -> None:
+    """An inf in the Conv weight: quantize blamed the first input_list line ('tensor 'r' has NaN values'), and
+    --act_bitwidth 32 wrote a model of SQNR -inf with exit 0 (the weight left float). A -inf elsewhere (a mask
+    constant) is a value; in a layer's weight no grid holds it."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(ws.model))
+    w = next(i for i in model.graph.initializer if len(i.dims) == 4)
+    values = numpy_helper.to_array(w).copy()
+    values.flat[0] = -np.inf
+    w.CopyFrom(numpy_helper.from_array(values, w.name))
+    onnx.save(model, str(ws.model))
+    before = ws.snapshot()
+    for extra in ([], ["--act_bitwidth", "32"]):
+        assert_refused(ws, before, ws.quantize("-o", ws.out, *extra), 3, f"weight '{w.name}' of Conv holds an infinity")

@@ -534,7 +534,8 @@ OUT := build/demo
 # 21851 -> 21870: convert and quantize refuse a float weight holding NaN, naming it (api/common; helper-70)
 # 21870 -> 21871: an export's file that is its input is named once (io/outputs; helper-70)
 # 21871 -> 21878: an infinity in a Conv, Gemm or MatMul weight refused, naming it (api/common; helper-70)
-LINE_BUDGET := 21878
+# 21878 -> 21966: mixed precision's trials reuse what they derive from the float model (graph/trial_memo.py)
+LINE_BUDGET := 21966
 
 .PHONY: demo test lint venv bench clean golden
 

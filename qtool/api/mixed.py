@@ -15,6 +15,7 @@ from qtool.api.mixed_evaluator import evaluator
 from qtool.config import QuantizeOptions
 from qtool.errors import ModelError, UsageError
 from qtool.graph import model as gm
+from qtool.graph import trial_memo
 from qtool.inspect import layers
 from qtool.io import encodings as encio
 from qtool.io.feeds import iter_feeds
@@ -72,7 +73,15 @@ def run_mixed_precision(
     listing: InputList | None,
 ) -> mp.Result:
     """Leaves the chosen precisions in ctx.model and ctx.overrides; `listing` is --eval_list's
-    samples, else the calibration ones."""
+    samples, else the calibration ones. Its trials reuse what they compute from the unchanging float model
+    (trial_memo)."""
+    with trial_memo.remembered():
+        return _search(o, ctx, reference, listing)
+
+
+def _search(
+    o: QuantizeOptions, ctx: AlgorithmContext, reference: onnx.ModelProto, listing: InputList | None
+) -> mp.Result:
     target = _mixed_target(o)
     if listing is None:
         raise UsageError("--mixed_precision auto needs --input_list or --eval_list to measure accuracy")

@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from qtool.graph import trial_memo
 from qtool.io import staging
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def _mapping(path: str) -> mmap.mmap:
 def array(tensor: onnx.TensorProto) -> np.ndarray:
     """A tensor as numpy; a lazy one is a read-only view of its file (no copy)."""
     if not is_lazy(tensor):
-        return numpy_helper.to_array(tensor)
+        return trial_memo.remember("array", (tensor,), lambda: numpy_helper.to_array(tensor))
     path, offset, length = span(tensor)
     if tensor.data_type in PACKED or tensor.data_type == onnx.TensorProto.STRING:
         with materialized([tensor]):

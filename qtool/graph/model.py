@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from onnx import helper, version_converter
 
 from qtool.errors import DataError, ModelError
-from qtool.graph import external_data, inline_weights
+from qtool.graph import external_data, inline_weights, trial_memo
 from qtool.graph.constant_size import huge_constant
 from qtool.graph.inline_write import write_inline
 from qtool.graph.node_order import sort_nodes
@@ -358,9 +358,13 @@ def tensor_names(model: onnx.ModelProto) -> set[str]:
 
 
 def upgrade_opset(model: onnx.ModelProto, target: int, where: str) -> onnx.ModelProto:
-    current = default_opset(model)
-    if current >= target:
+    if default_opset(model) >= target:
         return model
+    return trial_memo.remember("upgraded", (model,), lambda: _upgraded(model, target, where), target, latest_only=True)
+
+
+def _upgraded(model: onnx.ModelProto, target: int, where: str) -> onnx.ModelProto:
+    current = default_opset(model)
     if current == 0 and not any(n.domain in ("", "ai.onnx") for n in model.graph.node):
         out = copy(model)  # only other domains' ops (ai.onnx.ml): nothing to convert, Q/DQ need the import
         out.opset_import.append(helper.make_opsetid("", target))

@@ -19,6 +19,7 @@ from qtool import encoding as enc
 from qtool import runtime
 from qtool.encoding import Encoding
 from qtool.errors import DataError
+from qtool.graph import trial_memo
 from qtool.io.encodings import Encodings
 from qtool.quant import blocks, rules
 from qtool.quant.attention import mask_branch, masked_softmax_inputs
@@ -563,8 +564,11 @@ def refit_bias(name: str, values: np.ndarray, overrides: Encodings, o: PlanOptio
 def _is_sentinel(facts: GraphFacts, name: str) -> bool:
     """A constant holding ±1e30-class values (attention masks of -3.4e38) is a marker, not data:
     it stays float rather than stretching a grid over 38 orders of magnitude."""
-    values = facts.array(name)
-    return values.size > 0 and float(np.abs(values).max()) >= 1e30
+    def sentinel() -> bool:
+        values = facts.array(name)
+        return values.size > 0 and float(np.abs(values).max()) >= 1e30
+
+    return trial_memo.remember("sentinel", (facts.initializers[name],), sentinel)
 
 
 def _param_slots(facts: GraphFacts, node) -> tuple[list[tuple[int, str]], str, list[str]]:

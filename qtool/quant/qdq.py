@@ -32,7 +32,7 @@ from onnx import TensorProto, helper, numpy_helper, version_converter
 from qtool import runtime
 from qtool.encoding import Encoding
 from qtool.errors import ModelError
-from qtool.graph import external_data
+from qtool.graph import external_data, trial_memo
 from qtool.graph.model import default_opset, upgrade_opset
 from qtool.graph.names import FreshNames
 from qtool.quant import blocks
@@ -116,7 +116,8 @@ class _Writer:
             return
         int_type = storage_type(e, self.packed)
         q_name = self.fresh(f"{init.name}_quantized")
-        self.initializers.append(numpy_helper.from_array(_quantized(e, values, int_type), q_name))
+        quantized = trial_memo.remember("quantized", (init,), lambda: _quantized(e, values, int_type), e, int_type)
+        self.initializers.append(numpy_helper.from_array(quantized, q_name))
         scale, zp = self.qparams(init.name, e, int_type, values.shape)
         self.node("DequantizeLinear", [q_name, scale, zp], init.name, **_axis(e))
         external_data.release()  # a lazy weight's pages: read once, not needed again

@@ -114,13 +114,15 @@ class LayerError:
         for start in range(0, ref.size, UPDATE_CHUNK):
             chunk = ref[start : start + UPDATE_CHUNK]
             r = chunk.astype(np.float64)
-            q = quant[start : start + UPDATE_CHUNK].astype(np.float64)
             # a mask's -3.4e38 is a marker, not signal: its square was the whole of a masked Softmax input's
-            # signal, so the Softmax seemed to add all the noise (MiniLM's warning blamed it, not the residual)
-            data = np.abs(r) < SENTINEL
-            if data.all():  # no marker, nothing infinite: no masked copies (most of a U-Net's 2058 probes' time)
-                data, d = slice(None), r - q
+            # signal, so the Softmax seemed to add all the noise (MiniLM's warning blamed it, not the residual).
+            # No marker, nothing infinite or NaN (two reductions, no temporaries): no masked copies, and the
+            # float32 operands widen inside the subtractions (most of a U-Net's 2058 probes' time)
+            if chunk.min() > -SENTINEL and chunk.max() < SENTINEL:
+                data, d = slice(None), r - quant[start : start + UPDATE_CHUNK]
             else:
+                q = quant[start : start + UPDATE_CHUNK].astype(np.float64)
+                data = np.abs(r) < SENTINEL
                 with np.errstate(invalid="ignore"):  # a mask's -inf equals itself: no error there, not NaN
                     d = np.where(r == q, 0.0, r - q)[data]
                 r = r[data]
@@ -129,8 +131,8 @@ class LayerError:
             self.noise += dot(d, d)
             if encoding is not None:
                 on_grid = encoding.fake_quantize(chunk) if grid is None else grid[start : start + UPDATE_CHUNK]
-                local = r - on_grid[data].astype(np.float64)
-                self.local_noise += dot(local, local)
+                r -= on_grid[data]  # r is done with: the local error in place
+                self.local_noise += dot(r, r)
 
     def _clipping(self, ref: np.ndarray, lo: float, hi: float) -> None:
         """Fold in the values of `ref` past the grid [lo, hi]: their share of the local error and the farthest."""

@@ -477,7 +477,8 @@ def _quantize(
         # a float64 model (skl2onnx's ridge regression) went through with exit 0 and nothing said; export then
         # refused it for having no encodings
         logger.warning("%s: nothing was quantized: the model has no float32 activation or weight qtool can put on a "
-                       "grid (float64 and integer tensors stay as they are)", o.input_network)  # fmt: skip
+                       "grid (float64 and integer tensors stay as they are, and so do those only ai.onnx.ml ops read or "
+                       "write: they have float kernels only)", o.input_network)  # fmt: skip
     report.facts.update(structure)
     failure = (finish_mixed(o, mixed, output, report, plan.encodings()) if mixed is not None else None) or quality
     if o.html is not None:

@@ -228,6 +228,7 @@ def test_classical_ml_ops_read_and_write_float(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert not any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
     assert json.loads(result.stdout)["outputs (float vs quantized)"][0]["sqnr_db"] == float("inf")
+    assert "only ai.onnx.ml ops read or write" in result.stderr  # the warning said float64 and integers only
 
 
 def test_a_model_with_nothing_to_quantize_says_so(tmp_path: Path) -> None:

@@ -535,7 +535,8 @@ OUT := build/demo
 # 21870 -> 21871: an export's file that is its input is named once (io/outputs; helper-70)
 # 21871 -> 21878: an infinity in a Conv, Gemm or MatMul weight refused, naming it (api/common; helper-70)
 # 21878 -> 21966: mixed precision's trials reuse what they derive from the float model (graph/trial_memo.py)
-LINE_BUDGET := 21966
+# 21966 -> 21971: a mixed trial on a copy with adaround's weights restored keeps no memo entry (api/mixed; helper-72)
+LINE_BUDGET := 21971
 
 .PHONY: demo test lint venv bench clean golden
 

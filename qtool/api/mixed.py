@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -91,7 +92,11 @@ def _search(
         return iter_feeds(listing, specs, o.use_native_input_files)
 
     def build(overrides: encio.Encodings) -> onnx.ModelProto:
-        return ctx.quantize(_restored(ctx, overrides), overrides)[0]
+        model = _restored(ctx, overrides)
+        # a copy with adaround's weights restored serves one trial: what it derives goes with it (an entry holding
+        # one of its tensors held the whole copy: 11 such trials kept 22 copies, theirs and their 16-bit opset's)
+        with trial_memo.remembered() if model is not ctx.model else contextlib.nullcontext():
+            return ctx.quantize(model, overrides)[0]
 
     # the float outputs are computed once (when small); mixed_evaluator says which samples a trial runs
     kernels = runtime.integer_kernels(o.target)

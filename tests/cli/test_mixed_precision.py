@@ -270,6 +270,33 @@ def test_a_weight_adaround_froze_gets_its_float_values_back_at_16_bits(tmp_path:
     assert np.abs(written - float_wb).max() <= np.abs(float_wb).max() / 2**15
 
 
+def test_trials_on_a_copy_with_adarounds_weights_restored_leave_nothing_in_the_memo(tmp_path: Path, monkeypatch) -> None:
+    """Each such trial quantizes its own copy of the model; a memo entry holding one of its tensors held the whole
+    copy, so every such trial's copy (and its 16-bit opset's) stayed to the end of the search: 22 for 11 trials."""
+    from conftest import run_cli
+
+    from qtool.api import mixed
+    from qtool.graph import trial_memo
+
+    model, listing = setup(tmp_path)
+    search, held = mixed._search, {}
+
+    def spied(o, ctx, reference, listing):
+        searched, result = ctx.model, search(o, ctx, reference, listing)
+        entries = trial_memo._SCOPES[-1].entries
+        held["tensors"] = {id(p) for protos, _, _ in entries.values() for p in protos if isinstance(p, onnx.TensorProto)}
+        models = [searched, *(value for (kind, *_), (_, value, _) in entries.items() if kind == "upgraded")]
+        held["models'"] = {id(t) for m in models for t in m.graph.initializer}  # the searched one, its 16-bit opset's
+        return result
+
+    monkeypatch.setattr(mixed, "_search", spied)
+    args = ["quantize", "-i", model, "--input_list", listing, "-o", tmp_path / "q.onnx", "--apply_algorithms", "adaround"]
+    result = run_cli([*args, "--mixed_precision", "auto", "--target_sqnr", "30", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert "b+weights" in json.loads(result.stdout)["16-bit layers"]  # a frozen weight was raised: copies were made
+    assert held["tensors"] and held["tensors"] <= held["models'"]
+
+
 def test_auto_sensitivity_is_exact_unless_its_estimate_passes_the_budget(tmp_path: Path, monkeypatch) -> None:
     """The exact pass costs one trial per candidate: a YOLOX detector's 841 did not finish in 20 minutes. auto
     times one trial and takes the proxy's single pass past EXACT_SECONDS; the report says which ran."""

@@ -6,7 +6,6 @@ import logging
 import re
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from qtool import runtime
@@ -20,8 +19,9 @@ from qtool.io import outputs
 from qtool.io.files import lines, quoted, read_text
 from qtool.io.input_list import InputList
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.overrides import FLOAT_FORCING_OPS, check_stated_axes, check_weight_channels
-from qtool.quant.rules import INTEGER_OPS, rule_for
+from qtool.quant.overrides import check_stated_axes, check_weight_channels
+from qtool.quant.rules import INTEGER_OPS
+from qtool.quant.weight_values import unusable_weight
 from qtool.report import Table
 
 logger = logging.getLogger(__name__)
@@ -161,26 +161,11 @@ def converted(
     return model
 
 
-NAN_CHECKED = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE})
-
-
 def refuse_nan_weights(model: onnx.ModelProto, where: str) -> None:
-    """A float weight holding NaN makes what it touches NaN: convert wrote such a model with exit 0, quantize blamed
-    the first input_list line ('tensor 'r' has NaN values'), weight-only quantize a tensor it called 'weight'.
-    An infinity is a value (a mask constant holds -inf), but not in a Conv's, Gemm's or MatMul's weight, whose grid
-    it would be. One weight is read at a time."""
-    layers = {n.input[i]: n for n in model.graph.node if n.op_type in FLOAT_FORCING_OPS  # Conv, Gemm, MatMul
-              for i in rule_for(n).weights if i < len(n.input)}  # fmt: skip
-    for init in model.graph.initializer:
-        values = external_data.array(init) if init.data_type in NAN_CHECKED else np.zeros(0)
-        if values.size and np.isnan(values.min()):  # min() carries a NaN through without a mask the weight's size
-            nan = np.count_nonzero(np.isnan(values))
-            raise ModelError(f"weight {quoted(init.name)} holds {nan} NaN value(s): the model computes NaN from it",
-                             where=where, hint="fix or re-export the model")  # fmt: skip
-        if values.size and init.name in layers and not (np.isfinite(values.min()) and np.isfinite(values.max())):
-            layer = " ".join([layers[init.name].op_type, *([quoted(layers[init.name].name)] if layers[init.name].name else [])])
-            raise ModelError(f"weight {quoted(init.name)} of {layer} holds an infinity, which no grid holds",
-                             where=where, hint="fix or re-export the model")  # fmt: skip
+    """convert wrote a model with a NaN weight with exit 0, quantize blamed the first input_list line ('tensor 'r'
+    has NaN values'), weight-only quantize a tensor it called 'weight' (weight_values.unusable_weight)."""
+    if (found := unusable_weight(model)) is not None:
+        raise ModelError(found[1], where=where, hint="fix or re-export the model")
 
 
 LOAD_CHECK_BYTES = 1 << 29  # a session holds a copy of the weights while it is built

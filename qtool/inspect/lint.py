@@ -26,6 +26,7 @@ from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.qdq_read import read_qdq
 from qtool.quant.residual import post_ln_sums
 from qtool.quant.rules import rule_for, weight_axis
+from qtool.quant.weight_values import unusable_weight
 
 Lint = Callable[[LintContext], Iterable[Finding]]
 
@@ -106,6 +107,13 @@ def map_values(ctx: LintContext) -> Iterable[Finding]:
     if names:
         yield Finding("map-value", "error", f"input/output {', '.join(names)}",
                       "a map (or a sequence of maps), not a tensor: convert and quantize refuse the model", MAPS_HINT)
+
+
+def unusable_weights(ctx: LintContext) -> Iterable[Finding]:
+    """What convert and quantize refuse (helper-70: inspect said "lint findings: none" on a NaN weight)."""
+    if (found := unusable_weight(ctx.model)) is not None:
+        yield Finding("unusable-weight", "error", found[0], f"{found[1]}: convert and quantize refuse the model",
+                      "fix or re-export the model")
 
 
 def unsupported_ops(ctx: LintContext) -> Iterable[Finding]:
@@ -362,6 +370,7 @@ LINTS: dict[str, Lint] = {
     "dynamic-shape": dynamic_shapes,
     "declared-shape": wrong_shapes,
     "map-value": map_values,
+    "unusable-weight": unusable_weights,
     "unsupported-op": unsupported_ops,
     "branch-on-setting": branch_on_setting,
     "depthwise-without-bn": depthwise_without_bn,

@@ -537,7 +537,8 @@ OUT := build/demo
 # 21878 -> 21966: mixed precision's trials reuse what they derive from the float model (graph/trial_memo.py)
 # 21966 -> 21971: a mixed trial on a copy with adaround's weights restored keeps no memo entry (api/mixed; helper-72)
 # 21971 -> 21996: inspect lints a NaN or infinite layer weight as convert and quantize refuse it (quant/weight_values.py)
-LINE_BUDGET := 21996
+# 21996 -> 21998: the unusable-weight check releases each lazy weight's pages (quant/weight_values; helper-72)
+LINE_BUDGET := 21998
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -89,7 +89,7 @@ def convert_passes(
         FuseLayerNormPass(),
         FusePadIntoConvPass(),
         SplitAffineOverConcatPass(),  # a BatchNorm after a Concat scales each branch on its own grid
-        SinkLayoutPass(),  # tf2onnx's NHWC BatchNorm after an NCHW Conv, its Conv1D's bias after a Squeeze
+        SinkLayoutPass(keep),  # tf2onnx's NHWC BatchNorm after an NCHW Conv, its Conv1D's bias after a Squeeze
         FuseConvAddPass(),  # paddle2onnx's bias Add first: Conv -> Add(bias) -> Mul(s) -> Add(t) is then one affine
         FoldConvAffinePass(),
         FuseConvAddPass(),  # after the affine fold: a Conv · s + t is one rule, its + t is not a bias

@@ -108,11 +108,12 @@ def _sunk_inputs(op: ir.Node, moved: ir.Value, source: ir.Value, rank: int, back
     return [source, mapped] if op.inputs[0] is moved else [mapped, source]
 
 
-def _sink_once(layout: ir.Node, graph: ir.Graph) -> ir.Node | None:
-    """The moved layout op after its sole reader, or None when it stays."""
+def _sink_once(layout: ir.Node, graph: ir.Graph, keep: frozenset[str]) -> ir.Node | None:
+    """The moved layout op after its sole reader, or None when it stays: also where the layout op's output or its
+    reader's is a name an overrides file gives (sunk, the layout ops cancel and take the names with them)."""
     undo, moved = _undo(layout), layout.outputs[0]
     op = sole_reader(moved, graph)
-    if undo is None or op is None or len(op.outputs) != 1:
+    if undo is None or op is None or len(op.outputs) != 1 or {moved.name, op.outputs[0].name} & keep:
         return None
     inputs = _sunk_inputs(op, moved, layout.inputs[0], *undo, graph)
     if inputs is None:
@@ -174,13 +175,19 @@ def _cancel_squeeze_unsqueeze(graph: ir.Graph) -> int:
 
 
 class SinkLayoutPass(ir.passes.InPlacePass):
+    """`keep`: tensor names an overrides file gives; no layout op moves past one."""
+
+    def __init__(self, keep: frozenset[str] = frozenset()):
+        super().__init__()
+        self.keep = keep
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         moves = 0
         for layer in [n for n in model.graph if n.domain == "" and (n.op_type == "Conv" or _linear(n))]:
             kinds = ("Transpose", "Squeeze") if layer.op_type == "Conv" else ("Reshape",)
             for layout in reversed(_layout_chain(layer, kinds, model.graph)):
                 while layout is not None:
-                    layout = _sink_once(layout, model.graph)
+                    layout = _sink_once(layout, model.graph, self.keep)
                     moves += layout is not None
         if moves:
             _cancel_squeeze_unsqueeze(model.graph)

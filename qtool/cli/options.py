@@ -228,6 +228,8 @@ class Choice(click.Choice):
         try:
             return super().convert(value, param, ctx)
         except click.BadParameter:
+            if not self.choices and param is not None and param.name == "target":  # QTOOL_CONFIGS's folder
+                self.fail(f"{value!r}: {configs_dir()} holds no target preset (*.yaml; QTOOL_CONFIGS)", param, ctx)
             hint = did_you_mean(str(value), [str(c) for c in self.choices])
             choices = ", ".join(str(c) for c in self.choices)
             self.fail(f"{value!r} is not one of {choices}" + (f"; {hint}" if hint else ""), param, ctx)

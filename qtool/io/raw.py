@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -41,7 +42,9 @@ def _npy_header(handle: BinaryIO, path: Path, where: str) -> tuple[tuple[int, ..
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read(handle)
     except Exception as e:  # ValueError, TypeError, IndexError, SyntaxError, tokenize.TokenError, RecursionError...
-        raise DataError(f"{path} is not a readable .npy file: {str(e)[:120]}", where=where) from e
+        # ast's own words name an object by its address ('<ast.Call object at 0x7f...>'), another every run
+        reason = re.sub(r"<(ast\.\w+) object at 0x[0-9a-f]+>", r"a Python \1", str(e))
+        raise DataError(f"{path} is not a readable .npy file: {reason[:120]}", where=where) from e
     if not all(type(d) is int and d >= 0 for d in shape):
         raise DataError(f"{path} has an invalid .npy shape {str(shape)[:80]}", where=where)
     return shape, fortran, dtype

@@ -361,3 +361,29 @@ def test_a_list_of_one_file_repeated_10_to_the_5_times_is_parsed_and_checked_in_
     started = time.perf_counter()
     check_bindings(read_input_list(ws.listing), specs)
     assert time.perf_counter() - started < 20
+
+
+def test_a_presets_folder_without_presets_is_named(ws: Workspace) -> None:
+    """QTOOL_CONFIGS naming an empty folder: "'qnn-htp' is not one of  " listed no choices and named no folder."""
+    from hostile_env import qtool_process
+
+    empty = ws.root / "presets"
+    empty.mkdir()
+    before = ws.snapshot()
+    result = qtool_process("quantize", "-i", ws.model, "--input_list", ws.listing, "-o", ws.out, "--target", "qnn-htp",
+                           env={"QTOOL_CONFIGS": str(empty)})  # fmt: skip
+    assert_refused(ws, before, result, 2, f"{empty} holds no target preset")
+
+
+def test_a_malformed_npy_header_is_named_the_same_way_every_run(ws: Workspace) -> None:
+    """numpy's header reader quoted Python's '<ast.Call object at 0x7f...>': an address, another every run."""
+    header = "{'descr': f(1), 'fortran_order': False, 'shape': (2,), }"
+    header += " " * (63 - 10 - len(header)) + "\n"
+    bad = ws.root / "bad.npy"
+    bad.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
+    listing = ws.root / "npy.txt"
+    listing.write_text(f"{bad}\n")
+    before = ws.snapshot()
+    line = assert_refused(ws, before, ws.quantize("--input_list", listing, "-o", ws.out), 4,
+                          "bad.npy is not a readable .npy file", "a Python ast.Call")  # fmt: skip
+    assert "0x" not in line, line

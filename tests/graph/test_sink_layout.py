@@ -180,3 +180,16 @@ def test_a_madmom_conv_batchnorm_behind_a_transpose_and_a_squeeze_folds_and_the_
                      for m in (out, model))  # fmt: skip
         for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_a_kept_name_on_the_next_layers_unsqueeze_or_transpose_survives_the_cancel() -> None:
+    """The Squeeze -> Unsqueeze between two madmom layers goes, and the two Transposes then cancel: an override (or
+    an imported encoding) on the Unsqueeze's or the second Transpose's output found no tensor (exit 4)."""
+    model = conv_as_madmom_writes_it()
+    x = {"x": np.random.default_rng(1).normal(size=(6, 5)).astype(np.float32)}
+    for kept in ("r4", "nchw2"):
+        out = normalise(model, {}, "m.onnx", keep=frozenset({kept}))
+        assert kept in {o for n in out.graph.node for o in n.output}
+        got, want = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)
+                     for m in (out, model))  # fmt: skip
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-4)

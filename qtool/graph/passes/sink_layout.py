@@ -155,13 +155,18 @@ def _axes(node: ir.Node) -> list[int] | None:
     return list(attr.as_ints()) if attr is not None and given is None else None
 
 
-def _cancel_squeeze_unsqueeze(graph: ir.Graph) -> int:
+def _cancel_squeeze_unsqueeze(graph: ir.Graph, keep: frozenset[str]) -> int:
     """Squeeze(axes) -> Unsqueeze(same axes) is no op (what sinking leaves between a layer's Transpose back to
-    NHWC and the next one's to NCHW, which then cancel too)."""
+    NHWC and the next one's to NCHW, which then cancel too), unless it or a Transpose it leaves to cancel writes a
+    kept name: gone with them, an override on the next layer's Unsqueeze or Transpose found no tensor."""
     done = 0
     for squeeze in [n for n in graph if n.op_type == "Squeeze" and n.domain == ""]:
         unsqueeze = sole_reader(squeeze.outputs[0], graph)
         if unsqueeze is None or unsqueeze.op_type != "Unsqueeze" or unsqueeze.domain != "":
+            continue
+        around = [squeeze.inputs[0].producer(), sole_reader(unsqueeze.outputs[0], graph)]
+        written = [squeeze, unsqueeze, *(n for n in around if n is not None and n.op_type == "Transpose")]
+        if {n.outputs[0].name for n in written} & keep:
             continue
         axes, rank = _axes(squeeze), squeeze.inputs[0].shape.rank() if squeeze.inputs[0].shape is not None else None
         if axes is None or rank is None or _axes(unsqueeze) is None or unsqueeze.outputs[0] in graph.outputs:
@@ -190,7 +195,7 @@ class SinkLayoutPass(ir.passes.InPlacePass):
                     layout = _sink_once(layout, model.graph, self.keep)
                     moves += layout is not None
         if moves:
-            _cancel_squeeze_unsqueeze(model.graph)
+            _cancel_squeeze_unsqueeze(model.graph, self.keep)
             RewritePass(RewriteRuleSet([transpose_transpose_rule, no_op_transpose_rule]))(model)
         logger.info("sink_layout: %d elementwise ops moved before a Conv's layout Transpose or Squeeze, or a MatMul's "
                     "Reshape", moves)  # fmt: skip

@@ -541,7 +541,8 @@ OUT := build/demo
 # 21998 -> 22005: no layout op sinks past a name an overrides file gives (sink_layout.py keep)
 # 22005 -> 22010: an empty QTOOL_CONFIGS folder named; a .npy header's error without an address
 # 22010 -> 22015: sink_layout's Squeeze/Unsqueeze cancel keeps the names overrides give (helper-72)
-LINE_BUDGET := 22015
+# 22015 -> 22018: auto sensitivity times a trial with a candidate raised (api/mixed.py)
+LINE_BUDGET := 22018
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -57,14 +57,17 @@ def _restored(ctx: AlgorithmContext, overrides: encio.Encodings) -> onnx.ModelPr
 EXACT_SECONDS = 600.0
 
 
-def _sensitivity(o: QuantizeOptions, evaluate: mp.Evaluator, ctx: AlgorithmContext, count: int) -> str:
-    if o.mixed_precision_sensitivity != "auto":
+def _sensitivity(o: QuantizeOptions, evaluate: mp.Evaluator, ctx: AlgorithmContext, cands: list) -> str:
+    if o.mixed_precision_sensitivity != "auto" or not cands:
         return o.mixed_precision_sensitivity
+    # one trial as the exact pass runs them: build, load, run the screening samples with a candidate raised. The
+    # all-8-bit model's own trial reuses everything the base quantization derived (trial_memo), and timed that
+    # one undercounted the pass
     started = time.perf_counter()
-    evaluate.screened(ctx.overrides)  # one trial: build, load, run the screening samples
-    estimate = (time.perf_counter() - started) * count
+    evaluate.screened(mp.raise_precision(ctx.overrides, cands[:1], frozenset(ctx.frozen)))
+    estimate = (time.perf_counter() - started) * len(cands)
     chosen = "exact" if estimate <= EXACT_SECONDS else "proxy"
-    return f"{chosen} (auto: ~{estimate:.0f} s for {count} exact trials)"
+    return f"{chosen} (auto: ~{estimate:.0f} s for {len(cands)} exact trials)"
 
 
 def run_mixed_precision(
@@ -104,7 +107,7 @@ def _search(
     base_qdq, base_plan = ctx.quantize(ctx.model, ctx.overrides)
     cands, cost_model = mp.candidates(GraphFacts.of(ctx.model), base_plan)
     proxy = None
-    sensitivity = _sensitivity(o, evaluate, ctx, len(cands))
+    sensitivity = _sensitivity(o, evaluate, ctx, cands)
     if sensitivity.startswith("proxy"):
         rows = layers.rank(layers.stream(ctx.model, base_qdq, feeds(), o.num_threads), ctx.model, base_qdq)
         proxy = {r.tensor: 10 ** (-r.added_db / 10) if math.isfinite(r.added_db) else 0.0 for r in rows}

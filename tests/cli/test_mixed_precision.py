@@ -316,3 +316,26 @@ def test_auto_sensitivity_is_exact_unless_its_estimate_passes_the_budget(tmp_pat
         assert report["outputs (float vs quantized)"][0]["sqnr_db"] >= 30
     assert found[600.0].startswith("exact (auto: ~")
     assert found[0.0].startswith("proxy (auto: ~")
+
+
+def test_auto_sensitivity_times_a_trial_with_a_candidate_raised(tmp_path: Path, monkeypatch) -> None:
+    """The all-8-bit model's own trial reuses what the base quantization derived (trial_memo): timed, it made the
+    exact pass look cheaper than its trials, each of which quantizes a candidate at 16 bits."""
+    from conftest import run_cli
+
+    from qtool.quant import mixed_precision as mp
+
+    trials = []
+    real = mp.Evaluator.screened
+
+    def screened(self, encodings):
+        trials.append(encodings)
+        return real(self, encodings)
+
+    monkeypatch.setattr(mp.Evaluator, "screened", screened)
+    model, listing = setup(tmp_path)
+    result = run_cli(["quantize", "-i", model, "--input_list", listing, "--mixed_precision", "auto", "--target_sqnr", "30",
+                      "-o", tmp_path / "q.onnx"])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    timed = [*trials[0].activations.values(), *trials[0].params.values()]
+    assert any(e.bitwidth == 16 or e.is_float for e in timed)  # a candidate raised, not the all-8-bit model

@@ -542,7 +542,8 @@ OUT := build/demo
 # 22005 -> 22010: an empty QTOOL_CONFIGS folder named; a .npy header's error without an address
 # 22010 -> 22015: sink_layout's Squeeze/Unsqueeze cancel keeps the names overrides give (helper-72)
 # 22015 -> 22018: auto sensitivity times a trial with a candidate raised (api/mixed.py)
-LINE_BUDGET := 22018
+# 22018 -> 22021: a layout Transpose stops before the Transpose back whose name overrides give (helper-72)
+LINE_BUDGET := 22021
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -193,3 +193,12 @@ def test_a_kept_name_on_the_next_layers_unsqueeze_or_transpose_survives_the_canc
         got, want = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)
                      for m in (out, model))  # fmt: skip
         np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-4)
+
+
+def test_a_kept_name_on_the_transpose_back_survives() -> None:
+    """Sunk up to the Transpose back to NCHW, the layout Transpose cancels it and its output name with it: an override
+    on 'back' found no tensor after 857e2fa too. The BatchNorm still folds; the Relu stays between the two."""
+    out = normalise(nhwc_batchnorm(), {}, "m.onnx", keep=frozenset({"back"}))
+    assert [n.op_type for n in out.graph.node] == ["Conv", "Transpose", "Relu", "Transpose", "Conv"]
+    assert "back" in {o for n in out.graph.node for o in n.output}
+    np.testing.assert_allclose(run(out)[0], run(nhwc_batchnorm())[0], rtol=1e-4, atol=1e-4)

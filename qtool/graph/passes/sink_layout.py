@@ -115,6 +115,9 @@ def _sink_once(layout: ir.Node, graph: ir.Graph, keep: frozenset[str]) -> ir.Nod
     op = sole_reader(moved, graph)
     if undo is None or op is None or len(op.outputs) != 1 or {moved.name, op.outputs[0].name} & keep:
         return None
+    then = sole_reader(op.outputs[0], graph)  # a Transpose sunk up to the next one cancels it, and its name
+    if then is not None and then.op_type == layout.op_type == "Transpose" and then.outputs[0].name in keep:
+        return None
     inputs = _sunk_inputs(op, moved, layout.inputs[0], *undo, graph)
     if inputs is None:
         return None

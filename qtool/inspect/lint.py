@@ -213,10 +213,24 @@ def _weight_severity(ctx: LintContext, node: onnx.NodeProto, weight: str, levels
     return "error" if levels < 1 else "warning"
 
 
+def _input_valued(ctx: LintContext) -> set[str]:
+    """Tensors whose values depend on a graph input's values (nodes in topological order). A layer reading none
+    is one convert folds once --input_dim fixes the shapes: BERT exports without a token_type_ids input look up
+    their 2-row token-type table by a constant buffer sliced to the input's length."""
+    valued = set(ctx.facts.graph_inputs)
+    for node in ctx.model.graph.node:
+        if node.op_type not in ("Shape", "Size") and (any(a.g.node for a in node.attribute) or valued & set(node.input)):
+            valued.update(o for o in node.output if o)
+    return valued
+
+
 def uneven_channels(ctx: LintContext) -> Iterable[Finding]:
     bitwidth = int(ctx.preset.get("weights_bitwidth", 8))
     seen: set[str] = set()  # a weight 20 unrolled LSTM steps share is one finding, not 20
+    valued = _input_valued(ctx)
     for node in ctx.model.graph.node:
+        if not valued & set(node.input):  # constant-foldable: convert leaves no such layer to quantize
+            continue
         for index in rule_for(node).weights:
             weight = node.input[index] if index < len(node.input) else ""
             if weight in seen or weight not in ctx.facts.initializers or len(ctx.facts.initializers[weight].dims) < 2:

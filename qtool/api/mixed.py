@@ -55,6 +55,9 @@ def _restored(ctx: AlgorithmContext, overrides: encio.Encodings) -> onnx.ModelPr
 # A YOLOX detector's 841 candidates at ~8 s a trial took hours; the proxy's one pass took ddddocr's CTC
 # recogniser to 30 dB in 206 s where the exact pass did not finish in 20 minutes.
 EXACT_SECONDS = 600.0
+# the proxy's one pass over every evaluation sample, a stage at a time (inspect/stages.py): with inspect's budgets
+# (32 MB a stage, 256 MB of frontier a model) PP-OCRv5 rec's peaked at 966 MB, with these at 540 MB, 20.2 -> 21.1 s
+PROXY_FETCH_BYTES, PROXY_FRONTIER_BYTES = 8 << 20, 32 << 20
 
 
 def _sensitivity(o: QuantizeOptions, evaluate: mp.Evaluator, ctx: AlgorithmContext, cands: list) -> str:
@@ -109,7 +112,8 @@ def _search(
     proxy = None
     sensitivity = _sensitivity(o, evaluate, ctx, cands)
     if sensitivity.startswith("proxy"):
-        rows = layers.rank(layers.stream(ctx.model, base_qdq, feeds(), o.num_threads), ctx.model, base_qdq)
+        stream = layers.stream(ctx.model, base_qdq, feeds(), o.num_threads, PROXY_FETCH_BYTES, PROXY_FRONTIER_BYTES)
+        rows = layers.rank(stream, ctx.model, base_qdq)
         proxy = {r.tensor: 10 ** (-r.added_db / 10) if math.isfinite(r.added_db) else 0.0 for r in rows}
     result = mp.search(cands, cost_model, ctx.overrides, evaluate, target, proxy, frozenset(ctx.frozen))
     result.sensitivity = sensitivity

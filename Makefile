@@ -546,7 +546,8 @@ OUT := build/demo
 # 22021 -> 22035: uneven-channels skips a layer no graph input's values reach, which convert folds (helper-73)
 # 22035 -> 22041: a float op's error is sent upstream past an input grid that adds little of it (helper-73)
 # 22041 -> 22045: mixed precision's proxy pass streams with budgets of its own (api/mixed.py)
-LINE_BUDGET := 22045
+# 22045 -> 22048: kept outputs' 4 GiB bounds every store of the process together (helper-72's review)
+LINE_BUDGET := 22048
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 DISK_BYTES = 4 << 30  # past this the outputs are streamed again: a scratch folder is not the user's disk to fill
+_SPILLED = [0]  # bytes every live store of the process holds on disk: DISK_BYTES bounds them all, not each
 FREE_MARGIN = 1 << 30  # what a spill leaves free on the scratch file system
 
 
@@ -29,7 +30,7 @@ class KeptOutputs(Sequence):
         self.memory_bytes, self.disk_bytes, self._scratch = memory_bytes, disk_bytes, scratch
         self.held = self.written = 0
         self._samples: list[list[np.ndarray | str]] = []
-        self._files: list[str] = []
+        self._files: list[tuple[str, int]] = []  # (path, bytes)
         weakref.finalize(self, _remove, self._files)
 
     def __len__(self) -> int:
@@ -52,7 +53,7 @@ class KeptOutputs(Sequence):
         return True
 
     def _spill(self, outputs: list, size: int) -> bool:
-        if self.written + size > self.disk_bytes or not all(_plain(v) for v in outputs):
+        if self.written + size > self.disk_bytes or _SPILLED[0] + size > DISK_BYTES or not all(_plain(v) for v in outputs):
             return False
         kept: list[np.ndarray | str] = []
         try:
@@ -60,9 +61,10 @@ class KeptOutputs(Sequence):
             if shutil.disk_usage(os.path.dirname(path)).free < size + FREE_MARGIN:
                 return False
             for k, value in enumerate(outputs):
-                self._files.append(f"{path}-{k}.npy")
-                np.save(self._files[-1], value, allow_pickle=False)
-                kept.append(self._files[-1])
+                self._files.append((f"{path}-{k}.npy", value.nbytes))
+                _SPILLED[0] += value.nbytes
+                np.save(self._files[-1][0], value, allow_pickle=False)
+                kept.append(self._files[-1][0])
         except OSError:  # the scratch file system full after all: stream
             return False
         self.written += size
@@ -75,8 +77,9 @@ class KeptOutputs(Sequence):
         self.held = self.written = 0
 
 
-def _remove(files: list[str]) -> None:
-    for path in files:
+def _remove(files: list[tuple[str, int]]) -> None:
+    for path, size in files:
+        _SPILLED[0] -= size
         with contextlib.suppress(OSError):
             os.remove(path)
     files.clear()

@@ -75,3 +75,14 @@ def test_index_past_the_end_is_an_index_error(tmp_path: Path, memory: int) -> No
     kept.append([np.ones(2)])
     with pytest.raises(IndexError):
         kept[1]
+
+
+def test_the_disk_budget_bounds_every_store_of_the_process_together(tmp_path: Path, monkeypatch) -> None:
+    """Calibration's, mixed precision's and auto's stores could each hold DISK_BYTES (helper-72's review)."""
+    monkeypatch.setattr(kept_outputs, "DISK_BYTES", 24)
+    first, second = _store(tmp_path, memory=0), _store(tmp_path, memory=0)
+    assert first.append([np.zeros(4, np.float32)])  # 16 bytes on disk
+    assert not second.append([np.zeros(4, np.float32)])  # 32 together
+    del first
+    gc.collect()
+    assert second.append([np.zeros(4, np.float32)])

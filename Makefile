@@ -547,7 +547,8 @@ OUT := build/demo
 # 22035 -> 22041: a float op's error is sent upstream past an input grid that adds little of it (helper-73)
 # 22041 -> 22045: mixed precision's proxy pass streams with budgets of its own (api/mixed.py)
 # 22045 -> 22048: kept outputs' 4 GiB bounds every store of the process together (helper-72's review)
-LINE_BUDGET := 22048
+# 22048 -> 22055: .npy files open as read_bytes does (open_regular); a null version refused
+LINE_BUDGET := 22055
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -225,8 +225,8 @@ def parse_encodings(data: Any, where: str) -> Encodings:
     """Validate a decoded JSON document and turn it into `Encodings`."""
     if not isinstance(data, dict):
         raise DataError("top level must be a JSON object", where=where)
-    version = data.get("version")
-    if version is not None and (not isinstance(version, str) or version.split(".")[0] not in ("0", "1", "2")):
+    version = data.get("version")  # absent: unversioned (0.6.1's often are); a JSON null is no version, as "" is not
+    if "version" in data and not (isinstance(version, str) and version.split(".")[0] in ("0", "1", "2")):
         raise DataError(f"version {encodings_v2.shown(version)}: qtool reads AIMET encodings 0.6.1, 1.0.0 and 2.0.0",
                         where=where)  # fmt: skip
     for key in sorted(k for k in data if k not in TOP_LEVEL):  # a misspelt section's entries were dropped silently

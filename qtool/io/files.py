@@ -12,7 +12,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from qtool.errors import DataError, QtoolError, UsageError
 from qtool.io.outputs import atomic_write, file_kind, write_text
@@ -92,6 +92,18 @@ def check_regular(
     return st
 
 
+def open_regular(path: str | os.PathLike[str], what: str = "file", error: type[QtoolError] = DataError) -> BinaryIO:
+    """`path` opened to read, checked on the open descriptor to be a regular file: a file swapped for a FIFO since
+    its stat must not hang the open (O_NONBLOCK) nor be read. OSError is the caller's to name."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    handle = os.fdopen(fd, "rb")
+    mode = os.fstat(handle.fileno()).st_mode
+    if not stat.S_ISREG(mode):
+        handle.close()
+        raise error(f"{what} is not a regular file ({file_kind(mode)})", where=str(path))
+    return handle
+
+
 def read_bytes(
     path: str | os.PathLike[str], what: str = "file", limit: int | None = None, error: type[QtoolError] = DataError
 ) -> bytes:
@@ -104,12 +116,7 @@ def read_bytes(
     if st.st_size > limit:
         raise error(f"{what} is {st.st_size} bytes, over the {limit}-byte limit", where=str(path), hint=hint)
     try:
-        # O_NONBLOCK: if the file was swapped for a FIFO since the stat, opening it must not hang
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise error(f"{what} is not a regular file ({file_kind(mode)})", where=str(path))
+        with open_regular(path, what, error) as handle:
             data = handle.read(min(limit, st.st_size) + 1)  # read(n) allocates n first: not a 100 GB limit's
             while st.st_size < len(data) <= limit and (more := handle.read(min(1 << 20, limit + 1 - len(data)))):
                 data += more  # it grew since the stat (or a /proc file, whose size says 0)

@@ -17,7 +17,7 @@ from typing import BinaryIO
 import numpy as np
 
 from qtool.errors import DataError
-from qtool.io.files import check_regular, read_bytes
+from qtool.io.files import check_regular, open_regular, read_bytes
 
 logger = logging.getLogger(__name__)
 NAMED_FLOAT64_FILES = 3  # files one pass warns of by name: a list of 10^5 lines of one such file warned 10^5 times
@@ -55,7 +55,7 @@ def _from_npy(path: Path, spec: InputSpec, where: str) -> np.ndarray:
     claim any shape over a few bytes of data."""
     size = check_regular(path, str(path), where=where).st_size
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path, str(path)) as handle:
             shape, fortran, dtype = _npy_header(handle, path, where)
             text = spec.dtype.kind == "O" and dtype.kind in "US"  # a string input: numpy's fixed-width text
             if dtype.hasobject or dtype.fields is not None or (dtype.kind not in "biuf" and not text):

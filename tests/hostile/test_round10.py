@@ -387,3 +387,15 @@ def test_a_malformed_npy_header_is_named_the_same_way_every_run(ws: Workspace) -
     line = assert_refused(ws, before, ws.quantize("--input_list", listing, "-o", ws.out), 4,
                           "bad.npy is not a readable .npy file", "a Python ast.Call")  # fmt: skip
     assert "0x" not in line, line
+
+
+@pytest.mark.parametrize("version", [None, "", True])
+def test_a_version_that_is_no_version_is_refused(ws: Workspace, version) -> None:
+    """"version": null was read as an unversioned file while "", [] and true were refused (helper-70, round 10)."""
+    import json
+
+    overrides = ws.root / "ov.json"
+    overrides.write_text(json.dumps({"version": version, "activation_encodings": {}, "param_encodings": {}}))
+    before = ws.snapshot()
+    result = ws.run("convert", "-i", ws.model, "-o", ws.out, "--quantization_overrides", overrides)
+    assert_refused(ws, before, result, 4, "ov.json", "qtool reads AIMET encodings 0.6.1, 1.0.0 and 2.0.0")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from qtool.errors import DataError, UsageError
-from qtool.io.files import atomic_write, read_bytes, read_text, write_text
+from qtool.io.files import atomic_write, open_regular, read_bytes, read_text, write_text
 from qtool.io.input_list import read_input_list
 
 
@@ -72,3 +73,15 @@ def test_a_byte_order_mark_and_crlf_from_a_windows_editor_are_read_through(tmp_p
     assert read_text(listing, "input list").startswith(str(raw))
     parsed = read_input_list(listing)
     assert [sample.positional for sample in parsed.samples] == [(raw,), (raw,)]
+
+
+def test_open_regular_refuses_a_fifo_without_hanging(tmp_path) -> None:
+    """A .npy file swapped for a FIFO between its stat and its open (helper-70, round 10): the plain open() the
+    .npy reader used would wait for a writer forever."""
+    fifo = tmp_path / "x.npy"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"is not a regular file \(a FIFO"):
+        open_regular(fifo, "x.npy")
+    (tmp_path / "y.npy").write_bytes(b"abc")
+    with open_regular(tmp_path / "y.npy") as handle:
+        assert handle.read() == b"abc"

@@ -548,7 +548,8 @@ OUT := build/demo
 # 22041 -> 22045: mixed precision's proxy pass streams with budgets of its own (api/mixed.py)
 # 22045 -> 22048: kept outputs' 4 GiB bounds every store of the process together (helper-72's review)
 # 22048 -> 22055: .npy files open as read_bytes does (open_regular); a null version refused
-LINE_BUDGET := 22055
+# 22055 -> 22060: root's output probe that cannot be removed is a refusal, not a traceback
+LINE_BUDGET := 22060
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -106,7 +106,11 @@ def _check_writable(folder: Path, flag: str, where: str) -> None:
         except OSError as e:
             raise UsageError(f"{flag}: cannot write in {folder}: {e.strerror}", where=where) from None
         os.close(fd)
-        os.unlink(probe)
+        try:  # a folder that takes a new file but refuses its removal (sticky, append-only) leaves the probe behind
+            os.unlink(probe)
+        except OSError as e:
+            raise UsageError(f"{flag}: cannot write in {folder}: it keeps files once made ({e.strerror})",
+                             where=where) from None  # fmt: skip
 
 
 def check_output_folder(path: str | os.PathLike[str], flag: str = "-o") -> None:

@@ -399,3 +399,22 @@ def test_a_version_that_is_no_version_is_refused(ws: Workspace, version) -> None
     before = ws.snapshot()
     result = ws.run("convert", "-i", ws.model, "-o", ws.out, "--quantization_overrides", overrides)
     assert_refused(ws, before, result, 4, "ov.json", "qtool reads AIMET encodings 0.6.1, 1.0.0 and 2.0.0")
+
+
+def test_an_output_folder_that_keeps_the_probe_is_refused_not_a_traceback(ws: Workspace, monkeypatch) -> None:
+    """Root probes an output folder by making and removing a file (ea59583); a folder that takes the file but
+    refuses its removal (append-only) raised the unlink's PermissionError as a traceback (helper-72's review)."""
+    if os.geteuid() != 0:
+        pytest.skip("the probe is root's")
+    from qtool.errors import UsageError
+    from qtool.io import outputs
+
+    def refuse(path):
+        raise PermissionError(1, "Operation not permitted", path)
+
+    monkeypatch.setattr(outputs.os, "unlink", refuse)
+    with pytest.raises(UsageError, match="keeps files once made"):
+        outputs.resolve_output(ws.root / "q.onnx", "-o")
+    monkeypatch.undo()
+    for left in ws.root.glob(".qtool-probe.*"):
+        left.unlink()

@@ -19,6 +19,7 @@ import numpy as np
 import onnx_ir as ir
 
 from qtool.graph.passes.constants import rewritten, sole_reader
+from qtool.graph.passes.kept_names import KeepNamesPass
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +78,8 @@ def _fold(graph: ir.Graph, bn: ir.Node, keep: frozenset[str]) -> bool:
     return True
 
 
-class FoldBatchNormForwardPass(ir.passes.InPlacePass):
-    """`keep`: tensor names an overrides file gives; a BatchNorm whose output one names stays."""
-
-    def __init__(self, keep: frozenset[str] = frozenset()):
-        super().__init__()
-        self.keep = keep
+class FoldBatchNormForwardPass(KeepNamesPass):
+    """A BatchNorm whose output a kept name names stays."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         bns = [n for n in model.graph if n.op_type == "BatchNormalization" and n.domain == ""]

@@ -20,6 +20,7 @@ import logging
 import onnx_ir as ir
 
 from qtool.graph.passes.constants import sole_reader, static_dims
+from qtool.graph.passes.kept_names import KeepNamesPass
 
 logger = logging.getLogger(__name__)
 
@@ -131,10 +132,8 @@ def _taken(replaced: list[ir.Node], x: ir.Value, graph: ir.Graph) -> set[str]:
     return {v.name for n in gone if n is not replaced[-1] for v in n.outputs if v.name}
 
 
-class FuseSoftmaxPass(ir.passes.InPlacePass):
-    def __init__(self, keep: frozenset[str] = frozenset()):
-        super().__init__()
-        self.keep = keep  # names an override gives: the Exp, the sum and the quotient's inputs stay
+class FuseSoftmaxPass(KeepNamesPass):
+    """A kept name on the Exp, the sum or the quotient's inputs leaves the Softmax written out."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         fused = 0

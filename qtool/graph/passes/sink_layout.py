@@ -35,6 +35,7 @@ from onnxscript.rewriter.pattern import RewriteRuleSet
 from onnxscript.rewriter.rules.common import no_op_transpose_rule, transpose_transpose_rule
 
 from qtool.graph.passes.constants import at_rank, new_constant, sole_reader, static_dims
+from qtool.graph.passes.kept_names import KeepNamesPass
 
 logger = logging.getLogger(__name__)
 
@@ -182,12 +183,8 @@ def _cancel_squeeze_unsqueeze(graph: ir.Graph, keep: frozenset[str]) -> int:
     return done
 
 
-class SinkLayoutPass(ir.passes.InPlacePass):
-    """`keep`: tensor names an overrides file gives; no layout op moves past one."""
-
-    def __init__(self, keep: frozenset[str] = frozenset()):
-        super().__init__()
-        self.keep = keep
+class SinkLayoutPass(KeepNamesPass):
+    """No layout op moves past a kept name, nor cancels one away."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         moves = 0

@@ -23,6 +23,7 @@ import onnx_ir as ir
 
 from qtool.graph.output_parts import kept_axis
 from qtool.graph.passes.constants import new_constant, sole_reader, static_dims
+from qtool.graph.passes.kept_names import KeepNamesPass
 
 logger = logging.getLogger(__name__)
 
@@ -165,11 +166,7 @@ def _runs(concat: ir.Node, axis: int, sizes: list[int]) -> list[list[ir.Value]] 
     return runs if filled == bounds[-1] and all(runs) else None
 
 
-class SplitAtSourcePass(ir.passes.InPlacePass):
-    def __init__(self, keep: frozenset[str] = frozenset()):
-        super().__init__()
-        self.keep = keep  # names an override gives: a rewrite that takes one away is not made
-
+class SplitAtSourcePass(KeepNamesPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         moved = 0
         for split in [n for n in model.graph if n.op_type == "Split" and n.domain == ""]:

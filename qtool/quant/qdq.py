@@ -55,7 +55,7 @@ _INT_TYPES = {
 logger = logging.getLogger(__name__)
 WIDE_OPSET = 21  # int4/uint4 and int16/uint16 QuantizeLinear/DequantizeLinear; blocked DequantizeLinear
 LPBQ_METADATA = "qtool.lpbq"
-NARROW_METADATA = "qtool.narrow_bitwidths"  # weight -> its bitwidth where narrower than its storage (7 in int8)
+NARROW_METADATA = "qtool.narrow_bitwidths"  # weight -> its bitwidth where narrower than its storage (7, unpacked 4 in int8)
 # tensor -> float bitwidth, for what the plan keeps float: no Q/DQ says so, and an encodings file that leaves a
 # tensor out has qairt quantize it (a float mask or LayerNorm statistic at 8 bits)
 FLOAT_METADATA = "qtool.float_tensors"
@@ -200,11 +200,12 @@ def _axis(e: Encoding) -> dict[str, int]:
     return {"axis": e.axis} if e.axis is not None else {}
 
 
-def _mark_metadata(model: onnx.ModelProto, plan: QuantPlan) -> None:
-    """LPBQ and 7-bit weights, and the tensors kept float, marked in the metadata, which their ONNX storage
-    cannot say (qdq_read reads them back)."""
+def _mark_metadata(model: onnx.ModelProto, plan: QuantPlan, packed: bool) -> None:
+    """LPBQ, 7-bit and unpacked 4-bit weights, and the tensors kept float, marked in the metadata, which their ONNX
+    storage cannot say (qdq_read reads them back; an unpacked 4-bit weight was exported as 8 bits on its 4-bit scale)."""
     lpbq = {n: [e.bitwidth, e.blocks.decompressed_bw] for n, e in sorted(plan.params.items()) if e.blocks and e.blocks.is_lpbq}
-    narrow = {n: e.bitwidth for n, e in sorted(plan.params.items()) if not e.is_float and e.bitwidth == 7}
+    narrow = {n: e.bitwidth for n, e in sorted(plan.params.items())
+              if not e.is_float and n not in lpbq and (e.bitwidth == 7 or (e.bitwidth == 4 and not packed))}
     floats = {part: {n: e.bitwidth for n, e in sorted(table.items()) if e.is_float}
               for part, table in (("activations", plan.activations), ("params", plan.params))}  # fmt: skip
     kept = [p for p in model.metadata_props if p.key not in (LPBQ_METADATA, NARROW_METADATA, FLOAT_METADATA)]
@@ -285,7 +286,7 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, where: str = "model", pac
     nodes, initializers = _read_only(writer.nodes, writer.initializers, {o.name for o in graph.output}, source)
     _replace(graph.node, nodes)
     _replace(graph.initializer, initializers)
-    _mark_metadata(out, plan)
+    _mark_metadata(out, plan, packed)
     return out
 
 

@@ -336,17 +336,18 @@ def _floats_back(model: onnx.ModelProto, found: Encodings) -> None:
 
 
 def _narrow_back(model: onnx.ModelProto, found: Encodings) -> None:
-    """The weights NARROW_METADATA names (7-bit grids stored in int8) get their bitwidth back."""
+    """The weights NARROW_METADATA names (7-bit grids, and 4-bit ones unpacked, stored in 8 bits) get their bitwidth
+    back: an unpacked 4-bit weight was exported as an 8-bit one on its 4-bit scale."""
     marked = _marked(model, NARROW_METADATA, lambda m: {str(n): int(b) for n, b in m.items()}, "bitwidths")
     for name, bitwidth in (marked or {}).items():
         e = found.params.get(name)
-        if e is None or e.is_float or not e.is_symmetric or e.bitwidth != 8 or bitwidth != 7:
+        ok = e is not None and not e.is_float and e.bitwidth == 8 and (bitwidth == 4 or (bitwidth == 7 and e.is_symmetric))
+        offset = np.asarray(e.offset if ok else (), np.int64) + (128 - 2 ** (bitwidth - 1) if ok and e.signed else 0)
+        if not ok or not ((offset <= 0) & (offset >= 1 - 2**bitwidth)).all():
             logger.warning("weight %r is marked %r bits, which its storage does not fit: read as stored", name, bitwidth)
             continue
-        scale = np.asarray(e.scale, np.float64)
-        found.params[name] = dataclasses.replace(
-            e, bitwidth=7, min=tuple(-64 * scale), max=tuple(63 * scale), offset=(-64,) * len(scale)
-        )
+        narrow = enc.from_scale_offset(e.scale, offset, bitwidth, symmetric=e.is_symmetric)
+        found.params[name] = dataclasses.replace(e, bitwidth=bitwidth, min=narrow.min, max=narrow.max, offset=narrow.offset)
 
 
 def _lpbq_back(model: onnx.ModelProto, found: Encodings) -> None:

@@ -1,0 +1,43 @@
+"""Round 11 (helper-74): export in every format, block and LPBQ weights, stats and overrides files, external
+data, environment, probed on an installed wheel as a careless user would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hostile_env import Workspace, make_workspace
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)
+
+
+def _param_bitwidths(path: Path) -> dict[str, int]:
+    """Each weight's bitwidth in an encodings file (0.6.1 or 1.0.0)."""
+    params = json.loads(path.read_text())["param_encodings"]
+    if isinstance(params, dict):
+        return {name: entries[0]["bitwidth"] for name, entries in params.items()}
+    return {entry["name"]: entry["bw"] for entry in params}
+
+
+# --- 4-bit weights stored unpacked --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [
+    ["--use_per_channel_quantization"],
+    ["--weights_block_size", "16", "--use_asymmetric_blocks", "--encodings_format", "1.0.0"],
+])  # fmt: skip
+def test_an_unpacked_4_bit_weight_is_exported_as_4_bits(ws: Workspace, flags: list[str]) -> None:
+    """Without --pack_4_bit_weights a 4-bit weight is int8 holding 4-bit values; export read its bitwidth from
+    the storage type and wrote `bw: 8` on the 4-bit scale (min -41 for a weight in [-2.6, 2.2]), where
+    quantize's own file said 4: the 7-bit mark in the model's metadata now covers unpacked 4-bit weights."""
+    assert ws.quantize("-o", ws.out, "--weights_bitwidth", "4", *flags).exit_code == 0
+    written = _param_bitwidths(ws.root / "out" / "q.encodings.json")
+    assert written["W"] == written["FW"] == 4
+    for fmt in ("legacy", "1.0.0") if "--weights_block_size" not in flags else ("1.0.0",):
+        result = ws.run("export", "-i", ws.out, "-o", ws.root / fmt, "--format", "encodings", "--encodings_format", fmt)
+        assert result.exit_code == 0, result.stderr
+        assert _param_bitwidths(ws.root / fmt / "q.encodings.json") == written

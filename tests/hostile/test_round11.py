@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hostile_env import Workspace, make_workspace
+from hostile_env import Workspace, assert_refused, make_workspace
 
 
 @pytest.fixture
@@ -41,3 +41,19 @@ def test_an_unpacked_4_bit_weight_is_exported_as_4_bits(ws: Workspace, flags: li
         result = ws.run("export", "-i", ws.out, "-o", ws.root / fmt, "--format", "encodings", "--encodings_format", fmt)
         assert result.exit_code == 0, result.stderr
         assert _param_bitwidths(ws.root / fmt / "q.encodings.json") == written
+
+
+# --- mixed precision's goals without mixed precision ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [["--target_sqnr", "40"], ["--max_cosine_drop", "0.001"],
+                                   ["--mixed_precision_factor", "1.5"], ["--strict"]])  # fmt: skip
+def test_a_mixed_precision_goal_without_mixed_precision_is_refused(ws: Workspace, flags: list[str]) -> None:
+    """`--target_sqnr 40` without `--mixed_precision auto` was ignored: a W8A8 model at 31 dB, exit 0, which a
+    careless user took for one that met 40 (and --strict, 'exit non-zero when the target cannot be met', too)."""
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, *flags), 2, flags[0], "--mixed_precision auto")
+    config = ws.root / "c.yaml"
+    config.write_text(f"{flags[0][2:]}: {flags[1] if len(flags) > 1 else 'true'}\n")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, flags[0])

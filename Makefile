@@ -552,7 +552,8 @@ OUT := build/demo
 # 22060 -> 22061: the four passes that keep overrides' names share one constructor (passes/kept_names.py)
 # 22061 -> 22063: an unpacked 4-bit weight marked in the model's metadata, exported as 4 bits (helper-74)
 # 22063 -> 22069: --target_sqnr, --max_cosine_drop, --mixed_precision_factor, --strict refused without --mixed_precision auto (helper-74)
-LINE_BUDGET := 22069
+# 22069 -> 22073: inspect --reference that is a quantized model refused, swapped ones named (helper-74)
+LINE_BUDGET := 22073
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -112,6 +112,10 @@ def _check_pair(model: onnx.ModelProto, reference: onnx.ModelProto, where: str) 
                          hint=pinned if mine < theirs else None)  # fmt: skip
     if missing:
         raise UsageError(f"has no output {quoted(missing[0])}, which MODEL has: not MODEL's float model", where=where)
+    if summary.kind(reference) == "quantized":  # its Q/DQ ranked as layers; float MODEL vs it: MODEL's error, blamed
+        raise UsageError("holds QuantizeLinear/DequantizeLinear (or QLinear) ops: a quantized model, not MODEL's float "
+                         "model", where=where, hint="the float model is --reference, the quantized one MODEL"
+                         + (": swapped?" if summary.kind(model) != "quantized" else ""))  # fmt: skip
 
 
 def _compare_layers(

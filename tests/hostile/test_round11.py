@@ -57,3 +57,19 @@ def test_a_mixed_precision_goal_without_mixed_precision_is_refused(ws: Workspace
     config.write_text(f"{flags[0][2:]}: {flags[1] if len(flags) > 1 else 'true'}\n")
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, flags[0])
+
+
+# --- inspect --reference that is a quantized model --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("swapped", [True, False])
+def test_a_quantized_reference_is_refused(ws: Workspace, swapped: bool) -> None:
+    """MODEL and --reference swapped (the float model as MODEL) gave exit 0 and a report of the float model's
+    'error', its layers ranked by the Q/DQ of the reference ('logits' by a DequantizeLinear, fixes naming
+    '..._dequantized' tensors); a quantized model as both did too."""
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    before = ws.snapshot()
+    model = ws.model if swapped else ws.out
+    line = assert_refused(ws, before, ws.run("inspect", model, "--reference", ws.out, "-l", ws.listing), 2,
+                          f"{ws.out}: ", "a quantized model, not MODEL's float model")  # fmt: skip
+    assert ("swapped?" in line) == swapped

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +11,11 @@ import onnx
 from onnx import numpy_helper
 
 from qtool import runtime
-from qtool.api.mixed_evaluator import evaluator
+from qtool.api.mixed_evaluator import SCREEN_SAMPLES, evaluator
 from qtool.config import QuantizeOptions
 from qtool.errors import ModelError, UsageError
+from qtool.graph import external_data, trial_memo
 from qtool.graph import model as gm
-from qtool.graph import trial_memo
 from qtool.inspect import layers
 from qtool.io import encodings as encio
 from qtool.io.feeds import iter_feeds
@@ -58,19 +57,28 @@ EXACT_SECONDS = 600.0
 # the proxy's one pass over every evaluation sample, a stage at a time (inspect/stages.py): with inspect's budgets
 # (32 MB a stage, 256 MB of frontier a model) PP-OCRv5 rec's peaked at 966 MB, with these at 540 MB, 20.2 -> 21.1 s
 PROXY_FETCH_BYTES, PROXY_FRONTIER_BYTES = 8 << 20, 32 << 20
+# One exact trial's seconds, from the model and the list alone: a timed trial chose by the machine's load (ddddocr's
+# CTC took the exact pass at load 3 and the proxy at load 5, another model each time), and a build must give the same
+# bytes on every machine. Fitted to one trial's CPU seconds (quantize, load, run the screening samples) on the zoo's
+# 31 models, 2 cores, each within 0.5-1.6x of its measured: seconds per node (quantizing and loading the graph), per
+# MB of model, and per GMAC and per million quantized activation values of each screened sample.
+TRIAL_SECONDS_PER_NODE, TRIAL_SECONDS_PER_MB = 6.5e-4, 6.9e-3
+TRIAL_SECONDS_PER_GMAC, TRIAL_SECONDS_PER_MVALUES = 1.7e-2, 1.8e-3
 
 
-def _sensitivity(o: QuantizeOptions, evaluate: mp.Evaluator, ctx: AlgorithmContext, cands: list) -> str:
+def trial_seconds(model: onnx.ModelProto, cost_model: mp.CostModel, samples: int) -> float:
+    """The estimated seconds of one exact trial over `samples` screening samples."""
+    size = TRIAL_SECONDS_PER_NODE * len(model.graph.node) + TRIAL_SECONDS_PER_MB * external_data.byte_size(model) / 1e6
+    macs, values = sum(cost_model.macs.values()) / 1e9, cost_model.elems / 1e6
+    return size + samples * (TRIAL_SECONDS_PER_GMAC * macs + TRIAL_SECONDS_PER_MVALUES * values)
+
+
+def _sensitivity(o: QuantizeOptions, ctx: AlgorithmContext, cands: list, cost_model: mp.CostModel, samples: int) -> str:
     if o.mixed_precision_sensitivity != "auto" or not cands:
         return o.mixed_precision_sensitivity
-    # one trial as the exact pass runs them: build, load, run the screening samples with a candidate raised. The
-    # all-8-bit model's own trial reuses everything the base quantization derived (trial_memo), and timed that
-    # one undercounted the pass
-    started = time.perf_counter()
-    evaluate.screened(mp.raise_precision(ctx.overrides, cands[:1], frozenset(ctx.frozen)))
-    estimate = (time.perf_counter() - started) * len(cands)
+    estimate = trial_seconds(ctx.model, cost_model, samples) * len(cands)
     chosen = "exact" if estimate <= EXACT_SECONDS else "proxy"
-    return f"{chosen} (auto: ~{estimate:.0f} s for {len(cands)} exact trials)"
+    return f"{chosen} (auto: ~{estimate:.0f} s estimated for {len(cands)} exact trials)"
 
 
 def run_mixed_precision(
@@ -110,7 +118,7 @@ def _search(
     base_qdq, base_plan = ctx.quantize(ctx.model, ctx.overrides)
     cands, cost_model = mp.candidates(GraphFacts.of(ctx.model), base_plan)
     proxy = None
-    sensitivity = _sensitivity(o, evaluate, ctx, cands)
+    sensitivity = _sensitivity(o, ctx, cands, cost_model, min(len(listing.samples), SCREEN_SAMPLES))
     if sensitivity.startswith("proxy"):
         stream = layers.stream(ctx.model, base_qdq, feeds(), o.num_threads, PROXY_FETCH_BYTES, PROXY_FRONTIER_BYTES)
         rows = layers.rank(stream, ctx.model, base_qdq)
@@ -143,7 +151,9 @@ def finish_mixed(
     report.facts["mixed precision overrides"] = str(path)
     report.facts["sensitivity"] = result.sensitivity
     # not the outputs table's pooled SQNR: a model right on loud inputs and wrong on quiet ones meets no target
-    report.facts["pareto sqnr_db"] = "as --target_sqnr judges it: the worst output's, the worse of all samples pooled and their quieter half"
+    report.facts["pareto sqnr_db"] = (
+        "as --target_sqnr judges it: the worst output's, the worse of all samples pooled and their quieter half"
+    )
     keys = ("layers_16bit", "macs_16bit_pct", "float_tensors", "cost_factor", "sqnr_db", "cosine")
     rows = [[p[k] for k in keys] for p in result.curve]
     report.tables.append(

@@ -267,7 +267,8 @@ def quantize_options(func: Callable) -> Callable:
             default="auto",
             show_default=True,
             help="exact: one evaluation per layer at 16 bits; proxy: each layer's added noise from one pass (fast, "
-            "but blind to error that only shows downstream); auto: exact unless it would take over 10 minutes.",
+            "but blind to error that only shows downstream); auto: exact unless its estimate (from the model's size, "
+            "not timed) passes 10 minutes.",
         ),
         click.option("--target_sqnr", type=FiniteFloat(), metavar="DB", help="Mixed precision: reach this output SQNR (dB)."),
         click.option(

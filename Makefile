@@ -554,7 +554,8 @@ OUT := build/demo
 # 22063 -> 22069: --target_sqnr, --max_cosine_drop, --mixed_precision_factor, --strict refused without --mixed_precision auto (helper-74)
 # 22069 -> 22073: inspect --reference that is a quantized model refused, swapped ones named (helper-74)
 # 22073 -> 22084: auto sensitivity estimates the exact pass from the model and list, not a timed trial
-LINE_BUDGET := 22084
+# 22084 -> 22088: LPBQ and 4-bit marks of a weight a MatMulNBits took, or packed beside them, read back silently (helper-74)
+LINE_BUDGET := 22088
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -341,7 +341,9 @@ def _narrow_back(model: onnx.ModelProto, found: Encodings) -> None:
     marked = _marked(model, NARROW_METADATA, lambda m: {str(n): int(b) for n, b in m.items()}, "bitwidths")
     for name, bitwidth in (marked or {}).items():
         e = found.params.get(name)
-        ok = e is not None and not e.is_float and e.bitwidth == 8 and (bitwidth == 4 or (bitwidth == 7 and e.is_symmetric))
+        if e is None or e.bitwidth == bitwidth:  # a MatMulNBits' weight now, or packed to INT4 beside them
+            continue
+        ok = not e.is_float and e.bitwidth == 8 and (bitwidth == 4 or (bitwidth == 7 and e.is_symmetric))
         offset = np.asarray(e.offset if ok else (), np.int64) + (128 - 2 ** (bitwidth - 1) if ok and e.signed else 0)
         if not ok or not ((offset <= 0) & (offset >= 1 - 2**bitwidth)).all():
             logger.warning("weight %r is marked %r bits, which its storage does not fit: read as stored", name, bitwidth)
@@ -356,7 +358,9 @@ def _lpbq_back(model: onnx.ModelProto, found: Encodings) -> None:
                     "[bitwidth, decompressed_bw]")  # fmt: skip
     for name, bitwidth, decompressed_bw in items or []:
         e = found.params.get(name)
-        fits = e is not None and 2 <= bitwidth <= e.bitwidth  # 4-bit blocks unpacked are stored in int8
+        if e is None:  # a MatMulNBits' weight now (export --format matmulnbits, quantize --target ort-cpu)
+            continue
+        fits = 2 <= bitwidth <= e.bitwidth  # 4-bit blocks unpacked are stored in int8
         lpbq = blocks.as_lpbq(e, bitwidth, decompressed_bw) if fits else None
         if lpbq is None:
             logger.warning("weight %r is marked LPBQ, but its block scales are not; read as plain per-block", name)

@@ -73,3 +73,23 @@ def test_a_quantized_reference_is_refused(ws: Workspace, swapped: bool) -> None:
     line = assert_refused(ws, before, ws.run("inspect", model, "--reference", ws.out, "-l", ws.listing), 2,
                           f"{ws.out}: ", "a quantized model, not MODEL's float model")  # fmt: skip
     assert ("swapped?" in line) == swapped
+
+
+@pytest.mark.parametrize("flags", [
+    ["--weights_block_size", "16", "--use_lpbq", "--encodings_format", "2.0.0"],
+    ["--weights_block_size", "16", "--encodings_format", "1.0.0"],
+])  # fmt: skip
+def test_a_weight_a_matmulnbits_took_is_read_back_without_a_warning(ws: Workspace, flags: list[str]) -> None:
+    """export --format matmulnbits moves a blocked weight into a MatMulNBits and packs the 4-bit weights left to INT4,
+    keeping their LPBQ and 4-bit marks: every reader of that model then warned 'weight 'FW' is marked LPBQ, but its
+    block scales are not' of a weight it no longer has (and '... marked 4 bits' of the packed ones)."""
+    assert ws.quantize("-o", ws.out, "--weights_bitwidth", "4", *flags).exit_code == 0
+    result = ws.run("export", "-i", ws.out, "-o", ws.root / "m", "--format", "matmulnbits")
+    assert result.exit_code == 0, result.stderr
+    exported = ws.root / "m" / "q.matmulnbits.onnx"
+    for args in (["inspect", exported], ["export", "-i", exported, "-o", ws.root / "e", "--format", "encodings",
+                                         "--encodings_format", flags[-1]]):  # fmt: skip
+        result = ws.run(*args)
+        assert result.exit_code == 0 and "marked" not in result.stderr, result.stderr
+    written = json.loads((ws.root / "e" / "q.matmulnbits.encodings.json").read_text())
+    assert "FW" not in json.dumps(written)

@@ -93,6 +93,9 @@ def _check_quantize_flags(o: QuantizeOptions) -> None:
     if len({os.path.realpath(p) for p in o.load_stats}) < len(o.load_stats):  # merged with itself: counts doubled
         raise UsageError("--load_stats names the same file twice", hint="give each shard once")
     blocks.check_options(o.weights_block_size, o.weights_bitwidth, o.use_lpbq, o.encodings_format, o.use_asymmetric_blocks)
+    if o.weights_block_size and o.param_power_of_2:  # block scales were not, silently: export fixpoint refused them
+        raise UsageError("--weights_block_size with --param_power_of_2: qtool's per-block scales are not powers of two"
+                         + (f" (the {o.target} preset sets --param_power_of_2)" if o.target else ""))  # fmt: skip
     check_sections(o.algorithm_config, str(o.config) if o.config else "--config")
     weight_only = o.act_bitwidth == 32  # float activations: nothing to calibrate
     if weight_only and o.act_16bit_tensors:

@@ -93,3 +93,17 @@ def test_a_weight_a_matmulnbits_took_is_read_back_without_a_warning(ws: Workspac
         assert result.exit_code == 0 and "marked" not in result.stderr, result.stderr
     written = json.loads((ws.root / "e" / "q.matmulnbits.encodings.json").read_text())
     assert "FW" not in json.dumps(written)
+
+
+# --- power-of-2 weights in blocks ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [["--param_power_of_2"], ["--target", "vitis-dpu"], ["--param_power_of_2", "--use_lpbq"]])
+def test_blocks_with_power_of_2_weights_are_refused(ws: Workspace, flags: list[str]) -> None:
+    """--param_power_of_2 (the vitis-dpu preset's) was ignored by per-block scales, exit 0: export --format fixpoint then
+    refused the model, telling the user to quantize with --target vitis-dpu, which they had."""
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out, "--weights_bitwidth", "4", "--weights_block_size", "16", "--encodings_format",
+                         "1.0.0", *flags)  # fmt: skip
+    line = assert_refused(ws, before, result, 2, "--weights_block_size with --param_power_of_2")
+    assert ("vitis-dpu preset" in line) == ("--target" in flags)

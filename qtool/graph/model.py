@@ -19,7 +19,7 @@ from qtool.errors import DataError, ModelError
 from qtool.graph import external_data, inline_weights, trial_memo
 from qtool.graph.constant_size import huge_constant
 from qtool.graph.inline_write import write_inline
-from qtool.graph.node_order import sort_nodes
+from qtool.graph.node_order import sort_nodes, unique_node_names
 from qtool.io.digest import sha256
 from qtool.io.files import atomic_write, check_regular, clipped, env_bytes, load_json, quoted
 from qtool.io.raw import InputSpec
@@ -82,6 +82,8 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
     _ir3_constants(model)
     if sort_nodes(model):
         logger.info("%s: nodes not in topological order; read in it, as onnxruntime runs them", p)
+    if renamed := unique_node_names(model.graph):
+        logger.info("%s: %d nodes named as another node before them: renamed <op_type>_<index>", p, renamed)
     data_files = external_data.load(model, p.parent, str(p))
     if found:
         inline_weights.read_in_place(model, found, os.path.realpath(p))

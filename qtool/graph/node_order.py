@@ -65,3 +65,19 @@ def _sort(graph: onnx.GraphProto) -> bool:
     del graph.node[:]
     graph.node.extend(nodes[i] for i in order)
     return True
+
+
+def unique_node_names(graph: onnx.GraphProto) -> int:
+    """Nodes named as an earlier node of their graph (onnx.checker passes them, onnxruntime refuses the model:
+    inspect failed naming no file, export wrote qdq and stripped models that do not load) renamed
+    `<op_type>_<index>`, as convert's name_missing pass names them; returns how many (subgraphs' too)."""
+    renamed = sum(unique_node_names(sub) for node in graph.node for sub in subgraphs(node))
+    taken, seen = {node.name for node in graph.node}, set()
+    for index, node in enumerate(graph.node):
+        if node.name in seen:
+            candidate = f"{node.op_type}_{index}"
+            while candidate in taken or candidate in seen:
+                candidate += "_"
+            node.name, renamed = candidate, renamed + 1
+        seen.add(node.name or None)
+    return renamed

@@ -107,3 +107,26 @@ def test_blocks_with_power_of_2_weights_are_refused(ws: Workspace, flags: list[s
                          "1.0.0", *flags)  # fmt: skip
     line = assert_refused(ws, before, result, 2, "--weights_block_size with --param_power_of_2")
     assert ("vitis-dpu preset" in line) == ("--target" in flags)
+
+
+# --- nodes sharing a name --------------------------------------------------------------------------------------
+
+
+def test_nodes_sharing_a_name_are_renamed_on_load(ws: Workspace) -> None:
+    """onnx.checker passes two nodes of one name and onnxruntime refuses the model: inspect failed with
+    'model: onnxruntime cannot load it' (no file named), and export's qdq and stripped models kept the names and
+    did not load (exit 0). convert renamed them already; every command now does when it reads a model."""
+    import onnx
+    import onnxruntime as ort
+
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    for path in (ws.model, ws.out):
+        model = onnx.load(str(path))
+        model.graph.node[1].name = model.graph.node[0].name = "same"
+        onnx.save(model, str(path))
+    result = ws.run("inspect", ws.out, "--reference", ws.model, "-l", ws.listing)
+    assert result.exit_code == 0, result.stderr
+    result = ws.run("export", "-i", ws.out, "-o", ws.root / "e", "--format", "qdq", "--format", "stripped")
+    assert result.exit_code == 0, result.stderr
+    for name in ("q.qdq.onnx", "q.stripped.onnx"):
+        ort.InferenceSession(str(ws.root / "e" / name))

@@ -51,6 +51,12 @@ def _export(o: ExportOptions, model: onnx.ModelProto) -> Report:
     if not len(found):
         raise UsageError("has no QuantizeLinear/DequantizeLinear encodings to export", where=str(o.input_network),
                          hint=matmulnbits_hint(model))  # fmt: skip
+    # a MatMulNBits' weight has no DequantizeLinear: the encodings left it out, exit 0, and stripped kept its integers
+    if matmulnbits_hint(model) and (lost := [f for f in o.formats if f in ("stripped", "encodings", "fp16", "fixpoint")]):
+        ours = "; their scales are in the .encodings.json quantize wrote" if gm.METADATA_CONVERTED in gm.metadata(model) else ""
+        raise UsageError(f"--format {lost[0]}: it holds MatMulNBits (onnxruntime's 4-bit form), whose weights that format "
+                         "cannot carry", where=str(o.input_network),
+                         hint=f"export the QDQ model they were made from (quantize without --target ort-cpu writes one){ours}")  # fmt: skip
     job = ExportJob(model, found, o.input_network.name.removesuffix(".onnx"), o)
     written = write_files(build(job, o.formats), o.output_path, o.external_data)
     return Report(

@@ -87,12 +87,9 @@ def test_a_weight_a_matmulnbits_took_is_read_back_without_a_warning(ws: Workspac
     result = ws.run("export", "-i", ws.out, "-o", ws.root / "m", "--format", "matmulnbits")
     assert result.exit_code == 0, result.stderr
     exported = ws.root / "m" / "q.matmulnbits.onnx"
-    for args in (["inspect", exported], ["export", "-i", exported, "-o", ws.root / "e", "--format", "encodings",
-                                         "--encodings_format", flags[-1]]):  # fmt: skip
+    for args in (["inspect", exported], ["export", "-i", exported, "-o", ws.root / "e", "--format", "qdq"]):
         result = ws.run(*args)
         assert result.exit_code == 0 and "marked" not in result.stderr, result.stderr
-    written = json.loads((ws.root / "e" / "q.matmulnbits.encodings.json").read_text())
-    assert "FW" not in json.dumps(written)
 
 
 # --- power-of-2 weights in blocks ----------------------------------------------------------------------------
@@ -130,3 +127,16 @@ def test_nodes_sharing_a_name_are_renamed_on_load(ws: Workspace) -> None:
     assert result.exit_code == 0, result.stderr
     for name in ("q.qdq.onnx", "q.stripped.onnx"):
         ort.InferenceSession(str(ws.root / "e" / name))
+
+
+@pytest.mark.parametrize("fmt", ["stripped", "encodings", "fp16"])
+def test_a_model_holding_matmulnbits_is_refused_by_the_formats_that_drop_them(ws: Workspace, fmt: str) -> None:
+    """quantize --target ort-cpu with 4-bit blocks writes MatMulNBits beside Q/DQ activations; export's default formats
+    wrote an encodings file without their weights (and without a word) and a 'stripped' model
+    still holding their 4-bit integers, which quantize refuses as quantized already: exit 0."""
+    flags = ["--target", "ort-cpu", "--weights_bitwidth", "4", "--weights_block_size", "16", "--encodings_format", "1.0.0"]
+    assert ws.quantize("-o", ws.out, *flags).exit_code == 0
+    before = ws.snapshot()
+    result = ws.run("export", "-i", ws.out, "-o", ws.root / "e", "--format", "qdq", "--format", fmt)
+    assert_refused(ws, before, result, 2, f"{ws.out}: --format {fmt}: it holds MatMulNBits", "quantize wrote")
+    assert ws.run("export", "-i", ws.out, "-o", ws.root / "e", "--format", "qoperator").exit_code == 0

@@ -11,23 +11,29 @@ Matched: Div(f(E), g(ReduceSum(E, [a]))) with E = Exp(Sub(x, m)), where f is not
 restores the summed axis the same way (nothing or the same Transpose after a sum that keeps its dims, or a
 Reshape to the shape that would give, where it moves no value), and m has size 1 along a.
 Every tensor between x and the quotient is read inside the pattern only.
+
+Also the largest probability written out, 1 / ReduceSum(Exp(x − max(x)), [a]) (trueocr's recogniser writes its
+per-step confidence so): it becomes ReduceMax(Softmax(x), [a]). Quantized as written, the shifted logits'
+8-bit grid (a step of 0.25 over [−64, 0]) put up to 13% of error into every Exp before the sum: held out, that
+confidence read 24.4 dB, quantize_static (which leaves the chain float) 27.2; fused, 27.5.
 """
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import onnx_ir as ir
 
-from qtool.graph.passes.constants import sole_reader, static_dims
+from qtool.graph.passes.constants import new_constant, sole_reader, static_dims
 from qtool.graph.passes.kept_names import KeepNamesPass
 
 logger = logging.getLogger(__name__)
 
 
-def _summed_axis(node: ir.Node, rank: int) -> tuple[int, bool] | None:
-    """(axis, keepdims) of a ReduceSum over exactly one axis."""
-    if node.op_type != "ReduceSum" or node.domain != "":
+def _summed_axis(node: ir.Node | None, rank: int, op: str = "ReduceSum") -> tuple[int, bool] | None:
+    """(axis, keepdims) of a ReduceSum (or `op`) over exactly one axis."""
+    if node is None or node.op_type != op or node.domain != "":
         return None
     keep = node.attributes.get("keepdims")
     keepdims = keep is None or keep.as_int() == 1
@@ -117,6 +123,37 @@ def _match(div: ir.Node, graph: ir.Graph) -> tuple[ir.Value, int, list[int] | No
     return x, axis, _perm(layout), replaced  # type: ignore[return-value]
 
 
+def _is_max(m: ir.Value, x: ir.Value, axis: int, rank: int) -> bool:
+    """m is x's max along `axis`, the axis kept: ReduceMax(x, keepdims=1), or keepdims=0 and an Unsqueeze back."""
+    node = m.producer()
+    if node is not None and node.op_type == "Unsqueeze" and node.domain == "":
+        given = node.inputs[1].const_value if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        axes = given.numpy().reshape(-1).tolist() if given is not None else list(node.attributes["axes"].as_ints())
+        inner = node.inputs[0].producer()  # type: ignore[union-attr]
+        return [a % rank for a in axes] == [axis] and _summed_axis(inner, rank, "ReduceMax") == (axis, False) and inner.inputs[0] is x  # type: ignore[union-attr]
+    return _summed_axis(node, rank, "ReduceMax") == (axis, True) and node.inputs[0] is x  # type: ignore[union-attr]
+
+
+def _match_top(node: ir.Node, graph: ir.Graph) -> tuple[ir.Value, int, bool, list[ir.Node]] | None:
+    """(x, axis, keepdims, the nodes replaced) for Reciprocal (or 1 /) ReduceSum(Exp(x − max(x)), [axis])."""
+    one = node.inputs[0].const_value if node.op_type == "Div" and node.inputs[0] is not None else None
+    if node.domain != "" or not (node.op_type == "Reciprocal" or (one is not None and one.numpy().size == 1 and one.numpy().item() == 1)):
+        return None
+    total = node.inputs[-1].producer()  # type: ignore[union-attr]
+    exp = total.inputs[0].producer() if total is not None and total.inputs[0] is not None else None
+    if exp is None or exp.op_type != "Exp" or sole_reader(exp.outputs[0], graph) is not total or sole_reader(total.outputs[0], graph) is not node:  # type: ignore[union-attr]
+        return None
+    rank = len(static_dims(exp.outputs[0]) or [])
+    found = _summed_axis(total, rank) if rank else None
+    shifted = exp.inputs[0].producer()  # type: ignore[union-attr]
+    if found is None or shifted is None or shifted.op_type != "Sub" or shifted.domain != "" or sole_reader(shifted.outputs[0], graph) is not exp:
+        return None
+    x, m = shifted.inputs
+    if static_dims(x) != static_dims(exp.outputs[0]) or not _is_max(m, x, found[0], rank):  # type: ignore[arg-type]
+        return None
+    return x, found[0], found[1], [shifted, exp, total, node]  # type: ignore[list-item, return-value]
+
+
 def _taken(replaced: list[ir.Node], x: ir.Value, graph: ir.Graph) -> set[str]:
     """The names the fusion takes away: the replaced nodes' outputs but the quotient's, and those of the nodes only
     they read (the max the Sub shifts by, jax2tf's Reshape of it), which RemoveUnusedNodes removes after."""
@@ -155,6 +192,21 @@ class FuseSoftmaxPass(KeepNamesPass):
             if perm is not None:
                 last.type, last.shape = div.outputs[0].type, div.outputs[0].shape
             ir.convenience.replace_nodes_and_values(model.graph, div, replaced, nodes, [div.outputs[0]], [last])
+            fused += 1
+        opset = model.opset_imports.get("", 13)
+        for node in [n for n in model.graph if n.op_type in ("Reciprocal", "Div")]:
+            top = _match_top(node, model.graph)
+            if top is None or _taken(top[3], top[0], model.graph) & self.keep:
+                continue
+            x, axis, keepdims, replaced = top
+            head = node.name or node.outputs[0].name
+            softmax = ir.node("Softmax", inputs=[x], attributes={"axis": axis}, name=f"{head}_softmax")
+            probs = softmax.outputs[0]
+            probs.name, probs.type, probs.shape = f"{head}_softmax_output", x.type, x.shape
+            axes = new_constant(model.graph, f"{head}_axes", np.array([axis], np.int64)) if opset >= 18 else None
+            attributes = {"keepdims": int(keepdims), **({} if axes is not None else {"axes": [axis]})}
+            top_p = ir.node("ReduceMax", inputs=[probs, *([axes] if axes is not None else [])], attributes=attributes, name=f"{head}_max")
+            ir.convenience.replace_nodes_and_values(model.graph, node, replaced, [softmax, top_p], [node.outputs[0]], [top_p.outputs[0]])
             fused += 1
         logger.info("fuse_softmax: %d written-out Softmax(es) fused", fused)
         return ir.passes.PassResult(model, modified=bool(fused))

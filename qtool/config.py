@@ -46,6 +46,11 @@ def configs_dir() -> Path:
     return Path(override) if override else Path(__file__).parent / "configs"
 
 
+def preset_file(target: str | None) -> Path | None:
+    """The file --target reads: an input no output may replace (--save_stats onto it broke every later run)."""
+    return configs_dir() / f"{target}.yaml" if target else None
+
+
 def presets() -> list[str]:
     return sorted(p.stem for p in configs_dir().glob("*.yaml"))
 

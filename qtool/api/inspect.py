@@ -10,7 +10,7 @@ import onnx
 
 from qtool import runtime
 from qtool.api.common import EVALUATED_ON, check_output_names, class_count, drift_table, read_labels
-from qtool.config import InspectOptions
+from qtool.config import InspectOptions, preset_file
 from qtool.errors import DataError, ModelError, UsageError
 from qtool.graph import external_data
 from qtool.graph import model as gm
@@ -30,6 +30,7 @@ def inspect_model(o: InspectOptions) -> InspectReport:
     per-output and per-layer drift; --html writes the same report as one page. The caller prints
     the report and then calls `report.check(o.fail_on)` (exit 5), so findings are always shown."""
     inputs = [("MODEL", o.model), ("--reference", o.reference), ("--input_list", o.input_list), ("--labels", o.labels),
+              ("--target's preset", preset_file(o.target)),
               *runtime.library_inputs(o.op_package_lib)]  # fmt: skip
     with (outputs.command(inputs, [("--html", o.html)]) as tx, runtime.custom_ops(o.op_package_lib),
           tempfile.TemporaryDirectory(prefix="qtool-") as scratch):  # fmt: skip

@@ -29,7 +29,7 @@ from qtool.api.common import (
 )
 from qtool.api.mixed import finish_mixed, mixed_overrides_path, run_mixed_precision
 from qtool.api.mixed_evaluator import spread
-from qtool.config import QuantizeOptions
+from qtool.config import QuantizeOptions, preset_file
 from qtool.errors import DataError, QtoolError, QualityError, UsageError
 from qtool.export.matmulnbits import to_matmulnbits
 from qtool.graph import external_data
@@ -135,6 +135,7 @@ def _files(o: QuantizeOptions, output: Path) -> tuple[list, list]:
         ("--eval_list", o.eval_list),
         ("--quantization_overrides", o.quantization_overrides),
         ("--config", o.config),
+        ("--target's preset", preset_file(o.target)),
         *(("--load_stats", p) for p in o.load_stats),
         *runtime.library_inputs(o.op_package_lib),
     ]

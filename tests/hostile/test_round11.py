@@ -140,3 +140,27 @@ def test_a_model_holding_matmulnbits_is_refused_by_the_formats_that_drop_them(ws
     result = ws.run("export", "-i", ws.out, "-o", ws.root / "e", "--format", "qdq", "--format", fmt)
     assert_refused(ws, before, result, 2, f"{ws.out}: --format {fmt}: it holds MatMulNBits", "quantize wrote")
     assert ws.run("export", "-i", ws.out, "-o", ws.root / "e", "--format", "qoperator").exit_code == 0
+
+
+# --- the preset --target reads ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--save_stats", "--html", "-o"])
+def test_the_targets_preset_is_an_input_no_output_replaces(ws: Workspace, flag: str) -> None:
+    """`--target qnn-htp --save_stats <the installed qnn-htp.yaml>` replaced the preset with a stats file, exit 0,
+    and every later --target qnn-htp run failed on it ('unknown key format'): the preset was not one of the
+    command's inputs. (A QTOOL_CONFIGS folder stands in for the installed one.)"""
+    from hostile_env import qtool_process
+
+    presets = ws.root / "presets"
+    presets.mkdir()
+    preset = presets / "qnn-htp.yaml"
+    preset.write_text("act_bitwidth: 16\n")
+    env = {"QTOOL_CONFIGS": str(presets)}
+    before = ws.snapshot()
+    result = qtool_process("quantize", "-i", ws.model, "--input_list", ws.listing, *([] if flag == "-o" else ["-o", ws.out]),
+                           flag, preset, "--target", "qnn-htp", env=env)  # fmt: skip
+    assert_refused(ws, before, result, 2, "is the same file as --target's preset")
+    if flag == "--html":
+        result = qtool_process("inspect", ws.model, "--target", "qnn-htp", "--html", preset, env=env)
+        assert_refused(ws, before, result, 2, "is the same file as --target's preset")

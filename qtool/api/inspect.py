@@ -36,6 +36,10 @@ def inspect_model(o: InspectOptions) -> InspectReport:
           tempfile.TemporaryDirectory(prefix="qtool-") as scratch):  # fmt: skip
         try:
             return _inspect(o, tx, os.path.join(scratch, "float-weights.data"))
+        except ModelError as e:  # a session names the model by its role ('model: onnxruntime cannot load it')
+            roles = {"model": o.model, "quantized model": o.model, "reference model": o.reference}
+            e.where = str(roles[e.where]) if e.where in roles else e.where
+            raise
         finally:
             external_data.forget(scratch)
 

@@ -164,3 +164,22 @@ def test_the_targets_preset_is_an_input_no_output_replaces(ws: Workspace, flag: 
     if flag == "--html":
         result = qtool_process("inspect", ws.model, "--target", "qnn-htp", "--html", preset, env=env)
         assert_refused(ws, before, result, 2, "is the same file as --target's preset")
+
+
+@pytest.mark.parametrize("which", ["MODEL", "--reference"])
+def test_a_model_onnxruntime_cannot_load_is_named_by_its_file_in_inspect(ws: Workspace, which: str) -> None:
+    """inspect named a model onnxruntime refused by its role ('qtool: error: reference model: onnxruntime has no
+    kernel for Foo...'), where quantize, convert and export name the file."""
+    import onnx
+    from onnx import helper
+
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    broken = ws.root / "broken.onnx"
+    model = onnx.load(str(ws.out if which == "MODEL" else ws.model))
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    relu.op_type, relu.domain = "Foo", "com.example"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    onnx.save(model, str(broken))
+    pair = [broken, "--reference", ws.model] if which == "MODEL" else [ws.out, "--reference", broken]
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("inspect", *pair, "-l", ws.listing), 3, f"{broken}: onnxruntime has no kernel")

@@ -48,6 +48,7 @@ from qtool.io.encodings import Encodings
 from qtool.quant.calibrate import SENTINEL
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import MAX_OPS, Grid, encoding_grid, live_interval
+from qtool.quant.observers import SOFTMAX_SPAN
 from qtool.quant.plan import activation_groups, activation_tensors
 from qtool.quant.qdq_read import qdq_encodings
 from qtool.quant.rules import rule_for, weight_axis
@@ -71,6 +72,9 @@ class Probe:
     # every reader of T is flat outside this interval (a Relu, HardSwish, Clip): only values inside it
     # matter, and the grid is cut to it (group_range), so both models' values are clamped to it first
     live: tuple[float, float] | None = None
+    # T is a Softmax's input (this axis; True: opset < 13's, a row from the axis on): a score SOFTMAX_SPAN below its
+    # row's max weighs < e^-20 there, as little as a saturated Sigmoid's input, and the calibration cut the grid there
+    softmax: tuple[int, bool] | None = None
 
 
 # values this far past a grid's end are inputs calibration did not see (a range fitted to the calibration
@@ -102,6 +106,8 @@ class LayerError:
         ref, quant = common_shape(ref, quant)
         if self.probe.live is not None:
             ref, quant = np.clip(ref, *self.probe.live), np.clip(quant, *self.probe.live)
+        if getattr(self.probe, "softmax", None) is not None and ref.ndim:  # (a stand-in probe may have no such field)
+            ref, quant = _scores_alive(ref, quant, *self.probe.softmax)
         encoding = self.probe.encoding
         per_tensor = encoding is not None and encoding.axis is None and encoding.blocks is None
         # a per-tensor grid is applied a chunk at a time too (its float64 and int64 copies of a 1024x1024 map
@@ -166,6 +172,26 @@ class LayerError:
         return self._nsr(self.local_noise) if self.probe.encoding is not None else None
 
 
+def _scores_alive(ref: np.ndarray, quant: np.ndarray, axis: int, legacy: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Both models' Softmax scores lifted to the float row's max - SOFTMAX_SPAN (a mask's markers left as they are):
+    below it the grid's cut changes no probability by e^-20, and terrain-diffusion's attention scores read as
+    'clipped: values reach 11.1x its grid's end (-225 against -20.27)' on the samples that had set that grid."""
+    axes = tuple(range(axis % ref.ndim, ref.ndim)) if legacy else axis % ref.ndim
+    with np.errstate(invalid="ignore"):
+        floor = ref.max(axis=axes, keepdims=True) - SOFTMAX_SPAN
+        alive = ref > -SENTINEL
+        return np.where(alive, np.maximum(ref, floor), ref), np.where(alive, np.maximum(quant, floor), quant)
+
+
+def _softmax_of(facts: GraphFacts, tensor: str) -> tuple[int, bool] | None:
+    """(axis, opset < 13) of the Softmax that alone reads `tensor`, or None."""
+    readers = facts.consumers.get(tensor, [])
+    if len(readers) != 1 or readers[0].op_type != "Softmax" or readers[0].domain not in ("", "ai.onnx") or tensor in facts.graph_outputs:
+        return None
+    opset = next((o.version for o in facts.model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    return next((a.i for a in readers[0].attribute if a.name == "axis"), -1 if opset >= 13 else 1), opset < 13
+
+
 @dataclass(frozen=True)
 class LayerRow:
     rank: int
@@ -228,7 +254,8 @@ def probes(
             continue
         e = found.activations.get(tensor)
         live = live_interval(facts, group(tensor), grid_of)
-        result.append(Probe(tensor, name, producers.get(tensor), e if e is not None and not e.is_float else None, live))
+        result.append(Probe(tensor, name, producers.get(tensor), e if e is not None and not e.is_float else None, live,
+                            _softmax_of(facts, tensor)))  # fmt: skip
     return result
 
 

@@ -111,3 +111,29 @@ def test_a_conv_squashed_into_a_clipped_relu_is_named_clipped_too() -> None:
     fix = layers._carrier_clipped(errors["c"], facts, errors)
     assert fix is not None and fix.startswith("squashed into r: clipped: values reach 5.0x") and fix.endswith("--act_16bit_tensors r")
     assert layers._carrier_clipped(errors["r"], facts, errors) is None  # it has a grid of its own
+
+
+def test_softmax_scores_below_their_row_max_by_the_span_are_not_clipping() -> None:
+    """A Softmax input's grid is cut at the smallest row max - 20 (observers.SoftmaxInput): the scores below weigh
+    < e^-20. adaptive-terrain-diffusion's UNet attention read, on the very samples that had set its grid, as
+    "clipped: values reach 11.1x its grid's end (-225 against -20.27): calibrate on inputs like these". Below
+    the row's max - 20 both models' scores count as equal; a score past the grid's top still reads as clipped."""
+    import onnx
+
+    from qtool.quant.graph_facts import GraphFacts
+
+    softmax = onnx.helper.make_node("Softmax", ["s"], ["p"], axis=-1)
+    matmul = onnx.helper.make_node("MatMul", ["x", "w"], ["s"])
+    facts = GraphFacts.of(onnx.helper.make_model(onnx.helper.make_graph([matmul, softmax], "g", [], []),
+                                                 opset_imports=[onnx.helper.make_opsetid("", 13)]))  # fmt: skip
+    assert layers._softmax_of(facts, "s") == (-1, False) and layers._softmax_of(facts, "x") is None
+    probe = layers.Probe("s", "s_dequantized", matmul, tf(-20.0, 10.0, 8), softmax=layers._softmax_of(facts, "s"))
+    ref = np.array([[9.0, 5.0, -3.0, -225.0], [1.0, -19.0, -60.0, -20.5]], np.float32)
+    quant = tf(-20.0, 10.0, 8).fake_quantize(ref)
+    dead = LayerError(probe)
+    dead.update(ref, quant)
+    assert dead.clip_noise == 0 and dead.peak == 0, (dead.clip_noise, dead.peak)
+    assert not (layers.suggest(dead, dead.local_nsr, facts, None) or "").startswith("clipped")
+    high = LayerError(probe)
+    high.update(np.array([[60.0, 5.0, 1.0, 0.0]], np.float32), np.array([[10.0, 5.0, 1.0, 0.0]], np.float32))
+    assert (high.peak, high.end) == (60.0, tf(-20.0, 10.0, 8).fake_quantize(np.array([1e30], np.float32))[0])

@@ -35,6 +35,7 @@ from qtool.export.matmulnbits import to_matmulnbits
 from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.graph.lazy_weights import scratch_file
+from qtool.graph.passes.untie_biases import BIAS_INPUTS
 from qtool.inspect import compare, layers
 from qtool.inspect import html as inspect_html
 from qtool.inspect.lint import rounded_dips
@@ -742,12 +743,16 @@ WEIGHT_SIZE = 16  # a float constant of this many values or more is a weight, no
 def _float_weights(facts: GraphFacts, plan) -> dict[str, int]:
     """Float constants that nodes read as data while no encoding covers them, by reading op: the weights of ops
     with no quantized form here (an LSTM's W, R and B; an Einsum's operand). "left float" counts encodings, so
-    a model that kept two Einsum weights float reported "params quantized 0, left float 0"."""
+    a model that kept two Einsum weights float reported "params quantized 0, left float 0". A bias read by a layer
+    whose input stays float (weight-only) has no grid to be on, and is no such weight."""
     found: dict[str, int] = {}
     for node in facts.model.graph.node:
+        float_input = node.input[0] not in plan.activations or plan.activations[node.input[0]].is_float
         for k, name in enumerate(node.input):
             init = facts.initializers.get(name)
             if init is None or name in plan.params or not facts.is_float(name) or is_control_input(node, k):
+                continue
+            if float_input and BIAS_INPUTS.get(node.op_type) == k:
                 continue
             if math.prod(init.dims) >= WEIGHT_SIZE:
                 found[node.op_type] = found.get(node.op_type, 0) + 1

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from block_models import conv_model, embedding_model, mlp_forward, mlp_model, mlp_weights, reference_blocks
 from conftest import run_cli, save_model, write_samples
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 W4_MINMAX = ["--weights_bitwidth", "4", "--param_quantizer_calibration", "min-max", "--pack_4_bit_weights"]
 
@@ -368,3 +368,23 @@ def test_asymmetric_blocks_round_trip_and_run_as_matmulnbits_with_zero_points(tm
     nbits = out / "m.quant.matmulnbits.onnx"
     assert [n.input[3].endswith("_zero_points") for n in onnx.load(str(nbits)).graph.node if n.op_type == "MatMulNBits"] == [True, True]
     np.testing.assert_allclose(_run(nbits, x), _run(qdq, x), rtol=1e-4, atol=1e-5 * float(np.abs(reference).max()))
+
+
+
+def test_weight_only_biases_are_not_reported_as_float_weights(tmp_path: Path) -> None:
+    """With float activations a bias has no grid to be on (its scale is the input's times the weight's): the
+    report said "float weights 1 (Conv 1: read outside a slot qtool quantizes as a weight)" of it, as if a
+    weight had been missed."""
+    rng = np.random.default_rng(3)
+    weights = {"W": rng.normal(0, 0.2, (16, 4, 3, 3)), "B": rng.normal(0, 0.1, 16)}  # 16 biases: a weight's size
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W", "B"], ["y"], name="conv", pads=[1, 1, 1, 1])], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 6, 6])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
+    )  # fmt: skip
+    source = save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    result = run_cli(["quantize", "-i", source, "-o", tmp_path / "q.onnx", "--act_bitwidth", "32", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["params quantized"] == 1 and "float weights" not in report

@@ -747,7 +747,7 @@ def _float_weights(facts: GraphFacts, plan) -> dict[str, int]:
     whose input stays float (weight-only) has no grid to be on, and is no such weight."""
     found: dict[str, int] = {}
     for node in facts.model.graph.node:
-        float_input = node.input[0] not in plan.activations or plan.activations[node.input[0]].is_float
+        float_input = getattr(plan.activations.get(next(iter(node.input), "")), "is_float", True)  # a Constant reads none
         for k, name in enumerate(node.input):
             init = facts.initializers.get(name)
             if init is None or name in plan.params or not facts.is_float(name) or is_control_input(node, k):

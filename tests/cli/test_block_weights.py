@@ -388,3 +388,21 @@ def test_weight_only_biases_are_not_reported_as_float_weights(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["params quantized"] == 1 and "float weights" not in report
+
+
+@pytest.mark.parametrize("flags", [[], ["--act_bitwidth", "32"]])
+def test_a_node_that_reads_nothing_does_not_stop_the_float_weights_count(tmp_path: Path, flags: list[str]) -> None:
+    """A Constant with value_float (convert keeps it: it lifts tensor values only) reads no input: the float
+    weights count read every node's first input, and quantize stopped with an internal error (IndexError)."""
+    rng = np.random.default_rng(4)
+    weights = {"W": rng.normal(0, 0.2, (16, 4, 3, 3)), "B": rng.normal(0, 0.1, 16)}
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["c"], value_float=2.0), helper.make_node("Mul", ["x", "c"], ["xm"]),
+         helper.make_node("Conv", ["xm", "W", "B"], ["y"], name="conv", pads=[1, 1, 1, 1])], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 6, 6])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    output = _quantize(tmp_path, model, *flags)
+    assert "Constant" in [n.op_type for n in onnx.load(str(output)).graph.node]  # the node that reads nothing

@@ -283,7 +283,7 @@ class QuantizeOptions:
     params_16bit_tensors: tuple[str, ...] = ()
     op_types_to_quantize: tuple[str, ...] = ()
     apply_algorithms: tuple[str, ...] = ()
-    mixed_precision: str = "off"
+    mixed_precision: str | None = None  # "off" as given, None (off) as not: a goal without it is a slip (api/quantize)
     mixed_precision_sensitivity: str = "auto"
     html: Path | None = None
     target_sqnr: float | None = None

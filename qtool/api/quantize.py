@@ -122,7 +122,8 @@ def _check_quantize_flags(o: QuantizeOptions) -> None:
         )
     goals = {"--target_sqnr": o.target_sqnr, "--max_cosine_drop": o.max_cosine_drop, "--strict": o.strict or None,
              "--mixed_precision_factor": o.mixed_precision_factor}  # fmt: skip
-    if o.mixed_precision != "auto" and any(v is not None for v in goals.values()):  # ignored: W8A8 that missed it, exit 0
+    # ignored: W8A8 that missed it, exit 0; an "off" given (a shared --config's auto and goal turned off) is no slip
+    if o.mixed_precision is None and any(v is not None for v in goals.values()):
         flag = next(f for f, v in goals.items() if v is not None)
         raise UsageError(f"{flag} applies to --mixed_precision auto's search, which is off: the run would ignore it",
                          hint="add --mixed_precision auto, or --min_sqnr DB to fail a run below DB")  # fmt: skip

@@ -257,8 +257,7 @@ def quantize_options(func: Callable) -> Callable:
         click.option(
             "--mixed_precision",
             type=Choice(["off", "auto"]),
-            default="off",
-            show_default=True,
+            show_default="off",
             help="auto: raise the most sensitive layers to 16 bits under a target or budget.",
         ),
         click.option(

@@ -348,3 +348,19 @@ def test_auto_sensitivity_is_the_same_on_a_slow_machine(tmp_path: Path, monkeypa
     # the budget still decides: the same estimate past a smaller one takes the proxy
     monkeypatch.setattr(mixed, "EXACT_SECONDS", 0.5 * float(chosen[0].split("~")[1].split(" s")[0]))
     assert json.loads(run_cli([*args, "-o", tmp_path / "p.onnx"]).stdout)["sensitivity"].startswith("proxy")
+
+
+def test_a_shared_configs_mixed_precision_can_be_turned_off_on_the_command_line(tmp_path: Path) -> None:
+    """CLI > --config: a team's config with `mixed_precision: auto` and `target_sqnr: 30`, run once with
+    `--mixed_precision off`, was refused as '--target_sqnr applies to --mixed_precision auto's search, which is
+    off', its hint to add --mixed_precision auto; the only way out was editing the shared file. A goal with no
+    --mixed_precision anywhere is still refused (a slip: the run would ignore it)."""
+    model, listing = setup(tmp_path)
+    config = tmp_path / "team.yaml"
+    config.write_text("mixed_precision: auto\ntarget_sqnr: 30\n")
+    common = ("quantize", "-i", model, "--input_list", listing, "--json")
+    code, stdout, err = qtool(*common, "-o", tmp_path / "off.onnx", "--config", config, "--mixed_precision", "off")
+    assert code == 0, err
+    assert "sensitivity" not in json.loads(stdout) and not (tmp_path / "off.mixed_precision.json").exists()
+    code, _, err = qtool(*common, "-o", tmp_path / "slip.onnx", "--target_sqnr", "30")
+    assert code == 2 and "--mixed_precision auto" in err

@@ -29,7 +29,7 @@ from qtool.api.common import (
 )
 from qtool.api.mixed import finish_mixed, mixed_overrides_path, run_mixed_precision
 from qtool.api.mixed_evaluator import spread
-from qtool.config import QuantizeOptions, preset_file
+from qtool.config import QuantizeOptions, load_yaml, preset_file
 from qtool.errors import DataError, QtoolError, QualityError, UsageError
 from qtool.export.matmulnbits import to_matmulnbits
 from qtool.graph import external_data
@@ -95,8 +95,10 @@ def _check_quantize_flags(o: QuantizeOptions) -> None:
         raise UsageError("--load_stats names the same file twice", hint="give each shard once")
     blocks.check_options(o.weights_block_size, o.weights_bitwidth, o.use_lpbq, o.encodings_format, o.use_asymmetric_blocks)
     if o.weights_block_size and o.param_power_of_2:  # block scales were not, silently: export fixpoint refused them
+        preset = preset_file(o.target)  # named only if it sets the flag (--target qnn-htp --param_power_of_2 blamed it)
+        by_preset = preset is not None and preset.is_file() and (load_yaml(preset) or {}).get("param_power_of_2") is True
         raise UsageError("--weights_block_size with --param_power_of_2: qtool's per-block scales are not powers of two"
-                         + (f" (the {o.target} preset sets --param_power_of_2)" if o.target else ""))  # fmt: skip
+                         + (f" (the {o.target} preset sets --param_power_of_2)" if by_preset else ""))  # fmt: skip
     check_sections(o.algorithm_config, str(o.config) if o.config else "--config")
     weight_only = o.act_bitwidth == 32  # float activations: nothing to calibrate
     if weight_only and o.act_16bit_tensors:

@@ -406,3 +406,14 @@ def test_a_node_that_reads_nothing_does_not_stop_the_float_weights_count(tmp_pat
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     output = _quantize(tmp_path, model, *flags)
     assert "Constant" in [n.op_type for n in onnx.load(str(output)).graph.node]  # the node that reads nothing
+
+
+@pytest.mark.parametrize(("target", "named"), [("vitis-dpu", True), ("qnn-htp", False), ("ort-cpu", False)])
+def test_power_of_2_blocks_name_the_preset_only_when_it_sets_the_flag(tmp_path: Path, target: str, named: bool) -> None:
+    """--weights_block_size with --param_power_of_2 is refused; '(the qnn-htp preset sets --param_power_of_2)'
+    blamed any --target for a flag the user gave, where only vitis-dpu's preset sets it."""
+    source = save_model(mlp_model(), tmp_path / "m.onnx")
+    result = run_cli(["quantize", "-i", source, "-o", tmp_path / "q.onnx", "--target", target, "--param_power_of_2",
+                      "--weights_bitwidth", "4", "--weights_block_size", "32", "--encodings_format", "1.0.0"])  # fmt: skip
+    assert result.exit_code == 2 and "--weights_block_size with --param_power_of_2" in result.output, result.output
+    assert (f"the {target} preset sets --param_power_of_2" in result.output) == named, result.output

@@ -3,6 +3,7 @@ trips through both formats (hypothesis) and the errors a bad file or a misplaced
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -67,6 +68,23 @@ def test_lpbq_splits_scales_into_a_channel_scale_and_integers() -> None:
     assert b.channel_scale[0] == float(np.float32(0.1))  # float32, so a QDQ model's scales give it back
     assert b.int_scale == (16, 8, 5, 16) and b.decompressed_bw == 8 and e.bitwidth == 4
     np.testing.assert_allclose(e.scale, [1.6, 0.1, 0.5, 0.2], rtol=1e-7)
+
+
+def test_lpbq_searches_the_channel_scale_by_weight_error() -> None:
+    """mse: one channel [112, 1] in blocks of 16: block A the integers -7..7 (and a 0), six blocks B 0.51 x the
+    same; each block's searched scale is exact (A 1, B 0.51). AIMET's channel scale 1/16 leaves A exact but puts B
+    at 8.16 steps: k = 8 (scale 0.5, error (0.01 n)² summed over n = -7..7: 0.028) or 9 (worse), 0.168 in all.
+    Channel scale 1.01/16: A's scale 1.01 costs (0.01 n)² summed, 0.028, B's 8 x 1.01/16 = 0.505 costs (0.005 n)²
+    summed, 0.007 each: 0.070 in all, the least (1.02/16 puts B exactly at 8 but costs A 0.112; 0.99/16: B 0.063
+    each)."""
+    n = np.append(np.arange(-7.0, 8.0), 0.0)
+    w = np.concatenate([n] + [0.51 * n] * 6)[:, None]
+    e = blocks.block_encoding(w, 1, 0, 16, 4, method="mse", lpbq=True)
+    assert e.blocks.int_scale == (16,) + (8,) * 6 and e.blocks.channel_scale[0] == float(np.float32(1.01 / 16))
+    np.testing.assert_allclose(e.scale, np.float32(1.01 / 16) * np.array([16] + [8] * 6))  # exact LPBQ scales
+    error = float(np.sum((e.fake_quantize(w) - w) ** 2))
+    aimet = dataclasses.replace(e, scale=(1.0,) + (0.5,) * 6)  # the old rule: 1/16, k = 16, 8 x 6
+    assert error == pytest.approx(0.070, rel=1e-3) and float(np.sum((aimet.fake_quantize(w) - w) ** 2)) == pytest.approx(0.168, rel=1e-3)
 
 
 def test_conv_blocks_span_the_kernel_and_repeat_in_the_onnx_tensor() -> None:

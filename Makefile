@@ -565,7 +565,8 @@ OUT := build/demo
 # 22205 -> 22210: a weight-only layer's float bias is not reported as a float weight (api/quantize; helper-74's finding)
 # 22210 -> 22212: --weights_block_size with --param_power_of_2 names the preset only when it sets the flag (helper-77)
 # 22212 -> 22243: LPBQ channel scale searched with the integers by weight error (quant/blocks +46; helper-76)
-LINE_BUDGET := 22243
+# 22243 -> 22246: --mixed_precision_sensitivity auto takes the proxy when a MAC layer's shape is unknown (helper-77)
+LINE_BUDGET := 22246
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -76,6 +76,8 @@ def trial_seconds(model: onnx.ModelProto, cost_model: mp.CostModel, samples: int
 def _sensitivity(o: QuantizeOptions, ctx: AlgorithmContext, cands: list, cost_model: mp.CostModel, samples: int) -> str:
     if o.mixed_precision_sensitivity != "auto" or not cands:
         return o.mixed_precision_sensitivity
+    if cost_model.unknown:  # their MACs count 0: a contrib Gelu ahead of 12 Convs read ~1 s for ~50
+        return f"proxy (auto: {cost_model.unknown} MAC layers of unknown shape, no estimate of {len(cands)} exact trials)"
     estimate = trial_seconds(ctx.model, cost_model, samples) * len(cands)
     chosen = "exact" if estimate <= EXACT_SECONDS else "proxy"
     return f"{chosen} (auto: ~{estimate:.0f} s estimated for {len(cands)} exact trials)"

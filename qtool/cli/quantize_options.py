@@ -267,7 +267,7 @@ def quantize_options(func: Callable) -> Callable:
             show_default=True,
             help="exact: one evaluation per layer at 16 bits; proxy: each layer's added noise from one pass (fast, "
             "but blind to error that only shows downstream); auto: exact unless its estimate (from the model's size, "
-            "not timed) passes 10 minutes.",
+            "not timed) passes 10 minutes or a MAC layer's shape is unknown.",
         ),
         click.option("--target_sqnr", type=FiniteFloat(), metavar="DB", help="Mixed precision: reach this output SQNR (dB)."),
         click.option(

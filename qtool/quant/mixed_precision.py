@@ -124,6 +124,7 @@ class CostModel:
 
     macs: dict[str, int]
     elems: int  # all quantized activation elements (the all-8-bit byte traffic)
+    unknown: int = 0  # MAC layers whose shapes inference could not tell (after a contrib or custom op): counted 0
 
     def _wide(self, chosen: list[Candidate]) -> tuple[set[str], set[str]]:
         return {x for c in chosen for x in c.act_layers}, {x for c in chosen for x in c.weight_layers}
@@ -315,8 +316,8 @@ def candidates(facts: GraphFacts, plan: QuantPlan) -> tuple[list[Candidate], Cos
         if weights := _weights(node, plan):
             biases = [b] if (b := _narrow_bias(facts, node, plan)) else []
             found.append(Candidate(f"{node.output[0]}:weights", [], weights, [], [node.output[0]], 0, biases=biases))
-    macs = {n.output[0]: cost.node_macs(n, shapes) or 0 for n in mac_nodes}
-    model = CostModel(macs, total_elems)
+    macs = {n.output[0]: cost.node_macs(n, shapes) for n in mac_nodes}
+    model = CostModel({k: m or 0 for k, m in macs.items()}, total_elems, sum(m is None for m in macs.values()))
     return found, model
 
 

@@ -566,7 +566,8 @@ OUT := build/demo
 # 22210 -> 22212: --weights_block_size with --param_power_of_2 names the preset only when it sets the flag (helper-77)
 # 22212 -> 22243: LPBQ channel scale searched with the integers by weight error (quant/blocks +46; helper-76)
 # 22243 -> 22246: --mixed_precision_sensitivity auto takes the proxy when a MAC layer's shape is unknown (helper-77)
-LINE_BUDGET := 22246
+# 22246 -> 22248: convert leaves 1 / ReduceSum(Exp(x - max)) written out when the 1 broadcasts it up (helper-77)
+LINE_BUDGET := 22248
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -150,3 +150,18 @@ def test_the_largest_probability_written_out_becomes_the_max_of_a_softmax(form: 
     got, want = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
                  for m in (out, model))  # fmt: skip
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_a_one_of_more_dims_than_the_sum_leaves_the_largest_probability_written_out() -> None:
+    """1 / the sum broadcasts: a 1 of shape [1, 1, 1] over a [1, 6] sum (keepdims 0) gives [1, 1, 6], and the fused
+    ReduceMax(Softmax(x)) gave [1, 6], another shape than the model declares (and any reader broadcasts)."""
+    model = top_probability("unsqueeze")
+    model.graph.initializer.append(numpy_helper.from_array(np.ones((1, 1, 1), np.float32), "one3"))
+    model.graph.node[-1].CopyFrom(helper.make_node("Div", ["one3", "s"], ["y"]))
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 6]))
+    out = normalise(model, {}, "m.onnx")
+    assert "Softmax" not in [n.op_type for n in out.graph.node]
+    x = np.random.default_rng(0).normal(0, 6, (1, 6, 5)).astype(np.float32)
+    got, want = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+                 for m in (out, model))  # fmt: skip
+    assert got.shape == want.shape == (1, 1, 6)

@@ -151,6 +151,8 @@ def _match_top(node: ir.Node, graph: ir.Graph) -> tuple[ir.Value, int, bool, lis
     x, m = shifted.inputs
     if static_dims(x) != static_dims(exp.outputs[0]) or not _is_max(m, x, found[0], rank):  # type: ignore[arg-type]
         return None
+    if one is not None and one.numpy().ndim > rank - (not found[1]):  # a 1 of more dims broadcasts the quotient up
+        return None
     return x, found[0], found[1], [shifted, exp, total, node]  # type: ignore[list-item, return-value]
 
 

@@ -567,7 +567,8 @@ OUT := build/demo
 # 22212 -> 22243: LPBQ channel scale searched with the integers by weight error (quant/blocks +46; helper-76)
 # 22243 -> 22246: --mixed_precision_sensitivity auto takes the proxy when a MAC layer's shape is unknown (helper-77)
 # 22246 -> 22248: convert leaves 1 / ReduceSum(Exp(x - max)) written out when the 1 broadcasts it up (helper-77)
-LINE_BUDGET := 22248
+# 22248 -> 22268: block override counts checked when the overrides are read, naming the file; encodings values shown as JSON
+LINE_BUDGET := 22268
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -55,7 +55,7 @@ def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, whe
     params = gm.initializer_names(model)
     every = overrides.all()
     weights = {n: e for n, e in every.items() if n in params}
-    if any(len(e.scale) > 1 for e in weights.values()):
+    if any(len(e.scale) > 1 or e.blocks is not None for e in weights.values()):
         check_weight_channels(GraphFacts.of(model), weights, where)
     return encio.Encodings({n: e for n, e in every.items() if n not in params}, weights)
 

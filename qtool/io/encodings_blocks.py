@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any
 
@@ -24,14 +25,25 @@ import numpy as np
 from qtool import encoding as enc
 from qtool.encoding import Blocks, Encoding
 from qtool.errors import DataError, UsageError
+from qtool.io.files import clipped
 
 BLOCK_TYPES = ("PER_BLOCK", "LPBQ")
+
+
+def shown(value: Any) -> str:
+    """`value` as the file writes it (the string "3" with its quotes, null, true), cut short: a hostile file's
+    number may have thousands of digits."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):  # not JSON (a YAML date): as Python writes it
+        text = repr(value)
+    return clipped(text, 40)
 
 
 def _positive_int(entry: dict, key: str, where: str) -> int:
     value = entry.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 1 << 20:
-        raise DataError(f"'{key}' must be a positive integer, got {str(value)[:40]}", where=where)
+        raise DataError(f"'{key}' must be a positive integer, got {shown(value)}", where=where)
     return value
 
 
@@ -51,7 +63,7 @@ def v1_block(entry: dict, enc_type: str, scale: list[float], offset: list[float]
         return dataclasses.replace(made, blocks=Blocks(size))
     compressed = entry.get("compressed_bw")
     if compressed not in enc.INT_BITWIDTHS or isinstance(compressed, bool) or not compressed < bw:
-        raise DataError(f"LPBQ 'compressed_bw' {str(compressed)[:20]} must be 4, 8 or 16 and below 'bw' {bw}", where=where)
+        raise DataError(f"LPBQ 'compressed_bw' {shown(compressed)} must be 4, 8 or 16 and below 'bw' {bw}", where=where)
     if any(o != -(2 ** (bw - 1)) for o in offset):
         raise DataError(f"LPBQ is symmetric: every offset must be {-(2 ** (bw - 1))}", where=where)
     ints = entry.get("per_block_int_scale")
@@ -77,13 +89,13 @@ def v1_entry(name: str, e: Encoding) -> dict[str, Any]:
 
 def _number(value: Any, key: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DataError(f"every '{key}' value must be a number, got {str(value)[:40]}", where=where)
+        raise DataError(f"every '{key}' value must be a number, got {shown(value)}", where=where)
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        raise DataError(f"every '{key}' value must be a finite number, got {str(value)[:40]}", where=where)
+        raise DataError(f"every '{key}' value must be a finite number, got {shown(value)}", where=where)
     return number
 
 
@@ -123,8 +135,10 @@ def v2_block(entry: dict, bitwidth: int, signed: bool, where: str) -> Encoding:
                             where=where)  # fmt: skip
         decompressed = entry.get("decompressed_bw", 2 * bitwidth)
         if decompressed not in enc.INT_BITWIDTHS or isinstance(decompressed, bool) or decompressed <= bitwidth:
-            raise DataError(f"'decompressed_bw' {str(decompressed)[:20]} must exceed {bitwidth}", where=where)
-        blocks = Blocks(size, axis, shape, decompressed, tuple(channel), _int_scales(ints, bitwidth, decompressed, where))
+            raise DataError(f"'decompressed_bw' {shown(decompressed)} must exceed {bitwidth}", where=where)
+        blocks = Blocks(
+            size, axis, shape, decompressed, tuple(channel), _int_scales(ints, bitwidth, decompressed, where)
+        )
         return Encoding(bitwidth=bitwidth, is_symmetric=True, blocks=blocks)
     scale, shape = nested(entry.get("y_scale"), "y_scale", where)
     if min(scale) <= 0:

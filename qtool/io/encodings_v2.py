@@ -28,7 +28,8 @@ from qtool import encoding as enc
 from qtool.encoding import Encoding
 from qtool.errors import DataError
 from qtool.io import encodings_blocks
-from qtool.io.files import clipped, quoted
+from qtool.io.encodings_blocks import shown
+from qtool.io.files import quoted
 
 VERSION = "2.0.0"
 DTYPES = {f"{'' if signed else 'u'}int{bw}": (bw, signed) for bw in enc.INT_BITWIDTHS for signed in (True, False)}
@@ -62,18 +63,15 @@ def off_float32(scales: Any) -> float | None:
     return next((float(s) for s in scales if not FLOAT32_SCALES[0] <= s <= FLOAT32_SCALES[1]), None)
 
 
-def shown(value: Any) -> str:
-    """`value`'s repr for a message, cut short (a hostile file's number may have thousands of digits)."""
-    return clipped(repr(value), 40)
-
-
 def _numbers(value: Any, key: str, where: str, *, integers: bool) -> list[float]:
     values = value if isinstance(value, list) else [value]
     if not values:
         raise DataError(f"'{key}' must not be empty", where=where)
     for v in values:
         if isinstance(v, list):
-            raise DataError(f"nested '{key}' lists are per-block scales: they need 'block_size' and 'axis'", where=where)
+            raise DataError(
+                f"nested '{key}' lists are per-block scales: they need 'block_size' and 'axis'", where=where
+            )
         number = finite_number(v)
         if number is None or (integers and not number.is_integer()):
             kind = "an integer" if integers else "a finite number"

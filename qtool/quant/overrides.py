@@ -135,6 +135,11 @@ def check_weight_channels(facts: GraphFacts, params: dict[str, enc.Encoding], wh
     refused any other count only after calibration (10^5 samples: 17 s), not naming the file."""
     channels = _weight_channel_axes(facts)
     for name, e in sorted(params.items()):
+        if e.blocks is not None and len(readers := _weight_readers(facts, name)) == 1:  # as the plan will place it
+            node, index = readers[0]
+            dims = tuple(facts.initializers[name].dims)
+            blocks.place(e, dims, weight_axes(node, index, dims)[0], blocks.block_axis(node, index, len(dims)),
+                         f"{where}: {quoted(name)}")  # fmt: skip
         if len(e.scale) > 1 and e.blocks is None and name in channels:
             dims = tuple(facts.initializers[name].dims)
             if all(len(e.scale) != (dims[a] if 0 <= a < len(dims) else 1) for a in channels[name][0]):
@@ -153,6 +158,12 @@ def _channel_axis(
     if name in facts.initializers:
         return None, ""
     return (rank - 1,), f"a per-channel activation is quantized along its last axis, {rank - 1}"
+
+
+def _weight_readers(facts: GraphFacts, name: str) -> list[tuple]:
+    """The (node, input index) pairs that read initializer `name` in a weight slot."""
+    return [(node, k) for node in facts.consumers.get(name, []) for k in sorted(rule_for(node).weights)
+            if k < len(node.input) and node.input[k] == name]  # fmt: skip
 
 
 def _weight_channel_axes(facts: GraphFacts) -> dict[str, tuple[tuple[int, ...], str]]:

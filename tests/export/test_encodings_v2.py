@@ -110,7 +110,7 @@ def test_sectioned_layout_is_read_too() -> None:
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ({"name": "x", "output_dtype": "int2", "y_scale": 0.1}, "output_dtype 'int2' is not supported"),
+        ({"name": "x", "output_dtype": "int2", "y_scale": 0.1}, "output_dtype \"int2\" is not supported"),
         ({"name": "x", "output_dtype": "uint8", "y_scale": -0.1}, "every y_scale must be positive"),
         ({"name": "x", "output_dtype": "uint8", "y_scale": [[0.1]], "axis": 0}, "per-block"),
         ({"name": "x", "output_dtype": "uint8", "y_scale": 0.1, "block_size": 32}, "per-block"),

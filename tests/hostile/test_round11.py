@@ -183,3 +183,34 @@ def test_a_model_onnxruntime_cannot_load_is_named_by_its_file_in_inspect(ws: Wor
     pair = [broken, "--reference", ws.model] if which == "MODEL" else [ws.out, "--reference", broken]
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("inspect", *pair, "-l", ws.listing), 3, f"{broken}: onnxruntime has no kernel")
+
+
+# --- round 11's open points on block and LPBQ overrides -------------------------------------------------------
+
+
+def _lpbq_override(**change: object) -> dict:
+    """A 1.0.0 LPBQ entry for the MLP's W0 ([64, 96] MatMul: 96 channels, 2 blocks of 32), wrong counts: 2 and 4."""
+    entry = {"name": "W0", "dtype": "INT", "enc_type": "LPBQ", "is_sym": True, "bw": 8, "block_size": 32,
+             "compressed_bw": 4, "scale": [0.1, 0.1], "offset": [-128, -128], "per_block_int_scale": [1, 2, 3, 4]}
+    return {"version": "1.0.0", "activation_encodings": [], "param_encodings": [{**entry, **change}]}  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "wanted"), [
+    ({}, "ov.json: 'W0': LPBQ needs 96 channel scales and 192 block integers, got 2 and 4"),
+    ({"per_block_int_scale": [1, 2, "3", 4]}, "every 'per_block_int_scale' value must be a number, got \"3\""),
+    ({"block_size": "32"}, "'block_size' must be a positive integer, got \"32\""),
+])  # fmt: skip
+def test_block_override_mistakes_name_the_file_and_show_the_value_as_written(
+    tmp_path: Path, change: dict, wanted: str
+) -> None:
+    """A block or LPBQ entry of the wrong count was refused by the plan as "override 'W0': ..." (no file named;
+    after calibration where there is one), and a quoted number read as the number it spells ("got 3" of "3")."""
+    from block_models import mlp_model
+    from conftest import run_cli, save_model
+
+    source, overrides = save_model(mlp_model(), tmp_path / "m.onnx"), tmp_path / "ov.json"
+    overrides.write_text(json.dumps(_lpbq_override(**change)))
+    result = run_cli(["quantize", "-i", source, "-o", tmp_path / "q.onnx", "--act_bitwidth", "32", "--weights_bitwidth",
+                      "4", "--encodings_format", "1.0.0", "--quantization_overrides", overrides])  # fmt: skip
+    assert result.exit_code == 4 and wanted in result.stderr, result.stderr
+    assert not (tmp_path / "q.onnx").exists()

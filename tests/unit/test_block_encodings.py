@@ -184,7 +184,7 @@ V1_LPBQ = {"name": "W", "enc_type": "LPBQ", "dtype": "INT", "bw": 8, "compressed
         ({"offset": [-127]}, "LPBQ is symmetric"),
         ({"compressed_bw": 8}, "below 'bw' 8"),
         ({"block_size": 0}, "'block_size' must be a positive integer"),
-        ({"enc_type": "VECTOR"}, "enc_type 'VECTOR' is not PER_TENSOR"),
+        ({"enc_type": "VECTOR"}, "enc_type \"VECTOR\" is not PER_TENSOR"),
         ({"enc_type": "PER_CHANNEL"}, "block_size needs PER_BLOCK or LPBQ"),
     ],
 )

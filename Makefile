@@ -568,7 +568,8 @@ OUT := build/demo
 # 22243 -> 22246: --mixed_precision_sensitivity auto takes the proxy when a MAC layer's shape is unknown (helper-77)
 # 22246 -> 22248: convert leaves 1 / ReduceSum(Exp(x - max)) written out when the 1 broadcasts it up (helper-77)
 # 22248 -> 22268: block override counts checked when the overrides are read, naming the file; encodings values shown as JSON
-LINE_BUDGET := 22268
+# 22268 -> 22283: convert refuses a model left with no input (pinned, initializer defaults, none), naming why (helper-78)
+LINE_BUDGET := 22283
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -12,7 +12,7 @@ from qtool import runtime
 from qtool.errors import DataError, ModelError, did_you_mean
 from qtool.graph import dequantize_dynamic, external_data, unfuse_contrib
 from qtool.graph import model as gm
-from qtool.graph.convert import branch_inputs, corrected_outputs, normalise
+from qtool.graph.convert import branch_inputs, corrected_outputs, normalise, refuse_no_inputs
 from qtool.inspect import compare
 from qtool.io import encodings as encio
 from qtool.io import outputs
@@ -154,7 +154,9 @@ def converted(
     refuse_qdq(model, str(path))
     if gm.is_converted(model) and not input_dims and not input_values:
         return model
-    model = normalise(model, input_dims, str(path), input_values, keep)
+    source, model = model, normalise(model, input_dims, str(path), input_values, keep)
+    if input_values:  # else an input's initializer: the input list's line says so (io/feeds)
+        refuse_no_inputs(source, model, input_values, str(path))
     corrected_outputs(model)
     check_normalised(model, str(path))
     gm.mark_converted(model)

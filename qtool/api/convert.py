@@ -19,7 +19,7 @@ from qtool.api.common import (
 from qtool.config import ConvertOptions
 from qtool.errors import ModelError
 from qtool.graph import model as gm
-from qtool.graph.convert import corrected_outputs, normalise, refuse_maps
+from qtool.graph.convert import corrected_outputs, normalise, refuse_maps, refuse_no_inputs
 from qtool.graph.float16 import to_float16
 from qtool.io import encodings as encio
 from qtool.io import outputs
@@ -68,6 +68,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     given = encio.read_encodings(o.quantization_overrides) if o.quantization_overrides is not None else None
     keep = frozenset(imported.all()) | frozenset(given.all() if given is not None else ())
     model = normalise(float_source, o.input_dims, str(o.input_network), o.input_values, keep)
+    refuse_no_inputs(float_source, model, o.input_values, str(o.input_network))
     wrong = corrected_outputs(model)
     check_normalised(model, str(o.input_network))
     for name, (declared, computed) in wrong.items():

@@ -160,6 +160,18 @@ def refuse_maps(model: onnx.ModelProto, where: str) -> None:
                          where=where, hint=MAPS_HINT)  # fmt: skip
 
 
+def refuse_no_inputs(source: onnx.ModelProto, model: onnx.ModelProto, input_values: dict, where: str) -> None:
+    """convert wrote a model of constants with exit 0 (nodes 1 -> 0); quantize refused it a command later."""
+    if model.graph.input:
+        return
+    names = [i.name for i in source.graph.input]
+    if pinned := [n for n in names if n in input_values]:
+        why = f"--input_value pins {', '.join(pinned)}"
+    else:
+        why = f"{', '.join(names)}: an initializer of its name, a default value kept" if names else "the graph has none"
+    raise ModelError(f"the model takes no input data ({why}): its outputs are constants, nothing to calibrate", where=where)
+
+
 def normalise(
     model: onnx.ModelProto,
     input_dims: dict[str, tuple[int, ...]],

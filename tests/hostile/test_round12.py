@@ -1,0 +1,58 @@
+"""Round 12 (helper-78): convert's flags and odd graphs, calibration data's values, probed on an installed wheel
+as a careless user would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hostile_env import Workspace, assert_refused, make_workspace
+from onnx import TensorProto
+from onnx import helper as oh
+from onnx import numpy_helper as nh
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)
+
+
+# --- a model left with no input ---------------------------------------------------------------------------------
+
+
+def _matmul(inputs: list[str], initializers: dict[str, np.ndarray]) -> onnx.ModelProto:
+    declared = [oh.make_tensor_value_info(n, TensorProto.FLOAT, list(initializers.get(n, np.zeros((1, 4))).shape))
+                for n in inputs]  # fmt: skip
+    graph = oh.make_graph([oh.make_node("MatMul", ["x", "W"], ["y"])], "g", declared,
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                          [nh.from_array(v.astype(np.float32), k) for k, v in initializers.items()])  # fmt: skip
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("case, flags, said", [
+    ("shadowed", [], "(x: an initializer of its name"),
+    ("none", [], "(the graph has none)"),
+    ("pinned", ["--input_value", "x", "1,2,3,4"], "(--input_value pins x)"),
+])  # fmt: skip
+def test_convert_refuses_a_model_left_with_no_input(ws: Workspace, case: str, flags: list[str], said: str) -> None:
+    """A graph whose one input has an initializer of its name (a default value), with no input at all, or whose
+    every input --input_value pins, was converted into a model of constants with exit 0 (nodes 1 -> 0, 'inputs'
+    blank); quantize refused it a command later, blaming the input list's first line."""
+    weight = np.eye(4)
+    initializers = {"W": weight, "x": np.ones((1, 4))} if case != "pinned" else {"W": weight}
+    model = _matmul(["x", "W"] if case == "pinned" else [] if case == "none" else ["x"], initializers)
+    onnx.save(model, ws.model)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("convert", "-i", ws.model, "-o", ws.out, *flags), 3,
+                   f"{ws.model}: the model takes no input data {said}", "its outputs are constants")  # fmt: skip
+
+
+def test_quantize_says_an_input_value_pinned_every_input(ws: Workspace) -> None:
+    """quantize --input_value pinning a model's one input blamed the list's first line for 'each of its graph inputs
+    has a default value (an initializer)', which this model has not."""
+    values = ",".join(["0.5"] * 192)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--input_value", "x", values), 3,
+                   f"{ws.model}: the model takes no input data (--input_value pins x)")  # fmt: skip

@@ -56,3 +56,16 @@ def test_quantize_says_an_input_value_pinned_every_input(ws: Workspace) -> None:
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out, "--input_value", "x", values), 3,
                    f"{ws.model}: the model takes no input data (--input_value pins x)")  # fmt: skip
+
+
+# --- bc on a model whose output is float ------------------------------------------------------------------------
+
+
+def test_bc_on_a_weight_only_model_corrects_its_output_layer(ws: Workspace) -> None:
+    """`--act_bitwidth 32 --apply_algorithms bc` was an internal error (StopIteration): bc looked for the graph
+    output's layer under '<output>_prequant', the name a Q/DQ pair on the output leaves it, and a float output has
+    none (a calibration sample whose values reached 1e30 left the output float the same way)."""
+    result = ws.quantize("-o", ws.out, "--act_bitwidth", "32", "--apply_algorithms", "bc")
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert ws.out.exists()

@@ -165,7 +165,8 @@ def run(ctx: AlgorithmContext) -> list[str]:
             out = layer.node.output[0]
             if layer.weight not in plan.params or plan.params[layer.weight].is_float:
                 continue
-            name = f"{out}_prequant" if out in graph_outputs else out
+            prequant = out in graph_outputs and any(n.output[:1] == [f"{out}_prequant"] for n in qdq.graph.node)
+            name = f"{out}_prequant" if prequant else out  # a float output has no Q/DQ (--act_bitwidth 32 crashed)
             delta = _correction(frontier, qdq, name, axes[out], float_means, out, rectifiers[out])
             bias = layer_bias(ctx, facts, layer, len(delta))
             if bias is None or ctx.array(bias).size != delta.size:

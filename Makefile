@@ -570,7 +570,8 @@ OUT := build/demo
 # 22248 -> 22268: block override counts checked when the overrides are read, naming the file; encodings values shown as JSON
 # 22268 -> 22283: convert refuses a model left with no input (pinned, initializer defaults, none), naming why (helper-78)
 # 22283 -> 22284: bc on a float graph output (--act_bitwidth 32) finds its layer, not an internal error (helper-78)
-LINE_BUDGET := 22284
+# 22284 -> 22292: a calibration value past 1e30 that a Conv/Gemm/MatMul reads is warned of, naming the line (helper-78)
+LINE_BUDGET := 22292
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -23,6 +23,7 @@ from qtool.graph import model as gm
 from qtool.graph.names import unused_namespace
 from qtool.io.kept_outputs import KeptOutputs
 from qtool.quant.attention import softmax_chains
+from qtool.quant.cost import MAC_OPS
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import (
     MASK_GAP,
@@ -262,6 +263,7 @@ class _Runner:
     ) -> None:
         self.tensors, self.observers, self.softmax = tensors, observers, softmax or {}
         self.nan_allowed = {k for k, t in enumerate(tensors) if t in nan_allowed}  # tensors whose NaN is no error
+        self.mac_read = {i: n for n in model.graph.node if n.op_type in MAC_OPS for i in n.input[:2]}  # a mask is not
         self.sampled = bool(tensors) and all(isinstance(observers[t], Histogram) for t in tensors)  # one method
         probes = _Probes(model, tensors, self.sampled, cap, self.softmax)
         (graph_model, weights), mins, maxs, samples = probes.build()
@@ -319,7 +321,13 @@ class _Runner:
         # ±inf or ±1e30-class values: a mask (finfo.min, -inf), not data; the tensor stays float
         unbounded = set(np.flatnonzero(np.maximum(np.abs(lows), np.abs(highs)) >= SENTINEL).tolist())
         for k in unbounded:  # almost always empty: this runs per sample over every tensor
-            self.observers[self.tensors[k]].unbounded = True  # type: ignore[attr-defined]
+            name, seen = self.tensors[k], max(abs(lows[k]), abs(highs[k]))
+            if (node := self.mac_read.pop(name, None)) is not None:  # once a run: the first
+                self.mac_read.clear()  # a whole model left float, exit 0, said at info level (a 1e30 in one sample)
+                logger.warning("%s: %r reaches %.3g, which reads as a mask's value: it stays float, as does what it "
+                               "feeds, %s %r included; is this sample's data right?", where, name, seen,
+                               node.op_type, node.name)  # fmt: skip
+            self.observers[name].unbounded = True  # type: ignore[attr-defined]
             lows[k] = highs[k] = 0.0
         samples = values[reductions : len(values) - per * len(self.softmax)]
         if self.sampled:

@@ -69,3 +69,22 @@ def test_bc_on_a_weight_only_model_corrects_its_output_layer(ws: Workspace) -> N
     assert result.exit_code == 0, result.stderr
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     assert ws.out.exists()
+
+
+# --- a calibration sample past 1e30 ---------------------------------------------------------------------------
+
+
+def test_a_sample_past_1e30_into_a_conv_is_warned_of_naming_its_line(ws: Workspace) -> None:
+    """One sample whose values reached 1e30 (the mark of a mask's finfo.min) left the input and everything after
+    it float: 'activations quantized 0', exit 0, said at info level only. A tensor a Conv, Gemm or MatMul reads
+    is data, not a mask: the first one is warned of, with the line that carried it."""
+    lines = ws.listing.read_text().split()
+    bad = ws.root / "loud.raw"
+    (np.random.default_rng(0).normal(size=192) * 1e31).astype(np.float32).tofile(bad)
+    listing = ws.root / "loud.txt"
+    listing.write_text("\n".join([lines[0], str(bad), *lines[1:]]) + "\n")
+    result = ws.run("quantize", "-i", ws.model, "-l", listing, "-o", ws.out)
+    assert result.exit_code == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "reads as a mask's value" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"qtool: WARNING: {listing}:2: 'x' reaches "), result.stderr
+    assert "Conv" in warned[0]

@@ -270,3 +270,27 @@ def _output_size(node: onnx.NodeProto, inputs: list[onnx.TensorProto | None]) ->
         if pads is not None and len(pads) == 2 * len(dims):
             return math.prod(d + int(pads[k]) + int(pads[k + len(dims)]) for k, d in enumerate(dims))
     return None
+
+
+def densify_sparse(graph: onnx.GraphProto, where: str) -> None:
+    """Sparse initializers and Constant(sparse_value) as dense tensors, in place (onnx-ir reads neither: convert was
+    an internal error, or 'Node input 'k' is not a graph input'); one past LIMIT_VALUES values is refused."""
+    from qtool.errors import ModelError
+
+    def dense(sparse: onnx.SparseTensorProto, name: str) -> onnx.TensorProto:
+        dims = tuple(sparse.dims)
+        if (size := math.prod(dims)) > LIMIT_VALUES:
+            raise ModelError(f"sparse tensor {name!r} is {size} values dense {list(dims)}: no model needs one", where=where)
+        values, indices = numpy_helper.to_array(sparse.values).reshape(-1), numpy_helper.to_array(sparse.indices)
+        out = np.zeros(size, values.dtype)
+        out[indices.reshape(-1) if indices.ndim == 1 else np.ravel_multi_index(tuple(indices.T), dims)] = values
+        return numpy_helper.from_array(out.reshape(dims), name)
+
+    graph.initializer.extend(dense(s, s.values.name) for s in graph.sparse_initializer)
+    del graph.sparse_initializer[:]
+    for node in graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Constant" and attribute.name == "sparse_value":
+                attribute.CopyFrom(helper.make_attribute("value", dense(attribute.sparse_tensor, node.output[0])))
+        for inner in subgraphs(node):
+            densify_sparse(inner, where)

@@ -16,7 +16,7 @@ import onnx
 
 from qtool.errors import ModelError, QtoolError
 from qtool.graph import expand_functions, external_data, prelu_slope
-from qtool.graph.constant_size import huge_constant
+from qtool.graph.constant_size import densify_sparse, huge_constant
 from qtool.graph.float16 import to_float32
 from qtool.graph.model import default_opset, upgrade_opset
 
@@ -182,6 +182,7 @@ def normalise(
     """Run every convert pass; returns a new, checked model. `input_values` pins inputs to constants; `keep`: names
     an overrides file gives, which no optional rewrite takes away."""
     refuse_maps(model, where)
+    densify_sparse(model.graph, where)
     model = to_float32(model)  # a float16 export computes in float32 behind casts at its inputs and outputs
     if default_opset(model) < 7:
         model = prelu_slope.per_channel(model, where)

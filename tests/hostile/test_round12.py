@@ -88,3 +88,38 @@ def test_a_sample_past_1e30_into_a_conv_is_warned_of_naming_its_line(ws: Workspa
     warned = [line for line in result.stderr.splitlines() if "reads as a mask's value" in line]
     assert len(warned) == 1 and warned[0].startswith(f"qtool: WARNING: {listing}:2: 'x' reaches "), result.stderr
     assert "Conv" in warned[0]
+
+
+# --- sparse tensors ---------------------------------------------------------------------------------------------
+
+
+def _sparse_model(where: str, dims: list[int]) -> onnx.ModelProto:
+    """y = x + k, k a sparse [1, 4] tensor (one value, 1.0 at index 3) or a slice of a longer one."""
+    k = oh.make_sparse_tensor(nh.from_array(np.array([1.0], np.float32), "k"), nh.from_array(np.array([3]), "i"), dims)
+    nodes = [oh.make_node("Slice", ["k", "s", "e"], ["k4"]), oh.make_node("Add", ["x", "k4"], ["y"])]
+    if where == "constant":
+        nodes.insert(0, oh.make_node("Constant", [], ["k"], sparse_value=k))
+    ends = [nh.from_array(np.array([0]), "s"), nh.from_array(np.array([4]), "e")]
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4])], ends,
+                          sparse_initializer=[k] if where == "initializer" else None)  # fmt: skip
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("where", ["constant", "initializer"])
+def test_a_sparse_tensor_is_converted_dense_and_a_huge_one_refused(tmp_path: Path, where: str) -> None:
+    """A Constant's sparse_value was 'qtool: internal error' (onnx-ir's SerdeError) in convert and quantize, a
+    sparse initializer 'onnxruntime cannot load it: Node input 'k' is not a graph input': onnxruntime runs both.
+    Densified, up to the gigavalue bound every constant has."""
+    import onnxruntime as ort
+
+    ws = Workspace(tmp_path)
+    onnx.save(_sparse_model(where, [4]), ws.model)
+    assert ws.run("convert", "-i", ws.model, "-o", ws.out).exit_code == 0
+    x = np.arange(4, dtype=np.float32)
+    got = ort.InferenceSession(str(ws.out)).run(None, {"x": x})[0]
+    assert got.tolist() == [0.0, 1.0, 2.0, 4.0]
+    onnx.save(_sparse_model(where, [2_000_000_000]), ws.model)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("convert", "-i", ws.model, "-o", ws.out), 3,
+                   f"{ws.model}: sparse tensor 'k' is 2000000000 values dense")  # fmt: skip

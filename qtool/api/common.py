@@ -6,6 +6,7 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from qtool import runtime
@@ -191,6 +192,22 @@ def check_normalised(model: onnx.ModelProto, where: str) -> None:
         runtime.session(model, 1, f"{where} as converted", arena=False, folded=True)
     except ModelError as e:
         raise ModelError(e.message, where=e.where, hint=f"pin the input that picks the branch: {pin}" if pin else e.hint) from e
+
+
+def check_changed_dims(source: onnx.ModelProto, model: onnx.ModelProto, dims: dict[str, tuple[int, ...]], where: str) -> None:
+    """An --input_dim that changes a dim the model fixes (3 channels to 4) loads, and convert wrote a model whose
+    Conv fails on every sample (exit 0): run once on zeros then (a fully convolutional net's H and W may change)."""
+    fixed = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in source.graph.input}
+    changed = [f"--input_dim {n} sets dim {k} to {v}, the model's {fixed[n][k]}" for n, given in dims.items()
+               for k, v in enumerate(given) if k < len(fixed.get(n, ())) and fixed[n][k] not in (0, v)]  # fmt: skip
+    specs = gm.input_specs(model)
+    if not changed or external_data.byte_size(model) >= LOAD_CHECK_BYTES or any(s.dtype.kind not in "biuf" for s in specs):
+        return
+    try:
+        runtime.session(model, 1, where, arena=False).run(None, {s.name: np.zeros(s.shape, s.dtype) for s in specs})
+    except Exception as e:  # onnxruntime's own error types
+        raise ModelError(f"as converted, onnxruntime cannot run it on zeros: {runtime.ort_reason(e)}", where=where,
+                         hint=changed[0]) from e  # fmt: skip
 
 
 def drift_table(drift: dict[str, compare.Drift], with_labels: bool) -> Table:

@@ -9,6 +9,7 @@ import onnx
 
 from qtool import runtime
 from qtool.api.common import (
+    check_changed_dims,
     check_normalised,
     check_override_names,
     expect_external_data,
@@ -71,6 +72,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     refuse_no_inputs(float_source, model, o.input_values, str(o.input_network))
     wrong = corrected_outputs(model)
     check_normalised(model, str(o.input_network))
+    check_changed_dims(float_source, model, o.input_dims, str(o.input_network))
     for name, (declared, computed) in wrong.items():
         logger.info("convert: output %r is declared %s but the graph computes %s; corrected", name, declared, computed)
     known = gm.tensor_names(model)

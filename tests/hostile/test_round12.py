@@ -123,3 +123,17 @@ def test_a_sparse_tensor_is_converted_dense_and_a_huge_one_refused(tmp_path: Pat
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("convert", "-i", ws.model, "-o", ws.out), 3,
                    f"{ws.model}: sparse tensor 'k' is 2000000000 values dense")  # fmt: skip
+
+
+# --- an --input_dim that changes a fixed dim ------------------------------------------------------------------
+
+
+def test_an_input_dim_changing_a_fixed_channel_count_is_refused_by_convert(ws: Workspace) -> None:
+    """`--input_dim x 1,4,8,8` on a model declaring x [N,3,8,8] loads (neither onnx's inference nor onnxruntime's
+    checks a Conv's channels), and convert wrote it with exit 0; every sample then failed in quantize. A dim the
+    model fixes that --input_dim changes is run once on zeros; a fully convolutional net's H and W still may."""
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("convert", "-i", ws.model, "-o", ws.out, "--input_dim", "x", "1,4,8,8"), 3,
+                   f"{ws.model}: as converted, onnxruntime cannot run it on zeros: ", "Input channels C",
+                   "(--input_dim x sets dim 1 to 4, the model's 3)")  # fmt: skip
+    assert ws.run("convert", "-i", ws.model, "-o", ws.out, "--input_dim", "x", "2,3,8,8").exit_code == 0

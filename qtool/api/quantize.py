@@ -259,6 +259,10 @@ def _per_channel_residual(o: QuantizeOptions, model: onnx.ModelProto, samples: I
 def _warn_growing(observers: dict, input_list: InputList | None, facts: GraphFacts) -> None:
     """Only a model that carries state along a stream: in one of independent samples a running maximum grows by
     chance (a captcha CRNN's 775 tensors, 4 samples a quarter: the tensors named changed with the list's order)."""
+    zero = [n for n in facts.graph_inputs if (seen := observers.get(n)) and seen.count and seen.range() == (0.0, 0.0)]
+    if zero and input_list is not None:  # its grid holds [0, 1e-4]: 39 dB on the zeros, exit 0, nothing said
+        logger.warning("%s: input %r is 0 in every calibration sample, and its grid holds no other value: are these "
+                       "the model's inputs?", input_list.path, zero[0])  # fmt: skip
     states = facts.state_inputs()  # carries_state's, once
     grown = {n: r for n, r in accumulating_ranges(observers, states).items() if not observers[n].stays_float}
     if grown and input_list is not None and states:

@@ -79,7 +79,7 @@ def _change(model: onnx.ModelProto, source: int, target: int, kept: set[str]) ->
     _retype(graph.value_info, kept, source, target)
     inputs = [v.name for v in graph.input if v.type.tensor_type.elem_type == source and v.name not in kept]
     passed = {v.name for v in graph.input}  # an input that is an output too: its Cast back redefined the input
-    outputs = [v.name for v in graph.output if v.type.tensor_type.elem_type == source and v.name not in passed]
+    outputs = list(dict.fromkeys(v.name for v in graph.output if v.type.tensor_type.elem_type == source and v.name not in passed))
     suffix, back = ("fp16", "fp32") if target == _FP16 else ("fp32", "fp16")
     # a converted model's own boundary Cast already writes `images_fp32`: converted again, a second would too
     fresh = FreshNames(name for node in graph.node for name in (*node.input, *node.output))
@@ -88,6 +88,8 @@ def _change(model: onnx.ModelProto, source: int, target: int, kept: set[str]) ->
         node.input[:] = [rename.get(i, i) for i in node.input]
         node.output[:] = [rename.get(o, o) for o in node.output]
         _rename_captured(node, rename)
+    for init in graph.initializer:  # a weight that is an output too: read as W_fp16, Cast back to W (W was two values)
+        init.name = rename.get(init.name, init.name)
     boundary_in = [helper.make_node("Cast", [n], [rename[n]], name=f"{n}_to_{suffix}", to=target) for n in inputs]
     boundary_out = [helper.make_node("Cast", [rename[n]], [n], name=f"{n}_to_{back}", to=source) for n in outputs]
     nodes = boundary_in + list(graph.node) + boundary_out

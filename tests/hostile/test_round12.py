@@ -152,3 +152,27 @@ def test_an_input_that_is_zero_in_every_sample_is_warned_of(ws: Workspace) -> No
     assert f"qtool: WARNING: {ws.listing}: input 'x' is 0 in every calibration sample" in result.stderr
     result = make_workspace(ws.root / "real").quantize("-o", ws.root / "real" / "q.onnx")
     assert result.exit_code == 0 and "calibration sample" not in result.stderr, result.stderr
+
+
+# --- float16 of odd graph outputs --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outputs", [["y", "y"], ["y", "W"]])
+def test_convert_to_float16_keeps_a_repeated_output_and_a_weight_output_valid(tmp_path: Path, outputs: list[str]) -> None:
+    """`convert --float_bitwidth 16` on a graph listing its output twice wrote two Casts back defining 'y' (and
+    two nodes named 'y_to_fp32'), on one whose weight W is an output too a Cast from a 'W_fp16' nothing made beside
+    the float16 W: invalid models onnxruntime refused, written with exit 0."""
+    import onnxruntime as ort
+
+    ws = Workspace(tmp_path)
+    model = _matmul(["x"], {"W": np.arange(16).reshape(4, 4) / 8})
+    model.graph.output.extend(oh.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4] if n == "y" else [4, 4])
+                              for n in outputs[1:])  # fmt: skip
+    onnx.save(model, ws.model)
+    result = ws.run("convert", "-i", ws.model, "-o", ws.out, "--float_bitwidth", "16")
+    assert result.exit_code == 0, result.stderr
+    x = np.ones((1, 4), np.float32)
+    got = ort.InferenceSession(str(ws.out)).run(None, {"x": x})
+    want = ort.InferenceSession(str(ws.model)).run(None, {"x": x})
+    assert [g.dtype for g in got] == [np.float32] * 2
+    assert all(np.allclose(g, w, atol=1e-2) for g, w in zip(got, want, strict=True))

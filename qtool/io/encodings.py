@@ -229,19 +229,21 @@ def parse_encodings(data: Any, where: str) -> Encodings:
     if "version" in data and not (isinstance(version, str) and version.split(".")[0] in ("0", "1", "2")):
         raise DataError(f"version {encodings_v2.shown(version)}: qtool reads AIMET encodings 0.6.1, 1.0.0 and 2.0.0",
                         where=where)  # fmt: skip
-    for key in sorted(k for k in data if k not in TOP_LEVEL):  # a misspelt section's entries were dropped silently
+    unknown = sorted(k for k in data if k not in TOP_LEVEL)
+    for key in unknown:  # a misspelt section's entries were dropped silently
         if hint := did_you_mean(key, TOP_LEVEL):
             raise DataError(f"top-level key {quoted(key)} is not one qtool reads", where=where, hint=hint)
+    v2 = encodings_v2.is_v2(data)
+    if missing := [k for k in ("activation_encodings", "param_encodings") if k not in data and not v2]:
+        stats = str(data.get("format")).startswith("qtool-calibration-stats")  # a warning a key first (helper-78)
+        raise DataError(f"missing section {missing[0]!r} (both sections are required; either may be empty)",
+                        where=where, hint="a qtool stats file: --load_stats reads it" if stats else None)  # fmt: skip
+    for key in unknown:
         logger.warning("%s: top-level key %s is not read", where, quoted(key))
-    if encodings_v2.is_v2(data):
+    if v2:
         acts, params = encodings_v2.parse(data, where)
         stated = {n: e.axis for n, e in {**acts, **params}.items() if e.axis is not None and e.blocks is None}
         return _within_float32(Encodings(acts, params, stated), where)
-    missing = [k for k in ("activation_encodings", "param_encodings") if k not in data]
-    if missing:
-        raise DataError(
-            f"missing section {missing[0]!r} (both sections are required; either may be empty)", where=where
-        )
     if data.get("excluded_layers"):  # AIMET's layers it left float: qtool (as qairt) reads encodings, not this list
         logger.warning("%s: 'excluded_layers' is not read, and the layers it names are quantized; a float encoding "
                        "(dtype float, bitwidth 32) of a layer's output keeps it float", where)  # fmt: skip

@@ -176,3 +176,20 @@ def test_convert_to_float16_keeps_a_repeated_output_and_a_weight_output_valid(tm
     want = ort.InferenceSession(str(ws.model)).run(None, {"x": x})
     assert [g.dtype for g in got] == [np.float32] * 2
     assert all(np.allclose(g, w, atol=1e-2) for g, w in zip(got, want, strict=True))
+
+
+# --- a stats file given as overrides ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["convert", "quantize"])
+def test_a_stats_file_as_overrides_is_one_line_naming_what_it_is(ws: Workspace, command: str) -> None:
+    """A --save_stats file passed to -q printed five warnings ('top-level key 'format' is not read', 'tensors'...)
+    before its error: the sections an encodings file needs are checked before its other keys are warned of."""
+    stats = ws.root / "s.json"
+    assert ws.quantize("-o", ws.out, "--save_stats", stats).exit_code == 0
+    before = ws.snapshot()
+    args = ["-o", ws.root / "again.onnx", "-q", stats]
+    result = ws.quantize(*args) if command == "quantize" else ws.run("convert", "-i", ws.model, *args)
+    line = assert_refused(ws, before, result, 4, f"{stats}: missing section 'activation_encodings'")
+    assert line.endswith("(a qtool stats file: --load_stats reads it)")
+    assert "WARNING" not in result.stderr

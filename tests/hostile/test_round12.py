@@ -193,3 +193,22 @@ def test_a_stats_file_as_overrides_is_one_line_naming_what_it_is(ws: Workspace, 
     line = assert_refused(ws, before, result, 4, f"{stats}: missing section 'activation_encodings'")
     assert line.endswith("(a qtool stats file: --load_stats reads it)")
     assert "WARNING" not in result.stderr
+
+
+# --- inspect --reference of a model far from its float one ----------------------------------------------------------
+
+
+def test_inspect_fail_on_warning_stops_a_model_far_from_its_float_one(ws: Workspace) -> None:
+    """A model calibrated on zeros, compared on real samples, read -0.5 dB and top-1 agreement 0 in the drift table
+    with 'lint findings: none': `inspect --reference ... --fail-on warning`, a CI gate, passed it with exit 0."""
+    real = make_workspace(ws.root / "real")
+    for raw in ws.listing.read_text().split():
+        Path(raw).write_bytes(np.zeros(192, np.float32).tobytes())
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    result = ws.run("inspect", ws.out, "--reference", ws.model, "-l", real.listing, "--fail-on", "warning")
+    assert result.exit_code == 5, result.stderr
+    assert "far-from-float" in result.stdout and "the outputs are far from --reference's (SQNR " in result.stdout
+    good = real.quantize("-o", real.out)
+    assert good.exit_code == 0
+    result = real.run("inspect", real.out, "--reference", real.model, "-l", real.listing, "--fail-on", "warning")
+    assert result.exit_code == 0 and "far-from-float" not in result.stdout, result.stdout

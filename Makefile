@@ -578,7 +578,8 @@ OUT := build/demo
 # 22361 -> 22363: convert --float_bitwidth 16 keeps a repeated graph output and a weight output valid (graph/float16; helper-78)
 # 22363 -> 22365: an overrides file's sections are checked before its unknown keys are warned of; a stats file named (helper-78)
 # 22365 -> 22380: inspect --reference lints outputs far from the float model's (far-from-float), so --fail-on stops them (helper-78)
-LINE_BUDGET := 22380
+# 22380 -> 22381: inspect -l on a model with a dynamic dim names the model's file (helper-78)
+LINE_BUDGET := 22381
 
 .PHONY: demo test lint venv bench clean golden
 

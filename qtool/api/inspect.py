@@ -98,8 +98,9 @@ def _input_specs(model: onnx.ModelProto, reference: Path | onnx.ModelProto | Non
     must be to compare them (`_check_pair`)."""
     try:
         return gm.input_specs(model)
-    except ModelError:
+    except ModelError as e:
         if reference is None:
+            e.where = e.where or "model"  # named as MODEL's file (inspect_model): it was "qtool: error: input 'x' has..."
             raise
         return gm.input_specs(reference if isinstance(reference, onnx.ModelProto) else gm.load(reference))
 

@@ -212,3 +212,11 @@ def test_inspect_fail_on_warning_stops_a_model_far_from_its_float_one(ws: Worksp
     assert good.exit_code == 0
     result = real.run("inspect", real.out, "--reference", real.model, "-l", real.listing, "--fail-on", "warning")
     assert result.exit_code == 0 and "far-from-float" not in result.stdout, result.stdout
+
+
+def test_inspect_with_a_list_on_a_model_with_a_dynamic_dim_names_the_model(ws: Workspace) -> None:
+    """`qtool inspect model.onnx -l list.txt` on the model as exported (batch N, not converted) printed 'qtool: error:
+    input 'x' has dynamic dim 0 (N)', naming no file."""
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("inspect", ws.model, "-l", ws.listing), 3,
+                   f"{ws.model}: input 'x' has dynamic dim 0 (N)")  # fmt: skip

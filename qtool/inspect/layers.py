@@ -415,7 +415,8 @@ def _clipped(e: LayerError) -> str | None:
     """The fix of a tensor whose error is mostly values past its grid (CLIPPED_RATIO), else None."""
     if not (e.clip_noise >= 0.5 * e.local_noise > 0 and e.end and e.peak / e.end >= CLIPPED_RATIO):
         return None
-    return (f"clipped: values reach {e.peak / e.end:.1f}x its grid's end ({e.peak:.4g} against {e.end:.4g}):"
+    ratio = f"{e.peak / e.end:.1f}" if e.peak / e.end < 1e6 else f"{e.peak / e.end:.2g}"  # 3e38 has 39 digits
+    return (f"clipped: values reach {ratio}x its grid's end ({e.peak:.4g} against {e.end:.4g}):"
             f" calibrate on inputs like these, or 16-bit with room: --act_16bit_tensors {e.probe.tensor}")  # fmt: skip
 
 

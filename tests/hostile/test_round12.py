@@ -220,3 +220,15 @@ def test_inspect_with_a_list_on_a_model_with_a_dynamic_dim_names_the_model(ws: W
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("inspect", ws.model, "-l", ws.listing), 3,
                    f"{ws.model}: input 'x' has dynamic dim 0 (N)")  # fmt: skip
+
+
+def test_a_clipping_ratio_past_a_million_is_printed_short(ws: Workspace) -> None:
+    """A held-out sample holding 3e38 was blamed as 'clipped: values reach
+    301422039573070501983558437156153196544.0x its grid's end' in the quality warning (and inspect's layer table)."""
+    loud = np.random.default_rng(0).normal(size=192).astype(np.float32)
+    loud[5] = 3e38
+    loud.tofile(ws.root / "loud.raw")
+    (ws.root / "eval.txt").write_text(f"{ws.root / 'loud.raw'}\n")
+    result = ws.quantize("-o", ws.out, "--eval_list", ws.root / "eval.txt")
+    assert result.exit_code == 0, result.stderr
+    assert "clipped: values reach 3e+38x its grid's end" in result.stderr, result.stderr

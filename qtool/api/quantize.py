@@ -491,12 +491,15 @@ def _quantize(
     gm.save(quantized, output, external=o.external_data)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
     report.facts.update(_plan_facts(plan, output, started))
-    if not any(not e.is_float for e in [*plan.activations.values(), *plan.params.values()]):
+    every = [*plan.activations.values(), *plan.params.values()]
+    if not any(not e.is_float for e in every):
         # a float64 model (skl2onnx's ridge regression) went through with exit 0 and nothing said; export then
-        # refused it for having no encodings
-        logger.warning("%s: nothing was quantized: the model has no float32 activation or weight qtool can put on a "
-                       "grid (float64 and integer tensors stay as they are, and so do those only ai.onnx.ml ops read or "
-                       "write: they have float kernels only)", o.input_network)  # fmt: skip
+        # refused it for having no encodings. Planned and all float: a float32 model, whatever the words said
+        kept = "--mixed_precision auto" if mixed is not None else "float overrides (given, carried or --target's)"
+        logger.warning("%s: nothing was quantized: %s", o.input_network, f"{kept} left all {len(every)} of its tensors "
+                       "float" if every else "the model has no float32 activation or weight qtool can put on a grid "
+                       "(float64 and integer tensors stay as they are, and so do those only ai.onnx.ml ops read or "
+                       "write: they have float kernels only)")  # fmt: skip
     report.facts.update(structure)
     failure = (finish_mixed(o, mixed, output, report, plan.encodings()) if mixed is not None else None) or quality
     if o.html is not None:

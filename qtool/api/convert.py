@@ -25,7 +25,7 @@ from qtool.graph.float16 import to_float16
 from qtool.io import encodings as encio
 from qtool.io import outputs
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.overrides import checked_overrides
+from qtool.quant.overrides import checked_overrides, ranges_before_bias
 from qtool.quant.plan import PlanOptions, build_plan
 from qtool.quant.qdq_read import read_qdq
 from qtool.quant.rules import rule_for, weight_axes
@@ -84,6 +84,10 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
         logger.warning(
             "convert: %d imported encodings name tensors that normalisation removed", len(imported) - len(overrides)
         )
+    before_bias = ranges_before_bias(GraphFacts.of(model), overrides.activations)
+    if before_bias:  # onnxruntime's QDQ quantizes a 3-D MatMul's output, then its bias Add's: quantize has one grid
+        overrides = encio.Encodings({k: v for k, v in overrides.activations.items() if k not in before_bias},
+                                    overrides.params)  # fmt: skip
     if given is not None:
         given = check_override_names(given, model, str(o.quantization_overrides))
         check_as_quantize_will(model, given)
@@ -106,6 +110,8 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
         "encodings imported": len(imported),
         "overrides carried": len(overrides),
     }
+    if before_bias:
+        facts["imported ranges dropped"] = f"{len(before_bias)} (a MatMul's output before its bias Add: one layer, one grid)"
     if o.input_values:
         facts["inputs pinned"] = ", ".join(f"{n} = {','.join(f'{v:g}' for v in vs)}" for n, vs in o.input_values.items())
     if wrong:

@@ -78,6 +78,13 @@ def checked_overrides(facts: GraphFacts, overrides: Encodings) -> Encodings:
     return Encodings(acts, dict(overrides.params))
 
 
+def ranges_before_bias(facts: GraphFacts, activations: dict[str, enc.Encoding]) -> set[str]:
+    """The activations whose range `checked_overrides` drops: a MatMul's output before the bias Add that makes it
+    one layer with that bias (`GraphFacts.bias_add`), where no grid is."""
+    return {name for name, e in activations.items() if e.scale and not e.is_float and facts.squashed_into(name)
+            and facts.bias_add(facts.consumers[name][0]) is not None}  # fmt: skip
+
+
 def empty_ranges(overrides: dict[str, enc.Encoding], seen: dict[str, tuple[float, float]]) -> None:
     """Warn of an override whose range is empty (min == max, which QNN widens to 1e-4) while the tensor's values,
     `seen` (a weight's own, or an activation's calibrated range), reach outside it: they all quantize to its ends.

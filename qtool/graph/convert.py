@@ -162,8 +162,11 @@ def refuse_maps(model: onnx.ModelProto, where: str) -> None:
 
 def refuse_no_inputs(source: onnx.ModelProto, model: onnx.ModelProto, input_values: dict, where: str) -> None:
     """convert wrote a model of constants with exit 0 (nodes 1 -> 0); quantize refused it a command later."""
-    if model.graph.input:
+    if model.graph.input and not {o.name for o in model.graph.output} <= {t.name for t in model.graph.initializer}:
         return
+    if model.graph.input:  # an input nothing reads: every output folded to a constant, and quantize took it (inf dB)
+        raise ModelError(f"no output depends on its inputs ({', '.join(i.name for i in model.graph.input)}): each "
+                         "folds to a constant, nothing to calibrate", where=where)  # fmt: skip
     names = [i.name for i in source.graph.input]
     if pinned := [n for n in names if n in input_values]:
         why = f"--input_value pins {', '.join(pinned)}"

@@ -271,3 +271,19 @@ def test_a_float32_model_left_all_float_is_not_said_to_have_no_float32_tensor(ws
     assert result.exit_code == 0, result.stderr
     assert "nothing was quantized: --mixed_precision auto left all 8 of its tensors float" in result.stderr
     assert "no float32" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["convert", "quantize"])
+def test_a_model_whose_outputs_read_no_input_is_refused(ws: Workspace, command: str) -> None:
+    """y = Relu(W) beside an input x that nothing reads: convert folded y to a constant and wrote it with exit 0,
+    and quantize reported 'y inf dB' for a model of no quantized tensor."""
+    graph = oh.make_graph([oh.make_node("Relu", ["W"], ["y"])], "g",
+                          [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])],
+                          [nh.from_array(np.ones((4, 4), np.float32), "W")])  # fmt: skip
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)]), ws.model)
+    np.zeros(4, np.float32).tofile(ws.root / "x.raw")
+    ws.listing.write_text(f"{ws.root / 'x.raw'}\n")
+    before = ws.snapshot()
+    result = ws.run("convert", "-i", ws.model, "-o", ws.out) if command == "convert" else ws.quantize("-o", ws.out)
+    assert_refused(ws, before, result, 3, f"{ws.model}: no output depends on its inputs (x): each folds to a constant")

@@ -287,3 +287,22 @@ def test_a_model_whose_outputs_read_no_input_is_refused(ws: Workspace, command: 
     before = ws.snapshot()
     result = ws.run("convert", "-i", ws.model, "-o", ws.out) if command == "convert" else ws.quantize("-o", ws.out)
     assert_refused(ws, before, result, 3, f"{ws.model}: no output depends on its inputs (x): each folds to a constant")
+
+
+# --- an --eval_list of calibration samples ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("same_file", [True, False])
+def test_an_eval_list_of_calibration_samples_is_said_not_to_be_held_out(ws: Workspace, same_file: bool) -> None:
+    """--eval_list naming the calibration list itself, or a copy of it, reported 'evaluated on copy.txt' as if held
+    out: the figures, and mixed precision's judgement, were on the samples that set the ranges."""
+    held = ws.listing
+    if not same_file:
+        held = ws.root / "copy.txt"
+        held.write_text(ws.listing.read_text())
+    result = ws.quantize("-o", ws.out, "--eval_list", held)
+    assert result.exit_code == 0, result.stderr
+    assert f"{held}: 4 of the 4 samples it is judged on are --input_list's too" in result.stderr
+    other = make_workspace(ws.root / "other")
+    result = ws.quantize("-o", ws.out, "--eval_list", other.listing)
+    assert result.exit_code == 0 and "judged on" not in result.stderr, result.stderr

@@ -485,6 +485,9 @@ def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.M
     found = qdq_encodings(quantized)
     nsr = {e.probe.tensor: e.nsr for e in errors}
     by_tensor = {e.probe.tensor: e for e in errors}
+    # picked by a TopK's indices (isbnx's YOLO: its class ids ranked first, 'upstream: this Cast magnifies the error'):
+    # a swap of two near scores is error there that no grid adds, so they come last and say so
+    picked = runtime.downstream(reference.graph.node, [n.output[1] for n in reference.graph.node if n.op_type == "TopK"])
     scored = []
     for order, e in enumerate(errors):
         node = e.probe.node
@@ -495,8 +498,11 @@ def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.M
         # square root), so its fix is upstream
         fix = _upstream_fix(node, facts, by_tensor) if added > 0 and _float_by_plan(e, facts) else None
         fix = fix or (_carrier_clipped(e, facts, by_tensor) if added > 0 else None)
-        scored.append((_db(added), _db(e.nsr), order, e, local, fix or suggest(e, added, facts, found, by_tensor)))
-    scored.sort(key=lambda s: s[:3])
+        if e.probe.tensor in picked:
+            fix = "reordered: rows picked by a TopK's indices, where near scores swap; judge the scores before it"
+        fix = fix or suggest(e, added, facts, found, by_tensor)
+        scored.append((e.probe.tensor in picked, _db(added), _db(e.nsr), order, e, local, fix))
+    scored.sort(key=lambda s: s[:4])
     return [
         LayerRow(
             i + 1,
@@ -509,7 +515,7 @@ def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.M
             round(added, 3),
             fix,
         )
-        for i, (added, acc, order, e, local, fix) in enumerate(scored)
+        for i, (_, added, acc, order, e, local, fix) in enumerate(scored)
     ]
 
 

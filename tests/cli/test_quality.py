@@ -262,3 +262,7 @@ def test_an_output_ordered_by_a_topk_is_said_so(tmp_path: Path) -> None:
     result = run_cli(["quantize", "-i", model, "--input_list", listing, "-o", tmp_path / "q.onnx", "--min_sqnr", "90"])
     assert result.exit_code == 6, result.stderr
     assert "'top' takes rows by a TopK's indices" in result.stderr, result.stderr
+    assert "worst layer 'top'" not in result.stderr  # ranked last in the layer table, where it says why
+    inspected = run_cli(["inspect", tmp_path / "q.onnx", "--reference", model, "--input_list", listing])
+    row = next(line for line in inspected.output.splitlines() if line.split()[:2] == ["6", "top"])
+    assert "reordered: rows picked by a TopK's indices" in row, inspected.output

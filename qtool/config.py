@@ -33,6 +33,10 @@ CONFIG_ALIASES = {
     "weight_bw": "weights_bitwidth",
     "bias_bw": "bias_bitwidth",
     "algorithms": "apply_algorithms",
+    "input_dim": "input_dims",  # the flags' own names: `input_dim:` was an unknown key (helper-78)
+    "input_value": "input_values",
+    "float_bw": "float_bitwidth",
+    "float_bias_bw": "float_bias_bitwidth",
 }
 # YAML sections that configure an algorithm rather than name an option (adaquant and mixed_precision sections
 # were accepted and never read: `mixed_precision: {target_sqnr: 40}` did nothing, silently).

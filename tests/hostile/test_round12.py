@@ -306,3 +306,21 @@ def test_an_eval_list_of_calibration_samples_is_said_not_to_be_held_out(ws: Work
     other = make_workspace(ws.root / "other")
     result = ws.quantize("-o", ws.out, "--eval_list", other.listing)
     assert result.exit_code == 0 and "judged on" not in result.stderr, result.stderr
+
+
+# --- a --config key spelt as the flag is ------------------------------------------------------------------------------
+
+
+def test_config_keys_spelt_as_the_flags_are_read(ws: Workspace) -> None:
+    """`input_dim:` in a --config YAML (the flag is --input_dim) was 'unknown key 'input_dim' (did you mean
+    'input_dims'...)', its parameter's name; so were input_value and the float_bw / float_bias_bw aliases the command
+    line takes, where act_bw and weight_bw were read."""
+    config = ws.root / "c.yaml"
+    config.write_text('input_dim: [[x, "2,3,8,8"]]\n')
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 4, "input 'x' needs 1536")
+    config.write_text("float_bw: 16\nfloat_bias_bw: 16\n")
+    assert ws.quantize("-o", ws.out, "--config", config).exit_code == 0
+    config.write_text('input_dim: [[x, "1,3,8,8"]]\ninput_dims: [[x, "1,3,8,8"]]\n')
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "'input_dim' and 'input_dims' set the same")

@@ -591,7 +591,8 @@ OUT := build/demo
 # 22441 -> 22445: an --eval_list whose samples are --input_list's is said not to be held out (api/quantize; helper-78)
 # 22445 -> 22451: the layer ranking puts tensors a TopK's indices pick last, saying why (inspect/layers; helper-79)
 # 22451 -> 22455: --config reads input_dim, input_value, float_bw and float_bias_bw, the flags' own spellings (config.py; helper-78)
-LINE_BUDGET := 22455
+# 22455 -> 22458: convert inlines model-local functions, so the weights inside them quantize (graph/convert; helper-78)
+LINE_BUDGET := 22458
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -13,6 +13,7 @@ import logging
 
 import numpy as np
 import onnx
+import onnx.inliner
 
 from qtool.errors import ModelError, QtoolError
 from qtool.graph import expand_functions, external_data, prelu_slope
@@ -186,6 +187,8 @@ def normalise(
     an overrides file gives, which no optional rewrite takes away."""
     refuse_maps(model, where)
     densify_sparse(model.graph, where)
+    if model.functions and external_data.proto_size(model) < external_data.PROTOBUF_LIMIT:  # their weights stayed float
+        model = onnx.inliner.inline_local_functions(model)  # ('float weights 2 (Lin 2: read outside a slot ...)')
     model = to_float32(model)  # a float16 export computes in float32 behind casts at its inputs and outputs
     if default_opset(model) < 7:
         model = prelu_slope.per_channel(model, where)

@@ -3,6 +3,7 @@ as a careless user would."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -324,3 +325,30 @@ def test_config_keys_spelt_as_the_flags_are_read(ws: Workspace) -> None:
     config.write_text('input_dim: [[x, "1,3,8,8"]]\ninput_dims: [[x, "1,3,8,8"]]\n')
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, "'input_dim' and 'input_dims' set the same")
+
+
+# --- model-local functions ----------------------------------------------------------------------------------------------
+
+
+def test_a_model_local_function_is_written_out_so_its_weights_quantize(ws: Workspace) -> None:
+    """Two calls of a local function Lin(a, w) = Relu(MatMul(a, w)) (torch's export_modules_as_functions): convert
+    kept the calls, and quantize left the MatMuls float, 'float weights 2 (Lin 2: read outside a slot qtool quantizes
+    as a weight)'. Inlined before the passes, W is a MatMul weight like any other."""
+    body = [oh.make_node("MatMul", ["a", "w"], ["m"]), oh.make_node("Relu", ["m"], ["b"])]
+    lin = oh.make_function("local", "Lin", ["a", "w"], ["b"], body, [oh.make_opsetid("", 13)])
+    graph = oh.make_graph([oh.make_node("Lin", ["x", "W"], ["t"], domain="local"),
+                           oh.make_node("Lin", ["t", "W"], ["y"], domain="local")], "g",
+                          [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                          [nh.from_array(np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32), "W")])  # fmt: skip
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13), oh.make_opsetid("local", 1)], functions=[lin])
+    onnx.save(model, ws.model)
+    np.random.default_rng(1).normal(size=4).astype(np.float32).tofile(ws.root / "x.raw")
+    ws.listing.write_text(f"{ws.root / 'x.raw'}\n")
+    converted = ws.root / "c.onnx"
+    assert ws.run("convert", "-i", ws.model, "-o", converted).exit_code == 0
+    written = onnx.load(str(converted))
+    assert [n.op_type for n in written.graph.node] == ["MatMul", "Relu", "MatMul", "Relu"] and not written.functions
+    result = ws.run("quantize", "-i", converted, "-l", ws.listing, "-o", ws.out)
+    assert result.exit_code == 0, result.stderr
+    assert "float weights" not in result.stdout and re.search(r"params quantized +1\n", result.stdout), result.stdout

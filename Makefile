@@ -592,7 +592,8 @@ OUT := build/demo
 # 22445 -> 22451: the layer ranking puts tensors a TopK's indices pick last, saying why (inspect/layers; helper-79)
 # 22451 -> 22455: --config reads input_dim, input_value, float_bw and float_bias_bw, the flags' own spellings (config.py; helper-78)
 # 22455 -> 22458: convert inlines model-local functions, so the weights inside them quantize (graph/convert; helper-78)
-LINE_BUDGET := 22458
+# 22458 -> 22464: an override on an input --input_value pins says so (api/common; helper-78's finding)
+LINE_BUDGET := 22464
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +39,17 @@ REWRITTEN = ("if convert rewrote it away (a fused Softmax, a Split read at its s
              "--quantization_overrides, which keeps the tensors it names")
 
 
-def check_override_names(overrides: encio.Encodings, model: onnx.ModelProto, where: str) -> encio.Encodings:
+def check_override_names(
+    overrides: encio.Encodings, model: onnx.ModelProto, where: str, pinned: Collection[str] = ()
+) -> encio.Encodings:
     """Every name must be a tensor of the graph, and every per-channel axis the file states one the plan
     honours; entries are re-sorted into activations and params by what the graph says (AIMET 2.0.0 files
-    have one list; hand-written files misplace weights)."""
+    have one list; hand-written files misplace weights). `pinned`: the inputs --input_value folds away."""
     known = gm.tensor_names(model)
     for name in sorted(overrides.all()):
+        if name in pinned and name not in known:
+            raise DataError(f"names input {quoted(name)}, which --input_value pins: a pinned input is folded into "
+                            "the model as a constant and has no grid of its own", where=where)  # fmt: skip
         if name not in known:
             raise DataError(
                 f"names tensor {quoted(name)}, which the graph does not have", where=where,

@@ -80,7 +80,7 @@ def _overrides(o: QuantizeOptions, model: onnx.ModelProto, given: encio.Encoding
     if o.ignore_quantization_overrides:
         return encio.Encodings()
     if given is not None:
-        overrides = check_override_names(given, model, str(o.quantization_overrides))
+        overrides = check_override_names(given, model, str(o.quantization_overrides), o.input_values)
     else:
         overrides = encio.parse_encodings_json(gm.metadata(model).get(gm.METADATA_OVERRIDES))
     return checked_overrides(GraphFacts.of(model), overrides)

@@ -164,3 +164,16 @@ def test_the_quantize_report_counts_the_ops_left_float_inside_branches(tmp_path:
                       "--use_native_input_files"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "float in branches" in result.output and "5 ops" in result.output
+
+
+def test_an_override_on_a_pinned_input_says_it_is_pinned(tmp_path: Path) -> None:
+    """An overrides entry for the input --input_value pins read 'names tensor 'sr', which the graph does not have',
+    as if misspelt: the pinned input is folded into the model, and the error now says so (helper-78's finding)."""
+    source, overrides = tmp_path / "vad.onnx", tmp_path / "ov.json"
+    onnx.save(rate_switch(), str(source))
+    overrides.write_text('{"activation_encodings": {"sr": [{"bitwidth": 8, "min": 0.0, "max": 1.0}]}, "param_encodings": {}}')
+    result = run_cli(["convert", "-i", source, "-o", tmp_path / "c.onnx", "--input_value", "sr", "16000",
+                      "--quantization_overrides", overrides])  # fmt: skip
+    assert result.exit_code == 4, result.output
+    assert "names input 'sr', which --input_value pins" in result.stderr
+    assert not (tmp_path / "c.onnx").exists()

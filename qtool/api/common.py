@@ -211,10 +211,10 @@ def check_changed_dims(source: onnx.ModelProto, model: onnx.ModelProto, dims: di
     changed = [f"--input_dim {n} sets dim {k} to {v}, the model's {fixed[n][k]}" for n, given in dims.items()
                for k, v in enumerate(given) if k < len(fixed.get(n, ())) and fixed[n][k] not in (0, v)]  # fmt: skip
     specs = gm.input_specs(model)
-    weights, shapes = gm.initializer_names(model), gm.shapes_of(model.graph)  # its inferred shapes (normalise)
-    largest = max((math.prod(d) for n, d in shapes.items() if n not in weights), default=0)
     if not changed or external_data.byte_size(model) >= LOAD_CHECK_BYTES or any(s.dtype.kind not in "biuf" for s in specs):
         return
+    weights, shapes = gm.initializer_names(model), gm.shapes_of(model.graph)  # its inferred shapes (normalise)
+    largest = max((math.prod(d) for n, d in shapes.items() if n not in weights), default=0)
     if largest > RUN_CHECK_VALUES:  # 1x3x20000x20000 into a Conv: 11 GB of zeros, then std::bad_alloc refused it
         logger.info("%s: a tensor of %d values at the given dims; --input_dim not checked by a run", where, largest)
         return

@@ -177,13 +177,12 @@ def _weight_channel_axes(facts: GraphFacts) -> dict[str, tuple[tuple[int, ...], 
     """Weight name -> (the output-channel axis its first consumer quantizes it along, that consumer described);
     the plan encodes a weight once, for the first op that reads it."""
     found: dict[str, tuple[tuple[int, ...], str]] = {}
-    for node in facts.model.graph.node:
-        for index in sorted(rule_for(node).weights):
-            name = node.input[index] if index < len(node.input) else ""
-            if name in facts.initializers and name not in found:
-                axes = weight_axes(node, index, tuple(facts.initializers[name].dims))
-                found[name] = (axes, f"{node.op_type} {quoted(node.name)} quantizes its weight per channel along axis "
-                                     + " or ".join(map(str, axes)))  # fmt: skip
+    for name, init in facts.initializers.items():
+        if readers := _weight_readers(facts, name):
+            node, index = readers[0]
+            axes = weight_axes(node, index, tuple(init.dims))
+            found[name] = (axes, f"{node.op_type} {quoted(node.name)} quantizes its weight per channel along axis "
+                                 + " or ".join(map(str, axes)))  # fmt: skip
     return found
 
 

@@ -35,7 +35,6 @@ from qtool.export.matmulnbits import to_matmulnbits
 from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.graph.lazy_weights import scratch_file
-from qtool.graph.passes.untie_biases import BIAS_INPUTS
 from qtool.inspect import compare, layers
 from qtool.inspect import html as inspect_html
 from qtool.inspect.lint import rounded_dips
@@ -58,7 +57,7 @@ from qtool.quant.overrides import checked_overrides, empty_ranges
 from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan
 from qtool.quant.qdq import write_qdq
 from qtool.quant.residual import observe_channels, on_residual_stream, post_ln_sums, residual_stream
-from qtool.quant.rules import is_control_input
+from qtool.quant.rules import OP_RULES, is_control_input
 from qtool.quant.stats import load_stats, save_stats
 from qtool.report import Report
 
@@ -772,7 +771,7 @@ def _float_weights(facts: GraphFacts, plan) -> dict[str, int]:
             init = facts.initializers.get(name)
             if init is None or name in plan.params or not facts.is_float(name) or is_control_input(node, k):
                 continue
-            if float_input and BIAS_INPUTS.get(node.op_type) == k:
+            if float_input and getattr(OP_RULES.get(node.op_type), "bias", None) == k:
                 continue
             if math.prod(init.dims) >= WEIGHT_SIZE:
                 found[node.op_type] = found.get(node.op_type, 0) + 1

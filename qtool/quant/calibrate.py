@@ -27,6 +27,7 @@ from qtool.quant.cost import MAC_OPS
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import (
     MASK_GAP,
+    SENTINEL,
     Histogram,
     Observer,
     SoftmaxInput,
@@ -350,7 +351,6 @@ def _where_branches(facts: GraphFacts, tensors: list[str]) -> frozenset[str]:
     )  # fmt: skip
 
 
-SENTINEL = 1e30  # values this large are markers (finfo.min masks), not data
 MARKED_SAMPLES = 16  # lists this long note each range's growth by quarters (observers.growing_ranges)
 SOFTMAX_PROBES = ("hi", "lo", "rowmin", "raw_min")  # the scalars SoftmaxInput.observe_rows takes
 

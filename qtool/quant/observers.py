@@ -156,6 +156,7 @@ class SoftmaxInput(MinMax):
 
 
 SOFTMAX_SPAN = 20.0
+SENTINEL = 1e30  # values this large are markers (finfo.min masks), not data: calibration keeps their tensor float
 MASK_GAP = 1000.0  # a real score this far below its row's maximum weighs e^-1000: nothing
 
 
@@ -402,12 +403,17 @@ def _checked_range(state: dict) -> tuple[float, float, int]:
         raise ValueError(f"'count' must be a non-negative integer, not {count!r}")
     if count == 0 and (lo, hi) == (np.inf, -np.inf):
         return lo, hi, count
+    if count == 0:  # merged, min-max took its range into another shard's, and alone it read as 'no calibration data'
+        raise ValueError(f"'count' is 0, yet it holds the range [{lo}, {hi}]: a state that saw nothing holds none")
     if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(hi - lo)):
         raise ValueError(f"range [{lo}, {hi}] is not finite")
     if lo > hi:
         raise ValueError(f"range [{lo}, {hi}] has lo > hi")
     if max(-lo, hi) > float(np.finfo(np.float32).max):  # its scale was inf in the model written, silently
         raise ValueError(f"range [{lo}, {hi}] is past float32's, which no calibrated tensor holds")
+    if max(-lo, hi) >= SENTINEL:  # a grid of step 1e36 was written, exit 0
+        raise ValueError(f"range [{lo}, {hi}] reaches {SENTINEL:g}: calibration reads such values as a mask's and "
+                         "keeps the tensor float ('unbounded'), saving no range")  # fmt: skip
     return lo, hi, count
 
 
@@ -442,8 +448,8 @@ def from_state(name: str, state: dict, method: str, percentile: float = 99.99) -
         if len(raw) != 8 * BINS:  # every histogram qtool saves has BINS bins, and merging needs equal ones
             raise ValueError(f"'counts' must hold {BINS} int64 bin counts")
         counts = np.frombuffer(raw, dtype="<i8").astype(np.int64)
-        if (counts < 0).any():
-            raise ValueError("bin counts must be non-negative")
+        if (counts < 0).any() or (not count and counts.any()):
+            raise ValueError("bin counts must be non-negative, and 0 where 'count' is")
         observer = Histogram(name, bins=len(counts), select=method, q=percentile)
         observer.counts = counts
     observer.lo, observer.hi, observer.count = lo, hi, count

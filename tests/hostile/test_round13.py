@@ -3,6 +3,7 @@ that compute nothing, probed on an installed wheel as a careless user would."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,46 @@ def test_inspect_html_does_not_replace_the_models_encodings(ws: Workspace) -> No
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("inspect", ws.out, "--html", encodings), 2,
                    f"--html {encodings} is the same file as the encodings quantize wrote beside MODEL")  # fmt: skip
+
+
+# --- stats files no calibration writes --------------------------------------------------------------------------
+
+
+def _edited_stats(ws: Workspace, method: str, **changes: object) -> tuple[Path, str]:
+    """A --save_stats file of the workspace's model, one tensor's state edited; returns it and that tensor."""
+    saved = ws.root / "s.json"
+    assert ws.quantize("-o", ws.out, "--save_stats", saved, "--act_quantizer_calibration", method).exit_code == 0
+    doc = json.loads(saved.read_text())
+    tensor = sorted(doc["tensors"])[0]
+    doc["tensors"][tensor].update(changes)
+    edited = ws.root / "edited.json"
+    edited.write_text(json.dumps(doc))
+    for path in ws.out.parent.iterdir():
+        path.unlink()
+    ws.out.parent.rmdir()
+    return edited, tensor
+
+
+@pytest.mark.parametrize("method", ["min-max", "percentile"])
+@pytest.mark.parametrize("changes, said", [
+    ({"count": 0}, "'count' is 0, yet it holds the range"),
+    ({"hi": 3e38}, "reaches 1e+30: calibration reads such values as a mask's"),
+])  # fmt: skip
+def test_a_stats_state_calibration_never_saves_is_refused(ws: Workspace, method: str, changes: dict,
+                                                          said: str) -> None:  # fmt: skip
+    """A state with count 0 and a range (and a histogram) read as 'no calibration data' alone, and merged into
+    another shard min-max took its range: 'count' 0 means nothing was seen. A range reaching 3e38 (below float32's
+    end, so accepted) wrote a grid of step 1.2e36, exit 0, where calibration keeps a tensor reaching 1e30 float."""
+    edited, tensor = _edited_stats(ws, method, **changes)
+    flags = ["--act_quantizer_calibration", method]
+    if method == "percentile" and changes == {"count": 0}:  # and the unseen range: its bins hold values all the same
+        doc = json.loads(edited.read_text())
+        doc["tensors"][tensor].update(lo=float("inf"), hi=float("-inf"))
+        unseen = ws.root / "unseen.json"
+        unseen.write_text(json.dumps(doc))
+        before = ws.snapshot()
+        result = ws.run("quantize", "-i", ws.model, "--load_stats", unseen, "-o", ws.out, *flags)
+        assert_refused(ws, before, result, 4, f"{unseen}: tensor {tensor!r}: ", "0 where 'count' is")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("quantize", "-i", ws.model, "--load_stats", edited, "-o", ws.out, *flags), 4,
+                   f"{edited}: tensor {tensor!r}: ", said)  # fmt: skip

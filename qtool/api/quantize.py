@@ -421,6 +421,10 @@ def _quantize(
                          hint="add --encodings_format 1.0.0 or 2.0.0")  # fmt: skip
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
     eval_list = read_input_list(o.eval_list, "eval_list") if o.eval_list is not None else input_list
+    if input_list is not None and (repeats := input_list.repeats())[0]:  # 'cat a.txt a.txt': 'samples 16' of 8, exit 0
+        logger.warning("%s:%d: names the files line %d named (%d line(s) repeat an earlier one): each repeat is "
+                       "calibrated and judged again, as if another sample", input_list.path, *repeats[1:],
+                       repeats[0])  # fmt: skip
     for listing in (input_list, eval_list):
         if listing is not None:
             tx.add_inputs(f"a file of {listing.path}", listing.files())

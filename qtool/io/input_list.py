@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import overload
 
+import numpy as np
+
 from qtool.errors import DataError
 from qtool.io.files import lines, quoted, read_text
 
@@ -91,6 +93,10 @@ class SampleLines(Sequence[Sample]):
     def __iter__(self) -> Iterator[Sample]:
         return (self[i] for i in range(len(self)))
 
+    def keys(self) -> Iterator[object]:
+        """Each line's files (and input names): equal for two lines naming the same inputs."""
+        return (entry if isinstance(entry, str) else (entry.paths, entry.names) for entry in self._entries)
+
     def path_strings(self) -> Iterator[str]:
         for entry in self._entries:
             yield from (entry.paths if isinstance(entry, Sample) else (entry,))
@@ -110,6 +116,19 @@ class InputList:
         samples = self.samples
         named = samples.path_strings() if isinstance(samples, SampleLines) else (p for s in samples for p in s.paths)
         return [Path(p) for p in dict.fromkeys(named)]
+
+    def repeats(self) -> tuple[int, int, int]:
+        """How many lines name the files an earlier line named, the first such line and the line it repeats; (0, 0, 0)
+        for none. Hashes sorted, not a set of the lines: a list may have millions."""
+        samples = self.samples
+        keys = samples.keys() if isinstance(samples, SampleLines) else ((s.paths, s.names) for s in samples)
+        hashes = np.fromiter(map(hash, keys), np.int64, len(samples))
+        order = np.argsort(hashes, kind="stable")
+        later = order[1:][hashes[order][1:] == hashes[order][:-1]]  # stable: each repeat after the line it repeats
+        if not len(later):
+            return 0, 0, 0
+        first = int(later.min())
+        return len(later), samples[first].line, samples[int(np.argmax(hashes == hashes[first]))].line
 
 
 class _Resolver:

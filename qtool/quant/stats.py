@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx
 
-from qtool.errors import DataError
+from qtool.errors import DataError, UsageError
 from qtool.graph import external_data
 from qtool.io.digest import sha256
 from qtool.io.files import load_json, read_bytes, read_text, write_text
@@ -70,8 +70,12 @@ def load_stats(
     wanted = model_hash(model)
     merged: dict[str, Observer] = {}
     samples = 0
+    seen: dict[bytes, Path] = {}  # the statistics' digest -> the first file holding them
     for path in paths:
         doc = _read(path)
+        if (same := seen.setdefault(sha256(json.dumps(doc["tensors"], sort_keys=True).encode()).digest(), path)) != path:
+            raise UsageError(f"holds the statistics {same} holds (a copy?): merged, its samples would count twice",
+                             where=str(path), hint="give each shard once")  # fmt: skip
         if doc.get("model_sha256") != wanted:
             raise DataError(
                 "was saved for a different model (graph hash differs)",

@@ -69,3 +69,29 @@ def test_a_stats_state_calibration_never_saves_is_refused(ws: Workspace, method:
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("quantize", "-i", ws.model, "--load_stats", edited, "-o", ws.out, *flags), 4,
                    f"{edited}: tensor {tensor!r}: ", said)  # fmt: skip
+
+
+# --- the same samples twice ---------------------------------------------------------------------------------------
+
+
+def test_a_copy_of_a_stats_file_is_not_merged_twice(ws: Workspace) -> None:
+    """--load_stats refused one file named twice, but a copy of it (cp a.json b.json) was merged as a second shard:
+    'samples 8' of 4, each histogram's counts doubled against the other shards'."""
+    saved = ws.root / "a.json"
+    assert ws.quantize("-o", ws.out, "--save_stats", saved).exit_code == 0
+    copy = ws.root / "copy.json"
+    copy.write_text(json.dumps(json.loads(saved.read_text()) | {"input_lists": {}}))  # re-saved, not byte for byte
+    out = ws.root / "again" / "q.onnx"
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("quantize", "-i", ws.model, "--load_stats", saved, "--load_stats", copy, "-o", out),
+                   2, f"{copy}: holds the statistics {saved} holds (a copy?)")  # fmt: skip
+
+
+def test_an_input_list_repeating_its_lines_is_warned_of(ws: Workspace) -> None:
+    """`cat list.txt list.txt > twice.txt` calibrated every sample twice ('samples 8' of 4) without a word."""
+    twice = ws.root / "twice.txt"
+    twice.write_text(ws.listing.read_text() * 2)
+    result = ws.run("quantize", "-i", ws.model, "-l", twice, "-o", ws.out)
+    assert result.exit_code == 0, result.stderr
+    assert f"qtool: WARNING: {twice}:5: names the files line 1 named (4 line(s) repeat an earlier one)" in result.stderr
+    assert "names the files" not in ws.quantize("-o", ws.out).stderr

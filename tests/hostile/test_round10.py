@@ -108,7 +108,7 @@ def test_a_float64_file_repeated_on_every_line_is_warned_of_once(ws: Workspace) 
     ws.listing.write_text("raw/f0.raw\n" * 2000 + "\n".join(names) + "\n")
     result = ws.quantize("-o", ws.out, "--evaluate_samples", "0")
     assert result.exit_code == 0, result.stderr
-    warned = [line for line in result.stderr.splitlines() if "float64" in line]
+    warned = [line for line in result.stderr.splitlines() if "as float64 data" in line]
     assert len(warned) == NAMED_FLOAT64_FILES, result.stderr[:2000]
     assert "input_list.txt:1: " in warned[0] and "f0.raw" in warned[0] and "f1.raw" in warned[1]
     assert warned[-1].endswith("; further files like it are not named")

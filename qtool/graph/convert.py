@@ -163,6 +163,10 @@ def refuse_maps(model: onnx.ModelProto, where: str) -> None:
 
 def refuse_no_inputs(source: onnx.ModelProto, model: onnx.ModelProto, input_values: dict, where: str) -> None:
     """convert wrote a model of constants with exit 0 (nodes 1 -> 0); quantize refused it a command later."""
+    inputs, outputs = {i.name for i in model.graph.input}, [o.name for o in model.graph.output]
+    if (passed := [n for n in outputs if n in inputs]) and not {t for n in model.graph.node for t in n.output} & {*outputs}:
+        raise ModelError(f"computes nothing: every output is an input ({', '.join(dict.fromkeys(passed))}) or a constant, "
+                         "nothing to quantize", where=where)  # 'activations quantized 1', no Q/DQ written, exit 0
     if model.graph.input and not {o.name for o in model.graph.output} <= {t.name for t in model.graph.initializer}:
         return
     if model.graph.input:  # an input nothing reads: every output folded to a constant, and quantize took it (inf dB)

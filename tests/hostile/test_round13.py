@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
 import pytest
 from hostile_env import Workspace, assert_refused, make_workspace
+from onnx import TensorProto
+from onnx import helper as oh
 
 
 @pytest.fixture
@@ -95,3 +98,17 @@ def test_an_input_list_repeating_its_lines_is_warned_of(ws: Workspace) -> None:
     assert result.exit_code == 0, result.stderr
     assert f"qtool: WARNING: {twice}:5: names the files line 1 named (4 line(s) repeat an earlier one)" in result.stderr
     assert "names the files" not in ws.quantize("-o", ws.out).stderr
+
+
+# --- a model that computes nothing --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["convert", "quantize"])
+def test_a_model_computing_nothing_is_refused(ws: Workspace, command: str) -> None:
+    """A graph with no node, its input passed straight to its output, was converted with exit 0, and quantize
+    reported 'activations quantized 1' and 'x inf dB' for a model it wrote without one Q/DQ."""
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    onnx.save(oh.make_model(oh.make_graph([], "g", [x], [x]), opset_imports=[oh.make_opsetid("", 13)]), ws.model)
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out) if command == "quantize" else ws.run("convert", "-i", ws.model, "-o", ws.out)
+    assert_refused(ws, before, result, 3, f"{ws.model}: computes nothing: every output is an input (x)")

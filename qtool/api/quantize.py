@@ -311,17 +311,20 @@ def _algorithm_context(
         chosen = InputList(input_list.path, tuple(input_list.samples[k] for k in indices)) if input_list else None
         return lambda: iter_samples(chosen, specs, o.use_native_input_files) if chosen else samples()
 
-    kept: dict[tuple[int, ...], tuple[list, list | None]] = {}  # samples -> (feeds, the float model's outputs)
+    kept: dict[tuple[int, ...], KeptOutputs | None] = {}  # samples -> the float model's outputs on them
+
+    def feeds(indices: tuple[int, ...]) -> Iterator[dict]:
+        return (feed for _, feed in subset(list(indices))())
 
     def sqnr_on(qdq: onnx.ModelProto, indices: tuple[int, ...], per_sample: list[float] | None = None) -> float:
         """Output SQNR on the calibration samples `indices` (each sample's added to `per_sample`); the float model
         runs once per set of samples (auto's three methods score on the same two halves, bc's keep-or-revert on
-        them again)."""
+        them again), or not at all where a calibration pass on them kept its outputs (observe)."""
         if indices not in kept:
-            feeds = [feed for _, feed in subset(list(indices))()]
-            kept[indices] = feeds, compare.reference_outputs(reference, feeds, o.num_threads)
-        feeds, cached = kept[indices]
-        drift = compare.compare_outputs(reference, qdq, feeds, threads=o.num_threads, cached=cached, integer_kernels=kernels)
+            kept[indices] = compare.reference_outputs(reference, feeds(indices), o.num_threads)
+        drift = compare.compare_outputs(
+            reference, qdq, feeds(indices), threads=o.num_threads, cached=kept[indices], integer_kernels=kernels
+        )
         if per_sample is not None:
             per_sample += sample_sqnrs(drift)
         return overall(drift)["sqnr_db"]
@@ -330,16 +333,23 @@ def _algorithm_context(
 
     def observe(candidate: onnx.ModelProto, fit_at: list[int], method: str) -> dict:
         """The fold's activation observers. Under auto one histogram pass per half serves the three methods (a
-        histogram keeps the true extremes too): the ranges of a pass per method, for a third of the runs."""
+        histogram keeps the true extremes too): the ranges of a pass per method, for a third of the runs. That
+        pass runs the float model on the half, so its outputs are kept for the fold that scores there: no
+        session of the float model besides (malviz's, full-optimised, took 160 MB at the trials' peak)."""
         shared, key = o.act_quantizer_calibration == "auto", tuple(fit_at)
         if not shared or key not in observed or observed[key][0] is not candidate:
+            ours = shared and candidate is reference  # else the outputs scored against are another model's
+            keep = FloatOutputs(len(fit_at), KeptOutputs(256 << 20, scratch_file)) if ours else None
             found, _ = calibrate(
                 candidate, activation_tensors(GraphFacts.of(candidate)), subset(fit_at)(),
                 observer="sqnr" if shared else method, percentile=o.percentile_calibration_value, threads=o.num_threads,
+                keep=keep,
             )  # fmt: skip
             if not shared:
                 return found
             observed[key] = candidate, found
+            if keep is not None and keep.complete:
+                kept[key] = keep.values
         return {name: read_as(seen, method, o.percentile_calibration_value) for name, seen in observed[key][1].items()}
 
     def fold(
@@ -347,13 +357,16 @@ def _algorithm_context(
     ) -> float:
         fit = subset(fit_at)
         found = observe(candidate, fit_at, method)
+        if o.act_quantizer_calibration == "auto":  # the other half's pass now: it keeps the outputs scored on
+            observe(candidate, check_at, method)
         _per_channel_residual(o, candidate, fit(), found)
         given = encio.Encodings(dict(overrides.activations), dict(overrides.params))
+        changes = "adaround" in o.apply_algorithms or "bc" in o.apply_algorithms  # else the plan only reads it
 
         # bc's keep: auto judges on the half the fold calibrated on, as the whole run judges on its list: a trial
         # that forced it scored every method through corrections the run then dropped (UVDoc: 9-12 dB, not 31-35)
         sub = AlgorithmContext(
-            gm.copy(candidate), fit, quantizer(found), overrides=given, threads=o.num_threads,
+            gm.copy(candidate) if changes else candidate, fit, quantizer(found), overrides=given, threads=o.num_threads,
             score=lambda qdq, _: sqnr_on(qdq, tuple(fit_at)), plan_options=_plan_options(o),
         )  # fmt: skip
         if "adaround" in o.apply_algorithms:
@@ -447,7 +460,8 @@ def _quantize(
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
         chosen, note = "min-max", ""
         if input_list is not None and o.act_bitwidth != 32:  # else no activation range is calibrated
-            chosen, note = choose_calibration(lambda method, samples: ctx.trial(model, method, samples))  # type: ignore[misc]
+            trialled = model if equalized else reference  # the same model: its trials may read the reference's runs
+            chosen, note = choose_calibration(lambda method, samples: ctx.trial(trialled, method, samples))  # type: ignore[misc]
         o, notes = dataclasses.replace(o, act_quantizer_calibration=chosen), notes + ([note] if note else [])
         ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
     notes += _run_algorithms(o, "float", ctx)

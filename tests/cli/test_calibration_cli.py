@@ -135,6 +135,27 @@ def test_auto_calibration_writes_what_the_method_it_names_writes(tmp_path: Path)
     assert (tmp_path / "auto.encodings.json").read_bytes() == (tmp_path / "named.encodings.json").read_bytes()
 
 
+def test_auto_trials_score_on_their_calibration_passes_outputs(tmp_path: Path, monkeypatch) -> None:
+    """Each half's one calibration pass runs the float model on it: its outputs are what every method's fold on
+    that half scores against, with no float session beside it (malviz's took 160 MB at the trials' peak), and no
+    fold copies the model where no algorithm changes it (ddddocr's CTC recogniser: 54 MB a fold)."""
+    from qtool.graph import model as gm
+    from qtool.inspect import compare
+
+    def no_float_session(*args, **kwargs):
+        raise AssertionError("a float session beside the calibration passes")
+
+    copies: list = []
+    copy = gm.copy
+    monkeypatch.setattr(compare, "reference_outputs", no_float_session)
+    monkeypatch.setattr(gm, "copy", lambda model: copies.append(model) or copy(model))
+    model, listing = write_case(tmp_path, three_conv_model(), samples=12)
+    code, out, err = run("quantize", "-i", model, "--input_list", listing, "-o", tmp_path / "auto.onnx",
+                         "--act_quantizer_calibration", "auto")  # fmt: skip
+    assert code == 0, err
+    assert "calibration auto:" in out and not copies
+
+
 def test_the_report_times_the_algorithms_apart_from_calibration(tmp_path: Path) -> None:
     """auto's trials and bc's passes took 190 of EfficientWord-Net's 194 seconds, and the report's only stage time
     was "calibration seconds 0.62": the time went nowhere it said. It has a line of its own."""

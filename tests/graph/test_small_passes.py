@@ -245,3 +245,35 @@ def test_constant_folding_prints_no_numpy_warnings() -> None:
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
     assert "Log" not in {n.op_type for n in out.graph.node}
     np.testing.assert_array_equal(run(out, x)[0, :2], [0.0, 1.0])
+
+
+def filterbank_scattered_into_zeros(rows: int = 96, columns: int = 16) -> onnx.ModelProto:
+    """swift-f0's front end: its filterbank is built at run time, ConstantOfShape([rows * columns]) zeros with
+    ScatterElements writing the nonzero taps, Reshape to [rows, columns], then MatMul(spectrum, filterbank)."""
+    rng = np.random.default_rng(0)
+    taps = np.arange(0, rows * columns, 7, dtype=np.int64)
+    inits = [numpy_helper.from_array(np.array([rows * columns], np.int64), "size"),
+             numpy_helper.from_array(taps, "taps"),
+             numpy_helper.from_array(rng.uniform(0.5, 1, taps.size).astype(np.float32), "gains"),
+             numpy_helper.from_array(np.array([rows, columns], np.int64), "bank_shape")]  # fmt: skip
+    nodes = [helper.make_node("ConstantOfShape", ["size"], ["zeros"],
+                              value=numpy_helper.from_array(np.array([0], np.float32))),
+             helper.make_node("ScatterElements", ["zeros", "taps", "gains"], ["flat"], axis=0),
+             helper.make_node("Reshape", ["flat", "bank_shape"], ["bank"]),
+             helper.make_node("MatMul", ["x", "bank"], ["y"], name="filterbank")]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, rows])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, columns])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_weight_scattered_into_zeros_folds_to_an_initializer() -> None:
+    """A ConstantOfShape every reader of which folds too is folded: left as written, the filterbank was an
+    activation the MatMul read, and its ScatterElements' taps a float weight no slot quantizes."""
+    model = filterbank_scattered_into_zeros()
+    out = normalise(model, {}, "m.onnx")
+    assert [n.op_type for n in out.graph.node] == ["MatMul"]
+    assert out.graph.node[0].input[1] in {i.name for i in out.graph.initializer}
+    x = np.random.default_rng(1).normal(size=(1, 5, 96)).astype(np.float32)
+    np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-5, atol=1e-5)

@@ -38,6 +38,7 @@ from qtool.graph.passes.untie_biases import UntieBiasesPass
 # 600-byte Expand to [20000, 20000, 10] took 23 GB. A node whose inferred output is past its limit and larger than
 # its distinct constant inputs (a big weight's Transpose makes no more than it reads, and folds) is not run.
 FOLD_OUTPUT_LIMIT = 1 << 22
+FOLD_INPUT_LIMIT = 1 << 22  # onnxscript folds no node reading a constant larger than this
 
 
 def _too_large(node: ir.Node) -> bool:
@@ -63,7 +64,19 @@ def _should_fold(node: ir.Node) -> bool | None:
     if node.op_type != "ConstantOfShape":
         return None
     shape = node.inputs[0].const_value if node.inputs and node.inputs[0] is not None else None
-    return shape is not None and int(abs(shape.numpy()).prod()) <= 64
+    if shape is None:
+        return False
+    size = int(abs(shape.numpy()).prod())
+    return size <= 64 or (size <= FOLD_INPUT_LIMIT and _read_only_with_constants(node.outputs[0]))
+
+
+def _read_only_with_constants(zeros: ir.Value) -> bool:
+    """A ConstantOfShape whose readers fold too: swift-f0 builds each filterbank at run time, ScatterElements
+    writing its taps into zeros, and the MatMul read it as an activation (the taps a float weight no slot
+    quantizes); folded, it is the MatMul's weight."""
+    uses = list(zeros.uses())
+    readers_fold = all(x is None or x is zeros or x.const_value is not None for u in uses for x in u.node.inputs)
+    return bool(uses) and readers_fold and not zeros.is_graph_output()
 
 
 def convert_passes(
@@ -82,7 +95,7 @@ def convert_passes(
         PinInputsPass(input_values or {}),  # before folding: an If on a pinned input folds to its branch
         common.ShapeInferencePass(),
         FoldConstantsPass(
-            shape_inference=True, input_size_limit=1 << 22, output_size_limit=FOLD_OUTPUT_LIMIT, should_fold=_should_fold
+            shape_inference=True, input_size_limit=FOLD_INPUT_LIMIT, output_size_limit=FOLD_OUTPUT_LIMIT, should_fold=_should_fold
         ),
         FoldBatchNormPass(),
         FoldBatchNormForwardPass(keep),  # what no Conv before took: a pre-activation BatchNorm -> unpadded Conv

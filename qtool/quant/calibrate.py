@@ -319,8 +319,11 @@ class _Runner:
                 if k not in self.nan_allowed:
                     raise DataError(f"tensor {self.tensors[k]!r} has NaN values", where=where)
             lows[nan] = highs[nan] = np.inf  # like a mask's infinities: the tensor stays float
+        # no value in this sample (boxes past an NMS that found none): the reductions of nothing, inf > -inf. One image
+        # without a detection read as a mask's infinities, and left every tensor after the NMS float, silently
+        empty = highs < lows
         # ±inf or ±1e30-class values: a mask (finfo.min, -inf), not data; the tensor stays float
-        unbounded = set(np.flatnonzero(np.maximum(np.abs(lows), np.abs(highs)) >= SENTINEL).tolist())
+        unbounded = set(np.flatnonzero(~empty & (np.maximum(np.abs(lows), np.abs(highs)) >= SENTINEL)).tolist())
         for k in unbounded:  # almost always empty: this runs per sample over every tensor
             name, seen = self.tensors[k], max(abs(lows[k]), abs(highs[k]))
             if (node := self.mac_read.pop(name, None)) is not None:  # once a run: the first
@@ -334,10 +337,13 @@ class _Runner:
         if self.sampled:
             for k in unbounded:
                 samples[k] = np.nan_to_num(samples[k], nan=0.0, posinf=0.0, neginf=0.0)
-            observe_histograms([self.observers[t] for t in self.tensors], lows, highs, samples)  # type: ignore[misc]
+            kept = np.flatnonzero(~empty)
+            if len(kept):
+                observe_histograms([self.observers[self.tensors[k]] for k in kept], lows[kept], highs[kept],  # type: ignore[misc]
+                                   [samples[k] for k in kept])  # fmt: skip
             return
         for k, (name, lo, hi) in enumerate(zip(self.tensors, lows.tolist(), highs.tolist(), strict=True)):
-            if not unbounded or k not in unbounded:
+            if (not unbounded or k not in unbounded) and not empty[k]:
                 self.observers[name].observe(lo, hi, None)
 
 

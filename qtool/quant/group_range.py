@@ -102,6 +102,9 @@ def group_encoding(
         (observers[t] for t in group if t in observers and observers[t].count),
         key=lambda observer: not isinstance(observer, SoftmaxInput),
     )
+    if not seen and any(t in observers for t in group):  # calibrated, empty in every sample: nothing to put on a grid
+        logger.info("%s held no value in any calibration sample: left float", group[0])
+        return enc.float_encoding(32)
     if not seen:
         raise DataError(
             f"no encoding and no calibration data for tensor {group[0]!r}",

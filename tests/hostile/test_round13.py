@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from hostile_env import Workspace, assert_refused, make_workspace
@@ -112,3 +113,41 @@ def test_a_model_computing_nothing_is_refused(ws: Workspace, command: str) -> No
     before = ws.snapshot()
     result = ws.quantize("-o", ws.out) if command == "quantize" else ws.run("convert", "-i", ws.model, "-o", ws.out)
     assert_refused(ws, before, result, 3, f"{ws.model}: computes nothing: every output is an input (x)")
+
+
+# --- a tensor empty in some samples -------------------------------------------------------------------------------
+
+
+def _detections_model(path: Path) -> None:
+    """y = Relu(v * v), v = the values of x above 0.5 (NonZero, GatherND): empty where none is, as boxes past an
+    NMS are on an image without a detection."""
+    threshold = onnx.numpy_helper.from_array(np.array(0.5, np.float32), "t")
+    nodes = [oh.make_node("Greater", ["x", "t"], ["g"]), oh.make_node("NonZero", ["g"], ["nz"]),
+             oh.make_node("Transpose", ["nz"], ["idx"], perm=[1, 0]), oh.make_node("GatherND", ["x", "idx"], ["v"]),
+             oh.make_node("Mul", ["v", "v"], ["sq"]), oh.make_node("Relu", ["sq"], ["y"])]  # fmt: skip
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["K"])], [threshold])  # fmt: skip
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)]), path)
+
+
+@pytest.mark.parametrize("method", ["min-max", "percentile"])
+def test_a_tensor_empty_in_one_sample_is_still_quantized(tmp_path: Path, method: str) -> None:
+    """One calibration image without a detection left every tensor after the NonZero float, silently
+    ('activations quantized 1', 'left float 3'): the reductions of an empty tensor are inf and -inf, which read
+    as a mask's values. A tensor empty in every sample stays float, as it did, and is no error."""
+    ws = Workspace(tmp_path)
+    _detections_model(ws.model)
+    rows = [np.random.default_rng(k).random((1, 8)).astype(np.float32) for k in range(4)] + [np.full((1, 8), 0.1)]
+    for k, row in enumerate(rows):
+        row.astype(np.float32).tofile(tmp_path / f"s{k}.raw")
+    ws.listing.write_text("".join(f"s{k}.raw\n" for k in range(len(rows))))
+    result = ws.quantize("-o", ws.out, "--act_quantizer_calibration", method)
+    assert result.exit_code == 0, result.stderr
+    encodings = json.loads(ws.out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert all(encodings[t][0]["dtype"] == "int" for t in ("v", "sq", "y")), encodings
+    assert "reads as a mask's value" not in result.stderr
+    ws.listing.write_text("s4.raw\n")
+    result = ws.quantize("-o", ws.out, "--act_quantizer_calibration", method)
+    assert result.exit_code == 0, result.stderr
+    encodings = json.loads(ws.out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert all(encodings[t][0]["dtype"] == "float" for t in ("v", "sq", "y")), encodings

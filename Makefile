@@ -606,7 +606,9 @@ OUT := build/demo
 #   (api/quantize; helper-81; 3 lines)
 # 22530 -> 22536: the quality warning names outputs an ArgMax picks values for (swift-f0's pitch) (api/quantize;
 #   helper-81; 6 lines)
-LINE_BUDGET := 22536
+# 22536 -> 22545: a tensor empty in a calibration sample (no detection past an NMS) is not a mask's inf: it is
+#   observed where it holds values, float only where it never does (quant/calibrate, group_range; round 13; 9 lines)
+LINE_BUDGET := 22545
 
 .PHONY: demo test lint venv bench clean golden
 

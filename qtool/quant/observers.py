@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import functools
 import math
 from collections.abc import Callable
 from functools import partial
@@ -256,19 +255,33 @@ class Histogram(MinMax):
         return float(lo[best]), float(hi[best])
 
 
+BINNED_AT_ONCE = 1 << 16  # values: the vectorised binning holds five arrays of them (2 MB at this size)
+
+
 def observe_histograms(
     observers: list[Histogram], lows: np.ndarray, highs: np.ndarray, samples: list[np.ndarray]
 ) -> None:
-    """`Histogram.observe` for many tensors of one batch in a single vectorised bincount: a model with
-    hundreds of small tensors (squeeze-excite vectors) would otherwise pay Python's per-call cost."""
+    """`Histogram.observe` for many tensors of one batch in a few vectorised bincounts: a model with
+    hundreds of small tensors (squeeze-excite vectors) would otherwise pay Python's per-call cost. A run's
+    samples are binned in slices of tensors of about BINNED_AT_ONCE values: all at once, ddddocr's detector
+    held 25 MB of index arrays for each of its runs (a small model's whole calibration costs less)."""
     bounds = _bounds(observers)
     wider = np.flatnonzero((lows < bounds[:, 0]) | (highs > bounds[:, 1]))
     for k in wider:  # ranges grow early in a run; after that this loop is empty
         observers[k].widen(float(lows[k]), float(highs[k]))
         bounds[k] = observers[k].lo, observers[k].hi
-    bins = observers[0].bins
     samples = [_subsample(s) for s in samples]  # a tensor of unknown size arrives whole
-    sizes = tuple(s.size for s in samples)
+    ends = np.cumsum([s.size for s in samples])
+    start = 0
+    while start < len(samples):
+        end = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + BINNED_AT_ONCE, "right")))
+        _bin(observers[start:end], bounds[start:end], samples[start:end])
+        start = end
+
+
+def _bin(observers: list[Histogram], bounds: np.ndarray, samples: list[np.ndarray]) -> None:
+    bins = observers[0].bins
+    sizes = [s.size for s in samples]
     width = bounds[:, 1] - bounds[:, 0]
     origin = bounds[:, 0].astype(np.float32)
     per_unit = np.minimum(bins / np.where(width > 0, width, 1.0), np.finfo(np.float32).max).astype(np.float32)
@@ -281,7 +294,7 @@ def observe_histograms(
         position *= np.repeat(per_unit, sizes)
     np.clip(np.nan_to_num(position, copy=False), 0, bins - 1, out=position)
     index = position.astype(np.int32)
-    index += _segment_offsets(sizes, bins)
+    index += np.repeat(np.arange(len(sizes), dtype=np.int32) * bins, sizes)  # each tensor's own bins
     counts = np.bincount(index, minlength=len(observers) * bins).reshape(len(observers), bins)
     for observer, row in zip(observers, counts, strict=True):
         observer.counts += row
@@ -291,12 +304,6 @@ def observe_histograms(
 def _bounds(observers: list[Histogram]) -> np.ndarray:
     """(lo, hi) per observer; an observer that has seen nothing yet takes any range."""
     return np.array([(o.lo, o.hi) if o.count else (np.inf, -np.inf) for o in observers])
-
-
-@functools.lru_cache(maxsize=4)
-def _segment_offsets(sizes: tuple[int, ...], bins: int) -> np.ndarray:
-    """Each value's offset into the stacked histograms (the sizes repeat from batch to batch)."""
-    return np.repeat(np.arange(len(sizes), dtype=np.int32) * bins, sizes)
 
 
 OBSERVERS: dict[str, Callable[..., Observer]] = {

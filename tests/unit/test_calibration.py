@@ -275,6 +275,29 @@ def test_vectorised_histogram_fold_equals_one_observer_at_a_time() -> None:
         assert np.array_equal(a.counts, b.counts)
 
 
+def test_a_runs_histograms_are_binned_in_bounded_slices(monkeypatch) -> None:
+    """Binning every tensor's samples of a run at once held five arrays of all their values (a small model's
+    whole calibration costs less than ddddocr's detector held for it): slices of about BINNED_AT_ONCE values,
+    with the counts one observer at a time gives."""
+    from qtool.quant import observers as obs
+
+    rng = np.random.default_rng(7)
+    sizes = [3000] * 50 + [70000, 7]  # the large one arrives subsampled to about SAMPLE_CAP values
+    batches = [[rng.normal(scale=1 + k % 5, size=n).astype(np.float32) for k, n in enumerate(sizes)] for _ in range(2)]
+    alone = [Histogram(f"t{i}", select="sqnr") for i in range(len(sizes))]
+    together = [Histogram(f"t{i}", select="sqnr") for i in range(len(sizes))]
+    binned, bincount = [], np.bincount
+    for batch in batches:
+        for observer, x in zip(alone, batch, strict=True):
+            observer.observe(float(x.min()), float(x.max()), obs._subsample(x))
+        monkeypatch.setattr(np, "bincount", lambda x, **kw: binned.append(x.size) or bincount(x, **kw))
+        obs.observe_histograms(together, np.array([x.min() for x in batch]), np.array([x.max() for x in batch]), batch)
+        monkeypatch.setattr(np, "bincount", bincount)
+    assert max(binned) <= obs.BINNED_AT_ONCE and len(binned) > 2 * len(batches)
+    for a, b in zip(alone, together, strict=True):
+        assert (a.lo, a.hi, a.count) == (b.lo, b.hi, b.count) and np.array_equal(a.counts, b.counts)
+
+
 def test_histogram_fold_of_a_near_empty_range_is_quiet_and_complete() -> None:
     # a range ~1e-39 wide makes bins/width overflow float32; every value must still land in a bin
     from qtool.quant.observers import observe_histograms

@@ -325,6 +325,14 @@ class QuantizeOptions:
         )
         if percentile is not None and not uses_percentile:
             raise UsageError("--percentile_calibration_value is only allowed with percentile calibration")
+        # each was ignored, exit 0: 'exact' without --mixed_precision auto; a level without the MatMulNBits it sets
+        if params.get("mixed_precision_sensitivity") is not None and params.get("mixed_precision") is None:
+            raise UsageError("--mixed_precision_sensitivity applies to --mixed_precision auto's search, which is off: "
+                             "the run would ignore it", hint="add --mixed_precision auto")  # fmt: skip
+        if params.get("matmulnbits_accuracy_level") is not None and params.get("target") != "ort-cpu":
+            raise UsageError("--matmulnbits_accuracy_level applies to the MatMulNBits --target ort-cpu writes: the run "
+                             "would ignore it", hint="add --target ort-cpu, or export --format matmulnbits")  # fmt: skip
+        params["mixed_precision_sensitivity"] = params.get("mixed_precision_sensitivity") or "auto"
         return cls(**_fields_from(cls, params))
 
 
@@ -358,4 +366,11 @@ class ExportOptions:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ExportOptions:
+        formats = params.get("formats") or cls.formats  # a level or layout for a format not written: ignored, exit 0
+        if params.get("matmulnbits_accuracy_level") and "matmulnbits" not in formats:
+            raise UsageError("--matmulnbits_accuracy_level applies to --format matmulnbits, which this export does "
+                             "not write", hint="add --format matmulnbits")  # fmt: skip
+        if params.get("encodings_format", "legacy") != "legacy" and "encodings" not in formats:
+            raise UsageError("--encodings_format applies to --format encodings, which this export does not write",
+                             hint="add --format encodings")  # fmt: skip
         return cls(**_fields_from(cls, params))

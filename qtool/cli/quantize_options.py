@@ -263,8 +263,7 @@ def quantize_options(func: Callable) -> Callable:
         click.option(
             "--mixed_precision_sensitivity",
             type=Choice(["auto", "exact", "proxy"]),
-            default="auto",
-            show_default=True,
+            show_default="auto",
             help="exact: one evaluation per layer at 16 bits; proxy: each layer's added noise from one pass (fast, "
             "but blind to error that only shows downstream); auto: exact unless its estimate (from the model's size, "
             "not timed) passes 10 minutes or a MAC layer's shape is unknown.",

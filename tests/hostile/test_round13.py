@@ -151,3 +151,30 @@ def test_a_tensor_empty_in_one_sample_is_still_quantized(tmp_path: Path, method:
     assert result.exit_code == 0, result.stderr
     encodings = json.loads(ws.out.with_suffix(".encodings.json").read_text())["activation_encodings"]
     assert all(encodings[t][0]["dtype"] == "float" for t in ("v", "sq", "y")), encodings
+
+
+# --- flags for something the run does not do ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--mixed_precision_sensitivity", "exact"], "--mixed_precision_sensitivity applies to --mixed_precision auto's"),
+    (["--matmulnbits_accuracy_level", "4"], "--matmulnbits_accuracy_level applies to the MatMulNBits --target ort-cpu"),
+])  # fmt: skip
+def test_quantize_refuses_a_flag_for_what_it_does_not_do(ws: Workspace, flags: list[str], said: str) -> None:
+    """`--mixed_precision_sensitivity exact` without --mixed_precision auto (as 32714bd refused --target_sqnr), and
+    --matmulnbits_accuracy_level without --target ort-cpu, were ignored: exit 0, a model as if never given."""
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, *flags), 2, said)
+    assert ws.quantize("-o", ws.out, "--mixed_precision", "off", "--mixed_precision_sensitivity", "exact").exit_code == 0
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--format", "qdq", "--matmulnbits_accuracy_level", "4"], "applies to --format matmulnbits, which this export"),
+    (["--format", "qdq", "--encodings_format", "2.0.0"], "applies to --format encodings, which this export"),
+])  # fmt: skip
+def test_export_refuses_a_setting_for_a_format_it_does_not_write(ws: Workspace, flags: list[str], said: str) -> None:
+    """export --format qdq --encodings_format 2.0.0 (or --matmulnbits_accuracy_level 4) wrote the QDQ model, exit
+    0, the setting ignored: the user who wanted 2.0.0 encodings has none."""
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("export", "-i", ws.out, "-o", ws.root / "exported", *flags), 2, said)

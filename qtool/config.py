@@ -242,6 +242,10 @@ class ConvertOptions:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ConvertOptions:
+        if params.get("quantization_overrides") is not None and params.get("float_bitwidth") == 16:  # carried, unread
+            raise UsageError("--quantization_overrides with --float_bitwidth 16: quantize takes no float16 model, so the "
+                             "overrides carried in it would never be read",
+                             hint="convert at float32 with them, then quantize --float_bitwidth 16")  # fmt: skip
         return cls(**_fields_from(cls, params))
 
 

@@ -178,3 +178,14 @@ def test_export_refuses_a_setting_for_a_format_it_does_not_write(ws: Workspace, 
     assert ws.quantize("-o", ws.out).exit_code == 0
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("export", "-i", ws.out, "-o", ws.root / "exported", *flags), 2, said)
+
+
+def test_convert_refuses_overrides_for_a_float16_model(ws: Workspace) -> None:
+    """convert --float_bitwidth 16 -q ov.json carried the overrides into a float16 model, exit 0, and quantize refuses
+    a float16 model ('quantize the float32 converted model and pass --float_bitwidth 16'): they were never read."""
+    overrides = ws.root / "ov.json"
+    overrides.write_text(json.dumps({"version": "0.6.1", "param_encodings": {}, "activation_encodings": {
+        "x": [{"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "min": 0.0, "max": 1.0}]}}))  # fmt: skip
+    before = ws.snapshot()
+    result = ws.run("convert", "-i", ws.model, "-o", ws.out, "--float_bitwidth", "16", "-q", overrides)
+    assert_refused(ws, before, result, 2, "--quantization_overrides with --float_bitwidth 16")

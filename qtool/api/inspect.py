@@ -134,6 +134,9 @@ def _check_pair(model: onnx.ModelProto, reference: onnx.ModelProto, where: str) 
                          hint=pinned if mine < theirs else None)  # fmt: skip
     if missing:
         raise UsageError(f"has no output {quoted(missing[0])}, which MODEL has: not MODEL's float model", where=where)
+    if gm.metadata(reference).get(gm.METADATA_FLOAT_BITWIDTH) == "16":  # its layers behind Casts: 2 rows, 'logits Cast'
+        raise UsageError("is a float16 model (convert --float_bitwidth 16): not the float model MODEL was quantized from",
+                         where=where, hint="compare with the float32 model quantize read")  # fmt: skip
     if summary.kind(reference) == "quantized":  # its Q/DQ ranked as layers; float MODEL vs it: MODEL's error, blamed
         raise UsageError("holds QuantizeLinear/DequantizeLinear (or QLinear) ops: a quantized model, not MODEL's float "
                          "model", where=where, hint="the float model is --reference, the quantized one MODEL"

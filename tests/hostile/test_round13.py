@@ -189,3 +189,14 @@ def test_convert_refuses_overrides_for_a_float16_model(ws: Workspace) -> None:
     before = ws.snapshot()
     result = ws.run("convert", "-i", ws.model, "-o", ws.out, "--float_bitwidth", "16", "-q", overrides)
     assert_refused(ws, before, result, 2, "--quantization_overrides with --float_bitwidth 16")
+
+
+def test_inspect_refuses_a_float16_reference(ws: Workspace) -> None:
+    """inspect q.onnx --reference <convert --float_bitwidth 16's model> ranked two layers, 'logits Cast' first, its
+    fix 'this Cast magnifies the error 'logits_fp16' carries': the float16 model hides its layers behind Casts."""
+    half = ws.root / "half.onnx"
+    assert ws.run("convert", "-i", ws.model, "-o", half, "--float_bitwidth", "16").exit_code == 0
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    before = ws.snapshot()
+    result = ws.run("inspect", ws.out, "--reference", half, "-l", ws.listing)
+    assert_refused(ws, before, result, 2, f"{half}: is a float16 model (convert --float_bitwidth 16)")

@@ -262,7 +262,7 @@ class _Runner:
         softmax: dict[str, int] | None = None,
         nan_allowed: frozenset[str] = frozenset(),
     ) -> None:
-        self.tensors, self.observers, self.softmax = tensors, observers, softmax or {}
+        self.tensors, self.observers, self.softmax, self.cap = tensors, observers, softmax or {}, cap
         self.nan_allowed = {k for k, t in enumerate(tensors) if t in nan_allowed}  # tensors whose NaN is no error
         self.mac_read = {i: n for n in model.graph.node if n.op_type in MAC_OPS for i in n.input[:2]}  # a mask is not
         self.sampled = bool(tensors) and all(isinstance(observers[t], Histogram) for t in tensors)  # one method
@@ -340,7 +340,7 @@ class _Runner:
             kept = np.flatnonzero(~empty)
             if len(kept):
                 observe_histograms([self.observers[self.tensors[k]] for k in kept], lows[kept], highs[kept],  # type: ignore[misc]
-                                   [samples[k] for k in kept])  # fmt: skip
+                                   [samples[k] for k in kept], self.cap)  # fmt: skip
             return
         for k, (name, lo, hi) in enumerate(zip(self.tensors, lows.tolist(), highs.tolist(), strict=True)):
             if (not unbounded or k not in unbounded) and not empty[k]:

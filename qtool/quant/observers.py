@@ -56,9 +56,9 @@ def sample_cap(expected_samples: int | None) -> int:
     return int(np.clip(SAMPLE_BUDGET // expected_samples, SAMPLE_FLOOR, SAMPLE_CAP))
 
 
-def _subsample(x: np.ndarray) -> np.ndarray:
+def _subsample(x: np.ndarray, cap: int = SAMPLE_CAP) -> np.ndarray:
     flat = x.reshape(-1)
-    step = flat.size // SAMPLE_CAP
+    step = flat.size // cap
     if step <= 1:
         return flat
     return flat[:: step | 1]  # an odd stride does not lock onto even channel/row periods
@@ -259,7 +259,7 @@ BINNED_AT_ONCE = 1 << 16  # values: the vectorised binning holds five arrays of 
 
 
 def observe_histograms(
-    observers: list[Histogram], lows: np.ndarray, highs: np.ndarray, samples: list[np.ndarray]
+    observers: list[Histogram], lows: np.ndarray, highs: np.ndarray, samples: list[np.ndarray], cap: int = SAMPLE_CAP
 ) -> None:
     """`Histogram.observe` for many tensors of one batch in a few vectorised bincounts: a model with
     hundreds of small tensors (squeeze-excite vectors) would otherwise pay Python's per-call cost. A run's
@@ -270,7 +270,9 @@ def observe_histograms(
     for k in wider:  # ranges grow early in a run; after that this loop is empty
         observers[k].widen(float(lows[k]), float(highs[k]))
         bounds[k] = observers[k].lo, observers[k].hi
-    samples = [_subsample(s) for s in samples]  # a tensor of unknown size arrives whole
+    # a tensor of unknown size arrives whole; a batch of N samples (whose shapes are all unknown) gets N samples' cap:
+    # --calib_batch_size 64 took SAMPLE_CAP values of the whole batch, 64x fewer, and moved percentile's ranges
+    samples = [_subsample(s, max(cap, SAMPLE_CAP)) for s in samples]
     ends = np.cumsum([s.size for s in samples])
     start = 0
     while start < len(samples):

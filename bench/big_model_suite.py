@@ -45,7 +45,8 @@ def _steps(folder: Path, model: Path) -> list[tuple[str, list[str]]]:
     return [
         ("qtool convert", [q, "convert", "-i", str(model), "-o", conv]),
         ("qtool quantize", [q, "quantize", "-i", conv, "--input_list", listing, "-o", quant,
-                            "--use_per_row_quantization", "--evaluate_samples", "2"]),
+                            "--use_per_row_quantization", "--evaluate_samples", "2", "--act_quantizer_calibration",
+                            "min-max"]),
         ("qtool inspect --reference", [q, "inspect", quant, "--reference", conv, "--input_list", listing]),
         ("qtool export", [q, "export", "-i", quant, "-o", str(out / "export"), "--format", "qdq", "--format", "encodings"]),
         ("onnxruntime quantize_static", [sys.executable, __file__, "--ort-worker", str(model), listing,

@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     CACHE,
+    MINMAX,
     RUNS,
     Row,
     cell,
@@ -76,7 +77,7 @@ BASES = {  # scheme name -> (label, flags)
 }
 # suffix -> (label, algorithm); smoothquant with alpha: auto is activation-aware scaling (AWQ's) scored on the plan's grids
 ALGOS = {"cs": ("clipsearch", "clipsearch"), "gptq": ("GPTQ", "adaround"), "sq": ("smoothquant (alpha auto)", "smoothquant")}
-ACTS = {"a32": ("float", ["--act_bitwidth", "32"]), "a16": ("A16", ["--act_bitwidth", "16"])}
+ACTS = {"a32": ("float", ["--act_bitwidth", "32"]), "a16": ("A16", ["--act_bitwidth", "16", *MINMAX])}  # the rows' ranges
 ALGORITHM_YAML = "adaround:\n  num_batches: 64\nclipsearch:\n  num_batches: 64\nsmoothquant:\n  alpha: auto\n"
 ORT_ALGOS = {"ort:rtn": "ort RTN B32", "ort:gptq": "ort GPTQ B32"}
 EXPORTS = {"nbits:b32-cs": "b32-cs:a32", "nbits4:b32-cs": "b32-cs:a32", "nbits4:b32a": "b32a:a32"}  # kind -> the kind it exports

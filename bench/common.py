@@ -31,6 +31,9 @@ MEM_LIMIT_MB = 8000.0  # the machine is shared: a step above this resident size 
 ORT_METHODS = {"min-max": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # qtool -> onnxruntime
 PERCENTILE = 99.99  # qtool's default --percentile_calibration_value; onnxruntime's CalibPercentile is set to it
 QTOOL_W8A8 = ["--use_per_channel_quantization", "--bias_bitwidth", "32"]
+# qairt's activation ranges, qtool's default until 2026-12-06 (now auto): the suites whose rows were run with it, and
+# the like-for-like rows against quantize_static's MinMax, name it
+MINMAX = ["--act_quantizer_calibration", "min-max"]
 
 
 @dataclass

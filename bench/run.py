@@ -33,6 +33,7 @@ from common import (
     CACHE,
     MANIFEST,
     MEM_LIMIT_MB,
+    MINMAX,
     QTOOL_W8A8,
     RUNS,
     TIMEOUT_S,
@@ -91,7 +92,8 @@ def run_qtool(name: str, entry: dict, args: argparse.Namespace) -> Row:
         return row
     quant = RUNS / name / "qtool.quant.onnx"
     calib = CACHE / entry["calib_list"]
-    step, report = run_qtool_quantize(conv, calib, quant, QTOOL_W8A8, RUNS / name / "qtool_quantize.log", args.timeout)
+    step, report = run_qtool_quantize(conv, calib, quant, [*QTOOL_W8A8, *MINMAX], RUNS / name / "qtool_quantize.log",
+                                      args.timeout)  # fmt: skip
     timed_row(row, step)
     if step.status != "ok":
         row.note = f"qtool quantize failed ({step.error})"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from common import (
     CACHE,
+    MINMAX,
     ORT_METHODS,
     QTOOL_W8A8,
     RUNS,
@@ -93,7 +94,7 @@ W4_TARGET = ("top1_agree", 0.80)
 
 
 def algorithm_flags(algorithms: list[str], bits: int = 8) -> list[str]:
-    flags = ([] if bits == 8 else ["--weights_bitwidth", str(bits)]) + QTOOL_W8A8
+    flags = ([] if bits == 8 else ["--weights_bitwidth", str(bits)]) + QTOOL_W8A8 + MINMAX
     for name in algorithms:
         flags += ["--apply_algorithms", name]
     return flags
@@ -369,7 +370,7 @@ def run_mixed(names: list[str], manifest: dict, args, emit) -> None:
             continue
         emit(float_row(name, entry))
         progress("mixed", name, "single W8A8 run")
-        row, out = qtool_row(name, entry, "W8A8 (no mixed)", "single", QTOOL_W8A8, "mixed_single", args)
+        row, out = qtool_row(name, entry, "W8A8 (no mixed)", "single", [*QTOOL_W8A8, *MINMAX], "mixed_single", args)
         if out is not None:
             row.extra["bench mac share"] = qdq_mac_share(out)
         emit(row)

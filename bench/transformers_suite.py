@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     BENCH,
     CACHE,
+    MINMAX,
     RUNS,
     Row,
     cell,
@@ -54,8 +55,9 @@ HINT = """the transformer models are not prepared. From the repo root run (see b
   /work/benchvenv/bin/pip install -r bench/requirements-transformers.txt
   /work/benchvenv/bin/python bench/prepare_transformers.py"""
 
-FLAGS = ["--use_per_row_quantization", "--use_per_channel_quantization", "--bias_bitwidth", "32"]
-RESIDUAL_FLAGS = [*FLAGS, "--use_per_channel_residual", "--apply_algorithms", "outlier_split", "--apply_algorithms", "smoothquant",
+BASE = ["--use_per_row_quantization", "--use_per_channel_quantization", "--bias_bitwidth", "32"]
+FLAGS = [*BASE, *MINMAX]  # the rows' ranges (qtool's default until 2026-12-06)
+RESIDUAL_FLAGS = [*BASE, "--use_per_channel_residual", "--apply_algorithms", "outlier_split", "--apply_algorithms", "smoothquant",
                   "--act_quantizer_calibration", "sqnr", "--config", str(BENCH / "smoothquant_auto.yaml")]  # fmt: skip
 QTOOL_VARIANTS = {  # kind -> (variant label, qtool quantize flags)
     "qtool:w8a8": ("qtool W8A8", FLAGS),
@@ -65,9 +67,9 @@ QTOOL_VARIANTS = {  # kind -> (variant label, qtool quantize flags)
     # in a branch of their own, SmoothQuant on the LayerNorm outputs the MatMuls read, ranges by output SQNR
     "qtool:w8a8-residual": ("qtool W8A8 per-channel residual + outlier split + smoothquant (alpha auto) + sqnr", RESIDUAL_FLAGS),
     # the zoo's W8A8 recipe (issue 21), out of sample here: it was picked on the zoo, not on these models
-    "qtool:w8a8-sqnr-bc": ("qtool W8A8 sqnr ranges + bc", [*FLAGS, "--act_quantizer_calibration", "sqnr", "--apply_algorithms", "bc"]),
+    "qtool:w8a8-sqnr-bc": ("qtool W8A8 sqnr ranges + bc", [*BASE, "--act_quantizer_calibration", "sqnr", "--apply_algorithms", "bc"]),
     # ... and its self-checking form: min-max, sqnr or mse by held-out halves of the list, bc in each trial
-    "qtool:w8a8-auto-bc": ("qtool W8A8 auto ranges + bc", [*FLAGS, "--act_quantizer_calibration", "auto", "--apply_algorithms", "bc"]),
+    "qtool:w8a8-auto-bc": ("qtool W8A8 auto ranges + bc", [*BASE, "--act_quantizer_calibration", "auto", "--apply_algorithms", "bc"]),
     # issue 20: auto mixed precision with the residual stream and LayerNorm inputs among its candidates
     "qtool:mixed20": ("qtool mixed 20 dB", [*FLAGS, "--mixed_precision", "auto", "--target_sqnr", "20"]),
     "qtool:mixed30": ("qtool mixed 30 dB", [*FLAGS, "--mixed_precision", "auto", "--target_sqnr", "30"]),

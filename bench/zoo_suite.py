@@ -41,6 +41,7 @@ from common import (
     BENCH,
     CACHE,
     MANIFEST,
+    MINMAX,
     QTOOL_W8A8,
     RUNS,
     Row,
@@ -69,21 +70,25 @@ HINT = """the zoo is not prepared. From the repo root run (see bench/README.md):
 # Conv only and --use_per_row_quantization the rest, so the like-for-like row passes both (ddddocr's CTC head
 # is a Gemm: 18.5 dB without per-row, 21.7 with, on 20 validation captchas)
 ZOO_W8A8 = [*QTOOL_W8A8, "--use_per_row_quantization"]
+# every recipe's rows were run on min-max ranges, qtool's default until 2026-12-06 (now auto): they name it, and are
+# compared with the min-max row
+MM = [*ZOO_W8A8, *MINMAX]
 QTOOL_VARIANTS = {  # kind -> (label, qtool quantize flags)
     "qtool:w8a8": ("qtool W8A8", ZOO_W8A8),
-    "qtool:ort-cpu": ("qtool --target ort-cpu", ["--target", "ort-cpu"]),
-    "qtool:actsearch": ("qtool W8A8 + actsearch", [*ZOO_W8A8, "--apply_algorithms", "actsearch"]),
-    "qtool:bc": ("qtool W8A8 + bc", [*ZOO_W8A8, "--apply_algorithms", "bc"]),
-    "qtool:cle": ("qtool W8A8 + cle", [*ZOO_W8A8, "--apply_algorithms", "cle"]),
-    "qtool:mc": ("qtool W8A8 + mean_correction", [*ZOO_W8A8, "--apply_algorithms", "mean_correction"]),
+    "qtool:minmax": ("qtool W8A8, min-max ranges", MM),
+    "qtool:ort-cpu": ("qtool --target ort-cpu, min-max ranges", ["--target", "ort-cpu", *MINMAX]),
+    "qtool:actsearch": ("qtool W8A8 min-max + actsearch", [*MM, "--apply_algorithms", "actsearch"]),
+    "qtool:bc": ("qtool W8A8 min-max + bc", [*MM, "--apply_algorithms", "bc"]),
+    "qtool:cle": ("qtool W8A8 min-max + cle", [*MM, "--apply_algorithms", "cle"]),
+    "qtool:mc": ("qtool W8A8 min-max + mean_correction", [*MM, "--apply_algorithms", "mean_correction"]),
     "qtool:mc-bc": (
-        "qtool W8A8 + mean_correction + bc",
-        [*ZOO_W8A8, "--apply_algorithms", "mean_correction", "--apply_algorithms", "bc"],
+        "qtool W8A8 min-max + mean_correction + bc",
+        [*MM, "--apply_algorithms", "mean_correction", "--apply_algorithms", "bc"],
     ),
     "qtool:sqnr": ("qtool W8A8, sqnr ranges", [*ZOO_W8A8, "--act_quantizer_calibration", "sqnr"]),
     "qtool:mse": ("qtool W8A8, mse ranges", [*ZOO_W8A8, "--act_quantizer_calibration", "mse"]),
     "qtool:actsearch-bc": (
-        "qtool W8A8 + actsearch + bc", [*ZOO_W8A8, "--apply_algorithms", "actsearch", "--apply_algorithms", "bc"]
+        "qtool W8A8 min-max + actsearch + bc", [*MM, "--apply_algorithms", "actsearch", "--apply_algorithms", "bc"]
     ),
     "qtool:sqnr-bc": (
         "qtool W8A8, sqnr ranges + bc",
@@ -94,17 +99,18 @@ QTOOL_VARIANTS = {  # kind -> (label, qtool quantize flags)
         "qtool W8A8, auto ranges + bc",
         [*ZOO_W8A8, "--act_quantizer_calibration", "auto", "--apply_algorithms", "bc"],
     ),
-    "qtool:residual": ("qtool W8A8 + per-channel residual", [*ZOO_W8A8, "--use_per_channel_residual"]),
+    "qtool:residual": ("qtool W8A8 min-max + per-channel residual", [*MM, "--use_per_channel_residual"]),
     # the transformer recipe qtool's far-from-float warning leads a T5-like encoder to (README, outlier_split)
     "qtool:residual-split": (
-        "qtool W8A8 + per-channel residual + outlier split",
-        [*ZOO_W8A8, "--use_per_channel_residual", "--apply_algorithms", "outlier_split"],
+        "qtool W8A8 min-max + per-channel residual + outlier split",
+        [*MM, "--use_per_channel_residual", "--apply_algorithms", "outlier_split"],
     ),
     "qtool:a16-residual-split": (
-        "qtool W8A16 + per-channel residual + outlier split",
-        [*ZOO_W8A8, "--act_bitwidth", "16", "--use_per_channel_residual", "--apply_algorithms", "outlier_split"],
+        "qtool W8A16 min-max + per-channel residual + outlier split",
+        [*MM, "--act_bitwidth", "16", "--use_per_channel_residual", "--apply_algorithms", "outlier_split"],
     ),
-    "qtool:mixed30": ("qtool mixed 30 dB", [*ZOO_W8A8, "--mixed_precision", "auto", "--target_sqnr", "30"]),
+    # min-max is what --mixed_precision auto calibrates by when no method is named; said here as the rows ran
+    "qtool:mixed30": ("qtool mixed 30 dB", [*MM, "--mixed_precision", "auto", "--target_sqnr", "30"]),
 }
 BASIC = ["float", "float:converted", "qtool:w8a8", "qtool:ort-cpu", "ort:pre", "ort:raw"]  # the default variants
 KINDS = [*BASIC, *[k for k in QTOOL_VARIANTS if k not in BASIC]]
@@ -820,11 +826,11 @@ def _behind_beyond_noise(rows: list[Row], models: dict, margin: float = 0.3) -> 
 
 
 def _recipe_line(rows: list[Row], models: dict, kind: str, recipe: str) -> list[str]:
-    """One recipe over plain W8A8 and over onnxruntime's best, on the models that have both rows."""
+    """One recipe over W8A8 min-max (qairt's ranges) and over onnxruntime's best, on the models that have both rows."""
     found = []
     for name in models:
         a = next((r for r in rows if r.model == name and r.kind == kind), None)
-        q = next((r for r in rows if r.model == name and r.kind == "qtool:w8a8"), None)
+        q = next((r for r in rows if r.model == name and r.kind == "qtool:minmax"), None)
         ort = best_ort(rows, name)
         if a is not None and q is not None and ort is not None and None not in (a.metrics.get("sqnr_db"), q.metrics.get("sqnr_db")):
             found.append((a.metrics["sqnr_db"] - q.metrics["sqnr_db"], a.metrics["sqnr_db"] - ort, name))
@@ -832,7 +838,7 @@ def _recipe_line(rows: list[Row], models: dict, kind: str, recipe: str) -> list[
         return []
     behind = [f"{n} {o:+.1f}" for _, o, n in sorted(found, key=lambda f: f[1]) if o < -0.3]
     return [
-        f"- W8A8 {recipe} over plain W8A8, on the {len(found)} models with both rows: median "
+        f"- W8A8 {recipe} over W8A8 min-max, on the {len(found)} models with both rows: median "
         f"{statistics.median(d for d, _, _ in found):+.1f} dB ({', '.join(f'{n} {d:+.1f}' for d, _, n in found)}); "
         f"minus onnxruntime's best: median {statistics.median(o for _, o, _ in found):+.1f} dB, behind by more than "
         f"0.3 dB on {len(behind)}: {', '.join(behind) or 'none'}."
@@ -872,8 +878,9 @@ def summary(rows: list[Row], models: dict) -> list[str]:
             f"{', '.join(within) or 'none'}."
         )
     for kind, (label, _) in QTOOL_VARIANTS.items():
-        if kind not in ("qtool:w8a8", "qtool:ort-cpu", "qtool:mixed30"):
-            lines += _recipe_line(rows, models, kind, label.removeprefix("qtool W8A8").lstrip(" ,"))
+        if kind not in ("qtool:minmax", "qtool:ort-cpu", "qtool:mixed30"):
+            recipe = label.removeprefix("qtool W8A8").lstrip(" ,") or "default (auto ranges)"
+            lines += _recipe_line(rows, models, kind, recipe)
     mixed = [r for r in rows if r.kind == "qtool:mixed30"]
     if mixed:
         # judged against the float model qtool quantizes: the converted one, where convert dequantized a model

@@ -58,11 +58,13 @@ from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors,
 from qtool.quant.qdq import write_qdq
 from qtool.quant.residual import observe_channels, on_residual_stream, post_ln_sums, residual_stream
 from qtool.quant.rules import OP_RULES, is_control_input
-from qtool.quant.stats import load_stats, save_stats
+from qtool.quant.stats import load_stats, recorded_calibration, save_stats
 from qtool.report import Report
 
 logger = logging.getLogger(__name__)
 TRIAL_SAMPLES = 16  # calibration samples an algorithm's trial quantization calibrates on (and as many it scores on)
+AUTO_MIN_SAMPLES = 4  # fewer: no half to hold out (trial_folds), and the default calibration is min-max
+AUTO_MAX_BYTES = external_data.PROTOBUF_LIMIT  # larger models default to min-max (calibration_method)
 
 # A progress factory: given a total and a label, returns a callback taking the number of steps done.
 Progress = Callable[[int, str], Callable[[int], None]] | None
@@ -193,8 +195,7 @@ def _calibrate(
         return found
     if input_list is None or (o.act_bitwidth == 32 and o.save_stats is None):  # weight-only: no ranges to find
         return {}, 0
-    specs = gm.input_specs(model)
-    check_bindings(input_list, specs, o.use_native_input_files)
+    specs = gm.input_specs(model)  # its lines were checked before any work (_quantize)
     observers, count = calibrate(
         model,
         activation_tensors(facts),
@@ -209,7 +210,7 @@ def _calibrate(
         model_where=str(o.input_network),
     )
     if o.save_stats is not None:
-        save_stats(o.save_stats, model, observers, [input_list.path], count)
+        save_stats(o.save_stats, model, observers, [input_list.path], count, o.act_quantizer_calibration)
     return observers, count
 
 
@@ -311,7 +312,7 @@ def _algorithm_context(
     kernels = runtime.integer_kernels(o.target)  # how trials and scores run the QDQ models
 
     def subset(indices: list[int]) -> Callable[[], Iterator]:
-        chosen = InputList(input_list.path, tuple(input_list.samples[k] for k in indices)) if input_list else None
+        chosen = dataclasses.replace(input_list, samples=tuple(input_list.samples[k] for k in indices)) if input_list else None
         return lambda: iter_samples(chosen, specs, o.use_native_input_files) if chosen else samples()
 
     kept: dict[tuple[int, ...], KeptOutputs | None] = {}  # samples -> the float model's outputs on them
@@ -415,6 +416,21 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     return report
 
 
+def calibration_method(o: QuantizeOptions, model: onnx.ModelProto, input_list: InputList | None) -> str:
+    """--act_quantizer_calibration, or when none is given, auto wherever it can score its candidates on samples
+    held out of their calibration (AUTO_MIN_SAMPLES of an --input_list, activations quantized), else min-max.
+    Not under --mixed_precision auto: it widens each 16-bit grid it raises to twice the calibrated range, which
+    sqnr or mse ranges clip on purpose, and its search was built and measured on min-max's (the zoo's 30 dB rows).
+    Nor past protobuf's 2 GiB, where a run is sized to hold one layer at a time and six more passes are hours."""
+    if o.act_quantizer_calibration is not None:
+        return o.act_quantizer_calibration
+    if o.load_stats:
+        return recorded_calibration(list(o.load_stats))
+    enough = input_list is not None and len(input_list.samples) >= AUTO_MIN_SAMPLES
+    small = external_data.byte_size(model) < AUTO_MAX_BYTES
+    return "auto" if enough and small and o.act_bitwidth != 32 and o.mixed_precision != "auto" else "min-max"
+
+
 def _quantize(
     o: QuantizeOptions, output: Path, tx: outputs.Transaction, progress: Progress
 ) -> tuple[Report, QtoolError | None]:
@@ -437,6 +453,7 @@ def _quantize(
                          hint="add --encodings_format 1.0.0 or 2.0.0")  # fmt: skip
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
     eval_list = read_input_list(o.eval_list, "eval_list") if o.eval_list is not None else input_list
+    o = dataclasses.replace(o, act_quantizer_calibration=calibration_method(o, reference, input_list))
     if input_list is not None and (repeats := input_list.repeats())[0]:  # 'cat a.txt a.txt': 'samples 16' of 8, exit 0
         logger.warning("%s:%d: names the files line %d named (%d line(s) repeat an earlier one): each repeat is "
                        "calibrated and judged again, as if another sample", input_list.path, *repeats[1:],
@@ -445,6 +462,8 @@ def _quantize(
         if listing is not None:
             tx.add_inputs(f"a file of {listing.path}", listing.files())
             check_output_names(listing, reference)
+    if input_list is not None:  # before auto's and the algorithms' trials read any of it
+        check_bindings(input_list, gm.input_specs(reference), o.use_native_input_files)
     if eval_list is not None and eval_list is not input_list:  # fail before hours of calibration
         check_bindings(eval_list, gm.input_specs(reference), o.use_native_input_files)
         judged = {s.paths for s in itertools.islice(eval_list.samples, o.evaluate_samples)}  # a copy of the list read
@@ -715,8 +734,9 @@ def _quality(
         blame += (f"; {tensor!r} is a {op} output on a grid step of {step:.3g}, deeper than its dip: its negative values"
                   f" round to zero, an error of one sign the next layer sums: --act_16bit_tensors {tensor}")
     elif o.act_bitwidth == 8 and o.act_quantizer_calibration == "min-max" and not o.apply_algorithms:
-        # the recipe that gained a median 2 dB on the zoo without losing on any model (README)
-        blame += "; or, keeping 8 bits, try --act_quantizer_calibration auto --apply_algorithms bc"
+        # the recipe that gained a median 2 dB on the zoo without losing on any model (README); auto may have run
+        scored = "calibration auto:" in report.facts.get("algorithms", "")
+        blame += "; or, keeping 8 bits, try " + ("" if scored else "--act_quantizer_calibration auto ") + "--apply_algorithms bc"
     if o.use_per_channel_residual and o.act_bitwidth == 8 and residual_stream(facts):
         # the residual recipe followed and still far: flan-t5's encoder 4.5 dB with it (5.6 + smoothquant), 27.5 at A16
         blame += ("; 8-bit activations may not hold this transformer even with its residual stream per channel:"

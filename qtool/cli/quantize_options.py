@@ -102,8 +102,10 @@ def quantize_options(func: Callable) -> Callable:
         click.option(
             "--act_quantizer_calibration",
             type=Choice(ACT_CALIBRATIONS),
-            help="Activation range method [default: min-max]. auto (qtool's): min-max, sqnr or mse, whichever gives "
-            "the best output SQNR on held-out halves of --input_list (with --apply_algorithms bc in the trial).",
+            help="Activation range method [default: auto with an --input_list of 4+ samples and no --mixed_precision "
+            "auto, else min-max]. auto: "
+            "min-max (qairt's default) unless sqnr or mse gives a better output SQNR on held-out halves of "
+            "--input_list (with --apply_algorithms bc in the trial).",
         ),
         click.option(
             "--param_quantizer_calibration", type=Choice(CALIBRATIONS), help="Weight range method [default: min-max]."

@@ -70,9 +70,8 @@ def iter_samples(
     input_list: InputList, specs: list[InputSpec], native: bool = False
 ) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
     """(where, feed) per input_list line; `where` ("list.txt:7") names the line in errors."""
-    warned: set[str] = set()
     for sample in input_list.samples:
-        feed = {spec.name: load_tensor(path, spec, sample.where, native, warned) for spec, path in _bind(sample, specs)}  # type: ignore[arg-type]
+        feed = {spec.name: load_tensor(path, spec, sample.where, native, input_list.warned) for spec, path in _bind(sample, specs)}  # type: ignore[arg-type]
         yield sample.where, feed
 
 

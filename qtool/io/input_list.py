@@ -110,6 +110,9 @@ class InputList:
     output_tensors: tuple[str, ...] = ()
     # "#name" / "%name" -> the line that asked for it, for the model check (api/common.check_output_names)
     directive_lines: dict[str, int] = field(default_factory=dict, compare=False)
+    # the files a float64-looking warning named: once per run, however many passes (auto's trials, bc) read them;
+    # a subset of the list (dataclasses.replace) shares it
+    warned: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def files(self) -> list[Path]:
         """Every data file the list names, once each."""

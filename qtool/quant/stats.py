@@ -18,7 +18,7 @@ from qtool.errors import DataError, UsageError
 from qtool.graph import external_data
 from qtool.io.digest import sha256
 from qtool.io.files import load_json, read_bytes, read_text, write_text
-from qtool.quant.observers import Observer, from_state
+from qtool.quant.observers import OBSERVERS, Observer, from_state
 
 FORMAT = "qtool-calibration-stats/1"
 
@@ -44,9 +44,11 @@ def save_stats(
     observers: dict[str, Observer],
     input_lists: list[Path],
     samples: int,
+    calibration: str = "min-max",
 ) -> None:
     doc = {
         "format": FORMAT,
+        "calibration": calibration,  # the method the ranges were read by: a --load_stats run naming none reads them so
         "samples": samples,
         "model_sha256": model_hash(model),
         "input_lists": {str(p): sha256(read_bytes(p, "input_list")).hexdigest() for p in input_lists},
@@ -60,6 +62,20 @@ def _read(path: Path) -> dict:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("tensors"), dict):
         raise DataError(f"not a qtool stats file (expected format {FORMAT!r})", where=str(path))
     return doc
+
+
+def recorded_calibration(paths: list[Path]) -> str:
+    """The activation range method the run that saved `paths` used (min-max for a file that names none: saved
+    before qtool recorded it), so that replaying them without naming one writes the model that run wrote."""
+    methods = {path: _read(path).get("calibration", "min-max") for path in paths}
+    for path, method in methods.items():
+        if not isinstance(method, str) or method not in OBSERVERS:
+            raise DataError(f"'calibration' must be one of {', '.join(OBSERVERS)}, not {json.dumps(method)}", where=str(path))
+    if len(set(methods.values())) > 1:
+        named = ", ".join(f"{path}: {method}" for path, method in methods.items())
+        raise UsageError(f"--load_stats files were calibrated by different methods ({named})",
+                         hint="name the one to read them by: --act_quantizer_calibration METHOD")  # fmt: skip
+    return next(iter(methods.values()), "min-max")
 
 
 def load_stats(

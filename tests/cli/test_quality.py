@@ -34,7 +34,10 @@ def test_a_broken_model_is_warned_about_naming_the_worst_layer(tmp_path: Path, a
     assert result.exit_code == 0 and out.exists()
     (warning,) = [line for line in result.stderr.splitlines() if "far from the float one" in line]
     assert "worst layer 'masked'" in warning and "--act_16bit_tensors masked" in warning
-    assert "try --act_quantizer_calibration auto --apply_algorithms bc" in warning  # plain min-max: the recipe
+    assert "try --apply_algorithms bc" in warning and "calibration auto" not in warning  # the default scored auto
+    pinned = run_cli(["quantize", "-i", model, "--input_list", listing, "-o", out, "--quantization_overrides",
+                      _clipping_override(tmp_path), "--act_quantizer_calibration", "min-max"])  # fmt: skip
+    assert "try --act_quantizer_calibration auto --apply_algorithms bc" in pinned.stderr  # min-max named: the recipe
     tried = run_cli(["quantize", "-i", model, "--input_list", listing, "-o", out, "--quantization_overrides",
                      _clipping_override(tmp_path), "--act_quantizer_calibration", "sqnr"])  # fmt: skip
     assert "far from the float one" in tried.stderr and "auto --apply_algorithms bc" not in tried.stderr

@@ -5,6 +5,7 @@ careless user would."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -96,7 +97,8 @@ def test_export_into_quantizes_folder_keeps_quantizes_encodings(ws: Workspace, f
 def test_a_float64_file_repeated_on_every_line_is_warned_of_once(ws: Workspace) -> None:
     """Round 9's 10^5-line list of one file: parsing, binding and reading are linear (the time is one read and one
     inference a line), but a float64 file read as float32 was warned of on every line: 10^5 identical warnings.
-    A pass names each such file once, and at most NAMED_FLOAT64_FILES of them."""
+    A run names each such file once, and at most NAMED_FLOAT64_FILES of them, however many passes read them
+    (auto's trials read samples spread over the list first, then calibration the whole list)."""
     import numpy as np
 
     from qtool.io.raw import NAMED_FLOAT64_FILES
@@ -110,7 +112,8 @@ def test_a_float64_file_repeated_on_every_line_is_warned_of_once(ws: Workspace) 
     assert result.exit_code == 0, result.stderr
     warned = [line for line in result.stderr.splitlines() if "as float64 data" in line]
     assert len(warned) == NAMED_FLOAT64_FILES, result.stderr[:2000]
-    assert "input_list.txt:1: " in warned[0] and "f0.raw" in warned[0] and "f1.raw" in warned[1]
+    assert "input_list.txt:1: " in warned[0] and "f0.raw" in warned[0]
+    assert len({re.search(r"/raw/(f\d+)\.raw:", line)[1] for line in warned}) == NAMED_FLOAT64_FILES  # distinct
     assert warned[-1].endswith("; further files like it are not named")
 
 

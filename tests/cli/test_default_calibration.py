@@ -1,0 +1,89 @@
+"""The default activation range method: auto where an --input_list can hold samples out of calibration, else
+min-max; a --load_stats replay reads the method the saving run used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qnn_models import qtool as run
+from qnn_models import three_conv_model, write_case
+
+
+def _quantize(model: Path, out: Path, *flags: object) -> dict:
+    code, report, err = run("quantize", "-i", model, "-o", out, "--json", *flags)
+    assert code == 0, err
+    return json.loads(report)
+
+
+def test_the_default_scores_the_methods_and_writes_what_naming_its_choice_writes(tmp_path: Path) -> None:
+    model, listing = write_case(tmp_path, three_conv_model(), samples=8)
+    report = _quantize(model, tmp_path / "default.onnx", "--input_list", listing)
+    note = report["algorithms"]
+    assert note.startswith("calibration auto: ") and "held-out halves" in note, note
+    chosen = note.split("calibration auto: ")[1].split(" ")[0]
+    _quantize(model, tmp_path / "named.onnx", "--input_list", listing, "--act_quantizer_calibration", chosen)
+    assert (tmp_path / "default.onnx").read_bytes() == (tmp_path / "named.onnx").read_bytes()
+
+
+def test_too_few_samples_to_hold_out_calibrate_min_max_without_trials(tmp_path: Path) -> None:
+    model, listing = write_case(tmp_path, three_conv_model(), samples=3)
+    report = _quantize(model, tmp_path / "default.onnx", "--input_list", listing)
+    assert "algorithms" not in report and "algorithm seconds" not in report
+    _quantize(model, tmp_path / "named.onnx", "--input_list", listing, "--act_quantizer_calibration", "min-max")
+    assert (tmp_path / "default.onnx").read_bytes() == (tmp_path / "named.onnx").read_bytes()
+
+
+def test_a_stats_replay_naming_no_method_reads_the_one_that_saved_them(tmp_path: Path) -> None:
+    model, listing = write_case(tmp_path, three_conv_model(), samples=6)
+    _quantize(model, tmp_path / "a.onnx", "--input_list", listing, "--act_quantizer_calibration", "sqnr",
+              "--save_stats", tmp_path / "s.json")  # fmt: skip
+    assert json.loads((tmp_path / "s.json").read_text())["calibration"] == "sqnr"
+    _quantize(model, tmp_path / "b.onnx", "--load_stats", tmp_path / "s.json")
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    _quantize(model, tmp_path / "c.onnx", "--load_stats", tmp_path / "s.json", "--act_quantizer_calibration", "min-max")
+    assert (tmp_path / "c.onnx").read_bytes() != (tmp_path / "a.onnx").read_bytes()
+
+
+def test_shards_saved_by_different_methods_are_refused_unless_one_is_named(tmp_path: Path) -> None:
+    model, listing = write_case(tmp_path, three_conv_model(), samples=6)
+    for name, method in (("s1", "sqnr"), ("s2", "mse")):
+        _quantize(model, tmp_path / f"{name}.onnx", "--input_list", listing, "--act_quantizer_calibration", method,
+                  "--save_stats", tmp_path / f"{name}.json")  # fmt: skip
+    code, _, err = run("quantize", "-i", model, "-o", tmp_path / "m.onnx", "--load_stats", tmp_path / "s1.json",
+                       "--load_stats", tmp_path / "s2.json")  # fmt: skip
+    assert code == 2 and "calibrated by different methods" in err and "s1.json: sqnr" in err and "s2.json: mse" in err, err
+    assert len(err.strip().splitlines()) <= 2 and not (tmp_path / "m.onnx").exists()
+    _quantize(model, tmp_path / "m.onnx", "--load_stats", tmp_path / "s1.json", "--load_stats", tmp_path / "s2.json",
+              "--act_quantizer_calibration", "mse")  # fmt: skip
+
+
+def test_a_recorded_method_that_is_no_method_is_refused_naming_the_file(tmp_path: Path) -> None:
+    model, listing = write_case(tmp_path, three_conv_model(), samples=4)
+    _quantize(model, tmp_path / "a.onnx", "--input_list", listing, "--save_stats", tmp_path / "s.json")
+    doc = json.loads((tmp_path / "s.json").read_text())
+    for bad in (["sqnr"], "auto", None):
+        doc["calibration"] = bad
+        (tmp_path / "s.json").write_text(json.dumps(doc))
+        code, _, err = run("quantize", "-i", model, "-o", tmp_path / "b.onnx", "--load_stats", tmp_path / "s.json")
+        assert code != 0 and "s.json" in err and "'calibration' must be one of" in err and "Traceback" not in err, err
+
+
+def test_mixed_precision_keeps_min_max_ranges_unless_told(tmp_path: Path) -> None:
+    model, listing = write_case(tmp_path, three_conv_model(), samples=8)
+    flags = ["--input_list", listing, "--mixed_precision", "auto", "--target_sqnr", "20"]
+    report = _quantize(model, tmp_path / "default.onnx", *flags)
+    assert "calibration auto" not in report.get("algorithms", "")
+    _quantize(model, tmp_path / "named.onnx", *flags, "--act_quantizer_calibration", "min-max")
+    assert (tmp_path / "default.onnx").read_bytes() == (tmp_path / "named.onnx").read_bytes()
+
+
+def test_a_model_past_the_size_bound_defaults_to_min_max(tmp_path: Path, monkeypatch) -> None:
+    """Past protobuf's 2 GiB a run is sized to hold one layer at a time: six more passes are not a default."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("qtool.api.quantize"), "AUTO_MAX_BYTES", 100)
+    model, listing = write_case(tmp_path, three_conv_model(), samples=8)
+    assert "algorithms" not in _quantize(model, tmp_path / "big.onnx", "--input_list", listing)
+    report = _quantize(model, tmp_path / "named.onnx", "--input_list", listing, "--act_quantizer_calibration", "auto")
+    assert report["algorithms"].startswith("calibration auto: ")

@@ -36,6 +36,12 @@ def _matmul_weight_axis(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
     return len(shape) - 1  # columns of B are the output features
 
 
+def _matmul_left_weight_axis(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
+    """A constant A (C @ x: a DFT or filterbank front end, torch's `weight @ x`): its rows are the output rows,
+    the one axis whose scale stays constant over the sum an integer kernel accumulates."""
+    return max(len(shape) - 2, 0)
+
+
 def _conv_transpose_weight_axis(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
     """A ConvTranspose weight is [C_in, C_out/group, k...]: output channel o = g·(C_out/group) + j reads
     column j of the C_in/group rows of group g. One DequantizeLinear axis gives each output channel one scale
@@ -78,7 +84,7 @@ OP_RULES: dict[str, OpRule] = {
     "Conv": OpRule(weights={1: 0}, bias=2),
     "ConvTranspose": OpRule(weights={1: _conv_transpose_weight_axis}, bias=2),
     "Gemm": OpRule(weights={1: _gemm_weight_axis}, bias=2, per_row=True),
-    "MatMul": OpRule(weights={1: _matmul_weight_axis}, per_row=True),
+    "MatMul": OpRule(weights={0: _matmul_left_weight_axis, 1: _matmul_weight_axis}, per_row=True),
     "Concat": OpRule(joins_inputs=True, quantize_constants=True),
     # an embedding table (Gather's data as an initializer) is a weight, one scale per feature under
     # --use_per_row_quantization (a few features carry a transformer's outliers); Gather on an

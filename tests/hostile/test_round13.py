@@ -219,3 +219,21 @@ def test_calib_batch_size_does_not_thin_the_histograms(tmp_path: Path) -> None:
         ranges.append({t: (e[0]["min"], e[0]["max"]) for t, e in found.items()})
     for tensor, (lo, hi) in ranges[0].items():  # within a bin or two: re-binning as the range grows differs
         assert ranges[1][tensor] == pytest.approx((lo, hi), rel=2e-3, abs=(hi - lo) * 2e-3), tensor
+
+
+# --- a node onnxscript's folding fails on -------------------------------------------------------------------------
+
+
+def test_a_node_the_constant_folder_fails_on_is_left_unfolded(ws: Workspace) -> None:
+    """SplitToSequence with a scalar `split` that is an input (onnx's own test_split_to_sequence_1): onnxscript's
+    folding rule read it as a 1-D one and raised, and convert and quantize stopped with 'internal error'."""
+    nodes = [oh.make_node("SplitToSequence", ["x", "split"], ["seq"], axis=1),
+             oh.make_node("SequenceAt", ["seq", "zero"], ["part"]), oh.make_node("Relu", ["part"], ["y"])]  # fmt: skip
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [3, 6]),
+                                       oh.make_tensor_value_info("split", TensorProto.INT64, [])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [3, "n"])],
+                          [onnx.numpy_helper.from_array(np.array(0, np.int64), "zero")])  # fmt: skip
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)]), ws.model)
+    result = ws.run("convert", "-i", ws.model, "-o", ws.out)
+    assert result.exit_code == 0, result.stderr
+    assert [n.op_type for n in onnx.load(ws.out).graph.node] == ["SplitToSequence", "SequenceAt", "Relu"]

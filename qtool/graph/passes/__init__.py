@@ -9,13 +9,13 @@ import math
 
 import onnx_ir as ir
 from onnx_ir.passes import common
-from onnxscript.optimizer._constant_folding import FoldConstantsPass
 
 from qtool.graph.passes.div_to_mul import DivToMulPass
 from qtool.graph.passes.einsum_to_matmul import EinsumToMatMulPass
 from qtool.graph.passes.fix_input_dims import FixInputDimsPass
 from qtool.graph.passes.fold_batchnorm import FoldBatchNormPass
 from qtool.graph.passes.fold_batchnorm_forward import FoldBatchNormForwardPass
+from qtool.graph.passes.fold_constants import FoldConstantsPass
 from qtool.graph.passes.fold_conv_affine import FoldConvAffinePass
 from qtool.graph.passes.fold_dense_batchnorm import FoldDenseBatchNormPass
 from qtool.graph.passes.fuse_conv_add import FuseConvAddPass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -16,7 +17,7 @@ from qtool.config import InspectOptions, preset_file
 from qtool.errors import DataError, ModelError, UsageError
 from qtool.graph import external_data
 from qtool.graph import model as gm
-from qtool.inspect import compare, layers, lint, lint_data, summary
+from qtool.inspect import compare, layers, lint, lint_data, non_finite, summary
 from qtool.inspect import html as inspect_html
 from qtool.inspect.findings import Finding, InspectReport, ordered
 from qtool.io import outputs
@@ -26,6 +27,8 @@ from qtool.io.input_list import InputList, read_input_list
 from qtool.io.raw import InputSpec
 from qtool.quant.mixed_precision import overall
 from qtool.report import Report
+
+logger = logging.getLogger(__name__)
 
 
 def inspect_model(o: InspectOptions) -> InspectReport:
@@ -67,9 +70,13 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
         check_bindings(input_list, specs, o.use_native_input_files)
         check_output_names(input_list, model)
         labels = _checked_labels(o, input_list, model)
+        unbounded: dict[str, str] | None = None if ctx.encodings is None else {}  # a float model: calibrate's words
         ctx.stats = lint_data.collect_stats(
-            ctx.model, iter_samples(input_list, specs, o.use_native_input_files), o.num_threads, len(input_list.samples)
+            ctx.model, iter_samples(input_list, specs, o.use_native_input_files), o.num_threads, len(input_list.samples),
+            unbounded,
         )
+        if unbounded:
+            _warn_non_finite(o, ctx, unbounded, input_list, specs)
         _drop_pages()
         if o.reference is not None:
             rows, drift = _compare_layers(o, model, input_list, labels, report)
@@ -91,6 +98,18 @@ def _far_from_float(drift: dict, rows: list[layers.LayerRow]) -> list[Finding]:
     why = f"the outputs are far from --reference's (SQNR {drift['sqnr_db']:.2f} dB, cosine {drift['cosine']:.4f})"
     return [Finding("far-from-float", "warning", worst.tensor if worst else "outputs", why,
                     f"{worst.tensor!r} adds the most error: {worst.fix}" if worst else "see the layer table")]  # fmt: skip
+
+
+def _warn_non_finite(
+    o: InspectOptions, ctx: lint.LintContext, unbounded: dict[str, str], input_list: InputList, specs: list[InputSpec]
+) -> None:
+    def feed_at(where: str) -> dict:
+        return next(feed for at, feed in iter_samples(input_list, specs, o.use_native_input_files) if at == where)
+
+    reference = gm.load(o.reference) if o.reference is not None else None
+    message = non_finite.explain(ctx, unbounded, reference, feed_at, o.num_threads)
+    if message is not None:
+        logger.warning("%s", message)
 
 
 def _input_specs(model: onnx.ModelProto, reference: Path | onnx.ModelProto | None) -> list[InputSpec]:

@@ -53,13 +53,15 @@ def float_tensors(facts: GraphFacts) -> list[str]:
 
 
 def collect_stats(
-    model: onnx.ModelProto, samples: Iterable[Sample], threads: int = 0, count: int | None = None
+    model: onnx.ModelProto, samples: Iterable[Sample], threads: int = 0, count: int | None = None,
+    unbounded: dict[str, str] | None = None,
 ) -> dict[str, Observer]:
-    """`count`: how many samples there are (a range's growth is noted by quarters of them)."""
+    """`count`: how many samples there are (a range's growth is noted by quarters of them); `unbounded`: see
+    calibrate (a quantized model's float view, whose infinities may be the rounding's)."""
     tensors = float_tensors(GraphFacts.of(model))
     observers, _ = calibrate(
         model, tensors, samples, observer="percentile", percentile=PERCENTILE, threads=threads, any_nan=True,
-        expected_samples=count,
+        expected_samples=count, unbounded=unbounded,
     )  # fmt: skip
     return observers
 

@@ -261,8 +261,10 @@ class _Runner:
         cap: int,
         softmax: dict[str, int] | None = None,
         nan_allowed: frozenset[str] = frozenset(),
+        unbounded: dict[str, str] | None = None,
     ) -> None:
         self.tensors, self.observers, self.softmax, self.cap = tensors, observers, softmax or {}, cap
+        self.unbounded = unbounded
         self.nan_allowed = {k for k, t in enumerate(tensors) if t in nan_allowed}  # tensors whose NaN is no error
         self.mac_read = {i: n for n in model.graph.node if n.op_type in MAC_OPS for i in n.input[:2]}  # a mask is not
         self.sampled = bool(tensors) and all(isinstance(observers[t], Histogram) for t in tensors)  # one method
@@ -326,7 +328,9 @@ class _Runner:
         unbounded = set(np.flatnonzero(~empty & (np.maximum(np.abs(lows), np.abs(highs)) >= SENTINEL)).tolist())
         for k in unbounded:  # almost always empty: this runs per sample over every tensor
             name, seen = self.tensors[k], max(abs(lows[k]), abs(highs[k]))
-            if (node := self.mac_read.pop(name, None)) is not None:  # once a run: the first
+            if self.unbounded is not None:
+                self.unbounded.setdefault(name, where)
+            elif (node := self.mac_read.pop(name, None)) is not None:  # once a run: the first
                 self.mac_read.clear()  # a whole model left float, exit 0, said at info level (a 1e30 in one sample)
                 logger.warning("%s: %r reaches %.3g, which reads as a mask's value: it stays float, as does what it "
                                "feeds, %s %r included; is this sample's data right?", where, name, seen,
@@ -381,6 +385,7 @@ def calibrate(
     keep: FloatOutputs | None = None,
     any_nan: bool = False,
     model_where: str | None = None,
+    unbounded: dict[str, str] | None = None,
 ) -> tuple[dict[str, Observer], int]:
     """Observe `tensors` over all `samples`; returns the observers and the number of samples.
 
@@ -391,7 +396,9 @@ def calibrate(
     A tensor with NaN values is an error unless a Where discards them, or `any_nan` (statistics of a
     quantized model's float view, where a value the Q/DQ would have clamped can run to inf and NaN);
     such a tensor is unbounded, as one holding a mask's infinities is. `model_where` names the model in the
-    error when onnxruntime cannot run it on the first sample.
+    error when onnxruntime cannot run it on the first sample. `unbounded`, when given, gathers each unbounded
+    tensor with the first sample where it was, in place of the warning that blames the sample: in a quantized
+    model's float view the rounding may be what made it so (inspect/non_finite.py tells which).
     """
     if not tensors:
         return {}, 0
@@ -408,12 +415,13 @@ def calibrate(
     softmax = {t: axis for t, (axis, _) in chains.items()}
     cap = sample_cap(expected_samples)
     nan_allowed = frozenset(plain) if any_nan else _where_branches(facts, plain)
-    single = _Runner(model, plain, observers, threads, cap, softmax, nan_allowed)
+    single = _Runner(model, plain, observers, threads, cap, softmax, nan_allowed, unbounded)
     batched = None
     if batch_size > 1:
         try:
             batched = _Runner(
-                _batched(model, batch_size), plain, observers, threads, cap * batch_size, softmax, nan_allowed
+                _batched(model, batch_size), plain, observers, threads, cap * batch_size, softmax, nan_allowed,
+                unbounded,
             )
         except ModelError:
             logger.warning("calibrate: the model cannot be batched; one sample at a time")

@@ -204,8 +204,9 @@ def compare_outputs(
     parts_of = _by_output(output_parts(reference) if parts is None else parts, names)
     drift = {}
     producers = {o: n for n in reference.graph.node for o in n.output}
+    picked = runtime.downstream(reference.graph.node, _picks(reference))
     for name in names:
-        drift[name] = Drift(may_be_scores=_may_be_scores(producers, name))
+        drift[name] = Drift(may_be_scores=name not in picked and _may_be_scores(producers, name))
         # a part is a detection head's boxes, scores or coefficients: its last axis runs over anchors, not classes
         drift.update({p.name: Drift(part=True, may_be_scores=False) for p in parts_of.get(name, [])})
     for index, feed in enumerate(feeds):
@@ -238,6 +239,15 @@ NOT_SCORES = frozenset({"LSTM", "GRU", "RNN", "Loop", "Scan", "LayerNormalizatio
 PASSES_ON = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Identity", "Cast", "Slice", "Gather"})
 NORMS = frozenset({"ReduceL2", "Sqrt", "Max", "Clip"})  # x / max(‖x‖, ε): a Div by these normalises (a Div by a
 # ReduceSum is a Softmax written out, and keeps its top-1)
+
+
+def _picks(model: onnx.ModelProto) -> list[str]:
+    """The indices ArgMax, ArgMin and TopK pick: what is computed from them holds the picked items' values, one per
+    frame or row, not a score per class (swift-f0's pitch track: each frame's best bin's frequency showed
+    top1_agreement 0.03, an argmax over frames)."""
+    return [t for n in model.graph.node if n.domain in ("", "ai.onnx")
+            for t in (n.output[:1] if n.op_type in ("ArgMax", "ArgMin") else n.output[1:2] if n.op_type == "TopK" else [])
+            if t]  # fmt: skip
 
 
 def _may_be_scores(producers: dict[str, onnx.NodeProto], name: str) -> bool:

@@ -139,3 +139,32 @@ def test_no_top1_for_torch_normalize_whose_norm_is_expanded() -> None:
     feeds = [{"x": np.random.default_rng(k).normal(size=(1, 8)).astype(np.float32)} for k in range(3)]
     drift = compare_outputs(model, model, feeds)
     assert "top1_agreement" not in drift["embedding"].summary(False)
+
+
+def _pitch_track() -> onnx.ModelProto:
+    """x [1, 6, 8] (frames x bins) -> a clip's class scores (the frames' mean logits) and a pitch track: each frame's best bin (ArgMax) read back
+    by index (GatherElements) and turned to a frequency (Exp), one value per frame, as swift-f0's is."""
+    w = np.random.default_rng(0).normal(size=(8, 5)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["logits"]),
+        helper.make_node("ArgMax", ["logits"], ["best"], axis=-1, keepdims=1),
+        helper.make_node("GatherElements", ["logits", "best"], ["peak"], axis=-1),
+        helper.make_node("Squeeze", ["peak", "last"], ["peak_per_frame"]),
+        helper.make_node("Exp", ["peak_per_frame"], ["pitch"]),
+        helper.make_node("ReduceMean", ["logits"], ["scores"], axes=[1], keepdims=0),  # a clip's class scores
+    ]
+    arrays = {"w": w, "last": np.array([-1], np.int64)}
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("pitch", "scores")]
+    graph = helper.make_graph(nodes, "track", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 8])],
+                              outputs, [numpy_helper.from_array(v, k) for k, v in arrays.items()])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_no_top1_agreement_for_values_an_argmax_picks() -> None:
+    model = _pitch_track()
+    feeds = [{"x": np.random.default_rng(k).normal(size=(1, 6, 8)).astype(np.float32)} for k in range(4)]
+    drift = compare_outputs(model, model, feeds)
+    assert "top1_agreement" not in drift["pitch"].summary(False)  # an argmax over frames says nothing
+    assert "top1_agreement" in drift["scores"].summary(False)

@@ -153,6 +153,15 @@ def _check_pair(model: onnx.ModelProto, reference: onnx.ModelProto, where: str) 
                          hint=pinned if mine < theirs else None)  # fmt: skip
     if missing:
         raise UsageError(f"has no output {quoted(missing[0])}, which MODEL has: not MODEL's float model", where=where)
+    # the original of a model convert --input_dim resized: 'the float model fails in onnxruntime ... a converted model
+    # that fails where the original runs is a bug worth reporting', blaming qtool for the user's swap
+    dims = [{i.name: [str(d.dim_value or d.dim_param or "?") for d in i.type.tensor_type.shape.dim]
+             for i in m.graph.input if i.type.tensor_type.HasField("shape")} for m in (model, reference)]  # fmt: skip
+    for name in sorted(mine & dims[0].keys() & dims[1].keys()):
+        ours, given = dims[0][name], dims[1][name]
+        if len(ours) != len(given) or any(a != b and a.isdigit() and b.isdigit() for a, b in zip(ours, given, strict=True)):
+            raise UsageError(f"declares input {quoted(name)} [{','.join(given)}], MODEL [{','.join(ours)}]: not the model "
+                             "MODEL was quantized from", where=where, hint="compare with the model `qtool convert` wrote")  # fmt: skip
     if gm.metadata(reference).get(gm.METADATA_FLOAT_BITWIDTH) == "16":  # its layers behind Casts: 2 rows, 'logits Cast'
         raise UsageError("is a float16 model (convert --float_bitwidth 16): not the float model MODEL was quantized from",
                          where=where, hint="compare with the float32 model quantize read")  # fmt: skip

@@ -237,3 +237,28 @@ def test_a_node_the_constant_folder_fails_on_is_left_unfolded(ws: Workspace) -> 
     result = ws.run("convert", "-i", ws.model, "-o", ws.out)
     assert result.exit_code == 0, result.stderr
     assert [n.op_type for n in onnx.load(ws.out).graph.node] == ["SplitToSequence", "SequenceAt", "Relu"]
+
+
+# --- the original as --reference of a resized model ---------------------------------------------------------------
+
+
+def test_inspect_refuses_a_reference_declaring_other_input_dims(tmp_path: Path) -> None:
+    """convert --input_dim x 1,2,16,16 of a model declaring [1,2,8,8], quantize, then inspect --reference <the
+    original>: 'the float model fails in onnxruntime on evaluation sample 1: Got invalid dimensions ... a converted
+    model that fails where the original runs is a bug worth reporting', a qtool bug for the user's swap."""
+    ws = Workspace(tmp_path)
+    weight = onnx.numpy_helper.from_array(np.random.default_rng(0).normal(size=(2, 2, 3, 3)).astype(np.float32), "W")
+    nodes = [oh.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), oh.make_node("Relu", ["c"], ["y"])]
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])], [weight])  # fmt: skip
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)]), ws.model)
+    for k in range(2):
+        np.random.default_rng(k).random((1, 2, 16, 16)).astype(np.float32).tofile(tmp_path / f"s{k}.raw")
+    ws.listing.write_text("s0.raw\ns1.raw\n")
+    converted = tmp_path / "big.onnx"
+    assert ws.run("convert", "-i", ws.model, "-o", converted, "--input_dim", "x", "1,2,16,16").exit_code == 0
+    assert ws.run("quantize", "-i", converted, "-l", ws.listing, "-o", ws.out).exit_code == 0
+    before = ws.snapshot()
+    result = ws.run("inspect", ws.out, "--reference", ws.model, "-l", ws.listing)
+    assert_refused(ws, before, result, 2, f"{ws.model}: declares input 'x' [1,2,8,8], MODEL [1,2,16,16]")
+    assert ws.run("inspect", ws.out, "--reference", converted, "-l", ws.listing).exit_code == 0

@@ -626,7 +626,8 @@ OUT := build/demo
 # 22782 -> 22792: no top1_agreement for values an ArgMax or TopK picks (a pitch track) (inspect/compare;
 #   helper-82; 10 lines)
 # 22792 -> 22801: inspect refuses a --reference declaring other input dims than MODEL (api/inspect; round 13; 9 lines)
-LINE_BUDGET := 22801
+# 22801 -> 22816: a --load_stats replay reads a percentile file at the percentile that saved it (quant/stats; helper-85; 15 lines)
+LINE_BUDGET := 22816
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -262,7 +262,7 @@ class QuantizeOptions:
     bias_bitwidth: int = 8
     act_quantizer_schema: str = "asymmetric"
     param_quantizer_schema: str = "asymmetric"
-    act_quantizer_calibration: str | None = None  # none given: auto where it can run (api/quantize.calibration_method)
+    act_quantizer_calibration: str | None = None  # none given: auto where it can run (api/quantize.with_calibration_method)
     param_quantizer_calibration: str = "min-max"
     percentile_calibration_value: float = 99.99
     float_bias_bitwidth: int = 32

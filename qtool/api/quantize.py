@@ -64,7 +64,7 @@ from qtool.report import Report
 logger = logging.getLogger(__name__)
 TRIAL_SAMPLES = 16  # calibration samples an algorithm's trial quantization calibrates on (and as many it scores on)
 AUTO_MIN_SAMPLES = 4  # fewer: no half to hold out (trial_folds), and the default calibration is min-max
-AUTO_MAX_BYTES = external_data.PROTOBUF_LIMIT  # larger models default to min-max (calibration_method)
+AUTO_MAX_BYTES = external_data.PROTOBUF_LIMIT  # larger models default to min-max (with_calibration_method)
 
 # A progress factory: given a total and a label, returns a callback taking the number of steps done.
 Progress = Callable[[int, str], Callable[[int], None]] | None
@@ -210,7 +210,8 @@ def _calibrate(
         model_where=str(o.input_network),
     )
     if o.save_stats is not None:
-        save_stats(o.save_stats, model, observers, [input_list.path], count, o.act_quantizer_calibration)
+        save_stats(o.save_stats, model, observers, [input_list.path], count, o.act_quantizer_calibration,
+                   o.percentile_calibration_value)
     return observers, count
 
 
@@ -416,19 +417,23 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     return report
 
 
-def calibration_method(o: QuantizeOptions, model: onnx.ModelProto, input_list: InputList | None) -> str:
+def with_calibration_method(o: QuantizeOptions, model: onnx.ModelProto, input_list: InputList | None) -> QuantizeOptions:
     """--act_quantizer_calibration, or when none is given, auto wherever it can score its candidates on samples
-    held out of their calibration (AUTO_MIN_SAMPLES of an --input_list, activations quantized), else min-max.
+    held out of their calibration (AUTO_MIN_SAMPLES of an --input_list, activations quantized), else min-max;
+    --load_stats files are read by the method (and percentile) the run that saved them used.
     Not under --mixed_precision auto: it widens each 16-bit grid it raises to twice the calibrated range, which
     sqnr or mse ranges clip on purpose, and its search was built and measured on min-max's (the zoo's 30 dB rows).
     Nor past protobuf's 2 GiB, where a run is sized to hold one layer at a time and six more passes are hours."""
     if o.act_quantizer_calibration is not None:
-        return o.act_quantizer_calibration
-    if o.load_stats:
-        return recorded_calibration(list(o.load_stats))
+        return o
+    if o.load_stats:  # a percentile file saved at 95 was read at 99.99, and --percentile_calibration_value refused
+        method, percentile = recorded_calibration(list(o.load_stats))
+        return dataclasses.replace(o, act_quantizer_calibration=method,
+                                   percentile_calibration_value=percentile or o.percentile_calibration_value)  # fmt: skip
     enough = input_list is not None and len(input_list.samples) >= AUTO_MIN_SAMPLES
     small = external_data.byte_size(model) < AUTO_MAX_BYTES
-    return "auto" if enough and small and o.act_bitwidth != 32 and o.mixed_precision != "auto" else "min-max"
+    auto = enough and small and o.act_bitwidth != 32 and o.mixed_precision != "auto"
+    return dataclasses.replace(o, act_quantizer_calibration="auto" if auto else "min-max")
 
 
 def _quantize(
@@ -453,7 +458,7 @@ def _quantize(
                          hint="add --encodings_format 1.0.0 or 2.0.0")  # fmt: skip
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
     eval_list = read_input_list(o.eval_list, "eval_list") if o.eval_list is not None else input_list
-    o = dataclasses.replace(o, act_quantizer_calibration=calibration_method(o, reference, input_list))
+    o = with_calibration_method(o, reference, input_list)
     if input_list is not None and (repeats := input_list.repeats())[0]:  # 'cat a.txt a.txt': 'samples 16' of 8, exit 0
         logger.warning("%s:%d: names the files line %d named (%d line(s) repeat an earlier one): each repeat is "
                        "calibrated and judged again, as if another sample", input_list.path, *repeats[1:],

@@ -45,10 +45,12 @@ def save_stats(
     input_lists: list[Path],
     samples: int,
     calibration: str = "min-max",
+    percentile: float = 99.99,
 ) -> None:
     doc = {
         "format": FORMAT,
         "calibration": calibration,  # the method the ranges were read by: a --load_stats run naming none reads them so
+        **({"percentile": percentile} if calibration == "percentile" else {}),  # ... at the percentile they were read at
         "samples": samples,
         "model_sha256": model_hash(model),
         "input_lists": {str(p): sha256(read_bytes(p, "input_list")).hexdigest() for p in input_lists},
@@ -64,18 +66,26 @@ def _read(path: Path) -> dict:
     return doc
 
 
-def recorded_calibration(paths: list[Path]) -> str:
+def recorded_calibration(paths: list[Path]) -> tuple[str, float | None]:
     """The activation range method the run that saved `paths` used (min-max for a file that names none: saved
-    before qtool recorded it), so that replaying them without naming one writes the model that run wrote."""
-    methods = {path: _read(path).get("calibration", "min-max") for path in paths}
-    for path, method in methods.items():
+    before qtool recorded it) and, for percentile, the percentile it read them at, so that replaying them without
+    naming one writes the model that run wrote."""
+    methods: dict[Path, tuple[str, float | None]] = {}
+    for path in paths:
+        doc = _read(path)
+        method, value = doc.get("calibration", "min-max"), doc.get("percentile")
         if not isinstance(method, str) or method not in OBSERVERS:
             raise DataError(f"'calibration' must be one of {', '.join(OBSERVERS)}, not {json.dumps(method)}", where=str(path))
-    if len(set(methods.values())) > 1:
-        named = ", ".join(f"{path}: {method}" for path, method in methods.items())
+        if value is not None and (method != "percentile" or type(value) not in (int, float) or not 90 <= value <= 100):
+            raise DataError(f"'percentile' must be a number in [90, 100] beside 'calibration' percentile, not {json.dumps(value)}",
+                            where=str(path))  # fmt: skip
+        methods[path] = method, value
+    if len(set(methods.values())) > 1:  # percentile 99.9 and 99.99 too: merged, one of them would be read otherwise
+        named = ", ".join(f"{path}: {method}" + (f" {value:g}" if value is not None else "")
+                          for path, (method, value) in methods.items())  # fmt: skip
         raise UsageError(f"--load_stats files were calibrated by different methods ({named})",
                          hint="name the one to read them by: --act_quantizer_calibration METHOD")  # fmt: skip
-    return next(iter(methods.values()), "min-max")
+    return next(iter(methods.values()), ("min-max", None))
 
 
 def load_stats(

@@ -87,3 +87,22 @@ def test_a_model_past_the_size_bound_defaults_to_min_max(tmp_path: Path, monkeyp
     assert "algorithms" not in _quantize(model, tmp_path / "big.onnx", "--input_list", listing)
     report = _quantize(model, tmp_path / "named.onnx", "--input_list", listing, "--act_quantizer_calibration", "auto")
     assert report["algorithms"].startswith("calibration auto: ")
+
+
+def test_a_percentile_replay_reads_the_percentile_that_saved_them(tmp_path: Path) -> None:
+    """A file saved at --percentile_calibration_value 95 was read back at 99.99 (another model, exit 0), and
+    --percentile_calibration_value 95 alone was refused ('only allowed with percentile calibration')."""
+    model, listing = write_case(tmp_path, three_conv_model(), samples=6)
+    for name, value in (("s", "95"), ("t", "99.9")):
+        _quantize(model, tmp_path / f"{name}.onnx", "--input_list", listing, "--act_quantizer_calibration", "percentile",
+                  "--percentile_calibration_value", value, "--save_stats", tmp_path / f"{name}.json")  # fmt: skip
+    _quantize(model, tmp_path / "b.onnx", "--load_stats", tmp_path / "s.json")
+    assert (tmp_path / "s.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    code, _, err = run("quantize", "-i", model, "-o", tmp_path / "m.onnx", "--load_stats", tmp_path / "s.json",
+                       "--load_stats", tmp_path / "t.json")  # fmt: skip
+    assert code == 2 and "s.json: percentile 95, " in err and "t.json: percentile 99.9)" in err, err
+    doc = json.loads((tmp_path / "s.json").read_text())
+    doc["percentile"] = 101
+    (tmp_path / "s.json").write_text(json.dumps(doc))
+    code, _, err = run("quantize", "-i", model, "-o", tmp_path / "m.onnx", "--load_stats", tmp_path / "s.json")
+    assert code == 4 and "s.json" in err and "'percentile' must be a number in [90, 100]" in err, err

@@ -1,5 +1,7 @@
 """Round 13 (helper-80): inspect's outputs beside its inputs, stats files and lists that repeat themselves, models
-that compute nothing, probed on an installed wheel as a careless user would."""
+that compute nothing, tensors empty in some samples, flags for what a run does not do, references that are not
+MODEL's float model, and onnx's backend node cases run through quantize, inspect and export, probed on an installed
+wheel as a careless user would."""
 
 from __future__ import annotations
 

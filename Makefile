@@ -627,7 +627,8 @@ OUT := build/demo
 #   helper-82; 10 lines)
 # 22792 -> 22801: inspect refuses a --reference declaring other input dims than MODEL (api/inspect; round 13; 9 lines)
 # 22801 -> 22816: a --load_stats replay reads a percentile file at the percentile that saved it (quant/stats; helper-85; 15 lines)
-LINE_BUDGET := 22816
+# 22816 -> 22827: a flag on the command line replaces what a --target preset or --config set with it (legacy --act_quantizer, percentile; config.py; helper-85; 11 lines)
+LINE_BUDGET := 22827
 
 .PHONY: demo test lint venv bench clean golden
 

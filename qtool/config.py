@@ -307,16 +307,21 @@ class QuantizeOptions:
     algorithm_config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> QuantizeOptions:
-        params = dict(params)
+    def from_params(cls, params: dict[str, Any], from_files: frozenset[str] = frozenset()) -> QuantizeOptions:
+        """`from_files`: the params a --target preset or --config gave, which a flag given on the command line
+        overrides ('--target qnn-htp --act_quantizer enhanced' was refused: its preset names a schema)."""
+        params, files = dict(params), set(from_files)
         for kind in ("act", "param"):
             legacy = params.pop(f"{kind}_quantizer", None)
             if legacy is None:
                 continue
-            new = [f"--{kind}_quantizer_{k}" for k in ("schema", "calibration") if params.get(f"{kind}_quantizer_{k}")]
+            keys = [f"{kind}_quantizer_{k}" for k in ("schema", "calibration")]
+            new = [k for k in keys if params.get(k) and (k not in files or f"{kind}_quantizer" in files)]
             if new:
-                raise UsageError(f"legacy --{kind}_quantizer cannot be mixed with {new[0]}")
-            params[f"{kind}_quantizer_schema"], params[f"{kind}_quantizer_calibration"] = LEGACY_QUANTIZERS[legacy]
+                raise UsageError(f"legacy --{kind}_quantizer cannot be mixed with --{new[0]}")
+            params[keys[0]], params[keys[1]] = LEGACY_QUANTIZERS[legacy]
+            if f"{kind}_quantizer" not in files:  # given on the command line: so are the values it sets
+                files -= {*keys}
         if params.get("weights_bitwidth") == 16 and not params.get("param_quantizer_schema"):
             params["param_quantizer_schema"] = "symmetric"  # qairt: 16-bit weights default to symmetric
         if params.get("weights_bitwidth") == 4 and not params.get("param_quantizer_calibration"):
@@ -327,8 +332,12 @@ class QuantizeOptions:
             params.get("act_quantizer_calibration"),
             params.get("param_quantizer_calibration"),
         )
-        if percentile is not None and not uses_percentile:
+        methods = ("act_quantizer_calibration", "param_quantizer_calibration")  # a file's percentile for a method
+        overridden = "percentile_calibration_value" in files and any(params.get(k) and k not in files for k in methods)
+        if percentile is not None and not uses_percentile and not overridden:  # ... the command line replaced
             raise UsageError("--percentile_calibration_value is only allowed with percentile calibration")
+        if not uses_percentile:
+            params.pop("percentile_calibration_value", None)
         # each was ignored, exit 0: 'exact' without --mixed_precision auto; a level without the MatMulNBits it sets
         if params.get("mixed_precision_sensitivity") is not None and params.get("mixed_precision") is None:
             raise UsageError("--mixed_precision_sensitivity applies to --mixed_precision auto's search, which is off: "

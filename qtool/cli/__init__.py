@@ -103,7 +103,9 @@ def convert(as_json: bool, **kw: Any) -> None:
 @common
 def quantize(as_json: bool, **kw: Any) -> None:
     """Calibrate on --input_list and write a QDQ model plus <output>.encodings.json."""
-    emit(api.quantize(QuantizeOptions.from_params(kw), progress=terminal_progress_if_tty()), as_json)
+    ctx = click.get_current_context()  # the values a --target preset or --config gave, which the command line's override
+    from_files = frozenset(k for k in kw if ctx.get_parameter_source(k) is click.core.ParameterSource.DEFAULT_MAP)
+    emit(api.quantize(QuantizeOptions.from_params(kw, from_files), progress=terminal_progress_if_tty()), as_json)
 
 
 @main.command()

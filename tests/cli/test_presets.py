@@ -77,3 +77,18 @@ def test_unknown_preset_key_or_value_names_the_closest(case: tuple[Path, Path], 
     config.write_text("act_quantizer_schema: asymetric\n")
     code, _, err = qtool("quantize", "-i", model, "--input_list", listing, "--config", config)
     assert code == 2 and "asymmetric" in err
+
+
+def test_a_flag_on_the_command_line_replaces_what_the_preset_set_with_it(case: tuple[Path, Path]) -> None:
+    """'--target qnn-htp --act_quantizer enhanced' (a QNN script's legacy flag) was refused for mixing with
+    --act_quantizer_schema, which only the preset named; '--target tidl --act_quantizer_calibration sqnr' for the
+    preset's --percentile_calibration_value. Mixed on the command line itself they are still refused."""
+    model, listing = case
+    legacy = quantize(case, "--target", "qnn-htp", "--act_quantizer", "enhanced")
+    assert legacy == quantize(case, "--target", "qnn-htp", "--act_quantizer_calibration", "sqnr")
+    quantize(case, "--target", "tidl", "--act_quantizer_calibration", "sqnr")
+    quantize(case, "--target", "tidl", "--act_quantizer", "tf")
+    for flags in (["--act_quantizer", "tf", "--act_quantizer_schema", "symmetric"],
+                  ["--percentile_calibration_value", "99", "--act_quantizer_calibration", "sqnr"]):  # fmt: skip
+        code, _, err = qtool("quantize", "-i", model, "--input_list", listing, "-o", model.parent / "r.onnx", *flags)
+        assert code == 2 and ("cannot be mixed" in err or "only allowed with percentile" in err), err

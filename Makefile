@@ -628,7 +628,8 @@ OUT := build/demo
 # 22792 -> 22801: inspect refuses a --reference declaring other input dims than MODEL (api/inspect; round 13; 9 lines)
 # 22801 -> 22816: a --load_stats replay reads a percentile file at the percentile that saved it (quant/stats; helper-85; 15 lines)
 # 22816 -> 22827: a flag on the command line replaces what a --target preset or --config set with it (legacy --act_quantizer, percentile; config.py; helper-85; 11 lines)
-LINE_BUDGET := 22827
+# 22827 -> 22829: inspect keeps --html off the mixed-precision overrides beside MODEL (api/inspect; round 13; 2 lines)
+LINE_BUDGET := 22829
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -12,6 +12,7 @@ import onnx
 
 from qtool import runtime
 from qtool.api.common import EVALUATED_ON, check_output_names, class_count, drift_table, encodings_path, read_labels
+from qtool.api.mixed import mixed_overrides_path
 from qtool.api.quantize import QUALITY_COSINE, QUALITY_SQNR_DB
 from qtool.config import InspectOptions, preset_file
 from qtool.errors import DataError, ModelError, UsageError
@@ -38,6 +39,7 @@ def inspect_model(o: InspectOptions) -> InspectReport:
     inputs = [("MODEL", o.model), ("--reference", o.reference), ("--input_list", o.input_list), ("--labels", o.labels),
               ("--target's preset", preset_file(o.target)),
               ("the encodings quantize wrote beside MODEL", o.model.name and encodings_path(o.model)),  # --html: exit 0
+              ("the mixed-precision overrides beside MODEL", o.model.name and mixed_overrides_path(o.model)),
               *runtime.library_inputs(o.op_package_lib)]  # fmt: skip
     with (outputs.command(inputs, [("--html", o.html)]) as tx, runtime.custom_ops(o.op_package_lib),
           tempfile.TemporaryDirectory(prefix="qtool-") as scratch):  # fmt: skip

@@ -264,3 +264,14 @@ def test_inspect_refuses_a_reference_declaring_other_input_dims(tmp_path: Path) 
     result = ws.run("inspect", ws.out, "--reference", ws.model, "-l", ws.listing)
     assert_refused(ws, before, result, 2, f"{ws.model}: declares input 'x' [1,2,8,8], MODEL [1,2,16,16]")
     assert ws.run("inspect", ws.out, "--reference", converted, "-l", ws.listing).exit_code == 0
+
+
+def test_inspect_html_does_not_replace_the_mixed_precision_overrides(ws: Workspace) -> None:
+    """`inspect q.onnx --html q.mixed_precision.json` replaced the overrides --mixed_precision auto wrote beside the
+    model (the file a later run takes as -q) with the HTML report, exit 0."""
+    assert ws.quantize("-o", ws.out, "--mixed_precision", "auto", "--target_sqnr", "20").exit_code == 0
+    chosen = ws.out.with_suffix(".mixed_precision.json")
+    assert chosen.exists()
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("inspect", ws.out, "--html", chosen), 2,
+                   f"--html {chosen} is the same file as the mixed-precision overrides beside MODEL")  # fmt: skip

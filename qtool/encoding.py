@@ -330,6 +330,16 @@ def power_of_2(e: Encoding) -> Encoding:
     return _finish(scale, offset, e.bitwidth, e.is_symmetric, e.axis)
 
 
+def holding(e: Encoding, value: float) -> Encoding | None:
+    """`e` (one grid) with its scale raised just enough that `value` lands on a level, or None where no level can:
+    a constant below the smallest step the minimum range allows (1e-8 at 8 bits: steps of 1e-4 / 255). A raised
+    scale only widens the range, so it still holds [min, max], the minimum range and an exact zero."""
+    levels = np.floor(abs(value) / e.scale[0] * (1 + 1e-9))  # the most steps that fit in |value|: the least raise
+    if not value or levels < 1:
+        return None if value else e
+    return _finish(_vec(abs(value) / levels), _vec(e.offset[0]), e.bitwidth, e.is_symmetric, e.axis)
+
+
 def fix_point(e: Encoding) -> list[int] | None:
     """Fractional bits per channel (Vitis Q-format: x = q · 2^-fix_point), or None if not power-of-2."""
     bits = -np.log2(e.scale_array())

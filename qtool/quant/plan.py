@@ -511,7 +511,13 @@ def _constant_encoding(name: str, values: np.ndarray, overrides: Encodings, o: P
     if given is not None and (given.is_float or given.scale):
         return given
     lo, hi = float(values.min(initial=0.0)), float(values.max(initial=0.0))
-    return enc.with_schema(o.act_schema, lo, hi, given.bitwidth if given else bitwidth, pow2=o.act_pow2)
+    e = enc.with_schema(o.act_schema, lo, hi, given.bitwidth if given else bitwidth, pow2=o.act_pow2)
+    if values.size == 0 or values.min() != values.max() or o.act_pow2:
+        return e  # a vector's grid trades its values off; a power-of-2 scale cannot move to one value
+    # one value (an eps) is put on a level: on the grid its range gives, the minimum range rule's steps of
+    # 1e-4 / 255 moved 1e-6 to 1.18e-6; a value below one step (1e-8 at 8 bits) rounds to 0 on any grid
+    # of that bitwidth, as it would in the sum's grid (see plan_params for when the sum is float)
+    return enc.holding(e, float(values.flat[0])) or e
 
 
 def _slope_encoding(name: str, values: np.ndarray, overrides: Encodings, o: PlanOptions) -> Encoding:
@@ -603,6 +609,15 @@ def _table_on_output_grid(
     return out
 
 
+def _runs_float(facts: GraphFacts, node, activations: dict[str, Encoding]) -> bool:
+    """Every float output of `node` (or the tensor carrying its encoding) stays float: the op runs in float, its
+    quantized inputs converted (QNN's mixed precision). Its constant operands have no integer grid to meet: on one
+    of their own, Log(power + 1e-8) with the 1e-8 at 0 gave -inf on a silent frame in a float Log chain (an
+    integer op sharing the constant reads it in float too: one tensor, one value)."""
+    outs = [facts.squashed_into(t) or t for t in node.output if t and facts.is_float(t)]
+    return bool(outs) and all((e := activations.get(t)) is not None and e.is_float for t in outs)
+
+
 def plan_params(
     facts: GraphFacts, activations: dict[str, Encoding], overrides: Encodings, o: PlanOptions
 ) -> dict[str, Encoding]:
@@ -615,6 +630,9 @@ def plan_params(
     def wanted(name: str) -> bool:
         seen.append(name)
         return name not in params and (o.fill_gaps or name in overrides.params)
+
+    # one value for every reader: a constant an op running float reads stays float for an integer op too
+    float_read = {c for n in facts.model.graph.node if _runs_float(facts, n, activations) for c in _param_slots(facts, n)[2]}
 
     for node in facts.model.graph.node:
         if o.op_types and node.op_type not in o.op_types:
@@ -649,6 +667,8 @@ def plan_params(
             params[bias] = _bias_encoding(bias, facts.array(bias), input_enc, enc.per_output_channel(weight, outs), overrides, o)
         met = [activations[i] for i in node.input if i in activations and not activations[i].is_float]
         for name in constants:
+            if name in float_read and name not in overrides.params:
+                continue  # QNN runs an op all float or all integer: a float sum's eps stays 1e-8, where its grid gave 0
             # the grid of the activation it meets: none when that is float (a statistic, a tensor mixed
             # precision raised to float: Magika's eps and LayerNorm scales stayed 8-bit beside float ones)
             if (met or name in overrides.params) and wanted(name):

@@ -87,6 +87,19 @@ def test_min_range_constant() -> None:
     assert enc.MIN_RANGE == 1e-4
 
 
+@pytest.mark.parametrize("schema", ["asymmetric", "symmetric", "unsignedsymmetric"])
+@pytest.mark.parametrize("value", [1e-6, -3.3e-6, 4e-5, 0.25])
+def test_holding_puts_one_value_on_a_level_within_the_minimum_range(schema: str, value: float) -> None:
+    e = enc.holding(enc.with_schema(schema, min(value, 0), max(value, 0), 8), value)
+    assert e is not None and e.max[0] - e.min[0] >= enc.MIN_RANGE * (1 - 1e-9)
+    assert e.fake_quantize(np.array([value, 0.0], np.float32)).tolist() == pytest.approx([value, 0.0], rel=1e-6)
+
+
+def test_holding_finds_no_level_below_the_smallest_step_of_a_bitwidth() -> None:
+    assert enc.holding(enc.tf(0, 1e-8, 8), 1e-8) is None  # steps of 1e-4 / 255 at least
+    assert enc.holding(enc.tf(0, 1e-8, 16), 1e-8) is not None  # ... of 1e-4 / 65535
+
+
 @pytest.mark.parametrize("bitwidth", [4, 8, 16])
 def test_symmetric_offset_is_minus_two_to_bw_minus_one(bitwidth: int) -> None:
     e = enc.symmetric(-0.3, 1.2, bitwidth)

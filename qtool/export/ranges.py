@@ -49,8 +49,10 @@ def observers(job: ExportJob) -> dict[str, MinMax]:
 
 
 def calibrated_model(job: ExportJob) -> onnx.ModelProto:
-    """The graph `quantize` hashes: the stripped model, normalised when it is not converted yet."""
-    if gm.METADATA_CONVERTED in gm.metadata(job.stripped):
+    """The graph `quantize` hashes: the stripped model, normalised unless its converted mark still matches (as
+    quantize reads it: a 16-bit model's stripped graph keeps its source's mark but not the graph it marked, and
+    every --load_stats of its ranges was 'saved for a different model')."""
+    if gm.is_converted(job.stripped):
         return job.stripped
     return normalise(job.stripped, {}, job.where)
 

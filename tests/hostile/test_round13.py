@@ -275,3 +275,20 @@ def test_inspect_html_does_not_replace_the_mixed_precision_overrides(ws: Workspa
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("inspect", ws.out, "--html", chosen), 2,
                    f"--html {chosen} is the same file as the mixed-precision overrides beside MODEL")  # fmt: skip
+
+
+# --- export's ranges of a 16-bit model ----------------------------------------------------------------------------
+
+
+def test_the_ranges_of_a_16_bit_model_load_into_its_stripped_model(ws: Workspace) -> None:
+    """README's 'export --format ranges --format stripped, then quantize -i the stripped model --load_stats' flow:
+    a W16A16 model's stripped graph keeps its source's converted mark but not the graph it marked, so quantize
+    normalises it again, while ranges hashed it as written: 'q.ranges.json: was saved for a different model'."""
+    flags = ["--act_bitwidth", "16", "--weights_bitwidth", "16"]
+    assert ws.quantize("-o", ws.out, *flags).exit_code == 0
+    exported = ws.root / "exported"
+    assert ws.run("export", "-i", ws.out, "-o", exported, "--format", "ranges", "--format", "stripped").exit_code == 0
+    again = ws.root / "again" / "q.onnx"
+    result = ws.run("quantize", "-i", exported / "q.stripped.onnx", "--load_stats", exported / "q.ranges.json",
+                    "-o", again, *flags)  # fmt: skip
+    assert result.exit_code == 0, result.stderr

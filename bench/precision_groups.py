@@ -24,9 +24,9 @@ import onnx
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from common import CACHE, RUNS, qtool_exe  # noqa: E402
+from common import CACHE, MINMAX, RUNS, qtool_exe  # noqa: E402
 
-FLAGS = ["--use_per_row_quantization", "--use_per_channel_quantization", "--bias_bitwidth", "32"]
+FLAGS = ["--use_per_row_quantization", "--use_per_channel_quantization", "--bias_bitwidth", "32", *MINMAX]  # as its rows ran
 
 
 def groups(model: onnx.ModelProto, encoded: set[str]) -> dict[str, list[str]]:

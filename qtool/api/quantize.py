@@ -423,7 +423,9 @@ def with_calibration_method(o: QuantizeOptions, model: onnx.ModelProto, input_li
     --load_stats files are read by the method (and percentile) the run that saved them used.
     Not under --mixed_precision auto: it widens each 16-bit grid it raises to twice the calibrated range, which
     sqnr or mse ranges clip on purpose, and its search was built and measured on min-max's (the zoo's 30 dB rows).
-    Nor past protobuf's 2 GiB, where a run is sized to hold one layer at a time and six more passes are hours."""
+    Nor past protobuf's 2 GiB, where a run is sized to hold one layer at a time and six more passes are hours.
+    Nor with --save_stats: shards merge into one range per tensor, and each shard's own trials could pick another
+    method (a min-max shard keeps no histogram for a sqnr one to merge with)."""
     if o.act_quantizer_calibration is not None:
         return o
     if o.load_stats:  # a percentile file saved at 95 was read at 99.99, and --percentile_calibration_value refused
@@ -432,7 +434,7 @@ def with_calibration_method(o: QuantizeOptions, model: onnx.ModelProto, input_li
                                    percentile_calibration_value=percentile or o.percentile_calibration_value)  # fmt: skip
     enough = input_list is not None and len(input_list.samples) >= AUTO_MIN_SAMPLES
     small = external_data.byte_size(model) < AUTO_MAX_BYTES
-    auto = enough and small and o.act_bitwidth != 32 and o.mixed_precision != "auto"
+    auto = enough and small and o.act_bitwidth != 32 and o.mixed_precision != "auto" and o.save_stats is None
     return dataclasses.replace(o, act_quantizer_calibration="auto" if auto else "min-max")
 
 

@@ -102,8 +102,8 @@ def quantize_options(func: Callable) -> Callable:
         click.option(
             "--act_quantizer_calibration",
             type=Choice(ACT_CALIBRATIONS),
-            help="Activation range method [default: auto with an --input_list of 4+ samples and no --mixed_precision "
-            "auto, else min-max]. auto: "
+            help="Activation range method [default: auto with an --input_list of 4+ samples, else min-max; min-max "
+            "too under --mixed_precision auto or --save_stats, past 2 GiB, and --load_stats reads the saved one]. auto: "
             "min-max (qairt's default) unless sqnr or mse gives a better output SQNR on held-out halves of "
             "--input_list (with --apply_algorithms bc in the trial).",
         ),

@@ -106,3 +106,11 @@ def test_a_percentile_replay_reads_the_percentile_that_saved_them(tmp_path: Path
     (tmp_path / "s.json").write_text(json.dumps(doc))
     code, _, err = run("quantize", "-i", model, "-o", tmp_path / "m.onnx", "--load_stats", tmp_path / "s.json")
     assert code == 4 and "s.json" in err and "'percentile' must be a number in [90, 100]" in err, err
+
+
+def test_saving_statistics_defaults_to_min_max_so_shards_merge(tmp_path: Path) -> None:
+    """Each shard's own trials could pick another method, and a min-max shard keeps no histogram to merge."""
+    model, listing = write_case(tmp_path, three_conv_model(), samples=8)
+    report = _quantize(model, tmp_path / "a.onnx", "--input_list", listing, "--save_stats", tmp_path / "s.json")
+    assert "algorithms" not in report
+    assert json.loads((tmp_path / "s.json").read_text())["calibration"] == "min-max"

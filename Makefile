@@ -632,7 +632,8 @@ OUT := build/demo
 # 22857 -> 22859: inspect keeps --html off the mixed-precision overrides beside MODEL (api/inspect; round 13; 2 lines)
 # 22859 -> 22861: export's ranges hash the stripped graph as quantize will read it (export/ranges; round 13; 2 lines)
 # 22861 -> 22863: --save_stats keeps min-max as the default (shards merge one method; api/quantize; 2 lines)
-LINE_BUDGET := 22863
+# 22863 -> 22883: advice names --apply_algorithms cle only for the Conv pairs cle rescales (inspect/layers, lint, cle.equalizable; helper-83; 20 lines)
+LINE_BUDGET := 22883
 
 .PHONY: demo test lint venv bench clean golden
 

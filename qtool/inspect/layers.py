@@ -45,6 +45,7 @@ from qtool.inspect.compare import common_shape, dot
 from qtool.inspect.lint import channel_ranges, live_channels
 from qtool.inspect.lint_data import EXPANDING, float_tensors
 from qtool.io.encodings import Encodings
+from qtool.quant.algorithms import cle
 from qtool.quant.calibrate import SENTINEL
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import MAX_OPS, Grid, encoding_grid, live_interval
@@ -331,17 +332,26 @@ def weight_nsr(e: LayerError, facts: GraphFacts, params: Encodings, by_tensor: d
 
 
 def suggest(
-    e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, by_tensor: dict[str, LayerError] | None = None
-) -> str:
-    """`by_tensor`: every probe's sums, for what a layer's own weights add (weight_nsr); without it, not known."""
+    e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, by_tensor: dict[str, LayerError] | None = None,
+    reach: set[str] | None = None,
+) -> str:  # fmt: skip
+    """`by_tensor`: every probe's sums, for what a layer's own weights add (weight_nsr); without it, not known.
+    `reach`: cle.equalizable(facts), where a caller ranks many layers of one graph."""
     if added_nsr == 0:
         return "-"
-    fix = _fix(e, added_nsr, facts, params, by_tensor or {})
+    fix = _fix(e, added_nsr, facts, params, by_tensor or {}, reach)
     return f"ok; if needed: {fix}" if _db(added_nsr) >= CLEAN_DB else fix
 
 
-def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, by_tensor: dict[str, LayerError]) -> str:
+def _fix(
+    e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, by_tensor: dict[str, LayerError],
+    reach: set[str] | None,
+) -> str:  # fmt: skip
     node, tensor = e.probe.node, e.probe.tensor
+
+    def equalized(layer: onnx.NodeProto | None) -> bool:  # cle rescales it (a MatMul's weights it never does)
+        return layer is not None and layer.output[0] in (cle.equalizable(facts) if reach is None else reach)
+
     own_grid_fine = e.local_nsr is None or e.local_nsr < 0.5 * added_nsr
     # a Sigmoid's tail is an exponential: its input's absolute error is its output's relative one, and 16 bits on
     # its own grid changed nothing (a YOLOv8 score head at 11.4 dB; the advice came back)
@@ -364,7 +374,7 @@ def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, 
     if e.local_nsr is not None and e.local_nsr >= 0.5 * added_nsr:
         if clipped := _clipped(e):
             return clipped
-        if uneven and weight is not None:  # one channel stretches the activation's range; cle evens out both
+        if uneven and equalized(weighted):  # one channel stretches the activation's range; cle evens out both
             return f"cle: --apply_algorithms cle (the channels of {weight[0]!r} differ, and so do this activation's)"
         return _raise(e)
     if weight is not None and weighted is node:
@@ -372,7 +382,7 @@ def _fix(e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, 
         if encoding is not None and encoding.axis is None and uneven:
             per_row = node is not None and rule_for(node).per_row
             return "per-channel: " + ("--use_per_row_quantization" if per_row else "--use_per_channel_quantization")
-    if _is_depthwise(node, facts) or _is_depthwise(feeder, facts):
+    if any(_is_depthwise(n, facts) and equalized(n) for n in (node, feeder)):
         return "cle: --apply_algorithms cle (depthwise chain)"
     if weight is not None and weighted is node:
         weights_nsr = weight_nsr(e, facts, params, by_tensor)  # here only: it reads and rounds the whole weight
@@ -488,7 +498,7 @@ def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.M
     # picked by a TopK's indices (isbnx's YOLO: its class ids ranked first, 'upstream: this Cast magnifies the error'):
     # a swap of two near scores is error there that no grid adds, so they come last and say so
     picked = runtime.downstream(reference.graph.node, [n.output[1] for n in reference.graph.node if n.op_type == "TopK"])
-    scored = []
+    scored, reach = [], cle.equalizable(facts)
     for order, e in enumerate(errors):
         node = e.probe.node
         before = max((nsr[t] for t in _probed_inputs(node, facts, nsr)), default=0.0)
@@ -500,7 +510,7 @@ def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.M
         fix = fix or (_carrier_clipped(e, facts, by_tensor) if added > 0 else None)
         if e.probe.tensor in picked:
             fix = "reordered: rows picked by a TopK's indices, where near scores swap; judge the scores before it"
-        fix = fix or suggest(e, added, facts, found, by_tensor)
+        fix = fix or suggest(e, added, facts, found, by_tensor, reach)
         scored.append((e.probe.tensor in picked, _db(added), _db(e.nsr), order, e, local, fix))
     scored.sort(key=lambda s: s[:4])
     return [

@@ -21,6 +21,7 @@ from qtool.inspect import lint_data
 from qtool.inspect.findings import Finding, LintContext, ordered
 from qtool.inspect.summary import kind
 from qtool.inspect.target_ops import FALLBACK_SEVERITY, IGNORED_OPS, TARGET_OPS, preset
+from qtool.quant.algorithms import cle
 from qtool.quant.algorithms.residual_recipe import residual_recipe
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.qdq_read import read_qdq
@@ -227,7 +228,7 @@ def _input_valued(ctx: LintContext) -> set[str]:
 def uneven_channels(ctx: LintContext) -> Iterable[Finding]:
     bitwidth = int(ctx.preset.get("weights_bitwidth", 8))
     seen: set[str] = set()  # a weight 20 unrolled LSTM steps share is one finding, not 20
-    valued = _input_valued(ctx)
+    valued, reach = _input_valued(ctx), cle.equalizable(ctx.facts)
     for node in ctx.model.graph.node:
         if not valued & set(node.input):  # constant-foldable: convert leaves no such layer to quantize
             continue
@@ -250,17 +251,19 @@ def uneven_channels(ctx: LintContext) -> Iterable[Finding]:
             levels = (2 ** (bitwidth - 1) - 1) / ratio
             severity = _weight_severity(ctx, node, weight, levels) if levels < UNEVEN_LEVELS else None
             if severity is not None:
-                yield _uneven_finding(ctx, node, weight, (axis, weakest, ratio, levels), severity)
+                yield _uneven_finding(ctx, node, weight, (axis, weakest, ratio, levels), severity, node.output[0] in reach)
 
 
 def _uneven_finding(
-    ctx: LintContext, node: onnx.NodeProto, weight: str, facts: tuple[int, int, float, float], severity: str
-) -> Finding:
+    ctx: LintContext, node: onnx.NodeProto, weight: str, facts: tuple[int, int, float, float], severity: str,
+    equalized: bool,
+) -> Finding:  # fmt: skip
+    """`equalized`: cle rescales this layer (a Conv pair's); a MatMul's or a lone Conv's channels it leaves as they are."""
     axis, weakest, ratio, levels = facts
     flag = "--use_per_row_quantization" if rule_for(node).per_row else "--use_per_channel_quantization"
-    fix = f"{flag}, or --apply_algorithms cle to equalize the channels"
+    fix = f"{flag}, or --apply_algorithms cle to equalize the channels" if equalized else flag
     if ctx.target == "vitis-dpu":
-        fix = "the DPU quantizes weights per tensor: --apply_algorithms cle, or retrain with weight decay"
+        fix = f"the DPU quantizes weights per tensor: {'--apply_algorithms cle, or ' if equalized else ''}retrain with weight decay"
     elif severity == "info":
         fix = f"nothing: the {ctx.target} preset quantizes these weights per channel"
     users = len(ctx.facts.consumers.get(weight, []))

@@ -79,6 +79,13 @@ def find_pairs(facts: GraphFacts) -> list[Pair]:
     return pairs
 
 
+def equalizable(facts: GraphFacts) -> set[str]:
+    """Outputs of the Convs cle rescales (both ends of each pair, through a HardSwish too): advice names cle only
+    there. It takes no MatMul or Gemm, and no Conv without a single-reader Conv beside it."""
+    pairs = [*find_pairs(facts), *cle_hardswish.find_pairs(facts, set())]
+    return {n.output[0] for p in pairs for n in (p.first, p.second)}
+
+
 def _depthwise(node: onnx.NodeProto, w: np.ndarray) -> bool:
     return _group(node) > 1 and w.shape[1] == 1
 

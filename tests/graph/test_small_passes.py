@@ -277,3 +277,36 @@ def test_a_weight_scattered_into_zeros_folds_to_an_initializer() -> None:
     assert out.graph.node[0].input[1] in {i.name for i in out.graph.initializer}
     x = np.random.default_rng(1).normal(size=(1, 5, 96)).astype(np.float32)
     np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("per_axis", [False, True])
+def test_a_dequantized_table_whose_rows_fold_is_a_float_constant(per_axis: bool) -> None:
+    """flan-t5's relative attention bias: a uint8 table, rows a Gather picks at indices that fold, a
+    DequantizeLinear after. Folded up to it, the DequantizeLinear read a constant, and quantize refused the model
+    as 'quantized already'. A DequantizeLinear of an initializer as given (a weight's grid) stays."""
+    rng = np.random.default_rng(2)
+    table = numpy_helper.from_array(rng.integers(0, 255, (6, 4), dtype=np.uint8), "table")
+    scale = numpy_helper.from_array(np.array([0.5, 0.25, 0.1, 2.0] if per_axis else 0.05, np.float32), "s")
+    zero = numpy_helper.from_array(np.array([3, 7, 0, 128] if per_axis else 100, np.uint8), "z")
+    weight = numpy_helper.from_array(rng.integers(-100, 100, (4, 4), dtype=np.int8), "w_q")
+    wscale = numpy_helper.from_array(np.array(0.01, np.float32), "w_s")
+    nodes = [
+        helper.make_node("ConstantOfShape", ["shape"], ["zeros"], value=numpy_helper.from_array(np.array([1], np.int64))),
+        helper.make_node("Add", ["zeros", "offsets"], ["rows"]),
+        helper.make_node("Gather", ["table", "rows"], ["picked"]),
+        helper.make_node("DequantizeLinear", ["picked", "s", "z"], ["bias"], axis=1),
+        helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["w"]),
+        helper.make_node("MatMul", ["x", "w"], ["xw"]),
+        helper.make_node("Add", ["xw", "bias"], ["y"]),
+    ]
+    inits = [table, scale, zero, weight, wscale, numpy_helper.from_array(np.array([3], np.int64), "shape"),
+             numpy_helper.from_array(np.array([0, 1, 4], np.int64), "offsets")]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out = normalise(model, {}, "m.onnx")
+    dequantized = [n for n in out.graph.node if n.op_type == "DequantizeLinear"]
+    assert [n.input[0] for n in dequantized] == ["w_q"]  # the weight's grid stays for convert to import
+    assert "bias" in {i.name for i in out.graph.initializer}
+    x = rng.normal(size=(3, 4)).astype(np.float32)
+    np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-6, atol=1e-6)

@@ -18,6 +18,7 @@ from qtool.graph.passes.fold_batchnorm_forward import FoldBatchNormForwardPass
 from qtool.graph.passes.fold_constants import FoldConstantsPass
 from qtool.graph.passes.fold_conv_affine import FoldConvAffinePass
 from qtool.graph.passes.fold_dense_batchnorm import FoldDenseBatchNormPass
+from qtool.graph.passes.fold_dequantized_constants import FoldDequantizedConstantsPass
 from qtool.graph.passes.fuse_conv_add import FuseConvAddPass
 from qtool.graph.passes.fuse_hardswish import FuseHardSwishPass
 from qtool.graph.passes.fuse_layernorm import FuseLayerNormPass
@@ -97,6 +98,7 @@ def convert_passes(
         FoldConstantsPass(
             shape_inference=True, input_size_limit=FOLD_INPUT_LIMIT, output_size_limit=FOLD_OUTPUT_LIMIT, should_fold=_should_fold
         ),
+        FoldDequantizedConstantsPass(),  # what folding left reading a constant it computed
         FoldBatchNormPass(),
         FoldBatchNormForwardPass(keep),  # what no Conv before took: a pre-activation BatchNorm -> unpadded Conv
         FuseLayerNormPass(),

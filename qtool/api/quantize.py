@@ -546,10 +546,13 @@ def _quantize(
         # a float64 model (skl2onnx's ridge regression) went through with exit 0 and nothing said; export then
         # refused it for having no encodings. Planned and all float: a float32 model, whatever the words said
         kept = "--mixed_precision auto" if mixed is not None else "float overrides (given, carried or --target's)"
-        logger.warning("%s: nothing was quantized: %s", o.input_network, f"{kept} left all {len(every)} of its tensors "
-                       "float" if every else "the model has no float32 activation or weight qtool can put on a grid "
-                       "(float64 and integer tensors stay as they are, and so do those only ai.onnx.ml ops read or "
-                       "write: they have float kernels only)")  # fmt: skip
+        ops = sorted({n.op_type for n in reference.graph.node})  # --op_types_to_quantize LSTM of a CNN: 'no float32 ...'
+        missed = o.op_types_to_quantize and not set(o.op_types_to_quantize) & set(ops)
+        logger.warning("%s: nothing was quantized: %s", o.input_network, f"--op_types_to_quantize names no op of the "
+                       f"model ({' '.join(o.op_types_to_quantize)}; as converted it has {', '.join(ops)})" if missed else
+                       f"{kept} left all {len(every)} of its tensors float" if every else "the model has no float32 "
+                       "activation or weight qtool can put on a grid (float64 and integer tensors stay as they are, and "
+                       "so do those only ai.onnx.ml ops read or write: they have float kernels only)")  # fmt: skip
     report.facts.update(structure)
     failure = (finish_mixed(o, mixed, output, report, plan.encodings()) if mixed is not None else None) or quality
     if o.html is not None:

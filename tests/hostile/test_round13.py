@@ -292,3 +292,13 @@ def test_the_ranges_of_a_16_bit_model_load_into_its_stripped_model(ws: Workspace
     result = ws.run("quantize", "-i", exported / "q.stripped.onnx", "--load_stats", exported / "q.ranges.json",
                     "-o", again, *flags)  # fmt: skip
     assert result.exit_code == 0, result.stderr
+
+
+def test_nothing_quantized_by_an_op_type_the_model_lacks_says_so(ws: Workspace) -> None:
+    """--op_types_to_quantize MatMul on a model whose layers are Conv and Gemm quantized nothing and warned 'the model
+    has no float32 activation or weight qtool can put on a grid (float64 and integer tensors stay as they are...)',
+    of a float32 CNN: the flag named no op it has."""
+    result = ws.quantize("-o", ws.out, "--op_types_to_quantize", "MatMul")
+    assert result.exit_code == 0, result.stderr
+    assert "nothing was quantized: --op_types_to_quantize names no op of the model (MatMul; as converted it has " \
+        in result.stderr, result.stderr  # fmt: skip

@@ -928,8 +928,9 @@ def render(rows: list[Row], manifest: dict) -> list[str]:
         "",
         "`bench/run.py --suite zoo` (models and data from `bench/prepare_zoo.py`, bench/README.md). qtool W8A8 = "
         "`qtool convert --input_dim ...` then `qtool quantize --use_per_channel_quantization --use_per_row_quantization "
-        "--bias_bitwidth 32`; "
-        "ort-cpu = `qtool quantize --target ort-cpu`; float (converted) = the float model qtool convert writes, "
+        "--bias_bitwidth 32`, activation ranges the default's (auto since 2026-12-06); a row named min-max adds "
+        "`--act_quantizer_calibration min-max` (qairt's ranges, the default before: every recipe row ran on them); "
+        "ort-cpu = `qtool quantize --target ort-cpu --act_quantizer_calibration min-max`; float (converted) = the float model qtool convert writes, "
         "against the shipped one (not lossless only where the model ships already quantized); ort = opset ≥ 13, "
         "input shapes fixed, [quant_pre_process], "
         "quantize_static (QDQ, per-channel, u8/s8, MinMax). Calibration and validation inputs are disjoint (other "

@@ -409,6 +409,10 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     output = o.output_path or o.input_network.with_suffix(".quant.onnx")
     if not output.name:
         raise UsageError(f"-o {output}: needs a file name")
+    if output.name.endswith(".json"):  # -o q.encodings.json wrote the model there, its encodings as q.encodings.encodings.json
+        model = output.name.removesuffix(".json").removesuffix(".encodings").removesuffix(".mixed_precision") + ".onnx"
+        raise UsageError(f"-o {output}: names the QDQ model quantize writes, not a .json file; its encodings go "
+                         f"beside it as <stem>.encodings.json", hint=f"-o {output.with_name(model)}")  # fmt: skip
     with (outputs.command(*_files(o, output)) as tx, runtime.custom_ops(o.op_package_lib),
           blocks.remembered()):  # one block search per weight  # fmt: skip
         report, failure = _quantize(o, output, tx, progress)

@@ -66,14 +66,23 @@ def _read(path: Path) -> dict:
     return doc
 
 
+def _saved_by(doc: dict) -> tuple[object, object]:
+    """The method of a file saved before qtool recorded it, as its tensors' states name it (a histogram's select
+    and percentile q): read as min-max, an old percentile-95 shard wrote another model and was refused beside a
+    new one of the same method. States of no one method (hand-made): min-max, which any state serves."""
+    found = {(s.get("method"), s.get("q") if s.get("method") == "percentile" else None)
+             for s in doc["tensors"].values() if isinstance(s, dict) and s.get("method") in OBSERVERS}  # fmt: skip
+    return next(iter(found)) if len(found) == 1 else ("min-max", None)
+
+
 def recorded_calibration(paths: list[Path]) -> tuple[str, float | None]:
-    """The activation range method the run that saved `paths` used (min-max for a file that names none: saved
-    before qtool recorded it) and, for percentile, the percentile it read them at, so that replaying them without
-    naming one writes the model that run wrote."""
+    """The activation range method the run that saved `paths` used (for a file that names none, saved before
+    qtool recorded it, the one its states were observed by) and, for percentile, the percentile it read them at,
+    so that replaying them without naming one writes the model that run wrote."""
     methods: dict[Path, tuple[str, float | None]] = {}
     for path in paths:
         doc = _read(path)
-        method, value = doc.get("calibration", "min-max"), doc.get("percentile")
+        method, value = (doc["calibration"], doc.get("percentile")) if "calibration" in doc else _saved_by(doc)
         if not isinstance(method, str) or method not in OBSERVERS:
             raise DataError(f"'calibration' must be one of {', '.join(OBSERVERS)}, not {json.dumps(method)}", where=str(path))
         if value is not None and (method != "percentile" or type(value) not in (int, float) or not 90 <= value <= 100):

@@ -1,0 +1,81 @@
+"""Round 14 (helper-86): the auto calibration default and its trials, -o named like the files beside it, stats
+files older than the method they record, what the report counts as float, and outputs with nothing to score,
+probed on an installed wheel as a careless user would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hostile_env import Workspace, assert_refused, make_workspace
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)
+
+
+# --- -o named as the encodings -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["q.encodings.json", "q.json"])
+def test_an_output_named_as_json_is_refused(ws: Workspace, name: str) -> None:
+    """`-o q.encodings.json` (the file a user wants) wrote the ONNX model as q.encodings.json and its encodings as
+    q.encodings.encodings.json, exit 0."""
+    out = ws.root / "out" / name
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", out), 2, f"-o {out}: names the QDQ model quantize writes",
+                   f"-o {ws.root / 'out' / 'q.onnx'}")  # fmt: skip
+
+
+# --- stats files saved before the method was recorded ------------------------------------------------------------
+
+
+def _shards(ws: Workspace, *flags: str) -> list[Path]:
+    """Two --save_stats shards of the workspace's list (its halves)."""
+    lines = ws.listing.read_text().splitlines()
+    shards = []
+    for k, part in enumerate((lines[:2], lines[2:])):
+        listing = ws.root / f"part{k}.txt"
+        listing.write_text("\n".join(part) + "\n")
+        saved = ws.root / f"s{k}.json"
+        out = ws.root / f"shard{k}" / "q.onnx"
+        result = ws.run("quantize", "-i", ws.model, "-l", listing, "-o", out, "--save_stats", saved, *flags)
+        assert result.exit_code == 0, result.stderr
+        shards.append(saved)
+    return shards
+
+
+def test_a_stats_file_older_than_its_method_field_is_read_by_its_states(ws: Workspace) -> None:
+    """A file saved before 'calibration' was recorded was read as min-max: a percentile-95 shard replayed without
+    naming the method wrote min-max's model, exit 0, and beside a new shard of the same method it was refused as
+    'calibrated by different methods (old.json: min-max, ...)'. Its states name the method and percentile."""
+    flags = ("--act_quantizer_calibration", "percentile", "--percentile_calibration_value", "95")
+    first, second = _shards(ws, *flags)
+    old = json.loads(first.read_text())
+    del old["calibration"], old["percentile"]
+    first.write_text(json.dumps(old))
+    replayed = ws.root / "replayed" / "q.onnx"
+    result = ws.run("quantize", "-i", ws.model, "--load_stats", first, "--load_stats", second, "-o", replayed)
+    assert result.exit_code == 0, result.stderr
+    named = ws.root / "named" / "q.onnx"
+    result = ws.run("quantize", "-i", ws.model, "--load_stats", first, "--load_stats", second, "-o", named, *flags)
+    assert result.exit_code == 0, result.stderr
+    assert replayed.with_suffix(".encodings.json").read_bytes() == named.with_suffix(".encodings.json").read_bytes()
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("calibration", 5, "'calibration' must be one of min-max, sqnr, mse, percentile, entropy, not 5"),
+    ("calibration", "auto", "'calibration' must be one of min-max, sqnr, mse, percentile, entropy, not \"auto\""),
+    ("percentile", "95", "'percentile' must be a number in [90, 100] beside 'calibration' percentile, not \"95\""),
+])  # fmt: skip
+def test_a_stats_method_field_of_the_wrong_type_is_refused(ws: Workspace, field: str, value: object, said: str) -> None:
+    """Fields edited by hand: the replay names no method, so it reads the file's."""
+    (saved, _) = _shards(ws, "--act_quantizer_calibration", "percentile")
+    doc = json.loads(saved.read_text())
+    doc[field] = value
+    saved.write_text(json.dumps(doc))
+    before = ws.snapshot()
+    result = ws.run("quantize", "-i", ws.model, "--load_stats", saved, "-o", ws.out)
+    assert_refused(ws, before, result, 4, f"{saved}: {said}")

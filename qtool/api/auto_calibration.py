@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import judged_outputs, sqnr_db
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,16 @@ def _capped_db(signal: float, noise: float) -> float:
     """sqnr_db within ±SAMPLE_DB_CAP; nothing to measure (a zero signal) counts as the floor."""
     value = sqnr_db(signal, noise)
     return -SAMPLE_DB_CAP if value is None else min(max(value, -SAMPLE_DB_CAP), SAMPLE_DB_CAP)
+
+
+def nothing_to_score(facts: GraphFacts) -> str:
+    """The report's line where no output is float (MatMul -> Cast int32, class ids): each method's trials scored
+    the integers, most often equal ('min-max inf, sqnr inf, mse inf dB'), for nothing; min-max stays untried."""
+    outputs = sorted(facts.graph_outputs)
+    if any(facts.is_float(t) for t in outputs):
+        return ""
+    named = ", ".join(map(repr, outputs[:3])) + (f" and {len(outputs) - 3} more" if len(outputs) > 3 else "")
+    return f"calibration auto: min-max (no float output to score methods by: {named} not float; none was tried)"
 
 
 def choose_calibration(trial: Callable[[str, list], float]) -> tuple[str, str]:

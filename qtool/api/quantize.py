@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 
 from qtool import runtime
-from qtool.api.auto_calibration import choose_calibration, sample_sqnrs
+from qtool.api.auto_calibration import choose_calibration, nothing_to_score, sample_sqnrs
 from qtool.api.common import (
     EVALUATED_ON,
     check_output_names,
@@ -491,8 +491,8 @@ def _quantize(
     algorithms_started = time.perf_counter()  # auto's trials and bc's passes: often most of the run
     timed = bool(o.apply_algorithms) or o.act_quantizer_calibration == "auto"  # o names auto's choice once it ran
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
-        chosen, note = "min-max", ""
-        if input_list is not None and o.act_bitwidth != 32:  # else no activation range is calibrated
+        chosen, note = "min-max", nothing_to_score(GraphFacts.of(reference))  # integer outputs: no SQNR to compare
+        if input_list is not None and o.act_bitwidth != 32 and not note:  # else no activation range is calibrated
             trialled = model if equalized else reference  # the same model: its trials may read the reference's runs
             chosen, note = choose_calibration(lambda method, samples: ctx.trial(trialled, method, samples))  # type: ignore[misc]
         o, notes = dataclasses.replace(o, act_quantizer_calibration=chosen), notes + ([note] if note else [])

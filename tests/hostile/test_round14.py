@@ -7,8 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from conftest import write_samples
 from hostile_env import Workspace, assert_refused, make_workspace
+from onnx import TensorProto
+from onnx import helper as oh
+from onnx import numpy_helper as onh
 
 
 @pytest.fixture
@@ -79,3 +85,22 @@ def test_a_stats_method_field_of_the_wrong_type_is_refused(ws: Workspace, field:
     before = ws.snapshot()
     result = ws.run("quantize", "-i", ws.model, "--load_stats", saved, "-o", ws.out)
     assert_refused(ws, before, result, 4, f"{saved}: {said}")
+
+
+# --- auto with nothing to score ----------------------------------------------------------------------------------
+
+
+def test_auto_tries_no_method_on_a_model_with_integer_outputs_only(ws: Workspace) -> None:
+    """MatMul -> Cast int32: auto's six trial quantizations scored the integers, equal under every method, and the
+    report read 'min-max inf, sqnr inf, mse inf dB'."""
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = oh.make_tensor_value_info("y", TensorProto.INT32, [1, 8])
+    w = onh.from_array(np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32) * 0.1, "w")
+    nodes = [oh.make_node("MatMul", ["x", "w"], ["m"]), oh.make_node("Cast", ["m"], ["y"], to=TensorProto.INT32)]
+    model = oh.make_model(oh.make_graph(nodes, "g", [x], [y], [w]), opset_imports=[oh.make_opsetid("", 17)])
+    onnx.save(model, ws.model)
+    write_samples(ws.root, model, 8)
+    result = ws.quantize("-o", ws.out)
+    assert result.exit_code == 0, result.stderr
+    assert "calibration auto: min-max (no float output to score methods by: 'y' not float; none was tried)" in result.stdout
+    assert "inf, sqnr" not in result.stdout

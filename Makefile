@@ -637,7 +637,8 @@ OUT := build/demo
 # 22944 -> 22947: 'nothing was quantized' names an --op_types_to_quantize the model lacks (api/quantize; round 13; 3 lines)
 # 22947 -> 22960: -o naming a .json file refused; an old stats file read by its states' method (round 14; 13 lines)
 # 22960 -> 22971: auto tries no method on a model with no float output (api/auto_calibration.nothing_to_score; round 14; 11 lines)
-LINE_BUDGET := 22971
+# 22971 -> 22975: top1_agreement over the samples with a vector to take the argmax of (inspect/compare; round 14; 4 lines)
+LINE_BUDGET := 22975
 
 .PHONY: demo test lint venv bench clean golden
 

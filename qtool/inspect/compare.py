@@ -58,6 +58,7 @@ class Drift:
     max_abs: float = 0.0
     samples: int = 0
     top1_agree: int = 0
+    top1_samples: int = 0  # samples with a vector to take the argmax of: an empty one agrees or disagrees on nothing
     ref_correct: int = 0
     quant_correct: int = 0
     classifier: bool = False
@@ -90,8 +91,10 @@ class Drift:
         self.max_abs = max(self.max_abs, float(np.max(np.abs(diff)))) if r.size else self.max_abs
         self.samples += 1
         self.integer = ref.dtype.kind in "iub"
-        self.classifier = self.may_be_scores and ref.dtype.kind == "f" and r.size > 1 and ref.shape[-1] == r.size
-        if self.classifier:
+        if r.size:  # an empty sample says nothing of what the output is (a last one dropped the column)
+            self.classifier = self.may_be_scores and ref.dtype.kind == "f" and r.size > 1 and ref.shape[-1] == r.size
+        if self.classifier and r.size:
+            self.top1_samples += 1
             self.top1_agree += int(np.argmax(r) == np.argmax(q))
             if label is not None:
                 self.ref_correct += int(np.argmax(r) == label)
@@ -116,7 +119,7 @@ class Drift:
         return 10 * math.log10(self.signal / self.noise) if self.signal > 0 else -math.inf
 
     def summary(self, with_labels: bool) -> dict[str, float]:
-        n = max(self.samples, 1)
+        n = max(self.top1_samples, 1)  # an empty sample counted, two identical models agreed 0.8333
         out = {
             "sqnr_db": round(self.sqnr_db, 3),
             "cosine": round(self.cosine, 6),

@@ -104,3 +104,29 @@ def test_auto_tries_no_method_on_a_model_with_integer_outputs_only(ws: Workspace
     assert result.exit_code == 0, result.stderr
     assert "calibration auto: min-max (no float output to score methods by: 'y' not float; none was tried)" in result.stdout
     assert "inf, sqnr" not in result.stdout
+
+
+# --- top-1 agreement over empty outputs --------------------------------------------------------------------------
+
+
+def test_top1_agreement_counts_only_samples_with_a_vector(ws: Workspace) -> None:
+    """An output that is empty in some samples (Slice to a length the sample gives): a model compared with itself
+    showed 'top1_agreement 0.8333' with one empty sample of six (counted as a disagreement), and none at all when
+    the empty sample came last."""
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])
+    n = oh.make_tensor_value_info("n", TensorProto.INT64, [1])
+    y = oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, "k"])
+    nodes = [oh.make_node("Relu", ["x"], ["r"]), oh.make_node("Slice", ["r", "zero", "n", "one"], ["y"])]
+    consts = [onh.from_array(np.array([v], np.int64), name) for name, v in (("zero", 0), ("one", 1))]
+    graph = oh.make_graph(nodes, "g", [x, n], [y], consts)
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), ws.model)
+    rng, lines = np.random.default_rng(1), []
+    for k in range(6):
+        rng.standard_normal((1, 10)).astype(np.float32).tofile(ws.root / f"x{k}.raw")
+        np.array([0 if k in (0, 5) else 10], np.float32).tofile(ws.root / f"n{k}.raw")
+        lines.append(f"x:=x{k}.raw n:=n{k}.raw")
+    listing = ws.root / "empty.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    result = ws.run("inspect", ws.model, "--reference", ws.model, "-l", listing, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["outputs (float vs quantized)"][0]["top1_agreement"] == 1

@@ -130,3 +130,22 @@ def test_top1_agreement_counts_only_samples_with_a_vector(ws: Workspace) -> None
     result = ws.run("inspect", ws.model, "--reference", ws.model, "-l", listing, "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["outputs (float vs quantized)"][0]["top1_agreement"] == 1
+
+
+# --- an input declared empty --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["convert", "quantize"])
+def test_an_input_declared_empty_is_refused(ws: Workspace, command: str) -> None:
+    """x declared [0, 4]: convert wrote it as declared, exit 0, and quantize calibrated on 0-byte files ('sqnr inf'
+    over nothing), where --input_dim x 0,4 is refused ('every dim must be in 1..')."""
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, [0, 4])
+    y = oh.make_tensor_value_info("y", TensorProto.FLOAT, [0, 4])
+    graph = oh.make_graph([oh.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), ws.model)
+    (ws.root / "empty.raw").write_bytes(b"")
+    ws.listing.write_text("empty.raw\n")
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out) if command == "quantize" else ws.run("convert", "-i", ws.model, "-o", ws.out)
+    assert_refused(ws, before, result, 3, f"{ws.model}: input 'x' dim 0 is 0: only an empty tensor can feed it "
+                   "(set its size with --input_dim x N,4)")  # fmt: skip

@@ -79,4 +79,7 @@ class FixInputDimsPass(ir.passes.InPlacePass):
                     hint=f"set it with --input_dim {value.name} "
                     + ",".join(str(x) if isinstance(x, int) else "N" for x in dims),
                 )
+        if 0 in dims:  # declared empty: only a 0-byte file feeds it, and calibration sees nothing of what it reads
+            raise ModelError(f"input {value.name!r} dim {dims.index(0)} is 0: only an empty tensor can feed it",
+                             hint=f"set its size with --input_dim {value.name} {','.join(str(d or 'N') for d in dims)}")  # fmt: skip
         return tuple(dims)

@@ -522,6 +522,8 @@ def _quantize(
     float_run = (keep.values, 0.0) if keep is not None and keep.complete else _float_outputs(o, reference, eval_list)
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
     structure, rewritten = _structure_facts(ctx.model, plan), ctx.rewritten
+    # outside --op_types_to_quantize, --enable_float_fallback's gaps: no encoding, float all the same
+    unplanned = sum(t not in plan.activations for t in activation_tensors(GraphFacts.of(ctx.model)))
     if layer_reference is not ctx.model:  # the working copy (the weights' size) is not held through the evaluation
         del ctx, model, facts
     _release()
@@ -544,7 +546,7 @@ def _quantize(
         gm.set_metadata(quantized, gm.METADATA_REWRITTEN, json.dumps(sorted(rewritten)))
     gm.save(quantized, output, external=o.external_data)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
-    report.facts.update(_plan_facts(plan, output, started))
+    report.facts.update(_plan_facts(plan, output, started, unplanned))
     every = [*plan.activations.values(), *plan.params.values()]
     if not any(not e.is_float for e in every):
         # a float64 model (skl2onnx's ridge regression) went through with exit 0 and nothing said; export then
@@ -839,14 +841,14 @@ def _float_weights(facts: GraphFacts, plan) -> dict[str, int]:
     return found
 
 
-def _plan_facts(plan, output: Path, started: float) -> dict:
+def _plan_facts(plan, output: Path, started: float, unplanned: int) -> dict:
     every = [*plan.activations.values(), *plan.params.values()]
     return {
         "output": str(output),
         "encodings": str(encodings_path(output)),
         "activations quantized": sum(not e.is_float for e in plan.activations.values()),
         "params quantized": sum(not e.is_float for e in plan.params.values()),
-        "left float": sum(e.is_float for e in every),
+        "left float": sum(e.is_float for e in every) + unplanned,
         "int32 ops": len(plan.int32_nodes),
         "seconds": round(time.perf_counter() - started, 2),
     }

@@ -149,3 +149,20 @@ def test_an_input_declared_empty_is_refused(ws: Workspace, command: str) -> None
     result = ws.quantize("-o", ws.out) if command == "quantize" else ws.run("convert", "-i", ws.model, "-o", ws.out)
     assert_refused(ws, before, result, 3, f"{ws.model}: input 'x' dim 0 is 0: only an empty tensor can feed it "
                    "(set its size with --input_dim x N,4)")  # fmt: skip
+
+
+# --- what the report counts as float ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [("--op_types_to_quantize", "Conv"), ("--act_bitwidth", "32")])
+def test_left_float_counts_activations_no_encoding_covers(ws: Workspace, flags: tuple[str, ...]) -> None:
+    """'left float' counted planned float encodings only: the Gemm's output outside --op_types_to_quantize Conv
+    (and every activation of a weight-only run) stayed float with 'left float 0'."""
+    counts = []
+    for run, extra in (("all", ()), ("some", flags)):
+        result = ws.quantize("-o", ws.root / run / "q.onnx", "--json", *extra)
+        assert result.exit_code == 0, result.stderr
+        report = json.loads(result.stdout)
+        counts.append((report["activations quantized"], report["left float"]))
+    (every, none), (quantized, left) = counts
+    assert none == 0 and quantized < every and quantized + left >= every, counts

@@ -173,6 +173,21 @@ def give_back() -> None:
         libc.malloc_trim(0)
 
 
+def gives_back(fn: Callable) -> Callable:
+    """`fn`, and give_back once it returns, when its sessions and values are gone: the next function's sessions
+    would stack on their heap. Auto's trials calibrate and compare a dozen times, and MTCNN's P-Net climbed 72 ->
+    120 MB of peak through them, 112 with each call's heap given back."""
+
+    @functools.wraps(fn)
+    def giving_back(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            give_back()
+
+    return giving_back
+
+
 @functools.cache
 def max_qdq_opset(wanted: int) -> int:
     """The highest opset <= `wanted` (and >= 13) whose QuantizeLinear and DequantizeLinear this

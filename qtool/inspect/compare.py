@@ -172,6 +172,7 @@ def _run(session, names: list[str] | None, feed: dict[str, np.ndarray], what: st
                          "where the original runs is a bug worth reporting") from e  # fmt: skip
 
 
+@runtime.gives_back
 def reference_outputs(
     reference: onnx.ModelProto, feeds: Iterable[dict[str, np.ndarray]], threads: int = 0, limit_bytes: int = 256 << 20
 ) -> KeptOutputs | None:
@@ -186,6 +187,7 @@ def reference_outputs(
     return kept
 
 
+@runtime.gives_back
 def compare_outputs(
     reference: onnx.ModelProto,
     quantized: onnx.ModelProto,

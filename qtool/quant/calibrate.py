@@ -371,6 +371,7 @@ def _split(feed: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         yield {name: value[r : r + 1] for name, value in feed.items()}
 
 
+@runtime.gives_back
 def calibrate(
     model: onnx.ModelProto,
     tensors: list[str],

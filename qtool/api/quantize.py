@@ -521,7 +521,7 @@ def _quantize(
     mixed = run_mixed_precision(o, ctx, reference, eval_list) if o.mixed_precision == "auto" else None
     float_run = (keep.values, 0.0) if keep is not None and keep.complete else _float_outputs(o, reference, eval_list)
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
-    structure, rewritten = _structure_facts(ctx.model, plan), ctx.rewritten
+    structure, rewritten = _structure_facts(ctx.model, plan, o.op_types_to_quantize), ctx.rewritten
     # outside --op_types_to_quantize, --enable_float_fallback's gaps: no encoding, float all the same
     unplanned = sum(t not in plan.activations for t in activation_tensors(GraphFacts.of(ctx.model)))
     if layer_reference is not ctx.model:  # the working copy (the weights' size) is not held through the evaluation
@@ -567,7 +567,7 @@ def _quantize(
     return report, failure
 
 
-def _structure_facts(model: onnx.ModelProto, plan) -> dict[str, str]:
+def _structure_facts(model: onnx.ModelProto, plan, op_types: tuple[str, ...] = ()) -> dict[str, str]:
     """The report's lines on what stays float by the model's structure, not its activations (no encodings count it)."""
     facts, lines = GraphFacts.of(model), {}
     if statistics := normalization_statistics(facts):
@@ -575,8 +575,12 @@ def _structure_facts(model: onnx.ModelProto, plan) -> dict[str, str]:
     if interiors := gelu_interiors(facts):
         lines["float GELU interiors"] = f"{len(interiors)} (a GELU written op by op is quantized at its ends)"
     if weights := _float_weights(facts, plan):
-        kinds = ", ".join(f"{op} {k}" for op, k in sorted(weights.items()))
-        lines["float weights"] = f"{sum(weights.values())} ({kinds}: read outside a slot qtool quantizes as a weight)"
+        # an op --op_types_to_quantize leaves out keeps its weights float by the user's choice, not a missing slot
+        why = {op: "not in --op_types_to_quantize" if op_types and op not in op_types else
+               "read outside a slot qtool quantizes as a weight" for op in weights}  # fmt: skip
+        kinds = "; ".join(", ".join(f"{op} {weights[op]}" for op in sorted(weights) if why[op] == reason) + f": {reason}"
+                          for reason in sorted(set(why.values()), reverse=True))  # fmt: skip
+        lines["float weights"] = f"{sum(weights.values())} ({kinds})"
     if inside := gm.branch_ops(model):  # what "left float" cannot count: no encoding is planned in a branch
         lines["float in branches"] = ", ".join(f"{n}: {k} ops" for n, k in inside.items()) + (
             " (If/Loop/Scan bodies stay float; an If on a scalar input folds with --input_value)"

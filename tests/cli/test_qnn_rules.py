@@ -371,3 +371,14 @@ def test_an_override_before_the_bias_moves_its_precision_and_drops_its_range(tmp
         assert h.bitwidth == expected and "m" not in read_encodings(out.with_suffix(".encodings.json")).activations
         assert h.max[0] - h.min[0] > 1.0  # calibrated over the Add's output, not the override's [-0.5, 0.5]
         assert ("its range is before the bias" in err) == (name == "range")
+
+
+def test_a_weight_its_op_types_to_quantize_leaves_float_is_said_so(tmp_path: Path) -> None:
+    """A weight float because --op_types_to_quantize leaves its op out is the user's choice: the report said
+    'read outside a slot qtool quantizes as a weight', as for an op qtool cannot quantize (helper-86's round 14)."""
+    model, listing = write_case(tmp_path, _linear_model(shared=False))
+    code, out, err = qtool("quantize", "-i", model, "--input_list", listing, "-o", tmp_path / "q.onnx",
+                           "--op_types_to_quantize", "Tanh")  # fmt: skip
+    assert code == 0, err
+    (line,) = [x for x in out.splitlines() if "float weights" in x]
+    assert "MatMul 1: not in --op_types_to_quantize" in line and "outside a slot" not in line, line

@@ -7,6 +7,9 @@ The fused node keeps the BatchNormalization's output name, which overrides refer
 Cross-layer equalization's high-bias absorption needs each folded BN's β and γ (QNN seed: "CLE
 requires batchnorms ... beta/gamma"), so the pass records them per output tensor in the model's
 metadata (`qtool.batchnorm`: {tensor: {"gamma": [...], "beta": [...]}}).
+
+A BatchNorm behind a Squeeze of spatial axes (paddle's Conv2D → squeeze(2) → BatchNorm1D: PP-OCRv6's tiny
+recogniser) is moved before the Squeeze first, where it reads the Conv's channels on the same axis 1.
 """
 
 from __future__ import annotations
@@ -35,11 +38,35 @@ def _stats(node: ir.Node) -> dict[str, list[float]] | None:
     return {"gamma": gamma.numpy().astype(float).tolist(), "beta": beta.numpy().astype(float).tolist()}
 
 
+def _sink_squeeze(bn: ir.Node, graph: ir.Graph) -> bool:
+    """Conv → Squeeze(axes ≥ 2) → BN  becomes  Conv → BN → Squeeze; the Squeeze keeps BN's output name."""
+    squeeze = bn.inputs[0].producer() if bn.inputs[0] is not None else None
+    if squeeze is None or squeeze.op_type != "Squeeze" or len(squeeze.inputs) < 2 or len(bn.outputs) != 1:
+        return False
+    conv = squeeze.inputs[0].producer()
+    axes = squeeze.inputs[1].const_value if squeeze.inputs[1] is not None else None
+    rank = squeeze.inputs[0].shape.rank() if squeeze.inputs[0].shape is not None else None
+    if conv is None or conv.op_type not in ("Conv", "ConvTranspose") or axes is None or rank is None:
+        return False
+    if len(squeeze.inputs[0].uses()) != 1 or any(int(a) % rank < 2 for a in axes.numpy().ravel()):
+        return False
+    source, squeezed, out = squeeze.inputs[0], squeeze.outputs[0], bn.outputs[0]
+    ir.convenience.replace_all_uses_with(out, squeezed, replace_graph_outputs=True)
+    bn.replace_input_with(0, source)
+    squeeze.replace_input_with(0, out)
+    out.name, squeezed.name = f"{out.name}__bn", out.name
+    out.shape, squeezed.shape = source.shape, out.shape
+    graph.remove(bn)
+    graph.insert_before(squeeze, bn)
+    return True
+
+
 class FoldBatchNormPass(ir.passes.InPlacePass):
     """Fold BN whose parameters are constants and whose producer has no other users."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         bn_nodes = [node for node in model.graph if node.op_type == "BatchNormalization"]
+        sunk = sum(_sink_squeeze(node, model.graph) for node in bn_nodes)
         bns = {node.outputs[0].name: _stats(node) for node in bn_nodes}
         producers = {
             n.outputs[0].name: n.inputs[0].producer().name for n in bn_nodes if n.inputs[0].producer() is not None
@@ -56,5 +83,10 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
             recorded = load_json(model.metadata_props.get(METADATA_BATCHNORM, "{}"), f"metadata {METADATA_BATCHNORM}")
             recorded = recorded if isinstance(recorded, dict) else {}
             model.metadata_props[METADATA_BATCHNORM] = json.dumps({**recorded, **folded}, sort_keys=True)
-        logger.info("fold_batchnorm: folded %d of %d BatchNormalization nodes", len(bns) - len(left), len(bns))
+        logger.info(
+            "fold_batchnorm: folded %d of %d BatchNormalization nodes (%d behind a Squeeze)",
+            len(bns) - len(left),
+            len(bns),
+            sunk,
+        )
         return ir.passes.PassResult(model, modified=len(left) != len(bns))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool.graph.convert import normalise
@@ -40,3 +41,19 @@ def test_a_batchnorm_behind_a_spatial_squeeze_folds_into_the_conv() -> None:
     assert out.graph.output[0].name == "y" and out.graph.node[1].output[0] == "y"
     x = np.random.default_rng(1).normal(size=(1, 4, 1, 8)).astype(np.float32)
     np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("other", ["Relu", "output"])
+def test_a_squeeze_read_elsewhere_keeps_the_batchnorm_behind_it(other: str) -> None:
+    """Moved before a Squeeze that a Relu (or the graph's output) reads too, the BatchNorm scaled what that reader
+    got: the Relu's output was off by 4.9."""
+    model = conv_squeeze_bn(2)
+    if other == "Relu":
+        model.graph.node.append(helper.make_node("Relu", ["s"], ["r"]))
+    model.graph.output.append(helper.make_tensor_value_info("r" if other == "Relu" else "s", TensorProto.FLOAT, None))
+    out = normalise(model, {}, "m.onnx")
+    x = np.random.default_rng(1).normal(size=(1, 4, 1, 8)).astype(np.float32)
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (out, model)]
+    got, want = (s.run(None, {"x": x}) for s in sessions)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)

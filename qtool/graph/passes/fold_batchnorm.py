@@ -48,7 +48,8 @@ def _sink_squeeze(bn: ir.Node, graph: ir.Graph) -> bool:
     rank = squeeze.inputs[0].shape.rank() if squeeze.inputs[0].shape is not None else None
     if conv is None or conv.op_type not in ("Conv", "ConvTranspose") or axes is None or rank is None:
         return False
-    if len(squeeze.inputs[0].uses()) != 1 or any(int(a) % rank < 2 for a in axes.numpy().ravel()):
+    alone = len(squeeze.inputs[0].uses()) == 1 and len(squeeze.outputs[0].uses()) == 1  # the BN reads the Squeeze alone
+    if not alone or squeeze.outputs[0].is_graph_output() or any(int(a) % rank < 2 for a in axes.numpy().ravel()):
         return False
     source, squeezed, out = squeeze.inputs[0], squeeze.outputs[0], bn.outputs[0]
     ir.convenience.replace_all_uses_with(out, squeezed, replace_graph_outputs=True)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_ir.passes import common
 
 from qtool.graph.convert import normalise
+from qtool.graph.passes.fold_batchnorm import FoldBatchNormPass
 
 
 def conv_squeeze_bn(axis: int) -> onnx.ModelProto:
@@ -57,3 +60,15 @@ def test_a_squeeze_read_elsewhere_keeps_the_batchnorm_behind_it(other: str) -> N
     got, want = (s.run(None, {"x": x}) for s in sessions)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_a_batchnorm_moved_but_not_folded_reports_the_change() -> None:
+    """A Conv whose weight is an input takes no BatchNorm: the BN still moved before the Squeeze, and the pass
+    said 'not modified' of the graph it changed."""
+    model = conv_squeeze_bn(2)
+    model.graph.initializer.remove(next(i for i in model.graph.initializer if i.name == "w"))
+    model.graph.input.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [6, 4, 1, 3]))
+    graph = ir.from_proto(model)
+    result = FoldBatchNormPass()(common.ShapeInferencePass()(graph).model)
+    assert [n.op_type for n in result.model.graph] == ["Conv", "BatchNormalization", "Squeeze"]
+    assert result.modified

@@ -90,4 +90,4 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
             len(bns),
             sunk,
         )
-        return ir.passes.PassResult(model, modified=len(left) != len(bns))
+        return ir.passes.PassResult(model, modified=len(left) != len(bns) or sunk > 0)  # a BN moved: a change

@@ -310,3 +310,27 @@ def test_a_dequantized_table_whose_rows_fold_is_a_float_constant(per_axis: bool)
     assert "bias" in {i.name for i in out.graph.initializer}
     x = rng.normal(size=(3, 4)).astype(np.float32)
     np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-6, atol=1e-6)
+
+
+def test_a_dequantized_table_that_is_a_graph_output_folds_too() -> None:
+    """The DequantizeLinear's output a graph output: the pass left it, and quantize refused the converted model
+    as 'quantized already' (exit 3), hinting to convert it again."""
+    table = numpy_helper.from_array(np.arange(24, dtype=np.uint8).reshape(6, 4), "table")
+    nodes = [
+        helper.make_node("ConstantOfShape", ["shape"], ["zeros"], value=numpy_helper.from_array(np.array([1], np.int64))),
+        helper.make_node("Add", ["zeros", "offsets"], ["rows"]),
+        helper.make_node("Gather", ["table", "rows"], ["picked"]),
+        helper.make_node("DequantizeLinear", ["picked", "s", "z"], ["bias"]),
+        helper.make_node("Add", ["x", "bias"], ["y"]),
+    ]
+    inits = [table, numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.array(10, np.uint8), "z"),
+             numpy_helper.from_array(np.array([3], np.int64), "shape"), numpy_helper.from_array(np.array([0, 1, 4], np.int64), "offsets")]  # fmt: skip
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3, 4]) for n in ("y", "bias")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])], outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out = normalise(model, {}, "m.onnx")
+    assert [n.op_type for n in out.graph.node] == ["Add"] and [o.name for o in out.graph.output] == ["y", "bias"]
+    x = np.random.default_rng(3).normal(size=(3, 4)).astype(np.float32)
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (out, model)]
+    for got, want in zip(*(s.run(None, {"x": x}) for s in sessions), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

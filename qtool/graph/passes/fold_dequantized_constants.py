@@ -47,11 +47,11 @@ class FoldDequantizedConstantsPass(ir.passes.InPlacePass):
             if node.op_type != "DequantizeLinear" or node.domain != "" or not node.inputs or node.inputs[0] is None:
                 continue
             out = node.outputs[0]
-            if FOLDED_FROM_KEY not in node.inputs[0].meta or out.is_graph_output() or (array := _dequantized(node)) is None:
+            if FOLDED_FROM_KEY not in node.inputs[0].meta or (array := _dequantized(node)) is None:
                 continue
             name = out.name
             value = new_constant(model.graph, f"{name}_float", array)
-            out.replace_all_uses_with(value)
+            out.replace_all_uses_with(value, replace_graph_outputs=True)  # kept, quantize refused the model
             model.graph.remove(node, safe=True)
             value.name = name  # the tensor keeps its name (the layer report's, an overrides file's)
             folded += 1

@@ -334,3 +334,18 @@ def test_a_dequantized_table_that_is_a_graph_output_folds_too() -> None:
     sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (out, model)]
     for got, want in zip(*(s.run(None, {"x": x}) for s in sessions), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_a_dequantized_weight_behind_a_folded_transpose_is_not_folded_away() -> None:
+    """int8 W -> Transpose -> DequantizeLinear -> MatMul is a QDQ model's weight: folded to float, quantize put it on
+    a grid of its own without a word (helper-89's review); left, the model is refused as quantized already."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Transpose", ["w_qT"], ["w_q"], perm=[1, 0]),
+             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"]),
+             helper.make_node("MatMul", ["x", "w"], ["y"])]  # fmt: skip
+    inits = [numpy_helper.from_array(rng.integers(-127, 127, (4, 8), dtype=np.int8), "w_qT"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "w_s"), numpy_helper.from_array(np.array(0, np.int8), "w_z")]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], inits)  # fmt: skip
+    out = normalise(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), {}, "m.onnx")
+    assert [n.op_type for n in out.graph.node] == ["DequantizeLinear", "MatMul"]

@@ -19,6 +19,7 @@ from onnxscript.optimizer._constant_folding import FOLDED_FROM_KEY
 from qtool.graph.passes.constants import new_constant
 
 logger = logging.getLogger(__name__)
+MAC_LAYERS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 
 def _dequantized(node: ir.Node) -> np.ndarray | None:
@@ -40,6 +41,13 @@ def _dequantized(node: ir.Node) -> np.ndarray | None:
     return ((q - z) * s).astype(np.float32)
 
 
+def _feeds_a_layer(value: ir.Value) -> bool:
+    """A grid a MAC layer reads is a weight's: int8 W -> Transpose -> DequantizeLinear -> MatMul, its Transpose
+    folded, is a QDQ model's weight, which convert's import does not read through the Transpose. Folded, quantize
+    put the weight on a grid of its own without a word; left, quantize refuses the model as quantized already."""
+    return any(use.node.op_type in MAC_LAYERS for use in value.uses())
+
+
 class FoldDequantizedConstantsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         folded = 0
@@ -47,7 +55,7 @@ class FoldDequantizedConstantsPass(ir.passes.InPlacePass):
             if node.op_type != "DequantizeLinear" or node.domain != "" or not node.inputs or node.inputs[0] is None:
                 continue
             out = node.outputs[0]
-            if FOLDED_FROM_KEY not in node.inputs[0].meta or (array := _dequantized(node)) is None:
+            if FOLDED_FROM_KEY not in node.inputs[0].meta or _feeds_a_layer(out) or (array := _dequantized(node)) is None:
                 continue
             name = out.name
             value = new_constant(model.graph, f"{name}_float", array)

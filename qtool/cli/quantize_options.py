@@ -105,7 +105,7 @@ def quantize_options(func: Callable) -> Callable:
             help="Activation range method [default: auto with an --input_list of 4+ samples, else min-max; min-max "
             "too under --mixed_precision auto or --save_stats, past 2 GiB, and --load_stats reads the saved one]. auto: "
             "min-max (qairt's default) unless sqnr or mse gives a better output SQNR on held-out halves of "
-            "--input_list (with --apply_algorithms bc in the trial).",
+            "--input_list (each trial runs the --apply_algorithms given).",
         ),
         click.option(
             "--param_quantizer_calibration", type=Choice(CALIBRATIONS), help="Weight range method [default: min-max]."

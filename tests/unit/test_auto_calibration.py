@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from onnx import TensorProto
+from onnx import helper as oh
 
-from qtool.api.auto_calibration import AUTO_CALIBRATIONS, AUTO_MARGIN_DB, choose_calibration, sample_sqnrs
+from qtool.api.auto_calibration import (
+    AUTO_CALIBRATIONS,
+    AUTO_MARGIN_DB,
+    choose_calibration,
+    nothing_to_score,
+    sample_sqnrs,
+)
 from qtool.inspect.compare import Drift
+from qtool.quant.graph_facts import GraphFacts
 
 
 def _even(scores: dict[str, float], samples: int = 16):
@@ -70,3 +79,19 @@ def test_each_samples_sqnr_is_the_worst_outputs() -> None:
     quiet.signal, quiet.noise, quiet.per_sample = 2.0, 0.2, [(1.0, 0.1), (1.0, 0.0)]
     assert sample_sqnrs({"loud": loud, "quiet": quiet}) == pytest.approx([10.0, 200.0])
     assert sample_sqnrs({}) == []
+
+
+@pytest.mark.parametrize(
+    ("output_type", "scored"),
+    [(TensorProto.FLOAT16, True), (TensorProto.DOUBLE, True), (TensorProto.FLOAT, True), (TensorProto.INT32, False)],
+)
+def test_any_floating_output_is_scored_at_an_opset_whose_quantizer_takes_float32_alone(output_type, scored) -> None:
+    """platedet (opset 17) leaves through Casts to float16: GraphFacts.is_float, the types QuantizeLinear-13 takes,
+    read its outputs as not float and auto tried no method."""
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = oh.make_tensor_value_info("y", output_type, [1, 8])
+    nodes = [oh.make_node("Relu", ["x"], ["r"]), oh.make_node("Cast", ["r"], ["y"], to=output_type)]
+    model = oh.make_model(oh.make_graph(nodes, "g", [x], [y]), opset_imports=[oh.make_opsetid("", 17)])
+    facts = GraphFacts.of(model)
+    assert not facts.is_float("y") or output_type == TensorProto.FLOAT  # the quantizer's view stays as it was
+    assert (nothing_to_score(facts) == "") is scored

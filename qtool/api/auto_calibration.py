@@ -16,6 +16,7 @@ method's median sample stood at 65.8, and held out sqnr lost 4.3 dB.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from onnx import TensorProto
 
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import judged_outputs, sqnr_db
+from qtool.quant.observers import Observer, read_as
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +85,30 @@ def choose_calibration(trial: Callable[[str, list], float]) -> tuple[str, str]:
     line = f"output SQNR on held-out halves of the list: {tried} dB; median sample against {default}: {medians} dB{kept}"
     logger.info("calibration auto: %s (%s)", chosen, line)
     return chosen, f"calibration auto: {chosen} ({line})"
+
+
+def min_max_of_halves(halves: dict[tuple[int, ...], tuple[object, dict]], model: object, total: int) -> dict | None:
+    """The min-max observers a pass over all `total` samples of the list gives, from the histogram passes auto's
+    folds ran on its two halves (`halves`: samples -> (model, observers)), when they ran `model` on every sample
+    of the list: a histogram keeps the true extremes, and min and max merge exactly, so the run's own calibration
+    pass repeats nothing (a list of up to 2·TRIAL_SAMPLES). None where the pass would differ: a half without
+    them, or a tensor left float (a min-max pass skips an unbounded sample, a histogram's bins take it as 0)."""
+    together = sorted(k for key in halves for k in key)
+    if len(halves) != 2 or together != list(range(total)) or any(m is not model for m, _ in halves.values()):
+        return None
+    first, second = halves.values()
+    found: dict[str, Observer] = {}
+    shared: dict[int, Observer] = {}  # a Softmax chain's members share one observer: merged once
+    for name, observer in first[1].items():
+        if getattr(observer, "unbounded", False):
+            return None
+        mine = read_as(observer, "min-max")  # a histogram as min-max (a new one); a Softmax input's as it is
+        found[name] = shared.setdefault(id(observer), copy.deepcopy(mine) if mine is observer else mine)
+    done: set[int] = set()
+    for name, observer in second[1].items():
+        if getattr(observer, "unbounded", False) or name not in found:
+            return None
+        if id(observer) not in done:
+            done.add(id(observer))
+            found[name].merge(read_as(observer, "min-max"))
+    return found if len(found) == len(second[1]) else None

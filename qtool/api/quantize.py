@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 
 from qtool import runtime
-from qtool.api.auto_calibration import choose_calibration, nothing_to_score, sample_sqnrs
+from qtool.api.auto_calibration import choose_calibration, min_max_of_halves, nothing_to_score, sample_sqnrs
 from qtool.api.common import (
     EVALUATED_ON,
     check_output_names,
@@ -293,8 +293,10 @@ def _algorithm_context(
     overrides: encio.Encodings,
     input_list: InputList | None,
     observers: dict,
+    *,
+    halves: dict | None = None,
 ) -> AlgorithmContext:
-    """`model` is the copy of the float `reference` the algorithms change."""
+    """`model` is the copy of the float `reference` the algorithms change; `halves` gathers auto's histogram passes."""
     specs = gm.input_specs(model)
 
     def samples():
@@ -334,7 +336,7 @@ def _algorithm_context(
             per_sample += sample_sqnrs(drift)
         return overall(drift)["sqnr_db"]
 
-    observed: dict[tuple[int, ...], tuple[onnx.ModelProto, dict]] = {}  # auto: samples -> (model, its histograms)
+    observed: dict[tuple[int, ...], tuple[onnx.ModelProto, dict]] = {} if halves is None else halves  # auto's
 
     def observe(candidate: onnx.ModelProto, fit_at: list[int], method: str) -> dict:
         """The fold's activation observers. Under auto one histogram pass per half serves the three methods (a
@@ -487,7 +489,8 @@ def _quantize(
     model, notes = _equalize_hardswish(o, reference, model, overrides, input_list)
     equalized = bool(notes)
     observers: dict = {}
-    ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
+    halves: dict = {}  # auto: samples -> (model, its histograms); the run's min-max pass may be theirs (below)
+    ctx = _algorithm_context(o, reference, model, overrides, input_list, observers, halves=halves)
     algorithms_started = time.perf_counter()  # auto's trials and bc's passes: often most of the run
     timed = bool(o.apply_algorithms) or o.act_quantizer_calibration == "auto"  # o names auto's choice once it ran
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
@@ -507,7 +510,15 @@ def _quantize(
         kept = KeptOutputs(compare.one_pass_cache_bytes(reference), scratch_file)
         keep = FloatOutputs(min(o.evaluate_samples, len(input_list.samples)), kept)
     facts = GraphFacts.of(model)
-    found, samples = _calibrate(o, model, facts, input_list, progress, keep)
+    # auto's halves ran this model on the whole list: the min-max pass is their extremes, where no algorithm changed
+    # the model since, no per-channel observer joined them, and no state input's growth by quarters is warned of
+    whole = halves and keep is None and o.act_quantizer_calibration == "min-max" and o.calib_batch_size == 1
+    whole = whole and not (o.apply_algorithms or o.use_per_channel_residual or facts.state_inputs())
+    reused = min_max_of_halves(halves, model, len(input_list.samples)) if whole and input_list else None
+    if reused is not None and input_list is not None:
+        found, samples = reused, len(input_list.samples)
+    else:
+        found, samples = _calibrate(o, model, facts, input_list, progress, keep)
     observers.update(found)
     empty_ranges(overrides.activations, observed_extremes(found, overrides.activations))
     _warn_growing(found, input_list, facts)

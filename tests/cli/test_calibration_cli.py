@@ -214,3 +214,31 @@ def test_auto_calibration_needs_a_list_to_hold_samples_out_of(tmp_path: Path) ->
     code, err = qtool("quantize", "-i", model, "-o", tmp_path / "c.onnx", "--act_bitwidth", "32",
                       "--act_quantizer_calibration", "auto")  # fmt: skip
     assert code == 0, err
+
+
+def test_auto_keeping_min_max_takes_the_run_s_ranges_from_its_halves(tmp_path: Path, monkeypatch) -> None:
+    """Where auto's two histogram passes ran the whole list (up to 32 samples) and min-max stays, the run's min-max
+    pass is their extremes merged: no third pass over the list (platedet's 32 samples: 15.7 s), and the model and
+    encodings are byte for byte a min-max run's. A pass whose float outputs the evaluation reads still runs."""
+    import importlib
+
+    from qtool.api import auto_calibration
+
+    quantize_module = importlib.import_module("qtool.api.quantize")
+    passes: list[str] = []
+    calibrate = quantize_module.calibrate
+    monkeypatch.setattr(auto_calibration, "AUTO_MARGIN_DB", 1e9)  # min-max stays whatever the scores
+    monkeypatch.setattr(quantize_module, "calibrate", lambda *a, **k: passes.append(k["observer"]) or calibrate(*a, **k))
+    model, listing = write_case(tmp_path, three_conv_model(), samples=12)
+    for name, method in (("auto", "auto"), ("plain", "min-max")):
+        code, _, err = run("quantize", "-i", model, "--input_list", listing, "-o", tmp_path / f"{name}.onnx",
+                             "--act_quantizer_calibration", method, "--evaluate_samples", "0")  # fmt: skip
+        assert code == 0, err
+    assert passes == ["sqnr", "sqnr", "min-max"]  # auto's two halves; the plain run's own pass
+    assert (tmp_path / "auto.onnx").read_bytes() == (tmp_path / "plain.onnx").read_bytes()
+    assert (tmp_path / "auto.encodings.json").read_bytes() == (tmp_path / "plain.encodings.json").read_bytes()
+    passes.clear()
+    code, _, err = run("quantize", "-i", model, "--input_list", listing, "-o", tmp_path / "evaluated.onnx",
+                         "--act_quantizer_calibration", "auto")  # fmt: skip
+    assert code == 0, err
+    assert passes == ["sqnr", "sqnr", "min-max"]  # the evaluation's float outputs come from the run's pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from onnx import TensorProto
 from onnx import helper as oh
@@ -10,11 +11,13 @@ from qtool.api.auto_calibration import (
     AUTO_CALIBRATIONS,
     AUTO_MARGIN_DB,
     choose_calibration,
+    min_max_of_halves,
     nothing_to_score,
     sample_sqnrs,
 )
 from qtool.inspect.compare import Drift
 from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.observers import Histogram, MinMax, SoftmaxInput
 
 
 def _even(scores: dict[str, float], samples: int = 16):
@@ -95,3 +98,35 @@ def test_any_floating_output_is_scored_at_an_opset_whose_quantizer_takes_float32
     facts = GraphFacts.of(model)
     assert not facts.is_float("y") or output_type == TensorProto.FLOAT  # the quantizer's view stays as it was
     assert (nothing_to_score(facts) == "") is scored
+
+
+def _halves(*values: tuple[np.ndarray, np.ndarray], shared: bool = False) -> dict:
+    """Two halves' histogram passes over tensors 'a' and 'b' (one Softmax-input observer for both when `shared`)."""
+    found = {}
+    for key, (a, b) in zip(((0, 1), (2, 3)), values, strict=True):
+        if shared:
+            one = SoftmaxInput("a")
+            one.observe_rows(float(a.max()), float(a.min()), float(b.min()))
+            found[key] = (None, {"a": one, "b": one})
+            continue
+        seen = {"a": Histogram("a"), "b": Histogram("b")}
+        seen["a"].update(a)
+        seen["b"].update(b)
+        found[key] = (None, seen)
+    return found
+
+
+def test_the_halves_min_max_is_a_pass_over_both() -> None:
+    rng = np.random.default_rng(0)
+    first, second = (rng.standard_normal(64), rng.standard_normal(64) * 3), (rng.standard_normal(64) * 2, rng.random(64))
+    found = min_max_of_halves(_halves(first, second), None, 4)
+    assert found is not None and all(type(o) is MinMax for o in found.values())
+    for name, k in (("a", 0), ("b", 1)):
+        both = np.concatenate([first[k], second[k]])
+        assert (found[name].lo, found[name].hi, found[name].count) == (both.min(), both.max(), 2)
+    assert min_max_of_halves(_halves(first, second), None, 5) is None  # a sample neither half ran
+    shared = min_max_of_halves(_halves(first, second, shared=True), None, 4)
+    assert shared is not None and shared["a"] is shared["b"] and shared["a"].count == 2  # merged once
+    halves = _halves(first, second)
+    halves[(2, 3)][1]["b"].unbounded = True  # a min-max pass skips such a sample; the histogram took it as 0
+    assert min_max_of_halves(halves, None, 4) is None

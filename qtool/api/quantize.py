@@ -519,6 +519,7 @@ def _quantize(
         found, samples = reused, len(input_list.samples)
     else:
         found, samples = _calibrate(o, model, facts, input_list, progress, keep)
+    halves.clear()  # the trials' histograms (2048 bins a tensor and half): held no further, as before they served here
     observers.update(found)
     empty_ranges(overrides.activations, observed_extremes(found, overrides.activations))
     _warn_growing(found, input_list, facts)

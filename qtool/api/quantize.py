@@ -438,10 +438,21 @@ def with_calibration_method(o: QuantizeOptions, model: onnx.ModelProto, input_li
         method, percentile = recorded_calibration(list(o.load_stats))
         return dataclasses.replace(o, act_quantizer_calibration=method,
                                    percentile_calibration_value=percentile or o.percentile_calibration_value)  # fmt: skip
-    enough = input_list is not None and len(input_list.samples) >= AUTO_MIN_SAMPLES
-    small = external_data.byte_size(model) < AUTO_MAX_BYTES
-    auto = enough and small and o.act_bitwidth != 32 and o.mixed_precision != "auto" and o.save_stats is None
+    auto = default_min_max(o, model, input_list) is None
     return dataclasses.replace(o, act_quantizer_calibration="auto" if auto else "min-max")
+
+
+def default_min_max(o: QuantizeOptions, model: onnx.ModelProto, input_list: InputList | None) -> str | None:
+    """Why no method named means min-max here, for the report (None: it means auto)."""
+    if input_list is None or o.act_bitwidth == 32:
+        return "no activation is calibrated" if input_list is None else "activations stay float"
+    reasons = {
+        f"fewer than {AUTO_MIN_SAMPLES} samples: none to hold out": len(input_list.samples) < AUTO_MIN_SAMPLES,
+        "--mixed_precision auto sizes its grids from min-max ranges": o.mixed_precision == "auto",
+        "--save_stats: shards merge by one method": o.save_stats is not None,
+        "a model past 2 GiB": external_data.byte_size(model) >= AUTO_MAX_BYTES,
+    }
+    return next((why for why, applies in reasons.items() if applies), None)
 
 
 def _quantize(
@@ -466,6 +477,8 @@ def _quantize(
                          hint="add --encodings_format 1.0.0 or 2.0.0")  # fmt: skip
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
     eval_list = read_input_list(o.eval_list, "eval_list") if o.eval_list is not None else input_list
+    named = o.act_quantizer_calibration is not None or bool(o.load_stats)
+    fallback = None if named or input_list is None else default_min_max(o, reference, input_list)
     o = with_calibration_method(o, reference, input_list)
     if input_list is not None and (repeats := input_list.repeats())[0]:  # 'cat a.txt a.txt': 'samples 16' of 8, exit 0
         logger.warning("%s:%d: names the files line %d named (%d line(s) repeat an earlier one): each repeat is "
@@ -543,6 +556,8 @@ def _quantize(
         logger.warning("--pack_4_bit_weights: no weight is 4-bit (--weights_bitwidth 4), so nothing was packed")
     gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
+    if fallback is not None and o.act_bitwidth != 32:  # auto says its choice in "algorithms"
+        report.facts["calibration"] = f"min-max (the default, not auto: {fallback})"
     if notes:
         report.facts["algorithms"] = "; ".join(notes)
     quality = _evaluate(o, reference, quantized, eval_list, report, float_run, layer_reference)

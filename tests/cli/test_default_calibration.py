@@ -30,6 +30,7 @@ def test_too_few_samples_to_hold_out_calibrate_min_max_without_trials(tmp_path: 
     model, listing = write_case(tmp_path, three_conv_model(), samples=3)
     report = _quantize(model, tmp_path / "default.onnx", "--input_list", listing)
     assert "algorithms" not in report and "algorithm seconds" not in report
+    assert report["calibration"] == "min-max (the default, not auto: fewer than 4 samples: none to hold out)"
     _quantize(model, tmp_path / "named.onnx", "--input_list", listing, "--act_quantizer_calibration", "min-max")
     assert (tmp_path / "default.onnx").read_bytes() == (tmp_path / "named.onnx").read_bytes()
 
@@ -73,7 +74,7 @@ def test_mixed_precision_keeps_min_max_ranges_unless_told(tmp_path: Path) -> Non
     model, listing = write_case(tmp_path, three_conv_model(), samples=8)
     flags = ["--input_list", listing, "--mixed_precision", "auto", "--target_sqnr", "20"]
     report = _quantize(model, tmp_path / "default.onnx", *flags)
-    assert "calibration auto" not in report.get("algorithms", "")
+    assert "calibration auto" not in report.get("algorithms", "") and "--mixed_precision" in report["calibration"]
     _quantize(model, tmp_path / "named.onnx", *flags, "--act_quantizer_calibration", "min-max")
     assert (tmp_path / "default.onnx").read_bytes() == (tmp_path / "named.onnx").read_bytes()
 
@@ -85,8 +86,9 @@ def test_a_model_past_the_size_bound_defaults_to_min_max(tmp_path: Path, monkeyp
     monkeypatch.setattr(importlib.import_module("qtool.api.quantize"), "AUTO_MAX_BYTES", 100)
     model, listing = write_case(tmp_path, three_conv_model(), samples=8)
     assert "algorithms" not in _quantize(model, tmp_path / "big.onnx", "--input_list", listing)
+    assert "past 2 GiB" in _quantize(model, tmp_path / "big.onnx", "--input_list", listing)["calibration"]
     report = _quantize(model, tmp_path / "named.onnx", "--input_list", listing, "--act_quantizer_calibration", "auto")
-    assert report["algorithms"].startswith("calibration auto: ")
+    assert report["algorithms"].startswith("calibration auto: ") and "calibration" not in report
 
 
 def test_a_percentile_replay_reads_the_percentile_that_saved_them(tmp_path: Path) -> None:
@@ -112,5 +114,5 @@ def test_saving_statistics_defaults_to_min_max_so_shards_merge(tmp_path: Path) -
     """Each shard's own trials could pick another method, and a min-max shard keeps no histogram to merge."""
     model, listing = write_case(tmp_path, three_conv_model(), samples=8)
     report = _quantize(model, tmp_path / "a.onnx", "--input_list", listing, "--save_stats", tmp_path / "s.json")
-    assert "algorithms" not in report
+    assert "algorithms" not in report and "--save_stats" in report["calibration"]
     assert json.loads((tmp_path / "s.json").read_text())["calibration"] == "min-max"

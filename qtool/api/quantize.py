@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -411,8 +412,8 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     output = o.output_path or o.input_network.with_suffix(".quant.onnx")
     if not output.name:
         raise UsageError(f"-o {output}: needs a file name")
-    if output.name.endswith(".json"):  # -o q.encodings.json wrote the model there, its encodings as q.encodings.encodings.json
-        model = output.name.removesuffix(".json").removesuffix(".encodings").removesuffix(".mixed_precision") + ".onnx"
+    if output.suffix.lower() == ".json":  # -o q.encodings.json wrote the model there, its encodings as q.encodings.encodings.json
+        model = re.sub(r"(\.(encodings|mixed_precision))?\.json$", "", output.name, flags=re.IGNORECASE) + ".onnx"
         raise UsageError(f"-o {output}: names the QDQ model quantize writes, not a .json file; its encodings go "
                          f"beside it as <stem>.encodings.json", hint=f"-o {output.with_name(model)}")  # fmt: skip
     with (outputs.command(*_files(o, output)) as tx, runtime.custom_ops(o.op_package_lib),

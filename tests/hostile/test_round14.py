@@ -25,7 +25,7 @@ def ws(tmp_path: Path) -> Workspace:
 # --- -o named as the encodings -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["q.encodings.json", "q.json"])
+@pytest.mark.parametrize("name", ["q.encodings.json", "q.json", "q.encodings.JSON"])
 def test_an_output_named_as_json_is_refused(ws: Workspace, name: str) -> None:
     """`-o q.encodings.json` (the file a user wants) wrote the ONNX model as q.encodings.json and its encodings as
     q.encodings.encodings.json, exit 0."""

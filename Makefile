@@ -650,7 +650,8 @@ OUT := build/demo
 # 23086 -> 23087: auto's trial histograms are let go once the run's calibration has read them (api/quantize; 1 line)
 # 23087 -> 23102: the report says why no method named meant min-max, not auto (api/quantize; 15 lines)
 # 23102 -> 23103: -o naming a .JSON file is refused too (api/quantize; 1 line)
-LINE_BUDGET := 23103
+# 23103 -> 23104: the outputs an ArgMax or TopK picks found by one function (inspect/compare.index_picks; 1 line)
+LINE_BUDGET := 23104
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -424,36 +424,34 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     return report
 
 
-def with_calibration_method(o: QuantizeOptions, model: onnx.ModelProto, input_list: InputList | None) -> QuantizeOptions:
+def with_calibration_method(
+    o: QuantizeOptions, model: onnx.ModelProto, input_list: InputList | None
+) -> tuple[QuantizeOptions, str | None]:
     """--act_quantizer_calibration, or when none is given, auto wherever it can score its candidates on samples
-    held out of their calibration (AUTO_MIN_SAMPLES of an --input_list, activations quantized), else min-max;
-    --load_stats files are read by the method (and percentile) the run that saved them used.
+    held out of their calibration (AUTO_MIN_SAMPLES of an --input_list, activations quantized), else min-max, and
+    why for the report where samples are calibrated; --load_stats files are read by the method (and percentile)
+    the run that saved them used.
     Not under --mixed_precision auto: it widens each 16-bit grid it raises to twice the calibrated range, which
     sqnr or mse ranges clip on purpose, and its search was built and measured on min-max's (the zoo's 30 dB rows).
     Nor past protobuf's 2 GiB, where a run is sized to hold one layer at a time and six more passes are hours.
     Nor with --save_stats: shards merge into one range per tensor, and each shard's own trials could pick another
     method (a min-max shard keeps no histogram for a sqnr one to merge with)."""
     if o.act_quantizer_calibration is not None:
-        return o
+        return o, None
     if o.load_stats:  # a percentile file saved at 95 was read at 99.99, and --percentile_calibration_value refused
         method, percentile = recorded_calibration(list(o.load_stats))
         return dataclasses.replace(o, act_quantizer_calibration=method,
-                                   percentile_calibration_value=percentile or o.percentile_calibration_value)  # fmt: skip
-    auto = default_min_max(o, model, input_list) is None
-    return dataclasses.replace(o, act_quantizer_calibration="auto" if auto else "min-max")
-
-
-def default_min_max(o: QuantizeOptions, model: onnx.ModelProto, input_list: InputList | None) -> str | None:
-    """Why no method named means min-max here, for the report (None: it means auto)."""
-    if input_list is None or o.act_bitwidth == 32:
-        return "no activation is calibrated" if input_list is None else "activations stay float"
+                                   percentile_calibration_value=percentile or o.percentile_calibration_value), None  # fmt: skip
+    if input_list is None or o.act_bitwidth == 32:  # no activation range is calibrated
+        return dataclasses.replace(o, act_quantizer_calibration="min-max"), None
     reasons = {
         f"fewer than {AUTO_MIN_SAMPLES} samples: none to hold out": len(input_list.samples) < AUTO_MIN_SAMPLES,
         "--mixed_precision auto sizes its grids from min-max ranges": o.mixed_precision == "auto",
         "--save_stats: shards merge by one method": o.save_stats is not None,
         "a model past 2 GiB": external_data.byte_size(model) >= AUTO_MAX_BYTES,
     }
-    return next((why for why, applies in reasons.items() if applies), None)
+    why = next((why for why, applies in reasons.items() if applies), None)
+    return dataclasses.replace(o, act_quantizer_calibration="auto" if why is None else "min-max"), why
 
 
 def _quantize(
@@ -478,9 +476,7 @@ def _quantize(
                          hint="add --encodings_format 1.0.0 or 2.0.0")  # fmt: skip
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
     eval_list = read_input_list(o.eval_list, "eval_list") if o.eval_list is not None else input_list
-    named = o.act_quantizer_calibration is not None or bool(o.load_stats)
-    fallback = None if named or input_list is None else default_min_max(o, reference, input_list)
-    o = with_calibration_method(o, reference, input_list)
+    o, fallback = with_calibration_method(o, reference, input_list)  # fallback: why min-max, where none was named
     if input_list is not None and (repeats := input_list.repeats())[0]:  # 'cat a.txt a.txt': 'samples 16' of 8, exit 0
         logger.warning("%s:%d: names the files line %d named (%d line(s) repeat an earlier one): each repeat is "
                        "calibrated and judged again, as if another sample", input_list.path, *repeats[1:],
@@ -557,7 +553,7 @@ def _quantize(
         logger.warning("--pack_4_bit_weights: no weight is 4-bit (--weights_bitwidth 4), so nothing was packed")
     gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
-    if fallback is not None and o.act_bitwidth != 32:  # auto says its choice in "algorithms"
+    if fallback is not None:  # auto says its choice in "algorithms"
         report.facts["calibration"] = f"min-max (the default, not auto: {fallback})"
     if notes:
         report.facts["algorithms"] = "; ".join(notes)
@@ -750,6 +746,16 @@ QUALITY_FETCH_BYTES = 4 << 20
 QUALITY_FRONTIER_BYTES = 1 << 20
 
 
+PICKED_OUTPUTS = (
+    # isbnx's end-to-end YOLO: F1 91% against the float model's boxes, while its [1, 300, 6] read -1.4 dB
+    (("TopK",), "rows by a TopK's indices: where two scores swap places a row compares two different items and SQNR "
+     "counts that as noise: judge it by its task (matches)"),
+    # swift-f0's pitch: unvoiced frames' near-equal bins swap, a frame jumps by 2000 Hz (-4.1 dB; voiced: 70% in 50 cents)
+    (("ArgMax", "ArgMin"), "values an ArgMax picks: where two near scores swap, a value is another item's and SQNR "
+     "counts that as noise: judge it by its task"),
+)
+
+
 def _quality(
     o: QuantizeOptions, drift: dict, reference: onnx.ModelProto, quantized: onnx.ModelProto, feeds, report: Report
 ) -> QualityError | None:
@@ -800,18 +806,10 @@ def _quality(
         # first: a per-layer blame after a per-tensor grid's collapse lands on whatever layer inherits it (a tf2onnx
         # U-Net whose channel ranges span 14,334x: 0.6 dB, blamed on a ConvTranspose; per channel 16.8 dB)
         blame = f"; its weights are per tensor: {' '.join(flags)} gives each output channel its own grid{blame}"
-    if ranked := sorted(runtime.downstream(reference.graph.node, [n.output[1] for n in reference.graph.node
-                                                                  if n.op_type == "TopK"]) & set(drift)):  # fmt: skip
-        # isbnx's end-to-end YOLO: F1 91% against the float model's boxes, while its [1, 300, 6] read -1.4 dB
-        blame = (f"; {', '.join(map(repr, ranked))} {'take' if len(ranked) > 1 else 'takes'} rows by a TopK's indices:"
-                 " where two scores swap places a row compares two different items and SQNR counts that as noise:"
-                 f" judge it by its task (matches){blame}")
-    elif picked := sorted(runtime.downstream(reference.graph.node, [n.output[0] for n in reference.graph.node
-                                                                    if n.op_type in ("ArgMax", "ArgMin")]) & set(drift)):  # fmt: skip
-        # swift-f0's pitch: unvoiced frames' near-equal bins swap, a frame jumps by 2000 Hz (-4.1 dB; voiced: 70% in 50 cents)
-        blame = (f"; {', '.join(map(repr, picked))} {'take' if len(picked) > 1 else 'takes'} values an ArgMax picks:"
-                 " where two near scores swap, a value is another item's and SQNR counts that as noise: judge it by"
-                 f" its task{blame}")
+    for ops, picks in PICKED_OUTPUTS:  # outputs made from the indices a TopK or an ArgMax picks
+        if picked := sorted(runtime.downstream(reference.graph.node, compare.index_picks(reference, ops)) & set(drift)):
+            blame = f"; {', '.join(map(repr, picked))} {'take' if len(picked) > 1 else 'takes'} {picks}{blame}"
+            break
     worst_output = min(judged_outputs(drift), key=lambda name: (drift[name].sqnr_db, drift[name].cosine))
     message = (
         f"the quantized model is far from the float one (output SQNR {sqnr:.2f} dB, cosine {cosine:.4f};"

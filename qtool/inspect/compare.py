@@ -209,7 +209,7 @@ def compare_outputs(
     parts_of = _by_output(output_parts(reference) if parts is None else parts, names)
     drift = {}
     producers = {o: n for n in reference.graph.node for o in n.output}
-    picked = runtime.downstream(reference.graph.node, _picks(reference))
+    picked = runtime.downstream(reference.graph.node, index_picks(reference))
     for name in names:
         drift[name] = Drift(may_be_scores=name not in picked and _may_be_scores(producers, name))
         # a part is a detection head's boxes, scores or coefficients: its last axis runs over anchors, not classes
@@ -246,13 +246,16 @@ NORMS = frozenset({"ReduceL2", "Sqrt", "Max", "Clip"})  # x / max(‖x‖, ε): 
 # ReduceSum is a Softmax written out, and keeps its top-1)
 
 
-def _picks(model: onnx.ModelProto) -> list[str]:
-    """The indices ArgMax, ArgMin and TopK pick: what is computed from them holds the picked items' values, one per
-    frame or row, not a score per class (swift-f0's pitch track: each frame's best bin's frequency showed
-    top1_agreement 0.03, an argmax over frames)."""
-    return [t for n in model.graph.node if n.domain in ("", "ai.onnx")
-            for t in (n.output[:1] if n.op_type in ("ArgMax", "ArgMin") else n.output[1:2] if n.op_type == "TopK" else [])
-            if t]  # fmt: skip
+INDEX_OUTPUT = {"ArgMax": 0, "ArgMin": 0, "TopK": 1}  # which output of these ops holds the indices they pick
+
+
+def index_picks(model: onnx.ModelProto, ops: Iterable[str] = tuple(INDEX_OUTPUT)) -> list[str]:
+    """The indices `ops` (of ArgMax, ArgMin and TopK) pick: what is computed from them holds the picked items'
+    values, one per frame or row, not a score per class (swift-f0's pitch track: each frame's best bin's frequency
+    showed top1_agreement 0.03, an argmax over frames), and a swap of two near scores moves it by a whole item."""
+    wanted = set(ops)
+    return [n.output[k] for n in model.graph.node if n.domain in ("", "ai.onnx") and n.op_type in wanted
+            and len(n.output) > (k := INDEX_OUTPUT[n.op_type]) and n.output[k]]  # fmt: skip
 
 
 def _may_be_scores(producers: dict[str, onnx.NodeProto], name: str) -> bool:

@@ -3,7 +3,9 @@
 `collect_stats` streams the samples through the float view once, folding every float tensor into
 a 2048-bin `Histogram` (calibrate.py: nothing per sample is kept). Then:
 - long tails: the full range against the 99.99th-percentile range. A ratio r costs min-max
-  calibration log2(r) of its bits for 0.01% of the values (suggest percentile or sqnr).
+  calibration log2(r) of its bits for 0.01% of the values (suggest percentile or sqnr). A warning where the
+  preset calibrates by min-max (qnn-htp's) and for a tensor whose range no method clips (a model output, a Softmax's
+  or Sigmoid's); else information: percentile clips it, and the default, auto, tries ranges that do.
 - inputs not standardised: a graph input whose values are (nearly) all non-negative, like
   [0, 1] or [0, 255]. Vitis AI UG1414: it "only performs signed quantization" and recommends
   zero mean, unit variance, since [0, 1] input "results in a loss of dynamic range because only
@@ -83,7 +85,7 @@ def _kept_float(ctx: LintContext) -> set[str]:
 def long_tails(ctx: LintContext) -> Iterable[Finding]:
     if ctx.stats is None:
         return
-    calibration = ctx.preset.get("act_quantizer_calibration") or "min-max"
+    calibration = ctx.preset.get("act_quantizer_calibration") or "auto"  # quantize's default without a method
     kept_float = _kept_float(ctx)
     for name, observer in ctx.stats.items():
         if not isinstance(observer, Histogram) or not observer.count or name in kept_float:
@@ -100,10 +102,11 @@ def long_tails(ctx: LintContext) -> Iterable[Finding]:
         whole = name in ctx.facts.graph_outputs or getattr(ctx.facts.producers.get(name), "op_type", "") in BOUNDED_OPS
         yield Finding(
             "long-tail",
-            "warning" if calibration == "min-max" else "info",
+            "warning" if calibration == "min-max" or whole else "info",
             f"tensor {name!r}",
             f"range [{lo:.4g}, {hi:.4g}] is {ratio:.1f}x its {PERCENTILE}th-percentile range "
-            f"[{p_lo:.4g}, {p_hi:.4g}]: min-max calibration spends {math.log2(ratio):.1f} bits on 0.01% of values",
+            f"[{p_lo:.4g}, {p_hi:.4g}]: min-max calibration spends {math.log2(ratio):.1f} bits on 0.01% of values"
+            + (" (the default, auto, tries ranges that clip it)" if calibration == "auto" and not whole else ""),
             f"--act_16bit_tensors {name} (a bounded op's or model output keeps its whole range under every "
             "calibration method)" if whole else f"--act_quantizer_calibration percentile (or sqnr); or --act_16bit_tensors {name}",
         )

@@ -379,7 +379,8 @@ def _algorithm_context(
         )  # fmt: skip
         if "adaround" in o.apply_algorithms:
             sub.config = {**o.algorithm_config.get("adaround", {}), "num_batches": TRIAL_SAMPLES, "sequential": False}
-            adaround.run(sub)
+            with _quiet(adaround.logger):  # 'num_batches 16, but the input_list has 4 samples': a half's, not the list's
+                adaround.run(sub)
         if "bc" in o.apply_algorithms:  # sqnr's clipped tails move layer means that bc moves back
             sub.config = {**o.algorithm_config.get("bc", {}), "calibration_frames": TRIAL_SAMPLES}
             with _quiet(bias_correction.logger):  # a trial's "not applied" is no news to the user

@@ -24,9 +24,11 @@ from collections.abc import Callable
 import numpy as np
 from onnx import TensorProto
 
+from qtool.encoding import Encoding
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import judged_outputs, sqnr_db
 from qtool.quant.observers import Observer, read_as
+from qtool.quant.plan import activation_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +53,17 @@ def _capped_db(signal: float, noise: float) -> float:
     return -SAMPLE_DB_CAP if value is None else min(max(value, -SAMPLE_DB_CAP), SAMPLE_DB_CAP)
 
 
-def nothing_to_score(facts: GraphFacts) -> str:
+def nothing_to_score(facts: GraphFacts, overrides: dict[str, Encoding]) -> str:
     """The report's line where no output is float (MatMul -> Cast int32, class ids): each method's trials scored
     the integers, most often equal ('min-max inf, sqnr inf, mse inf dB'), for nothing; min-max stays untried.
     Any floating output scores, not only one QuantizeLinear takes (facts.is_float): platedet's float16 outputs at
-    opset 17 read as 'not float', and its methods went untried (min-max 14.7, sqnr 17.0, mse 17.8 dB before)."""
+    opset 17 read as 'not float', and its methods went untried (min-max 14.7, sqnr 17.0, mse 17.8 dB before).
+    Nor where the overrides give every activation its range, or keep it float (an AIMET file ported whole): each
+    method's trials quantized with the same ranges ('min-max 31.8, sqnr 31.8, mse 31.8 dB')."""
     outputs = sorted(facts.graph_outputs)
+    tensors = activation_tensors(facts)
+    if tensors and all((e := overrides.get(t)) is not None and (e.is_float or e.scale) for t in tensors):
+        return f"calibration auto: min-max (the overrides set all {len(tensors)} activation ranges; none was tried)"
     if any(facts.elem_types.get(t) in SCORED_TYPES for t in outputs):
         return ""
     named = ", ".join(map(repr, outputs[:3])) + (f" and {len(outputs) - 3} more" if len(outputs) > 3 else "")

@@ -505,7 +505,7 @@ def _quantize(
     algorithms_started = time.perf_counter()  # auto's trials and bc's passes: often most of the run
     timed = bool(o.apply_algorithms) or o.act_quantizer_calibration == "auto"  # o names auto's choice once it ran
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
-        chosen, note = "min-max", nothing_to_score(GraphFacts.of(reference))  # integer outputs: no SQNR to compare
+        chosen, note = "min-max", nothing_to_score(GraphFacts.of(reference), overrides.activations)  # no choice to score
         if input_list is not None and o.act_bitwidth != 32 and not note:  # else no activation range is calibrated
             trialled = model if equalized else reference  # the same model: its trials may read the reference's runs
             chosen, note = choose_calibration(lambda method, samples: ctx.trial(trialled, method, samples))  # type: ignore[misc]

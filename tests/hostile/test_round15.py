@@ -4,6 +4,7 @@ probed on an installed wheel as a careless user would."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,26 @@ def test_auto_trials_do_not_warn_of_adaround_samples_the_list_has(ws: Workspace)
     assert "calibration auto" in result.stdout
     warned = [line for line in result.stderr.splitlines() if "adaround: num_batches" in line]
     assert warned == ["qtool: WARNING: adaround: num_batches 32, but the input_list has 8 samples"], warned
+
+
+# --- auto with nothing to choose ----------------------------------------------------------------------------------
+
+
+def test_auto_tries_no_method_where_the_overrides_set_every_activation_range(ws: Workspace) -> None:
+    """An AIMET encodings file given as -q with its activation ranges (a port from another tool) beside an
+    --input_list: auto ran its six trial quantizations, each with the overrides' ranges, and reported 'min-max
+    31.8, sqnr 31.8, mse 31.8 dB' of a choice that changed nothing (a zoo model's trials take a minute)."""
+    assert ws.quantize("-o", ws.root / "first" / "q.onnx").exit_code == 0
+    doc = json.loads((ws.root / "first" / "q.encodings.json").read_text())
+    given = ws.root / "acts.json"
+    given.write_text(json.dumps({**doc, "param_encodings": {}}))
+    runs = {}
+    for name, flags in (("auto", ()), ("min-max", ("--act_quantizer_calibration", "min-max"))):
+        out = ws.root / name / "q.onnx"
+        result = ws.quantize("-o", out, "-q", given, *flags)
+        assert result.exit_code == 0, result.stderr
+        runs[name] = result.stdout, out.with_suffix(".encodings.json").read_bytes()
+    said = f"calibration auto: min-max (the overrides set all {len(doc['activation_encodings'])} activation ranges"
+    assert said in runs["auto"][0] and "none was tried" in runs["auto"][0], runs["auto"][0]
+    assert runs["auto"][1] == runs["min-max"][1]
+

@@ -97,7 +97,7 @@ def test_any_floating_output_is_scored_at_an_opset_whose_quantizer_takes_float32
     model = oh.make_model(oh.make_graph(nodes, "g", [x], [y]), opset_imports=[oh.make_opsetid("", 17)])
     facts = GraphFacts.of(model)
     assert not facts.is_float("y") or output_type == TensorProto.FLOAT  # the quantizer's view stays as it was
-    assert (nothing_to_score(facts) == "") is scored
+    assert (nothing_to_score(facts, {}) == "") is scored
 
 
 def _halves(*values: tuple[np.ndarray, np.ndarray], shared: bool = False) -> dict:

@@ -654,7 +654,8 @@ OUT := build/demo
 # 23104 -> 23108: the long-tail lint says when auto or percentile may clip the tail (inspect/lint_data; 4 lines)
 # 23108 -> 23109: auto's trials run adaround quietly: no 'input_list has 4 samples' of a half (api/quantize; round 15; 1 line)
 # 23109 -> 23116: auto tries no method where the overrides set every activation range (api/auto_calibration; round 15; 7 lines)
-LINE_BUDGET := 23116
+# 23116 -> 23118: --percentile_calibration_value beside --load_stats names the replay's method (config; round 15; 2 lines)
+LINE_BUDGET := 23118
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import conv_bn_model, write_samples
-from hostile_env import Workspace, make_workspace
+from hostile_env import Workspace, assert_refused, make_workspace
 
 
 @pytest.fixture
@@ -52,3 +52,33 @@ def test_auto_tries_no_method_where_the_overrides_set_every_activation_range(ws:
     assert said in runs["auto"][0] and "none was tried" in runs["auto"][0], runs["auto"][0]
     assert runs["auto"][1] == runs["min-max"][1]
 
+
+# --- a stats replay given a percentile --------------------------------------------------------------------------
+
+
+def _saved(ws: Workspace, *flags: str) -> Path:
+    saved = ws.root / "saved.json"
+    result = ws.quantize("-o", ws.root / "saving" / "q.onnx", "--save_stats", saved, *flags)
+    assert result.exit_code == 0, result.stderr
+    return saved
+
+
+def test_a_percentile_replay_takes_the_percentile_given(ws: Workspace) -> None:
+    """A file saved at percentile 95, replayed at 99 without naming the method its states record: refused as
+    '--percentile_calibration_value is only allowed with percentile calibration', where the replay is percentile's."""
+    saved = _saved(ws, "--act_quantizer_calibration", "percentile", "--percentile_calibration_value", "95")
+    encodings = []
+    for name, flags in (("given", ()), ("named", ("--act_quantizer_calibration", "percentile"))):
+        out = ws.root / name / "q.onnx"
+        result = ws.run("quantize", "-i", ws.model, "--load_stats", saved, "-o", out,
+                        "--percentile_calibration_value", "99", *flags)  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        encodings.append(out.with_suffix(".encodings.json").read_bytes())
+    assert encodings[0] == encodings[1]
+
+
+def test_a_percentile_given_to_replay_min_max_states_is_refused(ws: Workspace) -> None:
+    saved = _saved(ws, "--act_quantizer_calibration", "min-max")
+    before = ws.snapshot()
+    result = ws.run("quantize", "-i", ws.model, "--load_stats", saved, "-o", ws.out, "--percentile_calibration_value", "99")
+    assert_refused(ws, before, result, 4, f"{saved}: tensor ", "holds min/max only; percentile calibration needs a histogram")

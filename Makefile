@@ -655,7 +655,8 @@ OUT := build/demo
 # 23108 -> 23109: auto's trials run adaround quietly: no 'input_list has 4 samples' of a half (api/quantize; round 15; 1 line)
 # 23109 -> 23116: auto tries no method where the overrides set every activation range (api/auto_calibration; round 15; 7 lines)
 # 23116 -> 23118: --percentile_calibration_value beside --load_stats names the replay's method (config; round 15; 2 lines)
-LINE_BUDGET := 23118
+# 23118 -> 23124: a list feeding an input --input_value pins says it is pinned (io/feeds; round 15; 6 lines)
+LINE_BUDGET := 23124
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -487,9 +487,9 @@ def _quantize(
             tx.add_inputs(f"a file of {listing.path}", listing.files())
             check_output_names(listing, reference)
     if input_list is not None:  # before auto's and the algorithms' trials read any of it
-        check_bindings(input_list, gm.input_specs(reference), o.use_native_input_files)
+        check_bindings(input_list, gm.input_specs(reference), o.use_native_input_files, o.input_values)
     if eval_list is not None and eval_list is not input_list:  # fail before hours of calibration
-        check_bindings(eval_list, gm.input_specs(reference), o.use_native_input_files)
+        check_bindings(eval_list, gm.input_specs(reference), o.use_native_input_files, o.input_values)
         judged = {s.paths for s in itertools.islice(eval_list.samples, o.evaluate_samples)}  # a copy of the list read
         if input_list is not None and (shared := judged & {s.paths for s in input_list.samples}):
             logger.warning("%s: %d of the %d samples it is judged on are --input_list's too: its figures (and mixed "

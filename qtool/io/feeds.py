@@ -5,7 +5,7 @@ Only one sample's tensors exist at a time, so memory does not grow with the list
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,9 @@ from qtool.io.raw import InputSpec, check_file, load_tensor
 CHECKED_FILES = 1 << 16  # distinct files check_bindings remembers having checked (a list repeats a few files)
 
 
-def _check(sample: Sample, specs: list[InputSpec]) -> None:
-    """The line's files against the model's inputs, by count or by name (no Path built: a list may hold millions)."""
+def _check(sample: Sample, specs: list[InputSpec], pinned: Collection[str] = ()) -> None:
+    """The line's files against the model's inputs, by count or by name (no Path built: a list may hold millions);
+    `pinned`: the inputs --input_value folds into the model, which a list written for it as given still feeds."""
     by_name = {s.name: s for s in specs}
     if not specs:  # it said "1 file(s) for 0 model input(s) ()" (helper-41)
         raise DataError("the model takes no input data: each of its graph inputs has a default value (an initializer), "
@@ -28,13 +29,18 @@ def _check(sample: Sample, specs: list[InputSpec]) -> None:
     if not sample.names:
         if len(sample.paths) != len(specs):
             names = ", ".join(by_name)
+            extra = pinned and len(sample.paths) == len(specs) + len(pinned)  # a list written for the model as given
             raise DataError(
                 f"{len(sample.paths)} file(s) for {len(specs)} model input(s) ({names})",
                 where=sample.where,
-                hint="give one file per input, or name them with <input>:=<path>",
-            )
+                hint=f"--input_value pins {', '.join(pinned)}: drop its file from each line"
+                if extra else "give one file per input, or name them with <input>:=<path>",
+            )  # fmt: skip
         return
     for name in sample.names:
+        if name in pinned and name not in by_name:
+            raise DataError(f"feeds input {quoted(name)}, which --input_value pins: a pinned input is folded into the "
+                            "model as a constant", where=sample.where, hint=f"drop {name}:=... from the list")  # fmt: skip
         if name not in by_name:
             raise DataError(f"unknown input name {quoted(name)}", where=sample.where, hint=did_you_mean(name, by_name))
     missing = [n for n in by_name if n not in sample.names]
@@ -50,12 +56,12 @@ def _bind(sample: Sample, specs: list[InputSpec]) -> list[tuple[InputSpec, Path]
     return [(spec, named[spec.name]) for spec in specs]
 
 
-def check_bindings(input_list: InputList, specs: list[InputSpec], native: bool = False) -> None:
+def check_bindings(input_list: InputList, specs: list[InputSpec], native: bool = False, pinned: Collection[str] = ()) -> None:
     """Fail fast, before any inference runs, on a line's name or count mistakes, then on a file a line names that
     is missing or (a .raw) of the wrong size: a typo on line 10^5 was found after calibrating the lines before it.
     Each distinct file is stat'ed once (CHECKED_FILES of them remembered), none is read."""
     for sample in input_list.samples:
-        _check(sample, specs)
+        _check(sample, specs, pinned)
     checked: set[tuple[str, str]] = set()
     for sample in input_list.samples:  # then the files: a name mistake anywhere is reported first
         by_name = {s.name: s for s in specs} if sample.names else {}

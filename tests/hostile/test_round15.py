@@ -7,9 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 from conftest import conv_bn_model, write_samples
 from hostile_env import Workspace, assert_refused, make_workspace
+from onnx import TensorProto
+from onnx import helper as oh
+from onnx import numpy_helper as onh
 
 
 @pytest.fixture
@@ -82,3 +87,36 @@ def test_a_percentile_given_to_replay_min_max_states_is_refused(ws: Workspace) -
     before = ws.snapshot()
     result = ws.run("quantize", "-i", ws.model, "--load_stats", saved, "-o", ws.out, "--percentile_calibration_value", "99")
     assert_refused(ws, before, result, 4, f"{saved}: tensor ", "holds min/max only; percentile calibration needs a histogram")
+
+
+# --- a list that feeds an input --input_value pins ---------------------------------------------------------------
+
+
+def _scaled_model(ws: Workspace) -> None:
+    """y = MatMul(x, W) * s: s is a setting (a gain, a threshold) a user pins with --input_value."""
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    s = oh.make_tensor_value_info("s", TensorProto.FLOAT, [1])
+    y = oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    w = onh.from_array(np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32), "w")
+    nodes = [oh.make_node("MatMul", ["x", "w"], ["m"]), oh.make_node("Mul", ["m", "s"], ["y"])]
+    graph = oh.make_graph(nodes, "g", [x, s], [y], [w])
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), ws.model)
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_a_list_feeding_a_pinned_input_says_it_is_pinned(ws: Workspace, named: bool) -> None:
+    """The list written for the model as given (x:=... s:=...), quantized with --input_value s 2: 'unknown input
+    name 's'' of an input the model has, and positional lines '2 file(s) for 1 model input(s) (x) (give one file
+    per input ...)'."""
+    _scaled_model(ws)
+    rng, lines = np.random.default_rng(1), []
+    for k in range(4):
+        rng.standard_normal((1, 8)).astype(np.float32).tofile(ws.root / f"x{k}.raw")
+        np.array([2.0], np.float32).tofile(ws.root / f"s{k}.raw")
+        lines.append(f"x:=x{k}.raw s:=s{k}.raw" if named else f"x{k}.raw s{k}.raw")
+    ws.listing.write_text("\n".join(lines) + "\n")
+    before = ws.snapshot()
+    said = ("feeds input 's', which --input_value pins: a pinned input is folded into the model as a constant (drop "
+            "s:=... from the list)" if named else "2 file(s) for 1 model input(s) (x) (--input_value pins s: drop its "
+            "file from each line)")  # fmt: skip
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--input_value", "s", "2"), 4, f"{ws.listing}:1: {said}")

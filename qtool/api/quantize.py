@@ -506,6 +506,8 @@ def _quantize(
     timed = bool(o.apply_algorithms) or o.act_quantizer_calibration == "auto"  # o names auto's choice once it ran
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
         chosen, note = "min-max", nothing_to_score(GraphFacts.of(reference), overrides.activations)  # no choice to score
+        if not note and o.act_bitwidth != 32 and input_list is not None and len(input_list.samples) < AUTO_MIN_SAMPLES:
+            note = f"calibration auto: min-max (fewer than {AUTO_MIN_SAMPLES} samples: none to hold out; none was tried)"
         if input_list is not None and o.act_bitwidth != 32 and not note:  # else no activation range is calibrated
             trialled = model if equalized else reference  # the same model: its trials may read the reference's runs
             chosen, note = choose_calibration(lambda method, samples: ctx.trial(trialled, method, samples))  # type: ignore[misc]
@@ -811,6 +813,12 @@ def _quality(
         if picked := sorted(runtime.downstream(reference.graph.node, compare.index_picks(reference, ops)) & set(drift)):
             blame = f"; {', '.join(map(repr, picked))} {'take' if len(picked) > 1 else 'takes'} {picks}{blame}"
             break
+    if reshaped := [name for name, d in drift.items() if d.reshaped and not d.part]:
+        # piper's VITS voice: durations off by 11% made every waveform another length, at -3.1 dB
+        d = drift[reshaped[0]]
+        blame = (f"; {reshaped[0]!r} has another shape than the float model's in {d.reshaped} of {d.samples} samples:"
+                 " its size follows values quantization moved (a duration, a count, an end token), and SQNR counts"
+                 f" the missing or extra values, and all that a shifted start displaces, as error{blame}")
     worst_output = min(judged_outputs(drift), key=lambda name: (drift[name].sqnr_db, drift[name].cosine))
     message = (
         f"the quantized model is far from the float one (output SQNR {sqnr:.2f} dB, cosine {cosine:.4f};"

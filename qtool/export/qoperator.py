@@ -41,8 +41,8 @@ def _convert_nodes(g: QGraph, graph: onnx.GraphProto) -> None:
         convert = QLINEAR.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if convert is None or not convert(g, node):
             g.float_node(node)
-    for out in graph.output:
-        name = g.dequantized(out.name)
+    for out in graph.output:  # an input returned as it is given ('return x, y') stays the input
+        name = out.name if out.name in g.facts.graph_inputs else g.dequantized(out.name)
         if name != out.name:
             g.node("Identity", [name], out.name)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from conftest import conv_bn_model, write_samples
 from hostile_env import Workspace, assert_refused, make_workspace
@@ -200,3 +201,26 @@ def test_auto_keeping_min_max_still_saves_the_stats(ws: Workspace, flags: tuple[
     assert result.exit_code == 0, result.stderr
     assert "calibration auto: min-max" in result.stdout
     assert json.loads(saved.read_text())["samples"] == 4
+
+
+# --- a graph input that is a graph output too ------------------------------------------------------------------------
+
+
+def test_qoperator_export_of_a_model_returning_its_input(ws: Workspace) -> None:
+    """y = MatMul(x, W) beside x itself as an output ('return x, out'): the qoperator export dequantized x under its
+    own name for the MatMul and again for the output, and onnxruntime refused what it wrote: 'Duplicate definition of
+    name (x)'. The output x is the input as given, as in the QDQ model."""
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    w = onh.from_array(np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32), "w")
+    graph = oh.make_graph([oh.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y, x], [w])
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), ws.model)
+    write_samples(ws.root, onnx.load(ws.model), 6)
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    result = ws.run("export", "-i", ws.out, "-o", ws.root / "ex", "--format", "qoperator")
+    assert result.exit_code == 0, result.stderr
+    feed = {"x": np.random.default_rng(1).standard_normal((1, 8)).astype(np.float32)}
+    got = ort.InferenceSession(str(ws.root / "ex" / "q.qoperator.onnx")).run(None, feed)
+    want = ort.InferenceSession(str(ws.out)).run(None, feed)
+    assert np.array_equal(got[1], feed["x"])
+    np.testing.assert_allclose(got[0], want[0], atol=0.1)

@@ -429,9 +429,9 @@ def with_calibration_method(
     o: QuantizeOptions, model: onnx.ModelProto, input_list: InputList | None
 ) -> tuple[QuantizeOptions, str | None]:
     """--act_quantizer_calibration, or when none is given, auto wherever it can score its candidates on samples
-    held out of their calibration (AUTO_MIN_SAMPLES of an --input_list, activations quantized), else min-max, and
-    why for the report where samples are calibrated; --load_stats files are read by the method (and percentile)
-    the run that saved them used.
+    held out of their calibration (AUTO_MIN_SAMPLES of an --input_list, activations quantized), else min-max, with
+    the report's line on why where samples are calibrated; --load_stats files are read by the method (and
+    percentile) the run that saved them used, which the line names (a replay said nothing of it).
     Not under --mixed_precision auto: it widens each 16-bit grid it raises to twice the calibrated range, which
     sqnr or mse ranges clip on purpose, and its search was built and measured on min-max's (the zoo's 30 dB rows).
     Nor past protobuf's 2 GiB, where a run is sized to hold one layer at a time and six more passes are hours.
@@ -441,8 +441,9 @@ def with_calibration_method(
         return o, None
     if o.load_stats:  # a percentile file saved at 95 was read at 99.99, and --percentile_calibration_value refused
         method, percentile = recorded_calibration(list(o.load_stats))
+        line = f"{method}{f' {percentile:g}' if percentile else ''} (the method the --load_stats files recorded)"
         return dataclasses.replace(o, act_quantizer_calibration=method,
-                                   percentile_calibration_value=percentile or o.percentile_calibration_value), None  # fmt: skip
+                                   percentile_calibration_value=percentile or o.percentile_calibration_value), line  # fmt: skip
     if input_list is None or o.act_bitwidth == 32:  # no activation range is calibrated
         return dataclasses.replace(o, act_quantizer_calibration="min-max"), None
     reasons = {
@@ -452,7 +453,8 @@ def with_calibration_method(
         "a model past 2 GiB": external_data.byte_size(model) >= AUTO_MAX_BYTES,
     }
     why = next((why for why, applies in reasons.items() if applies), None)
-    return dataclasses.replace(o, act_quantizer_calibration="auto" if why is None else "min-max"), why
+    line = f"min-max (the default, not auto: {why})" if why else None
+    return dataclasses.replace(o, act_quantizer_calibration="auto" if why is None else "min-max"), line
 
 
 def _quantize(
@@ -477,7 +479,7 @@ def _quantize(
                          hint="add --encodings_format 1.0.0 or 2.0.0")  # fmt: skip
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
     eval_list = read_input_list(o.eval_list, "eval_list") if o.eval_list is not None else input_list
-    o, fallback = with_calibration_method(o, reference, input_list)  # fallback: why min-max, where none was named
+    o, calibration = with_calibration_method(o, reference, input_list)  # the method, where none was named
     if input_list is not None and (repeats := input_list.repeats())[0]:  # 'cat a.txt a.txt': 'samples 16' of 8, exit 0
         logger.warning("%s:%d: names the files line %d named (%d line(s) repeat an earlier one): each repeat is "
                        "calibrated and judged again, as if another sample", input_list.path, *repeats[1:],
@@ -557,8 +559,8 @@ def _quantize(
         logger.warning("--pack_4_bit_weights: no weight is 4-bit (--weights_bitwidth 4), so nothing was packed")
     gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
-    if fallback is not None:  # auto says its choice in "algorithms"
-        report.facts["calibration"] = f"min-max (the default, not auto: {fallback})"
+    if calibration is not None:  # auto says its choice in "algorithms"
+        report.facts["calibration"] = calibration
     if notes:
         report.facts["algorithms"] = "; ".join(notes)
     quality = _evaluate(o, reference, quantized, eval_list, report, float_run, layer_reference)

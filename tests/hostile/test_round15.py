@@ -224,3 +224,12 @@ def test_qoperator_export_of_a_model_returning_its_input(ws: Workspace) -> None:
     want = ort.InferenceSession(str(ws.out)).run(None, feed)
     assert np.array_equal(got[1], feed["x"])
     np.testing.assert_allclose(got[0], want[0], atol=0.1)
+
+
+def test_a_replay_says_the_method_its_files_recorded(ws: Workspace) -> None:
+    """Replayed without naming a method, a stats file is read by the one it records (7b44a59), and the report said
+    nothing of it: a shard saved at percentile 95 and one saved by min-max gave reports alike but for the figures."""
+    saved = _saved(ws, "--act_quantizer_calibration", "percentile", "--percentile_calibration_value", "95")
+    result = ws.run("quantize", "-i", ws.model, "--load_stats", saved, "-o", ws.out, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["calibration"] == "percentile 95 (the method the --load_stats files recorded)"

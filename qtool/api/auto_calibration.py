@@ -53,13 +53,16 @@ def _capped_db(signal: float, noise: float) -> float:
     return -SAMPLE_DB_CAP if value is None else min(max(value, -SAMPLE_DB_CAP), SAMPLE_DB_CAP)
 
 
-def nothing_to_score(facts: GraphFacts, overrides: dict[str, Encoding]) -> str:
+def nothing_to_score(facts: GraphFacts, overrides: dict[str, Encoding], op_types: tuple[str, ...] = ()) -> str:
     """The report's line where no output is float (MatMul -> Cast int32, class ids): each method's trials scored
     the integers, most often equal ('min-max inf, sqnr inf, mse inf dB'), for nothing; min-max stays untried.
     Any floating output scores, not only one QuantizeLinear takes (facts.is_float): platedet's float16 outputs at
     opset 17 read as 'not float', and its methods went untried (min-max 14.7, sqnr 17.0, mse 17.8 dB before).
     Nor where the overrides give every activation its range, or keep it float (an AIMET file ported whole): each
-    method's trials quantized with the same ranges ('min-max 31.8, sqnr 31.8, mse 31.8 dB')."""
+    method's trials quantized with the same ranges ('min-max 31.8, sqnr 31.8, mse 31.8 dB'), nor where
+    --op_types_to_quantize names no op of the model (its trials quantized nothing: 'min-max inf, sqnr inf')."""
+    if op_types and not set(op_types) & {node.op_type for node in facts.model.graph.node}:
+        return "calibration auto: min-max (--op_types_to_quantize names no op of the model; none was tried)"
     outputs = sorted(facts.graph_outputs)
     tensors = activation_tensors(facts)
     if tensors and all((e := overrides.get(t)) is not None and (e.is_float or e.scale) for t in tensors):

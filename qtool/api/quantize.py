@@ -507,7 +507,7 @@ def _quantize(
     algorithms_started = time.perf_counter()  # auto's trials and bc's passes: often most of the run
     timed = bool(o.apply_algorithms) or o.act_quantizer_calibration == "auto"  # o names auto's choice once it ran
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
-        chosen, note = "min-max", nothing_to_score(GraphFacts.of(reference), overrides.activations)  # no choice to score
+        chosen, note = "min-max", nothing_to_score(GraphFacts.of(reference), overrides.activations, o.op_types_to_quantize)
         if not note and o.act_bitwidth != 32 and input_list is not None and len(input_list.samples) < AUTO_MIN_SAMPLES:
             note = f"calibration auto: min-max (fewer than {AUTO_MIN_SAMPLES} samples: none to hold out; none was tried)"
         if input_list is not None and o.act_bitwidth != 32 and not note:  # else no activation range is calibrated

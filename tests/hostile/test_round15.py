@@ -233,3 +233,12 @@ def test_a_replay_says_the_method_its_files_recorded(ws: Workspace) -> None:
     result = ws.run("quantize", "-i", ws.model, "--load_stats", saved, "-o", ws.out, "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["calibration"] == "percentile 95 (the method the --load_stats files recorded)"
+
+
+def test_auto_tries_no_method_where_op_types_name_no_op_of_the_model(ws: Workspace) -> None:
+    """--op_types_to_quantize LSTM on a CNN: auto's six trials quantized nothing and reported 'min-max inf, sqnr inf,
+    mse inf dB' above the warning that nothing was quantized."""
+    result = ws.quantize("-o", ws.out, "--op_types_to_quantize", "LSTM")
+    assert result.exit_code == 0, result.stderr
+    assert "calibration auto: min-max (--op_types_to_quantize names no op of the model; none was tried)" in result.stdout
+    assert "min-max inf" not in result.stdout

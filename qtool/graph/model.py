@@ -80,6 +80,7 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
     if (huge := huge_constant(model)) is not None:
         raise ModelError(huge, where=str(p))
     _ir3_constants(model)
+    _shape_outputs(model, str(p))
     if sort_nodes(model):
         logger.info("%s: nodes not in topological order; read in it, as onnxruntime runs them", p)
     if renamed := unique_node_names(model.graph):
@@ -97,6 +98,26 @@ def _ir3_constants(model: onnx.ModelProto) -> None:
     if model.ir_version < 4 and {t.name for t in model.graph.initializer} - {i.name for i in model.graph.input}:
         logger.info("IR version %d with initializers that are not graph inputs: read as IR 4", model.ir_version)
         model.ir_version = 4
+
+
+def _unshaped(values) -> list[onnx.ValueInfoProto]:
+    return [v for v in values if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")]
+
+
+def _shape_outputs(model: onnx.ModelProto, where: str) -> None:
+    """A graph output that declares no shape (any rank: onnxscript's to_model_proto, Microsoft's Llama-2-Onnx) is
+    one onnxruntime runs and onnx.checker refuses ('Field 'shape' of 'type' is required but missing', naming none):
+    it takes the shape onnx's shape inference finds for it."""
+    if not (bare := _unshaped(model.graph.output)):
+        return
+    try:
+        found = {v.name: v.type.tensor_type for v in external_data.probe_inferred(model).graph.output}
+    except onnx.shape_inference.InferenceError:
+        return  # the checker's error stands, naming the output (check)
+    for value in bare:
+        if value.name in found and found[value.name].HasField("shape"):
+            value.type.tensor_type.shape.CopyFrom(found[value.name].shape)
+            logger.info("%s: output %r declares no shape: shape inference's taken", where, value.name)
 
 
 DATA_TYPES = frozenset(onnx.TensorProto.DataType.values())
@@ -188,6 +209,10 @@ def check(model: onnx.ModelProto, where: str, path: str | os.PathLike[str] | Non
     `path`, the file it was read from, or not at all when there is no such file."""
     if not model.graph.output:
         raise ModelError("the graph has no outputs: nothing to compute or compare", where=where)
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        if bare := _unshaped(values):
+            raise ModelError(f"{kind} {bare[0].name!r} declares no shape (any rank), which onnx.checker refuses",
+                             where=where, hint="declare its dims in the model (names for the dynamic ones)")  # fmt: skip
     try:
         if external_data.proto_size(model) < external_data.PROTOBUF_LIMIT:
             onnx.checker.check_model(external_data.checkable(model))

@@ -242,3 +242,38 @@ def test_auto_tries_no_method_where_op_types_name_no_op_of_the_model(ws: Workspa
     assert result.exit_code == 0, result.stderr
     assert "calibration auto: min-max (--op_types_to_quantize names no op of the model; none was tried)" in result.stdout
     assert "min-max inf" not in result.stdout
+
+
+# --- graph inputs and outputs that declare no shape ----------------------------------------------------------------
+
+
+def _unshaped(ws: Workspace, output: bool) -> None:
+    """Conv -> AveragePool, its output (or input) declared with an element type and no shape: any rank, as
+    onnxscript's to_model_proto and Microsoft's Llama-2-Onnx write them; onnxruntime runs it."""
+    shape = [1, 3, 8, 8]
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, shape if output else None)
+    y = oh.make_tensor_value_info("y", TensorProto.FLOAT, None if output else [1, 4, 4, 4])
+    w = onh.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [oh.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             oh.make_node("AveragePool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]  # fmt: skip
+    onnx.save(oh.make_model(oh.make_graph(nodes, "g", [x], [y], [w]), opset_imports=[oh.make_opsetid("", 17)]),
+              ws.model)  # fmt: skip
+
+
+def test_an_output_that_declares_no_shape_takes_the_inferred_one(ws: Workspace) -> None:
+    """onnx.checker refused it, naming nothing: 'model.onnx: onnx.checker: Field 'shape' of 'type' is required but
+    missing', exit 3, for convert and quantize alike."""
+    _unshaped(ws, output=True)
+    result = ws.quantize("-o", ws.out)
+    assert result.exit_code == 0, result.stderr
+    result = ws.run("convert", "-i", ws.model, "-o", ws.root / "c.onnx")
+    assert result.exit_code == 0, result.stderr
+    dims = onnx.load(ws.root / "c.onnx").graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 4, 4, 4]
+
+
+def test_an_input_that_declares_no_shape_is_named(ws: Workspace) -> None:
+    _unshaped(ws, output=False)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("convert", "-i", ws.model, "-o", ws.root / "c.onnx"), 3,
+                   f"{ws.model}: input 'x' declares no shape (any rank), which onnx.checker refuses")  # fmt: skip

@@ -239,6 +239,12 @@ def trial_folds(total: int) -> list[tuple[list[int], list[int]]]:
     return [(picked[:half], picked[half:]), (picked[half:], picked[:half])]
 
 
+def held_out_folds(input_list: InputList | None) -> list[tuple[list[int], list[int]]]:
+    """trial_folds over the lines naming distinct files: 'cat a.txt a.txt' put the same files in both halves."""
+    firsts = input_list.distinct if input_list is not None else []
+    return [([firsts[k] for k in fit], [firsts[k] for k in check]) for fit, check in trial_folds(len(firsts))]
+
+
 def _per_channel_residual(o: QuantizeOptions, model: onnx.ModelProto, samples: Iterable | None, observers: dict) -> list[str]:
     """--use_per_channel_residual: the residual stream's calibrated tensors observed per channel (one more
     float pass over `samples`); the plan gives them per-channel encodings (quant/residual.py)."""
@@ -392,7 +398,7 @@ def _algorithm_context(
         and bc included (cheapened): whether a float-stage change pays depends on what follows it (cle helps
         4-bit rounding, not adaround). Scored out of sample: the mean over two folds, each calibrated on one
         half and scored on the other; each checked sample's own SQNR added to `per_sample`, fold by fold."""
-        folds = trial_folds(len(input_list.samples) if input_list is not None else 0)
+        folds = held_out_folds(input_list)
         method = method or o.act_quantizer_calibration
         return sum(fold(candidate, fit, check, method, per_sample) for fit, check in folds) / len(folds)
 
@@ -425,6 +431,11 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     return report
 
 
+def _too_few(input_list: InputList) -> str:
+    distinct = "distinct " if len(input_list.distinct) < len(input_list.samples) else ""  # a list named twice
+    return f"fewer than {AUTO_MIN_SAMPLES} {distinct}samples: none to hold out"
+
+
 def with_calibration_method(
     o: QuantizeOptions, model: onnx.ModelProto, input_list: InputList | None
 ) -> tuple[QuantizeOptions, str | None]:
@@ -447,7 +458,7 @@ def with_calibration_method(
     if input_list is None or o.act_bitwidth == 32:  # no activation range is calibrated
         return dataclasses.replace(o, act_quantizer_calibration="min-max"), None
     reasons = {
-        f"fewer than {AUTO_MIN_SAMPLES} samples: none to hold out": len(input_list.samples) < AUTO_MIN_SAMPLES,
+        _too_few(input_list): len(input_list.distinct) < AUTO_MIN_SAMPLES,
         "--mixed_precision auto sizes its grids from min-max ranges": o.mixed_precision == "auto",
         "--save_stats: shards merge by one method": o.save_stats is not None,
         "a model past 2 GiB": external_data.byte_size(model) >= AUTO_MAX_BYTES,
@@ -508,8 +519,8 @@ def _quantize(
     timed = bool(o.apply_algorithms) or o.act_quantizer_calibration == "auto"  # o names auto's choice once it ran
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
         chosen, note = "min-max", nothing_to_score(GraphFacts.of(reference), overrides.activations, o.op_types_to_quantize)
-        if not note and o.act_bitwidth != 32 and input_list is not None and len(input_list.samples) < AUTO_MIN_SAMPLES:
-            note = f"calibration auto: min-max (fewer than {AUTO_MIN_SAMPLES} samples: none to hold out; none was tried)"
+        if not note and o.act_bitwidth != 32 and input_list is not None and len(input_list.distinct) < AUTO_MIN_SAMPLES:
+            note = f"calibration auto: min-max ({_too_few(input_list)}; none was tried)"
         if input_list is not None and o.act_bitwidth != 32 and not note:  # else no activation range is calibrated
             trialled = model if equalized else reference  # the same model: its trials may read the reference's runs
             chosen, note = choose_calibration(lambda method, samples: ctx.trial(trialled, method, samples))  # type: ignore[misc]

@@ -21,6 +21,7 @@ import unicodedata
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import overload
 
@@ -120,12 +121,21 @@ class InputList:
         named = samples.path_strings() if isinstance(samples, SampleLines) else (p for s in samples for p in s.paths)
         return [Path(p) for p in dict.fromkeys(named)]
 
-    def repeats(self) -> tuple[int, int, int]:
-        """How many lines name the files an earlier line named, the first such line and the line it repeats; (0, 0, 0)
-        for none. Hashes sorted, not a set of the lines: a list may have millions."""
+    def _hashes(self) -> np.ndarray:
+        """Each line's files (and input names), hashed: a list may have millions of lines."""
         samples = self.samples
         keys = samples.keys() if isinstance(samples, SampleLines) else ((s.paths, s.names) for s in samples)
-        hashes = np.fromiter(map(hash, keys), np.int64, len(samples))
+        return np.fromiter(map(hash, keys), np.int64, len(samples))
+
+    @cached_property
+    def distinct(self) -> list[int]:
+        """The index of each line that names files no line before it named, in order."""
+        return sorted(np.unique(self._hashes(), return_index=True)[1].tolist())
+
+    def repeats(self) -> tuple[int, int, int]:
+        """How many lines name the files an earlier line named, the first such line and the line it repeats; (0, 0, 0)
+        for none. Hashes sorted, not a set of the lines."""
+        samples, hashes = self.samples, self._hashes()
         order = np.argsort(hashes, kind="stable")
         later = order[1:][hashes[order][1:] == hashes[order][:-1]]  # stable: each repeat after the line it repeats
         if not len(later):

@@ -277,3 +277,29 @@ def test_an_input_that_declares_no_shape_is_named(ws: Workspace) -> None:
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("convert", "-i", ws.model, "-o", ws.root / "c.onnx"), 3,
                    f"{ws.model}: input 'x' declares no shape (any rank), which onnx.checker refuses")  # fmt: skip
+
+
+# --- a list that names its files twice ------------------------------------------------------------------------------
+
+
+def test_auto_counts_a_repeated_list_by_its_distinct_samples(ws: Workspace) -> None:
+    """'cat a.txt a.txt' (3 files, 6 lines): auto ran, calibrating each method on lines 1-3 and scoring it on lines
+    4-6, the same files, and reported 'output SQNR on held-out halves of the list'."""
+    lines = ws.listing.read_text().splitlines()[:3]
+    ws.listing.write_text("\n".join(lines * 2) + "\n")
+    result = ws.quantize("-o", ws.out, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["calibration"] == "min-max (the default, not auto: fewer than 4 distinct samples: none to hold out)"
+
+
+def test_trials_hold_out_the_files_a_repeated_list_names(ws: Workspace) -> None:
+    """4 files named twice (8 lines): each trial fold's halves held the same 4 files, scored where they calibrated."""
+    from qtool.api.quantize import held_out_folds
+    from qtool.io.input_list import read_input_list
+
+    lines = ws.listing.read_text().splitlines()
+    ws.listing.write_text("\n".join(lines * 2) + "\n")
+    listing = read_input_list(ws.listing)
+    for fit, check in held_out_folds(listing):
+        assert not {listing.samples[k].paths for k in fit} & {listing.samples[k].paths for k in check}

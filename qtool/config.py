@@ -328,7 +328,8 @@ class QuantizeOptions:
             # 15 levels cannot afford min-max's outliers: clipping by MSE triples W4 accuracy (bench).
             params["param_quantizer_calibration"] = "mse"
         percentile = params.get("percentile_calibration_value")
-        if percentile is not None and params.get("load_stats") and not params.get("act_quantizer_calibration"):
+        for_acts = params.get("load_stats") and params.get("param_quantizer_calibration") != "percentile"  # a replay's
+        if percentile is not None and for_acts and not params.get("act_quantizer_calibration"):
             params["act_quantizer_calibration"] = "percentile"  # the replay's method, not the one its files record
         uses_percentile = "percentile" in (
             params.get("act_quantizer_calibration"),

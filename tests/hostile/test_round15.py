@@ -303,3 +303,13 @@ def test_trials_hold_out_the_files_a_repeated_list_names(ws: Workspace) -> None:
     listing = read_input_list(ws.listing)
     for fit, check in held_out_folds(listing):
         assert not {listing.samples[k].paths for k in fit} & {listing.samples[k].paths for k in check}
+
+
+def test_a_percentile_for_the_weights_leaves_a_replay_its_recorded_method(ws: Workspace) -> None:
+    """--percentile_calibration_value beside --param_quantizer_calibration percentile is the weights': a min-max
+    file replayed so still reads its activations by min-max."""
+    saved = _saved(ws, "--act_quantizer_calibration", "min-max")
+    flags = ("--param_quantizer_calibration", "percentile", "--percentile_calibration_value", "99.9")
+    result = ws.run("quantize", "-i", ws.model, "--load_stats", saved, "-o", ws.out, "--json", *flags)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["calibration"] == "min-max (the method the --load_stats files recorded)"

@@ -668,7 +668,8 @@ OUT := build/demo
 # 23201 -> 23222: trial folds and auto's sample count go by the distinct files a list names (api/quantize, io/input_list; round 15; 21 lines)
 # 23222 -> 23251: a model input only recurrent ops read as their sequence stays float (quant/plan.sequences_from_the_caller; issue 21; 29 lines)
 # 23251 -> 23252: a percentile given for the weights leaves a replay its recorded method (config; round 15; 1 line)
-LINE_BUDGET := 23252
+# 23252 -> 23253: a recurrent op's own output moved into the next one keeps its grid (quant/plan.sequences_from_the_caller; issue 21; 1 line)
+LINE_BUDGET := 23253
 
 .PHONY: demo test lint venv bench clean golden
 

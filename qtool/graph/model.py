@@ -120,6 +120,13 @@ def _shape_outputs(model: onnx.ModelProto, where: str) -> None:
             logger.info("%s: output %r declares no shape: shape inference's taken", where, value.name)
 
 
+def declare_dims(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]]) -> None:
+    """An input that declares no shape takes its --input_dim before onnx.checker reads the model (check)."""
+    for value in _unshaped(model.graph.input):
+        for dim in input_dims.get(value.name, ()):
+            value.type.tensor_type.shape.dim.add().dim_value = dim
+
+
 DATA_TYPES = frozenset(onnx.TensorProto.DataType.values())
 DTYPE_ATTRIBUTES = frozenset({"to", "dtype", "output_dtype"})  # Cast's; EyeLike's, Random*'s; QuantizeLinear's
 OWNERS = frozenset({onnx.NodeProto, onnx.TensorProto, onnx.ValueInfoProto})  # what an error names
@@ -211,8 +218,9 @@ def check(model: onnx.ModelProto, where: str, path: str | os.PathLike[str] | Non
         raise ModelError("the graph has no outputs: nothing to compute or compare", where=where)
     for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
         if bare := _unshaped(values):
+            fix = f"give its dims with --input_dim {bare[0].name} D0,D1,..., or " if kind == "input" else ""
             raise ModelError(f"{kind} {bare[0].name!r} declares no shape (any rank), which onnx.checker refuses",
-                             where=where, hint="declare its dims in the model (names for the dynamic ones)")  # fmt: skip
+                             where=where, hint=f"{fix}declare its dims in the model (names for the dynamic ones)")  # fmt: skip
     try:
         if external_data.proto_size(model) < external_data.PROTOBUF_LIMIT:
             onnx.checker.check_model(external_data.checkable(model))

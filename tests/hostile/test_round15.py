@@ -276,7 +276,7 @@ def test_an_input_that_declares_no_shape_is_named(ws: Workspace) -> None:
     _unshaped(ws, output=False)
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("convert", "-i", ws.model, "-o", ws.root / "c.onnx"), 3,
-                   f"{ws.model}: input 'x' declares no shape (any rank), which onnx.checker refuses")  # fmt: skip
+                   f"{ws.model}: input 'x' declares no shape (any rank), which onnx.checker refuses", "--input_dim x D0,D1,...")  # fmt: skip
 
 
 # --- a list that names its files twice ------------------------------------------------------------------------------
@@ -313,3 +313,13 @@ def test_a_percentile_for_the_weights_leaves_a_replay_its_recorded_method(ws: Wo
     result = ws.run("quantize", "-i", ws.model, "--load_stats", saved, "-o", ws.out, "--json", *flags)
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["calibration"] == "min-max (the method the --load_stats files recorded)"
+
+
+@pytest.mark.parametrize("command", ["convert", "quantize"])
+def test_an_input_that_declares_no_shape_takes_input_dim(ws: Workspace, command: str) -> None:
+    """--input_dim x 1,3,8,8 for an input of any rank: the checker refused the model before the flag was read."""
+    _unshaped(ws, output=False)
+    flags = ("--input_dim", "x", "1,3,8,8")
+    result = ws.quantize("-o", ws.out, *flags) if command == "quantize" else ws.run("convert", "-i", ws.model, "-o",
+                                                                                  ws.root / "c.onnx", *flags)  # fmt: skip
+    assert result.exit_code == 0, result.stderr

@@ -155,7 +155,7 @@ def converted(
 ) -> onnx.ModelProto:
     """`model` normalised as convert does, unless convert wrote this very graph (its mark matches);
     checked either way: any file can carry the mark. `keep`: names the overrides give (normalise)."""
-    gm.declare_dims(model, input_dims)
+    gm.declare_dims(model, input_dims, str(path))
     gm.check(model, str(path), path)
     refuse_nan_weights(model, str(path))
     model = restore_standard_ops(model, str(path))

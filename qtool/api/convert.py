@@ -64,7 +64,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     source = restore_standard_ops(loaded, str(o.input_network))
     refuse_integer_ops(source, str(o.input_network))
     float_source, imported = _import_encodings(source, o)
-    gm.declare_dims(float_source, o.input_dims)
+    gm.declare_dims(float_source, o.input_dims, str(o.input_network))
     gm.check(float_source, str(o.input_network), o.input_network if float_source is loaded else None)
     refuse_nan_weights(float_source, str(o.input_network))
     given = encio.read_encodings(o.quantization_overrides) if o.quantization_overrides is not None else None

@@ -120,11 +120,13 @@ def _shape_outputs(model: onnx.ModelProto, where: str) -> None:
             logger.info("%s: output %r declares no shape: shape inference's taken", where, value.name)
 
 
-def declare_dims(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]]) -> None:
-    """An input that declares no shape takes its --input_dim before onnx.checker reads the model (check)."""
-    for value in _unshaped(model.graph.input):
-        for dim in input_dims.get(value.name, ()):
-            value.type.tensor_type.shape.dim.add().dim_value = dim
+def declare_dims(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]], where: str) -> None:
+    """An input that declares no shape takes its --input_dim before onnx.checker reads the model (check), and an
+    output of no shape the one inference now finds."""
+    for value in (bare := [v for v in _unshaped(model.graph.input) if input_dims.get(v.name)]):
+        value.type.tensor_type.shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=d) for d in input_dims[value.name])
+    if bare:
+        _shape_outputs(model, where)
 
 
 DATA_TYPES = frozenset(onnx.TensorProto.DataType.values())

@@ -247,12 +247,11 @@ def test_auto_tries_no_method_where_op_types_name_no_op_of_the_model(ws: Workspa
 # --- graph inputs and outputs that declare no shape ----------------------------------------------------------------
 
 
-def _unshaped(ws: Workspace, output: bool) -> None:
-    """Conv -> AveragePool, its output (or input) declared with an element type and no shape: any rank, as
-    onnxscript's to_model_proto and Microsoft's Llama-2-Onnx write them; onnxruntime runs it."""
-    shape = [1, 3, 8, 8]
-    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, shape if output else None)
-    y = oh.make_tensor_value_info("y", TensorProto.FLOAT, None if output else [1, 4, 4, 4])
+def _unshaped(ws: Workspace, output: bool, both: bool = False) -> None:
+    """Conv -> AveragePool, its output (or input, or both) declared with an element type and no shape: any rank,
+    as onnxscript's to_model_proto and Microsoft's Llama-2-Onnx write them; onnxruntime runs it."""
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, None if both or not output else [1, 3, 8, 8])
+    y = oh.make_tensor_value_info("y", TensorProto.FLOAT, None if both or output else [1, 4, 4, 4])
     w = onh.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
     nodes = [oh.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
              oh.make_node("AveragePool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]  # fmt: skip
@@ -315,10 +314,12 @@ def test_a_percentile_for_the_weights_leaves_a_replay_its_recorded_method(ws: Wo
     assert json.loads(result.stdout)["calibration"] == "min-max (the method the --load_stats files recorded)"
 
 
+@pytest.mark.parametrize("both", [False, True])
 @pytest.mark.parametrize("command", ["convert", "quantize"])
-def test_an_input_that_declares_no_shape_takes_input_dim(ws: Workspace, command: str) -> None:
-    """--input_dim x 1,3,8,8 for an input of any rank: the checker refused the model before the flag was read."""
-    _unshaped(ws, output=False)
+def test_an_input_that_declares_no_shape_takes_input_dim(ws: Workspace, command: str, both: bool) -> None:
+    """--input_dim x 1,3,8,8 for an input of any rank: the checker refused the model before the flag was read (and
+    an output of no shape as well, which inference shapes only once the input has one)."""
+    _unshaped(ws, output=False, both=both)
     flags = ("--input_dim", "x", "1,3,8,8")
     result = ws.quantize("-o", ws.out, *flags) if command == "quantize" else ws.run("convert", "-i", ws.model, "-o",
                                                                                   ws.root / "c.onnx", *flags)  # fmt: skip

@@ -75,12 +75,13 @@ def nothing_to_score(facts: GraphFacts, overrides: dict[str, Encoding], op_types
 
 def median(values: np.ndarray) -> float:
     """np.median of a non-empty 1-D array, to the bit (the mean of the middle two of an even count; NaN if any is),
-    without the numpy.ma that np.median imports for its NaN check: 1.3 MB of modules in a ~96 MB process."""
-    ordered = np.sort(values)  # NaN sorts last
-    if np.isnan(ordered[-1]):
+    in Python floats: np.median imports numpy.ma for its NaN check (1.3 MB of modules in a ~96 MB process), and
+    numpy's partition or sort code is 250-430 KB more of its library paged in, for a few dozen values."""
+    ordered = sorted(values.tolist())
+    if any(math.isnan(v) for v in ordered):
         return math.nan
     middle = len(ordered) // 2
-    return float(np.mean(ordered[middle - 1 + len(ordered) % 2 : middle + 1]))
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def choose_calibration(trial: Callable[[str, list], float]) -> tuple[str, str]:

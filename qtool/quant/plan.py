@@ -8,6 +8,7 @@ data-invariant op or a Concat share one encoding (the union of their ranges, QNN
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -490,6 +491,9 @@ def _weight_encoding(
     return _on_its_grid(values, usual, channels) if bitwidth == 8 and given is None and not o.param_pow2 else usual
 
 
+GRID_CHECK_CHUNK = 1 << 16  # values checked at a time
+
+
 def _on_its_grid(values: np.ndarray, usual: Encoding, channels: int) -> Encoding:
     """`usual`, unless it rounds values that lie exactly on a symmetric 8-bit grid: then that grid, per channel if
     `usual` is. The weights of a model quantize_dynamic shipped, which convert turns back into float (tashkeel's
@@ -498,7 +502,10 @@ def _on_its_grid(values: np.ndarray, usual: Encoding, channels: int) -> Encoding
     if not top > 0:
         return usual
     flat = values.reshape(-1)
-    for part in (flat[:64], flat):  # a trained weight is off the grid in its first values: one pass is left for few
+    # a trained weight is off the grid in its first values: one pass is left for few, by chunks (whole, its float64
+    # steps were 24 B a value at once: 3 MB of openWakeWord melspectrogram's ~95 MB peak, its mel filters on the grid)
+    chunks = (flat[k : k + GRID_CHECK_CHUNK] for k in range(0, flat.size, GRID_CHECK_CHUNK))
+    for part in itertools.chain([flat[:64]], chunks):
         steps = part.astype(np.float64) * (127 / top)
         if float(np.max(np.abs(steps - np.rint(steps)))) > 1e-3:
             return usual

@@ -118,6 +118,25 @@ def test_a_bias_too_large_for_the_accumulator_grid_raises_its_weight_scale_not_i
 
 
 
+def test_the_int8_grid_check_holds_a_chunk_of_float64_steps_not_the_weights() -> None:
+    """A weight whose first values lie on the grid (openWakeWord's mel filters start with zeros) is checked whole:
+    its float64 steps were 24 B a value at once (3 MB of a ~95 MB peak); by chunks, the same answer."""
+    import tracemalloc
+
+    from qtool.quant.plan import _on_its_grid
+
+    values = np.random.default_rng(1).integers(-127, 128, (512, 600)).astype(np.float32) * np.float32(0.01)
+    values[-1, -1] += 0.003  # off the grid in its last value: the usual grid stays
+    usual = enc.symmetric(-1.27, 1.27, 8)
+    tracemalloc.start()
+    try:
+        kept = _on_its_grid(values, usual, 1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert kept is usual and peak < 2 << 20, peak
+
+
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_a_weight_on_an_int8_grid_keeps_that_grid(per_channel: bool) -> None:
     """A model quantize_dynamic shipped comes back from convert with weights on their int8 grids: any other grid

@@ -80,9 +80,9 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
     if (huge := huge_constant(model)) is not None:
         raise ModelError(huge, where=str(p))
     _ir3_constants(model)
-    _shape_outputs(model, str(p))
     if sort_nodes(model):
         logger.info("%s: nodes not in topological order; read in it, as onnxruntime runs them", p)
+    _shape_outputs(model, str(p))  # sorted first: inference reads nodes in order, a reader before its producer unshaped
     if renamed := unique_node_names(model.graph):
         logger.info("%s: %d nodes named as another node before them: renamed <op_type>_<index>", p, renamed)
     data_files = external_data.load(model, p.parent, str(p))
@@ -108,6 +108,10 @@ def _shape_outputs(model: onnx.ModelProto, where: str) -> None:
     """A graph output that declares no shape (any rank: onnxscript's to_model_proto, Microsoft's Llama-2-Onnx) is
     one onnxruntime runs and onnx.checker refuses ('Field 'shape' of 'type' is required but missing', naming none):
     it takes the shape onnx's shape inference finds for it."""
+    declared = {v.name: v.type.tensor_type.shape for v in model.graph.input if v.type.tensor_type.HasField("shape")}
+    for value in _unshaped(model.graph.output):  # an input returned as given ('return x, y'): inference leaves it,
+        if value.name in declared:  # and all that reads it, unshaped
+            value.type.tensor_type.shape.CopyFrom(declared[value.name])
     if not (bare := _unshaped(model.graph.output)):
         return
     try:

@@ -107,6 +107,9 @@ def _size_hint(size: int, spec: InputSpec, file_dtype: np.dtype, native: bool) -
     chooses between (a uint8 image's bytes), float64 (numpy's default), or another shape."""
     count, own = math.prod(spec.shape), np.dtype(spec.dtype)
     if own.kind in "biuf" and own != np.float32 and size == count * (4 if native else own.itemsize):
+        if native and own.kind in "iu" and own.itemsize == 8:  # int32 token ids for an int64 input: not float32
+            return (f"its size is {count} 4-byte values: int32 values want .astype(np.{own.name}), the input's own "
+                    "type; float32 ones, no --use_native_input_files")  # fmt: skip
         return (f"its size is {count} float32 values: drop --use_native_input_files to read .raw files as float32"
                 if native else f"its size is {count} {own.name} values, the input's own type: add --use_native_input_files")  # fmt: skip
     if file_dtype == np.float32 and size == count * 8:

@@ -1,0 +1,29 @@
+"""What a .raw file of the wrong size is said to hold (ea62a14), where the size fits more than one type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qtool.errors import DataError
+from qtool.io.raw import InputSpec, check_file
+
+
+def test_int32_ids_for_an_int64_input_are_not_sent_to_float32(tmp_path: Path) -> None:
+    """int32 token ids, --use_native_input_files, an int64 input: the hint said 'its size is 8 float32 values: drop
+    --use_native_input_files', and without the flag the ids read as float32 were refused as subnormal."""
+    path = tmp_path / "ids.raw"
+    np.arange(8, dtype=np.int32).tofile(path)
+    with pytest.raises(DataError) as error:
+        check_file(path, InputSpec("ids", np.dtype(np.int64), (1, 8)), "list.txt:1", native=True)
+    assert "int32 values want .astype(np.int64), the input's own type" in error.value.hint, error.value.hint
+
+
+def test_float32_values_for_a_float16_input_drop_the_flag(tmp_path: Path) -> None:
+    path = tmp_path / "x.raw"
+    np.zeros(8, np.float32).tofile(path)
+    with pytest.raises(DataError) as error:
+        check_file(path, InputSpec("x", np.dtype(np.float16), (1, 8)), "list.txt:1", native=True)
+    assert error.value.hint.startswith("its size is 8 float32 values: drop --use_native_input_files"), error.value.hint

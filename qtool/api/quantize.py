@@ -827,7 +827,7 @@ def _quality(
         if picked := sorted(runtime.downstream(reference.graph.node, compare.index_picks(reference, ops)) & set(drift)):
             blame = f"; {', '.join(map(repr, picked))} {'take' if len(picked) > 1 else 'takes'} {picks}{blame}"
             break
-    if reshaped := [name for name, d in drift.items() if d.reshaped and not d.part]:
+    if reshaped := [name for name, d in judged_outputs(drift).items() if d.reshaped and not d.part]:  # not class ids
         # piper's VITS voice: durations off by 11% made every waveform another length, at -3.1 dB
         d = drift[reshaped[0]]
         blame = (f"; {reshaped[0]!r} has another shape than the float model's in {d.reshaped} of {d.samples} samples:"

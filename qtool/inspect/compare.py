@@ -70,6 +70,8 @@ class Drift:
 
     def update(self, ref: np.ndarray, quant: np.ndarray, label: int | None) -> None:
         self.reshaped += ref.shape != quant.shape
+        kind = ref.dtype.kind  # before common_shape, which pads integers as floats
+        self.integer = kind in "iub"
         ref, quant = common_shape(ref, quant)
         r, q = ref.astype(np.float64).ravel(), quant.astype(np.float64).ravel()
         # each product once (norm(x) is sqrt(x @ x)): mixed precision runs this per sample of every trial
@@ -92,9 +94,8 @@ class Drift:
         self.cosine_sum += rq / denom if denom > 0 else float(np.array_equal(r, q))
         self.max_abs = max(self.max_abs, float(np.max(np.abs(diff)))) if r.size else self.max_abs
         self.samples += 1
-        self.integer = ref.dtype.kind in "iub"
         if r.size:  # an empty sample says nothing of what the output is (a last one dropped the column)
-            self.classifier = self.may_be_scores and ref.dtype.kind == "f" and r.size > 1 and ref.shape[-1] == r.size
+            self.classifier = self.may_be_scores and kind == "f" and r.size > 1 and ref.shape[-1] == r.size
         if self.classifier and r.size:
             self.top1_samples += 1
             self.top1_agree += int(np.argmax(r) == np.argmax(q))

@@ -131,6 +131,13 @@ def declare_dims(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]],
         value.type.tensor_type.shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=d) for d in input_dims[value.name])
     if bare:
         _shape_outputs(model, where)
+    if bare and (still := _unshaped(model.graph.output)):  # dims that do not fit: 'declare its dims in the model'
+        try:
+            external_data.probe_inferred(model, strict_mode=True)
+        except onnx.shape_inference.InferenceError as e:
+            why, given = str(e).split("error(s): ")[-1], ", ".join(f"{v.name} {','.join(map(str, input_dims[v.name]))}" for v in bare)
+            raise ModelError(f"output {still[0].name!r} takes no shape from --input_dim {given}: {' '.join(why.split())}",
+                             where=where, hint="check those dims against what the model's nodes take") from e  # fmt: skip
 
 
 DATA_TYPES = frozenset(onnx.TensorProto.DataType.values())

@@ -163,6 +163,7 @@ class Transaction:
         if path is None:
             return None
         target = resolve_output(path, flag)
+        self._refuse_nesting(target, flag, path)
         if target in self._outputs:
             other = self._outputs[target]
             if other != flag and not implicit:
@@ -180,6 +181,17 @@ class Transaction:
             self._existing[identity] = (target, flag)
         self._outputs[target] = flag
         return target
+
+    def _refuse_nesting(self, target: Path, flag: str, path: str | os.PathLike[str]) -> None:
+        """An output under another (-o d/q.onnx --html d/q.onnx/r.html): one would need the other's file for a
+        folder, and the write failed late as a bare 'Is a directory'."""
+        for output, other in self._outputs.items():
+            if output in target.parents or target in output.parents:
+                inner, outer = (flag, path), (other, output)
+                if target in output.parents:
+                    inner, outer = outer, inner
+                raise UsageError(f"{' '.join(map(str, inner))} lies under {' '.join(map(str, outer))}, a file this "
+                                 "command writes", hint="give them separate paths")  # fmt: skip
 
     @contextlib.contextmanager
     def stage(self, path: str | os.PathLike[str], mode: str = "wb", flag: str | None = None) -> Iterator[IO]:

@@ -324,3 +324,16 @@ def test_an_input_that_declares_no_shape_takes_input_dim(ws: Workspace, command:
     result = ws.quantize("-o", ws.out, *flags) if command == "quantize" else ws.run("convert", "-i", ws.model, "-o",
                                                                                   ws.root / "c.onnx", *flags)  # fmt: skip
     assert result.exit_code == 0, result.stderr
+
+
+# --- an output under another ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("html", ["d/q.onnx/r.html", "d/q.onnx/deeper/r.html"])
+def test_an_output_under_another_is_named(ws: Workspace, html: str) -> None:
+    """-o d/q.onnx --html d/q.onnx/r.html: each output checked alone passed (neither exists), and the write failed
+    as 'd/q.onnx: cannot write: Is a directory', naming neither flag."""
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.root / "d" / "q.onnx", "--html", ws.root / html)
+    assert_refused(ws, before, result, 2, f"--html {ws.root / html} lies under -o {ws.root / 'd' / 'q.onnx'}, a file "
+                   "this command writes")  # fmt: skip

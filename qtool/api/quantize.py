@@ -187,6 +187,9 @@ def _calibrate(
     keep: FloatOutputs | None = None,
 ) -> tuple[dict, int]:
     if o.load_stats:
+        if o.calib_batch_size != 1:  # a shared --config's batch size is no slip: said, not refused
+            logger.warning("--calib_batch_size %d batches calibration, which --load_stats replaces: ignored",
+                           o.calib_batch_size)  # fmt: skip
         found = load_stats(list(o.load_stats), model, o.act_quantizer_calibration, o.percentile_calibration_value)
         missing = [t for t in activation_tensors(facts) if t not in found[0]]
         if missing:  # its model's own file has every one: an edited or cut file left them float, unreported

@@ -337,3 +337,14 @@ def test_an_output_under_another_is_named(ws: Workspace, html: str) -> None:
     result = ws.quantize("-o", ws.root / "d" / "q.onnx", "--html", ws.root / html)
     assert_refused(ws, before, result, 2, f"--html {ws.root / html} lies under -o {ws.root / 'd' / 'q.onnx'}, a file "
                    "this command writes")  # fmt: skip
+
+
+def test_a_replay_says_it_ignores_the_batch_size(ws: Workspace) -> None:
+    """--load_stats s.json --calib_batch_size 8: the replay runs no calibration, and exit 0 said nothing of the 8."""
+    saved = _saved(ws, "--act_quantizer_calibration", "min-max")
+    result = ws.run("quantize", "-i", ws.model, "--load_stats", saved, "-o", ws.out, "--calib_batch_size", "8")
+    assert result.exit_code == 0, result.stderr
+    assert "qtool: WARNING: --calib_batch_size 8 batches calibration, which --load_stats replaces: ignored" in \
+        result.stderr.splitlines(), result.stderr  # fmt: skip
+    result = ws.run("quantize", "-i", ws.model, "--load_stats", saved, "-o", ws.out)
+    assert "calib_batch_size" not in result.stderr

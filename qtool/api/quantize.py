@@ -455,6 +455,8 @@ def with_calibration_method(
         return o, None
     if o.load_stats:  # a percentile file saved at 95 was read at 99.99, and --percentile_calibration_value refused
         method, percentile = recorded_calibration(list(o.load_stats))
+        if method == "percentile" and percentile is None:  # a hand-written file: read at the flag's value, said so
+            percentile = o.percentile_calibration_value
         line = f"{method}{f' {percentile:g}' if percentile else ''} (the method the --load_stats files recorded)"
         return dataclasses.replace(o, act_quantizer_calibration=method,
                                    percentile_calibration_value=percentile or o.percentile_calibration_value), line  # fmt: skip

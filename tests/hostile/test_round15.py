@@ -348,3 +348,15 @@ def test_a_replay_says_it_ignores_the_batch_size(ws: Workspace) -> None:
         result.stderr.splitlines(), result.stderr  # fmt: skip
     result = ws.run("quantize", "-i", ws.model, "--load_stats", saved, "-o", ws.out)
     assert "calib_batch_size" not in result.stderr
+
+
+def test_a_replay_of_a_file_recording_no_percentile_names_the_one_read(ws: Workspace) -> None:
+    """A stats file that records 'calibration': 'percentile' and no 'percentile' (hand-written, or cut) was read at
+    --percentile_calibration_value's 99.99, and the report line said 'percentile (the method ...)', no value."""
+    saved = _saved(ws, "--act_quantizer_calibration", "percentile", "--percentile_calibration_value", "95")
+    doc = json.loads(saved.read_text())
+    del doc["percentile"]
+    saved.write_text(json.dumps(doc))
+    result = ws.run("quantize", "-i", ws.model, "--load_stats", saved, "-o", ws.out, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["calibration"] == "percentile 99.99 (the method the --load_stats files recorded)"

@@ -9,6 +9,7 @@ model is normalised: quantize, inspect and export of an already converted model 
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -19,7 +20,7 @@ from qtool.errors import ModelError, QtoolError
 from qtool.graph import expand_functions, external_data, prelu_slope
 from qtool.graph.constant_size import densify_sparse, huge_constant
 from qtool.graph.float16 import to_float32
-from qtool.graph.model import default_opset, upgrade_opset
+from qtool.graph.model import METADATA_PINNED, default_opset, pinned_inputs, set_metadata, upgrade_opset
 
 logger = logging.getLogger(__name__)
 MIN_OPSET = 13
@@ -225,4 +226,6 @@ def normalise(
     except Exception:  # an opset onnx does not know: keep what the model says
         needed = out.ir_version
     out.ir_version = max(out.ir_version, needed, 4)
+    if input_values:  # inspect's list, written for the model as given, still feeds them
+        set_metadata(out, METADATA_PINNED, json.dumps(sorted({*pinned_inputs(out), *input_values})))
     return out

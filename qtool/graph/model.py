@@ -5,6 +5,7 @@ Every load error is a `ModelError` naming the file; every save goes through `ato
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ METADATA_FLOAT_BITWIDTH = "qtool.float_bitwidth"
 METADATA_BATCHNORM = "qtool.batchnorm"  # folded BatchNorms' beta/gamma by output tensor, for cle
 # tensors quantize's float-stage rewrites changed (JSON list): a comparison with the float model as given skips them
 METADATA_REWRITTEN = "qtool.rewritten"
+METADATA_PINNED = "qtool.pinned_inputs"  # the inputs --input_value folded into constants (JSON list)
 # protobuf cannot serialize a message past 2 GiB: a model over this size (QTOOL_EXTERNAL_DATA_BYTES
 # overrides it, so that tests exercise the path on small models) is written with external data.
 EXTERNAL_DATA_ENV = "QTOOL_EXTERNAL_DATA_BYTES"
@@ -273,6 +275,15 @@ def default_opset(model: onnx.ModelProto) -> int:
 
 def metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
+
+
+def pinned_inputs(model: onnx.ModelProto) -> list[str]:
+    """METADATA_PINNED's names, for a list that still feeds them (io/feeds); any file can carry the key."""
+    try:
+        names = json.loads(metadata(model).get(METADATA_PINNED, "[]"))
+    except ValueError:
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
 def batchnorm_record(model: onnx.ModelProto) -> dict[str, dict[str, list[float]]]:

@@ -360,3 +360,23 @@ def test_a_replay_of_a_file_recording_no_percentile_names_the_one_read(ws: Works
     result = ws.run("quantize", "-i", ws.model, "--load_stats", saved, "-o", ws.out, "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["calibration"] == "percentile 99.99 (the method the --load_stats files recorded)"
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_inspect_of_a_model_quantized_with_a_pinned_input_says_it_is_pinned(ws: Workspace, named: bool) -> None:
+    """The list written for the model as given (x:=... s:=...), inspected on the model quantized with --input_value
+    s 2: quantize said 's' was pinned (155e968), and inspect 'unknown input name 's'' of an input the user wrote."""
+    _scaled_model(ws)
+    rng = np.random.default_rng(1)
+    for k in range(4):
+        rng.standard_normal((1, 8)).astype(np.float32).tofile(ws.root / f"x{k}.raw")
+        np.array([2.0], np.float32).tofile(ws.root / f"s{k}.raw")
+    ws.listing.write_text("".join(f"x{k}.raw\n" for k in range(4)))
+    assert ws.quantize("-o", ws.out, "--input_value", "s", "2").exit_code == 0
+    both = ws.root / "both.txt"
+    both.write_text("".join(f"x:=x{k}.raw s:=s{k}.raw\n" if named else f"x{k}.raw s{k}.raw\n" for k in range(4)))
+    before = ws.snapshot()
+    said = ("feeds input 's', which --input_value pins: a pinned input is folded into the model as a constant (drop "
+            "s:=... from the list)" if named else "2 file(s) for 1 model input(s) (x) (--input_value pins s: drop its "
+            "file from each line)")  # fmt: skip
+    assert_refused(ws, before, ws.run("inspect", ws.out, "-l", both), 4, f"{both}:1: {said}")

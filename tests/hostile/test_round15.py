@@ -380,3 +380,28 @@ def test_inspect_of_a_model_quantized_with_a_pinned_input_says_it_is_pinned(ws: 
             "s:=... from the list)" if named else "2 file(s) for 1 model input(s) (x) (--input_value pins s: drop its "
             "file from each line)")  # fmt: skip
     assert_refused(ws, before, ws.run("inspect", ws.out, "-l", both), 4, f"{both}:1: {said}")
+
+
+# --- outputs with nothing to measure ---------------------------------------------------------------------------------
+
+
+def _always_zero_model(ws: Workspace) -> None:
+    """z = Relu(-|x @ W|): zero for every input, float and quantized alike."""
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    z = oh.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8])
+    w = onh.from_array(np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32), "w")
+    nodes = [oh.make_node("MatMul", ["x", "w"], ["m"]), oh.make_node("Abs", ["m"], ["a"]),
+             oh.make_node("Neg", ["a"], ["n"]), oh.make_node("Relu", ["n"], ["z"])]  # fmt: skip
+    onnx.save(oh.make_model(oh.make_graph(nodes, "g", [x], [z], [w]), opset_imports=[oh.make_opsetid("", 17)]),
+              ws.model)  # fmt: skip
+    write_samples(ws.root, onnx.load(ws.model), 6)
+
+
+def test_auto_on_an_always_zero_output_says_there_was_no_error_to_choose_by(ws: Workspace) -> None:
+    """auto's line read 'output SQNR on held-out halves of the list: min-max inf, sqnr inf, mse inf dB; median
+    sample against min-max: sqnr +0.0, mse +0.0 dB', scores of an output with nothing to measure."""
+    _always_zero_model(ws)
+    result = ws.quantize("-o", ws.out, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["algorithms"] == ("calibration auto: min-max (every method's outputs on the "
+                                                       "held-out halves equal the float model's: no error to choose by)")  # fmt: skip

@@ -15,6 +15,8 @@ def printable(text: str) -> str:
 
 
 def _cell(value: Any) -> str:
+    if value is None:  # nothing to measure (JSON's null)
+        return "-"
     if isinstance(value, float):
         return f"{value:.6g}"
     return printable(str(value))

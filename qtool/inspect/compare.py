@@ -67,6 +67,7 @@ class Drift:
     may_be_scores: bool = True  # what the model computes it from allows class scores (`_may_be_scores`)
     integer: bool = False  # an integer output (a detector's class ids): reported, but no SQNR judges the model by it
     reshaped: int = 0  # samples where the quantized model's output had another shape (common_shape pads them)
+    values: int = 0  # compared over all samples: none (an output empty on every sample) measures nothing
 
     def update(self, ref: np.ndarray, quant: np.ndarray, label: int | None) -> None:
         self.reshaped += ref.shape != quant.shape
@@ -90,6 +91,7 @@ class Drift:
         self.cross += rq
         self.quant_energy += qq
         self.elements = r.size
+        self.values += r.size
         denom = float(np.sqrt(rr) * np.sqrt(qq))
         self.cosine_sum += rq / denom if denom > 0 else float(np.array_equal(r, q))
         self.max_abs = max(self.max_abs, float(np.max(np.abs(diff)))) if r.size else self.max_abs
@@ -121,8 +123,10 @@ class Drift:
             return math.inf
         return 10 * math.log10(self.signal / self.noise) if self.signal > 0 else -math.inf
 
-    def summary(self, with_labels: bool) -> dict[str, float]:
+    def summary(self, with_labels: bool) -> dict[str, float | None]:
         n = max(self.top1_samples, 1)  # an empty sample counted, two identical models agreed 0.8333
+        if not self.values:  # it read 'sqnr_db inf, cosine 1' of nothing compared
+            return {"sqnr_db": None, "cosine": None, "max_abs_error": None}
         out = {
             "sqnr_db": round(self.sqnr_db, 3),
             "cosine": round(self.cosine, 6),

@@ -39,6 +39,8 @@ def escape(text: str) -> str:
 
 
 def _cell(value: Any) -> str:
+    if value is None:  # nothing to measure
+        return "-"
     if isinstance(value, float):
         return f"{value:.6g}" if math.isfinite(value) else ("inf" if value > 0 else "-inf")
     return escape(str(value))

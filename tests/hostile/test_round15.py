@@ -405,3 +405,24 @@ def test_auto_on_an_always_zero_output_says_there_was_no_error_to_choose_by(ws: 
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["algorithms"] == ("calibration auto: min-max (every method's outputs on the "
                                                        "held-out halves equal the float model's: no error to choose by)")  # fmt: skip
+
+
+def test_an_output_empty_in_every_sample_shows_nothing_measured(ws: Workspace) -> None:
+    """y = Relu(x @ W) beside e = (x @ W)[:, 0:0], empty for every input (a detector's boxes where nothing is found):
+    its row read 'e  inf  1  0', an exact match of nothing compared."""
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    outputs = [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8]), oh.make_tensor_value_info("e", TensorProto.FLOAT, [1, 0])]
+    consts = [onh.from_array(np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32), "w"),
+              *(onh.from_array(np.array([v], np.int64), n) for n, v in (("st", 0), ("en", 0), ("ax", 1)))]  # fmt: skip
+    nodes = [oh.make_node("MatMul", ["x", "w"], ["m"]), oh.make_node("Relu", ["m"], ["y"]),
+             oh.make_node("Slice", ["m", "st", "en", "ax"], ["e"])]  # fmt: skip
+    onnx.save(oh.make_model(oh.make_graph(nodes, "g", [x], outputs, consts), opset_imports=[oh.make_opsetid("", 17)]),
+              ws.model)  # fmt: skip
+    write_samples(ws.root, onnx.load(ws.model), 6)
+    result = ws.quantize("-o", ws.out, "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = {row["output"]: row for row in json.loads(result.stdout)["outputs (float vs quantized)"]}
+    assert (rows["e"]["sqnr_db"], rows["e"]["cosine"], rows["e"]["max_abs_error"]) == (None, None, None), rows["e"]
+    assert rows["y"]["sqnr_db"] > 20
+    text = ws.quantize("-o", ws.out).stdout.splitlines()
+    assert next(line for line in text if line.startswith("e ")).split() == ["e", "-", "-", "-"], text

@@ -28,7 +28,8 @@ from transformers_suite import read_feeds
 
 
 def dequantized(path: str) -> dict[str, np.ndarray]:
-    """Every weight a DequantizeLinear of initializers writes in `path` (per tensor, channel or block), as float32."""
+    """Every weight and bias a DequantizeLinear of initializers writes in `path` (per tensor, channel or block), as
+    float32."""
     model = onnx.load(path)
     inits = {i.name: i for i in model.graph.initializer}
     out = {}
@@ -37,13 +38,11 @@ def dequantized(path: str) -> dict[str, np.ndarray]:
             continue
         q, scale = (numpy_helper.to_array(inits[x]).astype(np.float64) for x in dq.input[:2])
         zero = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 and dq.input[2] else 0
-        if q.ndim < 2:
-            continue
         attrs = {a.name: a.i for a in dq.attribute}
         axis, block = attrs.get("axis", 1) % q.ndim, attrs.get("block_size", 0)
-        if block:  # scale / zero point [.., K/B, ..]: each repeated over its block
-            scale = np.repeat(scale, block, axis=axis)
-            zero = np.repeat(zero, block, axis=axis) if np.ndim(zero) else zero
+        if block:  # scale / zero point [.., ceil(K/B), ..]: each repeated over its block, the last one cut at K
+            scale = np.repeat(scale, block, axis=axis).take(range(q.shape[axis]), axis=axis)
+            zero = np.repeat(zero, block, axis=axis).take(range(q.shape[axis]), axis=axis) if np.ndim(zero) else zero
         elif np.ndim(scale) == 1:  # per channel along axis
             shape = [1] * q.ndim
             shape[axis] = -1
@@ -71,17 +70,23 @@ def main() -> None:
         return x.reshape(-1, x.shape[-1])[k].astype(np.float64)
 
     truth, sources = run(base), {}
+
+    def source(path: str) -> dict[str, np.ndarray]:
+        if path not in sources:  # dequantized once a path, however many items name it
+            sources[path] = dequantized(path)
+        return sources[path]
+
     signal = sum(float(np.sum(flat(r, k) ** 2)) for r, k in zip(truth, keep, strict=True))
     for arg in sys.argv[4:]:
         name, recipe = arg.split("=", 1)
         first, *items = recipe.split("+")
         values = dict(floats)
         if first != "float":
-            values.update(sources.setdefault(first, dequantized(first)))
+            values.update(source(first))
         for item in items:
-            weight, source = item.split(":", 1)
-            values[weight] = (floats[weight] if source == "float" else np.load(source) if source.endswith(".npy")
-                              else sources.setdefault(source, dequantized(source))[weight])  # fmt: skip
+            weight, path = item.split(":", 1)
+            values[weight] = (floats[weight] if path == "float" else np.load(path) if path.endswith(".npy")
+                              else source(path)[weight])  # fmt: skip
         model = onnx.ModelProto()
         model.CopyFrom(base)
         for init in model.graph.initializer:

@@ -55,7 +55,7 @@ from qtool.quant.mixed_precision import judged_outputs, overall
 from qtool.quant.normalization import normalization_statistics
 from qtool.quant.observers import accumulating_ranges, observed_extremes, read_as
 from qtool.quant.overrides import checked_overrides, empty_ranges
-from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan
+from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan, kept_float
 from qtool.quant.qdq import write_qdq
 from qtool.quant.residual import observe_channels, on_residual_stream, post_ln_sums, residual_stream
 from qtool.quant.rules import OP_RULES, is_control_input
@@ -85,7 +85,11 @@ def _overrides(o: QuantizeOptions, model: onnx.ModelProto, given: encio.Encoding
         overrides = check_override_names(given, model, str(o.quantization_overrides), o.input_values)
     else:
         overrides = encio.parse_encodings_json(gm.metadata(model).get(gm.METADATA_OVERRIDES))
-    return checked_overrides(GraphFacts.of(model), overrides)
+    facts = GraphFacts.of(model)
+    float_anyway = kept_float(facts)
+    for name in sorted(n for n, e in overrides.activations.items() if n in float_anyway and not e.is_float):
+        logger.warning("override for %r is not applied: %r stays float (%s)", name, name, float_anyway[name])
+    return checked_overrides(facts, overrides)
 
 
 def _check_quantize_flags(o: QuantizeOptions) -> None:

@@ -96,15 +96,28 @@ def activation_tensors(facts: GraphFacts) -> list[str]:
     ConstantOfShape, an inf clip bound) is not an activation, nor is an attention mask's branch."""
     dynamic = set(facts.graph_inputs)
     names = [n for n in facts.graph_inputs if facts.is_float(n)]
-    # an attention mask's branch (attention.py), a normalisation's statistics and a GELU's interior run in float
-    masks = mask_branch(facts) | float_by_structure(facts) | classical_ml(facts) | read_by_branches_alone(facts)
-    masks |= sequences_from_the_caller(facts)  # read by a float recurrent kernel alone
+    masks = set(kept_float(facts))
     for node in facts.model.graph.node:
         if not any(i in dynamic for i in runtime.reads(node) if i):  # a Loop's body reads the input from outside
             continue
         dynamic.update(o for o in node.output if o)
         names += [o for o in node.output if o and facts.is_float(o) and facts.squashed_into(o) is None]
     return [n for n in names if n not in masks and not _only_control(facts, n)]
+
+
+def kept_float(facts: GraphFacts) -> dict[str, str]:
+    """The float tensors that stay float for what computes or reads them, each with why (an override on one is not
+    applied, and quantize says so)."""
+    found: dict[str, str] = {}
+    for names, why in (
+        (sequences_from_the_caller(facts), "LSTM, GRU or RNN ops alone read it, and they run in float"),
+        (read_by_branches_alone(facts), "Loop or Scan bodies alone read it, and they run in float"),
+        (classical_ml(facts), "ai.onnx.ml ops alone read it, and they run in float"),
+        (float_by_structure(facts), "a normalisation's statistics, a GELU's interior, or phase, index or mask arithmetic"),
+        (mask_branch(facts), "an attention mask's branch"),
+    ):
+        found.update(dict.fromkeys(names, why))
+    return found
 
 
 ML_DOMAIN = "ai.onnx.ml"

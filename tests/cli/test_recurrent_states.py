@@ -274,3 +274,25 @@ def test_states_that_are_zero_in_every_sample_are_named_as_states_to_calibrate_m
     assert result.exit_code == 0, result.stderr
     assert "inputs 'state', 'state2' are 0 in every calibration sample" in result.stderr, result.stderr
     assert "states the model carries from one call to the next: calibrate on later parts of streams too" in result.stderr
+
+
+def test_an_override_on_a_tensor_kept_float_says_it_is_not_applied(tmp_path: Path) -> None:
+    """A grid the user gives a sequence only an LSTM reads is not written (the LSTM runs float), and was dropped
+    without a word; now a warning names it and why, and a float override there says nothing."""
+    model = _lstm_model()
+    path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(model, str(path))
+    write_feeds(tmp_path, _stream(model, 4, seed=1))
+    overrides = tmp_path / "o.json"
+    grid = [{"bitwidth": 8, "min": -2.0, "max": 2.0}]
+    overrides.write_text(json.dumps({"activation_encodings": {"x": grid, "new_state": grid}, "param_encodings": {}}))
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-q", overrides, "-o", out])
+    assert result.exit_code == 0, result.stderr
+    assert "override for 'x' is not applied: 'x' stays float (LSTM, GRU or RNN ops alone read it" in result.stderr
+    assert "'new_state' is not applied" not in result.stderr  # it has its grid
+    acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert "x" not in acts and "new_state" in acts
+    overrides.write_text(json.dumps({"activation_encodings": {"x": [{"bitwidth": 16, "dtype": "float"}]}, "param_encodings": {}}))
+    result = run_cli(["quantize", "-i", path, "--input_list", tmp_path / "list.txt", "-q", overrides, "-o", out])
+    assert result.exit_code == 0, result.stderr
+    assert "not applied" not in result.stderr

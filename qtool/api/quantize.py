@@ -86,7 +86,7 @@ def _overrides(o: QuantizeOptions, model: onnx.ModelProto, given: encio.Encoding
     else:
         overrides = encio.parse_encodings_json(gm.metadata(model).get(gm.METADATA_OVERRIDES))
     facts = GraphFacts.of(model)
-    float_anyway = kept_float(facts)
+    float_anyway = kept_float(facts) if overrides.activations else {}  # five graph walks, for overrides only
     for name in sorted(n for n, e in overrides.activations.items() if n in float_anyway and not e.is_float):
         logger.warning("override for %r is not applied: %r stays float (%s)", name, name, float_anyway[name])
     return checked_overrides(facts, overrides)

@@ -54,7 +54,7 @@ from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import judged_outputs, overall
 from qtool.quant.normalization import normalization_statistics
 from qtool.quant.observers import accumulating_ranges, observed_extremes, read_as
-from qtool.quant.overrides import checked_overrides, empty_ranges
+from qtool.quant.overrides import checked_overrides, empty_ranges, unapplied_params
 from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan, kept_float
 from qtool.quant.qdq import write_qdq
 from qtool.quant.residual import observe_channels, on_residual_stream, post_ln_sums, residual_stream
@@ -569,6 +569,10 @@ def _quantize(
     mixed = run_mixed_precision(o, ctx, reference, eval_list) if o.mixed_precision == "auto" else None
     float_run = (keep.values, 0.0) if keep is not None and keep.complete else _float_outputs(o, reference, eval_list)
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
+    dropped = unapplied_params(GraphFacts.of(ctx.model), ctx.overrides.params, plan.params, o.op_types_to_quantize) if (
+        ctx.overrides.params) else {}  # walked only when the overrides name weights
+    for name, why in dropped.items():
+        logger.warning("override for %r is not applied: %r stays float (%s)", name, name, why)
     structure, rewritten = _structure_facts(ctx.model, plan, o.op_types_to_quantize), ctx.rewritten
     # outside --op_types_to_quantize, --enable_float_fallback's gaps: no encoding, float all the same
     unplanned = sum(t not in plan.activations for t in activation_tensors(GraphFacts.of(ctx.model)))

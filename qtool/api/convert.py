@@ -72,7 +72,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     model = normalise(float_source, o.input_dims, str(o.input_network), o.input_values, keep)
     refuse_no_inputs(float_source, model, o.input_values, str(o.input_network))
     wrong = corrected_outputs(model)
-    check_normalised(model, str(o.input_network))
+    check_normalised(model, str(o.input_network), float_source, o.input_dims)
     check_changed_dims(float_source, model, o.input_dims, str(o.input_network))
     for name, (declared, computed) in wrong.items():
         logger.info("convert: output %r is declared %s but the graph computes %s; corrected", name, declared, computed)

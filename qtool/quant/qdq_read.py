@@ -27,14 +27,19 @@ from qtool.errors import DataError, ModelError
 from qtool.graph import external_data
 from qtool.graph.constant_size import constant_value
 from qtool.graph.lazy_weights import spilled
+from qtool.graph.model import default_opset
 from qtool.io.encodings import Encodings
 from qtool.io.files import load_json, quoted
 from qtool.quant import blocks
 from qtool.quant.qdq import FLOAT_METADATA, LPBQ_METADATA, NARROW_METADATA, sliced
+from qtool.quant.qdq_movement import moved_axis, movement_chain
 from qtool.quant.rules import SQUASHABLE_PRODUCERS, rule_for, weight_axis
 
 logger = logging.getLogger(__name__)
 
+_NUMERIC = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.INT8, TensorProto.UINT8,
+                      TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32, TensorProto.INT64})  # fmt: skip
+_FLOATS = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16})
 _BITS = {
     TensorProto.INT4: (4, True),
     TensorProto.UINT4: (4, False),
@@ -69,8 +74,27 @@ def _blocked(node: onnx.NodeProto, scale: np.ndarray, zp: np.ndarray, channel: i
 Constants = dict[str, np.ndarray]  # a Constant node's output -> its value (exporters write scales so)
 
 
-def _constant_nodes(graph: onnx.GraphProto) -> Constants:
-    return {node.output[0]: value for node in graph.node if (value := constant_value(node)) is not None}
+SMALL_CAST = 1 << 16  # values: a scale or zero point cast, not a weight
+
+
+def _constant_nodes(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto]) -> Constants:
+    """Constant nodes' values, and a Cast's of one: PyTorch's export without constant folding casts each
+    fake-quantizer's zero point so, and its QAT models were refused ('the zero point ... is not a constant')."""
+    found: Constants = {}
+    for node in graph.node:
+        if (value := constant_value(node)) is not None:
+            found[node.output[0]] = value
+        elif node.op_type == "Cast" and node.domain in ("", "ai.onnx") and node.input and node.output:
+            source = inits.get(node.input[0])
+            value = external_data.array(source) if source is not None and _count(source) <= SMALL_CAST else found.get(node.input[0])
+            to = next((a.i for a in node.attribute if a.name == "to"), 0)
+            if value is not None and value.dtype.kind in "biuf" and to in _NUMERIC:
+                found[node.output[0]] = value.astype(onnx.helper.tensor_dtype_to_np_dtype(to))
+    return found
+
+
+def _count(tensor: onnx.TensorProto) -> int:
+    return int(np.prod(tensor.dims, dtype=np.int64))
 
 
 def _value(name: str, inits: dict[str, onnx.TensorProto], constants: Constants, what: str) -> np.ndarray:
@@ -195,13 +219,27 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
     out = external_data.without_initializers(model)  # a whole copy's arena would keep the replaced integers too
     graph = out.graph
     inits = {i.name: i for i in model.graph.initializer}
-    constants = _constant_nodes(graph)
+    constants = _constant_nodes(graph, inits)
     producers = {o: n for n in graph.node for o in n.output}
     readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
     for reader in graph.node:
         for index, name in enumerate(reader.input):
             readers.setdefault(name, []).append((reader, index))
     outputs = {o.name for o in graph.output}
+    opset = default_opset(model)
+
+    def known(name: str) -> np.ndarray | None:
+        return external_data.array(inits[name]) if name in inits else constants.get(name)
+
+    def moved(start: str, e: Encoding, shape: tuple[int, ...]) -> tuple[list[onnx.NodeProto], list, Encoding]:
+        """The data movement a weight goes through alone to its layer, and its grid where it arrives
+        (qdq_movement); none for blocks, or where its channels split or merge on the way."""
+        if e.blocks:
+            return [], [], e
+        chain, moves, shapes = movement_chain(start, readers, outputs, known, opset, shape)
+        axis = moved_axis(None if e.axis is None else e.axis % len(shape), chain, shapes)
+        return ([], [], e) if axis == -1 or not chain else (chain, moves, dataclasses.replace(e, axis=axis))
+
     found = Encodings()
     rename: dict[str, str] = {}
     drop: set[int] = set()
@@ -226,18 +264,21 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             continue
         source = node.input[0]
         if source in inits:
-            channel = _channel_axis(readers.get(node.output[0], []), tuple(inits[source].dims))
-            e = _encoding(node, inits, inits[source].data_type, channel, constants, tuple(inits[source].dims))
-            _check_block_axis(node, readers.get(node.output[0], []), len(inits[source].dims))
+            shape = tuple(inits[source].dims)
+            channel = _channel_axis(readers.get(node.output[0], []), shape)
+            e = _encoding(node, inits, inits[source].data_type, channel, constants, shape)
+            _check_block_axis(node, readers.get(node.output[0], []), len(shape))
+            chain, moves, moved_e = moved(node.output[0], e, shape)
+            name = chain[-1].output[0] if chain else node.output[0]
             if weights:
                 grid = _stored_grid(e, inits[source].data_type)
                 values = sliced("dequantize", grid, external_data.array(inits[source]), _scale_type(node, inits, constants))
+                for move in moves:
+                    values = move(values)
                 large = scratch is not None and values.nbytes >= external_data.LAZY_BYTES
-                new_inits[source] = (
-                    spilled(values, node.output[0], scratch) if large else numpy_helper.from_array(values, node.output[0])  # type: ignore[arg-type]
-                )
-            found.params[node.output[0]] = e
-            drop.add(id(node))
+                new_inits[source] = spilled(values, name, scratch) if large else numpy_helper.from_array(values, name)  # type: ignore[arg-type]
+            found.params[name] = moved_e
+            drop.update(id(n) for n in (node, *chain))
             continue
         q_node = producers.get(source)
         if q_node is None or q_node.op_type != "QuantizeLinear":
@@ -249,6 +290,24 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             found.activations[name] = e  # on the ReLU's output, where qtool's plan squashes it
             rename.update({y: name} if name != y else {})
             drop.add(id(q_node))
+            continue
+        if x in inits and len(readers[x]) == 1 and not {x, y} & outputs and inits[x].data_type in _FLOATS:
+            # a weight fake-quantized in the graph (PyTorch's QAT export unfolded): its grid is a parameter's; read
+            # as an activation's, quantize put the weight on a per-tensor grid of its own
+            shape = tuple(inits[x].dims)
+            grid = _encoding(node, inits, _q_output_type(q_node, inits, constants), None, constants, shape)
+            chain, moves, moved_grid = moved(y, grid, shape)
+            end = chain[-1].output[0] if chain else x
+            found.params[end] = moved_grid
+            if not chain:
+                rename[y] = x
+            if weights:  # the weight the network computes with, as a DequantizeLinear(int8) export of it reads
+                dtype = _scale_type(node, inits, constants)
+                values = sliced("dequantize", grid, sliced("quantize", grid, external_data.array(inits[x]), np.float64), dtype)
+                for move in moves:
+                    values = move(values)
+                new_inits[x] = numpy_helper.from_array(values, end)
+            drop.update(id(n) for n in (q_node, node, *chain))
             continue
         name = y if y in outputs else x
         found.activations[name] = e
@@ -402,8 +461,12 @@ def _rebuild(
         _rename_reads(node, rename)
         node.output[:] = [_resolve(o, rename) for o in node.output]
     # a weight an If or Loop body reads from the outer scope is used too (openWakeWord's verifier head)
-    used = {i for n in kept for i in runtime.reads(n)} | {o.name for o in graph.output}
-    kept = [n for n in kept if n.op_type != "Constant" or n.output[0] in used]  # a removed Q/DQ's scale
+    while True:  # a removed Q/DQ's scale, and the Constant a Cast of it read
+        used = {i for n in kept for i in runtime.reads(n)} | {o.name for o in graph.output}
+        pruned = [n for n in kept if n.op_type not in ("Constant", "Cast") or n.output[0] in used]
+        if len(pruned) == len(kept):
+            break
+        kept = pruned
     # a dequantized weight takes its integer initializer's place, so the order survives a round trip
     inits = [new_inits.get(i.name, i) for i in initializers if i.name in used or i.name in new_inits]
     del graph.node[:]

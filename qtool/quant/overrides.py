@@ -87,7 +87,9 @@ def ranges_before_bias(facts: GraphFacts, activations: dict[str, enc.Encoding]) 
 
 def empty_ranges(overrides: dict[str, enc.Encoding], seen: dict[str, tuple[float, float]]) -> None:
     """Warn of an override whose range is empty (min == max, which QNN widens to 1e-4) while the tensor's values,
-    `seen` (a weight's own, or an activation's calibrated range), reach outside it: they all quantize to its ends.
+    `seen` (a weight's own, or an activation's calibrated range), reach outside it: they all quantize to its ends;
+    or whose grid starts at 0 while they reach below a quarter of its span under it (a 1.0.0 'is_sym' weight
+    written with offset 0 lost its negative half, exit 0: 1.3 dB).
     qtool writes such a range for a tensor that held one value in calibration (an all-zero mask); read back from
     its own QDQ model, that range holds every value it saw and is no mistake."""
     for name, e in sorted(overrides.items()):
@@ -97,6 +99,11 @@ def empty_ranges(overrides: dict[str, enc.Encoding], seen: dict[str, tuple[float
         if hi - lo <= enc.MIN_RANGE * 1.001 and (seen[name][0] < lo - enc.MIN_RANGE or seen[name][1] > hi + enc.MIN_RANGE):
             logger.warning("override for %r has an empty range [%g, %g] but the tensor's values span [%g, %g]: they "
                            "all quantize to its ends", name, lo, hi, *seen[name])  # fmt: skip
+        elif lo == 0 and seen[name][0] < -hi / 4:  # offset 0 with is_sym: ONNX's int8 zero point, not AIMET's offset
+            logger.warning("override for %r has a grid from 0 ([0, %g]: offset 0, AIMET's unsigned grid) but the "
+                           "tensor's values reach %g: every negative value quantizes to 0 (a signed symmetric grid's "
+                           "AIMET offset is %d, where ONNX's zero point is 0)", name, hi, seen[name][0],
+                           -(2 ** (e.bitwidth - 1)))  # fmt: skip
 
 
 def _check_channel_counts(facts: GraphFacts, acts: dict[str, enc.Encoding]) -> None:

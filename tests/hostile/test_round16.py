@@ -69,3 +69,39 @@ def test_a_16_bit_name_on_a_tensor_kept_float_says_it_is_not_applied(ws: Workspa
     assert "--act_16bit_tensors r" not in result.stderr
     acts = json.loads(ws.out.with_suffix(".encodings.json").read_text())["activation_encodings"]
     assert "x" not in acts and acts["r"][0]["bitwidth"] == 16
+
+
+# --- a 1.0.0 override written with ONNX's zero point --------------------------------------------------------------
+
+
+def _matmul_model(ws: Workspace) -> np.ndarray:
+    """x [1, 64] @ W [64, 16]: W spans about [-3.9, 3.9]."""
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((64, 16)).astype(np.float32)
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])
+    y = oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])
+    graph = oh.make_graph([oh.make_node("MatMul", ["x", "W"], ["y"])], "g", [x], [y], [onh.from_array(weight, "W")])
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), ws.model)
+    for k in range(6):
+        rng.standard_normal((1, 64)).astype(np.float32).tofile(ws.root / f"x{k}.raw")
+    ws.listing.write_text("".join(f"x{k}.raw\n" for k in range(6)))
+    return weight
+
+
+@pytest.mark.parametrize("offset", [0, -128])
+def test_a_symmetric_weight_override_with_offset_0_says_it_loses_the_negative_half(ws: Workspace, offset: int) -> None:
+    """A 1.0.0 'is_sym': true weight written with ONNX's int8 zero point 0 as its offset: read as AIMET's unsigned
+    grid [0, 255 scale], every negative weight quantized to 0, exit 0 (output SQNR 1.3 dB, and a quality warning
+    blaming the grid's being per tensor); -128 is AIMET's offset for it."""
+    weight = _matmul_model(ws)
+    scale = float(np.abs(weight).max() / 127)
+    entry = {"name": "W", "dtype": "INT", "enc_type": "PER_TENSOR", "bw": 8, "is_sym": True, "scale": [scale],
+             "offset": [offset]}  # fmt: skip
+    overrides = ws.root / "o.json"
+    overrides.write_text(json.dumps({"version": "1.0.0", "activation_encodings": [], "param_encodings": [entry]}))
+    result = ws.quantize("-o", ws.out, "-q", overrides, "--evaluate_samples", "0")
+    assert result.exit_code == 0, result.stderr
+    said = ("override for 'W' has a grid from 0 ([0, 7.82955]: offset 0, AIMET's unsigned grid) but the tensor's values "
+            "reach -3.89942: every negative value quantizes to 0 (a signed symmetric grid's AIMET offset is -128, where "
+            "ONNX's zero point is 0)")  # fmt: skip
+    assert (said in result.stderr) == (offset == 0), result.stderr

@@ -16,6 +16,7 @@ from qtool.graph import model as gm
 from qtool.io import outputs
 from qtool.io.outputs import check_output_folder
 from qtool.quant.qdq_read import qdq_encodings
+from qtool.quant.rules import INTEGER_OPS
 from qtool.report import Report
 
 
@@ -46,11 +47,20 @@ def _check_beside_input(o: ExportOptions) -> None:
                          where=str(mine), hint="export into another folder (-o), or move that file away first")  # fmt: skip
 
 
+def _not_qdq_hint(model: onnx.ModelProto) -> str:
+    """What a model without Q/DQ encodings is: onnxruntime's QOperator form (QLinearConv...) has Q and DQ nodes at
+    its ends only, and was told it had none, as a float model was, without saying what export takes."""
+    if integer := sorted({n.op_type for n in model.graph.node if n.op_type in INTEGER_OPS}):
+        return (f"it is in onnxruntime's integer form ({', '.join(integer)}): export reads QDQ models; quantize its "
+                "float original with qtool quantize (or quantize_static with QuantFormat.QDQ)")  # fmt: skip
+    return "export reads the QDQ model qtool quantize writes: quantize this model first"
+
+
 def _export(o: ExportOptions, model: onnx.ModelProto) -> Report:
     found = qdq_encodings(model, str(o.input_network))
     if not len(found):
         raise UsageError("has no QuantizeLinear/DequantizeLinear encodings to export", where=str(o.input_network),
-                         hint=matmulnbits_hint(model))  # fmt: skip
+                         hint=matmulnbits_hint(model) or _not_qdq_hint(model))  # fmt: skip
     # a MatMulNBits' weight has no DequantizeLinear: the encodings left it out, exit 0, and stripped kept its integers
     if matmulnbits_hint(model) and (lost := [f for f in o.formats if f in ("stripped", "encodings", "fp16", "fixpoint")]):
         ours = "; their scales are in the .encodings.json quantize wrote" if gm.METADATA_CONVERTED in gm.metadata(model) else ""

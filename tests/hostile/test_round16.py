@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from hostile_env import Workspace, make_workspace
+from hostile_env import Workspace, assert_refused, make_workspace
 from onnx import TensorProto
 from onnx import helper as oh
 from onnx import numpy_helper as onh
@@ -105,3 +105,30 @@ def test_a_symmetric_weight_override_with_offset_0_says_it_loses_the_negative_ha
             "reach -3.89942: every negative value quantizes to 0 (a signed symmetric grid's AIMET offset is -128, where "
             "ONNX's zero point is 0)")  # fmt: skip
     assert (said in result.stderr) == (offset == 0), result.stderr
+
+
+# --- export of a model that is not QDQ ----------------------------------------------------------------------------
+
+
+def test_export_of_a_qoperator_model_says_what_it_is(ws: Workspace) -> None:
+    """onnxruntime's quantize_static in QOperator form (QLinearConv, QGemm...) given to export: 'has no
+    QuantizeLinear/DequantizeLinear encodings to export' of a model with a QuantizeLinear and a DequantizeLinear,
+    saying neither what it is nor what export takes (a float model was told the same)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter([{"x": np.random.default_rng(k).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+                               for k in range(2)])  # fmt: skip
+
+        def get_next(self) -> dict | None:
+            return next(self.feeds, None)
+
+    qop = ws.root / "qop.onnx"
+    quantize_static(str(ws.model), str(qop), Reader(), quant_format=QuantFormat.QOperator)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("export", "-i", qop, "-o", ws.root / "ex"), 2, "has no QuantizeLinear",
+                   "(it is in onnxruntime's integer form (QGemm, QLinearConv): export reads QDQ models; quantize its float "
+                   "original with qtool quantize (or quantize_static with QuantFormat.QDQ))")  # fmt: skip
+    assert_refused(ws, before, ws.run("export", "-i", ws.model, "-o", ws.root / "ex"), 2,
+                   "(export reads the QDQ model qtool quantize writes: quantize this model first)")  # fmt: skip

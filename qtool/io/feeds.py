@@ -12,7 +12,7 @@ import numpy as np
 
 from qtool.errors import DataError, did_you_mean
 from qtool.io.files import quoted
-from qtool.io.input_list import InputList, Sample
+from qtool.io.input_list import InputList, Sample, spaced_file, spaced_hint
 from qtool.io.raw import InputSpec, check_file, load_tensor
 
 CHECKED_FILES = 1 << 16  # distinct files check_bindings remembers having checked (a list repeats a few files)
@@ -30,11 +30,13 @@ def _check(sample: Sample, specs: list[InputSpec], pinned: Collection[str] = ())
         if len(sample.paths) != len(specs):
             names = ", ".join(by_name)
             extra = pinned and len(sample.paths) == len(specs) + len(pinned)  # a list written for the model as given
+            spaced = None if extra else spaced_file(sample)
             raise DataError(
                 f"{len(sample.paths)} file(s) for {len(specs)} model input(s) ({names})",
                 where=sample.where,
-                hint=f"--input_value pins {', '.join(pinned)}: drop its file from each line"
-                if extra else "give one file per input, or name them with <input>:=<path>",
+                hint=f"--input_value pins {', '.join(pinned)}: drop its file from each line" if extra else
+                spaced_hint(spaced) if spaced else
+                "give one file per input, or name them with <input>:=<path>",
             )  # fmt: skip
         return
     for name in sample.names:

@@ -189,7 +189,8 @@ def _parse_sample(text: str, source: str, line: int, resolve: _Resolver) -> Samp
             raise DataError(f"input {quoted(name)} given twice on one line", where=where)
         named[name] = resolve(path)
     if named and positional:
-        raise DataError("mixes <name>:=<path> entries with bare paths; use one style per line", where=where)
+        raise DataError("mixes <name>:=<path> entries with bare paths; use one style per line", where=where,
+                        hint=_spaced_entry(tokens, resolve))  # fmt: skip
     if named:
         return Sample(source, line, tuple(named.values()), tuple(named))
     return Sample(source, line, tuple(positional))
@@ -246,6 +247,37 @@ def _check_spaced(text: str, at: int, resolve: _Resolver, where: str) -> None:
         char = f"U+{ord(text[at]):04X}" + (f" ({name.lower()})" if name else "")
         raise DataError(f"column {at + 1}: {quoted(entry)} holds {char} and names no file; entries are "
                         "separated by ASCII spaces or tabs", where=where)  # fmt: skip
+
+
+def _spaced_entry(tokens: list[str], resolve: _Resolver) -> str | None:
+    """'x:=my file.raw' cut at its space: a named entry's path and the bare words after it naming one file."""
+    for k, token in enumerate(tokens[:8]):
+        words = [token.partition(":=")[2]] if ":=" in token else []
+        for word in tokens[k + 1 : 8] if words else ():
+            if ":=" in word:
+                break
+            words.append(word)
+            if os.path.isfile(joined := resolve(" ".join(words))):
+                return spaced_hint(joined)
+    return None
+
+
+def spaced_hint(path: str) -> str:
+    return (f"{quoted(path)} is one file whose name holds a space, and the list separates entries at spaces, as "
+            "qairt's does: rename it, or link it under a name without one")  # fmt: skip
+
+
+def spaced_file(sample: Sample) -> str | None:
+    """A file whose name holds a space, which the line's entries cut at it: run ones joined again name it (a
+    positional line; the entries after the first keep the list's folder their resolving prefixed)."""
+    folder = str(Path(sample.source).parent) + os.sep
+    paths = sample.paths[:8]  # a mismatch's message: a few entries are enough to look at
+    for start in range(len(paths)):
+        for end in range(start + 2, len(paths) + 1):
+            joined = " ".join([paths[start], *(p.removeprefix(folder) for p in paths[start + 1 : end])])
+            if os.path.isfile(joined):
+                return joined
+    return None
 
 
 def _check_directive_place(kind: str, after_samples: bool, after_tensors: bool, where: str) -> None:

@@ -132,3 +132,20 @@ def test_export_of_a_qoperator_model_says_what_it_is(ws: Workspace) -> None:
                    "original with qtool quantize (or quantize_static with QuantFormat.QDQ))")  # fmt: skip
     assert_refused(ws, before, ws.run("export", "-i", ws.model, "-o", ws.root / "ex"), 2,
                    "(export reads the QDQ model qtool quantize writes: quantize this model first)")  # fmt: skip
+
+
+# --- input_list entries cut at a space in a file's name ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_a_list_naming_a_file_with_a_space_says_so(ws: Workspace, named: bool) -> None:
+    """'my data/x0.raw' in a list: the list separates entries at spaces, and the line was refused as '2 file(s) for
+    1 model input(s) (x) (give one file per input, ...)', or 'mixes <name>:=<path> entries with bare paths', of a
+    line that names one file."""
+    (ws.root / "raw").rename(ws.root / "my data")
+    ws.listing.write_text("".join(f"{'x:=' if named else ''}my data/{k:03d}_x.raw\n" for k in range(4)))
+    before = ws.snapshot()
+    said = "mixes <name>:=<path> entries with bare paths" if named else "2 file(s) for 1 model input(s) (x)"
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 4, f"{ws.listing}:1: {said}",
+                   f"'{ws.root}/my data/000_x.raw' is one file whose name holds a space, and the list separates entries "
+                   "at spaces, as qairt's does: rename it, or link it under a name without one")  # fmt: skip

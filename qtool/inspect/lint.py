@@ -299,15 +299,17 @@ def softmax_mask(ctx: LintContext) -> Iterable[Finding]:
             if value is None or value.dtype.kind != "f" or not value.size or float(value.min()) > MASK_LIMIT:
                 continue
             step = abs(float(value.min())) / 255
-            yield Finding(
-                "softmax-mask",
-                "error",
-                _where(node),
-                f"fed by {_where(producer)} with the mask constant {name!r} (min {float(value.min()):.3g}): its "
-                f"8-bit step would be about {step:.3g}, so every unmasked logit rounds to one value",
-                f"keep {producer.output[0]!r} and the Softmax in 16-bit or float (--act_16bit_tensors, a float "
-                "override), and use a moderate mask such as -100",
-            )
+            mask = f"fed by {_where(producer)} with the mask constant {name!r} (min {float(value.min()):.3g})"
+            fix = (f"keep {producer.output[0]!r} and the Softmax in 16-bit or float (--act_16bit_tensors, a float "
+                   "override), and use a moderate mask such as -100")  # fmt: skip
+            if ctx.encodings is None:  # a float model: quantize leaves masked values out of the range (SoftmaxInput)
+                yield Finding("softmax-mask", "info", _where(node),
+                              f"{mask}: qtool's calibration leaves masked positions out of its range and keeps it "
+                              f"float where they occur; one min-max 8-bit grid (a step of about {step:.3g}) rounds "
+                              "every unmasked logit to one value", f"none with qtool quantize; elsewhere {fix}")  # fmt: skip
+                break
+            yield Finding("softmax-mask", "error", _where(node),
+                          f"{mask}: its 8-bit step is about {step:.3g}, so every unmasked logit rounds to one value", fix)  # fmt: skip
             break
 
 

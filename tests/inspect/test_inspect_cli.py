@@ -7,7 +7,7 @@ import re
 
 import pytest
 from conftest import SAMPLES, dynamic_dim_model, run_cli, write_samples
-from inspect_models import clean, masked_softmax, outlier_channel, save
+from inspect_models import clean, outlier_channel, save
 
 from qtool import api
 from qtool.config import QuantizeOptions
@@ -17,7 +17,7 @@ from qtool.config import QuantizeOptions
 def models(tmp_path) -> dict:
     return {
         "clean": save(clean(), tmp_path / "clean.onnx"),
-        "error": save(masked_softmax(), tmp_path / "masked.onnx"),  # softmax-mask: error
+        "error": save(outlier_channel(500.0), tmp_path / "uneven.onnx"),  # uneven-channels: error
         "warning": save(dynamic_dim_model(), tmp_path / "dynamic.onnx"),  # dynamic non-batch dim: warning
     }
 
@@ -48,7 +48,7 @@ def test_fail_on_underscore_alias_and_json(models):
     result = run_cli(["inspect", models["error"], "--fail_on", "error", "--json"])
     assert result.exit_code == 5
     report = json.loads(result.stdout)
-    assert [f["lint"] for f in report["findings"]] == ["softmax-mask"]
+    assert [f["lint"] for f in report["findings"]] == ["uneven-channels"]
     assert set(report["findings"][0]) == {"lint", "severity", "where", "why", "fix"}
 
 

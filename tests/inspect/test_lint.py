@@ -75,8 +75,28 @@ def test_relu6_is_no_finding_since_cle_keeps_it_exact():
 
 @pytest.mark.parametrize("op", ["Add", "Where"])
 def test_softmax_fed_by_minus_inf_mask(op):
+    """A float model's mask is no error: quantize leaves masked positions out of the Softmax input's range and keeps
+    it float where they occur. arabic-name-romanizer 0.2.0's decoder (Where of -1e9) read '1 error ... keep it in
+    16-bit or float', which quantize does unasked (47.5 dB held out; quantize_static's 8-bit grid: 12.4)."""
     (found,) = only(findings(masked_softmax(op)), "softmax-mask")
-    assert found.severity == "error" and "16-bit" in found.fix
+    assert found.severity == "info" and found.fix.startswith("none with qtool quantize") and "16-bit" in found.fix
+
+
+def test_a_quantized_model_with_its_mask_on_an_8bit_grid_is_an_error(tmp_path):
+    """quantize_static's QDQ model puts the masked sum on one 8-bit grid: there the lint's error stands."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    source, out = tmp_path / "masked.onnx", tmp_path / "ort.onnx"
+    onnx.save(masked_softmax("Add"), str(source))
+    feeds = iter([{"x": np.random.default_rng(i).normal(size=(1, 8, 4)).astype(np.float32)} for i in range(4)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(feeds, None)
+
+    quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Add", "MatMul"])
+    (found,) = only(findings(onnx.load(str(out))), "softmax-mask")
+    assert found.severity == "error" and "every unmasked logit rounds to one value" in found.why
 
 
 def test_softmax_without_mask_is_quiet():
@@ -112,7 +132,7 @@ def test_dynamic_shapes():
 def test_findings_are_ordered_worst_first():
     found = findings(masked_softmax(), "vitis-dpu")
     ranks = [SEVERITIES.index(f.severity) for f in found]
-    assert ranks == sorted(ranks, reverse=True) and found[0].severity == "error"
+    assert ranks == sorted(ranks, reverse=True) and [f.severity for f in found] == ["warning", "info"]
 
 
 def test_quantized_model_is_linted_on_its_float_view(tmp_path):

@@ -692,7 +692,8 @@ OUT := build/demo
 # 23623 -> 23626: weight-only calibrates activations an override names by precision alone (api/quantize._calibrate; round 16; 3 lines)
 # 23626 -> 23631: a .raw file of one item of a fixed batch names the batch (io/raw._size_hint; round 16; 5 lines)
 # 23631 -> 23633: inspect's softmax-mask on a float model is info, quantize keeping masked scores float (inspect/lint; round 13 models; 2 lines)
-LINE_BUDGET := 23633
+# 23633 -> 23656: a --config path written against the YAML's folder says where config paths resolve (cli/options; round 16; 23 lines)
+LINE_BUDGET := 23656
 
 .PHONY: demo test lint venv bench clean golden
 

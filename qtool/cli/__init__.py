@@ -18,6 +18,7 @@ from qtool.cli.options import (
     PathType,
     QtoolGroup,
     Threads,
+    check_config_paths,
     common,
     config_options,
     emit,
@@ -105,6 +106,7 @@ def quantize(as_json: bool, **kw: Any) -> None:
     """Calibrate on --input_list and write a QDQ model plus <output>.encodings.json."""
     ctx = click.get_current_context()  # the values a --target preset or --config gave, which the command line's override
     from_files = frozenset(k for k in kw if ctx.get_parameter_source(k) is click.core.ParameterSource.DEFAULT_MAP)
+    check_config_paths(ctx, from_files)
     emit(api.quantize(QuantizeOptions.from_params(kw, from_files), progress=terminal_progress_if_tty()), as_json)
 
 

@@ -291,6 +291,8 @@ def _check_config_value(param: click.Parameter, key: str, value: Any, values: Co
         shape = "a list of values" if param.multiple else "one value"
         raise UsageError(f"{key} must be {shape}, not {type(value).__name__} {str(value)[:60]}", where=where)
     kinds = getattr(param.type, "types", [param.type] * param.nargs)  # a tuple type, or one type for each
+    if isinstance(param.type, click.Path) and key not in ("output_path", "save_stats", "html"):
+        _beside_config(key, value if isinstance(value, list) else [value], values)
 
     def entry(v: Any, text: Any) -> Any:
         if param.nargs == 1:
@@ -302,6 +304,25 @@ def _check_config_value(param: click.Parameter, key: str, value: Any, values: Co
         return entry(value, values.plain(key))
     texts = values.plain(key) if isinstance(values.plain(key), list) and len(values.plain(key)) == len(value) else None
     return [entry(v, t) for v, t in zip(value, texts or [None] * len(value), strict=True)]
+
+
+def _beside_config(key: str, paths: list[Any], values: ConfigValues) -> None:
+    """A config's paths resolve against the current folder, as on the command line (README): one naming nothing
+    here but a file beside the YAML was '../list.txt: input_list not found', naming neither the config nor why.
+    Kept for `check_config_paths`: the command line may replace it."""
+    for path in (p for p in paths if isinstance(p, str) and p and not os.path.isabs(p) and not os.path.lexists(p)):
+        if os.path.lexists(there := values.path.parent / path):
+            click.get_current_context().meta.setdefault("qtool.beside_config", {})[key] = UsageError(
+                f"{key} {path}: not found in the current folder, against which a config's paths resolve, as on the "
+                "command line (not the YAML's folder)", where=values.where(key),
+                hint=f"give {there}, the file beside the YAML")  # fmt: skip
+
+
+def check_config_paths(ctx: click.Context, from_files: frozenset[str]) -> None:
+    """Refuse a path `_beside_config` kept, where the command line did not replace it."""
+    for key, error in ctx.meta.get("qtool.beside_config", {}).items():
+        if key in from_files:
+            raise error
 
 
 def _config_scalar(kind: click.ParamType, key: str, v: Any, text: Any, where: str) -> Any:

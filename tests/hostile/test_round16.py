@@ -181,3 +181,26 @@ def test_a_raw_file_of_one_batch_item_names_the_batch(ws: Workspace) -> None:
     assert_refused(ws, before, result, 4, "has 768 bytes, input 'x' needs 1536 (float32[2, 3, 8, 8]) (its size is one "
                    "item of the batch of 2 the input takes: a .raw file holds the whole batch, its items one after "
                    "another (as qairt's do), or give convert or quantize --input_dim x 1,3,8,8)")  # fmt: skip
+
+
+# --- a config's paths written against its own folder ------------------------------------------------------------------
+
+
+def test_a_config_path_written_against_the_yamls_folder_says_where_paths_resolve(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'input_list: ../input_list.txt' in configs/q.yaml, run from elsewhere: '../input_list.txt: input_list not
+    found', naming neither the config nor that its paths resolve against the current folder (README); a command
+    line -l replaces it, and runs."""
+    (ws.root / "configs").mkdir()
+    (ws.root / "elsewhere" / "deeper").mkdir(parents=True)
+    config = ws.root / "configs" / "q.yaml"
+    config.write_text("act_bitwidth: 8\ninput_list: ../input_list.txt\n")
+    monkeypatch.chdir(ws.root / "elsewhere" / "deeper")
+    before = ws.snapshot()
+    result = ws.run("quantize", "-i", ws.model, "-o", ws.out, "-c", config)
+    assert_refused(ws, before, result, 2, f"{config}:2: input_list ../input_list.txt: not found in the current folder, "
+                   "against which a config's paths resolve, as on the command line (not the YAML's folder) (give "
+                   f"{ws.root}/configs/../input_list.txt, the file beside the YAML)")  # fmt: skip
+    result = ws.run("quantize", "-i", ws.model, "-o", ws.out, "-c", config, "-l", ws.listing)
+    assert result.exit_code == 0, result.stderr

@@ -75,7 +75,7 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
         unbounded: dict[str, str] | None = None if ctx.encodings is None else {}  # a float model: calibrate's words
         ctx.stats = lint_data.collect_stats(
             ctx.model, iter_samples(input_list, specs, o.use_native_input_files), o.num_threads, len(input_list.samples),
-            unbounded,
+            unbounded, model_where=str(o.model),
         )
         if unbounded:
             _warn_non_finite(o, ctx, unbounded, input_list, specs)

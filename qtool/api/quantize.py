@@ -368,7 +368,7 @@ def _algorithm_context(
             found, _ = calibrate(
                 candidate, activation_tensors(GraphFacts.of(candidate)), subset(fit_at)(),
                 observer="sqnr" if shared else method, percentile=o.percentile_calibration_value, threads=o.num_threads,
-                keep=keep,
+                keep=keep, model_where=str(o.input_network) if fit_at[:1] == [0] else None,  # the list's first sample
             )  # fmt: skip
             if not shared:
                 return found

@@ -56,14 +56,14 @@ def float_tensors(facts: GraphFacts) -> list[str]:
 
 def collect_stats(
     model: onnx.ModelProto, samples: Iterable[Sample], threads: int = 0, count: int | None = None,
-    unbounded: dict[str, str] | None = None,
+    unbounded: dict[str, str] | None = None, model_where: str | None = None,
 ) -> dict[str, Observer]:
-    """`count`: how many samples there are (a range's growth is noted by quarters of them); `unbounded`: see
-    calibrate (a quantized model's float view, whose infinities may be the rounding's)."""
+    """`count`: how many samples there are (a range's growth is noted by quarters of them); `unbounded`, `model_where`:
+    see calibrate (a quantized model's float view, whose infinities may be the rounding's; the model's path)."""
     tensors = float_tensors(GraphFacts.of(model))
     observers, _ = calibrate(
         model, tensors, samples, observer="percentile", percentile=PERCENTILE, threads=threads, any_nan=True,
-        expected_samples=count, unbounded=unbounded,
+        expected_samples=count, unbounded=unbounded, model_where=model_where,
     )  # fmt: skip
     return observers
 

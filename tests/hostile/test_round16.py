@@ -20,13 +20,14 @@ def ws(tmp_path: Path) -> Workspace:
     return make_workspace(tmp_path)
 
 
-def _gru_model(ws: Workspace) -> None:
-    """x [5, 1, 4] -> GRU (W, R) -> Reshape -> MatMul: x, which only the GRU reads, and W, R stay float."""
+def _gru_model(ws: Workspace, gates: int = 3) -> None:
+    """x [5, 1, 4] -> GRU (W, R) -> Reshape -> MatMul: x, which only the GRU reads, and W, R stay float. `gates` 4
+    (an LSTM's) gives weights the checker passes and onnxruntime refuses."""
     rng = np.random.default_rng(0)
     x = oh.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, 4])
     y = oh.make_tensor_value_info("y", TensorProto.FLOAT, [5, 3])
     inits = [onh.from_array(rng.standard_normal(shape).astype(np.float32), name)
-             for name, shape in (("W", (1, 9, 4)), ("R", (1, 9, 3)), ("M", (3, 3)))]  # fmt: skip
+             for name, shape in (("W", (1, 3 * gates, 4)), ("R", (1, 3 * gates, 3)), ("M", (3, 3)))]  # fmt: skip
     inits.append(onh.from_array(np.array([5, 3], np.int64), "shape"))
     nodes = [oh.make_node("GRU", ["x", "W", "R"], ["h"], hidden_size=3), oh.make_node("Reshape", ["h", "shape"], ["r"]),
              oh.make_node("MatMul", ["r", "M"], ["y"])]  # fmt: skip
@@ -204,3 +205,19 @@ def test_a_config_path_written_against_the_yamls_folder_says_where_paths_resolve
                    f"{ws.root}/configs/../input_list.txt, the file beside the YAML)")  # fmt: skip
     result = ws.run("quantize", "-i", ws.model, "-o", ws.out, "-c", config, "-l", ws.listing)
     assert result.exit_code == 0, result.stderr
+
+
+# --- a model onnxruntime cannot run, under the default calibration and inspect -----------------------------------------
+
+
+@pytest.mark.parametrize("command", ["quantize", "inspect"])
+def test_a_model_onnxruntime_cannot_run_is_blamed_not_the_first_line(ws: Workspace, command: str) -> None:
+    """A GRU whose W has an LSTM's 12 rows (the checker passes it): under the default auto calibration, and in
+    'inspect -l', the run failed as 'input_list.txt:1: inference failed: ... Input W must have shape {1,9,4}', the
+    list's first line blamed where min-max calibration says 'model.onnx: onnxruntime cannot run it (on the first
+    sample, ...)'."""
+    _gru_model(ws, gates=4)
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out) if command == "quantize" else ws.run("inspect", ws.model, "-l", ws.listing)
+    assert_refused(ws, before, result, 3, f"{ws.model}: onnxruntime cannot run it (on the first sample, {ws.listing}:1)",
+                   "Input W must have shape {1,9,4}")  # fmt: skip

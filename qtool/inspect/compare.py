@@ -216,7 +216,7 @@ def compare_outputs(
     parts_of = _by_output(output_parts(reference) if parts is None else parts, names)
     drift = {}
     producers = {o: n for n in reference.graph.node for o in n.output}
-    picked = runtime.downstream(reference.graph.node, index_picks(reference))
+    picked = runtime.downstream(reference.graph.node, index_picks(reference) + best_probabilities(reference))
     for name in names:
         drift[name] = Drift(may_be_scores=name not in picked and _may_be_scores(producers, name))
         # a part is a detection head's boxes, scores or coefficients: its last axis runs over anchors, not classes
@@ -263,6 +263,26 @@ def index_picks(model: onnx.ModelProto, ops: Iterable[str] = tuple(INDEX_OUTPUT)
     wanted = set(ops)
     return [n.output[k] for n in model.graph.node if n.domain in ("", "ai.onnx") and n.op_type in wanted
             and len(n.output) > (k := INDEX_OUTPUT[n.op_type]) and n.output[k]]  # fmt: skip
+
+
+def best_probabilities(model: onnx.ModelProto) -> list[str]:
+    """ReduceMax over the axis a Softmax normalises: each row's best probability, one value per row (trueocr
+    0.1.1's recogniser writes its per-step confidence so, [1, T]: 'top1_agreement 0.0938', an argmax over steps)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    constants = {i.name: i for i in model.graph.initializer} | {
+        n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"}  # fmt: skip
+    found = []
+    for node in model.graph.node:
+        softmax = producers.get(node.input[0]) if node.op_type == "ReduceMax" and node.input else None
+        if softmax is None or softmax.op_type not in ("Softmax", "LogSoftmax"):
+            continue
+        axis = next((a.i for a in softmax.attribute if a.name == "axis"), -1)
+        axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+        if axes is None and len(node.input) > 1 and node.input[1] in constants:  # opset 18: axes as an input
+            axes = onnx.numpy_helper.to_array(constants[node.input[1]]).reshape(-1).tolist()
+        if axes == [axis]:
+            found.append(node.output[0])
+    return found
 
 
 def _may_be_scores(producers: dict[str, onnx.NodeProto], name: str) -> bool:

@@ -40,16 +40,23 @@ REWRITTEN = ("if convert rewrote it away (a fused Softmax, a Split read at its s
 
 
 def check_override_names(
-    overrides: encio.Encodings, model: onnx.ModelProto, where: str, pinned: Collection[str] = ()
+    overrides: encio.Encodings, model: onnx.ModelProto, where: str, pinned: Collection[str] = (),
+    source: onnx.ModelProto | None = None,
 ) -> encio.Encodings:
     """Every name must be a tensor of the graph, and every per-channel axis the file states one the plan
     honours; entries are re-sorted into activations and params by what the graph says (AIMET 2.0.0 files
-    have one list; hand-written files misplace weights). `pinned`: the inputs --input_value folds away."""
+    have one list; hand-written files misplace weights). `pinned`: the inputs --input_value folds away; `source`:
+    the model as given, whose Conv outputs a BatchNormalization folded into them takes away."""
     known = gm.tensor_names(model)
     for name in sorted(overrides.all()):
         if name in pinned and name not in known:
             raise DataError(f"names input {quoted(name)}, which --input_value pins: a pinned input is folded into "
                             "the model as a constant and has no grid of its own", where=where)  # fmt: skip
+        if name not in known and (folded := _folded_into(source, name, known)):
+            raise DataError(f"names tensor {quoted(name)}, which convert folds away: the BatchNormalization reading "
+                            f"it folds into the layer writing it, which writes {quoted(folded)} now", where=where,
+                            hint=f"rename the entry {quoted(folded)} if its range was measured after the fold, as "
+                            "AIMET's are; a range from before the fold has no tensor left")  # fmt: skip
         if name not in known:
             raise DataError(
                 f"names tensor {quoted(name)}, which the graph does not have", where=where,
@@ -66,6 +73,14 @@ def check_override_names(
     if any(len(e.scale) > 1 or e.blocks is not None for e in weights.values()):
         check_weight_channels(GraphFacts.of(model), weights, where)
     return encio.Encodings({n: e for n, e in every.items() if n not in params}, weights)
+
+
+def _folded_into(source: onnx.ModelProto | None, name: str, known: set[str]) -> str | None:
+    """The output of the BatchNormalization that reads `name` alone in `source`, where the converted graph has it."""
+    readers = [n for n in source.graph.node if name in n.input] if source is not None else []
+    if len(readers) == 1 and readers[0].op_type == "BatchNormalization" and readers[0].output[0] in known:
+        return readers[0].output[0]
+    return None
 
 
 def _not_float(model: onnx.ModelProto, names) -> dict[str, str]:

@@ -90,7 +90,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
         overrides = encio.Encodings({k: v for k, v in overrides.activations.items() if k not in before_bias},
                                     overrides.params)  # fmt: skip
     if given is not None:
-        given = check_override_names(given, model, str(o.quantization_overrides), o.input_values)
+        given = check_override_names(given, model, str(o.quantization_overrides), o.input_values, float_source)
         check_as_quantize_will(model, given)
         overrides = encio.Encodings(
             {**overrides.activations, **given.activations}, {**overrides.params, **given.params}

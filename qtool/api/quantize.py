@@ -78,11 +78,13 @@ def _given_overrides(o: QuantizeOptions) -> encio.Encodings | None:
     return encio.read_encodings(o.quantization_overrides)
 
 
-def _overrides(o: QuantizeOptions, model: onnx.ModelProto, given: encio.Encodings | None) -> encio.Encodings:
+def _overrides(
+    o: QuantizeOptions, model: onnx.ModelProto, given: encio.Encodings | None, source: onnx.ModelProto
+) -> encio.Encodings:
     if o.ignore_quantization_overrides:
         overrides = encio.Encodings()
     elif given is not None:
-        overrides = check_override_names(given, model, str(o.quantization_overrides), o.input_values)
+        overrides = check_override_names(given, model, str(o.quantization_overrides), o.input_values, source)
     else:
         overrides = encio.parse_encodings_json(gm.metadata(model).get(gm.METADATA_OVERRIDES))
     facts = GraphFacts.of(model)
@@ -497,7 +499,7 @@ def _quantize(
             where=str(o.input_network),
             hint="quantize the float32 converted model and pass --float_bitwidth 16",
         )
-    overrides = _overrides(o, reference, given)
+    overrides = _overrides(o, reference, given, source)
     if o.encodings_format == "legacy" and any(e.blocks for e in overrides.all().values()):
         raise UsageError("the overrides have per-block encodings, which the legacy (0.6.1) format cannot write",
                          hint="add --encodings_format 1.0.0 or 2.0.0")  # fmt: skip

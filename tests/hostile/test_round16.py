@@ -221,3 +221,25 @@ def test_a_model_onnxruntime_cannot_run_is_blamed_not_the_first_line(ws: Workspa
     result = ws.quantize("-o", ws.out) if command == "quantize" else ws.run("inspect", ws.model, "-l", ws.listing)
     assert_refused(ws, before, result, 3, f"{ws.model}: onnxruntime cannot run it (on the first sample, {ws.listing}:1)",
                    "Input W must have shape {1,9,4}")  # fmt: skip
+
+
+# --- an override on a Conv output a BatchNorm fold takes away ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["convert", "quantize"])
+def test_an_override_on_a_conv_output_before_its_folded_batchnorm_says_so(ws: Workspace, command: str) -> None:
+    """An override naming the Conv's output 'c' that a BatchNormalization reads (AIMET folds BatchNorms before it
+    quantizes, and names the folded Conv's output): 'names tensor 'c', which the graph does not have (did you mean
+    ...)', of a tensor the model given has; convert's fold took it away, and the folded Conv writes 'b'."""
+    overrides = ws.root / "o.json"
+    grid = [{"bitwidth": 8, "dtype": "int", "min": -4.0, "max": 4.0}]
+    overrides.write_text(json.dumps({"version": "0.6.1", "activation_encodings": {"c": grid}, "param_encodings": {}}))
+    before = ws.snapshot()
+    if command == "convert":
+        result = ws.run("convert", "-i", ws.model, "-o", ws.root / "out" / "c.onnx", "-q", overrides)
+    else:
+        result = ws.quantize("-o", ws.out, "-q", overrides)
+    assert_refused(ws, before, result, 4, f"{overrides}: names tensor 'c', which convert folds away: the "
+                   "BatchNormalization reading it folds into the layer writing it, which writes 'b' now (rename the "
+                   "entry 'b' if its range was measured after the fold, as AIMET's are; a range from before the fold "
+                   "has no tensor left)")  # fmt: skip

@@ -293,4 +293,13 @@ def _check_directive_place(kind: str, after_samples: bool, after_tensors: bool, 
 
 def read_input_list(path: str | os.PathLike[str], what: str = "input_list") -> InputList:
     """`what`: the file's role in errors about the file itself (--eval_list's is no input_list to the user)."""
-    return parse_input_list(read_text(path, what), Path(path))
+    try:
+        text = read_text(path, what)
+    except DataError as e:  # a folder of samples, or one sample, given where the list of them goes
+        folder, sample = os.path.isdir(path), "UTF-8" in e.message and str(path).endswith((".raw", ".npy", ".bin"))
+        if e.hint is None and (folder or sample):
+            e.hint = (f"{what} is a text file naming one sample's files a line: for the .raw files in that folder, "
+                      f"ls {path}/*.raw > list.txt" if folder else f"{what} is a text file naming one sample's files "
+                      "a line: write this file's path into one")  # fmt: skip
+        raise
+    return parse_input_list(text, Path(path))

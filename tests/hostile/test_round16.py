@@ -243,3 +243,19 @@ def test_an_override_on_a_conv_output_before_its_folded_batchnorm_says_so(ws: Wo
                    "BatchNormalization reading it folds into the layer writing it, which writes 'b' now (rename the "
                    "entry 'b' if its range was measured after the fold, as AIMET's are; a range from before the fold "
                    "has no tensor left)")  # fmt: skip
+
+
+# --- a folder of samples, or one sample, given as the list --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given", ["folder", "sample"])
+def test_a_folder_or_a_sample_given_as_the_input_list_says_what_the_list_is(ws: Workspace, given: str) -> None:
+    """'-l raw/' (the folder of samples) or '-l raw/000_x.raw': 'input_list is a folder, expected a file' and
+    'input_list is not UTF-8 text (byte 2)', saying nothing of what --input_list takes."""
+    path = ws.root / "raw" if given == "folder" else ws.root / "raw" / "000_x.raw"
+    before = ws.snapshot()
+    result = ws.run("quantize", "-i", ws.model, "-l", path, "-o", ws.out)
+    said = (f"(input_list is a text file naming one sample's files a line: for the .raw files in that folder, ls "
+            f"{path}/*.raw > list.txt)" if given == "folder" else "(input_list is a text file naming one sample's "
+            "files a line: write this file's path into one)")  # fmt: skip
+    assert_refused(ws, before, result, 4, f"{path}: input_list is ", said)

@@ -696,7 +696,8 @@ OUT := build/demo
 # 23656 -> 23676: a row's best probability (ReduceMax over a Softmax's axis) gets no top-1 agreement (inspect/compare; round 13 models; 20 lines)
 # 23676 -> 23693: an override on a Conv output a folded BatchNorm takes away names the tensor that replaces it (api/common.check_override_names; round 16; 17 lines)
 # 23693 -> 23702: a folder of samples or one sample given as --input_list says what the list is (io/input_list.read_input_list; round 16; 9 lines)
-LINE_BUDGET := 23702
+# 23702 -> 23716: a repeatable flag given two values says to repeat it (cli/options.extra_argument; round 16; 14 lines)
+LINE_BUDGET := 23716
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -101,6 +101,18 @@ def no_such_option(e: click.NoSuchOption) -> str:
     return f"{e.message} ({hint[0].upper()}{hint[1:]})" if hint else e.message
 
 
+def extra_argument(e: click.UsageError, args: list[str]) -> str | None:
+    """'--apply_algorithms cle bc' or '--op_types_to_quantize Conv Gemm' (argparse's nargs='+' habit: qnn's
+    --algorithms, onnxruntime's op lists) was 'Got unexpected extra argument (bc)': a repeatable flag takes one value."""
+    ctx, extra = e.ctx, e.message.partition("(")[2].split(" ")[0].rstrip(")")
+    repeatable = {o for p in ctx.command.params if getattr(p, "multiple", False) for o in p.opts} if ctx else set()
+    for k in range(1, len(args) - 1):
+        if args[k + 1] == extra and args[k - 1] in repeatable and e.message.startswith("Got unexpected extra"):
+            flag = args[k - 1]
+            return f"{flag} takes one value a time; repeat it for each: {flag} {args[k]} {flag} {extra}"
+    return None
+
+
 def _tell(line: str) -> None:
     """An error line on stderr; where stderr cannot take it (2>/dev/full) it is lost, not the error's exit code."""
     with contextlib.suppress(OSError):
@@ -124,6 +136,8 @@ class QtoolGroup(click.Group):
             ctx = getattr(e, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if isinstance(e, click.UsageError) and ctx else ""
             message = no_such_option(e) if isinstance(e, click.NoSuchOption) else e.format_message()
+            if isinstance(e, click.UsageError) and (repeat := extra_argument(e, list(sys.argv[1:] if args is None else args))):
+                message = f"{message}: {repeat}"
             _tell(f"qtool: error: {message}{hint}")
             sys.exit(e.exit_code)
         except click.Abort as e:  # an interrupt while the arguments are parsed

@@ -259,3 +259,18 @@ def test_a_folder_or_a_sample_given_as_the_input_list_says_what_the_list_is(ws: 
             f"{path}/*.raw > list.txt)" if given == "folder" else "(input_list is a text file naming one sample's "
             "files a line: write this file's path into one)")  # fmt: skip
     assert_refused(ws, before, result, 4, f"{path}: input_list is ", said)
+
+
+# --- a repeatable flag given several values at once ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag, values", [("--apply_algorithms", ("cle", "bc")), ("--algorithms", ("cle", "bc")),
+                                          ("--op_types_to_quantize", ("Conv", "Gemm"))])  # fmt: skip
+def test_a_repeatable_flag_given_two_values_says_to_repeat_it(ws: Workspace, flag: str, values: tuple[str, str]) -> None:
+    """'--apply_algorithms cle bc' (argparse's nargs='+' habit: qnn-onnx-converter's --algorithms, onnxruntime's op
+    lists): 'Got unexpected extra argument (bc)', naming neither the flag nor that it repeats."""
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out, flag, *values)
+    assert_refused(ws, before, result, 2, f"Got unexpected extra argument ({values[1]}): {flag} takes one value a time; "
+                   f"repeat it for each: {flag} {values[0]} {flag} {values[1]}")  # fmt: skip
+    assert "takes one value" not in assert_refused(ws, before, ws.quantize("-o", ws.out, "x.raw"), 2, "(x.raw)")

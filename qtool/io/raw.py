@@ -94,6 +94,9 @@ def _raw_size(path: Path, spec: InputSpec, where: str, native: bool) -> tuple[np
     file_dtype = np.dtype(spec.dtype if native else np.float32).newbyteorder("<")
     need = math.prod(spec.shape) * file_dtype.itemsize  # Python ints: a declared dim past int64 cannot wrap around
     size = check_regular(path, str(path), where=where).st_size  # sized before read: a sparse 2 GiB file costs nothing
+    if path.suffix.lower() == ".npz":  # was read as raw bytes: 'its size is 64 float64 values' of a zip's
+        raise DataError(f"{path} is an .npz archive (a zip of arrays); qtool reads .raw and .npy files", where=where,
+                        hint="write each input's array with np.save: an .npy file for each entry of a line")  # fmt: skip
     if size != need:
         raise DataError(
             f"{path} has {size} bytes, input {spec.name!r} needs {need} ({file_dtype.name}{list(spec.shape)})",

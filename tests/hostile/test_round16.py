@@ -274,3 +274,17 @@ def test_a_repeatable_flag_given_two_values_says_to_repeat_it(ws: Workspace, fla
     assert_refused(ws, before, result, 2, f"Got unexpected extra argument ({values[1]}): {flag} takes one value a time; "
                    f"repeat it for each: {flag} {values[0]} {flag} {values[1]}")  # fmt: skip
     assert "takes one value" not in assert_refused(ws, before, ws.quantize("-o", ws.out, "x.raw"), 2, "(x.raw)")
+
+
+# --- an .npz archive in a list -----------------------------------------------------------------------------------------
+
+
+def test_an_npz_archive_in_a_list_is_named_as_one(ws: Workspace) -> None:
+    """np.savez's archive named in a list: read as raw bytes and refused as 'has 1000 bytes, input 'x' needs 768
+    (...) (its size is ... float64 values ...)', or, at the right size, read as float32 values."""
+    np.savez(ws.root / "x.npz", x=np.zeros((1, 3, 8, 8), np.float32))
+    ws.listing.write_text("x.npz\n" * 4)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 4, f"{ws.listing}:1: {ws.root}/x.npz is an .npz archive (a zip "
+                   "of arrays); qtool reads .raw and .npy files (write each input's array with np.save: an .npy file "
+                   "for each entry of a line)")  # fmt: skip

@@ -115,8 +115,19 @@ def check_output_names(input_list: InputList, model: onnx.ModelProto) -> None:
                 raise DataError(
                     f"output directive '{kind}' names {what} {quoted(name)}, which the model does not have",
                     where=f"{input_list.path}:{line}" if line else str(input_list.path),
-                    hint="; ".join(filter(None, (did_you_mean(name, known), f"'{kind}' lines ask for outputs: they are not comments"))),
-                )
+                    hint=_other_directive(kind, name, model) or "; ".join(filter(None, (
+                        did_you_mean(name, known), f"'{kind}' lines ask for outputs: they are not comments"))),
+                )  # fmt: skip
+
+
+def _other_directive(kind: str, name: str, model: onnx.ModelProto) -> str | None:
+    """A tensor on a '#' line (or a node on a '%' one): which line takes it, and the name this one takes."""
+    for node in model.graph.node:
+        if kind == "#" and name in node.output:
+            return f"{quoted(name)} is a tensor, which a '%' line names; '#' names the node writing it: {quoted(node.name)}"
+        if kind == "%" and name == node.name and node.output:
+            return f"{quoted(name)} is a node, which a '#' line names; '%' names its output: {quoted(node.output[0])}"
+    return None
 
 
 def restore_standard_ops(model: onnx.ModelProto, where: str) -> onnx.ModelProto:

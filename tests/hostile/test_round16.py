@@ -288,3 +288,21 @@ def test_an_npz_archive_in_a_list_is_named_as_one(ws: Workspace) -> None:
     assert_refused(ws, before, ws.quantize("-o", ws.out), 4, f"{ws.listing}:1: {ws.root}/x.npz is an .npz archive (a zip "
                    "of arrays); qtool reads .raw and .npy files (write each input's array with np.save: an .npy file "
                    "for each entry of a line)")  # fmt: skip
+
+
+# --- output directives naming the other kind ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["#", "%"])
+def test_a_directive_naming_the_other_kind_says_which_line_takes_it(ws: Workspace, kind: str) -> None:
+    """'#r' (a tensor on a layer line) or '%' and a node's name: 'names layer (node) 'r', which the model does not
+    have', of a tensor it has, with no word of the other line."""
+    convert = ws.run("convert", "-i", ws.model, "-o", ws.root / "c.onnx")
+    assert convert.exit_code == 0, convert.stderr
+    relu = next(n for n in onnx.load(ws.root / "c.onnx").graph.node if n.output[0] == "r")
+    ws.listing.write_text(f"{kind}{'r' if kind == '#' else relu.name}\n" + ws.listing.read_text())
+    before = ws.snapshot()
+    result = ws.run("quantize", "-i", ws.root / "c.onnx", "-l", ws.listing, "-o", ws.out)
+    said = (f"('r' is a tensor, which a '%' line names; '#' names the node writing it: '{relu.name}')" if kind == "#"
+            else f"('{relu.name}' is a node, which a '#' line names; '%' names its output: 'r')")  # fmt: skip
+    assert_refused(ws, before, result, 4, f"{ws.listing}:1: output directive '{kind}' names ", said)

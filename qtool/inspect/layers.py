@@ -498,7 +498,7 @@ def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.M
     # picked by a TopK's indices (isbnx's YOLO: its class ids ranked first, 'upstream: this Cast magnifies the error'):
     # a swap of two near scores is error there that no grid adds, so they come last and say so
     picked = runtime.downstream(reference.graph.node, index_picks(reference, ["TopK"]))
-    scored, reach = [], cle.equalizable(facts)
+    scored, reach = [], cle.equalizable(facts, quantized)
     for order, e in enumerate(errors):
         node = e.probe.node
         before = max((nsr[t] for t in _probed_inputs(node, facts, nsr)), default=0.0)

@@ -97,3 +97,28 @@ def test_statistics_shards_describe_the_graph_as_given(tmp_path: Path) -> None:
     assert "algorithms" not in json.loads(out)
     code, _, err = qtool("quantize", "-i", tmp_path / "m.onnx", "--load_stats", tmp_path / "s.json", "-o", tmp_path / "l.onnx")
     assert code == 0, err
+
+
+def test_inspect_names_no_cle_for_a_pair_the_default_equalized(tmp_path: Path) -> None:
+    """inspect --reference told trueocr 0.1.1's detector 'cle: --apply_algorithms cle (depthwise chain)' for
+    depthwise Convs whose HardSwish pair quantize's default had rewritten: cle then wrote the same bytes. Here
+    'd' read 'cle: ... (the channels of 'w1' differ ...)'; left as it is (--no_hardswish_equalization), cle stays."""
+    model = hardswish_depthwise()
+    keep = [n for n in model.graph.node if n.name in ("conv0", "hs", "dw")]  # the depthwise Conv ends it: no ReLU pair
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    del model.graph.output[:]
+    model.graph.output.append(onnx.helper.make_tensor_value_info("d", onnx.TensorProto.FLOAT, [1, 16, 16, 16]))
+    model.graph.initializer.remove(next(i for i in model.graph.initializer if i.name == "w2"))
+    onnx.save(model, tmp_path / "m.onnx")
+    listing = write_samples(tmp_path, (1, 3, 16, 16))
+    fixes = []
+    for extra in ([], ["--no_hardswish_equalization"]):
+        out = tmp_path / f"q{len(extra)}.onnx"
+        code, _, err = qtool("quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "-o", out,
+                             "--use_per_channel_quantization", *extra)  # fmt: skip
+        assert code == 0, err
+        code, report, err = qtool("inspect", out, "--reference", tmp_path / "m.onnx", "--input_list", listing, "--json")
+        assert code == 0, err
+        fixes.append({row["tensor"]: row["fix"] for row in json.loads(report)["layers (worst first by added error)"]})
+    assert "cle" not in fixes[0]["d"] and "--apply_algorithms cle" in fixes[1]["d"], fixes

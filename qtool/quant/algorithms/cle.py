@@ -79,10 +79,14 @@ def find_pairs(facts: GraphFacts) -> list[Pair]:
     return pairs
 
 
-def equalizable(facts: GraphFacts) -> set[str]:
+def equalizable(facts: GraphFacts, quantized: onnx.ModelProto | None = None) -> set[str]:
     """Outputs of the Convs cle rescales (both ends of each pair, through a HardSwish too): advice names cle only
-    there. It takes no MatMul or Gemm, and no Conv without a single-reader Conv beside it."""
-    pairs = [*find_pairs(facts), *cle_hardswish.find_pairs(facts, set())]
+    there. It takes no MatMul or Gemm, and no Conv without a single-reader Conv beside it. `quantized`: made from
+    `facts`' model, where quantize's default equalization rewrote a HardSwish pair, renaming its tensors, cle has
+    nothing left to do (trueocr's detector: 'cle: --apply_algorithms cle' wrote the same bytes)."""
+    written = {o for n in quantized.graph.node for o in n.output} if quantized is not None else None
+    hardswish = [p for p in cle_hardswish.find_pairs(facts, set()) if written is None or p.act.output[0] in written]
+    pairs = [*find_pairs(facts), *hardswish]
     return {n.output[0] for p in pairs for n in (p.first, p.second)}
 
 

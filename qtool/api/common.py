@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from qtool import runtime
-from qtool.errors import DataError, ModelError, did_you_mean
+from qtool.errors import DataError, ModelError, UsageError, did_you_mean
 from qtool.graph import dequantize_dynamic, external_data, unfuse_contrib
 from qtool.graph import model as gm
 from qtool.graph.convert import branch_inputs, corrected_outputs, normalise, refuse_no_inputs
@@ -37,6 +37,12 @@ def encodings_path(model_path: Path) -> Path:
 
 REWRITTEN = ("if convert rewrote it away (a fused Softmax, a Split read at its source), give the file to qtool convert "
              "--quantization_overrides, which keeps the tensors it names")
+
+
+def refuse_dlc(output: Path) -> None:
+    """'-o q.dlc' (qairt's --output_dlc, which qtool takes as an alias of -o) wrote an ONNX model under a DLC's name."""
+    if output.suffix.lower() == ".dlc":
+        raise UsageError(f"-o {output}: qtool writes ONNX models, not qairt's DLC", hint=f"-o {output.with_suffix('.onnx')}")
 
 
 def check_override_names(

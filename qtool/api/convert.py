@@ -13,6 +13,7 @@ from qtool.api.common import (
     check_normalised,
     check_override_names,
     expect_external_data,
+    refuse_dlc,
     refuse_integer_ops,
     refuse_nan_weights,
     restore_standard_ops,
@@ -49,6 +50,7 @@ def _import_encodings(source: onnx.ModelProto, o: ConvertOptions) -> tuple[onnx.
 def convert(o: ConvertOptions) -> Report:
     """The output is checked before any work and is written only if every step succeeds."""
     output = o.output_path or o.input_network.with_suffix(".conv.onnx")
+    refuse_dlc(output)
     inputs = [("-i", o.input_network), ("--quantization_overrides", o.quantization_overrides),
               *runtime.library_inputs(o.op_package_lib)]  # fmt: skip
     with outputs.command(inputs, [("-o", output)]) as tx, runtime.custom_ops(o.op_package_lib):

@@ -27,6 +27,7 @@ from qtool.api.common import (
     drift_table,
     encodings_path,
     expect_external_data,
+    refuse_dlc,
 )
 from qtool.api.mixed import finish_mixed, mixed_overrides_path, run_mixed_precision
 from qtool.api.mixed_evaluator import spread
@@ -432,6 +433,7 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     output = o.output_path or o.input_network.with_suffix(".quant.onnx")
     if not output.name:
         raise UsageError(f"-o {output}: needs a file name")
+    refuse_dlc(output)
     if output.suffix.lower() == ".json":  # -o q.encodings.json wrote the model there, its encodings as q.encodings.encodings.json
         model = re.sub(r"(\.(encodings|mixed_precision))?\.json$", "", output.name, flags=re.IGNORECASE) + ".onnx"
         raise UsageError(f"-o {output}: names the QDQ model quantize writes, not a .json file; its encodings go "

@@ -73,7 +73,9 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
             found, model = None, onnx.load(str(p), form, load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError, RuntimeWarning, ValueError...
         said = " ".join(str(e).split())[:120]  # protobuf's text parser breaks its message over lines
-        hint = "an AIMET encodings file goes to --quantization_overrides" if _names_encodings(p, form) else None
+        hint = ("an AIMET encodings file goes to --quantization_overrides" if _names_encodings(p, form) else
+                "a .dlc is qairt's compiled model: give the ONNX model it was converted from" if p.suffix.lower() == ".dlc"
+                else None)  # fmt: skip
         raise ModelError(f"not an ONNX model ({type(e).__name__}: {said})", where=str(p), hint=hint) from e
     if not model.ir_version:
         raise ModelError("not an ONNX model (empty, or no ir_version)", where=str(p))

@@ -306,3 +306,24 @@ def test_a_directive_naming_the_other_kind_says_which_line_takes_it(ws: Workspac
     said = (f"('r' is a tensor, which a '%' line names; '#' names the node writing it: '{relu.name}')" if kind == "#"
             else f"('{relu.name}' is a node, which a '#' line names; '%' names its output: 'r')")  # fmt: skip
     assert_refused(ws, before, result, 4, f"{ws.listing}:1: output directive '{kind}' names ", said)
+
+
+# --- qairt's DLC names ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["convert", "quantize"])
+def test_an_output_named_dlc_is_refused(ws: Workspace, command: str) -> None:
+    """'--output_dlc q.dlc' (qairt's flag, which qtool takes as an alias of -o): an ONNX model written under a DLC's
+    name, exit 0."""
+    before = ws.snapshot()
+    out = ws.root / "out" / "q.dlc"
+    result = ws.run("convert", "-i", ws.model, "-o", out) if command == "convert" else ws.quantize("--output_dlc", out)
+    assert_refused(ws, before, result, 2, f"-o {out}: qtool writes ONNX models, not qairt's DLC (-o {out.with_suffix('.onnx')})")
+
+
+def test_a_dlc_given_as_the_model_says_what_to_give(ws: Workspace) -> None:
+    (ws.root / "m.dlc").write_bytes(b"PK\x03\x04 not a protobuf" * 8)
+    before = ws.snapshot()
+    result = ws.run("quantize", "--input_dlc", ws.root / "m.dlc", "-l", ws.listing, "-o", ws.out)
+    assert_refused(ws, before, result, 3, "not an ONNX model", "(a .dlc is qairt's compiled model: give the ONNX model it "
+                   "was converted from)")  # fmt: skip

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from hostile_env import Workspace, assert_refused, make_workspace
 from onnx import TensorProto
@@ -327,3 +328,36 @@ def test_a_dlc_given_as_the_model_says_what_to_give(ws: Workspace) -> None:
     result = ws.run("quantize", "--input_dlc", ws.root / "m.dlc", "-l", ws.listing, "-o", ws.out)
     assert_refused(ws, before, result, 3, "not an ONNX model", "(a .dlc is qairt's compiled model: give the ONNX model it "
                    "was converted from)")  # fmt: skip
+
+
+# --- an input with a default value --------------------------------------------------------------------------------------
+
+
+def _defaulted_model(ws: Workspace) -> np.ndarray:
+    """y = MatMul(x, W) * s, where the input s has a default value 2 (an initializer by its name)."""
+    rng = np.random.default_rng(0)
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    s = oh.make_tensor_value_info("s", TensorProto.FLOAT, [1])
+    y = oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    weight = rng.standard_normal((8, 8)).astype(np.float32)
+    inits = [onh.from_array(weight, "w"), onh.from_array(np.array([2.0], np.float32), "s")]
+    nodes = [oh.make_node("MatMul", ["x", "w"], ["m"]), oh.make_node("Mul", ["m", "s"], ["y"])]
+    onnx.save(oh.make_model(oh.make_graph(nodes, "g", [x, s], [y], inits), opset_imports=[oh.make_opsetid("", 17)]),
+              ws.model)  # fmt: skip
+    for k in range(4):
+        rng.standard_normal((1, 8)).astype(np.float32).tofile(ws.root / f"x{k}.raw")
+        np.array([3.0], np.float32).tofile(ws.root / f"s{k}.raw")
+    return weight
+
+
+def test_an_input_value_replaces_an_inputs_default(ws: Workspace) -> None:
+    """--input_value s 3 on an input with a default value: '--input_value names 's', which is not a graph input', of
+    an input the model declares (and onnxruntime lets a caller feed)."""
+    weight = _defaulted_model(ws)
+    ws.listing.write_text("".join(f"x{k}.raw\n" for k in range(4)))
+    result = ws.quantize("-o", ws.out, "--input_value", "s", "3")
+    assert result.exit_code == 0, result.stderr
+    x = np.fromfile(ws.root / "x0.raw", np.float32).reshape(1, 8)
+    got = ort.InferenceSession(str(ws.out)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, x @ weight * 3, atol=0.2)
+

@@ -26,7 +26,7 @@ from qtool.graph.passes.fuse_matmul_add import FuseMatMulAddPass
 from qtool.graph.passes.fuse_pad_into_conv import FusePadIntoConvPass
 from qtool.graph.passes.fuse_softmax import FuseSoftmaxPass
 from qtool.graph.passes.name_missing import NameMissingNodesPass
-from qtool.graph.passes.pin_inputs import PinInputsPass
+from qtool.graph.passes.pin_inputs import PinInputsPass, UnsetPinnedDefaultsPass
 from qtool.graph.passes.remove_dropout import RemoveDropoutPass
 from qtool.graph.passes.remove_identity import RemoveIdentityPass
 from qtool.graph.passes.sink_layout import SinkLayoutPass
@@ -89,6 +89,7 @@ def convert_passes(
     away leave such a tensor as it is."""
     return [
         SpellOutDefaultsPass(),  # before any shape inference: onnx's STFT rule misreads a missing `onesided`
+        UnsetPinnedDefaultsPass(frozenset(input_values or {})),  # a default --input_value replaces
         common.RemoveInitializersFromInputsPass(),  # old exports list weights as inputs; they are constants
         NameMissingNodesPass(),  # before any rewrite, so names follow the source graph's order
         common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),

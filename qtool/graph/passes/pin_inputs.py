@@ -20,6 +20,22 @@ from qtool.errors import UsageError, did_you_mean
 logger = logging.getLogger(__name__)
 
 
+class UnsetPinnedDefaultsPass(ir.passes.InPlacePass):
+    """A graph input --input_value names that has a default value (an initializer by its name): the default goes,
+    so that PinInputsPass pins the value given. It was 'not a graph input', the default kept as a constant."""
+
+    def __init__(self, names: frozenset[str]):
+        super().__init__()
+        self.names = names
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        unset = [v for v in model.graph.inputs if v.name in self.names and v.is_initializer()]
+        for value in unset:
+            model.graph.initializers.pop(value.name)
+            value.const_value = None
+        return ir.passes.PassResult(model, modified=bool(unset))
+
+
 class PinInputsPass(ir.passes.InPlacePass):
     def __init__(self, values: dict[str, tuple[float, ...]]):
         super().__init__()

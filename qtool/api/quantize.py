@@ -516,10 +516,11 @@ def _quantize(
         if listing is not None:
             tx.add_inputs(f"a file of {listing.path}", listing.files())
             check_output_names(listing, reference)
+    defaults = gm.initializer_names(source) & {i.name for i in source.graph.input}  # inputs qtool keeps constant
     if input_list is not None:  # before auto's and the algorithms' trials read any of it
-        check_bindings(input_list, gm.input_specs(reference), o.use_native_input_files, o.input_values)
+        check_bindings(input_list, gm.input_specs(reference), o.use_native_input_files, o.input_values, defaults=defaults)
     if eval_list is not None and eval_list is not input_list:  # fail before hours of calibration
-        check_bindings(eval_list, gm.input_specs(reference), o.use_native_input_files, o.input_values)
+        check_bindings(eval_list, gm.input_specs(reference), o.use_native_input_files, o.input_values, defaults=defaults)
         judged = {s.paths for s in itertools.islice(eval_list.samples, o.evaluate_samples)}  # a copy of the list read
         if input_list is not None and (shared := judged & {s.paths for s in input_list.samples}):
             logger.warning("%s: %d of the %d samples it is judged on are --input_list's too: its figures (and mixed "

@@ -18,9 +18,10 @@ from qtool.io.raw import InputSpec, check_file, load_tensor
 CHECKED_FILES = 1 << 16  # distinct files check_bindings remembers having checked (a list repeats a few files)
 
 
-def _check(sample: Sample, specs: list[InputSpec], pinned: Collection[str] = ()) -> None:
+def _check(sample: Sample, specs: list[InputSpec], pinned: Collection[str] = (), defaults: Collection[str] = ()) -> None:
     """The line's files against the model's inputs, by count or by name (no Path built: a list may hold millions);
-    `pinned`: the inputs --input_value folds into the model, which a list written for it as given still feeds."""
+    `pinned`: the inputs --input_value folds into the model, which a list written for it as given still feeds;
+    `defaults`: those a default value (an initializer) makes constants, which it may feed too."""
     by_name = {s.name: s for s in specs}
     if not specs:  # it said "1 file(s) for 0 model input(s) ()" (helper-41)
         raise DataError("the model takes no input data: each of its graph inputs has a default value (an initializer), "
@@ -43,6 +44,10 @@ def _check(sample: Sample, specs: list[InputSpec], pinned: Collection[str] = ())
         if name in pinned and name not in by_name:
             raise DataError(f"feeds input {quoted(name)}, which --input_value pins: a pinned input is folded into the "
                             "model as a constant", where=sample.where, hint=f"drop {name}:=... from the list")  # fmt: skip
+        if name in defaults and name not in by_name:  # it was 'unknown input name' of an input the model declares
+            raise DataError(f"feeds input {quoted(name)}, whose default value (an initializer) qtool keeps as a constant",
+                            where=sample.where, hint=f"drop {name}:=... from the list, or give it another value with "
+                            f"--input_value {name} VALUES")  # fmt: skip
         if name not in by_name:
             raise DataError(f"unknown input name {quoted(name)}", where=sample.where, hint=did_you_mean(name, by_name))
     missing = [n for n in by_name if n not in sample.names]
@@ -58,12 +63,13 @@ def _bind(sample: Sample, specs: list[InputSpec]) -> list[tuple[InputSpec, Path]
     return [(spec, named[spec.name]) for spec in specs]
 
 
-def check_bindings(input_list: InputList, specs: list[InputSpec], native: bool = False, pinned: Collection[str] = ()) -> None:
+def check_bindings(input_list: InputList, specs: list[InputSpec], native: bool = False, pinned: Collection[str] = (),
+                   *, defaults: Collection[str] = ()) -> None:  # fmt: skip
     """Fail fast, before any inference runs, on a line's name or count mistakes, then on a file a line names that
     is missing or (a .raw) of the wrong size: a typo on line 10^5 was found after calibrating the lines before it.
     Each distinct file is stat'ed once (CHECKED_FILES of them remembered), none is read."""
     for sample in input_list.samples:
-        _check(sample, specs, pinned)
+        _check(sample, specs, pinned, defaults)
     checked: set[tuple[str, str]] = set()
     for sample in input_list.samples:  # then the files: a name mistake anywhere is reported first
         by_name = {s.name: s for s in specs} if sample.names else {}

@@ -361,3 +361,13 @@ def test_an_input_value_replaces_an_inputs_default(ws: Workspace) -> None:
     got = ort.InferenceSession(str(ws.out)).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, x @ weight * 3, atol=0.2)
 
+
+def test_a_list_feeding_an_input_with_a_default_says_so(ws: Workspace) -> None:
+    """'x:=x0.raw s:=s0.raw' for an input s with a default value: 'unknown input name 's'', of an input the model
+    declares."""
+    _defaulted_model(ws)
+    ws.listing.write_text("".join(f"x:=x{k}.raw s:=s{k}.raw\n" for k in range(4)))
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 4, f"{ws.listing}:1: feeds input 's', whose default value (an "
+                   "initializer) qtool keeps as a constant (drop s:=... from the list, or give it another value with "
+                   "--input_value s VALUES)")  # fmt: skip

@@ -110,8 +110,8 @@ def _checked(node: onnx.NodeProto, scale: np.ndarray, zp: np.ndarray, shape: tup
     a zero point of its shape, a per-channel axis within the tensor and a scale per channel, block_size blocks
     covering the blocked axis; `shape` is the quantized tensor's, when known (a weight)."""
     what = f"{node.op_type} {quoted(node.name or node.output[0])}"
-    if not (scale.size and np.all(np.isfinite(scale)) and np.all(scale > 0)):
-        raise ModelError(f"{what}: scale {quoted(node.input[1])} holds no value, or values that are not finite and positive")
+    if not (scale.size and np.all(np.isfinite(scale)) and np.all(scale != 0)):  # a negative one mirrors (_mirrored)
+        raise ModelError(f"{what}: scale {quoted(node.input[1])} holds no value, or values that are not finite and nonzero")
     if len(node.input) > 2 and node.input[2] and zp.size != scale.size:
         raise ModelError(f"{what}: zero point shape {list(zp.shape)} is not the scale's {list(scale.shape)}")
     if shape is None:
@@ -144,6 +144,7 @@ def _encoding(
     zp = (_value(zp_name, inits, constants, f"the zero point of {node.op_type} {quoted(node.name)}").astype(np.int64)
           if zp_name else np.zeros(scale.shape, np.int64))  # fmt: skip
     _checked(node, scale, zp, shape)
+    scale, zp = np.abs(scale), np.where(scale < 0, sum(_range(int_type)) - zp, zp)  # the same values (_mirrored)
     ends = np.abs(np.stack([-(2 ** (bitwidth - 1)) * signed - zp, 2 ** (bitwidth - signed) - 1 - zp]) * scale)
     if ends.max() > float(np.finfo(np.float32).max):  # dequantized to inf: stripped and fp16 models of NaN, exit 0
         raise ModelError(f"{node.op_type} {quoted(node.name or node.output[0])}: scale {quoted(node.input[1])} "
@@ -157,6 +158,26 @@ def _encoding(
         axis %= len(shape)  # ONNX's axis may count from the end (-1 on a [C_out, C_in] weight)
     e = enc.from_scale_offset(scale, -(zp + shift), bitwidth, symmetric=symmetric, axis=axis)
     return dataclasses.replace(e, blocks=layout[2]) if layout else e
+
+
+def _range(int_type: int) -> tuple[int, int]:
+    bitwidth, signed = _BITS[int_type]
+    return (-(2 ** (bitwidth - 1)), 2 ** (bitwidth - 1) - 1) if signed else (0, 2**bitwidth - 1)
+
+
+def _mirrored(node: onnx.NodeProto, ints: np.ndarray, scale: np.ndarray, int_type: int) -> np.ndarray:
+    """The stored integers where a negative scale mirrors the grid: onnxruntime's 4-bit block quantizer signs each
+    block's scale so its largest magnitude lands on -8 (refused as 'not finite and positive'). s·(q − z) is |s|·(q' −
+    z') with q' = lo + hi − q and z' = lo + hi − z, the encoding `_encoding` reads: the same values, exactly."""
+    negative = scale < 0
+    if not negative.any():
+        return ints
+    if scale.size > 1:  # per channel along the axis, or per block of it
+        axis = _attr_axis(node) % ints.ndim
+        size = _block_size(node)
+        negative = (np.repeat(negative, size, axis=axis).take(range(ints.shape[axis]), axis=axis) if size else
+                    negative.reshape([-1 if k == axis else 1 for k in range(ints.ndim)]))  # fmt: skip
+    return np.where(negative, sum(_range(int_type)) - ints.astype(np.int64), ints)
 
 
 def _stored_grid(e: Encoding, int_type: int) -> Encoding:
@@ -272,7 +293,9 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             name = chain[-1].output[0] if chain else node.output[0]
             if weights:
                 grid = _stored_grid(e, inits[source].data_type)
-                values = sliced("dequantize", grid, external_data.array(inits[source]), _scale_type(node, inits, constants))
+                scale = _value(node.input[1], inits, constants, "the scale")
+                ints = _mirrored(node, external_data.array(inits[source]), scale, inits[source].data_type)
+                values = sliced("dequantize", grid, ints, _scale_type(node, inits, constants))
                 for move in moves:
                     values = move(values)
                 large = scratch is not None and values.nbytes >= external_data.LAZY_BYTES

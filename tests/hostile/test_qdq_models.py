@@ -60,8 +60,8 @@ def _mutant(model: onnx.ModelProto, kind: str) -> onnx.ModelProto:
     return m
 
 
-@pytest.mark.parametrize("kind", ["nan", "zero", "negative", "empty", "axis", "count", "zero_point", "blocks",
-                                  "graph_input"])
+# a negative scale is the grid mirrored, as onnxruntime's block quantizer writes it (test_round16: read, not refused)
+@pytest.mark.parametrize("kind", ["nan", "zero", "empty", "axis", "count", "zero_point", "blocks", "graph_input"])
 def test_a_dequantize_linear_that_does_not_make_sense_is_refused_by_every_reader(quantized, kind: str) -> None:
     ws, model = quantized
     path = ws.root / f"{kind}.onnx"

@@ -371,3 +371,33 @@ def test_a_list_feeding_an_input_with_a_default_says_so(ws: Workspace) -> None:
     assert_refused(ws, before, ws.quantize("-o", ws.out), 4, f"{ws.listing}:1: feeds input 's', whose default value (an "
                    "initializer) qtool keeps as a constant (drop s:=... from the list, or give it another value with "
                    "--input_value s VALUES)")  # fmt: skip
+
+
+# --- onnxruntime's 4-bit block QDQ model: negative scales --------------------------------------------------------------
+
+
+def test_onnxruntimes_block_qdq_model_with_negative_scales_is_read(ws: Workspace) -> None:
+    """onnxruntime's MatMulNBitsQuantizer in QDQ form signs each block's scale (the largest magnitude lands on -8):
+    convert, inspect and export refused the model as 'scale ... holds no value, or values that are not finite and
+    positive', though onnxruntime runs it. A negative scale is its grid mirrored: the stripped weights are the
+    DequantizeLinear's values exactly."""
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    _matmul_model(ws)
+    config = DefaultWeightOnlyQuantConfig(block_size=16, is_symmetric=True, quant_format=QuantFormat.QDQ)
+    quantizer = MatMulNBitsQuantizer(onnx.load(ws.model), algo_config=config)
+    quantizer.process()
+    qdq = ws.root / "ort_blocks.onnx"
+    onnx.save(quantizer.model.model, qdq)
+    scales = next(onh.to_array(i) for i in onnx.load(qdq).graph.initializer if i.name.endswith("scales"))
+    assert (scales < 0).any() and (scales > 0).any()
+    result = ws.run("export", "-i", qdq, "-o", ws.root / "ex", "--format", "stripped")
+    assert result.exit_code == 0, result.stderr
+    assert ws.run("convert", "-i", qdq, "-o", ws.root / "c.onnx").exit_code == 0
+    x = np.fromfile(ws.root / "x0.raw", np.float32).reshape(1, 64)
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # its fused kernel rounds otherwise
+    want = ort.InferenceSession(str(qdq), plain).run(None, {"x": x})[0]
+    for path in (ws.root / "ex" / "ort_blocks.stripped.onnx", ws.root / "c.onnx"):
+        np.testing.assert_allclose(ort.InferenceSession(str(path)).run(None, {"x": x})[0], want, atol=1e-4)

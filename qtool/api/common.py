@@ -63,6 +63,16 @@ def check_override_names(
                             f"it folds into the layer writing it, which writes {quoted(folded)} now", where=where,
                             hint=f"rename the entry {quoted(folded)} if its range was measured after the fold, as "
                             "AIMET's are; a range from before the fold has no tensor left")  # fmt: skip
+        if name not in known and (holder := _branch_holding(source or model, name)):  # 'the graph does not have'
+            what = (f"{holder.op_type} {quoted(holder.name)}" if holder.name else
+                    f"the {holder.op_type} writing {quoted(holder.output[0])}")  # fmt: skip
+            if returned := _returned(holder, name, model):
+                raise DataError(f"names tensor {quoted(name)}, which {what} returns from its {returned[0]}: "
+                                f"--input_value folded the If away, and what it returned is {quoted(returned[1])} now",
+                                where=where, hint="rename the entry, if that is the branch the value picks")  # fmt: skip
+            raise DataError(f"names tensor {quoted(name)}, inside a branch of {what}: qtool quantizes no op in an "
+                            "If, Loop or Scan body", where=where, hint="an If on an input folds to the branch it "
+                            "picks with --input_value NAME VALUE; else drop the entry")  # fmt: skip
         if name not in known:
             raise DataError(
                 f"names tensor {quoted(name)}, which the graph does not have", where=where,
@@ -79,6 +89,29 @@ def check_override_names(
     if any(len(e.scale) > 1 or e.blocks is not None for e in weights.values()):
         check_weight_channels(GraphFacts.of(model), weights, where)
     return encio.Encodings({n: e for n, e in every.items() if n not in params}, weights)
+
+
+def _branch_holding(model: onnx.ModelProto, name: str) -> onnx.NodeProto | None:
+    """The top-level node (If, Loop, Scan) whose bodies, nested ones included, write or read `name`."""
+    for node in model.graph.node:
+        graphs = [a.g for a in node.attribute if a.HasField("g")] + [g for a in node.attribute for g in a.graphs]
+        while graphs:
+            g = graphs.pop()
+            if any(name in n.output or name in n.input for n in g.node) or name in {i.name for i in g.initializer}:
+                return node
+            graphs += [a.g for n in g.node for a in n.attribute if a.HasField("g")]
+    return None
+
+
+def _returned(node: onnx.NodeProto, name: str, model: onnx.ModelProto) -> tuple[str, str] | None:
+    """(branch, output): the If's output a branch returns `name` as, where pinning folded the If away."""
+    if node.op_type != "If" or any(n.op_type == "If" and node.output[0] in n.output for n in model.graph.node):
+        return None
+    for branch in (a for a in node.attribute if a.HasField("g")):
+        outputs = [o.name for o in branch.g.output]
+        if name in outputs and node.output[outputs.index(name)] in gm.tensor_names(model):
+            return branch.name, node.output[outputs.index(name)]
+    return None
 
 
 def _folded_into(source: onnx.ModelProto | None, name: str, known: set[str]) -> str | None:

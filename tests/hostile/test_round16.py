@@ -401,3 +401,32 @@ def test_onnxruntimes_block_qdq_model_with_negative_scales_is_read(ws: Workspace
     want = ort.InferenceSession(str(qdq), plain).run(None, {"x": x})[0]
     for path in (ws.root / "ex" / "ort_blocks.stripped.onnx", ws.root / "c.onnx"):
         np.testing.assert_allclose(ort.InferenceSession(str(path)).run(None, {"x": x})[0], want, atol=1e-4)
+
+
+# --- an override naming a tensor inside an If branch --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+def test_an_override_inside_an_if_branch_says_where_it_is(ws: Workspace, pinned: bool) -> None:
+    """'t' written inside an If's then-branch: 'names tensor 't', which the graph does not have (if convert rewrote
+    it away ..., give the file to qtool convert --quantization_overrides, which keeps the tensors it names)' from
+    convert itself, of a tensor the model has; pinned with --input_value, the branch's return is the If's output."""
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    c = oh.make_tensor_value_info("c", TensorProto.BOOL, [])
+    y = oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    then = oh.make_graph([oh.make_node("Relu", ["m"], ["t"])], "then", [], [oh.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4])])
+    other = oh.make_graph([oh.make_node("Neg", ["m"], ["e"])], "else", [], [oh.make_tensor_value_info("e", TensorProto.FLOAT, [1, 4])])
+    w = onh.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "w")
+    nodes = [oh.make_node("MatMul", ["x", "w"], ["m"]), oh.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)]
+    onnx.save(oh.make_model(oh.make_graph(nodes, "g", [x, c], [y], [w]), opset_imports=[oh.make_opsetid("", 17)]), ws.model)
+    overrides = ws.root / "o.json"
+    grid = [{"bitwidth": 8, "dtype": "int", "min": 0.0, "max": 4.0}]
+    overrides.write_text(json.dumps({"version": "0.6.1", "activation_encodings": {"t": grid}, "param_encodings": {}}))
+    before = ws.snapshot()
+    flags = ("--input_value", "c", "1") if pinned else ()
+    result = ws.run("convert", "-i", ws.model, "-o", ws.root / "out" / "c.onnx", "-q", overrides, *flags)
+    said = ("names tensor 't', which the If writing 'y' returns from its then_branch: --input_value folded the If away, "
+            "and what it returned is 'y' now (rename the entry, if that is the branch the value picks)" if pinned else
+            "names tensor 't', inside a branch of the If writing 'y': qtool quantizes no op in an If, Loop or Scan body "
+            "(an If on an input folds to the branch it picks with --input_value NAME VALUE; else drop the entry)")  # fmt: skip
+    assert_refused(ws, before, result, 4, f"{overrides}: {said}")

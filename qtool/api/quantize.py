@@ -840,9 +840,10 @@ def _quality(
     if o.no_hardswish_equalization and (pairs := cle_hardswish.find_pairs(facts, set(o.act_16bit_tensors))):
         blame += (f"; {len(pairs)} HardSwish -> depthwise Conv pairs (PP-LCNet's) left as they are: without"
                   " --no_hardswish_equalization their near-silent channels are widened, exactly in float")  # fmt: skip
+    single = _per_tensor_weights(quantized)  # a per-channel override's weights were 'per tensor' too
     flags = [f"--{f}" for f, ops in (("use_per_channel_quantization", {"Conv", "ConvTranspose"}),
                                       ("use_per_row_quantization", {"MatMul", "Gemm"}))
-             if not getattr(o, f) and any(n.op_type in ops for n in reference.graph.node)]  # fmt: skip
+             if not getattr(o, f) and ops & single]  # fmt: skip
     if flags and o.weights_block_size is None:  # an opset-23 Llama at W8A16: 28.6 dB per tensor, 31.8 per row
         # first: a per-layer blame after a per-tensor grid's collapse lands on whatever layer inherits it (a tf2onnx
         # U-Net whose channel ranges span 14,334x: 0.6 dB, blamed on a ConvTranspose; per channel 16.8 dB)
@@ -897,6 +898,14 @@ def _activation_steps(quantized: onnx.ModelProto) -> dict[str, float]:
 
 
 WEIGHT_SIZE = 16  # a float constant of this many values or more is a weight, not a scalar operand (an eps)
+
+
+def _per_tensor_weights(quantized: onnx.ModelProto) -> set[str]:
+    """The op types reading a weight the written model dequantizes with one scale."""
+    inits = {i.name: i for i in quantized.graph.initializer}
+    single = {n.output[0] for n in quantized.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+              and n.input[1] in inits and math.prod(inits[n.input[1]].dims) == 1}  # fmt: skip
+    return {n.op_type for n in quantized.graph.node if len(n.input) > 1 and n.input[1] in single}
 
 
 def _float_weights(facts: GraphFacts, plan) -> dict[str, int]:

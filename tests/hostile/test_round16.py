@@ -430,3 +430,23 @@ def test_an_override_inside_an_if_branch_says_where_it_is(ws: Workspace, pinned:
             "names tensor 't', inside a branch of the If writing 'y': qtool quantizes no op in an If, Loop or Scan body "
             "(an If on an input folds to the branch it picks with --input_value NAME VALUE; else drop the entry)")  # fmt: skip
     assert_refused(ws, before, result, 4, f"{overrides}: {said}")
+
+
+def test_the_quality_warning_does_not_call_per_channel_override_weights_per_tensor(ws: Workspace) -> None:
+    """Per-channel weight grids given by an override (and far from the float model: offset 0 on a signed grid): the
+    quality warning read 'its weights are per tensor: --use_per_row_quantization gives each output channel its own
+    grid', of weights that had one grid a channel already."""
+    weight = _matmul_model(ws)
+    scales = [float(s) for s in np.abs(weight).max(axis=0) / 127]
+    entry = {"name": "W", "dtype": "INT", "enc_type": "PER_CHANNEL", "bw": 8, "is_sym": True, "scale": scales,
+             "offset": [0] * len(scales)}  # fmt: skip
+    overrides = ws.root / "o.json"
+    overrides.write_text(json.dumps({"version": "1.0.0", "activation_encodings": [], "param_encodings": [entry]}))
+    result = ws.quantize("-o", ws.out, "-q", overrides)
+    assert result.exit_code == 0, result.stderr
+    assert "the quantized model is far from the float one" in result.stderr
+    assert "per tensor" not in result.stderr, result.stderr
+    entry.update(enc_type="PER_TENSOR", scale=[max(scales)], offset=[0])  # one grid: still said
+    overrides.write_text(json.dumps({"version": "1.0.0", "activation_encodings": [], "param_encodings": [entry]}))
+    result = ws.quantize("-o", ws.root / "plain" / "q.onnx", "-q", overrides)
+    assert "its weights are per tensor: --use_per_row_quantization" in result.stderr, result.stderr

@@ -145,10 +145,11 @@ class InputList:
 
 
 class _Resolver:
-    """Relative paths resolved against the current directory or the list's folder, each distinct one once."""
+    """Relative paths resolved against the current directory or the list's folder, each distinct one once; a
+    symlinked list's entries written against its target's folder are found there (they were 'not found')."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, target: Path | None = None) -> None:
+        self.folder, self.target = folder, target
         self.known: dict[str, str] = {}
 
     def __call__(self, token: str) -> str:
@@ -165,7 +166,11 @@ class _Resolver:
             here = path.is_absolute() or path.exists()
         except OSError:  # a name too long for the filesystem: reading it reports that, naming the line
             here = True
-        return path if here else self.folder / path
+        if here:
+            return path
+        beside = self.folder / path
+        there = self.target / path if self.target is not None and not os.path.lexists(beside) else None
+        return there if there is not None and os.path.lexists(there) else beside
 
 
 def _parse_sample(text: str, source: str, line: int, resolve: _Resolver) -> Sample:
@@ -216,7 +221,8 @@ def _numbered_lines(text: str) -> Iterator[tuple[int, str]]:
 
 def parse_input_list(text: str, path: Path) -> InputList:
     """Parse the text of an input_list file; `path` is used for messages and relative paths."""
-    source, resolve = str(path), _Resolver(path.parent)
+    target = Path(os.path.realpath(path)).parent  # a symlinked list's own folder
+    source, resolve = str(path), _Resolver(path.parent, target if target != Path(os.path.realpath(path.parent)) else None)
     layers: list[str] = []
     tensors: list[str] = []
     lines: dict[str, int] = {}

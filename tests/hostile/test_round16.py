@@ -450,3 +450,18 @@ def test_the_quality_warning_does_not_call_per_channel_override_weights_per_tens
     overrides.write_text(json.dumps({"version": "1.0.0", "activation_encodings": [], "param_encodings": [entry]}))
     result = ws.quantize("-o", ws.root / "plain" / "q.onnx", "-q", overrides)
     assert "its weights are per tensor: --use_per_row_quantization" in result.stderr, result.stderr
+
+
+# --- a symlinked list -------------------------------------------------------------------------------------------------
+
+
+def test_a_symlinked_lists_entries_resolve_beside_its_target(ws: Workspace) -> None:
+    """data/list.txt naming 'raw/000_x.raw' beside it, linked into work/: 'work/raw/000_x.raw not found', where the
+    entries were written against the folder the list is in."""
+    (ws.root / "data").mkdir()
+    (ws.root / "raw").rename(ws.root / "data" / "raw")
+    (ws.root / "data" / "list.txt").write_text("".join(f"raw/{k:03d}_x.raw\n" for k in range(4)))
+    (ws.root / "work").mkdir()
+    (ws.root / "work" / "list.txt").symlink_to("../data/list.txt")
+    result = ws.run("quantize", "-i", ws.model, "-l", ws.root / "work" / "list.txt", "-o", ws.out)
+    assert result.exit_code == 0, result.stderr

@@ -82,6 +82,8 @@ def _given_overrides(o: QuantizeOptions) -> encio.Encodings | None:
 def _overrides(
     o: QuantizeOptions, model: onnx.ModelProto, given: encio.Encodings | None, source: onnx.ModelProto
 ) -> encio.Encodings:
+    if o.ignore_quantization_overrides and not o.act_16bit_tensors:
+        return encio.Encodings()
     if o.ignore_quantization_overrides:
         overrides = encio.Encodings()
     elif given is not None:

@@ -137,3 +137,22 @@ def test_softmax_scores_below_their_row_max_by_the_span_are_not_clipping() -> No
     high = LayerError(probe)
     high.update(np.array([[60.0, 5.0, 1.0, 0.0]], np.float32), np.array([[10.0, 5.0, 1.0, 0.0]], np.float32))
     assert (high.peak, high.end) == (60.0, tf(-20.0, 10.0, 8).fake_quantize(np.array([1e30], np.float32))[0])
+
+
+def test_a_layer_error_holds_a_chunk_of_float64_copies_not_the_tensor() -> None:
+    """The sums' float64 copies of a 64K-value probe (Silero VAD's largest: 41K) were made of the whole tensor,
+    at the per-layer ranking's peak (both models' sessions and a sample's values held)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(1 << 16,)).astype(np.float32)
+    quant = ref + rng.normal(scale=0.01, size=ref.shape).astype(np.float32)
+    layer = LayerError(SimpleNamespace(encoding=tf(-3.0, 3.0, 8), live=None))
+    tracemalloc.start()
+    try:
+        layer.update(ref, quant)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert layer.local_noise > 0
+    assert peak < 3 * ref.nbytes  # 2x at 16K-value chunks (its clipping masks); whole-tensor float64 copies: 7x

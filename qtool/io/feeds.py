@@ -5,6 +5,7 @@ Only one sample's tensors exist at a time, so memory does not grow with the list
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
@@ -75,7 +76,14 @@ def check_bindings(input_list: InputList, specs: list[InputSpec], native: bool =
         by_name = {s.name: s for s in specs} if sample.names else {}
         for spec, path in zip([by_name[n] for n in sample.names] or specs, sample.paths, strict=True):
             if (spec.name, path) not in checked:
-                check_file(Path(path), spec, sample.where, native)
+                try:
+                    check_file(Path(path), spec, sample.where, native)
+                except DataError as e:  # 'calib\000.raw not found': a list written on Windows
+                    if "\\" in path and e.message.endswith("not found") and e.hint is None:
+                        fixed = path.replace("\\", "/")
+                        e.hint = ("'\\' separates folders on Windows, not here: write the list's paths with '/'"
+                                  + (f": {quoted(fixed)} exists" if os.path.isfile(fixed) else ""))  # fmt: skip
+                    raise
                 if len(checked) < CHECKED_FILES:
                     checked.add((spec.name, path))
 

@@ -465,3 +465,14 @@ def test_a_symlinked_lists_entries_resolve_beside_its_target(ws: Workspace) -> N
     (ws.root / "work" / "list.txt").symlink_to("../data/list.txt")
     result = ws.run("quantize", "-i", ws.model, "-l", ws.root / "work" / "list.txt", "-o", ws.out)
     assert result.exit_code == 0, result.stderr
+
+
+# --- a list written on Windows ----------------------------------------------------------------------------------------
+
+
+def test_a_list_with_windows_separators_says_so(ws: Workspace) -> None:
+    """'raw\\000_x.raw' (a list written on Windows): 'raw\\000_x.raw not found', of a file that is there."""
+    ws.listing.write_text("".join(f"raw\\{k:03d}_x.raw\n" for k in range(4)))
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 4, "000_x.raw not found ('\\' separates folders on Windows, "
+                   f"not here: write the list's paths with '/': '{ws.root}/raw/000_x.raw' exists)")  # fmt: skip

@@ -278,8 +278,11 @@ def sixteen_bit_layers(
     for name in params:
         producer = facts.producers.get(name)
         _, weights, _ = _members(producer, facts) if producer is not None else ([], [], None)
-        if not weights:
-            raise UsageError(f"--params_16bit_tensors names {name!r}, whose producer has no weights")
+        if not weights:  # an LSTM's or GRU's were 'no weights'
+            kept = producer is not None and any(i in facts.initializers and facts.is_float(i) for i in producer.input[1:])
+            raise UsageError(f"--params_16bit_tensors names {name!r}, whose producer has no weights" if not kept else
+                             f"--params_16bit_tensors names {name!r}, written by {producer.op_type}, whose weights qtool "
+                             f"keeps float ({producer.op_type} reads them outside a slot qtool quantizes as a weight)")  # fmt: skip
         for weight in weights:
             out.params.setdefault(weight, enc.Encoding(bitwidth=16, is_symmetric=True))
     return out

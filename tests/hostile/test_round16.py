@@ -476,3 +476,12 @@ def test_a_list_with_windows_separators_says_so(ws: Workspace) -> None:
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out), 4, "000_x.raw not found ('\\' separates folders on Windows, "
                    f"not here: write the list's paths with '/': '{ws.root}/raw/000_x.raw' exists)")  # fmt: skip
+
+
+def test_a_16_bit_weight_name_on_a_recurrent_layer_says_its_weights_stay_float(ws: Workspace) -> None:
+    """--params_16bit_tensors h, the GRU's output: 'names 'h', whose producer has no weights', of a GRU with W and R."""
+    _gru_model(ws)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--params_16bit_tensors", "h"), 2, "--params_16bit_tensors "
+                   "names 'h', written by GRU, whose weights qtool keeps float (GRU reads them outside a slot qtool "
+                   "quantizes as a weight)")  # fmt: skip

@@ -713,7 +713,8 @@ OUT := build/demo
 # 23918 -> 23921: the per-layer ranking's float64 copies a 16K-value chunk at a time, not 64K (inspect/layers.UPDATE_CHUNK; issue 21; 3 lines)
 # 23921 -> 23929: a list entry with Windows separators says so (io/feeds.check_bindings; round 16; 8 lines)
 # 23929 -> 23932: --params_16bit_tensors on a recurrent layer says its weights stay float (quant/overrides.sixteen_bit_layers; round 16; 3 lines)
-LINE_BUDGET := 23932
+# 23932 -> 23935: 'target:' in a --config YAML says to give --target (config.read_config; round 16; 3 lines)
+LINE_BUDGET := 23935
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -212,6 +212,9 @@ def read_config(path: Path, option_names: set[str]) -> ConfigValues:
         elif name in option_names:
             result[name] = value
             result.sources[name] = sources.get(str(key), (0, None))  # an alias's line and text under the name
+        elif name in ("target", "config"):  # "unknown key 'target' (did you mean 'target_sqnr'?)"
+            raise UsageError(f"{key!r} cannot be set in a config file: give --{name} on the command line"
+                             + (" (the config's values override its preset's)" if name == "target" else ""), where=where)
         elif name in ALGORITHM_SECTIONS:  # `cle: []` was an "unknown key 'cle'"
             raise UsageError(f"{key!r} must be a mapping of {name}'s settings, not {str(value)[:60]}", where=where)
         else:

@@ -485,3 +485,13 @@ def test_a_16_bit_weight_name_on_a_recurrent_layer_says_its_weights_stay_float(w
     assert_refused(ws, before, ws.quantize("-o", ws.out, "--params_16bit_tensors", "h"), 2, "--params_16bit_tensors "
                    "names 'h', written by GRU, whose weights qtool keeps float (GRU reads them outside a slot qtool "
                    "quantizes as a weight)")  # fmt: skip
+
+
+def test_a_target_set_in_a_config_file_says_where_it_goes(ws: Workspace) -> None:
+    """'target: qnn-htp' in a --config YAML: "unknown key 'target' (did you mean 'target_sqnr'?)", steering a user
+    to mixed precision's goal."""
+    config = ws.root / "c.yaml"
+    config.write_text("act_bitwidth: 8\ntarget: qnn-htp\n")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "-c", config), 2, f"{config}:2: 'target' cannot be set in a "
+                   "config file: give --target on the command line (the config's values override its preset's)")  # fmt: skip

@@ -495,3 +495,12 @@ def test_a_target_set_in_a_config_file_says_where_it_goes(ws: Workspace) -> None
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out, "-c", config), 2, f"{config}:2: 'target' cannot be set in a "
                    "config file: give --target on the command line (the config's values override its preset's)")  # fmt: skip
+
+
+def test_an_input_dim_on_an_input_with_a_default_says_it_is_a_constant(ws: Workspace) -> None:
+    """--input_dim s 1 on an input with a default value: "names 's', which is not a graph input", of one it declares."""
+    _defaulted_model(ws)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("convert", "-i", ws.model, "-o", ws.root / "c.onnx", "--input_dim", "s", "1"), 2,
+                   "--input_dim names 's', a constant of the model (an initializer: a weight, or the default value of "
+                   "an input, which qtool keeps), not an input qtool feeds")  # fmt: skip

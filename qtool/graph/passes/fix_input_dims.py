@@ -26,10 +26,11 @@ class FixInputDimsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         inputs = {v.name: v for v in model.graph.inputs if not v.is_initializer()}
         for name in self.input_dims:
-            if name not in inputs:
-                raise UsageError(
-                    f"--input_dim names {name!r}, which is not a graph input", hint=did_you_mean(name, inputs)
-                )
+            if name not in inputs:  # an input with a default value was 'not a graph input' too
+                constant = ("a constant of the model (an initializer: a weight, or the default value of an input, "
+                            "which qtool keeps), not an input qtool feeds") if name in model.graph.initializers else None
+                raise UsageError(f"--input_dim names {name!r}, {constant or 'which is not a graph input'}",
+                                 hint=None if constant else did_you_mean(name, inputs))  # fmt: skip
         modified = False
         known = self._named_dims(inputs)
         for value in inputs.values():

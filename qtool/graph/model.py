@@ -281,8 +281,12 @@ def metadata(model: onnx.ModelProto) -> dict[str, str]:
 
 def pinned_inputs(model: onnx.ModelProto) -> list[str]:
     """METADATA_PINNED's names, for a list that still feeds them (io/feeds); any file can carry the key."""
+    return pinned_names(metadata(model).get(METADATA_PINNED, "[]"))
+
+
+def pinned_names(text: str) -> list[str]:
     try:
-        names = json.loads(metadata(model).get(METADATA_PINNED, "[]"))
+        names = json.loads(text)
     except ValueError:
         return []
     return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []

@@ -504,3 +504,16 @@ def test_an_input_dim_on_an_input_with_a_default_says_it_is_a_constant(ws: Works
     assert_refused(ws, before, ws.run("convert", "-i", ws.model, "-o", ws.root / "c.onnx", "--input_dim", "s", "1"), 2,
                    "--input_dim names 's', a constant of the model (an initializer: a weight, or the default value of "
                    "an input, which qtool keeps), not an input qtool feeds")  # fmt: skip
+
+
+def test_an_input_value_on_an_input_convert_pinned_says_so(ws: Workspace) -> None:
+    """quantize --input_value s 5 on the model convert wrote with --input_value s 3: "names 's', which is not a graph
+    input", of the input the user pinned a step before."""
+    _defaulted_model(ws)
+    ws.listing.write_text("".join(f"x{k}.raw\n" for k in range(4)))
+    converted = ws.root / "c.onnx"
+    assert ws.run("convert", "-i", ws.model, "-o", converted, "--input_value", "s", "3").exit_code == 0
+    before = ws.snapshot()
+    result = ws.run("quantize", "-i", converted, "-l", ws.listing, "-o", ws.out, "--input_value", "s", "5")
+    assert_refused(ws, before, result, 2, "--input_value names 's', which convert pinned when it wrote this model (pin "
+                   "another value converting the original: --input_value s VALUES)")  # fmt: skip

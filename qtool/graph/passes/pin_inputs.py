@@ -16,6 +16,7 @@ import numpy as np
 import onnx_ir as ir
 
 from qtool.errors import UsageError, did_you_mean
+from qtool.graph.model import METADATA_PINNED, pinned_names
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ class PinInputsPass(ir.passes.InPlacePass):
         inputs = {v.name: v for v in model.graph.inputs if not v.is_initializer()}
         for name, given in self.values.items():
             value = inputs.get(name)
+            if value is None and name in pinned_names(model.metadata_props.get(METADATA_PINNED, "[]")):  # 'not a graph input'
+                raise UsageError(f"--input_value names {name!r}, which convert pinned when it wrote this model",
+                                 hint=f"pin another value converting the original: --input_value {name} VALUES")  # fmt: skip
             if value is None:
                 raise UsageError(f"--input_value names {name!r}, which is not a graph input", hint=did_you_mean(name, inputs))
             value.const_value = ir.tensor(_array(name, given, value))

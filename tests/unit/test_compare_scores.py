@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from qtool.inspect.compare import compare_outputs
+from qtool.inspect.compare import Drift, compare_outputs
 
 
 def _heads() -> onnx.ModelProto:
@@ -168,3 +168,16 @@ def test_no_top1_agreement_for_values_an_argmax_picks() -> None:
     drift = compare_outputs(model, model, feeds)
     assert "top1_agreement" not in drift["pitch"].summary(False)  # an argmax over frames says nothing
     assert "top1_agreement" in drift["scores"].summary(False)
+
+
+def test_an_integer_output_is_measured_by_agreement_not_sqnr() -> None:
+    """Class ids an ArgMax writes: their SQNR read 'ids 23.994 dB' (an id off by 4 counted 16x one off by 1)."""
+    drift = Drift()
+    drift.update(np.array([[1, 2, 3, 4]]), np.array([[1, 2, 3, 8]]), None)
+    drift.update(np.array([[0, 0]]), np.array([[0, 1]]), None)
+    summary = drift.summary(False)
+    assert summary["agreement"] == round(4 / 6, 4) and summary["sqnr_db"] is None and summary["cosine"] is None
+    assert summary["max_abs_error"] == 4
+    floats = Drift()
+    floats.update(np.array([1.0, 2.0]), np.array([1.0, 2.5]), None)
+    assert "agreement" not in floats.summary(False)

@@ -104,6 +104,15 @@ def test_moved_axis_through_unsqueeze_and_flatten() -> None:
     assert moves[1](np.zeros((1, 4, 6, 5))).shape == (4, 30)
 
 
+def test_flatten_with_a_negative_axis_counts_it_from_the_back() -> None:
+    """Flatten(axis=-1) of [4, 6, 5] is [24, 5]: read as axis 3 (past the end), the weight became [120, 1], and
+    convert's model of a DequantizeLinear -> Flatten(-1) -> MatMul weight failed to load (MatMul's dims)."""
+    node = oh.make_node("Flatten", ["w"], ["f"], axis=-1)
+    chain, moves, shapes = movement_chain("w", {"w": [(node, 0)]}, set(), {}.get, 13, (4, 6, 5))
+    assert shapes == [(4, 6, 5), (24, 5)] and moves[0](np.zeros((4, 6, 5))).shape == (24, 5)
+    assert moved_axis(2, chain, shapes) == 1
+
+
 def test_convert_carries_the_transposed_weight_grid_into_quantize(tmp_path) -> None:
     model, scale = _qdq_linear([oh.make_node("Transpose", ["wd"], ["wt"], perm=[1, 0])], (OUT, IN))
     source, converted, quantized = tmp_path / "q.onnx", tmp_path / "c.onnx", tmp_path / "out.onnx"

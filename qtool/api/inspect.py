@@ -69,7 +69,8 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
         input_list = read_input_list(o.input_list)
         tx.add_inputs(f"a file of {o.input_list}", input_list.files())
         specs = _input_specs(model, o.reference)
-        check_bindings(input_list, specs, o.use_native_input_files, gm.pinned_inputs(model))
+        check_bindings(input_list, specs, o.use_native_input_files, gm.pinned_inputs(model),
+                       defaults=gm.defaulted_inputs(model))  # it said 'unknown input name' of a declared input
         check_output_names(input_list, model)
         labels = _checked_labels(o, input_list, model)
         unbounded: dict[str, str] | None = None if ctx.encodings is None else {}  # a float model: calibrate's words

@@ -518,7 +518,7 @@ def _quantize(
         if listing is not None:
             tx.add_inputs(f"a file of {listing.path}", listing.files())
             check_output_names(listing, reference)
-    defaults = gm.initializer_names(source) & {i.name for i in source.graph.input}  # inputs qtool keeps constant
+    defaults = gm.defaulted_inputs(source)
     if input_list is not None:  # before auto's and the algorithms' trials read any of it
         check_bindings(input_list, gm.input_specs(reference), o.use_native_input_files, o.input_values, defaults=defaults)
     if eval_list is not None and eval_list is not input_list:  # fail before hours of calibration

@@ -393,6 +393,11 @@ def initializer_names(model: onnx.ModelProto) -> set[str]:
     return {i.name for i in model.graph.initializer}
 
 
+def defaulted_inputs(model: onnx.ModelProto) -> set[str]:
+    """Graph inputs with a default value (an initializer by their name), which qtool keeps as constants."""
+    return initializer_names(model) & {i.name for i in model.graph.input}
+
+
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     """The graph inputs that need data (initializers listed as inputs excluded), with fixed shapes."""
     inits = initializer_names(model)

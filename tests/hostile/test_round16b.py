@@ -1,0 +1,25 @@
+"""Round 16's leftovers (helper-106): what helper-100's hostile round 16 left unfixed, probed on an installed wheel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hostile_env import Workspace, assert_refused, make_workspace
+from test_round16 import _defaulted_model
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)
+
+
+def test_inspect_of_a_list_feeding_an_input_with_a_default_says_so(ws: Workspace) -> None:
+    """inspect -l with 'x:=x0.raw s:=s0.raw', s an input with a default value: 'unknown input name 's'', of an input
+    the model declares (quantize says what it is since 5ee1f39)."""
+    _defaulted_model(ws)
+    ws.listing.write_text("".join(f"x:=x{k}.raw s:=s{k}.raw\n" for k in range(4)))
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("inspect", ws.model, "-l", ws.listing), 4, f"{ws.listing}:1: feeds input 's', "
+                   "whose default value (an initializer) qtool keeps as a constant (drop s:=... from the list, or give "
+                   "it another value with --input_value s VALUES)")  # fmt: skip

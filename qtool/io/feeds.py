@@ -48,7 +48,7 @@ def _check(sample: Sample, specs: list[InputSpec], pinned: Collection[str] = (),
         if name in defaults and name not in by_name:  # it was 'unknown input name' of an input the model declares
             raise DataError(f"feeds input {quoted(name)}, whose default value (an initializer) qtool keeps as a constant",
                             where=sample.where, hint=f"drop {name}:=... from the list, or give it another value with "
-                            f"--input_value {name} VALUES")  # fmt: skip
+                            f"convert's or quantize's --input_value {name} VALUES")  # fmt: skip
         if name not in by_name:
             raise DataError(f"unknown input name {quoted(name)}", where=sample.where, hint=did_you_mean(name, by_name))
     missing = [n for n in by_name if n not in sample.names]

@@ -370,7 +370,7 @@ def test_a_list_feeding_an_input_with_a_default_says_so(ws: Workspace) -> None:
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out), 4, f"{ws.listing}:1: feeds input 's', whose default value (an "
                    "initializer) qtool keeps as a constant (drop s:=... from the list, or give it another value with "
-                   "--input_value s VALUES)")  # fmt: skip
+                   "convert's or quantize's --input_value s VALUES)")  # fmt: skip
 
 
 # --- onnxruntime's 4-bit block QDQ model: negative scales --------------------------------------------------------------

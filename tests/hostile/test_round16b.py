@@ -16,10 +16,11 @@ def ws(tmp_path: Path) -> Workspace:
 
 def test_inspect_of_a_list_feeding_an_input_with_a_default_says_so(ws: Workspace) -> None:
     """inspect -l with 'x:=x0.raw s:=s0.raw', s an input with a default value: 'unknown input name 's'', of an input
-    the model declares (quantize says what it is since 5ee1f39)."""
+    the model declares (quantize says what it is since 5ee1f39); its hint names the commands that take --input_value,
+    which inspect does not."""
     _defaulted_model(ws)
     ws.listing.write_text("".join(f"x:=x{k}.raw s:=s{k}.raw\n" for k in range(4)))
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("inspect", ws.model, "-l", ws.listing), 4, f"{ws.listing}:1: feeds input 's', "
                    "whose default value (an initializer) qtool keeps as a constant (drop s:=... from the list, or give "
-                   "it another value with --input_value s VALUES)")  # fmt: skip
+                   "it another value with convert's or quantize's --input_value s VALUES)")  # fmt: skip

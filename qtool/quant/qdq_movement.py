@@ -111,14 +111,16 @@ def _move(node: onnx.NodeProto, constant: Callable[[str], np.ndarray | None], op
         axes = _ints(node, "axes", 1, constant, opset)
         if axes is None:
             return None
-        drop = {a % rank for a in axes} if axes else {k for k, d in enumerate(shape) if d == 1}
+        drop = {a % rank for a in axes if -rank <= a < rank} if axes else {k for k, d in enumerate(shape) if d == 1}
+        if axes and len(drop) != len(axes):  # repeated or out-of-range axes: onnxruntime refuses the node
+            return None
         after = tuple(d for k, d in enumerate(shape) if k not in drop)
     else:  # Unsqueeze
         axes = _ints(node, "axes", 1, constant, opset)
-        if not axes:
+        out_rank = rank + len(axes or ())
+        places = {a % out_rank for a in axes or () if -out_rank <= a < out_rank}
+        if not axes or len(places) != len(axes):  # as Squeeze's (a repeated axis was a StopIteration, exit 1)
             return None
-        out_rank = rank + len(axes)
-        places = {a % out_rank for a in axes}
         rest = iter(shape)
         after = tuple(1 if k in places else next(rest) for k in range(out_rank))
     if math.prod(after) != math.prod(shape) or any(d < 0 for d in after):

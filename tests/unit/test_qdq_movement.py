@@ -113,6 +113,15 @@ def test_flatten_with_a_negative_axis_counts_it_from_the_back() -> None:
     assert moved_axis(2, chain, shapes) == 1
 
 
+def test_repeated_or_out_of_range_axes_are_no_movement() -> None:
+    """Unsqueeze(axes=[0, 0]) crashed the reader ('generator raised StopIteration': qtool's internal error, exit 1);
+    an axis past the rank wrapped round. onnxruntime refuses such a node: it stays, and convert says so."""
+    axes = {"twice": np.array([0, 0], np.int64), "past": np.array([3], np.int64)}
+    for op, name in (("Unsqueeze", "twice"), ("Unsqueeze", "past"), ("Squeeze", "twice"), ("Squeeze", "past")):
+        node = oh.make_node(op, ["w", name], ["u"])
+        assert movement_chain("w", {"w": [(node, 0)]}, set(), axes.get, 13, (1, 4))[0] == [], (op, name)
+
+
 def test_convert_carries_the_transposed_weight_grid_into_quantize(tmp_path) -> None:
     model, scale = _qdq_linear([oh.make_node("Transpose", ["wd"], ["wt"], perm=[1, 0])], (OUT, IN))
     source, converted, quantized = tmp_path / "q.onnx", tmp_path / "c.onnx", tmp_path / "out.onnx"

@@ -94,6 +94,8 @@ def _move(node: onnx.NodeProto, constant: Callable[[str], np.ndarray | None], op
     if kind == "Flatten":
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
         axis += rank if axis < 0 else 0  # -1 is the last dim, not past it: [-r, r] counts r from the back
+        if not 0 <= axis <= rank:  # onnxruntime refuses the node: it stays to say so
+            return None
         after = (math.prod(shape[:axis]), math.prod(shape[axis:]))
     elif kind == "Reshape":
         target = _ints(node, "", 1, constant, 99)

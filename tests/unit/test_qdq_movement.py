@@ -111,6 +111,9 @@ def test_flatten_with_a_negative_axis_counts_it_from_the_back() -> None:
     chain, moves, shapes = movement_chain("w", {"w": [(node, 0)]}, set(), {}.get, 13, (4, 6, 5))
     assert shapes == [(4, 6, 5), (24, 5)] and moves[0](np.zeros((4, 6, 5))).shape == (24, 5)
     assert moved_axis(2, chain, shapes) == 1
+    for past in (4, -4):  # outside [-3, 3]: the node stays, for onnxruntime to refuse
+        node = oh.make_node("Flatten", ["w"], ["f"], axis=past)
+        assert movement_chain("w", {"w": [(node, 0)]}, set(), {}.get, 13, (4, 6, 5))[0] == []
 
 
 def test_repeated_or_out_of_range_axes_are_no_movement() -> None:

@@ -363,4 +363,5 @@ MEASURED = "; sqnr_db pools every sample's error, cosine is the mean of the samp
 EVALUATED_ON = {
     True: "by onnxruntime's integer kernels on this CPU, as --target ort-cpu deploys the model" + MEASURED,
     False: "in the model's QDQ arithmetic (onnxruntime, Q/DQ in float; --target ort-cpu: its integer kernels)" + MEASURED,
+    "integer ops": "by onnxruntime's integer kernels on this CPU: the model's own QLinearConv, QGemm..." + MEASURED,
 }

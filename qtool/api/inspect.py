@@ -16,7 +16,7 @@ from qtool.api.mixed import mixed_overrides_path
 from qtool.api.quantize import QUALITY_COSINE, QUALITY_SQNR_DB
 from qtool.config import InspectOptions, preset_file
 from qtool.errors import DataError, ModelError, UsageError
-from qtool.graph import external_data
+from qtool.graph import external_data, qoperator_form
 from qtool.graph import model as gm
 from qtool.inspect import compare, layers, lint, lint_data, non_finite, summary
 from qtool.inspect import html as inspect_html
@@ -187,7 +187,7 @@ def _compare_layers(
     feeds = iter_feeds(input_list, specs, o.use_native_input_files)
     kernels = runtime.integer_kernels(o.target)
     drift = compare.compare_outputs(reference, model, feeds, labels, o.num_threads, cached, integer_kernels=kernels)
-    report.facts["outputs computed"] = EVALUATED_ON[kernels]
+    report.facts["outputs computed"] = EVALUATED_ON["integer ops" if qoperator_form.integer_ops(model) else kernels]
     _drop_pages()
     errors = layers.stream(reference, model, iter_feeds(input_list, specs, o.use_native_input_files), o.num_threads)
     _drop_pages()

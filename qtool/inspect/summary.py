@@ -10,7 +10,7 @@ import onnx
 from onnx import helper
 
 from qtool.encoding import Encoding
-from qtool.graph import external_data
+from qtool.graph import external_data, qoperator_form
 from qtool.graph import model as gm
 from qtool.graph.output_parts import output_parts
 from qtool.inspect.findings import InspectReport
@@ -41,7 +41,7 @@ def dynamic_dims(model: onnx.ModelProto) -> list[tuple[str, int, str]]:
 
 
 def _macs_table(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None) -> tuple[int, Table]:
-    macs = macs_per_node(model, shapes)
+    macs = macs_per_node(qoperator_form.float_form(model) or model, shapes)  # QLinearConv, QGemm... counted as theirs
     total = sum(macs.values())
     ops = {n.name or n.output[0]: n.op_type for n in model.graph.node}
     rows = [[name, ops[name], n, round(100 * n / total, 2) if total else 0.0] for name, n in macs.items()]
@@ -101,6 +101,8 @@ def summarise(model: onnx.ModelProto, where: str, shapes: dict[str, tuple[int, .
     report.facts["dynamic dims"] = ", ".join(f"{t}[{axis}]={label}" for t, axis, label in dynamic) or "none"
     total, macs = _macs_table(model, shapes)
     report.facts["MACs"] = total
+    if model_kind == "quantized" and (integer := qoperator_form.integer_ops(model)):  # it read as a QDQ model
+        report.facts["kind"] = f"quantized, in onnxruntime's integer (QOperator) form: {', '.join(integer)}"
     if model_kind != "quantized" and (parts := output_parts(model, shapes)):  # compare and quantize measure them apart
         report.facts["output parts"] = ", ".join(p.name for p in parts)
     io_rows = [["input", *_value_row(v)] for v in model.graph.input if v.name not in inits]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,20 @@ def test_inspect_of_a_list_feeding_an_input_with_a_default_says_so(ws: Workspace
     assert_refused(ws, before, ws.run("inspect", ws.model, "-l", ws.listing), 4, f"{ws.listing}:1: feeds input 's', "
                    "whose default value (an initializer) qtool keeps as a constant (drop s:=... from the list, or give "
                    "it another value with convert's or quantize's --input_value s VALUES)")  # fmt: skip
+
+
+def test_inspect_of_a_qoperator_model_says_what_it_is_and_counts_its_macs(ws: Workspace) -> None:
+    """inspect of `export --format qoperator`'s model (QLinearConv, QGemm...): 'kind quantized', 'MACs 0' (onnx's
+    inference stops at the com.microsoft ops, and no integer op was counted) and, with --reference, 'outputs computed
+    in the model's QDQ arithmetic' of a model with no QDQ pair inside."""
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    assert ws.run("export", "-i", ws.out, "-o", ws.root / "exp", "--format", "qoperator").exit_code == 0
+    qdq = json.loads(ws.run("inspect", ws.out, "--json").stdout)
+    result = ws.run("inspect", ws.root / "exp" / "q.qoperator.onnx", "-l", ws.listing, "--reference", ws.model, "--json")
+    assert result.exit_code == 0, result.stderr
+    facts = json.loads(result.stdout)
+    assert facts["MACs"] == qdq["MACs"] > 0
+    assert facts["kind"].startswith("quantized, in onnxruntime's integer (QOperator) form: ")
+    assert "QLinearConv" in facts["kind"] and "QDQ arithmetic" not in facts["outputs computed"]
+    assert facts["outputs computed"].startswith("by onnxruntime's integer kernels on this CPU: the model's own")
+

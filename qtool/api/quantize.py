@@ -453,6 +453,25 @@ def _too_few(input_list: InputList) -> str:
     return f"fewer than {AUTO_MIN_SAMPLES} {distinct}samples: none to hold out"
 
 
+def _precision_only(overrides: encio.Encodings) -> bool:
+    """Whether an override names an activation by precision alone (no range): weight-only calibrates it too."""
+    return any(not e.is_float and not e.scale for e in overrides.activations.values())
+
+
+def _warn_unused_calibration(o: QuantizeOptions, calibrated: bool) -> None:
+    """--act_quantizer_calibration X with --act_bitwidth 32 was ignored, exit 0: no activation is calibrated but one an
+    override names by precision alone (`calibrated`) or for --save_stats. A --target preset's own method is no slip."""
+    method = o.act_quantizer_calibration
+    if o.act_bitwidth != 32 or method is None or calibrated or o.save_stats is not None or o.load_stats:
+        return
+    preset = preset_file(o.target)
+    if preset is not None and preset.is_file() and (load_yaml(preset) or {}).get("act_quantizer_calibration") == method:
+        return
+    logger.warning("--act_quantizer_calibration %s does nothing with --act_bitwidth 32: activations stay float and no "
+                   "range is calibrated (weight-only calibrates only an activation an override names by bitwidth "
+                   "alone)", method)
+
+
 def with_calibration_method(
     o: QuantizeOptions, model: onnx.ModelProto, input_list: InputList | None
 ) -> tuple[QuantizeOptions, str | None]:
@@ -509,6 +528,7 @@ def _quantize(
                          hint="add --encodings_format 1.0.0 or 2.0.0")  # fmt: skip
     input_list = read_input_list(o.input_list) if o.input_list is not None else None
     eval_list = read_input_list(o.eval_list, "eval_list") if o.eval_list is not None else input_list
+    _warn_unused_calibration(o, _precision_only(overrides))
     o, calibration = with_calibration_method(o, reference, input_list)  # the method, where none was named
     if input_list is not None and (repeats := input_list.repeats())[0]:  # 'cat a.txt a.txt': 'samples 16' of 8, exit 0
         logger.warning("%s:%d: names the files line %d named (%d line(s) repeat an earlier one): each repeat is "
@@ -566,8 +586,7 @@ def _quantize(
         found, samples = reused, len(input_list.samples)
     else:
         # a weight-only run's precision-only activation override was 'no calibration data' beside its --input_list
-        wanted = any(not e.is_float and not e.scale for e in overrides.activations.values())
-        found, samples = _calibrate(o, model, facts, input_list, progress, keep, ranges_wanted=wanted)
+        found, samples = _calibrate(o, model, facts, input_list, progress, keep, ranges_wanted=_precision_only(overrides))
     halves.clear()  # the trials' histograms (2048 bins a tensor and half): held no further, as before they served here
     observers.update(found)
     empty_ranges(overrides.activations, observed_extremes(found, overrides.activations))

@@ -42,3 +42,19 @@ def test_inspect_of_a_qoperator_model_says_what_it_is_and_counts_its_macs(ws: Wo
     assert "QLinearConv" in facts["kind"] and "QDQ arithmetic" not in facts["outputs computed"]
     assert facts["outputs computed"].startswith("by onnxruntime's integer kernels on this CPU: the model's own")
 
+
+def test_a_calibration_method_that_weight_only_ignores_is_warned_of(ws: Workspace) -> None:
+    """--act_quantizer_calibration mse with --act_bitwidth 32: exit 0 and nothing said, the method unused (no
+    activation is calibrated); an override naming an activation by precision alone is calibrated by it (89939af),
+    and a --target preset's own method is no slip."""
+    said = ("--act_quantizer_calibration mse does nothing with --act_bitwidth 32: activations stay float and no range "
+            "is calibrated")  # fmt: skip
+    result = ws.quantize("-o", ws.out, "--act_bitwidth", "32", "--act_quantizer_calibration", "mse")
+    assert result.exit_code == 0 and said in result.stderr, result.stderr
+    overrides = ws.root / "o.json"
+    overrides.write_text(json.dumps({"version": "0.6.1", "activation_encodings": {"y": [{"bitwidth": 8, "dtype": "int"}]},
+                                     "param_encodings": {}}))  # fmt: skip
+    result = ws.quantize("-o", ws.out, "--act_bitwidth", "32", "--act_quantizer_calibration", "mse", "-q", overrides)
+    assert result.exit_code == 0 and "does nothing" not in result.stderr, result.stderr
+    result = ws.quantize("-o", ws.out, "--act_bitwidth", "32", "--target", "qnn-htp")
+    assert result.exit_code == 0 and "does nothing" not in result.stderr, result.stderr

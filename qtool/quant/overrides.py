@@ -200,16 +200,18 @@ def propagate_float(facts: GraphFacts, overrides: Encodings, float_bias_bitwidth
         if node.op_type not in FLOAT_FORCING_OPS:
             continue
         outputs, weights, bias = _members(node, facts)
-        floats = [
-            e
-            for e in [*(out.activations.get(t) for t in outputs), *(out.params.get(w) for w in weights)]
-            if e and e.is_float
-        ]
-        if bias is not None and bias in out.params and out.params[bias].is_float:
-            floats.append(out.params[bias])
+        params = [*weights, *([bias] if bias is not None else [])]
+        members = [*((t, out.activations.get(t)) for t in outputs), *((w, out.params.get(w)) for w in params)]
+        floats = [(t, e) for t, e in members if e and e.is_float]
         if not floats:
             continue
-        bitwidth = floats[0].bitwidth
+        cause, bitwidth = floats[0][0], floats[0][1].bitwidth
+        role = "output" if cause in outputs else "weight" if cause in weights else "bias"
+        for t, e in members:  # an int8 weight override was made float without a word
+            if e is not None and not e.is_float:
+                logger.warning("override for %r (int%d) is not applied: %s %r runs in float%d, as its %s %r is overridden "
+                               "float (QNN: a float output, weight or bias of a Conv, ConvTranspose, Gemm or MatMul makes "
+                               "all three float)", t, e.bitwidth, node.op_type, node.name, bitwidth, role, cause)  # fmt: skip
         for t in outputs:
             out.activations[t] = enc.float_encoding(bitwidth)
         for w in weights:

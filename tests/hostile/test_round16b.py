@@ -34,7 +34,8 @@ def test_inspect_of_a_qoperator_model_says_what_it_is_and_counts_its_macs(ws: Wo
     assert ws.quantize("-o", ws.out).exit_code == 0
     assert ws.run("export", "-i", ws.out, "-o", ws.root / "exp", "--format", "qoperator").exit_code == 0
     qdq = json.loads(ws.run("inspect", ws.out, "--json").stdout)
-    result = ws.run("inspect", ws.root / "exp" / "q.qoperator.onnx", "-l", ws.listing, "--reference", ws.model, "--json")
+    qoperator = ws.root / "exp" / "q.qoperator.onnx"
+    result = ws.run("inspect", qoperator, "-l", ws.listing, "--reference", ws.model, "--json")
     assert result.exit_code == 0, result.stderr
     facts = json.loads(result.stdout)
     assert facts["MACs"] == qdq["MACs"] > 0
@@ -58,3 +59,20 @@ def test_a_calibration_method_that_weight_only_ignores_is_warned_of(ws: Workspac
     assert result.exit_code == 0 and "does nothing" not in result.stderr, result.stderr
     result = ws.quantize("-o", ws.out, "--act_bitwidth", "32", "--target", "qnn-htp")
     assert result.exit_code == 0 and "does nothing" not in result.stderr, result.stderr
+
+
+
+def test_an_int_weight_override_made_float_by_the_layers_float_output_is_warned_of(ws: Workspace) -> None:
+    """-q with the Conv weight 'W' int8 and the Conv's output 'b' (its BatchNorm's, folded) float: the weight went
+    float (QNN's rule: a float output, weight or bias of a Conv makes all three float), exit 0, nothing said."""
+    overrides = ws.root / "o.json"
+    overrides.write_text(json.dumps({"version": "0.6.1", "activation_encodings": {"b": [{"bitwidth": 32, "dtype": "float"}]},
+                                     "param_encodings": {"W": [{"bitwidth": 8, "dtype": "int", "min": -1, "max": 1}]}}))  # fmt: skip
+    result = ws.quantize("-o", ws.out, "-q", overrides, "--act_quantizer_calibration", "min-max")
+    assert result.exit_code == 0, result.stderr
+    warning = next(line for line in result.stderr.splitlines() if "override for 'W'" in line)
+    assert "override for 'W' (int8) is not applied: Conv " in warning and " runs in float32, as its output " in warning
+    assert warning.endswith("is overridden float (QNN: a float output, weight or bias of a Conv, ConvTranspose, Gemm or "
+                            "MatMul makes all three float)")  # fmt: skip
+    params = json.loads(ws.out.with_suffix(".encodings.json").read_text())["param_encodings"]
+    assert params["W"][0]["dtype"] == "float"  # the rule holds: said, not changed

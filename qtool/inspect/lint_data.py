@@ -5,7 +5,8 @@ a 2048-bin `Histogram` (calibrate.py: nothing per sample is kept). Then:
 - long tails: the full range against the 99.99th-percentile range. A ratio r costs min-max
   calibration log2(r) of its bits for 0.01% of the values (suggest percentile or sqnr). A warning where the
   preset calibrates by min-max (qnn-htp's) and for a tensor whose range no method clips (a model output, a Softmax's
-  or Sigmoid's); else information: percentile clips it, and the default, auto, tries ranges that do.
+  or Sigmoid's); else information: percentile clips it, and the default, auto, tries ranges that do. In a quantized
+  model, a tail its grid does not clip is in a min-max range: a warning.
 - inputs not standardised: a graph input whose values are (nearly) all non-negative, like
   [0, 1] or [0, 255]. Vitis AI UG1414: it "only performs signed quantization" and recommends
   zero mean, unit variance, since [0, 1] input "results in a loss of dynamic range because only
@@ -85,7 +86,10 @@ def _kept_float(ctx: LintContext) -> set[str]:
 def long_tails(ctx: LintContext) -> Iterable[Finding]:
     if ctx.stats is None:
         return
-    calibration = ctx.preset.get("act_quantizer_calibration") or "auto"  # quantize's default without a method
+    # a quantized model's grids say how it was calibrated: a tail they do not clip (_already_clipped) is in a min-max
+    # range, whatever --target says (its lint named auto, which had not clipped it, or had not run)
+    quantized = ctx.encodings is not None
+    calibration = "min-max" if quantized else ctx.preset.get("act_quantizer_calibration") or "auto"
     kept_float = _kept_float(ctx)
     for name, observer in ctx.stats.items():
         if not isinstance(observer, Histogram) or not observer.count or name in kept_float:
@@ -106,7 +110,8 @@ def long_tails(ctx: LintContext) -> Iterable[Finding]:
             f"tensor {name!r}",
             f"range [{lo:.4g}, {hi:.4g}] is {ratio:.1f}x its {PERCENTILE}th-percentile range "
             f"[{p_lo:.4g}, {p_hi:.4g}]: min-max calibration spends {math.log2(ratio):.1f} bits on 0.01% of values"
-            + (" (the default, auto, tries ranges that clip it)" if calibration == "auto" and not whole else ""),
+            + (" (the default, auto, tries ranges that clip it)" if calibration == "auto" and not whole else "")
+            + (" (this model's grid spans it all, as min-max's range does)" if quantized and not whole else ""),
             f"--act_16bit_tensors {name} (a bounded op's or model output keeps its whole range under every "
             "calibration method)" if whole else f"--act_quantizer_calibration percentile (or sqnr); or --act_16bit_tensors {name}",
         )

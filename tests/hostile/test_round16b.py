@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hostile_env import Workspace, assert_refused, make_workspace
 from test_round16 import _defaulted_model
@@ -76,3 +77,19 @@ def test_an_int_weight_override_made_float_by_the_layers_float_output_is_warned_
                             "MatMul makes all three float)")  # fmt: skip
     params = json.loads(ws.out.with_suffix(".encodings.json").read_text())["param_encodings"]
     assert params["W"][0]["dtype"] == "float"  # the rule holds: said, not changed
+
+
+def test_inspect_of_a_min_max_model_names_no_auto_in_the_long_tail_lint(ws: Workspace) -> None:
+    """A model quantized with min-max, inspected with -l: its grid spans a tensor's long tail, and the lint said
+    'info ... (the default, auto, tries ranges that clip it)', as of a float model quantize has yet to calibrate."""
+    ws.listing.write_text("".join(f"x{k}.raw\n" for k in range(64)))
+    rng = np.random.default_rng(0)
+    for k in range(64):
+        x = rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+        x[0, 0, 0, 0] = 200.0 if k == 3 else x[0, 0, 0, 0]  # one value in 12288: a tail min-max's grid spans
+        x.tofile(ws.root / f"x{k}.raw")
+    assert ws.quantize("-o", ws.out, "--act_quantizer_calibration", "min-max").exit_code == 0
+    result = ws.run("inspect", ws.out, "-l", ws.listing, "--json")
+    tails = [f for f in json.loads(result.stdout)["findings"] if f["lint"] == "long-tail" and f["where"] == "tensor 'x'"]
+    assert tails and "auto" not in tails[0]["why"] and tails[0]["severity"] == "warning", tails
+    assert tails[0]["why"].endswith("(this model's grid spans it all, as min-max's range does)")

@@ -240,7 +240,10 @@ def parse_encodings(data: Any, where: str) -> Encodings:
                         where=where, hint="a qtool stats file: --load_stats reads it" if stats else None)  # fmt: skip
     for key in unknown:
         logger.warning("%s: top-level key %s is not read", where, quoted(key))
-    if v2:
+    sections = ("activation_encodings", "param_encodings")
+    # 0.6.1's sections under version 2.0.0 were refused ('must be a list of encodings'), where under 1.0.0 they are read
+    legacy = "encodings" not in data and all(k in data for k in sections) and any(isinstance(data[k], dict) for k in sections)
+    if v2 and not legacy:
         acts, params = encodings_v2.parse(data, where)
         stated = {n: e.axis for n, e in {**acts, **params}.items() if e.axis is not None and e.blocks is None}
         return _within_float32(Encodings(acts, params, stated), where)
@@ -248,9 +251,9 @@ def parse_encodings(data: Any, where: str) -> Encodings:
         logger.warning("%s: 'excluded_layers' is not read, and the layers it names are quantized; a float encoding "
                        "(dtype float, bitwidth 32) of a layer's output keeps it float", where)  # fmt: skip
     result = Encodings()
-    for section, target in (("activation_encodings", result.activations), ("param_encodings", result.params)):
+    for section, target in zip(sections, (result.activations, result.params), strict=True):
         body = data[section]
-        layout = "0.6.1" if isinstance(body, dict) else "1.0.0" if isinstance(body, list) else None
+        layout = "0.6.1" if isinstance(body, dict) else (encodings_v2.VERSION if v2 else "1.0.0") if isinstance(body, list) else None
         if isinstance(version, str) and layout and version.split(".")[0] != layout[0] and data[section]:
             # qairt reads by the version and would refuse it; qtool reads what is there, and says so (helper-41)
             logger.warning("%s: version %s, but %r is laid out as %s writes it: read as %s", where, version, section,
@@ -259,8 +262,10 @@ def parse_encodings(data: Any, where: str) -> Encodings:
             for name in sorted(body):
                 weight = section == "param_encodings"
                 target[name] = _from_legacy_list(name, body[name], f"{where}: {section}", weight)
-        elif isinstance(body, list):
-            target.update(encodings_v2.named_entries(body, f"{where}: {section}", _from_v1_entry))
+        elif isinstance(body, list):  # under 2.0.0 beside a 0.6.1 section: 2.0.0's entries, their stated axes
+            found = encodings_v2.named_entries(body, f"{where}: {section}", encodings_v2.parse_entry if v2 else _from_v1_entry)
+            target.update(found)
+            result.stated_axes.update({n: e.axis for n, e in found.items() if v2 and e.axis is not None and e.blocks is None})
         else:
             raise DataError(f"{section!r} must be an object or a list", where=where)
     return _within_float32(result, where)

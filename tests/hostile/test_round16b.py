@@ -93,3 +93,19 @@ def test_inspect_of_a_min_max_model_names_no_auto_in_the_long_tail_lint(ws: Work
     tails = [f for f in json.loads(result.stdout)["findings"] if f["lint"] == "long-tail" and f["where"] == "tensor 'x'"]
     assert tails and "auto" not in tails[0]["why"] and tails[0]["severity"] == "warning", tails
     assert tails[0]["why"].endswith("(this model's grid spans it all, as min-max's range does)")
+
+
+@pytest.mark.parametrize("version", ["1.0.0", "2.0.0"])
+def test_an_encodings_file_with_0_6_1_sections_under_a_newer_version_is_read_with_a_warning(ws: Workspace,
+                                                                                         version: str) -> None:  # fmt: skip
+    """A 2.0.0 file laid out with 0.6.1's sections (activation_encodings / param_encodings as objects) was refused as
+    'activation_encodings: must be a list of encodings', where the 1.0.0 one is read, with a warning."""
+    overrides = ws.root / "o.json"
+    overrides.write_text(json.dumps({"version": version, "param_encodings": {},
+                                     "activation_encodings": {"y": [{"bitwidth": 8, "dtype": "int", "min": -2, "max": 6}]}}))  # fmt: skip
+    result = ws.quantize("-o", ws.out, "-q", overrides, "--act_quantizer_calibration", "min-max")
+    assert result.exit_code == 0, result.stderr
+    assert (f"{overrides}: version {version}, but 'activation_encodings' is laid out as 0.6.1 writes it: read as "
+            "0.6.1") in result.stderr  # fmt: skip
+    acts = json.loads(ws.out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert (acts["y"][0]["min"], acts["y"][0]["max"]) == pytest.approx((-2, 6), abs=0.05)

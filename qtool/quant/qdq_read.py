@@ -264,7 +264,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
     found = Encodings()
     rename: dict[str, str] = {}
     drop: set[int] = set()
-    new_inits: dict[str, onnx.TensorProto] = {}
+    new_inits: dict[str, list[onnx.TensorProto]] = {}  # an integer weight -> its float values, one a DequantizeLinear
     for node in graph.node:
         if _casts_to(node, TensorProto.FLOAT):  # qdq.py's float16 simulation: a float16 weight, or an activation cast to it and back
             half = producers.get(node.input[0])
@@ -272,7 +272,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             if weight is not None and weight.data_type == TensorProto.FLOAT16 and len(readers[weight.name]) == 1:
                 if weights:
                     values = external_data.array(weight).astype(np.float32)
-                    new_inits[node.input[0]] = numpy_helper.from_array(values, node.output[0])
+                    new_inits[node.input[0]] = [numpy_helper.from_array(values, node.output[0])]
                 found.params[node.output[0]] = enc.float_encoding(16)
                 drop.add(id(node))
             elif _casts_to(half, TensorProto.FLOAT16) and len(readers[half.output[0]]) == 1:  # read here alone
@@ -299,7 +299,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
                 for move in moves:
                     values = move(values)
                 large = scratch is not None and values.nbytes >= external_data.LAZY_BYTES
-                new_inits[source] = spilled(values, name, scratch) if large else numpy_helper.from_array(values, name)  # type: ignore[arg-type]
+                new_inits.setdefault(source, []).append(spilled(values, name, scratch) if large else numpy_helper.from_array(values, name))  # type: ignore[arg-type]
             found.params[name] = moved_e
             drop.update(id(n) for n in (node, *chain))
             continue
@@ -329,7 +329,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
                 values = sliced("dequantize", grid, sliced("quantize", grid, external_data.array(inits[x]), np.float64), dtype)
                 for move in moves:
                     values = move(values)
-                new_inits[x] = numpy_helper.from_array(values, end)
+                new_inits[x] = [numpy_helper.from_array(values, end)]
             drop.update(id(n) for n in (q_node, node, *chain))
             continue
         name = y if y in outputs else x
@@ -476,7 +476,7 @@ def _rename_reads(node: onnx.NodeProto, rename: dict[str, str]) -> None:
 
 
 def _rebuild(
-    graph: onnx.GraphProto, drop: set[int], rename: dict[str, str], new_inits: dict[str, onnx.TensorProto],
+    graph: onnx.GraphProto, drop: set[int], rename: dict[str, str], new_inits: dict[str, list[onnx.TensorProto]],
     initializers: Iterable[onnx.TensorProto],
 ) -> None:
     kept = [n for n in graph.node if id(n) not in drop]
@@ -490,8 +490,9 @@ def _rebuild(
         if len(pruned) == len(kept):
             break
         kept = pruned
-    # a dequantized weight takes its integer initializer's place, so the order survives a round trip
-    inits = [new_inits.get(i.name, i) for i in initializers if i.name in used or i.name in new_inits]
+    # a dequantized weight takes its integer initializer's place, so the order survives a round trip; an integer
+    # weight two DequantizeLinears read (initializers deduplicated) gives each its own, where the last one alone was kept
+    inits = [t for i in initializers if i.name in used or i.name in new_inits for t in new_inits.get(i.name, [i])]
     del graph.node[:]
     graph.node.extend(kept)
     graph.initializer.extend(inits)

@@ -109,3 +109,27 @@ def test_a_range_before_a_bias_add_is_not_carried_to_be_ignored(tmp_path) -> Non
     out = tmp_path / "qq.onnx"
     result = run_cli(["quantize", "-i", converted, "--input_list", write_feeds(tmp_path, feeds), "-o", out])
     assert result.exit_code == 0 and "is ignored" not in result.stderr, result.stderr
+
+
+def test_an_integer_weight_two_dequantize_linears_read_gives_each_its_values() -> None:
+    """Initializers deduplicated (one int8 tensor, two DequantizeLinears: a tied weight, or an optimizer's dedup):
+    the float model kept the last one's values alone, and the first MatMul read a tensor nothing wrote
+    ('Node input 'wd1' is not a graph input ...')."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(16, 16)).astype(np.float32)
+    scale = np.float32(np.abs(w).max() / 127)
+    arrays = {"wq": np.round(w / scale).astype(np.int8), "ws": scale, "wz": np.int8(0)}
+    text = """
+        <ir_version: 8, opset_import: ["" : 13]>
+        g (float[1,16] x) => (float[1,16] y) <int8[16,16] wq, float ws, int8 wz> {
+            wd1 = DequantizeLinear (wq, ws, wz)
+            wd2 = DequantizeLinear (wq, ws, wz)
+            h = MatMul (x, wd1)
+            y = MatMul (h, wd2)
+        }"""
+    model = _with_initializers(onnx.parser.parse_model(text), arrays)
+    floated, found = read_qdq(model)
+    assert set(found.params) == {"wd1", "wd2"}
+    x = rng.normal(size=(1, 16)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(_run(floated, x), want, rtol=1e-5, atol=1e-5)

@@ -276,6 +276,7 @@ def best_probabilities(model: onnx.ModelProto) -> list[str]:
     producers = {o: n for n in model.graph.node for o in n.output}
     constants = {i.name: i for i in model.graph.initializer} | {
         n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"}  # fmt: skip
+    ranks = {o.name: len(o.type.tensor_type.shape.dim) for o in model.graph.output if o.type.tensor_type.HasField("shape")}
     found = []
     for node in model.graph.node:
         softmax = producers.get(node.input[0]) if node.op_type == "ReduceMax" and node.input else None
@@ -285,7 +286,10 @@ def best_probabilities(model: onnx.ModelProto) -> list[str]:
         axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
         if axes is None and len(node.input) > 1 and node.input[1] in constants:  # opset 18: axes as an input
             axes = onnx.numpy_helper.to_array(constants[node.input[1]]).reshape(-1).tolist()
-        if axes == [axis]:
+        keepdims = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
+        rank = ranks.get(node.output[0], 0) + (0 if keepdims or axes is None else len(axes))  # 0: not declared
+        # Softmax(-1) and a ReduceMax over [2] of its rank-3 output (softmax(-1).max(2)) were two axes
+        if axes is not None and len(axes) == 1 and (axes[0] == axis or (rank and axes[0] % rank == axis % rank)):
             found.append(node.output[0])
     return found
 

@@ -41,3 +41,23 @@ def test_a_rows_best_probability_gets_no_top1_agreement(tmp_path: Path) -> None:
     outputs = {row["output"]: row for row in json.loads(result.stdout)["outputs (float vs quantized)"]}
     assert outputs["conf"]["top1_agreement"] == "" and outputs["conf"]["sqnr_db"] > 30
     assert outputs["scores"]["top1_agreement"] == 1.0
+
+
+def test_a_rows_best_probability_is_found_with_its_axis_counted_from_either_end(tmp_path: Path) -> None:
+    """Softmax(axis -1) with ReduceMax over axis 2 (torch's softmax(-1).max(2)), and the other way round, name the
+    same axis of a rank-3 tensor: read as two axes, conf kept its top1_agreement (an argmax over steps)."""
+    rng = np.random.default_rng(1)
+    for i in range(8):
+        rng.normal(size=(1, 6, 4)).astype(np.float32).tofile(tmp_path / f"{i}.raw")
+    (tmp_path / "list.txt").write_text("".join(f"{i}.raw\n" for i in range(8)))
+    for softmax_axis, reduce_axis in ((-1, 2), (2, -1)):
+        model = recogniser()
+        model.graph.node[1].attribute[0].i = softmax_axis
+        model.graph.node[2].attribute[0].ints[:] = [reduce_axis]
+        onnx.save(model, tmp_path / "rec.onnx")
+        result = run_cli(["quantize", "-i", tmp_path / "rec.onnx", "-l", tmp_path / "list.txt", "-o", tmp_path / "q.onnx",
+                          "--json"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs = {row["output"]: row for row in json.loads(result.stdout)["outputs (float vs quantized)"]}
+        assert outputs["conf"]["top1_agreement"] == "", (softmax_axis, reduce_axis)
+        assert outputs["scores"]["top1_agreement"] == 1.0

@@ -728,7 +728,8 @@ OUT := build/demo
 # 24042 -> 24047: a 2.0.0 encodings file with 0.6.1's sections is read with a warning, as a 1.0.0 one is (io/encodings.parse_encodings; round 16 leftover; 5 lines)
 # 24047 -> 24048: an integer weight two DequantizeLinears read gives each its float values (quant/qdq_read._rebuild; review; 1 line)
 # 24048 -> 24052: a row's best probability found with its axis counted from either end (inspect/compare.best_probabilities; review of abab547; 4 lines)
-LINE_BUDGET := 24052
+# 24052 -> 24072: the float-rule warning names only the user's overrides, once, after the final plan (quant/overrides.floated_by_rule; review of 7280eba; 20 lines)
+LINE_BUDGET := 24072
 
 .PHONY: demo test lint venv bench clean golden
 

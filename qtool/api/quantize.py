@@ -55,7 +55,7 @@ from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import judged_outputs, overall
 from qtool.quant.normalization import normalization_statistics
 from qtool.quant.observers import accumulating_ranges, observed_extremes, read_as
-from qtool.quant.overrides import checked_overrides, empty_ranges, unapplied_params
+from qtool.quant.overrides import checked_overrides, empty_ranges, floated_by_rule, unapplied_params
 from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan, kept_float
 from qtool.quant.qdq import write_qdq
 from qtool.quant.residual import observe_channels, on_residual_stream, post_ln_sums, residual_stream
@@ -601,8 +601,9 @@ def _quantize(
     mixed = run_mixed_precision(o, ctx, reference, eval_list) if o.mixed_precision == "auto" else None
     float_run = (keep.values, 0.0) if keep is not None and keep.complete else _float_outputs(o, reference, eval_list)
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
-    dropped = unapplied_params(GraphFacts.of(ctx.model), ctx.overrides.params, plan.params, o.op_types_to_quantize) if (
-        ctx.overrides.params) else {}  # walked only when the overrides name weights
+    walked = GraphFacts.of(ctx.model) if ctx.overrides.params else None  # only when the overrides name weights
+    dropped = {**unapplied_params(walked, ctx.overrides.params, plan.params, o.op_types_to_quantize),
+               **floated_by_rule(walked, overrides, plan.params)} if walked is not None else {}  # fmt: skip
     for name, why in dropped.items():
         logger.warning("override for %r is not applied: %r stays float (%s)", name, name, why)
     structure, rewritten = _structure_facts(ctx.model, plan, o.op_types_to_quantize), ctx.rewritten

@@ -200,18 +200,16 @@ def propagate_float(facts: GraphFacts, overrides: Encodings, float_bias_bitwidth
         if node.op_type not in FLOAT_FORCING_OPS:
             continue
         outputs, weights, bias = _members(node, facts)
-        params = [*weights, *([bias] if bias is not None else [])]
-        members = [*((t, out.activations.get(t)) for t in outputs), *((w, out.params.get(w)) for w in params)]
-        floats = [(t, e) for t, e in members if e and e.is_float]
+        floats = [
+            e
+            for e in [*(out.activations.get(t) for t in outputs), *(out.params.get(w) for w in weights)]
+            if e and e.is_float
+        ]
+        if bias is not None and bias in out.params and out.params[bias].is_float:
+            floats.append(out.params[bias])
         if not floats:
             continue
-        cause, bitwidth = floats[0][0], floats[0][1].bitwidth
-        role = "output" if cause in outputs else "weight" if cause in weights else "bias"
-        for t, e in members:  # an int8 weight override was made float without a word
-            if e is not None and not e.is_float:
-                logger.warning("override for %r (int%d) is not applied: %s %r runs in float%d, as its %s %r is overridden "
-                               "float (QNN: a float output, weight or bias of a Conv, ConvTranspose, Gemm or MatMul makes "
-                               "all three float)", t, e.bitwidth, node.op_type, node.name, bitwidth, role, cause)  # fmt: skip
+        bitwidth = floats[0].bitwidth
         for t in outputs:
             out.activations[t] = enc.float_encoding(bitwidth)
         for w in weights:
@@ -288,6 +286,27 @@ def sixteen_bit_layers(
         for weight in weights:
             out.params.setdefault(weight, enc.Encoding(bitwidth=16, is_symmetric=True))
     return out
+
+
+def floated_by_rule(facts: GraphFacts, given: Encodings, planned: dict[str, enc.Encoding]) -> dict[str, str]:
+    """The int weight and bias overrides `propagate_float` made float because the user gave their layer's output,
+    weight or bias float, each with why: an int8 weight was written float without a word."""
+    found = {}
+    for node in facts.model.graph.node:
+        if node.op_type not in FLOAT_FORCING_OPS:
+            continue
+        outputs, weights, bias = _members(node, facts)
+        params = [*weights, *([bias] if bias is not None else [])]
+        members = [*((t, "output", given.activations.get(t)) for t in outputs),
+                   *((w, "weight" if w in weights else "bias", given.params.get(w)) for w in params)]  # fmt: skip
+        if (cause := next(((t, role, e) for t, role, e in members if e is not None and e.is_float), None)) is None:
+            continue
+        for w in params:
+            if (e := given.params.get(w)) is not None and not e.is_float and getattr(planned.get(w), "is_float", False):
+                found[w] = (f"{node.op_type} {node.name!r} runs in float{cause[2].bitwidth}, as its {cause[1]} "
+                            f"{cause[0]!r} is overridden float: QNN makes a Conv, ConvTranspose, Gemm or MatMul's "
+                            "output, weights and bias all float when one of them is")  # fmt: skip
+    return found
 
 
 def unapplied_params(facts: GraphFacts, given: dict[str, enc.Encoding], planned: dict[str, enc.Encoding],

@@ -72,9 +72,9 @@ def test_an_int_weight_override_made_float_by_the_layers_float_output_is_warned_
     result = ws.quantize("-o", ws.out, "-q", overrides, "--act_quantizer_calibration", "min-max")
     assert result.exit_code == 0, result.stderr
     warning = next(line for line in result.stderr.splitlines() if "override for 'W'" in line)
-    assert "override for 'W' (int8) is not applied: Conv " in warning and " runs in float32, as its output " in warning
-    assert warning.endswith("is overridden float (QNN: a float output, weight or bias of a Conv, ConvTranspose, Gemm or "
-                            "MatMul makes all three float)")  # fmt: skip
+    assert "override for 'W' is not applied: 'W' stays float (Conv " in warning and " runs in float32, as its output " in warning
+    assert warning.endswith("is overridden float: QNN makes a Conv, ConvTranspose, Gemm or MatMul's output, weights and "
+                            "bias all float when one of them is)")  # fmt: skip
     params = json.loads(ws.out.with_suffix(".encodings.json").read_text())["param_encodings"]
     assert params["W"][0]["dtype"] == "float"  # the rule holds: said, not changed
 

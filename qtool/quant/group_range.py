@@ -12,9 +12,7 @@ Rules on top of the calibration method's choice:
   clipped range loses nothing and spends every level where the reader can see it (a MobileNetV3 Conv
   output of [−18.2, 1.1] before a HardSwish gets a grid over [−3, 1.1], 4.6× finer); a Sigmoid, Tanh or Elu
   counts as flat where its output is within half a step of its own grid's end, as read through that grid
-  (nudenet's class logits, [−26.6, 1.6], are scores on a 1/255 grid only above −6.2), and a SiLU written out,
-  Mul(x, Sigmoid(x)), where x·σ(x) reads 0 for good (YOLOv8's and YOLOX's Conv outputs before one: nudenet's
-  [−117.6, 41.9] → [−4.0, 42.2]; ddddocr's detector, held out, 16.1 → 20.2 dB);
+  (nudenet's class logits, [−26.6, 1.6], are scores on a 1/255 grid only above −6.2);
 - a member read only by a max (MaxPool, GlobalMaxPool, ReduceMax: data-invariant, so it shares the group)
   does not widen the group's lower end: a value below the max's own smallest output never wins a window
   it was seen in, so the group's minimum is its other members' (MTCNN's PReLU → MaxPool: [−2.45, 7.3] →
@@ -26,7 +24,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
 from collections.abc import Callable
 
 import onnx
@@ -37,7 +34,7 @@ from qtool.errors import DataError
 from qtool.io.encodings import Encodings
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import MinMax, Observer, SoftmaxInput
-from qtool.quant.rules import flat_outside, rule_for, saturates_outside, silu_flat_below
+from qtool.quant.rules import flat_outside, rule_for, saturates_outside
 
 logger = logging.getLogger(__name__)
 
@@ -176,50 +173,22 @@ def _floor_past_max_readers(facts: GraphFacts, group: list[str], observers: dict
 Grid = tuple[float, float, float]  # lo, hi, step
 
 
-def _silu_gate(facts: GraphFacts, node: onnx.NodeProto, tensor: str) -> onnx.NodeProto | None:
-    """The Sigmoid of `tensor` when `node` is Mul(tensor, Sigmoid(tensor)), a SiLU written out; else None."""
-    if node.op_type != "Mul" or len(node.input) != 2 or tensor not in node.input:
-        return None
-    other = facts.producers.get(node.input[1] if node.input[0] == tensor else node.input[0])
-    return other if other is not None and other.op_type == "Sigmoid" and other.input[0] == tensor else None
-
-
-def _inside_silu(facts: GraphFacts, node: onnx.NodeProto, tensor: str) -> bool:
-    """Whether `node` is a SiLU's Sigmoid of `tensor`, read by nothing but that SiLU's Mul: what it gives
-    counts only through the Mul's output, so the Mul's flat part is the pair's."""
-    readers = facts.consumers.get(node.output[0], [])
-    return node.op_type == "Sigmoid" and node.output[0] not in facts.graph_outputs and bool(readers) and all(
-        _silu_gate(facts, c, tensor) is node for c in readers
-    )
-
-
 def live_interval(
     facts: GraphFacts, group: list[str], output_grid: Callable[[str], Grid | None] | None = None
 ) -> tuple[float, float] | None:
     """The interval outside which every reader of the group (none of them a graph output) is flat, or None. With
-    `output_grid` (a tensor's grid, or None), a Sigmoid or Tanh is flat where its output rounds to its grid's end,
-    and a SiLU written out (Mul(x, Sigmoid(x))) below where its output reads 0 for good: YOLOv8's Conv outputs
-    reach −213 where the SiLU after them tells apart values above about −4 at most."""
+    `output_grid` (a tensor's grid, or None), a Sigmoid or Tanh is flat where its output rounds to its grid's end."""
     members = set(group)
     readers = [(c, t) for t in group for c in facts.consumers.get(t, []) if not members.intersection(c.output)]
     if not readers or members & facts.graph_outputs:
         return None
 
-    def flat(node: onnx.NodeProto, tensor: str) -> tuple[float, float] | None:
-        gate = _silu_gate(facts, node, tensor)
-        if gate is not None:
-            out = output_grid(node.output[0]) if output_grid is not None else None
-            gate_grid = output_grid(gate.output[0]) if out is not None else None  # type: ignore[misc]
-            return None if out is None else (silu_flat_below(out[2], gate_grid and gate_grid[2]), math.inf)
-        if node.input[0] != tensor:
-            return None
+    def flat(node: onnx.NodeProto) -> tuple[float, float] | None:
         found = flat_outside(node, facts.initializers, facts.array)
         grid = output_grid(node.output[0]) if found is None and output_grid is not None else None
         return found if grid is None else saturates_outside(node, *grid)
 
-    intervals = [flat(c, t) for c, t in readers if not _inside_silu(facts, c, t)]
-    if not intervals:
-        return None
+    intervals = [flat(c) if c.input[0] == t else None for c, t in readers]
     if any(i is None for i in intervals):
         return None
     return min(i[0] for i in intervals), max(i[1] for i in intervals)  # type: ignore[index]

@@ -217,22 +217,6 @@ def saturates_outside(node: onnx.NodeProto, out_lo: float, out_hi: float, step: 
     return (first, last) if first < last else None
 
 
-def silu_flat_below(out_step: float, gate_step: float | None) -> float:
-    """The input below which a SiLU written out, Mul(x, Sigmoid(x)), reads 0 through an output grid of `out_step`:
-    the lowest x at which |x|·σ(x), σ as read through its own grid of `gate_step` (None: float), still reaches half
-    a step (0 where none does: x·σ(x) dips only to −0.2785). σ's grid reads 0 below logit(gate_step / 2), so the
-    scan ends there (at −30 for a float σ)."""
-    if out_step <= 0:
-        return -math.inf
-    end = math.log(gate_step / (2 - gate_step)) if gate_step and gate_step < 1 else -30.0
-    xs = [end * k / 4096 for k in range(1, 4097)]
-    gate = [1 / (1 + math.exp(-x)) for x in xs]
-    if gate_step:
-        gate = [round(g / gate_step) * gate_step for g in gate]
-    loud = [x for x, g in zip(xs, gate, strict=True) if -x * g >= out_step / 2]
-    return min(loud) if loud else 0.0
-
-
 # Resize modes whose every output value is an input value or a convex combination of input values (antialiased
 # or not): the output lies within the input's range, and a grid of its own only adds a requantization (a nearest
 # downscale: 33.6 dB on its own grid, 35.5 on its input's). Cubic weights go negative and overshoot.

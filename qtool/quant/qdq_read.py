@@ -326,10 +326,11 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
                 rename[y] = x
             if weights:  # the weight the network computes with, as a DequantizeLinear(int8) export of it reads
                 dtype = _scale_type(node, inits, constants)
-                values = sliced("dequantize", grid, sliced("quantize", grid, external_data.array(inits[x]), np.float64), dtype)
+                values = sliced("dequantize", grid, sliced("quantize", grid, external_data.array(inits[x]), np.int32), dtype)
                 for move in moves:
                     values = move(values)
-                new_inits[x] = [numpy_helper.from_array(values, end)]
+                large = scratch is not None and values.nbytes >= external_data.LAZY_BYTES
+                new_inits[x] = [spilled(values, end, scratch) if large else numpy_helper.from_array(values, end)]  # type: ignore[arg-type]
             drop.update(id(n) for n in (q_node, node, *chain))
             continue
         name = y if y in outputs else x

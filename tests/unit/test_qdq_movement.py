@@ -195,3 +195,14 @@ def test_a_fake_quantized_weight_comes_back_on_its_grid_and_a_cast_zero_point_is
     on_grid = (np.clip(np.round(w / scale[:, None]), -128, 127) * scale[:, None]).T
     np.testing.assert_allclose(nh.to_array(floated.graph.initializer[0]), on_grid, rtol=1e-6, atol=1e-7)
     assert found.params["wt"].axis == 1
+
+
+def test_a_large_fake_quantized_weight_is_spilled_to_scratch_like_a_dequantized_one(tmp_path, monkeypatch) -> None:
+    """A QAT model's float copy keeps its weights out of memory as the DequantizeLinear(int8) path does."""
+    from qtool.graph import external_data
+
+    monkeypatch.setattr(external_data, "LAZY_BYTES", 64)  # the 512-byte weight counts as large
+    model, _ = _fake_quantized_linear(transposed=True)
+    floated, _ = read_qdq(model, scratch=str(tmp_path / "weights.bin"))
+    weight = next(i for i in floated.graph.initializer if i.name == "wt")
+    assert weight.data_location == TensorProto.EXTERNAL and (tmp_path / "weights.bin").stat().st_size >= OUT * IN * 4

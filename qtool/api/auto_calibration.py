@@ -19,12 +19,14 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from onnx import TensorProto
 
 from qtool.encoding import Encoding
+from qtool.io.kept_outputs import KeptOutputs
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import judged_outputs, sqnr_db
 from qtool.quant.observers import Observer, read_as
@@ -137,3 +139,37 @@ def min_max_of_halves(halves: dict[tuple[int, ...], tuple[object, dict]], model:
             done.add(id(observer))
             found[name].merge(read_as(observer, "min-max"))
     return found if len(found) == len(second[1]) else None
+
+
+@dataclass
+class FloatRuns:
+    """The float model's outputs on the sample sets auto's folds scored on (samples -> outputs, None where too
+    large to keep), and the sets whose outputs a calibration pass kept (its instrumented session) rather than
+    compare.reference_outputs (the float model's own): the evaluation's float pass reads them where they cover
+    its samples and come from the session it would have run. Each was a second float pass over the list."""
+
+    outputs: dict[tuple[int, ...], KeptOutputs | None] = field(default_factory=dict)
+    calibrated: set[tuple[int, ...]] = field(default_factory=set)
+
+    def first(self, count: int, calibrated: bool) -> Sequence | None:
+        """The outputs on samples 0..count-1 of the list, in order; None unless the sets cover them and each
+        came from a calibration pass (`calibrated`) or each from the float model's own session."""
+        found = {k: (values, at) for key, values in self.outputs.items()
+                 if values is not None and (key in self.calibrated) == calibrated for at, k in enumerate(key)}  # fmt: skip
+        if count == 0 or any(k not in found for k in range(count)):
+            return None
+        return _Gathered([found[k] for k in range(count)])
+
+
+class _Gathered(Sequence):
+    """Outputs per sample read from the stores that hold them (values, position)."""
+
+    def __init__(self, places: list[tuple[KeptOutputs, int]]) -> None:
+        self.places = places
+
+    def __len__(self) -> int:
+        return len(self.places)
+
+    def __getitem__(self, index: int):  # type: ignore[override]  # compare_outputs reads one sample at a time
+        values, at = self.places[index]
+        return values[at]

@@ -18,7 +18,13 @@ from pathlib import Path
 import onnx
 
 from qtool import runtime
-from qtool.api.auto_calibration import choose_calibration, min_max_of_halves, nothing_to_score, sample_sqnrs
+from qtool.api.auto_calibration import (
+    FloatRuns,
+    choose_calibration,
+    min_max_of_halves,
+    nothing_to_score,
+    sample_sqnrs,
+)
 from qtool.api.common import (
     EVALUATED_ON,
     check_output_names,
@@ -318,8 +324,10 @@ def _algorithm_context(
     observers: dict,
     *,
     halves: dict | None = None,
+    runs: FloatRuns | None = None,
 ) -> AlgorithmContext:
-    """`model` is the copy of the float `reference` the algorithms change; `halves` gathers auto's histogram passes."""
+    """`model` is the copy of the float `reference` the algorithms change; `halves` gathers auto's histogram passes,
+    `runs` the float outputs its folds scored against."""
     specs = gm.input_specs(model)
 
     def samples():
@@ -341,7 +349,10 @@ def _algorithm_context(
         chosen = dataclasses.replace(input_list, samples=tuple(input_list.samples[k] for k in indices)) if input_list else None
         return lambda: iter_samples(chosen, specs, o.use_native_input_files) if chosen else samples()
 
-    kept: dict[tuple[int, ...], KeptOutputs | None] = {}  # samples -> the float model's outputs on them
+    runs = FloatRuns() if runs is None else runs
+    kept = runs.outputs  # samples -> the float model's outputs on them
+    # in memory each half's share of what the evaluation keeps, which may read them (FloatRuns): the rest in files
+    held = compare.one_pass_cache_bytes(reference) // 2
 
     def feeds(indices: tuple[int, ...]) -> Iterator[dict]:
         return (feed for _, feed in subset(list(indices))())
@@ -351,7 +362,7 @@ def _algorithm_context(
         runs once per set of samples (auto's three methods score on the same two halves, bc's keep-or-revert on
         them again), or not at all where a calibration pass on them kept its outputs (observe)."""
         if indices not in kept:
-            kept[indices] = compare.reference_outputs(reference, feeds(indices), o.num_threads)
+            kept[indices] = compare.reference_outputs(reference, feeds(indices), o.num_threads, held)
         drift = compare.compare_outputs(
             reference, qdq, feeds(indices), threads=o.num_threads, cached=kept[indices], integer_kernels=kernels
         )
@@ -369,7 +380,7 @@ def _algorithm_context(
         shared, key = o.act_quantizer_calibration == "auto", tuple(fit_at)
         if not shared or key not in observed or observed[key][0] is not candidate:
             ours = shared and candidate is reference  # else the outputs scored against are another model's
-            keep = FloatOutputs(len(fit_at), KeptOutputs(256 << 20, scratch_file)) if ours else None
+            keep = FloatOutputs(len(fit_at), KeptOutputs(held, scratch_file)) if ours else None
             found, _ = calibrate(
                 candidate, activation_tensors(GraphFacts.of(candidate)), subset(fit_at)(),
                 observer="sqnr" if shared else method, percentile=o.percentile_calibration_value, threads=o.num_threads,
@@ -380,6 +391,7 @@ def _algorithm_context(
             observed[key] = candidate, found
             if keep is not None and keep.complete:
                 kept[key] = keep.values
+                runs.calibrated.add(key)
         return {name: read_as(seen, method, o.percentile_calibration_value) for name, seen in observed[key][1].items()}
 
     def fold(
@@ -554,7 +566,8 @@ def _quantize(
     equalized = bool(notes)
     observers: dict = {}
     halves: dict = {}  # auto: samples -> (model, its histograms); the run's min-max pass may be theirs (below)
-    ctx = _algorithm_context(o, reference, model, overrides, input_list, observers, halves=halves)
+    runs = FloatRuns()  # auto: the float outputs its folds scored against; the evaluation's may be theirs (below)
+    ctx = _algorithm_context(o, reference, model, overrides, input_list, observers, halves=halves, runs=runs)
     algorithms_started = time.perf_counter()  # auto's trials and bc's passes: often most of the run
     timed = bool(o.apply_algorithms) or o.act_quantizer_calibration == "auto"  # o names auto's choice once it ran
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
@@ -570,9 +583,15 @@ def _quantize(
     algorithm_seconds = time.perf_counter() - algorithms_started
     layer_reference = _layer_reference(o, reference, ctx.model, equalized or bool(ctx.rewritten))
     calibration_started = time.perf_counter()
-    # the evaluation's float outputs come from calibration when both run the same model on the same list
-    keep = None
-    if model is reference and input_list is not None and eval_list is input_list and o.evaluate_samples > 0:
+    # the evaluation's float outputs come from calibration when both run the same model on the same list, or from
+    # auto's folds where they ran the session the evaluation would have (calibration's, or the float model's own)
+    keep, earlier = None, None
+    listed = input_list is not None and eval_list is input_list and o.evaluate_samples > 0
+    if listed and input_list is not None:
+        from_calibration = model is reference and o.calib_batch_size == 1  # batched, calibrate keeps none
+        earlier = runs.first(min(o.evaluate_samples, len(input_list.samples)), from_calibration)
+    del runs
+    if earlier is None and model is reference and listed and input_list is not None:
         kept = KeptOutputs(compare.one_pass_cache_bytes(reference), scratch_file)
         keep = FloatOutputs(min(o.evaluate_samples, len(input_list.samples)), kept)
     facts = GraphFacts.of(model)
@@ -599,7 +618,8 @@ def _quantize(
     notes += _run_algorithms(o, "quantized", ctx)
     algorithm_seconds += time.perf_counter() - algorithms_started
     mixed = run_mixed_precision(o, ctx, reference, eval_list) if o.mixed_precision == "auto" else None
-    float_run = (keep.values, 0.0) if keep is not None and keep.complete else _float_outputs(o, reference, eval_list)
+    float_run = (earlier, 0.0) if earlier is not None else (
+        (keep.values, 0.0) if keep is not None and keep.complete else _float_outputs(o, reference, eval_list))
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
     walked = GraphFacts.of(ctx.model) if ctx.overrides.params else None  # only when the overrides name weights
     dropped = {**unapplied_params(walked, ctx.overrides.params, plan.params, o.op_types_to_quantize),
@@ -621,7 +641,7 @@ def _quantize(
     if notes:
         report.facts["algorithms"] = "; ".join(notes)
     quality = _evaluate(o, reference, quantized, eval_list, report, float_run, layer_reference)
-    del float_run, keep, layer_reference  # the float outputs: the evaluation was their last reader
+    del float_run, keep, earlier, layer_reference  # the float outputs: the evaluation was their last reader
     _release()
     report.facts["calibration seconds"] = round(calibration_seconds, 2)
     if notes and timed:

@@ -10,6 +10,7 @@ from onnx import helper as oh
 from qtool.api.auto_calibration import (
     AUTO_CALIBRATIONS,
     AUTO_MARGIN_DB,
+    FloatRuns,
     choose_calibration,
     median,
     min_max_of_halves,
@@ -17,6 +18,7 @@ from qtool.api.auto_calibration import (
     sample_sqnrs,
 )
 from qtool.inspect.compare import Drift
+from qtool.io.kept_outputs import KeptOutputs
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import Histogram, MinMax, SoftmaxInput
 
@@ -157,3 +159,25 @@ def test_the_halves_min_max_is_a_pass_over_both() -> None:
     halves = _halves(first, second)
     halves[(2, 3)][1]["b"].unbounded = True  # a min-max pass skips such a sample; the histogram took it as 0
     assert min_max_of_halves(halves, None, 4) is None
+
+
+def _kept(*samples: float) -> KeptOutputs:
+    kept = KeptOutputs(1 << 20, lambda name: name)
+    for value in samples:
+        assert kept.append([np.full(2, value)])
+    return kept
+
+
+def test_the_evaluation_reads_the_folds_float_outputs_only_from_the_session_it_would_run() -> None:
+    """Samples 0..count-1 in order, gathered over both halves; only where the halves cover them, and only from
+    the kind of pass the evaluation would have run (a calibration pass's instrumented session, or the model's own)."""
+    runs = FloatRuns({(0, 2): _kept(0, 2), (1, 3): _kept(1, 3)})
+    gathered = runs.first(4, calibrated=False)
+    assert gathered is not None and [float(v[0][0]) for v in gathered] == [0, 1, 2, 3]
+    assert runs.first(3, calibrated=False) is not None and runs.first(5, calibrated=False) is None
+    assert runs.first(4, calibrated=True) is None  # the evaluation would have read calibration's outputs
+    runs.calibrated.add((0, 2))
+    assert runs.first(4, calibrated=True) is None and runs.first(4, calibrated=False) is None  # one of each kind
+    runs.calibrated.add((1, 3))
+    assert runs.first(4, calibrated=True) is not None
+    assert FloatRuns({(0, 1): None}).first(2, calibrated=False) is None  # too large to keep: streamed again

@@ -25,9 +25,9 @@ def movement_chain(
     start: str, readers: dict[str, list[tuple[onnx.NodeProto, int]]], outputs: set[str],
     constant: Callable[[str], np.ndarray | None], opset: int, shape: tuple[int, ...],
 ) -> tuple[list[onnx.NodeProto], list[Move], list[tuple[int, ...]]]:  # fmt: skip
-    """The data-movement nodes `start` (a weight of `shape`) goes through alone, each the only reader of the one
-    before and writing no graph output, with the moves that compute them and the shapes: `shape`, then each
-    node's output's."""
+    """The data-movement nodes `start` (a weight of `shape`) goes through alone, each the only reader of a value
+    that is no graph output (the last may write one: the moved weight then is an initializer onnxruntime serves
+    as that output), with the moves that compute them and the shapes: `shape`, then each node's output's."""
     chain: list[onnx.NodeProto] = []
     moves: list[Move] = []
     shapes = [shape]

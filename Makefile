@@ -732,7 +732,8 @@ OUT := build/demo
 # 24072 -> 24025: 36b2791's SiLU live-interval cut reverted (it cost czann_nuclei 1.7 dB held out on every sample; issue 21; -47 lines)
 # 24025 -> 24026: a large fake-quantized QAT weight spills to scratch as a dequantized one does (quant/qdq_read; review of 14fcaa5; 1 line)
 # 24026 -> 24082: the evaluation reads auto's float outputs on the halves, and min-max kept skips its pass (api/auto_calibration.FloatRuns; speed; 56 lines)
-LINE_BUDGET := 24082
+# 24082 -> 24083: qdq_read's two weight branches share _float_weight; one float-type set (graph_facts.FLOATING_TYPES) (review of the session; 1 line)
+LINE_BUDGET := 24083
 
 .PHONY: demo test lint venv bench clean golden
 

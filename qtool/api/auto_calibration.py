@@ -23,11 +23,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from onnx import TensorProto
 
 from qtool.encoding import Encoding
 from qtool.io.kept_outputs import KeptOutputs
-from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.graph_facts import FLOATING_TYPES, GraphFacts
 from qtool.quant.mixed_precision import judged_outputs, sqnr_db
 from qtool.quant.observers import Observer, read_as
 from qtool.quant.plan import activation_tensors
@@ -36,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 AUTO_CALIBRATIONS = ("min-max", "sqnr", "mse")  # percentile's 99.99 and entropy's KL are one clip rule each
 AUTO_MARGIN_DB = 0.3
-SCORED_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16})
+SCORED_TYPES = FLOATING_TYPES
 SAMPLE_DB_CAP = 200.0  # a sample with no error at all: its SQNR is no number to subtract
 
 

@@ -16,6 +16,7 @@ from qtool.quant.rules import SQUASHABLE_PRODUCERS, SQUASHING_ACTIVATIONS
 # the float types a QuantizeLinear takes in onnxruntime: a double or bfloat16 tensor (a model casting
 # up for precision) stays as it is; float16 only from opset 19 (QuantizeLinear-13 takes float32 alone)
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16})
+FLOATING_TYPES = frozenset({*FLOAT_TYPES, TensorProto.DOUBLE, TensorProto.BFLOAT16})  # any float a tensor holds
 HALF_OPSET = 19
 
 

@@ -98,7 +98,7 @@ def _move(node: onnx.NodeProto, constant: Callable[[str], np.ndarray | None], op
             return None
         after = (math.prod(shape[:axis]), math.prod(shape[axis:]))
     elif kind == "Reshape":
-        target = _ints(node, "", 1, constant, 99)
+        target = _ints(node, "", 1, constant, opset)  # an input in every opset
         if not target or target.count(-1) > 1:
             return None
         zero_copies = not next((a.i for a in node.attribute if a.name == "allowzero"), 0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,6 +32,7 @@ from qtool.graph.model import default_opset
 from qtool.io.encodings import Encodings
 from qtool.io.files import load_json, quoted
 from qtool.quant import blocks
+from qtool.quant.graph_facts import FLOATING_TYPES
 from qtool.quant.qdq import FLOAT_METADATA, LPBQ_METADATA, NARROW_METADATA, sliced
 from qtool.quant.qdq_movement import moved_axis, movement_chain
 from qtool.quant.rules import SQUASHABLE_PRODUCERS, rule_for, weight_axis
@@ -39,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 _NUMERIC = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.INT8, TensorProto.UINT8,
                       TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32, TensorProto.INT64})  # fmt: skip
-_FLOATS = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16})
 _BITS = {
     TensorProto.INT4: (4, True),
     TensorProto.UINT4: (4, False),
@@ -86,15 +87,11 @@ def _constant_nodes(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto]) 
             found[node.output[0]] = value
         elif node.op_type == "Cast" and node.domain in ("", "ai.onnx") and node.input and node.output:
             source = inits.get(node.input[0])
-            value = external_data.array(source) if source is not None and _count(source) <= SMALL_CAST else found.get(node.input[0])
+            value = external_data.array(source) if source is not None and math.prod(source.dims) <= SMALL_CAST else found.get(node.input[0])
             to = next((a.i for a in node.attribute if a.name == "to"), 0)
             if value is not None and value.dtype.kind in "biuf" and to in _NUMERIC:
                 found[node.output[0]] = value.astype(onnx.helper.tensor_dtype_to_np_dtype(to))
     return found
-
-
-def _count(tensor: onnx.TensorProto) -> int:
-    return int(np.prod(tensor.dims, dtype=np.int64))
 
 
 def _value(name: str, inits: dict[str, onnx.TensorProto], constants: Constants, what: str) -> np.ndarray:
@@ -296,10 +293,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
                 scale = _value(node.input[1], inits, constants, "the scale")
                 ints = _mirrored(node, external_data.array(inits[source]), scale, inits[source].data_type)
                 values = sliced("dequantize", grid, ints, _scale_type(node, inits, constants))
-                for move in moves:
-                    values = move(values)
-                large = scratch is not None and values.nbytes >= external_data.LAZY_BYTES
-                new_inits.setdefault(source, []).append(spilled(values, name, scratch) if large else numpy_helper.from_array(values, name))  # type: ignore[arg-type]
+                new_inits.setdefault(source, []).append(_float_weight(values, moves, name, scratch))
             found.params[name] = moved_e
             drop.update(id(n) for n in (node, *chain))
             continue
@@ -314,7 +308,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             rename.update({y: name} if name != y else {})
             drop.add(id(q_node))
             continue
-        if x in inits and len(readers[x]) == 1 and not {x, y} & outputs and inits[x].data_type in _FLOATS:
+        if x in inits and len(readers[x]) == 1 and not {x, y} & outputs and inits[x].data_type in FLOATING_TYPES:
             # a weight fake-quantized in the graph (PyTorch's QAT export unfolded): its grid is a parameter's; read
             # as an activation's, quantize put the weight on a per-tensor grid of its own
             shape = tuple(inits[x].dims)
@@ -327,10 +321,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             if weights:  # the weight the network computes with, as a DequantizeLinear(int8) export of it reads
                 dtype = _scale_type(node, inits, constants)
                 values = sliced("dequantize", grid, sliced("quantize", grid, external_data.array(inits[x]), np.int32), dtype)
-                for move in moves:
-                    values = move(values)
-                large = scratch is not None and values.nbytes >= external_data.LAZY_BYTES
-                new_inits[x] = [spilled(values, end, scratch) if large else numpy_helper.from_array(values, end)]  # type: ignore[arg-type]
+                new_inits[x] = [_float_weight(values, moves, end, scratch)]
             drop.update(id(n) for n in (q_node, node, *chain))
             continue
         name = y if y in outputs else x
@@ -347,6 +338,16 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
     _narrow_back(out, found)
     _floats_back(out, found)
     return out, found
+
+
+def _float_weight(values: np.ndarray, moves: list, name: str, scratch: str | None) -> onnx.TensorProto:
+    """A weight's float values, moved as its data movement moves them (qdq_movement), as the initializer `name`:
+    lazy in `scratch` when large (lazy_weights.spilled), so a float copy does not hold the model's weights."""
+    for move in moves:
+        values = move(values)
+    if scratch is not None and values.nbytes >= external_data.LAZY_BYTES:
+        return spilled(values, name, scratch)
+    return numpy_helper.from_array(values, name)
 
 
 def _identity(dq: onnx.NodeProto, x: str) -> None:

@@ -2,16 +2,96 @@
 
 The stripped model through `to_float16`: weights and activations float16, inputs and outputs
 still float32 behind Cast nodes, so it takes the same raw files as the float model.
+
+A value whose calibrated range (its encoding) passes float16's largest finite value, with 2x headroom for
+inputs calibration did not see, stays float32, and so does every op that writes or reads it: flan-t5's
+residual stream reaches 2.5e5 and, in float16, turned every output into NaN (exit 0). A value with no encoding
+(a float one) is bounded from its inputs' bounds through the ops that keep or widen a range (`_bound`), so
+the RMSNorm's Pow(x, 2) of that stream is found as well.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
 from qtool.export.job import ExportJob, Files
+from qtool.graph import external_data
 from qtool.graph import model as gm
-from qtool.graph.float16 import to_float16
+from qtool.graph.float16 import FLOAT16_MAX, to_float16
+from qtool.quant.group_range import BOUNDED_OPS, MAX_OPS
+from qtool.quant.phases import MOVES
+
+logger = logging.getLogger(__name__)
+
+HEADROOM = 2.0
+# ops whose output stays within their data inputs' largest magnitude
+_WITHIN = MOVES | MAX_OPS | {"Relu", "LeakyRelu", "Abs", "Neg", "Max", "Min", "ReduceMin", "ReduceMean", "Where", "Clip",
+                             "Cast", "AveragePool", "GlobalAveragePool", "Resize", "DepthToSpace", "SpaceToDepth"}  # fmt: skip
 
 
 def export(job: ExportJob) -> Files:
-    model = to_float16(job.stripped)
+    model = job.stripped
+    wide = _wide_values(model, _encoded_bounds(job))
+    if wide:
+        shown = ", ".join(sorted(wide, key=lambda n: -wide[n])[:3])
+        logger.warning("%s: fp16: %d values exceed float16's range (%s ...: up to %.3g), so they and the ops that "
+                       "write or read them stay float32", job.where, len(wide), shown, max(wide.values()))  # fmt: skip
+    model = to_float16(model, keep_float32=set(wide))
     gm.set_metadata(model, gm.METADATA_FLOAT_BITWIDTH, "16")
     return {job.file(".fp16.onnx"): model}
+
+
+def _encoded_bounds(job: ExportJob) -> dict[str, float]:
+    return {name: max(abs(v) for v in (*e.min, *e.max)) for name, e in job.found.activations.items()
+            if not e.is_float and e.min and e.max}  # fmt: skip
+
+
+def _wide_values(model: onnx.ModelProto, encoded: dict[str, float]) -> dict[str, float]:
+    """Main-graph values whose bound passes FLOAT16_MAX / HEADROOM: an encoding's range where there is one, else
+    what `_bound` makes of the inputs' bounds, in graph order. A weight's own values bound it."""
+    bounds = dict(encoded)
+    weights = {t.name: t for t in model.graph.initializer}
+
+    def bound(name: str) -> float | None:
+        if name not in bounds and name in weights:
+            values = external_data.array(weights[name])
+            bounds[name] = float(np.max(np.abs(values))) if values.size and values.dtype.kind == "f" else 0.0
+        return bounds.get(name)
+
+    for name, weight in weights.items():  # any weight past float16's range (a MatMul's too) stays float32
+        if weight.data_type == onnx.TensorProto.FLOAT:
+            bound(name)
+    for node in model.graph.node:
+        found = _bound(node, bound, weights)
+        for out in node.output:
+            if out and out not in bounds and found is not None:
+                bounds[out] = found
+    # a weight is exact: past float16's range (an additive mask's -1e9) it is kept, and what reads it
+    return {name: b for name, b in bounds.items() if b > (FLOAT16_MAX if name in weights else FLOAT16_MAX / HEADROOM)}
+
+
+def _bound(node: onnx.NodeProto, bound, weights: dict) -> float | None:
+    """A bound on |output| from `bound` of its float data inputs (None: unknown), for the ops that keep, sum,
+    multiply or square a range; None for the rest (a MatMul's sum depends on its length: its encoding bounds it)."""
+    op = node.op_type
+    if op in BOUNDED_OPS or op in ("Erf", "Sin", "Cos"):
+        return 1.0
+    joins = op in ("Concat", "Max", "Min", "Sum", "Add", "Sub", "Mul")
+    known = [bound(name) for name in (node.input if joins else node.input[1:3] if op == "Where" else node.input[:1])]
+    if not known or None in known:
+        return None
+    if op in ("Add", "Sub", "Sum", "Mul"):
+        return sum(known) if op != "Mul" else math.prod(known)
+    if op in _WITHIN or op == "Sqrt":
+        return max(known) if op != "Sqrt" else math.sqrt(known[0])
+    if op == "Exp":
+        return math.exp(min(known[0], 700.0))
+    exponent = numpy_helper.to_array(weights[node.input[1]]) if op == "Pow" and node.input[1] in weights else None
+    if exponent is not None and exponent.size == 1 and float(exponent) >= 1:
+        return math.exp(min(float(exponent) * math.log(known[0]), 700.0)) if known[0] > 1 else known[0]
+    return None

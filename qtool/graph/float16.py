@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 KEEP_FLOAT32_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}
 _FP32 = TensorProto.FLOAT
+FLOAT16_MAX = 65504.0
 
 
 def _kept_names(graph: onnx.GraphProto) -> set[str]:
@@ -107,14 +108,30 @@ def _rename_captured(node: onnx.NodeProto, rename: dict[str, str]) -> None:
             _rename_captured(inner, rename)
 
 
-def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
-    out = _change(model, _FP32, _FP16, _kept_names(model.graph))
+def to_float16(model: onnx.ModelProto, keep_float32: set[str] = frozenset()) -> onnx.ModelProto:
+    """`keep_float32`: main-graph values that stay float32 (their range passes float16's), with every op that
+    writes or reads one: it reads its float16 inputs through Casts, and a float16 value it writes is Cast back."""
+    graph = model.graph
+    kept = {v.name for v in [*graph.input, *graph.initializer] if v.name in keep_float32}
+    out = _change(model, _FP32, _FP16, _kept_names(graph) | kept)
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
     slots = [_float32_slots(node, opsets) for node in out.graph.node]
+    wide = _renamed_outputs(out, keep_float32) if keep_float32 else set()
+    for k, node in enumerate(out.graph.node):
+        if wide.intersection(node.input) or wide.intersection(node.output):
+            slots[k] = (list(range(len(node.input))), list(range(len(node.output))))
     if any(reads or writes for reads, writes in slots):  # less what stayed float32 (Resize's scales): no Cast for them
         kept = {t.name for t in out.graph.initializer if t.data_type == _FP32} | {v.name for v in out.graph.input}
-        _float32_islands(out, slots, _float32_names(model) - kept)
+        _float32_islands(out, slots, _float32_names(model) - kept, wide)
+        _retype([v for v in out.graph.value_info if v.name in wide], set(), _FP16, _FP32)
     return out
+
+
+def _renamed_outputs(model: onnx.ModelProto, names: set[str]) -> set[str]:
+    """`names` as the changed model calls them: a graph output is written under the name its boundary Cast reads."""
+    outputs = {v.name for v in model.graph.output}
+    cast_from = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast" and n.output[0] in outputs}
+    return {cast_from.get(name, name) for name in names} | (names & outputs)
 
 
 def _float32_names(model: onnx.ModelProto) -> set[str]:
@@ -154,22 +171,28 @@ def _float32_slots(node: onnx.NodeProto, opsets: dict[str, int]) -> tuple[list[i
     return slots(schema.inputs, len(node.input)), slots(schema.outputs, len(node.output))
 
 
-def _float32_islands(model: onnx.ModelProto, slots: list[tuple[list[int], list[int]]], float32: set[str]) -> None:
+def _float32_islands(
+    model: onnx.ModelProto, slots: list[tuple[list[int], list[int]]], float32: set[str], wide: set[str] = frozenset()
+) -> None:
     """Cast the float16 tensors a float32-only slot reads back to float32 (once each), and the float it writes to
-    float16: such a slot may take integers too (Range's int64 positions, which no Cast may touch)."""
+    float16: such a slot may take integers too (Range's int64 positions, which no Cast may touch). A `wide` value
+    is float32 between such ops: read as it is, and written without a Cast back."""
     nodes: list[onnx.NodeProto] = []
-    cast: set[str] = set()
+    cast: set[str] = set()  # float16 values with a float32 copy: Cast once, or written in float32 by such an op
     for node, (reads, writes) in zip(list(model.graph.node), slots, strict=True):
         floats = [i for i in reads if node.input[i] in float32]
         for i in floats:
             name = node.input[i]
+            if name in wide:
+                continue
             if name not in cast:
                 cast.add(name)
                 nodes.append(helper.make_node("Cast", [name], [f"{name}_fp32"], name=f"{name}_to_fp32", to=_FP32))
             node.input[i] = f"{name}_fp32"
         after = []
         for i in writes:  # float as inferred, or as a float read makes it where inference failed
-            if (name := node.output[i]) and (name in float32 or floats):
+            if (name := node.output[i]) and name not in wide and (name in float32 or floats):
+                cast.add(name)
                 node.output[i] = f"{name}_fp32"
                 after.append(helper.make_node("Cast", [f"{name}_fp32"], [name], name=f"{name}_fp32_to_fp16", to=_FP16))
         nodes += [node, *after]

@@ -347,3 +347,49 @@ def test_qtool_metadata_a_file_garbles_is_ignored_with_a_warning(quantized, key:
     with caplog.at_level("WARNING", logger="qtool"):
         _, found = read_qdq(model)
     assert found.activations and f"model metadata {key!r} is not a JSON object" in caplog.text
+
+
+def _wide_residual_model() -> onnx.ModelProto:
+    """x [1, 4, 8] -> MatMul (weights ~300) -> Add x: a residual stream of ~1e5, past float16's 65504, as flan-t5's
+    reaches 2.5e5 -> RMSNorm op by op (Pow 2, ReduceMean, Add eps, Sqrt, Div) -> Mul by a weight -> Add a -1e9
+    additive mask -> Softmax: every op float16 gave inf or NaN (0 / inf, inf - inf)."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((8, 8)) * 3e4).astype(np.float32), "W"),
+        numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+        numpy_helper.from_array(np.array(1e-6, np.float32), "eps"),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "g"),
+        numpy_helper.from_array(np.where(np.arange(8) < 6, 0.0, -1e9).astype(np.float32), "mask"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"]),
+        helper.make_node("Add", ["h", "x"], ["r"]),
+        helper.make_node("Pow", ["r", "two"], ["sq"]),
+        helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[-1]),
+        helper.make_node("Add", ["ms", "eps"], ["mse"]),
+        helper.make_node("Sqrt", ["mse"], ["rms"]),
+        helper.make_node("Div", ["r", "rms"], ["n"]),
+        helper.make_node("Mul", ["n", "g"], ["ng"]),
+        helper.make_node("Add", ["ng", "mask"], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["y"], axis=-1),
+    ]
+    graph = helper.make_graph(nodes, "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])], inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_fp16_keeps_values_past_float16s_range_in_float32(tmp_path: Path, caplog) -> None:
+    """export --format fp16 of a model whose residual stream passes 65504 wrote all-NaN outputs, exit 0 (flan-t5's
+    encoder); now the values the encodings (or their inputs' bounds) put past half of float16's range, and the
+    ops that write or read them, stay float32, and export says so."""
+    _, qdq = quantize(tmp_path, _wide_residual_model(), use_per_channel_quantization=True, bias_bitwidth=32)
+    files = export(qdq, tmp_path / "out", "fp16", "stripped")
+    assert "values exceed float16's range" in caplog.text
+    full, half = session(files[".stripped.onnx"]), session(files[".fp16.onnx"])
+    for feed in random_feeds(_wide_residual_model(), 4):
+        expected, got = full.run(None, feed)[0], half.run(None, feed)[0]
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, expected, atol=2e-3)
+    types = {i.name: i.data_type for i in onnx.load(str(files[".fp16.onnx"])).graph.initializer}
+    # W (up to ~1e5) and the mask stay float32; the RMSNorm's gain, read where values are back in range, is float16
+    assert (types["W"], types["mask"], types["g"]) == (TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT16)

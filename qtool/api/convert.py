@@ -93,7 +93,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
                                     overrides.params)  # fmt: skip
     if given is not None:
         given = check_override_names(given, model, str(o.quantization_overrides), o.input_values, float_source)
-        check_as_quantize_will(model, given)
+        check_as_quantize_will(model, given, float_source)
         overrides = encio.Encodings(
             {**overrides.activations, **given.activations}, {**overrides.params, **given.params}
         )
@@ -122,12 +122,13 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     return Report("qtool convert", facts)
 
 
-def check_as_quantize_will(model: onnx.ModelProto, overrides: encio.Encodings) -> None:
+def check_as_quantize_will(model: onnx.ModelProto, overrides: encio.Encodings, source: onnx.ModelProto) -> None:
     """Refuse overrides that quantize would refuse when it meets them in its plan (a per-channel count that is
     not the weight's, a per-block shape, an unmatched INT32 override): carried in the metadata they would pass
-    convert and fail a command later. The plan of the overrides alone, as under --enable_float_fallback."""
+    convert and fail a command later. The plan of the overrides alone, as under --enable_float_fallback; `source`: the
+    model as given, before the folds (overrides.clipped_weights)."""
     facts = GraphFacts.of(model)
-    build_plan(facts, {}, checked_overrides(facts, overrides), PlanOptions(fill_gaps=False))
+    build_plan(facts, {}, checked_overrides(facts, overrides, source), PlanOptions(fill_gaps=False))
 
 
 def check_imported_axes(model: onnx.ModelProto, found: encio.Encodings, where: str) -> None:

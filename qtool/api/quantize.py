@@ -103,7 +103,7 @@ def _overrides(
         logger.warning("override for %r is not applied: %r stays float (%s)", name, name, float_anyway[name])
     for name in sorted(n for n in set(o.act_16bit_tensors) if n in float_anyway):
         logger.warning("--act_16bit_tensors %s is not applied: %r stays float (%s)", name, name, float_anyway[name])
-    return checked_overrides(facts, overrides)
+    return checked_overrides(facts, overrides, source)
 
 
 def _check_quantize_flags(o: QuantizeOptions) -> None:

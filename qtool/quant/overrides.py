@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+import onnx
+
 from qtool import encoding as enc
 from qtool.errors import DataError, UsageError, did_you_mean
+from qtool.graph import external_data
 from qtool.graph.model import inferred
 from qtool.io.encodings import Encodings
 from qtool.io.files import quoted
@@ -40,12 +44,13 @@ def _members(node, facts: GraphFacts) -> tuple[list[str], list[str], str | None]
     return outputs, weights, bias if bias in facts.initializers else None
 
 
-def checked_overrides(facts: GraphFacts, overrides: Encodings) -> Encodings:
+def checked_overrides(facts: GraphFacts, overrides: Encodings, as_given: onnx.ModelProto | None = None) -> Encodings:
     """`overrides` as the graph will use them. An override on a tensor that ReLU squashing removes
     (the Conv output before its Relu) moves to the squashed pair's tensor (the Relu output), as the
     QNN seed's squashing implies, unless that tensor has its own; so does a precision override on a MatMul's
     output before its bias Add (GraphFacts.bias_add), while a range there, not the layer's, is dropped; a weight's
-    override whose range is empty is warned about where its values fall outside it (`empty_ranges`). A per-block
+    override whose range is empty is warned about where its values fall outside it (`empty_ranges`), one whose
+    values reach far past it too (`clipped_weights`; `as_given`: the model before convert's folds). A per-block
     override on anything but a weight blocks can run along is an error."""
     acts = dict(overrides.activations)
     for name in sorted(overrides.activations):
@@ -73,7 +78,8 @@ def checked_overrides(facts: GraphFacts, overrides: Encodings) -> Encodings:
         raise DataError("a 32-bit integer encoding on a weight: weights take 4, 8 or 16 bits (32 is for a bias)",
                         where=f"override {quoted(name)}")  # fmt: skip
     params = {n: facts.array(n) for n in overrides.params if n in facts.initializers}
-    empty_ranges(overrides.params, {n: (float(v.min()), float(v.max())) for n, v in params.items() if v.size})
+    seen = {n: (float(v.min()), float(v.max())) for n, v in params.items() if v.size}
+    clipped_weights(overrides.params, seen, empty_ranges(overrides.params, seen), as_given)
     _check_channel_counts(facts, acts)
     return Encodings(acts, dict(overrides.params))
 
@@ -85,13 +91,14 @@ def ranges_before_bias(facts: GraphFacts, activations: dict[str, enc.Encoding]) 
             and facts.bias_add(facts.consumers[name][0]) is not None}  # fmt: skip
 
 
-def empty_ranges(overrides: dict[str, enc.Encoding], seen: dict[str, tuple[float, float]]) -> None:
+def empty_ranges(overrides: dict[str, enc.Encoding], seen: dict[str, tuple[float, float]]) -> set[str]:
     """Warn of an override whose range is empty (min == max, which QNN widens to 1e-4) while the tensor's values,
     `seen` (a weight's own, or an activation's calibrated range), reach outside it: they all quantize to its ends;
     or whose grid starts at 0 while they reach below a quarter of its span under it (a 1.0.0 'is_sym' weight
     written with offset 0 lost its negative half, exit 0: 1.3 dB).
     qtool writes such a range for a tensor that held one value in calibration (an all-zero mask); read back from
-    its own QDQ model, that range holds every value it saw and is no mistake."""
+    its own QDQ model, that range holds every value it saw and is no mistake. Returns the names warned of."""
+    warned = set()
     for name, e in sorted(overrides.items()):
         if not e.scale or e.is_float or name not in seen:
             continue
@@ -99,11 +106,38 @@ def empty_ranges(overrides: dict[str, enc.Encoding], seen: dict[str, tuple[float
         if hi - lo <= enc.MIN_RANGE * 1.001 and (seen[name][0] < lo - enc.MIN_RANGE or seen[name][1] > hi + enc.MIN_RANGE):
             logger.warning("override for %r has an empty range [%g, %g] but the tensor's values span [%g, %g]: they "
                            "all quantize to its ends", name, lo, hi, *seen[name])  # fmt: skip
+            warned.add(name)
         elif lo == 0 and seen[name][0] < -hi / 4:  # offset 0 with is_sym: ONNX's int8 zero point, not AIMET's offset
             logger.warning("override for %r has a grid from 0 ([0, %g]: offset 0, AIMET's unsigned grid) but the "
                            "tensor's values reach %g: every negative value quantizes to 0 (a signed symmetric grid's "
                            "AIMET offset is %d, where ONNX's zero point is 0)", name, hi, seen[name][0],
                            -(2 ** (e.bitwidth - 1)))  # fmt: skip
+            warned.add(name)
+    return warned
+
+
+def clipped_weights(overrides: dict[str, enc.Encoding], seen: dict[str, tuple[float, float]], warned: set[str],
+                    as_given: onnx.ModelProto | None) -> None:  # fmt: skip
+    """Warn of a weight override whose grid the weight's values (`seen`) reach past by more than half its span: all
+    those values quantize to its ends, exit 0. A weight's grid is of its values after convert's folds, as AIMET
+    measures after folding BatchNorms, so an override written from the weight as the model gives it clipped the
+    weight a BatchNorm or a constant scale was folded into (1.3 dB where the run without it made 40.4); where the
+    grid fits the weight in `as_given` (the model before the folds), the warning says so. `warned`: by empty_ranges."""
+    given = {t.name: t for t in as_given.graph.initializer} if as_given is not None else {}
+    for name, e in sorted(overrides.items()):
+        if not e.scale or e.is_float or name not in seen or name in warned:
+            continue
+        lo, hi = min(e.min), max(e.max)
+        if max(lo - seen[name][0], seen[name][1] - hi) <= (hi - lo) / 2:
+            continue
+        before = external_data.array(given[name]) if name in given else np.zeros(0)
+        why = ""
+        if before.size and before.dtype.kind == "f" and max(lo - before.min(), before.max() - hi) <= (hi - lo) / 64:
+            why = (f"; it fits {name!r} as the model gives it ([{before.min():g}, {before.max():g}]), before convert "
+                   "folded a BatchNorm or a constant scale into it: an override gives the folded weight's grid, as "
+                   "AIMET's encodings do")
+        logger.warning("override for %r clips the weight: its values span [%g, %g], the grid [%g, %g], and every "
+                       "value past it quantizes to its ends%s", name, *seen[name], lo, hi, why)  # fmt: skip
 
 
 def _check_channel_counts(facts: GraphFacts, acts: dict[str, enc.Encoding]) -> None:

@@ -1,0 +1,69 @@
+"""Round 17 (helper h-hostile17): what hurts a user most, probed on an installed wheel: silent wrong results with
+exit 0, and refusals that contradict their own advice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hostile_env import Workspace, make_workspace
+from onnx import numpy_helper as onh
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)
+
+
+def _with_initializers(ws: Workspace, **arrays: np.ndarray) -> None:
+    model = onnx.load(ws.model)
+    for tensor in model.graph.initializer:
+        if tensor.name in arrays:
+            tensor.CopyFrom(onh.from_array(arrays[tensor.name].astype(np.float32), tensor.name))
+    onnx.save(model, ws.model)
+
+
+def _symmetric_grid(values: np.ndarray) -> list[dict]:
+    a = float(np.abs(values).max())
+    return [{"bitwidth": 8, "dtype": "int", "min": -a, "max": a * 127 / 128, "is_symmetric": "True"}]
+
+
+# --- a weight override written before convert's BatchNorm fold ------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["convert", "quantize"])
+def test_a_weight_override_measured_before_the_batchnorm_fold_says_it_clips(ws: Workspace, command: str) -> None:
+    """An override for the Conv's weight 'W', its grid measured on 'W' as the model gives it: convert folds the
+    BatchNormalization after the Conv into 'W' (x10 here), the grid is applied to the folded weight, and every value
+    past it quantized to its ends: 1.3 dB where the run without the override made 40.4, exit 0, the quality warning
+    blaming per-tensor weights."""
+    _with_initializers(ws, gamma=np.full(4, 5.0), var=np.full(4, 0.25))
+    given = onh.to_array(next(t for t in onnx.load(ws.model).graph.initializer if t.name == "W"))
+    overrides = ws.root / "o.json"
+    overrides.write_text(json.dumps({"activation_encodings": {}, "param_encodings": {"W": _symmetric_grid(given)}}))
+    if command == "convert":
+        result = ws.run("convert", "-i", ws.model, "-o", ws.root / "out" / "c.onnx", "-q", overrides)
+    else:
+        result = ws.quantize("-o", ws.out, "-q", overrides)
+    assert result.exit_code == 0, result.stderr
+    assert "override for 'W' clips the weight: its values span [" in result.stderr
+    assert (f"it fits 'W' as the model gives it ([{given.min():g}, {given.max():g}]), before convert folded a "
+            "BatchNorm or a constant scale into it: an override gives the folded weight's grid, as AIMET's encodings "
+            "do") in result.stderr  # fmt: skip
+
+
+def test_a_weight_override_of_the_folded_weight_is_not_warned_of(ws: Workspace) -> None:
+    """The same override measured on the folded weight (what AIMET writes) clips nothing and says nothing."""
+    _with_initializers(ws, gamma=np.full(4, 5.0), var=np.full(4, 0.25))
+    converted = ws.root / "c.onnx"
+    assert ws.run("convert", "-i", ws.model, "-o", converted).exit_code == 0
+    folded = onh.to_array(next(t for t in onnx.load(converted).graph.initializer if t.name == "W"))
+    overrides = ws.root / "o.json"
+    overrides.write_text(json.dumps({"activation_encodings": {}, "param_encodings": {"W": _symmetric_grid(folded)}}))
+    result = ws.quantize("-o", ws.out, "-q", overrides)
+    assert result.exit_code == 0, result.stderr
+    assert "clips" not in result.stderr, result.stderr
+

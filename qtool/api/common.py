@@ -22,7 +22,7 @@ from qtool.io import outputs
 from qtool.io.files import lines, quoted, read_text
 from qtool.io.input_list import InputList
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.overrides import check_stated_axes, check_weight_channels
+from qtool.quant.overrides import FLOAT_FORCING_OPS, check_stated_axes, check_weight_channels
 from qtool.quant.rules import INTEGER_OPS
 from qtool.quant.weight_values import unusable_weight
 from qtool.report import Table
@@ -59,9 +59,9 @@ def check_override_names(
             raise DataError(f"names input {quoted(name)}, which --input_value pins: a pinned input is folded into "
                             "the model as a constant and has no grid of its own", where=where)  # fmt: skip
         if name not in known and (folded := _folded_into(source, name, known)):
-            raise DataError(f"names tensor {quoted(name)}, which convert folds away: the BatchNormalization reading "
-                            f"it folds into the layer writing it, which writes {quoted(folded)} now", where=where,
-                            hint=f"rename the entry {quoted(folded)} if its range was measured after the fold, as "
+            raise DataError(f"names tensor {quoted(name)}, which convert folds away: the {folded[0]} reading it "
+                            f"folds into the layer writing it, which writes {quoted(folded[1])} now", where=where,
+                            hint=f"rename the entry {quoted(folded[1])} if its range was measured after the fold, as "
                             "AIMET's are; a range from before the fold has no tensor left")  # fmt: skip
         if name not in known and (holder := _branch_holding(source or model, name)):  # 'the graph does not have'
             what = (f"{holder.op_type} {quoted(holder.name)}" if holder.name else
@@ -114,12 +114,24 @@ def _returned(node: onnx.NodeProto, name: str, model: onnx.ModelProto) -> tuple[
     return None
 
 
-def _folded_into(source: onnx.ModelProto | None, name: str, known: set[str]) -> str | None:
-    """The output of the BatchNormalization that reads `name` alone in `source`, where the converted graph has it."""
-    readers = [n for n in source.graph.node if name in n.input] if source is not None else []
-    if len(readers) == 1 and readers[0].op_type == "BatchNormalization" and readers[0].output[0] in known:
-        return readers[0].output[0]
-    return None
+def _folded_into(source: onnx.ModelProto | None, name: str, known: set[str]) -> tuple[str, str] | None:
+    """Where `name` goes in convert's folds: the op reading it alone in `source` (a BatchNormalization; after a Conv,
+    Gemm or MatMul a constant scale or shift too: Conv -> Mul(s) -> Add(t) folds into the Conv) and the tensor of that
+    chain the converted graph has. Only the BatchNormalization was named: an override on a Conv's output before a Mul
+    was refused by convert as 'which the graph does not have', after quantize's hint to give the file to convert."""
+    if source is None:
+        return None
+    layer = any(n.op_type in FLOAT_FORCING_OPS and name in n.output for n in source.graph.node)
+    constants = {t.name for t in source.graph.initializer} | {n.output[0] for n in source.graph.node if not n.input}
+    first, tensor = None, name
+    while tensor not in known:
+        readers = [n for n in source.graph.node if tensor in n.input]
+        op = readers[0].op_type if len(readers) == 1 else ""
+        if op != "BatchNormalization" and not (layer and op in ("Mul", "Add", "Sub", "Div") and constants & {
+                i for i in readers[0].input if i != tensor}):  # fmt: skip
+            return None
+        first, tensor = first or op, readers[0].output[0]
+    return (first, tensor) if first else None
 
 
 def _not_float(model: onnx.ModelProto, names) -> dict[str, str]:

@@ -20,9 +20,9 @@ from qtool.api.common import (
 )
 from qtool.config import ConvertOptions
 from qtool.errors import ModelError
+from qtool.export.fp16 import half_precision
 from qtool.graph import model as gm
 from qtool.graph.convert import corrected_outputs, normalise, refuse_maps, refuse_no_inputs
-from qtool.graph.float16 import to_float16
 from qtool.io import encodings as encio
 from qtool.io import outputs
 from qtool.quant.graph_facts import GraphFacts
@@ -100,8 +100,7 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     if len(overrides):
         gm.set_metadata(model, gm.METADATA_OVERRIDES, encio.carried_json(overrides))
     if o.float_bitwidth == 16:
-        model = to_float16(model)
-        gm.set_metadata(model, gm.METADATA_FLOAT_BITWIDTH, "16")
+        model = half_precision(model, {}, str(o.input_network))
     gm.mark_converted(model)
     gm.save(model, output, external=o.external_data)
     facts = {

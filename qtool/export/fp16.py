@@ -35,15 +35,21 @@ _WITHIN = MOVES | MAX_OPS | {"Relu", "LeakyRelu", "Abs", "Neg", "Max", "Min", "R
 
 
 def export(job: ExportJob) -> Files:
-    model = job.stripped
-    wide = _wide_values(model, _encoded_bounds(job))
+    return {job.file(".fp16.onnx"): half_precision(job.stripped, _encoded_bounds(job), job.where)}
+
+
+def half_precision(model: onnx.ModelProto, encoded: dict[str, float], where: str) -> onnx.ModelProto:
+    """`model` in float16 but for the values past its range (`_wide_values`: from `encoded`, the weights and what
+    they bound), said how many; convert --float_bitwidth 16 has only the weights: a torch attention mask's
+    finfo.min (and a Trilu's -inf) became -inf, and 0 * -inf NaN on every output, exit 0."""
+    wide = _wide_values(model, encoded)
     if wide:
         shown = ", ".join(sorted(wide, key=lambda n: -wide[n])[:3])
         logger.warning("%s: fp16: %d values exceed float16's range (%s ...: up to %.3g), so they and the ops that "
-                       "write or read them stay float32", job.where, len(wide), shown, max(wide.values()))  # fmt: skip
+                       "write or read them stay float32", where, len(wide), shown, max(wide.values()))  # fmt: skip
     model = to_float16(model, keep_float32=set(wide))
     gm.set_metadata(model, gm.METADATA_FLOAT_BITWIDTH, "16")
-    return {job.file(".fp16.onnx"): model}
+    return model
 
 
 def _encoded_bounds(job: ExportJob) -> dict[str, float]:

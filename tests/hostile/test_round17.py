@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from hostile_env import Workspace, assert_refused, make_workspace
 from onnx import numpy_helper as onh
@@ -96,3 +97,36 @@ def test_an_override_on_a_conv_output_before_a_folded_scale_names_the_tensor_tha
     assert_refused(ws, before, result, 4, f"{overrides}: names tensor 'c', which convert folds away: the Mul reading "
                    "it folds into the layer writing it, which writes 'b' now (rename the entry 'b' if its range was "
                    "measured after the fold")  # fmt: skip
+
+
+# --- convert --float_bitwidth 16 of a torch attention mask ------------------------------------------------------------
+
+
+def test_convert_to_float16_keeps_an_attention_masks_finfo_min_float32(ws: Workspace) -> None:
+    """torch's attention mask (1 - mask) * finfo(float32).min added to the scores: convert --float_bitwidth 16 made
+    the constant -inf and 0 * -inf NaN, every output NaN (inspect: -inf dB, cosine 0), exit 0, nothing said; export
+    --format fp16 keeps such values float32 since 80ed48a, and convert now does too, with its warning."""
+    rng = np.random.default_rng(0)
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    masked (float[1,4,8] x, float[1,8] mask) => (float[1,4,8] y) {
+        s = MatMul (x, W)
+        keep = Sub (one, mask)
+        bias = Mul (keep, lowest)
+        biased = Add (s, bias)
+        y = Softmax <axis = -1> (biased)
+    }
+    """
+    model = onnx.parser.parse_model(text)
+    model.graph.initializer.extend([onh.from_array(rng.standard_normal((8, 8)).astype(np.float32), "W"),
+                                    onh.from_array(np.array(1.0, np.float32), "one"),
+                                    onh.from_array(np.array(np.finfo(np.float32).min, np.float32), "lowest")])  # fmt: skip
+    onnx.save(model, ws.model)
+    half = ws.root / "out" / "h.onnx"
+    result = ws.run("convert", "-i", ws.model, "-o", half, "--float_bitwidth", "16")
+    assert result.exit_code == 0, result.stderr
+    assert f"{ws.model}: fp16: 1 values exceed float16's range (lowest ...: up to 3.4e+38)" in result.stderr
+    feeds = {"x": rng.standard_normal((1, 4, 8)).astype(np.float32), "mask": np.array([[1.0] * 5 + [0.0] * 3], np.float32)}
+    expected = ort.InferenceSession(str(ws.model)).run(None, feeds)[0]
+    got = ort.InferenceSession(str(half)).run(None, feeds)[0]
+    assert np.abs(got - expected).max() < 1e-2, got

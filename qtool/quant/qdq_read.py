@@ -493,8 +493,10 @@ def _rebuild(
             break
         kept = pruned
     # a dequantized weight takes its integer initializer's place, so the order survives a round trip; an integer
-    # weight two DequantizeLinears read (initializers deduplicated) gives each its own, where the last one alone was kept
-    inits = [t for i in initializers if i.name in used or i.name in new_inits for t in new_inits.get(i.name, [i])]
+    # weight two DequantizeLinears read (initializers deduplicated) gives each its own, where the last one alone was kept;
+    # one another node reads too stays (a QOperator model's QLinearConv, whose weight a ConvTranspose's DequantizeLinear
+    # shares: inspect -l ran a float view without it, 'onnxruntime cannot load it', exit 3)
+    inits = [t for i in initializers for t in [*new_inits.get(i.name, []), *([i] if i.name in used else [])]]
     del graph.node[:]
     graph.node.extend(kept)
     graph.initializer.extend(inits)

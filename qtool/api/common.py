@@ -59,8 +59,7 @@ def check_override_names(
             raise DataError(f"names input {quoted(name)}, which --input_value pins: a pinned input is folded into "
                             "the model as a constant and has no grid of its own", where=where)  # fmt: skip
         if name not in known and (folded := _folded_into(source, name, known)):
-            raise DataError(f"names tensor {quoted(name)}, which convert folds away: the {folded[0]} reading it "
-                            f"folds into the layer writing it, which writes {quoted(folded[1])} now", where=where,
+            raise DataError(f"names tensor {_folded_away(name, *folded)}", where=where,
                             hint=f"rename the entry {quoted(folded[1])} if its range was measured after the fold, as "
                             "AIMET's are; a range from before the fold has no tensor left")  # fmt: skip
         if name not in known and (holder := _branch_holding(source or model, name)):  # 'the graph does not have'
@@ -112,6 +111,21 @@ def _returned(node: onnx.NodeProto, name: str, model: onnx.ModelProto) -> tuple[
         if name in outputs and node.output[outputs.index(name)] in gm.tensor_names(model):
             return branch.name, node.output[outputs.index(name)]
     return None
+
+
+def refuse_folded_names(flags: dict[str, Collection[str]], model: onnx.ModelProto, source: onnx.ModelProto) -> None:
+    """A 16-bit flag naming a tensor convert folds away names the one that replaces it, as an overrides entry does:
+    '--act_16bit_tensors c' of a Conv output before its BatchNorm read 'which is not a tensor of the graph'."""
+    known = gm.tensor_names(model)
+    for flag, names in flags.items():
+        for name in (n for n in names if n not in known):
+            if folded := _folded_into(source, name, known):
+                raise UsageError(f"{flag} names {_folded_away(name, *folded)}", hint=f"{flag} {folded[1]}")
+
+
+def _folded_away(name: str, reader: str, replaced_by: str) -> str:
+    return (f"{quoted(name)}, which convert folds away: the {reader} reading it folds into the layer writing it, "
+            f"which writes {quoted(replaced_by)} now")
 
 
 def _folded_into(source: onnx.ModelProto | None, name: str, known: set[str]) -> tuple[str, str] | None:

@@ -34,6 +34,7 @@ from qtool.api.common import (
     encodings_path,
     expect_external_data,
     refuse_dlc,
+    refuse_folded_names,
 )
 from qtool.api.mixed import finish_mixed, mixed_overrides_path, run_mixed_precision
 from qtool.api.mixed_evaluator import spread
@@ -88,6 +89,8 @@ def _given_overrides(o: QuantizeOptions) -> encio.Encodings | None:
 def _overrides(
     o: QuantizeOptions, model: onnx.ModelProto, given: encio.Encodings | None, source: onnx.ModelProto
 ) -> encio.Encodings:
+    refuse_folded_names({"--act_16bit_tensors": o.act_16bit_tensors, "--params_16bit_tensors": o.params_16bit_tensors},
+                        model, source)  # fmt: skip
     if o.ignore_quantization_overrides and not o.act_16bit_tensors:
         return encio.Encodings()
     if o.ignore_quantization_overrides:

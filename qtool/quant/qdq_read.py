@@ -302,7 +302,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             continue
         e = _pair_encoding(q_node, node, inits, constants)
         x, y = q_node.input[0], node.output[0]
-        # a QuantizeLinear an integer op reads too stays (a QOperator model's QLinearMatMul beside a float Gather's DQ)
+        # a QuantizeLinear an integer op reads too stays (a QOperator model's QLinearAdd beside a blocked MatMul's DQ)
         q_node_alone = {id(q_node)} if all(r.op_type == "DequantizeLinear" for r, _ in readers[source]) else set()
         if _folded_relu(e, producers.get(x)):
             name = _relu_back(node, producers[x], x, alone=len(readers[x]) == 1 and not {x, y} & outputs)

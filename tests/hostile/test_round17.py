@@ -192,3 +192,16 @@ def test_inspect_with_a_list_runs_a_qoperator_model_whose_quantized_input_a_floa
     row = json.loads(result.stdout)["outputs (float vs quantized)"][0]
     quantized = json.loads(ws.run("inspect", ws.out, "-l", ws.listing, "--reference", ws.model, "--json").stdout)
     assert abs(row["sqnr_db"] - quantized["outputs (float vs quantized)"][0]["sqnr_db"]) < 0.1, row
+
+
+@pytest.mark.parametrize("flag", ["--act_16bit_tensors", "--params_16bit_tensors"])
+def test_a_16_bit_flag_on_a_conv_output_a_folded_batchnorm_takes_away_names_the_tensor_that_replaces_it(
+    ws: Workspace, flag: str
+) -> None:
+    """'--act_16bit_tensors c', 'c' the Conv output the model's BatchNormalization reads: refused as 'names 'c', which
+    is not a tensor of the graph', of a tensor the model given has (convert's fold took it away); an overrides entry
+    naming it says what replaces it since 23c3710."""
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, flag, "c"), 2, f"{flag} names 'c', which convert folds away: "
+                   f"the BatchNormalization reading it folds into the layer writing it, which writes 'b' now ({flag} b)")  # fmt: skip
+    assert ws.quantize("-o", ws.out, flag, "b").exit_code == 0

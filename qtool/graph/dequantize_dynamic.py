@@ -23,6 +23,7 @@ from qtool.graph import external_data
 
 INTEGER_LAYERS = {"ConvInteger": "Conv", "MatMulInteger": "MatMul"}
 BIAS_CHAIN = frozenset({"Reshape", "Cast", "Floor", "Round", "Div", "Unsqueeze"})
+LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})  # values kept as they are
 
 
 class _Graph:
@@ -38,6 +39,7 @@ class _Graph:
                     self.readers[name].append(node)
         self.outputs = {o.name for o in graph.output}
         self.added: list[onnx.TensorProto] = []
+        self.tables: dict[str, str] = {}  # an 8-bit embedding table -> its dequantized copy
         self.names = set(self.inits) | set(self.producer) | {i.name for i in graph.input}
 
     def array(self, name: str) -> np.ndarray | None:
@@ -157,6 +159,48 @@ def _lstm(g: _Graph, node: onnx.NodeProto) -> tuple[onnx.NodeProto, list[onnx.No
     return lstm, [node]
 
 
+def _dequantizers(g: _Graph, gathered: str) -> list[onnx.NodeProto] | None:
+    """The DequantizeLinears what an 8-bit Gather gathers reaches through layout ops alone (Shape may read it
+    too); None where another op reads it, or it is an output."""
+    found, stack = [], [gathered]
+    while stack:
+        name = stack.pop()
+        if name in g.outputs:
+            return None
+        for reader in g.readers.get(name, []):
+            if reader.op_type in LAYOUT_OPS and reader.input[0] == name:
+                stack.append(reader.output[0])
+            elif reader.op_type == "DequantizeLinear" and reader.input[0] == name:
+                found.append(reader)
+            elif reader.op_type != "Shape":
+                return None
+    return found
+
+
+def _embeddings(g: _Graph) -> int:
+    """Each Gather of an 8-bit table (quantize_dynamic's embedding) whose values reach DequantizeLinears of one
+    scalar scale and zero point reads the table dequantized instead, and those become Identities. How many."""
+    count = 0
+    for node in g.model.graph.node:
+        table = g.inits.get(node.input[0]) if node.op_type == "Gather" and node.input else None
+        if table is None or table.data_type not in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
+            continue
+        dequantizers = _dequantizers(g, node.output[0])
+        grids = {tuple(d.input[1:]) for d in dequantizers or []}
+        if len(grids) != 1 or any(g.array(n) is None or g.array(n).size != 1 for n in next(iter(grids))):
+            continue
+        scale, *zero = next(iter(grids))
+        if node.input[0] not in g.tables:
+            floats = _dequantized(g.array(node.input[0]), g.array(zero[0]) if zero else None, g.array(scale), 0)
+            g.tables[node.input[0]] = g.constant(floats, node.input[0])
+        node.input[0] = g.tables[node.input[0]]
+        for d in dequantizers or []:
+            d.op_type = "Identity"
+            del d.input[1:]
+        count += 1
+    return count
+
+
 def _prune(model: onnx.ModelProto) -> None:
     """Drop nodes no output depends on any more (the dynamic quantizers, scale and bias arithmetic) and
     the initializers only they read."""
@@ -180,7 +224,7 @@ def _prune(model: onnx.ModelProto) -> None:
 def restore(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Counter]:
     """`model` with each dynamically quantized layer it holds back in float (module docstring); the count
     restored of each op. The model is returned as it is when it has none."""
-    if not any(n.op_type in (*INTEGER_LAYERS, "DynamicQuantizeLSTM") for n in model.graph.node):
+    if not any(n.op_type in (*INTEGER_LAYERS, "DynamicQuantizeLSTM", "DequantizeLinear") for n in model.graph.node):
         return model, Counter()
     restored = onnx.ModelProto()
     restored.CopyFrom(model)
@@ -198,6 +242,8 @@ def restore(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Counter]:
         replaced.update({n.output[0]: None for n in chain})
         replaced[chain[-1].output[0]] = layer
         counts[node.op_type] += 1
+    if gathers := _embeddings(g):
+        counts["Gather"] = gathers
     if not counts:
         return model, counts
     nodes = [replaced.get(n.output[0], n) if n.output else n for n in restored.graph.node]

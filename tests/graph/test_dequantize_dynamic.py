@@ -121,3 +121,32 @@ def test_scales_that_do_not_fit_their_weights_are_left_to_the_refusal(shipped) -
     restored, counts = restore(dynamic)
     assert counts["ConvInteger"] == 0 and counts["DynamicQuantizeLSTM"] == 0 and counts["MatMulInteger"] == 1
     assert {"ConvInteger", "DynamicQuantizeLSTM"} <= {n.op_type for n in restored.graph.node}
+
+
+def test_an_embedding_quantize_dynamic_gathers_in_8_bits_comes_back_float(tmp_path: Path) -> None:
+    """pyfrspell 0.1.1's GRU lemmatiser (quantize_dynamic) gathers its uint8 embedding table and dequantizes
+    after a Transpose, before the GRU; convert left that Gather, Transpose and DequantizeLinear as they were, so
+    the float model it wrote still held an 8-bit table, and inspect --reference refused it as a quantized model
+    (exit 2). Now the Gather reads the table dequantized and the DequantizeLinear is gone."""
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+    table = rng.normal(0, 1, (12, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [n("Gather", ["table", "ids"], ["emb"]), n("Transpose", ["emb"], ["t"], perm=[1, 0, 2]), n("Tanh", ["t"], ["y"])],
+        "emb", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 1, 8])], [numpy_helper.from_array(table, "table")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "emb.onnx"))
+    quantize_dynamic(str(tmp_path / "emb.onnx"), str(tmp_path / "emb.q.onnx"), weight_type=QuantType.QUInt8)
+    shipped = onnx.load(str(tmp_path / "emb.q.onnx"))
+    assert "DequantizeLinear" in {x.op_type for x in shipped.graph.node}  # what onnxruntime writes
+    restored, counts = restore(shipped)
+    assert counts == {"Gather": 1}
+    assert [x.op_type for x in restored.graph.node] == ["Gather", "Transpose", "Identity", "Tanh"]
+    (floats,) = [numpy_helper.to_array(t) for t in restored.graph.initializer if t.data_type == TensorProto.FLOAT]
+    assert np.abs(floats - table).max() < (table.max() - table.min()) / 255
+    ids = {"ids": np.array([[3, 0, 11, 3, 7]], np.int64)}
+    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, ids)[0] for m in (restored, shipped)]
+    np.testing.assert_allclose(run[0], run[1], atol=1e-6)

@@ -854,7 +854,8 @@ def _quality(
     if not gate and sqnr >= QUALITY_SQNR_DB and cosine >= QUALITY_COSINE:
         return None
     started = time.perf_counter()
-    errors = layers.stream(reference, quantized, feeds, o.num_threads, QUALITY_FETCH_BYTES, QUALITY_FRONTIER_BYTES)
+    errors = layers.stream(reference, quantized, feeds, o.num_threads, QUALITY_FETCH_BYTES, QUALITY_FRONTIER_BYTES,
+                           apart=True)
     rows = layers.rank(errors, reference, quantized)
     # its own line: the layer-by-layer pass can take most of a run (helper-40: 109 of 165 s on a U-Net)
     report.facts["quality diagnosis seconds"] = round(time.perf_counter() - started, 2)

@@ -270,17 +270,18 @@ def stream(
     threads: int = 0,
     fetch_budget: int = stages.FETCH_BYTES,
     frontier_budget: int = stages.FRONTIER_BYTES,
+    apart: bool = False,
 ) -> list[LayerError]:
     """One pass over `feeds` folding every probe's error into running sums, in stages of a few layers
     for a large model (stages.py). The sessions run with basic optimisation only, so that each probed
     tensor exists as in the graph (simulated QDQ); per-output drift as deployed (integer kernels) is
-    compare.compare_outputs' job."""
+    compare.compare_outputs' job. `apart`: see stages.run_stages."""
     shaped = inferred(external_data.weightless(reference, runtime.WEIGHT_BYTES)[0])  # shapes need no weights
     errors = {e.probe.tensor: e for e in (LayerError(p) for p in probes(reference, quantized, shaped))}
     groups = stages.cut(reference, list(errors), stages.compare_bytes(), stages.value_bytes(shaped), fetch_budget)
     del shaped
     pairs = [[(t, errors[t].probe.quant_name) for t in group] for group in groups]
-    for g, ref, quant in stages.run_stages(reference, quantized, pairs, feeds, threads, frontier_budget):
+    for g, ref, quant in stages.run_stages(reference, quantized, pairs, feeds, threads, frontier_budget, apart):
         for tensor, quant_name in pairs[g]:
             errors[tensor].update(ref[tensor], quant[quant_name])
         del ref, quant  # held through the next sample's runs, they stacked two samples' values

@@ -204,10 +204,13 @@ def run_stages(
     feeds: Iterable[dict[str, np.ndarray]],
     threads: int = 0,
     frontier_budget: int = FRONTIER_BYTES,
+    apart: bool = False,
 ) -> Iterator[tuple[int, dict[str, np.ndarray], dict[str, np.ndarray]]]:
     """For each group of (reference tensor, quantized tensor) pairs, stage after stage, and each
     sample in order: (group index, the reference's values, the quantized model's values). Each model
-    keeps at most `frontier_budget` bytes of frontier in memory, the rest in scratch files."""
+    keeps at most `frontier_budget` bytes of frontier in memory, the rest in scratch files. `apart`: each
+    stage runs the reference over every sample before the quantized model, so that one session is alive at a
+    time; the reference's values of the group wait in a store of that budget too (for a few samples)."""
     models = [
         _Staged(reference, [[r for r, _ in group] for group in groups], "reference model"),
         _Staged(quantized, [[q for _, q in group] for group in groups], "quantized model", folded=True),
@@ -217,8 +220,18 @@ def run_stages(
         samples = 0
         for g in range(len(groups)):
             brought = [model.prepare(g) for model in models]
-            runners: list[runtime.Runner | None] = [None, None]
             source = enumerate(feeds) if g == 0 else ((i, None) for i in range(samples))
+            if apart:
+                wanted = {r for r, _ in groups[g]}
+                made = _Frontier(os.path.join(scratch, "made"), frontier_budget)  # the reference's values of the group
+                for i, values in _passes(models[0], frontiers[0], brought[0], source, threads, frontiers[1]):
+                    made.keep(i, wanted, values)
+                    samples = max(samples, i + 1)
+                for i, values in _passes(models[1], frontiers[1], brought[1], enumerate([None] * samples), threads):
+                    yield g, made.load(i, wanted), values
+                    made.keep(i, set(), {})  # read once: its files go
+                continue
+            runners: list[runtime.Runner | None] = [None, None]
             for i, feed in source:
                 out = []
                 for m, model in enumerate(models):
@@ -232,6 +245,26 @@ def run_stages(
                 yield g, out[0], out[1]
             del runners
             runtime.give_back()  # the stage's sessions are gone: their heap too
+
+
+def _passes(
+    model: _Staged, frontier: _Frontier, brought: set[str], source: Iterable[tuple[int, dict | None]], threads: int,
+    then: _Frontier | None = None,
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """One model's prepared stage over the samples of `source` (a feed, or None: its frontier's values), each
+    sample's values kept in its frontier; a feed is kept in `then`, the frontier of the model that runs next."""
+    run: runtime.Runner | None = None
+    for i, feed in source:
+        start = feed if feed is not None else frontier.load(i, brought)
+        run = run or model.runner(start, threads)
+        values = run(start)
+        frontier.keep(i, model.kept, values)
+        if feed is not None and then is not None:
+            then.keep(i, set(feed), feed)
+        del start
+        yield i, values
+    del run
+    runtime.give_back()  # the session is gone: its heap too
 
 
 def compare_bytes() -> int:

@@ -4,6 +4,7 @@ to a stage per weighted layer (QTOOL_COMPARE_BYTES=0), frontiers in files, or on
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,9 @@ def test_stages_give_the_whole_graph_figures(tmp_path, monkeypatch, name, spill)
     frontier = 0 if spill else stages.FRONTIER_BYTES  # 0: every sample's frontier in a file
     tensors = [p.tensor for p in layers.probes(reference, quantized)]
     assert len(stages.cut(reference, tensors, stages.compare_bytes())) >= 3
-    staged = _figures(layers.stream(reference, quantized, _feeds(quantized, val), frontier_budget=frontier))
-    assert np.array_equal(staged, expected)
+    for apart in (False, True):  # apart: the reference over every sample first, then the quantized model
+        staged = layers.stream(reference, quantized, _feeds(quantized, val), frontier_budget=frontier, apart=apart)
+        assert np.array_equal(_figures(staged), expected)
     monkeypatch.delenv(stages.COMPARE_ENV)
     assert len(stages.cut(reference, tensors, stages.compare_bytes())) == 1
     assert np.array_equal(_figures(layers.stream(reference, quantized, _feeds(quantized, val))), expected)
@@ -100,6 +102,26 @@ def test_a_value_carried_past_many_stages_is_written_once(tmp_path, monkeypatch)
     assert all(np.array_equal(y, whole(feed)["y"]) for y, feed in zip(last, feeds, strict=True))
     # per sample and model: x, skip, then h0..h5, each once (stored when made, not again when carried)
     assert len(saved) == 3 * 2 * 8
+
+
+@pytest.mark.parametrize("apart", [False, True])
+def test_apart_runs_one_session_at_a_time(tmp_path, monkeypatch, apart):
+    """apart: a stage's reference session is gone before its quantized one is built (the quality warning's
+    ranking held both, and a sample's values of both, at Silero VAD's peak); the default runs the two side by side."""
+    reference, quantized, val = _quantized(tmp_path, "cnn")
+    monkeypatch.setenv(stages.COMPARE_ENV, "0")
+    built, alive_at_build, original = [], [], runtime.runner
+
+    def tracked(*args, **kwargs):
+        alive_at_build.append(sum(ref() is not None for ref in built))
+        run = original(*args, **kwargs)
+        built.append(weakref.ref(run))
+        return run
+
+    monkeypatch.setattr(stages.runtime, "runner", tracked)
+    layers.stream(reference, quantized, _feeds(quantized, val), apart=apart)
+    assert len(alive_at_build) >= 4  # two models, two stages or more
+    assert max(alive_at_build) == (0 if apart else 1)
 
 
 def test_cut_keeps_each_group_within_the_budget():
@@ -198,5 +220,6 @@ def test_a_constant_is_made_by_each_stage_that_reads_it_not_fed(tmp_path, monkey
     tensors = [p.tensor for p in layers.probes(reference, quantized)]
     assert len(stages.cut(reference, tensors, stages.compare_bytes())) >= 2
     for frontier in (stages.FRONTIER_BYTES, 0):
-        staged = layers.stream(reference, quantized, _feeds(quantized, calib), frontier_budget=frontier)
-        assert np.array_equal(_figures(staged), expected)
+        for apart in (False, True):
+            staged = layers.stream(reference, quantized, _feeds(quantized, calib), frontier_budget=frontier, apart=apart)
+            assert np.array_equal(_figures(staged), expected)

@@ -18,7 +18,7 @@ import onnx
 import onnx.defs
 from onnx import TensorProto, helper, numpy_helper
 
-from qtool.graph import external_data
+from qtool.graph import external_data, node_order
 from qtool.graph.names import FreshNames
 from qtool.graph.node_order import subgraphs
 
@@ -117,14 +117,34 @@ def to_float16(model: onnx.ModelProto, keep_float32: set[str] = frozenset()) -> 
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
     slots = [_float32_slots(node, opsets) for node in out.graph.node]
     wide = _renamed_outputs(out, keep_float32) if keep_float32 else set()
+    wide -= {name for node in out.graph.node if any(subgraphs(node)) for name in node.output}  # its body's float16
     for k, node in enumerate(out.graph.node):
-        if wide.intersection(node.input) or wide.intersection(node.output):
-            slots[k] = (list(range(len(node.input))), list(range(len(node.output))))
+        if not any(subgraphs(node)) and (wide.intersection(node.input) or wide.intersection(node.output)):
+            slots[k] = (list(range(len(node.input))), _float_outputs(node, opsets))
     if any(reads or writes for reads, writes in slots):  # less what stayed float32 (Resize's scales): no Cast for them
         kept = {t.name for t in out.graph.initializer if t.data_type == _FP32} | {v.name for v in out.graph.input}
         _float32_islands(out, slots, _float32_names(model) - kept, wide)
         _retype([v for v in out.graph.value_info if v.name in wide], set(), _FP16, _FP32)
+    if wide:
+        _float16_copies_for_subgraphs(out, wide)
     return out
+
+
+def _float16_copies_for_subgraphs(model: onnx.ModelProto, wide: set[str]) -> None:
+    """An If, Loop or Scan keeps its body's float16 types: a `wide` (float32) value it reads, as an input or from
+    its body, comes through a Cast to float16 (inf past its range, as before such values were kept), where the
+    float32 value made the body an invalid model ('bound to different types')."""
+    fresh = FreshNames(name for node in model.graph.node for name in (*node_order.reads(node), *node.output))
+    nodes: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        read = sorted(wide.intersection(node_order.reads(node))) if any(subgraphs(node)) else []
+        rename = {name: fresh(f"{name}_fp16") for name in read}
+        nodes += [helper.make_node("Cast", [n], [rename[n]], name=f"{rename[n]}_cast", to=_FP16) for n in read]
+        node.input[:] = [rename.get(i, i) for i in node.input]
+        _rename_captured(node, rename)
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
 
 
 def _renamed_outputs(model: onnx.ModelProto, names: set[str]) -> set[str]:
@@ -156,17 +176,34 @@ def _float32_slots(node: onnx.NodeProto, opsets: dict[str, int]) -> tuple[list[i
     reduction = next((a.s for a in node.attribute if a.name == "reduction"), b"none")
     if node.op_type in ("ScatterElements", "ScatterND") and reduction != b"none":
         return [0, 2], [0]
+    types = _slot_types(node, opsets)
+    if types is None:
+        return [], []
+    return tuple([i for i, t in enumerate(ts) if "tensor(float)" in t and "tensor(float16)" not in t] for ts in types)
+
+
+def _float_outputs(node: onnx.NodeProto, opsets: dict[str, int]) -> list[int]:
+    """The output indices at which `node` may write a float (all, for an op of no known schema): a float32 op
+    writes those through a Cast back to float16, and an Equal's bool, an ArgMax's or a Shape's int64 take none."""
+    if node.op_type == "Cast":
+        return [0] if next(a.i for a in node.attribute if a.name == "to") in (_FP16, _FP32) else []
+    types = _slot_types(node, opsets)
+    outputs = [{"tensor(float)"}] * len(node.output) if types is None else types[1]
+    return [i for i, t in enumerate(outputs) if "tensor(float)" in t]
+
+
+def _slot_types(node: onnx.NodeProto, opsets: dict[str, int]) -> tuple[list[set[str]], list[set[str]]] | None:
+    """The types `node`'s schema allows at each input and output, or None for an op of no known schema."""
     domain = "" if node.domain == "ai.onnx" else node.domain
     try:
         schema = onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), domain)
     except onnx.defs.SchemaError:
-        return [], []
+        return None
     allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
 
-    def slots(formals: list, count: int) -> list[int]:
+    def slots(formals: list, count: int) -> list[set[str]]:
         types = [allowed.get(f.type_str, {f.type_str}) for f in formals[:count]]
-        types += types[-1:] * (count - len(types))  # a variadic last formal covers the rest
-        return [i for i, t in enumerate(types) if "tensor(float)" in t and "tensor(float16)" not in t]
+        return types + types[-1:] * (count - len(types))  # a variadic last formal covers the rest
 
     return slots(schema.inputs, len(node.input)), slots(schema.outputs, len(node.output))
 

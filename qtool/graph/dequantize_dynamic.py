@@ -189,6 +189,8 @@ def _embeddings(g: _Graph) -> int:
         grids = {tuple(d.input[1:]) for d in dequantizers or []}
         if len(grids) != 1 or any(g.array(n) is None or g.array(n).size != 1 for n in next(iter(grids))):
             continue
+        if any(a.name != "axis" for d in dequantizers or [] for a in d.attribute):  # output_dtype: not float32
+            continue
         scale, *zero = next(iter(grids))
         if node.input[0] not in g.tables:
             floats = _dequantized(g.array(node.input[0]), g.array(zero[0]) if zero else None, g.array(scale), 0)
@@ -197,6 +199,7 @@ def _embeddings(g: _Graph) -> int:
         for d in dequantizers or []:
             d.op_type = "Identity"
             del d.input[1:]
+            del d.attribute[:]  # a scalar grid's axis, which an Identity refuses ('Unrecognized attribute: axis')
         count += 1
     return count
 

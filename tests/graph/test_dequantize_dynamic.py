@@ -150,3 +150,30 @@ def test_an_embedding_quantize_dynamic_gathers_in_8_bits_comes_back_float(tmp_pa
     ids = {"ids": np.array([[3, 0, 11, 3, 7]], np.int64)}
     run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, ids)[0] for m in (restored, shipped)]
     np.testing.assert_allclose(run[0], run[1], atol=1e-6)
+
+
+def test_an_embeddings_dequantize_linear_with_an_axis_becomes_a_bare_identity(tmp_path: Path) -> None:
+    """A DequantizeLinear of a scalar grid may state an axis (it means nothing there); made an Identity it kept it,
+    and convert refused the model it had restored ('onnx.checker: Unrecognized attribute: axis for operator
+    Identity', follows up a4a4628). One whose output_dtype is not float32 is left as it is."""
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+    table = rng.integers(0, 255, (10, 4)).astype(np.uint8)
+    inits = [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+             numpy_helper.from_array(np.array(128, np.uint8), "z")]  # fmt: skip
+    graph = helper.make_graph(
+        [n("Gather", ["table", "ids"], ["g"]), n("Transpose", ["g"], ["t"], perm=[1, 0]),
+         n("DequantizeLinear", ["t", "s", "z"], ["y"], axis=0)],
+        "emb", [helper.make_tensor_value_info("ids", TensorProto.INT64, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "emb.onnx"))
+    result = run_cli(["convert", "-i", tmp_path / "emb.onnx", "-o", tmp_path / "conv.onnx"])
+    assert result.exit_code == 0, result.output
+    ids = {"ids": np.array([3, 0, 9], np.int64)}
+    run = [ort.InferenceSession(str(tmp_path / p)).run(None, ids)[0] for p in ("emb.onnx", "conv.onnx")]
+    np.testing.assert_allclose(run[1], run[0], atol=1e-6)
+    model.graph.node[2].attribute.append(helper.make_attribute("output_dtype", TensorProto.FLOAT16))
+    assert restore(model)[1] == {}

@@ -14,6 +14,8 @@ leave through one Mul. Those inside stay float; x and the Mul's output are activ
 
 from __future__ import annotations
 
+import heapq
+
 from qtool import runtime
 from qtool.quant.graph_facts import GraphFacts
 
@@ -25,10 +27,11 @@ REACH = 6  # producers walked back from the Erf or Tanh to find x (the tanh form
 def gelu_interiors(facts: GraphFacts) -> set[str]:
     """The float tensors inside GELUs written op by op (module docstring)."""
     dynamic = runtime.downstream(facts.model.graph.node, facts.graph_inputs)
+    order = {id(node): k for k, node in enumerate(facts.model.graph.node)}
     found: set[str] = set()
     for node in facts.model.graph.node:
         if node.op_type in CORES and node.input and node.input[0] in dynamic:
-            inside = min((f for s in _sources(facts, node, dynamic) if (f := _gelu(facts, s, node, dynamic))),
+            inside = min((f for s in _sources(facts, node, dynamic) if (f := _gelu(facts, s, node, dynamic, order))),
                          key=len, default=set())  # fmt: skip
             found |= {t for t in inside if facts.is_float(t)}
     return found
@@ -50,17 +53,25 @@ def _sources(facts: GraphFacts, core, dynamic: set[str]) -> list[str]:
     return seen
 
 
-def _gelu(facts: GraphFacts, source: str, core, dynamic: set[str]) -> set[str] | None:
+def _gelu(facts: GraphFacts, source: str, core, dynamic: set[str], order: dict[int, int]) -> set[str] | None:
     """The inside of the largest GELU of `source` through `core`, or None when what follows `source` is no
     GELU. Largest: a constant scaling after the gate (a layer scale) belongs to the function too."""
     if len(facts.consumers.get(source, [])) < 2:  # x gates itself: read by both branches (spares a plain Tanh the walk)
         return None
-    made, nodes = {source}, []
-    for node in facts.model.graph.node:  # topological order: one pass is the closure
-        inputs = [i for i in node.input if i in dynamic]
-        if node.op_type in ELEMENTWISE and inputs and all(i in made for i in inputs):
-            made.update(o for o in node.output if o)
-            nodes.append(node)
+    # the closure, walked forward from `source` in graph (topological) order by `order`: each core once walked the
+    # whole graph, and a chain of 500 Tanhs in 2000 nodes took 49 of quantize's 63 s
+    graph = facts.model.graph.node
+    made, nodes, ahead, seen = {source}, [], sorted({order[id(c)] for c in facts.consumers[source]}), set()
+    while ahead:
+        k = heapq.heappop(ahead)
+        node = graph[k]
+        if k in seen or node.op_type not in ELEMENTWISE or not all(i in made for i in node.input if i in dynamic):
+            continue
+        seen.add(k)
+        made.update(o for o in node.output if o)
+        nodes.append(node)
+        for reader in (c for o in node.output if o for c in facts.consumers.get(o, [])):
+            heapq.heappush(ahead, order[id(reader)])
     if not any(n is core for n in nodes):
         return None
     producer = {o: n for n in nodes for o in n.output}

@@ -40,8 +40,17 @@ _FP16 = TensorProto.FLOAT16
 
 def _retype(values, kept: set[str], source: int, target: int) -> None:
     for value in values:
-        if value.type.tensor_type.elem_type == source and value.name not in kept:
-            value.type.tensor_type.elem_type = target
+        tensor = _held(value.type)
+        if tensor.elem_type == source and value.name not in kept:
+            tensor.elem_type = target
+
+
+def _held(kind: onnx.TypeProto) -> onnx.TypeProto.Tensor:
+    """The tensor type a value holds, through sequence and optional types: a SplitToSequence's seq(tensor(float))
+    kept float32 in value_info while its node made float16 ones, and onnxruntime refused the model, exit 0."""
+    while kind.HasField("sequence_type") or kind.HasField("optional_type"):
+        kind = kind.sequence_type.elem_type if kind.HasField("sequence_type") else kind.optional_type.elem_type
+    return kind.tensor_type
 
 
 def _convert_attributes(node: onnx.NodeProto, source: int, target: int) -> None:

@@ -290,3 +290,36 @@ def test_convert_keeps_a_scan_body_returning_its_state_twice_as_it_computes(ws: 
     feeds = {"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)}
     expected = ort.InferenceSession(str(ws.model)).run(None, feeds)[0]
     np.testing.assert_allclose(ort.InferenceSession(str(converted)).run(None, feeds)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+# --- float16 of sequence and optional values ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("middle", [
+    ["s = SplitToSequence <axis = 1> (c)", "m = ConcatFromSequence <axis = 1> (s)"],
+    ["s = Optional (c)", "m = OptionalGetElement (s)"],
+], ids=["sequence", "optional"])  # fmt: skip
+def test_convert_to_float16_retypes_sequence_and_optional_values(ws: Workspace, middle: list[str]) -> None:
+    """A Conv's output split into a sequence and joined back (or wrapped in an Optional): convert --float_bitwidth 16
+    (and export --format fp16) left the value's declared seq(tensor(float)) as it was while its node now made float16
+    ones, and onnxruntime refused the model it wrote, exit 0: 'Type (seq(tensor(float))) of output arg (s) of node
+    (SplitToSequence_1) does not match expected type (seq(tensor(float16)))'."""
+    rng = np.random.default_rng(0)
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 18]>
+    held (float[1,3,8,8] x) => (float[1,4,8,8] y) {{
+        c = Conv <pads = [1, 1, 1, 1]> (x, w)
+        {middle[0]}
+        {middle[1]}
+        y = Relu (m)
+    }}
+    """
+    model = onnx.parser.parse_model(text)
+    model.graph.initializer.append(onh.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w"))
+    model = onnx.shape_inference.infer_shapes(model)  # the value_info exporters write
+    onnx.save(model, ws.model)
+    half = ws.root / "out" / "h.onnx"
+    assert ws.run("convert", "-i", ws.model, "-o", half, "--float_bitwidth", "16").exit_code == 0
+    feeds = {"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    expected = ort.InferenceSession(str(ws.model)).run(None, feeds)[0]
+    np.testing.assert_allclose(ort.InferenceSession(str(half)).run(None, feeds)[0], expected, atol=2e-2)

@@ -21,7 +21,7 @@ from qtool.graph import external_data, inline_weights, trial_memo
 from qtool.graph.constant_size import huge_constant
 from qtool.graph.inline_write import write_inline
 from qtool.graph.node_order import sort_nodes, unique_node_names
-from qtool.io.digest import sha256
+from qtool.io.digest import blake2b, sha256
 from qtool.io.files import atomic_write, check_regular, clipped, env_bytes, load_json, quoted
 from qtool.io.raw import InputSpec
 
@@ -441,6 +441,22 @@ def _upgraded(model: onnx.ModelProto, target: int, where: str) -> onnx.ModelProt
         return out
     logger.info("convert: opset %d -> %d", current, target)
     try:
-        return external_data.transformed(model, lambda light: version_converter.convert_version(light, target))
+        return external_data.transformed(model, lambda light: _converted(light, target))
     except Exception as e:  # the converter raises bare RuntimeError/ValueError for unsupported ops
         raise ModelError(f"cannot upgrade opset {current} to {target}: {str(e).splitlines()[0]}", where=where) from e
+
+
+# the last weightless model upgraded, by its bytes and opset: auto's trials write the same float model's Q/DQ six
+# times, each upgraded to opset 21 where a 16-bit grid needs it (Silero VAD's LSTM state), and onnx's converter
+# builds its adapters anew on every call: 9 MB a time, which glibc's heap kept in pieces under the trials' sessions
+_LAST_UPGRADE: dict[tuple[bytes, int], onnx.ModelProto] = {}
+
+
+def _converted(light: onnx.ModelProto, target: int) -> onnx.ModelProto:
+    """onnx's version converter on `light`, run once for the same model and target; a copy of what it gave
+    (`transformed` puts the weights back into it)."""
+    key = (blake2b(light.SerializeToString(deterministic=True)).digest(), target)
+    if key not in _LAST_UPGRADE:
+        _LAST_UPGRADE.clear()
+        _LAST_UPGRADE[key] = version_converter.convert_version(light, target)
+    return copy(_LAST_UPGRADE[key])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
-from onnx import numpy_helper
+from onnx import helper, numpy_helper, version_converter
 
 from qtool.graph import lazy_weights, trial_memo
+from qtool.graph import model as gm
 
 
 def test_outside_a_scope_nothing_is_kept() -> None:
@@ -48,3 +50,33 @@ def test_past_the_budget_the_oldest_go_and_latest_only_keeps_one() -> None:
         trial_memo.remember("model", (protos[0],), lambda: "a", latest_only=True)
         trial_memo.remember("model", (protos[1],), lambda: "b", latest_only=True)
         assert [v[1] for k, v in memo.entries.items() if k[0] == "model"] == ["b"]
+
+
+def _matmul_model(weight: np.ndarray) -> onnx.ModelProto:
+    info = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [info("x", 1, [1, 16])], [info("y", 1, [1, 16])],
+        [numpy_helper.from_array(weight, "w")],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_an_upgrade_converts_the_same_model_once(monkeypatch) -> None:
+    """Outside any scope too: auto's trials upgrade the same float model for every Q/DQ they write, and onnx's
+    converter copies every op schema on each call (Silero VAD's quantize peaked there). Each upgrade is a model of
+    its own with the converter's bytes, its weights put back; another model is converted again."""
+    calls, original = [], version_converter.convert_version
+    monkeypatch.setattr(version_converter, "convert_version", lambda m, target: calls.append(target) or original(m, target))
+    monkeypatch.setattr(gm, "_LAST_UPGRADE", {})
+    weight = np.arange(256, dtype=np.float32).reshape(16, 16)  # 1 KB: left out of the converter's copy
+    model = _matmul_model(weight)
+    first, second = gm.upgrade_opset(model, 21, "m"), gm.upgrade_opset(model, 21, "m")
+    assert len(calls) == 1 and first is not second
+    assert first.SerializeToString() == second.SerializeToString() == original(model, 21).SerializeToString()
+    assert gm.default_opset(first) == 21 and np.array_equal(numpy_helper.to_array(first.graph.initializer[0]), weight)
+    first.graph.node[0].name = "changed"  # a caller's change reaches no later upgrade
+    assert gm.upgrade_opset(model, 21, "m").graph.node[0].name != "changed"
+    other = _matmul_model(weight)
+    other.opset_import[0].version = 18
+    gm.upgrade_opset(other, 21, "m")
+    assert len(calls) == 2

@@ -121,6 +121,10 @@ def to_float16(model: onnx.ModelProto, keep_float32: set[str] = frozenset()) -> 
     """`keep_float32`: main-graph values that stay float32 (their range passes float16's), with every op that
     writes or reads one: it reads its float16 inputs through Casts, and a float16 value it writes is Cast back."""
     graph = model.graph
+    # a sequence or optional input or output takes no Cast at the boundary: float32 so, with the ops that make or
+    # read it (a SplitToSequence's output, declared seq(tensor(float)), was made float16: onnxruntime refused it)
+    keep_float32 = set(keep_float32) | {v.name for v in [*graph.input, *graph.output] if _held(v.type).elem_type == _FP32
+                                        and (v.type.HasField("sequence_type") or v.type.HasField("optional_type"))}
     kept = {v.name for v in [*graph.input, *graph.initializer] if v.name in keep_float32}
     out = _change(model, _FP32, _FP16, _kept_names(graph) | kept)
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from conftest import run_cli
 from onnx import TensorProto, helper
 from onnx import numpy_helper as onh
@@ -87,3 +88,37 @@ def test_a_subgraph_reading_a_wide_value_reads_a_float16_copy() -> None:
         want, got = _run(model, feeds), _run(to_float16(model, keep_float32={"lowest"}), feeds)
         for expected, found in zip(want, got, strict=True):
             np.testing.assert_allclose(found, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("text", [
+    """seq_out (float[1,3,8,8] x) => (seq(float[1,1,8,8]) s, float[1,4,8,8] y) {
+        c = Conv <pads = [1, 1, 1, 1]> (x, w)
+        s = SplitToSequence <axis = 1, keepdims = 1> (c)
+        y = Relu (c)
+    }""",
+    """seq_in (float[1,3,8,8] x, seq(float[1,3,8,8]) more) => (float[1,4,8,8] y) {
+        joined = ConcatFromSequence <axis = 0> (more)
+        first = Slice (joined, zero, one)
+        c = Conv <pads = [1, 1, 1, 1]> (first, w)
+        y = Add (c, c)
+    }""",
+    """optional_out (float[1,3,8,8] x) => (optional(float[1,4,8,8]) o) {
+        c = Conv <pads = [1, 1, 1, 1]> (x, w)
+        o = Optional (c)
+    }""",
+], ids=["sequence output", "sequence input", "optional output"])  # fmt: skip
+def test_a_sequence_or_optional_input_or_output_stays_float32(text: str) -> None:
+    """A graph input or output holding a sequence or an optional of float32 takes no boundary Cast (a Cast takes
+    tensors): on b0d88f1 a SplitToSequence's output, declared seq(tensor(float)), was made float16 and onnxruntime
+    refused the model ('Type (seq(tensor(float))) of output arg (s) ... does not match expected type
+    (seq(tensor(float16)))'), written with exit 0. Now it stays float32, with the op making or reading it."""
+    model = onnx.parser.parse_model(f'<ir_version: 8, opset_import: ["" : 18]>\n{text}')
+    rng = np.random.default_rng(0)
+    model.graph.initializer.extend([onh.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w"),
+                                    onh.from_array(np.array([0], np.int64), "zero"),
+                                    onh.from_array(np.array([1], np.int64), "one")])  # fmt: skip
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    feeds = {"x": x, "more": [x, x + 1]} if "more" in text else {"x": x}
+    for expected, found in zip(_run(model, feeds), _run(to_float16(model), feeds), strict=True):
+        np.testing.assert_allclose(np.asarray(found, np.float32), np.asarray(expected), atol=2e-2)
+        assert np.asarray(found).dtype == np.float32  # the caller reads what it read

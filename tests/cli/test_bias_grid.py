@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from conftest import run_cli, write_feeds
+import pytest
+from conftest import SATURATING_CPU, integer_kernels_saturate, run_cli, write_feeds
 from onnx import TensorProto, helper, numpy_helper
 
 
@@ -75,5 +76,7 @@ def test_layers_that_share_a_bias_each_get_it_on_their_own_accumulator_grid(tmp_
     quantized = onnx.load(str(out))
     biases = {n.input[0] for n in quantized.graph.node if n.op_type == "DequantizeLinear" and n.input[0].startswith("b")}
     assert len(biases) == 2, biases  # one int32 bias per layer
+    if integer_kernels_saturate():  # the fused kernels' own loss (1.6 dB on AVX2) would hide the bias's
+        pytest.skip(SATURATING_CPU)
     sqnr = _sqnr_qdq_and_fused(path, out, rng.normal(0, 1, (1, 4, 16)).astype(np.float32))
     assert abs(sqnr[1] - sqnr[0]) < 1, sqnr  # the fused kernels run what the Q/DQ arithmetic says

@@ -275,10 +275,15 @@ def stream(
     """One pass over `feeds` folding every probe's error into running sums, in stages of a few layers
     for a large model (stages.py). The sessions run with basic optimisation only, so that each probed
     tensor exists as in the graph (simulated QDQ); per-output drift as deployed (integer kernels) is
-    compare.compare_outputs' job. `apart`: see stages.run_stages."""
+    compare.compare_outputs' job. `apart`: see stages.run_stages; and a stage fetches at most half of what a
+    sample's probes hold, so that a small model's one stage, its weights and every activation at once, is two or
+    three (Silero VAD's 1.1 MB a sample: the ranking was its quantize's peak, 1.5 MB above it apart)."""
     shaped = inferred(external_data.weightless(reference, runtime.WEIGHT_BYTES)[0])  # shapes need no weights
     errors = {e.probe.tensor: e for e in (LayerError(p) for p in probes(reference, quantized, shaped))}
-    groups = stages.cut(reference, list(errors), stages.compare_bytes(), stages.value_bytes(shaped), fetch_budget)
+    values = stages.value_bytes(shaped)
+    if apart:
+        fetch_budget = min(fetch_budget, sum(values.get(t, 0) for t in errors) // 2)
+    groups = stages.cut(reference, list(errors), stages.compare_bytes(), values, fetch_budget)
     del shaped
     pairs = [[(t, errors[t].probe.quant_name) for t in group] for group in groups]
     for g, ref, quant in stages.run_stages(reference, quantized, pairs, feeds, threads, frontier_budget, apart):

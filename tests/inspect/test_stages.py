@@ -73,6 +73,19 @@ def test_stages_give_the_whole_graph_figures(tmp_path, monkeypatch, name, spill)
     monkeypatch.delenv(stages.COMPARE_ENV)
     assert len(stages.cut(reference, tensors, stages.compare_bytes())) == 1
     assert np.array_equal(_figures(layers.stream(reference, quantized, _feeds(quantized, val))), expected)
+    # apart, a stage fetches half a sample's probed values at most: a small model runs in two stages or more
+    assert np.array_equal(_figures(layers.stream(reference, quantized, _feeds(quantized, val), apart=True)), expected)
+
+
+def test_apart_cuts_a_small_model_into_stages(tmp_path, monkeypatch):
+    reference, quantized, val = _quantized(tmp_path, "cnn")
+    built, original = [], runtime.runner
+    monkeypatch.setattr(stages.runtime, "runner", lambda *a, **k: built.append(1) or original(*a, **k))
+    layers.stream(reference, quantized, _feeds(quantized, val))
+    assert len(built) == 2  # one stage: both models' sessions
+    built.clear()
+    layers.stream(reference, quantized, _feeds(quantized, val), apart=True)
+    assert len(built) >= 4
 
 
 def test_a_value_carried_past_many_stages_is_written_once(tmp_path, monkeypatch):

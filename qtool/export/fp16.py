@@ -66,7 +66,8 @@ def _wide_values(model: onnx.ModelProto, encoded: dict[str, float]) -> dict[str,
     def bound(name: str) -> float | None:
         if name not in bounds and name in weights:
             values = external_data.array(weights[name])
-            bounds[name] = float(np.max(np.abs(values))) if values.size and values.dtype.kind == "f" else 0.0
+            numeric = values.size and values.dtype.kind in "fiu"  # an integer's matters where a Cast makes it float
+            bounds[name] = float(np.max(np.abs(values.astype(np.float64)))) if numeric else 0.0
         return bounds.get(name)
 
     for name, weight in weights.items():  # any weight past float16's range (a MatMul's too) stays float32
@@ -77,16 +78,20 @@ def _wide_values(model: onnx.ModelProto, encoded: dict[str, float]) -> dict[str,
         for out in node.output:
             if out and out not in bounds and found is not None:
                 bounds[out] = found
-    # a weight is exact: past float16's range (an additive mask's -1e9) it is kept, and what reads it
-    return {name: b for name, b in bounds.items() if b > (FLOAT16_MAX if name in weights else FLOAT16_MAX / HEADROOM)}
+    # a float weight is exact: past float16's range (an additive mask's -1e9) it is kept, and what reads it
+    return {name: b for name, b in bounds.items() if (b > FLOAT16_MAX / HEADROOM and name not in weights)
+            or (name in weights and weights[name].data_type == onnx.TensorProto.FLOAT and b > FLOAT16_MAX)}  # fmt: skip
 
 
 def _bound(node: onnx.NodeProto, bound, weights: dict) -> float | None:
     """A bound on |output| from `bound` of its float data inputs (None: unknown), for the ops that keep, sum,
     multiply or square a range; None for the rest (a MatMul's sum depends on its length: its encoding bounds it)."""
     op = node.op_type
-    if op in BOUNDED_OPS or op in ("Erf", "Sin", "Cos"):
+    if (op in BOUNDED_OPS and op != "LogSoftmax") or op in ("Erf", "Sin", "Cos"):  # LogSoftmax: (-inf, 0]
         return 1.0
+    if op == "ConstantOfShape":  # a mask's fill (finfo.min) as a weight's values
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        return float(np.max(np.abs(numpy_helper.to_array(value).astype(np.float64)))) if value is not None else 0.0
     joins = op in ("Concat", "Max", "Min", "Sum", "Add", "Sub", "Mul")
     known = [bound(name) for name in (node.input if joins else node.input[1:3] if op == "Where" else node.input[:1])]
     if not known or None in known:

@@ -73,7 +73,8 @@ def _convert_attributes(node: onnx.NodeProto, source: int, target: int) -> None:
                 _convert_attributes(inner, source, target)
 
 
-def _change(model: onnx.ModelProto, source: int, target: int, kept: set[str]) -> onnx.ModelProto:
+def _change(model: onnx.ModelProto, source: int, target: int, kept: set[str], as_is: set[int] = frozenset()
+            ) -> onnx.ModelProto:  # fmt: skip
     out = external_data.without_initializers(model)  # a copy would keep the old bytes in its arena
     graph = out.graph
     dtype = helper.tensor_dtype_to_np_dtype(target)
@@ -84,8 +85,9 @@ def _change(model: onnx.ModelProto, source: int, target: int, kept: set[str]) ->
         inits.append(init)
     del graph.initializer[:]
     graph.initializer.extend(inits)
-    for node in graph.node:
-        _convert_attributes(node, source, target)
+    for k, node in enumerate(graph.node):
+        if k not in as_is:
+            _convert_attributes(node, source, target)
     _retype(graph.value_info, kept, source, target)
     inputs = [v.name for v in graph.input if v.type.tensor_type.elem_type == source and v.name not in kept]
     passed = {v.name for v in graph.input}  # an input that is an output too: its Cast back redefined the input
@@ -126,7 +128,10 @@ def to_float16(model: onnx.ModelProto, keep_float32: set[str] = frozenset()) -> 
     keep_float32 = set(keep_float32) | {v.name for v in [*graph.input, *graph.output] if _held(v.type).elem_type == _FP32
                                         and (v.type.HasField("sequence_type") or v.type.HasField("optional_type"))}
     kept = {v.name for v in [*graph.input, *graph.initializer] if v.name in keep_float32}
-    out = _change(model, _FP32, _FP16, _kept_names(graph) | kept)
+    # a Cast's `to`, a ConstantOfShape's value: an op writing a kept value keeps its float32 attributes
+    writers = {k for k, node in enumerate(graph.node)
+               if keep_float32.intersection(node.output) and next(subgraphs(node), None) is None}  # fmt: skip
+    out = _change(model, _FP32, _FP16, _kept_names(graph) | kept, writers)
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
     slots = [_float32_slots(node, opsets) for node in out.graph.node]
     wide = _renamed_outputs(out, keep_float32) if keep_float32 else set()

@@ -122,3 +122,33 @@ def test_a_sequence_or_optional_input_or_output_stays_float32(text: str) -> None
     for expected, found in zip(_run(model, feeds), _run(to_float16(model), feeds), strict=True):
         np.testing.assert_allclose(np.asarray(found, np.float32), np.asarray(expected), atol=2e-2)
         assert np.asarray(found).dtype == np.float32  # the caller reads what it read
+
+
+def test_a_mask_filled_by_constant_of_shape_and_a_cast_integer_stay_float32(tmp_path) -> None:
+    """scores + (1 - m) * ConstantOfShape(finfo.min) -> Softmax, and Cast(int 100000) -> Mul: the fill became -inf in
+    float16 and 0 * -inf NaN, and the cast integer inf (helper-112's review of 80ed48a)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qtool.export.fp16 import half_precision
+
+    fill = numpy_helper.from_array(np.array([np.finfo(np.float32).min], np.float32), "value")
+    inits = [numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array(100000, np.int64), "big"),
+             numpy_helper.from_array(np.array(1e-5, np.float32), "tiny")]  # fmt: skip
+    nodes = [helper.make_node("Shape", ["s"], ["shape"]),
+             helper.make_node("ConstantOfShape", ["shape"], ["fill"], value=fill),
+             helper.make_node("Sub", ["one", "m"], ["inv"]), helper.make_node("Mul", ["inv", "fill"], ["bias"]),
+             helper.make_node("Add", ["s", "bias"], ["masked"]), helper.make_node("Softmax", ["masked"], ["p"]),
+             helper.make_node("Cast", ["big"], ["bigf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["bigf", "tiny"], ["k"]), helper.make_node("Mul", ["p", "k"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 6]),
+                                           helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feed = {"s": np.linspace(-1, 1, 6, dtype=np.float32)[None], "m": np.array([[1, 1, 1, 1, 0, 0]], np.float32)}
+    want = ort.InferenceSession(model.SerializeToString()).run(None, feed)[0]
+    half = half_precision(model, {}, "m.onnx")
+    got = ort.InferenceSession(half.SerializeToString()).run(None, feed)[0]
+    np.testing.assert_allclose(got, want, atol=2e-3)

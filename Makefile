@@ -753,7 +753,8 @@ OUT := build/demo
 # 24444 -> 24448: float16 keeps a sequence or optional graph input or output float32 with its ops (graph/float16.to_float16; a seq(float) output was made float16, the model refused; 4 lines)
 # 24448 -> 24455: the quality warning's ranking fetches half a sample's probed values a stage at most (inspect/layers.stream apart; Silero VAD's peak; 7 lines)
 # 24455 -> 24465: fp16 bounds a ConstantOfShape's fill and a cast integer, not LogSoftmax; an op writing a kept value keeps its float32 attributes (export/fp16._bound, graph/float16._change; review of 80ed48a; 10 lines)
-LINE_BUDGET := 24465
+# 24465 -> 24463: the budget as counted at the session's end (two lines raised and not added)
+LINE_BUDGET := 24463
 
 .PHONY: demo test lint venv bench clean golden
 

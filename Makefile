@@ -754,7 +754,8 @@ OUT := build/demo
 # 24448 -> 24455: the quality warning's ranking fetches half a sample's probed values a stage at most (inspect/layers.stream apart; Silero VAD's peak; 7 lines)
 # 24455 -> 24465: fp16 bounds a ConstantOfShape's fill and a cast integer, not LogSoftmax; an op writing a kept value keeps its float32 attributes (export/fp16._bound, graph/float16._change; review of 80ed48a; 10 lines)
 # 24465 -> 24463: the budget as counted at the session's end (two lines raised and not added)
-LINE_BUDGET := 24463
+# 24463 -> 24480: a weight its grid clips is the worst layer's fix, not per-channel or 16-bit weights (inspect/layers._weight_past_grid, api/quantize._quality; round 17 leftover; 17 lines)
+LINE_BUDGET := 24480
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -862,6 +862,7 @@ def _quality(
     worst = next((r for r in rows if math.isfinite(r.added_db)), None)
     blame = blamed_layers(rows)
     facts = GraphFacts.of(reference)
+    clipping = worst is not None and worst.fix.startswith(layers.CLIPPED_WEIGHT)  # its grid, not its granularity
     if worst and not o.use_per_channel_residual and on_residual_stream(facts, worst.tensor):
         # named: blamed_layers may have named a second layer since, which need not be on it
         blame += f"; {worst.tensor!r} is on a transformer's residual stream: try {residual_recipe(facts)}"
@@ -874,7 +875,7 @@ def _quality(
         tensor, op, step = dips[0]  # the worst: a per-layer ranking sees its error only layers later, amplified
         blame += (f"; {tensor!r} is a {op} output on a grid step of {step:.3g}, deeper than its dip: its negative values"
                   f" round to zero, an error of one sign the next layer sums: --act_16bit_tensors {tensor}")
-    elif o.act_bitwidth == 8 and o.act_quantizer_calibration == "min-max" and not o.apply_algorithms:
+    elif o.act_bitwidth == 8 and o.act_quantizer_calibration == "min-max" and not o.apply_algorithms and not clipping:
         # the recipe that gained a median 2 dB on the zoo without losing on any model (README); auto may have run
         scored = "calibration auto:" in report.facts.get("algorithms", "")
         blame += "; or, keeping 8 bits, try " + ("" if scored else "--act_quantizer_calibration auto ") + "--apply_algorithms bc"
@@ -890,7 +891,7 @@ def _quality(
     flags = [f"--{f}" for f, ops in (("use_per_channel_quantization", {"Conv", "ConvTranspose"}),
                                       ("use_per_row_quantization", {"MatMul", "Gemm"}))
              if not getattr(o, f) and ops & single]  # fmt: skip
-    if flags and o.weights_block_size is None:  # an opset-23 Llama at W8A16: 28.6 dB per tensor, 31.8 per row
+    if flags and o.weights_block_size is None and not clipping:  # an opset-23 Llama at W8A16: 28.6 dB per tensor, 31.8 per row
         # first: a per-layer blame after a per-tensor grid's collapse lands on whatever layer inherits it (a tf2onnx
         # U-Net whose channel ranges span 14,334x: 0.6 dB, blamed on a ConvTranspose; per channel 16.8 dB)
         blame = f"; its weights are per tensor: {' '.join(flags)} gives each output channel its own grid{blame}"

@@ -81,6 +81,7 @@ class Probe:
 # values this far past a grid's end are inputs calibration did not see (a range fitted to the calibration
 # samples is met 1.3x by others as a matter of course; Silero's ReLU met 5x from voices it had not heard)
 CLIPPED_RATIO = 2.0
+CLIPPED_WEIGHT = "clipped weight"  # the fix's first words, which quantize's warning reads
 # elements a sum's float64 copies hold at once: at 64K, Silero VAD's largest probe (41K values) was copied
 # whole, four times over, at the per-layer ranking's moment of two sessions and a sample's values of both models,
 # its quantize's peak (98.3 -> 97.8 MB at 16K)
@@ -388,6 +389,8 @@ def _fix(
         return _raise(e)
     if weight is not None and weighted is node:
         encoding = params.params.get(weight[0])
+        if past := _weight_past_grid(weight[0], weight[1], encoding):
+            return past
         if encoding is not None and encoding.axis is None and uneven:
             per_row = node is not None and rule_for(node).per_row
             return "per-channel: " + ("--use_per_row_quantization" if per_row else "--use_per_channel_quantization")
@@ -428,6 +431,19 @@ def _raise(e: LayerError) -> str:
         return (f"float: {tensor!r} is {e.probe.encoding.bitwidth}-bit already; keep it float (an override"  # type: ignore[union-attr]
                 f" {FLOAT_OVERRIDE}, or --mixed_precision auto, which tries float)")
     return f"16-bit activation: --act_16bit_tensors {tensor}"
+
+
+def _weight_past_grid(name: str, values: np.ndarray, e) -> str | None:
+    """A weight whose values reach past its grid by more than half the grid's span (an override measured on another
+    weight: overrides.clipped_weights): per-channel or 16-bit advice would keep the grid that clips it."""
+    if e is None or e.is_float or e.bitwidth < 8 or not e.min or not values.size:  # 4-bit grids clip by design
+        return None
+    lo, hi = min(e.min), max(e.max)
+    if max(lo - float(values.min()), float(values.max()) - hi) <= (hi - lo) / 2:
+        return None
+    return (f"{CLIPPED_WEIGHT}: {name!r} spans [{values.min():g}, {values.max():g}], its grid [{lo:g}, {hi:g}], and"
+            " what is past it quantizes to its ends: an override's grid is of the weight quantize reads (after"
+            " convert's folds)")
 
 
 def _clipped(e: LayerError) -> str | None:

@@ -58,6 +58,9 @@ def test_a_weight_override_measured_before_the_batchnorm_fold_says_it_clips(ws: 
     assert (f"it fits 'W' as the model gives it ([{given.min():g}, {given.max():g}]), before convert folded a "
             "BatchNorm or a constant scale into it: an override gives the folded weight's grid, as AIMET's encodings "
             "do") in result.stderr  # fmt: skip
+    if command == "quantize":  # the quality warning blames the grid, not per-tensor weights or 8-bit recipes
+        assert "worst layer 'b' (Conv, adds noise at" in result.stderr and "clipped weight: 'W' spans [" in result.stderr
+        assert "--use_per_channel_quantization" not in result.stderr and "--params_16bit_tensors" not in result.stderr
 
 
 def test_a_weight_override_of_the_folded_weight_is_not_warned_of(ws: Workspace) -> None:

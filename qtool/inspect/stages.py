@@ -227,6 +227,7 @@ def run_stages(
                 for i, values in _passes(models[0], frontiers[0], brought[0], source, threads, frontiers[1]):
                     made.keep(i, wanted, values)
                     samples = max(samples, i + 1)
+                values = {}  # the last sample's: not held while the quantized session is built
                 for i, values in _passes(models[1], frontiers[1], brought[1], enumerate([None] * samples), threads):
                     yield g, made.load(i, wanted), values
                     made.keep(i, set(), {})  # read once: its files go

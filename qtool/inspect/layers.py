@@ -50,6 +50,7 @@ from qtool.quant.calibrate import SENTINEL
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import MAX_OPS, Grid, encoding_grid, live_interval
 from qtool.quant.observers import SOFTMAX_SPAN
+from qtool.quant.overrides import past_grid
 from qtool.quant.plan import activation_groups, activation_tensors
 from qtool.quant.qdq_read import qdq_encodings
 from qtool.quant.rules import rule_for, weight_axis
@@ -438,10 +439,9 @@ def _weight_past_grid(name: str, values: np.ndarray, e) -> str | None:
     weight: overrides.clipped_weights): per-channel or 16-bit advice would keep the grid that clips it."""
     if e is None or e.is_float or e.bitwidth < 8 or not e.min or not values.size:  # 4-bit grids clip by design
         return None
-    lo, hi = min(e.min), max(e.max)
-    if max(lo - float(values.min()), float(values.max()) - hi) <= (hi - lo) / 2:
+    if past_grid(e, float(values.min()), float(values.max())) <= 0.5:
         return None
-    return (f"{CLIPPED_WEIGHT}: {name!r} spans [{values.min():g}, {values.max():g}], its grid [{lo:g}, {hi:g}], and"
+    return (f"{CLIPPED_WEIGHT}: {name!r} spans [{values.min():g}, {values.max():g}], its grid [{min(e.min):g}, {max(e.max):g}], and"
             " what is past it quantizes to its ends: an override's grid is of the weight quantize reads (after"
             " convert's folds)")
 

@@ -34,10 +34,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import onnx
 
 from qtool.encoding import Encoding, float_encoding
+from qtool.graph.float16 import FLOAT16_MAX
 from qtool.graph.model import tensor_shapes
 from qtool.io.encodings import Encodings
 from qtool.quant import cost
@@ -49,7 +49,6 @@ from qtool.quant.rules import rule_for
 logger = logging.getLogger(__name__)
 
 Metrics = dict[str, float]  # {"sqnr_db": ..., "cosine": ...}
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 MAX_PARTS = 8  # downstream parts of a float chain tried in float alone (one evaluation each)
 
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import onnx
@@ -116,6 +117,13 @@ def empty_ranges(overrides: dict[str, enc.Encoding], seen: dict[str, tuple[float
     return warned
 
 
+def past_grid(e: enc.Encoding, low: float, high: float) -> float:
+    """How far values spanning [low, high] reach past `e`'s grid (its widest channel's), in spans of the grid."""
+    lo, hi = min(e.min), max(e.max)
+    reach = max(lo - low, high - hi)
+    return reach / (hi - lo) if hi > lo else (math.inf if reach > 0 else 0.0)
+
+
 def clipped_weights(overrides: dict[str, enc.Encoding], seen: dict[str, tuple[float, float]], warned: set[str],
                     as_given: onnx.ModelProto | None) -> None:  # fmt: skip
     """Warn of a weight override whose grid the weight's values (`seen`) reach past by more than half its span: all
@@ -127,12 +135,12 @@ def clipped_weights(overrides: dict[str, enc.Encoding], seen: dict[str, tuple[fl
     for name, e in sorted(overrides.items()):
         if not e.scale or e.is_float or name not in seen or name in warned:
             continue
-        lo, hi = min(e.min), max(e.max)
-        if max(lo - seen[name][0], seen[name][1] - hi) <= (hi - lo) / 2:
+        if past_grid(e, *seen[name]) <= 0.5:
             continue
+        lo, hi = min(e.min), max(e.max)
         before = external_data.array(given[name]) if name in given else np.zeros(0)
         why = ""
-        if before.size and before.dtype.kind == "f" and max(lo - before.min(), before.max() - hi) <= (hi - lo) / 64:
+        if before.size and before.dtype.kind == "f" and past_grid(e, float(before.min()), float(before.max())) <= 1 / 64:
             why = (f"; it fits {name!r} as the model gives it ([{before.min():g}, {before.max():g}]), before convert "
                    "folded a BatchNorm or a constant scale into it: an override gives the folded weight's grid, as "
                    "AIMET's encodings do")

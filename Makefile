@@ -757,7 +757,9 @@ OUT := build/demo
 # 24463 -> 24480: a weight its grid clips is the worst layer's fix, not per-channel or 16-bit weights (inspect/layers._weight_past_grid, api/quantize._quality; round 17 leftover; 17 lines)
 # 24480 -> 24481: the diagnosis drops the reference's last sample before the quantized session (inspect/stages.run_stages; review of 42779cc; 1 line)
 # 24481 -> 24488: one reach-past-the-grid measure for the clipped-weight warning and fix (quant/overrides.past_grid), one FLOAT16_MAX (graph/float16) (review of the session; 7 lines)
-LINE_BUDGET := 24488
+# 24488 -> 24509: 7-bit weights read back from qtool's own encodings, asymmetric ones exported as 7 bits; 7 bits
+#   refused on activations and blocks (io/encodings, encodings_v2, encodings_blocks, qdq_read; hostile round 18; 21 lines)
+LINE_BUDGET := 24509
 
 .PHONY: demo test lint venv bench clean golden
 

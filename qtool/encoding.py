@@ -28,6 +28,8 @@ MIN_RANGE = 1e-4  # QNN seed: "Minimum range of 0.0001 is enforced"
 # the files' 0.6.1 and 1.0.0 formats have no axis field, and hidden channels are last in every exporter.
 ACTIVATION_CHANNEL_AXIS = -1
 INT_BITWIDTHS = (4, 8, 16, 32)
+# --weights_bitwidth 7 (onnxruntime's reduce_range, [-64, 63] in int8): a weight's per-tensor or per-channel grid only
+NARROW_WEIGHT_BITWIDTH = 7
 FLOAT_BITWIDTHS = (16, 32)
 
 

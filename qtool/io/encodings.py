@@ -74,11 +74,11 @@ def _number(entry: dict, key: str, where: str) -> float:
     return number
 
 
-def _bitwidth(entry: dict, dtype: str, where: str) -> int:
+def _bitwidth(entry: dict, dtype: str, where: str, weight: bool) -> int:
     if "bitwidth" not in entry and "bw" not in entry:
         raise DataError("missing 'bitwidth'", where=where)
     bw = entry.get("bitwidth", entry.get("bw"))
-    allowed = enc.FLOAT_BITWIDTHS if dtype == "float" else enc.INT_BITWIDTHS
+    allowed = enc.FLOAT_BITWIDTHS if dtype == "float" else enc.INT_BITWIDTHS + (enc.NARROW_WEIGHT_BITWIDTH,) * weight
     number = finite_number(bw)
     if number is None or number not in allowed:
         raise DataError(
@@ -94,14 +94,14 @@ def _dtype(entry: dict, where: str) -> str:
     return dtype
 
 
-def _legacy_channel(entry: Any, where: str) -> tuple[str, int, bool, float | None, float | None]:
+def _legacy_channel(entry: Any, where: str, weight: bool) -> tuple[str, int, bool, float | None, float | None]:
     if not isinstance(entry, dict):
         raise DataError("each encoding must be a JSON object", where=where)
     if "block_size" in entry or "per_block_int_scale" in entry or entry.get("enc_type") in encodings_blocks.BLOCK_TYPES:
         raise DataError("a 0.6.1 file cannot express per-block (block_size, LPBQ) encodings; use 1.0.0 or 2.0.0",
                         where=where)  # fmt: skip
     dtype = _dtype(entry, where)
-    bw = _bitwidth(entry, dtype, where)
+    bw = _bitwidth(entry, dtype, where, weight)
     has = ("min" in entry, "max" in entry)
     scale = _number(entry, "scale", where) if "scale" in entry else None
     offset = _number(entry, "offset", where) if "offset" in entry else None
@@ -134,7 +134,7 @@ def _from_legacy_list(name: str, entries: Any, where: str, weight: bool = True) 
     them so), an activation's (the residual stream's, quant/residual.py) keep their schema."""
     if not isinstance(entries, list) or not entries:
         raise DataError("must be a non-empty list of encodings", where=f"{where}: {quoted(name)}")
-    channels = [_legacy_channel(e, f"{where}: {quoted(name)}[{i}]") for i, e in enumerate(entries)]
+    channels = [_legacy_channel(e, f"{where}: {quoted(name)}[{i}]", weight) for i, e in enumerate(entries)]
     dtypes, bws, syms = {c[0] for c in channels}, {c[1] for c in channels}, {c[2] for c in channels}
     if len(dtypes) > 1 or len(bws) > 1 or len(syms) > 1:
         raise DataError("per-channel entries must share dtype, bitwidth and is_symmetric", where=f"{where}: {quoted(name)}")
@@ -186,13 +186,13 @@ def min_max_encoding(lo: list[float], hi: list[float], bw: int, *, symmetric: bo
     return enc.symmetric(lo, hi, bw, axis=asym.axis)
 
 
-def _from_v1_entry(entry: Any, where: str) -> tuple[str, Encoding]:
+def _from_v1_entry(entry: Any, where: str, weight: bool = False) -> tuple[str, Encoding]:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise DataError("each 1.0.0 encoding must be an object with a 'name'", where=where)
     name = entry["name"]
     where = f"{where}: {quoted(name)}"
     dtype = _dtype(entry, where)
-    bw = _bitwidth(entry, dtype, where)
+    bw = _bitwidth(entry, dtype, where, weight)
     if dtype == "float":
         return name, enc.float_encoding(bw)
     if "scale" not in entry and "offset" not in entry:  # a precision request, as a 0.6.1 entry without min/max
@@ -263,7 +263,8 @@ def parse_encodings(data: Any, where: str) -> Encodings:
                 weight = section == "param_encodings"
                 target[name] = _from_legacy_list(name, body[name], f"{where}: {section}", weight)
         elif isinstance(body, list):  # under 2.0.0 beside a 0.6.1 section: 2.0.0's entries, their stated axes
-            found = encodings_v2.named_entries(body, f"{where}: {section}", encodings_v2.parse_entry if v2 else _from_v1_entry)
+            v1 = functools.partial(_from_v1_entry, weight=section == "param_encodings")
+            found = encodings_v2.named_entries(body, f"{where}: {section}", encodings_v2.parse_entry if v2 else v1)
             target.update(found)
             result.stated_axes.update({n: e.axis for n, e in found.items() if v2 and e.axis is not None and e.blocks is None})
         else:

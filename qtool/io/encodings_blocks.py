@@ -54,8 +54,15 @@ def _int_scales(values: list[float], bitwidth: int, decompressed_bw: int, where:
     return tuple(int(v) for v in values)
 
 
+def _not_narrow(bitwidth: int, where: str) -> None:
+    if bitwidth == enc.NARROW_WEIGHT_BITWIDTH:
+        raise DataError(f"{bitwidth}-bit blocks: a block's grid is 4 or 8 bits (7 is a per-tensor or per-channel "
+                        "weight grid, onnxruntime's reduce_range)", where=where)  # fmt: skip
+
+
 def v1_block(entry: dict, enc_type: str, scale: list[float], offset: list[float], bw: int, where: str) -> Encoding:
     """A 1.0.0 PER_BLOCK or LPBQ entry whose scale/offset lists `_from_v1_entry` already checked."""
+    _not_narrow(bw, where)
     size = _positive_int(entry, "block_size", where)
     symmetric = entry.get("is_sym") in (True, "True", "true", 1)
     if enc_type == "PER_BLOCK":
@@ -123,6 +130,7 @@ def _axis(entry: dict, rank: int, where: str) -> int:
 
 def v2_block(entry: dict, bitwidth: int, signed: bool, where: str) -> Encoding:
     """A 2.0.0 entry with `block_size`: PER_BLOCK (nested y_scale) or LPBQ (per_block_int_scale)."""
+    _not_narrow(bitwidth, where)
     size = _positive_int(entry, "block_size", where)
     if "per_block_int_scale" in entry:
         if not signed or "y_zero_point" in entry:

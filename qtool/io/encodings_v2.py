@@ -32,7 +32,8 @@ from qtool.io.encodings_blocks import shown
 from qtool.io.files import quoted
 
 VERSION = "2.0.0"
-DTYPES = {f"{'' if signed else 'u'}int{bw}": (bw, signed) for bw in enc.INT_BITWIDTHS for signed in (True, False)}
+DTYPES = {f"{'' if signed else 'u'}int{bw}": (bw, signed)
+          for bw in (*enc.INT_BITWIDTHS, enc.NARROW_WEIGHT_BITWIDTH) for signed in (True, False)}  # fmt: skip
 
 Sections = tuple[dict[str, Encoding], dict[str, Encoding]]
 
@@ -145,7 +146,16 @@ def _entries(body: Any, where: str) -> dict[str, Encoding]:
 
 
 def parse(data: dict, where: str) -> Sections:
-    """(activations, params) of a 2.x document."""
+    """(activations, params) of a 2.x document; 7 bits (int7, --weights_bitwidth 7) for weights only."""
+    acts, params = _sections(data, where)
+    for name, e in acts.items():
+        if e.bitwidth == enc.NARROW_WEIGHT_BITWIDTH:
+            raise DataError(f"{quoted(name)}: an activation's output_dtype is 4, 8, 16 or 32 bits, not 7 (onnxruntime's "
+                            "reduce_range is a weight grid: list the weight in 'param_names')", where=where)  # fmt: skip
+    return acts, params
+
+
+def _sections(data: dict, where: str) -> Sections:
     if "encodings" not in data:
         missing = [k for k in ("activation_encodings", "param_encodings") if k not in data]
         if missing:

@@ -429,7 +429,7 @@ def _narrow_back(model: onnx.ModelProto, found: Encodings) -> None:
         e = found.params.get(name)
         if e is None or e.bitwidth == bitwidth:  # a MatMulNBits' weight now, or packed to INT4 beside them
             continue
-        ok = not e.is_float and e.bitwidth == 8 and (bitwidth == 4 or (bitwidth == 7 and e.is_symmetric))
+        ok = not e.is_float and e.bitwidth == 8 and bitwidth in (4, 7)
         offset = np.asarray(e.offset if ok else (), np.int64) + (128 - 2 ** (bitwidth - 1) if ok and e.signed else 0)
         if not ok or not ((offset <= 0) & (offset >= 1 - 2**bitwidth)).all():
             logger.warning("weight %r is marked %r bits, which its storage does not fit: read as stored", name, bitwidth)

@@ -1,0 +1,80 @@
+"""Round 18 (helper h-hostile18): what hurts a user most, probed on an installed wheel: exports and encodings files
+that say otherwise than the model, block and weight-only flags beside overrides, reports, configs and paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hostile_env import Workspace, assert_refused, make_workspace
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)
+
+
+# --- 7-bit weights (--weights_bitwidth 7) read back ----------------------------------------------------------------
+
+
+def _param_bitwidths(path: Path) -> dict[str, int]:
+    doc = json.loads(path.read_text())
+    if "encodings" in doc:  # 2.0.0
+        return {e["name"]: int(e["output_dtype"].removeprefix("u").removeprefix("int"))
+                for e in doc["encodings"] if e["name"] in doc["param_names"]}  # fmt: skip
+    params = doc["param_encodings"]
+    if isinstance(params, dict):  # 0.6.1
+        return {name: entries[0]["bitwidth"] for name, entries in params.items()}
+    return {e["name"]: e["bw"] for e in params}
+
+
+@pytest.mark.parametrize("schema", ["symmetric", "asymmetric"])
+@pytest.mark.parametrize("fmt", ["legacy", "1.0.0", "2.0.0"])
+def test_seven_bit_weights_read_back_from_the_encodings_qtool_wrote(ws: Workspace, fmt: str, schema: str) -> None:
+    """--weights_bitwidth 7 (onnxruntime's reduce_range) wrote 'bitwidth': 7 (2.0.0: "int7") into the encodings
+    file, and quantize -q refused its own file ('bitwidth 7 is not supported for dtype 'int'; use one of [4, 8, 16,
+    32]', exit 4), as it did export's stripped + encodings round trip; asymmetric 7-bit weights were exported as 8-bit
+    ones with a warning ("weight 'W' is marked 7 bits, which its storage does not fit: read as stored"). Now both
+    read back as 7 bits, and quantizing with the file gives the same model byte for byte."""
+    flags = ["--weights_bitwidth", "7", "--param_quantizer_schema", schema, "--encodings_format", fmt]
+    first = ws.quantize("-o", ws.out, *flags)
+    assert first.exit_code == 0, first.stderr
+    own = ws.out.with_suffix(".encodings.json")
+    assert set(_param_bitwidths(own).values()) >= {7}
+    again = ws.root / "again" / "q.onnx"
+    result = ws.quantize("-o", again, "-q", own, *flags)
+    assert result.exit_code == 0, result.stderr
+    assert again.read_bytes() == ws.out.read_bytes()
+    folder = ws.root / "exp"
+    result = ws.run("export", "-i", ws.out, "-o", folder, "--format", "stripped", "--format", "encodings",
+                    "--encodings_format", fmt)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "WARNING" not in result.stderr, result.stderr
+    exported = folder / "q.encodings.json"
+    assert _param_bitwidths(exported) == _param_bitwidths(own)
+    back = ws.root / "back" / "q.onnx"
+    result = ws.run("quantize", "-i", folder / "q.stripped.onnx", "-q", exported, "-f", "-o", back, *flags)
+    assert result.exit_code == 0, result.stderr
+    assert back.read_bytes() == ws.out.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("doc", "wanted"),
+    [
+        pytest.param({"activation_encodings": {"c": [{"bitwidth": 7, "dtype": "int", "min": -1.0, "max": 1.0}]},
+                      "param_encodings": {}}, "'c'[0]: bitwidth 7 is not supported for dtype 'int'", id="legacy"),
+        pytest.param({"version": "2.0.0", "encodings": [{"name": "c", "output_dtype": "uint7", "y_scale": 0.1}],
+                      "param_names": []}, "'c': an activation's output_dtype is 4, 8, 16 or 32 bits, not 7", id="2.0.0"),
+        pytest.param({"version": "1.0.0", "activation_encodings": [], "param_encodings": [
+            {"name": "W", "enc_type": "PER_BLOCK", "dtype": "INT", "bw": 7, "is_sym": True, "block_size": 16,
+             "scale": [0.1] * 4, "offset": [-64] * 4}]}, "'W': 7-bit blocks: a block's grid is 4 or 8 bits", id="blocks"),
+    ],
+)  # fmt: skip
+def test_seven_bits_elsewhere_than_a_weights_grid_is_refused(ws: Workspace, doc: dict, wanted: str) -> None:
+    """7 bits is a weight's grid (int8 storage in [-64, 63]); an activation's QuantizeLinear would saturate at 255,
+    past the grid the encoding states, and blocks are 4 or 8 bits."""
+    overrides = ws.root / "o.json"
+    overrides.write_text(json.dumps(doc))
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "-q", overrides, "--encodings_format", "1.0.0"), 4, wanted)

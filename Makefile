@@ -759,7 +759,9 @@ OUT := build/demo
 # 24481 -> 24488: one reach-past-the-grid measure for the clipped-weight warning and fix (quant/overrides.past_grid), one FLOAT16_MAX (graph/float16) (review of the session; 7 lines)
 # 24488 -> 24509: 7-bit weights read back from qtool's own encodings, asymmetric ones exported as 7 bits; 7 bits
 #   refused on activations and blocks (io/encodings, encodings_v2, encodings_blocks, qdq_read; hostile round 18; 21 lines)
-LINE_BUDGET := 24509
+# 24509 -> 24541: two -q or --config files refused, where click kept the last silently (cli/options.refuse_repeated_values;
+#   hostile round 18; 32 lines)
+LINE_BUDGET := 24541
 
 .PHONY: demo test lint venv bench clean golden
 

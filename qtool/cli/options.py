@@ -23,7 +23,7 @@ from qtool.config import (
     read_config,
 )
 from qtool.errors import Interrupted, QtoolError, UsageError, did_you_mean
-from qtool.io.files import quoted
+from qtool.io.files import clipped, quoted
 from qtool.report import Report, printable
 
 
@@ -119,9 +119,41 @@ def _tell(line: str) -> None:
         click.echo(line, err=True)
 
 
+PARTIAL_FILES = ("quantization_overrides", "config")  # each holds a part of a run's settings
+
+
+class QtoolCommand(click.Command):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        refuse_repeated_values(ctx, self.make_parser(ctx), args)
+        return super().parse_args(ctx, args)
+
+
+def refuse_repeated_values(ctx: click.Context, parser: Any, args: list[str]) -> None:
+    """An overrides or config file given twice with two files is refused: click keeps the last one silently, and
+    '-q acts.json -q params.json' dropped the first file's overrides, where each holds a part (as --load_stats
+    shards do, which merge). The same file twice is harmless, and another option given again (a script's
+    '--input_list val.txt' after its base command's) is the last one, as on most command lines. Reads click's parser."""
+    single = {o for table in (getattr(parser, "_long_opt", {}), getattr(parser, "_short_opt", {}))
+              for o in table.values() if o.action == "store" and o.dest in PARTIAL_FILES}  # fmt: skip
+    for o in single:
+        o.action = "append"  # this parser only: the command's own parse makes another
+    try:
+        given = parser.parse_args(args=list(args))[0]
+    except click.UsageError:
+        return  # the command's own parse reports it
+    for o in sorted(single, key=lambda o: o.obj.opts[0]):
+        values = [printable(clipped(str(v), 80)) for v in given.get(o.dest, ())]
+        if len(set(values)) > 1:
+            times = "twice" if len(values) == 2 else f"{len(values)} times"
+            raise click.UsageError(f"{o.obj.opts[0]} is given {times} ({', then '.join(values)}) and takes one file: "
+                                   "the last would replace the others (give it once)", ctx)  # fmt: skip
+
+
 class QtoolGroup(click.Group):
     """Turns QtoolError into one line on stderr and its exit code; hides tracebacks of bugs.
     click's own usage errors become the same one line (`qtool: error: ...`), not a usage screen."""
+
+    command_class = QtoolCommand
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
              **extra: Any) -> Any:  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
 import pytest
 from hostile_env import Workspace, assert_refused, make_workspace
 
@@ -78,3 +79,53 @@ def test_seven_bits_elsewhere_than_a_weights_grid_is_refused(ws: Workspace, doc:
     overrides.write_text(json.dumps(doc))
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out, "-q", overrides, "--encodings_format", "1.0.0"), 4, wanted)
+
+
+# --- two overrides or config files ---------------------------------------------------------------------------------
+
+
+def _two_overrides(ws: Workspace) -> tuple[Path, Path]:
+    acts, params = ws.root / "acts.json", ws.root / "params.json"
+    acts.write_text(json.dumps({"activation_encodings": {"r": [{"bitwidth": 16, "dtype": "int"}]}, "param_encodings": {}}))
+    params.write_text(json.dumps({"activation_encodings": {}, "param_encodings": {"W": [{"bitwidth": 16, "dtype": "int"}]}}))
+    return acts, params
+
+
+@pytest.mark.parametrize(
+    ("command", "wanted"),
+    [
+        pytest.param(["quantize", "-q", "{acts}", "--quantization_overrides={params}"],
+                     "--quantization_overrides is given twice ({acts}, then {params}) and takes one file", id="-q"),
+        pytest.param(["quantize", "--config", "{a}", "-c", "{b}"], "--config is given twice", id="--config"),
+        pytest.param(["convert", "-q", "{acts}", "-q", "{params}"], "--quantization_overrides is given twice", id="convert"),
+    ],
+)  # fmt: skip
+def test_two_overrides_or_config_files_are_refused(ws: Workspace, command: list[str], wanted: str) -> None:
+    """click keeps the last value of an option that takes one: '-q acts.json -q params.json' (two overrides files,
+    one for activations and one for weights) quantized with params.json alone, exit 0, the 16-bit activation
+    'r' at 8 bits and nothing said; two --config files (each a part of the settings) likewise."""
+    acts, params = _two_overrides(ws)
+    (ws.root / "a.yaml").write_text("act_bitwidth: 16\n")
+    (ws.root / "b.yaml").write_text("weights_bitwidth: 16\n")
+    names = {"acts": acts, "params": params, "a": ws.root / "a.yaml", "b": ws.root / "b.yaml", "root": ws.root,
+             "model": ws.model}  # fmt: skip
+    args = [a.format(**names) for a in command]
+    if args[0] == "quantize":
+        args += ["-i", str(ws.model), "--input_list", str(ws.listing), "-o", str(ws.out)]
+    elif args[0] == "convert":
+        args += ["-i", str(ws.model), "-o", str(ws.out)]
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run(*args), 2, wanted.format(**names), "(give it once)")
+
+
+def test_a_file_given_twice_alike_or_a_setting_given_again_is_taken(ws: Workspace) -> None:
+    """The same overrides file twice changes nothing, and another option given again is the last one, as on most
+    command lines (a script appending '--act_bitwidth 16' to its base command's 8): taken."""
+    acts, _ = _two_overrides(ws)
+    result = ws.quantize("-o", ws.out, "-q", acts, "-q", acts, "--act_bitwidth", "8", "--act_bw", "16",
+                         "--act_quantizer_calibration", "min-max")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    model = onnx.load(ws.out)
+    zero_points = {n.input[2] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert {i.data_type for i in model.graph.initializer if i.name in zero_points} == {onnx.TensorProto.UINT16}
+

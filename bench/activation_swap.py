@@ -38,7 +38,8 @@ def quantized_activations(model: onnx.ModelProto) -> list[str]:
 
 def without_grids(model: onnx.ModelProto, names: set[str]) -> onnx.ModelProto:
     """`model` with the QuantizeLinear -> DequantizeLinear pairs of `names` taken out: their readers read the float
-    tensor. A pair whose dequantized output is a graph output stays (nothing else could write that name)."""
+    tensor. A pair whose dequantized output is a graph output stays (nothing else could write that name), and so
+    does the QuantizeLinear it shares with the pairs taken out."""
     nodes = list(model.graph.node)
     outputs = {o.name for o in model.graph.output}
     quantize = {n.output[0]: n.input[0] for n in nodes if n.op_type == "QuantizeLinear" and n.input[0] in names}
@@ -47,7 +48,14 @@ def without_grids(model: onnx.ModelProto, names: set[str]) -> onnx.ModelProto:
         for n in nodes
         if n.op_type == "DequantizeLinear" and n.input[0] in quantize and n.output[0] not in outputs
     }
-    dropped = set(rename) | {q for q, t in quantize.items() if t in rename.values()}
+    readers: dict[str, list[str]] = {}  # a QuantizeLinear's output -> the outputs of the nodes reading it
+    for n in nodes:
+        for name in n.input:
+            if name in quantize:
+                readers.setdefault(name, []).extend(n.output)
+    # a QuantizeLinear goes only when every reader went: one shared with a DequantizeLinear that writes a graph
+    # output still feeds it
+    dropped = set(rename) | {q for q in quantize if readers.get(q) and all(r in rename for r in readers[q])}
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]

@@ -761,7 +761,9 @@ OUT := build/demo
 #   refused on activations and blocks (io/encodings, encodings_v2, encodings_blocks, qdq_read; hostile round 18; 21 lines)
 # 24509 -> 24541: two -q or --config files refused, where click kept the last silently (cli/options.refuse_repeated_values;
 #   hostile round 18; 32 lines)
-LINE_BUDGET := 24541
+# 24541 -> 24550: unheld-range skips what quantize keeps float, and x^p for a constant p >= 1 expands no rounding
+#   (inspect/lint_data._power_at_least_one; flan-t5's 60 warnings were its RMSNorms' statistics and squares; 9 lines)
+LINE_BUDGET := 24550
 
 .PHONY: demo test lint venv bench clean golden
 

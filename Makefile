@@ -763,7 +763,9 @@ OUT := build/demo
 #   hostile round 18; 32 lines)
 # 24541 -> 24550: unheld-range skips what quantize keeps float, and x^p for a constant p >= 1 expands no rounding
 #   (inspect/lint_data._power_at_least_one; flan-t5's 60 warnings were its RMSNorms' statistics and squares; 9 lines)
-LINE_BUDGET := 24550
+# 24550 -> 24569: an output path starting with a '~' no shell expanded, or '-o=', refused; an input's names the file meant
+#   (io/outputs._refuse_unexpanded, io/files.check_regular; hostile round 18; 19 lines)
+LINE_BUDGET := 24569
 
 .PHONY: demo test lint venv bench clean golden
 

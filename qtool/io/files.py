@@ -78,8 +78,10 @@ def check_regular(
     where, what = clipped(str(path) if where is None else where), clipped(what)
     try:
         st = os.stat(path)
-    except FileNotFoundError as e:
-        raise error(f"{what} not found", where=where) from e
+    except FileNotFoundError as e:  # '~/l.txt' from a config, or after '=', which no shell expanded
+        home = os.path.expanduser(path) if str(path).startswith("~") else None
+        raise error(f"{what} not found", where=where, hint=f"~ is the shell's: {home} exists" if home and
+                    os.path.exists(home) else None) from e  # fmt: skip
     except OSError as e:
         raise error(f"cannot read {what}: {e.strerror}", where=where) from e
     except ValueError as e:  # a NUL byte, which no file name holds

@@ -52,10 +52,26 @@ def resolve_output(path: str | os.PathLike[str], flag: str) -> Path:
     """The real file `path` will write (symlinks followed), refused unless it is or can be a regular file."""
     if not str(path):
         raise UsageError(f"{flag}: empty path")
+    _refuse_unexpanded(Path(path), flag)
     try:  # Python 3.11's is_symlink/exists raise ENAMETOOLONG (a 300-byte name), ELOOP...: an internal error
         return _resolve_output(Path(path), flag)
     except OSError as e:
         raise UsageError(f"{flag}: cannot write it: {e.strerror or e}", where=str(path)[:160]) from None
+
+
+def _refuse_unexpanded(given: Path, flag: str) -> None:
+    """A path whose first folder would be made as '~' or '=...': '~/out/q.onnx' from a config, or after '=' on the
+    command line, which no shell expands, wrote ./~/out/q.onnx (one 'rm -rf ~' from the user's home), and click
+    reads '-o=q.onnx' as '=q.onnx'. Such a folder that exists already is the user's to write in."""
+    first = given.parts[0] if given.parts else ""
+    if first[:1] not in ("~", "=") or os.path.lexists(first):
+        return
+    if first.startswith("~"):
+        raise UsageError(f"{flag}: starts with {first!r}, which only a shell expands (at the start of a word, not after "
+                         f"'=' nor in a config): qtool would make a folder named {first!r} here", where=str(given),
+                         hint=f"give {os.path.expanduser(given)}" if first != os.path.expanduser(first) else None)  # fmt: skip
+    raise UsageError(f"{flag}: starts with '=', which would be part of its name (a one-letter flag takes '-o PATH', not "
+                     "'-o=PATH')", where=str(given), hint=f"give {str(given)[1:]}")  # fmt: skip
 
 
 def _resolve_output(given: Path, flag: str) -> Path:
@@ -115,6 +131,7 @@ def _check_writable(folder: Path, flag: str, where: str) -> None:
 
 def check_output_folder(path: str | os.PathLike[str], flag: str = "-o") -> None:
     """An output folder must be a folder, or be creatable (its nearest existing ancestor a writable folder)."""
+    _refuse_unexpanded(Path(path), flag)
     folder = Path(os.path.realpath(path))
     try:
         is_file = folder.exists() and not folder.is_dir()

@@ -129,3 +129,52 @@ def test_a_file_given_twice_alike_or_a_setting_given_again_is_taken(ws: Workspac
     zero_points = {n.input[2] for n in model.graph.node if n.op_type == "QuantizeLinear"}
     assert {i.data_type for i in model.graph.initializer if i.name in zero_points} == {onnx.TensorProto.UINT16}
 
+
+
+# --- '~' that no shell expanded, '-o=PATH' ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "config", "wanted"),
+    [
+        pytest.param(["--output_path=~/q.onnx"], None, "~/q.onnx: -o: starts with '~', which only a shell expands",
+                     id="--flag=~"),
+        pytest.param([], "output_path: ~/q.onnx\n", "qtool would make a folder named '~' here (give {home}/q.onnx)",
+                     id="config"),
+        pytest.param(["-o=q.onnx"], None, "=q.onnx: -o: starts with '=', which would be part of its name", id="-o="),
+        pytest.param(["--html", "~/r.html", "-o", "q.onnx"], None, "~/r.html: --html: starts with '~'", id="--html"),
+    ],
+)  # fmt: skip
+def test_an_output_path_no_shell_expanded_is_refused(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, args: list[str], config: str | None, wanted: str
+) -> None:
+    """'output_path: ~/q.onnx' in a --config (or '--output_path=~/q.onnx', after '=' where no shell expands ~) wrote
+    ./~/q.onnx and ./~/q.encodings.json, exit 0: a folder named '~' in the current folder, which 'rm -rf ~' would
+    clean up with the user's home; and '-o=q.onnx' wrote a file named '=q.onnx'. Now refused before any work."""
+    home = ws.root / "home"
+    home.mkdir()
+    monkeypatch.chdir(ws.root)
+    if config is not None:
+        (ws.root / "o.yaml").write_text(config)
+        args = [*args, "--config", "o.yaml"]
+    before = ws.snapshot()
+    result = ws.run("quantize", "-i", ws.model, "--input_list", ws.listing, *args, env={"HOME": str(home)})
+    assert_refused(ws, before, result, 2, wanted.format(home=home))
+
+
+@pytest.mark.parametrize("how", ["--input_list=~/l.txt", "config"])
+def test_an_input_path_no_shell_expanded_names_the_file_it_meant(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """'input_list: ~/l.txt' in a config was '~/l.txt: input_list not found', where the user's ~/l.txt exists."""
+    home = ws.root / "home"
+    home.mkdir()
+    (home / "l.txt").write_text(ws.listing.read_text())
+    monkeypatch.chdir(ws.root)
+    args = [how]
+    if how == "config":
+        (ws.root / "i.yaml").write_text("input_list: ~/l.txt\n")
+        args = ["--config", "i.yaml"]
+    before = ws.snapshot()
+    result = ws.run("quantize", "-i", ws.model, *args, "-o", ws.out, env={"HOME": str(home)})
+    assert_refused(ws, before, result, 4, "~/l.txt: input_list not found", f"(~ is the shell's: {home}/l.txt exists)")

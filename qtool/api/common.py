@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import onnx
@@ -274,11 +275,12 @@ LOAD_CHECK_BYTES = 1 << 29  # a session holds a copy of the weights while it is 
 
 
 def check_normalised(model: onnx.ModelProto, where: str, source: onnx.ModelProto | None = None,
-                     input_dims: Collection[str] = ()) -> None:  # fmt: skip
+                     input_dims: Mapping[str, tuple[int, ...]] = MappingProxyType({})) -> None:  # fmt: skip
     """A normalised model must load where its source did: a fixed input dim can break a branch never taken,
     and onnx's shape inference wrote STFT shapes onnxruntime refused. Checked below LOAD_CHECK_BYTES of
     weights, or always where an If picks its branch from an input (and said so: qtool quantizes neither).
-    A failure names the dims convert took for a batch (`source`'s dynamic dim 0, not in `input_dims`)."""
+    A failure names the dims convert took for a batch (`source`'s dynamic dim 0, not in `input_dims`), or else a
+    dim `source` fixes that `input_dims` changed (rapid_table_det's detector at 640 for its 928: a Reshape's)."""
     switches = branch_inputs(model)
     settings = gm.scalar_inputs(model)  # pinned, not a data tensor (hey_jarvis's verifier runs on a high score)
     pin = " ".join(f"--input_value {n} VALUE" for n in sorted({n for ns in switches.values() for n in ns} & settings))
@@ -293,7 +295,8 @@ def check_normalised(model: onnx.ModelProto, where: str, source: onnx.ModelProto
         runtime.session(model, 1, f"{where} as converted", arena=False, folded=True)
     except ModelError as e:
         guessed = _guessed_batches(source, model, input_dims) if source is not None else None
-        hint = f"pin the input that picks the branch: {pin}" if pin else guessed or e.hint
+        changed = changed_dims(source, input_dims) if source is not None else []
+        hint = f"pin the input that picks the branch: {pin}" if pin else guessed or next(iter(changed), e.hint)
         raise ModelError(e.message, where=e.where, hint=hint) from e
 
 
@@ -313,12 +316,17 @@ def _guessed_batches(source: onnx.ModelProto, model: onnx.ModelProto, given: Col
 RUN_CHECK_VALUES = 1 << 24  # the largest activation check_changed_dims runs a model on zeros with (64 MB in float32)
 
 
+def changed_dims(source: onnx.ModelProto, dims: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Each dim the model fixes that an --input_dim changes, said as a hint."""
+    fixed = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in source.graph.input}
+    return [f"--input_dim {n} sets dim {k} to {v}, the model's {fixed[n][k]}" for n, given in dims.items()
+            for k, v in enumerate(given) if k < len(fixed.get(n, ())) and fixed[n][k] not in (0, v)]  # fmt: skip
+
+
 def check_changed_dims(source: onnx.ModelProto, model: onnx.ModelProto, dims: dict[str, tuple[int, ...]], where: str) -> None:
     """An --input_dim that changes a dim the model fixes (3 channels to 4) loads, and convert wrote a model whose
     Conv fails on every sample (exit 0): run once on zeros then (a fully convolutional net's H and W may change)."""
-    fixed = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in source.graph.input}
-    changed = [f"--input_dim {n} sets dim {k} to {v}, the model's {fixed[n][k]}" for n, given in dims.items()
-               for k, v in enumerate(given) if k < len(fixed.get(n, ())) and fixed[n][k] not in (0, v)]  # fmt: skip
+    changed = changed_dims(source, dims)
     specs = gm.input_specs(model)
     if not changed or external_data.byte_size(model) >= LOAD_CHECK_BYTES or any(s.dtype.kind not in "biuf" for s in specs):
         return
@@ -330,7 +338,7 @@ def check_changed_dims(source: onnx.ModelProto, model: onnx.ModelProto, dims: di
     try:
         runtime.session(model, 1, where, arena=False).run(None, {s.name: np.zeros(s.shape, s.dtype) for s in specs})
     except Exception as e:  # onnxruntime's own error types
-        theirs, ours = _zeros_failure(source, specs, fixed, where), runtime.ort_reason(e)
+        theirs, ours = _zeros_failure(source, specs, where), runtime.ort_reason(e)
         if theirs is not None and _failing_op(theirs) == _failing_op(ours) is not None:  # a TopK without detections
             logger.info("%s: zeros fail the model as given the same way; --input_dim not checked by a run", where)
             return
@@ -338,8 +346,9 @@ def check_changed_dims(source: onnx.ModelProto, model: onnx.ModelProto, dims: di
                          hint=changed[0]) from e  # fmt: skip
 
 
-def _zeros_failure(source: onnx.ModelProto, specs: list, fixed: dict[str, list[int]], where: str) -> str | None:
+def _zeros_failure(source: onnx.ModelProto, specs: list, where: str) -> str | None:
     """Why the source model fails on zeros at the dims it fixes (the converted ones where it names none), or None."""
+    fixed = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in source.graph.input}
     if {i.name for i in source.graph.input} - gm.initializer_names(source) != {s.name for s in specs}:
         return None  # an input pinned away: nothing to compare with
     own = {s.name: np.zeros([f or d for f, d in zip(fixed[s.name], s.shape, strict=False)], s.dtype) for s in specs}

@@ -235,8 +235,12 @@ def _weight_channel_axes(facts: GraphFacts) -> dict[str, tuple[tuple[int, ...], 
     return found
 
 
-def propagate_float(facts: GraphFacts, overrides: Encodings, float_bias_bitwidth: int) -> Encodings:
-    """A copy of `overrides` where one float tensor of a weighted op makes all three float."""
+def propagate_float(
+    facts: GraphFacts, overrides: Encodings, float_bias_bitwidth: int, weight_only: bool = False
+) -> Encodings:
+    """A copy of `overrides` where one float tensor of a weighted op makes all three float. Under weight-only
+    (--act_bitwidth 32) every output is float: a float output is the mode's, not the layer's (qtool's own
+    encodings of a float16 weight-only run list every activation float16, and read back made every weight float)."""
     out = Encodings(dict(overrides.activations), dict(overrides.params))
     for node in facts.model.graph.node:
         if node.op_type not in FLOAT_FORCING_OPS:
@@ -244,7 +248,7 @@ def propagate_float(facts: GraphFacts, overrides: Encodings, float_bias_bitwidth
         outputs, weights, bias = _members(node, facts)
         floats = [
             e
-            for e in [*(out.activations.get(t) for t in outputs), *(out.params.get(w) for w in weights)]
+            for e in [*(out.activations.get(t) for t in outputs if not weight_only), *(out.params.get(w) for w in weights)]
             if e and e.is_float
         ]
         if bias is not None and bias in out.params and out.params[bias].is_float:

@@ -751,7 +751,7 @@ def build_plan(facts: GraphFacts, observers: dict[str, Observer], overrides: Enc
     overrides = sixteen_bit_layers(facts, overrides, o.act_16bit_tensors, o.params_16bit_tensors)
     for cell in cell_states(facts) if o.act_bitwidth < 16 else ():
         overrides.activations.setdefault(facts.squashed_into(cell) or cell, Encoding(bitwidth=16, headroom=RAISED_HEADROOM))
-    overrides = propagate_float(facts, overrides, o.float_bias_bitwidth)
+    overrides = propagate_float(facts, overrides, o.float_bias_bitwidth, o.weight_only)
     int32_nodes, overrides = int32_ops(facts, overrides)
     tensors = activation_tensors(facts)  # walks the graph for masks, statistics and GELUs: once a plan
     apart, sliced = wide_concats(facts, observers, tensors), wide_slices(facts, observers, tensors)

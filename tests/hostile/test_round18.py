@@ -178,3 +178,32 @@ def test_an_input_path_no_shell_expanded_names_the_file_it_meant(
     before = ws.snapshot()
     result = ws.run("quantize", "-i", ws.model, *args, "-o", ws.out, env={"HOME": str(home)})
     assert_refused(ws, before, result, 4, "~/l.txt: input_list not found", f"(~ is the shell's: {home}/l.txt exists)")
+
+
+# --- a float16 weight-only run's encodings read back --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "1.0.0"])
+def test_a_float16_weight_only_runs_encodings_keep_its_weights_quantized(ws: Workspace, fmt: str) -> None:
+    """--act_bitwidth 32 --float_bitwidth 16 lists every activation float16 in its encodings (0.6.1, 1.0.0: qairt
+    quantizes what a file leaves out), and read back in the same weight-only run, QNN's rule (a float output makes
+    its Conv's weights and bias float) made every weight float: 'override for 'W' is not applied: 'W' stays float',
+    'nothing was quantized', exit 0, a float16 model. Under weight-only every output is float: only a float weight
+    or bias floats its layer now, and the file gives the same model byte for byte."""
+    flags = ["--act_bitwidth", "32", "--float_bitwidth", "16", "--encodings_format", fmt]
+    first = ws.quantize("-o", ws.out, *flags)
+    assert first.exit_code == 0, first.stderr
+    again = ws.root / "again" / "q.onnx"
+    result = ws.quantize("-o", again, "-q", ws.out.with_suffix(".encodings.json"), *flags)
+    assert result.exit_code == 0, result.stderr
+    assert "WARNING" not in result.stderr, result.stderr
+    assert again.read_bytes() == ws.out.read_bytes()
+
+
+def test_a_float_weight_still_floats_its_layer_under_weight_only(ws: Workspace) -> None:
+    overrides = ws.root / "o.json"
+    overrides.write_text(json.dumps({"activation_encodings": {}, "param_encodings": {"W": [{"bitwidth": 16, "dtype": "float"}]}}))
+    result = ws.quantize("-o", ws.out, "--act_bitwidth", "32", "-q", overrides, "--encodings_format", "1.0.0")
+    assert result.exit_code == 0, result.stderr
+    params = {e["name"]: e for e in json.loads(ws.out.with_suffix(".encodings.json").read_text())["param_encodings"]}
+    assert params["W"]["dtype"] == "FLOAT" and params["B"]["dtype"] == "FLOAT" and params["FW"]["dtype"] == "INT"

@@ -47,7 +47,12 @@ def half_precision(model: onnx.ModelProto, encoded: dict[str, float], where: str
         shown = ", ".join(sorted(wide, key=lambda n: -wide[n])[:3])
         logger.warning("%s: fp16: %d values exceed float16's range (%s ...: up to %.3g), so they and the ops that "
                        "write or read them stay float32", where, len(wide), shown, max(wide.values()))  # fmt: skip
-    model = to_float16(model, keep_float32=set(wide))
+    tiny = _tiny_values(model)
+    if tiny:
+        logger.warning("%s: fp16: %d values are nonzero below float16's smallest (%s: %.3g, a Log's or a division's "
+                       "epsilon), so they and the ops that write or read them stay float32", where, len(tiny),
+                       min(tiny, key=tiny.get), min(tiny.values()))  # fmt: skip
+    model = to_float16(model, keep_float32=set(wide) | set(tiny))
     gm.set_metadata(model, gm.METADATA_FLOAT_BITWIDTH, "16")
     return model
 
@@ -81,6 +86,23 @@ def _wide_values(model: onnx.ModelProto, encoded: dict[str, float]) -> dict[str,
     # a float weight is exact: past float16's range (an additive mask's -1e9) it is kept, and what reads it
     return {name: b for name, b in bounds.items() if (b > FLOAT16_MAX / HEADROOM and name not in weights)
             or (name in weights and weights[name].data_type == onnx.TensorProto.FLOAT and b > FLOAT16_MAX)}  # fmt: skip
+
+
+def _tiny_values(model: onnx.ModelProto) -> dict[str, float]:
+    """Small float weights whose every nonzero value float16 makes 0 (an epsilon of 1e-10), and the values an op
+    that keeps a value small makes of one: basic-pitch's Log(x^2 + 1e-10) was Log(0), every output NaN (exit 0).
+    A Log, Sqrt or division reading one runs in float32 too, and writes a value float16 holds."""
+    tiny: dict[str, float] = {}
+    for t in model.graph.initializer:
+        small = t.data_type == onnx.TensorProto.FLOAT and math.prod(t.dims) <= 1024  # an epsilon, not a layer's
+        values = external_data.array(t) if small else np.zeros(0)
+        nonzero = np.abs(values[values != 0])
+        if nonzero.size and nonzero.max() <= 2.0**-25:  # half float16's smallest subnormal: rounds to 0
+            tiny[t.name] = float(nonzero.max())
+    for node in model.graph.node:
+        if node.op_type in _WITHIN | {"Add", "Sub", "Sum", "Mul"} and (found := [tiny[i] for i in node.input if i in tiny]):
+            tiny.update(dict.fromkeys((o for o in node.output if o), min(found)))
+    return tiny
 
 
 def _bound(node: onnx.NodeProto, bound, weights: dict) -> float | None:

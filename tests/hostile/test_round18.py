@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnx.parser
+import onnxruntime as ort
 import pytest
 from hostile_env import Workspace, assert_refused, make_workspace
 
@@ -207,3 +210,38 @@ def test_a_float_weight_still_floats_its_layer_under_weight_only(ws: Workspace) 
     assert result.exit_code == 0, result.stderr
     params = {e["name"]: e for e in json.loads(ws.out.with_suffix(".encodings.json").read_text())["param_encodings"]}
     assert params["W"]["dtype"] == "FLOAT" and params["B"]["dtype"] == "FLOAT" and params["FW"]["dtype"] == "INT"
+
+
+# --- convert --float_bitwidth 16 of an epsilon float16 flushes to zero --------------------------------------------
+
+
+def test_convert_to_float16_keeps_an_epsilon_float16_cannot_hold(ws: Workspace) -> None:
+    """A log power spectrum, Log(x * x + 1e-10), as TensorFlow's basic-pitch writes it (normalised after by its min
+    and max): float16 makes 1e-10 zero, Log(0) -inf on a silent bin and (-inf) - (-inf) NaN: convert --float_bitwidth
+    16 of basic-pitch gave NaN on every output of every sample, exit 0, nothing said. Now the epsilon, the Add and
+    the Log stay float32, with a warning."""
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    spectrum (float[1,8] x) => (float[1,8] y) {
+        p = Mul (x, x)
+        q = Add (p, eps)
+        l = Log (q)
+        lo = ReduceMin <keepdims = 1> (l)
+        hi = ReduceMax <keepdims = 1> (l)
+        s = Sub (l, lo)
+        r = Sub (hi, lo)
+        y = Div (s, r)
+    }
+    """
+    model = onnx.parser.parse_model(text)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(1e-10, np.float32), "eps"))
+    onnx.save(model, ws.model)
+    half = ws.root / "out" / "h.onnx"
+    result = ws.run("convert", "-i", ws.model, "-o", half, "--float_bitwidth", "16")
+    assert result.exit_code == 0, result.stderr
+    assert f"{ws.model}: fp16: 2 values are nonzero below float16's smallest (eps: 1e-10" in result.stderr
+    feeds = {"x": np.array([[0.0, 0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0]], np.float32)}
+    expected = ort.InferenceSession(str(ws.model)).run(None, feeds)[0]
+    got = ort.InferenceSession(str(half)).run(None, feeds)[0]
+    assert np.isfinite(got).all(), got
+    assert np.abs(got - expected).max() < 1e-2, (got, expected)

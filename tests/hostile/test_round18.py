@@ -245,3 +245,16 @@ def test_convert_to_float16_keeps_an_epsilon_float16_cannot_hold(ws: Workspace) 
     got = ort.InferenceSession(str(half)).run(None, feeds)[0]
     assert np.isfinite(got).all(), got
     assert np.abs(got - expected).max() < 1e-2, (got, expected)
+
+
+# --- clipsearch's num_batches warning -----------------------------------------------------------------------------
+
+
+def test_clipsearch_names_itself_when_the_list_is_shorter_than_its_num_batches(ws: Workspace) -> None:
+    """--apply_algorithms clipsearch on 4 samples warned 'adaround: num_batches 32, but the input_list has 4
+    samples', of an algorithm the run did not ask for (clipsearch collects its moments with adaround's code)."""
+    result = ws.quantize("-o", ws.out, "--act_bitwidth", "32", "--use_per_row_quantization", "--apply_algorithms",
+                         "clipsearch")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "qtool: WARNING: clipsearch: num_batches 32, but the input_list has 4 samples" in result.stderr
+    assert "adaround" not in result.stderr, result.stderr

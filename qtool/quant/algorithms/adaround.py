@@ -213,23 +213,26 @@ def _accumulate(layers: list[Layer], names: dict[str, str], pairs: Iterable[Pair
     return sums
 
 
-def _feeds(ctx: AlgorithmContext, samples: int) -> Iterator[dict[str, np.ndarray]]:
-    """The first `samples` calibration samples; a warning when the list has fewer."""
+def _feeds(ctx: AlgorithmContext, samples: int, algorithm: str = "adaround") -> Iterator[dict[str, np.ndarray]]:
+    """The first `samples` calibration samples; a warning, naming the algorithm whose num_batches asked, when the
+    list has fewer (clipsearch's was told as adaround's, an algorithm the run did not ask for)."""
     count = 0
     for _, feed in itertools.islice(ctx.samples(), samples):
         count += 1
         yield feed
     if count < samples:
-        logger.warning("adaround: num_batches %d, but the input_list has %d samples", samples, count)
+        logger.warning("%s: num_batches %d, but the input_list has %d samples", algorithm, samples, count)
 
 
 def collect(
-    ctx: AlgorithmContext, model: onnx.ModelProto, layers: list[Layer], samples: int, first: int = 0
+    ctx: AlgorithmContext, model: onnx.ModelProto, layers: list[Layer], samples: int, first: int = 0,
+    algorithm: str = "adaround",
 ) -> dict[str, np.ndarray]:
     """Σ x̃ x̃ᵀ per layer over the inputs each layer reads in `model`, all layers from one run a sample."""
     names = {layer.weight: node.input[0] for layer in layers if (node := _reader(model, layer)) is not None}
     run_model = runtime.runner(model, sorted(set(names.values())), ctx.threads)
-    return _accumulate(layers, names, _prefetched(_feeds(ctx, samples), lambda f: (run_model(f), {})), False, first)
+    feeds = _feeds(ctx, samples, algorithm)
+    return _accumulate(layers, names, _prefetched(feeds, lambda f: (run_model(f), {})), False, first)
 
 
 def _passes(model: onnx.ModelProto, layers: list[Layer]) -> list[tuple[int, list[Layer]]]:

@@ -50,7 +50,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
             layers.append(layer)
     if not layers:
         return ["clipsearch: no per-channel or per-block 2-D weight to search"]
-    moments = adaround.collect(ctx, ctx.model, layers, int(config.get("num_batches", 32)))
+    moments = adaround.collect(ctx, ctx.model, layers, int(config.get("num_batches", 32)), algorithm="clipsearch")
     before = after = 0.0
     for layer in layers:
         if layer.weight not in moments:

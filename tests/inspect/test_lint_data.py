@@ -215,3 +215,27 @@ def test_what_quantize_keeps_float_or_a_square_reads_is_no_unheld_range(tmp_path
     arrays[3][0, 0, 0, 0] = 400.0  # most of x within two 8-bit steps of zero, and of x² and its mean
     found = {f.where for f in of(run(tmp_path, rms_norm_model(exponent), arrays), "unheld-range")}
     assert found == flagged
+
+
+def as_constant_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its initializers made by Constant nodes, as torch.onnx writes x.pow(2)'s 2 and an eps."""
+    nodes = [onnx.helper.make_node("Constant", [], [t.name], value=t) for t in model.graph.initializer]
+    nodes += model.graph.node
+    del model.graph.initializer[:], model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("model", "where", "flagged"),
+    [(rms_norm_model(2.0), "x", False), (rms_norm_model(0.5), "x", True),
+     (square_then_divide_model(1e-6), "sq", True), (square_then_divide_model(1.0), "sq", False)],
+)  # fmt: skip
+def test_an_exponent_or_eps_a_constant_node_makes_reads_as_an_initializer(tmp_path, model, where: str, flagged: bool):
+    """Follows acc27ed: a Pow's exponent or an added eps from a Constant node was no constant to the lint, so
+    x.pow(2) still flagged x, and x² + 1e-6 hid the Div that reads it."""
+    arrays = uniform(0, 1) if model.graph.name == "rms" else uniform(-1, 1)
+    arrays[3][0, 0, 0, 0] = 400.0 if model.graph.name == "rms" else 7.0
+    found = {f.where for f in of(run(tmp_path, as_constant_nodes(model), arrays), "unheld-range")}
+    assert (f"tensor '{where}'" in found) == flagged

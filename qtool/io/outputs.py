@@ -59,17 +59,19 @@ def resolve_output(path: str | os.PathLike[str], flag: str) -> Path:
         raise UsageError(f"{flag}: cannot write it: {e.strerror or e}", where=str(path)[:160]) from None
 
 
-def _refuse_unexpanded(given: Path, flag: str) -> None:
+def _refuse_unexpanded(given: Path, flag: str, folder: bool = False) -> None:
     """A path whose first folder would be made as '~' or '=...': '~/out/q.onnx' from a config, or after '=' on the
     command line, which no shell expands, wrote ./~/out/q.onnx (one 'rm -rf ~' from the user's home), and click
-    reads '-o=q.onnx' as '=q.onnx'. Such a folder that exists already is the user's to write in."""
+    reads '-o=q.onnx' as '=q.onnx'. Such a folder that exists already is the user's to write in; so is a '~name'
+    that names no user's home ('~draft.onnx'), which a shell leaves as it is too."""
     first = given.parts[0] if given.parts else ""
-    if first[:1] not in ("~", "=") or os.path.lexists(first):
+    if first[:1] not in ("~", "=") or os.path.lexists(first) or (first[0] == "~" and os.path.expanduser(first) == first):
         return
     if first.startswith("~"):
+        made = "folder" if folder or len(given.parts) > 1 else "file"
         raise UsageError(f"{flag}: starts with {first!r}, which only a shell expands (at the start of a word, not after "
-                         f"'=' nor in a config): qtool would make a folder named {first!r} here", where=str(given),
-                         hint=f"give {os.path.expanduser(given)}" if first != os.path.expanduser(first) else None)  # fmt: skip
+                         f"'=' nor in a config): qtool would make a {made} named {first!r} here", where=str(given),
+                         hint=f"give {os.path.expanduser(given)}")  # fmt: skip
     raise UsageError(f"{flag}: starts with '=', which would be part of its name (a one-letter flag takes '-o PATH', not "
                      "'-o=PATH')", where=str(given), hint=f"give {str(given)[1:]}")  # fmt: skip
 
@@ -131,7 +133,7 @@ def _check_writable(folder: Path, flag: str, where: str) -> None:
 
 def check_output_folder(path: str | os.PathLike[str], flag: str = "-o") -> None:
     """An output folder must be a folder, or be creatable (its nearest existing ancestor a writable folder)."""
-    _refuse_unexpanded(Path(path), flag)
+    _refuse_unexpanded(Path(path), flag, folder=True)
     folder = Path(os.path.realpath(path))
     try:
         is_file = folder.exists() and not folder.is_dir()

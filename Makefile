@@ -777,7 +777,9 @@ OUT := build/demo
 #   (api/auto_calibration._each, _lost_on_a_half; ddddocr_det's folds disagree; issue 21; 27 lines)
 # 24634 -> 24636: a '~name' that names no user's home is written as named, and the refusal says file or folder
 #   (io/outputs._refuse_unexpanded; review of 73b602f; 2 lines)
-LINE_BUDGET := 24636
+# 24636 -> 24637: two overrides or config files are told apart by their whole paths, not the clipped ones the
+#   error shows (cli/options.refuse_repeated_values; review of b6e2260; 1 line)
+LINE_BUDGET := 24637
 
 .PHONY: demo test lint venv bench clean golden
 

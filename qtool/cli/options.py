@@ -131,7 +131,7 @@ class QtoolCommand(click.Command):
 def refuse_repeated_values(ctx: click.Context, parser: Any, args: list[str]) -> None:
     """An overrides or config file given twice with two files is refused: click keeps the last one silently, and
     '-q acts.json -q params.json' dropped the first file's overrides, where each holds a part (as --load_stats
-    shards do, which merge). The same file twice is harmless, and another option given again (a script's
+    shards do, which merge). The same file twice ('a.json', './a.json') is harmless, and another option given again (a script's
     '--input_list val.txt' after its base command's) is the last one, as on most command lines. Reads click's parser."""
     single = {o for table in (getattr(parser, "_long_opt", {}), getattr(parser, "_short_opt", {}))
               for o in table.values() if o.action == "store" and o.dest in PARTIAL_FILES}  # fmt: skip
@@ -142,8 +142,9 @@ def refuse_repeated_values(ctx: click.Context, parser: Any, args: list[str]) -> 
     except click.UsageError:
         return  # the command's own parse reports it
     for o in sorted(single, key=lambda o: o.obj.opts[0]):
-        values = [printable(clipped(str(v), 80)) for v in given.get(o.dest, ())]
-        if len(set(values)) > 1:
+        files = [str(v) for v in given.get(o.dest, ())]  # compared whole: two deep shards differ past any clip
+        values = [printable(clipped(v, 80)) for v in files]
+        if len({os.path.abspath(v) for v in files}) > 1:
             times = "twice" if len(values) == 2 else f"{len(values)} times"
             raise click.UsageError(f"{o.obj.opts[0]} is given {times} ({', then '.join(values)}) and takes one file: "
                                    "the last would replace the others (give it once)", ctx)  # fmt: skip

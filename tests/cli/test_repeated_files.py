@@ -1,0 +1,39 @@
+"""Two overrides files are refused by the paths given, compared whole (cli/options.refuse_repeated_values, b6e2260):
+the error line clips each path to 80 characters, and two files deep in one folder clipped alike were taken as one
+file given twice, the first dropped without a word."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hostile_env import Workspace, assert_refused, make_workspace
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)
+
+
+def _overrides(folder: Path) -> tuple[Path, Path]:
+    folder.mkdir(parents=True)
+    acts, params = folder / "shard_acts.json", folder / "shard_params.json"
+    acts.write_text(json.dumps({"activation_encodings": {"r": [{"bitwidth": 16, "dtype": "int"}]}, "param_encodings": {}}))
+    params.write_text(json.dumps({"activation_encodings": {}, "param_encodings": {"W": [{"bitwidth": 16, "dtype": "int"}]}}))
+    return acts, params
+
+
+def test_two_files_whose_paths_differ_past_the_clip_are_refused(ws: Workspace) -> None:
+    acts, params = _overrides(ws.root / ("d" * 100))
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out, "-q", acts, "-q", params)
+    assert_refused(ws, before, result, 2, "--quantization_overrides is given twice", "(give it once)")
+
+
+def test_one_file_spelt_two_ways_is_taken(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    _overrides(ws.root / "o")
+    monkeypatch.chdir(ws.root)
+    result = ws.quantize("-o", ws.out, "-q", "o/shard_acts.json", "-q", "./o/../o/shard_acts.json")
+    assert result.exit_code == 0, result.stderr
+    assert ws.out.exists()

@@ -11,6 +11,7 @@ or to float.
 3. Prefixes of that order form the Pareto curve (cost factor vs SQNR). Under an accuracy target
    the shortest prefix that meets it is found by binary search (SQNR grows with the prefix in
    practice; each probe is one evaluation); under a cost budget the longest prefix within it.
+4. Under a target, the cheap groups left at 8 bits are raised too (`_complete`): a grid clips inputs past calibration.
 Evaluations stream samples through onnxruntime: memory stays flat in the number of samples.
 Each evaluation runs the whole model over the samples, so the search's time is the number of
 evaluations times that (a CTC recogniser: ~150 sensitivity evaluations, 57% of every run in its float
@@ -450,9 +451,11 @@ def search(
             lo = mid + 1
     chosen = order[:best] if best is not None else order
     if best is not None:
-        chosen = _prefer_integers(
-            chosen, cands, raised, evaluator.if_met, target, lambda p, m: curve.append(_point(model, p, m))
-        )
+        def record(p: list[Candidate], m: Metrics) -> None:
+            curve.append(_point(model, p, m))
+
+        chosen = _prefer_integers(chosen, cands, raised, evaluator.if_met, target, record)
+        chosen = _complete(chosen, cands, model, raised, evaluator.if_met, target, record)
     logger.info("mixed precision: %d of %d candidates raised (16 bits or float)", len(chosen), len(cands))
     front = pareto_front(curve, (len(chosen), round(model.factor(chosen), 4)))
     return Result(chosen, raised(chosen), front, met=best is not None)
@@ -467,6 +470,36 @@ def pareto_front(points: list[dict], chosen: tuple[int, float]) -> list[dict]:
         if (p["layers_16bit"], p["cost_factor"]) == chosen or not front or p["sqnr_db"] > max(q["sqnr_db"] for q in front):
             front.append(p)
     return sorted(front, key=lambda p: p["layers_16bit"])
+
+
+COMPLETION_BUDGET = 0.01  # _complete's: at most this share of the chosen set's cost factor
+
+
+def _complete(chosen: list[Candidate], cands: list[Candidate], model: CostModel, raised, if_met, target: Target,
+              record) -> list[Candidate]:  # fmt: skip
+    """`chosen` with the activation groups it left at 8 bits raised too, cheapest first while together they add at most
+    COMPLETION_BUDGET, where the target still holds (one trial). The trials run on the samples that set the ranges,
+    which no grid clips, so a group's gain there is its rounding alone and a small one is not bought; on a new input
+    past its calibrated range an 8-bit grid clips where a raised one has RAISED_HEADROOM. nudenet's class-head SiLU
+    output, calibrated to 11.3, reached 21.3 on one held-out photo: 79% of the scores' noise (25.2 dB held out), for
+    0.01% of the MACs."""
+    tensors, weights = {t for c in chosen for t in c.tensors}, {w for c in chosen for w in c.weights}
+    running, budget, extra = RunningCost(model), COMPLETION_BUDGET * model.factor(chosen), []
+    for c in chosen:
+        running.add(c)
+    left = [c for c in cands if c.tensors and not c.weights and not c.float_bits and not c.covered_by(tensors, weights)]
+    for added, c in sorted(((running.added(c), c) for c in left), key=lambda x: (x[0], x[1].name)):
+        if added <= budget and not c.covered_by(tensors, weights):
+            budget -= added
+            extra.append(c)
+            tensors.update(c.tensors)
+    metrics = if_met(raised(chosen + extra), target) if extra else None
+    if metrics is None or not target.met(metrics):
+        return chosen
+    record(chosen + extra, metrics)
+    logger.info("mixed precision: %d more activation groups at 16 bits for %.4f of cost", len(extra),
+                model.factor(chosen + extra) - model.factor(chosen))  # fmt: skip
+    return chosen + extra
 
 
 def _prefer_integers(

@@ -632,7 +632,7 @@ def _quantize(
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)
     walked = GraphFacts.of(ctx.model) if ctx.overrides.params else None  # only when the overrides name weights
     dropped = {**unapplied_params(walked, ctx.overrides.params, plan.params, o.op_types_to_quantize),
-               **floated_by_rule(walked, overrides, plan.params)} if walked is not None else {}  # fmt: skip
+               **floated_by_rule(walked, overrides, plan.params, o.act_bitwidth == 32)} if walked is not None else {}  # fmt: skip
     for name, why in dropped.items():
         logger.warning("override for %r is not applied: %r stays float (%s)", name, name, why)
     structure, rewritten = _structure_facts(ctx.model, plan, o.op_types_to_quantize), ctx.rewritten

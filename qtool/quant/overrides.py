@@ -334,16 +334,18 @@ def sixteen_bit_layers(
     return out
 
 
-def floated_by_rule(facts: GraphFacts, given: Encodings, planned: dict[str, enc.Encoding]) -> dict[str, str]:
+def floated_by_rule(facts: GraphFacts, given: Encodings, planned: dict[str, enc.Encoding],
+                    weight_only: bool = False) -> dict[str, str]:  # fmt: skip
     """The int weight and bias overrides `propagate_float` made float because the user gave their layer's output,
-    weight or bias float, each with why: an int8 weight was written float without a word."""
+    weight or bias float, each with why: an int8 weight was written float without a word. Under `weight_only` an
+    output floats nothing (propagate_float): the cause named is the float weight or bias."""
     found = {}
     for node in facts.model.graph.node:
         if node.op_type not in FLOAT_FORCING_OPS:
             continue
         outputs, weights, bias = _members(node, facts)
         params = [*weights, *([bias] if bias is not None else [])]
-        members = [*((t, "output", given.activations.get(t)) for t in outputs),
+        members = [*((t, "output", given.activations.get(t)) for t in outputs if not weight_only),
                    *((w, "weight" if w in weights else "bias", given.params.get(w)) for w in params)]  # fmt: skip
         if (cause := next(((t, role, e) for t, role, e in members if e is not None and e.is_float), None)) is None:
             continue

@@ -24,6 +24,7 @@ from qtool.graph.passes.fuse_hardswish import FuseHardSwishPass
 from qtool.graph.passes.fuse_layernorm import FuseLayerNormPass
 from qtool.graph.passes.fuse_matmul_add import FuseMatMulAddPass
 from qtool.graph.passes.fuse_pad_into_conv import FusePadIntoConvPass
+from qtool.graph.passes.fuse_sigmoid import FuseSigmoidPass
 from qtool.graph.passes.fuse_softmax import FuseSoftmaxPass
 from qtool.graph.passes.name_missing import NameMissingNodesPass
 from qtool.graph.passes.pin_inputs import PinInputsPass, UnsetPinnedDefaultsPass
@@ -115,6 +116,7 @@ def convert_passes(
         SplitAtSourcePass(keep),  # after the bias fusions: a Conv split by its output channels takes its bias along
         UntieBiasesPass(),  # after the fusions that make biases: each layer's own int32 grid
         FuseHardSwishPass(),
+        FuseSigmoidPass(keep),  # 1 / (1 + Exp(y)), as paddle2onnx writes DBNet's binarization
         FuseSoftmaxPass(keep),  # Exp(x - max) / ReduceSum(...), as tf2onnx and jax2tf write a hand-made softmax
         DivToMulPass(),
         RemoveDropoutPass(),

@@ -78,10 +78,12 @@ def check_regular(
     where, what = clipped(str(path) if where is None else where), clipped(what)
     try:
         st = os.stat(path)
-    except FileNotFoundError as e:  # '~/l.txt' from a config, or after '=', which no shell expanded
-        home = os.path.expanduser(path) if str(path).startswith("~") else None
-        raise error(f"{what} not found", where=where, hint=f"~ is the shell's: {home} exists" if home and
-                    os.path.exists(home) else None) from e  # fmt: skip
+    except FileNotFoundError as e:  # '~/l.txt' from a config, or after '=', which no shell expanded; '-i=m.onnx'
+        meant = os.path.expanduser(path) if str(path).startswith("~") else str(path)[1:] if str(path)[:1] == "=" else ""
+        hint = ("~ is the shell's" if str(path).startswith("~") else
+                "a one-letter flag's value follows a space ('-l=x' is '=x')")  # fmt: skip
+        raise error(f"{what} not found", where=where, hint=f"{hint}: {meant} exists" if meant and
+                    os.path.exists(meant) else None) from e  # fmt: skip
     except OSError as e:
         raise error(f"cannot read {what}: {e.strerror}", where=where) from e
     except ValueError as e:  # a NUL byte, which no file name holds

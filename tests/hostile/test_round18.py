@@ -258,3 +258,16 @@ def test_clipsearch_names_itself_when_the_list_is_shorter_than_its_num_batches(w
     assert result.exit_code == 0, result.stderr
     assert "qtool: WARNING: clipsearch: num_batches 32, but the input_list has 4 samples" in result.stderr
     assert "adaround" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("args", [["-i={model}", "--input_list", "{listing}"], ["-i", "{model}", "-l={listing}"]])
+def test_a_one_letter_flag_given_with_an_equals_sign_names_the_file_it_meant(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """'-i=model.onnx' is '=model.onnx' to click (as to getopt): 'model file not found', of a file that is there."""
+    monkeypatch.chdir(ws.root)
+    names = {"model": ws.model.name, "listing": ws.listing.name}
+    before = ws.snapshot()
+    result = ws.run("quantize", *[a.format(**names) for a in args], "-o", "q.onnx")
+    assert_refused(ws, before, result, 4, "not found (a one-letter flag's value follows a space ('-l=x' is '=x'): ",
+                   " exists)")  # fmt: skip

@@ -75,3 +75,24 @@ def test_the_binarization_quantizes_near_its_float_map(tmp_path) -> None:
     ref = run(onnx.load(str(tmp_path / "c.onnx")), x)
     got = run(onnx.load(str(tmp_path / "q.onnx")), x)
     assert 10 * np.log10((ref**2).sum() / ((got - ref) ** 2).sum()) > 20
+
+
+def test_two_logistics_of_one_constant_and_a_name_taken_are_fused() -> None:
+    """Follows 902a274: two logistics whose Muls read one -50 (both made 'k_negated') were an internal error
+    (onnx_ir: 'Initializer 'k_negated' is already registered'), as was a model holding a 'k_negated' of its own."""
+    source = binarization("mul")
+    graph = source.graph
+    graph.node.extend([helper.make_node("Mul", ["d", "k"], ["y2"]), helper.make_node("Exp", ["y2"], ["e2"]),
+                       helper.make_node("Add", ["e2", "one"], ["a2"]), helper.make_node("Reciprocal", ["a2"], ["b2"]),
+                       helper.make_node("Add", ["b2", "k_negated"], ["c2"])])  # fmt: skip
+    graph.initializer.append(numpy_helper.from_array(np.array([7.0], np.float32), "k_negated"))
+    graph.output.append(helper.make_tensor_value_info("c2", TensorProto.FLOAT, [1, 1, 8, 8]))
+    onnx.checker.check_model(source, full_check=True)
+    model = normalise(source, {}, "m.onnx")
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Sigmoid") == 4 and "Exp" not in ops, ops
+    x = np.random.default_rng(4).normal(0, 1, (1, 2, 8, 8)).astype(np.float32)
+    session = {"providers": ["CPUExecutionProvider"]}
+    ours, theirs = (ort.InferenceSession(m.SerializeToString(), **session).run(None, {"x": x}) for m in (model, source))
+    for got, want in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)

@@ -44,12 +44,27 @@ def _negated(graph: ir.Graph, y: ir.Value, keep: frozenset[str]) -> tuple[ir.Val
         for k in (0, 1):
             c = _constant(writer.inputs[k])
             if c is not None and c.size == 1 and c.dtype.kind == "f":
-                minus = ir.Value(name=f"{writer.inputs[k].name}_negated", const_value=ir.tensor(-c))
-                graph.register_initializer(minus)
-                mul = ir.node("Mul", inputs=[writer.inputs[1 - k], minus], name=writer.name)
+                mul = ir.node("Mul", inputs=[writer.inputs[1 - k], _negated_constant(graph, writer.inputs[k], c)],
+                              name=writer.name)  # fmt: skip
                 return mul.outputs[0], [mul, writer]
     neg = ir.node("Neg", inputs=[y], name=f"{y.name}_neg")
     return neg.outputs[0], [neg]
+
+
+def _negated_constant(graph: ir.Graph, given: ir.Value, c: np.ndarray) -> ir.Value:
+    """-c as an initializer: the one made already for `given` (two logistics' Muls share DBNet's -50), else a new
+    one under a name no other value holds (an initializer's 'k_negated' was an internal error)."""
+    name = f"{given.name}_negated"
+    made = graph.initializers.get(name)
+    if made is not None and (value := _constant(made)) is not None and np.array_equal(value, -c):
+        return made
+    taken, count = {v.name for v in (*graph.inputs, *graph.initializers.values(), *(o for n in graph for o in n.outputs))}, 1
+    while name in taken:
+        count += 1
+        name = f"{given.name}_negated_{count}"
+    minus = ir.Value(name=name, const_value=ir.tensor(-c))
+    graph.register_initializer(minus)
+    return minus
 
 
 class FuseSigmoidPass(ir.passes.InPlacePass):

@@ -16,10 +16,12 @@ from qtool.graph.convert import normalise
 def binarization(form: str) -> onnx.ModelProto:
     """x [1, 2, 8, 8] -> P = Sigmoid(Conv_p(x)), T = Sigmoid(Conv_t(x)), then 1 / (1 + Exp(y)) with y =
     -50 · (P - T) ('mul', DBNet's), Neg(50 · (P - T)) ('neg'), or P - T itself ('bare'), closed by Reciprocal or,
-    for 'div', Div(1, ·); 'exp_read': the Exp is an output too (stays written out)."""
+    for 'div', Div(1, ·); 'exp_read': the Exp is an output too, 'wide_one': the 1 is [1, 1, 1, 1, 1], adding a dim
+    (both stay written out)."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.normal(0, 0.5, (1, 2, 3, 3)).astype(np.float32), n) for n in ("wp", "wt")]
-    inits += [numpy_helper.from_array(np.array([c], np.float32), n) for n, c in (("k", -50.0), ("k50", 50.0), ("one", 1.0))]
+    inits += [numpy_helper.from_array(np.array([c], np.float32), n) for n, c in (("k", -50.0), ("k50", 50.0))]
+    inits.append(numpy_helper.from_array(np.ones([1] * (5 if form == "wide_one" else 1), np.float32), "one"))
     nodes = [helper.make_node("Conv", ["x", "wp"], ["cp"], pads=[1, 1, 1, 1]), helper.make_node("Sigmoid", ["cp"], ["p"]),
              helper.make_node("Conv", ["x", "wt"], ["ct"], pads=[1, 1, 1, 1]), helper.make_node("Sigmoid", ["ct"], ["t"]),
              helper.make_node("Sub", ["p", "t"], ["d"])]  # fmt: skip
@@ -31,7 +33,7 @@ def binarization(form: str) -> onnx.ModelProto:
         nodes.append(helper.make_node("Mul", ["k", "d"], ["y"]))
     nodes += [helper.make_node("Exp", ["y"], ["e"]), helper.make_node("Add", ["one", "e"], ["a"])]
     last = helper.make_node("Div", ["one", "a"], ["b"]) if form == "div" else helper.make_node("Reciprocal", ["a"], ["b"])
-    outputs = [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 1, 8, 8])]
+    outputs = [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1] * (form == "wide_one") + [1, 1, 8, 8])]
     if form == "exp_read":
         outputs.append(helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 1, 8, 8]))
     graph = helper.make_graph([*nodes, last], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])],
@@ -54,9 +56,10 @@ def test_each_written_out_logistic_becomes_one_sigmoid() -> None:
         np.testing.assert_allclose(run(model, x), run(source, x), atol=1e-6, err_msg=form)
 
 
-def test_an_exp_read_elsewhere_stays_written_out() -> None:
-    model = normalise(binarization("exp_read"), {}, "m.onnx")
-    assert "Exp" in [n.op_type for n in model.graph.node] and "Reciprocal" in [n.op_type for n in model.graph.node]
+def test_an_exp_read_elsewhere_or_a_one_adding_a_dim_stays_written_out() -> None:
+    for form in ("exp_read", "wide_one"):
+        ops = [n.op_type for n in normalise(binarization(form), {}, "m.onnx").graph.node]
+        assert "Exp" in ops and "Reciprocal" in ops, (form, ops)
 
 
 def test_the_binarization_quantizes_near_its_float_map(tmp_path) -> None:

@@ -29,9 +29,10 @@ def _only_reader(value: ir.Value, op: str, keep: frozenset[str]) -> ir.Node | No
     return uses[0].node if uses[0].node.domain == "" else None
 
 
-def _is_one(value: ir.Value | None) -> bool:
-    c = _constant(value)
-    return c is not None and c.size == 1 and c.dtype.kind == "f" and float(c.ravel()[0]) == 1.0
+def _is_one(value: ir.Value | None, of: ir.Value) -> bool:
+    """A constant 1 that broadcasts to `of` without adding dims (a [1, 1, 1, 1, 1] would, which Sigmoid would not)."""
+    c, rank = _constant(value), len(of.shape) if of.shape is not None else 1
+    return c is not None and c.size == 1 and c.dtype.kind == "f" and float(c.ravel()[0]) == 1.0 and c.ndim <= rank
 
 
 def _negated(graph: ir.Graph, y: ir.Value, keep: frozenset[str]) -> tuple[ir.Value, list[ir.Node]]:
@@ -76,10 +77,10 @@ class FuseSigmoidPass(ir.passes.InPlacePass):
         graph, fused = model.graph, 0
         for exp in [n for n in graph if n.op_type == "Exp" and n.domain == ""]:
             add = _only_reader(exp.outputs[0], "Add", self.keep)
-            if add is None or not _is_one(add.inputs[1] if add.inputs[0] is exp.outputs[0] else add.inputs[0]):
+            if add is None or not _is_one(add.inputs[1] if add.inputs[0] is exp.outputs[0] else add.inputs[0], exp.outputs[0]):
                 continue
             last = _only_reader(add.outputs[0], "Reciprocal", self.keep) or _only_reader(add.outputs[0], "Div", self.keep)
-            if last is None or (last.op_type == "Div" and (last.inputs[1] is not add.outputs[0] or not _is_one(last.inputs[0]))):
+            if last is None or (last.op_type == "Div" and (last.inputs[1] is not add.outputs[0] or not _is_one(last.inputs[0], exp.outputs[0]))):
                 continue
             x, made = _negated(graph, exp.inputs[0], self.keep)
             sigmoid = ir.node("Sigmoid", inputs=[x], name=last.name)

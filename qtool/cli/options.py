@@ -147,7 +147,7 @@ def refuse_repeated_values(ctx: click.Context, parser: Any, args: list[str]) -> 
         if len({os.path.abspath(v) for v in files}) > 1:
             times = "twice" if len(values) == 2 else f"{len(values)} times"
             raise click.UsageError(f"{o.obj.opts[0]} is given {times} ({', then '.join(values)}) and takes one file: "
-                                   "the last would replace the others (give it once)", ctx)  # fmt: skip
+                                   "the last would replace the others (give one: merge their entries into one file)", ctx)  # fmt: skip
 
 
 class QtoolGroup(click.Group):

@@ -28,7 +28,7 @@ def test_two_files_whose_paths_differ_past_the_clip_are_refused(ws: Workspace) -
     acts, params = _overrides(ws.root / ("d" * 100))
     before = ws.snapshot()
     result = ws.quantize("-o", ws.out, "-q", acts, "-q", params)
-    assert_refused(ws, before, result, 2, "--quantization_overrides is given twice", "(give it once)")
+    assert_refused(ws, before, result, 2, "--quantization_overrides is given twice", "(give one: merge their entries into one file)")
 
 
 def test_one_file_spelt_two_ways_is_taken(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -118,7 +118,7 @@ def test_two_overrides_or_config_files_are_refused(ws: Workspace, command: list[
     elif args[0] == "convert":
         args += ["-i", str(ws.model), "-o", str(ws.out)]
     before = ws.snapshot()
-    assert_refused(ws, before, ws.run(*args), 2, wanted.format(**names), "(give it once)")
+    assert_refused(ws, before, ws.run(*args), 2, wanted.format(**names), "(give one: merge their entries into one file)")
 
 
 def test_a_file_given_twice_alike_or_a_setting_given_again_is_taken(ws: Workspace) -> None:

@@ -28,6 +28,7 @@ from qtool.graph.passes.fuse_sigmoid import FuseSigmoidPass
 from qtool.graph.passes.fuse_softmax import FuseSoftmaxPass
 from qtool.graph.passes.name_missing import NameMissingNodesPass
 from qtool.graph.passes.pin_inputs import PinInputsPass, UnsetPinnedDefaultsPass
+from qtool.graph.passes.remove_add_zero import RemoveAddZeroPass
 from qtool.graph.passes.remove_dropout import RemoveDropoutPass
 from qtool.graph.passes.remove_identity import RemoveIdentityPass
 from qtool.graph.passes.sink_layout import SinkLayoutPass
@@ -120,6 +121,7 @@ def convert_passes(
         FuseSoftmaxPass(keep),  # Exp(x - max) / ReduceSum(...), as tf2onnx and jax2tf write a hand-made softmax
         DivToMulPass(),
         RemoveDropoutPass(),
+        RemoveAddZeroPass(keep),  # dynamo's scores + zeros for an attention without a mask
         RemoveIdentityPass(),  # keeps the Identity an If branch returns an outer tensor through (its name)
         common.RemoveUnusedNodesPass(),
         common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),

@@ -7,9 +7,10 @@ import onnx_ir as ir
 
 
 def new_constant(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    """`array` as a new initializer named `name`, or `name` with underscores added where that is taken (a weight
-    two Einsums read gave both their MatMul weight one name)."""
-    while name in graph.initializers:
+    """`array` as a new initializer named `name`, or `name` with underscores added where any value of the graph holds
+    it (a weight two Einsums read gave both their MatMul weight one name; a node output named so made two writers)."""
+    taken = {v.name for v in (*graph.inputs, *graph.initializers.values(), *(o for n in graph for o in n.outputs))}
+    while name in taken:
         name += "_"
     value = ir.Value(name=name, const_value=ir.tensor(array))
     graph.register_initializer(value)
@@ -34,6 +35,11 @@ def sole_reader(value: ir.Value, graph: ir.Graph) -> ir.Node | None:
     """The one node reading `value`, when it has one and is not also a graph output."""
     users = [use.node for use in value.uses()]
     return users[0] if len(users) == 1 and value not in graph.outputs else None
+
+
+def array_of(value: ir.Value | None) -> np.ndarray | None:
+    """A constant value's array (an initializer's, or a folded value's), else None."""
+    return value.const_value.numpy() if value is not None and value.const_value is not None else None
 
 
 def static_dims(value: ir.Value | None) -> list[int] | None:

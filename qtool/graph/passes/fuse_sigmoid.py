@@ -14,11 +14,9 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
+from qtool.graph.passes.constants import array_of, new_constant
+
 logger = logging.getLogger(__name__)
-
-
-def _constant(value: ir.Value | None) -> np.ndarray | None:
-    return value.const_value.numpy() if value is not None and value.const_value is not None else None
 
 
 def _only_reader(value: ir.Value, op: str, keep: frozenset[str]) -> ir.Node | None:
@@ -31,7 +29,7 @@ def _only_reader(value: ir.Value, op: str, keep: frozenset[str]) -> ir.Node | No
 
 def _is_one(value: ir.Value | None, of: ir.Value) -> bool:
     """A constant 1 that broadcasts to `of` without adding dims (a [1, 1, 1, 1, 1] would, which Sigmoid would not)."""
-    c, rank = _constant(value), len(of.shape) if of.shape is not None else 1
+    c, rank = array_of(value), len(of.shape) if of.shape is not None else 1
     return c is not None and c.size == 1 and c.dtype.kind == "f" and float(c.ravel()[0]) == 1.0 and c.ndim <= rank
 
 
@@ -43,7 +41,7 @@ def _negated(graph: ir.Graph, y: ir.Value, keep: frozenset[str]) -> tuple[ir.Val
         return writer.inputs[0], [writer]
     if sole and writer is not None and writer.domain == "" and writer.op_type == "Mul":
         for k in (0, 1):
-            c = _constant(writer.inputs[k])
+            c = array_of(writer.inputs[k])
             if c is not None and c.size == 1 and c.dtype.kind == "f":
                 mul = ir.node("Mul", inputs=[writer.inputs[1 - k], _negated_constant(graph, writer.inputs[k], c)],
                               name=writer.name)  # fmt: skip
@@ -55,17 +53,10 @@ def _negated(graph: ir.Graph, y: ir.Value, keep: frozenset[str]) -> tuple[ir.Val
 def _negated_constant(graph: ir.Graph, given: ir.Value, c: np.ndarray) -> ir.Value:
     """-c as an initializer: the one made already for `given` (two logistics' Muls share DBNet's -50), else a new
     one under a name no other value holds (an initializer's 'k_negated' was an internal error)."""
-    name = f"{given.name}_negated"
-    made = graph.initializers.get(name)
-    if made is not None and (value := _constant(made)) is not None and np.array_equal(value, -c):
+    made = graph.initializers.get(f"{given.name}_negated")
+    if made is not None and (value := array_of(made)) is not None and np.array_equal(value, -c):
         return made
-    taken, count = {v.name for v in (*graph.inputs, *graph.initializers.values(), *(o for n in graph for o in n.outputs))}, 1
-    while name in taken:
-        count += 1
-        name = f"{given.name}_negated_{count}"
-    minus = ir.Value(name=name, const_value=ir.tensor(-c))
-    graph.register_initializer(minus)
-    return minus
+    return new_constant(graph, f"{given.name}_negated", -c)
 
 
 class FuseSigmoidPass(ir.passes.InPlacePass):

@@ -13,15 +13,14 @@ import logging
 
 import onnx_ir as ir
 
+from qtool.graph.passes.constants import array_of, static_dims
+
 logger = logging.getLogger(__name__)
 
 
 def _all_zero(value: ir.Value | None) -> bool:
-    constant = value.const_value if value is not None else None
-    if constant is None:
-        return False
-    array = constant.numpy()
-    return array.size > 0 and not array.any()
+    array = array_of(value)
+    return array is not None and array.size > 0 and not array.any()
 
 
 def _kept_input(node: ir.Node) -> ir.Value | None:
@@ -31,10 +30,10 @@ def _kept_input(node: ir.Node) -> ir.Value | None:
     a, b = node.inputs
     data = a if _all_zero(b) else b if node.op_type == "Add" and _all_zero(a) else None  # 0 - x is no x
     out = node.outputs[0]
-    if data is None or data.dtype != out.dtype or data.shape is None or out.shape is None:
+    if data is None or data.dtype != out.dtype:
         return None
-    dims = [list(v.shape) for v in (data, out)]
-    return data if dims[0] == dims[1] and all(isinstance(d, int) for d in dims[0]) else None
+    dims = static_dims(data)
+    return data if dims is not None and dims == static_dims(out) else None
 
 
 class RemoveAddZeroPass(ir.passes.InPlacePass):

@@ -28,6 +28,7 @@ from qtool.export.job import ExportJob, Files
 from qtool.export.qgraph import MS_DOMAIN, QGraph, body_reads
 from qtool.export.qlinear import QLINEAR
 from qtool.graph import model as gm
+from qtool.graph.names import FreshNames
 from qtool.io.encodings import Encodings
 from qtool.io.files import quoted
 
@@ -65,10 +66,28 @@ def _assemble(model: onnx.ModelProto, g: QGraph) -> None:
         model.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
 
 
+def _converted_copies(graph: onnx.GraphProto, found: Encodings) -> Encodings:
+    """A float tensor its integer readers take on a grid of their own (the QDQ model's convert op) gets a copy,
+    Identity(t), that they read and that grid quantizes: read back as float alone, the QOperator model fed them
+    the float values (a float16-overridden ReLU into an 8-bit Conv: 14 dB from the QDQ model, exit 0)."""
+    activations = dict(found.activations)
+    fresh = FreshNames({v.name for v in graph.input} | {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output})
+    for t, (e, readers) in sorted(found.converts.items()):
+        copy = fresh(f"{t}_converted")
+        for node in graph.node:
+            if node.output and node.output[0] in readers:
+                node.input[:] = [copy if i == t else i for i in node.input]
+        at = next((k + 1 for k, n in enumerate(graph.node) if t in n.output), 0)  # after t's producer
+        graph.node.insert(at, onnx.helper.make_node("Identity", [t], [copy], name=copy))
+        activations[copy] = e
+    return Encodings(activations, found.params)
+
+
 def to_qoperator(stripped: onnx.ModelProto, found: Encodings, where: str | None = None) -> onnx.ModelProto:
     """A new QOperator model; `stripped` is not modified."""
     model = onnx.ModelProto()
     model.CopyFrom(stripped)
+    found = _converted_copies(model.graph, found)
     g = QGraph(model, found, gm.default_opset(model))
     half = sorted(t for t in g.enc if g.facts.elem_types.get(t) == onnx.TensorProto.FLOAT16)
     if half:  # onnxruntime's load error said it in C++ type-parameter terms

@@ -44,6 +44,9 @@ class Encodings:
     # per-channel axes a 2.0.0 file states; 1.0.0 and 0.6.1 have none (their channel is the output channel),
     # so an axis there is a placeholder the plan replaces, while a stated one must be checked against the graph
     stated_axes: dict[str, int] = field(default_factory=dict, compare=False)
+    # a float tensor's grid for the integer ops reading it (qdq.py's `<t>_converted`), and those readers' first
+    # outputs: read back from a QDQ model for its QOperator export; no encodings file names it
+    converts: dict[str, tuple[Encoding, frozenset[str]]] = field(default_factory=dict, compare=False)
 
     def all(self) -> dict[str, Encoding]:
         return {**self.activations, **self.params}

@@ -262,6 +262,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
     rename: dict[str, str] = {}
     drop: set[int] = set()
     new_inits: dict[str, list[onnx.TensorProto]] = {}  # an integer weight -> its float values, one a DequantizeLinear
+    pairs: dict[str, tuple[Encoding, list[str]]] = {}  # an activation's Q/DQ grid, and its readers' first outputs
     for node in graph.node:
         if _casts_to(node, TensorProto.FLOAT):  # qdq.py's float16 simulation: a float16 weight, or an activation cast to it and back
             half = producers.get(node.input[0])
@@ -328,6 +329,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             continue
         name = y if y in outputs else x
         found.activations[name] = e
+        pairs[name] = (e, [r.output[0] for r, _ in readers.get(y, []) if r.output])
         if y in outputs and (x not in producers or x in outputs):  # no node's output to rename into y
             _identity(node, x)
         elif y in outputs:
@@ -338,7 +340,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
     _rebuild(graph, drop, rename, new_inits, model.graph.initializer)
     _lpbq_back(out, found)
     _narrow_back(out, found)
-    _floats_back(out, found)
+    _floats_back(out, found, {t: (e, frozenset(_resolve(o, rename) for o in r)) for t, (e, r) in pairs.items()})
     return out, found
 
 
@@ -405,8 +407,9 @@ def _pop_metadata(model: onnx.ModelProto, key: str) -> str | None:
     return text
 
 
-def _floats_back(model: onnx.ModelProto, found: Encodings) -> None:
-    """The tensors FLOAT_METADATA names (kept float by the plan, so without Q/DQ) get their float encodings back."""
+def _floats_back(model: onnx.ModelProto, found: Encodings, pairs: dict[str, tuple[Encoding, frozenset[str]]]) -> None:
+    """The tensors FLOAT_METADATA names (kept float by the plan, so without Q/DQ) get their float encodings back;
+    the grid a Q/DQ pair on one gave its integer readers goes to `found.converts` (the QOperator export's)."""
     parts = _marked(model, FLOAT_METADATA, lambda m: {p: {str(n): int(b) for n, b in m.get(p, {}).items()}
                                                       for p in ("activations", "params")}, "float bitwidths")  # fmt: skip
     if parts is None:
@@ -418,6 +421,8 @@ def _floats_back(model: onnx.ModelProto, found: Encodings) -> None:
             # the plan's word wins over a Q/DQ on the same tensor: that one is its copy converted for an
             # integer reader (a float16 tensor into an 8-bit Gemm), which an encodings file cannot name
             if name in names and bitwidth in (16, 32):
+                if part == "activations" and name in pairs:
+                    found.converts[name] = pairs[name]
                 table[name] = enc.float_encoding(bitwidth)
 
 

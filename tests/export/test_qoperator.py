@@ -199,3 +199,42 @@ def test_an_if_body_reading_a_quantized_outer_tensor_gets_its_float_value(tmp_pa
     for sign in (1.0, -1.0):  # the then-branch (float x / 2) and the else-branch (the score)
         x = np.full((1, 16), sign, np.float32) + np.linspace(-0.5, 0.5, 16, dtype=np.float32)
         np.testing.assert_allclose(qop.run(None, {"x": x})[0], reference.run(None, {"x": x})[0], atol=step * 1.01)
+
+
+def test_a_float16_tensor_read_by_an_integer_op_keeps_its_convert_grid(tmp_path: Path) -> None:
+    """A ReLU overridden float16 feeding an 8-bit Conv: the QDQ model quantizes it for the Conv on a convert grid
+    of its own (r_converted), which read_qdq overwrote with the float override; the QOperator model then fed the
+    Conv float values (14 dB from the QDQ model). The Sigmoid, float too, reads the ReLU's float values. The weights
+    are uint8 (asymmetric): no u8 x s8 kernel that saturates on CPUs without VNNI."""
+    import json
+
+    import numpy as np
+    from export_models import _model
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    half (float[1,2,8,8] x) => (float[1,4,8,8] y, float[1,4,8,8] s) {
+        c = Conv <pads = [1, 1, 1, 1]> (x, W1)
+        r = Relu (c)
+        y = Conv <pads = [1, 1, 1, 1]> (r, W2)
+        s = Sigmoid (r)
+    }
+    """
+    rng = np.random.default_rng(3)
+    model = _model(text, {"W1": rng.normal(0, 1.0, (4, 2, 3, 3)), "W2": rng.normal(0, 0.3, (4, 4, 3, 3))})
+    overrides = tmp_path / "o.json"
+    float16 = [{"bitwidth": 16, "dtype": "float"}]
+    overrides.write_text(json.dumps({"activation_encodings": {"r": float16, "s": float16}, "param_encodings": {}}))
+    _, path = quantize(tmp_path, model, quantization_overrides=overrides)
+    qdq = onnx.load(str(path))
+    stripped, found = read_qdq(qdq)
+    assert found.activations["r"].is_float and not found.converts["r"][0].is_float
+    qop = to_qoperator(stripped, found)
+    onnx.checker.check_model(qop, full_check=True)
+    assert Counter(n.op_type for n in qop.graph.node)["QLinearConv"] == 1
+    step = found.activations["y"].scale[0]
+    for feeds in random_feeds(qdq, 8):
+        (y, s), (y_op, s_op) = session(qdq, optimized=False).run(None, feeds), session(qop).run(None, feeds)
+        assert np.abs(y - y_op).max() <= step * (1 + 1e-5)
+        assert np.mean(np.abs(y - y_op) > step / 2) < 0.01  # was 11% of y one step off: the Conv read r unrounded
+        assert np.abs(s - s_op).max() <= 1e-3  # the QDQ model rounds s to float16; QOperator keeps float32

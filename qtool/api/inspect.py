@@ -18,6 +18,7 @@ from qtool.config import InspectOptions, preset_file
 from qtool.errors import DataError, ModelError, UsageError
 from qtool.graph import external_data, qoperator_form
 from qtool.graph import model as gm
+from qtool.graph.passes.fix_input_dims import convert_input_specs
 from qtool.inspect import compare, layers, lint, lint_data, non_finite, summary
 from qtool.inspect import html as inspect_html
 from qtool.inspect.findings import Finding, InspectReport, ordered
@@ -68,7 +69,7 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
     if o.input_list is not None:
         input_list = read_input_list(o.input_list)
         tx.add_inputs(f"a file of {o.input_list}", input_list.files())
-        specs = _input_specs(model, o.reference)
+        specs = _input_specs(model, o.reference, str(o.reference))
         check_bindings(input_list, specs, o.use_native_input_files, gm.pinned_inputs(model),
                        defaults=gm.defaulted_inputs(model))  # it said 'unknown input name' of a declared input
         check_output_names(input_list, model)
@@ -115,17 +116,21 @@ def _warn_non_finite(
         logger.warning("%s", message)
 
 
-def _input_specs(model: onnx.ModelProto, reference: Path | onnx.ModelProto | None) -> list[InputSpec]:
-    """MODEL's fixed input shapes; where MODEL has dynamic dims (shipped as onnxruntime's quantize_dynamic wrote it,
-    which convert would turn back into float), --reference's: the float model convert fixed, whose inputs MODEL's
-    must be to compare them (`_check_pair`)."""
+def _input_specs(model: onnx.ModelProto, reference: Path | onnx.ModelProto | None, where: str) -> list[InputSpec]:
+    """MODEL's fixed input shapes; where MODEL has dynamic dims (shipped as onnxruntime's quantize_static or
+    quantize_dynamic wrote it, which convert would turn back into float), --reference's as convert fixes them (a
+    dynamic batch -> 1): MODEL's inputs must be the float model's to compare them (`_check_pair`)."""
     try:
         return gm.input_specs(model)
     except ModelError as e:
         if reference is None:
             e.where = e.where or "model"  # named as MODEL's file (inspect_model): it was "qtool: error: input 'x' has..."
             raise
-        return gm.input_specs(reference if isinstance(reference, onnx.ModelProto) else gm.load(reference))
+    try:  # the pair as exported, both of batch N, was refused naming no file, 'run qtool convert --input_dim x ...'
+        return convert_input_specs(reference if isinstance(reference, onnx.ModelProto) else gm.load(reference))
+    except ModelError as e:
+        e.where, e.hint = where, f"compare with the float model `qtool convert` writes from it: {e.hint}"
+        raise
 
 
 def _drop_pages() -> None:
@@ -178,7 +183,7 @@ def _compare_layers(
     o: InspectOptions, model: onnx.ModelProto, input_list: InputList, labels: list[int] | None, report: Report
 ) -> tuple[list[layers.LayerRow], dict]:
     reference = gm.load(o.reference)  # type: ignore[arg-type]
-    specs = _input_specs(model, reference)  # not a second copy of its weights while this one is held
+    specs = _input_specs(model, reference, str(o.reference))  # not a second copy of its weights while this one is held
     _check_pair(model, reference, str(o.reference))
     feeds = iter_feeds(input_list, specs, o.use_native_input_files)
     # the float model's outputs first (when they are small), then the quantized model's: one model's weights at a time

@@ -1,0 +1,72 @@
+"""Round 19 (helper h-hostile19): probed on an installed wheel: quantized models other tools wrote, inspected
+against the float model they came from; --reference pairs that do not match; convert's options on odd graphs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hostile_env import Workspace, assert_refused, make_workspace
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)
+
+
+def _ort_quantized(ws: Workspace, how: str) -> Path:
+    """The workspace's model (batch N, as exporters write it) quantized by onnxruntime, batch N kept."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_dynamic, quantize_static
+
+    out = ws.root / "ort" / f"{how}.onnx"
+    out.parent.mkdir()
+    if how == "dynamic":
+        quantize_dynamic(str(ws.model), str(out))
+        return out
+    feeds = iter([{"x": np.random.default_rng(i).normal(size=(1, 3, 8, 8)).astype(np.float32)} for i in range(4)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(feeds, None)
+
+    form = QuantFormat.QDQ if how == "qdq" else QuantFormat.QOperator
+    quantize_static(str(ws.model), str(out), Reader(), quant_format=form)
+    return out
+
+
+# --- inspect --reference on a pair as shipped ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["qdq", "qoperator", "dynamic"])
+def test_a_pair_onnxruntime_quantized_is_compared_at_batch_one(ws: Workspace, how: str) -> None:
+    """onnxruntime's quantize_static (QDQ or QOperator) or quantize_dynamic keeps the float model's batch N, and
+    'qtool inspect ort.onnx --reference model.onnx -l list.txt' on the pair as shipped was refused as "input 'x' has
+    dynamic dim 0 (N) (run `qtool convert --input_dim x ...` to fix it)", naming neither file, whichever the user
+    converted next. The float model's inputs are read as convert fixes them, a dynamic batch 1, as quantize reads a
+    float model as shipped; the comparison is the one against the float model convert wrote."""
+    quantized = _ort_quantized(ws, how)
+    result = ws.run("inspect", quantized, "--reference", ws.model, "-l", ws.listing, "--json")
+    assert result.exit_code == 0, result.stderr
+    shipped = json.loads(result.stdout)
+    converted = ws.root / "conv" / "model.onnx"
+    assert ws.run("convert", "-i", ws.model, "-o", converted).exit_code == 0
+    result = ws.run("inspect", quantized, "--reference", converted, "-l", ws.listing, "--json")
+    assert result.exit_code == 0, result.stderr
+    key = "outputs (float vs quantized)"
+    assert shipped["compared samples"] == 4
+    assert shipped[key] == json.loads(result.stdout)[key]
+
+
+def test_a_reference_with_a_dynamic_dim_past_the_batch_is_named(ws: Workspace) -> None:
+    """A dim convert cannot fix alone is refused naming the reference, and says to compare with convert's model."""
+    ws.model.write_bytes(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 13]>
+        g (float[N,3,H,8] x) => (float[N,3,H,8] y) { y = Relu (x) }""").SerializeToString())
+    quantized = ws.root / "relu.onnx"
+    quantized.write_bytes(ws.model.read_bytes())
+    before = ws.snapshot()
+    result = ws.run("inspect", quantized, "--reference", ws.model, "-l", ws.listing)
+    assert_refused(ws, before, result, 3, f"{ws.model}: input 'x' dim 2 (H) is dynamic",
+                   "compare with the float model `qtool convert` writes from it: set it with --input_dim x 1,3,N,8")  # fmt: skip

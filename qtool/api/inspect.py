@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import onnx
@@ -163,13 +164,20 @@ def _check_pair(model: onnx.ModelProto, reference: onnx.ModelProto, where: str) 
         raise UsageError(f"has no output {quoted(missing[0])}, which MODEL has: not MODEL's float model", where=where)
     # the original of a model convert --input_dim resized: 'the float model fails in onnxruntime ... a converted model
     # that fails where the original runs is a bug worth reporting', blaming qtool for the user's swap
-    dims = [{i.name: [str(d.dim_value or d.dim_param or "?") for d in i.type.tensor_type.shape.dim]
-             for i in m.graph.input if i.type.tensor_type.HasField("shape")} for m in (model, reference)]  # fmt: skip
+    dims = [_declared(m.graph.input) for m in (model, reference)]
     for name in sorted(mine & dims[0].keys() & dims[1].keys()):
+        if _differ(ours := dims[0][name], given := dims[1][name]):
+            typed = ours[0] != given[0]
+            raise UsageError(f"declares input {quoted(name)} {_shown(given, typed)}, MODEL {_shown(ours, typed)}: not the "
+                             "model MODEL was quantized from", where=where, hint="compare with the model `qtool convert` wrote")  # fmt: skip
+    # another model's output of one name (an int64 ArgMax for MODEL's float scores) was compared cast, exit 0, as if
+    # the quantization had failed: its sizes are checked once both have run (a declared size may be stale)
+    dims = [_declared(m.graph.output) for m in (model, reference)]
+    for name in sorted(dims[0].keys() & dims[1].keys()):
         ours, given = dims[0][name], dims[1][name]
-        if len(ours) != len(given) or any(a != b and a.isdigit() and b.isdigit() for a, b in zip(ours, given, strict=True)):
-            raise UsageError(f"declares input {quoted(name)} [{','.join(given)}], MODEL [{','.join(ours)}]: not the model "
-                             "MODEL was quantized from", where=where, hint="compare with the model `qtool convert` wrote")  # fmt: skip
+        if ours[0] != given[0] or len(ours[1]) != len(given[1]):
+            raise UsageError(f"declares output {quoted(name)} {_shown(given, True)}, MODEL {_shown(ours, True)}: not MODEL's "
+                             "float model", where=where)  # fmt: skip
     if gm.metadata(reference).get(gm.METADATA_FLOAT_BITWIDTH) == "16":  # its layers behind Casts: 2 rows, 'logits Cast'
         raise UsageError("is a float16 model (convert --float_bitwidth 16): not the float model MODEL was quantized from",
                          where=where, hint="compare with the float32 model quantize read")  # fmt: skip
@@ -177,6 +185,38 @@ def _check_pair(model: onnx.ModelProto, reference: onnx.ModelProto, where: str) 
         raise UsageError("holds QuantizeLinear/DequantizeLinear (or QLinear) ops: a quantized model, not MODEL's float "
                          "model", where=where, hint="the float model is --reference, the quantized one MODEL"
                          + (": swapped?" if summary.kind(model) != "quantized" else ""))  # fmt: skip
+
+
+Declared = tuple[str, list[str]]  # a value's element type and dims as printed: ('float', ['N', '3', '8', '8'])
+
+
+def _declared(values: Iterable[onnx.ValueInfoProto]) -> dict[str, Declared]:
+    """Each tensor value's declared type and dims (a dim as its size, its name or '?'), if it has a shape."""
+    return {v.name: (onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type).lower(),
+                     [str(d.dim_value or d.dim_param or "?") for d in v.type.tensor_type.shape.dim])
+            for v in values if v.type.tensor_type.HasField("shape")}  # fmt: skip
+
+
+def _differ(ours: Declared, given: Declared) -> bool:
+    """Another element type, rank or fixed size: a dim either one leaves dynamic matches any."""
+    return ours[0] != given[0] or len(ours[1]) != len(given[1]) or any(
+        a != b and a.isdigit() and b.isdigit() for a, b in zip(ours[1], given[1], strict=True))
+
+
+def _shown(declared: Declared, with_type: bool) -> str:
+    return (declared[0] if with_type else "") + f"[{','.join(declared[1])}]"
+
+
+def _check_sizes(drift: dict[str, compare.Drift], model: onnx.ModelProto, reference: onnx.ModelProto, where: str) -> None:
+    """An output both models declare of fixed sizes, which differ, and which had another shape on every sample is
+    another model's ([1, 10] classes for MODEL's [1, 5]): compared zero-padded, it read 'sqnr_db -0.03', exit 0. A
+    length quantization moved (a decoder's end token) is declared dynamic; a stale declared size runs alike."""
+    dims = [{n: d for n, d in _declared(m.graph.output).items() if all(x.isdigit() for x in d[1])} for m in (model, reference)]
+    for name in sorted(dims[0].keys() & dims[1].keys() & drift.keys()):
+        d = drift[name]
+        if _differ(dims[0][name], dims[1][name]) and d.samples and d.reshaped == d.samples:
+            raise UsageError(f"declares output {quoted(name)} {_shown(dims[1][name], False)}, MODEL "
+                             f"{_shown(dims[0][name], False)}, the sizes each gave on every sample: not MODEL's float model", where=where)  # fmt: skip
 
 
 def _compare_layers(
@@ -192,6 +232,7 @@ def _compare_layers(
     feeds = iter_feeds(input_list, specs, o.use_native_input_files)
     kernels = runtime.integer_kernels(o.target)
     drift = compare.compare_outputs(reference, model, feeds, labels, o.num_threads, cached, integer_kernels=kernels)
+    _check_sizes(drift, model, reference, str(o.reference))
     report.facts["outputs computed"] = EVALUATED_ON["integer ops" if qoperator_form.integer_ops(model) else kernels]
     _drop_pages()
     errors = layers.stream(reference, model, iter_feeds(input_list, specs, o.use_native_input_files), o.num_threads)

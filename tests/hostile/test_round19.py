@@ -70,3 +70,54 @@ def test_a_reference_with_a_dynamic_dim_past_the_batch_is_named(ws: Workspace) -
     result = ws.run("inspect", quantized, "--reference", ws.model, "-l", ws.listing)
     assert_refused(ws, before, result, 3, f"{ws.model}: input 'x' dim 2 (H) is dynamic",
                    "compare with the float model `qtool convert` writes from it: set it with --input_dim x 1,3,N,8")  # fmt: skip
+
+
+# --- inspect --reference naming another model with the same names -------------------------------------------------
+
+
+def _other_head(classes: int, argmax: bool = False) -> onnx.ModelProto:
+    """A float model taking x [1, 3, 8, 8] and giving y, as the workspace's does: another head of the same names."""
+    rng = np.random.default_rng(1)
+    head = "s = Gemm <transB = 1> (f, W, B)\n y = ArgMax <axis = 1, keepdims = 0> (s)" if argmax else "y = Gemm <transB = 1> (f, W, B)"
+    out = "int64[1] y" if argmax else f"float[1,{classes}] y"
+    model = onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : 13]>
+        g (float[1,3,8,8] x) => ({out}) {{ f = Flatten (x)
+        {head} }}""")  # fmt: skip
+    model.graph.initializer.extend([onnx.numpy_helper.from_array(rng.normal(size=(classes, 192)).astype(np.float32), "W"),
+                                    onnx.numpy_helper.from_array(np.zeros(classes, np.float32), "B")])  # fmt: skip
+    return model
+
+
+@pytest.mark.parametrize(
+    ("classes", "argmax", "wanted"),
+    [(10, False, "declares output 'y' [1,10], MODEL [1,5], the sizes each gave on every sample: not MODEL's float model"),
+     (5, True, "declares output 'y' int64[1], MODEL float[1,5]: not MODEL's float model")],
+    ids=["ten-classes", "argmax"],
+)  # fmt: skip
+def test_a_reference_whose_output_is_another_models_is_refused(ws: Workspace, classes: int, argmax: bool, wanted: str) -> None:
+    """A float model of the same input and output names whose y is [1, 10] (another head: MODEL's is [1, 5]) was
+    compared zero-padded, 'y  -0.028  0.008856  179.1  0', exit 0, as if the quantization had failed; one whose y is
+    an int64 ArgMax was compared cast ('max_abs_error 185.1'). Both are refused as not MODEL's float model (exit 2),
+    a size once the two have run (a float model may declare a stale one, which convert corrects): see the next."""
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    other = ws.root / "other.onnx"
+    onnx.save(_other_head(classes, argmax), other)
+    before = ws.snapshot()
+    result = ws.run("inspect", ws.out, "--reference", other, "-l", ws.listing)
+    assert_refused(ws, before, result, 2, f"{other}: {wanted}")
+
+
+def test_a_reference_declaring_a_stale_output_size_is_compared(ws: Workspace) -> None:
+    """An output declared [1, 7] where the model gives [N, 5] (dims edited by hand, outputs left): convert writes
+    [1, 5], and the pair runs alike, so it is compared as the converted model would be."""
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    model = onnx.load(ws.model)
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    dims[0].dim_value, dims[1].dim_value = 1, 7
+    stale = ws.root / "stale.onnx"
+    onnx.save(model, stale)
+    result = ws.run("inspect", ws.out, "--reference", stale, "-l", ws.listing, "--json")
+    assert result.exit_code == 0, result.stderr
+    fresh = ws.run("inspect", ws.out, "--reference", ws.model, "-l", ws.listing, "--json")
+    key = "outputs (float vs quantized)"
+    assert json.loads(result.stdout)[key] == json.loads(fresh.stdout)[key]

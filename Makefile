@@ -801,7 +801,9 @@ OUT := build/demo
 #   fixed sizes on every sample (api/inspect._check_pair, _check_sizes; it was compared padded, exit 0; 41 lines)
 # 24917 -> 24922: restoring a quantize_dynamic model copies each weight into it once (graph/dequantize_dynamic.restore,
 #   _prune; copied whole and then filtered, the int8 and first float copies stayed in its arena; 5 lines)
-LINE_BUDGET := 24922
+# 24922 -> 24960: fp16 export clips a Log, Div, Reciprocal or Pow to its output's grid, as the QDQ model saturates it
+#   (export/fp16._saturated; basic-pitch W8A8's quantized epsilon 0 and float16's x^2 of 0 made Log -inf, NaN; 38 lines)
+LINE_BUDGET := 24960
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -23,6 +23,7 @@ from qtool.export.job import ExportJob, Files
 from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.graph.float16 import FLOAT16_MAX, to_float16
+from qtool.graph.names import FreshNames
 from qtool.quant.group_range import BOUNDED_OPS, MAX_OPS
 from qtool.quant.phases import MOVES
 
@@ -34,8 +35,44 @@ _WITHIN = MOVES | MAX_OPS | {"Relu", "LeakyRelu", "Abs", "Neg", "Max", "Min", "R
                              "Cast", "AveragePool", "GlobalAveragePool", "Resize", "DepthToSpace", "SpaceToDepth"}  # fmt: skip
 
 
+# ops that make an infinity of finite inputs (Log(0), x / 0, 0 ^ -1): where the QDQ model saturates it on the output's grid
+_UNBOUNDED = ("Log", "Div", "Reciprocal", "Pow")
+
+
 def export(job: ExportJob) -> Files:
-    return {job.file(".fp16.onnx"): half_precision(job.stripped, _encoded_bounds(job), job.where)}
+    return {job.file(".fp16.onnx"): half_precision(_saturated(job), _encoded_bounds(job), job.where)}
+
+
+def _saturated(job: ExportJob) -> onnx.ModelProto:
+    """The stripped model with a Clip to the output's grid after each op that can make an infinity where the QDQ
+    model quantizes that output, as it saturates it: basic-pitch's W8A8 epsilon is 0 on its 8-bit grid, x^2 underflows
+    in float16, and Log(0)'s -inf minus the ReduceMin's -inf made NaN on every output of a clip, exit 0."""
+    model, weights = onnx.ModelProto(), {t.name: t for t in job.stripped.graph.initializer}
+    model.CopyFrom(job.stripped)
+    nodes, fresh = [], FreshNames({v.name for v in model.graph.input} | {o for n in model.graph.node for o in n.output} | set(weights))
+    for node in model.graph.node:
+        nodes.append(node)
+        e = job.found.activations.get(node.output[0]) if node.output else None
+        if node.op_type not in _UNBOUNDED or node.domain not in ("", "ai.onnx") or e is None or e.is_float or _bounded(node, weights):
+            continue
+        out, (lo, hi) = node.output[0], (min(e.min), max(e.max))
+        node.output[0] = fresh(f"{out}/unclipped")
+        if gm.default_opset(model) < 11:  # Clip's bounds were attributes
+            nodes.append(onnx.helper.make_node("Clip", [node.output[0]], [out], min=lo, max=hi))
+            continue
+        names = [fresh(f"{out}/{end}") for end in ("min", "max")]
+        model.graph.initializer.extend(numpy_helper.from_array(np.array(b, np.float32), n) for b, n in zip((lo, hi), names, strict=True))
+        nodes.append(onnx.helper.make_node("Clip", [node.output[0], *names], [out]))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+def _bounded(node: onnx.NodeProto, weights: dict[str, onnx.TensorProto]) -> bool:
+    """A Div by a constant without a 0 or a Pow to a constant power >= 0: finite of finite inputs (or past float16's
+    range, which `_wide_values` keeps float32)."""
+    value = external_data.array(weights[node.input[1]]) if len(node.input) > 1 and node.input[1] in weights else None
+    return value is not None and (np.all(value != 0) if node.op_type == "Div" else node.op_type == "Pow" and np.all(value >= 0))
 
 
 def half_precision(model: onnx.ModelProto, encoded: dict[str, float], where: str) -> onnx.ModelProto:

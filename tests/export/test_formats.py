@@ -393,3 +393,35 @@ def test_fp16_keeps_values_past_float16s_range_in_float32(tmp_path: Path, caplog
     types = {i.name: i.data_type for i in onnx.load(str(files[".fp16.onnx"])).graph.initializer}
     # W (up to ~1e5) and the mask stay float32; the RMSNorm's gain, read where values are back in range, is float16
     assert (types["W"], types["mask"], types["g"]) == (TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT16)
+
+
+def test_fp16_saturates_a_log_of_a_quantized_epsilon_as_the_qdq_model_does(tmp_path: Path) -> None:
+    """basic-pitch's log spectrum, Log(x * x + 1e-10) normalised by its min and max: W8A8 puts 1e-10 on an 8-bit
+    [0, 1e-4] grid, where it is 0, and in float16 x * x of a near-silent bin is 0 too, so the fp16 export computed
+    Log(0) = -inf and (-inf) - (-inf) = NaN (2 of basic-pitch's 45 validation clips), exit 0. The QDQ model
+    saturates the -inf on the Log's grid; now the fp16 model clips the Log to that grid as well."""
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    spectrum (float[1,16] x) => (float[1,16] y) {
+        p = Mul (x, x)
+        q = Add (p, eps)
+        l = Log (q)
+        lo = ReduceMin <keepdims = 1> (l)
+        hi = ReduceMax <keepdims = 1> (l)
+        s = Sub (l, lo)
+        r = Sub (hi, lo)
+        y = Div (s, r)
+    }
+    """
+    model = onnx.parser.parse_model(text)
+    model.graph.initializer.append(numpy_helper.from_array(np.array(1e-10, np.float32), "eps"))
+    _, qdq = quantize(tmp_path, model, use_per_channel_quantization=True, bias_bitwidth=32)
+    files = export(qdq, tmp_path / "out", "fp16", "stripped")
+    stripped = onnx.load(str(files[".stripped.onnx"]))
+    assert numpy_helper.to_array(next(i for i in stripped.graph.initializer if i.name == "eps")) == 0
+    x = np.linspace(-1.0, 1.0, 16, dtype=np.float32)
+    x[:4] = [0.0, 1e-5, -2e-5, 1e-4]  # x * x below float16's smallest
+    feed = {"x": x[None]}
+    expected, got = session(qdq, optimized=False).run(None, feed)[0], session(files[".fp16.onnx"]).run(None, feed)[0]
+    assert np.isfinite(got).all(), got
+    assert np.abs(got - expected).max() < 0.05, (got, expected)

@@ -600,7 +600,7 @@ def _bias_encoding(
     aligned = weight is not None and not weight.is_float and values.ndim == 1 and len(weight.scale) in (1, values.size)
     if bitwidth == 32 and aligned and input_enc is not None and not input_enc.is_float and len(input_enc.scale) == 1:
         return enc.bias_int32(input_enc.scale[0], weight, values)  # type: ignore[arg-type]
-    schema = "symmetric" if bitwidth == 32 else o.param_schema
+    schema = "symmetric" if bitwidth == 32 or (given is not None and given.is_symmetric) else o.param_schema
     return enc.with_schema(
         schema, float(values.min(initial=0.0)), float(values.max(initial=0.0)), bitwidth, pow2=o.param_pow2
     )

@@ -223,7 +223,10 @@ def report_extra(report: dict) -> dict:
     outputs = report.get("outputs (float vs quantized)") or []
     if outputs:
         extra["qtool calib-set sqnr_db"] = outputs[0].get("sqnr_db")
-        extra["qtool calib-set worst sqnr_db"] = min(o.get("sqnr_db", float("inf")) for o in outputs)
+        # an output that comes out exact (marblenet's integer signal_len) has no SQNR: null in the report
+        extra["qtool calib-set worst sqnr_db"] = min(
+            (o["sqnr_db"] for o in outputs if o.get("sqnr_db") is not None), default=None
+        )
     if "pareto (cost vs accuracy)" in report:
         extra["pareto"] = report["pareto (cost vs accuracy)"]
     return extra

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from qtool.config import (
     ConfigValues,
@@ -125,7 +126,22 @@ PARTIAL_FILES = ("quantization_overrides", "config")  # each holds a part of a r
 class QtoolCommand(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         refuse_repeated_values(ctx, self.make_parser(ctx), args)
-        return super().parse_args(ctx, args)
+        rest = super().parse_args(ctx, args)
+        refuse_replaced_config_files(ctx)
+        return rest
+
+
+def refuse_replaced_config_files(ctx: click.Context) -> None:
+    """A --config naming an overrides file and a -q naming another are refused, as two -q are: the command line's
+    replaced the config's, whose entries were dropped without a word. The same file both ways is taken."""
+    config = ctx.meta.get("qtool.config_layers", {}).get("config", {})
+    for name in (n for n in PARTIAL_FILES if n in config and ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE):
+        ours, given = str(config[name]), str(ctx.params[name])
+        if os.path.abspath(ours) != os.path.abspath(given):
+            flag = next(p.opts[0] for p in ctx.command.params if p.name == name)
+            raise click.UsageError(f"{flag} is given twice ({printable(clipped(ours, 80))} in --config {config.where(name)}, "
+                                   f"then {printable(clipped(given, 80))}) and takes one file: the command line's would "
+                                   "replace the config's (give one: merge their entries into one file)", ctx)  # fmt: skip
 
 
 def refuse_repeated_values(ctx: click.Context, parser: Any, args: list[str]) -> None:

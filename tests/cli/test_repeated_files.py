@@ -37,3 +37,24 @@ def test_one_file_spelt_two_ways_is_taken(ws: Workspace, monkeypatch: pytest.Mon
     result = ws.quantize("-o", ws.out, "-q", "o/shard_acts.json", "-q", "./o/../o/shard_acts.json")
     assert result.exit_code == 0, result.stderr
     assert ws.out.exists()
+
+
+def test_a_config_naming_one_overrides_file_and_a_q_naming_another_is_refused(ws: Workspace) -> None:
+    """--config c.yaml naming shard_acts.json with -q shard_params.json quantized with shard_params.json alone, exit 0:
+    the command line's file replaced the config's, whose 16-bit 'r' came out at 8 bits."""
+    acts, params = _overrides(ws.root / "o")
+    config = ws.root / "c.yaml"
+    config.write_text(f"quantization_overrides: {acts}\n")
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out, "--config", config, "-q", params)
+    assert_refused(ws, before, result, 2, f"--quantization_overrides is given twice ({acts} in --config ", "c.yaml:1, then ",
+                   "the command line's would replace the config's (give one: merge their entries into one file)")  # fmt: skip
+
+
+def test_a_config_and_a_q_naming_one_file_are_taken(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    _overrides(ws.root / "o")
+    monkeypatch.chdir(ws.root)
+    (ws.root / "c.yaml").write_text("quantization_overrides: o/shard_acts.json\n")
+    result = ws.quantize("-o", ws.out, "--config", "c.yaml", "-q", "./o/shard_acts.json")
+    assert result.exit_code == 0, result.stderr
+    assert ws.out.exists()

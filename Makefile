@@ -805,7 +805,9 @@ OUT := build/demo
 #   (export/fp16._saturated; basic-pitch W8A8's quantized epsilon 0 and float16's x^2 of 0 made Log -inf, NaN; 38 lines)
 # 24960 -> 24976: a --config naming one overrides file and a -q naming another are refused, as two -q are
 #   (cli/options.refuse_replaced_config_files; the config's file was dropped without a word; review of b6e2260; 16 lines)
-LINE_BUDGET := 24976
+# 24976 -> 24987: two -q or --config files are found by a probe parse through click's public API, not its parser's
+#   private option tables (cli/options.refuse_repeated_values, _collecting; review of b6e2260 / 786e714; 11 lines)
+LINE_BUDGET := 24987
 
 .PHONY: demo test lint venv bench clean golden
 

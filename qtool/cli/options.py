@@ -4,6 +4,7 @@ the common --json/-v/--quiet options and progress output. Only parsing; no graph
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 import math
@@ -125,7 +126,7 @@ PARTIAL_FILES = ("quantization_overrides", "config")  # each holds a part of a r
 
 class QtoolCommand(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        refuse_repeated_values(ctx, self.make_parser(ctx), args)
+        refuse_repeated_values(ctx, args)
         rest = super().parse_args(ctx, args)
         refuse_replaced_config_files(ctx)
         return rest
@@ -144,26 +145,36 @@ def refuse_replaced_config_files(ctx: click.Context) -> None:
                                    "replace the config's (give one: merge their entries into one file)", ctx)  # fmt: skip
 
 
-def refuse_repeated_values(ctx: click.Context, parser: Any, args: list[str]) -> None:
+def refuse_repeated_values(ctx: click.Context, args: list[str]) -> None:
     """An overrides or config file given twice with two files is refused: click keeps the last one silently, and
     '-q acts.json -q params.json' dropped the first file's overrides, where each holds a part (as --load_stats
     shards do, which merge). The same file twice ('a.json', './a.json') is harmless, and another option given again (a script's
-    '--input_list val.txt' after its base command's) is the last one, as on most command lines. Reads click's parser."""
-    single = {o for table in (getattr(parser, "_long_opt", {}), getattr(parser, "_short_opt", {}))
-              for o in table.values() if o.action == "store" and o.dest in PARTIAL_FILES}  # fmt: skip
-    for o in single:
-        o.action = "append"  # this parser only: the command's own parse makes another
-    try:
-        given = parser.parse_args(args=list(args))[0]
-    except click.UsageError:
-        return  # the command's own parse reports it
-    for o in sorted(single, key=lambda o: o.obj.opts[0]):
-        files = [str(v) for v in given.get(o.dest, ())]  # compared whole: two deep shards differ past any clip
+    '--input_list val.txt' after its base command's) is the last one, as on most command lines. The args are parsed
+    once more by a copy of the command that collects every value of those options (click's public API: its parser's
+    tables are private)."""
+    probe = click.Command(ctx.info_name, context_settings=ctx.command.context_settings, add_help_option=False,
+                          params=[_collecting(p) for p in ctx.command.params])  # fmt: skip
+    try:  # resilient: no callback, default or prompt; a value click refuses is None here, reported by the real parse
+        given = probe.make_context(ctx.info_name, list(args), resilient_parsing=True).params
+    except click.ClickException:
+        return
+    for p in sorted((p for p in ctx.command.params if p.name in PARTIAL_FILES), key=lambda p: p.opts[0]):
+        files = [str(v) for v in given.get(p.name) or ()]  # compared whole: two deep shards differ past any clip
         values = [printable(clipped(v, 80)) for v in files]
         if len({os.path.abspath(v) for v in files}) > 1:
             times = "twice" if len(values) == 2 else f"{len(values)} times"
-            raise click.UsageError(f"{o.obj.opts[0]} is given {times} ({', then '.join(values)}) and takes one file: "
+            raise click.UsageError(f"{p.opts[0]} is given {times} ({', then '.join(values)}) and takes one file: "
                                    "the last would replace the others (give one: merge their entries into one file)", ctx)  # fmt: skip
+
+
+def _collecting(param: click.Parameter) -> click.Parameter:
+    """`param` for the probe parse: without its callback (--config's reads a file); an overrides or config file
+    option takes every value given, as written."""
+    probe = copy.copy(param)
+    probe.callback = None
+    if param.name in PARTIAL_FILES:
+        probe.multiple, probe.type = True, click.STRING
+    return probe
 
 
 class QtoolGroup(click.Group):

@@ -663,6 +663,7 @@ def _quantize(
     gm.save(quantized, output, external=o.external_data)
     write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
     report.facts.update(_plan_facts(plan, output, started, unplanned))
+    report.facts.update(_symmetric_weights(plan, o.param_quantizer_schema))
     every = [*plan.activations.values(), *plan.params.values()]
     if not any(not e.is_float for e in every):
         # a float64 model (skl2onnx's ridge regression) went through with exit 0 and nothing said; export then
@@ -978,6 +979,21 @@ def _float_weights(facts: GraphFacts, plan) -> dict[str, int]:
             if math.prod(init.dims) >= WEIGHT_SIZE:
                 found[node.op_type] = found.get(node.op_type, 0) + 1
     return found
+
+
+def _symmetric_weights(plan, schema: str) -> dict[str, str]:
+    """Per-channel and per-block weights are symmetric under --param_quantizer_schema asymmetric too, as QNN's
+    per-channel weights always are (README's flag table), and a run asking for asymmetric weights said nothing."""
+    if schema != "asymmetric":
+        return {}
+    kinds = [("LPBQ" if e.blocks.is_lpbq else "per-block") if e.blocks is not None else "per-channel"
+             for e in plan.params.values()
+             if not e.is_float and e.is_symmetric and e.bitwidth < 32 and (e.blocks is not None or e.axis is not None)]  # fmt: skip
+    if not kinds:
+        return {}
+    counts = ", ".join(f"{kinds.count(k)} {k}" for k in sorted(set(kinds), reverse=True))
+    blocks = "; --use_asymmetric_blocks gives blocks a zero point" if "per-block" in kinds else ""  # LPBQ's are symmetric
+    return {"symmetric weights": f"{counts}: --param_quantizer_schema asymmetric applies to per-tensor weights{blocks}"}
 
 
 def _plan_facts(plan, output: Path, started: float, unplanned: int) -> dict:

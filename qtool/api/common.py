@@ -293,6 +293,7 @@ def check_normalised(model: onnx.ModelProto, where: str, source: onnx.ModelProto
         return
     try:
         runtime.session(model, 1, f"{where} as converted", arena=False, folded=True)
+        runtime.give_back()  # the session's copy of the weights, which would stay on the heap through the save
     except ModelError as e:
         guessed = _guessed_batches(source, model, input_dims) if source is not None else None
         changed = changed_dims(source, input_dims) if source is not None else []

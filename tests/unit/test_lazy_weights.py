@@ -190,3 +190,28 @@ def test_the_unusable_weight_check_leaves_no_lazy_weights_pages_resident(tmp_pat
     before = resident_file_kb()
     assert unusable_weight(model) is None
     assert resident_file_kb() - before < 4096  # not one weight's 4 MB; all eight's 32 MB without the release
+
+
+def test_a_saved_model_is_the_very_bytes_of_serialization_written_a_weight_at_a_time(tmp_path) -> None:
+    """gm.save writes in-memory weights one at a time (write_inline), not the model serialized whole: the bytes must
+    be SerializeToString's, whatever the fields around the initializers (a branch's own, typed values, metadata)."""
+    from qtool.graph import model as gm
+
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    m (float[1,64] x, bool c) => (float[1,16] y) {
+        z = MatMul (x, w)
+        y = If (c) <then_branch = g1 () => (float[1,16] t) { t = Add (z, b) },
+                    else_branch = g2 () => (float[1,16] e) { e = Identity (z) }>
+    }
+    """)
+    weight = numpy_helper.from_array(np.linspace(-1, 1, 1024, dtype=np.float32).reshape(64, 16), "w")
+    weight.doc_string = "after raw_data (field 12)"
+    typed = helper.make_tensor("b", onnx.TensorProto.FLOAT, [16], np.arange(16, dtype=np.float32).tolist())
+    model.graph.node[1].attribute[0].g.initializer.append(typed)  # the branch's own, in float_data
+    model.graph.initializer.extend([weight, numpy_helper.from_array(np.arange(3, dtype=np.int64), "unread")])
+    model.graph.value_info.append(helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [1, 16]))
+    model.metadata_props.add(key="k", value="v")
+    model.graph.doc_string, model.doc_string = "graph", "model"
+    gm.save(model, tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx").read_bytes() == model.SerializeToString(deterministic=True)

@@ -813,7 +813,9 @@ OUT := build/demo
 #   reader (graph/dequantize_dynamic._Graph.constant; Kokoro-82M's shared ALBERT layer 568 -> 326 MB; 9 lines)
 # 25012 -> 25020: a model is saved, and written for a session, a weight at a time, not serialized whole (graph/model.save,
 #   graph/inline_write; convert's check session given back: PicoDet's convert 2.50 -> 1.82 GB; 8 lines)
-LINE_BUDGET := 25020
+# 25020 -> 25115: convert keeps what an old opset's Resize, Upsample and Hardmax meant through onnx's version converter
+#   (graph/old_opset_meaning; Resize 10's asymmetric coordinates, Hardmax 12's flattened axis; 95 lines)
+LINE_BUDGET := 25115
 
 .PHONY: demo test lint venv bench clean golden
 

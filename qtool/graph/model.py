@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from onnx import helper, version_converter
 
 from qtool.errors import DataError, ModelError
-from qtool.graph import external_data, inline_weights, trial_memo
+from qtool.graph import external_data, inline_weights, old_opset_meaning, trial_memo
 from qtool.graph.constant_size import huge_constant
 from qtool.graph.inline_write import write_inline
 from qtool.graph.node_order import sort_nodes, unique_node_names
@@ -455,5 +455,5 @@ def _converted(light: onnx.ModelProto, target: int) -> onnx.ModelProto:
     key = (blake2b(light.SerializeToString(deterministic=True)).digest(), target)
     if key not in _LAST_UPGRADE:
         _LAST_UPGRADE.clear()
-        _LAST_UPGRADE[key] = version_converter.convert_version(light, target)
+        _LAST_UPGRADE[key] = old_opset_meaning.converted(light, default_opset(light), target, version_converter.convert_version)
     return copy(_LAST_UPGRADE[key])

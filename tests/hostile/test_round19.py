@@ -121,3 +121,51 @@ def test_a_reference_declaring_a_stale_output_size_is_compared(ws: Workspace) ->
     fresh = ws.run("inspect", ws.out, "--reference", ws.model, "-l", ws.listing, "--json")
     key = "outputs (float vs quantized)"
     assert json.loads(result.stdout)[key] == json.loads(fresh.stdout)[key]
+
+
+# --- old opsets upgraded: what onnx's version converter changes the meaning of -------------------------------------
+
+
+def _old_opset_model(op: str, opset: int, **attrs: object) -> onnx.ModelProto:
+    from onnx import TensorProto, helper, numpy_helper
+
+    inputs, inits = ["x"], []
+    if "scales" in attrs and opset >= 9:
+        inits.append(numpy_helper.from_array(np.array(attrs.pop("scales"), np.float32), "scales"))
+        inputs.append("scales")
+    graph = helper.make_graph([helper.make_node(op, inputs, ["y"], **attrs)], "old",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = {7: 3, 9: 4, 10: 5}.get(opset, 6)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("op", "opset", "attrs"),
+    [pytest.param("Resize", 10, {"mode": "linear", "scales": [1, 1, 1.5, 1.5]}, id="resize10-linear"),
+     pytest.param("Resize", 10, {"mode": "linear", "scales": [1, 1, 0.5, 0.5]}, id="resize10-linear-shrink"),
+     pytest.param("Resize", 10, {"mode": "nearest", "scales": [1, 1, 0.75, 0.75]}, id="resize10-nearest-shrink"),
+     pytest.param("Upsample", 9, {"mode": "linear", "scales": [1, 1, 2.5, 2.5]}, id="upsample9-linear"),
+     pytest.param("Upsample", 7, {"mode": "linear", "scales": [1.0, 1.0, 2.0, 2.0]}, id="upsample7-linear"),
+     pytest.param("Hardmax", 11, {"axis": 1}, id="hardmax11"),
+     pytest.param("Hardmax", 9, {}, id="hardmax9-default-axis")],
+)  # fmt: skip
+def test_an_old_opsets_resize_and_hardmax_keep_their_meaning(tmp_path: Path, op: str, opset: int, attrs: dict) -> None:
+    """convert upgrades to opset 13 with onnx's version converter, which leaves Resize 10's (and Upsample's) coordinates
+    to Resize 11's default, half_pixel, where 10 meant 'asymmetric' (x / scale), and calls Hardmax 12 and 13
+    compatible, where 12 took the maximum over the input flattened at `axis`: exit 0, and the converted model was
+    another function (a bilinear x1.5 upsampling 0.91 off on N(0, 1) values, a nearest x0.75 one 3.7, Hardmax's
+    ones elsewhere: 1.0); quantize compares against the converted model, so no figure showed it. Now the same outputs
+    as onnxruntime gives on the model as written (graph/old_opset_meaning)."""
+    import onnxruntime as ort
+
+    source, out = tmp_path / "old.onnx", tmp_path / "new.onnx"
+    source.write_bytes(_old_opset_model(op, opset, **attrs).SerializeToString())
+    result = Workspace(tmp_path).run("convert", "-i", source, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert onnx.load(out).opset_import[0].version >= 13
+    x = {"x": np.random.default_rng(0).normal(size=(1, 3, 8, 8)).astype(np.float32)}
+    want, got = (ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, x)[0] for p in (source, out))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-6)

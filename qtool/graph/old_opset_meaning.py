@@ -1,0 +1,95 @@
+"""What onnx's version converter changes the meaning of as it upgrades an old opset, put back after it.
+
+Resize 10, and Upsample 7-9 (which the converter turns into Resize), map an output pixel x to the input's
+x / scale ('asymmetric'); onnxruntime takes the nearest pixel below it (above, where the scale shrinks). Resize 11
+added coordinate_transformation_mode, whose default, half_pixel, the converter leaves: a bilinear upsampling moved by
+half a pixel, and a nearest one on a non-integer scale picked other pixels. Hardmax up to opset 12 flattened its input
+at `axis` into [outer, inner] and took the maximum over all of inner; 13 takes it along `axis` alone, and the
+converter calls the two compatible (it rewrites Softmax and LogSoftmax as 12 meant them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from qtool.graph.constant_size import constant_value
+from qtool.graph.node_order import subgraphs
+
+DEFAULT = ("", "ai.onnx")
+
+
+def converted(light: onnx.ModelProto, source: int, target: int,
+              convert: Callable[[onnx.ModelProto, int], onnx.ModelProto]) -> onnx.ModelProto:  # fmt: skip
+    """convert(light, target), with the Resize and Hardmax nodes of opset `source` meaning what they meant there."""
+    old = {n.output[0]: n for n in _nodes(light.graph) if n.domain in DEFAULT and n.output}
+    resized = {o for o, n in old.items() if n.op_type in ("Resize", "Upsample")} if source <= 10 < target else set()
+    flat = {o for o, n in old.items() if n.op_type == "Hardmax"} if source <= 12 < target else set()
+    out = convert(light, target)
+    for node in _nodes(out.graph):
+        if node.op_type == "Resize" and node.output and node.output[0] in resized:
+            _asymmetric(node, out.graph)
+    if flat:
+        _flatten_hardmax(out.graph, flat)
+    return out
+
+
+def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    for node in graph.node:
+        yield node
+        for inner in subgraphs(node):
+            yield from _nodes(inner)
+
+
+def _asymmetric(node: onnx.NodeProto, graph: onnx.GraphProto) -> None:
+    """Resize 10's coordinates, and onnxruntime's nearest pixel for them: below, or above where every constant scale
+    shrinks."""
+    mode = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "mode"), b"nearest")
+    kept = [a for a in node.attribute if a.name not in ("coordinate_transformation_mode", "nearest_mode")]
+    del node.attribute[:]
+    node.attribute.extend([*kept, helper.make_attribute("coordinate_transformation_mode", "asymmetric")])
+    if mode == b"nearest":
+        scales = _constant(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        shrinks = scales is not None and bool(np.all(scales <= 1)) and bool(np.any(scales < 1))
+        node.attribute.append(helper.make_attribute("nearest_mode", "ceil" if shrinks else "floor"))
+
+
+def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
+    """A small initializer's values, or a Constant node's (the converter writes Upsample 7's scales as one)."""
+    found = next((t for t in graph.initializer if t.name == name), None)
+    if found is not None:
+        return onnx.numpy_helper.to_array(found) if found.data_location == onnx.TensorProto.DEFAULT else None
+    return next((constant_value(n) for n in graph.node if name in n.output), None)
+
+
+def _flatten_hardmax(graph: onnx.GraphProto, flat: set[str]) -> None:
+    """Hardmax(x, axis) as opset 12 meant it: Flatten(x, axis) -> Hardmax(-1) -> Reshape to x's shape."""
+    taken = {o for n in _nodes(graph) for o in list(n.output) + list(n.input)}
+
+    def fresh(base: str) -> str:
+        name, k = base, 1
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        return name
+
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        for inner in subgraphs(node):
+            _flatten_hardmax(inner, flat)
+        if node.op_type != "Hardmax" or node.domain not in DEFAULT or not node.output or node.output[0] not in flat:
+            nodes.append(node)
+            continue
+        axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
+        x, y = node.input[0], node.output[0]
+        flat_x, flat_y, shape = fresh(f"{y}_flat_in"), fresh(f"{y}_flat"), fresh(f"{y}_shape")
+        nodes += [helper.make_node("Flatten", [x], [flat_x], name=fresh(f"{node.name or y}_Flatten"), axis=axis),
+                  helper.make_node("Hardmax", [flat_x], [flat_y], name=node.name or fresh(f"{y}_Hardmax"), axis=-1),
+                  helper.make_node("Shape", [x], [shape], name=fresh(f"{node.name or y}_Shape")),
+                  helper.make_node("Reshape", [flat_y, shape], [y], name=fresh(f"{node.name or y}_Reshape"))]  # fmt: skip
+    del graph.node[:]
+    graph.node.extend(nodes)

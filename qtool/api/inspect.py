@@ -227,7 +227,8 @@ def _compare_layers(
     _check_pair(model, reference, str(o.reference))
     feeds = iter_feeds(input_list, specs, o.use_native_input_files)
     # the float model's outputs first (when they are small), then the quantized model's: one model's weights at a time
-    cached = compare.reference_outputs(reference, feeds, o.num_threads)
+    # by MODEL's names: a reference listing its outputs in another order was compared crosswise (y with c), exit 0
+    cached = compare.reference_outputs(reference, feeds, o.num_threads, names=[v.name for v in model.graph.output])
     _drop_pages()
     feeds = iter_feeds(input_list, specs, o.use_native_input_files)
     kernels = runtime.integer_kernels(o.target)

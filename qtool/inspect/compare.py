@@ -186,15 +186,17 @@ def _run(session, names: list[str] | None, feed: dict[str, np.ndarray], what: st
 
 @runtime.gives_back
 def reference_outputs(
-    reference: onnx.ModelProto, feeds: Iterable[dict[str, np.ndarray]], threads: int = 0, limit_bytes: int = 256 << 20
+    reference: onnx.ModelProto, feeds: Iterable[dict[str, np.ndarray]], threads: int = 0, limit_bytes: int = 256 << 20,
+    names: list[str] | None = None,
 ) -> KeptOutputs | None:
     """The float model's outputs for an evaluation set, kept for repeated comparisons (mixed precision
     evaluates dozens of candidates on the same samples): in memory up to `limit_bytes`, then in scratch
-    files; None when they cannot be kept (kept_outputs.DISK_BYTES), so that the set is streamed instead."""
+    files; None when they cannot be kept (kept_outputs.DISK_BYTES), so that the set is streamed instead.
+    `names`: the outputs to keep, in the quantized model's order (all, in the reference's own order, if None)."""
     sess = runtime.session(reference, threads, "reference model", optimized=True)
     kept = KeptOutputs(limit_bytes, scratch_file)
     for index, feed in enumerate(feeds):
-        if not kept.append([as_array(o) for o in _run(sess, None, feed, "the float model", index)]):
+        if not kept.append([as_array(o) for o in _run(sess, names, feed, "the float model", index)]):
             return None
     return kept
 

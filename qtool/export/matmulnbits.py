@@ -8,7 +8,8 @@ MatMulNBits(A, B, scales[, zero_points][, g_idx, bias]) with attributes K, N, bi
 - scales: float [N, K/block_size].
 - zero_points: uint8 [N, ceil(K/block_size / 2)], packed the same way; left out when every one is
   8, the operator's default (symmetric int4 weights, qtool's).
-A Gemm qualifies when it is A·B (+ a 1-D bias C): alpha = beta = 1, no transA. A Gather of an
+A Gemm qualifies when it is A·B (+ a 1-D bias C): alpha 1, beta 1 on a C, no transA; one with a 4-bit block
+weight that does not is named, with its reason, in one line (a warning, or the error when none converts). A Gather of an
 embedding table blocked along its features becomes `GatherBlockQuantized` (gather_axis 0,
 quantize_axis 1, uint8 data packed as B is), which reads only the rows it gathers instead of
 dequantizing the whole table on every run. A tied lm_head, MatMul(x, Transpose(table)), is the
@@ -27,6 +28,8 @@ at batch 1.
 
 from __future__ import annotations
 
+import logging
+
 import ml_dtypes
 import numpy as np
 import onnx
@@ -36,6 +39,9 @@ from qtool.errors import UsageError
 from qtool.export.job import ExportJob, Files
 from qtool.graph import external_data
 from qtool.graph import model as gm
+from qtool.io.files import quoted
+
+logger = logging.getLogger(__name__)
 
 MS_DOMAIN = "com.microsoft"
 _DROPPABLE = ("DequantizeLinear", "Transpose")  # what a converted weight leaves unread
@@ -56,6 +62,7 @@ class _Graph:
     def __init__(self, model: onnx.ModelProto):
         self.model = model
         self.shared: dict[str, list[str]] = {}  # a table's DequantizeLinear output -> [B, scales(, zero points)]
+        self.skipped: list[str] = []  # "'W' (alpha 0.5)": a Gemm's 4-bit block weight MatMulNBits cannot compute
         self.refresh()
 
     def refresh(self) -> None:
@@ -130,11 +137,16 @@ def _convertible(g: _Graph, node: onnx.NodeProto) -> tuple[tuple, str, str] | No
     if node.op_type != "Gemm":
         return None
     attrs = _attrs(node)
-    if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
-        return None
     found = g.block_weight(node.input[1], 1 if attrs.get("transB", 0) else 0)
-    bias = _bias(g, node, found[0].shape[0]) if found else None
-    return (found, bias, "") if found and bias is not None else None
+    if found is None:
+        return None
+    bias = _bias(g, node, found[0].shape[0])
+    why = [f"{k} {attrs[k]:g}" for k in ("alpha", "beta") if attrs.get(k, 1.0) != 1.0 and (k == "alpha" or bias != "")]
+    why += ["transA"] * bool(attrs.get("transA", 0)) + ([f"C {quoted(node.input[2])} not 1-D of its N"] if bias is None else [])
+    if why:  # it stays DequantizeLinear -> Gemm, said once for all (to_matmulnbits)
+        g.skipped.append(f"{quoted(node.input[1])} ({', '.join(why)})")
+        return None
+    return found, bias, ""
 
 
 def _replacement(g: _Graph, node: onnx.NodeProto, found: tuple, level: int) -> onnx.NodeProto:
@@ -244,8 +256,9 @@ def _rewrite(model: onnx.ModelProto, replace) -> int:
     return converted
 
 
-def to_matmulnbits(model: onnx.ModelProto, accuracy_level: int = 0) -> int:
-    """Convert `model` in place; the number of MatMul/Gemm (and Gather) nodes converted."""
+def to_matmulnbits(model: onnx.ModelProto, accuracy_level: int = 0, skipped: list[str] | None = None) -> int:
+    """Convert `model` in place; the number of MatMul/Gemm (and Gather) nodes converted. The Gemms whose 4-bit
+    block weight MatMulNBits cannot take go to `skipped`, or without it into one warning line."""
     g = _Graph(model)
 
     def matmul(node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
@@ -260,7 +273,17 @@ def to_matmulnbits(model: onnx.ModelProto, accuracy_level: int = 0) -> int:
         _pack_left(g)
     if converted and not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    if skipped is not None:
+        skipped += g.skipped
+    elif g.skipped:
+        logger.warning("matmulnbits: %s", _skipped_line(g.skipped))
     return converted
+
+
+def _skipped_line(skipped: list[str]) -> str:
+    many = len(skipped) > 1
+    return (f"{len(skipped)} Gemm{'s' * many} with a 4-bit block weight stay{'s' * (not many)} DequantizeLinear -> Gemm, "
+            f"as MatMulNBits computes A·B + a bias of N values only: {', '.join(skipped[:3])}{' ...' * (len(skipped) > 3)}")
 
 
 # `quantize --target ort-cpu` writes the MatMulNBits itself; the hint said to quantize with the flags it had been
@@ -279,13 +302,17 @@ def matmulnbits_hint(model: onnx.ModelProto) -> str | None:
 
 
 def export(job: ExportJob) -> Files:
-    model = gm.copy(job.model)
-    if not to_matmulnbits(model, job.options.matmulnbits_accuracy_level):
+    model, skipped = gm.copy(job.model), []
+    if not to_matmulnbits(model, job.options.matmulnbits_accuracy_level, skipped):
         flags = "quantize with --weights_bitwidth 4 --weights_block_size 32"
+        if skipped:  # the hint's flags were given: the reason is the Gemm's
+            raise UsageError(f"matmulnbits: no MatMul or Gemm to convert: {_skipped_line(skipped)}", where=job.where)
         raise UsageError(
             "matmulnbits: no MatMul or Gemm reads a 4-bit per-block weight (blocks of 16 or more along its inputs)",
             where=job.where,
             hint=matmulnbits_hint(model) or flags,
         )
+    if skipped:
+        logger.warning("%s: matmulnbits: %s", job.where, _skipped_line(skipped))
     gm.check(model, job.where)
     return {job.file(".matmulnbits.onnx"): model}

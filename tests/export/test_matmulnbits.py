@@ -318,3 +318,53 @@ def test_another_tools_matmulnbits_model_is_not_said_to_be_quantizes(tmp_path: P
     for fmt in ("matmulnbits", "qoperator"):
         result = run_cli(["export", "-i", tmp_path / "other.onnx", "-o", tmp_path / fmt, "--format", fmt])
         assert result.exit_code == 2 and "another tool's" in result.stderr and ".encodings.json" not in result.stderr, result.stderr
+
+
+
+def _gemms(x: str, first: str, second: str) -> onnx.ModelProto:
+    """x -> `first` (W1 [32,32]) -> `second` (W2 [32,8]) -> y[1,8]."""
+    model = onnx.parser.parse_model(f"""
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float{x} x) => (float[1,8] y) {{
+        h = {first}
+        y = {second}
+    }}
+    """)
+    rng = np.random.default_rng(4)
+    for name, shape in (("W1", (32, 32)), ("W2", (32, 8)), ("C", (8,))):
+        model.graph.initializer.append(numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("x", "first", "second", "said"),
+    [
+        ("[1,32]", "MatMul (x, W1)", "Gemm <alpha = 0.5> (h, W2, C)", "1 Gemm with a 4-bit block weight stays "
+         "DequantizeLinear -> Gemm, as MatMulNBits computes A·B + a bias of N values only: 'W2' (alpha 0.5)"),
+        ("[32,1]", "Gemm <transA = 1> (x, W1)", "Gemm <beta = 2.0> (h, W2)", "'W1' (transA)"),  # beta without C: W2 converts
+        ("[1,32]", "Gemm <alpha = 2.0> (x, W1)", "Gemm <beta = 0.5> (h, W2, C)", "no MatMul or Gemm to convert: 2 Gemms "
+         "with a 4-bit block weight stay DequantizeLinear -> Gemm, as MatMulNBits computes A·B + a bias of N values "
+         "only: 'W1' (alpha 2), 'W2' (beta 0.5)"),
+    ],
+)  # fmt: skip
+def test_a_gemm_matmulnbits_cannot_compute_is_named_with_its_reason(tmp_path: Path, x: str, first: str, second: str,
+                                                                    said: str) -> None:  # fmt: skip
+    """A Gemm with alpha, beta (on a C) or transA reading a 4-bit block weight stayed DequantizeLinear -> Gemm without a
+    word, and with no other MatMul the export said no MatMul or Gemm read a 4-bit per-block weight, with a hint
+    to quantize with the flags the model had been quantized with."""
+    model = _gemms(x, first, second)
+    source = save_model(model, tmp_path / "m.onnx")
+    qdq = tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", source, "-o", qdq, "--input_list", write_samples(tmp_path, model, 4),
+                      "--encodings_format", "1.0.0", "--weights_bitwidth", "4", "--weights_block_size", "16",
+                      "--act_bitwidth", "32"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = _export(qdq, tmp_path / "out")
+    lines = [line for line in result.stderr.splitlines() if "matmulnbits:" in line]
+    assert len(lines) == 1 and said in lines[0], result.stderr
+    if "no MatMul" in said:  # nothing converts: refused, nothing written
+        assert result.exit_code == 2 and lines[0].startswith("qtool: error:") and not (tmp_path / "out").exists()
+        return
+    assert result.exit_code == 0 and lines[0].startswith("qtool: WARNING:"), result.stderr
+    nbits = onnx.load(str(tmp_path / "out" / "q.matmulnbits.onnx"))
+    assert sum(n.op_type == "MatMulNBits" for n in nbits.graph.node) == 1

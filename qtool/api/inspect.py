@@ -170,12 +170,13 @@ def _check_pair(model: onnx.ModelProto, reference: onnx.ModelProto, where: str) 
             typed = ours[0] != given[0]
             raise UsageError(f"declares input {quoted(name)} {_shown(given, typed)}, MODEL {_shown(ours, typed)}: not the "
                              "model MODEL was quantized from", where=where, hint="compare with the model `qtool convert` wrote")  # fmt: skip
-    # another model's output of one name (an int64 ArgMax for MODEL's float scores) was compared cast, exit 0, as if
-    # the quantization had failed: its sizes are checked once both have run (a declared size may be stale)
+    # another model's output of one name (an int64 ArgMax for MODEL's float scores, which onnxruntime would not load
+    # declared so) was compared cast, exit 0, as if the quantization had failed: its dims are checked once both have
+    # run (declared ones may be stale: [1, 20] for [20, 1, 12], which convert corrects)
     dims = [_declared(m.graph.output) for m in (model, reference)]
     for name in sorted(dims[0].keys() & dims[1].keys()):
         ours, given = dims[0][name], dims[1][name]
-        if ours[0] != given[0] or len(ours[1]) != len(given[1]):
+        if ours[0] != given[0]:
             raise UsageError(f"declares output {quoted(name)} {_shown(given, True)}, MODEL {_shown(ours, True)}: not MODEL's "
                              "float model", where=where)  # fmt: skip
     if gm.metadata(reference).get(gm.METADATA_FLOAT_BITWIDTH) == "16":  # its layers behind Casts: 2 rows, 'logits Cast'
@@ -208,9 +209,9 @@ def _shown(declared: Declared, with_type: bool) -> str:
 
 
 def _check_sizes(drift: dict[str, compare.Drift], model: onnx.ModelProto, reference: onnx.ModelProto, where: str) -> None:
-    """An output both models declare of fixed sizes, which differ, and which had another shape on every sample is
+    """An output both models declare of fixed dims, which differ, and which had another shape on every sample is
     another model's ([1, 10] classes for MODEL's [1, 5]): compared zero-padded, it read 'sqnr_db -0.03', exit 0. A
-    length quantization moved (a decoder's end token) is declared dynamic; a stale declared size runs alike."""
+    length quantization moved (a decoder's end token) is declared dynamic; stale declared dims run alike."""
     dims = [{n: d for n, d in _declared(m.graph.output).items() if all(x.isdigit() for x in d[1])} for m in (model, reference)]
     for name in sorted(dims[0].keys() & dims[1].keys() & drift.keys()):
         d = drift[name]

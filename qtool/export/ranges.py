@@ -39,6 +39,7 @@ def encoding_range(e: Encoding) -> tuple[float, float]:
 def observers(job: ExportJob) -> dict[str, MinMax]:
     found = {}
     for name, e in sorted(job.found.activations.items()):
+        e = job.found.converts.get(name, (e,))[0] if e.is_float else e  # a float tensor's grid for integer readers
         if e.is_float:
             continue
         observer = MinMax(name)

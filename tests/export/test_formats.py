@@ -135,6 +135,34 @@ def test_ranges_of_symmetric_activations_reproduce_them(tmp_path: Path) -> None:
     assert after.activations == before.activations
 
 
+def test_ranges_keep_the_convert_grid_of_a_float16_tensor(tmp_path: Path) -> None:
+    """A ReLU overridden float16 feeding an 8-bit Conv is quantized for it on a convert grid of its own, whose range
+    the ranges file left out with the float tensor: quantize -i stripped --load_stats ranges -q encodings was
+    'has no range for tensor 'r'', exit 4; now the same model comes back."""
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 13]>
+    half (float[1,2,8,8] x) => (float[1,4,8,8] y) {
+        c = Conv <pads = [1, 1, 1, 1]> (x, W1)
+        r = Relu (c)
+        y = Conv <pads = [1, 1, 1, 1]> (r, W2)
+    }
+    """)
+    rng = np.random.default_rng(3)
+    for name, shape in (("W1", (4, 2, 3, 3)), ("W2", (4, 4, 3, 3))):
+        model.graph.initializer.append(numpy_helper.from_array(rng.normal(0, 0.5, shape).astype(np.float32), name))
+    overrides = tmp_path / "o.json"
+    overrides.write_text(json.dumps({"activation_encodings": {"r": [{"bitwidth": 16, "dtype": "float"}]}, "param_encodings": {}}))
+    _, qdq = quantize(tmp_path, model, quantization_overrides=overrides)
+    files = export(qdq, tmp_path / "out", "ranges", "stripped", "encodings")
+    again = tmp_path / "again.onnx"
+    result = run_cli(["quantize", "-i", files[".stripped.onnx"], "--load_stats", files[".ranges.json"], "-q",
+                      files[".encodings.json"], "-o", again])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    before, after = read_qdq(onnx.load(str(qdq)))[1], read_qdq(onnx.load(str(again)))[1]
+    assert before.converts["r"][0] == after.converts["r"][0] and not before.converts["r"][0].is_float
+    assert max_difference(session(qdq), session(again), random_feeds(model, 4)) == 0
+
+
 def test_ranges_of_a_foreign_qdq_model(quantized, tmp_path: Path) -> None:
     """A QDQ model from another tool is not marked converted: quantize normalises its stripped
     model before hashing, and the ranges file is keyed to that normalised graph."""

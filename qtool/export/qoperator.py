@@ -66,20 +66,33 @@ def _assemble(model: onnx.ModelProto, g: QGraph) -> None:
         model.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
 
 
-def _converted_copies(graph: onnx.GraphProto, found: Encodings) -> Encodings:
-    """A float tensor its integer readers take on a grid of their own (the QDQ model's convert op) gets a copy,
-    Identity(t), that they read and that grid quantizes: read back as float alone, the QOperator model fed them
-    the float values (a float16-overridden ReLU into an 8-bit Conv: 14 dB from the QDQ model, exit 0)."""
-    activations = dict(found.activations)
+def _float_tensors(graph: onnx.GraphProto, found: Encodings) -> Encodings:
+    """The float tensors as the QDQ model computes them, which the stripped graph does not: a float16 one is rounded
+    by a Cast pair (read_qdq drops it), and integer readers take a float tensor on a convert grid of their own: a copy,
+    Identity(t), that they read and that grid quantizes. Read back as float alone, the QOperator model fed them the
+    float values (a float16-overridden ReLU into an 8-bit Conv: 14 dB from the QDQ model, exit 0)."""
+    activations, outputs = dict(found.activations), {o.name for o in graph.output}
     fresh = FreshNames({v.name for v in graph.input} | {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output})
-    for t, (e, readers) in sorted(found.converts.items()):
-        copy = fresh(f"{t}_converted")
+    half = {t for t, e in found.activations.items() if e.is_float and e.bitwidth == 16 and t not in found.params}
+    for t in sorted(half | set(found.converts)):
+        made, raw = [], fresh(f"{t}_prequant") if t in half and t in outputs else t  # an output's pair writes it
         for node in graph.node:
-            if node.output and node.output[0] in readers:
-                node.input[:] = [copy if i == t else i for i in node.input]
-        at = next((k + 1 for k, n in enumerate(graph.node) if t in n.output), 0)  # after t's producer
-        graph.node.insert(at, onnx.helper.make_node("Identity", [t], [copy], name=copy))
-        activations[copy] = e
+            node.output[:] = [raw if o == t else o for o in node.output]
+        converted = found.converts.get(t, (None, frozenset()))[1]
+        reads = {}  # a float reader's and an integer reader's t
+        if t in half and (t in outputs or any(t in n.input and next(iter(n.output), "") not in converted for n in graph.node)):
+            reads[t], fp16 = t if t in outputs else fresh(f"{t}_dequantized"), fresh(f"{t}_fp16")
+            made = [onnx.helper.make_node("Cast", [raw], [fp16], to=onnx.TensorProto.FLOAT16),
+                    onnx.helper.make_node("Cast", [fp16], [reads[t]], to=onnx.TensorProto.FLOAT)]  # fmt: skip
+        if converted:  # its Q reads t: the raw value, or the rounded one of a graph output (qdq.py)
+            copy = fresh(f"{t}_converted")
+            made.append(onnx.helper.make_node("Identity", [t], [copy], name=copy))
+            activations[copy] = found.converts[t][0]
+        for node in graph.node:
+            node.input[:] = [(copy if next(iter(node.output), "") in converted else reads.get(i, i)) if i == t else i for i in node.input]
+        at = next((k + 1 for k, n in enumerate(graph.node) if raw in n.output), 0)  # after t's producer
+        for node in reversed(made):
+            graph.node.insert(at, node)
     return Encodings(activations, found.params)
 
 
@@ -87,7 +100,7 @@ def to_qoperator(stripped: onnx.ModelProto, found: Encodings, where: str | None 
     """A new QOperator model; `stripped` is not modified."""
     model = onnx.ModelProto()
     model.CopyFrom(stripped)
-    found = _converted_copies(model.graph, found)
+    found = _float_tensors(model.graph, found)
     g = QGraph(model, found, gm.default_opset(model))
     half = sorted(t for t in g.enc if g.facts.elem_types.get(t) == onnx.TensorProto.FLOAT16)
     if half:  # onnxruntime's load error said it in C++ type-parameter terms

@@ -564,8 +564,8 @@ def _quantize(
         check_bindings(input_list, gm.input_specs(reference), o.use_native_input_files, o.input_values, defaults=defaults)
     if eval_list is not None and eval_list is not input_list:  # fail before hours of calibration
         check_bindings(eval_list, gm.input_specs(reference), o.use_native_input_files, o.input_values, defaults=defaults)
-        judged = {s.paths for s in itertools.islice(eval_list.samples, o.evaluate_samples)}  # a copy of the list read
-        if input_list is not None and (shared := judged & {s.paths for s in input_list.samples}):
+        judged = {eval_list.sample_key(s) for s in itertools.islice(eval_list.samples, o.evaluate_samples)}
+        if input_list is not None and (shared := judged & {input_list.sample_key(s) for s in input_list.samples}):
             logger.warning("%s: %d of the %d samples it is judged on are --input_list's too: its figures (and mixed "
                            "precision's) are not held out", eval_list.path, len(shared), len(judged))  # fmt: skip
     # the algorithms and mixed precision change the float weights of a working copy; without them

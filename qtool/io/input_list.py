@@ -114,6 +114,7 @@ class InputList:
     # the files a float64-looking warning named: once per run, however many passes (auto's trials, bc) read them;
     # a subset of the list (dataclasses.replace) shares it
     warned: set[str] = field(default_factory=set, compare=False, repr=False)
+    identities: dict[str, object] = field(default_factory=dict, compare=False, repr=False)  # path -> `_identity`
 
     def files(self) -> list[Path]:
         """Every data file the list names, once each."""
@@ -121,11 +122,30 @@ class InputList:
         named = samples.path_strings() if isinstance(samples, SampleLines) else (p for s in samples for p in s.paths)
         return [Path(p) for p in dict.fromkeys(named)]
 
+    def _identity(self, path: str) -> object:
+        """One file however the list spells it ('x.raw', './x.raw', '/data/x.raw', a symlink or a hard link to it):
+        its device and inode, else its absolute path. Strings told them apart: repeats went unwarned, auto's
+        held-out half held the calibration half's files, and an --eval_list of absolute paths passed as held out."""
+        found = self.identities.get(path)
+        if found is None:
+            try:
+                found = os.stat(path)[1:3]  # (st_ino, st_dev)
+            except OSError:  # missing: reading it says so, naming the line
+                found = os.path.abspath(path)
+            if len(self.identities) < RESOLVED_CACHE_LIMIT:  # a list of a million files is stat'ed, not held twice
+                self.identities[path] = found
+        return found
+
+    def sample_key(self, sample: Sample) -> tuple:
+        """The files a sample reads, by `_identity`, and the inputs they feed."""
+        return tuple(map(self._identity, sample.paths)), sample.names
+
     def _hashes(self) -> np.ndarray:
         """Each line's files (and input names), hashed: a list may have millions of lines."""
         samples = self.samples
         keys = samples.keys() if isinstance(samples, SampleLines) else ((s.paths, s.names) for s in samples)
-        return np.fromiter(map(hash, keys), np.int64, len(samples))
+        ids = ((self._identity(k),) if isinstance(k, str) else (tuple(map(self._identity, k[0])), k[1]) for k in keys)
+        return np.fromiter(map(hash, ids), np.int64, len(samples))
 
     @cached_property
     def distinct(self) -> list[int]:

@@ -205,3 +205,33 @@ def test_a_reference_listing_its_outputs_in_another_order_is_compared_by_name(ws
         figures.append(json.loads(result.stdout)[key])
     assert figures[0] == figures[1]
     assert all(row["sqnr_db"] > 30 for row in figures[0])
+
+
+# --- one file spelled two ways in input lists ----------------------------------------------------------------------
+
+
+def test_an_eval_list_naming_the_calibration_files_otherwise_is_not_held_out(ws: Workspace, monkeypatch) -> None:
+    """--input_list with absolute paths, --eval_list naming the same files relative to the current folder
+    ('raw/000.raw'): the overlap was found by the paths as resolved, so no warning, and the report's figures passed as
+    held out. Files are now told apart by device and inode: 'eval.txt: 2 of the 2 samples it is judged on are
+    --input_list's too'."""
+    monkeypatch.chdir(ws.root)
+    files = [Path(line) for line in ws.listing.read_text().split()]
+    eval_list = ws.root / "eval.txt"
+    eval_list.write_text("".join(f"{p.relative_to(ws.root)}\n" for p in files[:2]))
+    result = ws.quantize("-o", ws.out, "--eval_list", eval_list)
+    assert result.exit_code == 0, result.stderr
+    assert f"{eval_list}: 2 of the 2 samples it is judged on are --input_list's too" in result.stderr
+
+
+def test_a_list_naming_one_file_by_a_link_and_by_its_path_repeats_it(ws: Workspace) -> None:
+    """The same four files by their paths and through a symlinked folder: counted as eight distinct samples, so auto's
+    held-out half held files its calibration half read and no repeat was warned of; now 'names the files line 1
+    named (4 line(s) repeat an earlier one)'."""
+    files = [Path(line) for line in ws.listing.read_text().split()]
+    (ws.root / "link").symlink_to(ws.root / "raw")
+    doubled = ws.root / "doubled.txt"
+    doubled.write_text("".join(f"{p}\n" for p in files) + "".join(f"{ws.root / 'link' / p.name}\n" for p in files))
+    result = ws.run("quantize", "-i", ws.model, "-l", doubled, "-o", ws.out)
+    assert result.exit_code == 0, result.stderr
+    assert f"{doubled}:5: names the files line 1 named (4 line(s) repeat an earlier one)" in result.stderr

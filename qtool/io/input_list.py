@@ -137,8 +137,8 @@ class InputList:
         return found
 
     def sample_key(self, sample: Sample) -> tuple:
-        """The files a sample reads, by `_identity`, and the inputs they feed."""
-        return tuple(map(self._identity, sample.paths)), sample.names
+        """The files a sample reads, by `_identity` ('x.raw' and 'x:=x.raw' alike)."""
+        return tuple(map(self._identity, sample.paths))
 
     def _hashes(self) -> np.ndarray:
         """Each line's files (and input names), hashed: a list may have millions of lines."""

@@ -137,8 +137,9 @@ def read_text(
     data = read_bytes(path, what, limit, error)
     try:
         return data.decode("utf-8-sig")  # Windows editors start UTF-8 files with a byte-order mark
-    except UnicodeDecodeError as e:
-        raise error(f"{what} is not UTF-8 text (byte {e.start})", where=str(Path(path))) from e
+    except UnicodeDecodeError as e:  # Notepad's 'Unicode' and PowerShell 5's '>' write UTF-16 with a byte-order mark
+        utf16 = "it is UTF-16 (its byte-order mark): save it as UTF-8" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else None
+        raise error(f"{what} is not UTF-8 text (byte {e.start})", where=str(Path(path)), hint=utf16) from e
 
 
 def load_json(text: str, where: str, prefix: str = "") -> Any:

@@ -235,3 +235,12 @@ def test_a_list_naming_one_file_by_a_link_and_by_its_path_repeats_it(ws: Workspa
     result = ws.run("quantize", "-i", ws.model, "-l", doubled, "-o", ws.out)
     assert result.exit_code == 0, result.stderr
     assert f"{doubled}:5: names the files line 1 named (4 line(s) repeat an earlier one)" in result.stderr
+
+
+def test_a_list_saved_as_utf16_says_so(ws: Workspace) -> None:
+    """A list saved by Notepad as 'Unicode', or by Windows PowerShell 5's '>' (UTF-16 with a byte-order mark), was
+    refused as 'input_list is not UTF-8 text (byte 0)', which names no cause a user can see in an editor."""
+    ws.listing.write_bytes(ws.listing.read_text().replace("\n", "\r\n").encode("utf-16"))
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out), 4, f"{ws.listing}: input_list is not UTF-8 text (byte 0) "
+                   "(it is UTF-16 (its byte-order mark): save it as UTF-8)")  # fmt: skip

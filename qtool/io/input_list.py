@@ -129,9 +129,12 @@ class InputList:
         found = self.identities.get(path)
         if found is None:
             try:
-                found = os.stat(path)[1:3]  # (st_ino, st_dev)
+                ino, dev = os.stat(path)[1:3]
             except OSError:  # missing: reading it says so, naming the line
-                found = os.path.abspath(path)
+                ino = dev = 0
+            # an inode of 0 is none (os.stat: 'if non-zero, uniquely identifies the file'): a filesystem giving every
+            # file 0 made every line one sample, and auto held out nothing
+            found = (ino, dev) if ino else os.path.abspath(path)
             if len(self.identities) < RESOLVED_CACHE_LIMIT:  # a list of a million files is stat'ed, not held twice
                 self.identities[path] = found
         return found

@@ -404,3 +404,22 @@ def test_an_empty_raw_file_for_an_empty_input_is_read(tmp_path: Path) -> None:
     (tmp_path / "past.raw").write_bytes(b"")
     array = load_tensor(tmp_path / "past.raw", InputSpec("past", np.dtype(np.float32), (1, 0, 4)), "l:1")
     assert array.shape == (1, 0, 4)
+
+
+def test_files_a_filesystem_gives_no_inode_are_told_apart_by_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filesystem may give every file inode 0 (os.stat's st_ino is 'if non-zero' an identity): aa891b8's
+    (inode, device) made four files one sample, so auto had 'fewer than 8 distinct samples: none to hold out'."""
+    for k in range(4):
+        (tmp_path / f"{k}.raw").write_bytes(b"\0" * 4)
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{tmp_path / f'{k}.raw'}\n" for k in range(4)) + f"{tmp_path / '0.raw'}\n")
+    real_stat = os.stat
+
+    def no_inode(path, *args, **kwargs):
+        found = real_stat(path, *args, **kwargs)
+        return os.stat_result((found.st_mode, 0, *found[2:10]))
+
+    monkeypatch.setattr(os, "stat", no_inode)
+    parsed = read_input_list(listing)
+    assert parsed.distinct == [0, 1, 2, 3]
+    assert parsed.repeats() == (1, 5, 1)

@@ -120,17 +120,20 @@ def _warn_non_finite(
 def _input_specs(model: onnx.ModelProto, reference: Path | onnx.ModelProto | None, where: str) -> list[InputSpec]:
     """MODEL's fixed input shapes; where MODEL has dynamic dims (shipped as onnxruntime's quantize_static or
     quantize_dynamic wrote it, which convert would turn back into float), --reference's as convert fixes them (a
-    dynamic batch -> 1): MODEL's inputs must be the float model's to compare them (`_check_pair`)."""
+    dynamic batch -> 1): MODEL's inputs must be the float model's to compare them (`_check_pair`). Without one,
+    MODEL's as convert fixes them, as quantize reads a model as shipped."""
     try:
         return gm.input_specs(model)
+    except ModelError:
+        pass
+    # the pair as exported, both of batch N, was refused naming no file, 'run qtool convert --input_dim x ...', and
+    # MODEL alone so too, a quantized model that convert would turn back into float
+    float_model = reference if isinstance(reference, onnx.ModelProto) else model if reference is None else gm.load(reference)
+    try:
+        return convert_input_specs(float_model)
     except ModelError as e:
-        if reference is None:
-            e.where = e.where or "model"  # named as MODEL's file (inspect_model): it was "qtool: error: input 'x' has..."
-            raise
-    try:  # the pair as exported, both of batch N, was refused naming no file, 'run qtool convert --input_dim x ...'
-        return convert_input_specs(reference if isinstance(reference, onnx.ModelProto) else gm.load(reference))
-    except ModelError as e:
-        e.where, e.hint = where, f"compare with the float model `qtool convert` writes from it: {e.hint}"
+        fix = "compare with the float model `qtool convert` writes from it" if reference is not None else None
+        e.where, e.hint = where if fix else "model", f"{fix or '`qtool convert` fixes it'}: {e.hint}"  # "model": MODEL's
         raise
 
 

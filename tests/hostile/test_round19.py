@@ -244,3 +244,13 @@ def test_a_list_saved_as_utf16_says_so(ws: Workspace) -> None:
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out), 4, f"{ws.listing}: input_list is not UTF-8 text (byte 0) "
                    "(it is UTF-16 (its byte-order mark): save it as UTF-8)")  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["qdq", "qoperator", "dynamic"])
+def test_a_model_onnxruntime_quantized_is_inspected_with_a_list_at_batch_one(ws: Workspace, how: str) -> None:
+    """'qtool inspect ort.onnx -l list.txt' on onnxruntime's quantized model of batch N was refused, 'input 'x' has
+    dynamic dim 0 (N) (run `qtool convert --input_dim x ...` to fix it)', and convert would have turned it back into
+    float; its data lints now run at batch 1, as convert reads a dynamic batch."""
+    result = ws.run("inspect", _ort_quantized(ws, how), "-l", ws.listing, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "dynamic-shape" in result.stdout

@@ -148,8 +148,8 @@ def test_a_model_with_dynamic_dims_is_compared_at_its_references_shapes(tmp_path
     result = run_cli(["inspect", model, "--reference", converted, "-l", tmp_path / "list.txt", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["compared samples"] == 1
-    alone = run_cli(["inspect", model, "-l", tmp_path / "list.txt"])  # no reference: no shapes to take
-    assert alone.exit_code == 3 and "has dynamic dim" in alone.output
+    alone = run_cli(["inspect", model, "-l", tmp_path / "list.txt"])  # no reference: K has no size to take
+    assert alone.exit_code == 3 and "input 'x' dim 1 (K) is dynamic" in alone.output
 
 
 def test_a_dynamic_models_reference_is_read_once_for_the_comparison(tmp_path, monkeypatch):

@@ -224,6 +224,7 @@ def compare_outputs(
     drift = {}
     producers = {o: n for n in reference.graph.node for o in n.output}
     picked = runtime.downstream(reference.graph.node, index_picks(reference) + best_probabilities(reference))
+    picked |= lengths(reference)  # not picked by an index, but no more a class axis
     for name in names:
         drift[name] = Drift(may_be_scores=name not in picked and _may_be_scores(producers, name))
         # a part is a detection head's boxes, scores or coefficients: its last axis runs over anchors, not classes
@@ -294,6 +295,13 @@ def best_probabilities(model: onnx.ModelProto) -> list[str]:
         if axes is not None and len(axes) == 1 and (axes[0] == axis or (rank and axes[0] % rank == axis % rank)):
             found.append(node.output[0])
     return found
+
+
+def lengths(model: onnx.ModelProto) -> set[str]:
+    """Outputs whose last axis the model names rather than numbers: a length its values set (samples, frames,
+    tokens), where a class axis is a count its weights fix (Kokoro's audio ['audio_length'], one waveform of
+    durations the model predicts, read 'top1_agreement 0': the loudest sample's place)."""
+    return {o.name for o in model.graph.output if (dims := o.type.tensor_type.shape.dim) and dims[-1].dim_param}
 
 
 def _may_be_scores(producers: dict[str, onnx.NodeProto], name: str) -> bool:

@@ -181,3 +181,23 @@ def test_an_integer_output_is_measured_by_agreement_not_sqnr() -> None:
     floats = Drift()
     floats.update(np.array([1.0, 2.0]), np.array([1.0, 2.5]), None)
     assert "agreement" not in floats.summary(False)
+
+
+def test_no_top1_agreement_for_an_output_whose_length_its_values_set() -> None:
+    """Kokoro-82M's waveform, audio ['audio_length'] (its length follows the durations the model predicts), read
+    'top1_agreement 0' in quantize's table: an argmax over the samples, the loudest one's place. A declared class
+    axis keeps it."""
+    n = helper.make_node
+    nodes = [n("Greater", ["x", "zero"], ["keep"]), n("Compress", ["x", "keep"], ["wave"], axis=0),
+             n("Unsqueeze", ["x", "axes"], ["logits"])]  # fmt: skip
+    arrays = {"zero": np.array(0.0, np.float32), "axes": np.array([0], np.int64)}
+    outputs = [helper.make_tensor_value_info("wave", TensorProto.FLOAT, ["samples"]),
+               helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 8])]  # fmt: skip
+    graph = helper.make_graph(nodes, "voice", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])], outputs,
+                              [numpy_helper.from_array(v, k) for k, v in arrays.items()])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = [{"x": np.random.default_rng(k).normal(size=8).astype(np.float32)} for k in range(4)]
+    drift = compare_outputs(model, model, feeds)
+    assert "top1_agreement" not in drift["wave"].summary(False)
+    assert drift["logits"].summary(False)["top1_agreement"] == 1.0

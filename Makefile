@@ -833,7 +833,9 @@ OUT := build/demo
 #   st_ino identifies a file only if non-zero: aa891b8 made every such file one sample; 3 lines)
 # 25184 -> 25192: no top-1 agreement for an output whose last axis the model names, a length its values set
 #   (inspect/compare.lengths; Kokoro's waveform read 'top1_agreement 0'; 8 lines)
-LINE_BUDGET := 25192
+# 25192 -> 25195: inspect -l reads a dynamic batch as 1 without --reference too (api/inspect._input_specs; onnxruntime's
+#   quantized models of batch N were refused, the hint convert, which makes them float; 3520761, 3 lines)
+LINE_BUDGET := 25195
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -134,7 +134,8 @@ class QtoolCommand(click.Command):
 
 def refuse_replaced_config_files(ctx: click.Context) -> None:
     """A --config naming an overrides file and a -q naming another are refused, as two -q are: the command line's
-    replaced the config's, whose entries were dropped without a word. The same file both ways is taken."""
+    replaced the config's, whose entries were dropped without a word. The same file both ways is taken. Replacing a
+    shared config's file is meant as often as adding to it, so the message gives both ways (README: CLI > config)."""
     config = ctx.meta.get("qtool.config_layers", {}).get("config", {})
     for name in (n for n in PARTIAL_FILES if n in config and ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE):
         ours, given = str(config[name]), str(ctx.params[name])
@@ -142,7 +143,8 @@ def refuse_replaced_config_files(ctx: click.Context) -> None:
             flag = next(p.opts[0] for p in ctx.command.params if p.name == name)
             raise click.UsageError(f"{flag} is given twice ({printable(clipped(ours, 80))} in --config {config.where(name)}, "
                                    f"then {printable(clipped(given, 80))}) and takes one file: the command line's would "
-                                   "replace the config's (give one: merge their entries into one file)", ctx)  # fmt: skip
+                                   "replace the config's (give one: merge their entries into one file, or take "
+                                   f"{name} out of the config to use the command line's alone)", ctx)  # fmt: skip
 
 
 def refuse_repeated_values(ctx: click.Context, args: list[str]) -> None:

@@ -48,7 +48,8 @@ def test_a_config_naming_one_overrides_file_and_a_q_naming_another_is_refused(ws
     before = ws.snapshot()
     result = ws.quantize("-o", ws.out, "--config", config, "-q", params)
     assert_refused(ws, before, result, 2, f"--quantization_overrides is given twice ({acts} in --config ", "c.yaml:1, then ",
-                   "the command line's would replace the config's (give one: merge their entries into one file)")  # fmt: skip
+                   "the command line's would replace the config's (give one: merge their entries into one file, or "
+                   "take quantization_overrides out of the config to use the command line's alone)")  # fmt: skip
 
 
 def test_a_config_and_a_q_naming_one_file_are_taken(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -405,6 +405,7 @@ def session(
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # errors reach the user as one line from the exception; onnxruntime's own log would repeat them
     options.log_severity_level = 3 if logging.getLogger("qtool").isEnabledFor(logging.INFO) else 4
+    ort.set_default_logger_severity(options.log_severity_level)  # a kernel's own warnings go to the default logger
     for library in _libraries.get():
         options.register_custom_ops_library(library)
     level = ort.GraphOptimizationLevel

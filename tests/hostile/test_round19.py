@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from hostile_env import Workspace, assert_refused, make_workspace
+from hostile_env import Workspace, assert_refused, make_workspace, qtool_process
 
 
 @pytest.fixture
@@ -254,3 +254,24 @@ def test_a_model_onnxruntime_quantized_is_inspected_with_a_list_at_batch_one(ws:
     result = ws.run("inspect", _ort_quantized(ws, how), "-l", ws.listing, "--json")
     assert result.exit_code == 0, result.stderr
     assert "dynamic-shape" in result.stdout
+
+
+def test_a_kernels_own_onnxruntime_warning_stays_off_stderr(tmp_path: Path) -> None:
+    """A Resize of opset 11 with tf2onnx's 'tf_half_pixel_for_nn', upgraded to 13 (which onnxruntime still runs),
+    printed onnxruntime's '[W:onnxruntime:Default, upsamplebase.h:252 UpsampleBase] `tf_half_pixel_for_nn` is
+    deprecated since opset 13' in colour over convert's report: the sessions' log level did not reach the default
+    logger a kernel writes to (runtime.session)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    scales = [numpy_helper.from_array(np.array([], np.float32), "roi"),
+              numpy_helper.from_array(np.array([1, 1, 1.5, 1.5], np.float32), "scales")]  # fmt: skip
+    node = helper.make_node("Resize", ["x", "roi", "scales"], ["y"], mode="nearest", nearest_mode="floor",
+                            coordinate_transformation_mode="tf_half_pixel_for_nn")  # fmt: skip
+    graph = helper.make_graph([node], "tf", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], scales)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 6
+    onnx.save(model, tmp_path / "tf.onnx")
+    result = qtool_process("convert", "-i", tmp_path / "tf.onnx", "-o", tmp_path / "out.onnx")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr

@@ -24,6 +24,7 @@ from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.graph.float16 import FLOAT16_MAX, to_float16
 from qtool.graph.names import FreshNames
+from qtool.io.encodings import Encoding
 from qtool.quant.group_range import BOUNDED_OPS, MAX_OPS
 from qtool.quant.phases import MOVES
 
@@ -47,13 +48,16 @@ def _saturated(job: ExportJob) -> onnx.ModelProto:
     """The stripped model with a Clip to the output's grid after each op that can make an infinity where the QDQ
     model quantizes that output, as it saturates it: basic-pitch's W8A8 epsilon is 0 on its 8-bit grid, x^2 underflows
     in float16, and Log(0)'s -inf minus the ReduceMin's -inf made NaN on every output of a clip, exit 0."""
-    model, weights = onnx.ModelProto(), {t.name: t for t in job.stripped.graph.initializer}
+    weights = {t.name: t for t in job.stripped.graph.initializer}
+    grids = [_unbounded_grid(node, job, weights) for node in job.stripped.graph.node]
+    if all(e is None for e in grids):  # most models: no copy of the float weights (half_precision writes its own model)
+        return job.stripped
+    model = onnx.ModelProto()
     model.CopyFrom(job.stripped)
     nodes, fresh = [], FreshNames({v.name for v in model.graph.input} | {o for n in model.graph.node for o in n.output} | set(weights))
-    for node in model.graph.node:
+    for node, e in zip(model.graph.node, grids, strict=True):
         nodes.append(node)
-        e = job.found.activations.get(node.output[0]) if node.output else None
-        if node.op_type not in _UNBOUNDED or node.domain not in ("", "ai.onnx") or e is None or e.is_float or _bounded(node, weights):
+        if e is None:
             continue
         out, (lo, hi) = node.output[0], (min(e.min), max(e.max))
         node.output[0] = fresh(f"{out}/unclipped")
@@ -66,6 +70,15 @@ def _saturated(job: ExportJob) -> onnx.ModelProto:
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return model
+
+
+def _unbounded_grid(node: onnx.NodeProto, job: ExportJob, weights: dict[str, onnx.TensorProto]) -> Encoding | None:
+    """The encoding of the node's output if the node can make an infinity of finite inputs and the QDQ model
+    quantizes that output, else None."""
+    e = job.found.activations.get(node.output[0]) if node.output else None
+    if node.op_type not in _UNBOUNDED or node.domain not in ("", "ai.onnx") or e is None or e.is_float or _bounded(node, weights):
+        return None
+    return e
 
 
 def _bounded(node: onnx.NodeProto, weights: dict[str, onnx.TensorProto]) -> bool:

@@ -130,7 +130,7 @@ class InputList:
         if found is None:
             try:
                 ino, dev = os.stat(path)[1:3]
-            except OSError:  # missing: reading it says so, naming the line
+            except (OSError, ValueError):  # missing, or a NUL byte in it: reading it says so, naming the line
                 ino = dev = 0
             # an inode of 0 is none (os.stat: 'if non-zero, uniquely identifies the file'): a filesystem giving every
             # file 0 made every line one sample, and auto held out nothing

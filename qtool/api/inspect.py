@@ -19,7 +19,7 @@ from qtool.config import InspectOptions, preset_file
 from qtool.errors import DataError, ModelError, UsageError
 from qtool.graph import external_data, qoperator_form
 from qtool.graph import model as gm
-from qtool.graph.passes.fix_input_dims import convert_input_specs
+from qtool.graph.convert import convert_input_specs
 from qtool.inspect import compare, layers, lint, lint_data, non_finite, summary
 from qtool.inspect import html as inspect_html
 from qtool.inspect.findings import Finding, InspectReport, ordered

@@ -22,9 +22,25 @@ from qtool.graph.constant_size import densify_sparse, huge_constant
 from qtool.graph.float16 import to_float32
 from qtool.graph.model import METADATA_PINNED, default_opset, pinned_inputs, set_metadata, upgrade_opset
 from qtool.graph.node_order import reads
+from qtool.io.raw import InputSpec
 
 logger = logging.getLogger(__name__)
 MIN_OPSET = 13
+
+
+def convert_input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The data inputs' specs as convert fixes them (a dynamic batch -> 1, a name as at another input), from the
+    graph inputs alone: inspect reads samples for a model as shipped without a copy of its weights."""
+    import onnx_ir as ir
+
+    from qtool.graph.model import initializer_names, input_specs
+    from qtool.graph.passes.fix_input_dims import FixInputDimsPass
+
+    inits = initializer_names(model)
+    inputs = onnx.helper.make_graph([], "inputs", [v for v in model.graph.input if v.name not in inits], [])
+    bare = ir.serde.deserialize_model(onnx.helper.make_model(inputs, opset_imports=model.opset_import))
+    FixInputDimsPass({})(bare)
+    return input_specs(ir.serde.serialize_model(bare))
 
 
 def _needed_opset(model: onnx.ModelProto) -> int:

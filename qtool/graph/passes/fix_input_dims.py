@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import logging
 
-import onnx
 import onnx_ir as ir
 
 from qtool.errors import ModelError, UsageError, did_you_mean
-from qtool.graph.model import initializer_names, input_specs
-from qtool.io.raw import InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +85,3 @@ class FixInputDimsPass(ir.passes.InPlacePass):
                              hint=f"set its size with --input_dim {value.name} {','.join(str(d or 'N') for d in dims)}")  # fmt: skip
         return tuple(dims)
 
-
-def convert_input_specs(model: onnx.ModelProto) -> list[InputSpec]:
-    """The data inputs' specs as convert fixes them (a dynamic batch -> 1, a name as at another input), from the
-    graph inputs alone: inspect reads samples for a float model as shipped without a copy of its weights."""
-    inits = initializer_names(model)
-    inputs = onnx.helper.make_graph([], "inputs", [v for v in model.graph.input if v.name not in inits], [])
-    bare = ir.serde.deserialize_model(onnx.helper.make_model(inputs, opset_imports=model.opset_import))
-    FixInputDimsPass({})(bare)
-    return input_specs(ir.serde.serialize_model(bare))

@@ -843,7 +843,10 @@ OUT := build/demo
 #   _unbounded_grid; 68aad6e copied its float weights for every model: 200 MB of them peaked 0.79 -> 0.62 GB; 13 lines)
 # 25211 -> 25215: convert_input_specs lives in graph/convert with onnx_ir imported inside it, so quantize does not import
 #   convert's libraries through api/inspect (tests/cli/test_import_cost; dce07c5 imported them; 4 lines)
-LINE_BUDGET := 25215
+# 25215 -> 25243: an old opset's nearest Resize that shrinks one axis and grows another becomes two Resizes, each
+#   with onnxruntime's rounding for its axes (graph/old_opset_meaning._asymmetric_resizes; 231c9aa's one nearest_mode
+#   was 3.7 off at [1, 1, 0.75, 1.5]; 28 lines)
+LINE_BUDGET := 25243
 
 .PHONY: demo test lint venv bench clean golden
 

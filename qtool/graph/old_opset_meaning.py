@@ -17,6 +17,7 @@ import onnx
 from onnx import helper
 
 from qtool.graph.constant_size import constant_value
+from qtool.graph.names import FreshNames
 from qtool.graph.node_order import subgraphs
 
 DEFAULT = ("", "ai.onnx")
@@ -29,9 +30,8 @@ def converted(light: onnx.ModelProto, source: int, target: int,
     resized = {o for o, n in old.items() if n.op_type in ("Resize", "Upsample")} if source <= 10 < target else set()
     flat = {o for o, n in old.items() if n.op_type == "Hardmax"} if source <= 12 < target else set()
     out = convert(light, target)
-    for node in _nodes(out.graph):
-        if node.op_type == "Resize" and node.output and node.output[0] in resized:
-            _asymmetric(node, out.graph)
+    if resized:
+        _asymmetric_resizes(out.graph, resized, FreshNames(_names(out.graph)))
     if flat:
         _flatten_hardmax(out.graph, flat)
     return out
@@ -44,17 +44,45 @@ def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
             yield from _nodes(inner)
 
 
-def _asymmetric(node: onnx.NodeProto, graph: onnx.GraphProto) -> None:
-    """Resize 10's coordinates, and onnxruntime's nearest pixel for them: below, or above where every constant scale
-    shrinks."""
-    mode = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "mode"), b"nearest")
-    kept = [a for a in node.attribute if a.name not in ("coordinate_transformation_mode", "nearest_mode")]
-    del node.attribute[:]
-    node.attribute.extend([*kept, helper.make_attribute("coordinate_transformation_mode", "asymmetric")])
-    if mode == b"nearest":
+def _names(graph: onnx.GraphProto) -> Iterator[str]:
+    yield from (t.name for t in graph.initializer)
+    for node in _nodes(graph):
+        yield from (*node.input, *node.output)
+        yield from (t.name for g in subgraphs(node) for t in g.initializer)
+
+
+def _asymmetric_resizes(graph: onnx.GraphProto, resized: set[str], fresh: FreshNames) -> None:
+    """Resize 10's coordinates, and onnxruntime's nearest pixel for them, axis by axis: below where the scale grows,
+    above where it shrinks. A nearest Resize whose constant scales do both becomes two, the shrinking axes' then the
+    growing ones' (nearest is separable): one nearest_mode for both was 3.7 off at [1, 1, 0.75, 1.5]."""
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        for inner in subgraphs(node):
+            _asymmetric_resizes(inner, resized, fresh)
+        nodes.append(node)
+        if node.op_type != "Resize" or not node.output or node.output[0] not in resized:
+            continue
+        mode = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "mode"), b"nearest")
+        kept = [a for a in node.attribute if a.name not in ("coordinate_transformation_mode", "nearest_mode")]
+        del node.attribute[:]
+        node.attribute.extend([*kept, helper.make_attribute("coordinate_transformation_mode", "asymmetric")])
+        if mode != b"nearest":
+            continue
         scales = _constant(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        shrinks = scales is not None and bool(np.all(scales <= 1)) and bool(np.any(scales < 1))
+        shrinks, grows = (scales is not None and bool(np.any(f(scales, 1))) for f in (np.less, np.greater))
+        if shrinks and grows:
+            y, names = node.output[0], [fresh(f"{node.output[0]}_{way}_scales") for way in ("shrink", "grow")]
+            graph.initializer.extend(onnx.numpy_helper.from_array(f(scales, 1).astype(np.float32), n)
+                                     for f, n in zip((np.minimum, np.maximum), names, strict=True))  # fmt: skip
+            grown = onnx.NodeProto()
+            grown.CopyFrom(node)
+            node.input[2], node.output[0] = names[0], fresh(f"{y}_shrunk")
+            grown.input[0], grown.input[2], grown.name = node.output[0], names[1], fresh(f"{node.name or y}_grow")
+            grown.attribute.append(helper.make_attribute("nearest_mode", "floor"))
+            nodes.append(grown)
         node.attribute.append(helper.make_attribute("nearest_mode", "ceil" if shrinks else "floor"))
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:

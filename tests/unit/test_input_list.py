@@ -423,3 +423,24 @@ def test_files_a_filesystem_gives_no_inode_are_told_apart_by_path(tmp_path: Path
     parsed = read_input_list(listing)
     assert parsed.distinct == [0, 1, 2, 3]
     assert parsed.repeats() == (1, 5, 1)
+
+
+def test_a_lists_files_are_statted_once_for_distinct_and_repeats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the 65536 paths whose identity is remembered, `distinct` and `repeats` each stat'ed every line's files:
+    1.6 s more for 200,000 lines. The lines' hashes are now made once."""
+    import qtool.io.input_list as input_list
+
+    for k in range(4):
+        (tmp_path / f"{k}.raw").write_bytes(b"\0" * 4)
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{tmp_path / f'{k}.raw'}\n" for k in range(4)))
+    monkeypatch.setattr(input_list, "RESOLVED_CACHE_LIMIT", 0)  # a list past the remembered paths
+    parsed, real_stat, statted = read_input_list(listing), os.stat, []
+
+    def counted(path, *args, **kwargs):
+        statted.append(path)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counted)
+    assert (parsed.distinct, parsed.repeats()) == ([0, 1, 2, 3], (0, 0, 0))
+    assert len(statted) == 4

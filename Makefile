@@ -848,7 +848,9 @@ OUT := build/demo
 #   was 3.7 off at [1, 1, 0.75, 1.5]; 28 lines)
 # 25243 -> 25244: an input list's line hashes are made once for distinct and repeats (io/input_list.InputList._hashes;
 #   aa891b8's stats ran twice past the 65536 remembered paths: 200,000 lines' repeats 1.56 -> 0.07 s; 1 line)
-LINE_BUDGET := 25244
+# 25244 -> 25279: inspect warns of a float Conv/ConvTranspose/Gemm weight behind a per-tensor DequantizeLinear (inspect/
+#   lint.ort_quantized_weights; onnxruntime's default session quantizes it to int8, WeightBiasQuantization; 35 lines)
+LINE_BUDGET := 25279
 
 .PHONY: demo test lint venv bench clean golden
 

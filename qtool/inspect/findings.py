@@ -46,6 +46,7 @@ class LintContext:
     encodings: Encodings | None = None
     stats: dict[str, Observer] | None = None
     wrong_shapes: dict[str, tuple[list, list]] = field(default_factory=dict)  # declared vs computed, by tensor
+    written: onnx.ModelProto | None = None  # a quantized model as written (its Q/DQ), which `model` strips
 
     def constant(self, name: str) -> Any:
         """The value of an initializer or Constant-node output, else None."""

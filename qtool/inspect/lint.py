@@ -381,6 +381,36 @@ def rounded_dip(ctx: LintContext) -> Iterable[Finding]:
         )
 
 
+ORT_WEIGHT_QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm")  # onnxruntime's WeightBiasQuantization's ops
+
+
+def ort_quantized_weights(ctx: LintContext) -> Iterable[Finding]:
+    """A float32 weight of a layer whose input a per-tensor DequantizeLinear gives: onnxruntime's default graph
+    optimisation (WeightBiasQuantization, level 1) quantizes it to int8, one symmetric scale, so a layer the model
+    keeps float (a float override, --op_types_to_quantize) does not run float there; its reports run Q/DQ in float."""
+    if ctx.written is None or ctx.target not in (None, "ort-cpu"):  # QNN, TIDL and DPU compilers keep it float
+        return
+    graph = ctx.written.graph
+    weights = {t.name: t.data_type for t in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    scalars = {t.name for t in graph.initializer if not t.dims}
+    for node in graph.node:
+        dequantized = producers.get(node.input[0]) if node.input else None
+        if (node.op_type not in ORT_WEIGHT_QUANTIZED_OPS or dequantized is None or len(node.input) < 2
+                or dequantized.op_type != "DequantizeLinear" or dequantized.input[1] not in scalars
+                or weights.get(node.input[1]) != onnx.TensorProto.FLOAT):  # fmt: skip
+            continue
+        yield Finding(
+            "ort-quantized-weight",
+            "warning",
+            _where(node),
+            f"its weight {node.input[1]!r} is float and its input is dequantized per tensor: onnxruntime's default "
+            "graph optimisation (WeightBiasQuantization) quantizes that weight to int8 with one symmetric scale",
+            "to run it float in onnxruntime, build the session with disabled_optimizers=['WeightBiasQuantization']; "
+            "or quantize the weight",
+        )
+
+
 def _one_8bit_grid(e) -> bool:
     return e is not None and not e.is_float and e.bitwidth <= 8 and len(e.scale) <= 1
 
@@ -401,6 +431,7 @@ LINTS: dict[str, Lint] = {
     "unheld-range": lint_data.unheld_ranges,
     "lost-negatives": lint_data.lost_negatives,
     "rounded-dip": rounded_dip,
+    "ort-quantized-weight": ort_quantized_weights,
     "growing-range": lint_data.growing,
 }
 
@@ -410,12 +441,12 @@ def context(
 ) -> LintContext:
     """The float view of `model` (Q/DQ stripped; its weights in the file `scratch` when given, see
     read_qdq), shape-inferred so that tensor types are known; `shaped`: a float `model` inferred already."""
-    encodings = None
+    encodings, written = None, None
     wrong = wrong_declarations(model)
     if kind(model) == "quantized":
-        model, encodings, shaped = *read_qdq(model, scratch=scratch), None
+        written, (model, encodings, shaped) = model, (*read_qdq(model, scratch=scratch), None)
     model = inferred(model) if shaped is None else shaped  # a graph inference cannot follow: the lints without types
-    return LintContext(model, GraphFacts.of(model), target, preset(target), encodings, wrong_shapes=wrong)
+    return LintContext(model, GraphFacts.of(model), target, preset(target), encodings, wrong_shapes=wrong, written=written)
 
 
 def run_lints(ctx: LintContext) -> list[Finding]:

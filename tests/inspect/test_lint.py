@@ -260,3 +260,35 @@ def test_a_lookup_by_constant_indices_is_no_weight_to_lint():
     assert only(findings(_token_type_lookup(by_input=False)), "uneven-channels") == []
     (found,) = only(findings(_token_type_lookup(by_input=True)), "uneven-channels")
     assert found.severity == "error" and "'T'" in found.where
+
+
+def test_a_float_weight_behind_a_per_tensor_dequantize_is_one_onnxruntime_quantizes(tmp_path):
+    """A Conv weight given float in -q keeps its layer float in the QDQ model, but onnxruntime's default session
+    quantizes it to int8 (WeightBiasQuantization): the lint says so, where the premise holds in this onnxruntime."""
+    import json
+
+    import onnxruntime as ort
+    from conftest import run_cli, write_samples
+
+    source, overrides = tmp_path / "cnn.onnx", tmp_path / "o.json"
+    onnx.save(clean(), str(source))
+    overrides.write_text(json.dumps({"activation_encodings": {}, "param_encodings": {"W2": [{"bitwidth": 32, "dtype": "float"}]}}))
+    listing = write_samples(tmp_path / "calib", clean(), 4, list_name="list.txt")
+    for name, extra in (("q", ["-q", overrides]), ("all", [])):
+        result = run_cli(["quantize", "-i", source, "--input_list", listing, "-o", tmp_path / f"{name}.onnx", *extra])
+        assert result.exit_code == 0, result.output
+    quantized = onnx.load(str(tmp_path / "q.onnx"))
+    (found,) = only(findings(quantized), "ort-quantized-weight")
+    assert "'W2'" in found.why and "disabled_optimizers" in found.fix
+    assert only(findings(quantized, "qnn-htp"), "ort-quantized-weight") == []
+    assert only(findings(onnx.load(str(tmp_path / "all.onnx"))), "ort-quantized-weight") == []
+
+    x = {"x": np.random.default_rng(9).normal(size=(1, 4, 8, 8)).astype(np.float32)}
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    as_written = ort.InferenceSession(str(tmp_path / "q.onnx"), plain, ["CPUExecutionProvider"]).run(None, x)[0]
+    default = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    kept = ort.InferenceSession(
+        str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"], disabled_optimizers=["WeightBiasQuantization"]
+    ).run(None, x)[0]
+    assert not np.allclose(default, as_written, atol=1e-6) and np.allclose(kept, as_written, atol=1e-5)

@@ -850,7 +850,9 @@ OUT := build/demo
 #   aa891b8's stats ran twice past the 65536 remembered paths: 200,000 lines' repeats 1.56 -> 0.07 s; 1 line)
 # 25244 -> 25279: inspect warns of a float Conv/ConvTranspose/Gemm weight behind a per-tensor DequantizeLinear (inspect/
 #   lint.ort_quantized_weights; onnxruntime's default session quantizes it to int8, WeightBiasQuantization; 35 lines)
-LINE_BUDGET := 25279
+# 25279 -> 25296: an evaluation sample holding inf is named when the figures come out not finite (api/quantize.
+#   _warn_infinite_sample; 'y -inf nan inf' blamed on per-tensor grids; 17 lines)
+LINE_BUDGET := 25296
 
 .PHONY: demo test lint venv bench clean golden
 

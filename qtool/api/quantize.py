@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from qtool import runtime
@@ -793,6 +794,8 @@ def _evaluate(
         reference, quantized, feeds(o.evaluate_samples), threads=o.num_threads, cached=cached, integer_kernels=kernels
     )  # fmt: skip
     report.tables.append(drift_table(drift, False))
+    if not all(math.isfinite(d.sqnr_db) for d in drift.values()):
+        _warn_infinite_sample(o, reference, input_list)
     report.facts["outputs computed"] = EVALUATED_ON[kernels]
     if kernels:
         _check_kernels(o, reference, quantized, feeds(o.evaluate_samples), cached, overall(drift)["sqnr_db"], report)
@@ -801,6 +804,20 @@ def _evaluate(
         report.facts["evaluated on"] = str(o.eval_list)
     report.facts["evaluation seconds"] = round(time.perf_counter() - started, 2)
     return _quality(o, drift, layer_reference, quantized, feeds(QUALITY_LAYER_SAMPLES), report) if drift else None
+
+
+def _warn_infinite_sample(o: QuantizeOptions, reference: onnx.ModelProto, input_list: InputList) -> None:
+    """An evaluation sample holding ±inf where calibration saw finite values: the float model's output is inf, the
+    quantized model's grid clips it, and the report read 'sqnr_db -inf, cosine nan' with a quality warning
+    suggesting per-channel grids, of one sample's data (NaN is refused as it is read; inf is a mask's value)."""
+    samples = itertools.islice(iter_samples(input_list, gm.input_specs(reference), o.use_native_input_files),
+                               o.evaluate_samples)  # fmt: skip
+    for where, feed in samples:
+        for name, array in feed.items():
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                logger.warning("%s: input %r holds %s, which makes the figures below not finite; is this sample's data "
+                               "right?", where, name, array[~np.isfinite(array)][0])  # fmt: skip
+                return
 
 
 # onnxruntime's integer kernels this far below the model's own QDQ arithmetic is the CPU, not the quantization

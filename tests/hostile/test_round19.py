@@ -278,3 +278,18 @@ def test_a_kernels_own_onnxruntime_warning_stays_off_stderr(tmp_path: Path) -> N
     result = qtool_process("convert", "-i", tmp_path / "tf.onnx", "-o", tmp_path / "out.onnx")
     assert result.returncode == 0, result.stderr
     assert result.stderr == "", result.stderr
+
+
+def test_an_evaluation_sample_holding_inf_is_named(ws: Workspace) -> None:
+    """An --eval_list sample holding inf (calibration's were finite): the float model's output is inf, the quantized
+    model's grid clips it, and the report read 'y  -inf  nan  inf' under a quality warning that suggested per-channel
+    grids, naming no sample (NaN is refused as it is read; inf is a mask's value). The sample is now named."""
+    files = [Path(line) for line in ws.listing.read_text().split()]
+    loud = np.fromfile(files[0], np.float32)
+    loud[7] = np.inf
+    (ws.root / "loud.raw").write_bytes(loud.tobytes())
+    eval_list = ws.root / "eval.txt"
+    eval_list.write_text(f"{files[1]}\n{ws.root / 'loud.raw'}\n")
+    result = ws.quantize("-o", ws.out, "--eval_list", eval_list)
+    assert result.exit_code == 0, result.stderr
+    assert f"{eval_list}:2: input 'x' holds inf, which makes the figures below not finite" in result.stderr

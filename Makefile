@@ -850,9 +850,11 @@ OUT := build/demo
 #   aa891b8's stats ran twice past the 65536 remembered paths: 200,000 lines' repeats 1.56 -> 0.07 s; 1 line)
 # 25244 -> 25279: inspect warns of a float Conv/ConvTranspose/Gemm weight behind a per-tensor DequantizeLinear (inspect/
 #   lint.ort_quantized_weights; onnxruntime's default session quantizes it to int8, WeightBiasQuantization; 35 lines)
-# 25279 -> 25296: an evaluation sample holding inf is named when the figures come out not finite (api/quantize.
+# 25279 -> 25280: a float16 input the model also returns stays the input in the QOperator export (export/qoperator.
+#   _float_tensors; 80ba5b7 renamed it to a '<x>_prequant' nothing writes: an invalid model; 1 line)
+# 25280 -> 25297: an evaluation sample holding inf is named when the figures come out not finite (api/quantize.
 #   _warn_infinite_sample; 'y -inf nan inf' blamed on per-tensor grids; 17 lines)
-LINE_BUDGET := 25296
+LINE_BUDGET := 25297
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -72,6 +72,7 @@ def _float_tensors(graph: onnx.GraphProto, found: Encodings) -> Encodings:
     Identity(t), that they read and that grid quantizes. Read back as float alone, the QOperator model fed them the
     float values (a float16-overridden ReLU into an 8-bit Conv: 14 dB from the QDQ model, exit 0)."""
     activations, outputs = dict(found.activations), {o.name for o in graph.output}
+    outputs -= {v.name for v in graph.input}  # an input that is an output stays the input, as in qdq.py: no producer
     fresh = FreshNames({v.name for v in graph.input} | {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output})
     half = {t for t, e in found.activations.items() if e.is_float and e.bitwidth == 16 and t not in found.params}
     for t in sorted(half | set(found.converts)):

@@ -239,3 +239,33 @@ def test_a_float16_tensor_read_by_an_integer_op_keeps_its_convert_grid(tmp_path:
         assert np.abs(y - y_op).max() <= step * (1 + 1e-5)
         assert np.mean(np.abs(y - y_op) > step / 2) < 0.01  # was 11% of y one step off: the Conv read r unrounded
         assert np.abs(s - s_op).max() <= 1e-6  # rounded to float16 as in the QDQ model (was 3e-4: kept float32)
+
+
+def test_a_float16_input_that_is_an_output_too_stays_the_input(tmp_path: Path) -> None:
+    """An input overridden float16 that the model also returns: qdq.py leaves it the input (its name is taken), its
+    float readers reading a rounded copy; 80ba5b7's QOperator export renamed it to x_prequant as a produced output
+    would be, which nothing writes: 'input 'x_prequant' of node Cast is not output of any previous nodes'."""
+    import json
+
+    import numpy as np
+    from export_models import _model
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    passed (float[1,2,8,8] x) => (float[1,4,8,8] y, float[1,2,8,8] s, float[1,2,8,8] x) {
+        y = Conv <pads = [1, 1, 1, 1]> (x, W1)
+        s = Sigmoid (x)
+    }
+    """
+    model = _model(text, {"W1": np.random.default_rng(3).normal(0, 1.0, (4, 2, 3, 3))})
+    overrides = tmp_path / "o.json"
+    float16 = [{"bitwidth": 16, "dtype": "float"}]
+    overrides.write_text(json.dumps({"activation_encodings": {"x": float16, "s": float16}, "param_encodings": {}}))
+    _, path = quantize(tmp_path, model, quantization_overrides=overrides)
+    qdq = onnx.load(str(path))
+    qop = to_qoperator(*read_qdq(qdq))
+    onnx.checker.check_model(qop, full_check=True)
+    assert Counter(n.op_type for n in qop.graph.node)["QLinearConv"] == 1
+    for feeds in random_feeds(qdq, 4):
+        for want, got in zip(session(qdq, optimized=False).run(None, feeds), session(qop).run(None, feeds), strict=True):
+            np.testing.assert_array_equal(got, want)

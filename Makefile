@@ -854,7 +854,9 @@ OUT := build/demo
 #   _float_tensors; 80ba5b7 renamed it to a '<x>_prequant' nothing writes: an invalid model; 1 line)
 # 25280 -> 25297: an evaluation sample holding inf is named when the figures come out not finite (api/quantize.
 #   _warn_infinite_sample; 'y -inf nan inf' blamed on per-tensor grids; 17 lines)
-LINE_BUDGET := 25297
+# 25297 -> 25299: an output is a length (no top-1 agreement) where both models name its last axis (inspect/compare.
+#   compare_outputs; 79b2023 read a tf2onnx float model's named [unk__2, unk__3] classifier as one; 2 lines)
+LINE_BUDGET := 25299
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -224,7 +224,9 @@ def compare_outputs(
     drift = {}
     producers = {o: n for n in reference.graph.node for o in n.output}
     picked = runtime.downstream(reference.graph.node, index_picks(reference) + best_probabilities(reference))
-    picked |= lengths(reference)  # not picked by an index, but no more a class axis
+    # not picked by an index, but no more a class axis; named in both: a float model as tf2onnx ships it names every
+    # dim, a [1, 10] classifier too, which convert (and so MODEL) numbers
+    picked |= lengths(reference) & lengths(quantized)
     for name in names:
         drift[name] = Drift(may_be_scores=name not in picked and _may_be_scores(producers, name))
         # a part is a detection head's boxes, scores or coefficients: its last axis runs over anchors, not classes

@@ -201,3 +201,22 @@ def test_no_top1_agreement_for_an_output_whose_length_its_values_set() -> None:
     drift = compare_outputs(model, model, feeds)
     assert "top1_agreement" not in drift["wave"].summary(False)
     assert drift["logits"].summary(False)["top1_agreement"] == 1.0
+
+
+def test_a_float_model_naming_its_class_axis_keeps_top1_agreement_against_a_converted_one() -> None:
+    """A float model as tf2onnx ships it names every dim, a classifier's [unk__2, unk__3] too; convert numbers it
+    [1, 10]. 79b2023 took the reference's named last axis for a length, so 'inspect q.onnx --reference tf.onnx' lost
+    the top1_agreement column quantize gives (1 on 8 samples). A length is named in both models."""
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(16, 10)).astype(np.float32), "W")
+
+    def classifier(dims: list) -> onnx.ModelProto:
+        graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "c",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)], [w])  # fmt: skip
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        return model
+
+    feeds = [{"x": np.random.default_rng(k).normal(size=(1, 16)).astype(np.float32)} for k in range(4)]
+    drift = compare_outputs(classifier(["unk__2", "unk__3"]), classifier([1, 10]), feeds)
+    assert drift["y"].summary(False)["top1_agreement"] == 1.0

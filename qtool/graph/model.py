@@ -251,7 +251,8 @@ def check(model: onnx.ModelProto, where: str, path: str | os.PathLike[str] | Non
 
 
 def external_data_threshold() -> int:
-    return env_bytes(EXTERNAL_DATA_ENV, EXTERNAL_DATA_BYTES)
+    # raised past 2 GiB, a model written inline a weight at a time (write_inline) was a file no protobuf parser loads
+    return min(env_bytes(EXTERNAL_DATA_ENV, EXTERNAL_DATA_BYTES), (2 << 30) - 1)
 
 
 def save(model: onnx.ModelProto, path: str | os.PathLike[str], external: bool = False) -> None:

@@ -233,3 +233,14 @@ def test_a_data_file_clash_is_refused_before_any_work_when_the_source_is_past_th
     result = _run(args, LOW)
     assert result.exit_code == 2 and "q.onnx.data" in result.stderr and "folder" in result.stderr, result.stderr
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_the_external_data_threshold_stays_below_protobufs_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """QTOOL_EXTERNAL_DATA_BYTES=3000000000 let a 2.1 GB model be written inline: since 6bb6977 save streams it a
+    weight at a time (SerializeToString raised), a file past protobuf's 2 GiB that nothing loads, exit 0."""
+    from qtool.graph.model import external_data_threshold
+
+    monkeypatch.setenv("QTOOL_EXTERNAL_DATA_BYTES", "3000000000")
+    assert external_data_threshold() < 2 << 30
+    monkeypatch.setenv("QTOOL_EXTERNAL_DATA_BYTES", "2000")
+    assert external_data_threshold() == 2000

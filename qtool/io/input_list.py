@@ -139,9 +139,9 @@ class InputList:
                 self.identities[path] = found
         return found
 
-    def sample_key(self, sample: Sample) -> tuple:
-        """The files a sample reads, by `_identity` ('x.raw' and 'x:=x.raw' alike)."""
-        return tuple(map(self._identity, sample.paths))
+    def sample_key(self, sample: Sample) -> frozenset:
+        """The files a sample reads, by `_identity`, in any order ('a.raw b.raw' and 'y:=b.raw x:=a.raw' alike)."""
+        return frozenset(map(self._identity, sample.paths))
 
     @cached_property  # once for `distinct` and `repeats`: each line's files are stat'ed (200,000 lines: 1.6 s a time)
     def _hashes(self) -> np.ndarray:

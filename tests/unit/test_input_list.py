@@ -444,3 +444,16 @@ def test_a_lists_files_are_statted_once_for_distinct_and_repeats(tmp_path: Path,
     monkeypatch.setattr(os, "stat", counted)
     assert (parsed.distinct, parsed.repeats()) == ([0, 1, 2, 3], (0, 0, 0))
     assert len(statted) == 4
+
+
+def test_a_named_line_is_the_same_sample_as_a_positional_one_in_another_order(tmp_path: Path) -> None:
+    """An --eval_list naming a two-input model's files 'y:=b.raw x:=a.raw' over an --input_list's 'a.raw b.raw': the
+    overlap took the files in line order, so the eval list passed as held out (7bc0c7a matched 'x:=x.raw' with
+    'x.raw' only in the model's order)."""
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.raw").write_bytes(b"\0" * 4)
+    a, b = tmp_path / "a.raw", tmp_path / "b.raw"
+    (tmp_path / "calib.txt").write_text(f"{a} {b}\n")
+    (tmp_path / "eval.txt").write_text(f"y:={b} x:={a}\n")
+    calib, held = read_input_list(tmp_path / "calib.txt"), read_input_list(tmp_path / "eval.txt")
+    assert held.sample_key(held.samples[0]) == calib.sample_key(calib.samples[0])

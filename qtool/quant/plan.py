@@ -258,28 +258,34 @@ CONCAT_RANGE_RATIO = 16.0
 # stem: a MaxPool of the first ReLU, which a Conv reads too, next to a ReLU 3.8x wider): the shared grid
 # costs that reader a bit for nothing, where a requantize on the Concat's input would cost it none.
 CONCAT_SHARED_RATIO = 2.0
+# ... as does a signed grid this much wider than a non-negative input's, whose readers never see its negative
+# levels: wired-table-rec's DLA-34 joins a ReLU's [0, 11.8], which MaxPools and a Conv read, with a
+# ConvTranspose's [-5.6, 10.8], magnitudes alike and the grid 1.5x the ReLU's width.
+CONCAT_SIGN_RATIO = 1.25
 
 
 def wide_concats(facts: GraphFacts, observers: dict[str, Observer], tensors: list[str]) -> frozenset[str]:
     """Outputs of Concats that do not join their inputs on one grid: inputs' observed magnitudes more than
-    CONCAT_RANGE_RATIO apart, or CONCAT_SHARED_RATIO apart where a smaller input's grid has another reader.
+    CONCAT_RANGE_RATIO apart, or CONCAT_SHARED_RATIO apart where a smaller input's grid has another reader, or a
+    signed grid more than CONCAT_SIGN_RATIO times as wide as a non-negative input another op reads.
     Each input keeps its encoding, requantized onto the output's (see `plan_activations`)."""
     concats = [n for n in facts.model.graph.node if rule_for(n).joins_inputs]
     alone = activation_groups(facts, tensors, frozenset(n.output[0] for n in concats))
     group_of = {t: g for g in alone for t in g}
     found = set()
     for node in concats:
-        seen = {i: observers[i] for i in node.input if i in observers and observers[i].count}
-        magnitudes = {i: max(abs(v) for v in MinMax.range(o)) for i, o in seen.items()}  # type: ignore[arg-type]
-        if len(magnitudes) < 2:
+        spans = {i: MinMax.range(observers[i]) for i in node.input if i in observers and observers[i].count}
+        if len(spans) < 2:
             continue
-        top = max(magnitudes.values())
-        ratio = top / max(min(magnitudes.values()), 1e-12)
+        magnitudes = {i: max(-lo, hi) for i, (lo, hi) in spans.items()}
+        top, bottom = max(magnitudes.values()), min(lo for lo, _ in spans.values())
+        joined = max(hi for _, hi in spans.values()) - bottom  # the signed grid's width, where it matters below 0
         shared = any(
-            m * CONCAT_SHARED_RATIO < top and _read_elsewhere(facts, node, group_of.get(i, [i]))
-            for i, m in magnitudes.items()
+            (magnitudes[i] * CONCAT_SHARED_RATIO < top or (lo >= 0 > bottom and hi * CONCAT_SIGN_RATIO < joined))
+            and _read_elsewhere(facts, node, group_of.get(i, [i]))
+            for i, (lo, hi) in spans.items()
         )  # fmt: skip
-        if ratio > CONCAT_RANGE_RATIO or (ratio > CONCAT_SHARED_RATIO and shared):
+        if top > CONCAT_RANGE_RATIO * max(min(magnitudes.values()), 1e-12) or shared:
             found.add(node.output[0])
     return frozenset(found)
 

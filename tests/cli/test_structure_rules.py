@@ -144,6 +144,26 @@ def test_a_concat_input_read_by_the_concat_alone_shares_its_grid(tmp_path: Path)
     assert acts["a"] == acts["b"] == acts["y"]
 
 
+def test_a_relu_another_op_reads_keeps_its_grid_beside_a_signed_concat_input(tmp_path: Path) -> None:
+    """wired-table-rec's DLA-34 concatenates a ReLU output [0, 11.8], which MaxPools and a Conv also read, with a
+    ConvTranspose's [-5.6, 10.8]: magnitudes alike (the ReLU's the larger), yet one grid is 1.5x the ReLU's width,
+    whose negative levels its other readers never use. Here Relu(x) in [0, m] beside x/2 in [-m/2, m/2], a Sigmoid
+    also reading the ReLU: it keeps [0, m], the output gets [-m/2, m]."""
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Mul", ["x", "half"], ["b"]),
+             helper.make_node("Concat", ["a", "b"], ["y"], axis=-1), helper.make_node("Mul", ["y", "half"], ["z"]),
+             helper.make_node("Sigmoid", ["a"], ["s"])]  # fmt: skip
+    outputs = [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 64]),
+               helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 32])]  # fmt: skip
+    model = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])], outputs,
+                  {"half": np.array(0.5, np.float32)})  # fmt: skip
+    out = tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", model, "--input_list", _samples(tmp_path, (1, 32)), "-o", out])
+    assert result.exit_code == 0, result.stderr
+    acts = json.loads(out.with_suffix(".encodings.json").read_text())["activation_encodings"]
+    assert acts["a"][0]["min"] == 0 and acts["y"][0]["dtype"] == "int"
+    assert acts["y"][0]["max"] - acts["y"][0]["min"] == pytest.approx(1.5 * acts["a"][0]["max"], rel=0.1)
+
+
 def test_an_inner_concat_of_far_apart_ranges_gets_an_integer_output(tmp_path: Path) -> None:
     """Ranges 400x apart inside the model: each input keeps its grid and the output has one of its own;
     only a Concat that leaves the model (a detection head) stays float."""

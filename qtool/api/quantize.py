@@ -21,6 +21,7 @@ import onnx
 from qtool import runtime
 from qtool.api.auto_calibration import (
     FloatRuns,
+    GiveUp,
     choose_calibration,
     min_max_of_halves,
     nothing_to_score,
@@ -361,14 +362,17 @@ def _algorithm_context(
     def feeds(indices: tuple[int, ...]) -> Iterator[dict]:
         return (feed for _, feed in subset(list(indices))())
 
-    def sqnr_on(qdq: onnx.ModelProto, indices: tuple[int, ...], per_sample: list[float] | None = None) -> float:
-        """Output SQNR on the calibration samples `indices` (each sample's added to `per_sample`); the float model
-        runs once per set of samples (auto's three methods score on the same two halves, bc's keep-or-revert on
-        them again), or not at all where a calibration pass on them kept its outputs (observe)."""
+    def sqnr_on(
+        qdq: onnx.ModelProto, indices: tuple[int, ...], per_sample: list[float] | None = None, give_up: GiveUp | None = None
+    ) -> float:
+        """Output SQNR on the calibration samples `indices` (each sample's added to `per_sample`, until `give_up`);
+        the float model runs once per set of samples (auto's three methods score on the same two halves, bc's
+        keep-or-revert on them again), or not at all where a calibration pass on them kept its outputs (observe)."""
         if indices not in kept:
             kept[indices] = compare.reference_outputs(reference, feeds(indices), o.num_threads, held)
+        stop = (lambda drift, _: give_up(per_sample or [], drift)) if give_up is not None else None
         drift = compare.compare_outputs(
-            reference, qdq, feeds(indices), threads=o.num_threads, cached=kept[indices], integer_kernels=kernels
+            reference, qdq, feeds(indices), threads=o.num_threads, cached=kept[indices], integer_kernels=kernels, stop=stop
         )
         if per_sample is not None:
             per_sample += sample_sqnrs(drift)
@@ -399,8 +403,9 @@ def _algorithm_context(
         return {name: read_as(seen, method, o.percentile_calibration_value) for name, seen in observed[key][1].items()}
 
     def fold(
-        candidate: onnx.ModelProto, fit_at: list[int], check_at: list[int], method: str, per_sample: list | None
-    ) -> float:
+        candidate: onnx.ModelProto, fit_at: list[int], check_at: list[int], method: str, per_sample: list | None,
+        give_up: GiveUp | None = None,
+    ) -> float:  # fmt: skip
         fit = subset(fit_at)
         found = observe(candidate, fit_at, method)
         if o.act_quantizer_calibration == "auto":  # the other half's pass now: it keeps the outputs scored on
@@ -423,19 +428,22 @@ def _algorithm_context(
             sub.config = {**o.algorithm_config.get("bc", {}), "calibration_frames": TRIAL_SAMPLES}
             with _quiet(bias_correction.logger):  # a trial's "not applied" is no news to the user
                 bias_correction.run(sub)
-        return sqnr_on(sub.quantize(sub.model, sub.overrides)[0], tuple(check_at), per_sample)
+        return sqnr_on(sub.quantize(sub.model, sub.overrides)[0], tuple(check_at), per_sample, give_up)
 
     def trial(
-        candidate: onnx.ModelProto, method: str | None = None, per_sample: list | None = None, per_fold: list | None = None
-    ) -> float:
+        candidate: onnx.ModelProto, method: str | None = None, per_sample: list | None = None, per_fold: list | None = None,
+        give_up: GiveUp | None = None,
+    ) -> float:  # fmt: skip
         """Output SQNR of `candidate` quantized as asked (activation ranges by `method`, or as asked), adaround
         and bc included (cheapened): whether a float-stage change pays depends on what follows it (cle helps
         4-bit rounding, not adaround). Scored out of sample: the mean over two folds, each calibrated on one
         half and scored on the other; each checked sample's own SQNR added to `per_sample`, fold by fold, and
-        each fold's to `per_fold`."""
-        folds = held_out_folds(input_list)
+        each fold's to `per_fold`; no further sample once `give_up` (auto's: the method cannot win)."""
         method = method or o.act_quantizer_calibration
-        scores = [fold(candidate, fit, check, method, per_sample) for fit, check in folds]
+        scores = []
+        for fit, check in held_out_folds(input_list):
+            if give_up is None or not give_up.at:
+                scores.append(fold(candidate, fit, check, method, per_sample, give_up))
         if per_fold is not None:
             per_fold += scores
         return sum(scores) / len(scores)

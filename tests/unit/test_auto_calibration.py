@@ -11,6 +11,7 @@ from qtool.api.auto_calibration import (
     AUTO_CALIBRATIONS,
     AUTO_MARGIN_DB,
     FloatRuns,
+    GiveUp,
     choose_calibration,
     median,
     min_max_of_halves,
@@ -26,7 +27,7 @@ from qtool.quant.observers import Histogram, MinMax, SoftmaxInput
 def _even(scores: dict[str, float], samples: int = 16):
     """A trial whose every checked sample scores what the method scores pooled."""
 
-    def trial(method: str, per_sample: list, per_fold: list) -> float:
+    def trial(method: str, per_sample: list, per_fold: list, give_up=None) -> float:
         per_sample += [scores[method]] * samples
         per_fold += [scores[method]] * 2
         return scores[method]
@@ -48,7 +49,7 @@ def test_another_method_replaces_min_max_only_when_it_wins_by_the_margin(scores:
     tried: list[str] = []
     scored = _even(scores)
 
-    def trial(method: str, per_sample: list, per_fold: list) -> float:
+    def trial(method: str, per_sample: list, per_fold: list, give_up=None) -> float:
         tried.append(method)
         return scored(method, per_sample, per_fold)
 
@@ -70,7 +71,7 @@ def test_a_pooled_win_that_one_loud_sample_makes_keeps_min_max() -> None:
     per_method = {"min-max": [44.0] + [65.8] * 15, "sqnr": [52.0] + [65.7] * 15, "mse": [49.0] + [65.8] * 15}
     pooled = {"min-max": 44.4, "sqnr": 52.0, "mse": 49.6}
 
-    def trial(method: str, per_sample: list, per_fold: list) -> float:
+    def trial(method: str, per_sample: list, per_fold: list, give_up=None) -> float:
         per_sample += per_method[method]
         return pooled[method]
 
@@ -86,7 +87,7 @@ def test_a_choice_that_lost_on_one_fold_says_so() -> None:
     several dB (min-max 11.0-17.3, sqnr 14.7-18.6 from 40 or 48 of them)."""
     per_fold = {"min-max": [18.0, 13.6], "sqnr": [16.6, 19.6], "mse": [12.2, 16.5]}
 
-    def trial(method: str, per_sample: list, folds: list) -> float:
+    def trial(method: str, per_sample: list, folds: list, give_up=None) -> float:
         per_sample += [per_fold[method][0]] * 16 + [per_fold[method][1]] * 16
         folds += per_fold[method]
         return sum(per_fold[method]) / 2
@@ -97,6 +98,59 @@ def test_a_choice_that_lost_on_one_fold_says_so() -> None:
                          "samples set the ranges decides as much as the method)")  # fmt: skip
     per_fold["sqnr"] = [18.0, 18.2]  # a tie on one fold is no loss
     assert "lost" not in choose_calibration(trial)[1]
+
+
+def _drifts(per_output: dict[str, list[float]]) -> dict[str, Drift]:
+    """Drifts whose samples score the given SQNRs (dB), output by output."""
+    drifts = {}
+    for name, dbs in per_output.items():
+        drifts[name] = Drift()
+        drifts[name].per_sample = [(10 ** (db / 10), 1.0) for db in dbs]
+        drifts[name].signal, drifts[name].noise = sum(10 ** (db / 10) for db in dbs), float(len(dbs))
+    return drifts
+
+
+def _scored(per_sample: dict[str, list[list[float]]], counted: dict[str, int]):
+    """A trial of two folds of 8 samples whose method scores per_sample[method][output] sample by sample, asking
+    give_up after each as compare_outputs' stop does; counted[method]: the samples it ran."""
+
+    def trial(method: str, samples: list, folds: list, give_up=None) -> float:
+        for start in (0, 8):
+            if give_up is not None and give_up.at:
+                break
+            for done in range(1, 9):
+                drift = _drifts({f"y{k}": dbs[start : start + done] for k, dbs in enumerate(per_sample[method])})
+                counted[method] = counted.get(method, 0) + 1
+                if give_up is not None and give_up(samples, drift):
+                    break
+            samples += sample_sqnrs(drift)
+            folds.append(min(10 * np.log10(d.signal / d.noise) for d in drift.values()))  # the worst output's
+        return sum(folds) / len(folds)
+
+    return trial
+
+
+def test_a_method_whose_median_sample_cannot_win_stops_and_the_choice_is_the_same() -> None:
+    """auto's trial of a method stops once more than half of its checked samples fall short of min-max's by the
+    margin (PicoDet at 928x928: 25 s a sample): its median sample cannot win, whatever the rest score. The stop
+    waits for every output: which one a fold is judged by (its worst pooled) is known only at the fold's end."""
+    base = [20.0] * 16
+    per_sample = {"min-max": [base, [30.0] * 16],  # judged by y0, the worse
+                  "sqnr": [[20.1] * 16, [20.2] * 16],  # both outputs short of +0.3 on every sample: stops after 9
+                  # the first fold judged by y0 (8 samples short), the second by y1, on which none is: its median +4.5
+                  "mse": [[19.0] * 10 + [60.0] * 6, [40.0] * 8 + [30.0] * 8]}  # fmt: skip
+    counted: dict[str, int] = {}
+    method, line = choose_calibration(_scored(per_sample, counted))
+    unstopped = _scored(per_sample, {})
+    full, _ = choose_calibration(lambda m, s, f, _g=None: unstopped(m, s, f))
+    assert method == full == "mse"
+    assert counted == {"min-max": 16, "sqnr": 9, "mse": 16}  # y0 alone would have stopped mse at 9
+    assert ("min-max 20.0 (20.0 | 20.0), mse 24.5 (19.0 | 30.0) dB; median sample against min-max: "
+                         "mse +4.5 dB; sqnr stopped after 9 of 16 samples, most not 0.3 dB over min-max: its median "
+                         "sample could not be; it lost") in line  # fmt: skip
+    stop = GiveUp(base)
+    assert not stop([], _drifts({"y": [float("nan")] * 8})) and stop([float("nan")] * 8, _drifts({"y": [19.0]}))
+    assert stop.at == 9
 
 
 def test_the_median_gain_is_numpys_median_to_the_bit() -> None:
@@ -119,7 +173,7 @@ def test_choosing_a_method_imports_no_numpy_ma() -> None:
     import sys
 
     code = ("import sys; from qtool.api.auto_calibration import choose_calibration\n"
-            "def trial(method, per_sample, per_fold):\n    per_sample += [20.0, 21.0, 19.0, 22.0]\n    return 20.0\n"
+            "def trial(method, per_sample, per_fold, give_up):\n    per_sample += [20.0, 21.0, 19.0, 22.0]\n    return 20.0\n"
             "print(choose_calibration(trial)[0], 'numpy.ma' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["min-max", "False"]

@@ -102,7 +102,8 @@ class GiveUp:
     def __call__(self, earlier: list[float], drift: dict) -> bool:
         outputs = [earlier + [_capped_db(s, n) for s, n in d.per_sample] for d in judged_outputs(drift).values()]
         short = [sum(not (m - b >= AUTO_MARGIN_DB) for m, b in zip(mine, self.base, strict=False)) for mine in outputs]
-        if outputs and min(short) > len(self.base) // 2:  # NaN counts short, as median() gives NaN then
+        # NaN counts short, as median() gives NaN then; at the last sample nothing is left to save
+        if outputs and len(outputs[0]) < len(self.base) and min(short) > len(self.base) // 2:
             self.at = len(outputs[0])
         return self.at > 0
 

@@ -153,6 +153,14 @@ def test_a_method_whose_median_sample_cannot_win_stops_and_the_choice_is_the_sam
     assert stop.at == 9
 
 
+def test_a_method_short_only_at_its_last_sample_is_not_said_to_stop() -> None:
+    """Past the last sample a stop saves nothing, and the report read 'mse stopped after 32 of 32 samples' (the
+    digits sample) where it could give mse's figures."""
+    one_left, none_left = GiveUp([20.0] * 16), GiveUp([20.0] * 16)
+    assert one_left([19.0] * 8, _drifts({"y": [19.0] * 7})) and one_left.at == 15
+    assert not none_left([19.0] * 8, _drifts({"y": [19.0] * 8})) and none_left.at == 0
+
+
 def test_the_median_gain_is_numpys_median_to_the_bit() -> None:
     rng = np.random.default_rng(3)
     for size in [*range(1, 12), 63, 64]:

@@ -30,10 +30,11 @@ def converted(light: onnx.ModelProto, source: int, target: int,
     resized = {o for o, n in old.items() if n.op_type in ("Resize", "Upsample")} if source <= 10 < target else set()
     flat = {o for o, n in old.items() if n.op_type == "Hardmax"} if source <= 12 < target else set()
     out = convert(light, target)
+    fresh = FreshNames(_names(out.graph))
     if resized:
-        _asymmetric_resizes(out.graph, resized, FreshNames(_names(out.graph)))
+        _asymmetric_resizes(out.graph, resized, fresh)
     if flat:
-        _flatten_hardmax(out.graph, flat)
+        _flatten_hardmax(out.graph, flat, fresh)
     return out
 
 
@@ -93,22 +94,12 @@ def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
     return next((constant_value(n) for n in graph.node if name in n.output), None)
 
 
-def _flatten_hardmax(graph: onnx.GraphProto, flat: set[str]) -> None:
+def _flatten_hardmax(graph: onnx.GraphProto, flat: set[str], fresh: FreshNames) -> None:
     """Hardmax(x, axis) as opset 12 meant it: Flatten(x, axis) -> Hardmax(-1) -> Reshape to x's shape."""
-    taken = {o for n in _nodes(graph) for o in list(n.output) + list(n.input)}
-
-    def fresh(base: str) -> str:
-        name, k = base, 1
-        while name in taken:
-            k += 1
-            name = f"{base}_{k}"
-        taken.add(name)
-        return name
-
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         for inner in subgraphs(node):
-            _flatten_hardmax(inner, flat)
+            _flatten_hardmax(inner, flat, fresh)
         if node.op_type != "Hardmax" or node.domain not in DEFAULT or not node.output or node.output[0] not in flat:
             nodes.append(node)
             continue

@@ -148,6 +148,26 @@ def dynamic_dim_model() -> onnx.ModelProto:
     return model
 
 
+def log_spectrum_model(width: int) -> onnx.ModelProto:
+    """basic-pitch's normalised log power spectrum: Log(x * x + 1e-10), then (l - min) / (max - min). Its epsilon is
+    what float16 (0) and an 8-bit grid (0) lose, and Log(0) - min(...) is NaN."""
+    model = onnx.parser.parse_model(f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    spectrum (float[1,{width}] x) => (float[1,{width}] y) {{
+        p = Mul (x, x)
+        q = Add (p, eps)
+        l = Log (q)
+        lo = ReduceMin <keepdims = 1> (l)
+        hi = ReduceMax <keepdims = 1> (l)
+        s = Sub (l, lo)
+        r = Sub (hi, lo)
+        y = Div (s, r)
+    }}
+    """)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(1e-10, np.float32), "eps"))
+    return model
+
+
 def save_model(model: onnx.ModelProto, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import conv_bn_model, run_cli, save_model, write_samples
+from conftest import conv_bn_model, log_spectrum_model, run_cli, save_model, write_samples
 from export_models import max_difference, quantize, random_feeds, session
 from onnx import TensorProto, helper, numpy_helper
 
@@ -428,21 +428,7 @@ def test_fp16_saturates_a_log_of_a_quantized_epsilon_as_the_qdq_model_does(tmp_p
     [0, 1e-4] grid, where it is 0, and in float16 x * x of a near-silent bin is 0 too, so the fp16 export computed
     Log(0) = -inf and (-inf) - (-inf) = NaN (2 of basic-pitch's 45 validation clips), exit 0. The QDQ model
     saturates the -inf on the Log's grid; now the fp16 model clips the Log to that grid as well."""
-    text = """
-    <ir_version: 8, opset_import: ["" : 17]>
-    spectrum (float[1,16] x) => (float[1,16] y) {
-        p = Mul (x, x)
-        q = Add (p, eps)
-        l = Log (q)
-        lo = ReduceMin <keepdims = 1> (l)
-        hi = ReduceMax <keepdims = 1> (l)
-        s = Sub (l, lo)
-        r = Sub (hi, lo)
-        y = Div (s, r)
-    }
-    """
-    model = onnx.parser.parse_model(text)
-    model.graph.initializer.append(numpy_helper.from_array(np.array(1e-10, np.float32), "eps"))
+    model = log_spectrum_model(16)
     _, qdq = quantize(tmp_path, model, use_per_channel_quantization=True, bias_bitwidth=32)
     files = export(qdq, tmp_path / "out", "fp16", "stripped")
     stripped = onnx.load(str(files[".stripped.onnx"]))

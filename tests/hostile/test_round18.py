@@ -11,6 +11,7 @@ import onnx
 import onnx.parser
 import onnxruntime as ort
 import pytest
+from conftest import log_spectrum_model
 from hostile_env import Workspace, assert_refused, make_workspace
 
 
@@ -220,21 +221,7 @@ def test_convert_to_float16_keeps_an_epsilon_float16_cannot_hold(ws: Workspace) 
     and max): float16 makes 1e-10 zero, Log(0) -inf on a silent bin and (-inf) - (-inf) NaN: convert --float_bitwidth
     16 of basic-pitch gave NaN on every output of every sample, exit 0, nothing said. Now the epsilon, the Add and
     the Log stay float32, with a warning."""
-    text = """
-    <ir_version: 8, opset_import: ["" : 17]>
-    spectrum (float[1,8] x) => (float[1,8] y) {
-        p = Mul (x, x)
-        q = Add (p, eps)
-        l = Log (q)
-        lo = ReduceMin <keepdims = 1> (l)
-        hi = ReduceMax <keepdims = 1> (l)
-        s = Sub (l, lo)
-        r = Sub (hi, lo)
-        y = Div (s, r)
-    }
-    """
-    model = onnx.parser.parse_model(text)
-    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(1e-10, np.float32), "eps"))
+    model = log_spectrum_model(8)
     onnx.save(model, ws.model)
     half = ws.root / "out" / "h.onnx"
     result = ws.run("convert", "-i", ws.model, "-o", half, "--float_bitwidth", "16")

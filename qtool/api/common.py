@@ -324,12 +324,23 @@ def changed_dims(source: onnx.ModelProto, dims: Mapping[str, tuple[int, ...]]) -
             for k, v in enumerate(given) if k < len(fixed.get(n, ())) and fixed[n][k] not in (0, v)]  # fmt: skip
 
 
+def set_dims(source: onnx.ModelProto, dims: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Each dim the model leaves dynamic that an --input_dim sets past a batch of 1, said as a hint."""
+    named = {i.name: i.type.tensor_type.shape.dim for i in source.graph.input}
+    return [f"--input_dim {n} sets dim {k} ({named[n][k].dim_param or '?'}) to {v}, a size the model declares dynamic "
+            "but cannot run at: give the size it was exported for" for n, given in dims.items()
+            for k, v in enumerate(given) if k < len(named.get(n, ())) and not named[n][k].dim_value > 0
+            and (k, v) != (0, 1)]  # fmt: skip
+
+
 def check_changed_dims(source: onnx.ModelProto, model: onnx.ModelProto, dims: dict[str, tuple[int, ...]], where: str) -> None:
-    """An --input_dim that changes a dim the model fixes (3 channels to 4) loads, and convert wrote a model whose
-    Conv fails on every sample (exit 0): run once on zeros then (a fully convolutional net's H and W may change)."""
-    changed = changed_dims(source, dims)
+    """An --input_dim that changes a dim the model fixes (3 channels to 4), or sets one it leaves dynamic that a
+    Reshape's constant shape bakes in, loads, and convert wrote a model whose Reshape fails on every sample (exit
+    0): run once on zeros then (a fully convolutional net's H and W may change). Where the dims were dynamic the
+    model as given has no size of its own to compare with: a failure random data fails the same way is the dims'."""
+    changed, named = changed_dims(source, dims), set_dims(source, dims)
     specs = gm.input_specs(model)
-    if not changed or external_data.byte_size(model) >= LOAD_CHECK_BYTES or any(s.dtype.kind not in "biuf" for s in specs):
+    if not (changed or named) or external_data.byte_size(model) >= LOAD_CHECK_BYTES or any(s.dtype.kind not in "biuf" for s in specs):
         return
     weights, shapes = gm.initializer_names(model), gm.shapes_of(model.graph)  # its inferred shapes (normalise)
     largest = max((math.prod(d) for n, d in shapes.items() if n not in weights), default=0)
@@ -339,12 +350,29 @@ def check_changed_dims(source: onnx.ModelProto, model: onnx.ModelProto, dims: di
     try:
         runtime.session(model, 1, where, arena=False).run(None, {s.name: np.zeros(s.shape, s.dtype) for s in specs})
     except Exception as e:  # onnxruntime's own error types
-        theirs, ours = _zeros_failure(source, specs, where), runtime.ort_reason(e)
-        if theirs is not None and _failing_op(theirs) == _failing_op(ours) is not None:  # a TopK without detections
-            logger.info("%s: zeros fail the model as given the same way; --input_dim not checked by a run", where)
+        ours = runtime.ort_reason(e)
+        if changed:
+            theirs = _zeros_failure(source, specs, where)
+            if theirs is not None and _failing_op(theirs) == _failing_op(ours) is not None:  # a TopK without detections
+                logger.info("%s: zeros fail the model as given the same way; --input_dim not checked by a run", where)
+                return
+        elif (noise := _noise_failure(model, specs, where)) is None or _failing_op(noise) != _failing_op(ours):
+            logger.info("%s: zeros fail the model where random values do not; --input_dim not checked by a run", where)
             return
         raise ModelError(f"as converted, onnxruntime cannot run it on zeros: {ours}", where=where,
-                         hint=changed[0]) from e  # fmt: skip
+                         hint=(changed or named)[0]) from e  # fmt: skip
+
+
+def _noise_failure(model: onnx.ModelProto, specs: list, where: str) -> str | None:
+    """Why the model fails on random float inputs (integer ones stay 0, an index), or None."""
+    rng = np.random.default_rng(0)
+    feeds = {s.name: rng.normal(size=s.shape).astype(s.dtype) if s.dtype.kind == "f" else np.zeros(s.shape, s.dtype)
+             for s in specs}  # fmt: skip
+    try:
+        runtime.session(model, 1, where, arena=False).run(None, feeds)
+    except Exception as e:  # onnxruntime's own error types
+        return runtime.ort_reason(e)
+    return None
 
 
 def _zeros_failure(source: onnx.ModelProto, specs: list, where: str) -> str | None:

@@ -2,9 +2,10 @@
 
 Per output: SQNR = 10·log10(Σ ref² / Σ (ref − quant)²) over all samples, mean per-sample cosine (over the
 samples for a one-value output),
-max |ref − quant|, and for classifier-shaped outputs top-1 agreement (and accuracy against labels
-when given). Only running sums are kept, and each sample's Σ ref² and Σ (ref − quant)² (two numbers a
-sample, for mixed precision's quieter-half SQNR), so memory does not depend on the size of the outputs.
+max |ref − quant|, and for classifier-shaped outputs top-1 agreement, per row where the last axis is a linear
+layer's classes (`class_axes`; and accuracy against labels when given). Only running sums are kept, and each
+sample's Σ ref² and Σ (ref − quant)² (two numbers a sample, for mixed precision's quieter-half SQNR), so memory
+does not depend on the size of the outputs.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ class Drift:
     max_abs: float = 0.0
     samples: int = 0
     top1_agree: int = 0
-    top1_samples: int = 0  # samples with a vector to take the argmax of: an empty one agrees or disagrees on nothing
+    top1_samples: int = 0  # rows taken the argmax of: an empty sample agrees or disagrees on nothing
+    rows: int = 0  # the most rows a sample had: 1 for a classifier's [1, V], T for logits [1, T, V]
+    classes: int | None = None  # the class count of a last axis that is a linear layer's classes (`class_axes`)
     ref_correct: int = 0
     quant_correct: int = 0
     classifier: bool = False
@@ -99,13 +102,17 @@ class Drift:
         self.max_abs = max(self.max_abs, float(np.max(np.abs(diff)))) if r.size else self.max_abs
         self.samples += 1
         if r.size:  # an empty sample says nothing of what the output is (a last one dropped the column)
-            self.classifier = self.may_be_scores and kind == "f" and r.size > 1 and ref.shape[-1] == r.size
+            width = ref.shape[-1] if ref.ndim else 1
+            self.classifier = self.may_be_scores and kind == "f" and r.size > 1 and width in (r.size, self.classes)
         if self.classifier and r.size:
-            self.top1_samples += 1
-            self.top1_agree += int(np.argmax(r) == np.argmax(q))
-            if label is not None:
-                self.ref_correct += int(np.argmax(r) == label)
-                self.quant_correct += int(np.argmax(q) == label)
+            # a row a prediction: one for a [1, V] classifier, one a position for logits [1, T, V] (`class_axes`)
+            best_r, best_q = r.reshape(-1, width).argmax(axis=1), q.reshape(-1, width).argmax(axis=1)
+            self.rows = max(self.rows, best_r.size)
+            self.top1_samples += best_r.size
+            self.top1_agree += int(np.count_nonzero(best_r == best_q))
+            if label is not None:  # a label a sample: accuracy of one-row outputs only (see summary)
+                self.ref_correct += int(best_r[0] == label)
+                self.quant_correct += int(best_q[0] == label)
 
     @property
     def cosine(self) -> float:
@@ -139,7 +146,7 @@ class Drift:
         }
         if self.classifier:
             out["top1_agreement"] = round(self.top1_agree / n, 4)
-            if with_labels:
+            if with_labels and self.rows == 1:
                 out["float_accuracy"] = round(self.ref_correct / n, 4)
                 out["quant_accuracy"] = round(self.quant_correct / n, 4)
         return out
@@ -227,8 +234,10 @@ def compare_outputs(
     # not picked by an index, but no more a class axis; named in both: a float model as tf2onnx ships it names every
     # dim, a [1, 10] classifier too, which convert (and so MODEL) numbers
     picked |= lengths(reference) & lengths(quantized)
+    classes = class_axes(reference)
     for name in names:
-        drift[name] = Drift(may_be_scores=name not in picked and _may_be_scores(producers, name))
+        drift[name] = Drift(may_be_scores=name not in picked and _may_be_scores(producers, name),
+                            classes=classes.get(name))  # fmt: skip
         # a part is a detection head's boxes, scores or coefficients: its last axis runs over anchors, not classes
         drift.update({p.name: Drift(part=True, may_be_scores=False) for p in parts_of.get(name, [])})
     for index, feed in enumerate(feeds):
@@ -304,6 +313,59 @@ def lengths(model: onnx.ModelProto) -> set[str]:
     tokens), where a class axis is a count its weights fix (Kokoro's audio ['audio_length'], one waveform of
     durations the model predicts, read 'top1_agreement 0': the loudest sample's place)."""
     return {o.name for o in model.graph.output if (dims := o.type.tensor_type.shape.dim) and dims[-1].dim_param}
+
+
+# ops after which a tensor's last axis is still their first input's: a bias, a temperature, a Softmax over it, a
+# Reshape of a Gemm's [T, V] rows back to [1, T, V]
+KEEPS_LAST_AXIS = frozenset({"Add", "Sub", "Mul", "Div", "Softmax", "LogSoftmax", "Identity", "Cast", "Reshape",
+                             "Squeeze", "Unsqueeze", "Flatten"})  # fmt: skip
+RESHAPES = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten"})  # the rank before them is not the output's
+
+
+def class_axes(model: onnx.ModelProto) -> dict[str, int]:
+    """Outputs whose last axis is the classes of a linear layer, by their count: a MatMul or Gemm by a constant
+    weight makes it, the weight's output dim its length, with only a bias, a scale or a Softmax over that axis after.
+    Each row along the other axes is one prediction, its top-1 compared on its own: flan-t5's decoder logits
+    [1, 16, 32128], a next token a position, or a CTC recogniser's frames. A detector's [1, 22, 2100] (YOLO) has
+    anchors on its last axis, joined by a Concat of Conv maps: no weight sizes it, and no top-1 of its rows means
+    anything. A size rule could not tell the two apart (32128 and 2100 both dwarf the axes before them)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    dims = {i.name: list(i.dims) for i in model.graph.initializer} | {
+        n.output[0]: list(a.t.dims) for n in model.graph.node if n.op_type == "Constant" for a in n.attribute
+        if a.name == "value"}  # fmt: skip
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    found = {}
+    for output in model.graph.output:
+        node = producers.get(output.name)
+        rank = len(output.type.tensor_type.shape.dim) if output.type.tensor_type.HasField("shape") else None
+        while node is not None and node.op_type in KEEPS_LAST_AXIS and _keeps_last_axis(node, opset, rank):
+            rank = None if node.op_type in RESHAPES else rank
+            # a bias may come first (torch: Add(bias, MatMul)); follow the operand that is not a constant
+            node = producers.get(next((i for i in node.input if i not in dims), node.input[0]))
+        if node is not None and (classes := _weight_columns(node, dims, producers)):
+            found[output.name] = classes
+    return found
+
+
+def _keeps_last_axis(node: onnx.NodeProto, opset: int, rank: int | None) -> bool:
+    if node.op_type not in ("Softmax", "LogSoftmax"):
+        return bool(node.input)
+    # before opset 13 a Softmax's default axis 1 flattens [1, T, V] into one row; paddle2onnx writes axis 2
+    axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
+    return axis == -1 or (rank is not None and axis == rank - 1)
+
+
+def _weight_columns(node: onnx.NodeProto, dims: dict[str, list[int]], producers: dict) -> int | None:
+    """The output dim of a MatMul's or Gemm's constant 2-D weight (through a Transpose, Cast or DequantizeLinear)."""
+    if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
+        return None
+    name, flips = node.input[1], node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
+    while name not in dims and (p := producers.get(name)) is not None and p.op_type in ("Transpose", "Cast",
+                                                                                        "DequantizeLinear"):  # fmt: skip
+        flips ^= p.op_type == "Transpose"  # a tied embedding's [V, D] table read as its transpose
+        name = p.input[0]
+    shape = dims.get(name, [])
+    return (shape[0] if flips else shape[1]) if len(shape) == 2 else None
 
 
 def _may_be_scores(producers: dict[str, onnx.NodeProto], name: str) -> bool:

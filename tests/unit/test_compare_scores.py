@@ -220,3 +220,63 @@ def test_a_float_model_naming_its_class_axis_keeps_top1_agreement_against_a_conv
     feeds = [{"x": np.random.default_rng(k).normal(size=(1, 16)).astype(np.float32)} for k in range(4)]
     drift = compare_outputs(classifier(["unk__2", "unk__3"]), classifier([1, 10]), feeds)
     assert drift["y"].summary(False)["top1_agreement"] == 1.0
+
+
+def _decoder(lm_head: np.ndarray, gemm: bool = False) -> onnx.ModelProto:
+    """ids [1, 12] -> embeddings [1, 12, 8] -> logits [1, 12, V]: a MatMul by lm_head (or a Gemm of its transpose
+    on [12, 8] rows, with a bias, Reshaped back and under a LogSoftmax over axis 2)."""
+    table = numpy_helper.from_array(np.random.default_rng(1).normal(size=(20, 8)).astype(np.float32), "table")
+    n = helper.make_node
+    if gemm:
+        arrays = [numpy_helper.from_array(np.ascontiguousarray(lm_head.T), "head"),
+                  numpy_helper.from_array(np.full(lm_head.shape[1], 0.1, np.float32), "bias"),
+                  numpy_helper.from_array(np.array([12, 8], np.int64), "rows"),
+                  numpy_helper.from_array(np.array([1, 12, lm_head.shape[1]], np.int64), "back")]  # fmt: skip
+        nodes = [n("Gather", ["table", "ids"], ["h"]), n("Reshape", ["h", "rows"], ["h2"]),
+                 n("Gemm", ["h2", "head", "bias"], ["g"], transB=1), n("Reshape", ["g", "back"], ["z"]),
+                 n("LogSoftmax", ["z"], ["logits"], axis=2)]  # fmt: skip
+    else:
+        arrays = [numpy_helper.from_array(lm_head, "head")]
+        nodes = [n("Gather", ["table", "ids"], ["h"]), n("MatMul", ["h", "head"], ["logits"])]
+    graph = helper.make_graph(nodes, "decoder", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 12])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 12, lm_head.shape[1]])],
+                              [table, *arrays])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_logits_of_a_position_each_are_compared_row_by_row() -> None:
+    """flan-t5's decoder logits [1, 16, 32128] had no top-1 column (an output is a class vector only where its last
+    axis holds all its values) while the next token differed from float's at 55% of positions, at cosine 0.977. A
+    last axis a linear layer's weight sizes is its classes: each position's top-1 is one prediction."""
+    rng = np.random.default_rng(0)
+    head = rng.normal(size=(8, 30)).astype(np.float32)
+    noisy = head + rng.normal(scale=0.6, size=head.shape).astype(np.float32)
+    feeds = [{"ids": rng.integers(0, 20, size=(1, 12))} for _ in range(4)]
+    for gemm in (False, True):
+        reference, quantized = _decoder(head, gemm), _decoder(noisy, gemm)
+        summary = compare_outputs(reference, quantized, feeds, labels=[1, 2, 3, 4])["logits"].summary(True)
+        table = numpy_helper.to_array(reference.graph.initializer[0])
+        best = [(table[f["ids"][0]] @ head).argmax(-1) == (table[f["ids"][0]] @ noisy).argmax(-1) for f in feeds]
+        assert 0 < summary["top1_agreement"] == round(np.mean(best), 4) < 1, gemm  # 48 positions, not 4 vectors
+        assert "float_accuracy" not in summary  # a label is a sample's, not a position's
+
+
+def test_no_top1_for_a_detector_whose_last_axis_runs_over_anchors() -> None:
+    """YOLO's [1, 22, N]: 4 box values and 18 class scores for each of N anchors, which a Concat of Conv maps joins
+    on the last axis. A row's argmax is the anchor where one quantity peaks: no prediction."""
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+    arrays = {"w1": rng.normal(size=(22, 3, 1, 1)).astype(np.float32), "w2": rng.normal(size=(22, 3, 1, 1)).astype(np.float32),
+              "flat1": np.array([1, 22, 64], np.int64), "flat2": np.array([1, 22, 16], np.int64)}  # fmt: skip
+    nodes = [n("Conv", ["x", "w1"], ["c1"]), n("MaxPool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             n("Conv", ["p", "w2"], ["c2"]), n("Reshape", ["c1", "flat1"], ["r1"]), n("Reshape", ["c2", "flat2"], ["r2"]),
+             n("Concat", ["r1", "r2"], ["output0"], axis=2)]  # fmt: skip
+    graph = helper.make_graph(nodes, "yolo", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 22, 80])],
+                              [numpy_helper.from_array(v, k) for k, v in arrays.items()])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
+    assert "top1_agreement" not in compare_outputs(model, model, feeds)["output0"].summary(False)

@@ -14,7 +14,7 @@ from typing import IO
 import onnx
 
 from qtool.graph.lazy_weights import copy_fields, is_lazy, raw, release
-from qtool.graph.protobuf_wire import GRAPH, INITIALIZER, RAW_DATA, field_size, key
+from qtool.graph.protobuf_wire import GRAPH, INITIALIZER, RAW_DATA, field_size, key, unknown_fields
 
 
 def write_inline(model: onnx.ModelProto, out: IO) -> None:
@@ -58,10 +58,12 @@ def _tensor(tensor: onnx.TensorProto) -> tuple[bytes, memoryview | None, bytes]:
 
 
 def _around(message, field: str) -> tuple[bytes, bytes]:
-    """The deterministic encoding of `message` without `field`, split where `field` goes."""
+    """The deterministic encoding of `message` without `field`, split where `field` goes; the fields its schema
+    does not know last, as serialization writes them (copy_fields copies the known ones only)."""
     bare = type(message)()
     copy_fields(message, bare, skip=field)
-    return _split(bare.SerializeToString(deterministic=True), message.DESCRIPTOR.fields_by_name[field].number)
+    head, tail = _split(bare.SerializeToString(deterministic=True), message.DESCRIPTOR.fields_by_name[field].number)
+    return head, tail + unknown_fields(message)
 
 
 def _split(encoded: bytes, number: int) -> tuple[bytes, bytes]:

@@ -23,6 +23,22 @@ def encode(value: int) -> bytes:
     return bytes(out)
 
 
+def unknown_fields(message) -> bytes:
+    """The encoding of the fields of `message` its schema does not know (a newer ONNX's), as serialization writes them
+    after the known ones: a message rebuilt from its known fields (inline_write) loses them."""
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    out = bytearray()
+    for field in UnknownFieldSet(message):
+        out += encode(field.field_number << 3 | field.wire_type)
+        if field.wire_type == LENGTH_DELIMITED:
+            out += encode(len(field.data)) + field.data
+        else:  # ONNX has no groups (3, 4)
+            out += encode(field.data) if field.wire_type == VARINT else field.data.to_bytes(
+                8 if field.wire_type == FIXED64 else 4, "little")  # fmt: skip
+    return bytes(out)
+
+
 def key(number: int, length: int) -> bytes:
     """The tag and length that start a length-delimited field."""
     return encode(number << 3 | LENGTH_DELIMITED) + encode(length)

@@ -215,3 +215,25 @@ def test_a_saved_model_is_the_very_bytes_of_serialization_written_a_weight_at_a_
     model.graph.doc_string, model.doc_string = "graph", "model"
     gm.save(model, tmp_path / "m.onnx")
     assert (tmp_path / "m.onnx").read_bytes() == model.SerializeToString(deterministic=True)
+
+
+def test_a_saved_model_keeps_the_fields_its_onnx_does_not_know(tmp_path) -> None:
+    """A model written by a newer ONNX carries fields this one's schema lacks; protobuf keeps them as unknown fields
+    and SerializeToString writes them back, but write_inline rebuilt the model and its graph from their known fields
+    and dropped them (9 bytes of a 91-byte model)."""
+    from qtool.graph import model as gm
+    from qtool.graph.protobuf_wire import encode
+
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    m (float[4] x) => (float[4] y) { y = Add (x, w) }
+    """)
+    model.graph.initializer.append(numpy_helper.from_array(np.ones(4, np.float32), "w"))
+    every_wire_type = (encode(99 << 3 | 0) + encode(300) + encode(98 << 3 | 1) + bytes(range(8))
+                       + encode(97 << 3 | 5) + bytes(4) + encode(96 << 3 | 2) + encode(3) + b"new")  # fmt: skip
+    graph = model.graph.SerializeToString() + every_wire_type
+    model.ParseFromString(model.SerializeToString() + every_wire_type)
+    model.graph.ParseFromString(graph)
+    gm.save(model, tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx").read_bytes() == model.SerializeToString(deterministic=True)
+    assert (tmp_path / "m.onnx").read_bytes().count(b"new") == 2

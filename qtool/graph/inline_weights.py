@@ -75,6 +75,31 @@ def is_message(path: str | os.PathLike[str]) -> bool:
     return True
 
 
+# the fields that lead from a model to its graphs' subgraphs: ModelProto.graph, GraphProto.node, NodeProto.attribute,
+# then AttributeProto.g or .graphs (an If's branches, a Loop's or Scan's body), each a graph one level deeper
+_TOWARD_SUBGRAPHS = {("model", GRAPH): "graph", ("graph", 1): "node", ("node", 5): "attribute",
+                     ("attribute", 6): "graph", ("attribute", 11): "graph"}  # fmt: skip
+
+
+def subgraph_depth(path: str | os.PathLike[str]) -> int | None:
+    """How many graphs deep the file's subgraphs nest (1: a graph without any), read from its tags alone, without
+    recursion (what protobuf's parser stops at: 100 message levels, 3 for each subgraph); None where it misreads."""
+    deepest = 0
+    with open(path, "rb") as f:
+        walk, todo = _Walk(f, 0), [(0, os.fstat(f.fileno()).st_size, "model", 0)]
+        try:
+            while todo:
+                begin, end, kind, depth = todo.pop()
+                for number, wire, _, body, stop in walk._fields(begin, end):
+                    inner = _TOWARD_SUBGRAPHS.get((kind, number)) if wire == LENGTH_DELIMITED else None
+                    if inner is not None:
+                        todo.append((body, stop, inner, depth + (inner == "graph")))
+                        deepest = max(deepest, depth + (inner == "graph"))
+        except _Unexpected:
+            return None
+    return deepest
+
+
 def read_in_place(model: onnx.ModelProto, found: Skeleton, path: str) -> None:
     """Point each initializer the walk took raw_data from at its bytes in the file `path` (absolute): a
     lazy weight. As a whole parse would have it, external data a tensor names wins over its raw_data

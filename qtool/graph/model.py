@@ -44,6 +44,9 @@ SPILL_ENV = "QTOOL_SPILL_BYTES"
 SPILL_BYTES = 256 << 20
 
 
+NESTED_GRAPHS_NAMED = 25  # protobuf's depth limit is blamed on subgraphs nested this deep (3 message levels each)
+
+
 def _names_encodings(path: Path, form: str) -> bool:
     """A JSON file that reads like AIMET encodings (its first 64 KiB), given where a model goes."""
     if form != "json":
@@ -76,6 +79,10 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
         hint = ("an AIMET encodings file goes to --quantization_overrides" if _names_encodings(p, form) else
                 "a .dlc is qairt's compiled model: give the ONNX model it was converted from" if p.suffix.lower() == ".dlc"
                 else None)  # fmt: skip
+        depth = inline_weights.subgraph_depth(p) if "depth" in said.lower() and form == "protobuf" else None
+        if (depth or 0) > NESTED_GRAPHS_NAMED:
+            raise ModelError(f"too deeply nested: subgraphs (If branches, Loop bodies) {depth - 1} levels deep, where "
+                             "protobuf's parser stops at 100 message levels (about 31 subgraph levels)", where=str(p)) from e
         raise ModelError(f"not an ONNX model ({type(e).__name__}: {said})", where=str(p), hint=hint) from e
     if not model.ir_version:
         raise ModelError("not an ONNX model (empty, or no ir_version)", where=str(p))

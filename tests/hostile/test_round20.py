@@ -58,3 +58,46 @@ def test_an_input_dim_where_only_zeros_fail_the_model_passes(tmp_path: Path) -> 
     ws = Workspace(tmp_path)
     result = ws.run("convert", "-i", tmp_path / "det.onnx", "-o", tmp_path / "c.onnx", "--input_dim", "x", "1,3,16,16")
     assert result.exit_code == 0, result.output
+
+
+# --- a model nested past protobuf's depth limit -------------------------------------------------------------------
+
+
+def _nested_ifs(levels: int) -> bytes:
+    """A model whose If's then_branch holds an If, `levels` deep, written field by field (protobuf's Python
+    message cannot hold one past its depth limit, so none is built whole); a short else_branch at every level."""
+    from onnx import TensorProto, helper
+
+    from qtool.graph.protobuf_wire import key
+
+    def graph(body: bytes, name: str, out: str) -> bytes:
+        shell = helper.make_graph([], name, [], [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1])])
+        return body + shell.SerializeToString()
+
+    identity = helper.make_node("Identity", ["x"], ["y0"]).SerializeToString()
+    inner = graph(key(1, len(identity)) + identity, "g0", "y0")
+    for d in range(1, levels + 1):
+        other = helper.make_graph([helper.make_node("Identity", ["x"], [f"e{d}"])], f"e{d}", [],
+                                  [helper.make_tensor_value_info(f"e{d}", TensorProto.FLOAT, [1])])  # fmt: skip
+        node = helper.make_node("If", ["c"], [f"y{d}"], else_branch=other).SerializeToString()
+        attr = key(1, 11) + b"then_branch" + key(6, len(inner)) + inner + b"\xa0\x01\x05"  # type (20): GRAPH (5)
+        node += key(5, len(attr)) + attr
+        inner = graph(key(1, len(node)) + node, f"g{d}", f"y{d}")
+    top = helper.make_graph([], "main", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1]),
+                                         helper.make_tensor_value_info("c", TensorProto.BOOL, [])], [])  # fmt: skip
+    inner += top.SerializeToString()  # the outer graph's inputs merge into it
+    return helper.make_model(onnx.GraphProto(), opset_imports=[helper.make_opsetid("", 13)]).SerializeToString() + \
+        key(7, len(inner)) + inner  # fmt: skip
+
+
+def test_a_model_nested_past_protobufs_limit_says_so(ws: Workspace) -> None:
+    """Past 31 nested subgraphs protobuf's parser stops ('Exceeded upb_DecodeOptions_MaxDepth'), and every command
+    said 'not an ONNX model (DecodeError: ...)' of a model onnx wrote; now it says how deep the subgraphs go and
+    the parser's limit. A model nested 30 deep reads."""
+    ws.model.write_bytes(_nested_ifs(40))
+    before = ws.snapshot()
+    result = ws.run("inspect", ws.model)
+    assert_refused(ws, before, result, 3, "too deeply nested: subgraphs (If branches, Loop bodies) 40 levels deep",
+                   "protobuf's parser stops at 100 message levels")  # fmt: skip
+    ws.model.write_bytes(_nested_ifs(30))
+    assert len(onnx.load(str(ws.model)).graph.node) == 1

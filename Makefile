@@ -872,7 +872,9 @@ OUT := build/demo
 #   compare.class_axes; flan-t5's decoder logits [1, 16, 32128] had no top-1 while 55% of next tokens changed; 62 lines)
 # 25441 -> 25473: a model nested past protobuf's depth limit says how deep its subgraphs go (graph/inline_weights.
 #   subgraph_depth, graph/model.load_with_files; was "not an ONNX model (DecodeError ...)"; hostile round 20; 32 lines)
-LINE_BUDGET := 25473
+# 25473 -> 25491: a model saved inline keeps the fields its onnx's schema does not know (graph/protobuf_wire.
+#   unknown_fields, inline_write._around; write_inline rebuilt the model and graph from known fields; 18 lines)
+LINE_BUDGET := 25491
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -83,7 +83,7 @@ def check_regular(
         hint = ("~ is the shell's" if str(path).startswith("~") else
                 "a one-letter flag's value follows a space ('-l=x' is '=x')")  # fmt: skip
         raise error(f"{what} not found", where=where, hint=f"{hint}: {meant} exists" if meant and
-                    os.path.exists(meant) else None) from e  # fmt: skip
+                    os.path.exists(meant) else _joined_by_commas(str(path), what)) from e  # fmt: skip
     except OSError as e:
         raise error(f"cannot read {what}: {e.strerror}", where=where) from e
     except ValueError as e:  # a NUL byte, which no file name holds
@@ -94,6 +94,16 @@ def check_regular(
     if not stat.S_ISREG(st.st_mode):
         raise error(f"{what} is not a regular file ({file_kind(st.st_mode)})", where=where)
     return st
+
+
+def _joined_by_commas(path: str, what: str) -> str | None:
+    """'-l a.txt,b.txt': files that exist, joined as some users join qairt's list files; None where they are not."""
+    parts = path.split(",")
+    if len(parts) < 2 or not all(os.path.isfile(p) for p in parts):
+        return None
+    joined = os.path.join(os.path.dirname(parts[0]), "joined.txt")  # beside them: entries may resolve against it
+    join = f": join them into one (cat {' '.join(parts)} > {joined}) and give that" if "list" in what else ""
+    return f"{what} takes one file, and {', '.join(parts)} are {len(parts)} files joined by commas{join}"
 
 
 def open_regular(path: str | os.PathLike[str], what: str = "file", error: type[QtoolError] = DataError) -> BinaryIO:

@@ -101,3 +101,22 @@ def test_a_model_nested_past_protobufs_limit_says_so(ws: Workspace) -> None:
                    "protobuf's parser stops at 100 message levels")  # fmt: skip
     ws.model.write_bytes(_nested_ifs(30))
     assert len(onnx.load(str(ws.model)).graph.node) == 1
+
+
+# --- list files joined by commas ----------------------------------------------------------------------------------
+
+
+def test_list_files_joined_by_commas_are_named(ws: Workspace) -> None:
+    """'-l a.txt,b.txt' (as some users join qairt's list files) was 'a.txt,b.txt: input_list not found', though
+    both files exist; now the error says a list is one file and how to join them. A name holding a comma that is
+    one file, or a part that does not exist, gets no such hint."""
+    other = ws.root / "b.txt"
+    other.write_bytes(ws.listing.read_bytes())
+    joined = f"{ws.listing},{other}"
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out, "--eval_list", joined)
+    assert_refused(ws, before, result, 4, f"{joined}: eval_list not found", "eval_list takes one file",
+                   f"2 files joined by commas: join them into one (cat {ws.listing} {other} > {ws.root}/joined.txt)")  # fmt: skip
+    result = ws.run("quantize", "-i", ws.model, "-l", f"{ws.listing},missing.txt", "-o", ws.out)
+    assert_refused(ws, before, result, 4, "input_list not found")
+    assert "commas" not in result.stderr

@@ -5,11 +5,14 @@ x / scale ('asymmetric'); onnxruntime takes the nearest pixel below it (above, w
 added coordinate_transformation_mode, whose default, half_pixel, the converter leaves: a bilinear upsampling moved by
 half a pixel, and a nearest one on a non-integer scale picked other pixels. Hardmax up to opset 12 flattened its input
 at `axis` into [outer, inner] and took the maximum over all of inner; 13 takes it along `axis` alone, and the
-converter calls the two compatible (it rewrites Softmax and LogSoftmax as 12 meant them).
+converter calls the two compatible (it rewrites Softmax and LogSoftmax as 12 meant them). Resize 11's
+coordinate_transformation_mode 'tf_half_pixel_for_nn', (x + 0.5) / scale, is gone from 13, and the converter keeps it:
+it is half_pixel's coordinate + 0.5, so a nearest Resize picks the same pixel under half_pixel, rounding otherwise.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -21,6 +24,11 @@ from qtool.graph.names import FreshNames
 from qtool.graph.node_order import subgraphs
 
 DEFAULT = ("", "ai.onnx")
+# nearest_mode under tf_half_pixel_for_nn -> the one under half_pixel picking the same pixel, c being half_pixel's
+# coordinate (float-exact: c + 0.5 is): round_prefer_floor(c + 0.5) = ceil(c), floor(c + 0.5) = round_prefer_ceil(c)
+HALF_PIXEL_NEAREST = {b"round_prefer_floor": "ceil", b"floor": "round_prefer_ceil"}
+
+logger = logging.getLogger(__name__)
 
 
 def converted(light: onnx.ModelProto, source: int, target: int,
@@ -30,6 +38,8 @@ def converted(light: onnx.ModelProto, source: int, target: int,
     resized = {o for o, n in old.items() if n.op_type in ("Resize", "Upsample")} if source <= 10 < target else set()
     flat = {o for o, n in old.items() if n.op_type == "Hardmax"} if source <= 12 < target else set()
     out = convert(light, target)
+    if 11 <= source <= 12 < target:
+        _half_pixel_resizes(out.graph, {o for o, n in old.items() if n.op_type == "Resize"})
     fresh = FreshNames(_names(out.graph))
     if resized:
         _asymmetric_resizes(out.graph, resized, fresh)
@@ -84,6 +94,27 @@ def _asymmetric_resizes(graph: onnx.GraphProto, resized: set[str], fresh: FreshN
         node.attribute.append(helper.make_attribute("nearest_mode", "ceil" if shrinks else "floor"))
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+def _half_pixel_resizes(graph: onnx.GraphProto, resized: set[str]) -> None:
+    """A nearest Resize's tf_half_pixel_for_nn as half_pixel (HALF_PIXEL_NEAREST); another is kept, which onnxruntime
+    still runs, and said (no mode of 13 picks its pixels: ceil or round_prefer_ceil, or linear or cubic at c + 0.5)."""
+    for node in _nodes(graph):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "Resize" or node.output[:1] == [] or node.output[0] not in resized or \
+                attrs.get("coordinate_transformation_mode") != b"tf_half_pixel_for_nn":  # fmt: skip
+            continue
+        same = HALF_PIXEL_NEAREST.get(attrs.get("nearest_mode", b"round_prefer_floor"))
+        if attrs.get("mode", b"nearest") != b"nearest" or same is None:
+            logger.warning("Resize %r keeps coordinate_transformation_mode tf_half_pixel_for_nn, which opset 13 dropped "
+                           "(no mode of 13 computes it with mode %s, nearest_mode %s); onnxruntime still runs it",
+                           node.name or node.output[0], attrs.get("mode", b"nearest").decode(),
+                           attrs.get("nearest_mode", b"round_prefer_floor").decode())  # fmt: skip
+            continue
+        kept = [a for a in node.attribute if a.name not in ("coordinate_transformation_mode", "nearest_mode")]
+        del node.attribute[:]
+        node.attribute.extend([*kept, helper.make_attribute("coordinate_transformation_mode", "half_pixel"),
+                               helper.make_attribute("nearest_mode", same)])  # fmt: skip
 
 
 def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:

@@ -120,3 +120,59 @@ def test_list_files_joined_by_commas_are_named(ws: Workspace) -> None:
     result = ws.run("quantize", "-i", ws.model, "-l", f"{ws.listing},missing.txt", "-o", ws.out)
     assert_refused(ws, before, result, 4, "input_list not found")
     assert "commas" not in result.stderr
+
+
+# --- Resize 11's tf_half_pixel_for_nn, upgraded --------------------------------------------------------------------
+
+
+def _resize11(nearest_mode: str | None, scales: list[float] | None, sizes: list[int] | None = None,
+              mode: str = "nearest") -> onnx.ModelProto:  # fmt: skip
+    """x [1, 3, 7, 9] -> Resize 11 (tf_half_pixel_for_nn), by scales or by sizes, as tf2onnx writes TF's
+    resize_nearest_neighbor(half_pixel_centers=True)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array([], np.float32), "roi"),
+             numpy_helper.from_array(np.array(scales or [], np.float32), "scales")]  # fmt: skip
+    inputs = ["x", "roi", "scales"]
+    if sizes is not None:
+        inits.append(numpy_helper.from_array(np.array(sizes, np.int64), "sizes"))
+        inputs.append("sizes")
+    attrs = {"mode": mode, "coordinate_transformation_mode": "tf_half_pixel_for_nn"}
+    if nearest_mode is not None:
+        attrs["nearest_mode"] = nearest_mode
+    graph = helper.make_graph([helper.make_node("Resize", inputs, ["y"], **attrs)], "r",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 7, 9])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=6)
+
+
+@pytest.mark.parametrize(
+    ("nearest_mode", "scales", "sizes", "rewritten"),
+    [(None, [1, 1, 2, 2], None, True), ("round_prefer_floor", [1, 1, 1.5, 0.75], None, True),
+     ("floor", [1, 1, 3, 1.5], None, True), ("floor", [1, 1, 0.6, 2.5], None, True),
+     ("floor", None, [1, 3, 12, 5], True), ("round_prefer_floor", None, [1, 3, 4, 20], True),
+     ("ceil", [1, 1, 1.5, 0.75], None, False), ("round_prefer_ceil", [1, 1, 2.5, 1.3], None, False)],
+)  # fmt: skip
+def test_resize11_tf_half_pixel_for_nn_is_written_as_opset_13_means_it(
+    tmp_path: Path, nearest_mode: str | None, scales: list | None, sizes: list | None, rewritten: bool
+) -> None:
+    """convert's upgrade to opset 13 kept Resize 11's coordinate_transformation_mode tf_half_pixel_for_nn, which 13
+    dropped from the spec (onnxruntime still runs it; other runtimes need not). It is half_pixel's coordinate + 0.5,
+    so a nearest Resize of the default or floor nearest_mode becomes half_pixel with ceil or round_prefer_ceil:
+    the same pixels in onnxruntime, exactly. The two modes no opset-13 mode can say are kept, and a warning says so."""
+    import numpy as np
+    import onnxruntime as ort
+
+    source, out = tmp_path / "old.onnx", tmp_path / "new.onnx"
+    source.write_bytes(_resize11(nearest_mode, scales, sizes).SerializeToString())
+    result = Workspace(tmp_path).run("convert", "-i", source, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    converted = onnx.load(out)
+    assert converted.opset_import[0].version >= 13
+    modes = {a.name: a.s.decode() for n in converted.graph.node for a in n.attribute if a.type == onnx.AttributeProto.STRING}
+    assert (modes["coordinate_transformation_mode"] == "half_pixel") == rewritten, modes
+    assert ("keeps coordinate_transformation_mode tf_half_pixel_for_nn" in result.stderr) != rewritten
+    x = {"x": np.random.default_rng(0).normal(size=(1, 3, 7, 9)).astype(np.float32)}
+    want, got = (ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, x)[0] for p in (source, out))
+    np.testing.assert_array_equal(got, want)

@@ -878,7 +878,9 @@ OUT := build/demo
 #   _joined_by_commas, check_regular; was 'input_list not found'; hostile round 20; 10 lines)
 # 25501 -> 25532: Resize 11's tf_half_pixel_for_nn is written as half_pixel on the upgrade to 13, a nearest_mode picking
 #   the same pixels (graph/old_opset_meaning._half_pixel_resizes; 13 dropped the mode; hostile round 20; 31 lines)
-LINE_BUDGET := 25532
+# 25532 -> 25554: quantize warns, and inspect --reference finds far-from-float, where fewer than 80% of an output's
+#   positions keep the float model's top-1 (api/quantize._quality, QUALITY_TOP1, compare.top1_below; flan-t5; 22 lines)
+LINE_BUDGET := 25554
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -14,7 +14,7 @@ import onnx
 from qtool import runtime
 from qtool.api.common import EVALUATED_ON, check_output_names, class_count, drift_table, encodings_path, read_labels
 from qtool.api.mixed import mixed_overrides_path
-from qtool.api.quantize import QUALITY_COSINE, QUALITY_SQNR_DB
+from qtool.api.quantize import QUALITY_COSINE, QUALITY_SQNR_DB, QUALITY_TOP1
 from qtool.config import InspectOptions, preset_file
 from qtool.errors import DataError, ModelError, UsageError
 from qtool.graph import external_data, qoperator_form
@@ -84,8 +84,8 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
             _warn_non_finite(o, ctx, unbounded, input_list, specs)
         _drop_pages()
         if o.reference is not None:
-            rows, drift = _compare_layers(o, model, input_list, labels, report)
-            far = _far_from_float(drift, rows)
+            rows, drift, changed = _compare_layers(o, model, input_list, labels, report)
+            far = _far_from_float(drift, rows, changed)
     _drop_pages()  # the comparison's weights; the lints read the float view's
     report.findings = ordered(lint.run_lints(ctx) + far)
     if o.html is not None:
@@ -94,13 +94,15 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
     return report
 
 
-def _far_from_float(drift: dict, rows: list[layers.LayerRow]) -> list[Finding]:
+def _far_from_float(drift: dict, rows: list[layers.LayerRow], changed: dict[str, float]) -> list[Finding]:
     """quantize warns of a model this far from its float one; inspect --reference listed it at -0.5 dB with 'lint
-    findings: none', and --fail-on warning, a CI gate, passed it with exit 0."""
-    if drift["sqnr_db"] >= QUALITY_SQNR_DB and drift["cosine"] >= QUALITY_COSINE:
+    findings: none', and --fail-on warning, a CI gate, passed it with exit 0. `changed`: compare.top1_below's."""
+    if drift["sqnr_db"] >= QUALITY_SQNR_DB and drift["cosine"] >= QUALITY_COSINE and not changed:
         return []
     worst = next((r for r in rows if math.isfinite(r.added_db)), None)
     why = f"the outputs are far from --reference's (SQNR {drift['sqnr_db']:.2f} dB, cosine {drift['cosine']:.4f})"
+    for name, share in sorted(changed.items(), key=lambda item: item[1])[:1]:
+        why += f"; the top-1 of {name!r} is --reference's at {share:.1%} of its positions (below {QUALITY_TOP1:.0%})"
     return [Finding("far-from-float", "warning", worst.tensor if worst else "outputs", why,
                     f"{worst.tensor!r} adds the most error: {worst.fix}" if worst else "see the layer table")]  # fmt: skip
 
@@ -225,7 +227,7 @@ def _check_sizes(drift: dict[str, compare.Drift], model: onnx.ModelProto, refere
 
 def _compare_layers(
     o: InspectOptions, model: onnx.ModelProto, input_list: InputList, labels: list[int] | None, report: Report
-) -> tuple[list[layers.LayerRow], dict]:
+) -> tuple[list[layers.LayerRow], dict, dict[str, float]]:
     reference = gm.load(o.reference)  # type: ignore[arg-type]
     specs = _input_specs(model, reference, str(o.reference))  # not a second copy of its weights while this one is held
     _check_pair(model, reference, str(o.reference))
@@ -246,4 +248,4 @@ def _compare_layers(
     report.facts["compared samples"] = len(input_list.samples)
     report.tables.append(drift_table(drift, with_labels=labels is not None))
     report.tables.append(layers.layers_table(rows))
-    return rows, overall(drift)
+    return rows, overall(drift), compare.top1_below(drift, QUALITY_TOP1)

@@ -260,6 +260,13 @@ def compare_outputs(
     return drift
 
 
+def top1_below(drift: dict[str, Drift], floor: float) -> dict[str, float]:
+    """Outputs of a prediction a position (a decoder's next token, a recogniser's frame: `class_axes`) whose top-1
+    is the float model's at fewer than `floor` of their positions, with that share."""
+    return {name: share for name, d in drift.items()
+            if d.classifier and d.rows > 1 and (share := d.top1_agree / max(d.top1_samples, 1)) < floor}  # fmt: skip
+
+
 # A vector no classifier head writes: a recurrent state, a normalised embedding; its argmax agreeing with float's
 # says nothing (g2p-id's LSTM encoder state showed "top1_agreement 0.30" at 46 dB).
 # a recurrence's state or sequence (a Keras LSTM written as Loop/Scan too), a normalised embedding, a graph

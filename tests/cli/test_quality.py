@@ -333,3 +333,38 @@ def test_an_output_of_another_length_is_said_so(tmp_path: Path, integer_too: boo
     result = run_cli(["quantize", "-i", model, "--input_list", listing, "-o", tmp_path / "q.onnx", "--min_sqnr", "90"])
     assert result.exit_code == 6, result.stderr
     assert "'y' has another shape than the float model's in 8 of 8 samples" in result.stderr, result.stderr
+
+
+def _near_tie_decoder(tmp_path: Path) -> tuple[Path, Path]:
+    """h [1, 32, 8] -> logits [1, 32, 16] = h · W, W's columns in pairs 1e-3 apart: the next token at each position is
+    one of two near-equal logits, which 8-bit grids swap, while the logits' SQNR and cosine stay high."""
+    import numpy as np
+    import onnx.parser
+    from conftest import _with_initializers, write_feeds
+
+    rng = np.random.default_rng(0)
+    text = """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1,32,8] h) => (float[1,32,16] logits) <float[8,16] W> {
+            logits = MatMul (h, W)
+        }"""
+    w = np.repeat(rng.normal(0, 1, (8, 8)), 2, axis=1) + rng.normal(0, 1e-3, (8, 16))
+    model = tmp_path / "m.onnx"
+    onnx.save(_with_initializers(onnx.parser.parse_model(text), {"W": w.astype(np.float32)}), str(model))
+    return model, write_feeds(tmp_path, [{"h": rng.normal(0, 1, (1, 32, 8)).astype(np.float32)} for _ in range(8)])
+
+
+def test_a_decoder_whose_next_tokens_change_is_warned_about_at_a_passing_sqnr(tmp_path: Path) -> None:
+    """traceforge-title-model's flan-t5 decoder at W8A8: 13.1 dB and cosine 0.977 passed the warning's thresholds
+    while the next token was float's at 44.5% of positions (99.6% at W8A16): written silently."""
+    model, listing = _near_tie_decoder(tmp_path)
+    out = tmp_path / "q.onnx"
+    result = run_cli(["quantize", "-i", model, "--input_list", listing, "-o", out, "--json"])
+    assert result.exit_code == 0, result.stderr
+    (row,) = json.loads(result.stdout)["outputs (float vs quantized)"]
+    assert row["sqnr_db"] > 20 and row["cosine"] > 0.99 and row["top1_agreement"] < 0.8  # the premise
+    (warning,) = [line for line in result.stderr.splitlines() if "far from the float one" in line]
+    assert f"the top-1 of 'logits' is the float model's at {row['top1_agreement']:.1%} of 256 positions" in warning
+    assert "--act_bitwidth 16 (W8A16), or --mixed_precision auto --target_sqnr" in warning
+    inspected = run_cli(["inspect", out, "--reference", model, "--input_list", listing, "--fail-on", "warning"])
+    assert inspected.exit_code != 0 and "the top-1 of 'logits' is --reference's at" in inspected.output

@@ -880,7 +880,9 @@ OUT := build/demo
 #   the same pixels (graph/old_opset_meaning._half_pixel_resizes; 13 dropped the mode; hostile round 20; 31 lines)
 # 25532 -> 25554: quantize warns, and inspect --reference finds far-from-float, where fewer than 80% of an output's
 #   positions keep the float model's top-1 (api/quantize._quality, QUALITY_TOP1, compare.top1_below; flan-t5; 22 lines)
-LINE_BUDGET := 25554
+# 25554 -> 25581: an opset-10 nearest Resize of computed scales rounds each axis as onnxruntime does (graph/
+#   old_opset_meaning, passes/remove_identity._unit_resize, quant/plan._only_control; was 3.67 off; 27 lines)
+LINE_BUDGET := 25581
 
 .PHONY: demo test lint venv bench clean golden
 

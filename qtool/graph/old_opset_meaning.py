@@ -65,7 +65,9 @@ def _names(graph: onnx.GraphProto) -> Iterator[str]:
 def _asymmetric_resizes(graph: onnx.GraphProto, resized: set[str], fresh: FreshNames) -> None:
     """Resize 10's coordinates, and onnxruntime's nearest pixel for them, axis by axis: below where the scale grows,
     above where it shrinks. A nearest Resize whose constant scales do both becomes two, the shrinking axes' then the
-    growing ones' (nearest is separable): one nearest_mode for both was 3.7 off at [1, 1, 0.75, 1.5]."""
+    growing ones' (nearest is separable): one nearest_mode for both was 3.7 off at [1, 1, 0.75, 1.5]. So does one whose
+    scales the graph computes, its halves' scales Min(s, 1) and Max(s, 1): taken to grow, a runtime shrink by 0.75 was
+    3.7 off too (a half whose scales fold to 1 is an Identity: passes/remove_identity)."""
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         for inner in subgraphs(node):
@@ -80,11 +82,19 @@ def _asymmetric_resizes(graph: onnx.GraphProto, resized: set[str], fresh: FreshN
         if mode != b"nearest":
             continue
         scales = _constant(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        shrinks, grows = (scales is not None and bool(np.any(f(scales, 1))) for f in (np.less, np.greater))
+        # scales the graph computes (from a Shape, often) are known as it runs: either way on every axis, split too
+        computed = scales is None and len(node.input) > 2 and bool(node.input[2])
+        shrinks, grows = (computed or (scales is not None and bool(np.any(f(scales, 1)))) for f in (np.less, np.greater))
         if shrinks and grows:
             y, names = node.output[0], [fresh(f"{node.output[0]}_{way}_scales") for way in ("shrink", "grow")]
-            graph.initializer.extend(onnx.numpy_helper.from_array(f(scales, 1).astype(np.float32), n)
-                                     for f, n in zip((np.minimum, np.maximum), names, strict=True))  # fmt: skip
+            if computed:  # Min(s, 1) and Max(s, 1), which convert folds where the dims it fixes make s constant
+                one = fresh(f"{y}_one")
+                graph.initializer.append(onnx.numpy_helper.from_array(np.ones(1, np.float32), one))
+                nodes[-1:-1] = [helper.make_node(op, [node.input[2], one], [n]) for op, n in zip(("Min", "Max"), names,
+                                                                                                strict=True)]  # fmt: skip
+            else:
+                graph.initializer.extend(onnx.numpy_helper.from_array(f(scales, 1).astype(np.float32), n)
+                                         for f, n in zip((np.minimum, np.maximum), names, strict=True))  # fmt: skip
             grown = onnx.NodeProto()
             grown.CopyFrom(node)
             node.input[2], node.output[0] = names[0], fresh(f"{y}_shrunk")

@@ -174,6 +174,57 @@ def test_an_old_opsets_resize_and_hardmax_keep_their_meaning(tmp_path: Path, op:
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 
+def _computed_scales_resize(size: list[float] | None) -> onnx.ModelProto:
+    """Resize 10 (nearest) of x [N, 3, 8, 8] by scales the graph computes: size / Shape(x), as tf2onnx writes a resize
+    to a size; or, `size` None, [1, 1] joined with an input f, known only from the data."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = helper.make_node
+    if size is None:
+        nodes, inputs = [n("Concat", ["ones", "f"], ["s"], axis=0)], [("f", [2])]
+        inits = [numpy_helper.from_array(np.ones(2, np.float32), "ones")]
+    else:
+        nodes, inputs = [n("Shape", ["x"], ["shape"]), n("Cast", ["shape"], ["dims"], to=1), n("Div", ["size", "dims"], ["s"])], []
+        inits = [numpy_helper.from_array(np.array(size, np.float32), "size")]
+    graph = helper.make_graph([*nodes, n("Resize", ["x", "s"], ["y"], mode="nearest")], "computed",
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+                               for name, dims in [("x", ["N", 3, 8, 8]), *inputs]],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)])
+    model.ir_version = 5
+    return model
+
+
+@pytest.mark.parametrize("size", [[1, 3, 6, 6], [1, 3, 6, 12], [1, 3, 20, 5], [1, 3, 12, 12], None],
+                         ids=["shrink", "mixed", "mixed-2", "grow", "from-data"])  # fmt: skip
+def test_an_old_resize_of_computed_scales_rounds_each_axis_as_onnxruntime_does(tmp_path: Path, size: list | None) -> None:
+    """Resize 10's nearest pixel is below x / scale where that axis' scale grows, above where it shrinks; scales the
+    graph computes (from a Shape) were taken to grow: a resize of 8x8 to 6x6 came out 3.67 from onnxruntime on the
+    model as written, exit 0. Where convert folds them, one Resize is left as with constant scales; from the data,
+    Min(s, 1) and Max(s, 1) give the two halves theirs, and quantize leaves them float (no grid rounds a scale)."""
+    import onnxruntime as ort
+
+    source, out = tmp_path / "old.onnx", tmp_path / "new.onnx"
+    source.write_bytes(_computed_scales_resize(size).SerializeToString())
+    assert Workspace(tmp_path).run("convert", "-i", source, "-o", out).exit_code == 0
+    resizes = [node for node in onnx.load(out).graph.node if node.op_type == "Resize"]
+    assert len(resizes) == (2 if size is None or size == [1, 3, 6, 12] or size == [1, 3, 20, 5] else 1)
+    x = np.random.default_rng(0).normal(size=(1, 3, 8, 8)).astype(np.float32)
+    for f in ([0.75, 0.75], [0.75, 1.5], [2.5, 0.6], [1.5, 1.5]) if size is None else ([],):
+        feed = {"x": x, **({"f": np.array(f, np.float32)} if f else {})}
+        want, got = (ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, feed)[0] for p in (source, out))
+        np.testing.assert_array_equal(got, want)
+    if size is None:
+        lines = []
+        for i in range(4):
+            np.save(tmp_path / f"x{i}.npy", x + i), np.save(tmp_path / f"f{i}.npy", np.array([0.75, 0.75], np.float32))
+            lines.append(f"x:={tmp_path / f'x{i}.npy'} f:={tmp_path / f'f{i}.npy'}")
+        (tmp_path / "l.txt").write_text("\n".join(lines) + "\n")
+        assert Workspace(tmp_path).run("quantize", "-i", out, "-l", tmp_path / "l.txt", "-o", tmp_path / "q.onnx").exit_code == 0
+        quantized = {node.input[0] for node in onnx.load(tmp_path / "q.onnx").graph.node if node.op_type == "QuantizeLinear"}
+        assert not quantized & {"s", *(r.input[2] for r in resizes)}
+
+
 # --- inspect --reference listing its outputs in another order -----------------------------------------------------
 
 

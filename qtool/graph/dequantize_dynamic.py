@@ -57,8 +57,8 @@ class _Graph:
     def constant(self, value: np.ndarray, like: str) -> str:
         """A float weight named after `like`, made once for the layers that share it: Kokoro's ALBERT runs one
         layer 12 times, and a copy for each reader of its weights made the model 568 MB instead of 326."""
-        value = value.astype(np.float32)
-        key = (like, value.shape, hashlib.sha1(value.tobytes()).digest())
+        value = np.ascontiguousarray(value, dtype=np.float32)  # no copy of a float32 one; hashed in place, not tobytes'
+        key = (like, value.shape, hashlib.sha1(value.data).digest())
         if (made := self.made.get(key)) is not None:
             return made
         name = like.removesuffix("_quantized")

@@ -57,7 +57,7 @@ class _Graph:
     def constant(self, value: np.ndarray, like: str) -> str:
         """A float weight named after `like`, made once for the layers that share it: Kokoro's ALBERT runs one
         layer 12 times, and a copy for each reader of its weights made the model 568 MB instead of 326."""
-        value = np.ascontiguousarray(value, dtype=np.float32)  # no copy of a float32 one; hashed in place, not tobytes'
+        value = np.asarray(value, dtype=np.float32, order="C")  # no copy of a float32 one; hashed in place, not tobytes()
         key = (like, value.shape, hashlib.sha1(value.data).digest())
         if (made := self.made.get(key)) is not None:
             return made

@@ -280,3 +280,19 @@ def test_no_top1_for_a_detector_whose_last_axis_runs_over_anchors() -> None:
     model.ir_version = 8
     feeds = [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
     assert "top1_agreement" not in compare_outputs(model, model, feeds)["output0"].summary(False)
+
+
+def test_no_top1_for_one_score_a_row() -> None:
+    """A regressor's [N, 1] (surfaces-onnx-files' MLP surrogates: one predicted score for each of N hyperparameter
+    points) has one column a row: its argmax is 0 whatever the model computes, so a top-1 agreement of 1 said nothing."""
+    rng = np.random.default_rng(0)
+    arrays = {"w": rng.normal(size=(4, 1)).astype(np.float32), "b": np.array([0.5], np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["score"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 4])],
+                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, [8, 1])],
+                              [numpy_helper.from_array(v, k) for k, v in arrays.items()])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = [{"x": rng.normal(size=(8, 4)).astype(np.float32)} for _ in range(2)]
+    summary = compare_outputs(model, model, feeds)["score"].summary(False)
+    assert "top1_agreement" not in summary and summary["sqnr_db"] == float("inf")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
@@ -356,23 +356,26 @@ def check_changed_dims(source: onnx.ModelProto, model: onnx.ModelProto, dims: di
             if theirs is not None and _failing_op(theirs) == _failing_op(ours) is not None:  # a TopK without detections
                 logger.info("%s: zeros fail the model as given the same way; --input_dim not checked by a run", where)
                 return
-        elif (noise := _noise_failure(model, specs, where)) is None or _failing_op(noise) != _failing_op(ours):
+        elif any(why is None or _failing_op(why) != _failing_op(ours) for why in _noise_failures(model, specs, where)):
             logger.info("%s: zeros fail the model where random values do not; --input_dim not checked by a run", where)
             return
         raise ModelError(f"as converted, onnxruntime cannot run it on zeros: {ours}", where=where,
                          hint=(changed or named)[0]) from e  # fmt: skip
 
 
-def _noise_failure(model: onnx.ModelProto, specs: list, where: str) -> str | None:
-    """Why the model fails on random float inputs (integer ones stay 0, an index), or None."""
+def _noise_failures(model: onnx.ModelProto, specs: list, where: str) -> Iterator[str | None]:
+    """Why the model fails on random float inputs, or None, with its integer ones 0 (an index), then 1 where it has
+    any: an integer input a divisor, a count or a step fails at 0 at any size (10 / k was refused at batch 2)."""
     rng = np.random.default_rng(0)
-    feeds = {s.name: rng.normal(size=s.shape).astype(s.dtype) if s.dtype.kind == "f" else np.zeros(s.shape, s.dtype)
-             for s in specs}  # fmt: skip
-    try:
-        runtime.session(model, 1, where, arena=False).run(None, feeds)
-    except Exception as e:  # onnxruntime's own error types
-        return runtime.ort_reason(e)
-    return None
+    floats = {s.name: rng.normal(size=s.shape).astype(s.dtype) for s in specs if s.dtype.kind == "f"}
+    session = runtime.session(model, 1, where, arena=False)
+    for fill in (0, 1) if len(floats) < len(specs) else (0,):
+        try:
+            session.run(None, floats | {s.name: np.full(s.shape, fill, s.dtype) for s in specs if s.name not in floats})
+        except Exception as e:  # onnxruntime's own error types
+            yield runtime.ort_reason(e)
+        else:
+            yield None
 
 
 def _zeros_failure(source: onnx.ModelProto, specs: list, where: str) -> str | None:

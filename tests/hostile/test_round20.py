@@ -60,6 +60,21 @@ def test_an_input_dim_where_only_zeros_fail_the_model_passes(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
 
 
+def test_an_input_dim_where_an_integer_input_of_0_fails_passes(tmp_path: Path) -> None:
+    """An integer input a divisor (10 / k) fails on zeros at any size, and random floats left it 0: 'convert
+    --input_dim x 2,3 --input_dim k 2' was refused as a size the model cannot run at (review of eee8292)."""
+    (tmp_path / "div.onnx").write_bytes(onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 13]>
+        g (float[N,3] x, int64[N] k) => (float[N,3] z, int64[N] y) {
+            z = Relu (x)
+            ten = Constant <value = int64[1] {10}> ()
+            y = Div (ten, k)
+        }""").SerializeToString())
+    ws = Workspace(tmp_path)
+    args = ["-i", tmp_path / "div.onnx", "-o", tmp_path / "c.onnx", "--input_dim", "x", "2,3", "--input_dim", "k", "2"]
+    result = ws.run("convert", *args)
+    assert result.exit_code == 0, result.output
+
+
 # --- a model nested past protobuf's depth limit -------------------------------------------------------------------
 
 

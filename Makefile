@@ -884,7 +884,9 @@ OUT := build/demo
 #   old_opset_meaning, passes/remove_identity._unit_resize, quant/plan._only_control; was 3.67 off; 27 lines)
 # 25581 -> 25584: convert's --input_dim check tries an integer input at 1 as well as 0 before blaming the dims (api/
 #   common._noise_failures; 10 / k was refused at batch 2; 3 lines)
-LINE_BUDGET := 25584
+# 25584 -> 25588: a float16 model convert turns into float32 loses its float16 mark (graph/convert.normalise; quantize
+#   refused the float32 model as 'a float16 model'), and inspect says why a float16 --reference is refused; 4 lines)
+LINE_BUDGET := 25588
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -185,8 +185,9 @@ def _check_pair(model: onnx.ModelProto, reference: onnx.ModelProto, where: str) 
             raise UsageError(f"declares output {quoted(name)} {_shown(given, True)}, MODEL {_shown(ours, True)}: not MODEL's "
                              "float model", where=where)  # fmt: skip
     if gm.metadata(reference).get(gm.METADATA_FLOAT_BITWIDTH) == "16":  # its layers behind Casts: 2 rows, 'logits Cast'
-        raise UsageError("is a float16 model (convert --float_bitwidth 16): not the float model MODEL was quantized from",
-                         where=where, hint="compare with the float32 model quantize read")  # fmt: skip
+        raise UsageError("is a float16 model (convert --float_bitwidth 16): its layers run in float16 behind Casts, which"
+                         " MODEL's float32 layers do not match one for one (its layer table blamed a Cast)", where=where,
+                         hint="compare with a float32 model: the one quantize read, or `qtool convert` of this one")  # fmt: skip
     if summary.kind(reference) == "quantized":  # its Q/DQ ranked as layers; float MODEL vs it: MODEL's error, blamed
         raise UsageError("holds QuantizeLinear/DequantizeLinear (or QLinear) ops: a quantized model, not MODEL's float "
                          "model", where=where, hint="the float model is --reference, the quantized one MODEL"

@@ -20,6 +20,7 @@ from qtool.errors import ModelError, QtoolError
 from qtool.graph import expand_functions, external_data, prelu_slope
 from qtool.graph.constant_size import densify_sparse, huge_constant
 from qtool.graph.float16 import to_float32
+from qtool.graph.model import METADATA_FLOAT_BITWIDTH as FLOAT_BITWIDTH
 from qtool.graph.model import METADATA_PINNED, default_opset, pinned_inputs, set_metadata, upgrade_opset
 from qtool.graph.node_order import reads
 from qtool.io.raw import InputSpec
@@ -231,7 +232,9 @@ def normalise(
     densify_sparse(model.graph, where)
     if model.functions and external_data.proto_size(model) < external_data.PROTOBUF_LIMIT:  # their weights stayed float
         model = onnx.inliner.inline_local_functions(model)  # ('float weights 2 (Lin 2: read outside a slot ...)')
-    model = to_float32(model)  # a float16 export computes in float32 behind casts at its inputs and outputs
+    if (wide := to_float32(model)) is not model:  # a float16 export computes in float32 behind casts at its inputs
+        set_metadata(wide, FLOAT_BITWIDTH, None)  # and outputs: no more convert --float_bitwidth 16's model
+    model = wide
     if default_opset(model) < 7:
         model = prelu_slope.per_channel(model, where)
     model = upgrade_opset(model, _needed_opset(model), where)

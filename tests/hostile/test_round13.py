@@ -201,7 +201,23 @@ def test_inspect_refuses_a_float16_reference(ws: Workspace) -> None:
     assert ws.quantize("-o", ws.out).exit_code == 0
     before = ws.snapshot()
     result = ws.run("inspect", ws.out, "--reference", half, "-l", ws.listing)
-    assert_refused(ws, before, result, 2, f"{half}: is a float16 model (convert --float_bitwidth 16)")
+    assert_refused(ws, before, result, 2, f"{half}: is a float16 model (convert --float_bitwidth 16): its layers run in")
+    assert "`qtool convert` of this one" in result.stderr
+
+
+def test_a_float16_model_converted_back_is_a_float32_model(ws: Workspace) -> None:
+    """A float16 model convert --float_bitwidth 16 wrote, given to convert, computes in float32 (to_float32) but kept
+    the float16 mark: 'quantize -i conv.onnx' said 'is a float16 model (quantize the float32 converted model ...)' of
+    that very model, exit 2, and inspect refused it as --reference (see above), so a user holding only the float16
+    model had no float32 one. Now its conversion is unmarked: quantize takes it, inspect compares with it."""
+    half, back = ws.root / "half.onnx", ws.root / "back.onnx"
+    assert ws.run("convert", "-i", ws.model, "-o", half, "--float_bitwidth", "16").exit_code == 0
+    assert ws.run("convert", "-i", half, "-o", back).exit_code == 0
+    result = ws.run("quantize", "-i", back, "-l", ws.listing, "-o", ws.out)
+    assert result.exit_code == 0, result.stderr
+    inspected = ws.run("inspect", ws.out, "--reference", back, "-l", ws.listing, "--json")
+    assert inspected.exit_code == 0, inspected.stderr
+    assert json.loads(inspected.stdout)["outputs (float vs quantized)"][0]["sqnr_db"] > 20
 
 
 # --- --calib_batch_size moving the ranges -------------------------------------------------------------------------

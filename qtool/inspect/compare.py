@@ -345,7 +345,7 @@ def class_axes(model: onnx.ModelProto) -> dict[str, int]:
     for output in model.graph.output:
         node = producers.get(output.name)
         rank = len(output.type.tensor_type.shape.dim) if output.type.tensor_type.HasField("shape") else None
-        while node is not None and node.op_type in KEEPS_LAST_AXIS and _keeps_last_axis(node, opset, rank):
+        while node is not None and node.op_type in KEEPS_LAST_AXIS and _keeps_last_axis(node, opset, rank, dims):
             rank = None if node.op_type in RESHAPES else rank
             # a bias may come first (torch: Add(bias, MatMul)); follow the operand that is not a constant
             node = producers.get(next((i for i in node.input if i not in dims), node.input[0]))
@@ -354,7 +354,9 @@ def class_axes(model: onnx.ModelProto) -> dict[str, int]:
     return found
 
 
-def _keeps_last_axis(node: onnx.NodeProto, opset: int, rank: int | None) -> bool:
+def _keeps_last_axis(node: onnx.NodeProto, opset: int, rank: int | None, dims: dict[str, list[int]]) -> bool:
+    if node.op_type in ("Add", "Sub", "Mul", "Div"):  # by a constant: a bias, a scale; not a residual sum or a norm
+        return sum(i not in dims for i in node.input) == 1
     if node.op_type not in ("Softmax", "LogSoftmax"):
         return bool(node.input)
     # before opset 13 a Softmax's default axis 1 flattens [1, T, V] into one row; paddle2onnx writes axis 2

@@ -296,3 +296,23 @@ def test_no_top1_for_one_score_a_row() -> None:
     feeds = [{"x": rng.normal(size=(8, 4)).astype(np.float32)} for _ in range(2)]
     summary = compare_outputs(model, model, feeds)["score"].summary(False)
     assert "top1_agreement" not in summary and summary["sqnr_db"] == float("inf")
+
+
+def test_no_top1_for_a_hidden_state_a_residual_sum_makes() -> None:
+    """An encoder's last hidden state, RMSNorm(x + x · W) [1, 12, 8], ends in a linear layer of 8 columns too, but
+    through a residual sum and a norm's division, each of two tensors: no bias or scale. Its argmax over the hidden
+    units is no prediction; class_axes followed either operand, and gave it a per-position top-1 (review of 708970b)."""
+    rng = np.random.default_rng(0)
+    arrays = {"w": rng.normal(size=(8, 8)).astype(np.float32), "gamma": np.ones(8, np.float32),
+              "eps": np.array(1e-5, np.float32)}  # fmt: skip
+    n = helper.make_node
+    nodes = [n("MatMul", ["x", "w"], ["m"]), n("Add", ["m", "x"], ["r"]), n("Mul", ["r", "r"], ["sq"]),
+             n("ReduceMean", ["sq"], ["var"], axes=[-1]), n("Add", ["var", "eps"], ["ve"]), n("Sqrt", ["ve"], ["sd"]),
+             n("Div", ["r", "sd"], ["normed"]), n("Mul", ["normed", "gamma"], ["hidden"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "encoder", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 12, 8])],
+                              [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, [1, 12, 8])],
+                              [numpy_helper.from_array(v, k) for k, v in arrays.items()])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = [{"x": rng.normal(size=(1, 12, 8)).astype(np.float32)} for _ in range(2)]
+    assert "top1_agreement" not in compare_outputs(model, model, feeds)["hidden"].summary(False)

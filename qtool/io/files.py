@@ -7,9 +7,11 @@ its `stat` size before a byte is read. Writes live in `qtool.io.outputs`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
+import shlex
 import stat
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -101,8 +103,12 @@ def _joined_by_commas(path: str, what: str) -> str | None:
     parts = path.split(",")
     if len(parts) < 2 or not all(os.path.isfile(p) for p in parts):
         return None
-    joined = os.path.join(os.path.dirname(parts[0]), "joined.txt")  # beside them: entries may resolve against it
-    join = f": join them into one (cat {' '.join(parts)} > {joined}) and give that" if "list" in what else ""
+    # beside the first (its entries may resolve against it), under a name no file has: 'cat a.txt joined.txt >
+    # joined.txt', the hint followed, would empty a list given as a part
+    names = (os.path.join(os.path.dirname(parts[0]), f"joined{k or ''}.txt") for k in itertools.count())
+    joined = next(name for name in names if not os.path.lexists(name))
+    command = f"cat {' '.join(map(shlex.quote, parts))} > {shlex.quote(joined)}"  # a name with a space is one word
+    join = f": join them into one ({command}) and give that" if "list" in what else ""
     return f"{what} takes one file, and {', '.join(parts)} are {len(parts)} files joined by commas{join}"
 
 

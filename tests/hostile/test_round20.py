@@ -191,3 +191,14 @@ def test_resize11_tf_half_pixel_for_nn_is_written_as_opset_13_means_it(
     x = {"x": np.random.default_rng(0).normal(size=(1, 3, 7, 9)).astype(np.float32)}
     want, got = (ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, x)[0] for p in (source, out))
     np.testing.assert_array_equal(got, want)
+
+
+def test_the_joined_list_hint_empties_no_file(ws: Workspace) -> None:
+    """The hint's 'cat a.txt joined.txt > joined.txt', where joined.txt is one of the lists (a hint followed
+    before), would empty it; and a name with a space was two words to the shell (review of e6ee59a)."""
+    first, spaced = ws.root / "joined.txt", ws.root / "my list.txt"
+    first.write_bytes(ws.listing.read_bytes())
+    spaced.write_bytes(ws.listing.read_bytes())
+    result = ws.run("quantize", "-i", ws.model, "-l", f"{first},{spaced}", "-o", ws.out)
+    assert result.exit_code == 4, result.output
+    assert f"(cat {first} '{spaced}' > {ws.root}/joined1.txt)" in " ".join(result.stderr.split()), result.stderr

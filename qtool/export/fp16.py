@@ -24,6 +24,7 @@ from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.graph.float16 import FLOAT16_MAX, to_float16
 from qtool.graph.names import FreshNames
+from qtool.graph.node_order import reads, subgraphs
 from qtool.io.encodings import Encoding
 from qtool.quant.group_range import BOUNDED_OPS, MAX_OPS
 from qtool.quant.phases import MOVES
@@ -102,9 +103,32 @@ def half_precision(model: onnx.ModelProto, encoded: dict[str, float], where: str
         logger.warning("%s: fp16: %d values are nonzero below float16's smallest (%s: %.3g, a Log's or a division's "
                        "epsilon), so they and the ops that write or read them stay float32", where, len(tiny),
                        min(tiny, key=tiny.get), min(tiny.values()))  # fmt: skip
-    model = to_float16(model, keep_float32=set(wide) | set(tiny))
+    if bodies := _unsafe_bodies(model, set(wide) | set(tiny)):
+        logger.warning("%s: fp16: %d If, Loop or Scan bodies hold or read values float16 cannot (an epsilon below its "
+                       "smallest, a value past its range), so they run in float32", where, len(bodies))  # fmt: skip
+    model = to_float16(model, keep_float32=set(wide) | set(tiny) | {o for n in bodies for o in n.output if o})
     gm.set_metadata(model, gm.METADATA_FLOAT_BITWIDTH, "16")
     return model
+
+
+def _unsafe_bodies(model: onnx.ModelProto, outer: set[str]) -> list[onnx.NodeProto]:
+    """The If, Loop and Scan nodes whose bodies hold a float constant float16 cannot (`_unsafe`) or read an `outer`
+    one: qtool neither quantizes nor bounds a body, and in float16 a branch's Log(x^2 + 1e-10) was Log(0), -inf on
+    the samples that took it where the float and QDQ models gave 7.0 (exit 0)."""
+    return [n for n in model.graph.node if any(subgraphs(n)) and (outer.intersection(reads(n)) or _unsafe(n))]
+
+
+def _unsafe(node: onnx.NodeProto) -> bool:
+    for graph in subgraphs(node):
+        tensors = [*graph.initializer, *(a.t for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR)]
+        for t in tensors:
+            values = np.abs(external_data.array(t)) if t.data_type == onnx.TensorProto.FLOAT else np.zeros(0)
+            nonzero = values[values != 0]
+            if nonzero.size and ((values.size <= 1024 and nonzero.max() <= 2.0**-25) or nonzero.max() > FLOAT16_MAX):
+                return True
+        if any(_unsafe(inner) for inner in graph.node):
+            return True
+    return False
 
 
 def _encoded_bounds(job: ExportJob) -> dict[str, float]:

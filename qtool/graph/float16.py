@@ -128,34 +128,61 @@ def to_float16(model: onnx.ModelProto, keep_float32: set[str] = frozenset()) -> 
     keep_float32 = set(keep_float32) | {v.name for v in [*graph.input, *graph.output] if _held(v.type).elem_type == _FP32
                                         and (v.type.HasField("sequence_type") or v.type.HasField("optional_type"))}
     kept = {v.name for v in [*graph.input, *graph.initializer] if v.name in keep_float32}
-    # a Cast's `to`, a ConstantOfShape's value: an op writing a kept value keeps its float32 attributes
+    # a Cast's `to`, a ConstantOfShape's value: an op writing a kept value keeps its float32 attributes; an If, Loop
+    # or Scan writing one all of whose float outputs are kept keeps its bodies float32 (_float32_copies_for_bodies)
+    bodies = {k for k, node in enumerate(graph.node) if any(subgraphs(node)) and node.output
+              and keep_float32.issuperset(o for o in node.output if o)}  # fmt: skip
     writers = {k for k, node in enumerate(graph.node)
-               if keep_float32.intersection(node.output) and next(subgraphs(node), None) is None}  # fmt: skip
+               if keep_float32.intersection(node.output) and next(subgraphs(node), None) is None} | bodies  # fmt: skip
     out = _change(model, _FP32, _FP16, _kept_names(graph) | kept, writers)
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
     slots = [_float32_slots(node, opsets) for node in out.graph.node]
     wide = _renamed_outputs(out, keep_float32) if keep_float32 else set()
-    wide -= {name for node in out.graph.node if any(subgraphs(node)) for name in node.output}  # its body's float16
+    # as the changed model names them; its body's float16 otherwise
+    body = _renamed_outputs(out, {o for k in bodies for o in graph.node[k].output if o})
+    in_float32 = [any(subgraphs(node)) and bool(body.intersection(node.output)) for node in out.graph.node]
+    wide -= {name for node, f32 in zip(out.graph.node, in_float32, strict=True) if any(subgraphs(node)) and not f32
+             for name in node.output}  # fmt: skip
     for k, node in enumerate(out.graph.node):
-        if not any(subgraphs(node)) and (wide.intersection(node.input) or wide.intersection(node.output)):
+        if (not any(subgraphs(node)) or in_float32[k]) and (wide.intersection(node.input) or wide.intersection(node.output)):
             slots[k] = (list(range(len(node.input))), _float_outputs(node, opsets))
+    if any(in_float32):
+        slots = _float32_copies_for_bodies(out, model, in_float32, slots, wide)
     if any(reads or writes for reads, writes in slots):  # less what stayed float32 (Resize's scales): no Cast for them
         kept = {t.name for t in out.graph.initializer if t.data_type == _FP32} | {v.name for v in out.graph.input}
         _float32_islands(out, slots, _float32_names(model) - kept, wide)
         _retype([v for v in out.graph.value_info if v.name in wide], set(), _FP16, _FP32)
     if wide:
-        _float16_copies_for_subgraphs(out, wide)
+        _float16_copies_for_subgraphs(out, wide, body)
     return out
 
 
-def _float16_copies_for_subgraphs(model: onnx.ModelProto, wide: set[str]) -> None:
+def _float32_copies_for_bodies(out: onnx.ModelProto, model: onnx.ModelProto, in_float32: list[bool], slots: list,
+                               wide: set[str]) -> list:  # fmt: skip
+    """A body kept float32 reads the outer values float16 now holds through float32 copies (Casts before its node);
+    returns `slots` for the nodes as they are then."""
+    float32, nodes, kept_slots = _float32_names(model) - wide, [], []
+    fresh = FreshNames(name for node in out.graph.node for name in (*node_order.reads(node), *node.output))
+    for node, f32, slot in zip(list(out.graph.node), in_float32, slots, strict=True):
+        read = sorted((set(node_order.reads(node)) - set(node.input)) & float32) if f32 else []
+        rename = {name: fresh(f"{name}_fp32") for name in read}
+        _rename_captured(node, rename)
+        nodes += [helper.make_node("Cast", [n], [rename[n]], name=f"{rename[n]}_cast", to=_FP32) for n in read] + [node]
+        kept_slots += [([], [])] * len(read) + [slot]
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return kept_slots
+
+
+def _float16_copies_for_subgraphs(model: onnx.ModelProto, wide: set[str], float32_bodies: set[str]) -> None:
     """An If, Loop or Scan keeps its body's float16 types: a `wide` (float32) value it reads, as an input or from
     its body, comes through a Cast to float16 (inf past its range, as before such values were kept), where the
     float32 value made the body an invalid model ('bound to different types')."""
     fresh = FreshNames(name for node in model.graph.node for name in (*node_order.reads(node), *node.output))
     nodes: list[onnx.NodeProto] = []
     for node in model.graph.node:
-        read = sorted(wide.intersection(node_order.reads(node))) if any(subgraphs(node)) else []
+        f16 = any(subgraphs(node)) and not float32_bodies.intersection(node.output)
+        read = sorted(wide.intersection(node_order.reads(node))) if f16 else []
         rename = {name: fresh(f"{name}_fp16") for name in read}
         nodes += [helper.make_node("Cast", [n], [rename[n]], name=f"{rename[n]}_cast", to=_FP16) for n in read]
         node.input[:] = [rename.get(i, i) for i in node.input]

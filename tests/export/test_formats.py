@@ -449,3 +449,48 @@ def test_fp16_copies_the_stripped_model_only_to_clip_it(quantized) -> None:
     _, found = read_qdq(onnx.load(str(quantized[1])))
     job = ExportJob(onnx.load(str(quantized[1])), found, "m", ExportOptions(quantized[1], Path("unused")))
     assert _saturated(job) is job.stripped
+
+
+def _branching_log(eps_in_body: bool, loop: bool) -> onnx.ModelProto:
+    """x [1, 8] -> Relu -> an If on its sum (or a 2-step Loop) whose body takes Log(r * r + 1e-10) (+ k, an outer
+    Relu it reads, in the Loop) -> + 30. The epsilon is the body's own Constant or the main graph's, read from it."""
+    n, f = helper.make_node, TensorProto.FLOAT
+    eps = numpy_helper.from_array(np.array(1e-10, np.float32), "eps")
+    own = [n("Constant", [], ["eps_b"], value=numpy_helper.from_array(np.array(1e-10, np.float32)))] if eps_in_body else []
+    step = [*own, n("Mul", ["v", "v"], ["sq"]), n("Add", ["sq", "eps_b" if eps_in_body else "eps"], ["p"]),
+            n("Log", ["p"], ["l"])]  # fmt: skip
+    if loop:
+        body = helper.make_graph([*step, n("Add", ["l", "k"], ["v2"]), n("Identity", ["c"], ["c2"])], "body",
+                                 [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                                  helper.make_tensor_value_info("c", TensorProto.BOOL, []), helper.make_tensor_value_info("v", f, [1, 8])],
+                                 [helper.make_tensor_value_info("c2", TensorProto.BOOL, []), helper.make_tensor_value_info("v2", f, [1, 8])])  # fmt: skip
+        flow = [n("Loop", ["two", "", "r"], ["b"], body=body)]
+    else:
+        then = helper.make_graph([n("Identity", ["r"], ["v"]), *step], "then", [], [helper.make_tensor_value_info("l", f, [1, 8])])
+        other = helper.make_graph([n("Identity", ["r"], ["e"])], "else", [], [helper.make_tensor_value_info("e", f, [1, 8])])
+        flow = [n("ReduceSum", ["r"], ["s"], keepdims=0), n("Greater", ["s", "zero"], ["c"]),
+                n("If", ["c"], ["b"], then_branch=then, else_branch=other)]  # fmt: skip
+    nodes = [n("Relu", ["x"], ["r"]), n("Relu", ["r"], ["k"]), *flow, n("Add", ["b", "thirty"], ["y"])]
+    inits = [eps, numpy_helper.from_array(np.array(0.0, np.float32), "zero"), numpy_helper.from_array(np.array(30.0, np.float32), "thirty"),
+             numpy_helper.from_array(np.array(2, np.int64), "two")]  # fmt: skip
+    graph = helper.make_graph(nodes, "branch", [helper.make_tensor_value_info("x", f, [1, 8])],
+                              [helper.make_tensor_value_info("y", f, [1, 8])], inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(("eps_in_body", "loop"), [(True, False), (False, False), (True, True)],
+                         ids=["if-own-eps", "if-outer-eps", "loop-own-eps"])  # fmt: skip
+def test_fp16_runs_a_body_float16_cannot_hold_in_float32(tmp_path: Path, caplog, eps_in_body: bool, loop: bool) -> None:
+    """qtool quantizes no If, Loop or Scan body, and the fp16 export's float32 islands and Clips (above) are the main
+    graph's: a branch's Log(x * x + 1e-10) took its epsilon as float16's 0, so where x was 0 the fp16 model gave -inf
+    where the float and QDQ models gave 7.0 (exit 0), with the epsilon its body's own or, said to 'stay float32',
+    the main graph's. Now such a body runs in float32, its outer float16 reads through float32 copies."""
+    model = _branching_log(eps_in_body, loop)
+    _, qdq = quantize(tmp_path, model)
+    files = export(qdq, tmp_path / "out", "fp16", "stripped")
+    assert "1 If, Loop or Scan bodies hold or read values float16 cannot" in caplog.text
+    x = np.linspace(-1.0, 1.0, 8, dtype=np.float32)
+    x[:3] = 0.0  # Log(1e-10) = -23.0 in float32
+    expected, got = (session(files[f]).run(None, {"x": x[None]})[0] for f in (".stripped.onnx", ".fp16.onnx"))
+    assert np.isfinite(got).all(), got
+    np.testing.assert_allclose(got, expected, atol=0.05)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import onnx
 
@@ -12,6 +13,7 @@ from qtool.config import ExportOptions
 from qtool.errors import UsageError
 from qtool.export import ExportJob, build, write_files
 from qtool.export.matmulnbits import matmulnbits_hint
+from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.io import outputs
 from qtool.io.outputs import check_output_folder
@@ -29,7 +31,11 @@ def export(o: ExportOptions) -> Report:
         _check_beside_input(o)
         model, data_files = gm.load_with_files(o.input_network)
         tx.add_inputs("-i's external data", data_files)
-        return _export(o, model)
+        with tempfile.TemporaryDirectory(prefix="qtool-") as scratch:
+            try:
+                return _export(o, model, os.path.join(scratch, "float-weights.data"))
+            finally:
+                external_data.forget(scratch)
 
 
 def _check_beside_input(o: ExportOptions) -> None:
@@ -56,7 +62,7 @@ def _not_qdq_hint(model: onnx.ModelProto) -> str:
     return "export reads the QDQ model qtool quantize writes: quantize this model first"
 
 
-def _export(o: ExportOptions, model: onnx.ModelProto) -> Report:
+def _export(o: ExportOptions, model: onnx.ModelProto, scratch: str) -> Report:
     found = qdq_encodings(model, str(o.input_network))
     if not len(found):
         raise UsageError("has no QuantizeLinear/DequantizeLinear encodings to export", where=str(o.input_network),
@@ -67,7 +73,7 @@ def _export(o: ExportOptions, model: onnx.ModelProto) -> Report:
         raise UsageError(f"--format {lost[0]}: it holds MatMulNBits (onnxruntime's 4-bit form), whose weights that format "
                          "cannot carry", where=str(o.input_network),
                          hint=f"export the QDQ model they were made from (quantize without --target ort-cpu writes one){ours}")  # fmt: skip
-    job = ExportJob(model, found, o.input_network.name.removesuffix(".onnx"), o)
+    job = ExportJob(model, found, o.input_network.name.removesuffix(".onnx"), o, scratch)
     written = write_files(build(job, o.formats), o.output_path, o.external_data)
     return Report(
         "qtool export",

@@ -26,14 +26,15 @@ class ExportJob:
     found: Encodings  # what its Q/DQ hold, keyed by the stripped model's tensor names
     stem: str  # "digits_cnn.quant" for digits_cnn.quant.onnx; every file name starts with it
     options: ExportOptions
+    scratch: str | None = None  # a file in a temporary folder for the stripped model's float weights
 
     @functools.cached_property
     def stripped(self) -> onnx.ModelProto:
         """The same graph with every Q/DQ removed (`read_qdq`), built for the formats that use it: its
-        float weights cost 4x the quantized model's."""
+        float weights, 4x the quantized model's, go to `scratch` (read lazily from there) where it is given."""
         from qtool.quant.qdq_read import read_qdq
 
-        return read_qdq(self.model)[0]
+        return read_qdq(self.model, scratch=self.scratch)[0]
 
     @property
     def where(self) -> str:

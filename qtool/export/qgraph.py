@@ -20,6 +20,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from qtool.encoding import Encoding
+from qtool.graph import external_data
 from qtool.graph.names import FreshNames
 from qtool.io.encodings import Encodings
 from qtool.quant import blocks
@@ -157,6 +158,7 @@ class QGraph:
         e = self.enc[t]
         if t in self.facts.initializers:
             values = e.quantize(self.facts.array(t)).astype(self.int_type(t))
+            external_data.release()  # the float weight's mapped pages (export's scratch file): read once, here
             name = self.const(f"{t}_quantized", values)
         else:
             name = self.fresh(f"{t}_quantized")

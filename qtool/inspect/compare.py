@@ -337,9 +337,10 @@ def class_axes(model: onnx.ModelProto) -> dict[str, int]:
     anchors on its last axis, joined by a Concat of Conv maps: no weight sizes it, and no top-1 of its rows means
     anything. A size rule could not tell the two apart (32128 and 2100 both dwarf the axes before them)."""
     producers = {o: n for n in model.graph.node for o in n.output}
+    # every constant, a weight by its dims: a Constant's value_float (a temperature) is a constant too, of no dims
     dims = {i.name: list(i.dims) for i in model.graph.initializer} | {
-        n.output[0]: list(a.t.dims) for n in model.graph.node if n.op_type == "Constant" for a in n.attribute
-        if a.name == "value"}  # fmt: skip
+        n.output[0]: next((list(a.t.dims) for a in n.attribute if a.name == "value"), []) for n in model.graph.node
+        if n.op_type == "Constant" and n.output}  # fmt: skip
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     found = {}
     for output in model.graph.output:

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from qtool.inspect.compare import Drift, compare_outputs
+from qtool.inspect.compare import Drift, class_axes, compare_outputs
 
 
 def _heads() -> onnx.ModelProto:
@@ -316,3 +316,18 @@ def test_no_top1_for_a_hidden_state_a_residual_sum_makes() -> None:
     model.ir_version = 8
     feeds = [{"x": rng.normal(size=(1, 12, 8)).astype(np.float32)} for _ in range(2)]
     assert "top1_agreement" not in compare_outputs(model, model, feeds)["hidden"].summary(False)
+
+
+def test_logits_over_a_temperature_constant_are_compared_row_by_row() -> None:
+    """logits / T, T a Constant's value_float: a scale, as an initializer is (review of 708970b)."""
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+    nodes = [n("MatMul", ["h", "head"], ["m"]), n("Constant", [], ["t"], value_float=0.7), n("Div", ["m", "t"], ["logits"])]
+    graph = helper.make_graph(nodes, "decoder", [helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 12, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 12, 30])],
+                              [numpy_helper.from_array(rng.normal(size=(8, 30)).astype(np.float32), "head")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = [{"h": rng.normal(size=(1, 12, 8)).astype(np.float32)} for _ in range(2)]
+    assert class_axes(model) == {"logits": 30}
+    assert compare_outputs(model, model, feeds)["logits"].summary(False)["top1_agreement"] == 1

@@ -102,8 +102,10 @@ class Drift:
         self.max_abs = max(self.max_abs, float(np.max(np.abs(diff)))) if r.size else self.max_abs
         self.samples += 1
         if r.size:  # an empty sample says nothing of what the output is (a last one dropped the column)
-            width = ref.shape[-1] if ref.ndim else 1  # one column (a regressor's [N, 1]) has no argmax to miss
-            self.classifier = self.may_be_scores and kind == "f" and width > 1 and width in (r.size, self.classes)
+            # one column (a regressor's [N, 1]) has no argmax to miss; where a linear layer's class count is known,
+            # a last axis of another length is not its classes (a Squeeze of one logit a position: a [1, T] gate)
+            width = ref.shape[-1] if ref.ndim else 1
+            self.classifier = self.may_be_scores and kind == "f" and width > 1 and width == (self.classes or r.size)
         if self.classifier and r.size:
             # a row a prediction: one for a [1, V] classifier, one a position for logits [1, T, V] (`class_axes`)
             best_r, best_q = r.reshape(-1, width).argmax(axis=1), q.reshape(-1, width).argmax(axis=1)

@@ -331,3 +331,25 @@ def test_logits_over_a_temperature_constant_are_compared_row_by_row() -> None:
     feeds = [{"h": rng.normal(size=(1, 12, 8)).astype(np.float32)} for _ in range(2)]
     assert class_axes(model) == {"logits": 30}
     assert compare_outputs(model, model, feeds)["logits"].summary(False)["top1_agreement"] == 1
+
+
+def test_no_top1_for_one_logit_a_position_squeezed() -> None:
+    """text2tashkeel 0.1.0's rawi_v3 writes a presence gate [1, T]: one logit a character (a Linear to 1 column, the
+    column squeezed away) beside its value logits [1, T, 75]. The gate's argmax is the position where it is surest,
+    no prediction ('top1_agreement 0.9688'); the value logits keep theirs, one a position."""
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+    arrays = {"wp": rng.normal(size=(4, 1)).astype(np.float32), "wv": rng.normal(size=(4, 5)).astype(np.float32),
+              "b": np.array([0.5], np.float32), "last": np.array([2], np.int64)}  # fmt: skip
+    nodes = [n("MatMul", ["x", "wp"], ["m"]), n("Add", ["b", "m"], ["a"]), n("Squeeze", ["a", "last"], ["presence"]),
+             n("MatMul", ["x", "wv"], ["value"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "heads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4])],
+                              [helper.make_tensor_value_info("presence", TensorProto.FLOAT, [1, 8]),
+                               helper.make_tensor_value_info("value", TensorProto.FLOAT, [1, 8, 5])],
+                              [numpy_helper.from_array(v, k) for k, v in arrays.items()])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = [{"x": rng.normal(size=(1, 8, 4)).astype(np.float32)} for _ in range(2)]
+    drift = compare_outputs(model, model, feeds)
+    assert "top1_agreement" not in drift["presence"].summary(False)
+    assert drift["value"].summary(False)["top1_agreement"] == 1

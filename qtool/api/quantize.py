@@ -923,7 +923,8 @@ def _quality(
         blame += ("; 8-bit activations may not hold this transformer even with its residual stream per channel:"
                   " --act_bitwidth 16 (W8A16, as QNN HTP runs transformers), or --mixed_precision auto --target_sqnr"
                   " for the tensors that need it")  # fmt: skip
-    elif changed and o.act_bitwidth == 8:  # flan-t5's decoder: 44.5% of next tokens kept, 99.6% at W8A16
+    elif changed and o.act_bitwidth == 8 and "try --use_per_channel_residual" not in blame:  # the recipe first, if named
+        # flan-t5's decoder: 44.5% of next tokens kept, 99.6% at W8A16
         blame += ("; 8-bit activations move its predictions: --act_bitwidth 16 (W8A16), or --mixed_precision auto"
                   " --target_sqnr for the tensors that need it")  # fmt: skip
     if o.no_hardswish_equalization and (pairs := cle_hardswish.find_pairs(facts, set(o.act_16bit_tensors))):

@@ -64,7 +64,7 @@ from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import judged_outputs, overall
 from qtool.quant.normalization import normalization_statistics
 from qtool.quant.observers import accumulating_ranges, observed_extremes, read_as
-from qtool.quant.overrides import checked_overrides, empty_ranges, floated_by_rule, unapplied_params
+from qtool.quant.overrides import checked_overrides, empty_ranges, floated_by_rule, unapplied_params, unused_bits
 from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan, kept_float
 from qtool.quant.qdq import write_qdq
 from qtool.quant.residual import observe_channels, on_residual_stream, post_ln_sums, residual_stream
@@ -626,7 +626,8 @@ def _quantize(
         found, samples = _calibrate(o, model, facts, input_list, progress, keep, ranges_wanted=_precision_only(overrides))
     halves.clear()  # the trials' histograms (2048 bins a tensor and half): held no further, as before they served here
     observers.update(found)
-    empty_ranges(overrides.activations, observed_extremes(found, overrides.activations))
+    seen = observed_extremes(found, overrides.activations)
+    unused_bits(overrides.activations, seen, empty_ranges(overrides.activations, seen))
     _warn_growing(found, input_list, facts)
     samples_again = iter_samples(input_list, gm.input_specs(model), o.use_native_input_files) if input_list else None
     notes += _per_channel_residual(o, model, samples_again, observers)

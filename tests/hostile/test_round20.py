@@ -202,3 +202,29 @@ def test_the_joined_list_hint_empties_no_file(ws: Workspace) -> None:
     result = ws.run("quantize", "-i", ws.model, "-l", f"{first},{spaced}", "-o", ws.out)
     assert result.exit_code == 4, result.output
     assert f"(cat {first} '{spaced}' > {ws.root}/joined1.txt)" in " ".join(result.stderr.split()), result.stderr
+
+
+# --- encodings made for another model's inputs ---------------------------------------------------------------------
+
+
+def test_an_activation_override_far_wider_than_its_data_is_warned_of(ws: Workspace) -> None:
+    """An encodings file made where the input was fed [0, 255], given where it is fed [0, 1] (here: x's range 100x
+    its values'), quantized x on 1 bit of its 8 with exit 0 and no warning (output 11.3 dB, over the 10 dB quality
+    warning). Now a warning names the override, its span against the calibrated one, and the bits it leaves unused.
+    The file quantize wrote, given back, warns of nothing."""
+    import json
+
+    first = ws.quantize("-o", ws.out)
+    assert first.exit_code == 0, first.stderr
+    written = ws.out.with_suffix(".encodings.json")
+    again = ws.quantize("-o", ws.root / "again" / "q.onnx", "-q", written)
+    assert again.exit_code == 0 and "go unused" not in again.stderr, again.stderr
+    doc = json.loads(written.read_text())
+    doc["activation_encodings"]["x"][0].update(min=-100.0, max=100.0, scale=200 / 255, offset=-128)
+    wide = ws.root / "wide.json"
+    wide.write_text(json.dumps(doc))
+    result = ws.quantize("-o", ws.root / "wide" / "q.onnx", "-q", wide)
+    assert result.exit_code == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "go unused" in line]
+    assert len(warned) == 1 and "override for 'x' spans [-100.392, 99.6078]" in warned[0], result.stderr
+    assert "of its 8 bits go unused" in warned[0]

@@ -23,17 +23,34 @@ def write_inline(model: onnx.ModelProto, out: IO) -> None:
     g_head, g_tail = _around(model.graph, "initializer")
     sizes = [_size(t) for t in model.graph.initializer]
     graph_size = len(g_head) + len(g_tail) + sum(field_size(INITIALIZER, n) for n in sizes)
-    out.write(head + key(GRAPH, graph_size) + g_head)
-    for tensor, size in zip(model.graph.initializer, sizes, strict=True):
-        before, data, after = _tensor(tensor)  # one tensor's encoding held at a time
+    out.write(head + key(GRAPH, graph_size))
+    _write_graph(model.graph, g_head, sizes, g_tail, out)
+    out.write(tail)
+
+
+def write_graph(graph: onnx.GraphProto, out: IO) -> None:
+    """The graph's own deterministic encoding (what stats.model_hash hashes), its lazy weights inline, as it goes."""
+    g_head, g_tail = _around(graph, "initializer")
+    _write_graph(graph, g_head, [_size(t) for t in graph.initializer], g_tail, out)
+
+
+def _write_graph(graph: onnx.GraphProto, g_head: bytes, sizes: list[int], g_tail: bytes, out: IO) -> None:
+    out.write(g_head)
+    for tensor, size in zip(graph.initializer, sizes, strict=True):
         out.write(key(INITIALIZER, size))
-        out.write(before)
-        if data is not None:
-            out.write(key(RAW_DATA, len(data)))
-            out.write(data)
-            release()
-        out.write(after)
-    out.write(g_tail + tail)
+        write_tensor(tensor, out)
+    out.write(g_tail)
+
+
+def write_tensor(tensor: onnx.TensorProto, out: IO) -> None:
+    """The tensor's deterministic encoding, lazy bytes inline: one tensor's encoding held at a time, its pages dropped."""
+    before, data, after = _tensor(tensor)
+    out.write(before)
+    if data is not None:
+        out.write(key(RAW_DATA, len(data)))
+        out.write(data)
+        release()
+    out.write(after)
 
 
 def _size(tensor: onnx.TensorProto) -> int:

@@ -94,11 +94,13 @@ def test_pruned_drops_initializers_its_nodes_do_not_read() -> None:
     assert [i.name for i in runtime.pruned(model, ["h"]).graph.initializer] == ["a"]
 
 
-def test_an_inline_write_streams_lazy_weights_into_the_very_bytes_of_serialization(tmp_path) -> None:
+def test_an_inline_write_and_the_stats_hash_stream_lazy_weights_into_the_very_bytes_of_serialization(tmp_path, monkeypatch) -> None:
+    import hashlib
     import io
 
     from qtool.graph import model as gm
-    from qtool.graph.inline_write import write_inline
+    from qtool.graph.inline_write import write_graph, write_inline
+    from qtool.quant import stats
 
     model = onnx.parser.parse_model("""
     <ir_version: 8, opset_import: ["" : 17]>
@@ -114,10 +116,19 @@ def test_an_inline_write_streams_lazy_weights_into_the_very_bytes_of_serializati
     onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="w.bin", size_threshold=0)
     loaded = gm.load(tmp_path / "m.onnx")
     assert external_data.lazy(loaded)
-    written = io.BytesIO()
+    written, graph = io.BytesIO(), io.BytesIO()
     write_inline(loaded, written)
+    write_graph(loaded.graph, graph)  # what a stats file's model_sha256 is of: ranges files written before must load
+    hashed = stats.model_hash(loaded)
+    monkeypatch.setattr(external_data, "PROTOBUF_LIMIT", 0)  # past 2 GiB the hash is of its parts, one at a time
+    parts = stats.model_hash(loaded)
     with external_data.materialized(external_data.lazy(loaded)):
         assert written.getvalue() == loaded.SerializeToString(deterministic=True)
+        assert graph.getvalue() == loaded.graph.SerializeToString(deterministic=True)
+        assert hashed == hashlib.sha256(graph.getvalue()).hexdigest()
+        g = loaded.graph
+        whole = b"".join(p.SerializeToString(deterministic=True) for p in (*g.node, *g.input, *g.output, *g.initializer))
+        assert parts == hashlib.sha256(whole).hexdigest() == stats.model_hash(loaded)
 
 
 def test_a_transform_runs_without_the_large_weights_and_leaves_the_model_alone() -> None:

@@ -244,6 +244,7 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
         for index, name in enumerate(reader.input):
             readers.setdefault(name, []).append((reader, index))
     outputs = {o.name for o in graph.output}
+    taken = {*inits, *producers, *readers, *outputs, *(i.name for i in graph.input)}
     opset = default_opset(model)
 
     def known(name: str) -> np.ndarray | None:
@@ -288,7 +289,9 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
             e = _encoding(node, inits, inits[source].data_type, channel, constants, shape)
             _check_block_axis(node, readers.get(node.output[0], []), len(shape))
             chain, moves, moved_e = moved(node.output[0], e, shape)
-            name = chain[-1].output[0] if chain else node.output[0]
+            name = chain[-1].output[0] if chain else _float_name(node, taken)
+            rename.update({node.output[0]: name} if name != node.output[0] else {})
+            taken.add(name)
             if weights:
                 grid = _stored_grid(e, inits[source].data_type)
                 scale = _value(node.input[1], inits, constants, "the scale")
@@ -342,6 +345,14 @@ def _read_qdq(model: onnx.ModelProto, weights: bool, scratch: str | None) -> tup
     _narrow_back(out, found)
     _floats_back(out, found, {t: (e, frozenset(_resolve(o, rename) for o in r)) for t, (e, r) in pairs.items()})
     return out, found
+
+
+def _float_name(dq: onnx.NodeProto, taken: set[str]) -> str:
+    """The float weight's name: onnxruntime's quantize_static stores weight W as 'W_quantized', read as
+    'W_DequantizeLinear_Output', so W, the float model's name, where no tensor has it (the encodings export writes
+    are then for the float model; they named a tensor it has not); else what the DequantizeLinear writes."""
+    stem = dq.output[0].removesuffix("_DequantizeLinear_Output")
+    return stem if dq.input[0] == f"{stem}_quantized" and stem != dq.output[0] and stem not in taken else dq.output[0]
 
 
 def _float_weight(values: np.ndarray, moves: list, name: str, scratch: str | None) -> onnx.TensorProto:

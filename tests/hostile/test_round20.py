@@ -228,3 +228,45 @@ def test_an_activation_override_far_wider_than_its_data_is_warned_of(ws: Workspa
     warned = [line for line in result.stderr.splitlines() if "go unused" in line]
     assert len(warned) == 1 and "override for 'x' spans [-100.392, 99.6078]" in warned[0], result.stderr
     assert "of its 8 bits go unused" in warned[0]
+
+
+# --- export of a model onnxruntime quantized ------------------------------------------------------------------------
+
+
+def test_encodings_exported_from_an_onnxruntime_model_name_the_float_models_weights(tmp_path: Path) -> None:
+    """onnxruntime's quantize_static stores a weight W as 'W_quantized', dequantized into 'W_DequantizeLinear_Output';
+    export (and convert's import) named the float weight after that output, so the encodings file export wrote named
+    'W_DequantizeLinear_Output', which the float model has not, and 'quantize -i float.onnx -q that file' was refused
+    ("names tensor 'FW_DequantizeLinear_Output', which the graph does not have"). Now the weight is W again: the file
+    quantizes the float model, on onnxruntime's weight grids."""
+    import json
+
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "W"),
+               numpy_helper.from_array(rng.normal(0, 0.1, (5, 256)).astype(np.float32), "FW")]  # fmt: skip
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("Gemm", ["f", "FW"], ["y"], transB=1)]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], weights)  # fmt: skip
+    ws = make_workspace(tmp_path)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), ws.model)
+    feeds = iter([{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(4)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(feeds, None)
+
+    quantized = tmp_path / "ort.onnx"
+    quantize_static(str(ws.model), str(quantized), Reader(), quant_format=QuantFormat.QDQ)
+    assert ws.run("export", "-i", quantized, "-o", tmp_path / "ex", "--format", "encodings").exit_code == 0
+    exported = tmp_path / "ex" / "ort.encodings.json"
+    params = json.loads(exported.read_text())["param_encodings"]
+    assert {"W", "FW"} <= set(params), sorted(params)
+    result = ws.quantize("-o", ws.out, "-q", exported)
+    assert result.exit_code == 0, result.stderr
+    written = json.loads(ws.out.with_suffix(".encodings.json").read_text())["param_encodings"]
+    assert written["W"][0]["scale"] == pytest.approx(params["W"][0]["scale"], rel=1e-6)

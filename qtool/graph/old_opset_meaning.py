@@ -29,6 +29,8 @@ DEFAULT = ("", "ai.onnx")
 HALF_PIXEL_NEAREST = {b"round_prefer_floor": "ceil", b"floor": "round_prefer_ceil"}
 
 logger = logging.getLogger(__name__)
+# opset 6's binary ops whose broadcast=1 aligned B's dims with A's from `axis` (7 on: numpy's, from the last dim)
+AXIS_BROADCAST = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor", "Equal", "Greater", "Less"})
 
 
 def converted(light: onnx.ModelProto, source: int, target: int,
@@ -37,6 +39,9 @@ def converted(light: onnx.ModelProto, source: int, target: int,
     old = {n.output[0]: n for n in _nodes(light.graph) if n.domain in DEFAULT and n.output}
     resized = {o for o, n in old.items() if n.op_type in ("Resize", "Upsample")} if source <= 10 < target else set()
     flat = {o for o, n in old.items() if n.op_type == "Hardmax"} if source <= 12 < target else set()
+    if source <= 6 < target and any(a.name == "axis" for n in old.values() if n.op_type in AXIS_BROADCAST
+                                    for a in n.attribute):  # fmt: skip
+        light = _suffix_broadcasts(light)
     out = convert(light, target)
     if 11 <= source <= 12 < target:
         _half_pixel_resizes(out.graph, {o for o, n in old.items() if n.op_type == "Resize"})
@@ -104,6 +109,34 @@ def _asymmetric_resizes(graph: onnx.GraphProto, resized: set[str], fresh: FreshN
         node.attribute.append(helper.make_attribute("nearest_mode", "ceil" if shrinks else "floor"))
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+def _suffix_broadcasts(light: onnx.ModelProto) -> onnx.ModelProto:
+    """Opset 6's Add(A, B, broadcast=1, axis=k) with B's dims aligned at A's k-th, as the same op whose B is unsqueezed
+    to end where A ends, without `axis`: what onnx's converter means and does not write (B [3] under A [1, 3, 4, 4]
+    at axis 1 became B [3, 1, 1, 1], a [3, 3, 4, 4] output, exit 0; B [3, 4] failed its assertion). Ranks unknown
+    to shape inference are left to the converter."""
+    out = onnx.ModelProto()
+    out.CopyFrom(light)
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for g in [onnx.shape_inference.infer_shapes(light).graph]
+             for v in (*g.input, *g.value_info, *g.output) if v.type.tensor_type.HasField("shape")}  # fmt: skip
+    ranks.update({t.name: len(t.dims) for t in light.graph.initializer})
+    fresh, nodes = FreshNames(_names(out.graph)), []
+    for node in out.graph.node:
+        axis = next((a for a in node.attribute if a.name == "axis"), None)
+        a, b = (ranks.get(n) for n in [*node.input, "", ""][:2])
+        if node.op_type in AXIS_BROADCAST and node.domain in DEFAULT and axis is not None and None not in (a, b):
+            trailing = a - (axis.i % a if a else 0) - b
+            if trailing > 0:
+                nodes.append(helper.make_node("Unsqueeze", [node.input[1]], [fresh(f"{node.input[1]}_aligned")],
+                                              name=fresh(f"{node.name or node.output[0]}_align"),
+                                              axes=list(range(b, b + trailing))))  # fmt: skip
+                node.input[1] = nodes[-1].output[0]
+            node.attribute.remove(axis)
+        nodes.append(node)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out
 
 
 def _half_pixel_resizes(graph: onnx.GraphProto, resized: set[str]) -> None:

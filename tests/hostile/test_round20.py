@@ -270,3 +270,44 @@ def test_encodings_exported_from_an_onnxruntime_model_name_the_float_models_weig
     assert result.exit_code == 0, result.stderr
     written = json.loads(ws.out.with_suffix(".encodings.json").read_text())["param_encodings"]
     assert written["W"][0]["scale"] == pytest.approx(params["W"][0]["scale"], rel=1e-6)
+
+
+# --- opset 6's broadcast along an axis, upgraded -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("op", "b_shape", "as_input"),
+    [("Add", [3], False), ("Mul", [3, 4], False), ("Sub", [3], True)],
+    ids=["add-per-channel", "mul-2d-failed-assertion", "sub-computed-b"],
+)
+def test_an_opset6_broadcast_along_an_axis_keeps_its_meaning(tmp_path: Path, op: str, b_shape: list, as_input: bool) -> None:
+    """Opset 6's Add(x [1, 3, 4, 4], b [3], broadcast=1, axis=1) adds b per channel (caffe2-era exports: the ONNX
+    zoo's opset 3-6 models). onnx's version converter reshaped b to [3, 1, 1, 1], so the converted model added along
+    a new axis 0 and returned y [3, 3, 4, 4], exit 0; a b [3, 4] at axis 1 failed its assertion ('Dimension 1 of input
+    2 does not match dimension 1 of input 1'). b is now unsqueezed to end where x ends and the axis dropped before
+    the upgrade: the same values as numpy computes with b aligned at axis 1 (onnxruntime runs no opset-6 Add)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    b = np.arange(1, 1 + int(np.prod(b_shape)), dtype=np.float32).reshape(b_shape)
+    nodes = [helper.make_node(op, ["x", "b"], ["y"], broadcast=1, axis=1)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4]),
+              helper.make_tensor_value_info("b" if not as_input else "b_in", TensorProto.FLOAT, b_shape)]  # fmt: skip
+    if as_input:  # b computed from an input: the converter sees no initializer to reshape
+        nodes.insert(0, helper.make_node("Relu", ["b_in"], ["b"]))
+    graph = helper.make_graph(nodes, "old", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [] if as_input else [numpy_helper.from_array(b, "b")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)])
+    model.ir_version = 3  # which lists an initializer among the inputs, as b is
+    source, out = tmp_path / "old.onnx", tmp_path / "new.onnx"
+    onnx.save(model, source)
+    result = Workspace(tmp_path).run("convert", "-i", source, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    x = np.random.default_rng(0).normal(size=(1, 3, 4, 4)).astype(np.float32)
+    feeds = {"x": x, **({"b_in": b} if as_input else {})}
+    got = ort.InferenceSession(out, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    aligned = b.reshape(1, *b_shape, *[1] * (3 - len(b_shape)))
+    want = {"Add": x + aligned, "Mul": x * aligned, "Sub": x - aligned}[op]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -64,7 +64,14 @@ from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import judged_outputs, overall
 from qtool.quant.normalization import normalization_statistics
 from qtool.quant.observers import accumulating_ranges, observed_extremes, read_as
-from qtool.quant.overrides import checked_overrides, empty_ranges, floated_by_rule, unapplied_params, unused_bits
+from qtool.quant.overrides import (
+    check_sixteen_bit_names,
+    checked_overrides,
+    empty_ranges,
+    floated_by_rule,
+    unapplied_params,
+    unused_bits,
+)
 from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan, kept_float
 from qtool.quant.qdq import write_qdq
 from qtool.quant.residual import observe_channels, on_residual_stream, post_ln_sums, residual_stream
@@ -93,6 +100,8 @@ def _overrides(
 ) -> encio.Encodings:
     refuse_folded_names({"--act_16bit_tensors": o.act_16bit_tensors, "--params_16bit_tensors": o.params_16bit_tensors},
                         model, source)  # fmt: skip
+    if o.act_16bit_tensors or o.params_16bit_tensors:  # before calibration, not after it
+        check_sixteen_bit_names(GraphFacts.of(model), o.act_16bit_tensors, o.params_16bit_tensors)
     if o.ignore_quantization_overrides and not o.act_16bit_tensors:
         return encio.Encodings()
     if o.ignore_quantization_overrides:

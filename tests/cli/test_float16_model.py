@@ -99,3 +99,27 @@ def test_a_loop_body_reading_the_model_input_converts_to_float16(tmp_path: Path)
     x = np.random.default_rng(0).normal(0, 1, (3, 4)).astype(np.float32)
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, np.maximum(x.sum(0), 0), rtol=1e-2, atol=1e-2)
+
+
+def test_a_float16_models_layer_weights_go_to_a_scratch_file_as_float32(tmp_path: Path) -> None:
+    """to_float32 made every float16 weight a float32 array in memory, and the copies making it: a 2.4 GB float16
+    decoder's convert was killed for want of memory at 18.9 GB. A layer's weight (1 KiB and up) is now written to a
+    scratch file and read from there, lazily, as external data is; the bias stays in memory; the values are the same."""
+    from qtool.graph import external_data
+    from qtool.graph.float16 import to_float32
+
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(0, 0.2, (64, 32)).astype(np.float16), rng.normal(0, 0.1, 32).astype(np.float16)
+    info = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])],
+                              "half", [info("x", TensorProto.FLOAT16, [1, 64])], [info("y", TensorProto.FLOAT16, [1, 32])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    wide = {t.name: t for t in to_float32(model).graph.initializer}
+    assert external_data.is_lazy(wide["w"]) and not external_data.is_lazy(wide["b"])
+    assert np.array_equal(external_data.array(wide["w"]), w.astype(np.float32))
+    assert np.array_equal(numpy_helper.to_array(wide["b"]), b.astype(np.float32))
+    onnx.save(model, str(tmp_path / "half.onnx"))
+    assert run_cli(["convert", "-i", tmp_path / "half.onnx", "-o", tmp_path / "conv.onnx"]).exit_code == 0
+    converted = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "conv.onnx")).graph.initializer}
+    assert np.array_equal(converted["w"], w.astype(np.float32)) and np.array_equal(converted["b"], b.astype(np.float32))

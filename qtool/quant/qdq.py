@@ -168,8 +168,9 @@ def sliced(method: str, e: Encoding, values: np.ndarray, dtype: type) -> np.ndar
     """e.quantize or e.dequantize (`method`) of values as `dtype`, in slices along an axis `e` does not vary
     on, or per block along its channel axis, each slice with its channels' blocks (an embedding table at
     once cost 500 MB of temporaries: MiniLM's B32 peak was 2.5x its per-channel one)."""
-    if e.blocks is not None:
-        axis = e.axis if e.axis is not None and e.blocks.shape else values.ndim  # unplaced: at once
+    if e.blocks is not None:  # along its channels, which a Gather table read back names by its block axis: it was
+        # sliced across its blocks, 'cannot reshape' (internal error) exporting a decoder's weight-only W4 model
+        axis = blocks.channel_of(e.axis, e.blocks.axis, values.ndim) if e.axis is not None and e.blocks.shape else values.ndim
     else:
         axis = 0 if e.axis is None or e.axis % values.ndim != 0 else 1
     if values.ndim <= axis or values.size <= QUANTIZE_CHUNK:

@@ -417,3 +417,21 @@ def test_power_of_2_blocks_name_the_preset_only_when_it_sets_the_flag(tmp_path: 
                       "--weights_bitwidth", "4", "--weights_block_size", "32", "--encodings_format", "1.0.0"])  # fmt: skip
     assert result.exit_code == 2 and "--weights_block_size with --param_power_of_2" in result.output, result.output
     assert (f"the {target} preset sets --param_power_of_2" in result.output) == named, result.output
+
+
+def test_an_embedding_table_past_one_slice_exports_its_blocks_dequantized(tmp_path: Path) -> None:
+    """A table of more values than quantize's 64K slices (a decoder's [30522, 2048]) is dequantized a slice of
+    tokens at a time; read back from the QDQ model its encoding names the block axis, and the slices ran across
+    the blocks: export --format stripped (and qoperator, fp16, ranges) was 'qtool: internal error' ('cannot reshape
+    array of size 61044 into shape (30522,0,32)'). The stripped table is the blocked DequantizeLinear's values."""
+    model = embedding_model(vocab=1024, width=128)
+    blocked = _quantize(tmp_path, model, "--act_bitwidth", "32", "--weights_bitwidth", "4", "--weights_block_size", "32",
+                        samples=0)  # fmt: skip
+    result = run_cli(["export", "-i", blocked, "-o", tmp_path / "x", "--format", "stripped"])
+    assert result.exit_code == 0, result.output
+    quantized = onnx.load(str(blocked))
+    inits = {i.name: numpy_helper.to_array(i) for i in quantized.graph.initializer}
+    dq = _weight_dq(quantized, "table")
+    want = (inits[dq.input[0]].astype(np.float64) * np.repeat(inits[dq.input[1]], 32, axis=1)).astype(np.float32)
+    stripped = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "x" / "m.quant.stripped.onnx")).graph.initializer}
+    assert np.array_equal(stripped["table"], want)

@@ -260,6 +260,7 @@ def converted(
         refuse_no_inputs(source, model, input_values, str(path))
     corrected_outputs(model)
     check_normalised(model, str(path), source, input_dims)
+    check_changed_dims(source, model, input_dims, str(path))  # quantize --input_dim as convert's, not the list's line
     gm.mark_converted(model)
     return model
 

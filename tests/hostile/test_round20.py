@@ -43,6 +43,16 @@ def test_an_input_dim_a_baked_reshape_cannot_take_is_refused(ws: Workspace) -> N
     assert ws.run("convert", "-i", ws.model, "-o", out, "--input_dim", "x", "1,3,4,4").exit_code == 0
 
 
+def test_quantize_names_the_input_dim_a_baked_reshape_cannot_take(ws: Workspace) -> None:
+    """quantize given the float model and --input_dim converts it as convert does, but ran no check: the first
+    sample failed ('onnxruntime cannot run it (on the first sample, input_list.txt:1): ... Reshape ...'), naming the
+    list's line and not the option. Now the same refusal as convert's, naming --input_dim, before any calibration."""
+    _baked_reshape(ws)
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out, "--input_dim", "x", "1,3,8,8")
+    assert_refused(ws, before, result, 3, "Reshape node", "--input_dim x sets dim 2 (H) to 8")
+
+
 def test_an_input_dim_where_only_zeros_fail_the_model_passes(tmp_path: Path) -> None:
     """A detector with dynamic H and W whose TopK fails on zeros (no detection) but not on data is not refused:
     only a failure random values share is the dims'."""

@@ -146,7 +146,10 @@ def _wide_values(model: onnx.ModelProto, encoded: dict[str, float]) -> dict[str,
         if name not in bounds and name in weights:
             values = external_data.array(weights[name])
             numeric = values.size and values.dtype.kind in "fiu"  # an integer's matters where a Cast makes it float
-            bounds[name] = float(np.max(np.abs(values.astype(np.float64)))) if numeric else 0.0
+            # a float's |max| is exact as it is: float64 copies of a decoder's token table held 1 GB at once
+            wide = values if values.dtype.kind == "f" else values.astype(np.float64)  # (|int min| overflows)
+            bounds[name] = float(max(wide.max(), -wide.min())) if numeric else 0.0
+            external_data.release()  # its mapped pages: the weights are read once here
         return bounds.get(name)
 
     for name, weight in weights.items():  # any weight past float16's range (a MatMul's too) stays float32

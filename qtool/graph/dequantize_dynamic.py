@@ -22,6 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from qtool.graph import external_data
+from qtool.graph.lazy_weights import scratch_file, spilled
 
 INTEGER_LAYERS = {"ConvInteger": "Conv", "MatMulInteger": "MatMul"}
 BIAS_CHAIN = frozenset({"Reshape", "Cast", "Floor", "Round", "Div", "Unsqueeze"})
@@ -234,10 +235,12 @@ def _prune(model: onnx.ModelProto, initializers: Iterable[onnx.TensorProto], add
     for tensor in initializers:
         if tensor.name in needed:
             graph.initializer.add().CopyFrom(tensor)
-    while added:  # each array let go once written
-        name, value = added.pop(0)
+    while added:  # each array let go once written: a layer's to a scratch file, which sessions map and saves stream
+        name, value = added.pop(0)  # (held, PicoDet's 389 MB of float weights met onnxruntime's copy in convert's check)
         if name in needed:
-            graph.initializer.append(numpy_helper.from_array(value, name))
+            large = value.nbytes >= external_data.LAZY_BYTES
+            graph.initializer.append(spilled(value, name, scratch_file("restored-weights.data")) if large else
+                                     numpy_helper.from_array(value, name))  # fmt: skip
 
 
 def restore(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Counter]:

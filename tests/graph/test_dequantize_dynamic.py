@@ -12,6 +12,8 @@ from conftest import run_cli
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from qtool import runtime
+from qtool.graph import external_data
 from qtool.graph.dequantize_dynamic import restore
 
 RNG = np.random.default_rng(0)
@@ -67,13 +69,15 @@ def test_every_integer_layer_comes_back_as_its_float_layer(shipped) -> None:
     assert {"ConvInteger", "MatMulInteger", "DynamicQuantizeLSTM"} <= {n.op_type for n in dynamic.graph.node}
     restored, counts = restore(dynamic)
     assert dict(counts) == {"ConvInteger": 1, "MatMulInteger": 1, "DynamicQuantizeLSTM": 1}
-    onnx.checker.check_model(restored, full_check=True)
+    onnx.checker.check_model(external_data.checkable(restored), full_check=True)
     ops = [n.op_type for n in restored.graph.node]
     assert ops == ["Conv", "Relu", "Reshape", "MatMul", "Unsqueeze", "LSTM"], ops
     assert all(o.domain != "com.microsoft" for o in restored.opset_import)
     # the weights are the float ones up to their 8-bit rounding (half a step of the widest channel), the bias exact
     by_reader = {n.op_type: n for n in restored.graph.node}
-    weights = {i.name: numpy_helper.to_array(i) for i in restored.graph.initializer}
+    weights = {i.name: external_data.array(i) for i in restored.graph.initializer}
+    # a layer's weight (1 KiB and up) waits in a scratch file, as external data: PicoDet's convert 1.81 -> 0.56 GB
+    assert [i.name for i in restored.graph.initializer if external_data.is_lazy(i)] == [by_reader["MatMul"].input[1]]
     for op, name, index in (("Conv", "conv_w", 1), ("MatMul", "fc_w", 1), ("LSTM", "lstm_w", 1), ("LSTM", "lstm_r", 2)):
         original, back = WEIGHTS[name], weights[by_reader[op].input[index]]
         assert back.shape == original.shape
@@ -81,7 +85,7 @@ def test_every_integer_layer_comes_back_as_its_float_layer(shipped) -> None:
     np.testing.assert_array_equal(weights[by_reader["Conv"].input[2]], WEIGHTS["conv_b"])
     np.testing.assert_array_equal(weights[by_reader["LSTM"].input[3]], WEIGHTS["lstm_b"])
     x = RNG.normal(0, 1, (1, 3, 6, 6)).astype(np.float32)
-    want, got = _run(onnx.load(str(float_path)), x), _run(restored, x)
+    want, got = _run(onnx.load(str(float_path)), x), runtime.session(restored).run(None, {"x": x})[0]
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
 
 

@@ -14,7 +14,7 @@ import onnx
 from qtool import runtime
 from qtool.api.common import EVALUATED_ON, check_output_names, class_count, drift_table, encodings_path, read_labels
 from qtool.api.mixed import mixed_overrides_path
-from qtool.api.quantize import QUALITY_COSINE, QUALITY_SQNR_DB, QUALITY_TOP1
+from qtool.api.quantize import QUALITY_COSINE, QUALITY_SQNR_DB, QUALITY_TOP1, QUALITY_TOP1_SQNR_DB
 from qtool.config import InspectOptions, preset_file
 from qtool.errors import DataError, ModelError, UsageError
 from qtool.graph import external_data, qoperator_form
@@ -249,4 +249,4 @@ def _compare_layers(
     report.facts["compared samples"] = len(input_list.samples)
     report.tables.append(drift_table(drift, with_labels=labels is not None))
     report.tables.append(layers.layers_table(rows))
-    return rows, overall(drift), compare.top1_below(drift, QUALITY_TOP1)
+    return rows, overall(drift), compare.top1_below(drift, QUALITY_TOP1, QUALITY_TOP1_SQNR_DB)

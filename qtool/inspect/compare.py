@@ -262,11 +262,12 @@ def compare_outputs(
     return drift
 
 
-def top1_below(drift: dict[str, Drift], floor: float) -> dict[str, float]:
+def top1_below(drift: dict[str, Drift], floor: float, below_db: float) -> dict[str, float]:
     """Outputs of a prediction a position (a decoder's next token, a recogniser's frame: `class_axes`) whose top-1
-    is the float model's at fewer than `floor` of their positions, with that share."""
-    return {name: share for name, d in drift.items()
-            if d.classifier and d.rows > 1 and (share := d.top1_agree / max(d.top1_samples, 1)) < floor}  # fmt: skip
+    is the float model's at fewer than `floor` of their positions, with that share, where their SQNR is below
+    `below_db` (above it the swaps are of near ties: a regression's neighbouring bins)."""
+    return {name: share for name, d in drift.items() if d.classifier and d.rows > 1 and d.sqnr_db < below_db
+            and (share := d.top1_agree / max(d.top1_samples, 1)) < floor}  # fmt: skip
 
 
 # A vector no classifier head writes: a recurrent state, a normalised embedding; its argmax agreeing with float's

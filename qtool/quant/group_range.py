@@ -12,7 +12,9 @@ Rules on top of the calibration method's choice:
   clipped range loses nothing and spends every level where the reader can see it (a MobileNetV3 Conv
   output of [−18.2, 1.1] before a HardSwish gets a grid over [−3, 1.1], 4.6× finer); a Sigmoid, Tanh or Elu
   counts as flat where its output is within half a step of its own grid's end, as read through that grid
-  (nudenet's class logits, [−26.6, 1.6], are scores on a 1/255 grid only above −6.2);
+  (nudenet's class logits, [−26.6, 1.6], are scores on a 1/255 grid only above −6.2), and a SiLU written as
+  Mul(x, Sigmoid(x)) where its dip below 0 rounds to 0 on the Mul's grid (nudenet's stem: a Conv output of
+  [−213, 221] whose SiLU's grid has a step of 0.87 is cut, with its Sigmoid's, to [−7.1, 221]);
 - a member read only by a max (MaxPool, GlobalMaxPool, ReduceMax: data-invariant, so it shares the group)
   does not widen the group's lower end: a value below the max's own smallest output never wins a window
   it was seen in, so the group's minimum is its other members' (MTCNN's PReLU → MaxPool: [−2.45, 7.3] →
@@ -24,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 
 import onnx
@@ -34,7 +37,7 @@ from qtool.errors import DataError
 from qtool.io.encodings import Encodings
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.observers import MinMax, Observer, SoftmaxInput
-from qtool.quant.rules import flat_outside, rule_for, saturates_outside
+from qtool.quant.rules import flat_outside, rule_for, saturates_outside, silu_saturates_below
 
 logger = logging.getLogger(__name__)
 
@@ -183,15 +186,28 @@ def live_interval(
     if not readers or members & facts.graph_outputs:
         return None
 
-    def flat(node: onnx.NodeProto) -> tuple[float, float] | None:
+    def flat(node: onnx.NodeProto, t: str) -> tuple[float, float] | None:
+        grid = output_grid(node.output[0]) if output_grid is not None else None
+        if _gates_itself(facts, node, t):  # x · Sigmoid(x): a SiLU, read with its Sigmoid
+            below = None if grid is None else silu_saturates_below(grid[0], grid[2])
+            return None if below is None else (below, math.inf)
+        if node.input[0] != t:
+            return None
         found = flat_outside(node, facts.initializers, facts.array)
-        grid = output_grid(node.output[0]) if found is None and output_grid is not None else None
-        return found if grid is None else saturates_outside(node, *grid)
+        return found if found is not None or grid is None else saturates_outside(node, *grid)
 
-    intervals = [flat(c) if c.input[0] == t else None for c, t in readers]
+    intervals = [flat(c, t) for c, t in readers]
     if any(i is None for i in intervals):
         return None
     return min(i[0] for i in intervals), max(i[1] for i in intervals)  # type: ignore[index]
+
+
+def _gates_itself(facts: GraphFacts, node: onnx.NodeProto, t: str) -> bool:
+    """Is `node` a Mul of `t` and a Sigmoid of `t` (a SiLU written out: YOLOv5/v8, EfficientNet's swish)?"""
+    if node.op_type != "Mul" or len(node.input) != 2 or list(node.input).count(t) != 1:
+        return False
+    gate = facts.producers.get(node.input[1] if node.input[0] == t else node.input[0])
+    return gate is not None and gate.op_type == "Sigmoid" and gate.input[0] == t
 
 
 def encoding_grid(e: Encoding) -> Grid | None:

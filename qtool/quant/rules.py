@@ -217,6 +217,27 @@ def saturates_outside(node: onnx.NodeProto, out_lo: float, out_hi: float, step: 
     return (first, last) if first < last else None
 
 
+SILU_DIP = -0.2784645  # x · Sigmoid(x) is smallest at x = −1.2785: the dip a grid must see below 0
+
+
+def silu_saturates_below(out_lo: float, step: float) -> float | None:
+    """The x below which x · Sigmoid(x) (a SiLU written as a Mul of x and its Sigmoid) reads 0 through a grid of
+    `step` whose low end is `out_lo` (a grid holds 0), or None: its dip shrinks toward 0 below −1.28, and where it
+    is within half a step (or the grid has no level below 0) every lower x reads the same."""
+    if not step > 0:
+        return None
+    half = step / 2 if out_lo <= -step / 2 else math.inf
+    if half > -SILU_DIP:
+        return 0.0
+    lo, hi = -100.0, -1.2785  # x · Sigmoid(x) rises toward 0 below its dip: bisect for −half
+    if lo / (1 + math.exp(-lo)) <= -half:
+        return None
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mid / (1 + math.exp(-mid)) > -half else (lo, mid)
+    return lo
+
+
 # Resize modes whose every output value is an input value or a convex combination of input values (antialiased
 # or not): the output lies within the input's range, and a grid of its own only adds a requantization (a nearest
 # downscale: 33.6 dB on its own grid, 35.5 on its input's). Cubic weights go negative and overshoot.

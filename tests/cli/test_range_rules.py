@@ -213,3 +213,22 @@ def test_an_elu_input_keeps_only_where_elu_leaves_the_level_minus_alpha_rounds_t
     step = acts["y"]["scale"]
     np.testing.assert_allclose(got[x < -10], round(-1.0 / step) * step, rtol=1e-5)  # -1.11, as Elu(-40) reads
     assert np.abs(got - want).max() <= step / 2 + (acts["x"]["scale"] + acts["a"]["scale"]) / 2 + 1e-6
+
+
+def test_a_silu_input_is_cut_where_its_sigmoid_and_its_dip_read_zero_and_not_when_gated_by_another(tmp_path: Path) -> None:
+    """SiLU written as Mul(a, Sigmoid(a)) (YOLOv8's every Conv): below the Sigmoid's logit(1/510) = -6.23 the gate
+    reads 0, and x · Sigmoid(x), whose dip is -0.28, reads 0 on the Mul's grid wherever it is within half a step:
+    the grid keeps [-6.23, max] (nudenet's stem: [-213, 221] before a SiLU grid of step 0.87). A Mul of a tensor and
+    another's Sigmoid (a gate, not a SiLU) sees every value."""
+    nodes = [_neg("x", "a"), helper.make_node("Sigmoid", ["a"], ["s"]), helper.make_node("Mul", ["s", "a"], ["y"]),
+             _neg("x", "b"), _neg("x", "c"), helper.make_node("Sigmoid", ["c"], ["t"]),
+             helper.make_node("Mul", ["b", "t"], ["z"])]  # fmt: skip
+    acts, model, out = _quantize(tmp_path, nodes, ONE, ["y", "z"], scale=8.0)
+    assert -6.23 - 2 * acts["a"]["scale"] < acts["a"]["min"] <= -6.2 and acts["a"]["max"] > 15  # cut below only
+    assert acts["b"]["min"] < -15  # read by a Mul with c's gate: every value counts
+    x = np.linspace(-30, 20, 64, dtype=np.float32).reshape(1, 64)
+    want = ort.InferenceSession(str(model)).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+    assert np.all(got[x < -7] == 0) and np.all(np.abs(want[x < -7]) < acts["y"]["scale"] / 2)  # as the float reads there
+    inputs = 1.1 * (acts["x"]["scale"] + acts["a"]["scale"]) / 2 + 20 * acts["s"]["scale"] / 2  # SiLU' <= 1.1; the gate's step
+    assert np.abs(got - want).max() <= acts["y"]["scale"] / 2 + inputs + 1e-6

@@ -668,7 +668,8 @@ def _quantize(
         report.facts["calibration"] = calibration
     if notes:
         report.facts["algorithms"] = "; ".join(notes)
-    quality = _evaluate(o, reference, quantized, eval_list, report, float_run, layer_reference)
+    given = frozenset(name for name, e in overrides.activations.items() if not e.is_float and e.scale)
+    quality = _evaluate(o, reference, quantized, eval_list, report, float_run, layer_reference, given)
     del float_run, keep, earlier, layer_reference  # the float outputs: the evaluation was their last reader
     _release()
     report.facts["calibration seconds"] = round(calibration_seconds, 2)
@@ -793,6 +794,7 @@ def _evaluate(
     report: Report,
     float_run: tuple[list | None, float],
     layer_reference: onnx.ModelProto,
+    given: frozenset[str],
 ) -> QualityError | None:
     """Output drift of the written model on the first --evaluate_samples samples of --eval_list
     (default: the calibration samples, which algorithms fitted: held-out ones show overfitting).
@@ -822,7 +824,7 @@ def _evaluate(
     if o.eval_list is not None:
         report.facts["evaluated on"] = str(o.eval_list)
     report.facts["evaluation seconds"] = round(time.perf_counter() - started, 2)
-    return _quality(o, drift, layer_reference, quantized, feeds(QUALITY_LAYER_SAMPLES), report) if drift else None
+    return _quality(o, drift, layer_reference, quantized, feeds(QUALITY_LAYER_SAMPLES), report, given) if drift else None
 
 
 def _warn_infinite_sample(o: QuantizeOptions, reference: onnx.ModelProto, input_list: InputList) -> None:
@@ -895,7 +897,8 @@ PICKED_OUTPUTS = (
 
 
 def _quality(
-    o: QuantizeOptions, drift: dict, reference: onnx.ModelProto, quantized: onnx.ModelProto, feeds, report: Report
+    o: QuantizeOptions, drift: dict, reference: onnx.ModelProto, quantized: onnx.ModelProto, feeds, report: Report,
+    given: frozenset[str],
 ) -> QualityError | None:
     """Warn when the written model is far from the float one (below QUALITY_SQNR_DB or QUALITY_COSINE),
     naming the worst output (or part of one), the layer that adds the most noise and its fix; with
@@ -909,7 +912,7 @@ def _quality(
     started = time.perf_counter()
     errors = layers.stream(reference, quantized, feeds, o.num_threads, QUALITY_FETCH_BYTES, QUALITY_FRONTIER_BYTES,
                            apart=True)
-    rows = layers.rank(errors, reference, quantized)
+    rows = layers.rank(errors, reference, quantized, given)  # given: activations whose grid -q gave
     # its own line: the layer-by-layer pass can take most of a run (helper-40: 109 of 165 s on a U-Net)
     report.facts["quality diagnosis seconds"] = round(time.perf_counter() - started, 2)
     worst = next((r for r in rows if math.isfinite(r.added_db)), None)

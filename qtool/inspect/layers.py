@@ -344,19 +344,20 @@ def weight_nsr(e: LayerError, facts: GraphFacts, params: Encodings, by_tensor: d
 
 def suggest(
     e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, by_tensor: dict[str, LayerError] | None = None,
-    reach: set[str] | None = None,
+    reach: set[str] | None = None, given: frozenset[str] = frozenset(),
 ) -> str:  # fmt: skip
     """`by_tensor`: every probe's sums, for what a layer's own weights add (weight_nsr); without it, not known.
-    `reach`: cle.equalizable(facts), where a caller ranks many layers of one graph."""
+    `reach`: cle.equalizable(facts), where a caller ranks many layers of one graph. `given`: activations whose grid
+    an overrides file gave, which no calibration moves."""
     if added_nsr == 0:
         return "-"
-    fix = _fix(e, added_nsr, facts, params, by_tensor or {}, reach)
+    fix = _fix(e, added_nsr, facts, params, by_tensor or {}, reach, given)
     return f"ok; if needed: {fix}" if _db(added_nsr) >= CLEAN_DB else fix
 
 
 def _fix(
     e: LayerError, added_nsr: float, facts: GraphFacts, params: Encodings, by_tensor: dict[str, LayerError],
-    reach: set[str] | None,
+    reach: set[str] | None, given: frozenset[str],
 ) -> str:  # fmt: skip
     node, tensor = e.probe.node, e.probe.tensor
 
@@ -383,7 +384,7 @@ def _fix(
     weight = _weight(weighted, facts)
     uneven = weight is not None and _uneven(weight[1], weight[2])
     if e.local_nsr is not None and e.local_nsr >= 0.5 * added_nsr:
-        if clipped := _clipped(e):
+        if clipped := _clipped(e, given):
             return clipped
         if uneven and equalized(weighted):  # one channel stretches the activation's range; cle evens out both
             return f"cle: --apply_algorithms cle (the channels of {weight[0]!r} differ, and so do this activation's)"
@@ -446,19 +447,24 @@ def _weight_past_grid(name: str, values: np.ndarray, e) -> str | None:
             " convert's folds)")
 
 
-def _clipped(e: LayerError) -> str | None:
-    """The fix of a tensor whose error is mostly values past its grid (CLIPPED_RATIO), else None."""
+def _clipped(e: LayerError, given: frozenset[str]) -> str | None:
+    """The fix of a tensor whose error is mostly values past its grid (CLIPPED_RATIO), else None. A grid an
+    overrides file gave (`given`) is the file's to widen: no calibration moves it."""
     if not (e.clip_noise >= 0.5 * e.local_noise > 0 and e.end and e.peak / e.end >= CLIPPED_RATIO):
         return None
     ratio = f"{e.peak / e.end:.1f}" if e.peak / e.end < 1e6 else f"{e.peak / e.end:.2g}"  # 3e38 has 39 digits
-    return (f"clipped: values reach {ratio}x its grid's end ({e.peak:.4g} against {e.end:.4g}):"
-            f" calibrate on inputs like these, or 16-bit with room: --act_16bit_tensors {e.probe.tensor}")  # fmt: skip
+    clipped = f"clipped: values reach {ratio}x its grid's end ({e.peak:.4g} against {e.end:.4g})"
+    if e.probe.tensor in given:
+        return f"{clipped}, a grid the overrides file gives: widen its min/max there, or drop the entry to calibrate it"
+    return f"{clipped}: calibrate on inputs like these, or 16-bit with room: --act_16bit_tensors {e.probe.tensor}"
 
 
-def _carrier_clipped(e: LayerError, facts: GraphFacts, by_tensor: dict[str, LayerError]) -> str | None:
+def _carrier_clipped(
+    e: LayerError, facts: GraphFacts, by_tensor: dict[str, LayerError], given: frozenset[str]
+) -> str | None:
     """A tensor squashed into its ReLU has the ReLU's grid: the ReLU's clipping is its error too."""
     carrier = facts.squashed_into(e.probe.tensor) if e.probe.encoding is None else None
-    clipped = _clipped(by_tensor[carrier]) if carrier in by_tensor else None
+    clipped = _clipped(by_tensor[carrier], given) if carrier in by_tensor else None
     return f"squashed into {carrier}: {clipped}" if clipped else None
 
 
@@ -514,8 +520,10 @@ def _upstream_fix(node: onnx.NodeProto, facts: GraphFacts, by_tensor: dict[str, 
     return "float already, it magnifies its inputs' error" + raise_them
 
 
-def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.ModelProto) -> list[LayerRow]:
-    """Rows worst first (lowest added dB, then lowest accumulated dB, then graph order)."""
+def rank(
+    errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.ModelProto, given: frozenset[str] = frozenset()
+) -> list[LayerRow]:
+    """Rows worst first (lowest added dB, then lowest accumulated dB, then graph order). `given`: as `suggest`'s."""
     facts = GraphFacts.of(reference)
     found = qdq_encodings(quantized)
     nsr = {e.probe.tensor: e.nsr for e in errors}
@@ -532,10 +540,10 @@ def rank(errors: list[LayerError], reference: onnx.ModelProto, quantized: onnx.M
         # the error a float tensor adds is its inputs' magnified (a normalisation statistic's reciprocal
         # square root), so its fix is upstream
         fix = _upstream_fix(node, facts, by_tensor) if added > 0 and _float_by_plan(e, facts) else None
-        fix = fix or (_carrier_clipped(e, facts, by_tensor) if added > 0 else None)
+        fix = fix or (_carrier_clipped(e, facts, by_tensor, given) if added > 0 else None)
         if e.probe.tensor in picked:
             fix = "reordered: rows picked by a TopK's indices, where near scores swap; judge the scores before it"
-        fix = fix or suggest(e, added, facts, found, by_tensor, reach)
+        fix = fix or suggest(e, added, facts, found, by_tensor, reach, given)
         scored.append((e.probe.tensor in picked, _db(added), _db(e.nsr), order, e, local, fix))
     scored.sort(key=lambda s: s[:4])
     return [

@@ -400,3 +400,32 @@ def test_near_ties_swapped_at_a_high_sqnr_are_not_warned_about(tmp_path: Path) -
     assert warnings == []
     inspected = run_cli(["inspect", out, "--reference", model, "--input_list", held_out, "--fail-on", "warning"])
     assert inspected.exit_code == 0, inspected.output
+
+
+def test_a_grid_the_overrides_give_is_not_blamed_on_calibration(tmp_path: Path) -> None:
+    """Hostile round 20: an override's [0, 0.05] on a ReLU whose values reach 5.7 clipped it (0.13 dB), and the
+    warning said 'calibrate on inputs like these, or 16-bit with room': neither moves a grid the file gives."""
+    import numpy as np
+    import onnx.parser
+    from conftest import _with_initializers, write_feeds
+
+    rng = np.random.default_rng(0)
+    text = """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1,16] x) => (float[1,8] y) <float[16,16] W1, float[16,8] W2> {
+            h = MatMul (x, W1)
+            r = Relu (h)
+            y = MatMul (r, W2)
+        }"""
+    weights = {"W1": rng.normal(0, 0.5, (16, 16)), "W2": rng.normal(0, 0.5, (16, 8))}
+    model = tmp_path / "m.onnx"
+    onnx.save(_with_initializers(onnx.parser.parse_model(text), {k: v.astype(np.float32) for k, v in weights.items()}),
+              str(model))  # fmt: skip
+    listing = write_feeds(tmp_path, [{"x": rng.normal(0, 1, (1, 16)).astype(np.float32)} for _ in range(8)])
+    entry = {"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "min": 0.0, "max": 0.05}
+    overrides = tmp_path / "o.json"
+    overrides.write_text(json.dumps({"activation_encodings": {"r": [entry]}, "param_encodings": {}}))
+    given = run_cli(["quantize", "-i", model, "-l", listing, "-q", overrides, "-o", tmp_path / "q.onnx"])
+    (warning,) = [line for line in given.stderr.splitlines() if "far from the float one" in line]
+    assert "worst layer 'r'" in warning and "a grid the overrides file gives: widen its min/max there" in warning
+    assert "calibrate on inputs like these" not in warning and "--act_16bit_tensors r" not in warning

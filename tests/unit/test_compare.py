@@ -108,9 +108,11 @@ def test_a_conv_squashed_into_a_clipped_relu_is_named_clipped_too() -> None:
     errors = {"c": LayerError(layers.Probe("c", "c", conv, None)), "r": LayerError(layers.Probe("r", "r_dq", relu, tf(0.0, 10.0, 8)))}
     values = np.append(np.linspace(0, 9.9, 1000), [50.0]).astype(np.float32)
     errors["r"].update(values, np.clip(values, 0, 10))
-    fix = layers._carrier_clipped(errors["c"], facts, errors)
+    fix = layers._carrier_clipped(errors["c"], facts, errors, frozenset())
     assert fix is not None and fix.startswith("squashed into r: clipped: values reach 5.0x") and fix.endswith("--act_16bit_tensors r")
-    assert layers._carrier_clipped(errors["r"], facts, errors) is None  # it has a grid of its own
+    assert layers._carrier_clipped(errors["r"], facts, errors, frozenset()) is None  # it has a grid of its own
+    given = layers._carrier_clipped(errors["c"], facts, errors, frozenset({"r"}))  # r's grid from -q: the file's to widen
+    assert given is not None and given.endswith("a grid the overrides file gives: widen its min/max there, or drop the entry to calibrate it")
 
 
 def test_softmax_scores_below_their_row_max_by_the_span_are_not_clipping() -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import onnx
-from prepare_transformers import DECODER_LEN, step_samples, texts_for, tokenize, tokenizer, write_split
+from prepare_transformers import DECODER_LEN, decode_step, step_samples, texts_for, tokenize, tokenizer, write_split
 
 CONFIG = {
     "hidden_size": 2048,
@@ -101,30 +101,6 @@ def logits_of(lm):
             return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
     return Decoder().eval()
-
-
-def decode_step(lm):
-    """prepare_transformers.decode_step's wrapper around this model: (input_ids, attention_mask, position_ids,
-    *past) -> (logits, *present), the past a DynamicCache built from the flat key / value tensors."""
-    import torch
-    from transformers import DynamicCache
-
-    layers = lm.config.num_hidden_layers
-
-    class Step(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lm = lm
-
-        def forward(self, input_ids, attention_mask, position_ids, *past):
-            cache = DynamicCache()
-            for i in range(layers):
-                cache.update(past[2 * i], past[2 * i + 1], i)
-            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          past_key_values=cache, use_cache=True)  # fmt: skip
-            return (out.logits, *[t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)])
-
-    return Step().eval()
 
 
 def export(module, sample: dict, outputs: list[str], path: Path) -> None:

@@ -409,13 +409,13 @@ def causal_lm():
     return Decoder(model).eval()
 
 
-def decode_step():
-    """causal_lm()'s Llama as one decode step: (input_ids, attention_mask, position_ids, *past) -> (logits,
-    *present), the past a DynamicCache built from the flat key / value tensors."""
+def decode_step(lm=None):
+    """A causal LM (default: causal_lm()'s Llama) as one decode step: (input_ids, attention_mask, position_ids,
+    *past) -> (logits, *present), the past a DynamicCache built from the flat key / value tensors."""
     import torch
     from transformers import DynamicCache
 
-    lm = causal_lm().lm
+    lm = causal_lm().lm if lm is None else lm
     layers = lm.config.num_hidden_layers
 
     class Step(torch.nn.Module):

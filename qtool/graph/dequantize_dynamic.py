@@ -19,10 +19,10 @@ from collections.abc import Iterable
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from qtool.graph import external_data
-from qtool.graph.lazy_weights import scratch_file, spilled
+from qtool.graph.lazy_weights import scratch_file
 
 INTEGER_LAYERS = {"ConvInteger": "Conv", "MatMulInteger": "MatMul"}
 BIAS_CHAIN = frozenset({"Reshape", "Cast", "Floor", "Round", "Div", "Unsqueeze"})
@@ -238,9 +238,7 @@ def _prune(model: onnx.ModelProto, initializers: Iterable[onnx.TensorProto], add
     while added:  # each array let go once written: a layer's to a scratch file, which sessions map and saves stream
         name, value = added.pop(0)  # (held, PicoDet's 389 MB of float weights met onnxruntime's copy in convert's check)
         if name in needed:
-            large = value.nbytes >= external_data.LAZY_BYTES
-            graph.initializer.append(spilled(value, name, scratch_file("restored-weights.data")) if large else
-                                     numpy_helper.from_array(value, name))  # fmt: skip
+            graph.initializer.append(external_data.weight_tensor(value, name, scratch_file("restored-weights.data")))
 
 
 def restore(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Counter]:

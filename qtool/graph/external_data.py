@@ -16,7 +16,7 @@ from typing import IO
 
 import numpy as np
 import onnx
-from onnx import external_data_helper, helper
+from onnx import external_data_helper, helper, numpy_helper
 
 from qtool.errors import ModelError
 from qtool.graph.lazy_weights import (  # re-exported: callers reach a tensor's bytes through this module
@@ -34,6 +34,7 @@ from qtool.graph.lazy_weights import (  # re-exported: callers reach a tensor's 
     raw,
     release,
     span,
+    spilled,
 )
 from qtool.io.files import clipped, quoted
 
@@ -41,6 +42,12 @@ __all__ = ["array", "checkable", "forget", "is_lazy", "lazy", "materialized", "o
 
 PROTOBUF_LIMIT = 2**31 - 1  # protobuf cannot serialize (or even size) a message past this
 LAZY_BYTES = 1024  # smaller external tensors (shape constants shape inference reads) are loaded
+
+
+def weight_tensor(values: np.ndarray, name: str, scratch: str) -> onnx.TensorProto:
+    """`values` as the initializer `name`: a layer's weight (LAZY_BYTES or more) `spilled` to `scratch`, read lazily,
+    so a float copy of a model does not hold its weights in memory; a smaller tensor in memory."""
+    return spilled(values, name, scratch) if values.nbytes >= LAZY_BYTES else numpy_helper.from_array(values, name)
 
 
 def proto_size(model: onnx.ModelProto) -> int:

@@ -19,7 +19,7 @@ import onnx.defs
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool.graph import external_data, node_order
-from qtool.graph.lazy_weights import scratch_file, spilled
+from qtool.graph.lazy_weights import scratch_file
 from qtool.graph.names import FreshNames
 from qtool.graph.node_order import subgraphs
 
@@ -85,8 +85,7 @@ def _change(model: onnx.ModelProto, source: int, target: int, kept: set[str], as
             values = external_data.array(init).astype(dtype)
             # a layer's weight goes to a scratch file, read lazily: in memory, a 2.4 GB float16 model's 4.8 GB of
             # float32 (and the copies making them) got convert killed for want of memory at 18.9 GB
-            init = spilled(values, init.name, scratch_file("retyped-weights.data")) if values.nbytes >= \
-                external_data.LAZY_BYTES else numpy_helper.from_array(values, init.name)
+            init = external_data.weight_tensor(values, init.name, scratch_file("retyped-weights.data"))
             external_data.release()  # the pages of the weight just read
         inits.append(init)
     del graph.initializer[:]

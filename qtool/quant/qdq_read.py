@@ -27,7 +27,6 @@ from qtool.encoding import Blocks, Encoding
 from qtool.errors import DataError, ModelError
 from qtool.graph import external_data
 from qtool.graph.constant_size import constant_value
-from qtool.graph.lazy_weights import spilled
 from qtool.graph.model import default_opset
 from qtool.io.encodings import Encodings
 from qtool.io.files import load_json, quoted
@@ -357,12 +356,10 @@ def _float_name(dq: onnx.NodeProto, taken: set[str]) -> str:
 
 def _float_weight(values: np.ndarray, moves: list, name: str, scratch: str | None) -> onnx.TensorProto:
     """A weight's float values, moved as its data movement moves them (qdq_movement), as the initializer `name`:
-    lazy in `scratch` when large (lazy_weights.spilled), so a float copy does not hold the model's weights."""
+    lazy in `scratch` when large (external_data.weight_tensor), so a float copy does not hold the model's weights."""
     for move in moves:
         values = move(values)
-    if scratch is not None and values.nbytes >= external_data.LAZY_BYTES:
-        return spilled(values, name, scratch)
-    return numpy_helper.from_array(values, name)
+    return numpy_helper.from_array(values, name) if scratch is None else external_data.weight_tensor(values, name, scratch)
 
 
 def _identity(dq: onnx.NodeProto, x: str) -> None:

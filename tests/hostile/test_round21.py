@@ -1,0 +1,41 @@
+"""Round 21 (helper h-hostile21): round 20's leftovers (an edited 0.6.1 scale, the nesting error's remedy, the
+comma-joined list hint across folders, old-opset nodes the version converter asserts on, inspect on a vast nest of
+Ifs, fields a newer exporter writes), then input lists, output paths and names, probed on an installed wheel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hostile_env import Workspace, make_workspace
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)
+
+
+# --- a 0.6.1 entry whose scale was edited without its min/max ---------------------------------------------------
+
+
+def _legacy_override(ws: Workspace, entry: dict) -> Path:
+    path = ws.root / "o.json"
+    path.write_text(json.dumps({"version": "0.6.1", "activation_encodings": {"r": [entry]}, "param_encodings": {}}))
+    return path
+
+
+def test_an_edited_scale_that_min_max_overrule_is_named(ws: Workspace) -> None:
+    """A user widened 'r' by editing its scale 0.01 -> 0.05 and left min/max [0, 2.55]: qtool (as qairt) takes
+    min/max, and the edit was dropped without a word. Now a warning names the tensor, the grid the scale gives and
+    the min/max that would give it; an entry AIMET wrote (or one in the QNN guide's positive-offset sign) is quiet."""
+    edited = {"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "min": 0.0, "max": 2.55, "scale": 0.05, "offset": 0}
+    result = ws.quantize("-o", ws.out, "-q", _legacy_override(ws, edited))
+    assert result.exit_code == 0, result.output
+    assert "'r': scale 0.05 and offset 0 give the grid [0, 12.75], not its min/max's [0, 2.55]" in result.stderr
+    assert "set min 0 and max 12.75" in result.stderr
+    for offset in (-200, 200):
+        aimet = {"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "min": -1.803922, "max": 0.496078,
+                 "scale": 0.009019608, "offset": offset}  # fmt: skip
+        result = ws.quantize("-o", ws.out, "-q", _legacy_override(ws, aimet))
+        assert result.exit_code == 0 and "'r': scale" not in result.stderr, result.stderr

@@ -82,7 +82,10 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
         depth = inline_weights.subgraph_depth(p) if "depth" in said.lower() and form == "protobuf" else None
         if (depth or 0) > NESTED_GRAPHS_NAMED:
             raise ModelError(f"too deeply nested: subgraphs (If branches, Loop bodies) {depth - 1} levels deep, where "
-                             "protobuf's parser stops at 100 message levels (about 31 subgraph levels)", where=str(p)) from e
+                             "protobuf's parser stops at 100 message levels (about 31 subgraph levels)", where=str(p),
+                             hint="onnxruntime's parser stops there too: export it with fewer levels, a chain of If "
+                             "nodes as Where nodes or one If, or with its conditions fixed so the exporter folds them "
+                             "away") from e
         raise ModelError(f"not an ONNX model ({type(e).__name__}: {said})", where=str(p), hint=hint) from e
     if not model.ir_version:
         raise ModelError("not an ONNX model (empty, or no ir_version)", where=str(p))

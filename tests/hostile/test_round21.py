@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from hostile_env import Workspace, make_workspace
+from hostile_env import Workspace, assert_refused, make_workspace
+from test_round20 import _nested_ifs
 
 
 @pytest.fixture
@@ -39,3 +40,15 @@ def test_an_edited_scale_that_min_max_overrule_is_named(ws: Workspace) -> None:
                  "scale": 0.009019608, "offset": offset}  # fmt: skip
         result = ws.quantize("-o", ws.out, "-q", _legacy_override(ws, aimet))
         assert result.exit_code == 0 and "'r': scale" not in result.stderr, result.stderr
+
+
+# --- the nesting error names a remedy -----------------------------------------------------------------------------
+
+
+def test_a_model_nested_too_deep_says_what_to_do(ws: Workspace) -> None:
+    """'too deeply nested: ... 40 levels deep, where protobuf's parser stops at 100 message levels' named no way
+    out; onnxruntime's parser refuses the file too, so the model has to be exported with fewer levels: say so."""
+    ws.model.write_bytes(_nested_ifs(40))
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("inspect", ws.model), 3, "40 levels deep", "onnxruntime's parser stops there too",
+                   "export it with fewer levels")  # fmt: skip

@@ -107,9 +107,32 @@ def _joined_by_commas(path: str, what: str) -> str | None:
     # joined.txt', the hint followed, would empty a list given as a part
     names = (os.path.join(os.path.dirname(parts[0]), f"joined{k or ''}.txt") for k in itertools.count())
     joined = next(name for name in names if not os.path.lexists(name))
-    command = f"cat {' '.join(map(shlex.quote, parts))} > {shlex.quote(joined)}"  # a name with a space is one word
+    writes = [_as_joined(part, os.path.dirname(joined)) for part in parts]
+    command = (f"cat {' '.join(map(shlex.quote, parts))}" if all(w.startswith("cat ") for w in writes) else
+               f"{{ {'; '.join(writes)}; }}") + f" > {shlex.quote(joined)}"  # a name with a space is one word  # fmt: skip
     join = f": join them into one ({command}) and give that" if "list" in what else ""
     return f"{what} takes one file, and {', '.join(parts)} are {len(parts)} files joined by commas{join}"
+
+
+def _as_joined(part: str, there: str) -> str:
+    """The command writing list `part` into a joined list in folder `there`: cat, or, where its relative entries
+    resolve against its own folder (not the current one, which a list's entries are tried against first), a sed
+    writing them against `there` (cat made b/l.txt's 'x0.raw' the joined list's folder's x0.raw: not found)."""
+    folder, cat = os.path.dirname(part), f"cat {shlex.quote(part)}"
+    prefix = os.path.relpath(folder or ".", there or ".")
+    if prefix == "." or not prefix.isprintable() or any(c in prefix for c in "#\\&"):
+        return cat
+    try:
+        with open(part, "rb") as handle:  # a sample of its entries: they decide the hint only
+            text = handle.read(1 << 16).decode(errors="replace")
+    except OSError:
+        return cat
+    entries = [t.rpartition(":=")[2] for line in text.splitlines()[:1000] if not line.startswith(("#", "%"))
+               for t in line.split()]  # fmt: skip
+    if not any(not os.path.isabs(e) and not os.path.exists(e) and os.path.exists(os.path.join(folder, e)) for e in entries):
+        return cat
+    script = f"s#:=([^/ ])#:={prefix}/\\1#g; /:=|^[#%]/!s#(^| )([^ /])#\\1{prefix}/\\2#g"  # name:=path, then bare paths
+    return f"sed -E {shlex.quote(script)} {shlex.quote(part)}"
 
 
 def open_regular(path: str | os.PathLike[str], what: str = "file", error: type[QtoolError] = DataError) -> BinaryIO:

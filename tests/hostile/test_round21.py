@@ -52,3 +52,30 @@ def test_a_model_nested_too_deep_says_what_to_do(ws: Workspace) -> None:
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("inspect", ws.model), 3, "40 levels deep", "onnxruntime's parser stops there too",
                    "export it with fewer levels")  # fmt: skip
+
+
+# --- the joined-list hint across folders --------------------------------------------------------------------------
+
+
+def test_the_joined_list_hint_keeps_another_folders_entries(ws: Workspace) -> None:
+    """'-l a/l.txt,b/l.txt', each list's entries written against its own folder: the hint 'cat a/l.txt b/l.txt >
+    a/joined.txt' gave a list whose b entries resolve against a/ (not found). Now the hint writes b's relative
+    entries against a/ (bare and name:=path), and the list it makes quantizes on all three samples."""
+    import shlex
+    import subprocess
+
+    for folder, names in (("a", ["000"]), ("b", ["001", "002"])):
+        (ws.root / folder).mkdir()
+        for n in names:
+            (ws.root / folder / f"x{n}.raw").write_bytes((ws.root / "raw" / f"{n}_x.raw").read_bytes())
+    (ws.root / "a" / "l.txt").write_text("x000.raw\n")
+    (ws.root / "b" / "l.txt").write_text("x001.raw\nx:=x002.raw\n")
+    joined = f"{ws.root}/a/l.txt,{ws.root}/b/l.txt"
+    before = ws.snapshot()
+    line = assert_refused(ws, before, ws.quantize("-o", ws.out, "--eval_list", joined), 4, "2 files joined by commas")
+    command = line.split("join them into one (", 1)[1].rsplit(") and give that", 1)[0]
+    assert command.endswith(f"> {shlex.quote(str(ws.root / 'a' / 'joined.txt'))}"), command
+    subprocess.run(["sh", "-c", command], check=True)
+    assert (ws.root / "a" / "joined.txt").read_text().split() == ["x000.raw", "../b/x001.raw", "x:=../b/x002.raw"]
+    result = ws.run("quantize", "-i", ws.model, "-l", ws.root / "a" / "joined.txt", "-o", ws.out)
+    assert result.exit_code == 0 and "samples                3" in result.stdout, result.output

@@ -935,7 +935,10 @@ OUT := build/demo
 #   (graph/model.load_with_files; hostile round 21; 3 lines)
 # 25855 -> 25878: the comma-joined list hint rewrites a list's relative entries against the joined file's folder
 #   where they resolve against the list's own (io/files._as_joined; hostile round 21; 23 lines)
-LINE_BUDGET := 25878
+# 25878 -> 25953: Cast up to opset 5 (its type by name) and BatchNormalization up to 8 with spatial=0 convert: set
+#   aside while onnx's converter runs, written in the target opset's terms after (graph/old_opset_meaning._set_aside,
+#   _put_back; hostile round 21; 75 lines)
+LINE_BUDGET := 25953
 
 .PHONY: demo test lint venv bench clean golden
 

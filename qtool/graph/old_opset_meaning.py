@@ -8,6 +8,8 @@ at `axis` into [outer, inner] and took the maximum over all of inner; 13 takes i
 converter calls the two compatible (it rewrites Softmax and LogSoftmax as 12 meant them). Resize 11's
 coordinate_transformation_mode 'tf_half_pixel_for_nn', (x + 0.5) / scale, is gone from 13, and the converter keeps it:
 it is half_pixel's coordinate + 0.5, so a nearest Resize picks the same pixel under half_pixel, rounding otherwise.
+Nodes the converter cannot adapt at all (Cast up to 5 naming its type, BatchNormalization up to 8 with spatial=0)
+are set aside in a domain of their own while it runs, and written in the target opset's terms after it.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from qtool.errors import ModelError
 from qtool.graph.constant_size import constant_value
 from qtool.graph.names import FreshNames
 from qtool.graph.node_order import subgraphs
 
 DEFAULT = ("", "ai.onnx")
+TYPE_NAMES = frozenset(onnx.TensorProto.DataType.keys())  # Cast-1..5's 'to': "FLOAT", "INT32"...
+ASIDE = "qtool.set_aside"  # a domain no model uses: where nodes wait while onnx's converter passes over them
 # nearest_mode under tf_half_pixel_for_nn -> the one under half_pixel picking the same pixel, c being half_pixel's
 # coordinate (float-exact: c + 0.5 is): round_prefer_floor(c + 0.5) = ceil(c), floor(c + 0.5) = round_prefer_ceil(c)
 HALF_PIXEL_NEAREST = {b"round_prefer_floor": "ceil", b"floor": "round_prefer_ceil"}
@@ -42,7 +47,10 @@ def converted(light: onnx.ModelProto, source: int, target: int,
     if source <= 6 < target and any(a.name == "axis" for n in old.values() if n.op_type in AXIS_BROADCAST
                                     for a in n.attribute):  # fmt: skip
         light = _suffix_broadcasts(light)
+    light, aside = _set_aside(light, source, target)
     out = convert(light, target)
+    if aside:
+        _put_back(out, aside)
     if 11 <= source <= 12 < target:
         _half_pixel_resizes(out.graph, {o for o, n in old.items() if n.op_type == "Resize"})
     fresh = FreshNames(_names(out.graph))
@@ -51,6 +59,73 @@ def converted(light: onnx.ModelProto, source: int, target: int,
     if flat:
         _flatten_hardmax(out.graph, flat, fresh)
     return out
+
+
+def _set_aside(light: onnx.ModelProto, source: int, target: int) -> tuple[onnx.ModelProto, dict[str, onnx.NodeProto]]:
+    """Nodes onnx's converter asserts on, moved to a domain of their own for it to pass over, by first output:
+    Cast up to opset 5 ('to' a type's name; 'No Adapter From Version $5 for Cast') and BatchNormalization up to 8
+    with spatial=0 ('Attribute spatial must have value 1'), whose statistics are per value ([C, D1, ...])."""
+    picked = {n.output[0]: n for n in light.graph.node if n.domain in DEFAULT and n.output and (
+        (n.op_type == "Cast" and source <= 5 < target) or (n.op_type == "BatchNormalization" and source <= 8 < target
+                                                           and _attribute(n, "spatial", 1) == 0))}  # fmt: skip
+    if not picked:
+        return light, {}
+    out = onnx.ModelProto()
+    out.CopyFrom(light)
+    for node in out.graph.node:
+        if node.output and node.output[0] in picked and node.domain in DEFAULT:
+            node.domain = ASIDE
+    out.opset_import.append(helper.make_opsetid(ASIDE, 1))
+    return out, {o: _checked_aside(n) for o, n in picked.items()}
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: object) -> object:
+    found = next((a for a in node.attribute if a.name == name), None)
+    return default if found is None else helper.get_attribute_value(found)
+
+
+def _checked_aside(node: onnx.NodeProto) -> onnx.NodeProto:
+    named = f"{node.op_type} node {node.name or node.output[0]!r}"
+    if node.op_type == "BatchNormalization" and any(node.output[1:]):
+        raise ModelError(f"{named}: spatial=0 in training mode (it outputs its running mean and variance), which "
+                         "onnx's later opsets have no form of: export the model in inference mode")  # fmt: skip
+    to = _attribute(node, "to", None)
+    if node.op_type == "Cast" and isinstance(to, bytes) and to.decode(errors="replace").upper() not in TYPE_NAMES:
+        raise ModelError(f"{named}: 'to' names no ONNX type ({to.decode(errors='replace')!r})")
+    return node
+
+
+def _put_back(model: onnx.ModelProto, aside: dict[str, onnx.NodeProto]) -> None:
+    """The set-aside nodes in the target opset's form: Cast with 'to' a number, and BatchNormalization's
+    (X - mean) / sqrt(var + epsilon) * scale + B, whose [C, D1, ...] operands broadcast over the batch as spatial=0's
+    did (numpy's broadcasting aligns them with X's last dims)."""
+    fresh, nodes = FreshNames(_names(model.graph)), []
+    for node in model.graph.node:
+        old = aside.get(node.output[0]) if node.domain == ASIDE and node.output else None
+        if old is None:
+            nodes.append(node)
+        elif old.op_type == "Cast":
+            to = _attribute(old, "to", None)
+            number = onnx.TensorProto.DataType.Value(to.decode().upper()) if isinstance(to, bytes) else to
+            nodes.append(helper.make_node("Cast", list(old.input), list(old.output), name=old.name, to=number))
+        else:
+            x, scale, bias, mean, var = old.input[:5]
+            eps, centred, widened, root, normed, scaled = (fresh(f"{old.output[0]}_{k}") for k in
+                                                           ("epsilon", "centred", "var_eps", "std", "normed", "scaled"))  # fmt: skip
+            epsilon = float(_attribute(old, "epsilon", 1e-5))  # type: ignore[arg-type]
+            dtype = next((t.data_type for t in model.graph.initializer if t.name == var), onnx.TensorProto.FLOAT)
+            nodes += [helper.make_node("Constant", [], [eps], name=fresh(eps), value=helper.make_tensor(eps, dtype, [], [epsilon])),
+                      helper.make_node("Sub", [x, mean], [centred], name=fresh(centred)),
+                      helper.make_node("Add", [var, eps], [widened], name=fresh(widened)),
+                      helper.make_node("Sqrt", [widened], [root], name=fresh(root)),
+                      helper.make_node("Div", [centred, root], [normed], name=fresh(normed)),
+                      helper.make_node("Mul", [normed, scale], [scaled], name=fresh(scaled)),
+                      helper.make_node("Add", [scaled, bias], [old.output[0]], name=old.name or fresh(old.output[0]))]  # fmt: skip
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    kept = [o for o in model.opset_import if o.domain != ASIDE]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
 
 
 def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:

@@ -79,3 +79,70 @@ def test_the_joined_list_hint_keeps_another_folders_entries(ws: Workspace) -> No
     assert (ws.root / "a" / "joined.txt").read_text().split() == ["x000.raw", "../b/x001.raw", "x:=../b/x002.raw"]
     result = ws.run("quantize", "-i", ws.model, "-l", ws.root / "a" / "joined.txt", "-o", ws.out)
     assert result.exit_code == 0 and "samples                3" in result.stdout, result.output
+
+
+# --- old-opset nodes onnx's version converter asserts on ----------------------------------------------------------
+
+
+def _old_model(tmp_path: Path, name: str, nodes: list, inputs: list, outputs: list, opset: int,
+               inits: tuple = ()) -> Path:  # fmt: skip
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=list(inits))
+    path = tmp_path / f"{name}.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=3)
+                     .SerializeToString())  # fmt: skip
+    return path
+
+
+def test_a_cast_of_opset_5_naming_its_type_converts(tmp_path: Path) -> None:
+    """Cast up to opset 5 names its type ('to': "INT32"), and onnx's converter has no adapter for it: 'cannot
+    upgrade opset 5 to 13: ... No Adapter From Version $5 for Cast', exit 3. Now it comes out as Cast(to=6),
+    truncating as before; a name no type has is refused naming the node."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    cast = helper.make_node("Cast", ["r"], ["y"], name="c")
+    cast.attribute.append(helper.make_attribute("to", "INT32"))
+    ins, outs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 4])]
+    model = _old_model(tmp_path, "cast5", [helper.make_node("Relu", ["x"], ["r"]), cast], ins, outs, 5)
+    ws = Workspace(tmp_path)
+    result = ws.run("convert", "-i", model, "-o", tmp_path / "c.onnx")
+    assert result.exit_code == 0, result.output
+    x = np.array([[-1.7, 2.6, 3.2, 0.4]], np.float32)
+    assert ort.InferenceSession(str(tmp_path / "c.onnx")).run(None, {"x": x})[0].tolist() == [[0, 2, 3, 0]]
+    cast.attribute[0].s = b"INTEGER"
+    model = _old_model(tmp_path, "cast5", [helper.make_node("Relu", ["x"], ["r"]), cast], ins, outs, 5)
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("convert", "-i", model, "-o", tmp_path / "d.onnx"), 3, "Cast node 'c'",
+                   "'to' names no ONNX type ('INTEGER')")  # fmt: skip
+
+
+def test_a_per_value_batchnorm_of_opset_7_converts(tmp_path: Path) -> None:
+    """BatchNormalization 7 with spatial=0 (statistics per value, [C, H, W]; caffe2-era exports) was refused with the
+    converter's assertion 'Attribute spatial must have value 1', exit 3, of a model onnxruntime runs. Now it is
+    written out as (x - mean) / sqrt(var + eps) * scale + B, which equals onnxruntime's run of the original; in
+    training mode (its mean and variance outputs named) it is refused naming the node."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    params = [numpy_helper.from_array((rng.random((3, 4, 4)) + 0.5).astype(np.float32), k) for k in ("s", "b", "m", "v")]
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 4])]
+    out = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4, 4])]
+    bn = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="bn", spatial=0, epsilon=1e-3)
+    model = _old_model(tmp_path, "bn7", [bn], ins, out, 7, tuple(params))
+    ws = Workspace(tmp_path)
+    result = ws.run("convert", "-i", model, "-o", tmp_path / "c.onnx")
+    assert result.exit_code == 0, result.output
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    want = ort.InferenceSession(str(model)).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(tmp_path / "c.onnx")).run(None, {"x": x})[0]
+    assert np.abs(got - want).max() < 1e-5 and np.abs(want - x).max() > 0.1
+    bn.output.extend(["mean", "var", "saved_mean", "saved_var"])
+    model = _old_model(tmp_path, "bn7", [bn], ins, out, 7, tuple(params))
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("convert", "-i", model, "-o", tmp_path / "d.onnx"), 3,
+                   "BatchNormalization node 'bn': spatial=0 in training mode")  # fmt: skip

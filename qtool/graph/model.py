@@ -21,6 +21,7 @@ from qtool.graph import external_data, inline_weights, old_opset_meaning, trial_
 from qtool.graph.constant_size import huge_constant
 from qtool.graph.inline_write import write_inline
 from qtool.graph.node_order import sort_nodes, unique_node_names
+from qtool.graph.subgraph_cost import check_subgraph_work
 from qtool.io.digest import blake2b, sha256
 from qtool.io.files import atomic_write, check_regular, clipped, env_bytes, load_json, quoted
 from qtool.io.raw import InputSpec
@@ -89,6 +90,7 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
         raise ModelError(f"not an ONNX model ({type(e).__name__}: {said})", where=str(p), hint=hint) from e
     if not model.ir_version:
         raise ModelError("not an ONNX model (empty, or no ir_version)", where=str(p))
+    check_subgraph_work(model, str(p))  # before any other walk: one of 10^6 If nodes ran past 10 minutes
     if (bad := _unreadable(model, spilled=found is not None)) is not None:
         raise ModelError(f"not a valid ONNX model: {bad}", where=str(p))
     if (huge := huge_constant(model)) is not None:

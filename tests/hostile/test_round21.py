@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
 import pytest
 from hostile_env import Workspace, assert_refused, make_workspace
 from test_round20 import _nested_ifs
@@ -146,3 +147,39 @@ def test_a_per_value_batchnorm_of_opset_7_converts(tmp_path: Path) -> None:
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("convert", "-i", model, "-o", tmp_path / "d.onnx"), 3,
                    "BatchNormalization node 'bn': spatial=0 in training mode")  # fmt: skip
+
+
+# --- a model of very many subgraphs -------------------------------------------------------------------------------
+
+
+def _many_ifs(path: Path, count: int) -> None:
+    """`count` If nodes side by side, each choosing between two Identity branches, summed: onnx's shape inference
+    copies every outer tensor's type into each branch's, so its time grows with count squared."""
+    from onnx import TensorProto, helper
+
+    def branch(tag: str) -> onnx.GraphProto:
+        return helper.make_graph([helper.make_node("Identity", ["x"], [tag])], tag, [],
+                                 [helper.make_tensor_value_info(tag, TensorProto.FLOAT, [1])])  # fmt: skip
+
+    ifs = [helper.make_node("If", ["c"], [f"y{i}"], then_branch=branch(f"t{i}"), else_branch=branch(f"e{i}"))
+           for i in range(count)]  # fmt: skip
+    graph = helper.make_graph([helper.make_node("Relu", ["x0"], ["x"]), *ifs,
+                               helper.make_node("Sum", [f"y{i}" for i in range(count)], ["y"])], "g",
+                              [helper.make_tensor_value_info("x0", TensorProto.FLOAT, [1]),
+                               helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+
+
+def test_a_model_of_too_many_subgraphs_is_refused_at_once(ws: Workspace) -> None:
+    """'qtool inspect' of a 116 MB model of 10^6 If nodes (a tree 18 deep) ran past 10 minutes: onnx's shape
+    inference reads each branch with every tensor around it (16000 branches beside 16000 tensors: 75 s a pass), and
+    qtool's walks take about 0.7 ms a branch. Now the work is counted first and such a model refused in seconds
+    (6.3 s, the parse), naming the count and the way out; the bound is QTOOL_MAX_SUBGRAPH_STEPS's, lowered here to
+    keep the model small. Under the default bound the same model reads."""
+    _many_ifs(ws.model, 200)
+    before = ws.snapshot()
+    result = ws.run("inspect", ws.model, env={"QTOOL_MAX_SUBGRAPH_STEPS": "100000"})
+    assert_refused(ws, before, result, 3, "at least 400 subgraphs (If branches, Loop bodies), more than qtool reads",
+                   "QTOOL_MAX_SUBGRAPH_STEPS raises the bound", "export it with fewer If nodes")  # fmt: skip
+    assert ws.run("inspect", ws.model).exit_code == 0

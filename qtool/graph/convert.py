@@ -219,6 +219,23 @@ def refuse_no_inputs(source: onnx.ModelProto, model: onnx.ModelProto, input_valu
     raise ModelError(f"the model takes no input data ({why}): its outputs are constants, nothing to calibrate", where=where)
 
 
+def _warn_uncarried(model: onnx.ModelProto, where: str) -> None:
+    """Say once what of the model convert's passes (onnx-ir's reader) and onnx's version converter do not carry into
+    its output: fields a newer ONNX writes (kept as unknown fields, not knowing whether a rewrite keeps them true) and
+    the multi-device configuration (ModelProto.configuration, NodeProto.device_configurations; onnx 1.18)."""
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    found = [f"the {what}'s unknown field{'s' * (len(numbers) > 1)} {', '.join(map(str, sorted(numbers)))}"
+             for what, message in (("model", model), ("graph", model.graph))
+             if (numbers := {f.field_number for f in UnknownFieldSet(message)})]  # fmt: skip
+    if model.configuration or any(node.device_configurations for node in model.graph.node):
+        found.append("its multi-device configuration (configuration, device_configurations)")
+    if found:
+        logger.warning("%s: convert does not carry %s into its output: its passes, on onnx-ir, keep neither the fields "
+                       "onnx %s does not know (a newer ONNX's) nor multi-device configurations; the graph converts as "
+                       "before", where, ", ".join(found[:-1]) + " and " * (len(found) > 1) + found[-1], onnx.__version__)
+
+
 def normalise(
     model: onnx.ModelProto,
     input_dims: dict[str, tuple[int, ...]],
@@ -230,6 +247,7 @@ def normalise(
     an overrides file gives, which no optional rewrite takes away."""
     refuse_maps(model, where)
     densify_sparse(model.graph, where)
+    _warn_uncarried(model, where)
     if model.functions and external_data.proto_size(model) < external_data.PROTOBUF_LIMIT:  # their weights stayed float
         model = onnx.inliner.inline_local_functions(model)  # ('float weights 2 (Lin 2: read outside a slot ...)')
     if (wide := to_float32(model)) is not model:  # a float16 export computes in float32 behind casts at its inputs

@@ -167,10 +167,10 @@ def _warn_unused_grid(entries: list[dict], made: Encoding, bw: int, where: str) 
     them from min/max: said once, with the min and max that grid has, since a user who edited the scale alone
     expected it used. An offset under either sign convention (AIMET's -z or the QNN guide's z) and a scale
     within 1% of min/max's read as the same grid (rounded by hand); a range below MIN_RANGE is widened whatever
-    it says (QNN), so its scale says nothing."""
+    it says (QNN), so its scale says nothing; an entry of scale and offset alone has no min/max to overrule them."""
     top = 2**bw - 1
     for i, e in enumerate(entries):
-        if "scale" not in e or float(e["max"]) - float(e["min"]) < enc.MIN_RANGE:
+        if "scale" not in e or "min" not in e or float(e["max"]) - float(e["min"]) < enc.MIN_RANGE:
             continue
         s, step, lo = float(e["scale"]), made.scale[i], made.min[i]
         offsets = [-abs(float(e["offset"])), abs(float(e["offset"]))] if "offset" in e else [lo / s]

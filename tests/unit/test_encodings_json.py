@@ -441,6 +441,19 @@ def test_legacy_scale_and_offset_without_min_max_outside_the_grid_is_rejected(of
         parse_encodings({"activation_encodings": {"t": body}, "param_encodings": {}}, WHERE)
 
 
+@pytest.mark.parametrize("entry", [
+    {"is_symmetric": "True", "scale": 0.01, "offset": -10},  # symmetric, its offset not -128: not the stated grid
+    {"is_symmetric": "False", "scale": 1e-12, "offset": -10},  # a range below MIN_RANGE: widened, not stated
+], ids=["symmetric", "narrow"])  # fmt: skip
+def test_legacy_scale_and_offset_without_min_max_off_the_stated_grid_read(entry: dict) -> None:
+    """3782804's warning of a scale that min/max overrule looked up min/max in an entry of scale and offset alone
+    whose grid was not kept as stated: KeyError 'max', a traceback, where e5cf01c read the entry."""
+    body = [{"bitwidth": 8, "dtype": "int", **entry}]
+    for weight in (False, True):
+        got = parse_encodings(doc(**{"params" if weight else "acts": {"t": body}}), WHERE).all()["t"]
+        assert got.bitwidth == 8 and got.min[0] <= 0 <= got.max[0]
+
+
 def test_excluded_layers_that_are_not_read_are_warned_of(caplog) -> None:
     """Round 9: a 1.0.0 file's non-empty excluded_layers was ignored without a word, its layers quantized."""
     doc = {"version": "1.0.0", "activation_encodings": [], "param_encodings": [], "excluded_layers": ["/conv1/Conv"]}

@@ -26,7 +26,7 @@ def _values(graph: onnx.GraphProto) -> int:
 def check_subgraph_work(model: onnx.ModelProto, where: str) -> None:
     """Refuse a model whose subgraphs would take onnx's shape inference past STEPS_ENV's steps (each subgraph a
     step for every tensor in the scopes around it, and SUBGRAPH_STEPS), counted until the bound is passed."""
-    limit = env_bytes(STEPS_ENV, MAX_STEPS)
+    limit = env_bytes(STEPS_ENV, MAX_STEPS, unit="steps")
     steps = count = 0
     stack = [(model.graph, 0)]  # a graph and the tensors in the scopes around it
     while stack:
@@ -40,7 +40,7 @@ def check_subgraph_work(model: onnx.ModelProto, where: str) -> None:
         if steps > limit:
             raise ModelError(f"at least {count} subgraphs (If branches, Loop bodies), more than qtool reads in "
                              "reasonable time: onnx's shape inference, which every command runs, reads each with the "
-                             f"tensors around it, past {limit:.2g} steps here, which take minutes ({STEPS_ENV} "
+                             f"tensors around it, past {limit} steps here, which take minutes ({STEPS_ENV} "
                              "raises the bound)", where=where,
                              hint="export it with fewer If nodes: its conditions fixed so the exporter folds them "
                              "away, or a chain of If nodes as Where nodes")  # fmt: skip

@@ -55,8 +55,8 @@ def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
     return clipped(repr(text if len(text) <= limit else text[:limit]), limit)
 
 
-def env_bytes(name: str, default: int, minimum: int = 0) -> int:
-    """A byte count from the environment variable `name` (else `default`); a bad one is a usage error."""
+def env_bytes(name: str, default: int, minimum: int = 0, unit: str = "bytes") -> int:
+    """A count of `unit` from the environment variable `name` (else `default`); a bad one is a usage error."""
     text = os.environ.get(name)
     if not text:
         return default
@@ -65,7 +65,7 @@ def env_bytes(name: str, default: int, minimum: int = 0) -> int:
     except ValueError:
         value = minimum - 1
     if value < minimum:
-        raise UsageError(f"{name}={text!r} must be a number of bytes, at least {minimum}")
+        raise UsageError(f"{name}={text!r} must be a number of {unit}, at least {minimum}")
     return value
 
 

@@ -157,7 +157,7 @@ def _from_legacy_list(name: str, entries: Any, where: str, weight: bool = True) 
                 enc.from_scale_offset(*stated, bw, symmetric=symmetric, axis=0 if len(lo) > 1 else None))  # fmt: skip
     if not np.isfinite([*made.scale, *made.min, *made.max]).all() or off_float32(made.scale) is not None:
         raise DataError("the range is too wide to quantize: its scale is past float32's", where=f"{where}: {quoted(name)}")
-    if stated is None:
+    if stated is None and symmetric == sym:  # a per-channel weight's asymmetric entries: neither grid is used
         _warn_unused_grid(entries, made, bw, f"{where}: {quoted(name)}")
     return made
 

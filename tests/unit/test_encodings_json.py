@@ -454,6 +454,19 @@ def test_legacy_scale_and_offset_without_min_max_off_the_stated_grid_read(entry:
         assert got.bitwidth == 8 and got.min[0] <= 0 <= got.max[0]
 
 
+def test_a_per_channel_weights_asymmetric_entries_as_aimet_writes_them_are_not_warned_of(caplog) -> None:
+    """3782804 warned of AIMET's own per-channel asymmetric weight entries, whose scale and offset give their min/max:
+    "'w'[0]: scale 0.00588235 and offset -85 give the grid [-0.5, 1], not its min/max's [-1.00787, 1] ...: for that
+    grid, set min -0.5 and max 1", min and max they already had. qtool makes such a weight symmetric, a grid neither
+    the scale nor min/max give, so setting min/max would not help. An edited scale on one channel is still named."""
+    body = [{"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "min": float(e.min[0]), "max": float(e.max[0]),
+             "scale": float(e.scale[0]), "offset": int(e.offset[0])} for e in (enc.tf(-0.5, 1.0, 8), enc.tf(-2.0, 0.3, 8))]  # fmt: skip
+    got = parse_encodings(doc(params={"w": body}), WHERE).params["w"]
+    assert got.is_symmetric and got.axis == 0 and not caplog.text
+    parse_encodings(doc(acts={"r": [{**body[0], "scale": body[0]["scale"] * 5}]}), WHERE)
+    assert "'r': scale 0.0294118 and offset -85 give the grid" in caplog.text
+
+
 def test_excluded_layers_that_are_not_read_are_warned_of(caplog) -> None:
     """Round 9: a 1.0.0 file's non-empty excluded_layers was ignored without a word, its layers quantized."""
     doc = {"version": "1.0.0", "activation_encodings": [], "param_encodings": [], "excluded_layers": ["/conv1/Conv"]}

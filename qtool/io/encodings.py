@@ -157,17 +157,19 @@ def _from_legacy_list(name: str, entries: Any, where: str, weight: bool = True) 
                 enc.from_scale_offset(*stated, bw, symmetric=symmetric, axis=0 if len(lo) > 1 else None))  # fmt: skip
     if not np.isfinite([*made.scale, *made.min, *made.max]).all() or off_float32(made.scale) is not None:
         raise DataError("the range is too wide to quantize: its scale is past float32's", where=f"{where}: {quoted(name)}")
-    if stated is None and symmetric == sym:  # a per-channel weight's asymmetric entries: neither grid is used
-        _warn_unused_grid(entries, made, bw, f"{where}: {quoted(name)}")
+    if stated is None:
+        _warn_unused_grid(entries, made, bw, symmetric, f"{where}: {quoted(name)}")
     return made
 
 
-def _warn_unused_grid(entries: list[dict], made: Encoding, bw: int, where: str) -> None:
+def _warn_unused_grid(entries: list[dict], made: Encoding, bw: int, symmetric: bool, where: str) -> None:
     """A scale (and offset) that give another grid than the entry's min/max are not used, as qairt recomputes
     them from min/max: said once, with the min and max that grid has, since a user who edited the scale alone
     expected it used. An offset under either sign convention (AIMET's -z or the QNN guide's z) and a scale
     within 1% of min/max's read as the same grid (rounded by hand); a range below MIN_RANGE is widened whatever
-    it says (QNN), so its scale says nothing; an entry of scale and offset alone has no min/max to overrule them."""
+    it says (QNN), so its scale says nothing; an entry of scale and offset alone has no min/max to overrule them. A
+    grid no min/max give (offset 0 where the grid is symmetric: AIMET's unsigned symmetric; a per-channel weight's
+    asymmetric entries, made symmetric) is not told to set them."""
     top = 2**bw - 1
     for i, e in enumerate(entries):
         if "scale" not in e or "min" not in e or float(e["max"]) - float(e["min"]) < enc.MIN_RANGE:
@@ -177,6 +179,8 @@ def _warn_unused_grid(entries: list[dict], made: Encoding, bw: int, where: str) 
         if abs(s - step) <= 0.01 * step and any(abs(o * s - lo) <= step for o in offsets):
             continue
         o = offsets[0] if "offset" in e else round(lo / s)
+        if abs(min_max_encoding([o * s], [(o + top) * s], bw, symmetric=symmetric).scale[0] - s) > 0.01 * s:
+            continue
         logger.warning("%s: scale %g%s the grid [%g, %g], not its min/max's [%g, %g] (scale %g), which qtool uses, "
                        "as qairt does (it recomputes scale and offset from bitwidth, min and max): for that grid, set "
                        "min %g and max %g", where + (f"[{i}]" if len(entries) > 1 else ""), s,

@@ -458,11 +458,15 @@ def test_a_per_channel_weights_asymmetric_entries_as_aimet_writes_them_are_not_w
     """3782804 warned of AIMET's own per-channel asymmetric weight entries, whose scale and offset give their min/max:
     "'w'[0]: scale 0.00588235 and offset -85 give the grid [-0.5, 1], not its min/max's [-1.00787, 1] ...: for that
     grid, set min -0.5 and max 1", min and max they already had. qtool makes such a weight symmetric, a grid neither
-    the scale nor min/max give, so setting min/max would not help. An edited scale on one channel is still named."""
+    the scale nor min/max give, so setting min/max would not help; likewise AIMET's unsigned symmetric activation
+    (offset 0), which qtool reads as signed. An edited scale is still named."""
     body = [{"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "min": float(e.min[0]), "max": float(e.max[0]),
              "scale": float(e.scale[0]), "offset": int(e.offset[0])} for e in (enc.tf(-0.5, 1.0, 8), enc.tf(-2.0, 0.3, 8))]  # fmt: skip
     got = parse_encodings(doc(params={"w": body}), WHERE).params["w"]
     assert got.is_symmetric and got.axis == 0 and not caplog.text
+    unsigned = {"bitwidth": 8, "dtype": "int", "is_symmetric": "True", "min": 0.0, "max": 2.55, "scale": 0.01, "offset": 0}
+    parse_encodings(doc(acts={"u": [unsigned]}), WHERE)  # AIMET's unsigned symmetric: made signed, no min/max give it
+    assert not caplog.text
     parse_encodings(doc(acts={"r": [{**body[0], "scale": body[0]["scale"] * 5}]}), WHERE)
     assert "'r': scale 0.0294118 and offset -85 give the grid" in caplog.text
 

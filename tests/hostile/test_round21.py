@@ -211,3 +211,22 @@ def test_fields_convert_does_not_carry_are_named(ws: Workspace) -> None:
     assert [p.key for p in onnx.load(str(ws.root / "c.onnx")).graph.metadata_props] == ["k"]
     result = ws.run("convert", "-i", ws.model, "-o", ws.root / "d.onnx")
     assert result.exit_code == 0 and "does not carry" not in result.stderr, result.stderr
+
+
+# --- a config's algorithm_config key ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ("[1, 2]", "algorithm_config must be a mapping of algorithm sections, not [1, 2]"),
+    ("zzz", "algorithm_config must be a mapping of algorithm sections, not zzz"),
+    ("{clee: {}}", "unknown algorithm section 'clee' in algorithm_config"),
+    ("{cle: [1]}", "'cle' must be a mapping of cle's settings, not [1]"),
+])  # fmt: skip
+def test_a_config_algorithm_config_of_the_wrong_type_is_refused(ws: Workspace, value: str, said: str) -> None:
+    """'algorithm_config:' in a --config (the hidden option the algorithm sections travel in, which a config may
+    name) given a list, a number or a string was 'qtool: internal error' (AttributeError: 'list' object has no
+    attribute 'items'), exit 1, and a mapping naming no algorithm ('clee') was ignored. Now each is refused."""
+    config = ws.root / "c.yaml"
+    config.write_text(f"algorithm_config: {value}\n")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, said)

@@ -143,13 +143,21 @@ def resolve(names: tuple[str, ...]) -> list[tuple[str, ModuleType]]:
     return [(name, registry[name]) for name in ALGORITHM_NAMES if name in names]
 
 
-def check_sections(sections: dict[str, Any], where: str = "--config") -> None:
+def check_sections(sections: Any, where: str = "--config") -> None:
     """Every algorithm section of --config, whether its algorithm runs or not: a typo in one not asked for would
-    otherwise wait, silent, for the run that asks for it."""
+    otherwise wait, silent, for the run that asks for it. A config's `algorithm_config:` key (the hidden option
+    the sections travel in) is checked as they are: a list there was an internal error, and `{clee: ...}` ignored."""
     registry = _registry()
+    if not isinstance(sections, dict):
+        raise UsageError(f"algorithm_config must be a mapping of algorithm sections, not {str(sections)[:60]}",
+                         where=where, hint="write each section at the config's top level: cle: {...}")  # fmt: skip
     for name, section in sections.items():
-        if name in registry:
-            check_config(name, section, registry[name].SETTINGS, where)
+        if name not in registry:
+            raise UsageError(f"unknown algorithm section {str(name)[:60]!r} in algorithm_config", where=where,
+                             hint=did_you_mean(str(name), registry))  # fmt: skip
+        if not isinstance(section, dict):
+            raise UsageError(f"{name!r} must be a mapping of {name}'s settings, not {str(section)[:60]}", where=where)
+        check_config(name, section, registry[name].SETTINGS, where)
 
 
 FLAGS = {"high_bias_absorption"}  # YAML 1.2 (qtool/config.py) reads `off` as a string, which is true

@@ -934,6 +934,8 @@ def _quality(
         tensor, op, step = dips[0]  # the worst: a per-layer ranking sees its error only layers later, amplified
         blame += (f"; {tensor!r} is a {op} output on a grid step of {step:.3g}, deeper than its dip: its negative values"
                   f" round to zero, an error of one sign the next layer sums: --act_16bit_tensors {tensor}")
+        if "mean_correction" not in o.apply_algorithms:  # its mean is the bias's to take back: nudenet F1 91.7 -> 94.3%
+            blame += ", or, keeping 8 bits, --apply_algorithms mean_correction takes its mean back in the next layer's bias"
     elif o.act_bitwidth == 8 and o.act_quantizer_calibration == "min-max" and not o.apply_algorithms and not clipping:
         # the recipe that gained a median 2 dB on the zoo without losing on any model (README); auto may have run
         scored = "calibration auto:" in report.facts.get("algorithms", "")

@@ -51,7 +51,8 @@ def _check(sample: Sample, specs: list[InputSpec], pinned: Collection[str] = (),
                             f"convert's or quantize's --input_value {name} VALUES")  # fmt: skip
         if name not in by_name:
             raise DataError(f"unknown input name {quoted(name)}", where=sample.where, hint=did_you_mean(name, by_name))
-    missing = [n for n in by_name if n not in sample.names]
+    given = set(sample.names)  # a line of 10^4 names searched for each input was quadratic
+    missing = [n for n in by_name if n not in given]
     if missing:
         raise DataError(f"no file for model input {missing[0]!r}", where=sample.where)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -48,6 +49,17 @@ class GraphFacts:
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), HALF_OPSET)
         kinds = FLOAT_TYPES if opset >= HALF_OPSET else frozenset({TensorProto.FLOAT})
         return cls(model, types, inits, producers, dict(consumers), inputs, {v.name for v in graph.output}, kinds)
+
+    @functools.cached_property
+    def uses(self) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
+        """Each tensor's readers with the input slot each reads it in, found in one pass: a Concat of N inputs
+        searched for each of them was N^2 (10^4 inputs: 3 minutes)."""
+        found: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
+        for node in self.model.graph.node:
+            for i, name in enumerate(node.input):
+                if name:
+                    found[name].append((node, i))
+        return dict(found)
 
     def leaving(self) -> set[str]:
         """The graph outputs and what only a Cast or an Identity takes on to one: a float16 model's output leaves

@@ -193,7 +193,7 @@ def _only_control(facts: GraphFacts, name: str) -> bool:
     """Read only as a shape, scale or fill input (Resize's scales), never as data: not quantized. Through a Min or Max
     that only such inputs read: a Resize 10 of computed scales s is split by Min(s, 1) and Max(s, 1) (old_opset_meaning;
     s on an 8-bit grid made 0.75 another scale, 1.0 dB)."""
-    uses = [(c, i) for c in facts.consumers.get(name, []) for i, x in enumerate(c.input) if x == name]
+    uses = facts.uses.get(name, [])
     return bool(uses) and name not in facts.graph_outputs and all(
         is_control_input(c, i) or (c.op_type in ("Min", "Max") and _only_control(facts, c.output[0])) for c, i in uses)
 

@@ -230,3 +230,34 @@ def test_a_config_algorithm_config_of_the_wrong_type_is_refused(ws: Workspace, v
     config.write_text(f"algorithm_config: {value}\n")
     before = ws.snapshot()
     assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, said)
+
+
+# --- a Concat of thousands of inputs ------------------------------------------------------------------------------
+
+
+def test_each_input_slot_of_a_wide_concat_is_found_once(tmp_path: Path) -> None:
+    """A Concat of 10^4 graph inputs (one line of the list naming them all) took 245 s to quantize: the plan looked
+    for each input among the Concat's 10^4 slots (quant/plan._only_control), 10^8 comparisons a pass. GraphFacts.uses
+    finds every reader's slots in one pass (133 s, the rest onnxruntime's session setup); a tensor read in two slots
+    of one node has both, and the model quantizes."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    from qtool.quant.graph_facts import GraphFacts
+
+    count = 300
+    inputs = [helper.make_tensor_value_info(f"i{k}", TensorProto.FLOAT, [1, 4]) for k in range(count)]
+    nodes = [helper.make_node("Concat", [f"i{k}" for k in range(count)] + ["i0"], ["c"], axis=0),
+             helper.make_node("Relu", ["c"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [count + 1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    uses = GraphFacts.of(model).uses
+    assert [slot for _, slot in uses["i0"]] == [0, count] and [slot for _, slot in uses["i7"]] == [7]
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    rng = np.random.default_rng(0)
+    with (tmp_path / "l.txt").open("w") as listing:
+        for s in range(2):
+            rng.standard_normal((1, 4)).astype(np.float32).tofile(tmp_path / f"a{s}.raw")
+            listing.write(" ".join(f"i{k}:=a{s}.raw" for k in range(count)) + "\n")
+    result = Workspace(tmp_path).run("quantize", "-i", tmp_path / "m.onnx", "-l", tmp_path / "l.txt", "-o", tmp_path / "q.onnx")
+    assert result.exit_code == 0, result.output

@@ -55,15 +55,18 @@ def main() -> None:
     parser.add_argument("--per-tensor", action="store_true", help="one external-data file per tensor")
     parser.add_argument("--step", action="store_true", help="one decode step with a KV cache")
     parser.add_argument("--float16", action="store_true", help="float16 weights and arithmetic, 21 layers")
+    parser.add_argument("--layers", type=int, help="decoder layers (default 9, 21 with --float16): a smaller model to profile")
+    parser.add_argument("--hidden", type=int, default=CONFIG["hidden_size"], help="hidden size (SwiGLU 2.75x, 16 heads)")
     args = parser.parse_args()
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     args.folder.mkdir(parents=True, exist_ok=True)
     tok = tokenizer()
-    layers = FLOAT16_LAYERS if args.float16 else CONFIG["num_hidden_layers"]
+    layers = args.layers or (FLOAT16_LAYERS if args.float16 else CONFIG["num_hidden_layers"])
+    sizes = {"num_hidden_layers": layers, "hidden_size": args.hidden, "intermediate_size": args.hidden * 11 // 4}
     config = LlamaConfig(vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id,
-                         eos_token_id=tok.sep_token_id, **{**CONFIG, "num_hidden_layers": layers})  # fmt: skip
+                         eos_token_id=tok.sep_token_id, **{**CONFIG, **sizes})  # fmt: skip
     torch.manual_seed(22)
     torch.set_default_dtype(torch.float16 if args.float16 else torch.float32)  # built in float16: no float32 copy
     model = LlamaForCausalLM(config).eval()

@@ -8,6 +8,7 @@ Initializers of LAZY_BYTES or more stay in their file until a step reads them: `
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
@@ -33,7 +34,9 @@ from qtool.graph.lazy_weights import (  # re-exported: callers reach a tensor's 
     point,
     raw,
     release,
+    scratch_file,
     span,
+    spill,
     spilled,
 )
 from qtool.io.files import clipped, quoted
@@ -48,6 +51,21 @@ def weight_tensor(values: np.ndarray, name: str, scratch: str) -> onnx.TensorPro
     """`values` as the initializer `name`: a layer's weight (LAZY_BYTES or more) `spilled` to `scratch`, read lazily,
     so a float copy of a model does not hold its weights in memory; a smaller tensor in memory."""
     return spilled(values, name, scratch) if values.nbytes >= LAZY_BYTES else numpy_helper.from_array(values, name)
+
+
+def spilled_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with its in-memory initializers of LAZY_BYTES or more moved to a file of the process's scratch folder
+    and read lazily from there (sessions map them, saves stream them), so that it holds no weight beside a session of
+    it: a copy, since protobuf's arena keeps a cleared field's bytes until the whole message goes (`model`'s tensors
+    are made lazy too). Where the folder cannot be written (a full disk, an unwritable $TMPDIR) those left stay."""
+    with contextlib.suppress(OSError):  # a tensor is made lazy only once its bytes are written
+        scratch = scratch_file("spilled-weights.data")
+        for tensor in model.graph.initializer:
+            if len(tensor.raw_data) >= LAZY_BYTES:
+                spill(tensor, scratch)
+    copied = onnx.ModelProto()
+    copied.CopyFrom(model)
+    return copied
 
 
 def proto_size(model: onnx.ModelProto) -> int:

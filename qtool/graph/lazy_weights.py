@@ -169,13 +169,25 @@ def spilled(values: np.ndarray, name: str, scratch: str) -> onnx.TensorProto:
     a temporary folder, see `forget`): a float copy of a quantized model without its weights in memory."""
     values = np.ascontiguousarray(values)
     tensor = onnx.TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(values.dtype), dims=values.shape)
+    point(tensor, scratch, _appended(scratch, memoryview(values).cast("B")), values.nbytes)
+    return tensor
+
+
+def spill(tensor: onnx.TensorProto, scratch: str) -> None:
+    """An in-memory `tensor`'s raw bytes moved to the file `scratch` (as `spilled`'s), the tensor made lazy in place:
+    any type, int4's packed bytes too."""
+    data = tensor.raw_data
+    point(tensor, scratch, _appended(scratch, data), len(data))
+
+
+def _appended(scratch: str, data) -> int:
+    """Appends `data` to `scratch` at a page boundary (onnxruntime maps such a tensor in place), and says where."""
     with open(scratch, "ab") as f:
         offset = f.seek(0, os.SEEK_END)
         f.write(b"\0" * (-offset % 4096))
         offset += -offset % 4096
-        f.write(memoryview(values).cast("B"))
-    point(tensor, scratch, offset, values.nbytes)
-    return tensor
+        f.write(data)
+    return offset
 
 
 def forget(folder: str) -> None:

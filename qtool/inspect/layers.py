@@ -335,9 +335,12 @@ def weight_nsr(e: LayerError, facts: GraphFacts, params: Encodings, by_tensor: d
     if encoding is None or encoding.is_float or source is None or not source.mean_square:
         return None
     try:
-        delta = values.astype(np.float64) - encoding.fake_quantize(values).astype(np.float64)
+        rounded = encoding.fake_quantize(values)
     except ValueError:  # a grid of another shape (the weight was rewritten before quantizing): no estimate
         return None
+    delta = values.astype(np.float64)
+    delta -= rounded  # in place: a float64 copy of the rounded weight too was 1 GB for a 250 MB LM head
+    del rounded
     per_output = dot(delta.ravel(), delta.ravel()) / values.shape[axis]
     return per_output * source.mean_square / e.mean_square
 
@@ -544,6 +547,9 @@ def rank(
         if e.probe.tensor in picked:
             fix = "reordered: rows picked by a TopK's indices, where near scores swap; judge the scores before it"
         fix = fix or suggest(e, added, facts, found, by_tensor, reach, given)
+        # suggest reads the layer's whole float weight from its mapped file: dropped again, or every page of every
+        # weight stays resident until the ranking ends (a 2.35 GB decoder's quantize peaked there, at 2x the model)
+        external_data.release()
         scored.append((e.probe.tensor in picked, _db(added), _db(e.nsr), order, e, local, fix))
     scored.sort(key=lambda s: s[:4])
     return [

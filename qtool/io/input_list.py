@@ -219,7 +219,7 @@ def _parse_sample(text: str, source: str, line: int, resolve: _Resolver) -> Samp
         named[name] = resolve(path)
     if named and positional:
         raise DataError("mixes <name>:=<path> entries with bare paths; use one style per line", where=where,
-                        hint=_spaced_entry(tokens, resolve))  # fmt: skip
+                        hint=_spaced_entry(tokens, resolve) or _spaced_name(tokens, resolve))  # fmt: skip
     if named:
         return Sample(source, line, tuple(named.values()), tuple(named))
     return Sample(source, line, tuple(positional))
@@ -290,6 +290,17 @@ def _spaced_entry(tokens: list[str], resolve: _Resolver) -> str | None:
             if os.path.isfile(joined := resolve(" ".join(words))):
                 return spaced_hint(joined)
     return None
+
+
+def _spaced_name(tokens: list[str], resolve: _Resolver) -> str | None:
+    """'in put:0:=a.raw' cut at its space: a bare word (no file) before a named entry may start an input name
+    holding a space, which no entry can name (it was told to use one style per line)."""
+    k = next((k for k, t in enumerate(tokens) if ":=" in t), 0)
+    if k == 0 or ":=" in tokens[k - 1] or os.path.isfile(resolve(tokens[k - 1])):
+        return None
+    name = " ".join([tokens[k - 1], tokens[k].partition(":=")[0]])
+    return (f"if {quoted(name)} is one input's name, it holds a space, and the list separates entries at spaces, as "
+            "qairt's does: give the line's files as bare paths, in the model's input order")  # fmt: skip
 
 
 def spaced_hint(path: str) -> str:

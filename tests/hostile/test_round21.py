@@ -261,3 +261,31 @@ def test_each_input_slot_of_a_wide_concat_is_found_once(tmp_path: Path) -> None:
             listing.write(" ".join(f"i{k}:=a{s}.raw" for k in range(count)) + "\n")
     result = Workspace(tmp_path).run("quantize", "-i", tmp_path / "m.onnx", "-l", tmp_path / "l.txt", "-o", tmp_path / "q.onnx")
     assert result.exit_code == 0, result.output
+
+
+# --- an input whose name holds a space --------------------------------------------------------------------------
+
+
+def test_a_list_naming_an_input_whose_name_holds_a_space_says_so(tmp_path: Path) -> None:
+    """A model input named 'in put:0' cannot be named in a list, which separates entries at spaces (as qairt's):
+    'in put:0:=a.raw' was refused as 'mixes <name>:=<path> entries with bare paths; use one style per line', as if
+    the user had mixed them. Now the error adds that the name may hold a space and to give the files bare, which
+    quantizes; a line that does mix a file and a named entry gets no such hint."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["in put:0"], ["y"])], "g",
+                              [helper.make_tensor_value_info("in put:0", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "m.onnx"))
+    np.arange(4, dtype=np.float32).reshape(1, 4).tofile(tmp_path / "a.raw")
+    (tmp_path / "named.txt").write_text("in put:0:=a.raw\n")
+    (tmp_path / "mixed.txt").write_text("a.raw x:=a.raw\n")
+    (tmp_path / "bare.txt").write_text("a.raw\n")
+    ws = Workspace(tmp_path)
+    before = ws.snapshot()
+    run = lambda listing: ws.run("quantize", "-i", tmp_path / "m.onnx", "-l", tmp_path / listing, "-o", tmp_path / "q.onnx")  # noqa: E731
+    assert_refused(ws, before, run("named.txt"), 4, "mixes <name>:=<path> entries with bare paths",
+                   "if 'in put:0' is one input's name, it holds a space", "give the line's files as bare paths")  # fmt: skip
+    assert "holds a space" not in assert_refused(ws, before, run("mixed.txt"), 4, "mixes <name>:=<path> entries")
+    assert run("bare.txt").exit_code == 0

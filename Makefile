@@ -956,7 +956,9 @@ OUT := build/demo
 #   W8A8 4676 -> 3038 MB; 39 lines)
 # 26085 -> 26096: a list line mixing styles as 'in put:0:=a.raw' does says the input's name may hold a space, which
 #   no entry can name (io/input_list._spaced_name; hostile round 21; 11 lines)
-LINE_BUDGET := 26096
+# 26096 -> 26098: the rounded-dip warning names mean_correction only where a Conv/Gemm/MatMul reads the dip, whose
+#   bias can take its mean back (api/quantize._quality; review 31; 2 lines)
+LINE_BUDGET := 26098
 
 .PHONY: demo test lint venv bench clean golden
 

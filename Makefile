@@ -958,7 +958,9 @@ OUT := build/demo
 #   no entry can name (io/input_list._spaced_name; hostile round 21; 11 lines)
 # 26096 -> 26098: the rounded-dip warning names mean_correction only where a Conv/Gemm/MatMul reads the dip, whose
 #   bias can take its mean back (api/quantize._quality; review 31; 2 lines)
-LINE_BUDGET := 26098
+# 26098 -> 26150: a Sigmoid score output whose calibrated grid ends below 0.5 is warned of, naming the overrides that
+#   give it room (quant/short_scores.short_scores, api/quantize; alexa_v0.1 held out 0.4 dB, unwarned; 52 lines)
+LINE_BUDGET := 26150
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -960,7 +960,9 @@ OUT := build/demo
 #   bias can take its mean back (api/quantize._quality; review 31; 2 lines)
 # 26098 -> 26150: a Sigmoid score output whose calibrated grid ends below 0.5 is warned of, naming the overrides that
 #   give it room (quant/short_scores.short_scores, api/quantize; alexa_v0.1 held out 0.4 dB, unwarned; 52 lines)
-LINE_BUDGET := 26150
+# 26150 -> 26155: a clipped Sigmoid (or another sensitive op) is named clipped, not raised to 16 bits on the grid
+#   that cuts it (inspect/layers._fix, _clipped; alexa_v0.1 held out 0.39 dB with the old advice too; 5 lines)
+LINE_BUDGET := 26155
 
 .PHONY: demo test lint venv bench clean golden
 

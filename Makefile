@@ -962,7 +962,9 @@ OUT := build/demo
 #   give it room (quant/short_scores.short_scores, api/quantize; alexa_v0.1 held out 0.4 dB, unwarned; 52 lines)
 # 26150 -> 26155: a clipped Sigmoid (or another sensitive op) is named clipped, not raised to 16 bits on the grid
 #   that cuts it (inspect/layers._fix, _clipped; alexa_v0.1 held out 0.39 dB with the old advice too; 5 lines)
-LINE_BUDGET := 26155
+# 26155 -> 26170: quantize writes its encodings file an entry at a time (io/encodings.json_pieces, outputs.write_text
+#   of pieces; the 2.35 GB decoder's 478 MB W4 file was held whole, twice; 15 lines)
+LINE_BUDGET := 26170
 
 .PHONY: demo test lint venv bench clean golden
 

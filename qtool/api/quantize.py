@@ -688,7 +688,7 @@ def _quantize(
     if rewritten:  # after the evaluation, whose layers were compared with the rewritten float model itself
         gm.set_metadata(quantized, gm.METADATA_REWRITTEN, json.dumps(sorted(rewritten)))
     gm.save(quantized, output, external=o.external_data)
-    write_text(encodings_path(output), encio.to_json(plan.encodings(), o.encodings_format))
+    write_text(encodings_path(output), encio.json_pieces(plan.encodings(), o.encodings_format))
     report.facts.update(_plan_facts(plan, output, started, unplanned))
     report.facts.update(_symmetric_weights(plan, o.param_quantizer_schema))
     every = [*plan.activations.values(), *plan.params.values()]

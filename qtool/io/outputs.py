@@ -355,9 +355,10 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
         yield handle
 
 
-def write_text(path: str | os.PathLike[str], text: str) -> None:
+def write_text(path: str | os.PathLike[str], text: str | Iterable[str]) -> None:
+    """`text`, or its pieces one after another (encodings.json_pieces: not the whole file in memory)."""
     with atomic_write(path, "w") as handle:
-        handle.write(text)
+        handle.writelines([text] if isinstance(text, str) else text)
 
 
 def _umask() -> int:

@@ -106,3 +106,30 @@ def test_a_weights_rounding_noise_is_summed_without_float64_copies_of_both() -> 
     delta = w.astype(np.float64) - e.fake_quantize(w).astype(np.float64)
     assert nsr == pytest.approx(float(np.dot(delta.ravel(), delta.ravel())) / 512 / 2.0, rel=1e-12)
     assert peak < 3.5 * w.nbytes  # the rounding's float64 pass and ΔW; 7 MB before
+
+
+def test_an_encodings_file_is_written_an_entry_at_a_time(tmp_path: Path) -> None:
+    """A 2.35 GB decoder's 18 M 4-bit blocks made a 478 MB encodings file, which quantize held whole (twice, as it
+    was joined) before writing it. Now an entry at a time: the same bytes, at a fraction of the file in memory."""
+    import dataclasses
+
+    from qtool.encoding import Blocks
+    from qtool.io import encodings as encio
+    from qtool.io.outputs import write_text
+
+    rng = np.random.default_rng(5)
+    params = {}
+    for i in range(64):
+        absmax = rng.uniform(0.01, 1.0, 8192)  # a [256, 1024] weight's blocks of 32 along its inputs
+        params[f"w{i}"] = dataclasses.replace(enc.symmetric(-absmax, absmax, 4, 1), blocks=Blocks(32, 0, (8, 1024)))
+    found = Encodings(params=params)
+    path = tmp_path / "q.encodings.json"
+    tracemalloc.start()
+    try:
+        write_text(path, encio.json_pieces(found, "1.0.0"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    text = path.read_text()
+    assert text == encio.to_json(found, "1.0.0") and len(text) > 10_000_000
+    assert peak < len(text) / 4  # one entry and its line (a seventh of the file); before, 3x the file

@@ -289,3 +289,25 @@ def test_a_list_naming_an_input_whose_name_holds_a_space_says_so(tmp_path: Path)
                    "if 'in put:0' is one input's name, it holds a space", "give the line's files as bare paths")  # fmt: skip
     assert "holds a space" not in assert_refused(ws, before, run("mixed.txt"), 4, "mixes <name>:=<path> entries")
     assert run("bare.txt").exit_code == 0
+
+
+# --- an algorithm section's count past what islice takes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("algorithm", "key"), [("bc", "calibration_frames"), ("mean_correction", "calibration_frames"),
+                                                ("actsearch", "num_batches")])  # fmt: skip
+def test_an_algorithm_count_past_int32_is_refused(ws: Workspace, algorithm: str, key: str) -> None:
+    """'bc: {calibration_frames: 9999999999999999999999}' in a --config passed the section's check (a positive
+    integer) and failed in the algorithm as 'qtool: internal error' (ValueError: Stop argument for islice() must be
+    None or an integer: 0 <= x <= sys.maxsize), exit 1, after calibrating; the flags' counts stop at 2^31 - 1
+    (cli/options.MAX_COUNT). Now the section's counts do too, refused before any work; 2^31 - 1 itself passes the
+    check (the fuzz of every section key with 12 wrong values found these three)."""
+    config = ws.root / "c.yaml"
+    config.write_text(f"{algorithm}:\n  {key}: 9999999999999999999999\n")
+    before = ws.snapshot()
+    result = ws.quantize("-o", ws.out, "--config", config, "--apply_algorithms", algorithm)
+    assert_refused(ws, before, result, 2, f"{key} in the {algorithm} section of --config must be a positive integer, "
+                   "at most 2147483647, not 9999999999999999999999")  # fmt: skip
+    from qtool.quant.algorithms import _registry, check_config
+
+    assert check_config(algorithm, {key: 2**31 - 1}, _registry()[algorithm].SETTINGS) == {key: 2**31 - 1}

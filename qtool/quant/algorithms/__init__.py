@@ -164,6 +164,7 @@ FLAGS = {"high_bias_absorption"}  # YAML 1.2 (qtool/config.py) reads `off` as a 
 # ... so a flag's words (and adaround's tri-state sequential's) are read as click reads a top-level flag's
 WORDY = {*FLAGS, "sequential"}
 FLAG_WORDS = {**dict.fromkeys(("true", "yes", "on", "y", "t", "1"), True), **dict.fromkeys(("false", "no", "off", "n", "f", "0"), False)}
+MAX_COUNT = 2**31 - 1  # as the flags' counts (cli/options): itertools.islice of samples fails past sys.maxsize
 COUNTS = {"num_batches", "default_param_bw", "calibration_frames", "calibration_iterations", "sweeps", "trial_samples", "max_trials"}
 
 
@@ -175,8 +176,10 @@ def check_config(name: str, config: dict[str, Any], known: set[str], where: str 
                              hint=did_you_mean(key, known))  # fmt: skip
         if key == "keep" and value not in ("auto", "always"):  # every algorithm that is kept only if it gains
             raise UsageError(f"{name}: keep must be auto or always, not {value!r}", where=where)
-        if key in COUNTS and (type(value) is not int or value < 1):  # YAML's `abc`, `1.5`, `true` or 0
-            raise UsageError(f"{key} in the {name} section of --config must be a positive integer, not {value!r}", where=where)
+        if key in COUNTS and (type(value) is not int or not 1 <= value <= MAX_COUNT):  # `abc`, `1.5`, `true`, 0, 1e22
+            most = f", at most {MAX_COUNT}" if type(value) is int and value > 0 else ""
+            raise UsageError(f"{key} in the {name} section of --config must be a positive integer{most}, not {value!r}",
+                             where=where)  # fmt: skip
         if key in WORDY and isinstance(value, str) and value.strip().lower() in FLAG_WORDS:
             config[key] = value = FLAG_WORDS[value.strip().lower()]
         if key in FLAGS and not isinstance(value, bool):

@@ -966,7 +966,9 @@ OUT := build/demo
 #   of pieces; the 2.35 GB decoder's 478 MB W4 file was held whole, twice; 15 lines)
 # 26170 -> 26173: an algorithm section's counts stop at 2^31 - 1, as the flags' do (quant/algorithms.check_config;
 #   calibration_frames 1e22 was an internal error in islice; hostile round 21; 3 lines)
-LINE_BUDGET := 26173
+# 26173 -> 26179: old-opset Casts and spatial=0 BatchNormalizations in If/Loop bodies are set aside and put back
+#   too (graph/old_opset_meaning._set_aside, _put_back_in; review 31; 6 lines)
+LINE_BUDGET := 26179
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -65,14 +65,14 @@ def _set_aside(light: onnx.ModelProto, source: int, target: int) -> tuple[onnx.M
     """Nodes onnx's converter asserts on, moved to a domain of their own for it to pass over, by first output:
     Cast up to opset 5 ('to' a type's name; 'No Adapter From Version $5 for Cast') and BatchNormalization up to 8
     with spatial=0 ('Attribute spatial must have value 1'), whose statistics are per value ([C, D1, ...])."""
-    picked = {n.output[0]: n for n in light.graph.node if n.domain in DEFAULT and n.output and (
+    picked = {n.output[0]: n for n in _nodes(light.graph) if n.domain in DEFAULT and n.output and (
         (n.op_type == "Cast" and source <= 5 < target) or (n.op_type == "BatchNormalization" and source <= 8 < target
                                                            and _attribute(n, "spatial", 1) == 0))}  # fmt: skip
     if not picked:
         return light, {}
     out = onnx.ModelProto()
     out.CopyFrom(light)
-    for node in out.graph.node:
+    for node in _nodes(out.graph):  # an If's branches too: the converter asserts there as well
         if node.output and node.output[0] in picked and node.domain in DEFAULT:
             node.domain = ASIDE
     out.opset_import.append(helper.make_opsetid(ASIDE, 1))
@@ -99,8 +99,17 @@ def _put_back(model: onnx.ModelProto, aside: dict[str, onnx.NodeProto]) -> None:
     """The set-aside nodes in the target opset's form: Cast with 'to' a number, and BatchNormalization's
     (X - mean) / sqrt(var + epsilon) * scale + B, whose [C, D1, ...] operands broadcast over the batch as spatial=0's
     did (numpy's broadcasting aligns them with X's last dims)."""
-    fresh, nodes = FreshNames(_names(model.graph)), []
-    for node in model.graph.node:
+    _put_back_in(model.graph, aside, FreshNames(_names(model.graph)), model.graph.initializer)
+    kept = [o for o in model.opset_import if o.domain != ASIDE]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+
+
+def _put_back_in(graph: onnx.GraphProto, aside: dict[str, onnx.NodeProto], fresh: FreshNames, initializers) -> None:
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        for inner in subgraphs(node):
+            _put_back_in(inner, aside, fresh, initializers)
         old = aside.get(node.output[0]) if node.domain == ASIDE and node.output else None
         if old is None:
             nodes.append(node)
@@ -113,7 +122,7 @@ def _put_back(model: onnx.ModelProto, aside: dict[str, onnx.NodeProto]) -> None:
             eps, centred, widened, root, normed, scaled = (fresh(f"{old.output[0]}_{k}") for k in
                                                            ("epsilon", "centred", "var_eps", "std", "normed", "scaled"))  # fmt: skip
             epsilon = float(_attribute(old, "epsilon", 1e-5))  # type: ignore[arg-type]
-            dtype = next((t.data_type for t in model.graph.initializer if t.name == var), onnx.TensorProto.FLOAT)
+            dtype = next((t.data_type for t in initializers if t.name == var), onnx.TensorProto.FLOAT)
             nodes += [helper.make_node("Constant", [], [eps], name=fresh(eps), value=helper.make_tensor(eps, dtype, [], [epsilon])),
                       helper.make_node("Sub", [x, mean], [centred], name=fresh(centred)),
                       helper.make_node("Add", [var, eps], [widened], name=fresh(widened)),
@@ -121,11 +130,8 @@ def _put_back(model: onnx.ModelProto, aside: dict[str, onnx.NodeProto]) -> None:
                       helper.make_node("Div", [centred, root], [normed], name=fresh(normed)),
                       helper.make_node("Mul", [normed, scale], [scaled], name=fresh(scaled)),
                       helper.make_node("Add", [scaled, bias], [old.output[0]], name=old.name or fresh(old.output[0]))]  # fmt: skip
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    kept = [o for o in model.opset_import if o.domain != ASIDE]
-    del model.opset_import[:]
-    model.opset_import.extend(kept)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:

@@ -4,12 +4,14 @@ The probes (layers.probes, in the reference's graph order) are cut into stages w
 read at most COMPARE_BYTES of weights (`QTOOL_COMPARE_BYTES`; a small model is one stage) and whose probed
 values take at most FETCH_BYTES a sample, where shapes are known: a fetched value stays alive to the end
 of its run, so one stage fetching every layer holds a whole sample's activations twice (SLANet: 225 MB a
-model, 1.5 GB peak with onnxruntime's arenas, against 0.46 GB to calibrate it). Stage after
-stage, each model runs over every sample only the nodes the stage's probes need, starting from the
-values it kept from the stages before (its frontier: the tensors that nodes not yet run still read).
-So a stage's sessions hold that stage's weights only, and are dropped before the next stage's.
-Frontiers stay in memory up to FRONTIER_BYTES per model, beyond that in files of a scratch folder, a
-value stored once when made and read back only by the stages that read it.
+model, 1.5 GB peak with onnxruntime's arenas, against 0.46 GB to calibrate it). Each stage runs only
+the nodes its probes need, starting from the values kept from the stages before. Consecutive stages
+within COMPARE_BYTES of weights form a sweep (`sweeps`: a small model's stages are one), whose sessions
+live together: a sample goes through the sweep's stages one after another, its values passed on in
+memory, then the next sample. Sweep after sweep, each model keeps per sample what later sweeps read (its
+frontier), in memory up to FRONTIER_BYTES per model, beyond that in files of a scratch folder, a value
+stored once when made and read back only by the sweeps that read it. So a sweep's sessions hold its
+weights only, and are dropped before the next sweep's.
 
 The quantized model's weights are dequantized once per stage, not once per sample: with
 `session.disable_quant_qdq` onnxruntime's constant folding runs its own DequantizeLinear kernel on
@@ -55,11 +57,7 @@ def cut(
     """`tensors` (graph order) in consecutive groups, each adding at most `budget` bytes of weights
     read by the nodes up to its last tensor's producer and, given `values` (bytes a sample, see
     `value_bytes`), fetching at most `fetch_budget` bytes of them (at least one tensor a group)."""
-    sizes = {t.name: _weight_bytes(t) for t in reference.graph.initializer}
-    position, spent = {}, 0
-    for node in reference.graph.node:
-        spent += sum(sizes.pop(name, 0) for name in runtime.reads(node))
-        position.update((out, spent) for out in node.output)
+    position = _weights_before(reference)
     groups: list[list[str]] = []
     start = fetched = 0
     for name in tensors:
@@ -71,6 +69,35 @@ def cut(
         groups[-1].append(name)
         fetched += size
     return groups
+
+
+def _weights_before(reference: onnx.ModelProto) -> dict[str, int]:
+    """Each node output's bytes of weights read by the nodes up to and including its producer."""
+    sizes = {t.name: _weight_bytes(t) for t in reference.graph.initializer}
+    position, spent = {}, 0
+    for node in reference.graph.node:
+        spent += sum(sizes.pop(name, 0) for name in runtime.reads(node))
+        position.update((out, spent) for out in node.output)
+    return position
+
+
+def sweeps(reference: onnx.ModelProto, groups: list[list[str]], budget: int) -> list[list[int]]:
+    """Consecutive groups (their indices) whose nodes read at most `budget` bytes of weights in all, as `cut`
+    counts them: a sample runs through a sweep's stages one after another, its values passed on in memory,
+    and only what later sweeps read goes to the frontier. The fetch budget alone cut u2netp's per-layer ranking
+    into 67 stages whose frontiers (every sample's activations, past 1 MB in files) wrote and read 21 GB for 8
+    samples; one sweep keeps a single sample's values instead, its sessions' weights within the budget."""
+    position = _weights_before(reference)
+    found: list[list[int]] = []
+    start = last = 0  # weights read before the sweep; by the last group's nodes
+    for g, group in enumerate(groups):
+        at = position.get(group[-1], 0) if group else last
+        if not found or at - start > budget:
+            start = last
+            found.append([])
+        found[-1].append(g)
+        last = at
+    return found
 
 
 def value_bytes(shaped: onnx.ModelProto) -> dict[str, int]:
@@ -144,7 +171,8 @@ class _Staged:
         self.inputs = {i.name for i in model.graph.input if i.name not in self.initializers}  # every stage is fed these
         self.kept = set(self.inputs)  # the values each sample carries into the next stage
         self.run: set[int] = set()  # nodes run by the stages so far
-        self.fetch: list[str] = []  # what the prepared stage computes and returns
+        self.fetches: dict[int, list[str]] = {}  # what each prepared stage computes and returns
+        self.kept_after: dict[int, set[str]] = {}  # what a sample carries past each prepared stage
         self.constant = _constant_nodes(self.nodes, set(self.initializers))
         self.constant_values = {out for k in self.constant for out in self.nodes[k].output}
 
@@ -159,7 +187,8 @@ class _Staged:
 
     def prepare(self, g: int) -> set[str]:
         """Set up stage `g`; returns the values a sample must bring to it: the graph's inputs, and the kept
-        values its nodes read or an earlier stage made as its targets."""
+        values its nodes read or an earlier stage made as its targets. Stages are prepared in order; each keeps
+        its own fetch list and what a sample carries past it (`kept_after`), so a sweep's runners outlive it."""
         needed = self._needed(self.groups[g])
         self.run |= needed
         before = self.kept
@@ -169,18 +198,19 @@ class _Staged:
         # a constant is made again by each stage that reads it, never fed: fed, a Resize's empty `scales`
         # is an input of unknown size, and onnxruntime refuses the Resize (SLANet: "not both of them")
         self.kept = self.inputs | (((self.kept | made) & later) - self.constant_values)
-        self.fetch = sorted(made & (set(self.groups[g]) | self.kept))
+        self.kept_after[g] = self.kept
+        self.fetches[g] = sorted(made & (set(self.groups[g]) | self.kept))
         reads = {name for k in needed for name in self.reads[k]}
         return ((reads | set(self.groups[g])) & before) | self.inputs
 
-    def runner(self, example: dict[str, np.ndarray], threads: int) -> runtime.Runner:
-        """The prepared stage as a function from a sample's brought values to those plus what it makes."""
+    def runner(self, g: int, example: dict[str, np.ndarray], threads: int) -> runtime.Runner:
+        """Prepared stage `g` as a function from a sample's brought values to those plus what it makes."""
         given = {name: value for name, value in example.items() if name not in self.inputs}
         # no arena: each stage's sessions run a few samples and go, and an arena's memory outlived them
         run: runtime.Runner | None = None
-        if self.fetch:
-            run = runtime.runner(self.model, self.fetch, threads, self.where, given, folded=self.folded, arena=False,
-                                 index=(self.producer, self.initializers))
+        if self.fetches[g]:
+            run = runtime.runner(self.model, self.fetches[g], threads, self.where, given, folded=self.folded,
+                                 arena=False, index=(self.producer, self.initializers))  # fmt: skip
         return lambda start: {**start, **(run(start) if run is not None else {})}
 
 
@@ -206,11 +236,11 @@ def run_stages(
     frontier_budget: int = FRONTIER_BYTES,
     apart: bool = False,
 ) -> Iterator[tuple[int, dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """For each group of (reference tensor, quantized tensor) pairs, stage after stage, and each
-    sample in order: (group index, the reference's values, the quantized model's values). Each model
-    keeps at most `frontier_budget` bytes of frontier in memory, the rest in scratch files. `apart`: each
-    stage runs the reference over every sample before the quantized model, so that one session is alive at a
-    time; the reference's values of the group wait in a store of that budget too (for a few samples)."""
+    """For each group of (reference tensor, quantized tensor) pairs, sweep after sweep (`sweeps`), each sample
+    in order, and each group of the sweep: (group index, the reference's values, the quantized model's values).
+    Each model keeps at most `frontier_budget` bytes of frontier in memory, the rest in scratch files. `apart`:
+    each sweep runs the reference over every sample before the quantized model, so that one model's sessions
+    are alive at a time; the reference's values of the groups wait in a store of that budget too."""
     models = [
         _Staged(reference, [[r for r, _ in group] for group in groups], "reference model"),
         _Staged(quantized, [[q for _, q in group] for group in groups], "quantized model", folded=True),
@@ -218,54 +248,80 @@ def run_stages(
     with tempfile.TemporaryDirectory(prefix="qtool-stages-") as scratch:
         frontiers = [_Frontier(os.path.join(scratch, str(m)), frontier_budget) for m in range(2)]
         samples = 0
-        for g in range(len(groups)):
-            brought = [model.prepare(g) for model in models]
-            source = enumerate(feeds) if g == 0 else ((i, None) for i in range(samples))
+        for sweep in sweeps(reference, models[0].groups, compare_bytes()):
+            brought = [{g: model.prepare(g) for g in sweep} for model in models]
+            source = enumerate(feeds) if sweep[0] == 0 else ((i, None) for i in range(samples))
             if apart:
-                wanted = {r for r, _ in groups[g]}
-                made = _Frontier(os.path.join(scratch, "made"), frontier_budget)  # the reference's values of the group
-                for i, values in _passes(models[0], frontiers[0], brought[0], source, threads, frontiers[1]):
-                    made.keep(i, wanted, values)
+                made = _Frontier(os.path.join(scratch, "made"), frontier_budget)  # the reference's values of the groups
+                wanted = {g: {r for r, _ in groups[g]} for g in sweep}
+                for i, g, values in _passes(models[0], sweep, frontiers[0], brought[0], source, threads, frontiers[1]):
+                    made.keep(i * len(groups) + g, wanted[g], values)
                     samples = max(samples, i + 1)
-                values = {}  # the last sample's: not held while the quantized session is built
-                for i, values in _passes(models[1], frontiers[1], brought[1], enumerate([None] * samples), threads):
-                    yield g, made.load(i, wanted), values
-                    made.keep(i, set(), {})  # read once: its files go
+                    del values  # before the next stage runs (and the quantized sessions are built)
+                for i, g, values in _passes(models[1], sweep, frontiers[1], brought[1], enumerate([None] * samples), threads):
+                    yield g, made.load(i * len(groups) + g, wanted[g]), values
+                    made.keep(i * len(groups) + g, set(), {})  # read once: its files go
+                    del values
                 continue
-            runners: list[runtime.Runner | None] = [None, None]
+            passes = [_Sweep(model, sweep, brought[m], threads) for m, model in enumerate(models)]
             for i, feed in source:
-                out = []
-                for m, model in enumerate(models):
-                    start = feed if feed is not None else frontiers[m].load(i, brought[m])
-                    runners[m] = runners[m] or model.runner(start, threads)
-                    values = runners[m](start)  # type: ignore[misc]
-                    frontiers[m].keep(i, model.kept, values)
-                    out.append(values)
-                del values, start  # the next sample's first run would hold this one's last values
+                for m, one in enumerate(passes):
+                    one.carried = dict(feed) if feed is not None else frontiers[m].load(i, one.wanted)
+                for g in sweep:
+                    ref, quant = passes[0].step(g), passes[1].step(g)
+                    yield g, ref, quant
+                    del ref, quant  # held through the next stage's runs, they stacked two stages' values
+                    runtime.give_back()  # and glibc kept their heap: 67 stages' sessions grew u2netp's peak 0.5 -> 1.1 GB
+                for m, one in enumerate(passes):
+                    frontiers[m].keep(i, models[m].kept_after[sweep[-1]], one.carried)
+                    one.carried = {}
                 samples = max(samples, i + 1)
-                yield g, out[0], out[1]
-            del runners
-            runtime.give_back()  # the stage's sessions are gone: their heap too
+            del passes
+            runtime.give_back()  # the sweep's sessions are gone: their heap too
+
+
+class _Sweep:
+    """One model's prepared stages of a sweep, a sample at a time: `carried` holds the sample's values in memory
+    (set to its feed or frontier values first), and each `step` runs a stage on them and keeps what later stages
+    read. Each stage's runner is built on its first sample and lives as long as the sweep."""
+
+    def __init__(self, model: _Staged, sweep: list[int], brought: dict[int, set[str]], threads: int) -> None:
+        self.model, self.brought, self.threads = model, brought, threads
+        self.wanted = set().union(*(brought[g] for g in sweep))  # what the frontier brings to the sweep
+        self.runners: dict[int, runtime.Runner] = {}
+        self.carried: dict[str, np.ndarray] = {}
+
+    def step(self, g: int) -> dict[str, np.ndarray]:
+        start = {name: self.carried[name] for name in self.brought[g]}
+        if g not in self.runners:
+            self.runners[g] = self.model.runner(g, start, self.threads)
+        values = self.runners[g](start)
+        self.carried = {name: values[name] if name in values else self.carried[name]
+                        for name in self.model.kept_after[g] if name in values or name in self.carried}  # fmt: skip
+        return values
 
 
 def _passes(
-    model: _Staged, frontier: _Frontier, brought: set[str], source: Iterable[tuple[int, dict | None]], threads: int,
-    then: _Frontier | None = None,
-) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """One model's prepared stage over the samples of `source` (a feed, or None: its frontier's values), each
-    sample's values kept in its frontier; a feed is kept in `then`, the frontier of the model that runs next."""
-    run: runtime.Runner | None = None
+    model: _Staged, sweep: list[int], frontier: _Frontier, brought: dict[int, set[str]],
+    source: Iterable[tuple[int, dict | None]], threads: int, then: _Frontier | None = None,
+) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+    """One model's prepared sweep over the samples of `source` (a feed, or None: its frontier's values), each
+    sample's values kept in its frontier at the sweep's end; a feed is kept in `then`, the frontier of the model
+    that runs next. Yields (sample, group, values)."""
+    one = _Sweep(model, sweep, brought, threads)
     for i, feed in source:
-        start = feed if feed is not None else frontier.load(i, brought)
-        run = run or model.runner(start, threads)
-        values = run(start)
-        frontier.keep(i, model.kept, values)
+        one.carried = dict(feed) if feed is not None else frontier.load(i, one.wanted)
         if feed is not None and then is not None:
             then.keep(i, set(feed), feed)
-        del start
-        yield i, values
-    del run
-    runtime.give_back()  # the session is gone: its heap too
+        for g in sweep:
+            values = one.step(g)
+            yield i, g, values
+            del values
+            runtime.give_back()
+        frontier.keep(i, model.kept_after[sweep[-1]], one.carried)
+        one.carried = {}
+    del one
+    runtime.give_back()  # the sessions are gone: their heap too
 
 
 def compare_bytes() -> int:

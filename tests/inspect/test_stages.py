@@ -109,6 +109,7 @@ def test_a_value_carried_past_many_stages_is_written_once(tmp_path, monkeypatch)
         original(path, value)
 
     monkeypatch.setattr(stages.np, "save", counting)
+    monkeypatch.setenv(stages.COMPARE_ENV, "0")  # a sweep per stage: [skip], [h0], ..., [h5], [y]
     feeds = [{"x": rng.normal(size=(1, 16)).astype(np.float32)} for _ in range(3)]
     last = [ref["y"] for g, ref, _ in stages.run_stages(model, model, groups, feeds, frontier_budget=0) if g == 7]
     whole = runtime.runner(model, ["y"])
@@ -117,24 +118,97 @@ def test_a_value_carried_past_many_stages_is_written_once(tmp_path, monkeypatch)
     assert len(saved) == 3 * 2 * 8
 
 
-@pytest.mark.parametrize("apart", [False, True])
-def test_apart_runs_one_session_at_a_time(tmp_path, monkeypatch, apart):
-    """apart: a stage's reference session is gone before its quantized one is built (the quality warning's
-    ranking held both, and a sample's values of both, at Silero VAD's peak); the default runs the two side by side."""
-    reference, quantized, val = _quantized(tmp_path, "cnn")
-    monkeypatch.setenv(stages.COMPARE_ENV, "0")
-    built, alive_at_build, original = [], [], runtime.runner
+def test_a_sweep_passes_values_between_its_stages_in_memory(monkeypatch):
+    """Stages cut by the fetch budget alone run a sample through one after another: nothing they pass on is
+    written, only the graph input the frontier keeps (u2netp's 67-stage ranking wrote 13 GB for 8 samples)."""
+    rng = np.random.default_rng(1)
+    info = onnx.helper.make_tensor_value_info
+    nodes, inits, x = [], [], "x"
+    for i in range(4):
+        inits.append(onnx.numpy_helper.from_array(rng.normal(size=(16, 16)).astype(np.float32), f"w{i}"))
+        nodes.append(onnx.helper.make_node("MatMul", [x, f"w{i}"], [f"h{i}"]))
+        x = f"h{i}"
+    nodes.append(onnx.helper.make_node("Add", [x, "h0"], ["y"]))
+    graph = onnx.helper.make_graph(nodes, "g", [info("x", 1, [1, 16])], [info("y", 1, [1, 16])], inits)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    tensors = [*(f"h{i}" for i in range(4)), "y"]
+    groups = stages.cut(model, tensors, stages.compare_bytes(), dict.fromkeys(tensors, 64), 64)
+    assert len(groups) == 5 and stages.sweeps(model, groups, stages.compare_bytes()) == [[0, 1, 2, 3, 4]]
+    saved, original = [], np.save
+    monkeypatch.setattr(stages.np, "save", lambda path, value: saved.append(path) or original(path, value))
+    feeds = [{"x": rng.normal(size=(1, 16)).astype(np.float32)} for _ in range(3)]
+    pairs = [[(t, t) for t in group] for group in groups]
+    whole = runtime.runner(model, tensors)
+    for apart in (False, True):
+        saved.clear()
+        order, got = [], {}
+        for g, ref, _ in stages.run_stages(model, model, pairs, feeds, frontier_budget=0, apart=apart):
+            order.append(g)
+            got.update({(t, (len(order) - 1) // 5): ref[t] for t, _ in pairs[g]})
+        assert order == [0, 1, 2, 3, 4] * 3  # sample by sample, each through the sweep
+        assert all(np.array_equal(got[t, k], whole(feed)[t]) for t in tensors for k, feed in enumerate(feeds))
+        # the input x per sample and model (apart: the reference's values of each group wait in the store too)
+        assert len(saved) == 2 * 3 + (3 * 5 if apart else 0)
 
-    def tracked(*args, **kwargs):
-        alive_at_build.append(sum(ref() is not None for ref in built))
-        run = original(*args, **kwargs)
-        built.append(weakref.ref(run))
+
+def _alive_at_quantized_builds(monkeypatch) -> list[int]:
+    """Reference runners alive each time a quantized model's runner is built, as stages build them."""
+    built, alive, original = [], [], runtime.runner
+
+    def tracked(model, fetch, threads, where, *args, **kwargs):
+        if where == "quantized model":
+            alive.append(sum(ref() is not None for ref in built))
+        run = original(model, fetch, threads, where, *args, **kwargs)
+        if where == "reference model":
+            built.append(weakref.ref(run))
         return run
 
     monkeypatch.setattr(stages.runtime, "runner", tracked)
-    layers.stream(reference, quantized, _feeds(quantized, val), apart=apart)
-    assert len(alive_at_build) >= 4  # two models, two stages or more
-    assert max(alive_at_build) == (0 if apart else 1)
+    return alive
+
+
+def _quantized_model(tmp_path: Path, nodes: list, x: list[int], y: list[int], weights: list[np.ndarray]):
+    """The float model of `nodes` (weights w0, w1, ...), quantized on 4 samples: (float, quantized, samples)."""
+    info = onnx.helper.make_tensor_value_info
+    inits = [onnx.numpy_helper.from_array(w.astype(np.float32), f"w{k}") for k, w in enumerate(weights)]
+    graph = onnx.helper.make_graph(nodes, "g", [info("x", 1, x)], [info("y", 1, y)], inits)
+    source = save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), tmp_path / "f.onnx")
+    calib = write_samples(tmp_path / "calib", gm.load(source), 4, seed=1)
+    api.quantize(QuantizeOptions(input_network=source, input_list=calib, output_path=tmp_path / "q.onnx"))
+    return gm.load(source), gm.load(tmp_path / "q.onnx"), calib
+
+
+@pytest.mark.parametrize("apart", [False, True])
+def test_apart_runs_one_session_at_a_time(tmp_path, monkeypatch, apart):
+    """apart: a stage's reference sessions are gone before its quantized ones are built (the quality warning's
+    ranking held both, and a sample's values of both, at Silero VAD's peak); the default runs the two side by side.
+    Three 128x128 MatMuls: 192 KiB of weights against 3 KiB of values a sample."""
+    rng = np.random.default_rng(5)
+    nodes = [onnx.helper.make_node("MatMul", ["x", "w0"], ["h0"]), onnx.helper.make_node("Tanh", ["h0"], ["t0"]),
+             onnx.helper.make_node("MatMul", ["t0", "w1"], ["h1"]), onnx.helper.make_node("Tanh", ["h1"], ["t1"]),
+             onnx.helper.make_node("MatMul", ["t1", "w2"], ["y"])]  # fmt: skip
+    reference, quantized, calib = _quantized_model(tmp_path, nodes, [1, 128], [1, 128], list(rng.normal(size=(3, 128, 128))))
+    monkeypatch.setenv(stages.COMPARE_ENV, "0")
+    alive = _alive_at_quantized_builds(monkeypatch)
+    layers.stream(reference, quantized, _feeds(quantized, calib), apart=apart)
+    assert len(alive) >= 2  # two stages or more
+    assert max(alive) == (0 if apart else 1)
+
+
+def test_apart_is_side_by_side_where_a_sample_outweighs_the_weights(tmp_path, monkeypatch):
+    """A 64x64 map through two 3x3 Convs: 48 KiB of values a sample against 72 bytes of weights. Apart, every
+    sample's reference values would wait in files (u2netp: 4.8 GB for 8 samples) to save holding a second session
+    of 72 bytes of weights: the two run side by side, with the same figures."""
+    rng = np.random.default_rng(4)
+    nodes = [onnx.helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]),
+             onnx.helper.make_node("Relu", ["c0"], ["r0"]),
+             onnx.helper.make_node("Conv", ["r0", "w1"], ["y"], pads=[1, 1, 1, 1])]  # fmt: skip
+    shape = [1, 1, 64, 64]
+    reference, quantized, calib = _quantized_model(tmp_path, nodes, shape, shape, list(rng.normal(size=(2, 1, 1, 3, 3))))
+    expected = _whole_graph(reference, quantized, calib)
+    alive = _alive_at_quantized_builds(monkeypatch)
+    assert np.array_equal(_figures(layers.stream(reference, quantized, _feeds(quantized, calib), apart=True)), expected)
+    assert alive and min(alive) >= 1  # each quantized session built beside the reference's
 
 
 def test_cut_keeps_each_group_within_the_budget():

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool import runtime
-from qtool.quant.algorithms.frontier import Frontier
+from qtool.quant.algorithms.frontier import Frontier, Replay
 
 LAYERS = [("conv_a", "x_dq"), ("conv_b", "r"), ("conv_c", "s")]  # (node, the input it reads)
 
@@ -65,6 +65,25 @@ def test_each_pass_gives_what_a_full_run_gives_with_the_weights_changed_on_the_w
         weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * (2.0 + step), weight.name))
     kept = [live for live in frontier.live if live is not None]
     assert len(kept) == {1 << 30: 5, 0: 0, 600: 1}[budget]  # one sample's s: 4*6*6 floats = 576 bytes
+
+
+def test_feeds_read_again_where_nothing_is_kept_give_the_values_of_feeds_held() -> None:
+    feeds, model, read = _feeds(5), _model(), []
+
+    def source():
+        for i, feed in enumerate(feeds):
+            read.append(i)
+            yield {"x": feed["x"].copy()}
+
+    replayed, held = Frontier(Replay(source, len(feeds)), budget=600), Frontier(feeds, budget=600)
+    for name, wanted in LAYERS:
+        mine, theirs = replayed.advance(model, _node(model, name), wanted), held.advance(model, _node(model, name), wanted)
+        for i in range(len(feeds)):
+            np.testing.assert_array_equal(mine(i), theirs(i))
+    # each pass reads the list again for the samples it keeps nothing for (1-4; sample 0 is read past, kept)
+    assert read == [0, 1, 2, 3, 4] + [0, 1, 2, 3, 4] * 2
+    with pytest.raises(IndexError):
+        Replay(source, 5)[5]
 
 
 def test_a_dequantized_input_is_kept_as_its_integers() -> None:

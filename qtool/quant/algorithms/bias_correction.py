@@ -26,7 +26,7 @@ from onnx import numpy_helper
 from qtool import runtime
 from qtool.graph import external_data
 from qtool.quant.algorithms import AlgorithmContext, check_config
-from qtool.quant.algorithms.frontier import Frontier
+from qtool.quant.algorithms.frontier import Frontier, Replay
 from qtool.quant.algorithms.layers import layer_bias, restore_biases, weighted_layers
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.plan import refit_bias
@@ -41,12 +41,14 @@ def _channel_mean(value: np.ndarray, axis: int) -> np.ndarray:
     return value.astype(np.float64).mean(axis=tuple(i for i in range(value.ndim) if i != axis))
 
 
-def _channel_means(model: onnx.ModelProto, names: list[str], feeds: list, threads: int, axes: dict) -> dict:
-    run, sums = runtime.runner(model, names, threads), {}
+def _channel_means(model: onnx.ModelProto, names: list[str], feeds: Iterable, threads: int, axes: dict) -> tuple[dict, int]:
+    """(per tensor its channels' means over `feeds`, how many feeds there were)."""
+    run, sums, count = runtime.runner(model, names, threads), {}, 0
     for feed in feeds:
+        count += 1
         for name, value in run(feed).items():
             sums[name] = sums.get(name, 0.0) + _channel_mean(value, axes[name])
-    return {name: total / max(len(feeds), 1) for name, total in sums.items()}
+    return {name: total / max(count, 1) for name, total in sums.items()}, count
 
 
 # A channel the rectifier passes less often than this gets no correction: the slope of its mean is unknown.
@@ -152,8 +154,12 @@ def run(ctx: AlgorithmContext) -> list[str]:
     axes = {layer.node.output[0]: 1 if layer.node.op_type == "Conv" else -1 for layer in layers}
     rectifiers = {out: _rectifier(facts, out) for out in axes}
     axes.update({r[0]: axes[out] for out, r in rectifiers.items() if r is not None})
-    feeds = [feed for _, feed in itertools.islice(ctx.samples(), frames)]
-    float_means = _channel_means(ctx.model, sorted(axes), feeds, ctx.threads, axes)
+
+    def first_frames() -> Iterable[dict]:
+        return (feed for _, feed in itertools.islice(ctx.samples(), frames))
+
+    float_means, count = _channel_means(ctx.model, sorted(axes), first_frames(), ctx.threads, axes)
+    feeds = Replay(first_frames, count)  # read again where the frontier keeps nothing, not held
     graph_outputs = {o.name for o in ctx.model.graph.output}
     corrected: set[str] = set()
     frontier: Frontier | None = None

@@ -311,3 +311,26 @@ def test_an_algorithm_count_past_int32_is_refused(ws: Workspace, algorithm: str,
     from qtool.quant.algorithms import _registry, check_config
 
     assert check_config(algorithm, {key: 2**31 - 1}, _registry()[algorithm].SETTINGS) == {key: 2**31 - 1}
+
+
+# --- adaround's settings of the wrong kind ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("setting", "said"), [
+    ("default_param_bw: 3", "adaround: default_param_bw must be one of 4, 7, 8, 16 (as --weights_bitwidth), not 3"),
+    ("default_param_bw: 99", "default_param_bw must be one of 4, 7, 8, 16"),
+    ("ignore_quant_ops_list: 5", "adaround: ignore_quant_ops_list must be a list of op types or node names, not 5"),
+    ("ignore_quant_ops_list: Conv", "ignore_quant_ops_list must be a list of op types or node names, not Conv"),
+    ("ignore_quant_ops_list: [1, 2]", "ignore_quant_ops_list must be a list of op types or node names, not [1, 2]"),
+])  # fmt: skip
+def test_adaround_settings_of_the_wrong_kind_are_refused_first(ws: Workspace, setting: str, said: str) -> None:
+    """'adaround: {default_param_bw: 3}' (or 99) passed the section's check and, after calibration, failed in the
+    QDQ writer ('qtool: internal error', KeyError: (3, False)); 'ignore_quant_ops_list: 5' was an internal error
+    (TypeError: 'int' object is not iterable), and 'ignore_quant_ops_list: Conv' skipped ops named 'C', 'o' and 'n'
+    (every Conv rounded, exit 0). Now each is refused with the config's other checks, before any work, whether
+    adaround runs or not; a list of op types still runs."""
+    config = ws.root / "c.yaml"
+    config.write_text(f"adaround:\n  {setting}\n")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config, "--apply_algorithms", "adaround"), 2, said)
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2, said)

@@ -158,6 +158,8 @@ def check_sections(sections: Any, where: str = "--config") -> None:
         if not isinstance(section, dict):
             raise UsageError(f"{name!r} must be a mapping of {name}'s settings, not {str(section)[:60]}", where=where)
         check_config(name, section, registry[name].SETTINGS, where)
+        if hasattr(registry[name], "check_settings"):  # an algorithm's own checks of its values' meaning
+            registry[name].check_settings(section, where)
 
 
 FLAGS = {"high_bias_absorption"}  # YAML 1.2 (qtool/config.py) reads `off` as a string, which is true

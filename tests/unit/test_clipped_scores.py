@@ -42,3 +42,24 @@ def test_a_score_inside_its_grid_is_still_the_sigmoid_to_raise() -> None:
     error.update(ref, grid.fake_quantize(ref))
     fix = layers.suggest(error, error.local_nsr, facts, None)
     assert fix.endswith("exclude: keep this Sigmoid in float or 16-bit (--act_16bit_tensors p)"), fix
+
+
+def _regression(peak: float) -> tuple[LayerError, GraphFacts]:
+    """A regression head's output on a grid [-260, 102], met by held-out values down to `peak` (svm_regressor's
+    surrogate: -499, 1.92x its end, the whole of its 8.4 dB)."""
+    add = onnx.helper.make_node("Add", ["m", "b"], ["y"])
+    facts = GraphFacts.of(onnx.helper.make_model(onnx.helper.make_graph([add], "g", [], []),
+                                                 opset_imports=[onnx.helper.make_opsetid("", 17)]))  # fmt: skip
+    grid = tf(-260.0, 102.0, 8)
+    ref = np.append(np.linspace(-250, 100, 200), [peak]).astype(np.float32)
+    error = LayerError(layers.Probe("y", "y_dq", add, grid))
+    error.update(ref, grid.fake_quantize(ref))
+    return error, facts
+
+
+def test_an_output_met_at_twice_its_end_less_a_little_is_named_clipped() -> None:
+    error, facts = _regression(-499.0)
+    fix = layers.suggest(error, error.local_nsr, facts, None)
+    assert fix.startswith("clipped: values reach 1.9x its grid's end (-499 against -259.8)"), fix
+    error, facts = _regression(-330.0)  # 1.27x: what any range fitted to its samples meets; the old fix stands
+    assert not layers.suggest(error, error.local_nsr, facts, None).startswith("clipped")

@@ -149,11 +149,21 @@ def runner(
     folded: bool = False,
     arena: bool = True,
     index: tuple[dict[str, int], dict[str, onnx.TensorProto]] | None = None,
+    shared: bool = False,
 ) -> Runner:
     """feed -> {name: value} for the tensors `names`, running only the part of `model` they need
     (from the tensors in `given`, fed in place of what computes them); `folded`, `arena`: see `session`;
-    `index`: see `pruned`."""
-    sess = session(pruned(model, names, given, index), threads, where, folded=folded, arena=arena)
+    `index`: see `pruned`. `shared` (without `index`): the session reads the weights as OrtValues of `model`'s
+    tensors, as calibration's does, not from a pruned copy serialized and parsed again (bc's float session of
+    ddddocr's CRNN, 54 MB of weights, built 45-100 MB higher)."""
+    weights = None
+    if shared:
+        model, weights = external_data.weightless(model, WEIGHT_BYTES)
+    part = pruned(model, names, given, index)
+    if weights is not None:  # only the weights the part reads: the rest are no initializers of it
+        kept = {t.name for t in part.graph.initializer}
+        weights = [t for t in weights if t.name in kept]
+    sess = session(part, threads, where, folded=folded, arena=arena, weights=weights)
     inputs = {i.name for i in sess.get_inputs()}
     return lambda feed: dict(zip(names, sess.run(names, {k: v for k, v in feed.items() if k in inputs}), strict=True))
 

@@ -212,3 +212,26 @@ def test_a_model_onnxruntime_refuses_is_named_without_the_scratch_file():
         runtime.session(model, where="m.onnx")
     assert "No Op registered for Foo" in str(refused.value)
     assert "Load model from" not in str(refused.value) and "session-" not in str(refused.value)
+
+
+def test_a_shared_runner_reads_the_models_own_weights_and_gives_the_copys_values(monkeypatch):
+    """bc's sessions read the model's weight bytes as OrtValues, only those the pruned part reads (onnxruntime
+    refuses an initializer the graph lacks), not a pruned copy's serialization: the same values."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(size=(32, 32)).astype(np.float32), f"w{i}") for i in range(3)]
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("MatMul", ["r", "w1"], ["b"]), helper.make_node("MatMul", ["x", "w2"], ["c"])]  # fmt: skip
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("b", "c")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])], outs, weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    seen = []
+    session = runtime.session
+    monkeypatch.setattr(runtime, "session", lambda *a, weights=None, **k: seen.append(weights) or session(*a, weights=weights, **k))
+    feed = {"x": rng.normal(size=(1, 32)).astype(np.float32)}
+    for names, start, read in [(["a", "b"], feed, ["w0", "w1"]), (["b"], {"r": np.ones((1, 32), np.float32)}, ["w1"])]:
+        given_now = start if "r" in start else None
+        shared = runtime.runner(model, names, given=given_now, shared=True)(start)
+        copied = runtime.runner(model, names, given=given_now)(start)
+        assert [t.name for t in seen[-2]] == read and seen[-1] is None
+        for name in names:
+            np.testing.assert_array_equal(shared[name], copied[name])

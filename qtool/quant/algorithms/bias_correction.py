@@ -43,7 +43,7 @@ def _channel_mean(value: np.ndarray, axis: int) -> np.ndarray:
 
 def _channel_means(model: onnx.ModelProto, names: list[str], feeds: Iterable, threads: int, axes: dict) -> tuple[dict, int]:
     """(per tensor its channels' means over `feeds`, how many feeds there were)."""
-    run, sums, count = runtime.runner(model, names, threads), {}, 0
+    run, sums, count = runtime.runner(model, names, threads, shared=True), {}, 0
     for feed in feeds:
         count += 1
         for name, value in run(feed).items():

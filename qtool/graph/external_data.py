@@ -45,6 +45,9 @@ __all__ = ["array", "checkable", "forget", "is_lazy", "lazy", "materialized", "o
 
 PROTOBUF_LIMIT = 2**31 - 1  # protobuf cannot serialize (or even size) a message past this
 LAZY_BYTES = 1024  # smaller external tensors (shape constants shape inference reads) are loaded
+# Below this, a model's integer weights cost less than a session's own memory: a scratch copy (in RAM where
+# $TMPDIR is a tmpfs) and a model copy to save them would cost more than they give back
+SPILL_BYTES = 64 << 20
 
 
 def weight_tensor(values: np.ndarray, name: str, scratch: str) -> onnx.TensorProto:
@@ -53,11 +56,14 @@ def weight_tensor(values: np.ndarray, name: str, scratch: str) -> onnx.TensorPro
     return spilled(values, name, scratch) if values.nbytes >= LAZY_BYTES else numpy_helper.from_array(values, name)
 
 
-def spilled_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+def spilled_weights(model: onnx.ModelProto, at_least: int = SPILL_BYTES) -> onnx.ModelProto:
     """`model` with its in-memory initializers of LAZY_BYTES or more moved to a file of the process's scratch folder
     and read lazily from there (sessions map them, saves stream them), so that it holds no weight beside a session of
     it: a copy, since protobuf's arena keeps a cleared field's bytes until the whole message goes (`model`'s tensors
-    are made lazy too). Where the folder cannot be written (a full disk, an unwritable $TMPDIR) those left stay."""
+    are made lazy too). Where the folder cannot be written (a full disk, an unwritable $TMPDIR) those left stay, and
+    below `at_least` bytes of them `model` is returned as it is."""
+    if sum(len(t.raw_data) for t in model.graph.initializer if len(t.raw_data) >= LAZY_BYTES) < at_least:
+        return model
     with contextlib.suppress(OSError):  # a tensor is made lazy only once its bytes are written
         scratch = scratch_file("spilled-weights.data")
         for tensor in model.graph.initializer:

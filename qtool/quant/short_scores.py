@@ -13,6 +13,8 @@ scores occur, so this is a warning naming both remedies, not a wider grid chosen
 
 from __future__ import annotations
 
+import json
+
 import onnx
 
 from qtool.encoding import Encoding
@@ -38,8 +40,9 @@ def short_scores(model: onnx.ModelProto, activations: dict[str, Encoding], given
         entries = {output.name: (0, 1)}
         logit = activations.get(node.input[0])
         if logit is not None and not logit.is_float and logit.min and (low := min(logit.min)) < 0:
-            entries[node.input[0]] = (round(low, 3), round(-low, 3))  # its end at 0 would stop the score at 0.5
-        room = ", ".join(f'"{name}": [{{"bitwidth": 16, "min": {lo}, "max": {hi}}}]' for name, (lo, hi) in entries.items())
+            bound = float(f"{-low:.4g}")  # significant digits: a logit calibrated to -0.0004 still gets room
+            entries[node.input[0]] = (-bound, bound)  # its end at 0 would stop the score at 0.5
+        room = json.dumps({name: [{"bitwidth": 16, "min": lo, "max": hi}] for name, (lo, hi) in entries.items()})[1:-1]
         warnings.append(
             f"output {output.name!r} is a Sigmoid's score, and on the calibration samples it stayed below {end:.3g}, "
             f"where its grid ends: a higher score (a yes past {DECISION}) reads as {end:.3g}. Calibrate on samples it "

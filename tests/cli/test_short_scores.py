@@ -12,6 +12,9 @@ import onnxruntime as ort
 from conftest import run_cli, write_feeds
 from onnx import TensorProto, helper, numpy_helper
 
+from qtool.encoding import Encoding
+from qtool.quant.short_scores import short_scores
+
 
 def _detector(bias: float) -> onnx.ModelProto:
     """x [1, 8] -> Gemm (the mean, + bias) -> Sigmoid -> Flatten -> y [1, 1]: a wake word's last layer."""
@@ -62,3 +65,17 @@ def test_a_score_calibrated_on_negatives_alone_is_warned_of(tmp_path: Path) -> N
 def test_a_score_calibrated_past_its_decision_is_not_warned_of(tmp_path: Path) -> None:
     stderr, float_score, score = _quantize(tmp_path, 1.0)
     assert "Sigmoid's score" not in stderr and float_score > 0.5 and score > 0.5, (float_score, score)  # a yes stays one
+
+
+def test_the_named_overrides_parse_as_json_whatever_the_names_and_however_small_the_logit() -> None:
+    """A name with a quote or a backslash is written escaped, and a logit calibrated to -0.0004 keeps room (rounded
+    to 3 decimals it had min = max = 0)."""
+    model = _detector(-3.0)
+    for node in model.graph.node:  # rename the Sigmoid's input and the output to what exporters may write
+        node.input[:] = ['lo"g\\it' if name == "logit" else name for name in node.input]
+        node.output[:] = ['lo"g\\it' if name == "logit" else 'y"1' if name == "y" else name for name in node.output]
+    model.graph.output[0].name = 'y"1'
+    grids = {'y"1': Encoding(8, min=(0.0,), max=(0.01,)), 'lo"g\\it': Encoding(8, min=(-0.0004,), max=(0.0,))}
+    (warning,) = short_scores(model, grids, frozenset())
+    room = json.loads("{" + warning.split("activation_encodings: ")[1] + "}")
+    assert room['y"1'][0]["max"] == 1 and room['lo"g\\it'][0] == {"bitwidth": 16, "min": -0.0004, "max": 0.0004}

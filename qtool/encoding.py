@@ -30,6 +30,7 @@ ACTIVATION_CHANNEL_AXIS = -1
 INT_BITWIDTHS = (4, 8, 16, 32)
 # --weights_bitwidth 7 (onnxruntime's reduce_range, [-64, 63] in int8): a weight's per-tensor or per-channel grid only
 NARROW_WEIGHT_BITWIDTH = 7
+WEIGHT_BITWIDTHS = (4, NARROW_WEIGHT_BITWIDTH, 8, 16)  # --weights_bitwidth's, and adaround's default_param_bw
 FLOAT_BITWIDTHS = (16, 32)
 
 

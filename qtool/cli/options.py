@@ -26,6 +26,7 @@ from qtool.config import (
 )
 from qtool.errors import Interrupted, QtoolError, UsageError, did_you_mean
 from qtool.io.files import clipped, quoted
+from qtool.quant.algorithms import MAX_COUNT  # samples, batch sizes: as an algorithm section's counts
 from qtool.report import Report, printable
 
 
@@ -52,7 +53,6 @@ PathType = NonEmptyPath(path_type=Path)  # a folder is refused by whoever reads 
 # Bounds on numbers a flag or config passes on to onnxruntime, numpy or protobuf, which fail past them with an
 # overflow of their own (an internal error): itertools.islice past sys.maxsize, onnxruntime's thread pool
 # (bad_alloc at 1e9 threads, reported as the model failing to load), a dim past int64.
-MAX_COUNT = 2**31 - 1  # samples, batch sizes
 MAX_THREADS = 1024
 MAX_DIM = 2**31 - 1
 Count = click.IntRange(min=0, max=MAX_COUNT)

@@ -19,6 +19,7 @@ from qtool.cli.options import (
     to_int,
 )
 from qtool.config import ACT_CALIBRATIONS, CALIBRATIONS, LEGACY_QUANTIZERS, SCHEMAS
+from qtool.encoding import WEIGHT_BITWIDTHS
 from qtool.errors import did_you_mean
 from qtool.io.encodings import FORMATS
 from qtool.io.files import quoted
@@ -89,7 +90,7 @@ def quantize_options(func: Callable) -> Callable:
         _bitwidth(
             "--weights_bitwidth",
             "--weight_bw",
-            (4, 7, 8, 16),
+            WEIGHT_BITWIDTHS,
             "Weight bitwidth (16 makes the default param schema symmetric; 7: onnxruntime's reduce_range, int8 "
             "weights in [-64, 63], which x86 CPUs without VNNI multiply without saturating).",
         ),

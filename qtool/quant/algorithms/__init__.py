@@ -166,7 +166,7 @@ FLAGS = {"high_bias_absorption"}  # YAML 1.2 (qtool/config.py) reads `off` as a 
 # ... so a flag's words (and adaround's tri-state sequential's) are read as click reads a top-level flag's
 WORDY = {*FLAGS, "sequential"}
 FLAG_WORDS = {**dict.fromkeys(("true", "yes", "on", "y", "t", "1"), True), **dict.fromkeys(("false", "no", "off", "n", "f", "0"), False)}
-MAX_COUNT = 2**31 - 1  # as the flags' counts (cli/options): itertools.islice of samples fails past sys.maxsize
+MAX_COUNT = 2**31 - 1  # the flags' counts too (cli/options): itertools.islice of samples fails past sys.maxsize
 COUNTS = {"num_batches", "default_param_bw", "calibration_frames", "calibration_iterations", "sweeps", "trial_samples", "max_trials"}
 
 

@@ -53,7 +53,6 @@ from qtool.quant.graph_facts import GraphFacts
 logger = logging.getLogger(__name__)
 STAGE = "quantized"
 SETTINGS = frozenset({"num_batches", "sequential", "default_param_bw", "ignore_quant_ops_list"})  # --config keys
-WEIGHT_BITWIDTHS = (4, 7, 8, 16)  # --weights_bitwidth's
 ROWS_PER_SAMPLE = 2048
 DAMP = 0.01  # λ = DAMP · mean(diag G): GPTQ's dampening, and the ridge towards the float weights
 OVERFIT = 3.0  # extra λ per weight per input row (see _ridge)
@@ -389,8 +388,8 @@ def check_settings(config: dict, where: str = "--config") -> dict:
     """default_param_bw a weight bitwidth (3 or 99 failed deep in the QDQ writer, an internal error) and
     ignore_quant_ops_list a list of op types or node names (5 was an internal error; 'Conv', a string, skipped the
     ops named 'C', 'o' and 'n'); check_sections runs it before any work."""
-    if "default_param_bw" in config and config["default_param_bw"] not in WEIGHT_BITWIDTHS:
-        raise UsageError(f"adaround: default_param_bw must be one of {', '.join(map(str, WEIGHT_BITWIDTHS))} (as "
+    if "default_param_bw" in config and config["default_param_bw"] not in enc.WEIGHT_BITWIDTHS:
+        raise UsageError(f"adaround: default_param_bw must be one of {', '.join(map(str, enc.WEIGHT_BITWIDTHS))} (as "
                          f"--weights_bitwidth), not {config['default_param_bw']!r}", where=where)  # fmt: skip
     skip = config.get("ignore_quant_ops_list", [])
     if not isinstance(skip, list) or not all(isinstance(name, str) for name in skip):

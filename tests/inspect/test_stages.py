@@ -88,19 +88,24 @@ def test_apart_cuts_a_small_model_into_stages(tmp_path, monkeypatch):
     assert len(built) >= 4
 
 
+def _skip_chain(rng, count: int, skip: str, head: list | None = None) -> onnx.ModelProto:
+    """x -> `head` nodes -> `count` MatMuls h0..h{count-1} of random [16, 16] weights -> Add(last, `skip`) -> y."""
+    info = onnx.helper.make_tensor_value_info
+    nodes, inits, x = list(head or []), [], head[-1].output[0] if head else "x"
+    for i in range(count):
+        inits.append(onnx.numpy_helper.from_array(rng.normal(size=(16, 16)).astype(np.float32), f"w{i}"))
+        nodes.append(onnx.helper.make_node("MatMul", [x, f"w{i}"], [f"h{i}"]))
+        x = f"h{i}"
+    nodes.append(onnx.helper.make_node("Add", [x, skip], ["y"]))
+    graph = onnx.helper.make_graph(nodes, "g", [info("x", 1, [1, 16])], [info("y", 1, [1, 16])], inits)
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
 def test_a_value_carried_past_many_stages_is_written_once(tmp_path, monkeypatch):
     """A skip connection read at the end of a chain of stages: spilled frontiers store it once, not again at
     every stage it passes (czann's U-Net rewrote 64 MB skip tensors at each of a hundred stages)."""
     rng = np.random.default_rng(0)
-    info = onnx.helper.make_tensor_value_info
-    nodes, inits, x = [onnx.helper.make_node("Tanh", ["x"], ["skip"])], [], "skip"
-    for i in range(6):
-        inits.append(onnx.numpy_helper.from_array(rng.normal(size=(16, 16)).astype(np.float32), f"w{i}"))
-        nodes.append(onnx.helper.make_node("MatMul", [x, f"w{i}"], [f"h{i}"]))
-        x = f"h{i}"
-    nodes.append(onnx.helper.make_node("Add", [x, "skip"], ["y"]))
-    graph = onnx.helper.make_graph(nodes, "g", [info("x", 1, [1, 16])], [info("y", 1, [1, 16])], inits)
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model = _skip_chain(rng, 6, "skip", [onnx.helper.make_node("Tanh", ["x"], ["skip"])])
     groups = [[(t, t)] for t in ["skip", *(f"h{i}" for i in range(6)), "y"]]
     saved, original = [], np.save
 
@@ -122,15 +127,7 @@ def test_a_sweep_passes_values_between_its_stages_in_memory(monkeypatch):
     """Stages cut by the fetch budget alone run a sample through one after another: nothing they pass on is
     written, only the graph input the frontier keeps (u2netp's 67-stage ranking wrote 13 GB for 8 samples)."""
     rng = np.random.default_rng(1)
-    info = onnx.helper.make_tensor_value_info
-    nodes, inits, x = [], [], "x"
-    for i in range(4):
-        inits.append(onnx.numpy_helper.from_array(rng.normal(size=(16, 16)).astype(np.float32), f"w{i}"))
-        nodes.append(onnx.helper.make_node("MatMul", [x, f"w{i}"], [f"h{i}"]))
-        x = f"h{i}"
-    nodes.append(onnx.helper.make_node("Add", [x, "h0"], ["y"]))
-    graph = onnx.helper.make_graph(nodes, "g", [info("x", 1, [1, 16])], [info("y", 1, [1, 16])], inits)
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model = _skip_chain(rng, 4, "h0")
     tensors = [*(f"h{i}" for i in range(4)), "y"]
     groups = stages.cut(model, tensors, stages.compare_bytes(), dict.fromkeys(tensors, 64), 64)
     assert len(groups) == 5 and stages.sweeps(model, groups, stages.compare_bytes()) == [[0, 1, 2, 3, 4]]

@@ -42,5 +42,5 @@ def check_subgraph_work(model: onnx.ModelProto, where: str) -> None:
                              "reasonable time: onnx's shape inference, which every command runs, reads each with the "
                              f"tensors around it, past {limit} steps here, which take minutes ({STEPS_ENV} "
                              "raises the bound)", where=where,
-                             hint="export it with fewer If nodes: its conditions fixed so the exporter folds them "
-                             "away, or a chain of If nodes as Where nodes")  # fmt: skip
+                             hint="export it with fewer subgraphs (If, Loop, Scan nodes): conditions fixed so the "
+                             "exporter folds them away, a chain of If nodes as Where nodes, loops unrolled")  # fmt: skip

@@ -181,7 +181,7 @@ def test_a_model_of_too_many_subgraphs_is_refused_at_once(ws: Workspace) -> None
     before = ws.snapshot()
     result = ws.run("inspect", ws.model, env={"QTOOL_MAX_SUBGRAPH_STEPS": "100000"})
     assert_refused(ws, before, result, 3, "at least 400 subgraphs (If branches, Loop bodies), more than qtool reads",
-                   "QTOOL_MAX_SUBGRAPH_STEPS raises the bound", "export it with fewer If nodes")  # fmt: skip
+                   "QTOOL_MAX_SUBGRAPH_STEPS raises the bound", "export it with fewer subgraphs (If, Loop, Scan nodes)")  # fmt: skip
     assert ws.run("inspect", ws.model).exit_code == 0
 
 

@@ -102,8 +102,9 @@ def _overrides(
 ) -> encio.Encodings:
     refuse_folded_names({"--act_16bit_tensors": o.act_16bit_tensors, "--params_16bit_tensors": o.params_16bit_tensors},
                         model, source)  # fmt: skip
+    facts = GraphFacts.of(model)
     if o.act_16bit_tensors or o.params_16bit_tensors:  # before calibration, not after it
-        check_sixteen_bit_names(GraphFacts.of(model), o.act_16bit_tensors, o.params_16bit_tensors)
+        check_sixteen_bit_names(facts, o.act_16bit_tensors, o.params_16bit_tensors)
     if o.ignore_quantization_overrides and not o.act_16bit_tensors:
         return encio.Encodings()
     if o.ignore_quantization_overrides:
@@ -112,7 +113,6 @@ def _overrides(
         overrides = check_override_names(given, model, str(o.quantization_overrides), o.input_values, source)
     else:
         overrides = encio.parse_encodings_json(gm.metadata(model).get(gm.METADATA_OVERRIDES))
-    facts = GraphFacts.of(model)
     named = overrides.activations or o.act_16bit_tensors
     float_anyway = kept_float(facts) if named else {}  # five graph walks, for overrides and 16-bit names only
     for name in sorted(n for n, e in overrides.activations.items() if n in float_anyway and not e.is_float):

@@ -21,14 +21,10 @@ import onnx
 
 from qtool.encoding import Encoding
 from qtool.export.qgraph import MS_DOMAIN, QGraph, Target
+from qtool.graph.attributes import attribute
 
 Converter = Callable[[QGraph, onnx.NodeProto], bool]
 INT32_MAX = 2**31 - 1
-
-
-def _attr(node: onnx.NodeProto, name: str, default: float | int) -> float | int:
-    found = next((a for a in node.attribute if a.name == name), None)
-    return default if found is None else onnx.helper.get_attribute_value(found)
 
 
 def _kernel_types(x: Encoding, w: Encoding, y: Encoding) -> bool:
@@ -116,7 +112,7 @@ def gemm(g: QGraph, node: onnx.NodeProto) -> bool:
     ea, eb, out = g.operand(a), g.operand(b), g.target(node)
     if ea is None or eb is None or out is None or not _kernel_types(ea, eb, out.encoding):
         return False
-    alpha, beta, trans_b = float(_attr(node, "alpha", 1.0)), float(_attr(node, "beta", 1.0)), _attr(node, "transB", 0)
+    alpha, beta, trans_b = float(attribute(node, "alpha", 1.0)), float(attribute(node, "beta", 1.0)), attribute(node, "transB", 0)
     if alpha == 0.0 or not _per_column(g, b, eb, 0 if trans_b else 1):
         return False
     c = node.input[2] if len(node.input) > 2 and beta != 0.0 else ""
@@ -124,7 +120,7 @@ def gemm(g: QGraph, node: onnx.NodeProto) -> bool:
     if bias is None:
         return False
     inputs = [*_input(g, a), *_input(g, b), g.const(f"{c}_int32", bias) if bias.size else ""]
-    attrs = {"alpha": alpha, "transA": int(_attr(node, "transA", 0)), "transB": int(trans_b)}
+    attrs = {"alpha": alpha, "transA": int(attribute(node, "transA", 0)), "transB": int(trans_b)}
     g.emit(node, "QGemm", [*inputs, *g.qparams(out.name)], out, domain=MS_DOMAIN, **attrs)
     return True
 
@@ -155,7 +151,7 @@ def concat(g: QGraph, node: onnx.NodeProto) -> bool:
     if out is None:
         return False
     inputs = [*g.qparams(out.name), *(name for t in node.input for name in _input(g, t))]
-    g.emit(node, "QLinearConcat", inputs, out, domain=MS_DOMAIN, axis=int(_attr(node, "axis", 0)))
+    g.emit(node, "QLinearConcat", inputs, out, domain=MS_DOMAIN, axis=int(attribute(node, "axis", 0)))
     return True
 
 
@@ -164,7 +160,7 @@ def unary(op: str, keep: tuple[str, ...] = (), nchw: bool = False) -> Converter:
 
     def convert(g: QGraph, node: onnx.NodeProto) -> bool:
         x, out = node.input[0], _uniform(g, node, node.input[:1])
-        if out is None or any(d != 1 for d in _attr(node, "dilations", [])):
+        if out is None or any(d != 1 for d in attribute(node, "dilations", [])):
             return False
         extra = {"channels_last": 0} if nchw else {}
         attrs = [a for a in node.attribute if a.name in keep]

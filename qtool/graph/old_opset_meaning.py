@@ -22,6 +22,7 @@ import onnx
 from onnx import helper
 
 from qtool.errors import ModelError
+from qtool.graph.attributes import attribute
 from qtool.graph.constant_size import constant_value
 from qtool.graph.names import FreshNames
 from qtool.graph.node_order import subgraphs
@@ -67,7 +68,7 @@ def _set_aside(light: onnx.ModelProto, source: int, target: int) -> tuple[onnx.M
     with spatial=0 ('Attribute spatial must have value 1'), whose statistics are per value ([C, D1, ...])."""
     picked = {n.output[0]: n for n in _nodes(light.graph) if n.domain in DEFAULT and n.output and (
         (n.op_type == "Cast" and source <= 5 < target) or (n.op_type == "BatchNormalization" and source <= 8 < target
-                                                           and _attribute(n, "spatial", 1) == 0))}  # fmt: skip
+                                                           and attribute(n, "spatial", 1) == 0))}  # fmt: skip
     if not picked:
         return light, {}
     out = onnx.ModelProto()
@@ -79,17 +80,12 @@ def _set_aside(light: onnx.ModelProto, source: int, target: int) -> tuple[onnx.M
     return out, {o: _checked_aside(n) for o, n in picked.items()}
 
 
-def _attribute(node: onnx.NodeProto, name: str, default: object) -> object:
-    found = next((a for a in node.attribute if a.name == name), None)
-    return default if found is None else helper.get_attribute_value(found)
-
-
 def _checked_aside(node: onnx.NodeProto) -> onnx.NodeProto:
     named = f"{node.op_type} node {node.name or node.output[0]!r}"
     if node.op_type == "BatchNormalization" and any(node.output[1:]):
         raise ModelError(f"{named}: spatial=0 in training mode (it outputs its running mean and variance), which "
                          "onnx's later opsets have no form of: export the model in inference mode")  # fmt: skip
-    to = _attribute(node, "to", None)
+    to = attribute(node, "to", None)
     if node.op_type == "Cast" and isinstance(to, bytes) and to.decode(errors="replace").upper() not in TYPE_NAMES:
         raise ModelError(f"{named}: 'to' names no ONNX type ({to.decode(errors='replace')!r})")
     return node
@@ -114,14 +110,14 @@ def _put_back_in(graph: onnx.GraphProto, aside: dict[str, onnx.NodeProto], fresh
         if old is None:
             nodes.append(node)
         elif old.op_type == "Cast":
-            to = _attribute(old, "to", None)
+            to = attribute(old, "to", None)
             number = onnx.TensorProto.DataType.Value(to.decode().upper()) if isinstance(to, bytes) else to
             nodes.append(helper.make_node("Cast", list(old.input), list(old.output), name=old.name, to=number))
         else:
             x, scale, bias, mean, var = old.input[:5]
             eps, centred, widened, root, normed, scaled = (fresh(f"{old.output[0]}_{k}") for k in
                                                            ("epsilon", "centred", "var_eps", "std", "normed", "scaled"))  # fmt: skip
-            epsilon = float(_attribute(old, "epsilon", 1e-5))  # type: ignore[arg-type]
+            epsilon = float(attribute(old, "epsilon", 1e-5))  # type: ignore[arg-type]
             dtype = next((t.data_type for t in initializers if t.name == var), onnx.TensorProto.FLOAT)
             nodes += [helper.make_node("Constant", [], [eps], name=fresh(eps), value=helper.make_tensor(eps, dtype, [], [epsilon])),
                       helper.make_node("Sub", [x, mean], [centred], name=fresh(centred)),
@@ -161,7 +157,7 @@ def _asymmetric_resizes(graph: onnx.GraphProto, resized: set[str], fresh: FreshN
         nodes.append(node)
         if node.op_type != "Resize" or not node.output or node.output[0] not in resized:
             continue
-        mode = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "mode"), b"nearest")
+        mode = attribute(node, "mode", b"nearest")
         kept = [a for a in node.attribute if a.name not in ("coordinate_transformation_mode", "nearest_mode")]
         del node.attribute[:]
         node.attribute.extend([*kept, helper.make_attribute("coordinate_transformation_mode", "asymmetric")])
@@ -258,7 +254,7 @@ def _flatten_hardmax(graph: onnx.GraphProto, flat: set[str], fresh: FreshNames) 
         if node.op_type != "Hardmax" or node.domain not in DEFAULT or not node.output or node.output[0] not in flat:
             nodes.append(node)
             continue
-        axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1)
+        axis = attribute(node, "axis", 1)
         x, y = node.input[0], node.output[0]
         flat_x, flat_y, shape = fresh(f"{y}_flat_in"), fresh(f"{y}_flat"), fresh(f"{y}_shape")
         nodes += [helper.make_node("Flatten", [x], [flat_x], name=fresh(f"{node.name or y}_Flatten"), axis=axis),

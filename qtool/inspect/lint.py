@@ -15,6 +15,7 @@ import onnx
 
 from qtool.graph import convert, external_data
 from qtool.graph import model as gm
+from qtool.graph.attributes import attribute
 from qtool.graph.convert import MAPS_HINT, branch_inputs, wrong_declarations
 from qtool.graph.model import METADATA_CONVERTED, inferred
 from qtool.inspect import lint_data
@@ -33,13 +34,6 @@ Lint = Callable[[LintContext], Iterable[Finding]]
 
 UNEVEN_LEVELS = 8.0  # the weakest channel keeps fewer levels than this per side: per-tensor fails
 MASK_LIMIT = -1e9  # a constant at or below this feeding a Softmax is an attention-style mask
-
-
-def _attr(node: onnx.NodeProto, name: str, default: float) -> float:
-    for a in node.attribute:
-        if a.name == name:
-            return a.i if a.type == onnx.AttributeProto.INT else a.f
-    return default
 
 
 def _where(node: onnx.NodeProto) -> str:
@@ -142,7 +136,7 @@ def unsupported_ops(ctx: LintContext) -> Iterable[Finding]:
 def _is_depthwise(node: onnx.NodeProto, ctx: LintContext) -> bool:
     if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in ctx.facts.initializers:
         return False
-    return _attr(node, "group", 1) > 1 and ctx.facts.initializers[node.input[1]].dims[1] == 1
+    return attribute(node, "group", 1) > 1 and ctx.facts.initializers[node.input[1]].dims[1] == 1
 
 
 _PASSES_TO_FEEDER = {"Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "LeakyRelu", "PRelu", "Mul", "Add"}
@@ -282,7 +276,7 @@ def _clip_bounds(node: onnx.NodeProto, ctx: LintContext) -> tuple[float, float] 
         lo, hi = ctx.constant(node.input[1]), ctx.constant(node.input[2])
         return None if lo is None or hi is None else (float(lo), float(hi))
     if len(node.input) == 1:  # opset < 11: min/max attributes
-        return float(_attr(node, "min", -np.inf)), float(_attr(node, "max", np.inf))
+        return float(attribute(node, "min", -np.inf)), float(attribute(node, "max", np.inf))
     return None
 
 

@@ -18,18 +18,13 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from qtool.graph.attributes import attribute
+
 Axis = int | Callable[[onnx.NodeProto, tuple[int, ...]], int]
 
 
-def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return attribute.i
-    return default
-
-
 def _gemm_weight_axis(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
-    return 0 if _attr(node, "transB", 0) else 1  # output features of B
+    return 0 if attribute(node, "transB", 0) else 1  # output features of B
 
 
 def _matmul_weight_axis(node: onnx.NodeProto, shape: tuple[int, ...]) -> int:
@@ -51,14 +46,14 @@ def _conv_transpose_weight_axis(node: onnx.NodeProto, shape: tuple[int, ...]) ->
     for group 1 (exactly per output channel), axis 0 for a depthwise [C, 1, k, k] (exactly per output channel,
     where axis 1 had one scale for all). A group of several rows and columns ([16, 8, 1, 5], group 2) keeps
     axis 1: its exact form, a scale per (g, j), is no single axis, and axis 0 would vary along the sum."""
-    group = _attr(node, "group", 1)
+    group = attribute(node, "group", 1)
     return 0 if group > 1 and shape[:1] == (group,) and group > shape[1] else 1
 
 
 def output_channels(node: onnx.NodeProto, shape: tuple[int, ...], axis: int | None) -> list[int] | None:
     """For a ConvTranspose whose weight channels along `axis` are not its output channels, the weight channel
     each output channel takes its scale from (its int32 bias is on input scale x that scale); else None."""
-    group = _attr(node, "group", 1)
+    group = attribute(node, "group", 1)
     if node.op_type != "ConvTranspose" or axis is None or len(shape) < 2 or group == 1:
         return None
     per_group = shape[1]  # C_out/group; output channel o = g·per_group + j
@@ -202,7 +197,7 @@ def saturates_outside(node: onnx.NodeProto, out_lo: float, out_hi: float, step: 
     step of 0.27 reads −1 as −1.10, and a cut at half a step above −1 gave −0.82 to most of a TCN's outputs."""
     op_type = node.op_type
     if op_type == "Elu":
-        alpha = next((a.f for a in node.attribute if a.name == "alpha"), 1.0)
+        alpha = attribute(node, "alpha", 1.0)
         if not (alpha > 0 and step > 0):
             return None
         end = max(round(-alpha / step), round(min(out_lo, 0.0) / step)) * step + step / 2  # rounds as −α does below
@@ -248,7 +243,7 @@ def rule_for(node: onnx.NodeProto) -> OpRule:
     if node.domain not in ("", "ai.onnx"):
         return NO_RULE
     if node.op_type in ("Resize", "Upsample"):
-        mode = next((a.s for a in node.attribute if a.name == "mode"), b"nearest")
+        mode = attribute(node, "mode", b"nearest")
         return _SHARED if mode in INTERPOLATING_MODES else NO_RULE
     return OP_RULES.get(node.op_type, NO_RULE)
 
@@ -259,7 +254,7 @@ def weight_axes(node: onnx.NodeProto, index: int, shape: tuple[int, ...], target
     quantize every ConvTranspose along axis 1; qtool's own --target qnn-htp QDQ model was refused by convert)."""
     chosen = weight_axis(node, index, shape, target)
     if node.op_type == "ConvTranspose" and target != "qnn-htp" and len(shape) >= 2:
-        return (chosen, *[a for a in (1, 0) if a != chosen and (a == 1 or shape[0] == _attr(node, "group", 1) > 1)])
+        return (chosen, *[a for a in (1, 0) if a != chosen and (a == 1 or shape[0] == attribute(node, "group", 1) > 1)])
     return (chosen,)
 
 

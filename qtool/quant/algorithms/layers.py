@@ -15,17 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
+from qtool.graph.attributes import attribute
 from qtool.quant.graph_facts import GraphFacts
 
 if TYPE_CHECKING:
     from qtool.quant.algorithms import AlgorithmContext
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return list(a.ints) if a.ints else a.i
-    return default
 
 
 @dataclass
@@ -42,7 +36,7 @@ class Layer:
         """(out_features, fan_in) view of the weight."""
         if self.node.op_type == "Conv":
             return w.reshape(w.shape[0], -1)
-        if (self.node.op_type == "Gemm" and not _attr(self.node, "transB", 0)) or self.node.op_type == "MatMul":
+        if (self.node.op_type == "Gemm" and not attribute(self.node, "transB", 0)) or self.node.op_type == "MatMul":
             return w.T
         return w
 
@@ -53,7 +47,7 @@ class Layer:
     def weight_from_rows(self, rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         if self.node.op_type == "Conv":
             return rows.reshape(shape)
-        if (self.node.op_type == "Gemm" and not _attr(self.node, "transB", 0)) or self.node.op_type == "MatMul":
+        if (self.node.op_type == "Gemm" and not attribute(self.node, "transB", 0)) or self.node.op_type == "MatMul":
             return rows.T.reshape(shape)
         return rows.reshape(shape)
 
@@ -74,10 +68,10 @@ class Layer:
 
 
 def _windows(x: np.ndarray, node: onnx.NodeProto) -> np.ndarray:
-    kernel = _attr(node, "kernel_shape", None) or [0, 0]
+    kernel = attribute(node, "kernel_shape", None) or [0, 0]
     lead = [1] * (2 - len(kernel))  # a 1-D Conv is the 2-D one with height 1
-    (kh, kw), pads = lead + kernel, _attr(node, "pads", [0] * 2 * len(kernel))
-    strides, dil = lead + _attr(node, "strides", [1] * len(kernel)), lead + _attr(node, "dilations", [1] * len(kernel))
+    (kh, kw), pads = lead + kernel, attribute(node, "pads", [0] * 2 * len(kernel))
+    strides, dil = lead + attribute(node, "strides", [1] * len(kernel)), lead + attribute(node, "dilations", [1] * len(kernel))
     pads = [0, pads[0], 0, pads[1]] if lead else pads
     padded = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
     span = ((kh - 1) * dil[0] + 1, (kw - 1) * dil[1] + 1)
@@ -91,14 +85,14 @@ def weighted_layers(facts: GraphFacts, skip: set[str] = frozenset()) -> list[Lay
         if node.name in skip or node.op_type in skip or len(node.input) < 2 or node.input[1] not in facts.initializers:
             continue
         if node.op_type == "Conv" and len(facts.initializers[node.input[1]].dims) in (3, 4):
-            if not _attr(node, "kernel_shape", None):
+            if not attribute(node, "kernel_shape", None):
                 dims = facts.initializers[node.input[1]].dims
                 node.attribute.append(onnx.helper.make_attribute("kernel_shape", list(dims[2:])))
-            layers.append(Layer(node, node.input[1], int(_attr(node, "group", 1))))
+            layers.append(Layer(node, node.input[1], int(attribute(node, "group", 1))))
         elif (
             node.op_type in ("Gemm", "MatMul")
             and len(facts.initializers[node.input[1]].dims) == 2
-            and not _attr(node, "transA", 0)
+            and not attribute(node, "transA", 0)
         ):
             layers.append(Layer(node, node.input[1], 1))
     return layers

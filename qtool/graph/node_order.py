@@ -26,8 +26,9 @@ def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
 
 def reads(node: onnx.NodeProto) -> list[str]:
     """The tensors a node reads, its subgraphs' outer-scope reads included (over-approximated: every name its
-    subgraphs' nodes read, their own tensors among them)."""
-    found = list(node.input)
+    subgraphs' nodes read, their own tensors among them). An optional input left out ('') is none: a GRU's
+    missing B read as a tensor made bc ask onnxruntime for one named '' (pyfrspell's lemmatiser)."""
+    found = [name for name in node.input if name]
     for graph in subgraphs(node):
         found += [name for inner in graph.node for name in reads(inner)]
     return found

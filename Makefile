@@ -981,7 +981,10 @@ OUT := build/demo
 #   serialization (runtime.runner shared=; ddddocr_ocr's bc peak 535 -> 490 MB, same model; 10 lines)
 # 26296 -> 26297: an optional input left out ('') is no tensor a node reads (graph/node_order.reads; bc asked
 #   onnxruntime for a tensor named '' past pyfrspell's GRUs, exit 3; 1 line)
-LINE_BUDGET := 26297
+# 26297 -> 26299: a Sigmoid's or Tanh's grid ending past the op's bound (asymmetric 8-bit [-1, 1]: -1.0039) is
+#   flat within half a step of the bound (quant/rules.saturates_outside; pyfrspell's Tanh input read as clipped;
+#   2 lines)
+LINE_BUDGET := 26299
 
 .PHONY: demo test lint venv bench clean golden
 

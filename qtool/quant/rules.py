@@ -206,7 +206,9 @@ def saturates_outside(node: onnx.NodeProto, out_lo: float, out_hi: float, step: 
     low, high = (0.0, 1.0) if op_type == "Sigmoid" else (-1.0, 1.0)
     if inverse is None or not step > 0:
         return None
-    ends = min(out_lo, 0.0) + step / 2, max(out_hi, 0.0) - step / 2  # a grid holds 0
+    # a grid holds 0, and may end past the op's bound: an asymmetric 8-bit [-1, 1] holds 0 at -1.0039, which
+    # put the low end's half step at -1, and Tanh never there: pyfrspell's bridge Gemm read as clipped
+    ends = max(min(out_lo, 0.0), low) + step / 2, min(max(out_hi, 0.0), high) - step / 2
     first = inverse(ends[0]) if low < ends[0] < high else -math.inf
     last = inverse(ends[1]) if low < ends[1] < high else math.inf
     return (first, last) if first < last else None

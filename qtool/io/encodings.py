@@ -133,37 +133,85 @@ def _legacy_channel(entry: Any, where: str, weight: bool) -> tuple[str, int, boo
     return dtype, bw, _symmetric(entry, "is_symmetric", where), lo, hi
 
 
-def _from_legacy_list(name: str, entries: Any, where: str, weight: bool = True) -> Encoding:
-    """One tensor's 0.6.1 entries; a weight's per-channel entries are symmetric whatever they say (AIMET writes
-    them so), an activation's (the residual stream's, quant/residual.py) keep their schema."""
+def _legacy_tensor(name: str, entries: Any, where: str, weight: bool) -> Encoding | tuple[int, bool, list, list]:
+    """One tensor's 0.6.1 entries checked: its float or precision-only encoding, else (bitwidth, symmetric, mins,
+    maxes) for `_legacy_section` to make its grid from. A weight's per-channel entries are symmetric whatever they
+    say (AIMET writes them so), an activation's (the residual stream's, quant/residual.py) keep their schema."""
+    where = f"{where}: {quoted(name)}"
     if not isinstance(entries, list) or not entries:
-        raise DataError("must be a non-empty list of encodings", where=f"{where}: {quoted(name)}")
-    channels = [_legacy_channel(e, f"{where}: {quoted(name)}[{i}]", weight) for i, e in enumerate(entries)]
-    dtypes, bws, syms = {c[0] for c in channels}, {c[1] for c in channels}, {c[2] for c in channels}
-    if len(dtypes) > 1 or len(bws) > 1 or len(syms) > 1:
-        raise DataError("per-channel entries must share dtype, bitwidth and is_symmetric", where=f"{where}: {quoted(name)}")
+        raise DataError("must be a non-empty list of encodings", where=where)
+    channels = [_legacy_channel(e, f"{where}[{i}]", weight) for i, e in enumerate(entries)]
     dtype, bw, sym = channels[0][:3]
+    if any(c[:3] != (dtype, bw, sym) for c in channels[1:]):
+        raise DataError("per-channel entries must share dtype, bitwidth and is_symmetric", where=where)
     if dtype == "float":
         return enc.float_encoding(bw)
     if any(c[3] is None for c in channels):
         if len(channels) > 1:
-            raise DataError("per-channel encodings need min and max", where=f"{where}: {quoted(name)}")
+            raise DataError("per-channel encodings need min and max", where=where)
         return Encoding(bitwidth=bw, is_symmetric=sym)
-    lo = [c[3] for c in channels]
-    hi = [c[4] for c in channels]
-    symmetric = sym or (weight and len(channels) > 1)
-    stated = _stated_grid(entries, lo, hi, bw, symmetric)
+    return bw, sym or (weight and len(channels) > 1), [c[3] for c in channels], [c[4] for c in channels]
+
+
+def _legacy_section(body: dict, where: str, weight: bool) -> dict[str, Encoding]:
+    """A 0.6.1 section's encodings by name (sorted): each tensor's entries checked, then the grids of all tensors
+    of one bitwidth and symmetry made in one numpy pass. Made a tensor at a time (a dozen numpy calls on one
+    value), a file of 10^6 entries took minutes to read."""
+    found: dict[str, Encoding] = {}
+    ranged: dict[tuple[int, bool], dict[str, tuple[list, list]]] = {}
+    for name in sorted(body):
+        checked = _legacy_tensor(name, body[name], where, weight)
+        if isinstance(checked, Encoding):
+            found[name] = checked
+        else:
+            ranged.setdefault(checked[:2], {})[name] = checked[2:]
+    for (bw, symmetric), ranges in ranged.items():
+        stated = {n: _stated_grid(body[n], lo, hi, bw, symmetric) for n, (lo, hi) in ranges.items()}
+        made = _grids({n: r for n, r in ranges.items() if stated[n] is None}, bw, symmetric, where, from_min_max=True)
+        made |= _grids({n: s for n, s in stated.items() if s is not None}, bw, symmetric, where, from_min_max=False)
+        for name in ranges:
+            if stated[name] is None:
+                _warn_unused_grid(body[name], made[name], bw, symmetric, where, name)
+        found.update(made)
+    return dict(sorted(found.items()))
+
+
+def _grids(given: dict[str, tuple[list, list]], bw: int, symmetric: bool, where: str, *, from_min_max: bool
+           ) -> dict[str, Encoding]:  # fmt: skip
+    """Each tensor's grid from its (mins, maxes) (min_max_encoding's) or its stated (scales, offsets), made for all
+    of them at once; a tensor whose channels are more than one is per channel (axis 0)."""
+    if not given:
+        return {}
+    ends = np.cumsum([0] + [len(first) for first, _ in given.values()])
+    first, second = ([v for pair in given.values() for v in pair[i]] for i in (0, 1))
     with np.errstate(all="ignore"):
-        made = (min_max_encoding(lo, hi, bw, symmetric=symmetric) if stated is None else
-                enc.from_scale_offset(*stated, bw, symmetric=symmetric, axis=0 if len(lo) > 1 else None))  # fmt: skip
-    if not np.isfinite([*made.scale, *made.min, *made.max]).all() or off_float32(made.scale) is not None:
-        raise DataError("the range is too wide to quantize: its scale is past float32's", where=f"{where}: {quoted(name)}")
-    if stated is None:
-        _warn_unused_grid(entries, made, bw, symmetric, f"{where}: {quoted(name)}")
+        if not from_min_max:
+            grids = [enc.from_scale_offset(first, second, bw, symmetric=symmetric)]
+        else:  # min_max_encoding's choice, a tensor at a time: tf's grid where all its offsets are the signed one's
+            grids = [min_max_encoding(first, second, bw, symmetric=False)]
+            grids += [enc.symmetric(first, second, bw)] if symmetric else []
+        starts = ends[:-1]
+        signed = np.logical_and.reduceat(np.asarray(grids[0].offset) == -(2 ** (bw - 1)), starts).tolist()
+        unusable = [np.logical_or.reduceat(_unusable(g), starts).tolist() for g in grids]
+    made = {}
+    for i, (name, a, b) in enumerate(zip(given, starts.tolist(), ends[1:].tolist(), strict=True)):
+        pick = 0 if len(grids) == 1 or signed[i] else 1
+        if unusable[pick][i]:
+            raise DataError("the range is too wide to quantize: its scale is past float32's", where=f"{where}: {quoted(name)}")
+        g = grids[pick]
+        made[name] = Encoding(bitwidth=bw, is_symmetric=symmetric, min=g.min[a:b], max=g.max[a:b], scale=g.scale[a:b],
+                              offset=g.offset[a:b], axis=0 if b - a > 1 else None)  # fmt: skip
     return made
 
 
-def _warn_unused_grid(entries: list[dict], made: Encoding, bw: int, symmetric: bool, where: str) -> None:
+def _unusable(grid: Encoding) -> np.ndarray:
+    """Which of `grid`'s channels have a range past float's or a scale float32 cannot hold (off_float32's)."""
+    scale = np.asarray(grid.scale)
+    low, high = encodings_v2.FLOAT32_SCALES
+    return ~(np.isfinite([scale, grid.min, grid.max]).all(axis=0) & (scale >= low) & (scale <= high))
+
+
+def _warn_unused_grid(entries: list[dict], made: Encoding, bw: int, symmetric: bool, where: str, name: str) -> None:
     """A scale (and offset) that give another grid than the entry's min/max are not used, as qairt recomputes
     them from min/max: said once, with the min and max that grid has, since a user who edited the scale alone
     expected it used. An offset under either sign convention (AIMET's -z or the QNN guide's z) and a scale
@@ -184,7 +232,7 @@ def _warn_unused_grid(entries: list[dict], made: Encoding, bw: int, symmetric: b
             continue
         logger.warning("%s: scale %g%s the grid [%g, %g], not its min/max's [%g, %g] (scale %g), which qtool uses, "
                        "as qairt does (it recomputes scale and offset from bitwidth, min and max): for that grid, set "
-                       "min %g and max %g", where + (f"[{i}]" if len(entries) > 1 else ""), s,
+                       "min %g and max %g", f"{where}: {quoted(name)}" + (f"[{i}]" if len(entries) > 1 else ""), s,
                        f" and offset {o + 0:g} give" if "offset" in e else " gives", o * s + 0, (o + top) * s, lo,
                        made.max[i], step, o * s + 0, (o + top) * s)  # fmt: skip
         return
@@ -292,9 +340,7 @@ def parse_encodings(data: Any, where: str) -> Encodings:
             logger.warning("%s: version %s, but %r is laid out as %s writes it: read as %s", where, version, section,
                            layout, layout)  # fmt: skip
         if isinstance(body, dict):
-            for name in sorted(body):
-                weight = section == "param_encodings"
-                target[name] = _from_legacy_list(name, body[name], f"{where}: {section}", weight)
+            target.update(_legacy_section(body, f"{where}: {section}", section == "param_encodings"))
         elif isinstance(body, list):  # under 2.0.0 beside a 0.6.1 section: 2.0.0's entries, their stated axes
             v1 = functools.partial(_from_v1_entry, weight=section == "param_encodings")
             found = encodings_v2.named_entries(body, f"{where}: {section}", encodings_v2.parse_entry if v2 else v1)

@@ -46,6 +46,8 @@ def is_v2(data: dict) -> bool:
 
 def finite_number(value: Any) -> float | None:
     """`value` as a finite float; None for a bool, a non-number, NaN, an infinity or an int past float's range."""
+    if type(value) is float:  # most are: a file's 10^6 entries read this 3 x 10^6 times
+        return value if math.isfinite(value) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:

@@ -1,0 +1,70 @@
+"""Round 22 (helper h-hostile22): round 21's leftovers (a 0.6.1 file of 10^6 entries, a list of 10^6 lines, cle on
+very many Conv pairs, the joined-list hint with spaced paths, BatchNormalization epsilon's dtype, the short-score
+warning behind a Cast, unknown fields of nodes and tensors, ai.onnx.ml outputs' dims), then odd inputs to every
+command, probed on an installed wheel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hostile_env import Workspace, make_workspace
+
+from qtool import encoding as enc
+from qtool.io import encodings as encodings_io
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)
+
+
+# --- a 0.6.1 file of very many entries ----------------------------------------------------------------------------
+
+
+def _legacy_document(count: int) -> tuple[dict, dict]:
+    """`count` tensors of every kind a 0.6.1 section holds (asymmetric, symmetric on tf's grid or its own, stated
+    scale and offset, per-channel weights, float, precision only) and each one's expected encoding."""
+    rng = np.random.default_rng(0)
+    acts, params, expected = {}, {}, {}
+    for i in range(count):
+        lo, hi = sorted(rng.normal(0, 3, 2).tolist())
+        name, kind = f"t{i}", i % 6
+        if kind == 0:
+            acts[name] = [{"bitwidth": 8, "dtype": "int", "min": lo, "max": hi}]
+            expected[name] = encodings_io.min_max_encoding([lo], [hi], 8, symmetric=False)
+        elif kind == 1:  # symmetric: tf's grid where its offset is the signed one's, else the symmetric one
+            lo, hi = (-1.0, 127 / 128) if i % 4 == 1 else (lo, hi)
+            acts[name] = [{"bitwidth": 16, "dtype": "int", "is_symmetric": "True", "min": lo, "max": hi}]
+            expected[name] = encodings_io.min_max_encoding([lo], [hi], 16, symmetric=True)
+        elif kind == 2:  # scale and offset that give min and max: kept to the last bit
+            scale, offset = abs(hi) / 255 + 1e-3, -int(rng.integers(0, 256))
+            entry = {"min": offset * scale, "max": (offset + 255) * scale, "scale": scale, "offset": offset}
+            acts[name] = [{"bitwidth": 8, "dtype": "int", "is_symmetric": "False", **entry}]
+            expected[name] = enc.from_scale_offset([scale], [offset], 8, symmetric=False)
+        elif kind == 3:  # a weight's per-channel entries: symmetric whatever they say
+            los, his = rng.uniform(-2, -0.1, 3).tolist(), rng.uniform(0.1, 2, 3).tolist()
+            params[name] = [{"bitwidth": 8, "is_symmetric": "False", "min": a, "max": b} for a, b in zip(los, his, strict=True)]
+            expected[name] = encodings_io.min_max_encoding(los, his, 8, symmetric=True)
+        elif kind == 4:
+            acts[name] = [{"bitwidth": 16, "dtype": "float"}]
+            expected[name] = enc.float_encoding(16)
+        else:
+            acts[name] = [{"bitwidth": 8, "dtype": "int", "is_symmetric": "True"}]
+            expected[name] = enc.Encoding(bitwidth=8, is_symmetric=True)
+    return {"version": "0.6.1", "activation_encodings": acts, "param_encodings": params}, expected
+
+
+def test_a_large_legacy_file_makes_its_grids_in_a_few_numpy_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 0.6.1 file of 10^6 entries took minutes to read: each tensor's grid was made on its own, a dozen numpy calls
+    on one value. Now the grids of one bitwidth and symmetry are made together: tf runs a bounded number of times
+    however many tensors there are, and every encoding is the one the tensor's own call gives, to the bit."""
+    data, expected = _legacy_document(600)
+    calls = []
+    tf = enc.tf
+    monkeypatch.setattr(enc, "tf", lambda *a, **k: calls.append(1) or tf(*a, **k))
+    found = encodings_io.parse_encodings(data, "o.json")
+    assert len(calls) <= 4, len(calls)
+    assert found.all() == expected
+    assert [n for n in found.activations] == sorted(found.activations)

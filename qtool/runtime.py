@@ -159,6 +159,14 @@ def runner(
     weights = None
     if shared:
         model, weights = external_data.weightless(model, WEIGHT_BYTES)
+    return _part_runner(model, names, threads, where, given, folded=folded, arena=arena, index=index, weights=weights)
+
+
+def _part_runner(
+    model: onnx.ModelProto, names: list[str], threads: int, where: str, given: dict[str, np.ndarray] | None, *,
+    folded: bool = False, arena: bool = True, index: tuple | None = None, weights: list[onnx.TensorProto] | None = None,
+) -> Runner:  # fmt: skip
+    """runner's work; `weights`: the tensors `model`'s stubs stand for (external_data.weightless)."""
     part = pruned(model, names, given, index)
     if weights is not None:  # only the weights the part reads: the rest are no initializers of it
         kept = {t.name for t in part.graph.initializer}
@@ -166,6 +174,43 @@ def runner(
     sess = session(part, threads, where, folded=folded, arena=arena, weights=weights)
     inputs = {i.name for i in sess.get_inputs()}
     return lambda feed: dict(zip(names, sess.run(names, {k: v for k, v in feed.items() if k in inputs}), strict=True))
+
+
+def staged(
+    model: onnx.ModelProto, names: list[str], sizes: dict[str, int], budget: int, threads: int = 0
+) -> Callable[[dict[str, np.ndarray]], Iterator[dict[str, np.ndarray]]]:
+    """feed -> the values of `names` a stage at a time: consecutive names (graph order) fetching at most `budget`
+    bytes a sample (`sizes`; a name past it alone), each stage run from what the ones before left alive. A fetched
+    value lives to the end of its run: bc's float means fetched every layer of dnsmos at once, 350 MB a sample.
+    The sessions read `model`'s weights (runner's `shared`), without arena, each built on its first sample."""
+    nodes = list(model.graph.node)
+    at = {out: k for k, node in enumerate(nodes) for out in node.output}
+    light, weights = external_data.weightless(model, WEIGHT_BYTES)
+    activations = downstream(nodes, {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer})
+    groups: list[list[str]] = []
+    for name in sorted(names, key=lambda n: at.get(n, -1)):
+        if not groups or sum(sizes.get(n, 0) for n in groups[-1]) + sizes.get(name, 0) > budget:
+            groups.append([])
+        groups[-1].append(name)
+    carries = []  # per stage, the activations made up to its last name that later nodes or stages read
+    for g, group in enumerate(groups):
+        end = max(at.get(n, -1) for n in group)
+        later = {n for node in nodes[end + 1 :] for n in reads(node)} | {n for rest in groups[g + 1 :] for n in rest}
+        carries.append({out for node in nodes[: end + 1] for out in node.output} & activations & later)
+    runners: list[Runner | None] = [None] * len(groups)
+
+    def run(feed: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        carried: dict[str, np.ndarray] = {}
+        for g, group in enumerate(groups):
+            compute = sorted((set(group) | carries[g]) - carried.keys())
+            if runners[g] is None and compute:
+                runners[g] = _part_runner(light, compute, threads, "model", carried or None, arena=False, weights=weights)
+            values = {**carried, **(runners[g]({**feed, **carried}) if compute else {})}  # type: ignore[misc]
+            carried = {n: values[n] for n in carries[g]}
+            yield {n: values[n] for n in group}
+            del values
+
+    return run
 
 
 @functools.cache

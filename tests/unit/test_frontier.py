@@ -151,7 +151,7 @@ def test_a_restart_runs_from_the_last_restart_unless_the_change_reaches_before_i
     monkeypatch.setattr(
         runtime,
         "runner",
-        lambda m, names, threads=0, given=None: starts.append(sorted(given)) or real(m, names, threads, given=given),
+        lambda m, names, threads=0, given=None, **k: starts.append(sorted(given)) or real(m, names, threads, given=given, **k),
     )
     frontier = Frontier(feeds)
     # (layer, weight changed once it is reached, where its pass starts): w0 is behind conv1's frontier, a restart

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -25,6 +26,7 @@ from onnx import numpy_helper
 
 from qtool import runtime
 from qtool.graph import external_data
+from qtool.graph import model as gm
 from qtool.quant.algorithms import AlgorithmContext, check_config
 from qtool.quant.algorithms.frontier import Frontier, Replay
 from qtool.quant.algorithms.layers import layer_bias, restore_biases, weighted_layers
@@ -36,18 +38,37 @@ SETTINGS = frozenset({"calibration_frames", "calibration_iterations", "keep"})  
 logger = logging.getLogger(__name__)
 
 
-def _channel_mean(value: np.ndarray, axis: int) -> np.ndarray:
+# past this a Conv's output is averaged a channel at a time (see _channel_mean)
+CHANNEL_LOOP_BYTES = 4 << 20
+
+
+def _channel_mean(value: np.ndarray, axis: int, seen: Callable[[np.ndarray], np.ndarray] = np.asarray) -> np.ndarray:
+    """The mean of `seen(value)` per channel, in float64. A large [1, C, ...] value a channel at a time: its float64
+    copy (and a rectifier's clipped copy) is then a channel's, not the tensor's: dnsmos's first Conv gives 74 MB a
+    sample, and the copies were 222 MB more at bc's peak. numpy sums a channel alike either way, bit for bit."""
     axis %= value.ndim
-    return value.astype(np.float64).mean(axis=tuple(i for i in range(value.ndim) if i != axis))
+    if axis == 1 and value.ndim > 2 and value.shape[0] == 1 and value.size * 8 > CHANNEL_LOOP_BYTES:
+        return np.array([seen(value[0, c]).astype(np.float64).mean() for c in range(value.shape[1])])
+    return seen(value).astype(np.float64).mean(axis=tuple(i for i in range(value.ndim) if i != axis))
 
 
-def _channel_means(model: onnx.ModelProto, names: list[str], feeds: Iterable, threads: int, axes: dict) -> tuple[dict, int]:
-    """(per tensor its channels' means over `feeds`, how many feeds there were)."""
-    run, sums, count = runtime.runner(model, names, threads, shared=True), {}, 0
+# the float model's layer outputs fetched at once, a sample (more: runtime.staged's stages)
+FETCH_BYTES = 32 << 20
+
+
+def _channel_means(
+    model: onnx.ModelProto, names: list[str], feeds: Iterable, threads: int, axes: dict, sizes: dict[str, int]
+) -> tuple[dict, int]:
+    """(per tensor its channels' means over `feeds`, how many feeds there were). The layers' outputs come a stage
+    of FETCH_BYTES at a time (`sizes`: bytes a sample): all at once, dnsmos's were 350 MB a sample."""
+    run, sums, count = runtime.staged(model, names, sizes, FETCH_BYTES, threads), {}, 0
     for feed in feeds:
         count += 1
-        for name, value in run(feed).items():
-            sums[name] = sums.get(name, 0.0) + _channel_mean(value, axes[name])
+        for values in run(feed):
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + _channel_mean(value, axes[name])
+            del values
+        runtime.give_back()
     return {name: total / max(count, 1) for name, total in sums.items()}, count
 
 
@@ -89,8 +110,8 @@ def _correction(
     passed = active = 0.0
     for i in range(len(frontier.feeds)):
         v = value(i)
-        passed += _channel_mean(np.clip(v, low, high), axis)
-        active += _channel_mean((v > low) & (v < high), axis)
+        passed += _channel_mean(v, axis, lambda x: np.clip(x, low, high))
+        active += _channel_mean(v, axis, lambda x: (x > low) & (x < high))
     passed, active = passed / count, active / count
     # first order: a shift d moves the rectified mean by d times the share of values in the open range
     return np.where(active >= MIN_ACTIVE, (float_means[rectified] - passed) / np.maximum(active, MIN_ACTIVE), 0.0)
@@ -158,7 +179,9 @@ def run(ctx: AlgorithmContext) -> list[str]:
     def first_frames() -> Iterable[dict]:
         return (feed for _, feed in itertools.islice(ctx.samples(), frames))
 
-    float_means, count = _channel_means(ctx.model, sorted(axes), first_frames(), ctx.threads, axes)
+    shapes = gm.tensor_shapes(ctx.model)
+    sizes = {name: 4 * math.prod(shapes[name]) for name in axes if name in shapes}  # as float32
+    float_means, count = _channel_means(ctx.model, sorted(axes), first_frames(), ctx.threads, axes, sizes)
     feeds = Replay(first_frames, count)  # read again where the frontier keeps nothing, not held
     graph_outputs = {o.name for o in ctx.model.graph.output}
     corrected: set[str] = set()
@@ -174,6 +197,7 @@ def run(ctx: AlgorithmContext) -> list[str]:
             prequant = out in graph_outputs and any(n.output[:1] == [f"{out}_prequant"] for n in qdq.graph.node)
             name = f"{out}_prequant" if prequant else out  # a float output has no Q/DQ (--act_bitwidth 32 crashed)
             delta = _correction(frontier, qdq, name, axes[out], float_means, out, rectifiers[out])
+            runtime.give_back()  # the layer's sessions and values are gone: glibc kept their heap
             bias = layer_bias(ctx, facts, layer, len(delta))
             if bias is None or ctx.array(bias).size != delta.size:
                 continue

@@ -120,7 +120,7 @@ class Frontier:
             key = frozenset(start)
             if key not in runners:
                 compute = sorted({*alive, wanted} - key)
-                runners[key] = runtime.runner(model, compute, self.threads, given=start) if compute else None
+                runners[key] = runtime.runner(model, compute, self.threads, given=start, arena=False) if compute else None
             run = runners[key]
             values = {**start, **(run(start) if run else {})}
             live = {name: values[name] for name in alive}

@@ -8,6 +8,12 @@ LayerNormalization (the mean as GlobalAveragePool where it is the trailing axes 
 
     r = Reciprocal(Sqrt(var + ε)) · scale;  y = x · r + (bias − mean · r)
 
+and tf2onnx's FusedBatchNormV3 form of a Keras LayerNormalization over the last axis (magika 0.5.1's
+standard_v1): the rows as a BatchNormalization's channels, its statistics computed beside it, then γ and β:
+
+    r = Reshape(x, [1, -1, D, 1]); m = ReduceMean(r, [0, 2, 3]); v = ReduceSumSquare(r - m, [0, 2, 3]) / D
+    y = Reshape(BatchNormalization(r, 1, 0, Squeeze(m), v), x's shape) · scale + bias
+
 Exporters (paddle2onnx, older torch) write it out op by op. Quantized op by op, the variance path
 (d², its mean, the square root) is what 8 bits cannot hold; as one op only its output is
 quantized, as on HTP and in onnxruntime (on PP-OCRv4's recogniser: 99.05% -> 99.33% characters).
@@ -88,7 +94,12 @@ def _match(mean: ir.Node) -> tuple[list[ir.Node], dict] | None:
     if sqrt is None or eps is None or eps.size != 1 or divide.inputs[1] is not sqrt.outputs[0]:
         return None
     nodes, found = [mean, sub, square, var, add, sqrt, divide], {"x": x, "epsilon": float(eps.ravel()[0]), "axis": -1}
-    tail = divide
+    return _with_affine(nodes, found)
+
+
+def _with_affine(nodes: list[ir.Node], found: dict) -> tuple[list[ir.Node], dict]:
+    """`nodes` and what they found, with the constant Mul (scale) and Add (bias) after the last node taken in."""
+    tail = nodes[-1]
     for op, key in (("Mul", "scale"), ("Add", "bias")):
         user = _only_user(tail.outputs[0], op)
         value = _const(user, tail.outputs[0]) if user is not None else None
@@ -173,15 +184,63 @@ def _match_batchnorm_form(mean: ir.Node) -> tuple[list[ir.Node], dict] | None:
     return [*nodes, by_mean[0], shift, by_x[0], out], found
 
 
+def _const_of(value: ir.Value | None) -> np.ndarray | None:
+    return value.const_value.numpy() if value is not None and value.const_value is not None else None
+
+
+def _producer(value: ir.Value | None, op_type: str) -> ir.Node | None:
+    node = value.producer() if value is not None else None
+    return node if node is not None and node.op_type == op_type else None
+
+
+def _match_fused_batchnorm_form(bn: ir.Node) -> tuple[list[ir.Node], dict] | None:
+    """tf2onnx's FusedBatchNormV3 form (module docstring), matched from its BatchNormalization."""
+    if len(bn.inputs) != 5 or bn.attributes.get_int("training_mode", 0) != 0:
+        return None
+    r = bn.inputs[0]
+    reshape = _producer(r, "Reshape")
+    x = reshape.inputs[0] if reshape is not None else None
+    shape, ones, zeros = _const_of(reshape.inputs[1]) if reshape else None, _const_of(bn.inputs[1]), _const_of(bn.inputs[2])
+    if x is None or x.shape is None or shape is None or ones is None or zeros is None:
+        return None
+    width = x.shape[-1] if len(x.shape) else None
+    if not isinstance(width, int) or list(shape) not in ([1, -1, width, 1], [1, int(np.prod(x.shape)) // width, width, 1]):
+        return None
+    squeeze = bn.inputs[3].producer() if bn.inputs[3] is not None else None
+    mean = _producer(squeeze.inputs[0], "ReduceMean") if squeeze is not None and squeeze.op_type in ("Squeeze", "Reshape") else None
+    divide = bn.inputs[4].producer() if bn.inputs[4] is not None else None
+    sums = _producer(divide.inputs[0], "ReduceSumSquare") if divide is not None and divide.op_type in ("Div", "Mul") else None
+    sub = _producer(sums.inputs[0], "Sub") if sums is not None else None
+    count = _const_of(divide.inputs[1]) if divide is not None else None
+    if mean is None or sub is None or count is None or count.size != 1 or not (np.all(ones == 1) and np.all(zeros == 0)):
+        return None
+    per = float(count.ravel()[0]) if divide.op_type == "Div" else 1 / float(count.ravel()[0])
+    axes, kept = [_axes(mean), _axes(sums)], mean.attributes.get_int("keepdims", 1) == 1
+    if list(sub.inputs) != [r, mean.outputs[0]] or axes != [[0, 2, 3]] * 2 or not kept or not np.isclose(per, width):
+        return None
+    if {id(u) for u in _users(r)} != {id(mean), id(sub), id(bn)} or len(_users(mean.outputs[0])) != 2:
+        return None
+    back = _only_user(bn.outputs[0], "Reshape")
+    if back is None or back.outputs[0].shape != x.shape:
+        return None
+    found = {"x": x, "axis": -1, "epsilon": bn.attributes.get_float("epsilon", 1e-5)}
+    return _with_affine([reshape, mean, sub, sums, divide, squeeze, bn, back], found)
+
+
 class FuseLayerNormPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         if model.opset_imports.get("", 0) < MIN_OPSET:
             return ir.passes.PassResult(model, modified=False)
         fused = 0
         for node in list(model.graph):
-            if node.op_type not in ("ReduceMean", "GlobalAveragePool") or node.graph is None:
+            if node.graph is None:
                 continue
-            matched = (_match(node) if node.op_type == "ReduceMean" else None) or _match_batchnorm_form(node)
+            if node.op_type == "BatchNormalization":
+                matched = _match_fused_batchnorm_form(node)
+            elif node.op_type in ("ReduceMean", "GlobalAveragePool"):
+                matched = (_match(node) if node.op_type == "ReduceMean" else None) or _match_batchnorm_form(node)
+            else:
+                continue
             if matched is not None:
                 self._replace(model.graph, *matched)
                 fused += 1

@@ -51,26 +51,44 @@ class AlgorithmContext:
     # tensors a kept float-stage rewrite left holding other values than the float model as given (channels
     # rescaled, hidden units moved out): `inspect --reference` would read the difference as quantization error
     rewritten: set[str] = field(default_factory=set)
+    _positions: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def array(self, name: str) -> np.ndarray:
-        return external_data.array(next(i for i in self.model.graph.initializer if i.name == name))
+        found = self._initializer(name)
+        if found is None:
+            raise KeyError(f"no initializer {name!r}")
+        return external_data.array(found)
 
     def set_array(self, name: str, value: np.ndarray) -> None:
-        for init in self.model.graph.initializer:
-            if init.name == name:
-                value = value.astype(external_data.array(init).dtype)
-                if external_data.is_lazy(init) and value.nbytes >= external_data.LAZY_BYTES:
-                    # a weight read lazily stays so: a large model's changed weights in memory were its size again
-                    init.CopyFrom(lazy_weights.spilled(value, name, lazy_weights.scratch_file("changed-weights.data")))
-                else:
-                    init.CopyFrom(numpy_helper.from_array(value, name))
-                # a converted model may declare its weights' shapes too; one left at the old shape (outlier_split
-                # narrows W1 and W2) stopped the upgrade to opset 21 that 16-bit Q/DQ needs
-                for declared in (v for v in [*self.model.graph.value_info, *self.model.graph.input] if v.name == name):
-                    declared.type.tensor_type.shape.CopyFrom(onnx.helper.make_tensor_type_proto(1, value.shape).tensor_type.shape)
-                return
-        self.model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
+        init = self._initializer(name)
+        if init is None:
+            self.model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
+            return
+        resized = tuple(init.dims) != value.shape
+        value = value.astype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type))
+        if external_data.is_lazy(init) and value.nbytes >= external_data.LAZY_BYTES:
+            # a weight read lazily stays so: a large model's changed weights in memory were its size again
+            init.CopyFrom(lazy_weights.spilled(value, name, lazy_weights.scratch_file("changed-weights.data")))
+        else:
+            init.CopyFrom(numpy_helper.from_array(value, name))
+        # a converted model may declare its weights' shapes too; one left at the old shape (outlier_split
+        # narrows W1 and W2) stopped the upgrade to opset 21 that 16-bit Q/DQ needs
+        for declared in (v for v in [*self.model.graph.value_info, *self.model.graph.input] if v.name == name) if resized else ():
+            declared.type.tensor_type.shape.CopyFrom(onnx.helper.make_tensor_type_proto(1, value.shape).tensor_type.shape)
 
+    def _initializer(self, name: str) -> onnx.TensorProto | None:
+        """The initializer `name`, found by its position, checked on each use and looked up again when stale (the
+        graph changed): a scan of every initializer on each read and write made cle's sweeps over 300 Conv pairs
+        take 15 s (quadratic in the pairs), and every algorithm that writes a weight a layer likewise."""
+        inits = self.model.graph.initializer
+        at = self._positions.get(name, -1)
+        if not 0 <= at < len(inits) or inits[at].name != name:
+            self._positions = self._index()
+            at = self._positions.get(name, -1)
+        return inits[at] if at >= 0 else None
+
+    def _index(self) -> dict[str, int]:
+        return {init.name: i for i, init in reversed(list(enumerate(self.model.graph.initializer)))}  # a name's first
 
     def declare(self, name: str, like: str, last_dim: int | None = None) -> None:
         """Give `name`, a tensor an algorithm added or narrowed, the type and shape of `like` (with `last_dim`

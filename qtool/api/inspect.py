@@ -6,15 +6,16 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import onnx
 
 from qtool import runtime
 from qtool.api.common import EVALUATED_ON, check_output_names, class_count, drift_table, encodings_path, read_labels
 from qtool.api.mixed import mixed_overrides_path
-from qtool.api.quantize import QUALITY_COSINE, QUALITY_SQNR_DB, QUALITY_TOP1, QUALITY_TOP1_SQNR_DB
+from qtool.api.quantize import QUALITY_COSINE, QUALITY_SQNR_DB, QUALITY_TOP1, QUALITY_TOP1_SQNR_DB, Progress
 from qtool.config import InspectOptions, preset_file
 from qtool.errors import DataError, ModelError, UsageError
 from qtool.graph import external_data, qoperator_form
@@ -32,12 +33,15 @@ from qtool.quant.mixed_precision import overall
 from qtool.report import Report
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-def inspect_model(o: InspectOptions) -> InspectReport:
+def inspect_model(o: InspectOptions, progress: Progress = None) -> InspectReport:
     """Facts, lint findings (with data when --input_list is given) and, with --reference, the
     per-output and per-layer drift; --html writes the same report as one page. The caller prints
-    the report and then calls `report.check(o.fail_on)` (exit 5), so findings are always shown."""
+    the report and then calls `report.check(o.fail_on)` (exit 5), so findings are always shown.
+    `progress` counts each pass over the list's samples, as quantize's calibration (a list of 10^6 lines ran
+    for an hour without a word)."""
     inputs = [("MODEL", o.model), ("--reference", o.reference), ("--input_list", o.input_list), ("--labels", o.labels),
               ("--target's preset", preset_file(o.target)),
               ("the encodings quantize wrote beside MODEL", o.model.name and encodings_path(o.model)),  # --html: exit 0
@@ -46,7 +50,7 @@ def inspect_model(o: InspectOptions) -> InspectReport:
     with (outputs.command(inputs, [("--html", o.html)]) as tx, runtime.custom_ops(o.op_package_lib),
           tempfile.TemporaryDirectory(prefix="qtool-") as scratch):  # fmt: skip
         try:
-            return _inspect(o, tx, os.path.join(scratch, "float-weights.data"))
+            return _inspect(o, tx, os.path.join(scratch, "float-weights.data"), progress)
         except ModelError as e:  # a session names the model by its role ('model: onnxruntime cannot load it')
             roles = {"model": o.model, "quantized model": o.model, "reference model": o.reference}
             e.where = str(roles[e.where]) if e.where in roles else e.where
@@ -55,7 +59,7 @@ def inspect_model(o: InspectOptions) -> InspectReport:
             external_data.forget(scratch)
 
 
-def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> InspectReport:
+def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str, progress: Progress) -> InspectReport:
     model, data_files = gm.load_with_files(o.model)
     tx.add_inputs("MODEL's external data", data_files)
     shaped = None if summary.kind(model) == "quantized" else gm.inferred(model)  # once, for the MACs and the lints
@@ -76,15 +80,16 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
         check_output_names(input_list, model)
         labels = _checked_labels(o, input_list, model)
         unbounded: dict[str, str] | None = None if ctx.encodings is None else {}  # a float model: calibrate's words
+        samples = _counted(iter_samples(input_list, specs, o.use_native_input_files), progress, input_list, "lints")
         ctx.stats = lint_data.collect_stats(
-            ctx.model, iter_samples(input_list, specs, o.use_native_input_files), o.num_threads, len(input_list.samples),
+            ctx.model, samples, o.num_threads, len(input_list.samples),
             unbounded, model_where=str(o.model),
         )
         if unbounded:
             _warn_non_finite(o, ctx, unbounded, input_list, specs)
         _drop_pages()
         if o.reference is not None:
-            rows, drift, changed = _compare_layers(o, model, input_list, labels, report)
+            rows, drift, changed = _compare_layers(o, model, input_list, labels, report, progress)
             far = _far_from_float(drift, rows, changed)
     _drop_pages()  # the comparison's weights; the lints read the float view's
     report.findings = ordered(lint.run_lints(ctx) + far)
@@ -92,6 +97,15 @@ def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str) -> Inspec
         write_text(o.html, inspect_html.render(report, rows))
         report.facts["html"] = str(o.html)
     return report
+
+
+def _counted(items: Iterable[T], progress: Progress, input_list: InputList, label: str) -> Iterator[T]:
+    """`items`, a pass over the list's samples, counted by `progress` (when given) as each is taken."""
+    step = progress(len(input_list.samples), f"{label}: sample") if progress else None
+    for item in items:
+        yield item
+        if step is not None:
+            step(1)
 
 
 def _far_from_float(drift: dict, rows: list[layers.LayerRow], changed: dict[str, float]) -> list[Finding]:
@@ -227,23 +241,26 @@ def _check_sizes(drift: dict[str, compare.Drift], model: onnx.ModelProto, refere
 
 
 def _compare_layers(
-    o: InspectOptions, model: onnx.ModelProto, input_list: InputList, labels: list[int] | None, report: Report
-) -> tuple[list[layers.LayerRow], dict, dict[str, float]]:
+    o: InspectOptions, model: onnx.ModelProto, input_list: InputList, labels: list[int] | None, report: Report,
+    progress: Progress,
+) -> tuple[list[layers.LayerRow], dict, dict[str, float]]:  # fmt: skip
     reference = gm.load(o.reference)  # type: ignore[arg-type]
     specs = _input_specs(model, reference, str(o.reference))  # not a second copy of its weights while this one is held
     _check_pair(model, reference, str(o.reference))
-    feeds = iter_feeds(input_list, specs, o.use_native_input_files)
+
+    def feeds(label: str) -> Iterator[dict]:
+        return _counted(iter_feeds(input_list, specs, o.use_native_input_files), progress, input_list, label)
+
     # the float model's outputs first (when they are small), then the quantized model's: one model's weights at a time
     # by MODEL's names: a reference listing its outputs in another order was compared crosswise (y with c), exit 0
-    cached = compare.reference_outputs(reference, feeds, o.num_threads, names=[v.name for v in model.graph.output])
+    cached = compare.reference_outputs(reference, feeds("--reference"), o.num_threads, names=[v.name for v in model.graph.output])
     _drop_pages()
-    feeds = iter_feeds(input_list, specs, o.use_native_input_files)
     kernels = runtime.integer_kernels(o.target)
-    drift = compare.compare_outputs(reference, model, feeds, labels, o.num_threads, cached, integer_kernels=kernels)
+    drift = compare.compare_outputs(reference, model, feeds("outputs"), labels, o.num_threads, cached, integer_kernels=kernels)
     _check_sizes(drift, model, reference, str(o.reference))
     report.facts["outputs computed"] = EVALUATED_ON["integer ops" if qoperator_form.integer_ops(model) else kernels]
     _drop_pages()
-    errors = layers.stream(reference, model, iter_feeds(input_list, specs, o.use_native_input_files), o.num_threads)
+    errors = layers.stream(reference, model, feeds("layers"), o.num_threads)
     _drop_pages()
     rows = layers.rank(errors, reference, model)
     report.facts["compared samples"] = len(input_list.samples)

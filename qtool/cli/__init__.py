@@ -136,7 +136,7 @@ def inspect(as_json: bool, **kw: Any) -> None:
         raise click.UsageError("give the model once: as MODEL or as -i/--input_network")
     kw["model"] = kw["model"] or given
     options = InspectOptions.from_params(kw)
-    report = api.inspect_model(options)
+    report = api.inspect_model(options, progress=terminal_progress_if_tty())
     emit(report, as_json)
     report.check(options.fail_on)
 

@@ -114,3 +114,26 @@ def test_cle_over_many_pairs_finds_each_weight_without_a_scan(monkeypatch: pytes
     np.testing.assert_allclose(run(model), expected, rtol=1e-4, atol=1e-5)
     del model.graph.initializer[0]  # a graph changed under the index: the name is looked up again
     assert ctx.array("b0").tolist() == numpy_helper.to_array(model.graph.initializer[0]).tolist()
+
+
+# --- inspect over a long list says how far it is ---------------------------------------------------------------
+
+
+def test_inspect_counts_its_passes_over_the_samples(ws: Workspace) -> None:
+    """'qtool inspect -l' of a list of 10^6 lines ran each sample through the model for an hour and said nothing
+    (quantize's calibration counts its samples on a terminal). Now each pass over the list is counted: the lints'
+    and, with --reference, the float outputs', the comparison's and the per-layer ranking's."""
+    from qtool import api
+    from qtool.config import InspectOptions
+
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    counted: dict[str, list[int]] = {}
+
+    def progress(total: int, label: str):
+        counted[label] = [total, 0]
+        return lambda n: counted[label].__setitem__(1, counted[label][1] + n)
+
+    api.inspect_model(InspectOptions(model=ws.model, input_list=ws.listing), progress=progress)
+    assert counted == {"lints: sample": [4, 4]}
+    api.inspect_model(InspectOptions(model=ws.out, reference=ws.model, input_list=ws.listing), progress=progress)
+    assert all(counted[f"{label}: sample"] == [4, 4] for label in ("--reference", "outputs", "layers")), counted

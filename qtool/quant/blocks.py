@@ -342,8 +342,8 @@ def _assemble(absmax: np.ndarray, weight_shape: tuple[int, ...], channel_axis: i
         e = enc.symmetric(-_flat(absmax, channel_axis, axis), _flat(absmax, channel_axis, axis), bitwidth, channel_axis)
         return dataclasses.replace(e, blocks=Blocks(size, axis, shape))
     channel, ints = lpbq
-    blocks = Blocks(size, axis, shape, LPBQ_DECOMPRESSED_BW, tuple(map(float, channel)),
-                    tuple(map(int, _flat(ints, channel_axis, axis))))  # fmt: skip
+    blocks = Blocks(size, axis, shape, LPBQ_DECOMPRESSED_BW, enc.Values(channel),
+                    enc.Values(_flat(ints, channel_axis, axis), np.int64))  # fmt: skip
     return _lpbq_encoding(blocks, channel_axis)
 
 
@@ -520,8 +520,8 @@ def as_lpbq(e: Encoding, bitwidth: int, decompressed_bw: int) -> Encoding | None
     if not (np.all(exact) and ints.min() >= 1 and ints.max() <= top):
         return None
     back = np.moveaxis(ints.reshape(np.moveaxis(flat, axis, 0).shape), 0, axis).ravel()
-    lpbq = dataclasses.replace(b, decompressed_bw=decompressed_bw, channel_scale=tuple(map(float, channel)),
-                               int_scale=tuple(int(v) for v in back))  # fmt: skip
+    lpbq = dataclasses.replace(b, decompressed_bw=decompressed_bw, channel_scale=enc.Values(channel),
+                               int_scale=enc.Values(back, np.int64))  # fmt: skip
     return _lpbq_encoding(lpbq, axis, bitwidth)
 
 

@@ -182,7 +182,7 @@ def _stored_grid(e: Encoding, int_type: int) -> Encoding:
     bitwidth, signed = _BITS.get(int_type, (e.bitwidth, False))
     if not signed or e.signed:
         return e
-    return dataclasses.replace(e, offset=tuple(o + 2 ** (bitwidth - 1) for o in e.offset))
+    return dataclasses.replace(e, offset=enc.Values(np.asarray(e.offset) + 2 ** (bitwidth - 1), np.int64))
 
 
 def _check_block_axis(dq: onnx.NodeProto, readers: list[tuple[onnx.NodeProto, int]], rank: int) -> None:

@@ -290,3 +290,29 @@ def test_per_channel_mse_scores_each_channel_on_its_values() -> None:
     assert error["mse"][0] < error["histogram"][0] / 5 and error["sqnr"][0] < error["histogram"][0] / 5
     e = _per_channel_encoding(w, 1, 3, 4, PlanOptions(weights_bitwidth=4, param_calibration="mse"))
     assert e.scale[0] == pytest.approx(7.9 / 7, rel=1e-6)
+
+
+def test_block_scales_are_one_array_a_field_read_as_tuples() -> None:
+    """A 2.35 GB decoder's 18 M block encodings were four tuples of Python floats each (2.3 GB in the plan, as
+    much again read back from the QDQ model). Now each field is one read-only array (enc.Values) that reads as
+    the tuple it replaces: equal to it, the same hash, Python numbers, np.asarray without a copy."""
+    import pickle
+    import tracemalloc
+
+    w = np.random.default_rng(4).normal(0, 0.02, (1024, 256)).astype(np.float32)  # 8192 blocks of 32
+    tracemalloc.start()
+    try:
+        e = blocks.block_encoding(w, 1, 0, 32, 4, method="min-max")
+        lpbq = blocks.block_encoding(w, 1, 0, 32, 4, method="min-max", lpbq=True)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * (4 + 1) * 8 * 8192 + 100_000  # 8 bytes a number; tuples of floats were 4x that
+    assert len(e.scale) == 8192 and isinstance(e.scale, enc.Values) and isinstance(lpbq.blocks.int_scale, enc.Values)
+    as_tuple = tuple(e.scale)
+    assert isinstance(as_tuple[5], float) and e.scale[5] == as_tuple[5] and isinstance(e.offset[0], int)
+    assert e.scale == as_tuple and as_tuple == e.scale and hash(e.scale) == hash(as_tuple)
+    assert e == dataclasses.replace(e, scale=as_tuple) and e.scale != as_tuple[:-1]
+    assert np.shares_memory(np.asarray(e.scale), e.scale.array) and not e.scale.array.flags.writeable
+    assert pickle.loads(pickle.dumps(e)) == e and repr(e.offset[:2]) == "(-8, -8)"
+    assert np.asarray(lpbq.blocks.int_scale).dtype == np.int64

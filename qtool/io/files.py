@@ -111,6 +111,10 @@ def _joined_by_commas(path: str, what: str) -> str | None:
     command = (f"cat {' '.join(map(shlex.quote, parts))}" if all(w.startswith("cat ") for w in writes) else
                f"{{ {'; '.join(writes)}; }}") + f" > {shlex.quote(joined)}"  # a name with a space is one word  # fmt: skip
     join = f": join them into one ({command}) and give that" if "list" in what else ""
+    if "list" in what and (odd := next((p for p, w in zip(parts, writes, strict=True) if w.startswith("#")), None)):
+        join = (f": join them into one list whose entries name their files from its folder ({odd}'s are relative to "
+                f"{quoted(os.path.dirname(odd))}, whose {writes[parts.index(odd)][1:]} no list entry can hold: move "
+                "its files, or rename the folder)")
     return f"{what} takes one file, and {', '.join(parts)} are {len(parts)} files joined by commas{join}"
 
 
@@ -120,7 +124,7 @@ def _as_joined(part: str, there: str) -> str:
     writing them against `there` (cat made b/l.txt's 'x0.raw' the joined list's folder's x0.raw: not found)."""
     folder, cat = os.path.dirname(part), f"cat {shlex.quote(part)}"
     prefix = os.path.relpath(folder or ".", there or ".")
-    if prefix == "." or not prefix.isprintable() or any(c in prefix for c in "#\\&"):
+    if prefix == ".":
         return cat
     try:
         with open(part, "rb") as handle:  # a sample of its entries: they decide the hint only
@@ -131,7 +135,10 @@ def _as_joined(part: str, there: str) -> str:
                for t in line.split()]  # fmt: skip
     if not any(not os.path.isabs(e) and not os.path.exists(e) and os.path.exists(os.path.join(folder, e)) for e in entries):
         return cat
-    script = f"s#:=([^/ ])#:={prefix}/\\1#g; /:=|^[#%]/!s#(^| )([^ /])#\\1{prefix}/\\2#g"  # name:=path, then bare paths
+    if odd := [c for c in prefix if c.isspace() or not c.isprintable() or c in "#\\&"]:  # '#': no command, why
+        return "#" + ("space" if odd[0] == " " else "tab" if odd[0] == "\t" else quoted(odd[0]))
+    # name:=path, then bare paths after the line's start or a space or tab, where qtool separates entries
+    script = f"s#:=([^/[:blank:]])#:={prefix}/\\1#g; /:=|^[#%]/!s#(^|[[:blank:]])([^/[:blank:]])#\\1{prefix}/\\2#g"
     return f"sed -E {shlex.quote(script)} {shlex.quote(part)}"
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from hostile_env import Workspace, make_workspace
+from hostile_env import Workspace, assert_refused, make_workspace
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool import encoding as enc
@@ -137,3 +137,37 @@ def test_inspect_counts_its_passes_over_the_samples(ws: Workspace) -> None:
     assert counted == {"lints: sample": [4, 4]}
     api.inspect_model(InspectOptions(model=ws.out, reference=ws.model, input_list=ws.listing), progress=progress)
     assert all(counted[f"{label}: sample"] == [4, 4] for label in ("--reference", "outputs", "layers")), counted
+
+
+# --- the joined-list hint where a folder holds a space, or entries follow a tab ------------------------------------
+
+
+def _lists(ws: Workspace, second: str, text: str) -> str:
+    for folder, names in (("a", ["000"]), (second, ["001", "002"])):
+        (ws.root / folder).mkdir()
+        for n in names:
+            (ws.root / folder / f"x{n}.raw").write_bytes((ws.root / "raw" / f"{n}_x.raw").read_bytes())
+    (ws.root / "a" / "l.txt").write_text("x000.raw\n")
+    (ws.root / second / "l.txt").write_text(text)
+    return f"{ws.root}/a/l.txt,{ws.root}/{second}/l.txt"
+
+
+def test_the_joined_list_hint_writes_entries_after_a_tab(ws: Workspace) -> None:
+    """The hint's sed put b's folder before a bare entry at a line's start or after a space: an entry after a tab
+    (a list qtool reads, as qairt's) became '../b/<tab>x001.raw', two entries, and the joined list was refused."""
+    import subprocess
+
+    joined = _lists(ws, "b", "\tx001.raw\nx:=x002.raw\t\n")
+    line = assert_refused(ws, ws.snapshot(), ws.quantize("-o", ws.out, "--eval_list", joined), 4, "joined by commas")
+    command = line.split("join them into one (", 1)[1].rsplit(") and give that", 1)[0]
+    subprocess.run(["sh", "-c", command], check=True)
+    assert (ws.root / "a" / "joined.txt").read_text().split() == ["x000.raw", "../b/x001.raw", "x:=../b/x002.raw"]
+    assert ws.quantize("-o", ws.out, "--eval_list", ws.root / "a" / "joined.txt").exit_code == 0
+
+
+def test_the_joined_list_hint_names_a_folder_no_entry_can_name(ws: Workspace) -> None:
+    """A list in 'b dir' naming its files against its folder: the hint wrote them as '../b dir/x001.raw', which a
+    list reads as two entries. No joined list elsewhere can name them: the hint says so and gives no command."""
+    joined = _lists(ws, "b dir", "x001.raw\nx002.raw\n")
+    line = assert_refused(ws, ws.snapshot(), ws.quantize("-o", ws.out, "--eval_list", joined), 4, "joined by commas")
+    assert "sed" not in line and f"relative to '{ws.root}/b dir', whose space no list entry can hold" in line, line

@@ -1002,7 +1002,9 @@ OUT := build/demo
 #   (export/matmulnbits._Graph.block_weight; 17x an int8 weight at its peak, now 4.4x; 2 lines)
 # 26549 -> 26556: the joined-list hint's sed prefixes entries after a tab too, and a folder with a space is
 #   named, not written into entries (io/files._as_joined, _joined_by_commas; hostile round 22; 7 lines)
-LINE_BUDGET := 26556
+# 26556 -> 26565: the short-score warning walks back through float Casts and grades the first quantized
+#   tensor (quant/short_scores._float_cast; a Sigmoid behind Cast(to float16) was not warned of; 9 lines)
+LINE_BUDGET := 26565
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -18,26 +18,31 @@ import json
 import onnx
 
 from qtool.encoding import Encoding
+from qtool.graph.attributes import attribute
 
 MOVES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity"})  # values as they are
 DECISION = 0.5  # where a score is read as yes
+FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16})
 
 
 def short_scores(model: onnx.ModelProto, activations: dict[str, Encoding], given: frozenset[str]) -> list[str]:
-    """One warning per graph output a Sigmoid writes (through reshapes) whose calibrated grid ends below DECISION;
+    """One warning per graph output a Sigmoid writes (through reshapes and float Casts) whose grid ends below DECISION;
     a grid an overrides file gives (`given`) or a float output is the user's choice and is not warned of."""
     producers = {out: node for node in model.graph.node for out in node.output}
     warnings = []
     for output in model.graph.output:
-        e = activations.get(output.name)
-        if e is None or e.is_float or not e.max or output.name in given or (end := max(e.max)) >= DECISION:
-            continue
-        node = producers.get(output.name)
-        while node is not None and node.op_type in MOVES and node.input:
+        chain, node = [output.name], producers.get(output.name)  # the tensors from the output back to its maker
+        while node is not None and node.input and (node.op_type in MOVES or _float_cast(node)):
+            chain.append(node.input[0])
             node = producers.get(node.input[0])
+        # a float16 model's output Cast (or a Cast to float16) is not quantized: the tensor before it is
+        graded = next((name for name in chain if name in activations), output.name)
+        e = activations.get(graded)
+        if e is None or e.is_float or not e.max or graded in given or (end := max(e.max)) >= DECISION:
+            continue
         if node is None or node.op_type != "Sigmoid":
             continue
-        entries = {output.name: (0, 1)}
+        entries = {graded: (0, 1)}
         logit = activations.get(node.input[0])
         if logit is not None and not logit.is_float and logit.min and (low := min(logit.min)) < 0:
             bound = float(f"{-low:.4g}")  # significant digits: a logit calibrated to -0.0004 still gets room
@@ -50,3 +55,7 @@ def short_scores(model: onnx.ModelProto, activations: dict[str, Encoding], given
             f"activation_encodings: {room}"
         )
     return warnings
+
+
+def _float_cast(node: onnx.NodeProto) -> bool:
+    return node.op_type == "Cast" and attribute(node, "to") in FLOAT_TYPES

@@ -171,3 +171,32 @@ def test_the_joined_list_hint_names_a_folder_no_entry_can_name(ws: Workspace) ->
     joined = _lists(ws, "b dir", "x001.raw\nx002.raw\n")
     line = assert_refused(ws, ws.snapshot(), ws.quantize("-o", ws.out, "--eval_list", joined), 4, "joined by commas")
     assert "sed" not in line and f"relative to '{ws.root}/b dir', whose space no list entry can hold" in line, line
+
+
+# --- the short-score warning behind a float16 Cast -----------------------------------------------------------------
+
+
+def test_a_short_score_behind_a_float16_cast_is_warned_of(tmp_path: Path) -> None:
+    """A detector whose Sigmoid score leaves through Cast(to float16) (a float16 export's output): the output itself
+    is not quantized, the Sigmoid's output is, and its grid ended at 0.15 on negatives alone without a word (3e698d3
+    looked only at the output's own encoding). Now the warning names it, and the override names the tensor that is
+    quantized, 'p'."""
+    import json
+
+    from conftest import run_cli, write_feeds
+
+    inits = [numpy_helper.from_array(np.full((1, 8), 1 / 8, np.float32), "w"),
+             numpy_helper.from_array(np.array([-3.0], np.float32), "b")]  # fmt: skip
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["logit"], transB=1), helper.make_node("Sigmoid", ["logit"], ["p"]),
+             helper.make_node("Cast", ["p"], ["y"], to=TensorProto.FLOAT16)]  # fmt: skip
+    graph = helper.make_graph(nodes, "detector", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 1])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, tmp_path / "m.onnx")
+    rng = np.random.default_rng(1)
+    listing = write_feeds(tmp_path, [{"x": rng.uniform(-4, 4, (1, 8)).astype(np.float32)} for _ in range(16)])
+    result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "-l", listing, "-o", tmp_path / "q.onnx"])
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.stderr.splitlines() if "output 'y' is a Sigmoid's score" in line]
+    room = json.loads("{" + warning.split("activation_encodings: ")[1] + "}")
+    assert room["p"] == [{"bitwidth": 16, "min": 0, "max": 1}] and "logit" in room, room

@@ -1004,7 +1004,9 @@ OUT := build/demo
 #   named, not written into entries (io/files._as_joined, _joined_by_commas; hostile round 22; 7 lines)
 # 26556 -> 26565: the short-score warning walks back through float Casts and grades the first quantized
 #   tensor (quant/short_scores._float_cast; a Sigmoid behind Cast(to float16) was not warned of; 9 lines)
-LINE_BUDGET := 26565
+# 26565 -> 26575: an old-opset BatchNormalization's epsilon takes the type the graph states for its var (an
+#   input, a declaration, a Constant), not an initializer's alone (graph/old_opset_meaning._elem_type; 10 lines)
+LINE_BUDGET := 26575
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -118,7 +118,7 @@ def _put_back_in(graph: onnx.GraphProto, aside: dict[str, onnx.NodeProto], fresh
             eps, centred, widened, root, normed, scaled = (fresh(f"{old.output[0]}_{k}") for k in
                                                            ("epsilon", "centred", "var_eps", "std", "normed", "scaled"))  # fmt: skip
             epsilon = float(attribute(old, "epsilon", 1e-5))  # type: ignore[arg-type]
-            dtype = next((t.data_type for t in initializers if t.name == var), onnx.TensorProto.FLOAT)
+            dtype = _elem_type(graph, [var, mean, x], initializers)
             nodes += [helper.make_node("Constant", [], [eps], name=fresh(eps), value=helper.make_tensor(eps, dtype, [], [epsilon])),
                       helper.make_node("Sub", [x, mean], [centred], name=fresh(centred)),
                       helper.make_node("Add", [var, eps], [widened], name=fresh(widened)),
@@ -128,6 +128,16 @@ def _put_back_in(graph: onnx.GraphProto, aside: dict[str, onnx.NodeProto], fresh
                       helper.make_node("Add", [scaled, bias], [old.output[0]], name=old.name or fresh(old.output[0]))]  # fmt: skip
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+def _elem_type(graph: onnx.GraphProto, names: list[str], initializers) -> int:
+    """The element type of the first of `names` whose type the graph states (an initializer, an input, a declared
+    tensor, a Constant's value), else float: taken from an initializer alone, a double BatchNormalization whose
+    variance is a graph input got a float epsilon, and shape inference refused the Add."""
+    stated = {t.name: t.data_type for t in initializers}
+    stated |= {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.value_info] if v.type.tensor_type.elem_type}
+    stated |= {n.output[0]: a.t.data_type for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"}
+    return next((stated[n] for n in names if n in stated), onnx.TensorProto.FLOAT)
 
 
 def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:

@@ -200,3 +200,30 @@ def test_a_short_score_behind_a_float16_cast_is_warned_of(tmp_path: Path) -> Non
     (warning,) = [line for line in result.stderr.splitlines() if "output 'y' is a Sigmoid's score" in line]
     room = json.loads("{" + warning.split("activation_encodings: ")[1] + "}")
     assert room["p"] == [{"bitwidth": 16, "min": 0, "max": 1}] and "logit" in room, room
+
+
+# --- an old-opset BatchNormalization's epsilon takes its operands' type -------------------------------------------
+
+
+def test_a_double_per_value_batchnorm_whose_variance_is_an_input_converts(tmp_path: Path) -> None:
+    """Opset 7's spatial=0 BatchNormalization is written out as (x - mean) / sqrt(var + epsilon) * scale + B, its
+    epsilon a Constant of var's type, which was looked up among the initializers only: a double model whose var is a
+    graph input got a float epsilon, and convert stopped ('shape inference failed: ... Add ... B has inconsistent
+    type tensor(float)', exit 3). Now the type is the graph's statement of var (an input here), and the converted
+    model computes what onnxruntime computes of the original."""
+    from conftest import run_cli
+
+    rng = np.random.default_rng(0)
+    double = TensorProto.DOUBLE
+    shape = [3, 4, 4]
+    inits = [numpy_helper.from_array(rng.normal(0, 1, shape), n) for n in ("bias", "mean")]
+    node = helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["y"], spatial=0, epsilon=1e-3)
+    graph = helper.make_graph([node], "bn", [helper.make_tensor_value_info("x", double, [1, *shape]),
+                              *(helper.make_tensor_value_info(n, double, shape) for n in ("scale", "var"))],
+                              [helper.make_tensor_value_info("y", double, [1, *shape])], inits)  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)], ir_version=3), tmp_path / "bn.onnx")
+    result = run_cli(["convert", "-i", tmp_path / "bn.onnx", "-o", tmp_path / "c.onnx"])
+    assert result.exit_code == 0, result.output
+    feed = {"x": rng.normal(0, 1, (1, *shape)), "scale": rng.normal(0, 1, shape), "var": rng.uniform(0.5, 2, shape)}
+    ran = [ort.InferenceSession(tmp_path / f, providers=["CPUExecutionProvider"]).run(None, feed)[0] for f in ("bn.onnx", "c.onnx")]
+    np.testing.assert_allclose(ran[1], ran[0], rtol=1e-5, atol=1e-6)

@@ -1006,7 +1006,9 @@ OUT := build/demo
 #   tensor (quant/short_scores._float_cast; a Sigmoid behind Cast(to float16) was not warned of; 9 lines)
 # 26565 -> 26575: an old-opset BatchNormalization's epsilon takes the type the graph states for its var (an
 #   input, a declaration, a Constant), not an initializer's alone (graph/old_opset_meaning._elem_type; 10 lines)
-LINE_BUDGET := 26575
+# 26575 -> 26581: convert's warning of fields it drops names unknown fields of nodes, weights and tensor
+#   declarations too, subgraphs' included (graph/convert._warn_uncarried; hostile round 22; 6 lines)
+LINE_BUDGET := 26581
 
 .PHONY: demo test lint venv bench clean golden
 

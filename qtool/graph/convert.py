@@ -22,7 +22,7 @@ from qtool.graph.constant_size import densify_sparse, huge_constant
 from qtool.graph.float16 import to_float32
 from qtool.graph.model import METADATA_FLOAT_BITWIDTH as FLOAT_BITWIDTH
 from qtool.graph.model import METADATA_PINNED, default_opset, pinned_inputs, set_metadata, upgrade_opset
-from qtool.graph.node_order import reads
+from qtool.graph.node_order import reads, subgraphs
 from qtool.io.raw import InputSpec
 
 logger = logging.getLogger(__name__)
@@ -225,9 +225,15 @@ def _warn_uncarried(model: onnx.ModelProto, where: str) -> None:
     the multi-device configuration (ModelProto.configuration, NodeProto.device_configurations; onnx 1.18)."""
     from google.protobuf.unknown_fields import UnknownFieldSet
 
-    found = [f"the {what}'s unknown field{'s' * (len(numbers) > 1)} {', '.join(map(str, sorted(numbers)))}"
-             for what, message in (("model", model), ("graph", model.graph))
-             if (numbers := {f.field_number for f in UnknownFieldSet(message)})]  # fmt: skip
+    graphs = [model.graph]
+    for graph in graphs:  # a node, weight or tensor declaration of a subgraph's too
+        graphs += [inner for node in graph.node for inner in subgraphs(node)]
+    parts = (("model's", [model]), ("graph's", [model.graph]), ("nodes'", [n for g in graphs for n in g.node]),
+             ("weights'", [t for g in graphs for t in g.initializer]),
+             ("tensor declarations'", [v for g in graphs for v in (*g.input, *g.output, *g.value_info)]))  # fmt: skip
+    found = [f"the {whose} unknown field{'s' * (len(numbers) > 1)} {', '.join(map(str, sorted(numbers)))}"
+             for whose, messages in parts
+             if (numbers := {f.field_number for message in messages for f in UnknownFieldSet(message)})]  # fmt: skip
     if model.configuration or any(node.device_configurations for node in model.graph.node):
         found.append("its multi-device configuration (configuration, device_configurations)")
     if found:

@@ -67,3 +67,19 @@ def test_the_fused_batchnorm_form_becomes_one_layernorm_with_the_same_output(row
 def test_a_batchnorm_with_a_scale_of_its_own_is_left_alone() -> None:
     out = normalise(keras_layernorm(bn_scale=2.0), {}, "ln.onnx")
     assert "BatchNormalization" in [n.op_type for n in out.graph.node]
+
+
+@pytest.mark.parametrize("statistic", ["d", "ss", "m", "v"])
+@pytest.mark.parametrize("read_by", ["another node", "the graph's outputs"])
+def test_a_statistic_read_elsewhere_keeps_the_form_whole(statistic: str, read_by: str) -> None:
+    """The deviations, their sum of squares, the squeezed mean or the variance read past the BatchNormalization (a
+    node of its own, or a graph output): fusing removed its producer and convert stopped, 'internal error'."""
+    model = keras_layernorm(3)
+    if read_by == "another node":
+        model.graph.node.append(helper.make_node("Neg", [statistic], ["seen"]))
+        statistic = "seen"
+    model.graph.output.append(helper.make_tensor_value_info(statistic, TensorProto.FLOAT, None))
+    out = normalise(model, {}, "ln.onnx")
+    assert "BatchNormalization" in [n.op_type for n in out.graph.node]
+    x = np.random.default_rng(1).normal(size=(3, WIDTH)).astype(np.float32)
+    np.testing.assert_allclose(run(out, x), run(model, x), rtol=1e-4, atol=1e-4)

@@ -220,6 +220,10 @@ def _match_fused_batchnorm_form(bn: ir.Node) -> tuple[list[ir.Node], dict] | Non
         return None
     if {id(u) for u in _users(r)} != {id(mean), id(sub), id(bn)} or len(_users(mean.outputs[0])) != 2:
         return None
+    # the statistics feed the BatchNormalization alone: one read elsewhere would lose its producer (convert crashed)
+    chain = ((sub, sums), (sums, divide), (squeeze, bn), (divide, bn))
+    if any([id(u) for u in _users(a.outputs[0])] != [id(b)] for a, b in chain):
+        return None
     back = _only_user(bn.outputs[0], "Reshape")
     if back is None or back.outputs[0].shape != x.shape:
         return None

@@ -181,8 +181,10 @@ MAPS_HINT = "skl2onnx: convert with options={id(model): {'zipmap': False}} to ge
 
 
 def map_values(model: onnx.ModelProto) -> list[str]:
-    """Inputs and outputs that are a map or a sequence of maps (skl2onnx's ZipMap)."""
-    found = []
+    """Inputs and outputs that are a map or a sequence of maps (skl2onnx's ZipMap), and the outputs of a ZipMap no
+    output names (left dangling beside the probabilities' tensor): shape inference declares it a map, which onnx-ir,
+    under convert's passes, cannot read ('qtool: internal error', NotImplementedError: Map types)."""
+    found = [n.output[0] for n in model.graph.node if n.op_type == "ZipMap" and n.domain == "ai.onnx.ml" and n.output]
     for value in [*model.graph.input, *model.graph.output]:
         kind = value.type
         while kind.HasField("sequence_type"):

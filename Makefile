@@ -1012,7 +1012,9 @@ OUT := build/demo
 #   else (graph/passes/fuse_layernorm._match_fused_batchnorm_form; convert crashed otherwise; 4 lines)
 # 26585 -> 26587: a ZipMap no output names is refused as a map, not an internal error
 #   (graph/convert.map_values; hostile round 22; 2 lines)
-LINE_BUDGET := 26587
+# 26587 -> 26592: a dim name fixed at the inputs is that size at the graph outputs too, where shape inference
+#   cannot tell (graph/passes/fix_input_dims; ai.onnx.ml tree ensembles' label [N]; 5 lines)
+LINE_BUDGET := 26592
 
 .PHONY: demo test lint venv bench clean golden
 

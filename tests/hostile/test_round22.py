@@ -278,3 +278,14 @@ def test_a_zipmap_no_output_names_is_refused_by_name(ws: Workspace) -> None:
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("convert", "-i", ws.root / "ml.onnx", "-o", ws.root / "c.onnx"), 3,
                    "'zipped' is a map (or a sequence of maps), not a tensor", "'zipmap': False")  # fmt: skip
+
+
+def test_a_tree_ensembles_outputs_take_the_batch_the_inputs_were_given(ws: Workspace) -> None:
+    """A TreeEnsembleClassifier's outputs, declared label [N] and probs [N, 2] beside x [N, 3]: convert fixed x to
+    [1, 3] and left the outputs at N (shape inference knows no ai.onnx.ml op's output), a model whose declaration
+    says another batch than its input. Now a dim name fixed at the inputs is that size at the outputs too."""
+    onnx.save(_tree_classifier(zipmap=False), ws.root / "ml.onnx")
+    result = ws.run("convert", "-i", ws.root / "ml.onnx", "-o", ws.root / "c.onnx")
+    assert result.exit_code == 0, result.output
+    outputs = onnx.load(str(ws.root / "c.onnx")).graph.output
+    assert [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in outputs] == [[1], [1, 2]]

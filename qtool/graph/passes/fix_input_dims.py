@@ -38,6 +38,11 @@ class FixInputDimsPass(ir.passes.InPlacePass):
             if value.shape is None or tuple(value.shape) != dims:
                 value.shape = ir.Shape(dims)
                 modified = True
+        for value in model.graph.outputs:  # a name fixed at the inputs is that size at an output too, where shape
+            # inference cannot tell (ai.onnx.ml's tree ensembles: label [N] beside x [1, 3])
+            named = [known.get(d.value, d) if isinstance(d, ir.SymbolicDim) else d for d in value.shape or ()]
+            if value.shape is not None and tuple(value.shape) != tuple(named):
+                value.shape, modified = ir.Shape(named), True
         return ir.passes.PassResult(model, modified=modified)
 
     def _named_dims(self, inputs: dict[str, ir.Value]) -> dict[str, int]:

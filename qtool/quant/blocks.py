@@ -157,7 +157,7 @@ def _error(x: np.ndarray, scale: np.ndarray, bitwidth: int, gamma: float) -> np.
     error -= x
     np.square(error, out=error)
     if clipped is not None:
-        error[clipped] *= gamma
+        np.multiply(error, gamma, out=error, where=clipped)
     return error.sum(axis=-1)
 
 
@@ -170,7 +170,8 @@ def _absmax(x: np.ndarray, bitwidth: int, method: str, factors: np.ndarray = BLO
     chosen = np.empty_like(absmax)
     step = max(1, _CANDIDATE_VALUES // max(x.shape[1], 1))  # rows at once: (factors x step x row) stays in cache
     for start in range(0, len(x), step):
-        part, top = x[start : start + step], absmax[start : start + step]
+        # float64 once, not in each candidate's mixed-type steps (exact: every float32 is a float64)
+        part, top = x[start : start + step].astype(np.float64), absmax[start : start + step]
         candidates = top[None, :] * factors[:, None]  # (factors, rows)
         errors = _error(part[None], enc.symmetric_scale(candidates, bitwidth)[..., None], bitwidth, GAMMA[method])
         chosen[start : start + step] = candidates[np.argmin(errors, axis=0), np.arange(len(part))]

@@ -316,3 +316,20 @@ def test_block_scales_are_one_array_a_field_read_as_tuples() -> None:
     assert np.shares_memory(np.asarray(e.scale), e.scale.array) and not e.scale.array.flags.writeable
     assert pickle.loads(pickle.dumps(e)) == e and repr(e.offset[:2]) == "(-8, -8)"
     assert np.asarray(lpbq.blocks.int_scale).dtype == np.int64
+
+
+@pytest.mark.parametrize("method", ["sqnr", "mse"])
+def test_the_block_search_picks_what_the_plain_expression_picks(method: str) -> None:
+    """_absmax's in-place float64 arithmetic (the chunk made float64 once, clipped errors weighted in place) keeps
+    the plain expression's numbers to the bit: each block's candidate of least error, float32 weights."""
+    from qtool.quant.range_search import GAMMA
+
+    x = np.random.default_rng(6).standard_t(3, (300, 32)).astype(np.float32)  # heavy tails: clipping matters
+    absmax = np.abs(x).max(axis=1).astype(np.float64)
+    candidates = absmax[None, :] * blocks.BLOCK_FACTORS[:, None]
+    scale = (candidates / 7)[..., None]
+    q = np.clip(np.rint(x[None] / scale), -8, 7) * scale
+    weight = np.where((x[None] < -8 * scale) | (x[None] > 7 * scale), GAMMA[method], 1.0)
+    errors = ((q - x[None]) ** 2 * weight).sum(axis=-1)
+    expected = candidates[np.argmin(errors, axis=0), np.arange(len(x))]
+    np.testing.assert_array_equal(blocks._absmax(x, 4, method), expected)

@@ -145,7 +145,30 @@ def _from_raw(path: Path, spec: InputSpec, where: str, native: bool, warned: set
             logger.warning("%s: %s: every other float32 value is 0 (or +-2), as float64 data read as float32 is: a "
                            ".raw file is float32 (an .npy file carries its own type)%s", where, path,
                            "; further files like it are not named" if len(warned) == NAMED_FLOAT64_FILES else "")  # fmt: skip
+        elif len(warned) < NAMED_FLOAT64_FILES and str(path) not in warned and _looks_float16(array):
+            warned.add(str(path))
+            logger.warning("%s: %s: each float32 value's two halves read as float16 values of like size, as twice as "
+                           "many float16 values read as float32 do: a .raw file is float32 (write it with "
+                           ".astype(np.float32); an .npy file carries its own type)%s", where, path,
+                           "; further files like it are not named" if len(warned) == NAMED_FLOAT64_FILES else "")  # fmt: skip
     return array
+
+
+def _looks_float16(array: np.ndarray) -> bool:
+    """Float16 data of twice the input's count has the float32 file size: each float32 value is two float16 ones,
+    of plausible size (a silent misread: values near 1 read as 2^-7..1). In real float32 data the low half is noise:
+    1/32 of them have float16's inf/NaN exponent, and none in 1024; float16-exact float32 data has its low 13 bits
+    zero, where float16 data's low halves have a mantissa like their high halves'. A warning: no proof."""
+    words = array.reshape(-1).view("<u4")
+    if words.size < 1024:
+        return False
+    low, high = words & 0xFFFF, words >> 16
+    low_exp, high_exp = (low >> 10) & 0x1F, (high >> 10) & 0x1F
+    if (low_exp == 31).any() or 2 * np.count_nonzero(low) <= low.size:
+        return False
+    if abs(np.count_nonzero(low & 0x3FF) - np.count_nonzero(high & 0x3FF)) > low.size / 4:
+        return False
+    return abs(float(np.median(low_exp[low != 0])) - float(np.median(high_exp[high != 0]))) <= 2
 
 
 def _looks_float64(array: np.ndarray) -> bool:

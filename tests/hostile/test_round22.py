@@ -289,3 +289,31 @@ def test_a_tree_ensembles_outputs_take_the_batch_the_inputs_were_given(ws: Works
     assert result.exit_code == 0, result.output
     outputs = onnx.load(str(ws.root / "c.onnx")).graph.output
     assert [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in outputs] == [[1], [1, 2]]
+
+
+# --- float16 data in a .raw file of float32's size -----------------------------------------------------------------
+
+
+def test_float16_data_of_float32s_size_is_warned_of(tmp_path: Path) -> None:
+    """A .raw file of 2048 float16 values for an input of 1024 float32 ones has the right size, and was read as
+    float32 without a word, exit 0: each value two float16 halves, N(0, 1) data read as values of 2^-7..1. Now it is
+    warned of, naming the file; real float32 data of the same size (N(0, 1), pixels / 255, float16-exact values) is
+    not."""
+    from conftest import run_cli
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1024])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1024])])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    kinds = {"half": lambda: rng.normal(0, 1, 2048).astype(np.float16), "normal": lambda: rng.normal(0, 1, 1024),
+             "pixels": lambda: rng.integers(0, 256, 1024) / 255,
+             "exact": lambda: rng.normal(0, 1, 1024).astype(np.float16)}  # fmt: skip
+    for kind, make in kinds.items():
+        data = make()
+        (tmp_path / f"{kind}.raw").write_bytes(data.tobytes() if kind == "half" else data.astype(np.float32).tobytes())
+        (tmp_path / f"{kind}.txt").write_text(f"{tmp_path / kind}.raw\n" * 2)
+        result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "-l", tmp_path / f"{kind}.txt", "-o", tmp_path / "q.onnx"])
+        assert result.exit_code == 0, result.output
+        warned = f"{kind}.raw: each float32 value's two halves read as float16 values of like size" in result.stderr
+        assert warned == (kind == "half"), (kind, result.stderr)

@@ -418,21 +418,24 @@ def test_bias_correction_from_the_frontier_equals_running_each_layer_from_the_in
 ) -> None:
     """bc measures layer after layer from the activations kept at the last one (frontier.py), not by running
     the model from its inputs for each layer (O(layers²): 26 min on the zoo's layout model). The same model,
-    byte for byte, as with no activations kept (budget 0), also where bc adds a bias and quantizes anew."""
+    byte for byte, as with every sample's activations in scratch files (budget 0) or none kept (the disk refusing
+    them), also where bc adds a bias and quantizes anew."""
     from qtool.quant.algorithms import bias_correction, frontier
 
     onnx.save(build(), tmp_path / "m.onnx")
     listing = write_samples(tmp_path, shape)
     (tmp_path / "c.yaml").write_text("bc:\n  keep: always\n")
     written = []
-    for budget in (frontier.FRONTIER_BYTES, 0):
-        monkeypatch.setattr(bias_correction, "Frontier", lambda feeds, threads, b=budget: frontier.Frontier(feeds, threads, b))
-        out = tmp_path / f"q{budget}.onnx"
+    spill = frontier._spilled
+    for budget, disk in ((frontier.FRONTIER_BYTES, True), (0, True), (0, False)):
+        monkeypatch.setattr(frontier, "_spilled", spill if disk else lambda live: None)
+        monkeypatch.setattr(bias_correction, "Frontier", lambda feeds, threads, budget=0, b=budget: frontier.Frontier(feeds, threads, b))
+        out = tmp_path / f"q{budget}{disk}.onnx"
         code, _, err = qtool("quantize", "-i", tmp_path / "m.onnx", "--input_list", listing, "-o", out,
                              "--weights_bitwidth", "4", "--apply_algorithms", "bc", "--config", tmp_path / "c.yaml")  # fmt: skip
         assert code == 0, err
         written.append(out.read_bytes())
-    assert written[0] == written[1]
+    assert written[0] == written[1] == written[2]
 
 
 def test_bias_correction_removes_a_planted_mean_shift(tmp_path: Path) -> None:

@@ -189,7 +189,9 @@ def run(ctx: AlgorithmContext) -> list[str]:
     for sweep in range(iterations):
         if sweep:
             qdq, plan = ctx.quantize(ctx.model, ctx.overrides)
-        frontier = Frontier(feeds, ctx.threads)
+        # in memory one layer output's worth (the model's calibration holds a sample's at once), the rest in
+        # scratch files: a flat 256 MB, and as much again for the marks, took dnsmos's bc to 1.1 GB
+        frontier = Frontier(feeds, ctx.threads, budget=max(sizes.values(), default=0))
         for layer in layers:
             out = layer.node.output[0]
             if layer.weight not in plan.params or plan.params[layer.weight].is_float:

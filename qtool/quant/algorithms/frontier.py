@@ -20,9 +20,11 @@ import numpy as np
 import onnx
 
 from qtool import runtime
+from qtool.graph.lazy_weights import scratch_file
 from qtool.io.digest import blake2b
+from qtool.io.kept_outputs import KeptOutputs
 
-FRONTIER_BYTES = 256 << 20  # per model; the rest run from their inputs (EfficientNet-Lite0: 4.8 MB a sample)
+FRONTIER_BYTES = 256 << 20  # in memory per model; the rest in files (EfficientNet-Lite0: 4.8 MB a sample)
 
 
 def _compact(name: str, producers: dict[str, onnx.NodeProto], activations: set[str]) -> str:
@@ -72,17 +74,43 @@ class Replay:
         return next(self.read)
 
 
+class _OnDisk:
+    """A sample's kept activations in scratch files (io/kept_outputs' spill and its bounds on the disk), read back
+    when the frontier next moves; the files go with the last reference."""
+
+    def __init__(self, live: dict[str, np.ndarray]):
+        self.names, self.store = list(live), KeptOutputs(0, scratch_file)
+
+    def values(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.names, self.store[0], strict=True))
+
+
+def _spilled(live: dict[str, np.ndarray]) -> _OnDisk | None:
+    """`live` in files; None where the scratch disk has no room for it (the sample runs from its inputs again)."""
+    disk = _OnDisk(live)
+    return disk if disk.store.append(list(live.values())) else None
+
+
+Kept = dict[str, np.ndarray] | _OnDisk | None
+
+
 class Frontier:
-    """Per sample, the activations of one model alive between two of its nodes. Samples beyond
-    `budget` bytes of them keep none and run from their inputs again (a slower pass, same values).
-    `marks`: per sample, the activations kept at the last pass that restarted (`mark`: its node's
-    output and the weight digests then), where the next restart starts while no change reaches them."""
+    """Per sample, the activations of one model alive between two of its nodes: in memory up to `budget` bytes
+    (the marks' included), past it in scratch files (or, where the disk refuses them, none: the sample runs from
+    its inputs again, a slower pass, same values). `marks`: per sample, the activations kept at the last pass that
+    restarted (`mark`: its node's output and the weight digests then), where the next restart starts while no
+    change reaches them."""
 
     def __init__(self, feeds: list[dict[str, np.ndarray]] | Replay, threads: int = 0, budget: int = FRONTIER_BYTES):
         self.feeds, self.threads, self.budget = feeds, threads, budget
-        self.live: list[dict[str, np.ndarray] | None] = [None] * len(feeds)
-        self.marks: list[dict[str, np.ndarray] | None] = [None] * len(feeds)
+        self.live: list[Kept] = [None] * len(feeds)
+        self.marks: list[Kept] = [None] * len(feeds)
         self.at, self.weights, self.mark = 0, {}, None
+
+    def held(self) -> int:
+        """Bytes of activations kept in memory, live or marks (a mark that is the live set counted once)."""
+        kept = {id(k): k for k in (*self.live, *self.marks) if isinstance(k, dict)}
+        return sum(v.nbytes for k in kept.values() for v in k.values())
 
     def _drop_stale(self, nodes: list[onnx.NodeProto], end: int, weights: dict, activations: set[str]) -> bool:
         """Drop the kept activations a changed weight reaches (or that are past `end`), the marks likewise;
@@ -112,11 +140,13 @@ class Frontier:
         after = {name for n in nodes[end:] for name in runtime.reads(n)}
         alive = sorted({_compact(name, producers, activations) for name in before & after})
         runners: dict[frozenset[str], runtime.Runner | None] = {}
-        kept = marked = 0
 
         def value(i: int) -> np.ndarray:
-            nonlocal kept, marked
-            start = next(s for s in (self.live[i], self.marks[i], self.feeds[i]) if s is not None)
+            source = next((s for s in (self.live[i], self.marks[i]) if s is not None), None)
+            start = self.feeds[i] if source is None else source.values() if isinstance(source, _OnDisk) else source
+            self.live[i] = None  # replaced below, and a restart's mark with it: not counted against the budget
+            if restart:
+                self.marks[i] = None
             key = frozenset(start)
             if key not in runners:
                 compute = sorted({*alive, wanted} - key)
@@ -124,10 +154,10 @@ class Frontier:
             run = runners[key]
             values = {**start, **(run(start) if run else {})}
             live = {name: values[name] for name in alive}
-            size = sum(v.nbytes for v in live.values())
-            self.live[i], kept = (live, kept + size) if kept + size <= self.budget else (None, kept)
-            if restart:  # a budget of their own: a mark is the live set until the frontier moves on
-                self.marks[i], marked = (live, marked + size) if marked + size <= self.budget else (None, marked)
+            fits = self.held() + sum(v.nbytes for v in live.values()) <= self.budget
+            self.live[i] = live if fits else _spilled(live)
+            if restart:  # a mark is the live set until the frontier moves on
+                self.marks[i] = self.live[i]
             return values[wanted]
 
         return value

@@ -293,7 +293,7 @@ class QuantizeOptions:
     act_16bit_tensors: tuple[str, ...] = ()
     params_16bit_tensors: tuple[str, ...] = ()
     op_types_to_quantize: tuple[str, ...] = ()
-    apply_algorithms: tuple[str, ...] = ()
+    apply_algorithms: tuple[str, ...] = ("auto",)  # bc where auto's held-out halves say it gains (api/default_bc.py)
     mixed_precision: str | None = None  # "off" as given, None (off) as not: a goal without it is a slip (api/quantize)
     mixed_precision_sensitivity: str = "auto"
     html: Path | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -19,6 +20,7 @@ import numpy as np
 import onnx
 
 from qtool import runtime
+from qtool.api import default_bc
 from qtool.api.auto_calibration import (
     FloatRuns,
     GiveUp,
@@ -472,6 +474,8 @@ def _algorithm_context(
 
 def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
     """Every output is checked before any work and written together at the end, or none is."""
+    named, bc_auto = default_bc.asked(o.apply_algorithms)
+    o = dataclasses.replace(o, apply_algorithms=named)
     _check_quantize_flags(o)
     output = o.output_path or o.input_network.with_suffix(".quant.onnx")
     if not output.name:
@@ -483,10 +487,34 @@ def quantize(o: QuantizeOptions, progress: Progress = None) -> Report:
                          f"beside it as <stem>.encodings.json", hint=f"-o {output.with_name(model)}")  # fmt: skip
     with (outputs.command(*_files(o, output)) as tx, runtime.custom_ops(o.op_package_lib),
           blocks.remembered()):  # one block search per weight  # fmt: skip
-        report, failure = _quantize(o, output, tx, progress)
+        report, failure = _quantize(o, output, tx, progress, bc_auto)
     if failure is not None:
         raise failure
     return report
+
+
+def _bc_by_halves(
+    o: QuantizeOptions, chosen: str, scored: dict, trialled: onnx.ModelProto, note: str, bc_trial: Callable[..., float]
+) -> str:  # fmt: skip
+    """The report's line on --apply_algorithms auto's bc: `chosen`'s ranges scored once more with bc in each fold
+    (`bc_trial`, on the histograms and float outputs auto's folds kept), against their folds without it (`scored`)."""
+    if o.act_bitwidth == 32:
+        return default_bc.not_tried("weight-only (--act_bitwidth 32): auto's folds, which decide it, did not run")
+    if chosen not in scored:  # auto's folds did not run: its line says why
+        return default_bc.not_tried(f"auto's folds, which decide it, did not run: {note.partition('(')[2][:-1]}")
+    if all(fold == math.inf for fold in scored[chosen][1]):  # 'no error to choose by': none to correct either
+        return default_bc.not_tried("the held-out halves' outputs equal the float model's: no error to correct")
+    if o.act_bitwidth != 8:
+        return default_bc.not_tried(f"--act_bitwidth {o.act_bitwidth}: it is decided at 8-bit activations only")
+    if (size := external_data.byte_size(trialled)) >= default_bc.MAX_BYTES:
+        return default_bc.not_tried(f"a model of {size >> 20} MB, past {default_bc.MAX_BYTES >> 20} MB: its folds copy the weights")
+    weights = {i.name for i in trialled.graph.initializer}  # not weighted_layers: it writes a Conv's kernel_shape
+    if not any(n.op_type in ("Conv", "Gemm", "MatMul") and n.input[1:2] and n.input[1] in weights for n in trialled.graph.node):
+        return default_bc.not_tried("no Conv/Gemm/MatMul layer with a constant weight to correct")
+    samples: list[float] = []
+    folds: list[float] = []
+    bc_trial(chosen, samples, folds)
+    return default_bc.decide(chosen, scored[chosen], (samples, folds))[1]
 
 
 def _too_few(input_list: InputList) -> str:
@@ -548,7 +576,7 @@ def with_calibration_method(
 
 
 def _quantize(
-    o: QuantizeOptions, output: Path, tx: outputs.Transaction, progress: Progress
+    o: QuantizeOptions, output: Path, tx: outputs.Transaction, progress: Progress, bc_auto: bool = False
 ) -> tuple[Report, QtoolError | None]:
     started = time.perf_counter()
     source, data_files = gm.load_with_files(o.input_network)
@@ -599,15 +627,33 @@ def _quantize(
     ctx = _algorithm_context(o, reference, model, overrides, input_list, observers, halves=halves, runs=runs)
     algorithms_started = time.perf_counter()  # auto's trials and bc's passes: often most of the run
     timed = bool(o.apply_algorithms) or o.act_quantizer_calibration == "auto"  # o names auto's choice once it ran
+    scored: dict[str, tuple[list, list]] = {}  # auto's methods: (each checked sample's SQNR, each fold's)
+    trialled = model if equalized else reference  # the same model: its trials may read the reference's runs
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
         chosen, note = "min-max", nothing_to_score(GraphFacts.of(reference), overrides.activations, o.op_types_to_quantize)
         if not note and o.act_bitwidth != 32 and input_list is not None and len(input_list.distinct) < AUTO_MIN_SAMPLES:
             note = f"calibration auto: min-max ({_too_few(input_list)}; none was tried)"
         if input_list is not None and o.act_bitwidth != 32 and not note:  # else no activation range is calibrated
-            trialled = model if equalized else reference  # the same model: its trials may read the reference's runs
-            chosen, note = choose_calibration(lambda method, *lists: ctx.trial(trialled, method, *lists))  # type: ignore[misc]
+
+            def trial(method: str, per_sample: list, per_fold: list, give_up: GiveUp | None = None) -> float:
+                scored[method] = per_sample, per_fold
+                return ctx.trial(trialled, method, per_sample, per_fold, give_up)  # type: ignore[misc]
+
+            chosen, note = choose_calibration(trial)
+        bc_line = ""
+        if bc_auto:  # o still says auto: the bc folds read auto's histograms and float outputs
+            with_bc = dataclasses.replace(o, apply_algorithms=(*o.apply_algorithms, "bc"))
+            bc_trial = _algorithm_context(with_bc, reference, model, overrides, input_list, observers, halves=halves, runs=runs).trial
+            bc_line = _bc_by_halves(o, chosen, scored, trialled, note, functools.partial(bc_trial, trialled))  # type: ignore[arg-type]
         o, notes = dataclasses.replace(o, act_quantizer_calibration=chosen), notes + ([note] if note else [])
+        notes += [bc_line] if bc_line else []
+        if bc_line.startswith("bc auto: applied"):
+            o, model = dataclasses.replace(o, apply_algorithms=(*o.apply_algorithms, "bc")), gm.copy(model) if model is reference else model
         ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
+    elif bc_auto and input_list is not None:
+        why = "weight-only (--act_bitwidth 32)" if o.act_bitwidth == 32 else (
+            f"calibration {calibration}" if calibration else f"--act_quantizer_calibration {o.act_quantizer_calibration}")
+        notes.append(default_bc.not_tried(f"{why}: auto's folds, which decide it, did not run"))
     notes += _run_algorithms(o, "float", ctx)
     algorithm_seconds = time.perf_counter() - algorithms_started
     layer_reference = _layer_reference(o, reference, ctx.model, equalized or bool(ctx.rewritten))

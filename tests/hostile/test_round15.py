@@ -404,7 +404,9 @@ def test_auto_on_an_always_zero_output_says_there_was_no_error_to_choose_by(ws: 
     result = ws.quantize("-o", ws.out, "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["algorithms"] == ("calibration auto: min-max (every method's outputs on the "
-                                                       "held-out halves equal the float model's: no error to choose by)")  # fmt: skip
+                                                       "held-out halves equal the float model's: no error to choose by); "
+                                                       "bc auto: not tried (the held-out halves' outputs equal the float "
+                                                       "model's: no error to correct; --apply_algorithms bc runs it)")  # fmt: skip
 
 
 def test_an_output_empty_in_every_sample_shows_nothing_measured(ws: Workspace) -> None:

@@ -82,7 +82,7 @@ def _mean_error(float_model: onnx.ModelProto, quantized: str, feeds: list[np.nda
 def test_the_corrected_model_keeps_the_float_mean(tmp_path, extra) -> None:
     model = _offset_depthwise()
     flags = ("--use_per_channel_quantization", "--param_quantizer_schema", "symmetric", "--bias_bitwidth", "32", *extra)
-    plain = quantize_model(tmp_path, model, *flags, name="plain")
+    plain = quantize_model(tmp_path, model, *flags, "--apply_algorithms", "none", name="plain")
     corrected = quantize_model(tmp_path, model, *flags, "--apply_algorithms", "mean_correction", name="corrected")
     rng = np.random.default_rng(1)  # held out: other samples than the 16 it was corrected on
     feeds = [rng.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32) for _ in range(8)]
@@ -114,7 +114,7 @@ def test_a_correction_that_lowers_the_output_sqnr_is_taken_back(tmp_path, monkey
     monkeypatch.setattr(mean_correction, "_shift", lambda *args: None if (s := real(*args)) is None else 50 * s)
     model = make()
     flags = ("--use_per_channel_quantization", "--bias_bitwidth", "32")
-    plain = quantize_model(tmp_path, model, *flags, name="plain")
+    plain = quantize_model(tmp_path, model, *flags, "--apply_algorithms", "none", name="plain")
     reverted = quantize_model(tmp_path, model, *flags, "--apply_algorithms", "mean_correction", name="reverted")
     assert onnx.load(str(reverted)).graph == onnx.load(str(plain)).graph
 
@@ -126,7 +126,7 @@ def test_layers_sharing_a_weight_get_a_bias_each(tmp_path) -> None:
     config = tmp_path / "always.yaml"
     config.write_text("mean_correction:\n  keep: always\n")
     flags = ("--use_per_channel_quantization", "--param_quantizer_schema", "symmetric", "--bias_bitwidth", "32")
-    plain = quantize_model(tmp_path, model, *flags, name="plain")
+    plain = quantize_model(tmp_path, model, *flags, "--apply_algorithms", "none", name="plain")
     corrected = quantize_model(tmp_path, model, *flags, "--apply_algorithms", "mean_correction", "--config", config, name="c")
     rng = np.random.default_rng(1)
     feeds = [rng.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32) for _ in range(8)]

@@ -1,0 +1,53 @@
+"""`--apply_algorithms auto` (the default): bias correction where auto's held-out halves say it gains.
+
+On the zoo, auto ranges followed by bc (TIDL's default, calibrationOption) gained a median 5.3 dB over
+onnxruntime's quantize_static held out against 1.85 without it (dnsmos 6.1 -> 16.0, UVDoc 30.8 -> 37.1), yet lost
+on some (platedet 16.0 -> 14.8, hey_mycroft 23.4 -> 22.9): its corrections are measured through upstream noise.
+So once auto has chosen the ranges, the method chosen is scored once more with bc in each fold (the corrections
+computed on the half that calibrates, scored on the other), one pair of folds beyond auto's six, and bc stays
+only where it wins by AUTO_MARGIN_DB pooled and on the median sample, as a range method must beat min-max.
+Where auto's folds do not run (a method named, too few samples, --mixed_precision auto) nothing decides it and
+bc is not run, said in one line; so too at other than 8-bit activations, where it was not measured, and past
+MAX_BYTES of weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qtool.api.auto_calibration import AUTO_MARGIN_DB, median
+from qtool.errors import UsageError
+
+# past this the pair is not run: each bc fold corrects a copy of the weights, and a kept bc a working copy too (the
+# zoo's largest, ddddocr's CTC, is 52 MB; a 1 GB decoder's folds would hold 2 GB more beside auto's sessions)
+MAX_BYTES = 256 << 20
+
+
+def asked(names: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
+    """(the algorithms named, whether bc is the held-out halves' to decide): `auto` decides bc unless bc is named
+    too; `none`, or a --config's empty list, runs none."""
+    if "none" in names and len(set(names)) > 1:
+        others = " ".join(f"--apply_algorithms {n}" for n in dict.fromkeys(names) if n != "none")
+        raise UsageError(f"--apply_algorithms none runs no algorithm, and {others} names one", hint="drop one of them")
+    named = tuple(n for n in names if n not in ("auto", "none"))
+    return named, "auto" in names and "bc" not in named
+
+
+def not_tried(why: str) -> str:
+    """The report's line where bc is not decided."""
+    return f"bc auto: not tried ({why}; --apply_algorithms bc runs it)"
+
+
+def decide(method: str, plain: tuple[list[float], list[float]], with_bc: tuple[list[float], list[float]]) -> tuple[bool, str]:
+    """(whether bc stays, the report's line) from each checked sample's and each fold's output SQNR of `method`'s
+    ranges without bc and with it, on the same held-out halves."""
+    (samples, folds), (samples_bc, folds_bc) = plain, with_bc
+    pooled, pooled_bc = sum(folds) / len(folds), sum(folds_bc) / len(folds_bc)
+    gain = median(np.array(samples_bc) - np.array(samples)) if samples and len(samples) == len(samples_bc) else 0.0
+    keep = pooled_bc >= pooled + AUTO_MARGIN_DB and gain >= AUTO_MARGIN_DB
+    each = " | ".join(f"{a:.1f} -> {b:.1f}" for a, b in zip(folds, folds_bc, strict=False))
+    line = (f"output SQNR on held-out halves of the list, {method} ranges without -> with bc: {pooled:.1f} -> "
+            f"{pooled_bc:.1f} dB ({each}); median sample {gain:+.1f} dB")  # fmt: skip
+    if keep:
+        return True, f"bc auto: applied ({line})"
+    return False, f"bc auto: not applied ({line}; it is applied where it gains {AUTO_MARGIN_DB:g} dB pooled and on the median sample)"

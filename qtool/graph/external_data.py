@@ -23,7 +23,6 @@ from qtool.errors import ModelError
 from qtool.graph.lazy_weights import (  # re-exported: callers reach a tensor's bytes through this module
     PACKED,
     array,
-    checkable,
     entries,
     fields,
     forget,
@@ -199,6 +198,36 @@ def weightless(
         else:
             light.graph.initializer.add().CopyFrom(tensor)
     return light, large
+
+
+HEAVY_BYTES = 1 << 20  # an in-memory weight this large is checked here, not serialized and parsed by onnx.checker
+_TYPED = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+
+
+def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` for onnx.checker: a copy whose lazy initializers (which it reads relative to the working folder) and
+    in-memory raw ones of HEAVY_BYTES or more are graph inputs of the same type and shape. The checker serializes and
+    parses what it is given, twice its weights (a 2.35 GB decoder's matmulnbits export peaked there, 1.7 GB over the
+    model); qtool checked the lazy ones' data, and checks here what the checker checks of the others' (one value
+    field, and the bytes their type and dims need), a weight at a time."""
+    heavy = [t for t in model.graph.initializer if t.HasField("raw_data") and t.data_type != onnx.TensorProto.STRING
+             and t.data_location != onnx.TensorProto.EXTERNAL and _nbytes(t) >= HEAVY_BYTES]  # fmt: skip
+    found = [*lazy(model), *heavy]
+    if not found:
+        return model
+    for tensor in heavy:
+        need = (int(np.prod(tensor.dims, dtype=np.int64)) + 1) // 2 if tensor.data_type in PACKED else _nbytes(tensor)
+        if any(len(getattr(tensor, f)) for f in _TYPED):
+            raise onnx.checker.ValidationError(f"TensorProto (tensor name: {tensor.name}) should contain one and only one value field.")
+        if (size := len(tensor.raw_data)) < need:
+            raise onnx.checker.ValidationError(f"TensorProto (tensor name: {tensor.name}) raw_data size ({size} bytes) is "
+                                               f"too small for the declared shape and type ({need} bytes required).")  # fmt: skip
+    names = {t.name for t in found}
+    out = without_initializers(model)
+    out.graph.initializer.extend(t for t in model.graph.initializer if t.name not in names)
+    inputs = {v.name for v in out.graph.input}
+    out.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in found if t.name not in inputs)
+    return out
 
 
 def without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -124,25 +124,6 @@ def materialized(tensors_: list[onnx.TensorProto]) -> Iterator[None]:
             tensor.external_data.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in fields)
 
 
-def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` for onnx.checker, which reads external data relative to the working folder: a copy
-    whose lazy initializers are graph inputs of the same type and shape (qtool checked their data)."""
-    found = lazy(model)
-    if not found:
-        return model
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    names = {t.name for t in found}
-    kept = [t for t in out.graph.initializer if t.name not in names]
-    del out.graph.initializer[:]
-    out.graph.initializer.extend(kept)
-    inputs = {v.name for v in out.graph.input}
-    out.graph.input.extend(
-        helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in found if t.name not in inputs
-    )
-    return out
-
-
 @contextmanager
 def on_disk(model: onnx.ModelProto) -> Iterator[str | None]:
     """Within the block, the lazy tensors' locations are relative to the folder yielded (None when

@@ -169,9 +169,6 @@ def run(ctx: AlgorithmContext) -> list[str]:
     layers = weighted_layers(facts)
     if not layers:
         return ["bc: no Conv/Gemm/MatMul layer with a constant weight to correct"]
-    qdq, plan = ctx.quantize(ctx.model, ctx.overrides)
-    before = ctx.score(qdq, 0) if ctx.score is not None and config.get("keep", "auto") == "auto" else None
-    originals: dict[str, np.ndarray] = {}
     axes = {layer.node.output[0]: 1 if layer.node.op_type == "Conv" else -1 for layer in layers}
     rectifiers = {out: _rectifier(facts, out) for out in axes}
     axes.update({r[0]: axes[out] for out, r in rectifiers.items() if r is not None})
@@ -182,6 +179,10 @@ def run(ctx: AlgorithmContext) -> list[str]:
     shapes = gm.tensor_shapes(ctx.model)
     sizes = {name: 4 * math.prod(shapes[name]) for name in axes if name in shapes}  # as float32
     float_means, count = _channel_means(ctx.model, sorted(axes), first_frames(), ctx.threads, axes, sizes)
+    # after the float means: their sessions, and this QDQ model and its score's, are never alive together
+    qdq, plan = ctx.quantize(ctx.model, ctx.overrides)
+    before = ctx.score(qdq, 0) if ctx.score is not None and config.get("keep", "auto") == "auto" else None
+    originals: dict[str, np.ndarray] = {}
     feeds = Replay(first_frames, count)  # read again where the frontier keeps nothing, not held
     graph_outputs = {o.name for o in ctx.model.graph.output}
     corrected: set[str] = set()

@@ -17,6 +17,7 @@ import numpy as np
 
 from qtool.api.auto_calibration import AUTO_MARGIN_DB, median
 from qtool.errors import UsageError
+from qtool.quant.graph_facts import GraphFacts
 
 # past this the pair is not run: each bc fold corrects a copy of the weights, and a kept bc a working copy too (the
 # zoo's largest, ddddocr's CTC, is 52 MB; a 1 GB decoder's folds would hold 2 GB more beside auto's sessions)
@@ -31,6 +32,19 @@ def asked(names: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
         raise UsageError(f"--apply_algorithms none runs no algorithm, and {others} names one", hint="drop one of them")
     named = tuple(n for n in names if n not in ("auto", "none"))
     return named, "auto" in names and "bc" not in named
+
+
+def has_bias_to_correct(facts: GraphFacts) -> bool:
+    """Whether bc has a layer to correct (quant/algorithms/layers.layer_bias): a Conv or Gemm by a constant weight
+    (one without a bias gets one), or such a MatMul whose only reader adds a constant bias. A model of bias-free
+    MatMuls (a Linear(bias=False) stack) would pay the pair of folds for a line saying they changed nothing."""
+    for node in facts.model.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or node.input[1:2] == [] or node.input[1] not in facts.initializers:
+            continue  # not weighted_layers: it writes a Conv's kernel_shape
+        users = facts.consumers.get(node.output[0], [])
+        if node.op_type != "MatMul" or (len(users) == 1 and (found := facts.bias_add(users[0])) and found[0] is node):
+            return True
+    return False
 
 
 def not_tried(why: str) -> str:
@@ -49,5 +63,6 @@ def decide(method: str, plain: tuple[list[float], list[float]], with_bc: tuple[l
     line = (f"output SQNR on held-out halves of the list, {method} ranges without -> with bc: {pooled:.1f} -> "
             f"{pooled_bc:.1f} dB ({each}); median sample {gain:+.1f} dB")  # fmt: skip
     if keep:
-        return True, f"bc auto: applied ({line})"
+        # qairt given the float model and these encodings as overrides would quantize the biases as they were
+        return True, f"bc auto: applied ({line}); the corrected biases are in the written model, not in the encodings"
     return False, f"bc auto: not applied ({line}; it is applied where it gains {AUTO_MARGIN_DB:g} dB pooled and on the median sample)"

@@ -508,9 +508,8 @@ def _bc_by_halves(
         return default_bc.not_tried(f"--act_bitwidth {o.act_bitwidth}: it is decided at 8-bit activations only")
     if (size := external_data.byte_size(trialled)) >= default_bc.MAX_BYTES:
         return default_bc.not_tried(f"a model of {size >> 20} MB, past {default_bc.MAX_BYTES >> 20} MB: its folds copy the weights")
-    weights = {i.name for i in trialled.graph.initializer}  # not weighted_layers: it writes a Conv's kernel_shape
-    if not any(n.op_type in ("Conv", "Gemm", "MatMul") and n.input[1:2] and n.input[1] in weights for n in trialled.graph.node):
-        return default_bc.not_tried("no Conv/Gemm/MatMul layer with a constant weight to correct")
+    if not default_bc.has_bias_to_correct(GraphFacts.of(trialled)):
+        return default_bc.not_tried("no Conv or Gemm, nor MatMul with a bias Add, with a constant weight: no bias to correct")
     samples: list[float] = []
     folds: list[float] = []
     bc_trial(chosen, samples, folds)

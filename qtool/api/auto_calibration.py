@@ -52,6 +52,11 @@ def sample_sqnrs(drift: dict) -> list[float]:
     return [_capped_db(s, n) for s, n in worst.per_sample]
 
 
+def output_sqnrs(drift: dict) -> dict[str, float]:
+    """Each judged output's SQNR (dB) pooled over the samples: what one output lost where the worst one gained."""
+    return {name: _capped_db(d.signal, d.noise) for name, d in judged_outputs(drift).items()}
+
+
 def _capped_db(signal: float, noise: float) -> float:
     """sqnr_db within ±SAMPLE_DB_CAP; nothing to measure (a zero signal) counts as the floor."""
     value = sqnr_db(signal, noise)

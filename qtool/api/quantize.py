@@ -27,6 +27,7 @@ from qtool.api.auto_calibration import (
     choose_calibration,
     min_max_of_halves,
     nothing_to_score,
+    output_sqnrs,
     sample_sqnrs,
 )
 from qtool.api.common import (
@@ -376,9 +377,11 @@ def _algorithm_context(
         return (feed for _, feed in subset(list(indices))())
 
     def sqnr_on(
-        qdq: onnx.ModelProto, indices: tuple[int, ...], per_sample: list[float] | None = None, give_up: GiveUp | None = None
-    ) -> float:
-        """Output SQNR on the calibration samples `indices` (each sample's added to `per_sample`, until `give_up`);
+        qdq: onnx.ModelProto, indices: tuple[int, ...], per_sample: list[float] | None = None, give_up: GiveUp | None = None,
+        per_output: list[dict[str, float]] | None = None,
+    ) -> float:  # fmt: skip
+        """Output SQNR on the calibration samples `indices` (each sample's added to `per_sample`, until `give_up`;
+        each output's pooled one to `per_output`, a dict a call);
         the float model runs once per set of samples (auto's three methods score on the same two halves, bc's
         keep-or-revert on them again), or not at all where a calibration pass on them kept its outputs (observe)."""
         if indices not in kept:
@@ -389,6 +392,8 @@ def _algorithm_context(
         )
         if per_sample is not None:
             per_sample += sample_sqnrs(drift)
+        if per_output is not None:
+            per_output.append(output_sqnrs(drift))
         return overall(drift)["sqnr_db"]
 
     observed: dict[tuple[int, ...], tuple[onnx.ModelProto, dict]] = {} if halves is None else halves  # auto's
@@ -417,7 +422,7 @@ def _algorithm_context(
 
     def fold(
         candidate: onnx.ModelProto, fit_at: list[int], check_at: list[int], method: str, per_sample: list | None,
-        give_up: GiveUp | None = None,
+        give_up: GiveUp | None = None, per_output: list | None = None,
     ) -> float:  # fmt: skip
         fit = subset(fit_at)
         found = observe(candidate, fit_at, method)
@@ -441,11 +446,11 @@ def _algorithm_context(
             sub.config = {**o.algorithm_config.get("bc", {}), "calibration_frames": TRIAL_SAMPLES}
             with _quiet(bias_correction.logger):  # a trial's "not applied" is no news to the user
                 bias_correction.run(sub)
-        return sqnr_on(sub.quantize(sub.model, sub.overrides)[0], tuple(check_at), per_sample, give_up)
+        return sqnr_on(sub.quantize(sub.model, sub.overrides)[0], tuple(check_at), per_sample, give_up, per_output)
 
     def trial(
         candidate: onnx.ModelProto, method: str | None = None, per_sample: list | None = None, per_fold: list | None = None,
-        give_up: GiveUp | None = None,
+        give_up: GiveUp | None = None, per_output: list | None = None,
     ) -> float:  # fmt: skip
         """Output SQNR of `candidate` quantized as asked (activation ranges by `method`, or as asked), adaround
         and bc included (cheapened): whether a float-stage change pays depends on what follows it (cle helps
@@ -456,7 +461,7 @@ def _algorithm_context(
         scores = []
         for fit, check in held_out_folds(input_list):
             if give_up is None or not give_up.at:
-                scores.append(fold(candidate, fit, check, method, per_sample, give_up))
+                scores.append(fold(candidate, fit, check, method, per_sample, give_up, per_output))
         if per_fold is not None:
             per_fold += scores
         return sum(scores) / len(scores)
@@ -512,8 +517,9 @@ def _bc_by_halves(
         return default_bc.not_tried("no Conv or Gemm, nor MatMul with a bias Add, with a constant weight: no bias to correct")
     samples: list[float] = []
     folds: list[float] = []
-    bc_trial(chosen, samples, folds)
-    return default_bc.decide(chosen, scored[chosen], (samples, folds))[1]
+    outputs: list[dict[str, float]] = []
+    bc_trial(chosen, samples, folds, per_output=outputs)
+    return default_bc.decide(chosen, scored[chosen], (samples, folds, outputs))[1]
 
 
 def _too_few(input_list: InputList) -> str:
@@ -626,7 +632,8 @@ def _quantize(
     ctx = _algorithm_context(o, reference, model, overrides, input_list, observers, halves=halves, runs=runs)
     algorithms_started = time.perf_counter()  # auto's trials and bc's passes: often most of the run
     timed = bool(o.apply_algorithms) or o.act_quantizer_calibration == "auto"  # o names auto's choice once it ran
-    scored: dict[str, tuple[list, list]] = {}  # auto's methods: (each checked sample's SQNR, each fold's)
+    scored: dict[str, tuple[list, list, list]] = {}  # auto's methods: each checked sample's SQNR, each fold's, and
+    # each fold's per output
     trialled = model if equalized else reference  # the same model: its trials may read the reference's runs
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
         chosen, note = "min-max", nothing_to_score(GraphFacts.of(reference), overrides.activations, o.op_types_to_quantize)
@@ -635,8 +642,8 @@ def _quantize(
         if input_list is not None and o.act_bitwidth != 32 and not note:  # else no activation range is calibrated
 
             def trial(method: str, per_sample: list, per_fold: list, give_up: GiveUp | None = None) -> float:
-                scored[method] = per_sample, per_fold
-                return ctx.trial(trialled, method, per_sample, per_fold, give_up)  # type: ignore[misc]
+                scored[method] = per_sample, per_fold, (outputs := [])
+                return ctx.trial(trialled, method, per_sample, per_fold, give_up, outputs)  # type: ignore[misc]
 
             chosen, note = choose_calibration(trial)
         bc_line = ""

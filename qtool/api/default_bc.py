@@ -17,6 +17,7 @@ import numpy as np
 
 from qtool.api.auto_calibration import AUTO_MARGIN_DB, median
 from qtool.errors import UsageError
+from qtool.quant.algorithms.layers import matmul_bias
 from qtool.quant.graph_facts import GraphFacts
 
 # past this the pair is not run: each bc fold corrects a copy of the weights, and a kept bc a working copy too (the
@@ -41,8 +42,7 @@ def has_bias_to_correct(facts: GraphFacts) -> bool:
     for node in facts.model.graph.node:
         if node.op_type not in ("Conv", "Gemm", "MatMul") or node.input[1:2] == [] or node.input[1] not in facts.initializers:
             continue  # not weighted_layers: it writes a Conv's kernel_shape
-        users = facts.consumers.get(node.output[0], [])
-        if node.op_type != "MatMul" or (len(users) == 1 and (found := facts.bias_add(users[0])) and found[0] is node):
+        if node.op_type != "MatMul" or matmul_bias(facts, node) is not None:
             return True
     return False
 
@@ -62,13 +62,13 @@ def decide(method: str, plain: tuple[list, list, list], with_bc: tuple[list, lis
     gain = median(np.array(samples_bc) - np.array(samples)) if samples and len(samples) == len(samples_bc) else 0.0
     lost = sorted({name for before, after in zip(outputs, outputs_bc, strict=False) for name, db in after.items()
                    if name in before and db < before[name] - AUTO_MARGIN_DB})  # fmt: skip
-    keep = pooled_bc >= pooled + AUTO_MARGIN_DB and gain >= AUTO_MARGIN_DB and not lost
+    gains = pooled_bc >= pooled + AUTO_MARGIN_DB and gain >= AUTO_MARGIN_DB
     each = " | ".join(f"{a:.1f} -> {b:.1f}" for a, b in zip(folds, folds_bc, strict=False))
     line = (f"output SQNR on held-out halves of the list, {method} ranges without -> with bc: {pooled:.1f} -> "
             f"{pooled_bc:.1f} dB ({each}); median sample {gain:+.1f} dB")  # fmt: skip
-    if keep:
+    if gains and not lost:
         # qairt given the float model and these encodings as overrides would quantize the biases as they were
         return True, f"bc auto: applied ({line}); the corrected biases are in the written model, not in the encodings"
-    if lost and pooled_bc >= pooled + AUTO_MARGIN_DB and gain >= AUTO_MARGIN_DB:
+    if gains:
         return False, f"bc auto: not applied ({line}; output {', '.join(map(repr, lost[:3]))} lost more than {AUTO_MARGIN_DB:g} dB in a fold)"
     return False, f"bc auto: not applied ({line}; it is applied where it gains {AUTO_MARGIN_DB:g} dB pooled and on the median sample)"

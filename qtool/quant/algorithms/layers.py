@@ -98,6 +98,13 @@ def weighted_layers(facts: GraphFacts, skip: set[str] = frozenset()) -> list[Lay
     return layers
 
 
+def matmul_bias(facts: GraphFacts, node: onnx.NodeProto) -> str | None:
+    """The constant bias the MatMul's only user adds to it, if that is what its user does."""
+    users = facts.consumers.get(node.output[0], [])
+    found = facts.bias_add(users[0]) if len(users) == 1 else None
+    return found[1] if found is not None and found[0] is node else None
+
+
 def layer_bias(ctx: AlgorithmContext, facts: GraphFacts, layer: Layer, channels: int) -> str | None:
     """The layer's bias: its third input, the constant a MatMul's only user adds (how exporters write a
     Linear layer: transformers' every projection), or a new zero bias for a Conv or Gemm."""
@@ -105,9 +112,7 @@ def layer_bias(ctx: AlgorithmContext, facts: GraphFacts, layer: Layer, channels:
     if len(node.input) > 2 and node.input[2]:
         return node.input[2]
     if node.op_type == "MatMul":
-        users = facts.consumers.get(node.output[0], [])
-        found = facts.bias_add(users[0]) if len(users) == 1 else None
-        return found[1] if found is not None and found[0] is node else None
+        return matmul_bias(facts, node)
     base, taken = f"{layer.weight}_bc_bias", {i.name for i in ctx.model.graph.initializer}
     # layers sharing one weight (tied) each get a bias: one by the weight's name took the last layer's correction
     name = next(n for n in itertools.chain([base], (f"{base}_{k}" for k in itertools.count(1))) if n not in taken)

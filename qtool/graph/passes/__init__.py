@@ -36,6 +36,7 @@ from qtool.graph.passes.spell_out_defaults import SpellOutDefaultsPass
 from qtool.graph.passes.split_affine_over_concat import SplitAffineOverConcatPass
 from qtool.graph.passes.split_at_source import SplitAtSourcePass
 from qtool.graph.passes.untie_biases import UntieBiasesPass
+from qtool.graph.passes.weighted_sum_to_matmul import WeightedSumToMatMulPass
 
 # onnxscript folds a node whose inputs are small and checks its output's size only once it has computed it: a
 # 600-byte Expand to [20000, 20000, 10] took 23 GB. A node whose inferred output is past its limit and larger than
@@ -112,6 +113,7 @@ def convert_passes(
         FoldConvAffinePass(),
         FuseConvAddPass(),  # after the affine fold: a Conv · s + t is one rule, its + t is not a bias
         EinsumToMatMulPass(),  # before the bias fuse: an einsum's projection can take its bias Add
+        WeightedSumToMatMulPass(keep),  # attention pooling's Mul -> ReduceSum: no grid for the product
         FuseMatMulAddPass(),
         FoldDenseBatchNormPass(),  # Gemm -> Relu -> Mul -> Add -> Gemm (Keras Dense, ReLU, BatchNorm)
         SplitAtSourcePass(keep),  # after the bias fusions: a Conv split by its output channels takes its bias along

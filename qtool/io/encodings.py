@@ -11,7 +11,9 @@ An int entry with neither min nor max only requests a precision; calibration fil
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import json
 import logging
 import math
@@ -25,7 +27,7 @@ import numpy as np
 from qtool import encoding as enc
 from qtool.encoding import Encoding
 from qtool.errors import DataError, UsageError, did_you_mean
-from qtool.io import encodings_blocks, encodings_v2
+from qtool.io import encodings_blocks, encodings_v2, legacy_columns
 from qtool.io.encodings_v2 import finite_number, off_float32, shown
 from qtool.io.files import load_json, quoted, read_text
 
@@ -154,36 +156,90 @@ def _legacy_tensor(name: str, entries: Any, where: str, weight: bool) -> Encodin
 
 
 def _legacy_section(body: dict, where: str, weight: bool) -> dict[str, Encoding]:
-    """A 0.6.1 section's encodings by name (sorted): each tensor's entries checked, then the grids of all tensors
-    of one bitwidth and symmetry made in one numpy pass. Made a tensor at a time (a dozen numpy calls on one
-    value), a file of 10^6 entries took minutes to read."""
-    found: dict[str, Encoding] = {}
-    ranged: dict[tuple[int, bool], dict[str, tuple[list, list]]] = {}
-    for name in sorted(body):
-        checked = _legacy_tensor(name, body[name], where, weight)
+    """A 0.6.1 section's encodings by name (sorted): its entries checked as columns (legacy_columns), a tensor of
+    another shape on its own (_legacy_tensor), then the grids of all tensors of one bitwidth and symmetry made in
+    one numpy pass. Made a tensor at a time (a dozen numpy calls on one value), a file of 10^6 entries took minutes."""
+    cols = legacy_columns.columns(body, weight)
+    names, counts = cols.names, cols.counts
+    found: list[Encoding | None] = [None] * len(names)
+    lo, hi = cols.min.copy(), cols.max.copy()  # the grids' ranges: _legacy_tensor's where it read the tensor
+    ends = np.cumsum(counts)
+    group = np.where(cols.plain & (cols.kind == legacy_columns.RANGED),
+                     cols.bitwidth * 2 + (cols.symmetric | (weight & (counts > 1))), -1)  # fmt: skip
+    for t in np.flatnonzero(~cols.plain).tolist():
+        checked = _legacy_tensor(names[t], body[names[t]], where, weight)
         if isinstance(checked, Encoding):
-            found[name] = checked
+            found[t] = checked
         else:
-            ranged.setdefault(checked[:2], {})[name] = checked[2:]
-    for (bw, symmetric), ranges in ranged.items():
-        stated = {n: _stated_grid(body[n], lo, hi, bw, symmetric) for n, (lo, hi) in ranges.items()}
-        made = _grids({n: r for n, r in ranges.items() if stated[n] is None}, bw, symmetric, where, from_min_max=True)
-        made |= _grids({n: s for n, s in stated.items() if s is not None}, bw, symmetric, where, from_min_max=False)
-        for name in ranges:
-            if stated[name] is None:
-                _warn_unused_grid(body[name], made[name], bw, symmetric, where, name)
-        found.update(made)
-    return dict(sorted(found.items()))
+            group[t] = checked[0] * 2 + checked[1]
+            lo[ends[t] - counts[t] : ends[t]], hi[ends[t] - counts[t] : ends[t]] = checked[2], checked[3]
+    alone = {}  # a float or precision-only encoding, one for all the tensors that have it
+    for t in np.flatnonzero(cols.plain & (cols.kind != legacy_columns.RANGED)).tolist():
+        key = (int(cols.kind[t]), int(cols.bitwidth[t]), bool(cols.symmetric[t]))
+        if key not in alone:
+            alone[key] = enc.float_encoding(key[1]) if key[0] == legacy_columns.FLOAT else Encoding(key[1], is_symmetric=key[2])
+        found[t] = alone[key]
+    ranged = np.flatnonzero(group >= 0)
+    _, first = np.unique(group[ranged], return_index=True)
+    for code in group[ranged][np.sort(first)].tolist():  # groups in the order their first tensor comes
+        bw, symmetric, members = code // 2, bool(code % 2), np.flatnonzero(group == code)
+        channel = np.repeat(group == code, counts)
+        a, b, scale, offset = lo[channel], hi[channel], cols.scale[channel], cols.offset[channel]
+        starts = np.cumsum(counts[members]) - counts[members]
+        stated = np.logical_and.reduceat(_stated_channels(a, b, scale, offset, bw, symmetric), starts)
+        from_range = np.repeat(~stated, counts[members])
+        own = members[~stated]
+        made, grid = _grids([names[t] for t in own.tolist()], counts[own], a[from_range], b[from_range], bw, symmetric, where,
+                      from_min_max=True)  # fmt: skip
+        given = members[stated]
+        kept, _ = _grids([names[t] for t in given.tolist()], counts[given], scale[~from_range], offset[~from_range], bw,
+                      symmetric, where, from_min_max=False)  # fmt: skip
+        for t, e in zip([*own.tolist(), *given.tolist()], made + kept, strict=True):
+            found[t] = e
+        if len(own):
+            mine = np.zeros(len(names), bool)
+            mine[own] = True
+            e = np.flatnonzero(np.repeat(mine, counts))  # own's entries, in made's order
+            steps, mins = np.asarray(grid.scale), np.asarray(grid.min)
+            maybe = _maybe_unused(cols.scale[e], cols.offset[e], cols.has_offset[e], cols.min[e], cols.max[e], steps, mins)
+            for t in own[np.logical_or.reduceat(maybe, np.cumsum(counts[own]) - counts[own])].tolist():
+                _warn_unused_grid(body[names[t]], found[t], bw, symmetric, where, names[t])  # type: ignore[arg-type]
+    return dict(zip(names, found, strict=True))  # type: ignore[arg-type]
 
 
-def _grids(given: dict[str, tuple[list, list]], bw: int, symmetric: bool, where: str, *, from_min_max: bool
-           ) -> dict[str, Encoding]:  # fmt: skip
-    """Each tensor's grid from its (mins, maxes) (min_max_encoding's) or its stated (scales, offsets), made for all
-    of them at once; a tensor whose channels are more than one is per channel (axis 0)."""
-    if not given:
-        return {}
-    ends = np.cumsum([0] + [len(first) for first, _ in given.values()])
-    first, second = ([v for pair in given.values() for v in pair[i]] for i in (0, 1))
+def _stated_channels(lo: np.ndarray, hi: np.ndarray, scale: np.ndarray, offset: np.ndarray, bw: int, symmetric: bool
+                     ) -> np.ndarray:  # fmt: skip
+    """Which channels state a scale and offset that reproduce their min and max (to 1e-9 of a range): the grid min
+    and max decide (QNN), kept to the last bit, where all of a tensor's do. Recomputed from min/max, qtool's own file
+    read back moved some scales by an ulp (GTCRN: 4 of 474). A range narrower than MIN_RANGE is widened as before."""
+    top = 2**bw - 1
+    with np.errstate(all="ignore"):
+        near = 1e-9 * np.maximum(hi - lo, scale)
+        found = (np.abs(offset * scale - lo) <= near) & (np.abs((offset + top) * scale - hi) <= near)
+        found &= (-top <= offset) & (offset <= 0) & (hi - lo > enc.MIN_RANGE * 0.999)
+    return found & (offset == -(2 ** (bw - 1))) if symmetric else found
+
+
+def _maybe_unused(scale: np.ndarray, offset: np.ndarray, has_offset: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                  step: np.ndarray, made_lo: np.ndarray) -> np.ndarray:  # fmt: skip
+    """The entries _warn_unused_grid may warn of (it decides): a stated scale, min and max, a range of MIN_RANGE or
+    more, and a scale 1% or more off the grid made, or an offset that puts min a step or more off it."""
+    with np.errstate(all="ignore"):
+        o = np.abs(offset)
+        near = np.where(has_offset, (np.abs(-o * scale - made_lo) <= step) | (np.abs(o * scale - made_lo) <= step),
+                        np.abs(made_lo / scale * scale - made_lo) <= step)  # fmt: skip
+        same = (np.abs(scale - step) <= 0.01 * step) & near
+    return ~np.isnan(scale) & ~np.isnan(lo) & ~(hi - lo < enc.MIN_RANGE) & ~same
+
+
+def _grids(names: list[str], counts: np.ndarray, first: np.ndarray, second: np.ndarray, bw: int, symmetric: bool,
+           where: str, *, from_min_max: bool) -> tuple[list[Encoding], Encoding]:  # fmt: skip
+    """Each tensor's grid from its channels' (mins, maxes) (min_max_encoding's) or its stated (scales, offsets),
+    made for all of them at once; a tensor whose channels are more than one is per channel (axis 0). Also all their
+    channels' grids as one encoding."""
+    if not names:
+        return [], Encoding(bw)
+    ends = np.concatenate(([0], np.cumsum(counts)))
     with np.errstate(all="ignore"):
         if not from_min_max:
             grids = [enc.from_scale_offset(first, second, bw, symmetric=symmetric)]
@@ -191,17 +247,16 @@ def _grids(given: dict[str, tuple[list, list]], bw: int, symmetric: bool, where:
             grids = [min_max_encoding(first, second, bw, symmetric=False)]
             grids += [enc.symmetric(first, second, bw)] if symmetric else []
         starts = ends[:-1]
-        signed = np.logical_and.reduceat(np.asarray(grids[0].offset) == -(2 ** (bw - 1)), starts).tolist()
-        unusable = [np.logical_or.reduceat(_unusable(g), starts).tolist() for g in grids]
-    made = {}
-    for i, (name, a, b) in enumerate(zip(given, starts.tolist(), ends[1:].tolist(), strict=True)):
-        pick = 0 if len(grids) == 1 or signed[i] else 1
-        if unusable[pick][i]:
-            raise DataError("the range is too wide to quantize: its scale is past float32's", where=f"{where}: {quoted(name)}")
-        g = grids[pick]
-        made[name] = Encoding(bitwidth=bw, is_symmetric=symmetric, min=g.min[a:b], max=g.max[a:b], scale=g.scale[a:b],
-                              offset=g.offset[a:b], axis=0 if b - a > 1 else None)  # fmt: skip
-    return made
+        signed = np.logical_and.reduceat(np.asarray(grids[0].offset) == -(2 ** (bw - 1)), starts)
+        picks = np.zeros(len(names), np.int64) if len(grids) == 1 else np.where(signed, 0, 1)
+        unusable = np.where(picks, np.logical_or.reduceat(_unusable(grids[-1]), starts),
+                            np.logical_or.reduceat(_unusable(grids[0]), starts))  # fmt: skip
+    for i in np.flatnonzero(unusable)[:1].tolist():
+        raise DataError("the range is too wide to quantize: its scale is past float32's", where=f"{where}: {quoted(names[i])}")
+    pick = np.repeat(picks, counts).astype(bool)
+    chosen = Encoding(bw, is_symmetric=symmetric, **{k: enc.Values(np.where(pick, getattr(grids[-1], k), getattr(grids[0], k)),
+                      np.int64 if k == "offset" else np.float64) for k in ("min", "max", "scale", "offset")})  # fmt: skip
+    return [chosen.channels(a, b) for a, b in zip(starts.tolist(), ends[1:].tolist(), strict=True)], chosen
 
 
 def _unusable(grid: Encoding) -> np.ndarray:
@@ -236,25 +291,6 @@ def _warn_unused_grid(entries: list[dict], made: Encoding, bw: int, symmetric: b
                        f" and offset {o + 0:g} give" if "offset" in e else " gives", o * s + 0, (o + top) * s, lo,
                        made.max[i], step, o * s + 0, (o + top) * s)  # fmt: skip
         return
-
-
-def _stated_grid(
-    entries: list[dict], lo: list[float], hi: list[float], bw: int, symmetric: bool
-) -> tuple[list[float], list[float]] | None:
-    """The scales and offsets the entries state, where they reproduce the entries' min and max (to 1e-9 of a range):
-    the grid min and max decide (QNN), kept to the last bit. Recomputed from min/max, qtool's own file read back
-    moved some scales by an ulp (GTCRN: 4 of 474). A range narrower than MIN_RANGE is widened as before."""
-    if not all("scale" in e and "offset" in e for e in entries):
-        return None
-    scale, offset = [float(e["scale"]) for e in entries], [float(e["offset"]) for e in entries]
-    top = 2**bw - 1
-    for s, o, a, b in zip(scale, offset, lo, hi, strict=True):
-        near = 1e-9 * max(b - a, s)
-        if not (abs(o * s - a) <= near and abs((o + top) * s - b) <= near and -top <= o <= 0 and b - a > enc.MIN_RANGE * 0.999):
-            return None
-        if symmetric and o != -(2 ** (bw - 1)):
-            return None
-    return scale, offset
 
 
 def min_max_encoding(lo: list[float], hi: list[float], bw: int, *, symmetric: bool) -> Encoding:
@@ -357,12 +393,19 @@ def _within_float32(encodings: Encodings, where: str) -> Encodings:
     both sections is refused too: the param entry won, silently, as the last of two equal keys would."""
     for name in sorted(set(encodings.activations) & set(encodings.params))[:1]:
         raise DataError(f"tensor {quoted(name)} is in both activation_encodings and param_encodings", where=where)
-    for name, e in sorted(encodings.all().items()):
-        if any(abs(v) > encodings_v2.FLOAT32_SCALES[1] for v in (*e.min, *e.max)):
+    found = encodings.all()
+    names = list(found)  # every tensor's ends in one array: a tensor at a time, 10^6 of them took seconds
+    ends = [v.array if type(v) is enc.Values else np.asarray(v, np.float64) for e in found.values() for v in (e.min, e.max)]
+    past = np.abs(np.concatenate(ends)) > encodings_v2.FLOAT32_SCALES[1] if ends else np.zeros(0, bool)
+    wide = {names[i // 2] for i in set(np.repeat(np.arange(len(ends)), [len(a) for a in ends])[past].tolist())}
+    blocks = {n for n, e in found.items() if e.blocks is not None and off_float32(_block_scale_ends(e)) is not None}
+    for name in sorted(wide | blocks)[:1]:
+        e = found[name]
+        if name in wide:
             raise DataError(f"{quoted(name)}: its range [{min(e.min):g}, {max(e.max):g}] is past float32's 3.4e38",
                             where=where)  # fmt: skip
-        if e.blocks is not None and (off := off_float32(_block_scale_ends(e))) is not None:
-            raise DataError(f"{quoted(name)}: block scale {off:g} is past float32's range (1.2e-38 to 3.4e38)", where=where)
+        raise DataError(f"{quoted(name)}: block scale {off_float32(_block_scale_ends(e)):g} is past float32's range "
+                        "(1.2e-38 to 3.4e38)", where=where)  # fmt: skip
     return encodings
 
 
@@ -376,15 +419,31 @@ def _block_scale_ends(e: Encoding) -> tuple[float, float]:
     return min(b.channel_scale) * min(b.int_scale), max(b.channel_scale) * max(b.int_scale)
 
 
+@contextlib.contextmanager
+def _without_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector paused: decoding and reading a file makes millions of objects and no cycles, and each
+    collection walked all of them (a third of a 10^6-entry 0.6.1 file's read)."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
 def read_encodings(path: str | os.PathLike[str]) -> Encodings:
-    return parse_encodings(load_json(read_text(path, "encodings file"), str(path)), str(path))
+    text = read_text(path, "encodings file")
+    with _without_cycle_collection():
+        return parse_encodings(load_json(text, str(path)), str(path))
 
 
 def parse_encodings_json(text: str | None, where: str = "model metadata") -> Encodings:
     """Encodings carried as JSON text (a converted model's metadata); none when `text` is None."""
     if text is None:
         return Encodings()
-    return parse_encodings(load_json(text, where, "carried overrides are "), where)
+    with _without_cycle_collection():
+        return parse_encodings(load_json(text, where, "carried overrides are "), where)
 
 
 def _legacy_entries(name: str, e: Encoding) -> list[dict[str, Any]]:

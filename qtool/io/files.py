@@ -213,12 +213,13 @@ class _DuplicateKey(Exception):
 
 
 def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json.loads keeps the last of two equal keys silently; in an encodings file that hides an entry."""
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
+    """json.loads keeps the last of two equal keys silently; in an encodings file that hides an entry. The dict is
+    made in C, and the pairs looked through only where it came out short."""
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        seen: set[str] = set()
+        for key in (k for k, _ in pairs if k in seen or seen.add(k)):  # type: ignore[func-returns-value]
             raise _DuplicateKey(key)
-        found[key] = value
     return found
 
 

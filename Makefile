@@ -1039,7 +1039,9 @@ OUT := build/demo
 #   product had an 8-bit grid of its own: atspm-detector's funcnet pair 23.3 -> 30.5 dB held out; 97 lines)
 # 26884 -> 27054: a 0.6.1 file's common entries checked as columns and its grids cut from one (io/legacy_columns,
 #   encodings._legacy_section, Encoding.channels; 10^6 entries 50 -> 18 s of CPU at load 12; 170 lines)
-LINE_BUDGET := 27054
+# 27054 -> 27063: NaN is a missing value in an input only tree ensembles or an Imputer read (graph/model.input_specs,
+#   io/raw.load_tensor: atspm-detector's LightGBM decoders' rows with gaps were refused as broken data; 9 lines)
+LINE_BUDGET := 27063
 
 .PHONY: demo test lint venv bench clean golden
 

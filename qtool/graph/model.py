@@ -408,6 +408,11 @@ def defaulted_inputs(model: onnx.ModelProto) -> set[str]:
     return initializer_names(model) & {i.name for i in model.graph.input}
 
 
+# ai.onnx.ml ops whose definitions read NaN as a missing value (LightGBM's and scikit-learn's trees branch on it, an
+# Imputer replaces it): an input only they read may hold NaN, which qtool refuses elsewhere as broken data
+NAN_IS_MISSING = frozenset({"TreeEnsemble", "TreeEnsembleClassifier", "TreeEnsembleRegressor", "Imputer"})
+
+
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     """The graph inputs that need data (initializers listed as inputs excluded), with fixed shapes."""
     inits = initializer_names(model)
@@ -425,7 +430,9 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
                 )
             dims.append(d.dim_value)
         dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        specs.append(InputSpec(value.name, np.dtype(dtype), tuple(dims)))
+        readers = [n for n in model.graph.node if value.name in n.input]
+        missing = bool(readers) and all(n.domain == "ai.onnx.ml" and n.op_type in NAN_IS_MISSING for n in readers)
+        specs.append(InputSpec(value.name, np.dtype(dtype), tuple(dims), missing))
     return specs
 
 

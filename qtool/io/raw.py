@@ -27,6 +27,7 @@ class InputSpec:
     name: str
     dtype: np.dtype
     shape: tuple[int, ...]
+    nan_is_missing: bool = False  # every reader takes NaN for a missing value (a tree ensemble, an Imputer)
 
     def describe(self) -> str:
         return f"{self.dtype}[{','.join(map(str, self.shape))}]"
@@ -189,7 +190,8 @@ def load_tensor(path: Path, spec: InputSpec, where: str, native: bool = False, w
     if spec.dtype.kind == "O":
         return _strings(path, spec, where)
     array = _from_npy(path, spec, where) if path.suffix == ".npy" else _from_raw(path, spec, where, native, set() if warned is None else warned)
-    if array.dtype.kind == "f" and np.isnan(array).any():  # ±inf is a value (a mask input); NaN is broken data
+    # ±inf is a value (a mask input); NaN is broken data, unless every reader takes it for a missing value
+    if array.dtype.kind == "f" and not spec.nan_is_missing and np.isnan(array).any():
         raise DataError(f"{path} contains NaN values", where=where)
     with np.errstate(over="ignore", invalid="ignore"):
         cast = array.astype(spec.dtype, copy=False)

@@ -45,7 +45,7 @@ from qtool.api.mixed import finish_mixed, mixed_overrides_path, run_mixed_precis
 from qtool.api.mixed_evaluator import spread
 from qtool.config import QuantizeOptions, load_yaml, preset_file
 from qtool.errors import DataError, QtoolError, QualityError, UsageError
-from qtool.export.matmulnbits import to_matmulnbits
+from qtool.export.matmulnbits import natively, to_matmulnbits
 from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.graph.lazy_weights import scratch_file
@@ -870,7 +870,8 @@ def _evaluate(
 
     kernels = runtime.integer_kernels(o.target)
     drift = compare.compare_outputs(
-        reference, quantized, feeds(o.evaluate_samples), threads=o.num_threads, cached=cached, integer_kernels=kernels
+        reference, quantized if kernels else natively(quantized), feeds(o.evaluate_samples), threads=o.num_threads,
+        cached=cached, integer_kernels=kernels,
     )  # fmt: skip
     report.tables.append(drift_table(drift, False))
     # a float output's -inf or NaN: an exact one's +inf, or an ArgMax's -inf (ids all 0), named a mask's -inf bad data

@@ -12,7 +12,10 @@ from block_models import embedding_model, mlp_model, patch_model, tied_model
 from conftest import run_cli, save_model, write_samples
 from onnx import numpy_helper
 
-from qtool.export.matmulnbits import _pack, to_matmulnbits
+from qtool import runtime
+from qtool.export import matmulnbits
+from qtool.export.matmulnbits import _pack, natively, to_matmulnbits
+from qtool.graph import external_data
 
 
 def _quantize(tmp_path: Path, *flags: str) -> Path:
@@ -401,3 +404,28 @@ def test_a_block_weight_converts_without_wide_integer_copies() -> None:
     np.testing.assert_array_equal(inits[nbits.input[1]], expected)
     np.testing.assert_array_equal(inits[nbits.input[2]], scale.T)
     assert peak < 6 * q.size  # int16 values and the packed bytes; 17x the int8 weight before
+
+
+def test_the_evaluation_runs_4_bit_blocks_as_matmulnbits_read_from_a_file(tmp_path: Path, monkeypatch) -> None:
+    """quantize's evaluation session of a W4 block model (natively): its MatMuls as MatMulNBits at accuracy level 0,
+    the QDQ arithmetic's values summed in another order, their packed weights read lazily from a scratch file (a
+    session folds a DequantizeLinear to float, 8x a 4-bit weight's bytes); models without blocks, or where no
+    scratch file can be written, are run as they are, the weights folded."""
+    qdq = onnx.load(str(_quantize(tmp_path, "--act_bitwidth", "32", "--weights_block_size", "32")))
+    native = natively(qdq)
+    assert [n.op_type for n in native.graph.node].count("MatMulNBits") == 2
+    assert not any(n.op_type == "DequantizeLinear" for n in native.graph.node)
+    assert all(external_data.is_lazy(t) for t in native.graph.initializer if t.name.endswith("_nbits_B"))
+    assert any(n.op_type == "DequantizeLinear" for n in qdq.graph.node)  # a copy: the model written is the QDQ one
+    feed = {"x": np.random.default_rng(5).uniform(-1, 1, (8, 64)).astype(np.float32)}
+    folded = runtime.session(qdq, optimized=True, integer_kernels=False).run(None, feed)[0]
+    np.testing.assert_allclose(runtime.session(native, optimized=True, integer_kernels=False).run(None, feed)[0], folded,
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    per_channel = onnx.load(str(_quantize(tmp_path / "pc", "--act_bitwidth", "32")))
+    assert natively(per_channel) is per_channel
+
+    def no_space(name: str) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matmulnbits, "scratch_file", no_space)
+    assert natively(qdq) is qdq

@@ -75,8 +75,38 @@ def data_tensors(facts: GraphFacts) -> set[str]:
 
 
 def mask_branch(facts: GraphFacts) -> set[str]:
-    """Float tensors of the mask branches: off the data path, joining it at a Softmax input's Add/Sub/Where."""
-    return _masks(facts)[0]
+    """Float tensors of the mask branches: off the data path, joining it at a Softmax input's Add/Sub/Where; and
+    those a mask's fill reaches on the way into a Softmax input (_filled) but masked_softmax_inputs' own."""
+    branch, joined = _masks(facts)
+    return branch | (_filled(facts) - joined)
+
+
+MASK_FILL = -1000.0  # a Where writing a constant this low writes a mask (-1e4, -1e9, finfo.min, -inf), not data
+
+
+def _filled(facts: GraphFacts) -> set[str]:
+    """Float tensors holding a mask's fill on its way into a Softmax input: written by a Where whose constant value
+    input is all at or below MASK_FILL, or by an Add, Sub, Where or Concat reading one, behind the Softmax input's
+    chain. A mask computed from the data (atspm-detector's funcnet head: log prior probabilities, -1e4 where a
+    candidate is out, added to the scores, a null column concatenated) is on the data path, so _masks does not
+    see it, and an 8-bit grid spanning -1e4 (a step of 39) wiped out the scores and priors beside it."""
+    tree: set[str] = set()
+    for node in facts.model.graph.node:
+        stack = [_chain_head(facts, node.input[0])] if node.op_type in SOFTMAX_OPS and node.input else []
+        while stack:
+            name = stack.pop()
+            producer = facts.producers.get(name)
+            if name in tree or producer is None or producer.op_type not in {*MASK_JOINS, "Concat"}:
+                continue
+            tree.add(name)
+            stack += [i for i in producer.input if i and i not in facts.initializers]
+    filled: set[str] = set()
+    for node in facts.model.graph.node:  # topological: a join's inputs are decided before it
+        out = node.output[0] if node.output else ""
+        fill = node.op_type == "Where" and any(i in facts.initializers and (facts.array(i) <= MASK_FILL).all() for i in node.input[1:])
+        if out in tree and (fill or any(i in filled for i in node.input)):
+            filled.add(out)
+    return {t for t in filled if facts.is_float(t)}
 
 
 def masked_softmax_inputs(facts: GraphFacts) -> set[str]:

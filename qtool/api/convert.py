@@ -22,7 +22,7 @@ from qtool.config import ConvertOptions
 from qtool.errors import ModelError
 from qtool.export.fp16 import half_precision
 from qtool.graph import model as gm
-from qtool.graph.convert import corrected_outputs, normalise, refuse_maps, refuse_no_inputs
+from qtool.graph.convert import corrected_outputs, drop_unread_zipmaps, normalise, refuse_maps, refuse_no_inputs
 from qtool.io import encodings as encio
 from qtool.io import outputs
 from qtool.quant.graph_facts import GraphFacts
@@ -60,6 +60,7 @@ def convert(o: ConvertOptions) -> Report:
 def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report:
     source, data_files = gm.load_with_files(o.input_network)
     tx.add_inputs("-i's external data", data_files)
+    drop_unread_zipmaps(source)
     refuse_maps(source, str(o.input_network))  # before onnx.checker's copies (skl2onnx's LightGBM trees: 2.0 -> 1.4 GB)
     expect_external_data(tx, output, source, o.external_data)
     loaded = source

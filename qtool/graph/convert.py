@@ -182,9 +182,11 @@ MAPS_HINT = "skl2onnx: convert with options={id(model): {'zipmap': False}} to ge
 
 def map_values(model: onnx.ModelProto) -> list[str]:
     """Inputs and outputs that are a map or a sequence of maps (skl2onnx's ZipMap), and the outputs of a ZipMap no
-    output names (left dangling beside the probabilities' tensor): shape inference declares it a map, which onnx-ir,
+    output names (one a node reads; an unread one is dropped): shape inference declares it a map, which onnx-ir,
     under convert's passes, cannot read ('qtool: internal error', NotImplementedError: Map types)."""
-    found = [n.output[0] for n in model.graph.node if n.op_type == "ZipMap" and n.domain == "ai.onnx.ml" and n.output]
+    unread = _unread_zipmaps(model)
+    found = [n.output[0] for n in model.graph.node if n.op_type == "ZipMap" and n.domain == "ai.onnx.ml" and n.output
+             and n not in unread]  # fmt: skip
     for value in [*model.graph.input, *model.graph.output]:
         kind = value.type
         while kind.HasField("sequence_type"):
@@ -192,6 +194,21 @@ def map_values(model: onnx.ModelProto) -> list[str]:
         if kind.HasField("map_type"):
             found.append(value.name)
     return found
+
+
+def _unread_zipmaps(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    read = {name for node in model.graph.node for name in reads(node)} | {o.name for o in model.graph.output}
+    return [n for n in model.graph.node if n.op_type == "ZipMap" and n.domain == "ai.onnx.ml" and not {*n.output} & read]
+
+
+def drop_unread_zipmaps(model: onnx.ModelProto) -> None:
+    """A ZipMap whose output nothing reads (skl2onnx's, left beside the probabilities' tensor the graph outputs
+    instead) computes nothing the model gives: dropped, as a user editing the outputs meant, not refused as a map
+    (5d46a80 named it, exit 3)."""
+    for node in _unread_zipmaps(model):
+        logger.info("convert: %s dropped: its output %r is read by nothing", f"ZipMap {node.name!r}" if node.name else
+                    "a ZipMap", node.output[0])  # fmt: skip
+        model.graph.node.remove(node)
 
 
 def refuse_maps(model: onnx.ModelProto, where: str) -> None:
@@ -253,6 +270,7 @@ def normalise(
 ) -> onnx.ModelProto:
     """Run every convert pass; returns a new, checked model. `input_values` pins inputs to constants; `keep`: names
     an overrides file gives, which no optional rewrite takes away."""
+    drop_unread_zipmaps(model)
     refuse_maps(model, where)
     densify_sparse(model.graph, where)
     _warn_uncarried(model, where)

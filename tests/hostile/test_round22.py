@@ -269,17 +269,6 @@ def _tree_classifier(zipmap: bool) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=opsets, ir_version=8)
 
 
-def test_a_zipmap_no_output_names_is_refused_by_name(ws: Workspace) -> None:
-    """skl2onnx's ZipMap left dangling beside the probabilities' tensor (its output not a graph output): shape
-    inference declares it a map, which onnx-ir under convert's passes cannot read: 'qtool: internal error'
-    (NotImplementedError: Map types are not supported yet), exit 1. Now it is refused as a graph output map is,
-    naming it and skl2onnx's zipmap option."""
-    onnx.save(_tree_classifier(zipmap=True), ws.root / "ml.onnx")
-    before = ws.snapshot()
-    assert_refused(ws, before, ws.run("convert", "-i", ws.root / "ml.onnx", "-o", ws.root / "c.onnx"), 3,
-                   "'zipped' is a map (or a sequence of maps), not a tensor", "'zipmap': False")  # fmt: skip
-
-
 def test_a_tree_ensembles_outputs_take_the_batch_the_inputs_were_given(ws: Workspace) -> None:
     """A TreeEnsembleClassifier's outputs, declared label [N] and probs [N, 2] beside x [N, 3]: convert fixed x to
     [1, 3] and left the outputs at N (shape inference knows no ai.onnx.ml op's output), a model whose declaration

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
-from hostile_env import Workspace, make_workspace
+from hostile_env import Workspace, assert_refused, make_workspace
+from onnx import TensorProto, helper
 
 from qtool.io import encodings as encodings_io
 
@@ -42,3 +46,33 @@ def test_a_large_legacy_file_is_checked_a_key_at_a_time(monkeypatch: pytest.Monk
     data["activation_encodings"]["t0"][0]["max"] = -9.0  # a bad entry among plain ones: its own words, as before
     with pytest.raises(Exception, match=r"o.json: activation_encodings: 't0'\[0\]: min .* is greater than max -9.0"):
         encodings_io.parse_encodings(data, "o.json")
+
+
+# --- a ZipMap nothing reads is dead code ---------------------------------------------------------------------------
+
+
+def test_a_zipmap_nothing_reads_is_dropped(ws: Workspace) -> None:
+    """skl2onnx's classifier with its ZipMap left beside the probabilities' tensor the graph outputs instead (a user
+    who edited the outputs to get a tensor): 5d46a80 refused it as a map, exit 3, though nothing reads the map. Now
+    convert drops it, as dead code, and says so; the model computes the classifier's label and probabilities as the
+    source does, and a ZipMap whose map is an output is still refused by name."""
+    from test_round22 import _tree_classifier
+
+    onnx.save(_tree_classifier(zipmap=True), ws.root / "ml.onnx")
+    result = ws.run("convert", "-v", "-i", ws.root / "ml.onnx", "-o", ws.root / "c.onnx")
+    assert result.exit_code == 0, result.output
+    assert "convert: a ZipMap dropped: its output 'zipped' is read by nothing" in result.stderr
+    converted = onnx.load(str(ws.root / "c.onnx"))
+    assert [n.op_type for n in converted.graph.node] == ["MatMul", "TreeEnsembleClassifier"]
+    x = np.array([[0.5, -1.0, 2.0]], np.float32)
+    run = lambda path: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["label", "probs"], {"x": x})  # noqa: E731
+    for got, want in zip(run(ws.root / "c.onnx"), run(ws.root / "ml.onnx"), strict=True):
+        np.testing.assert_array_equal(got, want)
+    model = _tree_classifier(zipmap=True)
+    model.graph.output[1].CopyFrom(helper.make_tensor_sequence_value_info("zipped", TensorProto.UNDEFINED, None))
+    model.graph.output[1].type.sequence_type.elem_type.map_type.key_type = TensorProto.INT64
+    model.graph.output[1].type.sequence_type.elem_type.map_type.value_type.tensor_type.elem_type = TensorProto.FLOAT
+    onnx.save(model, ws.root / "ml.onnx")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("convert", "-i", ws.root / "ml.onnx", "-o", ws.root / "c2.onnx"), 3,
+                   "'zipped' is a map (or a sequence of maps), not a tensor")  # fmt: skip

@@ -223,14 +223,29 @@ class Encoding:
         """dequantize(quantize(x)), bit for bit, in one float64 array: the grid's integers are exact in float64,
         and the int64 round trip was a third of the per-layer comparison's time."""
         x = np.asarray(x)
-        view, scale, zp = self._on_grid(x)
+        return self._rounded(*self._on_grid(x)).astype(np.float32).reshape(x.shape)
+
+    def _rounded(self, view: np.ndarray, scale: np.ndarray, zp: np.ndarray) -> np.ndarray:
         q = np.asarray(view / scale, dtype=np.float64)
         np.rint(q, out=q)
         q += zp
         np.clip(q, self.qmin, self.qmax, out=q)
         q -= zp
         q *= scale
-        return q.astype(np.float32).reshape(x.shape)
+        return q
+
+    def squared_error(self, x: np.ndarray, chunk: int = 1 << 22) -> float:
+        """Σ (x - fake_quantize(x))² in float64, about `chunk` values at a time along the grid's first axis: a whole
+        weight's float64 copies were 1.5 GB for a 2.35 GB decoder's 250 MB LM head (its quality diagnosis's peak)."""
+        view, scale, zp = self._on_grid(np.asarray(x))
+        view = view.reshape(1) if view.ndim == 0 else view
+        rows, total = max(1, chunk // max(1, view[0].size)), 0.0
+        for start in range(0, len(view), rows):
+            s, z = (a[start : start + rows] if a.ndim and a.shape[0] > 1 else a for a in (scale, zp))
+            delta = view[start : start + rows].astype(np.float64)
+            delta -= self._rounded(view[start : start + rows], s, z).astype(np.float32)
+            total += float(np.einsum("i,i->", delta.ravel(), delta.ravel()))
+        return total
 
 
 def float_encoding(bitwidth: int) -> Encoding:

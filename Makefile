@@ -1049,7 +1049,9 @@ OUT := build/demo
 #   drop_unread_zipmaps; skl2onnx's classifier whose outputs were edited to the probabilities' tensor; 19 lines)
 # 27135 -> 27146: the layer ranking's weight noise is summed a chunk of rows at a time (encoding.Encoding.squared_error;
 #   the 2.35 GB decoder's W4 B32 ranking 1896 -> 1175 MB, its LM head's float64 copies; 11 lines)
-LINE_BUDGET := 27146
+# 27146 -> 27157: a step that reads one weight releases that weight's mapped pages, not every file's (graph/
+#   lazy_weights.release(tensor); a model stored a file per weight made N^2 madvise calls: 3000, 10.7 -> 3.6 s sys; 11 lines)
+LINE_BUDGET := 27157
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -149,7 +149,7 @@ def _wide_values(model: onnx.ModelProto, encoded: dict[str, float]) -> dict[str,
             # a float's |max| is exact as it is: float64 copies of a decoder's token table held 1 GB at once
             wide = values if values.dtype.kind == "f" else values.astype(np.float64)  # (|int min| overflows)
             bounds[name] = float(max(wide.max(), -wide.min())) if numeric else 0.0
-            external_data.release()  # its mapped pages: the weights are read once here
+            external_data.release(weights[name])  # its mapped pages: the weights are read once here
         return bounds.get(name)
 
     for name, weight in weights.items():  # any weight past float16's range (a MatMul's too) stays float32

@@ -158,7 +158,7 @@ class QGraph:
         e = self.enc[t]
         if t in self.facts.initializers:
             values = e.quantize(self.facts.array(t)).astype(self.int_type(t))
-            external_data.release()  # the float weight's mapped pages (export's scratch file): read once, here
+            external_data.release(self.facts.initializers[t])  # the float weight's mapped pages: read once, here
             name = self.const(f"{t}_quantized", values)
         else:
             name = self.fresh(f"{t}_quantized")

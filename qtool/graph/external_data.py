@@ -471,5 +471,5 @@ def _copy_lazy(tensor: onnx.TensorProto, out: IO) -> int:
     view = raw(tensor)
     for start in range(0, len(view), CHUNK):
         out.write(view[start : start + CHUNK])
-    release()
+    release(tensor)
     return len(view)

@@ -83,10 +83,10 @@ def _change(model: onnx.ModelProto, source: int, target: int, kept: set[str], as
     for init in model.graph.initializer:
         if init.data_type == source and init.name not in kept:
             values = external_data.array(init).astype(dtype)
+            external_data.release(init)  # the pages of the weight just read
             # a layer's weight goes to a scratch file, read lazily: in memory, a 2.4 GB float16 model's 4.8 GB of
             # float32 (and the copies making them) got convert killed for want of memory at 18.9 GB
             init = external_data.weight_tensor(values, init.name, scratch_file("retyped-weights.data"))
-            external_data.release()  # the pages of the weight just read
         inits.append(init)
     del graph.initializer[:]
     graph.initializer.extend(inits)

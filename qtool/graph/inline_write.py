@@ -49,7 +49,7 @@ def write_tensor(tensor: onnx.TensorProto, out: IO) -> None:
     if data is not None:
         out.write(key(RAW_DATA, len(data)))
         out.write(data)
-        release()
+        release(tensor)
     out.write(after)
 
 

@@ -236,7 +236,7 @@ def uneven_channels(ctx: LintContext) -> Iterable[Finding]:
                 continue
             axis = weight_axis(node, index, w.shape)
             ranges = channel_ranges(w, axis).astype(np.float64)
-            external_data.release()  # one weight's pages resident at a time
+            external_data.release(ctx.facts.initializers[weight])  # one weight's pages resident at a time
             live = live_channels(ranges)
             if len(live) < 2:
                 continue

@@ -120,7 +120,7 @@ class _Writer:
         self.initializers.append(numpy_helper.from_array(quantized, q_name))
         scale, zp = self.qparams(init.name, e, int_type, values.shape)
         self.node("DequantizeLinear", [q_name, scale, zp], init.name, **_axis(e))
-        external_data.release()  # a lazy weight's pages: read once, not needed again
+        external_data.release(init)  # a lazy weight's pages: read once, not needed again
 
     def activation(self, prequant: str, dequant: str, e: Encoding, base: str) -> None:
         """`prequant` -> Q -> DQ -> `dequant`; new names start with `base`."""

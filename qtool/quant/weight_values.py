@@ -20,8 +20,9 @@ def unusable_weight(model: onnx.ModelProto) -> tuple[str, str] | None:
     One weight is read at a time, and min() carries a NaN through without a mask the weight's size."""
     layers = {n.input[i]: n for n in model.graph.node if n.op_type in FLOAT_FORCING_OPS  # Conv, Gemm, MatMul
               for i in rule_for(n).weights if i < len(n.input)}  # fmt: skip
-    for init in model.graph.initializer:
-        external_data.release()  # the last weight's pages: all of a lazy model's stayed resident (512 MB: +223 MB peak)
+    for last, init in zip([None, *model.graph.initializer], model.graph.initializer, strict=False):
+        if last is not None:  # the last weight's pages: all of a lazy model's stayed resident (512 MB: +223 MB peak)
+            external_data.release(last)
         values = external_data.array(init) if init.data_type in NAN_CHECKED else np.zeros(0)
         if values.size and np.isnan(values.min()):
             nan = np.count_nonzero(np.isnan(values))
@@ -29,5 +30,6 @@ def unusable_weight(model: onnx.ModelProto) -> tuple[str, str] | None:
         if values.size and init.name in layers and not (np.isfinite(values.min()) and np.isfinite(values.max())):
             layer = " ".join([layers[init.name].op_type, *([quoted(layers[init.name].name)] if layers[init.name].name else [])])
             return init.name, f"weight {quoted(init.name)} of {layer} holds an infinity, which no grid holds"
-    external_data.release()
+    if model.graph.initializer:
+        external_data.release(model.graph.initializer[-1])
     return None

@@ -5,7 +5,7 @@ weight first (onnxruntime docs/ContribOperators.md; the packing of its matmul_nb
 MatMulNBits(A, B, scales[, zero_points][, g_idx, bias]) with attributes K, N, bits = 4, block_size:
 - B: uint8 [N, K/block_size, block_size/2], each output channel's K weights on the unsigned grid
   (q + 8 for int4), two a byte, the first in the low nibble.
-- scales: float [N, K/block_size].
+- scales: float [N, K/block_size] (float16 in a float16 model: A's type).
 - zero_points: uint8 [N, ceil(K/block_size / 2)], packed the same way; left out when every one is
   8, the operator's default (symmetric int4 weights, qtool's).
 A Gemm qualifies when it is A·B (+ a 1-D bias C): alpha 1, beta 1 on a C, no transA; one with a 4-bit block
@@ -118,7 +118,9 @@ class _Graph:
             return None
         if axis == 0:  # [K, N] -> rows of K per output channel
             u, scale, zp = u.T, scale.T, zp.T
-        return u, scale.astype(np.float32), zp, size
+        # a float16 model's scales stay float16: MatMulNBits takes its scales in A's type (float32 ones beside a
+        # float16 A wrote a model onnxruntime refuses to load, exit 0)
+        return u, scale.astype(np.float16 if scale.dtype == np.float16 else np.float32), zp, size
 
 
 def _bias(g: _Graph, node: onnx.NodeProto, n: int) -> str | None:

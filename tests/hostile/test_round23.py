@@ -117,3 +117,58 @@ def test_a_model_stored_a_file_per_weight_releases_each_weight_once(tmp_path: Pa
     assert result.exit_code == 0, result.output
     assert len(lazy_weights._MAPS) == count
     assert len(released) < 12 * count, len(released)
+
+
+# --- a float16 QDQ model through every export format ----------------------------------------------------------------
+
+
+def _float16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A QDQ model whose float tensors are float16 (scales, biases, inputs, outputs), at opset 21, as a float16
+    export quantized by another tool is written."""
+    for i, t in enumerate(model.graph.initializer):
+        if t.data_type == TensorProto.FLOAT:
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+    for v in [*model.graph.input, *model.graph.output]:
+        v.type.tensor_type.elem_type = TensorProto.FLOAT16
+    del model.graph.value_info[:]
+    for o in model.opset_import:
+        o.version = max(o.version, 21) if o.domain in ("", "ai.onnx") else o.version
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_a_float16_qdq_model_exports_to_every_format_or_is_refused(tmp_path: Path) -> None:
+    """A float16 QDQ model (4-bit blocked weights, float16 scales) through each export format: matmulnbits wrote
+    float32 scales beside float16 activations, a model onnxruntime refuses to load ('Type parameter (T1) of Optype
+    (MatMulNBits) bound to different types'), exit 0. Now its scales keep the model's type, and every format writes
+    a model onnxruntime loads and runs (matmulnbits and qdq computing what the source does) or refuses in one line."""
+    from conftest import run_cli, write_feeds
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.1, (64, 8)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [w])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), tmp_path / "m.onnx")
+    listing = write_feeds(tmp_path, [{"x": rng.normal(size=(1, 64)).astype(np.float32)} for _ in range(4)])
+    result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "-l", listing, "-o", tmp_path / "q.onnx", "--weights_bitwidth",
+                      "4", "--weights_block_size", "32", "--encodings_format", "1.0.0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    onnx.save(_float16(onnx.load(str(tmp_path / "q.onnx"))), tmp_path / "h.onnx")
+    x = {"x": rng.normal(size=(1, 64)).astype(np.float16)}
+    run = lambda path: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, x)[0]  # noqa: E731
+    expected = run(tmp_path / "h.onnx")
+    formats = ("qdq", "qoperator", "encodings", "stripped", "ranges", "fp16", "fixpoint", "matmulnbits")
+    for fmt in formats:
+        layout = ["--encodings_format", "1.0.0"] if fmt == "encodings" else []
+        result = run_cli(["export", "-i", tmp_path / "h.onnx", "-o", tmp_path / fmt, "--format", fmt, *layout])
+        if result.exit_code:
+            assert result.stderr.count("qtool: error:") == 1 and "Traceback" not in result.stderr, result.stderr
+            assert not (tmp_path / fmt).exists() or not any((tmp_path / fmt).iterdir()), fmt
+            continue
+        for written in (tmp_path / fmt).glob("*.onnx"):
+            got = run(written)
+            assert got.dtype == np.float16, (fmt, got.dtype)
+            if fmt in ("qdq", "matmulnbits"):
+                np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), atol=2e-3, err_msg=fmt)
+    assert (tmp_path / "matmulnbits" / "h.matmulnbits.onnx").exists()

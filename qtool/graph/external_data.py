@@ -100,24 +100,26 @@ def tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
                 graphs.extend(attr.graphs)
 
 
-def files(model: onnx.ModelProto, folder: Path, where: str) -> list[Path]:
-    """The external-data files `model` names, each checked to lie inside `folder`."""
-    root = Path(os.path.realpath(folder))
+def files(model: onnx.ModelProto, folder: Path, where: str, linked: Path | None = None) -> list[Path]:
+    """The external-data files `model` names, each checked to lie inside `folder`, or inside `linked`, the folder
+    a symlinked model file lies in: Hugging Face's cache links model.onnx and model.onnx_data from a snapshot's
+    folder to blobs/ beside each other, which onnxruntime reads and qtool refused ('leads outside')."""
+    roots = [Path(os.path.realpath(f)) for f in (folder, linked) if f is not None]
     found: dict[Path, None] = {}
     for tensor in tensors(model.graph):
         if external_data_helper.uses_external_data(tensor):
-            found[_resolved(tensor, root, where)] = None
+            found[_resolved(tensor, roots, where)] = None
     return list(found)
 
 
-def _resolved(tensor: onnx.TensorProto, root: Path, where: str) -> Path:
+def _resolved(tensor: onnx.TensorProto, roots: list[Path], where: str) -> Path:
     location = fields(tensor).get("location", "")
     if not location or Path(location).is_absolute() or Path(location).drive:
         raise ModelError(f"tensor {tensor.name!r}: external data location {location!r} is not relative", where=where)
     if "\0" in location:  # no file has such a name: os.path raises ValueError on it
         raise ModelError(f"tensor {tensor.name!r}: external data location {quoted(location)} has a NUL byte", where=where)
-    resolved = Path(os.path.realpath(root / location))
-    if not resolved.is_relative_to(root):
+    resolved = Path(os.path.realpath(roots[0] / location))
+    if not any(resolved.is_relative_to(root) for root in roots):
         raise ModelError(
             f"tensor {tensor.name!r}: external data location {location!r} leads outside the model's folder", where=where
         )
@@ -128,25 +130,31 @@ def _resolved(tensor: onnx.TensorProto, root: Path, where: str) -> Path:
     return resolved
 
 
-def load(model: onnx.ModelProto, folder: Path, where: str) -> list[Path]:
-    """Check every external tensor's location and extent; load the small ones and make the
-    initializers lazy (the module docstring); returns the files they live in."""
-    checked = files(model, folder, where)
-    root = Path(os.path.realpath(folder))
+def load(model: onnx.ModelProto, folder: Path, where: str, linked: Path | None = None) -> list[Path]:
+    """Check every external tensor's location and extent (in `folder`, or `linked`: files'); load the small ones and
+    make the initializers lazy (the module docstring); returns the files they live in."""
+    checked = files(model, folder, where, linked)
+    roots = [Path(os.path.realpath(f)) for f in (folder, linked) if f is not None]
     for tensor in model.graph.initializer:
         if external_data_helper.uses_external_data(tensor):
-            path = _resolved(tensor, root, where)
+            path = _resolved(tensor, roots, where)
             offset, length = _extent(tensor, path, where)
             if length >= LAZY_BYTES:
                 point(tensor, str(path), offset, length)
     for tensor in tensors(model.graph):
         if not external_data_helper.uses_external_data(tensor) or is_lazy(tensor):
             continue
-        _extent(tensor, _resolved(tensor, root, where), where)
-        try:
-            external_data_helper.load_external_data_for_tensor(tensor, str(root))
-        except Exception as e:  # onnx raises ValueError/OSError/its own checker errors for bad offsets
+        path = _resolved(tensor, roots, where)
+        offset, length = _extent(tensor, path, where)
+        try:  # read from the file it resolves to: onnx's reader refuses a symlink, which a linked model's data is
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read(length)
+        except OSError as e:
             raise ModelError(f"cannot read external data: {clipped(str(e).splitlines()[0])}", where=where) from e
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        tensor.raw_data = data
     return checked
 
 

@@ -101,7 +101,7 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
     _shape_outputs(model, str(p))  # sorted first: inference reads nodes in order, a reader before its producer unshaped
     if renamed := unique_node_names(model.graph):
         logger.info("%s: %d nodes named as another node before them: renamed <op_type>_<index>", p, renamed)
-    data_files = external_data.load(model, p.parent, str(p))
+    data_files = external_data.load(model, p.parent, str(p), Path(os.path.realpath(p)).parent)
     if found:
         inline_weights.read_in_place(model, found, os.path.realpath(p))
     return model, data_files

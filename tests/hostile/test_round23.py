@@ -172,3 +172,42 @@ def test_a_float16_qdq_model_exports_to_every_format_or_is_refused(tmp_path: Pat
             if fmt in ("qdq", "matmulnbits"):
                 np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), atol=2e-3, err_msg=fmt)
     assert (tmp_path / "matmulnbits" / "h.matmulnbits.onnx").exists()
+
+
+# --- external data through Hugging Face's cache links ---------------------------------------------------------------
+
+
+def test_a_model_in_hugging_faces_cache_reads_its_linked_data(ws: Workspace) -> None:
+    """huggingface_hub's cache holds a snapshot as symlinks (snapshots/<rev>/model.onnx -> ../../blobs/<sha>, and
+    model.onnx_data beside it likewise), which onnxruntime loads: qtool refused every command ('external data location
+    'model.onnx_data' leads outside the model's folder'), and onnx's own reader refuses a symlinked data file. Now a
+    data file may lie in the folder the model file resolves to as well, and is read from the file it resolves to;
+    a link from the model's folder to anywhere else is still refused."""
+    import shutil
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(64, 8)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=8).astype(np.float32), "b")]  # fmt: skip (lazy, and read at once)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], inits)  # fmt: skip
+    made, blobs, snapshot = ws.root / "made", ws.root / "hub" / "blobs", ws.root / "hub" / "snapshots" / "rev"
+    for folder in (made, blobs, snapshot):
+        folder.mkdir(parents=True)
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(made / "model.onnx"),
+                    save_as_external_data=True, location="model.onnx_data", size_threshold=0)  # fmt: skip
+    for name, blob in (("model.onnx", "a1"), ("model.onnx_data", "b2")):
+        shutil.move(made / name, blobs / blob)
+        (snapshot / name).symlink_to(f"../../blobs/{blob}")
+    x = {"x": rng.normal(size=(1, 64)).astype(np.float32)}
+    run = lambda path: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, x)[0]  # noqa: E731
+    result = ws.run("convert", "-i", snapshot / "model.onnx", "-o", ws.root / "c.onnx")
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(run(ws.root / "c.onnx"), run(snapshot / "model.onnx"), rtol=1e-5, atol=1e-5)
+    (ws.root / "outside").mkdir()
+    shutil.copy(blobs / "b2", ws.root / "outside" / "data")
+    (snapshot / "model.onnx_data").unlink()
+    (snapshot / "model.onnx_data").symlink_to(ws.root / "outside" / "data")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.run("convert", "-i", snapshot / "model.onnx", "-o", ws.root / "c2.onnx"), 3,
+                   "external data location 'model.onnx_data' leads outside the model's folder")  # fmt: skip

@@ -9,6 +9,7 @@ Initializers of LAZY_BYTES or more stay in their file until a step reads them: `
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
@@ -40,6 +41,7 @@ from qtool.graph.lazy_weights import (  # re-exported: callers reach a tensor's 
 )
 from qtool.io.files import clipped, quoted
 
+logger = logging.getLogger(__name__)
 __all__ = ["array", "checkable", "forget", "is_lazy", "lazy", "materialized", "on_disk", "release"]
 
 PROTOBUF_LIMIT = 2**31 - 1  # protobuf cannot serialize (or even size) a message past this
@@ -51,8 +53,21 @@ SPILL_BYTES = 64 << 20
 
 def weight_tensor(values: np.ndarray, name: str, scratch: str) -> onnx.TensorProto:
     """`values` as the initializer `name`: a layer's weight (LAZY_BYTES or more) `spilled` to `scratch`, read lazily,
-    so a float copy of a model does not hold its weights in memory; a smaller tensor in memory."""
-    return spilled(values, name, scratch) if values.nbytes >= LAZY_BYTES else numpy_helper.from_array(values, name)
+    so a float copy of a model does not hold its weights in memory; a smaller tensor in memory, and a weight the
+    scratch file cannot take (a full disk, a file-size limit: export and inspect stopped on 'qtool: internal error',
+    OSError) in memory too, said once."""
+    if values.nbytes >= LAZY_BYTES:
+        try:
+            return spilled(values, name, scratch)
+        except OSError as e:
+            if not _UNSPILLED:
+                logger.warning("cannot write the scratch file %s (%s): weights kept in memory instead (set TMPDIR to "
+                               "a folder with room)", scratch, e.strerror or e)  # fmt: skip
+            _UNSPILLED.append(scratch)
+    return numpy_helper.from_array(values, name)
+
+
+_UNSPILLED: list[str] = []  # scratch files that refused a weight: warned of once a process
 
 
 def spilled_weights(model: onnx.ModelProto, at_least: int = SPILL_BYTES) -> onnx.ModelProto:

@@ -211,3 +211,33 @@ def test_a_model_in_hugging_faces_cache_reads_its_linked_data(ws: Workspace) -> 
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("convert", "-i", snapshot / "model.onnx", "-o", ws.root / "c2.onnx"), 3,
                    "external data location 'model.onnx_data' leads outside the model's folder")  # fmt: skip
+
+
+# --- a full scratch folder -------------------------------------------------------------------------------------------
+
+
+def test_a_full_scratch_folder_keeps_weights_in_memory(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """export and inspect write a float copy's weights to a scratch file under $TMPDIR: on a full disk (a tmpfs of
+    12 kB as TMPDIR: 'No space left on device') both stopped on 'qtool: internal error', exit 1. Now the weights the
+    scratch file refuses stay in memory, said once, and the command goes on: the export writes models onnxruntime
+    runs, as with room."""
+    import errno
+
+    from qtool.graph import lazy_weights
+
+    assert ws.quantize("-o", ws.out).exit_code == 0
+    with_room = ws.run("export", "-i", ws.out, "-o", ws.root / "roomy", "--format", "stripped")
+    assert with_room.exit_code == 0, with_room.output
+
+    def full(scratch: str, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", scratch)
+
+    monkeypatch.setattr(lazy_weights, "_appended", full)
+    monkeypatch.setattr("qtool.graph.external_data._UNSPILLED", [], raising=False)
+    result = ws.run("export", "-i", ws.out, "-o", ws.root / "full", "--format", "stripped", "--format", "qdq")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("weights kept in memory instead (set TMPDIR to a folder with room)") == 1, result.stderr
+    assert (ws.root / "full" / "q.stripped.onnx").read_bytes() == (ws.root / "roomy" / "q.stripped.onnx").read_bytes()
+    x = np.random.default_rng(0).normal(size=(1, 3, 8, 8)).astype(np.float32)
+    for name in ("q.stripped.onnx", "q.qdq.onnx"):
+        ort.InferenceSession(str(ws.root / "full" / name), providers=["CPUExecutionProvider"]).run(None, {"x": x})

@@ -8,6 +8,9 @@ several thresholds, and for the first two models the 90% interval of their F1 di
 bootstrap over the validation images. Run from the repo root:
 
   python bench/detector_f1.py platedet bench/.cache/runs/platedet/zoo_qtool_w8a8.quant.onnx other.quant.onnx
+
+--val-list scores another list instead: more images from the same generator (prepare_zoo.platedet_samples("val",
+128) written as raw files: its first 32 are the zoo's), where 32 images leave the bench's one threshold to chance.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def main() -> None:
     parser.add_argument("quantized", nargs="+", help="quantized models of it")
     parser.add_argument("--thresholds", help="comma-separated score thresholds (default: the task's)")
     parser.add_argument("--draws", type=int, default=2000, help="bootstrap draws")
+    parser.add_argument("--val-list", help="another validation list (more images from prepare_zoo's generator)")
     args = parser.parse_args()
     entry = json.loads(MANIFEST.read_text())["zoo"][args.model]
     if entry["task"] not in DECODERS:
@@ -61,7 +65,7 @@ def main() -> None:
     models = [make_session(path, 2) for path in args.quantized]
     names = [o.name for o in reference.get_outputs()]
     counts = np.zeros((len(models), len(thresholds), 0, 3))
-    for feed in read_feeds(CACHE / entry["val_list"], input_spec(entry)):
+    for feed in read_feeds(Path(args.val_list) if args.val_list else CACHE / entry["val_list"], input_spec(entry)):
         want = reference.run(names, feed)
         row = np.zeros((len(models), len(thresholds), 1, 3))
         for m, sess in enumerate(models):

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from qtool import runtime
-from qtool.api import default_bc
+from qtool.api import default_bc, per_channel_advice
 from qtool.api.auto_calibration import (
     FloatRuns,
     GiveUp,
@@ -635,6 +635,7 @@ def _quantize(
     scored: dict[str, tuple[list, list, list]] = {}  # auto's methods: each checked sample's SQNR, each fold's, and
     # each fold's per output
     trialled = model if equalized else reference  # the same model: its trials may read the reference's runs
+    weights_line = ""  # advice, the report's last note
     if o.act_quantizer_calibration == "auto":  # before the float stage: its trials calibrate as the result will
         chosen, note = "min-max", nothing_to_score(GraphFacts.of(reference), overrides.activations, o.op_types_to_quantize)
         if not note and o.act_bitwidth != 32 and input_list is not None and len(input_list.distinct) < AUTO_MIN_SAMPLES:
@@ -651,6 +652,12 @@ def _quantize(
             with_bc = dataclasses.replace(o, apply_algorithms=(*o.apply_algorithms, "bc"))
             bc_trial = _algorithm_context(with_bc, reference, model, overrides, input_list, observers, halves=halves, runs=runs).trial
             bc_line = _bc_by_halves(o, chosen, scored, trialled, note, functools.partial(bc_trial, trialled))  # type: ignore[arg-type]
+        if chosen in scored and (flags := per_channel_advice.flags_off(o, GraphFacts.of(trialled))):
+            wider = dataclasses.replace(o, **dict.fromkeys(flags, True))
+            found: tuple[list, list, list] = ([], [], [])  # as auto's: each checked sample's, each fold's, per output
+            _algorithm_context(wider, reference, model, overrides, input_list, observers, halves=halves, runs=runs).trial(
+                trialled, chosen, found[0], found[1], per_output=found[2])  # type: ignore[misc]
+            weights_line = per_channel_advice.advice(chosen, flags, scored[chosen], found)
         o, notes = dataclasses.replace(o, act_quantizer_calibration=chosen), notes + ([note] if note else [])
         notes += [bc_line] if bc_line else []
         if bc_line.startswith("bc auto: applied"):
@@ -720,7 +727,7 @@ def _quantize(
     report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
     if calibration is not None:  # auto says its choice in "algorithms"
         report.facts["calibration"] = calibration
-    if notes:
+    if notes := notes + ([weights_line] if weights_line else []):
         report.facts["algorithms"] = "; ".join(notes)
     given = frozenset(name for name, e in overrides.activations.items() if not e.is_float and e.scale)
     for warning in short_scores(reference, plan.activations, given):  # the calibration samples cannot show it

@@ -1064,7 +1064,9 @@ OUT := build/demo
 #   36.3 / 36.0 per row, and quantize said nothing; 64 lines)
 # 27258 -> 27267: bc's trial folds give back the heap each sample's run freed, and the folds' float outputs and heap
 #   go before calibration (quant/algorithms/bias_correction._each_sample, api/quantize; P-Net 120-128 -> 119 MB; 9 lines)
-LINE_BUDGET := 27267
+# 27267 -> 27305: the default raises to 16 bits a SiLU, HardSwish or GELU output whose 8-bit step is deeper than its dip
+#   (quant/rounded_dips, moved from inspect/lint; plan.build_plan; nudenet class scores 13.1 -> 17.5 dB held out; 38 lines)
+LINE_BUDGET := 27305
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -51,7 +51,6 @@ from qtool.graph import model as gm
 from qtool.graph.lazy_weights import scratch_file
 from qtool.inspect import compare, layers
 from qtool.inspect import html as inspect_html
-from qtool.inspect.lint import rounded_dips
 from qtool.io import encodings as encio
 from qtool.io import outputs
 from qtool.io.feeds import check_bindings, iter_feeds, iter_samples
@@ -79,6 +78,7 @@ from qtool.quant.overrides import (
 from qtool.quant.plan import PlanOptions, activation_groups, activation_tensors, build_plan, kept_float
 from qtool.quant.qdq import write_qdq
 from qtool.quant.residual import observe_channels, on_residual_stream, post_ln_sums, residual_stream
+from qtool.quant.rounded_dips import rounded_dips
 from qtool.quant.rules import OP_RULES, is_control_input
 from qtool.quant.short_scores import short_scores
 from qtool.quant.stats import load_stats, recorded_calibration, save_stats
@@ -1138,4 +1138,5 @@ def _plan_facts(plan, output: Path, started: float, unplanned: int) -> dict:
         "left float": sum(e.is_float for e in every) + unplanned,
         "int32 ops": len(plan.int32_nodes),
         "seconds": round(time.perf_counter() - started, 2),
-    }
+    } | ({"16-bit dips": f"{', '.join(plan.raised_dips)} (an activation's dip below 0 on an 8-bit step deeper than it "
+                          "rounds to zero: an override of its encoding keeps 8 bits)"} if plan.raised_dips else {})

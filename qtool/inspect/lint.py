@@ -27,6 +27,7 @@ from qtool.quant.algorithms.residual_recipe import residual_recipe
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.qdq_read import read_qdq
 from qtool.quant.residual import post_ln_sums
+from qtool.quant.rounded_dips import DIP_DEPTHS, rounded_dips
 from qtool.quant.rules import rule_for, weight_axis
 from qtool.quant.weight_values import unusable_weight
 
@@ -324,36 +325,6 @@ def post_ln_residual(ctx: LintContext) -> Iterable[Finding]:
         "rest in trained encoders) leave the other channels a handful of levels on one 8-bit grid",
         f"{residual_recipe(ctx.facts)} --act_quantizer_calibration sqnr (a grid per hidden channel); on QNN HTP, 16-bit residual sums (--act_16bit_tensors)",
     )
-
-
-# the deepest value of each activation's negative lobe: SiLU (x * Sigmoid(x)) at x = -1.28, HardSwish at -1.5,
-# GELU at -0.75
-DIP_DEPTHS = {"SiLU": 0.2785, "HardSwish": 0.375, "Gelu": 0.17}
-
-
-def dips(facts: GraphFacts) -> dict[str, str]:
-    """SiLU, HardSwish and GELU outputs: tensor -> the activation's name."""
-    found = {}
-    for node in facts.model.graph.node:
-        if node.op_type in ("HardSwish", "Gelu"):
-            found[node.output[0]] = node.op_type
-        elif node.op_type == "Mul" and len(node.input) == 2:
-            gates = [facts.producers.get(i) for i in node.input]
-            if any(g is not None and g.op_type == "Sigmoid" and g.input[0] in node.input for g in gates):
-                found[node.output[0]] = "SiLU"
-    return found
-
-
-def rounded_dips(facts: GraphFacts, step: Callable[[str], float | None]) -> list[tuple[str, str, float]]:
-    """(tensor, activation, its grid step) of the SiLU / HardSwish / GELU outputs whose one-grid step is deeper than
-    the activation's dip: the negative values all round to zero (or to one level), an error of one sign that the
-    next layer sums over its fan-in. YOLOv8's first SiLU, range [-0.28, 155], step 0.61: nudenet 29.6 -> 9.9 dB."""
-    found = []
-    for tensor, op in dips(facts).items():
-        s = step(tensor)
-        if s is not None and s > DIP_DEPTHS[op]:
-            found.append((tensor, op, s))
-    return sorted(found, key=lambda t: -t[2] / DIP_DEPTHS[t[1]])
 
 
 def rounded_dip(ctx: LintContext) -> Iterable[Finding]:

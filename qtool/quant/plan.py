@@ -34,6 +34,7 @@ from qtool.quant.overrides import int32_ops, propagate_float, sixteen_bit_layers
 from qtool.quant.phases import indices, mask_arithmetic, phases
 from qtool.quant.range_search import GAMMA
 from qtool.quant.residual import ChannelMinMax
+from qtool.quant.rounded_dips import rounded_dips
 from qtool.quant.rules import NO_RULE, OP_RULES, float_input_reason, is_control_input, rule_for, weight_axes
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class QuantPlan:
     carriers: dict[str, str] = field(default_factory=dict)
     split_concats: frozenset[str] = frozenset()  # Concat outputs whose inputs keep their own grids (wide_concats)
     split_sources: frozenset[str] = frozenset()  # float tensors whose slices keep their own grids (wide_slices)
+    raised_dips: tuple[str, ...] = ()  # SiLU/HardSwish/GELU outputs the default raised to 16 bits (rounded_dips.py)
 
     def is_float_node(self, node) -> bool:
         """Its output (or the ReLU output carrying its encoding) stays float: it reads float inputs."""
@@ -759,6 +761,25 @@ def cell_states(facts: GraphFacts) -> tuple[str, ...]:
 
 
 def build_plan(facts: GraphFacts, observers: dict[str, Observer], overrides: Encodings, o: PlanOptions) -> QuantPlan:
+    """The default (no --target) then raises to 16 bits the SiLU, HardSwish and GELU outputs whose 8-bit step is
+    deeper than their dip (rounded_dips.py), unless an override gives their grid: the plan is made again with them."""
+    plan = _plan(facts, observers, overrides, o)
+    if o.target is not None or o.act_bitwidth != 8:
+        return plan
+
+    def step(tensor: str) -> float | None:
+        e = plan.activations.get(tensor)
+        return float(e.scale[0]) if e is not None and not e.is_float and e.bitwidth == 8 and len(e.scale) == 1 else None
+
+    raised = tuple(t for t, _, _ in rounded_dips(facts, step) if t not in overrides.activations)
+    if not raised:
+        return plan
+    plan = _plan(facts, observers, overrides, dataclasses.replace(o, act_16bit_tensors=(*o.act_16bit_tensors, *raised)))
+    plan.raised_dips = raised
+    return plan
+
+
+def _plan(facts: GraphFacts, observers: dict[str, Observer], overrides: Encodings, o: PlanOptions) -> QuantPlan:
     overrides = sixteen_bit_layers(facts, overrides, o.act_16bit_tensors, o.params_16bit_tensors)
     for cell in cell_states(facts) if o.act_bitwidth < 16 else ():
         overrides.activations.setdefault(facts.squashed_into(cell) or cell, Encoding(bitwidth=16, headroom=RAISED_HEADROOM))

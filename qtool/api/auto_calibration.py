@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qtool import runtime
 from qtool.encoding import Encoding
-from qtool.inspect.compare import index_picks
+from qtool.inspect.compare import picked_rows
 from qtool.io.kept_outputs import KeptOutputs
 from qtool.quant.graph_facts import FLOATING_TYPES, GraphFacts
 from qtool.quant.mixed_precision import judged_outputs, sqnr_db
@@ -80,7 +79,7 @@ def nothing_to_score(facts: GraphFacts, overrides: dict[str, Encoding], op_types
     if tensors and all((e := overrides.get(t)) is not None and (e.is_float or e.scale) for t in tensors):
         return f"calibration auto: min-max (the overrides set all {len(tensors)} activation ranges; none was tried)"
     scored = [t for t in outputs if facts.elem_types.get(t) in SCORED_TYPES]
-    picked = runtime.downstream(facts.model.graph.node, index_picks(facts.model, ("TopK",)))
+    picked = picked_rows(facts.model)
     if scored and all(t in picked for t in scored):  # an end-to-end YOLO's [1, 300, 6]: rows a swap reorders
         # isbnx's: every method and bc scored -1.7 dB on the halves, 11 of its 16 minutes spent for no choice
         take = "take" if len(scored) > 1 else "takes"

@@ -294,6 +294,25 @@ def index_picks(model: onnx.ModelProto, ops: Iterable[str] = tuple(INDEX_OUTPUT)
             and len(n.output) > (k := INDEX_OUTPUT[n.op_type]) and n.output[k]]  # fmt: skip
 
 
+# ops that move, index or rescale the rows an index picks, never mix them: an end-to-end YOLO's detections are
+# its anchors' boxes, scores and class ids gathered by a TopK's indices (Tile, GatherElements, Div and Mod of a
+# flat index, a Cast, a Concat of the columns); a MatMul, Conv or Reduce after a Gather of neighbours (DGCNN's
+# kNN, an MoE's experts) computes new values from many rows, where a swap of two near scores is one term of many
+ROW_MOVES = frozenset({"Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Split",
+                       "Concat", "Tile", "Expand", "Gather", "GatherElements", "GatherND", "TopK", "Where", "Add",
+                       "Sub", "Mul", "Div", "Mod", "Floor", "Ceil", "Round", "Neg", "Abs", "Clip", "Sigmoid"})  # fmt: skip
+
+
+def picked_rows(model: onnx.ModelProto, ops: Iterable[str] = ("TopK",)) -> set[str]:
+    """The tensors whose rows are the items `ops`' indices pick (index_picks), moved but not mixed (ROW_MOVES): a
+    classifier's logits pooled from gathered neighbours depend on the indices but hold no picked row."""
+    found = set(index_picks(model, ops))
+    for node in model.graph.node:
+        if node.domain in ("", "ai.onnx") and node.op_type in ROW_MOVES and any(i in found for i in node.input):
+            found.update(o for o in node.output if o)
+    return found
+
+
 def best_probabilities(model: onnx.ModelProto) -> list[str]:
     """ReduceMax over the axis a Softmax normalises: each row's best probability, one value per row (trueocr
     0.1.1's recogniser writes its per-step confidence so, [1, T]: 'top1_agreement 0.0938', an argmax over steps)."""

@@ -56,3 +56,31 @@ def test_topk_picked_rows_alone_leave_min_max_untried(tmp_path: Path) -> None:
 def test_an_output_beside_them_is_scored(tmp_path: Path) -> None:
     out = quantize(tmp_path, detector(scores_out=True))
     assert "output SQNR on held-out halves of the list" in out
+
+
+def knn_classifier() -> onnx.ModelProto:
+    """Points x [1, 64, 3] -> inner products x x^T -> TopK(4) neighbours' indices -> Gather of the neighbours' points
+    -> MatMul to 16 features -> Relu -> ReduceMax over points and neighbours -> Gemm logits [1, 10]: DGCNN's kNN."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 1, (3, 16)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(0, 1, (16, 10)).astype(np.float32), "g"),
+             numpy_helper.from_array(np.array([4], np.int64), "k"), numpy_helper.from_array(np.array([0], np.int64), "ax0"),
+             numpy_helper.from_array(np.array([1, 2], np.int64), "ax12")]  # fmt: skip
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]), helper.make_node("MatMul", ["x", "xt"], ["dots"]),
+             helper.make_node("TopK", ["dots", "k"], ["near", "idx"], axis=2),
+             helper.make_node("Squeeze", ["x", "ax0"], ["x0"]), helper.make_node("Gather", ["x0", "idx"], ["nb"], axis=0),
+             helper.make_node("MatMul", ["nb", "w"], ["f"]), helper.make_node("Relu", ["f"], ["fr"]),
+             helper.make_node("ReduceMax", ["fr", "ax12"], ["pooled"], keepdims=0),
+             helper.make_node("Gemm", ["pooled", "g"], ["logits"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 3])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_logits_pooled_from_picked_neighbours_are_scored(tmp_path: Path) -> None:
+    """The logits depend on the TopK's indices but hold no picked row: a MatMul and a ReduceMax mix the gathered
+    neighbours, as a swap of two near ones is one term of many (e24e232 left auto and bc untried: 33.5 dB held out
+    on min-max alone, 34.3 with the method and bc the halves chose)."""
+    out = quantize(tmp_path, knn_classifier())
+    assert "takes rows by a TopK's indices" not in out
+    assert "output SQNR on held-out halves of the list" in out

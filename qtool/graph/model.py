@@ -20,7 +20,7 @@ from qtool.errors import DataError, ModelError
 from qtool.graph import external_data, inline_weights, old_opset_meaning, trial_memo
 from qtool.graph.constant_size import huge_constant
 from qtool.graph.inline_write import write_inline
-from qtool.graph.node_order import sort_nodes, unique_node_names
+from qtool.graph.node_order import reads, sort_nodes, unique_node_names
 from qtool.graph.subgraph_cost import check_subgraph_work
 from qtool.io.digest import blake2b, sha256
 from qtool.io.files import atomic_write, check_regular, clipped, env_bytes, load_json, quoted
@@ -413,6 +413,14 @@ def defaulted_inputs(model: onnx.ModelProto) -> set[str]:
 NAN_IS_MISSING = frozenset({"TreeEnsemble", "TreeEnsembleClassifier", "TreeEnsembleRegressor", "Imputer"})
 
 
+def _nan_is_missing(node: onnx.NodeProto) -> bool:
+    """An Imputer replaces NaN only where it is the value its replaced_value_float names (0 unset): one replacing
+    -1 passed NaN rows on to the MatMul after it ('tensor 'r' has NaN values', not the file's name)."""
+    if node.domain != "ai.onnx.ml" or node.op_type not in NAN_IS_MISSING:
+        return False
+    return node.op_type != "Imputer" or any(a.name == "replaced_value_float" and math.isnan(a.f) for a in node.attribute)
+
+
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     """The graph inputs that need data (initializers listed as inputs excluded), with fixed shapes."""
     inits = initializer_names(model)
@@ -430,8 +438,8 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
                 )
             dims.append(d.dim_value)
         dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        readers = [n for n in model.graph.node if value.name in n.input]
-        missing = bool(readers) and all(n.domain == "ai.onnx.ml" and n.op_type in NAN_IS_MISSING for n in readers)
+        readers = [n for n in model.graph.node if value.name in reads(n)]  # an If's branch reading it too
+        missing = bool(readers) and all(_nan_is_missing(n) for n in readers)
         specs.append(InputSpec(value.name, np.dtype(dtype), tuple(dims), missing))
     return specs
 

@@ -435,3 +435,32 @@ def test_an_embedding_table_past_one_slice_exports_its_blocks_dequantized(tmp_pa
     want = (inits[dq.input[0]].astype(np.float64) * np.repeat(inits[dq.input[1]], 32, axis=1)).astype(np.float32)
     stripped = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "x" / "m.quant.stripped.onnx")).graph.initializer}
     assert np.array_equal(stripped["table"], want)
+
+
+def test_a_value_halfway_on_the_written_float32_grid_round_trips(tmp_path: Path) -> None:
+    """W0's first block [a, s/2, 0, ...]: its min-max scale a/7 rounds up to the float32 s the QDQ model holds, so
+    s/2 lies halfway between 0 and 1 on the written grid and just past it on the float64 one. Quantized against
+    the float64 scale it was 1, and 0 from the exported encodings (float32 scales): now 0 both times, the same
+    bytes (the 2.35 GB decoder's W4 B32 round trip flipped 1 to 3 integers in 12 of its 65 weights)."""
+    a = np.float32(1.0)
+    while not np.float64(np.float32(np.float64(a) / 7)) > np.float64(a) / 7:
+        a = np.nextafter(a, np.float32(2.0))
+    scale = np.float32(np.float64(a) / 7)
+    model = mlp_model()
+    w0 = next(t for t in model.graph.initializer if t.name == "W0")
+    values = numpy_helper.to_array(w0).copy()
+    values[:32, 0] = 0.0
+    values[:2, 0] = a, scale / 2
+    w0.CopyFrom(numpy_helper.from_array(values, "W0"))
+    flags = ["--weights_bitwidth", "4", "--weights_block_size", "32", "--act_bitwidth", "32",
+             "--param_quantizer_calibration", "min-max", "--encodings_format", "1.0.0"]  # fmt: skip
+    qdq = _quantize(tmp_path, model, *flags)
+    integers = next(numpy_helper.to_array(t) for t in onnx.load(str(qdq)).graph.initializer if t.name.startswith("W0_q"))
+    assert integers[:2, 0].tolist() == [7, 0]  # a / s rounds to 7, s/2 / s is a tie: to even
+    out = tmp_path / "export"
+    assert run_cli(["export", "-i", qdq, "-o", out, "--format", "encodings", "--encodings_format", "1.0.0"]).exit_code == 0
+    again = tmp_path / "again.onnx"
+    result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "-o", again, *flags,
+                      "--quantization_overrides", out / "m.quant.encodings.json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert again.read_bytes() == qdq.read_bytes()

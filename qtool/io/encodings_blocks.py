@@ -77,7 +77,7 @@ def v1_block(entry: dict, enc_type: str, scale: list[float], offset: list[float]
     if not isinstance(ints, list) or not ints or len(ints) % len(scale):
         raise DataError(f"'per_block_int_scale' must be a list of a multiple of {len(scale)} integers", where=where)
     numbers = [_number(v, "per_block_int_scale", where) for v in ints]
-    blocks = Blocks(size, decompressed_bw=bw, channel_scale=tuple(scale),
+    blocks = Blocks(size, decompressed_bw=bw, channel_scale=enc.Values(scale),
                     int_scale=_int_scales(numbers, compressed, bw, where))  # fmt: skip
     return Encoding(bitwidth=compressed, is_symmetric=True, blocks=blocks)
 

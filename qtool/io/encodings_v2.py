@@ -24,6 +24,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from qtool import encoding as enc
 from qtool.encoding import Encoding
 from qtool.errors import DataError
@@ -63,7 +65,9 @@ FLOAT32_SCALES = (1.1754944e-38, 3.4028235e38)  # float32's smallest normal and 
 def off_float32(scales: Any) -> float | None:
     """The first scale float32 cannot hold (1e300 is inf there, 1e-300 is 0: the QDQ reader refused the model
     qtool had just built, naming a node and not the file), or None."""
-    return next((float(s) for s in scales if not FLOAT32_SCALES[0] <= s <= FLOAT32_SCALES[1]), None)
+    scales = np.asarray(scales, np.float64)  # at once: a 1.0.0 file of a 2.35 GB decoder holds 18 M block scales
+    outside = ~((FLOAT32_SCALES[0] <= scales) & (scales <= FLOAT32_SCALES[1]))
+    return float(scales[outside][0]) if outside.any() else None
 
 
 def _numbers(value: Any, key: str, where: str, *, integers: bool) -> list[float]:

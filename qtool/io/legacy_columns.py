@@ -39,7 +39,7 @@ class Columns:
     has_offset: np.ndarray
 
 
-def _numbers(values: list) -> np.ndarray:
+def finite_numbers(values: list) -> np.ndarray:
     """Each value as a float, NaN where it is absent (None) or no finite number (finite_number's); in one numpy call
     where all are floats, ints and Nones, as in nearly every file."""
     if set(map(type, values)) <= {float, int, type(None)}:
@@ -67,7 +67,7 @@ def columns(body: dict, weight: bool) -> Columns:
     has, value = {}, {}
     for key in ("min", "max", "scale", "offset"):
         has[key] = np.array([key in e for e in flat], bool)
-        value[key] = _numbers([e.get(key) for e in flat])
+        value[key] = finite_numbers([e.get(key) for e in flat])
     lo, hi, scale, offset = value["min"], value["max"], value["scale"], value["offset"]
     numbers = np.logical_and.reduce([~has[k] | np.isfinite(value[k]) for k in has]) if flat else np.ones(0, bool)
     no_numbers = ~(has["min"] | has["max"] | has["scale"] | has["offset"])

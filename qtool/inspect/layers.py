@@ -41,7 +41,7 @@ from qtool.graph import external_data
 from qtool.graph import model as gm
 from qtool.graph.model import inferred
 from qtool.inspect import stages
-from qtool.inspect.compare import common_shape, dot, index_picks
+from qtool.inspect.compare import common_shape, dot, picked_rows
 from qtool.inspect.lint import channel_ranges, live_channels
 from qtool.inspect.lint_data import EXPANDING, float_tensors
 from qtool.io.encodings import Encodings
@@ -540,7 +540,7 @@ def rank(
     by_tensor = {e.probe.tensor: e for e in errors}
     # picked by a TopK's indices (isbnx's YOLO: its class ids ranked first, 'upstream: this Cast magnifies the error'):
     # a swap of two near scores is error there that no grid adds, so they come last and say so
-    picked = runtime.downstream(reference.graph.node, index_picks(reference, ["TopK"]))
+    picked = picked_rows(reference)  # moved, not mixed: a kNN classifier's MatMul after its Gather is a layer's own
     scored, reach = [], cle.equalizable(facts, quantized)
     for order, e in enumerate(errors):
         node = e.probe.node

@@ -84,3 +84,15 @@ def test_logits_pooled_from_picked_neighbours_are_scored(tmp_path: Path) -> None
     out = quantize(tmp_path, knn_classifier())
     assert "takes rows by a TopK's indices" not in out
     assert "output SQNR on held-out halves of the list" in out
+
+
+def test_inspect_ranks_the_layers_after_the_neighbours_as_their_own(tmp_path: Path) -> None:
+    """inspect's layer ranking put every layer after the TopK last as 'reordered: rows picked by a TopK's indices'
+    (runtime.downstream): the kNN classifier's MatMul, ReduceMax and Gemm logits too. The gathered neighbours are
+    the picked rows; the layers that mix them rank by their own error."""
+    quantize(tmp_path, knn_classifier())
+    listing = tmp_path / "input_list.txt"
+    inspected = run_cli(["inspect", tmp_path / "q.onnx", "--reference", tmp_path / "m.onnx", "--input_list", listing])
+    assert inspected.exit_code == 0, inspected.output
+    reordered = {line.split()[1] for line in inspected.output.splitlines() if "reordered: rows picked" in line}
+    assert reordered == {"nb"}, inspected.output

@@ -216,6 +216,7 @@ def _plan_options(o: QuantizeOptions) -> PlanOptions:
         weights_block_size=o.weights_block_size,
         lpbq=o.use_lpbq,
         asymmetric_blocks=o.use_asymmetric_blocks,
+        raise_dips=o.act_quantizer_calibration != "auto",  # auto's folds: platedet's sqnr ranges lost to min-max's dips
     )
 
 

@@ -63,6 +63,7 @@ class PlanOptions:
     weights_block_size: int | None = None  # per-block Conv/Gemm/MatMul weights (blocks.py)
     lpbq: bool = False  # ... compressed to LPBQ
     asymmetric_blocks: bool = False  # ... or with a zero point each
+    raise_dips: bool = True  # rounded dips to 16 bits (build_plan); not in auto's folds, which choose the ranges alone
 
     @property
     def weight_only(self) -> bool:
@@ -764,7 +765,7 @@ def build_plan(facts: GraphFacts, observers: dict[str, Observer], overrides: Enc
     """The default (no --target) then raises to 16 bits the SiLU, HardSwish and GELU outputs whose 8-bit step is
     deeper than their dip (rounded_dips.py), unless an override gives their grid: the plan is made again with them."""
     plan = _plan(facts, observers, overrides, o)
-    if o.target is not None or o.act_bitwidth != 8:
+    if o.target is not None or o.act_bitwidth != 8 or not o.raise_dips:
         return plan
 
     def step(tensor: str) -> float | None:

@@ -70,7 +70,9 @@ def _convert(o: ConvertOptions, output: Path, tx: outputs.Transaction) -> Report
     gm.declare_dims(float_source, o.input_dims, str(o.input_network))
     gm.check(float_source, str(o.input_network), o.input_network if float_source is loaded else None)
     refuse_nan_weights(float_source, str(o.input_network))
-    given = encio.read_encodings(o.quantization_overrides) if o.quantization_overrides is not None else None
+    given = None
+    if o.quantization_overrides is not None:
+        given = encio.read_encodings(o.quantization_overrides, gm.stored_bytes(o.input_network, data_files))
     keep = frozenset(imported.all()) | frozenset(given.all() if given is not None else ())
     model = normalise(float_source, o.input_dims, str(o.input_network), o.input_values, keep)
     refuse_no_inputs(float_source, model, o.input_values, str(o.input_network))

@@ -93,11 +93,11 @@ AUTO_MAX_BYTES = external_data.PROTOBUF_LIMIT  # larger models default to min-ma
 Progress = Callable[[int, str], Callable[[int], None]] | None
 
 
-def _given_overrides(o: QuantizeOptions) -> encio.Encodings | None:
+def _given_overrides(o: QuantizeOptions, model_bytes: int) -> encio.Encodings | None:
     """The --quantization_overrides file's encodings, read before convert's passes (which keep the names it gives)."""
     if o.ignore_quantization_overrides or o.quantization_overrides is None:
         return None
-    return encio.read_encodings(o.quantization_overrides)
+    return encio.read_encodings(o.quantization_overrides, model_bytes)
 
 
 def _overrides(
@@ -588,7 +588,7 @@ def _quantize(
     source, data_files = gm.load_with_files(o.input_network)
     tx.add_inputs("-i's external data", data_files)
     expect_external_data(tx, output, source, o.external_data)
-    given = _given_overrides(o)
+    given = _given_overrides(o, gm.stored_bytes(o.input_network, data_files))
     named = frozenset(given.all()) if given is not None else frozenset()  # convert's rewrites leave these
     reference = converted(source, o.input_network, o.input_dims, o.input_values, named)
     if gm.metadata(reference).get(gm.METADATA_FLOAT_BITWIDTH) == "16":

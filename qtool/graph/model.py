@@ -62,6 +62,11 @@ def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
     return load_with_files(path)[0]
 
 
+def stored_bytes(path: str | os.PathLike[str], data_files: list[Path]) -> int:
+    """The bytes a model is stored in: its file and the external-data files it was read from."""
+    return sum(os.stat(f).st_size for f in [Path(path), *data_files])
+
+
 def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list[Path]]:
     """The model and the external-data files it was read from (inputs no output may replace)."""
     p = Path(path)

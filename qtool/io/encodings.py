@@ -29,7 +29,7 @@ from qtool.encoding import Encoding
 from qtool.errors import DataError, UsageError, did_you_mean
 from qtool.io import encodings_blocks, encodings_v2, legacy_columns
 from qtool.io.encodings_v2 import finite_number, off_float32, shown
-from qtool.io.files import load_json, quoted, read_text
+from qtool.io.files import load_json, quoted, read_limit, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -433,8 +433,11 @@ def _without_cycle_collection() -> Iterator[None]:
             gc.enable()
 
 
-def read_encodings(path: str | os.PathLike[str]) -> Encodings:
-    text = read_text(path, "encodings file")
+def read_encodings(path: str | os.PathLike[str], model_bytes: int = 0) -> Encodings:
+    """The encodings file at `path`, read up to read_limit() or the model's own stored bytes, whichever is larger: a
+    model's encodings grow with its weights (a 2.35 GB decoder's W4 B32 file is 478 MB), and the cap is for files
+    that are not a model's."""
+    text = read_text(path, "encodings file", limit=max(read_limit(), model_bytes))
     with _without_cycle_collection():
         return parse_encodings(load_json(text, str(path)), str(path))
 

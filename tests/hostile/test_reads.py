@@ -58,14 +58,32 @@ def test_a_fifo_in_the_input_list_is_refused(ws: Workspace) -> None:
 @pytest.mark.parametrize(("flag", "code"), [("--input_list", 4), ("--quantization_overrides", 4), ("--config", 2)])
 def test_text_inputs_over_the_cap_are_refused_before_reading(ws: Workspace, flag: str, code: int) -> None:
     big = ws.root / "big.txt"
-    big.write_text("#" * 5000)
+    size = 2 * ws.model.stat().st_size  # overrides may be as large as the model (below)
+    big.write_text("#" * size)
     args = ["-o", ws.out, flag, big] if flag != "--input_list" else ["-o", ws.out]
     before = ws.snapshot()
     if flag == "--input_list":
         result = ws.run("quantize", "-i", ws.model, "--input_list", big, *args, env={"QTOOL_MAX_READ_BYTES": "4096"})
     else:
         result = ws.quantize(*args, env={"QTOOL_MAX_READ_BYTES": "4096"})
-    assert_refused(ws, before, result, code, "5000 bytes", "4096-byte limit", "QTOOL_MAX_READ_BYTES")
+    limit = ws.model.stat().st_size if flag == "--quantization_overrides" else 4096
+    assert_refused(ws, before, result, code, f"{size} bytes", f"{limit}-byte limit", "QTOOL_MAX_READ_BYTES")
+
+
+@pytest.mark.parametrize("command", ["quantize", "convert"])
+def test_overrides_as_large_as_the_model_are_read_past_the_cap(ws: Workspace, command: str) -> None:
+    """A model's own encodings grow with its weights (a 2.35 GB decoder's W4 B32 file is 478 MB, past the 64 MiB
+    cap): quantize -> export -> quantize with them must not need QTOOL_MAX_READ_BYTES."""
+    overrides = ws.root / "overrides.json"
+    text = '{"activation_encodings": {}, "param_encodings": {}}'
+    overrides.write_text(text + " " * (ws.model.stat().st_size - len(text) - 100))
+    assert 4096 < overrides.stat().st_size < ws.model.stat().st_size
+    env = {"QTOOL_MAX_READ_BYTES": "4096"}
+    if command == "quantize":
+        result = ws.quantize("-o", ws.out, "--quantization_overrides", overrides, env=env)
+    else:
+        result = ws.run("convert", "-i", ws.model, "-o", ws.out, "--quantization_overrides", overrides, env=env)
+    assert result.exit_code == 0, result.stderr
 
 
 def test_a_bad_read_limit_is_a_usage_error(ws: Workspace) -> None:

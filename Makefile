@@ -1084,7 +1084,9 @@ OUT := build/demo
 #   (PlanOptions.raise_dips: platedet's folds kept min-max over sqnr once min-max's dips were raised, 16.0 -> 12.4 dB; 2 lines)
 # 27371 -> 27381: --quantization_overrides is read up to the model's own stored bytes past the 64 MiB cap
 #   (io/encodings.read_encodings, graph/model.stored_bytes; the decoder's own 478 MB encodings needed QTOOL_MAX_READ_BYTES; 10 lines)
-LINE_BUDGET := 27381
+# 27381 -> 27385: quantize's far-from-float warning blames a TopK only for the rows its indices pick
+#   (api/quantize._quality through compare.picked_rows, as auto and inspect since fe94f64; the review's leftover; 4 lines)
+LINE_BUDGET := 27385
 
 .PHONY: demo test lint venv bench clean golden
 

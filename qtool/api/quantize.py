@@ -1032,7 +1032,11 @@ def _quality(
         # U-Net whose channel ranges span 14,334x: 0.6 dB, blamed on a ConvTranspose; per channel 16.8 dB)
         blame = f"; its weights are per tensor: {' '.join(flags)} gives each output channel its own grid{blame}"
     for ops, picks in PICKED_OUTPUTS:  # outputs made from the indices a TopK or an ArgMax picks
-        if picked := sorted(runtime.downstream(reference.graph.node, compare.index_picks(reference, ops)) & set(drift)):
+        # a TopK's rows only where moved, not mixed (a kNN classifier's pooled logits hold no picked row); an
+        # ArgMax's bin is read with its neighbours (swift-f0's weighted pitch) and still is the pick's value
+        found = (compare.picked_rows(reference, ops) if "TopK" in ops
+                 else runtime.downstream(reference.graph.node, compare.index_picks(reference, ops)))  # fmt: skip
+        if picked := sorted(found & set(drift)):
             blame = f"; {', '.join(map(repr, picked))} {'take' if len(picked) > 1 else 'takes'} {picks}{blame}"
             break
     if reshaped := [name for name, d in judged_outputs(drift).items() if d.reshaped and not d.part]:  # not class ids

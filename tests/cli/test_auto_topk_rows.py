@@ -96,3 +96,16 @@ def test_inspect_ranks_the_layers_after_the_neighbours_as_their_own(tmp_path: Pa
     assert inspected.exit_code == 0, inspected.output
     reordered = {line.split()[1] for line in inspected.output.splitlines() if "reordered: rows picked" in line}
     assert reordered == {"nb"}, inspected.output
+
+
+def test_a_quality_warning_on_pooled_logits_blames_no_topk(tmp_path: Path) -> None:
+    """quantize's far-from-float warning said "'logits' takes rows by a TopK's indices" of the kNN classifier's
+    logits (runtime.downstream of the indices), which a swap of two near neighbours does not reorder: that blame is
+    for rows the indices pick, as auto's and inspect's (compare.picked_rows)."""
+    model = knn_classifier()
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "-l", write_samples(tmp_path, model, 8),
+                      "-o", tmp_path / "q.onnx", "--min_sqnr", "90"])  # fmt: skip
+    assert result.exit_code == 6, result.output
+    assert "the quantized model is far from the float one" in result.output, result.output
+    assert "takes rows by a TopK's indices" not in result.output, result.output

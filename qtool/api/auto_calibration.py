@@ -105,6 +105,41 @@ def median(values: np.ndarray) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
+@dataclass(frozen=True)
+class HeldOutGain:
+    """One change (bc, per-channel weights) scored on the same held-out halves as without it: the mean of the
+    folds' output SQNR without and with it, each fold's pair, the median sample's gain, and the outputs that lost
+    more than AUTO_MARGIN_DB in a fold. It gains as a range method must beat min-max: pooled and on the median."""
+
+    pooled: float
+    pooled_after: float
+    each: str
+    median_sample: float
+    lost: list[str]
+
+    @property
+    def gains(self) -> bool:
+        return self.pooled_after >= self.pooled + AUTO_MARGIN_DB and self.median_sample >= AUTO_MARGIN_DB
+
+    @property
+    def lost_words(self) -> str:
+        return f"output {', '.join(map(repr, self.lost[:3]))} lost more than {AUTO_MARGIN_DB:g} dB in a fold"
+
+
+def held_out_gain(before: tuple[list, list, list], after: tuple[list, list, list]) -> HeldOutGain:
+    """From each checked sample's output SQNR, each fold's, and each fold's per output, without and with the change
+    (at least one fold each); a median gain of 0 where the samples do not pair."""
+    (samples, folds, outputs), (samples_after, folds_after, outputs_after) = before, after
+    paired = samples and len(samples) == len(samples_after)
+    lost = sorted({name for was, now in zip(outputs, outputs_after, strict=False) for name, db in now.items()
+                   if name in was and db < was[name] - AUTO_MARGIN_DB})  # fmt: skip
+    return HeldOutGain(
+        sum(folds) / len(folds), sum(folds_after) / len(folds_after),
+        " | ".join(f"{a:.1f} -> {b:.1f}" for a, b in zip(folds, folds_after, strict=False)),
+        median(np.array(samples_after) - np.array(samples)) if paired else 0.0, lost,
+    )
+
+
 class GiveUp:
     """Whether a method's trial can stop: its median sample must beat min-max's on it by AUTO_MARGIN_DB, so once
     more than half of the checked samples fall short it cannot be chosen, whatever the rest score. Called after

@@ -13,9 +13,7 @@ MAX_BYTES of weights.
 
 from __future__ import annotations
 
-import numpy as np
-
-from qtool.api.auto_calibration import AUTO_MARGIN_DB, median
+from qtool.api.auto_calibration import AUTO_MARGIN_DB, held_out_gain
 from qtool.errors import UsageError
 from qtool.quant.algorithms.layers import matmul_bias
 from qtool.quant.graph_facts import GraphFacts
@@ -57,18 +55,12 @@ def decide(method: str, plain: tuple[list, list, list], with_bc: tuple[list, lis
     bc and with it, each fold's, and each fold's per output, on the same held-out halves. The worst output alone
     decided at first: GTCRN's recurrent cache went 3.8 -> 9.7 dB with bc while its enhanced frame fell 13.3 ->
     11.0 in the same folds (held out 10.4 -> 8.8), so bc stays only where no output loses the margin in a fold."""
-    (samples, folds, outputs), (samples_bc, folds_bc, outputs_bc) = plain, with_bc
-    pooled, pooled_bc = sum(folds) / len(folds), sum(folds_bc) / len(folds_bc)
-    gain = median(np.array(samples_bc) - np.array(samples)) if samples and len(samples) == len(samples_bc) else 0.0
-    lost = sorted({name for before, after in zip(outputs, outputs_bc, strict=False) for name, db in after.items()
-                   if name in before and db < before[name] - AUTO_MARGIN_DB})  # fmt: skip
-    gains = pooled_bc >= pooled + AUTO_MARGIN_DB and gain >= AUTO_MARGIN_DB
-    each = " | ".join(f"{a:.1f} -> {b:.1f}" for a, b in zip(folds, folds_bc, strict=False))
-    line = (f"output SQNR on held-out halves of the list, {method} ranges without -> with bc: {pooled:.1f} -> "
-            f"{pooled_bc:.1f} dB ({each}); median sample {gain:+.1f} dB")  # fmt: skip
-    if gains and not lost:
+    g = held_out_gain(plain, with_bc)
+    line = (f"output SQNR on held-out halves of the list, {method} ranges without -> with bc: {g.pooled:.1f} -> "
+            f"{g.pooled_after:.1f} dB ({g.each}); median sample {g.median_sample:+.1f} dB")  # fmt: skip
+    if g.gains and not g.lost:
         # qairt given the float model and these encodings as overrides would quantize the biases as they were
         return True, f"bc auto: applied ({line}); the corrected biases are in the written model, not in the encodings"
-    if gains:
-        return False, f"bc auto: not applied ({line}; output {', '.join(map(repr, lost[:3]))} lost more than {AUTO_MARGIN_DB:g} dB in a fold)"
+    if g.gains:
+        return False, f"bc auto: not applied ({line}; {g.lost_words})"
     return False, f"bc auto: not applied ({line}; it is applied where it gains {AUTO_MARGIN_DB:g} dB pooled and on the median sample)"

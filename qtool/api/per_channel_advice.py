@@ -12,9 +12,7 @@ must meet (an output that lost in a fold is named). Nothing is applied: the flag
 
 from __future__ import annotations
 
-import numpy as np
-
-from qtool.api.auto_calibration import AUTO_MARGIN_DB, median
+from qtool.api.auto_calibration import held_out_gain
 from qtool.config import QuantizeOptions
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.rules import rule_for
@@ -39,19 +37,15 @@ def flags_off(o: QuantizeOptions, facts: GraphFacts) -> list[str]:
 def advice(method: str, flags: list[str], plain: tuple[list, list, list], wider: tuple[list, list, list]) -> str:
     """The report's line where `flags` gained on the held-out halves (each checked sample's output SQNR, each
     fold's, and each fold's per output, of `method`'s ranges with weights per tensor and per channel), else ''."""
-    (samples, folds, outputs), (samples_w, folds_w, outputs_w) = plain, wider
-    if not folds or len(folds_w) != len(folds) or len(samples_w) != len(samples):
+    if not plain[1] or len(wider[1]) != len(plain[1]):
         return ""
-    pooled, pooled_w = sum(folds) / len(folds), sum(folds_w) / len(folds_w)
-    gain = median(np.array(samples_w) - np.array(samples)) if samples else 0.0
-    lost = sorted({name for before, after in zip(outputs, outputs_w, strict=False) for name, db in after.items()
-                   if name in before and db < before[name] - AUTO_MARGIN_DB})  # fmt: skip
-    if not (pooled_w >= pooled + AUTO_MARGIN_DB and gain >= AUTO_MARGIN_DB):
+    g = held_out_gain(plain, wider)
+    if not g.gains:
         return ""
-    each = " | ".join(f"{a:.1f} -> {b:.1f}" for a, b in zip(folds, folds_w, strict=False))
     named = " ".join(f"--{flag}" for flag in flags)
     # said, not applied, so a loss elsewhere is named rather than silencing the line: pyfrspell's lemmatiser's
     # code_logits went 37.9 -> 37.3 dB in a fold while its worst output gained 4.5 (held out both gained)
-    lost_line = f"; output {', '.join(map(repr, lost[:3]))} lost more than {AUTO_MARGIN_DB:g} dB in a fold" if lost else ""
+    lost_line = f"; {g.lost_words}" if g.lost else ""
     return (f"weights per tensor (qairt's default): {named} gains on the held-out halves of the list (output SQNR, "
-            f"{method} ranges: {pooled:.1f} -> {pooled_w:.1f} dB ({each}); median sample {gain:+.1f} dB{lost_line})")
+            f"{method} ranges: {g.pooled:.1f} -> {g.pooled_after:.1f} dB ({g.each}); median sample "
+            f"{g.median_sample:+.1f} dB{lost_line})")

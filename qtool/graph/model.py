@@ -429,6 +429,7 @@ def _nan_is_missing(node: onnx.NodeProto) -> bool:
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     """The graph inputs that need data (initializers listed as inputs excluded), with fixed shapes."""
     inits = initializer_names(model)
+    nan_read = _nan_read(model)
     specs = []
     for value in model.graph.input:
         if value.name in inits:
@@ -443,10 +444,19 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
                 )
             dims.append(d.dim_value)
         dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        readers = [n for n in model.graph.node if value.name in reads(n)]  # an If's branch reading it too
-        missing = bool(readers) and all(_nan_is_missing(n) for n in readers)
-        specs.append(InputSpec(value.name, np.dtype(dtype), tuple(dims), missing))
+        specs.append(InputSpec(value.name, np.dtype(dtype), tuple(dims), nan_read.get(value.name, False)))
     return specs
+
+
+def _nan_read(model: onnx.ModelProto) -> dict[str, bool]:
+    """Each tensor the graph's nodes read (an If's branch reading it too): whether every reader takes NaN as missing.
+    One pass over the nodes: walked once an input, 64 inputs of a 4000-node graph took 4 s a call, ten a quantize."""
+    found: dict[str, bool] = {}
+    for node in model.graph.node:
+        takes_nan = _nan_is_missing(node)
+        for name in reads(node):
+            found[name] = found.get(name, True) and takes_nan
+    return found
 
 
 def tensor_names(model: onnx.ModelProto) -> set[str]:

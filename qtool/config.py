@@ -261,6 +261,7 @@ class QuantizeOptions:
     input_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
     input_values: dict[str, tuple[float, ...]] = field(default_factory=dict)
     act_bitwidth: int = 8
+    act_bitwidth_given: bool = False  # --act_bitwidth written out: no rounded dip raised past it (quant/rounded_dips.py)
     weights_bitwidth: int = 8
     bias_bitwidth: int = 8
     act_quantizer_schema: str = "asymmetric"

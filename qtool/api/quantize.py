@@ -216,7 +216,8 @@ def _plan_options(o: QuantizeOptions) -> PlanOptions:
         weights_block_size=o.weights_block_size,
         lpbq=o.use_lpbq,
         asymmetric_blocks=o.use_asymmetric_blocks,
-        raise_dips=o.act_quantizer_calibration != "auto",  # auto's folds: platedet's sqnr ranges lost to min-max's dips
+        # not in auto's folds (platedet's sqnr ranges lost to min-max's dips), nor where --act_bitwidth 8 was written out
+        raise_dips=o.act_quantizer_calibration != "auto" and not o.act_bitwidth_given,
     )
 
 
@@ -1144,4 +1145,4 @@ def _plan_facts(plan, output: Path, started: float, unplanned: int) -> dict:
         "int32 ops": len(plan.int32_nodes),
         "seconds": round(time.perf_counter() - started, 2),
     } | ({"16-bit dips": f"{', '.join(plan.raised_dips)} (an activation's dip below 0 on an 8-bit step deeper than it "
-                          "rounds to zero: an override of its encoding keeps 8 bits)"} if plan.raised_dips else {})
+                          "rounds to zero: an explicit --act_bitwidth 8 or an override of its encoding keeps 8 bits)"} if plan.raised_dips else {})

@@ -107,6 +107,7 @@ def quantize(as_json: bool, **kw: Any) -> None:
     ctx = click.get_current_context()  # the values a --target preset or --config gave, which the command line's override
     from_files = frozenset(k for k in kw if ctx.get_parameter_source(k) is click.core.ParameterSource.DEFAULT_MAP)
     check_config_paths(ctx, from_files)
+    kw["act_bitwidth_given"] = ctx.get_parameter_source("act_bitwidth") is not click.core.ParameterSource.DEFAULT
     emit(api.quantize(QuantizeOptions.from_params(kw, from_files), progress=terminal_progress_if_tty()), as_json)
 
 

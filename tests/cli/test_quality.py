@@ -254,7 +254,8 @@ def test_a_silu_dip_the_grid_rounds_to_zero_is_named(tmp_path: Path) -> None:
 def test_the_default_raises_a_rounded_dip_to_16_bits(tmp_path: Path) -> None:
     """A SiLU output whose 8-bit step is deeper than its dip takes 16 bits by default (quant/rounded_dips.py), its
     grid then reaching down to the dip (nudenet's YOLOv8 stem: class scores 13.1 -> 17.5 dB held out); qairt's grids
-    (--target qnn-htp) and an override of its encoding keep 8 bits, and a SiLU on a fine 8-bit step stays 8-bit."""
+    (--target qnn-htp), an --act_bitwidth 8 written out and an override of its encoding keep 8 bits, and a SiLU on a fine
+    8-bit step stays 8-bit."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -279,6 +280,8 @@ def test_the_default_raises_a_rounded_dip_to_16_bits(tmp_path: Path) -> None:
     assert raised["bitwidth"] == 16 and raised["min"] < -0.27 and report["16-bit dips"].startswith("silu (")
     qairt, kept = quantize("qairt.onnx", "--target", "qnn-htp")
     assert kept["bitwidth"] == 8 and kept["min"] == 0 and "16-bit dips" not in qairt
+    written_out, eight = quantize("eight.onnx", "--act_bitwidth", "8")  # every activation at 8 bits, as asked
+    assert eight["bitwidth"] == 8 and eight["min"] == 0 and "16-bit dips" not in written_out
     assert raised["sqnr_db"] > 25 and kept["sqnr_db"] < 1  # the dip's sum: all of it lost on the 8-bit grid
     given = {"activation_encodings": {"silu": [{"bitwidth": 8, "min": 0.0, "max": 150.0}]}, "param_encodings": {}}
     (tmp_path / "o.json").write_text(json.dumps(given))

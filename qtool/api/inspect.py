@@ -20,7 +20,7 @@ from qtool.config import InspectOptions, preset_file
 from qtool.errors import DataError, ModelError, UsageError
 from qtool.graph import external_data, qoperator_form
 from qtool.graph import model as gm
-from qtool.graph.convert import convert_input_specs
+from qtool.graph.convert import convert_input_specs, written_out
 from qtool.inspect import compare, layers, lint, lint_data, non_finite, summary
 from qtool.inspect import html as inspect_html
 from qtool.inspect.findings import Finding, InspectReport, ordered
@@ -61,6 +61,7 @@ def inspect_model(o: InspectOptions, progress: Progress = None) -> InspectReport
 
 def _inspect(o: InspectOptions, tx: outputs.Transaction, scratch: str, progress: Progress) -> InspectReport:
     model, data_files = gm.load_with_files(o.model)
+    model = written_out(model, str(o.model))  # a torch export's module functions: their layers counted, ranked
     tx.add_inputs("MODEL's external data", data_files)
     shaped = None if summary.kind(model) == "quantized" else gm.inferred(model)  # once, for the MACs and the lints
     report = summary.summarise(model, str(o.model), None if shaped is None else gm.shapes_of(shaped.graph))
@@ -244,7 +245,7 @@ def _compare_layers(
     o: InspectOptions, model: onnx.ModelProto, input_list: InputList, labels: list[int] | None, report: Report,
     progress: Progress,
 ) -> tuple[list[layers.LayerRow], dict, dict[str, float]]:  # fmt: skip
-    reference = gm.load(o.reference)  # type: ignore[arg-type]
+    reference = written_out(gm.load(o.reference), str(o.reference))  # type: ignore[arg-type]
     specs = _input_specs(model, reference, str(o.reference))  # not a second copy of its weights while this one is held
     _check_pair(model, reference, str(o.reference))
 

@@ -261,6 +261,19 @@ def _warn_uncarried(model: onnx.ModelProto, where: str) -> None:
                        "before", where, ", ".join(found[:-1]) + " and " * (len(found) > 1) + found[-1], onnx.__version__)
 
 
+def written_out(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """`model` with its local functions' calls written out as the nodes they hold (onnx's inliner), as convert writes
+    them: inspect counted none of a torch export's module functions (export_modules_as_functions: its Convs in them had
+    no MACs, no layer rows). A model past protobuf's 2 GiB keeps them; a recursive function, or calls nested past
+    onnx's limit, is a ModelError (inspect raised onnx's ValidationError, an internal error)."""
+    if not model.functions or external_data.proto_size(model) >= external_data.PROTOBUF_LIMIT:
+        return model
+    try:
+        return onnx.inliner.inline_local_functions(model)
+    except onnx.checker.ValidationError as e:
+        raise ModelError(f"onnx.checker: {str(e).splitlines()[0]}", where=where) from e
+
+
 def normalise(
     model: onnx.ModelProto,
     input_dims: dict[str, tuple[int, ...]],
@@ -274,8 +287,7 @@ def normalise(
     refuse_maps(model, where)
     densify_sparse(model.graph, where)
     _warn_uncarried(model, where)
-    if model.functions and external_data.proto_size(model) < external_data.PROTOBUF_LIMIT:  # their weights stayed float
-        model = onnx.inliner.inline_local_functions(model)  # ('float weights 2 (Lin 2: read outside a slot ...)')
+    model = written_out(model, where)  # a function's weights stayed float ('float weights 2 (Lin 2: read outside a slot')
     if (wide := to_float32(model)) is not model:  # a float16 export computes in float32 behind casts at its inputs
         set_metadata(wide, FLOAT_BITWIDTH, None)  # and outputs: no more convert --float_bitwidth 16's model
     model = wide

@@ -1094,7 +1094,9 @@ OUT := build/demo
 #   QuantizeOptions.act_bitwidth_given, api/quantize._plan_options; the default's rule had no off switch but --target; 3 lines)
 # 27419 -> 27432: inspect writes out local functions as convert does (graph/convert.written_out; a torch export's
 #   module functions had no MACs or layer rows, a recursive one was an internal error; 13 lines)
-LINE_BUDGET := 27432
+# 27432 -> 27435: a local function's call with more inputs or outputs than its function is one line, exit 3
+#   (graph/convert.written_out; onnx's inliner raises RuntimeError: an internal error in convert, quantize, inspect; 3 lines)
+LINE_BUDGET := 27435
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -272,6 +272,9 @@ def written_out(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
         return onnx.inliner.inline_local_functions(model)
     except onnx.checker.ValidationError as e:
         raise ModelError(f"onnx.checker: {str(e).splitlines()[0]}", where=where) from e
+    except RuntimeError as e:  # the inliner's own assertions: a call passing more inputs or outputs than its function has
+        reason = str(e).splitlines()[0].rpartition("failed: ")[2]  # past 'inliner.cc:224: Bind: Assertion `...`'
+        raise ModelError(f"a local function's call does not fit its function (onnx's inliner: {reason})", where=where) from e
 
 
 def normalise(

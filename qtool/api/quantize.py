@@ -728,7 +728,7 @@ def _quantize(
     if o.pack_4_bit_weights and not any(e.bitwidth == 4 and not e.is_float for e in plan.params.values()):
         logger.warning("--pack_4_bit_weights: no weight is 4-bit (--weights_bitwidth 4), so nothing was packed")
     gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
-    report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples})
+    report = Report("qtool quantize", {"input": str(o.input_network), "samples": _samples_fact(o, samples, input_list)})
     if calibration is not None:  # auto says its choice in "algorithms"
         report.facts["calibration"] = calibration
     if notes := notes + ([weights_line] if weights_line else []):
@@ -1132,6 +1132,15 @@ def _symmetric_weights(plan, schema: str) -> dict[str, str]:
     counts = ", ".join(f"{kinds.count(k)} {k}" for k in sorted(set(kinds), reverse=True))
     blocks = "; --use_asymmetric_blocks gives blocks a zero point" if "per-block" in kinds else ""  # LPBQ's are symmetric
     return {"symmetric weights": f"{counts}: --param_quantizer_schema asymmetric applies to per-tensor weights{blocks}"}
+
+
+def _samples_fact(o: QuantizeOptions, samples: int, input_list: InputList | None) -> int | str:
+    """The calibration samples; where none ran though a list was given, why ('samples 0' beside a list of 64 the
+    evaluation then read looked like a list that was not read)."""
+    if samples or input_list is None or o.load_stats:
+        return samples
+    why = "weight-only, --act_bitwidth 32" if o.act_bitwidth == 32 else "no activation to calibrate"
+    return f"0 of {len(input_list.samples)} ({why})"
 
 
 def _plan_facts(plan, output: Path, started: float, unplanned: int) -> dict:

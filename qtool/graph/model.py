@@ -101,6 +101,7 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
     if (huge := huge_constant(model)) is not None:
         raise ModelError(huge, where=str(p))
     _ir3_constants(model)
+    _one_opset_a_domain(model, str(p))
     if sort_nodes(model):
         logger.info("%s: nodes not in topological order; read in it, as onnxruntime runs them", p)
     _shape_outputs(model, str(p))  # sorted first: inference reads nodes in order, a reader before its producer unshaped
@@ -119,6 +120,19 @@ def _ir3_constants(model: onnx.ModelProto) -> None:
     if model.ir_version < 4 and {t.name for t in model.graph.initializer} - {i.name for i in model.graph.input}:
         logger.info("IR version %d with initializers that are not graph inputs: read as IR 4", model.ir_version)
         model.ir_version = 4
+
+
+def _one_opset_a_domain(model: onnx.ModelProto, where: str) -> None:
+    """A domain opset_import lists twice ('' at 11 and at 17) is read at its last version, as onnxruntime and
+    onnx.checker read it: qtool's passes took the first, onnx-ir the last, so a model onnxruntime runs at 17 was
+    refused ('cannot upgrade opset 11 to 13: ... Assertion ... failed'), and one at (17, 11) was written at 11 with
+    opset 13's Q/DQ ('quantized model: onnxruntime cannot load it')."""
+    last = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
+    if len(last) < len(model.opset_import):
+        logger.info("%s: opset_import lists a domain twice: read at its last version, as onnxruntime does (%s)", where,
+                    ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in last.items()))  # fmt: skip
+        del model.opset_import[:]
+        model.opset_import.extend(helper.make_opsetid(d, v) for d, v in last.items())
 
 
 def _unshaped(values) -> list[onnx.ValueInfoProto]:

@@ -73,3 +73,44 @@ def test_inspect_of_a_recursive_or_too_deep_function_is_one_line(ws: Workspace, 
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("inspect", "-i", path), 3, "fn.onnx", problem)
     assert_refused(ws, before, ws.run("inspect", "-i", path, "--input_list", ws.listing), 3, "fn.onnx", problem)
+
+
+# --- a domain opset_import lists twice -------------------------------------------------------------------------------
+
+
+def _reduce_model(versions: tuple[int, ...]) -> onnx.ModelProto:
+    """x [N, 3, 8, 8] -> Conv -> ReduceSum over axis 1 -> y [N, 8, 8], its opset_import listing the default domain
+    once a version: the axes an input where the last is 13 or more (opset 13's form), else an attribute."""
+    rng = np.random.default_rng(1)
+    weights = [numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "W")]
+    reduce = helper.make_node("ReduceSum", ["c", "axes"], ["y"], keepdims=0)
+    if versions[-1] < 13:
+        reduce = helper.make_node("ReduceSum", ["c"], ["y"], keepdims=0, axes=[1])
+    else:
+        weights.append(numpy_helper.from_array(np.array([1], np.int64), "axes"))
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), reduce]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 8])], weights)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", v) for v in versions])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("versions", [(11, 17), (17, 11)])
+def test_a_domain_listed_twice_is_read_at_its_last_version(ws: Workspace, versions: tuple[int, int]) -> None:
+    """opset_import listing '' at 11 then at 17: onnxruntime and onnx.checker read the last, and run the model, but
+    qtool's passes took the first: quantize refused it, 'cannot upgrade opset 11 to 13: ... convert_version:
+    Assertion ... failed'; listed (17, 11) it was converted at 11 (onnx-ir's reading, the last) with Q/DQ written for
+    17, and refused as 'quantized model: onnxruntime cannot load it'. Now the last version is read everywhere."""
+    import onnxruntime as ort
+
+    onnx.save(_reduce_model(versions), ws.model)
+    result = ws.quantize("-o", ws.out)
+    assert result.exit_code == 0, result.output
+    written = onnx.load(ws.out)
+    assert len([o for o in written.opset_import if o.domain in ("", "ai.onnx")]) == 1  # at 13 for its Q/DQ, or more
+    x = np.random.default_rng(2).uniform(-1, 1, size=(1, 3, 8, 8)).astype(np.float32)  # as the samples are
+    want = ort.InferenceSession(str(ws.model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(ws.out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.shape == want.shape == (1, 8, 8)
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()

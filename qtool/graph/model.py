@@ -451,9 +451,9 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         tensor_type = value.type.tensor_type
         dims = []
         for i, d in enumerate(tensor_type.shape.dim):
-            if not d.HasField("dim_value"):
+            if not d.HasField("dim_value") or d.dim_value < 0:  # -1 is dynamic to onnxruntime: inspect asked -80 bytes
                 raise ModelError(
-                    f"input {value.name!r} has dynamic dim {i} ({d.dim_param or '?'})",
+                    f"input {value.name!r} has dynamic dim {i} ({d.dim_param or min(d.dim_value, 0) or '?'})",
                     hint=f"run `qtool convert --input_dim {value.name} ...` to fix it",
                 )
             dims.append(d.dim_value)

@@ -114,3 +114,28 @@ def test_a_domain_listed_twice_is_read_at_its_last_version(ws: Workspace, versio
     got = ort.InferenceSession(str(ws.out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert got.shape == want.shape == (1, 8, 8)
     assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+
+
+# --- a negative declared dim is dynamic to inspect too ---------------------------------------------------------------
+
+
+def test_inspect_reads_a_negative_declared_dim_as_dynamic(tmp_path: Path) -> None:
+    """An input declared [-5, 4] (dim_value -1 is how some exporters write a dynamic batch): quantize reads it as
+    dynamic, batch 1, since round 7, but inspect -l refused the model's own sample, 'x.raw has 16 bytes, input 'x'
+    needs -80 (float32[-5, 4])', and inspect --reference so too. Now graph/model.input_specs takes a negative dim as
+    dynamic, and inspect reads the samples as convert fixes the input, [1, 4]."""
+    value = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [-5, 4]) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", value[:1], value[1:]),
+                              opset_imports=[helper.make_opsetid("", 13)])  # fmt: skip
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    np.arange(-2, 2, dtype=np.float32).tofile(tmp_path / "x.raw")
+    (tmp_path / "list.txt").write_text("x.raw\n")
+    ws = Workspace(tmp_path)
+    result = ws.run("inspect", "-i", tmp_path / "m.onnx", "-l", tmp_path / "list.txt")
+    assert result.exit_code == 0, result.output
+    assert "dim 0 is dynamic" in result.output  # its lint, as before
+    assert ws.run("quantize", "-i", tmp_path / "m.onnx", "-l", tmp_path / "list.txt", "-o", tmp_path / "q.onnx").exit_code == 0
+    result = ws.run("inspect", "-i", tmp_path / "q.onnx", "-l", tmp_path / "list.txt", "--reference", tmp_path / "m.onnx")
+    assert result.exit_code == 0, result.output
+    assert "outputs (float vs quantized)" in result.output

@@ -464,7 +464,7 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
 
 def _nan_read(model: onnx.ModelProto) -> dict[str, bool]:
     """Each tensor the graph's nodes read (an If's branch reading it too): whether every reader takes NaN as missing.
-    One pass over the nodes: walked once an input, 64 inputs of a 4000-node graph took 4 s a call, ten a quantize."""
+    One pass over the nodes: walked once an input, 64 inputs of a 4000-node graph took 0.9 s a call, ten a quantize."""
     found: dict[str, bool] = {}
     for node in model.graph.node:
         takes_nan = _nan_is_missing(node)

@@ -152,6 +152,7 @@ def finish_mixed(
     report.facts["float tensors"] = ", ".join(floats) or "none"
     report.facts["mixed precision overrides"] = str(path)
     report.facts["sensitivity"] = result.sensitivity
+    report.facts["mixed order"] = result.order or "gain per cost"
     # not the outputs table's pooled SQNR: a model right on loud inputs and wrong on quiet ones meets no target
     report.facts["pareto sqnr_db"] = (
         "as --target_sqnr judges it: the worst output's, the worse of all samples pooled and their quieter half"

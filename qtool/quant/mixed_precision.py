@@ -220,6 +220,7 @@ class Result:
     curve: list[dict] = field(default_factory=list)
     met: bool = True
     sensitivity: str = ""  # how candidates were ranked (exact, proxy), for the report
+    order: str = ""  # which order's prefix was chosen (gain per cost, or graph order: _front_first), for the report
 
 
 def _weights(node: onnx.NodeProto, plan: QuantPlan) -> list[str]:
@@ -282,6 +283,8 @@ def float_chain(
 
 
 def candidates(facts: GraphFacts, plan: QuantPlan) -> tuple[list[Candidate], CostModel]:
+    """The candidates, the activation groups' in graph order (by each group's first tensor: _front_first reads them
+    so), and the model's costs."""
     mac_nodes = [n for n in facts.model.graph.node if n.op_type in cost.MAC_OPS]
     shapes = tensor_shapes(facts.model)
     found = []
@@ -449,16 +452,20 @@ def search(
             best, hi = mid, mid - 1
         else:
             lo = mid + 1
-    chosen = order[:best] if best is not None else order
+    chosen, how = (order[:best] if best is not None else order), "gain per cost"
     if best is not None:
         def record(p: list[Candidate], m: Metrics) -> None:
             curve.append(_point(model, p, m))
 
         chosen = _prefer_integers(chosen, cands, raised, evaluator.if_met, target, record)
+        early = _front_first(chosen, cands, model, raised, evaluator.if_met, target, record)
+        if early is not chosen:
+            how = f"graph order: the first {len(early)} activation groups, cheaper than gain per cost's {len(chosen)}"
+        chosen = early
         chosen = _complete(chosen, cands, model, raised, evaluator.if_met, target, record)
     logger.info("mixed precision: %d of %d candidates raised (16 bits or float)", len(chosen), len(cands))
     front = pareto_front(curve, (len(chosen), round(model.factor(chosen), 4)))
-    return Result(chosen, raised(chosen), front, met=best is not None)
+    return Result(chosen, raised(chosen), front, met=best is not None, order=how)
 
 
 def pareto_front(points: list[dict], chosen: tuple[int, float]) -> list[dict]:
@@ -470,6 +477,38 @@ def pareto_front(points: list[dict], chosen: tuple[int, float]) -> list[dict]:
         if (p["layers_16bit"], p["cost_factor"]) == chosen or not front or p["sqnr_db"] > max(q["sqnr_db"] for q in front):
             front.append(p)
     return sorted(front, key=lambda p: p["layers_16bit"])
+
+
+def _front_first(chosen: list[Candidate], cands: list[Candidate], model: CostModel, raised, if_met, target: Target,
+                 record) -> list[Candidate]:  # fmt: skip
+    """A cheaper answer where the error is many small ones that add up early in the graph: the activation groups raised
+    in graph order (`candidates` makes them so), the shortest prefix that meets the target, binary-searched among the
+    prefixes that cost less than `chosen` (at most log2 of their count trials, each stopped once hopeless). Scored one
+    at a time, none of them shows: nudenet's first 22 activations (8.5% of its MACs) at 16 bits take its class scores
+    from 12.6 to 20.3 dB held out, each alone at most 1.1 dB, and gain per cost raised 93.9% of its MACs for 20 dB."""
+    front = [c for c in cands if c.tensors and not c.weights and not c.float_bits]
+    running, factor, bound, costs = RunningCost(model), 1.0, model.factor(chosen), []
+    for c in front:
+        factor += running.added(c)
+        running.add(c)
+        if factor >= bound:
+            break
+        costs.append(factor)
+    lo, hi, best = 1, len(costs), None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        metrics = if_met(raised(front[:mid]), target)
+        if metrics is not None:
+            record(front[:mid], metrics)
+        if metrics is not None and target.met(metrics):
+            best, hi = mid, mid - 1
+        else:
+            lo = mid + 1
+    if best is None:
+        return chosen
+    logger.info("mixed precision: the first %d activation groups in graph order meet the target at cost %.4f, "
+                "gain per cost at %.4f", best, costs[best - 1], bound)  # fmt: skip
+    return front[:best]
 
 
 COMPLETION_BUDGET = 0.01  # _complete's: at most this share of the chosen set's cost factor

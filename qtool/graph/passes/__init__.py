@@ -103,6 +103,7 @@ def convert_passes(
             shape_inference=True, input_size_limit=FOLD_INPUT_LIMIT, output_size_limit=FOLD_OUTPUT_LIMIT, should_fold=_should_fold
         ),
         FoldDequantizedConstantsPass(),  # what folding left reading a constant it computed
+        common.RemoveUnusedNodesPass(),  # folding bypasses paddle2onnx's Identities and leaves them as second readers
         FoldBatchNormPass(),
         FoldBatchNormForwardPass(keep),  # what no Conv before took: a pre-activation BatchNorm -> unpadded Conv
         FuseLayerNormPass(),

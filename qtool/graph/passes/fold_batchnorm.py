@@ -10,6 +10,9 @@ metadata (`qtool.batchnorm`: {tensor: {"gamma": [...], "beta": [...]}}).
 
 A BatchNorm behind a Squeeze of spatial axes (paddle's Conv2D → squeeze(2) → BatchNorm1D: PP-OCRv6's tiny
 recogniser) is moved before the Squeeze first, where it reads the Conv's channels on the same axis 1.
+A constant per-channel Add or Mul between the Conv or ConvTranspose and the BatchNorm (paddle2onnx's bias Add: its
+DB heads write ConvTranspose -> Add -> BatchNorm) is taken into the Conv first (fuse_conv_add.fuse), so the
+BatchNorm follows it directly.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from onnxscript.rewriter.rules.common import (
 )
 
 from qtool.graph.model import METADATA_BATCHNORM
+from qtool.graph.passes.fuse_conv_add import fuse
 from qtool.io.files import load_json
 
 logger = logging.getLogger(__name__)
@@ -62,12 +66,24 @@ def _sink_squeeze(bn: ir.Node, graph: ir.Graph) -> bool:
     return True
 
 
+def _absorb_affine(bn: ir.Node, graph: ir.Graph) -> bool:
+    """Conv -> Add(t) [-> Mul(s) ...] -> BN  becomes  Conv(bias t, ...) -> BN, the Conv writing the last op's output."""
+    layer = bn.inputs[0].producer() if bn.inputs[0] is not None else None
+    while layer is not None and layer.op_type in ("Add", "Sub", "Mul"):  # back through the ops to the layer
+        layer = next((x.producer() for x in layer.inputs if x is not None and x.const_value is None), None)
+    absorbed = False
+    while layer is not None and layer.op_type in ("Conv", "ConvTranspose") and (layer := fuse(graph, layer)) is not None:
+        absorbed = True  # fuse takes only a per-channel constant op; the BatchNorm, reached, ends it
+    return absorbed
+
+
 class FoldBatchNormPass(ir.passes.InPlacePass):
     """Fold BN whose parameters are constants and whose producer has no other users."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         bn_nodes = [node for node in model.graph if node.op_type == "BatchNormalization"]
         sunk = sum(_sink_squeeze(node, model.graph) for node in bn_nodes)
+        absorbed = sum(_absorb_affine(node, model.graph) for node in bn_nodes)
         bns = {node.outputs[0].name: _stats(node) for node in bn_nodes}
         producers = {
             n.outputs[0].name: n.inputs[0].producer().name for n in bn_nodes if n.inputs[0].producer() is not None
@@ -85,9 +101,10 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
             recorded = recorded if isinstance(recorded, dict) else {}
             model.metadata_props[METADATA_BATCHNORM] = json.dumps({**recorded, **folded}, sort_keys=True)
         logger.info(
-            "fold_batchnorm: folded %d of %d BatchNormalization nodes (%d behind a Squeeze)",
+            "fold_batchnorm: folded %d of %d BatchNormalization nodes (%d behind a Squeeze, %d behind a bias or scale)",
             len(bns) - len(left),
             len(bns),
             sunk,
+            absorbed,
         )
-        return ir.passes.PassResult(model, modified=len(left) != len(bns) or sunk > 0)  # a BN moved: a change
+        return ir.passes.PassResult(model, modified=len(left) != len(bns) or sunk + absorbed > 0)  # a BN moved: a change

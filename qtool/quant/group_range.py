@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -154,23 +155,26 @@ def _floor_past_max_readers(facts: GraphFacts, group: list[str], observers: dict
     """The smallest value seen in the members whose low values count (module docstring), or `lo`. A member
     counts unless it is read only by maxes, or by data-invariant ops whose outputs are (a Reshape before the
     pool)."""
-    members, memo = set(group), {}
-
-    def max_only(t: str) -> bool:
-        if t not in memo:
-            readers = facts.consumers.get(t, [])
-            memo[t] = t not in facts.graph_outputs and bool(readers) and all(
-                members.intersection(c.output)
-                and (c.op_type in MAX_OPS or (rule_for(c).shares_input_encoding and all(map(max_only, c.output))))
-                for c in readers
-            )
-        return memo[t]
-
+    # not a closure calling itself: that is a reference cycle, and it kept `facts` (and its model) until the
+    # cycle collector ran: a bc fold's 52 MB copy of ddddocr's CTC weights lived on beside the next fold's
+    max_only = functools.partial(_read_only_by_maxes, facts, set(group), {})
     if not any(max_only(t) for t in group):
         return lo
     seen = [observers[t] for t in group if t in observers and observers[t].count and not max_only(t)]
     counted = [MinMax.range(o)[0] for o in seen]  # type: ignore[arg-type]
     return min(counted) if counted else lo
+
+
+def _read_only_by_maxes(facts: GraphFacts, members: set[str], memo: dict[str, bool], t: str) -> bool:
+    """Whether `t` is read only by maxes within `members`, or by data-invariant ops whose outputs are (`memo`)."""
+    if t not in memo:
+        readers = facts.consumers.get(t, [])
+        memo[t] = t not in facts.graph_outputs and bool(readers) and all(
+            members.intersection(c.output) and (c.op_type in MAX_OPS or (
+                rule_for(c).shares_input_encoding and all(_read_only_by_maxes(facts, members, memo, o) for o in c.output)))
+            for c in readers
+        )  # fmt: skip
+    return memo[t]
 
 
 Grid = tuple[float, float, float]  # lo, hi, step

@@ -554,9 +554,13 @@ def rank(
         if e.probe.tensor in picked:
             fix = "reordered: rows picked by a TopK's indices, where near scores swap; judge the scores before it"
         fix = fix or suggest(e, added, facts, found, by_tensor, reach, given)
-        # suggest reads the layer's whole float weight from its mapped file: dropped again, or every page of every
-        # weight stays resident until the ranking ends (a 2.35 GB decoder's quantize peaked there, at 2x the model)
-        external_data.release()
+        # suggest reads the layer's whole float weight (or the one of the layer before a ReLU) from its mapped file:
+        # dropped again, or every page of every weight stays resident until the ranking ends (a 2.35 GB decoder's
+        # quantize peaked there, at 2x the model); those weights' pages alone, not every file's (N^2 madvise calls)
+        for layer in (node, facts.producers.get(node.input[0]) if node is not None and node.input else None):
+            for name in layer.input if layer is not None else ():
+                if name in facts.initializers:
+                    external_data.release(facts.initializers[name])
         scored.append((e.probe.tensor in picked, _db(added), _db(e.nsr), order, e, local, fix))
     scored.sort(key=lambda s: s[:4])
     return [

@@ -4,6 +4,7 @@ probed on an installed wheel."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,44 @@ def test_a_model_stored_a_file_per_weight_releases_each_weight_once(tmp_path: Pa
                       "--act_quantizer_calibration", "min-max", "--apply_algorithms", "none"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert len(lazy_weights._MAPS) == count
+    assert len(released) < 12 * count, len(released)
+
+
+def test_inspects_layer_ranking_releases_each_layers_weights_not_every_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """inspect --reference ranks every layer, and released every mapped file after each (5a96b60 left it so): N^2
+    madvise calls over a model stored a file per weight (40 layers: 794 calls). Now each layer's weights' pages alone."""
+    import mmap
+
+    from conftest import run_cli, write_feeds
+
+    from qtool.graph import lazy_weights
+
+    count, rng = 40, np.random.default_rng(0)
+    inits = [numpy_helper.from_array((np.eye(16) + rng.normal(0, 0.05, (16, 16))).astype(np.float32), f"w{i}")
+             for i in range(count)]  # fmt: skip
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i - 1}", f"w{i}"], ["y" if i == count - 1 else f"h{i}"])
+             for i in range(count)]  # fmt: skip
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save_model(model, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=False,
+                    size_threshold=1024)  # fmt: skip
+    listing = write_feeds(tmp_path, [{"x": rng.normal(size=(1, 16)).astype(np.float32)} for _ in range(4)])
+    result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "-l", listing, "-o", tmp_path / "q.onnx",
+                      "--act_quantizer_calibration", "min-max", "--apply_algorithms", "none"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    released = []
+
+    class Counted(mmap.mmap):
+        def madvise(self, *args: int) -> None:
+            released.append(args)
+            super().madvise(*args)
+
+    monkeypatch.setattr(lazy_weights, "_MAPS", {})
+    monkeypatch.setattr(lazy_weights.mmap, "mmap", Counted)
+    result = run_cli(["inspect", tmp_path / "q.onnx", "--reference", tmp_path / "m.onnx", "-l", listing, "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["layers (worst first by added error)"]) >= count
     assert len(released) < 12 * count, len(released)
 
 

@@ -63,3 +63,14 @@ def test_a_cheaper_answer_by_the_ranking_is_kept_at_a_few_trials_more() -> None:
     assert [c.name for c in result.chosen][:1] == ["b0"] and result.order == "gain per cost"
     greedy_only = 1 + math.ceil(math.log2(len(cands) + 1))  # baseline, binary search
     assert calls[0] <= greedy_only + 1 + math.ceil(math.log2(len(FRONT) + 1)) + 1  # _complete's one trial
+
+
+def test_under_a_cost_budget_the_longer_graph_order_prefix_is_kept_where_it_measures_better() -> None:
+    """--mixed_precision_factor: gain per cost's longest prefix within 1.02 raises nothing here (a back tensor costs
+    0.25 alone); graph order's within it is the whole front, one evaluation more."""
+    cands, model = setup()
+    evaluator, calls = counting_evaluator(together)
+    proxy = {t: 1.0 for t in BACK} | {t: 1e-3 for t in FRONT}
+    result = mp.search(cands, model, Encodings(), evaluator, mp.Target(factor=1.02), proxy)
+    assert [c.name for c in result.chosen] == FRONT and model.factor(result.chosen) <= 1.02
+    assert result.order.startswith("graph order") and calls[0] == 3  # baseline, gain per cost's, graph order's

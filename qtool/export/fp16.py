@@ -32,6 +32,7 @@ from qtool.quant.phases import MOVES
 logger = logging.getLogger(__name__)
 
 HEADROOM = 2.0
+COARSE = 2.0**-17  # below it float16 holds a value to fewer than 8 bits (its subnormals' step is 2^-24)
 # ops whose output stays within their data inputs' largest magnitude
 _WITHIN = MOVES | MAX_OPS | {"Relu", "LeakyRelu", "Abs", "Neg", "Max", "Min", "ReduceMin", "ReduceMean", "Where", "Clip",
                              "Cast", "AveragePool", "GlobalAveragePool", "Resize", "DepthToSpace", "SpaceToDepth"}  # fmt: skip
@@ -101,7 +102,8 @@ def half_precision(model: onnx.ModelProto, encoded: dict[str, float], where: str
     tiny = _tiny_values(model)
     if tiny:
         logger.warning("%s: fp16: %d values are nonzero below float16's smallest (%s: %.3g, a Log's or a division's "
-                       "epsilon), so they and the ops that write or read them stay float32", where, len(tiny),
+                       "epsilon, or a Mul's scale it holds to under 8 bits), so they and the ops that write or read "
+                       "them stay float32", where, len(tiny),
                        min(tiny, key=tiny.get), min(tiny.values()))  # fmt: skip
     if bodies := _unsafe_bodies(model, set(wide) | set(tiny)):
         logger.warning("%s: fp16: %d If, Loop or Scan bodies hold or read values float16 cannot (an epsilon below its "
@@ -166,17 +168,23 @@ def _wide_values(model: onnx.ModelProto, encoded: dict[str, float]) -> dict[str,
 
 
 def _tiny_values(model: onnx.ModelProto) -> dict[str, float]:
-    """Small float weights whose every nonzero value float16 makes 0 (an epsilon of 1e-10), and the values an op
+    """Small float weights whose every nonzero value float16 makes 0 (an epsilon of 1e-10) or, read by a Mul or Div,
+    holds to fewer than 8 bits (a scale below 2^-17, a subnormal in float16), and the values an op
     that keeps a value small makes of one: basic-pitch's Log(x^2 + 1e-10) was Log(0), every output NaN (exit 0).
     A Log, Sqrt or division reading one runs in float32 too, and writes a value float16 holds."""
     tiny: dict[str, float] = {}
+    coarse: dict[str, float] = {}  # a scale of 1e-7 float16 holds as 1.19e-7: every output it scales 19 % off, exit 0
     for t in model.graph.initializer:
         small = t.data_type == onnx.TensorProto.FLOAT and math.prod(t.dims) <= 1024  # an epsilon, not a layer's
         values = external_data.array(t) if small else np.zeros(0)
         nonzero = np.abs(values[values != 0])
         if nonzero.size and nonzero.max() <= 2.0**-25:  # half float16's smallest subnormal: rounds to 0
             tiny[t.name] = float(nonzero.max())
+        elif nonzero.size and nonzero.max() < COARSE:
+            coarse[t.name] = float(nonzero.max())
     for node in model.graph.node:
+        if node.op_type in ("Mul", "Div"):  # a scale's rounding is its output's error; an epsilon's Add loses little
+            tiny.update((i, coarse[i]) for i in node.input if i in coarse)
         if node.op_type in _WITHIN | {"Add", "Sub", "Sum", "Mul"} and (found := [tiny[i] for i in node.input if i in tiny]):
             tiny.update(dict.fromkeys((o for o in node.output if o), min(found)))
     return tiny

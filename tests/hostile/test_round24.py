@@ -139,3 +139,33 @@ def test_inspect_reads_a_negative_declared_dim_as_dynamic(tmp_path: Path) -> Non
     result = ws.run("inspect", "-i", tmp_path / "q.onnx", "-l", tmp_path / "list.txt", "--reference", tmp_path / "m.onnx")
     assert result.exit_code == 0, result.output
     assert "outputs (float vs quantized)" in result.output
+
+
+# --- float16: a scale it holds to a few bits stays float32 -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-7])
+def test_a_scale_float16_holds_to_a_few_bits_stays_float32(tmp_path: Path, scale: float) -> None:
+    """convert --float_bitwidth 16 of y = (x W) * 1e-7: float16 holds 1e-7 as a subnormal, 1.19e-7, so every output
+    was 19 % off (1e-6: 1.4 %), exit 0 and no word, where a scale of 1e-8 (rounding to 0) was kept float32 with a
+    warning. Now a Mul's or Div's constant below 2^-17 (under 8 bits in float16) is kept float32 as well, with the
+    values it scales: the outputs are float16's MatMul's (0.1 %), and the warning names it."""
+    import onnxruntime as ort
+
+    weights = [numpy_helper.from_array(np.random.default_rng(0).normal(0, 1000, (4, 3)).astype(np.float32), "W"),
+               numpy_helper.from_array(np.float32([scale]), "s")]  # fmt: skip
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["m"]), helper.make_node("Mul", ["m", "s"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], weights)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    result = Workspace(tmp_path).run("convert", "-i", tmp_path / "m.onnx", "-o", tmp_path / "h.onnx", "--float_bitwidth", 16)
+    assert result.exit_code == 0, result.output
+    assert "a Mul's scale it holds to under 8 bits" in result.stderr and "(s: " in result.stderr, result.stderr
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 4)).astype(np.float32)
+    want = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    half = ort.InferenceSession(str(tmp_path / "h.onnx"), providers=["CPUExecutionProvider"])
+    fed = x.astype(np.float16) if "float16" in half.get_inputs()[0].type else x
+    got = half.run(None, {"x": fed})[0].astype(np.float32)
+    assert np.abs(got - want).max() < 0.005 * np.abs(want).max()

@@ -1113,7 +1113,9 @@ OUT := build/demo
 #   better (quant/mixed_precision._graph_order; nudenet at 1.1: 15.6 -> 20.6 dB on calibration; 10 lines)
 # 27558 -> 27566: a Mul's or Div's scale float16 holds to under 8 bits stays float32 (export/fp16._tiny_values;
 #   y = (x W) * 1e-7 was 19 % off after convert --float_bitwidth 16, exit 0; 8 lines)
-LINE_BUDGET := 27566
+# 27566 -> 27569: inspect's comparison takes a TopK's picked rows alone as no class scores, an ArgMax's whole reach
+#   still (inspect/compare.compare_outputs, as quantize's warning since 4edd5d9; a kNN classifier's logits; 3 lines)
+LINE_BUDGET := 27569
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -232,7 +232,10 @@ def compare_outputs(
     parts_of = _by_output(output_parts(reference) if parts is None else parts, names)
     drift = {}
     producers = {o: n for n in reference.graph.node for o in n.output}
-    picked = runtime.downstream(reference.graph.node, index_picks(reference) + best_probabilities(reference))
+    # a TopK's picked rows, moved not mixed (a kNN classifier's logits pooled from its neighbours are scores); all
+    # an ArgMax's index reaches (swift-f0's pitch reads the picked bin with its neighbours), as quantize's warning
+    argmax = index_picks(reference, ("ArgMax", "ArgMin")) + best_probabilities(reference)
+    picked = picked_rows(reference) | runtime.downstream(reference.graph.node, argmax)
     # not picked by an index, but no more a class axis; named in both: a float model as tf2onnx ships it names every
     # dim, a [1, 10] classifier too, which convert (and so MODEL) numbers
     picked |= lengths(reference) & lengths(quantized)

@@ -109,3 +109,14 @@ def test_a_quality_warning_on_pooled_logits_blames_no_topk(tmp_path: Path) -> No
     assert result.exit_code == 6, result.output
     assert "the quantized model is far from the float one" in result.output, result.output
     assert "takes rows by a TopK's indices" not in result.output, result.output
+
+
+def test_the_comparison_scores_pooled_logits_as_class_scores() -> None:
+    """compare_outputs took every output downstream of a TopK's indices as no class scores (no top-1 agreement):
+    the kNN classifier's logits too, which hold no picked row. As auto's, inspect's ranking and quantize's warning, a
+    TopK's picked rows alone are not (compare.picked_rows); an ArgMax's index still reaches all it feeds."""
+    from qtool.inspect import compare
+
+    model = knn_classifier()
+    feeds = [{"x": np.random.default_rng(k).normal(size=(1, 64, 3)).astype(np.float32)} for k in range(3)]
+    assert compare.compare_outputs(model, model, feeds)["logits"].may_be_scores

@@ -371,13 +371,61 @@ def class_axes(model: onnx.ModelProto) -> dict[str, int]:
     for output in model.graph.output:
         node = producers.get(output.name)
         rank = len(output.type.tensor_type.shape.dim) if output.type.tensor_type.HasField("shape") else None
+        start = node, rank
         while node is not None and node.op_type in KEEPS_LAST_AXIS and _keeps_last_axis(node, opset, rank, dims):
             rank = None if node.op_type in RESHAPES else rank
             # a bias may come first (torch: Add(bias, MatMul)); follow the operand that is not a constant
             node = producers.get(next((i for i in node.input if i not in dims), node.input[0]))
-        if node is not None and (classes := _weight_columns(node, dims, producers)):
+        classes = _weight_columns(node, dims, producers) if node is not None else None
+        if classes or (start[1] and (classes := _conv_channels(*start, opset, model, producers))):  # type: ignore[arg-type]
             found[output.name] = classes
     return found
+
+
+def _conv_channels(node: onnx.NodeProto | None, rank: int, opset: int, model: onnx.ModelProto, producers: dict
+                   ) -> int | None:
+    """The output channels of a Conv (one group) whose channel axis becomes the output's last, followed back
+    through Transposes, Squeezes and Unsqueezes (the axis they move it to), a Softmax over it and constant scales or
+    biases: tf2onnx writes a Keras Conv1D tagger's head as Conv -> Squeeze -> Softmax(axis 1) -> Transpose(0, 2, 1)
+    (slovorez 0.1.0's morpheme tags [32, 20, 27], cast to float16; quantize showed no top-1 agreement for them).
+    Only through a Softmax over them: without one a Conv's channels are as often a regression (MTCNN P-Net's four
+    box offsets a position, Conv -> Transpose to NHWC) as classes."""
+    constants = {i.name: i for i in model.graph.initializer} | {
+        n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"}  # fmt: skip
+    axis, normalised = rank - 1, False
+    while node is not None and node.input:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Conv":
+            weight = constants.get(node.input[1]) if len(node.input) > 1 else None
+            one = weight is not None and axis == 1 and attrs.get("group", 1) == 1
+            return int(weight.dims[0]) if one and normalised else None  # type: ignore[union-attr]
+        if node.op_type == "Transpose":
+            axis = list(attrs.get("perm", range(rank - 1, -1, -1)))[axis]
+        elif node.op_type in ("Squeeze", "Unsqueeze"):
+            axes = attrs.get("axes") if "axes" in attrs else (
+                onnx.numpy_helper.to_array(constants[node.input[1]]).ravel().tolist() if len(node.input) > 1
+                and node.input[1] in constants else None)  # fmt: skip
+            if axes is None:
+                return None
+            wide = rank + len(axes) if node.op_type == "Squeeze" else rank  # the rank the axes are counted in
+            axes = {a % wide for a in axes}
+            if node.op_type == "Squeeze":
+                axis, rank = [k for k in range(wide) if k not in axes][axis], wide
+            elif axis in axes:
+                return None
+            else:
+                axis, rank = [k for k in range(wide) if k not in axes].index(axis), rank - len(axes)
+        elif node.op_type in ("Softmax", "LogSoftmax"):
+            if attrs.get("axis", -1 if opset >= 13 else 1) % rank != axis:
+                return None
+            normalised = True
+        elif node.op_type in ("Add", "Sub", "Mul", "Div"):
+            if sum(i not in constants for i in node.input) != 1:
+                return None
+        elif node.op_type not in ("Cast", "Identity"):
+            return None
+        node = producers.get(next((i for i in node.input if i not in constants), node.input[0]))
+    return None
 
 
 def _keeps_last_axis(node: onnx.NodeProto, opset: int, rank: int | None, dims: dict[str, list[int]]) -> bool:

@@ -1117,7 +1117,9 @@ OUT := build/demo
 #   still (inspect/compare.compare_outputs, as quantize's warning since 4edd5d9; a kNN classifier's logits; 3 lines)
 # 27569 -> 27617: a Conv's output channels are a class axis where a Softmax normalises them and Transposes or Squeezes
 #   bring them last (inspect/compare._conv_channels; tf2onnx's Conv1D tagger head, slovorez: no top-1 before; 48 lines)
-LINE_BUDGET := 27617
+# 27617 -> 27643: the default raises a rounded dip only where a Conv, Gemm or MatMul sums it on that grid (quant/
+#   rounded_dips.summed_on_its_grid, plan.build_plan; PP-OCRv5 rec's Concat-joined SiLU cost 0.3 dB raised; 26 lines)
+LINE_BUDGET := 27643
 
 .PHONY: demo test lint venv bench clean golden
 

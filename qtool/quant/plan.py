@@ -34,7 +34,7 @@ from qtool.quant.overrides import int32_ops, propagate_float, sixteen_bit_layers
 from qtool.quant.phases import indices, mask_arithmetic, phases
 from qtool.quant.range_search import GAMMA
 from qtool.quant.residual import ChannelMinMax
-from qtool.quant.rounded_dips import rounded_dips
+from qtool.quant.rounded_dips import rounded_dips, summed_on_its_grid
 from qtool.quant.rules import NO_RULE, OP_RULES, float_input_reason, is_control_input, rule_for, weight_axes
 
 logger = logging.getLogger(__name__)
@@ -763,7 +763,8 @@ def cell_states(facts: GraphFacts) -> tuple[str, ...]:
 
 def build_plan(facts: GraphFacts, observers: dict[str, Observer], overrides: Encodings, o: PlanOptions) -> QuantPlan:
     """The default (no --target) then raises to 16 bits the SiLU, HardSwish and GELU outputs whose 8-bit step is
-    deeper than their dip (rounded_dips.py), unless an override gives their grid: the plan is made again with them."""
+    deeper than their dip and that a layer sums on that grid (rounded_dips.py), unless an override gives their grid:
+    the plan is made again with them."""
     plan = _plan(facts, observers, overrides, o)
     if o.target is not None or o.act_bitwidth != 8 or not o.raise_dips:
         return plan
@@ -772,7 +773,8 @@ def build_plan(facts: GraphFacts, observers: dict[str, Observer], overrides: Enc
         e = plan.activations.get(tensor)
         return float(e.scale[0]) if e is not None and not e.is_float and e.bitwidth == 8 and len(e.scale) == 1 else None
 
-    raised = tuple(t for t, _, _ in rounded_dips(facts, step) if t not in overrides.activations)
+    summed = (t for t, _, _ in rounded_dips(facts, step) if summed_on_its_grid(facts, t))
+    raised = tuple(t for t in summed if t not in overrides.activations)
     if not raised:
         return plan
     plan = _plan(facts, observers, overrides, dataclasses.replace(o, act_16bit_tensors=(*o.act_16bit_tensors, *raised)))

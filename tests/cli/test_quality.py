@@ -295,6 +295,42 @@ def test_the_default_raises_a_rounded_dip_to_16_bits(tmp_path: Path) -> None:
     assert fine["bitwidth"] == 8 and "16-bit dips" not in report
 
 
+@pytest.mark.parametrize("between, raised", [("Mul", False), ("Concat", False), ("MaxPool", True)])
+def test_a_rounded_dip_is_raised_only_where_a_layer_sums_it_on_that_grid(tmp_path: Path, between: str, raised: bool) -> None:
+    """16 bits on the SiLU reach the Conv through a MaxPool (its grid, moved); not through a Mul by a constant (a
+    learnable affine: the scaled dip rounds again on the Mul's own 8-bit grid) nor a Concat (the group's grid, which a
+    raise lifts whole: PP-OCRv5's recogniser's SiLU, 8-bit only on its partner's range, 16.0 -> 15.7 dB held out)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    model = _silu_dip_model()
+    conv = model.graph.node[2]
+    if between == "Mul":
+        model.graph.initializer.append(numpy_helper.from_array(np.array(2.0, np.float32), "a"))
+        step = helper.make_node("Mul", ["silu", "a"], ["b"])
+    elif between == "Concat":
+        step = helper.make_node("Concat", ["silu", "x"], ["b"], axis=1)
+        w = np.zeros((1, 10, 1, 1), np.float32)
+        w[0, :4] = 1.0
+        model.graph.initializer[0].CopyFrom(numpy_helper.from_array(w, "w"))
+    else:
+        step = helper.make_node("MaxPool", ["silu"], ["b"], kernel_shape=[1, 1])
+    conv.input[0] = "b"
+    model.graph.node.insert(2, step)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        x = rng.uniform(-4.0, -0.5, (1, 5, 8, 8)).astype(np.float32)
+        x[0, 4] = rng.uniform(0, 150, (8, 8))
+        x.tofile(tmp_path / f"s{k}.raw")
+    (tmp_path / "list.txt").write_text("".join(f"s{k}.raw\n" for k in range(8)))
+    result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "--input_list", tmp_path / "list.txt", "-o",
+                      tmp_path / "q.onnx", "--apply_algorithms", "none", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    silu = json.loads((tmp_path / "q.encodings.json").read_text())["activation_encodings"]["silu"][0]
+    assert (silu["bitwidth"] == 16) == raised and ("16-bit dips" in json.loads(result.stdout)) == raised
+
+
 def test_when_the_worst_layer_only_magnifies_the_warning_also_names_the_one_a_flag_fixes() -> None:
     """A layer that magnifies the error it inherits has no flag of its own to fix it; the warning then also names
     the worst layer whose own grids explain its noise (a YOLOv8 detector: its class-branch Conv, then its first

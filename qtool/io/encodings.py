@@ -58,6 +58,8 @@ class Encodings:
         return len(self.activations) + len(self.params)
 
 
+# an entry's lists of numbers, read as float64 arrays where long and all finite numbers (files.load_json)
+NUMBER_LISTS = frozenset(("scale", "offset", "per_block_int_scale", "y_scale", "y_zero_point"))
 SYMMETRY_SPELLINGS = ("True", "False", "true", "false")  # AIMET writes strings (0.6.1) or JSON booleans (1.0.0)
 
 
@@ -315,7 +317,7 @@ def _from_v1_entry(entry: Any, where: str, weight: bool = False) -> tuple[str, E
     if "scale" not in entry and "offset" not in entry:  # a precision request, as a 0.6.1 entry without min/max
         return name, Encoding(bitwidth=bw, is_symmetric=_symmetric(entry, "is_sym", where))
     scale, offset = entry.get("scale"), entry.get("offset")
-    if not isinstance(scale, list) or not isinstance(offset, list) or len(scale) != len(offset) or not scale:
+    if not isinstance(scale, list | np.ndarray) or not isinstance(offset, list | np.ndarray) or len(scale) != len(offset) or not len(scale):
         raise DataError("needs equal-length non-empty 'scale' and 'offset' lists", where=where)
     # checked as columns, NaN where no finite number: the 2.35 GB decoder's W4 B32 file holds 18 M block scales
     scale, offset = legacy_columns.finite_numbers(scale), legacy_columns.finite_numbers(offset)
@@ -439,7 +441,9 @@ def read_encodings(path: str | os.PathLike[str], model_bytes: int = 0) -> Encodi
     that are not a model's."""
     text = read_text(path, "encodings file", limit=max(read_limit(), model_bytes))
     with _without_cycle_collection():
-        return parse_encodings(load_json(text, str(path)), str(path))
+        data = load_json(text, str(path), number_arrays=NUMBER_LISTS)
+        del text  # the decoder's 478 MB, gone before its encodings are made
+        return parse_encodings(data, str(path))
 
 
 def parse_encodings_json(text: str | None, where: str = "model metadata") -> Encodings:
@@ -447,7 +451,7 @@ def parse_encodings_json(text: str | None, where: str = "model metadata") -> Enc
     if text is None:
         return Encodings()
     with _without_cycle_collection():
-        return parse_encodings(load_json(text, where, "carried overrides are "), where)
+        return parse_encodings(load_json(text, where, "carried overrides are ", number_arrays=NUMBER_LISTS), where)
 
 
 def _legacy_entries(name: str, e: Encoding) -> list[dict[str, Any]]:

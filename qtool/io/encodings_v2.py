@@ -71,7 +71,7 @@ def off_float32(scales: Any) -> float | None:
 
 
 def _numbers(value: Any, key: str, where: str, *, integers: bool) -> list[float]:
-    values = value if isinstance(value, list) else [value]
+    values = value.tolist() if isinstance(value, np.ndarray) else value if isinstance(value, list) else [value]
     if not values:
         raise DataError(f"'{key}' must not be empty", where=where)
     for v in values:

@@ -39,9 +39,11 @@ class Columns:
     has_offset: np.ndarray
 
 
-def finite_numbers(values: list) -> np.ndarray:
+def finite_numbers(values: list | np.ndarray) -> np.ndarray:
     """Each value as a float, NaN where it is absent (None) or no finite number (finite_number's); in one numpy call
-    where all are floats, ints and Nones, as in nearly every file."""
+    where all are floats, ints and Nones, as in nearly every file (an array load_json made is all finite floats)."""
+    if isinstance(values, np.ndarray):
+        return values
     if set(map(type, values)) <= {float, int, type(None)}:
         try:
             with np.errstate(all="ignore"):

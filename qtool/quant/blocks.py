@@ -487,8 +487,8 @@ def place(e: Encoding, shape: tuple[int, ...], channel_axis: int, axis: int | No
     if len(e.scale) != count:
         raise DataError(f"{len(e.scale)} block scales, but the weight {list(shape)} has {count} blocks of {b.size}",
                         where=where)  # fmt: skip
-    made = enc.from_scale_offset(e.scale, e.offset, e.bitwidth, symmetric=e.is_symmetric, axis=channel_axis)
-    return dataclasses.replace(made, blocks=placed)
+    # its values as read (a file's are from_scale_offset's), not copies: the overrides stay alive beside the plan
+    return dataclasses.replace(e, axis=channel_axis, blocks=placed)
 
 
 def onnx_array(values: np.ndarray, e: Encoding, weight_shape: tuple[int, ...]) -> np.ndarray:

@@ -2,13 +2,14 @@
 
 An exporter is a function `(ExportJob) -> Files`: it builds its artefacts in memory and writes
 nothing, so a run whose last format fails (fixpoint on a non-power-of-2 model) leaves no files;
-`qtool.export.write_files` then saves them all atomically and deterministically.
+`qtool.export.write_files` then saves them all atomically and deterministically. A JSON text may be
+pieces made as they are written: an error there aborts the command's writes all the same.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import onnx
@@ -16,8 +17,8 @@ import onnx
 from qtool.config import ExportOptions
 from qtool.io.encodings import Encodings
 
-# file name (inside --output_path) -> an ONNX model or the text of a JSON file
-Files = dict[str, onnx.ModelProto | str]
+# file name (inside --output_path) -> an ONNX model, or the text of a JSON file (or its pieces, made as they are written)
+Files = dict[str, onnx.ModelProto | str | Iterator[str]]
 
 
 @dataclass(frozen=True)

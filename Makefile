@@ -1123,7 +1123,9 @@ OUT := build/demo
 #   load_json number_arrays, io/encodings_blocks._numbers; a 2.35 GB decoder's 478 MB file read at 3.0 -> 1.5 GB; 48 lines)
 # 27691 -> 27694: export writes its encodings JSON an entry at a time, 2.0.0's entries made as written (export/
 #   encodings, io/encodings_v2.document; the decoder's 478 MB file exported at 1.9 -> 1.1 GB; 3 lines)
-LINE_BUDGET := 27694
+# 27694 -> 27700: the refusals of two overrides files show each path cut at its start, keeping its file name (io/
+#   files.clipped_path, cli/options; cut at 80 from the end they named neither shard, and an 81-character path failed a test; 6 lines)
+LINE_BUDGET := 27700
 
 .PHONY: demo test lint venv bench clean golden
 

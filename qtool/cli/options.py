@@ -25,7 +25,7 @@ from qtool.config import (
     read_config,
 )
 from qtool.errors import Interrupted, QtoolError, UsageError, did_you_mean
-from qtool.io.files import clipped, quoted
+from qtool.io.files import clipped_path, quoted
 from qtool.quant.algorithms import MAX_COUNT  # samples, batch sizes: as an algorithm section's counts
 from qtool.report import Report, printable
 
@@ -141,8 +141,8 @@ def refuse_replaced_config_files(ctx: click.Context) -> None:
         ours, given = str(config[name]), str(ctx.params[name])
         if os.path.abspath(ours) != os.path.abspath(given):
             flag = next(p.opts[0] for p in ctx.command.params if p.name == name)
-            raise click.UsageError(f"{flag} is given twice ({printable(clipped(ours, 80))} in --config {config.where(name)}, "
-                                   f"then {printable(clipped(given, 80))}) and takes one file: the command line's would "
+            raise click.UsageError(f"{flag} is given twice ({printable(clipped_path(ours))} in --config {config.where(name)}, "
+                                   f"then {printable(clipped_path(given))}) and takes one file: the command line's would "
                                    "replace the config's (give one: merge their entries into one file, or take "
                                    f"{name} out of the config to use the command line's alone)", ctx)  # fmt: skip
 
@@ -162,7 +162,7 @@ def refuse_repeated_values(ctx: click.Context, args: list[str]) -> None:
         return
     for p in sorted((p for p in ctx.command.params if p.name in PARTIAL_FILES), key=lambda p: p.opts[0]):
         files = [str(v) for v in given.get(p.name) or ()]  # compared whole: two deep shards differ past any clip
-        values = [printable(clipped(v, 80)) for v in files]
+        values = [printable(clipped_path(v)) for v in files]
         if len({os.path.abspath(v) for v in files}) > 1:
             times = "twice" if len(values) == 2 else f"{len(values)} times"
             raise click.UsageError(f"{p.opts[0]} is given {times} ({', then '.join(values)}) and takes one file: "

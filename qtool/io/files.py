@@ -54,6 +54,12 @@ def clipped(text: str, limit: int = QUOTE_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def clipped_path(path: str, limit: int = QUOTE_LIMIT) -> str:
+    """`path` cut at its start to at most `limit` characters: its file name, what tells two files apart, is kept
+    (cut at 80 from the end, the '-q' and '--config' refusals showed an 81-character path as '.../shard_acts....')."""
+    return path if len(path) <= limit else "..." + path[len(path) - limit + 3 :]
+
+
 def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
     """`text`'s repr for a message, cut short (the repr of a cut copy: a 10 MB line is never repr'd whole)."""
     return clipped(repr(text if len(text) <= limit else text[:limit]), limit)

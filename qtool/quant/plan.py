@@ -28,7 +28,7 @@ from qtool.quant.cost import RECURRENT_OPS
 from qtool.quant.gelu import gelu_interiors
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.group_range import RAISED_HEADROOM, group_encoding
-from qtool.quant.normalization import normalization_statistics
+from qtool.quant.normalization import normalization_statistics, reduced_powers
 from qtool.quant.observers import MinMax, Observer, observe_values
 from qtool.quant.overrides import int32_ops, propagate_float, sixteen_bit_layers
 from qtool.quant.phases import indices, mask_arithmetic, phases
@@ -188,8 +188,10 @@ def sequences_from_the_caller(facts: GraphFacts) -> set[str]:
 
 def float_by_structure(facts: GraphFacts) -> set[str]:
     """Tensors that stay float for what they compute: normalisation statistics (normalization.py), the
-    inside of a GELU written op by op (gelu.py), the phases of Sin / Cos, index and mask arithmetic (phases.py)."""
-    return normalization_statistics(facts) | gelu_interiors(facts) | phases(facts) | indices(facts) | mask_arithmetic(facts)
+    inside of a GELU written op by op (gelu.py), the phases of Sin / Cos, index and mask arithmetic (phases.py), a
+    power only a mean reads (GeM pooling's cubes: normalization.reduced_powers)."""
+    statistics = normalization_statistics(facts) | reduced_powers(facts)
+    return statistics | gelu_interiors(facts) | phases(facts) | indices(facts) | mask_arithmetic(facts)
 
 
 def _only_control(facts: GraphFacts, name: str) -> bool:

@@ -633,8 +633,8 @@ def _is_sentinel(facts: GraphFacts, name: str) -> bool:
     """A constant holding ±1e30-class values (attention masks of -3.4e38) is a marker, not data:
     it stays float rather than stretching a grid over 38 orders of magnitude."""
     def sentinel() -> bool:
-        values = facts.array(name)
-        return values.size > 0 and float(np.abs(values).max()) >= 1e30
+        values = facts.array(name)  # its ends, not np.abs's copy (a 2.35 GB decoder's LM head: 250 MB more)
+        return values.size > 0 and max(float(values.max()), -float(values.min())) >= 1e30
 
     return trial_memo.remember("sentinel", (facts.initializers[name],), sentinel)
 

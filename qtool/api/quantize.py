@@ -728,7 +728,7 @@ def _quantize(
     if o.pack_4_bit_weights and not any(e.bitwidth == 4 and not e.is_float for e in plan.params.values()):
         logger.warning("--pack_4_bit_weights: no weight is 4-bit (--weights_bitwidth 4), so nothing was packed")
     gm.set_metadata(quantized, gm.METADATA_OVERRIDES, None)
-    report = Report("qtool quantize", {"input": str(o.input_network), "samples": _samples_fact(o, samples, input_list)})
+    report = Report("qtool quantize", {"input": str(o.input_network), "samples": samples} | _uncalibrated(o, samples, input_list))
     if calibration is not None:  # auto says its choice in "algorithms"
         report.facts["calibration"] = calibration
     if notes := notes + ([weights_line] if weights_line else []):
@@ -1134,13 +1134,13 @@ def _symmetric_weights(plan, schema: str) -> dict[str, str]:
     return {"symmetric weights": f"{counts}: --param_quantizer_schema asymmetric applies to per-tensor weights{blocks}"}
 
 
-def _samples_fact(o: QuantizeOptions, samples: int, input_list: InputList | None) -> int | str:
-    """The calibration samples; where none ran though a list was given, why ('samples 0' beside a list of 64 the
-    evaluation then read looked like a list that was not read)."""
+def _uncalibrated(o: QuantizeOptions, samples: int, input_list: InputList | None) -> dict[str, str]:
+    """Why no calibration sample ran where a list was given ('samples 0' beside a list of 64 the evaluation then
+    read looked like a list that was not read); a fact of its own, so that 'samples' stays a number in --json."""
     if samples or input_list is None or o.load_stats:
-        return samples
+        return {}
     why = "weight-only, --act_bitwidth 32" if o.act_bitwidth == 32 else "no activation to calibrate"
-    return f"0 of {len(input_list.samples)} ({why})"
+    return {"not calibrated": f"{why}; {len(input_list.samples)} samples listed"}
 
 
 def _plan_facts(plan, output: Path, started: float, unplanned: int) -> dict:

@@ -192,7 +192,7 @@ def live_interval(
 
     def flat(node: onnx.NodeProto, t: str) -> tuple[float, float] | None:
         grid = output_grid(node.output[0]) if output_grid is not None else None
-        if _gates_itself(facts, node, t):  # x · Sigmoid(x): a SiLU, read with its Sigmoid
+        if gates_itself(facts, node, t):  # x · Sigmoid(x): a SiLU, read with its Sigmoid
             below = None if grid is None else silu_saturates_below(grid[0], grid[2])
             return None if below is None else (below, math.inf)
         if node.input[0] != t:
@@ -206,7 +206,7 @@ def live_interval(
     return min(i[0] for i in intervals), max(i[1] for i in intervals)  # type: ignore[index]
 
 
-def _gates_itself(facts: GraphFacts, node: onnx.NodeProto, t: str) -> bool:
+def gates_itself(facts: GraphFacts, node: onnx.NodeProto, t: str) -> bool:
     """Is `node` a Mul of `t` and a Sigmoid of `t` (a SiLU written out: YOLOv5/v8, EfficientNet's swish)?"""
     if node.op_type != "Mul" or len(node.input) != 2 or list(node.input).count(t) != 1:
         return False

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.group_range import gates_itself
 from qtool.quant.rules import rule_for
 
 # the deepest value of each activation's negative lobe: SiLU (x * Sigmoid(x)) at x = -1.28, HardSwish at -1.5,
@@ -28,10 +29,8 @@ def dips(facts: GraphFacts) -> dict[str, str]:
     for node in facts.model.graph.node:
         if node.op_type in ("HardSwish", "Gelu"):
             found[node.output[0]] = node.op_type
-        elif node.op_type == "Mul" and len(node.input) == 2:
-            gates = [facts.producers.get(i) for i in node.input]
-            if any(g is not None and g.op_type == "Sigmoid" and g.input[0] in node.input for g in gates):
-                found[node.output[0]] = "SiLU"
+        elif any(gates_itself(facts, node, t) for t in node.input[:2]):
+            found[node.output[0]] = "SiLU"
     return found
 
 

@@ -373,7 +373,7 @@ def _algorithm_context(
     runs = FloatRuns() if runs is None else runs
     kept = runs.outputs  # samples -> the float model's outputs on them
     # in memory each half's share of what the evaluation keeps, which may read them (FloatRuns): the rest in files
-    held = compare.one_pass_cache_bytes() // 2
+    held = compare.KEPT_BYTES // 2
 
     def feeds(indices: tuple[int, ...]) -> Iterator[dict]:
         return (feed for _, feed in subset(list(indices))())
@@ -684,7 +684,7 @@ def _quantize(
         earlier = runs.first(min(o.evaluate_samples, len(input_list.samples)), from_calibration)
     del runs
     if earlier is None and model is reference and listed and input_list is not None:
-        kept = KeptOutputs(compare.one_pass_cache_bytes(), scratch_file)
+        kept = KeptOutputs(compare.KEPT_BYTES, scratch_file)
         keep = FloatOutputs(min(o.evaluate_samples, len(input_list.samples)), kept)
     facts = GraphFacts.of(model)
     # auto's halves ran this model on the whole list: the min-max pass is their extremes, where no algorithm changed
@@ -851,7 +851,7 @@ def _float_outputs(o: QuantizeOptions, reference: onnx.ModelProto, input_list: I
         return None, 0.0
     started = time.perf_counter()
     feeds = _feeds(o, reference, input_list, o.evaluate_samples)
-    cached = compare.reference_outputs(reference, feeds, o.num_threads, compare.one_pass_cache_bytes())
+    cached = compare.reference_outputs(reference, feeds, o.num_threads, compare.KEPT_BYTES)
     _release()
     return cached, time.perf_counter() - started
 

@@ -171,15 +171,11 @@ def _agreement(ref: np.ndarray, quant: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.ones(ref.shape, np.int64), same.astype(np.int64)
 
 
-KEPT_BYTES = 1 << 20  # the float outputs held in memory; the rest are read back from scratch files
-
-
-def one_pass_cache_bytes() -> int:
-    """How much of the float outputs a comparison keeps in memory: past it they go to scratch files and are read
-    back a sample at a time (kept_outputs), where held they stack on every later stage's peak. The budget was the
-    float model's weights and a session's 8 MB, what running it again would cost; MTCNN's P-Net then held 8 MB of
-    its 22 MB of outputs through auto's folds and the evaluation (quantize's peak 119.7 -> 111.5 MB with 1 MB)."""
-    return KEPT_BYTES
+# How much of the float outputs a comparison keeps in memory: past it they go to scratch files and are read back a
+# sample at a time (kept_outputs), where held they stack on every later stage's peak. The budget was the float
+# model's weights and a session's 8 MB, what running it again would cost; MTCNN's P-Net then held 8 MB of its 22 MB
+# of outputs through auto's folds and the evaluation (quantize's peak 119.7 -> 111.5 MB with 1 MB).
+KEPT_BYTES = 1 << 20
 
 
 def _run(session, names: list[str] | None, feed: dict[str, np.ndarray], what: str, index: int) -> list:

@@ -254,7 +254,7 @@ def test_float_outputs_past_the_memory_budget_are_read_back_from_scratch_files(d
     YOLOv8-seg, 3.6 MB of outputs a sample: evaluation 40 -> 13 s, peak 701 -> 508 MB), and no file left."""
     kept = tmp_path / "kept.onnx"  # min-max without the default's bc, whose guard runs the float model again
     in_memory = ok(["quantize", "-i", demo["conv"], "--input_list", CALIB, "-o", kept, *DEMO_FLAGS, *NO_TRIALS, "--json"])
-    monkeypatch.setattr(compare, "one_pass_cache_bytes", lambda: 0)
+    monkeypatch.setattr(compare, "KEPT_BYTES", 0)
     monkeypatch.setattr(compare, "reference_outputs", _counted(compare.reference_outputs, calls := []))
     for extra in ([], ["--eval_list", VAL, "--evaluate_samples", "10"]):
         out = tmp_path / "q.onnx"

@@ -13,7 +13,6 @@ match exactly is left as it is (and the integer-op refusal names it).
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
@@ -23,6 +22,7 @@ from onnx import helper
 
 from qtool.graph import external_data
 from qtool.graph.lazy_weights import scratch_file
+from qtool.io.digest import blake2b  # not hashlib: its import loads OpenSSL's libcrypto (3.5 MB resident)
 
 INTEGER_LAYERS = {"ConvInteger": "Conv", "MatMulInteger": "MatMul"}
 BIAS_CHAIN = frozenset({"Reshape", "Cast", "Floor", "Round", "Div", "Unsqueeze"})
@@ -59,7 +59,7 @@ class _Graph:
         """A float weight named after `like`, made once for the layers that share it: Kokoro's ALBERT runs one
         layer 12 times, and a copy for each reader of its weights made the model 568 MB instead of 326."""
         value = np.asarray(value, dtype=np.float32, order="C")  # no copy of a float32 one; hashed in place, not tobytes()
-        key = (like, value.shape, hashlib.sha1(value.data).digest())
+        key = (like, value.shape, blake2b(value.data).digest())
         if (made := self.made.get(key)) is not None:
             return made
         name = like.removesuffix("_quantized")

@@ -1129,7 +1129,9 @@ OUT := build/demo
 #   reduced_powers; GeM pooling's cubes: SSCD-distilled per channel 5.2 -> 10.4 dB held out; 30 lines)
 # 27730 -> 27754: a histogram that fills few bins keeps (bin, count) pairs, and a batch is binned a few tensors at a
 #   time (quant/observers; inspect -l on a 20000-node chain of [1, 4] tensors peaked at 1.35 GB, now 0.77; 24 lines)
-LINE_BUDGET := 27754
+# 27754 -> 27760: a 0.6.1 entry's offset that no grid of its bitwidth has is named as unused (io/encodings.
+#   _warn_unused_grid; offset -1e54 beside min/max was read without a word; 6 lines)
+LINE_BUDGET := 27760
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -285,6 +285,12 @@ def _warn_unused_grid(entries: list[dict], made: Encoding, bw: int, symmetric: b
         if abs(s - step) <= 0.01 * step and any(abs(o * s - lo) <= step for o in offsets):
             continue
         o = offsets[0] if "offset" in e else round(lo / s)
+        if -o > top:  # no grid of bw bits has that offset (-1e54, or a scale too fine to reach min): none to set
+            what = (f"offset {float(e['offset']):g} is no {bw}-bit grid's (AIMET's are -{top} to 0): its scale and offset "
+                    "are" if "offset" in e else f"scale {s:g} spans {top * s:g} in {bw} bits, short of min {lo:g}: it is")
+            logger.warning("%s: %s not used; qtool uses its min/max's [%g, %g] (scale %g), as qairt does",
+                           f"{where}: {quoted(name)}" + (f"[{i}]" if len(entries) > 1 else ""), what, lo, made.max[i], step)  # fmt: skip
+            return
         if abs(min_max_encoding([o * s], [(o + top) * s], bw, symmetric=symmetric).scale[0] - s) > 0.01 * s:
             continue
         logger.warning("%s: scale %g%s the grid [%g, %g], not its min/max's [%g, %g] (scale %g), which qtool uses, "

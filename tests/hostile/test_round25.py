@@ -4,6 +4,7 @@ then careless input to every command."""
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from pathlib import Path
 
@@ -54,3 +55,25 @@ def test_inspect_statistics_of_small_tensors_hold_what_they_saw() -> None:
     assert relu.counts.sum() == 16 and relu.counts.size == 2048
     want = np.maximum(-np.concatenate([feed["x"].reshape(-1) for _, feed in samples]), 0)
     assert relu.lo == want.min() and relu.hi == want.max()
+
+
+# --- a 0.6.1 entry's offset that no grid of its bits has -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("stated, said", [
+    ({"scale": 0.01, "offset": -1e54}, "offset -1e+54 is no 8-bit grid's (AIMET's are -255 to 0): its scale and offset"),
+    ({"scale": 0.01, "offset": 300}, "offset 300 is no 8-bit grid's"),
+    ({"scale": 1e-9}, "scale 1e-09 spans 2.55e-07 in 8 bits, short of min -1: it is not used"),
+])  # fmt: skip
+def test_a_legacy_offset_no_grid_has_is_named(ws: Workspace, stated: dict, said: str) -> None:
+    """A 0.6.1 entry with min/max [-1, 1.55] and offset -1e54 (or 300, or a scale of 1e-9 that spans 2.55e-7 in 8
+    bits): qtool, as qairt, uses min/max, and said nothing, where an offset of -100 is named ('scale and offset give
+    the grid ..., not its min/max's'): the warning looked for min/max that would give the stated grid, and an offset
+    past 2^bw - 1 gives none. Now it says the scale and offset are not used, and which range is."""
+    entry = {"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "min": -1.0, "max": 1.55, **stated}
+    path = ws.root / "o.json"
+    path.write_text(json.dumps({"version": "0.6.1", "activation_encodings": {"r": [entry]}, "param_encodings": {}}))
+    result = ws.run("convert", "-i", ws.model, "-o", ws.root / "c.onnx", "--quantization_overrides", path)
+    assert result.exit_code == 0, result.output
+    assert f"'r': {said}" in result.stderr, result.stderr
+    assert "qtool uses its min/max's [-1, 1.55] (scale 0.01), as qairt does" in result.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from hostile_env import Workspace, make_workspace
+from hostile_env import Workspace, assert_refused, make_workspace
 from onnx import TensorProto, helper
 
 
@@ -77,3 +77,69 @@ def test_a_legacy_offset_no_grid_has_is_named(ws: Workspace, stated: dict, said:
     assert result.exit_code == 0, result.output
     assert f"'r': {said}" in result.stderr, result.stderr
     assert "qtool uses its min/max's [-1, 1.55] (scale 0.01), as qairt does" in result.stderr
+
+
+# --- inspect says what convert's checker refuses --------------------------------------------------------------------
+
+
+def _twice_named(kind: str) -> onnx.ModelProto:
+    """x [1, 4] -> MatMul(W) -> y, with W given as two initializers, or a tensor two nodes write."""
+    from onnx import numpy_helper
+
+    weights = [numpy_helper.from_array(np.full((4, 4), k, np.float32), "W") for k in (1, 2)]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["y"])]
+    if kind == "output":
+        weights = weights[:1]
+        nodes = [helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Neg", ["x"], ["h"]),
+                 helper.make_node("MatMul", ["h", "W"], ["y"])]  # fmt: skip
+    value = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph(nodes, "g", value[:1], value[1:], weights),
+                              opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("kind, said", [
+    ("initializer", "onnx.checker: W initializer name is not unique: convert and quantize refuse the model"),
+    ("output", "'h' has been used as output names multiple times: convert and quantize refuse the model"),
+])  # fmt: skip
+def test_inspect_names_what_convert_refuses(ws: Workspace, kind: str, said: str) -> None:
+    """A model with two initializers named W (onnxruntime runs it, taking one), or a tensor two nodes write: convert
+    and quantize refuse it (onnx.checker), but inspect, which runs no checker, printed 'lint findings: none', and
+    --fail-on error passed it. Now inspect reports the checker's refusal as an error finding."""
+    path = ws.root / "m.onnx"
+    onnx.save(_twice_named(kind), path)
+    result = ws.run("inspect", path)
+    assert result.exit_code == 0, result.output
+    assert "invalid-model" in result.output and said in result.output, result.output
+    assert ws.run("inspect", path, "--fail-on", "error").exit_code == 5
+    assert "invalid-model" not in ws.run("inspect", ws.model).output
+
+
+# --- a stats file's counts are bounded ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field, said", [
+    ("samples", "'samples' must be a non-negative integer under 2^53, not a 401-digit number"),
+    ("count", "'count' must be a non-negative integer under 2^53, not a 401-digit number"),
+    ("samples", "'samples' must be a non-negative integer under 2^53, not 'xxxxxxxx"),
+])  # fmt: skip
+def test_a_stats_files_counts_are_bounded(ws: Workspace, field: str, said: str) -> None:
+    """A --load_stats file whose 'samples' is 10^400: quantize printed all 401 digits as its sample count, exit 0
+    (a tensor's 'count' of 10^400 was taken too). Now a count of 2^53 or more is refused in one line that gives its
+    length, not its digits, as is a long string in its place (echoed whole before)."""
+    stats = ws.root / "s.json"
+    assert ws.quantize("-o", ws.out, "--save_stats", stats).exit_code == 0
+    doc = json.loads(stats.read_text())
+    huge = "x" * 5000 if said.endswith("'xxxxxxxx") else 10**400
+    if field == "samples":
+        doc["samples"] = huge
+    else:
+        doc["tensors"][next(iter(doc["tensors"]))]["count"] = huge
+    stats.write_text(json.dumps(doc))
+    ws.out.unlink()
+    ws.out.with_suffix(".encodings.json").unlink()
+    before = ws.snapshot()
+    line = assert_refused(ws, before, ws.run("quantize", "-i", ws.model, "--load_stats", stats, "-o", ws.out), 4,
+                          "s.json", said)  # fmt: skip
+    assert len(line) < 300, line

@@ -424,6 +424,17 @@ def _json_number(value: object) -> float | None:
         return None
 
 
+COUNT_LIMIT = 2**53  # samples a stats file counts: no calibration sees more, and past it a JSON number reads inexactly
+
+
+def count_problem(count: object) -> str | None:
+    """What is wrong with a saved count, or None: a non-negative integer under COUNT_LIMIT, a long one not echoed."""
+    if type(count) is int and 0 <= count < COUNT_LIMIT:
+        return None
+    shown = f"a {len(str(abs(count)))}-digit number" if type(count) is int and abs(count) >= COUNT_LIMIT else repr(count)
+    return f"a non-negative integer under 2^53, not {shown[:80]}"
+
+
 def _checked_range(state: dict) -> tuple[float, float, int]:
     """lo, hi and count of a saved state: finite with lo <= hi once anything was seen, (inf, -inf) before."""
     try:
@@ -432,8 +443,8 @@ def _checked_range(state: dict) -> tuple[float, float, int]:
         raise ValueError("'lo' and 'hi' must be numbers") from e
     if lo is None or hi is None:
         raise ValueError("'lo' and 'hi' must be numbers")
-    if type(count) is not int or count < 0:
-        raise ValueError(f"'count' must be a non-negative integer, not {count!r}")
+    if (problem := count_problem(count)) is not None:
+        raise ValueError(f"'count' must be {problem}")
     if count == 0 and (lo, hi) == (np.inf, -np.inf):
         return lo, hi, count
     if count == 0:  # merged, min-max took its range into another shard's, and alone it read as 'no calibration data'

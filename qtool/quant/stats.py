@@ -20,7 +20,7 @@ from qtool.graph import external_data
 from qtool.graph.inline_write import write_graph, write_tensor
 from qtool.io.digest import sha256
 from qtool.io.files import load_json, read_bytes, read_text, write_text
-from qtool.quant.observers import OBSERVERS, Observer, from_state
+from qtool.quant.observers import OBSERVERS, Observer, count_problem, from_state
 
 FORMAT = "qtool-calibration-stats/1"
 
@@ -120,8 +120,8 @@ def load_stats(
                 hint="recalibrate with --save_stats",
             )
         count = doc.get("samples", 0)
-        if type(count) is not int or count < 0:
-            raise DataError(f"'samples' must be a non-negative integer, not {count!r}", where=str(path))
+        if (problem := count_problem(count)) is not None:
+            raise DataError(f"'samples' must be {problem}", where=str(path))
         samples += count
         for name, state in sorted(doc["tensors"].items()):
             try:

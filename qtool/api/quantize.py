@@ -153,6 +153,9 @@ def _check_quantize_flags(o: QuantizeOptions) -> None:
         raise UsageError("--save_stats needs --input_list: there is nothing to save without calibration")
     if o.min_sqnr is not None and (o.evaluate_samples == 0 or (o.input_list is None and o.eval_list is None)):
         raise UsageError("--min_sqnr needs samples to measure on: --input_list or --eval_list, and --evaluate_samples > 0")
+    if o.eval_list is not None and o.evaluate_samples == 0 and o.mixed_precision != "auto":  # read, checked, unused
+        raise UsageError("--eval_list with --evaluate_samples 0: no evaluation reads it, the run would ignore it",
+                         hint="drop --evaluate_samples 0 to measure on it, or drop --eval_list")  # fmt: skip
     if o.act_quantizer_calibration == "auto" and o.act_bitwidth != 32 and o.input_list is None:
         raise UsageError("--act_quantizer_calibration auto needs --input_list: it scores each method on samples "
                          "of the list that calibrated the other", hint="or name one method for --load_stats")  # fmt: skip

@@ -143,3 +143,20 @@ def test_a_stats_files_counts_are_bounded(ws: Workspace, field: str, said: str) 
     line = assert_refused(ws, before, ws.run("quantize", "-i", ws.model, "--load_stats", stats, "-o", ws.out), 4,
                           "s.json", said)  # fmt: skip
     assert len(line) < 300, line
+
+
+# --- flags the run would ignore -------------------------------------------------------------------------------------
+
+
+def test_an_eval_list_no_evaluation_reads_is_refused(ws: Workspace) -> None:
+    """--eval_list held.txt --evaluate_samples 0: the list was read and its files checked, then nothing measured on it
+    (exit 0, no word), where a user meant the report's figures to be held out. --mixed_precision auto scores its
+    search on it whatever --evaluate_samples says, so there it stands."""
+    held = ws.root / "held.txt"
+    held.write_text(ws.listing.read_text())
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--eval_list", held, "--evaluate_samples", 0), 2,
+                   "--eval_list with --evaluate_samples 0: no evaluation reads it")  # fmt: skip
+    result = ws.quantize("-o", ws.out, "--eval_list", held, "--evaluate_samples", 0, "--mixed_precision", "auto",
+                         "--target_sqnr", 10)  # fmt: skip
+    assert result.exit_code == 0, result.output

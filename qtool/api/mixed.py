@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from pathlib import Path
 
@@ -18,12 +19,14 @@ from qtool.graph import external_data, trial_memo
 from qtool.graph import model as gm
 from qtool.inspect import layers
 from qtool.io import encodings as encio
-from qtool.io.feeds import iter_feeds
+from qtool.io.feeds import iter_feeds, iter_samples
 from qtool.io.files import write_text
 from qtool.io.input_list import InputList
 from qtool.quant import mixed_precision as mp
 from qtool.quant.algorithms import AlgorithmContext
+from qtool.quant.calibrate import calibrate
 from qtool.quant.graph_facts import GraphFacts
+from qtool.quant.plan import activation_tensors
 from qtool.report import Report, Table
 
 
@@ -116,7 +119,8 @@ def _search(
 
     # the float outputs are computed once (when small); mixed_evaluator says which samples a trial runs
     kernels = runtime.integer_kernels(o.target)
-    evaluate = evaluator(reference, listing, specs, o.use_native_input_files, o.num_threads, build, kernels)
+    fitted = _fitted(o, ctx, listing, build) if o.eval_list is None and not o.load_stats else None
+    evaluate = evaluator(reference, listing, specs, o.use_native_input_files, o.num_threads, build, kernels, fitted)
     base_qdq, base_plan = ctx.quantize(ctx.model, ctx.overrides)
     cands, cost_model = mp.candidates(GraphFacts.of(ctx.model), base_plan)
     proxy = None
@@ -130,6 +134,28 @@ def _search(
     ctx.model = _restored(ctx, result.overrides)
     ctx.overrides = result.overrides
     return result
+
+
+def _fitted(o: QuantizeOptions, ctx: AlgorithmContext, listing: InputList, build):
+    """A trial's QDQ model with its activation ranges calibrated on some samples of the list alone (the plan reads
+    ctx.observers, swapped for the build), to score it on the others: one calibration pass per set of samples."""
+    tensors = activation_tensors(GraphFacts.of(ctx.model))
+    found: dict[tuple[int, ...], dict] = {}
+
+    def fitted(overrides: encio.Encodings, samples: list[int]) -> onnx.ModelProto:
+        if (key := tuple(samples)) not in found:
+            subset = dataclasses.replace(listing, samples=tuple(listing.samples[k] for k in samples))
+            feeds = iter_samples(subset, gm.input_specs(ctx.model), o.use_native_input_files)
+            found[key] = calibrate(ctx.model, tensors, feeds, observer=o.act_quantizer_calibration,
+                                   percentile=o.percentile_calibration_value, threads=o.num_threads)[0]  # fmt: skip
+        whole = dict(ctx.observers)
+        ctx.observers.update(found[key])
+        try:
+            return build(overrides)
+        finally:
+            ctx.observers.update(whole)
+
+    return fitted
 
 
 def mixed_overrides_path(output: Path) -> Path:

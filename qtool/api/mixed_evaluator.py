@@ -10,6 +10,7 @@ the float signal still to come cannot make up for the noise already measured.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -35,6 +36,13 @@ def spread(count: int, wanted: int) -> list[int]:
     return sorted({int(k) for k in np.linspace(0, count - 1, wanted).round()})
 
 
+def halves(listing: InputList) -> tuple[list[int], list[int]]:
+    """The list's distinct samples in two halves by a seeded shuffle, not by position: a list that alternates kinds
+    of sample (a matcher's pairs) or goes photo by photo gave one half only one kind."""
+    order = np.random.default_rng(0).permutation(listing.distinct).tolist()
+    return sorted(order[::2]), sorted(order[1::2])
+
+
 def _signals(cached: list[list[np.ndarray]], names: list[str], parts: list[Part]) -> dict[str, list[float]]:
     """Σ ref² per output (and part of one, as compare.compare_outputs measures them) and sample."""
     per_sample: dict[str, list[float]] = {key: [] for key in [*names, *(p.name for p in parts)]}
@@ -55,8 +63,11 @@ def evaluator(
     threads: int,
     build: Callable[[Encodings], onnx.ModelProto],
     integer_kernels: bool = True,
+    fitted: Callable[[Encodings, list[int]], onnx.ModelProto] | None = None,
 ) -> mp.Evaluator:
-    """`build` turns a trial's encodings into its QDQ model; `integer_kernels`: see compare.compare_outputs."""
+    """`build` turns a trial's encodings into its QDQ model; `integer_kernels`: see compare.compare_outputs;
+    `fitted(encodings, samples)` into the QDQ model with ranges calibrated on those samples of the list alone
+    (None: the list's ranges came from other samples, --eval_list's)."""
     count = len(listing.samples)
     picked = spread(count, SCREEN_SAMPLES)
     subset = dataclasses.replace(listing, samples=tuple(listing.samples[k] for k in picked))
@@ -78,8 +89,22 @@ def evaluator(
         # ranked a whole float chain (the STFT's input with it) before the spectrum alone (cost 7.7 for 2.1)
         return mp.overall(measure(encodings, subset, None if cached is None else [cached[k] for k in picked]))
 
+    def held_out(encodings: Encodings) -> mp.Metrics:
+        """Each half scored with ranges fitted to the other (the search's samples set the ranges it is scored with):
+        the folds' mean SQNR and worse cosine, as auto's calibration choice scores its methods."""
+        folds = []
+        for fit, check in itertools.permutations(halves(listing)):
+            samples = dataclasses.replace(listing, samples=tuple(listing.samples[k] for k in check))
+            feeds = iter_feeds(samples, specs, native)
+            kept = None if cached is None else [cached[k] for k in check]
+            folds.append(mp.judged(compare.compare_outputs(
+                reference, fitted(encodings, fit), feeds, threads=threads, cached=kept, integer_kernels=integer_kernels,
+                parts=parts)))  # fmt: skip
+        return {"sqnr_db": sum(f["sqnr_db"] for f in folds) / 2, "cosine": min(f["cosine"] for f in folds)}
+
+    confirm = held_out if fitted is not None and len(listing.distinct) >= 4 else None
     if cached is None:  # float outputs too large to keep: no totals to bound a trial with
-        return mp.Evaluator(full, screen)
+        return mp.Evaluator(full, screen, held_out=confirm)
     signals = _signals(cached, [o.name for o in reference.graph.output], parts)
     totals = {name: sum(values) for name, values in signals.items()}
     whole = {o.name for o in reference.graph.output}  # parts are held to their pooled SQNR (mp.judged)
@@ -97,4 +122,4 @@ def evaluator(
         drift = measure(encodings, listing, cached, stop)
         return None if hopeless else mp.judged(drift)
 
-    return mp.Evaluator(full, screen, meets)
+    return mp.Evaluator(full, screen, meets, confirm)

@@ -1264,9 +1264,10 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
         for name in recognisers:
             out[name] = entry(name, {"x": f32}, "ppocr_rec", [{"x": x} for x in c], [{"x": x} for x in v],
                               ground_truth=write_truth(name, texts))  # fmt: skip
-    if "uvdoc" in names:  # 18 GMACs a page: fewer samples
+    if "uvdoc" in names:  # 18 GMACs a page: fewer calibration samples. 96 validation pages (the first 24 as before:
+        # one generator): on 24, page 7, which the model reads two ways, decided the pooled SQNR (issue 21)
         out["uvdoc"] = entry("uvdoc", {"input": "float16"}, "unwarp", uvdoc_samples("calib", min(calib, 24)),
-                             uvdoc_samples("val", min(val, 24)))  # fmt: skip
+                             uvdoc_samples("val", max(val, 96)))  # fmt: skip
     if "layout_cdla" in names:
         out["layout_cdla"] = entry(
             "layout_cdla", {"image": f32}, "picodet", layout_samples("calib", 32), layout_samples("val", 32)

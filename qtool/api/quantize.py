@@ -538,17 +538,20 @@ def _precision_only(overrides: encio.Encodings) -> bool:
 
 
 def _warn_unused_calibration(o: QuantizeOptions, calibrated: bool) -> None:
-    """--act_quantizer_calibration X with --act_bitwidth 32 was ignored, exit 0: no activation is calibrated but one an
-    override names by precision alone (`calibrated`) or for --save_stats. A --target preset's own method is no slip."""
-    method = o.act_quantizer_calibration
-    if o.act_bitwidth != 32 or method is None or calibrated or o.save_stats is not None or o.load_stats:
+    """--act_quantizer_calibration X (or --act_quantizer_schema, --act_power_of_2) with --act_bitwidth 32 was ignored,
+    exit 0: no activation is calibrated but one an override names by precision alone (`calibrated`) or for
+    --save_stats. A --target preset's own setting is no slip."""
+    if o.act_bitwidth != 32 or calibrated or o.save_stats is not None or o.load_stats:
         return
     preset = preset_file(o.target)
-    if preset is not None and preset.is_file() and (load_yaml(preset) or {}).get("act_quantizer_calibration") == method:
-        return
-    logger.warning("--act_quantizer_calibration %s does nothing with --act_bitwidth 32: activations stay float and no "
-                   "range is calibrated (weight-only calibrates only an activation an override names by bitwidth "
-                   "alone)", method)
+    settings = (load_yaml(preset) or {}) if preset is not None and preset.is_file() else {}
+    given = {"act_quantizer_calibration": o.act_quantizer_calibration, "act_power_of_2": o.act_power_of_2 or None,
+             "act_quantizer_schema": o.act_quantizer_schema if o.act_quantizer_schema != "asymmetric" else None}  # fmt: skip
+    for flag, value in given.items():
+        if value is not None and settings.get(flag) != value:
+            logger.warning("--%s %s does nothing with --act_bitwidth 32: activations stay float and no range is "
+                           "calibrated (weight-only calibrates only an activation an override names by bitwidth "
+                           "alone)", flag, str(value).lower())  # fmt: skip
 
 
 def with_calibration_method(
@@ -626,6 +629,8 @@ def _quantize(
         if input_list is not None and (shared := judged & {input_list.sample_key(s) for s in input_list.samples}):
             logger.warning("%s: %d of the %d samples it is judged on are --input_list's too: its figures (and mixed "
                            "precision's) are not held out", eval_list.path, len(shared), len(judged))  # fmt: skip
+    bc_named = "bc" in o.apply_algorithms and input_list is not None  # bc auto's: before its copy, below
+    later = _float_runs_ahead(o, reference, input_list) if bc_named else FloatRuns()  # type: ignore[arg-type]
     # the algorithms and mixed precision change the float weights of a working copy; without them
     # the reference itself serves (a copy costs the weights' size: 2 GB on a large model)
     model = gm.copy(reference) if o.apply_algorithms or o.mixed_precision == "auto" else reference
@@ -633,7 +638,8 @@ def _quantize(
     equalized = bool(notes)
     observers: dict = {}
     halves: dict = {}  # auto: samples -> (model, its histograms); the run's min-max pass may be theirs (below)
-    runs = FloatRuns()  # auto: the float outputs its folds scored against; the evaluation's may be theirs (below)
+    # auto: the float outputs its folds scored against; the evaluation's may be theirs (below); without auto, bc's too
+    runs = FloatRuns(dict(later.outputs))
     ctx = _algorithm_context(o, reference, model, overrides, input_list, observers, halves=halves, runs=runs)
     algorithms_started = time.perf_counter()  # auto's trials and bc's passes: often most of the run
     timed = bool(o.apply_algorithms) or o.act_quantizer_calibration == "auto"  # o names auto's choice once it ran
@@ -668,8 +674,9 @@ def _quantize(
         o, notes = dataclasses.replace(o, act_quantizer_calibration=chosen), notes + ([note] if note else [])
         notes += [bc_line] if bc_line else []
         if bc_line.startswith("bc auto: applied"):
+            later = _float_runs_ahead(o, reference, input_list)  # type: ignore[arg-type]
             o, model = dataclasses.replace(o, apply_algorithms=(*o.apply_algorithms, "bc")), gm.copy(model) if model is reference else model
-        ctx = _algorithm_context(o, reference, model, overrides, input_list, observers)
+        ctx = _algorithm_context(o, reference, model, overrides, input_list, observers, runs=later)
     elif bc_auto and input_list is not None:
         why = "weight-only (--act_bitwidth 32)" if o.act_bitwidth == 32 else (
             f"calibration {calibration}" if calibration else f"--act_quantizer_calibration {o.act_quantizer_calibration}")
@@ -685,7 +692,8 @@ def _quantize(
     if listed and input_list is not None:
         from_calibration = model is reference and o.calib_batch_size == 1  # batched, calibrate keeps none
         earlier = runs.first(min(o.evaluate_samples, len(input_list.samples)), from_calibration)
-    del runs
+        earlier = later.first(min(o.evaluate_samples, len(input_list.samples)), from_calibration) if earlier is None else earlier
+    del runs, later
     if earlier is None and model is reference and listed and input_list is not None:
         kept = KeptOutputs(compare.KEPT_BYTES, scratch_file)
         keep = FloatOutputs(min(o.evaluate_samples, len(input_list.samples)), kept)
@@ -821,6 +829,20 @@ def _equalize_hardswish(
     lines = cle_hardswish.equalize(ctx, pairs, cle_hardswish.DEFAULT_GAIN_DB)
     _release()  # the spans pass's session and maps, before calibration's
     return (model, [f"{lines[0]} (--no_hardswish_equalization leaves them)"]) if lines else (original, [])
+
+
+def _float_runs_ahead(o: QuantizeOptions, reference: onnx.ModelProto, input_list: InputList) -> FloatRuns:
+    """The float model's outputs that bc's keep-or-revert (its score on the whole list) and the evaluation (the
+    list's first --evaluate_samples) read, run before bc's working copy of the weights is made. At bc's score the
+    float session stacked on the reference, the copy and the quantized model, and the evaluation's on the first
+    two: malviz's ResNet-18 (43 MB of weights) peaked there at 331 and 323 MB. The same session, the same values."""
+    runs, total = FloatRuns(), len(input_list.samples)
+    scored = o.algorithm_config.get("bc", {}).get("keep", "auto") == "auto"  # bias_correction.run's score
+    count = total if scored else min(o.evaluate_samples, total) if o.eval_list is None else 0
+    if count:
+        feeds = _feeds(o, reference, input_list, count)
+        runs.outputs[tuple(range(count))] = compare.reference_outputs(reference, feeds, o.num_threads, compare.KEPT_BYTES // 2)
+    return runs
 
 
 def _layer_reference(o: QuantizeOptions, reference: onnx.ModelProto, model: onnx.ModelProto, changed: bool) -> onnx.ModelProto:

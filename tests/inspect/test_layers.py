@@ -192,7 +192,7 @@ def test_an_op_without_weights_that_magnifies_its_inputs_error_sends_its_fix_ups
         }
         """, {"gains": gains, "inverse": 1 / gains})
     square = next(r for r in rows if r.tensor == "y")
-    assert square.fix.startswith("upstream: this Mul magnifies the error 't' carry"), square
+    assert square.fix.startswith("upstream: this Mul magnifies the error 't' carries from"), square
 
 
 def test_a_weighted_layer_that_magnifies_its_inputs_error_sends_its_fix_upstream(tmp_path):

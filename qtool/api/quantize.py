@@ -538,17 +538,20 @@ def _precision_only(overrides: encio.Encodings) -> bool:
 
 
 def _warn_unused_calibration(o: QuantizeOptions, calibrated: bool) -> None:
-    """--act_quantizer_calibration X with --act_bitwidth 32 was ignored, exit 0: no activation is calibrated but one an
-    override names by precision alone (`calibrated`) or for --save_stats. A --target preset's own method is no slip."""
-    method = o.act_quantizer_calibration
-    if o.act_bitwidth != 32 or method is None or calibrated or o.save_stats is not None or o.load_stats:
+    """--act_quantizer_calibration X (or --act_quantizer_schema, --act_power_of_2) with --act_bitwidth 32 was ignored,
+    exit 0: no activation is calibrated but one an override names by precision alone (`calibrated`) or for
+    --save_stats. A --target preset's own setting is no slip."""
+    if o.act_bitwidth != 32 or calibrated or o.save_stats is not None or o.load_stats:
         return
     preset = preset_file(o.target)
-    if preset is not None and preset.is_file() and (load_yaml(preset) or {}).get("act_quantizer_calibration") == method:
-        return
-    logger.warning("--act_quantizer_calibration %s does nothing with --act_bitwidth 32: activations stay float and no "
-                   "range is calibrated (weight-only calibrates only an activation an override names by bitwidth "
-                   "alone)", method)
+    settings = (load_yaml(preset) or {}) if preset is not None and preset.is_file() else {}
+    given = {"act_quantizer_calibration": o.act_quantizer_calibration, "act_power_of_2": o.act_power_of_2 or None,
+             "act_quantizer_schema": o.act_quantizer_schema if o.act_quantizer_schema != "asymmetric" else None}  # fmt: skip
+    for flag, value in given.items():
+        if value is not None and settings.get(flag) != value:
+            logger.warning("--%s %s does nothing with --act_bitwidth 32: activations stay float and no range is "
+                           "calibrated (weight-only calibrates only an activation an override names by bitwidth "
+                           "alone)", flag, str(value).lower())  # fmt: skip
 
 
 def with_calibration_method(

@@ -160,3 +160,19 @@ def test_an_eval_list_no_evaluation_reads_is_refused(ws: Workspace) -> None:
     result = ws.quantize("-o", ws.out, "--eval_list", held, "--evaluate_samples", 0, "--mixed_precision", "auto",
                          "--target_sqnr", 10)  # fmt: skip
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("flag, said", [
+    (("--act_quantizer_schema", "symmetric"), "--act_quantizer_schema symmetric does nothing with --act_bitwidth 32"),
+    (("--act_power_of_2",), "--act_power_of_2 true does nothing with --act_bitwidth 32"),
+])  # fmt: skip
+def test_activation_flags_a_weight_only_run_ignores_are_named(ws: Workspace, flag: tuple, said: str) -> None:
+    """--act_bitwidth 32 --act_quantizer_schema symmetric (or --act_power_of_2): activations stay float, so the flag
+    did nothing, exit 0 and no word, where --act_quantizer_calibration percentile is named. Now each is, unless the
+    --target preset set it."""
+    result = ws.run("quantize", "-i", ws.model, "-o", ws.out, "--act_bitwidth", 32, *flag)
+    assert result.exit_code == 0, result.output
+    assert said in result.stderr, result.stderr
+    result = ws.run("quantize", "-i", ws.model, "-o", ws.out, "--act_bitwidth", 32, "--target", "tidl",
+                    "--apply_algorithms", "none")  # fmt: skip
+    assert result.exit_code == 0 and "does nothing" not in result.stderr, result.output

@@ -176,3 +176,20 @@ def test_activation_flags_a_weight_only_run_ignores_are_named(ws: Workspace, fla
     result = ws.run("quantize", "-i", ws.model, "-o", ws.out, "--act_bitwidth", 32, "--target", "tidl",
                     "--apply_algorithms", "none")  # fmt: skip
     assert result.exit_code == 0 and "does nothing" not in result.stderr, result.output
+
+
+# --- an int4 activation an override asks for -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tensor", ["x", "r"])
+def test_an_int4_activation_override_quantizes_with_bias_correction(ws: Workspace, tensor: str) -> None:
+    """A 2.0.0 overrides file giving an activation output_dtype int4: bias correction (the default tries it) kept
+    each layer's DequantizeLinear input, 4x smaller than its output, and onnxruntime returns no array of an int4
+    tensor: 'RuntimeError: No corresponding Numpy type for Tensor Type. Int4x2', an internal error. Now a 4-bit
+    one is kept dequantized, and the run writes its model."""
+    path = ws.root / "o.json"
+    entry = {"name": tensor, "output_dtype": "int4", "y_scale": 0.5, "y_zero_point": 0}
+    path.write_text(json.dumps({"version": "2.0.0", "encodings": [entry]}))
+    result = ws.quantize("-o", ws.out, "-q", path, "--apply_algorithms", "bc")
+    assert result.exit_code == 0, result.output
+    assert "bc" in result.stdout and ws.out.is_file()

@@ -27,11 +27,16 @@ from qtool.io.kept_outputs import KeptOutputs
 FRONTIER_BYTES = 256 << 20  # in memory per model; the rest in files (EfficientNet-Lite0: 4.8 MB a sample)
 
 
-def _compact(name: str, producers: dict[str, onnx.NodeProto], activations: set[str]) -> str:
-    """A DequantizeLinear output is kept as its integer input (4x smaller); the next pass redoes it."""
+# integer types onnxruntime hands numpy no array of ('No corresponding Numpy type for Tensor Type. Int4x2')
+UNFETCHABLE = frozenset({onnx.TensorProto.INT4, onnx.TensorProto.UINT4})
+
+
+def _compact(name: str, producers: dict[str, onnx.NodeProto], activations: set[str], unfetchable: set[str]) -> str:
+    """A DequantizeLinear output is kept as its integer input (4x smaller), unless its zero point is 4-bit (an
+    override's int4 activation), which onnxruntime cannot return; the next pass redoes it."""
     node = producers.get(name)
     if node is not None and node.op_type == "DequantizeLinear" and node.input[0] in activations:
-        return node.input[0]
+        return name if len(node.input) > 2 and node.input[2] in unfetchable else node.input[0]
     return name
 
 
@@ -138,7 +143,8 @@ class Frontier:
         producers = {name: n for n in nodes for name in n.output}
         before = activations & (graph_inputs | {o for n in nodes[:end] for o in n.output})
         after = {name for n in nodes[end:] for name in runtime.reads(n)}
-        alive = sorted({_compact(name, producers, activations) for name in before & after})
+        unfetchable = {t.name for t in model.graph.initializer if t.data_type in UNFETCHABLE}
+        alive = sorted({_compact(name, producers, activations, unfetchable) for name in before & after})
         runners: dict[frozenset[str], runtime.Runner | None] = {}
 
         def value(i: int) -> np.ndarray:

@@ -83,7 +83,10 @@ def _rss_mb(pid: int) -> float:
 
 # Each tool timed as an install runs it, from compiled modules: with PYTHONDONTWRITEBYTECODE set (this machine
 # sets it) qtool's editable checkout compiled its ~120 modules on every run (0.3 s), onnxruntime's wheel never.
+# PYTHONPATH: the venv's qtool is an editable install of /work/main, so a worktree's bench ran main's working tree
+# (others' uncommitted edits included) under the worktree's commit; the checkout that runs the bench is measured.
 COMPILED_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+COMPILED_ENV["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 
 def _small_parent() -> None:

@@ -285,9 +285,14 @@ def _warn_unused_grid(entries: list[dict], made: Encoding, bw: int, symmetric: b
         if abs(s - step) <= 0.01 * step and any(abs(o * s - lo) <= step for o in offsets):
             continue
         o = offsets[0] if "offset" in e else round(lo / s)
-        if -o > top:  # no grid of bw bits has that offset (-1e54, or a scale too fine to reach min): none to set
-            what = (f"offset {float(e['offset']):g} is no {bw}-bit grid's (AIMET's are -{top} to 0): its scale and offset "
-                    "are" if "offset" in e else f"scale {s:g} spans {top * s:g} in {bw} bits, short of min {lo:g}: it is")
+        # no min/max give these, so none to set: an offset no grid of bw bits has (-1e54, or a scale too fine to reach
+        # min), or a whole grid under MIN_RANGE, which min_max_encoding widens as QNN does (scale 1e-9, offset 0)
+        what = (f"offset {float(e['offset']):g} is no {bw}-bit grid's (AIMET's are -{top} to 0): its scale and offset are"
+                if -o > top and "offset" in e else
+                f"scale {s:g} spans {top * s:g} in {bw} bits, short of min {lo:g}: it is" if -o > top else
+                f"scale {s:g} spans {top * s:g} in {bw} bits, under the {enc.MIN_RANGE:g} any range is widened to (QNN): "
+                f"its scale{' and offset are' if 'offset' in e else ' is'}" if top * s < enc.MIN_RANGE else None)  # fmt: skip
+        if what is not None:
             logger.warning("%s: %s not used; qtool uses its min/max's [%g, %g] (scale %g), as qairt does",
                            f"{where}: {quoted(name)}" + (f"[{i}]" if len(entries) > 1 else ""), what, lo, made.max[i], step)  # fmt: skip
             return

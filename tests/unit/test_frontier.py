@@ -118,6 +118,31 @@ def test_a_dequantized_input_is_kept_as_its_integers() -> None:
     assert {name: v.dtype for name, v in frontier.live[0].items()} == {"x_q": np.uint8}
 
 
+def _int4_input(model: onnx.ModelProto, zero_point: bool) -> onnx.ModelProto:
+    """_model with x on a 4-bit grid: its zero point int4, or none and QuantizeLinear's output_dtype (opset 21)."""
+    model.opset_import[0].version = 21
+    del model.graph.initializer[-1]  # zero
+    if zero_point:
+        model.graph.initializer.append(helper.make_tensor("zero", TensorProto.INT4, [], [0]))
+    for node in model.graph.node[:2]:
+        del node.input[2:]
+        node.input.extend(["zero"] if zero_point else [])
+    if not zero_point:
+        model.graph.node[0].attribute.append(helper.make_attribute("output_dtype", TensorProto.INT4))
+    return model
+
+
+@pytest.mark.parametrize("zero_point", [True, False], ids=["int4 zero point", "output_dtype int4, no zero point"])
+def test_a_4_bit_input_is_kept_dequantized(zero_point: bool) -> None:
+    """onnxruntime returns no array of an int4 tensor ('No corresponding Numpy type for Tensor Type. Int4x2'): the
+    DequantizeLinear's input type decides, which a QuantizeLinear without a zero point gives by output_dtype."""
+    feeds, model = _feeds(2), _int4_input(_model(), zero_point)
+    frontier = Frontier(feeds)
+    value = frontier.advance(model, _node(model, "conv_a"), "x_dq")
+    np.testing.assert_array_equal(value(0), runtime.runner(model, ["x_dq"])(feeds[0])["x_dq"])
+    assert {name: v.dtype for name, v in frontier.live[0].items()} == {"x_dq": np.float32}
+
+
 def test_going_back_to_an_earlier_layer_starts_again_from_the_inputs() -> None:
     feeds, model = _feeds(3), _model()
     frontier = Frontier(feeds)

@@ -31,13 +31,26 @@ FRONTIER_BYTES = 256 << 20  # in memory per model; the rest in files (EfficientN
 UNFETCHABLE = frozenset({onnx.TensorProto.INT4, onnx.TensorProto.UINT4})
 
 
-def _compact(name: str, producers: dict[str, onnx.NodeProto], activations: set[str], unfetchable: set[str]) -> str:
-    """A DequantizeLinear output is kept as its integer input (4x smaller), unless its zero point is 4-bit (an
-    override's int4 activation), which onnxruntime cannot return; the next pass redoes it."""
+def _compact(name: str, producers: dict[str, onnx.NodeProto], activations: set[str], types: dict[str, int]) -> str:
+    """A DequantizeLinear output is kept as its integer input (4x smaller), unless that is 4-bit (an override's
+    int4 activation), which onnxruntime cannot return; the next pass redoes it."""
     node = producers.get(name)
     if node is not None and node.op_type == "DequantizeLinear" and node.input[0] in activations:
-        return name if len(node.input) > 2 and node.input[2] in unfetchable else node.input[0]
+        return name if _quantized_type(node.input[0], producers, types) in UNFETCHABLE else node.input[0]
     return name
+
+
+def _quantized_type(name: str, producers: dict[str, onnx.NodeProto], types: dict[str, int]) -> int | None:
+    """A tensor's element type as declared, a Constant's, or a QuantizeLinear output's: its output_dtype, else its
+    zero point's, else uint8 (the spec's)."""
+    node = producers.get(name)
+    if node is not None and node.op_type == "Constant":
+        return next((a.t.data_type for a in node.attribute if a.name == "value"), None)
+    if node is None or node.op_type != "QuantizeLinear":
+        return types.get(name)
+    dtype = next((a.i for a in node.attribute if a.name == "output_dtype"), 0)
+    zero = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    return dtype or (_quantized_type(zero, producers, types) if zero else onnx.TensorProto.UINT8)
 
 
 def _digests(model: onnx.ModelProto) -> dict[str, bytes]:
@@ -143,8 +156,9 @@ class Frontier:
         producers = {name: n for n in nodes for name in n.output}
         before = activations & (graph_inputs | {o for n in nodes[:end] for o in n.output})
         after = {name for n in nodes[end:] for name in runtime.reads(n)}
-        unfetchable = {t.name for t in model.graph.initializer if t.data_type in UNFETCHABLE}
-        alive = sorted({_compact(name, producers, activations, unfetchable) for name in before & after})
+        declared = [*model.graph.input, *model.graph.value_info]
+        types = {v.name: v.type.tensor_type.elem_type for v in declared} | {t.name: t.data_type for t in model.graph.initializer}
+        alive = sorted({_compact(name, producers, activations, types) for name in before & after})
         runners: dict[frozenset[str], runtime.Runner | None] = {}
 
         def value(i: int) -> np.ndarray:

@@ -42,6 +42,8 @@ def main() -> int:
     parser.add_argument("--first", type=int, help="only the first N validation samples")
     parser.add_argument("--results", default=str(Path(__file__).resolve().parent / "results.json"))
     args = parser.parse_args()
+    if args.first is not None and args.first < 1:  # 0 scored no sample: a division by zero, -1 all but the last
+        sys.exit(f"paired_rows.py: --first {args.first}: the number of samples to score, 1 or more")
     rows = json.loads(Path(args.results).read_text())["suites"]["zoo"]
     a, b = (_row(rows, args.model, kind, args.first) for kind in (args.a, args.b))
     energy = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +20,12 @@ from qtool.graph import external_data, trial_memo
 from qtool.graph import model as gm
 from qtool.inspect import layers
 from qtool.io import encodings as encio
-from qtool.io.feeds import iter_feeds, iter_samples
+from qtool.io.feeds import iter_feeds
 from qtool.io.files import write_text
 from qtool.io.input_list import InputList
 from qtool.quant import mixed_precision as mp
 from qtool.quant.algorithms import AlgorithmContext
-from qtool.quant.calibrate import calibrate
 from qtool.quant.graph_facts import GraphFacts
-from qtool.quant.plan import activation_tensors
 from qtool.report import Report, Table
 
 
@@ -86,21 +85,26 @@ def _sensitivity(o: QuantizeOptions, ctx: AlgorithmContext, cands: list, cost_mo
     return f"{chosen} (auto: ~{estimate:.0f} s estimated for {len(cands)} exact trials)"
 
 
+# the run's calibration on some of the list's samples alone: float model, samples -> observers by tensor
+Observe = Callable[[onnx.ModelProto, InputList], dict]
+
+
 def run_mixed_precision(
     o: QuantizeOptions,
     ctx: AlgorithmContext,
     reference: onnx.ModelProto,
     listing: InputList | None,
+    observe: Observe,
 ) -> mp.Result:
     """Leaves the chosen precisions in ctx.model and ctx.overrides; `listing` is --eval_list's
-    samples, else the calibration ones. Its trials reuse what they compute from the unchanging float model
-    (trial_memo)."""
+    samples, else the calibration ones (`observe` calibrates held-out halves of them). Its trials reuse what they
+    compute from the unchanging float model (trial_memo)."""
     with trial_memo.remembered():
-        return _search(o, ctx, reference, listing)
+        return _search(o, ctx, reference, listing, observe)
 
 
 def _search(
-    o: QuantizeOptions, ctx: AlgorithmContext, reference: onnx.ModelProto, listing: InputList | None
+    o: QuantizeOptions, ctx: AlgorithmContext, reference: onnx.ModelProto, listing: InputList | None, observe: Observe
 ) -> mp.Result:
     target = _mixed_target(o)
     if listing is None:
@@ -119,7 +123,7 @@ def _search(
 
     # the float outputs are computed once (when small); mixed_evaluator says which samples a trial runs
     kernels = runtime.integer_kernels(o.target)
-    fitted = _fitted(o, ctx, listing, build) if o.eval_list is None and not o.load_stats else None
+    fitted = _fitted(ctx, listing, build, observe) if o.eval_list is None and not o.load_stats else None
     evaluate = evaluator(reference, listing, specs, o.use_native_input_files, o.num_threads, build, kernels, fitted)
     base_qdq, base_plan = ctx.quantize(ctx.model, ctx.overrides)
     cands, cost_model = mp.candidates(GraphFacts.of(ctx.model), base_plan)
@@ -136,23 +140,19 @@ def _search(
     return result
 
 
-def _fitted(o: QuantizeOptions, ctx: AlgorithmContext, listing: InputList, build):
+def _fitted(ctx: AlgorithmContext, listing: InputList, build, observe: Observe):
     """A trial's QDQ model with its activation ranges calibrated on some samples of the list alone (the plan reads
-    ctx.observers, swapped for the build), to score it on the others: one calibration pass per set of samples."""
-    tensors = activation_tensors(GraphFacts.of(ctx.model))
-    found: dict[tuple[int, ...], dict] = {}
+    ctx.observers, swapped for the build), to score it on the others. A half's observers serve its one build:
+    the search confirms one answer, so none is held past it."""
 
     def fitted(overrides: encio.Encodings, samples: list[int]) -> onnx.ModelProto:
-        if (key := tuple(samples)) not in found:
-            subset = dataclasses.replace(listing, samples=tuple(listing.samples[k] for k in samples))
-            feeds = iter_samples(subset, gm.input_specs(ctx.model), o.use_native_input_files)
-            found[key] = calibrate(ctx.model, tensors, feeds, observer=o.act_quantizer_calibration,
-                                   percentile=o.percentile_calibration_value, threads=o.num_threads)[0]  # fmt: skip
+        subset = dataclasses.replace(listing, samples=tuple(listing.samples[k] for k in samples))
         whole = dict(ctx.observers)
-        ctx.observers.update(found[key])
+        ctx.observers.update(observe(ctx.model, subset))
         try:
             return build(overrides)
         finally:
+            ctx.observers.clear()
             ctx.observers.update(whole)
 
     return fitted

@@ -62,6 +62,7 @@ from qtool.quant.algorithms import AlgorithmContext, adaround, bias_correction, 
 from qtool.quant.algorithms.layers import weighted_layers
 from qtool.quant.algorithms.residual_recipe import residual_recipe
 from qtool.quant.calibrate import FloatOutputs, calibrate
+from qtool.quant.calibrate import logger as calibration_logger
 from qtool.quant.gelu import gelu_interiors
 from qtool.quant.graph_facts import GraphFacts
 from qtool.quant.mixed_precision import judged_outputs, overall
@@ -308,6 +309,19 @@ def _per_channel_residual(o: QuantizeOptions, model: onnx.ModelProto, samples: I
     found = observe_channels(model, tensors, samples, o.num_threads)
     observers.update(found)
     return [f"per-channel residual: {len(found)} tensors"]
+
+
+def _observed_on(o: QuantizeOptions, model: onnx.ModelProto, listing: InputList) -> dict:
+    """The observers the run's calibration gives on `listing` alone (mixed precision's held-out halves): its method,
+    --calib_batch_size and --use_per_channel_residual's channels, so a half scores the grids the run writes."""
+    specs = gm.input_specs(model)
+    with _quiet(calibration_logger), _quiet(logger):  # the run's own pass said what it had to
+        found, _ = calibrate(model, activation_tensors(GraphFacts.of(model)),
+                             iter_samples(listing, specs, o.use_native_input_files), observer=o.act_quantizer_calibration,
+                             percentile=o.percentile_calibration_value, threads=o.num_threads,
+                             batch_size=o.calib_batch_size)  # fmt: skip
+        _per_channel_residual(o, model, iter_samples(listing, specs, o.use_native_input_files), found)
+    return found
 
 
 def _warn_growing(observers: dict, input_list: InputList | None, facts: GraphFacts) -> None:
@@ -721,7 +735,8 @@ def _quantize(
     algorithms_started = time.perf_counter()
     notes += _run_algorithms(o, "quantized", ctx)
     algorithm_seconds += time.perf_counter() - algorithms_started
-    mixed = run_mixed_precision(o, ctx, reference, eval_list) if o.mixed_precision == "auto" else None
+    observe = functools.partial(_observed_on, o)  # the held-out halves' passes calibrate as this run did
+    mixed = run_mixed_precision(o, ctx, reference, eval_list, observe) if o.mixed_precision == "auto" else None
     float_run = (earlier, 0.0) if earlier is not None else (
         (keep.values, 0.0) if keep is not None and keep.complete else _float_outputs(o, reference, eval_list))
     quantized, plan = ctx.quantize(ctx.model, ctx.overrides)

@@ -93,3 +93,53 @@ def test_with_an_eval_list_the_search_scores_it_and_nothing_more(tmp_path: Path,
                          tmp_path / "q.onnx", "--mixed_precision", "auto", "--target_sqnr", "60")  # fmt: skip
     assert code == 0, err
     assert found == [None]
+
+
+def test_held_out_halves_calibrate_as_the_run_does(tmp_path: Path, monkeypatch) -> None:
+    """Each half's pass gives the grids the run writes: --use_per_channel_residual's residual stream per channel (a
+    per-tensor grid there was scored, which the run never writes) and --calib_batch_size's batches."""
+    from attention_models import post_ln_model, write_block
+
+    from qtool.api import mixed
+    from qtool.quant import calibrate
+
+    model, calib, _ = write_block(tmp_path, post_ln_model())
+    fitted_models: list[onnx.ModelProto] = []
+    batched: list[tuple[bool, int]] = []  # (in a half's pass, batch)
+    inside = [False]
+    real_evaluator, real_batched, search = mixed.evaluator, calibrate._batched, mp.search
+
+    def spy_evaluator(*args):
+        *rest, fitted = args
+
+        def recorded(encodings, samples):
+            inside[0] = True
+            try:
+                fitted_models.append(fitted(encodings, samples))
+            finally:
+                inside[0] = False
+            return fitted_models[-1]
+
+        return real_evaluator(*rest, recorded)
+
+    def spy_batched(m, batch):
+        batched.append((inside[0], batch))
+        return real_batched(m, batch)
+
+    def spy_search(cands, cost, base, evaluator, target, *rest):
+        evaluator.held_out(base)
+        return search(cands, cost, base, evaluator, target, *rest)
+
+    monkeypatch.setattr(mixed, "evaluator", spy_evaluator)
+    monkeypatch.setattr(calibrate, "_batched", spy_batched)
+    monkeypatch.setattr(mp, "search", spy_search)
+    code, _, err = qtool("quantize", "-i", model, "--input_list", calib, "-o", tmp_path / "q.onnx",
+                         "--act_quantizer_calibration", "min-max", "--use_per_channel_residual",
+                         "--calib_batch_size", "2", "--mixed_precision", "auto", "--target_sqnr", "20")  # fmt: skip
+    assert code == 0, err
+    assert len(fitted_models) == 2
+    for fitted in fitted_models:
+        q = next(n for n in fitted.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "res2")
+        assert [(a.name, a.i) for a in q.attribute] == [("axis", -1)]
+        assert [list(i.dims) for i in fitted.graph.initializer if i.name == q.input[1]] == [[64]]
+    assert batched.count((True, 2)) == 2, batched

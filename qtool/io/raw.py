@@ -51,7 +51,7 @@ def _npy_header(handle: BinaryIO, path: Path, where: str) -> tuple[tuple[int, ..
     return shape, fortran, dtype
 
 
-def _from_npy(path: Path, spec: InputSpec, where: str) -> np.ndarray:
+def _from_npy(path: Path, spec: InputSpec, where: str, warned: set[str] | None = None) -> np.ndarray:
     """Shape, dtype and size come from the header and `stat` before any data is read: a header can
     claim any shape over a few bytes of data."""
     size = check_regular(path, str(path), where=where).st_size
@@ -80,7 +80,19 @@ def _from_npy(path: Path, spec: InputSpec, where: str) -> np.ndarray:
                                 f"{count * dtype.itemsize} its size said; did it change?", where=where)  # fmt: skip
     except OSError as e:
         raise DataError(f"{path} is not a readable .npy file: {e.strerror}", where=where) from e
+    if warned is not None and len(warned) < NAMED_FLOAT64_FILES and str(path) not in warned and _transposed(shape, spec.shape):
+        warned.add(str(path))
+        logger.warning("%s: %s holds shape %s, input %r takes %s: its values are read in order into that shape, not "
+                       "transposed (NHWC data for an NCHW input? np.transpose it to the input's layout first)%s", where,
+                       path, list(shape), spec.name, list(spec.shape),
+                       "; further files like it are not named" if len(warned) == NAMED_FLOAT64_FILES else "")  # fmt: skip
     return array.reshape(shape, order="F" if fortran else "C").reshape(spec.shape)
+
+
+def _transposed(shape: tuple[int, ...], wanted: tuple[int, ...]) -> bool:
+    """Dims of `wanted` in another order (1s aside: [1, 8, 8, 1] is [1, 1, 8, 8]'s layout too)."""
+    have, want = [d for d in shape if d != 1], [d for d in wanted if d != 1]
+    return have != want and sorted(have) == sorted(want)
 
 
 def check_file(path: Path, spec: InputSpec, where: str, native: bool = False) -> None:
@@ -195,7 +207,8 @@ def load_tensor(path: Path, spec: InputSpec, where: str, native: bool = False, w
     has warned of, each named once."""
     if spec.dtype.kind == "O":
         return _strings(path, spec, where)
-    array = _from_npy(path, spec, where) if path.suffix == ".npy" else _from_raw(path, spec, where, native, set() if warned is None else warned)
+    warned = set() if warned is None else warned
+    array = _from_npy(path, spec, where, warned) if path.suffix == ".npy" else _from_raw(path, spec, where, native, warned)
     # ±inf is a value (a mask input); NaN is broken data, unless every reader takes it for a missing value
     if array.dtype.kind == "f" and not spec.nan_is_missing and np.isnan(array).any():
         raise DataError(f"{path} contains NaN values", where=where)

@@ -282,8 +282,8 @@ def test_trials_on_a_copy_with_adarounds_weights_restored_leave_nothing_in_the_m
     model, listing = setup(tmp_path)
     search, held = mixed._search, {}
 
-    def spied(o, ctx, reference, listing):
-        searched, result = ctx.model, search(o, ctx, reference, listing)
+    def spied(o, ctx, reference, listing, observe):
+        searched, result = ctx.model, search(o, ctx, reference, listing, observe)
         entries = trial_memo._SCOPES[-1].entries
         held["tensors"] = {id(p) for protos, _, _ in entries.values() for p in protos if isinstance(p, onnx.TensorProto)}
         models = [searched, *(value for (kind, *_), (_, value, _) in entries.items() if kind == "upgraded")]

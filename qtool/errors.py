@@ -75,3 +75,11 @@ def did_you_mean(name: str, known: Iterable[str]) -> str | None:
     if not close:
         return None
     return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def an_input(name: str, inputs: Iterable[str]) -> str | None:
+    """did_you_mean among a model's inputs, else the inputs themselves: '--input_dim input 1,3,224,224' for an
+    input called 'image' had no hint at all."""
+    names = sorted(set(inputs))
+    listed = ", ".join(map(repr, names[:8])) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return did_you_mean(name, names) or (f"the model's inputs: {listed}" if names else None)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qtool.errors import DataError, did_you_mean
+from qtool.errors import DataError, an_input
 from qtool.io.files import quoted
 from qtool.io.input_list import InputList, Sample, spaced_file, spaced_hint
 from qtool.io.raw import InputSpec, check_file, load_tensor
@@ -50,7 +50,7 @@ def _check(sample: Sample, specs: list[InputSpec], pinned: Collection[str] = (),
                             where=sample.where, hint=f"drop {name}:=... from the list, or give it another value with "
                             f"convert's or quantize's --input_value {name} VALUES")  # fmt: skip
         if name not in by_name:
-            raise DataError(f"unknown input name {quoted(name)}", where=sample.where, hint=did_you_mean(name, by_name))
+            raise DataError(f"unknown input name {quoted(name)}", where=sample.where, hint=an_input(name, by_name))
     given = set(sample.names)  # a line of 10^4 names searched for each input was quadratic
     missing = [n for n in by_name if n not in given]
     if missing:

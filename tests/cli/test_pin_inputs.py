@@ -67,7 +67,7 @@ def test_a_pinned_rate_folds_the_if_and_the_model_quantizes(tmp_path: Path) -> N
     "pin, message",
     [
         (["sr", "16000.5"], "does not fit the input's int64"),
-        (["rate", "16000"], "'rate', which is not a graph input"),
+        (["rate", "16000"], "'rate', which is not a graph input (the model's inputs: 'sr', 'x')"),
         (["sr", "1,2"], "2 value(s) for an input of shape []"),
         (["sr", "abc"], "VALUES must be numbers"),
         (["sr", "inf"], "every value must be finite"),

@@ -160,6 +160,13 @@ def test_input_dim_for_an_unknown_input_suggests_names() -> None:
         normalise(dynamic_dim_model(), {"xx": (1, 6)}, "m")
 
 
+def test_input_dim_for_an_input_by_another_name_lists_the_inputs() -> None:
+    """'--input_dim input 1,6' (the name of a tutorial's model) for an input called 'x' had no hint at all."""
+    with pytest.raises(UsageError) as info:
+        normalise(dynamic_dim_model(), {"input": (1, 6)}, "m")
+    assert info.value.hint == "the model's inputs: 'x'"
+
+
 def test_input_dim_with_the_wrong_rank() -> None:
     with pytest.raises(UsageError, match="--input_dim x gives 3 dims, the input has rank 2"):
         normalise(dynamic_dim_model(), {"x": (1, 6, 1)}, "m")

@@ -238,11 +238,11 @@ def test_unknown_input_name_suggests_the_close_one() -> None:
     assert str(info.value) == f"{LIST}:1: unknown input name 'imag' (did you mean 'image'?)"
 
 
-def test_unknown_input_name_without_close_match_has_no_hint() -> None:
+def test_unknown_input_name_without_close_match_lists_the_inputs() -> None:
     parsed = parse(f"zzz:={ABS}/a.raw\n")
     with pytest.raises(DataError) as info:
-        check_bindings(parsed, [IMAGE])
-    assert str(info.value) == f"{LIST}:1: unknown input name 'zzz'"
+        check_bindings(parsed, [IMAGE, IDS])
+    assert str(info.value) == f"{LIST}:1: unknown input name 'zzz' (the model's inputs: 'ids', 'image')"
 
 
 def test_wrong_positional_count_names_the_inputs() -> None:

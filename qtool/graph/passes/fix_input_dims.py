@@ -13,7 +13,7 @@ import logging
 
 import onnx_ir as ir
 
-from qtool.errors import ModelError, UsageError, did_you_mean
+from qtool.errors import ModelError, UsageError, an_input
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class FixInputDimsPass(ir.passes.InPlacePass):
                 constant = ("a constant of the model (an initializer: a weight, or the default value of an input, "
                             "which qtool keeps), not an input qtool feeds") if name in model.graph.initializers else None
                 raise UsageError(f"--input_dim names {name!r}, {constant or 'which is not a graph input'}",
-                                 hint=None if constant else did_you_mean(name, inputs))  # fmt: skip
+                                 hint=None if constant else an_input(name, inputs))  # fmt: skip
         modified = False
         known = self._named_dims(inputs)
         for value in inputs.values():

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from qtool.errors import UsageError, did_you_mean
+from qtool.errors import UsageError, an_input
 from qtool.graph.model import METADATA_PINNED, pinned_names
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class PinInputsPass(ir.passes.InPlacePass):
                 raise UsageError(f"--input_value names {name!r}, which convert pinned when it wrote this model",
                                  hint=f"pin another value converting the original: --input_value {name} VALUES")  # fmt: skip
             if value is None:
-                raise UsageError(f"--input_value names {name!r}, which is not a graph input", hint=did_you_mean(name, inputs))
+                raise UsageError(f"--input_value names {name!r}, which is not a graph input", hint=an_input(name, inputs))
             value.const_value = ir.tensor(_array(name, given, value))
             model.graph.inputs.remove(value)
             model.graph.register_initializer(value)

@@ -1157,7 +1157,9 @@ OUT := build/demo
 #   order, not transposed (io/raw._transposed; scrambled pixels calibrated without a word; 13 lines)
 # 27955 -> 27963: an input name that matches none and is like none gets the model's inputs listed (--input_dim,
 #   --input_value, a list's name:=path; errors.an_input; '--input_dim input ...' for 'image' had no hint; 8 lines)
-LINE_BUDGET := 27963
+# 27963 -> 27967: a weight larger than the machine's memory is refused as the model loads (graph/external_data._extent;
+#   a 1 TiB sparse file's weight kept convert, quantize and inspect scanning it for minutes; 4 lines)
+LINE_BUDGET := 27967
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -49,6 +49,7 @@ LAZY_BYTES = 1024  # smaller external tensors (shape constants shape inference r
 # Below this, a model's integer weights cost less than a session's own memory: a scratch copy (in RAM where
 # $TMPDIR is a tmpfs) and a model copy to save them would cost more than they give back
 SPILL_BYTES = 64 << 20
+_MEMORY = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # a tensor past it is refused (_extent)
 
 
 def weight_tensor(values: np.ndarray, name: str, scratch: str) -> onnx.TensorProto:
@@ -190,6 +191,9 @@ def _extent(tensor: onnx.TensorProto, path: Path, where: str) -> tuple[int, int]
             f"take {needed} bytes",
             where=where,
         )
+    if needed > _MEMORY:  # every step reads a weight whole (its range, NaN scan): a 1 TiB sparse file ran for minutes
+        raise ModelError(f"tensor {tensor.name!r} takes {needed / 2**30:.4g} GiB ({path.name}), more than this machine's "
+                         f"{_MEMORY / 2**30:.3g} GiB of memory: no step can hold it", where=where)  # fmt: skip
     if length < needed or offset + length > size:
         raise ModelError(
             f"cannot read external data: tensor {tensor.name!r} needs {needed} bytes at offset {offset} of "

@@ -1,0 +1,57 @@
+"""Round 26 (helper h-hostile36): last round's leftovers (a weight in a sparse file larger than the machine; inspect
+-l's probed session on a long chain), then careless input to every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+from hostile_env import Workspace, make_workspace, qtool_process
+from onnx import TensorProto, helper
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)
+
+
+# --- a weight larger than the machine --------------------------------------------------------------------------------
+
+
+def _sparse_weight_model(folder: Path, n: int) -> Path:
+    """x [1, n] -> MatMul(W [n, n]) -> y, W's float32 bytes in w.bin, a sparse file of that size (a few KB on disk)."""
+    weight = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[n, n], data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", "w.bin"), ("offset", "0"), ("length", str(n * n * 4))):
+        weight.external_data.add(key=key, value=value)
+    value = [helper.make_tensor_value_info(v, TensorProto.FLOAT, [1, n]) for v in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g", value[:1], value[1:], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, folder / "m.onnx")
+    try:
+        with open(folder / "w.bin", "wb") as f:
+            f.truncate(n * n * 4)
+    except OSError as e:  # a file system without sparse files this large
+        pytest.skip(f"no sparse file of {n * n * 4} bytes here: {e}")
+    return folder / "m.onnx"
+
+
+@pytest.mark.parametrize("command", [
+    ("convert", "-i", "m.onnx", "-o", "c.onnx"),
+    ("inspect", "m.onnx"),
+    ("quantize", "-i", "m.onnx", "-o", "q.onnx", "--enable_float_fallback"),
+    ("export", "-i", "m.onnx", "-o", "ex", "--format", "fp16"),
+])  # fmt: skip
+def test_a_weight_larger_than_the_machine_is_refused_unread(tmp_path: Path, command: tuple) -> None:
+    """A 1 TiB weight in a sparse file (`truncate -s 1T`, a few KB on disk): convert and quantize scanned it for NaN,
+    inspect linted it, a page at a time, for well over 10 minutes with 18 GB resident (zero pages of the file's
+    holes); a Constant's tensor that large would have been read into memory. No step can compute with a tensor the
+    machine cannot hold, so it is refused as the model is loaded, in one line naming it and its file."""
+    _sparse_weight_model(tmp_path, 1 << 19)
+    result = qtool_process(*command, timeout=90, cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith("qtool: error: m.onnx: tensor 'W' takes 1024 GiB (w.bin), more than this "
+                                    "machine's "), result.stderr  # fmt: skip
+    assert "no step can hold it" in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "w.bin"]

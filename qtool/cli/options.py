@@ -127,7 +127,14 @@ PARTIAL_FILES = ("quantization_overrides", "config")  # each holds a part of a r
 class QtoolCommand(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         refuse_repeated_values(ctx, args)
-        rest = super().parse_args(ctx, args)
+        try:
+            rest = super().parse_args(ctx, args)
+        except click.BadOptionUsage as e:  # click's parser gives no ctx: no '(see --help)', nor what the values are
+            e.ctx = e.ctx or ctx
+            option = next((p for p in self.params if e.option_name in p.opts + p.secondary_opts), None)
+            if option is not None and option.nargs > 1 and option.metavar and e.message.endswith("arguments."):
+                e.message = f"{e.message[:-1]}: {e.option_name} {option.metavar}"  # '--input_dim 1,3,8,8'
+            raise
         refuse_replaced_config_files(ctx)
         return rest
 

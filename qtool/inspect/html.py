@@ -19,10 +19,10 @@ _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 h1{font-size:20px}h2{font-size:16px;margin-top:28px}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;
-vertical-align:top}th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+vertical-align:top}th{background:#f3f3f3;white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.error td:first-child{background:#f8d0d0}tr.warning td:first-child{background:#fbe6c2}
 tr.info td:first-child{background:#e3ecf7}tr.worst td{background:#fde2e2}
-.muted{color:#777}svg text{font:11px system-ui,sans-serif}
+.muted{color:#777}svg text{font:11px system-ui,sans-serif}p.warn{background:#fbe6c2;padding:6px 10px}
 """
 
 _ROW_H, _LABEL_W, _BAR_W = 18, 320, 520
@@ -169,11 +169,16 @@ def pareto_chart(points: list[dict]) -> str:
 
 
 def render_report(report: Any, svg: str = "") -> str:
-    """Any command's Report as one self-contained page, with an optional inline SVG."""
-    facts = "".join(f"<tr><th>{escape(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in report.facts.items())
-    body = "\n".join(
-        [f"<h1>{escape(report.title)}</h1>", f"<table>{facts}</table>", svg, *(_table(t) for t in report.tables)]
-    )
+    """Any command's Report as one self-contained page, with an optional inline SVG; the verdict first, as `render`
+    has it: quantize's quality warning and output drift came after 16 facts and a paragraph of algorithms."""
+    quality = report.facts.get("quality")
+    facts = "".join(f"<tr><th>{escape(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in report.facts.items()
+                    if k != "quality")  # fmt: skip
+    drift = [t for t in report.tables if t.title.startswith("outputs")]
+    output = f": {report.facts['output']}" if "output" in report.facts else ""
+    body = "\n".join([f"<h1>{escape(report.title + output)}</h1>", f'<p class="warn">{escape(quality)}</p>' if quality
+                      else "", *(_table(t) for t in drift), f"<table>{facts}</table>", svg,
+                      *(_table(t) for t in report.tables if t not in drift)])  # fmt: skip
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(report.title)}</title>'
         f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n"

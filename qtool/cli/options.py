@@ -442,7 +442,8 @@ def config_options(func: Callable) -> Callable:
         type=Choice(presets()),
         is_eager=True,
         callback=apply_config,
-        help="Target preset from configs/: " + ", ".join(presets()) + ".",
+        help="A target's preset of option values (qtool's own, or the folder QTOOL_CONFIGS names); --config and the "
+        "command line override it.",
     )(func)
 
 

@@ -127,14 +127,14 @@ def quantize_options(func: Callable) -> Callable:
         click.option(
             "--percentile_calibration_value",
             type=FiniteFloat(90, 100),
-            help="Percentile for percentile calibration [99.99].",
+            help="Percentile for percentile calibration [default: 99.99].",
         ),
         click.option(
             "--float_bias_bitwidth",
             "--float_bias_bw",
             type=int_choice(16, 32),
             callback=to_int,
-            help="Bitwidth of a bias forced float by a float override on its op [32].",
+            help="Bitwidth of a bias forced float by a float override on its op [default: 32].",
         ),
         click.option(
             "--pack_4_bit_weights", is_flag=True, help="Store 4-bit weights as packed INT4/UINT4 (two per byte)."
@@ -265,16 +265,14 @@ def quantize_options(func: Callable) -> Callable:
         click.option(
             "--mixed_precision",
             type=Choice(["off", "auto"]),
-            show_default="off",
-            help="auto: raise the most sensitive layers to 16 bits under a target or budget.",
+            help="auto: raise the most sensitive layers to 16 bits under a target or budget [default: off].",
         ),
         click.option(
             "--mixed_precision_sensitivity",
             type=Choice(["auto", "exact", "proxy"]),
-            show_default="auto",
             help="exact: one evaluation per layer at 16 bits; proxy: each layer's added noise from one pass (fast, "
             "but blind to error that only shows downstream); auto: exact unless its estimate (from the model's size, "
-            "not timed) passes 10 minutes or a MAC layer's shape is unknown.",
+            "not timed) passes 10 minutes or a MAC layer's shape is unknown [default: auto].",
         ),
         click.option("--target_sqnr", type=FiniteFloat(), metavar="DB", help="Mixed precision: reach this output SQNR (dB)."),
         click.option(

@@ -68,3 +68,16 @@ def test_an_override_off_the_power_of_2_grid_is_warned_of(tmp_path: Path) -> Non
     result = run_cli([*args, "--target", "vitis-dpu", "-o", tmp_path / "q.onnx"])
     assert result.exit_code == 0, result.output
     assert "'x' keeps its override's scale 0.00392157, not a power of 2" in result.stderr
+
+
+def test_every_default_in_help_reads_default_and_no_preset_folder_a_wheel_lacks() -> None:
+    """--help said '[99.99]', '[32]' beside click's '[default: 8]', '[default: (off)]' (a string show_default, which click
+    parenthesises), and '--target: Target preset from configs/', a folder an installed wheel does not have."""
+    from qtool.cli import main
+
+    for name, command in main.commands.items():
+        text = run_cli([name, "--help"]).output
+        assert "[default: (" not in text and "from configs/" not in text, name
+        for option in (p for p in command.params if p.help):
+            bracket = option.help.rstrip(".").rpartition("[")[2]
+            assert option.help.rstrip(".")[-1:] != "]" or bracket.startswith(("default:", "preset:")), option.help

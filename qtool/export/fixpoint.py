@@ -33,7 +33,8 @@ def _entry(name: str, kind: str, e: Encoding, where: str) -> dict[str, Any]:
             f"tensor {name!r} has scale {e.scale[0]:.9g}, not a power of two; fixpoint needs power-of-2 encodings",
             where=where,
             hint="quantize with --target vitis-dpu, or --act_power_of_2 --param_power_of_2; an override (given, or "
-            "carried from convert --quantization_overrides) keeps its own scale",
+            "carried from convert --quantization_overrides) keeps its own scale: drop its entry, or quantize with "
+            "--ignore_quantization_overrides",
         )
     entry: dict[str, Any] = {"kind": kind, "bitwidth": e.bitwidth, "signed": e.signed}
     entry["fix_point"] = bits if e.axis is not None else bits[0]

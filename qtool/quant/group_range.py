@@ -93,7 +93,8 @@ def group_encoding(
     chosen = _group_override(group, overrides)
     if chosen is not None and (chosen.is_float or chosen.scale):
         if pow2 and not chosen.is_float and enc.fix_point(chosen) is None:  # the override wins; export fixpoint refuses
-            logger.warning("%r keeps its override's scale %.6g, not a power of 2", group[0], chosen.scale[0])
+            logger.warning("%r keeps its override's scale %.6g, not a power of 2: export --format fixpoint refuses it "
+                           "(drop the entry, or --ignore_quantization_overrides)", group[0], chosen.scale[0])
         return chosen
     bitwidth = chosen.bitwidth if chosen is not None else bitwidth
     schema = "symmetric" if chosen is not None and chosen.is_symmetric else schema

@@ -67,7 +67,13 @@ def test_an_override_off_the_power_of_2_grid_is_warned_of(tmp_path: Path) -> Non
     args = ["quantize", "-i", source, "-l", write_samples(tmp_path, model, 4), "-q", overrides, "-s", "x", "1,3,8,8"]
     result = run_cli([*args, "--target", "vitis-dpu", "-o", tmp_path / "q.onnx"])
     assert result.exit_code == 0, result.output
-    assert "'x' keeps its override's scale 0.00392157, not a power of 2" in result.stderr
+    assert ("'x' keeps its override's scale 0.00392157, not a power of 2: export --format fixpoint refuses it (drop the "
+            "entry, or --ignore_quantization_overrides)") in result.stderr  # the way out, not only the fact
+    export = ["export", "--format", "fixpoint", "-o", tmp_path / "out"]
+    refused = run_cli([*export, "-i", tmp_path / "q.onnx"])
+    assert refused.exit_code == 2 and "drop its entry, or quantize with --ignore_quantization_overrides" in refused.stderr
+    result = run_cli([*args, "--target", "vitis-dpu", "--ignore_quantization_overrides", "-o", tmp_path / "q2.onnx"])
+    assert result.exit_code == 0 and run_cli([*export, "-i", tmp_path / "q2.onnx"]).exit_code == 0, result.output
 
 
 def test_every_default_in_help_reads_default_and_no_preset_folder_a_wheel_lacks() -> None:

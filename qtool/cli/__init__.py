@@ -51,7 +51,7 @@ def main() -> None:
     """
 
 
-@main.command()
+@main.command(short_help="Check and normalise a float model (opset, shapes, folds).")  # whole in 80 columns
 @click.option("--input_network", "-i", type=PathType, required=True, help="Float ONNX model.")
 @click.option("--output_path", "-o", type=PathType, help="Converted model (default <input>.conv.onnx).")
 @click.option(
@@ -96,7 +96,7 @@ def convert(as_json: bool, **kw: Any) -> None:
     emit(api.convert(ConvertOptions.from_params(kw)), as_json)
 
 
-@main.command()
+@main.command(short_help="Calibrate on --input_list; write a QDQ model and encodings.")
 @quantize_options
 @external_data_option
 @op_package_lib_option
@@ -111,7 +111,7 @@ def quantize(as_json: bool, **kw: Any) -> None:
     emit(api.quantize(QuantizeOptions.from_params(kw, from_files), progress=terminal_progress_if_tty()), as_json)
 
 
-@main.command()
+@main.command(short_help="Facts and lints of a model; with --reference, its drift.")
 @click.argument("model", type=PathType, required=False)
 @click.option("--input_network", "-i", type=PathType, help="The model, as MODEL (the flag convert and quantize take).")
 @click.option("--target", type=Choice(TARGETS), help="Lint against this target's ops and preset.")
@@ -142,7 +142,7 @@ def inspect(as_json: bool, **kw: Any) -> None:
     report.check(options.fail_on)
 
 
-@main.command()
+@main.command(short_help="Write a QDQ model's deployable files (QOperator, encodings...).")
 @click.option("--input_network", "-i", type=PathType, required=True, help="Quantized QDQ model.")
 @click.option(
     "--output_path", "-o", type=NonEmptyPath(path_type=Path, file_okay=False), required=True, help="Output folder."

@@ -87,3 +87,13 @@ def test_every_default_in_help_reads_default_and_no_preset_folder_a_wheel_lacks(
         for option in (p for p in command.params if p.help):
             bracket = option.help.rstrip(".").rpartition("[")[2]
             assert option.help.rstrip(".")[-1:] != "]" or bracket.startswith(("default:", "preset:")), option.help
+
+
+def test_qtool_help_lists_each_command_whole_in_80_columns() -> None:
+    """'qtool --help' cut every command's line ('convert   Validate and normalise a float model: opset >= 13, batch
+    1,...') at any width: click shortens a docstring's first sentence to the width left beside the names."""
+    from qtool.cli import main
+
+    width = 80 - 2 - 6 - max(map(len, main.commands))  # click's format_commands: the formatter's width is 80 - 2
+    cut = {name: c.get_short_help_str(width) for name, c in main.commands.items() if c.get_short_help_str(width).endswith("...")}
+    assert not cut, cut

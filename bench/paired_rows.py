@@ -44,7 +44,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.first is not None and args.first < 1:  # 0 scored no sample: a division by zero, -1 all but the last
         sys.exit(f"paired_rows.py: --first {args.first}: the number of samples to score, 1 or more")
-    rows = json.loads(Path(args.results).read_text())["suites"]["zoo"]
+    try:
+        rows = json.loads(Path(args.results).read_text())["suites"]["zoo"]
+    except (OSError, ValueError, KeyError, TypeError) as e:  # a wrong path or file: one line, not a traceback
+        sys.exit(f"paired_rows.py: {args.results}: no zoo results read ({type(e).__name__}: {e})")
     a, b = (_row(rows, args.model, kind, args.first) for kind in (args.a, args.b))
     energy = {
         k: {n: np.array(o["samples"], np.float64) for n, o in r.metrics["outputs"].items()}

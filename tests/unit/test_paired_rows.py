@@ -41,3 +41,14 @@ def test_first_below_one_is_a_one_line_error(tmp_path: Path, first: str) -> None
     result = _run(tmp_path, "--first", first)
     assert result.returncode == 1 and not result.stdout
     assert result.stderr == f"paired_rows.py: --first {first}: the number of samples to score, 1 or more\n"
+
+
+@pytest.mark.parametrize("text", [None, "{}", "not json"], ids=["missing", "no zoo suite", "not json"])
+def test_a_results_file_that_cannot_be_read_is_a_one_line_error(tmp_path: Path, text: str | None) -> None:
+    path = tmp_path / "r.json"
+    if text is not None:
+        path.write_text(text)
+    args = [sys.executable, str(SCRIPT), "m", "qtool:w8a8", "ort:pre", "--results", str(path)]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and not result.stdout
+    assert result.stderr.startswith(f"paired_rows.py: {path}: no zoo results read (") and result.stderr.count("\n") == 1

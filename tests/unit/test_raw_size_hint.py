@@ -41,3 +41,16 @@ def test_a_float32_input_given_its_values_in_another_width_is_told_to_cast(tmp_p
         check_file(path, InputSpec("image", np.dtype(np.float32), (1, 1, 8, 8)), "list.txt:1")
     assert error.value.hint == f"its size is {says}: a .raw file is float32 (write it with .astype(np.float32)), " \
                                "or an .npy file carries its own type", error.value.hint
+
+
+def test_a_batch_in_one_file_for_a_batch_of_1_is_told_so(tmp_path: Path) -> None:
+    """A dynamic-batch model (convert fixes the batch to 1) given four samples dumped as one .raw file: the hint said
+    'if its 256 float32 values are what the model takes, give convert or quantize their dims: --input_dim image
+    D0,D1,...', leaving the user to work out the batch."""
+    path = tmp_path / "batch.raw"
+    np.zeros((4, 1, 8, 8), np.float32).tofile(path)
+    with pytest.raises(DataError) as error:
+        check_file(path, InputSpec("image", np.dtype(np.float32), (1, 1, 8, 8)), "list.txt:1")
+    assert error.value.hint.startswith("its size is 4 inputs of that size: a batch? a .raw file holds one inference, "
+                                       "and a dynamic batch is fixed to 1: one sample a file, or --input_dim image "
+                                       "4,1,8,8; if its 256 float32 values are what the model takes"), error.value.hint

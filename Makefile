@@ -1169,7 +1169,9 @@ OUT := build/demo
 #   bias_correction; all so far, each by a scan of the nodes: layers squared times nodes on a 311-layer U-Net; 9 lines)
 # 27989 -> 27993: a .raw file holding several inputs of a batch-1 input says so and gives the batch's --input_dim
 #   (io/raw._size_hint; four samples in one file for a dynamic-batch model read 'give ... --input_dim image D0,D1,...'; 4 lines)
-LINE_BUDGET := 27993
+# 27993 -> 27999: an overrides file that is not JSON, or a tensor's encoding not in a list, says what the file holds
+#   (io/encodings.read_encodings, _legacy_tensor; a YAML file read 'Expecting value at line 1 column 1' alone; 6 lines)
+LINE_BUDGET := 27999
 
 .PHONY: demo test lint venv bench clean golden
 

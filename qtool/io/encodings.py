@@ -143,7 +143,8 @@ def _legacy_tensor(name: str, entries: Any, where: str, weight: bool) -> Encodin
     say (AIMET writes them so), an activation's (the residual stream's, quant/residual.py) keep their schema."""
     where = f"{where}: {quoted(name)}"
     if not isinstance(entries, list) or not entries:
-        raise DataError("must be a non-empty list of encodings", where=where)
+        raise DataError("must be a non-empty list of encodings", where=where, hint="one entry in [...] a tensor, one a "
+                        "channel for a per-channel weight" if isinstance(entries, dict) else None)  # fmt: skip
     channels = [_legacy_channel(e, f"{where}[{i}]", weight) for i, e in enumerate(entries)]
     dtype, bw, sym = channels[0][:3]
     if any(c[:3] != (dtype, bw, sym) for c in channels[1:]):
@@ -452,7 +453,12 @@ def read_encodings(path: str | os.PathLike[str], model_bytes: int = 0) -> Encodi
     that are not a model's."""
     text = read_text(path, "encodings file", limit=max(read_limit(), model_bytes))
     with _without_cycle_collection():
-        data = load_json(text, str(path), number_arrays=NUMBER_LISTS)
+        try:
+            data = load_json(text, str(path), number_arrays=NUMBER_LISTS)
+        except DataError as e:  # a YAML or text file: 'Expecting value at line 1 column 1' and no way on
+            e.hint = e.hint or (None if text.lstrip()[:1] in ("{", "[") else 'an encodings file is AIMET\'s JSON: '
+                                '{"activation_encodings": {...}, "param_encodings": {...}}')  # fmt: skip
+            raise
         del text  # the decoder's 478 MB, gone before its encodings are made
         return parse_encodings(data, str(path))
 

@@ -411,6 +411,23 @@ def test_malformed_json_names_file_line_and_column(tmp_path: Path) -> None:
     assert "line 2 column" in str(info.value)
 
 
+@pytest.mark.parametrize("text", ["image:\n  bitwidth: 8\n", ""])
+def test_an_overrides_file_that_is_not_json_says_what_it_should_hold(tmp_path: Path, text: str) -> None:
+    """A YAML overrides file (or an empty one) read 'not valid JSON: Expecting value at line 1 column 1' alone."""
+    path = tmp_path / "ov.yaml"
+    path.write_text(text)
+    with pytest.raises(DataError) as info:
+        read_encodings(path)
+    assert info.value.hint == 'an encodings file is AIMET\'s JSON: {"activation_encodings": {...}, "param_encodings": {...}}'
+
+
+def test_an_encoding_given_as_an_object_is_told_to_be_a_list() -> None:
+    """AIMET 0.6.1 holds a list a tensor, one entry per channel: an object said 'must be a non-empty list' alone."""
+    with pytest.raises(DataError) as info:
+        parse_encodings(doc({"conv_out": {"bitwidth": 8, "min": 0.0, "max": 1.0}}), WHERE)
+    assert info.value.hint == "one entry in [...] a tensor, one a channel for a per-channel weight"
+
+
 def test_missing_encodings_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="encodings file not found"):
         read_encodings(tmp_path / "nope.json")

@@ -127,6 +127,7 @@ def quantize_options(func: Callable) -> Callable:
         click.option(
             "--percentile_calibration_value",
             type=FiniteFloat(90, 100),
+            metavar="P",
             help="Percentile for percentile calibration [default: 99.99].",
         ),
         click.option(
@@ -278,12 +279,14 @@ def quantize_options(func: Callable) -> Callable:
         click.option(
             "--max_cosine_drop",
             type=FiniteFloat(0, 1),
-            help="Mixed precision: keep 1 - output cosine at most this.",
+            metavar="X",
+            help="Mixed precision: keep 1 - output cosine at most X.",
         ),
         click.option(
             "--mixed_precision_factor",
             type=FiniteFloat(min=1.0),
-            help="Mixed precision: cost budget, estimated latency of the mixed model / all-8-bit (TIDL's meaning).",
+            metavar="F",
+            help="Mixed precision: cost budget F, estimated latency of the mixed model / all-8-bit (TIDL's meaning).",
         ),
         click.option(
             "--eval_list",

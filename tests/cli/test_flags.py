@@ -84,6 +84,7 @@ def test_every_default_in_help_reads_default_and_no_preset_folder_a_wheel_lacks(
     for name, command in main.commands.items():
         text = run_cli([name, "--help"]).output
         assert "[default: (" not in text and "from configs/" not in text, name
+        assert "FINITE FLOAT" not in text, name  # click's type name as a metavar: '--max_cosine_drop FINITE FLOAT'
         for option in (p for p in command.params if p.help):
             bracket = option.help.rstrip(".").rpartition("[")[2]
             assert option.help.rstrip(".")[-1:] != "]" or bracket.startswith(("default:", "preset:")), option.help

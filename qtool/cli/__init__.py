@@ -86,7 +86,8 @@ def main() -> None:
     type=Choice(["default", "strip", "DLC_DEFAULT", "DLC_STRIP_QUANT"]),
     default="default",
     callback=lambda ctx, p, v: "strip" if v in ("strip", "DLC_STRIP_QUANT") else "default",
-    help="strip: drop the encodings of a pre-quantized QDQ input (qairt's DLC_STRIP_QUANT).",
+    help="strip: drop the encodings of a pre-quantized QDQ input (qairt's DLC_STRIP_QUANT); default: import them.",
+    show_default=True,
 )
 @external_data_option
 @op_package_lib_option
@@ -127,7 +128,7 @@ def quantize(as_json: bool, **kw: Any) -> None:
 )
 @click.option("--html", type=PathType, help="Also write the report as one self-contained HTML file.")
 @click.option("--use_native_input_files", is_flag=True, help="Raw files hold the inputs' own dtype.")
-@click.option("--num_threads", type=Threads, default=0, help="onnxruntime threads (0: all cores).")
+@click.option("--num_threads", type=Threads, default=0, show_default=True, help="onnxruntime threads (0: all cores).")
 @op_package_lib_option
 @common
 def inspect(as_json: bool, **kw: Any) -> None:

@@ -202,7 +202,7 @@ def quantize_options(func: Callable) -> Callable:
             help="Layout of the encodings JSON written.",
         ),
         click.option(
-            "--num_threads", type=Threads, default=0, help="onnxruntime threads (0: all cores)."
+            "--num_threads", type=Threads, default=0, show_default=True, help="onnxruntime threads (0: all cores)."
         ),
         click.option(
             "--float_bitwidth",

@@ -98,3 +98,15 @@ def test_qtool_help_lists_each_command_whole_in_80_columns() -> None:
     width = 80 - 2 - 6 - max(map(len, main.commands))  # click's format_commands: the formatter's width is 80 - 2
     cut = {name: c.get_short_help_str(width) for name, c in main.commands.items() if c.get_short_help_str(width).endswith("...")}
     assert not cut, cut
+
+
+def test_every_option_with_a_default_value_shows_it() -> None:
+    """--num_threads (0) and convert's --export_format ('default') took a value unasked and --help did not say it."""
+    import click
+
+    from qtool.cli import main
+
+    for name, command in main.commands.items():
+        for option in (p for p in command.params if isinstance(p, click.Option) and not (p.is_flag or p.count)):
+            if option.default is not None and option.default != () and "UNSET" not in repr(option.default):
+                assert option.show_default or "default" in (option.help or "").lower(), (name, option.opts)

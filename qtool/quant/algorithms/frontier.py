@@ -63,11 +63,36 @@ def _changed(before: dict[str, bytes], now: dict[str, bytes], *, new: bool = Fal
     return {name for name, digest in now.items() if before.get(name, None if new else digest) != digest}
 
 
-def _reaches(nodes: list[onnx.NodeProto], changed: set[str], at: int, activations: set[str]) -> bool:
-    """Whether a changed weight feeds a node before node `at` (tied weights, a re-fitted bias): the activations
-    kept there are stale."""
-    passed = {name for n in nodes[:at] for name in n.output}
-    return bool(runtime.downstream(nodes, changed) & activations & passed)
+class _Graph:
+    """What `advance` reads of a model's nodes, found once per model: bc and adaround change a model's weights in
+    place between passes, never its nodes. Found at every pass, three scans of every node's reads (the activations,
+    and what a changed weight reaches, twice) were most of bc's time on a U-Net of 311 layers in 7234 QDQ nodes."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model, self.nodes = model, list(model.graph.node)
+        self.at = {tuple(n.output[:1]): i for i, n in reversed(list(enumerate(self.nodes)))}  # the first node making it
+        self.made = {name: i for i, n in enumerate(self.nodes) for name in n.output}
+        self.producers = {name: n for n in self.nodes for name in n.output}
+        self.inputs = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
+        self.activations = runtime.downstream(self.nodes, self.inputs)
+        self.readers: dict[str, list[int]] = {}
+        for i, n in enumerate(self.nodes):
+            for name in runtime.reads(n):
+                self.readers.setdefault(name, []).append(i)
+        declared = [*model.graph.input, *model.graph.value_info]
+        self.types = {v.name: v.type.tensor_type.elem_type for v in declared} | {t.name: t.data_type for t in model.graph.initializer}
+
+    def reaches(self, changed: set[str], at: int) -> bool:
+        """Whether a changed weight feeds a node before node `at` (tied weights, a re-fitted bias) that makes an
+        activation: the activations kept there are stale. Only nodes before `at` are followed."""
+        stack, seen = list(changed), set(changed)
+        while stack:
+            made = [name for i in self.readers.get(stack.pop(), ()) if i < at for name in self.nodes[i].output]
+            if any(name in self.activations for name in made):
+                return True
+            stack += [name for name in made if name not in seen]
+            seen.update(made)
+        return False
 
 
 class Replay:
@@ -124,20 +149,21 @@ class Frontier:
         self.live: list[Kept] = [None] * len(feeds)
         self.marks: list[Kept] = [None] * len(feeds)
         self.at, self.weights, self.mark = 0, {}, None
+        self.graph: _Graph | None = None
 
     def held(self) -> int:
         """Bytes of activations kept in memory, live or marks (a mark that is the live set counted once)."""
         kept = {id(k): k for k in (*self.live, *self.marks) if isinstance(k, dict)}
         return sum(v.nbytes for k in kept.values() for v in k.values())
 
-    def _drop_stale(self, nodes: list[onnx.NodeProto], end: int, weights: dict, activations: set[str]) -> bool:
+    def _drop_stale(self, graph: _Graph, end: int, weights: dict) -> bool:
         """Drop the kept activations a changed weight reaches (or that are past `end`), the marks likewise;
         True: the kept ones went, so this pass restarts (and the marks move to it)."""
         if self.mark is not None:
-            at = next((i for i, n in enumerate(nodes) if n.output[:1] == [self.mark[0]]), None)
-            if at is None or end < at or _reaches(nodes, _changed(self.mark[1], weights, new=True), at, activations):
+            at = graph.at.get((self.mark[0],))
+            if at is None or end < at or graph.reaches(_changed(self.mark[1], weights, new=True), at):
                 self.marks, self.mark = [None] * len(self.feeds), None
-        if end >= self.at and not _reaches(nodes, _changed(self.weights, weights), self.at, activations):
+        if end >= self.at and not graph.reaches(_changed(self.weights, weights), self.at):
             return False
         self.live = [None] * len(self.feeds)
         return True
@@ -145,20 +171,18 @@ class Frontier:
     def advance(self, model: onnx.ModelProto, node: onnx.NodeProto, wanted: str) -> Callable[[int], np.ndarray]:
         """sample index -> the value of `wanted` (read by `node`), moving that sample's frontier to
         `node`. Call it for every sample, in order, before the next `advance`."""
-        nodes = list(model.graph.node)
-        end = next(i for i, n in enumerate(nodes) if n.output[:1] == node.output[:1])
-        graph_inputs = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
-        activations, weights = runtime.downstream(nodes, graph_inputs), _digests(model)
-        restart = self._drop_stale(nodes, end, weights, activations)
+        if self.graph is None or self.graph.model is not model:
+            self.graph = _Graph(model)
+        graph, weights = self.graph, _digests(model)
+        end = graph.at[tuple(node.output[:1])]
+        restart = self._drop_stale(graph, end, weights)
         self.at, self.weights = end, weights
         if restart:
             self.mark = node.output[0], weights
-        producers = {name: n for n in nodes for name in n.output}
-        before = activations & (graph_inputs | {o for n in nodes[:end] for o in n.output})
-        after = {name for n in nodes[end:] for name in runtime.reads(n)}
-        declared = [*model.graph.input, *model.graph.value_info]
-        types = {v.name: v.type.tensor_type.elem_type for v in declared} | {t.name: t.data_type for t in model.graph.initializer}
-        alive = sorted({_compact(name, producers, activations, types) for name in before & after})
+        activations = graph.activations
+        before = {name for name in activations if name in graph.inputs or graph.made.get(name, end) < end}
+        after = {name for name in before if any(i >= end for i in graph.readers.get(name, ()))}
+        alive = sorted({_compact(name, graph.producers, activations, graph.types) for name in after})
         runners: dict[frozenset[str], runtime.Runner | None] = {}
 
         def value(i: int) -> np.ndarray:

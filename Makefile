@@ -1176,7 +1176,9 @@ OUT := build/demo
 # 28002 -> 28003: --help shows --num_threads' and convert --export_format's defaults (cli; neither said it; 1 line)
 # 28003 -> 28027: the frontier reads a model's nodes once for all its passes (quant/algorithms/frontier._Graph; three
 #   scans of every node's reads a pass were most of bc's time on a 311-layer U-Net of 7234 QDQ nodes; 24 lines)
-LINE_BUDGET := 28027
+# 28027 -> 28032: a switch given a value ('--use_per_channel_quantization true') says it takes none, and its off form
+#   (cli/options.extra_argument; click said 'Got unexpected extra argument (true)' alone; 5 lines)
+LINE_BUDGET := 28032
 
 .PHONY: demo test lint venv bench clean golden
 

@@ -112,6 +112,11 @@ def extra_argument(e: click.UsageError, args: list[str]) -> str | None:
         if args[k + 1] == extra and args[k - 1] in repeatable and e.message.startswith("Got unexpected extra"):
             flag = args[k - 1]
             return f"{flag} takes one value a time; repeat it for each: {flag} {args[k]} {flag} {extra}"
+    switches = {o: p for p in ctx.command.params if getattr(p, "is_flag", False) for o in p.opts} if ctx else {}
+    for k in range(len(args) - 1):  # '--use_per_channel_quantization true', onnxruntime's per_channel=True habit
+        if args[k + 1] == extra and args[k] in switches and e.message.startswith("Got unexpected extra"):
+            off = switches[args[k]].secondary_opts
+            return f"{args[k]} is a switch and takes no value: give it alone (on) or {off[0] if off else 'leave it out'} (off)"
     return None
 
 

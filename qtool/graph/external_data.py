@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
@@ -183,7 +184,7 @@ def _extent(tensor: onnx.TensorProto, path: Path, where: str) -> tuple[int, int]
     except ValueError as e:
         raise ModelError(f"tensor {tensor.name!r}: bad external data offset or length", where=where) from e
     itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
-    count = int(np.prod(tensor.dims, dtype=np.int64))
+    count = math.prod(tensor.dims)  # Python ints: int64 wrapped [2^32, 2^32] to 0, read then as an empty tensor
     needed = (count + 1) // 2 if tensor.data_type in PACKED else count * itemsize
     if offset < 0 or (length != needed and given.get("length")):
         raise ModelError(

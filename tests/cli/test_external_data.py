@@ -99,6 +99,22 @@ def test_a_missing_or_short_data_file_is_one_error_line(tmp_path: Path, damage: 
     assert_refused(ws, before, ws.quantize("-o", ws.out), 3, "model.onnx", "w.bin" if damage == "missing" else "external data")
 
 
+def test_a_weight_whose_dims_multiply_past_int64_is_refused_as_too_large(tmp_path: Path) -> None:
+    """W [2^32, 2^32] in external data with no length: its element count wrapped to 0 in int64, so the load-time check
+    passed it and inspect (which runs no onnx.checker first) read an empty tensor: an internal error, exit 1."""
+    ws = make_workspace(tmp_path / "ws")
+    model = onnx.load(str(ws.model))
+    weight = onnx.TensorProto(name="W", data_type=onnx.TensorProto.FLOAT, dims=[1 << 32, 1 << 32],
+                              data_location=onnx.TensorProto.EXTERNAL)  # fmt: skip
+    weight.external_data.add(key="location", value="w.bin")
+    model.graph.initializer.append(weight)
+    onnx.save(model, str(ws.model))
+    (ws.root / "w.bin").write_bytes(bytes(64))
+    before = ws.snapshot()
+    result = CliRunner().invoke(main, ["inspect", str(ws.model)])
+    assert_refused(ws, before, result, 3, "tensor 'W' takes", "GiB (w.bin), more than this machine's")
+
+
 def test_a_full_disk_leaves_no_partial_output_and_keeps_the_previous_one(tmp_path, models, monkeypatch) -> None:
     inline, _, listing = models
     out = tmp_path / "q.onnx"

@@ -319,6 +319,9 @@ class Choice(click.Choice):
             if not self.choices and param is not None and param.name == "target":  # QTOOL_CONFIGS's folder
                 self.fail(f"{value!r}: {configs_dir()} holds no target preset (*.yaml; QTOOL_CONFIGS)", param, ctx)
             hint = did_you_mean(str(value), [str(c) for c in self.choices])
+            if "," in str(value) and getattr(param, "multiple", False):  # '--apply_algorithms adaround,cle'
+                flag = param.opts[0] if param is not None else ""
+                hint = f"one value a flag; repeat it for each: {' '.join(f'{flag} {v}' for v in str(value).split(','))}"
             choices = ", ".join(str(c) for c in self.choices)
             self.fail(f"{value!r} is not one of {choices}" + (f"; {hint}" if hint else ""), param, ctx)
 

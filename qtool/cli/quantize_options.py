@@ -42,7 +42,8 @@ def _op_types(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
     known = {schema.name for schema in onnx.defs.get_all_schemas_with_history()} if unknown else set()
     for name in unknown:
         if name not in known:
-            hint = did_you_mean(name, known)
+            hint = did_you_mean(name, known) if "," not in name else ("one a flag; repeat it for each: " +
+                                                                    " ".join(f"--op_types_to_quantize {n}" for n in name.split(",")))  # fmt: skip
             raise click.BadParameter(f"{quoted(name)} is not an ONNX op type" + (f"; {hint}" if hint else ""))
     return value
 

@@ -139,6 +139,10 @@ def _encoding(
     zp_name = node.input[2] if len(node.input) > 2 else ""
     zp = (_value(zp_name, inits, constants, f"the zero point of {node.op_type} {quoted(node.name)}").astype(np.int64)
           if zp_name else np.zeros(scale.shape, np.int64))  # fmt: skip
+    given = inits[zp_name].data_type if zp_name in inits else onnx.helper.np_dtype_to_tensor_dtype(constants[zp_name].dtype) if zp_name else int_type
+    if given != int_type:  # onnxruntime refuses the model; export wrote one and inspect read a grid it does not have
+        raise ModelError(f"{node.op_type} {quoted(node.name or node.output[0])}: zero point {quoted(zp_name)} is {_type_name(given)}, "
+                         f"its integers {_type_name(int_type)}: ONNX takes both of one type")  # fmt: skip
     _checked(node, scale, zp, shape)
     scale, zp = np.abs(scale), np.where(scale < 0, sum(_range(int_type)) - zp, zp)  # the same values (_mirrored)
     ends = np.abs(np.stack([-(2 ** (bitwidth - 1)) * signed - zp, 2 ** (bitwidth - signed) - 1 - zp]) * scale)
@@ -154,6 +158,10 @@ def _encoding(
         axis %= len(shape)  # ONNX's axis may count from the end (-1 on a [C_out, C_in] weight)
     e = enc.from_scale_offset(scale, -(zp + shift), bitwidth, symmetric=symmetric, axis=axis)
     return dataclasses.replace(e, blocks=layout[2]) if layout else e
+
+
+def _type_name(data_type: int) -> str:
+    return TensorProto.DataType.Name(data_type).lower() if data_type in TensorProto.DataType.values() else str(data_type)
 
 
 def _range(int_type: int) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from hostile_env import Workspace, make_workspace, qtool_process
+from hostile_env import Workspace, assert_refused, make_workspace, qtool_process
 from onnx import TensorProto, helper
 
 
@@ -55,3 +55,44 @@ def test_a_weight_larger_than_the_machine_is_refused_unread(tmp_path: Path, comm
                                     "machine's "), result.stderr  # fmt: skip
     assert "no step can hold it" in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "w.bin"]
+
+
+# --- a QDQ model's zero point of another type than its integers ------------------------------------------------------
+
+
+def _blocked_qdq_model(folder: Path, zero_point_type: type) -> Path:
+    """x [1, 64] -> MatMul(DequantizeLinear(W int8 [64, 32], scale [4, 32], zero point [4, 32], block_size 16)) -> y."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.integers(-8, 8, (64, 32)).astype(np.int8), "Wq"),
+             numpy_helper.from_array(np.full((4, 32), 0.05, np.float32), "Ws"),
+             numpy_helper.from_array(np.zeros((4, 32), zero_point_type), "Wz")]  # fmt: skip
+    nodes = [helper.make_node("DequantizeLinear", ["Wq", "Ws", "Wz"], ["W"], name="dq", axis=0, block_size=16),
+             helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.save(model, folder / "q.onnx")
+    return folder / "q.onnx"
+
+
+@pytest.mark.parametrize("command", [("export", "--format", "matmulnbits"), ("export", "--format", "fp16"),
+                                     ("export", "--format", "qoperator"), ("inspect",)])  # fmt: skip
+def test_a_zero_point_of_another_type_than_its_integers_is_refused(ws: Workspace, command: tuple) -> None:
+    """A DequantizeLinear's int8 weight with an int32 zero point: onnxruntime refuses the model ('Type parameter
+    (T1) of Optype (DequantizeLinear) bound to different types'), but export wrote MatMulNBits, fp16 and QOperator
+    models of it, exit 0, and inspect listed its grid: the zero point's values were read whatever their type (a
+    300 would have been a grid no int8 holds). Now the model is refused, naming the node and both types."""
+    import numpy as np
+
+    path = _blocked_qdq_model(ws.root, np.int32)
+    before = ws.snapshot()
+    args = (command[0], path, *command[1:]) if command[0] == "inspect" else (*command[:1], "-i", path, "-o",
+                                                                              ws.root / "ex", *command[1:])  # fmt: skip
+    assert_refused(ws, before, ws.run(*args), 3, "DequantizeLinear 'dq': zero point 'Wz' is int32, its integers int8")
+    path = _blocked_qdq_model(ws.root, np.int8)
+    assert ws.run(*args).exit_code == 0
+

@@ -102,7 +102,7 @@ def quantize_options(func: Callable) -> Callable:
             "--act_quantizer_schema", type=Choice(SCHEMAS), help="Activation range schema [default: asymmetric]."
         ),
         click.option(
-            "--param_quantizer_schema", type=Choice(SCHEMAS), help="Weight range schema [default: asymmetric]."
+            "--param_quantizer_schema", type=Choice(SCHEMAS), help="Weight range schema [default: asymmetric; symmetric at 16 bits]."
         ),
         click.option(
             "--act_quantizer_calibration",
@@ -113,7 +113,7 @@ def quantize_options(func: Callable) -> Callable:
             "--input_list (each trial runs the --apply_algorithms given).",
         ),
         click.option(
-            "--param_quantizer_calibration", type=Choice(CALIBRATIONS), help="Weight range method [default: min-max]."
+            "--param_quantizer_calibration", type=Choice(CALIBRATIONS), help="Weight range method [default: min-max; mse at 4 bits]."
         ),
         click.option(
             "--act_quantizer",

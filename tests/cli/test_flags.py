@@ -110,3 +110,13 @@ def test_every_option_with_a_default_value_shows_it() -> None:
         for option in (p for p in command.params if isinstance(p, click.Option) and not (p.is_flag or p.count)):
             if option.default is not None and option.default != () and "UNSET" not in repr(option.default):
                 assert option.show_default or "default" in (option.help or "").lower(), (name, option.opts)
+
+
+@pytest.mark.parametrize(("bits", "key", "value", "said"), [(4, "param_quantizer_calibration", "mse", "mse at 4 bits"),
+                                                            (16, "param_quantizer_schema", "symmetric", "symmetric at 16 bits")])  # fmt: skip
+def test_help_names_the_weight_defaults_a_bitwidth_changes(bits: int, key: str, value: str, said: str) -> None:
+    """--help said 'Weight range method [default: min-max]' while 4-bit weights default to mse (the README says so)."""
+    from qtool.config import QuantizeOptions
+
+    assert getattr(QuantizeOptions.from_params({"input_network": "m.onnx", "weights_bitwidth": bits}), key) == value
+    assert said in " ".join(run_cli(["quantize", "--help"]).output.split())

@@ -494,6 +494,8 @@ def from_state(name: str, state: dict, method: str, percentile: float = 99.99) -
         counts = np.frombuffer(raw, dtype="<i8").astype(np.int64)
         if (counts < 0).any() or (not count and counts.any()):
             raise ValueError("bin counts must be non-negative, and 0 where 'count' is")
+        if counts.sum(dtype=np.float64) >= COUNT_LIMIT:  # int64 sums wrapped: percentile read a range of garbage
+            raise ValueError("bin counts must sum under 2^53: no calibration sees more values")
         observer = Histogram(name, bins=len(counts), select=method, q=percentile)
         observer.counts = counts
     observer.lo, observer.hi, observer.count = lo, hi, count

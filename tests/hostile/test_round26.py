@@ -96,3 +96,28 @@ def test_a_zero_point_of_another_type_than_its_integers_is_refused(ws: Workspace
     path = _blocked_qdq_model(ws.root, np.int8)
     assert ws.run(*args).exit_code == 0
 
+
+# --- a stats file's bin counts past what int64 sums hold --------------------------------------------------------------
+
+
+def test_a_stats_files_bin_counts_are_bounded(ws: Workspace) -> None:
+    """A --load_stats histogram whose 2048 bins each count 2^62 values (each under int64's reach, their sum not):
+    the cumulative counts wrapped negative, and percentile calibration read input 'x' as [-0.9955, 0] where its
+    values span [-1, 1], exit 0 without a word. Now a state whose counts sum to 2^53 or more is refused, as its
+    sample count is."""
+    import base64
+    import json
+
+    import numpy as np
+
+    stats = ws.root / "s.json"
+    assert ws.quantize("-o", ws.out, "--save_stats", stats, "--act_quantizer_calibration", "percentile").exit_code == 0
+    doc = json.loads(stats.read_text())
+    doc["tensors"]["x"]["counts"] = base64.b64encode(np.full(2048, 2**62, "<i8").tobytes()).decode()
+    stats.write_text(json.dumps(doc))
+    ws.out.unlink()
+    ws.out.with_suffix(".encodings.json").unlink()
+    before = ws.snapshot()
+    result = ws.run("quantize", "-i", ws.model, "--load_stats", stats, "-o", ws.out, "--act_quantizer_calibration",
+                    "percentile")  # fmt: skip
+    assert_refused(ws, before, result, 4, "s.json: tensor 'x': bin counts must sum under 2^53")

@@ -199,7 +199,7 @@ def read_config(path: Path, option_names: set[str]) -> ConfigValues:
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise UsageError("a config file must be a mapping of option names to values", where=str(path))
-    if {"activation_encodings", "param_encodings"} & set(map(str, data)):  # YAML reads JSON: 'unknown key 'version''
+    if {"activation_encodings", "param_encodings", "encodings"} & set(map(str, data)):  # YAML reads JSON (2.0.0's too)
         raise UsageError("is an encodings (overrides) file, not a config of option values", where=str(path),
                          hint=f"give it as -q/--quantization_overrides {path}")  # fmt: skip
     result, written = ConfigValues(path, {}), ConfigValues(path, sources)  # by option name, by key as written

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -487,7 +488,26 @@ def upgrade_opset(model: onnx.ModelProto, target: int, where: str) -> onnx.Model
     return trial_memo.remember("upgraded", (model,), lambda: _upgraded(model, target, where), target, latest_only=True)
 
 
-def _upgraded(model: onnx.ModelProto, target: int, where: str) -> onnx.ModelProto:
+def upgrade_opset_weightless(
+    model: onnx.ModelProto, target: int, where: str
+) -> tuple[onnx.ModelProto, dict[str, onnx.TensorProto]]:
+    """upgrade_opset's model with its weights of a KB or more left out (external_data.weightless's stubs), and
+    those weights, `model`'s own, by name: for a writer that reads each weight once (the Q/DQ writer), so that
+    no upgraded copy holds them all again (Silero VAD's trials wrote a Q/DQ model a dozen times at opset 21)."""
+    if default_opset(model) >= target:
+        return model, {}
+
+    def upgraded() -> tuple[onnx.ModelProto, dict[str, onnx.TensorProto]]:
+        light, large = external_data.weightless(model, 1024, typed=True)
+        return _upgraded(light, target, where, lambda light, convert: convert(light)), {t.name: t for t in large}
+
+    return trial_memo.remember("upgraded weightless", (model,), upgraded, target, latest_only=True)
+
+
+def _upgraded(
+    model: onnx.ModelProto, target: int, where: str, run: Callable = external_data.transformed
+) -> onnx.ModelProto:
+    """`run(model, convert)`: the converter on a weightless copy, the weights put back (or on `model`, weightless)."""
     current = default_opset(model)
     if current == 0 and not any(n.domain in ("", "ai.onnx") for n in model.graph.node):
         out = copy(model)  # only other domains' ops (ai.onnx.ml): nothing to convert, Q/DQ need the import
@@ -495,7 +515,7 @@ def _upgraded(model: onnx.ModelProto, target: int, where: str) -> onnx.ModelProt
         return out
     logger.info("convert: opset %d -> %d", current, target)
     try:
-        return external_data.transformed(model, lambda light: _converted(light, target))
+        return run(model, lambda light: _converted(light, target))
     except Exception as e:  # the converter raises bare RuntimeError/ValueError for unsupported ops
         raise ModelError(f"cannot upgrade opset {current} to {target}: {str(e).splitlines()[0]}", where=where) from e
 

@@ -33,7 +33,7 @@ from qtool import runtime
 from qtool.encoding import Encoding
 from qtool.errors import ModelError
 from qtool.graph import external_data, trial_memo
-from qtool.graph.model import default_opset, upgrade_opset
+from qtool.graph.model import default_opset, upgrade_opset_weightless
 from qtool.graph.names import FreshNames
 from qtool.quant import blocks
 from qtool.quant.graph_facts import GraphFacts
@@ -248,8 +248,9 @@ def _within_qdq_kernels(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
 
 def write_qdq(model: onnx.ModelProto, plan: QuantPlan, where: str = "model", packed: bool = False) -> onnx.ModelProto:
     """A new model with the plan's Q/DQ (and Cast) nodes; `model` is not modified."""
+    weights: dict[str, onnx.TensorProto] = {}  # the upgraded model's weights, read from `model` where they are
     if _needs_wide_opset(plan, packed):
-        model = upgrade_opset(model, WIDE_OPSET, where)
+        model, weights = upgrade_opset_weightless(model, WIDE_OPSET, where)
     model = _within_qdq_kernels(model, where)
     out = external_data.without_initializers(model)
     graph = out.graph
@@ -260,6 +261,7 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, where: str = "model", pac
     prequant = {t: writer.fresh(f"{t}_prequant") if t in outputs else t for t in acts}
     dequant = {t: t if t in outputs else writer.fresh(f"{t}_dequantized") for t in acts}
     for init in model.graph.initializer:
+        init = weights.get(init.name, init)
         e = plan.params.get(init.name)
         if e is not None and (not e.is_float or _is_fp16(e)):
             writer.param(init, e)

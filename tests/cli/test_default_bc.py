@@ -44,6 +44,36 @@ def test_bc_is_applied_where_the_held_out_halves_gain_and_writes_what_naming_it_
     assert (tmp_path / "default.onnx").read_bytes() == (tmp_path / "named.onnx").read_bytes()
 
 
+def test_a_folds_copy_of_the_weights_is_gone_before_its_score(tmp_path: Path, monkeypatch) -> None:
+    """bc's folds correct a copy of the float model; once the fold's Q/DQ model is written the copy is no use, and
+    it stayed alive beside the score's session (Silero VAD's peak). Protobuf messages take no weak reference: the
+    copies are counted by reference at each fold's score (the list here and getrefcount's argument alone)."""
+    import sys
+
+    from qtool.graph import model as gm
+    from qtool.inspect import compare
+
+    copies, counts, copy, outputs = [], [], gm.copy, compare.compare_outputs
+
+    def copied(model: onnx.ModelProto) -> onnx.ModelProto:
+        out = copy(model)
+        if sys._getframe(1).f_code.co_name == "fold":
+            copies.append(out)
+        return out
+
+    def scored(*args, **kwargs):
+        fold = sys._getframe(2)  # the fold's own score: compare_outputs <- sqnr_on <- fold, one that corrected a copy
+        if fold.f_code.co_name == "fold" and fold.f_locals.get("changes"):
+            counts.append(sys.getrefcount(copies[-1]))
+        return outputs(*args, **kwargs)
+
+    monkeypatch.setattr(gm, "copy", copied)
+    monkeypatch.setattr(compare, "compare_outputs", scored)
+    model, listing = _case(tmp_path, conv1d_stack(), (1, 4, 32))
+    assert "bc auto: applied" in _quantize(model, listing, tmp_path / "q.onnx")
+    assert copies and counts and set(counts) == {2}, counts
+
+
 def test_bc_that_loses_on_the_held_out_halves_is_not_run(tmp_path: Path, monkeypatch) -> None:
     """Means measured wrong by 3 (as through upstream noise a correction can be): the folds score bc below the
     ranges alone, and the run is the one without algorithms."""

@@ -80,3 +80,24 @@ def test_an_upgrade_converts_the_same_model_once(monkeypatch) -> None:
     other.opset_import[0].version = 18
     gm.upgrade_opset(other, 21, "m")
     assert len(calls) == 2
+
+
+def test_the_qdq_writer_upgrades_without_a_copy_of_the_weights(monkeypatch) -> None:
+    """A 16-bit grid needs opset 21: the writer upgrades a weightless copy and quantizes the float model's own
+    weight protos, so no upgraded copy holds every weight once more while it writes (each of auto's and bc's trials
+    wrote one); the written model is the one a whole upgraded model gives."""
+    from qtool import encoding
+    from qtool.quant import qdq
+    from qtool.quant.plan import QuantPlan
+
+    model = _matmul_model(np.arange(256, dtype=np.float32).reshape(16, 16) / 256)
+    plan = QuantPlan(
+        activations={n: encoding.tf(-1.0, 1.0, 16) for n in ("x", "y")}, params={"w": encoding.symmetric(-1.0, 1.0, 8)}
+    )
+    read, param = [], qdq._Writer.param
+    monkeypatch.setattr(qdq._Writer, "param", lambda self, init, e: read.append(init) or param(self, init, e))
+    written = qdq.write_qdq(model, plan)
+    assert len(read) == 1 and read[0] is model.graph.initializer[0]  # the float model's own proto, not a copy's
+    assert gm.default_opset(written) == 21
+    full = gm.upgrade_opset(model, 21, "m")
+    assert written.SerializeToString() == qdq.write_qdq(full, plan).SerializeToString()

@@ -58,6 +58,21 @@ def _names_encodings(path: Path, form: str) -> bool:
     return any(key in head for key in (b'"activation_encodings"', b'"param_encodings"', b'"encodings"'))
 
 
+FOREIGN = (  # another framework's model given as -i, by its first bytes: protobuf's 'Wire format was corrupt' alone
+    (lambda h: h[:4] == b"PK\x03\x04", "a zip archive: a PyTorch .pt/.pth? export it with torch.onnx.export"),
+    (lambda h: h[:1] == b"\x80" and h[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"),
+     "a Python pickle: a PyTorch or scikit-learn model? export it to ONNX (torch.onnx.export, skl2onnx)"),
+    (lambda h: h[4:8] == b"TFL3", "a TensorFlow Lite model: convert it to ONNX with tf2onnx (--tflite)"),
+    (lambda h: h[:8] == b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras .h5?): convert it to ONNX with tf2onnx"),
+)
+
+
+def _foreign(path: Path) -> str | None:
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    return next((said for test, said in FOREIGN if test(head)), None)
+
+
 def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Read an ONNX file (external data too); anything else is a ModelError naming it."""
     return load_with_files(path)[0]
@@ -85,7 +100,7 @@ def load_with_files(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, list
         said = " ".join(str(e).split())[:120]  # protobuf's text parser breaks its message over lines
         hint = ("an AIMET encodings file goes to --quantization_overrides" if _names_encodings(p, form) else
                 "a .dlc is qairt's compiled model: give the ONNX model it was converted from" if p.suffix.lower() == ".dlc"
-                else None)  # fmt: skip
+                else _foreign(p))  # fmt: skip
         depth = inline_weights.subgraph_depth(p) if "depth" in said.lower() and form == "protobuf" else None
         if (depth or 0) > NESTED_GRAPHS_NAMED:
             raise ModelError(f"too deeply nested: subgraphs (If branches, Loop bodies) {depth - 1} levels deep, where "

@@ -1192,7 +1192,9 @@ OUT := build/demo
 #   a dynamic batch became 1 unsaid, which inspect's lint promises convert does; 10 lines)
 # 28084 -> 28099: a PyTorch, pickle, TFLite or HDF5 file given as the model is named by its first bytes, with its
 #   exporter (graph/model._foreign; 'Wire format was corrupt' alone; 15 lines)
-LINE_BUDGET := 28099
+# 28099 -> 28109: an ONNX opset past the newest onnx defines is refused as the model's (graph/model._check_opsets;
+#   opset 10000 read 'as converted: onnxruntime cannot load it', and inspect found nothing; 10 lines)
+LINE_BUDGET := 28109
 
 .PHONY: demo test lint venv bench clean golden
 

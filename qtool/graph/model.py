@@ -285,6 +285,7 @@ def check(model: onnx.ModelProto, where: str, path: str | os.PathLike[str] | Non
             fix = f"give its dims with --input_dim {bare[0].name} D0,D1,..., or " if kind == "input" else ""
             raise ModelError(f"{kind} {bare[0].name!r} declares no shape (any rank), which onnx.checker refuses",
                              where=where, hint=f"{fix}declare its dims in the model (names for the dynamic ones)")  # fmt: skip
+    _check_opsets(model, where)
     try:
         if external_data.proto_size(model) < external_data.PROTOBUF_LIMIT:
             onnx.checker.check_model(external_data.checkable(model))
@@ -295,6 +296,15 @@ def check(model: onnx.ModelProto, where: str, path: str | os.PathLike[str] | Non
     except onnx.checker.ValidationError as e:
         first = clipped(" ".join(str(e).split()), 400) or "invalid graph"  # its lines: "of node:\nname: n1 ..."
         raise ModelError(f"onnx.checker: {first}", where=where) from e
+
+
+def _check_opsets(model: onnx.ModelProto, where: str) -> None:
+    """An ONNX opset past the newest defined, which onnx.checker lets through: convert and quantize said 'as converted:
+    onnxruntime cannot load it', as if their own doing, and inspect found nothing."""
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset > (newest := onnx.defs.onnx_opset_version()):
+        raise ModelError(f"ONNX opset {opset} is past the newest defined ({newest}, onnx {onnx.__version__})",
+                         where=where, hint="export the model with a released opset")  # fmt: skip
 
 
 def external_data_threshold() -> int:

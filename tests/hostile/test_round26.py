@@ -121,3 +121,25 @@ def test_a_stats_files_bin_counts_are_bounded(ws: Workspace) -> None:
     result = ws.run("quantize", "-i", ws.model, "--load_stats", stats, "-o", ws.out, "--act_quantizer_calibration",
                     "percentile")  # fmt: skip
     assert_refused(ws, before, result, 4, "s.json: tensor 'x': bin counts must sum under 2^53")
+
+
+# --- an opset no onnx defines -------------------------------------------------------------------------------------
+
+
+def test_an_opset_past_the_newest_is_refused_as_the_models(ws: Workspace) -> None:
+    """A model stamped opset 10000 (a typo for 10, or a hand-edited file): onnx.checker lets it through, and convert
+    and quantize said 'm.onnx as converted: onnxruntime cannot load it: ... Opset 10000 is under development', as if
+    their conversion had broken it, while inspect found nothing ('lint findings: none'). Now all three name the
+    opset as the model's, and the newest onnx defines."""
+    model = onnx.load(ws.model)
+    del model.opset_import[:]
+    model.opset_import.append(helper.make_opsetid("", 10000))
+    path = ws.root / "m.onnx"
+    onnx.save(model, path)
+    before = ws.snapshot()
+    said = f"m.onnx: ONNX opset 10000 is past the newest defined ({onnx.defs.onnx_opset_version()}, onnx "
+    assert_refused(ws, before, ws.run("convert", "-i", path, "-o", ws.root / "c.onnx"), 3, said)
+    assert_refused(ws, before, ws.run("quantize", "-i", path, "--input_list", ws.listing, "-o", ws.out), 3, said)
+    result = ws.run("inspect", path)
+    assert result.exit_code == 0 and "invalid-model" in result.output, result.output
+    assert "ONNX opset 10000 is past the newest defined" in result.output, result.output

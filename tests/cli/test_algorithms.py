@@ -594,15 +594,10 @@ def test_cle_names_the_tensors_it_rescales_a_relu6_s_cap_among_them() -> None:
     assert any(n.op_type == "Min" and n.output[0] == "r1" for n in ctx.model.graph.node)
 
 
-def test_bias_correction_refits_an_8_bit_bias_in_place_not_the_whole_model(tmp_path: Path, monkeypatch) -> None:
-    """A corrected 8-bit bias gets the grid the plan gives its new values right in the QDQ model bc measures on:
-    one moved past its old grid had the whole model quantized again, a plan per layer (minimol's GNN: 76 plans
-    for 88 layers, 79 s against 15 without bc)."""
-    import importlib
-
-    api_quantize = importlib.import_module("qtool.api.quantize")  # qtool.api.quantize is also the function
+def _gemm_stack(tmp_path: Path, layers: int, width: int = 12) -> Path:
+    """m.onnx: `layers` Gemm + Relu of random weights and biases, 16 samples (their list returned), and c.yaml keeping
+    bc always: bc's re-fit tests (4-bit weights move the layer means)."""
     rng = np.random.default_rng(0)
-    layers, width = 8, 12
     nodes, inits, x = [], [], "x"
     for i in range(layers):
         inits += [numpy_helper.from_array(rng.normal(0, 0.4, (width, width)).astype(np.float32), f"w{i}"),
@@ -612,8 +607,19 @@ def test_bias_correction_refits_an_8_bit_bias_in_place_not_the_whole_model(tmp_p
     graph = helper.make_graph(nodes, "stack", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, width])],
                               [helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, [4, width])], inits)  # fmt: skip
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "m.onnx")
-    listing = write_samples(tmp_path, (4, width), n=16)
     (tmp_path / "c.yaml").write_text("bc:\n  keep: always\n")
+    return write_samples(tmp_path, (4, width), n=16)
+
+
+def test_bias_correction_refits_an_8_bit_bias_in_place_not_the_whole_model(tmp_path: Path, monkeypatch) -> None:
+    """A corrected 8-bit bias gets the grid the plan gives its new values right in the QDQ model bc measures on:
+    one moved past its old grid had the whole model quantized again, a plan per layer (minimol's GNN: 76 plans
+    for 88 layers, 79 s against 15 without bc)."""
+    import importlib
+
+    api_quantize = importlib.import_module("qtool.api.quantize")  # qtool.api.quantize is also the function
+    layers = 8
+    listing = _gemm_stack(tmp_path, layers)
     plans = []
     real = api_quantize.build_plan
     monkeypatch.setattr(api_quantize, "build_plan", lambda *a, **k: plans.append(1) or real(*a, **k))
@@ -631,19 +637,8 @@ def test_bias_correction_refits_each_corrected_bias_once_not_every_one_so_far_at
     U-Net, 311 layers in 7234 QDQ nodes: bc's sweep alone did not end in an hour at load 20). The same model, byte for byte."""
     from qtool.quant.algorithms import bias_correction
 
-    rng = np.random.default_rng(0)
-    layers, width = 12, 12
-    nodes, inits, x = [], [], "x"
-    for i in range(layers):
-        inits += [numpy_helper.from_array(rng.normal(0, 0.4, (width, width)).astype(np.float32), f"w{i}"),
-                  numpy_helper.from_array(rng.normal(0, 0.2, width).astype(np.float32), f"b{i}")]  # fmt: skip
-        nodes += [helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"g{i}"]), helper.make_node("Relu", [f"g{i}"], [f"r{i}"])]
-        x = f"r{i}"
-    graph = helper.make_graph(nodes, "stack", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, width])],
-                              [helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, [4, width])], inits)  # fmt: skip
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "m.onnx")
-    listing = write_samples(tmp_path, (4, width), n=16)
-    (tmp_path / "c.yaml").write_text("bc:\n  keep: always\n")
+    layers = 12
+    listing = _gemm_stack(tmp_path, layers)
     fits = []
     real = bias_correction.refit_bias
     monkeypatch.setattr(bias_correction, "refit_bias", lambda *a, **k: fits.append(a[0]) or real(*a, **k))

@@ -286,6 +286,7 @@ def check(model: onnx.ModelProto, where: str, path: str | os.PathLike[str] | Non
             raise ModelError(f"{kind} {bare[0].name!r} declares no shape (any rank), which onnx.checker refuses",
                              where=where, hint=f"{fix}declare its dims in the model (names for the dynamic ones)")  # fmt: skip
     _check_opsets(model, where)
+    _check_branches(model.graph, where)
     try:
         if external_data.proto_size(model) < external_data.PROTOBUF_LIMIT:
             onnx.checker.check_model(external_data.checkable(model))
@@ -305,6 +306,20 @@ def _check_opsets(model: onnx.ModelProto, where: str) -> None:
     if opset > (newest := onnx.defs.onnx_opset_version()):
         raise ModelError(f"ONNX opset {opset} is past the newest defined ({newest}, onnx {onnx.__version__})",
                          where=where, hint="export the model with a released opset")  # fmt: skip
+
+
+def _check_branches(graph: onnx.GraphProto, where: str) -> None:
+    """An If whose branches give another number of outputs than it has, which onnx.checker lets through: constant
+    folding took a 2-output branch for a 1-output If, an internal error; onnxruntime refuses the model."""
+    for node in graph.node:
+        branches = [(a.name, len(a.g.output)) for a in node.attribute if a.HasField("g")]
+        if node.op_type == "If" and node.domain in ("", "ai.onnx") and any(n != len(node.output) for _, n in branches):
+            gives = ", ".join(f"{name} {n}" for name, n in branches)
+            raise ModelError(f"If {quoted(node.name or node.output[0])} has {len(node.output)} output(s), its branches "
+                             f"give {gives}: ONNX takes them equal", where=where)  # fmt: skip
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else attr.graphs:
+                _check_branches(sub, where)
 
 
 def external_data_threshold() -> int:

@@ -143,3 +143,36 @@ def test_an_opset_past_the_newest_is_refused_as_the_models(ws: Workspace) -> Non
     result = ws.run("inspect", path)
     assert result.exit_code == 0 and "invalid-model" in result.output, result.output
     assert "ONNX opset 10000 is past the newest defined" in result.output, result.output
+
+
+# --- an If whose branches give another number of outputs ----------------------------------------------------------
+
+
+def test_an_if_whose_branches_give_other_output_counts_is_refused(ws: Workspace) -> None:
+    """An If with one output whose then_branch gives two (Relu and Neg of h) and else_branch one: onnx.checker lets
+    it through, onnxruntime refuses it ('then_branch and else_branch produce different number of outputs'), and
+    convert and quantize stopped on 'qtool: internal error' (constant folding took the two-output branch for the
+    one-output If: onnx-ir's 'The number of values and replacements must match'); inspect found nothing. Now the
+    model is refused in one line naming the If and each branch's count, and inspect says so."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    value = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 8]) for n in ("x", "y", "a", "b", "e")]
+    then = helper.make_graph([helper.make_node("Relu", ["h"], ["a"]), helper.make_node("Neg", ["h"], ["b"])], "then",
+                             [], value[2:4])  # fmt: skip
+    other = helper.make_graph([helper.make_node("Relu", ["x"], ["e"])], "else", [], value[4:])
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Greater", ["s", "z"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], name="choose", then_branch=then, else_branch=other)]  # fmt: skip
+    inits = [numpy_helper.from_array(np.eye(8, dtype=np.float32), "W"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "s"), numpy_helper.from_array(np.array(0.0, np.float32), "z")]  # fmt: skip
+    model = helper.make_model(helper.make_graph(nodes, "g", value[:1], value[1:2], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
+    model.ir_version = 8
+    path = ws.root / "m.onnx"
+    onnx.save(model, path)
+    before = ws.snapshot()
+    said = "m.onnx: If 'choose' has 1 output(s), its branches give else_branch 1, then_branch 2: ONNX takes them equal"
+    assert_refused(ws, before, ws.run("convert", "-i", path, "-o", ws.root / "c.onnx"), 3, said)
+    assert_refused(ws, before, ws.run("quantize", "-i", path, "--input_list", ws.listing, "-o", ws.out), 3, said)
+    result = ws.run("inspect", path)
+    assert result.exit_code == 0 and "invalid-model" in result.output and "If 'choose'" in result.output, result.output

@@ -321,7 +321,9 @@ RUN_CHECK_VALUES = 1 << 24  # the largest activation check_changed_dims runs a m
 def changed_dims(source: onnx.ModelProto, dims: Mapping[str, tuple[int, ...]]) -> list[str]:
     """Each dim the model fixes that an --input_dim changes, said as a hint."""
     fixed = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in source.graph.input}
-    return [f"--input_dim {n} sets dim {k} to {v}, the model's {fixed[n][k]}" for n, given in dims.items()
+    shown = {i.name: ",".join(d.dim_param or str(d.dim_value or "?") for d in i.type.tensor_type.shape.dim)
+             for i in source.graph.input}  # its layout: '--input_dim image 1,8,8,1' for NCHW data said only 'dim 1'
+    return [f"--input_dim {n} sets dim {k} to {v}, the model's {fixed[n][k]}; it declares {n} [{shown[n]}]" for n, given in dims.items()
             for k, v in enumerate(given) if k < len(fixed.get(n, ())) and fixed[n][k] not in (0, v)]  # fmt: skip
 
 

@@ -136,7 +136,7 @@ def test_an_input_dim_changing_a_fixed_channel_count_is_refused_by_convert(ws: W
     before = ws.snapshot()
     assert_refused(ws, before, ws.run("convert", "-i", ws.model, "-o", ws.out, "--input_dim", "x", "1,4,8,8"), 3,
                    f"{ws.model}: as converted, onnxruntime cannot run it on zeros: ", "Input channels C",
-                   "(--input_dim x sets dim 1 to 4, the model's 3)")  # fmt: skip
+                   "(--input_dim x sets dim 1 to 4, the model's 3; it declares x [N,3,8,8])")  # fmt: skip (its layout)
     assert ws.run("convert", "-i", ws.model, "-o", ws.out, "--input_dim", "x", "2,3,8,8").exit_code == 0
 
 

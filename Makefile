@@ -1198,7 +1198,9 @@ OUT := build/demo
 #   _check_branches; constant folding took a 2-output branch for a 1-output If: an internal error; 15 lines)
 # 28124 -> 28126: an --input_dim that changes a fixed dim shows the input's declared dims (api/common.changed_dims;
 #   NHWC dims for an NCHW input said only 'sets dim 1 to 8, the model's 1'; 2 lines)
-LINE_BUDGET := 28126
+# 28126 -> 28131: a Loop whose body takes another number of inputs than it has is refused (graph/model.
+#   _check_branches; 'as converted: onnxruntime cannot load it' blamed convert, inspect found nothing; 5 lines)
+LINE_BUDGET := 28131
 
 .PHONY: demo test lint venv bench clean golden
 

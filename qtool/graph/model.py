@@ -309,14 +309,19 @@ def _check_opsets(model: onnx.ModelProto, where: str) -> None:
 
 
 def _check_branches(graph: onnx.GraphProto, where: str) -> None:
-    """An If whose branches give another number of outputs than it has, which onnx.checker lets through: constant
-    folding took a 2-output branch for a 1-output If, an internal error; onnxruntime refuses the model."""
+    """An If whose branches give another number of outputs than it has, a Loop whose body takes another number of
+    inputs, which onnx.checker lets through: constant folding took a 2-output branch for a 1-output If, an internal
+    error, and a Loop read 'as converted: onnxruntime cannot load it', as if convert's doing."""
     for node in graph.node:
         branches = [(a.name, len(a.g.output)) for a in node.attribute if a.HasField("g")]
+        takes = [(a.name, len(a.g.input)) for a in node.attribute if a.HasField("g")]
         if node.op_type == "If" and node.domain in ("", "ai.onnx") and any(n != len(node.output) for _, n in branches):
             gives = ", ".join(f"{name} {n}" for name, n in branches)
             raise ModelError(f"If {quoted(node.name or node.output[0])} has {len(node.output)} output(s), its branches "
                              f"give {gives}: ONNX takes them equal", where=where)  # fmt: skip
+        if node.op_type == "Loop" and len(node.input) > 1 and any(n != len(node.input) for _, n in takes):
+            raise ModelError(f"Loop {quoted(node.name or node.output[0])} has {len(node.input)} inputs (M, cond and the "
+                             f"loop-carried), its body takes {takes[0][1]}: ONNX takes them equal", where=where)  # fmt: skip
         for attr in node.attribute:
             for sub in [attr.g] if attr.HasField("g") else attr.graphs:
                 _check_branches(sub, where)

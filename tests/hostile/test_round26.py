@@ -176,3 +176,32 @@ def test_an_if_whose_branches_give_other_output_counts_is_refused(ws: Workspace)
     assert_refused(ws, before, ws.run("quantize", "-i", path, "--input_list", ws.listing, "-o", ws.out), 3, said)
     result = ws.run("inspect", path)
     assert result.exit_code == 0 and "invalid-model" in result.output and "If 'choose'" in result.output, result.output
+
+
+@pytest.mark.parametrize("body_inputs", [2, 4])
+def test_a_loop_whose_body_takes_another_input_count_is_refused(ws: Workspace, body_inputs: int) -> None:
+    """A Loop with inputs (M, cond, v) whose body takes 2 or 4 inputs (where it must take the iteration, cond and v):
+    onnx.checker lets it through, and convert and quantize said 'm.onnx as converted: onnxruntime cannot load it:
+    ... Size mismatch validating subgraph inputs', as if their conversion had broken it; inspect found nothing."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    def vi(name: str, kind: int = TensorProto.FLOAT, dims: list | None = None) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, kind, [1, 8] if dims is None else dims)
+
+    takes = [vi("i", TensorProto.INT64, []), vi("ci", TensorProto.BOOL, []), vi("v"), vi("v2")]
+    body = helper.make_graph([helper.make_node("Identity", ["ci"], ["co"]), helper.make_node("MatMul", ["v", "W"], ["vo"])],
+                             "body", takes[1:3] if body_inputs == 2 else takes, [vi("co", TensorProto.BOOL, []), vi("vo")])  # fmt: skip
+    inits = [numpy_helper.from_array(np.array(3, np.int64), "M"), numpy_helper.from_array(np.array(True), "c"),
+             numpy_helper.from_array(np.eye(8, dtype=np.float32), "W")]  # fmt: skip
+    graph = helper.make_graph([helper.make_node("Loop", ["M", "c", "x"], ["y"], name="steps", body=body)], "g",
+                              [vi("x")], [vi("y")], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = ws.root / "m.onnx"
+    onnx.save(model, path)
+    before = ws.snapshot()
+    said = f"m.onnx: Loop 'steps' has 3 inputs (M, cond and the loop-carried), its body takes {body_inputs}"
+    assert_refused(ws, before, ws.run("convert", "-i", path, "-o", ws.root / "c.onnx"), 3, said)
+    result = ws.run("inspect", path)
+    assert result.exit_code == 0 and "invalid-model" in result.output and "Loop 'steps'" in result.output, result.output

@@ -1200,7 +1200,9 @@ OUT := build/demo
 #   NHWC dims for an NCHW input said only 'sets dim 1 to 8, the model's 1'; 2 lines)
 # 28126 -> 28131: a Loop whose body takes another number of inputs than it has is refused (graph/model.
 #   _check_branches; 'as converted: onnxruntime cannot load it' blamed convert, inspect found nothing; 5 lines)
-LINE_BUDGET := 28131
+# 28131 -> 28134: a signal the caller ignores stays ignored (__main__; `nohup qtool` ended 'interrupted' on SIGHUP,
+#   and a CI job started with `&` lost the Ctrl-C tests to a swallowed SIGINT; 3 lines)
+LINE_BUDGET := 28134
 
 .PHONY: demo test lint venv bench clean golden
 

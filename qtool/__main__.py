@@ -3,6 +3,7 @@
 SIGTERM (CI runners, `timeout`) and SIGHUP (a closed terminal) end a run the way Ctrl-C does:
 the running command removes every temporary and partial output, and the exit code is 128 + the
 signal's number (130, 143, 129). Even an interrupt during the imports is one line, not a traceback.
+A signal the caller ignores stays ignored (`nohup qtool ...`, `qtool ... &` in a script).
 
 A standard descriptor the shell closed (`>&-`, `2>&-`) is reopened on /dev/null before anything else: left
 closed, the first file qtool opened took its number, and whatever writes to stdout or stderr (a library's
@@ -67,17 +68,19 @@ def main() -> None:
     if 1 in _reopen_closed_std_fds():
         sys.stderr.write("qtool: error: stdout is closed (>&-): the report would be lost; use >/dev/null to discard it\n")
         sys.exit(2)
+    # A signal the caller set to be ignored stays ignored: `nohup qtool ...` (SIGHUP) and `qtool ... &` in a
+    # script (SIGINT) ask a run to outlive the terminal or the script's Ctrl-C, as Python itself leaves SIGINT
+    handled = END_SIGNALS - {s for s in END_SIGNALS if signal.getsignal(s) == signal.SIG_IGN}
     # During the imports a signal is only noted: an exception raised inside a compiled extension's
     # module init (onnx's) aborts the interpreter ("terminate called after throwing ...").
-    for signum in END_SIGNALS:
+    for signum in handled:
         signal.signal(signum, _remember)
     from qtool.cli import main as cli
     from qtool.io import outputs
 
     outputs.on_committed = _hold_end_signals
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)
+    for signum in handled:
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else _interrupt)
     if _pending:
         sys.stderr.write("qtool: interrupted; no output written\n")
         sys.exit(128 + _pending[0])

@@ -23,6 +23,15 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     return ws
 
 
+def _started_with(ignored: set[int]):
+    # the child's start, whatever the test runner's own handlers are (a CI job started with `&` ignores SIGINT)
+    def set_handlers() -> None:
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN if signum in ignored else signal.SIG_DFL)
+
+    return set_handlers
+
+
 def _interrupted(ws: Workspace, signum: int, after: float) -> subprocess.CompletedProcess:
     args = ["quantize", "-i", ws.model, "--input_list", ws.listing, "-o", ws.out, "--act_quantizer_calibration", "sqnr"]
     process = subprocess.Popen(
@@ -30,6 +39,7 @@ def _interrupted(ws: Workspace, signum: int, after: float) -> subprocess.Complet
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_started_with(set()),
     )
     time.sleep(after)
     process.send_signal(signum)
@@ -62,3 +72,30 @@ def test_a_signal_cleans_up_and_exits_128_plus_n(ws: Workspace, signum: int, aft
     snapshot = ws.snapshot()
     assert snapshot == before, sorted(set(snapshot) ^ set(before))
 
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT], ids=["nohup", "background"])
+def test_a_signal_the_caller_ignores_stays_ignored(ws: Workspace, signum: int) -> None:
+    # `nohup qtool ...` and `qtool ... &` in a script: the run outlives the signal and writes its outputs (before,
+    # qtool put its own handler in place of the ignored one: 'interrupted', exit 129 / 130)
+    listing = ws.root / "short_list.txt"
+    listing.write_text("".join(ws.listing.read_text().splitlines(keepends=True)[:1000]))  # a few seconds' run
+    args = ["quantize", "-i", ws.model, "--input_list", listing, "-o", ws.out]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qtool", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_started_with({signum}),
+    )
+    try:
+        for pause in (0.3, 0.7, 1.0, 2.0):  # during the imports, the reads and calibration, whatever the load
+            time.sleep(pause)
+            process.send_signal(signum)  # a no-op once the run has ended
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+        assert ws.out.is_file()
+    finally:
+        listing.unlink()
+        for path in (ws.out, ws.out.with_suffix(".encodings.json")):
+            path.unlink(missing_ok=True)

@@ -286,7 +286,7 @@ def check(model: onnx.ModelProto, where: str, path: str | os.PathLike[str] | Non
             raise ModelError(f"{kind} {bare[0].name!r} declares no shape (any rank), which onnx.checker refuses",
                              where=where, hint=f"{fix}declare its dims in the model (names for the dynamic ones)")  # fmt: skip
     _check_opsets(model, where)
-    _check_branches(model.graph, where)
+    _check_branches(model.graph, where, default_opset(model))
     try:
         if external_data.proto_size(model) < external_data.PROTOBUF_LIMIT:
             onnx.checker.check_model(external_data.checkable(model))
@@ -308,9 +308,9 @@ def _check_opsets(model: onnx.ModelProto, where: str) -> None:
                          where=where, hint="export the model with a released opset")  # fmt: skip
 
 
-def _check_branches(graph: onnx.GraphProto, where: str) -> None:
+def _check_branches(graph: onnx.GraphProto, where: str, opset: int) -> None:
     """An If whose branches give another number of outputs than it has, a Loop whose body takes another number of
-    inputs, which onnx.checker lets through: constant folding took a 2-output branch for a 1-output If, an internal
+    inputs (a Scan's too), which onnx.checker lets through: constant folding took a 2-output branch for a 1-output If, an internal
     error, and a Loop read 'as converted: onnxruntime cannot load it', as if convert's doing."""
     for node in graph.node:
         branches = [(a.name, len(a.g.output)) for a in node.attribute if a.HasField("g")]
@@ -322,9 +322,13 @@ def _check_branches(graph: onnx.GraphProto, where: str) -> None:
         if node.op_type == "Loop" and len(node.input) > 1 and any(n != len(node.input) for _, n in takes):
             raise ModelError(f"Loop {quoted(node.name or node.output[0])} has {len(node.input)} inputs (M, cond and the "
                              f"loop-carried), its body takes {takes[0][1]}: ONNX takes them equal", where=where)  # fmt: skip
+        state = len(node.input) - (opset < 9)  # opset 8's Scan reads sequence_lens first, which its body does not take
+        if node.op_type == "Scan" and any(n != state for _, n in takes):
+            raise ModelError(f"Scan {quoted(node.name or node.output[0])} has {state} state and scanned inputs, its body "
+                             f"takes {takes[0][1]}: ONNX takes them equal", where=where)  # fmt: skip
         for attr in node.attribute:
             for sub in [attr.g] if attr.HasField("g") else attr.graphs:
-                _check_branches(sub, where)
+                _check_branches(sub, where, opset)
 
 
 def external_data_threshold() -> int:

@@ -205,3 +205,28 @@ def test_a_loop_whose_body_takes_another_input_count_is_refused(ws: Workspace, b
     assert_refused(ws, before, ws.run("convert", "-i", path, "-o", ws.root / "c.onnx"), 3, said)
     result = ws.run("inspect", path)
     assert result.exit_code == 0 and "invalid-model" in result.output and "Loop 'steps'" in result.output, result.output
+
+
+def test_a_scan_whose_body_takes_another_input_count_is_refused(ws: Workspace) -> None:
+    """A Scan of a state and one scanned input whose body takes three inputs: convert said 'as converted: onnxruntime
+    cannot load it: ... Size mismatch validating subgraph inputs', and inspect found nothing, as for a Loop."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    def vi(name: str, dims: list) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+
+    body = helper.make_graph([helper.make_node("Add", ["s", "xi"], ["s2"]), helper.make_node("Identity", ["s2"], ["yi"])],
+                             "body", [vi("s", [8]), vi("xi", [8]), vi("extra", [8])], [vi("s2", [8]), vi("yi", [8])])  # fmt: skip
+    node = helper.make_node("Scan", ["s0", "x"], ["sf", "y"], name="sweep", body=body, num_scan_inputs=1)
+    graph = helper.make_graph([node], "g", [vi("x", [3, 8])], [vi("y", [3, 8])],
+                              [numpy_helper.from_array(np.zeros(8, np.float32), "s0")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = ws.root / "m.onnx"
+    onnx.save(model, path)
+    before = ws.snapshot()
+    said = "m.onnx: Scan 'sweep' has 2 state and scanned inputs, its body takes 3: ONNX takes them equal"
+    assert_refused(ws, before, ws.run("convert", "-i", path, "-o", ws.root / "c.onnx"), 3, said)
+    result = ws.run("inspect", path)
+    assert result.exit_code == 0 and "invalid-model" in result.output and "Scan 'sweep'" in result.output, result.output

@@ -296,10 +296,21 @@ def check_normalised(model: onnx.ModelProto, where: str, source: onnx.ModelProto
         runtime.session(model, 1, f"{where} as converted", arena=False, folded=True)
         runtime.give_back()  # the session's copy of the weights, which would stay on the heap through the save
     except ModelError as e:
+        _refuse_as_given(source, where, e)
         guessed = _guessed_batches(source, model, input_dims) if source is not None else None
         changed = changed_dims(source, input_dims) if source is not None else []
         hint = f"pin the input that picks the branch: {pin}" if pin else guessed or next(iter(changed), e.hint)
         raise ModelError(e.message, where=e.where, hint=hint) from e
+
+
+def _refuse_as_given(source: onnx.ModelProto | None, where: str, converted: ModelError) -> None:
+    """onnxruntime's refusal of the model as given, where it refuses it too (a Concat axis past its rank, dims no
+    broadcast joins): 'as converted: onnxruntime cannot load it' read as if convert had broken it."""
+    try:
+        runtime.session(source, 1, where, arena=False, folded=True) if source is not None else None
+    except ModelError as given:
+        raise ModelError(given.message, where=where, hint="fix or re-export the model") from converted
+    runtime.give_back()
 
 
 def _guessed_batches(source: onnx.ModelProto, model: onnx.ModelProto, given: Collection[str]) -> str | None:

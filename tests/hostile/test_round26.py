@@ -230,3 +230,34 @@ def test_a_scan_whose_body_takes_another_input_count_is_refused(ws: Workspace) -
     assert_refused(ws, before, ws.run("convert", "-i", path, "-o", ws.root / "c.onnx"), 3, said)
     result = ws.run("inspect", path)
     assert result.exit_code == 0 and "invalid-model" in result.output and "Scan 'sweep'" in result.output, result.output
+
+
+# --- a model onnxruntime refuses as given is not said to be broken by convert ----------------------------------------
+
+
+@pytest.mark.parametrize("kind, said", [
+    ("concat", "axis must be in [-rank, rank-1]"),
+    ("broadcast", "Incompatible dimensions"),
+])  # fmt: skip
+def test_a_model_onnxruntime_refuses_as_given_is_blamed_not_its_conversion(ws: Workspace, kind: str, said: str) -> None:
+    """A Concat of axis 5 on [1, 8] tensors, or an Add of [1, 8] and [3]: onnx.checker lets both through and
+    onnxruntime refuses both, but convert and quantize said 'm.onnx as converted: onnxruntime cannot load it', as if
+    the conversion had broken a model that loads. Now, where onnxruntime refuses the model as given too, the error
+    is the model's."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    if kind == "concat":
+        nodes, inits, out = [helper.make_node("Concat", ["x", "x"], ["y"], axis=5)], [], [1, 16]
+    else:
+        nodes, inits, out = [helper.make_node("Add", ["x", "b"], ["y"])], [numpy_helper.from_array(np.ones(3, np.float32), "b")], [1, 8]
+    graph = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = ws.root / "m.onnx"
+    onnx.save(model, path)
+    before = ws.snapshot()
+    for args in (("convert", "-i", path, "-o", ws.root / "c.onnx"), ("quantize", "-i", path, "-o", ws.out, "-f")):
+        line = assert_refused(ws, before, ws.run(*args), 3, "m.onnx: onnxruntime cannot load it: ", said)
+        assert "as converted" not in line, line

@@ -428,7 +428,8 @@ def _config_scalar(kind: click.ParamType, key: str, v: Any, text: Any, where: st
         raise UsageError(f"{key}: {text or str(v).lower()} is a YAML boolean; quote it if it is a name", where=where)
     if isinstance(kind, click.types.StringParamType | click.Choice | click.Path) and isinstance(v, int | float):
         v = text if isinstance(text, str) else v
-    if v is not None and isinstance(kind, click.Choice | click.types.IntParamType | click.types.FloatParamType):
+    if v is not None and isinstance(kind, click.Choice | click.types.IntParamType | click.types.FloatParamType
+                                    | click.types.BoolParamType):  # 'yes please' for a switch: click named no file
         try:
             kind.convert(v, None, None)
         except click.BadParameter as e:

@@ -261,3 +261,17 @@ def test_a_model_onnxruntime_refuses_as_given_is_blamed_not_its_conversion(ws: W
     for args in (("convert", "-i", path, "-o", ws.root / "c.onnx"), ("quantize", "-i", path, "-o", ws.out, "-f")):
         line = assert_refused(ws, before, ws.run(*args), 3, "m.onnx: onnxruntime cannot load it: ", said)
         assert "as converted" not in line, line
+
+
+# --- a config's switch given a value no boolean reads ------------------------------------------------------------
+
+
+def test_a_config_switch_of_no_boolean_value_names_the_file_and_line(ws: Workspace) -> None:
+    """'use_per_channel_quantization: yes please' in a --config file: click's own refusal ('Invalid value for
+    '--use_per_channel_quantization': 'yes please' is not a valid boolean') named no file, where every other
+    wrong value in a config names its file and line. Now it does."""
+    config = ws.root / "c.yaml"
+    config.write_text("act_bitwidth: 8\nuse_per_channel_quantization: yes please\n")
+    before = ws.snapshot()
+    assert_refused(ws, before, ws.quantize("-o", ws.out, "--config", config), 2,
+                   "c.yaml:2: use_per_channel_quantization: 'yes please' is not a valid boolean")  # fmt: skip

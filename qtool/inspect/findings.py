@@ -78,7 +78,7 @@ def _finite(value: Any) -> Any:
 
 @dataclass
 class InspectReport(Report):
-    """A Report that also carries lint findings: listed last in text, a `findings` list in JSON."""
+    """A Report that also carries lint findings: listed first in text, a `findings` list in JSON."""
 
     findings: list[Finding] = field(default_factory=list)
 
@@ -90,11 +90,15 @@ class InspectReport(Report):
         return _finite({**super().to_dict(), "findings": [asdict(f) for f in self.findings]})
 
     def to_text(self) -> str:
-        lines = [super().to_text(), "", f"lint findings ({self.counts()})" if self.findings else "lint findings: none"]
+        """The verdict first: the findings (a far-from-float warning among them), the outputs' drift and the layer
+        ranking, then the facts and the long tables: after a real model's encodings, the drift was line 248 of 303."""
+        lines = [self.title, f"lint findings ({self.counts()})" if self.findings else "lint findings: none"]
         for f in self.findings:
             said = [f"  {f.severity:<7}  {f.lint}  {f.where}", f"           why: {f.why}", f"           fix: {f.fix}"]
             lines += map(printable, said)  # names from the model: no terminal escapes
-        return "\n".join(lines)
+        verdict = [t for t in self.tables if t.title.startswith(("outputs", "layers"))]
+        rest = Report("facts", self.facts, [t for t in self.tables if t not in verdict])
+        return "\n".join(lines) + Report("", {}, verdict).to_text() + "\n\n" + rest.to_text()
 
     def check(self, fail_on: str | None) -> None:
         """Raise FindingsError (exit 5) when a finding is at or above `fail_on`."""

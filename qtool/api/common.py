@@ -309,7 +309,7 @@ def _refuse_as_given(source: onnx.ModelProto | None, where: str, converted: Mode
     try:
         runtime.session(source, 1, where, arena=False, folded=True) if source is not None else None
     except ModelError as given:
-        raise ModelError(given.message, where=where, hint="fix or re-export the model") from converted
+        raise ModelError(given.message, where=where, hint=given.hint or "fix or re-export the model") from converted
     runtime.give_back()
 
 

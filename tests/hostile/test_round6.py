@@ -160,7 +160,8 @@ def test_an_opset_onnxruntime_does_not_know_is_said_in_words_not_a_cxx_signature
     model.ir_version = 10
     onnx.save(model, str(tmp_path / "m.onnx"))
     result = run_cli(["convert", "-i", tmp_path / "m.onnx", "-o", tmp_path / "c.onnx"])
-    assert result.exit_code == 3 and "Opset 99" in result.stderr and "onnxruntime_src" not in result.stderr
+    # since 19df557 qtool says it before onnxruntime is asked ('ONNX opset 99 is past the newest defined')
+    assert result.exit_code == 3 and "opset 99" in result.stderr.lower() and "onnxruntime_src" not in result.stderr
 
 
 @pytest.mark.parametrize(("op", "arg"), [("Expand", [20000, 20000, 10]), ("Pad", [0, 0, 40000, 40000]),

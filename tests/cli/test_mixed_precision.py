@@ -287,6 +287,8 @@ def test_trials_on_a_copy_with_adarounds_weights_restored_leave_nothing_in_the_m
         entries = trial_memo._SCOPES[-1].entries
         held["tensors"] = {id(p) for protos, _, _ in entries.values() for p in protos if isinstance(p, onnx.TensorProto)}
         models = [searched, *(value for (kind, *_), (_, value, _) in entries.items() if kind == "upgraded")]
+        # the Q/DQ writer's 16-bit opset copy holds only the small weights (d756d64): (model, the searched one's large)
+        models += [value[0] for (kind, *_), (_, value, _) in entries.items() if kind == "upgraded weightless"]
         held["models'"] = {id(t) for m in models for t in m.graph.initializer}  # the searched one, its 16-bit opset's
         return result
 

@@ -152,6 +152,15 @@ def test_an_opset_past_the_newest_is_refused_as_the_models(ws: Workspace) -> Non
 # --- an If whose branches give another number of outputs ----------------------------------------------------------
 
 
+def _saved(ws: Workspace, graph: onnx.GraphProto) -> tuple[Path, dict]:
+    """The graph as an opset-17 model in ws's m.onnx, and ws's files before any command runs."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, ws.root / "m.onnx")
+    return ws.root / "m.onnx", ws.snapshot()
+
+
+
 def test_an_if_whose_branches_give_other_output_counts_is_refused(ws: Workspace) -> None:
     """An If with one output whose then_branch gives two (Relu and Neg of h) and else_branch one: onnx.checker lets
     it through, onnxruntime refuses it ('then_branch and else_branch produce different number of outputs'), and
@@ -169,12 +178,7 @@ def test_an_if_whose_branches_give_other_output_counts_is_refused(ws: Workspace)
              helper.make_node("If", ["c"], ["y"], name="choose", then_branch=then, else_branch=other)]  # fmt: skip
     inits = [numpy_helper.from_array(np.eye(8, dtype=np.float32), "W"),
              numpy_helper.from_array(np.array(1.0, np.float32), "s"), numpy_helper.from_array(np.array(0.0, np.float32), "z")]  # fmt: skip
-    model = helper.make_model(helper.make_graph(nodes, "g", value[:1], value[1:2], inits),
-                              opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
-    model.ir_version = 8
-    path = ws.root / "m.onnx"
-    onnx.save(model, path)
-    before = ws.snapshot()
+    path, before = _saved(ws, helper.make_graph(nodes, "g", value[:1], value[1:2], inits))
     said = "m.onnx: If 'choose' has 1 output(s), its branches give else_branch 1, then_branch 2: ONNX takes them equal"
     assert_refused(ws, before, ws.run("convert", "-i", path, "-o", ws.root / "c.onnx"), 3, said)
     assert_refused(ws, before, ws.run("quantize", "-i", path, "--input_list", ws.listing, "-o", ws.out), 3, said)
@@ -200,11 +204,7 @@ def test_a_loop_whose_body_takes_another_input_count_is_refused(ws: Workspace, b
              numpy_helper.from_array(np.eye(8, dtype=np.float32), "W")]  # fmt: skip
     graph = helper.make_graph([helper.make_node("Loop", ["M", "c", "x"], ["y"], name="steps", body=body)], "g",
                               [vi("x")], [vi("y")], inits)  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = ws.root / "m.onnx"
-    onnx.save(model, path)
-    before = ws.snapshot()
+    path, before = _saved(ws, graph)
     said = f"m.onnx: Loop 'steps' has 3 inputs (M, cond and the loop-carried), its body takes {body_inputs}"
     assert_refused(ws, before, ws.run("convert", "-i", path, "-o", ws.root / "c.onnx"), 3, said)
     result = ws.run("inspect", path)
@@ -225,11 +225,7 @@ def test_a_scan_whose_body_takes_another_input_count_is_refused(ws: Workspace) -
     node = helper.make_node("Scan", ["s0", "x"], ["sf", "y"], name="sweep", body=body, num_scan_inputs=1)
     graph = helper.make_graph([node], "g", [vi("x", [3, 8])], [vi("y", [3, 8])],
                               [numpy_helper.from_array(np.zeros(8, np.float32), "s0")])  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = ws.root / "m.onnx"
-    onnx.save(model, path)
-    before = ws.snapshot()
+    path, before = _saved(ws, graph)
     said = "m.onnx: Scan 'sweep' has 2 state and scanned inputs, its body takes 3: ONNX takes them equal"
     assert_refused(ws, before, ws.run("convert", "-i", path, "-o", ws.root / "c.onnx"), 3, said)
     result = ws.run("inspect", path)
@@ -257,11 +253,7 @@ def test_a_model_onnxruntime_refuses_as_given_is_blamed_not_its_conversion(ws: W
     else:
         nodes, inits, out = [helper.make_node("Add", ["x", "b"], ["y"])], [numpy_helper.from_array(np.ones(3, np.float32), "b")], [1, 8]
     graph = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = ws.root / "m.onnx"
-    onnx.save(model, path)
-    before = ws.snapshot()
+    path, before = _saved(ws, graph)
     for args in (("convert", "-i", path, "-o", ws.root / "c.onnx"), ("quantize", "-i", path, "-o", ws.out, "-f")):
         line = assert_refused(ws, before, ws.run(*args), 3, "m.onnx: onnxruntime cannot load it: ", said)
         assert "as converted" not in line, line

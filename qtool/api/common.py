@@ -307,7 +307,8 @@ def _refuse_as_given(source: onnx.ModelProto | None, where: str, converted: Mode
     """onnxruntime's refusal of the model as given, where it refuses it too (a Concat axis past its rank, dims no
     broadcast joins): 'as converted: onnxruntime cannot load it' read as if convert had broken it."""
     try:
-        runtime.session(source, 1, where, arena=False, folded=True) if source is not None else None
+        if source is not None:
+            runtime.session(source, 1, where, arena=False, folded=True)
     except ModelError as given:
         raise ModelError(given.message, where=where, hint=given.hint or "fix or re-export the model") from converted
     runtime.give_back()
